@@ -1,0 +1,1 @@
+"""The edges of the pipeline: Kafka launcher/admin, providers, ClickHouse sink, webhooks."""

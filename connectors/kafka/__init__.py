@@ -1,0 +1,1 @@
+"""The embedded Kafka broker launcher and topic administration (no `streams` imports)."""

@@ -1,0 +1,129 @@
+"""Topic administration: declare topics as specs, create the missing ones.
+
+Plain parameters only (a bootstrap string, specs); no `streams` imports.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+#: Upper bound of one metadata probe while polling for a broker.
+PROBE_TIMEOUT_S = 2.0
+POLL_INTERVAL_S = 0.25
+
+
+class TopicError(RuntimeError):
+    """A topic exists in a shape that contradicts its spec, or could not be created."""
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication_factor: int = 1
+    compacted: bool = False
+    retention_ms: int | None = None  # None -> broker default; -1 -> keep forever
+    extra_config: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("topic name must not be empty")
+        if self.partitions < 1 or self.replication_factor < 1:
+            raise ValueError(f"{self.name}: partitions and replication_factor must be >= 1")
+        if self.retention_ms is not None and self.retention_ms < -1:
+            raise ValueError(f"{self.name}: retention_ms must be -1 (infinite) or >= 0")
+
+    def config(self) -> dict[str, str]:
+        cfg = {"cleanup.policy": "compact" if self.compacted else "delete"}
+        if self.retention_ms is not None:
+            cfg["retention.ms"] = str(self.retention_ms)
+        cfg.update(self.extra_config)
+        return cfg
+
+
+def _admin(bootstrap: str) -> AdminClient:
+    # log_level 0: librdkafka would print a line per refused connect while we poll;
+    # every failure reaches the caller as an exception instead.
+    return AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+
+
+def _port_open(bootstrap: str, timeout_s: float) -> bool:
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+        except (OSError, ValueError):
+            continue
+        return True
+    return False
+
+
+def broker_answers(bootstrap: str, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
+    """One metadata round trip: True if a broker at `bootstrap` answered in time."""
+    # A refused connect fails at once, while librdkafka would retry until the timeout.
+    if not _port_open(bootstrap, timeout_s):
+        return False
+    try:
+        _admin(bootstrap).list_topics(timeout=timeout_s)
+    except KafkaException:
+        return False
+    return True
+
+
+def wait_for_broker(bootstrap: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"no Kafka broker answered at {bootstrap} within {timeout_s:g}s")
+        if broker_answers(bootstrap, min(PROBE_TIMEOUT_S, remaining)):
+            return
+        time.sleep(min(POLL_INTERVAL_S, max(0.0, deadline - time.monotonic())))
+
+
+def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], timeout_s: float = 30) -> list[str]:
+    """Create the topics that do not exist yet; return the names created.
+
+    Existing topics are never altered: one with fewer partitions than its spec is an
+    error (adding partitions would move keys to other partitions), one with more is
+    accepted as it is.
+    """
+    specs = list(specs)
+    admin = _admin(bootstrap)
+    try:
+        existing = admin.list_topics(timeout=timeout_s).topics
+    except KafkaException as exc:
+        raise TopicError(f"cannot read topic metadata from {bootstrap}: {exc}") from exc
+
+    too_small = [
+        f"{s.name} has {len(existing[s.name].partitions)} partitions, spec wants {s.partitions}"
+        for s in specs
+        if s.name in existing and len(existing[s.name].partitions) < s.partitions
+    ]
+    if too_small:
+        raise TopicError("existing topics do not match their specs: " + "; ".join(too_small))
+
+    missing = [
+        NewTopic(s.name, s.partitions, s.replication_factor, config=s.config())
+        for s in specs
+        if s.name not in existing
+    ]
+    if not missing:
+        return []
+    created: list[str] = []
+    futures = admin.create_topics(missing, operation_timeout=timeout_s, request_timeout=timeout_s)
+    for name, future in futures.items():
+        try:
+            future.result()
+        except KafkaException as exc:
+            if exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                continue  # lost a race with another creator: the topic is there
+            raise TopicError(f"creating topic {name} failed: {exc.args[0].str()}") from exc
+        created.append(name)
+    return sorted(created)

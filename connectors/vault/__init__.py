@@ -1,0 +1,1 @@
+"""The card vault edge: tokenization keys and (later) encrypted PAN storage."""

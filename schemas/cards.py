@@ -1,0 +1,104 @@
+"""Card number helpers shared by ingest, the producer CLI and anything that logs.
+
+A PAN must never reach a log, a topic or a table: `mask_pans` is applied to any
+text or bytes of unknown content before it is written anywhere.
+"""
+
+from __future__ import annotations
+
+import re
+
+PAN_MIN_LEN = 12
+PAN_MAX_LEN = 19
+
+# Digit runs, optionally grouped by spaces or dashes, long enough to be a PAN.
+_PAN_TEXT = re.compile(r"\d(?:[ -]?\d){11,}")
+_PAN_BYTES = re.compile(rb"\d(?:[ -]?\d){11,}")
+
+# (brand, prefixes, valid lengths). Ranges per the networks' published IIN tables.
+_BRANDS: tuple[tuple[str, tuple[tuple[int, int], ...], frozenset[int]], ...] = (
+    ("amex", ((34, 34), (37, 37)), frozenset({15})),
+    ("visa", ((4, 4),), frozenset({13, 16, 19})),
+    ("mastercard", ((51, 55), (2221, 2720)), frozenset({16})),
+    ("discover", ((6011, 6011), (644, 649), (65, 65)), frozenset({16, 19})),
+    ("jcb", ((3528, 3589),), frozenset({16, 17, 18, 19})),
+    ("diners", ((300, 305), (36, 36), (38, 39)), frozenset({14, 16, 19})),
+    ("unionpay", ((62, 62),), frozenset({16, 17, 18, 19})),
+)
+
+
+def luhn_valid(digits: str) -> bool:
+    if not digits.isdigit():
+        return False
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2 == 1:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def brand_of(pan: str) -> str | None:
+    """The card network for a PAN by IIN range and length, or None if unknown."""
+    for brand, ranges, lengths in _BRANDS:
+        if len(pan) not in lengths:
+            continue
+        for lo, hi in ranges:
+            width = len(str(lo))
+            if lo <= int(pan[:width]) <= hi:
+                return brand
+    return None
+
+
+# Longer digit runs are masked whole: scanning them is not worth the risk.
+_MAX_SCAN_RUN = 256
+
+
+def _looks_like_pan(run: str) -> bool:
+    """True if the run, or any window of it, could be a card number.
+
+    Windows matter because in raw bytes a PAN may sit right after another digit
+    (an Avro length byte, a neighbouring field), which defeats a whole-run check.
+    """
+    digits = re.sub(r"[ -]", "", run)
+    if len(digits) > _MAX_SCAN_RUN:
+        return True
+    if PAN_MIN_LEN <= len(digits) <= PAN_MAX_LEN and luhn_valid(digits):
+        return True
+    for length in range(13, PAN_MAX_LEN + 1):
+        for i in range(len(digits) - length + 1):
+            window = digits[i : i + length]
+            if brand_of(window) is not None and luhn_valid(window):
+                return True
+    return False
+
+
+def mask_pans(text: str) -> tuple[str, int]:
+    """Replace every Luhn-valid 12..19 digit run by `[PAN]`; returns (text, count)."""
+    count = 0
+
+    def sub(m: re.Match[str]) -> str:
+        nonlocal count
+        if _looks_like_pan(m.group(0)):
+            count += 1
+            return "[PAN]"
+        return m.group(0)
+
+    return _PAN_TEXT.sub(sub, text), count
+
+
+def mask_pans_bytes(data: bytes) -> tuple[bytes, int]:
+    """The bytes form of `mask_pans`, for raw messages bound for the dead-letter topic."""
+    count = 0
+
+    def sub(m: re.Match[bytes]) -> bytes:
+        nonlocal count
+        if _looks_like_pan(m.group(0).decode("ascii")):
+            count += 1
+            return b"[PAN]"
+        return m.group(0)
+
+    return _PAN_BYTES.sub(sub, data), count

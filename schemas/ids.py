@@ -1,0 +1,25 @@
+"""Deterministic ids. A retried create must land on the same partition and a
+redelivered command must produce the same outcome id, so ids are derived, not drawn."""
+
+from __future__ import annotations
+
+import uuid
+
+_NS = uuid.UUID("6f1c1c9e-6d55-4a4f-9a57-0d3f5b0b7a11")
+_SEP = "\x1f"  # unit separator: cannot appear in a valid merchant id, so no ambiguity
+
+
+def _derive(prefix: str, *parts: str) -> str:
+    return prefix + uuid.uuid5(_NS, prefix + _SEP + _SEP.join(parts)).hex
+
+
+def derive_payment_id(merchant_id: str, idempotency_key: str) -> str:
+    return _derive("pay_", merchant_id, idempotency_key)
+
+
+def derive_outcome_id(command_id: str) -> str:
+    return _derive("out_", command_id)
+
+
+def derive_dlq_id(topic: str, partition: int, offset: int) -> str:
+    return _derive("dlq_", topic, str(partition), str(offset))

@@ -1,0 +1,1 @@
+"""The Faust app, its stages and the `paystream` CLI."""

@@ -1,0 +1,157 @@
+"""The Faust app: topics, tables and thin agents over the pure stage logic.
+
+Commit order (one Kafka transaction per source partition, Faust EOS):
+  1. the stage reads a command at offset o of partition p;
+  2. table writes go to their changelog, partition p;
+  3. produced records go to partition p of the output topic;
+  4. at the commit interval, offsets up to o are sent to the transaction and it
+     commits: state, outputs and progress land together or not at all.
+Because Faust's EOS has known holes, the payments stage also dedups by command_id.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+
+from connectors.providers import simulated
+from connectors.vault.tokenizer import tokenizer_from_dir
+from schemas.cards import mask_pans
+from schemas.codec import Codec, DecodeError
+from streams import metrics, topics
+from streams.ingest import DeadLetter, Forward, Limits, Source, dead_letter, ingest
+from streams.outcomes import rejection
+from streams.payments import AuthResult, Decision, Payment, Policy, decide
+from streams.settings import Settings
+
+log = logging.getLogger("paystream.worker")
+
+VALIDATED_CODEC = Codec("ValidatedCommand")
+OUTCOME_CODEC = Codec("PaymentOutcome")
+DLQ_CODEC = Codec("DeadLetter")
+
+
+def faust_broker_url(bootstrap: str) -> str:
+    return ";".join(f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip())
+
+
+def authorize(cmd: dict[str, Any]) -> AuthResult:
+    card = cmd["card"]
+    declined = simulated.authorize(card["bin"], card["last4"], cmd["amount_minor"])
+    return AuthResult(approved=declined is None, reason=declined)
+
+
+def apply_command(cmd: dict[str, Any], payment: Payment | None, policy: Policy) -> Decision:
+    """The payments stage for one validated command, given its payment's state."""
+    if cmd["rejection_reason"] is not None:
+        outcome = rejection(cmd, cmd["rejection_reason"], cmd["rejection_detail"] or "", payment_id=cmd["payment_id"])
+        return Decision(payment, outcome, changed=False)
+    return decide(payment, cmd, authorize, policy)
+
+
+def source_of(event: faust.types.EventT) -> Source:
+    m = event.message
+    return Source(m.topic, m.partition, m.offset, int(m.timestamp * 1000), m.key)
+
+
+def build_app(settings: Settings) -> faust.App:
+    n = settings.partitions
+    app = faust.App(
+        settings.app_id,
+        broker=faust_broker_url(settings.kafka_bootstrap),
+        store="rocksdb://",
+        datadir=str(settings.state_dir),
+        processing_guarantee="exactly_once",
+        broker_commit_interval=settings.commit_interval_s,
+        topic_partitions=n,
+        topic_replication_factor=settings.replication_factor,
+        # Topics are created by `paystream topics ensure` from streams.topics, never implicitly.
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        key_serializer="raw",
+        value_serializer="raw",
+        consumer_auto_offset_reset="earliest",
+        web_enabled=False,
+        table_cleanup_interval=60.0,
+    )
+
+    def topic(name: str) -> faust.TopicT:
+        return app.topic(name, key_type=bytes, value_type=bytes, partitions=n)
+
+    names = topics.topic_names(settings)
+    commands, validated, outcomes, dlq = map(topic, (names.commands, names.validated, names.outcomes, names.dlq))
+    payments = app.Table("payments", partitions=n, key_type=bytes, value_type=bytes)
+    applied = app.Table("payments-dedup", partitions=n, key_type=bytes, value_type=bytes)
+
+    tokenizer = tokenizer_from_dir(settings.keys_dir)
+    limits = Limits(settings.max_amount_minor, settings.idempotency_key_max_len, n)
+    policy = Policy()
+
+    async def to_dlq(stage: str, result: DeadLetter, partition: int, key: bytes | None) -> None:
+        metrics.DEAD_LETTERS.labels(stage=stage, reason=result.record["reason"]).inc()
+        await dlq.send(key=key, value=DLQ_CODEC.encode(result.record), partition=partition)
+
+    @app.agent(commands, name="ingest")
+    async def ingest_agent(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            source = source_of(event)
+            result = ingest(event.value, source, tokenizer, limits)
+            if isinstance(result, DeadLetter):
+                await to_dlq("ingest", result, source.partition, source.key)
+                continue
+            assert isinstance(result, Forward)
+            await validated.send(key=result.key, value=VALIDATED_CODEC.encode(result.command), partition=source.partition)
+
+    @app.agent(validated, name="payments")
+    async def payments_agent(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            source = source_of(event)
+            try:
+                cmd = VALIDATED_CODEC.decode(event.value)
+            except DecodeError as e:
+                await to_dlq("payments", dead_letter("payments", e.reason, e.detail, event.value, source), source.partition, source.key)
+                continue
+            command_id = cmd["command_id"].encode()
+            if command_id in applied:
+                metrics.DUPLICATES_SKIPPED.labels(stage="payments").inc()
+                continue
+            pid = cmd["payment_id"].encode() if cmd["payment_id"] else None
+            raw = payments.get(pid) if pid else None
+            try:
+                decision = apply_command(cmd, Payment.from_json(raw) if raw else None, policy)
+            except Exception as e:  # a bug must not stop the partition: park the command, loudly
+                detail = mask_pans(f"{type(e).__name__}: {e}")[0]
+                log.exception("payments stage failed on command %s: %s", cmd["command_id"], detail)
+                await to_dlq("payments", dead_letter("payments", "internal_error", detail, event.value, source), source.partition, source.key)
+                continue
+            if decision.changed:
+                assert pid is not None and decision.payment is not None
+                payments[pid] = decision.payment.to_json()
+            outcome = decision.outcome
+            applied[command_id] = outcome["outcome_id"].encode()
+            metrics.OUTCOMES.labels(kind=outcome["kind"], status=outcome["status"]).inc()
+            await outcomes.send(key=source.key, value=OUTCOME_CODEC.encode(outcome), partition=source.partition)
+
+    # These two only observe, but they must exist: Faust EOS can only produce
+    # transactionally to topics the app subscribes to.
+    @app.agent(outcomes, name="outcomes-monitor")
+    async def outcomes_monitor(stream: faust.StreamT) -> None:
+        async for _ in stream:
+            metrics.OUTCOMES_OBSERVED.inc()
+
+    @app.agent(dlq, name="dlq-monitor")
+    async def dlq_monitor(stream: faust.StreamT) -> None:
+        async for value in stream:
+            try:
+                record = DLQ_CODEC.decode(value)
+            except DecodeError:
+                continue  # not ours to judge: the DLQ holds whatever it was given
+            log.warning(
+                "dead letter: stage=%s reason=%s source=%s/%s@%s",
+                record["stage"], record["reason"], record["source_topic"],
+                record["source_partition"], record["source_offset"],
+            )
+
+    return app

@@ -1,0 +1,190 @@
+"""`paystream`: one CLI for every job. One sub-command group per concern."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from connectors.kafka import admin, launcher
+from streams.settings import Settings, get_settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+kafka_app = typer.Typer(no_args_is_help=True, help="The embedded Kafka broker (KRaft, one node).")
+topics_app = typer.Typer(no_args_is_help=True, help="Topic administration.")
+app.add_typer(kafka_app, name="kafka")
+app.add_typer(topics_app, name="topics")
+
+err = Console(stderr=True)
+
+
+def broker_config(settings: Settings) -> launcher.BrokerConfig:
+    port = int(settings.kafka_bootstrap.rsplit(":", 1)[1])
+    return launcher.BrokerConfig(
+        home=settings.kafka_dir,
+        port=port,
+        controller_port=settings.kafka_controller_port,
+        start_timeout_s=settings.kafka_start_timeout_s,
+    )
+
+
+def ensure_broker(settings: Settings) -> None:
+    """Start the embedded broker if it is the one configured; else check the external one answers."""
+    if settings.kafka_embedded:
+        launcher.up(broker_config(settings))
+    else:
+        admin.wait_for_broker(settings.kafka_bootstrap, timeout_s=30)
+
+
+@kafka_app.command("up")
+def kafka_up() -> None:
+    """Resolve the broker's jars (first run), format storage (first run), start, wait until it answers."""
+    settings = get_settings()
+    if not settings.kafka_embedded:
+        err.print(f"PAYSTREAM_KAFKA_BOOTSTRAP={settings.kafka_bootstrap} is external: nothing to start")
+        return
+    started = time.monotonic()
+    try:
+        st = launcher.up(broker_config(settings))
+    except launcher.BrokerError as e:
+        err.print(f"[red]kafka up failed:[/red] {e}")
+        raise typer.Exit(1) from None
+    if st.already_running:
+        err.print(f"kafka: already up (pid {st.pid}) at {st.bootstrap}")
+    else:
+        err.print(f"kafka: up (pid {st.pid}) at {st.bootstrap} in {time.monotonic() - started:.1f}s; log {st.log_file}")
+
+
+@kafka_app.command("down")
+def kafka_down() -> None:
+    """Stop the embedded broker gracefully (SIGTERM, bounded wait, then SIGKILL)."""
+    settings = get_settings()
+    if not settings.kafka_embedded:
+        err.print("external cluster: nothing to stop")
+        return
+    stopped = launcher.down(broker_config(settings))
+    err.print("kafka: stopped" if stopped else "kafka: was not running")
+
+
+@kafka_app.command("status")
+def kafka_status() -> None:
+    """Report whether the broker runs and answers; exit 1 if it does not answer."""
+    settings = get_settings()
+    if settings.kafka_embedded:
+        st = launcher.status(broker_config(settings))
+        print(json.dumps({"bootstrap": st.bootstrap, "running": st.running, "answering": st.answering, "pid": st.pid, "log": str(st.log_file)}))
+        answering = st.answering
+    else:
+        answering = admin.broker_answers(settings.kafka_bootstrap)
+        print(json.dumps({"bootstrap": settings.kafka_bootstrap, "external": True, "answering": answering}))
+    if not answering:
+        raise typer.Exit(1)
+
+
+@topics_app.command("ensure")
+def topics_ensure() -> None:
+    """Create every declared topic that is missing (never alters existing ones)."""
+    from streams.topics import declared_topics
+
+    settings = get_settings()
+    created = admin.ensure_topics(settings.kafka_bootstrap, declared_topics(settings))
+    err.print(f"topics: created {len(created)}: {', '.join(created) or '-'}")
+
+
+@app.command()
+def worker(loglevel: str = typer.Option("info", help="debug|info|warning|error")) -> None:
+    """Run a pipeline worker (Faust, exactly-once, RocksDB tables) until stopped."""
+    from faust.worker import Worker
+
+    from streams.app import build_app
+    from streams.logs import setup_logging
+    from streams.topics import declared_topics
+
+    setup_logging(loglevel)
+    settings = get_settings()
+    admin.wait_for_broker(settings.kafka_bootstrap, timeout_s=60)
+    admin.ensure_topics(settings.kafka_bootstrap, declared_topics(settings))
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    faust_app = build_app(settings)
+    Worker(faust_app, loglevel=loglevel, quiet=True).execute_from_commandline()
+
+
+@app.command()
+def produce(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="Commands as JSON lines")) -> None:
+    """Publish commands from a JSON-lines file. Every line is checked against the
+    Avro schema first; if any line is bad nothing is published."""
+    from streams.publish import CommandFileError, load_command_file, publish_commands
+
+    settings = get_settings()
+    try:
+        records = load_command_file(file)
+    except CommandFileError as e:
+        for line in e.errors:
+            err.print(f"[red]{file}:{line}[/red]")
+        err.print(f"produce: {len(e.errors)} bad line(s); nothing published")
+        raise typer.Exit(2) from None
+    sent = publish_commands(settings, records)
+    err.print(f"produce: published {sent} command(s)")
+
+
+@app.command()
+def outcomes(
+    count: int = typer.Option(10, min=1, help="Stop after this many outcomes"),
+    timeout: float = typer.Option(30.0, min=0.1, help="Stop after this many seconds"),
+    from_beginning: bool = typer.Option(True, help="Start at the earliest offset"),
+) -> None:
+    """Print committed outcomes (read_committed) as JSON lines."""
+    from connectors.kafka.clients import committed_reader, poll_until
+    from schemas.codec import Codec, DecodeError
+    from schemas.jsonio import record_to_json
+    from streams.topics import topic_names
+
+    settings = get_settings()
+    codec = Codec("PaymentOutcome")
+    consumer = committed_reader(settings.kafka_bootstrap, [topic_names(settings).outcomes], from_beginning=from_beginning)
+    seen = 0
+    try:
+        for msg in poll_until(consumer, time.monotonic() + timeout):
+            try:
+                print(record_to_json(codec.decode(msg.value())), flush=True)
+            except DecodeError as e:
+                err.print(f"skipping undecodable outcome at {msg.partition()}@{msg.offset()}: {e.reason}")
+                continue
+            seen += 1
+            if seen >= count:
+                break
+    finally:
+        consumer.close()
+    if seen < count:
+        err.print(f"outcomes: {seen} of {count} before the {timeout:g}s timeout")
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    payments: int = typer.Option(10_000, min=1, max=1_000_000, help="How many payments to create"),
+    timeout: float = typer.Option(900.0, min=1, help="Give up waiting for outcomes after this many seconds"),
+    seed: int = typer.Option(7, help="Seed of the generated data"),
+) -> None:
+    """Start the broker and a worker, push realistic traffic through, summarise."""
+    from streams.demo import run_demo
+    from streams.logs import setup_logging
+
+    setup_logging("warning", fmt="text")
+    settings = get_settings()
+    ensure_broker(settings)
+    ok = run_demo(settings, payments=payments, timeout_s=timeout, seed=seed)
+    if not ok:
+        raise typer.Exit(1)
+
+
+def main() -> None:  # `python -m streams.cli`
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

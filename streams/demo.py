@@ -1,0 +1,174 @@
+"""`paystream demo`: realistic traffic through a real worker, then a summary."""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from schemas.ids import derive_payment_id
+from streams.observe import Observer
+from streams.publish import RawMessage, publish_commands
+from streams.runner import WorkerProcess
+from streams.settings import Settings
+
+# The public test cards (issuers' documentation); the last one always declines.
+TEST_CARDS = (
+    "4242424242424242",
+    "5555555555554444",
+    "4000056655665556",
+    "378282246310005",
+    "6011111111111117",
+    "4000000000000002",
+)
+CARD_WEIGHTS = (30, 25, 15, 12, 10, 8)
+MERCHANTS = ("m_acme", "m_globex", "m_initech", "m_umbrella", "m_wayne")
+# currency -> (typical amount range in minor units)
+CURRENCIES = {"USD": (500, 50_000), "EUR": (500, 40_000), "GBP": (500, 30_000), "JPY": (500, 50_000), "KWD": (1_000, 90_000)}
+
+
+@dataclass
+class Traffic:
+    items: list[dict[str, Any] | RawMessage] = field(default_factory=list)
+    command_ids: set[str] = field(default_factory=set)
+    garbage: int = 0
+    expected: Counter[str] = field(default_factory=Counter)
+
+
+def generate(payments: int, seed: int, run_id: str, start: datetime) -> Traffic:
+    """Commands for `payments` payments: creates, captures (some partial), voids,
+    partial refunds, duplicate retries, key conflicts and invalid input."""
+    rng = random.Random(seed)
+    t = Traffic()
+    clock = start
+
+    def emit(kind: str, merchant: str, key: str, **fields: Any) -> dict[str, Any]:
+        nonlocal clock
+        clock += timedelta(milliseconds=rng.randint(1, 50))
+        cmd = {
+            "command_id": f"cmd_{run_id}_{len(t.items)}",
+            "kind": kind,
+            "merchant_id": merchant,
+            "idempotency_key": key,
+            "payment_id": None,
+            "amount_minor": None,
+            "currency": None,
+            "capture_method": None,
+            "card": None,
+            "metadata": {},
+            "occurred_at": clock,
+        } | fields
+        t.items.append(cmd)
+        t.command_ids.add(cmd["command_id"])
+        t.expected[kind] += 1
+        return cmd
+
+    for i in range(payments):
+        merchant = rng.choice(MERCHANTS)
+        currency = rng.choice(list(CURRENCIES))
+        amount = rng.randint(*CURRENCIES[currency])
+        pan = rng.choices(TEST_CARDS, CARD_WEIGHTS)[0]
+        manual = rng.random() < 0.3
+        key = f"{run_id}-{i}"
+        pid = derive_payment_id(merchant, key)
+        card = {"number": pan, "exp_month": rng.randint(1, 12), "exp_year": start.year + rng.randint(1, 5), "cvc": "123"}
+        roll = rng.random()
+        if roll < 0.01:  # invalid input: answered with a rejection, never applied
+            bad = rng.choice(("luhn", "currency", "amount"))
+            emit(
+                "create", merchant, key, payment_id=pid,
+                amount_minor=0 if bad == "amount" else amount,
+                currency="XYZ" if bad == "currency" else currency,
+                card=card | ({"number": pan[:-1] + str((int(pan[-1]) + 1) % 10)} if bad == "luhn" else {}),
+                capture_method="manual" if manual else "automatic",
+            )
+            continue
+        create = emit(
+            "create", merchant, key, payment_id=pid, amount_minor=amount, currency=currency,
+            card=card, capture_method="manual" if manual else "automatic",
+            metadata={"order_id": f"ord_{i}"},
+        )
+        if roll < 0.03:  # a client retry: same key, same body
+            emit("create", merchant, key, **{k: create[k] for k in ("payment_id", "amount_minor", "currency", "card", "capture_method", "metadata")})
+        elif roll < 0.04:  # the same key reused for a different request
+            emit("create", merchant, key, payment_id=pid, amount_minor=amount + 1, currency=currency, card=card, capture_method=create["capture_method"])
+        if pan == TEST_CARDS[-1]:
+            continue  # declined: nothing to follow up
+        captured = amount if not manual else 0
+        if manual:
+            r = rng.random()
+            if r < 0.5:
+                captured = amount
+                emit("capture", merchant, f"{key}-cap", payment_id=pid)
+            elif r < 0.7:
+                captured = amount // 2 or amount
+                emit("capture", merchant, f"{key}-cap", payment_id=pid, amount_minor=captured)
+            elif r < 0.85:
+                emit("void", merchant, f"{key}-void", payment_id=pid)
+                continue
+        if captured and rng.random() < 0.15:
+            first = max(1, captured // 3)
+            emit("refund", merchant, f"{key}-ref1", payment_id=pid, amount_minor=first, currency=currency)
+            if rng.random() < 0.5:
+                emit("refund", merchant, f"{key}-ref2", payment_id=pid)  # the rest
+
+    # Bad bytes, spread through the stream: each must become a dead letter.
+    for _ in range(max(1, payments // 500)):
+        junk = rng.choice((b"not avro at all", b"\xc3\x01" + bytes(8) + b"\x02", b"\xc3\x01\xff"))
+        t.items.insert(rng.randrange(len(t.items) + 1), (b"junk", junk))
+        t.garbage += 1
+    return t
+
+
+def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int) -> bool:
+    console = Console()
+    run_id = uuid.uuid4().hex[:8]
+    traffic = generate(payments, seed, run_id, datetime.now(timezone.utc))
+    commands = len(traffic.command_ids)
+    log_file = settings.data_dir / "logs" / "demo-worker.log"
+    console.print(f"demo: {payments} payments -> {commands} commands + {traffic.garbage} bad messages; worker log {log_file}")
+
+    with WorkerProcess(settings, log_file) as worker, Observer(settings) as observer:
+        started = time.monotonic()
+        publish_commands(settings, traffic.items)
+        produced_s = time.monotonic() - started
+        with Progress(TextColumn("[bold]outcomes"), BarColumn(), MofNCompleteColumn(), TextColumn("dlq {task.fields[dlq]}"), TimeElapsedColumn(), console=console) as bar:
+            task = bar.add_task("outcomes", total=commands, dlq=0)
+
+            def progress(done: int, dlq: int) -> None:
+                bar.update(task, completed=done, dlq=dlq)
+                if not worker.alive():
+                    raise RuntimeError(f"the worker died; its log ends with:\n{worker.log_tail()}")
+
+            complete = observer.wait_for(traffic.command_ids, traffic.garbage, timeout_s, progress)
+        elapsed_s = time.monotonic() - started
+
+    mine = {c: observer.outcomes[c] for c in traffic.command_ids if c in observer.outcomes}
+    duplicated = sum(1 for v in mine.values() if len(v) > 1)
+    dlq = len(observer.dead_letters)
+    _summary(console, mine, elapsed_s, produced_s, commands, dlq, duplicated)
+    print(f"demo: commands={commands} outcomes={len(mine)} dlq={dlq} elapsed_s={elapsed_s:.1f}")
+    return complete and len(mine) == commands and duplicated == 0
+
+
+def _summary(console: Console, outcomes: dict[str, list[dict[str, Any]]], elapsed_s: float, produced_s: float, commands: int, dlq: int, duplicated: int) -> None:
+    by = Counter((o[0]["kind"], o[0]["status"], o[0]["reason_code"] or "") for o in outcomes.values())
+    table = Table(title="outcomes by command")
+    for col in ("kind", "status", "reason", "count"):
+        table.add_column(col, justify="right" if col == "count" else "left")
+    for (kind, status, reason), n in sorted(by.items()):
+        table.add_row(kind, status, reason, str(n))
+    console.print(table)
+    rate = commands / elapsed_s if elapsed_s else 0.0
+    console.print(
+        f"produced in {produced_s:.1f}s; all answered in {elapsed_s:.1f}s ({rate:,.0f} commands/s end to end); "
+        f"dead letters {dlq}; duplicated outcomes {duplicated}; missing {commands - len(outcomes)}"
+    )

@@ -1,0 +1,237 @@
+"""Ingest: decode, validate and tokenize a raw command. Pure logic, no Kafka.
+
+Two results, one per input message:
+- `Forward`: a ValidatedCommand record (PAN and CVC gone) for the payments stage.
+  A command that decoded but is invalid is forwarded too, with `rejection_reason`
+  set: the payments stage answers it, so outcomes have one writer and one dedup.
+- `DeadLetter`: bytes we cannot decode or attribute to a command (no command_id).
+
+Ingest keeps no state: a redelivered message is forwarded again and the payments
+stage's command_id dedup drops it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+from schemas.cards import brand_of, luhn_valid, mask_pans, mask_pans_bytes
+from schemas.codec import Codec, DecodeError
+from schemas.ids import derive_dlq_id, derive_payment_id
+from schemas.money import is_currency
+from schemas.partitioning import partition_for
+
+MERCHANT_ID_MAX_LEN = 64
+COMMAND_ID_MAX_LEN = 128
+METADATA_MAX_KEYS = 50
+METADATA_KEY_MAX_LEN = 40
+METADATA_VALUE_MAX_LEN = 500
+FOLLOW_UP_KINDS = frozenset({"capture", "void", "refund", "expire"})
+
+COMMAND_CODEC = Codec("PaymentCommand")
+
+
+class TokenizerT(Protocol):
+    def token(self, merchant_id: str, pan: str) -> str: ...
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_amount_minor: int
+    idempotency_key_max_len: int
+    partitions: int
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a message came from: carried on dead letters and used for checks."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+
+
+@dataclass(frozen=True)
+class Forward:
+    command: dict[str, Any]  # a ValidatedCommand record
+
+    @property
+    def key(self) -> bytes:
+        return (self.command["payment_id"] or self.command["command_id"]).encode()
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    record: dict[str, Any]  # a DeadLetter record
+
+
+class _Invalid(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+
+
+def ingest(raw: bytes | None, source: Source, tokenizer: TokenizerT, limits: Limits) -> Forward | DeadLetter:
+    try:
+        cmd = COMMAND_CODEC.decode(raw)
+    except DecodeError as e:
+        return dead_letter("ingest", e.reason, e.detail, raw, source)
+    command_id = cmd["command_id"]
+    if not command_id or len(command_id) > COMMAND_ID_MAX_LEN:
+        # Without a usable command_id nobody can correlate an outcome: dead letter.
+        return dead_letter("ingest", "invalid_command_id", f"command_id must be 1..{COMMAND_ID_MAX_LEN} chars", raw, source)
+    try:
+        return Forward(_validate(cmd, source, tokenizer, limits))
+    except _Invalid as e:
+        return Forward(_refused(cmd, e.reason, e.detail))
+
+
+def dead_letter(stage: str, reason: str, detail: str, raw: bytes | None, source: Source) -> DeadLetter:
+    value, masked_value = mask_pans_bytes(raw or b"")
+    key, masked_key = mask_pans_bytes(source.key) if source.key is not None else (None, 0)
+    detail, masked_detail = mask_pans(detail)
+    return DeadLetter(
+        {
+            "dlq_id": derive_dlq_id(source.topic, source.partition, source.offset),
+            "stage": stage,
+            "reason": reason,
+            "detail": detail[:1000],
+            "source_topic": source.topic,
+            "source_partition": source.partition,
+            "source_offset": source.offset,
+            "source_timestamp": datetime.fromtimestamp(source.timestamp_ms / 1000, tz=timezone.utc),
+            "raw_key": key,
+            "raw_value": value,
+            "pans_masked": masked_value + masked_key + masked_detail,
+        }
+    )
+
+
+def _refused(cmd: dict[str, Any], reason: str, detail: str) -> dict[str, Any]:
+    """The ValidatedCommand form of a refused command: no card, only the reason."""
+    payment_id = cmd["payment_id"] or None
+    if cmd["kind"] == "create" and cmd["merchant_id"] and cmd["idempotency_key"]:
+        payment_id = derive_payment_id(cmd["merchant_id"], cmd["idempotency_key"])
+    return _forwarded(cmd, payment_id, card=None) | {
+        "rejection_reason": reason,
+        "rejection_detail": mask_pans(detail)[0][:500],
+    }
+
+
+def _forwarded(cmd: dict[str, Any], payment_id: str | None, card: dict[str, Any] | None) -> dict[str, Any]:
+    capture_method = cmd["capture_method"]
+    if cmd["kind"] == "create":
+        capture_method = capture_method or "automatic"  # Stripe's default
+    return {
+        "command_id": cmd["command_id"],
+        "kind": cmd["kind"],
+        "merchant_id": cmd["merchant_id"],
+        "idempotency_key": cmd["idempotency_key"],
+        "payment_id": payment_id,
+        "amount_minor": cmd["amount_minor"],
+        "currency": cmd["currency"],
+        "capture_method": capture_method,
+        "card": card,
+        "metadata": cmd["metadata"],
+        "occurred_at": cmd["occurred_at"],
+        "rejection_reason": None,
+        "rejection_detail": None,
+    }
+
+
+def _validate(cmd: dict[str, Any], source: Source, tokenizer: TokenizerT, limits: Limits) -> dict[str, Any]:
+    merchant_id = cmd["merchant_id"]
+    if not merchant_id or len(merchant_id) > MERCHANT_ID_MAX_LEN or not merchant_id.isprintable():
+        raise _Invalid("invalid_merchant_id", f"merchant_id must be 1..{MERCHANT_ID_MAX_LEN} printable chars")
+    key = cmd["idempotency_key"]
+    if not key or len(key) > limits.idempotency_key_max_len:
+        raise _Invalid("invalid_idempotency_key", f"idempotency_key must be 1..{limits.idempotency_key_max_len} chars")
+    _check_metadata(cmd["metadata"])
+
+    kind = cmd["kind"]
+    if kind == "create":
+        payment_id = derive_payment_id(merchant_id, key)
+        if cmd["payment_id"] not in (None, payment_id):
+            raise _Invalid("payment_id_mismatch", "a create's payment_id must be derive_payment_id(merchant_id, idempotency_key)")
+        if cmd["amount_minor"] is None:
+            raise _Invalid("missing_amount", "create needs amount_minor")
+        if cmd["currency"] is None:
+            raise _Invalid("missing_currency", "create needs currency")
+    else:
+        assert kind in FOLLOW_UP_KINDS, kind
+        payment_id = cmd["payment_id"]
+        if not payment_id:
+            raise _Invalid("missing_payment_id", f"{kind} needs payment_id")
+        if cmd["card"] is not None:
+            raise _Invalid("unexpected_payment_method", f"{kind} must not carry a card")
+        if cmd["capture_method"] is not None:
+            raise _Invalid("unexpected_capture_method", f"{kind} must not carry capture_method")
+    _check_amount(cmd["amount_minor"], limits)
+    if cmd["currency"] is not None and not is_currency(cmd["currency"]):
+        raise _Invalid("invalid_currency", "currency is not an ISO 4217 code")
+    _check_partitioning(payment_id, source, limits)
+
+    card = _tokenize(cmd, tokenizer) if kind == "create" else None
+    return _forwarded(cmd, payment_id, card)
+
+
+def _check_amount(amount_minor: int | None, limits: Limits) -> None:
+    if amount_minor is None:
+        return
+    if amount_minor <= 0:
+        raise _Invalid("invalid_amount", "amount_minor must be a positive integer")
+    if amount_minor > limits.max_amount_minor:
+        raise _Invalid("amount_too_large", f"amount_minor must be <= {limits.max_amount_minor}")
+
+
+def _check_metadata(metadata: dict[str, str]) -> None:
+    if len(metadata) > METADATA_MAX_KEYS:
+        raise _Invalid("invalid_metadata", f"at most {METADATA_MAX_KEYS} metadata keys")
+    for k, v in metadata.items():
+        if not k or len(k) > METADATA_KEY_MAX_LEN or len(v) > METADATA_VALUE_MAX_LEN:
+            raise _Invalid(
+                "invalid_metadata",
+                f"metadata keys 1..{METADATA_KEY_MAX_LEN} chars, values at most {METADATA_VALUE_MAX_LEN}",
+            )
+        if mask_pans(k)[1] or mask_pans(v)[1]:
+            # A card number in metadata would be forwarded and stored: refuse it.
+            raise _Invalid("pan_in_metadata", "metadata must not contain card numbers")
+
+
+def _check_partitioning(payment_id: str, source: Source, limits: Limits) -> None:
+    if source.key is not None and source.key != payment_id.encode():
+        raise _Invalid("key_mismatch", "the message key must be the payment_id")
+    expected = partition_for(payment_id.encode(), limits.partitions)
+    if source.partition != expected:
+        # Forwarding to another partition would leave Faust's per-partition
+        # transaction; the producer must use the murmur2 (Java default) partitioner.
+        raise _Invalid(
+            "wrong_partition",
+            f"payment_id hashes to partition {expected} (murmur2), message is on {source.partition}",
+        )
+
+
+def _tokenize(cmd: dict[str, Any], tokenizer: TokenizerT) -> dict[str, Any]:
+    card = cmd["card"]
+    if card is None:
+        raise _Invalid("missing_payment_method", "create needs a card")
+    pan = card["number"].replace(" ", "").replace("-", "")
+    if not (12 <= len(pan) <= 19 and pan.isdigit() and luhn_valid(pan)):
+        raise _Invalid("invalid_card_number", "card number fails length or Luhn check")
+    if not 1 <= card["exp_month"] <= 12 or not 2000 <= card["exp_year"] <= 2100:
+        raise _Invalid("invalid_expiry", "exp_month 1..12, exp_year 2000..2100")
+    occurred_at: datetime = cmd["occurred_at"]
+    if (card["exp_year"], card["exp_month"]) < (occurred_at.year, occurred_at.month):
+        raise _Invalid("expired_card", "card expired before the command's occurred_at")
+    return {
+        "token": tokenizer.token(cmd["merchant_id"], pan),
+        "bin": pan[:6],
+        "last4": pan[-4:],
+        "brand": brand_of(pan) or "unknown",
+        "exp_month": card["exp_month"],
+        "exp_year": card["exp_year"],
+    }
+

@@ -1,0 +1,76 @@
+"""Reading the pipeline's answers back: outcomes and dead letters, read_committed.
+
+An `Observer` snapshots the end offsets when it is made, so it sees exactly what
+the pipeline commits afterwards: what a test or the demo caused.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+from connectors.kafka.clients import POLL_TIMEOUT_S, committed_reader
+from schemas.codec import Codec, DecodeError
+from streams.settings import Settings
+from streams.topics import topic_names
+
+OUTCOME_CODEC = Codec("PaymentOutcome")
+DLQ_CODEC = Codec("DeadLetter")
+MAX_BATCH = 1000
+
+
+class Observer:
+    def __init__(self, settings: Settings, *, from_beginning: bool = False) -> None:
+        names = topic_names(settings)
+        self.outcomes_topic, self.dlq_topic = names.outcomes, names.dlq
+        self.consumer: Consumer = committed_reader(settings.kafka_bootstrap, [])
+        assignment = []
+        for topic in (names.outcomes, names.dlq):
+            for p in range(settings.partitions):
+                _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                assignment.append(TopicPartition(topic, p, 0 if from_beginning else high))
+        self.consumer.assign(assignment)
+        self.outcomes: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.dead_letters: list[dict[str, Any]] = []
+        self.undecodable = 0
+
+    def poll(self, timeout_s: float = POLL_TIMEOUT_S) -> int:
+        """Read what is there (up to a batch); returns how many records were read."""
+        msgs = self.consumer.consume(MAX_BATCH, timeout=timeout_s)
+        for msg in msgs:
+            if msg.error() is not None:
+                continue  # partition EOF and transient errors; the consumer recovers itself
+            try:
+                if msg.topic() == self.outcomes_topic:
+                    o = OUTCOME_CODEC.decode(msg.value())
+                    self.outcomes[o["command_id"]].append(o)
+                else:
+                    self.dead_letters.append(DLQ_CODEC.decode(msg.value()))
+            except DecodeError:
+                self.undecodable += 1
+        return len(msgs)
+
+    def wait_for(self, command_ids: set[str], dead_letters: int, timeout_s: float, on_progress=None) -> bool:  # type: ignore[no-untyped-def]
+        """Poll until every command id has an outcome and `dead_letters` DLQ records
+        arrived, or the deadline; True if all arrived."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.poll()
+            done = sum(1 for c in command_ids if c in self.outcomes)
+            if on_progress is not None:
+                on_progress(done, len(self.dead_letters))
+            if done == len(command_ids) and len(self.dead_letters) >= dead_letters:
+                return True
+        return False
+
+    def close(self) -> None:
+        self.consumer.close()
+
+    def __enter__(self) -> Observer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,73 @@
+"""The one settings object. Every knob is read here from `PAYSTREAM_*` env vars.
+
+Secrets are never held as plain strings in here: only paths to key files, so a
+repr of the settings is safe to log.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The bootstrap the embedded broker listens on; anything else is "external".
+EMBEDDED_BOOTSTRAP = "localhost:19092"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PAYSTREAM_", extra="ignore")
+
+    # Kafka
+    kafka_bootstrap: str = Field(
+        EMBEDDED_BOOTSTRAP,
+        description="Kafka bootstrap servers; the embedded broker unless set to an external cluster.",
+    )
+    kafka_controller_port: int = 19093
+    kafka_start_timeout_s: int = Field(120, ge=5, le=1800)
+    partitions: int = Field(8, ge=1, le=256, description="Partitions of each pipeline topic.")
+    replication_factor: int = Field(1, ge=1, le=5)
+    # Faust's commit interval bounds read_committed outcome latency under EOS.
+    commit_interval_s: float = Field(0.5, gt=0, le=30)
+
+    # Local state
+    data_dir: Path = Path("var")
+    keys_dir: Path = Path("var/keys")
+
+    # Faust. A namespace gives tests (or a second environment on one cluster) their
+    # own topics, consumer group and changelogs.
+    namespace: str = Field("", pattern=r"^[a-z0-9-]{0,32}$")
+    worker_web_port: int = Field(6066, ge=1024, le=65535)
+
+    # Business limits
+    max_amount_minor: int = Field(10**15, ge=1)
+    idempotency_key_max_len: int = Field(255, ge=1, le=1024)
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _bootstrap_not_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("PAYSTREAM_KAFKA_BOOTSTRAP must not be empty")
+        return v.strip()
+
+    @property
+    def kafka_embedded(self) -> bool:
+        return self.kafka_bootstrap == EMBEDDED_BOOTSTRAP
+
+    @property
+    def app_id(self) -> str:
+        return f"paystream-{self.namespace}" if self.namespace else "paystream"
+
+    @property
+    def kafka_dir(self) -> Path:
+        return self.data_dir / "kafka"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.data_dir / "state" / self.app_id
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

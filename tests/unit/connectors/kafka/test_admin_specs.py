@@ -1,0 +1,67 @@
+"""Pure logic of the Kafka edge: topic configs and the broker's server.properties."""
+
+from pathlib import Path
+
+import pytest
+
+from connectors.kafka.admin import TopicSpec
+from connectors.kafka.launcher import BrokerConfig, render_server_properties
+
+
+def test_delete_policy_with_broker_default_retention() -> None:
+    assert TopicSpec("payment-commands", 8).config() == {"cleanup.policy": "delete"}
+
+
+def test_compacted_topic() -> None:
+    assert TopicSpec("payments-changelog", 8, compacted=True).config() == {"cleanup.policy": "compact"}
+
+
+def test_retention_and_extra_config() -> None:
+    spec = TopicSpec("payment-events", 8, retention_ms=-1, extra_config={"min.compaction.lag.ms": "0"})
+    assert spec.config() == {"cleanup.policy": "delete", "retention.ms": "-1", "min.compaction.lag.ms": "0"}
+
+
+def test_extra_config_overrides_derived_keys() -> None:
+    spec = TopicSpec("t", 1, compacted=True, extra_config={"cleanup.policy": "compact,delete"})
+    assert spec.config()["cleanup.policy"] == "compact,delete"
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"partitions": 0}, {"partitions": 1, "replication_factor": 0}, {"partitions": 1, "retention_ms": -2}]
+)
+def test_invalid_specs_are_rejected(kwargs: dict) -> None:
+    with pytest.raises(ValueError):
+        TopicSpec("t", **kwargs)
+
+
+def _props(text: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
+
+
+def test_server_properties_single_kraft_node(tmp_path: Path) -> None:
+    cfg = BrokerConfig(home=tmp_path / "kafka", port=29092, controller_port=29093)
+    props = _props(render_server_properties(cfg))
+
+    assert props["process.roles"] == "broker,controller"
+    assert props["node.id"] == "1"
+    assert props["controller.quorum.voters"] == "1@localhost:29093"
+    assert props["listeners"] == "PLAINTEXT://localhost:29092,CONTROLLER://localhost:29093"
+    assert props["advertised.listeners"] == "PLAINTEXT://localhost:29092"
+    assert props["controller.listener.names"] == "CONTROLLER"
+    assert props["log.dirs"] == str((tmp_path / "kafka" / "data").resolve())
+    assert props["auto.create.topics.enable"] == "false"
+    assert props["num.partitions"] == "8"
+    assert props["group.initial.rebalance.delay.ms"] == "0"
+    for key in (
+        "offsets.topic.replication.factor",
+        "transaction.state.log.replication.factor",
+        "transaction.state.log.min.isr",
+        "min.insync.replicas",
+    ):
+        assert props[key] == "1", key
+
+
+def test_broker_paths_live_under_home(tmp_path: Path) -> None:
+    cfg = BrokerConfig(home=tmp_path)
+    assert cfg.bootstrap == "localhost:19092"
+    assert {p.parent for p in (cfg.data_dir, cfg.libs_dir, cfg.pid_file, cfg.log_file)} == {tmp_path.resolve()}
