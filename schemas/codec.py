@@ -121,5 +121,5 @@ class Codec:
 
 
 def _validation_message(e: ValidationError) -> str:
-    errors = e.args[0] if e.args else []
-    return "; ".join(str(x) for x in errors) or str(e)
+    # `e.errors` holds the per-field errors; `e.args[0]` is their JSON dump (a str).
+    return "; ".join(str(x) for x in getattr(e, "errors", ())) or str(e)

@@ -7,11 +7,17 @@ Commit order (one Kafka transaction per source partition, Faust EOS):
   4. at the commit interval, offsets up to o are sent to the transaction and it
      commits: state, outputs and progress land together or not at all.
 Because Faust's EOS has known holes, the payments stage also dedups by command_id.
+
+Local RocksDB is not part of the transaction: Faust writes it at once, so after a
+crash it can hold writes whose transaction aborted (a dedup entry for a command
+that never got its outcome). The committed changelog is the truth; `reset_local_state`
+discards the local copy before every start and Faust restores it read_committed.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 from typing import Any
 
 import faust
@@ -56,6 +62,13 @@ def source_of(event: faust.types.EventT) -> Source:
     return Source(m.topic, m.partition, m.offset, int(m.timestamp * 1000), m.key)
 
 
+def reset_local_state(settings: Settings) -> None:
+    """Drop this worker's RocksDB copies; they are rebuilt from the changelogs."""
+    if settings.state_dir.exists():
+        shutil.rmtree(settings.state_dir)
+    settings.state_dir.mkdir(parents=True)
+
+
 def build_app(settings: Settings) -> faust.App:
     n = settings.partitions
     app = faust.App(
@@ -65,6 +78,8 @@ def build_app(settings: Settings) -> faust.App:
         datadir=str(settings.state_dir),
         processing_guarantee="exactly_once",
         broker_commit_interval=settings.commit_interval_s,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=max(1.0, settings.session_timeout_s / 5),
         topic_partitions=n,
         topic_replication_factor=settings.replication_factor,
         # Topics are created by `paystream topics ensure` from streams.topics, never implicitly.

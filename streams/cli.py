@@ -100,7 +100,7 @@ def worker(loglevel: str = typer.Option("info", help="debug|info|warning|error")
     """Run a pipeline worker (Faust, exactly-once, RocksDB tables) until stopped."""
     from faust.worker import Worker
 
-    from streams.app import build_app
+    from streams.app import build_app, reset_local_state
     from streams.logs import setup_logging
     from streams.topics import declared_topics
 
@@ -108,7 +108,7 @@ def worker(loglevel: str = typer.Option("info", help="debug|info|warning|error")
     settings = get_settings()
     admin.wait_for_broker(settings.kafka_bootstrap, timeout_s=60)
     admin.ensure_topics(settings.kafka_bootstrap, declared_topics(settings))
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    reset_local_state(settings)
     faust_app = build_app(settings)
     Worker(faust_app, loglevel=loglevel, quiet=True).execute_from_commandline()
 

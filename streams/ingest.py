@@ -116,6 +116,8 @@ def _refused(cmd: dict[str, Any], reason: str, detail: str) -> dict[str, Any]:
     if cmd["kind"] == "create" and cmd["merchant_id"] and cmd["idempotency_key"]:
         payment_id = derive_payment_id(cmd["merchant_id"], cmd["idempotency_key"])
     return _forwarded(cmd, payment_id, card=None) | {
+        # A refused command may be refused *because* its metadata holds a PAN.
+        "metadata": {mask_pans(k)[0]: mask_pans(v)[0] for k, v in cmd["metadata"].items()},
         "rejection_reason": reason,
         "rejection_detail": mask_pans(detail)[0][:500],
     }

@@ -20,7 +20,7 @@ def _masking_factory(base):  # type: ignore[no-untyped-def]
         record = base(*args, **kwargs)
         message, n = mask_pans(record.getMessage())
         if n:
-            record.msg, record.args = message, None
+            record.msg, record.args = message, ()
         if record.exc_info and record.exc_info[0] is not None:
             # Pre-render the traceback masked; formatters reuse exc_text as is.
             record.exc_text = mask_pans("".join(traceback.format_exception(*record.exc_info)).rstrip())[0]

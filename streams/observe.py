@@ -12,7 +12,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
-from connectors.kafka.clients import POLL_TIMEOUT_S, committed_reader
+from connectors.kafka.clients import POLL_TIMEOUT_S, committed_reader, end_offsets
 from schemas.codec import Codec, DecodeError
 from streams.settings import Settings
 from streams.topics import topic_names
@@ -29,8 +29,7 @@ class Observer:
         self.consumer: Consumer = committed_reader(settings.kafka_bootstrap, [])
         assignment = []
         for topic in (names.outcomes, names.dlq):
-            for p in range(settings.partitions):
-                _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            for p, high in end_offsets(self.consumer, topic, settings.partitions).items():
                 assignment.append(TopicPartition(topic, p, 0 if from_beginning else high))
         self.consumer.assign(assignment)
         self.outcomes: dict[str, list[dict[str, Any]]] = defaultdict(list)

@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     # Faust. A namespace gives tests (or a second environment on one cluster) their
     # own topics, consumer group and changelogs.
     namespace: str = Field("", pattern=r"^[a-z0-9-]{0,32}$")
+    # Names this worker's local state dir, so several workers can share one machine.
+    worker_name: str = Field("w0", pattern=r"^[a-z0-9-]{1,32}$")
+    # How soon a dead worker's partitions move to the others.
+    session_timeout_s: float = Field(10.0, ge=6, le=300)
     worker_web_port: int = Field(6066, ge=1024, le=65535)
 
     # Business limits
@@ -65,7 +69,7 @@ class Settings(BaseSettings):
 
     @property
     def state_dir(self) -> Path:
-        return self.data_dir / "state" / self.app_id
+        return self.data_dir / "state" / self.app_id / self.worker_name
 
 
 @lru_cache(maxsize=1)

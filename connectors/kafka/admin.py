@@ -126,4 +126,21 @@ def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], timeout_s: float =
                 continue  # lost a race with another creator: the topic is there
             raise TopicError(f"creating topic {name} failed: {exc.args[0].str()}") from exc
         created.append(name)
+    _wait_for_leaders(admin, created, time.monotonic() + timeout_s)
     return sorted(created)
+
+
+def _wait_for_leaders(admin: AdminClient, names: list[str], deadline: float) -> None:
+    """A new topic is usable once every partition has a leader; until then clients
+    get NOT_LEADER errors. Poll metadata until they all have one, or the deadline."""
+    pending = set(names)
+    while pending:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TopicError(f"topics created but without partition leaders in time: {sorted(pending)}")
+        topics = admin.list_topics(timeout=min(PROBE_TIMEOUT_S, remaining)).topics
+        pending = {
+            n for n in pending
+            if n not in topics or topics[n].error is not None
+            or any(p.leader < 0 for p in topics[n].partitions.values())
+        }

@@ -6,7 +6,7 @@ import time
 import uuid
 from collections.abc import Iterator
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 # Bounds on what a producer may hold in memory before `produce` pushes back.
 PRODUCER_QUEUE_MAX_MESSAGES = 100_000
@@ -65,10 +65,32 @@ def poll_until(consumer: Consumer, deadline_monotonic: float) -> Iterator[Messag
         yield msg
 
 
-def end_offsets(consumer: Consumer, topic: str, partitions: int, timeout_s: float = 10) -> dict[int, int]:
-    """High watermarks (for read_committed: the last stable offset) per partition."""
+# Errors a partition shows while its leadership is still settling (a new topic, a
+# broker restart); librdkafka does not flag all of them retriable.
+_SETTLING = frozenset({
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._UNKNOWN_PARTITION,
+})
+
+
+def _transient(error: KafkaError) -> bool:
+    return error.retriable() or error.code() in _SETTLING
+
+
+def end_offsets(consumer: Consumer, topic: str, partitions: int, timeout_s: float = 30) -> dict[int, int]:
+    """High watermark per partition. Retriable errors (a new topic whose leader is
+    still loading) are retried until the deadline, then raised."""
+    deadline = time.monotonic() + timeout_s
     out = {}
     for p in range(partitions):
-        _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
-        out[p] = high
+        while True:
+            try:
+                _, out[p] = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=POLL_TIMEOUT_S * 4)
+                break
+            except KafkaException as e:
+                if not _transient(e.args[0]) or time.monotonic() > deadline:
+                    raise
+                consumer.poll(POLL_TIMEOUT_S)  # back off while serving callbacks
     return out

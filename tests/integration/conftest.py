@@ -1,0 +1,31 @@
+"""Integration tests run against the real broker that `paystream kafka up` started
+(`make test` and .ci/run start it). Each test session gets its own namespace, so
+its topics, consumer group and state are fresh."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from connectors.kafka import admin
+from streams.settings import Settings
+from tests.integration.support import make_settings, start_worker
+
+
+@pytest.fixture(scope="session")
+def bootstrap() -> str:
+    settings = Settings()
+    if not admin.broker_answers(settings.kafka_bootstrap, timeout_s=5):
+        pytest.fail(f"no Kafka broker at {settings.kafka_bootstrap}: run `paystream kafka up` first (make test does)")
+    return settings.kafka_bootstrap
+
+
+@pytest.fixture(scope="session")
+def pipeline(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """A worker shared by the tests that do not break it."""
+    settings = make_settings(tmp_path_factory.mktemp("pipeline"), "shared")
+    worker = start_worker(settings)
+    yield settings
+    code = worker.stop()
+    assert code == 0, f"worker exited with {code}:\n{worker.log_tail()}"

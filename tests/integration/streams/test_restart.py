@@ -1,0 +1,43 @@
+"""A worker killed with SIGKILL mid-batch and restarted applies nothing twice."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from streams.observe import Observer
+from streams.publish import publish_commands
+from streams.runner import wait_until
+
+from tests.integration.support import create, make_settings, start_worker
+
+pytestmark = pytest.mark.integration
+
+
+def test_kill_9_mid_batch_then_restart_gives_exactly_one_outcome_each(bootstrap: str, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, "restart")
+    merchant = f"m_{uuid.uuid4().hex[:6]}"
+    commands = [create(merchant, f"k{i}", amount=1 + i) for i in range(3000)]
+    ids = {c["command_id"] for c in commands}
+    worker = start_worker(settings, "worker-1.log")
+    observer = Observer(settings)
+    try:
+        publish_commands(settings, commands)
+        # Kill once part of the batch is answered, so some work is in flight.
+        assert wait_until(lambda: observer.poll() >= 0 and len(observer.outcomes) >= 300, 120), worker.log_tail()
+        worker.kill()
+        answered_before = len(observer.outcomes)
+        worker = start_worker(settings, "worker-2.log")
+        assert observer.wait_for(ids, 0, 240), f"missing {len(ids - observer.outcomes.keys())}; log:\n{worker.log_tail()}"
+        # Drain what is committed right now; a duplicate would show up as a second outcome.
+        while observer.poll(1.0):
+            pass
+    finally:
+        worker.stop()
+        observer.close()
+    assert answered_before < len(ids), "the kill came after everything was answered; nothing was tested"
+    duplicated = {c: o for c, o in observer.outcomes.items() if len(o) > 1}
+    assert not duplicated, f"{len(duplicated)} commands answered twice"
+    assert sum(1 for c in commands if observer.outcomes[c["command_id"]][0]["status"] == "succeeded") == len(commands)

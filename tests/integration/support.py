@@ -1,0 +1,79 @@
+"""Builders and runners shared by the integration tests (imported as tests.integration.support)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from connectors.kafka import admin
+from schemas.ids import derive_payment_id
+from streams.observe import Observer
+from streams.publish import publish_commands
+from streams.runner import WorkerProcess
+from streams.settings import Settings
+from streams.topics import declared_topics
+
+PARTITIONS = 4
+WAIT_S = 180
+T0 = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+
+
+def make_settings(tmp: Path, label: str) -> Settings:
+    return Settings(
+        namespace=f"it-{label}-{uuid.uuid4().hex[:8]}",
+        partitions=PARTITIONS,
+        data_dir=tmp,
+        keys_dir=tmp / "keys",
+        commit_interval_s=0.2,
+    )
+
+
+def start_worker(settings: Settings, log_name: str = "worker.log") -> WorkerProcess:
+    admin.ensure_topics(settings.kafka_bootstrap, declared_topics(settings))
+    return WorkerProcess(settings, settings.data_dir / log_name).start()
+
+
+def create(merchant: str, key: str, amount: int = 1000, currency: str = "USD", **extra: Any) -> dict[str, Any]:
+    return {
+        "command_id": f"cmd_{uuid.uuid4().hex}",
+        "kind": "create",
+        "merchant_id": merchant,
+        "idempotency_key": key,
+        "payment_id": derive_payment_id(merchant, key),
+        "amount_minor": amount,
+        "currency": currency,
+        "capture_method": "manual",
+        "card": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123"},
+        "metadata": {},
+        "occurred_at": T0,
+    } | extra
+
+
+def follow_up(kind: str, merchant: str, payment_id: str, key: str, amount: int | None = None, at: datetime = T0) -> dict[str, Any]:
+    return {
+        "command_id": f"cmd_{uuid.uuid4().hex}",
+        "kind": kind,
+        "merchant_id": merchant,
+        "idempotency_key": key,
+        "payment_id": payment_id,
+        "amount_minor": amount,
+        "currency": None,
+        "capture_method": None,
+        "card": None,
+        "metadata": {},
+        "occurred_at": at,
+    }
+
+
+def run(settings: Settings, items: list, dead_letters: int = 0) -> Observer:
+    observer = Observer(settings)
+    publish_commands(settings, items)
+    ids = {i["command_id"] for i in items if isinstance(i, dict)}
+    assert observer.wait_for(ids, dead_letters, WAIT_S), (
+        f"{len(ids) - sum(1 for c in ids if c in observer.outcomes)} commands without outcome, "
+        f"{len(observer.dead_letters)}/{dead_letters} dead letters"
+    )
+    observer.close()
+    return observer

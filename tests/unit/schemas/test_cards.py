@@ -1,0 +1,162 @@
+"""Card helpers: Luhn, brand by IIN range, and PAN masking of text and raw bytes."""
+
+from __future__ import annotations
+
+import string
+from datetime import datetime, timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from schemas.cards import brand_of, luhn_valid, mask_pans, mask_pans_bytes
+from schemas.codec import Codec
+
+TEST_CARDS = {
+    "4242424242424242": "visa",
+    "5555555555554444": "mastercard",
+    "4000056655665556": "visa",
+    "378282246310005": "amex",
+    "6011111111111117": "discover",
+}
+PAN = "4242424242424242"
+
+
+def luhn_complete(payload: str) -> str:
+    """Append the check digit that makes `payload` Luhn-valid (computed independently)."""
+    total = 0
+    for i, ch in enumerate(reversed(payload)):
+        d = int(ch)
+        if i % 2 == 0:  # these positions are doubled once the check digit is appended
+            d = d * 2 - 9 if d * 2 > 9 else d * 2
+        total += d
+    return payload + str((10 - total % 10) % 10)
+
+
+# --- Luhn and brand ---
+
+
+@pytest.mark.parametrize("pan", TEST_CARDS)
+def test_public_test_cards_are_luhn_valid(pan: str) -> None:
+    assert luhn_valid(pan)
+
+
+@pytest.mark.parametrize("pan", ["4242424242424241", "5555555555554445", "378282246310006", "4242 4242 4242 4242", "", "42a2"])
+def test_luhn_rejects_bad_check_digit_and_non_digits(pan: str) -> None:
+    assert not luhn_valid(pan)
+
+
+@pytest.mark.parametrize(("pan", "brand"), TEST_CARDS.items())
+def test_brand_of_public_test_cards(pan: str, brand: str) -> None:
+    assert brand_of(pan) == brand
+
+
+@pytest.mark.parametrize(
+    ("pan", "brand"),
+    [
+        ("2221000000000009", "mastercard"),  # 2-series
+        ("4222222222222", "visa"),  # 13 digits
+        ("424242424242424", None),  # visa prefix, impossible length
+        ("1234567812345670", None),  # Luhn-valid, no network
+    ],
+)
+def test_brand_of_checks_prefix_and_length(pan: str, brand: str | None) -> None:
+    assert brand_of(pan) == brand
+
+
+def test_luhn_complete_helper_agrees_with_the_test_cards() -> None:
+    assert all(luhn_complete(pan[:-1]) == pan for pan in TEST_CARDS)
+
+
+# --- masking text ---
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "count"),
+    [
+        (f"card {PAN} declined", "card [PAN] declined", 1),
+        ("card 4242 4242 4242 4242 declined", "card [PAN] declined", 1),
+        ("card 4242-4242-4242-4242 declined", "card [PAN] declined", 1),
+        ("amex 3782 822463 10005.", "amex [PAN].", 1),
+        (f"{PAN},5555555555554444", "[PAN],[PAN]", 2),
+        (f"order=7{PAN}", "order=[PAN]", 1),  # preceded by another digit
+        (f"n=7 {PAN}9", "n=[PAN]", 1),  # grouped with neighbouring digits on both sides
+    ],
+)
+def test_mask_pans(text: str, expected: str, count: int) -> None:
+    assert mask_pans(text) == (expected, count)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "at=1732540000000",  # epoch millis
+        "from 1732540000000 to 1732540000001",
+        "4242424242424241",  # fails Luhn
+        "order 12345678901",  # too short to be a PAN
+        "amount 4242.42 USD",
+    ],
+)
+def test_mask_pans_leaves_non_pans_alone(text: str) -> None:
+    assert mask_pans(text) == (text, 0)
+
+
+def test_very_long_digit_runs_are_masked_whole() -> None:
+    assert mask_pans("x" + "1" * 300 + "x") == ("x[PAN]x", 1)
+
+
+# --- masking bytes ---
+
+
+def test_mask_pans_bytes_plain() -> None:
+    assert mask_pans_bytes(b"\x00\xffcard " + PAN.encode() + b"\x01") == (b"\x00\xffcard [PAN]\x01", 1)
+    assert mask_pans_bytes(b"ts 1732540000000") == (b"ts 1732540000000", 0)
+
+
+def test_mask_pans_bytes_removes_the_pan_from_an_avro_command() -> None:
+    command = {
+        "command_id": "cmd_1",
+        "kind": "create",
+        "merchant_id": "m_acme",
+        "idempotency_key": "order-1",
+        "payment_id": None,
+        "amount_minor": 1000,
+        "currency": "USD",
+        "capture_method": None,
+        "card": {"number": PAN, "exp_month": 12, "exp_year": 2030, "cvc": "123"},
+        "metadata": {"note": f"card {PAN}", "7": PAN},  # a digit right before a PAN
+        "occurred_at": datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc),
+    }
+    data = Codec("PaymentCommand").encode(command)
+    assert data.count(PAN.encode()) == 3
+
+    masked, count = mask_pans_bytes(data)
+
+    assert PAN.encode() not in masked
+    assert count == 3
+    assert masked.startswith(data[:10])  # the header and the rest survive
+
+
+# --- properties ---
+
+
+visa_like = st.text(string.digits, min_size=14, max_size=14).map(lambda body: luhn_complete("4" + body))
+
+
+@given(visa_like, st.text(string.printable, max_size=60), st.text(string.printable, max_size=60))
+def test_an_embedded_pan_never_survives_text_masking(pan: str, before: str, after: str) -> None:
+    masked, count = mask_pans(before + pan + after)
+    assert pan not in masked
+    assert count >= 1
+
+
+@given(visa_like, st.binary(max_size=60), st.binary(max_size=60))
+def test_an_embedded_pan_never_survives_bytes_masking(pan: str, before: bytes, after: bytes) -> None:
+    masked, count = mask_pans_bytes(before + pan.encode() + after)
+    assert pan.encode() not in masked
+    assert count >= 1
+
+
+@given(st.text(string.ascii_letters + " .,:=", max_size=80))
+def test_text_without_digits_is_unchanged(text: str) -> None:
+    assert mask_pans(text) == (text, 0)

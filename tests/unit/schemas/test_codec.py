@@ -1,0 +1,311 @@
+"""Avro single-object encoding: round trips, the header, the fingerprint, and that
+decoding hostile bytes only ever fails with a DecodeError carrying a stable reason."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from importlib import resources
+
+import pytest
+from fastavro.schema import to_parsing_canonical_form
+from hypothesis import given
+from hypothesis import strategies as st
+
+from schemas.codec import (
+    MAX_MESSAGE_BYTES,
+    SCHEMA_NAMES,
+    Codec,
+    DecodeError,
+    EncodeError,
+    crc64_avro_fingerprint,
+)
+
+AT = datetime(2026, 11, 25, 10, 0, 0, 123000, tzinfo=timezone.utc)  # millisecond precision
+PAYMENT_ID = "pay_6b1f0c2d9e8a4b7c8d9e0f1a2b3c4d5e"
+
+RECORDS = {
+    "PaymentCommand": {
+        "command_id": "cmd_01",
+        "kind": "create",
+        "merchant_id": "m_acme",
+        "idempotency_key": "order-1001",
+        "payment_id": PAYMENT_ID,
+        "amount_minor": 12_345,
+        "currency": "USD",
+        "capture_method": "manual",
+        "card": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123"},
+        "metadata": {"order": "1001", "channel": "web"},
+        "occurred_at": AT,
+    },
+    "ValidatedCommand": {
+        "command_id": "cmd_01",
+        "kind": "create",
+        "merchant_id": "m_acme",
+        "idempotency_key": "order-1001",
+        "payment_id": PAYMENT_ID,
+        "amount_minor": 12_345,
+        "currency": "USD",
+        "capture_method": "automatic",
+        "card": {
+            "token": "tok_abcdefghijklmnopqrstuvwxyz234567",
+            "bin": "424242",
+            "last4": "4242",
+            "brand": "visa",
+            "exp_month": 12,
+            "exp_year": 2030,
+        },
+        "metadata": {"order": "1001"},
+        "occurred_at": AT,
+        "rejection_reason": None,
+        "rejection_detail": None,
+    },
+    "PaymentOutcome": {
+        "outcome_id": "out_0a1b2c3d4e5f60718293a4b5c6d7e8f9",
+        "command_id": "cmd_02",
+        "kind": "refund",
+        "merchant_id": "m_acme",
+        "idempotency_key": "refund-1",
+        "payment_id": PAYMENT_ID,
+        "status": "succeeded",
+        "reason_code": None,
+        "reason_detail": None,
+        "payment_status": "partially_refunded",
+        "amount_minor": 2_000,
+        "currency": "USD",
+        "authorized_minor": 12_345,
+        "captured_minor": 12_345,
+        "refunded_minor": 2_000,
+        "card_bin": "424242",
+        "card_last4": "4242",
+        "occurred_at": AT,
+    },
+    "DeadLetter": {
+        "dlq_id": "dlq_00112233445566778899aabbccddeeff",
+        "stage": "ingest",
+        "reason": "unknown_fingerprint",
+        "detail": "schema fingerprint 0000000000000000 is not registered",
+        "source_topic": "payment-commands",
+        "source_partition": 3,
+        "source_offset": 2**40,
+        "source_timestamp": AT,
+        "raw_key": PAYMENT_ID.encode(),
+        "raw_value": b"\xc3\x01" + bytes(8) + b"\x00\xff garbage",
+        "pans_masked": 0,
+    },
+}
+
+# A refused command and a bare follow-up exercise the null branches of the unions.
+EXTRA_RECORDS = [
+    (
+        "ValidatedCommand",
+        RECORDS["ValidatedCommand"]
+        | {"card": None, "capture_method": None, "rejection_reason": "expired_card", "rejection_detail": "card expired"},
+    ),
+    (
+        "PaymentCommand",
+        RECORDS["PaymentCommand"]
+        | {"kind": "capture", "amount_minor": None, "currency": None, "capture_method": None, "card": None, "metadata": {}},
+    ),
+    ("DeadLetter", RECORDS["DeadLetter"] | {"raw_key": None, "raw_value": b""}),
+]
+
+
+# --- an independent CRC-64-AVRO (Rabin) fingerprint, straight from the Avro spec ---
+
+CRC64_EMPTY = 0xC15D213AA4D7A795
+
+
+def _crc64_table() -> list[int]:
+    table = []
+    for i in range(256):
+        fp = i
+        for _ in range(8):
+            fp = (fp >> 1) ^ (CRC64_EMPTY & -(fp & 1))
+        table.append(fp)
+    return table
+
+
+_TABLE = _crc64_table()
+
+
+def rabin_fingerprint(data: bytes) -> int:
+    fp = CRC64_EMPTY
+    for byte in data:
+        fp = (fp >> 8) ^ _TABLE[(fp ^ byte) & 0xFF]
+    return fp
+
+
+def canonical_form(name: str) -> str:
+    raw = json.loads(resources.files("schemas").joinpath("avro", f"{name}.avsc").read_text())
+    return to_parsing_canonical_form(raw)
+
+
+# --- round trips and the header ---
+
+
+@pytest.mark.parametrize(("name", "record"), [*RECORDS.items(), *EXTRA_RECORDS])
+def test_round_trip(name: str, record: dict) -> None:
+    codec = Codec(name)
+    assert codec.decode(codec.encode(record, check=True)) == record
+
+
+def test_every_shipped_schema_has_a_realistic_record() -> None:
+    assert set(RECORDS) == set(SCHEMA_NAMES)
+
+
+@pytest.mark.parametrize("name", SCHEMA_NAMES)
+def test_header_is_magic_plus_fingerprint(name: str) -> None:
+    codec = Codec(name)
+    data = codec.encode(RECORDS[name])
+    assert data[:2] == b"\xc3\x01"
+    assert data[2:10] == codec.schema.fingerprint
+    assert len(codec.schema.fingerprint) == 8
+
+
+@pytest.mark.parametrize("name", SCHEMA_NAMES)
+def test_fingerprint_is_crc64_avro_of_the_parsing_canonical_form(name: str) -> None:
+    canonical = canonical_form(name)
+    assert canonical.startswith('{"name":"paystream.v1.' + name + '"')
+    assert '"doc"' not in canonical and '"default"' not in canonical
+    expected = rabin_fingerprint(canonical.encode()).to_bytes(8, "little")
+    assert Codec(name).schema.fingerprint == expected
+
+
+def test_fingerprints_are_distinct() -> None:
+    assert len({Codec(n).schema.fingerprint for n in SCHEMA_NAMES}) == len(SCHEMA_NAMES)
+
+
+def test_spec_vector_for_null() -> None:
+    assert rabin_fingerprint(b'"null"') == 0x63DD24E7CC258F8A
+    assert crc64_avro_fingerprint('"null"') == bytes.fromhex("8a8f25cce724dd63")
+
+
+@given(st.text(max_size=200))
+def test_fingerprint_matches_reference_on_any_text(text: str) -> None:
+    assert crc64_avro_fingerprint(text) == rabin_fingerprint(text.encode()).to_bytes(8, "little")
+
+
+# --- decode failures: one stable reason each ---
+
+
+def _reason(codec: Codec, data: bytes | None) -> str:
+    with pytest.raises(DecodeError) as err:
+        codec.decode(data)
+    assert err.value.detail
+    return err.value.reason
+
+
+COMMAND = Codec("PaymentCommand")
+GOOD = COMMAND.encode(RECORDS["PaymentCommand"])
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\xc3",
+        GOOD[:9],  # header cut short
+        b"\xc3\x02" + GOOD[2:],  # wrong second magic byte
+        b"\x00" + b"\x00\x00\x00\x07" + GOOD[10:],  # Confluent wire format, not ours
+        b'{"command_id": "cmd_01"}',
+    ],
+    ids=["empty", "one-byte", "short-header", "bad-magic", "confluent", "json"],
+)
+def test_not_single_object_encoding(data: bytes) -> None:
+    assert _reason(COMMAND, data) == "not_single_object_encoding"
+
+
+def test_unknown_fingerprint() -> None:
+    assert _reason(COMMAND, b"\xc3\x01" + bytes(8) + GOOD[10:]) == "unknown_fingerprint"
+
+
+def test_wrong_schema() -> None:
+    outcome = Codec("PaymentOutcome").encode(RECORDS["PaymentOutcome"])
+    assert _reason(COMMAND, outcome) == "wrong_schema"
+    assert _reason(Codec("PaymentOutcome"), GOOD) == "wrong_schema"
+
+
+def test_truncated_body_is_malformed_at_every_cut() -> None:
+    reasons = {_reason(COMMAND, GOOD[:end]) for end in range(10, len(GOOD))}
+    assert reasons == {"malformed_avro"}
+
+
+def test_trailing_bytes() -> None:
+    assert _reason(COMMAND, GOOD + b"\x00") == "trailing_bytes"
+
+
+def test_tombstone_is_empty_message() -> None:
+    assert _reason(COMMAND, None) == "empty_message"
+
+
+def test_message_too_large_is_refused_before_parsing() -> None:
+    assert _reason(COMMAND, GOOD + bytes(MAX_MESSAGE_BYTES)) == "message_too_large"
+    # At the limit the size check passes and the body is judged on its own.
+    at_limit = GOOD + bytes(MAX_MESSAGE_BYTES - len(GOOD))
+    assert _reason(COMMAND, at_limit) == "trailing_bytes"
+
+
+KNOWN_REASONS = {
+    "empty_message",
+    "message_too_large",
+    "not_single_object_encoding",
+    "unknown_fingerprint",
+    "wrong_schema",
+    "malformed_avro",
+    "trailing_bytes",
+}
+
+
+def _decode_or_reason(codec: Codec, data: bytes) -> None:
+    try:
+        codec.decode(data)
+    except DecodeError as e:
+        assert e.reason in KNOWN_REASONS
+
+
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_only_raise_decode_error(data: bytes) -> None:
+    _decode_or_reason(COMMAND, data)
+
+
+@given(st.sampled_from(SCHEMA_NAMES), st.binary(max_size=300))
+def test_arbitrary_bodies_behind_a_valid_header_only_raise_decode_error(name: str, body: bytes) -> None:
+    codec = Codec(name)
+    _decode_or_reason(codec, codec.schema.header + body)
+
+
+@given(st.sampled_from(SCHEMA_NAMES), st.data())
+def test_corrupted_messages_only_raise_decode_error(name: str, data: st.DataObject) -> None:
+    codec = Codec(name)
+    message = bytearray(codec.encode(RECORDS[name]))
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(10, len(message) - 1))  # keep the header: reach the Avro reader
+        message[i] = data.draw(st.integers(0, 255))
+    _decode_or_reason(codec, bytes(message))
+
+
+# --- encode(check=True) names the bad field ---
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"amount_minor": "12345"}, "amount_minor"),
+        ({"amount_minor": 123.45}, "amount_minor"),
+        ({"kind": "charge"}, "kind"),
+        ({"merchant_id": None}, "merchant_id"),
+        ({"card": {"number": "4242424242424242", "exp_month": "12", "exp_year": 2030, "cvc": None}}, "exp_month"),
+    ],
+)
+def test_encode_check_names_the_field(change: dict, field: str) -> None:
+    with pytest.raises(EncodeError) as err:
+        COMMAND.encode(RECORDS["PaymentCommand"] | change, check=True)
+    assert field in str(err.value)
+
+
+def test_encode_without_check_still_raises_encode_error() -> None:
+    record = dict(RECORDS["PaymentCommand"])
+    del record["merchant_id"]
+    with pytest.raises(EncodeError, match="merchant_id"):
+        COMMAND.encode(record)

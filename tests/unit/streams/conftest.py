@@ -1,0 +1,93 @@
+"""Builders shared by the payments tests: ValidatedCommand records as ingest forwards them."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+
+from schemas.ids import derive_payment_id
+
+T0 = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
+MERCHANT = "m_acme"
+
+
+class Commands:
+    """`cmds.create(...)`, `cmds.capture(pid, key, ...)` and so on. The command_id
+    defaults to one per idempotency key; pass another to model a retry."""
+
+    t0 = T0
+    merchant = MERCHANT
+
+    def card(self, merchant: str = MERCHANT) -> dict[str, Any]:
+        return {"token": f"tok_{merchant}_4242", "bin": "424242", "last4": "4242", "brand": "visa",
+                "exp_month": 12, "exp_year": 2030}
+
+    def create(
+        self,
+        key: str = "order-1",
+        *,
+        merchant: str = MERCHANT,
+        amount: int = 10_000,
+        currency: str = "USD",
+        capture_method: str = "automatic",
+        at: datetime = T0,
+        command_id: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        return self._command(
+            "create", key, merchant, derive_payment_id(merchant, key), amount, currency, at, command_id, metadata,
+            capture_method=capture_method, card=self.card(merchant),
+        )
+
+    def follow_up(
+        self,
+        kind: str,
+        payment_id: str,
+        key: str,
+        *,
+        merchant: str = MERCHANT,
+        amount: int | None = None,
+        currency: str | None = None,
+        at: datetime = T0,
+        command_id: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        return self._command(kind, key, merchant, payment_id, amount, currency, at, command_id, metadata)
+
+    def capture(self, payment_id: str, key: str, **kw: Any) -> dict[str, Any]:
+        return self.follow_up("capture", payment_id, key, **kw)
+
+    def void(self, payment_id: str, key: str, **kw: Any) -> dict[str, Any]:
+        return self.follow_up("void", payment_id, key, **kw)
+
+    def refund(self, payment_id: str, key: str, **kw: Any) -> dict[str, Any]:
+        return self.follow_up("refund", payment_id, key, **kw)
+
+    def expire(self, payment_id: str, key: str, **kw: Any) -> dict[str, Any]:
+        return self.follow_up("expire", payment_id, key, **kw)
+
+    @staticmethod
+    def _command(kind, key, merchant, payment_id, amount, currency, at, command_id, metadata, *,
+                 capture_method=None, card=None) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+        return {
+            "command_id": command_id or f"cmd-{merchant}-{key}",
+            "kind": kind,
+            "merchant_id": merchant,
+            "idempotency_key": key,
+            "payment_id": payment_id,
+            "amount_minor": amount,
+            "currency": currency,
+            "capture_method": capture_method,
+            "card": card,
+            "metadata": metadata or {},
+            "occurred_at": at,
+            "rejection_reason": None,
+            "rejection_detail": None,
+        }
+
+
+@pytest.fixture(scope="session")
+def cmds() -> Commands:
+    return Commands()

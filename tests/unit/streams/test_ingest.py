@@ -1,0 +1,356 @@
+"""Ingest: decode, validate, tokenize; refuse with a reason, or dead-letter the undecodable."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+
+from connectors.vault.tokenizer import Tokenizer
+from schemas.codec import Codec
+from schemas.ids import derive_dlq_id, derive_payment_id
+from schemas.partitioning import partition_for
+from streams.ingest import DeadLetter, Forward, Limits, Source, ingest
+
+TOKENIZER = Tokenizer(b"k" * 32, "t1")
+LIMITS = Limits(10**15, 255, 8)
+COMMANDS = Codec("PaymentCommand")
+VALIDATED = Codec("ValidatedCommand")
+DEAD_LETTERS = Codec("DeadLetter")
+
+PAN = "4242424242424242"
+CVC = "737"
+T0 = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
+TOPIC = "payment-commands"
+FOLLOW_UP_PID = "pay_0123456789abcdef0123456789abcdef"
+
+
+def create(**overrides: Any) -> dict[str, Any]:
+    return {
+        "command_id": "cmd_1",
+        "kind": "create",
+        "merchant_id": "m_acme",
+        "idempotency_key": "order-1",
+        "payment_id": None,
+        "amount_minor": 10_000,
+        "currency": "USD",
+        "capture_method": None,
+        "card": {"number": PAN, "exp_month": 12, "exp_year": 2030, "cvc": CVC},
+        "metadata": {"order": "1"},
+        "occurred_at": T0,
+    } | overrides
+
+
+def follow_up(kind: str, **overrides: Any) -> dict[str, Any]:
+    return create(kind=kind, idempotency_key=f"{kind}-1", payment_id=FOLLOW_UP_PID, amount_minor=None,
+                  currency=None, card=None, metadata={}) | overrides
+
+
+def card(**overrides: Any) -> dict[str, Any]:
+    return create()["card"] | overrides
+
+
+def routed_payment_id(cmd: dict[str, Any]) -> str:
+    """What a correct producer keys the message by."""
+    if cmd["kind"] == "create":
+        return derive_payment_id(cmd["merchant_id"], cmd["idempotency_key"])
+    return cmd["payment_id"] or cmd["command_id"]
+
+
+def source_for(payment_id: str, *, offset: int = 42, **overrides: Any) -> Source:
+    fields = {
+        "topic": TOPIC,
+        "partition": partition_for(payment_id.encode(), LIMITS.partitions),
+        "offset": offset,
+        "timestamp_ms": 1_732_540_000_000,
+        "key": payment_id.encode(),
+    }
+    return Source(**(fields | overrides))
+
+
+def run(cmd: dict[str, Any], source: Source | None = None) -> Forward | DeadLetter:
+    return ingest(COMMANDS.encode(cmd, check=True), source or source_for(routed_payment_id(cmd)), TOKENIZER, LIMITS)
+
+
+def forwarded(cmd: dict[str, Any], source: Source | None = None) -> dict[str, Any]:
+    result = run(cmd, source)
+    assert isinstance(result, Forward)
+    VALIDATED.encode(result.command, check=True)
+    return result.command
+
+
+# --- valid commands ---
+
+
+def test_valid_create_is_tokenized() -> None:
+    cmd = forwarded(create())
+
+    pid = derive_payment_id("m_acme", "order-1")
+    assert cmd["payment_id"] == pid
+    assert cmd["card"] == {
+        "token": TOKENIZER.token("m_acme", PAN),
+        "bin": "424242",
+        "last4": "4242",
+        "brand": "visa",
+        "exp_month": 12,
+        "exp_year": 2030,
+    }
+    assert cmd["capture_method"] == "automatic"  # Stripe's default
+    assert cmd["rejection_reason"] is None and cmd["rejection_detail"] is None
+    assert (cmd["amount_minor"], cmd["currency"], cmd["metadata"], cmd["occurred_at"]) == (10_000, "USD", {"order": "1"}, T0)
+
+
+def test_forward_key_is_the_payment_id() -> None:
+    result = run(create())
+    assert isinstance(result, Forward)
+    assert result.key == derive_payment_id("m_acme", "order-1").encode()
+
+
+def _values(obj: Any) -> list[Any]:
+    if isinstance(obj, dict):
+        return [v for x in obj.values() for v in _values(x)]
+    return [obj]
+
+
+def test_no_pan_or_cvc_leaves_ingest() -> None:
+    cmd = forwarded(create())
+    data = VALIDATED.encode(cmd)
+
+    assert PAN.encode() not in data
+    assert PAN not in repr(cmd)
+    assert CVC not in _values(cmd)
+    assert set(VALIDATED.decode(data)["card"]) == {"token", "bin", "last4", "brand", "exp_month", "exp_year"}
+
+
+def test_manual_capture_method_is_kept() -> None:
+    assert forwarded(create(capture_method="manual"))["capture_method"] == "manual"
+
+
+def test_grouped_card_number_is_normalised() -> None:
+    cmd = forwarded(create(card=card(number="4242 4242 4242 4242")))
+    assert cmd["card"]["token"] == TOKENIZER.token("m_acme", PAN)
+    assert cmd["card"]["last4"] == "4242"
+
+
+@pytest.mark.parametrize(
+    ("number", "bin_", "last4", "brand"),
+    [
+        ("378282246310005", "378282", "0005", "amex"),
+        ("5555555555554444", "555555", "4444", "mastercard"),
+        ("1234567812345670", "123456", "5670", "unknown"),  # Luhn-valid, no known network
+    ],
+)
+def test_card_reference_fields(number: str, bin_: str, last4: str, brand: str) -> None:
+    ref = forwarded(create(card=card(number=number)))["card"]
+    assert (ref["bin"], ref["last4"], ref["brand"]) == (bin_, last4, brand)
+
+
+def test_create_with_its_own_derived_payment_id_is_valid() -> None:
+    pid = derive_payment_id("m_acme", "order-1")
+    assert forwarded(create(payment_id=pid))["rejection_reason"] is None
+
+
+@pytest.mark.parametrize("kind", ["capture", "void", "refund", "expire"])
+def test_valid_follow_up(kind: str) -> None:
+    cmd = forwarded(follow_up(kind, amount_minor=500 if kind in ("capture", "refund") else None))
+    assert cmd["rejection_reason"] is None
+    assert cmd["payment_id"] == FOLLOW_UP_PID
+    assert cmd["card"] is None and cmd["capture_method"] is None
+
+
+def test_card_expiring_this_month_is_accepted() -> None:
+    assert forwarded(create(card=card(exp_month=11, exp_year=2026)))["rejection_reason"] is None
+
+
+def test_expiry_is_judged_against_occurred_at_not_the_wall_clock() -> None:
+    # Long expired by today's clock, valid when the command happened.
+    old = create(card=card(exp_month=1, exp_year=2001), occurred_at=datetime(2000, 12, 31, 23, 0, tzinfo=timezone.utc))
+    assert forwarded(old)["rejection_reason"] is None
+    # Valid by today's clock, expired when the command happened.
+    future = create(card=card(exp_month=6, exp_year=2090), occurred_at=datetime(2090, 7, 1, tzinfo=timezone.utc))
+    assert forwarded(future)["rejection_reason"] == "expired_card"
+
+
+# --- tokens ---
+
+
+def test_same_pan_same_merchant_same_token() -> None:
+    a = forwarded(create(command_id="c1", idempotency_key="order-1"))["card"]["token"]
+    b = forwarded(create(command_id="c2", idempotency_key="order-2"))["card"]["token"]
+    assert a == b
+
+
+def test_token_differs_by_merchant_and_pan() -> None:
+    base = forwarded(create())["card"]["token"]
+    other_merchant = forwarded(create(merchant_id="m_globex"))["card"]["token"]
+    other_pan = forwarded(create(card=card(number="5555555555554444")))["card"]["token"]
+    assert len({base, other_merchant, other_pan}) == 3
+    assert base.startswith("tok_") and "4242" not in base
+
+
+# --- refusals: forwarded with a reason, never with a card ---
+
+REFUSALS = [
+    ("invalid_merchant_id", create(merchant_id="")),
+    ("invalid_merchant_id", create(merchant_id="m" * 65)),
+    ("invalid_merchant_id", create(merchant_id="m\x1facme")),
+    ("invalid_idempotency_key", create(idempotency_key="")),
+    ("invalid_idempotency_key", create(idempotency_key="k" * 256)),
+    ("payment_id_mismatch", create(payment_id="pay_somebody_else")),
+    ("missing_amount", create(amount_minor=None)),
+    ("missing_currency", create(currency=None)),
+    ("missing_payment_id", follow_up("capture", payment_id=None)),
+    ("missing_payment_id", follow_up("refund", payment_id="")),
+    ("unexpected_payment_method", follow_up("capture", card=card())),
+    ("unexpected_capture_method", follow_up("capture", capture_method="manual")),
+    ("invalid_amount", create(amount_minor=0)),
+    ("invalid_amount", create(amount_minor=-100)),
+    ("invalid_amount", follow_up("refund", amount_minor=-1)),
+    ("amount_too_large", create(amount_minor=10**15 + 1)),
+    ("invalid_currency", create(currency="XYZ")),
+    ("invalid_currency", follow_up("capture", amount_minor=5, currency="usd")),
+    ("missing_payment_method", create(card=None)),
+    ("invalid_card_number", create(card=card(number="4242424242424241"))),
+    ("invalid_card_number", create(card=card(number="42424242424"))),
+    ("invalid_card_number", create(card=card(number="4242x42424242424"))),
+    ("invalid_expiry", create(card=card(exp_month=13))),
+    ("invalid_expiry", create(card=card(exp_month=0))),
+    ("invalid_expiry", create(card=card(exp_year=2101))),
+    ("expired_card", create(card=card(exp_month=10, exp_year=2026))),
+    ("invalid_metadata", create(metadata={f"k{i}": "v" for i in range(51)})),
+    ("invalid_metadata", create(metadata={"": "v"})),
+    ("invalid_metadata", create(metadata={"k" * 41: "v"})),
+    ("invalid_metadata", create(metadata={"k": "v" * 501})),
+    ("pan_in_metadata", create(metadata={"note": f"customer card {PAN}"})),
+    ("pan_in_metadata", create(metadata={PAN: "card"})),
+    ("pan_in_metadata", follow_up("refund", metadata={"note": "card 4242-4242-4242-4242"})),
+]
+
+
+@pytest.mark.parametrize(("reason", "cmd"), REFUSALS, ids=[r for r, _ in REFUSALS])
+def test_refusal(reason: str, cmd: dict[str, Any]) -> None:
+    refused = forwarded(cmd)
+
+    assert refused["rejection_reason"] == reason
+    assert refused["rejection_detail"]
+    assert refused["card"] is None
+    assert refused["command_id"] == cmd["command_id"]
+    # Whatever was refused, no card number is forwarded.
+    data = VALIDATED.encode(refused)
+    assert PAN.encode() not in data and b"4242-4242" not in data
+
+
+def test_refused_create_still_carries_its_derived_payment_id() -> None:
+    refused = forwarded(create(amount_minor=0))
+    assert refused["payment_id"] == derive_payment_id("m_acme", "order-1")
+    assert refused["capture_method"] == "automatic"
+
+
+def test_refused_create_without_key_has_no_payment_id() -> None:
+    result = run(create(idempotency_key=""))
+    assert isinstance(result, Forward)
+    assert result.command["payment_id"] is None
+    assert result.key == b"cmd_1"  # keyed by command_id when there is no payment
+
+
+def test_pan_in_metadata_is_masked_on_the_refused_command() -> None:
+    refused = forwarded(create(metadata={"note": f"card {PAN}", "order": "1"}))
+    assert refused["metadata"] == {"note": "card [PAN]", "order": "1"}
+
+
+def test_key_mismatch() -> None:
+    pid = derive_payment_id("m_acme", "order-1")
+    assert forwarded(create(), source_for(pid, key=b"some-other-key"))["rejection_reason"] == "key_mismatch"
+
+
+def test_wrong_partition() -> None:
+    pid = derive_payment_id("m_acme", "order-1")
+    wrong = (partition_for(pid.encode(), LIMITS.partitions) + 1) % LIMITS.partitions
+    refused = forwarded(create(), source_for(pid, partition=wrong))
+    assert refused["rejection_reason"] == "wrong_partition"
+    assert "murmur2" in refused["rejection_detail"]
+
+
+def test_missing_key_is_tolerated_when_the_partition_is_right() -> None:
+    pid = derive_payment_id("m_acme", "order-1")
+    assert forwarded(create(), source_for(pid, key=None))["rejection_reason"] is None
+
+
+def test_amount_at_the_limit_is_accepted() -> None:
+    assert forwarded(create(amount_minor=10**15))["rejection_reason"] is None
+
+
+# --- dead letters ---
+
+
+def dead(raw: bytes | None, source: Source | None = None) -> dict[str, Any]:
+    result = ingest(raw, source or source_for(FOLLOW_UP_PID), TOKENIZER, LIMITS)
+    assert isinstance(result, DeadLetter)
+    DEAD_LETTERS.encode(result.record, check=True)
+    return result.record
+
+
+def test_undecodable_bytes_become_a_dead_letter() -> None:
+    source = source_for(FOLLOW_UP_PID, offset=7)
+    record = dead(b"not avro, card " + PAN.encode(), source)
+
+    assert record["reason"] == "not_single_object_encoding"
+    assert record["stage"] == "ingest"
+    assert record["detail"]
+    assert (record["source_topic"], record["source_partition"], record["source_offset"]) == (TOPIC, source.partition, 7)
+    assert record["source_timestamp"] == datetime.fromtimestamp(1_732_540_000, tz=timezone.utc)
+    assert record["raw_key"] == FOLLOW_UP_PID.encode()
+    assert record["raw_value"] == b"not avro, card [PAN]"
+    assert record["pans_masked"] == 1
+    assert record["dlq_id"] == derive_dlq_id(TOPIC, source.partition, 7)
+
+
+def test_dead_letter_id_is_deterministic_per_source_offset() -> None:
+    first = dead(b"junk", source_for(FOLLOW_UP_PID, offset=7))
+    again = dead(b"junk", source_for(FOLLOW_UP_PID, offset=7))
+    other = dead(b"junk", source_for(FOLLOW_UP_PID, offset=8))
+    assert first == again
+    assert first["dlq_id"] != other["dlq_id"]
+
+
+def test_truncated_command_is_dead_lettered_with_its_pan_masked() -> None:
+    raw = COMMANDS.encode(create())[:-3]
+    record = dead(raw)
+
+    assert record["reason"] == "malformed_avro"
+    assert PAN.encode() not in record["raw_value"]
+    assert record["raw_value"] == raw.replace(b" " + PAN.encode(), b" [PAN]")  # the rest is preserved
+    assert record["pans_masked"] == 1
+
+
+def test_pan_in_the_message_key_is_masked() -> None:
+    record = dead(b"junk", source_for(FOLLOW_UP_PID, key=PAN.encode()))
+    assert record["raw_key"] == b"[PAN]"
+    assert record["pans_masked"] == 1
+
+
+def test_tombstone_is_dead_lettered() -> None:
+    record = dead(None)
+    assert record["reason"] == "empty_message"
+    assert record["raw_value"] == b""
+
+
+def test_another_schema_on_the_commands_topic_is_dead_lettered() -> None:
+    validated = forwarded(create())
+    assert dead(VALIDATED.encode(validated))["reason"] == "wrong_schema"
+
+
+@pytest.mark.parametrize("command_id", ["", "c" * 129])
+def test_unusable_command_id_is_dead_lettered(command_id: str) -> None:
+    raw = COMMANDS.encode(create(command_id=command_id))
+    record = dead(raw)
+
+    assert record["reason"] == "invalid_command_id"
+    assert PAN.encode() not in record["raw_value"]
+    assert record["pans_masked"] == 1
+    assert len(record["raw_value"]) == len(raw) - len(PAN) + len("[PAN]")
+
+
+def test_longest_command_id_is_accepted() -> None:
+    assert forwarded(create(command_id="c" * 128))["command_id"] == "c" * 128

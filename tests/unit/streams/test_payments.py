@@ -1,0 +1,337 @@
+"""The payment state machine, `decide`, by example: one scenario per lifecycle rule."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from schemas.codec import Codec
+from schemas.ids import derive_outcome_id
+from streams.payments import MAX_FOLLOW_UPS, AuthResult, Decision, Payment, Policy, decide
+
+POLICY = Policy()
+WINDOW = timedelta(days=7)
+MS = timedelta(milliseconds=1)
+OUTCOMES = Codec("PaymentOutcome")
+
+
+def approve(cmd: dict[str, Any]) -> AuthResult:
+    return AuthResult(True)
+
+
+def decline(cmd: dict[str, Any]) -> AuthResult:
+    return AuthResult(False, "card_declined")
+
+
+def apply(payment: Payment | None, cmd: dict[str, Any], authorize=approve, policy: Policy = POLICY) -> Decision:  # type: ignore[no-untyped-def]
+    """decide() plus what must hold for every decision: one well-formed outcome for the command."""
+    d = decide(payment, cmd, authorize, policy)
+    assert d.outcome["command_id"] == cmd["command_id"]
+    assert d.outcome["outcome_id"] == derive_outcome_id(cmd["command_id"])
+    assert d.outcome["kind"] == cmd["kind"]
+    OUTCOMES.encode(d.outcome, check=True)
+    return d
+
+
+def ok(payment: Payment | None, cmd: dict[str, Any], **kw: Any) -> Payment:
+    d = apply(payment, cmd, **kw)
+    assert d.outcome["status"] == "succeeded", d.outcome
+    assert d.changed and d.payment is not None
+    assert d.outcome["payment_status"] == d.payment.status
+    return d.payment
+
+
+def refused(payment: Payment | None, cmd: dict[str, Any], reason: str, **kw: Any) -> Decision:
+    d = apply(payment, cmd, **kw)
+    assert (d.outcome["status"], d.outcome["reason_code"]) == ("rejected", reason)
+    assert not d.changed
+    assert d.payment is payment  # untouched
+    return d
+
+
+def amounts(p: Payment) -> tuple[str, int, int, int]:
+    return p.status, p.authorized_minor, p.captured_minor, p.refunded_minor
+
+
+# --- create ---
+
+
+def test_automatic_create_is_captured(cmds) -> None:
+    d = apply(None, cmds.create(amount=10_000))
+
+    p = d.payment
+    assert d.changed
+    assert amounts(p) == ("captured", 10_000, 10_000, 0)
+    assert (p.payment_id, p.merchant_id, p.currency, p.capture_method) == (
+        cmds.create()["payment_id"], "m_acme", "USD", "automatic")
+    assert (p.card_bin, p.card_last4, p.version) == ("424242", "4242", 0)
+    assert p.created_at_ms == int(cmds.t0.timestamp()) * 1000
+    assert d.outcome["status"] == "succeeded"
+    assert (d.outcome["payment_status"], d.outcome["captured_minor"], d.outcome["card_last4"]) == ("captured", 10_000, "4242")
+    assert set(p.idempotency) == {"order-1"}
+
+
+def test_manual_create_is_authorized(cmds) -> None:
+    p = ok(None, cmds.create(capture_method="manual"))
+    assert amounts(p) == ("authorized", 10_000, 0, 0)
+
+
+def test_decline_is_stored_under_the_key_and_replayed(cmds) -> None:
+    calls: list[str] = []
+
+    def counting_decline(cmd: dict[str, Any]) -> AuthResult:
+        calls.append(cmd["command_id"])
+        return decline(cmd)
+
+    d = apply(None, cmds.create(), authorize=counting_decline)
+    assert (d.outcome["status"], d.outcome["reason_code"], d.outcome["payment_status"]) == ("rejected", "card_declined", "declined")
+    assert d.changed  # a declined payment exists and its key is taken
+    assert amounts(d.payment) == ("declined", 0, 0, 0)
+    assert "order-1" in d.payment.idempotency
+
+    retry = apply(d.payment, cmds.create(command_id="cmd-retry", at=cmds.t0 + timedelta(minutes=1)), authorize=counting_decline)
+    assert (retry.outcome["status"], retry.outcome["reason_code"], retry.outcome["payment_status"]) == ("replayed", "card_declined", "declined")
+    assert not retry.changed and retry.payment is d.payment
+    assert calls == [cmds.create()["command_id"]]  # the card is never charged again
+
+
+def test_declined_payment_takes_no_follow_ups(cmds) -> None:
+    p = apply(None, cmds.create(capture_method="manual"), authorize=decline).payment
+    pid = p.payment_id
+    refused(p, cmds.capture(pid, "cap-1"), "payment_declined")
+    refused(p, cmds.void(pid, "void-1"), "payment_declined")
+    refused(p, cmds.refund(pid, "ref-1"), "not_captured")
+    refused(p, cmds.expire(pid, "exp-1", at=cmds.t0 + WINDOW), "not_expirable")
+
+
+# --- idempotency ---
+
+
+def test_same_key_same_body_is_replayed(cmds) -> None:
+    first = apply(None, cmds.create(capture_method="manual"))
+    retry_cmd = cmds.create(capture_method="manual", command_id="cmd-retry", at=cmds.t0 + timedelta(hours=1))
+
+    retry = apply(first.payment, retry_cmd, authorize=lambda c: pytest.fail("authorized twice"))
+
+    assert retry.outcome["status"] == "replayed"
+    assert not retry.changed and retry.payment is first.payment
+    assert retry.outcome["occurred_at"] == retry_cmd["occurred_at"]
+    ids = {"outcome_id", "command_id", "status", "occurred_at"}
+    assert {k: v for k, v in retry.outcome.items() if k not in ids} == {k: v for k, v in first.outcome.items() if k not in ids}
+
+
+def test_replay_returns_the_original_answer_after_the_payment_moved_on(cmds) -> None:
+    p = ok(None, cmds.create())
+    p = ok(p, cmds.refund(p.payment_id, "ref-1", amount=500))
+    retry = apply(p, cmds.create(command_id="cmd-retry"))
+    assert retry.outcome["status"] == "replayed"
+    assert (retry.outcome["payment_status"], retry.outcome["refunded_minor"]) == ("captured", 0)
+    assert retry.payment is p
+
+
+def test_follow_up_retry_is_replayed_and_captures_once(cmds) -> None:
+    p = ok(None, cmds.create(capture_method="manual"))
+    p = ok(p, cmds.capture(p.payment_id, "cap-1", amount=4_000))
+    retry = apply(p, cmds.capture(p.payment_id, "cap-1", amount=4_000, command_id="cmd-retry", at=cmds.t0 + timedelta(seconds=5)))
+    assert retry.outcome["status"] == "replayed"
+    assert retry.payment is p and p.captured_minor == 4_000
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"amount": 9_999}, {"currency": "EUR"}, {"capture_method": "manual"}, {"metadata": {"order": "2"}}],
+)
+def test_same_key_different_body_is_a_conflict(cmds, change: dict[str, Any]) -> None:
+    p = ok(None, cmds.create())
+    d = refused(p, cmds.create(command_id="cmd-2", **change), "idempotency_conflict")
+    assert d.outcome["captured_minor"] == 10_000  # the answer shows the current state
+
+
+def test_follow_up_key_conflict(cmds) -> None:
+    p = ok(None, cmds.create(capture_method="manual"))
+    p = ok(p, cmds.capture(p.payment_id, "cap-1", amount=4_000))
+    refused(p, cmds.capture(p.payment_id, "cap-1", amount=5_000, command_id="cmd-2"), "idempotency_conflict")
+    # The create's key is taken too.
+    refused(p, cmds.capture(p.payment_id, "order-1", amount=1), "idempotency_conflict")
+
+
+def test_a_rejected_command_leaves_its_key_free(cmds) -> None:
+    p = ok(None, cmds.create(capture_method="manual"))
+    refused(p, cmds.capture(p.payment_id, "cap-1", amount=20_000), "amount_exceeds_authorized")
+    p = ok(p, cmds.capture(p.payment_id, "cap-1", amount=5_000, command_id="cmd-fixed"))
+    assert p.captured_minor == 5_000
+
+
+def test_operations_per_payment_are_bounded(cmds) -> None:
+    p = ok(None, cmds.create(amount=1_000))
+    for i in range(MAX_FOLLOW_UPS - 1):
+        p = ok(p, cmds.refund(p.payment_id, f"ref-{i}", amount=1))
+    refused(p, cmds.refund(p.payment_id, "one-too-many", amount=1), "too_many_operations")
+
+
+# --- capture ---
+
+
+def test_partial_captures_up_to_the_authorized_amount(cmds) -> None:
+    p = ok(None, cmds.create(capture_method="manual"))
+    pid = p.payment_id
+
+    p = ok(p, cmds.capture(pid, "cap-1", amount=4_000))
+    assert amounts(p) == ("partially_captured", 10_000, 4_000, 0)
+    refused(p, cmds.capture(pid, "cap-2", amount=6_001), "amount_exceeds_authorized")
+    p = ok(p, cmds.capture(pid, "cap-3", amount=6_000))
+    assert amounts(p) == ("captured", 10_000, 10_000, 0)
+    refused(p, cmds.capture(pid, "cap-4", amount=1), "already_captured")
+    assert p.version == 2
+
+
+def test_capture_without_amount_takes_the_remainder(cmds) -> None:
+    p = ok(None, cmds.create(capture_method="manual"))
+    p = ok(p, cmds.capture(p.payment_id, "cap-1", amount=2_500))
+    p = ok(p, cmds.capture(p.payment_id, "cap-2"))
+    assert amounts(p) == ("captured", 10_000, 10_000, 0)
+
+
+def test_capture_of_an_automatic_payment_is_refused(cmds) -> None:
+    p = ok(None, cmds.create())
+    refused(p, cmds.capture(p.payment_id, "cap-1"), "already_captured")
+
+
+def test_capture_at_the_end_of_the_window_is_refused(cmds) -> None:
+    p = ok(None, cmds.create(capture_method="manual"))
+    refused(p, cmds.capture(p.payment_id, "cap-1", at=cmds.t0 + WINDOW), "authorization_expired")
+    assert ok(p, cmds.capture(p.payment_id, "cap-1", at=cmds.t0 + WINDOW - MS)).status == "captured"
+
+
+# --- void ---
+
+
+def test_void_before_capture(cmds) -> None:
+    p = ok(None, cmds.create(capture_method="manual"))
+    pid = p.payment_id
+    p = ok(p, cmds.void(pid, "void-1"))
+    assert amounts(p) == ("voided", 10_000, 0, 0)
+    refused(p, cmds.void(pid, "void-2"), "already_voided")
+    refused(p, cmds.capture(pid, "cap-1"), "already_voided")
+    refused(p, cmds.refund(pid, "ref-1"), "not_captured")
+    refused(p, cmds.expire(pid, "exp-1", at=cmds.t0 + WINDOW), "not_expirable")
+
+
+def test_no_void_after_capture(cmds) -> None:
+    p = ok(None, cmds.create())
+    refused(p, cmds.void(p.payment_id, "void-1"), "already_captured")
+    manual = ok(None, cmds.create("order-2", capture_method="manual"))
+    partial = ok(manual, cmds.capture(manual.payment_id, "cap-1", amount=1))
+    refused(partial, cmds.void(manual.payment_id, "void-1"), "already_captured")
+
+
+# --- refund ---
+
+
+def test_partial_and_multiple_refunds_up_to_the_captured_amount(cmds) -> None:
+    p = ok(None, cmds.create())
+    pid = p.payment_id
+
+    p = ok(p, cmds.refund(pid, "ref-1", amount=3_000))
+    assert amounts(p) == ("partially_refunded", 10_000, 10_000, 3_000)
+    refused(p, cmds.refund(pid, "ref-2", amount=7_001), "amount_exceeds_captured")
+    p = ok(p, cmds.refund(pid, "ref-3", amount=2_000))
+    p = ok(p, cmds.refund(pid, "ref-4", amount=5_000))
+    assert amounts(p) == ("refunded", 10_000, 10_000, 10_000)
+    refused(p, cmds.refund(pid, "ref-5", amount=1), "already_refunded")
+
+
+def test_refund_is_bounded_by_captured_not_authorized(cmds) -> None:
+    p = ok(None, cmds.create(capture_method="manual"))
+    refused(p, cmds.refund(p.payment_id, "ref-0", amount=1), "not_captured")
+    p = ok(p, cmds.capture(p.payment_id, "cap-1", amount=4_000))
+    refused(p, cmds.refund(p.payment_id, "ref-1", amount=4_001), "amount_exceeds_captured")
+    p = ok(p, cmds.refund(p.payment_id, "ref-2"))  # no amount: the rest of what was captured
+    assert amounts(p) == ("refunded", 10_000, 4_000, 4_000)
+
+
+# --- expire ---
+
+
+def test_expire_only_after_the_window(cmds) -> None:
+    p = ok(None, cmds.create(capture_method="manual"))
+    pid = p.payment_id
+
+    refused(p, cmds.expire(pid, "exp-1", at=cmds.t0 + WINDOW - MS), "authorization_window_open")
+    p = ok(p, cmds.expire(pid, "exp-1", at=cmds.t0 + WINDOW))
+    assert amounts(p) == ("expired", 10_000, 0, 0)
+    refused(p, cmds.capture(pid, "cap-1", at=cmds.t0 + WINDOW), "already_expired")
+    refused(p, cmds.void(pid, "void-1", at=cmds.t0 + WINDOW), "already_expired")
+
+
+def test_expire_uses_the_policy_window(cmds) -> None:
+    policy = Policy(auth_window=timedelta(hours=1))
+    p = ok(None, cmds.create(capture_method="manual"))
+    refused(p, cmds.expire(p.payment_id, "exp-1", at=cmds.t0 + timedelta(minutes=59)), "authorization_window_open", policy=policy)
+    assert ok(p, cmds.expire(p.payment_id, "exp-1", at=cmds.t0 + timedelta(hours=1)), policy=policy).status == "expired"
+
+
+def test_only_an_open_authorization_expires(cmds) -> None:
+    p = ok(None, cmds.create())
+    refused(p, cmds.expire(p.payment_id, "exp-1", at=cmds.t0 + timedelta(days=30)), "not_expirable")
+
+
+# --- scoping and lookup ---
+
+
+def test_currency_mismatch(cmds) -> None:
+    p = ok(None, cmds.create(capture_method="manual"))
+    refused(p, cmds.capture(p.payment_id, "cap-1", currency="EUR"), "currency_mismatch")
+    assert ok(p, cmds.capture(p.payment_id, "cap-1", currency="USD")).status == "captured"
+
+
+def test_another_merchants_payment_is_not_found(cmds) -> None:
+    p = ok(None, cmds.create(capture_method="manual"))
+    d = refused(p, cmds.capture(p.payment_id, "cap-1", merchant="m_globex"), "payment_not_found")
+    # Nothing about the payment leaks, not even through a key it knows.
+    assert (d.outcome["payment_status"], d.outcome["authorized_minor"], d.outcome["card_last4"]) == (None, 0, None)
+    refused(p, cmds.capture(p.payment_id, "order-1", merchant="m_globex"), "payment_not_found")
+
+
+def test_unknown_payment_is_not_found(cmds) -> None:
+    d = refused(None, cmds.capture("pay_unknown", "cap-1"), "payment_not_found")
+    assert d.payment is None
+    assert d.outcome["payment_id"] == "pay_unknown"
+
+
+# --- the stored form ---
+
+
+def test_payment_json_round_trip(cmds) -> None:
+    p = ok(None, cmds.create(capture_method="manual", metadata={"order": "1"}))
+    p = ok(p, cmds.capture(p.payment_id, "cap-1", amount=6_000))
+    p = ok(p, cmds.refund(p.payment_id, "ref-1", amount=1_000))
+
+    data = p.to_json()
+
+    assert Payment.from_json(data) == p
+    assert Payment.from_json(data).to_json() == data  # canonical bytes
+    stored = json.loads(data)
+    assert all(type(stored[k]) is int for k in ("amount_minor", "authorized_minor", "captured_minor", "refunded_minor"))
+    assert set(stored["idempotency"]) == {"order-1", "cap-1", "ref-1"}
+
+
+def test_stored_state_decides_like_the_live_one(cmds) -> None:
+    p = ok(None, cmds.create(capture_method="manual"))
+    restored = Payment.from_json(p.to_json())
+    refused(restored, cmds.create(command_id="cmd-2", amount=1), "idempotency_conflict")
+    assert apply(restored, cmds.create(capture_method="manual", command_id="cmd-3")).outcome["status"] == "replayed"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"captured_minor": 10_001, "authorized_minor": 10_000}, {"refunded_minor": 1}, {"status": "pending"}],
+)
+def test_impossible_states_cannot_be_built(cmds, change: dict[str, Any]) -> None:
+    p = ok(None, cmds.create(capture_method="manual"))
+    with pytest.raises(AssertionError):
+        replace(p, **change)

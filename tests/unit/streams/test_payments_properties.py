@@ -1,0 +1,222 @@
+"""Properties of `decide` over random command sequences, run the way the payments
+agent runs it: a dedup table by command_id, the payment stored as JSON between steps.
+
+Invariants (DESIGN.md): every command has exactly one outcome; no idempotency key is
+applied twice; captured <= authorized <= amount and refunded <= captured; no capture
+after void or expiry; replay is deterministic; money is integer minor units.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas.codec import Codec
+from schemas.ids import derive_outcome_id, derive_payment_id
+from streams.payments import AuthResult, Decision, Payment, Policy, decide
+
+POLICY = Policy()
+OUTCOMES = Codec("PaymentOutcome")
+MERCHANTS = ("m_acme", "m_globex")
+CREATE_KEYS = ("order-1", "order-2", "order-3")
+FOLLOW_UP_KEYS = ("k1", "k2", "k3", "k4")
+DAY_MS = 24 * 3600 * 1000
+
+
+def authorize(cmd: dict[str, Any]) -> AuthResult:
+    """A deterministic provider: amount 1 is declined, everything else approved."""
+    return AuthResult(False, "card_declined") if cmd["amount_minor"] == 1 else AuthResult(True)
+
+
+steps = st.lists(
+    st.fixed_dictionaries(
+        {
+            "kind": st.sampled_from(("create",) * 2 + ("capture",) * 3 + ("refund",) * 2 + ("void", "expire")),
+            "owner": st.sampled_from(MERCHANTS),
+            "create_key": st.sampled_from(CREATE_KEYS),
+            "target": st.integers(0, 100),  # which earlier create a follow-up is about
+            "key": st.sampled_from(FOLLOW_UP_KEYS),
+            "foreign": st.sampled_from((False,) * 7 + (True,)),  # sent by the other merchant
+            "amount": st.sampled_from((None, 1, 500, 1_000, 2_500, 5_000, 10_000, 12_000)),
+            "currency": st.sampled_from((None, None, None, "USD", "EUR")),
+            "capture_method": st.sampled_from(("automatic", "manual")),
+            "advance_ms": st.sampled_from((0, 1, 60_000, DAY_MS, 8 * DAY_MS)),
+            "redeliver": st.sampled_from((None,) * 8 + (1, 2, 5)),  # resend the n-th last message as is
+        }
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+def to_commands(cmds, drawn: list[dict[str, Any]]) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    sent: list[dict[str, Any]] = []
+    created: list[tuple[str, str]] = []  # (merchant, payment_id) of every create so far
+    clock = cmds.t0
+    for i, s in enumerate(drawn):
+        if i == 0:
+            s = s | {"kind": "create", "redeliver": None}  # follow-ups on nothing come from `target` below
+        if s["redeliver"] is not None:
+            sent.append(sent[-min(s["redeliver"], len(sent))])
+            continue
+        clock += timedelta(milliseconds=s["advance_ms"])
+        common = {"at": clock, "command_id": f"cmd-{i}"}
+        if s["kind"] == "create":
+            sent.append(cmds.create(s["create_key"], merchant=s["owner"], amount=s["amount"] or 10_000,
+                                    currency=s["currency"] or "USD", capture_method=s["capture_method"], **common))
+            created.append((s["owner"], sent[-1]["payment_id"]))
+            continue
+        # Mostly about an earlier create; otherwise a payment that may not exist.
+        owner, pid = (
+            created[s["target"] % len(created)] if created and s["target"] < 90
+            else (s["owner"], derive_payment_id(s["owner"], s["create_key"]))
+        )
+        sender = MERCHANTS[1 - MERCHANTS.index(owner)] if s["foreign"] else owner
+        sent.append(cmds.follow_up(s["kind"], pid, s["key"], merchant=sender, amount=s["amount"],
+                                   currency=s["currency"], **common))
+    return sent
+
+
+def request(cmd: dict[str, Any]) -> dict[str, Any]:
+    """What a command asks for: a retry regenerates command_id and occurred_at only."""
+    return {k: v for k, v in cmd.items() if k not in ("command_id", "occurred_at")}
+
+
+def ms(cmd: dict[str, Any]) -> int:
+    return int(cmd["occurred_at"].timestamp() * 1000)
+
+
+@dataclass
+class Agent:
+    """The payments agent's loop without Kafka: dedup table, payments table, outcome
+    log; plus, for checking, the request each (payment, key) was first applied with."""
+
+    table: dict[str, bytes] = field(default_factory=dict)
+    applied: dict[str, dict[str, Any]] = field(default_factory=dict)
+    published: list[dict[str, Any]] = field(default_factory=list)
+    applied_keys: Counter[tuple[str, str]] = field(default_factory=Counter)
+    requests: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+    def handle(self, cmd: dict[str, Any]) -> None:
+        if cmd["command_id"] in self.applied:
+            return  # a redelivery: already answered
+        pid = cmd["payment_id"]
+        before = Payment.from_json(self.table[pid]) if pid in self.table else None
+        d = decide(before, cmd, authorize, POLICY)
+        self.check_decision(before, cmd, d)
+        if d.changed:
+            self.applied_keys[(pid, cmd["idempotency_key"])] += 1
+            self.requests[(pid, cmd["idempotency_key"])] = request(cmd)
+            self.table[pid] = d.payment.to_json()
+        self.applied[cmd["command_id"]] = d.outcome
+        self.published.append(d.outcome)
+        self.check_state()
+
+    def payments(self) -> list[Payment]:
+        return [Payment.from_json(data) for data in self.table.values()]
+
+    def check_state(self) -> None:
+        for p in self.payments():
+            assert 0 <= p.refunded_minor <= p.captured_minor <= p.authorized_minor <= p.amount_minor, p
+            assert {k for (pid, k) in self.requests if pid == p.payment_id} == set(p.idempotency)
+        assert max(self.applied_keys.values(), default=0) <= 1, "an idempotency key was applied twice"
+        assert len(self.published) == len(self.applied)
+
+    def check_decision(self, before: Payment | None, cmd: dict[str, Any], d: Decision) -> None:
+        out = d.outcome
+        assert out["command_id"] == cmd["command_id"]
+        assert out["outcome_id"] == derive_outcome_id(cmd["command_id"])
+        OUTCOMES.encode(out, check=True)
+        if not d.changed:
+            assert d.payment is before, "a rejection or replay changed the payment"
+            assert out["status"] in ("rejected", "replayed")
+
+        if before is not None and before.merchant_id != cmd["merchant_id"]:
+            assert (out["reason_code"], d.changed) == ("payment_not_found", False), "another merchant's payment"
+            return
+        first = self.requests.get((cmd["payment_id"], cmd["idempotency_key"]))
+        if first is not None:
+            # A key already applied: answered from its record, never applied again.
+            assert not d.changed
+            expected = ("replayed", None) if request(cmd) == first else ("rejected", "idempotency_conflict")
+            assert (out["status"], out["reason_code"] if out["status"] == "rejected" else None) == expected
+            return
+        if d.changed:
+            check_transition(before, cmd, d)
+
+
+def check_transition(before: Payment | None, cmd: dict[str, Any], d: Decision) -> None:
+    after, out = d.payment, d.outcome
+    assert out["payment_status"] == after.status
+    assert cmd["idempotency_key"] in after.idempotency
+    if cmd["kind"] == "create":
+        assert before is None
+        assert out["status"] == "succeeded" or (out["status"], after.status) == ("rejected", "declined")
+        return
+    assert out["status"] == "succeeded"
+    assert len(after.idempotency) == len(before.idempotency) + 1
+    assert after.version == before.version + 1
+    assert after.authorized_minor == before.authorized_minor and after.amount_minor == before.amount_minor
+    captured = after.captured_minor - before.captured_minor
+    refunded = after.refunded_minor - before.refunded_minor
+    window_closed = ms(cmd) >= before.created_at_ms + POLICY.auth_window // timedelta(milliseconds=1)
+    if cmd["kind"] == "capture":
+        assert before.status in ("authorized", "partially_captured"), "capture after void, expiry or decline"
+        assert not window_closed, "capture after the authorization window"
+        assert captured == (cmd["amount_minor"] or before.authorized_minor - before.captured_minor) and refunded == 0
+    elif cmd["kind"] == "refund":
+        assert refunded == (cmd["amount_minor"] or before.captured_minor - before.refunded_minor) and captured == 0
+    else:
+        assert (captured, refunded) == (0, 0)
+        assert after.status == {"void": "voided", "expire": "expired"}[cmd["kind"]]
+        if cmd["kind"] == "expire":
+            assert window_closed, "expired inside the authorization window"
+
+
+def run(commands: list[dict[str, Any]]) -> Agent:
+    agent = Agent()
+    for cmd in commands:
+        agent.handle(cmd)
+    return agent
+
+
+@settings(max_examples=300, deadline=None)
+@given(drawn=steps)
+def test_invariants_hold_after_every_command(cmds, drawn: list[dict[str, Any]]) -> None:
+    commands = to_commands(cmds, drawn)
+    agent = run(commands)  # checks every step
+
+    # Exactly one outcome per command_id, redeliveries included.
+    assert sorted(o["command_id"] for o in agent.published) == sorted({c["command_id"] for c in commands})
+
+
+@settings(max_examples=100, deadline=None)
+@given(drawn=steps)
+def test_replaying_the_same_commands_rebuilds_the_same_state(cmds, drawn: list[dict[str, Any]]) -> None:
+    commands = to_commands(cmds, drawn)
+    first, second = run(commands), run(commands)
+    assert first.table == second.table
+    assert first.published == second.published
+
+
+def _minor_fields(obj: Any) -> list[tuple[str, Any]]:
+    if isinstance(obj, dict):
+        found = [(k, v) for k, v in obj.items() if k.endswith("_minor")]
+        return found + [kv for v in obj.values() for kv in _minor_fields(v)]
+    return []
+
+
+@settings(max_examples=100, deadline=None)
+@given(drawn=steps)
+def test_money_is_always_integer_minor_units(cmds, drawn: list[dict[str, Any]]) -> None:
+    agent = run(to_commands(cmds, drawn))
+    states = [asdict(p) for p in agent.payments()]  # includes every stored idempotency outcome
+    for key, value in _minor_fields({"states": states, "outcomes": agent.published}):
+        assert value is None or type(value) is int, (key, value)
+    for state in states:
+        assert all(type(state[k]) is int for k in ("amount_minor", "authorized_minor", "captured_minor", "refunded_minor"))
