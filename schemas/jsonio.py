@@ -18,7 +18,6 @@ _COMMAND_DEFAULTS: dict[str, Any] = {
     "currency": None,
     "capture_method": None,
     "card": None,
-    "metadata": {},
 }
 
 
@@ -42,7 +41,7 @@ def command_from_json(obj: Any) -> dict[str, Any]:
     """A PaymentCommand record from a decoded JSON object; fills optional fields."""
     if not isinstance(obj, dict):
         raise JsonCommandError("a command must be a JSON object")
-    record = _COMMAND_DEFAULTS | obj
+    record = _COMMAND_DEFAULTS | {"metadata": {}} | obj
     card = record.get("card")
     if isinstance(card, dict):
         record["card"] = {"cvc": None} | card
@@ -50,8 +49,8 @@ def command_from_json(obj: Any) -> dict[str, Any]:
     if record.get("kind") == "create" and record["payment_id"] is None:
         try:
             record["payment_id"] = derive_payment_id(record["merchant_id"], record["idempotency_key"])
-        except (KeyError, TypeError):
-            pass  # the schema check names the missing field
+        except (KeyError, TypeError, UnicodeEncodeError):
+            pass  # the schema check names the bad or missing field
     return record
 
 

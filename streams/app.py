@@ -2,11 +2,13 @@
 
 Commit order (one Kafka transaction per source partition, Faust EOS):
   1. the stage reads a command at offset o of partition p;
-  2. table writes go to their changelog, partition p;
-  3. produced records go to partition p of the output topic;
-  4. at the commit interval, offsets up to o are sent to the transaction and it
-     commits: state, outputs and progress land together or not at all.
-Because Faust's EOS has known holes, the payments stage also dedups by command_id.
+  2. it decides from its local state (pure logic);
+  3. `Emitter.emit` writes local state, then sends the changelog records and the
+     outputs to partition p of their topics as one group inside p's transaction
+     (streams/eos.py says why Faust's own table writes are not used for this);
+  4. at the commit interval Faust adds the offsets up to o and commits: state,
+     outputs and progress land together, or the group lands before its offset and
+     a redelivery is skipped by the command_id dedup.
 
 Local RocksDB is not part of the transaction: Faust writes it at once, so after a
 crash it can hold writes whose transaction aborted (a dedup entry for a command
@@ -27,6 +29,7 @@ from connectors.vault.tokenizer import tokenizer_from_dir
 from schemas.cards import mask_pans
 from schemas.codec import Codec, DecodeError
 from streams import metrics, topics
+from streams.eos import Emitter, Record, StateWrite
 from streams.ingest import DeadLetter, Forward, Limits, Source, dead_letter, ingest
 from streams.outcomes import rejection
 from streams.payments import AuthResult, Decision, Payment, Policy, decide
@@ -96,7 +99,7 @@ def build_app(settings: Settings) -> faust.App:
         return app.topic(name, key_type=bytes, value_type=bytes, partitions=n)
 
     names = topics.topic_names(settings)
-    commands, validated, outcomes, dlq = map(topic, (names.commands, names.validated, names.outcomes, names.dlq))
+    commands, validated = topic(names.commands), topic(names.validated)
     payments = app.Table("payments", partitions=n, key_type=bytes, value_type=bytes)
     applied = app.Table("payments-dedup", partitions=n, key_type=bytes, value_type=bytes)
 
@@ -104,29 +107,29 @@ def build_app(settings: Settings) -> faust.App:
     limits = Limits(settings.max_amount_minor, settings.idempotency_key_max_len, n)
     policy = Policy()
 
-    async def to_dlq(stage: str, result: DeadLetter, partition: int, key: bytes | None) -> None:
-        metrics.DEAD_LETTERS.labels(stage=stage, reason=result.record["reason"]).inc()
-        await dlq.send(key=key, value=DLQ_CODEC.encode(result.record), partition=partition)
+    emitter = Emitter(app)
+
+    async def to_dlq(event: faust.types.EventT, result: DeadLetter) -> None:
+        metrics.DEAD_LETTERS.labels(stage=result.record["stage"], reason=result.record["reason"]).inc()
+        await emitter.emit(event, (), [Record(names.dlq, event.message.key, DLQ_CODEC.encode(result.record))])
 
     @app.agent(commands, name="ingest")
     async def ingest_agent(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            source = source_of(event)
-            result = ingest(event.value, source, tokenizer, limits)
+            result = ingest(event.value, source_of(event), tokenizer, limits)
             if isinstance(result, DeadLetter):
-                await to_dlq("ingest", result, source.partition, source.key)
+                await to_dlq(event, result)
                 continue
             assert isinstance(result, Forward)
-            await validated.send(key=result.key, value=VALIDATED_CODEC.encode(result.command), partition=source.partition)
+            await emitter.emit(event, (), [Record(names.validated, result.key, VALIDATED_CODEC.encode(result.command))])
 
     @app.agent(validated, name="payments")
     async def payments_agent(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            source = source_of(event)
             try:
                 cmd = VALIDATED_CODEC.decode(event.value)
             except DecodeError as e:
-                await to_dlq("payments", dead_letter("payments", e.reason, e.detail, event.value, source), source.partition, source.key)
+                await to_dlq(event, dead_letter("payments", e.reason, e.detail, event.value, source_of(event)))
                 continue
             command_id = cmd["command_id"].encode()
             if command_id in applied:
@@ -139,34 +142,14 @@ def build_app(settings: Settings) -> faust.App:
             except Exception as e:  # a bug must not stop the partition: park the command, loudly
                 detail = mask_pans(f"{type(e).__name__}: {e}")[0]
                 log.exception("payments stage failed on command %s: %s", cmd["command_id"], detail)
-                await to_dlq("payments", dead_letter("payments", "internal_error", detail, event.value, source), source.partition, source.key)
+                await to_dlq(event, dead_letter("payments", "internal_error", detail, event.value, source_of(event)))
                 continue
+            outcome = decision.outcome
+            writes = [StateWrite(applied, command_id, outcome["outcome_id"].encode())]
             if decision.changed:
                 assert pid is not None and decision.payment is not None
-                payments[pid] = decision.payment.to_json()
-            outcome = decision.outcome
-            applied[command_id] = outcome["outcome_id"].encode()
+                writes.append(StateWrite(payments, pid, decision.payment.to_json()))
+            await emitter.emit(event, writes, [Record(names.outcomes, event.message.key, OUTCOME_CODEC.encode(outcome))])
             metrics.OUTCOMES.labels(kind=outcome["kind"], status=outcome["status"]).inc()
-            await outcomes.send(key=source.key, value=OUTCOME_CODEC.encode(outcome), partition=source.partition)
-
-    # These two only observe, but they must exist: Faust EOS can only produce
-    # transactionally to topics the app subscribes to.
-    @app.agent(outcomes, name="outcomes-monitor")
-    async def outcomes_monitor(stream: faust.StreamT) -> None:
-        async for _ in stream:
-            metrics.OUTCOMES_OBSERVED.inc()
-
-    @app.agent(dlq, name="dlq-monitor")
-    async def dlq_monitor(stream: faust.StreamT) -> None:
-        async for value in stream:
-            try:
-                record = DLQ_CODEC.decode(value)
-            except DecodeError:
-                continue  # not ours to judge: the DLQ holds whatever it was given
-            log.warning(
-                "dead letter: stage=%s reason=%s source=%s/%s@%s",
-                record["stage"], record["reason"], record["source_topic"],
-                record["source_partition"], record["source_offset"],
-            )
 
     return app

@@ -80,9 +80,9 @@ def ingest(raw: bytes | None, source: Source, tokenizer: TokenizerT, limits: Lim
     except DecodeError as e:
         return dead_letter("ingest", e.reason, e.detail, raw, source)
     command_id = cmd["command_id"]
-    if not command_id or len(command_id) > COMMAND_ID_MAX_LEN:
+    if not command_id or len(command_id) > COMMAND_ID_MAX_LEN or mask_pans(command_id)[1]:
         # Without a usable command_id nobody can correlate an outcome: dead letter.
-        return dead_letter("ingest", "invalid_command_id", f"command_id must be 1..{COMMAND_ID_MAX_LEN} chars", raw, source)
+        return dead_letter("ingest", "invalid_command_id", f"command_id must be 1..{COMMAND_ID_MAX_LEN} chars, no card numbers", raw, source)
     try:
         return Forward(_validate(cmd, source, tokenizer, limits))
     except _Invalid as e:
@@ -111,12 +111,13 @@ def dead_letter(stage: str, reason: str, detail: str, raw: bytes | None, source:
 
 
 def _refused(cmd: dict[str, Any], reason: str, detail: str) -> dict[str, Any]:
-    """The ValidatedCommand form of a refused command: no card, only the reason."""
+    """The ValidatedCommand form of a refused command: no card, only the reason.
+    It may be refused *because* a text field holds a PAN, so every one is masked."""
     payment_id = cmd["payment_id"] or None
     if cmd["kind"] == "create" and cmd["merchant_id"] and cmd["idempotency_key"]:
         payment_id = derive_payment_id(cmd["merchant_id"], cmd["idempotency_key"])
-    return _forwarded(cmd, payment_id, card=None) | {
-        # A refused command may be refused *because* its metadata holds a PAN.
+    masked = {f: mask_pans(cmd[f])[0] if cmd[f] is not None else None for f in _TEXT_FIELDS}
+    return _forwarded(cmd | masked, payment_id and mask_pans(payment_id)[0], card=None) | {
         "metadata": {mask_pans(k)[0]: mask_pans(v)[0] for k, v in cmd["metadata"].items()},
         "rejection_reason": reason,
         "rejection_detail": mask_pans(detail)[0][:500],
@@ -144,7 +145,14 @@ def _forwarded(cmd: dict[str, Any], payment_id: str | None, card: dict[str, Any]
     }
 
 
+# Free-text fields that travel downstream: a card number in any of them is refused.
+_TEXT_FIELDS = ("merchant_id", "idempotency_key", "payment_id", "currency")
+
+
 def _validate(cmd: dict[str, Any], source: Source, tokenizer: TokenizerT, limits: Limits) -> dict[str, Any]:
+    for name in _TEXT_FIELDS:
+        if cmd[name] is not None and mask_pans(cmd[name])[1]:
+            raise _Invalid("pan_in_field", f"{name} must not contain a card number")
     merchant_id = cmd["merchant_id"]
     if not merchant_id or len(merchant_id) > MERCHANT_ID_MAX_LEN or not merchant_id.isprintable():
         raise _Invalid("invalid_merchant_id", f"merchant_id must be 1..{MERCHANT_ID_MAX_LEN} printable chars")

@@ -5,6 +5,5 @@ from __future__ import annotations
 from prometheus_client import Counter
 
 OUTCOMES = Counter("paystream_outcomes_total", "Outcomes produced", ["kind", "status"])
-OUTCOMES_OBSERVED = Counter("paystream_outcomes_observed_total", "Outcomes read back by the monitor")
 DEAD_LETTERS = Counter("paystream_dead_letters_total", "Records sent to the DLQ", ["stage", "reason"])
 DUPLICATES_SKIPPED = Counter("paystream_duplicates_skipped_total", "Redelivered commands skipped by dedup", ["stage"])

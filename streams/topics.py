@@ -1,9 +1,8 @@
 """Every topic of the topology, declared in one place.
 
-All pipeline topics share one partition count: Faust's exactly-once picks the
-transactional producer by (topic group, partition), so a stage must write to the
-same partition number it read from, and every topic it writes must be subscribed
-by the app (the monitor agents consume outcomes and dead letters for that reason).
+All pipeline topics share one partition count: a stage writes to the same
+partition number it read from, inside that source partition's transaction
+(streams/eos.py), so every output topic needs at least as many partitions.
 """
 
 from __future__ import annotations

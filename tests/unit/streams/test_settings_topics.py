@@ -109,16 +109,20 @@ def test_namespace_prefixes_topics_and_changelogs(env: pytest.MonkeyPatch) -> No
     assert not declared & {spec.name for spec in declared_topics(Settings())}  # no topic shared with the default
 
 
-def test_the_app_uses_exactly_the_declared_topics(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Faust EOS needs every topic the app reads or writes, changelogs included, to
-    exist with one partition count; topics are never auto-created, so the declared
-    list must match what the app subscribes to and the tables it keeps."""
+def test_the_app_uses_only_declared_topics(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Topics are never auto-created, so every topic the app reads and every table
+    changelog must be declared, with the one partition count."""
     from streams.app import build_app  # imports Faust; builds the app without connecting
 
     s = Settings(namespace="unit", partitions=6, data_dir=tmp_path, keys_dir=tmp_path / "keys")
     app = build_app(s)
+    declared = {spec.name for spec in declared_topics(s)}
+    names = topic_names(s)
 
-    used = {agent.channel.get_topic_name() for agent in app.agents.values()}
-    used |= {table.changelog_topic.get_topic_name() for table in app.tables.values()}
-    assert used == {spec.name for spec in declared_topics(s)}
+    read = {agent.channel.get_topic_name() for agent in app.agents.values()}
+    changelogs = {table.changelog_topic.get_topic_name() for table in app.tables.values()}
+    assert {names.commands, names.validated} <= read <= declared
+    assert changelogs == {changelog_topic(s.app_id, t) for t in TABLES}
+    assert changelogs <= declared
+    assert declared - read - changelogs <= {names.outcomes, names.dlq}  # written only
     assert {table.partitions for table in app.tables.values()} == {6}

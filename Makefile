@@ -1,0 +1,32 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each creates the
+# venv, installs, starts the embedded Kafka broker (idempotent), then runs.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install broker demo test down clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "paystream needs Python >= 3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+broker: install
+	$(BIN)/paystream kafka up
+
+demo: broker
+	$(BIN)/paystream demo
+
+test: broker
+	$(BIN)/pytest
+
+down:
+	$(BIN)/paystream kafka down
+
+clean: down
+	rm -rf var

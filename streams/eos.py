@@ -1,0 +1,66 @@
+"""One event's effects, in one Kafka transaction, as one indivisible group.
+
+Faust's exactly-once leaves two holes this module closes (faust-streaming 0.15):
+- table writes reach their changelog through a buffer that an EOS commit does not
+  flush, so a state change can land in a later transaction than the outcome it
+  belongs to;
+- a commit may run between any two sends of one event, splitting them.
+Either way a crash could then drop a dedup entry while keeping its outcome (a
+duplicate later) or the reverse (a lost outcome). `Emitter.emit` sends an event's
+changelog records and outputs while holding the transaction's lock, the same lock
+Faust's commit takes, so the group lands in one transaction; the event's offset is
+committed with it or after it, and the command_id dedup covers the "after" case.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+
+@dataclass(frozen=True)
+class StateWrite:
+    table: faust.Table
+    key: bytes
+    value: bytes
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+class PartitionNotOwned(RuntimeError):
+    """This worker holds no transaction for the partition (it was revoked)."""
+
+
+class Emitter:
+    def __init__(self, app: faust.App) -> None:
+        self.app = app
+
+    def _transaction(self, source_topic: str, partition: int) -> tuple[Any, Any]:
+        producer = self.app.producer
+        # The id Faust's consumer commits this source partition's offsets under.
+        group = self.app.assignor.group_for_topic(source_topic)
+        tid = f"{self.app.conf.id}-{group}-{partition}"
+        txn_producer = producer._transaction_producers.get(tid)
+        if txn_producer is None:
+            raise PartitionNotOwned(tid)
+        return txn_producer, producer._trn_locks[tid]
+
+    async def emit(self, source: faust.types.EventT, writes: Sequence[StateWrite], records: Sequence[Record]) -> None:
+        topic, partition = source.message.topic, source.message.partition
+        txn_producer, lock = self._transaction(topic, partition)
+        # Local store first (no changelog: we send it ourselves, below). After a
+        # crash the local store is discarded and rebuilt from the changelog.
+        for w in writes:
+            w.table.data[w.key] = w.value
+        changelog = [Record(w.table.changelog_topic.get_topic_name(), w.key, w.value) for w in writes]
+        async with lock:
+            for r in (*changelog, *records):
+                await txn_producer.send(r.topic, value=r.value, key=r.key, partition=partition)
