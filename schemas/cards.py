@@ -14,6 +14,7 @@ PAN_MAX_LEN = 19
 # Digit runs, optionally grouped by spaces or dashes, long enough to be a PAN.
 _PAN_TEXT = re.compile(r"\d(?:[ -]?\d){11,}")
 _PAN_BYTES = re.compile(rb"\d(?:[ -]?\d){11,}")
+_PAN_TOKEN = re.compile(r"(?<![0-9A-Za-z])\d(?:[ -]?\d){11,}(?![0-9A-Za-z])")
 
 # (brand, prefixes, valid lengths). Ranges per the networks' published IIN tables.
 _BRANDS: tuple[tuple[str, tuple[tuple[int, int], ...], frozenset[int]], ...] = (
@@ -73,6 +74,21 @@ def _looks_like_pan(run: str) -> bool:
             window = digits[i : i + length]
             if brand_of(window) is not None and luhn_valid(window):
                 return True
+    return False
+
+
+def contains_pan(text: str) -> bool:
+    """Strict: a whole digit run (spaces or dashes allowed between digits) that is a
+    plausible card number: 13..19 digits, Luhn valid, a known brand.
+
+    For refusing input: unlike `mask_pans` it does not look at windows of longer
+    runs nor at runs glued to letters, so identifiers such as hex UUIDs (about 2 in
+    10,000 hold a Luhn-valid 16-digit run) are not refused by accident.
+    """
+    for m in _PAN_TOKEN.finditer(text):
+        digits = re.sub(r"[ -]", "", m.group(0))
+        if 13 <= len(digits) <= PAN_MAX_LEN and luhn_valid(digits) and brand_of(digits) is not None:
+            return True
     return False
 
 

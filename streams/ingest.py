@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from schemas.cards import brand_of, luhn_valid, mask_pans, mask_pans_bytes
+from schemas.cards import brand_of, contains_pan, luhn_valid, mask_pans, mask_pans_bytes
 from schemas.codec import Codec, DecodeError
 from schemas.ids import derive_dlq_id, derive_payment_id
 from schemas.money import is_currency
@@ -80,7 +80,7 @@ def ingest(raw: bytes | None, source: Source, tokenizer: TokenizerT, limits: Lim
     except DecodeError as e:
         return dead_letter("ingest", e.reason, e.detail, raw, source)
     command_id = cmd["command_id"]
-    if not command_id or len(command_id) > COMMAND_ID_MAX_LEN or mask_pans(command_id)[1]:
+    if not command_id or len(command_id) > COMMAND_ID_MAX_LEN or contains_pan(command_id):
         # Without a usable command_id nobody can correlate an outcome: dead letter.
         return dead_letter("ingest", "invalid_command_id", f"command_id must be 1..{COMMAND_ID_MAX_LEN} chars, no card numbers", raw, source)
     try:
@@ -116,12 +116,17 @@ def _refused(cmd: dict[str, Any], reason: str, detail: str) -> dict[str, Any]:
     payment_id = cmd["payment_id"] or None
     if cmd["kind"] == "create" and cmd["merchant_id"] and cmd["idempotency_key"]:
         payment_id = derive_payment_id(cmd["merchant_id"], cmd["idempotency_key"])
-    masked = {f: mask_pans(cmd[f])[0] if cmd[f] is not None else None for f in _TEXT_FIELDS}
-    return _forwarded(cmd | masked, payment_id and mask_pans(payment_id)[0], card=None) | {
-        "metadata": {mask_pans(k)[0]: mask_pans(v)[0] for k, v in cmd["metadata"].items()},
+    masked = {f: _unpan(cmd[f]) for f in _TEXT_FIELDS}
+    return _forwarded(cmd | masked, _unpan(payment_id), card=None) | {
+        "metadata": {_unpan(k): _unpan(v) for k, v in cmd["metadata"].items()},
         "rejection_reason": reason,
         "rejection_detail": mask_pans(detail)[0][:500],
     }
+
+
+def _unpan(text: str | None) -> str | None:
+    """Mask a field only when it holds a PAN: other ids must stay as the client sent them."""
+    return mask_pans(text)[0] if text is not None and contains_pan(text) else text
 
 
 def _forwarded(cmd: dict[str, Any], payment_id: str | None, card: dict[str, Any] | None) -> dict[str, Any]:
@@ -151,7 +156,7 @@ _TEXT_FIELDS = ("merchant_id", "idempotency_key", "payment_id", "currency")
 
 def _validate(cmd: dict[str, Any], source: Source, tokenizer: TokenizerT, limits: Limits) -> dict[str, Any]:
     for name in _TEXT_FIELDS:
-        if cmd[name] is not None and mask_pans(cmd[name])[1]:
+        if cmd[name] is not None and contains_pan(cmd[name]):
             raise _Invalid("pan_in_field", f"{name} must not contain a card number")
     merchant_id = cmd["merchant_id"]
     if not merchant_id or len(merchant_id) > MERCHANT_ID_MAX_LEN or not merchant_id.isprintable():
@@ -206,7 +211,7 @@ def _check_metadata(metadata: dict[str, str]) -> None:
                 "invalid_metadata",
                 f"metadata keys 1..{METADATA_KEY_MAX_LEN} chars, values at most {METADATA_VALUE_MAX_LEN}",
             )
-        if mask_pans(k)[1] or mask_pans(v)[1]:
+        if contains_pan(k) or contains_pan(v):
             # A card number in metadata would be forwarded and stored: refuse it.
             raise _Invalid("pan_in_metadata", "metadata must not contain card numbers")
 

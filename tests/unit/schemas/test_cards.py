@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from schemas.cards import brand_of, luhn_valid, mask_pans, mask_pans_bytes
+from schemas.cards import brand_of, contains_pan, luhn_valid, mask_pans, mask_pans_bytes
 from schemas.codec import Codec
 
 TEST_CARDS = {
@@ -160,3 +160,22 @@ def test_an_embedded_pan_never_survives_bytes_masking(pan: str, before: bytes, a
 @given(st.text(string.ascii_letters + " .,:=", max_size=80))
 def test_text_without_digits_is_unchanged(text: str) -> None:
     assert mask_pans(text) == (text, 0)
+
+
+@given(st.uuids())
+def test_contains_pan_never_refuses_a_uuid(u) -> None:
+    assert not contains_pan(f"cmd_{u.hex}") and not contains_pan(str(u)) and not contains_pan(u.hex)
+
+
+def test_contains_pan_ignores_a_luhn_valid_run_inside_a_hex_id() -> None:
+    assert not contains_pan("cmd_e234578b38e5435693491613762c46e5")
+
+
+@pytest.mark.parametrize("text", ["4242424242424242", "ord 4242 4242 4242 4242", "x-378282246310005.", "card:6011111111111117"])
+def test_contains_pan_finds_real_card_numbers(text: str) -> None:
+    assert contains_pan(text)
+
+
+@pytest.mark.parametrize("text", ["1732540000000", "4242424242424241", "12345678901234567890123"])
+def test_contains_pan_ignores_timestamps_bad_luhn_and_long_runs(text: str) -> None:
+    assert not contains_pan(text)

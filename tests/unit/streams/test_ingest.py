@@ -359,7 +359,7 @@ def test_longest_command_id_is_accepted() -> None:
 @pytest.mark.parametrize("field", ["merchant_id", "idempotency_key", "currency"])
 def test_pan_in_a_text_field_is_refused_and_masked_downstream(field: str) -> None:
     pan = "4242424242424242"
-    result = run(create(**{field: f"x{pan}" if field != "currency" else pan}))
+    result = run(create(**{field: f"x-{pan}" if field != "currency" else pan}))
     assert isinstance(result, Forward)
     assert result.command["rejection_reason"] == "pan_in_field"
     encoded = VALIDATED.encode(result.command)
@@ -368,7 +368,7 @@ def test_pan_in_a_text_field_is_refused_and_masked_downstream(field: str) -> Non
 
 def test_pan_in_command_id_is_a_masked_dead_letter() -> None:
     pan = "4242424242424242"
-    result = run(create(command_id=f"c{pan}"))
+    result = run(create(command_id=f"c:{pan}"))
     assert isinstance(result, DeadLetter)
     assert result.record["reason"] == "invalid_command_id"
     assert pan.encode() not in result.record["raw_value"]
