@@ -145,16 +145,17 @@ def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int) 
 
             def progress(done: int, dlq: int) -> None:
                 bar.update(task, completed=done, dlq=dlq)
-                if not worker.alive():
-                    raise RuntimeError(f"the worker died; its log ends with:\n{worker.log_tail()}")
+                worker.supervise()
 
-            complete = observer.wait_for(traffic.command_ids, traffic.garbage, timeout_s, progress)
+            complete = observer.wait_for(traffic.command_ids, traffic.garbage, timeout_s, progress, on_stall=worker.restart)
         elapsed_s = time.monotonic() - started
 
     mine = {c: observer.outcomes[c] for c in traffic.command_ids if c in observer.outcomes}
     duplicated = sum(1 for v in mine.values() if len(v) > 1)
     dlq = len(observer.dead_letters)
     _summary(console, mine, elapsed_s, produced_s, commands, dlq, duplicated)
+    if worker.restarts:
+        console.print(f"[yellow]the worker was restarted {worker.restarts} time(s); see {log_file}")
     print(f"demo: commands={commands} outcomes={len(mine)} dlq={dlq} elapsed_s={elapsed_s:.1f}")
     return complete and len(mine) == commands and duplicated == 0
 

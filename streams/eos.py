@@ -14,11 +14,16 @@ committed with it or after it, and the command_id dedup covers the "after" case.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import faust
+
+log = logging.getLogger("paystream.eos")
 
 
 @dataclass(frozen=True)
@@ -35,8 +40,21 @@ class Record:
     value: bytes
 
 
+# Faust's commit holds the same lock; a commit that never returns (seen once in CI
+# after a restart: the worker went silent, no error) would stall the partition
+# forever. Past this bound the worker exits; its supervisor restarts it and Kafka
+# aborts the open transaction, so nothing is lost or doubled.
+LOCK_WAIT_S = 60.0
+LOCK_WARN_S = 10.0
+EXIT_STALLED = 75  # EX_TEMPFAIL: restart me
+
+
 class PartitionNotOwned(RuntimeError):
     """This worker holds no transaction for the partition (it was revoked)."""
+
+
+class TransactionStalled(RuntimeError):
+    """A partition's transaction lock was not released within LOCK_WAIT_S."""
 
 
 class Emitter:
@@ -61,6 +79,28 @@ class Emitter:
         for w in writes:
             w.table.data[w.key] = w.value
         changelog = [Record(w.table.changelog_topic.get_topic_name(), w.key, w.value) for w in writes]
-        async with lock:
+        try:
+            await _acquire(lock, f"{topic}/{partition}")
+        except TransactionStalled as e:
+            # Crash-only: a graceful stop would wait on the same stuck commit.
+            log.critical("%s; exiting with %d for a restart", e, EXIT_STALLED)
+            logging.shutdown()
+            os._exit(EXIT_STALLED)
+        try:
             for r in (*changelog, *records):
                 await txn_producer.send(r.topic, value=r.value, key=r.key, partition=partition)
+        finally:
+            lock.release()
+
+
+async def _acquire(lock: asyncio.Lock, what: str) -> None:
+    """Take the lock, warning after LOCK_WARN_S and giving up after LOCK_WAIT_S.
+    One acquire task throughout, so a late grant cannot leave the lock orphaned."""
+    task = asyncio.ensure_future(lock.acquire())
+    done, _ = await asyncio.wait({task}, timeout=LOCK_WARN_S)
+    if not done:
+        log.warning("waiting over %ss for the transaction of %s (a commit in progress)", LOCK_WARN_S, what)
+        done, _ = await asyncio.wait({task}, timeout=LOCK_WAIT_S - LOCK_WARN_S)
+    if not done:
+        task.cancel()
+        raise TransactionStalled(f"transaction of {what} held for over {LOCK_WAIT_S:g}s")

@@ -20,6 +20,9 @@ from streams.topics import topic_names
 OUTCOME_CODEC = Codec("PaymentOutcome")
 DLQ_CODEC = Codec("DeadLetter")
 MAX_BATCH = 1000
+# No new answer for this long while some are missing counts as a stalled worker.
+# Faust sometimes stops one partition after a crash-restart (docs/decisions.md).
+STALL_S = 45.0
 
 
 class Observer:
@@ -52,17 +55,26 @@ class Observer:
                 self.undecodable += 1
         return len(msgs)
 
-    def wait_for(self, command_ids: set[str], dead_letters: int, timeout_s: float, on_progress=None) -> bool:  # type: ignore[no-untyped-def]
+    def wait_for(self, command_ids: set[str], dead_letters: int, timeout_s: float, on_progress=None, *, on_stall=None, stall_s: float = STALL_S) -> bool:  # type: ignore[no-untyped-def]
         """Poll until every command id has an outcome and `dead_letters` DLQ records
-        arrived, or the deadline; True if all arrived."""
+        arrived, or the deadline; True if all arrived. `on_progress(done, dlq)` is
+        called after each poll; `on_stall()` when nothing new arrived for `stall_s`
+        while something is still missing (a supervisor restarts the worker there)."""
         deadline = time.monotonic() + timeout_s
+        last_change, last_seen = time.monotonic(), (-1, -1)
         while time.monotonic() < deadline:
             self.poll()
             done = sum(1 for c in command_ids if c in self.outcomes)
+            seen = (done, len(self.dead_letters))
             if on_progress is not None:
-                on_progress(done, len(self.dead_letters))
+                on_progress(*seen)
             if done == len(command_ids) and len(self.dead_letters) >= dead_letters:
                 return True
+            if seen != last_seen:
+                last_change, last_seen = time.monotonic(), seen
+            elif on_stall is not None and time.monotonic() - last_change > stall_s:
+                on_stall()
+                last_change = time.monotonic()
         return False
 
     def close(self) -> None:

@@ -8,8 +8,28 @@ from schemas.cards import mask_pans
 from schemas.ids import derive_outcome_id
 
 
-def rejection(cmd: dict[str, Any], reason: str, detail: str, *, payment_id: str | None) -> dict[str, Any]:
-    """A rejection for a command that changed nothing. `detail` is PAN-masked."""
+# The amounts of an outcome that concerns no payment (a refused command).
+NO_PAYMENT = {
+    "payment_status": None,
+    "authorized_minor": 0,
+    "captured_minor": 0,
+    "refunded_minor": 0,
+    "card_bin": None,
+    "card_last4": None,
+}
+
+
+def outcome(
+    cmd: dict[str, Any],
+    status: str,
+    *,
+    payment_id: str | None,
+    currency: str | None,
+    reason: str | None = None,
+    detail: str | None = None,
+    amounts: dict[str, Any] = NO_PAYMENT,
+) -> dict[str, Any]:
+    """The PaymentOutcome record answering `cmd`; its id is derived from the command's."""
     return {
         "outcome_id": derive_outcome_id(cmd["command_id"]),
         "command_id": cmd["command_id"],
@@ -17,16 +37,19 @@ def rejection(cmd: dict[str, Any], reason: str, detail: str, *, payment_id: str 
         "merchant_id": cmd["merchant_id"],
         "idempotency_key": cmd["idempotency_key"],
         "payment_id": payment_id,
-        "status": "rejected",
+        "status": status,
         "reason_code": reason,
-        "reason_detail": mask_pans(detail)[0][:500],
-        "payment_status": None,
+        "reason_detail": detail,
         "amount_minor": cmd["amount_minor"],
-        "currency": cmd["currency"],
-        "authorized_minor": 0,
-        "captured_minor": 0,
-        "refunded_minor": 0,
-        "card_bin": None,
-        "card_last4": None,
+        "currency": currency,
+        **amounts,
         "occurred_at": cmd["occurred_at"],
     }
+
+
+def rejection(cmd: dict[str, Any], reason: str, detail: str, *, payment_id: str | None) -> dict[str, Any]:
+    """A rejection for a command that changed nothing. `detail` is PAN-masked."""
+    return outcome(
+        cmd, "rejected", payment_id=payment_id, currency=cmd["currency"],
+        reason=reason, detail=mask_pans(detail)[0][:500],
+    )

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 from schemas.ids import derive_outcome_id
-from streams.outcomes import rejection
+from streams.outcomes import outcome, rejection
 
 # A payment carries the idempotency records of its follow-ups; bound them.
 MAX_FOLLOW_UPS = 100
@@ -167,6 +167,15 @@ def _create(cmd: dict[str, Any], fp: str, authorize: Authorize) -> Decision:
     return Decision(_remember(payment, cmd, fp, outcome), outcome, changed=True)
 
 
+def _take(done_minor: int, limit_minor: int, requested_minor: int | None) -> int | None:
+    """The running total after taking `requested_minor` (None: all that is left)
+    of what `limit_minor` leaves; None if that is more than is left."""
+    remaining = limit_minor - done_minor
+    amount = remaining if requested_minor is None else requested_minor
+    assert amount > 0 or requested_minor is None, "ingest admits positive amounts only"
+    return done_minor + amount if amount <= remaining else None
+
+
 def _capture(p: Payment, cmd: dict[str, Any], policy: Policy) -> Payment | tuple[str, str]:
     if p.status in ("voided", "expired", "declined"):
         return f"already_{p.status}" if p.status != "declined" else "payment_declined", f"payment is {p.status}"
@@ -174,11 +183,9 @@ def _capture(p: Payment, cmd: dict[str, Any], policy: Policy) -> Payment | tuple
         return "already_captured", f"payment is {p.status}"
     if _ms(cmd["occurred_at"]) >= p.created_at_ms + _window_ms(policy):
         return "authorization_expired", "the authorization window has passed"
-    remaining = p.authorized_minor - p.captured_minor
-    amount = cmd["amount_minor"] if cmd["amount_minor"] is not None else remaining
-    if amount > remaining:
-        return "amount_exceeds_authorized", f"at most {remaining} left to capture"
-    captured = p.captured_minor + amount
+    captured = _take(p.captured_minor, p.authorized_minor, cmd["amount_minor"])
+    if captured is None:
+        return "amount_exceeds_authorized", f"at most {p.authorized_minor - p.captured_minor} left to capture"
     status = "captured" if captured == p.authorized_minor else "partially_captured"
     return replace(p, captured_minor=captured, status=status)
 
@@ -196,13 +203,11 @@ def _void(p: Payment, cmd: dict[str, Any], policy: Policy) -> Payment | tuple[st
 def _refund(p: Payment, cmd: dict[str, Any], policy: Policy) -> Payment | tuple[str, str]:
     if p.captured_minor == 0:
         return "not_captured", f"payment is {p.status}; nothing captured to refund"
-    remaining = p.captured_minor - p.refunded_minor
-    if remaining == 0:
+    if p.refunded_minor == p.captured_minor:
         return "already_refunded", "everything captured is refunded"
-    amount = cmd["amount_minor"] if cmd["amount_minor"] is not None else remaining
-    if amount > remaining:
-        return "amount_exceeds_captured", f"at most {remaining} left to refund"
-    refunded = p.refunded_minor + amount
+    refunded = _take(p.refunded_minor, p.captured_minor, cmd["amount_minor"])
+    if refunded is None:
+        return "amount_exceeds_captured", f"at most {p.captured_minor - p.refunded_minor} left to refund"
     status = "refunded" if refunded == p.captured_minor else "partially_refunded"
     return replace(p, refunded_minor=refunded, status=status)
 
@@ -249,21 +254,7 @@ def _replayed(stored: dict[str, Any], cmd: dict[str, Any]) -> dict[str, Any]:
 
 
 def _outcome(p: Payment, cmd: dict[str, Any], status: str, reason: str | None) -> dict[str, Any]:
-    return {
-        "outcome_id": derive_outcome_id(cmd["command_id"]),
-        "command_id": cmd["command_id"],
-        "kind": cmd["kind"],
-        "merchant_id": cmd["merchant_id"],
-        "idempotency_key": cmd["idempotency_key"],
-        "payment_id": p.payment_id,
-        "status": status,
-        "reason_code": reason,
-        "reason_detail": None,
-        "amount_minor": cmd["amount_minor"],
-        "currency": p.currency,
-        **_amounts(p),
-        "occurred_at": cmd["occurred_at"],
-    }
+    return outcome(cmd, status, payment_id=p.payment_id, currency=p.currency, reason=reason, amounts=_amounts(p))
 
 
 def _amounts(p: Payment) -> dict[str, Any]:

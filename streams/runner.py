@@ -12,6 +12,7 @@ from pathlib import Path
 from streams.settings import Settings
 
 STOP_TIMEOUT_S = 30.0
+MAX_RESTARTS = 3
 
 
 class WorkerProcess:
@@ -21,6 +22,7 @@ class WorkerProcess:
         self.settings = settings
         self.log_file = log_file
         self.proc: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
 
     def env(self) -> dict[str, str]:
         s = self.settings
@@ -49,6 +51,25 @@ class WorkerProcess:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def restart(self) -> None:
+        """Kill and start again: the supervisor's answer to a stalled worker.
+        Bounded like `supervise`; safe because a restart loses nothing."""
+        if self.restarts >= MAX_RESTARTS:
+            raise RuntimeError(f"worker stalled after {self.restarts} restarts:\n{self.log_tail()}")
+        self.restarts += 1
+        self.kill()
+        self.start()
+
+    def supervise(self) -> None:
+        """Restart the worker if it exited (a stall makes it exit on purpose), at
+        most MAX_RESTARTS times; past that, raise with the end of its log."""
+        if self.proc is None or self.alive():
+            return
+        if self.restarts >= MAX_RESTARTS:
+            raise RuntimeError(f"worker exited {self.restarts + 1} times (last code {self.proc.returncode}):\n{self.log_tail()}")
+        self.restarts += 1
+        self.start()
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int | None:
         if self.proc is None:

@@ -10,7 +10,7 @@ import pytest
 
 from connectors.kafka import admin
 from streams.settings import Settings
-from tests.integration.support import make_settings, start_worker
+from tests.integration.support import Pipeline, make_settings, start_worker
 
 
 @pytest.fixture(scope="session")
@@ -22,10 +22,10 @@ def bootstrap() -> str:
 
 
 @pytest.fixture(scope="session")
-def pipeline(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+def pipeline(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     """A worker shared by the tests that do not break it."""
     settings = make_settings(tmp_path_factory.mktemp("pipeline"), "shared")
     worker = start_worker(settings)
-    yield settings
+    yield Pipeline(settings, worker)
     code = worker.stop()
     assert code == 0, f"worker exited with {code}:\n{worker.log_tail()}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -67,11 +68,18 @@ def follow_up(kind: str, merchant: str, payment_id: str, key: str, amount: int |
     }
 
 
-def run(settings: Settings, items: list, dead_letters: int = 0) -> Observer:
-    observer = Observer(settings)
-    publish_commands(settings, items)
+@dataclass
+class Pipeline:
+    settings: Settings
+    worker: WorkerProcess
+
+
+def run(pipeline: Pipeline, items: list, dead_letters: int = 0) -> Observer:
+    observer = Observer(pipeline.settings)
+    publish_commands(pipeline.settings, items)
     ids = {i["command_id"] for i in items if isinstance(i, dict)}
-    assert observer.wait_for(ids, dead_letters, WAIT_S), (
+    supervise = lambda _done, _dlq: pipeline.worker.supervise()  # noqa: E731
+    assert observer.wait_for(ids, dead_letters, WAIT_S, supervise, on_stall=pipeline.worker.restart), (
         f"{len(ids) - sum(1 for c in ids if c in observer.outcomes)} commands without outcome, "
         f"{len(observer.dead_letters)}/{dead_letters} dead letters"
     )

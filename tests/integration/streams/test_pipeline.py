@@ -7,13 +7,12 @@ from datetime import timedelta
 
 import pytest
 
-from streams.settings import Settings
-from tests.integration.support import create, follow_up, run, T0
+from tests.integration.support import T0, Pipeline, create, follow_up, run
 
 pytestmark = pytest.mark.integration
 
 
-def test_thousand_commands_one_outcome_each_and_bad_bytes_go_to_dlq(pipeline: Settings) -> None:
+def test_thousand_commands_one_outcome_each_and_bad_bytes_go_to_dlq(pipeline: Pipeline) -> None:
     merchant = f"m_{uuid.uuid4().hex[:6]}"
     commands = [create(merchant, f"k{i}", amount=100 + i) for i in range(1000)]
     junk = b"\xc3\x01" + b"\x00" * 8 + b"definitely not a command"
@@ -30,10 +29,10 @@ def test_thousand_commands_one_outcome_each_and_bad_bytes_go_to_dlq(pipeline: Se
     assert dlq["reason"] == "unknown_fingerprint"
     assert dlq["source_topic"].endswith("payment-commands")
     assert dlq["raw_value"] == junk and dlq["raw_key"] == b"junk-key"
-    assert dlq["source_offset"] >= 0 and 0 <= dlq["source_partition"] < pipeline.partitions
+    assert dlq["source_offset"] >= 0 and 0 <= dlq["source_partition"] < pipeline.settings.partitions
 
 
-def test_concurrent_duplicate_creates_charge_once(pipeline: Settings) -> None:
+def test_concurrent_duplicate_creates_charge_once(pipeline: Pipeline) -> None:
     merchant = f"m_{uuid.uuid4().hex[:6]}"
     first = create(merchant, "retry-me", amount=4200)
     retries = [first | {"command_id": f"cmd_{uuid.uuid4().hex}"} for _ in range(19)]
@@ -49,7 +48,7 @@ def test_concurrent_duplicate_creates_charge_once(pipeline: Settings) -> None:
     assert {seen.outcomes[c["command_id"]][0]["authorized_minor"] for c in [first, *retries]} == {4200}
 
 
-def test_capture_refund_void_sequences(pipeline: Settings) -> None:
+def test_capture_refund_void_sequences(pipeline: Pipeline) -> None:
     m = f"m_{uuid.uuid4().hex[:6]}"
     a, b = create(m, "a", amount=1000), create(m, "b", amount=500)
     pa, pb = a["payment_id"], b["payment_id"]
@@ -85,7 +84,7 @@ def test_capture_refund_void_sequences(pipeline: Settings) -> None:
     ]
 
 
-def test_expiry_by_event_time(pipeline: Settings) -> None:
+def test_expiry_by_event_time(pipeline: Pipeline) -> None:
     m = f"m_{uuid.uuid4().hex[:6]}"
     c = create(m, "exp", amount=700)
     pid = c["payment_id"]
@@ -98,7 +97,7 @@ def test_expiry_by_event_time(pipeline: Settings) -> None:
     assert seen.outcomes[capture["command_id"]][0]["reason_code"] == "already_expired"
 
 
-def test_invalid_input_is_answered_and_never_stalls(pipeline: Settings) -> None:
+def test_invalid_input_is_answered_and_never_stalls(pipeline: Pipeline) -> None:
     m = f"m_{uuid.uuid4().hex[:6]}"
     bad_card = create(m, "bad-card", card={"number": "4242424242424241", "exp_month": 1, "exp_year": 2030, "cvc": None})
     bad_ccy = create(m, "bad-ccy", currency="XYZ")
