@@ -40,10 +40,10 @@ class Record:
     value: bytes
 
 
-# Faust's commit holds the same lock; a commit that never returns (seen once in CI
-# after a restart: the worker went silent, no error) would stall the partition
-# forever. Past this bound the worker exits; its supervisor restarts it and Kafka
-# aborts the open transaction, so nothing is lost or doubled.
+# Faust's commit holds the same lock, with no bound of its own: a commit that never
+# returns would stall the partition forever. Past this bound the worker exits; its
+# supervisor restarts it and Kafka aborts the open transaction, so nothing is lost
+# or doubled. (The restart stall in docs/decisions.md is not this: no lock wait.)
 LOCK_WAIT_S = 60.0
 LOCK_WARN_S = 10.0
 EXIT_STALLED = 75  # EX_TEMPFAIL: restart me

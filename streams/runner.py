@@ -52,24 +52,19 @@ class WorkerProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def restart(self) -> None:
-        """Kill and start again: the supervisor's answer to a stalled worker.
-        Bounded like `supervise`; safe because a restart loses nothing."""
+    def restart(self, why: str = "stalled") -> None:
+        """Kill and start again, at most MAX_RESTARTS times; past that, raise with
+        the end of its log. Safe: a restart loses nothing (tests/integration)."""
         if self.restarts >= MAX_RESTARTS:
-            raise RuntimeError(f"worker stalled after {self.restarts} restarts:\n{self.log_tail()}")
+            raise RuntimeError(f"worker {why} after {self.restarts} restarts:\n{self.log_tail()}")
         self.restarts += 1
         self.kill()
         self.start()
 
     def supervise(self) -> None:
-        """Restart the worker if it exited (a stall makes it exit on purpose), at
-        most MAX_RESTARTS times; past that, raise with the end of its log."""
-        if self.proc is None or self.alive():
-            return
-        if self.restarts >= MAX_RESTARTS:
-            raise RuntimeError(f"worker exited {self.restarts + 1} times (last code {self.proc.returncode}):\n{self.log_tail()}")
-        self.restarts += 1
-        self.start()
+        """Restart the worker if it exited (a stall makes it exit on purpose)."""
+        if self.proc is not None and not self.alive():
+            self.restart(f"exited with code {self.proc.returncode}")
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int | None:
         if self.proc is None:
