@@ -66,12 +66,16 @@ def load_schema(name: str) -> Schema:
     return Schema(name, parsed, crc64_avro_fingerprint(to_parsing_canonical_form(raw)))
 
 
-SCHEMA_NAMES = ("PaymentCommand", "ValidatedCommand", "PaymentOutcome", "DeadLetter")
+@cache
+def schema_names() -> tuple[str, ...]:
+    """Every schema we ship: each .avsc file under schemas/avro."""
+    files = resources.files("schemas").joinpath("avro").iterdir()
+    return tuple(sorted(f.name.removesuffix(".avsc") for f in files if f.name.endswith(".avsc")))
 
 
 @cache
 def _by_fingerprint() -> dict[bytes, Schema]:
-    return {s.fingerprint: s for s in map(load_schema, SCHEMA_NAMES)}
+    return {s.fingerprint: s for s in map(load_schema, schema_names())}
 
 
 class Codec:

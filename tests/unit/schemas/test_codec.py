@@ -14,12 +14,14 @@ from hypothesis import strategies as st
 
 from schemas.codec import (
     MAX_MESSAGE_BYTES,
-    SCHEMA_NAMES,
     Codec,
     DecodeError,
     EncodeError,
     crc64_avro_fingerprint,
+    schema_names,
 )
+
+SCHEMA_NAMES = schema_names()
 
 AT = datetime(2026, 11, 25, 10, 0, 0, 123000, tzinfo=timezone.utc)  # millisecond precision
 PAYMENT_ID = "pay_6b1f0c2d9e8a4b7c8d9e0f1a2b3c4d5e"
@@ -92,6 +94,32 @@ RECORDS = {
         "raw_key": PAYMENT_ID.encode(),
         "raw_value": b"\xc3\x01" + bytes(8) + b"\x00\xff garbage",
         "pans_masked": 0,
+    },
+    "PaymentEvent": {
+        "event_id": "evt_0a1b2c3d4e5f60718293a4b5c6d7e8f9",
+        "type": "captured",
+        "payment_id": PAYMENT_ID,
+        "merchant_id": "m_acme",
+        "command_id": "cmd_03",
+        "currency": "KWD",
+        "amount_minor": 12_345,
+        "fee_minor": 371,
+        "payment_status": "captured",
+        "authorized_minor": 12_345,
+        "captured_minor": 12_345,
+        "refunded_minor": 0,
+        "version": 2,
+        "provider": "simcard",
+        "provider_ref": "prv_00112233445566778899aabbccddeeff",
+        "reason_code": None,
+        "card_token": "tok_abcdefghijklmnopqrstuvwxyz234567",
+        "card_bin": "424242",
+        "card_last4": "4242",
+        "occurred_at": AT,
+        "chain_seq": 7,
+        "prev_hash": bytes(range(32)),
+        "key_id": "sig-v1",
+        "signature": bytes(64),
     },
 }
 
