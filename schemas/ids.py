@@ -23,3 +23,19 @@ def derive_outcome_id(command_id: str) -> str:
 
 def derive_dlq_id(topic: str, partition: int, offset: int) -> str:
     return _derive("dlq_", topic, str(partition), str(offset))
+
+
+def derive_event_id(source_id: str, event_type: str) -> str:
+    """A payment event's id: its source (a command_id or a timer) plus its type."""
+    return _derive("evt_", source_id, event_type)
+
+
+def derive_provider_key(payment_id: str, operation: str, *parts: str) -> str:
+    """The provider-side idempotency key of one call: a retried call (after a crash,
+    a redelivery or a timeout) reuses it, so the provider applies it once."""
+    return _derive("prv_", payment_id, operation, *parts)
+
+
+def derive_command_id(payment_id: str, kind: str, *parts: str) -> str:
+    """The command_id of a command the pipeline addresses to itself (e.g. resolve)."""
+    return _derive("cmd_", payment_id, kind, *parts)

@@ -20,44 +20,31 @@ from __future__ import annotations
 
 import logging
 import shutil
-from typing import Any
+from datetime import timedelta
 
 import faust
 
-from connectors.providers import simulated
+from connectors.providers.simulated import SimulatedProvider
 from connectors.vault.tokenizer import tokenizer_from_dir
 from schemas.cards import mask_pans
 from schemas.codec import Codec, DecodeError
 from streams import metrics, topics
 from streams.eos import Emitter, Record, StateWrite
 from streams.ingest import DeadLetter, Forward, Limits, Source, dead_letter, ingest
-from streams.outcomes import rejection
-from streams.payments import AuthResult, Decision, Payment, Policy, decide
+from streams.payments import Policy, Saga
+from streams.payments_stage import DEDUP, EVENTS, OUTCOMES, PAYMENTS, SELF, TIMERS, Tables, handle
 from streams.settings import Settings
 
 log = logging.getLogger("paystream.worker")
 
 VALIDATED_CODEC = Codec("ValidatedCommand")
 OUTCOME_CODEC = Codec("PaymentOutcome")
+EVENT_CODEC = Codec("PaymentEvent")
 DLQ_CODEC = Codec("DeadLetter")
 
 
 def faust_broker_url(bootstrap: str) -> str:
     return ";".join(f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip())
-
-
-def authorize(cmd: dict[str, Any]) -> AuthResult:
-    card = cmd["card"]
-    declined = simulated.authorize(card["bin"], card["last4"], cmd["amount_minor"])
-    return AuthResult(approved=declined is None, reason=declined)
-
-
-def apply_command(cmd: dict[str, Any], payment: Payment | None, policy: Policy) -> Decision:
-    """The payments stage for one validated command, given its payment's state."""
-    if cmd["rejection_reason"] is not None:
-        outcome = rejection(cmd, cmd["rejection_reason"], cmd["rejection_detail"] or "", payment_id=cmd["payment_id"])
-        return Decision(payment, outcome, changed=False)
-    return decide(payment, cmd, authorize, policy)
 
 
 def source_of(event: faust.types.EventT) -> Source:
@@ -102,10 +89,17 @@ def build_app(settings: Settings) -> faust.App:
     commands, validated = topic(names.commands), topic(names.validated)
     payments = app.Table("payments", partitions=n, key_type=bytes, value_type=bytes)
     applied = app.Table("payments-dedup", partitions=n, key_type=bytes, value_type=bytes)
+    timer_table = app.Table("payments-timers", partitions=n, key_type=bytes, value_type=bytes)
+    tables = {PAYMENTS: payments, DEDUP: applied, TIMERS: timer_table}
+    views = Tables(payments.data.get, applied.data.get, timer_table.data.get)
 
     tokenizer = tokenizer_from_dir(settings.keys_dir)
     limits = Limits(settings.max_amount_minor, settings.idempotency_key_max_len, n)
-    policy = Policy()
+    policy = Policy(auth_window=timedelta(hours=settings.auth_window_h))
+    retention = timedelta(hours=settings.idempotency_retention_h)
+    saga = Saga.single(SimulatedProvider())
+    codecs = {OUTCOMES: (names.outcomes, OUTCOME_CODEC), EVENTS: (names.events, EVENT_CODEC),
+              SELF: (names.validated, VALIDATED_CODEC)}
 
     emitter = Emitter(app)
 
@@ -131,25 +125,31 @@ def build_app(settings: Settings) -> faust.App:
             except DecodeError as e:
                 await to_dlq(event, dead_letter("payments", e.reason, e.detail, event.value, source_of(event)))
                 continue
-            command_id = cmd["command_id"].encode()
-            if command_id in applied:
-                metrics.DUPLICATES_SKIPPED.labels(stage="payments").inc()
-                continue
-            pid = cmd["payment_id"].encode() if cmd["payment_id"] else None
-            raw = payments.get(pid) if pid else None
+            m = event.message
             try:
-                decision = apply_command(cmd, Payment.from_json(raw) if raw else None, policy)
+                effects = handle(cmd, event.value, m.partition, int(m.timestamp * 1000), views, saga, policy, retention)
             except Exception as e:  # a bug must not stop the partition: park the command, loudly
                 detail = mask_pans(f"{type(e).__name__}: {e}")[0]
                 log.exception("payments stage failed on command %s: %s", cmd["command_id"], detail)
                 await to_dlq(event, dead_letter("payments", "internal_error", detail, event.value, source_of(event)))
                 continue
-            outcome = decision.outcome
-            writes = [StateWrite(applied, command_id, outcome["outcome_id"].encode())]
-            if decision.changed:
-                assert pid is not None and decision.payment is not None
-                writes.append(StateWrite(payments, pid, decision.payment.to_json()))
-            await emitter.emit(event, writes, [Record(names.outcomes, event.message.key, OUTCOME_CODEC.encode(outcome))])
-            metrics.OUTCOMES.labels(kind=outcome["kind"], status=outcome["status"]).inc()
+            if effects.skipped:
+                metrics.DUPLICATES_SKIPPED.labels(stage="payments").inc()
+                continue
+            if effects.reused_command_id:
+                metrics.COMMAND_ID_REUSED.inc()
+                detail = "this command_id was answered for a different message"
+                await to_dlq(event, dead_letter("payments", "command_id_reused", detail, event.value, source_of(event)))
+                continue
+            writes = [StateWrite(tables[t], k, v) for t, k, v in effects.writes]
+            records = [Record(codecs[stream][0], m.key, codecs[stream][1].encode(r)) for stream, r in effects.records]
+            await emitter.emit(event, writes, records)
+            for stream, record in effects.records:
+                if stream == OUTCOMES:
+                    metrics.OUTCOMES.labels(kind=record["kind"], status=record["status"]).inc()
+                elif stream == EVENTS:
+                    metrics.PAYMENT_EVENTS.labels(type=record["type"]).inc()
+            for timer in effects.fired:
+                metrics.TIMERS_FIRED.labels(kind=timer.kind).inc()
 
     return app

@@ -30,7 +30,7 @@ log = logging.getLogger("paystream.eos")
 class StateWrite:
     table: faust.Table
     key: bytes
-    value: bytes
+    value: bytes | None  # None deletes (a changelog tombstone)
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,10 @@ class Emitter:
         # Local store first (no changelog: we send it ourselves, below). After a
         # crash the local store is discarded and rebuilt from the changelog.
         for w in writes:
-            w.table.data[w.key] = w.value
+            if w.value is None:
+                del w.table.data[w.key]
+            else:
+                w.table.data[w.key] = w.value
         changelog = [Record(w.table.changelog_topic.get_topic_name(), w.key, w.value) for w in writes]
         try:
             await _acquire(lock, f"{topic}/{partition}")

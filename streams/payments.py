@@ -1,8 +1,18 @@
-"""The payment aggregate and its transition function. Pure: no Kafka, no clock.
+"""The payment aggregate, its transition function and the saga. Pure: no Kafka, no clock.
 
-`decide(payment, command, authorize, policy) -> Decision` is the whole state machine.
+`decide(payment, command, saga, policy) -> Decision` is the whole state machine.
 Every path returns exactly one outcome; an illegal command is a rejection with a
-stable reason code and leaves the payment untouched.
+stable reason code and leaves the payment untouched. A change also yields the
+payment events the ledger posts, internal commands the stage sends itself (resolve)
+and event-time timers (automatic expiry).
+
+The saga of a create: fraud decision -> route -> authorize at the provider ->
+(automatic capture). Each step's result is recorded in the aggregate; each provider
+call carries a provider idempotency key derived from the payment, so a call repeated
+after a crash or redelivery is the same call to the provider, never a second charge.
+A timed-out authorization leaves the payment `pending`; a `resolve` command asks the
+provider's status under the same key. A capture the provider refuses after approving
+the authorization is compensated by a void at the provider (the hold is released).
 """
 
 from __future__ import annotations
@@ -11,16 +21,21 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
-from schemas.ids import derive_outcome_id
+from connectors.providers.simulated import ProviderResult
+from schemas.ids import derive_command_id, derive_event_id, derive_outcome_id, derive_provider_key
 from streams.outcomes import outcome, rejection
+from streams.timers import Timer
 
 # A payment carries the idempotency records of its follow-ups; bound them.
 MAX_FOLLOW_UPS = 100
+# Status queries for one pending authorization before it is left to ops.
+MAX_RESOLVE_ATTEMPTS = 5
 
 STATUSES = frozenset(
     {
+        "pending",
         "authorized",
         "partially_captured",
         "captured",
@@ -29,23 +44,68 @@ STATUSES = frozenset(
         "voided",
         "expired",
         "declined",
+        "failed",
     }
 )
+# Statuses a capture may still happen in (within the window, with hold left).
+CAPTURABLE = frozenset({"authorized", "partially_captured"})
 
 
 @dataclass(frozen=True)
 class Policy:
     auth_window: timedelta = timedelta(days=7)
 
+    @property
+    def auth_window_ms(self) -> int:
+        return self.auth_window // timedelta(milliseconds=1)
+
+
+class Provider(Protocol):
+    """A payment provider as the saga sees it; every call is idempotent by `key`."""
+
+    name: str
+
+    def authorize(self, key: str, card_bin: str, card_last4: str, amount_minor: int, currency: str) -> ProviderResult: ...
+    def status(self, key: str, card_bin: str, card_last4: str, amount_minor: int) -> ProviderResult: ...
+    def capture(self, key: str, card_bin: str, card_last4: str, amount_minor: int) -> ProviderResult: ...
+    def void(self, key: str) -> ProviderResult: ...
+    def refund(self, key: str, amount_minor: int) -> ProviderResult: ...
+
 
 @dataclass(frozen=True)
-class AuthResult:
-    approved: bool
-    reason: str | None = None  # decline code when not approved
+class FraudVerdict:
+    action: str  # "approve" | "decline"
+    reasons: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        assert self.action in ("approve", "decline"), self.action
 
 
-#: (validated create command) -> AuthResult; the provider hook of the saga.
-Authorize = Callable[[dict[str, Any]], AuthResult]
+APPROVE = FraudVerdict("approve")
+
+
+def pass_through(cmd: dict[str, Any]) -> FraudVerdict:
+    """The fraud hook until the fraud issue lands: approve everything."""
+    return APPROVE
+
+
+@dataclass(frozen=True)
+class Saga:
+    """The outside world of the payments stage: the providers, the router over them
+    and the fraud hook."""
+
+    providers: dict[str, Provider]
+    # (create command) -> the name of the provider to authorize at
+    route: Callable[[dict[str, Any]], str]
+    fraud: Callable[[dict[str, Any]], FraudVerdict] = pass_through
+
+    @classmethod
+    def single(cls, provider: Provider, fraud: Callable[[dict[str, Any]], FraudVerdict] = pass_through) -> Saga:
+        """One provider takes every payment (until the providers issue brings routing)."""
+        return cls({provider.name: provider}, lambda cmd: provider.name, fraud)
+
+    def provider(self, name: str) -> Provider:
+        return self.providers[name]
 
 
 @dataclass(frozen=True)
@@ -62,7 +122,15 @@ class Payment:
     card_bin: str | None
     card_last4: str | None
     created_at_ms: int
-    version: int
+    version: int  # the number of payment events so far
+    card_token: str | None = None
+    # The saga's record: who authorized, under which provider key, what fraud said.
+    provider: str | None = None
+    provider_ref: str | None = None
+    fraud_action: str | None = None
+    resolve_attempts: int = 0
+    # Hold given back without a capture (void, expiry, failed capture).
+    released_minor: int = 0
     # idempotency_key -> {"fingerprint": str, "outcome": {...}}; the create's key included
     idempotency: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -70,6 +138,15 @@ class Payment:
         assert self.status in STATUSES, self.status
         assert 0 <= self.captured_minor <= self.authorized_minor <= self.amount_minor, self
         assert 0 <= self.refunded_minor <= self.captured_minor, self
+        assert 0 <= self.released_minor <= self.authorized_minor - self.captured_minor, self
+        assert self.resolve_attempts <= MAX_RESOLVE_ATTEMPTS, self
+        if self.status in ("voided", "expired", "failed"):
+            assert self.captured_minor + self.released_minor == self.authorized_minor, self
+
+    @property
+    def hold_minor(self) -> int:
+        """Authorized, neither captured nor released: what the card still has on hold."""
+        return self.authorized_minor - self.captured_minor - self.released_minor
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
@@ -82,8 +159,11 @@ class Payment:
 @dataclass(frozen=True)
 class Decision:
     payment: Payment | None  # the new state; None only when there is none
-    outcome: dict[str, Any]  # a PaymentOutcome record
+    outcome: dict[str, Any] | None  # a PaymentOutcome record; None for timers only
     changed: bool  # False for rejections and replays
+    events: tuple[dict[str, Any], ...] = ()  # PaymentEvent records, in order
+    commands: tuple[dict[str, Any], ...] = ()  # ValidatedCommand records to itself
+    timers: tuple[Timer, ...] = ()
 
 
 def fingerprint(cmd: dict[str, Any]) -> str:
@@ -107,7 +187,9 @@ def fingerprint(cmd: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def decide(payment: Payment | None, cmd: dict[str, Any], authorize: Authorize, policy: Policy) -> Decision:
+def decide(payment: Payment | None, cmd: dict[str, Any], saga: Saga, policy: Policy) -> Decision:
+    if cmd["kind"] == "resolve":
+        return _resolve(payment, cmd, saga, policy)
     key = cmd["idempotency_key"]
     fp = fingerprint(cmd)
     if payment is not None and payment.merchant_id != cmd["merchant_id"]:
@@ -121,112 +203,281 @@ def decide(payment: Payment | None, cmd: dict[str, Any], authorize: Authorize, p
 
     if cmd["kind"] == "create":
         assert payment is None, "a create with a new key cannot find an existing payment"
-        return _create(cmd, fp, authorize)
+        return _create(cmd, fp, saga, policy)
     if payment is None:
         return _reject(None, cmd, "payment_not_found", "no such payment for this merchant", keep=None)
     if len(payment.idempotency) >= MAX_FOLLOW_UPS:
         return _reject(payment, cmd, "too_many_operations", f"at most {MAX_FOLLOW_UPS} operations per payment", keep=payment)
     if cmd["currency"] is not None and cmd["currency"] != payment.currency:
         return _reject(payment, cmd, "currency_mismatch", f"payment is in {payment.currency}", keep=payment)
+    if payment.status == "pending":
+        return _reject(payment, cmd, "payment_pending", "the authorization outcome is not known yet; retry later", keep=payment)
     step = _FOLLOW_UPS[cmd["kind"]]
-    result = step(payment, cmd, policy)
+    result = step(_Step(payment, cmd, saga, policy))
     if isinstance(result, tuple):
         reason, detail = result
         return _reject(payment, cmd, reason, detail, keep=payment)
-    return _succeed(result, cmd, fp)
+    return _finish(result, cmd, fp, "succeeded", None)
 
 
-def _create(cmd: dict[str, Any], fp: str, authorize: Authorize) -> Decision:
+def expire_due(payment: Payment, timer: Timer, saga: Saga, policy: Policy) -> Decision | None:
+    """An expiry timer fired (event time reached created + window): release the hold
+    of an authorization nobody captured in full. None when there is nothing to do."""
+    assert timer.kind == "expire" and timer.ref == payment.payment_id
+    if payment.status not in CAPTURABLE or payment.hold_minor == 0:
+        return None
+    assert timer.due_ms >= payment.created_at_ms + policy.auth_window_ms
+    at = _EPOCH + timedelta(milliseconds=timer.due_ms)
+    step = _Step(payment, {"command_id": None, "occurred_at": at}, saga, policy, source=f"timer:expire:{payment.payment_id}")
+    step.release("expired", "expired" if payment.status == "authorized" else payment.status)
+    return Decision(step.payment, None, changed=True, events=tuple(step.events))
+
+
+# --- the saga of one command, as a mutable scratchpad over immutable payments ---
+
+
+class _Step:
+    """Accumulates the payment changes and events of one command."""
+
+    def __init__(
+        self, payment: Payment, cmd: dict[str, Any], saga: Saga, policy: Policy, *, source: str | None = None
+    ) -> None:
+        self.payment = payment
+        self.cmd = cmd
+        self.saga = saga
+        self.policy = policy
+        self.source = source or cmd["command_id"]
+        self.events: list[dict[str, Any]] = []
+        self.commands: list[dict[str, Any]] = []
+        self.timers: list[Timer] = []
+
+    @property
+    def provider(self) -> Provider:
+        assert self.payment.provider is not None
+        return self.saga.provider(self.payment.provider)
+
+    def event(self, type_: str, amount_minor: int, *, fee_minor: int = 0, reason: str | None = None,
+              provider_ref: str | None = None, **changes: Any) -> None:
+        p = replace(self.payment, version=self.payment.version + 1, **changes)
+        self.payment = p
+        self.events.append({
+            "event_id": derive_event_id(self.source, type_),
+            "type": type_,
+            "payment_id": p.payment_id,
+            "merchant_id": p.merchant_id,
+            "command_id": self.cmd["command_id"],
+            "currency": p.currency,
+            "amount_minor": amount_minor,
+            "fee_minor": fee_minor,
+            "payment_status": p.status,
+            "authorized_minor": p.authorized_minor,
+            "captured_minor": p.captured_minor,
+            "refunded_minor": p.refunded_minor,
+            "version": p.version,
+            "provider": p.provider,
+            "provider_ref": provider_ref or p.provider_ref,
+            "reason_code": reason,
+            "card_token": p.card_token,
+            "card_bin": p.card_bin,
+            "card_last4": p.card_last4,
+            "occurred_at": self.cmd["occurred_at"],
+            "chain_seq": 0,
+            "prev_hash": None,
+            "key_id": None,
+            "signature": None,
+        })
+
+    def authorization(self, result: ProviderResult) -> None:
+        """Record the provider's answer to the authorization (or to its status query)."""
+        p = self.payment
+        if result.status == "unknown":
+            attempt = p.resolve_attempts + 1
+            if attempt > MAX_RESOLVE_ATTEMPTS:
+                return  # stays pending: ops resolve it (docs/payments.md)
+            if p.resolve_attempts == 0:  # the first time it is unknown
+                self.event("authorization_pending", 0, reason=result.reason, status="pending")
+            self.payment = replace(self.payment, resolve_attempts=attempt)
+            self.commands.append(_resolve_command(self.payment, attempt, self.cmd["occurred_at"]))
+            return
+        if result.status == "declined":
+            self.event("declined", 0, reason=result.reason, status="declined")
+            return
+        self.event("authorized", p.amount_minor, status="authorized", authorized_minor=p.amount_minor)
+        if p.capture_method == "automatic":
+            if self.capture(p.amount_minor, derive_provider_key(p.payment_id, "auto-capture")) is not None:
+                # The saga's compensation: the provider holds funds we will not capture.
+                self.release("voided", "failed", reason="capture_failed")
+        else:
+            self.timers.append(Timer("expire", p.created_at_ms + self.policy.auth_window_ms, p.payment_id))
+
+    def capture(self, amount_minor: int, key: str) -> str | None:
+        """Capture at the provider; None on success, else the provider's reason."""
+        p = self.payment
+        result = self.provider.capture(key, p.card_bin or "", p.card_last4 or "", amount_minor)
+        if result.status != "approved":
+            return result.reason
+        captured = p.captured_minor + amount_minor
+        status = "captured" if captured == p.authorized_minor else "partially_captured"
+        self.event("captured", amount_minor, fee_minor=result.fee_minor, provider_ref=key,
+                   status=status, captured_minor=captured)
+        return None
+
+    def release(self, type_: str, status: str, *, reason: str | None = None) -> None:
+        """Give the rest of the hold back: void it at the provider, record the release."""
+        p = self.payment
+        key = derive_provider_key(p.payment_id, "void")
+        result = self.provider.void(key)
+        assert result.status == "approved", "voiding an open authorization cannot be refused"
+        self.event(type_, p.hold_minor, reason=reason, provider_ref=key,
+                   status=status, released_minor=p.released_minor + p.hold_minor)
+
+
+def _resolve_command(p: Payment, attempt: int, at: datetime) -> dict[str, Any]:
+    """The status query the stage sends itself, keyed like the payment's commands."""
+    return {
+        "command_id": derive_command_id(p.payment_id, "resolve", str(attempt)),
+        "kind": "resolve",
+        "merchant_id": p.merchant_id,
+        "idempotency_key": f"resolve-{attempt}",
+        "payment_id": p.payment_id,
+        "amount_minor": None,
+        "currency": None,
+        "capture_method": None,
+        "card": None,
+        "metadata": {},
+        "occurred_at": at,
+        "rejection_reason": None,
+        "rejection_detail": None,
+    }
+
+
+def _create(cmd: dict[str, Any], fp: str, saga: Saga, policy: Policy) -> Decision:
     card = cmd["card"]
-    auth = authorize(cmd)
-    amount = cmd["amount_minor"]
-    if auth.approved:
-        captured = amount if cmd["capture_method"] == "automatic" else 0
-        status = "captured" if captured else "authorized"
-    else:
-        captured, status = 0, "declined"
     payment = Payment(
         payment_id=cmd["payment_id"],
         merchant_id=cmd["merchant_id"],
         currency=cmd["currency"],
-        amount_minor=amount,
+        amount_minor=cmd["amount_minor"],
         capture_method=cmd["capture_method"],
-        status=status,
-        authorized_minor=amount if auth.approved else 0,
-        captured_minor=captured,
+        status="pending",
+        authorized_minor=0,
+        captured_minor=0,
         refunded_minor=0,
         card_bin=card["bin"],
         card_last4=card["last4"],
-        created_at_ms=_ms(cmd["occurred_at"]),
+        card_token=card["token"],
+        created_at_ms=event_ms(cmd["occurred_at"]),
         version=0,
     )
-    if auth.approved:
-        return _succeed(payment, cmd, fp)
-    # A decline is the key's first outcome and is kept, as Stripe does.
-    outcome = _outcome(payment, cmd, "rejected", auth.reason or "card_declined")
-    return Decision(_remember(payment, cmd, fp, outcome), outcome, changed=True)
+    verdict = saga.fraud(cmd)
+    step = _Step(replace(payment, fraud_action=verdict.action), cmd, saga, policy)
+    if verdict.action == "decline":
+        step.event("declined", 0, reason="fraud_suspected", status="declined")
+    else:
+        provider = saga.provider(saga.route(cmd))
+        key = derive_provider_key(payment.payment_id, "authorize")
+        step.payment = replace(step.payment, provider=provider.name, provider_ref=key)
+        step.authorization(provider.authorize(key, card["bin"], card["last4"], cmd["amount_minor"], cmd["currency"]))
+    reason = step.events[-1]["reason_code"] if step.payment.status in ("declined", "failed") else None
+    # A failure is the key's first outcome and is kept, as Stripe does.
+    return _finish(step, cmd, fp, "rejected" if reason else "succeeded", reason)
+
+
+def _resolve(payment: Payment | None, cmd: dict[str, Any], saga: Saga, policy: Policy) -> Decision:
+    if payment is None or payment.status != "pending":
+        status = "missing" if payment is None else payment.status
+        return _reject(payment, cmd, "not_pending", f"payment is {status}", keep=payment)
+    step = _Step(payment, cmd, saga, policy)
+    step.authorization(step.provider.status(payment.provider_ref or "", payment.card_bin or "",
+                                            payment.card_last4 or "", payment.amount_minor))
+    if step.payment == payment:
+        return _reject(payment, cmd, "provider_unreachable",
+                       f"no answer after {MAX_RESOLVE_ATTEMPTS} status queries; left to ops", keep=payment)
+    return _decision(step, _outcome(step.payment, cmd, "succeeded", None))
 
 
 def _take(done_minor: int, limit_minor: int, requested_minor: int | None) -> int | None:
-    """The running total after taking `requested_minor` (None: all that is left)
-    of what `limit_minor` leaves; None if that is more than is left."""
+    """The amount taken by `requested_minor` (None: all that is left) of what
+    `limit_minor` leaves after `done_minor`; None if that is more than is left."""
     remaining = limit_minor - done_minor
     amount = remaining if requested_minor is None else requested_minor
     assert amount > 0 or requested_minor is None, "ingest admits positive amounts only"
-    return done_minor + amount if amount <= remaining else None
+    return amount if amount <= remaining else None
 
 
-def _capture(p: Payment, cmd: dict[str, Any], policy: Policy) -> Payment | tuple[str, str]:
-    if p.status in ("voided", "expired", "declined"):
-        return f"already_{p.status}" if p.status != "declined" else "payment_declined", f"payment is {p.status}"
-    if p.status not in ("authorized", "partially_captured"):
+def _capture(s: _Step) -> _Step | tuple[str, str]:
+    p, cmd = s.payment, s.cmd
+    if p.status in ("voided", "expired", "declined", "failed"):
+        return _closed(p)
+    if p.status not in CAPTURABLE:
         return "already_captured", f"payment is {p.status}"
-    if _ms(cmd["occurred_at"]) >= p.created_at_ms + _window_ms(policy):
+    if event_ms(cmd["occurred_at"]) >= p.created_at_ms + s.policy.auth_window_ms or p.released_minor:
         return "authorization_expired", "the authorization window has passed"
-    captured = _take(p.captured_minor, p.authorized_minor, cmd["amount_minor"])
-    if captured is None:
-        return "amount_exceeds_authorized", f"at most {p.authorized_minor - p.captured_minor} left to capture"
-    status = "captured" if captured == p.authorized_minor else "partially_captured"
-    return replace(p, captured_minor=captured, status=status)
+    amount = _take(p.captured_minor, p.authorized_minor, cmd["amount_minor"])
+    if amount is None:
+        return "amount_exceeds_authorized", f"at most {p.hold_minor} left to capture"
+    refused = s.capture(amount, derive_provider_key(p.payment_id, "capture", cmd["idempotency_key"]))
+    if refused is not None:
+        return "provider_declined", f"the provider refused the capture: {refused}"
+    return s
 
 
-def _void(p: Payment, cmd: dict[str, Any], policy: Policy) -> Payment | tuple[str, str]:
+def _void(s: _Step) -> _Step | tuple[str, str]:
+    p = s.payment
     if p.status == "authorized":
-        return replace(p, status="voided")
-    if p.status in ("voided", "expired"):
-        return f"already_{p.status}", f"payment is {p.status}"
-    if p.status == "declined":
-        return "payment_declined", "payment is declined"
+        s.release("voided", "voided")
+        return s
+    if p.status in ("voided", "expired", "declined", "failed"):
+        return _closed(p)
     return "already_captured", "capture happened; refund instead"
 
 
-def _refund(p: Payment, cmd: dict[str, Any], policy: Policy) -> Payment | tuple[str, str]:
+def _refund(s: _Step) -> _Step | tuple[str, str]:
+    p, cmd = s.payment, s.cmd
     if p.captured_minor == 0:
         return "not_captured", f"payment is {p.status}; nothing captured to refund"
     if p.refunded_minor == p.captured_minor:
         return "already_refunded", "everything captured is refunded"
-    refunded = _take(p.refunded_minor, p.captured_minor, cmd["amount_minor"])
-    if refunded is None:
+    amount = _take(p.refunded_minor, p.captured_minor, cmd["amount_minor"])
+    if amount is None:
         return "amount_exceeds_captured", f"at most {p.captured_minor - p.refunded_minor} left to refund"
+    key = derive_provider_key(p.payment_id, "refund", cmd["idempotency_key"])
+    result = s.provider.refund(key, amount)
+    if result.status != "approved":
+        return "provider_declined", f"the provider refused the refund: {result.reason}"
+    refunded = p.refunded_minor + amount
     status = "refunded" if refunded == p.captured_minor else "partially_refunded"
-    return replace(p, refunded_minor=refunded, status=status)
+    s.event("refunded", amount, provider_ref=key, status=status, refunded_minor=refunded)
+    return s
 
 
-def _expire(p: Payment, cmd: dict[str, Any], policy: Policy) -> Payment | tuple[str, str]:
-    if p.status != "authorized":
+def _expire(s: _Step) -> _Step | tuple[str, str]:
+    p = s.payment
+    if p.status not in CAPTURABLE or p.hold_minor == 0:
         return "not_expirable", f"payment is {p.status}"
-    if _ms(cmd["occurred_at"]) < p.created_at_ms + _window_ms(policy):
+    if event_ms(s.cmd["occurred_at"]) < p.created_at_ms + s.policy.auth_window_ms:
         return "authorization_window_open", "the authorization window has not passed yet"
-    return replace(p, status="expired")
+    s.release("expired", "expired" if p.status == "authorized" else p.status)
+    return s
 
 
 _FOLLOW_UPS = {"capture": _capture, "void": _void, "refund": _refund, "expire": _expire}
 
 
-def _succeed(payment: Payment, cmd: dict[str, Any], fp: str) -> Decision:
-    payment = replace(payment, version=payment.version + 1) if cmd["kind"] != "create" else payment
-    outcome = _outcome(payment, cmd, "succeeded", None)
-    return Decision(_remember(payment, cmd, fp, outcome), outcome, changed=True)
+def _closed(p: Payment) -> tuple[str, str]:
+    reason = {"declined": "payment_declined", "failed": "payment_failed"}.get(p.status, f"already_{p.status}")
+    return reason, f"payment is {p.status}"
+
+
+def _finish(step: _Step, cmd: dict[str, Any], fp: str, status: str, reason: str | None) -> Decision:
+    out = _outcome(step.payment, cmd, status, reason)
+    step.payment = _remember(step.payment, cmd, fp, out)
+    return _decision(step, out)
+
+
+def _decision(step: _Step, out: dict[str, Any]) -> Decision:
+    return Decision(step.payment, out, changed=True, events=tuple(step.events),
+                    commands=tuple(step.commands), timers=tuple(step.timers))
 
 
 def _remember(payment: Payment, cmd: dict[str, Any], fp: str, outcome: dict[str, Any]) -> Payment:
@@ -271,9 +522,5 @@ def _amounts(p: Payment) -> dict[str, Any]:
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-def _ms(ts: datetime) -> int:
+def event_ms(ts: datetime) -> int:
     return (ts - _EPOCH) // timedelta(milliseconds=1)  # integer math: no float rounding
-
-
-def _window_ms(policy: Policy) -> int:
-    return int(policy.auth_window.total_seconds() * 1000)

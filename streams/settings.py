@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     # Business limits
     max_amount_minor: int = Field(10**15, ge=1)
     idempotency_key_max_len: int = Field(255, ge=1, le=1024)
+    # Uncaptured authorizations expire this long after creation (event time).
+    auth_window_h: int = Field(7 * 24, ge=1, le=31 * 24)
+    # Idempotency records are kept at least this long (event time), then swept.
+    idempotency_retention_h: int = Field(24, ge=24, le=30 * 24)
 
     @field_validator("kafka_bootstrap")
     @classmethod

@@ -13,7 +13,7 @@ from connectors.kafka.admin import TopicSpec
 from streams.settings import Settings
 
 # Faust names a table's changelog "<app id>-<table>-changelog".
-TABLES = ("payments", "payments-dedup")
+TABLES = ("payments", "payments-dedup", "payments-timers")
 
 _DAY_MS = 24 * 3600 * 1000
 
@@ -24,11 +24,13 @@ class TopicNames:
     validated: str
     outcomes: str
     dlq: str
+    events: str
 
 
 def topic_names(settings: Settings) -> TopicNames:
     prefix = f"{settings.namespace}." if settings.namespace else ""
-    return TopicNames(*(prefix + n for n in ("payment-commands", "payment-commands-validated", "payment-outcomes", "payment-dlq")))
+    names = ("payment-commands", "payment-commands-validated", "payment-outcomes", "payment-dlq", "payment-events")
+    return TopicNames(*(prefix + n for n in names))
 
 
 def changelog_topic(app_id: str, table: str) -> str:
@@ -38,7 +40,9 @@ def changelog_topic(app_id: str, table: str) -> str:
 def declared_topics(settings: Settings) -> list[TopicSpec]:
     n, rf = settings.partitions, settings.replication_factor
     names = topic_names(settings)
-    retention_days = {names.commands: 7, names.validated: 7, names.outcomes: 30, names.dlq: 30}
-    pipeline = [TopicSpec(name, n, rf, retention_ms=retention_days[name] * _DAY_MS) for name in astuple(names)]
+    # payment-events is the event store: kept forever, never compacted.
+    retention_ms = {names.commands: 7 * _DAY_MS, names.validated: 7 * _DAY_MS, names.outcomes: 30 * _DAY_MS,
+                    names.dlq: 30 * _DAY_MS, names.events: -1}
+    pipeline = [TopicSpec(name, n, rf, retention_ms=retention_ms[name]) for name in astuple(names)]
     changelogs = [TopicSpec(changelog_topic(settings.app_id, t), n, rf, compacted=True) for t in TABLES]
     return pipeline + changelogs

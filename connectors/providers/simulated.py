@@ -1,10 +1,19 @@
 """A deterministic stand-in acquirer until the providers issue lands.
 
-Declines follow the public test cards (by BIN + last four, since the PAN never
-travels past ingest) and a per-payment amount ceiling.
+Every answer is a pure function of the call (provider key, card, amount), so the
+provider is idempotent by construction: the same key always gets the same answer and
+is one charge, however often it is sent (after a crash, a redelivery or a timeout).
+An optional `journal` keeps the provider-side record of what was asked, so tests can
+count calls per key; the worker runs without one (it would grow without bound).
+
+Behaviour follows the public test cards, by BIN + last four (the PAN never travels
+past ingest), plus two cards of our own for the saga's failure paths.
 """
 
 from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
 
 # (bin, last4) -> decline code, after the public test card numbers.
 DECLINED_CARDS = {
@@ -13,15 +22,83 @@ DECLINED_CARDS = {
     ("400000", "0069"): "expired_card",
     ("400000", "0127"): "incorrect_cvc",
 }
+# 4000 0000 0000 0119: the authorization response is lost (a timeout); the provider
+# did approve it, which a status query with the same key reveals.
+TIMEOUT_THEN_APPROVED = ("400000", "0119")
+# 4000 0000 0000 3055: the authorization times out and the provider stays unreachable.
+UNREACHABLE = ("400000", "3055")
+# 4000 0000 0000 0341: approved, but the capture is refused (the saga must void).
+CAPTURE_FAILS = ("400000", "0341")
 # Above this many minor units a single authorization is refused.
 AMOUNT_CEILING_MINOR = 100_000_000
+# Card-present pricing of a typical acquirer: 2.9 % + 30 minor units per capture.
+FEE_PER_MILLE = 29
+FEE_FIXED_MINOR = 30
 
 
-def authorize(card_bin: str, card_last4: str, amount_minor: int) -> str | None:
-    """None when approved, else the decline code."""
+@dataclass(frozen=True)
+class ProviderResult:
+    status: str  # "approved" | "declined" | "unknown" (no answer: a timeout)
+    reason: str | None = None  # decline code, or why the outcome is unknown
+    fee_minor: int = 0
+
+    def __post_init__(self) -> None:
+        assert self.status in ("approved", "declined", "unknown"), self.status
+        assert (self.reason is None) == (self.status == "approved"), self
+        assert self.fee_minor >= 0
+
+
+APPROVED = ProviderResult("approved")
+
+
+@dataclass
+class SimulatedProvider:
+    name: str = "simcard"
+    # (operation, provider key) -> times asked; never part of an answer.
+    journal: Counter[tuple[str, str]] | None = None
+
+    def _saw(self, operation: str, key: str) -> None:
+        if self.journal is not None:
+            self.journal[operation, key] += 1
+
+    def authorize(self, key: str, card_bin: str, card_last4: str, amount_minor: int, currency: str) -> ProviderResult:
+        self._saw("authorize", key)
+        if (card_bin, card_last4) in (TIMEOUT_THEN_APPROVED, UNREACHABLE):
+            return ProviderResult("unknown", "provider_timeout")
+        return _authorization(card_bin, card_last4, amount_minor)
+
+    def status(self, key: str, card_bin: str, card_last4: str, amount_minor: int) -> ProviderResult:
+        """What became of the authorization sent under `key`. The caller passes the
+        request again because this provider keeps no durable state of its own."""
+        self._saw("status", key)
+        if (card_bin, card_last4) == UNREACHABLE:
+            return ProviderResult("unknown", "provider_unreachable")
+        return _authorization(card_bin, card_last4, amount_minor)
+
+    def capture(self, key: str, card_bin: str, card_last4: str, amount_minor: int) -> ProviderResult:
+        self._saw("capture", key)
+        if (card_bin, card_last4) == CAPTURE_FAILS:
+            return ProviderResult("declined", "capture_refused")
+        return ProviderResult("approved", fee_minor=fee_minor(amount_minor))
+
+    def void(self, key: str) -> ProviderResult:
+        self._saw("void", key)
+        return APPROVED
+
+    def refund(self, key: str, amount_minor: int) -> ProviderResult:
+        self._saw("refund", key)
+        return APPROVED
+
+
+def _authorization(card_bin: str, card_last4: str, amount_minor: int) -> ProviderResult:
     declined = DECLINED_CARDS.get((card_bin, card_last4))
     if declined:
-        return declined
+        return ProviderResult("declined", declined)
     if amount_minor > AMOUNT_CEILING_MINOR:
-        return "amount_limit_exceeded"
-    return None
+        return ProviderResult("declined", "amount_limit_exceeded")
+    return APPROVED
+
+
+def fee_minor(amount_minor: int) -> int:
+    """The capture fee, rounded down to the minor unit, never more than the amount."""
+    return min(amount_minor, amount_minor * FEE_PER_MILLE // 1000 + FEE_FIXED_MINOR)

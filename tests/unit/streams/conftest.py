@@ -7,7 +7,12 @@ from typing import Any
 
 import pytest
 
+from collections import Counter
+from dataclasses import dataclass, field
+
+from connectors.providers.simulated import APPROVED, ProviderResult
 from schemas.ids import derive_payment_id
+from streams.payments import Saga
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
 MERCHANT = "m_acme"
@@ -91,3 +96,41 @@ class Commands:
 @pytest.fixture(scope="session")
 def cmds() -> Commands:
     return Commands()
+
+
+@dataclass
+class ScriptedProvider:
+    """A provider whose answers the test sets; `journal` counts calls per (operation, key)."""
+
+    name: str = "scripted"
+    authorize_result: ProviderResult = APPROVED
+    status_results: list[ProviderResult] = field(default_factory=lambda: [APPROVED])
+    capture_result: ProviderResult = APPROVED
+    journal: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    def authorize(self, key: str, card_bin: str, card_last4: str, amount_minor: int, currency: str) -> ProviderResult:
+        self.journal["authorize", key] += 1
+        return self.authorize_result
+
+    def status(self, key: str, card_bin: str, card_last4: str, amount_minor: int) -> ProviderResult:
+        self.journal["status", key] += 1
+        return self.status_results[min(self.journal["status", key], len(self.status_results)) - 1]
+
+    def capture(self, key: str, card_bin: str, card_last4: str, amount_minor: int) -> ProviderResult:
+        self.journal["capture", key] += 1
+        return self.capture_result
+
+    def void(self, key: str) -> ProviderResult:
+        self.journal["void", key] += 1
+        return APPROVED
+
+    def refund(self, key: str, amount_minor: int) -> ProviderResult:
+        self.journal["refund", key] += 1
+        return APPROVED
+
+    def calls(self, operation: str) -> int:
+        return sum(n for (op, _), n in self.journal.items() if op == operation)
+
+
+def saga_of(provider: ScriptedProvider | None = None, **kw: Any) -> Saga:
+    return Saga.single(provider or ScriptedProvider(), **kw)

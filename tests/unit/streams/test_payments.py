@@ -11,7 +11,9 @@ import pytest
 
 from schemas.codec import Codec
 from schemas.ids import derive_outcome_id
-from streams.payments import MAX_FOLLOW_UPS, AuthResult, Decision, Payment, Policy, decide
+from connectors.providers.simulated import ProviderResult
+from streams.payments import MAX_FOLLOW_UPS, Decision, Payment, Policy, Saga, decide
+from tests.unit.streams.conftest import ScriptedProvider, saga_of
 
 POLICY = Policy()
 WINDOW = timedelta(days=7)
@@ -19,17 +21,16 @@ MS = timedelta(milliseconds=1)
 OUTCOMES = Codec("PaymentOutcome")
 
 
-def approve(cmd: dict[str, Any]) -> AuthResult:
-    return AuthResult(True)
+DECLINED = ProviderResult("declined", "card_declined")
 
 
-def decline(cmd: dict[str, Any]) -> AuthResult:
-    return AuthResult(False, "card_declined")
+def declining() -> ScriptedProvider:
+    return ScriptedProvider(authorize_result=DECLINED)
 
 
-def apply(payment: Payment | None, cmd: dict[str, Any], authorize=approve, policy: Policy = POLICY) -> Decision:  # type: ignore[no-untyped-def]
+def apply(payment: Payment | None, cmd: dict[str, Any], saga: Saga | None = None, policy: Policy = POLICY) -> Decision:
     """decide() plus what must hold for every decision: one well-formed outcome for the command."""
-    d = decide(payment, cmd, authorize, policy)
+    d = decide(payment, cmd, saga or saga_of(), policy)
     assert d.outcome["command_id"] == cmd["command_id"]
     assert d.outcome["outcome_id"] == derive_outcome_id(cmd["command_id"])
     assert d.outcome["kind"] == cmd["kind"]
@@ -68,7 +69,7 @@ def test_automatic_create_is_captured(cmds) -> None:
     assert amounts(p) == ("captured", 10_000, 10_000, 0)
     assert (p.payment_id, p.merchant_id, p.currency, p.capture_method) == (
         cmds.create()["payment_id"], "m_acme", "USD", "automatic")
-    assert (p.card_bin, p.card_last4, p.version) == ("424242", "4242", 0)
+    assert (p.card_bin, p.card_last4, p.version) == ("424242", "4242", 2)  # authorized, captured
     assert p.created_at_ms == int(cmds.t0.timestamp()) * 1000
     assert d.outcome["status"] == "succeeded"
     assert (d.outcome["payment_status"], d.outcome["captured_minor"], d.outcome["card_last4"]) == ("captured", 10_000, "4242")
@@ -81,26 +82,21 @@ def test_manual_create_is_authorized(cmds) -> None:
 
 
 def test_decline_is_stored_under_the_key_and_replayed(cmds) -> None:
-    calls: list[str] = []
-
-    def counting_decline(cmd: dict[str, Any]) -> AuthResult:
-        calls.append(cmd["command_id"])
-        return decline(cmd)
-
-    d = apply(None, cmds.create(), authorize=counting_decline)
+    provider = declining()
+    d = apply(None, cmds.create(), saga=saga_of(provider))
     assert (d.outcome["status"], d.outcome["reason_code"], d.outcome["payment_status"]) == ("rejected", "card_declined", "declined")
     assert d.changed  # a declined payment exists and its key is taken
     assert amounts(d.payment) == ("declined", 0, 0, 0)
     assert "order-1" in d.payment.idempotency
 
-    retry = apply(d.payment, cmds.create(command_id="cmd-retry", at=cmds.t0 + timedelta(minutes=1)), authorize=counting_decline)
+    retry = apply(d.payment, cmds.create(command_id="cmd-retry", at=cmds.t0 + timedelta(minutes=1)), saga=saga_of(provider))
     assert (retry.outcome["status"], retry.outcome["reason_code"], retry.outcome["payment_status"]) == ("replayed", "card_declined", "declined")
     assert not retry.changed and retry.payment is d.payment
-    assert calls == [cmds.create()["command_id"]]  # the card is never charged again
+    assert provider.calls("authorize") == 1  # the card is never charged again
 
 
 def test_declined_payment_takes_no_follow_ups(cmds) -> None:
-    p = apply(None, cmds.create(capture_method="manual"), authorize=decline).payment
+    p = apply(None, cmds.create(capture_method="manual"), saga=saga_of(declining())).payment
     pid = p.payment_id
     refused(p, cmds.capture(pid, "cap-1"), "payment_declined")
     refused(p, cmds.void(pid, "void-1"), "payment_declined")
@@ -115,7 +111,9 @@ def test_same_key_same_body_is_replayed(cmds) -> None:
     first = apply(None, cmds.create(capture_method="manual"))
     retry_cmd = cmds.create(capture_method="manual", command_id="cmd-retry", at=cmds.t0 + timedelta(hours=1))
 
-    retry = apply(first.payment, retry_cmd, authorize=lambda c: pytest.fail("authorized twice"))
+    provider = ScriptedProvider()
+    retry = apply(first.payment, retry_cmd, saga=saga_of(provider))
+    assert provider.journal == {}, "a replay called the provider"
 
     assert retry.outcome["status"] == "replayed"
     assert not retry.changed and retry.payment is first.payment
@@ -186,7 +184,7 @@ def test_partial_captures_up_to_the_authorized_amount(cmds) -> None:
     p = ok(p, cmds.capture(pid, "cap-3", amount=6_000))
     assert amounts(p) == ("captured", 10_000, 10_000, 0)
     refused(p, cmds.capture(pid, "cap-4", amount=1), "already_captured")
-    assert p.version == 2
+    assert p.version == 3  # authorized, captured, captured
 
 
 def test_capture_without_amount_takes_the_remainder(cmds) -> None:
@@ -329,9 +327,108 @@ def test_stored_state_decides_like_the_live_one(cmds) -> None:
 
 @pytest.mark.parametrize(
     "change",
-    [{"captured_minor": 10_001, "authorized_minor": 10_000}, {"refunded_minor": 1}, {"status": "pending"}],
+    [{"captured_minor": 10_001, "authorized_minor": 10_000}, {"refunded_minor": 1}, {"status": "paid"},
+     {"status": "voided"}, {"released_minor": 10_001}],
 )
 def test_impossible_states_cannot_be_built(cmds, change: dict[str, Any]) -> None:
     p = ok(None, cmds.create(capture_method="manual"))
     with pytest.raises(AssertionError):
         replace(p, **change)
+
+
+# --- the saga: fraud hook, provider keys, unknown outcomes, compensation, events ---
+
+TIMEOUT = ProviderResult("unknown", "provider_timeout")
+
+
+def types(d: Decision) -> list[str]:
+    return [e["type"] for e in d.events]
+
+
+def test_events_carry_what_moved(cmds) -> None:
+    d = apply(None, cmds.create(amount=10_000))
+    assert types(d) == ["authorized", "captured"]
+    assert [(e["amount_minor"], e["version"], e["payment_status"]) for e in d.events] == [
+        (10_000, 1, "authorized"), (10_000, 2, "captured")]
+    assert all(e["command_id"] == cmds.create()["command_id"] and e["card_token"] for e in d.events)
+    p = d.payment
+    d = apply(p, cmds.refund(p.payment_id, "ref-1", amount=300))
+    assert types(d) == ["refunded"] and d.events[0]["amount_minor"] == 300 and d.events[0]["version"] == 3
+
+
+def test_a_retried_command_reuses_its_provider_keys(cmds) -> None:
+    """A redelivery after a crash asks the provider again under the same keys: one charge."""
+    provider = ScriptedProvider()
+    first = apply(None, cmds.create(), saga=saga_of(provider))
+    again = apply(None, cmds.create(), saga=saga_of(provider))
+    assert first.events == again.events
+    assert set(provider.journal.values()) == {2} and len(provider.journal) == 2  # one authorize key, one capture key
+
+
+def test_fraud_decline_never_reaches_the_provider(cmds) -> None:
+    from streams.payments import FraudVerdict
+
+    provider = ScriptedProvider()
+    d = apply(None, cmds.create(), saga=saga_of(provider, fraud=lambda c: FraudVerdict("decline", ("velocity",))))
+    assert (d.outcome["status"], d.outcome["reason_code"], d.payment.status) == ("rejected", "fraud_suspected", "declined")
+    assert provider.journal == {}
+    assert types(d) == ["declined"] and d.payment.fraud_action == "decline"
+
+
+def test_timeout_leaves_the_payment_pending_and_a_status_query_resolves_it(cmds) -> None:
+    provider = ScriptedProvider(authorize_result=TIMEOUT)
+    saga = saga_of(provider)
+    d = apply(None, cmds.create(), saga=saga)
+    assert (d.outcome["status"], d.payment.status, types(d)) == ("succeeded", "pending", ["authorization_pending"])
+    (resolve,) = d.commands
+    assert (resolve["kind"], resolve["payment_id"]) == ("resolve", d.payment.payment_id)
+    # Follow-ups wait for the answer.
+    refused(d.payment, cmds.capture(d.payment.payment_id, "cap-1"), "payment_pending", saga=saga)
+
+    r = apply(d.payment, resolve, saga=saga)
+    assert (r.outcome["status"], r.payment.status, types(r)) == ("succeeded", "captured", ["authorized", "captured"])
+    assert provider.calls("authorize") == 1 and provider.calls("status") == 1  # never a second authorization
+    assert r.payment.provider_ref == d.payment.provider_ref
+    refused(r.payment, resolve, "not_pending", saga=saga)  # a stray resolve changes nothing
+
+
+def test_an_unreachable_provider_is_queried_a_bounded_number_of_times(cmds) -> None:
+    from streams.payments import MAX_RESOLVE_ATTEMPTS
+
+    provider = ScriptedProvider(authorize_result=TIMEOUT, status_results=[ProviderResult("unknown", "provider_unreachable")])
+    saga = saga_of(provider)
+    d = apply(None, cmds.create(), saga=saga)
+    p, queries = d.payment, list(d.commands)
+    while queries:
+        r = apply(p, queries.pop(), saga=saga)
+        p = r.payment
+        queries.extend(r.commands)
+    assert provider.calls("status") == MAX_RESOLVE_ATTEMPTS
+    assert (r.outcome["reason_code"], p.status, p.resolve_attempts) == ("provider_unreachable", "pending", MAX_RESOLVE_ATTEMPTS)
+    assert provider.calls("authorize") == 1
+
+
+def test_a_refused_capture_is_compensated_by_a_void(cmds) -> None:
+    provider = ScriptedProvider(capture_result=ProviderResult("declined", "capture_refused"))
+    d = apply(None, cmds.create(), saga=saga_of(provider))
+    assert (d.outcome["status"], d.outcome["reason_code"], d.payment.status) == ("rejected", "capture_failed", "failed")
+    assert types(d) == ["authorized", "voided"]
+    assert d.events[1]["amount_minor"] == 10_000 and d.payment.hold_minor == 0
+    assert provider.calls("void") == 1
+    refused(d.payment, cmds.capture(d.payment.payment_id, "cap-1"), "payment_failed")
+
+
+def test_expiry_timer_releases_the_rest_of_a_partial_capture(cmds) -> None:
+    from streams.payments import expire_due
+
+    d = apply(None, cmds.create(capture_method="manual"))
+    (timer,) = d.timers
+    assert (timer.kind, timer.due_ms) == ("expire", d.payment.created_at_ms + POLICY.auth_window_ms)
+    p = ok(d.payment, cmds.capture(d.payment.payment_id, "cap-1", amount=4_000))
+
+    e = expire_due(p, timer, saga_of(), POLICY)
+    assert types(e) == ["expired"] and e.events[0]["amount_minor"] == 6_000 and e.outcome is None
+    assert (e.payment.status, e.payment.hold_minor, e.payment.released_minor) == ("partially_captured", 0, 6_000)
+    refused(e.payment, cmds.capture(p.payment_id, "cap-2", amount=1), "authorization_expired")
+    assert expire_due(e.payment, timer, saga_of(), POLICY) is None  # fires once
+    assert expire_due(ok(p, cmds.capture(p.payment_id, "cap-3")), timer, saga_of(), POLICY) is None  # nothing held

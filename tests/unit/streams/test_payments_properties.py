@@ -18,10 +18,14 @@ from hypothesis import strategies as st
 
 from schemas.codec import Codec
 from schemas.ids import derive_outcome_id, derive_payment_id
-from streams.payments import AuthResult, Decision, Payment, Policy, decide
+from connectors.providers.simulated import ProviderResult
+from streams.payments import Decision, Payment, Policy, decide, expire_due
+from streams.timers import Timer
+from tests.unit.streams.conftest import ScriptedProvider, saga_of
 
 POLICY = Policy()
 OUTCOMES = Codec("PaymentOutcome")
+EVENTS = Codec("PaymentEvent")
 MERCHANTS = ("m_acme", "m_globex")
 CREATE_KEYS = ("order-1", "order-2", "order-3")
 FOLLOW_UP_KEYS = ("k1", "k2", "k3", "k4")
@@ -29,9 +33,19 @@ DAY_MS = 24 * 3600 * 1000
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-def authorize(cmd: dict[str, Any]) -> AuthResult:
-    """A deterministic provider: amount 1 is declined, everything else approved."""
-    return AuthResult(False, "card_declined") if cmd["amount_minor"] == 1 else AuthResult(True)
+class Provider(ScriptedProvider):
+    """Deterministic by amount: 1 is declined; 2,500 times out (a status query then
+    finds it approved); a capture of 5,000 is refused; everything else approved."""
+
+    def authorize(self, key: str, card_bin: str, card_last4: str, amount_minor: int, currency: str) -> ProviderResult:
+        super().authorize(key, card_bin, card_last4, amount_minor, currency)
+        if amount_minor == 1:
+            return ProviderResult("declined", "card_declined")
+        return ProviderResult("unknown", "provider_timeout") if amount_minor == 2_500 else ProviderResult("approved")
+
+    def capture(self, key: str, card_bin: str, card_last4: str, amount_minor: int) -> ProviderResult:
+        super().capture(key, card_bin, card_last4, amount_minor)
+        return ProviderResult("declined", "capture_refused") if amount_minor == 5_000 else ProviderResult("approved", fee_minor=3)
 
 
 steps = st.lists(
@@ -43,7 +57,7 @@ steps = st.lists(
             "target": st.integers(0, 100),  # which earlier create a follow-up is about
             "key": st.sampled_from(FOLLOW_UP_KEYS),
             "foreign": st.sampled_from((False,) * 7 + (True,)),  # sent by the other merchant
-            "amount": st.sampled_from((None, 1, 500, 1_000, 2_500, 5_000, 10_000, 12_000)),
+            "amount": st.sampled_from((None, 1, 500, 1_000, 2_500, 5_000, 10_000, 12_000)),  # see Provider
             "currency": st.sampled_from((None, None, None, "USD", "EUR")),
             "capture_method": st.sampled_from(("automatic", "manual")),
             "advance_ms": st.sampled_from((0, 1, 60_000, DAY_MS, 8 * DAY_MS)),
@@ -99,9 +113,13 @@ class Agent:
     """The payments agent's loop without Kafka: dedup table, payments table, outcome
     log; plus, for checking, the request each (payment, key) was first applied with."""
 
+    provider: Provider = field(default_factory=Provider)
     table: dict[str, bytes] = field(default_factory=dict)
     applied: dict[str, dict[str, Any]] = field(default_factory=dict)
     published: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    timers: list[Timer] = field(default_factory=list)
+    watermark_ms: int = 0
     applied_keys: Counter[tuple[str, str]] = field(default_factory=Counter)
     requests: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
@@ -110,15 +128,37 @@ class Agent:
             return  # a redelivery: already answered
         pid = cmd["payment_id"]
         before = Payment.from_json(self.table[pid]) if pid in self.table else None
-        d = decide(before, cmd, authorize, POLICY)
+        d = decide(before, cmd, saga_of(self.provider), POLICY)
         self.check_decision(before, cmd, d)
         if d.changed:
-            self.applied_keys[(pid, cmd["idempotency_key"])] += 1
-            self.requests[(pid, cmd["idempotency_key"])] = request(cmd)
+            if cmd["kind"] != "resolve":
+                self.applied_keys[(pid, cmd["idempotency_key"])] += 1
+                self.requests[(pid, cmd["idempotency_key"])] = request(cmd)
             self.table[pid] = d.payment.to_json()
         self.applied[cmd["command_id"]] = d.outcome
         self.published.append(d.outcome)
+        self.events.extend(d.events)
+        self.timers.extend(d.timers)
         self.check_state()
+        for internal in d.commands:  # the stage reads what it sent itself
+            self.handle(internal)
+        self.watermark_ms = max(self.watermark_ms, ms(cmd))
+        self.fire_timers()
+
+    def fire_timers(self) -> None:
+        due = sorted((t for t in self.timers if t.due_ms <= self.watermark_ms), key=lambda t: t.due_ms)
+        self.timers = [t for t in self.timers if t.due_ms > self.watermark_ms]
+        for timer in due:
+            before = Payment.from_json(self.table[timer.ref])
+            d = expire_due(before, timer, saga_of(self.provider), POLICY)
+            if d is None:
+                continue
+            assert (d.outcome, d.commands, d.timers) == (None, (), ())
+            assert d.payment.hold_minor == 0 and d.payment.released_minor > before.released_minor
+            assert [e["type"] for e in d.events] == ["expired"]
+            self.table[timer.ref] = d.payment.to_json()
+            self.events.extend(d.events)
+            self.check_state()
 
     def payments(self) -> list[Payment]:
         return [Payment.from_json(data) for data in self.table.values()]
@@ -129,6 +169,24 @@ class Agent:
             assert {k for (pid, k) in self.requests if pid == p.payment_id} == set(p.idempotency)
         assert max(self.applied_keys.values(), default=0) <= 1, "an idempotency key was applied twice"
         assert len(self.published) == len(self.applied)
+        self.check_events()
+
+    def check_events(self) -> None:
+        """The events of a payment add up to its amounts, in version order, once each."""
+        assert len({e["event_id"] for e in self.events}) == len(self.events)
+        for p in self.payments():
+            mine = [e for e in self.events if e["payment_id"] == p.payment_id]
+            assert [e["version"] for e in mine] == list(range(1, p.version + 1))
+            total = Counter()
+            for e in mine:
+                EVENTS.encode(e, check=True)
+                total[e["type"]] += e["amount_minor"]
+                assert e["fee_minor"] >= 0 and (e["fee_minor"] == 0 or e["type"] == "captured")
+            assert total["authorized"] == p.authorized_minor
+            assert total["captured"] == p.captured_minor
+            assert total["refunded"] == p.refunded_minor
+            assert total["voided"] + total["expired"] == p.released_minor
+            assert mine[-1]["payment_status"] == p.status
 
     def check_decision(self, before: Payment | None, cmd: dict[str, Any], d: Decision) -> None:
         out = d.outcome
@@ -156,14 +214,21 @@ class Agent:
 def check_transition(before: Payment | None, cmd: dict[str, Any], d: Decision) -> None:
     after, out = d.payment, d.outcome
     assert out["payment_status"] == after.status
+    assert after.version == (before.version if before else 0) + len(d.events)
+    if cmd["kind"] == "resolve":
+        assert before.status == "pending" and out["status"] == "succeeded"
+        assert after.status in ("pending", "captured", "authorized", "failed")
+        return
     assert cmd["idempotency_key"] in after.idempotency
     if cmd["kind"] == "create":
         assert before is None
-        assert out["status"] == "succeeded" or (out["status"], after.status) == ("rejected", "declined")
+        assert (out["status"], after.status) in {
+            ("succeeded", "captured"), ("succeeded", "authorized"), ("succeeded", "pending"),
+            ("rejected", "declined"), ("rejected", "failed")}
         return
     assert out["status"] == "succeeded"
     assert len(after.idempotency) == len(before.idempotency) + 1
-    assert after.version == before.version + 1
+    assert len(d.events) == 1
     assert after.authorized_minor == before.authorized_minor and after.amount_minor == before.amount_minor
     captured = after.captured_minor - before.captured_minor
     refunded = after.refunded_minor - before.refunded_minor
@@ -176,7 +241,9 @@ def check_transition(before: Payment | None, cmd: dict[str, Any], d: Decision) -
         assert refunded == (cmd["amount_minor"] or before.captured_minor - before.refunded_minor) and captured == 0
     else:
         assert (captured, refunded) == (0, 0)
-        assert after.status == {"void": "voided", "expire": "expired"}[cmd["kind"]]
+        assert after.hold_minor == 0 < before.hold_minor
+        expected = "expired" if before.status == "authorized" else before.status
+        assert after.status == {"void": "voided", "expire": expected}[cmd["kind"]]
         if cmd["kind"] == "expire":
             assert window_closed, "expired inside the authorization window"
 
@@ -195,7 +262,10 @@ def test_invariants_hold_after_every_command(cmds, drawn: list[dict[str, Any]]) 
     agent = run(commands)  # checks every step
 
     # Exactly one outcome per command_id, redeliveries included.
-    assert sorted(o["command_id"] for o in agent.published) == sorted({c["command_id"] for c in commands})
+    answered = [o["command_id"] for o in agent.published]
+    assert len(answered) == len(set(answered))
+    # ...and the stage's own status queries are answered like any command.
+    assert {o["command_id"] for o in agent.published if o["kind"] != "resolve"} == {c["command_id"] for c in commands}
 
 
 @settings(max_examples=100, deadline=None)

@@ -82,7 +82,7 @@ def test_out_of_range_numbers_are_refused(env: pytest.MonkeyPatch, name: str, va
 
 def test_every_topic_has_the_same_partition_count(env: pytest.MonkeyPatch) -> None:
     specs = declared_topics(Settings(partitions=12, replication_factor=3))
-    assert len(specs) == 4 + len(TABLES)
+    assert len(specs) == 5 + len(TABLES)
     assert {s.partitions for s in specs} == {12}
     assert {s.replication_factor for s in specs} == {3}
 
@@ -90,12 +90,15 @@ def test_every_topic_has_the_same_partition_count(env: pytest.MonkeyPatch) -> No
 def test_changelogs_are_compacted_and_pipeline_topics_are_not(env: pytest.MonkeyPatch) -> None:
     specs = {s.name: s for s in declared_topics(Settings())}
     changelogs = {changelog_topic("paystream", t) for t in TABLES}
-    assert changelogs == {"paystream-payments-changelog", "paystream-payments-dedup-changelog"}
+    assert changelogs == {"paystream-payments-changelog", "paystream-payments-dedup-changelog",
+                          "paystream-payments-timers-changelog"}
     assert changelogs <= set(specs)
     for name, spec in specs.items():
         assert spec.compacted == (name in changelogs), name
         assert spec.config()["cleanup.policy"] == ("compact" if name in changelogs else "delete")
-        if name not in changelogs:
+        if name == "payment-events":
+            assert spec.retention_ms == -1  # the event store keeps everything
+        elif name not in changelogs:
             assert spec.retention_ms is not None and spec.retention_ms > 0
 
 
@@ -124,5 +127,5 @@ def test_the_app_uses_only_declared_topics(env: pytest.MonkeyPatch, tmp_path: Pa
     assert {names.commands, names.validated} <= read <= declared
     assert changelogs == {changelog_topic(s.app_id, t) for t in TABLES}
     assert changelogs <= declared
-    assert declared - read - changelogs <= {names.outcomes, names.dlq}  # written only
+    assert declared - read - changelogs <= {names.outcomes, names.dlq, names.events}  # written only
     assert {table.partitions for table in app.tables.values()} == {6}

@@ -1,0 +1,129 @@
+"""The payments stage for one message, as plain values: what to write and what to send.
+
+`handle` is everything the payments agent does between decoding a message and
+emitting its effects, over read-only views of the three tables, so it is tested
+without Kafka. Per message, in order:
+  1. dedup by command_id: the same bytes again are skipped (a redelivery); other
+     bytes under a command_id already answered are dead-lettered, never dropped;
+  2. decide (streams/payments.py): the outcome, the payment, its events, the
+     commands the stage sends itself, its timers;
+  3. advance the partition's event-time watermark and fire what is due: expiries
+     of uncaptured authorizations, and the eviction of dedup records older than the
+     idempotency retention (the bounded sweep).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from streams.outcomes import rejection
+from streams.payments import Decision, Payment, Policy, Saga, decide, event_ms, expire_due
+from streams.timers import Timer, TimerStore
+
+Get = Callable[[bytes], bytes | None]
+
+# Table names as the agent maps them to Faust tables.
+PAYMENTS, DEDUP, TIMERS = "payments", "dedup", "timers"
+# Output streams as the agent maps them to topics.
+OUTCOMES, EVENTS, SELF = "outcomes", "events", "self"
+
+
+@dataclass(frozen=True)
+class Tables:
+    payments: Get
+    dedup: Get
+    timers: Get
+
+
+@dataclass
+class Effects:
+    skipped: bool = False  # a redelivery: nothing to write or send
+    reused_command_id: bool = False  # dead-letter the message instead
+    writes: list[tuple[str, bytes, bytes | None]] = field(default_factory=list)  # (table, key, value or None)
+    records: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (stream, record)
+    fired: list[Timer] = field(default_factory=list)
+
+    def send(self, stream: str, records: tuple[dict[str, Any], ...] | list[dict[str, Any]]) -> None:
+        self.records.extend((stream, r) for r in records)
+
+
+def dedup_key(partition: int, command_id: str) -> bytes:
+    return f"{partition}/{command_id}".encode()
+
+
+def message_digest(raw: bytes) -> bytes:
+    return hashlib.sha256(raw).hexdigest()[:32].encode()
+
+
+def apply_command(cmd: dict[str, Any], payment: Payment | None, saga: Saga, policy: Policy) -> Decision:
+    """The decision for one validated command, given its payment's state."""
+    if cmd["rejection_reason"] is not None:
+        outcome = rejection(cmd, cmd["rejection_reason"], cmd["rejection_detail"] or "", payment_id=cmd["payment_id"])
+        return Decision(payment, outcome, changed=False)
+    return decide(payment, cmd, saga, policy)
+
+
+def handle(
+    cmd: dict[str, Any],
+    raw: bytes,
+    partition: int,
+    record_ts_ms: int,
+    tables: Tables,
+    saga: Saga,
+    policy: Policy,
+    retention: timedelta,
+) -> Effects:
+    effects = Effects()
+    key = dedup_key(partition, cmd["command_id"])
+    digest = message_digest(raw)
+    seen = tables.dedup(key)
+    if seen is not None:
+        effects.skipped = seen == digest
+        effects.reused_command_id = not effects.skipped
+        return effects
+
+    payments: dict[bytes, Payment] = {}  # this message's payment changes, read back by timers
+
+    def load(pid: bytes) -> Payment | None:
+        if pid in payments:
+            return payments[pid]
+        raw_payment = tables.payments(pid)
+        return Payment.from_json(raw_payment) if raw_payment is not None else None
+
+    pid = cmd["payment_id"].encode() if cmd["payment_id"] else None
+    decision = apply_command(cmd, load(pid) if pid else None, saga, policy)
+    assert decision.outcome is not None
+    effects.send(OUTCOMES, [decision.outcome])
+    if decision.changed:
+        assert pid is not None and decision.payment is not None
+        payments[pid] = decision.payment
+    effects.send(EVENTS, decision.events)
+    effects.send(SELF, decision.commands)
+
+    timers = TimerStore(tables.timers, partition)
+    at_ms = event_ms(cmd["occurred_at"])
+    effects.writes.append((DEDUP, key, digest))
+    timers.push(Timer("forget", at_ms + retention // timedelta(milliseconds=1), key.decode()))
+    for timer in decision.timers:
+        timers.push(timer)
+    watermark_ms = timers.advance(at_ms, record_ts_ms)
+
+    for timer in timers.pop_due("forget", watermark_ms):
+        effects.fired.append(timer)
+        effects.writes.append((DEDUP, timer.ref.encode(), None))
+    for timer in timers.pop_due("expire", watermark_ms):
+        effects.fired.append(timer)
+        payment = load(timer.ref.encode())
+        expiry = expire_due(payment, timer, saga, policy) if payment is not None else None
+        if expiry is not None:
+            assert expiry.payment is not None
+            payments[timer.ref.encode()] = expiry.payment
+            effects.send(EVENTS, expiry.events)
+
+    effects.writes.extend((PAYMENTS, k, p.to_json()) for k, p in payments.items())
+    effects.writes.extend((TIMERS, k, v) for k, v in timers.pending.items())
+    return effects

@@ -1,0 +1,97 @@
+"""The payments stage per message over plain dicts: dedup, reuse, the sweep, expiry."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from schemas.codec import Codec
+from streams.payments import Policy
+from streams.payments_stage import DEDUP, EVENTS, OUTCOMES, PAYMENTS, TIMERS, Effects, Tables, dedup_key, handle
+from tests.unit.streams.conftest import saga_of
+
+VALIDATED = Codec("ValidatedCommand")
+RETENTION = timedelta(hours=24)
+POLICY = Policy()
+
+
+class Stage:
+    """Three dicts as the tables, applying each message's writes like the emitter."""
+
+    def __init__(self, partition: int = 0) -> None:
+        self.partition = partition
+        self.tables: dict[str, dict[bytes, bytes]] = {PAYMENTS: {}, DEDUP: {}, TIMERS: {}}
+        self.saga = saga_of()
+
+    def send(self, cmd: dict[str, Any], raw: bytes | None = None) -> Effects:
+        raw = raw if raw is not None else VALIDATED.encode(cmd)
+        ts_ms = int(cmd["occurred_at"].timestamp() * 1000)
+        t = self.tables
+        effects = handle(cmd, raw, self.partition, ts_ms, Tables(t[PAYMENTS].get, t[DEDUP].get, t[TIMERS].get),
+                         self.saga, POLICY, RETENTION)
+        for table, key, value in effects.writes:
+            if value is None:
+                t[table].pop(key, None)
+            else:
+                t[table][key] = value
+        return effects
+
+
+def streams_of(e: Effects) -> list[str]:
+    return [s for s, _ in e.records]
+
+
+def test_a_redelivery_is_skipped_and_a_reused_command_id_is_flagged(cmds) -> None:
+    stage = Stage()
+    first = stage.send(cmds.create())
+    assert streams_of(first) == [OUTCOMES, EVENTS, EVENTS]
+    again = stage.send(cmds.create())
+    assert again.skipped and not again.writes and not again.records
+    other = cmds.create(amount=5)  # same command_id, other bytes
+    reused = stage.send(other)
+    assert reused.reused_command_id and not reused.skipped and not reused.records
+
+
+def test_dedup_records_are_swept_after_the_retention(cmds) -> None:
+    stage = Stage()
+    stage.send(cmds.create("order-1"))
+    key = dedup_key(0, cmds.create("order-1")["command_id"])
+    assert key in stage.tables[DEDUP]
+    stage.send(cmds.create("order-2", at=cmds.t0 + RETENTION - timedelta(milliseconds=1)))
+    assert key in stage.tables[DEDUP]  # kept at least the retention
+    late = stage.send(cmds.create("order-3", at=cmds.t0 + RETENTION))
+    assert key not in stage.tables[DEDUP]
+    assert [t.kind for t in late.fired] == ["forget"]
+    # After the sweep a redelivery of the first create is answered from the payment's key record.
+    replay = stage.send(cmds.create("order-1", at=cmds.t0 + RETENTION))
+    assert replay.records[0][1]["status"] == "replayed"
+
+
+def test_an_authorization_expires_when_the_partition_reaches_its_window(cmds) -> None:
+    stage = Stage()
+    stage.send(cmds.create("order-1", capture_method="manual"))
+    pid = cmds.create("order-1")["payment_id"].encode()
+    stage.send(cmds.create("order-2", at=cmds.t0 + POLICY.auth_window - timedelta(milliseconds=1)))
+    assert b'"status":"authorized"' in stage.tables[PAYMENTS][pid]
+
+    effects = stage.send(cmds.create("order-3", at=cmds.t0 + POLICY.auth_window))
+    expired = [r for s, r in effects.records if s == EVENTS and r["type"] == "expired"]
+    assert [(e["payment_id"], e["amount_minor"], e["command_id"]) for e in expired] == [(pid.decode(), 10_000, None)]
+    assert b'"status":"expired"' in stage.tables[PAYMENTS][pid]
+    # The merchant's own expire after that is refused, nothing twice.
+    late = stage.send(cmds.expire(pid.decode(), "exp-1", at=cmds.t0 + POLICY.auth_window))
+    assert late.records[0][1]["reason_code"] == "not_expirable"
+
+
+def test_a_resolve_is_sent_to_the_stage_itself(cmds) -> None:
+    from connectors.providers.simulated import ProviderResult
+    from streams.payments_stage import SELF
+    from tests.unit.streams.conftest import ScriptedProvider
+
+    stage = Stage()
+    stage.saga = saga_of(ScriptedProvider(authorize_result=ProviderResult("unknown", "provider_timeout")))
+    effects = stage.send(cmds.create())
+    (resolve,) = [r for s, r in effects.records if s == SELF]
+    VALIDATED.encode(resolve, check=True)
+    resolved = stage.send(resolve)
+    assert [r["type"] for s, r in resolved.records if s == EVENTS] == ["authorized", "captured"]
