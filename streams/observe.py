@@ -1,4 +1,5 @@
-"""Reading the pipeline's answers back: outcomes and dead letters, read_committed.
+"""Reading the pipeline's answers back: outcomes, dead letters and payment events,
+read_committed.
 
 An `Observer` snapshots the end offsets when it is made, so it sees exactly what
 the pipeline commits afterwards: what a test or the demo caused.
@@ -19,6 +20,7 @@ from streams.topics import topic_names
 
 OUTCOME_CODEC = Codec("PaymentOutcome")
 DLQ_CODEC = Codec("DeadLetter")
+EVENT_CODEC = Codec("PaymentEvent")
 MAX_BATCH = 1000
 # No new answer for this long while some are missing counts as a stalled worker.
 # Faust sometimes stops one partition after a crash-restart (docs/decisions.md).
@@ -28,15 +30,16 @@ STALL_S = 45.0
 class Observer:
     def __init__(self, settings: Settings, *, from_beginning: bool = False) -> None:
         names = topic_names(settings)
-        self.outcomes_topic, self.dlq_topic = names.outcomes, names.dlq
+        self.outcomes_topic, self.dlq_topic, self.events_topic = names.outcomes, names.dlq, names.events
         self.consumer: Consumer = committed_reader(settings.kafka_bootstrap, [])
         assignment = []
-        for topic in (names.outcomes, names.dlq):
+        for topic in (names.outcomes, names.dlq, names.events):
             for p, high in end_offsets(self.consumer, topic, settings.partitions).items():
                 assignment.append(TopicPartition(topic, p, 0 if from_beginning else high))
         self.consumer.assign(assignment)
         self.outcomes: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.dead_letters: list[dict[str, Any]] = []
+        self.events: dict[str, list[dict[str, Any]]] = defaultdict(list)  # by payment_id, in log order
         self.undecodable = 0
 
     def poll(self, timeout_s: float = POLL_TIMEOUT_S) -> int:
@@ -49,6 +52,9 @@ class Observer:
                 if msg.topic() == self.outcomes_topic:
                     o = OUTCOME_CODEC.decode(msg.value())
                     self.outcomes[o["command_id"]].append(o)
+                elif msg.topic() == self.events_topic:
+                    e = EVENT_CODEC.decode(msg.value())
+                    self.events[e["payment_id"]].append(e)
                 else:
                     self.dead_letters.append(DLQ_CODEC.decode(msg.value()))
             except DecodeError:
@@ -76,6 +82,15 @@ class Observer:
                 on_stall()
                 last_change = time.monotonic()
         return False
+
+    def wait_until(self, done, timeout_s: float) -> bool:  # type: ignore[no-untyped-def]
+        """Poll until `done()` holds or the deadline passes; True if it held."""
+        deadline = time.monotonic() + timeout_s
+        while not done():
+            if time.monotonic() >= deadline:
+                return False
+            self.poll()
+        return True
 
     def close(self) -> None:
         self.consumer.close()

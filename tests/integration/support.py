@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from connectors.kafka import admin
 from schemas.ids import derive_payment_id
@@ -74,7 +74,9 @@ class Pipeline:
     worker: WorkerProcess
 
 
-def run(pipeline: Pipeline, items: list, dead_letters: int = 0) -> Observer:
+def run(pipeline: Pipeline, items: list, dead_letters: int = 0, settled: Callable[[Observer], bool] | None = None) -> Observer:
+    """Publish, wait for every command's outcome and the dead letters, then (if given)
+    until `settled(observer)` holds, e.g. until the payment events of a saga arrived."""
     observer = Observer(pipeline.settings)
     publish_commands(pipeline.settings, items)
     ids = {i["command_id"] for i in items if isinstance(i, dict)}
@@ -83,5 +85,7 @@ def run(pipeline: Pipeline, items: list, dead_letters: int = 0) -> Observer:
         f"{len(ids) - sum(1 for c in ids if c in observer.outcomes)} commands without outcome, "
         f"{len(observer.dead_letters)}/{dead_letters} dead letters"
     )
+    if settled is not None:
+        assert observer.wait_until(lambda: settled(observer), WAIT_S), "the payment events did not settle"
     observer.close()
     return observer

@@ -106,3 +106,43 @@ def test_invalid_input_is_answered_and_never_stalls(pipeline: Pipeline) -> None:
     seen = run(pipeline, [bad_card, bad_ccy, zero, good])
     reasons = [seen.outcomes[c["command_id"]][0]["reason_code"] for c in (bad_card, bad_ccy, zero, good)]
     assert reasons == ["invalid_card_number", "invalid_currency", "invalid_amount", None]
+
+
+def card(number: str) -> dict:
+    return {"number": number, "exp_month": 12, "exp_year": 2030, "cvc": "123"}
+
+
+def test_saga_paths_and_their_payment_events(pipeline: Pipeline) -> None:
+    """A lost authorization response is resolved by a status query (one authorization);
+    a refused capture is compensated by a void; events add up to the amounts."""
+    m = f"m_{uuid.uuid4().hex[:6]}"
+    lost = create(m, "lost", amount=900, capture_method="automatic", card=card("4000000000000119"))
+    refused = create(m, "refused", amount=800, capture_method="automatic", card=card("4000000000000341"))
+    down = create(m, "down", amount=700, card=card("4000000000003055"))
+    plain = create(m, "plain", amount=1000)
+    cap = follow_up("capture", m, plain["payment_id"], "plain-cap", 400)
+    ref = follow_up("refund", m, plain["payment_id"], "plain-ref", 100)
+    terminal = {lost["payment_id"]: "captured", refused["payment_id"]: "voided", plain["payment_id"]: "refunded"}
+
+    def settled(o) -> bool:  # type: ignore[no-untyped-def]
+        return all(any(e["type"] == t for e in o.events[pid]) for pid, t in terminal.items())
+
+    seen = run(pipeline, [lost, refused, down, plain, cap, ref], settled=settled)
+
+    def answer(c: dict) -> tuple:
+        o = seen.outcomes[c["command_id"]][0]
+        return o["status"], o["reason_code"], o["payment_status"]
+
+    assert answer(lost) == ("succeeded", None, "pending")
+    assert answer(refused) == ("rejected", "capture_failed", "failed")
+    assert answer(down) == ("succeeded", None, "pending")
+    types = {pid: [e["type"] for e in seen.events[pid]] for pid in (*terminal, down["payment_id"])}
+    assert types[lost["payment_id"]] == ["authorization_pending", "authorized", "captured"]
+    assert types[refused["payment_id"]] == ["authorized", "voided"]
+    assert types[plain["payment_id"]] == ["authorized", "captured", "refunded"]
+    assert types[down["payment_id"]] == ["authorization_pending"]  # left to ops after bounded queries
+    for pid in types:
+        versions = [e["version"] for e in seen.events[pid]]
+        assert versions == list(range(1, len(versions) + 1)), pid  # once each, in order
+    amounts = [(e["type"], e["amount_minor"], e["fee_minor"]) for e in seen.events[plain["payment_id"]]]
+    assert amounts == [("authorized", 1000, 0), ("captured", 400, 41), ("refunded", 100, 0)]

@@ -44,4 +44,7 @@ def test_kill_9_mid_batch_then_restart_gives_exactly_one_outcome_each(bootstrap:
         warnings.warn(f"the restarted worker stalled and was restarted {worker.restarts} more time(s)")
     duplicated = {c: o for c, o in observer.outcomes.items() if len(o) > 1}
     assert not duplicated, f"{len(duplicated)} commands answered twice"
+    # The ledger's input too: one authorization event per payment, none doubled or lost.
+    events = {c["payment_id"]: [(e["type"], e["version"]) for e in observer.events[c["payment_id"]]] for c in commands}
+    assert {tuple(v) for v in events.values()} == {(("authorized", 1),)}
     assert sum(1 for c in commands if observer.outcomes[c["command_id"]][0]["status"] == "succeeded") == len(commands)
