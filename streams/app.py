@@ -32,6 +32,8 @@ from streams import metrics, topics
 from streams.eos import Emitter, Record, StateWrite
 from streams.ingest import DeadLetter, Forward, Limits, Source, dead_letter, ingest
 from streams.payments import Policy, Saga
+from schemas.partitioning import partition_for
+from streams import keys as key_stage
 from streams.payments_stage import DEDUP, EVENTS, OUTCOMES, PAYMENTS, SELF, TIMERS, Tables, handle
 from streams.settings import Settings
 
@@ -86,7 +88,8 @@ def build_app(settings: Settings) -> faust.App:
         return app.topic(name, key_type=bytes, value_type=bytes, partitions=n)
 
     names = topics.topic_names(settings)
-    commands, validated = topic(names.commands), topic(names.validated)
+    commands, keyed, validated = topic(names.commands), topic(names.keyed), topic(names.validated)
+    key_table = app.Table("keys", partitions=n, key_type=bytes, value_type=bytes)
     payments = app.Table("payments", partitions=n, key_type=bytes, value_type=bytes)
     applied = app.Table("payments-dedup", partitions=n, key_type=bytes, value_type=bytes)
     timer_table = app.Table("payments-timers", partitions=n, key_type=bytes, value_type=bytes)
@@ -115,7 +118,25 @@ def build_app(settings: Settings) -> faust.App:
                 await to_dlq(event, result)
                 continue
             assert isinstance(result, Forward)
-            await emitter.emit(event, (), [Record(names.validated, result.key, VALIDATED_CODEC.encode(result.command))])
+            key = key_stage.routing_key(result.command)
+            record = Record(names.keyed, key, VALIDATED_CODEC.encode(result.command), partition_for(key, n))
+            await emitter.emit(event, (), [record])
+
+    @app.agent(keyed, name="keys")
+    async def keys_agent(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            try:
+                cmd = VALIDATED_CODEC.decode(event.value)
+            except DecodeError as e:
+                await to_dlq(event, dead_letter("keys", e.reason, e.detail, event.value, source_of(event)))
+                continue
+            m = event.message
+            effects = key_stage.handle(cmd, m.partition, int(m.timestamp * 1000), key_table.data.get, retention)
+            out = Forward(effects.command)
+            record = Record(names.validated, out.key, VALIDATED_CODEC.encode(out.command), partition_for(out.key, n))
+            await emitter.emit(event, [StateWrite(key_table, k, v) for k, v in effects.writes], [record])
+            for timer in effects.fired:
+                metrics.TIMERS_FIRED.labels(kind=f"keys-{timer.kind}").inc()
 
     @app.agent(validated, name="payments")
     async def payments_agent(stream: faust.StreamT) -> None:

@@ -38,6 +38,7 @@ class Record:
     topic: str
     key: bytes | None
     value: bytes
+    partition: int | None = None  # None: the source partition (same key, same partition count)
 
 
 # Faust's commit holds the same lock, with no bound of its own: a commit that never
@@ -91,7 +92,8 @@ class Emitter:
             os._exit(EXIT_STALLED)
         try:
             for r in (*changelog, *records):
-                await txn_producer.send(r.topic, value=r.value, key=r.key, partition=partition)
+                target = partition if r.partition is None else r.partition
+                await txn_producer.send(r.topic, value=r.value, key=r.key, partition=target)
         finally:
             lock.release()
 

@@ -1,8 +1,14 @@
 """Every topic of the topology, declared in one place.
 
-All pipeline topics share one partition count: a stage writes to the same
-partition number it read from, inside that source partition's transaction
-(streams/eos.py), so every output topic needs at least as many partitions.
+All pipeline topics share one partition count: a stage writes its changelogs and
+same-keyed outputs to the partition number it read from, inside that source
+partition's transaction (streams/eos.py). The one re-keying hop, commands keyed by
+merchant for the keys stage and back by payment_id, names its target partition
+with the producers' partitioner (schemas/partitioning.py).
+
+  payment-commands (by payment_id) -> ingest -> payment-commands-keyed (by merchant)
+  -> keys -> payment-commands-validated (by payment_id) -> payments
+  -> payment-outcomes, payment-events (by payment_id), payment-dlq
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from connectors.kafka.admin import TopicSpec
 from streams.settings import Settings
 
 # Faust names a table's changelog "<app id>-<table>-changelog".
-TABLES = ("payments", "payments-dedup", "payments-timers")
+TABLES = ("payments", "payments-dedup", "payments-timers", "keys")
 
 _DAY_MS = 24 * 3600 * 1000
 
@@ -21,6 +27,7 @@ _DAY_MS = 24 * 3600 * 1000
 @dataclass(frozen=True)
 class TopicNames:
     commands: str
+    keyed: str
     validated: str
     outcomes: str
     dlq: str
@@ -29,7 +36,7 @@ class TopicNames:
 
 def topic_names(settings: Settings) -> TopicNames:
     prefix = f"{settings.namespace}." if settings.namespace else ""
-    names = ("payment-commands", "payment-commands-validated", "payment-outcomes", "payment-dlq", "payment-events")
+    names = ("payment-commands", "payment-commands-keyed", "payment-commands-validated", "payment-outcomes", "payment-dlq", "payment-events")
     return TopicNames(*(prefix + n for n in names))
 
 
@@ -41,7 +48,7 @@ def declared_topics(settings: Settings) -> list[TopicSpec]:
     n, rf = settings.partitions, settings.replication_factor
     names = topic_names(settings)
     # payment-events is the event store: kept forever, never compacted.
-    retention_ms = {names.commands: 7 * _DAY_MS, names.validated: 7 * _DAY_MS, names.outcomes: 30 * _DAY_MS,
+    retention_ms = {names.commands: 7 * _DAY_MS, names.keyed: 7 * _DAY_MS, names.validated: 7 * _DAY_MS, names.outcomes: 30 * _DAY_MS,
                     names.dlq: 30 * _DAY_MS, names.events: -1}
     pipeline = [TopicSpec(name, n, rf, retention_ms=retention_ms[name]) for name in astuple(names)]
     changelogs = [TopicSpec(changelog_topic(settings.app_id, t), n, rf, compacted=True) for t in TABLES]

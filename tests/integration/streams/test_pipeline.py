@@ -146,3 +146,18 @@ def test_saga_paths_and_their_payment_events(pipeline: Pipeline) -> None:
         assert versions == list(range(1, len(versions) + 1)), pid  # once each, in order
     amounts = [(e["type"], e["amount_minor"], e["fee_minor"]) for e in seen.events[plain["payment_id"]]]
     assert amounts == [("authorized", 1000, 0), ("captured", 400, 41), ("refunded", 100, 0)]
+
+
+def test_an_idempotency_key_is_the_merchants_across_payments(pipeline: Pipeline) -> None:
+    m = f"m_{uuid.uuid4().hex[:6]}"
+    a, b = create(m, "ka", amount=1000), create(m, "kb", amount=1000)
+    cap_a = follow_up("capture", m, a["payment_id"], "shared-key", 100)
+    cap_b = follow_up("capture", m, b["payment_id"], "shared-key", 100)  # same key, other payment
+    other = create(f"{m}x", "shared-key")  # another merchant's key space
+    # Two rounds: commands of different payments have no order between them.
+    first = run(pipeline, [a, b, cap_a])
+    seen = run(pipeline, [cap_b, other])
+    answer = {n: o.outcomes[c["command_id"]][0] for n, c, o in (("a", cap_a, first), ("b", cap_b, seen), ("other", other, seen))}
+    assert (answer["a"]["status"], answer["a"]["payment_status"]) == ("succeeded", "partially_captured")
+    assert (answer["b"]["status"], answer["b"]["reason_code"]) == ("rejected", "idempotency_conflict")
+    assert answer["other"]["status"] == "succeeded"

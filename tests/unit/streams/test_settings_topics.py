@@ -82,7 +82,7 @@ def test_out_of_range_numbers_are_refused(env: pytest.MonkeyPatch, name: str, va
 
 def test_every_topic_has_the_same_partition_count(env: pytest.MonkeyPatch) -> None:
     specs = declared_topics(Settings(partitions=12, replication_factor=3))
-    assert len(specs) == 5 + len(TABLES)
+    assert len(specs) == 6 + len(TABLES)
     assert {s.partitions for s in specs} == {12}
     assert {s.replication_factor for s in specs} == {3}
 
@@ -91,7 +91,7 @@ def test_changelogs_are_compacted_and_pipeline_topics_are_not(env: pytest.Monkey
     specs = {s.name: s for s in declared_topics(Settings())}
     changelogs = {changelog_topic("paystream", t) for t in TABLES}
     assert changelogs == {"paystream-payments-changelog", "paystream-payments-dedup-changelog",
-                          "paystream-payments-timers-changelog"}
+                          "paystream-payments-timers-changelog", "paystream-keys-changelog"}
     assert changelogs <= set(specs)
     for name, spec in specs.items():
         assert spec.compacted == (name in changelogs), name
@@ -124,7 +124,7 @@ def test_the_app_uses_only_declared_topics(env: pytest.MonkeyPatch, tmp_path: Pa
 
     read = {agent.channel.get_topic_name() for agent in app.agents.values()}
     changelogs = {table.changelog_topic.get_topic_name() for table in app.tables.values()}
-    assert {names.commands, names.validated} <= read <= declared
+    assert {names.commands, names.keyed, names.validated} <= read <= declared
     assert changelogs == {changelog_topic(s.app_id, t) for t in TABLES}
     assert changelogs <= declared
     assert declared - read - changelogs <= {names.outcomes, names.dlq, names.events}  # written only

@@ -1,0 +1,75 @@
+"""Idempotency keys per merchant across payments: claims, conflicts, the sweep."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from streams.keys import KeyEffects, claim_key, handle, routing_key
+
+RETENTION = timedelta(hours=24)
+
+
+class KeyStage:
+    def __init__(self, partition: int = 5) -> None:
+        self.partition = partition
+        self.table: dict[bytes, bytes] = {}
+
+    def send(self, cmd: dict[str, Any]) -> KeyEffects:
+        effects = handle(cmd, self.partition, int(cmd["occurred_at"].timestamp() * 1000), self.table.get, RETENTION)
+        for k, v in effects.writes:
+            if v is None:
+                self.table.pop(k, None)
+            else:
+                self.table[k] = v
+        return effects
+
+
+def test_a_key_is_claimed_by_its_first_payment(cmds) -> None:
+    stage = KeyStage()
+    a = cmds.create("order-1")
+    assert stage.send(a).command is a
+    assert claim_key(5, "m_acme", "order-1") in stage.table
+    # The same payment again (a retry, or the same key on a follow-up of it) passes:
+    # the payment itself answers with a replay or a conflict.
+    assert stage.send(cmds.create("order-1", amount=1)).command["rejection_reason"] is None
+    assert stage.send(cmds.capture(a["payment_id"], "order-1")).command["rejection_reason"] is None
+
+
+def test_the_same_key_on_another_payment_of_the_merchant_is_a_conflict(cmds) -> None:
+    stage = KeyStage()
+    a, b = cmds.create("order-1"), cmds.create("order-2")
+    stage.send(a)
+    stage.send(b)
+    out = stage.send(cmds.capture(b["payment_id"], "order-1")).command
+    assert (out["rejection_reason"], out["payment_id"]) == ("idempotency_conflict", b["payment_id"])
+    cap = cmds.capture(a["payment_id"], "cap-1")
+    stage.send(cap)
+    assert stage.send(cmds.refund(b["payment_id"], "cap-1")).command["rejection_reason"] == "idempotency_conflict"
+    # Another merchant's keys are its own.
+    assert stage.send(cmds.create("order-1", merchant="m_globex")).command["rejection_reason"] is None
+
+
+def test_a_refused_command_claims_nothing(cmds) -> None:
+    stage = KeyStage()
+    bad = cmds.create("order-1") | {"rejection_reason": "invalid_amount", "rejection_detail": "amount <= 0"}
+    assert stage.send(bad).command is bad
+    assert claim_key(5, "m_acme", "order-1") not in stage.table
+    assert stage.send(cmds.create("order-1")).command["rejection_reason"] is None
+
+
+def test_claims_are_swept_after_the_retention_then_the_key_is_free(cmds) -> None:
+    stage = KeyStage()
+    a, b = cmds.create("order-1"), cmds.create("order-2")
+    stage.send(a)
+    later = cmds.t0 + RETENTION
+    stage.send(cmds.create("order-3", at=later - timedelta(milliseconds=1)))
+    assert claim_key(5, "m_acme", "order-1") in stage.table
+    swept = stage.send(cmds.create("order-4", at=later))
+    assert [t.ref for t in swept.fired] == [claim_key(5, "m_acme", "order-1").decode()]
+    assert stage.send(cmds.capture(b["payment_id"], "order-1", at=later)).command["rejection_reason"] is None
+
+
+def test_commands_travel_by_merchant(cmds) -> None:
+    assert routing_key(cmds.create()) == b"m_acme"
+    assert routing_key(cmds.create(merchant="") | {"command_id": "c1"}) == b"c1"
