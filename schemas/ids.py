@@ -23,3 +23,13 @@ def derive_outcome_id(command_id: str) -> str:
 
 def derive_dlq_id(topic: str, partition: int, offset: int) -> str:
     return _derive("dlq_", topic, str(partition), str(offset))
+
+
+def derive_entry_id(event_id: str) -> str:
+    """The journal entry of a payment event: a redelivered event yields the same id."""
+    return _derive("je_", event_id)
+
+
+def derive_reversal_id(entry_id: str, correction_id: str) -> str:
+    """The entry reversing `entry_id` for one correction (several corrections, several ids)."""
+    return _derive("jr_", entry_id, correction_id)
