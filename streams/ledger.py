@@ -22,6 +22,7 @@ from typing import Any
 from schemas.ids import derive_entry_id, derive_reversal_id
 from schemas.money import is_currency
 from schemas.partitioning import partition_for
+from streams.fx import FxRate, convert, parse_rate
 
 MERCHANT_ACCOUNTS = ("holds", "pending", "available")
 HOUSE_ACCOUNTS = ("holds", "clearing", "fees", "settlement", "fx")
@@ -90,6 +91,7 @@ class FxApplied:
     quote_currency: str
     rate: str  # decimal string, quote major units per base major unit
     rate_as_of_ms: int
+    rate_source: str
     source_minor: int
     target_minor: int
     residual: str  # exact converted value - target_minor, in target minor units
@@ -149,11 +151,11 @@ def entry_problem(lines: tuple[Line, ...]) -> str | None:
 
 @dataclass(frozen=True)
 class SettlementTerms:
-    """How a merchant is paid: in `currency`, converted at `rate` when it differs
-    from the payment's currency (an `streams.fx.FxRate` from payment to settlement currency)."""
+    """How a merchant is paid: in `currency`, converted at `rate` (payment
+    currency -> settlement currency) when the two differ."""
 
     currency: str
-    rate: Any = None
+    rate: FxRate | None = None
 
 
 def post(event: Mapping[str, Any], *, shard: int, settlement: SettlementTerms | None = None) -> JournalEntry | None:
@@ -216,7 +218,28 @@ def _settle(event, settlement, currency, amount, move, m, h) -> FxApplied | None
     if settlement.currency == currency:
         move(m("pending"), m("available"), amount)
         return None
-    raise PostingError("fx_not_supported", f"settling {currency} in {settlement.currency}")
+    rate = settlement.rate
+    if rate is None:
+        raise PostingError("missing_fx_rate", f"settling {currency} in {settlement.currency} needs a rate")
+    if (rate.base_currency, rate.quote_currency) != (currency, settlement.currency):
+        raise PostingError("rate_pair_mismatch", f"{rate.key} for {currency}/{settlement.currency}")
+    conv = convert(amount, rate)
+    if conv.target_minor > MAX_AMOUNT_MINOR:
+        raise PostingError("amount_too_large", f"{amount} {currency} is {conv.target_minor} {settlement.currency}")
+    # Each currency balances on its own: the FX desk takes the payment currency
+    # from the merchant and gives the settlement currency, rounded HALF_EVEN.
+    move(m("pending"), h("fx"), amount)
+    move(h("fx"), m("available"), conv.target_minor, settlement.currency)
+    return FxApplied(
+        base_currency=rate.base_currency,
+        quote_currency=rate.quote_currency,
+        rate=rate.rate_text,
+        rate_as_of_ms=to_ms(rate.as_of),
+        rate_source=rate.source,
+        source_minor=conv.source_minor,
+        target_minor=conv.target_minor,
+        residual=format(conv.residual, "f"),
+    )
 
 
 def _checked(event: Mapping[str, Any]) -> tuple[str, str, str, int, int]:
@@ -292,7 +315,9 @@ def add_into(balances: Balances, entry: JournalEntry) -> None:
             balances.pop(key, None)
 
 
-def apply_once(balances: Mapping[tuple[str, str], int], applied: Container[str], entry: JournalEntry) -> tuple[Balances | Mapping[tuple[str, str], int], bool]:
+def apply_once(
+    balances: Mapping[tuple[str, str], int], applied: Container[str], entry: JournalEntry
+) -> tuple[Mapping[tuple[str, str], int], bool]:
     """Apply `entry` unless its id is in `applied` (the caller's dedup table).
     Returns (balances, applied_now); the caller records entry_id when applied_now."""
     if entry.entry_id in applied:
@@ -357,8 +382,23 @@ def to_ms(value: datetime | int) -> int:
     raise TypeError(f"not a timestamp: {type(value).__name__}")
 
 
-def _dt(ms: int) -> datetime:
+def from_ms(ms: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=ms)
+
+
+def settlement_of(entry: JournalEntry) -> SettlementTerms | None:
+    """The settlement terms a `settled` entry was posted with (None for other
+    entries), so an auditor can re-post the event and compare."""
+    if entry.event_type != "settled":
+        return None
+    fx = entry.fx
+    if fx is None:
+        return SettlementTerms(entry.lines[0].currency)
+    try:
+        rate = FxRate(fx.base_currency, fx.quote_currency, parse_rate(fx.rate), from_ms(fx.rate_as_of_ms), fx.rate_source)
+    except AssertionError as e:
+        raise PostingError("invalid_fx", str(e)[:200]) from None
+    return SettlementTerms(fx.quote_currency, rate)
 
 
 def entry_to_record(entry: JournalEntry) -> dict[str, Any]:
@@ -370,7 +410,7 @@ def entry_to_record(entry: JournalEntry) -> dict[str, Any]:
         "payment_id": entry.payment_id,
         "merchant_id": entry.merchant_id,
         "shard": entry.shard,
-        "occurred_at": _dt(entry.occurred_at_ms),
+        "occurred_at": from_ms(entry.occurred_at_ms),
         "lines": [
             {"account": x.account, "currency": x.currency, "debit_minor": x.debit_minor, "credit_minor": x.credit_minor}
             for x in entry.lines
@@ -379,7 +419,8 @@ def entry_to_record(entry: JournalEntry) -> dict[str, Any]:
             "base_currency": fx.base_currency,
             "quote_currency": fx.quote_currency,
             "rate": fx.rate,
-            "rate_as_of": _dt(fx.rate_as_of_ms),
+            "rate_as_of": from_ms(fx.rate_as_of_ms),
+            "rate_source": fx.rate_source,
             "source_minor": fx.source_minor,
             "target_minor": fx.target_minor,
             "residual": fx.residual,
@@ -409,7 +450,7 @@ def entry_from_record(record: Mapping[str, Any]) -> JournalEntry:
             occurred_at_ms=to_ms(record["occurred_at"]),
             lines=lines,
             fx=None if fx is None else FxApplied(
-                fx["base_currency"], fx["quote_currency"], fx["rate"], to_ms(fx["rate_as_of"]),
+                fx["base_currency"], fx["quote_currency"], fx["rate"], to_ms(fx["rate_as_of"]), fx["rate_source"],
                 fx["source_minor"], fx["target_minor"], fx["residual"],
             ),
             reverses=record.get("reverses"),

@@ -142,11 +142,19 @@ RECORDS = {
             "quote_currency": "JPY",
             "rate": "162.9871",
             "rate_as_of": AT,
+            "rate_source": "treasury",
             "source_minor": 12_345,
             "target_minor": 20_121,
             "residual": "-0.242505",
         },
         "reverses": None,
+    },
+    "FxRate": {
+        "base_currency": "EUR",
+        "quote_currency": "JPY",
+        "rate": "162.9871",
+        "as_of": AT,
+        "source": "treasury",
     },
 }
 
