@@ -188,7 +188,8 @@ class Auditor:
         seq = event["chain_seq"]
         if chain.suspect is not None:
             s_offset, s_event = chain.suspect
-            if s_event["chain_seq"] == chain.seq + 2 and seq == chain.seq + 1:
+            swapped = s_event["chain_seq"] == chain.seq + 2 and seq == chain.seq + 1
+            if swapped and chain.hash in (None, event["prev_hash"]) and s_event["prev_hash"] == event_hash(event):
                 chain.suspect = None
                 self._fail(self.events_topic, partition, s_offset, "chain_reorder",
                            f"seq {s_event['chain_seq']} at offset {s_offset} comes before seq {seq} at offset {offset}")

@@ -190,7 +190,7 @@ def post(event: Mapping[str, Any], *, shard: int, settlement: SettlementTerms | 
     elif etype == "dispute_won":
         move(h("clearing"), m("pending"), amount)
     elif etype == "settled":
-        fx = _settle(event, settlement, currency, amount, move, m, h)
+        fx = _settle(settlement, currency, amount, move, m, h)
     # declined, authorization_pending, dispute_lost: no money moves (see docs/ledger.md)
     move(m("pending"), h("fees"), fee)
 
@@ -209,7 +209,7 @@ def post(event: Mapping[str, Any], *, shard: int, settlement: SettlementTerms | 
     )
 
 
-def _settle(event, settlement, currency, amount, move, m, h) -> FxApplied | None:  # type: ignore[no-untyped-def]
+def _settle(settlement, currency, amount, move, m, h) -> FxApplied | None:  # type: ignore[no-untyped-def]
     if settlement is None:
         raise PostingError("missing_settlement_terms", "a settled event needs the merchant's settlement terms")
     if not is_currency(settlement.currency):
