@@ -39,3 +39,13 @@ def derive_provider_key(payment_id: str, operation: str, *parts: str) -> str:
 def derive_command_id(payment_id: str, kind: str, *parts: str) -> str:
     """The command_id of a command the pipeline addresses to itself (e.g. resolve)."""
     return _derive("cmd_", payment_id, kind, *parts)
+
+
+def derive_entry_id(event_id: str) -> str:
+    """The journal entry of a payment event: a redelivered event yields the same id."""
+    return _derive("je_", event_id)
+
+
+def derive_reversal_id(entry_id: str, correction_id: str) -> str:
+    """The entry reversing `entry_id` for one correction (several corrections, several ids)."""
+    return _derive("jr_", entry_id, correction_id)

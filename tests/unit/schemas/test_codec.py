@@ -121,6 +121,41 @@ RECORDS = {
         "key_id": "sig-v1",
         "signature": bytes(64),
     },
+    "LedgerEntry": {
+        "entry_id": "je_0a1b2c3d4e5f60718293a4b5c6d7e8f9",
+        "event_id": "evt_0a1b2c3d4e5f60718293a4b5c6d7e8f9",
+        "event_type": "settled",
+        "payment_id": PAYMENT_ID,
+        "merchant_id": "m_acme",
+        "shard": 5,
+        "occurred_at": AT,
+        "lines": [
+            {"account": "house:settlement:5", "currency": "EUR", "debit_minor": 12_345, "credit_minor": 0},
+            {"account": "house:clearing:5", "currency": "EUR", "debit_minor": 0, "credit_minor": 12_345},
+            {"account": "merchant:m_acme:pending", "currency": "EUR", "debit_minor": 12_345, "credit_minor": 0},
+            {"account": "house:fx:5", "currency": "EUR", "debit_minor": 0, "credit_minor": 12_345},
+            {"account": "house:fx:5", "currency": "JPY", "debit_minor": 20_121, "credit_minor": 0},
+            {"account": "merchant:m_acme:available", "currency": "JPY", "debit_minor": 0, "credit_minor": 20_121},
+        ],
+        "fx": {
+            "base_currency": "EUR",
+            "quote_currency": "JPY",
+            "rate": "162.9871",
+            "rate_as_of": AT,
+            "rate_source": "treasury",
+            "source_minor": 12_345,
+            "target_minor": 20_121,
+            "residual": "-0.242505",
+        },
+        "reverses": None,
+    },
+    "FxRate": {
+        "base_currency": "EUR",
+        "quote_currency": "JPY",
+        "rate": "162.9871",
+        "as_of": AT,
+        "source": "treasury",
+    },
 }
 
 # A refused command and a bare follow-up exercise the null branches of the unions.
@@ -136,6 +171,7 @@ EXTRA_RECORDS = [
         | {"kind": "capture", "amount_minor": None, "currency": None, "capture_method": None, "card": None, "metadata": {}},
     ),
     ("DeadLetter", RECORDS["DeadLetter"] | {"raw_key": None, "raw_value": b""}),
+    ("LedgerEntry", RECORDS["LedgerEntry"] | {"fx": None, "reverses": "je_00112233445566778899aabbccddeeff"}),
 ]
 
 

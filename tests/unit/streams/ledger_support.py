@@ -1,0 +1,136 @@
+"""PaymentEvent builders and random legal payment histories, shared by the ledger,
+chain and audit tests (imported as tests.unit.streams.ledger_support)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from hypothesis import strategies as st
+
+T0 = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
+MERCHANT = "m_acme"
+CURRENCIES = ("USD", "JPY", "KWD", "EUR")
+
+
+def event(
+    etype: str,
+    *,
+    amount: int = 0,
+    fee: int = 0,
+    payment_id: str = "pay_1",
+    merchant: str = MERCHANT,
+    currency: str = "USD",
+    authorized: int = 0,
+    captured: int = 0,
+    refunded: int = 0,
+    version: int = 1,
+    status: str | None = None,
+    at: datetime = T0,
+    event_id: str | None = None,
+) -> dict[str, Any]:
+    """A PaymentEvent record as the payments stage writes it (unsealed)."""
+    return {
+        "event_id": event_id or f"evt-{payment_id}-{version}-{etype}",
+        "type": etype,
+        "payment_id": payment_id,
+        "merchant_id": merchant,
+        "command_id": f"cmd-{payment_id}-{version}",
+        "currency": currency,
+        "amount_minor": amount,
+        "fee_minor": fee,
+        "payment_status": status or etype,
+        "authorized_minor": authorized,
+        "captured_minor": captured,
+        "refunded_minor": refunded,
+        "version": version,
+        "provider": "simcard",
+        "provider_ref": None,
+        "reason_code": None,
+        "card_token": "tok_abcdefghijklmnopqrstuvwxyz234567",
+        "card_bin": "424242",
+        "card_last4": "4242",
+        "occurred_at": at,
+        "chain_seq": 0,
+        "prev_hash": None,
+        "key_id": None,
+        "signature": None,
+    }
+
+
+@dataclass
+class _Pay:
+    payment_id: str
+    merchant: str
+    currency: str
+    authorized: int = 0
+    captured: int = 0
+    refunded: int = 0
+    settled: int = 0
+    disputed: int = 0
+    open: bool = True  # the hold can still be captured
+    version: int = 0
+
+
+OPS = ("capture", "capture", "void", "expire", "refund", "refund", "dispute", "close", "settle")
+
+
+@st.composite
+def histories(draw: st.DrawFn, max_payments: int = 5, max_ops: int = 30) -> list[dict[str, Any]]:
+    """A legal sequence of PaymentEvents over a few payments, merchants and
+    currencies: partial captures, void/expiry of the rest, refunds, disputes,
+    settlements, fees; every amount an integer of minor units."""
+    pays = []
+    for i in range(draw(st.integers(1, max_payments))):
+        pay = _Pay(f"pay_{i}", draw(st.sampled_from(("m_acme", "m_globex", "m_initech"))), draw(st.sampled_from(CURRENCIES)))
+        pays.append(pay)
+    out: list[dict[str, Any]] = []
+    clock = [T0]
+
+    def emit(pay: _Pay, etype: str, amount: int, fee: int = 0, status: str | None = None) -> None:
+        pay.version += 1
+        clock[0] += timedelta(seconds=draw(st.integers(0, 3600)))
+        out.append(event(etype, amount=amount, fee=fee, payment_id=pay.payment_id, merchant=pay.merchant,
+                         currency=pay.currency, authorized=pay.authorized, captured=pay.captured,
+                         refunded=pay.refunded, version=pay.version, status=status, at=clock[0]))
+
+    for pay in pays:
+        if draw(st.booleans()) and draw(st.booleans()):
+            emit(pay, "declined", 0, status="declined")
+            pay.open = False
+            continue
+        pay.authorized = draw(st.integers(1, 10**9))
+        emit(pay, "authorized", pay.authorized, status="authorized")
+    amounts = st.integers(1, 10**9)
+    fees = st.integers(0, 500)
+    for _ in range(draw(st.integers(0, max_ops))):
+        pay = draw(st.sampled_from(pays))
+        op = draw(st.sampled_from(OPS))
+        if pay.authorized == 0:
+            continue
+        rest_hold = pay.authorized - pay.captured
+        refundable = pay.captured - pay.refunded - pay.disputed
+        if op == "capture" and pay.open and rest_hold:
+            amount = min(draw(amounts), rest_hold)
+            pay.captured += amount
+            emit(pay, "captured", amount, draw(fees))
+        elif op in ("void", "expire") and pay.open:
+            pay.open = False
+            emit(pay, "voided" if op == "void" else "expired", rest_hold)
+        elif op == "refund" and refundable:
+            amount = min(draw(amounts), refundable)
+            pay.refunded += amount
+            emit(pay, "refunded", amount)
+        elif op == "dispute" and refundable and not pay.disputed:
+            pay.disputed = refundable
+            emit(pay, "dispute_opened", refundable, draw(fees))
+        elif op == "close" and pay.disputed:
+            won = draw(st.booleans())
+            emit(pay, "dispute_won" if won else "dispute_lost", pay.disputed)
+            pay.disputed = 0
+        elif op == "settle" and pay.captured - pay.refunded > pay.settled:
+            amount = pay.captured - pay.refunded - pay.settled
+            pay.settled += amount
+            emit(pay, "settled", amount)
+    return out

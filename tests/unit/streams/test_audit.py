@@ -1,0 +1,295 @@
+"""The audit and replay over topic records: a clean log passes with its counts;
+each kind of tampering is caught at the right partition/offset with its reason."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+
+from schemas.codec import Codec, DecodeError
+from schemas.partitioning import partition_for
+from streams.audit import ENTRIES_TOPIC, EVENTS_TOPIC, audit, compare, rebuild, ReplayError
+from streams.chain import ChainHead, Signer, seal
+from streams.ledger import (
+    SettlementTerms,
+    add_into,
+    entry_to_record,
+    post,
+    reverse,
+    shard_for,
+)
+from tests.unit.streams.ledger_support import event, histories
+
+KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))  # test fixture only
+SIGNER = Signer("sig-v1", KEY)
+PUBLIC = {"sig-v1": KEY.public_key()}
+PARTITIONS = 4
+EVENTS = Codec("PaymentEvent")
+ENTRIES = Codec("LedgerEntry")
+
+
+class Log:
+    """The two topics as the workers would write them: events sealed per
+    partition (keyed by payment_id), one entry per posting event (keyed by shard)."""
+
+    def __init__(self, events: list[dict[str, Any]], signer: Signer = SIGNER) -> None:
+        self.events: dict[int, list[dict]] = {p: [] for p in range(PARTITIONS)}
+        self.entries: dict[int, list[dict]] = {p: [] for p in range(PARTITIONS)}
+        self.heads = {p: ChainHead.genesis(p) for p in range(PARTITIONS)}
+        self.balances: dict = {}
+        for e in events:
+            self.append(e, signer)
+
+    def append(self, e: dict[str, Any], signer: Signer = SIGNER) -> None:
+        p = partition_for(e["payment_id"].encode(), PARTITIONS)
+        sealed, self.heads[p] = seal(e, self.heads[p], signer)
+        self.events[p].append(EVENTS.decode(EVENTS.encode(sealed)))  # what a reader gets back
+        shard = shard_for(e["merchant_id"], PARTITIONS)
+        entry = post(e, shard=shard, settlement=SettlementTerms(e["currency"]))
+        if entry is not None:
+            add_into(self.balances, entry)
+            self.entries[shard].append(ENTRIES.decode(ENTRIES.encode(entry_to_record(entry))))
+
+    def records(self) -> list[tuple[str, int, int, Any]]:
+        out = [(EVENTS_TOPIC, p, o, r) for p, rs in self.events.items() for o, r in enumerate(rs)]
+        return out + [(ENTRIES_TOPIC, p, o, r) for p, rs in self.entries.items() for o, r in enumerate(rs)]
+
+    def partition_of(self, payment_id: str) -> int:
+        return partition_for(payment_id.encode(), PARTITIONS)
+
+
+def lifecycle(pid: str = "pay_a", merchant: str = "m_acme") -> list[dict]:
+    kw = {"payment_id": pid, "merchant": merchant}
+    return [
+        event("authorized", amount=10_000, authorized=10_000, version=1, **kw),
+        event("captured", amount=4_000, fee=120, authorized=10_000, captured=4_000, version=2, **kw),
+        event("captured", amount=3_000, fee=90, authorized=10_000, captured=7_000, version=3, **kw),
+        event("voided", amount=3_000, authorized=10_000, captured=7_000, version=4, **kw),
+        event("refunded", amount=500, authorized=10_000, captured=7_000, refunded=500, version=5, **kw),
+        event("settled", amount=6_500, authorized=10_000, captured=7_000, refunded=500, version=6, **kw),
+    ]
+
+
+@pytest.fixture
+def log() -> Log:
+    return Log(lifecycle("pay_a") + lifecycle("pay_b", "m_globex") + lifecycle("pay_c"))
+
+
+def first(report) -> tuple[str, int | None, int | None, str]:  # type: ignore[no-untyped-def]
+    f = report.first_failure
+    assert f is not None, "expected a failure"
+    return f.topic, f.partition, f.offset, f.reason
+
+
+def test_a_clean_log_passes_with_counts(log: Log) -> None:
+    report = audit(log.records(), PUBLIC)
+    assert report.ok, report.failures
+    assert (report.events, report.entries, report.signatures_verified, report.payments) == (18, 18, 18, 3)
+    assert report.partitions == len([p for p, rs in log.events.items() if rs])
+    assert report.totals == {} and report.records == 36 and report.accounts > 0
+
+
+@settings(max_examples=60)
+@given(histories())
+def test_random_histories_audit_clean_and_rebuild_the_same_books(events: list[dict]) -> None:
+    log = Log(events)
+    report = audit(log.records(), PUBLIC)
+    assert report.ok, report.failures
+    rebuilt = rebuild(log.records())
+    assert rebuilt.balances == log.balances
+    assert rebuilt.chain_heads == {p: h for p, h in log.heads.items() if h.seq}
+    assert compare(log.balances, rebuilt.chain_heads, rebuilt) == []
+
+
+# --- tampering, each detected with its reason ---
+
+
+def test_tampered_signature(log: Log) -> None:
+    p = log.partition_of("pay_a")
+    sig = bytearray(log.events[p][2]["signature"])
+    sig[10] ^= 0x01
+    log.events[p][2]["signature"] = bytes(sig)
+    report = audit(log.records(), PUBLIC)
+    assert first(report) == (EVENTS_TOPIC, p, 2, "bad_signature")
+    assert report.failures_total == 1  # its successor still links: no cascade
+
+
+def test_altered_amount(log: Log) -> None:
+    p = log.partition_of("pay_b")
+    i = next(i for i, e in enumerate(log.events[p]) if e["payment_id"] == "pay_b" and e["type"] == "refunded")
+    log.events[p][i]["amount_minor"] = 50
+    report = audit(log.records(), PUBLIC)
+    assert first(report) == (EVENTS_TOPIC, p, i, "bad_signature")
+    # the (untouched) entry no longer matches its altered event either
+    assert "entry_mismatch" in {f.reason for f in report.failures}
+
+
+def test_deleted_event(log: Log) -> None:
+    p = log.partition_of("pay_c")
+    del log.events[p][3]
+    report = audit(log.records(), PUBLIC)
+    assert first(report) == (EVENTS_TOPIC, p, 3, "chain_gap")
+    assert "orphan_entry" in {f.reason for f in report.failures}  # its entry lost its event
+
+
+def test_reordered_events(log: Log) -> None:
+    p = log.partition_of("pay_a")
+    log.events[p][1], log.events[p][2] = log.events[p][2], log.events[p][1]
+    report = audit(log.records(), PUBLIC)
+    assert first(report) == (EVENTS_TOPIC, p, 1, "chain_reorder")
+
+
+def test_forged_foreign_record(log: Log) -> None:
+    p = log.partition_of("pay_a")
+    head = ChainHead(p, log.heads[p].seq, log.heads[p].hash)
+    forged, _ = seal(event("refunded", amount=6_500, payment_id="pay_a", version=7, authorized=10_000,
+                           captured=7_000, refunded=7_000), head, Signer("sig-v1-rotated", Ed25519PrivateKey.generate()))
+    log.events[p].append(forged)
+    report = audit(log.records(), PUBLIC)
+    assert first(report) == (EVENTS_TOPIC, p, len(log.events[p]) - 1, "unknown_key")
+
+
+def test_forged_record_claiming_a_known_key_id(log: Log) -> None:
+    p = log.partition_of("pay_a")
+    forged, _ = seal(event("refunded", amount=1, payment_id="pay_a", version=7), log.heads[p],
+                     Signer("sig-v1", Ed25519PrivateKey.generate()))
+    log.events[p].append(forged)
+    assert first(audit(log.records(), PUBLIC))[3] == "bad_signature"
+
+
+def test_fork_two_records_at_one_position(log: Log) -> None:
+    p = log.partition_of("pay_a")
+    log.events[p].insert(3, dict(log.events[p][2]) | {"event_id": "evt-copy"})
+    log.events[p][3] = seal({k: v for k, v in log.events[p][3].items()},
+                            ChainHead(p, 2, log.events[p][2]["prev_hash"]), SIGNER)[0]
+    assert first(audit(log.records(), PUBLIC)) == (EVENTS_TOPIC, p, 3, "chain_fork")
+
+
+def test_broken_link(log: Log) -> None:
+    p = log.partition_of("pay_a")
+    # re-sealed with a valid signature but chained to the wrong predecessor
+    log.events[p][2] = seal(log.events[p][2], ChainHead(p, 2, b"\x07" * 32), SIGNER)[0]
+    assert first(audit(log.records(), PUBLIC)) == (EVENTS_TOPIC, p, 2, "chain_broken_link")
+
+
+def test_undecodable_record(log: Log) -> None:
+    records = log.records()
+    records.insert(0, (EVENTS_TOPIC, 0, 99, DecodeError("malformed_avro", "x")))
+    report = audit(records, PUBLIC)
+    assert any(f.reason == "undecodable" and f.detail == "malformed_avro" for f in report.failures)
+
+
+# --- the books ---
+
+
+def test_entry_altered_but_balanced_does_not_match_its_event(log: Log) -> None:
+    p, rows = next((p, rs) for p, rs in log.entries.items() if rs)
+    for line in rows[0]["lines"]:
+        line["debit_minor"] and line.update(debit_minor=line["debit_minor"] + 1)
+        line["credit_minor"] and line.update(credit_minor=line["credit_minor"] + 1)
+    assert first(audit(log.records(), PUBLIC)) == (ENTRIES_TOPIC, p, 0, "entry_mismatch")
+
+
+def test_unbalanced_entry(log: Log) -> None:
+    p, rows = next((p, rs) for p, rs in log.entries.items() if rs)
+    rows[0]["lines"][0]["debit_minor"] += 1
+    report = audit(log.records(), PUBLIC)
+    assert first(report) == (ENTRIES_TOPIC, p, 0, "entry_unbalanced")
+
+
+def test_missing_and_duplicate_entries(log: Log) -> None:
+    p, rows = next((p, rs) for p, rs in log.entries.items() if rs)
+    rows.append(dict(rows[0]))  # a redelivery: counted, not applied twice
+    report = audit(log.records(), PUBLIC)
+    assert report.ok and report.duplicate_entries == 1
+    del rows[1]
+    assert "missing_entry" in {f.reason for f in audit(log.records(), PUBLIC).failures}
+
+
+def test_conflicting_entry_and_orphan_reversal(log: Log) -> None:
+    p, rows = next((p, rs) for p, rs in log.entries.items() if rs)
+    rows.append(dict(rows[0]) | {"shard": 99})
+    assert "entry_conflict" in {f.reason for f in audit(log.records(), PUBLIC).failures}
+    rows.pop()
+    original = post(event("captured", amount=5, payment_id="pay_x"), shard=0)
+    rows.append(entry_to_record(reverse(original, correction_id="c1", occurred_at_ms=0)))
+    report = audit(log.records(), PUBLIC)
+    assert [f.reason for f in report.failures] == ["orphan_reversal"]
+
+
+def test_a_one_sided_entry_is_refused_not_applied(log: Log) -> None:
+    p, rows = next((p, rs) for p, rs in log.entries.items() if rs)
+    rows[0]["lines"] = rows[0]["lines"][:1]
+    report = audit(log.records(), PUBLIC)
+    assert first(report) == (ENTRIES_TOPIC, p, 0, "entry_unbalanced")
+    assert report.failures_total == 1 and report.totals == {}
+
+
+# --- payment invariants on signed events ---
+
+
+def test_capture_after_void() -> None:
+    log = Log([event("authorized", amount=100, authorized=100, version=1),
+               event("voided", amount=100, authorized=100, version=2),
+               event("captured", amount=100, authorized=100, captured=100, version=3)])
+    report = audit(log.records(), PUBLIC)
+    assert "capture_after_void" in {f.reason for f in report.failures}
+
+
+def test_over_capture_and_over_refund() -> None:
+    log = Log([event("authorized", amount=100, authorized=100, version=1),
+               event("captured", amount=150, authorized=100, captured=150, version=2),
+               event("refunded", amount=200, authorized=100, captured=150, refunded=200, version=3)])
+    reasons = {f.reason for f in audit(log.records(), PUBLIC).failures}
+    assert {"captured_exceeds_authorized", "refunded_exceeds_captured"} <= reasons
+
+
+def test_versions_must_increase_and_totals_add_up() -> None:
+    log = Log([event("authorized", amount=100, authorized=100, version=2),
+               event("captured", amount=10, authorized=100, captured=30, version=2)])
+    reasons = [f.reason for f in audit(log.records(), PUBLIC).failures]
+    assert reasons == ["version_not_increasing", "totals_mismatch"]
+
+
+def test_duplicate_event_id() -> None:
+    e = event("authorized", amount=100, authorized=100, version=1)
+    log = Log([e, e | {"version": 2}])
+    assert "duplicate_event" in {f.reason for f in audit(log.records(), PUBLIC).failures}
+
+
+# --- replay ---
+
+
+def test_rebuild_and_compare_name_the_differences(log: Log) -> None:
+    rebuilt = rebuild(log.records())
+    assert rebuilt.balances == log.balances and rebuilt.events == 18 and rebuilt.entries == 18
+    live = dict(log.balances)
+    key = next(iter(live))
+    live[key] += 1
+    live[("house:fees:9", "USD")] = 0  # a stored zero is no difference
+    heads = dict(rebuilt.chain_heads)
+    p = next(iter(heads))
+    heads[p] = ChainHead(p, heads[p].seq - 1, heads[p].hash)
+    diffs = compare(live, heads, rebuilt)
+    assert [(d.kind, d.key) for d in diffs] == [("balance", f"{key[0]} {key[1]}"), ("chain_head", f"partition {p}")]
+    assert diffs[0].live == str(live[key]) and diffs[0].rebuilt == str(log.balances[key])
+
+
+def test_rebuild_applies_redelivered_entries_once(log: Log) -> None:
+    p, rows = next((p, rs) for p, rs in log.entries.items() if rs)
+    rows.append(dict(rows[0]))
+    rebuilt = rebuild(log.records())
+    assert rebuilt.balances == log.balances and rebuilt.duplicate_entries == 1
+
+
+@pytest.mark.parametrize(
+    ("record", "reason"),
+    [(DecodeError("malformed_avro", "x"), "undecodable"), ({"lines": []}, "malformed")],
+)
+def test_rebuild_names_a_record_it_cannot_fold(record: Any, reason: str) -> None:
+    with pytest.raises(ReplayError) as err:
+        rebuild([(ENTRIES_TOPIC, 2, 41, record)])
+    assert (err.value.partition, err.value.offset) == (2, 41) and reason in str(err.value)
