@@ -73,3 +73,22 @@ def public() -> None:
     """Print the Ed25519 public keys of event signatures as JSON: {key_id: base64}."""
     keys = _store().public_keys()
     print(json.dumps({kid: base64.b64encode(raw).decode() for kid, raw in keys.items()}))
+
+
+@app.command("rewrap")
+def rewrap() -> None:
+    """Re-wrap every vault data key under the active vault-master key (after
+    `keys rotate --kind vault-master`), so old master keys can be retired.
+    Needs the vault to itself: stop the workers first."""
+    from connectors.vault.vault import VaultError, open_vault
+
+    store = _store()
+    try:
+        with open_vault(get_settings().data_dir, store) as vault:
+            report = vault.rewrap()
+            in_use = vault.key_ids_in_use()
+    except (VaultError, KeyStoreError) as e:
+        err.print(f"[red]keys rewrap:[/red] {e}")
+        raise typer.Exit(1) from None
+    err.print(f"keys: rewrapped {report.rewrapped} data key(s) under {report.active_key_id}; {report.current} already were")
+    print(json.dumps({"master_key_records": in_use}))
