@@ -116,14 +116,24 @@ def worker(loglevel: str = typer.Option("info", help="debug|info|warning|error")
 
 
 @app.command()
-def produce(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="Commands as JSON lines")) -> None:
+def produce(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="Commands as JSON lines"),
+    tokenize: bool = typer.Option(False, "--tokenize", help="Store cards in the vault and publish tokens: no PAN enters Kafka"),
+) -> None:
     """Publish commands from a JSON-lines file. Every line is checked against the
     Avro schema first; if any line is bad nothing is published."""
-    from streams.publish import CommandFileError, load_command_file, publish_commands
+    from connectors.vault.keys import KeyStoreError
+    from connectors.vault.vault import VaultError
+    from streams.publish import CommandFileError, load_command_file, publish_commands, tokenize_in_vault
 
     settings = get_settings()
     try:
         records = load_command_file(file)
+        if tokenize:
+            records = tokenize_in_vault(settings, records)
+    except (VaultError, KeyStoreError) as e:
+        err.print(f"[red]produce --tokenize:[/red] {e}; nothing published")
+        raise typer.Exit(1) from None
     except CommandFileError as e:
         for line in e.errors:
             err.print(f"[red]{file}:{line}[/red]")

@@ -36,22 +36,12 @@ from rocksdict import Options, Rdict, WriteOptions
 
 from connectors.vault.keys import DATA_KEY_BYTES, NONCE_BYTES, VAULT_MASTER, KeyStore, KeyStoreError, Wrapped
 from connectors.vault.tokenizer import TOKEN_PATTERN, StoreTokenizer
-from schemas.cards import PAN_MAX_LEN, brand_of, luhn_valid
+from schemas.cards import CardError, check_pan
 
 RECORD_FORMAT = 1
-PAN_MIN_DIGITS = 13  # the shortest length of any brand we accept (visa 13)
 BIN_DIGITS = 6
 MERCHANT_ID_MAX_LEN = 64
 MAX_RECORD_BYTES = 4096
-
-
-class CardError(ValueError):
-    """A card number the vault refuses. `reason` is a stable code; no PAN in the message."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 class VaultError(Exception):
@@ -78,19 +68,6 @@ class RewrapReport:
     rewrapped: int
     current: int  # already under the active master key
     active_key_id: str
-
-
-def check_pan(pan: str) -> tuple[str, str]:
-    """(digits, brand) of a card number; spaces and dashes between digits allowed."""
-    digits = pan.replace(" ", "").replace("-", "")
-    if not (digits.isascii() and digits.isdigit() and PAN_MIN_DIGITS <= len(digits) <= PAN_MAX_LEN):
-        raise CardError("invalid_card_number", f"card number must be {PAN_MIN_DIGITS}..{PAN_MAX_LEN} digits")
-    if not luhn_valid(digits):
-        raise CardError("invalid_card_number", "card number fails the Luhn check")
-    brand = brand_of(digits)
-    if brand is None:
-        raise CardError("unknown_card_brand", f"no supported card network for BIN {digits[:BIN_DIGITS]} and length {len(digits)}")
-    return digits, brand
 
 
 def _aad(layer: bytes, token: str, merchant_id: str) -> bytes:
