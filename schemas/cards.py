@@ -27,6 +27,32 @@ _BRANDS: tuple[tuple[str, tuple[tuple[int, int], ...], frozenset[int]], ...] = (
     ("unionpay", ((62, 62),), frozenset({16, 17, 18, 19})),
 )
 
+CARD_BRANDS = frozenset(brand for brand, _, _ in _BRANDS)
+PAN_STRICT_MIN_LEN = 13  # the shortest PAN of any brand we know (visa 13)
+
+
+class CardError(ValueError):
+    """A card number that is refused. `reason` is a stable code; no PAN in the message."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def check_pan(pan: str) -> tuple[str, str]:
+    """(digits, brand) of a card number that passes length, Luhn and a known brand;
+    spaces and dashes between digits are allowed. Raises CardError."""
+    digits = pan.replace(" ", "").replace("-", "")
+    if not (digits.isascii() and digits.isdigit() and PAN_STRICT_MIN_LEN <= len(digits) <= PAN_MAX_LEN):
+        raise CardError("invalid_card_number", f"card number must be {PAN_STRICT_MIN_LEN}..{PAN_MAX_LEN} digits")
+    if not luhn_valid(digits):
+        raise CardError("invalid_card_number", "card number fails the Luhn check")
+    brand = brand_of(digits)
+    if brand is None:
+        raise CardError("unknown_card_brand", f"no supported card network for BIN {digits[:6]} and length {len(digits)}")
+    return digits, brand
+
 
 def luhn_valid(digits: str) -> bool:
     if not digits.isdigit():

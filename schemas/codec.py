@@ -74,8 +74,17 @@ def schema_names() -> tuple[str, ...]:
 
 
 @cache
+def history_names() -> tuple[str, ...]:
+    """Earlier versions of shipped schemas (`avro/history/<Name>.<version>.avsc`):
+    registered for decoding only, so messages already in a topic stay readable
+    after a schema gains a field."""
+    files = resources.files("schemas").joinpath("avro", "history").iterdir()
+    return tuple(sorted("history/" + f.name.removesuffix(".avsc") for f in files if f.name.endswith(".avsc")))
+
+
+@cache
 def _by_fingerprint() -> dict[bytes, Schema]:
-    return {s.fingerprint: s for s in map(load_schema, schema_names())}
+    return {s.fingerprint: s for s in map(load_schema, schema_names() + history_names())}
 
 
 class Codec:

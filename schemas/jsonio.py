@@ -18,6 +18,7 @@ _COMMAND_DEFAULTS: dict[str, Any] = {
     "currency": None,
     "capture_method": None,
     "card": None,
+    "card_token": None,
 }
 
 

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from connectors.kafka import admin, launcher
+from streams import cli_keys
 from streams.settings import Settings, get_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -18,6 +19,7 @@ kafka_app = typer.Typer(no_args_is_help=True, help="The embedded Kafka broker (K
 topics_app = typer.Typer(no_args_is_help=True, help="Topic administration.")
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(topics_app, name="topics")
+app.add_typer(cli_keys.app, name="keys")
 
 err = Console(stderr=True)
 
@@ -114,14 +116,24 @@ def worker(loglevel: str = typer.Option("info", help="debug|info|warning|error")
 
 
 @app.command()
-def produce(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="Commands as JSON lines")) -> None:
+def produce(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="Commands as JSON lines"),
+    tokenize: bool = typer.Option(False, "--tokenize", help="Store cards in the vault and publish tokens: no PAN enters Kafka"),
+) -> None:
     """Publish commands from a JSON-lines file. Every line is checked against the
     Avro schema first; if any line is bad nothing is published."""
-    from streams.publish import CommandFileError, load_command_file, publish_commands
+    from connectors.vault.keys import KeyStoreError
+    from connectors.vault.vault import VaultError
+    from streams.publish import CommandFileError, load_command_file, publish_commands, tokenize_in_vault
 
     settings = get_settings()
     try:
         records = load_command_file(file)
+        if tokenize:
+            records = tokenize_in_vault(settings, records)
+    except (VaultError, KeyStoreError) as e:
+        err.print(f"[red]produce --tokenize:[/red] {e}; nothing published")
+        raise typer.Exit(1) from None
     except CommandFileError as e:
         for line in e.errors:
             err.print(f"[red]{file}:{line}[/red]")

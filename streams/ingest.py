@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from schemas.cards import brand_of, contains_pan, luhn_valid, mask_pans, mask_pans_bytes
+from connectors.vault.tokenizer import TOKEN_PATTERN
+from schemas.cards import CARD_BRANDS, CardError, brand_of, contains_pan, luhn_valid, mask_pans, mask_pans_bytes
 from schemas.codec import Codec, DecodeError
 from schemas.ids import derive_dlq_id, derive_payment_id
 from schemas.money import is_currency
@@ -180,7 +181,7 @@ def _validate(cmd: dict[str, Any], source: Source, tokenizer: TokenizerT, limits
         payment_id = cmd["payment_id"]
         if not payment_id:
             raise _Invalid("missing_payment_id", f"{kind} needs payment_id")
-        if cmd["card"] is not None:
+        if cmd["card"] is not None or cmd["card_token"] is not None:
             raise _Invalid("unexpected_payment_method", f"{kind} must not carry a card")
         if cmd["capture_method"] is not None:
             raise _Invalid("unexpected_capture_method", f"{kind} must not carry capture_method")
@@ -230,19 +231,26 @@ def _check_partitioning(payment_id: str, source: Source, limits: Limits) -> None
 
 
 def _tokenize(cmd: dict[str, Any], tokenizer: TokenizerT) -> dict[str, Any]:
-    card = cmd["card"]
+    card, pre = cmd["card"], cmd["card_token"]
+    if card is not None and pre is not None:
+        raise _Invalid("ambiguous_payment_method", "a create carries card or card_token, not both")
+    if pre is not None:  # tokenized before publishing: the PAN never entered Kafka
+        if not (TOKEN_PATTERN.match(pre["token"]) and _digits(pre["bin"], 6) and _digits(pre["last4"], 4) and pre["brand"] in CARD_BRANDS):
+            raise _Invalid("invalid_card_token", "card_token needs tok_ + 32 base32 chars, a 6-digit bin, a 4-digit last4, a known brand")
+        _check_expiry(pre, cmd["occurred_at"])
+        return dict(pre)
     if card is None:
         raise _Invalid("missing_payment_method", "create needs a card")
     pan = card["number"].replace(" ", "").replace("-", "")
     if not (12 <= len(pan) <= 19 and pan.isdigit() and luhn_valid(pan)):
         raise _Invalid("invalid_card_number", "card number fails length or Luhn check")
-    if not 1 <= card["exp_month"] <= 12 or not 2000 <= card["exp_year"] <= 2100:
-        raise _Invalid("invalid_expiry", "exp_month 1..12, exp_year 2000..2100")
-    occurred_at: datetime = cmd["occurred_at"]
-    if (card["exp_year"], card["exp_month"]) < (occurred_at.year, occurred_at.month):
-        raise _Invalid("expired_card", "card expired before the command's occurred_at")
+    _check_expiry(card, cmd["occurred_at"])
+    try:
+        token = tokenizer.token(cmd["merchant_id"], pan)
+    except CardError as e:  # a vault refuses what the plain tokenizer accepts (unknown brand)
+        raise _Invalid(e.reason, e.detail) from None
     return {
-        "token": tokenizer.token(cmd["merchant_id"], pan),
+        "token": token,
         "bin": pan[:6],
         "last4": pan[-4:],
         "brand": brand_of(pan) or "unknown",
@@ -250,3 +258,13 @@ def _tokenize(cmd: dict[str, Any], tokenizer: TokenizerT) -> dict[str, Any]:
         "exp_year": card["exp_year"],
     }
 
+
+def _check_expiry(card: dict[str, Any], occurred_at: datetime) -> None:
+    if not 1 <= card["exp_month"] <= 12 or not 2000 <= card["exp_year"] <= 2100:
+        raise _Invalid("invalid_expiry", "exp_month 1..12, exp_year 2000..2100")
+    if (card["exp_year"], card["exp_month"]) < (occurred_at.year, occurred_at.month):
+        raise _Invalid("expired_card", "card expired before the command's occurred_at")
+
+
+def _digits(text: str, n: int) -> bool:
+    return len(text) == n and text.isascii() and text.isdigit()

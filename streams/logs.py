@@ -18,9 +18,14 @@ _installed = False
 def _masking_factory(base):  # type: ignore[no-untyped-def]
     def factory(*args, **kwargs):  # type: ignore[no-untyped-def]
         record = base(*args, **kwargs)
-        message, n = mask_pans(record.getMessage())
+        try:
+            message, n = mask_pans(record.getMessage())
+        except Exception:  # bad format args: logging would print them raw to stderr
+            message, n = mask_pans(f"{record.msg!s} (log args do not match the format: {record.args!r})")[0], 1
         if n:
             record.msg, record.args = message, ()
+        if record.stack_info:
+            record.stack_info = mask_pans(record.stack_info)[0]
         if record.exc_info and record.exc_info[0] is not None:
             # Pre-render the traceback masked; formatters reuse exc_text as is.
             record.exc_text = mask_pans("".join(traceback.format_exception(*record.exc_info)).rstrip())[0]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from connectors.kafka.clients import command_producer
-from schemas.cards import mask_pans
+from schemas.cards import CardError, mask_pans
 from schemas.codec import Codec, EncodeError
 from schemas.jsonio import JsonCommandError, command_from_json
 from streams.settings import Settings
@@ -47,6 +47,48 @@ def load_command_file(path: Path) -> list[dict[str, Any]]:
     if errors:
         raise CommandFileError(errors)
     return records
+
+
+class VaultT(Protocol):
+    def tokenize(self, merchant_id: str, pan: str) -> Any: ...  # -> connectors.vault.vault.VaultCard
+
+
+def tokenize_commands(records: list[dict[str, Any]], vault: VaultT) -> list[dict[str, Any]]:
+    """Replace each create's card by a card_token (the vault keeps the PAN; the CVC
+    is dropped), so no PAN is published. Raises CommandFileError, naming each
+    refused command, if any card is refused: then nothing is published."""
+    out, errors = [], []
+    for n, record in enumerate(records, start=1):
+        card = record["card"]
+        if card is None:
+            out.append(record)
+            continue
+        try:
+            if record["kind"] != "create":
+                raise CardError("unexpected_payment_method", f"{record['kind']} must not carry a card")
+            ref = vault.tokenize(record["merchant_id"], card["number"])
+        except CardError as e:
+            if len(errors) < MAX_FILE_ERRORS:
+                errors.append(f"command {n} ({mask_pans(record['command_id'])[0]}): {e}")
+            continue
+        token = {"token": ref.token, "bin": ref.bin, "last4": ref.last4, "brand": ref.brand,
+                 "exp_month": card["exp_month"], "exp_year": card["exp_year"]}
+        out.append(record | {"card": None, "card_token": token})
+    if errors:
+        raise CommandFileError(errors)
+    return out
+
+
+def tokenize_in_vault(settings: Settings, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`tokenize_commands` with the keys and the vault of these settings (the same
+    token key as ingest's, so a card gets the same token whichever side tokenizes)."""
+    from connectors.vault.keys import FileKeyStore
+    from connectors.vault.vault import open_vault
+
+    keys = FileKeyStore(settings.keys_dir)
+    keys.init()
+    with open_vault(settings.data_dir, keys) as vault:
+        return tokenize_commands(records, vault)
 
 
 def command_key(record: dict[str, Any]) -> bytes:

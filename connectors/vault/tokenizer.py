@@ -2,6 +2,9 @@
 
 The same card at the same merchant always yields the same token, so velocity
 features work per card, while the token reveals nothing without the key.
+The key is the active `token-hmac` key of the key store (`connectors/vault/keys.py`);
+`token-hmac-v1.key`, the key file of earlier versions, is read as that key, so
+tokens issued before key management stay the same.
 """
 
 from __future__ import annotations
@@ -9,13 +12,26 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
+import re
 from pathlib import Path
 
-KEY_BYTES = 32
+from connectors.vault.keys import KEY_BYTES, TOKEN_HMAC, FileKeyStore, KeyStore
+
+# "tok_" + base32 of the first 20 bytes of the MAC (160 bits, lower case, no padding).
+TOKEN_PATTERN = re.compile(r"^tok_[a-z2-7]{32}$")
+
+
+def token_message(merchant_id: str, pan: str) -> bytes:
+    return f"{merchant_id}\x1f{pan}".encode()
+
+
+def token_from_mac(digest: bytes) -> str:
+    return "tok_" + base64.b32encode(digest[:20]).decode().lower()
 
 
 class Tokenizer:
+    """Tokens under a key held in memory (tests, and keys already loaded)."""
+
     def __init__(self, key: bytes, key_id: str) -> None:
         if len(key) < KEY_BYTES:
             raise ValueError(f"tokenization key must be at least {KEY_BYTES} bytes")
@@ -26,29 +42,29 @@ class Tokenizer:
         return f"Tokenizer(key_id={self.key_id!r})"
 
     def token(self, merchant_id: str, pan: str) -> str:
-        mac = hmac.new(self._key, f"{merchant_id}\x1f{pan}".encode(), hashlib.sha256).digest()
-        return "tok_" + base64.b32encode(mac[:20]).decode().lower()
+        return token_from_mac(hmac.new(self._key, token_message(merchant_id, pan), hashlib.sha256).digest())
 
 
-def load_or_create_key(path: Path) -> bytes:
-    """Read a key file, creating it (0600, random) on first use."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(os.urandom(KEY_BYTES))
-        try:
-            os.link(tmp, path)  # atomic: a concurrent creator's key wins, never a torn file
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
-    key = path.read_bytes()
-    if len(key) < KEY_BYTES:
-        raise ValueError(f"key file {path} is shorter than {KEY_BYTES} bytes")
-    return key
+class StoreTokenizer:
+    """Tokens under a key store's active token-hmac key; the key stays in the store.
+
+    The key id is fixed when built: a rotation takes effect at the next start, so
+    one process never mixes two token keys.
+    """
+
+    def __init__(self, store: KeyStore) -> None:
+        self._store = store
+        self.key_id = store.active(TOKEN_HMAC).key_id
+
+    def __repr__(self) -> str:
+        return f"StoreTokenizer(key_id={self.key_id!r})"
+
+    def token(self, merchant_id: str, pan: str) -> str:
+        return token_from_mac(self._store.mac(TOKEN_HMAC, token_message(merchant_id, pan), self.key_id).digest)
 
 
-def tokenizer_from_dir(keys_dir: Path) -> Tokenizer:
-    return Tokenizer(load_or_create_key(keys_dir / "token-hmac-v1.key"), key_id="token-hmac-v1")
+def tokenizer_from_dir(keys_dir: Path) -> StoreTokenizer:
+    """The tokenizer of a worker: keys under `keys_dir`, created on first use."""
+    store = FileKeyStore(keys_dir)
+    store.init()
+    return StoreTokenizer(store)

@@ -39,6 +39,7 @@ RECORDS = {
         "card": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123"},
         "metadata": {"order": "1001", "channel": "web"},
         "occurred_at": AT,
+        "card_token": None,
     },
     "ValidatedCommand": {
         "command_id": "cmd_01",
@@ -373,3 +374,39 @@ def test_encode_without_check_still_raises_encode_error() -> None:
     del record["merchant_id"]
     with pytest.raises(EncodeError, match="merchant_id"):
         COMMAND.encode(record)
+
+
+# --- schema history: a message written before a schema gained a field stays readable ---
+
+
+def test_history_schemas_are_earlier_versions_of_shipped_ones() -> None:
+    from schemas.codec import history_names, load_schema
+
+    assert history_names() == ("history/PaymentCommand.1",)
+    for name in history_names():
+        old = load_schema(name)
+        assert old.parsed["name"] == load_schema(name.split("/")[1].split(".")[0]).parsed["name"]
+        assert old.fingerprint not in {Codec(n).schema.fingerprint for n in SCHEMA_NAMES}
+
+
+def test_a_command_written_with_version_1_decodes_with_card_token_null() -> None:
+    import io
+
+    import fastavro
+
+    from schemas.codec import MAGIC, load_schema
+
+    old = load_schema("history/PaymentCommand.1")
+    record = {k: v for k, v in RECORDS["PaymentCommand"].items() if k != "card_token"}
+    buf = io.BytesIO()
+    buf.write(MAGIC + old.fingerprint)
+    fastavro.schemaless_writer(buf, old.parsed, record)
+    assert Codec("PaymentCommand").decode(buf.getvalue()) == record | {"card_token": None}
+
+
+def test_a_tokenized_command_round_trips() -> None:
+    token = {"token": "tok_abcdefghijklmnopqrstuvwxyz234567", "bin": "424242", "last4": "4242", "brand": "visa",
+             "exp_month": 12, "exp_year": 2030}
+    record = RECORDS["PaymentCommand"] | {"card": None, "card_token": token}
+    codec = Codec("PaymentCommand")
+    assert codec.decode(codec.encode(record, check=True)) == record

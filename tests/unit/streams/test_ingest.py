@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from connectors.vault.keys import FileKeyStore
 from connectors.vault.tokenizer import Tokenizer
+from connectors.vault.vault import VaultCard, open_vault
 from schemas.codec import Codec
 from schemas.ids import derive_dlq_id, derive_payment_id
 from schemas.partitioning import partition_for
@@ -24,6 +27,9 @@ CVC = "737"
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
 TOPIC = "payment-commands"
 FOLLOW_UP_PID = "pay_0123456789abcdef0123456789abcdef"
+# What `paystream produce --tokenize` publishes instead of the card.
+CARD_TOKEN = {"token": TOKENIZER.token("m_acme", PAN), "bin": "424242", "last4": "4242", "brand": "visa",
+              "exp_month": 12, "exp_year": 2030}
 
 
 def create(**overrides: Any) -> dict[str, Any]:
@@ -225,6 +231,15 @@ REFUSALS = [
     ("pan_in_metadata", create(metadata={"note": f"customer card {PAN}"})),
     ("pan_in_metadata", create(metadata={PAN: "card"})),
     ("pan_in_metadata", follow_up("refund", metadata={"note": "card 4242-4242-4242-4242"})),
+    ("unexpected_payment_method", follow_up("capture", card_token=CARD_TOKEN)),
+    ("ambiguous_payment_method", create(card_token=CARD_TOKEN)),
+    ("invalid_card_token", create(card=None, card_token=CARD_TOKEN | {"token": PAN})),
+    ("invalid_card_token", create(card=None, card_token=CARD_TOKEN | {"token": "tok_" + "A" * 32})),
+    ("invalid_card_token", create(card=None, card_token=CARD_TOKEN | {"bin": "4242x4"})),
+    ("invalid_card_token", create(card=None, card_token=CARD_TOKEN | {"last4": "42424"})),
+    ("invalid_card_token", create(card=None, card_token=CARD_TOKEN | {"brand": "unknown"})),
+    ("expired_card", create(card=None, card_token=CARD_TOKEN | {"exp_month": 10, "exp_year": 2026})),
+    ("invalid_expiry", create(card=None, card_token=CARD_TOKEN | {"exp_month": 13})),
 ]
 
 
@@ -372,3 +387,32 @@ def test_pan_in_command_id_is_a_masked_dead_letter() -> None:
     assert isinstance(result, DeadLetter)
     assert result.record["reason"] == "invalid_command_id"
     assert pan.encode() not in result.record["raw_value"]
+
+
+# --- a card tokenized before publishing (produce --tokenize) ---
+
+
+def test_a_pre_tokenized_create_is_forwarded_with_its_card_token() -> None:
+    cmd = forwarded(create(card=None, card_token=CARD_TOKEN))
+    assert cmd["rejection_reason"] is None
+    assert cmd["card"] == CARD_TOKEN
+    # The same card gets the same token whichever side tokenized it.
+    assert cmd["card"]["token"] == forwarded(create())["card"]["token"]
+
+
+def test_ingest_with_the_vault_stores_the_pan_and_refuses_what_the_vault_refuses(tmp_path: Path) -> None:
+    keys = FileKeyStore(tmp_path / "keys")
+    keys.init()
+    with open_vault(tmp_path / "data", keys) as vault:
+        cmd = create()
+        result = ingest(COMMANDS.encode(cmd, check=True), source_for(routed_payment_id(cmd)), vault, LIMITS)
+        assert isinstance(result, Forward)
+        ref = result.command["card"]
+        assert vault.reveal(ref["token"]) == PAN
+        assert vault.card(ref["token"]) == VaultCard(ref["token"], "424242", "4242", "visa")
+
+        odd = create(card=card(number="1234567812345670"))  # Luhn-valid, no known network
+        result = ingest(COMMANDS.encode(odd, check=True), source_for(routed_payment_id(odd)), vault, LIMITS)
+        assert isinstance(result, Forward)
+        assert result.command["rejection_reason"] == "unknown_card_brand"
+        assert "1234567812345670" not in result.command["rejection_detail"]

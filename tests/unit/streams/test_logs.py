@@ -99,3 +99,20 @@ def test_setup_logging_replaces_root_handlers(fmt: str) -> None:
         handlers = logging.getLogger().handlers
         assert len(handlers) == 2  # setup_logging's own, plus the test's plain one
         assert isinstance(handlers[0].formatter, logs.JsonFormatter) == (fmt == "json")
+
+
+def test_a_bad_format_call_neither_raises_nor_leaks() -> None:
+    # Unmasked, logging would raise here (our factory formats early) or print the raw args to stderr.
+    with installed() as (json_out, plain_out):
+        logging.getLogger("paystream.test").info("card %s and %s", PAN)
+    doc = json.loads(json_out.getvalue())
+    assert doc["msg"] == "card %s and %s (log args do not match the format: ('[PAN]',))"
+    assert PAN not in json_out.getvalue() + plain_out.getvalue()
+
+
+def test_stack_info_is_masked() -> None:
+    with installed("text") as (text_out, _):
+        # The stack shows the calling source line, PAN literal included.
+        logging.getLogger("paystream.test").info("where", stack_info=True, extra={"card": "4242424242424242"})
+    assert "Stack (most recent call last)" in text_out.getvalue()
+    assert '"card": "[PAN]"' in text_out.getvalue() and PAN not in text_out.getvalue()

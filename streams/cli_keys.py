@@ -1,0 +1,94 @@
+"""`paystream keys`: create, rotate and list the keys under PAYSTREAM_KEYS_DIR.
+
+Nothing here prints key material: only ids, kinds, creation times, which key is
+active, and the signing public keys (which are meant to be shared).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from connectors.vault.keys import KINDS, FileKeyStore, KeyInfo, KeyStoreError
+from streams.settings import get_settings
+
+app = typer.Typer(no_args_is_help=True, help="Key management: vault master, token HMAC, event signing, webhook secrets.")
+err = Console(stderr=True, soft_wrap=True)  # paths and key ids stay on one line
+
+
+def _store() -> FileKeyStore:
+    try:
+        return FileKeyStore(get_settings().keys_dir)
+    except KeyStoreError as e:
+        err.print(f"[red]keys:[/red] {e}")
+        raise typer.Exit(1) from None
+
+
+def _doc(info: KeyInfo) -> dict[str, object]:
+    return {"key_id": info.key_id, "kind": info.kind, "created": info.created.isoformat(), "active": info.active}
+
+
+@app.command("init")
+def init() -> None:
+    """Create a first key of every kind that has none (idempotent)."""
+    store = _store()
+    before = {i.key_id for i in store.keys()}
+    created = [i.key_id for i in store.init() if i.key_id not in before]
+    err.print(f"keys: created {', '.join(created)}" if created else "keys: every kind has an active key; nothing created")
+
+
+@app.command("rotate")
+def rotate(kind: str = typer.Option(..., "--kind", help=f"One of: {', '.join(KINDS)}")) -> None:
+    """Add a new active key of KIND; older keys stay for decrypt/verify only.
+    Running workers pick the new key up at their next start."""
+    store = _store()
+    try:
+        info = store.rotate(kind)
+    except KeyStoreError as e:
+        err.print(f"[red]keys rotate:[/red] {e}")
+        raise typer.Exit(2) from None
+    err.print(f"keys: {info.key_id} is now the active {kind} key")
+
+
+@app.command("list")
+def list_keys(as_json: bool = typer.Option(False, "--json", help="One JSON object per line")) -> None:
+    """Key ids, kinds, creation times and which one is active (never material)."""
+    infos = _store().keys()
+    if as_json:
+        for info in infos:
+            print(json.dumps(_doc(info)))
+        return
+    table = Table("key id", "kind", "created", "active")
+    for info in infos:
+        table.add_row(info.key_id, info.kind, info.created.isoformat(timespec="seconds"), "yes" if info.active else "verify/decrypt only")
+    Console().print(table)
+
+
+@app.command("public")
+def public() -> None:
+    """Print the Ed25519 public keys of event signatures as JSON: {key_id: base64}."""
+    keys = _store().public_keys()
+    print(json.dumps({kid: base64.b64encode(raw).decode() for kid, raw in keys.items()}))
+
+
+@app.command("rewrap")
+def rewrap() -> None:
+    """Re-wrap every vault data key under the active vault-master key (after
+    `keys rotate --kind vault-master`), so old master keys can be retired.
+    Needs the vault to itself: stop the workers first."""
+    from connectors.vault.vault import VaultError, open_vault
+
+    store = _store()
+    try:
+        with open_vault(get_settings().data_dir, store) as vault:
+            report = vault.rewrap()
+            in_use = vault.key_ids_in_use()
+    except (VaultError, KeyStoreError) as e:
+        err.print(f"[red]keys rewrap:[/red] {e}")
+        raise typer.Exit(1) from None
+    err.print(f"keys: rewrapped {report.rewrapped} data key(s) under {report.active_key_id}; {report.current} already were")
+    print(json.dumps({"master_key_records": in_use}))

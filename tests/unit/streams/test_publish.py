@@ -1,0 +1,120 @@
+"""`produce --tokenize`: cards go to the vault, tokens go to Kafka (no broker needed here)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from connectors.vault.keys import FileKeyStore
+from connectors.vault.scan import PanScanner
+from connectors.vault.tokenizer import StoreTokenizer
+from connectors.vault.vault import open_vault
+from schemas.codec import Codec
+from schemas.jsonio import command_from_json
+from schemas.partitioning import partition_for
+from streams.cli import app
+from streams.ingest import Forward, Limits, Source, ingest
+from streams.publish import CommandFileError, command_key, tokenize_commands, tokenize_in_vault
+from streams.settings import Settings, get_settings
+
+PAN, CVC = "4242424242424242", "737"
+COMMANDS = Codec("PaymentCommand")
+
+
+def line(**overrides: Any) -> dict[str, Any]:
+    return {
+        "command_id": "c1", "kind": "create", "merchant_id": "m_acme", "idempotency_key": "order-1",
+        "amount_minor": 1999, "currency": "USD",
+        "card": {"number": PAN, "exp_month": 12, "exp_year": 2030, "cvc": CVC},
+        "occurred_at": "2026-11-25T10:00:00Z",
+    } | overrides
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", keys_dir=tmp_path / "keys")
+
+
+def test_tokenized_commands_carry_no_pan_and_ingest_forwards_the_same_token(settings: Settings) -> None:
+    records = [command_from_json(line()), command_from_json(line(command_id="c2", kind="capture", payment_id="pay_1", card=None, amount_minor=5))]
+    out = tokenize_in_vault(settings, records)
+
+    create, capture = out
+    assert capture == records[1]  # follow-ups have no card: untouched
+    assert create["card"] is None
+    assert {k: create["card_token"][k] for k in ("bin", "last4", "brand", "exp_month", "exp_year")} == {
+        "bin": "424242", "last4": "4242", "brand": "visa", "exp_month": 12, "exp_year": 2030}
+    data = COMMANDS.encode(create, check=True)
+    assert PanScanner([PAN]).scan(data) == [] and CVC.encode() not in data
+
+    keys = FileKeyStore(settings.keys_dir)
+    with open_vault(settings.data_dir, keys) as vault:
+        assert vault.reveal(create["card_token"]["token"]) == PAN
+    # Ingest (with the same keys) forwards it, with the token it would have computed from the PAN.
+    key = command_key(create)
+    source = Source("payment-commands", partition_for(key, 8), 0, 0, key)
+    result = ingest(data, source, StoreTokenizer(keys), Limits(10**15, 255, 8))
+    assert isinstance(result, Forward) and result.command["rejection_reason"] is None
+    assert result.command["card"] == create["card_token"]
+    assert result.command["card"]["token"] == StoreTokenizer(keys).token("m_acme", PAN)
+
+
+class Refusing:
+    def tokenize(self, merchant_id: str, pan: str) -> Any:
+        raise AssertionError("must not be called")
+
+
+def test_refused_cards_are_named_and_nothing_is_returned(settings: Settings) -> None:
+    records = [
+        command_from_json(line()),
+        command_from_json(line(command_id="c2", card={"number": "4242424242424241", "exp_month": 1, "exp_year": 2030})),
+        command_from_json(line(command_id=f"c3-{PAN}", card={"number": "9999999999999995", "exp_month": 1, "exp_year": 2030})),
+    ]
+    with pytest.raises(CommandFileError) as e:
+        tokenize_in_vault(settings, records)
+    assert e.value.errors[0] == "command 2 (c2): invalid_card_number: card number fails the Luhn check"
+    assert e.value.errors[1].startswith("command 3 (c[PAN]): unknown_card_brand")  # masked with its separator
+    assert PAN not in "".join(e.value.errors)
+
+
+def test_a_follow_up_with_a_card_is_refused_before_the_vault() -> None:
+    record = command_from_json(line(kind="refund", payment_id="pay_1"))
+    with pytest.raises(CommandFileError) as e:
+        tokenize_commands([record], Refusing())
+    assert e.value.errors == ["command 1 (c1): unexpected_payment_method: refund must not carry a card"]
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.setenv("PAYSTREAM_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("PAYSTREAM_KEYS_DIR", str(tmp_path / "keys"))
+    monkeypatch.setenv("PAYSTREAM_KAFKA_BOOTSTRAP", "localhost:1")  # never reached in these tests
+    get_settings.cache_clear()
+    yield tmp_path
+    get_settings.cache_clear()
+
+
+def test_cli_refuses_a_bad_card_and_publishes_nothing(env: Path) -> None:
+    path = env / "cmds.jsonl"
+    path.write_text(json.dumps(line(card={"number": "4242424242424241", "exp_month": 1, "exp_year": 2030})) + "\n")
+    result = CliRunner().invoke(app, ["produce", "--tokenize", str(path)])
+    stderr = result.stderr.replace("\n", "")  # rich wraps long lines
+    assert result.exit_code == 2
+    assert "command 1 (c1): invalid_card_number" in stderr and "nothing published" in stderr
+
+
+def test_cli_reports_a_vault_held_by_another_process(env: Path) -> None:
+    path = env / "cmds.jsonl"
+    path.write_text(json.dumps(line()) + "\n")
+    keys = FileKeyStore(env / "keys")
+    keys.init()
+    with open_vault(env / "data", keys):
+        result = CliRunner().invoke(app, ["produce", "--tokenize", str(path)])
+    stderr = result.stderr.replace("\n", "")
+    assert result.exit_code == 1
+    assert "one process at a time owns a vault" in stderr and "nothing published" in stderr
