@@ -18,6 +18,7 @@ discards the local copy before every start and Faust restores it read_committed.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import shutil
 from datetime import timedelta
@@ -25,7 +26,8 @@ from datetime import timedelta
 import faust
 
 from connectors.providers.simulated import SimulatedProvider
-from connectors.vault.tokenizer import tokenizer_from_dir
+from connectors.vault.keys import FileKeyStore
+from connectors.vault.vault import open_vault
 from schemas.cards import mask_pans
 from schemas.codec import Codec, DecodeError
 from streams import metrics, topics
@@ -96,7 +98,11 @@ def build_app(settings: Settings) -> faust.App:
     tables = {PAYMENTS: payments, DEDUP: applied, TIMERS: timer_table}
     views = Tables(payments.data.get, applied.data.get, timer_table.data.get)
 
-    tokenizer = tokenizer_from_dir(settings.keys_dir)
+    keystore = FileKeyStore(settings.keys_dir)
+    keystore.init()
+    # Ingest keeps each new card's PAN encrypted in the vault and forwards its token.
+    vault = open_vault(settings.data_dir, keystore)
+    atexit.register(vault.close)
     limits = Limits(settings.max_amount_minor, settings.idempotency_key_max_len, n)
     policy = Policy(auth_window=timedelta(hours=settings.auth_window_h))
     retention = timedelta(hours=settings.idempotency_retention_h)
@@ -113,7 +119,7 @@ def build_app(settings: Settings) -> faust.App:
     @app.agent(commands, name="ingest")
     async def ingest_agent(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            result = ingest(event.value, source_of(event), tokenizer, limits)
+            result = ingest(event.value, source_of(event), vault, limits)
             if isinstance(result, DeadLetter):
                 await to_dlq(event, result)
                 continue
