@@ -20,16 +20,20 @@ from streams.publish import RawMessage, publish_commands
 from streams.runner import WorkerProcess
 from streams.settings import Settings
 
-# The public test cards (issuers' documentation); the last one always declines.
+# The public test cards (issuers' documentation), then the simulated provider's saga
+# cards (connectors/providers/simulated.py): a lost authorization response, resolved
+# by a status query, and a capture the provider refuses. The last one always declines.
 TEST_CARDS = (
     "4242424242424242",
     "5555555555554444",
     "4000056655665556",
     "378282246310005",
     "6011111111111117",
+    "4000000000000119",
+    "4000000000000341",
     "4000000000000002",
 )
-CARD_WEIGHTS = (30, 25, 15, 12, 10, 8)
+CARD_WEIGHTS = (30, 25, 15, 12, 10, 2, 2, 8)
 MERCHANTS = ("m_acme", "m_globex", "m_initech", "m_umbrella", "m_wayne")
 # currency -> (typical amount range in minor units)
 CURRENCIES = {"USD": (500, 50_000), "EUR": (500, 40_000), "GBP": (500, 30_000), "JPY": (500, 50_000), "KWD": (1_000, 90_000)}
@@ -100,6 +104,8 @@ def generate(payments: int, seed: int, run_id: str, start: datetime) -> Traffic:
             emit("create", merchant, key, **{k: create[k] for k in ("payment_id", "amount_minor", "currency", "card", "capture_method", "metadata")})
         elif roll < 0.04:  # the same key reused for a different request
             emit("create", merchant, key, payment_id=pid, amount_minor=amount + 1, currency=currency, card=card, capture_method=create["capture_method"])
+        elif roll < 0.05 and i:  # a key of this merchant's earlier payment, reused on this one
+            emit("refund", merchant, f"{run_id}-{i - 1}", payment_id=pid, amount_minor=1)
         if pan == TEST_CARDS[-1]:
             continue  # declined: nothing to follow up
         captured = amount if not manual else 0
@@ -154,6 +160,7 @@ def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int) 
     duplicated = sum(1 for v in mine.values() if len(v) > 1)
     dlq = len(observer.dead_letters)
     _summary(console, mine, elapsed_s, produced_s, commands, dlq, duplicated)
+    _events(console, observer.events)
     if worker.restarts:
         console.print(f"[yellow]the worker was restarted {worker.restarts} time(s); see {log_file}")
     print(f"demo: commands={commands} outcomes={len(mine)} dlq={dlq} elapsed_s={elapsed_s:.1f}")
@@ -173,3 +180,17 @@ def _summary(console: Console, outcomes: dict[str, list[dict[str, Any]]], elapse
         f"produced in {produced_s:.1f}s; all answered in {elapsed_s:.1f}s ({rate:,.0f} commands/s end to end); "
         f"dead letters {dlq}; duplicated outcomes {duplicated}; missing {commands - len(outcomes)}"
     )
+
+
+def _events(console: Console, events: dict[str, list[dict[str, Any]]]) -> None:
+    """What the ledger will post: events by type, and whether each payment's events
+    came once each, in version order."""
+    by = Counter(e["type"] for es in events.values() for e in es)
+    table = Table(title="payment events")
+    table.add_column("type")
+    table.add_column("count", justify="right")
+    for kind, n in sorted(by.items()):
+        table.add_row(kind, str(n))
+    console.print(table)
+    broken = sum(1 for es in events.values() if [e["version"] for e in es] != list(range(es[0]["version"], es[0]["version"] + len(es))))
+    console.print(f"payments with events: {len(events)}; with a gap or a duplicate: {broken}")
