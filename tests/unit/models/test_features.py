@@ -130,6 +130,21 @@ def test_online_equals_offline(events):
         assert same(a, b), (a, b)
 
 
+def test_online_equals_offline_on_a_simulated_history():
+    from models.simulate import SimConfig, simulate
+
+    df = simulate(SimConfig(days=10, n_cards=60, n_merchants=40, seed=3))
+    events = [
+        ("tx", Txn(int(r.ts_ms), r.card_id, r.merchant_id, int(r.amount_minor), r.currency))
+        for r in df.itertuples()
+    ]
+    offline = list(batch_features(events))
+    assert len(offline) > 500
+    assert any(v.card_cnt_1h > 0 for v in offline)
+    for a, b in zip(online(events), offline, strict=True):
+        assert same(a, b)
+
+
 def tx(minutes: float, amount: int = 1000, card="c", merchant="m", currency="USD", ip=None):
     return Txn(T0_MS + int(minutes * 60_000), card, merchant, amount, currency, ip, None)
 
