@@ -48,7 +48,7 @@ CARD_WINDOWS = (
 MERCHANT_WINDOWS = CARD_WINDOWS[1:]
 ENTITY_WINDOWS = CARD_WINDOWS[1:3]  # IP and device: 1 h, 1 d
 LABEL_WINDOWS = (("7d", 7 * DAY_MS, 28), ("30d", 30 * DAY_MS, 30))
-CARD_LABEL_WINDOW = ("30d", 30 * DAY_MS, 30)
+CARD_LABEL_WINDOWS = (("30d", 30 * DAY_MS, 30),)
 
 RECENT_MERCHANTS = 16
 MAX_STATE_BYTES = 8_192
@@ -122,92 +122,96 @@ def make_txn(tx: Mapping[str, Any]) -> Txn:
 # --------------------------------------------------------------------------- windows
 
 
-class Window:
-    """A bucketed sliding window of (count, sum). At most `span` buckets, each
-    `[bucket_id, count, sum]`, oldest first, plus running totals."""
+class Windows:
+    """Bucketed sliding windows of (count, sum) over one event stream, one per spec
+    entry `(name, span_ms, k)`. Each holds at most k buckets `[bucket_id, count, sum]`,
+    oldest first, plus running totals. One object per entity, not one per window:
+    the loops are the hot path of replay."""
 
-    __slots__ = ("res_ms", "span", "buckets", "count", "total")
+    __slots__ = ("res", "spans", "buckets", "counts", "totals")
 
-    def __init__(self, span_ms: int, buckets: int) -> None:
-        assert span_ms % buckets == 0
-        self.res_ms = span_ms // buckets
-        self.span = buckets
-        self.buckets: deque[list[int]] = deque()
-        self.count = 0
-        self.total = 0
+    def __init__(self, spec: tuple[tuple[str, int, int], ...]) -> None:
+        assert all(span % k == 0 for _, span, k in spec)
+        self.res = tuple(span // k for _, span, k in spec)
+        self.spans = tuple(k for _, _, k in spec)
+        self.buckets: list[deque[list[int]]] = [deque() for _ in spec]
+        self.counts = [0] * len(spec)
+        self.totals = [0] * len(spec)
 
-    def read(self, ts_ms: int) -> tuple[int, int]:
-        """(count, sum) of the window ending at ts_ms's bucket; does not mutate."""
-        lo = ts_ms // self.res_ms - self.span
-        c, t = self.count, self.total
-        for b in self.buckets:
-            if b[0] > lo:
-                break
-            c -= b[1]
-            t -= b[2]
-        return c, t
+    def read(self, ts_ms: int) -> tuple[list[int], list[int]]:
+        """(counts, sums) of each window ending at ts_ms's bucket; does not mutate."""
+        counts = self.counts[:]
+        totals = self.totals[:]
+        for i, bs in enumerate(self.buckets):
+            if bs and bs[0][0] <= ts_ms // self.res[i] - self.spans[i]:
+                lo = ts_ms // self.res[i] - self.spans[i]
+                for b in bs:
+                    if b[0] > lo:
+                        break
+                    counts[i] -= b[1]
+                    totals[i] -= b[2]
+        return counts, totals
 
     def add(self, ts_ms: int, value: int) -> None:
-        bid = ts_ms // self.res_ms
-        bs = self.buckets
-        if bs:
-            last = bs[-1]
-            if bid == last[0]:
-                last[1] += 1
-                last[2] += value
-            elif bid > last[0]:
-                lo = bid - self.span
-                while bs and bs[0][0] <= lo:
-                    old = bs.popleft()
-                    self.count -= old[1]
-                    self.total -= old[2]
+        counts, totals = self.counts, self.totals
+        for i, bs, res, span in zip(range(len(self.res)), self.buckets, self.res, self.spans):
+            bid = ts_ms // res
+            if not bs:
                 bs.append([bid, 1, value])
             else:
-                # A late event: counted in its bucket if that is still in the window.
-                if bid <= last[0] - self.span:
-                    return
-                i = len(bs) - 1
-                while i >= 0 and bs[i][0] > bid:
-                    i -= 1
-                if i >= 0 and bs[i][0] == bid:
-                    bs[i][1] += 1
-                    bs[i][2] += value
+                last = bs[-1]
+                if bid == last[0]:
+                    last[1] += 1
+                    last[2] += value
+                elif bid > last[0]:
+                    lo = bid - span
+                    while bs and bs[0][0] <= lo:
+                        old = bs.popleft()
+                        counts[i] -= old[1]
+                        totals[i] -= old[2]
+                    bs.append([bid, 1, value])
+                elif bid <= last[0] - span:
+                    continue  # a late event older than this window: not counted
                 else:
-                    bs.insert(i + 1, [bid, 1, value])
-        else:
-            bs.append([bid, 1, value])
-        self.count += 1
-        self.total += value
-        assert len(bs) <= self.span
+                    # A late event inside the window: counted in its own bucket.
+                    j = len(bs) - 1
+                    while j >= 0 and bs[j][0] > bid:
+                        j -= 1
+                    if j >= 0 and bs[j][0] == bid:
+                        bs[j][1] += 1
+                        bs[j][2] += value
+                    else:
+                        bs.insert(j + 1, [bid, 1, value])
+                    assert len(bs) <= span
+            counts[i] += 1
+            totals[i] += value
 
     def _write(self, w: _Writer) -> None:
-        w.uint(len(self.buckets))
-        prev = 0
-        for bid, c, t in self.buckets:
-            w.sint(bid - prev)
-            w.uint(c)
-            w.sint(t)
-            prev = bid
+        for bs in self.buckets:
+            w.uint(len(bs))
+            prev = 0
+            for bid, c, t in bs:
+                w.sint(bid - prev)
+                w.uint(c)
+                w.sint(t)
+                prev = bid
 
     def _read(self, r: _Reader) -> None:
-        n = r.uint()
-        if n > self.span:
-            raise StateError(f"window holds {n} buckets, bound is {self.span}")
-        prev = 0
-        for _ in range(n):
-            bid = prev + r.sint()
-            c = r.uint()
-            t = r.sint()
-            if self.buckets and bid <= self.buckets[-1][0]:
-                raise StateError("window buckets out of order")
-            self.buckets.append([bid, c, t])
-            self.count += c
-            self.total += t
-            prev = bid
-
-
-def _windows(spec: tuple[tuple[str, int, int], ...]) -> list[Window]:
-    return [Window(span, k) for _, span, k in spec]
+        for i, bs in enumerate(self.buckets):
+            n = r.uint()
+            if n > self.spans[i]:
+                raise StateError(f"window holds {n} buckets, bound is {self.spans[i]}")
+            prev = 0
+            for _ in range(n):
+                bid = prev + r.sint()
+                c = r.uint()
+                t = r.sint()
+                if bs and bid <= bs[-1][0]:
+                    raise StateError("window buckets out of order")
+                bs.append([bid, c, t])
+                self.counts[i] += c
+                self.totals[i] += t
+                prev = bid
 
 
 # --------------------------------------------------------------------------- varint codec
@@ -313,9 +317,9 @@ class CardState:
         self.m_n = 0
         self.m_s1 = 0
         self.m_s2 = 0
-        self.windows = _windows(CARD_WINDOWS)
+        self.windows = Windows(CARD_WINDOWS)
         self.merchants: list[int] = []  # crc32 of merchant ids, most recent first
-        self.labels = Window(CARD_LABEL_WINDOW[1], CARD_LABEL_WINDOW[2])
+        self.labels = Windows(CARD_LABEL_WINDOWS)
 
     def update(self, tx: Txn) -> None:
         ts = tx.ts_ms
@@ -330,8 +334,7 @@ class CardState:
             self.m_n += 1
             self.m_s1 += amount
             self.m_s2 += amount * amount
-        for w in self.windows:
-            w.add(ts, amount)
+        self.windows.add(ts, amount)
         h = _merchant_hash(tx.merchant)
         ms = self.merchants
         if h in ms:
@@ -353,8 +356,7 @@ class CardState:
         w.uint(self.m_n)
         w.sint(self.m_s1)
         w.uint(self.m_s2)
-        for win in self.windows:
-            win._write(w)
+        self.windows._write(w)
         w.uint(len(self.merchants))
         for h in self.merchants:
             w.uint(h)
@@ -372,8 +374,7 @@ class CardState:
         s.m_n = r.uint()
         s.m_s1 = r.sint()
         s.m_s2 = r.uint()
-        for win in s.windows:
-            win._read(r)
+        s.windows._read(r)
         k = r.uint()
         if k > RECENT_MERCHANTS:
             raise StateError("too many recent merchants")
@@ -391,31 +392,28 @@ class MerchantState:
     _KIND = 2
 
     def __init__(self) -> None:
-        self.windows = _windows(MERCHANT_WINDOWS)
-        self.labels = _windows(LABEL_WINDOWS)
+        self.windows = Windows(MERCHANT_WINDOWS)
+        self.labels = Windows(LABEL_WINDOWS)
 
     def update(self, tx: Txn) -> None:
-        for w in self.windows:
-            w.add(tx.ts_ms, 0)
+        self.windows.add(tx.ts_ms, 0)
 
     def apply_label(self, revealed_ms: int, fraud: bool) -> None:
-        v = 1 if fraud else 0
-        for w in self.labels:
-            w.add(revealed_ms, v)
+        self.labels.add(revealed_ms, 1 if fraud else 0)
 
     def to_bytes(self) -> bytes:
         w = _Writer()
         w.buf += bytes((STATE_VERSION, self._KIND))
-        for win in self.windows + self.labels:
-            win._write(w)
+        self.windows._write(w)
+        self.labels._write(w)
         return _close(w)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> MerchantState:
         r = _open(data, cls._KIND)
         s = cls()
-        for win in s.windows + s.labels:
-            win._read(r)
+        s.windows._read(r)
+        s.labels._read(r)
         r.done()
         return s
 
@@ -427,25 +425,22 @@ class EntityState:
     _KIND = 3
 
     def __init__(self) -> None:
-        self.windows = _windows(ENTITY_WINDOWS)
+        self.windows = Windows(ENTITY_WINDOWS)
 
     def update(self, tx: Txn) -> None:
-        for w in self.windows:
-            w.add(tx.ts_ms, 0)
+        self.windows.add(tx.ts_ms, 0)
 
     def to_bytes(self) -> bytes:
         w = _Writer()
         w.buf += bytes((STATE_VERSION, self._KIND))
-        for win in self.windows:
-            win._write(w)
+        self.windows._write(w)
         return _close(w)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> EntityState:
         r = _open(data, cls._KIND)
         s = cls()
-        for win in s.windows:
-            win._read(r)
+        s.windows._read(r)
         r.done()
         return s
 
@@ -529,12 +524,7 @@ def compute(tx: Txn, states: TxStates) -> FeatureVector:
     else:
         age = (ts - card.first_ms) / DAY_MS
         since = min(max(ts - card.last_ms, 0) / 1000.0, SINCE_LAST_CAP_S)
-    w1m, w1h, w1d, w7d, w30d = card.windows
-    c1m, s1m = w1m.read(ts)
-    c1h, s1h = w1h.read(ts)
-    c1d, s1d = w1d.read(ts)
-    c7d, s7d = w7d.read(ts)
-    c30d, s30d = w30d.read(ts)
+    (c1m, c1h, c1d, c7d, c30d), (s1m, s1h, s1d, s7d, s30d) = card.windows.read(ts)
     home_scale = _TEN_POW[_EXP[card.currency]] if card.currency else scale
     foreign = 0.0 if card.currency is None or card.currency == tx.currency else 1.0
     z = _NAN
@@ -549,13 +539,11 @@ def compute(tx: Txn, states: TxStates) -> FeatureVector:
         if c30d and s30d:
             ratio = tx.amount_minor * c30d / s30d
     new_merchant = 0.0 if _merchant_hash(tx.merchant) in card.merchants else 1.0
-    labels_30d = card.labels.read(ts)[0]
+    labels_30d = card.labels.read(ts)[0][0]
 
     m = states.merchant
-    mw1h, mw1d, mw7d, mw30d = m.windows
-    lw7, lw30 = m.labels
-    l7, f7 = lw7.read(ts)
-    l30, f30 = lw30.read(ts)
+    mc1h, mc1d, mc7d, mc30d = m.windows.read(ts)[0]
+    (l7, l30), (f7, f30) = m.labels.read(ts)
 
     # Absent from the tx: NaN (unknown). Present but never seen: 0 transactions.
     ip1h, ip1d = _entity_counts(states.ip, tx.ip, ts)
@@ -585,10 +573,10 @@ def compute(tx: Txn, states: TxStates) -> FeatureVector:
         new_merchant,
         foreign,
         float(labels_30d),
-        float(mw1h.read(ts)[0]),
-        float(mw1d.read(ts)[0]),
-        float(mw7d.read(ts)[0]),
-        float(mw30d.read(ts)[0]),
+        float(mc1h),
+        float(mc1d),
+        float(mc7d),
+        float(mc30d),
         f7 / l7 if l7 else _NAN,
         f30 / l30 if l30 else _NAN,
         float(l30),
@@ -604,7 +592,8 @@ def _entity_counts(state: EntityState | None, key: str | None, ts: int) -> tuple
         return _NAN, _NAN
     if state is None:
         return 0.0, 0.0
-    return float(state.windows[0].read(ts)[0]), float(state.windows[1].read(ts)[0])
+    c1h, c1d = state.windows.read(ts)[0]
+    return float(c1h), float(c1d)
 
 
 def features(tx: Txn | Mapping[str, Any], states: TxStates) -> FeatureVector:

@@ -23,7 +23,7 @@ from models.features import (
     StateError,
     TxStates,
     Txn,
-    Window,
+    Windows,
     apply_label,
     batch_features,
     features,
@@ -170,24 +170,25 @@ def test_windows_count_prior_transactions_only():
 
 
 def test_window_expiry_is_bucket_aligned():
-    w = Window(HOUR_MS, 60)  # 1-minute buckets
+    w = Windows((("1h", HOUR_MS, 60), ("1d", DAY_MS, 24)))  # 1-minute, 1-hour buckets
     w.add(T0_MS + 30_000, 5)  # minute 0
-    assert w.read(T0_MS + 59 * 60_000 + 59_999) == (1, 5)  # minute 59: still inside
-    assert w.read(T0_MS + 60 * 60_000) == (0, 0)  # minute 60: bucket 0 left
-    # a late event older than the window is ignored; one inside is counted
+    assert w.read(T0_MS + 59 * 60_000 + 59_999) == ([1, 1], [5, 5])  # minute 59: inside
+    assert w.read(T0_MS + 60 * 60_000) == ([0, 1], [0, 5])  # minute 60: bucket 0 left
+    # a late event older than a window is not counted there; one inside is
     w.add(T0_MS + 2 * HOUR_MS, 1)
-    w.add(T0_MS + 2 * HOUR_MS - 2 * HOUR_MS, 1)
+    w.add(T0_MS, 1)
     w.add(T0_MS + 2 * HOUR_MS - 10 * 60_000, 7)
-    assert w.read(T0_MS + 2 * HOUR_MS) == (2, 8)
-    assert [b[0] for b in w.buckets] == sorted(b[0] for b in w.buckets)
+    assert w.read(T0_MS + 2 * HOUR_MS) == ([2, 4], [8, 14])
+    for bs in w.buckets:
+        assert [b[0] for b in bs] == sorted({b[0] for b in bs})
 
 
 def test_window_holds_at_most_its_buckets():
-    w = Window(DAY_MS, 24)
+    w = Windows((("1d", DAY_MS, 24),))
     for i in range(1000):
         w.add(T0_MS + i * 10 * 60_000, 1)
-    assert len(w.buckets) <= 24
-    assert w.count == sum(b[1] for b in w.buckets)
+    assert len(w.buckets[0]) <= 24
+    assert w.counts[0] == sum(b[1] for b in w.buckets[0])
 
 
 def test_amount_z_score_is_exact_against_history():
