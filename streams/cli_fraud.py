@@ -29,3 +29,47 @@ def simulate(
     err.print(f"simulate: {len(df):,} transactions, {int(df.fraud.sum()):,} fraud "
               f"({df.fraud.mean():.2%}) -> {out}")
     print(json.dumps({"rows": len(df), "fraud": int(df.fraud.sum()), "out": str(out)}))
+
+
+def _feature_progress(total: int, label: str):
+    """A rich progress bar for long feature passes; returns (context, advance)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                        console=err, transient=False)
+    task = progress.add_task(label, total=total)
+    return progress, lambda n: progress.advance(task, n)
+
+
+@app.command()
+def train(
+    input: Path = typer.Option(..., exists=True, dir_okay=False, help="Labelled history CSV"),
+    out: Path = typer.Option(..., file_okay=False, help="Artifact directory to write"),
+    feedback_delay_days: int = typer.Option(7, min=0, max=365, help="Labels become known this long after the tx"),
+    test_days: int = typer.Option(7, min=1, max=365, help="Held-out last days for the metrics"),
+    algo: str = typer.Option("auto", help="hgb | rf | auto (train both, keep the better AP)"),
+    seed: int = typer.Option(0),
+) -> None:
+    """Train a model from a labelled history with the shared feature code; write
+    model.pkl + manifest.json (sha256, features, windows, metrics)."""
+    import sys
+
+    from models.history import DAY_MS, HistoryError, history_features, load_history
+    from models.train import train_artifact
+
+    try:
+        df = load_history(input)
+    except HistoryError as e:
+        err.print(f"[red]train:[/red] {e}")
+        raise typer.Exit(2) from None
+    progress, advance = _feature_progress(len(df), "features")
+    with progress:
+        X = history_features(df, feedback_delay_days * DAY_MS, advance)
+    try:
+        manifest = train_artifact(df, X, out, feedback_delay_days=feedback_delay_days, test_days=test_days,
+                                  algo=algo, seed=seed, command="paystream " + " ".join(sys.argv[1:]))
+    except ValueError as e:
+        err.print(f"[red]train:[/red] {e}")
+        raise typer.Exit(2) from None
+    err.print(f"train: {manifest['model_version']} -> {out}")
+    print(json.dumps({k: manifest[k] for k in ("model_version", "algo", "sha256", "metrics")}))
