@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from models.blocklist import Blocklist
 from models.decision import FraudDecision, decide
@@ -37,6 +38,10 @@ from models.features import (
 )
 from models.policy import DEFAULT_RULES, Policy, RuleHit, evaluate_rules, load_policy
 from models.train import LoadedModel, load_model
+
+# One row never gains from OpenMP threads; on a busy machine their start-up made a
+# single-row HistGradientBoosting call ~15x slower (13 ms vs 0.7 ms, measured).
+_THREADS = ThreadpoolController()
 
 #: Features that must be finite for the model to score; otherwise: rules-only fallback.
 _REQUIRED = ("amount_major", "hour_of_day", "card_tx_total", "card_cnt_1h")
@@ -72,8 +77,9 @@ class Scorer:
         score = shadow_score = None
         if fv is not None:
             row = np.asarray([fv], dtype=np.float64)
-            score = _score(self.model, row)
-            shadow_score = _score(self.shadow, row)
+            with _THREADS.limit(limits=1, user_api="openmp"):
+                score = _score(self.model, row)
+                shadow_score = _score(self.shadow, row)
         return decide(
             fv, hits, score, self.policy.thresholds,
             fallback_action=self.policy.fallback_action,
