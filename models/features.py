@@ -145,6 +145,9 @@ class Windows:
         for i, bs in enumerate(self.buckets):
             if bs and bs[0][0] <= ts_ms // self.res[i] - self.spans[i]:
                 lo = ts_ms // self.res[i] - self.spans[i]
+                if bs[-1][0] <= lo:  # all expired: the common case for short windows
+                    counts[i] = totals[i] = 0
+                    continue
                 for b in bs:
                     if b[0] > lo:
                         break

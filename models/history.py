@@ -8,6 +8,7 @@ transaction at a time in event-time order, and reveals each label to them only
 from __future__ import annotations
 
 import array
+import gc
 from pathlib import Path
 from typing import Callable
 
@@ -87,16 +88,29 @@ def history_features(df: pd.DataFrame, feedback_delay_ms: int,
     step, label = store.step, store.label
     out = array.array("d")
     extend = out.extend
+    # Millions of small, acyclic state objects: the cyclic GC would rescan them over
+    # and over (measured: 16% of the loop at 600k rows, more as state grows).
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        _feed(ts, cards, merchants, amounts, currencies, fraud, feedback_delay_ms, step, label, extend, progress)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    if progress is not None:
+        progress(n % PROGRESS_EVERY)
+    return np.frombuffer(out, dtype=np.float64).reshape(n, N_FEATURES)
+
+
+def _feed(ts, cards, merchants, amounts, currencies, fraud, delay, step, label, extend, progress) -> None:
+    """The hot loop: labels due before each tx, then the tx (features, then update)."""
     j = 0
-    for i in range(n):
+    for i in range(len(ts)):
         t = ts[i]
         assert i == 0 or t >= ts[i - 1], "history must be sorted by event time"
-        while j < i and ts[j] + feedback_delay_ms <= t:
-            label(cards[j], merchants[j], ts[j] + feedback_delay_ms, fraud[j] == 1)
+        while j < i and ts[j] + delay <= t:
+            label(cards[j], merchants[j], ts[j] + delay, fraud[j] == 1)
             j += 1
         extend(step(Txn(t, cards[i], merchants[i], amounts[i], currencies[i])))
         if progress is not None and (i + 1) % PROGRESS_EVERY == 0:
             progress(PROGRESS_EVERY)
-    if progress is not None:
-        progress(n % PROGRESS_EVERY)
-    return np.frombuffer(out, dtype=np.float64).reshape(n, N_FEATURES)
