@@ -157,6 +157,28 @@ RECORDS = {
         "as_of": AT,
         "source": "treasury",
     },
+    "FraudBlockEntry": {
+        "kind": "card",
+        "value": "tok_abcdefghijklmnopqrstuvwxyz234567",
+        "action": "block",
+        "reason": "confirmed account takeover, case 4411",
+        "actor": "ops:alice",
+        "occurred_at": AT,
+        "expires_at": datetime(2027, 11, 25, tzinfo=timezone.utc),
+    },
+    "FraudLabel": {
+        "label_id": "lbl_00112233445566778899aabbccddeeff",
+        "payment_id": PAYMENT_ID,
+        "card_token": "tok_abcdefghijklmnopqrstuvwxyz234567",
+        "merchant_id": "m_acme",
+        "fraud": True,
+        "source": "chargeback",
+        "tx_occurred_at": datetime(2026, 11, 1, 9, 30, tzinfo=timezone.utc),
+        "occurred_at": AT,
+        "amount_minor": 12_345,
+        "currency": "USD",
+        "reason_code": "10.4",
+    },
 }
 
 # A refused command and a bare follow-up exercise the null branches of the unions.

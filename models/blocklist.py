@@ -1,0 +1,150 @@
+"""Blocklists (cards, BINs, IPs, devices, emails) as pure state.
+
+The record shape is `schemas/avro/FraudBlockEntry.avsc`; the lead's compacted topic
+is keyed by `entry.key` (`kind:value`), so the latest entry per key is the state.
+Every worker folds the topic into its own `Blocklist` with `apply(entry)`.
+
+Emails are never stored: the value of an email entry is the SHA-256 of the trimmed,
+lower-cased address (`email_digest`), and transactions are matched the same way.
+Card entries hold the card token, never a card number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Mapping
+
+from schemas.cards import contains_pan
+
+KINDS = ("card", "bin", "ip", "device", "email")
+MAX_ENTRIES = 1_000_000
+MAX_VALUE_LEN = 128
+_BIN = re.compile(r"^[0-9]{6,8}$")
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+_TX_FIELD = {"card": "card_token", "bin": "bin", "ip": "ip", "device": "device", "email": "email"}
+
+
+class BlocklistError(ValueError):
+    """An entry that cannot be applied; the message says why."""
+
+
+def email_digest(email: str) -> str:
+    return hashlib.sha256(email.strip().lower().encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class BlockEntry:
+    kind: str
+    value: str
+    action: str  # "block" | "unblock"
+    reason: str
+    occurred_at: datetime
+    actor: str | None = None
+    expires_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise BlocklistError(f"kind {self.kind!r} is not one of {KINDS}")
+        if self.action not in ("block", "unblock"):
+            raise BlocklistError(f"action {self.action!r} is not block or unblock")
+        if not isinstance(self.occurred_at, datetime) or self.occurred_at.tzinfo is None:
+            raise BlocklistError("occurred_at must be a timezone-aware datetime")
+        if self.expires_at is not None and (
+            not isinstance(self.expires_at, datetime) or self.expires_at.tzinfo is None
+        ):
+            raise BlocklistError("expires_at must be a timezone-aware datetime")
+        v = self.value
+        if not isinstance(v, str) or not v or len(v) > MAX_VALUE_LEN:
+            raise BlocklistError(f"value must be 1..{MAX_VALUE_LEN} characters")
+        if contains_pan(v) or contains_pan(self.reason or ""):
+            raise BlocklistError("a card number is not accepted: block the card token")
+        if self.kind == "bin" and not _BIN.match(v):
+            raise BlocklistError("a BIN is 6 to 8 digits")
+        if self.kind == "ip":
+            try:
+                ipaddress.ip_address(v)
+            except ValueError:
+                raise BlocklistError(f"{v!r} is not an IP address") from None
+        if self.kind == "email" and not _DIGEST.match(v):
+            raise BlocklistError("an email entry holds email_digest(address), not the address")
+
+    @property
+    def key(self) -> str:
+        """The compacted topic's key: the latest entry per key is the state."""
+        return f"{self.kind}:{self.value}"
+
+    @classmethod
+    def make(cls, kind: str, value: str, action: str, reason: str, occurred_at: datetime,
+             actor: str | None = None, expires_at: datetime | None = None) -> BlockEntry:
+        """Normalizes the value first: an email address becomes its digest, an IP its
+        canonical form."""
+        if kind == "email" and isinstance(value, str) and "@" in value:
+            value = email_digest(value)
+        if kind == "ip" and isinstance(value, str):
+            try:
+                value = str(ipaddress.ip_address(value.strip()))
+            except ValueError:
+                pass  # __post_init__ names the error
+        return cls(kind, value, action, reason, occurred_at, actor, expires_at)
+
+    def to_record(self) -> dict[str, Any]:
+        return {"kind": self.kind, "value": self.value, "action": self.action, "reason": self.reason,
+                "actor": self.actor, "occurred_at": self.occurred_at, "expires_at": self.expires_at}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> BlockEntry:
+        try:
+            return cls(record["kind"], record["value"], record["action"], record["reason"],
+                       record["occurred_at"], record.get("actor"), record.get("expires_at"))
+        except KeyError as e:
+            raise BlocklistError(f"record lacks {e.args[0]}") from None
+
+
+class Blocklist:
+    """The blocked values per kind; the latest entry per key wins, by event time."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, BlockEntry] = {}
+
+    def __len__(self) -> int:
+        return sum(1 for e in self._entries.values() if e.action == "block")
+
+    def apply(self, entry: BlockEntry) -> None:
+        current = self._entries.get(entry.key)
+        if current is not None and current.occurred_at > entry.occurred_at:
+            return  # an older entry arriving late does not undo a newer one
+        if current is None and len(self._entries) >= MAX_ENTRIES:
+            raise BlocklistError(f"blocklist is full ({MAX_ENTRIES} keys)")
+        self._entries[entry.key] = entry
+
+    def entries(self, kind: str | None = None) -> list[BlockEntry]:
+        """The blocks in force (unblocks are history), sorted by key."""
+        return sorted(
+            (e for e in self._entries.values() if e.action == "block" and kind in (None, e.kind)),
+            key=lambda e: e.key,
+        )
+
+    def hits(self, tx: Mapping[str, Any], at: datetime) -> tuple[str, ...]:
+        """Reason codes (`blocklist_<kind>`) of the blocks in force at `at` that match."""
+        if not self._entries:
+            return ()
+        found = []
+        for kind in KINDS:
+            value = tx.get(_TX_FIELD[kind])
+            if not isinstance(value, str) or not value:
+                continue
+            keys = [value]
+            if kind == "email":
+                keys = [email_digest(value)]
+            elif kind == "bin":
+                keys = [value[:n] for n in (6, 7, 8) if len(value) >= n]
+            for v in keys:
+                e = self._entries.get(f"{kind}:{v}")
+                if e is not None and e.action == "block" and (e.expires_at is None or at < e.expires_at):
+                    found.append(f"blocklist_{kind}")
+                    break
+        return tuple(found)

@@ -1,0 +1,191 @@
+"""Training and the model artifact.
+
+An artifact is a directory: `model.pkl` (a pickled scikit-learn classifier) and
+`manifest.json` with its sha256, the feature list, the training window and the
+metrics. `load_model` checks the hash *before* unpickling and the feature list
+against the code, and refuses with a clear `ModelArtifactError` otherwise: a worker
+calls it once at start, so a bad artifact stops it there, not mid-stream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sklearn
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+
+from models.features import FEATURE_NAMES
+from models.metrics import evaluate
+
+#: The artifact shipped in the repository (see docs/fraud.md for how it was made).
+SHIPPED_ARTIFACT = Path(__file__).parent / "artifacts" / "fraud-v1"
+MODEL_FILE = "model.pkl"
+MANIFEST_FILE = "manifest.json"
+DAY_MS = 86_400_000
+# Bounds on one training run: all fraud rows are kept, genuine rows are sampled down.
+MAX_TRAIN_ROWS = 300_000
+ALGOS = ("hgb", "rf")
+
+
+class ModelArtifactError(RuntimeError):
+    """A model artifact that must not be loaded; the message says what is wrong."""
+
+
+def make_model(algo: str, seed: int = 0) -> Any:
+    if algo == "hgb":
+        return HistGradientBoostingClassifier(
+            max_iter=150, learning_rate=0.1, max_leaf_nodes=31, min_samples_leaf=40,
+            l2_regularization=1.0, early_stopping=False, random_state=seed,
+        )
+    if algo == "rf":
+        return RandomForestClassifier(
+            n_estimators=60, max_depth=12, min_samples_leaf=20, random_state=seed,
+        )
+    raise ValueError(f"algo {algo!r} is not one of {ALGOS}")
+
+
+def bounded_sample(y: np.ndarray, max_rows: int = MAX_TRAIN_ROWS, seed: int = 0) -> np.ndarray:
+    """Indices to train on: every positive, and genuine rows sampled (deterministically)
+    so the total stays within max_rows."""
+    pos = np.flatnonzero(y == 1)
+    neg = np.flatnonzero(y == 0)
+    room = max(max_rows - len(pos), 0)
+    if len(neg) > room:
+        neg = np.sort(np.random.default_rng(seed).choice(neg, room, replace=False))
+    return np.sort(np.concatenate([pos, neg]))
+
+
+def fit(X: np.ndarray, y: np.ndarray, algo: str, seed: int = 0) -> Any:
+    idx = bounded_sample(y, seed=seed)
+    Xt = X[idx]
+    # A column with no value at all (e.g. no IP in the history) crashes the binning of
+    # HistGradientBoosting (scikit-learn 1.9.1). As a constant it yields no split, so
+    # the model ignores it, as it should, also when later inputs carry values.
+    empty = np.isnan(Xt).all(axis=0)
+    if empty.any():
+        Xt[:, empty] = 0.0
+    model = make_model(algo, seed)
+    model.fit(Xt, y[idx])
+    return model
+
+
+def predict(model: Any, X: np.ndarray) -> np.ndarray:
+    return model.predict_proba(X)[:, 1]
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model: Any
+    manifest: dict[str, Any]
+
+    @property
+    def version(self) -> str:
+        return self.manifest["model_version"]
+
+    def score(self, X: np.ndarray) -> np.ndarray:
+        return predict(self.model, X)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_artifact(model: Any, out_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model_path = out_dir / MODEL_FILE
+    model_path.write_bytes(pickle.dumps(model, protocol=5))
+    digest = sha256_file(model_path)
+    full = {
+        "model_version": f"{manifest.get('algo', 'model')}-{digest[:12]}",
+        "file": MODEL_FILE,
+        "sha256": digest,
+        "features": list(FEATURE_NAMES),
+        "sklearn_version": sklearn.__version__,
+    } | manifest
+    (out_dir / MANIFEST_FILE).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
+    return full
+
+
+def load_model(artifact_dir: Path | str) -> LoadedModel:
+    d = Path(artifact_dir)
+    try:
+        manifest = json.loads((d / MANIFEST_FILE).read_text())
+    except FileNotFoundError:
+        raise ModelArtifactError(f"{d}: no {MANIFEST_FILE}; not a model artifact") from None
+    except (OSError, ValueError) as e:
+        raise ModelArtifactError(f"{d}/{MANIFEST_FILE}: unreadable: {e}") from None
+    if not isinstance(manifest, dict) or not {"file", "sha256", "features", "model_version"} <= manifest.keys():
+        raise ModelArtifactError(f"{d}/{MANIFEST_FILE}: lacks file, sha256, features or model_version")
+    model_path = d / Path(manifest["file"]).name
+    if not model_path.is_file():
+        raise ModelArtifactError(f"{model_path}: missing")
+    actual = sha256_file(model_path)
+    if actual != manifest["sha256"]:
+        raise ModelArtifactError(
+            f"{model_path}: sha256 {actual} does not match the manifest's {manifest['sha256']}; "
+            "the file was changed or corrupted, refusing to load it"
+        )
+    if list(manifest["features"]) != list(FEATURE_NAMES):
+        raise ModelArtifactError(
+            f"{d}: trained on features {manifest['features']}, this code computes {list(FEATURE_NAMES)}; retrain"
+        )
+    try:
+        model = pickle.loads(model_path.read_bytes())  # hash verified above
+    except Exception as e:  # an unpicklable file whose hash matched: a bad build, say so
+        raise ModelArtifactError(f"{model_path}: cannot unpickle: {type(e).__name__}: {e}") from None
+    if not hasattr(model, "predict_proba"):
+        raise ModelArtifactError(f"{model_path}: not a classifier")
+    return LoadedModel(model, manifest)
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def train_artifact(df, X: np.ndarray, out_dir: Path, *, feedback_delay_days: int, test_days: int = 7,
+                   algo: str = "auto", seed: int = 0, command: str = "") -> dict[str, Any]:
+    """Train on the history before its last `test_days`, measure on those days, and
+    write the artifact. `algo="auto"` trains both kinds and keeps the one with the
+    better average precision on the held-out days (the comparison is in the manifest)."""
+    ts = df["ts_ms"].to_numpy()
+    y = df["fraud"].to_numpy()
+    cut = int(ts.max()) - test_days * DAY_MS
+    train, test = ts < cut, ts >= cut
+    if y[train].sum() < 5 or train.sum() < 100 or test.sum() == 0:
+        raise ValueError("history too small to train: need >= 100 rows and 5 fraud before the test days")
+    candidates = ALGOS if algo == "auto" else (algo,)
+    results: dict[str, dict[str, Any]] = {}
+    models = {}
+    for a in candidates:
+        t0 = time.perf_counter()
+        models[a] = fit(X[train], y[train], a, seed)
+        train_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        scores = predict(models[a], X[test])
+        score_s = time.perf_counter() - t0
+        results[a] = evaluate(ts[test], df["card_id"].to_numpy()[test], scores, y[test]) | {
+            "train_s": round(train_s, 2), "score_tx_per_s": round(test.sum() / score_s),
+        }
+    chosen = max(candidates, key=lambda a: (results[a]["ap"], -ALGOS.index(a)))
+    return save_artifact(models[chosen], out_dir, {
+        "algo": chosen,
+        "training_window": {"from": _iso(int(ts.min())), "to": _iso(cut), "rows": int(train.sum()),
+                            "fraud": int(y[train].sum())},
+        "test_window": {"from": _iso(cut), "to": _iso(int(ts.max())), "rows": int(test.sum())},
+        "feedback_delay_days": feedback_delay_days,
+        "metrics": results,
+        "seed": seed,
+        "command": command,
+    })

@@ -1,0 +1,90 @@
+"""Rules from the versioned TOML: the shipped file loads, each rule kind fires where it
+should and not elsewhere, and a bad file is a clear PolicyError."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from models.features import FEATURE_NAMES, FeatureVector
+from models.policy import DEFAULT_RULES, PolicyError, RuleHit, evaluate_rules, load_policy
+
+POLICY = load_policy()
+TX = {"amount_minor": 1_000, "currency": "USD", "bin": "424242", "country": "DE"}
+
+
+def fv(**values) -> FeatureVector:
+    base = dict.fromkeys(FEATURE_NAMES, 0.0) | {"ip_cnt_1h": math.nan}
+    return FeatureVector(**(base | values))
+
+
+def codes(hits):
+    return [h.code for h in hits]
+
+
+def test_shipped_rules_load():
+    assert POLICY.version == "v1"
+    t = POLICY.thresholds
+    assert 0 < t.requires_action < t.review < t.decline < 1
+    assert POLICY.fallback_action == "approve"
+    assert evaluate_rules(POLICY, TX, fv()) == ()
+
+
+def test_velocity_rules_fire_above_their_max_only():
+    assert codes(evaluate_rules(POLICY, TX, fv(card_cnt_1m=3))) == []
+    assert evaluate_rules(POLICY, TX, fv(card_cnt_1m=4)) == (RuleHit("velocity_card_1m", "review"),)
+    assert evaluate_rules(POLICY, TX, fv(card_cnt_1d=41)) == (RuleHit("velocity_card_1d", "decline"),)
+    # NaN (no IP on the tx) never trips a rule; without features velocity is skipped
+    assert evaluate_rules(POLICY, TX, fv(ip_cnt_1h=math.nan)) == ()
+    assert evaluate_rules(POLICY, TX, None) == ()
+
+
+def test_amount_limits_per_currency():
+    assert codes(evaluate_rules(POLICY, TX | {"amount_minor": 500_001}, None)) == ["amount_over_review_limit"]
+    assert codes(evaluate_rules(POLICY, TX | {"amount_minor": 2_500_001}, None)) == ["amount_over_decline_limit"]
+    # JPY has its own limits (no minor unit): 600,000 yen is fine
+    assert evaluate_rules(POLICY, TX | {"amount_minor": 600_000, "currency": "JPY"}, None) == ()
+    # an unlisted currency has no amount rule; a garbled amount trips nothing
+    assert evaluate_rules(POLICY, TX | {"amount_minor": 10**12, "currency": "CHF"}, None) == ()
+    assert evaluate_rules(POLICY, TX | {"amount_minor": "lots"}, None) == ()
+
+
+def test_country_and_bin_rules():
+    assert codes(evaluate_rules(POLICY, TX | {"country": "KP"}, None)) == ["country_declined"]
+    assert codes(evaluate_rules(POLICY, TX | {"bin": "40000012"}, None)) == ["bin_review"]
+    assert evaluate_rules(POLICY, TX | {"country": None, "bin": None}, None) == ()
+
+
+def test_thresholds_map_scores_to_bands():
+    t = POLICY.thresholds
+    assert t.action_for(0.0) == "approve"
+    assert t.action_for(t.requires_action) == "requires_action"
+    assert t.action_for(t.review) == "review"
+    assert t.action_for(1.0) == "decline"
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (("review = 0.65", "review = 0.99"), "thresholds"),
+        (('feature = "card_cnt_1m"', 'feature = "nope"'), "unknown feature"),
+        (('action = "approve"', 'action = "maybe"'), "action"),
+        (("[amount_limits.JPY]", "[amount_limits.XXX]"), "ISO 4217"),
+        (("review_minor = 500_000      # 5,000.00", "review_minor = 5000.5"), "positive integers"),
+        (('decline = ["KP"', 'decline = ["north korea"'), "countries.decline"),
+        (('version = "v1"', 'version = "v1'), "not TOML"),
+    ],
+)
+def test_bad_rules_file_is_a_clear_error(tmp_path, edit, message):
+    text = DEFAULT_RULES.read_text()
+    assert edit[0] in text
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace(edit[0], edit[1], 1))
+    with pytest.raises(PolicyError, match=message):
+        load_policy(bad)
+
+
+def test_missing_rules_file_is_a_clear_error(tmp_path):
+    with pytest.raises(PolicyError, match="cannot read"):
+        load_policy(tmp_path / "absent.toml")
