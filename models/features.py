@@ -26,16 +26,15 @@ import math
 import zlib
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any, Iterable, Iterator, Mapping, NamedTuple
 
 from schemas.money import CURRENCY_EXPONENTS
+from schemas.times import to_ms as datetime_to_ms
 
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
 DAY_MS = 24 * HOUR_MS
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_MS = timedelta(milliseconds=1)
 
 # (name, span_ms, buckets). Resolution = span / buckets: 10 s, 1 min, 1 h, 6 h, 1 d.
 CARD_WINDOWS = (
@@ -85,7 +84,7 @@ class Txn(NamedTuple):
 def to_ms(at: datetime) -> int:
     if not isinstance(at, datetime) or at.tzinfo is None:
         raise FeatureInputError("occurred_at must be a timezone-aware datetime")
-    return (at - _EPOCH) // _MS
+    return datetime_to_ms(at)
 
 
 

@@ -16,12 +16,14 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any
 
 from schemas.ids import derive_entry_id, derive_reversal_id
 from schemas.money import is_currency
 from schemas.partitioning import partition_for
+from schemas.times import from_ms
+from schemas.times import to_ms as datetime_to_ms
 from streams.fx import FxRate, convert, parse_rate
 
 MERCHANT_ACCOUNTS = ("holds", "pending", "available")
@@ -368,22 +370,13 @@ def decode_balance(data: bytes) -> int:
 
 # --- Avro records (schemas/avro/LedgerEntry.avsc) ---
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-
 def to_ms(value: datetime | int) -> int:
     """Epoch milliseconds of an Avro timestamp-millis (decoded: an aware datetime)."""
     if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise ValueError("naive datetime: event times are timezone-aware UTC")
-        return (value - _EPOCH) // timedelta(milliseconds=1)
+        return datetime_to_ms(value)
     if type(value) is int:
         return value
     raise TypeError(f"not a timestamp: {type(value).__name__}")
-
-
-def from_ms(ms: int) -> datetime:
-    return _EPOCH + timedelta(milliseconds=ms)
 
 
 def settlement_of(entry: JournalEntry) -> SettlementTerms | None:

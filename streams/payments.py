@@ -20,11 +20,13 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Callable, Protocol
 
 from connectors.providers.simulated import ProviderResult
 from schemas.ids import derive_command_id, derive_event_id, derive_outcome_id, derive_provider_key
+from schemas.times import from_ms
+from schemas.times import to_ms as event_ms
 from streams.outcomes import outcome, rejection
 from streams.timers import Timer
 
@@ -227,7 +229,7 @@ def expire_due(payment: Payment, timer: Timer, saga: Saga, policy: Policy) -> De
     if payment.status not in CAPTURABLE or payment.hold_minor == 0:
         return None
     assert timer.due_ms >= payment.created_at_ms + policy.auth_window_ms
-    at = _EPOCH + timedelta(milliseconds=timer.due_ms)
+    at = from_ms(timer.due_ms)
     step = _Step(payment, {"command_id": None, "occurred_at": at}, saga, policy, source=f"timer:expire:{payment.payment_id}")
     step.release("expired", "expired" if payment.status == "authorized" else payment.status)
     return Decision(step.payment, None, changed=True, events=tuple(step.events))
@@ -518,9 +520,3 @@ def _amounts(p: Payment) -> dict[str, Any]:
         "card_last4": p.card_last4,
     }
 
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-
-def event_ms(ts: datetime) -> int:
-    return (ts - _EPOCH) // timedelta(milliseconds=1)  # integer math: no float rounding

@@ -1,0 +1,19 @@
+"""Event time as integer epoch milliseconds (Avro timestamp-millis): one definition."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MS = timedelta(milliseconds=1)
+
+
+def to_ms(at: datetime) -> int:
+    """Epoch milliseconds of an aware datetime, in integer math (no float rounding)."""
+    if at.tzinfo is None:
+        raise ValueError("naive datetime: event times are timezone-aware UTC")
+    return (at - EPOCH) // _MS
+
+
+def from_ms(ms: int) -> datetime:
+    return EPOCH + timedelta(milliseconds=ms)
