@@ -30,7 +30,7 @@ from connectors.vault.keys import FileKeyStore
 from connectors.vault.vault import open_vault
 from schemas.cards import mask_pans
 from schemas.codec import Codec, DecodeError
-from streams import metrics, topics
+from streams import faust_fixes, metrics, topics
 from streams.eos import Emitter, Record, StateWrite
 from streams.ingest import DeadLetter, Forward, Limits, Source, dead_letter, ingest
 from streams.payments import Policy, Saga
@@ -64,6 +64,7 @@ def reset_local_state(settings: Settings) -> None:
 
 
 def build_app(settings: Settings) -> faust.App:
+    faust_fixes.apply()
     n = settings.partitions
     app = faust.App(
         settings.app_id,

@@ -17,12 +17,8 @@ from tests.integration.support import create, make_settings, start_worker
 pytestmark = pytest.mark.integration
 
 
-# Known bug, not yet understood: in about one run in three, commands around the kill
-# point never get an outcome (found in ingest's output and in the payments stage's),
-# though their source offsets are committed; restarts do not bring them back. It is
-# older than the saga (the foundation's code shows it too). Until it is fixed this
-# test may fail without failing CI; when it passes, it still proves no duplicates.
-@pytest.mark.xfail(strict=False, reason="outcomes lost after kill -9 in ~1/3 runs: open bug, see docs/decisions.md")
+# This test found the recovery-order loss fixed in streams/faust_fixes.py (about one
+# run in three lost a few commands before the fix); see docs/decisions.md.
 def test_kill_9_mid_batch_then_restart_gives_exactly_one_outcome_each(bootstrap: str, tmp_path: Path) -> None:
     settings = make_settings(tmp_path, "restart")
     merchant = f"m_{uuid.uuid4().hex[:6]}"

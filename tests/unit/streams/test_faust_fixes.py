@@ -1,0 +1,79 @@
+"""The recovery-order fix: stream partitions resume only after the seek to committed offsets."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+from faust.tables.recovery import Recovery
+
+from streams import faust_fixes
+
+
+class Consumer:
+    """Records the order of resume and seek, as Faust's consumer would see them."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def resume_partitions(self, tps) -> None:
+        self.calls.append(f"resume {sorted(tps)}")
+
+    async def perform_seek(self) -> None:
+        await asyncio.sleep(0)  # the real seek awaits the broker
+        self.calls.append("seek")
+
+
+def recovery_with(consumer: Consumer) -> SimpleNamespace:
+    return SimpleNamespace(app=SimpleNamespace(consumer=consumer))
+
+
+async def faust_order(self, seek: bool = True) -> str:
+    """Faust 0.15.3's order inside on_recovery_completed: resume, then seek."""
+    consumer = self.app.consumer
+    consumer.resume_partitions({"validated-1", "commands-3"})
+    if seek:
+        await consumer.perform_seek()
+    consumer.calls.append("flow resumed")
+    return "done"
+
+
+def test_resume_waits_for_the_seek() -> None:
+    consumer = Consumer()
+    result = asyncio.run(faust_fixes.seek_before_resume(faust_order)(recovery_with(consumer)))
+    assert result == "done"
+    assert consumer.calls == ["seek", "resume ['commands-3', 'validated-1']", "flow resumed"]
+
+
+def test_without_a_seek_the_partitions_still_resume() -> None:
+    consumer = Consumer()
+    asyncio.run(faust_fixes.seek_before_resume(faust_order)(recovery_with(consumer), seek=False))
+    assert consumer.calls == ["flow resumed", "resume ['commands-3', 'validated-1']"]
+
+
+def test_the_consumer_gets_its_own_methods_back_even_after_an_error() -> None:
+    consumer = Consumer()
+
+    async def fails(self) -> None:
+        self.app.consumer.resume_partitions({"p"})
+        raise RuntimeError("rebalance")
+
+    with pytest.raises(RuntimeError):
+        asyncio.run(faust_fixes.seek_before_resume(fails)(recovery_with(consumer)))
+    assert "resume_partitions" not in vars(consumer) and "perform_seek" not in vars(consumer)
+    assert consumer.calls == ["resume ['p']"]
+
+
+def test_apply_wraps_both_recovery_paths_once() -> None:
+    faust_fixes.apply()
+    first = Recovery.on_recovery_completed
+    faust_fixes.apply()
+    assert Recovery.on_recovery_completed is first
+    for name in ("on_recovery_completed", "_resume_streams"):
+        assert getattr(getattr(Recovery, name), faust_fixes._MARK)
+
+
+def test_an_unverified_faust_is_refused() -> None:
+    with pytest.raises(faust_fixes.UnverifiedFaust, match="0.15.3"):
+        faust_fixes.apply(version="0.16.0")
