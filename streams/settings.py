@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The bootstrap the embedded broker listens on; anything else is "external".
@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(10.0, ge=6, le=300)
     worker_web_port: int = Field(6066, ge=1024, le=65535)
 
+    # ClickHouse read models: chdb:///<dir> (in-process) or http(s)://host:8123.
+    # Empty: chDB under the data dir (see connectors/clickhouse/client.py).
+    clickhouse_url: str = ""
+    clickhouse_database: str = Field("paystream", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+
     # Business limits
     max_amount_minor: int = Field(10**15, ge=1)
     idempotency_key_max_len: int = Field(255, ge=1, le=1024)
@@ -58,6 +63,13 @@ class Settings(BaseSettings):
         if not v.strip():
             raise ValueError("PAYSTREAM_KAFKA_BOOTSTRAP must not be empty")
         return v.strip()
+
+    @model_validator(mode="after")
+    def _default_clickhouse_url(self) -> Settings:
+        if not self.clickhouse_url.strip():
+            # chDB wants an absolute directory: chdb:///var/... would be /var.
+            self.clickhouse_url = f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+        return self
 
     @property
     def kafka_embedded(self) -> bool:
