@@ -49,3 +49,12 @@ def derive_entry_id(event_id: str) -> str:
 def derive_reversal_id(entry_id: str, correction_id: str) -> str:
     """The entry reversing `entry_id` for one correction (several corrections, several ids)."""
     return _derive("jr_", entry_id, correction_id)
+
+
+def derive_settlement_id(merchant_id: str, currency: str, day: str) -> str:
+    """One merchant's settlement of one currency for one day (ISO date): a re-run gets the same id."""
+    return _derive("stl_", merchant_id, currency, day)
+
+
+def derive_payout_id(settlement_id: str) -> str:
+    return _derive("po_", settlement_id)
