@@ -31,6 +31,11 @@ class Settings(BaseSettings):
     # Faust's commit interval bounds read_committed outcome latency under EOS.
     commit_interval_s: float = Field(0.5, gt=0, le=30)
 
+    # Schema Registry: when set, codecs write the Confluent wire format (schemas/codec.py).
+    schema_registry_url: str | None = Field(None, pattern=r"^https?://\S+$")
+    # A file holding "user:password" for the registry's basic auth (never the secret itself here).
+    schema_registry_auth_file: Path | None = None
+
     # Local state
     data_dir: Path = Path("var")
     keys_dir: Path = Path("var/keys")
