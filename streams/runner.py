@@ -29,6 +29,7 @@ class WorkerProcess:
         return os.environ | {
             "PAYSTREAM_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
             "PAYSTREAM_PARTITIONS": str(s.partitions),
+            "PAYSTREAM_REPLICATION_FACTOR": str(s.replication_factor),
             "PAYSTREAM_NAMESPACE": s.namespace,
             "PAYSTREAM_WORKER_NAME": s.worker_name,
             "PAYSTREAM_SESSION_TIMEOUT_S": str(s.session_timeout_s),

@@ -26,10 +26,18 @@ class Settings(BaseSettings):
     )
     kafka_controller_port: int = 19093
     kafka_start_timeout_s: int = Field(120, ge=5, le=1800)
+    # Nodes of the embedded cluster (`paystream kafka up --brokers 3`); 1 is the single node.
+    kafka_brokers: int = Field(1, ge=1, le=5)
     partitions: int = Field(8, ge=1, le=256, description="Partitions of each pipeline topic.")
+    # Unset: 1 on one embedded node, 3 on an embedded cluster (with min.insync.replicas 2).
     replication_factor: int = Field(1, ge=1, le=5)
     # Faust's commit interval bounds read_committed outcome latency under EOS.
     commit_interval_s: float = Field(0.5, gt=0, le=30)
+
+    # Schema Registry: when set, codecs write the Confluent wire format (schemas/codec.py).
+    schema_registry_url: str | None = Field(None, pattern=r"^https?://\S+$")
+    # A file holding "user:password" for the registry's basic auth (never the secret itself here).
+    schema_registry_auth_file: Path | None = None
 
     # Local state
     data_dir: Path = Path("var")
@@ -70,6 +78,25 @@ class Settings(BaseSettings):
             # chDB wants an absolute directory: chdb:///var/... would be /var.
             self.clickhouse_url = f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
         return self
+
+    @model_validator(mode="after")
+    def _replication_follows_the_embedded_cluster(self) -> Settings:
+        if self.kafka_embedded and self.kafka_brokers > 1 and self.kafka_brokers < 3:
+            raise ValueError("PAYSTREAM_KAFKA_BROKERS is 1 (one node) or 3-5 (a cluster)")
+        if self.kafka_embedded and "replication_factor" not in self.model_fields_set:
+            self.replication_factor = min(3, self.kafka_brokers)
+        return self
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """Every node of the embedded cluster (a client that starts while node 1 is
+        down still finds the others), else PAYSTREAM_KAFKA_BOOTSTRAP as given."""
+        if not self.kafka_embedded or self.kafka_brokers == 1:
+            return self.kafka_bootstrap
+        from connectors.kafka.launcher import ClusterConfig
+
+        port = int(self.kafka_bootstrap.rsplit(":", 1)[1])
+        return ClusterConfig(self.kafka_dir, self.kafka_brokers, port).bootstrap
 
     @property
     def kafka_embedded(self) -> bool:
