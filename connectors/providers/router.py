@@ -6,8 +6,9 @@ breaker per provider) that the payments stage persists per partition.
 provider calls, which are idempotent by `key`):
 
 1. Eligible routes: the payment method's rail kinds, the currency, the amount limit,
-   and a breaker that lets a call through (closed, or open past its cool-down: a probe).
-2. Ranked by score = w_success * approval rate - w_cost * fee share of the amount
+   and a breaker that lets a call through (closed, or open past its cool-down: a
+   half-open route takes the next calls as its probes, ahead of the ranking).
+2. Ranked by score = w_success * approval rate (of answered calls) - w_cost * fee share of the amount
    - w_latency * mean latency (s) - w_load * calls over capacity, over the breaker's
    rolling window, with a prior so a quiet route is neither perfect nor dead.
    Weights live in `routing.toml` (docs/routing.md).
@@ -177,21 +178,25 @@ class Router:
     def score(self, route: Route, b: Breaker, amount_minor: int) -> float:
         cfg, w = self.config, self.config.weights
         t = b.totals()
-        n = t.calls + cfg.prior_calls
-        success = (t.approvals + cfg.prior_success * cfg.prior_calls) / n
-        latency_s = (t.latency_ms + route.latency_prior_ms * cfg.prior_calls) / n / 1000
+        # Approval rate among the calls the provider answered: availability (refusals,
+        # timeouts) is the breaker's verdict, so a failing route is taken out and
+        # probed, not quietly starved of the traffic that would show its recovery.
+        answered = t.calls - t.failures
+        success = (t.approvals + cfg.prior_success * cfg.prior_calls) / (answered + cfg.prior_calls)
+        latency_s = (t.latency_ms + route.latency_prior_ms * cfg.prior_calls) / (t.calls + cfg.prior_calls) / 1000
         cost = route.pricing.fee_minor(amount_minor) / amount_minor
         load = t.calls / (route.capacity_per_min * cfg.breaker.window_ms / 60_000)
         return w.success * success - w.cost * cost - w.latency * latency_s - w.load * load
 
     def rank(self, state: RoutingState, cmd: dict[str, Any], at_ms: int) -> tuple[tuple[str, float], ...]:
-        """Eligible routes whose breaker lets a call through at `at_ms`, best first."""
+        """Eligible routes whose breaker lets a call through at `at_ms`, best first; a
+        half-open route first of all, since only its probes can close it again."""
         scored = []
         for route in self.eligible(cmd):
             ok, b, _ = allow(state.breaker(route.provider), self.config.breaker, at_ms)
             if ok:
-                scored.append((route.provider, round(self.score(route, b, cmd["amount_minor"]), 9)))
-        return tuple(sorted(scored, key=lambda x: (-x[1], x[0])))
+                scored.append((b.state != "half_open", route.provider, round(self.score(route, b, cmd["amount_minor"]), 9)))
+        return tuple((name, score) for _, name, score in sorted(scored, key=lambda x: (x[0], -x[2], x[1])))
 
     def authorize(self, state: RoutingState, providers: Mapping[str, Authorizer], cmd: dict[str, Any],
                   key: str, call: Call) -> Routed:
