@@ -36,6 +36,8 @@ class WorkerProcess:
             "PAYSTREAM_DATA_DIR": str(s.data_dir),
             "PAYSTREAM_KEYS_DIR": str(s.keys_dir),
             "PAYSTREAM_COMMIT_INTERVAL_S": str(s.commit_interval_s),
+            "PAYSTREAM_PROVIDERS": s.providers,
+            "PAYSTREAM_PROVIDER_SEED": str(s.provider_seed),
         }
 
     def start(self) -> WorkerProcess:

@@ -7,6 +7,7 @@ repr of the settings is safe to log.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
@@ -56,6 +57,13 @@ class Settings(BaseSettings):
     # Empty: chDB under the data dir (see connectors/clickhouse/client.py).
     clickhouse_url: str = ""
     clickhouse_database: str = Field("paystream", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+
+    # Payment providers: `rails` routes over the simulated rails (connectors/providers/
+    # rails.toml) with breakers and failover; `test` is the one deterministic test-mode
+    # provider (every card approves except the documented test cards), for suites that
+    # assert exact outcomes. The seed makes a rails run repeatable.
+    providers: Literal["rails", "test"] = "rails"
+    provider_seed: int = Field(0, ge=0)
 
     # Business limits
     max_amount_minor: int = Field(10**15, ge=1)
