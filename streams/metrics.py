@@ -39,3 +39,5 @@ SETTLEMENT_DISCREPANCIES = Counter(
 # action: approve | requires_action | review | decline (models/decision.py); fallback
 # is "true" when the model was unavailable and rules alone decided.
 FRAUD_DECISIONS = Counter("paystream_fraud_decisions_total", "Fraud decisions", ["action", "fallback"])
+# Rows the ClickHouse sink inserted, per read-model table (streams/readmodels.py).
+SINK_ROWS = Counter("paystream_sink_rows_total", "Rows inserted into the ClickHouse read models", ["table"])

@@ -1,0 +1,214 @@
+"""The sink loop over an in-memory log and a real chDB: every record lands once,
+bad records become dead letters, offsets are committed only after their rows
+were inserted, an outage mid-run loses and doubles nothing."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import pytest
+
+from connectors.clickhouse.client import ClickHouseError
+from connectors.clickhouse.sink import Batcher, Sink
+from schemas.codec import Codec
+from streams.readmodels import CODECS, SinkStats, run, sink_topics
+from streams.settings import Settings
+from tests.unit.connectors.clickhouse.support import traffic
+
+T = traffic(payments=120, seed=3)
+EV, LE = "t.payment-events", "t.ledger-entries"
+KINDS = {EV: "payment_event", LE: "ledger_entry"}
+JUNK = b"\xc3\x01" + b"\x00" * 8 + b"not avro"
+BAD_EVENT = CODECS["payment_event"].encode(T.events[0] | {"version": 0})  # decodes, cannot be mapped
+
+
+@dataclass
+class Msg:
+    _topic: str
+    _partition: int
+    _offset: int
+    _value: bytes | None
+    _key: bytes | None = None
+
+    def topic(self) -> str: return self._topic
+    def partition(self) -> int: return self._partition
+    def offset(self) -> int: return self._offset
+    def key(self) -> bytes | None: return self._key
+    def value(self) -> bytes | None: return self._value
+    def timestamp(self) -> tuple[int, int]: return (1, 1_764_000_000_000)
+    def error(self) -> None: return None
+
+
+@dataclass
+class Log:
+    """Partitions of records plus the group's committed offsets (they outlive a consumer)."""
+
+    partitions: dict[tuple[str, int], list[Msg]] = field(default_factory=dict)
+    committed: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def append(self, topic: str, partition: int, value: bytes | None, key: bytes | None = None) -> None:
+        msgs = self.partitions.setdefault((topic, partition), [])
+        msgs.append(Msg(topic, partition, len(msgs), value, key))
+
+    @property
+    def ends(self) -> dict[tuple[str, int], int]:
+        return {tp: len(m) for tp, m in self.partitions.items()}
+
+
+class MemorySource:
+    """A consumer on the log: starts at the committed offsets, reads round-robin."""
+
+    def __init__(self, log: Log, on_commit=None) -> None:  # type: ignore[no-untyped-def]
+        self.log, self.on_commit = log, on_commit
+        self.positions = {tp: log.committed.get(tp, 0) for tp in log.partitions}
+
+    def consume(self, max_records: int, timeout_s: float) -> list[Msg]:
+        out: list[Msg] = []
+        for tp, msgs in self.log.partitions.items():
+            take = msgs[self.positions[tp]:self.positions[tp] + max(1, max_records // len(self.log.partitions))]
+            self.positions[tp] += len(take)
+            out.extend(take)
+        return out
+
+    def drained(self, _stats: SinkStats) -> bool:
+        return all(self.positions[tp] >= end for tp, end in self.log.ends.items())
+
+    def commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        if self.on_commit is not None:
+            self.on_commit(dict(offsets))
+        for tp, o in offsets.items():
+            assert o > self.log.committed.get(tp, -1), "commits move forward"
+            self.log.committed[tp] = o
+
+
+class DeadLetters:
+    def __init__(self) -> None:
+        self.sent: list[dict] = []
+        self.flushed = 0
+
+    def send(self, record: dict, key: bytes | None) -> None:
+        self.sent.append(record)
+
+    def flush(self) -> None:
+        self.flushed = len(self.sent)
+
+
+def filled_log() -> Log:
+    log = Log()
+    events, entries = Codec("PaymentEvent"), Codec("LedgerEntry")
+    for e in T.events:
+        log.append(EV, zlib.crc32(e["payment_id"].encode()) % 2, events.encode(e), e["payment_id"].encode())
+    for e in T.entries:
+        log.append(LE, e["shard"] % 2, entries.encode(e))
+    log.append(EV, 1, JUNK, b"junk-key")
+    log.append(EV, 0, BAD_EVENT)
+    return log
+
+
+def counts(ch) -> dict[str, int]:
+    return {t: ch.query(f"SELECT count() FROM {t} FINAL").result_rows[0][0]
+            for t in ("payment_events", "payments", "ledger_entries")}
+
+
+EXPECTED = {"payment_events": len(T.events), "payments": len({e["payment_id"] for e in T.events}),
+            "ledger_entries": sum(len(e["lines"]) for e in T.entries)}
+
+
+def test_every_record_lands_once_and_bad_ones_become_dead_letters(ch) -> None:
+    log, dlq = filled_log(), DeadLetters()
+    src = MemorySource(log)
+    stats = run(src, Sink(ch), dlq, KINDS, Batcher(max_rows=400, max_wait_ms=60_000), stop=src.drained,
+                max_poll_records=50)
+    assert counts(ch) == EXPECTED
+    assert stats.rows["payment_events"] == len(T.events) and stats.records == len(T.events) + len(T.entries) + 2
+    assert log.committed == log.ends  # everything, the dead letters included, is committed
+    assert {(d["reason"], d["source_topic"]) for d in dlq.sent} == {("unknown_fingerprint", EV),
+                                                                     ("invalid_field", EV)}
+    junk = next(d for d in dlq.sent if d["reason"] == "unknown_fingerprint")
+    assert junk["raw_value"] == JUNK and junk["raw_key"] == b"junk-key" and junk["stage"] == "sink"
+    assert junk["source_offset"] == log.ends[(EV, 1)] - 1
+    assert dlq.flushed == len(dlq.sent)  # flushed before the offsets past them were committed
+    assert ch.query("SELECT sum(debit_minor) - sum(credit_minor) FROM ledger_entries FINAL").result_rows[0][0] == 0
+
+
+def test_offsets_are_committed_only_after_their_rows_are_in(ch) -> None:
+    log = filled_log()
+    event_at = {(EV, m.partition(), m.offset()) for msgs in log.partitions.values() for m in msgs
+                if m.topic() == EV and m.value() not in (JUNK, BAD_EVENT)}
+    seen: list[int] = []
+
+    def check(offsets: dict) -> None:
+        committed_events = sum(1 for (t, p, o) in event_at if o < offsets.get((t, p), log.committed.get((t, p), 0)))
+        in_ch = ch.query("SELECT count() FROM payment_events FINAL").result_rows[0][0]
+        assert in_ch >= committed_events
+        seen.append(committed_events)
+
+    src = MemorySource(log, on_commit=check)
+    stats = run(src, Sink(ch), DeadLetters(), KINDS, Batcher(max_rows=100, max_wait_ms=60_000), stop=src.drained,
+                max_poll_records=20)
+    assert stats.batches > 5 and len(seen) >= stats.batches
+    assert seen == sorted(seen) and seen[-1] == len(T.events)
+
+
+def test_batches_are_due_by_age_with_the_clock_passed_in(ch) -> None:
+    log = Log()
+    for e in T.events[:3]:
+        log.append(EV, 0, Codec("PaymentEvent").encode(e))
+    src, now = MemorySource(log), iter(range(0, 10_000, 400))
+    polls = []
+
+    def stop(stats: SinkStats) -> bool:
+        polls.append(stats.batches)
+        return len(polls) > 4
+
+    run(src, Sink(ch), DeadLetters(), KINDS, Batcher(max_rows=1000, max_wait_ms=1_000), stop=stop,
+        clock_ms=lambda: next(now), max_poll_records=1)
+    # one record per poll at 0, 400, 800 ms: the batch becomes due at 1,200 ms, not by count
+    assert polls == [0, 0, 0, 0, 1]
+    assert log.committed == {(EV, 0): 3}
+
+
+def test_outage_that_outlasts_the_retries_stops_uncommitted_and_a_restart_loses_nothing(ch) -> None:
+    log = filled_log()
+    first = MemorySource(log)
+    inserted = {"n": 0}
+
+    def flaky_stop(stats: SinkStats) -> bool:
+        if stats.batches == 2 and not inserted["n"]:
+            inserted["n"] = 1
+            ch.command("DETACH TABLE ledger_entries")  # the target goes away mid-run
+        return first.drained(stats)
+
+    with pytest.raises(ClickHouseError):
+        run(first, Sink(ch, attempts=2, sleep=lambda s: None), DeadLetters(), KINDS,
+            Batcher(max_rows=200, max_wait_ms=60_000), stop=flaky_stop, max_poll_records=30)
+    assert log.committed != log.ends  # the failed batch's offsets were not committed
+    ch.command("ATTACH TABLE ledger_entries")
+    again = MemorySource(log)  # the restarted process resumes at the last commit
+    run(again, Sink(ch), DeadLetters(), KINDS, Batcher(max_rows=200, max_wait_ms=60_000), stop=again.drained)
+    assert counts(ch) == EXPECTED and log.committed == log.ends
+
+
+def test_stop_inserts_and_commits_what_waits(ch) -> None:
+    log = filled_log()
+    src = MemorySource(log)
+    stats = run(src, Sink(ch), DeadLetters(), KINDS, Batcher(max_rows=100_000, max_wait_ms=60_000),
+                stop=lambda s: s.records > 0, max_poll_records=40)  # SIGTERM after the first poll
+    assert stats.batches == 1 and 0 < stats.records <= 40
+    assert sum(log.committed.values()) == stats.records
+    assert ch.query("SELECT count() FROM payment_events FINAL").result_rows[0][0] > 0
+
+
+def test_ends_bound_what_a_run_reads(ch) -> None:
+    log = filled_log()
+    ends = {tp: n // 2 for tp, n in log.ends.items()}
+    src = MemorySource(log)
+    stats = run(src, Sink(ch), DeadLetters(), KINDS, Batcher(), stop=src.drained, ends=ends)
+    assert stats.records == sum(ends.values())
+
+
+def test_sink_topics_skip_the_ledger_topic_until_it_is_declared() -> None:
+    topics = sink_topics(Settings(namespace="x"))
+    assert topics == {"x.payment-events": "payment_event", "x.payment-outcomes": "payment_outcome"}
