@@ -21,19 +21,24 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from datetime import date, timedelta
 from typing import Any, Protocol
 
 from clickhouse_connect.driver.client import Client
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
+from connectors.clickhouse.client import ClickHouseError
 from connectors.clickhouse.rows import Row, RowError, rows_for
 from connectors.clickhouse.sink import Batcher, Sink
 from schemas.codec import Codec, DecodeError
 from streams.ingest import Source as Origin
 from streams.ingest import dead_letter
-from streams.metrics import DEAD_LETTERS, SINK_ROWS
+from streams.ledger import JournalEntry, Line, entry_to_record
+from streams.metrics import DEAD_LETTERS, SETTLEMENT_DISCREPANCIES, SINK_ROWS
+from streams.reconcile import ProviderTxn, ReconResult, ledger_side, reconcile
 from streams.settings import Settings
+from streams.settlement import SettlementRun, cutoff_ms, settle
 from streams.topics import topic_names
 
 log = logging.getLogger(__name__)
@@ -252,3 +257,78 @@ def serve(settings: Settings, client: Client, stopping: Callable[[], bool], *, m
                    Batcher(max_rows=max_rows, max_wait_ms=max_wait_ms), stop=lambda _s: stopping())
     finally:
         consumer.close()  # leaves the group at once: the partitions move without waiting for the session timeout
+
+
+# --- batch jobs over the read models: settlement and reconciliation of a day ---
+
+MAX_SETTLE_LINES = 10_000_000  # ledger lines one settlement run reads (all history before the cutoff)
+RECON_LOOKBACK_DAYS = 7  # ledger days a report row may refer to (bank returns come 4 days later)
+
+
+def ledger_entries_before(client: Client, cutoff_ms_: int) -> list[JournalEntry]:
+    """Every journal entry with a merchant `pending` line before the cutoff, from
+    `ledger_entries FINAL`, lines in their posted order (settlement reads no other)."""
+    q = """
+        SELECT entry_id, line_no, event_id, event_type, payment_id, merchant_id, shard, account, currency,
+               debit_minor, credit_minor, reverses, toUnixTimestamp64Milli(occurred_at)
+        FROM ledger_entries FINAL
+        WHERE occurred_at < fromUnixTimestamp64Milli({cutoff:Int64}, 'UTC')
+          AND entry_id IN (SELECT entry_id FROM ledger_entries FINAL
+                           WHERE account LIKE 'merchant:%:pending'
+                             AND occurred_at < fromUnixTimestamp64Milli({cutoff:Int64}, 'UTC'))
+        ORDER BY entry_id, line_no
+        LIMIT {limit:UInt64}
+    """
+    rows = client.query(q, parameters={"cutoff": cutoff_ms_, "limit": MAX_SETTLE_LINES + 1}).result_rows
+    if len(rows) > MAX_SETTLE_LINES:
+        raise ClickHouseError("too_large", f"more than {MAX_SETTLE_LINES} ledger lines before the cutoff")
+    entries, lines, head = [], [], None
+    for r in [*rows, None]:
+        if head is not None and (r is None or r[0] != head[0]):
+            entries.append(JournalEntry(entry_id=head[0], event_id=head[2], event_type=head[3], payment_id=head[4],
+                                        merchant_id=head[5], shard=head[6], occurred_at_ms=head[12],
+                                        lines=tuple(lines), reverses=head[11]))
+            lines = []
+        if r is not None:
+            head = r
+            lines.append(Line(r[7], r[8], r[9], r[10]))
+    return entries
+
+
+def settle_day(client: Client, day: date, *, shards: int) -> SettlementRun:
+    """Settle `day` from the read models and write its journal entries and settlements
+    rows. Idempotent: the same ids and rows again, which the tokens and Replacing engines drop."""
+    run_ = settle(day, ledger_entries_before(client, cutoff_ms(day)), shards=shards)
+    rows = [r for e in run_.entries for r in rows_for("ledger_entry", entry_to_record(e))]
+    rows += [r for s in run_.settlements for r in rows_for("settlement", asdict(s))]
+    if rows:
+        Sink(client).insert(rows)
+    return run_
+
+
+def provider_txns(client: Client, first: date, last: date) -> list[ProviderTxn]:
+    """The ledger's provider transactions (captures, refunds) of days first..last, from `payment_events FINAL`."""
+    q = """
+        SELECT type, provider, provider_ref, payment_id, currency, amount_minor, fee_minor,
+               toUnixTimestamp64Milli(occurred_at) AS at_ms
+        FROM payment_events FINAL
+        WHERE type IN ('captured', 'refunded') AND provider != '' AND provider_ref != ''
+          AND toDate(occurred_at) BETWEEN {first:Date} AND {last:Date}
+    """
+    result = client.query(q, parameters={"first": first, "last": last})
+    names = [("occurred_at" if n == "at_ms" else n) for n in result.column_names]  # an alias would shadow the column
+    return ledger_side(dict(zip(names, r)) for r in result.result_rows)
+
+
+def reconcile_day(client: Client, day: date, report: list[ProviderTxn], lag_days: Mapping[str, int]) -> ReconResult:
+    """Reconcile `day`'s provider report against the read models; writes the
+    `reconciliation` rows and counts each discrepancy in SETTLEMENT_DISCREPANCIES."""
+    first = day - timedelta(days=RECON_LOOKBACK_DAYS + max(lag_days.values(), default=0))
+    result = reconcile(day, report, provider_txns(client, first, day), lag_days)
+    rows = [r for i in result.items for r in rows_for("reconciliation", asdict(i))]
+    if rows:
+        Sink(client).insert(rows)
+    for item in result.items:
+        if item.status != "matched":
+            SETTLEMENT_DISCREPANCIES.labels(item.status).inc()
+    return result
