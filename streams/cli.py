@@ -26,6 +26,8 @@ app.command("sql")(cli_clickhouse.sql)
 app.add_typer(cli_webhooks.app, name="webhooks")
 app.add_typer(cli_readmodels.app, name="readmodels")
 app.command("sink")(cli_readmodels.sink)
+app.command("settle")(cli_readmodels.settle)
+app.command("reconcile")(cli_readmodels.reconcile)
 
 err = Console(stderr=True)
 
