@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from datetime import date
 from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.progress import MofNCompleteColumn, Progress
 from rich.table import Table
 
 from connectors.clickhouse.client import ClickHouseError, connect
 from connectors.clickhouse.migrate import MigrationError, migrate
 from connectors.providers.rails import RailConfigError, load_rail_configs
 from streams.readmodels import SinkError, reconcile_day, serve, settle_day
+from streams.readmodels import rebuild as rebuild_tables
 from streams.reconcile import ReportError, read_report
 from streams.settings import get_settings
 
@@ -122,3 +125,27 @@ def reconcile(
         err.print(f"[red]reconcile {day}: {result.discrepancies} discrepanc(ies)[/red]")
         raise typer.Exit(1)
     err.print(f"reconcile {day}: all {len(result.items)} matched")
+
+
+@app.command()
+def rebuild(
+    timeout: float = typer.Option(3600.0, min=1, max=6 * 3600, help="Give up after this many seconds"),
+) -> None:
+    """Drop the topic-fed tables, recreate them and replay the topics from offset 0
+    up to the end offsets seen at start. Stop the sink first (one process per chDB dir)."""
+    settings = get_settings()
+    client = _client()
+    started = time.monotonic()
+    try:
+        with Progress(*Progress.get_default_columns(), MofNCompleteColumn(), console=err) as bar:
+            task = bar.add_task("replaying", total=None)
+            stats = rebuild_tables(settings, client, timeout_s=timeout,
+                                   on_progress=lambda done, total: bar.update(task, completed=done, total=total))
+    except (ClickHouseError, MigrationError, SinkError) as e:
+        err.print(f"[red]rebuild:[/red] {e}")
+        raise typer.Exit(1) from None
+    finally:
+        client.close()
+    elapsed = max(time.monotonic() - started, 1e-9)
+    err.print(f"rebuild: {stats.records} records, {stats.rows_total} rows in {elapsed:.1f}s "
+              f"({stats.rows_total / elapsed:,.0f} rows/s); {stats.dead_letters} undecodable skipped")

@@ -29,8 +29,10 @@ from clickhouse_connect.driver.client import Client
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from connectors.clickhouse.client import ClickHouseError
+from connectors.clickhouse.migrate import migrate
 from connectors.clickhouse.rows import Row, RowError, rows_for
 from connectors.clickhouse.sink import Batcher, Sink
+from connectors.kafka.clients import end_offsets
 from schemas.codec import Codec, DecodeError
 from streams.ingest import Source as Origin
 from streams.ingest import dead_letter
@@ -38,7 +40,7 @@ from streams.ledger import JournalEntry, Line, entry_to_record
 from streams.metrics import DEAD_LETTERS, SETTLEMENT_DISCREPANCIES, SINK_ROWS
 from streams.reconcile import ProviderTxn, ReconResult, ledger_side, reconcile
 from streams.settings import Settings
-from streams.settlement import SettlementRun, cutoff_ms, settle
+from streams.settlement import SettlementRun, cutoff_ms, settle, settlement_entry
 from streams.topics import topic_names
 
 log = logging.getLogger(__name__)
@@ -332,3 +334,69 @@ def reconcile_day(client: Client, day: date, report: list[ProviderTxn], lag_days
         if item.status != "matched":
             SETTLEMENT_DISCREPANCIES.labels(item.status).inc()
     return result
+
+
+# --- rebuild: drop the topic-fed tables and replay the topics from offset 0 ---
+
+TOPIC_TABLES = ("payments", "payment_events", "ledger_entries", "fraud_decisions", "disputes", "payment_outcomes")
+REBUILD_TIMEOUT_S = 6 * 3600
+
+
+class _NoDeadLetters:
+    """A rebuild re-reads records the live sink already dead-lettered: count them, do not send them again."""
+
+    def send(self, record: dict[str, Any], key: bytes | None) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
+def reset_tables(client: Client, *, shards: int) -> int:
+    """Drop the tables the topics fill (and the `balances` view over them), re-apply
+    the migrations (IF NOT EXISTS: `settlements` and `reconciliation`, which are runs'
+    results and on no topic, stay), and re-post the settlement entries from the
+    kept `settlements` rows. Returns the entries re-posted."""
+    client.command("DROP VIEW IF EXISTS balances")
+    for table in TOPIC_TABLES:
+        client.command(f"DROP TABLE IF EXISTS {table}")
+    client.command("TRUNCATE TABLE IF EXISTS schema_migrations")
+    migrate(client)
+    paid = client.query("SELECT merchant_id, currency, day, payout_minor FROM settlements FINAL "
+                        "WHERE payout_minor > 0 AND entry_id IS NOT NULL").result_rows
+    entries = [settlement_entry(m, c, d, p, shards=shards) for m, c, d, p in paid]
+    rows = [r for e in entries for r in rows_for("ledger_entry", entry_to_record(e))]
+    if rows:
+        Sink(client).insert(rows)
+    return len(entries)
+
+
+def rebuild(settings: Settings, client: Client, *, on_progress: Callable[[int, int], None] | None = None,
+            timeout_s: float = REBUILD_TIMEOUT_S, max_rows: int = 10_000) -> SinkStats:
+    """Reset the tables, then read every sink topic from offset 0 up to the end offsets
+    seen at start with a fresh reader that commits nothing. `on_progress(done, total)` in records."""
+    reset_tables(client, shards=settings.partitions)
+    kinds = sink_topics(settings)
+    consumer = sink_consumer(settings, group=False)
+    try:
+        ends = {(t, p): end for t in kinds for p, end in end_offsets(consumer, t, settings.partitions).items()}
+        consumer.assign([TopicPartition(t, p, 0) for t, p in ends])
+        total, deadline = sum(ends.values()), time.monotonic() + timeout_s
+
+        def done(stats: SinkStats) -> bool:
+            if time.monotonic() > deadline:
+                raise SinkError(f"rebuild: the end offsets were not reached in {timeout_s:.0f}s")
+            # read_committed: a partition's end can be a transaction marker, never delivered; its EOF says we are there
+            return all(stats.positions.get(tp, 0) >= end or stats.at_end.get(tp, -1) >= end
+                       for tp, end in ends.items() if end)
+
+        def progress(stats: SinkStats) -> None:
+            if on_progress is not None:
+                on_progress(sum(min(stats.positions.get(tp, 0), end) for tp, end in ends.items()), total)
+
+        stats = run(KafkaSource(consumer, commit=False), Sink(client), _NoDeadLetters(), kinds,
+                    Batcher(max_rows=max_rows, max_wait_ms=1_000), stop=done, ends=ends, on_batch=progress)
+        progress(stats)
+        return stats
+    finally:
+        consumer.close()
