@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from connectors.kafka import admin, launcher
-from streams import cli_clickhouse, cli_fraud, cli_keys, cli_webhooks
+from streams import cli_clickhouse, cli_fraud, cli_keys, cli_readmodels, cli_webhooks
 from streams.settings import Settings, get_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -24,6 +24,10 @@ app.add_typer(cli_fraud.app, name="fraud")
 app.add_typer(cli_clickhouse.app, name="clickhouse")
 app.command("sql")(cli_clickhouse.sql)
 app.add_typer(cli_webhooks.app, name="webhooks")
+app.add_typer(cli_readmodels.app, name="readmodels")
+app.command("sink")(cli_readmodels.sink)
+app.command("settle")(cli_readmodels.settle)
+app.command("reconcile")(cli_readmodels.reconcile)
 
 err = Console(stderr=True)
 

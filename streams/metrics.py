@@ -32,10 +32,12 @@ LEDGER_IMBALANCE = Gauge("paystream_ledger_imbalance_minor", "Ledger debits minu
 # Circuit breaker per provider rail: 0 closed, 1 half-open, 2 open.
 BREAKER_STATE = Gauge("paystream_breaker_state", "Provider circuit breaker (0 closed, 1 half-open, 2 open)", ["provider"])
 BREAKER_CLOSED, BREAKER_HALF_OPEN, BREAKER_OPEN = 0, 1, 2
-# kind: missing_in_ledger | missing_at_provider | amount_mismatch | currency_mismatch.
+# kind: the reconciliation status (streams/reconcile.py STATUSES other than matched).
 SETTLEMENT_DISCREPANCIES = Counter(
     "paystream_settlement_discrepancies_total", "Settlement lines that do not match the ledger", ["kind"]
 )
 # action: approve | requires_action | review | decline (models/decision.py); fallback
 # is "true" when the model was unavailable and rules alone decided.
 FRAUD_DECISIONS = Counter("paystream_fraud_decisions_total", "Fraud decisions", ["action", "fallback"])
+# Rows the ClickHouse sink inserted, per read-model table (streams/readmodels.py).
+SINK_ROWS = Counter("paystream_sink_rows_total", "Rows inserted into the ClickHouse read models", ["table"])

@@ -91,6 +91,18 @@ def _pending_owner(account: str) -> str | None:
     return None
 
 
+def settlement_entry(merchant: str, currency: str, day: date, payout_minor: int, *, shards: int) -> JournalEntry:
+    """The journal entry paying out `payout_minor` for (merchant, currency, day): pending -> available
+    at the day's last millisecond. Deterministic: a settlements row is enough to re-derive it."""
+    sid = derive_settlement_id(merchant, currency, day.isoformat())
+    return JournalEntry(
+        entry_id=derive_entry_id(sid), event_id=sid, event_type=SETTLEMENT, payment_id=sid, merchant_id=merchant,
+        shard=shard_for(merchant, shards), occurred_at_ms=cutoff_ms(day) - 1,
+        lines=(Line(merchant_account(merchant, "pending"), currency, debit_minor=payout_minor),
+               Line(merchant_account(merchant, "available"), currency, credit_minor=payout_minor)),
+    )
+
+
 def settle(day: date, entries: Iterable[JournalEntry], *, shards: int) -> SettlementRun:
     """Settle `day` from the ledger's entries (any order; entries after the day are ignored)."""
     assert shards >= 1
@@ -133,12 +145,7 @@ def settle(day: date, entries: Iterable[JournalEntry], *, shards: int) -> Settle
             payout = posted[entry_id].lines[0].debit_minor
         entry = None
         if payout:
-            entry = posted.get(entry_id) or JournalEntry(
-                entry_id=entry_id, event_id=sid, event_type=SETTLEMENT, payment_id=sid, merchant_id=merchant,
-                shard=shard_for(merchant, shards), occurred_at_ms=at_ms,
-                lines=(Line(merchant_account(merchant, "pending"), currency, debit_minor=payout),
-                       Line(merchant_account(merchant, "available"), currency, credit_minor=payout)),
-            )
+            entry = posted.get(entry_id) or settlement_entry(merchant, currency, day, payout, shards=shards)
             new_entries.append(entry)
             payouts.append(PayoutInstruction(derive_payout_id(sid), sid, merchant, currency, payout, day, at_ms))
         settlements.append(Settlement(

@@ -147,7 +147,10 @@ def _time(r: Mapping[str, Any], name: str) -> datetime:
     """Avro timestamp-millis: an aware datetime once decoded, or epoch ms."""
     value = r[name]
     if type(value) is int:
-        return from_ms(value)
+        try:
+            return from_ms(value)
+        except OverflowError:  # past year 9999: no time a record can carry
+            raise RowError("invalid_time", f"{name} out of range") from None
     if isinstance(value, datetime) and value.tzinfo is not None:
         return value.astimezone(timezone.utc)
     raise RowError("invalid_time", f"{name} must be an aware datetime or epoch ms")
