@@ -31,7 +31,8 @@ from schemas.times import to_ms as event_ms
 from streams.outcomes import outcome, rejection
 from streams.timers import Timer
 
-# A payment carries the idempotency records of its follow-ups; bound them.
+# A payment carries the idempotency records of its follow-ups; bound them
+# (the default of Policy.max_follow_ups, PAYSTREAM_PAYMENT_MAX_FOLLOW_UPS).
 MAX_FOLLOW_UPS = 100
 # Status queries for one pending authorization before it is left to ops.
 MAX_RESOLVE_ATTEMPTS = 5
@@ -57,6 +58,10 @@ CAPTURABLE = frozenset({"authorized", "partially_captured"})
 @dataclass(frozen=True)
 class Policy:
     auth_window: timedelta = timedelta(days=7)
+    max_follow_ups: int = MAX_FOLLOW_UPS
+
+    def __post_init__(self) -> None:
+        assert 1 <= self.max_follow_ups <= 1_000, self.max_follow_ups
 
     @property
     def auth_window_ms(self) -> int:
@@ -233,8 +238,8 @@ def _decide(payment: Payment | None, cmd: dict[str, Any], saga: Saga, policy: Po
         return _create(cmd, fp, saga, policy, routing)
     if payment is None:
         return _reject(None, cmd, "payment_not_found", "no such payment for this merchant", keep=None)
-    if len(payment.idempotency) >= MAX_FOLLOW_UPS:
-        return _reject(payment, cmd, "too_many_operations", f"at most {MAX_FOLLOW_UPS} operations per payment", keep=payment)
+    if len(payment.idempotency) >= policy.max_follow_ups:
+        return _reject(payment, cmd, "too_many_operations", f"at most {policy.max_follow_ups} operations per payment", keep=payment)
     if cmd["currency"] is not None and cmd["currency"] != payment.currency:
         return _reject(payment, cmd, "currency_mismatch", f"payment is in {payment.currency}", keep=payment)
     if payment.status == "pending":

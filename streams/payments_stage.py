@@ -24,7 +24,7 @@ from typing import Any
 from connectors.providers.router import Routed, RoutingState
 from streams.outcomes import rejection
 from streams.payments import Decision, Payment, Policy, Saga, decide, event_ms, expire_due
-from streams.timers import Timer, TimerStore
+from streams.timers import SWEEP_MAX, Timer, TimerStore
 
 Get = Callable[[bytes], bytes | None]
 
@@ -85,6 +85,7 @@ def handle(
     saga: Saga,
     policy: Policy,
     retention: timedelta,
+    sweep_max: int = SWEEP_MAX,
 ) -> Effects:
     effects = Effects()
     key = dedup_key(partition, cmd["command_id"])
@@ -126,10 +127,10 @@ def handle(
         timers.push(timer)
     watermark_ms = timers.advance(at_ms, record_ts_ms)
 
-    for timer in timers.pop_due("forget", watermark_ms):
+    for timer in timers.pop_due("forget", watermark_ms, sweep_max):
         effects.fired.append(timer)
         effects.writes.append((DEDUP, timer.ref.encode(), None))
-    for timer in timers.pop_due("expire", watermark_ms):
+    for timer in timers.pop_due("expire", watermark_ms, sweep_max):
         effects.fired.append(timer)
         payment = load(timer.ref.encode())
         expiry = expire_due(payment, timer, saga, policy) if payment is not None else None
