@@ -13,7 +13,6 @@ PAN_MAX_LEN = 19
 
 # Digit runs, optionally grouped by spaces or dashes, long enough to be a PAN.
 _PAN_TEXT = re.compile(r"\d(?:[ -]?\d){11,}")
-_PAN_BYTES = re.compile(rb"\d(?:[ -]?\d){11,}")
 _PAN_TOKEN = re.compile(r"(?<![0-9A-Za-z])\d(?:[ -]?\d){11,}(?![0-9A-Za-z])")
 
 # (brand, prefixes, valid lengths). Ranges per the networks' published IIN tables.
@@ -55,11 +54,13 @@ def check_pan(pan: str) -> tuple[str, str]:
 
 
 def luhn_valid(digits: str) -> bool:
-    if not digits.isdigit():
+    # Decimal digits of any script count by their value ("٤٢٤٢..." is a PAN too);
+    # isdigit() would also admit "²", which int() refuses.
+    if not digits.isdecimal():
         return False
     total = 0
     for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
+        d = int(ch)
         if i % 2 == 1:
             d *= 2
             if d > 9:
@@ -133,14 +134,8 @@ def mask_pans(text: str) -> tuple[str, int]:
 
 
 def mask_pans_bytes(data: bytes) -> tuple[bytes, int]:
-    """The bytes form of `mask_pans`, for raw messages bound for the dead-letter topic."""
-    count = 0
-
-    def sub(m: re.Match[bytes]) -> bytes:
-        nonlocal count
-        if _looks_like_pan(m.group(0).decode("ascii")):
-            count += 1
-            return b"[PAN]"
-        return m.group(0)
-
-    return _PAN_BYTES.sub(sub, data), count
+    """The bytes form of `mask_pans`, for raw messages bound for the dead-letter topic.
+    Bytes that are not UTF-8 pass through unchanged (surrogateescape); digits of any
+    script are masked as in text."""
+    text, count = mask_pans(data.decode("utf-8", "surrogateescape"))
+    return text.encode("utf-8", "surrogateescape"), count

@@ -49,3 +49,27 @@ def derive_entry_id(event_id: str) -> str:
 def derive_reversal_id(entry_id: str, correction_id: str) -> str:
     """The entry reversing `entry_id` for one correction (several corrections, several ids)."""
     return _derive("jr_", entry_id, correction_id)
+
+
+def derive_settlement_id(merchant_id: str, currency: str, day: str) -> str:
+    """One merchant's settlement of one currency for one day (ISO date): a re-run gets the same id."""
+    return _derive("stl_", merchant_id, currency, day)
+
+
+def derive_payout_id(settlement_id: str) -> str:
+    return _derive("po_", settlement_id)
+
+
+def derive_endpoint_id(merchant_id: str, url: str) -> str:
+    """A merchant's webhook endpoint: the same URL registered twice is one endpoint."""
+    return _derive("we_", merchant_id, url)
+
+
+def derive_notification_id(event_id: str, endpoint_id: str) -> str:
+    """The webhook notification of one payment event to one endpoint: the `id` a
+    receiver deduplicates by (delivery is at least once)."""
+    return _derive("whk_", event_id, endpoint_id)
+
+
+def derive_delivery_id(notification_id: str, attempt: int) -> str:
+    return _derive("wda_", notification_id, str(attempt))

@@ -25,6 +25,8 @@ from datetime import timedelta
 
 import faust
 
+from connectors.providers.rails import build_rails
+from connectors.providers.router import build_router
 from connectors.providers.simulated import SimulatedProvider
 from connectors.vault.keys import FileKeyStore
 from connectors.vault.vault import open_vault
@@ -40,6 +42,8 @@ from streams.payments_stage import DEDUP, EVENTS, OUTCOMES, PAYMENTS, SELF, TIME
 from streams.settings import Settings
 
 log = logging.getLogger("paystream.worker")
+
+BREAKER_LEVEL = {"closed": metrics.BREAKER_CLOSED, "half_open": metrics.BREAKER_HALF_OPEN, "open": metrics.BREAKER_OPEN}
 
 VALIDATED_CODEC = Codec("ValidatedCommand")
 OUTCOME_CODEC = Codec("PaymentOutcome")
@@ -61,6 +65,13 @@ def reset_local_state(settings: Settings) -> None:
     if settings.state_dir.exists():
         shutil.rmtree(settings.state_dir)
     settings.state_dir.mkdir(parents=True)
+
+
+def build_saga(settings: Settings) -> Saga:
+    if settings.providers == "test":
+        return Saga.single(SimulatedProvider())
+    rails = build_rails(seed=settings.provider_seed)
+    return Saga(providers=dict(rails), route=build_router({name: rail.config for name, rail in rails.items()}))
 
 
 def build_app(settings: Settings) -> faust.App:
@@ -107,7 +118,7 @@ def build_app(settings: Settings) -> faust.App:
     limits = Limits(settings.max_amount_minor, settings.idempotency_key_max_len, n)
     policy = Policy(auth_window=timedelta(hours=settings.auth_window_h))
     retention = timedelta(hours=settings.idempotency_retention_h)
-    saga = Saga.single(SimulatedProvider())
+    saga = build_saga(settings)
     codecs = {OUTCOMES: (names.outcomes, OUTCOME_CODEC), EVENTS: (names.events, EVENT_CODEC),
               SELF: (names.validated, VALIDATED_CODEC)}
 
@@ -179,5 +190,9 @@ def build_app(settings: Settings) -> faust.App:
                     metrics.PAYMENT_EVENTS.labels(type=record["type"]).inc()
             for timer in effects.fired:
                 metrics.TIMERS_FIRED.labels(kind=timer.kind).inc()
+            if effects.routed is not None:
+                for change in effects.routed.transitions:
+                    metrics.BREAKER_STATE.labels(provider=change.provider).set(BREAKER_LEVEL[change.to_state])
+                    log.warning("breaker %s: %s -> %s (%s)", change.provider, change.from_state, change.to_state, change.reason)
 
     return app

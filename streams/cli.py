@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from connectors.kafka import admin, launcher
-from streams import cli_fraud, cli_keys
+from streams import cli_clickhouse, cli_fraud, cli_keys, cli_readmodels, cli_webhooks
 from streams.settings import Settings, get_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -21,6 +21,13 @@ app.add_typer(kafka_app, name="kafka")
 app.add_typer(topics_app, name="topics")
 app.add_typer(cli_keys.app, name="keys")
 app.add_typer(cli_fraud.app, name="fraud")
+app.add_typer(cli_clickhouse.app, name="clickhouse")
+app.command("sql")(cli_clickhouse.sql)
+app.add_typer(cli_webhooks.app, name="webhooks")
+app.add_typer(cli_readmodels.app, name="readmodels")
+app.command("sink")(cli_readmodels.sink)
+app.command("settle")(cli_readmodels.settle)
+app.command("reconcile")(cli_readmodels.reconcile)
 
 err = Console(stderr=True)
 
@@ -43,14 +50,31 @@ def ensure_broker(settings: Settings) -> None:
         admin.wait_for_broker(settings.kafka_bootstrap, timeout_s=30)
 
 
+def cluster_config(settings: Settings, brokers: int) -> launcher.ClusterConfig:
+    port = int(settings.kafka_bootstrap.rsplit(":", 1)[1])
+    return launcher.ClusterConfig(settings.kafka_dir, brokers, port, settings.kafka_start_timeout_s)
+
+
 @kafka_app.command("up")
-def kafka_up() -> None:
+def kafka_up(
+    brokers: int = typer.Option(None, min=1, max=5, help="1 node, or a 3-5 node cluster (RF 3, min ISR 2); default PAYSTREAM_KAFKA_BROKERS"),
+) -> None:
     """Resolve the broker's jars (first run), format storage (first run), start, wait until it answers."""
     settings = get_settings()
     if not settings.kafka_embedded:
         err.print(f"PAYSTREAM_KAFKA_BOOTSTRAP={settings.kafka_bootstrap} is external: nothing to start")
         return
     started = time.monotonic()
+    brokers = brokers or settings.kafka_brokers
+    if brokers > 1:
+        try:
+            nodes = launcher.up_cluster(cluster_config(settings, brokers))
+        except (launcher.BrokerError, ValueError) as e:
+            err.print(f"[red]kafka up --brokers {brokers} failed:[/red] {e}")
+            raise typer.Exit(1) from None
+        err.print(f"kafka: {brokers} nodes up at {','.join(n.bootstrap for n in nodes)} in {time.monotonic() - started:.1f}s;"
+                  f" set PAYSTREAM_KAFKA_BROKERS={brokers} for workers (RF 3)")
+        return
     try:
         st = launcher.up(broker_config(settings))
     except launcher.BrokerError as e:
@@ -70,7 +94,12 @@ def kafka_down() -> None:
         err.print("external cluster: nothing to stop")
         return
     stopped = launcher.down(broker_config(settings))
-    err.print("kafka: stopped" if stopped else "kafka: was not running")
+    cluster = launcher.existing_cluster(settings.kafka_dir, broker_config(settings).port)
+    nodes = launcher.down_cluster(cluster) if cluster else []
+    if not stopped and not nodes:
+        err.print("kafka: was not running")
+    else:
+        err.print("kafka: stopped" + (f" cluster nodes {sorted(nodes)}" if nodes else ""))
 
 
 @kafka_app.command("status")

@@ -12,6 +12,7 @@ stage's command_id dedup drops it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -28,7 +29,15 @@ COMMAND_ID_MAX_LEN = 128
 METADATA_MAX_KEYS = 50
 METADATA_KEY_MAX_LEN = 40
 METADATA_VALUE_MAX_LEN = 500
+# What derive_payment_id makes: a follow-up naming anything else names no payment.
+PAYMENT_ID_PATTERN = re.compile(r"pay_[0-9a-f]{32}")
+# A refused command's text fields are cut to their bound (+ "…", so a cut id never
+# equals a real one): the refusal must stay small whatever the message carried.
+CURRENCY_MAX_LEN = 8
 FOLLOW_UP_KINDS = frozenset({"capture", "void", "refund", "expire"})
+# A dead letter keeps at most this much of the raw key and value (PANs masked first):
+# the record must fit the DLQ topic's message limit whatever arrived.
+DLQ_RAW_MAX_BYTES = 64 * 1024
 
 COMMAND_CODEC = Codec("PaymentCommand")
 
@@ -87,13 +96,16 @@ def ingest(raw: bytes | None, source: Source, tokenizer: TokenizerT, limits: Lim
     try:
         return Forward(_validate(cmd, source, tokenizer, limits))
     except _Invalid as e:
-        return Forward(_refused(cmd, e.reason, e.detail))
+        return Forward(_refused(cmd, e.reason, e.detail, limits))
 
 
 def dead_letter(stage: str, reason: str, detail: str, raw: bytes | None, source: Source) -> DeadLetter:
+    # Mask before cutting: a cut through a PAN would leave its digits unmasked.
     value, masked_value = mask_pans_bytes(raw or b"")
     key, masked_key = mask_pans_bytes(source.key) if source.key is not None else (None, 0)
     detail, masked_detail = mask_pans(detail)
+    if len(value) > DLQ_RAW_MAX_BYTES:
+        detail = f"{detail} (raw value cut to {DLQ_RAW_MAX_BYTES} of {len(value)} bytes)"
     return DeadLetter(
         {
             "dlq_id": derive_dlq_id(source.topic, source.partition, source.offset),
@@ -104,25 +116,32 @@ def dead_letter(stage: str, reason: str, detail: str, raw: bytes | None, source:
             "source_partition": source.partition,
             "source_offset": source.offset,
             "source_timestamp": datetime.fromtimestamp(source.timestamp_ms / 1000, tz=timezone.utc),
-            "raw_key": key,
-            "raw_value": value,
+            "raw_key": key[:DLQ_RAW_MAX_BYTES] if key is not None else None,
+            "raw_value": value[:DLQ_RAW_MAX_BYTES],
             "pans_masked": masked_value + masked_key + masked_detail,
         }
     )
 
 
-def _refused(cmd: dict[str, Any], reason: str, detail: str) -> dict[str, Any]:
-    """The ValidatedCommand form of a refused command: no card, only the reason.
-    It may be refused *because* a text field holds a PAN, so every one is masked."""
-    payment_id = cmd["payment_id"] or None
+def _refused(cmd: dict[str, Any], reason: str, detail: str, limits: Limits) -> dict[str, Any]:
+    """The ValidatedCommand form of a refused command: no card, no metadata (nothing
+    downstream reads them), only the reason. It may be refused *because* a text field
+    holds a PAN, so every one is masked; each is cut to its bound."""
+    payment_id = cmd["payment_id"] if cmd["payment_id"] and PAYMENT_ID_PATTERN.fullmatch(cmd["payment_id"]) else None
     if cmd["kind"] == "create" and cmd["merchant_id"] and cmd["idempotency_key"]:
         payment_id = derive_payment_id(cmd["merchant_id"], cmd["idempotency_key"])
-    masked = {f: _unpan(cmd[f]) for f in _TEXT_FIELDS}
-    return _forwarded(cmd | masked, _unpan(payment_id), card=None) | {
-        "metadata": {_unpan(k): _unpan(v) for k, v in cmd["metadata"].items()},
+    bounds = {"merchant_id": MERCHANT_ID_MAX_LEN, "idempotency_key": limits.idempotency_key_max_len,
+              "currency": CURRENCY_MAX_LEN}
+    masked = {f: _cut(_unpan(cmd[f]), n) for f, n in bounds.items()}
+    return _forwarded(cmd | masked, payment_id, card=None) | {
+        "metadata": {},
         "rejection_reason": reason,
         "rejection_detail": mask_pans(detail)[0][:500],
     }
+
+
+def _cut(text: str | None, max_len: int) -> str | None:
+    return text[:max_len] + "…" if text is not None and len(text) > max_len else text
 
 
 def _unpan(text: str | None) -> str | None:
@@ -181,6 +200,8 @@ def _validate(cmd: dict[str, Any], source: Source, tokenizer: TokenizerT, limits
         payment_id = cmd["payment_id"]
         if not payment_id:
             raise _Invalid("missing_payment_id", f"{kind} needs payment_id")
+        if not PAYMENT_ID_PATTERN.fullmatch(payment_id):
+            raise _Invalid("invalid_payment_id", "payment_id must be pay_ + 32 hex digits, as derive_payment_id makes it")
         if cmd["card"] is not None or cmd["card_token"] is not None:
             raise _Invalid("unexpected_payment_method", f"{kind} must not carry a card")
         if cmd["capture_method"] is not None:
@@ -235,14 +256,14 @@ def _tokenize(cmd: dict[str, Any], tokenizer: TokenizerT) -> dict[str, Any]:
     if card is not None and pre is not None:
         raise _Invalid("ambiguous_payment_method", "a create carries card or card_token, not both")
     if pre is not None:  # tokenized before publishing: the PAN never entered Kafka
-        if not (TOKEN_PATTERN.match(pre["token"]) and _digits(pre["bin"], 6) and _digits(pre["last4"], 4) and pre["brand"] in CARD_BRANDS):
+        if not (TOKEN_PATTERN.fullmatch(pre["token"]) and _digits(pre["bin"], 6) and _digits(pre["last4"], 4) and pre["brand"] in CARD_BRANDS):
             raise _Invalid("invalid_card_token", "card_token needs tok_ + 32 base32 chars, a 6-digit bin, a 4-digit last4, a known brand")
         _check_expiry(pre, cmd["occurred_at"])
         return dict(pre)
     if card is None:
         raise _Invalid("missing_payment_method", "create needs a card")
     pan = card["number"].replace(" ", "").replace("-", "")
-    if not (12 <= len(pan) <= 19 and pan.isdigit() and luhn_valid(pan)):
+    if not (12 <= len(pan) <= 19 and pan.isascii() and pan.isdigit() and luhn_valid(pan)):
         raise _Invalid("invalid_card_number", "card number fails length or Luhn check")
     _check_expiry(card, cmd["occurred_at"])
     try:

@@ -22,7 +22,7 @@ from datetime import timedelta
 from typing import Any
 
 from streams.payments import event_ms
-from streams.timers import Get, Timer, TimerStore
+from streams.timers import SWEEP_MAX, Get, Timer, TimerStore
 
 _SEP = "\x1f"
 
@@ -44,7 +44,8 @@ def claim_key(partition: int, merchant_id: str, idempotency_key: str) -> bytes:
     return f"{partition}/k/{merchant_id}{_SEP}{idempotency_key}".encode()
 
 
-def handle(cmd: dict[str, Any], partition: int, record_ts_ms: int, get: Get, retention: timedelta) -> KeyEffects:
+def handle(cmd: dict[str, Any], partition: int, record_ts_ms: int, get: Get, retention: timedelta,
+           sweep_max: int = SWEEP_MAX) -> KeyEffects:
     effects = KeyEffects(cmd)
     timers = TimerStore(get, partition)
     at_ms = event_ms(cmd["occurred_at"])
@@ -60,7 +61,7 @@ def handle(cmd: dict[str, Any], partition: int, record_ts_ms: int, get: Get, ret
                 "rejection_reason": "idempotency_conflict",
                 "rejection_detail": "idempotency_key already used for another payment of this merchant",
             }
-    for timer in timers.pop_due("forget", timers.advance(at_ms, record_ts_ms)):
+    for timer in timers.pop_due("forget", timers.advance(at_ms, record_ts_ms), sweep_max):
         effects.fired.append(timer)
         effects.writes.append((timer.ref.encode(), None))
     effects.writes.extend(timers.pending.items())

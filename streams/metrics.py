@@ -1,8 +1,12 @@
-"""Prometheus metrics of the worker. Labels are low-cardinality codes only."""
+"""Prometheus metrics of the worker. Labels are low-cardinality codes only.
+
+The rules in deploy/prometheus/ and the dashboards in deploy/grafana/ use these
+names; tests/unit/deploy/test_observability.py keeps them in step.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 OUTCOMES = Counter("paystream_outcomes_total", "Outcomes produced", ["kind", "status"])
 DEAD_LETTERS = Counter("paystream_dead_letters_total", "Records sent to the DLQ", ["stage", "reason"])
@@ -11,3 +15,29 @@ PAYMENT_EVENTS = Counter("paystream_payment_events_total", "Payment events emitt
 TIMERS_FIRED = Counter("paystream_timers_fired_total", "Event-time timers fired", ["kind"])
 TIMER_QUEUE_DEPTH = Gauge("paystream_timer_queue_depth", "Timers waiting, by kind and partition", ["kind", "partition"])
 COMMAND_ID_REUSED = Counter("paystream_command_id_reused_total", "Commands whose command_id was seen with other bytes")
+
+# Seconds from the input record's Kafka timestamp to the stage's output. Operational
+# time, so the wall clock is right here (business logic never reads it). stage is
+# ingest | keys | payments | risk | route | ledger, or `pipeline` for the whole way
+# from payment-commands to the outcome (the p99 SLO). Buckets straddle the 200 ms SLO.
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0, 10.0)
+STAGE_LATENCY = Histogram(
+    "paystream_stage_latency_seconds", "Record timestamp to stage output", ["stage"], buckets=LATENCY_BUCKETS_S
+)
+# Log end offset minus the group's committed offset, per source partition we own.
+CONSUMER_LAG = Gauge("paystream_consumer_lag_messages", "Messages not yet committed by the group", ["topic", "partition"])
+# Debits minus credits per currency over this worker's ledger partitions; anything
+# but 0 breaks invariant 1 and pages.
+LEDGER_IMBALANCE = Gauge("paystream_ledger_imbalance_minor", "Ledger debits minus credits, minor units", ["currency"])
+# Circuit breaker per provider rail: 0 closed, 1 half-open, 2 open.
+BREAKER_STATE = Gauge("paystream_breaker_state", "Provider circuit breaker (0 closed, 1 half-open, 2 open)", ["provider"])
+BREAKER_CLOSED, BREAKER_HALF_OPEN, BREAKER_OPEN = 0, 1, 2
+# kind: the reconciliation status (streams/reconcile.py STATUSES other than matched).
+SETTLEMENT_DISCREPANCIES = Counter(
+    "paystream_settlement_discrepancies_total", "Settlement lines that do not match the ledger", ["kind"]
+)
+# action: approve | requires_action | review | decline (models/decision.py); fallback
+# is "true" when the model was unavailable and rules alone decided.
+FRAUD_DECISIONS = Counter("paystream_fraud_decisions_total", "Fraud decisions", ["action", "fallback"])
+# Rows the ClickHouse sink inserted, per read-model table (streams/readmodels.py).
+SINK_ROWS = Counter("paystream_sink_rows_total", "Rows inserted into the ClickHouse read models", ["table"])

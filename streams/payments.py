@@ -23,14 +23,16 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Callable, Protocol
 
-from connectors.providers.simulated import ProviderResult
+from connectors.providers.router import Routed, Router, RoutingState
+from connectors.providers.simulated import Call, ProviderResult
 from schemas.ids import derive_command_id, derive_event_id, derive_outcome_id, derive_provider_key
 from schemas.times import from_ms
 from schemas.times import to_ms as event_ms
 from streams.outcomes import outcome, rejection
 from streams.timers import Timer
 
-# A payment carries the idempotency records of its follow-ups; bound them.
+# A payment carries the idempotency records of its follow-ups; bound them
+# (the default of Policy.max_follow_ups, PAYSTREAM_PAYMENT_MAX_FOLLOW_UPS).
 MAX_FOLLOW_UPS = 100
 # Status queries for one pending authorization before it is left to ops.
 MAX_RESOLVE_ATTEMPTS = 5
@@ -56,6 +58,10 @@ CAPTURABLE = frozenset({"authorized", "partially_captured"})
 @dataclass(frozen=True)
 class Policy:
     auth_window: timedelta = timedelta(days=7)
+    max_follow_ups: int = MAX_FOLLOW_UPS
+
+    def __post_init__(self) -> None:
+        assert 1 <= self.max_follow_ups <= 1_000, self.max_follow_ups
 
     @property
     def auth_window_ms(self) -> int:
@@ -63,15 +69,17 @@ class Policy:
 
 
 class Provider(Protocol):
-    """A payment provider as the saga sees it; every call is idempotent by `key`."""
+    """A payment provider as the saga sees it; every call is idempotent by `key`.
+    `call` carries the payment, currency and event time (settlement reports, schedules)."""
 
     name: str
 
-    def authorize(self, key: str, card_bin: str, card_last4: str, amount_minor: int, currency: str) -> ProviderResult: ...
-    def status(self, key: str, card_bin: str, card_last4: str, amount_minor: int) -> ProviderResult: ...
-    def capture(self, key: str, card_bin: str, card_last4: str, amount_minor: int) -> ProviderResult: ...
-    def void(self, key: str) -> ProviderResult: ...
-    def refund(self, key: str, amount_minor: int) -> ProviderResult: ...
+    def authorize(self, key: str, card_bin: str, card_last4: str, amount_minor: int, currency: str,
+                  call: Call | None = None) -> ProviderResult: ...
+    def status(self, key: str, card_bin: str, card_last4: str, amount_minor: int, call: Call | None = None) -> ProviderResult: ...
+    def capture(self, key: str, card_bin: str, card_last4: str, amount_minor: int, call: Call | None = None) -> ProviderResult: ...
+    def void(self, key: str, call: Call | None = None) -> ProviderResult: ...
+    def refund(self, key: str, amount_minor: int, call: Call | None = None) -> ProviderResult: ...
 
 
 @dataclass(frozen=True)
@@ -97,8 +105,9 @@ class Saga:
     and the fraud hook."""
 
     providers: dict[str, Provider]
-    # (create command) -> the name of the provider to authorize at
-    route: Callable[[dict[str, Any]], str]
+    # (create command) -> the name of the provider to authorize at; or a Router, which
+    # scores the routes, retries and fails over over its state (connectors/providers/router.py)
+    route: Callable[[dict[str, Any]], str] | Router
     fraud: Callable[[dict[str, Any]], FraudVerdict] = pass_through
 
     @classmethod
@@ -108,6 +117,15 @@ class Saga:
 
     def provider(self, name: str) -> Provider:
         return self.providers[name]
+
+    def authorize(self, cmd: dict[str, Any], key: str, call: Call, routing: RoutingState | None) -> Routed:
+        """Authorize a create at the route's provider (one call), or through the router."""
+        if isinstance(self.route, Router):
+            return self.route.authorize(routing or RoutingState(), self.providers, cmd, key, call)
+        name = self.route(cmd)
+        card = cmd["card"]
+        result = self.provider(name).authorize(key, card["bin"], card["last4"], cmd["amount_minor"], cmd["currency"], call)
+        return Routed(name, result, routing or RoutingState())
 
 
 @dataclass(frozen=True)
@@ -166,6 +184,10 @@ class Decision:
     events: tuple[dict[str, Any], ...] = ()  # PaymentEvent records, in order
     commands: tuple[dict[str, Any], ...] = ()  # ValidatedCommand records to itself
     timers: tuple[Timer, ...] = ()
+    # The router's state after this command (the one passed in when nothing routed),
+    # and what routing did for a create: attempts, failovers, breaker transitions.
+    routing: RoutingState | None = None
+    routed: Routed | None = None
 
 
 def fingerprint(cmd: dict[str, Any]) -> str:
@@ -189,7 +211,15 @@ def fingerprint(cmd: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def decide(payment: Payment | None, cmd: dict[str, Any], saga: Saga, policy: Policy) -> Decision:
+def decide(payment: Payment | None, cmd: dict[str, Any], saga: Saga, policy: Policy,
+           routing: RoutingState | None = None) -> Decision:
+    """`routing` is the partition's router state; the decision carries the next one."""
+    decision = _decide(payment, cmd, saga, policy, routing)
+    return decision if decision.routed is not None else replace(decision, routing=routing)
+
+
+def _decide(payment: Payment | None, cmd: dict[str, Any], saga: Saga, policy: Policy,
+            routing: RoutingState | None) -> Decision:
     if cmd["kind"] == "resolve":
         return _resolve(payment, cmd, saga, policy)
     key = cmd["idempotency_key"]
@@ -205,11 +235,11 @@ def decide(payment: Payment | None, cmd: dict[str, Any], saga: Saga, policy: Pol
 
     if cmd["kind"] == "create":
         assert payment is None, "a create with a new key cannot find an existing payment"
-        return _create(cmd, fp, saga, policy)
+        return _create(cmd, fp, saga, policy, routing)
     if payment is None:
         return _reject(None, cmd, "payment_not_found", "no such payment for this merchant", keep=None)
-    if len(payment.idempotency) >= MAX_FOLLOW_UPS:
-        return _reject(payment, cmd, "too_many_operations", f"at most {MAX_FOLLOW_UPS} operations per payment", keep=payment)
+    if len(payment.idempotency) >= policy.max_follow_ups:
+        return _reject(payment, cmd, "too_many_operations", f"at most {policy.max_follow_ups} operations per payment", keep=payment)
     if cmd["currency"] is not None and cmd["currency"] != payment.currency:
         return _reject(payment, cmd, "currency_mismatch", f"payment is in {payment.currency}", keep=payment)
     if payment.status == "pending":
@@ -257,6 +287,10 @@ class _Step:
     def provider(self) -> Provider:
         assert self.payment.provider is not None
         return self.saga.provider(self.payment.provider)
+
+    @property
+    def call(self) -> Call:
+        return Call(self.payment.payment_id, self.payment.currency, event_ms(self.cmd["occurred_at"]))
 
     def event(self, type_: str, amount_minor: int, *, fee_minor: int = 0, reason: str | None = None,
               provider_ref: str | None = None, **changes: Any) -> None:
@@ -315,7 +349,7 @@ class _Step:
     def capture(self, amount_minor: int, key: str) -> str | None:
         """Capture at the provider; None on success, else the provider's reason."""
         p = self.payment
-        result = self.provider.capture(key, p.card_bin or "", p.card_last4 or "", amount_minor)
+        result = self.provider.capture(key, p.card_bin or "", p.card_last4 or "", amount_minor, self.call)
         if result.status != "approved":
             return result.reason
         captured = p.captured_minor + amount_minor
@@ -328,7 +362,7 @@ class _Step:
         """Give the rest of the hold back: void it at the provider, record the release."""
         p = self.payment
         key = derive_provider_key(p.payment_id, "void")
-        result = self.provider.void(key)
+        result = self.provider.void(key, self.call)
         assert result.status == "approved", "voiding an open authorization cannot be refused"
         self.event(type_, p.hold_minor, reason=reason, provider_ref=key,
                    status=status, released_minor=p.released_minor + p.hold_minor)
@@ -353,7 +387,7 @@ def _resolve_command(p: Payment, attempt: int, at: datetime) -> dict[str, Any]:
     }
 
 
-def _create(cmd: dict[str, Any], fp: str, saga: Saga, policy: Policy) -> Decision:
+def _create(cmd: dict[str, Any], fp: str, saga: Saga, policy: Policy, routing: RoutingState | None) -> Decision:
     card = cmd["card"]
     payment = Payment(
         payment_id=cmd["payment_id"],
@@ -373,16 +407,20 @@ def _create(cmd: dict[str, Any], fp: str, saga: Saga, policy: Policy) -> Decisio
     )
     verdict = saga.fraud(cmd)
     step = _Step(replace(payment, fraud_action=verdict.action), cmd, saga, policy)
+    routed = None
     if verdict.action == "decline":
         step.event("declined", 0, reason="fraud_suspected", status="declined")
     else:
-        provider = saga.provider(saga.route(cmd))
+        # One provider key for the payment's authorization, whichever route takes it:
+        # a redelivered create repeats the same calls, each applied once by its provider.
         key = derive_provider_key(payment.payment_id, "authorize")
-        step.payment = replace(step.payment, provider=provider.name, provider_ref=key)
-        step.authorization(provider.authorize(key, card["bin"], card["last4"], cmd["amount_minor"], cmd["currency"]))
+        routed = saga.authorize(cmd, key, step.call, routing)
+        step.payment = replace(step.payment, provider=routed.provider, provider_ref=key)
+        step.authorization(routed.result)
     reason = step.events[-1]["reason_code"] if step.payment.status in ("declined", "failed") else None
     # A failure is the key's first outcome and is kept, as Stripe does.
-    return _finish(step, cmd, fp, "rejected" if reason else "succeeded", reason)
+    decision = _finish(step, cmd, fp, "rejected" if reason else "succeeded", reason)
+    return replace(decision, routing=routed.state if routed else routing, routed=routed)
 
 
 def _resolve(payment: Payment | None, cmd: dict[str, Any], saga: Saga, policy: Policy) -> Decision:
@@ -391,7 +429,7 @@ def _resolve(payment: Payment | None, cmd: dict[str, Any], saga: Saga, policy: P
         return _reject(payment, cmd, "not_pending", f"payment is {status}", keep=payment)
     step = _Step(payment, cmd, saga, policy)
     step.authorization(step.provider.status(payment.provider_ref or "", payment.card_bin or "",
-                                            payment.card_last4 or "", payment.amount_minor))
+                                            payment.card_last4 or "", payment.amount_minor, step.call))
     if step.payment == payment:
         return _reject(payment, cmd, "provider_unreachable",
                        f"no answer after {MAX_RESOLVE_ATTEMPTS} status queries; left to ops", keep=payment)
@@ -444,7 +482,7 @@ def _refund(s: _Step) -> _Step | tuple[str, str]:
     if amount is None:
         return "amount_exceeds_captured", f"at most {p.captured_minor - p.refunded_minor} left to refund"
     key = derive_provider_key(p.payment_id, "refund", cmd["idempotency_key"])
-    result = s.provider.refund(key, amount)
+    result = s.provider.refund(key, amount, s.call)
     if result.status != "approved":
         return "provider_declined", f"the provider refused the refund: {result.reason}"
     refunded = p.refunded_minor + amount

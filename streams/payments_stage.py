@@ -6,7 +6,8 @@ without Kafka. Per message, in order:
   1. dedup by command_id: the same bytes again are skipped (a redelivery); other
      bytes under a command_id already answered are dead-lettered, never dropped;
   2. decide (streams/payments.py): the outcome, the payment, its events, the
-     commands the stage sends itself, its timers;
+     commands the stage sends itself, its timers, and the router's next state
+     (breakers per provider, one per partition, kept in the timers table);
   3. advance the partition's event-time watermark and fire what is due: expiries
      of uncaptured authorizations, and the eviction of dedup records older than the
      idempotency retention (the bounded sweep).
@@ -20,9 +21,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from connectors.providers.router import Routed, RoutingState
 from streams.outcomes import rejection
 from streams.payments import Decision, Payment, Policy, Saga, decide, event_ms, expire_due
-from streams.timers import Timer, TimerStore
+from streams.timers import SWEEP_MAX, Timer, TimerStore
 
 Get = Callable[[bytes], bytes | None]
 
@@ -46,6 +48,7 @@ class Effects:
     writes: list[tuple[str, bytes, bytes | None]] = field(default_factory=list)  # (table, key, value or None)
     records: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (stream, record)
     fired: list[Timer] = field(default_factory=list)
+    routed: Routed | None = None  # what the router did for a create: attempts, failovers, breaker changes
 
     def send(self, stream: str, records: tuple[dict[str, Any], ...] | list[dict[str, Any]]) -> None:
         self.records.extend((stream, r) for r in records)
@@ -59,12 +62,18 @@ def message_digest(raw: bytes) -> bytes:
     return hashlib.sha256(raw).hexdigest()[:32].encode()
 
 
-def apply_command(cmd: dict[str, Any], payment: Payment | None, saga: Saga, policy: Policy) -> Decision:
+def routing_key(partition: int) -> bytes:
+    """The partition's router state, beside its timers (both are per-partition stage state)."""
+    return f"{partition}/routing".encode()
+
+
+def apply_command(cmd: dict[str, Any], payment: Payment | None, saga: Saga, policy: Policy,
+                  routing: RoutingState | None = None) -> Decision:
     """The decision for one validated command, given its payment's state."""
     if cmd["rejection_reason"] is not None:
         outcome = rejection(cmd, cmd["rejection_reason"], cmd["rejection_detail"] or "", payment_id=cmd["payment_id"])
-        return Decision(payment, outcome, changed=False)
-    return decide(payment, cmd, saga, policy)
+        return Decision(payment, outcome, changed=False, routing=routing)
+    return decide(payment, cmd, saga, policy, routing)
 
 
 def handle(
@@ -76,6 +85,7 @@ def handle(
     saga: Saga,
     policy: Policy,
     retention: timedelta,
+    sweep_max: int = SWEEP_MAX,
 ) -> Effects:
     effects = Effects()
     key = dedup_key(partition, cmd["command_id"])
@@ -95,8 +105,13 @@ def handle(
         return Payment.from_json(raw_payment) if raw_payment is not None else None
 
     pid = cmd["payment_id"].encode() if cmd["payment_id"] else None
-    decision = apply_command(cmd, load(pid) if pid else None, saga, policy)
+    raw_routing = tables.timers(routing_key(partition))
+    routing = RoutingState.from_json(raw_routing) if raw_routing is not None else None
+    decision = apply_command(cmd, load(pid) if pid else None, saga, policy, routing)
     assert decision.outcome is not None
+    if decision.routing is not None and decision.routing != routing:
+        effects.writes.append((TIMERS, routing_key(partition), decision.routing.to_json()))
+        effects.routed = decision.routed
     effects.send(OUTCOMES, [decision.outcome])
     if decision.changed:
         assert pid is not None and decision.payment is not None
@@ -112,10 +127,10 @@ def handle(
         timers.push(timer)
     watermark_ms = timers.advance(at_ms, record_ts_ms)
 
-    for timer in timers.pop_due("forget", watermark_ms):
+    for timer in timers.pop_due("forget", watermark_ms, sweep_max):
         effects.fired.append(timer)
         effects.writes.append((DEDUP, timer.ref.encode(), None))
-    for timer in timers.pop_due("expire", watermark_ms):
+    for timer in timers.pop_due("expire", watermark_ms, sweep_max):
         effects.fired.append(timer)
         payment = load(timer.ref.encode())
         expiry = expire_due(payment, timer, saga, policy) if payment is not None else None

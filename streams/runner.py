@@ -29,12 +29,15 @@ class WorkerProcess:
         return os.environ | {
             "PAYSTREAM_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
             "PAYSTREAM_PARTITIONS": str(s.partitions),
+            "PAYSTREAM_REPLICATION_FACTOR": str(s.replication_factor),
             "PAYSTREAM_NAMESPACE": s.namespace,
             "PAYSTREAM_WORKER_NAME": s.worker_name,
             "PAYSTREAM_SESSION_TIMEOUT_S": str(s.session_timeout_s),
             "PAYSTREAM_DATA_DIR": str(s.data_dir),
             "PAYSTREAM_KEYS_DIR": str(s.keys_dir),
             "PAYSTREAM_COMMIT_INTERVAL_S": str(s.commit_interval_s),
+            "PAYSTREAM_PROVIDERS": s.providers,
+            "PAYSTREAM_PROVIDER_SEED": str(s.provider_seed),
         }
 
     def start(self) -> WorkerProcess:

@@ -7,9 +7,10 @@ repr of the settings is safe to log.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The bootstrap the embedded broker listens on; anything else is "external".
@@ -24,12 +25,20 @@ class Settings(BaseSettings):
         EMBEDDED_BOOTSTRAP,
         description="Kafka bootstrap servers; the embedded broker unless set to an external cluster.",
     )
-    kafka_controller_port: int = 19093
+    kafka_controller_port: int = Field(19093, ge=1024, le=65535)
     kafka_start_timeout_s: int = Field(120, ge=5, le=1800)
+    # Nodes of the embedded cluster (`paystream kafka up --brokers 3`); 1 is the single node.
+    kafka_brokers: int = Field(1, ge=1, le=5)
     partitions: int = Field(8, ge=1, le=256, description="Partitions of each pipeline topic.")
+    # Unset: 1 on one embedded node, 3 on an embedded cluster (with min.insync.replicas 2).
     replication_factor: int = Field(1, ge=1, le=5)
     # Faust's commit interval bounds read_committed outcome latency under EOS.
     commit_interval_s: float = Field(0.5, gt=0, le=30)
+
+    # Schema Registry: when set, codecs write the Confluent wire format (schemas/codec.py).
+    schema_registry_url: str | None = Field(None, pattern=r"^https?://\S+$")
+    # A file holding "user:password" for the registry's basic auth (never the secret itself here).
+    schema_registry_auth_file: Path | None = None
 
     # Local state
     data_dir: Path = Path("var")
@@ -44,13 +53,53 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(10.0, ge=6, le=300)
     worker_web_port: int = Field(6066, ge=1024, le=65535)
 
+    # ClickHouse read models: chdb:///<dir> (in-process) or http(s)://host:8123.
+    # Empty: chDB under the data dir (see connectors/clickhouse/client.py).
+    clickhouse_url: str = ""
+    clickhouse_database: str = Field("paystream", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+
+    # Payment providers: `rails` routes over the simulated rails (connectors/providers/
+    # rails.toml) with breakers and failover; `test` is the one deterministic test-mode
+    # provider (every card approves except the documented test cards), for suites that
+    # assert exact outcomes. The seed makes a rails run repeatable.
+    providers: Literal["rails", "test"] = "rails"
+    provider_seed: int = Field(0, ge=0)
+
     # Business limits
-    max_amount_minor: int = Field(10**15, ge=1)
+    max_amount_minor: int = Field(10**15, ge=1, le=2**63 - 1)  # an Avro long
     idempotency_key_max_len: int = Field(255, ge=1, le=1024)
     # Uncaptured authorizations expire this long after creation (event time).
     auth_window_h: int = Field(7 * 24, ge=1, le=31 * 24)
     # Idempotency records are kept at least this long (event time), then swept.
     idempotency_retention_h: int = Field(24, ge=24, le=30 * 24)
+
+    # Bounds (docs/reliability.md lists every bound, these and the fixed ones).
+    # Faust and its Kafka clients: streams/app.py passes these through.
+    # Events an agent's stream buffers before its consumer pauses (backpressure).
+    stream_buffer_maxsize: int = Field(4096, ge=1, le=65_536)
+    # Records per consumer poll; Faust's None means the client's default (500).
+    broker_max_poll_records: int = Field(500, ge=1, le=10_000)
+    # Per partition per fetch; at least the largest message (schemas.codec.MAX_MESSAGE_BYTES).
+    consumer_max_fetch_size_bytes: int = Field(1_048_576, ge=1_048_576, le=64 * 1_048_576)
+    producer_max_batch_size_bytes: int = Field(16_384, ge=1_024, le=1_048_576)
+    producer_linger_ms: int = Field(0, ge=0, le=1_000)
+    # One produce request; room for the largest message a stage sends plus its batch overhead.
+    producer_max_request_size_bytes: int = Field(1_100_000, ge=1_100_000, le=16 * 1_048_576)
+    # Messages the command producer (confluent-kafka) queues before produce() blocks.
+    producer_queue_max_messages: int = Field(100_000, ge=1, le=10_000_000)
+    # Pure stages.
+    # Timers fired per event and queue (streams.timers.SWEEP_MAX is the default).
+    timer_sweep_max: int = Field(8, ge=1, le=1_024)
+    # Follow-up operations per payment (streams.payments.MAX_FOLLOW_UPS is the default).
+    payment_max_follow_ups: int = Field(100, ge=1, le=1_000)
+    # ClickHouse sink (connectors/clickhouse/sink.py: Batcher, Sink; the caps are its MAX_*).
+    clickhouse_batch_max_rows: int = Field(10_000, ge=1, le=1_000_000)
+    clickhouse_batch_max_wait_ms: int = Field(1_000, ge=0, le=60_000)
+    clickhouse_insert_attempts: int = Field(8, ge=1, le=20)
+    # Webhook retries (connectors/webhooks/delivery.py: Backoff); given up after this much event time.
+    webhook_backoff_base_s: int = Field(30, ge=1, le=3_600)
+    webhook_backoff_max_delay_s: int = Field(6 * 3600, ge=1, le=86_400)
+    webhook_give_up_after_s: int = Field(3 * 86_400, ge=60, le=30 * 86_400)
 
     @field_validator("kafka_bootstrap")
     @classmethod
@@ -58,6 +107,32 @@ class Settings(BaseSettings):
         if not v.strip():
             raise ValueError("PAYSTREAM_KAFKA_BOOTSTRAP must not be empty")
         return v.strip()
+
+    @model_validator(mode="after")
+    def _default_clickhouse_url(self) -> Settings:
+        if not self.clickhouse_url.strip():
+            # chDB wants an absolute directory: chdb:///var/... would be /var.
+            self.clickhouse_url = f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+        return self
+
+    @model_validator(mode="after")
+    def _replication_follows_the_embedded_cluster(self) -> Settings:
+        if self.kafka_embedded and self.kafka_brokers > 1 and self.kafka_brokers < 3:
+            raise ValueError("PAYSTREAM_KAFKA_BROKERS is 1 (one node) or 3-5 (a cluster)")
+        if self.kafka_embedded and "replication_factor" not in self.model_fields_set:
+            self.replication_factor = min(3, self.kafka_brokers)
+        return self
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """Every node of the embedded cluster (a client that starts while node 1 is
+        down still finds the others), else PAYSTREAM_KAFKA_BOOTSTRAP as given."""
+        if not self.kafka_embedded or self.kafka_brokers == 1:
+            return self.kafka_bootstrap
+        from connectors.kafka.launcher import ClusterConfig
+
+        port = int(self.kafka_bootstrap.rsplit(":", 1)[1])
+        return ClusterConfig(self.kafka_dir, self.kafka_brokers, port).bootstrap
 
     @property
     def kafka_embedded(self) -> bool:

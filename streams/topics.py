@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import astuple, dataclass
 
-from connectors.kafka.admin import TopicSpec
+from connectors.kafka.admin import TopicSpec, min_insync_for
 from streams.settings import Settings
 
 # Faust names a table's changelog "<app id>-<table>-changelog".
@@ -50,6 +50,8 @@ def declared_topics(settings: Settings) -> list[TopicSpec]:
     # payment-events is the event store: kept forever, never compacted.
     retention_ms = {names.commands: 7 * _DAY_MS, names.keyed: 7 * _DAY_MS, names.validated: 7 * _DAY_MS, names.outcomes: 30 * _DAY_MS,
                     names.dlq: 30 * _DAY_MS, names.events: -1}
-    pipeline = [TopicSpec(name, n, rf, retention_ms=retention_ms[name]) for name in astuple(names)]
-    changelogs = [TopicSpec(changelog_topic(settings.app_id, t), n, rf, compacted=True) for t in TABLES]
+    # RF 3 gets min.insync.replicas 2 (admin.min_insync_for); RF 1 keeps the broker default.
+    min_isr = min_insync_for(rf) if rf > 1 else None
+    pipeline = [TopicSpec(name, n, rf, retention_ms=retention_ms[name], min_insync_replicas=min_isr) for name in astuple(names)]
+    changelogs = [TopicSpec(changelog_topic(settings.app_id, t), n, rf, compacted=True, min_insync_replicas=min_isr) for t in TABLES]
     return pipeline + changelogs

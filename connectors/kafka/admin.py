@@ -18,6 +18,19 @@ PROBE_TIMEOUT_S = 2.0
 POLL_INTERVAL_S = 0.25
 
 
+#: Replicas per partition on a cluster of 3+ brokers. With min.insync.replicas=2 an
+#: acks=all write survives one broker down, and two down refuse writes rather than
+#: keep a single copy.
+CLUSTER_REPLICATION_FACTOR = 3
+CLUSTER_MIN_INSYNC_REPLICAS = 2
+
+
+def min_insync_for(replication_factor: int) -> int:
+    """min.insync.replicas for a replication factor: 2 from RF 3 up, else 1 (with
+    fewer copies, requiring 2 would stop writes whenever one broker is down)."""
+    return CLUSTER_MIN_INSYNC_REPLICAS if replication_factor >= CLUSTER_REPLICATION_FACTOR else 1
+
+
 class TopicError(RuntimeError):
     """A topic exists in a shape that contradicts its spec, or could not be created."""
 
@@ -30,6 +43,7 @@ class TopicSpec:
     compacted: bool = False
     retention_ms: int | None = None  # None -> broker default; -1 -> keep forever
     extra_config: Mapping[str, str] = field(default_factory=dict)
+    min_insync_replicas: int | None = None  # None -> broker default
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -38,11 +52,15 @@ class TopicSpec:
             raise ValueError(f"{self.name}: partitions and replication_factor must be >= 1")
         if self.retention_ms is not None and self.retention_ms < -1:
             raise ValueError(f"{self.name}: retention_ms must be -1 (infinite) or >= 0")
+        if self.min_insync_replicas is not None and not 1 <= self.min_insync_replicas <= self.replication_factor:
+            raise ValueError(f"{self.name}: min_insync_replicas must be 1..replication_factor")
 
     def config(self) -> dict[str, str]:
         cfg = {"cleanup.policy": "compact" if self.compacted else "delete"}
         if self.retention_ms is not None:
             cfg["retention.ms"] = str(self.retention_ms)
+        if self.min_insync_replicas is not None:
+            cfg["min.insync.replicas"] = str(self.min_insync_replicas)
         cfg.update(self.extra_config)
         return cfg
 

@@ -1,7 +1,9 @@
-"""The embedded Kafka broker: real Apache Kafka in KRaft mode, one combined node.
+"""The embedded Kafka broker: real Apache Kafka in KRaft mode, one combined node,
+or a local cluster of N combined controller+broker nodes (`ClusterConfig`).
 
 Jars come from Maven Central through `deploy/kafka/pom.xml` (resolved once into
-`home/libs`), the JVM is the machine's Java 17+, data lives in `home/data`.
+`home/libs`), the JVM is the machine's Java 17+, data lives in `home/data` (one
+node) or `home/node-<id>/data` (a cluster; the nodes share `home/libs`).
 Plain parameters only; no `streams` imports.
 """
 
@@ -22,7 +24,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from connectors.kafka.admin import POLL_INTERVAL_S, broker_answers
+from connectors.kafka.admin import CLUSTER_REPLICATION_FACTOR, POLL_INTERVAL_S, broker_answers, min_insync_for
 
 #: deploy/kafka in the source tree: the pom and the log4j2 config.
 DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy" / "kafka"
@@ -49,6 +51,11 @@ class BrokerConfig:
     controller_port: int = 19093
     start_timeout_s: int = 120
     maven_repo: Path | None = None  # None -> home/m2, so a clean clone needs no ~/.m2
+    node_id: int = 1
+    # The controller quorum as (node id, controller port); empty: this node alone.
+    voters: tuple[tuple[int, int], ...] = ()
+    # Where libs/ and m2/ live: the cluster's home, shared by its nodes; None -> home.
+    libs_home: Path | None = None
 
     @property
     def root(self) -> Path:
@@ -60,7 +67,11 @@ class BrokerConfig:
 
     @property
     def libs_dir(self) -> Path:
-        return self.root / "libs"
+        return (self.libs_home or self.home).resolve() / "libs"
+
+    @property
+    def quorum(self) -> tuple[tuple[int, int], ...]:
+        return self.voters or ((self.node_id, self.controller_port),)
 
     @property
     def pid_file(self) -> Path:
@@ -89,14 +100,28 @@ class BrokerStatus:
     already_running: bool = False
 
 
+MAX_CLUSTER_NODES = 5
+# A cluster's node i listens on base + 2(i-1) (clients) and base + 2(i-1) + 1 (controller).
+PORTS_PER_NODE = 2
+
+
+def replication_for(nodes: int) -> tuple[int, int]:
+    """(replication factor, min.insync.replicas) for a cluster of `nodes`."""
+    rf = min(nodes, CLUSTER_REPLICATION_FACTOR)
+    return rf, min_insync_for(rf)
+
+
 def render_server_properties(cfg: BrokerConfig) -> str:
     """server.properties for one KRaft node that is both broker and controller."""
+    voters = cfg.quorum
+    assert cfg.node_id in {node for node, _ in voters}, "a combined node must be one of the voters"
+    rf, min_isr = (str(n) for n in replication_for(len(voters)))
     props = {
         "process.roles": "broker,controller",
-        "node.id": "1",
+        "node.id": str(cfg.node_id),
         # Static voters: ports may change between runs without reformatting the data
         # dir (a --standalone dynamic quorum records the controller endpoint at format).
-        "controller.quorum.voters": f"1@localhost:{cfg.controller_port}",
+        "controller.quorum.voters": ",".join(f"{node}@localhost:{port}" for node, port in voters),
         "listeners": f"PLAINTEXT://localhost:{cfg.port},CONTROLLER://localhost:{cfg.controller_port}",
         "advertised.listeners": f"PLAINTEXT://localhost:{cfg.port}",
         "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
@@ -105,14 +130,15 @@ def render_server_properties(cfg: BrokerConfig) -> str:
         "log.dirs": str(cfg.data_dir),
         "num.partitions": "8",
         "auto.create.topics.enable": "false",
-        # One node: every internal topic (offsets, transactions, share state) gets RF 1.
-        "offsets.topic.replication.factor": "1",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
-        "min.insync.replicas": "1",
-        "default.replication.factor": "1",
+        # Internal topics (offsets, transactions, share state) as replicated as ours:
+        # RF 1 on one node, RF 3 / min ISR 2 on a cluster of 3+.
+        "offsets.topic.replication.factor": rf,
+        "transaction.state.log.replication.factor": rf,
+        "transaction.state.log.min.isr": min_isr,
+        "share.coordinator.state.topic.replication.factor": rf,
+        "share.coordinator.state.topic.min.isr": min_isr,
+        "min.insync.replicas": min_isr,
+        "default.replication.factor": rf,
         "group.initial.rebalance.delay.ms": "0",
         # Two cores: fewer request threads than the defaults (3 network, 8 io).
         "num.network.threads": "2",
@@ -169,8 +195,8 @@ def resolve_jars(cfg: BrokerConfig) -> Path:
     mvn = shutil.which("mvn")
     if not mvn:
         raise BrokerError("Maven (mvn) is needed once to fetch the Kafka jars from Maven Central: put mvn on PATH")
-    repo = (cfg.maven_repo or cfg.root / "m2").resolve()
-    staging = cfg.root / "libs.partial"
+    repo = (cfg.maven_repo or cfg.libs_dir.parent / "m2").resolve()
+    staging = cfg.libs_dir.parent / "libs.partial"
     shutil.rmtree(staging, ignore_errors=True)
     cmd = [
         mvn, "-q", "-B", "-f", str(POM), f"-Dmaven.repo.local={repo}",
@@ -254,12 +280,13 @@ def status(cfg: BrokerConfig) -> BrokerStatus:
     )
 
 
-def _format_storage(cfg: BrokerConfig, java: str) -> None:
+def _format_storage(cfg: BrokerConfig, java: str, cluster_id: str | None = None) -> None:
+    """Format the data dir once. The nodes of one cluster share `cluster_id`."""
     if (cfg.data_dir / "meta.properties").exists():
         return
     cmd = _java_cmd(
         cfg, java, "kafka.tools.StorageTool",
-        "format", "--cluster-id", _new_cluster_id(), "--config", str(cfg.properties_file),
+        "format", "--cluster-id", cluster_id or _new_cluster_id(), "--config", str(cfg.properties_file),
         heap="-Xmx256m",
     )  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=cfg.start_timeout_s, check=False)
@@ -296,25 +323,29 @@ def up(cfg: BrokerConfig) -> BrokerStatus:
 
         java = _java()
         resolve_jars(cfg)
-        cfg.data_dir.mkdir(parents=True, exist_ok=True)
-        cfg.properties_file.write_text(render_server_properties(cfg))
-        _format_storage(cfg, java)
-
-        if cfg.log_file.exists():  # keep the previous run's log for post-mortems
-            cfg.log_file.replace(cfg.log_file.with_suffix(".log.1"))
-        heap = os.environ.get("KAFKA_HEAP_OPTS", DEFAULT_HEAP_OPTS)
-        with open(cfg.log_file, "wb") as log:
-            proc = subprocess.Popen(
-                _java_cmd(cfg, java, "kafka.Kafka", str(cfg.properties_file), heap=heap),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=cfg.root,
-                start_new_session=True,  # outlives the CLI and its Ctrl-C
-            )
-        cfg.pid_file.write_text(f"{proc.pid}\n")
+        proc = _launch(cfg, java, heap=os.environ.get("KAFKA_HEAP_OPTS", DEFAULT_HEAP_OPTS))
         _wait_answering(cfg, proc, proc.pid)
         return BrokerStatus(True, True, proc.pid, cfg.bootstrap, cfg.log_file)
+
+
+def _launch(cfg: BrokerConfig, java: str, heap: str, cluster_id: str | None = None) -> subprocess.Popen[bytes]:
+    """Write the config, format once, start the JVM and record its pid (no wait)."""
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    cfg.properties_file.write_text(render_server_properties(cfg))
+    _format_storage(cfg, java, cluster_id)
+    if cfg.log_file.exists():  # keep the previous run's log for post-mortems
+        cfg.log_file.replace(cfg.log_file.with_suffix(".log.1"))
+    with open(cfg.log_file, "wb") as log:
+        proc = subprocess.Popen(
+            _java_cmd(cfg, java, "kafka.Kafka", str(cfg.properties_file), heap=heap),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=cfg.root,
+            start_new_session=True,  # outlives the CLI and its Ctrl-C
+        )
+    cfg.pid_file.write_text(f"{proc.pid}\n")
+    return proc
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:
@@ -345,3 +376,137 @@ def down(cfg: BrokerConfig, timeout_s: float = 60) -> bool:
             return False
         _stop(cfg, pid, timeout_s)
         return True
+
+
+# --- a local cluster of N combined nodes ---
+
+#: Heap per node of a local cluster: three JVMs share the machine.
+CLUSTER_HEAP_OPTS = "-Xmx512m -Xms128m"
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """N combined controller+broker nodes on one machine: node i in `home/node-<i>`,
+    on ports base_port + 2(i-1) (clients) and + 1 (controller). The jars in
+    `home/libs` are the single node's (same home), resolved once for both."""
+
+    home: Path
+    nodes: int = 3
+    base_port: int = 19092
+    start_timeout_s: int = 120
+
+    def __post_init__(self) -> None:
+        # One node is BrokerConfig's layout; two could not lose a controller (quorum of 2).
+        if not CLUSTER_REPLICATION_FACTOR <= self.nodes <= MAX_CLUSTER_NODES:
+            raise ValueError(f"a local cluster has {CLUSTER_REPLICATION_FACTOR} to {MAX_CLUSTER_NODES} nodes, not {self.nodes}")
+        if not 1024 <= self.base_port <= 65535 - PORTS_PER_NODE * self.nodes:
+            raise ValueError(f"base port {self.base_port} leaves no room for {self.nodes} nodes")
+
+    @property
+    def root(self) -> Path:
+        return self.home.resolve()
+
+    @property
+    def cluster_id_file(self) -> Path:
+        return self.root / "cluster.id"
+
+    def node(self, node_id: int) -> BrokerConfig:
+        assert 1 <= node_id <= self.nodes, node_id
+        voters = tuple((i, self._port(i) + 1) for i in range(1, self.nodes + 1))
+        return BrokerConfig(
+            home=self.root / f"node-{node_id}",
+            port=self._port(node_id),
+            controller_port=self._port(node_id) + 1,
+            start_timeout_s=self.start_timeout_s,
+            node_id=node_id,
+            voters=voters,
+            libs_home=self.root,
+        )
+
+    def all_nodes(self) -> list[BrokerConfig]:
+        return [self.node(i) for i in range(1, self.nodes + 1)]
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(n.bootstrap for n in self.all_nodes())
+
+    def _port(self, node_id: int) -> int:
+        return self.base_port + PORTS_PER_NODE * (node_id - 1)
+
+
+def _cluster_id(cluster: ClusterConfig) -> str:
+    """The id every node is formatted with, made once and kept beside the nodes."""
+    if cluster.cluster_id_file.exists():
+        return cluster.cluster_id_file.read_text().strip()
+    cid = _new_cluster_id()
+    cluster.cluster_id_file.write_text(cid + "\n")
+    return cid
+
+
+def up_cluster(cluster: ClusterConfig) -> list[BrokerStatus]:
+    """Start every node that does not run; return once each answers.
+
+    All missing nodes are launched before any wait: a node reports ready only once
+    a quorum of controllers (2 of 3) is up. Idempotent, so it also restarts a node
+    that was killed. A failed start stops the nodes this call launched.
+    """
+    nodes = cluster.all_nodes()
+    with _locked(BrokerConfig(home=cluster.home)):
+        java = _java()
+        resolve_jars(nodes[0])
+        cid = _cluster_id(cluster)
+        launched: dict[int, subprocess.Popen[bytes]] = {}
+        try:
+            for cfg in nodes:
+                if _running_pid(cfg) is not None:
+                    continue
+                if broker_answers(cfg.bootstrap):
+                    raise BrokerError(f"another Kafka (not node {cfg.node_id} of {cluster.root}) answers on {cfg.bootstrap}")
+                launched[cfg.node_id] = _launch(cfg, java, heap=os.environ.get("KAFKA_HEAP_OPTS", CLUSTER_HEAP_OPTS), cluster_id=cid)
+            for cfg in nodes:
+                proc = launched.get(cfg.node_id)
+                pid = proc.pid if proc else _running_pid(cfg)
+                if pid is None:
+                    raise BrokerError(f"node {cfg.node_id} exited before it answered; see {cfg.log_file}:\n{_log_excerpt(cfg)}")
+                _wait_answering(cfg, proc, pid)
+        except BaseException:
+            for node_id, proc in launched.items():
+                if proc.poll() is None:
+                    _stop(cluster.node(node_id), proc.pid, timeout_s=30)
+            raise
+    return [
+        BrokerStatus(True, True, _running_pid(cfg), cfg.bootstrap, cfg.log_file, already_running=cfg.node_id not in launched)
+        for cfg in nodes
+    ]
+
+
+def existing_cluster(home: Path, base_port: int = 19092) -> ClusterConfig | None:
+    """The cluster formatted under `home` (its node dirs), if any: what `down` stops."""
+    nodes = len(list(home.glob("node-*")))
+    return ClusterConfig(home, nodes, base_port) if nodes >= CLUSTER_REPLICATION_FACTOR else None
+
+
+def down_cluster(cluster: ClusterConfig, timeout_s: float = 60) -> list[int]:
+    """Stop every node (brokers first, the last controllers after); return the ids stopped."""
+    return [cfg.node_id for cfg in reversed(cluster.all_nodes()) if down(cfg, timeout_s)]
+
+
+def status_cluster(cluster: ClusterConfig) -> list[BrokerStatus]:
+    return [status(cfg) for cfg in cluster.all_nodes()]
+
+
+def kill_node(cluster: ClusterConfig, node_id: int) -> int | None:
+    """SIGKILL one node, as a crash would; its pid, or None if it was not running."""
+    cfg = cluster.node(node_id)
+    with _locked(cfg):
+        pid = _running_pid(cfg)
+        if pid is None:
+            return None
+        _signal(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while _alive(pid):
+            if time.monotonic() >= deadline:
+                raise BrokerError(f"node {node_id} (pid {pid}) survived SIGKILL")
+            time.sleep(POLL_INTERVAL_S)
+        cfg.pid_file.unlink(missing_ok=True)
+        return pid

@@ -41,11 +41,27 @@ class ProviderResult:
     status: str  # "approved" | "declined" | "unknown" (no answer: a timeout)
     reason: str | None = None  # decline code, or why the outcome is unknown
     fee_minor: int = 0
+    # A declined call the provider guarantees it did not process (unavailable,
+    # overloaded): safe to retry, or to send to another provider.
+    retryable: bool = False
+    latency_ms: int = 0  # simulated time the call took (never slept)
 
     def __post_init__(self) -> None:
         assert self.status in ("approved", "declined", "unknown"), self.status
         assert (self.reason is None) == (self.status == "approved"), self
-        assert self.fee_minor >= 0
+        assert self.fee_minor >= 0 and self.latency_ms >= 0
+        assert not self.retryable or self.status == "declined", self
+
+
+@dataclass(frozen=True)
+class Call:
+    """What the saga knows about a provider call beyond its arguments: the payment it
+    belongs to (the merchant reference on settlement reports), its currency and its
+    event time (outage schedules and settlement days are by event time)."""
+
+    payment_id: str
+    currency: str
+    at_ms: int
 
 
 APPROVED = ProviderResult("approved")
@@ -61,13 +77,14 @@ class SimulatedProvider:
         if self.journal is not None:
             self.journal[operation, key] += 1
 
-    def authorize(self, key: str, card_bin: str, card_last4: str, amount_minor: int, currency: str) -> ProviderResult:
+    def authorize(self, key: str, card_bin: str, card_last4: str, amount_minor: int, currency: str,
+                  call: Call | None = None) -> ProviderResult:
         self._saw("authorize", key)
         if (card_bin, card_last4) in (TIMEOUT_THEN_APPROVED, UNREACHABLE):
             return ProviderResult("unknown", "provider_timeout")
         return _authorization(card_bin, card_last4, amount_minor)
 
-    def status(self, key: str, card_bin: str, card_last4: str, amount_minor: int) -> ProviderResult:
+    def status(self, key: str, card_bin: str, card_last4: str, amount_minor: int, call: Call | None = None) -> ProviderResult:
         """What became of the authorization sent under `key`. The caller passes the
         request again because this provider keeps no durable state of its own."""
         self._saw("status", key)
@@ -75,17 +92,17 @@ class SimulatedProvider:
             return ProviderResult("unknown", "provider_unreachable")
         return _authorization(card_bin, card_last4, amount_minor)
 
-    def capture(self, key: str, card_bin: str, card_last4: str, amount_minor: int) -> ProviderResult:
+    def capture(self, key: str, card_bin: str, card_last4: str, amount_minor: int, call: Call | None = None) -> ProviderResult:
         self._saw("capture", key)
         if (card_bin, card_last4) == CAPTURE_FAILS:
             return ProviderResult("declined", "capture_refused")
         return ProviderResult("approved", fee_minor=fee_minor(amount_minor))
 
-    def void(self, key: str) -> ProviderResult:
+    def void(self, key: str, call: Call | None = None) -> ProviderResult:
         self._saw("void", key)
         return APPROVED
 
-    def refund(self, key: str, amount_minor: int) -> ProviderResult:
+    def refund(self, key: str, amount_minor: int, call: Call | None = None) -> ProviderResult:
         self._saw("refund", key)
         return APPROVED
 

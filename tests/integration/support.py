@@ -28,6 +28,8 @@ def make_settings(tmp: Path, label: str) -> Settings:
         data_dir=tmp,
         keys_dir=tmp / "keys",
         commit_interval_s=0.2,
+        # Exact outcomes are asserted: the deterministic test-mode provider.
+        providers="test",
     )
 
 

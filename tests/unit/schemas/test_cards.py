@@ -179,3 +179,17 @@ def test_contains_pan_finds_real_card_numbers(text: str) -> None:
 @pytest.mark.parametrize("text", ["1732540000000", "4242424242424241", "12345678901234567890123"])
 def test_contains_pan_ignores_timestamps_bad_luhn_and_long_runs(text: str) -> None:
     assert not contains_pan(text)
+
+
+ARABIC_INDIC_PAN = "".join(chr(0x660 + int(c)) for c in "4242424242424242")
+
+
+def test_a_pan_in_other_script_digits_is_found_and_masked() -> None:
+    assert luhn_valid(ARABIC_INDIC_PAN) and contains_pan(f"note {ARABIC_INDIC_PAN}")
+    assert mask_pans(f"note {ARABIC_INDIC_PAN}") == ("note [PAN]", 1)
+    assert mask_pans_bytes(f"x {ARABIC_INDIC_PAN} \xff".encode("utf-8") + b"\xfe") == (b"x [PAN] \xc3\xbf\xfe", 1)
+
+
+def test_digit_like_characters_that_are_not_decimal_are_not_a_card_number() -> None:
+    assert not luhn_valid("²000000000000009")  # isdigit() is True, int() refuses it
+    assert mask_pans("²000000000000009") == ("²000000000000009", 0)

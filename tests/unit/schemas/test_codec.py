@@ -179,6 +179,22 @@ RECORDS = {
         "currency": "USD",
         "reason_code": "10.4",
     },
+    "WebhookDelivery": {
+        "delivery_id": "wda_00112233445566778899aabbccddeeff",
+        "notification_id": "whk_00112233445566778899aabbccddeeff",
+        "merchant_id": "m_acme",
+        "endpoint_id": "we_00112233445566778899aabbccddeeff",
+        "url": "https://example.com/hooks",
+        "payment_id": PAYMENT_ID,
+        "event_type": "captured",
+        "attempt": 2,
+        "attempted_at": AT,
+        "status": "failed",
+        "http_status": 503,
+        "error": "http 503",
+        "next_attempt_at": datetime(2026, 11, 25, 10, 1, tzinfo=timezone.utc),
+        "key_id": "webhook-v1",
+    },
 }
 
 # A refused command and a bare follow-up exercise the null branches of the unions.

@@ -10,7 +10,7 @@ import pytest
 from collections import Counter
 from dataclasses import dataclass, field
 
-from connectors.providers.simulated import APPROVED, ProviderResult
+from connectors.providers.simulated import APPROVED, Call, ProviderResult
 from schemas.ids import derive_payment_id
 from streams.payments import Saga
 
@@ -108,23 +108,23 @@ class ScriptedProvider:
     capture_result: ProviderResult = APPROVED
     journal: Counter[tuple[str, str]] = field(default_factory=Counter)
 
-    def authorize(self, key: str, card_bin: str, card_last4: str, amount_minor: int, currency: str) -> ProviderResult:
+    def authorize(self, key: str, card_bin: str, card_last4: str, amount_minor: int, currency: str, call: Call | None = None) -> ProviderResult:
         self.journal["authorize", key] += 1
         return self.authorize_result
 
-    def status(self, key: str, card_bin: str, card_last4: str, amount_minor: int) -> ProviderResult:
+    def status(self, key: str, card_bin: str, card_last4: str, amount_minor: int, call: Call | None = None) -> ProviderResult:
         self.journal["status", key] += 1
         return self.status_results[min(self.journal["status", key], len(self.status_results)) - 1]
 
-    def capture(self, key: str, card_bin: str, card_last4: str, amount_minor: int) -> ProviderResult:
+    def capture(self, key: str, card_bin: str, card_last4: str, amount_minor: int, call: Call | None = None) -> ProviderResult:
         self.journal["capture", key] += 1
         return self.capture_result
 
-    def void(self, key: str) -> ProviderResult:
+    def void(self, key: str, call: Call | None = None) -> ProviderResult:
         self.journal["void", key] += 1
         return APPROVED
 
-    def refund(self, key: str, amount_minor: int) -> ProviderResult:
+    def refund(self, key: str, amount_minor: int, call: Call | None = None) -> ProviderResult:
         self.journal["refund", key] += 1
         return APPROVED
 

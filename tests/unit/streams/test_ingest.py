@@ -269,9 +269,24 @@ def test_refused_create_without_key_has_no_payment_id() -> None:
     assert result.key == b"cmd_1"  # keyed by command_id when there is no payment
 
 
-def test_pan_in_metadata_is_masked_on_the_refused_command() -> None:
+def test_a_refused_command_carries_no_metadata() -> None:
     refused = forwarded(create(metadata={"note": f"card {PAN}", "order": "1"}))
-    assert refused["metadata"] == {"note": "card [PAN]", "order": "1"}
+    assert refused["rejection_reason"] == "pan_in_metadata" and refused["metadata"] == {}
+
+
+def test_a_refused_command_cuts_its_text_fields_to_their_bounds() -> None:
+    refused = forwarded(create(merchant_id="m" * 100_000, idempotency_key="k" * 100_000, currency="C" * 100))
+    assert refused["rejection_reason"] == "invalid_merchant_id"
+    assert refused["merchant_id"] == "m" * 64 + "…" and refused["idempotency_key"] == "k" * 255 + "…"
+    assert refused["currency"] == "C" * 8 + "…"
+    assert refused["payment_id"] == derive_payment_id("m" * 100_000, "k" * 100_000)  # what the producer keyed by
+
+
+@pytest.mark.parametrize("payment_id", ["pay_123", "pay_" + "A" * 32, "x" * 100_000, "pay_" + "0" * 32 + "\n"])
+def test_a_follow_up_payment_id_must_be_a_derived_one(payment_id: str) -> None:
+    refused = forwarded(follow_up("capture", payment_id=payment_id), source_for(payment_id))
+    assert refused["rejection_reason"] == "invalid_payment_id"
+    assert refused["payment_id"] is None  # not carried on: it names no payment
 
 
 def test_key_mismatch() -> None:
@@ -416,3 +431,16 @@ def test_ingest_with_the_vault_stores_the_pan_and_refuses_what_the_vault_refuses
         assert isinstance(result, Forward)
         assert result.command["rejection_reason"] == "unknown_card_brand"
         assert "1234567812345670" not in result.command["rejection_detail"]
+
+
+@pytest.mark.parametrize("number", [
+    "\u00b2000000000000009",  # "²": isdigit() but not a digit int() reads; crashed ingest once
+    "".join(chr(0xFF10 + int(c)) for c in PAN),  # fullwidth digits
+])
+def test_a_card_number_must_be_ascii_digits(number: str) -> None:
+    assert forwarded(create(card=card(number=number)))["rejection_reason"] == "invalid_card_number"
+
+
+def test_a_card_token_with_a_trailing_newline_is_refused() -> None:
+    cmd = create(card=None, card_token=CARD_TOKEN | {"token": CARD_TOKEN["token"] + "\n"})
+    assert forwarded(cmd)["rejection_reason"] == "invalid_card_token"

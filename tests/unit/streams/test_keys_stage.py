@@ -73,3 +73,19 @@ def test_claims_are_swept_after_the_retention_then_the_key_is_free(cmds) -> None
 def test_commands_travel_by_merchant(cmds) -> None:
     assert routing_key(cmds.create()) == b"m_acme"
     assert routing_key(cmds.create(merchant="") | {"command_id": "c1"}) == b"c1"
+
+
+def test_the_sweep_fires_at_most_sweep_max_claims_per_event(cmds) -> None:
+    table: dict[bytes, bytes] = {}
+
+    def send(cmd: dict[str, Any], sweep_max: int) -> KeyEffects:
+        effects = handle(cmd, 5, int(cmd["occurred_at"].timestamp() * 1000), table.get, RETENTION, sweep_max)
+        for k, v in effects.writes:
+            table.pop(k, None) if v is None else table.__setitem__(k, v)
+        return effects
+
+    for i in range(3):
+        send(cmds.create(f"order-{i}"), 8)
+    late = cmds.t0 + RETENTION
+    assert len(send(cmds.create("order-a", at=late), 2).fired) == 2
+    assert len(send(cmds.create("order-b", at=late), 2).fired) == 1  # the rest, one event later

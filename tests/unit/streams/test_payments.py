@@ -432,3 +432,11 @@ def test_expiry_timer_releases_the_rest_of_a_partial_capture(cmds) -> None:
     refused(e.payment, cmds.capture(p.payment_id, "cap-2", amount=1), "authorization_expired")
     assert expire_due(e.payment, timer, saga_of(), POLICY) is None  # fires once
     assert expire_due(ok(p, cmds.capture(p.payment_id, "cap-3")), timer, saga_of(), POLICY) is None  # nothing held
+
+
+def test_the_follow_up_bound_is_the_policy_s(cmds) -> None:
+    policy = Policy(max_follow_ups=2)
+    p = decide(None, cmds.create(amount=1_000), saga_of(), policy).payment
+    p = decide(p, cmds.refund(p.payment_id, "ref-1", amount=1), saga_of(), policy).payment
+    out = decide(p, cmds.refund(p.payment_id, "ref-2", amount=1), saga_of(), policy).outcome
+    assert (out["status"], out["reason_code"]) == ("rejected", "too_many_operations")

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from schemas.codec import Codec
 from schemas.ids import derive_outcome_id, derive_payment_id
-from connectors.providers.simulated import ProviderResult
+from connectors.providers.simulated import Call, ProviderResult
 from streams.payments import Decision, Payment, Policy, decide, expire_due
 from streams.timers import Timer
 from tests.unit.streams.conftest import ScriptedProvider, saga_of
@@ -37,13 +37,14 @@ class Provider(ScriptedProvider):
     """Deterministic by amount: 1 is declined; 2,500 times out (a status query then
     finds it approved); a capture of 5,000 is refused; everything else approved."""
 
-    def authorize(self, key: str, card_bin: str, card_last4: str, amount_minor: int, currency: str) -> ProviderResult:
+    def authorize(self, key: str, card_bin: str, card_last4: str, amount_minor: int, currency: str,
+                  call: Call | None = None) -> ProviderResult:
         super().authorize(key, card_bin, card_last4, amount_minor, currency)
         if amount_minor == 1:
             return ProviderResult("declined", "card_declined")
         return ProviderResult("unknown", "provider_timeout") if amount_minor == 2_500 else ProviderResult("approved")
 
-    def capture(self, key: str, card_bin: str, card_last4: str, amount_minor: int) -> ProviderResult:
+    def capture(self, key: str, card_bin: str, card_last4: str, amount_minor: int, call: Call | None = None) -> ProviderResult:
         super().capture(key, card_bin, card_last4, amount_minor)
         return ProviderResult("declined", "capture_refused") if amount_minor == 5_000 else ProviderResult("approved", fee_minor=3)
 

@@ -95,3 +95,18 @@ def test_a_resolve_is_sent_to_the_stage_itself(cmds) -> None:
     VALIDATED.encode(resolve, check=True)
     resolved = stage.send(resolve)
     assert [r["type"] for s, r in resolved.records if s == EVENTS] == ["authorized", "captured"]
+
+
+def test_the_sweep_fires_at_most_sweep_max_timers_per_event(cmds) -> None:
+    t: dict[str, dict[bytes, bytes]] = {PAYMENTS: {}, DEDUP: {}, TIMERS: {}}
+
+    def send(cmd: dict[str, Any]) -> Effects:
+        effects = handle(cmd, VALIDATED.encode(cmd), 0, int(cmd["occurred_at"].timestamp() * 1000),
+                         Tables(t[PAYMENTS].get, t[DEDUP].get, t[TIMERS].get), saga_of(), POLICY, RETENTION, 1)
+        for table, key, value in effects.writes:
+            t[table].pop(key, None) if value is None else t[table].__setitem__(key, value)
+        return effects
+
+    for i in range(3):
+        send(cmds.create(f"order-{i}"))
+    assert [len(send(cmds.create(f"late-{i}", at=cmds.t0 + RETENTION)).fired) for i in range(3)] == [1, 1, 1]

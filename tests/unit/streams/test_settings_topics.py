@@ -129,3 +129,56 @@ def test_the_app_uses_only_declared_topics(env: pytest.MonkeyPatch, tmp_path: Pa
     assert changelogs <= declared
     assert declared - read - changelogs <= {names.outcomes, names.dlq, names.events}  # written only
     assert {table.partitions for table in app.tables.values()} == {6}
+
+
+# --- bounds (docs/reliability.md) ---
+
+
+def _bounds(name: str) -> tuple[bool, bool]:
+    metadata = Settings.model_fields[name].metadata
+    lower = any(getattr(m, "ge", None) is not None or getattr(m, "gt", None) is not None for m in metadata)
+    upper = any(getattr(m, "le", None) is not None or getattr(m, "lt", None) is not None for m in metadata)
+    return lower, upper
+
+
+def test_every_numeric_setting_is_bounded_both_ways() -> None:
+    numeric = [n for n, f in Settings.model_fields.items() if f.annotation in (int, float)]
+    assert len(numeric) >= 20
+    unbounded = [n for n in numeric if _bounds(n) != (True, True)]
+    assert unbounded == [], f"give these a ge and an le: {unbounded}"
+
+
+def test_bound_settings_default_to_the_code_s_own_defaults(env: pytest.MonkeyPatch) -> None:
+    from connectors.clickhouse.sink import MAX_ATTEMPTS, MAX_BATCH_ROWS, MAX_WAIT_MS, Batcher, Sink
+    from connectors.kafka.clients import PRODUCER_QUEUE_MAX_MESSAGES
+    from connectors.webhooks.delivery import Backoff
+    from schemas.codec import MAX_MESSAGE_BYTES
+    from streams.payments import MAX_FOLLOW_UPS, Policy
+    from streams.timers import SWEEP_MAX
+
+    s = Settings()
+    fields = Settings.model_fields
+    assert (s.timer_sweep_max, s.payment_max_follow_ups) == (SWEEP_MAX, MAX_FOLLOW_UPS) == (SWEEP_MAX, Policy().max_follow_ups)
+    batcher = Batcher()
+    assert (s.clickhouse_batch_max_rows, s.clickhouse_batch_max_wait_ms) == (batcher.max_rows, batcher.max_wait_ms)
+    assert s.clickhouse_insert_attempts == Sink.attempts
+    caps = {"clickhouse_batch_max_rows": MAX_BATCH_ROWS, "clickhouse_batch_max_wait_ms": MAX_WAIT_MS,
+            "clickhouse_insert_attempts": MAX_ATTEMPTS}
+    for name, cap in caps.items():  # a setting never goes past what the code asserts
+        assert next(m.le for m in fields[name].metadata if getattr(m, "le", None) is not None) == cap
+    backoff = Backoff()
+    assert (s.webhook_backoff_base_s, s.webhook_backoff_max_delay_s, s.webhook_give_up_after_s) == (
+        backoff.base_s, backoff.max_delay_s, backoff.give_up_after_s)
+    assert s.producer_queue_max_messages == PRODUCER_QUEUE_MAX_MESSAGES
+    # The largest message a stage may read must fit a fetch and a produce request.
+    assert s.consumer_max_fetch_size_bytes >= MAX_MESSAGE_BYTES and s.producer_max_request_size_bytes > MAX_MESSAGE_BYTES
+
+
+@pytest.mark.parametrize("name, value", [("PAYSTREAM_STREAM_BUFFER_MAXSIZE", "1000000"),
+                                         ("PAYSTREAM_TIMER_SWEEP_MAX", "0"),
+                                         ("PAYSTREAM_MAX_AMOUNT_MINOR", str(2**63)),
+                                         ("PAYSTREAM_CONSUMER_MAX_FETCH_SIZE_BYTES", "1000")])
+def test_a_bound_outside_its_range_is_refused(env: pytest.MonkeyPatch, name: str, value: str) -> None:
+    env.setenv(name, value)
+    with pytest.raises(ValidationError):
+        Settings()

@@ -1,0 +1,307 @@
+"""The router: picks a provider for an authorization, retries and fails over, all
+within one payment command, over a plain state value (`RoutingState`: one circuit
+breaker per provider) that the payments stage persists per partition.
+
+`Router.authorize(state, providers, cmd, key, call) -> Routed` (pure but for the
+provider calls, which are idempotent by `key`):
+
+1. Eligible routes: the payment method's rail kinds, the currency, the amount limit,
+   and a breaker that lets a call through (closed, or open past its cool-down: a
+   half-open route takes the next calls as its probes, ahead of the ranking).
+2. Ranked by score = w_success * approval rate (of answered calls) - w_cost * fee share of the amount
+   - w_latency * mean latency (s) - w_load * calls over capacity, over the breaker's
+   rolling window, with a prior so a quiet route is neither perfect nor dead.
+   Weights live in `routing.toml` (docs/routing.md).
+3. Each route is tried up to `max_attempts` times, with jittered exponential backoff
+   (deterministic: a hash of the key), *only* while the provider answers "retryable"
+   (it promises it did not process the call). An answer (approved, declined) is final.
+   A timeout (`unknown`) is final too: the payment stays pending at that provider and
+   a status query under the same key resolves it. Never sent elsewhere.
+4. A breaker that opens during the command, or the retries used up, send the call to
+   the next route at once (no backoff across providers), within the time budget.
+
+Why no payment is authorized twice: a call goes to a second provider only after the
+first said, for every attempt, that it processed nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Mapping, Protocol
+
+from connectors.providers.breaker import Breaker, BreakerConfig, Bucket, Transition, allow, record
+from connectors.providers.rails import Pricing, RailConfig
+from connectors.providers.simulated import Call, ProviderResult
+
+DEFAULT_ROUTING = Path(__file__).parent / "routing.toml"
+MAX_ROUTES = 64
+MAX_ATTEMPTS = 10  # per route, whatever the file says
+DEFAULT_METHOD = "card"
+
+
+class RoutingConfigError(ValueError):
+    """A routing file that cannot be used; the message names the file and the field."""
+
+
+class Authorizer(Protocol):
+    name: str
+
+    def authorize(self, key: str, card_bin: str, card_last4: str, amount_minor: int, currency: str,
+                  call: Call | None = None) -> ProviderResult: ...
+
+
+@dataclass(frozen=True)
+class Weights:
+    success: float  # per unit of rolling approval rate (0..1)
+    cost: float  # per unit of fee over amount (a 2.9 % fee is 0.029)
+    latency: float  # per second of mean latency
+    load: float  # per unit of window calls over the route's capacity in the window
+
+
+@dataclass(frozen=True)
+class Retry:
+    max_attempts: int  # per route, for retryable answers only
+    base_backoff_ms: int
+    max_backoff_ms: int
+    max_routes: int  # routes tried in one command
+    budget_ms: int  # simulated time one command may spend on calls and backoff
+
+
+@dataclass(frozen=True)
+class Route:
+    """A provider as the router sees it: what it takes and what it costs (the contract)."""
+
+    provider: str
+    kind: str
+    currencies: frozenset[str]
+    max_amount_minor: int
+    pricing: Pricing
+    latency_prior_ms: int  # the contract's p50, until the window knows better
+    capacity_per_min: int
+
+    @classmethod
+    def of(cls, rail: RailConfig, capacity_per_min: int) -> Route:
+        return cls(rail.name, rail.kind, rail.currencies, rail.max_amount_minor, rail.pricing,
+                   rail.latency.p50_ms, capacity_per_min)
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    version: str
+    weights: Weights
+    breaker: BreakerConfig
+    retry: Retry
+    prior_calls: int
+    prior_success: float
+    methods: Mapping[str, tuple[str, ...]]  # payment method -> rail kinds
+    capacity_per_min: Mapping[str, int]  # provider (or "default") -> calls per minute
+
+
+@dataclass(frozen=True)
+class RoutingState:
+    """One breaker per provider: the router's whole memory, persisted per partition."""
+
+    breakers: tuple[Breaker, ...] = ()
+
+    def breaker(self, provider: str) -> Breaker:
+        for b in self.breakers:
+            if b.provider == provider:
+                return b
+        return Breaker(provider)
+
+    def with_breaker(self, b: Breaker) -> RoutingState:
+        others = tuple(x for x in self.breakers if x.provider != b.provider)
+        return RoutingState(tuple(sorted(others + (b,), key=lambda x: x.provider)))
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> RoutingState:
+        raw = json.loads(data)
+        return cls(tuple(Breaker(**{**b, "buckets": tuple(Bucket(**x) for x in b["buckets"])}) for b in raw["breakers"]))
+
+
+@dataclass(frozen=True)
+class Attempt:
+    provider: str
+    attempt: int  # 1.. at this provider
+    at_ms: int  # event time the call started (command time + simulated time spent)
+    backoff_ms: int  # waited before this call
+    status: str
+    reason: str | None
+    retryable: bool
+    latency_ms: int
+
+
+@dataclass(frozen=True)
+class Routed:
+    provider: str | None  # who holds the outcome (the last route tried); None: no route
+    result: ProviderResult
+    state: RoutingState
+    attempts: tuple[Attempt, ...] = ()
+    transitions: tuple[Transition, ...] = ()
+    ranking: tuple[tuple[str, float], ...] = ()  # eligible routes by score, best first
+    elapsed_ms: int = 0
+
+    @property
+    def failovers(self) -> int:
+        """Switches from one provider to the next within the command."""
+        return sum(1 for a, b in zip(self.attempts, self.attempts[1:]) if a.provider != b.provider)
+
+
+@dataclass(frozen=True)
+class Router:
+    config: RouterConfig
+    routes: tuple[Route, ...]
+
+    def __post_init__(self) -> None:
+        names = [r.provider for r in self.routes]
+        assert len(names) == len(set(names)) and 1 <= len(names) <= MAX_ROUTES, names
+
+    def __call__(self, cmd: dict[str, Any]) -> str:
+        """The best route for `cmd` from a fresh state (the saga's `route` hook shape)."""
+        ranked = self.rank(RoutingState(), cmd, 0)
+        if not ranked:
+            raise LookupError(f"no route for {cmd.get('currency')} {_method(cmd)}")
+        return ranked[0][0]
+
+    def eligible(self, cmd: dict[str, Any]) -> tuple[Route, ...]:
+        kinds = self.config.methods.get(_method(cmd), ())
+        return tuple(r for r in self.routes if r.kind in kinds and cmd["currency"] in r.currencies
+                     and cmd["amount_minor"] <= r.max_amount_minor)
+
+    def score(self, route: Route, b: Breaker, amount_minor: int) -> float:
+        cfg, w = self.config, self.config.weights
+        t = b.totals()
+        # Approval rate among the calls the provider answered: availability (refusals,
+        # timeouts) is the breaker's verdict, so a failing route is taken out and
+        # probed, not quietly starved of the traffic that would show its recovery.
+        answered = t.calls - t.failures
+        success = (t.approvals + cfg.prior_success * cfg.prior_calls) / (answered + cfg.prior_calls)
+        latency_s = (t.latency_ms + route.latency_prior_ms * cfg.prior_calls) / (t.calls + cfg.prior_calls) / 1000
+        cost = route.pricing.fee_minor(amount_minor) / amount_minor
+        load = t.calls / (route.capacity_per_min * cfg.breaker.window_ms / 60_000)
+        return w.success * success - w.cost * cost - w.latency * latency_s - w.load * load
+
+    def rank(self, state: RoutingState, cmd: dict[str, Any], at_ms: int) -> tuple[tuple[str, float], ...]:
+        """Eligible routes whose breaker lets a call through at `at_ms`, best first; a
+        half-open route first of all, since only its probes can close it again."""
+        scored = []
+        for route in self.eligible(cmd):
+            ok, b, _ = allow(state.breaker(route.provider), self.config.breaker, at_ms)
+            if ok:
+                scored.append((b.state != "half_open", route.provider, round(self.score(route, b, cmd["amount_minor"]), 9)))
+        return tuple((name, score) for _, name, score in sorted(scored, key=lambda x: (x[0], -x[2], x[1])))
+
+    def authorize(self, state: RoutingState, providers: Mapping[str, Authorizer], cmd: dict[str, Any],
+                  key: str, call: Call) -> Routed:
+        card = cmd["card"]
+        if not self.eligible(cmd):
+            return Routed(None, ProviderResult("declined", "no_route"), state)
+        ranking = self.rank(state, cmd, call.at_ms)
+        cfg, retry = self.config.breaker, self.config.retry
+        elapsed_ms = 0
+        attempts: list[Attempt] = []
+        transitions: list[Transition] = []
+        last: str | None = None
+        for provider, _ in ranking[: retry.max_routes]:
+            b = state.breaker(provider)
+            backoff_ms = 0  # failover goes at once: the next route is a decision, not a wait
+            for n in range(1, retry.max_attempts + 1):
+                if elapsed_ms + backoff_ms >= retry.budget_ms:
+                    break
+                elapsed_ms += backoff_ms
+                at_ms = call.at_ms + elapsed_ms
+                ok, b, ts = allow(b, cfg, at_ms)
+                transitions += ts
+                if not ok:
+                    break
+                last = provider
+                result = providers[provider].authorize(key, card["bin"], card["last4"], cmd["amount_minor"],
+                                                       cmd["currency"], Call(call.payment_id, call.currency, at_ms))
+                elapsed_ms += result.latency_ms
+                outcome = "timeout" if result.status == "unknown" else "failure" if result.retryable else "success"
+                b, ts = record(b, cfg, call.at_ms + elapsed_ms, outcome, result.latency_ms, result.status == "approved")
+                transitions += ts
+                attempts.append(Attempt(provider, n, at_ms, backoff_ms, result.status, result.reason,
+                                        result.retryable, result.latency_ms))
+                if not result.retryable:  # an answer, or an unknown outcome: never sent elsewhere
+                    return Routed(provider, result, state.with_breaker(b), tuple(attempts), tuple(transitions),
+                                  ranking, elapsed_ms)
+                if b.state == "open":
+                    break
+                backoff_ms = self.backoff_ms(key, provider, n)
+            state = state.with_breaker(b)
+        reason = "provider_unavailable" if ranking else "no_healthy_route"
+        return Routed(last, ProviderResult("declined", reason, retryable=True), state, tuple(attempts),
+                      tuple(transitions), ranking, elapsed_ms)
+
+    def backoff_ms(self, key: str, provider: str, attempt: int) -> int:
+        """Exponential backoff with equal jitter, drawn from the key: half the step
+        fixed, half spread, the same for the same call."""
+        r = self.config.retry
+        step = min(r.max_backoff_ms, r.base_backoff_ms * 2 ** (attempt - 1))
+        digest = hashlib.sha256(f"{key}\x1f{provider}\x1f{attempt}".encode()).digest()
+        return step // 2 + int.from_bytes(digest[:8], "big") % (step - step // 2 + 1)
+
+
+def _method(cmd: dict[str, Any]) -> str:
+    # The command has no payment-method type yet: a wallet or bank payment says so in
+    # its metadata (docs/providers.md); everything else is a card.
+    return (cmd.get("metadata") or {}).get("payment_method", DEFAULT_METHOD)
+
+
+# --- configuration ---
+
+
+def load_router_config(path: Path | str = DEFAULT_ROUTING) -> RouterConfig:
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as e:
+        raise RoutingConfigError(f"{path}: cannot read: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise RoutingConfigError(f"{path}: not TOML: {e}") from None
+    try:
+        cfg = RouterConfig(
+            version=str(raw["version"]),
+            weights=Weights(**{k: float(v) for k, v in raw["weights"].items()}),
+            breaker=BreakerConfig(**raw["breaker"]),
+            retry=Retry(**{k: int(v) for k, v in raw["retry"].items()}),
+            prior_calls=int(raw["prior"]["calls"]),
+            prior_success=float(raw["prior"]["success"]),
+            methods={str(m): tuple(map(str, kinds)) for m, kinds in raw["methods"].items()},
+            capacity_per_min={str(k): int(v) for k, v in raw["capacity_per_min"].items()},
+        )
+    except KeyError as e:
+        raise RoutingConfigError(f"{path}: missing {e.args[0]}") from None
+    except (TypeError, ValueError) as e:
+        raise RoutingConfigError(f"{path}: {e}") from None
+    r, w = cfg.retry, cfg.weights
+    problems = [
+        m for m, bad in (
+            ("weights must be >= 0", min(w.success, w.cost, w.latency, w.load) < 0),
+            (f"retry.max_attempts must be 1..{MAX_ATTEMPTS}", not 1 <= r.max_attempts <= MAX_ATTEMPTS),
+            (f"retry.max_routes must be 1..{MAX_ROUTES}", not 1 <= r.max_routes <= MAX_ROUTES),
+            ("need 0 <= base_backoff_ms <= max_backoff_ms <= 60000", not 0 <= r.base_backoff_ms <= r.max_backoff_ms <= 60_000),
+            ("retry.budget_ms must be 1..600000", not 1 <= r.budget_ms <= 600_000),
+            ("prior.calls must be >= 1 and prior.success in [0, 1]", cfg.prior_calls < 1 or not 0 <= cfg.prior_success <= 1),
+            ("capacity_per_min needs a default, every value >= 1",
+             "default" not in cfg.capacity_per_min or min(cfg.capacity_per_min.values()) < 1),
+        ) if bad
+    ]
+    if problems:
+        raise RoutingConfigError(f"{path}: {'; '.join(problems)}")
+    return cfg
+
+
+def build_router(rails: Mapping[str, RailConfig], config: RouterConfig | None = None) -> Router:
+    """A router over these rails (their contracts: kinds, currencies, pricing)."""
+    cfg = config or load_router_config()
+    cap = cfg.capacity_per_min
+    return Router(cfg, tuple(Route.of(r, cap.get(name, cap["default"])) for name, r in sorted(rails.items())))

@@ -1,0 +1,1 @@
+"""Merchant webhooks: endpoint registry, signed payloads, delivery schedule, HTTP sender."""

@@ -1,0 +1,151 @@
+"""`paystream sink`, `paystream readmodels rebuild`, `paystream settle`, `paystream reconcile`:
+the ClickHouse read models' processes and batch jobs."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from datetime import date
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import MofNCompleteColumn, Progress
+from rich.table import Table
+
+from connectors.clickhouse.client import ClickHouseError, connect
+from connectors.clickhouse.migrate import MigrationError, migrate
+from connectors.providers.rails import RailConfigError, load_rail_configs
+from streams.readmodels import SinkError, reconcile_day, serve, settle_day
+from streams.readmodels import rebuild as rebuild_tables
+from streams.reconcile import ReportError, read_report
+from streams.settings import get_settings
+
+app = typer.Typer(no_args_is_help=True, help="ClickHouse read models: rebuild from the topics.")
+err = Console(stderr=True)
+MAX_SHOWN = 50  # discrepancies listed on the terminal; the table holds them all
+
+
+def sink(
+    max_rows: int = typer.Option(10_000, min=1, max=1_000_000, help="Insert a batch at this many rows"),
+    max_wait_ms: int = typer.Option(1_000, min=0, max=60_000, help="... or when its first row waited this long"),
+) -> None:
+    """Consume payment-events and payment-outcomes into ClickHouse until SIGTERM/SIGINT.
+    At least once; inserts are idempotent. Exits 3 when ClickHouse stays unavailable
+    (offsets uncommitted: the restarted sink resumes without loss)."""
+    settings = get_settings()
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    try:
+        client = connect(settings.clickhouse_url, settings.clickhouse_database)
+        migrate(client)
+    except (ClickHouseError, MigrationError) as e:
+        err.print(f"[red]sink:[/red] {e}")
+        raise typer.Exit(1) from None
+    try:
+        stats = serve(settings, client, stopping.is_set, max_rows=max_rows, max_wait_ms=max_wait_ms)
+    except (ClickHouseError, SinkError) as e:
+        err.print(f"[red]sink stopped:[/red] {e}")
+        raise typer.Exit(3) from None
+    finally:
+        client.close()
+    err.print(f"sink: stopped after {stats.records} records, {stats.rows_total} rows, {stats.dead_letters} dead letters")
+
+
+def _day(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r}: a date as YYYY-MM-DD") from None
+
+
+def _client():  # type: ignore[no-untyped-def]
+    settings = get_settings()
+    try:
+        return connect(settings.clickhouse_url, settings.clickhouse_database, create=False)
+    except ClickHouseError as e:
+        err.print(f"[red]{e}[/red]")
+        raise typer.Exit(1) from None
+
+
+def settle(date_: str = typer.Option(..., "--date", help="The day to settle (event time, UTC), YYYY-MM-DD")) -> None:
+    """Settle a day per merchant and currency from the read models; a second run changes nothing."""
+    day, settings = _day(date_), get_settings()
+    client = _client()
+    try:
+        run = settle_day(client, day, shards=settings.partitions)
+    except ClickHouseError as e:
+        err.print(f"[red]settle:[/red] {e}")
+        raise typer.Exit(1) from None
+    finally:
+        client.close()
+    table = Table("merchant", "currency", "net_minor", "carried_in_minor", "payout_minor", "payout_id")
+    for s in run.settlements:
+        table.add_row(s.merchant_id, s.currency, str(s.net_minor), str(s.carried_in_minor), str(s.payout_minor),
+                      s.payout_id or "")
+    Console().print(table)
+    err.print(f"settle {day}: {len(run.settlements)} settlement(s), {len(run.payouts)} payout(s)")
+
+
+def reconcile(
+    date_: str = typer.Option(..., "--date", help="The report day to reconcile, YYYY-MM-DD"),
+    report: list[Path] = typer.Option(None, "--report", exists=True, dir_okay=False,
+                                      help="Provider report CSV (repeatable); default <data dir>/settlement-reports/<date>/*.csv"),
+) -> None:
+    """Match the providers' settlement reports of a day against the ledger; write the
+    `reconciliation` table; exit 1 on any unexplained discrepancy."""
+    day, settings = _day(date_), get_settings()
+    files = report or sorted((settings.data_dir / "settlement-reports" / day.isoformat()).glob("*.csv"))
+    if not files:
+        err.print(f"[red]reconcile:[/red] no provider report for {day} (pass --report FILE)")
+        raise typer.Exit(2)
+    try:
+        rows = [t for f in files for t in read_report(f)]
+        lag = {name: cfg.settle_days for name, cfg in load_rail_configs().items()}
+    except (ReportError, RailConfigError) as e:
+        err.print(f"[red]reconcile:[/red] {e}")
+        raise typer.Exit(2) from None
+    client = _client()
+    try:
+        result = reconcile_day(client, day, rows, lag)
+    except ClickHouseError as e:
+        err.print(f"[red]reconcile:[/red] {e}")
+        raise typer.Exit(1) from None
+    finally:
+        client.close()
+    table = Table("status", "count")
+    for status, n in result.counts.items():
+        table.add_row(status, str(n))
+    Console().print(table)
+    for item in [i for i in result.items if i.status != "matched"][:MAX_SHOWN]:
+        err.print(f"  {item.status}: {item.provider} {item.provider_ref} {item.detail}")
+    if result.discrepancies:
+        err.print(f"[red]reconcile {day}: {result.discrepancies} discrepanc(ies)[/red]")
+        raise typer.Exit(1)
+    err.print(f"reconcile {day}: all {len(result.items)} matched")
+
+
+@app.command()
+def rebuild(
+    timeout: float = typer.Option(3600.0, min=1, max=6 * 3600, help="Give up after this many seconds"),
+) -> None:
+    """Drop the topic-fed tables, recreate them and replay the topics from offset 0
+    up to the end offsets seen at start. Stop the sink first (one process per chDB dir)."""
+    settings = get_settings()
+    client = _client()
+    started = time.monotonic()
+    try:
+        with Progress(*Progress.get_default_columns(), MofNCompleteColumn(), console=err) as bar:
+            task = bar.add_task("replaying", total=None)
+            stats = rebuild_tables(settings, client, timeout_s=timeout,
+                                   on_progress=lambda done, total: bar.update(task, completed=done, total=total))
+    except (ClickHouseError, MigrationError, SinkError) as e:
+        err.print(f"[red]rebuild:[/red] {e}")
+        raise typer.Exit(1) from None
+    finally:
+        client.close()
+    elapsed = max(time.monotonic() - started, 1e-9)
+    err.print(f"rebuild: {stats.records} records, {stats.rows_total} rows in {elapsed:.1f}s "
+              f"({stats.rows_total / elapsed:,.0f} rows/s); {stats.dead_letters} undecodable skipped")

@@ -1,0 +1,76 @@
+"""`paystream webhooks`: register merchants' endpoints (in `<data_dir>/webhooks.json`;
+one JSON record per merchant for a compacted topic with `record`) and hand out the
+merchant's signing secret. Payloads, signatures and delivery: docs/providers.md."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from connectors.vault.keys import FileKeyStore, KeyStoreError
+from connectors.webhooks import registry
+from streams.settings import get_settings
+
+app = typer.Typer(no_args_is_help=True, help="Merchant webhook endpoints and signing secrets.")
+err = Console(stderr=True, soft_wrap=True)
+
+
+def _path() -> Path:
+    return get_settings().data_dir / "webhooks.json"
+
+
+def _load() -> registry.Registry:
+    try:
+        return registry.load(_path())
+    except registry.RegistryError as e:
+        err.print(f"[red]webhooks:[/red] {e}")
+        raise typer.Exit(1) from None
+
+
+@app.command("add")
+def add(merchant: str, url: str) -> None:
+    """Register URL for MERCHANT's payment notifications (idempotent)."""
+    try:
+        reg, endpoint = registry.add(_load(), merchant, url)
+    except registry.RegistryError as e:
+        err.print(f"[red]webhooks add:[/red] {e}")
+        raise typer.Exit(2) from None
+    registry.save(reg, _path())
+    typer.echo(json.dumps({"endpoint_id": endpoint.endpoint_id, "merchant_id": merchant, "url": url}))
+
+
+@app.command("remove")
+def remove(merchant: str, endpoint_id: str) -> None:
+    """Stop notifying ENDPOINT_ID of MERCHANT."""
+    try:
+        reg = registry.remove(_load(), merchant, endpoint_id)
+    except registry.RegistryError as e:
+        err.print(f"[red]webhooks remove:[/red] {e}")
+        raise typer.Exit(2) from None
+    registry.save(reg, _path())
+    err.print(f"webhooks: removed {endpoint_id}")
+
+
+@app.command("list")
+def list_endpoints(merchant: str = typer.Option(None, help="Only this merchant")) -> None:
+    """Registered endpoints, one JSON object per line."""
+    reg = _load()
+    for m in sorted(reg.endpoints):
+        if merchant is None or m == merchant:
+            for e in reg.of(m):
+                typer.echo(json.dumps({"endpoint_id": e.endpoint_id, "merchant_id": m, "url": e.url}))
+
+
+@app.command("secret")
+def secret(merchant: str, reveal: bool = typer.Option(False, "--reveal", help="Print the secret itself")) -> None:
+    """MERCHANT's signing secret (hex) and its key id, for the merchant to verify
+    `Paystream-Signature`. Without --reveal only the key id is shown."""
+    try:
+        mac = FileKeyStore(get_settings().keys_dir).webhook_secret(merchant)
+    except KeyStoreError as e:
+        err.print(f"[red]webhooks secret:[/red] {e}")
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps({"merchant_id": merchant, "key_id": mac.key_id} | ({"secret": mac.digest.hex()} if reveal else {})))

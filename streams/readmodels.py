@@ -1,0 +1,402 @@
+"""The ClickHouse sink: event topics -> read-model tables, and the rebuild from offset 0.
+
+A plain consumer loop, not a Faust agent: inserts are idempotent (Replacing
+engines keyed by record ids, content-hash insert tokens; docs/decisions.md, "Read
+models"), so at-least-once delivery is enough. The loop takes anything with the
+`Source` methods, so its rules are tested with an in-memory log and a real chDB:
+
+- each record is decoded (`schemas.codec.Codec`) and mapped (`rows_for`); bytes we
+  cannot decode or a record we cannot map become a DeadLetter (stage `sink`) with
+  the reason, and the loop goes on;
+- rows wait in a `Batcher` (count and age bounded); offsets are committed only after
+  the batch holding their rows was inserted and the dead letters were flushed;
+- an insert that fails after the `Sink`'s bounded retries stops the loop with
+  `ClickHouseError`, offsets uncommitted: the restarted process re-reads from the
+  last commit and the idempotent inserts make the second delivery harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import date, timedelta
+from typing import Any, Protocol
+
+from clickhouse_connect.driver.client import Client
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+from connectors.clickhouse.client import ClickHouseError
+from connectors.clickhouse.migrate import migrate
+from connectors.clickhouse.rows import Row, RowError, rows_for
+from connectors.clickhouse.sink import Batcher, Sink
+from connectors.kafka.clients import end_offsets
+from schemas.codec import Codec, DecodeError
+from streams.ingest import Source as Origin
+from streams.ingest import dead_letter
+from streams.ledger import JournalEntry, Line, entry_to_record
+from streams.metrics import DEAD_LETTERS, SETTLEMENT_DISCREPANCIES, SINK_ROWS
+from streams.reconcile import ProviderTxn, ReconResult, ledger_side, reconcile
+from streams.settings import Settings
+from streams.settlement import SettlementRun, cutoff_ms, settle, settlement_entry
+from streams.topics import topic_names
+
+log = logging.getLogger(__name__)
+
+STAGE = "sink"
+MAX_POLL_RECORDS = 10_000
+CODECS = {kind: Codec(name) for kind, name in
+          (("payment_event", "PaymentEvent"), ("payment_outcome", "PaymentOutcome"), ("ledger_entry", "LedgerEntry"))}
+
+TopicPartitionKey = tuple[str, int]
+
+
+class Message(Protocol):
+    """The part of confluent_kafka.Message the loop reads."""
+
+    def topic(self) -> str: ...
+    def partition(self) -> int: ...
+    def offset(self) -> int: ...
+    def key(self) -> bytes | None: ...
+    def value(self) -> bytes | None: ...
+    def timestamp(self) -> tuple[int, int]: ...
+    def error(self) -> Any: ...
+
+
+class Source(Protocol):
+    def consume(self, max_records: int, timeout_s: float) -> list[Message]: ...
+    def commit(self, offsets: Mapping[TopicPartitionKey, int]) -> None: ...
+
+
+class DeadLetterSink(Protocol):
+    def send(self, record: dict[str, Any], key: bytes | None) -> None: ...
+    def flush(self) -> None: ...
+
+
+class SinkError(RuntimeError):
+    """The consumer reported a fatal error (the loop cannot go on)."""
+
+
+def sink_topics(settings: Settings) -> dict[str, str]:
+    """topic -> record kind of every topic the sink reads. `ledger-entries` joins
+    once streams/topics.py declares it (TopicNames.ledger); until then it is skipped."""
+    names = topic_names(settings)
+    out = {names.events: "payment_event", names.outcomes: "payment_outcome"}
+    ledger = getattr(names, "ledger", None)
+    if ledger:
+        out[ledger] = "ledger_entry"
+    return out
+
+
+@dataclass
+class SinkStats:
+    records: int = 0
+    dead_letters: int = 0
+    batches: int = 0
+    commits: int = 0
+    rows: dict[str, int] = field(default_factory=dict)  # inserted, per table
+    positions: dict[TopicPartitionKey, int] = field(default_factory=dict)  # next offset, per partition
+    at_end: dict[TopicPartitionKey, int] = field(default_factory=dict)  # partition EOF seen at this offset
+
+    @property
+    def rows_total(self) -> int:
+        return sum(self.rows.values())
+
+
+def rows_of(kind: str, value: bytes | None) -> list[Row]:
+    """One record's rows; DecodeError or RowError (both with a `reason`) for bad input."""
+    return rows_for(kind, CODECS[kind].decode(value))
+
+
+def run(
+    source: Source,
+    sink: Sink,
+    dead_letters: DeadLetterSink,
+    kinds: Mapping[str, str],
+    batcher: Batcher,
+    *,
+    stop: Callable[[SinkStats], bool],
+    clock_ms: Callable[[], int] = lambda: time.monotonic_ns() // 1_000_000,
+    max_poll_records: int = 1_000,
+    poll_timeout_s: float = 0.5,
+    ends: Mapping[TopicPartitionKey, int] | None = None,
+    on_batch: Callable[[SinkStats], None] | None = None,
+) -> SinkStats:
+    """Consume until `stop(stats)` holds (checked after every poll), then insert what
+    waits and commit. `ends`: offsets at or past which records are ignored (a rebuild
+    reads up to the end offsets it saw at start). `clock_ms` is operational time for
+    the batch age only (records' business time never comes from it)."""
+    assert 1 <= max_poll_records <= MAX_POLL_RECORDS
+    stats = SinkStats()
+    pending: dict[TopicPartitionKey, int] = {}  # next offset to commit, per partition
+
+    def flush(batch: list[Row] | None) -> None:
+        if batch:
+            written = sink.insert(batch)  # raises ClickHouseError after bounded retries
+            stats.batches += 1
+            for table, n in written.items():
+                stats.rows[table] = stats.rows.get(table, 0) + n
+                SINK_ROWS.labels(table).inc(n)
+        if pending and not len(batcher):  # every pending record's rows are in ClickHouse now
+            dead_letters.flush()
+            source.commit(dict(pending))
+            stats.commits += 1
+            pending.clear()
+        if batch and on_batch is not None:
+            on_batch(stats)
+
+    while not stop(stats):
+        msgs = source.consume(max_poll_records, poll_timeout_s)
+        now_ms = clock_ms()
+        for msg in msgs:
+            tp = (msg.topic(), msg.partition())
+            err = msg.error()
+            if err is not None:
+                if _is_eof(err):
+                    stats.at_end[tp] = msg.offset()
+                    continue
+                if getattr(err, "fatal", lambda: False)():
+                    raise SinkError(f"consumer error: {err}")
+                log.warning("sink: consumer error on %s[%s]: %s", *tp, err)  # librdkafka recovers by itself
+                continue
+            offset = msg.offset()
+            stats.positions[tp] = offset + 1
+            if ends is not None and offset >= ends.get(tp, 0):
+                continue  # past the end this run was asked to read
+            stats.records += 1
+            pending[tp] = offset + 1
+            flush(batcher.add(_rows_or_dead_letter(msg, kinds[tp[0]], dead_letters, stats), now_ms))
+        flush(batcher.poll(now_ms))
+    flush(batcher.take())
+    return stats
+
+
+def _rows_or_dead_letter(msg: Message, kind: str, dead_letters: DeadLetterSink, stats: SinkStats) -> list[Row]:
+    try:
+        return rows_of(kind, msg.value())
+    except (DecodeError, RowError) as e:
+        origin = Origin(msg.topic(), msg.partition(), msg.offset(), msg.timestamp()[1], msg.key())
+        dead_letters.send(dead_letter(STAGE, e.reason, e.detail, msg.value(), origin).record, msg.key())
+        DEAD_LETTERS.labels(STAGE, e.reason).inc()
+        stats.dead_letters += 1
+        return []
+
+
+def _is_eof(err: Any) -> bool:
+    return getattr(err, "code", lambda: None)() == KafkaError._PARTITION_EOF
+
+
+# --- the process: confluent-kafka consumer and DLQ producer behind the loop's interfaces ---
+
+DLQ_CODEC = Codec("DeadLetter")
+FLUSH_TIMEOUT_S = 30.0
+
+
+class KafkaSource:
+    """A consumer as the loop's `Source`; `commit=False` for a reader that commits nothing (rebuild)."""
+
+    def __init__(self, consumer: Consumer, *, commit: bool = True) -> None:
+        self.consumer, self._commit = consumer, commit
+
+    def consume(self, max_records: int, timeout_s: float) -> list[Message]:
+        return self.consumer.consume(max_records, timeout=timeout_s)
+
+    def commit(self, offsets: Mapping[TopicPartitionKey, int]) -> None:
+        if self._commit:
+            self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False)
+
+
+class KafkaDeadLetters:
+    """DeadLetter records to the DLQ topic; `flush` raises unless every one was acknowledged."""
+
+    def __init__(self, producer: Producer, topic: str) -> None:
+        self.producer, self.topic, self.failed = producer, topic, 0
+
+    def send(self, record: dict[str, Any], key: bytes | None) -> None:
+        self.producer.produce(self.topic, value=DLQ_CODEC.encode(record), key=key, on_delivery=self._delivered)
+        self.producer.poll(0)
+
+    def flush(self) -> None:
+        left = self.producer.flush(FLUSH_TIMEOUT_S)
+        if left or self.failed:
+            raise SinkError(f"{left} dead letter(s) unsent, {self.failed} refused by {self.topic}: offsets not committed")
+
+    def _delivered(self, err: Any, _msg: Any) -> None:
+        if err is not None:
+            self.failed += 1
+
+
+def sink_consumer(settings: Settings, *, group: bool = True) -> Consumer:
+    """read_committed; in the group `<app_id>-sink` with manual commits, or (rebuild)
+    an anonymous reader that reports the end of each partition."""
+    return Consumer({
+        "bootstrap.servers": settings.bootstrap_servers,
+        "group.id": f"{settings.app_id}-sink" if group else f"{settings.app_id}-rebuild-{uuid.uuid4().hex[:8]}",
+        "isolation.level": "read_committed",
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+        "enable.partition.eof": not group,
+        "log_level": 3,
+    })
+
+
+def dead_letter_producer(settings: Settings) -> KafkaDeadLetters:
+    producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "enable.idempotence": True, "acks": "all",
+                         "log_level": 3})
+    return KafkaDeadLetters(producer, topic_names(settings).dlq)
+
+
+def serve(settings: Settings, client: Client, stopping: Callable[[], bool], *, max_rows: int = 10_000,
+          max_wait_ms: int = 1_000) -> SinkStats:
+    """The `paystream sink` process body: consume the event topics into ClickHouse until `stopping()`."""
+    kinds = sink_topics(settings)
+    consumer = sink_consumer(settings)
+    consumer.subscribe(sorted(kinds))
+    try:
+        return run(KafkaSource(consumer), Sink(client), dead_letter_producer(settings), kinds,
+                   Batcher(max_rows=max_rows, max_wait_ms=max_wait_ms), stop=lambda _s: stopping())
+    finally:
+        consumer.close()  # leaves the group at once: the partitions move without waiting for the session timeout
+
+
+# --- batch jobs over the read models: settlement and reconciliation of a day ---
+
+MAX_SETTLE_LINES = 10_000_000  # ledger lines one settlement run reads (all history before the cutoff)
+RECON_LOOKBACK_DAYS = 7  # ledger days a report row may refer to (bank returns come 4 days later)
+
+
+def ledger_entries_before(client: Client, cutoff_ms_: int) -> list[JournalEntry]:
+    """Every journal entry with a merchant `pending` line before the cutoff, from
+    `ledger_entries FINAL`, lines in their posted order (settlement reads no other)."""
+    q = """
+        SELECT entry_id, line_no, event_id, event_type, payment_id, merchant_id, shard, account, currency,
+               debit_minor, credit_minor, reverses, toUnixTimestamp64Milli(occurred_at)
+        FROM ledger_entries FINAL
+        WHERE occurred_at < fromUnixTimestamp64Milli({cutoff:Int64}, 'UTC')
+          AND entry_id IN (SELECT entry_id FROM ledger_entries FINAL
+                           WHERE account LIKE 'merchant:%:pending'
+                             AND occurred_at < fromUnixTimestamp64Milli({cutoff:Int64}, 'UTC'))
+        ORDER BY entry_id, line_no
+        LIMIT {limit:UInt64}
+    """
+    rows = client.query(q, parameters={"cutoff": cutoff_ms_, "limit": MAX_SETTLE_LINES + 1}).result_rows
+    if len(rows) > MAX_SETTLE_LINES:
+        raise ClickHouseError("too_large", f"more than {MAX_SETTLE_LINES} ledger lines before the cutoff")
+    entries, lines, head = [], [], None
+    for r in [*rows, None]:
+        if head is not None and (r is None or r[0] != head[0]):
+            entries.append(JournalEntry(entry_id=head[0], event_id=head[2], event_type=head[3], payment_id=head[4],
+                                        merchant_id=head[5], shard=head[6], occurred_at_ms=head[12],
+                                        lines=tuple(lines), reverses=head[11]))
+            lines = []
+        if r is not None:
+            head = r
+            lines.append(Line(r[7], r[8], r[9], r[10]))
+    return entries
+
+
+def settle_day(client: Client, day: date, *, shards: int) -> SettlementRun:
+    """Settle `day` from the read models and write its journal entries and settlements
+    rows. Idempotent: the same ids and rows again, which the tokens and Replacing engines drop."""
+    run_ = settle(day, ledger_entries_before(client, cutoff_ms(day)), shards=shards)
+    rows = [r for e in run_.entries for r in rows_for("ledger_entry", entry_to_record(e))]
+    rows += [r for s in run_.settlements for r in rows_for("settlement", asdict(s))]
+    if rows:
+        Sink(client).insert(rows)
+    return run_
+
+
+def provider_txns(client: Client, first: date, last: date) -> list[ProviderTxn]:
+    """The ledger's provider transactions (captures, refunds) of days first..last, from `payment_events FINAL`."""
+    q = """
+        SELECT type, provider, provider_ref, payment_id, currency, amount_minor, fee_minor,
+               toUnixTimestamp64Milli(occurred_at) AS at_ms
+        FROM payment_events FINAL
+        WHERE type IN ('captured', 'refunded') AND provider != '' AND provider_ref != ''
+          AND toDate(occurred_at) BETWEEN {first:Date} AND {last:Date}
+    """
+    result = client.query(q, parameters={"first": first, "last": last})
+    names = [("occurred_at" if n == "at_ms" else n) for n in result.column_names]  # an alias would shadow the column
+    return ledger_side(dict(zip(names, r)) for r in result.result_rows)
+
+
+def reconcile_day(client: Client, day: date, report: list[ProviderTxn], lag_days: Mapping[str, int]) -> ReconResult:
+    """Reconcile `day`'s provider report against the read models; writes the
+    `reconciliation` rows and counts each discrepancy in SETTLEMENT_DISCREPANCIES."""
+    first = day - timedelta(days=RECON_LOOKBACK_DAYS + max(lag_days.values(), default=0))
+    result = reconcile(day, report, provider_txns(client, first, day), lag_days)
+    rows = [r for i in result.items for r in rows_for("reconciliation", asdict(i))]
+    if rows:
+        Sink(client).insert(rows)
+    for item in result.items:
+        if item.status != "matched":
+            SETTLEMENT_DISCREPANCIES.labels(item.status).inc()
+    return result
+
+
+# --- rebuild: drop the topic-fed tables and replay the topics from offset 0 ---
+
+TOPIC_TABLES = ("payments", "payment_events", "ledger_entries", "fraud_decisions", "disputes", "payment_outcomes")
+REBUILD_TIMEOUT_S = 6 * 3600
+
+
+class _NoDeadLetters:
+    """A rebuild re-reads records the live sink already dead-lettered: count them, do not send them again."""
+
+    def send(self, record: dict[str, Any], key: bytes | None) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
+def reset_tables(client: Client, *, shards: int) -> int:
+    """Drop the tables the topics fill (and the `balances` view over them), re-apply
+    the migrations (IF NOT EXISTS: `settlements` and `reconciliation`, which are runs'
+    results and on no topic, stay), and re-post the settlement entries from the
+    kept `settlements` rows. Returns the entries re-posted."""
+    client.command("DROP VIEW IF EXISTS balances")
+    for table in TOPIC_TABLES:
+        client.command(f"DROP TABLE IF EXISTS {table}")
+    client.command("TRUNCATE TABLE IF EXISTS schema_migrations")
+    migrate(client)
+    paid = client.query("SELECT merchant_id, currency, day, payout_minor FROM settlements FINAL "
+                        "WHERE payout_minor > 0 AND entry_id IS NOT NULL").result_rows
+    entries = [settlement_entry(m, c, d, p, shards=shards) for m, c, d, p in paid]
+    rows = [r for e in entries for r in rows_for("ledger_entry", entry_to_record(e))]
+    if rows:
+        Sink(client).insert(rows)
+    return len(entries)
+
+
+def rebuild(settings: Settings, client: Client, *, on_progress: Callable[[int, int], None] | None = None,
+            timeout_s: float = REBUILD_TIMEOUT_S, max_rows: int = 10_000) -> SinkStats:
+    """Reset the tables, then read every sink topic from offset 0 up to the end offsets
+    seen at start with a fresh reader that commits nothing. `on_progress(done, total)` in records."""
+    reset_tables(client, shards=settings.partitions)
+    kinds = sink_topics(settings)
+    consumer = sink_consumer(settings, group=False)
+    try:
+        ends = {(t, p): end for t in kinds for p, end in end_offsets(consumer, t, settings.partitions).items()}
+        consumer.assign([TopicPartition(t, p, 0) for t, p in ends])
+        total, deadline = sum(ends.values()), time.monotonic() + timeout_s
+
+        def done(stats: SinkStats) -> bool:
+            if time.monotonic() > deadline:
+                raise SinkError(f"rebuild: the end offsets were not reached in {timeout_s:.0f}s")
+            # read_committed: a partition's end can be a transaction marker, never delivered; its EOF says we are there
+            return all(stats.positions.get(tp, 0) >= end or stats.at_end.get(tp, -1) >= end
+                       for tp, end in ends.items() if end)
+
+        def progress(stats: SinkStats) -> None:
+            if on_progress is not None:
+                on_progress(sum(min(stats.positions.get(tp, 0), end) for tp, end in ends.items()), total)
+
+        stats = run(KafkaSource(consumer, commit=False), Sink(client), _NoDeadLetters(), kinds,
+                    Batcher(max_rows=max_rows, max_wait_ms=1_000), stop=done, ends=ends, on_batch=progress)
+        progress(stats)
+        return stats
+    finally:
+        consumer.close()

@@ -1,0 +1,207 @@
+"""Reconciliation: what a provider says it settled vs what our ledger posted. Pure.
+
+Both sides are `ProviderTxn`s, one per provider call that moved money: a capture
+(amount positive) or a refund (amount negative), with its fee, matched by
+(provider, provider_ref, kind): `provider_ref` is the provider-side idempotency
+key the payments stage sent, and it is on every PaymentEvent; `kind` is capture,
+refund or (bank transfers) return, which reuses its capture's key. A provider's
+settlement report is a list of these (CSV columns = the field names); the
+simulated rails' `SettlementRow`s convert with `from_settlement_row`.
+
+A provider settles `lag_days` after the transaction (cards 1, bank transfers 2;
+connectors/providers/rails.toml `settle_days`): the ledger's transactions
+*expected* in day D's report are those of day D - lag, and only those can be
+`missing_in_report`.
+
+Outcome per transaction of the day: `matched`, `amount_mismatch` (amount, fee or
+currency differ), `missing_in_ledger` (the provider settled something we never
+posted), `missing_in_report` (we posted it, the provider did not settle it),
+`duplicate_in_report`. Everything but `matched` is a discrepancy. A report row
+matched by a ledger row expected on another day is matched (a timing difference,
+noted in `detail`); ledger rows expected on other days only explain such rows. A
+bank return is `missing_in_ledger` until the ledger books returns.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+from schemas.money import is_currency
+from schemas.times import from_ms, to_ms
+
+STATUSES = ("matched", "amount_mismatch", "missing_in_ledger", "missing_in_report", "duplicate_in_report")
+MAX_REPORT_ROWS = 5_000_000
+_KIND = {"captured": "capture", "refunded": "refund"}  # the events whose money a provider settles
+KINDS = ("capture", "refund", "return")
+
+
+class ReportError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ProviderTxn:
+    provider: str
+    provider_ref: str
+    payment_id: str
+    currency: str
+    amount_minor: int  # capture positive, refund negative
+    fee_minor: int
+    day: date
+    kind: str = ""  # capture | refund | return; empty: capture or refund by the amount's sign
+
+    def __post_init__(self) -> None:
+        assert self.provider and self.provider_ref and is_currency(self.currency), self
+        assert type(self.amount_minor) is int and type(self.fee_minor) is int and self.fee_minor >= 0, self
+        if not self.kind:
+            object.__setattr__(self, "kind", "capture" if self.amount_minor >= 0 else "refund")
+        assert self.kind in KINDS, self
+
+
+def from_settlement_row(row: Any) -> ProviderTxn:
+    """A rail's `SettlementRow` (connectors/providers/rails.py) as a report row; ReportError if it is not one."""
+    if row.kind not in KINDS or not is_currency(row.currency) or not row.provider or not row.provider_ref \
+            or type(row.amount_minor) is not int or type(row.fee_minor) is not int or row.fee_minor < 0:
+        raise ReportError(f"{row.provider}/{row.provider_ref}: not a settlement row ({row.kind}, {row.currency})")
+    return ProviderTxn(row.provider, row.provider_ref, row.payment_id or "", row.currency, row.amount_minor,
+                       row.fee_minor, row.day, row.kind)
+
+
+@dataclass(frozen=True)
+class ReconItem:
+    """One row of the `reconciliation` table (field names are its columns)."""
+
+    day: date
+    provider: str
+    provider_ref: str
+    payment_id: str
+    status: str
+    currency: str
+    report_amount_minor: int | None
+    ledger_amount_minor: int | None
+    report_fee_minor: int | None
+    ledger_fee_minor: int | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class ReconResult:
+    day: date
+    items: tuple[ReconItem, ...]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        c = Counter(i.status for i in self.items)
+        return {s: c.get(s, 0) for s in STATUSES}
+
+    @property
+    def discrepancies(self) -> int:
+        """The alert's `settlement_discrepancies_total` for this day."""
+        return sum(1 for i in self.items if i.status != "matched")
+
+
+def ledger_side(events: Iterable[Mapping[str, Any]]) -> list[ProviderTxn]:
+    """The provider transactions our books hold, from the payment events the ledger
+    posted (captures and refunds that went through a provider)."""
+    out = []
+    for e in events:
+        kind = _KIND.get(e["type"])
+        if kind is None or not e.get("provider") or not e.get("provider_ref"):
+            continue
+        at = e["occurred_at"] if isinstance(e["occurred_at"], int) else to_ms(e["occurred_at"])
+        sign = 1 if kind == "capture" else -1
+        out.append(ProviderTxn(e["provider"], e["provider_ref"], e["payment_id"], e["currency"],
+                               sign * e["amount_minor"], e.get("fee_minor") or 0, from_ms(at).date(), kind))
+    return out
+
+
+def reconcile(day: date, report: Iterable[ProviderTxn], ledger: Iterable[ProviderTxn],
+              lag_days: Mapping[str, int] | None = None) -> ReconResult:
+    """Match the providers' report rows of `day` against the ledger's transactions;
+    `lag_days`: provider -> days from a transaction to its report (absent: 0)."""
+    lag = lag_days or {}
+
+    def expected(t: ProviderTxn) -> date:
+        return t.day + timedelta(days=lag.get(t.provider, 0))
+
+    books: dict[tuple[str, str, str], ProviderTxn] = {}
+    for t in ledger:
+        books.setdefault((t.provider, t.provider_ref, t.kind), t)
+    seen: set[tuple[str, str, str]] = set()
+    items = []
+    for n, r in enumerate(x for x in report if x.day == day):
+        if n >= MAX_REPORT_ROWS:
+            raise ReportError(f"more than {MAX_REPORT_ROWS} report rows for {day}")
+        key = (r.provider, r.provider_ref, r.kind)
+        mine = books.get(key)
+        if key in seen:
+            items.append(_item(day, r, mine, "duplicate_in_report", "the report lists this transaction again"))
+            continue
+        seen.add(key)
+        if mine is None:
+            why = "a bank return the ledger has not booked" if r.kind == "return" else "no such transaction in the ledger"
+            items.append(_item(day, r, None, "missing_in_ledger", why))
+            continue
+        diffs = [f"{f} report {getattr(r, f)} ledger {getattr(mine, f)}"
+                 for f in ("currency", "amount_minor", "fee_minor") if getattr(r, f) != getattr(mine, f)]
+        timing = [] if expected(mine) == day else [f"ledger day {mine.day.isoformat()}"]
+        items.append(_item(day, r, mine, "amount_mismatch" if diffs else "matched", "; ".join(diffs + timing)))
+    for key, mine in sorted(books.items()):
+        if expected(mine) == day and key not in seen:
+            items.append(_item(day, None, mine, "missing_in_report", "the provider did not report it"))
+    return ReconResult(day, tuple(items))
+
+
+def _item(day: date, r: ProviderTxn | None, mine: ProviderTxn | None, status: str, detail: str) -> ReconItem:
+    any_ = r or mine
+    assert any_ is not None
+    return ReconItem(
+        day=day, provider=any_.provider, provider_ref=any_.provider_ref, payment_id=any_.payment_id, status=status,
+        currency=any_.currency,
+        report_amount_minor=r.amount_minor if r else None, ledger_amount_minor=mine.amount_minor if mine else None,
+        report_fee_minor=r.fee_minor if r else None, ledger_fee_minor=mine.fee_minor if mine else None,
+        detail=detail,
+    )
+
+
+REPORT_COLUMNS = tuple(f.name for f in fields(ProviderTxn))
+
+
+def read_report(path: Path) -> list[ProviderTxn]:
+    """A provider settlement report as CSV with a header of REPORT_COLUMNS; ReportError
+    names the line of a bad row."""
+    out = []
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        if tuple(reader.fieldnames or ()) != REPORT_COLUMNS:
+            raise ReportError(f"{path}: header must be {','.join(REPORT_COLUMNS)}")
+        for row in reader:
+            if len(out) >= MAX_REPORT_ROWS:
+                raise ReportError(f"{path}: more than {MAX_REPORT_ROWS} rows")
+            try:
+                out.append(ProviderTxn(row["provider"], row["provider_ref"], row["payment_id"], row["currency"],
+                                       int(row["amount_minor"]), int(row["fee_minor"]), date.fromisoformat(row["day"]),
+                                       row["kind"]))
+            except (ValueError, TypeError, AssertionError) as e:
+                raise ReportError(f"{path}:{reader.line_num}: bad row ({type(e).__name__})") from None
+    return out
+
+
+def write_report(path: Path, rows: Iterable[ProviderTxn]) -> int:
+    """A report as CSV (REPORT_COLUMNS), e.g. a rail's `settlement_report(day)` exported
+    for `paystream reconcile`; returns the rows written."""
+    n = 0
+    with path.open("w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(REPORT_COLUMNS)
+        for t in rows:
+            out.writerow([getattr(t, c) for c in REPORT_COLUMNS])
+            n += 1
+    assert n <= MAX_REPORT_ROWS
+    return n

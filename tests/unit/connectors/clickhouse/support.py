@@ -1,0 +1,81 @@
+"""Deterministic payment traffic for the read-model tests: PaymentEvents from a
+seeded generator (declines, fraud declines, partial captures with fees, refunds,
+disputes), their journal entries posted by the real ledger rules, both passed
+through the Avro codecs so the records look exactly like what a sink decodes."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from schemas.codec import Codec
+from streams.ledger import SettlementTerms, entry_to_record, post, shard_for
+from tests.unit.streams.ledger_support import event
+
+DAY0 = datetime(2026, 11, 25, tzinfo=timezone.utc)
+MERCHANTS = ("m_acme", "m_globex", "m_initech")
+CURRENCIES = {"USD": (500, 50_000), "EUR": (500, 40_000), "JPY": (100, 20_000)}
+SHARDS = 8
+_EVENTS, _ENTRIES = Codec("PaymentEvent"), Codec("LedgerEntry")
+
+
+@dataclass
+class Traffic:
+    events: list[dict[str, Any]] = field(default_factory=list)
+    entries: list[dict[str, Any]] = field(default_factory=list)
+
+
+def traffic(payments: int = 200, seed: int = 7, start: datetime = DAY0, days: int = 1) -> Traffic:
+    rng = random.Random(seed)
+    out = Traffic()
+    span_ms = days * 86_400_000
+    for i in range(payments):
+        merchant, currency = rng.choice(MERCHANTS), rng.choice(list(CURRENCIES))
+        pid = f"pay_{seed}_{i}"
+        at = start + timedelta(milliseconds=rng.randrange(span_ms - 3_600_000))
+        state = {"authorized": 0, "captured": 0, "refunded": 0, "version": 0}
+
+        def emit(etype: str, amount: int = 0, fee: int = 0, status: str | None = None, reason: str | None = None) -> None:
+            nonlocal at
+            state["version"] += 1
+            at += timedelta(seconds=rng.randint(1, 600))
+            e = event(etype, amount=amount, fee=fee, payment_id=pid, merchant=merchant, currency=currency,
+                      authorized=state["authorized"], captured=state["captured"], refunded=state["refunded"],
+                      version=state["version"], status=status, at=at)
+            e["reason_code"] = reason
+            e["provider_ref"] = f"prv_{pid}_{state['version']}"
+            decoded = _EVENTS.decode(_EVENTS.encode(e, check=True))
+            out.events.append(decoded)
+            entry = post(decoded, shard=shard_for(merchant, SHARDS), settlement=SettlementTerms(currency))
+            if entry is not None:
+                out.entries.append(_ENTRIES.decode(_ENTRIES.encode(entry_to_record(entry))))
+
+        roll = rng.random()
+        if roll < 0.05:
+            emit("declined", status="declined", reason="fraud_suspected")
+            continue
+        if roll < 0.15:
+            emit("declined", status="declined", reason=rng.choice(("card_declined", "insufficient_funds")))
+            continue
+        amount = rng.randint(*CURRENCIES[currency])
+        state["authorized"] = amount
+        emit("authorized", amount, status="authorized")
+        captured = amount if rng.random() < 0.8 else amount // 2
+        if rng.random() < 0.1:
+            emit("voided", amount, status="voided")
+            continue
+        state["captured"] = captured
+        emit("captured", captured, fee=captured * 29 // 1000 + 30,
+             status="captured" if captured == amount else "partially_captured")
+        if captured < amount:
+            emit("voided", amount - captured, status="partially_captured")
+        if rng.random() < 0.15:
+            refund = captured // 3
+            state["refunded"] = refund
+            emit("refunded", refund, status="partially_refunded")
+        elif rng.random() < 0.05:
+            emit("dispute_opened", captured, fee=1500, status="captured")
+            emit(rng.choice(("dispute_won", "dispute_lost")), captured, status="captured")
+    return out

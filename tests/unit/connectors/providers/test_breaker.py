@@ -1,0 +1,86 @@
+"""The circuit breaker under scripted failure patterns, over event time."""
+
+from __future__ import annotations
+
+import pytest
+
+from connectors.providers.breaker import Breaker, BreakerConfig, allow, record
+
+CFG = BreakerConfig(window_ms=10_000, bucket_ms=1_000, min_calls=4, failure_rate=0.5, timeout_rate=0.25,
+                    open_ms=5_000, close_after_successes=2)
+
+
+def run(b: Breaker, pattern: str, start_ms: int = 0, step_ms: int = 100):
+    """Feed `pattern` (s = success, f = failure, t = timeout), one call per step; return
+    the breaker, every transition, and the calls the breaker refused."""
+    transitions, refused = [], 0
+    for i, c in enumerate(pattern):
+        at = start_ms + i * step_ms
+        ok, b, ts = allow(b, CFG, at)
+        transitions += ts
+        if not ok:
+            refused += 1
+            continue
+        b, ts = record(b, CFG, at, {"s": "success", "f": "failure", "t": "timeout"}[c], 50, approved=c == "s")
+        transitions += ts
+    return b, transitions, refused
+
+
+def test_stays_closed_below_min_calls_and_below_the_rates():
+    b, ts, _ = run(Breaker("a"), "fff")  # three failures: not enough calls for a verdict
+    assert b.state == "closed" and ts == []
+    b, ts, _ = run(Breaker("a"), "ssfsfsssss")  # failures under half, no timeouts
+    assert b.state == "closed" and ts == []
+
+
+def test_opens_on_failure_rate_with_the_window_counts_on_the_event():
+    b, ts, refused = run(Breaker("a"), "sfffssss")
+    assert [(t.from_state, t.to_state, t.reason) for t in ts] == [("closed", "open", "failure_rate")]
+    assert (ts[0].calls, ts[0].failures, ts[0].at_ms) == (4, 3, 300)  # the window with the call that tripped it
+    assert b.state == "open" and refused == 4  # the rest are refused
+
+
+def test_opens_on_timeout_rate_before_the_failure_rate():
+    b, ts, _ = run(Breaker("a"), "ssts")
+    assert b.state == "open" and ts[0].reason == "timeout_rate"
+
+
+def test_open_then_half_open_probes_then_closed_with_a_fresh_window():
+    b, _, _ = run(Breaker("a"), "ffff")
+    assert b.state == "open" and b.since_ms == 300
+    ok, b2, ts = allow(b, CFG, 300 + 4_999)
+    assert not ok and ts == ()
+    b, ts, refused = run(b, "ss", start_ms=300 + 5_000)
+    assert refused == 0
+    assert [(t.from_state, t.to_state, t.reason) for t in ts] == [
+        ("open", "half_open", "cooled_down"), ("half_open", "closed", "probes_answered")]
+    assert b.state == "closed" and b.totals().calls == 0
+
+
+def test_a_failed_probe_opens_again():
+    b, _, _ = run(Breaker("a"), "ffff")
+    b, ts, _ = run(b, "st", start_ms=10_000)
+    assert [t.to_state for t in ts] == ["half_open", "open"] and ts[-1].reason == "probe_failed"
+    assert b.since_ms == 10_100 and not allow(b, CFG, 10_200)[0]
+
+
+def test_old_failures_leave_the_rolling_window():
+    b, _, _ = run(Breaker("a"), "fff", step_ms=1_000)
+    b, ts, _ = run(b, "ssss", start_ms=20_000)  # the failures are 18 s old
+    assert b.state == "closed" and ts == [] and b.totals().failures == 0
+
+
+def test_buckets_stay_bounded_and_time_never_goes_back():
+    b = Breaker("a")
+    for i in range(5_000):
+        b, _ = record(b, CFG, i * 37, "success", 1)
+    assert len(b.buckets) <= CFG.window_ms // CFG.bucket_ms + 1
+    late, _ = record(b, CFG, 0, "success", 1)  # an out-of-order event counts as now
+    assert late.now_ms == b.now_ms and late.totals().calls == b.totals().calls + 1
+
+
+def test_bad_config_is_a_clear_error():
+    with pytest.raises(ValueError, match="bucket_ms"):
+        BreakerConfig(window_ms=1_000, bucket_ms=2_000)
+    with pytest.raises(ValueError, match="failure_rate"):
+        BreakerConfig(failure_rate=0)

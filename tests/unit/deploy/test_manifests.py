@@ -1,0 +1,199 @@
+"""deploy/docker-compose.yml and deploy/k8s/ checked offline: Kubernetes objects
+against the API schemas bundled in kubernetes-validate (strict: unknown fields
+fail), Strimzi resources and the compose file by their structure, and both kept in
+step with the code (topics, settings, ports)."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from connectors.kafka.admin import CLUSTER_MIN_INSYNC_REPLICAS, CLUSTER_REPLICATION_FACTOR
+from streams.settings import Settings
+from streams.topics import declared_topics
+
+DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
+K8S_VERSION = "1.33.0"
+# Settings the deploy files already pass, for code that is not merged yet: the
+# metrics exporter's port, ClickHouse server URL/password, Faust standby replicas.
+PENDING_SETTINGS = {
+    "PAYSTREAM_CLICKHOUSE_URL",
+    "PAYSTREAM_CLICKHOUSE_PASSWORD_FILE",
+    "PAYSTREAM_METRICS_PORT",
+    "PAYSTREAM_TABLE_STANDBY_REPLICAS",
+}
+
+
+def _k8s_docs() -> list[tuple[str, dict[str, Any]]]:
+    return [(f.name, d) for f in sorted((DEPLOY / "k8s").glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
+
+
+K8S = _k8s_docs()
+CORE = [(f, d) for f, d in K8S if not d["apiVersion"].startswith("kafka.strimzi.io/")]
+STRIMZI = [(f, d) for f, d in K8S if d["apiVersion"].startswith("kafka.strimzi.io/")]
+
+
+def _kinds(kind: str) -> list[dict[str, Any]]:
+    return [d for _, d in K8S if d["kind"] == kind]
+
+
+@pytest.mark.parametrize(("file", "doc"), CORE, ids=[f"{f}:{d['kind']}/{d['metadata']['name']}" for f, d in CORE])
+def test_kubernetes_objects_match_the_api_schema(file: str, doc: dict[str, Any]) -> None:
+    kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def test_the_validator_rejects_a_bad_object() -> None:
+    (sts,) = _kinds("StatefulSet")
+    broken = copy.deepcopy(sts)
+    broken["spec"]["replicas"] = "three"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
+    broken = copy.deepcopy(sts)
+    broken["spec"]["template"]["spec"]["containers"][0]["envFrom"][0]["configMapRefs"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
+
+
+def test_every_object_is_namespaced_and_uniquely_named() -> None:
+    keys = [(d["kind"], d["metadata"]["name"]) for _, d in K8S]
+    assert len(keys) == len(set(keys))
+    assert {d["metadata"].get("namespace") for _, d in K8S} == {"paystream"}
+
+
+def test_strimzi_kafka_is_kraft_three_combined_nodes_rf3_min_isr2() -> None:
+    (kafka,) = _kinds("Kafka")
+    (pool,) = _kinds("KafkaNodePool")
+    assert kafka["apiVersion"] == pool["apiVersion"] == "kafka.strimzi.io/v1beta2"
+    assert kafka["metadata"]["annotations"] == {"strimzi.io/node-pools": "enabled", "strimzi.io/kraft": "enabled"}
+    assert pool["metadata"]["labels"]["strimzi.io/cluster"] == kafka["metadata"]["name"]
+    assert pool["spec"]["replicas"] == 3 and sorted(pool["spec"]["roles"]) == ["broker", "controller"]
+    assert all(v["type"] == "persistent-claim" and v["deleteClaim"] is False for v in pool["spec"]["storage"]["volumes"])
+    config = kafka["spec"]["kafka"]["config"]
+    assert config["default.replication.factor"] == config["offsets.topic.replication.factor"] == CLUSTER_REPLICATION_FACTOR
+    assert config["min.insync.replicas"] == config["transaction.state.log.min.isr"] == CLUSTER_MIN_INSYNC_REPLICAS
+    assert config["auto.create.topics.enable"] is False and config["unclean.leader.election.enable"] is False
+    listener_ports = {x["port"] for x in kafka["spec"]["kafka"]["listeners"]}
+    (configmap,) = _kinds("ConfigMap")
+    host, port = configmap["data"]["PAYSTREAM_KAFKA_BOOTSTRAP"].split(":")
+    assert host == f"{kafka['metadata']['name']}-kafka-bootstrap" and int(port) in listener_ports
+
+
+def test_kafka_topics_are_the_declared_topics() -> None:
+    (configmap,) = _kinds("ConfigMap")
+    settings = Settings(
+        partitions=int(configmap["data"]["PAYSTREAM_PARTITIONS"]),
+        replication_factor=int(configmap["data"]["PAYSTREAM_REPLICATION_FACTOR"]),
+        kafka_bootstrap=configmap["data"]["PAYSTREAM_KAFKA_BOOTSTRAP"],
+    )
+    expected = {s.name: (s.partitions, s.replication_factor, s.config()) for s in declared_topics(settings)}
+    topics = _kinds("KafkaTopic")
+    (kafka,) = _kinds("Kafka")
+    assert all(t["metadata"]["labels"]["strimzi.io/cluster"] == kafka["metadata"]["name"] for t in topics)
+    actual = {t["metadata"]["name"]: (t["spec"]["partitions"], t["spec"]["replicas"], t["spec"]["config"]) for t in topics}
+    assert actual == expected
+    assert all(cfg["min.insync.replicas"] == "2" for _, _, cfg in actual.values())
+
+
+def test_workers_keep_state_on_their_own_volume_and_name() -> None:
+    (sts,) = _kinds("StatefulSet")
+    pod = sts["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    (configmap,) = _kinds("ConfigMap")
+    assert mounts["state"] == configmap["data"]["PAYSTREAM_DATA_DIR"]
+    assert [t["metadata"]["name"] for t in sts["spec"]["volumeClaimTemplates"]] == ["state"]
+    name_env = {e["name"]: e for e in container["env"]}["PAYSTREAM_WORKER_NAME"]
+    assert name_env["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert int(configmap["data"]["PAYSTREAM_TABLE_STANDBY_REPLICAS"]) >= 1
+    assert sts["spec"]["replicas"] > int(configmap["data"]["PAYSTREAM_TABLE_STANDBY_REPLICAS"])
+
+
+def test_every_workload_has_a_disruption_budget() -> None:
+    budgets = [p["spec"]["selector"]["matchLabels"] for p in _kinds("PodDisruptionBudget")]
+    for workload in _kinds("StatefulSet") + _kinds("Deployment"):
+        assert workload["spec"]["selector"]["matchLabels"] in budgets, workload["metadata"]["name"]
+
+
+def test_mounted_secrets_exist() -> None:
+    secrets = {s["metadata"]["name"] for s in _kinds("Secret")}
+    for workload in _kinds("StatefulSet") + _kinds("Deployment"):
+        for volume in workload["spec"]["template"]["spec"].get("volumes", []):
+            if "secret" in volume:
+                assert volume["secret"]["secretName"] in secrets
+
+
+def _env_loads_into_settings(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> set[str]:
+    """Load `env` as the process environment into Settings; return the unknown keys."""
+    for name in list(os.environ):
+        if name.startswith("PAYSTREAM_"):
+            monkeypatch.delenv(name)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    Settings()  # raises if any known value is invalid
+    return {k for k in env if k.lower().removeprefix("paystream_") not in Settings.model_fields}
+
+
+def test_configmap_is_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    (configmap,) = _kinds("ConfigMap")
+    assert _env_loads_into_settings(configmap["data"], monkeypatch) <= PENDING_SETTINGS
+
+
+# --- docker-compose ---
+
+COMPOSE = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+
+
+def test_compose_has_the_issue_services() -> None:
+    assert {"kafka-1", "kafka-2", "kafka-3", "schema-registry", "clickhouse", "worker", "prometheus", "grafana"} <= set(SERVICES)
+    assert "${PAYSTREAM_WORKERS" in str(SERVICES["worker"]["deploy"]["replicas"])
+
+
+def test_long_running_services_have_healthchecks() -> None:
+    for name, service in SERVICES.items():
+        if service.get("restart") == "no":
+            continue  # one-shot jobs
+        check = service.get("healthcheck")
+        assert check and check["test"][0] in {"CMD", "CMD-SHELL"} and check["retries"] >= 1, name
+
+
+def test_dependencies_exist_and_wait_for_health() -> None:
+    for name, service in SERVICES.items():
+        for dep, cond in service.get("depends_on", {}).items():
+            assert dep in SERVICES, f"{name} -> {dep}"
+            expected = "service_completed_successfully" if SERVICES[dep].get("restart") == "no" else "service_healthy"
+            assert cond == {"condition": expected}, f"{name} -> {dep}"
+
+
+def test_compose_kafka_is_a_three_node_kraft_quorum() -> None:
+    brokers = {n: s["environment"] for n, s in SERVICES.items() if n.startswith("kafka-")}
+    ids = sorted(int(env["KAFKA_NODE_ID"]) for env in brokers.values())
+    assert ids == [1, 2, 3]
+    voters = {env["KAFKA_CONTROLLER_QUORUM_VOTERS"] for env in brokers.values()}
+    assert voters == {"1@kafka-1:9093,2@kafka-2:9093,3@kafka-3:9093"}
+    assert len({env["CLUSTER_ID"] for env in brokers.values()}) == 1
+    for name, env in brokers.items():
+        assert env["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://{name}:9092"
+        assert env["KAFKA_MIN_INSYNC_REPLICAS"] == str(CLUSTER_MIN_INSYNC_REPLICAS)
+        assert env["KAFKA_DEFAULT_REPLICATION_FACTOR"] == str(CLUSTER_REPLICATION_FACTOR)
+    assert len({s["volumes"][0] for n, s in SERVICES.items() if n.startswith("kafka-")}) == 3
+
+
+def test_compose_worker_env_is_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {k: v.replace("${PAYSTREAM_PARTITIONS:-16}", "16") for k, v in SERVICES["worker"]["environment"].items()}
+    assert _env_loads_into_settings(env, monkeypatch) <= PENDING_SETTINGS
+    assert env["PAYSTREAM_KAFKA_BOOTSTRAP"] == ",".join(f"{n}:9092" for n in ("kafka-1", "kafka-2", "kafka-3"))
+
+
+def test_compose_mounts_what_exists() -> None:
+    for service in ("prometheus", "grafana"):
+        for volume in SERVICES[service]["volumes"]:
+            source = volume.split(":")[0]
+            assert (DEPLOY / source).exists(), source
+    assert {s for svc in SERVICES.values() for s in svc.get("secrets", [])} <= set(COMPOSE["secrets"])

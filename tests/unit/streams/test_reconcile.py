@@ -1,0 +1,80 @@
+"""Reconciliation of a provider's settlement report against the ledger."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import asdict, replace
+from datetime import timedelta
+
+import pytest
+
+from connectors.clickhouse.rows import rows_for
+from connectors.clickhouse.sink import Sink
+from streams.reconcile import REPORT_COLUMNS, ProviderTxn, ReportError, ledger_side, read_report, reconcile
+from tests.unit.connectors.clickhouse.support import DAY0, traffic
+
+D = DAY0.date()
+T = traffic(payments=120, seed=9)
+BOOKS = ledger_side(T.events)
+
+
+def test_ledger_side_is_captures_and_refunds_signed() -> None:
+    kinds = {e["type"] for e in T.events if e["provider_ref"] in {t.provider_ref for t in BOOKS}}
+    assert kinds == {"captured", "refunded"}
+    assert any(t.amount_minor < 0 for t in BOOKS) and any(t.amount_minor > 0 for t in BOOKS)
+
+
+def test_a_faithful_report_matches_everything() -> None:
+    result = reconcile(D, list(BOOKS), BOOKS)
+    assert result.counts["matched"] == len(BOOKS) and result.discrepancies == 0
+
+
+def test_injected_discrepancies_are_each_flagged() -> None:
+    report = list(BOOKS)
+    wrong, dropped, dup = report[0], report[1], report[2]
+    report[0] = replace(wrong, amount_minor=wrong.amount_minor + 1)
+    del report[1]
+    report.append(dup)
+    report.append(ProviderTxn("simcard", "prv_unknown", "pay_x", "USD", 700, 30, D))
+    report.append(replace(report[3], day=D + timedelta(days=1)))  # another day's report: not this run's
+    result = reconcile(D, report, BOOKS)
+    by_ref = {(i.provider_ref, i.status) for i in result.items}
+    assert (wrong.provider_ref, "amount_mismatch") in by_ref
+    assert (dropped.provider_ref, "missing_in_report") in by_ref
+    assert (dup.provider_ref, "duplicate_in_report") in by_ref
+    assert ("prv_unknown", "missing_in_ledger") in by_ref
+    assert result.discrepancies == 4
+    assert next(i for i in result.items if i.status == "amount_mismatch").detail.startswith("amount_minor report")
+
+
+def test_a_timing_difference_is_matched_with_a_note() -> None:
+    t = BOOKS[0]
+    shifted = replace(t, day=D - timedelta(days=1))  # the ledger booked it the day before
+    result = reconcile(D, [t], [shifted])
+    (item,) = result.items
+    assert item.status == "matched" and "ledger day" in item.detail
+
+
+def test_report_csv_round_trip_and_bad_rows(tmp_path) -> None:
+    path = tmp_path / "report.csv"
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, REPORT_COLUMNS)
+        w.writeheader()
+        w.writerows(asdict(t) for t in BOOKS)
+    assert read_report(path) == BOOKS
+    path.write_text(",".join(REPORT_COLUMNS) + "\nsimcard,r1,p1,USD,12.5,0,2026-11-25\n")
+    with pytest.raises(ReportError, match=":2: bad row"):
+        read_report(path)
+    path.write_text("a,b\n")
+    with pytest.raises(ReportError, match="header"):
+        read_report(path)
+
+
+def test_reconciliation_table_takes_a_run(ch) -> None:
+    report = list(BOOKS)[1:]
+    result = reconcile(D, report, BOOKS)
+    rows = [r for i in result.items for r in rows_for("reconciliation", asdict(i))]
+    Sink(ch).insert(rows)
+    Sink(ch).insert(rows)
+    got = dict(ch.query("SELECT status, count() FROM reconciliation FINAL GROUP BY status").result_rows)
+    assert got == {"matched": len(BOOKS) - 1, "missing_in_report": 1}
