@@ -96,6 +96,13 @@ def build_app(settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         web_enabled=False,
         table_cleanup_interval=60.0,
+        # Bounds (docs/reliability.md): buffers, polls and requests are finite.
+        stream_buffer_maxsize=settings.stream_buffer_maxsize,
+        broker_max_poll_records=settings.broker_max_poll_records,
+        consumer_max_fetch_size=settings.consumer_max_fetch_size_bytes,
+        producer_max_batch_size=settings.producer_max_batch_size_bytes,
+        producer_linger=settings.producer_linger_ms / 1000,
+        producer_max_request_size=settings.producer_max_request_size_bytes,
     )
 
     def topic(name: str) -> faust.TopicT:
@@ -116,7 +123,7 @@ def build_app(settings: Settings) -> faust.App:
     vault = open_vault(settings.data_dir, keystore)
     atexit.register(vault.close)
     limits = Limits(settings.max_amount_minor, settings.idempotency_key_max_len, n)
-    policy = Policy(auth_window=timedelta(hours=settings.auth_window_h))
+    policy = Policy(auth_window=timedelta(hours=settings.auth_window_h), max_follow_ups=settings.payment_max_follow_ups)
     retention = timedelta(hours=settings.idempotency_retention_h)
     saga = build_saga(settings)
     codecs = {OUTCOMES: (names.outcomes, OUTCOME_CODEC), EVENTS: (names.events, EVENT_CODEC),
@@ -127,6 +134,14 @@ def build_app(settings: Settings) -> faust.App:
     async def to_dlq(event: faust.types.EventT, result: DeadLetter) -> None:
         metrics.DEAD_LETTERS.labels(stage=result.record["stage"], reason=result.record["reason"]).inc()
         await emitter.emit(event, (), [Record(names.dlq, event.message.key, DLQ_CODEC.encode(result.record))])
+
+    async def decode_or_dlq(event: faust.types.EventT, stage: str) -> dict | None:
+        """The validated command, or None once the undecodable message is dead-lettered."""
+        try:
+            return VALIDATED_CODEC.decode(event.value)
+        except DecodeError as e:
+            await to_dlq(event, dead_letter(stage, e.reason, e.detail, event.value, source_of(event)))
+            return None
 
     @app.agent(commands, name="ingest")
     async def ingest_agent(stream: faust.StreamT) -> None:
@@ -143,13 +158,12 @@ def build_app(settings: Settings) -> faust.App:
     @app.agent(keyed, name="keys")
     async def keys_agent(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            try:
-                cmd = VALIDATED_CODEC.decode(event.value)
-            except DecodeError as e:
-                await to_dlq(event, dead_letter("keys", e.reason, e.detail, event.value, source_of(event)))
+            cmd = await decode_or_dlq(event, "keys")
+            if cmd is None:
                 continue
             m = event.message
-            effects = key_stage.handle(cmd, m.partition, int(m.timestamp * 1000), key_table.data.get, retention)
+            effects = key_stage.handle(cmd, m.partition, int(m.timestamp * 1000), key_table.data.get, retention,
+                                      settings.timer_sweep_max)
             out = Forward(effects.command)
             record = Record(names.validated, out.key, VALIDATED_CODEC.encode(out.command), partition_for(out.key, n))
             await emitter.emit(event, [StateWrite(key_table, k, v) for k, v in effects.writes], [record])
@@ -159,14 +173,13 @@ def build_app(settings: Settings) -> faust.App:
     @app.agent(validated, name="payments")
     async def payments_agent(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            try:
-                cmd = VALIDATED_CODEC.decode(event.value)
-            except DecodeError as e:
-                await to_dlq(event, dead_letter("payments", e.reason, e.detail, event.value, source_of(event)))
+            cmd = await decode_or_dlq(event, "payments")
+            if cmd is None:
                 continue
             m = event.message
             try:
-                effects = handle(cmd, event.value, m.partition, int(m.timestamp * 1000), views, saga, policy, retention)
+                effects = handle(cmd, event.value, m.partition, int(m.timestamp * 1000), views, saga, policy, retention,
+                                 settings.timer_sweep_max)
             except Exception as e:  # a bug must not stop the partition: park the command, loudly
                 detail = mask_pans(f"{type(e).__name__}: {e}")[0]
                 log.exception("payments stage failed on command %s: %s", cmd["command_id"], detail)

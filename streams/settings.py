@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     # provider (every card approves except the documented test cards), for suites that
     # assert exact outcomes. The seed makes a rails run repeatable.
     providers: Literal["rails", "test"] = "rails"
-    provider_seed: int = Field(0, ge=0)
+    provider_seed: int = Field(0, ge=0, le=2**31 - 1)
 
     # Business limits
     max_amount_minor: int = Field(10**15, ge=1, le=2**63 - 1)  # an Avro long
