@@ -63,7 +63,7 @@ def test_capture_refund_void_sequences(pipeline: Pipeline) -> None:
         follow_up("void", m, pb, "b-void"),
         follow_up("capture", m, pb, "b-cap"),             # after void
         follow_up("void", m, pa, "a-void"),               # after capture
-        follow_up("capture", m, "pay_nope", "x-cap"),     # unknown payment
+        follow_up("capture", m, "pay_" + "0" * 32, "x-cap"),  # unknown payment
     ]
     seen = run(pipeline, steps)
 
