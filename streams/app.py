@@ -28,7 +28,7 @@ import faust
 from connectors.providers.rails import build_rails
 from connectors.providers.router import build_router
 from connectors.providers.simulated import SimulatedProvider
-from connectors.vault.keys import FileKeyStore
+from connectors.vault.keys import ActiveSigner, FileKeyStore
 from connectors.vault.vault import open_vault
 from schemas.cards import mask_pans
 from schemas.codec import Codec, DecodeError
@@ -38,6 +38,8 @@ from streams.ingest import DeadLetter, Forward, Limits, Source, dead_letter, ing
 from streams.payments import Policy, Saga
 from schemas.partitioning import partition_for
 from streams import keys as key_stage
+from streams import ledger_stage
+from streams.ledger import entry_to_record
 from streams.payments_stage import DEDUP, EVENTS, OUTCOMES, PAYMENTS, SELF, TIMERS, Tables, handle
 from streams.settings import Settings
 
@@ -48,6 +50,7 @@ BREAKER_LEVEL = {"closed": metrics.BREAKER_CLOSED, "half_open": metrics.BREAKER_
 VALIDATED_CODEC = Codec("ValidatedCommand")
 OUTCOME_CODEC = Codec("PaymentOutcome")
 EVENT_CODEC = Codec("PaymentEvent")
+ENTRY_CODEC = Codec("LedgerEntry")
 DLQ_CODEC = Codec("DeadLetter")
 
 
@@ -110,15 +113,21 @@ def build_app(settings: Settings) -> faust.App:
 
     names = topics.topic_names(settings)
     commands, keyed, validated = topic(names.commands), topic(names.keyed), topic(names.validated)
+    events, ledger_entries = topic(names.events), topic(names.ledger)
     key_table = app.Table("keys", partitions=n, key_type=bytes, value_type=bytes)
     payments = app.Table("payments", partitions=n, key_type=bytes, value_type=bytes)
     applied = app.Table("payments-dedup", partitions=n, key_type=bytes, value_type=bytes)
     timer_table = app.Table("payments-timers", partitions=n, key_type=bytes, value_type=bytes)
+    balances = app.Table("ledger-balances", partitions=n, key_type=bytes, value_type=bytes)
+    entries_applied = app.Table("ledger-applied", partitions=n, key_type=bytes, value_type=bytes)
+    ledger_tables = {ledger_stage.BALANCES: balances, ledger_stage.APPLIED: entries_applied}
     tables = {PAYMENTS: payments, DEDUP: applied, TIMERS: timer_table}
     views = Tables(payments.data.get, applied.data.get, timer_table.data.get)
 
     keystore = FileKeyStore(settings.keys_dir)
     keystore.init()
+    # Every payment event is sealed onto its partition's chain with the active key.
+    signer = ActiveSigner.of(keystore)
     # Ingest keeps each new card's PAN encrypted in the vault and forwards its token.
     vault = open_vault(settings.data_dir, keystore)
     atexit.register(vault.close)
@@ -179,7 +188,7 @@ def build_app(settings: Settings) -> faust.App:
             m = event.message
             try:
                 effects = handle(cmd, event.value, m.partition, int(m.timestamp * 1000), views, saga, policy, retention,
-                                 settings.timer_sweep_max)
+                                 settings.timer_sweep_max, signer=signer)
             except Exception as e:  # a bug must not stop the partition: park the command, loudly
                 detail = mask_pans(f"{type(e).__name__}: {e}")[0]
                 log.exception("payments stage failed on command %s: %s", cmd["command_id"], detail)
@@ -207,5 +216,44 @@ def build_app(settings: Settings) -> faust.App:
                 for change in effects.routed.transitions:
                     metrics.BREAKER_STATE.labels(provider=change.provider).set(BREAKER_LEVEL[change.to_state])
                     log.warning("breaker %s: %s -> %s (%s)", change.provider, change.from_state, change.to_state, change.reason)
+
+    @app.agent(events, name="post")
+    async def post_agent(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            try:
+                record = EVENT_CODEC.decode(event.value)
+            except DecodeError as e:
+                await to_dlq(event, dead_letter("post", e.reason, e.detail, event.value, source_of(event)))
+                continue
+            posting = ledger_stage.post_event(record, n)
+            if posting.refused is not None:
+                await to_dlq(event, dead_letter("post", posting.refused.reason, posting.refused.detail, event.value, source_of(event)))
+            elif posting.entry is not None:
+                entry = posting.entry
+                out = Record(names.ledger, entry.merchant_id.encode(), ENTRY_CODEC.encode(entry_to_record(entry)), entry.shard)
+                await emitter.emit(event, (), [out])
+
+    @app.agent(ledger_entries, name="ledger")
+    async def ledger_agent(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            try:
+                record = ENTRY_CODEC.decode(event.value)
+            except DecodeError as e:
+                await to_dlq(event, dead_letter("ledger", e.reason, e.detail, event.value, source_of(event)))
+                continue
+            m = event.message
+            result = ledger_stage.apply_entry(record, m.partition, int(m.timestamp * 1000), balances.data.get,
+                                              entries_applied.data.get, retention, settings.timer_sweep_max)
+            if result.refused is not None or result.wrong_shard:
+                reason, detail = ("wrong_shard", f"shard {record.get('shard')} read from partition {m.partition}") \
+                    if result.wrong_shard else (result.refused.reason, result.refused.detail)
+                await to_dlq(event, dead_letter("ledger", reason, detail, event.value, source_of(event)))
+                continue
+            if result.skipped:
+                metrics.DUPLICATES_SKIPPED.labels(stage="ledger").inc()
+                continue
+            writes = [StateWrite(ledger_tables[t], k, v) for t, k, v in result.writes]
+            await emitter.emit(event, writes, ())
+            metrics.LEDGER_ENTRIES.inc()
 
     return app

@@ -260,6 +260,8 @@ class Auditor:
             if isinstance(record.get("event_id"), str):
                 self._refused.add(record["event_id"])  # its event is not also "missing" an entry
             return
+        if entry.shard != partition:
+            fail("wrong_shard", f"{entry.entry_id} of shard {entry.shard} read from partition {partition}")
         seen = self._entry_ids.get(entry.entry_id)
         if seen is not None:
             if seen == entry:

@@ -28,7 +28,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -80,6 +80,14 @@ class ChainHead:
         return cls(partition, int.from_bytes(data[:8], "big"), bytes(data[8:]))
 
 
+class Signs(Protocol):
+    """What sealing needs: the id of the key that signs, and an Ed25519 signature."""
+
+    key_id: str
+
+    def sign(self, digest: bytes) -> bytes: ...
+
+
 @dataclass(frozen=True)
 class Signer:
     """A signing key and its id; key storage and rotation live elsewhere."""
@@ -90,6 +98,9 @@ class Signer:
     def __post_init__(self) -> None:
         assert _valid_key_id(self.key_id), "key id: 1-64 printable characters"
         assert isinstance(self.private_key, Ed25519PrivateKey)
+
+    def sign(self, digest: bytes) -> bytes:
+        return self.private_key.sign(digest)
 
 
 def _valid_key_id(key_id: Any) -> bool:
@@ -132,13 +143,14 @@ def event_hash(event: Mapping[str, Any]) -> bytes:
     return hashlib.sha256(prev + canonical_bytes(event)).digest()
 
 
-def seal(event: Mapping[str, Any], prev: ChainHead, signer: Signer) -> tuple[dict[str, Any], ChainHead]:
+def seal(event: Mapping[str, Any], prev: ChainHead, signer: Signs) -> tuple[dict[str, Any], ChainHead]:
     """The event chained after `prev` and signed, and the partition's new head.
     Deterministic: Ed25519 signatures are, so sealing the same event after the
     same head gives the same bytes (a retried transaction writes the same record)."""
     sealed = dict(event) | {"chain_seq": prev.seq + 1, "prev_hash": prev.hash, "key_id": signer.key_id, "signature": None}
     digest = event_hash(sealed)
-    sealed["signature"] = signer.private_key.sign(digest)
+    sealed["signature"] = signer.sign(digest)
+    assert len(sealed["signature"]) == SIGNATURE_LEN, "an Ed25519 signature is 64 bytes"
     return sealed, ChainHead(prev.partition, prev.seq + 1, digest)
 
 

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from connectors.kafka import admin, launcher
-from streams import cli_clickhouse, cli_fraud, cli_keys, cli_readmodels, cli_webhooks
+from streams import cli_clickhouse, cli_fraud, cli_keys, cli_ledger, cli_readmodels, cli_webhooks
 from streams.settings import Settings, get_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -28,6 +28,9 @@ app.add_typer(cli_readmodels.app, name="readmodels")
 app.command("sink")(cli_readmodels.sink)
 app.command("settle")(cli_readmodels.settle)
 app.command("reconcile")(cli_readmodels.reconcile)
+app.command("balance")(cli_ledger.balance)
+app.command("audit")(cli_ledger.audit_cmd)
+app.command("replay")(cli_ledger.replay)
 
 err = Console(stderr=True)
 

@@ -29,6 +29,7 @@ CONSUMER_LAG = Gauge("paystream_consumer_lag_messages", "Messages not yet commit
 # Debits minus credits per currency over this worker's ledger partitions; anything
 # but 0 breaks invariant 1 and pages.
 LEDGER_IMBALANCE = Gauge("paystream_ledger_imbalance_minor", "Ledger debits minus credits, minor units", ["currency"])
+LEDGER_ENTRIES = Counter("paystream_ledger_entries_applied_total", "Journal entries applied to the balances")
 # Circuit breaker per provider rail: 0 closed, 1 half-open, 2 open.
 BREAKER_STATE = Gauge("paystream_breaker_state", "Provider circuit breaker (0 closed, 1 half-open, 2 open)", ["provider"])
 BREAKER_CLOSED, BREAKER_HALF_OPEN, BREAKER_OPEN = 0, 1, 2

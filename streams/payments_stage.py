@@ -10,7 +10,10 @@ without Kafka. Per message, in order:
      (breakers per provider, one per partition, kept in the timers table);
   3. advance the partition's event-time watermark and fire what is due: expiries
      of uncaptured authorizations, and the eviction of dedup records older than the
-     idempotency retention (the bounded sweep).
+     idempotency retention (the bounded sweep);
+  4. seal the message's payment events, in order, onto the partition's hash chain
+     (streams/chain.py); the chain head is stage state like the timers, so it lands
+     in the same transaction as the events it heads.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from datetime import timedelta
 from typing import Any
 
 from connectors.providers.router import Routed, RoutingState
+from streams.chain import ChainHead, Signs, seal
 from streams.outcomes import rejection
 from streams.payments import Decision, Payment, Policy, Saga, decide, event_ms, expire_due
 from streams.timers import SWEEP_MAX, Timer, TimerStore
@@ -62,6 +66,16 @@ def message_digest(raw: bytes) -> bytes:
     return hashlib.sha256(raw).hexdigest()[:32].encode()
 
 
+def chain_key(partition: int) -> bytes:
+    """The partition's event chain head (streams/chain.py), beside its timers."""
+    return f"{partition}/chain".encode()
+
+
+def chain_head(tables: Tables, partition: int) -> ChainHead:
+    raw = tables.timers(chain_key(partition))
+    return ChainHead.from_bytes(partition, raw) if raw is not None else ChainHead.genesis(partition)
+
+
 def routing_key(partition: int) -> bytes:
     """The partition's router state, beside its timers (both are per-partition stage state)."""
     return f"{partition}/routing".encode()
@@ -86,6 +100,8 @@ def handle(
     policy: Policy,
     retention: timedelta,
     sweep_max: int = SWEEP_MAX,
+    *,
+    signer: Signs | None = None,  # the worker always seals; None leaves events unsealed (state machine tests)
 ) -> Effects:
     effects = Effects()
     key = dedup_key(partition, cmd["command_id"])
@@ -141,4 +157,16 @@ def handle(
 
     effects.writes.extend((PAYMENTS, k, p.to_json()) for k, p in payments.items())
     effects.writes.extend((TIMERS, k, v) for k, v in timers.pending.items())
+    if signer is not None:
+        _seal_events(effects, tables, partition, signer)
     return effects
+
+
+def _seal_events(effects: Effects, tables: Tables, partition: int, signer: Signs) -> None:
+    head = start = chain_head(tables, partition)
+    for i, (stream, record) in enumerate(effects.records):
+        if stream == EVENTS:
+            sealed, head = seal(record, head, signer)
+            effects.records[i] = (EVENTS, sealed)
+    if head != start:
+        effects.writes.append((TIMERS, chain_key(partition), head.to_bytes()))

@@ -9,6 +9,7 @@ with the producers' partitioner (schemas/partitioning.py).
   payment-commands (by payment_id) -> ingest -> payment-commands-keyed (by merchant)
   -> keys -> payment-commands-validated (by payment_id) -> payments
   -> payment-outcomes, payment-events (by payment_id), payment-dlq
+  payment-events -> post -> ledger-entries (by merchant: the ledger shard) -> ledger
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from connectors.kafka.admin import TopicSpec, min_insync_for
 from streams.settings import Settings
 
 # Faust names a table's changelog "<app id>-<table>-changelog".
-TABLES = ("payments", "payments-dedup", "payments-timers", "keys")
+TABLES = ("payments", "payments-dedup", "payments-timers", "keys", "ledger-balances", "ledger-applied")
 
 _DAY_MS = 24 * 3600 * 1000
 
@@ -32,11 +33,13 @@ class TopicNames:
     outcomes: str
     dlq: str
     events: str
+    ledger: str
 
 
 def topic_names(settings: Settings) -> TopicNames:
     prefix = f"{settings.namespace}." if settings.namespace else ""
-    names = ("payment-commands", "payment-commands-keyed", "payment-commands-validated", "payment-outcomes", "payment-dlq", "payment-events")
+    names = ("payment-commands", "payment-commands-keyed", "payment-commands-validated", "payment-outcomes", "payment-dlq",
+             "payment-events", "ledger-entries")
     return TopicNames(*(prefix + n for n in names))
 
 
@@ -47,9 +50,9 @@ def changelog_topic(app_id: str, table: str) -> str:
 def declared_topics(settings: Settings) -> list[TopicSpec]:
     n, rf = settings.partitions, settings.replication_factor
     names = topic_names(settings)
-    # payment-events is the event store: kept forever, never compacted.
+    # payment-events (the event store) and ledger-entries (the books): kept forever, never compacted.
     retention_ms = {names.commands: 7 * _DAY_MS, names.keyed: 7 * _DAY_MS, names.validated: 7 * _DAY_MS, names.outcomes: 30 * _DAY_MS,
-                    names.dlq: 30 * _DAY_MS, names.events: -1}
+                    names.dlq: 30 * _DAY_MS, names.events: -1, names.ledger: -1}
     # RF 3 gets min.insync.replicas 2 (admin.min_insync_for); RF 1 keeps the broker default.
     min_isr = min_insync_for(rf) if rf > 1 else None
     pipeline = [TopicSpec(name, n, rf, retention_ms=retention_ms[name], min_insync_replicas=min_isr) for name in astuple(names)]

@@ -94,3 +94,49 @@ def end_offsets(consumer: Consumer, topic: str, partitions: int, timeout_s: floa
                     raise
                 consumer.poll(POLL_TIMEOUT_S)  # back off while serving callbacks
     return out
+
+
+READ_TO_END_TIMEOUT_S = 600.0
+
+
+def read_to_end(bootstrap: str, topics: list[str], partitions: int, *, timeout_s: float = READ_TO_END_TIMEOUT_S,
+                ends: dict[tuple[str, int], int] | None = None) -> Iterator[Message]:
+    """Every committed message of `topics` from offset 0 up to the end offsets seen at
+    the start (or `ends`), in offset order per partition; a snapshot for audit and
+    replay. read_committed: a partition's last offset may be a transaction marker,
+    never delivered, so its end-of-partition signal counts as arrival. A partition
+    still short of its end after `timeout_s` (a hanging transaction) raises."""
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": f"paystream-snapshot-{uuid.uuid4().hex[:12]}",
+        "isolation.level": "read_committed",
+        "enable.auto.commit": False,
+        "enable.partition.eof": True,
+        "log_level": 3,
+    })
+    try:
+        if ends is None:
+            ends = {(t, p): end for t in topics for p, end in end_offsets(consumer, t, partitions).items()}
+        pending = {tp for tp, end in ends.items() if end > 0}
+        consumer.assign([TopicPartition(t, p, 0) for t, p in sorted(pending)])
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not at the end offsets after {timeout_s:.0f}s: {sorted(pending)[:4]}")
+            msg = consumer.poll(POLL_TIMEOUT_S)
+            if msg is None:
+                continue
+            tp = (msg.topic(), msg.partition())
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    raise RuntimeError(f"consumer error: {err}")
+                if msg.offset() >= ends[tp]:
+                    pending.discard(tp)
+                continue
+            if msg.offset() < ends[tp]:
+                yield msg
+            if msg.offset() + 1 >= ends[tp]:
+                pending.discard(tp)
+    finally:
+        consumer.close()

@@ -149,6 +149,26 @@ class KeyStore(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class ActiveSigner:
+    """The key store's active signing key, as the event chain's signer: the key id
+    goes into the sealed event before the signature is made. A key rotated while a
+    worker runs is refused rather than mislabelled; the worker picks it up on restart."""
+
+    store: KeyStore
+    key_id: str
+
+    @classmethod
+    def of(cls, store: KeyStore) -> ActiveSigner:
+        return cls(store, store.active(SIGNING).key_id)
+
+    def sign(self, digest: bytes) -> bytes:
+        signature = self.store.sign(digest)
+        if signature.key_id != self.key_id:
+            raise KeyStoreError(f"signing key changed from {self.key_id} to {signature.key_id} under a running signer")
+        return signature.signature
+
+
 def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> bool:
     """Check an Ed25519 signature with an exported raw public key."""
     try:

@@ -214,7 +214,7 @@ def test_conflicting_entry_and_orphan_reversal(log: Log) -> None:
     rows.append(dict(rows[0]) | {"shard": 99})
     assert "entry_conflict" in {f.reason for f in audit(log.records(), PUBLIC).failures}
     rows.pop()
-    original = post(event("captured", amount=5, payment_id="pay_x"), shard=0)
+    original = post(event("captured", amount=5, payment_id="pay_x"), shard=p)
     rows.append(entry_to_record(reverse(original, correction_id="c1", occurred_at_ms=0)))
     report = audit(log.records(), PUBLIC)
     assert [f.reason for f in report.failures] == ["orphan_reversal"]

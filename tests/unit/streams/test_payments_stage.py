@@ -5,9 +5,23 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from schemas.codec import Codec
+from streams.chain import ChainHead, Signer, verify
 from streams.payments import Policy
-from streams.payments_stage import DEDUP, EVENTS, OUTCOMES, PAYMENTS, TIMERS, Effects, Tables, dedup_key, handle
+from streams.payments_stage import (
+    DEDUP,
+    EVENTS,
+    OUTCOMES,
+    PAYMENTS,
+    TIMERS,
+    Effects,
+    Tables,
+    chain_key,
+    dedup_key,
+    handle,
+)
 from tests.unit.streams.conftest import saga_of
 
 VALIDATED = Codec("ValidatedCommand")
@@ -18,8 +32,9 @@ POLICY = Policy()
 class Stage:
     """Three dicts as the tables, applying each message's writes like the emitter."""
 
-    def __init__(self, partition: int = 0) -> None:
+    def __init__(self, partition: int = 0, signer: Signer | None = None) -> None:
         self.partition = partition
+        self.signer = signer
         self.tables: dict[str, dict[bytes, bytes]] = {PAYMENTS: {}, DEDUP: {}, TIMERS: {}}
         self.saga = saga_of()
 
@@ -28,7 +43,7 @@ class Stage:
         ts_ms = int(cmd["occurred_at"].timestamp() * 1000)
         t = self.tables
         effects = handle(cmd, raw, self.partition, ts_ms, Tables(t[PAYMENTS].get, t[DEDUP].get, t[TIMERS].get),
-                         self.saga, POLICY, RETENTION)
+                         self.saga, POLICY, RETENTION, signer=self.signer)
         for table, key, value in effects.writes:
             if value is None:
                 t[table].pop(key, None)
@@ -110,3 +125,29 @@ def test_the_sweep_fires_at_most_sweep_max_timers_per_event(cmds) -> None:
     for i in range(3):
         send(cmds.create(f"order-{i}"))
     assert [len(send(cmds.create(f"late-{i}", at=cmds.t0 + RETENTION)).fired) for i in range(3)] == [1, 1, 1]
+
+
+KEY = Ed25519PrivateKey.generate()
+
+
+def test_events_are_sealed_in_order_onto_the_partitions_chain(cmds) -> None:
+    stage = Stage(partition=3, signer=Signer("signing-v1", KEY))
+    first = stage.send(cmds.create("order-1", capture_method="manual"))
+    pid = first.records[0][1]["payment_id"]
+    second = stage.send(cmds.follow_up("capture", pid, "cap-1"))
+    events = [r for e in (first, second) for s, r in e.records if s == EVENTS]
+    assert [e["chain_seq"] for e in events] == list(range(1, len(events) + 1))
+    head = ChainHead.genesis(3)
+    for event in events:  # each verifies as the next link, under the public key
+        head = verify(event, head, {"signing-v1": KEY.public_key()})
+    assert ChainHead.from_bytes(3, stage.tables[TIMERS][chain_key(3)]) == head
+    # A redelivery seals nothing and leaves the head alone.
+    assert stage.send(cmds.create("order-1", capture_method="manual")).skipped
+    assert ChainHead.from_bytes(3, stage.tables[TIMERS][chain_key(3)]) == head
+
+
+def test_a_message_without_events_leaves_the_chain_head_unwritten(cmds) -> None:
+    stage = Stage(signer=Signer("signing-v1", KEY))
+    effects = stage.send(cmds.follow_up("capture", "pay_" + "0" * 32, "cap-1"))
+    assert streams_of(effects) == [OUTCOMES]
+    assert chain_key(0) not in stage.tables[TIMERS]

@@ -215,9 +215,10 @@ def test_ends_bound_what_a_run_reads(ch) -> None:
     assert stats.records == sum(ends.values())
 
 
-def test_sink_topics_skip_the_ledger_topic_until_it_is_declared() -> None:
+def test_sink_topics_are_events_outcomes_and_the_ledger() -> None:
     topics = sink_topics(Settings(namespace="x"))
-    assert topics == {"x.payment-events": "payment_event", "x.payment-outcomes": "payment_outcome"}
+    assert topics == {"x.payment-events": "payment_event", "x.payment-outcomes": "payment_outcome",
+                      "x.ledger-entries": "ledger_entry"}
 
 
 # --- settlement and reconciliation from the read models ---

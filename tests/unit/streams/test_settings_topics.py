@@ -82,7 +82,7 @@ def test_out_of_range_numbers_are_refused(env: pytest.MonkeyPatch, name: str, va
 
 def test_every_topic_has_the_same_partition_count(env: pytest.MonkeyPatch) -> None:
     specs = declared_topics(Settings(partitions=12, replication_factor=3))
-    assert len(specs) == 6 + len(TABLES)
+    assert len(specs) == 7 + len(TABLES)
     assert {s.partitions for s in specs} == {12}
     assert {s.replication_factor for s in specs} == {3}
 
@@ -91,13 +91,14 @@ def test_changelogs_are_compacted_and_pipeline_topics_are_not(env: pytest.Monkey
     specs = {s.name: s for s in declared_topics(Settings())}
     changelogs = {changelog_topic("paystream", t) for t in TABLES}
     assert changelogs == {"paystream-payments-changelog", "paystream-payments-dedup-changelog",
-                          "paystream-payments-timers-changelog", "paystream-keys-changelog"}
+                          "paystream-payments-timers-changelog", "paystream-keys-changelog",
+                          "paystream-ledger-balances-changelog", "paystream-ledger-applied-changelog"}
     assert changelogs <= set(specs)
     for name, spec in specs.items():
         assert spec.compacted == (name in changelogs), name
         assert spec.config()["cleanup.policy"] == ("compact" if name in changelogs else "delete")
-        if name == "payment-events":
-            assert spec.retention_ms == -1  # the event store keeps everything
+        if name in ("payment-events", "ledger-entries"):
+            assert spec.retention_ms == -1  # the event store and the books keep everything
         elif name not in changelogs:
             assert spec.retention_ms is not None and spec.retention_ms > 0
 
