@@ -11,6 +11,7 @@ from Kafka alone (topics and table changelogs), never from a worker's RocksDB.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from connectors.kafka.clients import end_offsets, read_to_end
+from connectors.kafka.clients import MissingTopic, end_offsets, read_to_end, require_topics
 from connectors.vault.keys import FileKeyStore, KeyStoreError
 from schemas.codec import Codec, DecodeError
 from schemas.money import format_minor
@@ -88,9 +89,24 @@ def _total(settings: Settings) -> int:
     names = topic_names(settings)
     c = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": "paystream-sizer", "log_level": 3})
     try:
+        require_topics(c, [names.events, names.ledger])
         return sum(sum(end_offsets(c, t, settings.partitions).values()) for t in (names.events, names.ledger))
     finally:
         c.close()
+
+
+def _readable(command: Any) -> Any:
+    """A missing topic is a clear error and exit code 2, not a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except MissingTopic as e:
+            err.print(f"[red]{e}[/red]")
+            raise typer.Exit(2) from None
+
+    return wrapper
 
 
 def _progress() -> Progress:
@@ -98,6 +114,7 @@ def _progress() -> Progress:
                     console=err, transient=True)
 
 
+@_readable
 def balance(
     account: str = typer.Argument(..., help="An account (merchant:m_acme:pending) or a prefix (house:clearing, merchant:m_acme)"),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line"),
@@ -121,6 +138,7 @@ def balance(
     out.print(table if rows else f"no balance under {account!r}")
 
 
+@_readable
 def audit_cmd(as_json: bool = typer.Option(False, "--json", help="The report as JSON")) -> None:
     """Verify the event store and the books from the topics alone; exit 1 naming the first broken record."""
     settings = get_settings()
@@ -147,6 +165,7 @@ def audit_cmd(as_json: bool = typer.Option(False, "--json", help="The report as 
         raise typer.Exit(1)
 
 
+@_readable
 def replay(
     verify: bool = typer.Option(False, "--verify", help="Compare with the live balances and chain heads; exit 1 on a difference"),
     as_json: bool = typer.Option(False, "--json", help="The result as JSON"),

@@ -14,11 +14,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from connectors.kafka import admin
 from schemas.ids import derive_payment_id
 from streams.observe import Observer
 from streams.publish import RawMessage, publish_commands
 from streams.runner import WorkerProcess
 from streams.settings import Settings
+from streams.topics import declared_topics
 
 # The public test cards (issuers' documentation), then the simulated provider's saga
 # cards (connectors/providers/simulated.py): a lost authorization response, resolved
@@ -34,6 +36,7 @@ TEST_CARDS = (
     "4000000000000002",
 )
 CARD_WEIGHTS = (30, 25, 15, 12, 10, 2, 2, 8)
+BOOKS_TIMEOUT_S = 300.0
 MERCHANTS = ("m_acme", "m_globex", "m_initech", "m_umbrella", "m_wayne")
 # currency -> (typical amount range in minor units)
 CURRENCIES = {"USD": (500, 50_000), "EUR": (500, 40_000), "GBP": (500, 30_000), "JPY": (500, 50_000), "KWD": (1_000, 90_000)}
@@ -142,6 +145,8 @@ def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int) 
     log_file = settings.data_dir / "logs" / "demo-worker.log"
     console.print(f"demo: {payments} payments -> {commands} commands + {traffic.garbage} bad messages; worker log {log_file}")
 
+    # The observer reads every output topic from the start: they must exist before the worker does.
+    admin.ensure_topics(settings.kafka_bootstrap, declared_topics(settings))
     with WorkerProcess(settings, log_file) as worker, Observer(settings) as observer:
         started = time.monotonic()
         publish_commands(settings, traffic.items)
@@ -155,6 +160,9 @@ def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int) 
 
             complete = observer.wait_for(traffic.command_ids, traffic.garbage, timeout_s, progress, on_stall=worker.restart)
         elapsed_s = time.monotonic() - started
+        # The ledger runs behind the outcomes: stop the worker once every event is posted.
+        books_closed = complete and observer.wait_until(observer.books_closed, BOOKS_TIMEOUT_S)
+        books_s = time.monotonic() - started
 
     mine = {c: observer.outcomes[c] for c in traffic.command_ids if c in observer.outcomes}
     duplicated = sum(1 for v in mine.values() if len(v) > 1)
@@ -163,8 +171,10 @@ def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int) 
     _events(console, observer.events)
     if worker.restarts:
         console.print(f"[yellow]the worker was restarted {worker.restarts} time(s); see {log_file}")
-    print(f"demo: commands={commands} outcomes={len(mine)} dlq={dlq} elapsed_s={elapsed_s:.1f}")
-    return complete and len(mine) == commands and duplicated == 0
+    console.print(f"journal entries: {len(observer.entry_ids)}; books closed {books_closed} after {books_s:.1f}s"
+                  " (check them: paystream audit; paystream replay --verify)")
+    print(f"demo: commands={commands} outcomes={len(mine)} dlq={dlq} elapsed_s={elapsed_s:.1f} entries={len(observer.entry_ids)}")
+    return complete and len(mine) == commands and duplicated == 0 and books_closed
 
 
 def _summary(console: Console, outcomes: dict[str, list[dict[str, Any]]], elapsed_s: float, produced_s: float, commands: int, dlq: int, duplicated: int) -> None:

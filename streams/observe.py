@@ -1,5 +1,5 @@
-"""Reading the pipeline's answers back: outcomes, dead letters and payment events,
-read_committed.
+"""Reading the pipeline's answers back: outcomes, dead letters, payment events and
+journal entries, read_committed.
 
 An `Observer` snapshots the end offsets when it is made, so it sees exactly what
 the pipeline commits afterwards: what a test or the demo caused.
@@ -15,12 +15,14 @@ from confluent_kafka import Consumer, TopicPartition
 
 from connectors.kafka.clients import POLL_TIMEOUT_S, committed_reader, end_offsets
 from schemas.codec import Codec, DecodeError
+from streams.ledger_stage import post_event
 from streams.settings import Settings
 from streams.topics import topic_names
 
 OUTCOME_CODEC = Codec("PaymentOutcome")
 DLQ_CODEC = Codec("DeadLetter")
 EVENT_CODEC = Codec("PaymentEvent")
+ENTRY_CODEC = Codec("LedgerEntry")
 MAX_BATCH = 1000
 # No new answer for this long while some are missing counts as a stalled worker.
 # Faust sometimes stops one partition after a crash-restart (docs/decisions.md).
@@ -30,16 +32,18 @@ STALL_S = 45.0
 class Observer:
     def __init__(self, settings: Settings, *, from_beginning: bool = False) -> None:
         names = topic_names(settings)
-        self.outcomes_topic, self.dlq_topic, self.events_topic = names.outcomes, names.dlq, names.events
+        self.outcomes_topic, self.dlq_topic, self.events_topic, self.ledger_topic = names.outcomes, names.dlq, names.events, names.ledger
+        self.partitions = settings.partitions
         self.consumer: Consumer = committed_reader(settings.kafka_bootstrap, [])
         assignment = []
-        for topic in (names.outcomes, names.dlq, names.events):
+        for topic in (names.outcomes, names.dlq, names.events, names.ledger):
             for p, high in end_offsets(self.consumer, topic, settings.partitions).items():
                 assignment.append(TopicPartition(topic, p, 0 if from_beginning else high))
         self.consumer.assign(assignment)
         self.outcomes: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.dead_letters: list[dict[str, Any]] = []
         self.events: dict[str, list[dict[str, Any]]] = defaultdict(list)  # by payment_id, in log order
+        self.entry_ids: set[str] = set()  # journal entries posted (a redelivery counts once)
         self.undecodable = 0
 
     def poll(self, timeout_s: float = POLL_TIMEOUT_S) -> int:
@@ -55,6 +59,8 @@ class Observer:
                 elif msg.topic() == self.events_topic:
                     e = EVENT_CODEC.decode(msg.value())
                     self.events[e["payment_id"]].append(e)
+                elif msg.topic() == self.ledger_topic:
+                    self.entry_ids.add(ENTRY_CODEC.decode(msg.value())["entry_id"])
                 else:
                     self.dead_letters.append(DLQ_CODEC.decode(msg.value()))
             except DecodeError:
@@ -91,6 +97,12 @@ class Observer:
                 return False
             self.poll()
         return True
+
+    def books_closed(self) -> bool:
+        """Every payment event seen so far that moves money has its journal entry."""
+        expected = {p.entry.entry_id for es in self.events.values() for e in es
+                    if (p := post_event(e, self.partitions)).entry is not None}
+        return expected <= self.entry_ids
 
     def close(self) -> None:
         self.consumer.close()

@@ -99,6 +99,17 @@ def end_offsets(consumer: Consumer, topic: str, partitions: int, timeout_s: floa
 READ_TO_END_TIMEOUT_S = 600.0
 
 
+class MissingTopic(LookupError):
+    """A topic the caller needs does not exist (a wrong namespace, or no worker ran yet)."""
+
+
+def require_topics(consumer: Consumer, topics: list[str], timeout_s: float = 10) -> None:
+    known = consumer.list_topics(timeout=timeout_s).topics
+    missing = [t for t in topics if t not in known]
+    if missing:
+        raise MissingTopic(f"no such topic: {', '.join(missing)} (check PAYSTREAM_NAMESPACE; a worker creates them)")
+
+
 def read_to_end(bootstrap: str, topics: list[str], partitions: int, *, timeout_s: float = READ_TO_END_TIMEOUT_S,
                 ends: dict[tuple[str, int], int] | None = None) -> Iterator[Message]:
     """Every committed message of `topics` from offset 0 up to the end offsets seen at
@@ -115,6 +126,7 @@ def read_to_end(bootstrap: str, topics: list[str], partitions: int, *, timeout_s
         "log_level": 3,
     })
     try:
+        require_topics(consumer, topics)
         if ends is None:
             ends = {(t, p): end for t in topics for p, end in end_offsets(consumer, t, partitions).items()}
         pending = {tp for tp, end in ends.items() if end > 0}

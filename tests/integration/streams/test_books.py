@@ -4,17 +4,20 @@ live stores; a forged event appended to the log is caught where it is."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typer.testing import CliRunner
 
 from connectors.vault.keys import FileKeyStore
 from schemas.codec import Codec
 from streams.audit import audit, compare, rebuild
 from streams.chain import ChainHead, Signer, seal
+from streams import cli, cli_ledger
 from streams.cli_ledger import book_records, live_balances, live_chain_heads
 from streams.ledger import merchant_account
 from streams.runner import wait_until
@@ -25,8 +28,10 @@ pytestmark = pytest.mark.integration
 EVENTS = Codec("PaymentEvent")
 
 
-def test_audit_and_replay_agree_with_the_live_books_and_a_forgery_is_caught(bootstrap: str, tmp_path: Path) -> None:
+def test_audit_and_replay_agree_with_the_live_books_and_a_forgery_is_caught(
+        bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = make_settings(tmp_path, "books")
+    monkeypatch.setattr(cli_ledger, "get_settings", lambda: settings)  # the commands as ops run them
     names = topic_names(settings)
     m = f"m_{uuid.uuid4().hex[:6]}"
     a, b, c = create(m, "a", amount=10_000), create(m, "b", amount=5_000), create(m, "c", amount=2_500, capture_method="automatic")
@@ -49,6 +54,9 @@ def test_audit_and_replay_agree_with_the_live_books_and_a_forgery_is_caught(boot
 
     report = audit(book_records(settings), keys, events_topic=names.events, entries_topic=names.ledger)
     assert report.ok and report.signatures_verified == report.events and not report.totals
+    assert json.loads(CliRunner().invoke(cli.app, ["audit", "--json"]).stdout)["ok"]
+    replayed = CliRunner().invoke(cli.app, ["replay", "--verify", "--json"])
+    assert replayed.exit_code == 0 and json.loads(replayed.stdout)["differences"] == []
     rebuilt = rebuild(book_records(settings), events_topic=names.events, entries_topic=names.ledger)
     live = live_balances(settings)
     assert compare(live, live_chain_heads(settings), rebuilt) == []
@@ -68,3 +76,4 @@ def test_audit_and_replay_agree_with_the_live_books_and_a_forgery_is_caught(boot
     producer.flush(10)
     failures = audit(book_records(settings), keys, events_topic=names.events, entries_topic=names.ledger).failures
     assert failures and (failures[0].topic, failures[0].partition, failures[0].reason) == (names.events, 0, "bad_signature")
+    assert CliRunner().invoke(cli.app, ["audit"]).exit_code == 1
