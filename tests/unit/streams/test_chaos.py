@@ -1,0 +1,64 @@
+"""The chaos run's plan and its verdict, over plain values."""
+
+from __future__ import annotations
+
+
+from streams.audit import AuditReport, Failure
+from streams.chaos import Figures, check, plan
+
+
+def report(ok: bool = True, totals: dict[str, int] | None = None) -> AuditReport:
+    failures = () if ok else (Failure("payment-events", 0, 3, "bad_signature", "x"),)
+    return AuditReport(records=0, events=0, entries=0, signatures_verified=0, partitions=0, payments=0, duplicate_entries=0,
+                       accounts=0, totals=totals or {}, failures=failures, failures_total=len(failures))
+
+
+def cmd(i: int, kind: str = "create", key: str | None = None) -> dict:
+    return {"command_id": f"c{i}", "merchant_id": "m", "idempotency_key": key or f"k{i}", "kind": kind}
+
+
+def out(status: str = "succeeded") -> dict:
+    return {"status": status}
+
+
+def event(pid: str, version: int, type_: str = "captured") -> dict:
+    return {"payment_id": pid, "version": version, "type": type_}
+
+
+def test_the_plan_is_sorted_seeded_and_inside_the_run() -> None:
+    faults = plan(5, 2, seed=3)
+    assert [f.kind for f in faults].count("kill") == 5 and [f.kind for f in faults].count("broker_restart") == 2
+    assert [f.at_fraction for f in faults] == sorted(f.at_fraction for f in faults)
+    assert all(0.05 <= f.at_fraction <= 0.9 for f in faults)
+    assert plan(5, 2, seed=3) == faults and plan(5, 2, seed=4) != faults
+
+
+def test_a_clean_run_passes() -> None:
+    commands = [cmd(1), cmd(2), cmd(3, key="k1")]  # c3 retries c1's key: a replay
+    outcomes = {"c1": [out()], "c2": [out("rejected")], "c3": [out("replayed")]}
+    events = {"p1": [event("p1", 1, "authorized"), event("p1", 2)]}
+    figures = check(commands, outcomes, events, report(), 0, dead_letters=2, dead_letters_expected=2)
+    assert figures.ok and (figures.commands, figures.lost, figures.duplicated) == (3, 0, 0)
+
+
+def test_each_kind_of_damage_is_counted_and_fails_the_run() -> None:
+    commands = [cmd(1), cmd(2), cmd(3, key="k1")]
+    base = dict(outcomes={"c1": [out()], "c2": [out()], "c3": [out("replayed")]},
+                events={"p1": [event("p1", 1, "authorized")]})
+
+    def figures(**changes) -> Figures:
+        args = base | changes
+        return check(commands, args["outcomes"], args["events"], changes.get("report", report()),
+                     changes.get("diffs", 0), changes.get("dlq", 0), 0)
+
+    assert figures(outcomes={"c1": [out()], "c3": [out("replayed")]}).lost == 1
+    assert figures(outcomes={"c1": [out(), out()], "c2": [out()], "c3": [out("replayed")]}).duplicated == 1
+    assert figures(outcomes={"c1": [out()], "c2": [out()], "c3": [out()]}).keys_applied_twice == 1
+    assert figures(events={"p1": [event("p1", 1, "authorized"), event("p1", 2, "authorized")]}).keys_applied_twice == 1
+    assert figures(events={"p1": [event("p1", 1, "authorized"), event("p1", 3)]}).event_version_breaks == 1
+    assert figures(report=report(totals={"USD": 5})).unbalanced_currencies == 1
+    assert not figures(report=report(ok=False)).audit_ok
+    assert not figures(diffs=2).replay_matches
+    assert not figures(dlq=1).ok
+    for f in (figures(outcomes={"c1": [out()], "c3": [out("replayed")]}), figures(diffs=2), figures(report=report(ok=False))):
+        assert not f.ok
