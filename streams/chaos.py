@@ -167,8 +167,8 @@ def replace_settings(settings: Settings, **changes: Any) -> Settings:
 def run_chaos(base: Settings, *, commands: int, kills: int, broker_restarts: int, workers: int, seed: int,
               on_progress: Callable[[int, int], None] | None = None) -> Figures:
     namespace = f"chaos-{uuid.uuid4().hex[:8]}"
-    settings = replace_settings(base, settings, namespace=namespace, data_dir=settings.data_dir / namespace,
-                                keys_dir=settings.data_dir / namespace / "keys")
+    settings = replace_settings(base, namespace=namespace, data_dir=base.data_dir / namespace,
+                                keys_dir=base.data_dir / namespace / "keys")
     FileKeyStore(settings.keys_dir).init()
     payments = max(1, round(commands / COMMANDS_PER_PAYMENT))
     traffic = generate(payments, seed, namespace, datetime.now(timezone.utc))

@@ -1,4 +1,6 @@
-"""A fix to faust-streaming's recovery order that lost commands after a restart.
+"""Two fixes to faust-streaming's table recovery; each lost or doubled commands.
+
+1. Recovery order (lost commands after a restart).
 
 When table recovery ends, Faust (0.15.3, `Recovery.on_recovery_completed` and
 `Recovery._resume_streams`) resumes the stream partitions first and only then seeks
@@ -12,6 +14,15 @@ their outputs never written: found by `tests/integration/streams/test_restart.py
 The fix keeps Faust's code and changes the order only: while either method runs,
 `resume_partitions` is deferred until `perform_seek` has returned, so no stream record
 is delivered before its partition sits at the committed offset.
+
+2. Changelog highwaters under exactly-once (doubled commands after a rebalance).
+Recovery reads each changelog partition up to its highwater. Under a transaction
+Faust takes it from `AIOKafkaConsumer.last_stable_offset(tp)`, which is the LSO of the
+last *fetch response* for that partition: None for a partition just assigned, taken
+as "empty changelog". A worker taking over partitions from a killed one then skipped
+their recovery and processed on empty tables: every command answered again, every
+chain restarted at seq 1 (`paystream chaos`, two workers). The fix asks the broker:
+`end_offsets` under the consumer's read_committed isolation is the LSO, fresh.
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ from typing import Any
 
 import faust
 from faust.tables.recovery import Recovery
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
 FIXED_FOR = "0.15.3"
 _MARK = "_paystream_seek_before_resume"
@@ -65,6 +77,14 @@ def _resume(resume: Callable[[Iterable], None], deferred: list[set]) -> None:
         resume(deferred.pop(0))
 
 
+async def highwaters_from_the_broker(self: AIOKafkaConsumerThread, partitions: list) -> Any:
+    """The changelogs' ends as the broker has them now (read_committed: the LSO)."""
+    return await self._ensure_consumer().end_offsets(partitions)
+
+
+setattr(highwaters_from_the_broker, _MARK, True)
+
+
 def apply(version: str = faust.__version__) -> None:
     """Install the fix once per process; refuse a Faust it was not verified on."""
     if version != FIXED_FOR:
@@ -76,3 +96,4 @@ def apply(version: str = faust.__version__) -> None:
         method = getattr(Recovery, name)
         if not getattr(method, _MARK, False):
             setattr(Recovery, name, seek_before_resume(method))
+    AIOKafkaConsumerThread._highwaters = highwaters_from_the_broker

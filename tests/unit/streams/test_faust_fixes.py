@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 from faust.tables.recovery import Recovery
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
 from streams import faust_fixes
 
@@ -77,3 +78,20 @@ def test_apply_wraps_both_recovery_paths_once() -> None:
 def test_an_unverified_faust_is_refused() -> None:
     with pytest.raises(faust_fixes.UnverifiedFaust, match="0.15.3"):
         faust_fixes.apply(version="0.16.0")
+
+
+class FreshConsumer:
+    """An aiokafka consumer right after an assignment: no fetch yet, so no LSO cached."""
+
+    def last_stable_offset(self, tp):
+        return None
+
+    async def end_offsets(self, partitions):
+        return {tp: 1_000 + i for i, tp in enumerate(partitions)}
+
+
+def test_changelog_highwaters_come_from_the_broker_not_a_missing_fetch() -> None:
+    faust_fixes.apply()
+    thread = SimpleNamespace(_ensure_consumer=lambda: FreshConsumer(), consumer=SimpleNamespace(in_transaction=True))
+    got = asyncio.run(AIOKafkaConsumerThread._highwaters(thread, ["changelog-0", "changelog-1"]))
+    assert got == {"changelog-0": 1_000, "changelog-1": 1_001}  # not None: Faust read None as "empty"
