@@ -19,6 +19,9 @@ class FraudDecision:
     rules_version: str | None = None
     shadow_score: float | None = None  # recorded, never acted on
     shadow_version: str | None = None
+    # The vector the decision read (None on the fallback): what the review queue shows
+    # and what the online-vs-offline test compares.
+    features: FeatureVector | None = None
 
 
 def usable_score(score: float | None) -> bool:
@@ -60,4 +63,5 @@ def decide(
         rules_version=rules_version,
         shadow_score=shadow_score if usable_score(shadow_score) else None,
         shadow_version=shadow_version,
+        features=features,
     )

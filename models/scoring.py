@@ -64,13 +64,16 @@ class Scorer:
         shadow = load_model(shadow_dir) if shadow_dir is not None else None
         return cls(model, load_policy(rules_path), shadow)
 
-    def score(self, tx: Mapping[str, Any], states: TxStates) -> FraudDecision:
-        """Never raises on bad input: garbled features give the flagged rules-only fallback."""
-        fv: FeatureVector | None
-        try:
-            fv = compute(make_txn(tx), states)
-        except FeatureInputError:
-            fv = None
+    def score(self, tx: Mapping[str, Any], states: TxStates, *, usable: bool = True) -> FraudDecision:
+        """Never raises on bad input: garbled features give the flagged rules-only fallback.
+        `usable=False`: the caller could not read the stored states (garbled bytes), so
+        features from them would lie; rules only, flagged."""
+        fv: FeatureVector | None = None
+        if usable:
+            try:
+                fv = compute(make_txn(tx), states)
+            except FeatureInputError:
+                fv = None
         if fv is not None and not all(math.isfinite(getattr(fv, n)) for n in _REQUIRED):
             fv = None
         hits = evaluate_rules(self.policy, tx, fv) + self._blocklist_hits(tx)

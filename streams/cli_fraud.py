@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-app = typer.Typer(no_args_is_help=True, help="Fraud: simulator, training, replay evaluation.")
+app = typer.Typer(no_args_is_help=True, help="Fraud: simulator, training, replay evaluation, blocklist, labels, review.")
 err = Console(stderr=True)
 
 
@@ -114,3 +114,151 @@ def replay(
                   f"card P@100 {h['card_p_at_100']:.4f}")
     err.print(f"scoring throughput {s['scoring_tx_per_s']:,} tx/s (features {s['feature_tx_per_s']:,} tx/s)")
     print(json.dumps(s))
+
+
+# --- operator commands over the fraud topics (the lead runs them against the broker) ---
+
+_KIND = typer.Argument(..., help="card | bin | ip | device | email")
+
+
+def _now():
+    # Operator commands are the one place a wall clock dates a record: it is the event.
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc)
+
+
+def _publish(topic: str, key: bytes, codec_name: str, record: dict) -> None:
+    from connectors.kafka.clients import command_producer
+    from schemas.codec import Codec
+    from streams.settings import get_settings
+
+    producer = command_producer(get_settings().bootstrap_servers)
+    producer.produce(topic, key=key, value=Codec(codec_name).encode(record, check=True))
+    if producer.flush(30) != 0:
+        err.print(f"[red]not delivered to {topic} within 30 s[/red]")
+        raise typer.Exit(1)
+
+
+def _read(base: str, codec_name: str) -> list[dict]:
+    """Every decodable record of a fraud topic, from offset 0 to its end now."""
+    from connectors.kafka.clients import MissingTopic, read_to_end
+    from schemas.codec import Codec, DecodeError
+    from streams.fraud_ops import fraud_topic
+    from streams.settings import get_settings
+
+    settings = get_settings()
+    codec, out = Codec(codec_name), []
+    try:
+        for msg in read_to_end(settings.bootstrap_servers, [fraud_topic(settings, base)], settings.partitions):
+            try:
+                out.append(codec.decode(msg.value()))
+            except DecodeError:
+                out.append(None)
+    except MissingTopic as e:
+        err.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from None
+    return out
+
+
+def _block(kind: str, value: str, action: str, reason: str, actor: str | None, expires_days: int | None) -> None:
+    from datetime import timedelta
+
+    from models.blocklist import BlocklistError
+    from streams.fraud_ops import BLOCKLIST, block_record, fraud_topic
+    from streams.settings import get_settings
+
+    at = _now()
+    try:
+        key, record = block_record(kind, value, action, reason, at, actor=actor,
+                                   expires_at=at + timedelta(days=expires_days) if expires_days else None)
+    except BlocklistError as e:
+        err.print(f"[red]{action}:[/red] {e}")
+        raise typer.Exit(2) from None
+    _publish(fraud_topic(get_settings(), BLOCKLIST), key, "FraudBlockEntry", record)
+    print(json.dumps({"key": key.decode(), "action": action}))
+
+
+@app.command()
+def block(kind: str = _KIND, value: str = typer.Argument(..., help="token, BIN, IP, device id or email"),
+          reason: str = typer.Option(..., help="Why (audit trail; no card numbers)"),
+          actor: str = typer.Option(None, help="Operator id"),
+          expires_days: int = typer.Option(None, min=1, max=3650, help="Stop applying after this many days")) -> None:
+    """Block a value on every risk worker (compacted fraud-blocklist topic)."""
+    _block(kind, value, "block", reason, actor, expires_days)
+
+
+@app.command()
+def unblock(kind: str = _KIND, value: str = typer.Argument(...),
+            reason: str = typer.Option(..., help="Why"), actor: str = typer.Option(None)) -> None:
+    """Lift a block (a newer entry under the same key)."""
+    _block(kind, value, "unblock", reason, actor, None)
+
+
+@app.command("list")
+def list_blocks(kind: str = typer.Option(None, help="Only this kind")) -> None:
+    """The blocks in force, folded from the fraud-blocklist topic."""
+    from streams.fraud_ops import BLOCKLIST, fold_blocklist
+
+    blocklist, bad = fold_blocklist(_read(BLOCKLIST, "FraudBlockEntry"))
+    for e in blocklist.entries(kind):
+        print(json.dumps({"kind": e.kind, "value": e.value, "reason": e.reason, "actor": e.actor,
+                          "since": e.occurred_at.isoformat(),
+                          "expires_at": e.expires_at.isoformat() if e.expires_at else None}))
+    if bad:
+        err.print(f"[yellow]{bad} record(s) could not be applied[/yellow]")
+
+
+@app.command()
+def label(payment_id: str = typer.Argument(...),
+          card_token: str = typer.Option(..., help="The payment's card token"),
+          merchant_id: str = typer.Option(...),
+          tx_at: str = typer.Option(..., help="When the payment happened (ISO 8601 UTC)"),
+          genuine: bool = typer.Option(False, help="Confirmed genuine instead of fraud"),
+          source: str = typer.Option("fraud_report", help="chargeback | fraud_report | review | matured")) -> None:
+    """Publish a FraudLabel (confirmed fraud by default) to fraud-labels."""
+    from datetime import datetime, timezone
+
+    from streams.fraud_ops import LABELS, fraud_topic, label_record
+    from streams.settings import get_settings
+
+    try:
+        tx_occurred_at = datetime.fromisoformat(tx_at)
+        if tx_occurred_at.tzinfo is None:
+            tx_occurred_at = tx_occurred_at.replace(tzinfo=timezone.utc)
+        key, record = label_record(payment_id, card_token, merchant_id, fraud=not genuine, source=source,
+                                   tx_occurred_at=tx_occurred_at, at=_now())
+    except ValueError as e:
+        err.print(f"[red]label:[/red] {e}")
+        raise typer.Exit(2) from None
+    _publish(fraud_topic(get_settings(), LABELS), key, "FraudLabel", record)
+    print(json.dumps({"label_id": record["label_id"], "fraud": record["fraud"]}))
+
+
+@app.command()
+def review(resolve: str = typer.Option(None, help="A payment_id (or review_id) to resolve"),
+           decision: str = typer.Argument(None, help="approve | decline (with --resolve)"),
+           operator: str = typer.Option("ops", help="Who resolves")) -> None:
+    """List the payments waiting in review, or resolve one: --resolve ID approve|decline
+    publishes a review_resolve command; the payment continues or is declined."""
+    from streams.fraud_ops import REVIEW, open_reviews, resolve_command
+    from streams.settings import get_settings
+    from streams.topics import topic_names
+
+    reviews = [r for r in _read(REVIEW, "FraudReview") if r is not None]
+    if resolve is None:
+        for r in open_reviews(reviews):
+            print(json.dumps({k: r[k] for k in ("payment_id", "review_id", "merchant_id", "amount_minor", "currency",
+                                                "score_ppm", "reasons")} | {"at": r["occurred_at"].isoformat()}))
+        return
+    match = [r for r in reviews if resolve in (r["payment_id"], r["review_id"])]
+    if not match:
+        err.print(f"[red]review:[/red] no review for {resolve}")
+        raise typer.Exit(2)
+    try:
+        key, command = resolve_command(match[-1], decision or "", _now(), operator)
+    except ValueError as e:
+        err.print(f"[red]review:[/red] {e}")
+        raise typer.Exit(2) from None
+    _publish(topic_names(get_settings()).validated, key, "ValidatedCommand", command)
+    print(json.dumps({"payment_id": command["payment_id"], "decision": decision, "command_id": command["command_id"]}))

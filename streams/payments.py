@@ -49,10 +49,18 @@ STATUSES = frozenset(
         "expired",
         "declined",
         "failed",
+        "requires_review",
+        "requires_action",
     }
 )
 # Statuses a capture may still happen in (within the window, with hold left).
 CAPTURABLE = frozenset({"authorized", "partially_captured"})
+# A create the fraud decision paused before authorization: the one command that
+# continues it, and the reason code of the pause and of its timeout.
+AWAITING = {
+    "requires_review": ("review_resolve", "fraud_review"),
+    "requires_action": ("confirm", "requires_action"),
+}
 
 
 @dataclass(frozen=True)
@@ -82,21 +90,34 @@ class Provider(Protocol):
     def refund(self, key: str, amount_minor: int, call: Call | None = None) -> ProviderResult: ...
 
 
+FRAUD_ACTIONS = ("approve", "requires_action", "review", "decline")
+
+
 @dataclass(frozen=True)
 class FraudVerdict:
-    action: str  # "approve" | "decline"
+    action: str  # one of FRAUD_ACTIONS
     reasons: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        assert self.action in ("approve", "decline"), self.action
+        assert self.action in FRAUD_ACTIONS, self.action
 
 
 APPROVE = FraudVerdict("approve")
 
 
 def pass_through(cmd: dict[str, Any]) -> FraudVerdict:
-    """The fraud hook until the fraud issue lands: approve everything."""
+    """Approve everything (tests that exercise the rest of the saga)."""
     return APPROVE
+
+
+def attached(cmd: dict[str, Any]) -> FraudVerdict:
+    """The fraud hook: the decision the risk stage attached to the create
+    (streams/risk_stage.py). A create without one (written before ValidatedCommand v2,
+    or a topology without the risk stage) is approved, as before the risk stage."""
+    action = cmd.get("fraud_action")
+    if action is None:
+        return APPROVE
+    return FraudVerdict(action, tuple(cmd.get("fraud_reasons") or ()))
 
 
 @dataclass(frozen=True)
@@ -108,10 +129,10 @@ class Saga:
     # (create command) -> the name of the provider to authorize at; or a Router, which
     # scores the routes, retries and fails over over its state (connectors/providers/router.py)
     route: Callable[[dict[str, Any]], str] | Router
-    fraud: Callable[[dict[str, Any]], FraudVerdict] = pass_through
+    fraud: Callable[[dict[str, Any]], FraudVerdict] = attached
 
     @classmethod
-    def single(cls, provider: Provider, fraud: Callable[[dict[str, Any]], FraudVerdict] = pass_through) -> Saga:
+    def single(cls, provider: Provider, fraud: Callable[[dict[str, Any]], FraudVerdict] = attached) -> Saga:
         """One provider takes every payment (until the providers issue brings routing)."""
         return cls({provider.name: provider}, lambda cmd: provider.name, fraud)
 
@@ -148,6 +169,9 @@ class Payment:
     provider: str | None = None
     provider_ref: str | None = None
     fraud_action: str | None = None
+    # The create's metadata["payment_method"], kept while the payment awaits a review or
+    # a 3DS confirm: the router needs it when the authorization finally happens.
+    payment_method: str | None = None
     resolve_attempts: int = 0
     # Hold given back without a capture (void, expiry, failed capture).
     released_minor: int = 0
@@ -207,6 +231,8 @@ def fingerprint(cmd: dict[str, Any]) -> str:
         "card": None if card is None else [card["token"], card["exp_month"], card["exp_year"]],
         "metadata": cmd["metadata"],
     }
+    if cmd["kind"] == "review_resolve":  # the reviewer's decision is the request
+        body["decision"] = cmd.get("fraud_action")
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -244,6 +270,8 @@ def _decide(payment: Payment | None, cmd: dict[str, Any], saga: Saga, policy: Po
         return _reject(payment, cmd, "currency_mismatch", f"payment is in {payment.currency}", keep=payment)
     if payment.status == "pending":
         return _reject(payment, cmd, "payment_pending", "the authorization outcome is not known yet; retry later", keep=payment)
+    if payment.status in AWAITING or cmd["kind"] in ("review_resolve", "confirm"):
+        return _continue(payment, cmd, fp, saga, policy, routing)
     step = _FOLLOW_UPS[cmd["kind"]]
     result = step(_Step(payment, cmd, saga, policy))
     if isinstance(result, tuple):
@@ -256,11 +284,15 @@ def expire_due(payment: Payment, timer: Timer, saga: Saga, policy: Policy) -> De
     """An expiry timer fired (event time reached created + window): release the hold
     of an authorization nobody captured in full. None when there is nothing to do."""
     assert timer.kind == "expire" and timer.ref == payment.payment_id
+    at = from_ms(timer.due_ms)
+    step = _Step(payment, {"command_id": None, "occurred_at": at}, saga, policy, source=f"timer:expire:{payment.payment_id}")
+    if payment.status in AWAITING:
+        # Nobody reviewed or confirmed it within the window: it never reached a provider.
+        step.event("declined", 0, reason=AWAITING[payment.status][1] + "_timeout", status="declined")
+        return Decision(step.payment, None, changed=True, events=tuple(step.events))
     if payment.status not in CAPTURABLE or payment.hold_minor == 0:
         return None
     assert timer.due_ms >= payment.created_at_ms + policy.auth_window_ms
-    at = from_ms(timer.due_ms)
-    step = _Step(payment, {"command_id": None, "occurred_at": at}, saga, policy, source=f"timer:expire:{payment.payment_id}")
     step.release("expired", "expired" if payment.status == "authorized" else payment.status)
     return Decision(step.payment, None, changed=True, events=tuple(step.events))
 
@@ -410,16 +442,65 @@ def _create(cmd: dict[str, Any], fp: str, saga: Saga, policy: Policy, routing: R
     routed = None
     if verdict.action == "decline":
         step.event("declined", 0, reason="fraud_suspected", status="declined")
+    elif verdict.action in ("review", "requires_action"):
+        # Paused before any provider call (no hold, no money): a review_resolve or a
+        # confirm continues it, the expiry timer declines it if neither comes.
+        status = "requires_review" if verdict.action == "review" else "requires_action"
+        step.payment = replace(step.payment, payment_method=(cmd["metadata"] or {}).get("payment_method"))
+        step.event("authorization_pending", 0, reason=AWAITING[status][1], status=status)
+        step.timers.append(Timer("expire", payment.created_at_ms + policy.auth_window_ms, payment.payment_id))
     else:
-        # One provider key for the payment's authorization, whichever route takes it:
-        # a redelivered create repeats the same calls, each applied once by its provider.
-        key = derive_provider_key(payment.payment_id, "authorize")
-        routed = saga.authorize(cmd, key, step.call, routing)
-        step.payment = replace(step.payment, provider=routed.provider, provider_ref=key)
-        step.authorization(routed.result)
+        routed = _authorize(step, cmd, routing)
     reason = step.events[-1]["reason_code"] if step.payment.status in ("declined", "failed") else None
     # A failure is the key's first outcome and is kept, as Stripe does.
     decision = _finish(step, cmd, fp, "rejected" if reason else "succeeded", reason)
+    return replace(decision, routing=routed.state if routed else routing, routed=routed)
+
+
+def _authorize(step: _Step, create: dict[str, Any], routing: RoutingState | None) -> Routed:
+    # One provider key for the payment's authorization, whichever route takes it:
+    # a redelivered create repeats the same calls, each applied once by its provider.
+    key = derive_provider_key(step.payment.payment_id, "authorize")
+    routed = step.saga.authorize(create, key, step.call, routing)
+    step.payment = replace(step.payment, provider=routed.provider, provider_ref=key)
+    step.authorization(routed.result)
+    return routed
+
+
+def _as_create(p: Payment) -> dict[str, Any]:
+    """What routing reads of the create, rebuilt from a paused payment."""
+    return {
+        "payment_id": p.payment_id,
+        "merchant_id": p.merchant_id,
+        "amount_minor": p.amount_minor,
+        "currency": p.currency,
+        "card": {"token": p.card_token, "bin": p.card_bin or "", "last4": p.card_last4 or ""},
+        "metadata": {"payment_method": p.payment_method} if p.payment_method else {},
+    }
+
+
+def _continue(payment: Payment, cmd: dict[str, Any], fp: str, saga: Saga, policy: Policy,
+              routing: RoutingState | None) -> Decision:
+    """A payment paused by the fraud decision, and the command that may continue it:
+    review_resolve (approve: authorize now; decline: declined) or confirm (3DS passed:
+    authorize now). Anything else waits."""
+    awaited = AWAITING.get(payment.status)
+    if awaited is None or cmd["kind"] != awaited[0]:
+        if awaited is None:
+            return _reject(payment, cmd, "not_awaiting", f"payment is {payment.status}", keep=payment)
+        return _reject(payment, cmd, f"payment_{payment.status}", f"payment is {payment.status}: {awaited[0]} first",
+                       keep=payment)
+    step = _Step(payment, cmd, saga, policy)
+    routed = None
+    if cmd["kind"] == "review_resolve" and cmd.get("fraud_action") not in ("approve", "decline"):
+        return _reject(payment, cmd, "invalid_review_decision", "fraud_action must be approve or decline", keep=payment)
+    if cmd["kind"] == "review_resolve" and cmd["fraud_action"] == "decline":
+        step.event("declined", 0, reason="fraud_review_declined", status="declined")
+    else:
+        step.payment = replace(step.payment, payment_method=None)
+        routed = _authorize(step, _as_create(payment), routing)
+    # The command succeeded in continuing the payment, whatever the provider said.
+    decision = _finish(step, cmd, fp, "succeeded", None)
     return replace(decision, routing=routed.state if routed else routing, routed=routed)
 
 

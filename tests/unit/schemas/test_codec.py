@@ -62,6 +62,29 @@ RECORDS = {
         "occurred_at": AT,
         "rejection_reason": None,
         "rejection_detail": None,
+        "fraud_action": "review",
+        "fraud_score_ppm": 731_250,
+        "fraud_reasons": ["velocity_card_1h", "score_review"],
+        "fraud_model": "hgb-21686780adc8",
+        "fraud_fallback": False,
+    },
+    "FraudReview": {
+        "review_id": "cmd_0a1b2c3d4e5f60718293a4b5c6d7e8f9",
+        "payment_id": PAYMENT_ID,
+        "merchant_id": "m_acme",
+        "command_id": "cmd_01",
+        "card_token": "tok_abcdefghijklmnopqrstuvwxyz234567",
+        "card_bin": "424242",
+        "card_last4": "4242",
+        "amount_minor": 600_000,
+        "currency": "USD",
+        "score_ppm": 512_000,
+        "reasons": ["amount_over_review_limit", "score_requires_action"],
+        "model_version": "hgb-21686780adc8",
+        "rules_version": "v1",
+        "fallback": False,
+        "features": {"amount_major": 6000.0, "card_cnt_1h": 0.0},
+        "occurred_at": AT,
     },
     "PaymentOutcome": {
         "outcome_id": "out_0a1b2c3d4e5f60718293a4b5c6d7e8f9",
@@ -202,7 +225,8 @@ EXTRA_RECORDS = [
     (
         "ValidatedCommand",
         RECORDS["ValidatedCommand"]
-        | {"card": None, "capture_method": None, "rejection_reason": "expired_card", "rejection_detail": "card expired"},
+        | {"card": None, "capture_method": None, "rejection_reason": "expired_card", "rejection_detail": "card expired",
+           "fraud_action": None, "fraud_score_ppm": None, "fraud_reasons": [], "fraud_model": None, "fraud_fallback": True},
     ),
     (
         "PaymentCommand",
@@ -420,7 +444,7 @@ def test_encode_without_check_still_raises_encode_error() -> None:
 def test_history_schemas_are_earlier_versions_of_shipped_ones() -> None:
     from schemas.codec import history_names, load_schema
 
-    assert history_names() == ("history/PaymentCommand.1",)
+    assert history_names() == ("history/PaymentCommand.1", "history/ValidatedCommand.1")
     for name in history_names():
         old = load_schema(name)
         assert old.parsed["name"] == load_schema(name.split("/")[1].split(".")[0]).parsed["name"]
@@ -448,3 +472,21 @@ def test_a_tokenized_command_round_trips() -> None:
     record = RECORDS["PaymentCommand"] | {"card": None, "card_token": token}
     codec = Codec("PaymentCommand")
     assert codec.decode(codec.encode(record, check=True)) == record
+
+
+def test_a_validated_command_written_with_version_1_decodes_unscored() -> None:
+    import io
+
+    import fastavro
+
+    from schemas.codec import MAGIC, load_schema
+
+    fraud = ("fraud_action", "fraud_score_ppm", "fraud_reasons", "fraud_model", "fraud_fallback")
+    old = load_schema("history/ValidatedCommand.1")
+    record = {k: v for k, v in RECORDS["ValidatedCommand"].items() if k not in fraud}
+    buf = io.BytesIO()
+    buf.write(MAGIC + old.fingerprint)
+    fastavro.schemaless_writer(buf, old.parsed, record)
+    unscored = {"fraud_action": None, "fraud_score_ppm": None, "fraud_reasons": [], "fraud_model": None,
+                "fraud_fallback": False}
+    assert Codec("ValidatedCommand").decode(buf.getvalue()) == record | unscored
