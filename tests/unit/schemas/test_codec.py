@@ -199,6 +199,16 @@ RECORDS = {
     },
 }
 
+RECORDS["MerchantRecord"] = {
+    "merchant_id": "m_acme",
+    "kyc_status": "verified",
+    "currencies": ["EUR", "USD"],
+    "methods": ["card"],
+    "fee_plan_id": "standard",
+    "settlement_currency": "USD",
+    "updated_at": datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc),
+}
+
 # A refused command and a bare follow-up exercise the null branches of the unions.
 EXTRA_RECORDS = [
     (
