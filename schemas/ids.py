@@ -30,6 +30,11 @@ def derive_event_id(source_id: str, event_type: str) -> str:
     return _derive("evt_", source_id, event_type)
 
 
+def derive_label_id(source_id: str) -> str:
+    """A fraud label's id: the event (or report) it was derived from."""
+    return _derive("lbl_", source_id)
+
+
 def derive_provider_key(payment_id: str, operation: str, *parts: str) -> str:
     """The provider-side idempotency key of one call: a retried call (after a crash,
     a redelivery or a timeout) reuses it, so the provider applies it once."""

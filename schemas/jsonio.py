@@ -19,22 +19,24 @@ _COMMAND_DEFAULTS: dict[str, Any] = {
     "capture_method": None,
     "card": None,
     "card_token": None,
+    "dispute": None,
 }
+_DISPUTE_DEFAULTS: dict[str, Any] = {"reason": None, "evidence_due_at": None, "evidence": None, "outcome": None}
 
 
 class JsonCommandError(ValueError):
     pass
 
 
-def parse_timestamp(value: Any) -> datetime:
+def parse_timestamp(value: Any, name: str = "occurred_at") -> datetime:
     if not isinstance(value, str):
-        raise JsonCommandError("occurred_at must be an ISO 8601 string")
+        raise JsonCommandError(f"{name} must be an ISO 8601 string")
     try:
         ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise JsonCommandError(f"occurred_at {value!r} is not ISO 8601") from None
+        raise JsonCommandError(f"{name} {value!r} is not ISO 8601") from None
     if ts.tzinfo is None:
-        raise JsonCommandError("occurred_at needs a timezone (e.g. 2026-11-25T10:00:00Z)")
+        raise JsonCommandError(f"{name} needs a timezone (e.g. 2026-11-25T10:00:00Z)")
     return ts.astimezone(timezone.utc)
 
 
@@ -47,6 +49,11 @@ def command_from_json(obj: Any) -> dict[str, Any]:
     if isinstance(card, dict):
         record["card"] = {"cvc": None} | card
     record["occurred_at"] = parse_timestamp(record.get("occurred_at"))
+    dispute = record.get("dispute")
+    if isinstance(dispute, dict):
+        record["dispute"] = _DISPUTE_DEFAULTS | dispute
+        if dispute.get("evidence_due_at") is not None:
+            record["dispute"]["evidence_due_at"] = parse_timestamp(dispute["evidence_due_at"], "dispute.evidence_due_at")
     if record.get("kind") == "create" and record["payment_id"] is None:
         try:
             record["payment_id"] = derive_payment_id(record["merchant_id"], record["idempotency_key"])

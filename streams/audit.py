@@ -7,7 +7,9 @@ per partition (a record that did not decode is passed as its DecodeError).
   (gaps, reorders, forks, broken links, foreign or missing keys);
 - DESIGN.md invariants 1-3 on the payment events: versions strictly increasing
   per payment, no event id twice, captured <= authorized, refunded <= captured,
-  running totals that add up, no capture after void or expiry;
+  running totals that add up, no capture after void or expiry; disputes: one
+  open at a time, closed for the amount opened, no refund while one is open, and
+  refunded + open dispute + lost disputes <= captured;
 - every journal entry: well formed and balanced per currency, equal to what the
   posting rules make of its (signed) event, no event without its entry and no
   entry without its event; and the sum of all balances per currency is zero.
@@ -113,6 +115,8 @@ class _Payment:
     captured: int = 0
     refunded: int = 0
     closed: str | None = None  # "voided" / "expired"
+    disputed: int = 0  # the open dispute's amount
+    lost: int = 0  # lost in disputes
 
 
 @dataclass
@@ -247,6 +251,24 @@ class Auditor:
             fail("captured_exceeds_authorized", f"{pid}: {p.captured} > {p.authorized}")
         if p.refunded > p.captured:
             fail("refunded_exceeds_captured", f"{pid}: {p.refunded} > {p.captured}")
+        if isinstance(amount, int):
+            self._dispute(p, pid, etype, amount, fail)
+
+    @staticmethod
+    def _dispute(p: _Payment, pid: Any, etype: Any, amount: int, fail: Any) -> None:
+        if etype == "refunded" and p.disputed:
+            fail("refund_during_dispute", f"{pid}: refunded while a dispute of {p.disputed} is open")
+        elif etype == "dispute_opened":
+            if p.disputed:
+                fail("dispute_already_open", f"{pid}: a second dispute while {p.disputed} is open")
+            p.disputed = amount
+        elif etype in ("dispute_won", "dispute_lost"):
+            if amount != p.disputed:
+                fail("dispute_mismatch", f"{pid}: {etype} of {amount}, the open dispute is {p.disputed}")
+            p.lost += amount if etype == "dispute_lost" else 0
+            p.disputed = 0
+        if p.refunded + p.disputed + p.lost > p.captured:
+            fail("disputed_exceeds_captured", f"{pid}: refunded {p.refunded} + disputed {p.disputed} + lost {p.lost} > captured {p.captured}")
 
     # --- journal entries ---
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
 from connectors.vault.tokenizer import TOKEN_PATTERN
@@ -34,7 +34,22 @@ PAYMENT_ID_PATTERN = re.compile(r"pay_[0-9a-f]{32}")
 # A refused command's text fields are cut to their bound (+ "…", so a cut id never
 # equals a real one): the refusal must stay small whatever the message carried.
 CURRENCY_MAX_LEN = 8
-FOLLOW_UP_KINDS = frozenset({"capture", "void", "refund", "expire"})
+DISPUTE_KINDS = frozenset({"dispute_open", "dispute_evidence", "dispute_close"})
+FOLLOW_UP_KINDS = frozenset({"capture", "void", "refund", "expire"}) | DISPUTE_KINDS
+# The networks' dispute reasons (Stripe's list); `fraudulent` is the one a lost
+# dispute turns into a fraud label (streams/payments.py).
+DISPUTE_REASONS = frozenset({
+    "bank_cannot_process", "check_returned", "credit_not_processed", "customer_initiated",
+    "debit_not_authorized", "duplicate", "fraudulent", "general", "incorrect_account_details",
+    "insufficient_funds", "product_not_received", "product_unacceptable", "subscription_canceled",
+    "unrecognized",
+})
+# Evidence is kept on the payment (RocksDB): bound one submission (and, in the
+# payments stage, their number).
+EVIDENCE_MAX_CHARS = 4_000
+# When the network wants the evidence, counted from the dispute's occurred_at.
+EVIDENCE_DUE_DEFAULT = timedelta(days=21)
+EVIDENCE_DUE_MAX = timedelta(days=120)
 # A dead letter keeps at most this much of the raw key and value (PANs masked first):
 # the record must fit the DLQ topic's message limit whatever arrived.
 DLQ_RAW_MAX_BYTES = 64 * 1024
@@ -135,6 +150,7 @@ def _refused(cmd: dict[str, Any], reason: str, detail: str, limits: Limits) -> d
     masked = {f: _cut(_unpan(cmd[f]), n) for f, n in bounds.items()}
     return _forwarded(cmd | masked, payment_id, card=None) | {
         "metadata": {},
+        "dispute": None,
         "rejection_reason": reason,
         "rejection_detail": mask_pans(detail)[0][:500],
     }
@@ -164,6 +180,7 @@ def _forwarded(cmd: dict[str, Any], payment_id: str | None, card: dict[str, Any]
         "capture_method": capture_method,
         "card": card,
         "metadata": cmd["metadata"],
+        "dispute": cmd.get("dispute"),
         "occurred_at": cmd["occurred_at"],
         "rejection_reason": None,
         "rejection_detail": None,
@@ -206,13 +223,53 @@ def _validate(cmd: dict[str, Any], source: Source, tokenizer: TokenizerT, limits
             raise _Invalid("unexpected_payment_method", f"{kind} must not carry a card")
         if cmd["capture_method"] is not None:
             raise _Invalid("unexpected_capture_method", f"{kind} must not carry capture_method")
+    dispute = _check_dispute(kind, cmd)
     _check_amount(cmd["amount_minor"], limits)
     if cmd["currency"] is not None and not is_currency(cmd["currency"]):
         raise _Invalid("invalid_currency", "currency is not an ISO 4217 code")
     _check_partitioning(payment_id, source, limits)
 
     card = _tokenize(cmd, tokenizer) if kind == "create" else None
-    return _forwarded(cmd, payment_id, card)
+    return _forwarded(cmd | {"dispute": dispute}, payment_id, card)
+
+
+_NO_DISPUTE = {"reason": None, "evidence_due_at": None, "evidence": None, "outcome": None}
+
+
+def _check_dispute(kind: str, cmd: dict[str, Any]) -> dict[str, Any] | None:
+    """The dispute fields a kind needs, defaults filled in and evidence PAN-masked;
+    every other dispute field must be absent."""
+    given = cmd.get("dispute")
+    if kind not in DISPUTE_KINDS:
+        if given is not None:
+            raise _Invalid("unexpected_dispute", f"{kind} must not carry dispute fields")
+        return None
+    d = _NO_DISPUTE | (given or {})
+    needed = {"dispute_open": ("reason", "evidence_due_at"), "dispute_evidence": ("evidence",),
+              "dispute_close": ("outcome",)}[kind]
+    extra = sorted(f for f, v in d.items() if v is not None and f not in needed)
+    if extra:
+        raise _Invalid("unexpected_dispute_field", f"{kind} must not carry {', '.join(extra)}")
+    if kind != "dispute_open" and cmd["amount_minor"] is not None:
+        raise _Invalid("unexpected_amount", f"{kind} must not carry amount_minor")
+    if kind == "dispute_open":
+        if d["reason"] is None:
+            raise _Invalid("missing_dispute_reason", "dispute_open needs dispute.reason")
+        if d["reason"] not in DISPUTE_REASONS:
+            raise _Invalid("invalid_dispute_reason", "dispute.reason must be one of " + ", ".join(sorted(DISPUTE_REASONS)))
+        at = cmd["occurred_at"]
+        due = d["evidence_due_at"] or at + EVIDENCE_DUE_DEFAULT
+        if not at < due <= at + EVIDENCE_DUE_MAX:
+            raise _Invalid("invalid_evidence_due", f"evidence_due_at must be after occurred_at, at most {EVIDENCE_DUE_MAX.days} days")
+        return d | {"evidence_due_at": due}
+    if kind == "dispute_evidence":
+        text = d["evidence"]
+        if text is None or not text.strip() or len(text) > EVIDENCE_MAX_CHARS:
+            raise _Invalid("invalid_evidence", f"dispute.evidence must be 1..{EVIDENCE_MAX_CHARS} chars, not blank")
+        return d | {"evidence": mask_pans(text)[0]}  # the PAN never goes downstream
+    if d["outcome"] is None:
+        raise _Invalid("missing_dispute_outcome", "dispute_close needs dispute.outcome (won or lost)")
+    return d
 
 
 def _check_amount(amount_minor: int | None, limits: Limits) -> None:

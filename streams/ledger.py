@@ -27,7 +27,7 @@ from schemas.times import to_ms as datetime_to_ms
 from streams.fx import FxRate, convert, parse_rate
 
 MERCHANT_ACCOUNTS = ("holds", "pending", "available")
-HOUSE_ACCOUNTS = ("holds", "clearing", "fees", "settlement", "fx")
+HOUSE_ACCOUNTS = ("holds", "clearing", "fees", "settlement", "fx", "disputes")
 EVENT_TYPES = frozenset(
     {"authorized", "declined", "authorization_pending", "captured", "voided", "expired",
      "refunded", "dispute_opened", "dispute_won", "dispute_lost", "settled"}
@@ -187,13 +187,17 @@ def post(event: Mapping[str, Any], *, shard: int, settlement: SettlementTerms | 
         move(h("clearing"), m("pending"), amount)
     elif etype in ("voided", "expired"):
         move(m("holds"), h("holds"), amount)  # the released rest of the hold
-    elif etype in ("refunded", "dispute_opened"):
+    elif etype == "refunded":
         move(m("pending"), h("clearing"), amount)
+    elif etype == "dispute_opened":
+        move(m("pending"), h("disputes"), amount)  # withdrawn from the merchant while it is open
     elif etype == "dispute_won":
-        move(h("clearing"), m("pending"), amount)
+        move(h("disputes"), m("pending"), amount)  # returned
+    elif etype == "dispute_lost":
+        move(h("disputes"), h("clearing"), amount)  # the network keeps it: the acquirer owes us less
     elif etype == "settled":
         fx = _settle(settlement, currency, amount, move, m, h)
-    # declined, authorization_pending, dispute_lost: no money moves (see docs/ledger.md)
+    # declined, authorization_pending: no money moves (see docs/ledger.md)
     move(m("pending"), h("fees"), fee)
 
     if not lines:

@@ -25,7 +25,7 @@ from typing import Any, Callable, Protocol
 
 from connectors.providers.router import Routed, Router, RoutingState
 from connectors.providers.simulated import Call, ProviderResult
-from schemas.ids import derive_command_id, derive_event_id, derive_outcome_id, derive_provider_key
+from schemas.ids import derive_command_id, derive_event_id, derive_label_id, derive_outcome_id, derive_provider_key
 from schemas.times import from_ms
 from schemas.times import to_ms as event_ms
 from streams.outcomes import outcome, rejection
@@ -36,6 +36,12 @@ from streams.timers import Timer
 MAX_FOLLOW_UPS = 100
 # Status queries for one pending authorization before it is left to ops.
 MAX_RESOLVE_ATTEMPTS = 5
+# Evidence submissions kept per open dispute (each at most ingest.EVIDENCE_MAX_CHARS).
+MAX_EVIDENCE = 10
+# What the network charges per dispute, in minor units of the payment's currency.
+DISPUTE_FEE_MINOR = 1_500
+# A lost dispute with this reason is a chargeback for fraud: a fraud label.
+FRAUD_DISPUTE_REASONS = frozenset({"fraudulent"})
 
 STATUSES = frozenset(
     {
@@ -67,9 +73,11 @@ AWAITING = {
 class Policy:
     auth_window: timedelta = timedelta(days=7)
     max_follow_ups: int = MAX_FOLLOW_UPS
+    dispute_fee_minor: int = DISPUTE_FEE_MINOR
 
     def __post_init__(self) -> None:
         assert 1 <= self.max_follow_ups <= 1_000, self.max_follow_ups
+        assert 0 <= self.dispute_fee_minor <= 10**9, self.dispute_fee_minor
 
     @property
     def auth_window_ms(self) -> int:
@@ -175,6 +183,13 @@ class Payment:
     resolve_attempts: int = 0
     # Hold given back without a capture (void, expiry, failed capture).
     released_minor: int = 0
+    # The open dispute (amount 0: none): withdrawn from the merchant until it closes.
+    dispute_minor: int = 0
+    dispute_reason: str | None = None
+    dispute_due_ms: int | None = None
+    dispute_evidence: tuple[str, ...] = ()
+    # Charged back for good by lost disputes: neither refundable nor disputable again.
+    dispute_lost_minor: int = 0
     # idempotency_key -> {"fingerprint": str, "outcome": {...}}; the create's key included
     idempotency: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -184,8 +199,17 @@ class Payment:
         assert 0 <= self.refunded_minor <= self.captured_minor, self
         assert 0 <= self.released_minor <= self.authorized_minor - self.captured_minor, self
         assert self.resolve_attempts <= MAX_RESOLVE_ATTEMPTS, self
+        assert self.dispute_minor >= 0 and self.dispute_lost_minor >= 0, self
+        assert self.refunded_minor + self.dispute_minor + self.dispute_lost_minor <= self.captured_minor, self
+        assert (self.dispute_minor > 0) == (self.dispute_reason is not None), self
+        assert len(self.dispute_evidence) <= MAX_EVIDENCE, self
         if self.status in ("voided", "expired", "failed"):
             assert self.captured_minor + self.released_minor == self.authorized_minor, self
+
+    @property
+    def disputable_minor(self) -> int:
+        """Captured and still with the merchant: not refunded, not lost in a dispute."""
+        return self.captured_minor - self.refunded_minor - self.dispute_lost_minor
 
     @property
     def hold_minor(self) -> int:
@@ -197,7 +221,9 @@ class Payment:
 
     @classmethod
     def from_json(cls, data: bytes) -> Payment:
-        return cls(**json.loads(data))
+        fields = json.loads(data)
+        fields["dispute_evidence"] = tuple(fields.get("dispute_evidence", ()))
+        return cls(**fields)
 
 
 @dataclass(frozen=True)
@@ -212,6 +238,7 @@ class Decision:
     # and what routing did for a create: attempts, failovers, breaker transitions.
     routing: RoutingState | None = None
     routed: Routed | None = None
+    labels: tuple[dict[str, Any], ...] = ()  # FraudLabel records (a lost fraud dispute)
 
 
 def fingerprint(cmd: dict[str, Any]) -> str:
@@ -233,6 +260,10 @@ def fingerprint(cmd: dict[str, Any]) -> str:
     }
     if cmd["kind"] == "review_resolve":  # the reviewer's decision is the request
         body["decision"] = cmd.get("fraud_action")
+    dispute = cmd.get("dispute")
+    if dispute is not None:  # only then: the fingerprints of other commands stay as they were
+        due = dispute["evidence_due_at"]
+        body["dispute"] = dispute | {"evidence_due_at": None if due is None else event_ms(due)}
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -314,6 +345,7 @@ class _Step:
         self.events: list[dict[str, Any]] = []
         self.commands: list[dict[str, Any]] = []
         self.timers: list[Timer] = []
+        self.labels: list[dict[str, Any]] = []
 
     @property
     def provider(self) -> Provider:
@@ -413,6 +445,7 @@ def _resolve_command(p: Payment, attempt: int, at: datetime) -> dict[str, Any]:
         "capture_method": None,
         "card": None,
         "metadata": {},
+        "dispute": None,
         "occurred_at": at,
         "rejection_reason": None,
         "rejection_detail": None,
@@ -532,6 +565,8 @@ def _capture(s: _Step) -> _Step | tuple[str, str]:
         return _closed(p)
     if p.status not in CAPTURABLE:
         return "already_captured", f"payment is {p.status}"
+    if p.dispute_minor:
+        return "dispute_in_progress", "no capture while a dispute is open"
     if event_ms(cmd["occurred_at"]) >= p.created_at_ms + s.policy.auth_window_ms or p.released_minor:
         return "authorization_expired", "the authorization window has passed"
     amount = _take(p.captured_minor, p.authorized_minor, cmd["amount_minor"])
@@ -557,17 +592,21 @@ def _refund(s: _Step) -> _Step | tuple[str, str]:
     p, cmd = s.payment, s.cmd
     if p.captured_minor == 0:
         return "not_captured", f"payment is {p.status}; nothing captured to refund"
-    if p.refunded_minor == p.captured_minor:
-        return "already_refunded", "everything captured is refunded"
-    amount = _take(p.refunded_minor, p.captured_minor, cmd["amount_minor"])
+    if p.dispute_minor:
+        # The disputed funds are already withdrawn; a refund could pay the customer twice.
+        return "dispute_in_progress", "no refund while a dispute is open"
+    if p.disputable_minor == 0:
+        return "already_refunded", "everything captured is refunded or charged back"
+    limit = p.captured_minor - p.dispute_lost_minor
+    amount = _take(p.refunded_minor, limit, cmd["amount_minor"])
     if amount is None:
-        return "amount_exceeds_captured", f"at most {p.captured_minor - p.refunded_minor} left to refund"
+        return "amount_exceeds_captured", f"at most {p.disputable_minor} left to refund"
     key = derive_provider_key(p.payment_id, "refund", cmd["idempotency_key"])
     result = s.provider.refund(key, amount, s.call)
     if result.status != "approved":
         return "provider_declined", f"the provider refused the refund: {result.reason}"
     refunded = p.refunded_minor + amount
-    status = "refunded" if refunded == p.captured_minor else "partially_refunded"
+    status = "refunded" if refunded == limit else "partially_refunded"
     s.event("refunded", amount, provider_ref=key, status=status, refunded_minor=refunded)
     return s
 
@@ -582,7 +621,69 @@ def _expire(s: _Step) -> _Step | tuple[str, str]:
     return s
 
 
-_FOLLOW_UPS = {"capture": _capture, "void": _void, "refund": _refund, "expire": _expire}
+def _dispute_open(s: _Step) -> _Step | tuple[str, str]:
+    p, cmd = s.payment, s.cmd
+    if p.dispute_minor:
+        return "dispute_already_open", "one dispute at a time per payment"
+    if p.disputable_minor == 0:
+        return "not_disputable", f"payment is {p.status}; nothing captured left to dispute"
+    amount = _take(p.refunded_minor + p.dispute_lost_minor, p.captured_minor, cmd["amount_minor"])
+    if amount is None:
+        return "amount_exceeds_disputable", f"at most {p.disputable_minor} can be disputed"
+    reason = cmd["dispute"]["reason"]
+    s.event("dispute_opened", amount, fee_minor=s.policy.dispute_fee_minor, reason=reason, dispute_minor=amount,
+            dispute_reason=reason, dispute_due_ms=event_ms(cmd["dispute"]["evidence_due_at"]), dispute_evidence=())
+    return s
+
+
+def _dispute_evidence(s: _Step) -> _Step | tuple[str, str]:
+    p = s.payment
+    if not p.dispute_minor:
+        return "no_open_dispute", "no dispute is open on this payment"
+    assert p.dispute_due_ms is not None
+    if event_ms(s.cmd["occurred_at"]) > p.dispute_due_ms:
+        return "evidence_overdue", "the evidence due date has passed"
+    if len(p.dispute_evidence) >= MAX_EVIDENCE:
+        return "too_much_evidence", f"at most {MAX_EVIDENCE} evidence submissions per dispute"
+    # Kept for the response to the network; no event: no money moves, nothing to post.
+    s.payment = replace(p, dispute_evidence=(*p.dispute_evidence, s.cmd["dispute"]["evidence"]))
+    return s
+
+
+def _dispute_close(s: _Step) -> _Step | tuple[str, str]:
+    p = s.payment
+    if not p.dispute_minor:
+        return "no_open_dispute", "no dispute is open on this payment"
+    closed = {"dispute_minor": 0, "dispute_reason": None, "dispute_due_ms": None, "dispute_evidence": ()}
+    if s.cmd["dispute"]["outcome"] == "won":
+        s.event("dispute_won", p.dispute_minor, reason=p.dispute_reason, **closed)
+        return s
+    s.event("dispute_lost", p.dispute_minor, reason=p.dispute_reason,
+            dispute_lost_minor=p.dispute_lost_minor + p.dispute_minor, **closed)
+    if p.dispute_reason in FRAUD_DISPUTE_REASONS and p.card_token is not None:
+        s.labels.append(_fraud_label(p, s.cmd, s.events[-1]["event_id"]))
+    return s
+
+
+def _fraud_label(p: Payment, cmd: dict[str, Any], event_id: str) -> dict[str, Any]:
+    """The chargeback as a FraudLabel, known when the dispute was lost (delayed feedback)."""
+    return {
+        "label_id": derive_label_id(event_id),
+        "payment_id": p.payment_id,
+        "card_token": p.card_token,
+        "merchant_id": p.merchant_id,
+        "fraud": True,
+        "source": "chargeback",
+        "tx_occurred_at": from_ms(p.created_at_ms),
+        "occurred_at": cmd["occurred_at"],
+        "amount_minor": p.dispute_minor,
+        "currency": p.currency,
+        "reason_code": p.dispute_reason,
+    }
+
+
+_FOLLOW_UPS = {"capture": _capture, "void": _void, "refund": _refund, "expire": _expire,
+               "dispute_open": _dispute_open, "dispute_evidence": _dispute_evidence, "dispute_close": _dispute_close}
 
 
 def _closed(p: Payment) -> tuple[str, str]:
@@ -598,7 +699,7 @@ def _finish(step: _Step, cmd: dict[str, Any], fp: str, status: str, reason: str 
 
 def _decision(step: _Step, out: dict[str, Any]) -> Decision:
     return Decision(step.payment, out, changed=True, events=tuple(step.events),
-                    commands=tuple(step.commands), timers=tuple(step.timers))
+                    commands=tuple(step.commands), timers=tuple(step.timers), labels=tuple(step.labels))
 
 
 def _remember(payment: Payment, cmd: dict[str, Any], fp: str, outcome: dict[str, Any]) -> Payment:

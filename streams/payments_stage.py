@@ -34,8 +34,8 @@ Get = Callable[[bytes], bytes | None]
 
 # Table names as the agent maps them to Faust tables.
 PAYMENTS, DEDUP, TIMERS = "payments", "dedup", "timers"
-# Output streams as the agent maps them to topics.
-OUTCOMES, EVENTS, SELF = "outcomes", "events", "self"
+# Output streams as the agent maps them to topics (LABELS: fraud-labels).
+OUTCOMES, EVENTS, SELF, LABELS = "outcomes", "events", "self", "labels"
 
 
 @dataclass(frozen=True)
@@ -134,6 +134,7 @@ def handle(
         payments[pid] = decision.payment
     effects.send(EVENTS, decision.events)
     effects.send(SELF, decision.commands)
+    effects.send(LABELS, decision.labels)
 
     timers = TimerStore(tables.timers, partition)
     at_ms = event_ms(cmd["occurred_at"])

@@ -92,6 +92,12 @@ class Settings(BaseSettings):
     timer_sweep_max: int = Field(8, ge=1, le=1_024)
     # Follow-up operations per payment (streams.payments.MAX_FOLLOW_UPS is the default).
     payment_max_follow_ups: int = Field(100, ge=1, le=1_000)
+    # The network's fee per dispute, in minor units of the payment's currency
+    # (streams.payments.DISPUTE_FEE_MINOR is the default; docs/payments.md, Disputes).
+    dispute_fee_minor: int = Field(1_500, ge=0, le=10**9)
+    # Refuse creates of merchants absent from the registry (streams/merchants.py);
+    # off by default so unregistered (demo) merchants keep working.
+    merchants_require_registration: bool = False
     # ClickHouse sink (connectors/clickhouse/sink.py: Batcher, Sink; the caps are its MAX_*).
     clickhouse_batch_max_rows: int = Field(10_000, ge=1, le=1_000_000)
     clickhouse_batch_max_wait_ms: int = Field(1_000, ge=0, le=60_000)

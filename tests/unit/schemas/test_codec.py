@@ -38,6 +38,7 @@ RECORDS = {
         "capture_method": "manual",
         "card": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123"},
         "metadata": {"order": "1001", "channel": "web"},
+        "dispute": None,
         "occurred_at": AT,
         "card_token": None,
     },
@@ -59,6 +60,7 @@ RECORDS = {
             "exp_year": 2030,
         },
         "metadata": {"order": "1001"},
+        "dispute": None,
         "occurred_at": AT,
         "rejection_reason": None,
         "rejection_detail": None,
@@ -220,6 +222,16 @@ RECORDS = {
     },
 }
 
+RECORDS["MerchantRecord"] = {
+    "merchant_id": "m_acme",
+    "kyc_status": "verified",
+    "currencies": ["EUR", "USD"],
+    "methods": ["card"],
+    "fee_plan_id": "standard",
+    "settlement_currency": "USD",
+    "updated_at": datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc),
+}
+
 # A refused command and a bare follow-up exercise the null branches of the unions.
 EXTRA_RECORDS = [
     (
@@ -232,6 +244,17 @@ EXTRA_RECORDS = [
         "PaymentCommand",
         RECORDS["PaymentCommand"]
         | {"kind": "capture", "amount_minor": None, "currency": None, "capture_method": None, "card": None, "metadata": {}},
+    ),
+    (
+        "ValidatedCommand",
+        RECORDS["ValidatedCommand"] | {"kind": "dispute_open", "card": None, "capture_method": None, "dispute": {
+            "reason": "fraudulent", "evidence_due_at": datetime(2026, 12, 16, 10, 0, tzinfo=timezone.utc),
+            "evidence": None, "outcome": None}},
+    ),
+    (
+        "PaymentCommand",
+        RECORDS["PaymentCommand"] | {"kind": "dispute_close", "amount_minor": None, "card": None, "dispute": {
+            "reason": None, "evidence_due_at": None, "evidence": None, "outcome": "lost"}},
     ),
     ("DeadLetter", RECORDS["DeadLetter"] | {"raw_key": None, "raw_value": b""}),
     ("LedgerEntry", RECORDS["LedgerEntry"] | {"fx": None, "reverses": "je_00112233445566778899aabbccddeeff"}),
@@ -444,7 +467,7 @@ def test_encode_without_check_still_raises_encode_error() -> None:
 def test_history_schemas_are_earlier_versions_of_shipped_ones() -> None:
     from schemas.codec import history_names, load_schema
 
-    assert history_names() == ("history/PaymentCommand.1", "history/ValidatedCommand.1")
+    assert history_names() == ("history/PaymentCommand.1", "history/PaymentCommand.2", "history/ValidatedCommand.1")
     for name in history_names():
         old = load_schema(name)
         assert old.parsed["name"] == load_schema(name.split("/")[1].split(".")[0]).parsed["name"]

@@ -35,6 +35,7 @@ def test_create_gets_defaults_and_a_derived_payment_id() -> None:
     assert record["payment_id"] == derive_payment_id("m_acme", "order-1")
     assert record["capture_method"] is None
     assert record["metadata"] == {}
+    assert record["dispute"] is None
     assert record["card"] == {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": None}
     assert record["occurred_at"] == datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
     assert COMMAND.decode(COMMAND.encode(record, check=True)) == record
@@ -125,3 +126,11 @@ def test_record_to_json_round_trips_a_command() -> None:
 def test_record_to_json_refuses_unknown_types() -> None:
     with pytest.raises(TypeError, match="set"):
         record_to_json({"x": {1, 2}})
+
+
+def test_a_dispute_gets_its_defaults_and_a_parsed_due_date() -> None:
+    record = command_from_json(create_json(kind="dispute_open", card=None, payment_id="pay_given",
+                                           dispute={"reason": "fraudulent", "evidence_due_at": "2026-12-16T10:00:00Z"}))
+    assert record["dispute"] == {"reason": "fraudulent", "evidence_due_at": datetime(2026, 12, 16, 10, 0, tzinfo=timezone.utc),
+                                 "evidence": None, "outcome": None}
+    assert COMMAND.decode(COMMAND.encode(record, check=True)) == record

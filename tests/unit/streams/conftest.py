@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -73,6 +73,15 @@ class Commands:
     def expire(self, payment_id: str, key: str, **kw: Any) -> dict[str, Any]:
         return self.follow_up("expire", payment_id, key, **kw)
 
+    def dispute(self, kind: str, payment_id: str, key: str, *, reason: str | None = None,
+                due: datetime | None = None, evidence: str | None = None, outcome: str | None = None,
+                **kw: Any) -> dict[str, Any]:
+        """A dispute_open/evidence/close as ingest forwards it (the due date filled in)."""
+        cmd = self.follow_up(kind, payment_id, key, **kw)
+        if kind == "dispute_open":
+            due = due or cmd["occurred_at"] + timedelta(days=21)
+        return cmd | {"dispute": {"reason": reason, "evidence_due_at": due, "evidence": evidence, "outcome": outcome}}
+
     @staticmethod
     def _command(kind, key, merchant, payment_id, amount, currency, at, command_id, metadata, *,
                  capture_method=None, card=None) -> dict[str, Any]:  # type: ignore[no-untyped-def]
@@ -87,6 +96,7 @@ class Commands:
             "capture_method": capture_method,
             "card": card,
             "metadata": metadata or {},
+            "dispute": None,
             "occurred_at": at,
             "rejection_reason": None,
             "rejection_detail": None,

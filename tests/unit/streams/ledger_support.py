@@ -68,7 +68,8 @@ class _Pay:
     captured: int = 0
     refunded: int = 0
     settled: int = 0
-    disputed: int = 0
+    disputed: int = 0  # the open dispute
+    lost: int = 0  # lost in disputes: gone for good
     open: bool = True  # the hold can still be captured
     version: int = 0
 
@@ -110,7 +111,7 @@ def histories(draw: st.DrawFn, max_payments: int = 5, max_ops: int = 30) -> list
         if pay.authorized == 0:
             continue
         rest_hold = pay.authorized - pay.captured
-        refundable = pay.captured - pay.refunded - pay.disputed
+        refundable = pay.captured - pay.refunded - pay.disputed - pay.lost
         if op == "capture" and pay.open and rest_hold:
             amount = min(draw(amounts), rest_hold)
             pay.captured += amount
@@ -118,19 +119,20 @@ def histories(draw: st.DrawFn, max_payments: int = 5, max_ops: int = 30) -> list
         elif op in ("void", "expire") and pay.open:
             pay.open = False
             emit(pay, "voided" if op == "void" else "expired", rest_hold)
-        elif op == "refund" and refundable:
+        elif op == "refund" and refundable and not pay.disputed:  # no refund while a dispute is open
             amount = min(draw(amounts), refundable)
             pay.refunded += amount
             emit(pay, "refunded", amount)
         elif op == "dispute" and refundable and not pay.disputed:
-            pay.disputed = refundable
-            emit(pay, "dispute_opened", refundable, draw(fees))
+            pay.disputed = min(draw(amounts), refundable)
+            emit(pay, "dispute_opened", pay.disputed, draw(st.sampled_from((0, 1_500))))
         elif op == "close" and pay.disputed:
             won = draw(st.booleans())
             emit(pay, "dispute_won" if won else "dispute_lost", pay.disputed)
+            pay.lost += 0 if won else pay.disputed
             pay.disputed = 0
-        elif op == "settle" and pay.captured - pay.refunded > pay.settled:
-            amount = pay.captured - pay.refunded - pay.settled
+        elif op == "settle" and pay.captured - pay.refunded - pay.lost > pay.settled:
+            amount = pay.captured - pay.refunded - pay.lost - pay.settled
             pay.settled += amount
             emit(pay, "settled", amount)
     return out

@@ -254,6 +254,42 @@ def test_versions_must_increase_and_totals_add_up() -> None:
     assert reasons == ["version_not_increasing", "totals_mismatch"]
 
 
+def dispute_log(*tail: tuple[str, int]) -> Log:
+    """A captured payment of 1,000 with 200 refunded, then the given (type, amount) events."""
+    events = [event("authorized", amount=1_000, authorized=1_000, version=1),
+              event("captured", amount=1_000, authorized=1_000, captured=1_000, version=2),
+              event("refunded", amount=200, authorized=1_000, captured=1_000, refunded=200, version=3)]
+    refunded = 200
+    for i, (etype, amount) in enumerate(tail, start=4):
+        refunded += amount if etype == "refunded" else 0
+        events.append(event(etype, amount=amount, authorized=1_000, captured=1_000, refunded=refunded, version=i))
+    return Log(events)
+
+
+def reasons_of(log: Log) -> list[str]:
+    return [f.reason for f in audit(log.records(), PUBLIC).failures]
+
+
+def test_a_dispute_lifecycle_audits_clean() -> None:
+    assert reasons_of(dispute_log(("dispute_opened", 800), ("dispute_won", 800), ("dispute_opened", 300),
+                                  ("dispute_lost", 300), ("refunded", 500))) == []
+
+
+@pytest.mark.parametrize(
+    ("tail", "reason"),
+    [
+        ((("dispute_opened", 900),), "disputed_exceeds_captured"),
+        ((("dispute_opened", 300), ("dispute_opened", 300)), "dispute_already_open"),
+        ((("dispute_opened", 300), ("refunded", 100)), "refund_during_dispute"),
+        ((("dispute_opened", 300), ("dispute_lost", 200)), "dispute_mismatch"),
+        ((("dispute_won", 300),), "dispute_mismatch"),
+        ((("dispute_opened", 800), ("dispute_lost", 800), ("refunded", 1)), "disputed_exceeds_captured"),
+    ],
+)
+def test_dispute_invariants(tail: tuple, reason: str) -> None:
+    assert reason in reasons_of(dispute_log(*tail))
+
+
 def test_duplicate_event_id() -> None:
     e = event("authorized", amount=100, authorized=100, version=1)
     log = Log([e, e | {"version": 2}])

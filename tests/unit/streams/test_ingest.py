@@ -444,3 +444,78 @@ def test_a_card_number_must_be_ascii_digits(number: str) -> None:
 def test_a_card_token_with_a_trailing_newline_is_refused() -> None:
     cmd = create(card=None, card_token=CARD_TOKEN | {"token": CARD_TOKEN["token"] + "\n"})
     assert forwarded(cmd)["rejection_reason"] == "invalid_card_token"
+
+
+# --- dispute commands ---
+
+
+def dispute(kind: str, amount_minor: int | None = None, **fields: Any) -> dict[str, Any]:
+    body = {"reason": None, "evidence_due_at": None, "evidence": None, "outcome": None} | fields
+    return follow_up(kind, amount_minor=amount_minor, dispute=body)
+
+
+def test_dispute_open_defaults_the_evidence_due_date_from_event_time() -> None:
+    cmd = forwarded(dispute("dispute_open", reason="fraudulent"))
+    assert cmd["rejection_reason"] is None
+    assert cmd["dispute"]["reason"] == "fraudulent"
+    assert cmd["dispute"]["evidence_due_at"] == datetime(2026, 12, 16, 10, 0, tzinfo=timezone.utc)  # T0 + 21 days
+    assert cmd["amount_minor"] is None  # the payments stage takes the disputable rest
+
+
+def test_dispute_open_keeps_a_given_amount_and_due_date() -> None:
+    due = datetime(2026, 12, 1, tzinfo=timezone.utc)
+    cmd = forwarded(dispute("dispute_open", 700, reason="duplicate", evidence_due_at=due))
+    assert (cmd["amount_minor"], cmd["dispute"]["evidence_due_at"]) == (700, due)
+
+
+def test_dispute_close_and_evidence_are_forwarded() -> None:
+    assert forwarded(dispute("dispute_close", outcome="lost"))["dispute"]["outcome"] == "lost"
+    cmd = forwarded(dispute("dispute_evidence", evidence="receipt and delivery photo"))
+    assert cmd["dispute"]["evidence"] == "receipt and delivery photo"
+
+
+def test_evidence_is_pan_masked_before_it_goes_downstream() -> None:
+    cmd = forwarded(dispute("dispute_evidence", evidence=f"customer paid with {PAN} on the 3rd"))
+    assert cmd["rejection_reason"] is None
+    assert PAN not in cmd["dispute"]["evidence"] and "[PAN]" in cmd["dispute"]["evidence"]
+
+
+@pytest.mark.parametrize(
+    ("cmd", "reason"),
+    [
+        (dispute("dispute_open"), "missing_dispute_reason"),
+        (dispute("dispute_open", reason="because"), "invalid_dispute_reason"),
+        (dispute("dispute_open", reason="general", evidence_due_at=T0), "invalid_evidence_due"),
+        (dispute("dispute_open", reason="general", evidence_due_at=datetime(2027, 6, 1, tzinfo=timezone.utc)),
+         "invalid_evidence_due"),
+        (dispute("dispute_open", reason="general", outcome="won"), "unexpected_dispute_field"),
+        (dispute("dispute_open", 0, reason="general"), "invalid_amount"),
+        (dispute("dispute_close"), "missing_dispute_outcome"),
+        (dispute("dispute_close", 100, outcome="won"), "unexpected_amount"),
+        (dispute("dispute_evidence"), "invalid_evidence"),
+        (dispute("dispute_evidence", evidence="   "), "invalid_evidence"),
+        (dispute("dispute_evidence", evidence="x" * 4_001), "invalid_evidence"),
+        (follow_up("dispute_close"), "missing_dispute_outcome"),
+        (follow_up("refund", dispute={"reason": "general", "evidence_due_at": None, "evidence": None, "outcome": None}),
+         "unexpected_dispute"),
+    ],
+)
+def test_invalid_dispute_commands_are_refused(cmd: dict[str, Any], reason: str) -> None:
+    out = forwarded(cmd)
+    assert out["rejection_reason"] == reason
+    assert out["dispute"] is None  # a refused command forwards no evidence
+
+
+def test_a_command_of_the_previous_schema_still_decodes() -> None:
+    from fastavro import parse_schema, schemaless_writer
+    import io, json
+    from schemas.codec import MAGIC, crc64_avro_fingerprint, schema_text
+    from fastavro.schema import to_parsing_canonical_form
+
+    old = json.loads(schema_text("history/PaymentCommand.2"))
+    body = io.BytesIO()
+    schemaless_writer(body, parse_schema(old), follow_up("refund", amount_minor=5) | {"card_token": None})
+    raw = MAGIC + crc64_avro_fingerprint(to_parsing_canonical_form(old)) + body.getvalue()
+    result = ingest(raw, source_for(FOLLOW_UP_PID), TOKENIZER, LIMITS)
+    assert isinstance(result, Forward) and result.command["dispute"] is None
+    assert result.command["rejection_reason"] is None

@@ -78,19 +78,35 @@ def test_partial_capture_then_void_leaves_no_hold() -> None:
     ("etype", "expected"),
     [
         ("refunded", {("merchant:m_acme:pending", "JPY", 500), ("house:clearing:2", "JPY", -500)}),
-        ("dispute_opened", {("merchant:m_acme:pending", "JPY", 500), ("house:clearing:2", "JPY", -500)}),
-        ("dispute_won", {("house:clearing:2", "JPY", 500), ("merchant:m_acme:pending", "JPY", -500)}),
+        ("dispute_opened", {("merchant:m_acme:pending", "JPY", 500), ("house:disputes:2", "JPY", -500)}),
+        ("dispute_won", {("house:disputes:2", "JPY", 500), ("merchant:m_acme:pending", "JPY", -500)}),
     ],
 )
 def test_refunds_and_disputes_move_money_back_and_forth(etype: str, expected: set) -> None:
     assert lines_of(post(event(etype, amount=500, currency="JPY"), shard=2)) == expected
 
 
-def test_dispute_lost_moves_only_its_fee() -> None:
-    # The disputed funds left at dispute_opened; losing only keeps them gone.
-    assert post(event("dispute_lost", amount=500), shard=0) is None
-    assert lines_of(post(event("dispute_lost", amount=500, fee=1_500), shard=0)) == {
+def test_dispute_lost_gives_the_held_funds_to_the_network() -> None:
+    # The merchant's funds left at dispute_opened; losing moves them from the dispute
+    # account to the network (the acquirer owes us less).
+    assert lines_of(post(event("dispute_lost", amount=500), shard=0)) == {
+        ("house:disputes:0", "USD", 500), ("house:clearing:0", "USD", -500)}
+
+
+def test_a_dispute_fee_is_taken_from_the_merchant_when_the_dispute_opens() -> None:
+    assert lines_of(post(event("dispute_opened", amount=500, fee=1_500), shard=0)) == {
+        ("merchant:m_acme:pending", "USD", 500), ("house:disputes:0", "USD", -500),
         ("merchant:m_acme:pending", "USD", 1_500), ("house:fees:0", "USD", -1_500)}
+
+
+def test_a_closed_dispute_leaves_the_dispute_account_empty() -> None:
+    for close in ("dispute_won", "dispute_lost"):
+        balances: dict = {}
+        for e in (event("dispute_opened", amount=700, version=3), event(close, amount=700, version=4)):
+            balances = apply(balances, post(e, shard=0))
+        assert ("house:disputes:0", "USD") not in balances
+        merchant = balances.get(("merchant:m_acme:pending", "USD"), 0)
+        assert merchant == (0 if close == "dispute_won" else 700)  # lost: the merchant is 700 short
 
 
 @pytest.mark.parametrize("etype", ["declined", "authorization_pending"])

@@ -440,3 +440,109 @@ def test_the_follow_up_bound_is_the_policy_s(cmds) -> None:
     p = decide(p, cmds.refund(p.payment_id, "ref-1", amount=1), saga_of(), policy).payment
     out = decide(p, cmds.refund(p.payment_id, "ref-2", amount=1), saga_of(), policy).outcome
     assert (out["status"], out["reason_code"]) == ("rejected", "too_many_operations")
+
+
+# --- disputes ---
+
+FRAUD_LABELS = Codec("FraudLabel")
+EVENTS = Codec("PaymentEvent")
+
+
+def captured(cmds, amount: int = 10_000) -> Payment:  # type: ignore[no-untyped-def]
+    return ok(None, cmds.create(amount=amount))
+
+
+def test_dispute_opens_for_the_disputable_rest_with_a_fee(cmds) -> None:
+    p = captured(cmds)
+    p = ok(p, cmds.refund(p.payment_id, "r1", amount=3_000))
+    d = apply(p, cmds.dispute("dispute_open", p.payment_id, "d1", reason="fraudulent"))
+    (e,) = d.events
+    EVENTS.encode(e, check=True)
+    assert (e["type"], e["amount_minor"], e["fee_minor"], e["reason_code"]) == ("dispute_opened", 7_000, 1_500, "fraudulent")
+    assert (d.payment.dispute_minor, d.payment.status, d.payment.refunded_minor) == (7_000, "partially_refunded", 3_000)
+    assert d.payment.dispute_due_ms == p.created_at_ms + 21 * 24 * 3600 * 1000
+
+
+def test_dispute_fee_comes_from_the_policy(cmds) -> None:
+    p = captured(cmds)
+    d = apply(p, cmds.dispute("dispute_open", p.payment_id, "d1", amount=100, reason="general"),
+              policy=Policy(dispute_fee_minor=0))
+    assert (d.events[0]["amount_minor"], d.events[0]["fee_minor"]) == (100, 0)
+
+
+def test_dispute_rules(cmds) -> None:
+    manual = ok(None, cmds.create("order-2", capture_method="manual"))
+    refused(manual, cmds.dispute("dispute_open", manual.payment_id, "d1", reason="general"), "not_disputable")
+    p = captured(cmds)
+    refused(p, cmds.dispute("dispute_open", p.payment_id, "d1", amount=10_001, reason="general"), "amount_exceeds_disputable")
+    refused(p, cmds.dispute("dispute_close", p.payment_id, "c0", outcome="won"), "no_open_dispute")
+    refused(p, cmds.dispute("dispute_evidence", p.payment_id, "e0", evidence="x"), "no_open_dispute")
+    p = ok(p, cmds.dispute("dispute_open", p.payment_id, "d1", amount=4_000, reason="general"))
+    refused(p, cmds.dispute("dispute_open", p.payment_id, "d2", reason="general"), "dispute_already_open")
+    refused(p, cmds.refund(p.payment_id, "r1", amount=1), "dispute_in_progress")
+
+
+def test_capture_is_refused_while_a_dispute_is_open(cmds) -> None:
+    p = ok(None, cmds.create("order-2", capture_method="manual"))
+    p = ok(p, cmds.capture(p.payment_id, "c1", amount=4_000))
+    p = ok(p, cmds.dispute("dispute_open", p.payment_id, "d1", reason="general"))
+    refused(p, cmds.capture(p.payment_id, "c2", amount=1_000), "dispute_in_progress")
+
+
+def test_evidence_is_kept_until_its_due_date_and_bounded(cmds) -> None:
+    p = captured(cmds)
+    due = cmds.t0 + timedelta(days=2)
+    p = ok(p, cmds.dispute("dispute_open", p.payment_id, "d1", reason="product_not_received", due=due))
+    version = p.version
+    p = ok(p, cmds.dispute("dispute_evidence", p.payment_id, "e1", evidence="tracking 1Z999", at=due))
+    assert (p.dispute_evidence, p.version) == (("tracking 1Z999",), version)  # no event: no money moves
+    assert Payment.from_json(p.to_json()) == p
+    refused(p, cmds.dispute("dispute_evidence", p.payment_id, "e2", evidence="late", at=due + MS), "evidence_overdue")
+    for i in range(2, 11):
+        p = ok(p, cmds.dispute("dispute_evidence", p.payment_id, f"e{i}", evidence=str(i)))
+    refused(p, cmds.dispute("dispute_evidence", p.payment_id, "e11", evidence="11"), "too_much_evidence")
+
+
+def test_a_won_dispute_gives_the_funds_back_and_can_be_refunded_later(cmds) -> None:
+    p = captured(cmds)
+    p = ok(p, cmds.dispute("dispute_open", p.payment_id, "d1", reason="fraudulent"))
+    d = apply(p, cmds.dispute("dispute_close", p.payment_id, "c1", outcome="won"))
+    assert [(e["type"], e["amount_minor"], e["reason_code"]) for e in d.events] == [("dispute_won", 10_000, "fraudulent")]
+    assert d.labels == ()  # won: no chargeback, no label
+    assert (d.payment.dispute_minor, d.payment.dispute_lost_minor) == (0, 0)
+    p = ok(d.payment, cmds.refund(p.payment_id, "r1"))
+    assert (p.status, p.refunded_minor) == ("refunded", 10_000)
+
+
+def test_a_lost_fraud_dispute_emits_a_fraud_label(cmds) -> None:
+    p = captured(cmds)
+    p = ok(p, cmds.refund(p.payment_id, "r1", amount=1_000))
+    p = ok(p, cmds.dispute("dispute_open", p.payment_id, "d1", amount=6_000, reason="fraudulent"))
+    at = cmds.t0 + timedelta(days=30)
+    d = apply(p, cmds.dispute("dispute_close", p.payment_id, "c1", outcome="lost", at=at))
+    (label,) = d.labels
+    FRAUD_LABELS.encode(label, check=True)
+    assert (label["payment_id"], label["card_token"], label["fraud"], label["source"]) == (
+        p.payment_id, p.card_token, True, "chargeback")
+    assert (label["amount_minor"], label["reason_code"], label["occurred_at"]) == (6_000, "fraudulent", at)
+    assert label["tx_occurred_at"] == cmds.t0
+    q = d.payment
+    assert (q.dispute_lost_minor, q.disputable_minor) == (6_000, 3_000)
+    # Only the rest is refundable; refunding all of it makes the payment refunded.
+    refused(q, cmds.refund(q.payment_id, "r2", amount=3_001), "amount_exceeds_captured")
+    assert ok(q, cmds.refund(q.payment_id, "r3")).status == "refunded"
+
+
+def test_a_lost_dispute_for_another_reason_is_no_fraud_label(cmds) -> None:
+    p = captured(cmds)
+    p = ok(p, cmds.dispute("dispute_open", p.payment_id, "d1", reason="product_not_received"))
+    assert apply(p, cmds.dispute("dispute_close", p.payment_id, "c1", outcome="lost")).labels == ()
+
+
+def test_a_dispute_command_replays_and_conflicts_by_its_key(cmds) -> None:
+    p = captured(cmds)
+    cmd = cmds.dispute("dispute_open", p.payment_id, "d1", reason="general")
+    q = ok(p, cmd)
+    assert apply(q, cmd | {"command_id": "retry"}).outcome["status"] == "replayed"
+    other = cmds.dispute("dispute_open", p.payment_id, "d1", reason="duplicate", command_id="retry-2")
+    refused(q, other, "idempotency_conflict")

@@ -300,3 +300,55 @@ def test_money_is_always_integer_minor_units(cmds, drawn: list[dict[str, Any]]) 
         assert type(value) is int or (value is None and name == "amount_minor"), (name, value)
     for state in states:
         assert all(type(state[k]) is int for k in ("amount_minor", "authorized_minor", "captured_minor", "refunded_minor"))
+
+
+# --- disputes: the state machine's events keep the books ---
+
+dispute_steps = st.lists(
+    st.tuples(
+        st.sampled_from(("capture", "refund", "dispute_open", "dispute_evidence", "dispute_close", "void")),
+        st.sampled_from((None, 1, 700, 3_000, 10_000)),  # amount
+        st.sampled_from(("won", "lost")),
+        st.sampled_from(("fraudulent", "general")),
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(capture_method=st.sampled_from(("automatic", "manual")), drawn=dispute_steps)
+def test_disputes_keep_the_ledger_invariants(cmds, capture_method: str, drawn: list) -> None:  # type: ignore[no-untyped-def]
+    from streams.ledger import add_into, post, totals_by_currency
+
+    first = decide(None, cmds.create(capture_method=capture_method), saga_of(Provider()), POLICY)
+    p, events, labels, balances = first.payment, list(first.events), [], {}
+    lost = 0
+    for i, (kind, amount, outcome, reason) in enumerate(drawn):
+        at = cmds.t0 + timedelta(minutes=i + 1)
+        if kind in ("capture", "refund", "void"):
+            cmd = cmds.follow_up(kind, p.payment_id, f"k{i}", amount=amount, at=at)
+        else:
+            cmd = cmds.dispute(kind, p.payment_id, f"k{i}", amount=amount if kind == "dispute_open" else None,
+                               reason=reason if kind == "dispute_open" else None, evidence="e" if kind == "dispute_evidence" else None,
+                               outcome=outcome if kind == "dispute_close" else None, at=at)
+        d = decide(p, cmd, saga_of(Provider()), POLICY)
+        if d.changed:
+            if kind == "dispute_close" and outcome == "lost":
+                lost += p.dispute_minor
+            p = d.payment
+        events.extend(d.events)
+        labels.extend(d.labels)
+        # refunded + disputed <= captured, with what lost disputes took for good
+        assert p.refunded_minor + p.dispute_minor + p.dispute_lost_minor <= p.captured_minor
+        assert p.dispute_lost_minor == lost
+    for e in events:
+        entry = post(e, shard=0)  # every JournalEntry asserts it balances per currency
+        if entry is not None:
+            add_into(balances, entry)
+    assert totals_by_currency(balances) == {}
+    assert -balances.get(("house:disputes:0", "USD"), 0) == p.dispute_minor  # holds exactly the open dispute
+    assert balances.get(("house:holds:0", "USD"), 0) == p.hold_minor
+    fees = sum(e["fee_minor"] for e in events)
+    assert -balances.get(("merchant:m_acme:pending", "USD"), 0) == (
+        p.captured_minor - p.refunded_minor - p.dispute_minor - p.dispute_lost_minor - fees)
+    assert len(labels) == len({e["event_id"] for e in events if e["type"] == "dispute_lost" and e["reason_code"] == "fraudulent"})

@@ -1,0 +1,112 @@
+"""`paystream merchants add|verify|reject|list`: the merchant registry on the
+compacted `merchants` topic (keyed by merchant_id, MerchantRecord Avro). A change
+is a new record read-modified-written from the topic's current state; the keys
+stage folds the topic (streams/merchants.py). The lead declares the topic
+(compacted, the pipeline's partition count) in streams/topics.py."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from schemas.codec import Codec, DecodeError
+from streams import merchants
+from streams.settings import get_settings
+
+app = typer.Typer(no_args_is_help=True, help="The merchant registry: KYC status, currencies, methods, fee plan.")
+err = Console(stderr=True, soft_wrap=True)
+CODEC = Codec("MerchantRecord")
+TOPIC = "merchants"
+
+
+def topic() -> str:
+    ns = get_settings().namespace
+    return f"{ns}.{TOPIC}" if ns else TOPIC
+
+
+def _now() -> datetime:
+    # A registry change happens now: the operator's command is the event.
+    return datetime.now(timezone.utc)
+
+
+def read_registry() -> merchants.Registry:
+    """The registry as the topic holds it now (every record folded, in offset order)."""
+    from connectors.kafka.clients import MissingTopic, read_to_end
+
+    s = get_settings()
+    registry: merchants.Registry = {}
+    try:
+        for msg in read_to_end(s.bootstrap_servers, [topic()], s.partitions):
+            value = msg.value()
+            try:
+                record = None if value is None else CODEC.decode(value)
+            except DecodeError as e:
+                err.print(f"[yellow]merchants:[/yellow] skipped an undecodable record at offset {msg.offset()}: {e.reason}")
+                continue
+            registry = merchants.fold(registry, msg.key().decode(), record)
+    except MissingTopic:
+        return {}
+    return registry
+
+
+def _write(record: dict) -> None:
+    from connectors.kafka.clients import command_producer
+
+    producer = command_producer(get_settings().bootstrap_servers)
+    producer.produce(topic(), key=record["merchant_id"].encode(), value=CODEC.encode(record, check=True))
+    if producer.flush(30) != 0:
+        err.print("[red]merchants:[/red] the broker did not acknowledge the record in 30 s")
+        raise typer.Exit(1)
+
+
+@app.command("add")
+def add(merchant: str, currency: list[str] = typer.Option([], "--currency", help="Allowed currency (repeat); none: any."),
+        method: list[str] = typer.Option(["card"], "--method", help="Allowed payment method (repeat)."),
+        fee_plan: str = typer.Option("standard", help="Fee plan id."),
+        settlement_currency: str = typer.Option("USD", help="The currency the merchant is paid in."),
+        verified: bool = typer.Option(False, "--verified", help="Register as KYC-verified (test mode, demo)."))-> None:
+    """Register MERCHANT (KYC pending unless --verified); re-adding replaces its record."""
+    try:
+        record = merchants.merchant_record(merchant, kyc_status="verified" if verified else "pending",
+                                           currencies=currency, methods=method, fee_plan_id=fee_plan,
+                                           settlement_currency=settlement_currency, updated_at=_now())
+    except merchants.MerchantError as e:
+        err.print(f"[red]merchants add:[/red] {e}")
+        raise typer.Exit(2) from None
+    _write(record)
+    typer.echo(f"{merchant}: {record['kyc_status']}")
+
+
+def _set_status(merchant: str, status: str) -> None:
+    record = read_registry().get(merchant)
+    if record is None:
+        err.print(f"[red]merchants:[/red] no merchant {merchant!r}; add it first")
+        raise typer.Exit(2)
+    _write(merchants.with_status(record, status, _now()))
+    typer.echo(f"{merchant}: {status}")
+
+
+@app.command("verify")
+def verify(merchant: str) -> None:
+    """Mark MERCHANT's KYC as verified: its creates are accepted."""
+    _set_status(merchant, "verified")
+
+
+@app.command("reject")
+def reject(merchant: str) -> None:
+    """Mark MERCHANT's KYC as rejected: its creates are refused `merchant_not_verified`."""
+    _set_status(merchant, "rejected")
+
+
+@app.command("list")
+def list_() -> None:
+    """Every registered merchant, as the topic holds it."""
+    table = Table("merchant", "kyc", "currencies", "methods", "fee plan", "settles in", "updated")
+    for m in sorted(read_registry().values(), key=lambda r: r["merchant_id"]):
+        table.add_row(m["merchant_id"], m["kyc_status"], ",".join(m["currencies"]) or "any",
+                      ",".join(m["methods"]) or "any", m["fee_plan_id"], m["settlement_currency"],
+                      m["updated_at"].isoformat())
+    Console().print(table)

@@ -1,0 +1,104 @@
+"""The merchant registry: records on the compacted `merchants` topic (keyed by
+merchant_id, schemas/avro/MerchantRecord.avsc), folded into a dict, and the rule a
+create must pass. Pure: no Kafka, no clock.
+
+Where the rule runs: the keys stage (streams/keys.py). Its input is keyed by
+merchant, so with `merchants` partitioned the same way each keys partition needs only
+its own merchants (a co-partitioned table, no global table), and a refused create
+never reaches the payments stage. The stage calls `admit` and, on a reason, sets
+`rejection_reason`/`rejection_detail` on the command as it does for key conflicts.
+
+Unknown merchants (no record): allowed unless `require_registration` is set
+(`PAYSTREAM_MERCHANTS_REQUIRE_REGISTRATION`), so the demo and existing producers keep
+working until their merchants are registered; a registered merchant that is not
+verified is always refused. Follow-ups of existing payments are not re-checked: a
+merchant rejected later can still refund and answer disputes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from schemas.money import is_currency
+
+KYC_STATUSES = ("pending", "verified", "rejected")
+METHODS = frozenset({"card"})  # what the pipeline takes today; wallets, bank transfers come with issue 13 item 4
+MERCHANT_ID_MAX_LEN = 64  # as ingest bounds it
+FEE_PLAN_MAX_LEN = 64
+MAX_CURRENCIES = 64
+
+#: merchant_id -> its latest record
+Registry = dict[str, dict[str, Any]]
+
+
+class MerchantError(ValueError):
+    """A registry record that cannot be built; the message says which field."""
+
+
+def merchant_record(merchant_id: str, *, kyc_status: str = "pending", currencies: Iterable[str] = (),
+                    methods: Iterable[str] = ("card",), fee_plan_id: str = "standard",
+                    settlement_currency: str = "USD", updated_at: datetime) -> dict[str, Any]:
+    """A checked MerchantRecord."""
+    currencies, methods = sorted(set(currencies)), sorted(set(methods))
+    if not merchant_id or len(merchant_id) > MERCHANT_ID_MAX_LEN or not merchant_id.isprintable():
+        raise MerchantError(f"merchant_id must be 1..{MERCHANT_ID_MAX_LEN} printable chars")
+    if kyc_status not in KYC_STATUSES:
+        raise MerchantError(f"kyc_status must be one of {', '.join(KYC_STATUSES)}")
+    if len(currencies) > MAX_CURRENCIES or not all(is_currency(c) for c in currencies):
+        raise MerchantError(f"currencies must be at most {MAX_CURRENCIES} ISO 4217 codes")
+    if not set(methods) <= METHODS:
+        raise MerchantError(f"methods must be among {', '.join(sorted(METHODS))}")
+    if not fee_plan_id or len(fee_plan_id) > FEE_PLAN_MAX_LEN:
+        raise MerchantError(f"fee_plan_id must be 1..{FEE_PLAN_MAX_LEN} chars")
+    if not is_currency(settlement_currency):
+        raise MerchantError("settlement_currency must be an ISO 4217 code")
+    if updated_at.tzinfo is None:
+        raise MerchantError("updated_at needs a timezone")
+    return {"merchant_id": merchant_id, "kyc_status": kyc_status, "currencies": currencies, "methods": methods,
+            "fee_plan_id": fee_plan_id, "settlement_currency": settlement_currency, "updated_at": updated_at}
+
+
+def with_status(record: Mapping[str, Any], kyc_status: str, updated_at: datetime) -> dict[str, Any]:
+    """The record's next version with another KYC status (verify, reject)."""
+    fields = {k: v for k, v in record.items() if k not in ("merchant_id", "kyc_status", "updated_at")}
+    return merchant_record(record["merchant_id"], kyc_status=kyc_status, updated_at=updated_at, **fields)
+
+
+def fold(registry: Registry, merchant_id: str, record: Mapping[str, Any] | None) -> Registry:
+    """The registry after one message of the topic (None: a tombstone). A new dict.
+    Compaction keeps the latest per key, so the fold is last-writer-wins by offset."""
+    out = dict(registry)
+    if record is None:
+        out.pop(merchant_id, None)
+    else:
+        assert record["merchant_id"] == merchant_id, "the key is the merchant_id"
+        out[merchant_id] = dict(record)
+    return out
+
+
+@dataclass(frozen=True)
+class Refusal:
+    reason: str
+    detail: str
+
+
+def admit(cmd: Mapping[str, Any], merchant: Mapping[str, Any] | None, *,
+          require_registration: bool = False) -> Refusal | None:
+    """None if the registry lets this command through, else why not. Only creates
+    are checked (see the module doc)."""
+    if cmd["kind"] != "create":
+        return None
+    if merchant is None:
+        if require_registration:
+            return Refusal("merchant_unknown", "the merchant is not registered")
+        return None
+    if merchant["kyc_status"] != "verified":
+        return Refusal("merchant_not_verified", f"the merchant's KYC status is {merchant['kyc_status']}")
+    if merchant["currencies"] and cmd["currency"] not in merchant["currencies"]:
+        return Refusal("currency_not_allowed", f"the merchant may charge in {', '.join(merchant['currencies'])}")
+    if merchant["methods"] and "card" not in merchant["methods"]:
+        return Refusal("method_not_allowed", f"the merchant accepts {', '.join(merchant['methods'])}")
+    return None
