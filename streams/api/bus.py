@@ -12,6 +12,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from confluent_kafka import TopicPartition
+
+from connectors.kafka.clients import POLL_TIMEOUT_S, command_producer, committed_reader, end_offsets
+from schemas.codec import DecodeError
+from streams.observe import MAX_BATCH, OUTCOME_CODEC
+from streams.publish import COMMAND_CODEC, command_key
+from streams.settings import Settings
+from streams.topics import topic_names
+
 log = logging.getLogger(__name__)
 
 
@@ -112,3 +121,71 @@ class InMemoryBus:
 
     async def outcome(self, command_id: str, timeout_s: float) -> dict[str, Any] | None:
         return await self.outcomes.wait(command_id, timeout_s)
+
+
+class KafkaBus:
+    """confluent-kafka: an idempotent producer (murmur2 keys, like every producer of
+    commands) and one read_committed consumer of payment-outcomes, started at the end
+    offsets before the first publish, feeding `Outcomes`. Two daemon threads: one
+    serves the producer's delivery callbacks, one polls outcomes."""
+
+    def __init__(self, settings: Settings, max_slots: int) -> None:
+        names = topic_names(settings)
+        self._topic, self._encode, self._key = names.commands, COMMAND_CODEC.encode, command_key
+        self._producer = command_producer(settings.bootstrap_servers, linger_ms=settings.producer_linger_ms)
+        self._consumer = committed_reader(settings.bootstrap_servers, [])
+        self._consumer.assign([TopicPartition(names.outcomes, p, high) for p, high in
+                               end_offsets(self._consumer, names.outcomes, settings.partitions).items()])
+        self.outcomes = Outcomes(max_slots)
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._serve_producer, name="api-producer", daemon=True),
+                         threading.Thread(target=self._read_outcomes, name="api-outcomes", daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    async def publish(self, command: dict[str, Any]) -> None:
+        loop = asyncio.get_running_loop()
+        acked: asyncio.Future[None] = loop.create_future()
+
+        def on_delivery(error: Any, _msg: Any) -> None:
+            loop.call_soon_threadsafe(_settle, acked, None if error is None else BusUnavailable(str(error)))
+
+        self.outcomes.expect(command["command_id"])  # before producing: the outcome may be quick
+        try:
+            self._producer.produce(self._topic, key=self._key(command), value=self._encode(command), on_delivery=on_delivery)
+        except BufferError:
+            raise BusUnavailable("producer queue full") from None
+        await acked
+
+    async def outcome(self, command_id: str, timeout_s: float) -> dict[str, Any] | None:
+        return await self.outcomes.wait(command_id, timeout_s)
+
+    def _serve_producer(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(0.1)
+
+    def _read_outcomes(self) -> None:
+        while not self._stop.is_set():
+            for msg in self._consumer.consume(MAX_BATCH, timeout=POLL_TIMEOUT_S):
+                if msg.error() is not None:
+                    continue  # end of partition and transient errors; the client recovers itself
+                try:
+                    self.outcomes.deliver(OUTCOME_CODEC.decode(msg.value()))
+                except DecodeError:
+                    log.warning("undecodable outcome at %s[%d]@%d", msg.topic(), msg.partition(), msg.offset())
+
+    def close(self, flush_timeout_s: float = 10.0) -> None:
+        self._producer.flush(flush_timeout_s)
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=5)
+        self._consumer.close()
+
+
+def _settle(fut: asyncio.Future[None], error: Exception | None) -> None:
+    if fut.done():
+        return
+    if error is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(error)
