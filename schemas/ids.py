@@ -46,6 +46,12 @@ def derive_command_id(payment_id: str, kind: str, *parts: str) -> str:
     return _derive("cmd_", payment_id, kind, *parts)
 
 
+def derive_api_command_id(merchant_id: str, idempotency_key: str, route: str, instance: str) -> str:
+    """The command_id an API instance gives one HTTP write: a retry of the same key on
+    the same route (e.g. "capture:pay_...") reuses it and is never published twice."""
+    return _derive("cmd_", "api", instance, merchant_id, idempotency_key, route)
+
+
 def derive_entry_id(event_id: str) -> str:
     """The journal entry of a payment event: a redelivered event yields the same id."""
     return _derive("je_", event_id)

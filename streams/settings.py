@@ -107,6 +107,20 @@ class Settings(BaseSettings):
     webhook_backoff_max_delay_s: int = Field(6 * 3600, ge=1, le=86_400)
     webhook_give_up_after_s: int = Field(3 * 86_400, ge=60, le=30 * 86_400)
 
+    # Merchant HTTP API (streams/api, docs/api.md). Loopback unless told otherwise.
+    api_host: str = Field("127.0.0.1", min_length=1, max_length=255)
+    api_port: int = Field(8080, ge=1024, le=65535)
+    # A write waits this long for its committed outcome, then answers 202 with a status URL.
+    api_outcome_timeout_ms: int = Field(10_000, ge=100, le=120_000)
+    api_max_body_bytes: int = Field(16_384, ge=1_024, le=1_048_576)
+    # Per API key: sustained rate, burst, and requests that may wait for a token before 429.
+    api_rate_per_s: float = Field(50.0, gt=0, le=100_000)
+    api_rate_burst: int = Field(100, ge=1, le=100_000)
+    api_rate_queue_max: int = Field(20, ge=0, le=10_000)
+    # Writes awaiting an outcome in one process; idempotency records one process keeps.
+    api_max_in_flight: int = Field(10_000, ge=1, le=1_000_000)
+    api_idempotency_records_max: int = Field(100_000, ge=100, le=10_000_000)
+
     @field_validator("kafka_bootstrap")
     @classmethod
     def _bootstrap_not_empty(cls, v: str) -> str:

@@ -1,0 +1,26 @@
+"""The API's OpenAPI document, as committed in docs/openapi.json.
+
+Regenerate after changing a route or a model:
+`PYTHONPATH=. python -m streams.api.openapi > docs/openapi.json`
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from streams.api.app import create_app
+from streams.api.auth import ApiKeys
+from streams.api.bus import InMemoryBus
+
+SPEC_PATH = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
+
+
+def spec_json() -> str:
+    app = create_app(InMemoryBus(lambda _c: None), ApiKeys(Path("/nonexistent/api_keys.json")), instance="spec")
+    return json.dumps(app.openapi(), indent=2, sort_keys=True) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(spec_json())

@@ -1,0 +1,102 @@
+"""`paystream api` (the merchant HTTP API, docs/api.md) and `paystream api-keys`
+(merchants' secret keys: stored hashed in `<data_dir>/api_keys.json`, shown once)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from streams.api import auth
+from streams.settings import get_settings
+
+app = typer.Typer(no_args_is_help=True, help="Merchants' secret API keys (sk_...), stored hashed.")
+err = Console(stderr=True, soft_wrap=True)
+
+
+def keys_path() -> Path:
+    return get_settings().data_dir / "api_keys.json"
+
+
+def _load() -> dict[str, auth.KeyRecord]:
+    try:
+        return auth.load(keys_path())
+    except auth.KeyFileError as e:
+        err.print(f"[red]api-keys:[/red] {e}")
+        raise typer.Exit(1) from None
+
+
+@app.command("add")
+def add(merchant: str) -> None:
+    """Create a secret key for MERCHANT and print it: the only time it is shown."""
+    keys = _load()
+    try:
+        secret, record = auth.new_key(merchant, datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        auth.save(keys | {record.key_id: record}, keys_path())
+    except auth.KeyFileError as e:
+        err.print(f"[red]api-keys add:[/red] {e}")
+        raise typer.Exit(2) from None
+    err.print("api-keys: store this key now; it cannot be shown again")
+    typer.echo(json.dumps({"key_id": record.key_id, "merchant_id": merchant, "secret_key": secret}))
+
+
+@app.command("list")
+def list_keys(merchant: str = typer.Option(None, help="Only this merchant")) -> None:
+    """Keys (never their secrets), one JSON object per line."""
+    for k in _load().values():
+        if merchant is None or k.merchant_id == merchant:
+            typer.echo(json.dumps({"key_id": k.key_id, "merchant_id": k.merchant_id, "created_at": k.created_at,
+                                   "revoked": k.revoked}))
+
+
+@app.command("revoke")
+def revoke(key_id: str) -> None:
+    """Revoke KEY_ID; a running API refuses it from its next request."""
+    keys = _load()
+    if key_id not in keys:
+        err.print(f"[red]api-keys revoke:[/red] no key {key_id}")
+        raise typer.Exit(2)
+    keys[key_id] = auth.KeyRecord(**{**keys[key_id].__dict__, "revoked": True})
+    auth.save(keys, keys_path())
+    err.print(f"api-keys: revoked {key_id}")
+
+
+def serve(
+    host: str = typer.Option(None, help="Default PAYSTREAM_API_HOST (127.0.0.1)"),
+    port: int = typer.Option(None, min=1024, max=65535, help="Default PAYSTREAM_API_PORT (8080)"),
+) -> None:
+    """Serve the merchant API: writes go to payment-commands, answers come from payment-outcomes."""
+    import uvicorn
+
+    from connectors.clickhouse.client import ClickHouseError, connect
+    from connectors.kafka.clients import MissingTopic, committed_reader, require_topics
+    from streams.api.app import ApiConfig, create_app
+    from streams.api.bus import KafkaBus
+    from streams.api.readmodel import ClickHousePayments
+    from streams.topics import topic_names
+
+    settings = get_settings()
+    names = topic_names(settings)
+    probe = committed_reader(settings.bootstrap_servers, [])
+    try:
+        require_topics(probe, [names.commands, names.outcomes])
+    except MissingTopic as e:
+        err.print(f"[red]api:[/red] {e}")
+        raise typer.Exit(2) from None
+    finally:
+        probe.close()
+    config = ApiConfig.from_settings(settings)
+    try:
+        reader = ClickHousePayments(connect(settings.clickhouse_url, settings.clickhouse_database, create=False))
+    except ClickHouseError as e:  # GET then answers from the outcomes this process saw
+        err.print(f"[yellow]api: no read model ({e}); GET /v1/payments/{{id}} knows only this process's payments[/yellow]")
+        reader = None
+    bus = KafkaBus(settings, config.idempotency_records_max)
+    try:
+        api = create_app(bus, auth.ApiKeys(keys_path()), config=config, reader=reader)
+        uvicorn.run(api, host=host or settings.api_host, port=port or settings.api_port, log_level="info")
+    finally:
+        bus.close()

@@ -1,0 +1,136 @@
+"""An API over an in-memory bus whose answers come from a tiny fake pipeline: the
+HTTP logic under test, the payment rules only as far as the responses need them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from schemas.ids import derive_outcome_id
+from streams.api import auth
+from streams.api.app import ApiConfig, create_app
+from streams.api.bus import InMemoryBus
+
+T0 = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
+DECLINED_CARD = "4000000000000002"
+CARD = {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123"}
+
+
+@dataclass
+class FakePipeline:
+    """Creates authorize (declining DECLINED_CARD), captures and refunds move the
+    amounts; per-merchant keys replay or conflict like the real one."""
+
+    payments: dict[str, dict[str, Any]] = field(default_factory=dict)
+    keys: dict[tuple[str, str], tuple[Any, dict[str, Any]]] = field(default_factory=dict)
+    silent: bool = False  # never answer: a stalled pipeline
+
+    def __call__(self, cmd: dict[str, Any]) -> dict[str, Any] | None:
+        if self.silent:
+            return None
+        request = {k: v for k, v in cmd.items() if k not in ("command_id", "occurred_at")}
+        base = {"outcome_id": derive_outcome_id(cmd["command_id"]), "command_id": cmd["command_id"], "kind": cmd["kind"],
+                "merchant_id": cmd["merchant_id"], "idempotency_key": cmd["idempotency_key"],
+                "payment_id": cmd["payment_id"], "reason_code": None, "reason_detail": None,
+                "amount_minor": cmd["amount_minor"], "occurred_at": cmd["occurred_at"]}
+        prior = self.keys.get((cmd["merchant_id"], cmd["idempotency_key"]))
+        if prior is not None:
+            if prior[0] != request:
+                return base | self._none() | {"status": "rejected", "reason_code": "idempotency_conflict", "currency": None}
+            return prior[1] | {"command_id": cmd["command_id"], "status": "replayed"}
+        p = self.payments.get(cmd["payment_id"])
+        if cmd["kind"] == "create":
+            declined = cmd["card"]["number"] == DECLINED_CARD
+            p = {"payment_status": "declined" if declined else ("authorized" if cmd["capture_method"] == "manual" else "captured"),
+                 "merchant_id": cmd["merchant_id"], "currency": cmd["currency"],
+                 "authorized_minor": 0 if declined else cmd["amount_minor"],
+                 "captured_minor": cmd["amount_minor"] if not declined and cmd["capture_method"] == "automatic" else 0,
+                 "refunded_minor": 0, "card_bin": cmd["card"]["number"][:6], "card_last4": cmd["card"]["number"][-4:]}
+            self.payments[cmd["payment_id"]] = p
+            out = base | p | {"status": "rejected" if declined else "succeeded",
+                              "reason_code": "card_declined" if declined else None}
+        elif p is None or p["merchant_id"] != cmd["merchant_id"]:
+            return base | self._none() | {"status": "rejected", "reason_code": "payment_not_found", "currency": None}
+        elif cmd["kind"] == "capture":
+            amount = cmd["amount_minor"] or p["authorized_minor"] - p["captured_minor"]
+            if p["payment_status"] != "authorized" or amount > p["authorized_minor"]:
+                return base | p | {"status": "rejected", "reason_code": "amount_exceeds_authorized"}
+            p |= {"captured_minor": p["captured_minor"] + amount, "payment_status": "captured"}
+            out = base | p | {"status": "succeeded"}
+        elif cmd["kind"] == "void":
+            p |= {"payment_status": "voided"}
+            out = base | p | {"status": "succeeded"}
+        else:
+            amount = cmd["amount_minor"] or p["captured_minor"] - p["refunded_minor"]
+            p |= {"refunded_minor": p["refunded_minor"] + amount, "payment_status": "refunded"}
+            out = base | p | {"status": "succeeded"}
+        self.keys[(cmd["merchant_id"], cmd["idempotency_key"])] = (request, out)
+        return out
+
+    @staticmethod
+    def _none() -> dict[str, Any]:
+        return {"payment_status": None, "authorized_minor": 0, "captured_minor": 0, "refunded_minor": 0,
+                "card_bin": None, "card_last4": None}
+
+
+@dataclass
+class Api:
+    client: TestClient
+    bus: InMemoryBus
+    pipeline: FakePipeline
+    keys_path: Path
+    secret: str  # m_acme's key
+    other_secret: str  # m_other's key
+
+    def headers(self, key: str | None = None, secret: str | None = None) -> dict[str, str]:
+        h = {"Authorization": f"Bearer {secret or self.secret}"}
+        if key is not None:
+            h["Idempotency-Key"] = key
+        return h
+
+    def create(self, key: str = "order-1", secret: str | None = None, **body: Any):  # type: ignore[no-untyped-def]
+        payload = {"amount_minor": 1999, "currency": "USD", "capture_method": "manual", "card": CARD} | body
+        return self.client.post("/v1/payments", json=payload, headers=self.headers(key, secret))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now_s = 1000.0
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+def make_keys(path: Path) -> tuple[str, str]:
+    secret, record = auth.new_key("m_acme", "2026-11-25T10:00:00Z")
+    other, other_record = auth.new_key("m_other", "2026-11-25T10:00:00Z")
+    auth.save({record.key_id: record, other_record.key_id: other_record}, path)
+    return secret, other
+
+
+@pytest.fixture(scope="session")
+def key_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
+    # scrypt is deliberately slow: one key file for the session, copied per test.
+    path = tmp_path_factory.mktemp("keys") / "api_keys.json"
+    return (path, *make_keys(path))
+
+
+def build_api(tmp_path: Path, key_file: tuple[Path, str, str], config: ApiConfig = ApiConfig(outcome_timeout_s=0.5),
+              clock: Clock | None = None) -> Api:
+    src, secret, other = key_file
+    path = tmp_path / "api_keys.json"
+    path.write_bytes(src.read_bytes())
+    pipeline = FakePipeline()
+    bus = InMemoryBus(pipeline)
+    app = create_app(bus, auth.ApiKeys(path), config=config, instance="test", clock=clock or Clock(), now=lambda: T0)
+    return Api(TestClient(app, raise_server_exceptions=False), bus, pipeline, path, secret, other)
+
+
+@pytest.fixture
+def api(tmp_path: Path, key_file: tuple[Path, str, str]) -> Api:
+    return build_api(tmp_path, key_file)

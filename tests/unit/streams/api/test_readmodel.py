@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from streams.api.readmodel import ClickHousePayments
+
+
+def _row(version: int, status: str, captured: int) -> dict:
+    return {"payment_id": "pay_1", "merchant_id": "m_acme", "currency": "USD", "status": status,
+            "authorized_minor": 1999, "captured_minor": captured, "refunded_minor": 0, "version": version,
+            "last_event_id": f"evt_{version}", "last_event_type": status, "reason_code": None, "provider": "p",
+            "card_token": "tok", "card_bin": "424242", "card_last4": "4242",
+            "updated_at": datetime(2026, 11, 25, tzinfo=timezone.utc)}
+
+
+def test_the_latest_version_of_a_payment_and_none_for_an_unknown_one(ch) -> None:  # type: ignore[no-untyped-def]
+    rows = [_row(1, "authorized", 0), _row(2, "captured", 1999)]
+    ch.insert("payments", [list(r.values()) for r in rows], column_names=list(rows[0]))
+    reader = ClickHousePayments(ch)
+    assert reader.get("pay_1") == {"payment_id": "pay_1", "merchant_id": "m_acme", "payment_status": "captured",
+                                   "currency": "USD", "authorized_minor": 1999, "captured_minor": 1999,
+                                   "refunded_minor": 0, "card_bin": "424242", "card_last4": "4242"}
+    assert reader.get("pay_2") is None
