@@ -22,6 +22,7 @@ import atexit
 import logging
 import shutil
 from datetime import timedelta
+from typing import Any
 
 import faust
 
@@ -30,17 +31,19 @@ from connectors.providers.router import build_router
 from connectors.providers.simulated import SimulatedProvider
 from connectors.vault.keys import ActiveSigner, FileKeyStore
 from connectors.vault.vault import open_vault
+from models.blocklist import BlockEntry, BlocklistError
+from models.scoring import Scorer
+from models.train import SHIPPED_ARTIFACT
 from schemas.cards import mask_pans
 from schemas.codec import Codec, DecodeError
-from streams import faust_fixes, metrics, topics
+from schemas.partitioning import partition_for
+from streams import faust_fixes, ledger_stage, merchants, metrics, risk_stage, topics
+from streams import keys as key_stage
 from streams.eos import Emitter, Record, StateWrite
 from streams.ingest import DeadLetter, Forward, Limits, Source, dead_letter, ingest
-from streams.payments import Policy, Saga
-from schemas.partitioning import partition_for
-from streams import keys as key_stage
-from streams import ledger_stage
 from streams.ledger import entry_to_record
-from streams.payments_stage import DEDUP, EVENTS, OUTCOMES, PAYMENTS, SELF, TIMERS, Tables, handle
+from streams.payments import Policy, Saga
+from streams.payments_stage import DEDUP, EVENTS, LABELS, OUTCOMES, PAYMENTS, SELF, TIMERS, Tables, handle
 from streams.settings import Settings
 
 log = logging.getLogger("paystream.worker")
@@ -51,6 +54,13 @@ VALIDATED_CODEC = Codec("ValidatedCommand")
 OUTCOME_CODEC = Codec("PaymentOutcome")
 EVENT_CODEC = Codec("PaymentEvent")
 ENTRY_CODEC = Codec("LedgerEntry")
+LABEL_CODEC = Codec("FraudLabel")
+REVIEW_CODEC = Codec("FraudReview")
+MERCHANT_CODEC = Codec("MerchantRecord")
+BLOCK_CODEC = Codec("FraudBlockEntry")
+# How often each worker reads new blocklist records (every worker reads them all).
+BLOCKLIST_POLL_S = 1.0
+BLOCKLIST_BATCH_MAX = 1_000
 DLQ_CODEC = Codec("DeadLetter")
 
 
@@ -114,6 +124,7 @@ def build_app(settings: Settings) -> faust.App:
     names = topics.topic_names(settings)
     commands, keyed, validated = topic(names.commands), topic(names.keyed), topic(names.validated)
     events, ledger_entries = topic(names.events), topic(names.ledger)
+    risk_in, labels_in, merchants_in = topic(names.risk), topic(names.labels), topic(names.merchants)
     key_table = app.Table("keys", partitions=n, key_type=bytes, value_type=bytes)
     payments = app.Table("payments", partitions=n, key_type=bytes, value_type=bytes)
     applied = app.Table("payments-dedup", partitions=n, key_type=bytes, value_type=bytes)
@@ -121,6 +132,9 @@ def build_app(settings: Settings) -> faust.App:
     balances = app.Table("ledger-balances", partitions=n, key_type=bytes, value_type=bytes)
     entries_applied = app.Table("ledger-applied", partitions=n, key_type=bytes, value_type=bytes)
     ledger_tables = {ledger_stage.BALANCES: balances, ledger_stage.APPLIED: entries_applied}
+    risk_table = app.Table("risk", partitions=n, key_type=bytes, value_type=bytes)
+    # The merchant registry, co-partitioned with the keys stage (both keyed by merchant id).
+    merchant_table = app.Table("merchants", partitions=n, key_type=bytes, value_type=bytes)
     tables = {PAYMENTS: payments, DEDUP: applied, TIMERS: timer_table}
     views = Tables(payments.data.get, applied.data.get, timer_table.data.get)
 
@@ -132,11 +146,23 @@ def build_app(settings: Settings) -> faust.App:
     vault = open_vault(settings.data_dir, keystore)
     atexit.register(vault.close)
     limits = Limits(settings.max_amount_minor, settings.idempotency_key_max_len, n)
-    policy = Policy(auth_window=timedelta(hours=settings.auth_window_h), max_follow_ups=settings.payment_max_follow_ups)
+    policy = Policy(auth_window=timedelta(hours=settings.auth_window_h), max_follow_ups=settings.payment_max_follow_ups,
+                    dispute_fee_minor=settings.dispute_fee_minor)
+    # The fraud model is verified here, at start: a tampered artifact stops the worker now, not mid-stream.
+    scorer = Scorer.load(SHIPPED_ARTIFACT)
+    blocklist_reader = BlocklistReader(settings, scorer)
     retention = timedelta(hours=settings.idempotency_retention_h)
+    route_retention = timedelta(days=settings.follow_up_route_days) if settings.fraud_scoring else None
     saga = build_saga(settings)
     codecs = {OUTCOMES: (names.outcomes, OUTCOME_CODEC), EVENTS: (names.events, EVENT_CODEC),
-              SELF: (names.validated, VALIDATED_CODEC)}
+              SELF: (names.validated, VALIDATED_CODEC), LABELS: (names.labels, LABEL_CODEC)}
+
+    def record_for(stream: str, key: bytes | None, record: dict) -> Record:
+        topic_name, codec = codecs[stream]
+        if stream == LABELS:  # labels travel by card token, to the card's risk partition
+            token = record["card_token"].encode()
+            return Record(topic_name, token, codec.encode(record), partition_for(token, n))
+        return Record(topic_name, key, codec.encode(record))
 
     emitter = Emitter(app)
 
@@ -171,10 +197,18 @@ def build_app(settings: Settings) -> faust.App:
             if cmd is None:
                 continue
             m = event.message
+            registered = merchant_table.data.get(cmd["merchant_id"].encode())
+            refusal = merchants.admit(cmd, MERCHANT_CODEC.decode(registered) if registered is not None else None,
+                                      require_registration=settings.merchants_require_registration)
+            if refusal is not None and cmd["rejection_reason"] is None:
+                cmd = cmd | {"rejection_reason": refusal.reason, "rejection_detail": refusal.detail}
             effects = key_stage.handle(cmd, m.partition, int(m.timestamp * 1000), key_table.data.get, retention,
-                                      settings.timer_sweep_max)
-            out = Forward(effects.command)
-            record = Record(names.validated, out.key, VALIDATED_CODEC.encode(out.command), partition_for(out.key, n))
+                                      settings.timer_sweep_max, route_retention)
+            if effects.route is not None:  # a create, scored in its card's partition first, or its follow-up behind it
+                record = Record(names.risk, effects.route, VALIDATED_CODEC.encode(effects.command), partition_for(effects.route, n))
+            else:
+                out = Forward(effects.command)
+                record = Record(names.validated, out.key, VALIDATED_CODEC.encode(out.command), partition_for(out.key, n))
             await emitter.emit(event, [StateWrite(key_table, k, v) for k, v in effects.writes], [record])
             for timer in effects.fired:
                 metrics.TIMERS_FIRED.labels(kind=f"keys-{timer.kind}").inc()
@@ -203,7 +237,7 @@ def build_app(settings: Settings) -> faust.App:
                 await to_dlq(event, dead_letter("payments", "command_id_reused", detail, event.value, source_of(event)))
                 continue
             writes = [StateWrite(tables[t], k, v) for t, k, v in effects.writes]
-            records = [Record(codecs[stream][0], m.key, codecs[stream][1].encode(r)) for stream, r in effects.records]
+            records = [record_for(stream, m.key, r) for stream, r in effects.records]
             await emitter.emit(event, writes, records)
             for stream, record in effects.records:
                 if stream == OUTCOMES:
@@ -256,4 +290,107 @@ def build_app(settings: Settings) -> faust.App:
             await emitter.emit(event, writes, ())
             metrics.LEDGER_ENTRIES.inc()
 
+    @app.agent(risk_in, name="risk")
+    async def risk_agent(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            cmd = await decode_or_dlq(event, "risk")
+            if cmd is None:
+                continue
+            blocklist_reader.ensure_loaded()
+            m = event.message
+            effects = risk_stage.handle(cmd, m.partition, int(m.timestamp * 1000), risk_table.data.get, scorer, retention,
+                                        settings.timer_sweep_max)
+            if effects.skipped:
+                metrics.DUPLICATES_SKIPPED.labels(stage="risk").inc()
+                continue
+            assert effects.command is not None
+            out = Forward(effects.command)
+            records = [Record(names.validated, out.key, VALIDATED_CODEC.encode(out.command), partition_for(out.key, n))]
+            if effects.review is not None:
+                records.append(Record(names.review, out.key, REVIEW_CODEC.encode(effects.review)))
+            await emitter.emit(event, [StateWrite(risk_table, k, v) for k, v in effects.writes], records)
+            if effects.decision is not None:
+                metrics.FRAUD_DECISIONS.labels(action=effects.decision.action, fallback=str(effects.fallback).lower()).inc()
+            if effects.state_unreadable:
+                log.warning("risk: a stored state of command %s was unreadable and started afresh", cmd["command_id"])
+
+    @app.agent(labels_in, name="labels")
+    async def labels_agent(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            try:
+                label = LABEL_CODEC.decode(event.value)
+            except DecodeError as e:
+                await to_dlq(event, dead_letter("labels", e.reason, e.detail, event.value, source_of(event)))
+                continue
+            m = event.message
+            effects = risk_stage.handle_label(label, m.partition, int(m.timestamp * 1000), risk_table.data.get, retention,
+                                              settings.timer_sweep_max)
+            if effects.skipped:
+                continue
+            await emitter.emit(event, [StateWrite(risk_table, k, v) for k, v in effects.writes], ())
+
+    @app.agent(merchants_in, name="merchants")
+    async def merchants_agent(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            key = event.message.key
+            if event.value is not None:
+                try:
+                    MERCHANT_CODEC.decode(event.value)
+                except DecodeError as e:
+                    await to_dlq(event, dead_letter("merchants", e.reason, e.detail, event.value, source_of(event)))
+                    continue
+            if not key:
+                await to_dlq(event, dead_letter("merchants", "missing_key", "a registry record needs its merchant id as key",
+                                                event.value or b"", source_of(event)))
+                continue
+            await emitter.emit(event, [StateWrite(merchant_table, key, event.value)], ())
+
+    @app.timer(interval=BLOCKLIST_POLL_S)
+    async def blocklist_refresh() -> None:
+        blocklist_reader.poll()
+
     return app
+
+
+class BlocklistReader:
+    """Every worker folds the whole `fraud-blocklist` topic (all partitions, no group)
+    into its scorer's blocklist: all of it before the worker starts, then what is new
+    every BLOCKLIST_POLL_S, so a block reaches all workers within seconds. An unusable
+    record is counted, not applied."""
+
+    def __init__(self, settings: Settings, scorer: Scorer) -> None:
+        self.settings, self.scorer = settings, scorer
+        self.consumer: Any = None  # connected on first use: building the app needs no broker
+
+    def ensure_loaded(self) -> None:
+        """Read the whole topic once (the risk agent calls this before its first score)."""
+        if self.consumer is not None:
+            return
+        from confluent_kafka import TopicPartition
+
+        from connectors.kafka.clients import committed_reader, end_offsets, read_to_end
+
+        topic = topics.topic_names(self.settings).blocklist
+        consumer = committed_reader(self.settings.bootstrap_servers, [])
+        atexit.register(consumer.close)
+        ends = {(topic, p): end for p, end in end_offsets(consumer, topic, self.settings.partitions).items()}
+        for msg in read_to_end(self.settings.bootstrap_servers, [topic], self.settings.partitions, ends=ends):
+            self._apply(msg.value())
+        consumer.assign([TopicPartition(topic, p, end) for (_, p), end in ends.items()])
+        self.consumer = consumer
+
+    def poll(self) -> int:
+        self.ensure_loaded()
+        msgs = self.consumer.consume(BLOCKLIST_BATCH_MAX, timeout=0)
+        for msg in msgs:
+            if msg.error() is None:
+                self._apply(msg.value())
+        return len(msgs)
+
+    def _apply(self, value: bytes | None) -> None:
+        if value is None:
+            return
+        try:  # in offset order, unblocks too: the latest entry per key wins
+            self.scorer.blocklist.apply(BlockEntry.from_record(BLOCK_CODEC.decode(value)))
+        except (DecodeError, BlocklistError):
+            metrics.DEAD_LETTERS.labels(stage="blocklist", reason="unusable_entry").inc()

@@ -15,16 +15,15 @@ from rich.table import Table
 from schemas.codec import Codec, DecodeError
 from streams import merchants
 from streams.settings import get_settings
+from streams.topics import topic_names
 
 app = typer.Typer(no_args_is_help=True, help="The merchant registry: KYC status, currencies, methods, fee plan.")
 err = Console(stderr=True, soft_wrap=True)
 CODEC = Codec("MerchantRecord")
-TOPIC = "merchants"
 
 
 def topic() -> str:
-    ns = get_settings().namespace
-    return f"{ns}.{TOPIC}" if ns else TOPIC
+    return topic_names(get_settings()).merchants
 
 
 def _now() -> datetime:

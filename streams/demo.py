@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from connectors.kafka import admin
+from schemas.cards import luhn_valid
 from schemas.ids import derive_payment_id
 from streams.observe import Observer
 from streams.publish import RawMessage, publish_commands
@@ -36,6 +37,9 @@ TEST_CARDS = (
     "4000000000000002",
 )
 CARD_WEIGHTS = (30, 25, 15, 12, 10, 2, 2, 8)
+# The first five are ordinary cards: each payment gets its own number under that card's
+# BIN (a fraud stage sees many cardholders, not five people paying 10,000 times).
+ORDINARY_CARDS = 5
 BOOKS_TIMEOUT_S = 300.0
 MERCHANTS = ("m_acme", "m_globex", "m_initech", "m_umbrella", "m_wayne")
 # currency -> (typical amount range in minor units)
@@ -48,6 +52,12 @@ class Traffic:
     command_ids: set[str] = field(default_factory=set)
     garbage: int = 0
     expected: Counter[str] = field(default_factory=Counter)
+
+
+def cardholder(test_card: str, rng: random.Random) -> str:
+    """Another valid number of the same BIN and length: random account digits, Luhn check digit."""
+    body = test_card[:6] + "".join(str(rng.randrange(10)) for _ in range(len(test_card) - 7))
+    return body + next(d for d in "0123456789" if luhn_valid(body + d))
 
 
 def generate(payments: int, seed: int, run_id: str, start: datetime) -> Traffic:
@@ -83,6 +93,8 @@ def generate(payments: int, seed: int, run_id: str, start: datetime) -> Traffic:
         currency = rng.choice(list(CURRENCIES))
         amount = rng.randint(*CURRENCIES[currency])
         pan = rng.choices(TEST_CARDS, CARD_WEIGHTS)[0]
+        if TEST_CARDS.index(pan) < ORDINARY_CARDS:
+            pan = cardholder(pan, rng)
         manual = rng.random() < 0.3
         key = f"{run_id}-{i}"
         pid = derive_payment_id(merchant, key)

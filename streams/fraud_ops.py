@@ -15,6 +15,7 @@ from typing import Any, Iterable, Mapping
 from models.blocklist import BlockEntry, Blocklist, BlocklistError
 from schemas.ids import derive_command_id
 from streams.settings import Settings
+from streams.topics import prefixed
 
 BLOCKLIST, LABELS, REVIEW = "fraud-blocklist", "fraud-labels", "fraud-review"
 LABEL_SOURCES = ("chargeback", "fraud_report", "review", "matured")
@@ -22,8 +23,8 @@ MAX_OPERATOR_LEN = 64
 
 
 def fraud_topic(settings: Settings, base: str) -> str:
-    """A fraud topic's name under the settings' namespace (as streams.topics names the rest)."""
-    return f"{settings.namespace}.{base}" if settings.namespace else base
+    """A fraud topic's name under the settings' namespace."""
+    return prefixed(settings, base)
 
 
 def block_record(kind: str, value: str, action: str, reason: str, at: datetime, *, actor: str | None = None,

@@ -4,6 +4,14 @@ Commands reach this stage keyed by merchant (so one merchant's keys live in one
 partition, and each payment's commands keep their order: they all pass through
 their merchant's partition), and leave it keyed by payment_id for the payments stage.
 
+Routes. A create the risk stage scores goes on to `payment-commands-risk` keyed by its
+card token; its payment's follow-ups must not overtake it, so the stage remembers
+payment -> card token and sends them the same way (the risk stage passes them
+through): one payment's commands pass one keys partition, then one risk partition,
+then one payments partition, in order. The route is kept `route_retention` (the
+refund and dispute window) by event time; a follow-up after it goes straight on
+(its create is long done).
+
 A key is claimed by the first payment it is used for. The same key on another
 payment of the merchant is refused as `idempotency_conflict`; on the same payment
 it passes, and the payment, which keeps each key's fingerprint and first outcome,
@@ -12,6 +20,7 @@ nothing. Claims are kept `retention` by event time, then swept (streams/timers.p
 
 Storage, in the keys table (keys carry the partition, see streams/timers.py):
   b"<p>/k/<merchant>\\x1f<key>" -> JSON {"payment_id", "first_ms"}
+  b"<p>/r/<payment_id>"          -> the card token its commands travel by
 """
 
 from __future__ import annotations
@@ -32,6 +41,11 @@ class KeyEffects:
     command: dict[str, Any]  # the ValidatedCommand to forward, possibly now refused
     writes: list[tuple[bytes, bytes | None]] = field(default_factory=list)
     fired: list[Timer] = field(default_factory=list)
+    route: bytes | None = None  # the card token to send it by, through the risk stage; None: straight on
+
+
+def route_key(partition: int, payment_id: str) -> bytes:
+    return f"{partition}/r/{payment_id}".encode()
 
 
 def routing_key(cmd: dict[str, Any]) -> bytes:
@@ -45,7 +59,8 @@ def claim_key(partition: int, merchant_id: str, idempotency_key: str) -> bytes:
 
 
 def handle(cmd: dict[str, Any], partition: int, record_ts_ms: int, get: Get, retention: timedelta,
-           sweep_max: int = SWEEP_MAX) -> KeyEffects:
+           sweep_max: int = SWEEP_MAX, route_retention: timedelta | None = None) -> KeyEffects:
+    """`route_retention` None: no risk stage, every command goes straight on."""
     effects = KeyEffects(cmd)
     timers = TimerStore(get, partition)
     at_ms = event_ms(cmd["occurred_at"])
@@ -61,8 +76,20 @@ def handle(cmd: dict[str, Any], partition: int, record_ts_ms: int, get: Get, ret
                 "rejection_reason": "idempotency_conflict",
                 "rejection_detail": "idempotency_key already used for another payment of this merchant",
             }
-    for timer in timers.pop_due("forget", timers.advance(at_ms, record_ts_ms), sweep_max):
-        effects.fired.append(timer)
-        effects.writes.append((timer.ref.encode(), None))
+    out = effects.command
+    if route_retention is not None and out["rejection_reason"] is None and out["payment_id"]:
+        rkey = route_key(partition, out["payment_id"])
+        if out["kind"] == "create" and out.get("card") is not None:
+            effects.route = out["card"]["token"].encode()
+            if get(rkey) is None:
+                effects.writes.append((rkey, effects.route))
+                timers.push(Timer("unroute", at_ms + route_retention // timedelta(milliseconds=1), rkey.decode()))
+        else:
+            effects.route = get(rkey)
+    watermark_ms = timers.advance(at_ms, record_ts_ms)
+    for kind in ("forget", "unroute"):
+        for timer in timers.pop_due(kind, watermark_ms, sweep_max):
+            effects.fired.append(timer)
+            effects.writes.append((timer.ref.encode(), None))
     effects.writes.extend(timers.pending.items())
     return effects

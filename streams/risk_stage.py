@@ -1,7 +1,8 @@
 """The risk stage for one message, as plain values: score a create, attach the decision.
 
-Creates reach this stage on `payment-commands-risk` keyed by card token (`routing_key`),
-so one card's transactions and its labels (`fraud-labels`, also keyed by card token)
+Creates reach this stage on `payment-commands-risk` keyed by card token (the keys
+stage routes them, and their payment's follow-ups behind them: streams/keys.py), so
+one card's transactions and its labels (`fraud-labels`, also keyed by card token)
 meet in one partition, in order. Per create:
   1. dedup by command_id (a redelivery folds nothing in twice and sends nothing);
   2. load the card, merchant, IP and device states, score (models/scoring.py: features,
@@ -10,7 +11,7 @@ meet in one partition, in order. Per create:
      ValidatedCommand) to `payment-commands-validated` by payment_id, and, for a
      review, a `FraudReview` record for `fraud-review`;
   4. advance the partition's event-time watermark and sweep old dedup records.
-Follow-ups and refused commands never come here; if one does it passes unchanged.
+Follow-ups pass through unchanged, in their payment's order.
 
 Merchant, IP and device states are per partition (see docs/fraud.md, "The risk
 stage"): a partition holds the states of the merchants, IPs and devices *its cards*
@@ -47,13 +48,9 @@ PPM = 1_000_000
 Write = tuple[bytes, "bytes | None"]
 
 
-def routing_key(cmd: Mapping[str, Any]) -> bytes:
-    """The key a create travels to this stage under: its card token."""
-    return cmd["card"]["token"].encode()
-
-
 def wants_risk(cmd: Mapping[str, Any]) -> bool:
-    """What the keys stage sends here: creates it did not refuse (they carry a card)."""
+    """What is scored here: creates the keys stage did not refuse (they carry a card).
+    The payment's follow-ups come the same way (streams/keys.py) and pass through, in order."""
     return cmd["kind"] == "create" and cmd["rejection_reason"] is None and cmd.get("card") is not None
 
 

@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     idempotency_key_max_len: int = Field(255, ge=1, le=1024)
     # Uncaptured authorizations expire this long after creation (event time).
     auth_window_h: int = Field(7 * 24, ge=1, le=31 * 24)
+    # Fraud scoring before authorization (the risk stage); off: creates go straight to payments.
+    fraud_scoring: bool = True
+    # A payment's follow-ups travel its create's path (through the risk stage) this long
+    # after the create, by event time: the refund and dispute window.
+    follow_up_route_days: int = Field(180, ge=1, le=730)
     # Idempotency records are kept at least this long (event time), then swept.
     idempotency_retention_h: int = Field(24, ge=24, le=30 * 24)
 

@@ -24,7 +24,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
-KINDS = ("expire", "forget")
+KINDS = ("expire", "forget", "unroute")
 # Per event and queue: at most this many timers fire, so no event does unbounded work;
 # a queue drains as long as events push fewer timers than this on average.
 SWEEP_MAX = 8

@@ -10,6 +10,9 @@ with the producers' partitioner (schemas/partitioning.py).
   -> keys -> payment-commands-validated (by payment_id) -> payments
   -> payment-outcomes, payment-events (by payment_id), payment-dlq
   payment-events -> post -> ledger-entries (by merchant: the ledger shard) -> ledger
+  keys -> creates -> payment-commands-risk (by card token) -> risk -> validated;
+  fraud-labels (by card token) -> risk; fraud-review; fraud-blocklist and merchants
+  (compacted; the blocklist is read whole by every worker, merchants by merchant)
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from connectors.kafka.admin import TopicSpec, min_insync_for
 from streams.settings import Settings
 
 # Faust names a table's changelog "<app id>-<table>-changelog".
-TABLES = ("payments", "payments-dedup", "payments-timers", "keys", "ledger-balances", "ledger-applied")
+TABLES = ("payments", "payments-dedup", "payments-timers", "keys", "ledger-balances", "ledger-applied", "risk", "merchants")
 
 _DAY_MS = 24 * 3600 * 1000
 
@@ -34,13 +37,23 @@ class TopicNames:
     dlq: str
     events: str
     ledger: str
+    risk: str
+    labels: str
+    review: str
+    blocklist: str
+    merchants: str
+
+
+def prefixed(settings: Settings, base: str) -> str:
+    """A topic's name under the settings' namespace."""
+    return f"{settings.namespace}.{base}" if settings.namespace else base
 
 
 def topic_names(settings: Settings) -> TopicNames:
-    prefix = f"{settings.namespace}." if settings.namespace else ""
     names = ("payment-commands", "payment-commands-keyed", "payment-commands-validated", "payment-outcomes", "payment-dlq",
-             "payment-events", "ledger-entries")
-    return TopicNames(*(prefix + n for n in names))
+             "payment-events", "ledger-entries", "payment-commands-risk", "fraud-labels", "fraud-review", "fraud-blocklist",
+             "merchants")
+    return TopicNames(*(prefixed(settings, n) for n in names))
 
 
 def changelog_topic(app_id: str, table: str) -> str:
@@ -51,10 +64,14 @@ def declared_topics(settings: Settings) -> list[TopicSpec]:
     n, rf = settings.partitions, settings.replication_factor
     names = topic_names(settings)
     # payment-events (the event store) and ledger-entries (the books): kept forever, never compacted.
+    # fraud-labels: the training history, kept a year; fraud-blocklist and merchants are compacted.
     retention_ms = {names.commands: 7 * _DAY_MS, names.keyed: 7 * _DAY_MS, names.validated: 7 * _DAY_MS, names.outcomes: 30 * _DAY_MS,
-                    names.dlq: 30 * _DAY_MS, names.events: -1, names.ledger: -1}
+                    names.dlq: 30 * _DAY_MS, names.events: -1, names.ledger: -1, names.risk: 7 * _DAY_MS,
+                    names.labels: 365 * _DAY_MS, names.review: 30 * _DAY_MS}
+    compacted = {names.blocklist, names.merchants}
     # RF 3 gets min.insync.replicas 2 (admin.min_insync_for); RF 1 keeps the broker default.
     min_isr = min_insync_for(rf) if rf > 1 else None
-    pipeline = [TopicSpec(name, n, rf, retention_ms=retention_ms[name], min_insync_replicas=min_isr) for name in astuple(names)]
+    pipeline = [TopicSpec(name, n, rf, compacted=True, min_insync_replicas=min_isr) if name in compacted else
+                TopicSpec(name, n, rf, retention_ms=retention_ms[name], min_insync_replicas=min_isr) for name in astuple(names)]
     changelogs = [TopicSpec(changelog_topic(settings.app_id, t), n, rf, compacted=True, min_insync_replicas=min_isr) for t in TABLES]
     return pipeline + changelogs

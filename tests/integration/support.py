@@ -28,8 +28,11 @@ def make_settings(tmp: Path, label: str) -> Settings:
         data_dir=tmp,
         keys_dir=tmp / "keys",
         commit_interval_s=0.2,
-        # Exact outcomes are asserted: the deterministic test-mode provider.
+        # Exact outcomes are asserted: the deterministic test-mode provider, and no fraud
+        # stage (these tests pay with one card thousands of times: velocity rules would
+        # review them). tests/integration/streams/test_fraud.py runs the risk stage.
         providers="test",
+        fraud_scoring=False,
     )
 
 

@@ -72,6 +72,7 @@ def test_a_broker_killed_mid_run_loses_nothing(cluster: launcher.ClusterConfig, 
         keys_dir=tmp_path / "keys",
         commit_interval_s=0.2,
         providers="test",  # every create is asserted to succeed
+        fraud_scoring=False,  # (and one card pays them all)
     )
     merchant = f"m_{uuid.uuid4().hex[:6]}"
     commands = [create(merchant, f"k{i}", amount=1 + i) for i in range(COMMANDS)]

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_kill_9_twice_across_two_workers_loses_and_doubles_nothing(bootstrap: str, tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, "chaos")
+    settings = make_settings(tmp_path, "chaos").model_copy(update={"fraud_scoring": True})  # every stage under fire
     figures = run_chaos(settings, commands=3_000, kills=2, broker_restarts=0, workers=2, seed=11)
     assert figures.kills == 2, "the faults did not fire: nothing was tested"
     assert figures.ok, json.dumps(to_json(figures), indent=2)

@@ -5,18 +5,20 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from streams.keys import KeyEffects, claim_key, handle, routing_key
+from streams.keys import KeyEffects, claim_key, handle, route_key, routing_key
 
 RETENTION = timedelta(hours=24)
 
 
 class KeyStage:
-    def __init__(self, partition: int = 5) -> None:
+    def __init__(self, partition: int = 5, route_retention: timedelta | None = None) -> None:
         self.partition = partition
         self.table: dict[bytes, bytes] = {}
+        self.route_retention = route_retention
 
     def send(self, cmd: dict[str, Any]) -> KeyEffects:
-        effects = handle(cmd, self.partition, int(cmd["occurred_at"].timestamp() * 1000), self.table.get, RETENTION)
+        effects = handle(cmd, self.partition, int(cmd["occurred_at"].timestamp() * 1000), self.table.get, RETENTION,
+                         route_retention=self.route_retention)
         for k, v in effects.writes:
             if v is None:
                 self.table.pop(k, None)
@@ -89,3 +91,36 @@ def test_the_sweep_fires_at_most_sweep_max_claims_per_event(cmds) -> None:
     late = cmds.t0 + RETENTION
     assert len(send(cmds.create("order-a", at=late), 2).fired) == 2
     assert len(send(cmds.create("order-b", at=late), 2).fired) == 1  # the rest, one event later
+
+
+ROUTE = timedelta(days=180)
+
+
+def test_a_payments_follow_ups_travel_its_creates_card_path(cmds) -> None:
+    stage = KeyStage(route_retention=ROUTE)
+    create = cmds.create("order-1", capture_method="manual")
+    token = create["card"]["token"].encode()
+    assert stage.send(create).route == token
+    assert stage.table[route_key(5, create["payment_id"])] == token
+    assert stage.send(cmds.capture(create["payment_id"], "cap-1")).route == token
+    assert stage.send(cmds.create("order-1", capture_method="manual")).route == token  # a retry, same path
+    # A follow-up of a payment this stage never routed, and a refused command, go straight on.
+    assert stage.send(cmds.capture("pay_" + "0" * 32, "cap-x")).route is None
+    assert stage.send(cmds.create("order-2") | {"rejection_reason": "invalid_amount"}).route is None
+
+
+def test_the_route_is_forgotten_after_the_follow_up_window(cmds) -> None:
+    stage = KeyStage(route_retention=ROUTE)
+    create = cmds.create("order-1", capture_method="manual")
+    stage.send(create)
+    stage.send(cmds.create("order-2", at=cmds.t0 + ROUTE - timedelta(milliseconds=1)))
+    assert route_key(5, create["payment_id"]) in stage.table
+    late = stage.send(cmds.create("order-3", at=cmds.t0 + ROUTE))
+    assert route_key(5, create["payment_id"]) not in stage.table and "unroute" in {t.kind for t in late.fired}
+    assert stage.send(cmds.refund(create["payment_id"], "ref-1", at=cmds.t0 + ROUTE)).route is None
+
+
+def test_without_the_risk_stage_nothing_is_routed(cmds) -> None:
+    stage = KeyStage()
+    assert stage.send(cmds.create("order-1")).route is None
+    assert not any(k.startswith(b"5/r/") for k in stage.table)

@@ -82,7 +82,7 @@ def test_out_of_range_numbers_are_refused(env: pytest.MonkeyPatch, name: str, va
 
 def test_every_topic_has_the_same_partition_count(env: pytest.MonkeyPatch) -> None:
     specs = declared_topics(Settings(partitions=12, replication_factor=3))
-    assert len(specs) == 7 + len(TABLES)
+    assert len(specs) == 12 + len(TABLES)
     assert {s.partitions for s in specs} == {12}
     assert {s.replication_factor for s in specs} == {3}
 
@@ -92,14 +92,16 @@ def test_changelogs_are_compacted_and_pipeline_topics_are_not(env: pytest.Monkey
     changelogs = {changelog_topic("paystream", t) for t in TABLES}
     assert changelogs == {"paystream-payments-changelog", "paystream-payments-dedup-changelog",
                           "paystream-payments-timers-changelog", "paystream-keys-changelog",
-                          "paystream-ledger-balances-changelog", "paystream-ledger-applied-changelog"}
+                          "paystream-ledger-balances-changelog", "paystream-ledger-applied-changelog",
+                          "paystream-risk-changelog", "paystream-merchants-changelog"}
     assert changelogs <= set(specs)
+    compacted = changelogs | {"fraud-blocklist", "merchants"}  # latest entry per key is the state
     for name, spec in specs.items():
-        assert spec.compacted == (name in changelogs), name
-        assert spec.config()["cleanup.policy"] == ("compact" if name in changelogs else "delete")
+        assert spec.compacted == (name in compacted), name
+        assert spec.config()["cleanup.policy"] == ("compact" if name in compacted else "delete")
         if name in ("payment-events", "ledger-entries"):
             assert spec.retention_ms == -1  # the event store and the books keep everything
-        elif name not in changelogs:
+        elif name not in compacted:
             assert spec.retention_ms is not None and spec.retention_ms > 0
 
 
@@ -128,7 +130,8 @@ def test_the_app_uses_only_declared_topics(env: pytest.MonkeyPatch, tmp_path: Pa
     assert {names.commands, names.keyed, names.validated} <= read <= declared
     assert changelogs == {changelog_topic(s.app_id, t) for t in TABLES}
     assert changelogs <= declared
-    assert declared - read - changelogs <= {names.outcomes, names.dlq, names.events}  # written only
+    # written only, or (the blocklist) read by every worker outside the group
+    assert declared - read - changelogs <= {names.outcomes, names.dlq, names.events, names.review, names.blocklist}
     assert {table.partitions for table in app.tables.values()} == {6}
 
 
