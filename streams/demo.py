@@ -15,13 +15,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from connectors.kafka import admin
+from connectors.kafka.clients import command_producer, read_to_end
 from schemas.cards import luhn_valid
+from schemas.codec import Codec
 from schemas.ids import derive_payment_id
+from streams.fraud_ops import resolve_command
 from streams.observe import Observer
 from streams.publish import RawMessage, publish_commands
 from streams.runner import WorkerProcess
 from streams.settings import Settings
-from streams.topics import declared_topics
+from streams.topics import declared_topics, topic_names
 
 # The public test cards (issuers' documentation), then the simulated provider's saga
 # cards (connectors/providers/simulated.py): a lost authorization response, resolved
@@ -41,6 +44,10 @@ CARD_WEIGHTS = (30, 25, 15, 12, 10, 2, 2, 8)
 # BIN (a fraud stage sees many cardholders, not five people paying 10,000 times).
 ORDINARY_CARDS = 5
 BOOKS_TIMEOUT_S = 300.0
+# The demo's reviewer decides this long after the create, by event time.
+REVIEW_DELAY = timedelta(minutes=5)
+REVIEW_CODEC = Codec("FraudReview")
+VALIDATED_CODEC = Codec("ValidatedCommand")
 MERCHANTS = ("m_acme", "m_globex", "m_initech", "m_umbrella", "m_wayne")
 # currency -> (typical amount range in minor units)
 CURRENCIES = {"USD": (500, 50_000), "EUR": (500, 40_000), "GBP": (500, 30_000), "JPY": (500, 50_000), "KWD": (1_000, 90_000)}
@@ -172,6 +179,8 @@ def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int) 
 
             complete = observer.wait_for(traffic.command_ids, traffic.garbage, timeout_s, progress, on_stall=worker.restart)
         elapsed_s = time.monotonic() - started
+        # Fraud ops at work: the demo's operator approves every payment held for review.
+        reviewed, approved = approve_reviews(settings, observer, traffic, timeout_s) if complete else (0, 0)
         # The ledger runs behind the outcomes: stop the worker once every event is posted.
         books_closed = complete and observer.wait_until(observer.books_closed, BOOKS_TIMEOUT_S)
         books_s = time.monotonic() - started
@@ -181,12 +190,35 @@ def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int) 
     dlq = len(observer.dead_letters)
     _summary(console, mine, elapsed_s, produced_s, commands, dlq, duplicated)
     _events(console, observer.events)
+    console.print(f"held for fraud review: {reviewed}; approved by the demo's operator and authorized: {approved}")
     if worker.restarts:
         console.print(f"[yellow]the worker was restarted {worker.restarts} time(s); see {log_file}")
     console.print(f"journal entries: {len(observer.entry_ids)}; books closed {books_closed} after {books_s:.1f}s"
                   " (check them: paystream audit; paystream replay --verify)")
     print(f"demo: commands={commands} outcomes={len(mine)} dlq={dlq} elapsed_s={elapsed_s:.1f} entries={len(observer.entry_ids)}")
     return complete and len(mine) == commands and duplicated == 0 and books_closed
+
+
+def approve_reviews(settings: Settings, observer: Observer, traffic: Traffic, timeout_s: float) -> tuple[int, int]:
+    """Read the review queue for this run's payments, approve each (as `paystream fraud
+    review --resolve ID approve` does), wait for the answers: (held, authorized)."""
+    names = topic_names(settings)
+    payment_ids = {c["payment_id"] for c in traffic.items if isinstance(c, dict) and c["kind"] == "create"}
+    reviews = {}
+    for msg in read_to_end(settings.bootstrap_servers, [names.review], settings.partitions):
+        review = REVIEW_CODEC.decode(msg.value())
+        if review["payment_id"] in payment_ids:
+            reviews[review["review_id"]] = review
+    resolves = [resolve_command(r, "approve", r["occurred_at"] + REVIEW_DELAY, "demo-operator") for r in reviews.values()]
+    producer = command_producer(settings.bootstrap_servers)
+    for key, cmd in resolves:
+        producer.produce(names.validated, key=key, value=VALIDATED_CODEC.encode(cmd))
+    producer.flush(30)
+    ids = {cmd["command_id"] for _, cmd in resolves}
+    observer.wait_for(ids, 0, timeout_s)
+    authorized = sum(1 for c in ids if observer.outcomes.get(c) and observer.outcomes[c][0]["payment_status"] in
+                     ("authorized", "captured"))
+    return len(reviews), authorized
 
 
 def _summary(console: Console, outcomes: dict[str, list[dict[str, Any]]], elapsed_s: float, produced_s: float, commands: int, dlq: int, duplicated: int) -> None:

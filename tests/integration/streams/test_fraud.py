@@ -53,8 +53,10 @@ def test_scoring_blocklist_ordering_and_review(bootstrap: str, tmp_path: Path) -
             assert (first[ok["command_id"]]["status"], first[capture["command_id"]]["status"]) == ("succeeded", "succeeded")
             assert (first[blocked["command_id"]]["status"], first[blocked["command_id"]]["reason_code"]) == ("rejected", "fraud_suspected")
             statuses = [first[c["command_id"]]["payment_status"] for c in burst]
-            # A fresh card passes; the burst on it gets held for review (velocity rules and the model).
-            assert statuses[0] == "authorized" and "requires_review" in statuses, statuses
+            # Five payments on one card in a minute: the fifth the risk stage sees (creates of different
+            # payments may reach it in any order: ingest runs per payment partition) breaks the
+            # one-minute velocity limit (3) and is held for review; the other four pass.
+            assert sorted(statuses) == ["authorized"] * 4 + ["requires_review"], statuses
             held = [c for c, status in zip(burst, statuses) if status == "requires_review"]
 
             # The review queue holds it; an operator approves; the payment is authorized at the provider.
