@@ -44,7 +44,11 @@ class Observer:
         self.dead_letters: list[dict[str, Any]] = []
         self.events: dict[str, list[dict[str, Any]]] = defaultdict(list)  # by payment_id, in log order
         self.entry_ids: set[str] = set()  # journal entries posted (a redelivery counts once)
+        self.last_entry_offset: dict[int, int] = {}  # per ledger partition, the last entry seen
         self.undecodable = 0
+        # Reads the pipeline's committed offsets (never joins the group, never commits).
+        self.group = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": settings.app_id,
+                               "enable.auto.commit": False, "log_level": 3})
 
     def poll(self, timeout_s: float = POLL_TIMEOUT_S) -> int:
         """Read what is there (up to a batch); returns how many records were read."""
@@ -61,6 +65,7 @@ class Observer:
                     self.events[e["payment_id"]].append(e)
                 elif msg.topic() == self.ledger_topic:
                     self.entry_ids.add(ENTRY_CODEC.decode(msg.value())["entry_id"])
+                    self.last_entry_offset[msg.partition()] = max(msg.offset(), self.last_entry_offset.get(msg.partition(), -1))
                 else:
                     self.dead_letters.append(DLQ_CODEC.decode(msg.value()))
             except DecodeError:
@@ -104,8 +109,16 @@ class Observer:
                     if (p := post_event(e, self.partitions)).entry is not None}
         return expected <= self.entry_ids
 
+    def ledger_caught_up(self) -> bool:
+        """The ledger agent has applied every entry seen so far: its group's committed
+        offset is past the last one in each partition."""
+        tps = [TopicPartition(self.ledger_topic, p) for p in self.last_entry_offset]
+        committed = {tp.partition: tp.offset for tp in self.group.committed(tps, timeout=10)} if tps else {}
+        return all(committed.get(p, -1) > last for p, last in self.last_entry_offset.items())
+
     def close(self) -> None:
         self.consumer.close()
+        self.group.close()
 
     def __enter__(self) -> Observer:
         return self
