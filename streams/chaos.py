@@ -198,7 +198,7 @@ def run_chaos(base: Settings, *, commands: int, kills: int, broker_restarts: int
 
         answered = observer.wait_for(traffic.command_ids, traffic.garbage, DRAIN_TIMEOUT_S, progress,
                                      on_stall=fleet.restart_stalled)
-        closed = answered and observer.wait_until(observer.books_closed, BOOKS_TIMEOUT_S)
+        closed = answered and observer.wait_until(observer.books_applied, BOOKS_TIMEOUT_S)
         # Whatever the topics hold now is what the checks judge; late answers would show as duplicates.
         observer.wait_until(lambda: observer.poll(1.0) == 0, 30)
         fleet.stop()

@@ -109,6 +109,10 @@ class Observer:
                     if (p := post_event(e, self.partitions)).entry is not None}
         return expected <= self.entry_ids
 
+    def books_applied(self) -> bool:
+        """Every money-moving event posted, and every posted entry applied to the balances."""
+        return self.books_closed() and self.ledger_caught_up()
+
     def ledger_caught_up(self) -> bool:
         """The ledger agent has applied every entry seen so far: its group's committed
         offset is past the last one in each partition."""
