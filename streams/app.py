@@ -170,10 +170,10 @@ def build_app(settings: Settings) -> faust.App:
         metrics.DEAD_LETTERS.labels(stage=result.record["stage"], reason=result.record["reason"]).inc()
         await emitter.emit(event, (), [Record(names.dlq, event.message.key, DLQ_CODEC.encode(result.record))])
 
-    async def decode_or_dlq(event: faust.types.EventT, stage: str) -> dict | None:
-        """The validated command, or None once the undecodable message is dead-lettered."""
+    async def decode_or_dlq(event: faust.types.EventT, stage: str, codec: Codec = VALIDATED_CODEC) -> dict | None:
+        """The decoded record, or None once the undecodable message is dead-lettered."""
         try:
-            return VALIDATED_CODEC.decode(event.value)
+            return codec.decode(event.value)
         except DecodeError as e:
             await to_dlq(event, dead_letter(stage, e.reason, e.detail, event.value, source_of(event)))
             return None
@@ -254,10 +254,8 @@ def build_app(settings: Settings) -> faust.App:
     @app.agent(events, name="post")
     async def post_agent(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            try:
-                record = EVENT_CODEC.decode(event.value)
-            except DecodeError as e:
-                await to_dlq(event, dead_letter("post", e.reason, e.detail, event.value, source_of(event)))
+            record = await decode_or_dlq(event, "post", EVENT_CODEC)
+            if record is None:
                 continue
             posting = ledger_stage.post_event(record, n)
             if posting.refused is not None:
@@ -270,10 +268,8 @@ def build_app(settings: Settings) -> faust.App:
     @app.agent(ledger_entries, name="ledger")
     async def ledger_agent(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            try:
-                record = ENTRY_CODEC.decode(event.value)
-            except DecodeError as e:
-                await to_dlq(event, dead_letter("ledger", e.reason, e.detail, event.value, source_of(event)))
+            record = await decode_or_dlq(event, "ledger", ENTRY_CODEC)
+            if record is None:
                 continue
             m = event.message
             result = ledger_stage.apply_entry(record, m.partition, int(m.timestamp * 1000), balances.data.get,
@@ -317,10 +313,8 @@ def build_app(settings: Settings) -> faust.App:
     @app.agent(labels_in, name="labels")
     async def labels_agent(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            try:
-                label = LABEL_CODEC.decode(event.value)
-            except DecodeError as e:
-                await to_dlq(event, dead_letter("labels", e.reason, e.detail, event.value, source_of(event)))
+            label = await decode_or_dlq(event, "labels", LABEL_CODEC)
+            if label is None:
                 continue
             m = event.message
             effects = risk_stage.handle_label(label, m.partition, int(m.timestamp * 1000), risk_table.data.get, retention,

@@ -196,12 +196,14 @@ def run_chaos(base: Settings, *, commands: int, kills: int, broker_restarts: int
             if on_progress is not None:
                 on_progress(done, len(traffic.command_ids))
 
-        answered = observer.wait_for(traffic.command_ids, traffic.garbage, DRAIN_TIMEOUT_S, progress,
-                                     on_stall=fleet.restart_stalled)
-        closed = answered and observer.wait_until(observer.books_applied, BOOKS_TIMEOUT_S)
-        # Whatever the topics hold now is what the checks judge; late answers would show as duplicates.
-        observer.wait_until(lambda: observer.poll(1.0) == 0, 30)
-        fleet.stop()
+        try:
+            answered = observer.wait_for(traffic.command_ids, traffic.garbage, DRAIN_TIMEOUT_S, progress,
+                                         on_stall=fleet.restart_stalled)
+            closed = answered and observer.wait_until(observer.books_applied, BOOKS_TIMEOUT_S)
+            # Whatever the topics hold now is what the checks judge; late answers would show as duplicates.
+            observer.wait_until(lambda: observer.poll(1.0) == 0, 30)
+        finally:
+            fleet.stop()  # also when a stalled worker gave up: no worker outlives the run
         publisher.join(timeout=60)
         outcomes, events, dlq = dict(observer.outcomes), dict(observer.events), len(observer.dead_letters)
     keys = {k: Ed25519PublicKey.from_public_bytes(v) for k, v in FileKeyStore(settings.keys_dir).public_keys().items()}

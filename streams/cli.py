@@ -147,6 +147,10 @@ def worker(loglevel: str = typer.Option("info", help="debug|info|warning|error")
     admin.wait_for_broker(settings.kafka_bootstrap, timeout_s=60)
     admin.ensure_topics(settings.kafka_bootstrap, declared_topics(settings))
     reset_local_state(settings)
+    if settings.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port)
     faust_app = build_app(settings)
     Worker(faust_app, loglevel=loglevel, quiet=True).execute_from_commandline()
 

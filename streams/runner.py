@@ -26,7 +26,8 @@ class WorkerProcess:
 
     def env(self) -> dict[str, str]:
         s = self.settings
-        return os.environ | {
+        metrics = {"PAYSTREAM_METRICS_PORT": str(s.metrics_port)} if s.metrics_port is not None else {}
+        return os.environ | metrics | {
             "PAYSTREAM_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
             "PAYSTREAM_PARTITIONS": str(s.partitions),
             "PAYSTREAM_REPLICATION_FACTOR": str(s.replication_factor),

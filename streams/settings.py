@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     idempotency_key_max_len: int = Field(255, ge=1, le=1024)
     # Uncaptured authorizations expire this long after creation (event time).
     auth_window_h: int = Field(7 * 24, ge=1, le=31 * 24)
+    # Prometheus /metrics on this port (deploy/ sets 9108); unset: not served.
+    metrics_port: int | None = Field(None, ge=1024, le=65535)
     # Fraud scoring before authorization (the risk stage); off: creates go straight to payments.
     fraud_scoring: bool = True
     # A payment's follow-ups travel its create's path (through the risk stage) this long

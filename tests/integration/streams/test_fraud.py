@@ -4,6 +4,8 @@ velocity review held until an operator resolves it from the review queue."""
 
 from __future__ import annotations
 
+import socket
+import urllib.request
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -24,12 +26,18 @@ from tests.integration.support import T0, WAIT_S, create, follow_up, make_settin
 pytestmark = pytest.mark.integration
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def card(number: str) -> dict:
     return {"number": number, "exp_month": 12, "exp_year": 2030, "cvc": "123"}
 
 
 def test_scoring_blocklist_ordering_and_review(bootstrap: str, tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, "fraud").model_copy(update={"fraud_scoring": True})
+    settings = make_settings(tmp_path, "fraud").model_copy(update={"fraud_scoring": True, "metrics_port": free_port()})
     names = topic_names(settings)
     m = f"m_{uuid.uuid4().hex[:6]}"
     worker = start_worker(settings)
@@ -76,5 +84,9 @@ def test_scoring_blocklist_ordering_and_review(bootstrap: str, tmp_path: Path) -
             assert seen.wait_for({resolve["command_id"]}, 0, WAIT_S, lambda *_: worker.supervise()), worker.log_tail()
             answer = seen.outcomes[resolve["command_id"]][0]
             assert (answer["status"], answer["payment_status"]) == ("succeeded", "authorized")
+        # The worker's Prometheus endpoint counts what it decided.
+        scraped = urllib.request.urlopen(f"http://127.0.0.1:{settings.metrics_port}/metrics", timeout=10).read().decode()
+        assert 'paystream_fraud_decisions_total{action="review",fallback="false"} 1.0' in scraped
+        assert "paystream_outcomes_total" in scraped
     finally:
         assert worker.stop() == 0, worker.log_tail()

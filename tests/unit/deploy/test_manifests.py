@@ -23,9 +23,7 @@ K8S_VERSION = "1.33.0"
 # Settings the deploy files already pass, for code that is not merged yet: the
 # metrics exporter's port, ClickHouse server URL/password, Faust standby replicas.
 PENDING_SETTINGS = {
-    "PAYSTREAM_CLICKHOUSE_URL",
     "PAYSTREAM_CLICKHOUSE_PASSWORD_FILE",
-    "PAYSTREAM_METRICS_PORT",
     "PAYSTREAM_TABLE_STANDBY_REPLICAS",
 }
 
