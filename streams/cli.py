@@ -268,6 +268,29 @@ def chaos(
         raise typer.Exit(1)
 
 
+@app.command()
+def bench(
+    quick: bool = typer.Option(False, "--quick", help="Small sizes (a minute or two); the full run takes longer"),
+    json_file: Path | None = typer.Option(None, "--json", help="Write the results here as JSON"),
+    repeats: int = typer.Option(1, min=1, max=9, help="Ceiling runs; the median is reported"),
+    seed: int = typer.Option(7, help="Seed of the traffic"),
+) -> None:
+    """Measure the pipeline against the broker's own ceiling (streams/bench.py): JSON out."""
+    import json
+
+    from streams.bench import run_bench
+    from streams.logs import setup_logging
+
+    setup_logging("warning", fmt="text")
+    settings = get_settings()
+    ensure_broker(settings)
+    result = run_bench(settings, quick=quick, seed=seed, repeats=repeats)
+    text = json.dumps(result, indent=2)
+    if json_file is not None:
+        json_file.write_text(text + "\n")
+    print(text)
+
+
 def main() -> None:  # `python -m streams.cli`
     app()
 

@@ -1,0 +1,24 @@
+"""`paystream bench --quick` end to end: every part reports, every command answered,
+the books closed. Speed is reported, never asserted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from streams.bench import run_bench
+from tests.integration.support import make_settings
+
+pytestmark = pytest.mark.integration
+
+
+def test_quick_bench_reports_every_part(bootstrap: str, tmp_path: Path) -> None:
+    result = run_bench(make_settings(tmp_path, "bench"), quick=True)
+    json.dumps(result)  # JSON as it is written
+    assert result["ceiling"]["consumed"] == result["ceiling"]["messages"]
+    assert result["end_to_end"]["answered"] and result["end_to_end"]["books_closed"]
+    assert result["replay"]["events"] > 0 and result["replay"]["entries"] > 0
+    assert result["scoring"]["online_scorer_tx_per_s"] > 0
+    assert 0 < result["end_to_end_vs_ceiling"]
