@@ -35,7 +35,8 @@ PAYMENT_ID_PATTERN = re.compile(r"pay_[0-9a-f]{32}")
 # equals a real one): the refusal must stay small whatever the message carried.
 CURRENCY_MAX_LEN = 8
 DISPUTE_KINDS = frozenset({"dispute_open", "dispute_evidence", "dispute_close"})
-FOLLOW_UP_KINDS = frozenset({"capture", "void", "refund", "expire"}) | DISPUTE_KINDS
+# confirm (version 4): the cardholder passed the 3DS step-up of a payment in requires_action.
+FOLLOW_UP_KINDS = frozenset({"capture", "void", "refund", "expire", "confirm"}) | DISPUTE_KINDS
 # The networks' dispute reasons (Stripe's list); `fraudulent` is the one a lost
 # dispute turns into a fraud label (streams/payments.py).
 DISPUTE_REASONS = frozenset({

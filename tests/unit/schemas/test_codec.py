@@ -467,7 +467,8 @@ def test_encode_without_check_still_raises_encode_error() -> None:
 def test_history_schemas_are_earlier_versions_of_shipped_ones() -> None:
     from schemas.codec import history_names, load_schema
 
-    assert history_names() == ("history/PaymentCommand.1", "history/PaymentCommand.2", "history/ValidatedCommand.1")
+    assert history_names() == ("history/PaymentCommand.1", "history/PaymentCommand.2", "history/PaymentCommand.3",
+                               "history/ValidatedCommand.1")
     for name in history_names():
         old = load_schema(name)
         assert old.parsed["name"] == load_schema(name.split("/")[1].split(".")[0]).parsed["name"]

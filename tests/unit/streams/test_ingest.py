@@ -157,10 +157,10 @@ def test_create_with_its_own_derived_payment_id_is_valid() -> None:
     assert forwarded(create(payment_id=pid))["rejection_reason"] is None
 
 
-@pytest.mark.parametrize("kind", ["capture", "void", "refund", "expire"])
+@pytest.mark.parametrize("kind", ["capture", "void", "refund", "expire", "confirm"])
 def test_valid_follow_up(kind: str) -> None:
     cmd = forwarded(follow_up(kind, amount_minor=500 if kind in ("capture", "refund") else None))
-    assert cmd["rejection_reason"] is None
+    assert cmd["rejection_reason"] is None and cmd["kind"] == kind
     assert cmd["payment_id"] == FOLLOW_UP_PID
     assert cmd["card"] is None and cmd["capture_method"] is None
 
