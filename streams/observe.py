@@ -44,11 +44,11 @@ class Observer:
         self.dead_letters: list[dict[str, Any]] = []
         self.events: dict[str, list[dict[str, Any]]] = defaultdict(list)  # by payment_id, in log order
         self.entry_ids: set[str] = set()  # journal entries posted (a redelivery counts once)
+        self.expected_entry_ids: set[str] = set()  # what the events seen so far must post
         self.last_entry_offset: dict[int, int] = {}  # per ledger partition, the last entry seen
         self.undecodable = 0
-        # Reads the pipeline's committed offsets (never joins the group, never commits).
-        self.group = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": settings.app_id,
-                               "enable.auto.commit": False, "log_level": 3})
+        self.bootstrap, self.app_id = settings.kafka_bootstrap, settings.app_id
+        self.group: Consumer | None = None  # made by ledger_caught_up, the only reader of the group's offsets
 
     def poll(self, timeout_s: float = POLL_TIMEOUT_S) -> int:
         """Read what is there (up to a batch); returns how many records were read."""
@@ -63,6 +63,9 @@ class Observer:
                 elif msg.topic() == self.events_topic:
                     e = EVENT_CODEC.decode(msg.value())
                     self.events[e["payment_id"]].append(e)
+                    posting = post_event(e, self.partitions)  # once per event, not per check
+                    if posting.entry is not None:
+                        self.expected_entry_ids.add(posting.entry.entry_id)
                 elif msg.topic() == self.ledger_topic:
                     self.entry_ids.add(ENTRY_CODEC.decode(msg.value())["entry_id"])
                     self.last_entry_offset[msg.partition()] = max(msg.offset(), self.last_entry_offset.get(msg.partition(), -1))
@@ -105,9 +108,7 @@ class Observer:
 
     def books_closed(self) -> bool:
         """Every payment event seen so far that moves money has its journal entry."""
-        expected = {p.entry.entry_id for es in self.events.values() for e in es
-                    if (p := post_event(e, self.partitions)).entry is not None}
-        return expected <= self.entry_ids
+        return self.expected_entry_ids <= self.entry_ids
 
     def books_applied(self) -> bool:
         """Every money-moving event posted, and every posted entry applied to the balances."""
@@ -116,13 +117,17 @@ class Observer:
     def ledger_caught_up(self) -> bool:
         """The ledger agent has applied every entry seen so far: its group's committed
         offset is past the last one in each partition."""
+        if self.group is None:  # reads the pipeline's committed offsets; never joins the group, never commits
+            self.group = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.app_id,
+                                   "enable.auto.commit": False, "log_level": 3})
         tps = [TopicPartition(self.ledger_topic, p) for p in self.last_entry_offset]
         committed = {tp.partition: tp.offset for tp in self.group.committed(tps, timeout=10)} if tps else {}
         return all(committed.get(p, -1) > last for p, last in self.last_entry_offset.items())
 
     def close(self) -> None:
         self.consumer.close()
-        self.group.close()
+        if self.group is not None:
+            self.group.close()
 
     def __enter__(self) -> Observer:
         return self
