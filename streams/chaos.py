@@ -29,12 +29,10 @@ from datetime import datetime, timezone
 from threading import Thread
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from connectors.kafka import admin, launcher
 from connectors.vault.keys import FileKeyStore
 from streams.audit import AuditReport, audit, compare, rebuild
-from streams.cli_ledger import book_records, live_balances, live_chain_heads
+from streams.cli_ledger import book_records, live_balances, live_chain_heads, public_keys
 from streams.demo import generate
 from streams.observe import Observer
 from streams.publish import publish_commands
@@ -130,7 +128,8 @@ class Fleet:
         assert 1 <= workers <= MAX_WORKERS
         self.procs = [
             WorkerProcess(s, s.data_dir / "worker.log")
-            for s in (replace_settings(settings, data_dir=settings.data_dir / f"w{i}", worker_name=f"w{i}") for i in range(workers))
+            for s in (settings.model_copy(update={"data_dir": settings.data_dir / f"w{i}", "worker_name": f"w{i}"})
+                      for i in range(workers))
         ]
 
     def start(self) -> None:
@@ -160,15 +159,11 @@ class Fleet:
             p.stop()
 
 
-def replace_settings(settings: Settings, **changes: Any) -> Settings:
-    return settings.model_copy(update=changes)
-
-
 def run_chaos(base: Settings, *, commands: int, kills: int, broker_restarts: int, workers: int, seed: int,
               on_progress: Callable[[int, int], None] | None = None) -> Figures:
     namespace = f"chaos-{uuid.uuid4().hex[:8]}"
-    settings = replace_settings(base, namespace=namespace, data_dir=base.data_dir / namespace,
-                                keys_dir=base.data_dir / namespace / "keys")
+    settings = base.model_copy(update={"namespace": namespace, "data_dir": base.data_dir / namespace,
+                                       "keys_dir": base.data_dir / namespace / "keys"})
     FileKeyStore(settings.keys_dir).init()
     payments = max(1, round(commands / COMMANDS_PER_PAYMENT))
     traffic = generate(payments, seed, namespace, datetime.now(timezone.utc))
@@ -206,10 +201,10 @@ def run_chaos(base: Settings, *, commands: int, kills: int, broker_restarts: int
             fleet.stop()  # also when a stalled worker gave up: no worker outlives the run
         publisher.join(timeout=60)
         outcomes, events, dlq = dict(observer.outcomes), dict(observer.events), len(observer.dead_letters)
-    keys = {k: Ed25519PublicKey.from_public_bytes(v) for k, v in FileKeyStore(settings.keys_dir).public_keys().items()}
     names = topic_names(settings)
-    report = audit(book_records(settings), keys, events_topic=names.events, entries_topic=names.ledger)
-    rebuilt = rebuild(book_records(settings), events_topic=names.events, entries_topic=names.ledger)
+    records = list(book_records(settings))  # one read of the topics serves the audit and the replay
+    report = audit(records, public_keys(settings), events_topic=names.events, entries_topic=names.ledger)
+    rebuilt = rebuild(records, events_topic=names.events, entries_topic=names.ledger)
     differences = compare(live_balances(settings), live_chain_heads(settings), rebuilt)
     figures = check(sent, outcomes, events, report, len(differences), dlq, traffic.garbage)
     figures.kills, figures.broker_restarts = figures_faults["kill"], figures_faults["broker_restart"]

@@ -46,11 +46,26 @@ def _decoded(codec: Codec, value: bytes | None) -> Any:
         return e  # the audit reports it where it is
 
 
-def book_records(settings: Settings, on_record: Any = None) -> Iterator[tuple[str, int, int, Any]]:
-    """(topic, partition, offset, record or DecodeError) of payment-events and ledger-entries."""
+def book_ends(settings: Settings) -> dict[tuple[str, int], int]:
+    """The end offsets of payment-events and ledger-entries now: what a snapshot reads up to."""
+    from confluent_kafka import Consumer
+
+    names = topic_names(settings)
+    c = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": "paystream-sizer", "log_level": 3})
+    try:
+        require_topics(c, [names.events, names.ledger])
+        return {(t, p): end for t in (names.events, names.ledger) for p, end in end_offsets(c, t, settings.partitions).items()}
+    finally:
+        c.close()
+
+
+def book_records(settings: Settings, on_record: Any = None,
+                 ends: dict[tuple[str, int], int] | None = None) -> Iterator[tuple[str, int, int, Any]]:
+    """(topic, partition, offset, record or DecodeError) of payment-events and ledger-entries,
+    up to `ends` (default: the end offsets when reading starts)."""
     names = topic_names(settings)
     codec_of = {names.events: CODECS["events"], names.ledger: CODECS["ledger"]}
-    for msg in read_to_end(settings.bootstrap_servers, list(codec_of), settings.partitions):
+    for msg in read_to_end(settings.bootstrap_servers, list(codec_of), settings.partitions, ends=ends):
         if on_record is not None:
             on_record()
         yield msg.topic(), msg.partition(), msg.offset(), _decoded(codec_of[msg.topic()], msg.value())
@@ -74,25 +89,17 @@ def live_chain_heads(settings: Settings) -> dict[int, ChainHead]:
     return heads
 
 
+def public_keys(settings: Settings) -> dict[str, Ed25519PublicKey]:
+    """Every signing key's public half, by key id: what the audit verifies against."""
+    return {key_id: Ed25519PublicKey.from_public_bytes(b) for key_id, b in FileKeyStore(settings.keys_dir).public_keys().items()}
+
+
 def _public_keys(settings: Settings) -> dict[str, Ed25519PublicKey]:
     try:
-        raw = FileKeyStore(settings.keys_dir).public_keys()
+        return public_keys(settings)
     except KeyStoreError as e:
         err.print(f"[red]keys:[/red] {e}")
         raise typer.Exit(2) from None
-    return {key_id: Ed25519PublicKey.from_public_bytes(b) for key_id, b in raw.items()}
-
-
-def _total(settings: Settings) -> int:
-    from confluent_kafka import Consumer
-
-    names = topic_names(settings)
-    c = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": "paystream-sizer", "log_level": 3})
-    try:
-        require_topics(c, [names.events, names.ledger])
-        return sum(sum(end_offsets(c, t, settings.partitions).values()) for t in (names.events, names.ledger))
-    finally:
-        c.close()
 
 
 def _readable(command: Any) -> Any:
@@ -144,9 +151,11 @@ def audit_cmd(as_json: bool = typer.Option(False, "--json", help="The report as 
     settings = get_settings()
     names = topic_names(settings)
     keys = _public_keys(settings)
+    ends = book_ends(settings)
     with _progress() as bar:
-        task = bar.add_task("audit", total=_total(settings))
-        report = audit(book_records(settings, lambda: bar.advance(task)), keys, events_topic=names.events, entries_topic=names.ledger)
+        task = bar.add_task("audit", total=sum(ends.values()))
+        report = audit(book_records(settings, lambda: bar.advance(task), ends), keys,
+                       events_topic=names.events, entries_topic=names.ledger)
     doc = {
         "ok": report.ok, "records": report.records, "events": report.events, "entries": report.entries,
         "signatures_verified": report.signatures_verified, "partitions": report.partitions, "payments": report.payments,
@@ -175,9 +184,11 @@ def replay(
     started = time.monotonic()
     try:
         with _progress() as bar:
-            task = bar.add_task("replay", total=_total(settings))
+            ends = book_ends(settings)
+            task = bar.add_task("replay", total=sum(ends.values()))
             names = topic_names(settings)
-            rebuilt = rebuild(book_records(settings, lambda: bar.advance(task)), events_topic=names.events, entries_topic=names.ledger)
+            rebuilt = rebuild(book_records(settings, lambda: bar.advance(task), ends),
+                              events_topic=names.events, entries_topic=names.ledger)
     except ReplayError as e:
         err.print(f"[red]replay stopped:[/red] {e} (run paystream audit)")
         raise typer.Exit(1) from None

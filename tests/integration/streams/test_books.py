@@ -10,15 +10,14 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
-from connectors.vault.keys import FileKeyStore
 from schemas.codec import Codec
 from streams.audit import audit, compare, rebuild
 from streams.chain import ChainHead, Signer, seal
 from streams import cli, cli_ledger
-from streams.cli_ledger import book_records, live_balances, live_chain_heads
+from streams.cli_ledger import book_records, live_balances, live_chain_heads, public_keys
 from streams.ledger import merchant_account
 from streams.runner import wait_until
 from streams.topics import topic_names
@@ -42,7 +41,7 @@ def test_audit_and_replay_agree_with_the_live_books_and_a_forgery_is_caught(
     worker = start_worker(settings)
     try:
         run(Pipeline(settings, worker), steps)
-        keys = {k: Ed25519PublicKey.from_public_bytes(v) for k, v in FileKeyStore(settings.keys_dir).public_keys().items()}
+        keys = public_keys(settings)
 
         def books_closed() -> bool:  # the ledger agents run behind the outcomes
             report = audit(book_records(settings), keys, events_topic=names.events, entries_topic=names.ledger)
