@@ -37,7 +37,7 @@ from models.train import SHIPPED_ARTIFACT
 from schemas.cards import mask_pans
 from schemas.codec import Codec, DecodeError
 from schemas.partitioning import partition_for
-from streams import faust_fixes, ledger_stage, merchants, metrics, risk_stage, topics
+from streams import faust_fixes, ledger_stage, metrics, risk_stage, topics
 from streams import keys as key_stage
 from streams.eos import Emitter, Record, StateWrite
 from streams.ingest import DeadLetter, Forward, Limits, Source, dead_letter, ingest
@@ -198,12 +198,10 @@ def build_app(settings: Settings) -> faust.App:
                 continue
             m = event.message
             registered = merchant_table.data.get(cmd["merchant_id"].encode())
-            refusal = merchants.admit(cmd, MERCHANT_CODEC.decode(registered) if registered is not None else None,
-                                      require_registration=settings.merchants_require_registration)
-            if refusal is not None and cmd["rejection_reason"] is None:
-                cmd = cmd | {"rejection_reason": refusal.reason, "rejection_detail": refusal.detail}
             effects = key_stage.handle(cmd, m.partition, int(m.timestamp * 1000), key_table.data.get, retention,
-                                      settings.timer_sweep_max, route_retention)
+                                      settings.timer_sweep_max, route_retention,
+                                      merchant=MERCHANT_CODEC.decode(registered) if registered is not None else None,
+                                      require_registration=settings.merchants_require_registration)
             if effects.route is not None:  # a create, scored in its card's partition first, or its follow-up behind it
                 record = Record(names.risk, effects.route, VALIDATED_CODEC.encode(effects.command), partition_for(effects.route, n))
             else:

@@ -28,8 +28,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Mapping
 
+from streams.merchants import admit
 from streams.payments import event_ms
 from streams.timers import SWEEP_MAX, Get, Timer, TimerStore
 
@@ -59,8 +60,14 @@ def claim_key(partition: int, merchant_id: str, idempotency_key: str) -> bytes:
 
 
 def handle(cmd: dict[str, Any], partition: int, record_ts_ms: int, get: Get, retention: timedelta,
-           sweep_max: int = SWEEP_MAX, route_retention: timedelta | None = None) -> KeyEffects:
-    """`route_retention` None: no risk stage, every command goes straight on."""
+           sweep_max: int = SWEEP_MAX, route_retention: timedelta | None = None, *,
+           merchant: Mapping[str, Any] | None = None, require_registration: bool = False) -> KeyEffects:
+    """`route_retention` None: no risk stage, every command goes straight on. `merchant`:
+    the registry's record of the command's merchant (streams/merchants.py), if any; a
+    create it does not admit is refused here and claims nothing."""
+    refusal = admit(cmd, merchant, require_registration=require_registration)
+    if refusal is not None and cmd["rejection_reason"] is None:
+        cmd = cmd | {"rejection_reason": refusal.reason, "rejection_detail": refusal.detail}
     effects = KeyEffects(cmd)
     timers = TimerStore(get, partition)
     at_ms = event_ms(cmd["occurred_at"])

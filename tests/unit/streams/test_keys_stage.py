@@ -124,3 +124,17 @@ def test_without_the_risk_stage_nothing_is_routed(cmds) -> None:
     stage = KeyStage()
     assert stage.send(cmds.create("order-1")).route is None
     assert not any(k.startswith(b"5/r/") for k in stage.table)
+
+
+def test_a_create_the_registry_does_not_admit_is_refused_and_claims_nothing(cmds) -> None:
+    from streams.merchants import merchant_record
+
+    pending = merchant_record("m_acme", kyc_status="pending", updated_at=cmds.t0)
+    create = cmds.create("order-1")
+    effects = handle(create, 5, int(create["occurred_at"].timestamp() * 1000), {}.get, RETENTION, merchant=pending)
+    assert effects.command["rejection_reason"] == "merchant_not_verified"
+    assert claim_key(5, "m_acme", "order-1") not in dict(effects.writes)
+    verified = merchant_record("m_acme", kyc_status="verified", updated_at=cmds.t0)
+    assert handle(create, 5, 0, {}.get, RETENTION, merchant=verified).command["rejection_reason"] is None
+    unknown = handle(create, 5, 0, {}.get, RETENTION, require_registration=True).command
+    assert unknown["rejection_reason"] == "merchant_unknown"
