@@ -170,6 +170,11 @@ def build_app(settings: Settings) -> faust.App:
         metrics.DEAD_LETTERS.labels(stage=result.record["stage"], reason=result.record["reason"]).inc()
         await emitter.emit(event, (), [Record(names.dlq, event.message.key, DLQ_CODEC.encode(result.record))])
 
+    def to_payments(cmd: dict) -> Record:
+        """A validated command on its way to the payments stage: by payment_id, to that key's partition."""
+        out = Forward(cmd)
+        return Record(names.validated, out.key, VALIDATED_CODEC.encode(out.command), partition_for(out.key, n))
+
     async def decode_or_dlq(event: faust.types.EventT, stage: str, codec: Codec = VALIDATED_CODEC) -> dict | None:
         """The decoded record, or None once the undecodable message is dead-lettered."""
         try:
@@ -205,8 +210,7 @@ def build_app(settings: Settings) -> faust.App:
             if effects.route is not None:  # a create, scored in its card's partition first, or its follow-up behind it
                 record = Record(names.risk, effects.route, VALIDATED_CODEC.encode(effects.command), partition_for(effects.route, n))
             else:
-                out = Forward(effects.command)
-                record = Record(names.validated, out.key, VALIDATED_CODEC.encode(out.command), partition_for(out.key, n))
+                record = to_payments(effects.command)
             await emitter.emit(event, [StateWrite(key_table, k, v) for k, v in effects.writes], [record])
             for timer in effects.fired:
                 metrics.TIMERS_FIRED.labels(kind=f"keys-{timer.kind}").inc()
@@ -298,10 +302,9 @@ def build_app(settings: Settings) -> faust.App:
                 metrics.DUPLICATES_SKIPPED.labels(stage="risk").inc()
                 continue
             assert effects.command is not None
-            out = Forward(effects.command)
-            records = [Record(names.validated, out.key, VALIDATED_CODEC.encode(out.command), partition_for(out.key, n))]
+            records = [to_payments(effects.command)]
             if effects.review is not None:
-                records.append(Record(names.review, out.key, REVIEW_CODEC.encode(effects.review)))
+                records.append(Record(names.review, records[0].key, REVIEW_CODEC.encode(effects.review)))
             await emitter.emit(event, [StateWrite(risk_table, k, v) for k, v in effects.writes], records)
             if effects.decision is not None:
                 metrics.FRAUD_DECISIONS.labels(action=effects.decision.action, fallback=str(effects.fallback).lower()).inc()
