@@ -175,6 +175,18 @@ RECORDS = {
         },
         "reverses": None,
     },
+    "PayoutInstruction": {
+        "payout_id": "po_0a1b2c3d4e5f60718293a4b5c6d7e8f9",
+        "settlement_id": "stl_0a1b2c3d4e5f60718293a4b5c6d7e8f9",
+        "merchant_id": "m_acme",
+        "currency": "JPY",
+        "amount_minor": 20_121,
+        "day": AT.date(),
+        "occurred_at": AT,
+        "source_currency": "EUR",
+        "source_minor": 12_345,
+        "fx_rate": "162.9871",
+    },
     "FxRate": {
         "base_currency": "EUR",
         "quote_currency": "JPY",

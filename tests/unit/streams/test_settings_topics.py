@@ -82,7 +82,7 @@ def test_out_of_range_numbers_are_refused(env: pytest.MonkeyPatch, name: str, va
 
 def test_every_topic_has_the_same_partition_count(env: pytest.MonkeyPatch) -> None:
     specs = declared_topics(Settings(partitions=12, replication_factor=3))
-    assert len(specs) == 12 + len(TABLES)
+    assert len(specs) == 14 + len(TABLES)
     assert {s.partitions for s in specs} == {12}
     assert {s.replication_factor for s in specs} == {3}
 
@@ -95,11 +95,11 @@ def test_changelogs_are_compacted_and_pipeline_topics_are_not(env: pytest.Monkey
                           "paystream-ledger-balances-changelog", "paystream-ledger-applied-changelog",
                           "paystream-risk-changelog", "paystream-merchants-changelog"}
     assert changelogs <= set(specs)
-    compacted = changelogs | {"fraud-blocklist", "merchants"}  # latest entry per key is the state
+    compacted = changelogs | {"fraud-blocklist", "merchants", "fx-rates"}  # latest entry per key is the state
     for name, spec in specs.items():
         assert spec.compacted == (name in compacted), name
         assert spec.config()["cleanup.policy"] == ("compact" if name in compacted else "delete")
-        if name in ("payment-events", "ledger-entries"):
+        if name in ("payment-events", "ledger-entries", "payouts"):
             assert spec.retention_ms == -1  # the event store and the books keep everything
         elif name not in compacted:
             assert spec.retention_ms is not None and spec.retention_ms > 0
@@ -130,8 +130,9 @@ def test_the_app_uses_only_declared_topics(env: pytest.MonkeyPatch, tmp_path: Pa
     assert {names.commands, names.keyed, names.validated} <= read <= declared
     assert changelogs == {changelog_topic(s.app_id, t) for t in TABLES}
     assert changelogs <= declared
-    # written only, or (the blocklist) read by every worker outside the group
-    assert declared - read - changelogs <= {names.outcomes, names.dlq, names.events, names.review, names.blocklist}
+    # written only, read by every worker outside the group (the blocklist), or settle's (fx-rates, payouts)
+    assert declared - read - changelogs <= {names.outcomes, names.dlq, names.events, names.review, names.blocklist,
+                                            names.fx_rates, names.payouts}
     assert {table.partitions for table in app.tables.values()} == {6}
 
 
