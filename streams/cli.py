@@ -12,6 +12,7 @@ from rich.console import Console
 
 from connectors.kafka import admin, launcher
 from streams import cli_api, cli_clickhouse, cli_fraud, cli_keys, cli_ledger, cli_merchants, cli_readmodels, cli_webhooks
+from streams import cli_providers
 from streams.settings import Settings, get_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -34,6 +35,7 @@ app.command("replay")(cli_ledger.replay)
 app.command("api")(cli_api.serve)
 app.add_typer(cli_api.app, name="api-keys")
 app.add_typer(cli_merchants.app, name="merchants")
+app.add_typer(cli_providers.app, name="providers")
 
 err = Console(stderr=True)
 
