@@ -284,7 +284,9 @@ class Rail:
 
     def settlement_report(self, day: date) -> list[SettlementRow]:
         """Every line the rail settles on `day`: captures and refunds `settle_days`
-        after they happened, bank returns `return_days` after the transfer."""
+        after they happened, bank returns `return_days` after the transfer (whichever
+        process sharing the journal recorded them)."""
+        self._catch_up()
         rows: list[SettlementRow] = []
         for record in self.records.values():
             if record.result.status != "approved" or record.operation not in ("capture", "refund"):
@@ -301,6 +303,7 @@ class Rail:
     def authorized(self) -> dict[str, Record]:
         """Approved authorizations by payment_id: the provider-side view tests hold
         against the ledger."""
+        self._catch_up()
         return {r.payment_id or r.key: r for r in self.records.values()
                 if r.operation == "authorize" and r.result.status == "approved"}
 

@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 from dataclasses import replace
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -66,6 +66,11 @@ def test_two_rails_over_one_dir_see_each_others_records(tmp_path):
     assert w1.capture("c1", *VISA, 2_000, call(at_ms=T0_MS + 7)).fee_minor == 75  # w1 reads w2's capture
     assert len(lines(tmp_path)) == 2
     assert w1.records == w2.records
+    w3 = rail(tmp_path)
+    w1.capture("c2", *VISA, 4_000, call())
+    # the provider's report and view hold every worker's records
+    assert [row.provider_ref for row in w3.settlement_report(day_of_ms(T0_MS) + timedelta(days=1))] == ["c1", "c2"]
+    assert list(w3.authorized()) == ["pay_1"]
 
 
 def test_a_bank_transfer_accepted_by_one_worker_is_known_to_another(tmp_path):
