@@ -83,7 +83,7 @@ def reset_local_state(settings: Settings) -> None:
 def build_saga(settings: Settings) -> Saga:
     if settings.providers == "test":
         return Saga.single(SimulatedProvider())
-    rails = build_rails(seed=settings.provider_seed)
+    rails = build_rails(seed=settings.provider_seed, journal_dir=settings.providers_dir)
     return Saga(providers=dict(rails), route=build_router({name: rail.config for name, rail in rails.items()}))
 
 

@@ -19,6 +19,7 @@ from streams import (
     cli_keys,
     cli_ledger,
     cli_merchants,
+    cli_providers,
     cli_readmodels,
     cli_webhooks,
 )
@@ -45,6 +46,7 @@ app.command("api")(cli_api.serve)
 app.add_typer(cli_api.app, name="api-keys")
 app.add_typer(cli_merchants.app, name="merchants")
 app.add_typer(cli_fx.app, name="fx")
+app.add_typer(cli_providers.app, name="providers")
 
 err = Console(stderr=True)
 

@@ -39,6 +39,7 @@ class WorkerProcess:
             "PAYSTREAM_COMMIT_INTERVAL_S": str(s.commit_interval_s),
             "PAYSTREAM_PROVIDERS": s.providers,
             "PAYSTREAM_PROVIDER_SEED": str(s.provider_seed),
+            "PAYSTREAM_PROVIDERS_DIR": str(s.providers_dir),  # workers with their own data dirs share one provider
             "PAYSTREAM_FRAUD_SCORING": str(s.fraud_scoring).lower(),
         }
 

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     # assert exact outcomes. The seed makes a rails run repeatable.
     providers: Literal["rails", "test"] = "rails"
     provider_seed: int = Field(0, ge=0, le=2**31 - 1)
+    # The rails' own books (connectors/providers/journal.py): the workers of one
+    # machine share them, as they share an external provider. Unset: <data_dir>/providers.
+    providers_dir: Path | None = None
 
     # Business limits
     max_amount_minor: int = Field(10**15, ge=1, le=2**63 - 1)  # an Avro long
@@ -140,6 +143,12 @@ class Settings(BaseSettings):
         if not self.clickhouse_url.strip():
             # chDB wants an absolute directory: chdb:///var/... would be /var.
             self.clickhouse_url = f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+        return self
+
+    @model_validator(mode="after")
+    def _default_providers_dir(self) -> Settings:
+        if self.providers_dir is None:
+            self.providers_dir = self.data_dir / "providers"
         return self
 
     @model_validator(mode="after")
