@@ -227,16 +227,16 @@ class KafkaDeadLetters:
             self.failed += 1
 
 
-def sink_consumer(settings: Settings, *, group: bool = True) -> Consumer:
+def sink_consumer(settings: Settings, *, group: bool = True, eof: bool | None = None) -> Consumer:
     """read_committed; in the group `<app_id>-sink` with manual commits, or (rebuild)
-    an anonymous reader that reports the end of each partition."""
+    an anonymous reader; `eof` (default: not in the group) reports each partition's end."""
     return Consumer({
         "bootstrap.servers": settings.bootstrap_servers,
         "group.id": f"{settings.app_id}-sink" if group else f"{settings.app_id}-rebuild-{uuid.uuid4().hex[:8]}",
         "isolation.level": "read_committed",
         "auto.offset.reset": "earliest",
         "enable.auto.commit": False,
-        "enable.partition.eof": not group,
+        "enable.partition.eof": (not group) if eof is None else eof,
         "log_level": 3,
     })
 
@@ -334,16 +334,32 @@ def rebuild(settings: Settings, client: Client, *, on_progress: Callable[[int, i
     """Reset the tables, then read every sink topic from offset 0 up to the end offsets
     seen at start with a fresh reader that commits nothing. `on_progress(done, total)` in records."""
     reset_tables(client)
+    return _consume_to_end(settings, client, group=False, on_progress=on_progress, timeout_s=timeout_s, max_rows=max_rows)
+
+
+def catch_up(settings: Settings, client: Client, *, timeout_s: float = REBUILD_TIMEOUT_S, max_rows: int = 10_000) -> SinkStats:
+    """Run the sink (its group, committing) until it has read the end offsets seen at
+    start: what a `paystream sink` would have written by now, e.g. after the demo."""
+    return _consume_to_end(settings, client, group=True, on_progress=None, timeout_s=timeout_s, max_rows=max_rows)
+
+
+def _consume_to_end(settings: Settings, client: Client, *, group: bool, on_progress: Callable[[int, int], None] | None,
+                    timeout_s: float, max_rows: int) -> SinkStats:
     kinds = sink_topics(settings)
-    consumer = sink_consumer(settings, group=False)
+    consumer = sink_consumer(settings, group=group, eof=True)
     try:
         ends = {(t, p): end for t in kinds for p, end in end_offsets(consumer, t, settings.partitions).items()}
-        consumer.assign([TopicPartition(t, p, 0) for t, p in ends])
+        if group:
+            committed = {(tp.topic, tp.partition): tp.offset for tp in
+                         consumer.committed([TopicPartition(t, p) for t, p in ends], timeout=30)}
+            consumer.assign([TopicPartition(t, p, committed[(t, p)] if committed[(t, p)] >= 0 else 0) for t, p in ends])
+        else:
+            consumer.assign([TopicPartition(t, p, 0) for t, p in ends])
         total, deadline = sum(ends.values()), time.monotonic() + timeout_s
 
         def done(stats: SinkStats) -> bool:
             if time.monotonic() > deadline:
-                raise SinkError(f"rebuild: the end offsets were not reached in {timeout_s:.0f}s")
+                raise SinkError(f"the end offsets were not reached in {timeout_s:.0f}s")
             # read_committed: a partition's end can be a transaction marker, never delivered; its EOF says we are there
             return all(stats.positions.get(tp, 0) >= end or stats.at_end.get(tp, -1) >= end
                        for tp, end in ends.items() if end)
@@ -352,7 +368,9 @@ def rebuild(settings: Settings, client: Client, *, on_progress: Callable[[int, i
             if on_progress is not None:
                 on_progress(sum(min(stats.positions.get(tp, 0), end) for tp, end in ends.items()), total)
 
-        stats = run(KafkaSource(consumer, commit=False), Sink(client), _NoDeadLetters(), kinds,
+        source = KafkaSource(consumer, commit=group)
+        dead_letters = dead_letter_producer(settings) if group else _NoDeadLetters()
+        stats = run(source, Sink(client), dead_letters, kinds,
                     Batcher(max_rows=max_rows, max_wait_ms=1_000), stop=done, ends=ends, on_batch=progress)
         progress(stats)
         return stats
