@@ -7,21 +7,27 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from connectors.clickhouse.client import connect
+from connectors.clickhouse.migrate import migrate
 from connectors.kafka import admin
 from connectors.kafka.clients import command_producer, read_to_end
 from schemas.cards import luhn_valid
 from schemas.codec import Codec
 from schemas.ids import derive_payment_id
 from streams.fraud_ops import resolve_command
+from streams.fx import FxRate, rate_to_record
+from streams.merchants import merchant_record
 from streams.observe import Observer
 from streams.publish import RawMessage, publish_commands
+from streams.readmodels import catch_up
 from streams.runner import WorkerProcess
 from streams.settings import Settings
 from streams.topics import declared_topics, topic_names
@@ -49,6 +55,11 @@ REVIEW_DELAY = timedelta(minutes=5)
 REVIEW_CODEC = Codec("FraudReview")
 VALIDATED_CODEC = Codec("ValidatedCommand")
 MERCHANTS = ("m_acme", "m_globex", "m_initech", "m_umbrella", "m_wayne")
+# The registry: who is paid in what. `paystream settle` converts at the day's rates.
+SETTLEMENT_CURRENCY = {"m_acme": "USD", "m_globex": "EUR", "m_initech": "GBP", "m_umbrella": "USD", "m_wayne": "JPY"}
+# The treasury's quotes for the demo day, USD per major unit; the pairs are crossed from them.
+USD_PER_UNIT = {"USD": "1", "EUR": "1.0842", "GBP": "1.2650", "JPY": "0.006634", "KWD": "3.2515"}
+MERCHANT_CODEC, RATE_CODEC = Codec("MerchantRecord"), Codec("FxRate")
 # currency -> (typical amount range in minor units)
 CURRENCIES = {"USD": (500, 50_000), "EUR": (500, 40_000), "GBP": (500, 30_000), "JPY": (500, 50_000), "KWD": (1_000, 90_000)}
 
@@ -166,6 +177,7 @@ def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int) 
 
     # The observer reads every output topic from the start: they must exist before the worker does.
     admin.ensure_topics(settings.kafka_bootstrap, declared_topics(settings))
+    open_the_day(settings, traffic.items[0]["occurred_at"] - timedelta(hours=1))
     with WorkerProcess(settings, log_file) as worker, Observer(settings) as observer:
         started = time.monotonic()
         publish_commands(settings, traffic.items)
@@ -195,6 +207,8 @@ def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int) 
         console.print(f"[yellow]the worker was restarted {worker.restarts} time(s); see {log_file}")
     console.print(f"journal entries: {len(observer.entry_ids)}; books closed {books_closed} after {books_s:.1f}s"
                   " (check them: paystream audit; paystream replay --verify)")
+    if books_closed:
+        fill_read_models(settings, console, traffic.items[0]["occurred_at"].date())
     print(f"demo: commands={commands} outcomes={len(mine)} dlq={dlq} elapsed_s={elapsed_s:.1f} entries={len(observer.entry_ids)}")
     return complete and len(mine) == commands and duplicated == 0 and books_closed
 
@@ -219,6 +233,40 @@ def approve_reviews(settings: Settings, observer: Observer, traffic: Traffic, ti
     authorized = sum(1 for c in ids if observer.outcomes.get(c) and observer.outcomes[c][0]["payment_status"] in
                      ("authorized", "captured"))
     return len(reviews), authorized
+
+
+def open_the_day(settings: Settings, as_of: datetime) -> None:
+    """Register the demo's merchants (verified, with their settlement currencies) and
+    publish the day's FX rates for every pair settlement will convert."""
+    names = topic_names(settings)
+    producer = command_producer(settings.bootstrap_servers)
+    for merchant, currency in SETTLEMENT_CURRENCY.items():
+        record = merchant_record(merchant, kyc_status="verified", settlement_currency=currency, updated_at=as_of)
+        producer.produce(names.merchants, key=merchant.encode(), value=MERCHANT_CODEC.encode(record, check=True))
+    for base in CURRENCIES:
+        for quote in set(SETTLEMENT_CURRENCY.values()) - {base}:
+            cross = (Decimal(USD_PER_UNIT[base]) / Decimal(USD_PER_UNIT[quote])).quantize(Decimal("0.00000001"))
+            rate = FxRate(base, quote, cross, as_of, "demo-treasury")
+            producer.produce(names.fx_rates, key=rate.key.encode(), value=RATE_CODEC.encode(rate_to_record(rate), check=True))
+    if producer.flush(30) != 0:
+        raise RuntimeError("the broker did not take the demo's merchants and rates in 30 s")
+
+
+def fill_read_models(settings: Settings, console: Console, day: date) -> None:
+    """What `paystream sink` would have written by now, so `paystream sql` answers at once."""
+    client = connect(settings.clickhouse_url, settings.clickhouse_database)
+    try:
+        migrate(client)
+        started = time.monotonic()
+        stats = catch_up(settings, client, timeout_s=BOOKS_TIMEOUT_S)
+        took_s = time.monotonic() - started
+    finally:
+        client.close()
+    console.print(f"read models: {stats.rows_total} rows into ClickHouse in {took_s:.1f}s "
+                  f"({stats.rows_total / max(took_s, 1e-9):,.0f} rows/s); try: paystream sql \"SELECT ...\" (docs/analytics.md)")
+    nxt = day + timedelta(days=1)
+    console.print(f"day end: paystream settle --date {day}; paystream providers report --date {nxt}; "
+                  f"paystream reconcile --date {nxt}")
 
 
 def _summary(console: Console, outcomes: dict[str, list[dict[str, Any]]], elapsed_s: float, produced_s: float, commands: int, dlq: int, duplicated: int) -> None:
