@@ -42,7 +42,8 @@ TEST_CARDS = (
 )
 CARD_WEIGHTS = (30, 25, 15, 12, 10, 2, 2, 8)
 # The first five are ordinary cards: each payment gets its own number under that card's
-# BIN (a fraud stage sees many cardholders, not five people paying 10,000 times).
+# BIN (a fraud stage sees many cardholders, not five people paying 10,000 times). The
+# saga cards' numbers keep their last four digits too: the provider keys on BIN + last4.
 ORDINARY_CARDS = 5
 BOOKS_TIMEOUT_S = 300.0
 # The demo's reviewer decides this long after the create, by event time.
@@ -69,10 +70,13 @@ class Traffic:
     run_id: str = ""
 
 
-def cardholder(test_card: str, rng: random.Random) -> str:
-    """Another valid number of the same BIN and length: random account digits, Luhn check digit."""
-    body = test_card[:6] + "".join(str(rng.randrange(10)) for _ in range(len(test_card) - 7))
-    return body + next(d for d in "0123456789" if luhn_valid(body + d))
+def cardholder(test_card: str, rng: random.Random, *, keep_last4: bool = False) -> str:
+    """Another valid number of the same BIN and length (and last four digits, if asked):
+    random account digits, the one before the kept tail chosen to pass the Luhn check
+    (changing one digit runs through every residue, so exactly one does)."""
+    tail = test_card[-4:] if keep_last4 else ""
+    body = test_card[:6] + "".join(str(rng.randrange(10)) for _ in range(len(test_card) - 7 - len(tail)))
+    return next(body + d + tail for d in "0123456789" if luhn_valid(body + d + tail))
 
 
 def generate(payments: int, seed: int, run_id: str, start: datetime) -> Traffic:
@@ -107,9 +111,8 @@ def generate(payments: int, seed: int, run_id: str, start: datetime) -> Traffic:
         merchant = rng.choice(MERCHANTS)
         currency = rng.choice(list(CURRENCIES))
         amount = rng.randint(*CURRENCIES[currency])
-        pan = rng.choices(TEST_CARDS, CARD_WEIGHTS)[0]
-        if TEST_CARDS.index(pan) < ORDINARY_CARDS:
-            pan = cardholder(pan, rng)
+        test_card = rng.choices(TEST_CARDS, CARD_WEIGHTS)[0]
+        pan = cardholder(test_card, rng, keep_last4=TEST_CARDS.index(test_card) >= ORDINARY_CARDS)
         manual = rng.random() < 0.3
         key = f"{run_id}-{i}"
         pid = derive_payment_id(merchant, key)
@@ -136,7 +139,7 @@ def generate(payments: int, seed: int, run_id: str, start: datetime) -> Traffic:
             emit("create", merchant, key, payment_id=pid, amount_minor=amount + 1, currency=currency, card=card, capture_method=create["capture_method"])
         elif roll < 0.05 and i:  # a key of this merchant's earlier payment, reused on this one
             emit("refund", merchant, f"{run_id}-{i - 1}", payment_id=pid, amount_minor=1)
-        if pan == TEST_CARDS[-1]:
+        if test_card == TEST_CARDS[-1]:
             continue  # declined: nothing to follow up
         captured = amount if not manual else 0
         if manual:

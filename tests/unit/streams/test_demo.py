@@ -81,3 +81,20 @@ def test_every_confirm_is_a_command_ingest_forwards_with_its_result() -> None:
         result = ingest(COMMANDS.encode(confirm, check=True), source, Tokenizer(b"k" * 32, "t1"), LIMITS)
         assert isinstance(result, Forward) and result.command["rejection_reason"] is None, result
         assert result.command["three_ds"] == confirm["three_ds"]
+
+
+def test_cardholders_keep_what_the_provider_keys_on() -> None:
+    import random
+
+    from schemas.cards import luhn_valid
+    from streams.demo import ORDINARY_CARDS, TEST_CARDS, cardholder
+
+    rng = random.Random(1)
+    for i, test_card in enumerate(TEST_CARDS):
+        saga = i >= ORDINARY_CARDS
+        numbers = {cardholder(test_card, rng, keep_last4=saga) for _ in range(50)}
+        assert len(numbers) > 40  # many cardholders, not one card paying over and over
+        for pan in numbers:
+            assert luhn_valid(pan) and len(pan) == len(test_card) and pan[:6] == test_card[:6]
+            if saga:  # the simulated provider's saga behaviour follows (BIN, last4)
+                assert pan[-4:] == test_card[-4:]
