@@ -13,9 +13,10 @@ after a crash or redelivery is the same call to the provider, never a second cha
 A payment the fraud decision paused for 3DS (`requires_action`) is continued by a
 confirm carrying the cardholder's EMV 3DS result: Y/A authorize (liability shifted to
 the issuer, recorded on the events), N/R decline (`authentication_failed`), U as the
-policy says (`Policy.three_ds_unavailable`). A timed-out authorization leaves the payment `pending`; a `resolve` command asks the
-provider's status under the same key. A capture the provider refuses after approving
-the authorization is compensated by a void at the provider (the hold is released).
+policy says (`Policy.three_ds_unavailable`). A timed-out authorization leaves the
+payment `pending`; a `resolve` command asks the provider's status under the same key.
+A capture the provider refuses after approving the authorization is compensated by a
+void at the provider (the hold is released).
 """
 
 from __future__ import annotations
