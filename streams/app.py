@@ -147,7 +147,7 @@ def build_app(settings: Settings) -> faust.App:
     atexit.register(vault.close)
     limits = Limits(settings.max_amount_minor, settings.idempotency_key_max_len, n)
     policy = Policy(auth_window=timedelta(hours=settings.auth_window_h), max_follow_ups=settings.payment_max_follow_ups,
-                    dispute_fee_minor=settings.dispute_fee_minor)
+                    dispute_fee_minor=settings.dispute_fee_minor, three_ds_unavailable=settings.three_ds_unavailable)
     # The fraud model is verified here, at start: a tampered artifact stops the worker now, not mid-stream.
     scorer = Scorer.load(SHIPPED_ARTIFACT)
     blocklist_reader = BlocklistReader(settings, scorer)

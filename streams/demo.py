@@ -6,6 +6,7 @@ import random
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -47,11 +48,18 @@ TEST_CARDS = (
 )
 CARD_WEIGHTS = (30, 25, 15, 12, 10, 2, 2, 8)
 # The first five are ordinary cards: each payment gets its own number under that card's
-# BIN (a fraud stage sees many cardholders, not five people paying 10,000 times).
+# BIN (a fraud stage sees many cardholders, not five people paying 10,000 times). The
+# saga cards' numbers keep their last four digits too: the provider keys on BIN + last4.
 ORDINARY_CARDS = 5
 BOOKS_TIMEOUT_S = 300.0
 # The demo's reviewer decides this long after the create, by event time.
 REVIEW_DELAY = timedelta(minutes=5)
+# The demo's cardholder answers a 3DS step-up this long after the create, by event time,
+# with an EMV 3DS transStatus drawn with these weights (mostly authenticated, some
+# failures), and the ECI a Visa ACS returns with it.
+STEP_UP_DELAY = timedelta(minutes=1)
+THREE_DS_WEIGHTS = {"Y": 85, "A": 3, "N": 8, "U": 2, "R": 2}
+THREE_DS_ECI = {"Y": "05", "A": "06", "N": "07", "U": "07", "R": "07"}
 REVIEW_CODEC = Codec("FraudReview")
 VALIDATED_CODEC = Codec("ValidatedCommand")
 MERCHANTS = ("m_acme", "m_globex", "m_initech", "m_umbrella", "m_wayne")
@@ -70,19 +78,23 @@ class Traffic:
     command_ids: set[str] = field(default_factory=set)
     garbage: int = 0
     expected: Counter[str] = field(default_factory=Counter)
+    run_id: str = ""
 
 
-def cardholder(test_card: str, rng: random.Random) -> str:
-    """Another valid number of the same BIN and length: random account digits, Luhn check digit."""
-    body = test_card[:6] + "".join(str(rng.randrange(10)) for _ in range(len(test_card) - 7))
-    return body + next(d for d in "0123456789" if luhn_valid(body + d))
+def cardholder(test_card: str, rng: random.Random, *, keep_last4: bool = False) -> str:
+    """Another valid number of the same BIN and length (and last four digits, if asked):
+    random account digits, the one before the kept tail chosen to pass the Luhn check
+    (changing one digit runs through every residue, so exactly one does)."""
+    tail = test_card[-4:] if keep_last4 else ""
+    body = test_card[:6] + "".join(str(rng.randrange(10)) for _ in range(len(test_card) - 7 - len(tail)))
+    return next(body + d + tail for d in "0123456789" if luhn_valid(body + d + tail))
 
 
 def generate(payments: int, seed: int, run_id: str, start: datetime) -> Traffic:
     """Commands for `payments` payments: creates, captures (some partial), voids,
     partial refunds, duplicate retries, key conflicts and invalid input."""
     rng = random.Random(seed)
-    t = Traffic()
+    t = Traffic(run_id=run_id)
     clock = start
 
     def emit(kind: str, merchant: str, key: str, **fields: Any) -> dict[str, Any]:
@@ -110,9 +122,8 @@ def generate(payments: int, seed: int, run_id: str, start: datetime) -> Traffic:
         merchant = rng.choice(MERCHANTS)
         currency = rng.choice(list(CURRENCIES))
         amount = rng.randint(*CURRENCIES[currency])
-        pan = rng.choices(TEST_CARDS, CARD_WEIGHTS)[0]
-        if TEST_CARDS.index(pan) < ORDINARY_CARDS:
-            pan = cardholder(pan, rng)
+        test_card = rng.choices(TEST_CARDS, CARD_WEIGHTS)[0]
+        pan = cardholder(test_card, rng, keep_last4=TEST_CARDS.index(test_card) >= ORDINARY_CARDS)
         manual = rng.random() < 0.3
         key = f"{run_id}-{i}"
         pid = derive_payment_id(merchant, key)
@@ -139,7 +150,7 @@ def generate(payments: int, seed: int, run_id: str, start: datetime) -> Traffic:
             emit("create", merchant, key, payment_id=pid, amount_minor=amount + 1, currency=currency, card=card, capture_method=create["capture_method"])
         elif roll < 0.05 and i:  # a key of this merchant's earlier payment, reused on this one
             emit("refund", merchant, f"{run_id}-{i - 1}", payment_id=pid, amount_minor=1)
-        if pan == TEST_CARDS[-1]:
+        if test_card == TEST_CARDS[-1]:
             continue  # declined: nothing to follow up
         captured = amount if not manual else 0
         if manual:
@@ -193,6 +204,8 @@ def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int) 
         elapsed_s = time.monotonic() - started
         # Fraud ops at work: the demo's operator approves every payment held for review.
         reviewed, approved = approve_reviews(settings, observer, traffic, timeout_s) if complete else (0, 0)
+        # The cardholders answer their 3DS step-ups.
+        step_ups = complete_step_ups(settings, observer, traffic, seed, timeout_s) if complete else StepUps()
         # The ledger runs behind the outcomes: stop the worker once every event is posted.
         books_closed = complete and observer.wait_until(observer.books_applied, BOOKS_TIMEOUT_S)
         books_s = time.monotonic() - started
@@ -203,6 +216,9 @@ def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int) 
     _summary(console, mine, elapsed_s, produced_s, commands, dlq, duplicated)
     _events(console, observer.events)
     console.print(f"held for fraud review: {reviewed}; approved by the demo's operator and authorized: {approved}")
+    console.print(f"3DS step-ups: {step_ups.asked}; confirmed {step_ups.confirmed} (authenticated Y/A {step_ups.authenticated},"
+                  f" failed N/R {step_ups.failed}, unavailable U {step_ups.unavailable}); authorized after the step-up:"
+                  f" {step_ups.authorized}")
     if worker.restarts:
         console.print(f"[yellow]the worker was restarted {worker.restarts} time(s); see {log_file}")
     console.print(f"journal entries: {len(observer.entry_ids)}; books closed {books_closed} after {books_s:.1f}s"
@@ -210,7 +226,7 @@ def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int) 
     if books_closed:
         fill_read_models(settings, console, traffic.items[0]["occurred_at"].date())
     print(f"demo: commands={commands} outcomes={len(mine)} dlq={dlq} elapsed_s={elapsed_s:.1f} entries={len(observer.entry_ids)}")
-    return complete and len(mine) == commands and duplicated == 0 and books_closed
+    return complete and len(mine) == commands and duplicated == 0 and books_closed and step_ups.confirmed == step_ups.asked
 
 
 def approve_reviews(settings: Settings, observer: Observer, traffic: Traffic, timeout_s: float) -> tuple[int, int]:
@@ -267,6 +283,72 @@ def fill_read_models(settings: Settings, console: Console, day: date) -> None:
     nxt = day + timedelta(days=1)
     console.print(f"day end: paystream settle --date {day}; paystream providers report --date {nxt}; "
                   f"paystream reconcile --date {nxt}")
+
+
+@dataclass(frozen=True)
+class StepUps:
+    """The demo's 3DS step-ups: payments the risk stage paused, confirms sent (by
+    result) and the payments those authorized."""
+
+    asked: int = 0
+    confirmed: int = 0
+    authenticated: int = 0  # Y or A
+    failed: int = 0  # N or R
+    unavailable: int = 0  # U
+    authorized: int = 0
+
+
+def step_up_confirms(creates: Iterable[Mapping[str, Any]], outcomes: Mapping[str, list[dict[str, Any]]], seed: int,
+                     run_id: str) -> list[dict[str, Any]]:
+    """One confirm (PaymentCommand v5) per payment whose create left it in
+    requires_action, carrying the cardholder's 3DS result: drawn per payment from
+    (seed, payment_id), so a run's answers do not depend on the order outcomes came in."""
+    confirms: dict[str, dict[str, Any]] = {}
+    statuses, weights = zip(*THREE_DS_WEIGHTS.items())
+    for create in creates:
+        first = outcomes.get(create["command_id"])
+        pid = create["payment_id"]
+        # The create that paused it (not a retry's replay or a key conflict's refusal).
+        if not first or (first[0]["status"], first[0]["payment_status"]) != ("succeeded", "requires_action"):
+            continue
+        rng = random.Random(f"{seed}:3ds:{pid}")
+        status = rng.choices(statuses, weights)[0]
+        confirms[pid] = {
+            "command_id": f"cmd_{run_id}_3ds_{len(confirms)}",
+            "kind": "confirm",
+            "merchant_id": create["merchant_id"],
+            "idempotency_key": f"{create['idempotency_key']}-3ds",
+            "payment_id": pid,
+            "amount_minor": None,
+            "currency": None,
+            "capture_method": None,
+            "card": None,
+            "metadata": {},
+            "occurred_at": create["occurred_at"] + STEP_UP_DELAY,
+            "three_ds": {"trans_status": status, "eci": THREE_DS_ECI[status],
+                         "ds_trans_id": str(uuid.UUID(int=rng.getrandbits(128), version=4))},
+        }
+    return list(confirms.values())
+
+
+def complete_step_ups(settings: Settings, observer: Observer, traffic: Traffic, seed: int, timeout_s: float) -> StepUps:
+    """Answer every 3DS step-up of this run with a confirm through the front door
+    (payment-commands, as a merchant sends it), wait for the answers, count them."""
+    creates = [c for c in traffic.items if isinstance(c, dict) and c["kind"] == "create"]
+    confirms = step_up_confirms(creates, observer.outcomes, seed, traffic.run_id)
+    publish_commands(settings, confirms)
+    ids = {c["command_id"] for c in confirms}
+    observer.wait_for(ids, 0, timeout_s)
+    by_status = Counter(c["three_ds"]["trans_status"] for c in confirms)
+    answered = [observer.outcomes[c][0] for c in ids if observer.outcomes.get(c)]
+    return StepUps(
+        asked=len(confirms),
+        confirmed=len(answered),
+        authenticated=by_status["Y"] + by_status["A"],
+        failed=by_status["N"] + by_status["R"],
+        unavailable=by_status["U"],
+        authorized=sum(1 for o in answered if o["payment_status"] in ("authorized", "captured")),
+    )
 
 
 def _summary(console: Console, outcomes: dict[str, list[dict[str, Any]]], elapsed_s: float, produced_s: float, commands: int, dlq: int, duplicated: int) -> None:

@@ -13,6 +13,7 @@ stage's command_id dedup drops it.
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
@@ -37,6 +38,10 @@ CURRENCY_MAX_LEN = 8
 DISPUTE_KINDS = frozenset({"dispute_open", "dispute_evidence", "dispute_close"})
 # confirm (version 4): the cardholder passed the 3DS step-up of a payment in requires_action.
 FOLLOW_UP_KINDS = frozenset({"capture", "void", "refund", "expire", "confirm"}) | DISPUTE_KINDS
+# A confirm's 3DS result (PaymentCommand v5): the ECI is two digits, the directory
+# server's transaction id a UUID in its 36-char form (EMV 3DS 2.x).
+ECI_PATTERN = re.compile(r"[0-9]{2}")
+DS_TRANS_ID_LEN = 36
 # The networks' dispute reasons (Stripe's list); `fraudulent` is the one a lost
 # dispute turns into a fraud label (streams/payments.py).
 DISPUTE_REASONS = frozenset({
@@ -152,6 +157,7 @@ def _refused(cmd: dict[str, Any], reason: str, detail: str, limits: Limits) -> d
     return _forwarded(cmd | masked, payment_id, card=None) | {
         "metadata": {},
         "dispute": None,
+        "three_ds": None,
         "rejection_reason": reason,
         "rejection_detail": mask_pans(detail)[0][:500],
     }
@@ -182,6 +188,7 @@ def _forwarded(cmd: dict[str, Any], payment_id: str | None, card: dict[str, Any]
         "card": card,
         "metadata": cmd["metadata"],
         "dispute": cmd.get("dispute"),
+        "three_ds": cmd.get("three_ds"),
         "occurred_at": cmd["occurred_at"],
         "rejection_reason": None,
         "rejection_detail": None,
@@ -225,6 +232,7 @@ def _validate(cmd: dict[str, Any], source: Source, tokenizer: TokenizerT, limits
         if cmd["capture_method"] is not None:
             raise _Invalid("unexpected_capture_method", f"{kind} must not carry capture_method")
     dispute = _check_dispute(kind, cmd)
+    _check_three_ds(kind, cmd.get("three_ds"))
     _check_amount(cmd["amount_minor"], limits)
     if cmd["currency"] is not None and not is_currency(cmd["currency"]):
         raise _Invalid("invalid_currency", "currency is not an ISO 4217 code")
@@ -271,6 +279,31 @@ def _check_dispute(kind: str, cmd: dict[str, Any]) -> dict[str, Any] | None:
     if d["outcome"] is None:
         raise _Invalid("missing_dispute_outcome", "dispute_close needs dispute.outcome (won or lost)")
     return d
+
+
+def _check_three_ds(kind: str, three_ds: dict[str, Any] | None) -> None:
+    """A confirm carries the 3DS result (its status is an Avro enum: decoded, it is one
+    of Y A N U R); nothing else carries one."""
+    if kind != "confirm":
+        if three_ds is not None:
+            raise _Invalid("unexpected_three_ds", f"{kind} must not carry three_ds")
+        return
+    if three_ds is None:
+        raise _Invalid("missing_three_ds", "confirm needs three_ds, the result of the 3DS authentication")
+    eci, ds_trans_id = three_ds["eci"], three_ds["ds_trans_id"]
+    if eci is not None and not ECI_PATTERN.fullmatch(eci):
+        raise _Invalid("invalid_three_ds", "three_ds.eci must be 2 digits")
+    if ds_trans_id is not None and not _is_uuid(ds_trans_id):
+        raise _Invalid("invalid_three_ds", f"three_ds.ds_trans_id must be a UUID ({DS_TRANS_ID_LEN} chars)")
+
+
+def _is_uuid(text: str) -> bool:
+    if len(text) != DS_TRANS_ID_LEN:
+        return False
+    try:
+        return str(uuid.UUID(text)) == text.lower()
+    except ValueError:
+        return False
 
 
 def _check_amount(amount_minor: int | None, limits: Limits) -> None:

@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     # The network's fee per dispute, in minor units of the payment's currency
     # (streams.payments.DISPUTE_FEE_MINOR is the default; docs/payments.md, Disputes).
     dispute_fee_minor: int = Field(1_500, ge=0, le=10**9)
+    # A 3DS step-up answered U (authentication could not be performed): authorize without
+    # a liability shift, or decline (streams.payments.three_ds_verdict; docs/fraud.md).
+    three_ds_unavailable: Literal["authorize", "decline"] = "authorize"
     # Refuse creates of merchants absent from the registry (streams/merchants.py);
     # off by default so unregistered (demo) merchants keep working.
     merchants_require_registration: bool = False

@@ -41,6 +41,7 @@ RECORDS = {
         "dispute": None,
         "occurred_at": AT,
         "card_token": None,
+        "three_ds": None,
     },
     "ValidatedCommand": {
         "command_id": "cmd_01",
@@ -69,6 +70,7 @@ RECORDS = {
         "fraud_reasons": ["velocity_card_1h", "score_review"],
         "fraud_model": "hgb-21686780adc8",
         "fraud_fallback": False,
+        "three_ds": None,
     },
     "FraudReview": {
         "review_id": "cmd_0a1b2c3d4e5f60718293a4b5c6d7e8f9",
@@ -141,6 +143,8 @@ RECORDS = {
         "card_token": "tok_abcdefghijklmnopqrstuvwxyz234567",
         "card_bin": "424242",
         "card_last4": "4242",
+        "three_ds_status": None,
+        "liability_shift": None,
         "occurred_at": AT,
         "chain_seq": 7,
         "prev_hash": bytes(range(32)),
@@ -268,6 +272,18 @@ EXTRA_RECORDS = [
         RECORDS["PaymentCommand"] | {"kind": "dispute_close", "amount_minor": None, "card": None, "dispute": {
             "reason": None, "evidence_due_at": None, "evidence": None, "outcome": "lost"}},
     ),
+    (
+        "PaymentCommand",
+        RECORDS["PaymentCommand"] | {"kind": "confirm", "amount_minor": None, "currency": None, "capture_method": None,
+                                     "card": None, "three_ds": {"trans_status": "Y", "eci": "05",
+                                                                "ds_trans_id": "f25084f0-5b16-4c0a-ae5d-b24808a95e4b"}},
+    ),
+    (
+        "ValidatedCommand",
+        RECORDS["ValidatedCommand"] | {"kind": "confirm", "card": None, "capture_method": None, "fraud_action": None,
+                                       "three_ds": {"trans_status": "N", "eci": None, "ds_trans_id": None}},
+    ),
+    ("PaymentEvent", RECORDS["PaymentEvent"] | {"type": "authorized", "three_ds_status": "A", "liability_shift": True}),
     ("DeadLetter", RECORDS["DeadLetter"] | {"raw_key": None, "raw_value": b""}),
     ("LedgerEntry", RECORDS["LedgerEntry"] | {"fx": None, "reverses": "je_00112233445566778899aabbccddeeff"}),
 ]
@@ -480,7 +496,8 @@ def test_history_schemas_are_earlier_versions_of_shipped_ones() -> None:
     from schemas.codec import history_names, load_schema
 
     assert history_names() == ("history/PaymentCommand.1", "history/PaymentCommand.2", "history/PaymentCommand.3",
-                               "history/ValidatedCommand.1")
+                               "history/PaymentCommand.4", "history/PaymentEvent.1", "history/ValidatedCommand.1",
+                               "history/ValidatedCommand.2")
     for name in history_names():
         old = load_schema(name)
         assert old.parsed["name"] == load_schema(name.split("/")[1].split(".")[0]).parsed["name"]
@@ -526,3 +543,43 @@ def test_a_validated_command_written_with_version_1_decodes_unscored() -> None:
     unscored = {"fraud_action": None, "fraud_score_ppm": None, "fraud_reasons": [], "fraud_model": None,
                 "fraud_fallback": False}
     assert Codec("ValidatedCommand").decode(buf.getvalue()) == record | unscored
+
+
+def _written_with(name: str, record: dict) -> bytes:
+    import io
+
+    import fastavro
+
+    from schemas.codec import MAGIC, load_schema
+
+    old = load_schema(name)
+    buf = io.BytesIO()
+    buf.write(MAGIC + old.fingerprint)
+    fastavro.schemaless_writer(buf, old.parsed, record)
+    return buf.getvalue()
+
+
+def test_a_confirm_written_with_version_4_decodes_without_a_3ds_result() -> None:
+    record = RECORDS["PaymentCommand"] | {"kind": "confirm", "card": None, "amount_minor": None}
+    old = {k: v for k, v in record.items() if k != "three_ds"}
+    assert Codec("PaymentCommand").decode(_written_with("history/PaymentCommand.4", old)) == record
+
+
+def test_a_validated_command_written_with_version_2_decodes_without_a_3ds_result() -> None:
+    old = {k: v for k, v in RECORDS["ValidatedCommand"].items() if k != "three_ds"}
+    decoded = Codec("ValidatedCommand").decode(_written_with("history/ValidatedCommand.2", old))
+    assert decoded == old | {"three_ds": None}
+
+
+def test_a_payment_event_written_with_version_1_decodes_without_liability_shift() -> None:
+    old = {k: v for k, v in RECORDS["PaymentEvent"].items() if k not in ("three_ds_status", "liability_shift")}
+    decoded = Codec("PaymentEvent").decode(_written_with("history/PaymentEvent.1", old))
+    assert decoded == old | {"three_ds_status": None, "liability_shift": None}
+
+
+@pytest.mark.parametrize("status", ["C", "y", "", "YES"])
+def test_a_3ds_status_outside_emv_final_statuses_cannot_be_written(status: str) -> None:
+    record = RECORDS["PaymentCommand"] | {"kind": "confirm", "card": None,
+                                          "three_ds": {"trans_status": status, "eci": None, "ds_trans_id": None}}
+    with pytest.raises(EncodeError, match="three_ds|trans_status|ThreeDsStatus"):
+        Codec("PaymentCommand").encode(record, check=True)

@@ -157,12 +157,28 @@ def test_create_with_its_own_derived_payment_id_is_valid() -> None:
     assert forwarded(create(payment_id=pid))["rejection_reason"] is None
 
 
+THREE_DS = {"trans_status": "Y", "eci": "05", "ds_trans_id": "f25084f0-5b16-4c0a-ae5d-b24808a95e4b"}
+
+
 @pytest.mark.parametrize("kind", ["capture", "void", "refund", "expire", "confirm"])
 def test_valid_follow_up(kind: str) -> None:
-    cmd = forwarded(follow_up(kind, amount_minor=500 if kind in ("capture", "refund") else None))
+    cmd = forwarded(follow_up(kind, amount_minor=500 if kind in ("capture", "refund") else None,
+                              three_ds=THREE_DS if kind == "confirm" else None))
     assert cmd["rejection_reason"] is None and cmd["kind"] == kind
+    assert cmd["three_ds"] == (THREE_DS if kind == "confirm" else None)
     assert cmd["payment_id"] == FOLLOW_UP_PID
     assert cmd["card"] is None and cmd["capture_method"] is None
+
+
+@pytest.mark.parametrize("status", ["Y", "A", "N", "U", "R"])
+def test_a_confirm_forwards_its_3ds_result_optional_fields_absent(status: str) -> None:
+    result = {"trans_status": status, "eci": None, "ds_trans_id": None}
+    assert forwarded(follow_up("confirm", three_ds=result))["three_ds"] == result
+
+
+def test_a_refused_command_carries_no_3ds_result() -> None:
+    refused = forwarded(follow_up("confirm", three_ds=THREE_DS | {"eci": "123"}))
+    assert refused["rejection_reason"] == "invalid_three_ds" and refused["three_ds"] is None
 
 
 def test_card_expiring_this_month_is_accepted() -> None:
@@ -240,6 +256,13 @@ REFUSALS = [
     ("invalid_card_token", create(card=None, card_token=CARD_TOKEN | {"brand": "unknown"})),
     ("expired_card", create(card=None, card_token=CARD_TOKEN | {"exp_month": 10, "exp_year": 2026})),
     ("invalid_expiry", create(card=None, card_token=CARD_TOKEN | {"exp_month": 13})),
+    ("missing_three_ds", follow_up("confirm")),
+    ("unexpected_three_ds", follow_up("capture", three_ds=THREE_DS)),
+    ("unexpected_three_ds", create(three_ds=THREE_DS)),
+    ("invalid_three_ds", follow_up("confirm", three_ds=THREE_DS | {"eci": "5"})),
+    ("invalid_three_ds", follow_up("confirm", three_ds=THREE_DS | {"eci": "0x"})),
+    ("invalid_three_ds", follow_up("confirm", three_ds=THREE_DS | {"ds_trans_id": "f25084f05b164c0aae5db24808a95e4b"})),
+    ("invalid_three_ds", follow_up("confirm", three_ds=THREE_DS | {"ds_trans_id": "x" * 36})),
 ]
 
 

@@ -77,6 +77,17 @@ def test_out_of_range_numbers_are_refused(env: pytest.MonkeyPatch, name: str, va
         Settings()
 
 
+@pytest.mark.parametrize("value", ["decline", "authorize"])
+def test_three_ds_unavailable_is_a_choice_of_two(env: pytest.MonkeyPatch, value: str) -> None:
+    from streams.payments import THREE_DS_UNAVAILABLE_ACTIONS
+
+    env.setenv("PAYSTREAM_THREE_DS_UNAVAILABLE", value)
+    assert Settings().three_ds_unavailable == value and value in THREE_DS_UNAVAILABLE_ACTIONS
+    env.setenv("PAYSTREAM_THREE_DS_UNAVAILABLE", "review")
+    with pytest.raises(ValidationError, match="three_ds_unavailable"):
+        Settings()
+
+
 # --- topics ---
 
 
@@ -164,6 +175,7 @@ def test_bound_settings_default_to_the_code_s_own_defaults(env: pytest.MonkeyPat
     s = Settings()
     fields = Settings.model_fields
     assert (s.timer_sweep_max, s.payment_max_follow_ups) == (SWEEP_MAX, MAX_FOLLOW_UPS) == (SWEEP_MAX, Policy().max_follow_ups)
+    assert s.three_ds_unavailable == Policy().three_ds_unavailable
     batcher = Batcher()
     assert (s.clickhouse_batch_max_rows, s.clickhouse_batch_max_wait_ms) == (batcher.max_rows, batcher.max_wait_ms)
     assert s.clickhouse_insert_attempts == Sink.attempts
