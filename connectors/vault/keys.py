@@ -237,7 +237,7 @@ class FileKeyStore:
     def init(self) -> list[KeyInfo]:
         for kind in KINDS:
             if not self._versions(kind):
-                self._create(kind)
+                self._create(kind, if_none=True)
         return self.keys()
 
     def rotate(self, kind: str) -> KeyInfo:
@@ -335,11 +335,15 @@ class FileKeyStore:
     def _info(self, key: _Key) -> KeyInfo:
         return KeyInfo(key.key_id, key.kind, key.version, key.created, key.version == self._active(key.kind).version)
 
-    def _create(self, kind: str) -> _Key:
+    def _create(self, kind: str, if_none: bool = False) -> _Key:
+        """A new key of `kind`; with `if_none`, the existing one if another process
+        created one since we loaded (two processes starting at once both `init`)."""
         _ensure_private_dir(self.keys_dir)
         for _ in range(_CREATE_ATTEMPTS):
             self.reload()  # another process may have rotated since we loaded
             versions = self._versions(kind)
+            if if_none and versions:
+                return versions[-1]
             version = versions[-1].version + 1 if versions else 1
             key = _Key(key_id_of(kind, version), kind, version, datetime.now(timezone.utc), os.urandom(KEY_BYTES))
             if _write_new(self.keys_dir / f"{key.key_id}.json", _encode(key)):

@@ -134,6 +134,13 @@ def test_signatures_verify_with_exported_public_keys_across_rotation(store: File
     assert not verify_signature(b"short", b"event-1", old.signature)
 
 
+def test_two_processes_initialising_at_once_create_one_key_per_kind(tmp_path: Path) -> None:
+    producer = FileKeyStore(tmp_path / "keys")  # loaded before the worker created anything
+    FileKeyStore(tmp_path / "keys").init()  # the worker
+    producer.init()
+    assert [i.key_id for i in producer.keys()] == [f"{k}-v1" for k in KINDS]
+
+
 def test_intake_keys_agree_with_a_sealer_across_rotation(store: FileKeyStore) -> None:
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
