@@ -150,6 +150,8 @@ class CardOpener:
 
     def __init__(self, store: KeyStore) -> None:
         self._store = store
+        # Fixed when built, like the store's keys: a rotation reaches a worker at its restart.
+        self._public = store.intake_public_keys()
 
     def __repr__(self) -> str:
         return "CardOpener()"
@@ -162,7 +164,7 @@ class CardOpener:
             raise SealError("sealed_card_malformed",
                             f"ephemeral_public must be {KEY_BYTES} bytes, ciphertext {SEALED_CIPHERTEXT_BYTES}")
         try:
-            recipient_public = self._store.intake_public_keys().get(key_id)
+            recipient_public = self._public.get(key_id)
             if recipient_public is None:
                 raise SealError("unknown_intake_key", f"{key_id!r} is not a card-intake key of this deployment")
             shared = self._store.intake_agree(key_id, ephemeral_public)
