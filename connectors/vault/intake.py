@@ -37,7 +37,7 @@ from connectors.vault.keys import CARD_INTAKE, KEY_BYTES, NONCE_BYTES, KeyStore,
 from schemas.cards import CardError
 
 _INFO = b"paystream-card-intake-v1"
-_AAD_PREFIX = b"paystream-card-intake\x1f"
+_AAD_PREFIX = b"paystream-card-intake-v1\x1f"
 PLAINTEXT_BYTES = 128  # every sealed card is this long before encryption (JSON + space padding)
 SEALED_CIPHERTEXT_BYTES = PLAINTEXT_BYTES + 16  # + the GCM tag
 CARD_NUMBER_MAX_CHARS = 23  # 19 digits and separators, as the API accepts them
@@ -67,7 +67,9 @@ class OpenedCard:
 
 
 def seal_aad(key_id: str, merchant_id: str, command_id: str) -> bytes:
-    return _AAD_PREFIX + b"\x1f".join(s.encode() for s in (key_id, merchant_id, command_id))
+    # Length-prefixed, so no choice of ids can make two different triples collide.
+    parts = [x.encode("utf-8", "surrogatepass") for x in (key_id, merchant_id, command_id)]
+    return _AAD_PREFIX + b"".join(len(x).to_bytes(4, "big") + x for x in parts)
 
 
 def _key_and_nonce(shared: bytes, ephemeral_public: bytes, recipient_public: bytes) -> tuple[bytes, bytes]:

@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connectors.vault.intake import CardOpener, Sealer, active_sealer
 from connectors.vault.keys import FileKeyStore
@@ -19,6 +21,7 @@ from schemas.codec import Codec
 from schemas.ids import derive_dlq_id, derive_payment_id
 from schemas.partitioning import partition_for
 from streams.ingest import DeadLetter, Forward, Limits, Source, ingest
+from streams.settings import Settings
 
 TOKENIZER = Tokenizer(b"k" * 32, "t1")
 LIMITS = Limits(10**15, 255, 8)
@@ -623,3 +626,19 @@ def test_raw_cards_are_accepted_by_default_and_refused_when_switched_off(intake:
     for ok in (sealed_create(sealer), create(card=None, card_token=CARD_TOKEN)):
         result = run_sealed(ok, opener, strict)
         assert isinstance(result, Forward) and result.command["rejection_reason"] is None
+
+
+@settings(max_examples=50, deadline=None)
+@given(key_id=st.text(max_size=50), ephemeral=st.one_of(st.binary(max_size=40), st.binary(min_size=32, max_size=32)),
+       ciphertext=st.one_of(st.binary(max_size=300), st.binary(min_size=144, max_size=144)))
+def test_any_sealed_card_that_is_not_ours_is_a_dead_letter_never_a_crash(intake: tuple[Sealer, CardOpener], key_id: str,
+                                                                         ephemeral: bytes, ciphertext: bytes) -> None:
+    sealed = {"key_id": key_id, "ephemeral_public": ephemeral, "ciphertext": ciphertext}
+    result = run_sealed(create(card=None, sealed_card=sealed), intake[1])
+    assert isinstance(result, DeadLetter)
+    assert result.record["reason"] in ("sealed_card_tampered", "unknown_intake_key", "sealed_card_malformed")
+    DEAD_LETTERS.encode(result.record, check=True)
+
+
+def test_the_raw_card_setting_defaults_to_accept() -> None:
+    assert Settings.model_fields["ingest_accept_raw_card"].default is True

@@ -156,3 +156,10 @@ def test_no_sealed_card_leaks_its_pan_in_any_encoding(store: FileKeyStore, pan: 
     blob = sealed["key_id"].encode() + sealed["ephemeral_public"] + sealed["ciphertext"]
     assert PanScanner([pan]).scan(blob) == []
     assert CardOpener(store).open(sealed, merchant, "cmd_1").number == pan
+
+
+def test_the_associated_data_cannot_be_shifted_between_ids() -> None:
+    from connectors.vault.intake import seal_aad
+
+    assert seal_aad("card-intake-v1", "m\x1fa", "c") != seal_aad("card-intake-v1", "m", "a\x1fc")
+    assert seal_aad("card-intake-v1", "ma", "c") != seal_aad("card-intake-v1", "m", "ac")
