@@ -19,6 +19,7 @@ _COMMAND_DEFAULTS: dict[str, Any] = {
     "capture_method": None,
     "card": None,
     "card_token": None,
+    "sealed_card": None,
     "dispute": None,
     "three_ds": None,
 }

@@ -29,6 +29,7 @@ import faust
 from connectors.providers.rails import build_rails
 from connectors.providers.router import build_router
 from connectors.providers.simulated import SimulatedProvider
+from connectors.vault.intake import CardOpener
 from connectors.vault.keys import ActiveSigner, FileKeyStore
 from connectors.vault.vault import open_vault
 from models.blocklist import BlockEntry, BlocklistError
@@ -145,7 +146,9 @@ def build_app(settings: Settings) -> faust.App:
     # Ingest keeps each new card's PAN encrypted in the vault and forwards its token.
     vault = open_vault(settings.data_dir, keystore)
     atexit.register(vault.close)
-    limits = Limits(settings.max_amount_minor, settings.idempotency_key_max_len, n)
+    # ... after opening the cards producers sealed to the card-intake key.
+    opener = CardOpener(keystore)
+    limits = Limits(settings.max_amount_minor, settings.idempotency_key_max_len, n, settings.ingest_accept_raw_card)
     policy = Policy(auth_window=timedelta(hours=settings.auth_window_h), max_follow_ups=settings.payment_max_follow_ups,
                     dispute_fee_minor=settings.dispute_fee_minor, three_ds_unavailable=settings.three_ds_unavailable)
     # The fraud model is verified here, at start: a tampered artifact stops the worker now, not mid-stream.
@@ -186,7 +189,7 @@ def build_app(settings: Settings) -> faust.App:
     @app.agent(commands, name="ingest")
     async def ingest_agent(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            result = ingest(event.value, source_of(event), vault, limits)
+            result = ingest(event.value, source_of(event), vault, limits, opener)
             if isinstance(result, DeadLetter):
                 await to_dlq(event, result)
                 continue

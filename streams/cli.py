@@ -174,7 +174,8 @@ def produce(
     tokenize: bool = typer.Option(False, "--tokenize", help="Store cards in the vault and publish tokens: no PAN enters Kafka"),
 ) -> None:
     """Publish commands from a JSON-lines file. Every line is checked against the
-    Avro schema first; if any line is bad nothing is published."""
+    Avro schema first; if any line is bad nothing is published. Cards are sealed to
+    the card-intake key (or, with --tokenize, tokenized): no PAN enters Kafka."""
     from connectors.vault.keys import KeyStoreError
     from connectors.vault.vault import VaultError
     from streams.publish import CommandFileError, load_command_file, publish_commands, tokenize_in_vault
@@ -184,15 +185,15 @@ def produce(
         records = load_command_file(file)
         if tokenize:
             records = tokenize_in_vault(settings, records)
+        sent = publish_commands(settings, records)
     except (VaultError, KeyStoreError) as e:
-        err.print(f"[red]produce --tokenize:[/red] {e}; nothing published")
+        err.print(f"[red]produce:[/red] {e}; nothing published")
         raise typer.Exit(1) from None
     except CommandFileError as e:
         for line in e.errors:
             err.print(f"[red]{file}:{line}[/red]")
         err.print(f"produce: {len(e.errors)} bad line(s); nothing published")
         raise typer.Exit(2) from None
-    sent = publish_commands(settings, records)
     err.print(f"produce: published {sent} command(s)")
 
 

@@ -4,7 +4,13 @@ Two results, one per input message:
 - `Forward`: a ValidatedCommand record (PAN and CVC gone) for the payments stage.
   A command that decoded but is invalid is forwarded too, with `rejection_reason`
   set: the payments stage answers it, so outcomes have one writer and one dedup.
-- `DeadLetter`: bytes we cannot decode or attribute to a command (no command_id).
+- `DeadLetter`: bytes we cannot decode or attribute to a command (no command_id),
+  and a sealed card that does not open (tampered, foreign key, replayed from another
+  command): a producer or key fault for ops to see, not a merchant's input error.
+
+Cards arrive sealed (`sealed_card`, connectors/vault/intake.py), tokenized before
+publishing (`card_token`), or raw (`card`, producers before PaymentCommand v5;
+refused with `raw_card_refused` unless `Limits.accept_raw_card`).
 
 Ingest keeps no state: a redelivered message is forwarded again and the payments
 stage's command_id dedup drops it.
@@ -18,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
+from connectors.vault.intake import OpenedCard, SealError
 from connectors.vault.tokenizer import TOKEN_PATTERN
 from schemas.cards import CARD_BRANDS, CardError, brand_of, contains_pan, luhn_valid, mask_pans, mask_pans_bytes
 from schemas.codec import Codec, DecodeError
@@ -67,11 +74,20 @@ class TokenizerT(Protocol):
     def token(self, merchant_id: str, pan: str) -> str: ...
 
 
+class OpenerT(Protocol):
+    """`connectors.vault.intake.CardOpener`: raises SealError for a card it cannot open."""
+
+    def open(self, sealed: dict[str, Any], merchant_id: str, command_id: str) -> OpenedCard: ...
+
+
 @dataclass(frozen=True)
 class Limits:
     max_amount_minor: int
     idempotency_key_max_len: int
     partitions: int
+    # Raw `card` (PAN and CVC on payment-commands) from producers that do not seal yet:
+    # refusing it does not take the PAN off the topic, it tells the producer to upgrade.
+    accept_raw_card: bool = True
 
 
 @dataclass(frozen=True)
@@ -105,7 +121,8 @@ class _Invalid(Exception):
         self.detail = detail
 
 
-def ingest(raw: bytes | None, source: Source, tokenizer: TokenizerT, limits: Limits) -> Forward | DeadLetter:
+def ingest(raw: bytes | None, source: Source, tokenizer: TokenizerT, limits: Limits,
+           opener: OpenerT | None = None) -> Forward | DeadLetter:
     try:
         cmd = COMMAND_CODEC.decode(raw)
     except DecodeError as e:
@@ -115,9 +132,11 @@ def ingest(raw: bytes | None, source: Source, tokenizer: TokenizerT, limits: Lim
         # Without a usable command_id nobody can correlate an outcome: dead letter.
         return dead_letter("ingest", "invalid_command_id", f"command_id must be 1..{COMMAND_ID_MAX_LEN} chars, no card numbers", raw, source)
     try:
-        return Forward(_validate(cmd, source, tokenizer, limits))
+        return Forward(_validate(cmd, source, tokenizer, limits, opener))
     except _Invalid as e:
         return Forward(_refused(cmd, e.reason, e.detail, limits))
+    except SealError as e:
+        return dead_letter("ingest", e.reason, e.detail, raw, source)
 
 
 def dead_letter(stage: str, reason: str, detail: str, raw: bytes | None, source: Source) -> DeadLetter:
@@ -199,7 +218,8 @@ def _forwarded(cmd: dict[str, Any], payment_id: str | None, card: dict[str, Any]
 _TEXT_FIELDS = ("merchant_id", "idempotency_key", "payment_id", "currency")
 
 
-def _validate(cmd: dict[str, Any], source: Source, tokenizer: TokenizerT, limits: Limits) -> dict[str, Any]:
+def _validate(cmd: dict[str, Any], source: Source, tokenizer: TokenizerT, limits: Limits,
+              opener: OpenerT | None) -> dict[str, Any]:
     for name in _TEXT_FIELDS:
         if cmd[name] is not None and contains_pan(cmd[name]):
             raise _Invalid("pan_in_field", f"{name} must not contain a card number")
@@ -227,7 +247,7 @@ def _validate(cmd: dict[str, Any], source: Source, tokenizer: TokenizerT, limits
             raise _Invalid("missing_payment_id", f"{kind} needs payment_id")
         if not PAYMENT_ID_PATTERN.fullmatch(payment_id):
             raise _Invalid("invalid_payment_id", "payment_id must be pay_ + 32 hex digits, as derive_payment_id makes it")
-        if cmd["card"] is not None or cmd["card_token"] is not None:
+        if cmd["card"] is not None or cmd["card_token"] is not None or cmd["sealed_card"] is not None:
             raise _Invalid("unexpected_payment_method", f"{kind} must not carry a card")
         if cmd["capture_method"] is not None:
             raise _Invalid("unexpected_capture_method", f"{kind} must not carry capture_method")
@@ -238,7 +258,7 @@ def _validate(cmd: dict[str, Any], source: Source, tokenizer: TokenizerT, limits
         raise _Invalid("invalid_currency", "currency is not an ISO 4217 code")
     _check_partitioning(payment_id, source, limits)
 
-    card = _tokenize(cmd, tokenizer) if kind == "create" else None
+    card = _tokenize(cmd, tokenizer, limits, opener) if kind == "create" else None
     return _forwarded(cmd | {"dispute": dispute}, payment_id, card)
 
 
@@ -342,15 +362,22 @@ def _check_partitioning(payment_id: str, source: Source, limits: Limits) -> None
         )
 
 
-def _tokenize(cmd: dict[str, Any], tokenizer: TokenizerT) -> dict[str, Any]:
-    card, pre = cmd["card"], cmd["card_token"]
-    if card is not None and pre is not None:
-        raise _Invalid("ambiguous_payment_method", "a create carries card or card_token, not both")
+def _tokenize(cmd: dict[str, Any], tokenizer: TokenizerT, limits: Limits, opener: OpenerT | None) -> dict[str, Any]:
+    card, pre, sealed = cmd["card"], cmd["card_token"], cmd["sealed_card"]
+    if sum(x is not None for x in (card, pre, sealed)) > 1:
+        raise _Invalid("ambiguous_payment_method", "a create carries one of card, card_token, sealed_card")
     if pre is not None:  # tokenized before publishing: the PAN never entered Kafka
         if not (TOKEN_PATTERN.fullmatch(pre["token"]) and _digits(pre["bin"], 6) and _digits(pre["last4"], 4) and pre["brand"] in CARD_BRANDS):
             raise _Invalid("invalid_card_token", "card_token needs tok_ + 32 base32 chars, a 6-digit bin, a 4-digit last4, a known brand")
         _check_expiry(pre, cmd["occurred_at"])
         return dict(pre)
+    if sealed is not None:
+        if opener is None:
+            raise SealError("unknown_intake_key", "this ingest holds no card-intake keys")
+        opened = opener.open(sealed, cmd["merchant_id"], cmd["command_id"])
+        card = {"number": opened.number, "exp_month": opened.exp_month, "exp_year": opened.exp_year}
+    elif card is not None and not limits.accept_raw_card:
+        raise _Invalid("raw_card_refused", "raw card data is not accepted: seal the card to the card-intake public key (docs/security.md)")
     if card is None:
         raise _Invalid("missing_payment_method", "create needs a card")
     pan = card["number"].replace(" ", "").replace("-", "")

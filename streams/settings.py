@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     # Local state
     data_dir: Path = Path("var")
     keys_dir: Path = Path("var/keys")
+    # Producers seal cards to this exported card-intake public key (`paystream keys
+    # intake-public`); unset, they read the active one from keys_dir (one machine).
+    intake_public_key_file: Path | None = None
+    # Ingest accepts raw `card` data from producers that do not seal yet (PaymentCommand
+    # before v5). Off: refused with raw_card_refused (docs/security.md, Card intake).
+    ingest_accept_raw_card: bool = True
 
     # Faust. A namespace gives tests (or a second environment on one cluster) their
     # own topics, consumer group and changelogs.

@@ -42,6 +42,7 @@ RECORDS = {
         "occurred_at": AT,
         "card_token": None,
         "three_ds": None,
+        "sealed_card": None,
     },
     "ValidatedCommand": {
         "command_id": "cmd_01",
@@ -512,11 +513,36 @@ def test_a_command_written_with_version_1_decodes_with_card_token_null() -> None
     from schemas.codec import MAGIC, load_schema
 
     old = load_schema("history/PaymentCommand.1")
-    record = {k: v for k, v in RECORDS["PaymentCommand"].items() if k != "card_token"}
+    record = {k: v for k, v in RECORDS["PaymentCommand"].items() if k not in ("card_token", "sealed_card")}
     buf = io.BytesIO()
     buf.write(MAGIC + old.fingerprint)
     fastavro.schemaless_writer(buf, old.parsed, record)
-    assert Codec("PaymentCommand").decode(buf.getvalue()) == record | {"card_token": None}
+    assert Codec("PaymentCommand").decode(buf.getvalue()) == record | {"card_token": None, "sealed_card": None}
+
+
+def test_a_raw_card_command_written_with_version_4_decodes_with_sealed_card_null() -> None:
+    import io
+
+    import fastavro
+
+    from schemas.codec import MAGIC, load_schema
+
+    old = load_schema("history/PaymentCommand.4")
+    record = {k: v for k, v in RECORDS["PaymentCommand"].items() if k != "sealed_card"}
+    buf = io.BytesIO()
+    buf.write(MAGIC + old.fingerprint)
+    fastavro.schemaless_writer(buf, old.parsed, record)
+    assert Codec("PaymentCommand").decode(buf.getvalue()) == record | {"sealed_card": None}
+
+
+def test_a_sealed_card_command_round_trips_and_holds_no_card_digits() -> None:
+    sealed = {"key_id": "card-intake-v1", "ephemeral_public": bytes(range(32)), "ciphertext": b"\x9a" * 144}
+    record = RECORDS["PaymentCommand"] | {"card": None, "sealed_card": sealed}
+    codec = Codec("PaymentCommand")
+    data = codec.encode(record, check=True)
+    assert codec.decode(data) == record and b"4242" not in data
+    with pytest.raises(EncodeError, match="ephemeral_public"):
+        codec.encode(record | {"sealed_card": sealed | {"ephemeral_public": "not bytes"}}, check=True)
 
 
 def test_a_tokenized_command_round_trips() -> None:
