@@ -48,8 +48,16 @@ EVENTS_TOPIC = "payment-events"
 ENTRIES_TOPIC = "ledger-entries"
 MAX_FAILURES = 100  # kept in the report; all are counted
 
-#: (topic, partition, offset, decoded record, or the exception decoding raised)
+#: (topic, partition, offset, decoded record, the exception decoding raised, or a LogStart)
 Record = tuple[str, int, int, Any]
+
+
+@dataclass(frozen=True)
+class LogStart:
+    """In place of a record: this partition's log starts at `offset`, not 0 (records
+    deleted by retention or DeleteRecords). The books cannot be proven from it."""
+
+    reason: str = "log_truncated"
 
 
 @dataclass(frozen=True)
@@ -159,7 +167,9 @@ class Auditor:
 
     def feed(self, topic: str, partition: int, offset: int, record: Any) -> None:
         self._records += 1
-        if not isinstance(record, Mapping):
+        if isinstance(record, LogStart):
+            self._fail(topic, partition, offset, "log_truncated", f"the log starts at offset {offset}: earlier records are gone")
+        elif not isinstance(record, Mapping):
             reason = getattr(record, "reason", type(record).__name__)
             self._fail(topic, partition, offset, "undecodable", str(reason))
         elif topic == self.events_topic:
