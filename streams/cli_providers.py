@@ -54,7 +54,7 @@ def export_reports(rails: Mapping[str, Rail], day: date, out_dir: Path, *,
 def report(
     date_: datetime = typer.Option(..., "--date", formats=["%Y-%m-%d"], help="The settlement day, YYYY-MM-DD"),
     out: Path | None = typer.Option(None, "--out", file_okay=False,
-                             help="Directory for the CSVs; default <data dir>/settlement-reports/<date>"),
+                             help="Directory for the CSVs; default <data dir>/settlement-reports/[<namespace>/]<date>"),
     inject_discrepancy: bool = typer.Option(False, "--inject-discrepancy",
                                             help="Write one row 1 minor unit off, to see reconcile flag it"),
 ) -> None:
@@ -66,7 +66,7 @@ def report(
     if not journals.is_dir() or not any(journals.glob("*.jsonl")):
         err.print(f"[red]providers report:[/red] no provider journals in {journals} (PAYSTREAM_PROVIDERS_DIR)")
         raise typer.Exit(2)
-    out_dir = out or settings.data_dir / "settlement-reports" / day.isoformat()
+    out_dir = out or settings.reports_dir / day.isoformat()
     try:
         rails = build_rails(seed=settings.provider_seed, journal_dir=journals)
         export = export_reports(rails, day, out_dir, inject_discrepancy=inject_discrepancy)

@@ -108,12 +108,12 @@ def settle(date_: str = typer.Option(..., "--date", help="The day to settle (eve
 def reconcile(
     date_: str = typer.Option(..., "--date", help="The report day to reconcile, YYYY-MM-DD"),
     report: list[Path] = typer.Option(None, "--report", exists=True, dir_okay=False,
-                                      help="Provider report CSV (repeatable); default <data dir>/settlement-reports/<date>/*.csv"),
+                                      help="Provider report CSV (repeatable); default <data dir>/settlement-reports/[<namespace>/]<date>/*.csv"),
 ) -> None:
     """Match the providers' settlement reports of a day against the ledger; write the
     `reconciliation` table; exit 1 on any unexplained discrepancy."""
     day, settings = _day(date_), get_settings()
-    files = report or sorted((settings.data_dir / "settlement-reports" / day.isoformat()).glob("*.csv"))
+    files = report or sorted((settings.reports_dir / day.isoformat()).glob("*.csv"))
     if not files:
         err.print(f"[red]reconcile:[/red] no provider report for {day} (pass --report FILE)")
         raise typer.Exit(2)

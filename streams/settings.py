@@ -62,7 +62,8 @@ class Settings(BaseSettings):
     # ClickHouse read models: chdb:///<dir> (in-process) or http(s)://host:8123.
     # Empty: chDB under the data dir (see connectors/clickhouse/client.py).
     clickhouse_url: str = ""
-    clickhouse_database: str = Field("paystream", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    # Default: "paystream", or "paystream_<namespace>" so a namespace's read models are its own.
+    clickhouse_database: str = Field("", pattern=r"^([a-z_][a-z0-9_]{0,62})?$")
 
     # Payment providers: `rails` routes over the simulated rails (connectors/providers/
     # rails.toml) with breakers and failover; `test` is the one deterministic test-mode
@@ -155,9 +156,21 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _default_clickhouse_database(self) -> Settings:
+        if not self.clickhouse_database:
+            self.clickhouse_database = "paystream" + (f"_{self.namespace.replace('-', '_')}" if self.namespace else "")
+        return self
+
+    @property
+    def reports_dir(self) -> Path:
+        """Where the providers' settlement reports go (`<dir>/<day>/<rail>.csv`), per namespace."""
+        return self.data_dir / "settlement-reports" / (self.namespace or "")
+
+    @model_validator(mode="after")
     def _default_providers_dir(self) -> Settings:
         if self.providers_dir is None:
-            self.providers_dir = self.data_dir / "providers"
+            # A namespace is a deployment of its own: its providers' books are its own too.
+            self.providers_dir = self.data_dir / "providers" / (self.namespace or "")
         return self
 
     @model_validator(mode="after")
