@@ -176,21 +176,22 @@ def _inside_hex_id(blob: bytes, start: int, end: int) -> bool:
     """True if the digits are part of a longer all-hex token holding a letter (an id),
     or of a long hex run (a `uuid4().hex` glued to a binary length byte that happens
     to be a letter, as Avro strings are)."""
-    lo, hi = start, end
-    while lo > 0 and blob[lo - 1] in _ALNUM:
-        lo -= 1
-    while hi < len(blob) and blob[hi] in _ALNUM:
-        hi += 1
+    has_letter = lambda run: any(not 48 <= b <= 57 for b in run)  # noqa: E731
+    lo, hi = _around(blob, start, end, _ALNUM)
     token = blob[lo:hi]
-    if (lo, hi) != (start, end) and all(b in _HEX for b in token) and any(not 48 <= b <= 57 for b in token):
+    if (lo, hi) != (start, end) and all(b in _HEX for b in token) and has_letter(token):
         return True
-    lo, hi = start, end
-    while lo > 0 and blob[lo - 1] in _HEX:
-        lo -= 1
-    while hi < len(blob) and blob[hi] in _HEX:
-        hi += 1
-    run = blob[lo:hi]
-    return len(run) >= HEX_ID_MIN_LEN and any(not 48 <= b <= 57 for b in run)
+    lo, hi = _around(blob, start, end, _HEX)
+    return hi - lo >= HEX_ID_MIN_LEN and has_letter(blob[lo:hi])
+
+
+def _around(blob: bytes, start: int, end: int, chars: bytes | frozenset[int]) -> tuple[int, int]:
+    """The widest span around blob[start:end] made of `chars`."""
+    while start > 0 and blob[start - 1] in chars:
+        start -= 1
+    while end < len(blob) and blob[end] in chars:
+        end += 1
+    return start, end
 
 
 def _finding(blob: bytes, where: str, start: int, end: int, encoding: str, pan: str) -> Finding:
