@@ -13,6 +13,7 @@ with the producers' partitioner (schemas/partitioning.py).
   keys -> creates -> payment-commands-risk (by card token) -> risk -> validated;
   fraud-labels (by card token) -> risk; fraud-review; fraud-blocklist and merchants
   (compacted; the blocklist is read whole by every worker, merchants by merchant)
+  payment-events -> `paystream webhooks run` -> webhook-deliveries (by payment_id, every attempt)
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class TopicNames:
     review: str
     blocklist: str
     merchants: str
+    webhooks: str
 
 
 def prefixed(settings: Settings, base: str) -> str:
@@ -52,7 +54,7 @@ def prefixed(settings: Settings, base: str) -> str:
 def topic_names(settings: Settings) -> TopicNames:
     names = ("payment-commands", "payment-commands-keyed", "payment-commands-validated", "payment-outcomes", "payment-dlq",
              "payment-events", "ledger-entries", "payment-commands-risk", "fraud-labels", "fraud-review", "fraud-blocklist",
-             "merchants")
+             "merchants", "webhook-deliveries")
     return TopicNames(*(prefixed(settings, n) for n in names))
 
 
@@ -67,7 +69,7 @@ def declared_topics(settings: Settings) -> list[TopicSpec]:
     # fraud-labels: the training history, kept a year; fraud-blocklist and merchants are compacted.
     retention_ms = {names.commands: 7 * _DAY_MS, names.keyed: 7 * _DAY_MS, names.validated: 7 * _DAY_MS, names.outcomes: 30 * _DAY_MS,
                     names.dlq: 30 * _DAY_MS, names.events: -1, names.ledger: -1, names.risk: 7 * _DAY_MS,
-                    names.labels: 365 * _DAY_MS, names.review: 30 * _DAY_MS}
+                    names.labels: 365 * _DAY_MS, names.review: 30 * _DAY_MS, names.webhooks: 30 * _DAY_MS}
     compacted = {names.blocklist, names.merchants}
     # RF 3 gets min.insync.replicas 2 (admin.min_insync_for); RF 1 keeps the broker default.
     min_isr = min_insync_for(rf) if rf > 1 else None

@@ -82,7 +82,7 @@ def test_out_of_range_numbers_are_refused(env: pytest.MonkeyPatch, name: str, va
 
 def test_every_topic_has_the_same_partition_count(env: pytest.MonkeyPatch) -> None:
     specs = declared_topics(Settings(partitions=12, replication_factor=3))
-    assert len(specs) == 12 + len(TABLES)
+    assert len(specs) == 13 + len(TABLES)
     assert {s.partitions for s in specs} == {12}
     assert {s.replication_factor for s in specs} == {3}
 
@@ -130,8 +130,10 @@ def test_the_app_uses_only_declared_topics(env: pytest.MonkeyPatch, tmp_path: Pa
     assert {names.commands, names.keyed, names.validated} <= read <= declared
     assert changelogs == {changelog_topic(s.app_id, t) for t in TABLES}
     assert changelogs <= declared
-    # written only, or (the blocklist) read by every worker outside the group
-    assert declared - read - changelogs <= {names.outcomes, names.dlq, names.events, names.review, names.blocklist}
+    # written only, or (the blocklist) read by every worker outside the group, or
+    # (webhook-deliveries) written by the webhook runner, a process of its own
+    assert declared - read - changelogs <= {names.outcomes, names.dlq, names.events, names.review, names.blocklist,
+                                            names.webhooks}
     assert {table.partitions for table in app.tables.values()} == {6}
 
 
