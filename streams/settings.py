@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     # assert exact outcomes. The seed makes a rails run repeatable.
     providers: Literal["rails", "test"] = "rails"
     provider_seed: int = Field(0, ge=0, le=2**31 - 1)
+    # Outage/degradation windows per rail, by event time (rails.load_schedules), for
+    # chaos runs (`paystream demo --chaos-providers` writes one); unset: none.
+    provider_schedule_file: Path | None = None
+    # When set, each worker appends what its rails processed and what the router did
+    # to <dir>/<worker_name>.jsonl (connectors/providers/journal.py).
+    provider_journal_dir: Path | None = None
 
     # Business limits
     max_amount_minor: int = Field(10**15, ge=1, le=2**63 - 1)  # an Avro long

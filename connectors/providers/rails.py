@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 from statistics import NormalDist
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from connectors.providers.simulated import (
     AMOUNT_CEILING_MINOR,
@@ -197,9 +197,11 @@ class SettlementRow:
 class Rail:
     """One simulated rail. Not thread-safe; a worker holds one per rail."""
 
-    def __init__(self, config: RailConfig, seed: int = 0, *, max_records: int = MAX_RECORDS) -> None:
+    def __init__(self, config: RailConfig, seed: int = 0, *, max_records: int = MAX_RECORDS,
+                 on_record: Callable[[str, Record], None] | None = None) -> None:
         assert 1 <= max_records <= MAX_RECORDS
         self.config = config
+        self.on_record = on_record  # told of every processed call (the provider journal)
         self.name = config.name
         self.seed = seed
         self.max_records = max_records
@@ -335,6 +337,8 @@ class Rail:
             del self.records[next(iter(self.records))]
             self.forgotten += 1
         self.records[record.operation, record.key] = record
+        if self.on_record is not None:
+            self.on_record(self.name, record)
 
     def _returned(self, key: str) -> bool:
         return self.config.kind == "bank_transfer" and self._u(key, "return") * 1000 < self.config.return_per_mille
@@ -418,9 +422,41 @@ def load_rail_configs(path: Path | str = DEFAULT_RAILS) -> dict[str, RailConfig]
     return configs
 
 
+def load_schedules(path: Path | str) -> dict[str, tuple[Window, ...]]:
+    """Outage schedules from a TOML file: per rail name an array of tables with
+    `mode`, `start_ms`, `end_ms` and (degraded) `error_per_mille`, `latency_factor`."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+        out = {str(name): tuple(Window(**w) for w in windows) for name, windows in raw.items()}
+    except (OSError, UnicodeDecodeError) as e:
+        raise RailConfigError(f"{path}: cannot read: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise RailConfigError(f"{path}: not TOML: {e}") from None
+    except RailConfigError as e:
+        raise RailConfigError(f"{path}: {e}") from None
+    except (TypeError, AttributeError) as e:
+        raise RailConfigError(f"{path}: each rail needs an array of windows (mode, start_ms, end_ms): {e}") from None
+    if any(len(w) > MAX_WINDOWS for w in out.values()):
+        raise RailConfigError(f"{path}: at most {MAX_WINDOWS} windows per rail")
+    return out
+
+
+def schedule_toml(schedules: Mapping[str, tuple[Window, ...]]) -> str:
+    """The file `load_schedules` reads."""
+    lines = []
+    for name, windows in sorted(schedules.items()):
+        for w in windows:
+            lines += [f"[[{name}]]", f'mode = "{w.mode}"', f"start_ms = {w.start_ms}", f"end_ms = {w.end_ms}",
+                      f"error_per_mille = {w.error_per_mille}", f"latency_factor = {w.latency_factor}", ""]
+    return "\n".join(lines)
+
+
 def build_rails(seed: int = 0, path: Path | str = DEFAULT_RAILS,
-                schedules: Mapping[str, tuple[Window, ...]] | None = None) -> dict[str, Rail]:
-    """Every rail of the file, seeded; `schedules` replaces a rail's outage schedule."""
+                schedules: Mapping[str, tuple[Window, ...]] | None = None,
+                on_record: Callable[[str, Record], None] | None = None) -> dict[str, Rail]:
+    """Every rail of the file, seeded; `schedules` replaces a rail's outage schedule;
+    `on_record` is told of every call a rail processes."""
     configs = load_rail_configs(path)
     unknown = set(schedules or {}) - set(configs)
     if unknown:
@@ -429,5 +465,5 @@ def build_rails(seed: int = 0, path: Path | str = DEFAULT_RAILS,
     for name, cfg in configs.items():
         if schedules and name in schedules:
             cfg = RailConfig(**{**cfg.__dict__, "schedule": tuple(schedules[name])})
-        out[name] = Rail(cfg, seed)
+        out[name] = Rail(cfg, seed, on_record=on_record)
     return out
