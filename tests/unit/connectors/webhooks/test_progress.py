@@ -73,3 +73,4 @@ def test_clock_is_event_time_and_runs_on_while_quiet_never_backwards():
     assert c.now_ms(13.0) == 1_003_000
     c.observe(5_000_000, 13.0)  # a replay's later event jumps it forward
     assert c.now_ms(13.0) == 5_000_000
+
