@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from connectors.kafka.clients import require_topics
 from connectors.vault.keys import FileKeyStore, KeyStore
@@ -174,7 +174,11 @@ class WebhookRunner:
     def _commit(self, consumer: Consumer) -> None:
         ready = {p: o for p, o in self.offsets.committable().items() if self._committed.get(p) != o}
         if ready:
-            consumer.commit(offsets=[TopicPartition(self.topic, p, o) for p, o in sorted(ready.items())], asynchronous=False)
+            try:
+                consumer.commit(offsets=[TopicPartition(self.topic, p, o) for p, o in sorted(ready.items())], asynchronous=False)
+            except KafkaException as e:  # a rebalance under way: the next round commits (a later offset is as safe)
+                log.warning("webhooks: commit deferred: %s", e)
+                return
             self._committed |= ready
             self.stats.commits += 1
 
