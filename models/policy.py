@@ -1,4 +1,4 @@
-"""Rules and decision thresholds from a versioned TOML file (`models/rules/v1.toml`),
+"""Rules and decision thresholds from a versioned TOML file (`models/rules/v2.toml`),
 evaluated as pure functions: `evaluate_rules(policy, tx, fv) -> tuple[RuleHit, ...]`."""
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from schemas.money import is_currency
 #: Actions from least to most strict. A decision takes the strictest that applies.
 ACTIONS = ("approve", "requires_action", "review", "decline")
 SEVERITY = {a: i for i, a in enumerate(ACTIONS)}
-DEFAULT_RULES = Path(__file__).parent / "rules" / "v1.toml"
+# The rule set a worker starts with; earlier versions stay beside it (docs/fraud.md).
+DEFAULT_RULES = Path(__file__).parent / "rules" / "v2.toml"
 MAX_RULES = 1_000
 _CODE = re.compile(r"^[a-z][a-z0-9_]{1,63}$")
 _BIN = re.compile(r"^[0-9]{1,8}$")

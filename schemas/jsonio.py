@@ -19,9 +19,12 @@ _COMMAND_DEFAULTS: dict[str, Any] = {
     "capture_method": None,
     "card": None,
     "card_token": None,
+    "sealed_card": None,
     "dispute": None,
+    "three_ds": None,
 }
 _DISPUTE_DEFAULTS: dict[str, Any] = {"reason": None, "evidence_due_at": None, "evidence": None, "outcome": None}
+_THREE_DS_DEFAULTS: dict[str, Any] = {"eci": None, "ds_trans_id": None}
 
 
 class JsonCommandError(ValueError):
@@ -54,6 +57,9 @@ def command_from_json(obj: Any) -> dict[str, Any]:
         record["dispute"] = _DISPUTE_DEFAULTS | dispute
         if dispute.get("evidence_due_at") is not None:
             record["dispute"]["evidence_due_at"] = parse_timestamp(dispute["evidence_due_at"], "dispute.evidence_due_at")
+    three_ds = record.get("three_ds")
+    if isinstance(three_ds, dict):
+        record["three_ds"] = _THREE_DS_DEFAULTS | three_ds
     if record.get("kind") == "create" and record["payment_id"] is None:
         try:
             record["payment_id"] = derive_payment_id(record["merchant_id"], record["idempotency_key"])

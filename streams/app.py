@@ -26,10 +26,11 @@ from typing import Any
 
 import faust
 
-from connectors.providers.journal import Journal
 from connectors.providers.rails import build_rails, load_schedules
 from connectors.providers.router import build_router
+from connectors.providers.routing_log import RoutingLog
 from connectors.providers.simulated import SimulatedProvider
+from connectors.vault.intake import CardOpener
 from connectors.vault.keys import ActiveSigner, FileKeyStore
 from connectors.vault.vault import open_vault
 from models.blocklist import BlockEntry, BlocklistError
@@ -81,11 +82,11 @@ def reset_local_state(settings: Settings) -> None:
     settings.state_dir.mkdir(parents=True)
 
 
-def build_saga(settings: Settings, journal: Journal | None = None) -> Saga:
+def build_saga(settings: Settings) -> Saga:
     if settings.providers == "test":
         return Saga.single(SimulatedProvider())
     schedules = load_schedules(settings.provider_schedule_file) if settings.provider_schedule_file else None
-    rails = build_rails(seed=settings.provider_seed, schedules=schedules, on_record=journal.rail_record if journal else None)
+    rails = build_rails(seed=settings.provider_seed, schedules=schedules, journal_dir=settings.providers_dir)
     return Saga(providers=dict(rails), route=build_router({name: rail.config for name, rail in rails.items()}))
 
 
@@ -147,16 +148,18 @@ def build_app(settings: Settings) -> faust.App:
     # Ingest keeps each new card's PAN encrypted in the vault and forwards its token.
     vault = open_vault(settings.data_dir, keystore)
     atexit.register(vault.close)
-    limits = Limits(settings.max_amount_minor, settings.idempotency_key_max_len, n)
+    # ... after opening the cards producers sealed to the card-intake key.
+    opener = CardOpener(keystore)
+    limits = Limits(settings.max_amount_minor, settings.idempotency_key_max_len, n, settings.ingest_accept_raw_card)
     policy = Policy(auth_window=timedelta(hours=settings.auth_window_h), max_follow_ups=settings.payment_max_follow_ups,
-                    dispute_fee_minor=settings.dispute_fee_minor)
+                    dispute_fee_minor=settings.dispute_fee_minor, three_ds_unavailable=settings.three_ds_unavailable)
     # The fraud model is verified here, at start: a tampered artifact stops the worker now, not mid-stream.
     scorer = Scorer.load(SHIPPED_ARTIFACT)
     blocklist_reader = BlocklistReader(settings, scorer)
     retention = timedelta(hours=settings.idempotency_retention_h)
     route_retention = timedelta(days=settings.follow_up_route_days) if settings.fraud_scoring else None
-    journal = Journal(settings.provider_journal_dir, settings.worker_name) if settings.provider_journal_dir else None
-    saga = build_saga(settings, journal)
+    routing_log = RoutingLog(settings.routing_log_dir, settings.worker_name) if settings.routing_log_dir else None
+    saga = build_saga(settings)
     codecs = {OUTCOMES: (names.outcomes, OUTCOME_CODEC), EVENTS: (names.events, EVENT_CODEC),
               SELF: (names.validated, VALIDATED_CODEC), LABELS: (names.labels, LABEL_CODEC)}
 
@@ -189,7 +192,7 @@ def build_app(settings: Settings) -> faust.App:
     @app.agent(commands, name="ingest")
     async def ingest_agent(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            result = ingest(event.value, source_of(event), vault, limits)
+            result = ingest(event.value, source_of(event), vault, limits, opener)
             if isinstance(result, DeadLetter):
                 await to_dlq(event, result)
                 continue
@@ -252,8 +255,8 @@ def build_app(settings: Settings) -> faust.App:
             for timer in effects.fired:
                 metrics.TIMERS_FIRED.labels(kind=timer.kind).inc()
             if effects.routed is not None:
-                if journal is not None:
-                    journal.routed(m.partition, cmd["payment_id"], effects.routed)
+                if routing_log is not None:
+                    routing_log.routed(m.partition, cmd["payment_id"], effects.routed)
                 for change in effects.routed.transitions:
                     metrics.BREAKER_STATE.labels(provider=change.provider).set(BREAKER_LEVEL[change.to_state])
                     log.warning("breaker %s: %s -> %s (%s)", change.provider, change.from_state, change.to_state, change.reason)

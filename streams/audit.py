@@ -28,13 +28,17 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from streams.chain import ChainError, ChainHead, event_hash, signature_problem
+from schemas.ids import derive_entry_id, derive_settlement_id
+from schemas.times import from_ms
 from streams.ledger import (
+    SETTLEMENT,
     Balances,
     JournalEntry,
     PostingError,
     SettlementTerms,
     add_into,
     entry_from_record,
+    payout_entry,
     post,
     settlement_of,
     totals_by_currency,
@@ -44,8 +48,16 @@ EVENTS_TOPIC = "payment-events"
 ENTRIES_TOPIC = "ledger-entries"
 MAX_FAILURES = 100  # kept in the report; all are counted
 
-#: (topic, partition, offset, decoded record, or the exception decoding raised)
+#: (topic, partition, offset, decoded record, the exception decoding raised, or a LogStart)
 Record = tuple[str, int, int, Any]
+
+
+@dataclass(frozen=True)
+class LogStart:
+    """In place of a record: this partition's log starts at `offset`, not 0 (records
+    deleted by retention or DeleteRecords). The books cannot be proven from it."""
+
+    reason: str = "log_truncated"
 
 
 @dataclass(frozen=True)
@@ -155,7 +167,9 @@ class Auditor:
 
     def feed(self, topic: str, partition: int, offset: int, record: Any) -> None:
         self._records += 1
-        if not isinstance(record, Mapping):
+        if isinstance(record, LogStart):
+            self._fail(topic, partition, offset, "log_truncated", f"the log starts at offset {offset}: earlier records are gone")
+        elif not isinstance(record, Mapping):
             reason = getattr(record, "reason", type(record).__name__)
             self._fail(topic, partition, offset, "undecodable", str(reason))
         elif topic == self.events_topic:
@@ -293,7 +307,11 @@ class Auditor:
             return
         self._entry_ids[entry.entry_id] = entry
         add_into(self._balances, entry)
-        if entry.reverses is None:
+        if entry.event_type == SETTLEMENT:
+            problem = payout_problem(entry)
+            if problem is not None:
+                fail("payout_mismatch", f"{entry.entry_id}: {problem}")
+        elif entry.reverses is None:
             self._open_entries[entry.event_id] = (partition, offset, entry)
             self._match(entry.event_id)
 
@@ -457,3 +475,22 @@ def compare(
 
 def _head(head: ChainHead | None) -> str:
     return "none" if head is None else f"seq {head.seq} {head.hash.hex()[:16]}"
+
+
+def payout_problem(entry: JournalEntry) -> str | None:
+    """None when a payout entry (`paystream settle`) is exactly what settling its
+    merchant, currency and day posts; it has no payment event to be checked against."""
+    if entry.occurred_at_ms % 86_400_000 != 86_400_000 - 1:
+        return "not at a day's last millisecond"
+    head = entry.lines[0]
+    day = from_ms(entry.occurred_at_ms).date().isoformat()
+    sid = derive_settlement_id(entry.merchant_id, head.currency, day)
+    if (entry.event_id, entry.payment_id, entry.entry_id) != (sid, sid, derive_entry_id(sid)):
+        return f"ids are not those of settling {entry.merchant_id} {head.currency} on {day}"
+    try:
+        expected = payout_entry(entry.entry_id, sid, entry.merchant_id, shard=entry.shard,
+                                occurred_at_ms=entry.occurred_at_ms, currency=head.currency,
+                                amount_minor=head.debit_minor, terms=settlement_of(entry))
+    except (PostingError, AssertionError) as e:
+        return f"cannot be re-posted ({e})"[:200]
+    return None if expected == entry else "lines differ from the payout rule"

@@ -31,7 +31,7 @@ from streams.audit import rebuild
 from streams.cli_ledger import book_records
 from streams.demo import generate
 from streams.observe import Observer
-from streams.publish import publish_commands
+from streams.publish import intake_sealer, publish_commands
 from streams.runner import WorkerProcess
 from streams.settings import Settings
 from streams.topics import declared_topics, topic_names
@@ -53,7 +53,7 @@ def ceiling(settings: Settings, messages: int) -> dict[str, Any]:
     admin.ensure_topics(settings.kafka_bootstrap, [TopicSpec(topic, settings.partitions, settings.replication_factor,
                                                              retention_ms=3_600_000)])
     sample = [c for c in generate(1, 1, "bench", datetime.now(timezone.utc)).items if isinstance(c, dict)][0]
-    value = COMMAND_CODEC.encode(sample)
+    value = COMMAND_CODEC.encode(intake_sealer(settings).seal_command(sample))  # what producers publish: no PAN
     producer = command_producer(settings.kafka_bootstrap)
     started = time.monotonic()
     for i in range(messages):

@@ -163,7 +163,8 @@ def run_chaos(base: Settings, *, commands: int, kills: int, broker_restarts: int
               on_progress: Callable[[int, int], None] | None = None) -> Figures:
     namespace = f"chaos-{uuid.uuid4().hex[:8]}"
     settings = base.model_copy(update={"namespace": namespace, "data_dir": base.data_dir / namespace,
-                                       "keys_dir": base.data_dir / namespace / "keys"})
+                                       "keys_dir": base.data_dir / namespace / "keys",
+                                       "providers_dir": base.data_dir / namespace / "providers"})
     FileKeyStore(settings.keys_dir).init()
     payments = max(1, round(commands / COMMANDS_PER_PAYMENT))
     traffic = generate(payments, seed, namespace, datetime.now(timezone.utc))

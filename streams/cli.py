@@ -11,7 +11,18 @@ import typer
 from rich.console import Console
 
 from connectors.kafka import admin, launcher
-from streams import cli_api, cli_clickhouse, cli_fraud, cli_keys, cli_ledger, cli_merchants, cli_readmodels, cli_webhooks
+from streams import (
+    cli_api,
+    cli_clickhouse,
+    cli_fraud,
+    cli_fx,
+    cli_keys,
+    cli_ledger,
+    cli_merchants,
+    cli_providers,
+    cli_readmodels,
+    cli_webhooks,
+)
 from streams.settings import Settings, get_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -34,6 +45,8 @@ app.command("replay")(cli_ledger.replay)
 app.command("api")(cli_api.serve)
 app.add_typer(cli_api.app, name="api-keys")
 app.add_typer(cli_merchants.app, name="merchants")
+app.add_typer(cli_fx.app, name="fx")
+app.add_typer(cli_providers.app, name="providers")
 
 err = Console(stderr=True)
 
@@ -161,7 +174,8 @@ def produce(
     tokenize: bool = typer.Option(False, "--tokenize", help="Store cards in the vault and publish tokens: no PAN enters Kafka"),
 ) -> None:
     """Publish commands from a JSON-lines file. Every line is checked against the
-    Avro schema first; if any line is bad nothing is published."""
+    Avro schema first; if any line is bad nothing is published. Cards are sealed to
+    the card-intake key (or, with --tokenize, tokenized): no PAN enters Kafka."""
     from connectors.vault.keys import KeyStoreError
     from connectors.vault.vault import VaultError
     from streams.publish import CommandFileError, load_command_file, publish_commands, tokenize_in_vault
@@ -171,15 +185,15 @@ def produce(
         records = load_command_file(file)
         if tokenize:
             records = tokenize_in_vault(settings, records)
+        sent = publish_commands(settings, records)
     except (VaultError, KeyStoreError) as e:
-        err.print(f"[red]produce --tokenize:[/red] {e}; nothing published")
+        err.print(f"[red]produce:[/red] {e}; nothing published")
         raise typer.Exit(1) from None
     except CommandFileError as e:
         for line in e.errors:
             err.print(f"[red]{file}:{line}[/red]")
         err.print(f"produce: {len(e.errors)} bad line(s); nothing published")
         raise typer.Exit(2) from None
-    sent = publish_commands(settings, records)
     err.print(f"produce: published {sent} command(s)")
 
 

@@ -75,7 +75,9 @@ def serve(
     from connectors.kafka.clients import MissingTopic, committed_reader, require_topics
     from streams.api.app import ApiConfig, create_app
     from streams.api.bus import KafkaBus
+    from connectors.vault.keys import KeyStoreError
     from streams.api.readmodel import ClickHousePayments
+    from streams.publish import intake_sealer
     from streams.topics import topic_names
 
     settings = get_settings()
@@ -94,9 +96,14 @@ def serve(
     except ClickHouseError as e:  # GET then answers from the outcomes this process saw
         err.print(f"[yellow]api: no read model ({e}); GET /v1/payments/{{id}} knows only this process's payments[/yellow]")
         reader = None
+    try:
+        sealer = intake_sealer(settings)
+    except KeyStoreError as e:
+        err.print(f"[red]api:[/red] {e}")
+        raise typer.Exit(1) from None
     bus = KafkaBus(settings, config.idempotency_records_max)
     try:
-        api = create_app(bus, auth.ApiKeys(keys_path()), config=config, reader=reader)
+        api = create_app(bus, auth.ApiKeys(keys_path()), sealer=sealer, config=config, reader=reader)
         uvicorn.run(api, host=host or settings.api_host, port=port or settings.api_port, log_level="info")
     finally:
         bus.close()

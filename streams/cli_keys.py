@@ -1,7 +1,7 @@
 """`paystream keys`: create, rotate and list the keys under PAYSTREAM_KEYS_DIR.
 
 Nothing here prints key material: only ids, kinds, creation times, which key is
-active, and the signing public keys (which are meant to be shared).
+active, and public keys (signing and card intake, which are meant to be shared).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from rich.table import Table
 from connectors.vault.keys import KINDS, FileKeyStore, KeyInfo, KeyStoreError
 from streams.settings import get_settings
 
-app = typer.Typer(no_args_is_help=True, help="Key management: vault master, token HMAC, event signing, webhook secrets.")
+app = typer.Typer(no_args_is_help=True, help="Key management: vault master, token HMAC, event signing, webhook secrets, card intake.")
 err = Console(stderr=True, soft_wrap=True)  # paths and key ids stay on one line
 
 
@@ -73,6 +73,20 @@ def public() -> None:
     """Print the Ed25519 public keys of event signatures as JSON: {key_id: base64}."""
     keys = _store().public_keys()
     print(json.dumps({kid: base64.b64encode(raw).decode() for kid, raw in keys.items()}))
+
+
+@app.command("intake-public")
+def intake_public() -> None:
+    """Print the active card-intake public key as JSON {key_id, public_key (base64)}:
+    the file producers seal cards to (PAYSTREAM_INTAKE_PUBLIC_KEY_FILE)."""
+    from connectors.vault.intake import active_sealer, public_key_doc
+
+    try:
+        sealer = active_sealer(_store())
+    except KeyStoreError as e:
+        err.print(f"[red]keys intake-public:[/red] {e}")
+        raise typer.Exit(1) from None
+    print(json.dumps(public_key_doc(sealer)))
 
 
 @app.command("rewrap")

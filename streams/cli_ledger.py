@@ -23,11 +23,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from connectors.kafka.clients import MissingTopic, end_offsets, read_to_end, require_topics
+from connectors.kafka.clients import MissingTopic, end_offsets, read_to_end, require_topics, start_offsets
 from connectors.vault.keys import FileKeyStore, KeyStoreError
 from schemas.codec import Codec, DecodeError
 from schemas.money import format_minor
-from streams.audit import ReplayError, audit, compare, rebuild
+from streams.audit import LogStart, ReplayError, audit, compare, rebuild
 from streams.chain import ChainHead
 from streams.ledger import decode_balance, parse_balance_key
 from streams.payments_stage import chain_key
@@ -62,13 +62,29 @@ def book_ends(settings: Settings) -> dict[tuple[str, int], int]:
 def book_records(settings: Settings, on_record: Any = None,
                  ends: dict[tuple[str, int], int] | None = None) -> Iterator[tuple[str, int, int, Any]]:
     """(topic, partition, offset, record or DecodeError) of payment-events and ledger-entries,
-    up to `ends` (default: the end offsets when reading starts)."""
+    up to `ends` (default: the end offsets when reading starts); first a LogStart for
+    each partition whose log no longer starts at offset 0 (they are kept forever)."""
     names = topic_names(settings)
     codec_of = {names.events: CODECS["events"], names.ledger: CODECS["ledger"]}
+    for (topic, partition), start in sorted(log_starts(settings, list(codec_of)).items()):
+        if start > 0:
+            yield topic, partition, start, LogStart()
     for msg in read_to_end(settings.bootstrap_servers, list(codec_of), settings.partitions, ends=ends):
         if on_record is not None:
             on_record()
         yield msg.topic(), msg.partition(), msg.offset(), _decoded(codec_of[msg.topic()], msg.value())
+
+
+def log_starts(settings: Settings, topics: list[str]) -> dict[tuple[str, int], int]:
+    """The first offset still in each partition's log (the low watermark)."""
+    from confluent_kafka import Consumer
+
+    c = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": "paystream-sizer", "log_level": 3})
+    try:
+        require_topics(c, topics)
+        return {(t, p): start for t in topics for p, start in start_offsets(c, t, settings.partitions).items()}
+    finally:
+        c.close()
 
 
 def live_balances(settings: Settings) -> dict[tuple[str, str], int]:

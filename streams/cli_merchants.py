@@ -14,7 +14,7 @@ from rich.table import Table
 
 from schemas.codec import Codec, DecodeError
 from streams import merchants
-from streams.settings import get_settings
+from streams.settings import Settings, get_settings
 from streams.topics import topic_names
 
 app = typer.Typer(no_args_is_help=True, help="The merchant registry: KYC status, currencies, methods, fee plan.")
@@ -31,14 +31,14 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def read_registry() -> merchants.Registry:
+def read_registry(settings: Settings | None = None) -> merchants.Registry:
     """The registry as the topic holds it now (every record folded, in offset order)."""
     from connectors.kafka.clients import MissingTopic, read_to_end
 
-    s = get_settings()
+    s = settings or get_settings()
     registry: merchants.Registry = {}
     try:
-        for msg in read_to_end(s.bootstrap_servers, [topic()], s.partitions):
+        for msg in read_to_end(s.bootstrap_servers, [topic_names(s).merchants], s.partitions):
             value = msg.value()
             try:
                 record = None if value is None else CODEC.decode(value)

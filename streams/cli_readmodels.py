@@ -16,8 +16,9 @@ from rich.table import Table
 
 from connectors.clickhouse.client import ClickHouseError, connect
 from connectors.clickhouse.migrate import MigrationError, migrate
+from connectors.kafka.clients import MissingTopic
 from connectors.providers.rails import RailConfigError, load_rail_configs
-from streams.readmodels import SinkError, reconcile_day, serve, settle_day
+from streams.readmodels import SinkError, reconcile_day, serve
 from streams.readmodels import rebuild as rebuild_tables
 from streams.reconcile import ReportError, read_report
 from streams.settings import get_settings
@@ -71,33 +72,48 @@ def _client():  # type: ignore[no-untyped-def]
 
 
 def settle(date_: str = typer.Option(..., "--date", help="The day to settle (event time, UTC), YYYY-MM-DD")) -> None:
-    """Settle a day per merchant and currency from the read models; a second run changes nothing."""
+    """Settle a day per merchant and currency from the ledger (Kafka): post the payout
+    entries and instructions, write the settlements table; a second run changes nothing.
+    Exits 1 when money owed could not be paid (e.g. no FX rate for a pair)."""
+    from streams.cli_merchants import read_registry
+    from streams.settle_job import SettleError, settle_day
+
     day, settings = _day(date_), get_settings()
     client = _client()
     try:
-        run = settle_day(client, day, shards=settings.partitions)
-    except ClickHouseError as e:
+        result = settle_day(settings, client, day, read_registry)
+    except (ClickHouseError, SettleError, MissingTopic, TimeoutError) as e:
         err.print(f"[red]settle:[/red] {e}")
         raise typer.Exit(1) from None
     finally:
         client.close()
-    table = Table("merchant", "currency", "net_minor", "carried_in_minor", "payout_minor", "payout_id")
-    for s in run.settlements:
+    table = Table("merchant", "currency", "net_minor", "carried_in_minor", "payout_minor", "paid", "fx_rate", "payout_id")
+    for s in result.run.settlements:
+        paid = f"{s.paid_minor} {s.paid_currency}" if s.payout_id else (f"refused: {s.refused}" if s.refused else "")
         table.add_row(s.merchant_id, s.currency, str(s.net_minor), str(s.carried_in_minor), str(s.payout_minor),
-                      s.payout_id or "")
+                      paid, s.fx_rate, s.payout_id or "")
     Console().print(table)
-    err.print(f"settle {day}: {len(run.settlements)} settlement(s), {len(run.payouts)} payout(s)")
+    run = result.run
+    err.print(f"settle {day}: {len(run.settlements)} settlement(s), {len(run.payouts)} payout(s), "
+              f"{result.posted_entries} new entr(ies) posted")
+    if result.skipped_records:
+        err.print(f"[yellow]settle:[/yellow] {result.skipped_records} undecodable record(s) left out (run `paystream audit`)")
+    refused = [s for s in run.settlements if s.refused]
+    if refused:
+        err.print(f"[red]settle {day}: {len(refused)} owed but not paid:[/red] "
+                  + ", ".join(f"{s.merchant_id} {s.currency} ({s.refused})" for s in refused[:MAX_SHOWN]))
+        raise typer.Exit(1)
 
 
 def reconcile(
     date_: str = typer.Option(..., "--date", help="The report day to reconcile, YYYY-MM-DD"),
     report: list[Path] = typer.Option(None, "--report", exists=True, dir_okay=False,
-                                      help="Provider report CSV (repeatable); default <data dir>/settlement-reports/<date>/*.csv"),
+                                      help="Provider report CSV (repeatable); default <data dir>/settlement-reports/[<namespace>/]<date>/*.csv"),
 ) -> None:
     """Match the providers' settlement reports of a day against the ledger; write the
     `reconciliation` table; exit 1 on any unexplained discrepancy."""
     day, settings = _day(date_), get_settings()
-    files = report or sorted((settings.data_dir / "settlement-reports" / day.isoformat()).glob("*.csv"))
+    files = report or sorted((settings.reports_dir / day.isoformat()).glob("*.csv"))
     if not files:
         err.print(f"[red]reconcile:[/red] no provider report for {day} (pass --report FILE)")
         raise typer.Exit(2)

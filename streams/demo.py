@@ -6,25 +6,33 @@ import random
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from connectors.clickhouse.client import connect
+from connectors.clickhouse.migrate import migrate
 from connectors.kafka import admin
-from connectors.providers.journal import JournalView, double_charges, read_journal
-from connectors.providers.rails import Window, schedule_toml
 from connectors.kafka.clients import command_producer, read_to_end
+from connectors.providers.charges import DECISIONS, approvals, double_charges
+from connectors.providers.rails import Window, build_rails, schedule_toml
+from connectors.providers.routing_log import RoutingView, read_routing_log
 from schemas.cards import luhn_valid
 from schemas.codec import Codec
 from schemas.ids import derive_payment_id
 from schemas.times import to_ms
 from streams.fraud_ops import resolve_command
+from streams.fx import FxRate, rate_to_record
+from streams.merchants import merchant_record
 from streams.observe import Observer
 from streams.publish import RawMessage, publish_commands
+from streams.readmodels import catch_up
 from streams.runner import WorkerProcess
 from streams.settings import Settings
 from streams.topics import declared_topics, topic_names
@@ -44,17 +52,28 @@ TEST_CARDS = (
 )
 CARD_WEIGHTS = (30, 25, 15, 12, 10, 2, 2, 8)
 # The first five are ordinary cards: each payment gets its own number under that card's
-# BIN (a fraud stage sees many cardholders, not five people paying 10,000 times).
+# BIN (a fraud stage sees many cardholders, not five people paying 10,000 times). The
+# saga cards' numbers keep their last four digits too: the provider keys on BIN + last4.
 ORDINARY_CARDS = 5
 BOOKS_TIMEOUT_S = 300.0
 # The demo's reviewer decides this long after the create, by event time.
 REVIEW_DELAY = timedelta(minutes=5)
+# The demo's cardholder answers a 3DS step-up this long after the create, by event time,
+# with an EMV 3DS transStatus drawn with these weights (mostly authenticated, some
+# failures), and the ECI a Visa ACS returns with it.
+STEP_UP_DELAY = timedelta(minutes=1)
+THREE_DS_WEIGHTS = {"Y": 85, "A": 3, "N": 8, "U": 2, "R": 2}
+THREE_DS_ECI = {"Y": "05", "A": "06", "N": "07", "U": "07", "R": "07"}
 REVIEW_CODEC = Codec("FraudReview")
 VALIDATED_CODEC = Codec("ValidatedCommand")
 MERCHANTS = ("m_acme", "m_globex", "m_initech", "m_umbrella", "m_wayne")
-# --chaos-providers: the rail whose outage schedule the demo sets, and the events that decide an authorization.
+# The registry: who is paid in what. `paystream settle` converts at the day's rates.
+SETTLEMENT_CURRENCY = {"m_acme": "USD", "m_globex": "EUR", "m_initech": "GBP", "m_umbrella": "USD", "m_wayne": "JPY"}
+# The treasury's quotes for the demo day, USD per major unit; the pairs are crossed from them.
+USD_PER_UNIT = {"USD": "1", "EUR": "1.0842", "GBP": "1.2650", "JPY": "0.006634", "KWD": "3.2515"}
+MERCHANT_CODEC, RATE_CODEC = Codec("MerchantRecord"), Codec("FxRate")
+# --chaos-providers: the rail whose outage schedule the demo sets.
 CHAOS_PROVIDER = "acq_north"
-DECISIONS = ("authorized", "declined", "authorization_pending")
 # currency -> (typical amount range in minor units)
 CURRENCIES = {"USD": (500, 50_000), "EUR": (500, 40_000), "GBP": (500, 30_000), "JPY": (500, 50_000), "KWD": (1_000, 90_000)}
 
@@ -65,19 +84,23 @@ class Traffic:
     command_ids: set[str] = field(default_factory=set)
     garbage: int = 0
     expected: Counter[str] = field(default_factory=Counter)
+    run_id: str = ""
 
 
-def cardholder(test_card: str, rng: random.Random) -> str:
-    """Another valid number of the same BIN and length: random account digits, Luhn check digit."""
-    body = test_card[:6] + "".join(str(rng.randrange(10)) for _ in range(len(test_card) - 7))
-    return body + next(d for d in "0123456789" if luhn_valid(body + d))
+def cardholder(test_card: str, rng: random.Random, *, keep_last4: bool = False) -> str:
+    """Another valid number of the same BIN and length (and last four digits, if asked):
+    random account digits, the one before the kept tail chosen to pass the Luhn check
+    (changing one digit runs through every residue, so exactly one does)."""
+    tail = test_card[-4:] if keep_last4 else ""
+    body = test_card[:6] + "".join(str(rng.randrange(10)) for _ in range(len(test_card) - 7 - len(tail)))
+    return next(body + d + tail for d in "0123456789" if luhn_valid(body + d + tail))
 
 
 def generate(payments: int, seed: int, run_id: str, start: datetime) -> Traffic:
     """Commands for `payments` payments: creates, captures (some partial), voids,
     partial refunds, duplicate retries, key conflicts and invalid input."""
     rng = random.Random(seed)
-    t = Traffic()
+    t = Traffic(run_id=run_id)
     clock = start
 
     def emit(kind: str, merchant: str, key: str, **fields: Any) -> dict[str, Any]:
@@ -105,9 +128,8 @@ def generate(payments: int, seed: int, run_id: str, start: datetime) -> Traffic:
         merchant = rng.choice(MERCHANTS)
         currency = rng.choice(list(CURRENCIES))
         amount = rng.randint(*CURRENCIES[currency])
-        pan = rng.choices(TEST_CARDS, CARD_WEIGHTS)[0]
-        if TEST_CARDS.index(pan) < ORDINARY_CARDS:
-            pan = cardholder(pan, rng)
+        test_card = rng.choices(TEST_CARDS, CARD_WEIGHTS)[0]
+        pan = cardholder(test_card, rng, keep_last4=TEST_CARDS.index(test_card) >= ORDINARY_CARDS)
         manual = rng.random() < 0.3
         key = f"{run_id}-{i}"
         pid = derive_payment_id(merchant, key)
@@ -134,7 +156,7 @@ def generate(payments: int, seed: int, run_id: str, start: datetime) -> Traffic:
             emit("create", merchant, key, payment_id=pid, amount_minor=amount + 1, currency=currency, card=card, capture_method=create["capture_method"])
         elif roll < 0.05 and i:  # a key of this merchant's earlier payment, reused on this one
             emit("refund", merchant, f"{run_id}-{i - 1}", payment_id=pid, amount_minor=1)
-        if pan == TEST_CARDS[-1]:
+        if test_card == TEST_CARDS[-1]:
             continue  # declined: nothing to follow up
         captured = amount if not manual else 0
         if manual:
@@ -172,15 +194,16 @@ def chaos_schedule(start_ms: int, end_ms: int) -> dict[str, tuple[Window, ...]]:
 
 
 def with_chaos(settings: Settings, traffic: Traffic, run_id: str) -> Settings:
-    """Settings for a worker whose rails follow `chaos_schedule` and keep a provider
-    journal (connectors/providers/journal.py) for the summary's checks."""
+    """Settings for a worker whose rails follow `chaos_schedule` and whose router logs
+    its decisions (connectors/providers/routing_log.py) for the summary; the rails'
+    records are their journals under providers_dir, as in every run."""
     times = [to_ms(c["occurred_at"]) for c in traffic.items if isinstance(c, dict)]
     directory = settings.data_dir / "demo" / f"chaos-{run_id}"
     directory.mkdir(parents=True, exist_ok=True)
     schedule_file = directory / "schedule.toml"
     schedule_file.write_text(schedule_toml(chaos_schedule(min(times), max(times))))
     return settings.model_copy(update={"providers": "rails", "provider_schedule_file": schedule_file,
-                                       "provider_journal_dir": directory / "journal"})
+                                       "routing_log_dir": directory / "routing"})
 
 
 def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int, chaos_providers: bool = False) -> bool:
@@ -196,6 +219,7 @@ def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int, 
 
     # The observer reads every output topic from the start: they must exist before the worker does.
     admin.ensure_topics(settings.kafka_bootstrap, declared_topics(settings))
+    open_the_day(settings, traffic.items[0]["occurred_at"] - timedelta(hours=1))
     with WorkerProcess(settings, log_file) as worker, Observer(settings) as observer:
         started = time.monotonic()
         publish_commands(settings, traffic.items)
@@ -211,6 +235,8 @@ def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int, 
         elapsed_s = time.monotonic() - started
         # Fraud ops at work: the demo's operator approves every payment held for review.
         reviewed, approved = approve_reviews(settings, observer, traffic, timeout_s) if complete else (0, 0)
+        # The cardholders answer their 3DS step-ups.
+        step_ups = complete_step_ups(settings, observer, traffic, seed, timeout_s) if complete else StepUps()
         # The ledger runs behind the outcomes: stop the worker once every event is posted.
         books_closed = complete and observer.wait_until(observer.books_applied, BOOKS_TIMEOUT_S)
         books_s = time.monotonic() - started
@@ -221,16 +247,23 @@ def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int, 
     _summary(console, mine, elapsed_s, produced_s, commands, dlq, duplicated)
     _events(console, observer.events)
     console.print(f"held for fraud review: {reviewed}; approved by the demo's operator and authorized: {approved}")
+    console.print(f"3DS step-ups: {step_ups.asked}; confirmed {step_ups.confirmed} (authenticated Y/A {step_ups.authenticated},"
+                  f" failed N/R {step_ups.failed}, unavailable U {step_ups.unavailable}); authorized after the step-up:"
+                  f" {step_ups.authorized}")
     if worker.restarts:
         console.print(f"[yellow]the worker was restarted {worker.restarts} time(s); see {log_file}")
     console.print(f"journal entries: {len(observer.entry_ids)}; books closed {books_closed} after {books_s:.1f}s"
                   " (check them: paystream audit; paystream replay --verify)")
+    if books_closed:
+        fill_read_models(settings, console, traffic.items[0]["occurred_at"].date())
     print(f"demo: commands={commands} outcomes={len(mine)} dlq={dlq} elapsed_s={elapsed_s:.1f} entries={len(observer.entry_ids)}")
     charges_ok = True
     if chaos_providers:
-        assert settings.provider_journal_dir is not None
-        charges_ok = _providers(console, observer.events, read_journal(settings.provider_journal_dir))
-    return complete and len(mine) == commands and duplicated == 0 and books_closed and charges_ok
+        assert settings.routing_log_dir is not None and settings.providers_dir is not None
+        rails = build_rails(seed=settings.provider_seed, journal_dir=settings.providers_dir)  # the providers' books
+        charges_ok = _providers(console, observer.events, read_routing_log(settings.routing_log_dir), approvals(rails))
+    return (complete and len(mine) == commands and duplicated == 0 and books_closed
+            and step_ups.confirmed == step_ups.asked and charges_ok)
 
 
 def provider_shares(events: dict[str, list[dict[str, Any]]]) -> Counter[str]:
@@ -243,9 +276,11 @@ def provider_shares(events: dict[str, list[dict[str, Any]]]) -> Counter[str]:
     return shares
 
 
-def _providers(console: Console, events: dict[str, list[dict[str, Any]]], view: JournalView) -> bool:
-    """Routing shares, breaker trips, failovers and the double-charge check; True if
-    no payment was authorized at two providers and the events agree with the rails."""
+def _providers(console: Console, events: dict[str, list[dict[str, Any]]], view: RoutingView,
+               approved: Mapping[str, tuple[str, ...]]) -> bool:
+    """Routing shares, breaker trips and failovers (the routing log), and the
+    double-charge check of the rails' approvals (`charges.approvals`); True if no
+    payment was charged twice and the events agree with the rails."""
     shares = provider_shares(events)
     trips = view.trips()
     table = Table(title="providers under chaos")
@@ -256,12 +291,12 @@ def _providers(console: Console, events: dict[str, list[dict[str, Any]]], view: 
         table.add_row(name, str(shares[name]), f"{shares[name] / total:.1%}", str(trips[name, "open"]),
                       str(trips[name, "half_open"]), str(trips[name, "closed"]))
     console.print(table)
-    check = double_charges(view, events)
+    check = double_charges(approved, events)
     opens, halves, closes = (sum(n for (_, to), n in trips.items() if to == s) for s in ("open", "half_open", "closed"))
-    console.print(f"failovers {view.failovers}; payments authorized at two providers {len(check.double_charged)}"
+    console.print(f"failovers {view.failovers}; payments charged twice {len(check.double_charged)}"
                   f"{' ' + ', '.join(check.double_charged[:5]) if check.double_charged else ''}; events naming a provider"
                   f" that holds no such authorization {len(check.mismatched)}; approvals the events never report"
-                  f" {len(check.unreported)} (lost answers not resolved yet)" + (" [journal full: counts are lower bounds]" if view.full else ""))
+                  f" {len(check.unreported)} (lost answers not resolved yet)" + (" [routing log full: its counts are lower bounds]" if view.full else ""))
     print(f"chaos: failovers={view.failovers} opens={opens} half_opens={halves} closes={closes} "
           f"double_charges={len(check.double_charged)} mismatched={len(check.mismatched)} unreported={len(check.unreported)} "
           f"checked={check.payments}")
@@ -288,6 +323,106 @@ def approve_reviews(settings: Settings, observer: Observer, traffic: Traffic, ti
     authorized = sum(1 for c in ids if observer.outcomes.get(c) and observer.outcomes[c][0]["payment_status"] in
                      ("authorized", "captured"))
     return len(reviews), authorized
+
+
+def open_the_day(settings: Settings, as_of: datetime) -> None:
+    """Register the demo's merchants (verified, with their settlement currencies) and
+    publish the day's FX rates for every pair settlement will convert."""
+    names = topic_names(settings)
+    producer = command_producer(settings.bootstrap_servers)
+    for merchant, currency in SETTLEMENT_CURRENCY.items():
+        record = merchant_record(merchant, kyc_status="verified", settlement_currency=currency, updated_at=as_of)
+        producer.produce(names.merchants, key=merchant.encode(), value=MERCHANT_CODEC.encode(record, check=True))
+    for base in CURRENCIES:
+        for quote in set(SETTLEMENT_CURRENCY.values()) - {base}:
+            cross = (Decimal(USD_PER_UNIT[base]) / Decimal(USD_PER_UNIT[quote])).quantize(Decimal("0.00000001"))
+            rate = FxRate(base, quote, cross, as_of, "demo-treasury")
+            producer.produce(names.fx_rates, key=rate.key.encode(), value=RATE_CODEC.encode(rate_to_record(rate), check=True))
+    if producer.flush(30) != 0:
+        raise RuntimeError("the broker did not take the demo's merchants and rates in 30 s")
+
+
+def fill_read_models(settings: Settings, console: Console, day: date) -> None:
+    """What `paystream sink` would have written by now, so `paystream sql` answers at once."""
+    client = connect(settings.clickhouse_url, settings.clickhouse_database)
+    try:
+        migrate(client)
+        started = time.monotonic()
+        stats = catch_up(settings, client, timeout_s=BOOKS_TIMEOUT_S)
+        took_s = time.monotonic() - started
+    finally:
+        client.close()
+    console.print(f"read models: {stats.rows_total} rows into ClickHouse in {took_s:.1f}s "
+                  f"({stats.rows_total / max(took_s, 1e-9):,.0f} rows/s); try: paystream sql \"SELECT ...\" (docs/analytics.md)")
+    nxt = day + timedelta(days=1)
+    console.print(f"day end: paystream settle --date {day}; paystream providers report --date {nxt}; "
+                  f"paystream reconcile --date {nxt}")
+
+
+@dataclass(frozen=True)
+class StepUps:
+    """The demo's 3DS step-ups: payments the risk stage paused, confirms sent (by
+    result) and the payments those authorized."""
+
+    asked: int = 0
+    confirmed: int = 0
+    authenticated: int = 0  # Y or A
+    failed: int = 0  # N or R
+    unavailable: int = 0  # U
+    authorized: int = 0
+
+
+def step_up_confirms(creates: Iterable[Mapping[str, Any]], outcomes: Mapping[str, list[dict[str, Any]]], seed: int,
+                     run_id: str) -> list[dict[str, Any]]:
+    """One confirm (PaymentCommand v5) per payment whose create left it in
+    requires_action, carrying the cardholder's 3DS result: drawn per payment from
+    (seed, payment_id), so a run's answers do not depend on the order outcomes came in."""
+    confirms: dict[str, dict[str, Any]] = {}
+    statuses, weights = zip(*THREE_DS_WEIGHTS.items())
+    for create in creates:
+        first = outcomes.get(create["command_id"])
+        pid = create["payment_id"]
+        # The create that paused it (not a retry's replay or a key conflict's refusal).
+        if not first or (first[0]["status"], first[0]["payment_status"]) != ("succeeded", "requires_action"):
+            continue
+        rng = random.Random(f"{seed}:3ds:{pid}")
+        status = rng.choices(statuses, weights)[0]
+        confirms[pid] = {
+            "command_id": f"cmd_{run_id}_3ds_{len(confirms)}",
+            "kind": "confirm",
+            "merchant_id": create["merchant_id"],
+            "idempotency_key": f"{create['idempotency_key']}-3ds",
+            "payment_id": pid,
+            "amount_minor": None,
+            "currency": None,
+            "capture_method": None,
+            "card": None,
+            "metadata": {},
+            "occurred_at": create["occurred_at"] + STEP_UP_DELAY,
+            "three_ds": {"trans_status": status, "eci": THREE_DS_ECI[status],
+                         "ds_trans_id": str(uuid.UUID(int=rng.getrandbits(128), version=4))},
+        }
+    return list(confirms.values())
+
+
+def complete_step_ups(settings: Settings, observer: Observer, traffic: Traffic, seed: int, timeout_s: float) -> StepUps:
+    """Answer every 3DS step-up of this run with a confirm through the front door
+    (payment-commands, as a merchant sends it), wait for the answers, count them."""
+    creates = [c for c in traffic.items if isinstance(c, dict) and c["kind"] == "create"]
+    confirms = step_up_confirms(creates, observer.outcomes, seed, traffic.run_id)
+    publish_commands(settings, confirms)
+    ids = {c["command_id"] for c in confirms}
+    observer.wait_for(ids, 0, timeout_s)
+    by_status = Counter(c["three_ds"]["trans_status"] for c in confirms)
+    answered = [observer.outcomes[c][0] for c in ids if observer.outcomes.get(c)]
+    return StepUps(
+        asked=len(confirms),
+        confirmed=len(answered),
+        authenticated=by_status["Y"] + by_status["A"],
+        failed=by_status["N"] + by_status["R"],
+        unavailable=by_status["U"],
+        authorized=sum(1 for o in answered if o["payment_status"] in ("authorized", "captured")),
+    )
 
 
 def _summary(console: Console, outcomes: dict[str, list[dict[str, Any]]], elapsed_s: float, produced_s: float, commands: int, dlq: int, duplicated: int) -> None:

@@ -12,7 +12,7 @@ of a minor unit is created or lost without a trace.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Context, Decimal, Inexact, InvalidOperation, Rounded
@@ -123,3 +123,31 @@ def rate_to_record(rate: FxRate) -> dict[str, Any]:
         "as_of": rate.as_of,
         "source": rate.source,
     }
+
+
+MAX_RATES_PER_PAIR = 1_000  # the compacted topic keeps one per pair; a bound on what a reader holds
+
+
+class RateBook:
+    """The rates read from the fx-rates topic, per pair in as-of order, so a
+    conversion at event time T uses the latest rate quoted at or before T."""
+
+    def __init__(self, rates: Iterable[FxRate] = ()) -> None:
+        self._by_pair: dict[str, list[FxRate]] = {}
+        for rate in rates:
+            self.add(rate)
+
+    def add(self, rate: FxRate) -> None:
+        pair = self._by_pair.setdefault(rate.key, [])
+        pair.append(rate)
+        pair.sort(key=lambda r: r.as_of)
+        del pair[:-MAX_RATES_PER_PAIR]
+
+    def at(self, base_currency: str, quote_currency: str, at: datetime) -> FxRate | None:
+        """The latest rate of the pair quoted at or before `at`; None when there is none."""
+        known = [r for r in self._by_pair.get(rate_key(base_currency, quote_currency), ()) if r.as_of <= at]
+        return known[-1] if known else None
+
+    def all(self) -> list[FxRate]:
+        """Every rate held, by pair, oldest first."""
+        return [r for pair in sorted(self._by_pair) for r in self._by_pair[pair]]

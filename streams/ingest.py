@@ -4,7 +4,13 @@ Two results, one per input message:
 - `Forward`: a ValidatedCommand record (PAN and CVC gone) for the payments stage.
   A command that decoded but is invalid is forwarded too, with `rejection_reason`
   set: the payments stage answers it, so outcomes have one writer and one dedup.
-- `DeadLetter`: bytes we cannot decode or attribute to a command (no command_id).
+- `DeadLetter`: bytes we cannot decode or attribute to a command (no command_id),
+  and a sealed card that does not open (tampered, foreign key, replayed from another
+  command): a producer or key fault for ops to see, not a merchant's input error.
+
+Cards arrive sealed (`sealed_card`, connectors/vault/intake.py), tokenized before
+publishing (`card_token`), or raw (`card`, producers before PaymentCommand v5;
+refused with `raw_card_refused` unless `Limits.accept_raw_card`).
 
 Ingest keeps no state: a redelivered message is forwarded again and the payments
 stage's command_id dedup drops it.
@@ -13,10 +19,12 @@ stage's command_id dedup drops it.
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
+from connectors.vault.intake import OpenedCard, SealError
 from connectors.vault.tokenizer import TOKEN_PATTERN
 from schemas.cards import CARD_BRANDS, CardError, brand_of, contains_pan, luhn_valid, mask_pans, mask_pans_bytes
 from schemas.codec import Codec, DecodeError
@@ -37,6 +45,10 @@ CURRENCY_MAX_LEN = 8
 DISPUTE_KINDS = frozenset({"dispute_open", "dispute_evidence", "dispute_close"})
 # confirm (version 4): the cardholder passed the 3DS step-up of a payment in requires_action.
 FOLLOW_UP_KINDS = frozenset({"capture", "void", "refund", "expire", "confirm"}) | DISPUTE_KINDS
+# A confirm's 3DS result (PaymentCommand v5): the ECI is two digits, the directory
+# server's transaction id a UUID in its 36-char form (EMV 3DS 2.x).
+ECI_PATTERN = re.compile(r"[0-9]{2}")
+DS_TRANS_ID_LEN = 36
 # The networks' dispute reasons (Stripe's list); `fraudulent` is the one a lost
 # dispute turns into a fraud label (streams/payments.py).
 DISPUTE_REASONS = frozenset({
@@ -62,11 +74,20 @@ class TokenizerT(Protocol):
     def token(self, merchant_id: str, pan: str) -> str: ...
 
 
+class OpenerT(Protocol):
+    """`connectors.vault.intake.CardOpener`: raises SealError for a card it cannot open."""
+
+    def open(self, sealed: dict[str, Any], merchant_id: str, command_id: str) -> OpenedCard: ...
+
+
 @dataclass(frozen=True)
 class Limits:
     max_amount_minor: int
     idempotency_key_max_len: int
     partitions: int
+    # Raw `card` (PAN and CVC on payment-commands) from producers that do not seal yet:
+    # refusing it does not take the PAN off the topic, it tells the producer to upgrade.
+    accept_raw_card: bool = True
 
 
 @dataclass(frozen=True)
@@ -100,7 +121,8 @@ class _Invalid(Exception):
         self.detail = detail
 
 
-def ingest(raw: bytes | None, source: Source, tokenizer: TokenizerT, limits: Limits) -> Forward | DeadLetter:
+def ingest(raw: bytes | None, source: Source, tokenizer: TokenizerT, limits: Limits,
+           opener: OpenerT | None = None) -> Forward | DeadLetter:
     try:
         cmd = COMMAND_CODEC.decode(raw)
     except DecodeError as e:
@@ -110,9 +132,11 @@ def ingest(raw: bytes | None, source: Source, tokenizer: TokenizerT, limits: Lim
         # Without a usable command_id nobody can correlate an outcome: dead letter.
         return dead_letter("ingest", "invalid_command_id", f"command_id must be 1..{COMMAND_ID_MAX_LEN} chars, no card numbers", raw, source)
     try:
-        return Forward(_validate(cmd, source, tokenizer, limits))
+        return Forward(_validate(cmd, source, tokenizer, limits, opener))
     except _Invalid as e:
         return Forward(_refused(cmd, e.reason, e.detail, limits))
+    except SealError as e:
+        return dead_letter("ingest", e.reason, e.detail, raw, source)
 
 
 def dead_letter(stage: str, reason: str, detail: str, raw: bytes | None, source: Source) -> DeadLetter:
@@ -152,6 +176,7 @@ def _refused(cmd: dict[str, Any], reason: str, detail: str, limits: Limits) -> d
     return _forwarded(cmd | masked, payment_id, card=None) | {
         "metadata": {},
         "dispute": None,
+        "three_ds": None,
         "rejection_reason": reason,
         "rejection_detail": mask_pans(detail)[0][:500],
     }
@@ -182,6 +207,7 @@ def _forwarded(cmd: dict[str, Any], payment_id: str | None, card: dict[str, Any]
         "card": card,
         "metadata": cmd["metadata"],
         "dispute": cmd.get("dispute"),
+        "three_ds": cmd.get("three_ds"),
         "occurred_at": cmd["occurred_at"],
         "rejection_reason": None,
         "rejection_detail": None,
@@ -192,7 +218,8 @@ def _forwarded(cmd: dict[str, Any], payment_id: str | None, card: dict[str, Any]
 _TEXT_FIELDS = ("merchant_id", "idempotency_key", "payment_id", "currency")
 
 
-def _validate(cmd: dict[str, Any], source: Source, tokenizer: TokenizerT, limits: Limits) -> dict[str, Any]:
+def _validate(cmd: dict[str, Any], source: Source, tokenizer: TokenizerT, limits: Limits,
+              opener: OpenerT | None) -> dict[str, Any]:
     for name in _TEXT_FIELDS:
         if cmd[name] is not None and contains_pan(cmd[name]):
             raise _Invalid("pan_in_field", f"{name} must not contain a card number")
@@ -220,17 +247,18 @@ def _validate(cmd: dict[str, Any], source: Source, tokenizer: TokenizerT, limits
             raise _Invalid("missing_payment_id", f"{kind} needs payment_id")
         if not PAYMENT_ID_PATTERN.fullmatch(payment_id):
             raise _Invalid("invalid_payment_id", "payment_id must be pay_ + 32 hex digits, as derive_payment_id makes it")
-        if cmd["card"] is not None or cmd["card_token"] is not None:
+        if cmd["card"] is not None or cmd["card_token"] is not None or cmd["sealed_card"] is not None:
             raise _Invalid("unexpected_payment_method", f"{kind} must not carry a card")
         if cmd["capture_method"] is not None:
             raise _Invalid("unexpected_capture_method", f"{kind} must not carry capture_method")
     dispute = _check_dispute(kind, cmd)
+    _check_three_ds(kind, cmd.get("three_ds"))
     _check_amount(cmd["amount_minor"], limits)
     if cmd["currency"] is not None and not is_currency(cmd["currency"]):
         raise _Invalid("invalid_currency", "currency is not an ISO 4217 code")
     _check_partitioning(payment_id, source, limits)
 
-    card = _tokenize(cmd, tokenizer) if kind == "create" else None
+    card = _tokenize(cmd, tokenizer, limits, opener) if kind == "create" else None
     return _forwarded(cmd | {"dispute": dispute}, payment_id, card)
 
 
@@ -273,6 +301,31 @@ def _check_dispute(kind: str, cmd: dict[str, Any]) -> dict[str, Any] | None:
     return d
 
 
+def _check_three_ds(kind: str, three_ds: dict[str, Any] | None) -> None:
+    """A confirm carries the 3DS result (its status is an Avro enum: decoded, it is one
+    of Y A N U R); nothing else carries one."""
+    if kind != "confirm":
+        if three_ds is not None:
+            raise _Invalid("unexpected_three_ds", f"{kind} must not carry three_ds")
+        return
+    if three_ds is None:
+        raise _Invalid("missing_three_ds", "confirm needs three_ds, the result of the 3DS authentication")
+    eci, ds_trans_id = three_ds["eci"], three_ds["ds_trans_id"]
+    if eci is not None and not ECI_PATTERN.fullmatch(eci):
+        raise _Invalid("invalid_three_ds", "three_ds.eci must be 2 digits")
+    if ds_trans_id is not None and not _is_uuid(ds_trans_id):
+        raise _Invalid("invalid_three_ds", f"three_ds.ds_trans_id must be a UUID ({DS_TRANS_ID_LEN} chars)")
+
+
+def _is_uuid(text: str) -> bool:
+    if len(text) != DS_TRANS_ID_LEN:
+        return False
+    try:
+        return str(uuid.UUID(text)) == text.lower()
+    except ValueError:
+        return False
+
+
 def _check_amount(amount_minor: int | None, limits: Limits) -> None:
     if amount_minor is None:
         return
@@ -309,15 +362,22 @@ def _check_partitioning(payment_id: str, source: Source, limits: Limits) -> None
         )
 
 
-def _tokenize(cmd: dict[str, Any], tokenizer: TokenizerT) -> dict[str, Any]:
-    card, pre = cmd["card"], cmd["card_token"]
-    if card is not None and pre is not None:
-        raise _Invalid("ambiguous_payment_method", "a create carries card or card_token, not both")
+def _tokenize(cmd: dict[str, Any], tokenizer: TokenizerT, limits: Limits, opener: OpenerT | None) -> dict[str, Any]:
+    card, pre, sealed = cmd["card"], cmd["card_token"], cmd["sealed_card"]
+    if sum(x is not None for x in (card, pre, sealed)) > 1:
+        raise _Invalid("ambiguous_payment_method", "a create carries one of card, card_token, sealed_card")
     if pre is not None:  # tokenized before publishing: the PAN never entered Kafka
         if not (TOKEN_PATTERN.fullmatch(pre["token"]) and _digits(pre["bin"], 6) and _digits(pre["last4"], 4) and pre["brand"] in CARD_BRANDS):
             raise _Invalid("invalid_card_token", "card_token needs tok_ + 32 base32 chars, a 6-digit bin, a 4-digit last4, a known brand")
         _check_expiry(pre, cmd["occurred_at"])
         return dict(pre)
+    if sealed is not None:
+        if opener is None:
+            raise SealError("unknown_intake_key", "this ingest holds no card-intake keys")
+        opened = opener.open(sealed, cmd["merchant_id"], cmd["command_id"])
+        card = {"number": opened.number, "exp_month": opened.exp_month, "exp_year": opened.exp_year}
+    elif card is not None and not limits.accept_raw_card:
+        raise _Invalid("raw_card_refused", "raw card data is not accepted: seal the card to the card-intake public key (docs/security.md)")
     if card is None:
         raise _Invalid("missing_payment_method", "create needs a card")
     pan = card["number"].replace(" ", "").replace("-", "")

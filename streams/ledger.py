@@ -33,6 +33,7 @@ EVENT_TYPES = frozenset(
      "refunded", "dispute_opened", "dispute_won", "dispute_lost", "settled"}
 )
 REVERSAL = "reversal"  # event_type of an entry that reverses another
+SETTLEMENT = "settlement"  # event_type of a merchant payout entry (streams/settlement.py), from no payment event
 MAX_MERCHANT_ID_LEN = 64
 MAX_ACCOUNT_LEN = 128
 MAX_LINES = 16  # the largest rule (a cross-currency settlement with a fee) has 8
@@ -218,24 +219,32 @@ def post(event: Mapping[str, Any], *, shard: int, settlement: SettlementTerms | 
 def _settle(settlement, currency, amount, move, m, h) -> FxApplied | None:  # type: ignore[no-untyped-def]
     if settlement is None:
         raise PostingError("missing_settlement_terms", "a settled event needs the merchant's settlement terms")
-    if not is_currency(settlement.currency):
-        raise PostingError("invalid_currency", f"settlement currency {settlement.currency!r}")
     move(h("settlement"), h("clearing"), amount)  # the acquirer paid what it owed
-    if settlement.currency == currency:
+    return _pay_merchant(settlement, currency, amount, move, m, h)
+
+
+def _pay_merchant(terms, currency, amount, move, m, h) -> FxApplied | None:  # type: ignore[no-untyped-def]
+    """Move `amount` of `currency` from the merchant's pending to its available
+    balance in the terms' currency, through the FX account when the two differ."""
+    if not is_currency(terms.currency):
+        raise PostingError("invalid_currency", f"settlement currency {terms.currency!r}")
+    if terms.currency == currency:
         move(m("pending"), m("available"), amount)
         return None
-    rate = settlement.rate
+    rate = terms.rate
     if rate is None:
-        raise PostingError("missing_fx_rate", f"settling {currency} in {settlement.currency} needs a rate")
-    if (rate.base_currency, rate.quote_currency) != (currency, settlement.currency):
-        raise PostingError("rate_pair_mismatch", f"{rate.key} for {currency}/{settlement.currency}")
+        raise PostingError("missing_fx_rate", f"settling {currency} in {terms.currency} needs a rate")
+    if (rate.base_currency, rate.quote_currency) != (currency, terms.currency):
+        raise PostingError("rate_pair_mismatch", f"{rate.key} for {currency}/{terms.currency}")
     conv = convert(amount, rate)
     if conv.target_minor > MAX_AMOUNT_MINOR:
-        raise PostingError("amount_too_large", f"{amount} {currency} is {conv.target_minor} {settlement.currency}")
+        raise PostingError("amount_too_large", f"{amount} {currency} is {conv.target_minor} {terms.currency}")
+    if conv.target_minor == 0:  # the merchant would give money and get nothing: leave it owed
+        raise PostingError("converts_to_zero", f"{amount} {currency} is less than half a minor unit of {terms.currency}")
     # Each currency balances on its own: the FX desk takes the payment currency
     # from the merchant and gives the settlement currency, rounded HALF_EVEN.
     move(m("pending"), h("fx"), amount)
-    move(h("fx"), m("available"), conv.target_minor, settlement.currency)
+    move(h("fx"), m("available"), conv.target_minor, terms.currency)
     return FxApplied(
         base_currency=rate.base_currency,
         quote_currency=rate.quote_currency,
@@ -246,6 +255,24 @@ def _settle(settlement, currency, amount, move, m, h) -> FxApplied | None:  # ty
         target_minor=conv.target_minor,
         residual=format(conv.residual, "f"),
     )
+
+
+def payout_entry(entry_id: str, event_id: str, merchant_id: str, *, shard: int, occurred_at_ms: int,
+                 currency: str, amount_minor: int, terms: SettlementTerms) -> JournalEntry:
+    """A merchant payout (the daily settlement): `amount_minor` of `currency` moves
+    from pending to available, converted per `terms`. PostingError when the terms
+    cannot be used (no rate for the pair, a foreign pair, an overflow)."""
+    assert amount_minor > 0, amount_minor
+    m = lambda kind: merchant_account(merchant_id, kind)  # noqa: E731
+    h = lambda kind: house_account(kind, shard)  # noqa: E731
+    lines: list[Line] = []
+
+    def move(debit: str, credit: str, amount: int, cur: str = currency) -> None:
+        lines.extend((Line(debit, cur, debit_minor=amount), Line(credit, cur, credit_minor=amount)))
+
+    fx = _pay_merchant(terms, currency, amount_minor, move, m, h)
+    return JournalEntry(entry_id=entry_id, event_id=event_id, event_type=SETTLEMENT, payment_id=event_id,
+                        merchant_id=merchant_id, shard=shard, occurred_at_ms=occurred_at_ms, lines=tuple(lines), fx=fx)
 
 
 def _checked(event: Mapping[str, Any]) -> tuple[str, str, str, int, int]:
@@ -384,9 +411,9 @@ def to_ms(value: datetime | int) -> int:
 
 
 def settlement_of(entry: JournalEntry) -> SettlementTerms | None:
-    """The settlement terms a `settled` entry was posted with (None for other
-    entries), so an auditor can re-post the event and compare."""
-    if entry.event_type != "settled":
+    """The settlement terms a `settled` or payout entry was posted with (None for
+    other entries), so an auditor can re-post it and compare."""
+    if entry.event_type not in ("settled", SETTLEMENT):
         return None
     fx = entry.fx
     if fx is None:

@@ -10,9 +10,13 @@ The saga of a create: fraud decision -> route -> authorize at the provider ->
 (automatic capture). Each step's result is recorded in the aggregate; each provider
 call carries a provider idempotency key derived from the payment, so a call repeated
 after a crash or redelivery is the same call to the provider, never a second charge.
-A timed-out authorization leaves the payment `pending`; a `resolve` command asks the
-provider's status under the same key. A capture the provider refuses after approving
-the authorization is compensated by a void at the provider (the hold is released).
+A payment the fraud decision paused for 3DS (`requires_action`) is continued by a
+confirm carrying the cardholder's EMV 3DS result: Y/A authorize (liability shifted to
+the issuer, recorded on the events), N/R decline (`authentication_failed`), U as the
+policy says (`Policy.three_ds_unavailable`). A timed-out authorization leaves the
+payment `pending`; a `resolve` command asks the provider's status under the same key.
+A capture the provider refuses after approving the authorization is compensated by a
+void at the provider (the hold is released).
 """
 
 from __future__ import annotations
@@ -67,6 +71,15 @@ AWAITING = {
     "requires_review": ("review_resolve", "fraud_review"),
     "requires_action": ("confirm", "requires_action"),
 }
+# EMV 3DS 2.x final transStatus values a confirm carries (ValidatedCommand.three_ds):
+# authenticated and attempted shift fraud-chargeback liability to the issuer; not
+# authenticated and rejected fail the step-up; unavailable is the policy's call.
+THREE_DS_SHIFTS_LIABILITY = frozenset({"Y", "A"})
+THREE_DS_FAILED = frozenset({"N", "R"})
+THREE_DS_UNAVAILABLE = "U"
+# What a U (authentication could not be performed) does: authorize without a
+# liability shift (fail open, as the rules' fallback does) or decline.
+THREE_DS_UNAVAILABLE_ACTIONS = ("authorize", "decline")
 
 
 @dataclass(frozen=True)
@@ -74,10 +87,12 @@ class Policy:
     auth_window: timedelta = timedelta(days=7)
     max_follow_ups: int = MAX_FOLLOW_UPS
     dispute_fee_minor: int = DISPUTE_FEE_MINOR
+    three_ds_unavailable: str = "authorize"  # one of THREE_DS_UNAVAILABLE_ACTIONS
 
     def __post_init__(self) -> None:
         assert 1 <= self.max_follow_ups <= 1_000, self.max_follow_ups
         assert 0 <= self.dispute_fee_minor <= 10**9, self.dispute_fee_minor
+        assert self.three_ds_unavailable in THREE_DS_UNAVAILABLE_ACTIONS, self.three_ds_unavailable
 
     @property
     def auth_window_ms(self) -> int:
@@ -181,6 +196,10 @@ class Payment:
     # a 3DS confirm: the router needs it when the authorization finally happens.
     payment_method: str | None = None
     resolve_attempts: int = 0
+    # The 3DS result that answered the step-up (None: no step-up), and whether it moved
+    # fraud-chargeback liability to the issuer; both go on every later event.
+    three_ds_status: str | None = None
+    liability_shift: bool | None = None
     # Hold given back without a capture (void, expiry, failed capture).
     released_minor: int = 0
     # The open dispute (amount 0: none): withdrawn from the merchant until it closes.
@@ -203,6 +222,8 @@ class Payment:
         assert self.refunded_minor + self.dispute_minor + self.dispute_lost_minor <= self.captured_minor, self
         assert (self.dispute_minor > 0) == (self.dispute_reason is not None), self
         assert len(self.dispute_evidence) <= MAX_EVIDENCE, self
+        assert (self.three_ds_status is None) == (self.liability_shift is None), self
+        assert self.liability_shift is None or self.liability_shift == (self.three_ds_status in THREE_DS_SHIFTS_LIABILITY)
         if self.status in ("voided", "expired", "failed"):
             assert self.captured_minor + self.released_minor == self.authorized_minor, self
 
@@ -260,6 +281,9 @@ def fingerprint(cmd: dict[str, Any]) -> str:
     }
     if cmd["kind"] == "review_resolve":  # the reviewer's decision is the request
         body["decision"] = cmd.get("fraud_action")
+    three_ds = cmd.get("three_ds")
+    if three_ds is not None:  # the 3DS result is the confirm's request; other fingerprints stay as they were
+        body["three_ds"] = three_ds
     dispute = cmd.get("dispute")
     if dispute is not None:  # only then: the fingerprints of other commands stay as they were
         due = dispute["evidence_due_at"]
@@ -380,6 +404,8 @@ class _Step:
             "card_token": p.card_token,
             "card_bin": p.card_bin,
             "card_last4": p.card_last4,
+            "three_ds_status": p.three_ds_status,
+            "liability_shift": p.liability_shift,
             "occurred_at": self.cmd["occurred_at"],
             "chain_seq": 0,
             "prev_hash": None,
@@ -515,26 +541,55 @@ def _as_create(p: Payment) -> dict[str, Any]:
 def _continue(payment: Payment, cmd: dict[str, Any], fp: str, saga: Saga, policy: Policy,
               routing: RoutingState | None) -> Decision:
     """A payment paused by the fraud decision, and the command that may continue it:
-    review_resolve (approve: authorize now; decline: declined) or confirm (3DS passed:
-    authorize now). Anything else waits."""
+    review_resolve (approve: authorize now; decline: declined) or confirm (its 3DS
+    result decides: see `three_ds_verdict`). Anything else waits."""
     awaited = AWAITING.get(payment.status)
     if awaited is None or cmd["kind"] != awaited[0]:
         if awaited is None:
-            return _reject(payment, cmd, "not_awaiting", f"payment is {payment.status}", keep=payment)
+            detail = f"payment is {payment.status}"
+            if cmd["kind"] == "confirm":
+                detail += "; confirm answers a payment in requires_action only"
+            return _reject(payment, cmd, "not_awaiting", detail, keep=payment)
         return _reject(payment, cmd, f"payment_{payment.status}", f"payment is {payment.status}: {awaited[0]} first",
                        keep=payment)
     step = _Step(payment, cmd, saga, policy)
     routed = None
     if cmd["kind"] == "review_resolve" and cmd.get("fraud_action") not in ("approve", "decline"):
         return _reject(payment, cmd, "invalid_review_decision", "fraud_action must be approve or decline", keep=payment)
+    three_ds = cmd.get("three_ds")
+    if cmd["kind"] == "confirm" and three_ds is None:
+        # Ingest refuses these; a ValidatedCommand written before version 3 has none.
+        return _reject(payment, cmd, "missing_three_ds", "confirm needs three_ds, the result of the 3DS authentication",
+                       keep=payment)
+    decline = None
     if cmd["kind"] == "review_resolve" and cmd["fraud_action"] == "decline":
-        step.event("declined", 0, reason="fraud_review_declined", status="declined")
+        decline = "fraud_review_declined"
+    elif cmd["kind"] == "confirm":
+        status = three_ds["trans_status"]
+        step.payment = replace(step.payment, three_ds_status=status, liability_shift=status in THREE_DS_SHIFTS_LIABILITY)
+        decline = three_ds_verdict(status, policy)
+    if decline is not None:
+        step.event("declined", 0, reason=decline, status="declined")
     else:
         step.payment = replace(step.payment, payment_method=None)
         routed = _authorize(step, _as_create(payment), routing)
-    # The command succeeded in continuing the payment, whatever the provider said.
-    decision = _finish(step, cmd, fp, "succeeded", None)
+    # A review_resolve succeeded in continuing the payment, whatever came of it. A
+    # confirm is the cardholder's attempt: a decline is its failure (as a create's is).
+    reason = None
+    if cmd["kind"] == "confirm" and step.payment.status in ("declined", "failed"):
+        reason = step.events[-1]["reason_code"]
+    decision = _finish(step, cmd, fp, "rejected" if reason else "succeeded", reason)
     return replace(decision, routing=routed.state if routed else routing, routed=routed)
+
+
+def three_ds_verdict(trans_status: str, policy: Policy) -> str | None:
+    """What a step-up's 3DS result does: None to authorize, else the decline reason."""
+    if trans_status in THREE_DS_SHIFTS_LIABILITY:
+        return None
+    if trans_status in THREE_DS_FAILED:
+        return "authentication_failed"
+    assert trans_status == THREE_DS_UNAVAILABLE, f"not an EMV 3DS final status: {trans_status!r}"
+    return None if policy.three_ds_unavailable == "authorize" else "authentication_unavailable"
 
 
 def _resolve(payment: Payment | None, cmd: dict[str, Any], saga: Saga, policy: Policy) -> Decision:

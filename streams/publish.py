@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from connectors.kafka.clients import command_producer
+from connectors.vault.intake import Sealer
 from schemas.cards import CardError, mask_pans
 from schemas.codec import Codec, EncodeError
 from schemas.jsonio import JsonCommandError, command_from_json
@@ -98,10 +99,49 @@ def command_key(record: dict[str, Any]) -> bytes:
 RawMessage = tuple[bytes | None, bytes]
 
 
-def publish_commands(settings: Settings, items: Iterable[dict[str, Any] | RawMessage]) -> int:
+def seal_commands(items: list[dict[str, Any] | RawMessage], sealer: Sealer) -> list[dict[str, Any] | RawMessage]:
+    """Replace each command's raw card by a sealed_card (the CVC is dropped, only its
+    presence is sealed). Raises CommandFileError naming each refused command."""
+    out: list[dict[str, Any] | RawMessage] = []
+    errors = []
+    for n, item in enumerate(items, start=1):
+        try:
+            out.append(sealer.seal_command(item) if isinstance(item, dict) else item)
+        except CardError as e:
+            if len(errors) < MAX_FILE_ERRORS:
+                errors.append(f"command {n} ({mask_pans(str(item['command_id']))[0]}): {e}")
+    if errors:
+        raise CommandFileError(errors)
+    return out
+
+
+def intake_sealer(settings: Settings) -> Sealer:
+    """The sealer of these settings' producers: the exported card-intake public key
+    file if one is configured (producers outside the PCI zone), else the active key
+    of the key store (one machine; creates the keys on first use, as the worker does)."""
+    from connectors.vault.intake import active_sealer, load_sealer
+    from connectors.vault.keys import FileKeyStore
+
+    if settings.intake_public_key_file is not None:
+        return load_sealer(settings.intake_public_key_file)
+    store = FileKeyStore(settings.keys_dir)
+    store.init()
+    return active_sealer(store)
+
+
+def publish_commands(settings: Settings, items: Iterable[dict[str, Any] | RawMessage], *, seal: bool = True) -> int:
     """Publish command records, in order; a (key, bytes) tuple is sent as it is
-    (bad input, for tests and the demo). Waits until every one is acknowledged."""
+    (bad input, for tests and the demo). Waits until every one is acknowledged.
+
+    Every raw `card` is sealed to the card-intake key first (`intake_sealer`), so no
+    PAN is published; `seal=False` publishes it raw, as producers before
+    PaymentCommand v5 did (tests of that legacy path only). Raises CommandFileError,
+    before anything is sent, if the sealer refuses any card."""
     topic = topic_names(settings).commands
+    if seal:
+        items = list(items)
+        if any(isinstance(i, dict) and i.get("card") is not None for i in items):
+            items = seal_commands(items, intake_sealer(settings))
     producer = command_producer(settings.kafka_bootstrap)
     failures: list[str] = []
 

@@ -28,7 +28,6 @@ from typing import Any, Protocol
 from clickhouse_connect.driver.client import Client
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
-from connectors.clickhouse.client import ClickHouseError
 from connectors.clickhouse.migrate import migrate
 from connectors.clickhouse.rows import Row, RowError, rows_for
 from connectors.clickhouse.sink import Batcher, Sink
@@ -36,11 +35,11 @@ from connectors.kafka.clients import end_offsets
 from schemas.codec import Codec, DecodeError
 from streams.ingest import Source as Origin
 from streams.ingest import dead_letter
-from streams.ledger import JournalEntry, Line, entry_to_record
+from streams.ledger import entry_to_record
 from streams.metrics import DEAD_LETTERS, SETTLEMENT_DISCREPANCIES, SINK_ROWS
 from streams.reconcile import ProviderTxn, ReconResult, ledger_side, reconcile
 from streams.settings import Settings
-from streams.settlement import SettlementRun, cutoff_ms, settle, settlement_entry
+from streams.settlement import SettlementRun
 from streams.topics import topic_names
 
 log = logging.getLogger(__name__)
@@ -228,16 +227,16 @@ class KafkaDeadLetters:
             self.failed += 1
 
 
-def sink_consumer(settings: Settings, *, group: bool = True) -> Consumer:
+def sink_consumer(settings: Settings, *, group: bool = True, eof: bool | None = None) -> Consumer:
     """read_committed; in the group `<app_id>-sink` with manual commits, or (rebuild)
-    an anonymous reader that reports the end of each partition."""
+    an anonymous reader; `eof` (default: not in the group) reports each partition's end."""
     return Consumer({
         "bootstrap.servers": settings.bootstrap_servers,
         "group.id": f"{settings.app_id}-sink" if group else f"{settings.app_id}-rebuild-{uuid.uuid4().hex[:8]}",
         "isolation.level": "read_committed",
         "auto.offset.reset": "earliest",
         "enable.auto.commit": False,
-        "enable.partition.eof": not group,
+        "enable.partition.eof": (not group) if eof is None else eof,
         "log_level": 3,
     })
 
@@ -263,49 +262,16 @@ def serve(settings: Settings, client: Client, stopping: Callable[[], bool], *, m
 
 # --- batch jobs over the read models: settlement and reconciliation of a day ---
 
-MAX_SETTLE_LINES = 10_000_000  # ledger lines one settlement run reads (all history before the cutoff)
 RECON_LOOKBACK_DAYS = 7  # ledger days a report row may refer to (bank returns come 4 days later)
 
 
-def ledger_entries_before(client: Client, cutoff_ms_: int) -> list[JournalEntry]:
-    """Every journal entry with a merchant `pending` line before the cutoff, from
-    `ledger_entries FINAL`, lines in their posted order (settlement reads no other)."""
-    q = """
-        SELECT entry_id, line_no, event_id, event_type, payment_id, merchant_id, shard, account, currency,
-               debit_minor, credit_minor, reverses, toUnixTimestamp64Milli(occurred_at)
-        FROM ledger_entries FINAL
-        WHERE occurred_at < fromUnixTimestamp64Milli({cutoff:Int64}, 'UTC')
-          AND entry_id IN (SELECT entry_id FROM ledger_entries FINAL
-                           WHERE account LIKE 'merchant:%:pending'
-                             AND occurred_at < fromUnixTimestamp64Milli({cutoff:Int64}, 'UTC'))
-        ORDER BY entry_id, line_no
-        LIMIT {limit:UInt64}
-    """
-    rows = client.query(q, parameters={"cutoff": cutoff_ms_, "limit": MAX_SETTLE_LINES + 1}).result_rows
-    if len(rows) > MAX_SETTLE_LINES:
-        raise ClickHouseError("too_large", f"more than {MAX_SETTLE_LINES} ledger lines before the cutoff")
-    entries, lines, head = [], [], None
-    for r in [*rows, None]:
-        if head is not None and (r is None or r[0] != head[0]):
-            entries.append(JournalEntry(entry_id=head[0], event_id=head[2], event_type=head[3], payment_id=head[4],
-                                        merchant_id=head[5], shard=head[6], occurred_at_ms=head[12],
-                                        lines=tuple(lines), reverses=head[11]))
-            lines = []
-        if r is not None:
-            head = r
-            lines.append(Line(r[7], r[8], r[9], r[10]))
-    return entries
-
-
-def settle_day(client: Client, day: date, *, shards: int) -> SettlementRun:
-    """Settle `day` from the read models and write its journal entries and settlements
-    rows. Idempotent: the same ids and rows again, which the tokens and Replacing engines drop."""
-    run_ = settle(day, ledger_entries_before(client, cutoff_ms(day)), shards=shards)
+def record_settlement(client: Client, run_: SettlementRun) -> None:
+    """Write a settlement run's `settlements` rows and its journal entries (the sink
+    brings the same entries from ledger-entries; tokens and Replacing engines keep one)."""
     rows = [r for e in run_.entries for r in rows_for("ledger_entry", entry_to_record(e))]
     rows += [r for s in run_.settlements for r in rows_for("settlement", asdict(s))]
     if rows:
         Sink(client).insert(rows)
-    return run_
 
 
 def provider_txns(client: Client, first: date, last: date) -> list[ProviderTxn]:
@@ -352,40 +318,48 @@ class _NoDeadLetters:
         pass
 
 
-def reset_tables(client: Client, *, shards: int) -> int:
-    """Drop the tables the topics fill (and the `balances` view over them), re-apply
-    the migrations (IF NOT EXISTS: `settlements` and `reconciliation`, which are runs'
-    results and on no topic, stay), and re-post the settlement entries from the
-    kept `settlements` rows. Returns the entries re-posted."""
+def reset_tables(client: Client) -> None:
+    """Drop the tables the topics fill (and the `balances` view over them) and
+    re-apply the migrations (IF NOT EXISTS: `settlements` and `reconciliation`,
+    which are runs' results and on no topic, stay; payout entries are on ledger-entries)."""
     client.command("DROP VIEW IF EXISTS balances")
     for table in TOPIC_TABLES:
         client.command(f"DROP TABLE IF EXISTS {table}")
     client.command("TRUNCATE TABLE IF EXISTS schema_migrations")
     migrate(client)
-    paid = client.query("SELECT merchant_id, currency, day, payout_minor FROM settlements FINAL "
-                        "WHERE payout_minor > 0 AND entry_id IS NOT NULL").result_rows
-    entries = [settlement_entry(m, c, d, p, shards=shards) for m, c, d, p in paid]
-    rows = [r for e in entries for r in rows_for("ledger_entry", entry_to_record(e))]
-    if rows:
-        Sink(client).insert(rows)
-    return len(entries)
 
 
 def rebuild(settings: Settings, client: Client, *, on_progress: Callable[[int, int], None] | None = None,
             timeout_s: float = REBUILD_TIMEOUT_S, max_rows: int = 10_000) -> SinkStats:
     """Reset the tables, then read every sink topic from offset 0 up to the end offsets
     seen at start with a fresh reader that commits nothing. `on_progress(done, total)` in records."""
-    reset_tables(client, shards=settings.partitions)
+    reset_tables(client)
+    return _consume_to_end(settings, client, group=False, on_progress=on_progress, timeout_s=timeout_s, max_rows=max_rows)
+
+
+def catch_up(settings: Settings, client: Client, *, timeout_s: float = REBUILD_TIMEOUT_S, max_rows: int = 10_000) -> SinkStats:
+    """Run the sink (its group, committing) until it has read the end offsets seen at
+    start: what a `paystream sink` would have written by now, e.g. after the demo."""
+    return _consume_to_end(settings, client, group=True, on_progress=None, timeout_s=timeout_s, max_rows=max_rows)
+
+
+def _consume_to_end(settings: Settings, client: Client, *, group: bool, on_progress: Callable[[int, int], None] | None,
+                    timeout_s: float, max_rows: int) -> SinkStats:
     kinds = sink_topics(settings)
-    consumer = sink_consumer(settings, group=False)
+    consumer = sink_consumer(settings, group=group, eof=True)
     try:
         ends = {(t, p): end for t in kinds for p, end in end_offsets(consumer, t, settings.partitions).items()}
-        consumer.assign([TopicPartition(t, p, 0) for t, p in ends])
+        if group:
+            committed = {(tp.topic, tp.partition): tp.offset for tp in
+                         consumer.committed([TopicPartition(t, p) for t, p in ends], timeout=30)}
+            consumer.assign([TopicPartition(t, p, committed[(t, p)] if committed[(t, p)] >= 0 else 0) for t, p in ends])
+        else:
+            consumer.assign([TopicPartition(t, p, 0) for t, p in ends])
         total, deadline = sum(ends.values()), time.monotonic() + timeout_s
 
         def done(stats: SinkStats) -> bool:
             if time.monotonic() > deadline:
-                raise SinkError(f"rebuild: the end offsets were not reached in {timeout_s:.0f}s")
+                raise SinkError(f"the end offsets were not reached in {timeout_s:.0f}s")
             # read_committed: a partition's end can be a transaction marker, never delivered; its EOF says we are there
             return all(stats.positions.get(tp, 0) >= end or stats.at_end.get(tp, -1) >= end
                        for tp, end in ends.items() if end)
@@ -394,7 +368,9 @@ def rebuild(settings: Settings, client: Client, *, on_progress: Callable[[int, i
             if on_progress is not None:
                 on_progress(sum(min(stats.positions.get(tp, 0), end) for tp, end in ends.items()), total)
 
-        stats = run(KafkaSource(consumer, commit=False), Sink(client), _NoDeadLetters(), kinds,
+        source = KafkaSource(consumer, commit=group)
+        dead_letters = dead_letter_producer(settings) if group else _NoDeadLetters()
+        stats = run(source, Sink(client), dead_letters, kinds,
                     Batcher(max_rows=max_rows, max_wait_ms=1_000), stop=done, ends=ends, on_batch=progress)
         progress(stats)
         return stats

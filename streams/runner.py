@@ -27,7 +27,7 @@ class WorkerProcess:
     def env(self) -> dict[str, str]:
         s = self.settings
         optional = {"PAYSTREAM_METRICS_PORT": s.metrics_port, "PAYSTREAM_PROVIDER_SCHEDULE_FILE": s.provider_schedule_file,
-                    "PAYSTREAM_PROVIDER_JOURNAL_DIR": s.provider_journal_dir}
+                    "PAYSTREAM_ROUTING_LOG_DIR": s.routing_log_dir}
         return os.environ | {k: str(v) for k, v in optional.items() if v is not None} | {
             "PAYSTREAM_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
             "PAYSTREAM_PARTITIONS": str(s.partitions),
@@ -40,6 +40,7 @@ class WorkerProcess:
             "PAYSTREAM_COMMIT_INTERVAL_S": str(s.commit_interval_s),
             "PAYSTREAM_PROVIDERS": s.providers,
             "PAYSTREAM_PROVIDER_SEED": str(s.provider_seed),
+            "PAYSTREAM_PROVIDERS_DIR": str(s.providers_dir),  # workers with their own data dirs share one provider
             "PAYSTREAM_FRAUD_SCORING": str(s.fraud_scoring).lower(),
         }
 

@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     # Local state
     data_dir: Path = Path("var")
     keys_dir: Path = Path("var/keys")
+    # Producers seal cards to this exported card-intake public key (`paystream keys
+    # intake-public`); unset, they read the active one from keys_dir (one machine).
+    intake_public_key_file: Path | None = None
+    # Ingest accepts raw `card` data from producers that do not seal yet (PaymentCommand
+    # before v5). Off: refused with raw_card_refused (docs/security.md, Card intake).
+    ingest_accept_raw_card: bool = True
 
     # Faust. A namespace gives tests (or a second environment on one cluster) their
     # own topics, consumer group and changelogs.
@@ -56,7 +62,8 @@ class Settings(BaseSettings):
     # ClickHouse read models: chdb:///<dir> (in-process) or http(s)://host:8123.
     # Empty: chDB under the data dir (see connectors/clickhouse/client.py).
     clickhouse_url: str = ""
-    clickhouse_database: str = Field("paystream", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    # Default: "paystream", or "paystream_<namespace>" so a namespace's read models are its own.
+    clickhouse_database: str = Field("", pattern=r"^([a-z_][a-z0-9_]{0,62})?$")
 
     # Payment providers: `rails` routes over the simulated rails (connectors/providers/
     # rails.toml) with breakers and failover; `test` is the one deterministic test-mode
@@ -64,12 +71,16 @@ class Settings(BaseSettings):
     # assert exact outcomes. The seed makes a rails run repeatable.
     providers: Literal["rails", "test"] = "rails"
     provider_seed: int = Field(0, ge=0, le=2**31 - 1)
+    # The rails' own books (connectors/providers/journal.py): the workers of one
+    # machine share them, as they share an external provider. Unset: <data_dir>/providers.
+    providers_dir: Path | None = None
     # Outage/degradation windows per rail, by event time (rails.load_schedules), for
     # chaos runs (`paystream demo --chaos-providers` writes one); unset: none.
     provider_schedule_file: Path | None = None
-    # When set, each worker appends what its rails processed and what the router did
-    # to <dir>/<worker_name>.jsonl (connectors/providers/journal.py).
-    provider_journal_dir: Path | None = None
+    # When set, each worker appends the router's decisions (attempts, failovers, breaker
+    # transitions) to <dir>/<worker_name>.jsonl (connectors/providers/routing_log.py);
+    # what the rails processed is in their journals under providers_dir.
+    routing_log_dir: Path | None = None
 
     # Business limits
     max_amount_minor: int = Field(10**15, ge=1, le=2**63 - 1)  # an Avro long
@@ -108,6 +119,9 @@ class Settings(BaseSettings):
     # The network's fee per dispute, in minor units of the payment's currency
     # (streams.payments.DISPUTE_FEE_MINOR is the default; docs/payments.md, Disputes).
     dispute_fee_minor: int = Field(1_500, ge=0, le=10**9)
+    # A 3DS step-up answered U (authentication could not be performed): authorize without
+    # a liability shift, or decline (streams.payments.three_ds_verdict; docs/fraud.md).
+    three_ds_unavailable: Literal["authorize", "decline"] = "authorize"
     # Refuse creates of merchants absent from the registry (streams/merchants.py);
     # off by default so unregistered (demo) merchants keep working.
     merchants_require_registration: bool = False
@@ -146,6 +160,24 @@ class Settings(BaseSettings):
         if not self.clickhouse_url.strip():
             # chDB wants an absolute directory: chdb:///var/... would be /var.
             self.clickhouse_url = f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+        return self
+
+    @model_validator(mode="after")
+    def _default_clickhouse_database(self) -> Settings:
+        if not self.clickhouse_database:
+            self.clickhouse_database = "paystream" + (f"_{self.namespace.replace('-', '_')}" if self.namespace else "")
+        return self
+
+    @property
+    def reports_dir(self) -> Path:
+        """Where the providers' settlement reports go (`<dir>/<day>/<rail>.csv`), per namespace."""
+        return self.data_dir / "settlement-reports" / (self.namespace or "")
+
+    @model_validator(mode="after")
+    def _default_providers_dir(self) -> Settings:
+        if self.providers_dir is None:
+            # A namespace is a deployment of its own: its providers' books are its own too.
+            self.providers_dir = self.data_dir / "providers" / (self.namespace or "")
         return self
 
     @model_validator(mode="after")

@@ -54,7 +54,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "settlements": (
         "settlement_id", "day", "merchant_id", "currency", "captured_minor", "refunded_minor",
         "disputed_minor", "dispute_won_minor", "fees_minor", "other_minor", "net_minor", "carried_in_minor",
-        "payout_minor", "entry_id", "payout_id", "cutoff_at",
+        "payout_minor", "entry_id", "payout_id", "cutoff_at", "paid_currency", "paid_minor", "fx_rate", "refused",
     ),
     "reconciliation": (
         "day", "provider", "provider_ref", "payment_id", "status", "currency", "report_amount_minor",
@@ -257,6 +257,8 @@ def _settlement(r: Mapping[str, Any]) -> list[Row]:
     return [Row("settlements", (
         _text(r, "settlement_id"), _day(r), _text(r, "merchant_id"), _currency(r), *amounts,
         _text(r, "entry_id", optional=True), _text(r, "payout_id", optional=True), _time(r, "cutoff_at"),
+        _currency(r, "paid_currency"), _int(r, "paid_minor"), _text(r, "fx_rate", optional=True) or "",
+        _text(r, "refused", optional=True) or "",
     ))]
 
 

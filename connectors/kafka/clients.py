@@ -82,12 +82,21 @@ def _transient(error: KafkaError) -> bool:
 def end_offsets(consumer: Consumer, topic: str, partitions: int, timeout_s: float = 30) -> dict[int, int]:
     """High watermark per partition. Retriable errors (a new topic whose leader is
     still loading) are retried until the deadline, then raised."""
+    return {p: high for p, (_, high) in _watermarks(consumer, topic, partitions, timeout_s).items()}
+
+
+def start_offsets(consumer: Consumer, topic: str, partitions: int, timeout_s: float = 30) -> dict[int, int]:
+    """Low watermark per partition: the first offset still in the log."""
+    return {p: low for p, (low, _) in _watermarks(consumer, topic, partitions, timeout_s).items()}
+
+
+def _watermarks(consumer: Consumer, topic: str, partitions: int, timeout_s: float) -> dict[int, tuple[int, int]]:
     deadline = time.monotonic() + timeout_s
     out = {}
     for p in range(partitions):
         while True:
             try:
-                _, out[p] = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=POLL_TIMEOUT_S * 4)
+                out[p] = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=POLL_TIMEOUT_S * 4)
                 break
             except KafkaException as e:
                 if not _transient(e.args[0]) or time.monotonic() > deadline:
@@ -123,6 +132,9 @@ def read_to_end(bootstrap: str, topics: list[str], partitions: int, *, timeout_s
         "isolation.level": "read_committed",
         "enable.auto.commit": False,
         "enable.partition.eof": True,
+        # Offset 0 of a partition whose head was deleted is out of range: start at the
+        # log start, never at the end (the default), which would skip the partition.
+        "auto.offset.reset": "earliest",
         "log_level": 3,
     })
     try:

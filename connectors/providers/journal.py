@@ -1,126 +1,128 @@
-"""The provider journal: what the simulated rails processed and what the router did,
-as JSON lines a worker appends when `PAYSTREAM_PROVIDER_JOURNAL_DIR` is set (the demo's
-`--chaos-providers` sets it).
+"""The simulated providers' own books on disk: one append-only JSONL file per rail.
 
-The rails live inside the worker process; the journal is their side of the story,
-the way a real provider's dashboard or report is: every call a rail *processed*
-(refused calls record nothing, as at a real provider), and every routed create's
-attempts, failovers and breaker transitions. `read_journal` folds the files of a
-directory into a `JournalView`; `double_charges` holds it against the payment events.
+A real provider is external: it remembers what it processed however often our
+workers restart or hand partitions to each other. A `Rail` given a journal dir
+appends every record it keeps to `<dir>/<rail>.jsonl` and loads the file when it
+starts, so a redelivered command gets the recorded answer, not a second charge.
 
-A command re-processed after a crash or rebalance appears twice; the view counts each
-payment's routing once (the last) and each breaker transition once.
+- One line per record, written with one `os.write` on an `O_APPEND` fd: concurrent
+  processes on this machine never interleave lines. Written before the rail
+  answers; not fsynced (the page cache survives a worker crash, the case this
+  serves; docs/providers.md has the measurement).
+- `locked()` holds an exclusive `flock` over a lookup-process-append, so two
+  processes that miss the same key at once record it once.
+- `read_new()` yields the complete lines past the last offset read (this process's
+  own lines too: the rail skips what it holds). A line still being written (no
+  newline yet) is left for the next read.
+- A torn line (a crash mid-write) is glued to the line appended after it. Every line
+  starts with `{"v":1,`, which cannot occur inside a JSON string (its quotes would be
+  escaped), so the record is read from that marker's last occurrence and the torn
+  bytes before it are skipped: counted in `torn`, logged, never a crash. A complete
+  line that is not a record is counted in `bad` and skipped the same way.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
-from collections import Counter
-from dataclasses import dataclass, field
+import logging
+import os
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Iterable
+from typing import Any, TypeVar
 
-from connectors.providers.rails import Record
-from connectors.providers.router import Routed
+log = logging.getLogger("paystream.providers")
 
-MAX_JOURNAL_BYTES = 256 * 1024 * 1024  # per worker file; past it the journal stops (and says so)
-MAX_LINE_BYTES = 64 * 1024
+VERSION = 1
+MARKER = b'{"v":1,'
+# A record is a few hundred bytes; a longer line is not one of ours.
+MAX_LINE_BYTES = 65_536
+READ_CHUNK_BYTES = 1_048_576
+T = TypeVar("T")
+
+
+class JournalError(OSError):
+    """The journal file cannot be opened or written; the message names the path."""
 
 
 class Journal:
-    """Appends to `<dir>/<worker>.jsonl`, one line per fact, flushed per line so a
-    killed worker loses nothing it reported."""
+    """One rail's append-only file. Not thread-safe (a worker holds one per rail)."""
 
-    def __init__(self, directory: Path, worker: str, max_bytes: int = MAX_JOURNAL_BYTES) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.path = directory / f"{worker}.jsonl"
-        self.max_bytes = max_bytes
-        self.full = False
-        self._file: IO[str] = self.path.open("a", encoding="utf-8")
-
-    def _write(self, doc: dict[str, Any]) -> None:
-        if self.full:
-            return
-        line = json.dumps(doc, sort_keys=True, separators=(",", ":"))
-        assert len(line) <= MAX_LINE_BYTES
-        if self._file.tell() + len(line) + 1 > self.max_bytes:
-            self.full = True
-            line = json.dumps({"fact": "journal_full"})
-        self._file.write(line + "\n")
-        self._file.flush()
-
-    def rail_record(self, provider: str, record: Record) -> None:
-        self._write({"fact": "rail", "provider": provider, "operation": record.operation, "key": record.key,
-                     "payment_id": record.payment_id, "status": record.result.status, "at_ms": record.at_ms})
-
-    def routed(self, partition: int, payment_id: str, routed: Routed) -> None:
-        self._write({
-            "fact": "routed", "partition": partition, "payment_id": payment_id, "provider": routed.provider,
-            "failovers": routed.failovers, "attempts": [[a.provider, a.status] for a in routed.attempts],
-            "transitions": [[t.provider, t.from_state, t.to_state, t.at_ms, t.reason] for t in routed.transitions],
-        })
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            raise JournalError(f"{path}: cannot open the provider journal: {e.strerror}") from None
+        self._close = weakref.finalize(self, os.close, self.fd)
+        self.offset = 0  # bytes read so far, always just past a newline
+        self.torn = 0  # torn writes skipped
+        self.bad = 0  # complete lines that were not records
 
     def close(self) -> None:
-        self._file.close()
+        self._close()
 
+    def append(self, obj: dict[str, Any]) -> None:
+        """Write one record as one line, in one write."""
+        line = json.dumps({"v": VERSION, **obj}, separators=(",", ":")).encode() + b"\n"
+        assert line.startswith(MARKER) and len(line) <= MAX_LINE_BYTES, obj
+        try:
+            written = os.write(self.fd, line)
+        except OSError as e:
+            raise JournalError(f"{self.path}: cannot append: {e.strerror}") from None
+        if written != len(line):  # a full disk: the tail is torn, the next reader skips it
+            raise JournalError(f"{self.path}: short write ({written} of {len(line)} bytes)")
+        # Our line right after what we last read: no need to read it back.
+        end = os.lseek(self.fd, 0, os.SEEK_CUR)
+        if end - written == self.offset:
+            self.offset = end
 
-@dataclass
-class JournalView:
-    authorized: dict[str, set[str]] = field(default_factory=dict)  # payment -> providers that approved its authorization
-    routed: dict[str, dict[str, Any]] = field(default_factory=dict)  # payment -> its (last) routing
-    transitions: set[tuple[int, str, str, str, int, str]] = field(default_factory=set)  # (partition, provider, from, to, at_ms, reason)
-    full: bool = False  # a worker's journal hit its size bound: counts are lower bounds
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Exclusive against every other process's `locked()` on this file."""
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
 
-    @property
-    def failovers(self) -> int:
-        return sum(r["failovers"] for r in self.routed.values())
+    def read_new(self, decode: Callable[[dict[str, Any]], T]) -> Iterator[T]:
+        """`decode` of each complete line appended since the last read, oldest first;
+        a line `decode` refuses (ValueError, KeyError, TypeError, AssertionError) is
+        counted in `bad`. Consume it to the end: the offset moves as lines are yielded."""
+        pending = b""
+        while True:
+            chunk = os.pread(self.fd, READ_CHUNK_BYTES, self.offset + len(pending))
+            if not chunk:
+                return
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                self.offset += len(line) + 1
+                record = self._parse(line, decode)
+                if record is not None:
+                    yield record
 
-    def trips(self) -> Counter[tuple[str, str]]:
-        """(provider, to_state) -> breaker transitions: opens, half-opens, closes."""
-        return Counter((provider, to) for _, provider, _, to, _, _ in self.transitions)
-
-
-def fold(lines: Iterable[str]) -> JournalView:
-    view = JournalView()
-    for line in lines:
-        doc = json.loads(line)
-        if doc["fact"] == "rail":
-            if doc["operation"] == "authorize" and doc["status"] == "approved" and doc["payment_id"]:
-                view.authorized.setdefault(doc["payment_id"], set()).add(doc["provider"])
-        elif doc["fact"] == "routed":
-            view.routed[doc["payment_id"]] = doc
-            view.transitions.update((doc["partition"], *t) for t in doc["transitions"])
-        elif doc["fact"] == "journal_full":
-            view.full = True
-    return view
-
-
-def read_journal(directory: Path) -> JournalView:
-    """Every worker's journal under `directory`, folded. A torn last line (a worker
-    killed mid-write) is skipped."""
-    def lines() -> Iterable[str]:
-        for path in sorted(directory.glob("*.jsonl")):
-            with path.open(encoding="utf-8") as f:
-                for line in f:
-                    if line.endswith("\n"):
-                        yield line
-    return fold(lines())
-
-
-@dataclass(frozen=True)
-class ChargeCheck:
-    payments: int  # payments with an authorization decision in the events
-    double_charged: tuple[str, ...]  # authorized at two or more providers (the rails' own records)
-    mismatched: tuple[str, ...]  # events say authorized at X, the rails say not at X
-    unreported: tuple[str, ...]  # a rail approved it, the events never say authorized
-
-
-def double_charges(view: JournalView, events: dict[str, list[dict[str, Any]]]) -> ChargeCheck:
-    """The rails' approved authorizations per payment against the payment events
-    (`events`: payment_id -> its events, the ledger's input)."""
-    held = {pid: {e["provider"] for e in es if e["type"] == "authorized"} for pid, es in events.items()}
-    decided = {pid for pid, es in events.items() if any(e["type"] in ("authorized", "declined", "authorization_pending") for e in es)}
-    double = tuple(sorted(pid for pid in decided if len(view.authorized.get(pid, ())) > 1))
-    mismatched = tuple(sorted(pid for pid, ps in held.items() if ps and not ps <= view.authorized.get(pid, set())))
-    unreported = tuple(sorted(pid for pid in decided if view.authorized.get(pid) and not held.get(pid)))
-    return ChargeCheck(len(decided), double, mismatched, unreported)
+    def _parse(self, line: bytes, decode: Callable[[dict[str, Any]], T]) -> T | None:
+        if not line:
+            return None
+        at = self.offset - len(line) - 1
+        start = line.rfind(MARKER)
+        if start > 0:
+            self.torn += 1
+            log.warning("%s: skipped %d torn byte(s) at offset %d (a write cut short); %d so far",
+                        self.path, start, at, self.torn)
+            line = line[start:]
+        try:
+            if start < 0 or len(line) > MAX_LINE_BYTES:
+                raise ValueError("not a record line")
+            obj = json.loads(line)
+            if not isinstance(obj, dict) or obj.pop("v", None) != VERSION:
+                raise ValueError("not a version 1 record")
+            return decode(obj)
+        except (ValueError, KeyError, TypeError, AssertionError):  # UnicodeDecodeError is a ValueError
+            self.bad += 1
+            log.warning("%s: skipped a line that is not a record at offset %d; %d so far", self.path, at, self.bad)
+            return None

@@ -19,6 +19,8 @@ never a global RNG, so a run is the same for the same seed and the same calls.
   (`return_per_mille`) `return_days` later, by event time.
 - Settlement reports per day: one row per capture (fee included), refund (negative)
   and bank return (negative), the shape reconciliation reads.
+- Memory: with a journal dir the records are also kept on disk (`journal.py`), so a
+  restarted worker, or another worker taking the partition, gets the recorded answer.
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ from __future__ import annotations
 import hashlib
 import math
 import tomllib
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 from statistics import NormalDist
-from typing import Any, Callable, Mapping
+from typing import Any, ContextManager, Mapping
 
+from connectors.providers.journal import Journal
 from connectors.providers.simulated import (
     AMOUNT_CEILING_MINOR,
     CAPTURE_FAILS,
@@ -47,6 +51,7 @@ from schemas.times import EPOCH
 DEFAULT_RAILS = Path(__file__).parent / "rails.toml"
 KINDS = ("card", "wallet", "bank_transfer")
 SCHEDULE_MODES = ("outage", "degraded", "partition")
+OPERATIONS = ("authorize", "capture", "void", "refund")  # what a rail records
 DAY_MS = 86_400_000
 # Provider-side records kept per rail; the oldest are forgotten past this (a real
 # provider keeps idempotency keys for a bounded time too, e.g. 24 h).
@@ -198,16 +203,19 @@ class Rail:
     """One simulated rail. Not thread-safe; a worker holds one per rail."""
 
     def __init__(self, config: RailConfig, seed: int = 0, *, max_records: int = MAX_RECORDS,
-                 on_record: Callable[[str, Record], None] | None = None) -> None:
+                 journal_dir: Path | None = None) -> None:
+        """`journal_dir`: keep the records in `<journal_dir>/<name>.jsonl` too
+        (connectors/providers/journal.py), shared by every Rail over that dir."""
         assert 1 <= max_records <= MAX_RECORDS
         self.config = config
-        self.on_record = on_record  # told of every processed call (the provider journal)
         self.name = config.name
         self.seed = seed
         self.max_records = max_records
         self.records: dict[tuple[str, str], Record] = {}  # (operation, key) -> record, oldest first
         self.calls = 0  # every call, processed or refused
         self.forgotten = 0  # records dropped past max_records
+        self.journal = Journal(journal_dir / f"{self.name}.jsonl") if journal_dir is not None else None
+        self._catch_up()
 
     def __repr__(self) -> str:
         return f"Rail({self.name!r}, kind={self.config.kind!r}, seed={self.seed}, records={len(self.records)})"
@@ -240,7 +248,7 @@ class Rail:
         window = self.config.window_at(at_ms) if at_ms is not None else None
         if (card_bin, card_last4) == UNREACHABLE or (window is not None and window.mode in ("outage", "partition")):
             return ProviderResult("unknown", "provider_unreachable", latency_ms=REFUSED_LATENCY_MS)
-        record = self.records.get(("authorize", key))
+        record = self._recorded("authorize", key)
         latency_ms = self._latency_ms(key, "status", at_ms, window)
         if record is None:
             return ProviderResult("declined", "not_processed", latency_ms=latency_ms)
@@ -266,7 +274,7 @@ class Rail:
     def transfer_status(self, key: str, at_ms: int) -> str:
         """A bank transfer's state at `at_ms` (event time): "accepted", "settled" or
         "returned"; "unknown" for a key the rail has not processed."""
-        record = self.records.get(("capture", key))
+        record = self._recorded("capture", key)
         if record is None or record.result.status != "approved":
             return "unknown"
         day = _day_index(record.at_ms)
@@ -276,7 +284,9 @@ class Rail:
 
     def settlement_report(self, day: date) -> list[SettlementRow]:
         """Every line the rail settles on `day`: captures and refunds `settle_days`
-        after they happened, bank returns `return_days` after the transfer."""
+        after they happened, bank returns `return_days` after the transfer (whichever
+        process sharing the journal recorded them)."""
+        self._catch_up()
         rows: list[SettlementRow] = []
         for record in self.records.values():
             if record.result.status != "approved" or record.operation not in ("capture", "refund"):
@@ -293,6 +303,7 @@ class Rail:
     def authorized(self) -> dict[str, Record]:
         """Approved authorizations by payment_id: the provider-side view tests hold
         against the ledger."""
+        self._catch_up()
         return {r.payment_id or r.key: r for r in self.records.values()
                 if r.operation == "authorize" and r.result.status == "approved"}
 
@@ -308,10 +319,13 @@ class Rail:
             return refused  # not processed: nothing recorded
         record = self.records.get((operation, key))
         if record is None:
-            result = process()
-            record = Record(operation, key, call.payment_id if call else None,
-                            currency or (call.currency if call else None), amount_minor, at_ms, result)
-            self._remember(record)
+            with self._exclusive():  # another process may be recording this key right now
+                record = self._recorded(operation, key)
+                if record is None:
+                    result = process()
+                    record = Record(operation, key, call.payment_id if call else None,
+                                    currency or (call.currency if call else None), amount_minor, at_ms, result)
+                    self._remember(record)
         latency_ms = self._latency_ms(key, operation, at_ms, window)
         lost = answer_lost or latency_ms >= self.config.latency.timeout_ms or (window is not None and window.mode == "partition")
         if lost and operation == "authorize":
@@ -333,12 +347,36 @@ class Rail:
         return self.config.latency.draw_ms(self._u(key, f"latency:{operation}:{at_ms}"), factor)
 
     def _remember(self, record: Record) -> None:
+        if self.journal is not None:
+            self.journal.append(_record_json(record))  # on disk before the answer goes out
+        self._keep(record)
+
+    def _keep(self, record: Record) -> None:
         if len(self.records) >= self.max_records:
             del self.records[next(iter(self.records))]
             self.forgotten += 1
         self.records[record.operation, record.key] = record
-        if self.on_record is not None:
-            self.on_record(self.name, record)
+
+    def _recorded(self, operation: str, key: str) -> Record | None:
+        """The record under (operation, key), looking at what other processes
+        journaled since the last look when this process has none."""
+        record = self.records.get((operation, key))
+        if record is None and self.journal is not None:
+            self._catch_up()
+            record = self.records.get((operation, key))
+        return record
+
+    def _catch_up(self) -> None:
+        if self.journal is None:
+            return
+        for record in self.journal.read_new(_record_of):
+            # The first record of a key is the provider's answer (a later one can only
+            # come from a writer that skipped the lock: it is ignored).
+            if (record.operation, record.key) not in self.records:
+                self._keep(record)
+
+    def _exclusive(self) -> ContextManager[None]:
+        return self.journal.locked() if self.journal is not None else nullcontext()
 
     def _returned(self, key: str) -> bool:
         return self.config.kind == "bank_transfer" and self._u(key, "return") * 1000 < self.config.return_per_mille
@@ -350,6 +388,25 @@ class Rail:
         """A uniform draw in [0, 1) from (seed, rail, key, what): no global RNG."""
         digest = hashlib.sha256(f"{self.seed}\x1f{self.name}\x1f{key}\x1f{what}".encode()).digest()
         return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _record_json(r: Record) -> dict[str, Any]:
+    return {"operation": r.operation, "key": r.key, "payment_id": r.payment_id, "currency": r.currency,
+            "amount_minor": r.amount_minor, "at_ms": r.at_ms, "status": r.result.status, "reason": r.result.reason,
+            "fee_minor": r.result.fee_minor, "retryable": r.result.retryable, "latency_ms": r.result.latency_ms}
+
+
+def _record_of(obj: dict[str, Any]) -> Record:
+    """A journal line's record; ValueError/KeyError/AssertionError if it is not one."""
+    ints = ("amount_minor", "at_ms", "fee_minor", "latency_ms")
+    texts = ("payment_id", "currency", "reason")
+    if (obj["operation"] not in OPERATIONS or not isinstance(obj["key"], str) or not obj["key"]
+            or any(type(obj[f]) is not int for f in ints) or type(obj["retryable"]) is not bool
+            or any(obj[f] is not None and not isinstance(obj[f], str) for f in texts)):
+        raise ValueError("a journal field has the wrong type")
+    result = ProviderResult(obj["status"], obj["reason"], obj["fee_minor"], obj["retryable"], obj["latency_ms"])
+    return Record(obj["operation"], obj["key"], obj["payment_id"], obj["currency"], obj["amount_minor"],
+                  obj["at_ms"], result)
 
 
 def _with_latency(result: ProviderResult, latency_ms: int) -> ProviderResult:
@@ -454,9 +511,9 @@ def schedule_toml(schedules: Mapping[str, tuple[Window, ...]]) -> str:
 
 def build_rails(seed: int = 0, path: Path | str = DEFAULT_RAILS,
                 schedules: Mapping[str, tuple[Window, ...]] | None = None,
-                on_record: Callable[[str, Record], None] | None = None) -> dict[str, Rail]:
+                journal_dir: Path | None = None) -> dict[str, Rail]:
     """Every rail of the file, seeded; `schedules` replaces a rail's outage schedule;
-    `on_record` is told of every call a rail processes."""
+    `journal_dir`: the rails keep their records on disk there (Rail)."""
     configs = load_rail_configs(path)
     unknown = set(schedules or {}) - set(configs)
     if unknown:
@@ -465,5 +522,5 @@ def build_rails(seed: int = 0, path: Path | str = DEFAULT_RAILS,
     for name, cfg in configs.items():
         if schedules and name in schedules:
             cfg = RailConfig(**{**cfg.__dict__, "schedule": tuple(schedules[name])})
-        out[name] = Rail(cfg, seed, on_record=on_record)
+        out[name] = Rail(cfg, seed, journal_dir=journal_dir)
     return out

@@ -6,7 +6,9 @@ older ones stay for decrypt/verify only):
 - `vault-master`: AES-256-GCM key that wraps the vault's per-record data keys;
 - `token-hmac`:   HMAC-SHA256 key of card tokens (`connectors/vault/tokenizer.py`);
 - `signing`:      Ed25519 private key of event signatures (public keys exportable);
-- `webhook`:      HMAC-SHA256 root of the per-merchant webhook secrets.
+- `webhook`:      HMAC-SHA256 root of the per-merchant webhook secrets;
+- `card-intake`:  X25519 private key that opens the cards producers seal to its
+                  public key (`connectors/vault/intake.py`; public keys exportable).
 
 `KeyStore` is written as operations (wrap, unwrap, mac, sign), not as "give me the
 key", so a KMS or HSM can implement it without ever exporting material; the file
@@ -36,6 +38,7 @@ from typing import Protocol
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -43,10 +46,12 @@ VAULT_MASTER = "vault-master"
 TOKEN_HMAC = "token-hmac"
 SIGNING = "signing"
 WEBHOOK = "webhook"
-KINDS = (VAULT_MASTER, TOKEN_HMAC, SIGNING, WEBHOOK)
+CARD_INTAKE = "card-intake"
+KINDS = (VAULT_MASTER, TOKEN_HMAC, SIGNING, WEBHOOK, CARD_INTAKE)
 _MAC_KINDS = (TOKEN_HMAC, WEBHOOK)
+_EXACT_KINDS = (VAULT_MASTER, SIGNING, CARD_INTAKE)  # raw keys of exactly KEY_BYTES
 
-KEY_BYTES = 32  # AES-256, HMAC-SHA256 and Ed25519 seeds alike
+KEY_BYTES = 32  # AES-256, HMAC-SHA256, Ed25519 seeds and X25519 private keys alike
 NONCE_BYTES = 12
 DATA_KEY_BYTES = 32
 FILE_FORMAT = 1
@@ -148,6 +153,16 @@ class KeyStore(Protocol):
         """The merchant's webhook HMAC secret (to sign with, and to hand to the merchant)."""
         ...
 
+    def intake_public_keys(self) -> dict[str, bytes]:
+        """Raw 32-byte X25519 public keys of every card-intake key, by key id (oldest first)."""
+        ...
+
+    def intake_agree(self, key_id: str, peer_public: bytes) -> bytes:
+        """X25519 shared secret of the named card-intake key (any version) and a
+        sealer's ephemeral public key (KMS DeriveSharedSecret). Raises KeyStoreError
+        for an unknown key or a public key that is not a usable X25519 point."""
+        ...
+
 
 @dataclass(frozen=True)
 class ActiveSigner:
@@ -222,7 +237,7 @@ class FileKeyStore:
     def init(self) -> list[KeyInfo]:
         for kind in KINDS:
             if not self._versions(kind):
-                self._create(kind)
+                self._create(kind, if_none=True)
         return self.keys()
 
     def rotate(self, kind: str) -> KeyInfo:
@@ -281,6 +296,21 @@ class FileKeyStore:
             raise KeyStoreError("webhook secrets are per merchant: merchant_id is empty")
         return self.mac(WEBHOOK, _WEBHOOK_INFO + merchant_id.encode(), key_id)
 
+    def intake_public_keys(self) -> dict[str, bytes]:
+        return {
+            k.key_id: X25519PrivateKey.from_private_bytes(k.material).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+            for k in self._versions(CARD_INTAKE)
+        }
+
+    def intake_agree(self, key_id: str, peer_public: bytes) -> bytes:
+        key = self._get(key_id, CARD_INTAKE)
+        if len(peer_public) != KEY_BYTES:
+            raise KeyStoreError(f"an X25519 public key is {KEY_BYTES} bytes, got {len(peer_public)}")
+        try:
+            return X25519PrivateKey.from_private_bytes(key.material).exchange(X25519PublicKey.from_public_bytes(peer_public))
+        except ValueError:  # a low-order point: the shared secret would be all zeros
+            raise KeyStoreError(f"the peer public key is not a usable X25519 point (with {key_id})") from None
+
     # --- internals ---
 
     def _versions(self, kind: str) -> list[_Key]:
@@ -305,11 +335,15 @@ class FileKeyStore:
     def _info(self, key: _Key) -> KeyInfo:
         return KeyInfo(key.key_id, key.kind, key.version, key.created, key.version == self._active(key.kind).version)
 
-    def _create(self, kind: str) -> _Key:
+    def _create(self, kind: str, if_none: bool = False) -> _Key:
+        """A new key of `kind`; with `if_none`, the existing one if another process
+        created one since we loaded (two processes starting at once both `init`)."""
         _ensure_private_dir(self.keys_dir)
         for _ in range(_CREATE_ATTEMPTS):
             self.reload()  # another process may have rotated since we loaded
             versions = self._versions(kind)
+            if if_none and versions:
+                return versions[-1]
             version = versions[-1].version + 1 if versions else 1
             key = _Key(key_id_of(kind, version), kind, version, datetime.now(timezone.utc), os.urandom(KEY_BYTES))
             if _write_new(self.keys_dir / f"{key.key_id}.json", _encode(key)):
@@ -358,7 +392,7 @@ def _read_key_file(path: Path) -> _Key:
         except (ValueError, KeyError, TypeError) as e:
             # The error names the file and the problem, not the content.
             raise KeyStoreError(f"{path} is not a key file: {type(e).__name__}") from None
-    if len(material) < KEY_BYTES or (kind in (VAULT_MASTER, SIGNING) and len(material) != KEY_BYTES):
+    if len(material) < KEY_BYTES or (kind in _EXACT_KINDS and len(material) != KEY_BYTES):
         raise KeyStoreError(f"{path}: a {kind} key is {KEY_BYTES} bytes, the file holds {len(material)}")
     return _Key(key_id, kind, version, created, material)
 

@@ -111,6 +111,10 @@ def needles_for(pan: str) -> list[tuple[str, bytes]]:
     return needles
 
 
+# A hex run this long around a digit run is an id (uuid4().hex is 32), not a card number.
+HEX_ID_MIN_LEN = 28
+
+
 class PanScanner:
     """Built once from the known PANs, then run over any number of blobs."""
 
@@ -169,14 +173,24 @@ def _candidates(m: re.Match[bytes]) -> list[tuple[int, int]]:
 
 
 def _inside_hex_id(blob: bytes, start: int, end: int) -> bool:
-    """True if the digits are part of a longer all-hex token holding a letter (an id)."""
+    """True if the digits are part of a longer all-hex token holding a letter (an id),
+    or of a long hex run (a `uuid4().hex` glued to a binary length byte that happens
+    to be a letter, as Avro strings are)."""
     lo, hi = start, end
     while lo > 0 and blob[lo - 1] in _ALNUM:
         lo -= 1
     while hi < len(blob) and blob[hi] in _ALNUM:
         hi += 1
     token = blob[lo:hi]
-    return (lo, hi) != (start, end) and all(b in _HEX for b in token) and any(not 48 <= b <= 57 for b in token)
+    if (lo, hi) != (start, end) and all(b in _HEX for b in token) and any(not 48 <= b <= 57 for b in token):
+        return True
+    lo, hi = start, end
+    while lo > 0 and blob[lo - 1] in _HEX:
+        lo -= 1
+    while hi < len(blob) and blob[hi] in _HEX:
+        hi += 1
+    run = blob[lo:hi]
+    return len(run) >= HEX_ID_MIN_LEN and any(not 48 <= b <= 57 for b in run)
 
 
 def _finding(blob: bytes, where: str, start: int, end: int, encoding: str, pan: str) -> Finding:

@@ -22,6 +22,8 @@ from fastapi.security import HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from connectors.vault.intake import Sealer
+from schemas.cards import CardError
 from schemas.ids import derive_api_command_id, derive_payment_id
 from streams.api.auth import ApiKeys, RateLimits, retry_after_header
 from streams.api.bus import BusUnavailable, CommandBus
@@ -158,10 +160,12 @@ def _validation_error(exc: RequestValidationError) -> ApiError:
     return ApiError(400, "invalid_request_error", "parameter_invalid", f"{param or 'body'}: {first.get('msg', 'invalid')}", param)
 
 
-def create_app(bus: CommandBus, keys: ApiKeys, *, config: ApiConfig = ApiConfig(), reader: PaymentReader | None = None,
-               instance: str | None = None, clock: Callable[[], float] = time.monotonic,
+def create_app(bus: CommandBus, keys: ApiKeys, *, sealer: Sealer | None, config: ApiConfig = ApiConfig(),
+               reader: PaymentReader | None = None, instance: str | None = None, clock: Callable[[], float] = time.monotonic,
                now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> FastAPI:
-    """The API over `bus`. `instance` salts command ids (default: fresh per process,
+    """The API over `bus`. `sealer` seals each card to the card-intake key before it is
+    published (None publishes the raw card: only for an app that publishes nothing, like
+    the OpenAPI spec's). `instance` salts command ids (default: fresh per process,
     docs/api.md); `now` stamps commands' occurred_at: the API is where the event
     happens, so this is the event time, not business logic reading the clock."""
     instance = instance or secrets.token_hex(8)
@@ -202,6 +206,12 @@ def create_app(bus: CommandBus, keys: ApiKeys, *, config: ApiConfig = ApiConfig(
     async def write(merchant: str, key: str, route: str, payment_id: str, body: dict[str, Any],
                     command: dict[str, Any]) -> JSONResponse:
         cid = derive_api_command_id(merchant, key, route, instance)
+        command = command | {"command_id": cid, "occurred_at": now()}
+        if sealer is not None:
+            try:  # sealed to this command: the card cannot be replayed into another one
+                command = sealer.seal_command(command)
+            except CardError as e:
+                raise ApiError(402, "card_error", e.reason, e.detail, "card.cvc" if e.reason == "invalid_cvc" else "card.number") from None
         try:
             begin = records.begin(cid, fingerprint(fp_secret, route, body), payment_id)
         except InFlightFull:
@@ -220,7 +230,7 @@ def create_app(bus: CommandBus, keys: ApiKeys, *, config: ApiConfig = ApiConfig(
         try:
             if begin.action == "publish":
                 try:
-                    await bus.publish(command | {"command_id": cid, "occurred_at": now()})
+                    await bus.publish(command)
                 except BusUnavailable as e:
                     records.forget(cid)
                     settled = True

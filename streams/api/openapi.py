@@ -18,7 +18,7 @@ SPEC_PATH = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 
 
 def spec_json() -> str:
-    app = create_app(InMemoryBus(lambda _c: None), ApiKeys(Path("/nonexistent/api_keys.json")), instance="spec")
+    app = create_app(InMemoryBus(lambda _c: None), ApiKeys(Path("/nonexistent/api_keys.json")), sealer=None, instance="spec")
     return json.dumps(app.openapi(), indent=2, sort_keys=True) + "\n"
 
 

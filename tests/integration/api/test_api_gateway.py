@@ -13,6 +13,7 @@ from schemas.ids import derive_payment_id
 from streams.api import auth
 from streams.api.app import ApiConfig, create_app
 from streams.api.bus import KafkaBus
+from streams.publish import intake_sealer
 from tests.integration.support import Pipeline
 
 pytestmark = pytest.mark.integration
@@ -37,7 +38,8 @@ def gateway(pipeline: Pipeline, tmp_path: Path) -> Iterator[Gateway]:
         keys[record.key_id] = record
     auth.save(keys, tmp_path / "api_keys.json")
     bus = KafkaBus(pipeline.settings, max_slots=1000)
-    app = create_app(bus, auth.ApiKeys(tmp_path / "api_keys.json"), config=ApiConfig(outcome_timeout_s=60))
+    app = create_app(bus, auth.ApiKeys(tmp_path / "api_keys.json"), sealer=intake_sealer(pipeline.settings),
+                     config=ApiConfig(outcome_timeout_s=60))
     try:
         yield Gateway(TestClient(app, raise_server_exceptions=False), bus, secrets)
     finally:
@@ -82,7 +84,7 @@ def test_a_second_api_process_gets_the_pipelines_replay(gateway: Gateway, pipeli
     bus = KafkaBus(pipeline.settings, max_slots=10)
     try:
         app = create_app(bus, auth.ApiKeys(tmp_path / "api_keys.json"),  # the fixture wrote it here
-                         config=ApiConfig(outcome_timeout_s=60))
+                         sealer=intake_sealer(pipeline.settings), config=ApiConfig(outcome_timeout_s=60))
         other = Gateway(TestClient(app), bus, gateway.secrets)
         second = other.post("/v1/payments", "m_api", "api-order-2", body)
     finally:

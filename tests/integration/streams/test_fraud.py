@@ -1,6 +1,7 @@
 """The risk stage on the real broker: scored before authorization, a blocklisted BIN
 declined, a payment's capture kept behind its create through the extra hop, a
-velocity review held until an operator resolves it from the review queue."""
+velocity review held until an operator resolves it from the review queue, and 3DS
+step-ups completed by the cardholder's confirm (Y authorized, N declined)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ import pytest
 from confluent_kafka import Producer
 
 from connectors.kafka.clients import read_to_end
+from models.features import TxStates
+from models.scoring import Scorer
 from schemas.codec import Codec
 from schemas.partitioning import partition_for
+from streams.app import SHIPPED_ARTIFACT
 from streams.fraud_ops import block_record, resolve_command
 from streams.observe import Observer
 from streams.publish import publish_commands
@@ -36,6 +40,26 @@ def card(number: str) -> dict:
     return {"number": number, "exp_month": 12, "exp_year": 2030, "cvc": "123"}
 
 
+# A first payment of $1,000 on a fresh card at a fresh merchant: the shipped model's
+# score lands in the 3DS band (checked below with the worker's own scorer).
+STEP_UP_AMOUNT_MINOR = 100_000
+
+
+def step_up_create(merchant: str, key: str) -> dict:
+    return create(merchant, key, amount=STEP_UP_AMOUNT_MINOR, card=card("4000056655665556"))
+
+
+def three_ds(cmd: dict, status: str) -> dict:
+    return cmd | {"three_ds": {"trans_status": status, "eci": "05" if status == "Y" else "07",
+                               "ds_trans_id": str(uuid.uuid4())}}
+
+
+def test_the_step_up_payment_scores_in_the_3ds_band() -> None:
+    tx = {"card_token": "tok_fresh", "bin": "400005", "merchant_id": "m_fresh", "amount_minor": STEP_UP_AMOUNT_MINOR,
+          "currency": "USD", "occurred_at": T0}
+    assert Scorer.load(SHIPPED_ARTIFACT).score(tx, TxStates()).action == "requires_action"
+
+
 def test_scoring_blocklist_ordering_and_review(bootstrap: str, tmp_path: Path) -> None:
     settings = make_settings(tmp_path, "fraud").model_copy(update={"fraud_scoring": True, "metrics_port": free_port()})
     names = topic_names(settings)
@@ -53,7 +77,9 @@ def test_scoring_blocklist_ordering_and_review(bootstrap: str, tmp_path: Path) -
         # One card five times in a minute: past the 1-minute velocity limit (3), a review.
         burst = [create(m, f"burst-{i}", amount=1_000 + i, card=card("5200828282828210"), occurred_at=T0 + timedelta(seconds=i))
                  for i in range(5)]
-        commands = [ok, blocked, capture, *burst]
+        # One merchant each: the risk stage's merchant features are per partition, both stay fresh.
+        step_ups = [step_up_create(f"{m}-3ds-{r}", "step-up") for r in ("y", "n")]
+        commands = [ok, blocked, capture, *burst, *step_ups]
         with Observer(settings) as seen:
             publish_commands(settings, commands)
             assert seen.wait_for({c["command_id"] for c in commands}, 0, WAIT_S, lambda *_: worker.supervise()), worker.log_tail()
@@ -84,6 +110,24 @@ def test_scoring_blocklist_ordering_and_review(bootstrap: str, tmp_path: Path) -
             assert seen.wait_for({resolve["command_id"]}, 0, WAIT_S, lambda *_: worker.supervise()), worker.log_tail()
             answer = seen.outcomes[resolve["command_id"]][0]
             assert (answer["status"], answer["payment_status"]) == ("succeeded", "authorized")
+
+            # The 3DS step-ups: the cardholder's confirm, with its result, through the front door.
+            assert [first[c["command_id"]]["payment_status"] for c in step_ups] == ["requires_action"] * 2
+            confirms = [three_ds(follow_up("confirm", c["merchant_id"], c["payment_id"], "step-up-3ds"), status)
+                        for c, status in zip(step_ups, "YN")]
+            publish_commands(settings, confirms)
+            assert seen.wait_for({c["command_id"] for c in confirms}, 0, WAIT_S, lambda *_: worker.supervise()), worker.log_tail()
+            passed, failed = (seen.outcomes[c["command_id"]][0] for c in confirms)
+            assert (passed["status"], passed["payment_status"]) == ("succeeded", "authorized")
+            assert (failed["status"], failed["reason_code"], failed["payment_status"]) == (
+                "rejected", "authentication_failed", "declined")
+            # The events say what 3DS did: the liability shift rides on the authorization.
+            y, n = (c["payment_id"] for c in step_ups)
+            assert seen.wait_until(lambda: len(seen.events[y]) == 2 and len(seen.events[n]) == 2, 30), (seen.events[y], seen.events[n])
+            assert [(e["type"], e["three_ds_status"], e["liability_shift"]) for e in seen.events[y]] == [
+                ("authorization_pending", None, None), ("authorized", "Y", True)]
+            assert [(e["type"], e["reason_code"], e["liability_shift"]) for e in seen.events[n]] == [
+                ("authorization_pending", "requires_action", None), ("declined", "authentication_failed", False)]
         # The worker's Prometheus endpoint counts what it decided.
         scraped = urllib.request.urlopen(f"http://127.0.0.1:{settings.metrics_port}/metrics", timeout=10).read().decode()
         assert 'paystream_fraud_decisions_total{action="review",fallback="false"} 1.0' in scraped

@@ -24,7 +24,7 @@ def codes(hits):
 
 
 def test_shipped_rules_load():
-    assert POLICY.version == "v1"
+    assert POLICY.version == "v2" and DEFAULT_RULES.name == "v2.toml"
     t = POLICY.thresholds
     assert 0 < t.requires_action < t.review < t.decline < 1
     assert POLICY.fallback_action == "approve"
@@ -52,7 +52,8 @@ def test_amount_limits_per_currency():
 
 def test_country_and_bin_rules():
     assert codes(evaluate_rules(POLICY, TX | {"country": "KP"}, None)) == ["country_declined"]
-    assert codes(evaluate_rules(POLICY, TX | {"bin": "40000012"}, None)) == ["bin_review"]
+    assert codes(evaluate_rules(POLICY, TX | {"bin": "40009912"}, None)) == ["bin_review"]
+    assert codes(evaluate_rules(POLICY, TX | {"bin": "400099"}, None)) == ["bin_review"]
     assert evaluate_rules(POLICY, TX | {"country": None, "bin": None}, None) == ()
 
 
@@ -73,7 +74,7 @@ def test_thresholds_map_scores_to_bands():
         (("[amount_limits.JPY]", "[amount_limits.XXX]"), "ISO 4217"),
         (("review_minor = 500_000      # 5,000.00", "review_minor = 5000.5"), "positive integers"),
         (('decline = ["KP"', 'decline = ["north korea"'), "countries.decline"),
-        (('version = "v1"', 'version = "v1'), "not TOML"),
+        (('version = "v2"', 'version = "v2'), "not TOML"),
     ],
 )
 def test_bad_rules_file_is_a_clear_error(tmp_path, edit, message):
@@ -88,3 +89,20 @@ def test_bad_rules_file_is_a_clear_error(tmp_path, edit, message):
 def test_missing_rules_file_is_a_clear_error(tmp_path):
     with pytest.raises(PolicyError, match="cannot read"):
         load_policy(tmp_path / "absent.toml")
+
+
+def test_the_bin_review_rule_holds_none_of_the_test_cards_the_saga_and_demo_pay_with():
+    from connectors.providers.simulated import CAPTURE_FAILS, DECLINED_CARDS, TIMEOUT_THEN_APPROVED, UNREACHABLE
+    from streams.demo import TEST_CARDS
+
+    bins = {pan[:6] for pan in TEST_CARDS} | {b for b, _ in (*DECLINED_CARDS, TIMEOUT_THEN_APPROVED, UNREACHABLE, CAPTURE_FAILS)}
+    assert "400000" in bins
+    assert [b for b in sorted(bins) if evaluate_rules(POLICY, TX | {"bin": b}, None)] == []
+    # Its own test card still trips it.
+    assert codes(evaluate_rules(POLICY, TX | {"bin": "4000990000000004"[:6]}, None)) == ["bin_review"]
+
+
+def test_the_earlier_rule_set_still_loads_as_it_was():
+    v1 = load_policy(DEFAULT_RULES.with_name("v1.toml"))
+    assert v1.version == "v1" and v1.bins_review == ("400000",)
+    assert v1.thresholds == POLICY.thresholds and v1.velocity == POLICY.velocity

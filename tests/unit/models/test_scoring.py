@@ -39,7 +39,7 @@ def test_scores_and_updates_through_bytes(scorer):
         db["c"], db["m"] = states.card.to_bytes(), states.merchant.to_bytes()
     d = decisions[-1]
     assert not d.fallback and 0.0 <= d.score <= 1.0
-    assert d.model_version == scorer.model.version and d.rules_version == "v1"
+    assert d.model_version == scorer.model.version and d.rules_version == "v2"
     assert d.shadow_score == d.score  # the same artifact as shadow scores the same
     # five in 40 s trips the 1-minute velocity rule (more than 3 before)
     assert "velocity_card_1m" in d.reasons and d.action in ("review", "decline")

@@ -41,6 +41,8 @@ RECORDS = {
         "dispute": None,
         "occurred_at": AT,
         "card_token": None,
+        "three_ds": None,
+        "sealed_card": None,
     },
     "ValidatedCommand": {
         "command_id": "cmd_01",
@@ -69,6 +71,7 @@ RECORDS = {
         "fraud_reasons": ["velocity_card_1h", "score_review"],
         "fraud_model": "hgb-21686780adc8",
         "fraud_fallback": False,
+        "three_ds": None,
     },
     "FraudReview": {
         "review_id": "cmd_0a1b2c3d4e5f60718293a4b5c6d7e8f9",
@@ -141,6 +144,8 @@ RECORDS = {
         "card_token": "tok_abcdefghijklmnopqrstuvwxyz234567",
         "card_bin": "424242",
         "card_last4": "4242",
+        "three_ds_status": None,
+        "liability_shift": None,
         "occurred_at": AT,
         "chain_seq": 7,
         "prev_hash": bytes(range(32)),
@@ -174,6 +179,18 @@ RECORDS = {
             "residual": "-0.242505",
         },
         "reverses": None,
+    },
+    "PayoutInstruction": {
+        "payout_id": "po_0a1b2c3d4e5f60718293a4b5c6d7e8f9",
+        "settlement_id": "stl_0a1b2c3d4e5f60718293a4b5c6d7e8f9",
+        "merchant_id": "m_acme",
+        "currency": "JPY",
+        "amount_minor": 20_121,
+        "day": AT.date(),
+        "occurred_at": AT,
+        "source_currency": "EUR",
+        "source_minor": 12_345,
+        "fx_rate": "162.9871",
     },
     "FxRate": {
         "base_currency": "EUR",
@@ -256,6 +273,18 @@ EXTRA_RECORDS = [
         RECORDS["PaymentCommand"] | {"kind": "dispute_close", "amount_minor": None, "card": None, "dispute": {
             "reason": None, "evidence_due_at": None, "evidence": None, "outcome": "lost"}},
     ),
+    (
+        "PaymentCommand",
+        RECORDS["PaymentCommand"] | {"kind": "confirm", "amount_minor": None, "currency": None, "capture_method": None,
+                                     "card": None, "three_ds": {"trans_status": "Y", "eci": "05",
+                                                                "ds_trans_id": "f25084f0-5b16-4c0a-ae5d-b24808a95e4b"}},
+    ),
+    (
+        "ValidatedCommand",
+        RECORDS["ValidatedCommand"] | {"kind": "confirm", "card": None, "capture_method": None, "fraud_action": None,
+                                       "three_ds": {"trans_status": "N", "eci": None, "ds_trans_id": None}},
+    ),
+    ("PaymentEvent", RECORDS["PaymentEvent"] | {"type": "authorized", "three_ds_status": "A", "liability_shift": True}),
     ("DeadLetter", RECORDS["DeadLetter"] | {"raw_key": None, "raw_value": b""}),
     ("LedgerEntry", RECORDS["LedgerEntry"] | {"fx": None, "reverses": "je_00112233445566778899aabbccddeeff"}),
 ]
@@ -468,7 +497,8 @@ def test_history_schemas_are_earlier_versions_of_shipped_ones() -> None:
     from schemas.codec import history_names, load_schema
 
     assert history_names() == ("history/PaymentCommand.1", "history/PaymentCommand.2", "history/PaymentCommand.3",
-                               "history/ValidatedCommand.1")
+                               "history/PaymentCommand.4", "history/PaymentEvent.1", "history/ValidatedCommand.1",
+                               "history/ValidatedCommand.2")
     for name in history_names():
         old = load_schema(name)
         assert old.parsed["name"] == load_schema(name.split("/")[1].split(".")[0]).parsed["name"]
@@ -483,11 +513,36 @@ def test_a_command_written_with_version_1_decodes_with_card_token_null() -> None
     from schemas.codec import MAGIC, load_schema
 
     old = load_schema("history/PaymentCommand.1")
-    record = {k: v for k, v in RECORDS["PaymentCommand"].items() if k != "card_token"}
+    record = {k: v for k, v in RECORDS["PaymentCommand"].items() if k not in ("card_token", "sealed_card")}
     buf = io.BytesIO()
     buf.write(MAGIC + old.fingerprint)
     fastavro.schemaless_writer(buf, old.parsed, record)
-    assert Codec("PaymentCommand").decode(buf.getvalue()) == record | {"card_token": None}
+    assert Codec("PaymentCommand").decode(buf.getvalue()) == record | {"card_token": None, "sealed_card": None}
+
+
+def test_a_raw_card_command_written_with_version_4_decodes_with_sealed_card_null() -> None:
+    import io
+
+    import fastavro
+
+    from schemas.codec import MAGIC, load_schema
+
+    old = load_schema("history/PaymentCommand.4")
+    record = {k: v for k, v in RECORDS["PaymentCommand"].items() if k != "sealed_card"}
+    buf = io.BytesIO()
+    buf.write(MAGIC + old.fingerprint)
+    fastavro.schemaless_writer(buf, old.parsed, record)
+    assert Codec("PaymentCommand").decode(buf.getvalue()) == record | {"sealed_card": None}
+
+
+def test_a_sealed_card_command_round_trips_and_holds_no_card_digits() -> None:
+    sealed = {"key_id": "card-intake-v1", "ephemeral_public": bytes(range(32)), "ciphertext": b"\x9a" * 144}
+    record = RECORDS["PaymentCommand"] | {"card": None, "sealed_card": sealed}
+    codec = Codec("PaymentCommand")
+    data = codec.encode(record, check=True)
+    assert codec.decode(data) == record and b"4242" not in data
+    with pytest.raises(EncodeError, match="ephemeral_public"):
+        codec.encode(record | {"sealed_card": sealed | {"ephemeral_public": "not bytes"}}, check=True)
 
 
 def test_a_tokenized_command_round_trips() -> None:
@@ -514,3 +569,43 @@ def test_a_validated_command_written_with_version_1_decodes_unscored() -> None:
     unscored = {"fraud_action": None, "fraud_score_ppm": None, "fraud_reasons": [], "fraud_model": None,
                 "fraud_fallback": False}
     assert Codec("ValidatedCommand").decode(buf.getvalue()) == record | unscored
+
+
+def _written_with(name: str, record: dict) -> bytes:
+    import io
+
+    import fastavro
+
+    from schemas.codec import MAGIC, load_schema
+
+    old = load_schema(name)
+    buf = io.BytesIO()
+    buf.write(MAGIC + old.fingerprint)
+    fastavro.schemaless_writer(buf, old.parsed, record)
+    return buf.getvalue()
+
+
+def test_a_confirm_written_with_version_4_decodes_without_a_3ds_result() -> None:
+    record = RECORDS["PaymentCommand"] | {"kind": "confirm", "card": None, "amount_minor": None}
+    old = {k: v for k, v in record.items() if k != "three_ds"}
+    assert Codec("PaymentCommand").decode(_written_with("history/PaymentCommand.4", old)) == record
+
+
+def test_a_validated_command_written_with_version_2_decodes_without_a_3ds_result() -> None:
+    old = {k: v for k, v in RECORDS["ValidatedCommand"].items() if k != "three_ds"}
+    decoded = Codec("ValidatedCommand").decode(_written_with("history/ValidatedCommand.2", old))
+    assert decoded == old | {"three_ds": None}
+
+
+def test_a_payment_event_written_with_version_1_decodes_without_liability_shift() -> None:
+    old = {k: v for k, v in RECORDS["PaymentEvent"].items() if k not in ("three_ds_status", "liability_shift")}
+    decoded = Codec("PaymentEvent").decode(_written_with("history/PaymentEvent.1", old))
+    assert decoded == old | {"three_ds_status": None, "liability_shift": None}
+
+
+@pytest.mark.parametrize("status", ["C", "y", "", "YES"])
+def test_a_3ds_status_outside_emv_final_statuses_cannot_be_written(status: str) -> None:
+    record = RECORDS["PaymentCommand"] | {"kind": "confirm", "card": None,
+                                          "three_ds": {"trans_status": status, "eci": None, "ds_trans_id": None}}
+    with pytest.raises(EncodeError, match="three_ds|trans_status|ThreeDsStatus"):
+        Codec("PaymentCommand").encode(record, check=True)

@@ -134,3 +134,10 @@ def test_a_dispute_gets_its_defaults_and_a_parsed_due_date() -> None:
     assert record["dispute"] == {"reason": "fraudulent", "evidence_due_at": datetime(2026, 12, 16, 10, 0, tzinfo=timezone.utc),
                                  "evidence": None, "outcome": None}
     assert COMMAND.decode(COMMAND.encode(record, check=True)) == record
+
+
+def test_a_confirm_gets_its_3ds_defaults() -> None:
+    record = command_from_json(create_json(kind="confirm", card=None, payment_id="pay_given",
+                                           three_ds={"trans_status": "Y"}))
+    assert record["three_ds"] == {"trans_status": "Y", "eci": None, "ds_trans_id": None}
+    assert COMMAND.decode(COMMAND.encode(record, check=True)) == record

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 
 from schemas.codec import Codec, DecodeError
 from schemas.partitioning import partition_for
-from streams.audit import ENTRIES_TOPIC, EVENTS_TOPIC, audit, compare, rebuild, ReplayError
+from streams.audit import ENTRIES_TOPIC, EVENTS_TOPIC, LogStart, ReplayError, audit, compare, rebuild
 from streams.chain import ChainHead, Signer, seal
 from streams.ledger import (
     SettlementTerms,
@@ -133,6 +133,16 @@ def test_deleted_event(log: Log) -> None:
     report = audit(log.records(), PUBLIC)
     assert first(report) == (EVENTS_TOPIC, p, 3, "chain_gap")
     assert "orphan_entry" in {f.reason for f in report.failures}  # its entry lost its event
+
+
+def test_a_log_whose_head_was_deleted_is_named_and_cannot_be_replayed(log: Log) -> None:
+    p = log.partition_of("pay_c")
+    records = [(EVENTS_TOPIC, p, 2, LogStart())] + [r for r in log.records() if not (r[0] == EVENTS_TOPIC and r[1] == p and r[2] < 2)]
+    report = audit(records, PUBLIC)
+    found = {(f.topic, f.partition, f.offset, f.reason) for f in report.failures}
+    assert {(EVENTS_TOPIC, p, 2, "log_truncated"), (EVENTS_TOPIC, p, 2, "chain_gap")} <= found
+    with pytest.raises(ReplayError):
+        rebuild(records)
 
 
 def test_reordered_events(log: Log) -> None:

@@ -38,7 +38,7 @@ def listed(keys_dir: Path) -> list[dict[str, object]]:
 
 def test_init_then_rotate_then_list(keys_dir: Path) -> None:
     code, _, err = run("init")
-    assert code == 0 and "created vault-master-v1, token-hmac-v1, signing-v1, webhook-v1" in err
+    assert code == 0 and "created vault-master-v1, token-hmac-v1, signing-v1, webhook-v1, card-intake-v1" in err
     code, _, err = run("init")
     assert code == 0 and "nothing created" in err
 
@@ -47,7 +47,7 @@ def test_init_then_rotate_then_list(keys_dir: Path) -> None:
     docs = listed(keys_dir)
     assert [(d["key_id"], d["active"]) for d in docs] == [
         ("vault-master-v1", False), ("vault-master-v2", True), ("token-hmac-v1", True),
-        ("signing-v1", True), ("webhook-v1", True),
+        ("signing-v1", True), ("webhook-v1", True), ("card-intake-v1", True),
     ]
     assert all(set(d) == {"key_id", "kind", "created", "active"} for d in docs)
 
@@ -72,6 +72,25 @@ def test_public_exports_every_signing_key(keys_dir: Path) -> None:
     exported = {kid: base64.b64decode(v) for kid, v in json.loads(out).items()}
     assert exported == FileKeyStore(keys_dir).public_keys()
     assert list(exported) == ["signing-v1", "signing-v2"]
+
+
+def test_intake_public_exports_the_active_key_as_a_file_producers_load(keys_dir: Path, tmp_path: Path) -> None:
+    from connectors.vault.intake import CardOpener, load_sealer
+
+    code, _, err = run("intake-public")
+    assert code == 1 and "no card-intake key" in err
+    run("init")
+    run("rotate", "--kind", "card-intake")
+    code, out, _ = run("intake-public")
+    assert code == 0
+    path = tmp_path / "intake.json"
+    path.write_text(out)
+    sealer = load_sealer(path)
+    store = FileKeyStore(keys_dir)
+    assert sealer.key_id == "card-intake-v2" and sealer.public_key == store.intake_public_keys()["card-intake-v2"]
+    sealed = sealer.seal({"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": None}, "m_a", "cmd_1")
+    assert CardOpener(store).open(sealed, "m_a", "cmd_1").number == "4242424242424242"
+    assert all(form not in out for k in store._keys.values() for form in (k.material.hex(), base64.b64encode(k.material).decode()))
 
 
 def test_a_badly_protected_key_dir_is_a_clear_error(keys_dir: Path) -> None:

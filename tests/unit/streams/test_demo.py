@@ -1,16 +1,109 @@
-"""The demo's chaos pieces without Kafka: the schedule over the traffic's span, the
-settings a chaos worker gets, and routing shares from events."""
+"""The demo's cardholders: one confirm per 3DS step-up of the run, its result drawn
+per payment from the seed (mostly Y, some N), each a command ingest accepts; and its
+chaos pieces: the schedule over the traffic's span, the settings a chaos worker gets,
+and routing shares from events."""
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime, timezone
+from typing import Any
 
 from connectors.providers.rails import load_schedules
-from streams.demo import CHAOS_PROVIDER, chaos_schedule, generate, provider_shares, with_chaos
-from streams.settings import Settings
+from connectors.vault.tokenizer import Tokenizer
+from schemas.codec import Codec
+from schemas.partitioning import partition_for
 from schemas.times import to_ms
+from streams.demo import (CHAOS_PROVIDER, STEP_UP_DELAY, THREE_DS_WEIGHTS, chaos_schedule, generate, provider_shares,
+                          step_up_confirms, with_chaos)
+from streams.ingest import Forward, Limits, Source, ingest
+from streams.settings import Settings
 
-START = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+START = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
+COMMANDS = Codec("PaymentCommand")
+LIMITS = Limits(max_amount_minor=10**15, idempotency_key_max_len=255, partitions=8)
+
+
+def creates(payments: int = 400) -> list[dict[str, Any]]:
+    return [c for c in generate(payments, 7, "run1", START).items if isinstance(c, dict) and c["kind"] == "create"]
+
+
+def outcome(status: str, payment_status: str) -> list[dict[str, Any]]:
+    return [{"status": status, "payment_status": payment_status}]
+
+
+def paused_all(cs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Every create's first outcome as if the risk stage had asked each for 3DS; a
+    repeated create (retry, key conflict) answered as the payments stage answers it."""
+    seen: set[str] = set()
+    outcomes = {}
+    for c in cs:
+        first = c["payment_id"] not in seen
+        seen.add(c["payment_id"])
+        outcomes[c["command_id"]] = outcome("succeeded" if first else "replayed", "requires_action")
+    return outcomes
+
+
+def test_one_confirm_per_paused_payment_and_none_for_the_rest() -> None:
+    cs = creates()
+    outcomes = paused_all(cs)
+    authorized = cs[0]
+    outcomes[authorized["command_id"]] = outcome("succeeded", "captured")
+    confirms = step_up_confirms(cs, outcomes, seed=7, run_id="run1")
+    paused = {c["payment_id"] for c in cs} - {authorized["payment_id"]}
+    assert sorted(c["payment_id"] for c in confirms) == sorted(paused)  # one each, retries and conflicts not twice
+    assert len({c["command_id"] for c in confirms}) == len(confirms)
+    by_pid = {c["payment_id"]: c for c in cs if outcomes[c["command_id"]][0]["status"] == "succeeded"}
+    for confirm in confirms:
+        create = by_pid[confirm["payment_id"]]
+        assert confirm["merchant_id"] == create["merchant_id"]
+        assert confirm["occurred_at"] == create["occurred_at"] + STEP_UP_DELAY
+    # A create nobody answered yet, or one the stage refused, gets none.
+    assert step_up_confirms(cs, {}, seed=7, run_id="run1") == []
+    refused = {c["command_id"]: outcome("rejected", "requires_action") for c in cs}
+    assert step_up_confirms(cs, refused, seed=7, run_id="run1") == []
+
+
+def test_results_are_seeded_per_payment_mostly_authenticated() -> None:
+    cs = creates()
+    outcomes = paused_all(cs)
+    first = step_up_confirms(cs, outcomes, seed=7, run_id="run1")
+    # The same seed gives each payment the same answer, whatever order the creates come in.
+    again = step_up_confirms(list(reversed(cs)), outcomes, seed=7, run_id="run1")
+    result = {c["payment_id"]: c["three_ds"] for c in first}
+    assert {c["payment_id"]: c["three_ds"] for c in again} == result
+    other = step_up_confirms(cs, outcomes, seed=8, run_id="run1")
+    assert {c["payment_id"]: c["three_ds"] for c in other} != result
+    counts = Counter(r["trans_status"] for r in result.values())
+    assert set(counts) <= set(THREE_DS_WEIGHTS)
+    assert counts["Y"] > 0.7 * len(result) and counts["N"] > 0, counts
+
+
+def test_every_confirm_is_a_command_ingest_forwards_with_its_result() -> None:
+    cs = creates(100)
+    for confirm in step_up_confirms(cs, paused_all(cs), seed=7, run_id="run1"):
+        key = confirm["payment_id"].encode()
+        source = Source("payment-commands", partition_for(key, LIMITS.partitions), 0, 0, key)
+        result = ingest(COMMANDS.encode(confirm, check=True), source, Tokenizer(b"k" * 32, "t1"), LIMITS)
+        assert isinstance(result, Forward) and result.command["rejection_reason"] is None, result
+        assert result.command["three_ds"] == confirm["three_ds"]
+
+
+def test_cardholders_keep_what_the_provider_keys_on() -> None:
+    import random
+
+    from schemas.cards import luhn_valid
+    from streams.demo import ORDINARY_CARDS, TEST_CARDS, cardholder
+
+    rng = random.Random(1)
+    for i, test_card in enumerate(TEST_CARDS):
+        saga = i >= ORDINARY_CARDS
+        numbers = {cardholder(test_card, rng, keep_last4=saga) for _ in range(50)}
+        assert len(numbers) > 40  # many cardholders, not one card paying over and over
+        for pan in numbers:
+            assert luhn_valid(pan) and len(pan) == len(test_card) and pan[:6] == test_card[:6]
+            if saga:  # the simulated provider's saga behaviour follows (BIN, last4)
+                assert pan[-4:] == test_card[-4:]
 
 
 def test_chaos_schedule_covers_the_traffic_span_outage_then_degraded():
@@ -21,10 +114,12 @@ def test_chaos_schedule_covers_the_traffic_span_outage_then_degraded():
     assert degraded.error_per_mille > 0 and degraded.latency_factor > 1
 
 
-def test_chaos_settings_point_the_worker_at_the_schedule_and_a_journal(tmp_path):
+def test_chaos_settings_point_the_worker_at_the_schedule_and_a_routing_log(tmp_path):
     traffic = generate(50, 3, "run1", START)
-    s = with_chaos(Settings(data_dir=tmp_path, keys_dir=tmp_path / "keys", providers="test"), traffic, "run1")
-    assert s.providers == "rails" and s.provider_journal_dir is not None
+    base = Settings(data_dir=tmp_path, keys_dir=tmp_path / "keys", providers="test")
+    s = with_chaos(base, traffic, "run1")
+    assert s.providers == "rails" and s.routing_log_dir is not None
+    assert s.providers_dir == base.providers_dir and s.routing_log_dir != s.providers_dir  # the rails' books stay where they are
     (outage, _) = load_schedules(s.provider_schedule_file)[CHAOS_PROVIDER]
     times = [to_ms(c["occurred_at"]) for c in traffic.items if isinstance(c, dict)]
     assert min(times) < outage.start_ms < outage.end_ms < max(times)

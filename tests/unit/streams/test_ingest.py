@@ -7,14 +7,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from connectors.vault.intake import CardOpener, Sealer, active_sealer
 from connectors.vault.keys import FileKeyStore
+from connectors.vault.scan import PanScanner
 from connectors.vault.tokenizer import Tokenizer
 from connectors.vault.vault import VaultCard, open_vault
 from schemas.codec import Codec
 from schemas.ids import derive_dlq_id, derive_payment_id
 from schemas.partitioning import partition_for
 from streams.ingest import DeadLetter, Forward, Limits, Source, ingest
+from streams.settings import Settings
 
 TOKENIZER = Tokenizer(b"k" * 32, "t1")
 LIMITS = Limits(10**15, 255, 8)
@@ -157,12 +164,28 @@ def test_create_with_its_own_derived_payment_id_is_valid() -> None:
     assert forwarded(create(payment_id=pid))["rejection_reason"] is None
 
 
+THREE_DS = {"trans_status": "Y", "eci": "05", "ds_trans_id": "f25084f0-5b16-4c0a-ae5d-b24808a95e4b"}
+
+
 @pytest.mark.parametrize("kind", ["capture", "void", "refund", "expire", "confirm"])
 def test_valid_follow_up(kind: str) -> None:
-    cmd = forwarded(follow_up(kind, amount_minor=500 if kind in ("capture", "refund") else None))
+    cmd = forwarded(follow_up(kind, amount_minor=500 if kind in ("capture", "refund") else None,
+                              three_ds=THREE_DS if kind == "confirm" else None))
     assert cmd["rejection_reason"] is None and cmd["kind"] == kind
+    assert cmd["three_ds"] == (THREE_DS if kind == "confirm" else None)
     assert cmd["payment_id"] == FOLLOW_UP_PID
     assert cmd["card"] is None and cmd["capture_method"] is None
+
+
+@pytest.mark.parametrize("status", ["Y", "A", "N", "U", "R"])
+def test_a_confirm_forwards_its_3ds_result_optional_fields_absent(status: str) -> None:
+    result = {"trans_status": status, "eci": None, "ds_trans_id": None}
+    assert forwarded(follow_up("confirm", three_ds=result))["three_ds"] == result
+
+
+def test_a_refused_command_carries_no_3ds_result() -> None:
+    refused = forwarded(follow_up("confirm", three_ds=THREE_DS | {"eci": "123"}))
+    assert refused["rejection_reason"] == "invalid_three_ds" and refused["three_ds"] is None
 
 
 def test_card_expiring_this_month_is_accepted() -> None:
@@ -240,6 +263,13 @@ REFUSALS = [
     ("invalid_card_token", create(card=None, card_token=CARD_TOKEN | {"brand": "unknown"})),
     ("expired_card", create(card=None, card_token=CARD_TOKEN | {"exp_month": 10, "exp_year": 2026})),
     ("invalid_expiry", create(card=None, card_token=CARD_TOKEN | {"exp_month": 13})),
+    ("missing_three_ds", follow_up("confirm")),
+    ("unexpected_three_ds", follow_up("capture", three_ds=THREE_DS)),
+    ("unexpected_three_ds", create(three_ds=THREE_DS)),
+    ("invalid_three_ds", follow_up("confirm", three_ds=THREE_DS | {"eci": "5"})),
+    ("invalid_three_ds", follow_up("confirm", three_ds=THREE_DS | {"eci": "0x"})),
+    ("invalid_three_ds", follow_up("confirm", three_ds=THREE_DS | {"ds_trans_id": "f25084f05b164c0aae5db24808a95e4b"})),
+    ("invalid_three_ds", follow_up("confirm", three_ds=THREE_DS | {"ds_trans_id": "x" * 36})),
 ]
 
 
@@ -519,3 +549,119 @@ def test_a_command_of_the_previous_schema_still_decodes() -> None:
     result = ingest(raw, source_for(FOLLOW_UP_PID), TOKENIZER, LIMITS)
     assert isinstance(result, Forward) and result.command["dispute"] is None
     assert result.command["rejection_reason"] is None
+
+
+# --- a card sealed by the producer (PaymentCommand v5, connectors/vault/intake.py) ---
+
+
+@pytest.fixture(scope="module")
+def intake(tmp_path_factory: pytest.TempPathFactory) -> tuple[Sealer, CardOpener]:
+    store = FileKeyStore(tmp_path_factory.mktemp("intake") / "keys")
+    store.init()
+    return active_sealer(store), CardOpener(store)
+
+
+def run_sealed(cmd: dict[str, Any], opener: CardOpener | None, limits: Limits = LIMITS) -> Forward | DeadLetter:
+    return ingest(COMMANDS.encode(cmd, check=True), source_for(routed_payment_id(cmd)), TOKENIZER, limits, opener)
+
+
+def sealed_create(sealer: Sealer, **overrides: Any) -> dict[str, Any]:
+    return sealer.seal_command(create(**overrides))
+
+
+def test_a_sealed_card_is_opened_tokenized_and_dropped(intake: tuple[Sealer, CardOpener]) -> None:
+    sealer, opener = intake
+    cmd = sealed_create(sealer)
+    raw = COMMANDS.encode(cmd, check=True)
+    assert PanScanner([PAN]).scan(raw) == [] and CVC.encode() not in raw  # nothing readable on the topic
+    result = run_sealed(cmd, opener)
+    assert isinstance(result, Forward) and result.command["rejection_reason"] is None
+    # The same token as the raw card gets: velocity history survives the producers' switch.
+    assert result.command["card"] == forwarded(create())["card"]
+    out = VALIDATED.encode(result.command, check=True)
+    assert PanScanner([PAN]).scan(out) == [] and b"sealed" not in out
+
+
+def test_a_sealed_card_is_validated_like_a_raw_one(intake: tuple[Sealer, CardOpener]) -> None:
+    sealer, opener = intake
+    for change, reason in ((card(number=PAN[:-1] + "3"), "invalid_card_number"),
+                           (card(exp_month=10, exp_year=2026), "expired_card")):
+        result = run_sealed(sealer.seal_command(create(card=change)), opener)
+        assert isinstance(result, Forward) and result.command["rejection_reason"] == reason
+        assert result.command["card"] is None
+
+
+def tampered(sealer: Sealer, what: str) -> dict[str, Any]:
+    cmd = sealed_create(sealer)
+    sealed = cmd["sealed_card"]
+    if what == "ciphertext":
+        sealed = sealed | {"ciphertext": sealed["ciphertext"][:-1] + bytes([sealed["ciphertext"][-1] ^ 1])}
+    elif what == "replayed":  # the sealed card of another command of the same merchant
+        sealed = sealed_create(sealer, command_id="cmd_other")["sealed_card"]
+    elif what == "foreign":
+        sealed = Sealer("card-intake-v1", X25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).seal(
+            card(), cmd["merchant_id"], cmd["command_id"])
+    elif what == "unknown_key":
+        sealed = sealed | {"key_id": "card-intake-v9"}
+    elif what == "short":
+        sealed = sealed | {"ephemeral_public": b"\x01" * 5}
+    return cmd | {"sealed_card": sealed}
+
+
+@pytest.mark.parametrize("what, reason", [
+    ("ciphertext", "sealed_card_tampered"),
+    ("replayed", "sealed_card_tampered"),
+    ("foreign", "sealed_card_tampered"),
+    ("unknown_key", "unknown_intake_key"),
+    ("short", "sealed_card_malformed"),
+])
+def test_a_sealed_card_that_does_not_open_is_a_dead_letter(intake: tuple[Sealer, CardOpener], what: str, reason: str) -> None:
+    sealer, opener = intake
+    result = run_sealed(tampered(sealer, what), opener)
+    assert isinstance(result, DeadLetter)
+    record = DEAD_LETTERS.decode(DEAD_LETTERS.encode(result.record, check=True))
+    assert (record["stage"], record["reason"]) == ("ingest", reason)
+    assert record["detail"] and PAN not in record["detail"]
+
+
+def test_without_intake_keys_a_sealed_card_is_a_dead_letter(intake: tuple[Sealer, CardOpener]) -> None:
+    result = run_sealed(sealed_create(intake[0]), None)
+    assert isinstance(result, DeadLetter) and result.record["reason"] == "unknown_intake_key"
+
+
+def test_a_sealed_card_goes_alone_and_only_on_a_create(intake: tuple[Sealer, CardOpener]) -> None:
+    sealer, opener = intake
+    sealed = sealed_create(sealer)["sealed_card"]
+    for cmd, reason in ((create(sealed_card=sealed), "ambiguous_payment_method"),
+                        (create(card=None, card_token=CARD_TOKEN, sealed_card=sealed), "ambiguous_payment_method"),
+                        (follow_up("capture", sealed_card=sealed), "unexpected_payment_method")):
+        result = run_sealed(cmd, opener)
+        assert isinstance(result, Forward) and result.command["rejection_reason"] == reason
+
+
+def test_raw_cards_are_accepted_by_default_and_refused_when_switched_off(intake: tuple[Sealer, CardOpener]) -> None:
+    sealer, opener = intake
+    assert LIMITS.accept_raw_card and forwarded(create())["rejection_reason"] is None
+    strict = Limits(10**15, 255, 8, accept_raw_card=False)
+    refused = run_sealed(create(), opener, strict)
+    assert isinstance(refused, Forward) and refused.command["rejection_reason"] == "raw_card_refused"
+    assert refused.command["card"] is None
+    for ok in (sealed_create(sealer), create(card=None, card_token=CARD_TOKEN)):
+        result = run_sealed(ok, opener, strict)
+        assert isinstance(result, Forward) and result.command["rejection_reason"] is None
+
+
+@settings(max_examples=50, deadline=None)
+@given(key_id=st.text(max_size=50), ephemeral=st.one_of(st.binary(max_size=40), st.binary(min_size=32, max_size=32)),
+       ciphertext=st.one_of(st.binary(max_size=300), st.binary(min_size=144, max_size=144)))
+def test_any_sealed_card_that_is_not_ours_is_a_dead_letter_never_a_crash(intake: tuple[Sealer, CardOpener], key_id: str,
+                                                                         ephemeral: bytes, ciphertext: bytes) -> None:
+    sealed = {"key_id": key_id, "ephemeral_public": ephemeral, "ciphertext": ciphertext}
+    result = run_sealed(create(card=None, sealed_card=sealed), intake[1])
+    assert isinstance(result, DeadLetter)
+    assert result.record["reason"] in ("sealed_card_tampered", "unknown_intake_key", "sealed_card_malformed")
+    DEAD_LETTERS.encode(result.record, check=True)
+
+
+def test_the_raw_card_setting_defaults_to_accept() -> None:
+    assert Settings.model_fields["ingest_accept_raw_card"].default is True

@@ -1,7 +1,7 @@
 """The saga's fraud hook reads the decision the risk stage attached: approve proceeds,
 decline declines, review waits in requires_review for review_resolve, requires_action
-waits for confirm (3DS); a paused payment never reaches a provider before that, and
-the expiry timer declines it if nothing comes."""
+waits for confirm (3DS) and its result decides; a paused payment never reaches a
+provider before that, and the expiry timer declines it if nothing comes."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from schemas.codec import Codec
 from schemas.times import to_ms
-from streams.payments import Payment, Policy, decide, expire_due
+from streams.payments import Payment, Policy, decide, expire_due, three_ds_verdict
 from tests.unit.streams.conftest import ScriptedProvider, saga_of
 
 POLICY = Policy()
@@ -29,6 +29,12 @@ def scored(cmd: dict[str, Any], action: str | None, *reasons: str) -> dict[str, 
 
 def resolve(cmds, pid: str, key: str, decision: str | None, **kw: Any) -> dict[str, Any]:
     return scored(cmds.follow_up("review_resolve", pid, key, **kw), decision)
+
+
+def confirm(cmds, pid: str, key: str, status: str | None, **kw: Any) -> dict[str, Any]:
+    """A confirm carrying the 3DS result `status` (None: no result)."""
+    three_ds = None if status is None else {"trans_status": status, "eci": "05", "ds_trans_id": None}
+    return scored(cmds.follow_up("confirm", pid, key, **kw), None) | {"three_ds": three_ds}
 
 
 def apply(payment: Payment | None, cmd: dict[str, Any], provider: ScriptedProvider):
@@ -63,7 +69,7 @@ def test_review_waits_then_approval_authorizes(cmds) -> None:
     assert provider.journal == {} and p.payment_method == "card"
     # Everything but the resolution waits.
     for cmd in (cmds.capture(p.payment_id, "cap-1"), cmds.void(p.payment_id, "void-1"),
-                scored(cmds.follow_up("confirm", p.payment_id, "conf-1"), None)):
+                confirm(cmds, p.payment_id, "conf-1", "Y")):
         r = apply(p, cmd, provider)
         assert (r.outcome["status"], r.outcome["reason_code"], r.changed) == ("rejected", "payment_requires_review", False)
     r = apply(p, resolve(cmds, p.payment_id, "rev-1", "approve"), provider)
@@ -94,9 +100,93 @@ def test_requires_action_is_completed_by_confirm(cmds) -> None:
     assert p.status == "requires_action" and d.events[0]["reason_code"] == "requires_action"
     wrong = apply(p, resolve(cmds, p.payment_id, "rev-1", "approve"), provider)
     assert wrong.outcome["reason_code"] == "payment_requires_action"
-    r = apply(p, scored(cmds.follow_up("confirm", p.payment_id, "conf-1"), None), provider)
+    r = apply(p, confirm(cmds, p.payment_id, "conf-1", "Y"), provider)
     assert r.payment.status == "authorized" and provider.calls("authorize") == 1
     assert [t.kind for t in r.timers] == ["expire"]
+    assert [(e["type"], e["three_ds_status"], e["liability_shift"]) for e in r.events] == [("authorized", "Y", True)]
+    # The shift stays with the payment: its later events carry it too.
+    c = apply(r.payment, cmds.capture(p.payment_id, "cap-1"), provider)
+    assert [(e["type"], e["liability_shift"]) for e in c.events] == [("captured", True)]
+
+
+def paused(cmds, provider: ScriptedProvider, **kw: Any) -> Payment:
+    return apply(None, scored(cmds.create(**kw), "requires_action", "score_requires_action"), provider).payment
+
+
+@pytest.mark.parametrize("status,shift", [("Y", True), ("A", True), ("U", False)])
+def test_authenticated_attempted_and_by_default_unavailable_authorize(cmds, status: str, shift: bool) -> None:
+    provider = ScriptedProvider()
+    p = paused(cmds, provider)
+    r = apply(p, confirm(cmds, p.payment_id, "conf-1", status), provider)
+    assert (r.outcome["status"], r.outcome["reason_code"], r.payment.status) == ("succeeded", None, "captured")
+    assert (r.payment.three_ds_status, r.payment.liability_shift) == (status, shift)
+    assert [(e["type"], e["three_ds_status"], e["liability_shift"]) for e in r.events] == [
+        ("authorized", status, shift), ("captured", status, shift)]
+    assert provider.calls("authorize") == 1
+
+
+@pytest.mark.parametrize("status", ["N", "R"])
+def test_a_failed_authentication_declines_without_reaching_the_provider(cmds, status: str) -> None:
+    provider = ScriptedProvider()
+    p = paused(cmds, provider)
+    r = apply(p, confirm(cmds, p.payment_id, "conf-1", status), provider)
+    assert (r.outcome["status"], r.outcome["reason_code"], r.outcome["payment_status"]) == (
+        "rejected", "authentication_failed", "declined")
+    assert r.changed and [(e["type"], e["reason_code"], e["amount_minor"], e["liability_shift"]) for e in r.events] == [
+        ("declined", "authentication_failed", 0, False)]
+    assert provider.journal == {}
+    # The failure is the key's outcome: the same confirm again is a replay, another result a conflict.
+    again = apply(r.payment, confirm(cmds, p.payment_id, "conf-1", status, command_id="retry"), provider)
+    assert (again.outcome["status"], again.outcome["reason_code"]) == ("replayed", "authentication_failed")
+    assert apply(r.payment, confirm(cmds, p.payment_id, "conf-1", "Y"), provider).outcome["reason_code"] == "idempotency_conflict"
+    # A new confirm finds nothing to confirm.
+    late = apply(r.payment, confirm(cmds, p.payment_id, "conf-2", "Y"), provider)
+    assert (late.outcome["reason_code"], late.changed, provider.journal) == ("not_awaiting", False, {})
+
+
+def test_unavailable_declines_when_the_policy_says_so(cmds) -> None:
+    provider = ScriptedProvider()
+    strict = Policy(three_ds_unavailable="decline")
+    p = paused(cmds, provider)
+    d = decide(p, confirm(cmds, p.payment_id, "conf-1", "U"), saga_of(provider), strict)
+    assert (d.outcome["reason_code"], d.payment.status, d.payment.liability_shift) == (
+        "authentication_unavailable", "declined", False)
+    assert provider.journal == {}
+    with pytest.raises(AssertionError):
+        Policy(three_ds_unavailable="review")
+
+
+def test_a_confirm_without_a_result_is_refused_and_changes_nothing(cmds) -> None:
+    provider = ScriptedProvider()
+    p = paused(cmds, provider)
+    r = apply(p, confirm(cmds, p.payment_id, "conf-1", None), provider)
+    assert (r.outcome["status"], r.outcome["reason_code"], r.changed, r.payment) == (
+        "rejected", "missing_three_ds", False, p)
+    assert r.outcome["payment_status"] == "requires_action" and provider.journal == {}
+    # Not stored under the key: the same key with a result goes through.
+    assert apply(p, confirm(cmds, p.payment_id, "conf-1", "Y"), provider).payment.status == "captured"
+
+
+def test_a_confirm_of_a_payment_not_awaiting_3ds_is_refused(cmds) -> None:
+    provider = ScriptedProvider()
+    p = apply(None, scored(cmds.create(), "approve"), provider).payment
+    r = apply(p, confirm(cmds, p.payment_id, "conf-1", "Y"), provider)
+    assert (r.outcome["reason_code"], r.changed, r.payment) == ("not_awaiting", False, p)
+    assert "requires_action only" in r.outcome["reason_detail"]
+    assert provider.calls("authorize") == 1  # the create's, nothing more
+
+
+def test_three_ds_verdict() -> None:
+    assert [three_ds_verdict(s, POLICY) for s in "YANRU"] == [None, None, "authentication_failed",
+                                                             "authentication_failed", None]
+    assert three_ds_verdict("U", Policy(three_ds_unavailable="decline")) == "authentication_unavailable"
+    with pytest.raises(AssertionError):
+        three_ds_verdict("C", POLICY)
+
+
+def test_a_payment_without_a_step_up_carries_no_3ds_fields(cmds) -> None:
+    d = apply(None, scored(cmds.create(), "approve"), ScriptedProvider())
+    assert all(e["three_ds_status"] is None and e["liability_shift"] is None for e in d.events)
 
 
 @pytest.mark.parametrize("action,status,reason", [("review", "requires_review", "fraud_review_timeout"),
@@ -113,23 +203,30 @@ def test_a_paused_payment_nobody_continues_is_declined_at_expiry(cmds, action, s
 
 # --- property: whatever arrives, a paused payment is authorized at most once, and only after its resolution ---
 
-follow_ups = st.lists(st.tuples(st.sampled_from(["review_resolve", "confirm", "capture", "void", "refund"]),
+follow_ups = st.lists(st.tuples(st.sampled_from(["review_resolve", "confirm", "confirm", "capture", "void", "refund"]),
                                 st.sampled_from([None, "approve", "decline"]),
-                                st.integers(0, 3)),  # idempotency key: repeats happen
+                                st.integers(0, 3),  # idempotency key: repeats happen
+                                st.sampled_from([None, "Y", "A", "N", "U", "R"])),  # a confirm's 3DS result
                       max_size=12)
 
 
 @settings(max_examples=200, deadline=None)
-@given(action=st.sampled_from(["approve", "review", "requires_action", "decline", None]), steps=follow_ups)
-def test_paused_payments_reach_the_provider_only_after_their_resolution(cmds, action, steps) -> None:
+@given(action=st.sampled_from(["approve", "review", "requires_action", "requires_action", "decline", None]), steps=follow_ups,
+       unavailable=st.sampled_from(["authorize", "decline"]))
+def test_paused_payments_reach_the_provider_only_after_their_resolution(cmds, action, steps, unavailable) -> None:
     provider = ScriptedProvider()
+    policy = Policy(three_ds_unavailable=unavailable)
     d = apply(None, scored(cmds.create(), action), provider)
     p = d.payment
     resolved = p.status not in ("requires_review", "requires_action")
-    for i, (kind, decision, key) in enumerate(steps):
+    for i, (kind, decision, key, status) in enumerate(steps):
         cmd = scored(cmds.follow_up(kind, p.payment_id, f"{kind}-{key}", at=cmds.t0 + timedelta(seconds=i)), decision)
-        before = p
-        r = apply(p, cmd, provider)
+        if kind == "confirm":
+            cmd = confirm(cmds, p.payment_id, f"{kind}-{key}", status, at=cmds.t0 + timedelta(seconds=i))
+        before, authorized_before = p, provider.calls("authorize")
+        VALIDATED.encode(cmd, check=True)
+        r = decide(p, cmd, saga_of(provider), policy)
+        OUTCOMES.encode(r.outcome, check=True)
         if not r.changed:
             assert r.payment is before
             continue
@@ -138,9 +235,19 @@ def test_paused_payments_reach_the_provider_only_after_their_resolution(cmds, ac
             expected = "review_resolve" if before.status == "requires_review" else "confirm"
             assert kind == expected
             resolved = True
+        if before.status == "requires_action":
+            # The 3DS result decides, and only it: a failed step-up never reaches a provider.
+            assert status is not None and p.three_ds_status == status
+            authorizes = status in ("Y", "A") or (status == "U" and unavailable == "authorize")
+            assert provider.calls("authorize") == authorized_before + authorizes
+            assert p.liability_shift == (status in ("Y", "A"))
+            if not authorizes:
+                assert p.status == "declined" and r.outcome["status"] == "rejected"
         if provider.calls("authorize"):
             assert resolved, "a paused payment reached the provider"
     assert provider.calls("authorize") <= 1
+    if action != "requires_action":
+        assert p.three_ds_status is None and p.liability_shift is None
     if action in ("review", "requires_action") and not resolved:
         assert provider.journal == {} and p.status in ("requires_review", "requires_action")
     if action == "decline":

@@ -1,4 +1,4 @@
-"""`produce --tokenize`: cards go to the vault, tokens go to Kafka (no broker needed here)."""
+"""`produce`: cards are sealed, or (--tokenize) go to the vault; no PAN goes to Kafka (no broker needed here)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from connectors.vault.intake import CardOpener, active_sealer, public_key_doc
 from connectors.vault.keys import FileKeyStore
 from connectors.vault.scan import PanScanner
 from connectors.vault.tokenizer import StoreTokenizer
@@ -19,7 +20,7 @@ from schemas.jsonio import command_from_json
 from schemas.partitioning import partition_for
 from streams.cli import app
 from streams.ingest import Forward, Limits, Source, ingest
-from streams.publish import CommandFileError, command_key, tokenize_commands, tokenize_in_vault
+from streams.publish import CommandFileError, command_key, intake_sealer, seal_commands, tokenize_commands, tokenize_in_vault
 from streams.settings import Settings, get_settings
 
 PAN, CVC = "4242424242424242", "737"
@@ -118,3 +119,43 @@ def test_cli_reports_a_vault_held_by_another_process(env: Path) -> None:
     stderr = result.stderr.replace("\n", "")
     assert result.exit_code == 1
     assert "one process at a time owns a vault" in stderr and "nothing published" in stderr
+
+
+# --- the default path: cards sealed to the card-intake key ---
+
+
+def test_seal_commands_leaves_no_pan_or_cvc_and_ingest_opens_them(settings: Settings) -> None:
+    records = [command_from_json(line()), command_from_json(line(command_id="c2", kind="capture", payment_id="pay_1", card=None, amount_minor=5)),
+               (b"junk", b"not avro")]
+    out = seal_commands(records, intake_sealer(settings))
+    create, capture, junk = out
+    assert capture == records[1] and junk == records[2]
+    assert create["card"] is None and create["sealed_card"]["key_id"] == "card-intake-v1"
+    data = COMMANDS.encode(create, check=True)
+    assert PanScanner([PAN]).scan(data) == [] and CVC.encode() not in data
+    keys = FileKeyStore(settings.keys_dir)
+    key = command_key(create)
+    source = Source("payment-commands", partition_for(key, 8), 0, 0, key)
+    result = ingest(data, source, StoreTokenizer(keys), Limits(10**15, 255, 8), CardOpener(keys))
+    assert isinstance(result, Forward) and result.command["rejection_reason"] is None
+    assert result.command["card"]["token"] == StoreTokenizer(keys).token("m_acme", PAN)
+
+
+def test_an_exported_public_key_file_is_what_producers_seal_to(settings: Settings, tmp_path: Path) -> None:
+    keys = FileKeyStore(settings.keys_dir)
+    keys.init()
+    keys.rotate("card-intake")
+    path = tmp_path / "intake.json"
+    path.write_text(json.dumps(public_key_doc(active_sealer(FileKeyStore(settings.keys_dir)))))
+    keys.rotate("card-intake")  # not yet exported: producers keep sealing to v2
+    assert intake_sealer(settings).key_id == "card-intake-v3"
+    assert intake_sealer(settings.model_copy(update={"intake_public_key_file": path})).key_id == "card-intake-v2"
+
+
+def test_cli_refuses_a_card_the_sealer_refuses_and_publishes_nothing(env: Path) -> None:
+    path = env / "cmds.jsonl"
+    path.write_text(json.dumps(line()) + "\n" + json.dumps(line(command_id="c2", card={"number": PAN, "exp_month": 1, "exp_year": 2030, "cvc": "12"})) + "\n")
+    result = CliRunner().invoke(app, ["produce", str(path)])
+    stderr = result.stderr.replace("\n", "")
+    assert result.exit_code == 2  # the broker (localhost:1) was never needed
+    assert "command 2 (c2): invalid_cvc" in stderr and "nothing published" in stderr

@@ -77,12 +77,23 @@ def test_out_of_range_numbers_are_refused(env: pytest.MonkeyPatch, name: str, va
         Settings()
 
 
+@pytest.mark.parametrize("value", ["decline", "authorize"])
+def test_three_ds_unavailable_is_a_choice_of_two(env: pytest.MonkeyPatch, value: str) -> None:
+    from streams.payments import THREE_DS_UNAVAILABLE_ACTIONS
+
+    env.setenv("PAYSTREAM_THREE_DS_UNAVAILABLE", value)
+    assert Settings().three_ds_unavailable == value and value in THREE_DS_UNAVAILABLE_ACTIONS
+    env.setenv("PAYSTREAM_THREE_DS_UNAVAILABLE", "review")
+    with pytest.raises(ValidationError, match="three_ds_unavailable"):
+        Settings()
+
+
 # --- topics ---
 
 
 def test_every_topic_has_the_same_partition_count(env: pytest.MonkeyPatch) -> None:
     specs = declared_topics(Settings(partitions=12, replication_factor=3))
-    assert len(specs) == 13 + len(TABLES)
+    assert len(specs) == 15 + len(TABLES)
     assert {s.partitions for s in specs} == {12}
     assert {s.replication_factor for s in specs} == {3}
 
@@ -95,11 +106,11 @@ def test_changelogs_are_compacted_and_pipeline_topics_are_not(env: pytest.Monkey
                           "paystream-ledger-balances-changelog", "paystream-ledger-applied-changelog",
                           "paystream-risk-changelog", "paystream-merchants-changelog"}
     assert changelogs <= set(specs)
-    compacted = changelogs | {"fraud-blocklist", "merchants"}  # latest entry per key is the state
+    compacted = changelogs | {"fraud-blocklist", "merchants", "fx-rates"}  # latest entry per key is the state
     for name, spec in specs.items():
         assert spec.compacted == (name in compacted), name
         assert spec.config()["cleanup.policy"] == ("compact" if name in compacted else "delete")
-        if name in ("payment-events", "ledger-entries"):
+        if name in ("payment-events", "ledger-entries", "payouts"):
             assert spec.retention_ms == -1  # the event store and the books keep everything
         elif name not in compacted:
             assert spec.retention_ms is not None and spec.retention_ms > 0
@@ -130,10 +141,10 @@ def test_the_app_uses_only_declared_topics(env: pytest.MonkeyPatch, tmp_path: Pa
     assert {names.commands, names.keyed, names.validated} <= read <= declared
     assert changelogs == {changelog_topic(s.app_id, t) for t in TABLES}
     assert changelogs <= declared
-    # written only, or (the blocklist) read by every worker outside the group, or
-    # (webhook-deliveries) written by the webhook runner, a process of its own
+    # written only, read by every worker outside the group (the blocklist), settle's (fx-rates,
+    # payouts), or (webhook-deliveries) written by the webhook runner, a process of its own
     assert declared - read - changelogs <= {names.outcomes, names.dlq, names.events, names.review, names.blocklist,
-                                            names.webhooks}
+                                            names.fx_rates, names.payouts, names.webhooks}
     assert {table.partitions for table in app.tables.values()} == {6}
 
 
@@ -165,6 +176,7 @@ def test_bound_settings_default_to_the_code_s_own_defaults(env: pytest.MonkeyPat
     s = Settings()
     fields = Settings.model_fields
     assert (s.timer_sweep_max, s.payment_max_follow_ups) == (SWEEP_MAX, MAX_FOLLOW_UPS) == (SWEEP_MAX, Policy().max_follow_ups)
+    assert s.three_ds_unavailable == Policy().three_ds_unavailable
     batcher = Batcher()
     assert (s.clickhouse_batch_max_rows, s.clickhouse_batch_max_wait_ms) == (batcher.max_rows, batcher.max_wait_ms)
     assert s.clickhouse_insert_attempts == Sink.attempts

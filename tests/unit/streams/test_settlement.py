@@ -3,13 +3,19 @@ fees, refunds and disputes; deterministic, so a second run changes nothing."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from datetime import date, timedelta
+from dataclasses import asdict, replace
+from datetime import datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connectors.clickhouse.rows import rows_for
 from connectors.clickhouse.sink import Sink
-from streams.ledger import apply, entry_from_record, post, shard_for
-from streams.settlement import SETTLEMENT, cutoff_ms, settle
+from streams.audit import payout_problem
+from streams.fx import FxRate, RateBook, parse_rate
+from streams.ledger import apply, entry_from_record, imbalance, post, shard_for, totals_by_currency
+from streams.settlement import DAY_MS, SETTLEMENT, cutoff_ms, settle
 from tests.unit.connectors.clickhouse.support import DAY0, SHARDS, traffic
 from tests.unit.streams.ledger_support import event
 
@@ -94,3 +100,85 @@ def test_settlements_table_takes_a_run_once(ch) -> None:
     Sink(ch).insert(rows)
     got = ch.query("SELECT count(), sum(payout_minor) FROM settlements FINAL").result_rows[0]
     assert got == (len(run.settlements), sum(p.amount_minor for p in run.payouts))
+
+
+# --- paid in the merchant's settlement currency ---
+
+NOON = DAY0 + timedelta(hours=12)
+
+
+def captures(merchant: str, currency: str, amounts: list[int]) -> list:
+    shard = shard_for(merchant, SHARDS)
+    return [post(event("captured", amount=a, fee=0, payment_id=f"{merchant}-{i}", merchant=merchant, currency=currency,
+                       authorized=a, captured=a, version=2, at=NOON), shard=shard) for i, a in enumerate(amounts)]
+
+
+def rate(base: str, quote: str, text: str, at: datetime = NOON) -> FxRate:
+    return FxRate(base, quote, parse_rate(text), at, "treasury")
+
+
+def test_a_merchant_paid_in_another_currency_gets_the_rate_of_the_cutoff_rounded_half_even() -> None:
+    entries = captures("m_eu", "USD", [10_001, 5])  # 10,006 cents
+    rates = RateBook([rate("USD", "EUR", "0.9"), rate("USD", "EUR", "0.92345", NOON + timedelta(hours=1)),
+                      rate("USD", "EUR", "5", DAY0 + timedelta(days=1))])  # quoted after the cutoff: not used
+    run = settle(D, entries, shards=SHARDS, settlement_currency={"m_eu": "EUR"}, rates=rates)
+    (s,), (p,), (e,) = run.settlements, run.payouts, run.entries
+    exact = Decimal(10_006) * Decimal("0.92345")  # 9239.9407 euro cents
+    assert (s.payout_minor, s.paid_currency, s.paid_minor, s.fx_rate, s.refused) == \
+           (10_006, "EUR", int(exact.quantize(Decimal(1), ROUND_HALF_EVEN)), "0.92345", "")
+    assert (p.currency, p.amount_minor, p.source_currency, p.source_minor) == ("EUR", 9_240, "USD", 10_006)
+    assert imbalance(e.lines) == {} and {x.currency for x in e.lines} == {"USD", "EUR"}
+    assert e.fx is not None and Decimal(e.fx.residual) == exact - 9_240
+    assert payout_problem(e) is None
+    books: dict = {}
+    for x in entries + [e]:
+        books = apply(books, x)
+    assert totals_by_currency(books) == {}
+    assert books[("merchant:m_eu:available", "EUR")] == -9_240 and ("merchant:m_eu:pending", "USD") not in books
+    assert settle(D, entries + [e], shards=SHARDS, settlement_currency={"m_eu": "EUR"}, rates=RateBook()) == run
+
+
+def test_no_rate_for_the_pair_pays_nothing_and_the_debt_carries_to_a_day_with_a_rate() -> None:
+    entries = captures("m_jp", "EUR", [1_000])
+    run = settle(D, entries, shards=SHARDS, settlement_currency={"m_jp": "JPY"}, rates=RateBook([rate("JPY", "EUR", "0.006")]))
+    (s,) = run.settlements
+    assert (run.entries, run.payouts, s.payout_minor, s.refused, s.entry_id) == ((), (), 0, "missing_fx_rate", None)
+    later = settle(D + timedelta(days=1), entries, shards=SHARDS, settlement_currency={"m_jp": "JPY"},
+                   rates=RateBook([rate("EUR", "JPY", "162.9871")]))
+    (p,) = later.payouts
+    assert (p.currency, p.amount_minor, p.source_minor) == ("JPY", 1_630, 1_000)  # 1,629.871 yen -> 1,630
+
+
+def test_an_altered_payout_entry_is_named_by_the_audit_rule() -> None:
+    entries = captures("m_eu", "USD", [2_000])
+    (e,) = settle(D, entries, shards=SHARDS, settlement_currency={"m_eu": "EUR"},
+                  rates=RateBook([rate("USD", "EUR", "0.5")])).entries
+    lines = list(e.lines)
+    lines[-2:] = [replace(lines[-2], debit_minor=1_001), replace(lines[-1], credit_minor=1_001)]  # balanced, but not the rate
+    assert payout_problem(replace(e, lines=tuple(lines))) == "lines differ from the payout rule"
+    assert "ids" in payout_problem(replace(e, occurred_at_ms=e.occurred_at_ms - DAY_MS))
+
+
+@settings(max_examples=150, deadline=None)
+@given(amounts=st.lists(st.integers(1, 10**12), min_size=1, max_size=6),
+       currency=st.sampled_from(["USD", "JPY", "KWD", "EUR"]), target=st.sampled_from(["USD", "JPY", "KWD", "EUR"]),
+       rate_text=st.from_regex(r"[0-9]{1,4}\.[0-9]{1,8}", fullmatch=True).filter(lambda t: Decimal(t) > 0))
+def test_payouts_in_any_currency_balance_and_round_once(amounts, currency, target, rate_text) -> None:  # type: ignore[no-untyped-def]
+    if currency == target:
+        return
+    entries = captures("m_any", currency, amounts)
+    run = settle(D, entries, shards=SHARDS, settlement_currency={"m_any": target},
+                 rates=RateBook([rate(currency, target, rate_text)]))
+    shift = {"JPY": 0, "USD": 2, "EUR": 2, "KWD": 3}
+    exact = Decimal(sum(amounts)) * Decimal(rate_text) * Decimal(10) ** (shift[target] - shift[currency])
+    if exact <= Decimal("0.5"):  # HALF_EVEN: pays nothing: the debt stays owed rather than vanish into the FX account
+        assert run.entries == () and run.settlements[0].refused == "converts_to_zero"
+        return
+    (e,) = run.entries
+    books: dict = {}
+    for x in entries + [e]:
+        books = apply(books, x)
+    assert totals_by_currency(books) == {}  # every currency still balances
+    assert run.payouts[0].amount_minor == int(exact.quantize(Decimal(1), ROUND_HALF_EVEN))
+    assert abs(exact - run.payouts[0].amount_minor) <= Decimal("0.5")  # less than a minor unit, recorded on the entry
+    assert Decimal(e.fx.residual) == exact - run.payouts[0].amount_minor

@@ -11,6 +11,7 @@ import pytest
 
 from connectors.vault import keys
 from connectors.vault.keys import (
+    CARD_INTAKE,
     KINDS,
     SIGNING,
     TOKEN_HMAC,
@@ -40,7 +41,7 @@ def material_of(store: FileKeyStore, key_id: str) -> bytes:
 def test_init_creates_one_active_v1_key_per_kind(store: FileKeyStore) -> None:
     infos = store.keys()
     assert [(i.key_id, i.kind, i.version, i.active) for i in infos] == [(f"{k}-v1", k, 1, True) for k in KINDS]
-    assert len({material_of(store, i.key_id) for i in infos}) == 4  # independent random keys
+    assert len({material_of(store, i.key_id) for i in infos}) == len(KINDS)  # independent random keys
 
 
 def test_init_is_idempotent_and_a_new_store_reads_the_same_keys(store: FileKeyStore) -> None:
@@ -131,6 +132,34 @@ def test_signatures_verify_with_exported_public_keys_across_rotation(store: File
     assert not verify_signature(public[new.key_id], b"event-1", old.signature)
     assert not verify_signature(public[old.key_id], b"event-2", new.signature)
     assert not verify_signature(b"short", b"event-1", old.signature)
+
+
+def test_two_processes_initialising_at_once_create_one_key_per_kind(tmp_path: Path) -> None:
+    producer = FileKeyStore(tmp_path / "keys")  # loaded before the worker created anything
+    FileKeyStore(tmp_path / "keys").init()  # the worker
+    producer.init()
+    assert [i.key_id for i in producer.keys()] == [f"{k}-v1" for k in KINDS]
+
+
+def test_intake_keys_agree_with_a_sealer_across_rotation(store: FileKeyStore) -> None:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    store.rotate(CARD_INTAKE)
+    public = store.intake_public_keys()
+    assert list(public) == ["card-intake-v1", "card-intake-v2"] and len(set(public.values())) == 2
+    ephemeral = X25519PrivateKey.generate()
+    raw = ephemeral.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    for key_id, key in public.items():  # the old key still opens what was sealed to it
+        assert store.intake_agree(key_id, raw) == ephemeral.exchange(X25519PublicKey.from_public_bytes(key))
+    with pytest.raises(KeyStoreError, match="an X25519 public key is 32 bytes, got 5"):
+        store.intake_agree("card-intake-v1", b"short")
+    with pytest.raises(KeyStoreError, match="not a usable X25519 point"):
+        store.intake_agree("card-intake-v1", bytes(32))  # the zero point: an all-zero secret
+    with pytest.raises(KeyStoreError, match="key card-intake-v9 is not under"):
+        store.intake_agree("card-intake-v9", raw)
+    with pytest.raises(KeyStoreError, match="signing-v1 is a signing key, a card-intake key is needed"):
+        store.intake_agree("signing-v1", raw)
 
 
 def test_repr_and_errors_never_show_material(store: FileKeyStore, tmp_path: Path) -> None:

@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from connectors.vault.intake import CardOpener, Sealer, active_sealer
+from connectors.vault.keys import FileKeyStore
 from schemas.ids import derive_outcome_id
 from streams.api import auth
 from streams.api.app import ApiConfig, create_app
@@ -26,6 +28,7 @@ class FakePipeline:
     """Creates authorize (declining DECLINED_CARD), captures and refunds move the
     amounts; per-merchant keys replay or conflict like the real one."""
 
+    opener: CardOpener
     payments: dict[str, dict[str, Any]] = field(default_factory=dict)
     keys: dict[tuple[str, str], tuple[Any, dict[str, Any]]] = field(default_factory=dict)
     silent: bool = False  # never answer: a stalled pipeline
@@ -33,7 +36,9 @@ class FakePipeline:
     def __call__(self, cmd: dict[str, Any]) -> dict[str, Any] | None:
         if self.silent:
             return None
-        request = {k: v for k, v in cmd.items() if k not in ("command_id", "occurred_at")}
+        # Ingest's part: open the sealed card (bound to this command) and compare cards, not ciphertexts.
+        number = self.opener.open(cmd["sealed_card"], cmd["merchant_id"], cmd["command_id"]).number if cmd.get("sealed_card") else None
+        request = {k: v for k, v in cmd.items() if k not in ("command_id", "occurred_at", "sealed_card")} | {"number": number}
         base = {"outcome_id": derive_outcome_id(cmd["command_id"]), "command_id": cmd["command_id"], "kind": cmd["kind"],
                 "merchant_id": cmd["merchant_id"], "idempotency_key": cmd["idempotency_key"],
                 "payment_id": cmd["payment_id"], "reason_code": None, "reason_detail": None,
@@ -45,12 +50,13 @@ class FakePipeline:
             return prior[1] | {"command_id": cmd["command_id"], "status": "replayed"}
         p = self.payments.get(cmd["payment_id"])
         if cmd["kind"] == "create":
-            declined = cmd["card"]["number"] == DECLINED_CARD
+            assert cmd["card"] is None and number is not None  # the API publishes sealed cards only
+            declined = number == DECLINED_CARD
             p = {"payment_status": "declined" if declined else ("authorized" if cmd["capture_method"] == "manual" else "captured"),
                  "merchant_id": cmd["merchant_id"], "currency": cmd["currency"],
                  "authorized_minor": 0 if declined else cmd["amount_minor"],
                  "captured_minor": cmd["amount_minor"] if not declined and cmd["capture_method"] == "automatic" else 0,
-                 "refunded_minor": 0, "card_bin": cmd["card"]["number"][:6], "card_last4": cmd["card"]["number"][-4:]}
+                 "refunded_minor": 0, "card_bin": number[:6], "card_last4": number[-4:]}
             self.payments[cmd["payment_id"]] = p
             out = base | p | {"status": "rejected" if declined else "succeeded",
                               "reason_code": "card_declined" if declined else None}
@@ -114,23 +120,31 @@ def make_keys(path: Path) -> tuple[str, str]:
 
 
 @pytest.fixture(scope="session")
+def intake_keys(tmp_path_factory: pytest.TempPathFactory) -> FileKeyStore:
+    store = FileKeyStore(tmp_path_factory.mktemp("intake") / "keys")
+    store.init()
+    return store
+
+
+@pytest.fixture(scope="session")
 def key_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
     # scrypt is deliberately slow: one key file for the session, copied per test.
     path = tmp_path_factory.mktemp("keys") / "api_keys.json"
     return (path, *make_keys(path))
 
 
-def build_api(tmp_path: Path, key_file: tuple[Path, str, str], config: ApiConfig = ApiConfig(outcome_timeout_s=0.5),
-              clock: Clock | None = None) -> Api:
+def build_api(tmp_path: Path, key_file: tuple[Path, str, str], intake_keys: FileKeyStore,
+              config: ApiConfig = ApiConfig(outcome_timeout_s=0.5), clock: Clock | None = None) -> Api:
     src, secret, other = key_file
     path = tmp_path / "api_keys.json"
     path.write_bytes(src.read_bytes())
-    pipeline = FakePipeline()
+    pipeline = FakePipeline(CardOpener(intake_keys))
     bus = InMemoryBus(pipeline)
-    app = create_app(bus, auth.ApiKeys(path), config=config, instance="test", clock=clock or Clock(), now=lambda: T0)
+    sealer: Sealer = active_sealer(intake_keys)
+    app = create_app(bus, auth.ApiKeys(path), sealer=sealer, config=config, instance="test", clock=clock or Clock(), now=lambda: T0)
     return Api(TestClient(app, raise_server_exceptions=False), bus, pipeline, path, secret, other)
 
 
 @pytest.fixture
-def api(tmp_path: Path, key_file: tuple[Path, str, str]) -> Api:
-    return build_api(tmp_path, key_file)
+def api(tmp_path: Path, key_file: tuple[Path, str, str], intake_keys: FileKeyStore) -> Api:
+    return build_api(tmp_path, key_file, intake_keys)

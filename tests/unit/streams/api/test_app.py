@@ -10,6 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from connectors.vault.intake import CardOpener
+from connectors.vault.keys import FileKeyStore
+from connectors.vault.scan import PanScanner
+from schemas.codec import Codec
 from schemas.ids import derive_payment_id
 from streams.api import auth
 from streams.api.app import ApiConfig
@@ -22,7 +26,7 @@ def error_of(r: httpx.Response) -> dict:
     return body["error"]
 
 
-def test_create_publishes_one_command_and_answers_the_payment(api: Api) -> None:
+def test_create_publishes_one_command_and_answers_the_payment(api: Api, intake_keys: FileKeyStore) -> None:
     r = api.create()
     assert r.status_code == 200, r.text
     pid = derive_payment_id("m_acme", "order-1")
@@ -32,7 +36,18 @@ def test_create_publishes_one_command_and_answers_the_payment(api: Api) -> None:
     assert "Idempotent-Replayed" not in r.headers
     [cmd] = api.bus.published
     assert cmd["kind"] == "create" and cmd["merchant_id"] == "m_acme" and cmd["payment_id"] == pid
-    assert cmd["idempotency_key"] == "order-1" and cmd["amount_minor"] == 1999 and cmd["card"]["number"] == CARD["number"]
+    assert cmd["idempotency_key"] == "order-1" and cmd["amount_minor"] == 1999 and cmd["card"] is None
+    # The card is sealed to this command: no PAN or CVC on payment-commands, only ingest can open it.
+    data = Codec("PaymentCommand").encode(cmd, check=True)
+    assert PanScanner([CARD["number"]]).scan(data) == [] and b'"123"' not in data and cmd["sealed_card"] is not None
+    opened = CardOpener(intake_keys).open(cmd["sealed_card"], "m_acme", cmd["command_id"])
+    assert (opened.number, opened.exp_month, opened.exp_year, opened.cvc_presented) == (CARD["number"], 12, 2030, True)
+
+
+def test_a_card_the_sealer_refuses_is_a_402_and_nothing_is_published(api: Api) -> None:
+    r = api.create(card=CARD | {"number": "4242-4242-4242-424x"})
+    assert r.status_code == 402 and error_of(r)["code"] == "invalid_card_number" and error_of(r)["param"] == "card.number"
+    assert "4242" not in r.text and api.bus.published == []
 
 
 def test_a_retry_replays_the_stored_response_without_publishing(api: Api) -> None:
@@ -62,10 +77,10 @@ def test_a_changed_body_under_the_same_key_is_a_conflict(api: Api) -> None:
     assert len(api.bus.published) == 1
 
 
-def test_the_pipelines_conflict_and_replay_map_like_ours(api: Api) -> None:
+def test_the_pipelines_conflict_and_replay_map_like_ours(api: Api, intake_keys: FileKeyStore) -> None:
     """Another instance (or this one before a restart) used the key: the pipeline answers."""
     api.create()
-    api2 = build_api(api.keys_path.parent / "second", _same_keys(api))
+    api2 = build_api(api.keys_path.parent / "second", _same_keys(api), intake_keys)
     api2.bus.respond = api.pipeline  # the same pipeline behind a second API process
     r = api2.create()
     assert r.status_code == 200 and r.headers["Idempotent-Replayed"] == "true"
@@ -200,9 +215,9 @@ def test_a_revoked_key_is_refused_at_the_next_request(api: Api) -> None:
     assert api.client.get(f"/v1/payments/pay_{'0' * 32}", headers=api.headers()).status_code == 401
 
 
-def test_over_the_rate_a_key_gets_429_with_retry_after(tmp_path: Path, key_file: tuple[Path, str, str]) -> None:
+def test_over_the_rate_a_key_gets_429_with_retry_after(tmp_path: Path, key_file: tuple[Path, str, str], intake_keys: FileKeyStore) -> None:
     clock = Clock()
-    api = build_api(tmp_path, key_file, ApiConfig(rate_per_s=0.5, rate_burst=2, rate_queue_max=0), clock)
+    api = build_api(tmp_path, key_file, intake_keys, ApiConfig(rate_per_s=0.5, rate_burst=2, rate_queue_max=0), clock)
     url = f"/v1/payments/pay_{'0' * 32}"
     assert [api.client.get(url, headers=api.headers()).status_code for _ in range(2)] == [404, 404]
     r = api.client.get(url, headers=api.headers())
@@ -232,8 +247,8 @@ def test_past_the_timeout_a_write_is_202_and_a_retry_never_publishes_again(api: 
     assert api.client.get(f"/v1/payments/{pid}", headers=api.headers()).json()["status"] == "authorized"
 
 
-def test_the_same_key_in_flight_is_409_in_use(tmp_path: Path, key_file: tuple[Path, str, str]) -> None:
-    api = build_api(tmp_path, key_file, ApiConfig(outcome_timeout_s=30))
+def test_the_same_key_in_flight_is_409_in_use(tmp_path: Path, key_file: tuple[Path, str, str], intake_keys: FileKeyStore) -> None:
+    api = build_api(tmp_path, key_file, intake_keys, ApiConfig(outcome_timeout_s=30))
     api.pipeline.silent = True
     body = {"amount_minor": 1999, "currency": "USD", "capture_method": "manual", "card": CARD}
 

@@ -42,8 +42,8 @@ OPERATIONS = [r.ok() for r in schemathesis.openapi.from_dict(json.loads(spec_jso
 
 
 @pytest.mark.parametrize("label", [op.label for op in OPERATIONS])
-def test_no_5xx_and_no_schema_violation(tmp_path: Path, key_file, label: str) -> None:  # type: ignore[no-untyped-def]
-    api = build_api(tmp_path, key_file, ApiConfig(outcome_timeout_s=0.01, rate_per_s=1e5, rate_burst=10**5, rate_queue_max=0))
+def test_no_5xx_and_no_schema_violation(tmp_path: Path, key_file, intake_keys, label: str) -> None:  # type: ignore[no-untyped-def]
+    api = build_api(tmp_path, key_file, intake_keys, ApiConfig(outcome_timeout_s=0.01, rate_per_s=1e5, rate_burst=10**5, rate_queue_max=0))
     [op] = [r.ok() for r in schemathesis.openapi.from_asgi("/openapi.json", api.client.app).get_all_operations()
             if r.ok().label == label]
 

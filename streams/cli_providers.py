@@ -1,0 +1,87 @@
+"""`paystream providers report --date D`: the simulated rails' daily settlement reports,
+from their journals (connectors/providers/journal.py), as the CSVs `paystream
+reconcile --date D` reads (streams/reconcile.py: write_report / read_report)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import date, datetime
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from connectors.providers.journal import JournalError
+from connectors.providers.rails import Rail, RailConfigError, build_rails
+from streams.reconcile import ProviderTxn, ReportError, from_settlement_row, write_report
+from streams.settings import get_settings
+
+app = typer.Typer(no_args_is_help=True, help="The simulated providers: their books and settlement reports.")
+err = Console(stderr=True, soft_wrap=True)
+
+
+@dataclass(frozen=True)
+class Export:
+    files: dict[str, Path]  # rail -> the CSV written
+    rows: dict[str, int]  # rail -> rows in it
+    altered: ProviderTxn | None  # the row written off by one minor unit, if asked
+
+
+def export_reports(rails: Mapping[str, Rail], day: date, out_dir: Path, *,
+                   inject_discrepancy: bool = False) -> Export:
+    """One `<out_dir>/<rail>.csv` per rail with its `settlement_report(day)` (a rail
+    that settles nothing that day gets the header only: it reported nothing). With
+    `inject_discrepancy`, the first row (rails by name) is written 1 minor unit
+    higher, for reconcile to flag as `amount_mismatch`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files, counts, altered = {}, {}, None
+    for name in sorted(rails):
+        rows = [from_settlement_row(r) for r in rails[name].settlement_report(day)]
+        if inject_discrepancy and altered is None and rows:
+            altered = rows[0] = replace(rows[0], amount_minor=rows[0].amount_minor + 1)
+        path = out_dir / f"{name}.csv"
+        tmp = path.with_suffix(".csv.tmp")
+        counts[name] = write_report(tmp, rows)
+        os.replace(tmp, path)  # reconcile never reads a half-written report
+        files[name] = path
+    return Export(files, counts, altered)
+
+
+@app.command("report")
+def report(
+    date_: datetime = typer.Option(..., "--date", formats=["%Y-%m-%d"], help="The settlement day, YYYY-MM-DD"),
+    out: Path | None = typer.Option(None, "--out", file_okay=False,
+                             help="Directory for the CSVs; default <data dir>/settlement-reports/[<namespace>/]<date>"),
+    inject_discrepancy: bool = typer.Option(False, "--inject-discrepancy",
+                                            help="Write one row 1 minor unit off, to see reconcile flag it"),
+) -> None:
+    """Write each rail's settlement report of a day from the providers' journals
+    (PAYSTREAM_PROVIDERS_DIR) in the format `paystream reconcile` reads."""
+    day, settings = date_.date(), get_settings()
+    journals = settings.providers_dir
+    assert journals is not None  # Settings defaults it
+    if not journals.is_dir() or not any(journals.glob("*.jsonl")):
+        err.print(f"[red]providers report:[/red] no provider journals in {journals} (PAYSTREAM_PROVIDERS_DIR)")
+        raise typer.Exit(2)
+    out_dir = out or settings.reports_dir / day.isoformat()
+    try:
+        rails = build_rails(seed=settings.provider_seed, journal_dir=journals)
+        export = export_reports(rails, day, out_dir, inject_discrepancy=inject_discrepancy)
+    except (RailConfigError, JournalError, ReportError) as e:
+        err.print(f"[red]providers report:[/red] {e}")
+        raise typer.Exit(2) from None
+    table = Table("rail", "report rows", "journal records", "skipped lines")
+    for name in export.files:
+        j = rails[name].journal
+        skipped = (j.torn + j.bad) if j is not None else 0
+        table.add_row(name, str(export.rows[name]), str(len(rails[name].records)), str(skipped))
+    Console().print(table)
+    if export.altered is not None:
+        a = export.altered
+        err.print(f"injected: {a.provider} {a.provider_ref} ({a.kind}) written as {a.amount_minor}, 1 minor unit off")
+    elif inject_discrepancy:
+        err.print("[yellow]nothing injected: no rail settles anything on this day[/yellow]")
+    err.print(f"providers report {day}: {sum(export.rows.values())} row(s) in {out_dir}")
