@@ -26,8 +26,9 @@ from typing import Any
 
 import faust
 
-from connectors.providers.rails import build_rails
+from connectors.providers.rails import build_rails, load_schedules
 from connectors.providers.router import build_router
+from connectors.providers.routing_log import RoutingLog
 from connectors.providers.simulated import SimulatedProvider
 from connectors.vault.intake import CardOpener
 from connectors.vault.keys import ActiveSigner, FileKeyStore
@@ -84,7 +85,8 @@ def reset_local_state(settings: Settings) -> None:
 def build_saga(settings: Settings) -> Saga:
     if settings.providers == "test":
         return Saga.single(SimulatedProvider())
-    rails = build_rails(seed=settings.provider_seed, journal_dir=settings.providers_dir)
+    schedules = load_schedules(settings.provider_schedule_file) if settings.provider_schedule_file else None
+    rails = build_rails(seed=settings.provider_seed, schedules=schedules, journal_dir=settings.providers_dir)
     return Saga(providers=dict(rails), route=build_router({name: rail.config for name, rail in rails.items()}))
 
 
@@ -156,6 +158,7 @@ def build_app(settings: Settings) -> faust.App:
     blocklist_reader = BlocklistReader(settings, scorer)
     retention = timedelta(hours=settings.idempotency_retention_h)
     route_retention = timedelta(days=settings.follow_up_route_days) if settings.fraud_scoring else None
+    routing_log = RoutingLog(settings.routing_log_dir, settings.worker_name) if settings.routing_log_dir else None
     saga = build_saga(settings)
     codecs = {OUTCOMES: (names.outcomes, OUTCOME_CODEC), EVENTS: (names.events, EVENT_CODEC),
               SELF: (names.validated, VALIDATED_CODEC), LABELS: (names.labels, LABEL_CODEC)}
@@ -252,6 +255,8 @@ def build_app(settings: Settings) -> faust.App:
             for timer in effects.fired:
                 metrics.TIMERS_FIRED.labels(kind=timer.kind).inc()
             if effects.routed is not None:
+                if routing_log is not None:
+                    routing_log.routed(m.partition, cmd["payment_id"], effects.routed)
                 for change in effects.routed.transitions:
                     metrics.BREAKER_STATE.labels(provider=change.provider).set(BREAKER_LEVEL[change.to_state])
                     log.warning("breaker %s: %s -> %s (%s)", change.provider, change.from_state, change.to_state, change.reason)

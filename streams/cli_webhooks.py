@@ -1,6 +1,7 @@
 """`paystream webhooks`: register merchants' endpoints (in `<data_dir>/webhooks.json`;
-one JSON record per merchant for a compacted topic with `record`) and hand out the
-merchant's signing secret. Payloads, signatures and delivery: docs/providers.md."""
+one JSON record per merchant for a compacted topic with `record`), hand out the
+merchant's signing secret, and `run` the delivery process (streams/webhooks.py).
+Payloads, signatures and delivery: docs/providers.md."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ err = Console(stderr=True, soft_wrap=True)
 
 
 def _path() -> Path:
-    return get_settings().data_dir / "webhooks.json"
+    from streams.webhooks import registry_path
+
+    return registry_path(get_settings())
 
 
 def _load() -> registry.Registry:
@@ -74,3 +77,35 @@ def secret(merchant: str, reveal: bool = typer.Option(False, "--reveal", help="P
         err.print(f"[red]webhooks secret:[/red] {e}")
         raise typer.Exit(1) from None
     typer.echo(json.dumps({"merchant_id": merchant, "key_id": mac.key_id} | ({"secret": mac.digest.hex()} if reveal else {})))
+
+
+@app.command("run")
+def run(
+    max_pending: int = typer.Option(1_000, min=1, max=100_000, help="Open notifications before reading pauses"),
+    http_timeout: float = typer.Option(10.0, min=0.1, max=60.0, help="Seconds one HTTP attempt may take"),
+) -> None:
+    """Deliver every payment event to its merchant's endpoints until SIGINT/SIGTERM;
+    every attempt is recorded on webhook-deliveries (group <app id>-webhooks)."""
+    import asyncio
+    import signal
+
+    from connectors.kafka.clients import MissingTopic
+    from streams.logs import setup_logging
+    from streams.webhooks import WebhookRunner
+
+    setup_logging("info", fmt="text")
+    settings = get_settings()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        stats = await WebhookRunner(settings, max_pending=max_pending, http_timeout_s=http_timeout).run(stop)
+        err.print(f"webhooks: {stats}")
+
+    try:
+        asyncio.run(main())
+    except (MissingTopic, ValueError) as e:
+        err.print(f"[red]webhooks run:[/red] {e}")
+        raise typer.Exit(1) from None

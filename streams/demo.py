@@ -20,9 +20,13 @@ from connectors.clickhouse.client import connect
 from connectors.clickhouse.migrate import migrate
 from connectors.kafka import admin
 from connectors.kafka.clients import command_producer, read_to_end
+from connectors.providers.charges import DECISIONS, approvals, double_charges
+from connectors.providers.rails import Window, build_rails, schedule_toml
+from connectors.providers.routing_log import RoutingView, read_routing_log
 from schemas.cards import luhn_valid
 from schemas.codec import Codec
 from schemas.ids import derive_payment_id
+from schemas.times import to_ms
 from streams.fraud_ops import resolve_command
 from streams.fx import FxRate, rate_to_record
 from streams.merchants import merchant_record
@@ -68,6 +72,8 @@ SETTLEMENT_CURRENCY = {"m_acme": "USD", "m_globex": "EUR", "m_initech": "GBP", "
 # The treasury's quotes for the demo day, USD per major unit; the pairs are crossed from them.
 USD_PER_UNIT = {"USD": "1", "EUR": "1.0842", "GBP": "1.2650", "JPY": "0.006634", "KWD": "3.2515"}
 MERCHANT_CODEC, RATE_CODEC = Codec("MerchantRecord"), Codec("FxRate")
+# --chaos-providers: the rail whose outage schedule the demo sets.
+CHAOS_PROVIDER = "acq_north"
 # currency -> (typical amount range in minor units)
 CURRENCIES = {"USD": (500, 50_000), "EUR": (500, 40_000), "GBP": (500, 30_000), "JPY": (500, 50_000), "KWD": (1_000, 90_000)}
 
@@ -178,13 +184,38 @@ def generate(payments: int, seed: int, run_id: str, start: datetime) -> Traffic:
     return t
 
 
-def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int) -> bool:
+def chaos_schedule(start_ms: int, end_ms: int) -> dict[str, tuple[Window, ...]]:
+    """The primary acquirer's bad day over the traffic's event-time span: down from
+    10 % to 40 % of it, then degraded (40 % of calls refused, 4x latency) from 55 % to 75 %."""
+    span_ms = max(end_ms - start_ms, 1_000)
+    at = lambda share: start_ms + span_ms * share // 100  # noqa: E731
+    return {CHAOS_PROVIDER: (Window(at(10), at(40), "outage"),
+                             Window(at(55), at(75), "degraded", error_per_mille=400, latency_factor=4))}
+
+
+def with_chaos(settings: Settings, traffic: Traffic, run_id: str) -> Settings:
+    """Settings for a worker whose rails follow `chaos_schedule` and whose router logs
+    its decisions (connectors/providers/routing_log.py) for the summary; the rails'
+    records are their journals under providers_dir, as in every run."""
+    times = [to_ms(c["occurred_at"]) for c in traffic.items if isinstance(c, dict)]
+    directory = settings.data_dir / "demo" / f"chaos-{run_id}"
+    directory.mkdir(parents=True, exist_ok=True)
+    schedule_file = directory / "schedule.toml"
+    schedule_file.write_text(schedule_toml(chaos_schedule(min(times), max(times))))
+    return settings.model_copy(update={"providers": "rails", "provider_schedule_file": schedule_file,
+                                       "routing_log_dir": directory / "routing"})
+
+
+def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int, chaos_providers: bool = False) -> bool:
     console = Console()
     run_id = uuid.uuid4().hex[:8]
     traffic = generate(payments, seed, run_id, datetime.now(timezone.utc))
     commands = len(traffic.command_ids)
     log_file = settings.data_dir / "logs" / "demo-worker.log"
     console.print(f"demo: {payments} payments -> {commands} commands + {traffic.garbage} bad messages; worker log {log_file}")
+    if chaos_providers:
+        settings = with_chaos(settings, traffic, run_id)
+        console.print(f"chaos: {CHAOS_PROVIDER} follows {settings.provider_schedule_file}")
 
     # The observer reads every output topic from the start: they must exist before the worker does.
     admin.ensure_topics(settings.kafka_bootstrap, declared_topics(settings))
@@ -226,7 +257,50 @@ def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int) 
     if books_closed:
         fill_read_models(settings, console, traffic.items[0]["occurred_at"].date())
     print(f"demo: commands={commands} outcomes={len(mine)} dlq={dlq} elapsed_s={elapsed_s:.1f} entries={len(observer.entry_ids)}")
-    return complete and len(mine) == commands and duplicated == 0 and books_closed and step_ups.confirmed == step_ups.asked
+    charges_ok = True
+    if chaos_providers:
+        assert settings.routing_log_dir is not None and settings.providers_dir is not None
+        rails = build_rails(seed=settings.provider_seed, journal_dir=settings.providers_dir)  # the providers' books
+        charges_ok = _providers(console, observer.events, read_routing_log(settings.routing_log_dir), approvals(rails))
+    return (complete and len(mine) == commands and duplicated == 0 and books_closed
+            and step_ups.confirmed == step_ups.asked and charges_ok)
+
+
+def provider_shares(events: dict[str, list[dict[str, Any]]]) -> Counter[str]:
+    """Payments by the provider that decided their authorization (the events' view)."""
+    shares: Counter[str] = Counter()
+    for es in events.values():
+        first = next((e for e in es if e["type"] in DECISIONS and e["provider"]), None)
+        if first is not None:
+            shares[first["provider"]] += 1
+    return shares
+
+
+def _providers(console: Console, events: dict[str, list[dict[str, Any]]], view: RoutingView,
+               approved: Mapping[str, tuple[str, ...]]) -> bool:
+    """Routing shares, breaker trips and failovers (the routing log), and the
+    double-charge check of the rails' approvals (`charges.approvals`); True if no
+    payment was charged twice and the events agree with the rails."""
+    shares = provider_shares(events)
+    trips = view.trips()
+    table = Table(title="providers under chaos")
+    for col in ("provider", "payments", "share", "opens", "half-opens", "closes"):
+        table.add_column(col, justify="left" if col == "provider" else "right")
+    total = sum(shares.values()) or 1
+    for name in sorted(set(shares) | {p for p, _ in trips}):
+        table.add_row(name, str(shares[name]), f"{shares[name] / total:.1%}", str(trips[name, "open"]),
+                      str(trips[name, "half_open"]), str(trips[name, "closed"]))
+    console.print(table)
+    check = double_charges(approved, events)
+    opens, halves, closes = (sum(n for (_, to), n in trips.items() if to == s) for s in ("open", "half_open", "closed"))
+    console.print(f"failovers {view.failovers}; payments charged twice {len(check.double_charged)}"
+                  f"{' ' + ', '.join(check.double_charged[:5]) if check.double_charged else ''}; events naming a provider"
+                  f" that holds no such authorization {len(check.mismatched)}; approvals the events never report"
+                  f" {len(check.unreported)} (lost answers not resolved yet)" + (" [routing log full: its counts are lower bounds]" if view.full else ""))
+    print(f"chaos: failovers={view.failovers} opens={opens} half_opens={halves} closes={closes} "
+          f"double_charges={len(check.double_charged)} mismatched={len(check.mismatched)} unreported={len(check.unreported)} "
+          f"checked={check.payments}")
+    return not check.double_charged and not check.mismatched
 
 
 def approve_reviews(settings: Settings, observer: Observer, traffic: Traffic, timeout_s: float) -> tuple[int, int]:

@@ -26,8 +26,9 @@ class WorkerProcess:
 
     def env(self) -> dict[str, str]:
         s = self.settings
-        metrics = {"PAYSTREAM_METRICS_PORT": str(s.metrics_port)} if s.metrics_port is not None else {}
-        return os.environ | metrics | {
+        optional = {"PAYSTREAM_METRICS_PORT": s.metrics_port, "PAYSTREAM_PROVIDER_SCHEDULE_FILE": s.provider_schedule_file,
+                    "PAYSTREAM_ROUTING_LOG_DIR": s.routing_log_dir}
+        return os.environ | {k: str(v) for k, v in optional.items() if v is not None} | {
             "PAYSTREAM_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
             "PAYSTREAM_PARTITIONS": str(s.partitions),
             "PAYSTREAM_REPLICATION_FACTOR": str(s.replication_factor),

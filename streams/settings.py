@@ -74,6 +74,13 @@ class Settings(BaseSettings):
     # The rails' own books (connectors/providers/journal.py): the workers of one
     # machine share them, as they share an external provider. Unset: <data_dir>/providers.
     providers_dir: Path | None = None
+    # Outage/degradation windows per rail, by event time (rails.load_schedules), for
+    # chaos runs (`paystream demo --chaos-providers` writes one); unset: none.
+    provider_schedule_file: Path | None = None
+    # When set, each worker appends the router's decisions (attempts, failovers, breaker
+    # transitions) to <dir>/<worker_name>.jsonl (connectors/providers/routing_log.py);
+    # what the rails processed is in their journals under providers_dir.
+    routing_log_dir: Path | None = None
 
     # Business limits
     max_amount_minor: int = Field(10**15, ge=1, le=2**63 - 1)  # an Avro long

@@ -479,6 +479,36 @@ def load_rail_configs(path: Path | str = DEFAULT_RAILS) -> dict[str, RailConfig]
     return configs
 
 
+def load_schedules(path: Path | str) -> dict[str, tuple[Window, ...]]:
+    """Outage schedules from a TOML file: per rail name an array of tables with
+    `mode`, `start_ms`, `end_ms` and (degraded) `error_per_mille`, `latency_factor`."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+        out = {str(name): tuple(Window(**w) for w in windows) for name, windows in raw.items()}
+    except (OSError, UnicodeDecodeError) as e:
+        raise RailConfigError(f"{path}: cannot read: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise RailConfigError(f"{path}: not TOML: {e}") from None
+    except RailConfigError as e:
+        raise RailConfigError(f"{path}: {e}") from None
+    except (TypeError, AttributeError) as e:
+        raise RailConfigError(f"{path}: each rail needs an array of windows (mode, start_ms, end_ms): {e}") from None
+    if any(len(w) > MAX_WINDOWS for w in out.values()):
+        raise RailConfigError(f"{path}: at most {MAX_WINDOWS} windows per rail")
+    return out
+
+
+def schedule_toml(schedules: Mapping[str, tuple[Window, ...]]) -> str:
+    """The file `load_schedules` reads."""
+    lines = []
+    for name, windows in sorted(schedules.items()):
+        for w in windows:
+            lines += [f"[[{name}]]", f'mode = "{w.mode}"', f"start_ms = {w.start_ms}", f"end_ms = {w.end_ms}",
+                      f"error_per_mille = {w.error_per_mille}", f"latency_factor = {w.latency_factor}", ""]
+    return "\n".join(lines)
+
+
 def build_rails(seed: int = 0, path: Path | str = DEFAULT_RAILS,
                 schedules: Mapping[str, tuple[Window, ...]] | None = None,
                 journal_dir: Path | None = None) -> dict[str, Rail]:

@@ -26,14 +26,15 @@ class Result:
     key_id: str
 
 
-async def post(session: aiohttp.ClientSession, store: KeyStore, pending: Pending, now_ms: int,
+async def post(session: aiohttp.ClientSession, store: KeyStore, pending: Pending, signed_at_s: int,
                timeout_s: float = 10.0) -> Result:
-    """One attempt: 2xx is delivered; anything else (status, refused, timeout) failed."""
+    """One attempt, signed at `signed_at_s`: 2xx is delivered; anything else (status,
+    refused, timeout) failed."""
     n = pending.notification
     key_id = store.webhook_secret(n.endpoint.merchant_id).key_id
     headers = {
         "Content-Type": "application/json",
-        HEADER: signature_header(store, n.endpoint.merchant_id, now_ms // 1000, n.body),
+        HEADER: signature_header(store, n.endpoint.merchant_id, signed_at_s, n.body),
         "Paystream-Webhook-Id": n.notification_id,
     }
     try:
@@ -47,15 +48,18 @@ async def post(session: aiohttp.ClientSession, store: KeyStore, pending: Pending
 
 
 async def deliver_due(session: aiohttp.ClientSession, store: KeyStore, outbox: Outbox, now_ms: int,
-                      backoff: Backoff = Backoff(), limit: int = 1_000) -> tuple[Outbox, list[dict[str, Any]]]:
-    """Send every notification due at `now_ms` (event time; the worker passes its
-    clock); return the next outbox and one WebhookDelivery record per attempt."""
+                      backoff: Backoff = Backoff(), limit: int = 1_000, *, signed_at_s: int | None = None,
+                      timeout_s: float = 10.0) -> tuple[Outbox, list[dict[str, Any]]]:
+    """Send every notification due at `now_ms` (event time; the runner passes its
+    clock); return the next outbox and one WebhookDelivery record per attempt. The
+    signature's timestamp is `signed_at_s` (the real time of sending, which receivers
+    check against their clock), `now_ms` when not given."""
     batch = due(outbox, now_ms, limit)
     gate = asyncio.Semaphore(MAX_CONCURRENT)
 
     async def one(p: Pending) -> Result:
         async with gate:
-            return await post(session, store, p, now_ms)
+            return await post(session, store, p, now_ms // 1000 if signed_at_s is None else signed_at_s, timeout_s)
 
     results = await asyncio.gather(*(one(p) for p in batch))
     records = []

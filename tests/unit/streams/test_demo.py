@@ -1,5 +1,7 @@
 """The demo's cardholders: one confirm per 3DS step-up of the run, its result drawn
-per payment from the seed (mostly Y, some N), each a command ingest accepts."""
+per payment from the seed (mostly Y, some N), each a command ingest accepts; and its
+chaos pieces: the schedule over the traffic's span, the settings a chaos worker gets,
+and routing shares from events."""
 
 from __future__ import annotations
 
@@ -7,11 +9,15 @@ from collections import Counter
 from datetime import datetime, timezone
 from typing import Any
 
+from connectors.providers.rails import load_schedules
 from connectors.vault.tokenizer import Tokenizer
 from schemas.codec import Codec
 from schemas.partitioning import partition_for
-from streams.demo import STEP_UP_DELAY, THREE_DS_WEIGHTS, generate, step_up_confirms
+from schemas.times import to_ms
+from streams.demo import (CHAOS_PROVIDER, STEP_UP_DELAY, THREE_DS_WEIGHTS, chaos_schedule, generate, provider_shares,
+                          step_up_confirms, with_chaos)
 from streams.ingest import Forward, Limits, Source, ingest
+from streams.settings import Settings
 
 START = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
 COMMANDS = Codec("PaymentCommand")
@@ -98,3 +104,31 @@ def test_cardholders_keep_what_the_provider_keys_on() -> None:
             assert luhn_valid(pan) and len(pan) == len(test_card) and pan[:6] == test_card[:6]
             if saga:  # the simulated provider's saga behaviour follows (BIN, last4)
                 assert pan[-4:] == test_card[-4:]
+
+
+def test_chaos_schedule_covers_the_traffic_span_outage_then_degraded():
+    t0 = to_ms(START)
+    (outage, degraded) = chaos_schedule(t0, t0 + 100_000)[CHAOS_PROVIDER]
+    assert (outage.mode, outage.start_ms, outage.end_ms) == ("outage", t0 + 10_000, t0 + 40_000)
+    assert degraded.mode == "degraded" and t0 + 40_000 < degraded.start_ms < degraded.end_ms <= t0 + 100_000
+    assert degraded.error_per_mille > 0 and degraded.latency_factor > 1
+
+
+def test_chaos_settings_point_the_worker_at_the_schedule_and_a_routing_log(tmp_path):
+    traffic = generate(50, 3, "run1", START)
+    base = Settings(data_dir=tmp_path, keys_dir=tmp_path / "keys", providers="test")
+    s = with_chaos(base, traffic, "run1")
+    assert s.providers == "rails" and s.routing_log_dir is not None
+    assert s.providers_dir == base.providers_dir and s.routing_log_dir != s.providers_dir  # the rails' books stay where they are
+    (outage, _) = load_schedules(s.provider_schedule_file)[CHAOS_PROVIDER]
+    times = [to_ms(c["occurred_at"]) for c in traffic.items if isinstance(c, dict)]
+    assert min(times) < outage.start_ms < outage.end_ms < max(times)
+
+
+def test_shares_count_each_payment_once_by_the_provider_that_decided_it():
+    events = {
+        "p1": [{"type": "authorized", "provider": "acq_north"}, {"type": "captured", "provider": "acq_north"}],
+        "p2": [{"type": "authorization_pending", "provider": "acq_south"}, {"type": "authorized", "provider": "acq_south"}],
+        "p3": [{"type": "declined", "provider": None}],  # refused before any provider
+    }
+    assert provider_shares(events) == {"acq_north": 1, "acq_south": 1}

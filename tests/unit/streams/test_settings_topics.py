@@ -93,7 +93,7 @@ def test_three_ds_unavailable_is_a_choice_of_two(env: pytest.MonkeyPatch, value:
 
 def test_every_topic_has_the_same_partition_count(env: pytest.MonkeyPatch) -> None:
     specs = declared_topics(Settings(partitions=12, replication_factor=3))
-    assert len(specs) == 14 + len(TABLES)
+    assert len(specs) == 15 + len(TABLES)
     assert {s.partitions for s in specs} == {12}
     assert {s.replication_factor for s in specs} == {3}
 
@@ -141,9 +141,10 @@ def test_the_app_uses_only_declared_topics(env: pytest.MonkeyPatch, tmp_path: Pa
     assert {names.commands, names.keyed, names.validated} <= read <= declared
     assert changelogs == {changelog_topic(s.app_id, t) for t in TABLES}
     assert changelogs <= declared
-    # written only, read by every worker outside the group (the blocklist), or settle's (fx-rates, payouts)
+    # written only, read by every worker outside the group (the blocklist), settle's (fx-rates,
+    # payouts), or (webhook-deliveries) written by the webhook runner, a process of its own
     assert declared - read - changelogs <= {names.outcomes, names.dlq, names.events, names.review, names.blocklist,
-                                            names.fx_rates, names.payouts}
+                                            names.fx_rates, names.payouts, names.webhooks}
     assert {table.partitions for table in app.tables.values()} == {6}
 
 
