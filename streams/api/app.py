@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Annotated, Any, Protocol
 
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
@@ -27,7 +27,8 @@ from streams.api.auth import ApiKeys, RateLimits, retry_after_header
 from streams.api.bus import BusUnavailable, CommandBus
 from streams.api.errors import ApiError, not_found, outcome_response, payment_body
 from streams.api.idempotency import IdempotencyRecords, InFlightFull, Response, fingerprint
-from streams.api.models import Accepted, AmountIn, CreatePayment, Empty, ErrorBody, Payment
+from streams.api.models import Accepted, AmountIn, CreatePayment, Empty, ErrorBody, Payment, PaymentList
+from streams.api.readmodel import LIST_LIMIT_MAX
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,9 @@ class ApiConfig:
 class PaymentReader(Protocol):
     def get(self, payment_id: str) -> dict[str, Any] | None:
         """A payment's view (the keys of payment_body), or None if unknown."""
+
+    def list(self, merchant_id: str, limit: int, starting_after: str | None = None) -> list[dict[str, Any]]:
+        """Up to `limit` of the merchant's payment views with an id above `starting_after`, by id."""
 
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
@@ -137,6 +141,11 @@ IdemKey = Annotated[str, Header(alias="Idempotency-Key", min_length=1, max_lengt
 
 _ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 409, 413, 429, 503)}
 _WRITE_RESPONSES = {**_ERRORS, 402: {"model": ErrorBody}, 202: {"model": Accepted}}
+
+
+def _read_model_unavailable() -> ApiError:
+    return ApiError(503, "api_error", "read_model_unavailable", "listing needs the read model; retry later",
+                    headers=(("Retry-After", "5"),))
 
 
 def _validation_error(exc: RequestValidationError) -> ApiError:
@@ -294,5 +303,28 @@ def create_app(bus: CommandBus, keys: ApiKeys, *, config: ApiConfig = ApiConfig(
         if view is None or view["merchant_id"] != merchant:
             raise not_found()  # the same answer for unknown and another merchant's payment
         return _json(200, payment_body(view))
+
+    @app.get("/v1/payments", response_model=PaymentList, responses={**_ERRORS, 403: {"model": ErrorBody}},
+             summary="List your payments (from the read model), by payment id")
+    async def list_payments(
+        merchant: Merchant,
+        limit: Annotated[int, Query(ge=1, le=LIST_LIMIT_MAX)] = 10,
+        starting_after: Annotated[str | None, Query(pattern=PAYMENT_ID_PATTERN.pattern)] = None,
+        merchant_id: Annotated[str | None, Query(alias="merchant", max_length=64,
+                                                 description="Optional; must be the key's own merchant")] = None,
+    ) -> JSONResponse:
+        if merchant_id is not None and merchant_id != merchant:
+            raise ApiError(403, "permission_error", "merchant_mismatch", "a key lists its own merchant's payments only",
+                           "merchant")
+        if reader is None:
+            raise _read_model_unavailable()
+        try:
+            views = await asyncio.to_thread(reader.list, merchant, limit + 1, starting_after)
+        except Exception as e:
+            log.warning("read model unavailable: %s", type(e).__name__)
+            raise _read_model_unavailable() from None
+        assert all(v["merchant_id"] == merchant for v in views), "the read model returned another merchant's payment"
+        return _json(200, {"object": "list", "url": "/v1/payments", "has_more": len(views) > limit,
+                           "data": [payment_body(v) for v in views[:limit]]})
 
     return app
