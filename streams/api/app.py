@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from schemas.ids import derive_api_command_id, derive_payment_id
 from streams.api.auth import ApiKeys, RateLimits, retry_after_header
 from streams.api.bus import BusUnavailable, CommandBus
+from streams.api.dashboard import Dashboard, router
 from streams.api.errors import ApiError, not_found, outcome_response, payment_body
 from streams.api.idempotency import IdempotencyRecords, InFlightFull, Response, fingerprint
 from streams.api.models import Accepted, AmountIn, CreatePayment, Empty, ErrorBody, Payment, PaymentList
@@ -168,11 +169,12 @@ def _validation_error(exc: RequestValidationError) -> ApiError:
 
 
 def create_app(bus: CommandBus, keys: ApiKeys, *, config: ApiConfig = ApiConfig(), reader: PaymentReader | None = None,
-               instance: str | None = None, clock: Callable[[], float] = time.monotonic,
+               dashboard: Dashboard | None = None, instance: str | None = None, clock: Callable[[], float] = time.monotonic,
                now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> FastAPI:
     """The API over `bus`. `instance` salts command ids (default: fresh per process,
     docs/api.md); `now` stamps commands' occurred_at: the API is where the event
-    happens, so this is the event time, not business logic reading the clock."""
+    happens, so this is the event time, not business logic reading the clock.
+    `dashboard` mounts /dashboard (streams/api/dashboard.py), outside /v1 and the spec."""
     instance = instance or secrets.token_hex(8)
     records = IdempotencyRecords(config.idempotency_records_max, config.max_in_flight)
     fp_secret = secrets.token_bytes(32)
@@ -200,6 +202,9 @@ def create_app(bus: CommandBus, keys: ApiKeys, *, config: ApiConfig = ApiConfig(
     async def _bug(_: Request, e: Exception) -> JSONResponse:
         log.error("unhandled %s in the API", type(e).__name__)  # no message: it could carry request data
         return _error_response(ApiError(500, "api_error", "internal_error", "internal error"))
+
+    if dashboard is not None:
+        app.include_router(router(dashboard))
 
     def remember(view: dict[str, Any]) -> None:
         if view.get("payment_id") and view.get("payment_status"):
