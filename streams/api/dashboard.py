@@ -178,13 +178,13 @@ svg text{font-size:11px}.kpi{display:inline-block;margin-right:2em}.kpi b{font-s
 .warn{color:#b00}.muted{color:#777}
 """
 
-# Re-fetches the panel (same query string) and swaps it in; stops on a 401 (session over).
-_SCRIPT = f"""
-setInterval(async () => {{
-  const r = await fetch('/dashboard/panel' + location.search, {{credentials: 'same-origin'}});
-  if (r.status === 401) {{ location.reload(); return; }}
+# Re-fetches the panel (same query string) and swaps it in; reloads on a 401 (the session is over).
+_SCRIPT = """
+setInterval(async () => {
+  const r = await fetch('/dashboard/panel' + location.search, {credentials: 'same-origin'});
+  if (r.status === 401) { location.reload(); return; }
   if (r.ok) document.getElementById('panel').innerHTML = await r.text();
-}}, {REFRESH_S * 1000});
+}, REFRESH_MS);
 """
 
 
@@ -255,7 +255,7 @@ def render_ops(o: OpsSnapshot) -> str:
     return "".join(out)
 
 
-def render_page(panel: str, merchant: str | None, choices: list[str] | None) -> str:
+def render_page(panel: str, merchant: str | None, choices: list[str] | None, refresh_s: float = REFRESH_S) -> str:
     """The whole page around the panel; `choices` (ops only) lists the merchants to pick."""
     picker = ""
     if choices is not None:
@@ -266,7 +266,8 @@ def render_page(panel: str, merchant: str | None, choices: list[str] | None) -> 
     return (f'<!doctype html><html><head><meta charset="utf-8"><title>paystream dashboard</title>'
             f'<style>{_STYLE}</style></head><body><h1>paystream</h1>{picker}'
             f'<form method="post" action="/dashboard/logout"><button>log out</button></form>'
-            f'<div id="panel">{panel}</div><script>{_SCRIPT}</script></body></html>')
+            f'<div id="panel">{panel}</div><script>{_SCRIPT.replace("REFRESH_MS", str(round(refresh_s * 1000)))}</script>'
+            '</body></html>')
 
 
 _LOGIN = ('<!doctype html><html><head><meta charset="utf-8"><title>paystream dashboard: log in</title>'
@@ -308,6 +309,7 @@ class Dashboard:
     ops: Callable[[], OpsSnapshot] | None = None
     sessions: Sessions = field(default_factory=Sessions)
     wall_s: Callable[[], float] = time.time  # session expiry: operational time, not business time
+    refresh_s: float = REFRESH_S
 
     def role_of_token(self, token: str) -> str | None:
         if self.ops_token is not None and hmac.compare_digest(token.encode(), self.ops_token):
@@ -357,7 +359,7 @@ def router(d: Dashboard) -> APIRouter:
         except PermissionError:
             return HTMLResponse("<p>a merchant key sees its own merchant only</p>", 403)
         choices = await asyncio.to_thread(merchants, d.rows) if role == OPS else None
-        return HTMLResponse(render_page(render_panel(snap, ops), merchant, choices),
+        return HTMLResponse(render_page(render_panel(snap, ops), merchant, choices, d.refresh_s),
                             headers={"Cache-Control": "no-store"})
 
     @r.get("/dashboard/panel")
