@@ -79,14 +79,16 @@ def _fetch_text(url: str) -> str:
 
 
 class KafkaOps:
-    """Reads the ops figures of a namespace; one read per CACHE_S however many pages ask."""
+    """Reads the ops figures of the pipeline's consumer groups; one read per CACHE_S
+    however many pages ask. A group that does not exist yet has no rows."""
 
-    def __init__(self, bootstrap: str, group_prefix: str, dlq_topic: str, metrics_urls: Iterable[str],
+    def __init__(self, bootstrap: str, groups: Iterable[str], dlq_topic: str, metrics_urls: Iterable[str],
                  fetch_text: Callable[[str], str] = _fetch_text) -> None:
         from confluent_kafka.admin import AdminClient
 
         self.admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
-        self.group_prefix, self.dlq_topic = group_prefix, dlq_topic
+        # Named, not a prefix: "paystream" is a prefix of every other namespace's groups.
+        self.groups, self.dlq_topic = sorted(groups)[:GROUPS_MAX], dlq_topic
         self.metrics_urls = list(metrics_urls)[:METRICS_URLS_MAX]
         self.fetch_text = fetch_text
         self._lock = threading.Lock()
@@ -137,10 +139,8 @@ class KafkaOps:
         from confluent_kafka import ConsumerGroupTopicPartitions
         from confluent_kafka.admin import OffsetSpec
 
-        listed = self.admin.list_consumer_groups(request_timeout=TIMEOUT_S).result(TIMEOUT_S)
-        groups = sorted(g.group_id for g in listed.valid if g.group_id.startswith(self.group_prefix))[:GROUPS_MAX]
         rows: list[LagRow] = []
-        for group in groups:
+        for group in self.groups:
             fut = self.admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)],
                                                          request_timeout=TIMEOUT_S)[group]
             committed = {(tp.topic, tp.partition): tp.offset for tp in fut.result(TIMEOUT_S).topic_partitions}

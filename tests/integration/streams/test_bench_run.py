@@ -1,5 +1,5 @@
 """`paystream bench --quick` end to end: every part reports, every command answered,
-the books closed. Speed is reported, never asserted."""
+the books closed, every HTTP request answered. Speed is reported, never asserted."""
 
 from __future__ import annotations
 
@@ -22,3 +22,8 @@ def test_quick_bench_reports_every_part(bootstrap: str, tmp_path: Path) -> None:
     assert result["replay"]["events"] > 0 and result["replay"]["entries"] > 0
     assert result["scoring"]["online_scorer_tx_per_s"] > 0
     assert 0 < result["end_to_end_vs_ceiling"]
+    http = result["http"]
+    assert http["runs"] and all(run["sent"] > 0 for run in http["runs"])
+    for run in http["runs"]:  # every request answered by the live API (202: past its outcome timeout), none refused
+        assert set(run["statuses"]) <= {"200", "202"}, run
+        assert run["p99_ms"] is not None and run["achieved_per_s"] > 0
