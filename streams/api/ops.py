@@ -106,7 +106,7 @@ class KafkaOps:
         lag: list[LagRow] = []
         dlq = None
         try:
-            lag = self._lag()
+            lag = self.lag()
         except Exception as e:  # the page still shows the rest
             errors.append(f"consumer lag unavailable: {type(e).__name__}")
         try:
@@ -135,7 +135,8 @@ class KafkaOps:
         meta = self.admin.list_topics(timeout=TIMEOUT_S).topics
         return [(t, p) for t in sorted(topics) if t in meta for p in meta[t].partitions]
 
-    def _lag(self) -> list[LagRow]:
+    def lag(self) -> list[LagRow]:
+        """Lag per group and topic, read now (not cached)."""
         from confluent_kafka import ConsumerGroupTopicPartitions
         from confluent_kafka.admin import OffsetSpec
 

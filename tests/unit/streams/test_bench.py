@@ -6,7 +6,8 @@ import asyncio
 import pytest
 from aiohttp import web
 
-from streams.bench import http_summary, open_loop, percentile_ms, rate, send_offsets_s
+from streams.api.ops import LagRow
+from streams.bench import settled, http_summary, open_loop, percentile_ms, rate, send_offsets_s
 
 
 def test_rate_is_per_second_and_never_divides_by_zero() -> None:
@@ -43,7 +44,7 @@ def test_the_generator_sends_every_due_request_with_its_own_key() -> None:
         assert request.headers["Authorization"] == "Bearer sk_test" and (await request.json())["currency"] == "USD"
         return web.json_response({"ok": True}, status=200 if len(keys) % 2 else 202)
 
-    async def main() -> dict:
+    async def main(replay: bool) -> dict:
         app = web.Application()
         app.router.add_post("/v1/payments", create)
         runner = web.AppRunner(app)
@@ -52,11 +53,19 @@ def test_the_generator_sends_every_due_request_with_its_own_key() -> None:
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         try:
-            return await open_loop(f"http://127.0.0.1:{port}/v1/payments", "sk_test", 200.0, 0.1, "run")
+            return await open_loop(f"http://127.0.0.1:{port}/v1/payments", "sk_test", 200.0, 0.1, "run", replay)
         finally:
             await runner.cleanup()
 
-    result = asyncio.run(main())
+    result = asyncio.run(main(False))
     assert sorted(keys) == sorted(f"run-{i}" for i in range(20))
     assert result["sent"] == 20 and result["not_sent"] == 0 and result["statuses"] == {"200": 10, "202": 10}
     assert result["p99_ms"] is not None and result["p99_ms"] >= result["p50_ms"]
+    keys.clear()
+    assert asyncio.run(main(True))["sent"] == 20 and keys == ["run-0"] * 21  # replays: one key throughout, primed once
+
+
+def test_settled_means_no_lag_moved_between_two_reads() -> None:
+    idle = [LagRow("g", "a", 8, 14), LagRow("g", "b", 8, 0)]  # EOS leaves a fixed lag when idle
+    assert settled(idle, list(idle)) and settled([], [])
+    assert not settled(idle, [LagRow("g", "a", 8, 12), LagRow("g", "b", 8, 0)])
