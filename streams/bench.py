@@ -120,13 +120,17 @@ def percentile_ms(latencies_s: Sequence[float], q: float) -> float | None:
 
 def http_summary(offered_per_s: float, duration_s: float, latencies_s: Sequence[float], statuses: Sequence[int],
                  elapsed_s: float, not_sent: int) -> dict[str, Any]:
-    """One offered rate's figures. Status 0 is a transport error or a timeout."""
+    """One offered rate's figures. Status 0 is a transport error or a timeout.
+    achieved_per_s counts every answer, 202s included; decided_per_s only the
+    pipeline's decisions (200, 402, ...)."""
     assert len(latencies_s) == len(statuses)
     counts: dict[str, int] = {}
     for status in statuses:
         counts[str(status)] = counts.get(str(status), 0) + 1
     return {"offered_per_s": offered_per_s, "duration_s": duration_s, "sent": len(statuses), "not_sent": not_sent,
             "statuses": dict(sorted(counts.items())), "achieved_per_s": rate(len(statuses), elapsed_s),
+            # answered with the pipeline's decision: not a 202 (outcome timeout) nor a transport error
+            "decided_per_s": rate(sum(1 for st in statuses if st not in (0, 202)), elapsed_s),
             "p50_ms": percentile_ms(latencies_s, 50), "p99_ms": percentile_ms(latencies_s, 99),
             "max_ms": percentile_ms(latencies_s, 100)}
 

@@ -33,7 +33,8 @@ def test_percentiles_are_nearest_rank_in_ms() -> None:
 def test_the_summary_counts_statuses_and_the_achieved_rate() -> None:
     s = http_summary(10.0, 2.0, [0.01, 0.02, 0.03, 0.5], [200, 200, 202, 0], elapsed_s=2.0, not_sent=1)
     assert s["statuses"] == {"0": 1, "200": 2, "202": 1} and s["sent"] == 4 and s["not_sent"] == 1
-    assert s["achieved_per_s"] == 2.0 and s["p99_ms"] == 500.0 and s["p50_ms"] == 20.0
+    assert s["achieved_per_s"] == 2.0 and s["decided_per_s"] == 1.0  # 200, 200 over 2 s; not the 202 nor the 0
+    assert s["p99_ms"] == 500.0 and s["p50_ms"] == 20.0
 
 
 def test_the_generator_sends_every_due_request_with_its_own_key() -> None:
