@@ -7,17 +7,28 @@ First slice (issue 10), one process tree, one run, each part in its own namespac
 - end_to_end: N demo commands through every stage (ingest, keys, risk, payments,
   post, ledger) on one worker, EOS on, counted when the outcome is committed;
 - replay: `rebuild` of the end-to-end run's events and entries from offset 0;
-- scoring: the fraud scorer one transaction at a time (models/bench.py).
-Latency at fixed offered rates, the sink and one-vs-two workers come next.
+- scoring: the fraud scorer one transaction at a time (models/bench.py);
+- http: `paystream api` in its own process on loopback, in front of the end-to-end
+  run's worker, driven by an open-loop generator (asyncio + aiohttp) at fixed
+  offered rates: a request is sent when it is due whatever the earlier ones are
+  doing, and its latency runs from when it was due, so a stall is not hidden by
+  coordinated omission. Creates with unique Idempotency-Keys; answered when the
+  pipeline's outcome is committed (or 202 past the API's outcome timeout).
+The sink and one-vs-two workers come next.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import platform
+import random
+import socket
 import statistics
 import time
+import urllib.request
 import uuid
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -27,12 +38,13 @@ from connectors.kafka import admin
 from connectors.kafka.admin import TopicSpec
 from connectors.kafka.clients import command_producer
 from schemas.codec import Codec
+from streams.api.ops import KafkaOps, LagRow
 from streams.audit import rebuild
 from streams.cli_ledger import book_records
-from streams.demo import generate
+from streams.demo import TEST_CARDS, cardholder, generate
 from streams.observe import Observer
 from streams.publish import intake_sealer, publish_commands
-from streams.runner import WorkerProcess
+from streams.runner import ApiProcess, WorkerProcess, wait_until
 from streams.settings import Settings
 from streams.topics import declared_topics, topic_names
 
@@ -40,6 +52,16 @@ COMMAND_CODEC = Codec("PaymentCommand")
 MAX_MESSAGES = 10_000_000
 CONSUME_TIMEOUT_S = 600.0
 WORKER_READY_TIMEOUT_S = 180.0
+HTTP_RATES_PER_S, HTTP_DURATION_S = (25.0, 50.0, 100.0, 200.0), 10.0
+HTTP_QUICK_RATES_PER_S, HTTP_QUICK_DURATION_S = (20.0, 50.0), 3.0
+HTTP_REPLAY_RATE_PER_S, HTTP_QUICK_REPLAY_RATE_PER_S = 500.0, 100.0
+HTTP_RATE_MAX_PER_S, HTTP_DURATION_MAX_S = 10_000.0, 600.0
+HTTP_MAX_IN_FLIGHT = 2_000  # past this a due request is counted not_sent: the generator's own bound
+HTTP_REQUEST_TIMEOUT_S = 60.0
+HTTP_MERCHANT = "m_bench"
+API_READY_TIMEOUT_S = 60.0
+DRAIN_TIMEOUT_S = 600.0
+DRAIN_POLL_S = 3.0  # longer than the commit interval (0.5 s): a moving pipeline shows it
 
 
 def rate(count: int, seconds: float) -> float:
@@ -80,9 +102,161 @@ def ceiling(settings: Settings, messages: int) -> dict[str, Any]:
             "produce_then_consume_per_s": rate(seen, produced_s + consumed_s)}
 
 
-def end_to_end(settings: Settings, commands: int, seed: int) -> tuple[dict[str, Any], Settings]:
+def send_offsets_s(rate_per_s: float, duration_s: float) -> list[float]:
+    """Open loop: request i is due at i / rate seconds, whatever the earlier ones are doing."""
+    assert 0 < rate_per_s <= HTTP_RATE_MAX_PER_S and 0 < duration_s <= HTTP_DURATION_MAX_S
+    return [i / rate_per_s for i in range(max(1, round(rate_per_s * duration_s)))]
+
+
+def percentile_ms(latencies_s: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile q (0 < q <= 100) in milliseconds; None without samples."""
+    assert 0 < q <= 100
+    if not latencies_s:
+        return None
+    ordered = sorted(latencies_s)
+    rank = max(1, -(-len(ordered) * q // 100))  # ceil(n q / 100)
+    return round(ordered[int(rank) - 1] * 1000, 1)
+
+
+def http_summary(offered_per_s: float, duration_s: float, latencies_s: Sequence[float], statuses: Sequence[int],
+                 elapsed_s: float, not_sent: int) -> dict[str, Any]:
+    """One offered rate's figures. Status 0 is a transport error or a timeout.
+    achieved_per_s counts every answer, 202s included; decided_per_s only the
+    pipeline's decisions (200, 402, ...)."""
+    assert len(latencies_s) == len(statuses)
+    counts: dict[str, int] = {}
+    for status in statuses:
+        counts[str(status)] = counts.get(str(status), 0) + 1
+    return {"offered_per_s": offered_per_s, "duration_s": duration_s, "sent": len(statuses), "not_sent": not_sent,
+            "statuses": dict(sorted(counts.items())), "achieved_per_s": rate(len(statuses), elapsed_s),
+            # answered with the pipeline's decision: not a 202 (outcome timeout) nor a transport error
+            "decided_per_s": rate(sum(1 for st in statuses if st not in (0, 202)), elapsed_s),
+            "p50_ms": percentile_ms(latencies_s, 50), "p99_ms": percentile_ms(latencies_s, 99),
+            "max_ms": percentile_ms(latencies_s, 100)}
+
+
+def _create_body(i: int, rng: random.Random) -> dict[str, Any]:
+    # A cardholder per request under the approving test BIN, as the demo does: one card
+    # paying hundreds of times a second is what the fraud stage's velocity rules decline.
+    return {"amount_minor": 100 + i % 9_900, "currency": "USD", "capture_method": "automatic",
+            "card": {"number": cardholder(TEST_CARDS[0], rng), "exp_month": 12, "exp_year": 2030, "cvc": "123"}}
+
+
+async def open_loop(url: str, secret: str, rate_per_s: float, duration_s: float, key_prefix: str,
+                    replay: bool = False) -> dict[str, Any]:
+    """POST creates to `url` at `rate_per_s` for `duration_s`, each with its own
+    Idempotency-Key; latency from when each request was due to its answer. `replay`:
+    one key and one body throughout, so after the first answer the gateway replays
+    its stored response without the pipeline (the HTTP layer's own cost)."""
+    import aiohttp
+
+    offsets = send_offsets_s(rate_per_s, duration_s)
+    rng = random.Random(key_prefix)
+    same = _create_body(0, rng) if replay else None
+    latencies: list[float] = []
+    statuses: list[int] = []
+    in_flight, not_sent = 0, 0
+    loop = asyncio.get_running_loop()
+    connector = aiohttp.TCPConnector(limit=HTTP_MAX_IN_FLIGHT)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=HTTP_REQUEST_TIMEOUT_S),
+                                     headers={"Authorization": f"Bearer {secret}"}) as session:
+
+        async def one(i: int, due: float) -> None:
+            nonlocal in_flight
+            try:
+                body, key = (same, f"{key_prefix}-0") if same is not None else (_create_body(i, rng), f"{key_prefix}-{i}")
+                async with session.post(url, json=body, headers={"Idempotency-Key": key}) as r:
+                    await r.read()
+                    status = r.status
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                status = 0
+            finally:
+                in_flight -= 1
+            latencies.append(loop.time() - due)
+            statuses.append(status)
+
+        if same is not None:  # the first answer is the pipeline's; the measured ones are replays of it
+            async with session.post(url, json=same, headers={"Idempotency-Key": f"{key_prefix}-0"}) as r:
+                await r.read()
+        tasks = []
+        start = loop.time()
+        for i, offset in enumerate(offsets):
+            due = start + offset
+            if due > loop.time():
+                await asyncio.sleep(due - loop.time())  # the schedule, not a sync
+            if in_flight >= HTTP_MAX_IN_FLIGHT:
+                not_sent += 1
+                continue
+            in_flight += 1
+            tasks.append(asyncio.create_task(one(i, due)))
+        await asyncio.gather(*tasks)
+        elapsed_s = loop.time() - start
+    return http_summary(rate_per_s, duration_s, latencies, statuses, elapsed_s, not_sent)
+
+
+def settled(before: Sequence[LagRow], after: Sequence[LagRow]) -> bool:
+    """The pipeline is idle: no offset lag moved between two reads. Not "lag is 0":
+    under EOS a group's committed offsets stop short of the commit markers that
+    follow its last records, so an idle group keeps a small, fixed lag."""
+    return list(before) == list(after)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 (loopback)
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def http(settings: Settings, rates_per_s: Sequence[float], duration_s: float, replay_rate_per_s: float) -> dict[str, Any]:
+    """`paystream api` in a child process over `settings`' topics (a worker must be
+    running), rate limits lifted, one open-loop run per offered rate after a warm-up,
+    each once the worker's group has caught up."""
+    from streams.api import auth
+
+    s = settings.model_copy(update={"api_host": "127.0.0.1", "api_port": _free_port(), "api_rate_per_s": 100_000.0,
+                                    "api_rate_burst": 100_000, "api_rate_queue_max": 0})
+    secret, record = auth.new_key(HTTP_MERCHANT, datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    auth.save({record.key_id: record}, s.data_dir / "api_keys.json")
+    base = f"http://{s.api_host}:{s.api_port}"
+    run = uuid.uuid4().hex[:8]
+    ops = KafkaOps(s.bootstrap_servers, [s.app_id], topic_names(s).dlq, [])
+    runs = []
+    with ApiProcess(s, s.data_dir / "bench-api.log") as api:
+        assert wait_until(lambda: _answers(f"{base}/openapi.json"), API_READY_TIMEOUT_S), api.log_tail()
+        warmup = asyncio.run(open_loop(f"{base}/v1/payments", secret, 5.0, 1.0, f"{run}-warm"))
+        replays = asyncio.run(open_loop(f"{base}/v1/payments", secret, replay_rate_per_s, duration_s, f"{run}-replay",
+                                        replay=True))
+        for r in rates_per_s:
+            # Each rate starts on an idle pipeline: a backlog left by the previous one (its
+            # 202s) would be measured as this rate's latency.
+            started, last = time.monotonic(), [None]
+
+            def idle() -> bool:  # the first read is the baseline; each next one is DRAIN_POLL_S later
+                now = ops.lag()
+                was, last[0] = last[0], now
+                return was is not None and settled(was, now)
+
+            caught_up = wait_until(idle, DRAIN_TIMEOUT_S, interval_s=DRAIN_POLL_S)
+            drain_s = round(time.monotonic() - started, 1)
+            result = asyncio.run(open_loop(f"{base}/v1/payments", secret, r, duration_s, f"{run}-{r:g}"))
+            runs.append(result | {"drained_before": caught_up, "drain_s": drain_s})
+    return {"generator": "asyncio+aiohttp open loop", "route": "POST /v1/payments (create, automatic capture)",
+            "outcome_timeout_ms": s.api_outcome_timeout_ms, "warmup_statuses": warmup["statuses"], "replay": replays, "runs": runs}
+
+
+def end_to_end(settings: Settings, commands: int, seed: int,
+               then: Callable[[Settings], dict[str, Any]] | None = None) -> tuple[dict[str, Any], Settings, dict[str, Any] | None]:
     """Demo traffic through one worker; the clock runs from the first publish to the
-    last committed outcome (the worker is warmed up first, outside the clock)."""
+    last committed outcome (the worker is warmed up first, outside the clock).
+    `then` runs after it while the worker is still up (the HTTP part)."""
     settings = settings.model_copy(update={"namespace": f"bench-{uuid.uuid4().hex[:8]}",
                                            "data_dir": settings.data_dir / "bench"})
     admin.ensure_topics(settings.kafka_bootstrap, declared_topics(settings))
@@ -99,10 +273,11 @@ def end_to_end(settings: Settings, commands: int, seed: int) -> tuple[dict[str, 
                                      lambda *_: worker.supervise(), on_stall=worker.restart)
         elapsed_s = time.monotonic() - started
         books = observer.wait_until(observer.books_applied, CONSUME_TIMEOUT_S)
+        after = then(settings) if then is not None else None
     n = len(traffic.command_ids)
     return ({"commands": n, "answered": answered, "books_closed": books, "restarts": worker.restarts,
              "publish_per_s": rate(n, published_s), "commands_per_s": rate(n, elapsed_s), "elapsed_s": round(elapsed_s, 2)},
-            settings)
+            settings, after)
 
 
 def replay(settings: Settings) -> dict[str, Any]:
@@ -127,7 +302,9 @@ def run_bench(settings: Settings, *, quick: bool, seed: int = 7, repeats: int = 
     messages, commands, rows = (20_000, 2_000, 10_000) if quick else (200_000, 20_000, 200_000)
     ceilings = [ceiling(settings, messages) for _ in range(max(1, repeats))]
     ceiling_median = sorted(ceilings, key=lambda c: c["produce_then_consume_per_s"])[len(ceilings) // 2]
-    e2e, run_settings = end_to_end(settings, commands, seed)
+    rates, duration_s, replay_rate = ((HTTP_QUICK_RATES_PER_S, HTTP_QUICK_DURATION_S, HTTP_QUICK_REPLAY_RATE_PER_S) if quick
+                                      else (HTTP_RATES_PER_S, HTTP_DURATION_S, HTTP_REPLAY_RATE_PER_S))
+    e2e, run_settings, http_result = end_to_end(settings, commands, seed, lambda s: http(s, rates, duration_s, replay_rate))
     out = {
         "bench": "paystream", "quick": quick, "seed": seed,
         "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -136,6 +313,7 @@ def run_bench(settings: Settings, *, quick: bool, seed: int = 7, repeats: int = 
         "end_to_end": e2e,
         "replay": replay(run_settings),
         "scoring": scoring(rows, seed),
+        "http": http_result,
     }
     ceiling_rate = ceiling_median["produce_then_consume_per_s"]
     out["end_to_end_vs_ceiling"] = round(e2e["commands_per_s"] / ceiling_rate, 4) if ceiling_rate else None

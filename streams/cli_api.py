@@ -6,12 +6,17 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
 from streams.api import auth
-from streams.settings import get_settings
+from streams.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from streams.api.dashboard import Dashboard
+    from streams.api.readmodel import ClickHousePayments
 
 app = typer.Typer(no_args_is_help=True, help="Merchants' secret API keys (sk_...), stored hashed.")
 err = Console(stderr=True, soft_wrap=True)
@@ -68,7 +73,8 @@ def serve(
     host: str = typer.Option(None, help="Default PAYSTREAM_API_HOST (127.0.0.1)"),
     port: int = typer.Option(None, min=1024, max=65535, help="Default PAYSTREAM_API_PORT (8080)"),
 ) -> None:
-    """Serve the merchant API: writes go to payment-commands, answers come from payment-outcomes."""
+    """Serve the merchant API (writes go to payment-commands, answers come from
+    payment-outcomes) and the dashboard on /dashboard."""
     import uvicorn
 
     from connectors.clickhouse.client import ClickHouseError, connect
@@ -101,9 +107,47 @@ def serve(
     except KeyStoreError as e:
         err.print(f"[red]api:[/red] {e}")
         raise typer.Exit(1) from None
+    keys = auth.ApiKeys(keys_path())
+    dashboard = _dashboard(settings, keys, reader)
     bus = KafkaBus(settings, config.idempotency_records_max)
     try:
-        api = create_app(bus, auth.ApiKeys(keys_path()), sealer=sealer, config=config, reader=reader)
+        api = create_app(bus, keys, sealer=sealer, config=config, reader=reader, dashboard=dashboard)
         uvicorn.run(api, host=host or settings.api_host, port=port or settings.api_port, log_level="info")
     finally:
         bus.close()
+
+
+OPS_TOKEN_MIN_CHARS = 32
+
+
+def ops_token(path: Path | None) -> bytes | None:
+    """The ops token from its file (stripped), None when unset; a clear exit when unusable."""
+    if path is None:
+        return None
+    try:
+        token = path.read_text().strip()
+    except OSError as e:
+        err.print(f"[red]api:[/red] dashboard token file {path}: {e.strerror}")
+        raise typer.Exit(2) from None
+    if len(token) < OPS_TOKEN_MIN_CHARS:
+        err.print(f"[red]api:[/red] the dashboard token in {path} must be at least {OPS_TOKEN_MIN_CHARS} characters "
+                  "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+        raise typer.Exit(2)
+    return token.encode()
+
+
+def _dashboard(settings: Settings, keys: auth.ApiKeys, reader: ClickHousePayments | None) -> Dashboard | None:
+    from streams.api.dashboard import Dashboard
+    from streams.api.ops import KafkaOps
+    from streams.topics import topic_names
+
+    if reader is None:
+        err.print("[yellow]api: no read model: the dashboard is off[/yellow]")
+        return None
+    urls = [u for u in settings.dashboard_metrics_urls.split(",") if u]
+    if not urls and settings.metrics_port is not None:
+        urls = [f"http://127.0.0.1:{settings.metrics_port}/metrics"]
+    # The worker's group (Faust: the app id) and the sink's (streams/readmodels.py).
+    groups = [settings.app_id, f"{settings.app_id}-sink"]
+    ops = KafkaOps(settings.bootstrap_servers, groups, topic_names(settings).dlq, urls)
+    return Dashboard(reader.rows, keys, ops_token(settings.dashboard_token_file), ops)

@@ -18,6 +18,8 @@ MAX_RESTARTS = 3
 class WorkerProcess:
     """`paystream worker` in a child process with the given settings."""
 
+    COMMAND: tuple[str, ...] = ("worker",)
+
     def __init__(self, settings: Settings, log_file: Path) -> None:
         self.settings = settings
         self.log_file = log_file
@@ -48,7 +50,7 @@ class WorkerProcess:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "worker"],
+                [sys.executable, "-m", "streams.cli", *self.COMMAND],
                 env=self.env(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -102,6 +104,25 @@ class WorkerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class ApiProcess(WorkerProcess):
+    """`paystream api` in a child process (the HTTP bench), on the settings' host,
+    port and rate limits."""
+
+    COMMAND = ("api",)
+
+    def env(self) -> dict[str, str]:
+        s = self.settings
+        return super().env() | {
+            "PAYSTREAM_API_HOST": s.api_host,
+            "PAYSTREAM_API_PORT": str(s.api_port),
+            "PAYSTREAM_API_RATE_PER_S": str(s.api_rate_per_s),
+            "PAYSTREAM_API_RATE_BURST": str(s.api_rate_burst),
+            "PAYSTREAM_API_RATE_QUEUE_MAX": str(s.api_rate_queue_max),
+            "PAYSTREAM_API_OUTCOME_TIMEOUT_MS": str(s.api_outcome_timeout_ms),
+            "PAYSTREAM_API_MAX_IN_FLIGHT": str(s.api_max_in_flight),
+        }
 
 
 def wait_until(predicate, timeout_s: float, interval_s: float = 0.2) -> bool:  # type: ignore[no-untyped-def]

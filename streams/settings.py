@@ -147,6 +147,11 @@ class Settings(BaseSettings):
     # Writes awaiting an outcome in one process; idempotency records one process keeps.
     api_max_in_flight: int = Field(10_000, ge=1, le=1_000_000)
     api_idempotency_records_max: int = Field(100_000, ge=100, le=10_000_000)
+    # The dashboard (/dashboard, docs/api.md): a file holding the ops token (unset: only
+    # merchants' keys log in), and the workers' /metrics URLs, comma-separated, for the
+    # breaker states (unset: http://127.0.0.1:<metrics_port>/metrics when that is set).
+    dashboard_token_file: Path | None = None
+    dashboard_metrics_urls: str = Field("", pattern=r"^(https?://[^,\s]+(,https?://[^,\s]+)*)?$")
 
     @field_validator("kafka_bootstrap")
     @classmethod

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import secrets
@@ -15,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Annotated, Any, Protocol
 
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
@@ -27,9 +26,11 @@ from schemas.cards import CardError
 from schemas.ids import derive_api_command_id, derive_payment_id
 from streams.api.auth import ApiKeys, RateLimits, retry_after_header
 from streams.api.bus import BusUnavailable, CommandBus
+from streams.api.dashboard import Dashboard, router
 from streams.api.errors import ApiError, not_found, outcome_response, payment_body
 from streams.api.idempotency import IdempotencyRecords, InFlightFull, Response, fingerprint
-from streams.api.models import Accepted, AmountIn, CreatePayment, Empty, ErrorBody, Payment
+from streams.api.models import Accepted, AmountIn, CreatePayment, Empty, ErrorBody, Payment, PaymentList
+from streams.api.readmodel import LIST_LIMIT_MAX
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,9 @@ class ApiConfig:
 class PaymentReader(Protocol):
     def get(self, payment_id: str) -> dict[str, Any] | None:
         """A payment's view (the keys of payment_body), or None if unknown."""
+
+    def list(self, merchant_id: str, limit: int, starting_after: str | None = None) -> list[dict[str, Any]]:
+        """Up to `limit` of the merchant's payment views with an id above `starting_after`, by id."""
 
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
@@ -141,6 +145,11 @@ _ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 409, 413, 429,
 _WRITE_RESPONSES = {**_ERRORS, 402: {"model": ErrorBody}, 202: {"model": Accepted}}
 
 
+def _read_model_unavailable() -> ApiError:
+    return ApiError(503, "api_error", "read_model_unavailable", "listing needs the read model; retry later",
+                    headers=(("Retry-After", "5"),))
+
+
 def _validation_error(exc: RequestValidationError) -> ApiError:
     first = exc.errors()[0] if exc.errors() else {}
     loc = [str(x) for x in first.get("loc", ())]
@@ -161,13 +170,15 @@ def _validation_error(exc: RequestValidationError) -> ApiError:
 
 
 def create_app(bus: CommandBus, keys: ApiKeys, *, sealer: Sealer | None, config: ApiConfig = ApiConfig(),
-               reader: PaymentReader | None = None, instance: str | None = None, clock: Callable[[], float] = time.monotonic,
+               reader: PaymentReader | None = None, dashboard: Dashboard | None = None, instance: str | None = None,
+               clock: Callable[[], float] = time.monotonic,
                now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> FastAPI:
     """The API over `bus`. `sealer` seals each card to the card-intake key before it is
     published (None publishes the raw card: only for an app that publishes nothing, like
     the OpenAPI spec's). `instance` salts command ids (default: fresh per process,
     docs/api.md); `now` stamps commands' occurred_at: the API is where the event
-    happens, so this is the event time, not business logic reading the clock."""
+    happens, so this is the event time, not business logic reading the clock.
+    `dashboard` mounts /dashboard (streams/api/dashboard.py), outside /v1 and the spec."""
     instance = instance or secrets.token_hex(8)
     records = IdempotencyRecords(config.idempotency_records_max, config.max_in_flight)
     fp_secret = secrets.token_bytes(32)
@@ -195,6 +206,9 @@ def create_app(bus: CommandBus, keys: ApiKeys, *, sealer: Sealer | None, config:
     async def _bug(_: Request, e: Exception) -> JSONResponse:
         log.error("unhandled %s in the API", type(e).__name__)  # no message: it could carry request data
         return _error_response(ApiError(500, "api_error", "internal_error", "internal error"))
+
+    if dashboard is not None:
+        app.include_router(router(dashboard))
 
     def remember(view: dict[str, Any]) -> None:
         if view.get("payment_id") and view.get("payment_status"):
@@ -304,5 +318,28 @@ def create_app(bus: CommandBus, keys: ApiKeys, *, sealer: Sealer | None, config:
         if view is None or view["merchant_id"] != merchant:
             raise not_found()  # the same answer for unknown and another merchant's payment
         return _json(200, payment_body(view))
+
+    @app.get("/v1/payments", response_model=PaymentList, responses={**_ERRORS, 403: {"model": ErrorBody}},
+             summary="List your payments (from the read model), by payment id")
+    async def list_payments(
+        merchant: Merchant,
+        limit: Annotated[int, Query(ge=1, le=LIST_LIMIT_MAX)] = 10,
+        starting_after: Annotated[str | None, Query(pattern=PAYMENT_ID_PATTERN.pattern)] = None,
+        merchant_id: Annotated[str | None, Query(alias="merchant", max_length=64,
+                                                 description="Optional; must be the key's own merchant")] = None,
+    ) -> JSONResponse:
+        if merchant_id is not None and merchant_id != merchant:
+            raise ApiError(403, "permission_error", "merchant_mismatch", "a key lists its own merchant's payments only",
+                           "merchant")
+        if reader is None:
+            raise _read_model_unavailable()
+        try:
+            views = await asyncio.to_thread(reader.list, merchant, limit + 1, starting_after)
+        except Exception as e:
+            log.warning("read model unavailable: %s", type(e).__name__)
+            raise _read_model_unavailable() from None
+        assert all(v["merchant_id"] == merchant for v in views), "the read model returned another merchant's payment"
+        return _json(200, {"object": "list", "url": "/v1/payments", "has_more": len(views) > limit,
+                           "data": [payment_body(v) for v in views[:limit]]})
 
     return app

@@ -58,6 +58,16 @@ class Payment(BaseModel):
     card: Card | None
 
 
+class PaymentList(BaseModel):
+    """A page of the caller's payments, by payment id; pass the last id as
+    `starting_after` for the next page while `has_more`."""
+
+    object: Literal["list"]
+    url: str
+    has_more: bool
+    data: list[Payment]
+
+
 class Accepted(BaseModel):
     """The outcome was not committed within the timeout: poll `status_url`."""
 

@@ -1,14 +1,25 @@
-"""GET /v1/payments/{id} from the ClickHouse read model (`payments`, FINAL)."""
+"""The API's reads from the ClickHouse read models (`payments`, FINAL): one payment,
+a merchant's list (cursor pagination), and the dashboard's queries (`rows`)."""
 
 from __future__ import annotations
 
 import threading
 from typing import Any
 
-_QUERY = """
-SELECT payment_id, merchant_id, status AS payment_status, currency, authorized_minor, captured_minor,
-       refunded_minor, card_bin, card_last4
-FROM payments FINAL WHERE payment_id = {pid:String} LIMIT 1
+LIST_LIMIT_MAX = 100
+
+_COLUMNS = """payment_id, merchant_id, status AS payment_status, currency, authorized_minor, captured_minor,
+       refunded_minor, card_bin, card_last4"""
+
+_GET = f"SELECT {_COLUMNS} FROM payments FINAL WHERE payment_id = {{pid:String}} LIMIT 1"
+
+# Ordered by payment_id, the table's sorting key: a cursor (`starting_after`) stays
+# exact while payments change status, and the range read is cheap. The merchant
+# filter is in the query, never applied after it: another merchant's rows never leave ClickHouse.
+_LIST = f"""
+SELECT {_COLUMNS} FROM payments FINAL
+WHERE merchant_id = {{merchant:String}} AND payment_id > {{after:String}}
+ORDER BY payment_id LIMIT {{limit:UInt32}}
 """
 
 
@@ -19,7 +30,16 @@ class ClickHousePayments:
         self._client = client
         self._lock = threading.Lock()
 
-    def get(self, payment_id: str) -> dict[str, Any] | None:
+    def rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """A query's rows as dicts, under the client's lock."""
         with self._lock:
-            rows = list(self._client.query(_QUERY, parameters={"pid": payment_id}).named_results())
+            return list(self._client.query(sql, parameters=parameters or {}).named_results())
+
+    def get(self, payment_id: str) -> dict[str, Any] | None:
+        rows = self.rows(_GET, {"pid": payment_id})
         return rows[0] if rows else None
+
+    def list(self, merchant_id: str, limit: int, starting_after: str | None = None) -> list[dict[str, Any]]:
+        """Up to `limit` of the merchant's payments after the cursor, by payment id."""
+        assert 1 <= limit <= LIST_LIMIT_MAX + 1, limit  # +1: the API asks one more to know has_more
+        return self.rows(_LIST, {"merchant": merchant_id, "after": starting_after or "", "limit": limit})

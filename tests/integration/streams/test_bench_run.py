@@ -1,5 +1,5 @@
 """`paystream bench --quick` end to end: every part reports, every command answered,
-the books closed. Speed is reported, never asserted."""
+the books closed, every HTTP request answered. Speed is reported, never asserted."""
 
 from __future__ import annotations
 
@@ -22,3 +22,11 @@ def test_quick_bench_reports_every_part(bootstrap: str, tmp_path: Path) -> None:
     assert result["replay"]["events"] > 0 and result["replay"]["entries"] > 0
     assert result["scoring"]["online_scorer_tx_per_s"] > 0
     assert 0 < result["end_to_end_vs_ceiling"]
+    http = result["http"]
+    assert http["runs"] and all(run["sent"] > 0 for run in http["runs"])
+    replayed = http["replay"]["statuses"]  # the stored answer (an approval or a decline), every time
+    assert len(replayed) == 1 and set(replayed) <= {"200", "402"}, http["replay"]
+    for run in http["runs"]:  # every request answered by the pipeline (402 a decline, 202 past the outcome
+        # timeout); none refused by the gateway (429, 5xx) or lost (0)
+        assert set(run["statuses"]) <= {"200", "202", "402"} and "200" in run["statuses"], run
+        assert run["p99_ms"] is not None and run["achieved_per_s"] > 0

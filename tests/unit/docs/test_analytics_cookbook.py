@@ -4,17 +4,12 @@ numbers it gives agree with the ledger."""
 from __future__ import annotations
 
 import re
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
-from connectors.clickhouse.rows import rows_for
-from connectors.clickhouse.sink import Sink
 from streams.ledger import apply, entry_from_record
-from streams.reconcile import ledger_side, reconcile
-from streams.settlement import settle
-from tests.unit.connectors.clickhouse.support import DAY0, SHARDS, traffic
+from tests.unit.connectors.clickhouse.support import populate, traffic
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "analytics.md"
 BLOCKS = re.findall(r"```sql\n(.*?)```", DOC.read_text(), re.S)
@@ -23,18 +18,7 @@ T = traffic(payments=400, seed=17, days=2)
 
 @pytest.fixture
 def populated(ch):
-    rows = [r for e in T.events for r in rows_for("payment_event", e)]
-    rows += [r for e in T.entries for r in rows_for("ledger_entry", e)]
-    rows += rows_for("payment_outcome", {
-        "outcome_id": "out_1", "command_id": "c1", "kind": "create", "merchant_id": "m_acme", "idempotency_key": "k",
-        "payment_id": None, "status": "rejected", "reason_code": "invalid_currency", "reason_detail": None,
-        "payment_status": None, "amount_minor": 100, "currency": None, "occurred_at": DAY0})
-    run = settle(DAY0.date(), [entry_from_record(r) for r in T.entries], shards=SHARDS)
-    rows += [r for s in run.settlements for r in rows_for("settlement", asdict(s))]
-    books = ledger_side(T.events)
-    rows += [r for i in reconcile(DAY0.date(), books[1:], books).items for r in rows_for("reconciliation", asdict(i))]
-    Sink(ch).insert(rows)
-    return ch
+    return populate(ch, T)
 
 
 def test_the_doc_has_the_queries_analysts_ask_for() -> None:

@@ -49,3 +49,22 @@ def test_add_shows_the_key_once_and_stores_only_its_hash(data_dir: Path) -> None
 def test_bad_input_exits_2(data_dir: Path) -> None:
     assert run("revoke", "0123456789abcdef")[0] == 2
     assert run("add", "m acme")[0] == 2  # a space: not a merchant id ingest accepts
+
+
+def test_the_dashboard_ops_token_is_read_from_its_file_and_must_be_long(tmp_path: Path) -> None:
+    import typer
+
+    from streams.cli_api import OPS_TOKEN_MIN_CHARS, ops_token
+    from streams.settings import Settings
+
+    good = tmp_path / "ops_token"
+    good.write_text("x" * OPS_TOKEN_MIN_CHARS + "\n")
+    assert ops_token(good) == b"x" * OPS_TOKEN_MIN_CHARS and ops_token(None) is None
+    short = tmp_path / "short"
+    short.write_text("secret")
+    for bad in (short, tmp_path / "missing"):
+        with pytest.raises(typer.Exit):
+            ops_token(bad)
+    assert Settings(dashboard_metrics_urls="http://w0:9108/metrics,http://w1:9108/metrics").dashboard_metrics_urls
+    with pytest.raises(ValueError):
+        Settings(dashboard_metrics_urls="file:///etc/passwd")

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from connectors.clickhouse.rows import rows_for
+from connectors.clickhouse.sink import Sink
 from schemas.codec import Codec
 from streams.ledger import SettlementTerms, entry_to_record, post, shard_for
 from tests.unit.streams.ledger_support import event
@@ -79,3 +81,26 @@ def traffic(payments: int = 200, seed: int = 7, start: datetime = DAY0, days: in
             emit("dispute_opened", captured, fee=1500, status="captured")
             emit(rng.choice(("dispute_won", "dispute_lost")), captured, status="captured")
     return out
+
+
+def populate(ch: Any, t: Traffic) -> Any:
+    """Every read model filled from `t`: events, entries, one validation rejection,
+    a day's settlements and a reconciliation; the client back."""
+    from dataclasses import asdict
+
+    from streams.ledger import entry_from_record
+    from streams.reconcile import ledger_side, reconcile
+    from streams.settlement import settle
+
+    rows = [r for e in t.events for r in rows_for("payment_event", e)]
+    rows += [r for e in t.entries for r in rows_for("ledger_entry", e)]
+    rows += rows_for("payment_outcome", {
+        "outcome_id": "out_1", "command_id": "c1", "kind": "create", "merchant_id": "m_acme", "idempotency_key": "k",
+        "payment_id": None, "status": "rejected", "reason_code": "invalid_currency", "reason_detail": None,
+        "payment_status": None, "amount_minor": 100, "currency": None, "occurred_at": DAY0})
+    run = settle(DAY0.date(), [entry_from_record(r) for r in t.entries], shards=SHARDS)
+    rows += [r for s in run.settlements for r in rows_for("settlement", asdict(s))]
+    books = ledger_side(t.events)
+    rows += [r for i in reconcile(DAY0.date(), books[1:], books).items for r in rows_for("reconciliation", asdict(i))]
+    Sink(ch).insert(rows)
+    return ch

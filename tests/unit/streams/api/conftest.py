@@ -85,6 +85,21 @@ class FakePipeline:
 
 
 @dataclass
+class FakeReader:
+    """The read model over the fake pipeline's payments (PaymentReader)."""
+
+    pipeline: FakePipeline
+
+    def get(self, payment_id: str) -> dict[str, Any] | None:
+        p = self.pipeline.payments.get(payment_id)
+        return None if p is None else p | {"payment_id": payment_id}
+
+    def list(self, merchant_id: str, limit: int, starting_after: str | None = None) -> list[dict[str, Any]]:
+        ids = sorted(i for i, p in self.pipeline.payments.items() if p["merchant_id"] == merchant_id and i > (starting_after or ""))
+        return [self.pipeline.payments[i] | {"payment_id": i} for i in ids[:limit]]
+
+
+@dataclass
 class Api:
     client: TestClient
     bus: InMemoryBus
@@ -134,14 +149,16 @@ def key_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
 
 
 def build_api(tmp_path: Path, key_file: tuple[Path, str, str], intake_keys: FileKeyStore,
-              config: ApiConfig = ApiConfig(outcome_timeout_s=0.5), clock: Clock | None = None) -> Api:
+              config: ApiConfig = ApiConfig(outcome_timeout_s=0.5), clock: Clock | None = None,
+              with_reader: bool = False) -> Api:
     src, secret, other = key_file
     path = tmp_path / "api_keys.json"
     path.write_bytes(src.read_bytes())
     pipeline = FakePipeline(CardOpener(intake_keys))
     bus = InMemoryBus(pipeline)
     sealer: Sealer = active_sealer(intake_keys)
-    app = create_app(bus, auth.ApiKeys(path), sealer=sealer, config=config, instance="test", clock=clock or Clock(), now=lambda: T0)
+    app = create_app(bus, auth.ApiKeys(path), sealer=sealer, config=config, instance="test", clock=clock or Clock(), now=lambda: T0,
+                     reader=FakeReader(pipeline) if with_reader else None)
     return Api(TestClient(app, raise_server_exceptions=False), bus, pipeline, path, secret, other)
 
 

@@ -275,3 +275,50 @@ def test_an_unavailable_bus_is_503_and_the_key_stays_usable(api: Api) -> None:
     assert r.status_code == 503 and error_of(r)["code"] == "unavailable" and r.headers["Retry-After"] == "1"
     api.bus.available = True
     assert api.create().status_code == 200
+
+
+def test_the_list_pages_through_the_callers_payments_only(tmp_path: Path, key_file: tuple[Path, str, str]) -> None:
+    api = build_api(tmp_path, key_file, with_reader=True)
+    mine = sorted(api.create(key=f"o{i}").json()["id"] for i in range(5))
+    theirs = api.create(key="o0", secret=api.other_secret).json()["id"]
+    seen, after, pages = [], None, 0
+    while True:
+        r = api.client.get("/v1/payments", params={"limit": 2} | ({"starting_after": after} if after else {}),
+                           headers=api.headers())
+        assert r.status_code == 200, r.text
+        page = r.json()
+        assert page["object"] == "list" and len(page["data"]) <= 2
+        seen += [p["id"] for p in page["data"]]
+        pages += 1
+        if not page["has_more"]:
+            break
+        after = page["data"][-1]["id"]
+    assert seen == mine and pages == 3 and theirs not in seen
+    other = api.client.get("/v1/payments", params={"limit": 100}, headers=api.headers(secret=api.other_secret)).json()
+    assert [p["id"] for p in other["data"]] == [theirs] and not other["has_more"]
+
+
+@pytest.mark.parametrize("params,code,param", [
+    ({"limit": 0}, "parameter_invalid", "limit"),
+    ({"limit": 101}, "parameter_invalid", "limit"),
+    ({"limit": "ten"}, "parameter_invalid", "limit"),
+    ({"starting_after": "pay_x"}, "parameter_invalid", "starting_after"),
+])
+def test_the_list_bounds_its_parameters(tmp_path: Path, key_file: tuple[Path, str, str], params: dict, code: str,
+                                        param: str) -> None:
+    api = build_api(tmp_path, key_file, with_reader=True)
+    r = api.client.get("/v1/payments", params=params, headers=api.headers())
+    assert r.status_code == 400 and error_of(r)["code"] == code and error_of(r)["param"] == param
+
+
+def test_listing_another_merchant_is_403_and_without_read_model_503(tmp_path: Path, key_file: tuple[Path, str, str],
+                                                                    api: Api) -> None:
+    (tmp_path / "r").mkdir()
+    with_reader = build_api(tmp_path / "r", key_file, with_reader=True)
+    with_reader.create(key="o0", secret=with_reader.other_secret)
+    r = with_reader.client.get("/v1/payments", params={"merchant": "m_other"}, headers=with_reader.headers())
+    assert r.status_code == 403 and error_of(r)["code"] == "merchant_mismatch" and "pay_" not in r.text
+    own = with_reader.client.get("/v1/payments", params={"merchant": "m_acme"}, headers=with_reader.headers())
+    assert own.status_code == 200 and own.json()["data"] == []
+    down = api.client.get("/v1/payments", headers=api.headers())
+    assert down.status_code == 503 and error_of(down)["code"] == "read_model_unavailable"

@@ -28,6 +28,8 @@ def test_the_spec_documents_the_routes_and_the_error_shape() -> None:
                                   "/v1/payments/{payment_id}/void", "/v1/payments/{payment_id}/refunds"}
     create = spec["paths"]["/v1/payments"]["post"]
     assert {"200", "202", "400", "401", "402", "409", "413", "429"} <= set(create["responses"])
+    listing = spec["paths"]["/v1/payments"]["get"]
+    assert {p["name"] for p in listing["parameters"]} == {"limit", "starting_after", "merchant"}
     assert any(p["name"] == "Idempotency-Key" and p["required"] for p in create["parameters"])
     assert spec["components"]["schemas"]["ErrorDetail"]["required"] == ["type", "code", "message", "param"]
 
@@ -43,7 +45,8 @@ OPERATIONS = [r.ok() for r in schemathesis.openapi.from_dict(json.loads(spec_jso
 
 @pytest.mark.parametrize("label", [op.label for op in OPERATIONS])
 def test_no_5xx_and_no_schema_violation(tmp_path: Path, key_file, intake_keys, label: str) -> None:  # type: ignore[no-untyped-def]
-    api = build_api(tmp_path, key_file, intake_keys, ApiConfig(outcome_timeout_s=0.01, rate_per_s=1e5, rate_burst=10**5, rate_queue_max=0))
+    api = build_api(tmp_path, key_file, intake_keys, ApiConfig(outcome_timeout_s=0.01, rate_per_s=1e5, rate_burst=10**5,
+                                                                rate_queue_max=0), with_reader=True)
     [op] = [r.ok() for r in schemathesis.openapi.from_asgi("/openapi.json", api.client.app).get_all_operations()
             if r.ok().label == label]
 

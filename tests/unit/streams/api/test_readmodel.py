@@ -21,3 +21,15 @@ def test_the_latest_version_of_a_payment_and_none_for_an_unknown_one(ch) -> None
                                    "currency": "USD", "authorized_minor": 1999, "captured_minor": 1999,
                                    "refunded_minor": 0, "card_bin": "424242", "card_last4": "4242"}
     assert reader.get("pay_2") is None
+
+
+def test_the_list_is_one_merchants_payments_by_id_after_the_cursor(ch) -> None:  # type: ignore[no-untyped-def]
+    rows = [_row(1, "authorized", 0) | {"payment_id": f"pay_{i}", "merchant_id": m}
+            for i, m in enumerate(["m_acme", "m_other", "m_acme", "m_acme", "m_other"])]
+    rows.append(rows[2] | {"version": 2, "status": "captured", "captured_minor": 1999})  # a later version of pay_2
+    ch.insert("payments", [list(r.values()) for r in rows], column_names=list(rows[0]))
+    reader = ClickHousePayments(ch)
+    assert [r["payment_id"] for r in reader.list("m_acme", 10)] == ["pay_0", "pay_2", "pay_3"]
+    page = reader.list("m_acme", 2, starting_after="pay_0")
+    assert [(r["payment_id"], r["payment_status"]) for r in page] == [("pay_2", "captured"), ("pay_3", "authorized")]
+    assert reader.list("m_nobody", 10) == []
