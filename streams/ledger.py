@@ -220,12 +220,14 @@ def _settle(settlement, currency, amount, move, m, h) -> FxApplied | None:  # ty
     if settlement is None:
         raise PostingError("missing_settlement_terms", "a settled event needs the merchant's settlement terms")
     move(h("settlement"), h("clearing"), amount)  # the acquirer paid what it owed
-    return _pay_merchant(settlement, currency, amount, move, m, h)
+    return _pay_merchant(settlement, currency, amount, move, m, h, refuse_zero=False)
 
 
-def _pay_merchant(terms, currency, amount, move, m, h) -> FxApplied | None:  # type: ignore[no-untyped-def]
+def _pay_merchant(terms, currency, amount, move, m, h, *, refuse_zero: bool) -> FxApplied | None:  # type: ignore[no-untyped-def]
     """Move `amount` of `currency` from the merchant's pending to its available
-    balance in the terms' currency, through the FX account when the two differ."""
+    balance in the terms' currency, through the FX account when the two differ.
+    `refuse_zero`: refuse a conversion that rounds to nothing (a payout leaves it
+    owed); otherwise the FX account keeps it and the entry records the residual."""
     if not is_currency(terms.currency):
         raise PostingError("invalid_currency", f"settlement currency {terms.currency!r}")
     if terms.currency == currency:
@@ -239,7 +241,7 @@ def _pay_merchant(terms, currency, amount, move, m, h) -> FxApplied | None:  # t
     conv = convert(amount, rate)
     if conv.target_minor > MAX_AMOUNT_MINOR:
         raise PostingError("amount_too_large", f"{amount} {currency} is {conv.target_minor} {terms.currency}")
-    if conv.target_minor == 0:  # the merchant would give money and get nothing: leave it owed
+    if conv.target_minor == 0 and refuse_zero:  # the merchant would give money and get nothing: leave it owed
         raise PostingError("converts_to_zero", f"{amount} {currency} is less than half a minor unit of {terms.currency}")
     # Each currency balances on its own: the FX desk takes the payment currency
     # from the merchant and gives the settlement currency, rounded HALF_EVEN.
@@ -270,7 +272,7 @@ def payout_entry(entry_id: str, event_id: str, merchant_id: str, *, shard: int, 
     def move(debit: str, credit: str, amount: int, cur: str = currency) -> None:
         lines.extend((Line(debit, cur, debit_minor=amount), Line(credit, cur, credit_minor=amount)))
 
-    fx = _pay_merchant(terms, currency, amount_minor, move, m, h)
+    fx = _pay_merchant(terms, currency, amount_minor, move, m, h, refuse_zero=True)
     return JournalEntry(entry_id=entry_id, event_id=event_id, event_type=SETTLEMENT, payment_id=event_id,
                         merchant_id=merchant_id, shard=shard, occurred_at_ms=occurred_at_ms, lines=tuple(lines), fx=fx)
 

@@ -277,8 +277,9 @@ def test_an_unavailable_bus_is_503_and_the_key_stays_usable(api: Api) -> None:
     assert api.create().status_code == 200
 
 
-def test_the_list_pages_through_the_callers_payments_only(tmp_path: Path, key_file: tuple[Path, str, str]) -> None:
-    api = build_api(tmp_path, key_file, with_reader=True)
+def test_the_list_pages_through_the_callers_payments_only(tmp_path: Path, key_file: tuple[Path, str, str],
+                                                          intake_keys: FileKeyStore) -> None:
+    api = build_api(tmp_path, key_file, intake_keys, with_reader=True)
     mine = sorted(api.create(key=f"o{i}").json()["id"] for i in range(5))
     theirs = api.create(key="o0", secret=api.other_secret).json()["id"]
     seen, after, pages = [], None, 0
@@ -305,16 +306,16 @@ def test_the_list_pages_through_the_callers_payments_only(tmp_path: Path, key_fi
     ({"starting_after": "pay_x"}, "parameter_invalid", "starting_after"),
 ])
 def test_the_list_bounds_its_parameters(tmp_path: Path, key_file: tuple[Path, str, str], params: dict, code: str,
-                                        param: str) -> None:
-    api = build_api(tmp_path, key_file, with_reader=True)
+                                        param: str, intake_keys: FileKeyStore) -> None:
+    api = build_api(tmp_path, key_file, intake_keys, with_reader=True)
     r = api.client.get("/v1/payments", params=params, headers=api.headers())
     assert r.status_code == 400 and error_of(r)["code"] == code and error_of(r)["param"] == param
 
 
 def test_listing_another_merchant_is_403_and_without_read_model_503(tmp_path: Path, key_file: tuple[Path, str, str],
-                                                                    api: Api) -> None:
+                                                                    api: Api, intake_keys: FileKeyStore) -> None:
     (tmp_path / "r").mkdir()
-    with_reader = build_api(tmp_path / "r", key_file, with_reader=True)
+    with_reader = build_api(tmp_path / "r", key_file, intake_keys, with_reader=True)
     with_reader.create(key="o0", secret=with_reader.other_secret)
     r = with_reader.client.get("/v1/payments", params={"merchant": "m_other"}, headers=with_reader.headers())
     assert r.status_code == 403 and error_of(r)["code"] == "merchant_mismatch" and "pay_" not in r.text

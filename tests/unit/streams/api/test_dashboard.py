@@ -85,7 +85,7 @@ def client(ch, tmp_path: Path, key_file) -> tuple[TestClient, str, str]:  # type
     keys = auth.ApiKeys(path)
     ops = OpsSnapshot(lag=(), dlq_messages=3, breakers=(), errors=())
     d = Dashboard(ClickHousePayments(ch).rows, keys, OPS_TOKEN.encode(), lambda: ops)
-    app = create_app(InMemoryBus(lambda _c: None), keys, dashboard=d, instance="t")
+    app = create_app(InMemoryBus(lambda _c: None), keys, sealer=None, dashboard=d, instance="t")  # publishes nothing
     return TestClient(app), secret, other
 
 

@@ -77,7 +77,7 @@ def site(ch, tmp_path: Path, key_file) -> Iterator[tuple[str, str, Any]]:  # typ
     ops = OpsSnapshot(lag=(LagRow("paystream", "payment-commands", 8, 42),), dlq_messages=7,
                       breakers=(Breaker("w0", "visa_rail", "open"),))
     d = Dashboard(ClickHousePayments(ch).rows, keys, OPS_TOKEN.encode(), lambda: ops, refresh_s=0.5)
-    with Server(create_app(InMemoryBus(lambda _c: None), keys, dashboard=d, instance="t")) as server:
+    with Server(create_app(InMemoryBus(lambda _c: None), keys, sealer=None, dashboard=d, instance="t")) as server:
         yield server.url, secret, ch
 
 
