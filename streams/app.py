@@ -21,6 +21,7 @@ from __future__ import annotations
 import atexit
 import logging
 import shutil
+import ssl
 from datetime import timedelta
 from typing import Any
 
@@ -45,7 +46,7 @@ from streams.ingest import DeadLetter, Forward, Limits, Source, dead_letter, ing
 from streams.ledger import entry_to_record
 from streams.payments import Policy, Saga
 from streams.payments_stage import DEDUP, EVENTS, LABELS, OUTCOMES, PAYMENTS, SELF, TIMERS, Tables, handle
-from streams.settings import Settings
+from streams.settings import Settings, client_config
 
 log = logging.getLogger("paystream.worker")
 
@@ -67,6 +68,31 @@ DLQ_CODEC = Codec("DeadLetter")
 
 def faust_broker_url(bootstrap: str) -> str:
     return ";".join(f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip())
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext:
+    """TLS for aiokafka as client_config gives it to librdkafka: the CA file (else the
+    system's trust store), the client certificate and key for mutual TLS, host names checked."""
+    ca = settings.kafka_ssl_ca_file
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca) if ca is not None else None)
+    if settings.kafka_ssl_cert_file is not None and settings.kafka_ssl_key_file is not None:
+        context.load_cert_chain(str(settings.kafka_ssl_cert_file), str(settings.kafka_ssl_key_file))
+    return context
+
+
+def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
+    """Faust's (aiokafka's) side of PAYSTREAM_KAFKA_SECURITY_PROTOCOL: None for PLAINTEXT."""
+    protocol = settings.kafka_security_protocol
+    context = ssl_context(settings) if protocol.endswith("SSL") else None
+    if protocol.startswith("SASL_"):
+        assert settings.kafka_sasl_password is not None  # the settings validator's promise
+        # With a context Faust speaks SASL_SSL, without one SASL_PLAINTEXT.
+        return faust.SASLCredentials(username=settings.kafka_sasl_username,
+                                     password=settings.kafka_sasl_password.get_secret_value(),
+                                     mechanism=settings.kafka_sasl_mechanism, ssl_context=context)
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
 
 
 def source_of(event: faust.types.EventT) -> Source:
@@ -94,6 +120,7 @@ def build_app(settings: Settings) -> faust.App:
     app = faust.App(
         settings.app_id,
         broker=faust_broker_url(settings.kafka_bootstrap),
+        broker_credentials=broker_credentials(settings),
         store="rocksdb://",
         datadir=str(settings.state_dir),
         processing_guarantee="exactly_once",
@@ -110,6 +137,8 @@ def build_app(settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         web_enabled=False,
         table_cleanup_interval=60.0,
+        # Warm copies of each table partition on other workers (settings say why 0 on one box).
+        table_standby_replicas=settings.table_standby_replicas,
         # Bounds (docs/reliability.md): buffers, polls and requests are finite.
         stream_buffer_maxsize=settings.stream_buffer_maxsize,
         broker_max_poll_records=settings.broker_max_poll_records,
@@ -369,10 +398,10 @@ class BlocklistReader:
         from connectors.kafka.clients import committed_reader, end_offsets, read_to_end
 
         topic = topics.topic_names(self.settings).blocklist
-        consumer = committed_reader(self.settings.bootstrap_servers, [])
+        consumer = committed_reader(client_config(self.settings), [])
         atexit.register(consumer.close)
         ends = {(topic, p): end for p, end in end_offsets(consumer, topic, self.settings.partitions).items()}
-        for msg in read_to_end(self.settings.bootstrap_servers, [topic], self.settings.partitions, ends=ends):
+        for msg in read_to_end(client_config(self.settings), [topic], self.settings.partitions, ends=ends):
             self._apply(msg.value())
         consumer.assign([TopicPartition(topic, p, end) for (_, p), end in ends.items()])
         self.consumer = consumer

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from streams.api import auth
-from streams.settings import get_settings
+from streams.settings import client_config, get_settings
 
 app = typer.Typer(no_args_is_help=True, help="Merchants' secret API keys (sk_...), stored hashed.")
 err = Console(stderr=True, soft_wrap=True)
@@ -82,7 +82,7 @@ def serve(
 
     settings = get_settings()
     names = topic_names(settings)
-    probe = committed_reader(settings.bootstrap_servers, [])
+    probe = committed_reader(client_config(settings), [])
     try:
         require_topics(probe, [names.commands, names.outcomes])
     except MissingTopic as e:
