@@ -18,17 +18,19 @@ discards the local copy before every start and Faust restores it read_committed.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import logging
 import shutil
 import ssl
+import time
 from datetime import timedelta
 from typing import Any
 
 import faust
 
 from connectors.providers.rails import build_rails
-from connectors.providers.router import build_router
+from connectors.providers.router import Router, build_router
 from connectors.providers.simulated import SimulatedProvider
 from connectors.vault.intake import CardOpener
 from connectors.vault.keys import ActiveSigner, FileKeyStore
@@ -39,18 +41,17 @@ from models.train import SHIPPED_ARTIFACT
 from schemas.cards import mask_pans
 from schemas.codec import Codec, DecodeError
 from schemas.partitioning import partition_for
-from streams import faust_fixes, ledger_stage, metrics, risk_stage, topics
+from streams import faust_fixes, ledger_stage, metrics, probes, risk_stage, topics
 from streams import keys as key_stage
-from streams.eos import Emitter, Record, StateWrite
+from streams.eos import Emitter, Record, StateWrite, origin_ms
 from streams.ingest import DeadLetter, Forward, Limits, Source, dead_letter, ingest
 from streams.ledger import entry_to_record
 from streams.payments import Policy, Saga
 from streams.payments_stage import DEDUP, EVENTS, LABELS, OUTCOMES, PAYMENTS, SELF, TIMERS, Tables, handle
+from streams.reconcile import STATUSES
 from streams.settings import Settings, client_config
 
 log = logging.getLogger("paystream.worker")
-
-BREAKER_LEVEL = {"closed": metrics.BREAKER_CLOSED, "half_open": metrics.BREAKER_HALF_OPEN, "open": metrics.BREAKER_OPEN}
 
 VALIDATED_CODEC = Codec("ValidatedCommand")
 OUTCOME_CODEC = Codec("PaymentOutcome")
@@ -198,6 +199,16 @@ def build_app(settings: Settings) -> faust.App:
 
     emitter = Emitter(app)
 
+    def observe_latency(stage: str, event: faust.types.EventT) -> None:
+        # Operational time: the wall clock against the broker timestamp (no decision reads it).
+        metrics.STAGE_LATENCY.labels(stage=stage).observe(max(0.0, time.time() - event.message.timestamp))
+
+    # Breakers live per provider and partition; the gauge shows each provider's worst,
+    # closed from the start (the test provider has no breakers).
+    breakers = probes.BreakerBoard(tuple(saga.providers) if isinstance(saga.route, Router) else ())
+    for provider, level in breakers.worst().items():
+        metrics.BREAKER_STATE.labels(provider=provider).set(level)
+
     async def to_dlq(event: faust.types.EventT, result: DeadLetter) -> None:
         metrics.DEAD_LETTERS.labels(stage=result.record["stage"], reason=result.record["reason"]).inc()
         await emitter.emit(event, (), [Record(names.dlq, event.message.key, DLQ_CODEC.encode(result.record))])
@@ -226,6 +237,7 @@ def build_app(settings: Settings) -> faust.App:
             key = key_stage.routing_key(result.command)
             record = Record(names.keyed, key, VALIDATED_CODEC.encode(result.command), partition_for(key, n))
             await emitter.emit(event, (), [record])
+            observe_latency("ingest", event)
 
     @app.agent(keyed, name="keys")
     async def keys_agent(stream: faust.StreamT) -> None:
@@ -244,6 +256,7 @@ def build_app(settings: Settings) -> faust.App:
             else:
                 record = to_payments(effects.command)
             await emitter.emit(event, [StateWrite(key_table, k, v) for k, v in effects.writes], [record])
+            observe_latency("keys", event)
             for timer in effects.fired:
                 metrics.TIMERS_FIRED.labels(kind=f"keys-{timer.kind}").inc()
 
@@ -273,16 +286,20 @@ def build_app(settings: Settings) -> faust.App:
             writes = [StateWrite(tables[t], k, v) for t, k, v in effects.writes]
             records = [record_for(stream, m.key, r) for stream, r in effects.records]
             await emitter.emit(event, writes, records)
+            observe_latency("payments", event)
             for stream, record in effects.records:
                 if stream == OUTCOMES:
                     metrics.OUTCOMES.labels(kind=record["kind"], status=record["status"]).inc()
+                    # From payment-commands to this outcome: the p99 SLO's measure.
+                    metrics.STAGE_LATENCY.labels(stage="pipeline").observe(max(0.0, time.time() - origin_ms(m) / 1000))
                 elif stream == EVENTS:
                     metrics.PAYMENT_EVENTS.labels(type=record["type"]).inc()
             for timer in effects.fired:
                 metrics.TIMERS_FIRED.labels(kind=timer.kind).inc()
             if effects.routed is not None:
                 for change in effects.routed.transitions:
-                    metrics.BREAKER_STATE.labels(provider=change.provider).set(BREAKER_LEVEL[change.to_state])
+                    breakers.apply(m.partition, change)
+                    metrics.BREAKER_STATE.labels(provider=change.provider).set(breakers.worst()[change.provider])
                     log.warning("breaker %s: %s -> %s (%s)", change.provider, change.from_state, change.to_state, change.reason)
 
     @app.agent(events, name="post")
@@ -298,6 +315,7 @@ def build_app(settings: Settings) -> faust.App:
                 entry = posting.entry
                 out = Record(names.ledger, entry.merchant_id.encode(), ENTRY_CODEC.encode(entry_to_record(entry)), entry.shard)
                 await emitter.emit(event, (), [out])
+                observe_latency("post", event)
 
     @app.agent(ledger_entries, name="ledger")
     async def ledger_agent(stream: faust.StreamT) -> None:
@@ -318,6 +336,7 @@ def build_app(settings: Settings) -> faust.App:
                 continue
             writes = [StateWrite(ledger_tables[t], k, v) for t, k, v in result.writes]
             await emitter.emit(event, writes, ())
+            observe_latency("ledger", event)
             metrics.LEDGER_ENTRIES.inc()
 
     @app.agent(risk_in, name="risk")
@@ -338,6 +357,7 @@ def build_app(settings: Settings) -> faust.App:
             if effects.review is not None:
                 records.append(Record(names.review, records[0].key, REVIEW_CODEC.encode(effects.review)))
             await emitter.emit(event, [StateWrite(risk_table, k, v) for k, v in effects.writes], records)
+            observe_latency("risk", event)
             if effects.decision is not None:
                 metrics.FRAUD_DECISIONS.labels(action=effects.decision.action, fallback=str(effects.fallback).lower()).inc()
             if effects.state_unreadable:
@@ -375,6 +395,42 @@ def build_app(settings: Settings) -> faust.App:
     @app.timer(interval=BLOCKLIST_POLL_S)
     async def blocklist_refresh() -> None:
         blocklist_reader.poll()
+
+    # Reconciliation runs as its own job (`paystream reconcile`), which counts there; the
+    # worker exposes every kind at 0 so the series exists for the alert and dashboards.
+    for status in STATUSES:
+        if status != "matched":
+            metrics.SETTLEMENT_DISCREPANCIES.labels(kind=status)
+    sources = {agent.channel.get_topic_name() for agent in app.agents.values()}
+    lag_probe = probes.LagProbe(client_config(settings), settings.app_id)
+    atexit.register(lag_probe.close)
+    lag_reported: set[tuple[str, int]] = set()
+    imbalance_currencies: set[str] = set()
+
+    @app.timer(interval=probes.PROBE_INTERVAL_S)
+    async def refresh_gauges() -> None:
+        """Consumer lag of the source partitions this worker owns (others' are theirs to
+        report: the alert sums over workers), and the imbalance of its ledger partitions."""
+        owned = {(tp.topic, tp.partition) for tp in app.consumer.assignment() if tp.topic in sources}
+        try:
+            lags = await asyncio.get_running_loop().run_in_executor(None, lag_probe.lags, owned)
+        except Exception as e:  # a slow broker must not stop the timer: the gauge keeps its last value
+            log.warning("consumer lag not read: %s", e)
+        else:
+            for topic, partition in lag_reported - owned:
+                metrics.CONSUMER_LAG.remove(topic, str(partition))
+            for (topic, partition), lag in lags.items():
+                metrics.CONSUMER_LAG.labels(topic=topic, partition=str(partition)).set(lag)
+            lag_reported.clear()
+            lag_reported.update(lags)
+        try:
+            totals = probes.ledger_imbalance(balances.data.items())
+        except probes.TooManyBalances as e:
+            log.warning("ledger imbalance not checked: %s", e)
+            return
+        imbalance_currencies.update(totals)
+        for currency in imbalance_currencies:
+            metrics.LEDGER_IMBALANCE.labels(currency=currency).set(totals.get(currency, 0))
 
     return app
 
