@@ -226,3 +226,39 @@ def test_the_faust_app_carries_credentials_and_standby_replicas(env: pytest.Monk
     assert app.conf.broker_credentials.username == "paystream-worker"
     plain = build_app(Settings(namespace="unit", data_dir=tmp_path / "plain", keys_dir=tmp_path / "keys"))  # one vault per process
     assert plain.conf.table_standby_replicas == 0 and plain.conf.broker_credentials is None
+
+
+# --- deploy/kafka-security/clients: the documented env gives the documented client keys ---
+
+
+@pytest.mark.parametrize("name", ["sasl-scram.properties", "mtls.properties"])
+def test_the_documented_env_yields_the_documented_client_settings(env: pytest.MonkeyPatch, tmp_path: Path,
+                                                                  pems: dict[str, Path], name: str) -> None:
+    text = (Path(__file__).resolve().parents[3] / "deploy" / "kafka-security" / "clients" / name).read_text()
+    tls = "/etc/paystream/tls/"
+    for target, source in (("ca.pem", "ca"), ("worker.pem", "cert"), ("worker.key", "key")):
+        (tmp_path / target).write_bytes(pems[source].read_bytes())
+
+    def real(value: str) -> str:
+        return value.replace("${SERVICE_PASSWORD}", PASSWORD).replace("${SERVICE}", "worker").replace(tls, f"{tmp_path}/")
+
+    for line in text.splitlines():
+        if line.startswith("#   PAYSTREAM_"):
+            key, value = line[4:].split("=", 1)
+            env.setenv(key, PASSWORD if key.endswith("PASSWORD") else real(value.split()[0]))
+    documented = {k: real(v) for k, v in (line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))}
+    conf = client_config(Settings())
+    assert {k: conf.get(k) for k in documented} == documented
+
+
+def test_a_worker_child_gets_the_same_security_and_standbys(env: pytest.MonkeyPatch, tmp_path: Path,
+                                                            pems: dict[str, Path]) -> None:
+    from streams.runner import WorkerProcess
+
+    parent = sasl(kafka_ssl_ca_file=pems["ca"], table_standby_replicas=1, data_dir=tmp_path)
+    for key, value in WorkerProcess(parent, tmp_path / "w.log").env().items():
+        if key.startswith("PAYSTREAM_"):
+            env.setenv(key, value)
+    child = Settings()
+    assert client_config(child) == client_config(parent)
+    assert child.table_standby_replicas == 1
