@@ -120,7 +120,7 @@ def build_app(settings: Settings) -> faust.App:
     n = settings.partitions
     app = faust.App(
         settings.app_id,
-        broker=faust_broker_url(settings.kafka_bootstrap),
+        broker=faust_broker_url(settings.bootstrap_servers),  # every node of an embedded cluster, as client_config
         broker_credentials=broker_credentials(settings),
         store="rocksdb://",
         datadir=str(settings.state_dir),

@@ -151,6 +151,7 @@ def worker(loglevel: str = typer.Option("info", help="debug|info|warning|error")
     """Run a pipeline worker (Faust, exactly-once, RocksDB tables) until stopped."""
     from faust.worker import Worker
 
+    from streams import metrics
     from streams.app import build_app, reset_local_state
     from streams.logs import setup_logging
     from streams.topics import declared_topics
@@ -160,10 +161,7 @@ def worker(loglevel: str = typer.Option("info", help="debug|info|warning|error")
     admin.wait_for_broker(client_config(settings), timeout_s=60)
     admin.ensure_topics(client_config(settings), declared_topics(settings))
     reset_local_state(settings)
-    if settings.metrics_port is not None:
-        from prometheus_client import start_http_server
-
-        start_http_server(settings.metrics_port)
+    metrics.serve(settings.metrics_port)
     faust_app = build_app(settings)
     Worker(faust_app, loglevel=loglevel, quiet=True).execute_from_commandline()
 

@@ -6,7 +6,7 @@ names; tests/unit/deploy/test_observability.py keeps them in step.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 OUTCOMES = Counter("paystream_outcomes_total", "Outcomes produced", ["kind", "status"])
 DEAD_LETTERS = Counter("paystream_dead_letters_total", "Records sent to the DLQ", ["stage", "reason"])
@@ -46,3 +46,9 @@ SETTLEMENT_DISCREPANCIES = Counter(
 FRAUD_DECISIONS = Counter("paystream_fraud_decisions_total", "Fraud decisions", ["action", "fallback"])
 # Rows the ClickHouse sink inserted, per read-model table (streams/readmodels.py).
 SINK_ROWS = Counter("paystream_sink_rows_total", "Rows inserted into the ClickHouse read models", ["table"])
+
+
+def serve(port: int | None) -> None:
+    """Expose /metrics on `port` (PAYSTREAM_METRICS_PORT) from a daemon thread; None: not served."""
+    if port is not None:
+        start_http_server(port)
