@@ -18,16 +18,19 @@ discards the local copy before every start and Faust restores it read_committed.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import logging
 import shutil
+import ssl
+import time
 from datetime import timedelta
 from typing import Any
 
 import faust
 
 from connectors.providers.rails import build_rails, load_schedules
-from connectors.providers.router import build_router
+from connectors.providers.router import Router, build_router
 from connectors.providers.routing_log import RoutingLog
 from connectors.providers.simulated import SimulatedProvider
 from connectors.vault.intake import CardOpener
@@ -39,18 +42,17 @@ from models.train import SHIPPED_ARTIFACT
 from schemas.cards import mask_pans
 from schemas.codec import Codec, DecodeError
 from schemas.partitioning import partition_for
-from streams import faust_fixes, ledger_stage, metrics, risk_stage, topics
+from streams import faust_fixes, ledger_stage, metrics, probes, risk_stage, topics
 from streams import keys as key_stage
-from streams.eos import Emitter, Record, StateWrite
+from streams.eos import Emitter, Record, StateWrite, origin_ms
 from streams.ingest import DeadLetter, Forward, Limits, Source, dead_letter, ingest
 from streams.ledger import entry_to_record
 from streams.payments import Policy, Saga
 from streams.payments_stage import DEDUP, EVENTS, LABELS, OUTCOMES, PAYMENTS, SELF, TIMERS, Tables, handle
-from streams.settings import Settings
+from streams.reconcile import STATUSES
+from streams.settings import Settings, client_config
 
 log = logging.getLogger("paystream.worker")
-
-BREAKER_LEVEL = {"closed": metrics.BREAKER_CLOSED, "half_open": metrics.BREAKER_HALF_OPEN, "open": metrics.BREAKER_OPEN}
 
 VALIDATED_CODEC = Codec("ValidatedCommand")
 OUTCOME_CODEC = Codec("PaymentOutcome")
@@ -68,6 +70,31 @@ DLQ_CODEC = Codec("DeadLetter")
 
 def faust_broker_url(bootstrap: str) -> str:
     return ";".join(f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip())
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext:
+    """TLS for aiokafka as client_config gives it to librdkafka: the CA file (else the
+    system's trust store), the client certificate and key for mutual TLS, host names checked."""
+    ca = settings.kafka_ssl_ca_file
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca) if ca is not None else None)
+    if settings.kafka_ssl_cert_file is not None and settings.kafka_ssl_key_file is not None:
+        context.load_cert_chain(str(settings.kafka_ssl_cert_file), str(settings.kafka_ssl_key_file))
+    return context
+
+
+def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
+    """Faust's (aiokafka's) side of PAYSTREAM_KAFKA_SECURITY_PROTOCOL: None for PLAINTEXT."""
+    protocol = settings.kafka_security_protocol
+    context = ssl_context(settings) if protocol.endswith("SSL") else None
+    if protocol.startswith("SASL_"):
+        assert settings.kafka_sasl_password is not None  # the settings validator's promise
+        # With a context Faust speaks SASL_SSL, without one SASL_PLAINTEXT.
+        return faust.SASLCredentials(username=settings.kafka_sasl_username,
+                                     password=settings.kafka_sasl_password.get_secret_value(),
+                                     mechanism=settings.kafka_sasl_mechanism, ssl_context=context)
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
 
 
 def source_of(event: faust.types.EventT) -> Source:
@@ -95,7 +122,8 @@ def build_app(settings: Settings) -> faust.App:
     n = settings.partitions
     app = faust.App(
         settings.app_id,
-        broker=faust_broker_url(settings.kafka_bootstrap),
+        broker=faust_broker_url(settings.bootstrap_servers),  # every node of an embedded cluster, as client_config
+        broker_credentials=broker_credentials(settings),
         store="rocksdb://",
         datadir=str(settings.state_dir),
         processing_guarantee="exactly_once",
@@ -112,6 +140,8 @@ def build_app(settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         web_enabled=False,
         table_cleanup_interval=60.0,
+        # Warm copies of each table partition on other workers (settings say why 0 on one box).
+        table_standby_replicas=settings.table_standby_replicas,
         # Bounds (docs/reliability.md): buffers, polls and requests are finite.
         stream_buffer_maxsize=settings.stream_buffer_maxsize,
         broker_max_poll_records=settings.broker_max_poll_records,
@@ -172,6 +202,16 @@ def build_app(settings: Settings) -> faust.App:
 
     emitter = Emitter(app)
 
+    def observe_latency(stage: str, event: faust.types.EventT) -> None:
+        # Operational time: the wall clock against the broker timestamp (no decision reads it).
+        metrics.STAGE_LATENCY.labels(stage=stage).observe(max(0.0, time.time() - event.message.timestamp))
+
+    # Breakers live per provider and partition; the gauge shows each provider's worst,
+    # closed from the start (the test provider has no breakers).
+    breakers = probes.BreakerBoard(tuple(saga.providers) if isinstance(saga.route, Router) else ())
+    for provider, level in breakers.worst().items():
+        metrics.BREAKER_STATE.labels(provider=provider).set(level)
+
     async def to_dlq(event: faust.types.EventT, result: DeadLetter) -> None:
         metrics.DEAD_LETTERS.labels(stage=result.record["stage"], reason=result.record["reason"]).inc()
         await emitter.emit(event, (), [Record(names.dlq, event.message.key, DLQ_CODEC.encode(result.record))])
@@ -200,6 +240,7 @@ def build_app(settings: Settings) -> faust.App:
             key = key_stage.routing_key(result.command)
             record = Record(names.keyed, key, VALIDATED_CODEC.encode(result.command), partition_for(key, n))
             await emitter.emit(event, (), [record])
+            observe_latency("ingest", event)
 
     @app.agent(keyed, name="keys")
     async def keys_agent(stream: faust.StreamT) -> None:
@@ -218,6 +259,7 @@ def build_app(settings: Settings) -> faust.App:
             else:
                 record = to_payments(effects.command)
             await emitter.emit(event, [StateWrite(key_table, k, v) for k, v in effects.writes], [record])
+            observe_latency("keys", event)
             for timer in effects.fired:
                 metrics.TIMERS_FIRED.labels(kind=f"keys-{timer.kind}").inc()
 
@@ -247,9 +289,12 @@ def build_app(settings: Settings) -> faust.App:
             writes = [StateWrite(tables[t], k, v) for t, k, v in effects.writes]
             records = [record_for(stream, m.key, r) for stream, r in effects.records]
             await emitter.emit(event, writes, records)
+            observe_latency("payments", event)
             for stream, record in effects.records:
                 if stream == OUTCOMES:
                     metrics.OUTCOMES.labels(kind=record["kind"], status=record["status"]).inc()
+                    # From payment-commands to this outcome: the p99 SLO's measure.
+                    metrics.STAGE_LATENCY.labels(stage="pipeline").observe(max(0.0, time.time() - origin_ms(m) / 1000))
                 elif stream == EVENTS:
                     metrics.PAYMENT_EVENTS.labels(type=record["type"]).inc()
             for timer in effects.fired:
@@ -258,7 +303,8 @@ def build_app(settings: Settings) -> faust.App:
                 if routing_log is not None:
                     routing_log.routed(m.partition, cmd["payment_id"], effects.routed)
                 for change in effects.routed.transitions:
-                    metrics.BREAKER_STATE.labels(provider=change.provider).set(BREAKER_LEVEL[change.to_state])
+                    breakers.apply(m.partition, change)
+                    metrics.BREAKER_STATE.labels(provider=change.provider).set(breakers.worst()[change.provider])
                     log.warning("breaker %s: %s -> %s (%s)", change.provider, change.from_state, change.to_state, change.reason)
 
     @app.agent(events, name="post")
@@ -274,6 +320,7 @@ def build_app(settings: Settings) -> faust.App:
                 entry = posting.entry
                 out = Record(names.ledger, entry.merchant_id.encode(), ENTRY_CODEC.encode(entry_to_record(entry)), entry.shard)
                 await emitter.emit(event, (), [out])
+                observe_latency("post", event)
 
     @app.agent(ledger_entries, name="ledger")
     async def ledger_agent(stream: faust.StreamT) -> None:
@@ -294,6 +341,7 @@ def build_app(settings: Settings) -> faust.App:
                 continue
             writes = [StateWrite(ledger_tables[t], k, v) for t, k, v in result.writes]
             await emitter.emit(event, writes, ())
+            observe_latency("ledger", event)
             metrics.LEDGER_ENTRIES.inc()
 
     @app.agent(risk_in, name="risk")
@@ -314,6 +362,7 @@ def build_app(settings: Settings) -> faust.App:
             if effects.review is not None:
                 records.append(Record(names.review, records[0].key, REVIEW_CODEC.encode(effects.review)))
             await emitter.emit(event, [StateWrite(risk_table, k, v) for k, v in effects.writes], records)
+            observe_latency("risk", event)
             if effects.decision is not None:
                 metrics.FRAUD_DECISIONS.labels(action=effects.decision.action, fallback=str(effects.fallback).lower()).inc()
             if effects.state_unreadable:
@@ -352,6 +401,42 @@ def build_app(settings: Settings) -> faust.App:
     async def blocklist_refresh() -> None:
         blocklist_reader.poll()
 
+    # Reconciliation runs as its own job (`paystream reconcile`), which counts there; the
+    # worker exposes every kind at 0 so the series exists for the alert and dashboards.
+    for status in STATUSES:
+        if status != "matched":
+            metrics.SETTLEMENT_DISCREPANCIES.labels(kind=status)
+    sources = {agent.channel.get_topic_name() for agent in app.agents.values()}
+    lag_probe = probes.LagProbe(client_config(settings), settings.app_id)
+    atexit.register(lag_probe.close)
+    lag_reported: set[tuple[str, int]] = set()
+    imbalance_currencies: set[str] = set()
+
+    @app.timer(interval=probes.PROBE_INTERVAL_S)
+    async def refresh_gauges() -> None:
+        """Consumer lag of the source partitions this worker owns (others' are theirs to
+        report: the alert sums over workers), and the imbalance of its ledger partitions."""
+        owned = {(tp.topic, tp.partition) for tp in app.consumer.assignment() if tp.topic in sources}
+        try:
+            lags = await asyncio.get_running_loop().run_in_executor(None, lag_probe.lags, owned)
+        except Exception as e:  # a slow broker must not stop the timer: the gauge keeps its last value
+            log.warning("consumer lag not read: %s", e)
+        else:
+            for topic, partition in lag_reported - owned:
+                metrics.CONSUMER_LAG.remove(topic, str(partition))
+            for (topic, partition), lag in lags.items():
+                metrics.CONSUMER_LAG.labels(topic=topic, partition=str(partition)).set(lag)
+            lag_reported.clear()
+            lag_reported.update(lags)
+        try:
+            totals = probes.ledger_imbalance(balances.data.items())
+        except probes.TooManyBalances as e:
+            log.warning("ledger imbalance not checked: %s", e)
+            return
+        imbalance_currencies.update(totals)
+        for currency in imbalance_currencies:
+            metrics.LEDGER_IMBALANCE.labels(currency=currency).set(totals.get(currency, 0))
+
     return app
 
 
@@ -374,10 +459,10 @@ class BlocklistReader:
         from connectors.kafka.clients import committed_reader, end_offsets, read_to_end
 
         topic = topics.topic_names(self.settings).blocklist
-        consumer = committed_reader(self.settings.bootstrap_servers, [])
+        consumer = committed_reader(client_config(self.settings), [])
         atexit.register(consumer.close)
         ends = {(topic, p): end for p, end in end_offsets(consumer, topic, self.settings.partitions).items()}
-        for msg in read_to_end(self.settings.bootstrap_servers, [topic], self.settings.partitions, ends=ends):
+        for msg in read_to_end(client_config(self.settings), [topic], self.settings.partitions, ends=ends):
             self._apply(msg.value())
         consumer.assign([TopicPartition(topic, p, end) for (_, p), end in ends.items()])
         self.consumer = consumer

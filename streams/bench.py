@@ -45,7 +45,7 @@ from streams.demo import TEST_CARDS, cardholder, generate
 from streams.observe import Observer
 from streams.publish import intake_sealer, publish_commands
 from streams.runner import ApiProcess, WorkerProcess, wait_until
-from streams.settings import Settings
+from streams.settings import Settings, client_config
 from streams.topics import declared_topics, topic_names
 
 COMMAND_CODEC = Codec("PaymentCommand")
@@ -72,11 +72,11 @@ def ceiling(settings: Settings, messages: int) -> dict[str, Any]:
     """Produce then consume `messages` records of a command's size, read_committed."""
     assert 0 < messages <= MAX_MESSAGES
     topic = f"bench-{uuid.uuid4().hex[:8]}.ceiling"
-    admin.ensure_topics(settings.kafka_bootstrap, [TopicSpec(topic, settings.partitions, settings.replication_factor,
+    admin.ensure_topics(client_config(settings), [TopicSpec(topic, settings.partitions, settings.replication_factor,
                                                              retention_ms=3_600_000)])
     sample = [c for c in generate(1, 1, "bench", datetime.now(timezone.utc)).items if isinstance(c, dict)][0]
     value = COMMAND_CODEC.encode(intake_sealer(settings).seal_command(sample))  # what producers publish: no PAN
-    producer = command_producer(settings.kafka_bootstrap)
+    producer = command_producer(client_config(settings))
     started = time.monotonic()
     for i in range(messages):
         while True:
@@ -88,7 +88,7 @@ def ceiling(settings: Settings, messages: int) -> dict[str, Any]:
         producer.poll(0)
     assert producer.flush(CONSUME_TIMEOUT_S) == 0, "the ceiling's producer did not deliver everything"
     produced_s = time.monotonic() - started
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
+    consumer = Consumer({**client_config(settings), "group.id": f"bench-{uuid.uuid4().hex}",
                          "isolation.level": "read_committed", "enable.auto.commit": False, "log_level": 3})
     consumer.assign([TopicPartition(topic, p, 0) for p in range(settings.partitions)])
     seen, consume_started = 0, time.monotonic()
@@ -227,7 +227,7 @@ def http(settings: Settings, rates_per_s: Sequence[float], duration_s: float, re
     auth.save({record.key_id: record}, s.data_dir / "api_keys.json")
     base = f"http://{s.api_host}:{s.api_port}"
     run = uuid.uuid4().hex[:8]
-    ops = KafkaOps(s.bootstrap_servers, [s.app_id], topic_names(s).dlq, [])
+    ops = KafkaOps(client_config(s), [s.app_id], topic_names(s).dlq, [])
     runs = []
     with ApiProcess(s, s.data_dir / "bench-api.log") as api:
         assert wait_until(lambda: _answers(f"{base}/openapi.json"), API_READY_TIMEOUT_S), api.log_tail()
@@ -259,7 +259,7 @@ def end_to_end(settings: Settings, commands: int, seed: int,
     `then` runs after it while the worker is still up (the HTTP part)."""
     settings = settings.model_copy(update={"namespace": f"bench-{uuid.uuid4().hex[:8]}",
                                            "data_dir": settings.data_dir / "bench"})
-    admin.ensure_topics(settings.kafka_bootstrap, declared_topics(settings))
+    admin.ensure_topics(client_config(settings), declared_topics(settings))
     traffic = generate(max(1, round(commands / 1.48)), seed, settings.namespace, datetime.now(timezone.utc))
     warmup = generate(1, seed + 1, settings.namespace + "-warm", datetime.now(timezone.utc))
     with WorkerProcess(settings, settings.data_dir / "bench-worker.log") as worker, Observer(settings) as observer:

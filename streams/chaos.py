@@ -37,7 +37,7 @@ from streams.demo import generate
 from streams.observe import Observer
 from streams.publish import publish_commands
 from streams.runner import WorkerProcess
-from streams.settings import Settings
+from streams.settings import Settings, client_config
 from streams.topics import declared_topics, topic_names
 
 # Commands per payment in demo traffic (creates, retries, follow-ups): to size N.
@@ -169,7 +169,7 @@ def run_chaos(base: Settings, *, commands: int, kills: int, broker_restarts: int
     payments = max(1, round(commands / COMMANDS_PER_PAYMENT))
     traffic = generate(payments, seed, namespace, datetime.now(timezone.utc))
     sent = [c for c in traffic.items if isinstance(c, dict)]
-    admin.ensure_topics(settings.kafka_bootstrap, declared_topics(settings))
+    admin.ensure_topics(client_config(settings), declared_topics(settings))
     rng = random.Random(seed)
     faults = plan(kills, broker_restarts, seed)
     figures_faults = Counter()

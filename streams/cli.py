@@ -23,7 +23,7 @@ from streams import (
     cli_readmodels,
     cli_webhooks,
 )
-from streams.settings import Settings, get_settings
+from streams.settings import Settings, client_config, get_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 kafka_app = typer.Typer(no_args_is_help=True, help="The embedded Kafka broker (KRaft, one node).")
@@ -66,7 +66,7 @@ def ensure_broker(settings: Settings) -> None:
     if settings.kafka_embedded:
         launcher.up(broker_config(settings))
     else:
-        admin.wait_for_broker(settings.kafka_bootstrap, timeout_s=30)
+        admin.wait_for_broker(client_config(settings), timeout_s=30)
 
 
 def cluster_config(settings: Settings, brokers: int) -> launcher.ClusterConfig:
@@ -130,7 +130,7 @@ def kafka_status() -> None:
         print(json.dumps({"bootstrap": st.bootstrap, "running": st.running, "answering": st.answering, "pid": st.pid, "log": str(st.log_file)}))
         answering = st.answering
     else:
-        answering = admin.broker_answers(settings.kafka_bootstrap)
+        answering = admin.broker_answers(client_config(settings))
         print(json.dumps({"bootstrap": settings.kafka_bootstrap, "external": True, "answering": answering}))
     if not answering:
         raise typer.Exit(1)
@@ -142,7 +142,7 @@ def topics_ensure() -> None:
     from streams.topics import declared_topics
 
     settings = get_settings()
-    created = admin.ensure_topics(settings.kafka_bootstrap, declared_topics(settings))
+    created = admin.ensure_topics(client_config(settings), declared_topics(settings))
     err.print(f"topics: created {len(created)}: {', '.join(created) or '-'}")
 
 
@@ -151,19 +151,17 @@ def worker(loglevel: str = typer.Option("info", help="debug|info|warning|error")
     """Run a pipeline worker (Faust, exactly-once, RocksDB tables) until stopped."""
     from faust.worker import Worker
 
+    from streams import metrics
     from streams.app import build_app, reset_local_state
     from streams.logs import setup_logging
     from streams.topics import declared_topics
 
     setup_logging(loglevel)
     settings = get_settings()
-    admin.wait_for_broker(settings.kafka_bootstrap, timeout_s=60)
-    admin.ensure_topics(settings.kafka_bootstrap, declared_topics(settings))
+    admin.wait_for_broker(client_config(settings), timeout_s=60)
+    admin.ensure_topics(client_config(settings), declared_topics(settings))
     reset_local_state(settings)
-    if settings.metrics_port is not None:
-        from prometheus_client import start_http_server
-
-        start_http_server(settings.metrics_port)
+    metrics.serve(settings.metrics_port)
     faust_app = build_app(settings)
     Worker(faust_app, loglevel=loglevel, quiet=True).execute_from_commandline()
 
@@ -211,7 +209,7 @@ def outcomes(
 
     settings = get_settings()
     codec = Codec("PaymentOutcome")
-    consumer = committed_reader(settings.kafka_bootstrap, [topic_names(settings).outcomes], from_beginning=from_beginning)
+    consumer = committed_reader(client_config(settings), [topic_names(settings).outcomes], from_beginning=from_beginning)
     seen = 0
     try:
         for msg in poll_until(consumer, time.monotonic() + timeout):

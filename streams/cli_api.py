@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 
 from streams.api import auth
-from streams.settings import Settings, get_settings
+from streams.settings import Settings, client_config, get_settings
 
 if TYPE_CHECKING:
     from streams.api.dashboard import Dashboard
@@ -88,7 +88,7 @@ def serve(
 
     settings = get_settings()
     names = topic_names(settings)
-    probe = committed_reader(settings.bootstrap_servers, [])
+    probe = committed_reader(client_config(settings), [])
     try:
         require_topics(probe, [names.commands, names.outcomes])
     except MissingTopic as e:
@@ -149,5 +149,5 @@ def _dashboard(settings: Settings, keys: auth.ApiKeys, reader: ClickHousePayment
         urls = [f"http://127.0.0.1:{settings.metrics_port}/metrics"]
     # The worker's group (Faust: the app id) and the sink's (streams/readmodels.py).
     groups = [settings.app_id, f"{settings.app_id}-sink"]
-    ops = KafkaOps(settings.bootstrap_servers, groups, topic_names(settings).dlq, urls)
+    ops = KafkaOps(client_config(settings), groups, topic_names(settings).dlq, urls)
     return Dashboard(reader.rows, keys, ops_token(settings.dashboard_token_file), ops)

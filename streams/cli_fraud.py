@@ -131,9 +131,9 @@ def _now():
 def _publish(topic: str, key: bytes, codec_name: str, record: dict) -> None:
     from connectors.kafka.clients import command_producer
     from schemas.codec import Codec
-    from streams.settings import get_settings
+    from streams.settings import client_config, get_settings
 
-    producer = command_producer(get_settings().bootstrap_servers)
+    producer = command_producer(client_config(get_settings()))
     producer.produce(topic, key=key, value=Codec(codec_name).encode(record, check=True))
     if producer.flush(30) != 0:
         err.print(f"[red]not delivered to {topic} within 30 s[/red]")
@@ -145,12 +145,12 @@ def _read(base: str, codec_name: str) -> list[dict]:
     from connectors.kafka.clients import MissingTopic, read_to_end
     from schemas.codec import Codec, DecodeError
     from streams.fraud_ops import fraud_topic
-    from streams.settings import get_settings
+    from streams.settings import client_config, get_settings
 
     settings = get_settings()
     codec, out = Codec(codec_name), []
     try:
-        for msg in read_to_end(settings.bootstrap_servers, [fraud_topic(settings, base)], settings.partitions):
+        for msg in read_to_end(client_config(settings), [fraud_topic(settings, base)], settings.partitions):
             try:
                 out.append(codec.decode(msg.value()))
             except DecodeError:

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from schemas.times import from_ms
 from streams.fx import FxError, FxRate, parse_rate, rate_to_record
-from streams.settings import get_settings
+from streams.settings import client_config, get_settings
 from streams.topics import topic_names
 
 app = typer.Typer(no_args_is_help=True, help="FX rates for settlement in another currency.")
@@ -36,7 +36,7 @@ def set_(base: str, quote: str, rate: str,
         err.print(f"[red]fx set:[/red] {e or 'an ISO 4217 pair of two different currencies'}")
         raise typer.Exit(2) from None
     s = get_settings()
-    producer = command_producer(s.bootstrap_servers)
+    producer = command_producer(client_config(s))
     producer.produce(topic_names(s).fx_rates, key=fx.key.encode(), value=RATE_CODEC.encode(rate_to_record(fx), check=True))
     if producer.flush(30) != 0:
         err.print("[red]fx set:[/red] the broker did not acknowledge the rate in 30 s")

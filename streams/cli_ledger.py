@@ -31,7 +31,7 @@ from streams.audit import LogStart, ReplayError, audit, compare, rebuild
 from streams.chain import ChainHead
 from streams.ledger import decode_balance, parse_balance_key
 from streams.payments_stage import chain_key
-from streams.settings import Settings, get_settings
+from streams.settings import Settings, client_config, get_settings
 from streams.topics import changelog_topic, topic_names
 
 out = Console()
@@ -51,7 +51,7 @@ def book_ends(settings: Settings) -> dict[tuple[str, int], int]:
     from confluent_kafka import Consumer
 
     names = topic_names(settings)
-    c = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": "paystream-sizer", "log_level": 3})
+    c = Consumer({**client_config(settings), "group.id": "paystream-sizer", "log_level": 3})
     try:
         require_topics(c, [names.events, names.ledger])
         return {(t, p): end for t in (names.events, names.ledger) for p, end in end_offsets(c, t, settings.partitions).items()}
@@ -69,7 +69,7 @@ def book_records(settings: Settings, on_record: Any = None,
     for (topic, partition), start in sorted(log_starts(settings, list(codec_of)).items()):
         if start > 0:
             yield topic, partition, start, LogStart()
-    for msg in read_to_end(settings.bootstrap_servers, list(codec_of), settings.partitions, ends=ends):
+    for msg in read_to_end(client_config(settings), list(codec_of), settings.partitions, ends=ends):
         if on_record is not None:
             on_record()
         yield msg.topic(), msg.partition(), msg.offset(), _decoded(codec_of[msg.topic()], msg.value())
@@ -79,7 +79,7 @@ def log_starts(settings: Settings, topics: list[str]) -> dict[tuple[str, int], i
     """The first offset still in each partition's log (the low watermark)."""
     from confluent_kafka import Consumer
 
-    c = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": "paystream-sizer", "log_level": 3})
+    c = Consumer({**client_config(settings), "group.id": "paystream-sizer", "log_level": 3})
     try:
         require_topics(c, topics)
         return {(t, p): start for t in topics for p, start in start_offsets(c, t, settings.partitions).items()}
@@ -90,7 +90,7 @@ def log_starts(settings: Settings, topics: list[str]) -> dict[tuple[str, int], i
 def live_balances(settings: Settings) -> dict[tuple[str, str], int]:
     """The balances table as its changelog holds it: the last value per key (a tombstone is zero)."""
     latest: dict[bytes, bytes | None] = {}
-    for msg in read_to_end(settings.bootstrap_servers, [changelog_topic(settings.app_id, "ledger-balances")], settings.partitions):
+    for msg in read_to_end(client_config(settings), [changelog_topic(settings.app_id, "ledger-balances")], settings.partitions):
         latest[msg.key()] = msg.value()
     return {parse_balance_key(k): decode_balance(v) for k, v in latest.items() if v is not None and decode_balance(v)}
 
@@ -98,7 +98,7 @@ def live_balances(settings: Settings) -> dict[tuple[str, str], int]:
 def live_chain_heads(settings: Settings) -> dict[int, ChainHead]:
     heads: dict[int, ChainHead] = {}
     keys = {chain_key(p): p for p in range(settings.partitions)}
-    for msg in read_to_end(settings.bootstrap_servers, [changelog_topic(settings.app_id, "payments-timers")], settings.partitions):
+    for msg in read_to_end(client_config(settings), [changelog_topic(settings.app_id, "payments-timers")], settings.partitions):
         p = keys.get(msg.key())
         if p is not None and msg.value() is not None:
             heads[p] = ChainHead.from_bytes(p, msg.value())

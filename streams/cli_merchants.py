@@ -14,7 +14,7 @@ from rich.table import Table
 
 from schemas.codec import Codec, DecodeError
 from streams import merchants
-from streams.settings import Settings, get_settings
+from streams.settings import Settings, client_config, get_settings
 from streams.topics import topic_names
 
 app = typer.Typer(no_args_is_help=True, help="The merchant registry: KYC status, currencies, methods, fee plan.")
@@ -38,7 +38,7 @@ def read_registry(settings: Settings | None = None) -> merchants.Registry:
     s = settings or get_settings()
     registry: merchants.Registry = {}
     try:
-        for msg in read_to_end(s.bootstrap_servers, [topic_names(s).merchants], s.partitions):
+        for msg in read_to_end(client_config(s), [topic_names(s).merchants], s.partitions):
             value = msg.value()
             try:
                 record = None if value is None else CODEC.decode(value)
@@ -54,7 +54,7 @@ def read_registry(settings: Settings | None = None) -> merchants.Registry:
 def _write(record: dict) -> None:
     from connectors.kafka.clients import command_producer
 
-    producer = command_producer(get_settings().bootstrap_servers)
+    producer = command_producer(client_config(get_settings()))
     producer.produce(topic(), key=record["merchant_id"].encode(), value=CODEC.encode(record, check=True))
     if producer.flush(30) != 0:
         err.print("[red]merchants:[/red] the broker did not acknowledge the record in 30 s")

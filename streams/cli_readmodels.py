@@ -45,6 +45,9 @@ def sink(
     except (ClickHouseError, MigrationError) as e:
         err.print(f"[red]sink:[/red] {e}")
         raise typer.Exit(1) from None
+    from streams import metrics
+
+    metrics.serve(settings.metrics_port)  # deploy/ probes the sink's /metrics for readiness
     try:
         stats = serve(settings, client, stopping.is_set, max_rows=max_rows, max_wait_ms=max_wait_ms)
     except (ClickHouseError, SinkError) as e:

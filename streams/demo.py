@@ -34,7 +34,7 @@ from streams.observe import Observer
 from streams.publish import RawMessage, publish_commands
 from streams.readmodels import catch_up
 from streams.runner import WorkerProcess
-from streams.settings import Settings
+from streams.settings import Settings, client_config
 from streams.topics import declared_topics, topic_names
 
 # The public test cards (issuers' documentation), then the simulated provider's saga
@@ -218,7 +218,7 @@ def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int, 
         console.print(f"chaos: {CHAOS_PROVIDER} follows {settings.provider_schedule_file}")
 
     # The observer reads every output topic from the start: they must exist before the worker does.
-    admin.ensure_topics(settings.kafka_bootstrap, declared_topics(settings))
+    admin.ensure_topics(client_config(settings), declared_topics(settings))
     open_the_day(settings, traffic.items[0]["occurred_at"] - timedelta(hours=1))
     with WorkerProcess(settings, log_file) as worker, Observer(settings) as observer:
         started = time.monotonic()
@@ -309,12 +309,12 @@ def approve_reviews(settings: Settings, observer: Observer, traffic: Traffic, ti
     names = topic_names(settings)
     payment_ids = {c["payment_id"] for c in traffic.items if isinstance(c, dict) and c["kind"] == "create"}
     reviews = {}
-    for msg in read_to_end(settings.bootstrap_servers, [names.review], settings.partitions):
+    for msg in read_to_end(client_config(settings), [names.review], settings.partitions):
         review = REVIEW_CODEC.decode(msg.value())
         if review["payment_id"] in payment_ids:
             reviews[review["review_id"]] = review
     resolves = [resolve_command(r, "approve", r["occurred_at"] + REVIEW_DELAY, "demo-operator") for r in reviews.values()]
-    producer = command_producer(settings.bootstrap_servers)
+    producer = command_producer(client_config(settings))
     for key, cmd in resolves:
         producer.produce(names.validated, key=key, value=VALIDATED_CODEC.encode(cmd))
     producer.flush(30)
@@ -329,7 +329,7 @@ def open_the_day(settings: Settings, as_of: datetime) -> None:
     """Register the demo's merchants (verified, with their settlement currencies) and
     publish the day's FX rates for every pair settlement will convert."""
     names = topic_names(settings)
-    producer = command_producer(settings.bootstrap_servers)
+    producer = command_producer(client_config(settings))
     for merchant, currency in SETTLEMENT_CURRENCY.items():
         record = merchant_record(merchant, kyc_status="verified", settlement_currency=currency, updated_at=as_of)
         producer.produce(names.merchants, key=merchant.encode(), value=MERCHANT_CODEC.encode(record, check=True))

@@ -25,6 +25,23 @@ import faust
 
 log = logging.getLogger("paystream.eos")
 
+# When the command entered the pipeline (its payment-commands record's timestamp, ms):
+# every output carries it on as a header, so the stage that answers can measure the
+# whole way (the `pipeline` latency). Operational time only: no stage decides by it.
+ORIGIN_HEADER = "paystream-origin-ms"
+
+
+def origin_ms(message: Any) -> int:
+    """The origin header of a consumed message, or its own timestamp (the first hop)."""
+    headers = message.headers or ()
+    for key, value in (headers.items() if isinstance(headers, dict) else headers):
+        if key == ORIGIN_HEADER and value:
+            try:
+                return int(value)
+            except ValueError:
+                break  # not ours to trust: start the clock here
+    return int(message.timestamp * 1000)
+
 
 @dataclass(frozen=True)
 class StateWrite:
@@ -83,6 +100,7 @@ class Emitter:
             else:
                 w.table.data[w.key] = w.value
         changelog = [Record(w.table.changelog_topic.get_topic_name(), w.key, w.value) for w in writes]
+        origin = [(ORIGIN_HEADER, str(origin_ms(source.message)).encode())]
         try:
             await _acquire(lock, f"{topic}/{partition}")
         except TransactionStalled as e:
@@ -91,9 +109,11 @@ class Emitter:
             logging.shutdown()
             os._exit(EXIT_STALLED)
         try:
-            for r in (*changelog, *records):
+            for r in changelog:
+                await txn_producer.send(r.topic, value=r.value, key=r.key, partition=partition)
+            for r in records:
                 target = partition if r.partition is None else r.partition
-                await txn_producer.send(r.topic, value=r.value, key=r.key, partition=target)
+                await txn_producer.send(r.topic, value=r.value, key=r.key, partition=target, headers=origin)
         finally:
             lock.release()
 

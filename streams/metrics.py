@@ -6,7 +6,7 @@ names; tests/unit/deploy/test_observability.py keeps them in step.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 OUTCOMES = Counter("paystream_outcomes_total", "Outcomes produced", ["kind", "status"])
 DEAD_LETTERS = Counter("paystream_dead_letters_total", "Records sent to the DLQ", ["stage", "reason"])
@@ -18,22 +18,27 @@ COMMAND_ID_REUSED = Counter("paystream_command_id_reused_total", "Commands whose
 
 # Seconds from the input record's Kafka timestamp to the stage's output. Operational
 # time, so the wall clock is right here (business logic never reads it). stage is
-# ingest | keys | payments | risk | route | ledger, or `pipeline` for the whole way
-# from payment-commands to the outcome (the p99 SLO). Buckets straddle the 200 ms SLO.
+# ingest | keys | risk | payments (provider calls included) | post | ledger, each from
+# its input record's timestamp; or `pipeline` for the whole way from payment-commands
+# to the outcome's send (the origin header, streams/eos.py; the p99 SLO): read_committed
+# readers see it up to one commit interval later. Buckets straddle the 200 ms SLO.
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0, 10.0)
 STAGE_LATENCY = Histogram(
     "paystream_stage_latency_seconds", "Record timestamp to stage output", ["stage"], buckets=LATENCY_BUCKETS_S
 )
-# Log end offset minus the group's committed offset, per source partition we own.
+# Log end offset minus the group's committed offset, per source partition this worker
+# owns, every streams.probes.PROBE_INTERVAL_S (a partition that moves is dropped here).
 CONSUMER_LAG = Gauge("paystream_consumer_lag_messages", "Messages not yet committed by the group", ["topic", "partition"])
-# Debits minus credits per currency over this worker's ledger partitions; anything
-# but 0 breaks invariant 1 and pages.
+# Debits minus credits per currency over this worker's ledger partitions (the balances
+# table, summed every PROBE_INTERVAL_S); anything but 0 breaks invariant 1 and pages.
 LEDGER_IMBALANCE = Gauge("paystream_ledger_imbalance_minor", "Ledger debits minus credits, minor units", ["currency"])
 LEDGER_ENTRIES = Counter("paystream_ledger_entries_applied_total", "Journal entries applied to the balances")
-# Circuit breaker per provider rail: 0 closed, 1 half-open, 2 open.
+# Circuit breaker per provider rail: 0 closed, 1 half-open, 2 open; the worst of the
+# rail's breakers over this worker's partitions (one per partition), closed from start.
 BREAKER_STATE = Gauge("paystream_breaker_state", "Provider circuit breaker (0 closed, 1 half-open, 2 open)", ["provider"])
 BREAKER_CLOSED, BREAKER_HALF_OPEN, BREAKER_OPEN = 0, 1, 2
 # kind: the reconciliation status (streams/reconcile.py STATUSES other than matched).
+# Counted by `paystream reconcile` in its own process; the worker registers the kinds at 0.
 SETTLEMENT_DISCREPANCIES = Counter(
     "paystream_settlement_discrepancies_total", "Settlement lines that do not match the ledger", ["kind"]
 )
@@ -42,3 +47,9 @@ SETTLEMENT_DISCREPANCIES = Counter(
 FRAUD_DECISIONS = Counter("paystream_fraud_decisions_total", "Fraud decisions", ["action", "fallback"])
 # Rows the ClickHouse sink inserted, per read-model table (streams/readmodels.py).
 SINK_ROWS = Counter("paystream_sink_rows_total", "Rows inserted into the ClickHouse read models", ["table"])
+
+
+def serve(port: int | None) -> None:
+    """Expose /metrics on `port` (PAYSTREAM_METRICS_PORT) from a daemon thread; None: not served."""
+    if port is not None:
+        start_http_server(port)

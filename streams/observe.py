@@ -16,7 +16,7 @@ from confluent_kafka import Consumer, TopicPartition
 from connectors.kafka.clients import POLL_TIMEOUT_S, committed_reader, end_offsets
 from schemas.codec import Codec, DecodeError
 from streams.ledger_stage import post_event
-from streams.settings import Settings
+from streams.settings import Settings, client_config
 from streams.topics import topic_names
 
 OUTCOME_CODEC = Codec("PaymentOutcome")
@@ -34,7 +34,7 @@ class Observer:
         names = topic_names(settings)
         self.outcomes_topic, self.dlq_topic, self.events_topic, self.ledger_topic = names.outcomes, names.dlq, names.events, names.ledger
         self.partitions = settings.partitions
-        self.consumer: Consumer = committed_reader(settings.kafka_bootstrap, [])
+        self.consumer: Consumer = committed_reader(client_config(settings), [])
         assignment = []
         for topic in (names.outcomes, names.dlq, names.events, names.ledger):
             for p, high in end_offsets(self.consumer, topic, settings.partitions).items():
@@ -47,7 +47,7 @@ class Observer:
         self.expected_entry_ids: set[str] = set()  # what the events seen so far must post
         self.last_entry_offset: dict[int, int] = {}  # per ledger partition, the last entry seen
         self.undecodable = 0
-        self.bootstrap, self.app_id = settings.kafka_bootstrap, settings.app_id
+        self.client, self.app_id = client_config(settings), settings.app_id
         self.group: Consumer | None = None  # made by ledger_caught_up, the only reader of the group's offsets
 
     def poll(self, timeout_s: float = POLL_TIMEOUT_S) -> int:
@@ -118,7 +118,7 @@ class Observer:
         """The ledger agent has applied every entry seen so far: its group's committed
         offset is past the last one in each partition."""
         if self.group is None:  # reads the pipeline's committed offsets; never joins the group, never commits
-            self.group = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.app_id,
+            self.group = Consumer({**self.client, "group.id": self.app_id,
                                    "enable.auto.commit": False, "log_level": 3})
         tps = [TopicPartition(self.ledger_topic, p) for p in self.last_entry_offset]
         committed = {tp.partition: tp.offset for tp in self.group.committed(tps, timeout=10)} if tps else {}

@@ -12,7 +12,7 @@ from connectors.vault.intake import Sealer
 from schemas.cards import CardError, mask_pans
 from schemas.codec import Codec, EncodeError
 from schemas.jsonio import JsonCommandError, command_from_json
-from streams.settings import Settings
+from streams.settings import Settings, client_config
 from streams.topics import topic_names
 
 COMMAND_CODEC = Codec("PaymentCommand")
@@ -142,7 +142,7 @@ def publish_commands(settings: Settings, items: Iterable[dict[str, Any] | RawMes
         items = list(items)
         if any(isinstance(i, dict) and i.get("card") is not None for i in items):
             items = seal_commands(items, intake_sealer(settings))
-    producer = command_producer(settings.kafka_bootstrap)
+    producer = command_producer(client_config(settings))
     failures: list[str] = []
 
     def on_delivery(error: Any, _msg: Any) -> None:

@@ -38,7 +38,7 @@ from streams.ingest import dead_letter
 from streams.ledger import entry_to_record
 from streams.metrics import DEAD_LETTERS, SETTLEMENT_DISCREPANCIES, SINK_ROWS
 from streams.reconcile import ProviderTxn, ReconResult, ledger_side, reconcile
-from streams.settings import Settings
+from streams.settings import Settings, client_config
 from streams.settlement import SettlementRun
 from streams.topics import topic_names
 
@@ -231,7 +231,7 @@ def sink_consumer(settings: Settings, *, group: bool = True, eof: bool | None = 
     """read_committed; in the group `<app_id>-sink` with manual commits, or (rebuild)
     an anonymous reader; `eof` (default: not in the group) reports each partition's end."""
     return Consumer({
-        "bootstrap.servers": settings.bootstrap_servers,
+        **client_config(settings),
         "group.id": f"{settings.app_id}-sink" if group else f"{settings.app_id}-rebuild-{uuid.uuid4().hex[:8]}",
         "isolation.level": "read_committed",
         "auto.offset.reset": "earliest",
@@ -242,7 +242,7 @@ def sink_consumer(settings: Settings, *, group: bool = True, eof: bool | None = 
 
 
 def dead_letter_producer(settings: Settings) -> KafkaDeadLetters:
-    producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "enable.idempotence": True, "acks": "all",
+    producer = Producer({**client_config(settings), "enable.idempotence": True, "acks": "all",
                          "log_level": 3})
     return KafkaDeadLetters(producer, topic_names(settings).dlq)
 

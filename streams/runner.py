@@ -28,8 +28,13 @@ class WorkerProcess:
 
     def env(self) -> dict[str, str]:
         s = self.settings
+        # The child's Kafka security is the parent's, set in env or in code (the password as well: env is how it travels).
         optional = {"PAYSTREAM_METRICS_PORT": s.metrics_port, "PAYSTREAM_PROVIDER_SCHEDULE_FILE": s.provider_schedule_file,
-                    "PAYSTREAM_ROUTING_LOG_DIR": s.routing_log_dir}
+                    "PAYSTREAM_ROUTING_LOG_DIR": s.routing_log_dir,
+                    "PAYSTREAM_KAFKA_SASL_USERNAME": s.kafka_sasl_username,
+                    "PAYSTREAM_KAFKA_SASL_PASSWORD": s.kafka_sasl_password.get_secret_value() if s.kafka_sasl_password else None,
+                    "PAYSTREAM_KAFKA_SSL_CA_FILE": s.kafka_ssl_ca_file, "PAYSTREAM_KAFKA_SSL_CERT_FILE": s.kafka_ssl_cert_file,
+                    "PAYSTREAM_KAFKA_SSL_KEY_FILE": s.kafka_ssl_key_file}
         return os.environ | {k: str(v) for k, v in optional.items() if v is not None} | {
             "PAYSTREAM_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
             "PAYSTREAM_PARTITIONS": str(s.partitions),
@@ -44,6 +49,9 @@ class WorkerProcess:
             "PAYSTREAM_PROVIDER_SEED": str(s.provider_seed),
             "PAYSTREAM_PROVIDERS_DIR": str(s.providers_dir),  # workers with their own data dirs share one provider
             "PAYSTREAM_FRAUD_SCORING": str(s.fraud_scoring).lower(),
+            "PAYSTREAM_KAFKA_SECURITY_PROTOCOL": s.kafka_security_protocol,
+            "PAYSTREAM_KAFKA_SASL_MECHANISM": s.kafka_sasl_mechanism,
+            "PAYSTREAM_TABLE_STANDBY_REPLICAS": str(s.table_standby_replicas),
         }
 
     def start(self) -> WorkerProcess:

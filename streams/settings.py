@@ -1,7 +1,7 @@
 """The one settings object. Every knob is read here from `PAYSTREAM_*` env vars.
 
-Secrets are never held as plain strings in here: only paths to key files, so a
-repr of the settings is safe to log.
+Secrets are held as paths to key files or, the Kafka SASL password alone, as a
+pydantic SecretStr (its repr is `**********`), so a repr of the settings is safe to log.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from functools import lru_cache
 from typing import Literal
 from pathlib import Path
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The bootstrap the embedded broker listens on; anything else is "external".
@@ -18,7 +18,8 @@ EMBEDDED_BOOTSTRAP = "localhost:19092"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PAYSTREAM_", extra="ignore")
+    # hide_input_in_errors: a validation error would otherwise print the whole input, SASL password included.
+    model_config = SettingsConfigDict(env_prefix="PAYSTREAM_", extra="ignore", hide_input_in_errors=True)
 
     # Kafka
     kafka_bootstrap: str = Field(
@@ -34,6 +35,23 @@ class Settings(BaseSettings):
     replication_factor: int = Field(1, ge=1, le=5)
     # Faust's commit interval bounds read_committed outcome latency under EOS.
     commit_interval_s: float = Field(0.5, gt=0, le=30)
+    # Security of an external cluster (deploy/kafka-security/): SASL/SCRAM over TLS, or
+    # mutual TLS. Every client applies it: client_config() for confluent-kafka,
+    # streams.app.broker_credentials() for Faust. The password is never printed or logged.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = Field(None, min_length=1, max_length=255)
+    kafka_sasl_password: SecretStr | None = None
+    # PEM files. No CA file: the system's trust store verifies the brokers. A certificate
+    # and its key (mTLS) come together.
+    kafka_ssl_ca_file: Path | None = None
+    kafka_ssl_cert_file: Path | None = None
+    kafka_ssl_key_file: Path | None = None
+    # Faust keeps this many warm copies of each table partition on other workers, so a
+    # failover resumes without replaying the changelog. 0 on one box: a standby must live
+    # on another worker, and there it only doubles the changelog reads and RocksDB writes
+    # on the same cores and disk; deploy/k8s sets 1.
+    table_standby_replicas: int = Field(0, ge=0, le=2)
 
     # Schema Registry: when set, codecs write the Confluent wire format (schemas/codec.py).
     schema_registry_url: str | None = Field(None, pattern=r"^https?://\S+$")
@@ -161,6 +179,27 @@ class Settings(BaseSettings):
         return v.strip()
 
     @model_validator(mode="after")
+    def _kafka_security_is_complete(self) -> Settings:
+        protocol = self.kafka_security_protocol
+        if protocol.startswith("SASL_"):
+            if not self.kafka_sasl_username or not self.kafka_sasl_password or not self.kafka_sasl_password.get_secret_value():
+                raise ValueError(f"PAYSTREAM_KAFKA_SECURITY_PROTOCOL={protocol} needs PAYSTREAM_KAFKA_SASL_USERNAME "
+                                 "and PAYSTREAM_KAFKA_SASL_PASSWORD")
+        elif self.kafka_sasl_username or self.kafka_sasl_password is not None:
+            raise ValueError(f"SASL credentials are set but PAYSTREAM_KAFKA_SECURITY_PROTOCOL={protocol} would not use them")
+        files = {"PAYSTREAM_KAFKA_SSL_CA_FILE": self.kafka_ssl_ca_file, "PAYSTREAM_KAFKA_SSL_CERT_FILE": self.kafka_ssl_cert_file,
+                 "PAYSTREAM_KAFKA_SSL_KEY_FILE": self.kafka_ssl_key_file}
+        given = [name for name, path in files.items() if path is not None]
+        if given and not protocol.endswith("SSL"):
+            raise ValueError(f"{', '.join(given)} set but PAYSTREAM_KAFKA_SECURITY_PROTOCOL={protocol} uses no TLS")
+        if (self.kafka_ssl_cert_file is None) != (self.kafka_ssl_key_file is None):
+            raise ValueError("PAYSTREAM_KAFKA_SSL_CERT_FILE and PAYSTREAM_KAFKA_SSL_KEY_FILE come together (mutual TLS)")
+        missing = [f"{name}={files[name]}" for name in given if not files[name].is_file()]
+        if missing:
+            raise ValueError(f"no such file: {', '.join(missing)}")
+        return self
+
+    @model_validator(mode="after")
     def _default_clickhouse_url(self) -> Settings:
         if not self.clickhouse_url.strip():
             # chDB wants an absolute directory: chdb:///var/... would be /var.
@@ -219,6 +258,25 @@ class Settings(BaseSettings):
     @property
     def state_dir(self) -> Path:
         return self.data_dir / "state" / self.app_id / self.worker_name
+
+
+def client_config(settings: Settings) -> dict[str, str]:
+    """librdkafka's connection settings (bootstrap and security) for a confluent-kafka
+    client; every Consumer, Producer and AdminClient starts from these. Holds the SASL
+    password in clear: pass it to the client, never to a log."""
+    conf = {"bootstrap.servers": settings.bootstrap_servers, "security.protocol": settings.kafka_security_protocol}
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        assert settings.kafka_sasl_username and settings.kafka_sasl_password is not None  # the validator's promise
+        conf |= {"sasl.mechanism": settings.kafka_sasl_mechanism, "sasl.username": settings.kafka_sasl_username,
+                 "sasl.password": settings.kafka_sasl_password.get_secret_value()}
+    if settings.kafka_security_protocol.endswith("SSL"):
+        # Verify the broker's name against its certificate (librdkafka's default since 2.0, said out loud).
+        conf["ssl.endpoint.identification.algorithm"] = "https"
+        for key, path in (("ssl.ca.location", settings.kafka_ssl_ca_file), ("ssl.certificate.location", settings.kafka_ssl_cert_file),
+                          ("ssl.key.location", settings.kafka_ssl_key_file)):
+            if path is not None:
+                conf[key] = str(path)
+    return conf
 
 
 @lru_cache(maxsize=1)

@@ -29,7 +29,7 @@ from schemas.codec import Codec, DecodeError
 from streams.fx import FxError, RateBook, rate_from_record
 from streams.ledger import JournalEntry, PostingError, entry_from_record, entry_to_record
 from streams.readmodels import record_settlement
-from streams.settings import Settings
+from streams.settings import Settings, client_config
 from streams.settlement import SettlementRun, settle
 from streams.topics import topic_names
 
@@ -51,7 +51,7 @@ class SettleResult:
 
 def read_entries(settings: Settings) -> tuple[list[JournalEntry], int]:
     entries, skipped = [], 0
-    for msg in read_to_end(settings.bootstrap_servers, [topic_names(settings).ledger], settings.partitions):
+    for msg in read_to_end(client_config(settings), [topic_names(settings).ledger], settings.partitions):
         try:
             entries.append(entry_from_record(ENTRY_CODEC.decode(msg.value() or b"")))
         except (DecodeError, PostingError):
@@ -64,7 +64,7 @@ def read_entries(settings: Settings) -> tuple[list[JournalEntry], int]:
 def read_rates(settings: Settings) -> tuple[RateBook, int]:
     book, skipped = RateBook(), 0
     try:
-        for msg in read_to_end(settings.bootstrap_servers, [topic_names(settings).fx_rates], settings.partitions):
+        for msg in read_to_end(client_config(settings), [topic_names(settings).fx_rates], settings.partitions):
             try:
                 book.add(rate_from_record(RATE_CODEC.decode(msg.value() or b"")))
             except (DecodeError, FxError):
@@ -83,7 +83,7 @@ def post(settings: Settings, run: SettlementRun, already: set[str]) -> int:
     if not new:
         return 0
     payouts = {p.settlement_id: p for p in run.payouts}
-    producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "transactional.id": f"{settings.app_id}-settle",
+    producer = Producer({**client_config(settings), "transactional.id": f"{settings.app_id}-settle",
                          "enable.idempotence": True, "acks": "all", "log_level": 3})
     try:
         producer.init_transactions(TXN_TIMEOUT_S)

@@ -36,7 +36,7 @@ from connectors.webhooks.progress import EventClock, Offsets
 from connectors.webhooks.sender import MAX_CONCURRENT, deliver_due
 from schemas.codec import Codec, DecodeError
 from schemas.times import to_ms
-from streams.settings import Settings
+from streams.settings import client_config, Settings
 from streams.topics import topic_names
 
 log = logging.getLogger("paystream.webhooks")
@@ -100,8 +100,7 @@ class WebhookRunner:
     # --- Kafka ---
 
     def _consumer(self) -> Consumer:
-        consumer = Consumer({
-            "bootstrap.servers": self.settings.bootstrap_servers,
+        consumer = Consumer(client_config(self.settings) | {
             "group.id": f"{self.settings.app_id}-webhooks",
             "isolation.level": "read_committed",
             "auto.offset.reset": "earliest",
@@ -119,8 +118,7 @@ class WebhookRunner:
             self._committed.pop(p, None)
 
     def _producer(self) -> Producer:
-        return Producer({"bootstrap.servers": self.settings.bootstrap_servers, "enable.idempotence": True,
-                         "acks": "all", "log_level": 3})
+        return Producer(client_config(self.settings) | {"enable.idempotence": True, "acks": "all", "log_level": 3})
 
     def _delivered(self, err: object, _msg: object) -> None:
         if err is not None:

@@ -1,6 +1,7 @@
 """Topic administration: declare topics as specs, create the missing ones.
 
-Plain parameters only (a bootstrap string, specs); no `streams` imports.
+Plain parameters only (a Connection: a bootstrap string or librdkafka settings; specs);
+no `streams` imports.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
+
+from connectors.kafka.clients import Connection, bootstrap_of, connection
 
 #: Upper bound of one metadata probe while polling for a broker.
 PROBE_TIMEOUT_S = 2.0
@@ -65,10 +68,10 @@ class TopicSpec:
         return cfg
 
 
-def _admin(bootstrap: str) -> AdminClient:
+def _admin(conn: Connection) -> AdminClient:
     # log_level 0: librdkafka would print a line per refused connect while we poll;
     # every failure reaches the caller as an exception instead.
-    return AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    return AdminClient({**connection(conn), "log_level": 0})
 
 
 def _port_open(bootstrap: str, timeout_s: float) -> bool:
@@ -82,30 +85,30 @@ def _port_open(bootstrap: str, timeout_s: float) -> bool:
     return False
 
 
-def broker_answers(bootstrap: str, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
-    """One metadata round trip: True if a broker at `bootstrap` answered in time."""
+def broker_answers(conn: Connection, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
+    """One metadata round trip: True if a broker at `conn` answered in time."""
     # A refused connect fails at once, while librdkafka would retry until the timeout.
-    if not _port_open(bootstrap, timeout_s):
+    if not _port_open(bootstrap_of(conn), timeout_s):
         return False
     try:
-        _admin(bootstrap).list_topics(timeout=timeout_s)
+        _admin(conn).list_topics(timeout=timeout_s)
     except KafkaException:
         return False
     return True
 
 
-def wait_for_broker(bootstrap: str, timeout_s: float) -> None:
+def wait_for_broker(conn: Connection, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise TimeoutError(f"no Kafka broker answered at {bootstrap} within {timeout_s:g}s")
-        if broker_answers(bootstrap, min(PROBE_TIMEOUT_S, remaining)):
+            raise TimeoutError(f"no Kafka broker answered at {bootstrap_of(conn)} within {timeout_s:g}s")
+        if broker_answers(conn, min(PROBE_TIMEOUT_S, remaining)):
             return
         time.sleep(min(POLL_INTERVAL_S, max(0.0, deadline - time.monotonic())))
 
 
-def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], timeout_s: float = 30) -> list[str]:
+def ensure_topics(conn: Connection, specs: Iterable[TopicSpec], timeout_s: float = 30) -> list[str]:
     """Create the topics that do not exist yet; return the names created.
 
     Existing topics are never altered: one with fewer partitions than its spec is an
@@ -113,11 +116,11 @@ def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], timeout_s: float =
     accepted as it is.
     """
     specs = list(specs)
-    admin = _admin(bootstrap)
+    admin = _admin(conn)
     try:
         existing = admin.list_topics(timeout=timeout_s).topics
     except KafkaException as exc:
-        raise TopicError(f"cannot read topic metadata from {bootstrap}: {exc}") from exc
+        raise TopicError(f"cannot read topic metadata from {bootstrap_of(conn)}: {exc}") from exc
 
     too_small = [
         f"{s.name} has {len(existing[s.name].partitions)} partitions, spec wants {s.partitions}"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
@@ -12,13 +13,28 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 PRODUCER_QUEUE_MAX_MESSAGES = 100_000
 POLL_TIMEOUT_S = 0.5
 
+#: How a client reaches the cluster: a bootstrap string (plaintext: the embedded broker)
+#: or librdkafka connection settings, `bootstrap.servers` plus security (the pipeline
+#: passes streams.settings.client_config). The mapping may hold a password: never log it.
+Connection = str | Mapping[str, Any]
 
-def command_producer(bootstrap: str, *, linger_ms: int = 5) -> Producer:
+
+def connection(conn: Connection) -> dict[str, Any]:
+    """librdkafka settings of a Connection, for a client config to start from."""
+    return {"bootstrap.servers": conn} if isinstance(conn, str) else dict(conn)
+
+
+def bootstrap_of(conn: Connection) -> str:
+    """The bootstrap servers alone: what a message may name (the rest may be secret)."""
+    return str(connection(conn)["bootstrap.servers"])
+
+
+def command_producer(conn: Connection, *, linger_ms: int = 5) -> Producer:
     """Idempotent, acks=all, and keyed with Java's murmur2 so a payment's commands
     share one partition whichever client published them."""
     return Producer(
         {
-            "bootstrap.servers": bootstrap,
+            **connection(conn),
             "enable.idempotence": True,
             "acks": "all",
             "partitioner": "murmur2_random",
@@ -29,7 +45,7 @@ def command_producer(bootstrap: str, *, linger_ms: int = 5) -> Producer:
     )
 
 
-def committed_reader(bootstrap: str, topics: list[str], *, group_id: str | None = None, from_beginning: bool = True) -> Consumer:
+def committed_reader(conn: Connection, topics: list[str], *, group_id: str | None = None, from_beginning: bool = True) -> Consumer:
     """A read_committed consumer: sees only what the pipeline's transactions committed.
 
     Without a group id it reads as an anonymous observer and commits nothing.
@@ -37,7 +53,7 @@ def committed_reader(bootstrap: str, topics: list[str], *, group_id: str | None 
     """
     consumer = Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **connection(conn),
             "group.id": group_id or f"paystream-reader-{uuid.uuid4().hex[:12]}",
             "isolation.level": "read_committed",
             "auto.offset.reset": "earliest" if from_beginning else "latest",
@@ -119,7 +135,7 @@ def require_topics(consumer: Consumer, topics: list[str], timeout_s: float = 10)
         raise MissingTopic(f"no such topic: {', '.join(missing)} (check PAYSTREAM_NAMESPACE; a worker creates them)")
 
 
-def read_to_end(bootstrap: str, topics: list[str], partitions: int, *, timeout_s: float = READ_TO_END_TIMEOUT_S,
+def read_to_end(conn: Connection, topics: list[str], partitions: int, *, timeout_s: float = READ_TO_END_TIMEOUT_S,
                 ends: dict[tuple[str, int], int] | None = None) -> Iterator[Message]:
     """Every committed message of `topics` from offset 0 up to the end offsets seen at
     the start (or `ends`), in offset order per partition; a snapshot for audit and
@@ -127,7 +143,7 @@ def read_to_end(bootstrap: str, topics: list[str], partitions: int, *, timeout_s
     never delivered, so its end-of-partition signal counts as arrival. A partition
     still short of its end after `timeout_s` (a hanging transaction) raises."""
     consumer = Consumer({
-        "bootstrap.servers": bootstrap,
+        **connection(conn),
         "group.id": f"paystream-snapshot-{uuid.uuid4().hex[:12]}",
         "isolation.level": "read_committed",
         "enable.auto.commit": False,

@@ -18,7 +18,7 @@ from connectors.kafka.clients import POLL_TIMEOUT_S, command_producer, committed
 from schemas.codec import DecodeError
 from streams.observe import MAX_BATCH, OUTCOME_CODEC
 from streams.publish import COMMAND_CODEC, command_key
-from streams.settings import Settings
+from streams.settings import Settings, client_config
 from streams.topics import topic_names
 
 log = logging.getLogger(__name__)
@@ -132,8 +132,8 @@ class KafkaBus:
     def __init__(self, settings: Settings, max_slots: int) -> None:
         names = topic_names(settings)
         self._topic, self._encode, self._key = names.commands, COMMAND_CODEC.encode, command_key
-        self._producer = command_producer(settings.bootstrap_servers, linger_ms=settings.producer_linger_ms)
-        self._consumer = committed_reader(settings.bootstrap_servers, [])
+        self._producer = command_producer(client_config(settings), linger_ms=settings.producer_linger_ms)
+        self._consumer = committed_reader(client_config(settings), [])
         self._consumer.assign([TopicPartition(names.outcomes, p, high) for p, high in
                                end_offsets(self._consumer, names.outcomes, settings.partitions).items()])
         self.outcomes = Outcomes(max_slots)

@@ -82,11 +82,12 @@ class KafkaOps:
     """Reads the ops figures of the pipeline's consumer groups; one read per CACHE_S
     however many pages ask. A group that does not exist yet has no rows."""
 
-    def __init__(self, bootstrap: str, groups: Iterable[str], dlq_topic: str, metrics_urls: Iterable[str],
+    def __init__(self, connection: Mapping[str, str], groups: Iterable[str], dlq_topic: str, metrics_urls: Iterable[str],
                  fetch_text: Callable[[str], str] = _fetch_text) -> None:
+        """`connection`: librdkafka's connection settings (streams.settings.client_config)."""
         from confluent_kafka.admin import AdminClient
 
-        self.admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+        self.admin = AdminClient(dict(connection) | {"log_level": 0})
         # Named, not a prefix: "paystream" is a prefix of every other namespace's groups.
         self.groups, self.dlq_topic = sorted(groups)[:GROUPS_MAX], dlq_topic
         self.metrics_urls = list(metrics_urls)[:METRICS_URLS_MAX]

@@ -1,0 +1,93 @@
+"""The worker's gauges that no single event sets: consumer lag, the ledger's balance
+per currency, and the breakers' states folded over partitions. Pure folds here;
+streams/app.py runs them on timers and sets streams/metrics.py."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from connectors.providers.breaker import Transition
+from streams import metrics
+from streams.ledger import decode_balance, parse_balance_key
+
+# How often the worker refreshes the lag and imbalance gauges.
+PROBE_INTERVAL_S = 5.0
+# Balance records one imbalance check reads; past it the check is skipped, loudly
+# (a partial sum would page with a false imbalance).
+BALANCE_SCAN_MAX = 1_000_000
+
+BREAKER_LEVEL = {"closed": metrics.BREAKER_CLOSED, "half_open": metrics.BREAKER_HALF_OPEN, "open": metrics.BREAKER_OPEN}
+
+
+def partition_lag(low: int, high: int, committed: int) -> int:
+    """Messages of one partition the group has not committed yet: from its committed
+    offset (none: from the log start) to the end. Under exactly-once the end is past
+    the last transaction's commit marker, so a caught-up partition shows 1."""
+    assert 0 <= low <= high, (low, high)
+    start = committed if committed >= 0 else low
+    return max(0, high - max(start, low))
+
+
+class TooManyBalances(RuntimeError):
+    """More balance records than BALANCE_SCAN_MAX: not summed."""
+
+
+def ledger_imbalance(records: Iterable[tuple[bytes, bytes]], max_records: int = BALANCE_SCAN_MAX) -> dict[str, int]:
+    """Debits minus credits per currency over balance-table records (key, value), every
+    currency seen included: all zeros while invariant 1 holds."""
+    out: dict[str, int] = {}
+    for n, (key, value) in enumerate(records, 1):
+        if n > max_records:
+            raise TooManyBalances(f"over {max_records} balance records")
+        _, currency = parse_balance_key(key)
+        out[currency] = out.get(currency, 0) + decode_balance(value)
+    return out
+
+
+@dataclass
+class BreakerBoard:
+    """Breakers are per provider and payment partition (connectors/providers/router.py);
+    the gauge is per provider: the worst state over this worker's partitions."""
+
+    providers: tuple[str, ...]
+    levels: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def apply(self, partition: int, change: Transition) -> None:
+        self.levels[(change.provider, partition)] = BREAKER_LEVEL[change.to_state]
+
+    def worst(self) -> Mapping[str, int]:
+        """Every provider's level: closed until a partition's breaker says otherwise."""
+        out = dict.fromkeys(self.providers, metrics.BREAKER_CLOSED)
+        for (provider, _), level in self.levels.items():
+            out[provider] = max(out.get(provider, metrics.BREAKER_CLOSED), level)
+        return out
+
+
+class LagProbe:
+    """The group's committed offsets and the partitions' watermarks, read by a side
+    consumer that never joins the group. Blocking: the worker calls it off its loop."""
+
+    def __init__(self, conf: Mapping[str, str], group_id: str) -> None:
+        self._conf, self._group_id = dict(conf), group_id  # conf may hold the SASL password: never logged
+        self._consumer = None
+
+    def lags(self, partitions: Iterable[tuple[str, int]], timeout_s: float = 5.0) -> dict[tuple[str, int], int]:
+        from confluent_kafka import Consumer, TopicPartition
+
+        if self._consumer is None:
+            self._consumer = Consumer({**self._conf, "group.id": self._group_id, "enable.auto.commit": False,
+                                       "isolation.level": "read_committed", "log_level": 3})
+        tps = [TopicPartition(t, p) for t, p in sorted(partitions)]
+        if not tps:
+            return {}
+        committed = {(tp.topic, tp.partition): tp.offset for tp in self._consumer.committed(tps, timeout=timeout_s)}
+        out = {}
+        for tp in tps:
+            low, high = self._consumer.get_watermark_offsets(tp, timeout=timeout_s)
+            out[(tp.topic, tp.partition)] = partition_lag(low, high, committed[(tp.topic, tp.partition)])
+        return out
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
