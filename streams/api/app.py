@@ -29,7 +29,17 @@ from streams.api.bus import BusUnavailable, CommandBus
 from streams.api.dashboard import Dashboard, router
 from streams.api.errors import ApiError, not_found, outcome_response, payment_body
 from streams.api.idempotency import IdempotencyRecords, InFlightFull, Response, fingerprint
-from streams.api.models import Accepted, AmountIn, CreatePayment, Empty, ErrorBody, Payment, PaymentList
+from streams.api.models import (
+    Accepted,
+    AmountIn,
+    ConfirmIn,
+    CreatePayment,
+    Empty,
+    ErrorBody,
+    EvidenceIn,
+    Payment,
+    PaymentList,
+)
 from streams.api.readmodel import LIST_LIMIT_MAX
 from streams.settings import Settings
 
@@ -304,6 +314,24 @@ def create_app(bus: CommandBus, keys: ApiKeys, *, sealer: Sealer | None, config:
         pid, amount = follow_up_id(payment_id), (body.amount_minor if body else None)
         return await write(merchant, idempotency_key, f"refund:{pid}", pid, {"amount_minor": amount},
                            follow_up("refund", merchant, idempotency_key, pid, amount))
+
+    @app.post("/v1/payments/{payment_id}/confirm", response_model=Payment, responses=_WRITE_RESPONSES,
+              summary="Complete a 3DS step-up with the cardholder's authentication result")
+    async def confirm(payment_id: str, merchant: Merchant, idempotency_key: IdemKey, body: ConfirmIn) -> JSONResponse:
+        pid = follow_up_id(payment_id)
+        three_ds = body.three_ds.model_dump()
+        return await write(merchant, idempotency_key, f"confirm:{pid}", pid, {"three_ds": three_ds},
+                           follow_up("confirm", merchant, idempotency_key, pid, None) | {"three_ds": three_ds})
+
+    # A dispute is opened and decided by the card network (dispute_open / dispute_close
+    # commands from the acquirer's feed); the merchant answers it with evidence.
+    @app.post("/v1/payments/{payment_id}/dispute/evidence", response_model=Payment, responses=_WRITE_RESPONSES,
+              summary="Submit evidence for the payment's open dispute")
+    async def dispute_evidence(payment_id: str, merchant: Merchant, idempotency_key: IdemKey, body: EvidenceIn) -> JSONResponse:
+        pid = follow_up_id(payment_id)
+        dispute = {"reason": None, "evidence_due_at": None, "evidence": body.evidence, "outcome": None}
+        return await write(merchant, idempotency_key, f"dispute_evidence:{pid}", pid, {"evidence": body.evidence},
+                           follow_up("dispute_evidence", merchant, idempotency_key, pid, None) | {"dispute": dispute})
 
     @app.get("/v1/payments/{payment_id}", response_model=Payment, responses=_ERRORS, summary="Retrieve a payment")
     async def get_payment(payment_id: str, merchant: Merchant) -> JSONResponse:

@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from streams.ingest import EVIDENCE_MAX_CHARS
+
 AVRO_LONG_MAX = 2**63 - 1
 METADATA_MAX_KEYS = 50
 
@@ -39,6 +41,27 @@ class AmountIn(_Strict):
 
 class Empty(_Strict):
     pass
+
+
+class ThreeDsIn(_Strict):
+    """The cardholder's EMV 3-D Secure 2.x result, as the merchant's 3DS server got it."""
+
+    trans_status: Literal["Y", "A", "N", "U", "R"] = Field(
+        description="transStatus: Y authenticated, A attempted, N not authenticated, U unavailable, R rejected.")
+    eci: str | None = Field(None, pattern=r"^[0-9]{2}$")
+    ds_trans_id: str | None = Field(None, min_length=36, max_length=36)
+
+
+class ConfirmIn(_Strict):
+    """Completes a payment the risk stage left in `requires_action` (a 3DS step-up)."""
+
+    three_ds: ThreeDsIn
+
+
+class EvidenceIn(_Strict):
+    """The merchant's answer to an open dispute (card numbers in it are masked at ingest)."""
+
+    evidence: str = Field(min_length=1, max_length=EVIDENCE_MAX_CHARS)
 
 
 class Card(BaseModel):

@@ -71,6 +71,12 @@ class FakePipeline:
         elif cmd["kind"] == "void":
             p |= {"payment_status": "voided"}
             out = base | p | {"status": "succeeded"}
+        elif cmd["kind"] == "confirm":  # the saga's 3DS verdict, in short
+            authenticated = cmd["three_ds"]["trans_status"] in ("Y", "A")
+            p |= {"payment_status": "authorized" if authenticated else "declined"}
+            out = base | p | ({"status": "succeeded"} if authenticated else {"status": "rejected", "reason_code": "authentication_failed"})
+        elif cmd["kind"] == "dispute_evidence":
+            out = base | p | {"status": "succeeded"}
         else:
             amount = cmd["amount_minor"] or p["captured_minor"] - p["refunded_minor"]
             p |= {"refunded_minor": p["refunded_minor"] + amount, "payment_status": "refunded"}

@@ -106,6 +106,22 @@ def test_follow_ups_capture_refund_and_get(api: Api) -> None:
     assert api.bus.published[2]["amount_minor"] is None  # no amount: all that is left
 
 
+def test_confirm_carries_the_3ds_result_and_evidence_the_merchants_answer(api: Api) -> None:
+    pid = api.create().json()["id"]
+    three_ds = {"trans_status": "Y", "eci": "05", "ds_trans_id": "6f1f6d7e-3c5a-4b7a-9e0e-2f7c1a8b9d10"}
+    r = api.client.post(f"/v1/payments/{pid}/confirm", json={"three_ds": three_ds}, headers=api.headers("3ds-1"))
+    assert r.status_code == 200 and r.json()["status"] == "authorized"
+    assert api.bus.published[-1]["kind"] == "confirm" and api.bus.published[-1]["three_ds"] == three_ds
+    r = api.client.post(f"/v1/payments/{pid}/dispute/evidence", json={"evidence": "signed delivery receipt"},
+                        headers=api.headers("ev-1"))
+    assert r.status_code == 200
+    assert api.bus.published[-1]["kind"] == "dispute_evidence"
+    assert api.bus.published[-1]["dispute"]["evidence"] == "signed delivery receipt"
+    sent = len(api.bus.published)
+    bad = api.client.post(f"/v1/payments/{pid}/confirm", json={"three_ds": {"trans_status": "X"}}, headers=api.headers("3ds-2"))
+    assert bad.status_code == 400 and len(api.bus.published) == sent  # nothing published
+
+
 def test_void(api: Api) -> None:
     pid = api.create().json()["id"]
     r = api.client.post(f"/v1/payments/{pid}/void", headers=api.headers("void-1"))

@@ -25,7 +25,8 @@ def test_the_committed_spec_is_the_generated_one() -> None:
 def test_the_spec_documents_the_routes_and_the_error_shape() -> None:
     spec = json.loads(spec_json())
     assert set(spec["paths"]) == {"/v1/payments", "/v1/payments/{payment_id}", "/v1/payments/{payment_id}/capture",
-                                  "/v1/payments/{payment_id}/void", "/v1/payments/{payment_id}/refunds"}
+                                  "/v1/payments/{payment_id}/void", "/v1/payments/{payment_id}/refunds",
+                                  "/v1/payments/{payment_id}/confirm", "/v1/payments/{payment_id}/dispute/evidence"}
     create = spec["paths"]["/v1/payments"]["post"]
     assert {"200", "202", "400", "401", "402", "409", "413", "429"} <= set(create["responses"])
     listing = spec["paths"]["/v1/payments"]["get"]
