@@ -77,7 +77,7 @@ def test_scoring_blocklist_ordering_and_review(bootstrap: str, tmp_path: Path) -
         # One card five times in a minute: past the 1-minute velocity limit (3), a review.
         burst = [create(m, f"burst-{i}", amount=1_000 + i, card=card("5200828282828210"), occurred_at=T0 + timedelta(seconds=i))
                  for i in range(5)]
-        # One merchant each: the risk stage's merchant features are per partition, both stay fresh.
+        # One fresh merchant each, so the model sees what the 3DS-band check above scored.
         step_ups = [step_up_create(f"{m}-3ds-{r}", "step-up") for r in ("y", "n")]
         commands = [ok, blocked, capture, *burst, *step_ups]
         with Observer(settings) as seen:
@@ -130,7 +130,7 @@ def test_scoring_blocklist_ordering_and_review(bootstrap: str, tmp_path: Path) -
                 ("authorization_pending", "requires_action", None), ("declined", "authentication_failed", False)]
         # The worker's Prometheus endpoint counts what it decided.
         scraped = urllib.request.urlopen(f"http://127.0.0.1:{settings.metrics_port}/metrics", timeout=10).read().decode()
-        assert 'paystream_fraud_decisions_total{action="review",fallback="false"} 1.0' in scraped
+        assert 'paystream_fraud_decisions_total{action="review",fallback="false",merchant="exact"} 1.0' in scraped
         assert "paystream_outcomes_total" in scraped
     finally:
         assert worker.stop() == 0, worker.log_tail()
