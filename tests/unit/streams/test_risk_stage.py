@@ -173,6 +173,33 @@ def test_a_label_updates_known_states_once(scorer):
     assert nxt.decision.features.card_fraud_labels_30d == 1 and nxt.decision.features.merch_risk_30d == 1.0
 
 
+ATTACHED = {"cnt_1h": 7, "cnt_1d": 30, "cnt_7d": 100, "cnt_30d": 400, "labeled_7d": 4, "labeled_30d": 10,
+            "fraud_7d": 1, "fraud_30d": 5}
+
+
+def test_attached_merchant_features_are_scored_and_the_partition_merchant_state_is_left_alone(scorer):
+    table = Table()
+    effects = run(table, create(1) | {"merchant_features": ATTACHED}, scorer)
+    fv = effects.decision.features
+    assert (fv.merch_cnt_1h, fv.merch_cnt_30d, fv.merch_labeled_30d) == (7.0, 400.0, 10.0)
+    assert (fv.merch_risk_7d, fv.merch_risk_30d) == (0.25, 0.5)
+    assert not effects.merchant_fallback and rs.merchant_key(0, "m_1") not in table
+    assert CardState.from_bytes(table[rs.card_key(0, "tok_a")]).n == 1
+
+
+@pytest.mark.parametrize("bad", [
+    None,
+    ATTACHED | {"cnt_1h": -1},
+    ATTACHED | {"fraud_30d": 11},  # more fraud than labels
+    {"cnt_1h": 1},
+])
+def test_without_usable_merchant_features_the_partition_state_is_the_flagged_fallback(scorer, bad):
+    table = Table()
+    effects = run(table, create(1) | {"merchant_features": bad}, scorer)
+    assert effects.merchant_fallback and effects.decision.features.merch_cnt_1h == 0.0
+    assert MerchantState.from_bytes(table[rs.merchant_key(0, "m_1")]).windows.counts[0] == 1
+
+
 # --- one feature spec: the stage (online) and the offline path agree -------------------------
 
 
