@@ -244,8 +244,9 @@ class LabelEffects:
 def handle_label(label: Mapping[str, Any], partition: int, record_ts_ms: int, get: Get,
                  retention: timedelta, sweep_max: int = SWEEP_MAX) -> LabelEffects:
     """Fold one FraudLabel record (keyed by card token, so it lands in its card's
-    partition) into the card's and the merchant's states, at its reveal time
-    (`occurred_at`), once. States never seen here are not created: a label only
+    partition) into the card's and the merchant's states (the merchant's here is the
+    fallback's: the exact one is the keys stage's, which gets a copy of the label),
+    at its reveal time (`occurred_at`), once. States never seen here are not created: a label only
     updates what the transactions built (as the offline StateStore does)."""
     done = label_key(partition, label["label_id"])
     if get(done) is not None:
