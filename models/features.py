@@ -386,6 +386,33 @@ class CardState:
         return s
 
 
+class MerchantCounts(NamedTuple):
+    """What the merchant features are made of, read at one event time: integers, so
+    they travel on the wire exactly (ValidatedCommand.merchant_features)."""
+
+    cnt_1h: int
+    cnt_1d: int
+    cnt_7d: int
+    cnt_30d: int
+    labeled_7d: int
+    labeled_30d: int
+    fraud_7d: int
+    fraud_30d: int
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> MerchantCounts:
+        """From the wire record; FeatureInputError when it cannot be a merchant's counts."""
+        try:
+            counts = cls(*(record[f] for f in cls._fields))
+        except (KeyError, TypeError):
+            raise FeatureInputError("merchant_features: missing fields") from None
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts):
+            raise FeatureInputError("merchant_features: counts must be non-negative integers")
+        if counts.fraud_7d > counts.labeled_7d or counts.fraud_30d > counts.labeled_30d:
+            raise FeatureInputError("merchant_features: more fraud labels than labels")
+        return counts
+
+
 class MerchantState:
     """Per merchant (or terminal): transaction counts, and labels revealed so far as
     windows of (labeled count, fraud count) by reveal time."""
@@ -396,6 +423,12 @@ class MerchantState:
     def __init__(self) -> None:
         self.windows = Windows(MERCHANT_WINDOWS)
         self.labels = Windows(LABEL_WINDOWS)
+
+    def counts(self, ts_ms: int) -> MerchantCounts:
+        """The merchant's counts as a transaction at ts_ms sees them (before it is folded in)."""
+        mc1h, mc1d, mc7d, mc30d = self.windows.read(ts_ms)[0]
+        (l7, l30), (f7, f30) = self.labels.read(ts_ms)
+        return MerchantCounts(mc1h, mc1d, mc7d, mc30d, l7, l30, f7, f30)
 
     def update(self, tx: Txn) -> None:
         self.windows.add(tx.ts_ms, 0)
@@ -510,8 +543,10 @@ _TEN_POW = {e: float(10**e) for e in set(CURRENCY_EXPONENTS.values())}
 _EXP = dict(CURRENCY_EXPONENTS)
 
 
-def compute(tx: Txn, states: TxStates) -> FeatureVector:
-    """Features of `tx` from the states as they are before it. Pure: reads only."""
+def compute(tx: Txn, states: TxStates, merchant: MerchantCounts | None = None) -> FeatureVector:
+    """Features of `tx` from the states as they are before it. Pure: reads only.
+    `merchant`: the merchant's counts read elsewhere (the stream's keys stage, which
+    holds the whole merchant) instead of from `states.merchant`."""
     ts = tx.ts_ms
     scale = _TEN_POW[_EXP[tx.currency]]
     amount = tx.amount_minor / scale
@@ -543,9 +578,7 @@ def compute(tx: Txn, states: TxStates) -> FeatureVector:
     new_merchant = 0.0 if _merchant_hash(tx.merchant) in card.merchants else 1.0
     labels_30d = card.labels.read(ts)[0][0]
 
-    m = states.merchant
-    mc1h, mc1d, mc7d, mc30d = m.windows.read(ts)[0]
-    (l7, l30), (f7, f30) = m.labels.read(ts)
+    mc1h, mc1d, mc7d, mc30d, l7, l30, f7, f30 = states.merchant.counts(ts) if merchant is None else merchant
 
     # Absent from the tx: NaN (unknown). Present but never seen: 0 transactions.
     ip1h, ip1d = _entity_counts(states.ip, tx.ip, ts)

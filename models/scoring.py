@@ -28,6 +28,7 @@ from models.features import (
     CardState,
     FeatureInputError,
     FeatureVector,
+    MerchantCounts,
     MerchantState,
     TxStates,
     apply_label,
@@ -64,14 +65,16 @@ class Scorer:
         shadow = load_model(shadow_dir) if shadow_dir is not None else None
         return cls(model, load_policy(rules_path), shadow)
 
-    def score(self, tx: Mapping[str, Any], states: TxStates, *, usable: bool = True) -> FraudDecision:
+    def score(self, tx: Mapping[str, Any], states: TxStates, *, usable: bool = True,
+              merchant: MerchantCounts | None = None) -> FraudDecision:
         """Never raises on bad input: garbled features give the flagged rules-only fallback.
         `usable=False`: the caller could not read the stored states (garbled bytes), so
-        features from them would lie; rules only, flagged."""
+        features from them would lie; rules only, flagged. `merchant`: the merchant's
+        counts from elsewhere (see models.features.compute), else `states.merchant`'s."""
         fv: FeatureVector | None = None
         if usable:
             try:
-                fv = compute(make_txn(tx), states)
+                fv = compute(make_txn(tx), states, merchant)
             except FeatureInputError:
                 fv = None
         if fv is not None and not all(math.isfinite(getattr(fv, n)) for n in _REQUIRED):

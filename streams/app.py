@@ -158,6 +158,7 @@ def build_app(settings: Settings) -> faust.App:
     commands, keyed, validated = topic(names.commands), topic(names.keyed), topic(names.validated)
     events, ledger_entries = topic(names.events), topic(names.ledger)
     risk_in, labels_in, merchants_in = topic(names.risk), topic(names.labels), topic(names.merchants)
+    merchant_labels_in = topic(names.merchant_labels)
     key_table = app.Table("keys", partitions=n, key_type=bytes, value_type=bytes)
     payments = app.Table("payments", partitions=n, key_type=bytes, value_type=bytes)
     applied = app.Table("payments-dedup", partitions=n, key_type=bytes, value_type=bytes)
@@ -262,6 +263,25 @@ def build_app(settings: Settings) -> faust.App:
             observe_latency("keys", event)
             for timer in effects.fired:
                 metrics.TIMERS_FIRED.labels(kind=f"keys-{timer.kind}").inc()
+            if effects.merchant_state_unreadable:
+                log.warning("keys: the merchant state of command %s was unreadable and started afresh", cmd["command_id"])
+
+    @app.agent(merchant_labels_in, name="merchant-labels")
+    async def merchant_labels_agent(stream: faust.StreamT) -> None:
+        """Labels by merchant, into the keys table (co-partitioned with payment-commands-keyed)."""
+        async for event in stream.events():
+            label = await decode_or_dlq(event, "merchant-labels", LABEL_CODEC)
+            if label is None:
+                continue
+            m = event.message
+            effects = key_stage.handle_label(label, m.partition, int(m.timestamp * 1000), key_table.data.get, retention,
+                                             settings.timer_sweep_max)
+            if effects.skipped:
+                metrics.DUPLICATES_SKIPPED.labels(stage="merchant-labels").inc()
+                continue
+            await emitter.emit(event, [StateWrite(key_table, k, v) for k, v in effects.writes], ())
+            for timer in effects.fired:
+                metrics.TIMERS_FIRED.labels(kind=f"keys-{timer.kind}").inc()
 
     @app.agent(validated, name="payments")
     async def payments_agent(stream: faust.StreamT) -> None:
@@ -364,7 +384,8 @@ def build_app(settings: Settings) -> faust.App:
             await emitter.emit(event, [StateWrite(risk_table, k, v) for k, v in effects.writes], records)
             observe_latency("risk", event)
             if effects.decision is not None:
-                metrics.FRAUD_DECISIONS.labels(action=effects.decision.action, fallback=str(effects.fallback).lower()).inc()
+                metrics.FRAUD_DECISIONS.labels(action=effects.decision.action, fallback=str(effects.fallback).lower(),
+                                               merchant="partition" if effects.merchant_fallback else "exact").inc()
             if effects.state_unreadable:
                 log.warning("risk: a stored state of command %s was unreadable and started afresh", cmd["command_id"])
 
@@ -379,7 +400,11 @@ def build_app(settings: Settings) -> faust.App:
                                               settings.timer_sweep_max)
             if effects.skipped:
                 continue
-            await emitter.emit(event, [StateWrite(risk_table, k, v) for k, v in effects.writes], ())
+            # A copy to the label's merchant partition, for the keys stage's exact merchant state:
+            # in this label's transaction, so it is forwarded exactly when it is applied here.
+            key = key_stage.label_routing_key(label)
+            copy = [] if key is None else [Record(names.merchant_labels, key, event.value, partition_for(key, n))]
+            await emitter.emit(event, [StateWrite(risk_table, k, v) for k, v in effects.writes], copy)
 
     @app.agent(merchants_in, name="merchants")
     async def merchants_agent(stream: faust.StreamT) -> None:

@@ -18,9 +18,24 @@ it passes, and the payment, which keeps each key's fingerprint and first outcome
 answers with a replay or a conflict. A refused command (a validation error) claims
 nothing. Claims are kept `retention` by event time, then swept (streams/timers.py).
 
+Merchant features. The stage sees every create of a merchant, so it holds the
+merchant's `MerchantState` whole (the risk stage, keyed by card, only ever sees a
+share). For each create it routes to risk it reads the merchant's counts as the create
+sees them (before it), folds the create in, and attaches the counts to the command
+(`merchant_features`, integers), exactly as models/features.py does offline. Labels
+reach it too: the risk stage forwards each `fraud-labels` record, keyed by merchant,
+to `fraud-labels-merchant` (`handle_label`, applied at its reveal time, once per
+label_id). A merchant's state is kept as long as the stage runs (one small record
+per merchant, bounded by models.features.MAX_STATE_BYTES): dropping an idle one would
+lose labels revealed while it is idle, which the offline path counts.
+
 Storage, in the keys table (keys carry the partition, see streams/timers.py):
   b"<p>/k/<merchant>\\x1f<key>" -> JSON {"payment_id", "first_ms"}
   b"<p>/r/<payment_id>"          -> the card token its commands travel by
+  b"<p>/ms/<merchant>"           -> MerchantState.to_bytes()
+  b"<p>/mf/<command_id>"         -> JSON of the counts attached to that create (a
+                                    redelivery gets the same, folds nothing twice)
+  b"<p>/ml/<label_id>"           -> b"1" (labels applied; both forgotten after `retention`)
 """
 
 from __future__ import annotations
@@ -30,8 +45,11 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Mapping
 
+from models.features import FeatureInputError, MerchantState, StateError, make_txn
+from schemas.times import to_ms
 from streams.merchants import admit
 from streams.payments import event_ms
+from streams.risk_stage import tx_of
 from streams.timers import SWEEP_MAX, Get, Timer, TimerStore
 
 _SEP = "\x1f"
@@ -43,6 +61,7 @@ class KeyEffects:
     writes: list[tuple[bytes, bytes | None]] = field(default_factory=list)
     fired: list[Timer] = field(default_factory=list)
     route: bytes | None = None  # the card token to send it by, through the risk stage; None: straight on
+    merchant_state_unreadable: bool = False  # a stored merchant state failed to parse, started afresh: log it
 
 
 def route_key(partition: int, payment_id: str) -> bytes:
@@ -57,6 +76,23 @@ def routing_key(cmd: dict[str, Any]) -> bytes:
 
 def claim_key(partition: int, merchant_id: str, idempotency_key: str) -> bytes:
     return f"{partition}/k/{merchant_id}{_SEP}{idempotency_key}".encode()
+
+
+def merchant_state_key(partition: int, merchant_id: str) -> bytes:
+    return f"{partition}/ms/{merchant_id}".encode()
+
+
+def attached_key(partition: int, command_id: str) -> bytes:
+    return f"{partition}/mf/{command_id}".encode()
+
+
+def label_key(partition: int, label_id: str) -> bytes:
+    return f"{partition}/ml/{label_id}".encode()
+
+
+def label_routing_key(label: Mapping[str, Any]) -> bytes | None:
+    """The key a FraudLabel travels to this stage under (its merchant), None without one."""
+    return label["merchant_id"].encode() if label.get("merchant_id") else None
 
 
 def handle(cmd: dict[str, Any], partition: int, record_ts_ms: int, get: Get, retention: timedelta,
@@ -91,12 +127,83 @@ def handle(cmd: dict[str, Any], partition: int, record_ts_ms: int, get: Get, ret
             if get(rkey) is None:
                 effects.writes.append((rkey, effects.route))
                 timers.push(Timer("unroute", at_ms + route_retention // timedelta(milliseconds=1), rkey.decode()))
+            _attach_merchant_features(effects, partition, get, timers, retention)
         else:
             effects.route = get(rkey)
+    _sweep(timers, at_ms, record_ts_ms, sweep_max, effects.writes, effects.fired)
+    return effects
+
+
+def _attach_merchant_features(effects: KeyEffects, partition: int, get: Get, timers: TimerStore,
+                              retention: timedelta) -> None:
+    """Counts before the create, then the create folded in (models/features.py's order)."""
+    cmd = effects.command
+    done = attached_key(partition, cmd["command_id"])
+    raw = get(done)
+    if raw is not None:  # a redelivery: the same counts again, nothing folded twice
+        effects.command = cmd | {"merchant_features": json.loads(raw)}
+        return
+    try:
+        tx = make_txn(tx_of(cmd))
+    except FeatureInputError:
+        return  # the risk stage cannot score it either (rules only) and folds nothing
+    key = merchant_state_key(partition, tx.merchant)
+    stored = get(key)
+    try:
+        state = MerchantState.from_bytes(stored) if stored is not None else MerchantState()
+    except StateError:
+        state, effects.merchant_state_unreadable = MerchantState(), True
+    counts = None if effects.merchant_state_unreadable else state.counts(tx.ts_ms)._asdict()
+    state.update(tx)
+    effects.writes.append((key, state.to_bytes()))
+    effects.writes.append((done, json.dumps(counts).encode()))
+    timers.push(Timer("forget", tx.ts_ms + retention // timedelta(milliseconds=1), done.decode()))
+    # None (unreadable state): the risk stage falls back to its per-partition state, flagged.
+    effects.command = cmd | {"merchant_features": counts}
+
+
+def _sweep(timers: TimerStore, at_ms: int, record_ts_ms: int, sweep_max: int,
+           writes: list[tuple[bytes, bytes | None]], fired: list[Timer]) -> None:
     watermark_ms = timers.advance(at_ms, record_ts_ms)
     for kind in ("forget", "unroute"):
         for timer in timers.pop_due(kind, watermark_ms, sweep_max):
-            effects.fired.append(timer)
-            effects.writes.append((timer.ref.encode(), None))
-    effects.writes.extend(timers.pending.items())
+            fired.append(timer)
+            writes.append((timer.ref.encode(), None))
+    writes.extend(timers.pending.items())
+
+
+@dataclass
+class LabelEffects:
+    writes: list[tuple[bytes, bytes | None]] = field(default_factory=list)
+    fired: list[Timer] = field(default_factory=list)
+    skipped: bool = False  # a redelivered label: already applied
+    applied: bool = False  # False: the merchant has no state here (no transaction yet), as offline
+
+
+def handle_label(label: Mapping[str, Any], partition: int, record_ts_ms: int, get: Get, retention: timedelta,
+                 sweep_max: int = SWEEP_MAX) -> LabelEffects:
+    """Fold one FraudLabel (from `fraud-labels-merchant`, keyed by merchant) into its
+    merchant's state at its reveal time (`occurred_at`), once per label_id. A merchant
+    never seen is not created (models.features.StateStore.label does the same); a
+    garbled state stays as it is (the next create starts it afresh, flagged)."""
+    done = label_key(partition, label["label_id"])
+    if get(done) is not None:
+        return LabelEffects(skipped=True)
+    effects = LabelEffects()
+    revealed_ms = to_ms(label["occurred_at"])
+    key = merchant_state_key(partition, label["merchant_id"])
+    stored = get(key)
+    if stored is not None:
+        try:
+            state = MerchantState.from_bytes(stored)
+        except StateError:
+            state = None
+        if state is not None:
+            state.apply_label(revealed_ms, bool(label["fraud"]))
+            effects.writes.append((key, state.to_bytes()))
+            effects.applied = True
+    effects.writes.append((done, b"1"))
+    timers = TimerStore(get, partition)
+    timers.push(Timer("forget", revealed_ms + retention // timedelta(milliseconds=1), done.decode()))
+    _sweep(timers, revealed_ms, record_ts_ms, sweep_max, effects.writes, effects.fired)
     return effects

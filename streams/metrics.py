@@ -43,8 +43,10 @@ SETTLEMENT_DISCREPANCIES = Counter(
     "paystream_settlement_discrepancies_total", "Settlement lines that do not match the ledger", ["kind"]
 )
 # action: approve | requires_action | review | decline (models/decision.py); fallback
-# is "true" when the model was unavailable and rules alone decided.
-FRAUD_DECISIONS = Counter("paystream_fraud_decisions_total", "Fraud decisions", ["action", "fallback"])
+# is "true" when the model was unavailable and rules alone decided; merchant is "exact"
+# (the keys stage's merchant features) or "partition" (none attached: the risk
+# partition's share of the merchant, streams/risk_stage.py).
+FRAUD_DECISIONS = Counter("paystream_fraud_decisions_total", "Fraud decisions", ["action", "fallback", "merchant"])
 # Rows the ClickHouse sink inserted, per read-model table (streams/readmodels.py).
 SINK_ROWS = Counter("paystream_sink_rows_total", "Rows inserted into the ClickHouse read models", ["table"])
 

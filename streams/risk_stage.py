@@ -13,14 +13,17 @@ meet in one partition, in order. Per create:
   4. advance the partition's event-time watermark and sweep old dedup records.
 Follow-ups pass through unchanged, in their payment's order.
 
-Merchant, IP and device states are per partition (see docs/fraud.md, "The risk
-stage"): a partition holds the states of the merchants, IPs and devices *its cards*
-used, so their counts and the merchant's label risk are over this partition's share
-of the traffic. Card features are exact.
+Merchant features are exact: the keys stage, which holds each merchant whole, attaches
+the merchant's counts to the create (`merchant_features`, streams/keys.py) and the
+stage scores with them. A create without them (written before ValidatedCommand v4,
+or its merchant state was unreadable there) falls back to this partition's own
+merchant state (`merchant_fallback`, counted): the share of the merchant's traffic
+whose cards hash here. IP and device states are per partition in the same way (see
+docs/fraud.md, "The risk stage"). Card features are exact.
 
 Storage, all in one table (keys carry the partition, see streams/timers.py):
   b"<p>/c/<card_token>"  -> CardState.to_bytes()
-  b"<p>/m/<merchant_id>" -> MerchantState.to_bytes()
+  b"<p>/m/<merchant_id>" -> MerchantState.to_bytes()  (the fallback only)
   b"<p>/i/<ip>"          -> EntityState.to_bytes()
   b"<p>/v/<device>"      -> EntityState.to_bytes()
   b"<p>/d/<command_id>"  -> b"1"  (applied creates, forgotten after `retention`)
@@ -35,7 +38,16 @@ from datetime import timedelta
 from typing import Any, Callable, Mapping
 
 from models.decision import FraudDecision
-from models.features import FEATURE_NAMES, CardState, EntityState, MerchantState, StateError, TxStates
+from models.features import (
+    FEATURE_NAMES,
+    CardState,
+    EntityState,
+    FeatureInputError,
+    MerchantCounts,
+    MerchantState,
+    StateError,
+    TxStates,
+)
 from models.scoring import Scorer
 from schemas.ids import derive_command_id
 from schemas.times import to_ms
@@ -144,6 +156,7 @@ class RiskEffects:
     fired: list[Timer] = field(default_factory=list)
     skipped: bool = False  # a redelivery: nothing to write or send
     fallback: bool = False  # rules-only decision: count it (metric)
+    merchant_fallback: bool = False  # no merchant features attached: this partition's share was used (metric)
     state_unreadable: bool = False  # a stored state failed to parse and was started afresh: log it
 
 
@@ -183,27 +196,41 @@ def handle(cmd: dict[str, Any], partition: int, record_ts_ms: int, get: Get, sco
 
     tx = tx_of(cmd)
     ck, mk, ik, dk = _tx_keys(partition, tx)
+    merchant = attached_merchant(cmd)
     loader = _States(get)
     states = TxStates(
         loader.load(ck, CardState.from_bytes, CardState),
-        loader.load(mk, MerchantState.from_bytes, MerchantState),
+        MerchantState() if merchant is not None else loader.load(mk, MerchantState.from_bytes, MerchantState),
         loader.load(ik, EntityState.from_bytes, EntityState) if ik else None,
         loader.load(dk, EntityState.from_bytes, EntityState) if dk else None,
     )
-    decision = scorer.score(tx, states, usable=not loader.unreadable)
+    decision = scorer.score(tx, states, usable=not loader.unreadable, merchant=merchant)
     effects = RiskEffects(attach(cmd, decision), decision, fallback=decision.fallback,
-                          state_unreadable=loader.unreadable)
+                          merchant_fallback=merchant is None, state_unreadable=loader.unreadable)
     if decision.action == "review":
         effects.review = review_record(cmd, decision)
     if scorer.update_states(states, tx):
         effects.writes.append((ck, states.card.to_bytes()))
-        effects.writes.append((mk, states.merchant.to_bytes()))
+        if merchant is None:  # the keys stage keeps the exact state; this one is the fallback's
+            effects.writes.append((mk, states.merchant.to_bytes()))
         if ik and states.ip is not None:
             effects.writes.append((ik, states.ip.to_bytes()))
         if dk and states.device is not None:
             effects.writes.append((dk, states.device.to_bytes()))
     _remember(effects, done, partition, to_ms(cmd["occurred_at"]), record_ts_ms, get, retention, sweep_max)
     return effects
+
+
+def attached_merchant(cmd: Mapping[str, Any]) -> MerchantCounts | None:
+    """The merchant counts the keys stage attached, or None (absent or unusable: the
+    per-partition fallback)."""
+    record = cmd.get("merchant_features")
+    if record is None:
+        return None
+    try:
+        return MerchantCounts.from_record(record)
+    except FeatureInputError:
+        return None
 
 
 @dataclass
@@ -217,8 +244,9 @@ class LabelEffects:
 def handle_label(label: Mapping[str, Any], partition: int, record_ts_ms: int, get: Get,
                  retention: timedelta, sweep_max: int = SWEEP_MAX) -> LabelEffects:
     """Fold one FraudLabel record (keyed by card token, so it lands in its card's
-    partition) into the card's and the merchant's states, at its reveal time
-    (`occurred_at`), once. States never seen here are not created: a label only
+    partition) into the card's and the merchant's states (the merchant's here is the
+    fallback's: the exact one is the keys stage's, which gets a copy of the label),
+    at its reveal time (`occurred_at`), once. States never seen here are not created: a label only
     updates what the transactions built (as the offline StateStore does)."""
     done = label_key(partition, label["label_id"])
     if get(done) is not None:

@@ -11,7 +11,8 @@ with the producers' partitioner (schemas/partitioning.py).
   -> payment-outcomes, payment-events (by payment_id), payment-dlq
   payment-events -> post -> ledger-entries (by merchant: the ledger shard) -> ledger
   keys -> creates -> payment-commands-risk (by card token) -> risk -> validated;
-  fraud-labels (by card token) -> risk; fraud-review; fraud-blocklist and merchants
+  fraud-labels (by card token) -> risk -> fraud-labels-merchant (a copy by merchant)
+  -> keys (the merchant's label counts); fraud-review; fraud-blocklist and merchants
   (compacted; the blocklist is read whole by every worker, merchants by merchant);
   fx-rates (compacted, by pair) and payouts (by merchant) are `paystream settle`'s:
   it reads rates and the registry, and posts payout entries to ledger-entries
@@ -48,6 +49,7 @@ class TopicNames:
     fx_rates: str
     payouts: str
     webhooks: str
+    merchant_labels: str
 
 
 def prefixed(settings: Settings, base: str) -> str:
@@ -58,7 +60,7 @@ def prefixed(settings: Settings, base: str) -> str:
 def topic_names(settings: Settings) -> TopicNames:
     names = ("payment-commands", "payment-commands-keyed", "payment-commands-validated", "payment-outcomes", "payment-dlq",
              "payment-events", "ledger-entries", "payment-commands-risk", "fraud-labels", "fraud-review", "fraud-blocklist",
-             "merchants", "fx-rates", "payouts", "webhook-deliveries")
+             "merchants", "fx-rates", "payouts", "webhook-deliveries", "fraud-labels-merchant")
     return TopicNames(*(prefixed(settings, n) for n in names))
 
 
@@ -71,11 +73,12 @@ def declared_topics(settings: Settings) -> list[TopicSpec]:
     names = topic_names(settings)
     # payment-events (the event store) and ledger-entries (the books): kept forever, never compacted.
     # payouts (settle's instructions, beside their entries): kept forever too.
-    # fraud-labels: the training history, kept a year; fraud-blocklist, merchants and fx-rates are compacted.
+    # fraud-labels: the training history, kept a year (fraud-labels-merchant is only the hop to the keys
+    # stage, kept as the other hops); fraud-blocklist, merchants and fx-rates are compacted.
     retention_ms = {names.commands: 7 * _DAY_MS, names.keyed: 7 * _DAY_MS, names.validated: 7 * _DAY_MS, names.outcomes: 30 * _DAY_MS,
                     names.dlq: 30 * _DAY_MS, names.events: -1, names.ledger: -1, names.risk: 7 * _DAY_MS,
                     names.labels: 365 * _DAY_MS, names.review: 30 * _DAY_MS, names.payouts: -1,
-                    names.webhooks: 30 * _DAY_MS}
+                    names.webhooks: 30 * _DAY_MS, names.merchant_labels: 7 * _DAY_MS}
     compacted = {names.blocklist, names.merchants, names.fx_rates}
     # RF 3 gets min.insync.replicas 2 (admin.min_insync_for); RF 1 keeps the broker default.
     min_isr = min_insync_for(rf) if rf > 1 else None

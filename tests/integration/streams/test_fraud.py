@@ -15,16 +15,17 @@ import pytest
 from confluent_kafka import Producer
 
 from connectors.kafka.clients import read_to_end
-from models.features import TxStates
+from models.features import MerchantState, TxStates
 from models.scoring import Scorer
 from schemas.codec import Codec
 from schemas.partitioning import partition_for
 from streams.app import SHIPPED_ARTIFACT
-from streams.fraud_ops import block_record, resolve_command
+from streams.fraud_ops import block_record, label_record, resolve_command
+from streams.keys import merchant_state_key
 from streams.observe import Observer
 from streams.publish import publish_commands
 from streams.runner import wait_until
-from streams.topics import topic_names
+from streams.topics import changelog_topic, topic_names
 from tests.integration.support import T0, WAIT_S, create, follow_up, make_settings, start_worker
 
 pytestmark = pytest.mark.integration
@@ -77,7 +78,7 @@ def test_scoring_blocklist_ordering_and_review(bootstrap: str, tmp_path: Path) -
         # One card five times in a minute: past the 1-minute velocity limit (3), a review.
         burst = [create(m, f"burst-{i}", amount=1_000 + i, card=card("5200828282828210"), occurred_at=T0 + timedelta(seconds=i))
                  for i in range(5)]
-        # One merchant each: the risk stage's merchant features are per partition, both stay fresh.
+        # One fresh merchant each, so the model sees what the 3DS-band check above scored.
         step_ups = [step_up_create(f"{m}-3ds-{r}", "step-up") for r in ("y", "n")]
         commands = [ok, blocked, capture, *burst, *step_ups]
         with Observer(settings) as seen:
@@ -128,9 +129,29 @@ def test_scoring_blocklist_ordering_and_review(bootstrap: str, tmp_path: Path) -
                 ("authorization_pending", None, None), ("authorized", "Y", True)]
             assert [(e["type"], e["reason_code"], e["liability_shift"]) for e in seen.events[n]] == [
                 ("authorization_pending", "requires_action", None), ("declined", "authentication_failed", False)]
+            # A label reaches the merchant's exact state at the keys stage (forwarded by the risk
+            # stage's labels agent, keyed by merchant), once: the second copy changes nothing.
+            label_key, label = label_record(ok["payment_id"], "tok_it_unknown_card", m, fraud=True, source="fraud_report",
+                                            tx_occurred_at=T0, at=T0 + timedelta(days=1))
+            for _ in range(2):
+                producer.produce(names.labels, Codec("FraudLabel").encode(label, check=True), key=label_key,
+                                 partition=partition_for(label_key, settings.partitions))
+            producer.flush(10)
+            kp = partition_for(m.encode(), settings.partitions)
+            changelog = changelog_topic(settings.app_id, "keys")
+            states: list[MerchantState] = []
+
+            def labelled() -> bool:
+                records = read_to_end(settings.kafka_bootstrap, [changelog], settings.partitions)
+                states[:] = [MerchantState.from_bytes(r.value()) for r in records
+                             if r.key() == merchant_state_key(kp, m) and r.value() is not None]
+                return bool(states) and states[-1].labels.counts == [1, 1]
+
+            assert wait_until(labelled, 30), [s.labels.counts for s in states]
+            assert states[-1].labels.totals == [1, 1]  # one fraud label, applied once
         # The worker's Prometheus endpoint counts what it decided.
         scraped = urllib.request.urlopen(f"http://127.0.0.1:{settings.metrics_port}/metrics", timeout=10).read().decode()
-        assert 'paystream_fraud_decisions_total{action="review",fallback="false"} 1.0' in scraped
+        assert 'paystream_fraud_decisions_total{action="review",fallback="false",merchant="exact"} 1.0' in scraped
         assert "paystream_outcomes_total" in scraped
     finally:
         assert worker.stop() == 0, worker.log_tail()

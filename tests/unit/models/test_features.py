@@ -19,6 +19,7 @@ from models.features import (
     CardState,
     EntityState,
     FeatureInputError,
+    MerchantCounts,
     MerchantState,
     StateError,
     TxStates,
@@ -26,6 +27,7 @@ from models.features import (
     Windows,
     apply_label,
     batch_features,
+    compute,
     features,
     make_txn,
     to_ms,
@@ -235,6 +237,32 @@ def test_merchant_risk_uses_revealed_labels_only():
     assert fv.merch_risk_7d == 0.5 and fv.merch_labeled_30d == 2
     assert fv.card_fraud_labels_30d == 1
     assert fv.merch_cnt_1h == 4
+
+
+def test_merchant_counts_read_elsewhere_give_the_same_features():
+    """The stream's keys stage reads the merchant's counts and sends them on; the
+    features from them are the features from the state itself."""
+    states = TxStates()
+    for i in range(4):
+        update(states, tx(i, merchant="m"))
+    apply_label(None, states.merchant, T0_MS + 5 * 60_000, True)
+    probe = tx(10, merchant="m")
+    counts = states.merchant.counts(probe.ts_ms)
+    assert counts == MerchantCounts(4, 4, 4, 4, 1, 1, 1, 1)
+    wire = MerchantCounts.from_record(counts._asdict())
+    assert same(compute(probe, TxStates(states.card), wire), compute(probe, states))
+
+
+@pytest.mark.parametrize("record", [
+    {},
+    dict.fromkeys(MerchantCounts._fields, 0) | {"cnt_1d": -1},
+    dict.fromkeys(MerchantCounts._fields, 0) | {"cnt_1d": True},
+    dict.fromkeys(MerchantCounts._fields, 0) | {"fraud_7d": 1},
+    None,
+])
+def test_merchant_counts_that_cannot_be_a_merchants_are_refused(record):
+    with pytest.raises(FeatureInputError):
+        MerchantCounts.from_record(record)
 
 
 def test_ip_and_device_missing_are_nan():

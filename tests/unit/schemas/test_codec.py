@@ -72,6 +72,8 @@ RECORDS = {
         "fraud_model": "hgb-21686780adc8",
         "fraud_fallback": False,
         "three_ds": None,
+        "merchant_features": {"cnt_1h": 3, "cnt_1d": 40, "cnt_7d": 210, "cnt_30d": 905, "labeled_7d": 12,
+                              "labeled_30d": 51, "fraud_7d": 1, "fraud_30d": 2},
     },
     "FraudReview": {
         "review_id": "cmd_0a1b2c3d4e5f60718293a4b5c6d7e8f9",
@@ -255,7 +257,8 @@ EXTRA_RECORDS = [
         "ValidatedCommand",
         RECORDS["ValidatedCommand"]
         | {"card": None, "capture_method": None, "rejection_reason": "expired_card", "rejection_detail": "card expired",
-           "fraud_action": None, "fraud_score_ppm": None, "fraud_reasons": [], "fraud_model": None, "fraud_fallback": True},
+           "fraud_action": None, "fraud_score_ppm": None, "fraud_reasons": [], "fraud_model": None, "fraud_fallback": True,
+           "merchant_features": None},
     ),
     (
         "PaymentCommand",
@@ -498,7 +501,7 @@ def test_history_schemas_are_earlier_versions_of_shipped_ones() -> None:
 
     assert history_names() == ("history/PaymentCommand.1", "history/PaymentCommand.2", "history/PaymentCommand.3",
                                "history/PaymentCommand.4", "history/PaymentEvent.1", "history/ValidatedCommand.1",
-                               "history/ValidatedCommand.2")
+                               "history/ValidatedCommand.2", "history/ValidatedCommand.3")
     for name in history_names():
         old = load_schema(name)
         assert old.parsed["name"] == load_schema(name.split("/")[1].split(".")[0]).parsed["name"]
@@ -560,14 +563,14 @@ def test_a_validated_command_written_with_version_1_decodes_unscored() -> None:
 
     from schemas.codec import MAGIC, load_schema
 
-    fraud = ("fraud_action", "fraud_score_ppm", "fraud_reasons", "fraud_model", "fraud_fallback")
+    fraud = ("fraud_action", "fraud_score_ppm", "fraud_reasons", "fraud_model", "fraud_fallback", "merchant_features")
     old = load_schema("history/ValidatedCommand.1")
     record = {k: v for k, v in RECORDS["ValidatedCommand"].items() if k not in fraud}
     buf = io.BytesIO()
     buf.write(MAGIC + old.fingerprint)
     fastavro.schemaless_writer(buf, old.parsed, record)
     unscored = {"fraud_action": None, "fraud_score_ppm": None, "fraud_reasons": [], "fraud_model": None,
-                "fraud_fallback": False}
+                "fraud_fallback": False, "merchant_features": None}
     assert Codec("ValidatedCommand").decode(buf.getvalue()) == record | unscored
 
 
@@ -592,9 +595,22 @@ def test_a_confirm_written_with_version_4_decodes_without_a_3ds_result() -> None
 
 
 def test_a_validated_command_written_with_version_2_decodes_without_a_3ds_result() -> None:
-    old = {k: v for k, v in RECORDS["ValidatedCommand"].items() if k != "three_ds"}
+    old = {k: v for k, v in RECORDS["ValidatedCommand"].items() if k not in ("three_ds", "merchant_features")}
     decoded = Codec("ValidatedCommand").decode(_written_with("history/ValidatedCommand.2", old))
-    assert decoded == old | {"three_ds": None}
+    assert decoded == old | {"three_ds": None, "merchant_features": None}
+
+
+def test_a_validated_command_written_with_version_3_decodes_without_merchant_features() -> None:
+    old = {k: v for k, v in RECORDS["ValidatedCommand"].items() if k != "merchant_features"}
+    decoded = Codec("ValidatedCommand").decode(_written_with("history/ValidatedCommand.3", old))
+    assert decoded == old | {"merchant_features": None}
+
+
+def test_merchant_features_must_be_whole_counts() -> None:
+    record = RECORDS["ValidatedCommand"]
+    with pytest.raises(EncodeError, match="merchant_features|MerchantFeatures|cnt_1h"):
+        Codec("ValidatedCommand").encode(record | {"merchant_features": record["merchant_features"] | {"cnt_1h": 0.5}},
+                                         check=True)
 
 
 def test_a_payment_event_written_with_version_1_decodes_without_liability_shift() -> None:

@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from streams.keys import KeyEffects, claim_key, handle, route_key, routing_key
+from models.features import MerchantCounts, MerchantState
+from streams.keys import (
+    KeyEffects,
+    LabelEffects,
+    attached_key,
+    claim_key,
+    handle,
+    handle_label,
+    label_key,
+    label_routing_key,
+    merchant_state_key,
+    route_key,
+    routing_key,
+)
 
 RETENTION = timedelta(hours=24)
 
@@ -138,3 +151,85 @@ def test_a_create_the_registry_does_not_admit_is_refused_and_claims_nothing(cmds
     assert handle(create, 5, 0, {}.get, RETENTION, merchant=verified).command["rejection_reason"] is None
     unknown = handle(create, 5, 0, {}.get, RETENTION, require_registration=True).command
     assert unknown["rejection_reason"] == "merchant_unknown"
+
+
+# --- merchant features: the merchant whole, counts before the create, labels once -------------
+
+
+def test_a_routed_create_carries_the_merchants_counts_before_it(cmds) -> None:
+    stage = KeyStage(route_retention=ROUTE)
+    first = stage.send(cmds.create("order-1")).command["merchant_features"]
+    assert first == dict.fromkeys(MerchantCounts._fields, 0)
+    second = stage.send(cmds.create("order-2", at=cmds.t0 + timedelta(minutes=1))).command["merchant_features"]
+    assert (second["cnt_1h"], second["cnt_30d"], second["labeled_30d"]) == (1, 1, 0)
+    state = MerchantState.from_bytes(stage.table[merchant_state_key(5, "m_acme")])
+    assert state.counts(int((cmds.t0 + timedelta(minutes=2)).timestamp() * 1000)).cnt_1h == 2
+    # A follow-up carries none and folds nothing; another merchant starts from zero.
+    assert "merchant_features" not in stage.send(cmds.capture(cmds.create("order-1")["payment_id"], "cap-1")).command
+    assert stage.send(cmds.create("order-1", merchant="m_globex")).command["merchant_features"]["cnt_1h"] == 0
+
+
+def test_a_redelivered_create_gets_the_same_counts_and_folds_nothing_twice(cmds) -> None:
+    stage = KeyStage(route_retention=ROUTE)
+    stage.send(cmds.create("order-1"))
+    create = cmds.create("order-2")
+    first = stage.send(create).command["merchant_features"]
+    state = stage.table[merchant_state_key(5, "m_acme")]
+    again = stage.send(create)
+    assert again.command["merchant_features"] == first and stage.table[merchant_state_key(5, "m_acme")] == state
+    assert attached_key(5, create["command_id"]) in stage.table
+    # The dedup record goes with the retention; the merchant's state stays.
+    stage.send(cmds.create("order-3", at=cmds.t0 + RETENTION))
+    assert attached_key(5, create["command_id"]) not in stage.table and merchant_state_key(5, "m_acme") in stage.table
+
+
+def test_no_merchant_features_without_the_risk_stage_or_for_a_refused_create(cmds) -> None:
+    assert "merchant_features" not in KeyStage().send(cmds.create("order-1")).command
+    stage = KeyStage(route_retention=ROUTE)
+    refused = stage.send(cmds.create("order-1") | {"rejection_reason": "invalid_amount"})
+    assert "merchant_features" not in refused.command and merchant_state_key(5, "m_acme") not in stage.table
+
+
+def test_an_unreadable_merchant_state_attaches_none_and_starts_afresh(cmds) -> None:
+    stage = KeyStage(route_retention=ROUTE)
+    stage.table[merchant_state_key(5, "m_acme")] = b"\x01\x02garbage"
+    effects = stage.send(cmds.create("order-1"))
+    assert effects.merchant_state_unreadable and effects.command["merchant_features"] is None
+    assert MerchantState.from_bytes(stage.table[merchant_state_key(5, "m_acme")]).windows.counts[0] == 1
+
+
+def merchant_label(label_id: str, at: datetime, *, merchant: str = "m_acme", fraud: bool = True) -> dict[str, Any]:
+    return {"label_id": label_id, "payment_id": "pay_x", "card_token": "tok_x", "merchant_id": merchant, "fraud": fraud,
+            "source": "chargeback", "tx_occurred_at": at - timedelta(days=3), "occurred_at": at,
+            "amount_minor": None, "currency": None, "reason_code": None}
+
+
+def test_a_label_counts_from_its_reveal_time_once(cmds) -> None:
+    stage = KeyStage(route_retention=ROUTE)
+    stage.send(cmds.create("order-1"))
+    revealed = cmds.t0 + timedelta(days=2)
+
+    def apply(label: dict[str, Any]) -> LabelEffects:
+        effects = handle_label(label, 5, int(label["occurred_at"].timestamp() * 1000), stage.table.get, RETENTION)
+        for k, v in effects.writes:
+            stage.table.pop(k, None) if v is None else stage.table.__setitem__(k, v)
+        return effects
+
+    assert apply(merchant_label("lab-1", revealed)).applied
+    assert apply(merchant_label("lab-2", revealed, fraud=False)).applied
+    again = apply(merchant_label("lab-1", revealed))
+    assert again.skipped and again.writes == []
+    counts = stage.send(cmds.create("order-2", at=revealed + timedelta(hours=1))).command["merchant_features"]
+    assert (counts["labeled_7d"], counts["fraud_7d"], counts["labeled_30d"], counts["fraud_30d"]) == (2, 1, 2, 1)
+    # A merchant with no transaction here gets no state from a label (as offline).
+    unknown = apply(merchant_label("lab-3", revealed, merchant="m_new"))
+    assert not unknown.applied and merchant_state_key(5, "m_new") not in stage.table
+    # Label dedup records are swept by the retention, like the claims.
+    later = apply(merchant_label("lab-4", revealed + RETENTION))
+    assert label_key(5, "lab-1").decode() in {t.ref for t in later.fired} and label_key(5, "lab-1") not in stage.table
+
+
+def test_labels_travel_by_merchant() -> None:
+    at = datetime(2026, 11, 25, tzinfo=timezone.utc)
+    assert label_routing_key(merchant_label("lab-1", at)) == b"m_acme"
+    assert label_routing_key(merchant_label("lab-1", at, merchant="")) is None

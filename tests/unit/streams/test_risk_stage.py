@@ -1,6 +1,6 @@
 """The risk stage over dict tables: decisions attached, states stored, labels once,
-redeliveries skipped, garbled input flagged; and the stage's features equal the
-offline feature path's for the same history."""
+redeliveries skipped, garbled input flagged; and the keys and risk stages' features
+equal the offline feature path's for the same history, over any number of partitions."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from models.train import SHIPPED_ARTIFACT
 from schemas.codec import Codec
 from schemas.ids import derive_payment_id
 from schemas.partitioning import partition_for
+from streams import keys as ks
 from streams import risk_stage as rs
 
 T0 = datetime(2026, 11, 2, 9, tzinfo=timezone.utc)
@@ -47,7 +48,7 @@ def create(n: int, *, card: str = "tok_a", merchant: str = "m_1", amount: int = 
         "capture_method": "automatic",
         "card": {"token": card, "bin": "424242", "last4": "4242", "brand": "visa", "exp_month": 12, "exp_year": 2030},
         "metadata": metadata or {}, "dispute": None, "occurred_at": at, "rejection_reason": None, "rejection_detail": None,
-        "three_ds": None,
+        "three_ds": None, "merchant_features": None,
     }
 
 
@@ -172,6 +173,33 @@ def test_a_label_updates_known_states_once(scorer):
     assert nxt.decision.features.card_fraud_labels_30d == 1 and nxt.decision.features.merch_risk_30d == 1.0
 
 
+ATTACHED = {"cnt_1h": 7, "cnt_1d": 30, "cnt_7d": 100, "cnt_30d": 400, "labeled_7d": 4, "labeled_30d": 10,
+            "fraud_7d": 1, "fraud_30d": 5}
+
+
+def test_attached_merchant_features_are_scored_and_the_partition_merchant_state_is_left_alone(scorer):
+    table = Table()
+    effects = run(table, create(1) | {"merchant_features": ATTACHED}, scorer)
+    fv = effects.decision.features
+    assert (fv.merch_cnt_1h, fv.merch_cnt_30d, fv.merch_labeled_30d) == (7.0, 400.0, 10.0)
+    assert (fv.merch_risk_7d, fv.merch_risk_30d) == (0.25, 0.5)
+    assert not effects.merchant_fallback and rs.merchant_key(0, "m_1") not in table
+    assert CardState.from_bytes(table[rs.card_key(0, "tok_a")]).n == 1
+
+
+@pytest.mark.parametrize("bad", [
+    None,
+    ATTACHED | {"cnt_1h": -1},
+    ATTACHED | {"fraud_30d": 11},  # more fraud than labels
+    {"cnt_1h": 1},
+])
+def test_without_usable_merchant_features_the_partition_state_is_the_flagged_fallback(scorer, bad):
+    table = Table()
+    effects = run(table, create(1) | {"merchant_features": bad}, scorer)
+    assert effects.merchant_fallback and effects.decision.features.merch_cnt_1h == 0.0
+    assert MerchantState.from_bytes(table[rs.merchant_key(0, "m_1")]).windows.counts[0] == 1
+
+
 # --- one feature spec: the stage (online) and the offline path agree -------------------------
 
 
@@ -230,9 +258,80 @@ def test_online_stage_features_equal_offline_features_one_partition(events):
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(history_events)
-def test_with_partitions_card_features_are_exact_and_merchant_features_are_per_partition(events):
-    """The documented approximation, exactly: each partition's stage features equal the
-    offline features of that partition's share of the history."""
+def test_without_merchant_features_the_fallback_is_per_partition(events):
+    """Creates that reach the risk stage without merchant features (written before
+    ValidatedCommand v4): each partition's features equal the offline features of that
+    partition's share of the history."""
     scorer = Scorer.load(None)
     online, offline = _replay(events, 3, scorer)
     assert all(same(a, b) for a, b in zip(online, offline, strict=True))
+
+
+ROUTE = timedelta(days=180)
+
+
+def _pipeline(events, partitions: int, scorer, *, redeliver: bool = False):
+    """The keys stage (by merchant) then the risk stage (by card) over `partitions`
+    partitions, labels to the card's risk partition and their copy to the merchant's
+    keys partition, as streams/app.py wires them; `redeliver`: every message twice."""
+    keys_tables = [Table() for _ in range(partitions)]
+    risk_tables = [Table() for _ in range(partitions)]
+    online: list = []
+    offline_events: list = []
+    copies = 2 if redeliver else 1
+    for i, (kind, c, m, secs, amount, flag) in enumerate(events):
+        card, merchant, at = f"tok_{c}", f"m_{m}", T0 + timedelta(seconds=secs)
+        at_ms = to_ms(at)
+        if kind == "tx":
+            cmd = create(i, card=card, merchant=merchant, amount=amount, at=at, currency="EUR" if flag else "USD")
+            kp = partition_for(ks.routing_key(cmd), partitions)
+            for _ in range(copies):
+                keyed = ks.handle(cmd, kp, at_ms, keys_tables[kp].get, RETENTION, route_retention=ROUTE)
+                keys_tables[kp].apply(keyed.writes)
+                assert keyed.route == card.encode() and keyed.command["merchant_features"] is not None
+                rp = partition_for(keyed.route, partitions)
+                effects = rs.handle(keyed.command, rp, at_ms, risk_tables[rp].get, scorer, RETENTION)
+                risk_tables[rp].apply(effects.writes)
+                if not effects.skipped:
+                    assert not effects.merchant_fallback
+                    online.append(effects.decision.features)
+            offline_events.append(("tx", Txn(at_ms, card, merchant, amount, "EUR" if flag else "USD")))
+        else:
+            lab = label(f"lab-{i}", card=card, merchant=merchant, fraud=flag, at=at)
+            rp = partition_for(card.encode(), partitions)
+            for _ in range(copies):
+                risked = rs.handle_label(lab, rp, at_ms, risk_tables[rp].get, RETENTION)
+                risk_tables[rp].apply(risked.writes)
+                if risked.skipped:  # the risk agent forwards only what it applies
+                    continue
+                kp = partition_for(ks.label_routing_key(lab), partitions)
+                for _ in range(copies):  # and the forwarded copy may itself be redelivered
+                    keys_tables[kp].apply(ks.handle_label(lab, kp, at_ms, keys_tables[kp].get, RETENTION).writes)
+            offline_events.append(("label", (card, merchant, at_ms, flag)))
+    return online, list(batch_features(offline_events))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(history_events, st.integers(2, 5), st.booleans())
+def test_keys_and_risk_stages_features_equal_offline_features_over_partitions(events, partitions, redeliver):
+    """The one feature spec across the stream: merchant features from the keys stage
+    (the merchant whole), card features from the risk stage, labels to both; every
+    feature equals the offline path's over the whole history, whatever the partition
+    count, and redelivered commands and labels change nothing."""
+    scorer = Scorer.load(None)
+    online, offline = _pipeline(events, partitions, scorer, redeliver=redeliver)
+    assert len(online) == len(offline)
+    assert all(same(a, b) for a, b in zip(online, offline, strict=True))
+
+
+def test_the_pipeline_differs_from_the_per_partition_fallback_when_a_merchant_spans_partitions():
+    """The test above can fail: with a merchant's cards on two partitions the fallback's
+    merchant count is a share, the keys stage's is whole."""
+    scorer = Scorer.load(None)
+    cards = [c for c in range(40) if partition_for(f"tok_{c}".encode(), 2) == 0][:1] + \
+            [c for c in range(40) if partition_for(f"tok_{c}".encode(), 2) == 1][:1]
+    events = [("tx", c, 0, 60 * i, 1_000, False) for i, c in enumerate(cards * 2)]
+    exact, offline = _pipeline(events, 2, scorer)
+    share, _ = _replay(events, 2, scorer)
+    assert [fv.merch_cnt_1h for fv in exact] == [fv.merch_cnt_1h for fv in offline] == [0, 1, 2, 3]
+    assert [fv.merch_cnt_1h for fv in share] == [0, 0, 1, 1]
