@@ -31,6 +31,7 @@ from streams.fraud_ops import resolve_command
 from streams.fx import FxRate, rate_to_record
 from streams.merchants import merchant_record
 from streams.observe import Observer
+from streams.payments import FRAUD_DISPUTE_REASONS
 from streams.publish import RawMessage, publish_commands
 from streams.readmodels import catch_up
 from streams.runner import WorkerProcess
@@ -74,6 +75,9 @@ USD_PER_UNIT = {"USD": "1", "EUR": "1.0842", "GBP": "1.2650", "JPY": "0.006634",
 MERCHANT_CODEC, RATE_CODEC = Codec("MerchantRecord"), Codec("FxRate")
 # --chaos-providers: the rail whose outage schedule the demo sets.
 CHAOS_PROVIDER = "acq_north"
+# The network disputes this share of captured payments; the reasons it gives.
+DISPUTE_SHARE = 0.02
+DEMO_DISPUTE_REASONS = ("fraudulent", "product_not_received", "duplicate", "unrecognized")
 # currency -> (typical amount range in minor units)
 CURRENCIES = {"USD": (500, 50_000), "EUR": (500, 40_000), "GBP": (500, 30_000), "JPY": (500, 50_000), "KWD": (1_000, 90_000)}
 
@@ -237,6 +241,8 @@ def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int, 
         reviewed, approved = approve_reviews(settings, observer, traffic, timeout_s) if complete else (0, 0)
         # The cardholders answer their 3DS step-ups.
         step_ups = complete_step_ups(settings, observer, traffic, seed, timeout_s) if complete else StepUps()
+        # Weeks later by event time, the card network disputes some captures.
+        disputes = run_disputes(settings, observer, seed, traffic.run_id, timeout_s) if complete else Disputes()
         # The ledger runs behind the outcomes: stop the worker once every event is posted.
         books_closed = complete and observer.wait_until(observer.books_applied, BOOKS_TIMEOUT_S)
         books_s = time.monotonic() - started
@@ -250,6 +256,8 @@ def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int, 
     console.print(f"3DS step-ups: {step_ups.asked}; confirmed {step_ups.confirmed} (authenticated Y/A {step_ups.authenticated},"
                   f" failed N/R {step_ups.failed}, unavailable U {step_ups.unavailable}); authorized after the step-up:"
                   f" {step_ups.authorized}")
+    console.print(f"disputes: {disputes.opened} opened, {disputes.evidence} with evidence; won {disputes.won}, "
+                  f"lost {disputes.lost} ({disputes.labels} fraud labels sent to the risk stage)")
     if worker.restarts:
         console.print(f"[yellow]the worker was restarted {worker.restarts} time(s); see {log_file}")
     console.print(f"journal entries: {len(observer.entry_ids)}; books closed {books_closed} after {books_s:.1f}s"
@@ -422,6 +430,65 @@ def complete_step_ups(settings: Settings, observer: Observer, traffic: Traffic, 
         failed=by_status["N"] + by_status["R"],
         unavailable=by_status["U"],
         authorized=sum(1 for o in answered if o["payment_status"] in ("authorized", "captured")),
+    )
+
+
+@dataclass(frozen=True)
+class Disputes:
+    """The card network's chargebacks on this run's captured payments, by outcome."""
+
+    opened: int = 0
+    evidence: int = 0
+    won: int = 0
+    lost: int = 0
+    labels: int = 0  # lost fraud disputes: each a fraud label for the risk stage
+
+
+def dispute_commands(events: Mapping[str, list[dict[str, Any]]], seed: int, run_id: str) -> list[dict[str, Any]]:
+    """For about 2% of the captured payments (drawn per payment from (seed, payment_id)),
+    the network's dispute_open 3 days after the capture, the merchant's evidence on half
+    of them 5 days after, and the network's dispute_close 20 days after: mostly won with
+    evidence, lost without. Event time runs on from the capture, never the wall clock."""
+    out: list[dict[str, Any]] = []
+    for pid, evs in sorted(events.items()):
+        captured = [e for e in evs if e["type"] == "captured"]
+        rng = random.Random(f"{seed}:dispute:{pid}")
+        if not captured or rng.random() >= DISPUTE_SHARE:
+            continue
+        at, merchant = captured[0]["occurred_at"], captured[0]["merchant_id"]
+        reason = rng.choice(DEMO_DISPUTE_REASONS)
+        with_evidence = rng.random() < 0.5
+        won = rng.random() < (0.6 if with_evidence else 0.1)
+        steps = [("dispute_open", timedelta(days=3), {"reason": reason}), ("dispute_close", timedelta(days=20),
+                 {"outcome": "won" if won else "lost"})]
+        if with_evidence:
+            steps.insert(1, ("dispute_evidence", timedelta(days=5), {"evidence": f"delivery confirmation for order of {pid}"}))
+        for kind, after, fields in steps:
+            out.append({
+                "command_id": f"cmd_{run_id}_dsp_{len(out)}", "kind": kind, "merchant_id": merchant,
+                "idempotency_key": f"{pid}-{kind}", "payment_id": pid, "amount_minor": None, "currency": None,
+                "capture_method": None, "card": None, "metadata": {}, "occurred_at": at + after,
+                "dispute": {"reason": None, "evidence_due_at": None, "evidence": None, "outcome": None} | fields,
+            })
+    return out
+
+
+def run_disputes(settings: Settings, observer: Observer, seed: int, run_id: str, timeout_s: float) -> Disputes:
+    """The network disputes some captured payments; wait for every answer, count the outcomes."""
+    commands = dispute_commands(observer.events, seed, run_id)
+    publish_commands(settings, commands)
+    ids = {c["command_id"] for c in commands}
+    observer.wait_for(ids, 0, timeout_s)
+    done = [c for c in commands if observer.outcomes.get(c["command_id"]) and
+            observer.outcomes[c["command_id"]][0]["status"] == "succeeded"]
+    closes = [c for c in done if c["kind"] == "dispute_close"]
+    lost = [c for c in closes if c["dispute"]["outcome"] == "lost"]
+    reason_of = {c["payment_id"]: c["dispute"]["reason"] for c in done if c["kind"] == "dispute_open"}
+    return Disputes(
+        opened=sum(1 for c in done if c["kind"] == "dispute_open"),
+        evidence=sum(1 for c in done if c["kind"] == "dispute_evidence"),
+        won=len(closes) - len(lost), lost=len(lost),
+        labels=sum(1 for c in lost if reason_of.get(c["payment_id"]) in FRAUD_DISPUTE_REASONS),
     )
 
 

@@ -132,3 +132,27 @@ def test_shares_count_each_payment_once_by_the_provider_that_decided_it():
         "p3": [{"type": "declined", "provider": None}],  # refused before any provider
     }
     assert provider_shares(events) == {"acq_north": 1, "acq_south": 1}
+
+
+def test_the_network_disputes_a_few_captures_in_event_time_order_and_the_same_ones_every_run() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from streams.demo import DISPUTE_SHARE, dispute_commands
+
+    at = datetime(2026, 11, 25, 12, tzinfo=timezone.utc)
+    events = {f"pay_{i}": [{"type": "authorized", "occurred_at": at, "merchant_id": "m_acme"},
+                           {"type": "captured", "occurred_at": at, "merchant_id": "m_acme"}] for i in range(2_000)}
+    events |= {f"pay_declined_{i}": [{"type": "declined", "occurred_at": at, "merchant_id": "m_acme"}] for i in range(500)}
+    commands = dispute_commands(events, seed=7, run_id="r")
+    assert commands == dispute_commands(events, seed=7, run_id="r")
+    by_payment: dict[str, list[dict]] = {}
+    for c in commands:
+        by_payment.setdefault(c["payment_id"], []).append(c)
+    assert not any(p.startswith("pay_declined") for p in by_payment)  # nothing captured, nothing to dispute
+    assert 0.5 * DISPUTE_SHARE * 2_000 <= len(by_payment) <= 1.5 * DISPUTE_SHARE * 2_000
+    for steps in by_payment.values():
+        kinds = [c["kind"] for c in steps]
+        assert kinds in (["dispute_open", "dispute_close"], ["dispute_open", "dispute_evidence", "dispute_close"])
+        times = [c["occurred_at"] for c in steps]
+        assert times == sorted(times) and times[0] == at + timedelta(days=3)
+        assert steps[-1]["dispute"]["outcome"] in ("won", "lost") and steps[0]["dispute"]["reason"]
