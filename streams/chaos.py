@@ -75,8 +75,9 @@ class Figures:
     unbalanced_currencies: int
     audit_ok: bool
     replay_matches: bool
-    dead_letters: int
+    dead_letters: int  # distinct (by dlq_id)
     dead_letters_expected: int
+    dead_letter_copies: int = 0  # the same dead letter written again after a kill: reported, not a loss
     kills: int = 0
     broker_restarts: int = 0
     stall_restarts: int = 0
@@ -202,6 +203,7 @@ def run_chaos(base: Settings, *, commands: int, kills: int, broker_restarts: int
             fleet.stop()  # also when a stalled worker gave up: no worker outlives the run
         publisher.join(timeout=60)
         outcomes, events, dlq = dict(observer.outcomes), dict(observer.events), len(observer.dead_letters)
+        dlq_copies = observer.dead_letter_copies
     names = topic_names(settings)
     records = list(book_records(settings))  # one read of the topics serves the audit and the replay
     report = audit(records, public_keys(settings), events_topic=names.events, entries_topic=names.ledger)
@@ -210,6 +212,7 @@ def run_chaos(base: Settings, *, commands: int, kills: int, broker_restarts: int
     figures = check(sent, outcomes, events, report, len(differences), dlq, traffic.garbage)
     figures.kills, figures.broker_restarts = figures_faults["kill"], figures_faults["broker_restart"]
     figures.stall_restarts, figures.workers = fleet.stall_restarts, workers
+    figures.dead_letter_copies = dlq_copies
     figures.elapsed_s = round(time.monotonic() - started, 1)
     if not closed:
         figures.audit_failures.insert(0, "the books did not close before the timeout")

@@ -41,7 +41,9 @@ class Observer:
                 assignment.append(TopicPartition(topic, p, 0 if from_beginning else high))
         self.consumer.assign(assignment)
         self.outcomes: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        self.dead_letters: list[dict[str, Any]] = []
+        self.dead_letters: list[dict[str, Any]] = []  # one per dlq_id
+        self.dlq_ids: set[str] = set()
+        self.dead_letter_copies = 0  # the same dead letter written again
         self.events: dict[str, list[dict[str, Any]]] = defaultdict(list)  # by payment_id, in log order
         self.entry_ids: set[str] = set()  # journal entries posted (a redelivery counts once)
         self.expected_entry_ids: set[str] = set()  # what the events seen so far must post
@@ -70,7 +72,14 @@ class Observer:
                     self.entry_ids.add(ENTRY_CODEC.decode(msg.value())["entry_id"])
                     self.last_entry_offset[msg.partition()] = max(msg.offset(), self.last_entry_offset.get(msg.partition(), -1))
                 else:
-                    self.dead_letters.append(DLQ_CODEC.decode(msg.value()))
+                    # A dead letter's id derives from its source position: a second copy (Faust's
+                    # exactly-once has holes across kill -9; the DLQ has no dedup table) is one letter.
+                    letter = DLQ_CODEC.decode(msg.value())
+                    if letter["dlq_id"] in self.dlq_ids:
+                        self.dead_letter_copies += 1
+                    else:
+                        self.dlq_ids.add(letter["dlq_id"])
+                        self.dead_letters.append(letter)
             except DecodeError:
                 self.undecodable += 1
         return len(msgs)
