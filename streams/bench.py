@@ -178,9 +178,12 @@ def end_to_end(base: Settings, commands: int, seed: int, *, workers: int = 1, ra
             elapsed_s = time.monotonic() - started
             if profiler is not None:
                 stop_profile(profiler)
-            for i, r in enumerate(rates_per_s):
-                latency[str(r)] = open_loop(settings, fleet, observer, r, rate_window_s, seed + 2 + i)
             books = observer.wait_until(observer.books_applied, CONSUME_TIMEOUT_S)
+            for i, r in enumerate(rates_per_s):
+                # Each window starts on an idle pipeline: the outcomes come before the posting
+                # and ledger stages, whose backlog would otherwise compete with the window.
+                latency[str(r)] = open_loop(settings, fleet, observer, r, rate_window_s, seed + 2 + i)
+                books = books and observer.wait_until(observer.books_applied, CONSUME_TIMEOUT_S)
         finally:
             fleet.stop()
     n = len(traffic.command_ids)
@@ -244,15 +247,17 @@ def open_loop(settings: Settings, fleet: Fleet, observer: Observer, rate_per_s: 
 
 def start_profile(pid: int, out: Path) -> subprocess.Popen[bytes]:
     """py-spy on a worker until stop_profile: `.svg` a flame graph, else collapsed stacks
-    (`raw`, what top_frames reads). --nonblocking: the worker is never paused."""
+    (`raw`, what top_frames reads). --nonblocking: the worker is never paused; --idle:
+    waiting counts too, so shares are of wall time; --function: lines folded per function."""
     exe = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     if exe is None:
         raise RuntimeError("py-spy is not installed (pip install py-spy)")
     assert pid > 0
     out.parent.mkdir(parents=True, exist_ok=True)
     fmt = "flamegraph" if out.suffix == ".svg" else "raw"
-    return subprocess.Popen([exe, "record", "--pid", str(pid), "--nonblocking", "--rate", "100", "--format", fmt,
-                             "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen([exe, "record", "--pid", str(pid), "--nonblocking", "--rate", "100", "--idle", "--threads",
+                             "--function", "--format", fmt, "-o", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def stop_profile(proc: subprocess.Popen[bytes]) -> None:
@@ -327,7 +332,7 @@ def scoring(rows: int, seed: int) -> dict[str, Any]:
 
 def machine(settings: Settings) -> dict[str, Any]:
     """What the figures were measured on: the box, its load when the run began, the versions."""
-    import confluent_kafka
+    import confluent_kafka  # librdkafka's version is the C library's, not a package's
 
     def v(package: str) -> str | None:
         try:
@@ -343,7 +348,7 @@ def machine(settings: Settings) -> dict[str, Any]:
             "load_avg_1m_at_start": round(os.getloadavg()[0], 2), "partitions": settings.partitions,
             "fraud_scoring": settings.fraud_scoring, "providers": settings.providers,
             "commit_interval_s": settings.commit_interval_s,
-            "versions": {"paystream": v("paystream"), "confluent_kafka": confluent_kafka.version()[0],
+            "versions": {"paystream": v("paystream"), "confluent_kafka": v("confluent-kafka"),
                          "librdkafka": confluent_kafka.libversion()[0], "faust_streaming": v("faust-streaming"),
                          "aiokafka": v("aiokafka"), "chdb": v("chdb"), "clickhouse_connect": v("clickhouse-connect"),
                          "scikit_learn": v("scikit-learn")}}
