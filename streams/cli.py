@@ -284,24 +284,35 @@ def chaos(
 
 @app.command()
 def bench(
-    quick: bool = typer.Option(False, "--quick", help="Small sizes (a minute or two); the full run takes longer"),
+    quick: bool = typer.Option(False, "--quick", help="Small sizes (a few minutes); the full run takes longer"),
     json_file: Path | None = typer.Option(None, "--json", help="Write the results here as JSON"),
+    plot_file: Path | None = typer.Option(None, "--plot", help="Draw throughput bars and latency curves to this PNG"),
     repeats: int = typer.Option(1, min=1, max=9, help="Ceiling runs; the median is reported"),
+    rates: str = typer.Option("", help="Offered rates for the latency part, commands/s, comma-separated (default 50,100,200,400; quick 50,150)"),
+    profile: Path | None = typer.Option(None, "--profile", help="py-spy the worker during the e2e run: FILE.svg a flame graph, else collapsed stacks"),
     seed: int = typer.Option(7, help="Seed of the traffic"),
 ) -> None:
     """Measure the pipeline against the broker's own ceiling (streams/bench.py): JSON out."""
     import json
 
-    from streams.bench import run_bench
+    from streams.bench import MAX_RATE_PER_S, plot, run_bench
     from streams.logs import setup_logging
 
+    try:
+        rates_per_s = tuple(int(r) for r in rates.split(",") if r.strip())
+    except ValueError:
+        raise typer.BadParameter(f"{rates!r}: integers separated by commas", param_hint="--rates") from None
+    if any(not 0 < r <= MAX_RATE_PER_S for r in rates_per_s):
+        raise typer.BadParameter(f"each rate must be in 1..{MAX_RATE_PER_S}", param_hint="--rates")
     setup_logging("warning", fmt="text")
     settings = get_settings()
     ensure_broker(settings)
-    result = run_bench(settings, quick=quick, seed=seed, repeats=repeats)
+    result = run_bench(settings, quick=quick, seed=seed, repeats=repeats, rates_per_s=rates_per_s, profile=profile)
     text = json.dumps(result, indent=2)
     if json_file is not None:
         json_file.write_text(text + "\n")
+    if plot_file is not None:
+        plot(result, plot_file)
     print(text)
 
 

@@ -41,6 +41,8 @@ class Observer:
                 assignment.append(TopicPartition(topic, p, 0 if from_beginning else high))
         self.consumer.assign(assignment)
         self.outcomes: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        # command_id -> (timestamp type, Kafka timestamp ms, wall ms when read) of its first outcome (bench latency)
+        self.first_outcome_at: dict[str, tuple[int, int, int]] = {}
         self.dead_letters: list[dict[str, Any]] = []  # one per dlq_id
         self.dlq_ids: set[str] = set()
         self.dead_letter_copies = 0  # the same dead letter written again
@@ -62,6 +64,8 @@ class Observer:
                 if msg.topic() == self.outcomes_topic:
                     o = OUTCOME_CODEC.decode(msg.value())
                     self.outcomes[o["command_id"]].append(o)
+                    if o["command_id"] not in self.first_outcome_at:
+                        self.first_outcome_at[o["command_id"]] = (*msg.timestamp(), time.time_ns() // 1_000_000)
                 elif msg.topic() == self.events_topic:
                     e = EVENT_CODEC.decode(msg.value())
                     self.events[e["payment_id"]].append(e)

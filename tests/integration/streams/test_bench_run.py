@@ -1,5 +1,5 @@
 """`paystream bench --quick` end to end: every part reports, every command answered,
-the books closed, every HTTP request answered. Speed is reported, never asserted."""
+the books closed, every HTTP request answered, the plot drawn. Speed is reported, never asserted."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.bench import run_bench
+from streams.bench import plot, run_bench
 from tests.integration.support import make_settings
 
 pytestmark = pytest.mark.integration
@@ -16,9 +16,20 @@ pytestmark = pytest.mark.integration
 
 def test_quick_bench_reports_every_part(bootstrap: str, tmp_path: Path) -> None:
     result = run_bench(make_settings(tmp_path, "bench"), quick=True)
-    json.dumps(result)  # JSON as it is written
+    json.loads(json.dumps(result))  # JSON as it is written
     assert result["ceiling"]["consumed"] == result["ceiling"]["messages"]
+    assert result["ceiling_commands_per_s"] > 0 and result["e2e_commands_per_s"] > 0
     assert result["end_to_end"]["answered"] and result["end_to_end"]["books_closed"]
+    assert set(result["latency_ms"]) == {"50", "150"}
+    for offered, figures in result["latency"].items():
+        assert figures["answered"] == figures["commands"] > 0, offered
+        assert figures["outcome_timestamp"] in ("CreateTime", "LogAppendTime")
+        q = result["latency_ms"][offered]
+        assert 0 < q["p50"] <= q["p95"] <= q["p99"] <= q["max"]
+    assert result["sink"]["records"] > 0 and result["sink_rows_per_s"] > 0
+    two = result["scaling"]["two_workers"]
+    assert two["workers"] == 2 and two["answered"] and two["books_closed"]
+    assert result["scaling"]["two_vs_one"] > 0
     assert result["replay"]["events"] > 0 and result["replay"]["entries"] > 0
     assert result["scoring"]["online_scorer_tx_per_s"] > 0
     assert 0 < result["end_to_end_vs_ceiling"]
@@ -30,3 +41,7 @@ def test_quick_bench_reports_every_part(bootstrap: str, tmp_path: Path) -> None:
         # timeout); none refused by the gateway (429, 5xx) or lost (0)
         assert set(run["statuses"]) <= {"200", "202", "402"} and "200" in run["statuses"], run
         assert run["p99_ms"] is not None and run["achieved_per_s"] > 0
+    assert result["machine"]["versions"]["confluent_kafka"]
+    png = tmp_path / "bench.png"
+    plot(result, png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

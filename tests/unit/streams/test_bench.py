@@ -1,13 +1,15 @@
-"""The bench's arithmetic and its HTTP load generator against a local stub server
-(the runs themselves need the broker: tests/integration)."""
+"""The bench's arithmetic, profile reading and plot (the runs themselves need the broker: tests/integration)."""
 
-import asyncio
+from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
-from aiohttp import web
+from hypothesis import given
+from hypothesis import strategies as st
 
-from streams.api.ops import LagRow
-from streams.bench import settled, http_summary, open_loop, percentile_ms, rate, send_offsets_s
+from streams.bench import latencies_ms, percentiles, plot, rate, run_settings, top_frames
+from streams.settings import Settings
 
 
 def test_rate_is_per_second_and_never_divides_by_zero() -> None:
@@ -16,57 +18,66 @@ def test_rate_is_per_second_and_never_divides_by_zero() -> None:
     assert rate(1, 3.0) == 0.3
 
 
-def test_the_schedule_is_open_loop_at_the_offered_rate() -> None:
-    offsets = send_offsets_s(50.0, 2.0)
-    assert len(offsets) == 100 and offsets[0] == 0.0 and offsets[-1] == pytest.approx(99 / 50)
-    assert all(b - a == pytest.approx(0.02) for a, b in zip(offsets, offsets[1:]))
+def test_percentiles_are_nearest_rank_samples() -> None:
+    values = [float(v) for v in range(1, 101)]  # 1..100
+    assert percentiles(values) == {"p50": 50.0, "p95": 95.0, "p99": 99.0, "max": 100.0, "count": 100}
+    assert percentiles([7.0]) == {"p50": 7.0, "p95": 7.0, "p99": 7.0, "max": 7.0, "count": 1}
+    # one slow command in ten: p50 does not see it, p95 does
+    assert percentiles([1.0] * 9 + [500.0])["p50"] == 1.0
+    assert percentiles([1.0] * 9 + [500.0])["p95"] == 500.0
+
+
+@given(st.lists(st.floats(min_value=0, max_value=1e7, allow_nan=False), min_size=1, max_size=300))
+def test_percentiles_are_ordered_samples(values: list[float]) -> None:
+    q = percentiles(values)
+    assert q["p50"] <= q["p95"] <= q["p99"] <= q["max"] == round(max(values), 1)
+    rounded = {round(v, 1) for v in values}
+    assert {q["p50"], q["p95"], q["p99"]} <= rounded
+
+
+def test_percentiles_refuse_no_samples() -> None:
     with pytest.raises(AssertionError):
-        send_offsets_s(0.0, 1.0)
+        percentiles([])
 
 
-def test_percentiles_are_nearest_rank_in_ms() -> None:
-    latencies = [i / 1000 for i in range(1, 101)]  # 1..100 ms
-    assert (percentile_ms(latencies, 50), percentile_ms(latencies, 99), percentile_ms(latencies, 100)) == (50.0, 99.0, 100.0)
-    assert percentile_ms([0.5], 99) == 500.0 and percentile_ms([], 99) is None
+def test_latency_runs_from_the_scheduled_send() -> None:
+    scheduled = {"a": 1_000.0, "b": 1_010.0}
+    assert sorted(latencies_ms(scheduled, {"a": 1_050.0, "b": 1_500.0, "other": 0.0})) == [50.0, 490.0]
+    with pytest.raises(AssertionError, match="1 commands without an answer"):
+        latencies_ms(scheduled, {"a": 1_050.0})
 
 
-def test_the_summary_counts_statuses_and_the_achieved_rate() -> None:
-    s = http_summary(10.0, 2.0, [0.01, 0.02, 0.03, 0.5], [200, 200, 202, 0], elapsed_s=2.0, not_sent=1)
-    assert s["statuses"] == {"0": 1, "200": 2, "202": 1} and s["sent"] == 4 and s["not_sent"] == 1
-    assert s["achieved_per_s"] == 2.0 and s["decided_per_s"] == 1.0  # 200, 200 over 2 s; not the 202 nor the 0
-    assert s["p99_ms"] == 500.0 and s["p50_ms"] == 20.0
+def test_top_frames_share_self_and_total() -> None:
+    collapsed = "\n".join([
+        "main (app.py:1);loop (app.py:5);encode (codec.py:9) 60",
+        "main (app.py:1);loop (app.py:5) 30",
+        "main (app.py:1);idle (app.py:7) 10",
+        "garbage line",
+    ])
+    frames = top_frames(collapsed, 2)
+    assert frames["self"] == [("encode (codec.py:9)", 60.0), ("loop (app.py:5)", 30.0)]
+    assert frames["total"] == [("main (app.py:1)", 100.0), ("loop (app.py:5)", 90.0)]
+    # a recursive frame counts once per sample
+    assert top_frames("f;f;f 4", 1)["total"] == [("f", 100.0)]
+    assert top_frames("") == {"self": [], "total": []}
 
 
-def test_the_generator_sends_every_due_request_with_its_own_key() -> None:
-    keys: list[str] = []
-
-    async def create(request: web.Request) -> web.Response:
-        keys.append(request.headers["Idempotency-Key"])
-        assert request.headers["Authorization"] == "Bearer sk_test" and (await request.json())["currency"] == "USD"
-        return web.json_response({"ok": True}, status=200 if len(keys) % 2 else 202)
-
-    async def main(replay: bool) -> dict:
-        app = web.Application()
-        app.router.add_post("/v1/payments", create)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        try:
-            return await open_loop(f"http://127.0.0.1:{port}/v1/payments", "sk_test", 200.0, 0.1, "run", replay)
-        finally:
-            await runner.cleanup()
-
-    result = asyncio.run(main(False))
-    assert sorted(keys) == sorted(f"run-{i}" for i in range(20))
-    assert result["sent"] == 20 and result["not_sent"] == 0 and result["statuses"] == {"200": 10, "202": 10}
-    assert result["p99_ms"] is not None and result["p99_ms"] >= result["p50_ms"]
-    keys.clear()
-    assert asyncio.run(main(True))["sent"] == 20 and keys == ["run-0"] * 21  # replays: one key throughout, primed once
+def test_each_run_has_its_own_namespace_and_dirs(tmp_path: Path) -> None:
+    base = Settings(data_dir=tmp_path, keys_dir=tmp_path / "keys")
+    one, two = run_settings(base, "1w"), run_settings(base, "1w")
+    assert one.namespace != two.namespace and one.namespace.startswith("bench-1w-")
+    assert one.data_dir == tmp_path / "bench" / one.namespace
+    assert one.keys_dir == one.data_dir / "keys" and one.providers_dir == one.data_dir / "providers"
 
 
-def test_settled_means_no_lag_moved_between_two_reads() -> None:
-    idle = [LagRow("g", "a", 8, 14), LagRow("g", "b", 8, 0)]  # EOS leaves a fixed lag when idle
-    assert settled(idle, list(idle)) and settled([], [])
-    assert not settled(idle, [LagRow("g", "a", 8, 12), LagRow("g", "b", 8, 0)])
+def test_plot_draws_a_png(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    latency = {r: {k: {"p50": 10.0 * i, "p95": 20.0 * i, "p99": 30.0 * i, "max": 40.0 * i, "count": 5}
+                   for k in ("committed_ms", "visible_ms")} for i, r in enumerate(("50", "100"), start=1)}
+    result = {"at": "2026-11-25T00:00:00+00:00", "quick": True, "machine": {"cpus": 2},
+              "ceiling_commands_per_s": 100_000.0, "e2e_commands_per_s": 250.0, "sink_rows_per_s": 30_000.0,
+              "scaling": {"two_workers_commands_per_s": 260.0}, "replay": {"records_per_s": 36_000.0},
+              "latency": latency}
+    out = tmp_path / "plots" / "bench.png"
+    plot(result, out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
