@@ -43,8 +43,8 @@ class Observer:
         self.outcomes: dict[str, list[dict[str, Any]]] = defaultdict(list)
         # command_id -> (timestamp type, Kafka timestamp ms, wall ms when read) of its first outcome (bench latency)
         self.first_outcome_at: dict[str, tuple[int, int, int]] = {}
-        self.dead_letters: list[dict[str, Any]] = []  # one per dlq_id
-        self.dlq_ids: set[str] = set()
+        self.dead_letters: list[dict[str, Any]] = []  # one per (stage, dlq_id)
+        self.dlq_ids: set[tuple[str, str]] = set()
         self.dead_letter_copies = 0  # the same dead letter written again
         self.events: dict[str, list[dict[str, Any]]] = defaultdict(list)  # by payment_id, in log order
         self.entry_ids: set[str] = set()  # journal entries posted (a redelivery counts once)
@@ -76,13 +76,15 @@ class Observer:
                     self.entry_ids.add(ENTRY_CODEC.decode(msg.value())["entry_id"])
                     self.last_entry_offset[msg.partition()] = max(msg.offset(), self.last_entry_offset.get(msg.partition(), -1))
                 else:
-                    # A dead letter's id derives from its source position: a second copy (Faust's
-                    # exactly-once has holes across kill -9; the DLQ has no dedup table) is one letter.
+                    # A dead letter's id derives from its source position, so a second copy from the
+                    # same stage (Faust's exactly-once has holes across kill -9; the DLQ has no dedup
+                    # table) is one letter. Two stages refusing one message are two letters.
                     letter = DLQ_CODEC.decode(msg.value())
-                    if letter["dlq_id"] in self.dlq_ids:
+                    key = (letter["stage"], letter["dlq_id"])
+                    if key in self.dlq_ids:
                         self.dead_letter_copies += 1
                     else:
-                        self.dlq_ids.add(letter["dlq_id"])
+                        self.dlq_ids.add(key)
                         self.dead_letters.append(letter)
             except DecodeError:
                 self.undecodable += 1

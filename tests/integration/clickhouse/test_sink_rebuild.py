@@ -40,36 +40,38 @@ def test_sink_lands_everything_once_and_rebuild_equals_live(pipeline: Pipeline, 
     producer.flush(10)
 
     client = connect(f"chdb://{(tmp_path / 'ch').resolve()}", "it_sink")
-    migrate(client)
-    stop = threading.Event()
-    result: dict = {}
-    worker = threading.Thread(target=lambda: result.update(stats=serve(settings, client, stop.is_set, max_wait_ms=200)))
-    worker.start()
-    events_total = sum(len(v) for v in seen.events.values())
-    with Observer(settings, from_beginning=True) as dlq_reader:
-        assert dlq_reader.wait_until(lambda: any(d["stage"] == "sink" for d in dlq_reader.dead_letters), 120)
-        sink_dlq = [d for d in dlq_reader.dead_letters if d["stage"] == "sink"]
-    assert {d["reason"] for d in sink_dlq} == {"unknown_fingerprint"} and sink_dlq[0]["raw_value"] == JUNK
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        got = client.query("SELECT count() FROM payment_outcomes FINAL WHERE merchant_id = {m:String}",
-                           parameters={"m": m}).result_rows[0][0]
-        if got >= len(creates) + len(captures):
-            break
-        stop.wait(0.5)
-    stop.set()
-    worker.join(60)
-    assert not worker.is_alive() and result["stats"].dead_letters == 1
+    try:  # chDB is one engine per process: a test that leaves it open breaks every later one
+        migrate(client)
+        stop = threading.Event()
+        result: dict = {}
+        worker = threading.Thread(target=lambda: result.update(stats=serve(settings, client, stop.is_set, max_wait_ms=200)))
+        worker.start()
+        events_total = sum(len(v) for v in seen.events.values())
+        with Observer(settings, from_beginning=True) as dlq_reader:
+            assert dlq_reader.wait_until(lambda: any(d["stage"] == "sink" for d in dlq_reader.dead_letters), 120)
+            sink_dlq = [d for d in dlq_reader.dead_letters if d["stage"] == "sink"]
+        assert {d["reason"] for d in sink_dlq} == {"unknown_fingerprint"} and sink_dlq[0]["raw_value"] == JUNK
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            got = client.query("SELECT count() FROM payment_outcomes FINAL WHERE merchant_id = {m:String}",
+                               parameters={"m": m}).result_rows[0][0]
+            if got >= len(creates) + len(captures):
+                break
+            stop.wait(0.5)
+        stop.set()
+        worker.join(60)
+        assert not worker.is_alive() and result["stats"].dead_letters == 1
 
-    # The shared pipeline also carries other tests' payments: count this test's merchant.
-    assert client.query("SELECT count() FROM payment_outcomes FINAL WHERE merchant_id = {m:String}",
-                        parameters={"m": m}).result_rows[0][0] == len(creates) + len(captures)
-    assert client.query("SELECT count() FROM payments FINAL WHERE merchant_id = {m:String}",
-                        parameters={"m": m}).result_rows[0][0] == len(creates)
-    assert client.query("SELECT count() FROM payment_events FINAL").result_rows[0][0] >= events_total
-    live = snapshot(client)
+        # The shared pipeline also carries other tests' payments: count this test's merchant.
+        assert client.query("SELECT count() FROM payment_outcomes FINAL WHERE merchant_id = {m:String}",
+                            parameters={"m": m}).result_rows[0][0] == len(creates) + len(captures)
+        assert client.query("SELECT count() FROM payments FINAL WHERE merchant_id = {m:String}",
+                            parameters={"m": m}).result_rows[0][0] == len(creates)
+        assert client.query("SELECT count() FROM payment_events FINAL").result_rows[0][0] >= events_total
+        live = snapshot(client)
 
-    stats = rebuild(settings, client)
-    assert stats.records >= len(creates) + len(captures) + events_total
-    assert snapshot(client) == live  # invariant 4: replaying from offset 0 rebuilds the same read models
-    client.close()
+        stats = rebuild(settings, client)
+        assert stats.records >= len(creates) + len(captures) + events_total
+        assert snapshot(client) == live  # invariant 4: replaying from offset 0 rebuilds the same read models
+    finally:
+        client.close()

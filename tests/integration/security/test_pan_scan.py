@@ -32,7 +32,7 @@ from streams.observe import Observer
 from streams.publish import intake_sealer, publish_commands
 from streams.readmodels import serve
 from streams.topics import topic_names
-from tests.integration.support import T0, WAIT_S, create, follow_up, make_settings, start_worker
+from tests.integration.support import WAIT_S, create, follow_up, make_settings, start_worker
 
 pytestmark = pytest.mark.integration
 
@@ -133,21 +133,23 @@ def test_no_pan_in_any_topic_store_log_or_table(bootstrap: str, tmp_path: Path) 
 
         # The read models: the sink consumes events and outcomes into chDB.
         client = connect(f"chdb://{(tmp_path / 'ch').resolve()}", "it_panscan")
-        migrate(client)
-        stop = threading.Event()
-        sink = threading.Thread(target=lambda: serve(settings, client, stop.is_set, max_wait_ms=200))
-        sink.start()
-        outcomes_total = len(ids) + 1
-        deadline = time.monotonic() + WAIT_S
-        while time.monotonic() < deadline and client.query(
-                "SELECT count() FROM payment_outcomes FINAL").result_rows[0][0] < outcomes_total:
-            stop.wait(0.5)
-        stop.set()
-        sink.join(60)
-        assert not sink.is_alive()
-        tables = [row[0] for row in client.query("SHOW TABLES").result_rows]
-        rows = {t: client.query(f"SELECT * FROM {t}").result_rows for t in tables}
-        client.close()
+        try:  # chDB is one engine per process: left open, it breaks every later test
+            migrate(client)
+            stop = threading.Event()
+            sink = threading.Thread(target=lambda: serve(settings, client, stop.is_set, max_wait_ms=200))
+            sink.start()
+            outcomes_total = len(ids) + 1
+            deadline = time.monotonic() + WAIT_S
+            while time.monotonic() < deadline and client.query(
+                    "SELECT count() FROM payment_outcomes FINAL").result_rows[0][0] < outcomes_total:
+                stop.wait(0.5)
+            stop.set()
+            sink.join(60)
+            assert not sink.is_alive()
+            tables = [row[0] for row in client.query("SHOW TABLES").result_rows]
+            rows = {t: client.query(f"SELECT * FROM {t}").result_rows for t in tables}
+        finally:
+            client.close()
     finally:
         code = worker.stop()
     assert code == 0, worker.log_tail()

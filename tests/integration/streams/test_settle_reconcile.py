@@ -80,54 +80,56 @@ def test_a_day_settles_in_the_merchants_currency_and_reconciles(day: Pipeline, m
         assert books.wait_until(books.books_applied, WAIT_S)
 
     client = connect(s.clickhouse_url, s.clickhouse_database)
-    code, out = cli(monkeypatch, s, "clickhouse", "migrate")
-    assert code == 0, out
-    catch_up(s, client)
-    # The read model's balances (the cookbook's "Balances now") are the ledger's own, to the minor unit.
-    ch = {(a, c): b for a, c, b in client.query("SELECT account, currency, balance_minor FROM balances "
-                                                "WHERE balance_minor != 0").result_rows}
-    assert ch == live_balances(s)
-    volume = dict(client.query("SELECT merchant_id, sum(amount_minor) FROM payment_events FINAL WHERE type = 'captured' "
-                               "GROUP BY merchant_id").result_rows)
-    credited = dict(client.query("SELECT merchant_id, sum(credit_minor) FROM ledger_entries FINAL WHERE event_type = 'captured' "
-                                 "AND account LIKE 'merchant:%:pending' GROUP BY merchant_id").result_rows)
-    assert volume == credited and set(volume) == {eu, us}
-
-    owed = {m: -live_balances(s).get((f"merchant:{m}:pending", "USD"), 0) for m in (eu, us)}
-    code, out = cli(monkeypatch, s, "settle", "--date", DAY.isoformat())
-    assert code == 0, out
-    assert "2 new entr(ies) posted" in out
-    code, again = cli(monkeypatch, s, "settle", "--date", DAY.isoformat())
-    assert code == 0 and "0 new entr(ies) posted" in again, again
-
-    with Observer(s, from_beginning=True) as books:
-        assert books.wait_until(books.books_applied, WAIT_S)
-    balances = live_balances(s)
-    paid_eur = int((Decimal(owed[eu]) * Decimal(RATE)).quantize(Decimal(1), ROUND_HALF_EVEN))
-    assert balances[(f"merchant:{eu}:available", "EUR")] == -paid_eur
-    assert balances[(f"merchant:{us}:available", "USD")] == -owed[us]
-    assert (f"merchant:{eu}:pending", "USD") not in balances and (f"merchant:{us}:pending", "USD") not in balances
-    payouts = read_payouts(s)
-    assert sorted((p["merchant_id"], p["currency"], p["amount_minor"]) for p in payouts) == \
-           sorted([(eu, "EUR", paid_eur), (us, "USD", owed[us])])
-    report = audit(book_records(s), public_keys(s), events_topic=topic_names(s).events, entries_topic=topic_names(s).ledger)
-    assert report.ok, report.first_failure()
-
-    # The rails' reports: each capture and refund of DAY appears on its rail's report settle_days later.
-    matched = 0
-    for lag in (1, 2):
-        report_day = (DAY + timedelta(days=lag)).isoformat()
-        code, out = cli(monkeypatch, s, "providers", "report", "--date", report_day)
+    try:  # chDB is one engine per process: left open, it breaks every later test
+        code, out = cli(monkeypatch, s, "clickhouse", "migrate")
         assert code == 0, out
-        code, out = cli(monkeypatch, s, "reconcile", "--date", report_day)
+        catch_up(s, client)
+        # The read model's balances (the cookbook's "Balances now") are the ledger's own, to the minor unit.
+        ch = {(a, c): b for a, c, b in client.query("SELECT account, currency, balance_minor FROM balances "
+                                                    "WHERE balance_minor != 0").result_rows}
+        assert ch == live_balances(s)
+        volume = dict(client.query("SELECT merchant_id, sum(amount_minor) FROM payment_events FINAL WHERE type = 'captured' "
+                                   "GROUP BY merchant_id").result_rows)
+        credited = dict(client.query("SELECT merchant_id, sum(credit_minor) FROM ledger_entries FINAL WHERE event_type = 'captured' "
+                                     "AND account LIKE 'merchant:%:pending' GROUP BY merchant_id").result_rows)
+        assert volume == credited and set(volume) == {eu, us}
+
+        owed = {m: -live_balances(s).get((f"merchant:{m}:pending", "USD"), 0) for m in (eu, us)}
+        code, out = cli(monkeypatch, s, "settle", "--date", DAY.isoformat())
         assert code == 0, out
-        matched += int(m.group(1)) if (m := re.search(r"all (\d+) matched", out)) else 0
-    assert matched == len(captured) + sum(1 for r in refunds if ref_seen.outcomes[r["command_id"]][0]["status"] == "succeeded")
-    code, out = cli(monkeypatch, s, "providers", "report", "--date", (DAY + timedelta(days=1)).isoformat(), "--inject-discrepancy")
-    assert code == 0, out
-    code, out = cli(monkeypatch, s, "reconcile", "--date", (DAY + timedelta(days=1)).isoformat())
-    assert code == 1 and "amount_mismatch" in out, out
-    client.close()
+        assert "2 new entr(ies) posted" in out
+        code, again = cli(monkeypatch, s, "settle", "--date", DAY.isoformat())
+        assert code == 0 and "0 new entr(ies) posted" in again, again
+
+        with Observer(s, from_beginning=True) as books:
+            assert books.wait_until(books.books_applied, WAIT_S)
+        balances = live_balances(s)
+        paid_eur = int((Decimal(owed[eu]) * Decimal(RATE)).quantize(Decimal(1), ROUND_HALF_EVEN))
+        assert balances[(f"merchant:{eu}:available", "EUR")] == -paid_eur
+        assert balances[(f"merchant:{us}:available", "USD")] == -owed[us]
+        assert (f"merchant:{eu}:pending", "USD") not in balances and (f"merchant:{us}:pending", "USD") not in balances
+        payouts = read_payouts(s)
+        assert sorted((p["merchant_id"], p["currency"], p["amount_minor"]) for p in payouts) == \
+               sorted([(eu, "EUR", paid_eur), (us, "USD", owed[us])])
+        report = audit(book_records(s), public_keys(s), events_topic=topic_names(s).events, entries_topic=topic_names(s).ledger)
+        assert report.ok, report.first_failure()
+
+        # The rails' reports: each capture and refund of DAY appears on its rail's report settle_days later.
+        matched = 0
+        for lag in (1, 2):
+            report_day = (DAY + timedelta(days=lag)).isoformat()
+            code, out = cli(monkeypatch, s, "providers", "report", "--date", report_day)
+            assert code == 0, out
+            code, out = cli(monkeypatch, s, "reconcile", "--date", report_day)
+            assert code == 0, out
+            matched += int(m.group(1)) if (m := re.search(r"all (\d+) matched", out)) else 0
+        assert matched == len(captured) + sum(1 for r in refunds if ref_seen.outcomes[r["command_id"]][0]["status"] == "succeeded")
+        code, out = cli(monkeypatch, s, "providers", "report", "--date", (DAY + timedelta(days=1)).isoformat(), "--inject-discrepancy")
+        assert code == 0, out
+        code, out = cli(monkeypatch, s, "reconcile", "--date", (DAY + timedelta(days=1)).isoformat())
+        assert code == 1 and "amount_mismatch" in out, out
+    finally:
+        client.close()
 
 
 def read_payouts(s: Settings) -> list[dict]:
