@@ -27,9 +27,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from streams.chain import ChainError, ChainHead, event_hash, signature_problem
 from schemas.ids import derive_entry_id, derive_settlement_id
 from schemas.times import from_ms
+from streams.chain import ChainError, ChainHead, event_hash, signature_problem
 from streams.ledger import (
     SETTLEMENT,
     Balances,
@@ -43,6 +43,7 @@ from streams.ledger import (
     settlement_of,
     totals_by_currency,
 )
+from streams.settlement import cutoff_ms
 
 EVENTS_TOPIC = "payment-events"
 ENTRIES_TOPIC = "ledger-entries"
@@ -480,10 +481,11 @@ def _head(head: ChainHead | None) -> str:
 def payout_problem(entry: JournalEntry) -> str | None:
     """None when a payout entry (`paystream settle`) is exactly what settling its
     merchant, currency and day posts; it has no payment event to be checked against."""
-    if entry.occurred_at_ms % 86_400_000 != 86_400_000 - 1:
+    settled_day = from_ms(entry.occurred_at_ms).date()
+    if entry.occurred_at_ms != cutoff_ms(settled_day) - 1:
         return "not at a day's last millisecond"
     head = entry.lines[0]
-    day = from_ms(entry.occurred_at_ms).date().isoformat()
+    day = settled_day.isoformat()
     sid = derive_settlement_id(entry.merchant_id, head.currency, day)
     if (entry.event_id, entry.payment_id, entry.entry_id) != (sid, sid, derive_entry_id(sid)):
         return f"ids are not those of settling {entry.merchant_id} {head.currency} on {day}"

@@ -48,13 +48,19 @@ def _decoded(codec: Codec, value: bytes | None) -> Any:
 
 def book_ends(settings: Settings) -> dict[tuple[str, int], int]:
     """The end offsets of payment-events and ledger-entries now: what a snapshot reads up to."""
+    names = topic_names(settings)
+    return _per_partition(settings, [names.events, names.ledger], end_offsets)
+
+
+def _per_partition(settings: Settings, topics: list[str], offsets: Any) -> dict[tuple[str, int], int]:
+    """`offsets(consumer, topic, partitions)` (end_offsets, start_offsets) of every
+    partition of `topics`, by (topic, partition)."""
     from confluent_kafka import Consumer
 
-    names = topic_names(settings)
     c = Consumer({**client_config(settings), "group.id": "paystream-sizer", "log_level": 3})
     try:
-        require_topics(c, [names.events, names.ledger])
-        return {(t, p): end for t in (names.events, names.ledger) for p, end in end_offsets(c, t, settings.partitions).items()}
+        require_topics(c, topics)
+        return {(t, p): o for t in topics for p, o in offsets(c, t, settings.partitions).items()}
     finally:
         c.close()
 
@@ -66,25 +72,13 @@ def book_records(settings: Settings, on_record: Any = None,
     each partition whose log no longer starts at offset 0 (they are kept forever)."""
     names = topic_names(settings)
     codec_of = {names.events: CODECS["events"], names.ledger: CODECS["ledger"]}
-    for (topic, partition), start in sorted(log_starts(settings, list(codec_of)).items()):
+    for (topic, partition), start in sorted(_per_partition(settings, list(codec_of), start_offsets).items()):
         if start > 0:
             yield topic, partition, start, LogStart()
     for msg in read_to_end(client_config(settings), list(codec_of), settings.partitions, ends=ends):
         if on_record is not None:
             on_record()
         yield msg.topic(), msg.partition(), msg.offset(), _decoded(codec_of[msg.topic()], msg.value())
-
-
-def log_starts(settings: Settings, topics: list[str]) -> dict[tuple[str, int], int]:
-    """The first offset still in each partition's log (the low watermark)."""
-    from confluent_kafka import Consumer
-
-    c = Consumer({**client_config(settings), "group.id": "paystream-sizer", "log_level": 3})
-    try:
-        require_topics(c, topics)
-        return {(t, p): start for t in topics for p, start in start_offsets(c, t, settings.partitions).items()}
-    finally:
-        c.close()
 
 
 def live_balances(settings: Settings) -> dict[tuple[str, str], int]:

@@ -18,7 +18,7 @@ a concurrent producer, but two runs could both read before either posted.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date
 from typing import Any
 
@@ -92,12 +92,9 @@ def post(settings: Settings, run: SettlementRun, already: set[str]) -> int:
             key = entry.merchant_id.encode()
             producer.produce(names.ledger, key=key, value=ENTRY_CODEC.encode(entry_to_record(entry), check=True),
                              partition=entry.shard)
-            p = payouts[entry.event_id]
-            producer.produce(names.payouts, key=key, value=PAYOUT_CODEC.encode({
-                "payout_id": p.payout_id, "settlement_id": p.settlement_id, "merchant_id": p.merchant_id,
-                "currency": p.currency, "amount_minor": p.amount_minor, "day": p.day,
-                "occurred_at": entry.occurred_at_ms, "source_currency": p.source_currency,
-                "source_minor": p.source_minor, "fx_rate": p.fx_rate}, check=True))
+            payout = asdict(payouts[entry.event_id])
+            payout["occurred_at"] = payout.pop("occurred_at_ms")
+            producer.produce(names.payouts, key=key, value=PAYOUT_CODEC.encode(payout, check=True))
         producer.commit_transaction(TXN_TIMEOUT_S)
     except KafkaException as e:
         try:
