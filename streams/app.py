@@ -24,10 +24,13 @@ import logging
 import shutil
 import ssl
 import time
+import weakref
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 import faust
+from faust.streams import _current_event
 
 from connectors.providers.rails import build_rails, load_schedules
 from connectors.providers.router import Router, build_router
@@ -230,22 +233,49 @@ def build_app(settings: Settings) -> faust.App:
             await to_dlq(event, dead_letter(stage, e.reason, e.detail, event.value, source_of(event)))
             return None
 
+    within_s = settings.agent_batch_within_ms / 1000
+
+    async def batches(stream: faust.StreamT) -> AsyncIterator[list[faust.types.EventT]]:
+        """The stream's events, up to agent_batch_max at a time. Faust acks a batch's
+        events when the next batch is asked for, after their effects were emitted, as
+        it acks one event after its body. An event fetched before a rebalance is dropped
+        here, as Faust drops it from a plain stream: the partition's owner reads it again
+        from the committed offset."""
+        async for batch in stream.take_events(settings.agent_batch_max, within_s):
+            current = app.consumer_generation_id
+            active = app.flow_control.is_active()
+            yield [e for e in batch if active and e.message.generation_id == current]
+
+    async def each_event(stream: faust.StreamT) -> AsyncIterator[faust.types.EventT]:
+        async for batch in batches(stream):
+            for event in batch:
+                # Faust's RocksDB store files a write under the current event's partition;
+                # a plain stream sets it per event, a batch does not. Only this task's
+                # context: stream.current_event belongs to the batch's filling task.
+                _current_event.set(weakref.ref(event))
+                yield event
+
     @app.agent(commands, name="ingest")
     async def ingest_agent(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            result = ingest(event.value, source_of(event), vault, limits, opener)
-            if isinstance(result, DeadLetter):
-                await to_dlq(event, result)
-                continue
-            assert isinstance(result, Forward)
-            key = key_stage.routing_key(result.command)
-            record = Record(names.keyed, key, VALIDATED_CODEC.encode(result.command), partition_for(key, n))
-            await emitter.emit(event, (), [record])
-            observe_latency("ingest", event)
+        async for batch in batches(stream):
+            # The batch's new cards reach the disk in one fsync, before any token is sent.
+            with vault.group_commit():
+                results = [(event, ingest(event.value, source_of(event), vault, limits, opener)) for event in batch]
+            for event, result in results:
+                await ingest_one(event, result)
+
+    async def ingest_one(event: faust.types.EventT, result: Forward | DeadLetter) -> None:
+        if isinstance(result, DeadLetter):
+            await to_dlq(event, result)
+            return
+        key = key_stage.routing_key(result.command)
+        record = Record(names.keyed, key, VALIDATED_CODEC.encode(result.command), partition_for(key, n))
+        await emitter.emit(event, (), [record])
+        observe_latency("ingest", event)
 
     @app.agent(keyed, name="keys")
     async def keys_agent(stream: faust.StreamT) -> None:
-        async for event in stream.events():
+        async for event in each_event(stream):
             cmd = await decode_or_dlq(event, "keys")
             if cmd is None:
                 continue
@@ -269,7 +299,7 @@ def build_app(settings: Settings) -> faust.App:
     @app.agent(merchant_labels_in, name="merchant-labels")
     async def merchant_labels_agent(stream: faust.StreamT) -> None:
         """Labels by merchant, into the keys table (co-partitioned with payment-commands-keyed)."""
-        async for event in stream.events():
+        async for event in each_event(stream):
             label = await decode_or_dlq(event, "merchant-labels", LABEL_CODEC)
             if label is None:
                 continue
@@ -285,7 +315,7 @@ def build_app(settings: Settings) -> faust.App:
 
     @app.agent(validated, name="payments")
     async def payments_agent(stream: faust.StreamT) -> None:
-        async for event in stream.events():
+        async for event in each_event(stream):
             cmd = await decode_or_dlq(event, "payments")
             if cmd is None:
                 continue
@@ -329,7 +359,7 @@ def build_app(settings: Settings) -> faust.App:
 
     @app.agent(events, name="post")
     async def post_agent(stream: faust.StreamT) -> None:
-        async for event in stream.events():
+        async for event in each_event(stream):
             record = await decode_or_dlq(event, "post", EVENT_CODEC)
             if record is None:
                 continue
@@ -344,7 +374,7 @@ def build_app(settings: Settings) -> faust.App:
 
     @app.agent(ledger_entries, name="ledger")
     async def ledger_agent(stream: faust.StreamT) -> None:
-        async for event in stream.events():
+        async for event in each_event(stream):
             record = await decode_or_dlq(event, "ledger", ENTRY_CODEC)
             if record is None:
                 continue
@@ -366,7 +396,7 @@ def build_app(settings: Settings) -> faust.App:
 
     @app.agent(risk_in, name="risk")
     async def risk_agent(stream: faust.StreamT) -> None:
-        async for event in stream.events():
+        async for event in each_event(stream):
             cmd = await decode_or_dlq(event, "risk")
             if cmd is None:
                 continue
@@ -391,7 +421,7 @@ def build_app(settings: Settings) -> faust.App:
 
     @app.agent(labels_in, name="labels")
     async def labels_agent(stream: faust.StreamT) -> None:
-        async for event in stream.events():
+        async for event in each_event(stream):
             label = await decode_or_dlq(event, "labels", LABEL_CODEC)
             if label is None:
                 continue
@@ -408,7 +438,7 @@ def build_app(settings: Settings) -> faust.App:
 
     @app.agent(merchants_in, name="merchants")
     async def merchants_agent(stream: faust.StreamT) -> None:
-        async for event in stream.events():
+        async for event in each_event(stream):
             key = event.message.key
             if event.value is not None:
                 try:

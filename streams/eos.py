@@ -121,6 +121,11 @@ class Emitter:
 async def _acquire(lock: asyncio.Lock, what: str) -> None:
     """Take the lock, warning after LOCK_WARN_S and giving up after LOCK_WAIT_S.
     One acquire task throughout, so a late grant cannot leave the lock orphaned."""
+    if not lock.locked() and not lock._waiters:  # CPython's queue: with none, acquire cannot wait
+        # Free: take it without suspending, so a batch's emits never yield to the
+        # producer's sender between events and their records share requests.
+        await lock.acquire()
+        return
     task = asyncio.ensure_future(lock.acquire())
     done, _ = await asyncio.wait({task}, timeout=LOCK_WARN_S)
     if not done:

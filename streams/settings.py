@@ -119,6 +119,12 @@ class Settings(BaseSettings):
     # Faust and its Kafka clients: streams/app.py passes these through.
     # Events an agent's stream buffers before its consumer pauses (backpressure).
     stream_buffer_maxsize: int = Field(4096, ge=1, le=65_536)
+    # An agent takes up to this many events at once and handles them without yielding
+    # to the event loop, so their sends share produce requests (and ingest's new cards
+    # one fsync); it waits at most agent_batch_within_ms for a batch to fill. 1 = one
+    # event at a time (docs/performance.md).
+    agent_batch_max: int = Field(256, ge=1, le=4_096)
+    agent_batch_within_ms: int = Field(5, ge=1, le=1_000)
     # Records per consumer poll; Faust's None means the client's default (500).
     broker_max_poll_records: int = Field(500, ge=1, le=10_000)
     # Per partition per fetch; at least the largest message (schemas.codec.MAX_MESSAGE_BYTES).

@@ -23,3 +23,47 @@ def test_a_later_hop_keeps_the_origin_in_either_header_shape() -> None:
 
 def test_a_garbled_origin_restarts_the_clock_instead_of_failing() -> None:
     assert origin_ms(msg(1_700_000_009.0, [(ORIGIN_HEADER, b"yesterday")])) == 1_700_000_009_000
+
+
+# --- the transaction lock ---
+
+
+def test_a_free_lock_is_taken_without_yielding_to_the_loop() -> None:
+    import asyncio
+
+    from streams.eos import _acquire
+
+    async def run() -> list[str]:
+        seen: list[str] = []
+        lock = asyncio.Lock()
+
+        async def other() -> None:
+            seen.append("other task ran")
+
+        task = asyncio.ensure_future(other())
+        await _acquire(lock, "t/0")
+        seen.append("acquired")  # before `other` had a turn: _acquire never suspended
+        assert lock.locked()
+        lock.release()
+        await task
+        return seen
+
+    assert asyncio.run(run()) == ["acquired", "other task ran"]
+
+
+def test_a_held_lock_is_waited_for_and_then_taken() -> None:
+    import asyncio
+
+    from streams.eos import _acquire
+
+    async def run() -> bool:
+        lock = asyncio.Lock()
+        await lock.acquire()
+        waiter = asyncio.ensure_future(_acquire(lock, "t/0"))
+        await asyncio.sleep(0)
+        assert not waiter.done()  # the holder (a commit) still has it
+        lock.release()
+        await asyncio.wait_for(waiter, timeout=5)
+        return lock.locked()
+
+    assert asyncio.run(run())

@@ -218,3 +218,52 @@ def test_one_process_owns_a_vault(vault: Vault, keys: FileKeyStore) -> None:
 
 def test_repr_shows_no_secret(vault: Vault) -> None:
     assert repr(vault) == f"Vault({str(vault.path)!r}, token_key='token-hmac-v1')"
+
+
+# --- group commit (ingest's batches) ---
+
+
+class _SyncSpy:
+    """The real RocksDB handle, counting WAL syncs."""
+
+    def __init__(self, db: Rdict) -> None:
+        self.db, self.syncs = db, 0
+
+    def flush_wal(self, sync: bool) -> None:
+        self.syncs += int(sync)
+        self.db.flush_wal(sync)
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self.db, name)
+
+
+def test_group_commit_syncs_once_at_the_outer_end_and_the_cards_survive_a_reopen(tmp_path: Path, keys: FileKeyStore) -> None:
+    v = open_vault(tmp_path / "data", keys)
+    spy = _SyncSpy(v._db)
+    v._db = spy  # type: ignore[assignment]
+    with v.group_commit():
+        with v.group_commit():
+            a = v.tokenize(M, "4242424242424242")
+        assert spy.syncs == 0  # the inner block is part of the outer group
+        b = v.tokenize(M, "5555555555554444")
+        assert spy.syncs == 0
+    assert spy.syncs == 1
+    v.tokenize(M, "378282246310005")  # outside a group: synced by its own write
+    assert spy.syncs == 1
+    v._db = spy.db  # type: ignore[assignment]
+    v.close()
+    with open_vault(tmp_path / "data", keys) as again:
+        assert again.reveal(a.token) == "4242424242424242"
+        assert again.reveal(b.token) == "5555555555554444"
+
+
+def test_group_commit_syncs_even_when_the_block_fails(tmp_path: Path, keys: FileKeyStore) -> None:
+    v = open_vault(tmp_path / "data", keys)
+    spy = _SyncSpy(v._db)
+    v._db = spy  # type: ignore[assignment]
+    with pytest.raises(RuntimeError), v.group_commit():
+        v.tokenize(M, PAN)
+        raise RuntimeError("a bug after the write")
+    assert spy.syncs == 1
+    v._db = spy.db  # type: ignore[assignment]
+    v.close()
