@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.ids import derive_payment_id
+from schemas.partitioning import partition_for
 from schemas.times import to_ms
 from streams.subscriptions import (
     CHARGE_KEY_PREFIX,
@@ -52,9 +53,11 @@ class Effects:
     refused: SubscriptionError | None = None  # dead-letter the message with this reason
 
 
-def handle(cmd: dict[str, Any], partition: int, get: Get, partition_items: Callable[[], Iterable[tuple[bytes, bytes]]]) -> Effects:
-    """One SubscriptionCommand. `partition_items()` yields this partition's stored
-    subscriptions (a tick visits each, in subscription id order)."""
+def handle(cmd: dict[str, Any], partition: int, partitions: int, get: Get,
+           partition_items: Callable[[], Iterable[tuple[bytes, bytes]]]) -> Effects:
+    """One SubscriptionCommand read from `partition` (of `partitions`).
+    `partition_items()` yields this partition's stored subscriptions (a tick visits
+    each, in subscription id order)."""
     effects = Effects()
     if cmd["kind"] == "tick":
         now_ms = to_ms(cmd["occurred_at"])
@@ -68,6 +71,10 @@ def handle(cmd: dict[str, Any], partition: int, get: Get, partition_items: Calla
     sid = cmd["subscription_id"]
     if not sid:
         effects.refused = SubscriptionError("missing_subscription_id", f"{cmd['kind']} needs subscription_id")
+        return effects
+    expected = partition_for(sid.encode(), partitions)
+    if partition != expected:  # a subscription's messages must share one partition, the one its ticks visit
+        effects.refused = SubscriptionError("wrong_partition", f"{sid} hashes to partition {expected} (murmur2), message is on {partition}")
         return effects
     key = table_key(partition, sid)
     raw = get(key)
@@ -120,14 +127,14 @@ def tick_command(at: Any, partition: int) -> dict[str, Any]:
             "at_period_end": False, "outcome": None}
 
 
-def replay_charges(commands: Iterable[tuple[int, dict[str, Any]]]) -> list[dict[str, Any]]:
+def replay_charges(commands: Iterable[tuple[int, dict[str, Any]]], partitions: int) -> list[dict[str, Any]]:
     """The charges the stage emits for a log of (partition, SubscriptionCommand), in
     order, from empty state: what a replay from offset 0 must reproduce."""
     state: dict[bytes, bytes] = {}
     out: list[dict[str, Any]] = []
     for partition, cmd in commands:
         prefix = partition_prefix(partition)
-        effects = handle(cmd, partition, state.get, lambda: [(k, v) for k, v in state.items() if k.startswith(prefix)])
+        effects = handle(cmd, partition, partitions, state.get, lambda: [(k, v) for k, v in state.items() if k.startswith(prefix)])
         state.update(effects.writes)
         out.extend(effects.charges)
     return out
