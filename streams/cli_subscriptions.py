@@ -7,6 +7,7 @@ the subscriptions table's changelog (the stage's committed state). docs/subscrip
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime, timezone
 from typing import Any
@@ -18,6 +19,7 @@ from rich.table import Table
 from schemas.codec import Codec
 from schemas.ids import derive_subscription_id
 from schemas.money import format_minor
+from streams import subscriptions
 from streams.settings import Settings, client_config, get_settings
 from streams.subscriptions import INTERVALS, Subscription, describe
 from streams.subscriptions_stage import tick_command
@@ -118,33 +120,58 @@ def create(merchant: str, key: str = typer.Option(..., help="The merchant's idem
            interval: str = typer.Option("month", help=f"One of {', '.join(INTERVALS)}."),
            every: int = typer.Option(1, help="Intervals per period."), trial_days: int = typer.Option(0),
            anchor: str | None = typer.Option(None, help="Billing anchor, ISO (default: --at)."),
-           exp: str = typer.Option(..., help="Card expiry MM/YYYY."),
-           card_number: str = typer.Option(..., prompt=True, hide_input=True, envvar="PAYSTREAM_CARD_NUMBER",
-                                           help="Tokenized in the vault here; only the token is published."),
+           exp: str | None = typer.Option(None, help="Card expiry MM/YYYY (with a card number)."),
+           card_token: str | None = typer.Option(None, help="A vault card token as JSON (token, bin, last4, brand,"
+                                                 " exp_month, exp_year), instead of a card number."),
+           card_number: str | None = typer.Option(None, envvar="PAYSTREAM_CARD_NUMBER",
+                                                  help="Tokenized in the vault here (asked for if neither this nor"
+                                                  " --card-token is given); only the token is published."),
            at: str | None = typer.Option(None, help="Event time, ISO (default: now).")) -> None:
     """Subscribe a customer's card to a plan of MERCHANT's."""
-    from schemas.cards import CardError
-    from streams.publish import tokenize_in_vault
-
-    try:
-        month, year = (int(x) for x in exp.split("/"))
-    except ValueError:
-        err.print("[red]subscriptions create:[/red] --exp is MM/YYYY")
-        raise typer.Exit(2) from None
-    try:
-        (tokenized,) = tokenize_in_vault(get_settings(), [{"kind": "create", "merchant_id": merchant, "command_id": "cli",
-                                                           "card": {"number": card_number, "exp_month": month, "exp_year": year}}])
-    except CardError as e:
+    token = _parse_token(card_token) if card_token is not None else _tokenize(merchant, card_number, exp)
+    when = _when(at, "subscriptions create")
+    cmd = create_command(merchant, key, token, amount_minor, currency, interval, every, trial_days,
+                         _when(anchor, "subscriptions create") if anchor else None, when)
+    try:  # the stage's own checks, here first: a clear error now instead of a dead letter later
+        subscriptions.create(cmd)
+    except subscriptions.SubscriptionError as e:
         err.print(f"[red]subscriptions create:[/red] {e}")
         raise typer.Exit(2) from None
-    except Exception as e:  # CommandFileError: the vault refused the card (its message masks the number)
-        err.print(f"[red]subscriptions create:[/red] {getattr(e, 'errors', e)}")
-        raise typer.Exit(2) from None
-    when = _when(at, "subscriptions create")
-    cmd = create_command(merchant, key, tokenized["card_token"], amount_minor, currency, interval, every, trial_days,
-                         _when(anchor, "subscriptions create") if anchor else None, when)
     _send([cmd], "subscriptions create")
     typer.echo(cmd["subscription_id"])
+
+
+def _parse_token(raw: str) -> dict[str, Any]:
+    try:
+        token = json.loads(raw)
+        return {f: token[f] for f in ("token", "bin", "last4", "brand", "exp_month", "exp_year")}
+    except (ValueError, KeyError, TypeError) as e:
+        err.print(f"[red]subscriptions create:[/red] --card-token: {type(e).__name__}: {e}")
+        raise typer.Exit(2) from None
+
+
+def _tokenize(merchant: str, card_number: str | None, exp: str | None) -> dict[str, Any]:
+    """The card's vault token. The vault is one process's at a time: beside a running
+    worker on the same data dir, pass --card-token instead."""
+    from connectors.vault.vault import VaultError
+    from streams.publish import CommandFileError, tokenize_in_vault
+
+    try:
+        month, year = (int(x) for x in (exp or "").split("/"))
+    except ValueError:
+        err.print("[red]subscriptions create:[/red] --exp MM/YYYY is needed with a card number")
+        raise typer.Exit(2) from None
+    number = card_number or typer.prompt("card number", hide_input=True)
+    card = {"number": number, "exp_month": month, "exp_year": year}
+    try:
+        (tokenized,) = tokenize_in_vault(get_settings(), [{"kind": "create", "merchant_id": merchant, "command_id": "cli", "card": card}])
+    except CommandFileError as e:  # the vault refused the card; the message masks the number
+        err.print(f"[red]subscriptions create:[/red] {'; '.join(e.errors)}")
+        raise typer.Exit(2) from None
+    except VaultError as e:
+        err.print(f"[red]subscriptions create:[/red] {e}; or pass --card-token")
+        raise typer.Exit(2) from None
+    return tokenized["card_token"]
 
 
 @app.command("cancel")

@@ -100,6 +100,7 @@ class Subscription:
     last_tick_ms: int = 0
     charges_sent: int = 0
     retries_sent: int = 0
+    charges_paid: int = 0  # periods paid by a charge (paid_periods also counts those a credit paid)
     held: bool = False  # an outcome neither paid nor failed: waiting, never retried
     recent_commands: tuple[str, ...] = ()
 
@@ -344,7 +345,7 @@ def on_outcome(sub: Subscription, outcome: dict[str, Any]) -> tuple[Subscription
         return replace(sub, held=True), ()
     if result == "paid":
         sub = replace(sub, pending=None, next_period=attempt.period + 1, paid_periods=sub.paid_periods + 1,
-                      status="active" if sub.status != "canceled" else "canceled")
+                      charges_paid=sub.charges_paid + 1, status="active" if sub.status != "canceled" else "canceled")
         return _advance(sub)  # a period that came due meanwhile is invoiced now (catch-up)
     if sub.status == "canceled":
         return replace(sub, pending=None), ()
