@@ -252,3 +252,24 @@ def test_state_round_trips() -> None:
     sub, _ = on_tick(new_sub(trial=3), to_ms(JAN31) + 5 * DAY_MS)
     sub = replace(sub, balance_minor=-7)
     assert Subscription.from_json(sub.to_json()) == sub
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.booleans(), min_size=1, max_size=60), st.integers(1, 10))
+def test_dunning_is_bounded_whatever_the_outcomes(paid: list[bool], step_days: int) -> None:
+    answers = iter(paid)
+    sub = new_sub()
+    ticks = [to_ms(JAN31) + k * step_days * DAY_MS for k in range(1, 60)]
+    sub, charges = run(sub, ticks, pay=lambda c: "captured" if next(answers, True) else "declined")
+    seen: dict[int, list[int]] = {}
+    for c in charges:
+        seen.setdefault(int(c["metadata"]["period"]), []).append(int(c["metadata"]["attempt"]))
+    assert list(seen) == list(range(len(seen)))  # periods in order, none skipped
+    for attempts in seen.values():
+        assert attempts == list(range(len(attempts))) and len(attempts) <= MAX_ATTEMPTS
+    assert len({c["command_id"] for c in charges}) == len(charges)  # no charge sent twice
+    exhausted = [p for p, a in seen.items() if len(a) == MAX_ATTEMPTS and p == max(seen) and sub.status == "canceled"]
+    assert (sub.status == "canceled") == bool(exhausted)
+    # Every period but the last was paid (the next one is invoiced only then); the last unless dunning is on or over.
+    last_paid = sub.status != "canceled" and sub.pending is None
+    assert sub.charges_paid == len(seen) - 1 + last_paid
