@@ -265,7 +265,7 @@ def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int, 
     console.print(f"disputes: {disputes.opened} opened, {disputes.evidence} with evidence; won {disputes.won}, "
                   f"lost {disputes.lost} ({disputes.labels} fraud labels sent to the risk stage)")
     console.print(f"subscriptions: {subs.created} created, {subs.charged} charged, {subs.retries} dunning retries, "
-                  f"{subs.canceled} canceled")
+                  f"{subs.canceled} canceled; {subs.held} held (a charge paused for 3DS or review)")
     if worker.restarts:
         console.print(f"[yellow]the worker was restarted {worker.restarts} time(s); see {log_file}")
     console.print(f"journal entries: {len(observer.entry_ids)}; books closed {books_closed} after {books_s:.1f}s"

@@ -40,6 +40,7 @@ class SubscriptionCounts:
     charged: int = 0  # charges the provider captured
     retries: int = 0  # dunning attempts after a failed one
     canceled: int = 0  # at period end, or after the last dunning attempt
+    held: int = 0  # a charge the risk stage paused (3DS step-up, review): never retried (docs/subscriptions.md)
     complete: bool = False
 
 
@@ -51,7 +52,7 @@ def plan_subscriptions(settings: Settings, merchants: tuple[str, ...], seed: int
     rng = random.Random(f"{seed}:subscriptions")
     cards = []
     for i in range(COUNT):
-        pan = DECLINING_CARDS[i % 2] if i % 6 == 5 else cardholder(TEST_CARDS[rng.randrange(ORDINARY_CARDS)], rng)
+        pan = DECLINING_CARDS[i // 6 % 2] if i % 6 == 5 else cardholder(TEST_CARDS[rng.randrange(ORDINARY_CARDS)], rng)
         cards.append({"kind": "create", "merchant_id": merchants[i % len(merchants)], "command_id": f"sub-card-{i}",
                       "card": {"number": pan, "exp_month": rng.randint(1, 12), "exp_year": anchor.year + 3}})
     tokens = [r["card_token"] for r in tokenize_in_vault(settings, cards)]
@@ -93,4 +94,5 @@ def run_subscriptions(settings: Settings, observer: Observer, planned: DemoSubsc
     last = first and observer.wait_until(lambda: _settled(settings, ids, to_ms(anchor + LAST_TICK)), timeout_s)
     final = [s for s in read_subscriptions(settings) if s.subscription_id in ids]
     return SubscriptionCounts(created=len(final), charged=sum(s.charges_paid for s in final), retries=sum(s.retries_sent for s in final),
-                              canceled=sum(1 for s in final if s.status == "canceled"), complete=last and len(final) == len(ids))
+                              canceled=sum(1 for s in final if s.status == "canceled"), held=sum(1 for s in final if s.held),
+                              complete=last and len(final) == len(ids))
