@@ -84,3 +84,14 @@ def derive_notification_id(event_id: str, endpoint_id: str) -> str:
 
 def derive_delivery_id(notification_id: str, attempt: int) -> str:
     return _derive("wda_", notification_id, str(attempt))
+
+
+def derive_subscription_id(merchant_id: str, idempotency_key: str) -> str:
+    """A subscription created under a merchant's key: a retried create names the same one."""
+    return _derive("sub_", merchant_id, idempotency_key)
+
+
+def derive_charge_command_id(subscription_id: str, period: int, attempt: int) -> str:
+    """The command_id of a subscription's charge: one per (period, attempt), so a replay
+    from offset 0 emits the same id and the payments stage dedups a re-emission."""
+    return _derive("cmd_", "subscription", subscription_id, str(period), str(attempt))

@@ -47,6 +47,7 @@ from schemas.codec import Codec, DecodeError
 from schemas.partitioning import partition_for
 from streams import faust_fixes, ledger_stage, metrics, probes, risk_stage, topics
 from streams import keys as key_stage
+from streams import subscriptions_stage
 from streams.eos import Emitter, Record, StateWrite, origin_ms
 from streams.ingest import DeadLetter, Forward, Limits, Source, dead_letter, ingest
 from streams.ledger import entry_to_record
@@ -69,6 +70,8 @@ BLOCK_CODEC = Codec("FraudBlockEntry")
 BLOCKLIST_POLL_S = 1.0
 BLOCKLIST_BATCH_MAX = 1_000
 DLQ_CODEC = Codec("DeadLetter")
+SUBSCRIPTION_CODEC = Codec("SubscriptionCommand")
+COMMAND_CODEC = Codec("PaymentCommand")
 
 
 def faust_broker_url(bootstrap: str) -> str:
@@ -162,6 +165,7 @@ def build_app(settings: Settings) -> faust.App:
     events, ledger_entries = topic(names.events), topic(names.ledger)
     risk_in, labels_in, merchants_in = topic(names.risk), topic(names.labels), topic(names.merchants)
     merchant_labels_in = topic(names.merchant_labels)
+    subscriptions_in, clock_in, outcomes_in = topic(names.subscription_commands), topic(names.clock), topic(names.outcomes)
     key_table = app.Table("keys", partitions=n, key_type=bytes, value_type=bytes)
     payments = app.Table("payments", partitions=n, key_type=bytes, value_type=bytes)
     applied = app.Table("payments-dedup", partitions=n, key_type=bytes, value_type=bytes)
@@ -172,6 +176,7 @@ def build_app(settings: Settings) -> faust.App:
     risk_table = app.Table("risk", partitions=n, key_type=bytes, value_type=bytes)
     # The merchant registry, co-partitioned with the keys stage (both keyed by merchant id).
     merchant_table = app.Table("merchants", partitions=n, key_type=bytes, value_type=bytes)
+    subscription_table = app.Table("subscriptions", partitions=n, key_type=bytes, value_type=bytes)
     tables = {PAYMENTS: payments, DEDUP: applied, TIMERS: timer_table}
     views = Tables(payments.data.get, applied.data.get, timer_table.data.get)
 
@@ -451,6 +456,53 @@ def build_app(settings: Settings) -> faust.App:
                                                 event.value or b"", source_of(event)))
                 continue
             await emitter.emit(event, [StateWrite(merchant_table, key, event.value)], ())
+
+    @app.agent(clock_in, name="clock")
+    async def clock_agent(stream: faust.StreamT) -> None:
+        """Each tick on to the same partition of subscription-commands, into that log's order."""
+        async for event in stream.events():
+            tick = await decode_or_dlq(event, "clock", SUBSCRIPTION_CODEC)
+            if tick is None:
+                continue
+            if tick["kind"] != "tick":
+                await to_dlq(event, dead_letter("clock", "not_a_tick", f"{tick['kind']} on the clock topic", event.value, source_of(event)))
+                continue
+            await emitter.emit(event, (), [Record(names.subscription_commands, event.message.key, event.value)])
+
+    @app.agent(outcomes_in, name="subscription-outcomes")
+    async def subscription_outcomes_agent(stream: faust.StreamT) -> None:
+        """A charge's outcome on to its subscription's partition; every other outcome is skipped."""
+        async for event in stream.events():
+            if event.value is None or subscriptions_stage.CHARGE_KEY_BYTES not in event.value:
+                continue
+            outcome = await decode_or_dlq(event, "subscription-outcomes", OUTCOME_CODEC)
+            cmd = subscriptions_stage.outcome_forward(outcome) if outcome is not None else None
+            if cmd is None:
+                continue
+            key = cmd["subscription_id"].encode()
+            record = Record(names.subscription_commands, key, SUBSCRIPTION_CODEC.encode(cmd), partition_for(key, n))
+            await emitter.emit(event, (), [record])
+
+    @app.agent(subscriptions_in, name="subscriptions")
+    async def subscriptions_agent(stream: faust.StreamT) -> None:
+        """Subscriptions of this partition: commands, ticks and outcomes in log order;
+        the charges due go to payment-commands in the same transaction."""
+        async for event in stream.events():
+            cmd = await decode_or_dlq(event, "subscriptions", SUBSCRIPTION_CODEC)
+            if cmd is None:
+                continue
+            p = event.message.partition
+            prefix = subscriptions_stage.partition_prefix(p)
+            effects = subscriptions_stage.handle(
+                cmd, p, n, subscription_table.data.get,
+                lambda: [(k, v) for k, v in subscription_table.data.items() if k.startswith(prefix)])
+            if effects.refused is not None:
+                await to_dlq(event, dead_letter("subscriptions", effects.refused.reason, effects.refused.detail, event.value,
+                                                source_of(event)))
+                continue
+            charges = [Record(names.commands, c["payment_id"].encode(), COMMAND_CODEC.encode(c),
+                              partition_for(c["payment_id"].encode(), n)) for c in effects.charges]
+            await emitter.emit(event, [StateWrite(subscription_table, k, v) for k, v in effects.writes], charges)
 
     @app.timer(interval=BLOCKLIST_POLL_S)
     async def blocklist_refresh() -> None:

@@ -21,6 +21,7 @@ from streams import (
     cli_merchants,
     cli_providers,
     cli_readmodels,
+    cli_subscriptions,
     cli_webhooks,
 )
 from streams.settings import Settings, client_config, get_settings
@@ -47,6 +48,8 @@ app.add_typer(cli_api.app, name="api-keys")
 app.add_typer(cli_merchants.app, name="merchants")
 app.add_typer(cli_fx.app, name="fx")
 app.add_typer(cli_providers.app, name="providers")
+app.add_typer(cli_subscriptions.app, name="subscriptions")
+app.add_typer(cli_subscriptions.clock_app, name="clock")
 
 err = Console(stderr=True)
 

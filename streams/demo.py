@@ -36,6 +36,7 @@ from streams.publish import RawMessage, publish_commands
 from streams.readmodels import catch_up
 from streams.runner import WorkerProcess
 from streams.settings import Settings, client_config
+from streams.subscriptions_demo import SubscriptionCounts, plan_subscriptions, run_subscriptions
 from streams.topics import declared_topics, topic_names
 
 # The public test cards (issuers' documentation), then the simulated provider's saga
@@ -224,6 +225,9 @@ def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int, 
     # The observer reads every output topic from the start: they must exist before the worker does.
     admin.ensure_topics(client_config(settings), declared_topics(settings))
     open_the_day(settings, traffic.items[0]["occurred_at"] - timedelta(hours=1))
+    # Subscribers' cards go into the vault now: the worker owns it while it runs.
+    next_day = datetime.combine(traffic.items[0]["occurred_at"].date() + timedelta(days=1), datetime.min.time(), timezone.utc)
+    subscribers = plan_subscriptions(settings, MERCHANTS, seed, run_id, next_day)
     with WorkerProcess(settings, log_file) as worker, Observer(settings) as observer:
         started = time.monotonic()
         publish_commands(settings, traffic.items)
@@ -243,6 +247,8 @@ def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int, 
         step_ups = complete_step_ups(settings, observer, traffic, seed, timeout_s) if complete else StepUps()
         # Weeks later by event time, the card network disputes some captures.
         disputes = run_disputes(settings, observer, seed, traffic.run_id, timeout_s) if complete else Disputes()
+        # From the next day on, months of subscription charges by the clock's event time.
+        subs = run_subscriptions(settings, observer, subscribers, timeout_s) if complete else SubscriptionCounts()
         # The ledger runs behind the outcomes: stop the worker once every event is posted.
         books_closed = complete and observer.wait_until(observer.books_applied, BOOKS_TIMEOUT_S)
         books_s = time.monotonic() - started
@@ -258,6 +264,8 @@ def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int, 
                   f" {step_ups.authorized}")
     console.print(f"disputes: {disputes.opened} opened, {disputes.evidence} with evidence; won {disputes.won}, "
                   f"lost {disputes.lost} ({disputes.labels} fraud labels sent to the risk stage)")
+    console.print(f"subscriptions: {subs.created} created, {subs.charged} charged, {subs.retries} dunning retries, "
+                  f"{subs.canceled} canceled; {subs.held} held (a charge paused for 3DS or review)")
     if worker.restarts:
         console.print(f"[yellow]the worker was restarted {worker.restarts} time(s); see {log_file}")
     console.print(f"journal entries: {len(observer.entry_ids)}; books closed {books_closed} after {books_s:.1f}s"
@@ -271,7 +279,7 @@ def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int, 
         rails = build_rails(seed=settings.provider_seed, journal_dir=settings.providers_dir)  # the providers' books
         charges_ok = _providers(console, observer.events, read_routing_log(settings.routing_log_dir), approvals(rails))
     return (complete and len(mine) == commands and duplicated == 0 and books_closed
-            and step_ups.confirmed == step_ups.asked and charges_ok)
+            and step_ups.confirmed == step_ups.asked and charges_ok and subs.complete)
 
 
 def provider_shares(events: dict[str, list[dict[str, Any]]]) -> Counter[str]:

@@ -17,6 +17,8 @@ with the producers' partitioner (schemas/partitioning.py).
   fx-rates (compacted, by pair) and payouts (by merchant) are `paystream settle`'s:
   it reads rates and the registry, and posts payout entries to ledger-entries
   payment-events -> `paystream webhooks run` -> webhook-deliveries (by payment_id, every attempt)
+  clock (a tick on every partition) -> subscription-commands (by subscription id; also the charges'
+  outcomes, from payment-outcomes) -> subscriptions -> payment-commands (docs/subscriptions.md)
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from connectors.kafka.admin import TopicSpec, min_insync_for
 from streams.settings import Settings
 
 # Faust names a table's changelog "<app id>-<table>-changelog".
-TABLES = ("payments", "payments-dedup", "payments-timers", "keys", "ledger-balances", "ledger-applied", "risk", "merchants")
+TABLES = ("payments", "payments-dedup", "payments-timers", "keys", "ledger-balances", "ledger-applied", "risk", "merchants",
+          "subscriptions")
 
 _DAY_MS = 24 * 3600 * 1000
 
@@ -50,6 +53,8 @@ class TopicNames:
     payouts: str
     webhooks: str
     merchant_labels: str
+    subscription_commands: str
+    clock: str
 
 
 def prefixed(settings: Settings, base: str) -> str:
@@ -60,7 +65,8 @@ def prefixed(settings: Settings, base: str) -> str:
 def topic_names(settings: Settings) -> TopicNames:
     names = ("payment-commands", "payment-commands-keyed", "payment-commands-validated", "payment-outcomes", "payment-dlq",
              "payment-events", "ledger-entries", "payment-commands-risk", "fraud-labels", "fraud-review", "fraud-blocklist",
-             "merchants", "fx-rates", "payouts", "webhook-deliveries", "fraud-labels-merchant")
+             "merchants", "fx-rates", "payouts", "webhook-deliveries", "fraud-labels-merchant",
+             "subscription-commands", "clock")
     return TopicNames(*(prefixed(settings, n) for n in names))
 
 
@@ -78,7 +84,9 @@ def declared_topics(settings: Settings) -> list[TopicSpec]:
     retention_ms = {names.commands: 7 * _DAY_MS, names.keyed: 7 * _DAY_MS, names.validated: 7 * _DAY_MS, names.outcomes: 30 * _DAY_MS,
                     names.dlq: 30 * _DAY_MS, names.events: -1, names.ledger: -1, names.risk: 7 * _DAY_MS,
                     names.labels: 365 * _DAY_MS, names.review: 30 * _DAY_MS, names.payouts: -1,
-                    names.webhooks: 30 * _DAY_MS, names.merchant_labels: 7 * _DAY_MS}
+                    names.webhooks: 30 * _DAY_MS, names.merchant_labels: 7 * _DAY_MS,
+                    # subscription-commands is the log the charges derive from (a replay re-derives them): kept forever.
+                    names.subscription_commands: -1, names.clock: 7 * _DAY_MS}
     compacted = {names.blocklist, names.merchants, names.fx_rates}
     # RF 3 gets min.insync.replicas 2 (admin.min_insync_for); RF 1 keeps the broker default.
     min_isr = min_insync_for(rf) if rf > 1 else None

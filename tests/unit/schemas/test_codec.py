@@ -251,6 +251,20 @@ RECORDS["MerchantRecord"] = {
     "updated_at": datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc),
 }
 
+RECORDS["SubscriptionCommand"] = {
+    "command_id": "subcmd_00112233445566778899aabbccddeeff",
+    "kind": "create",
+    "subscription_id": "sub_00112233445566778899aabbccddeeff",
+    "merchant_id": "m_acme",
+    "occurred_at": AT,
+    "plan": {"amount_minor": 1999, "currency": "EUR", "interval": "month", "interval_count": 1},
+    "card_token": {"token": "tok_" + "A" * 32, "bin": "424242", "last4": "4242", "brand": "visa", "exp_month": 12, "exp_year": 2030},
+    "anchor_at": datetime(2026, 12, 1, tzinfo=timezone.utc),
+    "trial_days": 14,
+    "at_period_end": False,
+    "outcome": None,
+}
+
 # A refused command and a bare follow-up exercise the null branches of the unions.
 EXTRA_RECORDS = [
     (
@@ -290,6 +304,10 @@ EXTRA_RECORDS = [
     ("PaymentEvent", RECORDS["PaymentEvent"] | {"type": "authorized", "three_ds_status": "A", "liability_shift": True}),
     ("DeadLetter", RECORDS["DeadLetter"] | {"raw_key": None, "raw_value": b""}),
     ("LedgerEntry", RECORDS["LedgerEntry"] | {"fx": None, "reverses": "je_00112233445566778899aabbccddeeff"}),
+    ("SubscriptionCommand", RECORDS["SubscriptionCommand"] | {"kind": "charge_outcome", "plan": None, "card_token": None,
+                                                              "anchor_at": None, "trial_days": 0, "outcome": {
+        "command_id": "cmd_00112233445566778899aabbccddeeff", "idempotency_key": "sub/sub_0/0/1", "payment_id": PAYMENT_ID,
+        "status": "rejected", "payment_status": "declined", "reason_code": "card_declined"}}),
 ]
 
 

@@ -93,7 +93,7 @@ def test_three_ds_unavailable_is_a_choice_of_two(env: pytest.MonkeyPatch, value:
 
 def test_every_topic_has_the_same_partition_count(env: pytest.MonkeyPatch) -> None:
     specs = declared_topics(Settings(partitions=12, replication_factor=3))
-    assert len(specs) == 16 + len(TABLES)
+    assert len(specs) == 18 + len(TABLES)
     assert {s.partitions for s in specs} == {12}
     assert {s.replication_factor for s in specs} == {3}
 
@@ -104,13 +104,14 @@ def test_changelogs_are_compacted_and_pipeline_topics_are_not(env: pytest.Monkey
     assert changelogs == {"paystream-payments-changelog", "paystream-payments-dedup-changelog",
                           "paystream-payments-timers-changelog", "paystream-keys-changelog",
                           "paystream-ledger-balances-changelog", "paystream-ledger-applied-changelog",
-                          "paystream-risk-changelog", "paystream-merchants-changelog"}
+                          "paystream-risk-changelog", "paystream-merchants-changelog",
+                          "paystream-subscriptions-changelog"}
     assert changelogs <= set(specs)
     compacted = changelogs | {"fraud-blocklist", "merchants", "fx-rates"}  # latest entry per key is the state
     for name, spec in specs.items():
         assert spec.compacted == (name in compacted), name
         assert spec.config()["cleanup.policy"] == ("compact" if name in compacted else "delete")
-        if name in ("payment-events", "ledger-entries", "payouts"):
+        if name in ("payment-events", "ledger-entries", "payouts", "subscription-commands"):
             assert spec.retention_ms == -1  # the event store and the books keep everything
         elif name not in compacted:
             assert spec.retention_ms is not None and spec.retention_ms > 0
