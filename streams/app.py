@@ -460,7 +460,7 @@ def build_app(settings: Settings) -> faust.App:
     @app.agent(clock_in, name="clock")
     async def clock_agent(stream: faust.StreamT) -> None:
         """Each tick on to the same partition of subscription-commands, into that log's order."""
-        async for event in stream.events():
+        async for event in each_event(stream):
             tick = await decode_or_dlq(event, "clock", SUBSCRIPTION_CODEC)
             if tick is None:
                 continue
@@ -472,7 +472,7 @@ def build_app(settings: Settings) -> faust.App:
     @app.agent(outcomes_in, name="subscription-outcomes")
     async def subscription_outcomes_agent(stream: faust.StreamT) -> None:
         """A charge's outcome on to its subscription's partition; every other outcome is skipped."""
-        async for event in stream.events():
+        async for event in each_event(stream):
             if event.value is None or subscriptions_stage.CHARGE_KEY_BYTES not in event.value:
                 continue
             outcome = await decode_or_dlq(event, "subscription-outcomes", OUTCOME_CODEC)
@@ -487,7 +487,7 @@ def build_app(settings: Settings) -> faust.App:
     async def subscriptions_agent(stream: faust.StreamT) -> None:
         """Subscriptions of this partition: commands, ticks and outcomes in log order;
         the charges due go to payment-commands in the same transaction."""
-        async for event in stream.events():
+        async for event in each_event(stream):
             cmd = await decode_or_dlq(event, "subscriptions", SUBSCRIPTION_CODEC)
             if cmd is None:
                 continue
