@@ -33,7 +33,7 @@ Storage, all in one table (keys carry the partition, see streams/timers.py):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, Callable, Mapping
 
@@ -51,6 +51,7 @@ from models.features import (
 from models.scoring import Scorer
 from schemas.ids import derive_command_id
 from schemas.times import to_ms
+from streams.subscriptions import MIT_METADATA_KEY
 from streams.timers import SWEEP_MAX, Get, Timer, TimerStore
 
 #: Metadata keys of a create that the risk stage reads (all optional). The email is
@@ -204,7 +205,7 @@ def handle(cmd: dict[str, Any], partition: int, record_ts_ms: int, get: Get, sco
         loader.load(ik, EntityState.from_bytes, EntityState) if ik else None,
         loader.load(dk, EntityState.from_bytes, EntityState) if dk else None,
     )
-    decision = scorer.score(tx, states, usable=not loader.unreadable, merchant=merchant)
+    decision = mit_exemption(cmd, scorer.score(tx, states, usable=not loader.unreadable, merchant=merchant))
     effects = RiskEffects(attach(cmd, decision), decision, fallback=decision.fallback,
                           merchant_fallback=merchant is None, state_unreadable=loader.unreadable)
     if decision.action == "review":
@@ -219,6 +220,16 @@ def handle(cmd: dict[str, Any], partition: int, record_ts_ms: int, get: Get, sco
             effects.writes.append((dk, states.device.to_bytes()))
     _remember(effects, done, partition, to_ms(cmd["occurred_at"]), record_ts_ms, get, retention, sweep_max)
     return effects
+
+
+def mit_exemption(cmd: Mapping[str, Any], decision: FraudDecision) -> FraudDecision:
+    """A merchant-initiated charge (a subscription's, streams/subscriptions.py) has no
+    cardholder present to authenticate: it is exempt from a 3DS step-up, as the card
+    networks exempt MITs, and authorizes without a liability shift. Review and decline
+    still apply. The flag is the merchant's claim, as it is on the networks."""
+    if decision.action != "requires_action" or MIT_METADATA_KEY not in (cmd.get("metadata") or {}):
+        return decision
+    return replace(decision, action="approve", reasons=(*decision.reasons, "mit_exemption"))
 
 
 def attached_merchant(cmd: Mapping[str, Any]) -> MerchantCounts | None:

@@ -48,6 +48,8 @@ STATUSES = ("trialing", "active", "past_due", "canceled")
 # A charge's idempotency key: readable, and it names its subscription, so the outcome
 # (which carries the key) finds its way back to the subscription's partition.
 CHARGE_KEY_PREFIX = "sub/"
+# A charge says whose it is in its metadata; the risk stage reads it as merchant-initiated.
+MIT_METADATA_KEY = "subscription_id"
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _CHARGE_KEY = re.compile(r"sub/([A-Za-z0-9_-]{1,64})/(\d{1,9})/(\d{1,2})")
 # The outcomes that pay a period; declined and failed (or a rejection) are failed
@@ -178,7 +180,7 @@ def charge_command(sub: Subscription, attempt: Attempt) -> dict[str, Any]:
         "currency": sub.currency,
         "capture_method": "automatic",
         "card": None,
-        "metadata": {"subscription_id": sub.subscription_id, "period": str(attempt.period), "attempt": str(attempt.attempt)},
+        "metadata": {MIT_METADATA_KEY: sub.subscription_id, "period": str(attempt.period), "attempt": str(attempt.attempt)},
         "dispute": None,
         "occurred_at": from_ms(attempt.due_ms),
         "card_token": dict(sub.card_token),

@@ -335,3 +335,44 @@ def test_the_pipeline_differs_from_the_per_partition_fallback_when_a_merchant_sp
     share, _ = _replay(events, 2, scorer)
     assert [fv.merch_cnt_1h for fv in exact] == [fv.merch_cnt_1h for fv in offline] == [0, 1, 2, 3]
     assert [fv.merch_cnt_1h for fv in share] == [0, 0, 1, 1]
+
+
+# --- merchant-initiated charges (subscriptions) ---
+
+
+class _StepUpScorer:
+    """The shipped scorer, but every score asks for a 3DS step-up."""
+
+    def __init__(self, real: Scorer) -> None:
+        self.real = real
+
+    def score(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        from dataclasses import replace
+
+        return replace(self.real.score(*args, **kwargs), action="requires_action")
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self.real, name)
+
+
+def test_a_subscription_charge_is_exempt_from_the_step_up_but_a_customer_payment_is_not(scorer):
+    from streams.subscriptions import MIT_METADATA_KEY
+
+    step_up = _StepUpScorer(scorer)
+    customer = run(Table(), create(1), step_up)
+    assert customer.command["fraud_action"] == "requires_action"
+    mit = run(Table(), create(2, metadata={MIT_METADATA_KEY: "sub_1", "period": "3"}), step_up)
+    assert mit.command["fraud_action"] == "approve"
+    assert mit.command["fraud_reasons"][-1] == "mit_exemption"
+
+
+def test_the_exemption_never_softens_a_review_or_a_decline(scorer):
+    from dataclasses import replace
+
+    from streams.subscriptions import MIT_METADATA_KEY
+
+    cmd = create(3, metadata={MIT_METADATA_KEY: "sub_1"})
+    decision = run(Table(), create(4), scorer).decision
+    for action in ("review", "decline", "approve"):
+        d = replace(decision, action=action)
+        assert rs.mit_exemption(cmd, d) is d
