@@ -240,20 +240,24 @@ def build_app(settings: Settings) -> faust.App:
 
     within_s = settings.agent_batch_within_ms / 1000
 
+    def current(event: faust.types.EventT) -> bool:
+        """False for an event fetched before a rebalance: Faust drops those from a plain
+        stream, and so do we, right before its turn (the batch may have waited on a
+        commit); the partition's owner reads it again from the committed offset."""
+        return app.flow_control.is_active() and event.message.generation_id == app.consumer_generation_id
+
     async def batches(stream: faust.StreamT) -> AsyncIterator[list[faust.types.EventT]]:
         """The stream's events, up to agent_batch_max at a time. Faust acks a batch's
         events when the next batch is asked for, after their effects were emitted, as
-        it acks one event after its body. An event fetched before a rebalance is dropped
-        here, as Faust drops it from a plain stream: the partition's owner reads it again
-        from the committed offset."""
+        it acks one event after its body."""
         async for batch in stream.take_events(settings.agent_batch_max, within_s):
-            current = app.consumer_generation_id
-            active = app.flow_control.is_active()
-            yield [e for e in batch if active and e.message.generation_id == current]
+            yield batch
 
     async def each_event(stream: faust.StreamT) -> AsyncIterator[faust.types.EventT]:
         async for batch in batches(stream):
             for event in batch:
+                if not current(event):
+                    continue
                 # Faust's RocksDB store files a write under the current event's partition;
                 # a plain stream sets it per event, a batch does not. Only this task's
                 # context: stream.current_event belongs to the batch's filling task.
@@ -265,9 +269,11 @@ def build_app(settings: Settings) -> faust.App:
         async for batch in batches(stream):
             # The batch's new cards reach the disk in one fsync, before any token is sent.
             with vault.group_commit():
-                results = [(event, ingest(event.value, source_of(event), vault, limits, opener)) for event in batch]
+                results = [(event, ingest(event.value, source_of(event), vault, limits, opener))
+                           for event in batch if current(event)]
             for event, result in results:
-                await ingest_one(event, result)
+                if current(event):
+                    await ingest_one(event, result)
 
     async def ingest_one(event: faust.types.EventT, result: Forward | DeadLetter) -> None:
         if isinstance(result, DeadLetter):
