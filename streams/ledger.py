@@ -28,13 +28,16 @@ from streams.fx import FxRate, convert, parse_rate
 from streams.splits import MAX_SPLITS, Allocation, allocation_of
 
 MERCHANT_ACCOUNTS = ("holds", "pending", "available")
-HOUSE_ACCOUNTS = ("holds", "clearing", "fees", "settlement", "fx", "disputes")
+HOUSE_ACCOUNTS = ("holds", "clearing", "fees", "settlement", "fx", "disputes", "payouts_in_transit", "bank")
 EVENT_TYPES = frozenset(
     {"authorized", "declined", "authorization_pending", "captured", "voided", "expired",
      "refunded", "dispute_opened", "dispute_won", "dispute_lost", "settled"}
 )
 REVERSAL = "reversal"  # event_type of an entry that reverses another
 SETTLEMENT = "settlement"  # event_type of a merchant payout entry (streams/settlement.py), from no payment event
+# A payout on the bank rail (streams/payouts.py): sent (available -> in transit), paid
+# (in transit -> bank); a failed one is the REVERSAL of its sent entry.
+PAYOUT_SENT, PAYOUT_PAID = "payout_sent", "payout_paid"
 MAX_MERCHANT_ID_LEN = 64
 MAX_ACCOUNT_LEN = 128
 MAX_LINES = 16  # the largest rule: a capture split 10 ways with a platform fee and a fee (2 + 1 + 11 + 2)
