@@ -19,6 +19,7 @@ from streams import (
     cli_keys,
     cli_ledger,
     cli_merchants,
+    cli_payouts,
     cli_providers,
     cli_readmodels,
     cli_webhooks,
@@ -47,6 +48,7 @@ app.add_typer(cli_api.app, name="api-keys")
 app.add_typer(cli_merchants.app, name="merchants")
 app.add_typer(cli_fx.app, name="fx")
 app.add_typer(cli_providers.app, name="providers")
+app.add_typer(cli_payouts.app, name="payouts")
 
 err = Console(stderr=True)
 
