@@ -12,7 +12,10 @@ per partition (a record that did not decode is passed as its DecodeError).
   refunded + open dispute + lost disputes <= captured;
 - every journal entry: well formed and balanced per currency, equal to what the
   posting rules make of its (signed) event, no event without its entry and no
-  entry without its event; and the sum of all balances per currency is zero.
+  entry without its event; and the sum of all balances per currency is zero;
+- the daily settlement's payout entries (`payout_problem`) and the bank payouts
+  (streams/payouts.py `PayoutCheck`): each send what its settlement instructs,
+  sent once, answered at most once, none unanswered past the bank's window.
 
 `rebuild(records)` folds the same records into balances and chain heads for
 `paystream replay`; `compare` names what differs from the live stores.

@@ -17,17 +17,18 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from datetime import date
+from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from connectors.clickhouse.rows import rows_for
+from connectors.clickhouse.rows import Row, rows_for
 from connectors.clickhouse.sink import Sink
 from connectors.kafka.clients import MissingTopic, read_to_end
 from connectors.providers.bank import BankRail
 from schemas.codec import Codec, DecodeError
 from schemas.times import from_ms
 from streams.ledger import JournalEntry, entry_to_record
-from streams.payouts import Payout, PayoutRun, payout_from_record, run_payouts
+from streams.payouts import Payout, PayoutRun, PayoutStatus, payout_from_record, run_payouts
 from streams.settings import Settings, client_config
 from streams.settle_job import ENTRY_CODEC, TXN_TIMEOUT_S, SettleError, read_entries
 from streams.settlement import cutoff_ms
@@ -87,13 +88,16 @@ def post_entries(settings: Settings, entries: tuple[JournalEntry, ...]) -> int:
     return posted
 
 
-def payout_rows(run: PayoutRun) -> list:  # type: ignore[type-arg]
+def status_record(status: PayoutStatus) -> dict[str, Any]:
+    """A payout's status as the `payout` read-model record (connectors/clickhouse/rows.py)."""
+    return asdict(status) | {"sent_at": from_ms(status.sent_at_ms),
+                             "answered_at": None if status.answered_at_ms is None else from_ms(status.answered_at_ms)}
+
+
+def payout_rows(run: PayoutRun) -> list[Row]:
+    """The run's new entries (the sink brings them too; Replacing engines keep one) and every payout's status."""
     rows = [r for e in run.entries for r in rows_for("ledger_entry", entry_to_record(e))]
-    for s in run.statuses:
-        record = asdict(s) | {"sent_at": from_ms(s.sent_at_ms),
-                              "answered_at": None if s.answered_at_ms is None else from_ms(s.answered_at_ms)}
-        rows += rows_for("payout", record)
-    return rows
+    return rows + [r for s in run.statuses for r in rows_for("payout", status_record(s))]
 
 
 def payouts_day(settings: Settings, client: Client | None, day: date, bank: BankRail) -> PayoutsResult:
