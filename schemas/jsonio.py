@@ -22,6 +22,8 @@ _COMMAND_DEFAULTS: dict[str, Any] = {
     "sealed_card": None,
     "dispute": None,
     "three_ds": None,
+    "splits": None,
+    "platform_fee_minor": None,
 }
 _DISPUTE_DEFAULTS: dict[str, Any] = {"reason": None, "evidence_due_at": None, "evidence": None, "outcome": None}
 _THREE_DS_DEFAULTS: dict[str, Any] = {"eci": None, "ds_trans_id": None}

@@ -12,7 +12,10 @@ per partition (a record that did not decode is passed as its DecodeError).
   refunded + open dispute + lost disputes <= captured;
 - every journal entry: well formed and balanced per currency, equal to what the
   posting rules make of its (signed) event, no event without its entry and no
-  entry without its event; and the sum of all balances per currency is zero.
+  entry without its event; and the sum of all balances per currency is zero;
+- the daily settlement's payout entries (`payout_problem`) and the bank payouts
+  (streams/payouts.py `PayoutCheck`): each send what its settlement instructs,
+  sent once, answered at most once, none unanswered past the bank's window.
 
 `rebuild(records)` folds the same records into balances and chain heads for
 `paystream replay`; `compare` names what differs from the live stores.
@@ -43,6 +46,7 @@ from streams.ledger import (
     settlement_of,
     totals_by_currency,
 )
+from streams.payouts import PayoutCheck, is_payout_entry
 from streams.settlement import cutoff_ms
 
 EVENTS_TOPIC = "payment-events"
@@ -156,6 +160,8 @@ class Auditor:
     _open_events: dict[str, tuple[int, int, Mapping[str, Any]]] = field(default_factory=dict)
     _open_entries: dict[str, tuple[int, int, JournalEntry]] = field(default_factory=dict)
     _refused: set[str] = field(default_factory=set)  # event ids of entry records refused
+    _payouts: PayoutCheck = field(default_factory=PayoutCheck)
+    _positions: dict[str, tuple[int, int]] = field(default_factory=dict)  # payout entry id -> (partition, offset)
 
     def _fail(self, topic: str, partition: int | None, offset: int | None, reason: str, detail: str) -> None:
         # Keep the max_failures earliest by position, whatever order they are found
@@ -308,10 +314,16 @@ class Auditor:
             return
         self._entry_ids[entry.entry_id] = entry
         add_into(self._balances, entry)
+        self._payouts.seen(entry)
         if entry.event_type == SETTLEMENT:
             problem = payout_problem(entry)
             if problem is not None:
                 fail("payout_mismatch", f"{entry.entry_id}: {problem}")
+            else:
+                self._payouts.settled(entry)
+        elif is_payout_entry(entry):  # the bank rail's (streams/payouts.py): checked whole in finish
+            self._payouts.feed(entry)
+            self._positions[entry.entry_id] = (partition, offset)
         elif entry.reverses is None:
             self._open_entries[entry.event_id] = (partition, offset, entry)
             self._match(entry.event_id)
@@ -350,6 +362,9 @@ class Auditor:
                 self._fail(self.events_topic, partition, offset, "missing_entry", f"event {event_id} has no journal entry")
         for event_id, (partition, offset, entry) in self._open_entries.items():
             self._fail(self.entries_topic, partition, offset, "orphan_entry", f"{entry.entry_id}: no event {event_id}")
+        for entry, reason, detail in self._payouts.finish():
+            partition, offset = self._positions[entry.entry_id]
+            self._fail(self.entries_topic, partition, offset, reason, detail)
         for entry in self._entry_ids.values():
             if entry.reverses is not None and entry.reverses not in self._entry_ids:
                 self._fail(self.entries_topic, None, None, "orphan_reversal", f"{entry.entry_id} reverses unknown {entry.reverses}")

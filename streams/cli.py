@@ -19,6 +19,7 @@ from streams import (
     cli_keys,
     cli_ledger,
     cli_merchants,
+    cli_payouts,
     cli_providers,
     cli_readmodels,
     cli_subscriptions,
@@ -50,6 +51,7 @@ app.add_typer(cli_fx.app, name="fx")
 app.add_typer(cli_providers.app, name="providers")
 app.add_typer(cli_subscriptions.app, name="subscriptions")
 app.add_typer(cli_subscriptions.clock_app, name="clock")
+app.add_typer(cli_payouts.app, name="payouts")
 
 err = Console(stderr=True)
 

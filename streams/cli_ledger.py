@@ -82,11 +82,18 @@ def book_records(settings: Settings, on_record: Any = None,
 
 
 def live_balances(settings: Settings) -> dict[tuple[str, str], int]:
-    """The balances table as its changelog holds it: the last value per key (a tombstone is zero)."""
-    latest: dict[bytes, bytes | None] = {}
+    """The balances table as its changelog holds it: the last value per key and partition (a
+    tombstone is zero), summed over the partitions: an account can live in several shards
+    (a split payment credits its sellers in the platform's shard, a hot merchant's sub-ledgers)."""
+    latest: dict[tuple[int, bytes], bytes | None] = {}
     for msg in read_to_end(client_config(settings), [changelog_topic(settings.app_id, "ledger-balances")], settings.partitions):
-        latest[msg.key()] = msg.value()
-    return {parse_balance_key(k): decode_balance(v) for k, v in latest.items() if v is not None and decode_balance(v)}
+        latest[(msg.partition(), msg.key())] = msg.value()
+    total: dict[tuple[str, str], int] = {}
+    for (_, key), value in latest.items():
+        if value is not None:
+            account = parse_balance_key(key)
+            total[account] = total.get(account, 0) + decode_balance(value)
+    return {k: v for k, v in total.items() if v}
 
 
 def live_chain_heads(settings: Settings) -> dict[int, ChainHead]:

@@ -80,12 +80,35 @@ def add(merchant: str, currency: list[str] = typer.Option([], "--currency", help
 
 
 def _set_status(merchant: str, status: str) -> None:
-    record = read_registry().get(merchant)
+    registry = read_registry()
+    record = registry.get(merchant)
     if record is None:
         err.print(f"[red]merchants:[/red] no merchant {merchant!r}; add it first")
         raise typer.Exit(2)
+    platform = registry.get(record.get("platform_id") or "")
+    if status != "verified" and platform is not None:  # its platform may no longer split payments to it
+        _write(merchants.disconnect(platform, merchant, _now()))
     _write(merchants.with_status(record, status, _now()))
     typer.echo(f"{merchant}: {status}")
+
+
+@app.command("connect")
+def connect(platform: str, account: str) -> None:
+    """Connect ACCOUNT to the marketplace PLATFORM: PLATFORM's creates may split payments to it.
+    Both must be verified; rejecting ACCOUNT later disconnects it."""
+    registry = read_registry()
+    missing = [m for m in (platform, account) if m not in registry]
+    if missing:
+        err.print(f"[red]merchants connect:[/red] no merchant {missing[0]!r}; add it first")
+        raise typer.Exit(2)
+    try:
+        new_platform, new_account = merchants.connect(registry[platform], registry[account], _now())
+    except merchants.MerchantError as e:
+        err.print(f"[red]merchants connect:[/red] {e}")
+        raise typer.Exit(2) from None
+    _write(new_account)
+    _write(new_platform)
+    typer.echo(f"{account}: connected to {platform}")
 
 
 @app.command("verify")

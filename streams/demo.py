@@ -28,6 +28,7 @@ from schemas.codec import Codec
 from schemas.ids import derive_payment_id
 from schemas.times import to_ms
 from streams.fraud_ops import resolve_command
+from streams.demo_market import Marketplace, market_records, market_split, run_marketplace
 from streams.fx import FxRate, rate_to_record
 from streams.merchants import merchant_record
 from streams.observe import Observer
@@ -137,6 +138,8 @@ def generate(payments: int, seed: int, run_id: str, start: datetime) -> Traffic:
         pan = cardholder(test_card, rng, keep_last4=TEST_CARDS.index(test_card) >= ORDINARY_CARDS)
         manual = rng.random() < 0.3
         key = f"{run_id}-{i}"
+        split = market_split(seed, i, amount) or {}  # a marketplace payment: the platform's, split among its sellers
+        merchant = split.get("merchant_id", merchant)
         pid = derive_payment_id(merchant, key)
         card = {"number": pan, "exp_month": rng.randint(1, 12), "exp_year": start.year + rng.randint(1, 5), "cvc": "123"}
         roll = rng.random()
@@ -153,10 +156,10 @@ def generate(payments: int, seed: int, run_id: str, start: datetime) -> Traffic:
         create = emit(
             "create", merchant, key, payment_id=pid, amount_minor=amount, currency=currency,
             card=card, capture_method="manual" if manual else "automatic",
-            metadata={"order_id": f"ord_{i}"},
+            metadata={"order_id": f"ord_{i}"}, **{k: v for k, v in split.items() if k != "merchant_id"},
         )
         if roll < 0.03:  # a client retry: same key, same body
-            emit("create", merchant, key, **{k: create[k] for k in ("payment_id", "amount_minor", "currency", "card", "capture_method", "metadata")})
+            emit("create", merchant, key, **{k: create[k] for k in ("payment_id", "amount_minor", "currency", "card", "capture_method", "metadata", *split) if k != "merchant_id"})
         elif roll < 0.04:  # the same key reused for a different request
             emit("create", merchant, key, payment_id=pid, amount_minor=amount + 1, currency=currency, card=card, capture_method=create["capture_method"])
         elif roll < 0.05 and i:  # a key of this merchant's earlier payment, reused on this one
@@ -252,6 +255,9 @@ def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int, 
         # The ledger runs behind the outcomes: stop the worker once every event is posted.
         books_closed = complete and observer.wait_until(observer.books_applied, BOOKS_TIMEOUT_S)
         books_s = time.monotonic() - started
+        # Day end: settle the day, pay the merchants out through the bank (event time the next days).
+        day = traffic.items[0]["occurred_at"].date()
+        market = run_marketplace(settings, observer, seed, day, BOOKS_TIMEOUT_S) if books_closed else Marketplace()
 
     mine = {c: observer.outcomes[c] for c in traffic.command_ids if c in observer.outcomes}
     duplicated = sum(1 for v in mine.values() if len(v) > 1)
@@ -265,7 +271,9 @@ def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int, 
     console.print(f"disputes: {disputes.opened} opened, {disputes.evidence} with evidence; won {disputes.won}, "
                   f"lost {disputes.lost} ({disputes.labels} fraud labels sent to the risk stage)")
     console.print(f"subscriptions: {subs.created} created, {subs.charged} charged, {subs.retries} dunning retries, "
-                  f"{subs.canceled} canceled; {subs.held} held (a charge paused for 3DS or review)")
+                  f"{subs.canceled} canceled; {subs.held} held (a charge paused for review or a provider timeout)")
+    console.print(f"splits: {market.split_payments} payments split among {market.split_accounts} accounts; "
+                  f"payouts: {market.payouts_sent} sent, {market.payouts_failed} failed and reversed")
     if worker.restarts:
         console.print(f"[yellow]the worker was restarted {worker.restarts} time(s); see {log_file}")
     console.print(f"journal entries: {len(observer.entry_ids)}; books closed {books_closed} after {books_s:.1f}s"
@@ -279,7 +287,7 @@ def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int, 
         rails = build_rails(seed=settings.provider_seed, journal_dir=settings.providers_dir)  # the providers' books
         charges_ok = _providers(console, observer.events, read_routing_log(settings.routing_log_dir), approvals(rails))
     return (complete and len(mine) == commands and duplicated == 0 and books_closed
-            and step_ups.confirmed == step_ups.asked and charges_ok and subs.complete)
+            and step_ups.confirmed == step_ups.asked and charges_ok and subs.complete and market.completed)
 
 
 def provider_shares(events: dict[str, list[dict[str, Any]]]) -> Counter[str]:
@@ -346,9 +354,10 @@ def open_the_day(settings: Settings, as_of: datetime) -> None:
     publish the day's FX rates for every pair settlement will convert."""
     names = topic_names(settings)
     producer = command_producer(client_config(settings))
-    for merchant, currency in SETTLEMENT_CURRENCY.items():
-        record = merchant_record(merchant, kyc_status="verified", settlement_currency=currency, updated_at=as_of)
-        producer.produce(names.merchants, key=merchant.encode(), value=MERCHANT_CODEC.encode(record, check=True))
+    records = [merchant_record(m, kyc_status="verified", settlement_currency=c, updated_at=as_of)
+               for m, c in SETTLEMENT_CURRENCY.items()]
+    for record in records + market_records(as_of):
+        producer.produce(names.merchants, key=record["merchant_id"].encode(), value=MERCHANT_CODEC.encode(record, check=True))
     for base in CURRENCIES:
         for quote in set(SETTLEMENT_CURRENCY.values()) - {base}:
             cross = (Decimal(USD_PER_UNIT[base]) / Decimal(USD_PER_UNIT[quote])).quantize(Decimal("0.00000001"))
@@ -371,8 +380,8 @@ def fill_read_models(settings: Settings, console: Console, day: date) -> None:
     console.print(f"read models: {stats.rows_total} rows into ClickHouse in {took_s:.1f}s "
                   f"({stats.rows_total / max(took_s, 1e-9):,.0f} rows/s); try: paystream sql \"SELECT ...\" (docs/analytics.md)")
     nxt = day + timedelta(days=1)
-    console.print(f"day end: paystream settle --date {day}; paystream providers report --date {nxt}; "
-                  f"paystream reconcile --date {nxt}")
+    console.print(f"day end: the demo settled {day} and ran the payouts (paystream settle / payouts run); next: "
+                  f"paystream providers report --date {nxt}; paystream reconcile --date {nxt}")
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from schemas.codec import Codec, DecodeError
 from schemas.ids import derive_dlq_id, derive_payment_id
 from schemas.money import is_currency
 from schemas.partitioning import partition_for
+from streams.splits import SplitError, checked_splits
 
 MERCHANT_ID_MAX_LEN = 64
 COMMAND_ID_MAX_LEN = 128
@@ -177,6 +178,8 @@ def _refused(cmd: dict[str, Any], reason: str, detail: str, limits: Limits) -> d
         "metadata": {},
         "dispute": None,
         "three_ds": None,
+        "splits": None,
+        "platform_fee_minor": None,
         "rejection_reason": reason,
         "rejection_detail": mask_pans(detail)[0][:500],
     }
@@ -211,6 +214,8 @@ def _forwarded(cmd: dict[str, Any], payment_id: str | None, card: dict[str, Any]
         "occurred_at": cmd["occurred_at"],
         "rejection_reason": None,
         "rejection_detail": None,
+        "splits": cmd.get("splits"),
+        "platform_fee_minor": cmd.get("platform_fee_minor"),
     }
 
 
@@ -254,12 +259,27 @@ def _validate(cmd: dict[str, Any], source: Source, tokenizer: TokenizerT, limits
     dispute = _check_dispute(kind, cmd)
     _check_three_ds(kind, cmd.get("three_ds"))
     _check_amount(cmd["amount_minor"], limits)
+    _check_splits(kind, cmd)
     if cmd["currency"] is not None and not is_currency(cmd["currency"]):
         raise _Invalid("invalid_currency", "currency is not an ISO 4217 code")
     _check_partitioning(payment_id, source, limits)
 
     card = _tokenize(cmd, tokenizer, limits, opener) if kind == "create" else None
     return _forwarded(cmd | {"dispute": dispute}, payment_id, card)
+
+
+def _check_splits(kind: str, cmd: dict[str, Any]) -> None:
+    splits, fee = cmd.get("splits"), cmd.get("platform_fee_minor")
+    if kind != "create":
+        if splits is not None or fee is not None:
+            raise _Invalid("unexpected_splits", f"{kind} must not carry splits")
+        return
+    if any(contains_pan(s["merchant_id"]) for s in splits or ()):
+        raise _Invalid("pan_in_field", "splits.merchant_id must not contain a card number")
+    try:
+        checked_splits(splits, fee, merchant_id=cmd["merchant_id"], amount_minor=cmd["amount_minor"])
+    except SplitError as e:
+        raise _Invalid(e.reason, e.detail) from None
 
 
 _NO_DISPUTE = {"reason": None, "evidence_due_at": None, "evidence": None, "outcome": None}

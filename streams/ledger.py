@@ -25,18 +25,22 @@ from schemas.partitioning import partition_for
 from schemas.times import from_ms
 from schemas.times import to_ms as datetime_to_ms
 from streams.fx import FxRate, convert, parse_rate
+from streams.splits import MAX_SPLITS, Allocation, allocation_of
 
 MERCHANT_ACCOUNTS = ("holds", "pending", "available")
-HOUSE_ACCOUNTS = ("holds", "clearing", "fees", "settlement", "fx", "disputes")
+HOUSE_ACCOUNTS = ("holds", "clearing", "fees", "settlement", "fx", "disputes", "payouts_in_transit", "bank")
 EVENT_TYPES = frozenset(
     {"authorized", "declined", "authorization_pending", "captured", "voided", "expired",
      "refunded", "dispute_opened", "dispute_won", "dispute_lost", "settled"}
 )
 REVERSAL = "reversal"  # event_type of an entry that reverses another
 SETTLEMENT = "settlement"  # event_type of a merchant payout entry (streams/settlement.py), from no payment event
+# A payout on the bank rail (streams/payouts.py): sent (available -> in transit), paid
+# (in transit -> bank); a failed one is the REVERSAL of its sent entry.
+PAYOUT_SENT, PAYOUT_PAID = "payout_sent", "payout_paid"
 MAX_MERCHANT_ID_LEN = 64
 MAX_ACCOUNT_LEN = 128
-MAX_LINES = 16  # the largest rule (a cross-currency settlement with a fee) has 8
+MAX_LINES = 16  # the largest rule: a capture split 10 ways with a platform fee and a fee (2 + 1 + 11 + 2)
 MAX_AMOUNT_MINOR = 2**63 - 1  # an Avro long; ingest bounds payments far lower
 
 #: (account, currency) -> signed minor units, debit positive. Zero balances are absent.
@@ -180,20 +184,35 @@ def post(event: Mapping[str, Any], *, shard: int, settlement: SettlementTerms | 
         if amount_minor:
             lines.extend((Line(debit, cur, debit_minor=amount_minor), Line(credit, cur, credit_minor=amount_minor)))
 
+    split = _split_of(event, etype, amount)
+
+    def pending(house: str, credit: bool) -> None:
+        """`amount` between a house account and the merchant's pending balance, or
+        each split account's (its part; the platform's fee part to the merchant's)."""
+        if split is None:
+            move(house, m("pending"), amount) if credit else move(m("pending"), house, amount)
+            return
+        parts = [(merchant_account(acct, "pending"), part) for acct, part in split.splits]
+        parts += [(m("pending"), split.platform_minor)] if split.platform_minor else []
+        side = "credit_minor" if credit else "debit_minor"
+        lines.append(Line(house, currency, **{"debit_minor" if credit else "credit_minor": amount}))
+        lines.extend(Line(acct, currency, **{side: part}) for acct, part in parts)
+
     fx = None
     if etype == "authorized":
         move(h("holds"), m("holds"), amount)
     elif etype == "captured":
         move(m("holds"), h("holds"), amount)  # the captured part of the hold is used up
-        move(h("clearing"), m("pending"), amount)
+        if amount:
+            pending(h("clearing"), credit=True)
     elif etype in ("voided", "expired"):
         move(m("holds"), h("holds"), amount)  # the released rest of the hold
     elif etype == "refunded":
-        move(m("pending"), h("clearing"), amount)
+        pending(h("clearing"), credit=False)
     elif etype == "dispute_opened":
-        move(m("pending"), h("disputes"), amount)  # withdrawn from the merchant while it is open
+        pending(h("disputes"), credit=False)  # withdrawn from the merchant while it is open
     elif etype == "dispute_won":
-        move(h("disputes"), m("pending"), amount)  # returned
+        pending(h("disputes"), credit=True)  # returned
     elif etype == "dispute_lost":
         move(h("disputes"), h("clearing"), amount)  # the network keeps it: the acquirer owes us less
     elif etype == "settled":
@@ -214,6 +233,33 @@ def post(event: Mapping[str, Any], *, shard: int, settlement: SettlementTerms | 
         lines=tuple(lines),
         fx=fx,
     )
+
+
+_SPLIT_TYPES = frozenset({"captured", "refunded", "dispute_opened", "dispute_won"})
+
+
+def _split_of(event: Mapping[str, Any], etype: str, amount: int) -> Allocation | None:
+    """How a split payment's event divides among its accounts (None: all the merchant's)."""
+    if etype not in _SPLIT_TYPES or not amount:
+        return None
+    try:
+        split = allocation_of(event)
+    except (KeyError, TypeError, AttributeError):
+        raise PostingError("invalid_splits", "splits must be {merchant_id, amount_minor} records") from None
+    if split is None:
+        return None
+    if len(split.splits) > MAX_SPLITS:
+        raise PostingError("invalid_splits", f"more than {MAX_SPLITS} split accounts")
+    for acct, part in split.splits:
+        if not isinstance(acct, str) or not 0 < len(acct) <= MAX_MERCHANT_ID_LEN or not acct.isprintable():
+            raise PostingError("invalid_splits", "a split's merchant_id is empty, too long or not printable")
+        if type(part) is not int or part <= 0:
+            raise PostingError("invalid_splits", f"split part {part!r} is not a positive integer"[:120])
+    if type(split.platform_minor) is not int or split.platform_minor < 0:
+        raise PostingError("invalid_splits", "platform_fee_minor must be a non-negative integer")
+    if split.total_minor != amount:
+        raise PostingError("split_mismatch", f"parts sum to {split.total_minor}, the event moves {amount}")
+    return split
 
 
 def _settle(settlement, currency, amount, move, m, h) -> FxApplied | None:  # type: ignore[no-untyped-def]

@@ -29,6 +29,7 @@ METHODS = frozenset({"card"})  # what the pipeline takes today; wallets, bank tr
 MERCHANT_ID_MAX_LEN = 64  # as ingest bounds it
 FEE_PLAN_MAX_LEN = 64
 MAX_CURRENCIES = 64
+MAX_CONNECTED = 1_000  # connected accounts per platform: the record stays small
 
 #: merchant_id -> its latest record
 Registry = dict[str, dict[str, Any]]
@@ -40,9 +41,10 @@ class MerchantError(ValueError):
 
 def merchant_record(merchant_id: str, *, kyc_status: str = "pending", currencies: Iterable[str] = (),
                     methods: Iterable[str] = ("card",), fee_plan_id: str = "standard",
-                    settlement_currency: str = "USD", updated_at: datetime) -> dict[str, Any]:
+                    settlement_currency: str = "USD", updated_at: datetime, platform_id: str | None = None,
+                    connected: Iterable[str] = ()) -> dict[str, Any]:
     """A checked MerchantRecord."""
-    currencies, methods = sorted(set(currencies)), sorted(set(methods))
+    currencies, methods, connected = sorted(set(currencies)), sorted(set(methods)), sorted(set(connected))
     if not merchant_id or len(merchant_id) > MERCHANT_ID_MAX_LEN or not merchant_id.isprintable():
         raise MerchantError(f"merchant_id must be 1..{MERCHANT_ID_MAX_LEN} printable chars")
     if kyc_status not in KYC_STATUSES:
@@ -57,14 +59,46 @@ def merchant_record(merchant_id: str, *, kyc_status: str = "pending", currencies
         raise MerchantError("settlement_currency must be an ISO 4217 code")
     if updated_at.tzinfo is None:
         raise MerchantError("updated_at needs a timezone")
+    if platform_id is not None and (not platform_id or platform_id == merchant_id or len(platform_id) > MERCHANT_ID_MAX_LEN):
+        raise MerchantError("platform_id must be another merchant's id")
+    if platform_id is not None and connected:
+        raise MerchantError("a connected account cannot have connected accounts of its own")
+    if len(connected) > MAX_CONNECTED or merchant_id in connected:
+        raise MerchantError(f"connected must be at most {MAX_CONNECTED} other merchants")
     return {"merchant_id": merchant_id, "kyc_status": kyc_status, "currencies": currencies, "methods": methods,
-            "fee_plan_id": fee_plan_id, "settlement_currency": settlement_currency, "updated_at": updated_at}
+            "fee_plan_id": fee_plan_id, "settlement_currency": settlement_currency, "updated_at": updated_at,
+            "platform_id": platform_id, "connected": connected}
 
 
 def with_status(record: Mapping[str, Any], kyc_status: str, updated_at: datetime) -> dict[str, Any]:
     """The record's next version with another KYC status (verify, reject)."""
-    fields = {k: v for k, v in record.items() if k not in ("merchant_id", "kyc_status", "updated_at")}
-    return merchant_record(record["merchant_id"], kyc_status=kyc_status, updated_at=updated_at, **fields)
+    return _with(record, updated_at, kyc_status=kyc_status)
+
+
+def _with(record: Mapping[str, Any], updated_at: datetime, **changes: Any) -> dict[str, Any]:
+    fields = {k: v for k, v in record.items() if k not in ("merchant_id", "updated_at")} | changes
+    return merchant_record(record["merchant_id"], updated_at=updated_at, **fields)
+
+
+def connect(platform: Mapping[str, Any], account: Mapping[str, Any], updated_at: datetime) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The next versions of a platform's record and of a merchant it connects (a
+    marketplace's seller): the account names its platform, the platform lists the
+    account, which the keys stage checks a split create against (it sees only the
+    platform's record). Only verified merchants connect; one platform per account."""
+    if platform["kyc_status"] != "verified" or account["kyc_status"] != "verified":
+        raise MerchantError("both the platform and the account must be verified")
+    if platform.get("platform_id") is not None:
+        raise MerchantError(f"{platform['merchant_id']} is itself a connected account")
+    if account.get("platform_id") not in (None, platform["merchant_id"]) or account.get("connected"):
+        raise MerchantError(f"{account['merchant_id']} is connected elsewhere or is a platform")
+    return (_with(platform, updated_at, connected=[*platform.get("connected", ()), account["merchant_id"]]),
+            _with(account, updated_at, platform_id=platform["merchant_id"]))
+
+
+def disconnect(platform: Mapping[str, Any], account_id: str, updated_at: datetime) -> dict[str, Any]:
+    """The platform's record without `account_id` (a seller rejected or leaving): new
+    splits to it are refused; payments already split keep paying it."""
+    return _with(platform, updated_at, connected=[m for m in platform.get("connected", ()) if m != account_id])
 
 
 def fold(registry: Registry, merchant_id: str, record: Mapping[str, Any] | None) -> Registry:
@@ -94,6 +128,8 @@ def admit(cmd: Mapping[str, Any], merchant: Mapping[str, Any] | None, *,
     if merchant is None:
         if require_registration:
             return Refusal("merchant_unknown", "the merchant is not registered")
+        if cmd.get("splits"):  # whom it may pay is the registry's to say
+            return Refusal("merchant_unknown", "a split payment's platform must be registered")
         return None
     if merchant["kyc_status"] != "verified":
         return Refusal("merchant_not_verified", f"the merchant's KYC status is {merchant['kyc_status']}")
@@ -101,4 +137,13 @@ def admit(cmd: Mapping[str, Any], merchant: Mapping[str, Any] | None, *,
         return Refusal("currency_not_allowed", f"the merchant may charge in {', '.join(merchant['currencies'])}")
     if merchant["methods"] and "card" not in merchant["methods"]:
         return Refusal("method_not_allowed", f"the merchant accepts {', '.join(merchant['methods'])}")
+    return _split_refusal(cmd, merchant)
+
+
+def _split_refusal(cmd: Mapping[str, Any], merchant: Mapping[str, Any]) -> Refusal | None:
+    connected = set(merchant.get("connected") or ())
+    for split in cmd.get("splits") or ():
+        if split["merchant_id"] not in connected:
+            return Refusal("split_account_not_connected",
+                           f"{split['merchant_id'][:64]} is not a verified connected account of {merchant['merchant_id']}")
     return None

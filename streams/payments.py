@@ -33,6 +33,7 @@ from schemas.ids import derive_command_id, derive_event_id, derive_label_id, der
 from schemas.times import from_ms
 from schemas.times import to_ms as event_ms
 from streams.outcomes import outcome, rejection
+from streams.splits import SPLIT_KINDS, Share, SplitError, allocate, checked_splits
 from streams.timers import Timer
 
 # A payment carries the idempotency records of its follow-ups; bound them
@@ -211,6 +212,8 @@ class Payment:
     dispute_lost_minor: int = 0
     # idempotency_key -> {"fingerprint": str, "outcome": {...}}; the create's key included
     idempotency: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # A split payment's accounts (streams/splits.py), the platform's fee last; () unsplit.
+    splits: tuple[Share, ...] = ()
 
     def __post_init__(self) -> None:
         assert self.status in STATUSES, self.status
@@ -244,6 +247,7 @@ class Payment:
     def from_json(cls, data: bytes) -> Payment:
         fields = json.loads(data)
         fields["dispute_evidence"] = tuple(fields.get("dispute_evidence", ()))
+        fields["splits"] = tuple(Share(**share) for share in fields.get("splits", ()))
         return cls(**fields)
 
 
@@ -279,6 +283,9 @@ def fingerprint(cmd: dict[str, Any]) -> str:
         "card": None if card is None else [card["token"], card["exp_month"], card["exp_year"]],
         "metadata": cmd["metadata"],
     }
+    if cmd.get("splits"):  # only then: the fingerprints of unsplit creates stay as they were
+        body["splits"] = [[x["merchant_id"], x["amount_minor"]] for x in cmd["splits"]]
+        body["platform_fee_minor"] = cmd.get("platform_fee_minor")
     if cmd["kind"] == "review_resolve":  # the reviewer's decision is the request
         body["decision"] = cmd.get("fraud_action")
     three_ds = cmd.get("three_ds")
@@ -382,9 +389,13 @@ class _Step:
 
     def event(self, type_: str, amount_minor: int, *, fee_minor: int = 0, reason: str | None = None,
               provider_ref: str | None = None, **changes: Any) -> None:
+        split: dict[str, Any] = {}  # an unsplit payment's events stay as they were
+        if self.payment.splits and type_ in SPLIT_KINDS:
+            changes["splits"], allocation = allocate(self.payment.splits, type_, amount_minor)
+            split = allocation.to_record()
         p = replace(self.payment, version=self.payment.version + 1, **changes)
         self.payment = p
-        self.events.append({
+        self.events.append(split | {
             "event_id": derive_event_id(self.source, type_),
             "type": type_,
             "payment_id": p.payment_id,
@@ -480,6 +491,11 @@ def _resolve_command(p: Payment, attempt: int, at: datetime) -> dict[str, Any]:
 
 def _create(cmd: dict[str, Any], fp: str, saga: Saga, policy: Policy, routing: RoutingState | None) -> Decision:
     card = cmd["card"]
+    try:  # ingest checked them; a command from elsewhere gets the same answer here
+        splits = checked_splits(cmd.get("splits"), cmd.get("platform_fee_minor"), merchant_id=cmd["merchant_id"],
+                                amount_minor=cmd["amount_minor"])
+    except SplitError as e:
+        return _reject(None, cmd, e.reason, e.detail, keep=None)
     payment = Payment(
         payment_id=cmd["payment_id"],
         merchant_id=cmd["merchant_id"],
@@ -495,6 +511,7 @@ def _create(cmd: dict[str, Any], fp: str, saga: Saga, policy: Policy, routing: R
         card_token=card["token"],
         created_at_ms=event_ms(cmd["occurred_at"]),
         version=0,
+        splits=splits,
     )
     verdict = saga.fraud(cmd)
     step = _Step(replace(payment, fraud_action=verdict.action), cmd, saga, policy)

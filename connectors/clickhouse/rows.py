@@ -56,13 +56,18 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "disputed_minor", "dispute_won_minor", "fees_minor", "other_minor", "net_minor", "carried_in_minor",
         "payout_minor", "entry_id", "payout_id", "cutoff_at", "paid_currency", "paid_minor", "fx_rate", "refused",
     ),
+    "payouts": (
+        "payout_id", "settlement_id", "merchant_id", "currency", "amount_minor", "day", "status", "sent_at",
+        "answered_at", "failure_reason", "version",
+    ),
     "reconciliation": (
         "day", "provider", "provider_ref", "payment_id", "status", "currency", "report_amount_minor",
         "ledger_amount_minor", "report_fee_minor", "ledger_fee_minor", "detail",
     ),
 }
 
-KINDS = ("payment_event", "ledger_entry", "payment_outcome", "settlement", "reconciliation")
+KINDS = ("payment_event", "ledger_entry", "payment_outcome", "settlement", "reconciliation", "payout")
+PAYOUT_STATUSES = {"sent": 1, "paid": 2, "failed": 2}  # -> the row's version: an answer replaces the send
 DISPUTE_STAGES = {"dispute_opened": "opened", "dispute_won": "won", "dispute_lost": "lost"}
 FRAUD_DECLINE_REASON = "fraud_suspected"  # streams/payments.py: a create the fraud hook declined
 MAX_STRING_LEN = 1024  # longest text kept in a column (reason details are cut, ids refused)
@@ -262,6 +267,18 @@ def _settlement(r: Mapping[str, Any]) -> list[Row]:
     ))]
 
 
+def _payout(r: Mapping[str, Any]) -> list[Row]:
+    status = r["status"]
+    if status not in PAYOUT_STATUSES:
+        raise RowError("invalid_field", f"status must be one of {', '.join(PAYOUT_STATUSES)}")
+    answered = None if status == "sent" else _time(r, "answered_at")
+    return [Row("payouts", (
+        _text(r, "payout_id"), _text(r, "settlement_id"), _text(r, "merchant_id"), _currency(r),
+        _int(r, "amount_minor", low=1), _day(r), status, _time(r, "sent_at"), answered,
+        _text(r, "failure_reason", optional=True) or "", PAYOUT_STATUSES[status],
+    ))]
+
+
 def _reconciliation(r: Mapping[str, Any]) -> list[Row]:
     return [Row("reconciliation", (
         _day(r), _text(r, "provider"), _text(r, "provider_ref"), _text(r, "payment_id", optional=True) or "",
@@ -277,5 +294,6 @@ _MAPPERS = {
     "payment_outcome": _payment_outcome,
     "settlement": _settlement,
     "reconciliation": _reconciliation,
+    "payout": _payout,
 }
 assert set(_MAPPERS) == set(KINDS)

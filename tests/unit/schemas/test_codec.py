@@ -43,6 +43,8 @@ RECORDS = {
         "card_token": None,
         "three_ds": None,
         "sealed_card": None,
+        "splits": None,
+        "platform_fee_minor": None,
     },
     "ValidatedCommand": {
         "command_id": "cmd_01",
@@ -74,6 +76,8 @@ RECORDS = {
         "three_ds": None,
         "merchant_features": {"cnt_1h": 3, "cnt_1d": 40, "cnt_7d": 210, "cnt_30d": 905, "labeled_7d": 12,
                               "labeled_30d": 51, "fraud_7d": 1, "fraud_30d": 2},
+        "splits": None,
+        "platform_fee_minor": None,
     },
     "FraudReview": {
         "review_id": "cmd_0a1b2c3d4e5f60718293a4b5c6d7e8f9",
@@ -153,6 +157,8 @@ RECORDS = {
         "prev_hash": bytes(range(32)),
         "key_id": "sig-v1",
         "signature": bytes(64),
+        "splits": None,
+        "platform_fee_minor": None,
     },
     "LedgerEntry": {
         "entry_id": "je_0a1b2c3d4e5f60718293a4b5c6d7e8f9",
@@ -249,6 +255,8 @@ RECORDS["MerchantRecord"] = {
     "fee_plan_id": "standard",
     "settlement_currency": "USD",
     "updated_at": datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc),
+    "platform_id": None,
+    "connected": ["m_shop_a", "m_shop_b"],
 }
 
 RECORDS["SubscriptionCommand"] = {
@@ -303,6 +311,13 @@ EXTRA_RECORDS = [
     ),
     ("PaymentEvent", RECORDS["PaymentEvent"] | {"type": "authorized", "three_ds_status": "A", "liability_shift": True}),
     ("DeadLetter", RECORDS["DeadLetter"] | {"raw_key": None, "raw_value": b""}),
+    ("PaymentCommand", RECORDS["PaymentCommand"] | {"splits": [{"merchant_id": "m_shop_a", "amount_minor": 12_000}],
+                                                   "platform_fee_minor": 345}),
+    ("ValidatedCommand", RECORDS["ValidatedCommand"] | {"splits": [{"merchant_id": "m_shop_a", "amount_minor": 12_345}],
+                                                       "platform_fee_minor": 0}),
+    ("PaymentEvent", RECORDS["PaymentEvent"] | {"splits": [{"merchant_id": "m_shop_a", "amount_minor": 12_000}],
+                                               "platform_fee_minor": 345}),
+    ("MerchantRecord", RECORDS["MerchantRecord"] | {"platform_id": "m_market", "connected": []}),
     ("LedgerEntry", RECORDS["LedgerEntry"] | {"fx": None, "reverses": "je_00112233445566778899aabbccddeeff"}),
     ("SubscriptionCommand", RECORDS["SubscriptionCommand"] | {"kind": "charge_outcome", "plan": None, "card_token": None,
                                                               "anchor_at": None, "trial_days": 0, "outcome": {
@@ -517,9 +532,10 @@ def test_encode_without_check_still_raises_encode_error() -> None:
 def test_history_schemas_are_earlier_versions_of_shipped_ones() -> None:
     from schemas.codec import history_names, load_schema
 
-    assert history_names() == ("history/PaymentCommand.1", "history/PaymentCommand.2", "history/PaymentCommand.3",
-                               "history/PaymentCommand.4", "history/PaymentEvent.1", "history/ValidatedCommand.1",
-                               "history/ValidatedCommand.2", "history/ValidatedCommand.3")
+    assert history_names() == ("history/MerchantRecord.1", "history/PaymentCommand.1", "history/PaymentCommand.2",
+                               "history/PaymentCommand.3", "history/PaymentCommand.4", "history/PaymentCommand.5",
+                               "history/PaymentEvent.1", "history/PaymentEvent.2", "history/ValidatedCommand.1",
+                               "history/ValidatedCommand.2", "history/ValidatedCommand.3", "history/ValidatedCommand.4")
     for name in history_names():
         old = load_schema(name)
         assert old.parsed["name"] == load_schema(name.split("/")[1].split(".")[0]).parsed["name"]
@@ -610,6 +626,15 @@ def test_a_confirm_written_with_version_4_decodes_without_a_3ds_result() -> None
     record = RECORDS["PaymentCommand"] | {"kind": "confirm", "card": None, "amount_minor": None}
     old = {k: v for k, v in record.items() if k != "three_ds"}
     assert Codec("PaymentCommand").decode(_written_with("history/PaymentCommand.4", old)) == record
+
+
+def test_records_written_before_splits_decode_unsplit() -> None:
+    for name, version in (("PaymentCommand", 5), ("ValidatedCommand", 4), ("PaymentEvent", 2)):
+        old = {k: v for k, v in RECORDS[name].items() if k not in ("splits", "platform_fee_minor")}
+        assert Codec(name).decode(_written_with(f"history/{name}.{version}", old)) == RECORDS[name]
+    old = {k: v for k, v in RECORDS["MerchantRecord"].items() if k not in ("platform_id", "connected")}
+    decoded = Codec("MerchantRecord").decode(_written_with("history/MerchantRecord.1", old))
+    assert decoded == old | {"platform_id": None, "connected": []}
 
 
 def test_a_validated_command_written_with_version_2_decodes_without_a_3ds_result() -> None:

@@ -339,3 +339,63 @@ def test_rebuild_names_a_record_it_cannot_fold(record: Any, reason: str) -> None
     with pytest.raises(ReplayError) as err:
         rebuild([(ENTRIES_TOPIC, 2, 41, record)])
     assert (err.value.partition, err.value.offset) == (2, 41) and reason in str(err.value)
+
+
+# --- split payments and bank payouts ---
+
+
+def market_log() -> tuple[Log, list]:
+    """A split payment (captured, partly refunded) through decide(), its day settled and paid
+    out: the platform and one seller paid, the other seller's account closed (reversed)."""
+    from connectors.providers.bank import DAY_MS, BankRail
+    from streams.ledger import entry_from_record
+    from streams.payments import Policy, decide
+    from streams.payouts import payout_of_settlement, run_payouts
+    from streams.settlement import cutoff_ms, settle
+    from tests.unit.streams.conftest import Commands, saga_of
+
+    cmds, events, p = Commands(), [], None
+    create = cmds.create(amount=10_000, capture_method="manual") | {
+        "splits": [{"merchant_id": "m_sa", "amount_minor": 6_000}, {"merchant_id": "m_sb", "amount_minor": 3_000}],
+        "platform_fee_minor": 1_000}
+    for cmd in (create, cmds.capture(create["payment_id"], "c1"), cmds.refund(create["payment_id"], "r1", amount=2_500)):
+        d = decide(p, cmd, saga_of(), Policy())
+        p, events = d.payment, events + list(d.events)
+    log = Log(events)
+    entries = [e for rs in log.entries.values() for e in rs]
+    run = settle(cmds.t0.date(), [entry_from_record(e) for e in entries], shards=PARTITIONS)
+    paid = run_payouts([payout_of_settlement(e) for e in run.entries], {}, bank=BankRail(closed_accounts=frozenset({"m_sb"})),
+                       as_of_ms=cutoff_ms(cmds.t0.date()) + 5 * DAY_MS, shards=PARTITIONS)
+    extra = [*run.entries, *paid.entries]
+    for e in extra:
+        log.entries[e.shard].append(ENTRIES.decode(ENTRIES.encode(entry_to_record(e))))
+    return log, extra
+
+
+def test_a_split_payment_settled_and_paid_out_audits_clean() -> None:
+    log, extra = market_log()
+    assert {e.event_type for e in extra} == {"settlement", "payout_sent", "payout_paid", "reversal"}
+    report = audit(log.records(), PUBLIC)
+    assert report.ok, report.first_failure
+    assert not report.totals
+
+
+def test_a_split_entry_crediting_another_share_does_not_match_its_event() -> None:
+    log, _ = market_log()
+    shard, offset, record = next((s, o, r) for s, rs in log.entries.items() for o, r in enumerate(rs)
+                                 if r["event_type"] == "captured")
+    lines = record["lines"]
+    a = next(i for i, x in enumerate(lines) if x["account"] == "merchant:m_sa:pending")
+    b = next(i for i, x in enumerate(lines) if x["account"] == "merchant:m_sb:pending")
+    lines[a] = lines[a] | {"credit_minor": lines[a]["credit_minor"] + 1}
+    lines[b] = lines[b] | {"credit_minor": lines[b]["credit_minor"] - 1}  # still balanced
+    assert first(audit(log.records(), PUBLIC)) == (ENTRIES_TOPIC, shard, offset, "entry_mismatch")
+
+
+def test_a_payout_paid_twice_is_named_where_it_was_posted() -> None:
+    log, extra = market_log()
+    paid = next(e for e in extra if e.event_type == "payout_paid")
+    twice = entry_to_record(paid) | {"entry_id": "je_" + "0" * 32}
+    log.entries[paid.shard].append(ENTRIES.decode(ENTRIES.encode(twice)))
+    report = audit(log.records(), PUBLIC)
+    assert [f.reason for f in report.failures] == ["payout_twice"]

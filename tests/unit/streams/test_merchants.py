@@ -67,3 +67,36 @@ def test_currencies_limit_creates() -> None:
 def test_unknown_merchants_pass_unless_registration_is_required() -> None:
     assert admit(create(), None) is None
     assert admit(create(), None, require_registration=True).reason == "merchant_unknown"
+
+
+# --- marketplaces: connected accounts and split creates ---
+
+
+def verified(merchant_id: str) -> dict:
+    return merchant_record(merchant_id, kyc_status="verified", updated_at=T0)
+
+
+def test_connect_links_a_verified_account_to_its_platform_and_round_trips() -> None:
+    from streams.merchants import connect
+
+    platform, account = connect(verified("m_market"), verified("m_seller"), T1)
+    assert (platform["connected"], account["platform_id"]) == (["m_seller"], "m_market")
+    assert CODEC.decode(CODEC.encode(platform, check=True)) == platform
+    with pytest.raises(MerchantError, match="verified"):
+        connect(verified("m_market"), merchant_record("m_new", updated_at=T0), T1)
+    with pytest.raises(MerchantError, match="connected elsewhere"):
+        connect(verified("m_other"), account, T1)
+    with pytest.raises(MerchantError, match="itself a connected account"):
+        connect(account, verified("m_x"), T1)
+
+
+def test_a_split_create_is_admitted_only_to_connected_accounts() -> None:
+    from streams.merchants import connect, disconnect
+
+    platform, _ = connect(verified("m_market"), verified("m_seller"), T1)
+    split = create() | {"merchant_id": "m_market", "splits": [{"merchant_id": "m_seller", "amount_minor": 1}]}
+    assert admit(split, platform) is None
+    stranger = split | {"splits": [{"merchant_id": "m_stranger", "amount_minor": 1}]}
+    assert admit(stranger, platform).reason == "split_account_not_connected"
+    assert admit(split, disconnect(platform, "m_seller", T1)).reason == "split_account_not_connected"
+    assert admit(split, None).reason == "merchant_unknown"  # an unregistered platform cannot split

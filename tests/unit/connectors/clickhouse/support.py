@@ -90,7 +90,10 @@ def populate(ch: Any, t: Traffic) -> Any:
 
     from streams.ledger import entry_from_record
     from streams.reconcile import ledger_side, reconcile
-    from streams.settlement import settle
+    from connectors.providers.bank import DAY_MS, BankRail
+    from streams.payouts import payout_of_settlement, run_payouts
+    from streams.payouts_job import status_record
+    from streams.settlement import cutoff_ms, settle
 
     rows = [r for e in t.events for r in rows_for("payment_event", e)]
     rows += [r for e in t.entries for r in rows_for("ledger_entry", e)]
@@ -100,6 +103,10 @@ def populate(ch: Any, t: Traffic) -> Any:
         "payment_status": None, "amount_minor": 100, "currency": None, "occurred_at": DAY0})
     run = settle(DAY0.date(), [entry_from_record(r) for r in t.entries], shards=SHARDS)
     rows += [r for s in run.settlements for r in rows_for("settlement", asdict(s))]
+    closed = BankRail(closed_accounts=frozenset({run.payouts[0].merchant_id})) if run.payouts else BankRail()
+    sent = run_payouts([payout_of_settlement(e) for e in run.entries], {}, as_of_ms=cutoff_ms(DAY0.date()) + 5 * DAY_MS,
+                       bank=closed, shards=SHARDS)
+    rows += [r for s in sent.statuses for r in rows_for("payout", status_record(s))]
     books = ledger_side(t.events)
     rows += [r for i in reconcile(DAY0.date(), books[1:], books).items for r in rows_for("reconciliation", asdict(i))]
     Sink(ch).insert(rows)

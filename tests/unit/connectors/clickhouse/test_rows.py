@@ -123,3 +123,19 @@ def test_any_spoiled_record_is_rows_or_a_row_error(kind: str, field: str, value,
         rows_for(kind, record)
     except RowError:
         pass
+
+
+def test_payout_rows_keep_the_answer_over_the_send(ch) -> None:
+    from datetime import date, datetime, timezone
+
+    from connectors.clickhouse.sink import Sink
+
+    sent = {"payout_id": "po_1", "settlement_id": "stl_1", "merchant_id": "m_a", "currency": "USD", "amount_minor": 700,
+            "day": date(2026, 11, 25), "status": "sent", "sent_at": datetime(2026, 11, 26, tzinfo=timezone.utc),
+            "answered_at": None, "failure_reason": ""}
+    failed = sent | {"status": "failed", "answered_at": datetime(2026, 11, 29, tzinfo=timezone.utc),
+                     "failure_reason": "account_closed"}
+    Sink(ch).insert(rows_for("payout", sent) + rows_for("payout", failed) + rows_for("payout", sent))
+    assert ch.query("SELECT status, failure_reason FROM payouts FINAL").result_rows == [("failed", "account_closed")]
+    with pytest.raises(RowError, match="status"):
+        rows_for("payout", sent | {"status": "lost"})

@@ -1,0 +1,36 @@
+"""`live_balances`: the ledger-balances changelog read back, an account summed over the
+partitions it lives in (a split payment credits sellers in the platform's shard)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from streams import cli_ledger
+from streams.ledger import balance_key, encode_balance
+from streams.settings import Settings
+
+
+@dataclass
+class Msg:
+    p: int
+    k: bytes
+    v: bytes | None
+
+    def partition(self) -> int:
+        return self.p
+
+    def key(self) -> bytes:
+        return self.k
+
+    def value(self) -> bytes | None:
+        return self.v
+
+
+def test_an_account_in_two_shards_is_the_sum_of_their_last_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    seller, platform = balance_key("merchant:m_s:pending", "USD"), balance_key("merchant:m_p:pending", "USD")
+    log = [Msg(1, seller, encode_balance(-900)), Msg(3, seller, encode_balance(500)), Msg(1, seller, encode_balance(-1_000)),
+           Msg(1, platform, encode_balance(-50)), Msg(1, platform, None)]  # a tombstone: zero
+    monkeypatch.setattr(cli_ledger, "read_to_end", lambda *_a, **_k: iter(log))
+    assert cli_ledger.live_balances(Settings(namespace="t")) == {("merchant:m_s:pending", "USD"): -500}
