@@ -2,6 +2,7 @@
 
     scorer = Scorer.load(artifact_dir, rules_path)        # once per worker; raises at start
     decision = scorer.score(tx, states)                   # features, rules, blocklist, model
+    decisions = scorer.decide_many([(tx, scorer.features(tx, states)), ...])  # a batch: one model call
     scorer.update_states(states, tx)                      # then fold the tx in
     scorer.apply_label(card_state, merchant_state, label) # a FraudLabel record, when revealed
     scorer.blocklist.apply(BlockEntry.from_record(rec))   # from the compacted topic
@@ -17,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
@@ -46,6 +47,8 @@ _THREADS = ThreadpoolController()
 
 #: Features that must be finite for the model to score; otherwise: rules-only fallback.
 _REQUIRED = ("amount_major", "hour_of_day", "card_tx_total", "card_cnt_1h")
+# Rows per model call (the risk agent's batch is bounded below this by PAYSTREAM_AGENT_BATCH_MAX).
+MAX_BATCH_ROWS = 4_096
 
 
 @dataclass
@@ -71,29 +74,43 @@ class Scorer:
         `usable=False`: the caller could not read the stored states (garbled bytes), so
         features from them would lie; rules only, flagged. `merchant`: the merchant's
         counts from elsewhere (see models.features.compute), else `states.merchant`'s."""
-        fv: FeatureVector | None = None
-        if usable:
-            try:
-                fv = compute(make_txn(tx), states, merchant)
-            except FeatureInputError:
-                fv = None
-        if fv is not None and not all(math.isfinite(getattr(fv, n)) for n in _REQUIRED):
-            fv = None
-        hits = evaluate_rules(self.policy, tx, fv) + self._blocklist_hits(tx)
-        score = shadow_score = None
-        if fv is not None:
-            row = np.asarray([fv], dtype=np.float64)
+        return self.decide_many([(tx, self.features(tx, states, usable=usable, merchant=merchant))])[0]
+
+    def features(self, tx: Mapping[str, Any], states: TxStates, *, usable: bool = True,
+                 merchant: MerchantCounts | None = None) -> FeatureVector | None:
+        """The model's input for `tx` from the states before it, or None (rules only)."""
+        if not usable:
+            return None
+        try:
+            fv = compute(make_txn(tx), states, merchant)
+        except FeatureInputError:
+            return None
+        return fv if all(math.isfinite(getattr(fv, n)) for n in _REQUIRED) else None
+
+    def decide_many(self, items: Sequence[tuple[Mapping[str, Any], FeatureVector | None]]) -> list[FraudDecision]:
+        """The decision of each (tx, features): the model scores every row in one call
+        (a batch costs about what one row does), rules and blocklist per tx."""
+        assert len(items) <= MAX_BATCH_ROWS, len(items)
+        rows = [fv for _, fv in items if fv is not None]
+        scores = shadow_scores = iter(())
+        if rows:
+            matrix = np.asarray(rows, dtype=np.float64)
             with _THREADS.limit(limits=1, user_api="openmp"):
-                score = _score(self.model, row)
-                shadow_score = _score(self.shadow, row)
-        return decide(
-            fv, hits, score, self.policy.thresholds,
-            fallback_action=self.policy.fallback_action,
-            model_version=self.model.version if self.model else None,
-            rules_version=self.policy.version,
-            shadow_score=shadow_score,
-            shadow_version=self.shadow.version if self.shadow else None,
-        )
+                scores, shadow_scores = iter(_scores(self.model, matrix)), iter(_scores(self.shadow, matrix))
+        decisions = []
+        for tx, fv in items:
+            score = shadow_score = None
+            if fv is not None:
+                score, shadow_score = next(scores), next(shadow_scores)
+            decisions.append(decide(
+                fv, evaluate_rules(self.policy, tx, fv) + self._blocklist_hits(tx), score, self.policy.thresholds,
+                fallback_action=self.policy.fallback_action,
+                model_version=self.model.version if self.model else None,
+                rules_version=self.policy.version,
+                shadow_score=shadow_score,
+                shadow_version=self.shadow.version if self.shadow else None,
+            ))
+        return decisions
 
     def _blocklist_hits(self, tx: Mapping[str, Any]) -> tuple[RuleHit, ...]:
         try:
@@ -120,9 +137,18 @@ class Scorer:
         apply_label(card, merchant, to_ms(label["occurred_at"]), bool(label["fraud"]))
 
 
-def _score(model: LoadedModel | None, row: np.ndarray) -> float | None:
+def _scores(model: LoadedModel | None, matrix: np.ndarray) -> list[float | None]:
+    """One score per row; None for every row without a model. A batch the model
+    refuses is scored row by row, so one bad row falls back alone."""
     if model is None:
-        return None
+        return [None] * len(matrix)
+    try:
+        return [float(x) for x in model.score(matrix)]
+    except Exception:
+        return [_score(model, matrix[i:i + 1]) for i in range(len(matrix))]
+
+
+def _score(model: LoadedModel, row: np.ndarray) -> float | None:
     try:
         return float(model.score(row)[0])
     except Exception:  # a model that cannot score this row: rules-only fallback, flagged

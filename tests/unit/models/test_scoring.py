@@ -87,3 +87,45 @@ def test_bad_artifact_or_rules_stop_at_load(tmp_path):
     with pytest.raises(PolicyError):
         Scorer.load(SHIPPED, tmp_path / "none.toml")
     assert Scorer.load(None).score(tx(), TxStates()).fallback
+
+
+def test_a_batch_decides_exactly_as_one_at_a_time_with_fallbacks_in_place(scorer):
+    states = TxStates()
+    items, singles = [], []
+    for i in range(12):
+        t = tx(occurred_at=T0 + timedelta(minutes=7 * i), amount_minor=1_000 + 97 * i, card_token=f"tok_{i % 3}")
+        if i in (4, 9):
+            t = tx(amount_minor="12.50")  # garbled: rules only, in its place in the batch
+        singles.append(scorer.score(t, states))
+        items.append((t, scorer.features(t, states)))
+        scorer.update_states(states, t)
+    batch = scorer.decide_many(items)
+    assert batch == singles
+    assert [d.fallback for d in batch].count(True) == 2 and batch[4].fallback and batch[9].fallback
+    assert scorer.decide_many([]) == []
+
+
+def test_a_batch_the_model_refuses_falls_back_row_by_row(scorer):
+    from dataclasses import replace
+
+    class Picky:
+        """The real model, refusing any batch of more than one row and rows with a negative amount."""
+
+        def __init__(self, real):
+            self.real, self.manifest = real, real.manifest
+
+        @property
+        def version(self):
+            return self.real.version
+
+        def score(self, X):
+            if len(X) > 1 or X[0][0] < 0:
+                raise ValueError("no")
+            return self.real.score(X)
+
+    picky = replace(scorer, model=Picky(scorer.model), shadow=None)
+    good = (tx(), scorer.features(tx(), TxStates()))
+    bad_fv = good[1]._replace(amount_major=-1.0)
+    decisions = picky.decide_many([good, (tx(), bad_fv), good])
+    assert [d.fallback for d in decisions] == [False, True, False]
+    assert decisions[0].score == scorer.score(tx(), TxStates()).score
