@@ -22,6 +22,11 @@ _COMMAND_DEFAULTS: dict[str, Any] = {
     "sealed_card": None,
     "dispute": None,
     "three_ds": None,
+    "method": None,
+    "wallet": None,
+    "bank_account": None,
+    "bnpl": None,
+    "bank_notice": None,
 }
 _DISPUTE_DEFAULTS: dict[str, Any] = {"reason": None, "evidence_due_at": None, "evidence": None, "outcome": None}
 _THREE_DS_DEFAULTS: dict[str, Any] = {"eci": None, "ds_trans_id": None}

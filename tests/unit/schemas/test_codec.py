@@ -43,6 +43,11 @@ RECORDS = {
         "card_token": None,
         "three_ds": None,
         "sealed_card": None,
+        "method": None,
+        "wallet": None,
+        "bank_account": None,
+        "bnpl": None,
+        "bank_notice": None,
     },
     "ValidatedCommand": {
         "command_id": "cmd_01",
@@ -74,6 +79,11 @@ RECORDS = {
         "three_ds": None,
         "merchant_features": {"cnt_1h": 3, "cnt_1d": 40, "cnt_7d": 210, "cnt_30d": 905, "labeled_7d": 12,
                               "labeled_30d": 51, "fraud_7d": 1, "fraud_30d": 2},
+        "method": None,
+        "wallet": None,
+        "bank_account": None,
+        "bnpl_provider": None,
+        "return_code": None,
     },
     "FraudReview": {
         "review_id": "cmd_0a1b2c3d4e5f60718293a4b5c6d7e8f9",
@@ -153,6 +163,7 @@ RECORDS = {
         "prev_hash": bytes(range(32)),
         "key_id": "sig-v1",
         "signature": bytes(64),
+        "method": None,
     },
     "LedgerEntry": {
         "entry_id": "je_0a1b2c3d4e5f60718293a4b5c6d7e8f9",
@@ -288,6 +299,37 @@ EXTRA_RECORDS = [
                                        "three_ds": {"trans_status": "N", "eci": None, "ds_trans_id": None}},
     ),
     ("PaymentEvent", RECORDS["PaymentEvent"] | {"type": "authorized", "three_ds_status": "A", "liability_shift": True}),
+    (
+        "PaymentCommand",
+        RECORDS["PaymentCommand"] | {"method": "wallet", "card": None, "wallet": {
+            "provider": "apple_pay", "token": "wtok_0123456789abcdef", "cryptogram": "AgAAAAAABk4DWZ4C28yUQAAAAAA="}},
+    ),
+    (
+        "PaymentCommand",
+        RECORDS["PaymentCommand"] | {"method": "bank_transfer", "card": None, "bank_account": {
+            "scheme": "sepa", "mandate_id": "MD-2026-0001", "account_last4": "6789"}},
+    ),
+    ("PaymentCommand", RECORDS["PaymentCommand"] | {"method": "bnpl", "card": None, "bnpl": {"provider": "later"}}),
+    (
+        "PaymentCommand",
+        RECORDS["PaymentCommand"] | {"kind": "bank_return", "amount_minor": None, "card": None,
+                                     "bank_notice": {"return_code": "R01"}},
+    ),
+    (
+        "ValidatedCommand",
+        RECORDS["ValidatedCommand"] | {"method": "wallet", "card": None, "wallet": {"provider": "google_pay",
+                                                                                     "token": "wtok_0123456789abcdef"}},
+    ),
+    (
+        "ValidatedCommand",
+        RECORDS["ValidatedCommand"] | {"method": "bank_transfer", "card": None, "bank_account": {
+            "scheme": "ach", "mandate_id": "MD-1", "account_last4": "6789"}},
+    ),
+    ("ValidatedCommand", RECORDS["ValidatedCommand"] | {"method": "bnpl", "card": None, "bnpl_provider": "later"}),
+    ("ValidatedCommand", RECORDS["ValidatedCommand"] | {"kind": "bank_return", "method": None, "card": None,
+                                                        "return_code": "AM04"}),
+    ("PaymentEvent", RECORDS["PaymentEvent"] | {"type": "bank_reversed", "method": "bank_transfer", "card_token": None,
+                                                "card_bin": None, "card_last4": None, "reason_code": "R01"}),
     ("DeadLetter", RECORDS["DeadLetter"] | {"raw_key": None, "raw_value": b""}),
     ("LedgerEntry", RECORDS["LedgerEntry"] | {"fx": None, "reverses": "je_00112233445566778899aabbccddeeff"}),
 ]
@@ -500,8 +542,9 @@ def test_history_schemas_are_earlier_versions_of_shipped_ones() -> None:
     from schemas.codec import history_names, load_schema
 
     assert history_names() == ("history/PaymentCommand.1", "history/PaymentCommand.2", "history/PaymentCommand.3",
-                               "history/PaymentCommand.4", "history/PaymentEvent.1", "history/ValidatedCommand.1",
-                               "history/ValidatedCommand.2", "history/ValidatedCommand.3")
+                               "history/PaymentCommand.4", "history/PaymentCommand.5", "history/PaymentEvent.1",
+                               "history/PaymentEvent.2", "history/ValidatedCommand.1", "history/ValidatedCommand.2",
+                               "history/ValidatedCommand.3", "history/ValidatedCommand.4")
     for name in history_names():
         old = load_schema(name)
         assert old.parsed["name"] == load_schema(name.split("/")[1].split(".")[0]).parsed["name"]
@@ -604,6 +647,22 @@ def test_a_validated_command_written_with_version_3_decodes_without_merchant_fea
     old = {k: v for k, v in RECORDS["ValidatedCommand"].items() if k != "merchant_features"}
     decoded = Codec("ValidatedCommand").decode(_written_with("history/ValidatedCommand.3", old))
     assert decoded == old | {"merchant_features": None}
+
+
+_METHOD_FIELDS = {"PaymentCommand": ("method", "wallet", "bank_account", "bnpl", "bank_notice"),
+                  "ValidatedCommand": ("method", "wallet", "bank_account", "bnpl_provider", "return_code")}
+
+
+@pytest.mark.parametrize(("name", "version"), [("PaymentCommand", 5), ("ValidatedCommand", 4)])
+def test_a_command_written_before_payment_methods_decodes_as_a_card(name: str, version: int) -> None:
+    old = {k: v for k, v in RECORDS[name].items() if k not in _METHOD_FIELDS[name]}
+    decoded = Codec(name).decode(_written_with(f"history/{name}.{version}", old))
+    assert decoded == old | dict.fromkeys(_METHOD_FIELDS[name])
+
+
+def test_a_payment_event_written_with_version_2_decodes_without_a_method() -> None:
+    old = {k: v for k, v in RECORDS["PaymentEvent"].items() if k != "method"}
+    assert Codec("PaymentEvent").decode(_written_with("history/PaymentEvent.2", old)) == old | {"method": None}
 
 
 def test_merchant_features_must_be_whole_counts() -> None:

@@ -35,9 +35,9 @@ def rail(name: str = "acq_north", seed: int = 7, **changes: object) -> Rail:
     return Rail(replace(cfg, **changes), seed)
 
 
-def test_the_shipped_file_has_two_acquirers_a_wallet_and_a_bank_rail():
+def test_the_shipped_file_has_two_acquirers_a_wallet_two_bank_rails_and_a_bnpl_rail():
     kinds = sorted(c.kind for c in load_rail_configs().values())
-    assert kinds == ["bank_transfer", "card", "card", "wallet"]
+    assert kinds == ["bank_transfer", "bank_transfer", "bnpl", "card", "card", "wallet"]
 
 
 def test_same_key_same_answer_and_one_record():
