@@ -82,8 +82,9 @@ DISPUTE_SHARE = 0.02
 DEMO_DISPUTE_REASONS = ("fraudulent", "product_not_received", "duplicate", "unrecognized")
 # Payment methods other than cards (drawn per payment from (seed, i), so the card
 # traffic's draws stay as they were): the share of payments, where a rail takes the
-# currency (streams/methods.py; bank debits: ACH in USD, SEPA in EUR).
-METHOD_SHARES = (("wallet", 0.10), ("bank_transfer", 0.08), ("bnpl", 0.05))
+# currency (streams/methods.py; bank debits: ACH in USD, SEPA in EUR). Bank transfers
+# get a large share so that a 1,000-payment day shows a few returns (~100 transfers).
+METHOD_SHARES = (("wallet", 0.10), ("bank_transfer", 0.25), ("bnpl", 0.05))
 METHOD_CURRENCIES = {"wallet": {"USD", "EUR", "GBP"}, "bank_transfer": {"USD", "EUR"}, "bnpl": {"USD", "EUR", "GBP"}}
 BANK_SCHEMES = {"USD": "ach", "EUR": "sepa"}
 # currency -> (typical amount range in minor units)
