@@ -197,8 +197,9 @@ class Payment:
     provider: str | None = None
     provider_ref: str | None = None
     fraud_action: str | None = None
-    # The create's metadata["payment_method"], kept while the payment awaits a review or
-    # a 3DS confirm: the router needs it when the authorization finally happens.
+    # The create's metadata["payment_method"] (the convention before ValidatedCommand v5),
+    # kept while the payment awaits a review or a 3DS confirm: the router needs it when
+    # the authorization finally happens.
     payment_method: str | None = None
     resolve_attempts: int = 0
     # The 3DS result that answered the step-up (None: no step-up), and whether it moved
@@ -576,7 +577,8 @@ def _as_create(p: Payment) -> dict[str, Any]:
         "currency": p.currency,
         "card": {"token": p.card_token, "bin": p.card_bin or "", "last4": p.card_last4 or ""} if p.card_token else None,
         "metadata": {"payment_method": p.payment_method} if p.payment_method else {},
-        "method": p.method,
+        # A payment paused before it had a method field (stored before it) kept the metadata's.
+        "method": p.payment_method or p.method,
     }
 
 

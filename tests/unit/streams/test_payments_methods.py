@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
+from connectors.providers.router import _method
 from connectors.providers.simulated import ProviderResult
 from schemas.codec import Codec
-from streams.payments import FraudVerdict, Payment, Policy, decide
+from streams.payments import FraudVerdict, Payment, Policy, _as_create, decide
 from tests.unit.streams.conftest import Commands, ScriptedProvider, saga_of
 from tests.unit.streams.test_payments import ok, refused
 
@@ -142,3 +144,15 @@ def test_a_payment_round_trips_with_its_method(cmds: Commands) -> None:
     p, _ = submitted(cmds)
     p, _ = events_of(p, bank_notice(cmds, "bank_return", p.payment_id, "n1", at_days=1, code="R01"))
     assert Payment.from_json(p.to_json()) == p
+
+
+def test_a_paused_payment_resumes_with_its_method(cmds: Commands) -> None:
+    review = saga_of(fraud=lambda cmd: FraudVerdict("review"))
+    p = ok(None, create(cmds, "bnpl"), saga=review)
+    assert p.status == "requires_review"
+    assert _method(_as_create(p)) == "bnpl"
+    # One paused before payments had a method (stored without it) routes by its metadata, as it would have.
+    old = replace(p, method="card", instrument=None, payment_method="wallet")
+    assert _method(_as_create(old)) == "wallet"
+    resolved = ok(p, cmds.follow_up("review_resolve", p.payment_id, "rv1") | {"fraud_action": "approve"})
+    assert resolved.status == "captured" and resolved.method == "bnpl"
