@@ -24,6 +24,11 @@ _COMMAND_DEFAULTS: dict[str, Any] = {
     "three_ds": None,
     "splits": None,
     "platform_fee_minor": None,
+    "method": None,
+    "wallet": None,
+    "bank_account": None,
+    "bnpl": None,
+    "bank_notice": None,
 }
 _DISPUTE_DEFAULTS: dict[str, Any] = {"reason": None, "evidence_due_at": None, "evidence": None, "outcome": None}
 _THREE_DS_DEFAULTS: dict[str, Any] = {"eci": None, "ds_trans_id": None}

@@ -52,6 +52,7 @@ from streams.eos import Emitter, Record, StateWrite, origin_ms
 from streams.ingest import DeadLetter, Forward, Limits, Source, dead_letter, ingest
 from streams.ledger import entry_to_record
 from streams.payments import Policy, Saga
+from streams.methods import method_currencies
 from streams.payments_stage import DEDUP, EVENTS, LABELS, OUTCOMES, PAYMENTS, SELF, TIMERS, Tables, handle
 from streams.reconcile import STATUSES
 from streams.settings import Settings, client_config
@@ -189,7 +190,12 @@ def build_app(settings: Settings) -> faust.App:
     atexit.register(vault.close)
     # ... after opening the cards producers sealed to the card-intake key.
     opener = CardOpener(keystore)
-    limits = Limits(settings.max_amount_minor, settings.idempotency_key_max_len, n, settings.ingest_accept_raw_card)
+    saga = build_saga(settings)
+    # Ingest refuses a currency no rail of the method takes (the test provider takes any).
+    currencies = (method_currencies({name: rail.config for name, rail in saga.providers.items()}, saga.route.config.methods)
+                  if isinstance(saga.route, Router) else None)
+    limits = Limits(settings.max_amount_minor, settings.idempotency_key_max_len, n, settings.ingest_accept_raw_card,
+                    currencies)
     policy = Policy(auth_window=timedelta(hours=settings.auth_window_h), max_follow_ups=settings.payment_max_follow_ups,
                     dispute_fee_minor=settings.dispute_fee_minor, three_ds_unavailable=settings.three_ds_unavailable)
     # The fraud model is verified here, at start: a tampered artifact stops the worker now, not mid-stream.
@@ -198,7 +204,6 @@ def build_app(settings: Settings) -> faust.App:
     retention = timedelta(hours=settings.idempotency_retention_h)
     route_retention = timedelta(days=settings.follow_up_route_days) if settings.fraud_scoring else None
     routing_log = RoutingLog(settings.routing_log_dir, settings.worker_name) if settings.routing_log_dir else None
-    saga = build_saga(settings)
     codecs = {OUTCOMES: (names.outcomes, OUTCOME_CODEC), EVENTS: (names.events, EVENT_CODEC),
               SELF: (names.validated, VALIDATED_CODEC), LABELS: (names.labels, LABEL_CODEC)}
 

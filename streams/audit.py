@@ -259,6 +259,7 @@ class Auditor:
             "authorized": (amount, p.captured, p.refunded),
             "captured": (p.authorized, p.captured + amount, p.refunded),
             "refunded": (p.authorized, p.captured, p.refunded + amount),
+            "bank_submitted": (amount, p.captured + amount, p.refunded),  # no hold: submitted is captured
         }.get(etype, (p.authorized, p.captured, p.refunded))
         if etype in ("voided", "expired"):
             p.closed = etype

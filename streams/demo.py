@@ -27,10 +27,12 @@ from schemas.cards import luhn_valid
 from schemas.codec import Codec
 from schemas.ids import derive_payment_id
 from schemas.times import to_ms
-from streams.fraud_ops import resolve_command
 from streams.demo_market import Marketplace, market_records, market_split, run_marketplace
+from streams.demo_methods import BankNotices, methods_summary, run_bank_notices
+from streams.fraud_ops import resolve_command
 from streams.fx import FxRate, rate_to_record
 from streams.merchants import merchant_record
+from streams.methods import DISPUTABLE, METHODS
 from streams.observe import Observer
 from streams.payments import FRAUD_DISPUTE_REASONS
 from streams.publish import RawMessage, publish_commands
@@ -80,6 +82,13 @@ CHAOS_PROVIDER = "acq_north"
 # The network disputes this share of captured payments; the reasons it gives.
 DISPUTE_SHARE = 0.02
 DEMO_DISPUTE_REASONS = ("fraudulent", "product_not_received", "duplicate", "unrecognized")
+# Payment methods other than cards (drawn per payment from (seed, i), so the card
+# traffic's draws stay as they were): the share of payments, where a rail takes the
+# currency (streams/methods.py; bank debits: ACH in USD, SEPA in EUR). Bank transfers
+# get a large share so that a 1,000-payment day shows a few returns (~100 transfers).
+METHOD_SHARES = (("wallet", 0.10), ("bank_transfer", 0.25), ("bnpl", 0.05))
+METHOD_CURRENCIES = {"wallet": {"USD", "EUR", "GBP"}, "bank_transfer": {"USD", "EUR"}, "bnpl": {"USD", "EUR", "GBP"}}
+BANK_SCHEMES = {"USD": "ach", "EUR": "sepa"}
 # currency -> (typical amount range in minor units)
 CURRENCIES = {"USD": (500, 50_000), "EUR": (500, 40_000), "GBP": (500, 30_000), "JPY": (500, 50_000), "KWD": (1_000, 90_000)}
 
@@ -138,11 +147,16 @@ def generate(payments: int, seed: int, run_id: str, start: datetime) -> Traffic:
         pan = cardholder(test_card, rng, keep_last4=TEST_CARDS.index(test_card) >= ORDINARY_CARDS)
         manual = rng.random() < 0.3
         key = f"{run_id}-{i}"
-        split = market_split(seed, i, amount) or {}  # a marketplace payment: the platform's, split among its sellers
+        method = demo_method(seed, i, currency)
+        # A marketplace payment (card only): the platform's, split among its sellers.
+        split = (market_split(seed, i, amount) if method == "card" else None) or {}
         merchant = split.get("merchant_id", merchant)
         pid = derive_payment_id(merchant, key)
         card = {"number": pan, "exp_month": rng.randint(1, 12), "exp_year": start.year + rng.randint(1, 5), "cvc": "123"}
         roll = rng.random()
+        instrument = {"card": card} if method == "card" else demo_instrument(method, currency, seed, i)
+        if method == "bank_transfer":
+            manual = False  # a bank debit has no hold to capture later
         if roll < 0.01:  # invalid input: answered with a rejection, never applied
             bad = rng.choice(("luhn", "currency", "amount"))
             emit(
@@ -155,17 +169,19 @@ def generate(payments: int, seed: int, run_id: str, start: datetime) -> Traffic:
             continue
         create = emit(
             "create", merchant, key, payment_id=pid, amount_minor=amount, currency=currency,
-            card=card, capture_method="manual" if manual else "automatic",
-            metadata={"order_id": f"ord_{i}"}, **{k: v for k, v in split.items() if k != "merchant_id"},
+            capture_method="manual" if manual else "automatic",
+            metadata={"order_id": f"ord_{i}"}, **instrument, **{k: v for k, v in split.items() if k != "merchant_id"},
         )
         if roll < 0.03:  # a client retry: same key, same body
-            emit("create", merchant, key, **{k: create[k] for k in ("payment_id", "amount_minor", "currency", "card", "capture_method", "metadata", *split) if k != "merchant_id"})
+            emit("create", merchant, key, **{k: create[k] for k in ("payment_id", "amount_minor", "currency", "capture_method", "metadata", *instrument, *split) if k != "merchant_id"})
         elif roll < 0.04:  # the same key reused for a different request
-            emit("create", merchant, key, payment_id=pid, amount_minor=amount + 1, currency=currency, card=card, capture_method=create["capture_method"])
+            emit("create", merchant, key, payment_id=pid, amount_minor=amount + 1, currency=currency, capture_method=create["capture_method"], **instrument)
         elif roll < 0.05 and i:  # a key of this merchant's earlier payment, reused on this one
             emit("refund", merchant, f"{run_id}-{i - 1}", payment_id=pid, amount_minor=1)
-        if test_card == TEST_CARDS[-1]:
+        if method == "card" and test_card == TEST_CARDS[-1]:
             continue  # declined: nothing to follow up
+        if method == "bank_transfer":
+            continue  # refunded only once settled: the bank's notices come after the day
         captured = amount if not manual else 0
         if manual:
             r = rng.random()
@@ -190,6 +206,31 @@ def generate(payments: int, seed: int, run_id: str, start: datetime) -> Traffic:
         t.items.insert(rng.randrange(len(t.items) + 1), (b"junk", junk))
         t.garbage += 1
     return t
+
+
+def demo_method(seed: int, i: int, currency: str) -> str:
+    """The payment method of the demo's payment i: card, or one of METHOD_SHARES where
+    its rails take the currency."""
+    u = random.Random(f"{seed}:method:{i}").random()
+    for method, share in METHOD_SHARES:
+        if u < share:
+            return method if currency in METHOD_CURRENCIES[method] else "card"
+        u -= share
+    return "card"
+
+
+def demo_instrument(method: str, currency: str, seed: int, i: int) -> dict[str, Any]:
+    """The create's instrument fields for a non-card method (PaymentCommand v6): no PAN anywhere."""
+    rng = random.Random(f"{seed}:instrument:{i}")
+    if method == "wallet":
+        token = "wtok_" + "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(24))
+        cryptogram = "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") for _ in range(28))
+        return {"method": method, "wallet": {"provider": rng.choice(("apple_pay", "google_pay")), "token": token,
+                                             "cryptogram": cryptogram}}
+    if method == "bank_transfer":
+        return {"method": method, "bank_account": {"scheme": BANK_SCHEMES[currency], "mandate_id": f"MD-{seed}-{i}",
+                                                   "account_last4": f"{rng.randrange(10_000):04d}"}}
+    return {"method": method, "bnpl": {"provider": "later"}}
 
 
 def chaos_schedule(start_ms: int, end_ms: int) -> dict[str, tuple[Window, ...]]:
@@ -252,6 +293,8 @@ def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int, 
         disputes = run_disputes(settings, observer, seed, traffic.run_id, timeout_s) if complete else Disputes()
         # From the next day on, months of subscription charges by the clock's event time.
         subs = run_subscriptions(settings, observer, subscribers, timeout_s) if complete else SubscriptionCounts()
+        # Days later by event time, the banks settle the transfers or return some.
+        bank = run_bank_notices(settings, observer, traffic.run_id, timeout_s) if complete else BankNotices()
         # The ledger runs behind the outcomes: stop the worker once every event is posted.
         books_closed = complete and observer.wait_until(observer.books_applied, BOOKS_TIMEOUT_S)
         books_s = time.monotonic() - started
@@ -274,6 +317,7 @@ def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int, 
                   f"{subs.canceled} canceled; {subs.held} held (a charge paused for review or a provider timeout)")
     console.print(f"splits: {market.split_payments} payments split among {market.split_accounts} accounts; "
                   f"payouts: {market.payouts_sent} sent, {market.payouts_failed} failed and reversed")
+    console.print(methods_summary(observer.events, bank))
     if worker.restarts:
         console.print(f"[yellow]the worker was restarted {worker.restarts} time(s); see {log_file}")
     console.print(f"journal entries: {len(observer.entry_ids)}; books closed {books_closed} after {books_s:.1f}s"
@@ -287,7 +331,8 @@ def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int, 
         rails = build_rails(seed=settings.provider_seed, journal_dir=settings.providers_dir)  # the providers' books
         charges_ok = _providers(console, observer.events, read_routing_log(settings.routing_log_dir), approvals(rails))
     return (complete and len(mine) == commands and duplicated == 0 and books_closed
-            and step_ups.confirmed == step_ups.asked and charges_ok and subs.complete and market.completed)
+            and step_ups.confirmed == step_ups.asked and charges_ok and subs.complete and market.completed
+            and bank.answered == bank.sent)
 
 
 def provider_shares(events: dict[str, list[dict[str, Any]]]) -> Counter[str]:
@@ -354,7 +399,7 @@ def open_the_day(settings: Settings, as_of: datetime) -> None:
     publish the day's FX rates for every pair settlement will convert."""
     names = topic_names(settings)
     producer = command_producer(client_config(settings))
-    records = [merchant_record(m, kyc_status="verified", settlement_currency=c, updated_at=as_of)
+    records = [merchant_record(m, kyc_status="verified", settlement_currency=c, methods=METHODS, updated_at=as_of)
                for m, c in SETTLEMENT_CURRENCY.items()]
     for record in records + market_records(as_of):
         producer.produce(names.merchants, key=record["merchant_id"].encode(), value=MERCHANT_CODEC.encode(record, check=True))
@@ -468,7 +513,7 @@ def dispute_commands(events: Mapping[str, list[dict[str, Any]]], seed: int, run_
     evidence, lost without. Event time runs on from the capture, never the wall clock."""
     out: list[dict[str, Any]] = []
     for pid, evs in sorted(events.items()):
-        captured = [e for e in evs if e["type"] == "captured"]
+        captured = [e for e in evs if e["type"] == "captured" and (e.get("method") or "card") in DISPUTABLE]
         rng = random.Random(f"{seed}:dispute:{pid}")
         if not captured or rng.random() >= DISPUTE_SHARE:
             continue

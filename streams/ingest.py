@@ -22,6 +22,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from connectors.vault.intake import OpenedCard, SealError
@@ -32,6 +33,7 @@ from schemas.ids import derive_dlq_id, derive_payment_id
 from schemas.money import is_currency
 from schemas.partitioning import partition_for
 from streams.splits import SplitError, checked_splits
+from streams.methods import NO_INSTRUMENT, MethodError, check_instrument, check_return_code, method_of
 
 MERCHANT_ID_MAX_LEN = 64
 COMMAND_ID_MAX_LEN = 128
@@ -45,7 +47,11 @@ PAYMENT_ID_PATTERN = re.compile(r"pay_[0-9a-f]{32}")
 CURRENCY_MAX_LEN = 8
 DISPUTE_KINDS = frozenset({"dispute_open", "dispute_evidence", "dispute_close"})
 # confirm (version 4): the cardholder passed the 3DS step-up of a payment in requires_action.
-FOLLOW_UP_KINDS = frozenset({"capture", "void", "refund", "expire", "confirm"}) | DISPUTE_KINDS
+# The bank rail's notifications (version 6): a bank transfer settled, or was returned.
+BANK_KINDS = frozenset({"bank_settle", "bank_return"})
+FOLLOW_UP_KINDS = frozenset({"capture", "void", "refund", "expire", "confirm"}) | DISPUTE_KINDS | BANK_KINDS
+# The instruments of non-card methods (PaymentCommand v6): a follow-up carries none.
+_INSTRUMENT_FIELDS = ("method", "wallet", "bank_account", "bnpl")
 # A confirm's 3DS result (PaymentCommand v5): the ECI is two digits, the directory
 # server's transaction id a UUID in its 36-char form (EMV 3DS 2.x).
 ECI_PATTERN = re.compile(r"[0-9]{2}")
@@ -89,6 +95,8 @@ class Limits:
     # Raw `card` (PAN and CVC on payment-commands) from producers that do not seal yet:
     # refusing it does not take the PAN off the topic, it tells the producer to upgrade.
     accept_raw_card: bool = True
+    # method -> currencies its rails take (streams.methods.method_currencies); None: unchecked.
+    method_currencies: Mapping[str, frozenset[str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -180,6 +188,8 @@ def _refused(cmd: dict[str, Any], reason: str, detail: str, limits: Limits) -> d
         "three_ds": None,
         "splits": None,
         "platform_fee_minor": None,
+        **NO_INSTRUMENT,
+        "return_code": None,
         "rejection_reason": reason,
         "rejection_detail": mask_pans(detail)[0][:500],
     }
@@ -194,7 +204,8 @@ def _unpan(text: str | None) -> str | None:
     return mask_pans(text)[0] if text is not None and contains_pan(text) else text
 
 
-def _forwarded(cmd: dict[str, Any], payment_id: str | None, card: dict[str, Any] | None) -> dict[str, Any]:
+def _forwarded(cmd: dict[str, Any], payment_id: str | None, card: dict[str, Any] | None,
+               instrument: dict[str, Any] = NO_INSTRUMENT, return_code: str | None = None) -> dict[str, Any]:
     capture_method = cmd["capture_method"]
     if cmd["kind"] == "create":
         capture_method = capture_method or "automatic"  # Stripe's default
@@ -211,6 +222,8 @@ def _forwarded(cmd: dict[str, Any], payment_id: str | None, card: dict[str, Any]
         "metadata": cmd["metadata"],
         "dispute": cmd.get("dispute"),
         "three_ds": cmd.get("three_ds"),
+        **instrument,
+        "return_code": return_code,
         "occurred_at": cmd["occurred_at"],
         "rejection_reason": None,
         "rejection_detail": None,
@@ -254,18 +267,47 @@ def _validate(cmd: dict[str, Any], source: Source, tokenizer: TokenizerT, limits
             raise _Invalid("invalid_payment_id", "payment_id must be pay_ + 32 hex digits, as derive_payment_id makes it")
         if cmd["card"] is not None or cmd["card_token"] is not None or cmd["sealed_card"] is not None:
             raise _Invalid("unexpected_payment_method", f"{kind} must not carry a card")
+        if any(cmd.get(f) is not None for f in _INSTRUMENT_FIELDS):
+            raise _Invalid("unexpected_payment_method", f"{kind} must not carry a payment method")
         if cmd["capture_method"] is not None:
             raise _Invalid("unexpected_capture_method", f"{kind} must not carry capture_method")
     dispute = _check_dispute(kind, cmd)
     _check_three_ds(kind, cmd.get("three_ds"))
+    return_code = _check_bank_notice(kind, cmd)
     _check_amount(cmd["amount_minor"], limits)
     _check_splits(kind, cmd)
     if cmd["currency"] is not None and not is_currency(cmd["currency"]):
         raise _Invalid("invalid_currency", "currency is not an ISO 4217 code")
     _check_partitioning(payment_id, source, limits)
 
-    card = _tokenize(cmd, tokenizer, limits, opener) if kind == "create" else None
-    return _forwarded(cmd | {"dispute": dispute}, payment_id, card)
+    instrument, card = NO_INSTRUMENT, None
+    if kind == "create":
+        try:
+            checked = check_instrument(cmd, limits.method_currencies)
+        except MethodError as e:
+            raise _Invalid(e.reason, e.detail) from None
+        instrument = checked.fields()
+        if checked.method == "card":
+            card = _tokenize(cmd, tokenizer, limits, opener)
+    return _forwarded(cmd | {"dispute": dispute}, payment_id, card, instrument, return_code)
+
+
+def _check_bank_notice(kind: str, cmd: dict[str, Any]) -> str | None:
+    """A bank_return carries its return code; a bank notification carries no amount
+    (the rail settles or returns the whole transfer); nothing else carries a notice."""
+    notice = cmd.get("bank_notice")
+    if kind not in BANK_KINDS or kind == "bank_settle":
+        if notice is not None:
+            raise _Invalid("unexpected_bank_notice", f"{kind} must not carry bank_notice")
+        if kind == "bank_settle" and cmd["amount_minor"] is not None:
+            raise _Invalid("unexpected_amount", "bank_settle must not carry amount_minor")
+        return None
+    if cmd["amount_minor"] is not None:
+        raise _Invalid("unexpected_amount", "bank_return must not carry amount_minor")
+    try:
+        return check_return_code(notice["return_code"] if notice is not None else None)
+    except MethodError as e:
+        raise _Invalid(e.reason, e.detail) from None
 
 
 def _check_splits(kind: str, cmd: dict[str, Any]) -> None:
@@ -274,6 +316,8 @@ def _check_splits(kind: str, cmd: dict[str, Any]) -> None:
         if splits is not None or fee is not None:
             raise _Invalid("unexpected_splits", f"{kind} must not carry splits")
         return
+    if splits and method_of(cmd) == "bank_transfer":  # its bank_* postings credit one merchant
+        raise _Invalid("splits_not_supported", "a bank transfer cannot be split")
     if any(contains_pan(s["merchant_id"]) for s in splits or ()):
         raise _Invalid("pan_in_field", "splits.merchant_id must not contain a card number")
     try:

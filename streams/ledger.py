@@ -27,12 +27,15 @@ from schemas.times import to_ms as datetime_to_ms
 from streams.fx import FxRate, convert, parse_rate
 from streams.splits import MAX_SPLITS, Allocation, allocation_of
 
-MERCHANT_ACCOUNTS = ("holds", "pending", "available")
-HOUSE_ACCOUNTS = ("holds", "clearing", "fees", "settlement", "fx", "disputes", "payouts_in_transit", "bank")
+# incoming: a bank transfer's funds in flight (submitted, not settled): owed to the
+# merchant once they arrive, not payable before. bank_transit: the house side of it.
+MERCHANT_ACCOUNTS = ("holds", "pending", "available", "incoming")
+HOUSE_ACCOUNTS = ("holds", "clearing", "fees", "settlement", "fx", "disputes", "bank_transit", "payouts_in_transit", "bank")
+BANK_EVENT_TYPES = frozenset({"bank_submitted", "bank_settled", "bank_returned", "bank_reversed"})
 EVENT_TYPES = frozenset(
     {"authorized", "declined", "authorization_pending", "captured", "voided", "expired",
      "refunded", "dispute_opened", "dispute_won", "dispute_lost", "settled"}
-)
+) | BANK_EVENT_TYPES
 REVERSAL = "reversal"  # event_type of an entry that reverses another
 SETTLEMENT = "settlement"  # event_type of a merchant payout entry (streams/settlement.py), from no payment event
 # A payout on the bank rail (streams/payouts.py): sent (available -> in transit), paid
@@ -217,6 +220,17 @@ def post(event: Mapping[str, Any], *, shard: int, settlement: SettlementTerms | 
         move(h("disputes"), h("clearing"), amount)  # the network keeps it: the acquirer owes us less
     elif etype == "settled":
         fx = _settle(settlement, currency, amount, move, m, h)
+    elif etype == "bank_submitted":
+        move(h("bank_transit"), m("incoming"), amount)  # in flight: owed once the bank settles it
+    elif etype == "bank_settled":
+        move(m("incoming"), m("pending"), amount)  # arrived: payable with the merchant's next settlement
+        move(h("clearing"), h("bank_transit"), amount)
+    elif etype == "bank_returned":
+        move(m("incoming"), h("bank_transit"), amount)  # returned before it arrived: the submission unwinds
+    elif etype == "bank_reversed":
+        # Returned after it arrived (and maybe after the merchant was paid): taken back from
+        # the merchant's pending balance, which may go negative (docs/ledger.md).
+        move(m("pending"), h("clearing"), amount)
     # declined, authorization_pending: no money moves (see docs/ledger.md)
     move(m("pending"), h("fees"), fee)
 

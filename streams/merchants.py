@@ -23,9 +23,11 @@ from datetime import datetime
 from typing import Any
 
 from schemas.money import is_currency
+from streams.methods import METHODS as PAYMENT_METHODS
+from streams.methods import method_of
 
 KYC_STATUSES = ("pending", "verified", "rejected")
-METHODS = frozenset({"card"})  # what the pipeline takes today; wallets, bank transfers come with issue 13 item 4
+METHODS = frozenset(PAYMENT_METHODS)  # streams/methods.py: card, wallet, bank_transfer, bnpl
 MERCHANT_ID_MAX_LEN = 64  # as ingest bounds it
 FEE_PLAN_MAX_LEN = 64
 MAX_CURRENCIES = 64
@@ -135,8 +137,9 @@ def admit(cmd: Mapping[str, Any], merchant: Mapping[str, Any] | None, *,
         return Refusal("merchant_not_verified", f"the merchant's KYC status is {merchant['kyc_status']}")
     if merchant["currencies"] and cmd["currency"] not in merchant["currencies"]:
         return Refusal("currency_not_allowed", f"the merchant may charge in {', '.join(merchant['currencies'])}")
-    if merchant["methods"] and "card" not in merchant["methods"]:
-        return Refusal("method_not_allowed", f"the merchant accepts {', '.join(merchant['methods'])}")
+    method = method_of(cmd)
+    if merchant["methods"] and method not in merchant["methods"]:
+        return Refusal("method_not_allowed", f"{method}: the merchant accepts {', '.join(merchant['methods'])}")
     return _split_refusal(cmd, merchant)
 
 

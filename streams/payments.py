@@ -27,11 +27,12 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Callable, Protocol
 
-from connectors.providers.router import Routed, Router, RoutingState
+from connectors.providers.router import Routed, Router, RoutingState, card_of
 from connectors.providers.simulated import Call, ProviderResult
 from schemas.ids import derive_command_id, derive_event_id, derive_label_id, derive_outcome_id, derive_provider_key
 from schemas.times import from_ms
 from schemas.times import to_ms as event_ms
+from streams.methods import DISPUTABLE, NO_STEP_UP, instrument_label, method_of
 from streams.outcomes import outcome, rejection
 from streams.splits import SPLIT_KINDS, Share, SplitError, allocate, checked_splits
 from streams.timers import Timer
@@ -62,6 +63,10 @@ STATUSES = frozenset(
         "failed",
         "requires_review",
         "requires_action",
+        # a bank transfer's own: submitted to the bank, settled (funds arrived), returned
+        "submitted",
+        "settled",
+        "returned",
     }
 )
 # Statuses a capture may still happen in (within the window, with hold left).
@@ -168,8 +173,8 @@ class Saga:
         if isinstance(self.route, Router):
             return self.route.authorize(routing or RoutingState(), self.providers, cmd, key, call)
         name = self.route(cmd)
-        card = cmd["card"]
-        result = self.provider(name).authorize(key, card["bin"], card["last4"], cmd["amount_minor"], cmd["currency"], call)
+        card_bin, card_last4 = card_of(cmd)
+        result = self.provider(name).authorize(key, card_bin, card_last4, cmd["amount_minor"], cmd["currency"], call)
         return Routed(name, result, routing or RoutingState())
 
 
@@ -193,8 +198,9 @@ class Payment:
     provider: str | None = None
     provider_ref: str | None = None
     fraud_action: str | None = None
-    # The create's metadata["payment_method"], kept while the payment awaits a review or
-    # a 3DS confirm: the router needs it when the authorization finally happens.
+    # The create's metadata["payment_method"] (the convention before ValidatedCommand v5),
+    # kept while the payment awaits a review or a 3DS confirm: the router needs it when
+    # the authorization finally happens.
     payment_method: str | None = None
     resolve_attempts: int = 0
     # The 3DS result that answered the step-up (None: no step-up), and whether it moved
@@ -210,6 +216,13 @@ class Payment:
     dispute_evidence: tuple[str, ...] = ()
     # Charged back for good by lost disputes: neither refundable nor disputable again.
     dispute_lost_minor: int = 0
+    # The payment method (streams/methods.py) and, for a non-card one, what names its
+    # instrument (wallet, masked mandate, BNPL provider).
+    method: str = "card"
+    instrument: str | None = None
+    # A bank transfer returned by the customer's bank: the amount taken back, and why.
+    returned_minor: int = 0
+    return_code: str | None = None
     # idempotency_key -> {"fingerprint": str, "outcome": {...}}; the create's key included
     idempotency: dict[str, dict[str, Any]] = field(default_factory=dict)
     # A split payment's accounts (streams/splits.py), the platform's fee last; () unsplit.
@@ -222,7 +235,9 @@ class Payment:
         assert 0 <= self.released_minor <= self.authorized_minor - self.captured_minor, self
         assert self.resolve_attempts <= MAX_RESOLVE_ATTEMPTS, self
         assert self.dispute_minor >= 0 and self.dispute_lost_minor >= 0, self
-        assert self.refunded_minor + self.dispute_minor + self.dispute_lost_minor <= self.captured_minor, self
+        assert self.refunded_minor + self.dispute_minor + self.dispute_lost_minor + self.returned_minor <= self.captured_minor, self
+        assert (self.returned_minor > 0) == (self.status == "returned") == (self.return_code is not None), self
+        assert self.status not in ("submitted", "settled", "returned") or self.method == "bank_transfer", self
         assert (self.dispute_minor > 0) == (self.dispute_reason is not None), self
         assert len(self.dispute_evidence) <= MAX_EVIDENCE, self
         assert (self.three_ds_status is None) == (self.liability_shift is None), self
@@ -232,8 +247,8 @@ class Payment:
 
     @property
     def disputable_minor(self) -> int:
-        """Captured and still with the merchant: not refunded, not lost in a dispute."""
-        return self.captured_minor - self.refunded_minor - self.dispute_lost_minor
+        """Captured and still with the merchant: not refunded, lost in a dispute or returned."""
+        return self.captured_minor - self.refunded_minor - self.dispute_lost_minor - self.returned_minor
 
     @property
     def hold_minor(self) -> int:
@@ -286,6 +301,10 @@ def fingerprint(cmd: dict[str, Any]) -> str:
     if cmd.get("splits"):  # only then: the fingerprints of unsplit creates stay as they were
         body["splits"] = [[x["merchant_id"], x["amount_minor"]] for x in cmd["splits"]]
         body["platform_fee_minor"] = cmd.get("platform_fee_minor")
+    instrument = {f: cmd.get(f) for f in ("method", "wallet", "bank_account", "bnpl_provider", "return_code")
+                  if cmd.get(f) is not None}
+    if instrument:  # only then: the fingerprints of card payments stay as they were
+        body["instrument"] = instrument
     if cmd["kind"] == "review_resolve":  # the reviewer's decision is the request
         body["decision"] = cmd.get("fraud_action")
     three_ds = cmd.get("three_ds")
@@ -417,6 +436,7 @@ class _Step:
             "card_last4": p.card_last4,
             "three_ds_status": p.three_ds_status,
             "liability_shift": p.liability_shift,
+            "method": None if p.method == "card" else p.method,  # null: a card, as before version 3
             "occurred_at": self.cmd["occurred_at"],
             "chain_seq": 0,
             "prev_hash": None,
@@ -439,6 +459,9 @@ class _Step:
         if result.status == "declined":
             self.event("declined", 0, reason=result.reason, status="declined")
             return
+        if p.method == "bank_transfer":
+            self.submit()
+            return
         self.event("authorized", p.amount_minor, status="authorized", authorized_minor=p.amount_minor)
         if p.capture_method == "automatic":
             if self.capture(p.amount_minor, derive_provider_key(p.payment_id, "auto-capture")) is not None:
@@ -458,6 +481,18 @@ class _Step:
         self.event("captured", amount_minor, fee_minor=result.fee_minor, provider_ref=key,
                    status=status, captured_minor=captured)
         return None
+
+    def submit(self) -> None:
+        """A bank transfer the rail accepted (the mandate is good): the debit is
+        submitted at once, no hold; the money is in flight until the bank's notice."""
+        p = self.payment
+        key = derive_provider_key(p.payment_id, "submit")
+        result = self.provider.capture(key, "", "", p.amount_minor, self.call)
+        if result.status != "approved":
+            self.event("declined", 0, reason=result.reason or "submission_refused", status="declined")
+            return
+        self.event("bank_submitted", p.amount_minor, fee_minor=result.fee_minor, provider_ref=key, status="submitted",
+                   authorized_minor=p.amount_minor, captured_minor=p.amount_minor)
 
     def release(self, type_: str, status: str, *, reason: str | None = None) -> None:
         """Give the rest of the hold back: void it at the provider, record the release."""
@@ -490,7 +525,8 @@ def _resolve_command(p: Payment, attempt: int, at: datetime) -> dict[str, Any]:
 
 
 def _create(cmd: dict[str, Any], fp: str, saga: Saga, policy: Policy, routing: RoutingState | None) -> Decision:
-    card = cmd["card"]
+    card = cmd.get("card") or {}
+    method = method_of(cmd)
     try:  # ingest checked them; a command from elsewhere gets the same answer here
         splits = checked_splits(cmd.get("splits"), cmd.get("platform_fee_minor"), merchant_id=cmd["merchant_id"],
                                 amount_minor=cmd["amount_minor"])
@@ -506,14 +542,20 @@ def _create(cmd: dict[str, Any], fp: str, saga: Saga, policy: Policy, routing: R
         authorized_minor=0,
         captured_minor=0,
         refunded_minor=0,
-        card_bin=card["bin"],
-        card_last4=card["last4"],
-        card_token=card["token"],
+        card_bin=card.get("bin"),
+        card_last4=card.get("last4"),
+        card_token=card.get("token"),
         created_at_ms=event_ms(cmd["occurred_at"]),
         version=0,
         splits=splits,
+        method=method,
+        instrument=instrument_label(method, cmd),
     )
     verdict = saga.fraud(cmd)
+    if verdict.action == "requires_action" and method in NO_STEP_UP:
+        # No 3DS for this method (the wallet's device authenticated the customer; a bank
+        # debit or a BNPL plan has no card to step up): it goes on as approved.
+        verdict = FraudVerdict("approve", verdict.reasons)
     step = _Step(replace(payment, fraud_action=verdict.action), cmd, saga, policy)
     routed = None
     if verdict.action == "decline":
@@ -550,8 +592,10 @@ def _as_create(p: Payment) -> dict[str, Any]:
         "merchant_id": p.merchant_id,
         "amount_minor": p.amount_minor,
         "currency": p.currency,
-        "card": {"token": p.card_token, "bin": p.card_bin or "", "last4": p.card_last4 or ""},
+        "card": {"token": p.card_token, "bin": p.card_bin or "", "last4": p.card_last4 or ""} if p.card_token else None,
         "metadata": {"payment_method": p.payment_method} if p.payment_method else {},
+        # A payment paused before it had a method field (stored before it) kept the metadata's.
+        "method": p.payment_method or p.method,
     }
 
 
@@ -657,6 +701,8 @@ def _void(s: _Step) -> _Step | tuple[str, str]:
         return s
     if p.status in ("voided", "expired", "declined", "failed"):
         return _closed(p)
+    if p.method == "bank_transfer":
+        return "already_submitted", "a submitted bank transfer cannot be voided; refund it once it settles"
     return "already_captured", "capture happened; refund instead"
 
 
@@ -664,12 +710,16 @@ def _refund(s: _Step) -> _Step | tuple[str, str]:
     p, cmd = s.payment, s.cmd
     if p.captured_minor == 0:
         return "not_captured", f"payment is {p.status}; nothing captured to refund"
+    if p.status == "submitted":
+        return "not_settled", "a bank transfer is refunded once its funds have arrived (settled)"
+    if p.status == "returned":
+        return "already_returned", f"the customer's bank returned it ({p.return_code})"
     if p.dispute_minor:
         # The disputed funds are already withdrawn; a refund could pay the customer twice.
         return "dispute_in_progress", "no refund while a dispute is open"
     if p.disputable_minor == 0:
         return "already_refunded", "everything captured is refunded or charged back"
-    limit = p.captured_minor - p.dispute_lost_minor
+    limit = p.captured_minor - p.dispute_lost_minor - p.returned_minor
     amount = _take(p.refunded_minor, limit, cmd["amount_minor"])
     if amount is None:
         return "amount_exceeds_captured", f"at most {p.disputable_minor} left to refund"
@@ -695,6 +745,8 @@ def _expire(s: _Step) -> _Step | tuple[str, str]:
 
 def _dispute_open(s: _Step) -> _Step | tuple[str, str]:
     p, cmd = s.payment, s.cmd
+    if p.method not in DISPUTABLE:
+        return "not_disputable", f"a {p.method} payment is not disputed through the card networks"
     if p.dispute_minor:
         return "dispute_already_open", "one dispute at a time per payment"
     if p.disputable_minor == 0:
@@ -754,8 +806,44 @@ def _fraud_label(p: Payment, cmd: dict[str, Any], event_id: str) -> dict[str, An
     }
 
 
+def _bank_settle(s: _Step) -> _Step | tuple[str, str]:
+    """The bank's notice that a submitted transfer's funds arrived: the merchant is owed them."""
+    p = s.payment
+    if p.method != "bank_transfer":
+        return "not_bank_transfer", f"a {p.method} payment gets no bank notices"
+    if p.status == "returned":
+        return "already_returned", f"the customer's bank returned it ({p.return_code})"
+    if p.status != "submitted":
+        return "already_settled", f"payment is {p.status}"
+    s.event("bank_settled", p.captured_minor, status="settled")
+    return s
+
+
+def _bank_return(s: _Step) -> _Step | tuple[str, str]:
+    """The customer's bank returned the debit (days later, by event time). Before the
+    settlement it unwinds the submission; after it, the merchant gives back what it
+    still holds of the payment (refunds already went back to the customer)."""
+    p, code = s.payment, s.cmd.get("return_code")
+    if p.method != "bank_transfer":
+        return "not_bank_transfer", f"a {p.method} payment gets no bank notices"
+    if code is None:  # ingest refuses these; a record written before ValidatedCommand v5 has none
+        return "missing_return_code", "bank_return needs bank_notice.return_code"
+    if p.status == "returned":
+        return "already_returned", f"returned before ({p.return_code})"
+    if p.status == "submitted":
+        s.event("bank_returned", p.captured_minor, reason=code, status="returned", returned_minor=p.captured_minor,
+                return_code=code)
+        return s
+    amount = p.disputable_minor
+    if amount == 0:
+        return "not_returnable", f"payment is {p.status}: everything was refunded"
+    s.event("bank_reversed", amount, reason=code, status="returned", returned_minor=amount, return_code=code)
+    return s
+
+
 _FOLLOW_UPS = {"capture": _capture, "void": _void, "refund": _refund, "expire": _expire,
-               "dispute_open": _dispute_open, "dispute_evidence": _dispute_evidence, "dispute_close": _dispute_close}
+               "dispute_open": _dispute_open, "dispute_evidence": _dispute_evidence, "dispute_close": _dispute_close,
+               "bank_settle": _bank_settle, "bank_return": _bank_return}
 
 
 def _closed(p: Payment) -> tuple[str, str]:

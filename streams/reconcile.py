@@ -19,7 +19,8 @@ posted), `missing_in_report` (we posted it, the provider did not settle it),
 `duplicate_in_report`. Everything but `matched` is a discrepancy. A report row
 matched by a ledger row expected on another day is matched (a timing difference,
 noted in `detail`); ledger rows expected on other days only explain such rows. A
-bank return is `missing_in_ledger` until the ledger books returns.
+bank transfer is a capture when submitted (bank_submitted) and a return when the
+bank returns it (bank_returned, bank_reversed), under the submission's key.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ from schemas.times import from_ms, to_ms
 
 STATUSES = ("matched", "amount_mismatch", "missing_in_ledger", "missing_in_report", "duplicate_in_report")
 MAX_REPORT_ROWS = 5_000_000
-_KIND = {"captured": "capture", "refunded": "refund"}  # the events whose money a provider settles
+# The events whose money a provider settles; a bank transfer's return reuses its submission's key.
+_KIND = {"captured": "capture", "refunded": "refund", "bank_submitted": "capture", "bank_returned": "return",
+         "bank_reversed": "return"}
 KINDS = ("capture", "refund", "return")
 
 

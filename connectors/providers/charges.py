@@ -13,7 +13,9 @@ from typing import Any
 
 from connectors.providers.rails import Rail
 
-DECISIONS = ("authorized", "declined", "authorization_pending")  # the events that decide an authorization
+# The events that decide an authorization; a bank transfer's approval is its submission (no hold).
+APPROVALS = ("authorized", "bank_submitted")
+DECISIONS = (*APPROVALS, "declined", "authorization_pending")
 
 
 def approvals(rails: Mapping[str, Rail]) -> dict[str, tuple[str, ...]]:
@@ -40,7 +42,7 @@ def double_charges(approved: Mapping[str, tuple[str, ...]], events: Mapping[str,
     """The rails' approvals (`approvals`) against the payment events (`events`:
     payment_id -> its events, the ledger's input); payments without a decision are
     not checked."""
-    held = {pid: {e["provider"] for e in es if e["type"] == "authorized"} for pid, es in events.items()}
+    held = {pid: {e["provider"] for e in es if e["type"] in APPROVALS} for pid, es in events.items()}
     decided = {pid for pid, es in events.items() if any(e["type"] in DECISIONS for e in es)}
     double = tuple(sorted(pid for pid in decided if len(approved.get(pid, ())) > 1))
     mismatched = tuple(sorted(pid for pid, ps in held.items() if ps and not ps <= set(approved.get(pid, ()))))

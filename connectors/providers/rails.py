@@ -16,7 +16,10 @@ never a global RNG, so a run is the same for the same seed and the same calls.
   retryable), `degraded` (latency multiplied, some calls refused, retryable),
   `partition` (calls processed, every answer lost: the network-partition scenario).
 - Bank transfer: accepted at once, settled `settle_days` later, or returned
-  (`return_per_mille`) `return_days` later, by event time.
+  (`return_per_mille`) `return_days` later, by event time, with one of its
+  `return_codes`; `transfer_notices` is the rail's notification feed.
+- BNPL: the provider approves the customer's plan (authorize) and pays the merchant
+  upfront at capture, less its fee; the instalments are the provider's business.
 - Settlement reports per day: one row per capture (fee included), refund (negative)
   and bank return (negative), the shape reconciliation reads.
 - Memory: with a journal dir the records are also kept on disk (`journal.py`), so a
@@ -49,7 +52,7 @@ from schemas.money import is_currency
 from schemas.times import EPOCH
 
 DEFAULT_RAILS = Path(__file__).parent / "rails.toml"
-KINDS = ("card", "wallet", "bank_transfer")
+KINDS = ("card", "wallet", "bank_transfer", "bnpl")
 SCHEDULE_MODES = ("outage", "degraded", "partition")
 OPERATIONS = ("authorize", "capture", "void", "refund")  # what a rail records
 DAY_MS = 86_400_000
@@ -122,7 +125,7 @@ class Window:
 @dataclass(frozen=True)
 class RailConfig:
     name: str
-    kind: str  # "card" | "wallet" | "bank_transfer"
+    kind: str  # "card" | "wallet" | "bank_transfer" | "bnpl"
     pricing: Pricing
     latency: Latency
     currencies: frozenset[str]
@@ -135,6 +138,7 @@ class RailConfig:
     settle_days: int = 1
     return_per_mille: int = 0  # bank transfer: share returned after acceptance
     return_days: int = 3
+    return_codes: tuple[str, ...] = ("R01",)  # bank transfer: drawn for each return
     schedule: tuple[Window, ...] = ()
 
     def __post_init__(self) -> None:
@@ -153,6 +157,8 @@ class RailConfig:
         _check(bands == sorted(bands), f"{self.name}: amount bands must ascend")
         _check(0 <= self.settle_days <= 30 and 1 <= self.return_days <= 60, f"{self.name}: days out of range")
         _check(len(self.schedule) <= MAX_WINDOWS, f"{self.name}: at most {MAX_WINDOWS} schedule windows")
+        _check(1 <= len(self.return_codes) <= 32 and all(c.isalnum() and 2 <= len(c) <= 4 for c in self.return_codes),
+               f"{self.name}: return_codes must be 1..32 codes of 2-4 letters or digits")
 
     def window_at(self, at_ms: int) -> Window | None:
         for w in self.schedule:
@@ -281,6 +287,22 @@ class Rail:
         if self._returned(key) and _day_index(at_ms) >= day + self.config.return_days:
             return "returned"
         return "settled" if _day_index(at_ms) >= day + self.config.settle_days else "accepted"
+
+    def transfer_notices(self, key: str, submitted_at_ms: int) -> tuple[tuple[str, int, str | None], ...]:
+        """The bank's notifications about the transfer submitted under `key` at
+        `submitted_at_ms`, as (kind, event time, return code): "settle" at the start of
+        day + settle_days, "return" at the start of day + return_days if it returns
+        (after the settlement, or instead of it when return_days <= settle_days).
+        A pure function of (seed, rail, key): the same feed every time it is asked."""
+        assert self.config.kind == "bank_transfer", self.name
+        day = _day_index(submitted_at_ms)
+        settle_at, return_at = (day + self.config.settle_days) * DAY_MS, (day + self.config.return_days) * DAY_MS
+        if not self._returned(key):
+            return (("settle", settle_at, None),)
+        code = self.config.return_codes[int(self._u(key, "return_code") * len(self.config.return_codes))]
+        if return_at <= settle_at:
+            return (("return", return_at, code),)
+        return (("settle", settle_at, None), ("return", return_at, code))
 
     def settlement_report(self, day: date) -> list[SettlementRow]:
         """Every line the rail settles on `day`: captures and refunds `settle_days`
@@ -450,6 +472,7 @@ def rail_config(raw: Mapping[str, Any], schedule: tuple[Window, ...] = ()) -> Ra
             settle_days=int(raw.get("settle_days", 1)),
             return_per_mille=int(raw.get("return_per_mille", 0)),
             return_days=int(raw.get("return_days", 3)),
+            return_codes=tuple(str(c) for c in raw.get("return_codes", ["R01"])),
             schedule=schedule or tuple(Window(**w) for w in raw.get("schedule", [])),
         )
     except KeyError as e:

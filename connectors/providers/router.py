@@ -200,7 +200,7 @@ class Router:
 
     def authorize(self, state: RoutingState, providers: Mapping[str, Authorizer], cmd: dict[str, Any],
                   key: str, call: Call) -> Routed:
-        card = cmd["card"]
+        card_bin, card_last4 = card_of(cmd)
         if not self.eligible(cmd):
             return Routed(None, ProviderResult("declined", "no_route"), state)
         ranking = self.rank(state, cmd, call.at_ms)
@@ -222,7 +222,7 @@ class Router:
                 if not ok:
                     break
                 last = provider
-                result = providers[provider].authorize(key, card["bin"], card["last4"], cmd["amount_minor"],
+                result = providers[provider].authorize(key, card_bin, card_last4, cmd["amount_minor"],
                                                        cmd["currency"], Call(call.payment_id, call.currency, at_ms))
                 elapsed_ms += result.latency_ms
                 outcome = "timeout" if result.status == "unknown" else "failure" if result.retryable else "success"
@@ -251,9 +251,15 @@ class Router:
 
 
 def _method(cmd: dict[str, Any]) -> str:
-    # The command has no payment-method type yet: a wallet or bank payment says so in
-    # its metadata (docs/providers.md); everything else is a card.
-    return (cmd.get("metadata") or {}).get("payment_method", DEFAULT_METHOD)
+    # The create's method (ValidatedCommand v5); a record from before it may name one in
+    # its metadata (the old convention, docs/providers.md); everything else is a card.
+    return cmd.get("method") or (cmd.get("metadata") or {}).get("payment_method", DEFAULT_METHOD)
+
+
+def card_of(cmd: dict[str, Any]) -> tuple[str, str]:
+    """(bin, last4) the rails key on; empty for a method without a card (wallet, bank, BNPL)."""
+    card = cmd.get("card")
+    return (card["bin"], card["last4"]) if card else ("", "")
 
 
 # --- configuration ---

@@ -45,6 +45,11 @@ RECORDS = {
         "sealed_card": None,
         "splits": None,
         "platform_fee_minor": None,
+        "method": None,
+        "wallet": None,
+        "bank_account": None,
+        "bnpl": None,
+        "bank_notice": None,
     },
     "ValidatedCommand": {
         "command_id": "cmd_01",
@@ -78,6 +83,11 @@ RECORDS = {
                               "labeled_30d": 51, "fraud_7d": 1, "fraud_30d": 2},
         "splits": None,
         "platform_fee_minor": None,
+        "method": None,
+        "wallet": None,
+        "bank_account": None,
+        "bnpl_provider": None,
+        "return_code": None,
     },
     "FraudReview": {
         "review_id": "cmd_0a1b2c3d4e5f60718293a4b5c6d7e8f9",
@@ -159,6 +169,7 @@ RECORDS = {
         "signature": bytes(64),
         "splits": None,
         "platform_fee_minor": None,
+        "method": None,
     },
     "LedgerEntry": {
         "entry_id": "je_0a1b2c3d4e5f60718293a4b5c6d7e8f9",
@@ -310,6 +321,37 @@ EXTRA_RECORDS = [
                                        "three_ds": {"trans_status": "N", "eci": None, "ds_trans_id": None}},
     ),
     ("PaymentEvent", RECORDS["PaymentEvent"] | {"type": "authorized", "three_ds_status": "A", "liability_shift": True}),
+    (
+        "PaymentCommand",
+        RECORDS["PaymentCommand"] | {"method": "wallet", "card": None, "wallet": {
+            "provider": "apple_pay", "token": "wtok_0123456789abcdef", "cryptogram": "AgAAAAAABk4DWZ4C28yUQAAAAAA="}},
+    ),
+    (
+        "PaymentCommand",
+        RECORDS["PaymentCommand"] | {"method": "bank_transfer", "card": None, "bank_account": {
+            "scheme": "sepa", "mandate_id": "MD-2026-0001", "account_last4": "6789"}},
+    ),
+    ("PaymentCommand", RECORDS["PaymentCommand"] | {"method": "bnpl", "card": None, "bnpl": {"provider": "later"}}),
+    (
+        "PaymentCommand",
+        RECORDS["PaymentCommand"] | {"kind": "bank_return", "amount_minor": None, "card": None,
+                                     "bank_notice": {"return_code": "R01"}},
+    ),
+    (
+        "ValidatedCommand",
+        RECORDS["ValidatedCommand"] | {"method": "wallet", "card": None, "wallet": {"provider": "google_pay",
+                                                                                     "token": "wtok_0123456789abcdef"}},
+    ),
+    (
+        "ValidatedCommand",
+        RECORDS["ValidatedCommand"] | {"method": "bank_transfer", "card": None, "bank_account": {
+            "scheme": "ach", "mandate_id": "MD-1", "account_last4": "6789"}},
+    ),
+    ("ValidatedCommand", RECORDS["ValidatedCommand"] | {"method": "bnpl", "card": None, "bnpl_provider": "later"}),
+    ("ValidatedCommand", RECORDS["ValidatedCommand"] | {"kind": "bank_return", "method": None, "card": None,
+                                                        "return_code": "AM04"}),
+    ("PaymentEvent", RECORDS["PaymentEvent"] | {"type": "bank_reversed", "method": "bank_transfer", "card_token": None,
+                                                "card_bin": None, "card_last4": None, "reason_code": "R01"}),
     ("DeadLetter", RECORDS["DeadLetter"] | {"raw_key": None, "raw_value": b""}),
     ("PaymentCommand", RECORDS["PaymentCommand"] | {"splits": [{"merchant_id": "m_shop_a", "amount_minor": 12_000}],
                                                    "platform_fee_minor": 345}),
@@ -647,6 +689,22 @@ def test_a_validated_command_written_with_version_3_decodes_without_merchant_fea
     old = {k: v for k, v in RECORDS["ValidatedCommand"].items() if k != "merchant_features"}
     decoded = Codec("ValidatedCommand").decode(_written_with("history/ValidatedCommand.3", old))
     assert decoded == old | {"merchant_features": None}
+
+
+_METHOD_FIELDS = {"PaymentCommand": ("method", "wallet", "bank_account", "bnpl", "bank_notice"),
+                  "ValidatedCommand": ("method", "wallet", "bank_account", "bnpl_provider", "return_code")}
+
+
+@pytest.mark.parametrize(("name", "version"), [("PaymentCommand", 5), ("ValidatedCommand", 4)])
+def test_a_command_written_before_payment_methods_decodes_as_a_card(name: str, version: int) -> None:
+    old = {k: v for k, v in RECORDS[name].items() if k not in _METHOD_FIELDS[name]}
+    decoded = Codec(name).decode(_written_with(f"history/{name}.{version}", old))
+    assert decoded == old | dict.fromkeys(_METHOD_FIELDS[name])
+
+
+def test_a_payment_event_written_with_version_2_decodes_without_a_method() -> None:
+    old = {k: v for k, v in RECORDS["PaymentEvent"].items() if k != "method"}
+    assert Codec("PaymentEvent").decode(_written_with("history/PaymentEvent.2", old)) == old | {"method": None}
 
 
 def test_merchant_features_must_be_whole_counts() -> None:

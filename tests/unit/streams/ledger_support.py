@@ -9,6 +9,10 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from connectors.providers.simulated import ProviderResult
+from streams.payments import Payment, Policy, decide
+from tests.unit.streams.conftest import Commands, ScriptedProvider, saga_of
+
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
 MERCHANT = "m_acme"
 CURRENCIES = ("USD", "JPY", "KWD", "EUR")
@@ -136,3 +140,62 @@ def histories(draw: st.DrawFn, max_payments: int = 5, max_ops: int = 30) -> list
             pay.settled += amount
             emit(pay, "settled", amount)
     return out
+
+
+# --- payment methods: random command histories of all four methods, run through decide ---
+
+FEE = 105  # the scripted rail's fee per capture or bank submission
+SAGA = saga_of(ScriptedProvider(capture_result=ProviderResult("approved", fee_minor=FEE)))
+MANDATE = {"scheme": "ach", "mandate_id": "MD-1", "account_last4": "6789"}
+INSTRUMENTS = {"card": {}, "wallet": {"card": None, "wallet": {"provider": "google_pay", "token": "wtok_0a1b2c3d4e5f6a7b"}},
+               "bank_transfer": {"card": None, "bank_account": MANDATE}, "bnpl": {"card": None, "bnpl_provider": "later"}}
+CMDS = Commands()
+
+
+def run_methods(commands: list[dict[str, Any]]) -> tuple[dict[str, Payment], list[dict[str, Any]]]:
+    """The commands through decide, in order, as the payments stage runs them."""
+    payments: dict[str, Payment] = {}
+    events: list[dict[str, Any]] = []
+    for cmd in commands:
+        d = decide(payments.get(cmd["payment_id"]), cmd, SAGA, Policy())
+        if d.changed:
+            payments[cmd["payment_id"]] = d.payment
+            events += d.events
+    return payments, events
+
+
+METHOD_OPS = ("capture", "refund", "void", "settle", "return", "dispute", "close")
+
+
+@st.composite
+def method_histories(draw: st.DrawFn) -> list[dict[str, Any]]:
+    commands: list[dict[str, Any]] = []
+    pids = []
+    for i in range(draw(st.integers(1, 6))):
+        method = draw(st.sampled_from(tuple(INSTRUMENTS)))
+        manual = method != "bank_transfer" and draw(st.booleans())
+        cmd = CMDS.create(f"order-{i}", amount=draw(st.integers(1, 10**7)),
+                          capture_method="manual" if manual else "automatic") | INSTRUMENTS[method]
+        if method != "card":
+            cmd["method"] = method
+        commands.append(cmd)
+        pids.append(cmd["payment_id"])
+    for n in range(draw(st.integers(0, 25))):
+        pid, op = draw(st.sampled_from(pids)), draw(st.sampled_from(METHOD_OPS))
+        at, key = CMDS.t0 + (n + 1) * timedelta(hours=3), f"k{n}"
+        amount = draw(st.none() | st.integers(1, 10**7))
+        if op == "capture":
+            commands.append(CMDS.capture(pid, key, amount=amount, at=at))
+        elif op == "refund":
+            commands.append(CMDS.refund(pid, key, amount=amount, at=at))
+        elif op == "void":
+            commands.append(CMDS.void(pid, key, at=at))
+        elif op == "settle":
+            commands.append(CMDS.follow_up("bank_settle", pid, key, at=at) | {"return_code": None})
+        elif op == "return":
+            commands.append(CMDS.follow_up("bank_return", pid, key, at=at) | {"return_code": "R01"})
+        elif op == "dispute":
+            commands.append(CMDS.dispute("dispute_open", pid, key, reason="fraudulent", at=at))
+        else:
+            commands.append(CMDS.dispute("dispute_close", pid, key, outcome=draw(st.sampled_from(("won", "lost"))), at=at))
+    return commands

@@ -21,7 +21,7 @@ from streams.ledger import (
     reverse,
     shard_for,
 )
-from tests.unit.streams.ledger_support import event, histories
+from tests.unit.streams.ledger_support import event, histories, method_histories, run_methods
 
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))  # test fixture only
 SIGNER = Signer("sig-v1", KEY)
@@ -399,3 +399,18 @@ def test_a_payout_paid_twice_is_named_where_it_was_posted() -> None:
     log.entries[paid.shard].append(ENTRIES.decode(ENTRIES.encode(twice)))
     report = audit(log.records(), PUBLIC)
     assert [f.reason for f in report.failures] == ["payout_twice"]
+# --- payment methods: the bank-transfer lifecycle audits clean (streams/methods.py) ---
+
+
+@settings(max_examples=40, deadline=None)
+@given(method_histories())
+def test_method_histories_audit_clean(commands: list[dict]) -> None:
+    _, events = run_methods(commands)
+    report = audit(Log(events).records(), PUBLIC)
+    assert report.ok, report.failures
+
+
+def test_a_bank_submission_that_claims_no_capture_is_named() -> None:
+    submitted = event("bank_submitted", amount=10_000, authorized=10_000, captured=0, status="submitted")
+    report = audit(Log([submitted]).records(), PUBLIC)
+    assert first(report)[3] == "totals_mismatch"

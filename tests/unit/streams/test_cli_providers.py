@@ -37,8 +37,9 @@ def pay(rails: dict[str, Rail], n: int = 40) -> None:
     for i in range(n):
         r = rails[sorted(rails)[i % len(rails)]]
         at = T0_MS + (i // len(rails) % 2) * DAY_MS + i
-        c = Call(f"p{i}", "USD", at)
-        if r.authorize(f"a{i}", *VISA, 1_000 + i, "USD", c).status == "approved":
+        cur = "USD" if "USD" in r.config.currencies else min(r.config.currencies)  # SEPA debits in EUR only
+        c = Call(f"p{i}", cur, at)
+        if r.authorize(f"a{i}", *VISA, 1_000 + i, cur, c).status == "approved":
             r.capture(f"c{i}", *VISA, 1_000 + i, c)
             if i % 3 == 0:
                 r.refund(f"r{i}", 400, c)

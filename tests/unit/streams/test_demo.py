@@ -156,3 +156,66 @@ def test_the_network_disputes_a_few_captures_in_event_time_order_and_the_same_on
         times = [c["occurred_at"] for c in steps]
         assert times == sorted(times) and times[0] == at + timedelta(days=3)
         assert steps[-1]["dispute"]["outcome"] in ("won", "lost") and steps[0]["dispute"]["reason"]
+
+
+# --- payment methods: wallets, bank transfers, BNPL in the day's traffic, then the banks' notices ---
+
+
+def test_some_payments_use_the_other_methods_and_none_carries_a_pan() -> None:
+    from collections import Counter
+
+    from schemas.cards import contains_pan
+    from streams.demo import METHOD_CURRENCIES
+
+    cs = creates(1000)
+    by = Counter(c.get("method") or "card" for c in cs)
+    assert set(by) == {"card", "wallet", "bank_transfer", "bnpl"} and by["card"] > len(cs) // 2, by
+    for c in cs:
+        method = c.get("method") or "card"
+        if method == "card":
+            continue
+        COMMANDS.encode(c, check=True)
+        assert c["card"] is None and c["currency"] in METHOD_CURRENCIES[method]
+        assert not contains_pan(repr({k: v for k, v in c.items() if k != "occurred_at"}))
+        if method == "bank_transfer":
+            assert c["capture_method"] == "automatic"
+    # The card traffic's own draws are as before: the same seed gives the same card creates.
+    assert [c["command_id"] for c in cs if not c.get("method")] == [c["command_id"] for c in creates(1000) if not c.get("method")]
+
+
+def test_every_method_create_is_one_ingest_forwards() -> None:
+    for c in creates(300):
+        if not c.get("method") or c["amount_minor"] <= 0 or c["currency"] == "XYZ":
+            continue
+        key = c["payment_id"].encode()
+        source = Source("payment-commands", partition_for(key, LIMITS.partitions), 0, 0, key)
+        result = ingest(COMMANDS.encode(c, check=True), source, Tokenizer(b"k" * 32, "t1"), LIMITS)
+        assert isinstance(result, Forward) and result.command["rejection_reason"] is None, result.command
+        assert result.command["method"] == c["method"]
+
+
+def test_the_banks_notices_follow_the_rails_decisions_in_event_time_order() -> None:
+    from dataclasses import replace
+
+    from connectors.providers.rails import Rail, load_rail_configs
+    from streams.demo_methods import BankNotices, bank_notice_commands, methods_summary
+
+    configs = load_rail_configs()
+    rails = {"bank_ach": Rail(replace(configs["bank_ach"], return_per_mille=500), 7),
+             "acq_north": Rail(configs["acq_north"], 7)}
+    events = {f"pay_{i}": [{"type": "bank_submitted", "provider": "bank_ach", "provider_ref": f"prv_{i}",
+                            "merchant_id": "m_acme", "occurred_at": START, "method": "bank_transfer"}]
+              for i in range(30)}
+    events["pay_card"] = [{"type": "captured", "provider": "acq_north", "provider_ref": "x", "merchant_id": "m_acme",
+                           "occurred_at": START, "method": None}]
+    cmds = bank_notice_commands(events, rails, "run1")
+    assert sum(c["kind"] == "bank_settle" for c in cmds) == 30  # return_days > settle_days: settled first
+    returns = [c for c in cmds if c["kind"] == "bank_return"]
+    assert 5 <= len(returns) <= 25 and all(c["bank_notice"]["return_code"] in ("R01", "R02", "R03", "R10") for c in returns)
+    assert [c["occurred_at"] for c in cmds] == sorted(c["occurred_at"] for c in cmds)
+    assert all(c["occurred_at"] > START for c in cmds) and "pay_card" not in {c["payment_id"] for c in cmds}
+    for c in cmds:
+        COMMANDS.encode(c, check=True)
+    assert bank_notice_commands(events, rails, "run1") == cmds  # the same feed every time
+    summary = methods_summary(events, BankNotices(len(cmds), len(cmds), 30, len(returns)))
+    assert "bank_transfer 30" in summary and "card 1" in summary and f"returned {len(returns)}" in summary

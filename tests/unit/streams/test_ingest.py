@@ -665,3 +665,74 @@ def test_any_sealed_card_that_is_not_ours_is_a_dead_letter_never_a_crash(intake:
 
 def test_the_raw_card_setting_defaults_to_accept() -> None:
     assert Settings.model_fields["ingest_accept_raw_card"].default is True
+
+
+# --- payment methods (PaymentCommand v6): exactly the instrument the method needs ---
+
+WALLET = {"provider": "apple_pay", "token": "wtok_0a1b2c3d4e5f6a7b", "cryptogram": "AgAAAAAABk4DWZ4C28yUQAAAAAA="}
+MANDATE = {"scheme": "ach", "mandate_id": "MD-2026-0001", "account_last4": "6789"}
+
+
+def refused_at_ingest(cmd: dict[str, Any], limits: Limits = LIMITS) -> str:
+    result = ingest(COMMANDS.encode(cmd, check=True), source_for(routed_payment_id(cmd)), TOKENIZER, limits)
+    assert isinstance(result, Forward)
+    return result.command["rejection_reason"]
+
+
+def test_a_wallet_create_forwards_the_token_and_drops_the_cryptogram() -> None:
+    cmd = forwarded(create(method="wallet", card=None, wallet=WALLET))
+    assert cmd["rejection_reason"] is None
+    assert (cmd["method"], cmd["card"]) == ("wallet", None)
+    assert cmd["wallet"] == {"provider": "apple_pay", "token": WALLET["token"]}
+    assert WALLET["cryptogram"] not in repr(cmd)
+
+
+def test_a_card_create_says_card_and_a_bank_or_bnpl_create_carries_its_instrument() -> None:
+    assert forwarded(create())["method"] == "card"
+    bank = forwarded(create(method="bank_transfer", card=None, bank_account=MANDATE))
+    assert (bank["method"], bank["bank_account"], bank["capture_method"]) == ("bank_transfer", MANDATE, "automatic")
+    bnpl = forwarded(create(method="bnpl", card=None, bnpl={"provider": "later"}))
+    assert (bnpl["method"], bnpl["bnpl_provider"], bnpl["card"]) == ("bnpl", "later", None)
+
+
+@pytest.mark.parametrize(("overrides", "reason"), [
+    ({"method": "wallet", "card": None, "wallet": WALLET | {"token": PAN}}, "pan_in_field"),
+    ({"method": "wallet", "card": None, "wallet": WALLET | {"cryptogram": "4000056655665556"}}, "pan_in_field"),
+    ({"method": "wallet", "card": None, "wallet": WALLET | {"token": "short"}}, "invalid_wallet"),
+    ({"method": "wallet", "wallet": WALLET}, "ambiguous_payment_method"),  # a card too
+    ({"method": "wallet", "card": None}, "missing_payment_method"),
+    ({"card": None, "wallet": WALLET}, "ambiguous_payment_method"),  # a card create with a wallet
+    ({"method": "bank_transfer", "card": None, "bank_account": MANDATE, "capture_method": "manual"},
+     "capture_method_not_supported"),
+    ({"method": "bank_transfer", "card": None, "bank_account": MANDATE, "currency": "EUR"}, "currency_not_supported"),
+    ({"method": "bank_transfer", "card": None, "bank_account": MANDATE | {"account_last4": "123456789"}},
+     "invalid_bank_account"),
+    ({"method": "bank_transfer", "card": None, "bank_account": MANDATE | {"mandate_id": PAN}}, "pan_in_field"),
+    ({"method": "bnpl", "card": None, "bnpl": {"provider": "Later Inc"}}, "invalid_bnpl"),
+])
+def test_a_create_with_the_wrong_instrument_is_refused(overrides: dict[str, Any], reason: str) -> None:
+    assert refused_at_ingest(create(**overrides)) == reason
+
+
+def test_the_method_must_have_a_rail_for_the_currency() -> None:
+    limits = Limits(10**15, 255, 8, method_currencies={"card": frozenset({"USD"}), "bnpl": frozenset({"USD", "EUR"})})
+    assert refused_at_ingest(create(method="bnpl", card=None, bnpl={"provider": "later"}, currency="JPY"),
+                             limits) == "currency_not_supported"
+    assert refused_at_ingest(create(method="wallet", card=None, wallet=WALLET), limits) == "currency_not_supported"
+    assert refused_at_ingest(create(), limits) is None
+
+
+def test_bank_notices_carry_a_return_code_only_on_a_return() -> None:
+    ret = forwarded(follow_up("bank_return", bank_notice={"return_code": "R01"}))
+    assert (ret["rejection_reason"], ret["return_code"]) == (None, "R01")
+    assert forwarded(follow_up("bank_settle"))["rejection_reason"] is None
+    assert refused_at_ingest(follow_up("bank_return")) == "invalid_return_code"
+    assert refused_at_ingest(follow_up("bank_return", bank_notice={"return_code": "oops"})) == "invalid_return_code"
+    assert refused_at_ingest(follow_up("bank_settle", bank_notice={"return_code": "R01"})) == "unexpected_bank_notice"
+    assert refused_at_ingest(follow_up("refund", bank_notice={"return_code": "R01"})) == "unexpected_bank_notice"
+    assert refused_at_ingest(follow_up("bank_return", amount_minor=5, bank_notice={"return_code": "R01"})) == "unexpected_amount"
+
+
+def test_a_follow_up_carries_no_payment_method() -> None:
+    assert refused_at_ingest(follow_up("refund", wallet=WALLET)) == "unexpected_payment_method"
+    assert refused_at_ingest(follow_up("capture", method="wallet")) == "unexpected_payment_method"

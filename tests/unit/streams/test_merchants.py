@@ -100,3 +100,15 @@ def test_a_split_create_is_admitted_only_to_connected_accounts() -> None:
     assert admit(stranger, platform).reason == "split_account_not_connected"
     assert admit(split, disconnect(platform, "m_seller", T1)).reason == "split_account_not_connected"
     assert admit(split, None).reason == "merchant_unknown"  # an unregistered platform cannot split
+
+
+def test_methods_limit_creates_by_the_create_s_method() -> None:
+    cards_only = merchant_record("m_acme", kyc_status="verified", updated_at=T0)
+    every = merchant_record("m_acme", kyc_status="verified", methods=["card", "wallet", "bank_transfer", "bnpl"],
+                            updated_at=T0)
+    assert admit(create() | {"method": "card"}, cards_only) is None
+    for method in ("wallet", "bank_transfer", "bnpl"):
+        assert admit(create() | {"method": method}, cards_only).reason == "method_not_allowed"
+        assert admit(create() | {"method": method}, every) is None
+    # A record from before ValidatedCommand v5 names its method in metadata, as the router read it.
+    assert admit(create() | {"metadata": {"payment_method": "wallet"}}, cards_only).reason == "method_not_allowed"

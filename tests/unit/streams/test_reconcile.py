@@ -78,3 +78,28 @@ def test_reconciliation_table_takes_a_run(ch) -> None:
     Sink(ch).insert(rows)
     got = dict(ch.query("SELECT status, count() FROM reconciliation FINAL GROUP BY status").result_rows)
     assert got == {"matched": len(BOOKS) - 1, "missing_in_report": 1}
+
+
+def test_a_bank_transfer_reconciles_as_its_submission_then_its_return() -> None:
+    from dataclasses import replace as with_
+
+    from connectors.providers.rails import DAY_MS, Rail, load_rail_configs
+    from connectors.providers.simulated import Call
+    from schemas.times import from_ms, to_ms
+    from streams.reconcile import from_settlement_row
+
+    rail = Rail(with_(load_rail_configs()["bank_ach"], return_per_mille=1000), 3)
+    at_ms = to_ms(DAY0) + 3_600_000
+    result = rail.capture("prv_submit", "", "", 10_000, Call("pay_b", "USD", at_ms))
+    base = {"provider": "bank_ach", "provider_ref": "prv_submit", "payment_id": "pay_b", "currency": "USD"}
+    events = [base | {"type": "bank_submitted", "amount_minor": 10_000, "fee_minor": result.fee_minor,
+                      "occurred_at": from_ms(at_ms)},
+              base | {"type": "bank_settled", "amount_minor": 10_000, "fee_minor": 0, "occurred_at": from_ms(at_ms + 2 * DAY_MS)},
+              base | {"type": "bank_reversed", "amount_minor": 10_000, "fee_minor": 0, "occurred_at": from_ms(at_ms + 4 * DAY_MS)}]
+    books = ledger_side(events)
+    assert [(t.kind, t.amount_minor) for t in books] == [("capture", 10_000), ("return", -10_000)]  # settling moves no provider money
+    for days in (2, 4):
+        day = D + timedelta(days=days)
+        report = [from_settlement_row(r) for r in rail.settlement_report(day)]
+        outcome = reconcile(day, report, books, {"bank_ach": 2})
+        assert len(report) == 1 and outcome.discrepancies == 0 and outcome.counts["matched"] == 1, outcome.items

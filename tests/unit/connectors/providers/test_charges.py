@@ -59,3 +59,11 @@ def test_events_that_disagree_with_the_rails_are_reported(tmp_path: Path) -> Non
     check = double_charges(approvals(rails), events)
     assert check.mismatched == (a,) and check.unreported == (b,)
     assert double_charges(approvals(rails), {"pay_x": [{"type": "captured", "provider": "acq_north"}]}).payments == 0
+
+
+def test_a_submitted_bank_transfer_is_its_rail_s_approval() -> None:
+    approved = {"pay_1": ("bank_ach",)}
+    check = double_charges(approved, {"pay_1": [{"type": "bank_submitted", "provider": "bank_ach"}]})
+    assert (check.payments, check.mismatched, check.unreported) == (1, (), ())
+    check = double_charges(approved, {"pay_1": [{"type": "bank_submitted", "provider": "bank_sepa"}]})
+    assert check.mismatched == ("pay_1",)

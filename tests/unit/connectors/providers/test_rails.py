@@ -35,9 +35,9 @@ def rail(name: str = "acq_north", seed: int = 7, **changes: object) -> Rail:
     return Rail(replace(cfg, **changes), seed)
 
 
-def test_the_shipped_file_has_two_acquirers_a_wallet_and_a_bank_rail():
+def test_the_shipped_file_has_two_acquirers_a_wallet_two_bank_rails_and_a_bnpl_rail():
     kinds = sorted(c.kind for c in load_rail_configs().values())
-    assert kinds == ["bank_transfer", "card", "card", "wallet"]
+    assert kinds == ["bank_transfer", "bank_transfer", "bnpl", "card", "card", "wallet"]
 
 
 def test_same_key_same_answer_and_one_record():
@@ -203,3 +203,31 @@ def test_missing_field_and_unknown_schedule_target(tmp_path):
 def test_pricing_never_exceeds_the_amount():
     assert Pricing(290, 30).fee_minor(10) == 10
     assert Pricing(290, 30).fee_minor(100_000) == 2_930
+
+
+def test_the_bank_s_notices_settle_then_return_some_with_the_rail_s_codes():
+    r = rail("bank_ach", return_per_mille=300)
+    submitted_ms = T0_MS + 5 * 3_600_000
+    day_start = submitted_ms // DAY_MS * DAY_MS
+    feeds = [r.transfer_notices(f"c{i}", submitted_ms) for i in range(60)]
+    assert all(f[0] == ("settle", day_start + 2 * DAY_MS, None) for f in feeds)
+    returned = [f for f in feeds if len(f) == 2]
+    assert 5 <= len(returned) <= 35
+    assert all(f[1][0] == "return" and f[1][1] == day_start + 4 * DAY_MS and f[1][2] in r.config.return_codes
+               for f in returned)
+    # The same feed whenever it is asked, and the transfer's status agrees with it.
+    assert feeds == [r.transfer_notices(f"c{i}", submitted_ms) for i in range(60)]
+    for i in range(60):
+        r.capture(f"c{i}", "", "", 5_000, call(f"p{i}", submitted_ms))
+        assert (r.transfer_status(f"c{i}", day_start + 4 * DAY_MS) == "returned") == (len(feeds[i]) == 2)
+
+
+def test_a_return_due_before_the_settlement_comes_instead_of_it():
+    r = rail("bank_ach", return_per_mille=1000, settle_days=3, return_days=2)
+    ((kind, at_ms, code),) = r.transfer_notices("c1", T0_MS)
+    assert (kind, at_ms // DAY_MS) == ("return", T0_MS // DAY_MS + 2) and code in r.config.return_codes
+
+
+def test_return_codes_are_checked():
+    with pytest.raises(RailConfigError, match="return_codes"):
+        rail("bank_ach", return_codes=("R-01",))

@@ -1,0 +1,66 @@
+"""streams/methods.py: what each method needs at ingest (the ingest tests run it on
+the wire; these pin the rule itself), the currencies of its rails, instrument labels."""
+
+from __future__ import annotations
+
+import pytest
+
+from connectors.providers.rails import load_rail_configs
+from connectors.providers.router import load_router_config
+from streams.methods import (
+    METHODS,
+    MethodError,
+    check_instrument,
+    check_return_code,
+    instrument_label,
+    method_currencies,
+    method_of,
+)
+
+WALLET = {"provider": "google_pay", "token": "wtok_0a1b2c3d4e5f6a7b", "cryptogram": "AgAAAAAABk4DWZ4C28yUQAAAAAA="}
+
+
+def test_the_shipped_rails_give_every_method_a_currency() -> None:
+    currencies = method_currencies(load_rail_configs(), load_router_config().methods)
+    assert set(currencies) == set(METHODS)
+    assert currencies["bank_transfer"] == {"USD", "EUR"} and currencies["bnpl"] == {"USD", "EUR", "GBP"}
+    assert "KWD" in currencies["card"] and "KWD" not in currencies["wallet"]
+
+
+def test_method_of_prefers_the_field_then_the_old_metadata_convention() -> None:
+    assert method_of({"method": "bnpl", "metadata": {"payment_method": "wallet"}}) == "bnpl"
+    assert method_of({"method": None, "metadata": {"payment_method": "wallet"}}) == "wallet"
+    assert method_of({"metadata": {}}) == "card"
+
+
+def test_the_instrument_forwarded_drops_the_cryptogram() -> None:
+    checked = check_instrument({"method": "wallet", "wallet": WALLET, "currency": "USD"})
+    assert checked.fields() == {"method": "wallet", "wallet": {"provider": "google_pay", "token": WALLET["token"]},
+                                "bank_account": None, "bnpl_provider": None}
+
+
+def test_sepa_debits_euros_and_ach_dollars() -> None:
+    mandate = {"scheme": "sepa", "mandate_id": "MD-1", "account_last4": "0001"}
+    assert check_instrument({"method": "bank_transfer", "bank_account": mandate, "currency": "EUR"}).bank_account == mandate
+    with pytest.raises(MethodError) as e:
+        check_instrument({"method": "bank_transfer", "bank_account": mandate, "currency": "USD"})
+    assert e.value.reason == "currency_not_supported"
+
+
+@pytest.mark.parametrize("code", ["R01", "R10", "AC04", "MD07"])
+def test_return_codes_of_both_schemes(code: str) -> None:
+    assert check_return_code(code) == code
+
+
+@pytest.mark.parametrize("code", [None, "", "R1", "r01", "R001", "4242424242424242"])
+def test_bad_return_codes(code: str | None) -> None:
+    with pytest.raises(MethodError, match="invalid_return_code"):
+        check_return_code(code)
+
+
+def test_instrument_labels_name_no_account_number() -> None:
+    mandate = {"scheme": "ach", "mandate_id": "MD-1", "account_last4": "6789"}
+    assert instrument_label("bank_transfer", {"bank_account": mandate}) == "ach:MD-1:****6789"
+    assert instrument_label("wallet", {"wallet": {"provider": "apple_pay", "token": "t"}}) == "apple_pay"
+    assert instrument_label("bnpl", {"bnpl_provider": "later"}) == "later"
+    assert instrument_label("card", {"card": {"token": "tok"}}) is None
