@@ -57,6 +57,8 @@ class Scorer:
     policy: Policy
     shadow: LoadedModel | None = None
     blocklist: Blocklist = field(default_factory=Blocklist)
+    # Model scores of the rows `prime` was given, by row bytes (at most MAX_BATCH_ROWS).
+    _primed: dict[bytes, tuple[float | None, float | None]] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def load(cls, artifact_dir: Path | str | None, rules_path: Path | str = DEFAULT_RULES,
@@ -91,17 +93,12 @@ class Scorer:
         """The decision of each (tx, features): the model scores every row in one call
         (a batch costs about what one row does), rules and blocklist per tx."""
         assert len(items) <= MAX_BATCH_ROWS, len(items)
-        rows = [fv for _, fv in items if fv is not None]
-        scores = shadow_scores = iter(())
-        if rows:
-            matrix = np.asarray(rows, dtype=np.float64)
-            with _THREADS.limit(limits=1, user_api="openmp"):
-                scores, shadow_scores = iter(_scores(self.model, matrix)), iter(_scores(self.shadow, matrix))
+        scored = self._model_scores([fv for _, fv in items if fv is not None])
         decisions = []
         for tx, fv in items:
             score = shadow_score = None
             if fv is not None:
-                score, shadow_score = next(scores), next(shadow_scores)
+                score, shadow_score = scored[_row_key(fv)]
             decisions.append(decide(
                 fv, evaluate_rules(self.policy, tx, fv) + self._blocklist_hits(tx), score, self.policy.thresholds,
                 fallback_action=self.policy.fallback_action,
@@ -111,6 +108,24 @@ class Scorer:
                 shadow_version=self.shadow.version if self.shadow else None,
             ))
         return decisions
+
+    def prime(self, rows: Sequence[FeatureVector]) -> None:
+        """Score these rows now, in one model call, for the decisions that follow: a
+        decision whose features equal a primed row takes its scores from here. The
+        risk agent primes its batch, then decides one create at a time as before
+        (docs/performance.md). Replaces what was primed before; bounded."""
+        self._primed = {}
+        self._primed = self._model_scores(rows[:MAX_BATCH_ROWS])
+
+    def _model_scores(self, rows: Sequence[FeatureVector]) -> dict[bytes, tuple[float | None, float | None]]:
+        out = {k: self._primed[k] for k in map(_row_key, rows) if k in self._primed}
+        todo = [fv for fv in rows if _row_key(fv) not in out]
+        if todo:
+            matrix = np.asarray(todo, dtype=np.float64)
+            with _THREADS.limit(limits=1, user_api="openmp"):
+                pairs = zip(_scores(self.model, matrix), _scores(self.shadow, matrix), strict=True)
+            out.update(zip(map(_row_key, todo), pairs, strict=True))
+        return out
 
     def _blocklist_hits(self, tx: Mapping[str, Any]) -> tuple[RuleHit, ...]:
         try:
@@ -135,6 +150,11 @@ class Scorer:
                     label: Mapping[str, Any]) -> None:
         """A FraudLabel record, applied at its `occurred_at` (when it became known)."""
         apply_label(card, merchant, to_ms(label["occurred_at"]), bool(label["fraud"]))
+
+
+def _row_key(fv: FeatureVector) -> bytes:
+    # The row's bytes: equal rows are equal keys, NaN included (NaN != NaN as floats).
+    return np.asarray(fv, dtype=np.float64).tobytes()
 
 
 def _scores(model: LoadedModel | None, matrix: np.ndarray) -> list[float | None]:

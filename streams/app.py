@@ -25,7 +25,7 @@ import shutil
 import ssl
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -235,6 +235,12 @@ def build_app(settings: Settings) -> faust.App:
         out = Forward(cmd)
         return Record(names.validated, out.key, VALIDATED_CODEC.encode(out.command), partition_for(out.key, n))
 
+    def decoded(codec: Codec, value: bytes | None) -> dict | None:
+        try:
+            return codec.decode(value)
+        except DecodeError:
+            return None
+
     async def decode_or_dlq(event: faust.types.EventT, stage: str, codec: Codec = VALIDATED_CODEC) -> dict | None:
         """The decoded record, or None once the undecodable message is dead-lettered."""
         try:
@@ -258,15 +264,19 @@ def build_app(settings: Settings) -> faust.App:
         async for batch in stream.take_events(settings.agent_batch_max, within_s):
             yield batch
 
+    def in_turn(batch: list[faust.types.EventT]) -> Iterator[faust.types.EventT]:
+        """The batch's events still current, each made Faust's current event in turn:
+        its RocksDB store files a write under the current event's partition (a plain
+        stream sets it per event, a batch does not). Only this task's context:
+        stream.current_event belongs to the batch's filling task."""
+        for event in batch:
+            if current(event):
+                _current_event.set(weakref.ref(event))
+                yield event
+
     async def each_event(stream: faust.StreamT) -> AsyncIterator[faust.types.EventT]:
         async for batch in batches(stream):
-            for event in batch:
-                if not current(event):
-                    continue
-                # Faust's RocksDB store files a write under the current event's partition;
-                # a plain stream sets it per event, a batch does not. Only this task's
-                # context: stream.current_event belongs to the batch's filling task.
-                _current_event.set(weakref.ref(event))
+            for event in in_turn(batch):
                 yield event
 
     @app.agent(commands, name="ingest")
@@ -412,28 +422,36 @@ def build_app(settings: Settings) -> faust.App:
 
     @app.agent(risk_in, name="risk")
     async def risk_agent(stream: faust.StreamT) -> None:
-        async for event in each_event(stream):
-            cmd = await decode_or_dlq(event, "risk")
-            if cmd is None:
-                continue
+        async for batch in batches(stream):
             blocklist_reader.ensure_loaded()
-            m = event.message
-            effects = risk_stage.handle(cmd, m.partition, int(m.timestamp * 1000), risk_table.data.get, scorer, retention,
-                                        settings.timer_sweep_max)
-            if effects.skipped:
-                metrics.DUPLICATES_SKIPPED.labels(stage="risk").inc()
-                continue
-            assert effects.command is not None
-            records = [to_payments(effects.command)]
-            if effects.review is not None:
-                records.append(Record(names.review, records[0].key, REVIEW_CODEC.encode(effects.review)))
-            await emitter.emit(event, [StateWrite(risk_table, k, v) for k, v in effects.writes], records)
-            observe_latency("risk", event)
-            if effects.decision is not None:
-                metrics.FRAUD_DECISIONS.labels(action=effects.decision.action, fallback=str(effects.fallback).lower(),
-                                               merchant="partition" if effects.merchant_fallback else "exact").inc()
-            if effects.state_unreadable:
-                log.warning("risk: a stored state of command %s was unreadable and started afresh", cmd["command_id"])
+            # One model call for the batch; each create is then handled alone, as ever.
+            risk_stage.prime([(cmd, e.message.partition, int(e.message.timestamp * 1000)) for e in batch
+                              if (cmd := decoded(VALIDATED_CODEC, e.value)) is not None],
+                             risk_table.data.get, scorer, retention, settings.timer_sweep_max)
+            for event in in_turn(batch):
+                await risk_one(event)
+
+    async def risk_one(event: faust.types.EventT) -> None:
+        cmd = await decode_or_dlq(event, "risk")
+        if cmd is None:
+            return
+        m = event.message
+        effects = risk_stage.handle(cmd, m.partition, int(m.timestamp * 1000), risk_table.data.get, scorer, retention,
+                                    settings.timer_sweep_max)
+        if effects.skipped:
+            metrics.DUPLICATES_SKIPPED.labels(stage="risk").inc()
+            return
+        assert effects.command is not None
+        records = [to_payments(effects.command)]
+        if effects.review is not None:
+            records.append(Record(names.review, records[0].key, REVIEW_CODEC.encode(effects.review)))
+        await emitter.emit(event, [StateWrite(risk_table, k, v) for k, v in effects.writes], records)
+        observe_latency("risk", event)
+        if effects.decision is not None:
+            metrics.FRAUD_DECISIONS.labels(action=effects.decision.action, fallback=str(effects.fallback).lower(),
+                                           merchant="partition" if effects.merchant_fallback else "exact").inc()
+        if effects.state_unreadable:
+            log.warning("risk: a stored state of command %s was unreadable and started afresh", cmd["command_id"])
 
     @app.agent(labels_in, name="labels")
     async def labels_agent(stream: faust.StreamT) -> None:

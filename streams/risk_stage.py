@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from models.decision import FraudDecision
 from models.features import (
@@ -43,6 +43,7 @@ from models.features import (
     CardState,
     EntityState,
     FeatureInputError,
+    FeatureVector,
     MerchantCounts,
     MerchantState,
     StateError,
@@ -189,6 +190,28 @@ def handle(cmd: dict[str, Any], partition: int, record_ts_ms: int, get: Get, sco
            retention: timedelta, sweep_max: int = SWEEP_MAX) -> RiskEffects:
     """Score one create. Never raises on a garbled command or state: the scorer's
     rules-only fallback, flagged."""
+    out = prepare(cmd, partition, record_ts_ms, get, scorer, retention, sweep_max)
+    if isinstance(out, Scored):
+        decide_scored([out], scorer)
+        return out.effects
+    return out
+
+
+@dataclass
+class Scored:
+    """A create with its features read and its states folded; the decision (and with
+    it the command to forward) comes from `decide_scored`, with its batch's."""
+    effects: RiskEffects
+    cmd: dict[str, Any]
+    tx: dict[str, Any]
+    features: FeatureVector | None
+
+
+def prepare(cmd: dict[str, Any], partition: int, record_ts_ms: int, get: Get, scorer: Scorer,
+            retention: timedelta, sweep_max: int = SWEEP_MAX) -> RiskEffects | Scored:
+    """Everything of `handle` but the decision: a pass-through or a skip as effects,
+    a create to score as `Scored`. Its writes are final (they do not depend on the
+    decision), so the next create of the batch reads them through its `get`."""
     if not wants_risk(cmd):
         return RiskEffects(dict(cmd))
     done = applied_key(partition, cmd["command_id"])
@@ -205,11 +228,8 @@ def handle(cmd: dict[str, Any], partition: int, record_ts_ms: int, get: Get, sco
         loader.load(ik, EntityState.from_bytes, EntityState) if ik else None,
         loader.load(dk, EntityState.from_bytes, EntityState) if dk else None,
     )
-    decision = mit_exemption(cmd, scorer.score(tx, states, usable=not loader.unreadable, merchant=merchant))
-    effects = RiskEffects(attach(cmd, decision), decision, fallback=decision.fallback,
-                          merchant_fallback=merchant is None, state_unreadable=loader.unreadable)
-    if decision.action == "review":
-        effects.review = review_record(cmd, decision)
+    features = scorer.features(tx, states, usable=not loader.unreadable, merchant=merchant)
+    effects = RiskEffects(None, merchant_fallback=merchant is None, state_unreadable=loader.unreadable)
     if scorer.update_states(states, tx):
         effects.writes.append((ck, states.card.to_bytes()))
         if merchant is None:  # the keys stage keeps the exact state; this one is the fallback's
@@ -219,7 +239,39 @@ def handle(cmd: dict[str, Any], partition: int, record_ts_ms: int, get: Get, sco
         if dk and states.device is not None:
             effects.writes.append((dk, states.device.to_bytes()))
     _remember(effects, done, partition, to_ms(cmd["occurred_at"]), record_ts_ms, get, retention, sweep_max)
-    return effects
+    return Scored(effects, cmd, tx, features)
+
+
+def prime(cmds: Sequence[tuple[dict[str, Any], int, int]], get: Get, scorer: Scorer, retention: timedelta,
+          sweep_max: int = SWEEP_MAX) -> None:
+    """Score a batch's creates (command, partition, record time) in one model call
+    before they are handled one by one: their features are read as `handle` will read
+    them, each create seeing the writes of the ones before it (in a scratch overlay;
+    the table is not touched). A create whose states changed in between (a label came
+    first) scores afresh when handled: priming changes no decision, only its cost."""
+    overlay: dict[bytes, bytes | None] = {}
+
+    def seen(key: bytes) -> bytes | None:
+        return overlay[key] if key in overlay else get(key)
+
+    rows = []
+    for cmd, partition, record_ts_ms in cmds:
+        out = prepare(cmd, partition, record_ts_ms, seen, scorer, retention, sweep_max)
+        if isinstance(out, Scored):
+            overlay.update(out.effects.writes)
+            if out.features is not None:
+                rows.append(out.features)
+    scorer.prime(rows)
+
+
+def decide_scored(batch: Sequence[Scored], scorer: Scorer) -> None:
+    """Decide a batch of prepared creates (one model call) into their effects."""
+    for scored, decision in zip(batch, scorer.decide_many([(s.tx, s.features) for s in batch]), strict=True):
+        decision = mit_exemption(scored.cmd, decision)
+        effects = scored.effects
+        effects.command, effects.decision, effects.fallback = attach(scored.cmd, decision), decision, decision.fallback
+        if decision.action == "review":
+            effects.review = review_record(scored.cmd, decision)
 
 
 def mit_exemption(cmd: Mapping[str, Any], decision: FraudDecision) -> FraudDecision:

@@ -82,8 +82,10 @@ def poll_until(consumer: Consumer, deadline_monotonic: float) -> Iterator[Messag
 
 
 # Errors a partition shows while its leadership is still settling (a new topic, a
-# broker restart); librdkafka does not flag all of them retriable.
+# broker restart), or a request the busy broker did not answer in time; librdkafka
+# does not flag all of them retriable. Retried until the caller's deadline.
 _SETTLING = frozenset({
+    KafkaError._TIMED_OUT,
     KafkaError.NOT_LEADER_FOR_PARTITION,
     KafkaError.LEADER_NOT_AVAILABLE,
     KafkaError.UNKNOWN_TOPIC_OR_PART,

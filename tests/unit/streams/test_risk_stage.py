@@ -347,10 +347,10 @@ class _StepUpScorer:
     def __init__(self, real: Scorer) -> None:
         self.real = real
 
-    def score(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def decide_many(self, items):  # type: ignore[no-untyped-def]
         from dataclasses import replace
 
-        return replace(self.real.score(*args, **kwargs), action="requires_action")
+        return [replace(d, action="requires_action") for d in self.real.decide_many(items)]
 
     def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
         return getattr(self.real, name)
@@ -377,3 +377,57 @@ def test_the_exemption_never_softens_a_review_or_a_decline(scorer):
     for action in ("review", "decline", "approve"):
         d = replace(decision, action=action)
         assert rs.mit_exemption(cmd, d) is d
+
+
+# --- a batch primed in one model call ---
+
+
+class _Counting:
+    """The real model, counting its calls and rows."""
+
+    def __init__(self, real) -> None:
+        self.real, self.manifest, self.calls, self.rows = real, real.manifest, 0, 0
+
+    @property
+    def version(self) -> str:
+        return self.real.version
+
+    def score(self, X):
+        self.calls, self.rows = self.calls + 1, self.rows + len(X)
+        return self.real.score(X)
+
+
+def test_priming_a_batch_changes_no_decision_and_scores_it_in_one_call(scorer):
+    cmds = [create(i, card=f"tok_{i % 3}", at=T0 + timedelta(seconds=40 * i), amount=900 + 131 * i) for i in range(9)]
+    reference = Table()
+    expected = [run(reference, c, scorer) for c in cmds]
+
+    counting = _Counting(scorer.model)
+    primed = Scorer(counting, scorer.policy)
+    table = Table()
+    rs.prime([(c, 0, to_ms(c["occurred_at"])) for c in cmds], table.get, primed, RETENTION)
+    assert (counting.calls, table) == (1, {})  # one call; the table is not touched
+    got = [run(table, c, primed) for c in cmds]
+    assert counting.calls == 1  # every create took its primed score
+    assert [e.command for e in got] == [e.command for e in expected]
+    assert table == reference
+
+
+def test_a_label_between_priming_and_handling_is_not_lost(scorer):
+    cmds = [create(i, card="tok_a", at=T0 + timedelta(minutes=i)) for i in range(4)]
+    reference = Table()
+    expected = [run(reference, c, scorer) for c in cmds[:2]]
+    lab = label("lab_1", at=T0 + timedelta(minutes=1, seconds=30))
+    reference.apply(rs.handle_label(lab, 0, to_ms(lab["occurred_at"]), reference.get, RETENTION).writes)
+    expected += [run(reference, c, scorer) for c in cmds[2:]]
+
+    counting = _Counting(scorer.model)
+    primed = Scorer(counting, scorer.policy)
+    table = Table()
+    rs.prime([(c, 0, to_ms(c["occurred_at"])) for c in cmds], table.get, primed, RETENTION)
+    got = [run(table, c, primed) for c in cmds[:2]]
+    table.apply(rs.handle_label(lab, 0, to_ms(lab["occurred_at"]), table.get, RETENTION).writes)
+    got += [run(table, c, primed) for c in cmds[2:]]
+    assert [e.command for e in got] == [e.command for e in expected]
+    assert table == reference
+    assert counting.calls >= 2  # the creates after the label read other states: scored afresh
