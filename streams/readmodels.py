@@ -37,7 +37,7 @@ from streams.ingest import Source as Origin
 from streams.ingest import dead_letter
 from streams.ledger import entry_to_record
 from streams.metrics import DEAD_LETTERS, SETTLEMENT_DISCREPANCIES, SINK_ROWS
-from streams.reconcile import ProviderTxn, ReconResult, ledger_side, reconcile
+from streams.reconcile import KIND_OF_EVENT, ProviderTxn, ReconResult, ledger_side, reconcile
 from streams.settings import Settings, client_config
 from streams.settlement import SettlementRun
 from streams.topics import topic_names
@@ -275,13 +275,15 @@ def record_settlement(client: Client, run_: SettlementRun) -> None:
 
 
 def provider_txns(client: Client, first: date, last: date) -> list[ProviderTxn]:
-    """The ledger's provider transactions (captures, refunds) of days first..last, from `payment_events FINAL`."""
-    q = """
+    """The ledger's provider transactions (captures, refunds, bank submissions and
+    returns) of days first..last, from `payment_events FINAL`."""
+    types = ", ".join(f"'{t}'" for t in sorted(KIND_OF_EVENT))  # our constants, not input
+    q = f"""
         SELECT type, provider, provider_ref, payment_id, currency, amount_minor, fee_minor,
                toUnixTimestamp64Milli(occurred_at) AS at_ms
         FROM payment_events FINAL
-        WHERE type IN ('captured', 'refunded') AND provider != '' AND provider_ref != ''
-          AND toDate(occurred_at) BETWEEN {first:Date} AND {last:Date}
+        WHERE type IN ({types}) AND provider != '' AND provider_ref != ''
+          AND toDate(occurred_at) BETWEEN {{first:Date}} AND {{last:Date}}
     """
     result = client.query(q, parameters={"first": first, "last": last})
     names = [("occurred_at" if n == "at_ms" else n) for n in result.column_names]  # an alias would shadow the column

@@ -39,7 +39,8 @@ from schemas.times import from_ms, to_ms
 STATUSES = ("matched", "amount_mismatch", "missing_in_ledger", "missing_in_report", "duplicate_in_report")
 MAX_REPORT_ROWS = 5_000_000
 # The events whose money a provider settles; a bank transfer's return reuses its submission's key.
-_KIND = {"captured": "capture", "refunded": "refund", "bank_submitted": "capture", "bank_returned": "return",
+# The payment events that moved money at a provider, and as what.
+KIND_OF_EVENT = {"captured": "capture", "refunded": "refund", "bank_submitted": "capture", "bank_returned": "return",
          "bank_reversed": "return"}
 KINDS = ("capture", "refund", "return")
 
@@ -114,7 +115,7 @@ def ledger_side(events: Iterable[Mapping[str, Any]]) -> list[ProviderTxn]:
     posted (captures and refunds that went through a provider)."""
     out = []
     for e in events:
-        kind = _KIND.get(e["type"])
+        kind = KIND_OF_EVENT.get(e["type"])
         if kind is None or not e.get("provider") or not e.get("provider_ref"):
             continue
         at = e["occurred_at"] if isinstance(e["occurred_at"], int) else to_ms(e["occurred_at"])

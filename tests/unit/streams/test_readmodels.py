@@ -302,3 +302,21 @@ def test_reset_keeps_the_runs_and_a_replay_restores_the_same_tables(ch) -> None:
     Sink(ch).insert([r for e in run_.entries for r in rows_for("ledger_entry", entry_to_record(e))])
     assert ch.query(q_bal).result_rows == before_bal and ch.query(q_pay).result_rows == before_pay
     assert ch.query("SELECT * FROM settlements FINAL ORDER BY settlement_id").result_rows == settlements
+
+
+def test_a_bank_transfer_submission_and_return_reconcile_from_the_read_model(ch) -> None:
+    fill(ch)
+    captured = next(e for e in DAYS.events if e["type"] == "captured" and e["provider"] and e["occurred_at"].date() == D)
+    bank = {"provider": "bank_sepa", "provider_ref": "prv_" + "b" * 32, "method": "bank_transfer", "fee_minor": 0}
+    submitted = captured | bank | {"event_id": "evt_" + "1" * 32, "type": "bank_submitted", "fee_minor": 55}
+    returned = captured | bank | {"event_id": "evt_" + "2" * 32, "type": "bank_reversed", "version": captured["version"] + 2,
+                                  "occurred_at": captured["occurred_at"] + timedelta(days=1)}
+    Sink(ch).insert([r for e in (submitted, returned) for r in rows_for("payment_event", e)])
+    books = ledger_side([submitted, returned])
+    assert [t.kind for t in books] == ["capture", "return"]
+    day = D + timedelta(days=1)
+    everything = ledger_side(DAYS.events) + books
+    report = [t for t in rail_report(everything, 1) if t.day == day]  # the submission among them, the next day
+    result = reconcile_day(ch, day, report, {t.provider: 1 for t in everything})
+    assert result.discrepancies == 0  # the submission found in the read model, not missing_in_ledger
+    assert [i.status for i in result.items if i.provider_ref == bank["provider_ref"]] == ["matched"]
