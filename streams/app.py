@@ -163,7 +163,7 @@ def build_app(settings: Settings) -> faust.App:
 
     names = topics.topic_names(settings)
     commands, keyed, validated = topic(names.commands), topic(names.keyed), topic(names.validated)
-    events, ledger_entries = topic(names.events), topic(names.ledger)
+    ledger_entries = topic(names.ledger)
     risk_in, labels_in, merchants_in = topic(names.risk), topic(names.labels), topic(names.merchants)
     merchant_labels_in = topic(names.merchant_labels)
     subscriptions_in, clock_in, outcomes_in = topic(names.subscription_commands), topic(names.clock), topic(names.outcomes)
@@ -364,7 +364,8 @@ def build_app(settings: Settings) -> faust.App:
                 continue
             writes = [StateWrite(tables[t], k, v) for t, k, v in effects.writes]
             records = [record_for(stream, m.key, r) for stream, r in effects.records]
-            await emitter.emit(event, writes, records)
+            records += [posted(r, event) for stream, r in effects.records if stream == EVENTS]
+            await emitter.emit(event, writes, [r for r in records if r is not None])
             observe_latency("payments", event)
             for stream, record in effects.records:
                 if stream == OUTCOMES:
@@ -383,20 +384,22 @@ def build_app(settings: Settings) -> faust.App:
                     metrics.BREAKER_STATE.labels(provider=change.provider).set(breakers.worst()[change.provider])
                     log.warning("breaker %s: %s -> %s (%s)", change.provider, change.from_state, change.to_state, change.reason)
 
-    @app.agent(events, name="post")
-    async def post_agent(stream: faust.StreamT) -> None:
-        async for event in each_event(stream):
-            record = await decode_or_dlq(event, "post", EVENT_CODEC)
-            if record is None:
-                continue
-            posting = ledger_stage.post_event(record, n)
-            if posting.refused is not None:
-                await to_dlq(event, dead_letter("post", posting.refused.reason, posting.refused.detail, event.value, source_of(event)))
-            elif posting.entry is not None:
-                entry = posting.entry
-                out = Record(names.ledger, entry.merchant_id.encode(), ENTRY_CODEC.encode(entry_to_record(entry)), entry.shard)
-                await emitter.emit(event, (), [out])
-                observe_latency("post", event)
+    def posted(record: dict, source: faust.types.EventT) -> Record | None:
+        """An event's journal entry, to its merchant's ledger shard, in the event's own
+        transaction (no separate posting hop: the entry is a pure function of the
+        event); None when it moves no money. A refusal is a bug of ours: the event
+        still goes out and the refusal is dead-lettered with it (`paystream audit`
+        names the event without its entry)."""
+        posting = ledger_stage.post_event(record, n)
+        if posting.refused is not None:
+            metrics.DEAD_LETTERS.labels(stage="post", reason=posting.refused.reason).inc()
+            letter = dead_letter("post", posting.refused.reason, posting.refused.detail, EVENT_CODEC.encode(record),
+                                 source_of(source))
+            return Record(names.dlq, source.message.key, DLQ_CODEC.encode(letter.record))
+        if posting.entry is None:
+            return None
+        entry = posting.entry
+        return Record(names.ledger, entry.merchant_id.encode(), ENTRY_CODEC.encode(entry_to_record(entry)), entry.shard)
 
     @app.agent(ledger_entries, name="ledger")
     async def ledger_agent(stream: faust.StreamT) -> None:

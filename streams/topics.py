@@ -8,8 +8,8 @@ with the producers' partitioner (schemas/partitioning.py).
 
   payment-commands (by payment_id) -> ingest -> payment-commands-keyed (by merchant)
   -> keys -> payment-commands-validated (by payment_id) -> payments
-  -> payment-outcomes, payment-events (by payment_id), payment-dlq
-  payment-events -> post -> ledger-entries (by merchant: the ledger shard) -> ledger
+  -> payment-outcomes, payment-events (by payment_id), payment-dlq, and each event's
+  entry -> ledger-entries (by merchant: the ledger shard) -> ledger
   keys -> creates -> payment-commands-risk (by card token) -> risk -> validated;
   fraud-labels (by card token) -> risk -> fraud-labels-merchant (a copy by merchant)
   -> keys (the merchant's label counts); fraud-review; fraud-blocklist and merchants

@@ -27,7 +27,7 @@ from tests.integration.support import PARTITIONS, WAIT_S, create, follow_up, mak
 pytestmark = pytest.mark.integration
 
 CREATES, CAPTURES = 24, 12
-STAGES = ("ingest", "keys", "risk", "payments", "post", "ledger", "pipeline")
+STAGES = ("ingest", "keys", "risk", "payments", "ledger", "pipeline")
 SCRAPE_WAIT_S = 60
 
 
