@@ -18,6 +18,17 @@ from streams.settings import get_settings
 
 app = typer.Typer(no_args_is_help=True, help="ClickHouse read models (chDB in-process, or a server by URL).")
 err = Console(stderr=True)
+
+
+def read_models(job: str) -> Any:
+    """The configured read-model database (it must exist: `paystream clickhouse
+    migrate` creates it), or exit 1 saying why, prefixed with the job's name."""
+    settings = get_settings()
+    try:
+        return connect(settings.clickhouse_url, settings.clickhouse_database, create=False)
+    except ClickHouseError as e:
+        err.print(f"[red]{job}:[/red] {e}")
+        raise typer.Exit(1) from None
 MAX_ROWS = 1_000_000
 
 
@@ -49,12 +60,7 @@ def sql(
     limit: int = typer.Option(10_000, min=1, max=MAX_ROWS, help="At most this many rows are printed"),
 ) -> None:
     """Run a read-only query against the read models and print the rows."""
-    settings = get_settings()
-    try:
-        client = connect(settings.clickhouse_url, settings.clickhouse_database, create=False)
-    except ClickHouseError as e:
-        err.print(f"[red]sql:[/red] {e}")
-        raise typer.Exit(1) from None
+    client = read_models("sql")
     try:
         # readonly=2: no writes, no DDL, but per-query settings stay allowed.
         result = client.query(query, settings={"readonly": 2, "max_result_rows": limit, "result_overflow_mode": "break"})

@@ -9,9 +9,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from connectors.clickhouse.client import ClickHouseError, connect
+from connectors.clickhouse.client import ClickHouseError
 from connectors.kafka.clients import MissingTopic
 from connectors.providers.bank import BankRail
+from streams.cli_clickhouse import read_models
 from streams.settings import get_settings
 
 app = typer.Typer(no_args_is_help=True, help="Payouts to merchants' bank accounts (simulated bank rail).")
@@ -39,11 +40,7 @@ def run(
 
     day, settings = _day(date_), get_settings()
     bank = BankRail(seed=seed, fail_per_mille=fail_per_mille, closed_accounts=frozenset(closed))
-    try:
-        client = connect(settings.clickhouse_url, settings.clickhouse_database, create=False)
-    except ClickHouseError as e:
-        err.print(f"[red]{e}[/red]")
-        raise typer.Exit(1) from None
+    client = read_models("payouts")
     try:
         result = payouts_day(settings, client, day, bank)
     except (ClickHouseError, SettleError, MissingTopic, TimeoutError) as e:

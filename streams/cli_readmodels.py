@@ -18,6 +18,7 @@ from connectors.clickhouse.client import ClickHouseError, connect
 from connectors.clickhouse.migrate import MigrationError, migrate
 from connectors.kafka.clients import MissingTopic
 from connectors.providers.rails import RailConfigError, load_rail_configs
+from streams.cli_clickhouse import read_models
 from streams.readmodels import SinkError, reconcile_day, serve
 from streams.readmodels import rebuild as rebuild_tables
 from streams.reconcile import ReportError, read_report
@@ -65,15 +66,6 @@ def _day(value: str) -> date:
         raise typer.BadParameter(f"{value!r}: a date as YYYY-MM-DD") from None
 
 
-def _client():  # type: ignore[no-untyped-def]
-    settings = get_settings()
-    try:
-        return connect(settings.clickhouse_url, settings.clickhouse_database, create=False)
-    except ClickHouseError as e:
-        err.print(f"[red]{e}[/red]")
-        raise typer.Exit(1) from None
-
-
 def settle(date_: str = typer.Option(..., "--date", help="The day to settle (event time, UTC), YYYY-MM-DD")) -> None:
     """Settle a day per merchant and currency from the ledger (Kafka): post the payout
     entries and instructions, write the settlements table; a second run changes nothing.
@@ -82,7 +74,7 @@ def settle(date_: str = typer.Option(..., "--date", help="The day to settle (eve
     from streams.settle_job import SettleError, settle_day
 
     day, settings = _day(date_), get_settings()
-    client = _client()
+    client = read_models("settle")
     try:
         result = settle_day(settings, client, day, read_registry)
     except (ClickHouseError, SettleError, MissingTopic, TimeoutError) as e:
@@ -126,7 +118,7 @@ def reconcile(
     except (ReportError, RailConfigError) as e:
         err.print(f"[red]reconcile:[/red] {e}")
         raise typer.Exit(2) from None
-    client = _client()
+    client = read_models("reconcile")
     try:
         result = reconcile_day(client, day, rows, lag)
     except ClickHouseError as e:
@@ -153,7 +145,7 @@ def rebuild(
     """Drop the topic-fed tables, recreate them and replay the topics from offset 0
     up to the end offsets seen at start. Stop the sink first (one process per chDB dir)."""
     settings = get_settings()
-    client = _client()
+    client = read_models("rebuild")
     started = time.monotonic()
     try:
         with Progress(*Progress.get_default_columns(), MofNCompleteColumn(), console=err) as bar:
