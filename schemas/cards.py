@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from schemas.errors import ReasonedError
+
 PAN_MIN_LEN = 12
 PAN_MAX_LEN = 19
 
@@ -30,13 +32,8 @@ CARD_BRANDS = frozenset(brand for brand, _, _ in _BRANDS)
 PAN_STRICT_MIN_LEN = 13  # the shortest PAN of any brand we know (visa 13)
 
 
-class CardError(ValueError):
+class CardError(ReasonedError, ValueError):
     """A card number that is refused. `reason` is a stable code; no PAN in the message."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 def check_pan(pan: str) -> tuple[str, str]:

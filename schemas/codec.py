@@ -28,6 +28,8 @@ import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 from fastavro.validation import ValidationError, validate
 
+from schemas.errors import ReasonedError
+
 MAGIC = b"\xc3\x01"
 HEADER_LEN = len(MAGIC) + 8
 # Bound on what a decoder accepts: a message larger than this is rejected before
@@ -43,13 +45,8 @@ MAX_SCHEMA_ID = 2**31 - 1
 MAX_CACHED_SCHEMA_IDS = 1024
 
 
-class DecodeError(Exception):
+class DecodeError(ReasonedError):
     """Bytes that are not a message we can read. `reason` is a stable code."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 class EncodeError(ValueError):

@@ -33,6 +33,7 @@ from typing import Any, Protocol
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from schemas.errors import ReasonedError
 from streams.ledger import to_ms
 
 DOMAIN = b"paystream/PaymentEvent/chain/v1\n"  # separates these hashes from any other use of the keys
@@ -43,13 +44,8 @@ MAX_CANONICAL_BYTES = 64 * 1024  # an event is < 2 KiB; a bound on what we hash 
 CHAIN_FIELDS = ("chain_seq", "prev_hash", "key_id", "signature")
 
 
-class ChainError(ValueError):
+class ChainError(ReasonedError, ValueError):
     """An event that does not verify, or cannot be sealed. `reason` is a stable code."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True)

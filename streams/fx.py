@@ -18,6 +18,7 @@ from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Context, Decimal, Inexact, InvalidOperation, Rounded
 from typing import Any
 
+from schemas.errors import ReasonedError
 from schemas.money import exponent, is_currency
 
 # A plain decimal: no sign, no exponent, no NaN/Infinity, bounded digits, so the
@@ -30,13 +31,8 @@ _ROUND = Context(prec=80, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation])
 _ONE = Decimal(1)
 
 
-class FxError(ValueError):
+class FxError(ReasonedError, ValueError):
     """A rate we cannot use; `reason` is a stable code."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 def rate_key(base_currency: str, quote_currency: str) -> str:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from schemas.errors import ReasonedError
 from schemas.ids import derive_entry_id, derive_reversal_id
 from schemas.money import is_currency
 from schemas.partitioning import partition_for
@@ -50,14 +51,9 @@ MAX_AMOUNT_MINOR = 2**63 - 1  # an Avro long; ingest bounds payments far lower
 Balances = dict[tuple[str, str], int]
 
 
-class PostingError(ValueError):
+class PostingError(ReasonedError, ValueError):
     """An event the ledger cannot post, or an entry record that is not one.
     `reason` is a stable code for the dead-letter record or the audit report."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 def merchant_account(merchant_id: str, kind: str) -> str:

@@ -22,6 +22,7 @@ from typing import Any
 
 from connectors.providers.rails import RailConfig
 from schemas.cards import contains_pan
+from schemas.errors import ReasonedError
 
 METHODS = ("card", "wallet", "bank_transfer", "bnpl")
 DEFAULT_METHOD = "card"
@@ -47,13 +48,8 @@ BNPL_PROVIDER_PATTERN = re.compile(r"[a-z0-9_]{1,32}")
 RETURN_CODE_PATTERN = re.compile(r"R[0-9]{2}|[A-Z]{2}[0-9]{2}")
 
 
-class MethodError(ValueError):
+class MethodError(ReasonedError, ValueError):
     """A create whose method and instrument do not fit; `reason` is the rejection code."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True)

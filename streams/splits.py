@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from schemas.errors import ReasonedError
 from streams.merchants import MERCHANT_ID_MAX_LEN
 
 MAX_SPLITS = 10  # connected accounts per payment; with the platform, 11 ledger credits
@@ -35,13 +36,8 @@ CAPTURE, REFUND, DISPUTE_OPEN, DISPUTE_WON, DISPUTE_LOST = (
 SPLIT_KINDS = frozenset({CAPTURE, REFUND, DISPUTE_OPEN, DISPUTE_WON, DISPUTE_LOST})
 
 
-class SplitError(ValueError):
+class SplitError(ReasonedError, ValueError):
     """Splits a create cannot carry; `reason` is a stable rejection code."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from schemas.cards import CARD_BRANDS
+from schemas.errors import ReasonedError
 from schemas.ids import derive_charge_command_id, derive_payment_id
 from schemas.money import is_currency
 from schemas.times import from_ms, to_ms
@@ -59,13 +60,8 @@ PAID_STATUSES = ("captured", "authorized")
 FAILED_STATUSES = ("declined", "failed")
 
 
-class SubscriptionError(ValueError):
+class SubscriptionError(ReasonedError, ValueError):
     """A command the subscription refuses; `reason` is a stable code."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True)

@@ -27,17 +27,14 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError as _DriverError
 
+from schemas.errors import ReasonedError
+
 SCHEMES = ("chdb", "http", "https")
 _DATABASE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
-class ClickHouseError(RuntimeError):
+class ClickHouseError(ReasonedError, RuntimeError):
     """The read-model store cannot be reached or refused a request. `reason` is a stable code."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 def redact(url: str) -> str:

@@ -19,6 +19,7 @@ from datetime import date, datetime, timezone
 from typing import Any
 
 from schemas.cards import contains_pan
+from schemas.errors import ReasonedError
 from schemas.money import is_currency
 from schemas.times import from_ms
 
@@ -75,13 +76,8 @@ MAX_LINES = 16  # streams.ledger.MAX_LINES: an entry with more is not one the le
 _INT64 = (-(2**63), 2**63 - 1)
 
 
-class RowError(ValueError):
+class RowError(ReasonedError, ValueError):
     """A record the read models cannot take. `reason` is a stable code for the DLQ."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True)

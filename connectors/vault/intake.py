@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from connectors.vault.keys import CARD_INTAKE, KEY_BYTES, NONCE_BYTES, KeyStore, KeyStoreError, parse_key_id
 from schemas.cards import CardError
+from schemas.errors import ReasonedError
 
 _INFO = b"paystream-card-intake-v1"
 _AAD_PREFIX = b"paystream-card-intake-v1\x1f"
@@ -46,14 +47,9 @@ KEY_ID_MAX_CHARS = 40
 PUBLIC_KEY_FILE_MAX_BYTES = 1024
 
 
-class SealError(Exception):
+class SealError(ReasonedError):
     """A sealed card that cannot be opened: `reason` is a stable code for the dead
     letter, `detail` says why; neither holds card data."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True)
