@@ -212,6 +212,9 @@ class FileKeyStore:
     def __init__(self, keys_dir: Path) -> None:
         self.keys_dir = Path(keys_dir)
         self._keys: dict[str, _Key] = {}
+        # Parsed signing keys by id (an id's material never changes): one parse per key,
+        # not per signed event.
+        self._signing: dict[str, Ed25519PrivateKey] = {}
         self.reload()
 
     def __repr__(self) -> str:
@@ -280,7 +283,10 @@ class FileKeyStore:
 
     def sign(self, message: bytes) -> Signature:
         key = self._active(SIGNING)
-        return Signature(key.key_id, Ed25519PrivateKey.from_private_bytes(key.material).sign(message))
+        private = self._signing.get(key.key_id)
+        if private is None:
+            private = self._signing[key.key_id] = Ed25519PrivateKey.from_private_bytes(key.material)
+        return Signature(key.key_id, private.sign(message))
 
     def public_keys(self) -> dict[str, bytes]:
         return {
