@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-#: The bootstrap the embedded broker listens on; anything else is "external".
+#: The default bootstrap, where the embedded broker listens (PAYSTREAM_KAFKA_EMBEDDED_PORT moves it).
 EMBEDDED_BOOTSTRAP = "localhost:19092"
 
 
@@ -27,6 +27,10 @@ class Settings(BaseSettings):
         description="Kafka bootstrap servers; the embedded broker unless set to an external cluster.",
     )
     kafka_controller_port: int = Field(19093, ge=1024, le=65535)
+    # The port our embedded broker listens on: a bootstrap of exactly localhost:<this>
+    # is ours to start and stop. Change it (with the bootstrap) to run a second embedded
+    # broker beside another; a broker of docker-compose on localhost:9092 stays external.
+    kafka_embedded_port: int = Field(19092, ge=1024, le=65535)
     kafka_start_timeout_s: int = Field(120, ge=5, le=1800)
     # Nodes of the embedded cluster (`paystream kafka up --brokers 3`); 1 is the single node.
     kafka_brokers: int = Field(1, ge=1, le=5)
@@ -245,7 +249,7 @@ class Settings(BaseSettings):
 
     @property
     def kafka_embedded(self) -> bool:
-        return self.kafka_bootstrap == EMBEDDED_BOOTSTRAP
+        return self.kafka_bootstrap == f"localhost:{self.kafka_embedded_port}"
 
     @property
     def app_id(self) -> str:

@@ -48,6 +48,15 @@ def test_values_come_from_paystream_env(env: pytest.MonkeyPatch) -> None:
     assert s.kafka_dir == Path("/srv/paystream/kafka")
 
 
+def test_a_second_embedded_broker_on_its_own_port(env: pytest.MonkeyPatch) -> None:
+    env.setenv("PAYSTREAM_KAFKA_BOOTSTRAP", "localhost:29092")
+    assert not Settings().kafka_embedded  # a local port alone does not make a broker ours (docker-compose's 9092)
+    env.setenv("PAYSTREAM_KAFKA_EMBEDDED_PORT", "29092")
+    assert Settings().kafka_embedded
+    env.setenv("PAYSTREAM_KAFKA_BOOTSTRAP", EMBEDDED_BOOTSTRAP)
+    assert not Settings().kafka_embedded  # the default broker is then someone else's: never stopped by us
+
+
 def test_namespace_names_the_app(env: pytest.MonkeyPatch) -> None:
     env.setenv("PAYSTREAM_NAMESPACE", "ci-42")
     s = Settings()
