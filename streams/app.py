@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import logging
+import os
 import shutil
 import ssl
 import time
@@ -435,6 +436,7 @@ def build_app(settings: Settings) -> faust.App:
     lag_probe = probes.LagProbe(client_config(settings), settings.app_id)
     atexit.register(lag_probe.close)
     lag_reported: set[tuple[str, int]] = set()
+    stall_watch = probes.StallWatch(settings.worker_stall_s)
     imbalance_currencies: set[str] = set()
 
     @app.timer(interval=probes.PROBE_INTERVAL_S)
@@ -449,10 +451,19 @@ def build_app(settings: Settings) -> faust.App:
         else:
             for topic, partition in lag_reported - owned:
                 metrics.CONSUMER_LAG.remove(topic, str(partition))
-            for (topic, partition), lag in lags.items():
-                metrics.CONSUMER_LAG.labels(topic=topic, partition=str(partition)).set(lag)
+            for (topic, partition), progress in lags.items():
+                metrics.CONSUMER_LAG.labels(topic=topic, partition=str(partition)).set(progress.lag)
             lag_reported.clear()
             lag_reported.update(lags)
+            ready = not (app.rebalancing or app.in_recovery)  # restoring tables is progress, not a stall
+            stalled = stall_watch.observe(time.monotonic(), lags, ready)
+            if stalled:
+                # Crash-only, as streams/eos.py: Kafka aborts the open transactions and the
+                # supervisor restarts this worker, which resumes from the committed offsets.
+                log.critical("no progress for %ss on %s while ready; exiting with %d for a restart",
+                             stall_watch.stall_s, stalled, probes.EXIT_STALLED)
+                logging.shutdown()
+                os._exit(probes.EXIT_STALLED)
         try:
             totals = probes.ledger_imbalance(balances.data.items())
         except probes.TooManyBalances as e:

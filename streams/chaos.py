@@ -48,6 +48,11 @@ DRAIN_TIMEOUT_S = 1_800.0
 BOOKS_TIMEOUT_S = 600.0
 # A killed worker comes back after this long (a supervisor's restart delay).
 RESTART_DELAY_S = 1.0
+# Each worker watches its own partitions and exits when one stops while it is ready
+# (streams/probes.py StallWatch); `supervise` restarts it. No answer at all for this
+# long restarts every worker: the backstop for a worker too wedged to watch itself.
+# It must outlast a table restore, or each restart would begin the restore again.
+BACKSTOP_STALL_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -195,7 +200,7 @@ def run_chaos(base: Settings, *, commands: int, kills: int, broker_restarts: int
 
         try:
             answered = observer.wait_for(traffic.command_ids, traffic.garbage, DRAIN_TIMEOUT_S, progress,
-                                         on_stall=fleet.restart_stalled)
+                                         on_stall=fleet.restart_stalled, stall_s=BACKSTOP_STALL_S)
             closed = answered and observer.wait_until(observer.books_applied, BOOKS_TIMEOUT_S)
             # Whatever the topics hold now is what the checks judge; late answers would show as duplicates.
             observer.wait_until(lambda: observer.poll(1.0) == 0, 30)

@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     # on another worker, and there it only doubles the changelog reads and RocksDB writes
     # on the same cores and disk; deploy/k8s sets 1.
     table_standby_replicas: int = Field(0, ge=0, le=2)
+    # A changelog's open segment rolls after this long, so the log cleaner can compact it:
+    # the cleaner never touches the open segment, and the 7-day default kept every version
+    # of every key, so a restart replayed the whole history (the keys table rewrites its
+    # merchant's state on each command: 35,000 records for a handful of keys). Recovery
+    # then reads about one record per live key (docs/reliability.md, Recovery time).
+    changelog_segment_ms: int = Field(60_000, ge=10_000, le=7 * 24 * 3600 * 1000)
 
     # Schema Registry: when set, codecs write the Confluent wire format (schemas/codec.py).
     schema_registry_url: str | None = Field(None, pattern=r"^https?://\S+$")
@@ -80,6 +86,9 @@ class Settings(BaseSettings):
     # How soon a dead worker's partitions move to the others.
     session_timeout_s: float = Field(10.0, ge=6, le=300)
     worker_web_port: int = Field(6066, ge=1024, le=65535)
+    # A worker that is ready (tables restored) and sees a source partition with lag whose
+    # committed offset has not moved for this long exits for a restart (streams/probes.py).
+    worker_stall_s: float = Field(60.0, ge=10, le=3600)
 
     # ClickHouse read models: chdb:///<dir> (in-process) or http(s)://host:8123.
     # Empty: chDB under the data dir (see connectors/clickhouse/client.py).

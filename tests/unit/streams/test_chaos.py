@@ -62,3 +62,12 @@ def test_each_kind_of_damage_is_counted_and_fails_the_run() -> None:
     assert not figures(dlq=1).ok
     for f in (figures(outcomes={"c1": [out()], "c3": [out("replayed")]}), figures(diffs=2), figures(report=report(ok=False))):
         assert not f.ok
+
+
+def test_the_backstop_outlasts_a_worker_s_own_stall_detector() -> None:
+    # The run's global "no answer" restart once fired at 45 s, during table restores, and
+    # each restart began the restore again; the worker's own detector comes first now.
+    from streams.chaos import BACKSTOP_STALL_S
+    from streams.settings import Settings
+
+    assert BACKSTOP_STALL_S >= 5 * Settings().worker_stall_s
