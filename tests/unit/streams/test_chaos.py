@@ -71,3 +71,15 @@ def test_the_backstop_outlasts_a_worker_s_own_stall_detector() -> None:
     from streams.settings import Settings
 
     assert BACKSTOP_STALL_S >= 5 * Settings().worker_stall_s
+
+
+def test_peak_rss_is_the_process_high_water_mark() -> None:
+    import os
+
+    from streams.chaos import peak_rss_bytes
+
+    before = peak_rss_bytes(os.getpid())
+    block = b"\x01" * (64 * 2**20)  # written: resident
+    assert peak_rss_bytes(os.getpid()) >= before + 60 * 2**20
+    del block
+    assert peak_rss_bytes(2**22 + 1) == 0  # no such process: no figure, no crash
