@@ -45,6 +45,9 @@ COMMANDS_PER_PAYMENT = 1.48
 MAX_WORKERS = 8
 MAX_FAULTS = 1_000
 DRAIN_TIMEOUT_S = 1_800.0
+# A big run drains longer: below this rate the run is given up on (a 2-core box under
+# 40 kills answers ~25 commands/s; 100,000 commands then need over an hour).
+DRAIN_MIN_RATE_PER_S = 10.0
 BOOKS_TIMEOUT_S = 600.0
 # A killed worker comes back after this long (a supervisor's restart delay).
 RESTART_DELAY_S = 1.0
@@ -232,7 +235,7 @@ def run_chaos(base: Settings, *, commands: int, kills: int, broker_restarts: int
                 on_progress(done, len(traffic.command_ids))
 
         try:
-            answered = observer.wait_for(traffic.command_ids, traffic.garbage, DRAIN_TIMEOUT_S, progress,
+            answered = observer.wait_for(traffic.command_ids, traffic.garbage, drain_timeout_s(len(sent)), progress,
                                          on_stall=fleet.restart_stalled, stall_s=BACKSTOP_STALL_S)
             closed = answered and observer.wait_until(observer.books_applied, BOOKS_TIMEOUT_S)
             # Whatever the topics hold now is what the checks judge; late answers would show as duplicates.
@@ -258,6 +261,11 @@ def run_chaos(base: Settings, *, commands: int, kills: int, broker_restarts: int
     if not closed:
         figures.audit_failures.insert(0, "the books did not close before the timeout")
     return figures
+
+
+def drain_timeout_s(commands: int) -> float:
+    """How long a run waits for every answer: at least DRAIN_TIMEOUT_S, more for a big run."""
+    return max(DRAIN_TIMEOUT_S, commands / DRAIN_MIN_RATE_PER_S)
 
 
 def restart_broker(settings: Settings) -> None:

@@ -83,3 +83,10 @@ def test_peak_rss_is_the_process_high_water_mark() -> None:
     assert peak_rss_bytes(os.getpid()) >= before + 60 * 2**20
     del block
     assert peak_rss_bytes(2**22 + 1) == 0  # no such process: no figure, no crash
+
+
+def test_a_big_run_waits_longer_for_its_answers() -> None:
+    from streams.chaos import DRAIN_TIMEOUT_S, drain_timeout_s
+
+    assert drain_timeout_s(3_000) == DRAIN_TIMEOUT_S
+    assert drain_timeout_s(100_000) >= 100_000 / 25  # the rate measured under 40 kills on 2 cores
