@@ -103,7 +103,7 @@ setattr(highwaters_from_the_broker, _MARK, True)
 
 def commit_on_revoke(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     """Wrap TransactionManager.on_partitions_revoked: after Faust's own handling, commit
-    every transaction still open, under its lock (the one Emitter.emit and Faust's
+    every transaction still open and begin the next, under its lock (the one Emitter.emit and Faust's
     commit take). A failure (fenced, broker gone) propagates: Faust crashes the worker
     and its restart discards the local state."""
 
@@ -115,6 +115,10 @@ def commit_on_revoke(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awa
             async with producer._trn_locks[tid]:
                 if txn_producer._txn_manager.is_in_transaction():
                     await txn_producer.commit_transaction()
+                    # A new one at once, as Faust's own commit does: its next commit sends
+                    # offsets, which a producer outside a transaction refuses
+                    # (IllegalOperation, which crashes the consumer).
+                    await txn_producer.begin_transaction()
         return result
 
     setattr(wrapper, _MARK, True)
