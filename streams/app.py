@@ -45,7 +45,7 @@ from schemas.codec import Codec, DecodeError
 from schemas.partitioning import partition_for
 from streams import faust_fixes, ledger_stage, metrics, probes, risk_stage, topics
 from streams import keys as key_stage
-from streams.eos import Emitter, Record, StateWrite, origin_ms
+from streams.eos import EXIT_STALLED, Emitter, Record, StateWrite, origin_ms
 from streams.ingest import DeadLetter, Forward, Limits, Source, dead_letter, ingest
 from streams.ledger import entry_to_record
 from streams.payments import Policy, Saga
@@ -461,9 +461,9 @@ def build_app(settings: Settings) -> faust.App:
                 # Crash-only, as streams/eos.py: Kafka aborts the open transactions and the
                 # supervisor restarts this worker, which resumes from the committed offsets.
                 log.critical("no progress for %ss on %s while ready; exiting with %d for a restart",
-                             stall_watch.stall_s, stalled, probes.EXIT_STALLED)
+                             stall_watch.stall_s, stalled, EXIT_STALLED)
                 logging.shutdown()
-                os._exit(probes.EXIT_STALLED)
+                os._exit(EXIT_STALLED)
         try:
             totals = probes.ledger_imbalance(balances.data.items())
         except probes.TooManyBalances as e:

@@ -75,7 +75,6 @@ class Progress:
 # stalled. Under exactly-once a caught-up partition shows 1 (its commit marker).
 STALL_LAG_MIN = 1
 STALL_S = 60.0  # the default of settings.worker_stall_s
-EXIT_STALLED = 75  # EX_TEMPFAIL, as streams/eos.py: the supervisor restarts the worker
 MAX_WATCHED = 4_096
 
 
