@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import logging
+import os
 import shutil
 import ssl
 import time
@@ -48,7 +49,7 @@ from schemas.partitioning import partition_for
 from streams import faust_fixes, ledger_stage, metrics, probes, risk_stage, topics
 from streams import keys as key_stage
 from streams import subscriptions_stage
-from streams.eos import Emitter, Record, StateWrite, origin_ms
+from streams.eos import EXIT_STALLED, Emitter, Record, StateWrite, origin_ms
 from streams.ingest import DeadLetter, Forward, Limits, Source, dead_letter, ingest
 from streams.ledger import entry_to_record
 from streams.payments import Policy, Saga
@@ -549,6 +550,7 @@ def build_app(settings: Settings) -> faust.App:
     lag_probe = probes.LagProbe(client_config(settings), settings.app_id)
     atexit.register(lag_probe.close)
     lag_reported: set[tuple[str, int]] = set()
+    stall_watch = probes.StallWatch(settings.worker_stall_s)
     imbalance_currencies: set[str] = set()
 
     @app.timer(interval=probes.PROBE_INTERVAL_S)
@@ -563,10 +565,19 @@ def build_app(settings: Settings) -> faust.App:
         else:
             for topic, partition in lag_reported - owned:
                 metrics.CONSUMER_LAG.remove(topic, str(partition))
-            for (topic, partition), lag in lags.items():
-                metrics.CONSUMER_LAG.labels(topic=topic, partition=str(partition)).set(lag)
+            for (topic, partition), progress in lags.items():
+                metrics.CONSUMER_LAG.labels(topic=topic, partition=str(partition)).set(progress.lag)
             lag_reported.clear()
             lag_reported.update(lags)
+            ready = not (app.rebalancing or app.in_recovery)  # restoring tables is progress, not a stall
+            stalled = stall_watch.observe(time.monotonic(), lags, ready)
+            if stalled:
+                # Crash-only, as streams/eos.py: Kafka aborts the open transactions and the
+                # supervisor restarts this worker, which resumes from the committed offsets.
+                log.critical("no progress for %ss on %s while ready; exiting with %d for a restart",
+                             stall_watch.stall_s, stalled, EXIT_STALLED)
+                logging.shutdown()
+                os._exit(EXIT_STALLED)
         try:
             totals = probes.ledger_imbalance(balances.data.items())
         except probes.TooManyBalances as e:

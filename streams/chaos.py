@@ -45,9 +45,17 @@ COMMANDS_PER_PAYMENT = 1.48
 MAX_WORKERS = 8
 MAX_FAULTS = 1_000
 DRAIN_TIMEOUT_S = 1_800.0
+# A big run drains longer: below this rate the run is given up on (a 2-core box under
+# 40 kills answers ~25 commands/s; 100,000 commands then need over an hour).
+DRAIN_MIN_RATE_PER_S = 10.0
 BOOKS_TIMEOUT_S = 600.0
 # A killed worker comes back after this long (a supervisor's restart delay).
 RESTART_DELAY_S = 1.0
+# Each worker watches its own partitions and exits when one stops while it is ready
+# (streams/probes.py StallWatch); `supervise` restarts it. No answer at all for this
+# long restarts every worker: the backstop for a worker too wedged to watch itself.
+# It must outlast a table restore, or each restart would begin the restore again.
+BACKSTOP_STALL_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,10 @@ class Figures:
     stall_restarts: int = 0
     workers: int = 1
     elapsed_s: float = 0.0
+    # The commands are published as fast as the producer goes (a burst far above what
+    # the pipeline processes); the largest resident set any worker process reached.
+    publish_rate_per_s: float = 0.0
+    worker_peak_rss_mb: float = 0.0
     audit_failures: list[str] = field(default_factory=list)
 
     @property
@@ -127,6 +139,7 @@ class Fleet:
 
     def __init__(self, settings: Settings, workers: int) -> None:
         assert 1 <= workers <= MAX_WORKERS
+        self.peak_rss_bytes = 0
         self.procs = [
             WorkerProcess(s, s.data_dir / "worker.log")
             for s in (settings.model_copy(update={"data_dir": settings.data_dir / f"w{i}", "worker_name": f"w{i}"})
@@ -139,6 +152,7 @@ class Fleet:
 
     def kill_one(self, rng: random.Random) -> None:
         victim = rng.choice(self.procs)
+        self.sample_rss()
         victim.kill()
         time.sleep(RESTART_DELAY_S)  # the supervisor's restart delay, not a sync
         victim.start()
@@ -155,9 +169,28 @@ class Fleet:
     def stall_restarts(self) -> int:
         return sum(p.restarts for p in self.procs)
 
+    def sample_rss(self) -> None:
+        """Keep the largest peak RSS of the live workers (each process's own high-water mark)."""
+        for p in self.procs:
+            if p.alive():
+                assert p.proc is not None
+                self.peak_rss_bytes = max(self.peak_rss_bytes, peak_rss_bytes(p.proc.pid))
+
     def stop(self) -> None:
+        self.sample_rss()
         for p in self.procs:
             p.stop()
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """A process's peak resident set (VmHWM, Linux); 0 if it is gone or not Linux."""
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def run_chaos(base: Settings, *, commands: int, kills: int, broker_restarts: int, workers: int, seed: int,
@@ -178,10 +211,18 @@ def run_chaos(base: Settings, *, commands: int, kills: int, broker_restarts: int
     started = time.monotonic()
     with Observer(settings) as observer:
         fleet.start()
-        publisher = Thread(target=publish_commands, args=(settings, traffic.items), daemon=True)
+        published_in_s: list[float] = []
+
+        def publish() -> None:
+            t0 = time.monotonic()
+            publish_commands(settings, traffic.items)
+            published_in_s.append(time.monotonic() - t0)
+
+        publisher = Thread(target=publish, daemon=True)
         publisher.start()
 
         def progress(done: int, dlq: int) -> None:
+            fleet.sample_rss()  # before a restart loses the process's high-water mark
             fleet.supervise()
             while faults and done >= faults[0].at_fraction * len(traffic.command_ids):
                 fault = faults.pop(0)
@@ -194,8 +235,8 @@ def run_chaos(base: Settings, *, commands: int, kills: int, broker_restarts: int
                 on_progress(done, len(traffic.command_ids))
 
         try:
-            answered = observer.wait_for(traffic.command_ids, traffic.garbage, DRAIN_TIMEOUT_S, progress,
-                                         on_stall=fleet.restart_stalled)
+            answered = observer.wait_for(traffic.command_ids, traffic.garbage, drain_timeout_s(len(sent)), progress,
+                                         on_stall=fleet.restart_stalled, stall_s=BACKSTOP_STALL_S)
             closed = answered and observer.wait_until(observer.books_applied, BOOKS_TIMEOUT_S)
             # Whatever the topics hold now is what the checks judge; late answers would show as duplicates.
             observer.wait_until(lambda: observer.poll(1.0) == 0, 30)
@@ -213,10 +254,18 @@ def run_chaos(base: Settings, *, commands: int, kills: int, broker_restarts: int
     figures.kills, figures.broker_restarts = figures_faults["kill"], figures_faults["broker_restart"]
     figures.stall_restarts, figures.workers = fleet.stall_restarts, workers
     figures.dead_letter_copies = dlq_copies
+    figures.worker_peak_rss_mb = round(fleet.peak_rss_bytes / 2**20, 1)
+    if published_in_s:
+        figures.publish_rate_per_s = round(len(traffic.items) / max(published_in_s[0], 1e-3), 1)
     figures.elapsed_s = round(time.monotonic() - started, 1)
     if not closed:
         figures.audit_failures.insert(0, "the books did not close before the timeout")
     return figures
+
+
+def drain_timeout_s(commands: int) -> float:
+    """How long a run waits for every answer: at least DRAIN_TIMEOUT_S, more for a big run."""
+    return max(DRAIN_TIMEOUT_S, commands / DRAIN_MIN_RATE_PER_S)
 
 
 def restart_broker(settings: Settings) -> None:

@@ -22,6 +22,7 @@ from streams import (
     cli_payouts,
     cli_providers,
     cli_readmodels,
+    cli_reliability,
     cli_subscriptions,
     cli_webhooks,
 )
@@ -38,6 +39,7 @@ app.add_typer(cli_clickhouse.app, name="clickhouse")
 app.command("sql")(cli_clickhouse.sql)
 app.add_typer(cli_webhooks.app, name="webhooks")
 app.add_typer(cli_readmodels.app, name="readmodels")
+app.add_typer(cli_reliability.app, name="reliability")
 app.command("sink")(cli_readmodels.sink)
 app.command("settle")(cli_readmodels.settle)
 app.command("reconcile")(cli_readmodels.reconcile)

@@ -1,4 +1,4 @@
-"""Two fixes to faust-streaming's table recovery; each lost or doubled commands.
+"""Three fixes to faust-streaming's recovery and transactions; each lost, doubled or forked.
 
 1. Recovery order (lost commands after a restart).
 
@@ -23,6 +23,21 @@ as "empty changelog". A worker taking over partitions from a killed one then ski
 their recovery and processed on empty tables: every command answered again, every
 chain restarted at seq 1 (`paystream chaos`, two workers). The fix asks the broker:
 `end_offsets` under the consumer's read_committed isolation is the LSO, fresh.
+
+3. Open transactions across a rebalance (a chain fork, chaos run with kills).
+Faust's eager rebalance revokes every partition, commits only the transactions that
+have new offsets, and then restores the tables of every assigned partition, kept ones
+too, from the changelogs up to their LSO. A partition it keeps whose transaction had
+no new offset stays IN_TRANSACTION ("Invalid state transition IN_TRANSACTION ->
+IN_TRANSACTION" at assignment): its changelog records, still uncommitted, are below
+no LSO, so the restore rolled the local tables back to the last commit while that
+transaction's outputs stayed in flight. The worker went on from the old state and the
+transaction committed later: six events sealed twice with the same chain seq (the
+20,000-command run, payment-events[1] offsets 908-920). The fix commits every open
+transaction once Faust's revocation is done, as Kafka Streams commits on revocation:
+the restore then reads what the outputs were sent with. Outputs committed ahead of
+their source offsets are redelivered and skipped by the command_id dedup, whose
+entries travel in the same transaction (streams/eos.py).
 """
 
 from __future__ import annotations
@@ -33,6 +48,7 @@ from typing import Any
 
 import faust
 from faust.tables.recovery import Recovery
+from faust.transport.consumer import TransactionManager
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
 FIXED_FOR = "0.15.3"
@@ -85,6 +101,30 @@ async def highwaters_from_the_broker(self: AIOKafkaConsumerThread, partitions: l
 setattr(highwaters_from_the_broker, _MARK, True)
 
 
+def commit_on_revoke(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """Wrap TransactionManager.on_partitions_revoked: after Faust's own handling, commit
+    every transaction still open and begin the next, under its lock (the one Emitter.emit and Faust's
+    commit take). A failure (fenced, broker gone) propagates: Faust crashes the worker
+    and its restart discards the local state."""
+
+    @functools.wraps(method)
+    async def wrapper(self: TransactionManager, revoked: Any) -> Any:
+        result = await method(self, revoked)
+        producer = self.producer
+        for tid, txn_producer in sorted(producer._transaction_producers.items()):
+            async with producer._trn_locks[tid]:
+                if txn_producer._txn_manager.is_in_transaction():
+                    await txn_producer.commit_transaction()
+                    # A new one at once, as Faust's own commit does: its next commit sends
+                    # offsets, which a producer outside a transaction refuses
+                    # (IllegalOperation, which crashes the consumer).
+                    await txn_producer.begin_transaction()
+        return result
+
+    setattr(wrapper, _MARK, True)
+    return wrapper
+
+
 def apply(version: str = faust.__version__) -> None:
     """Install the fix once per process; refuse a Faust it was not verified on."""
     if version != FIXED_FOR:
@@ -97,3 +137,5 @@ def apply(version: str = faust.__version__) -> None:
         if not getattr(method, _MARK, False):
             setattr(Recovery, name, seek_before_resume(method))
     AIOKafkaConsumerThread._highwaters = highwaters_from_the_broker
+    if not getattr(TransactionManager.on_partitions_revoked, _MARK, False):
+        TransactionManager.on_partitions_revoked = commit_on_revoke(TransactionManager.on_partitions_revoked)

@@ -64,6 +64,52 @@ class BreakerBoard:
         return out
 
 
+@dataclass(frozen=True)
+class Progress:
+    committed: int  # the group's committed offset (negative: none yet)
+    lag: int
+
+
+# A partition with more than this lag whose committed offset has not moved for
+# STALL_S while the worker is ready (not recovering tables, not rebalancing) is
+# stalled. Under exactly-once a caught-up partition shows 1 (its commit marker).
+STALL_LAG_MIN = 1
+STALL_S = 60.0  # the default of settings.worker_stall_s
+MAX_WATCHED = 4_096
+
+
+@dataclass
+class StallWatch:
+    """The worker's own stall detector, per source partition it owns.
+
+    Supervising from outside ("no new answer for 45 s") cannot tell a stalled worker
+    from one restoring its tables, and it restarted both: each restart discarded the
+    local state and began the restore again, so a long restore never ended (the
+    20,000-command chaos run, docs/reliability.md). The worker knows which it is: the
+    clock of a partition runs only while the worker is ready, and restarts at each
+    move of its committed offset. Pure: the caller passes the time and the readings."""
+
+    stall_s: float = STALL_S
+    since: dict[tuple[str, int], tuple[int, float]] = field(default_factory=dict)  # committed offset, when first seen there
+
+    def observe(self, now_s: float, progress: Mapping[tuple[str, int], Progress], ready: bool) -> list[tuple[str, int]]:
+        """The partitions stalled as of `now_s` (sorted); empty while not ready."""
+        assert len(progress) <= MAX_WATCHED, len(progress)
+        if not ready:
+            self.since.clear()  # a restore or a rebalance: every clock starts again once ready
+            return []
+        stalled = []
+        for tp, p in progress.items():
+            seen = self.since.get(tp)
+            if p.lag <= STALL_LAG_MIN or seen is None or seen[0] != p.committed:
+                self.since[tp] = (p.committed, now_s)
+            elif now_s - seen[1] >= self.stall_s:
+                stalled.append(tp)
+        for tp in set(self.since) - set(progress):  # revoked: forgotten
+            del self.since[tp]
+        return sorted(stalled)
+
+
 class LagProbe:
     """The group's committed offsets and the partitions' watermarks, read by a side
     consumer that never joins the group. Blocking: the worker calls it off its loop."""
@@ -72,7 +118,7 @@ class LagProbe:
         self._conf, self._group_id = dict(conf), group_id  # conf may hold the SASL password: never logged
         self._consumer = None
 
-    def lags(self, partitions: Iterable[tuple[str, int]], timeout_s: float = 5.0) -> dict[tuple[str, int], int]:
+    def lags(self, partitions: Iterable[tuple[str, int]], timeout_s: float = 5.0) -> dict[tuple[str, int], Progress]:
         from confluent_kafka import Consumer, TopicPartition
 
         if self._consumer is None:
@@ -85,7 +131,8 @@ class LagProbe:
         out = {}
         for tp in tps:
             low, high = self._consumer.get_watermark_offsets(tp, timeout=timeout_s)
-            out[(tp.topic, tp.partition)] = partition_lag(low, high, committed[(tp.topic, tp.partition)])
+            done = committed[(tp.topic, tp.partition)]
+            out[(tp.topic, tp.partition)] = Progress(done, partition_lag(low, high, done))
         return out
 
     def close(self) -> None:

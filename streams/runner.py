@@ -42,6 +42,7 @@ class WorkerProcess:
             "PAYSTREAM_NAMESPACE": s.namespace,
             "PAYSTREAM_WORKER_NAME": s.worker_name,
             "PAYSTREAM_SESSION_TIMEOUT_S": str(s.session_timeout_s),
+            "PAYSTREAM_WORKER_STALL_S": str(s.worker_stall_s),
             "PAYSTREAM_DATA_DIR": str(s.data_dir),
             "PAYSTREAM_KEYS_DIR": str(s.keys_dir),
             "PAYSTREAM_COMMIT_INTERVAL_S": str(s.commit_interval_s),

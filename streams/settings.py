@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-#: The bootstrap the embedded broker listens on; anything else is "external".
+#: The default bootstrap, where the embedded broker listens (PAYSTREAM_KAFKA_EMBEDDED_PORT moves it).
 EMBEDDED_BOOTSTRAP = "localhost:19092"
 
 
@@ -27,6 +27,10 @@ class Settings(BaseSettings):
         description="Kafka bootstrap servers; the embedded broker unless set to an external cluster.",
     )
     kafka_controller_port: int = Field(19093, ge=1024, le=65535)
+    # The port our embedded broker listens on: a bootstrap of exactly localhost:<this>
+    # is ours to start and stop. Change it (with the bootstrap) to run a second embedded
+    # broker beside another; a broker of docker-compose on localhost:9092 stays external.
+    kafka_embedded_port: int = Field(19092, ge=1024, le=65535)
     kafka_start_timeout_s: int = Field(120, ge=5, le=1800)
     # Nodes of the embedded cluster (`paystream kafka up --brokers 3`); 1 is the single node.
     kafka_brokers: int = Field(1, ge=1, le=5)
@@ -52,6 +56,12 @@ class Settings(BaseSettings):
     # on another worker, and there it only doubles the changelog reads and RocksDB writes
     # on the same cores and disk; deploy/k8s sets 1.
     table_standby_replicas: int = Field(0, ge=0, le=2)
+    # A changelog's open segment rolls after this long, so the log cleaner can compact it:
+    # the cleaner never touches the open segment, and the 7-day default kept every version
+    # of every key, so a restart replayed the whole history (the keys table rewrites its
+    # merchant's state on each command: 35,000 records for a handful of keys). Recovery
+    # then reads about one record per live key (docs/reliability.md, Recovery time).
+    changelog_segment_ms: int = Field(60_000, ge=10_000, le=7 * 24 * 3600 * 1000)
 
     # Schema Registry: when set, codecs write the Confluent wire format (schemas/codec.py).
     schema_registry_url: str | None = Field(None, pattern=r"^https?://\S+$")
@@ -76,6 +86,9 @@ class Settings(BaseSettings):
     # How soon a dead worker's partitions move to the others.
     session_timeout_s: float = Field(10.0, ge=6, le=300)
     worker_web_port: int = Field(6066, ge=1024, le=65535)
+    # A worker that is ready (tables restored) and sees a source partition with lag whose
+    # committed offset has not moved for this long exits for a restart (streams/probes.py).
+    worker_stall_s: float = Field(60.0, ge=10, le=3600)
 
     # ClickHouse read models: chdb:///<dir> (in-process) or http(s)://host:8123.
     # Empty: chDB under the data dir (see connectors/clickhouse/client.py).
@@ -251,7 +264,7 @@ class Settings(BaseSettings):
 
     @property
     def kafka_embedded(self) -> bool:
-        return self.kafka_bootstrap == EMBEDDED_BOOTSTRAP
+        return self.kafka_bootstrap == f"localhost:{self.kafka_embedded_port}"
 
     @property
     def app_id(self) -> str:

@@ -74,6 +74,17 @@ def changelog_topic(app_id: str, table: str) -> str:
     return f"{app_id}-{table}-changelog"
 
 
+# The cleaner compacts a log once this share of it is superseded (the broker's default, 0.5,
+# lets a changelog grow to twice its live keys before a pass).
+CHANGELOG_DIRTY_RATIO = "0.2"
+
+
+def changelog_config(settings: Settings) -> dict[str, str]:
+    """Compaction that runs while the pipeline does: segments roll by time, so a restart's
+    table recovery reads the live keys, not the history (settings.changelog_segment_ms)."""
+    return {"segment.ms": str(settings.changelog_segment_ms), "min.cleanable.dirty.ratio": CHANGELOG_DIRTY_RATIO}
+
+
 def declared_topics(settings: Settings) -> list[TopicSpec]:
     n, rf = settings.partitions, settings.replication_factor
     names = topic_names(settings)
@@ -92,5 +103,6 @@ def declared_topics(settings: Settings) -> list[TopicSpec]:
     min_isr = min_insync_for(rf) if rf > 1 else None
     pipeline = [TopicSpec(name, n, rf, compacted=True, min_insync_replicas=min_isr) if name in compacted else
                 TopicSpec(name, n, rf, retention_ms=retention_ms[name], min_insync_replicas=min_isr) for name in astuple(names)]
-    changelogs = [TopicSpec(changelog_topic(settings.app_id, t), n, rf, compacted=True, min_insync_replicas=min_isr) for t in TABLES]
+    changelogs = [TopicSpec(changelog_topic(settings.app_id, t), n, rf, compacted=True, min_insync_replicas=min_isr,
+                            extra_config=changelog_config(settings)) for t in TABLES]
     return pipeline + changelogs

@@ -62,3 +62,31 @@ def test_each_kind_of_damage_is_counted_and_fails_the_run() -> None:
     assert not figures(dlq=1).ok
     for f in (figures(outcomes={"c1": [out()], "c3": [out("replayed")]}), figures(diffs=2), figures(report=report(ok=False))):
         assert not f.ok
+
+
+def test_the_backstop_outlasts_a_worker_s_own_stall_detector() -> None:
+    # The run's global "no answer" restart once fired at 45 s, during table restores, and
+    # each restart began the restore again; the worker's own detector comes first now.
+    from streams.chaos import BACKSTOP_STALL_S
+    from streams.settings import Settings
+
+    assert BACKSTOP_STALL_S >= 5 * Settings().worker_stall_s
+
+
+def test_peak_rss_is_the_process_high_water_mark() -> None:
+    import os
+
+    from streams.chaos import peak_rss_bytes
+
+    before = peak_rss_bytes(os.getpid())
+    block = b"\x01" * (64 * 2**20)  # written: resident
+    assert peak_rss_bytes(os.getpid()) >= before + 60 * 2**20
+    del block
+    assert peak_rss_bytes(2**22 + 1) == 0  # no such process: no figure, no crash
+
+
+def test_a_big_run_waits_longer_for_its_answers() -> None:
+    from streams.chaos import DRAIN_TIMEOUT_S, drain_timeout_s
+
+    assert drain_timeout_s(3_000) == DRAIN_TIMEOUT_S
+    assert drain_timeout_s(100_000) >= 100_000 / 25  # the rate measured under 40 kills on 2 cores

@@ -95,3 +95,64 @@ def test_changelog_highwaters_come_from_the_broker_not_a_missing_fetch() -> None
     thread = SimpleNamespace(_ensure_consumer=lambda: FreshConsumer(), consumer=SimpleNamespace(in_transaction=True))
     got = asyncio.run(AIOKafkaConsumerThread._highwaters(thread, ["changelog-0", "changelog-1"]))
     assert got == {"changelog-0": 1_000, "changelog-1": 1_001}  # not None: Faust read None as "empty"
+
+
+# --- fix 3: every open transaction commits at revocation ---
+
+
+class TxnState:
+    def __init__(self, open_: bool) -> None:
+        self.open = open_
+
+    def is_in_transaction(self) -> bool:
+        return self.open
+
+
+class TxnProducer:
+    def __init__(self, tid: str, open_: bool, log: list[str], lock: asyncio.Lock | None = None) -> None:
+        self.tid, self._txn_manager, self.log, self.lock = tid, TxnState(open_), log, lock
+
+    async def commit_transaction(self) -> None:
+        assert self.lock is not None and self.lock.locked()  # under the lock emit and Faust's commit take
+        assert self._txn_manager.open
+        self._txn_manager.open = False
+        self.log.append(f"commit {self.tid}")
+
+    async def begin_transaction(self) -> None:
+        assert self.lock is not None and self.lock.locked() and not self._txn_manager.open
+        self._txn_manager.open = True
+        self.log.append(f"begin {self.tid}")
+
+
+def test_a_transaction_left_open_by_faust_s_revocation_is_committed() -> None:
+    # The chain fork: Faust committed at revocation only the transactions with new offsets;
+    # a kept partition's transaction stayed open while its tables were restored to the last commit.
+    log: list[str] = []
+
+    async def run() -> None:
+        locks = {t: asyncio.Lock() for t in ("app-0-0", "app-0-1", "app-0-3")}
+        producers = {"app-0-0": TxnProducer("app-0-0", False, log, locks["app-0-0"]),  # committed by Faust already
+                     "app-0-1": TxnProducer("app-0-1", True, log, locks["app-0-1"]),
+                     "app-0-3": TxnProducer("app-0-3", True, log, locks["app-0-3"])}
+
+        async def faust_revoke(self, revoked) -> str:
+            log.append(f"faust revoke {sorted(revoked)}")
+            return "revoked"
+
+        manager = SimpleNamespace(producer=SimpleNamespace(_transaction_producers=producers, _trn_locks=locks))
+        assert await faust_fixes.commit_on_revoke(faust_revoke)(manager, {"v-1"}) == "revoked"
+        # Faust's next commit sends offsets: a producer outside a transaction would refuse them
+        assert [t for t, p in producers.items() if p._txn_manager.open] == ["app-0-1", "app-0-3"]
+
+    asyncio.run(run())
+    assert log == ["faust revoke ['v-1']", "commit app-0-1", "begin app-0-1", "commit app-0-3", "begin app-0-3"]
+
+
+def test_the_revocation_fix_is_installed_once() -> None:
+    from faust.transport.consumer import TransactionManager
+
+    faust_fixes.apply()
+    installed = TransactionManager.on_partitions_revoked
+    faust_fixes.apply()
+    assert TransactionManager.on_partitions_revoked is installed
+    assert getattr(installed, faust_fixes._MARK)

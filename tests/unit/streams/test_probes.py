@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from connectors.providers.breaker import Transition
 from streams import metrics
 from streams.ledger import balance_key, encode_balance
-from streams.probes import BreakerBoard, TooManyBalances, ledger_imbalance, partition_lag
+from streams.probes import BreakerBoard, Progress, StallWatch, TooManyBalances, ledger_imbalance, partition_lag
 
 
 def test_lag_counts_from_the_committed_offset_or_the_log_start() -> None:
@@ -56,3 +56,50 @@ def test_a_provider_shows_its_worst_breaker_over_the_partitions() -> None:
     assert board.worst()["visa_a"] == metrics.BREAKER_OPEN
     board.apply(0, change("visa_a", "closed"))  # partition 0 recovered; 1 still probing
     assert board.worst() == {"visa_a": metrics.BREAKER_HALF_OPEN, "visa_b": metrics.BREAKER_CLOSED}
+
+
+# --- the worker's own stall detector ---
+
+TP = ("chaos.payment-commands-risk", 1)
+
+
+def test_a_ready_worker_whose_partition_does_not_move_is_stalled() -> None:
+    watch = StallWatch(stall_s=60)
+    assert watch.observe(0, {TP: Progress(301, 2000)}, ready=True) == []
+    assert watch.observe(59, {TP: Progress(301, 2100)}, ready=True) == []
+    assert watch.observe(60, {TP: Progress(301, 2140)}, ready=True) == [TP]
+
+
+def test_restoring_tables_is_not_a_stall() -> None:
+    # The 20,000-command chaos run: workers restoring 300,000 changelog records for
+    # minutes were restarted as "stalled", and each restart began the restore again.
+    watch = StallWatch(stall_s=60)
+    watch.observe(0, {TP: Progress(301, 2000)}, ready=True)
+    assert watch.observe(120, {TP: Progress(301, 2000)}, ready=False) == []
+    assert watch.observe(130, {TP: Progress(301, 2000)}, ready=True) == []  # the clock starts again when ready
+    assert watch.observe(189, {TP: Progress(301, 2000)}, ready=True) == []
+    assert watch.observe(190, {TP: Progress(301, 2000)}, ready=True) == [TP]
+
+
+def test_a_moving_or_caught_up_partition_is_not_stalled() -> None:
+    watch = StallWatch(stall_s=60)
+    other = ("chaos.payment-commands", 0)
+    for t in range(0, 600, 30):
+        # lag stays high but the committed offset moves; the other is caught up (its commit marker)
+        assert watch.observe(t, {TP: Progress(1000 + t, 5000), other: Progress(77, 1)}, ready=True) == []
+
+
+def test_a_revoked_partition_is_forgotten() -> None:
+    watch = StallWatch(stall_s=60)
+    watch.observe(0, {TP: Progress(301, 2000)}, ready=True)
+    watch.observe(30, {}, ready=True)  # moved to another worker
+    assert watch.observe(70, {TP: Progress(301, 2000)}, ready=True) == []  # back: a fresh clock
+    assert watch.observe(130, {TP: Progress(301, 2000)}, ready=True) == [TP]
+
+
+@given(st.lists(st.tuples(st.integers(0, 3), st.booleans()), max_size=40))
+def test_never_stalled_while_every_reading_moves(steps: list[tuple[int, bool]]) -> None:
+    watch, committed, now = StallWatch(stall_s=60), 0, 0.0
+    for advance, ready in steps:
+        committed, now = committed + 1, now + 30 * advance
+        assert watch.observe(now, {TP: Progress(committed, 500)}, ready) == []

@@ -48,6 +48,15 @@ def test_values_come_from_paystream_env(env: pytest.MonkeyPatch) -> None:
     assert s.kafka_dir == Path("/srv/paystream/kafka")
 
 
+def test_a_second_embedded_broker_on_its_own_port(env: pytest.MonkeyPatch) -> None:
+    env.setenv("PAYSTREAM_KAFKA_BOOTSTRAP", "localhost:29092")
+    assert not Settings().kafka_embedded  # a local port alone does not make a broker ours (docker-compose's 9092)
+    env.setenv("PAYSTREAM_KAFKA_EMBEDDED_PORT", "29092")
+    assert Settings().kafka_embedded
+    env.setenv("PAYSTREAM_KAFKA_BOOTSTRAP", EMBEDDED_BOOTSTRAP)
+    assert not Settings().kafka_embedded  # the default broker is then someone else's: never stopped by us
+
+
 def test_namespace_names_the_app(env: pytest.MonkeyPatch) -> None:
     env.setenv("PAYSTREAM_NAMESPACE", "ci-42")
     s = Settings()
@@ -115,6 +124,23 @@ def test_changelogs_are_compacted_and_pipeline_topics_are_not(env: pytest.Monkey
             assert spec.retention_ms == -1  # the event store and the books keep everything
         elif name not in compacted:
             assert spec.retention_ms is not None and spec.retention_ms > 0
+
+
+def test_changelog_segments_roll_so_compaction_runs(env: pytest.MonkeyPatch) -> None:
+    # The cleaner never compacts a log's open segment: with the 7-day default a chaos run's
+    # changelogs kept every version and each restart replayed them all (docs/reliability.md).
+    env.setenv("PAYSTREAM_CHANGELOG_SEGMENT_MS", "30000")
+    specs = declared_topics(Settings())
+    changelogs = [s for s in specs if s.name.endswith("-changelog")]
+    assert len(changelogs) == len(TABLES)
+    for spec in changelogs:
+        cfg = spec.config()
+        assert cfg["segment.ms"] == "30000" and float(cfg["min.cleanable.dirty.ratio"]) < 0.5
+        assert cfg["cleanup.policy"] == "compact"
+    assert all("segment.ms" not in s.config() for s in specs if s not in changelogs)  # the event store keeps its segments
+    env.setenv("PAYSTREAM_CHANGELOG_SEGMENT_MS", "1000")
+    with pytest.raises(ValidationError):
+        Settings()  # a segment a second would flood the broker with files
 
 
 def test_namespace_prefixes_topics_and_changelogs(env: pytest.MonkeyPatch) -> None:
