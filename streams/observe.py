@@ -24,9 +24,11 @@ DLQ_CODEC = Codec("DeadLetter")
 EVENT_CODEC = Codec("PaymentEvent")
 ENTRY_CODEC = Codec("LedgerEntry")
 MAX_BATCH = 1000
-# No new answer for this long while some are missing counts as a stalled worker.
-# Faust sometimes stops one partition after a crash-restart (docs/decisions.md).
-STALL_S = 45.0
+# No new answer for this long while some are missing counts as a stalled worker: a
+# backstop. A worker notices its own stall (probes.StallWatch, PAYSTREAM_WORKER_STALL_S)
+# and exits for a restart; restarting it from here while it rebuilds its tables would
+# start the rebuild again (docs/reliability.md), so this waits longer than a rebuild.
+STALL_S = 180.0
 
 
 class Observer:
