@@ -15,6 +15,7 @@ committed with it or after it, and the command_id dedup covers the "after" case.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
+from aiokafka.producer.transaction_manager import TransactionResult
 
 log = logging.getLogger("paystream.eos")
 
@@ -108,12 +110,14 @@ class Emitter:
             log.critical("%s; exiting with %d for a restart", e, EXIT_STALLED)
             logging.shutdown()
             os._exit(EXIT_STALLED)
+        deliveries = _deliveries(txn_producer)
         try:
             for r in changelog:
-                await txn_producer.send(r.topic, value=r.value, key=r.key, partition=partition)
+                deliveries.append(await txn_producer.send(r.topic, value=r.value, key=r.key, partition=partition))
             for r in records:
                 target = partition if r.partition is None else r.partition
-                await txn_producer.send(r.topic, value=r.value, key=r.key, partition=target, headers=origin)
+                deliveries.append(await txn_producer.send(r.topic, value=r.value, key=r.key, partition=target,
+                                                          headers=origin))
         finally:
             lock.release()
 
@@ -134,3 +138,53 @@ async def _acquire(lock: asyncio.Lock, what: str) -> None:
     if not done:
         task.cancel()
         raise TransactionStalled(f"transaction of {what} held for over {LOCK_WAIT_S:g}s")
+
+
+# aiokafka (0.14) commits a transaction one of whose produce batches failed for good
+# (a non-retriable error: a record too large, an authorization revoked): the sender's
+# commit waits for the batches, then sends EndTxn(COMMIT) whatever their result, so
+# the failed records are gone while the source offsets beside them commit: a silent
+# loss. Every send's delivery future is kept on its producer's transaction manager
+# until the commit; the guarded commit looks at them first and, if one failed, exits
+# the worker instead (crash-only: the broker aborts the open transaction, and the
+# restarted worker reads the partition again from its committed offset).
+_DELIVERIES = "_paystream_deliveries"
+
+
+def _deliveries(txn_producer: Any) -> list[asyncio.Future]:
+    manager = txn_producer._txn_manager
+    if not hasattr(manager, _DELIVERIES):
+        setattr(manager, _DELIVERIES, [])
+    return getattr(manager, _DELIVERIES)
+
+
+def failed_delivery(manager: Any) -> BaseException | None:
+    """The first failure among the deliveries of the transaction being committed
+    (each is done: the commit waited for its batches); the list starts afresh."""
+    deliveries = getattr(manager, _DELIVERIES, [])
+    setattr(manager, _DELIVERIES, [])
+    for future in deliveries:
+        if future.done() and not future.cancelled() and future.exception() is not None:
+            return future.exception()
+    return None
+
+
+def guard_commits(sender_cls: Any) -> None:
+    """Install the guard on aiokafka's Sender (once per process)."""
+    original = sender_cls._do_txn_commit
+    if getattr(original, _DELIVERIES, False):
+        return
+
+    @functools.wraps(original)
+    async def _do_txn_commit(self: Any, commit_result: Any) -> Any:
+        await self._message_accumulator.flush_for_commit()  # as the original does first: every batch answered
+        failure = failed_delivery(self._txn_manager)
+        if failure is not None and commit_result == TransactionResult.COMMIT:
+            log.critical("a record of transaction %s was not delivered (%s: %s); exiting with %d instead of "
+                         "committing", self._txn_manager.transactional_id, type(failure).__name__, failure, EXIT_STALLED)
+            logging.shutdown()
+            os._exit(EXIT_STALLED)
+        return await original(self, commit_result)
+
+    setattr(_do_txn_commit, _DELIVERIES, True)
+    sender_cls._do_txn_commit = _do_txn_commit

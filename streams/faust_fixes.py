@@ -1,4 +1,4 @@
-"""Three fixes to faust-streaming's recovery and transactions; each lost, doubled or forked.
+"""Four fixes to faust-streaming's (and aiokafka's) recovery and transactions; each lost, doubled or forked.
 
 1. Recovery order (lost commands after a restart).
 
@@ -38,6 +38,12 @@ transaction once Faust's revocation is done, as Kafka Streams commits on revocat
 the restore then reads what the outputs were sent with. Outputs committed ahead of
 their source offsets are redelivered and skipped by the command_id dedup, whose
 entries travel in the same transaction (streams/eos.py).
+
+4. A commit over an undelivered record (a silent loss, found reading aiokafka).
+aiokafka's transactional commit waits for the produce batches and then commits
+whatever their result: a batch refused for good is dropped while its transaction,
+and the source offsets in it, commit. `eos.guard_commits` keeps every send's delivery
+and exits the worker instead of committing over a failed one.
 """
 
 from __future__ import annotations
@@ -47,9 +53,12 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import faust
+from aiokafka.producer.sender import Sender
 from faust.tables.recovery import Recovery
 from faust.transport.consumer import TransactionManager
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+from streams import eos
 
 FIXED_FOR = "0.15.3"
 _MARK = "_paystream_seek_before_resume"
@@ -139,3 +148,4 @@ def apply(version: str = faust.__version__) -> None:
     AIOKafkaConsumerThread._highwaters = highwaters_from_the_broker
     if not getattr(TransactionManager.on_partitions_revoked, _MARK, False):
         TransactionManager.on_partitions_revoked = commit_on_revoke(TransactionManager.on_partitions_revoked)
+    eos.guard_commits(Sender)  # aiokafka's: no commit over an undelivered record (streams/eos.py)

@@ -67,3 +67,52 @@ def test_a_held_lock_is_waited_for_and_then_taken() -> None:
         return lock.locked()
 
     assert asyncio.run(run())
+
+
+# --- no commit over an undelivered record ---
+
+
+def test_a_commit_over_an_undelivered_record_exits_the_worker_instead(monkeypatch) -> None:
+    import asyncio
+
+    import pytest
+    from aiokafka.errors import MessageSizeTooLargeError
+    from aiokafka.producer.transaction_manager import TransactionResult
+
+    from streams import eos
+
+    committed: list = []
+
+    class Accumulator:
+        async def flush_for_commit(self) -> None:
+            pass
+
+    class Sender:  # aiokafka's Sender, as far as the guard touches it
+        _message_accumulator = Accumulator()
+        _txn_manager = SimpleNamespace(transactional_id="app-group-3")
+
+        async def _do_txn_commit(self, commit_result):  # type: ignore[no-untyped-def]
+            committed.append(commit_result)
+
+    eos.guard_commits(Sender)
+    eos.guard_commits(Sender)  # once per process: a second install changes nothing
+    monkeypatch.setattr(eos.os, "_exit", lambda code: (_ for _ in ()).throw(SystemExit(code)))
+    monkeypatch.setattr(eos.logging, "shutdown", lambda: None)
+    sender, manager = Sender(), Sender._txn_manager
+
+    async def commit(result, *outcomes) -> None:  # type: ignore[no-untyped-def]
+        futures = []
+        for outcome in outcomes:
+            f = asyncio.get_running_loop().create_future()
+            f.set_exception(outcome) if isinstance(outcome, BaseException) else f.set_result(outcome)
+            futures.append(f)
+        setattr(manager, eos._DELIVERIES, futures)
+        await sender._do_txn_commit(result)
+
+    asyncio.run(commit(TransactionResult.COMMIT, "ok", "ok"))
+    assert committed == [TransactionResult.COMMIT] and getattr(manager, eos._DELIVERIES) == []
+    with pytest.raises(SystemExit) as exited:
+        asyncio.run(commit(TransactionResult.COMMIT, "ok", MessageSizeTooLargeError()))
+    assert exited.value.code == eos.EXIT_STALLED and committed == [TransactionResult.COMMIT]  # not committed
+    asyncio.run(commit(TransactionResult.ABORT, MessageSizeTooLargeError()))  # an abort loses nothing: it goes ahead
+    assert committed == [TransactionResult.COMMIT, TransactionResult.ABORT]
