@@ -570,7 +570,14 @@ def build_app(settings: Settings) -> faust.App:
             lag_reported.clear()
             lag_reported.update(lags)
             ready = not (app.rebalancing or app.in_recovery)  # restoring tables is progress, not a stall
-            stalled = stall_watch.observe(time.monotonic(), lags, ready)
+            stalled = []
+            for tp in stall_watch.observe(time.monotonic(), lags, ready):
+                # A lag of aborted records and commit markers only is idle, not stalled.
+                if await asyncio.get_running_loop().run_in_executor(None, lag_probe.readable_after, tp,
+                                                                    lags[tp].committed):
+                    stalled.append(tp)
+                else:
+                    stall_watch.idle(tp, time.monotonic())
             if stalled:
                 # Crash-only, as streams/eos.py: Kafka aborts the open transactions and the
                 # supervisor restarts this worker, which resumes from the committed offsets.

@@ -4,6 +4,7 @@ streams/app.py runs them on timers and sets streams/metrics.py."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -109,6 +110,13 @@ class StallWatch:
             del self.since[tp]
         return sorted(stalled)
 
+    def idle(self, tp: tuple[str, int], now_s: float) -> None:
+        """`tp` has nothing readable past its committed offset (its lag is aborted
+        records and commit markers, which a read_committed reader skips and no commit
+        moves past): not a stall; its clock starts again."""
+        if tp in self.since:
+            self.since[tp] = (self.since[tp][0], now_s)
+
 
 class LagProbe:
     """The group's committed offsets and the partitions' watermarks, read by a side
@@ -134,6 +142,24 @@ class LagProbe:
             done = committed[(tp.topic, tp.partition)]
             out[(tp.topic, tp.partition)] = Progress(done, partition_lag(low, high, done))
         return out
+
+    def readable_after(self, tp: tuple[str, int], offset: int, timeout_s: float = 5.0) -> bool:
+        """Whether a read_committed reader finds a record at or past `offset` (the
+        committed offset of a partition that looks stalled). False when its lag is
+        only aborted records and markers: then there is nothing to process."""
+        from confluent_kafka import TopicPartition
+
+        assert self._consumer is not None, "lags() first"
+        self._consumer.assign([TopicPartition(tp[0], tp[1], max(offset, 0))])
+        try:
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                msg = self._consumer.poll(min(0.5, timeout_s))
+                if msg is not None and msg.error() is None:
+                    return True
+            return False
+        finally:
+            self._consumer.unassign()
 
     def close(self) -> None:
         if self._consumer is not None:

@@ -74,14 +74,22 @@ def test_the_backstop_outlasts_a_worker_s_own_stall_detector() -> None:
 
 
 def test_peak_rss_is_the_process_high_water_mark() -> None:
-    import os
+    import subprocess
+    import sys
 
     from streams.chaos import peak_rss_bytes
 
-    before = peak_rss_bytes(os.getpid())
-    block = b"\x01" * (64 * 2**20)  # written: resident
-    assert peak_rss_bytes(os.getpid()) >= before + 60 * 2**20
-    del block
+    # A fresh process (this one's peak may already be above anything it allocates now):
+    # it writes 64 MiB, frees them, says so, and waits to be read.
+    code = ("import sys; b = b'\\x01' * (64 * 2**20); del b; "
+            "sys.stdout.write('freed\\n'); sys.stdout.flush(); sys.stdin.read()")
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"freed\n"
+        assert peak_rss_bytes(child.pid) >= 64 * 2**20  # the high-water mark keeps the freed block
+    finally:
+        child.kill()
+        child.wait()
     assert peak_rss_bytes(2**22 + 1) == 0  # no such process: no figure, no crash
 
 

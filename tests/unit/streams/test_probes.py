@@ -89,6 +89,16 @@ def test_a_moving_or_caught_up_partition_is_not_stalled() -> None:
         assert watch.observe(t, {TP: Progress(1000 + t, 5000), other: Progress(77, 1)}, ready=True) == []
 
 
+def test_a_partition_found_idle_starts_its_clock_again() -> None:
+    # Its lag is an aborted transaction's records and markers: nothing to process.
+    watch = StallWatch(stall_s=60)
+    watch.observe(0, {TP: Progress(301, 7)}, ready=True)
+    assert watch.observe(60, {TP: Progress(301, 7)}, ready=True) == [TP]
+    watch.idle(TP, 60)
+    assert watch.observe(119, {TP: Progress(301, 7)}, ready=True) == []
+    assert watch.observe(120, {TP: Progress(301, 7)}, ready=True) == [TP]  # asked again a stall_s later
+
+
 def test_a_revoked_partition_is_forgotten() -> None:
     watch = StallWatch(stall_s=60)
     watch.observe(0, {TP: Progress(301, 2000)}, ready=True)
