@@ -49,7 +49,7 @@ from schemas.partitioning import partition_for
 from streams import faust_fixes, ledger_stage, metrics, probes, risk_stage, topics
 from streams import keys as key_stage
 from streams import subscriptions_stage
-from streams.eos import EXIT_STALLED, Emitter, Record, StateWrite, origin_ms
+from streams.eos import EXIT_STALLED, Emitter, Record, StateWrite, origin_ms, still_current
 from streams.ingest import DeadLetter, Forward, Limits, Source, dead_letter, ingest
 from streams.ledger import entry_to_record
 from streams.payments import Policy, Saga
@@ -253,16 +253,9 @@ def build_app(settings: Settings) -> faust.App:
     within_s = settings.agent_batch_within_ms / 1000
 
     def current(event: faust.types.EventT) -> bool:
-        """False for an event fetched before a rebalance, dropped right before its turn
-        (the batch may have waited on a commit); the partition's owner reads it again
-        from the committed offset. A dropped event must never be acked: take_events
-        acks its whole batch, and an acked offset is committed as if processed (the
-        100,000-command chaos run lost 100 commands so). Its message is marked acked,
-        which makes Faust's later ack a no-op: that offset is not committed by us."""
-        if app.flow_control.is_active() and event.message.generation_id == app.consumer_generation_id:
-            return True
-        event.message.acked = True
-        return False
+        # An event of a batch that a rebalance overtook is dropped, never acked (the
+        # 100,000-command chaos run lost 100 commands to acks of dropped events).
+        return still_current(event, app.consumer_generation_id, app.flow_control.is_active())
 
     async def batches(stream: faust.StreamT) -> AsyncIterator[list[faust.types.EventT]]:
         """The stream's events, up to agent_batch_max at a time. Faust acks a batch's

@@ -69,6 +69,19 @@ LOCK_WARN_S = 10.0
 EXIT_STALLED = 75  # EX_TEMPFAIL: restart me
 
 
+def still_current(event: faust.types.EventT, generation_id: int, active: bool) -> bool:
+    """False for an event fetched before a rebalance (another generation, or flow
+    control suspended): it is dropped, and must never be acked, because an acked
+    offset is committed as processed; the partition's owner reads it again from the
+    committed offset. take_events acks a whole batch, so a dropped event's message is
+    marked acked here, which makes Faust's later ack a no-op (the offset is not marked
+    safe to commit)."""
+    if active and event.message.generation_id == generation_id:
+        return True
+    event.message.acked = True
+    return False
+
+
 class PartitionNotOwned(RuntimeError):
     """This worker holds no transaction for the partition (it was revoked)."""
 

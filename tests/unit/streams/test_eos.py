@@ -116,3 +116,33 @@ def test_a_commit_over_an_undelivered_record_exits_the_worker_instead(monkeypatc
     assert exited.value.code == eos.EXIT_STALLED and committed == [TransactionResult.COMMIT]  # not committed
     asyncio.run(commit(TransactionResult.ABORT, MessageSizeTooLargeError()))  # an abort loses nothing: it goes ahead
     assert committed == [TransactionResult.COMMIT, TransactionResult.ABORT]
+
+
+# --- an event a rebalance overtook is dropped and never acked ---
+
+
+def test_a_dropped_event_is_never_acked_so_its_offset_is_never_committed() -> None:
+    from faust.types.tuples import TP, ConsumerMessage
+
+    from streams.eos import still_current
+
+    class Consumer:
+        def __init__(self) -> None:
+            self.acked: list[int] = []
+
+        def ack(self, message) -> bool:  # type: ignore[no-untyped-def]
+            self.acked.append(message.offset)
+            return True
+
+    def event(offset: int, generation: int) -> SimpleNamespace:
+        message = ConsumerMessage("t", 0, offset, 0.0, 0, None, b"k", b"v", None, tp=TP("t", 0), generation_id=generation)
+        return SimpleNamespace(message=message)
+
+    consumer = Consumer()
+    batch = [event(10, 4), event(11, 4), event(12, 5)]
+    kept = [e for e in batch if still_current(e, 5, True)]
+    assert [e.message.offset for e in kept] == [12]
+    assert not still_current(event(13, 5), 5, False)  # flow control suspended: a rebalance under way
+    for e in batch:  # what take_events does with the whole batch once it is handled
+        e.message.ack(consumer)
+    assert consumer.acked == [12]  # 10 and 11 were dropped: never marked safe to commit
