@@ -93,12 +93,13 @@ class Scorer:
         """The decision of each (tx, features): the model scores every row in one call
         (a batch costs about what one row does), rules and blocklist per tx."""
         assert len(items) <= MAX_BATCH_ROWS, len(items)
-        scored = self._model_scores([fv for _, fv in items if fv is not None])
+        keys = [None if fv is None else _row_key(fv) for _, fv in items]
+        scored = self._model_scores([(k, fv) for k, (_, fv) in zip(keys, items) if k is not None])
         decisions = []
-        for tx, fv in items:
+        for key, (tx, fv) in zip(keys, items):
             score = shadow_score = None
-            if fv is not None:
-                score, shadow_score = scored[_row_key(fv)]
+            if key is not None:
+                score, shadow_score = scored[key]
             decisions.append(decide(
                 fv, evaluate_rules(self.policy, tx, fv) + self._blocklist_hits(tx), score, self.policy.thresholds,
                 fallback_action=self.policy.fallback_action,
@@ -115,16 +116,18 @@ class Scorer:
         risk agent primes its batch, then decides one create at a time as before
         (docs/performance.md). Replaces what was primed before; bounded."""
         self._primed = {}
-        self._primed = self._model_scores(rows[:MAX_BATCH_ROWS])
+        self._primed = self._model_scores([(_row_key(fv), fv) for fv in rows[:MAX_BATCH_ROWS]])
 
-    def _model_scores(self, rows: Sequence[FeatureVector]) -> dict[bytes, tuple[float | None, float | None]]:
-        out = {k: self._primed[k] for k in map(_row_key, rows) if k in self._primed}
-        todo = [fv for fv in rows if _row_key(fv) not in out]
+    def _model_scores(self, rows: Sequence[tuple[bytes, FeatureVector]]) -> dict[bytes, tuple[float | None, float | None]]:
+        """(score, shadow score) by row key: primed rows from the prime, the others
+        in one model call."""
+        out = {k: self._primed[k] for k, _ in rows if k in self._primed}
+        todo = [(k, fv) for k, fv in rows if k not in out]
         if todo:
-            matrix = np.asarray(todo, dtype=np.float64)
+            matrix = np.asarray([fv for _, fv in todo], dtype=np.float64)
             with _THREADS.limit(limits=1, user_api="openmp"):
                 pairs = zip(_scores(self.model, matrix), _scores(self.shadow, matrix), strict=True)
-            out.update(zip(map(_row_key, todo), pairs, strict=True))
+            out.update(zip((k for k, _ in todo), pairs, strict=True))
         return out
 
     def _blocklist_hits(self, tx: Mapping[str, Any]) -> tuple[RuleHit, ...]:
