@@ -227,9 +227,13 @@ def build_app(settings: Settings) -> faust.App:
     for provider, level in breakers.worst().items():
         metrics.BREAKER_STATE.labels(provider=provider).set(level)
 
+    def dlq_record(event: faust.types.EventT, letter: DeadLetter) -> Record:
+        """A dead letter of `event`'s, counted, for that event's transaction."""
+        metrics.DEAD_LETTERS.labels(stage=letter.record["stage"], reason=letter.record["reason"]).inc()
+        return Record(names.dlq, event.message.key, DLQ_CODEC.encode(letter.record))
+
     async def to_dlq(event: faust.types.EventT, result: DeadLetter) -> None:
-        metrics.DEAD_LETTERS.labels(stage=result.record["stage"], reason=result.record["reason"]).inc()
-        await emitter.emit(event, (), [Record(names.dlq, event.message.key, DLQ_CODEC.encode(result.record))])
+        await emitter.emit(event, (), [dlq_record(event, result)])
 
     def to_payments(cmd: dict) -> Record:
         """A validated command on its way to the payments stage: by payment_id, to that key's partition."""
@@ -257,12 +261,11 @@ def build_app(settings: Settings) -> faust.App:
         # 100,000-command chaos run lost 100 commands to acks of dropped events).
         return still_current(event, app.consumer_generation_id, app.flow_control.is_active())
 
-    async def batches(stream: faust.StreamT) -> AsyncIterator[list[faust.types.EventT]]:
+    def batches(stream: faust.StreamT) -> AsyncIterator[list[faust.types.EventT]]:
         """The stream's events, up to agent_batch_max at a time. Faust acks a batch's
         events when the next batch is asked for, after their effects were emitted, as
         it acks one event after its body."""
-        async for batch in stream.take_events(settings.agent_batch_max, within_s):
-            yield batch
+        return stream.take_events(settings.agent_batch_max, within_s)
 
     def in_turn(batch: list[faust.types.EventT]) -> Iterator[faust.types.EventT]:
         """The batch's events still current, each made Faust's current event in turn:
@@ -392,10 +395,8 @@ def build_app(settings: Settings) -> faust.App:
         names the event without its entry)."""
         posting = ledger_stage.post_event(record, n)
         if posting.refused is not None:
-            metrics.DEAD_LETTERS.labels(stage="post", reason=posting.refused.reason).inc()
-            letter = dead_letter("post", posting.refused.reason, posting.refused.detail, EVENT_CODEC.encode(record),
-                                 source_of(source))
-            return Record(names.dlq, source.message.key, DLQ_CODEC.encode(letter.record))
+            return dlq_record(source, dead_letter("post", posting.refused.reason, posting.refused.detail,
+                                                  EVENT_CODEC.encode(record), source_of(source)))
         if posting.entry is None:
             return None
         entry = posting.entry
@@ -427,16 +428,17 @@ def build_app(settings: Settings) -> faust.App:
     async def risk_agent(stream: faust.StreamT) -> None:
         async for batch in batches(stream):
             blocklist_reader.ensure_loaded()
+            cmds = {id(e): decoded(VALIDATED_CODEC, e.value) for e in batch}  # each decoded once
             # One model call for the batch; each create is then handled alone, as ever.
-            risk_stage.prime([(cmd, e.message.partition, int(e.message.timestamp * 1000)) for e in batch
-                              if (cmd := decoded(VALIDATED_CODEC, e.value)) is not None],
+            risk_stage.prime([(cmds[id(e)], e.message.partition, int(e.message.timestamp * 1000)) for e in batch
+                              if cmds[id(e)] is not None],
                              risk_table.data.get, scorer, retention, settings.timer_sweep_max)
             for event in in_turn(batch):
-                await risk_one(event)
+                await risk_one(event, cmds[id(event)])
 
-    async def risk_one(event: faust.types.EventT) -> None:
-        cmd = await decode_or_dlq(event, "risk")
-        if cmd is None:
+    async def risk_one(event: faust.types.EventT, cmd: dict | None) -> None:
+        if cmd is None:  # undecodable: dead-lettered with the codec's reason
+            await decode_or_dlq(event, "risk")
             return
         m = event.message
         effects = risk_stage.handle(cmd, m.partition, int(m.timestamp * 1000), risk_table.data.get, scorer, retention,
