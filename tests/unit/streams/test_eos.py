@@ -60,7 +60,12 @@ def test_a_held_lock_is_waited_for_and_then_taken() -> None:
         lock = asyncio.Lock()
         await lock.acquire()
         waiter = asyncio.ensure_future(_acquire(lock, "t/0"))
-        await asyncio.sleep(0)
+
+        async def queued() -> None:  # until the waiter stands in the lock's queue
+            while not lock._waiters:
+                await asyncio.sleep(0)  # a turn of the loop, not a timed wait
+
+        await asyncio.wait_for(queued(), timeout=5)
         assert not waiter.done()  # the holder (a commit) still has it
         lock.release()
         await asyncio.wait_for(waiter, timeout=5)
