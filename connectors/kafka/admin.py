@@ -1,4 +1,5 @@
-"""Topic administration: declare topics as specs, create the missing ones.
+"""Topic administration: declare topics as specs, create the missing ones, bring
+existing ones to their spec's config where that loses nothing.
 
 Plain parameters only (a Connection: a bootstrap string or librdkafka settings; specs);
 no `streams` imports.
@@ -12,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, ResourceType
 
 from connectors.kafka.clients import Connection, bootstrap_of, connection
 
@@ -68,6 +69,39 @@ class TopicSpec:
         return cfg
 
 
+@dataclass(frozen=True)
+class Drift:
+    """How an existing topic's config differs from its spec: what may be set to the
+    spec's values, and what is refused because setting it could drop records."""
+
+    to_set: dict[str, str]
+    refused: list[str]
+
+
+def _retention(value: str) -> float:
+    return float("inf") if int(value) < 0 else int(value)
+
+
+def config_drift(spec: TopicSpec, current: Mapping[str, str]) -> Drift:
+    """Compare `spec.config()` with a topic's `current` config. Everything aligns to
+    the spec except what would delete records the topic keeps today: a change of
+    cleanup.policy (compact drops all but the last value per key; delete drops by
+    age) is refused, and a shorter retention.ms is left as it is."""
+    to_set: dict[str, str] = {}
+    refused: list[str] = []
+    for key, wanted in spec.config().items():
+        have = current.get(key)
+        if have == wanted:
+            continue
+        if key == "cleanup.policy":
+            refused.append(f"{spec.name}: cleanup.policy is {have}, spec wants {wanted} (change it by hand, knowing what the new policy deletes)")
+        elif key == "retention.ms" and have is not None and _retention(wanted) < _retention(have):
+            continue  # keeps more than declared; shortening it would delete records
+        else:
+            to_set[key] = wanted
+    return Drift(to_set, refused)
+
+
 def _admin(conn: Connection) -> AdminClient:
     # log_level 0: librdkafka would print a line per refused connect while we poll;
     # every failure reaches the caller as an exception instead.
@@ -111,9 +145,9 @@ def wait_for_broker(conn: Connection, timeout_s: float) -> None:
 def ensure_topics(conn: Connection, specs: Iterable[TopicSpec], timeout_s: float = 30) -> list[str]:
     """Create the topics that do not exist yet; return the names created.
 
-    Existing topics are never altered: one with fewer partitions than its spec is an
-    error (adding partitions would move keys to other partitions), one with more is
-    accepted as it is.
+    Existing topics are left as they are (`align_topic_configs` is the admin's step):
+    one with fewer partitions than its spec is an error (adding partitions would move
+    keys to other partitions), one with more is accepted as it is.
     """
     specs = list(specs)
     admin = _admin(conn)
@@ -149,6 +183,43 @@ def ensure_topics(conn: Connection, specs: Iterable[TopicSpec], timeout_s: float
         created.append(name)
     _wait_for_leaders(admin, created, time.monotonic() + timeout_s)
     return sorted(created)
+
+
+def align_topic_configs(conn: Connection, specs: Iterable[TopicSpec], timeout_s: float = 30) -> list[str]:
+    """Set the existing topics' configs to their specs where `config_drift` allows;
+    return "topic: key old -> new" per config set. A refused drift (cleanup.policy)
+    raises TopicError before anything is set. Needs DescribeConfigs and AlterConfigs
+    on the topics: the admin's rights, not a worker's (docs/security.md)."""
+    admin = _admin(conn)
+    specs = list(specs)
+    try:
+        existing = admin.list_topics(timeout=timeout_s).topics
+    except KafkaException as exc:
+        raise TopicError(f"cannot read topic metadata from {bootstrap_of(conn)}: {exc}") from exc
+    specs = [s for s in specs if s.name in existing]
+    if not specs:
+        return []
+    resources = [ConfigResource(ResourceType.TOPIC, s.name) for s in specs]
+    try:
+        described = {r.name: {k: e.value for k, e in f.result().items()}
+                     for r, f in admin.describe_configs(resources, request_timeout=timeout_s).items()}
+    except KafkaException as exc:
+        raise TopicError(f"cannot read topic configs: {exc.args[0].str()}") from exc
+    drifts = {s.name: config_drift(s, described[s.name]) for s in specs}
+    refused = [r for d in drifts.values() for r in d.refused]
+    if refused:
+        raise TopicError("existing topics do not match their specs: " + "; ".join(refused))
+    changes = [ConfigResource(ResourceType.TOPIC, name, incremental_configs=[
+        ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in d.to_set.items()])
+        for name, d in drifts.items() if d.to_set]
+    if not changes:
+        return []
+    try:
+        for f in admin.incremental_alter_configs(changes, request_timeout=timeout_s).values():
+            f.result()
+    except KafkaException as exc:
+        raise TopicError(f"aligning topic configs failed: {exc.args[0].str()}") from exc
+    return [f"{name}: {k} {described[name].get(k)} -> {v}" for name, d in sorted(drifts.items()) for k, v in d.to_set.items()]
 
 
 def _wait_for_leaders(admin: AdminClient, names: list[str], deadline: float) -> None:

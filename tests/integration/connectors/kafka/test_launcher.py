@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from connectors.kafka.admin import TopicError, TopicSpec, ensure_topics
+from connectors.kafka.admin import TopicError, TopicSpec, align_topic_configs, ensure_topics
 from connectors.kafka.launcher import BrokerConfig, status, up
 
 pytestmark = pytest.mark.integration
@@ -41,3 +41,14 @@ def test_ensure_topics_creates_once_and_never_resizes() -> None:
     assert ensure_topics(CFG.bootstrap, [spec]) == []
     with pytest.raises(TopicError, match=f"{name} has 3 partitions, spec wants 4"):
         ensure_topics(CFG.bootstrap, [TopicSpec(name, partitions=4)])
+
+
+def test_align_sets_an_existing_topics_config_to_its_spec() -> None:
+    name = f"it-align-{uuid.uuid4().hex[:12]}"
+    ensure_topics(CFG.bootstrap, [TopicSpec(name, partitions=1, compacted=True)])
+    spec = TopicSpec(name, partitions=1, compacted=True, extra_config={"segment.ms": "60000"})
+
+    assert align_topic_configs(CFG.bootstrap, [spec]) == [f"{name}: segment.ms 604800000 -> 60000"]
+    assert align_topic_configs(CFG.bootstrap, [spec]) == [], "aligned once, then nothing differs"
+    with pytest.raises(TopicError, match="cleanup.policy is compact, spec wants delete"):
+        align_topic_configs(CFG.bootstrap, [TopicSpec(name, partitions=1)])

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from connectors.kafka.admin import TopicSpec
+from connectors.kafka.admin import TopicSpec, config_drift
 from connectors.kafka.launcher import BrokerConfig, render_server_properties
 
 
@@ -32,6 +32,29 @@ def test_extra_config_overrides_derived_keys() -> None:
 def test_invalid_specs_are_rejected(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         TopicSpec("t", **kwargs)
+
+
+def test_drift_sets_what_differs_and_nothing_else() -> None:
+    spec = TopicSpec("t-changelog", 8, compacted=True, extra_config={"segment.ms": "60000"})
+    drift = config_drift(spec, {"cleanup.policy": "compact", "segment.ms": "604800000", "flush.ms": "1"})
+    assert drift.to_set == {"segment.ms": "60000"} and drift.refused == []
+    assert config_drift(spec, {"cleanup.policy": "compact", "segment.ms": "60000"}).to_set == {}
+
+
+def test_drift_refuses_a_cleanup_policy_change() -> None:
+    drift = config_drift(TopicSpec("payment-events", 8, retention_ms=-1), {"cleanup.policy": "compact", "retention.ms": "-1"})
+    assert drift.to_set == {} and len(drift.refused) == 1 and "cleanup.policy is compact" in drift.refused[0]
+
+
+@pytest.mark.parametrize(("have", "wanted", "sets"), [
+    ("86400000", "604800000", True),   # longer: keeps more
+    ("86400000", "-1", True),          # forever
+    ("-1", "604800000", False),        # would delete what forever keeps
+    ("604800000", "86400000", False),  # would delete the older days
+])
+def test_drift_only_lengthens_retention(have: str, wanted: str, sets: bool) -> None:
+    drift = config_drift(TopicSpec("t", 1, retention_ms=int(wanted)), {"cleanup.policy": "delete", "retention.ms": have})
+    assert drift.to_set == ({"retention.ms": wanted} if sets else {}) and drift.refused == []
 
 
 def _props(text: str) -> dict[str, str]:
