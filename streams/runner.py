@@ -7,12 +7,16 @@ import signal
 import subprocess
 import sys
 import time
+from collections import deque
 from pathlib import Path
 
 from streams.settings import Settings
 
 STOP_TIMEOUT_S = 30.0
+#: A crash loop is MAX_RESTARTS restarts within RESTART_WINDOW_S: past that the
+#: supervisor gives up. Restarts spread over a long run (a stall now and then) are not one.
 MAX_RESTARTS = 3
+RESTART_WINDOW_S = 600.0
 
 
 class WorkerProcess:
@@ -25,6 +29,7 @@ class WorkerProcess:
         self.log_file = log_file
         self.proc: subprocess.Popen[bytes] | None = None
         self.restarts = 0
+        self._recent_restarts_s: deque[float] = deque(maxlen=MAX_RESTARTS)
 
     def env(self) -> dict[str, str]:
         s = self.settings
@@ -70,11 +75,15 @@ class WorkerProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def restart(self, why: str = "stalled") -> None:
-        """Kill and start again, at most MAX_RESTARTS times; past that, raise with
-        the end of its log. Safe: a restart loses nothing (tests/integration)."""
-        if self.restarts >= MAX_RESTARTS:
-            raise RuntimeError(f"worker {why} after {self.restarts} restarts:\n{self.log_tail()}")
+    def restart(self, why: str = "stalled", now_s: float | None = None) -> None:
+        """Kill and start again, at most MAX_RESTARTS times in RESTART_WINDOW_S; past
+        that, raise with the end of its log. Safe: a restart loses nothing (tests/integration)."""
+        now_s = time.monotonic() if now_s is None else now_s
+        recent = self._recent_restarts_s
+        if len(recent) == MAX_RESTARTS and now_s - recent[0] < RESTART_WINDOW_S:
+            raise RuntimeError(f"worker {why} after {MAX_RESTARTS} restarts in {now_s - recent[0]:.0f}s"
+                               f" ({self.restarts} in all):\n{self.log_tail()}")
+        recent.append(now_s)
         self.restarts += 1
         self.kill()
         self.start()
