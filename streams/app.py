@@ -49,7 +49,7 @@ from schemas.partitioning import partition_for
 from streams import faust_fixes, ledger_stage, metrics, probes, risk_stage, topics
 from streams import keys as key_stage
 from streams import subscriptions_stage
-from streams.eos import EXIT_STALLED, Emitter, Record, StateWrite, origin_ms, still_current
+from streams.eos import EXIT_STALLED, Emitter, Record, StateWrite, dead_lettered_before, dlq_mark_key, origin_ms, still_current
 from streams.ingest import DeadLetter, Forward, Limits, Source, dead_letter, ingest
 from streams.ledger import entry_to_record
 from streams.payments import Policy, Saga
@@ -179,6 +179,7 @@ def build_app(settings: Settings) -> faust.App:
     # The merchant registry, co-partitioned with the keys stage (both keyed by merchant id).
     merchant_table = app.Table("merchants", partitions=n, key_type=bytes, value_type=bytes)
     subscription_table = app.Table("subscriptions", partitions=n, key_type=bytes, value_type=bytes)
+    dlq_marks = app.Table("dlq-marks", partitions=n, key_type=bytes, value_type=bytes)
     tables = {PAYMENTS: payments, DEDUP: applied, TIMERS: timer_table}
     views = Tables(payments.data.get, applied.data.get, timer_table.data.get)
 
@@ -233,7 +234,13 @@ def build_app(settings: Settings) -> faust.App:
         return Record(names.dlq, event.message.key, DLQ_CODEC.encode(letter.record))
 
     async def to_dlq(event: faust.types.EventT, result: DeadLetter) -> None:
-        await emitter.emit(event, (), [dlq_record(event, result)])
+        """One dead letter per bad message, redelivered or not (`eos.dead_lettered_before`)."""
+        m = event.message
+        key = dlq_mark_key(m)
+        if dead_lettered_before(dlq_marks.data.get(key), m.offset):
+            metrics.DUPLICATES_SKIPPED.labels(stage="dlq").inc()
+            return
+        await emitter.emit(event, [StateWrite(dlq_marks, key, str(m.offset).encode())], [dlq_record(event, result)])
 
     def to_payments(cmd: dict) -> Record:
         """A validated command on its way to the payments stage: by payment_id, to that key's partition."""

@@ -85,7 +85,7 @@ class Figures:
     replay_matches: bool
     dead_letters: int  # distinct (by dlq_id)
     dead_letters_expected: int
-    dead_letter_copies: int = 0  # the same dead letter written again after a kill: reported, not a loss
+    dead_letter_copies: int = 0  # the same dead letter written again (a redelivery the marks missed)
     kills: int = 0
     broker_restarts: int = 0
     stall_restarts: int = 0
@@ -101,7 +101,7 @@ class Figures:
     def ok(self) -> bool:
         return (self.lost == 0 and self.duplicated == 0 and self.keys_applied_twice == 0 and self.event_version_breaks == 0
                 and self.unbalanced_currencies == 0 and self.audit_ok and self.replay_matches
-                and self.dead_letters == self.dead_letters_expected)
+                and self.dead_letters == self.dead_letters_expected and self.dead_letter_copies == 0)
 
 
 def check(
@@ -112,6 +112,7 @@ def check(
     replay_differences: int,
     dead_letters: int,
     dead_letters_expected: int,
+    dead_letter_copies: int = 0,
 ) -> Figures:
     """The run's figures from what the topics hold. Pure."""
     commands = list(commands)
@@ -128,7 +129,7 @@ def check(
     return Figures(
         commands=len(ids), lost=lost, duplicated=duplicated, keys_applied_twice=twice, event_version_breaks=breaks,
         unbalanced_currencies=len(report.totals), audit_ok=report.ok, replay_matches=replay_differences == 0,
-        dead_letters=dead_letters, dead_letters_expected=dead_letters_expected,
+        dead_letters=dead_letters, dead_letters_expected=dead_letters_expected, dead_letter_copies=dead_letter_copies,
         audit_failures=[str(f) for f in report.failures[:10]],
     )
 
@@ -250,10 +251,9 @@ def run_chaos(base: Settings, *, commands: int, kills: int, broker_restarts: int
     report = audit(records, public_keys(settings), events_topic=names.events, entries_topic=names.ledger)
     rebuilt = rebuild(records, events_topic=names.events, entries_topic=names.ledger)
     differences = compare(live_balances(settings), live_chain_heads(settings), rebuilt)
-    figures = check(sent, outcomes, events, report, len(differences), dlq, traffic.garbage)
+    figures = check(sent, outcomes, events, report, len(differences), dlq, traffic.garbage, dlq_copies)
     figures.kills, figures.broker_restarts = figures_faults["kill"], figures_faults["broker_restart"]
     figures.stall_restarts, figures.workers = fleet.stall_restarts, workers
-    figures.dead_letter_copies = dlq_copies
     figures.worker_peak_rss_mb = round(fleet.peak_rss_bytes / 2**20, 1)
     if published_in_s:
         figures.publish_rate_per_s = round(len(traffic.items) / max(published_in_s[0], 1e-3), 1)

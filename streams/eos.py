@@ -82,6 +82,20 @@ def still_current(event: faust.types.EventT, generation_id: int, active: bool) -
     return False
 
 
+def dlq_mark_key(message: Any) -> bytes:
+    """The dead-letter mark's key: one per source topic and partition (bounded)."""
+    return f"{message.topic}/{message.partition}".encode()
+
+
+def dead_lettered_before(mark: bytes | None, offset: int) -> bool:
+    """A mark is the last offset its source partition dead-lettered, written in the
+    dead letter's own transaction. That transaction can commit ahead of the source
+    offset (a rebalance commits the open transaction, faust_fixes fix 3), and the
+    message comes again; a partition is read in order, so a message at or below the
+    mark was handled in a committed transaction: its letter is there already."""
+    return mark is not None and offset <= int(mark)
+
+
 class PartitionNotOwned(RuntimeError):
     """This worker holds no transaction for the partition (it was revoked)."""
 

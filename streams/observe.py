@@ -79,8 +79,8 @@ class Observer:
                     self.last_entry_offset[msg.partition()] = max(msg.offset(), self.last_entry_offset.get(msg.partition(), -1))
                 else:
                     # A dead letter's id derives from its source position, so a second copy from the
-                    # same stage (Faust's exactly-once has holes across kill -9; the DLQ has no dedup
-                    # table) is one letter. Two stages refusing one message are two letters.
+                    # same stage (one the dead-letter marks let through: counted, a chaos run fails
+                    # on it) is one letter. Two stages refusing one message are two letters.
                     letter = DLQ_CODEC.decode(msg.value())
                     key = (letter["stage"], letter["dlq_id"])
                     if key in self.dlq_ids:

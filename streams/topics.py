@@ -30,7 +30,7 @@ from streams.settings import Settings
 
 # Faust names a table's changelog "<app id>-<table>-changelog".
 TABLES = ("payments", "payments-dedup", "payments-timers", "keys", "ledger-balances", "ledger-applied", "risk", "merchants",
-          "subscriptions")
+          "subscriptions", "dlq-marks")
 
 _DAY_MS = 24 * 3600 * 1000
 

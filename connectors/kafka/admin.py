@@ -142,6 +142,13 @@ def wait_for_broker(conn: Connection, timeout_s: float) -> None:
         time.sleep(min(POLL_INTERVAL_S, max(0.0, deadline - time.monotonic())))
 
 
+def _existing_topics(admin: AdminClient, conn: Connection, timeout_s: float) -> dict:
+    try:
+        return admin.list_topics(timeout=timeout_s).topics
+    except KafkaException as exc:
+        raise TopicError(f"cannot read topic metadata from {bootstrap_of(conn)}: {exc}") from exc
+
+
 def ensure_topics(conn: Connection, specs: Iterable[TopicSpec], timeout_s: float = 30) -> list[str]:
     """Create the topics that do not exist yet; return the names created.
 
@@ -151,10 +158,7 @@ def ensure_topics(conn: Connection, specs: Iterable[TopicSpec], timeout_s: float
     """
     specs = list(specs)
     admin = _admin(conn)
-    try:
-        existing = admin.list_topics(timeout=timeout_s).topics
-    except KafkaException as exc:
-        raise TopicError(f"cannot read topic metadata from {bootstrap_of(conn)}: {exc}") from exc
+    existing = _existing_topics(admin, conn, timeout_s)
 
     too_small = [
         f"{s.name} has {len(existing[s.name].partitions)} partitions, spec wants {s.partitions}"
@@ -191,11 +195,7 @@ def align_topic_configs(conn: Connection, specs: Iterable[TopicSpec], timeout_s:
     raises TopicError before anything is set. Needs DescribeConfigs and AlterConfigs
     on the topics: the admin's rights, not a worker's (docs/security.md)."""
     admin = _admin(conn)
-    specs = list(specs)
-    try:
-        existing = admin.list_topics(timeout=timeout_s).topics
-    except KafkaException as exc:
-        raise TopicError(f"cannot read topic metadata from {bootstrap_of(conn)}: {exc}") from exc
+    existing = _existing_topics(admin, conn, timeout_s)
     specs = [s for s in specs if s.name in existing]
     if not specs:
         return []

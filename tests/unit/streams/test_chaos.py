@@ -49,7 +49,7 @@ def test_each_kind_of_damage_is_counted_and_fails_the_run() -> None:
     def figures(**changes) -> Figures:
         args = base | changes
         return check(commands, args["outcomes"], args["events"], changes.get("report", report()),
-                     changes.get("diffs", 0), changes.get("dlq", 0), 0)
+                     changes.get("diffs", 0), changes.get("dlq", 0), 0, changes.get("copies", 0))
 
     assert figures(outcomes={"c1": [out()], "c3": [out("replayed")]}).lost == 1
     assert figures(outcomes={"c1": [out(), out()], "c2": [out()], "c3": [out("replayed")]}).duplicated == 1
@@ -60,6 +60,7 @@ def test_each_kind_of_damage_is_counted_and_fails_the_run() -> None:
     assert not figures(report=report(ok=False)).audit_ok
     assert not figures(diffs=2).replay_matches
     assert not figures(dlq=1).ok
+    assert not figures(copies=1).ok, "a bad message is dead-lettered once"
     for f in (figures(outcomes={"c1": [out()], "c3": [out("replayed")]}), figures(diffs=2), figures(report=report(ok=False))):
         assert not f.ok
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from types import SimpleNamespace
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streams.eos import ORIGIN_HEADER, origin_ms
 
@@ -151,3 +155,25 @@ def test_a_dropped_event_is_never_acked_so_its_offset_is_never_committed() -> No
     for e in batch:  # what take_events does with the whole batch once it is handled
         e.message.ack(consumer)
     assert consumer.acked == [12]  # 10 and 11 were dropped: never marked safe to commit
+
+
+@settings(max_examples=300)
+@given(st.data())
+def test_a_redelivered_bad_message_is_dead_lettered_once(data: st.DataObject) -> None:
+    """One partition read in order: a first owner handles offsets [0, handled) and its
+    transactions (letters and marks) commit, but the source offset commits only at
+    `committed`; the next owner reads again from there with the marks restored."""
+    from streams.eos import dead_lettered_before
+
+    n = data.draw(st.integers(1, 40))
+    bad = data.draw(st.sets(st.integers(0, n - 1)))
+    handled = data.draw(st.integers(0, n))
+    committed = data.draw(st.integers(0, handled))
+    letters: Counter[int] = Counter()
+    mark: bytes | None = None
+    for offsets in (range(handled), range(committed, n)):
+        for offset in offsets:
+            if offset in bad and not dead_lettered_before(mark, offset):
+                letters[offset] += 1
+                mark = str(offset).encode()
+    assert letters == Counter(bad)

@@ -114,7 +114,7 @@ def test_changelogs_are_compacted_and_pipeline_topics_are_not(env: pytest.Monkey
                           "paystream-payments-timers-changelog", "paystream-keys-changelog",
                           "paystream-ledger-balances-changelog", "paystream-ledger-applied-changelog",
                           "paystream-risk-changelog", "paystream-merchants-changelog",
-                          "paystream-subscriptions-changelog"}
+                          "paystream-subscriptions-changelog", "paystream-dlq-marks-changelog"}
     assert changelogs <= set(specs)
     compacted = changelogs | {"fraud-blocklist", "merchants", "fx-rates"}  # latest entry per key is the state
     for name, spec in specs.items():
