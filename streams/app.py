@@ -276,9 +276,9 @@ def build_app(settings: Settings) -> faust.App:
 
     def in_turn(batch: list[faust.types.EventT]) -> Iterator[faust.types.EventT]:
         """The batch's events still current, each made Faust's current event in turn:
-        its RocksDB store files a write under the current event's partition (a plain
-        stream sets it per event, a batch does not). Only this task's context:
-        stream.current_event belongs to the batch's filling task."""
+        its RocksDB store reads from the current event's partition (a plain stream
+        sets it per event, a batch does not; `Emitter.emit` sets it for writes). Only
+        this task's context: stream.current_event belongs to the batch's filling task."""
         for event in batch:
             if current(event):
                 _current_event.set(weakref.ref(event))

@@ -18,12 +18,14 @@ import asyncio
 import functools
 import logging
 import os
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import faust
 from aiokafka.producer.transaction_manager import TransactionResult
+from faust.streams import _current_event
 
 log = logging.getLogger("paystream.eos")
 
@@ -123,6 +125,8 @@ class Emitter:
         txn_producer, lock = self._transaction(topic, partition)
         # Local store first (no changelog: we send it ourselves, below). After a
         # crash the local store is discarded and rebuilt from the changelog.
+        if writes:  # the RocksDB store files a write under Faust's current event's partition
+            _current_event.set(weakref.ref(source))
         for w in writes:
             if w.value is None:
                 del w.table.data[w.key]
