@@ -236,7 +236,7 @@ def build_app(settings: Settings) -> faust.App:
     async def to_dlq(event: faust.types.EventT, result: DeadLetter) -> None:
         """One dead letter per bad message, redelivered or not (`eos.dead_lettered_before`)."""
         m = event.message
-        key = dlq_mark_key(m)
+        key = dlq_mark_key(result.record["stage"], m)
         if dead_lettered_before(dlq_marks.data.get(key), m.offset):
             metrics.DUPLICATES_SKIPPED.labels(stage="dlq").inc()
             return

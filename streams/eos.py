@@ -84,9 +84,10 @@ def still_current(event: faust.types.EventT, generation_id: int, active: bool) -
     return False
 
 
-def dlq_mark_key(message: Any) -> bytes:
-    """The dead-letter mark's key: one per source topic and partition (bounded)."""
-    return f"{message.topic}/{message.partition}".encode()
+def dlq_mark_key(stage: str, message: Any) -> bytes:
+    """The dead-letter mark's key: one per stage, source topic and partition (bounded;
+    two stages reading one topic keep apart)."""
+    return f"{stage}:{message.topic}/{message.partition}".encode()
 
 
 def dead_lettered_before(mark: bytes | None, offset: int) -> bool:
