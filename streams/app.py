@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import logging
-import os
 import shutil
 import ssl
 import time
@@ -49,7 +48,8 @@ from schemas.partitioning import partition_for
 from streams import faust_fixes, ledger_stage, metrics, probes, risk_stage, topics
 from streams import keys as key_stage
 from streams import subscriptions_stage
-from streams.eos import EXIT_STALLED, Emitter, Record, StateWrite, dead_lettered_before, dlq_mark_key, origin_ms, still_current
+from streams.eos import (Emitter, Record, StateWrite, dead_lettered_before, dlq_mark_key, exit_for_restart, origin_ms,
+                         still_current)
 from streams.ingest import DeadLetter, Forward, Limits, Source, dead_letter, ingest
 from streams.ledger import entry_to_record
 from streams.payments import Policy, Saga
@@ -587,12 +587,7 @@ def build_app(settings: Settings) -> faust.App:
                 else:
                     stall_watch.idle(tp, time.monotonic())
             if stalled:
-                # Crash-only, as streams/eos.py: Kafka aborts the open transactions and the
-                # supervisor restarts this worker, which resumes from the committed offsets.
-                log.critical("no progress for %ss on %s while ready; exiting with %d for a restart",
-                             stall_watch.stall_s, stalled, EXIT_STALLED)
-                logging.shutdown()
-                os._exit(EXIT_STALLED)
+                exit_for_restart(f"no progress for {stall_watch.stall_s}s on {stalled} while ready")
         try:
             totals = probes.ledger_imbalance(balances.data.items())
         except probes.TooManyBalances as e:

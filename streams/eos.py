@@ -71,6 +71,15 @@ LOCK_WARN_S = 10.0
 EXIT_STALLED = 75  # EX_TEMPFAIL: restart me
 
 
+def exit_for_restart(why: str) -> None:
+    """Crash-only: log why, flush the logs and exit with EXIT_STALLED at once (a graceful
+    stop would wait on what is stuck). Kafka aborts the open transactions and the
+    supervisor restarts the worker, which resumes from the committed offsets."""
+    log.critical("%s; exiting with %d for a restart", why, EXIT_STALLED)
+    logging.shutdown()
+    os._exit(EXIT_STALLED)
+
+
 def still_current(event: faust.types.EventT, generation_id: int, active: bool) -> bool:
     """False for an event fetched before a rebalance (another generation, or flow
     control suspended): it is dropped, and must never be acked, because an acked
@@ -91,11 +100,11 @@ def dlq_mark_key(stage: str, message: Any) -> bytes:
 
 
 def dead_lettered_before(mark: bytes | None, offset: int) -> bool:
-    """A mark is the last offset its source partition dead-lettered, written in the
-    dead letter's own transaction. That transaction can commit ahead of the source
-    offset (a rebalance commits the open transaction, faust_fixes fix 3), and the
-    message comes again; a partition is read in order, so a message at or below the
-    mark was handled in a committed transaction: its letter is there already."""
+    """A mark is the last offset a stage dead-lettered from one source partition,
+    written in the dead letter's own transaction. That transaction can commit ahead of
+    the source offset (a rebalance commits the open transaction, faust_fixes fix 3),
+    and the message comes again; a partition is read in order, so a message at or
+    below the mark was handled in a committed transaction: its letter is there already."""
     return mark is not None and offset <= int(mark)
 
 
@@ -138,10 +147,7 @@ class Emitter:
         try:
             await _acquire(lock, f"{topic}/{partition}")
         except TransactionStalled as e:
-            # Crash-only: a graceful stop would wait on the same stuck commit.
-            log.critical("%s; exiting with %d for a restart", e, EXIT_STALLED)
-            logging.shutdown()
-            os._exit(EXIT_STALLED)
+            exit_for_restart(str(e))  # a graceful stop would wait on the same stuck commit
         deliveries = _deliveries(txn_producer)
         try:
             for r in changelog:
@@ -212,10 +218,8 @@ def guard_commits(sender_cls: Any) -> None:
         await self._message_accumulator.flush_for_commit()  # as the original does first: every batch answered
         failure = failed_delivery(self._txn_manager)
         if failure is not None and commit_result == TransactionResult.COMMIT:
-            log.critical("a record of transaction %s was not delivered (%s: %s); exiting with %d instead of "
-                         "committing", self._txn_manager.transactional_id, type(failure).__name__, failure, EXIT_STALLED)
-            logging.shutdown()
-            os._exit(EXIT_STALLED)
+            exit_for_restart(f"a record of transaction {self._txn_manager.transactional_id} was not delivered"
+                             f" ({type(failure).__name__}: {failure}), not committing")
         return await original(self, commit_result)
 
     setattr(_do_txn_commit, _DELIVERIES, True)
