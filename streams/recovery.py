@@ -26,7 +26,7 @@ from connectors.kafka import admin
 from connectors.kafka.clients import command_producer
 from connectors.vault.keys import FileKeyStore
 from streams.chaos import peak_rss_bytes
-from streams.runner import WorkerProcess
+from streams.runner import WorkerProcess, wait_until
 from streams.settings import Settings, client_config
 from streams.topics import changelog_topic, declared_topics
 
@@ -120,18 +120,22 @@ def measure(base: Settings, *, keys: int, versions: int = 1) -> RecoveryFigures:
 
 
 def _wait_ready(worker: WorkerProcess, log_file: Path) -> tuple[float, float]:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
+    window: tuple[float, float] | None = None
+
+    def ready() -> bool:
+        nonlocal window
         if not worker.alive():
             raise RecoveryError(f"the worker exited before it was ready:\n{worker.log_tail()}")
         try:
             window = restore_window(log_file.read_text(errors="replace").splitlines())
         except FileNotFoundError:
             window = None
-        if window is not None:
-            return window
-        time.sleep(POLL_S)  # polling a log file for a line: no event to wait on
-    raise RecoveryError(f"not ready within {READY_TIMEOUT_S:g}s:\n{worker.log_tail()}")
+        return window is not None
+
+    # Polling a log file for a line: no event to wait on.
+    if not wait_until(ready, READY_TIMEOUT_S, POLL_S) or window is None:
+        raise RecoveryError(f"not ready within {READY_TIMEOUT_S:g}s:\n{worker.log_tail()}")
+    return window
 
 
 def to_json(figures: RecoveryFigures) -> dict[str, Any]:
