@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
-from tests.integration.support import T0, Pipeline, create, follow_up, run
+from tests.integration.support import T0, Pipeline, create, follow_up, make_settings, run, start_worker
 
 pytestmark = pytest.mark.integration
 
@@ -84,7 +86,18 @@ def test_capture_refund_void_sequences(pipeline: Pipeline) -> None:
     ]
 
 
-def test_expiry_by_event_time(pipeline: Pipeline) -> None:
+@pytest.fixture
+def own_pipeline(bootstrap: str, tmp_path: Path) -> Iterator[Pipeline]:
+    """A worker of its own, for a test that moves event time days ahead: on the shared
+    pipeline that would expire the other tests' authorizations in the same partition."""
+    settings = make_settings(tmp_path, "expiry")
+    worker = start_worker(settings)
+    yield Pipeline(settings, worker)
+    assert worker.stop() == 0, worker.log_tail()
+
+
+def test_expiry_by_event_time(own_pipeline: Pipeline) -> None:
+    pipeline = own_pipeline
     m = f"m_{uuid.uuid4().hex[:6]}"
     c = create(m, "exp", amount=700)
     pid = c["payment_id"]
