@@ -1,1 +1,1 @@
-"""The Faust app, its stages and the `paystream` CLI."""
+"""The pipeline: its stages, the runtime they run on, the jobs and the `paystream` CLI."""

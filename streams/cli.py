@@ -164,13 +164,11 @@ def topics_ensure() -> None:
 
 @app.command()
 def worker(loglevel: str = typer.Option("info", help="debug|info|warning|error")) -> None:
-    """Run a pipeline worker (Faust, exactly-once, RocksDB tables) until stopped."""
-    from faust.worker import Worker
-
+    """Run a pipeline worker (exactly-once, RocksDB tables) until stopped."""
     from streams import metrics
-    from streams.app import build_app, reset_local_state
     from streams.logs import setup_logging
     from streams.topics import declared_topics
+    from streams.worker import build_worker, reset_local_state
 
     setup_logging(loglevel)
     settings = get_settings()
@@ -178,8 +176,7 @@ def worker(loglevel: str = typer.Option("info", help="debug|info|warning|error")
     admin.ensure_topics(client_config(settings), declared_topics(settings))
     reset_local_state(settings)
     metrics.serve(settings.metrics_port)
-    faust_app = build_app(settings)
-    Worker(faust_app, loglevel=loglevel, quiet=True).execute_from_commandline()
+    build_worker(settings).run()
 
 
 @app.command()

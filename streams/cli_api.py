@@ -147,7 +147,7 @@ def _dashboard(settings: Settings, keys: auth.ApiKeys, reader: ClickHousePayment
     urls = [u for u in settings.dashboard_metrics_urls.split(",") if u]
     if not urls and settings.metrics_port is not None:
         urls = [f"http://127.0.0.1:{settings.metrics_port}/metrics"]
-    # The worker's group (Faust: the app id) and the sink's (streams/readmodels.py).
+    # The worker's group (the app id) and the sink's (streams/readmodels.py).
     groups = [settings.app_id, f"{settings.app_id}-sink"]
     ops = KafkaOps(client_config(settings), groups, topic_names(settings).dlq, urls)
     return Dashboard(reader.rows, keys, ops_token(settings.dashboard_token_file), ops)

@@ -418,8 +418,8 @@ def _check_partitioning(payment_id: str, source: Source, limits: Limits) -> None
         raise _Invalid("key_mismatch", "the message key must be the payment_id")
     expected = partition_for(payment_id.encode(), limits.partitions)
     if source.partition != expected:
-        # Forwarding to another partition would leave Faust's per-partition
-        # transaction; the producer must use the murmur2 (Java default) partitioner.
+        # Forwarding to another partition would split one payment's commands across
+        # two partitions' order; the producer must use the murmur2 (Java default) partitioner.
         raise _Invalid(
             "wrong_partition",
             f"payment_id hashes to partition {expected} (murmur2), message is on {source.partition}",

@@ -1,7 +1,7 @@
 """Structured logs, with card numbers masked before any handler sees a record.
 
-Masking happens in the log record factory, so it covers every logger (ours,
-Faust's, aiokafka's) whatever handlers they have.
+Masking happens in the log record factory, so it covers every logger (ours and
+any library's) whatever handlers they have.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def _masking_factory(base):  # type: ignore[no-untyped-def]
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         doc = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "ts": f"{self.formatTime(record, '%Y-%m-%dT%H:%M:%S')}.{int(record.msecs):03d}",
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),

@@ -26,6 +26,8 @@ LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.
 STAGE_LATENCY = Histogram(
     "paystream_stage_latency_seconds", "Record timestamp to stage output", ["stage"], buckets=LATENCY_BUCKETS_S
 )
+# One transaction's commit: changelog records, offsets, EndTxn (streams/runtime/engine.py).
+COMMIT_LATENCY = Histogram("paystream_commit_seconds", "Transaction commit time", buckets=LATENCY_BUCKETS_S)
 # Log end offset minus the group's committed offset, per source partition this worker
 # owns, every streams.probes.PROBE_INTERVAL_S (a partition that moves is dropped here).
 CONSUMER_LAG = Gauge("paystream_consumer_lag_messages", "Messages not yet committed by the group", ["topic", "partition"])

@@ -32,7 +32,7 @@ from streams.timers import SWEEP_MAX, Timer, TimerStore
 
 Get = Callable[[bytes], bytes | None]
 
-# Table names as the agent maps them to Faust tables.
+# Table names as the worker maps them to the runtime's tables (streams/worker.py).
 PAYMENTS, DEDUP, TIMERS = "payments", "dedup", "timers"
 # Output streams as the agent maps them to topics (LABELS: fraud-labels).
 OUTCOMES, EVENTS, SELF, LABELS = "outcomes", "events", "self", "labels"

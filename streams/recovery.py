@@ -13,8 +13,8 @@ its log when the restore began and when the worker was ready.
 
 from __future__ import annotations
 
+import json
 import os
-import re
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -35,10 +35,10 @@ VALUE_BYTES = 64  # about a dedup record's size
 READY_TIMEOUT_S = 3_600.0
 POLL_S = 0.5
 TABLE = "payments-dedup"
-# Faust's log lines that bound the restore (faust.tables.recovery, faust.worker).
+# The runtime's log lines that bound the restore (streams/runtime/engine.py), in the
+# worker's JSON log lines (streams/logs.py: "ts" in local time, to the millisecond).
 RESTORE_STARTS = "Restoring state from changelog topics"
 READY = "Worker ready"
-LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")
 
 
 class RecoveryError(RuntimeError):
@@ -50,16 +50,19 @@ class RecoveryFigures:
     keys: int
     versions: int
     changelog_records: int
-    restore_s: float  # Faust's "Restoring state" to "Worker ready"
+    restore_s: float  # the runtime's "Restoring state" to "Worker ready"
     start_to_ready_s: float  # process start to "Worker ready": what a restart costs
     records_per_s: float
     worker_peak_rss_mb: float
 
 
 def log_time(line: str) -> float | None:
-    """The epoch seconds of a Faust log line, or None for a line without a stamp."""
-    m = LOG_TIME.match(line)
-    return datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S,%f").timestamp() if m else None
+    """The epoch seconds of a worker's JSON log line, or None for any other line."""
+    try:
+        doc = json.loads(line)
+        return datetime.strptime(doc["ts"], "%Y-%m-%dT%H:%M:%S.%f").timestamp()
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def restore_window(lines: list[str]) -> tuple[float, float] | None:

@@ -50,14 +50,13 @@ class WorkerProcess:
             "PAYSTREAM_WORKER_STALL_S": str(s.worker_stall_s),
             "PAYSTREAM_DATA_DIR": str(s.data_dir),
             "PAYSTREAM_KEYS_DIR": str(s.keys_dir),
-            "PAYSTREAM_COMMIT_INTERVAL_S": str(s.commit_interval_s),
+            "PAYSTREAM_COMMIT_INTERVAL_MS": str(s.commit_interval_ms),
             "PAYSTREAM_PROVIDERS": s.providers,
             "PAYSTREAM_PROVIDER_SEED": str(s.provider_seed),
             "PAYSTREAM_PROVIDERS_DIR": str(s.providers_dir),  # workers with their own data dirs share one provider
             "PAYSTREAM_FRAUD_SCORING": str(s.fraud_scoring).lower(),
             "PAYSTREAM_KAFKA_SECURITY_PROTOCOL": s.kafka_security_protocol,
             "PAYSTREAM_KAFKA_SASL_MECHANISM": s.kafka_sasl_mechanism,
-            "PAYSTREAM_TABLE_STANDBY_REPLICAS": str(s.table_standby_replicas),
         }
 
     def start(self) -> WorkerProcess:

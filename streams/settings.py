@@ -37,11 +37,13 @@ class Settings(BaseSettings):
     partitions: int = Field(8, ge=1, le=256, description="Partitions of each pipeline topic.")
     # Unset: 1 on one embedded node, 3 on an embedded cluster (with min.insync.replicas 2).
     replication_factor: int = Field(1, ge=1, le=5)
-    # Faust's commit interval bounds read_committed outcome latency under EOS.
-    commit_interval_s: float = Field(0.5, gt=0, le=30)
+    # A worker commits its transaction this often (or at commit_records_max): each hop's
+    # output is visible to read_committed readers only then, so it bounds latency per hop
+    # (docs/performance.md says how the default was measured).
+    commit_interval_ms: int = Field(50, ge=1, le=30_000)
     # Security of an external cluster (deploy/kafka-security/): SASL/SCRAM over TLS, or
     # mutual TLS. Every client applies it: client_config() for confluent-kafka,
-    # streams.app.broker_credentials() for Faust. The password is never printed or logged.
+    # the runtime's and every tool's. The password is never printed or logged.
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
     kafka_sasl_username: str | None = Field(None, min_length=1, max_length=255)
@@ -51,11 +53,6 @@ class Settings(BaseSettings):
     kafka_ssl_ca_file: Path | None = None
     kafka_ssl_cert_file: Path | None = None
     kafka_ssl_key_file: Path | None = None
-    # Faust keeps this many warm copies of each table partition on other workers, so a
-    # failover resumes without replaying the changelog. 0 on one box: a standby must live
-    # on another worker, and there it only doubles the changelog reads and RocksDB writes
-    # on the same cores and disk; deploy/k8s sets 1.
-    table_standby_replicas: int = Field(0, ge=0, le=2)
     # A changelog's open segment rolls after this long, so the log cleaner can compact it:
     # the cleaner never touches the open segment, and the 7-day default kept every version
     # of every key, so a restart replayed the whole history (the keys table rewrites its
@@ -78,14 +75,13 @@ class Settings(BaseSettings):
     # before v5). Off: refused with raw_card_refused (docs/security.md, Card intake).
     ingest_accept_raw_card: bool = True
 
-    # Faust. A namespace gives tests (or a second environment on one cluster) their
+    # Workers. A namespace gives tests (or a second environment on one cluster) their
     # own topics, consumer group and changelogs.
     namespace: str = Field("", pattern=r"^[a-z0-9-]{0,32}$")
     # Names this worker's local state dir, so several workers can share one machine.
     worker_name: str = Field("w0", pattern=r"^[a-z0-9-]{1,32}$")
     # How soon a dead worker's partitions move to the others.
     session_timeout_s: float = Field(10.0, ge=6, le=300)
-    worker_web_port: int = Field(6066, ge=1024, le=65535)
     # A worker that is ready (tables restored) and sees a source partition with lag whose
     # committed offset has not moved for this long exits for a restart (streams/probes.py).
     worker_stall_s: float = Field(60.0, ge=10, le=3600)
@@ -129,20 +125,15 @@ class Settings(BaseSettings):
     idempotency_retention_h: int = Field(24, ge=24, le=30 * 24)
 
     # Bounds (docs/reliability.md lists every bound, these and the fixed ones).
-    # Faust and its Kafka clients: streams/app.py passes these through.
-    # Events an agent's stream buffers before its consumer pauses (backpressure).
-    stream_buffer_maxsize: int = Field(4096, ge=1, le=65_536)
-    # An agent takes up to this many events at once and handles them without yielding
-    # to the event loop, so their sends share produce requests (and ingest's new cards
-    # one fsync); it waits at most agent_batch_within_ms for a batch to fill. 1 = one
-    # event at a time (docs/performance.md).
-    agent_batch_max: int = Field(256, ge=1, le=4_096)
-    agent_batch_within_ms: int = Field(5, ge=1, le=1_000)
-    # Records per consumer poll; Faust's None means the client's default (500).
-    broker_max_poll_records: int = Field(500, ge=1, le=10_000)
+    # The runtime's Kafka clients (streams/runtime/engine.py) take these.
+    # Records one consume returns: a batch, handled before the next (and ingest's new
+    # cards reach the vault in one fsync per batch).
+    batch_max: int = Field(2_000, ge=1, le=100_000)
+    # Records one transaction may carry before it commits early.
+    commit_records_max: int = Field(20_000, ge=1, le=1_000_000)
     # Per partition per fetch; at least the largest message (schemas.codec.MAX_MESSAGE_BYTES).
     consumer_max_fetch_size_bytes: int = Field(1_048_576, ge=1_048_576, le=64 * 1_048_576)
-    producer_max_batch_size_bytes: int = Field(16_384, ge=1_024, le=1_048_576)
+    producer_max_batch_size_bytes: int = Field(1_000_000, ge=1_024, le=16 * 1_048_576)
     producer_linger_ms: int = Field(0, ge=0, le=1_000)
     # One produce request; room for the largest message a stage sends plus its batch overhead.
     producer_max_request_size_bytes: int = Field(1_100_000, ge=1_100_000, le=16 * 1_048_576)

@@ -10,8 +10,7 @@ The watermark is the largest event time seen, but never more than
 `MAX_FUTURE_SKEW_MS` past the Kafka record's own timestamp, so one command dated
 far in the future cannot fire every timer of its partition at once.
 
-Storage (keys carry the partition: Faust's RocksDB store looks a key up in every
-partition's database when it does not know it yet):
+Storage (keys carry the partition, so a scan of one partition's timers is a prefix):
   b"<p>/wm"               -> watermark, decimal ms
   b"<p>/<kind>/ptr"       -> b"<head> <tail>": queue slots head..tail-1 are live
   b"<p>/<kind>/<slot>"    -> JSON {"due_ms", "ref"}

@@ -28,7 +28,8 @@ from dataclasses import astuple, dataclass
 from connectors.kafka.admin import TopicSpec, min_insync_for
 from streams.settings import Settings
 
-# Faust names a table's changelog "<app id>-<table>-changelog".
+# A table's changelog is "<app id>-<table>-changelog" (the names Faust gave them: an
+# upgraded deployment keeps its state).
 TABLES = ("payments", "payments-dedup", "payments-timers", "keys", "ledger-balances", "ledger-applied", "risk", "merchants",
           "subscriptions", "dlq-marks")
 

@@ -54,7 +54,7 @@ TP = tuple[str, int]  # (topic, partition)
 def lag_rows(group: str, committed: Mapping[TP, int], ends: Mapping[TP, int]) -> list[LagRow]:
     """Per topic of `ends` (the partitions of the topics the group reads), the sum
     over partitions of end minus committed offset. A partition the group never
-    committed (absent, or librdkafka's negative "invalid" offset) counts from 0 (Faust reads those from the earliest
+    committed (absent, or librdkafka's negative "invalid" offset) counts from 0 (a worker reads those from the earliest
     offset); a negative difference (end read before the commit) counts 0."""
     by_topic: dict[str, list[int]] = {}
     for tp, end in ends.items():

@@ -32,7 +32,7 @@ def make_settings(tmp: Path, label: str) -> Settings:
         partitions=PARTITIONS,
         data_dir=tmp,
         keys_dir=tmp / "keys",
-        commit_interval_s=0.2,
+        commit_interval_ms=50,
         # Exact outcomes are asserted: the deterministic test-mode provider, and no fraud
         # stage (these tests pay with one card thousands of times: velocity rules would
         # review them). tests/integration/streams/test_fraud.py runs the risk stage.

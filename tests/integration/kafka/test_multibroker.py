@@ -70,7 +70,7 @@ def test_a_broker_killed_mid_run_loses_nothing(cluster: launcher.ClusterConfig, 
         partitions=PARTITIONS,
         data_dir=tmp_path,
         keys_dir=tmp_path / "keys",
-        commit_interval_s=0.2,
+        commit_interval_ms=50,
         providers="test",  # every create is asserted to succeed
         fraud_scoring=False,  # (and one card pays them all)
     )

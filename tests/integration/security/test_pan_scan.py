@@ -155,7 +155,7 @@ def test_no_pan_in_any_topic_store_log_or_table(bootstrap: str, tmp_path: Path) 
     assert code == 0, worker.log_tail()
 
     findings: list[Finding] = []
-    # 1. Every topic of this namespace: pipeline topics, DLQ, changelogs, Faust's own.
+    # 1. Every topic of this namespace: pipeline topics, DLQ, changelogs.
     admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
     topics = sorted(t for t in admin.list_topics(timeout=30).topics if settings.namespace in t)
     assert {names.commands, names.validated, names.outcomes, names.events, names.dlq} <= set(topics)

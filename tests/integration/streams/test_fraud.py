@@ -19,7 +19,7 @@ from models.features import MerchantState, TxStates
 from models.scoring import Scorer
 from schemas.codec import Codec
 from schemas.partitioning import partition_for
-from streams.app import SHIPPED_ARTIFACT
+from models.train import SHIPPED_ARTIFACT
 from streams.fraud_ops import block_record, label_record, resolve_command
 from streams.keys import merchant_state_key
 from streams.observe import Observer

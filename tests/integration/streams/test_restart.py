@@ -17,7 +17,7 @@ from tests.integration.support import create, make_settings, start_worker
 pytestmark = pytest.mark.integration
 
 
-# This test found the recovery-order loss fixed in streams/faust_fixes.py (about one
+# This test found the recovery-order loss of the Faust runtime we left (about one
 # run in three lost a few commands before the fix); see docs/decisions.md.
 def test_kill_9_mid_batch_then_restart_gives_exactly_one_outcome_each(bootstrap: str, tmp_path: Path) -> None:
     settings = make_settings(tmp_path, "restart")

@@ -21,10 +21,9 @@ from streams.topics import declared_topics
 DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
 K8S_VERSION = "1.33.0"
 # Settings the deploy files already pass, for code that is not merged yet: the
-# metrics exporter's port, ClickHouse server URL/password, Faust standby replicas.
+# ClickHouse server password file.
 PENDING_SETTINGS = {
     "PAYSTREAM_CLICKHOUSE_PASSWORD_FILE",
-    "PAYSTREAM_TABLE_STANDBY_REPLICAS",
 }
 
 
@@ -108,8 +107,6 @@ def test_workers_keep_state_on_their_own_volume_and_name() -> None:
     assert [t["metadata"]["name"] for t in sts["spec"]["volumeClaimTemplates"]] == ["state"]
     name_env = {e["name"]: e for e in container["env"]}["PAYSTREAM_WORKER_NAME"]
     assert name_env["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
-    assert int(configmap["data"]["PAYSTREAM_TABLE_STANDBY_REPLICAS"]) >= 1
-    assert sts["spec"]["replicas"] > int(configmap["data"]["PAYSTREAM_TABLE_STANDBY_REPLICAS"])
 
 
 def test_every_workload_has_a_disruption_budget() -> None:

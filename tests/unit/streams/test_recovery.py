@@ -7,16 +7,16 @@ from datetime import datetime
 from streams.recovery import log_time, restore_window
 
 LOG = """\
-[2026-11-25 20:03:25,573] [11290] [INFO] [^---Recovery]: Restoring state from changelog topics...
-+Remaining for active recovery---+
-[2026-11-25 20:03:52,105] [11290] [INFO] [^---Recovery]: Still fetching changelog topics for recovery
-[2026-11-25 20:04:01,500] [11290] [INFO] [^---Recovery]: Worker ready
-[2026-11-25 20:05:00,000] [11290] [INFO] [^---Recovery]: Restoring state from changelog topics...
-[2026-11-25 20:05:07,250] [11290] [INFO] [^---Recovery]: Worker ready
+{"ts": "2026-11-25T20:03:25.573", "level": "info", "logger": "paystream.runtime", "msg": "Restoring state from changelog topics: partitions [0, 1]"}
+Traceback (most recent call last): not a log line
+{"ts": "2026-11-25T20:03:52.105", "level": "info", "logger": "paystream.runtime", "msg": "restored 12 changelog records"}
+{"ts": "2026-11-25T20:04:01.500", "level": "info", "logger": "paystream.runtime", "msg": "Worker ready: partitions [0, 1]"}
+{"ts": "2026-11-25T20:05:00.000", "level": "info", "logger": "paystream.runtime", "msg": "Restoring state from changelog topics: partitions [0]"}
+{"ts": "2026-11-25T20:05:07.250", "level": "info", "logger": "paystream.runtime", "msg": "Worker ready: partitions [0]"}
 """.splitlines()
 
 
-def test_log_time_reads_faust_stamps_and_skips_the_rest() -> None:
+def test_log_time_reads_the_json_stamps_and_skips_the_rest() -> None:
     assert log_time(LOG[0]) == datetime(2026, 11, 25, 20, 3, 25, 573000).timestamp()
     assert log_time(LOG[1]) is None
 

@@ -1,5 +1,5 @@
 """Kafka client security: PAYSTREAM_KAFKA_* settings, validated, mapped to librdkafka
-keys (client_config) and to Faust's credentials (streams.app.broker_credentials);
+keys (client_config), which every client and the worker's runtime start from;
 the SASL password never shows in a repr, an error or a log."""
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import ssl
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import faust
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -62,7 +61,6 @@ def sasl(**extra: object) -> Settings:
 def test_the_default_is_plaintext_and_its_config_names_only_the_brokers(env: pytest.MonkeyPatch) -> None:
     s = Settings()
     assert client_config(s) == {"bootstrap.servers": s.bootstrap_servers, "security.protocol": "PLAINTEXT"}
-    assert s.table_standby_replicas == 0
 
 
 def test_sasl_scram_over_tls_from_env(env: pytest.MonkeyPatch, pems: dict[str, Path]) -> None:
@@ -137,14 +135,6 @@ def test_the_password_is_in_no_repr_error_or_log(env: pytest.MonkeyPatch, caplog
     assert "partitions" in str(raised.value) and PASSWORD not in str(raised.value)
 
 
-def test_standby_replicas_come_from_env_and_are_bounded(env: pytest.MonkeyPatch) -> None:
-    env.setenv("PAYSTREAM_TABLE_STANDBY_REPLICAS", "1")
-    assert Settings().table_standby_replicas == 1
-    env.setenv("PAYSTREAM_TABLE_STANDBY_REPLICAS", "-1")
-    with pytest.raises(ValidationError):
-        Settings()
-
-
 # --- connectors take a bootstrap string or the full config ---
 
 
@@ -166,66 +156,18 @@ def test_no_confluent_client_is_built_without_client_config() -> None:
     assert offenders == []
 
 
-# --- Faust (aiokafka) ---
+# --- the runtime's clients ---
 
 
-def test_faust_gets_no_credentials_on_plaintext(env: pytest.MonkeyPatch) -> None:
-    from streams.app import broker_credentials
-
-    assert broker_credentials(Settings()) is None
-
-
-def test_faust_gets_scram_over_tls(env: pytest.MonkeyPatch, pems: dict[str, Path]) -> None:
-    from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
-
-    from streams.app import broker_credentials
-
-    creds = broker_credentials(sasl(kafka_ssl_ca_file=pems["ca"]))
-    assert isinstance(creds, faust.SASLCredentials)
-    auth = credentials_to_aiokafka_auth(creds)  # what Faust hands aiokafka's consumers and producers
-    assert (auth["security_protocol"], auth["sasl_mechanism"], auth["sasl_plain_username"], auth["sasl_plain_password"]) == (
-        "SASL_SSL", "SCRAM-SHA-512", "paystream-worker", PASSWORD)
-    context = auth["ssl_context"]
-    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
-    assert [c["subject"] for c in context.get_ca_certs()] == [((("commonName", "paystream-worker"),),)]
-    assert PASSWORD not in repr(creds)
-
-
-def test_faust_gets_sasl_without_tls_on_sasl_plaintext(env: pytest.MonkeyPatch) -> None:
-    from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
-
-    from streams.app import broker_credentials
-
-    s = Settings(kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_mechanism="PLAIN", kafka_sasl_username="u",
-                 kafka_sasl_password=PASSWORD)
-    auth = credentials_to_aiokafka_auth(broker_credentials(s))
-    assert (auth["security_protocol"], auth["sasl_mechanism"], auth["ssl_context"]) == ("SASL_PLAINTEXT", "PLAIN", None)
-
-
-def test_faust_gets_mutual_tls(env: pytest.MonkeyPatch, pems: dict[str, Path]) -> None:
-    from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
-
-    from streams.app import broker_credentials
-
-    s = Settings(kafka_security_protocol="SSL", kafka_ssl_ca_file=pems["ca"], kafka_ssl_cert_file=pems["cert"],
-                 kafka_ssl_key_file=pems["key"])
-    auth = credentials_to_aiokafka_auth(broker_credentials(s))
-    assert auth["security_protocol"] == "SSL" and isinstance(auth["ssl_context"], ssl.SSLContext)
-    assert auth["ssl_context"].get_ca_certs()
-
-
-def test_the_faust_app_carries_credentials_and_standby_replicas(env: pytest.MonkeyPatch, tmp_path: Path,
+def test_the_worker_runtime_connects_with_the_security_settings(env: pytest.MonkeyPatch, tmp_path: Path,
                                                                 pems: dict[str, Path]) -> None:
-    from streams.app import build_app
+    from streams.worker import build_worker
 
-    s = sasl(kafka_ssl_ca_file=pems["ca"], namespace="unit", data_dir=tmp_path, keys_dir=tmp_path / "keys",
-             table_standby_replicas=1)
-    app = build_app(s)
-    assert app.conf.table_standby_replicas == 1
-    assert isinstance(app.conf.broker_credentials, faust.SASLCredentials)
-    assert app.conf.broker_credentials.username == "paystream-worker"
-    plain = build_app(Settings(namespace="unit", data_dir=tmp_path / "plain", keys_dir=tmp_path / "keys"))  # one vault per process
-    assert plain.conf.table_standby_replicas == 0 and plain.conf.broker_credentials is None
+    s = sasl(kafka_ssl_ca_file=pems["ca"], namespace="unit", data_dir=tmp_path, keys_dir=tmp_path / "keys")
+    engine = build_worker(s)  # builds the clients without connecting
+    assert engine.config.client == client_config(s)
+    assert engine.config.client["sasl.username"] == "paystream-worker"
+    assert PASSWORD not in repr(s)  # the settings' repr hides it
 
 
 # --- deploy/kafka-security/clients: the documented env gives the documented client keys ---
@@ -251,14 +193,13 @@ def test_the_documented_env_yields_the_documented_client_settings(env: pytest.Mo
     assert {k: conf.get(k) for k in documented} == documented
 
 
-def test_a_worker_child_gets_the_same_security_and_standbys(env: pytest.MonkeyPatch, tmp_path: Path,
-                                                            pems: dict[str, Path]) -> None:
+def test_a_worker_child_gets_the_same_security(env: pytest.MonkeyPatch, tmp_path: Path,
+                                              pems: dict[str, Path]) -> None:
     from streams.runner import WorkerProcess
 
-    parent = sasl(kafka_ssl_ca_file=pems["ca"], table_standby_replicas=1, data_dir=tmp_path)
+    parent = sasl(kafka_ssl_ca_file=pems["ca"], data_dir=tmp_path)
     for key, value in WorkerProcess(parent, tmp_path / "w.log").env().items():
         if key.startswith("PAYSTREAM_"):
             env.setenv(key, value)
     child = Settings()
     assert client_config(child) == client_config(parent)
-    assert child.table_standby_replicas == 1

@@ -1,0 +1,25 @@
+"""The batch exactly-once runtime on librdkafka (confluent-kafka): one consumer and one
+transactional producer per worker process (KIP-447), tasks per partition, RocksDB
+tables with compacted changelogs, commit every few tens of milliseconds.
+
+The commit order, in one place (streams/runtime/engine.py carries it out):
+  1. `consume` a batch (up to `batch_max` records or `poll_ms`) from every source
+     partition this worker owns; group it by (topic, partition), offsets in order;
+  2. each group goes to its stage's handler with the partition's task: the handler
+     reads tables through the task (pending writes first, then RocksDB), writes to
+     the task's pending writes and sends output records into the open transaction;
+  3. at the commit interval (or `commit_records_max`): the last pending value of
+     each written key goes to its table's changelog (same partition number), the
+     consumed offsets are sent with the consumer's group metadata
+     (`send_offsets_to_transaction`), and the transaction commits: outputs, state
+     and progress land together or not at all;
+  4. only then are the pending writes applied to RocksDB, in one WriteBatch per
+     store. Local RocksDB therefore never holds an uncommitted write; after a crash
+     it is discarded anyway and restored from the changelogs (read_committed), the
+     committed changelog being the truth.
+A rebalance commits the open transaction before partitions are given up (Kafka
+Streams' commit at revocation); an assigned partition's tables are restored to the
+changelog's end before its first record is handled. Any non-retriable produce or
+commit error exits the process for a restart (crash-only): the broker aborts the
+open transaction and the restarted worker resumes from the committed offsets.
+"""

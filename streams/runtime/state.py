@@ -1,0 +1,137 @@
+"""Tables: one RocksDB store per table and partition, written only after the
+transaction that carries their changelog records has committed.
+
+A task is one partition number across every source topic (all pipeline topics share
+a partition count and the range assignor gives one worker partition p of each), so
+its tables hold exactly the state of the records it handles. Reads see the open
+transaction's pending writes first, then RocksDB.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rocksdict import Options, Rdict, WriteBatch
+
+from streams.runtime.messages import Record
+
+# Pending keys of one task before the engine must commit (bounds a transaction's memory).
+PENDING_KEYS_MAX = 200_000
+
+
+def _options() -> Options:
+    options = Options(raw_mode=True)
+    options.create_if_missing(True)
+    return options
+
+
+class Store:
+    """One table's RocksDB for one partition; bytes in, bytes out."""
+
+    def __init__(self, path: Path) -> None:
+        if path.exists():  # a leftover of an earlier run: the changelog is the truth
+            shutil.rmtree(path)
+        path.mkdir(parents=True)
+        self.path = path
+        self.db = Rdict(str(path), _options())
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.db.get(key)
+
+    def items(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        for key, value in self.db.items(from_key=prefix):
+            if not key.startswith(prefix):
+                return
+            yield key, value
+
+    def write(self, changes: dict[bytes, bytes | None]) -> None:
+        batch = WriteBatch(raw_mode=True)
+        for key, value in changes.items():
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        self.db.write(batch)
+
+    def close(self, remove: bool = True) -> None:
+        self.db.close()
+        if remove:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+@dataclass
+class Table:
+    """A task's view of one table: pending writes over the store."""
+
+    name: str
+    changelog: str
+    store: Store
+    pending: dict[bytes, bytes | None] = field(default_factory=dict)
+
+    def get(self, key: bytes) -> bytes | None:
+        if key in self.pending:
+            return self.pending[key]
+        return self.store.get(key)
+
+    def put(self, key: bytes, value: bytes | None) -> None:
+        """Write (None deletes: a changelog tombstone) inside the open transaction."""
+        self.pending[key] = value
+
+    def items(self, prefix: bytes = b"") -> list[tuple[bytes, bytes]]:
+        """Every live (key, value) under `prefix`, pending writes included, by key."""
+        merged = dict(self.store.items(prefix))
+        for key, value in self.pending.items():
+            if key.startswith(prefix):
+                if value is None:
+                    merged.pop(key, None)
+                else:
+                    merged[key] = value
+        return sorted(merged.items())
+
+
+class Task:
+    """Partition `partition` of every source topic: its tables and its sends."""
+
+    def __init__(self, partition: int, tables: dict[str, str], state_dir: Path,
+                 send: Callable[[Record, int, int], None]) -> None:
+        self.partition = partition
+        self._send = send
+        self.tables = {name: Table(name, changelog, Store(state_dir / name / str(partition)))
+                       for name, changelog in tables.items()}
+
+    def table(self, name: str) -> Table:
+        return self.tables[name]
+
+    def send(self, record: Record, origin_ms: int) -> None:
+        """Into the open transaction; a record without a partition goes to this task's."""
+        self._send(record, self.partition, origin_ms)
+
+    def pending_keys(self) -> int:
+        return sum(len(t.pending) for t in self.tables.values())
+
+    def changelog_records(self) -> Iterator[Record]:
+        """The last pending value of each written key, for the changelogs: one record
+        per key and transaction, however often the key was written in it."""
+        for t in self.tables.values():
+            for key, value in t.pending.items():
+                yield Record(t.changelog, key, value, self.partition)
+
+    def apply(self) -> None:
+        """After the commit: the pending writes into RocksDB."""
+        for t in self.tables.values():
+            if t.pending:
+                t.store.write(t.pending)
+                t.pending = {}
+
+    def discard(self) -> None:
+        for t in self.tables.values():
+            t.pending = {}
+
+    def close(self, remove: bool = True) -> None:
+        """`remove`: a partition given up; else a stop, the files left for inspection
+        (the next start discards them: the changelogs are the truth)."""
+        for t in self.tables.values():
+            t.store.close(remove)
