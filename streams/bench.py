@@ -48,6 +48,7 @@ from connectors.kafka import admin
 from connectors.kafka.admin import TopicSpec
 from connectors.kafka.clients import command_producer
 from schemas.codec import Codec
+from streams import bench_peers
 from streams.audit import rebuild
 from streams.chaos import Fleet
 from streams.cli_ledger import book_records
@@ -362,10 +363,13 @@ def machine(settings: Settings) -> dict[str, Any]:
 
 
 def run_bench(settings: Settings, *, quick: bool, seed: int = 7, repeats: int = 1,
-              rates_per_s: Sequence[int] = (), profile: Path | None = None) -> dict[str, Any]:
+              rates_per_s: Sequence[int] = (), profile: Path | None = None,
+              peer_names: Sequence[str] = bench_peers.PEERS) -> dict[str, Any]:
     """Every part once (or `repeats` times for the ceiling, median kept): a dict for JSON.
     The two-worker run follows the one-worker run at once: their ratio is this run's."""
     messages, commands, rows, window_s = (20_000, 2_000, 10_000, 5.0) if quick else (200_000, 20_000, 200_000, 20.0)
+    peers = bench_peers.peers(settings, messages * 2 if quick else messages, settings.data_dir / "bench" / "peers",
+                              tuple(peer_names))
     rates_per_s = tuple(rates_per_s) or (QUICK_RATES_PER_S if quick else RATES_PER_S)
     at, info = datetime.now(timezone.utc).isoformat(timespec="seconds"), machine(settings)
     ceilings = [ceiling(settings, messages) for _ in range(max(1, repeats))]
@@ -387,6 +391,7 @@ def run_bench(settings: Settings, *, quick: bool, seed: int = 7, repeats: int = 
         "latency_ms": {r: {q: f["committed_ms"][q] for q in ("p50", "p95", "p99", "max")} for r, f in latency.items()},
         "sink_rows_per_s": None,
         "ceiling": ceiling_median,
+        "peers": peers,
         "end_to_end": e2e,
         "latency": latency,
         "sink": sink(e2e_settings),

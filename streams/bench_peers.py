@@ -7,7 +7,9 @@ runtime (streams/runtime), and the ceiling: a confluent-kafka consume -> produce
 under transactions, `consume(1000)` batches, offsets sent with the group metadata every
 50 ms, no state. Each runs as a process of its own over a topic filled beforehand; its
 rate is taken from the output records' own timestamps (first to last, read_committed),
-so start-up and the reader's pace are outside the figure.
+so start-up and the reader's pace are outside the figure. The broker stamps them as it
+appends them (LogAppendTime): a runtime that forwards its input's timestamp (quixstreams
+does) cannot make its rate the producer's.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ COMMIT_INTERVAL_S = 0.05
 RUN_TIMEOUT_S = 900.0
 PEER_PACKAGES = {"faust": ["faust-streaming==0.15.3", "aiokafka==0.14.0"], "quixstreams": ["quixstreams==3.28.1"]}
 PEER_SCRIPTS = {"faust": "faust_hop.py", "quixstreams": "quix_hop.py"}
+PEERS = ("ceiling", "ours", "quixstreams", "faust")
 
 
 def peer_python(root: Path, peer: str) -> Path:
@@ -85,8 +88,10 @@ def output_rate(settings: Settings, topic: str, records: int, alive: Any) -> tup
 def run_peer(settings: Settings, peer: str, records: int, root: Path) -> dict[str, Any]:
     run = f"peers-{peer}-{uuid.uuid4().hex[:8]}"
     source, sink = f"{run}.in", f"{run}.out"
-    admin.ensure_topics(client_config(settings), [TopicSpec(t, settings.partitions, settings.replication_factor,
-                                                             retention_ms=3_600_000) for t in (source, sink)])
+    admin.ensure_topics(client_config(settings), [
+        TopicSpec(source, settings.partitions, settings.replication_factor, retention_ms=3_600_000),
+        TopicSpec(sink, settings.partitions, settings.replication_factor, retention_ms=3_600_000,
+                  extra_config={"message.timestamp.type": "LogAppendTime"})])
     fill(settings, source, records)
     data_dir = root / "runs" / run
     data_dir.mkdir(parents=True)
@@ -110,8 +115,7 @@ def run_peer(settings: Settings, peer: str, records: int, root: Path) -> dict[st
     return {"records": records, "seen": seen, "records_per_s": per_s}
 
 
-def peers(settings: Settings, records: int, root: Path, which: tuple[str, ...] = ("ceiling", "ours", "quixstreams", "faust")
-          ) -> dict[str, Any]:
+def peers(settings: Settings, records: int, root: Path, which: tuple[str, ...] = PEERS) -> dict[str, Any]:
     """Each peer's hop over `records` records; each rate also as a share of the ceiling."""
     out = {peer: run_peer(settings, peer, records, root) for peer in which}
     ceiling = out.get("ceiling", {}).get("records_per_s")

@@ -14,14 +14,13 @@ app = faust.App(app_id, broker=f"kafka://{bootstrap}", store="rocksdb://", datad
                 broker_commit_interval=0.05)
 source = app.topic(source_name, key_type=bytes, value_type=bytes)
 sink = app.topic(sink_name, key_type=bytes, value_type=bytes)
-counts = app.Table("counts", default=int, partitions=int(partitions), key_type=bytes, value_type=int,
-                   value_serializer="json")
+counts = app.Table("counts", partitions=int(partitions), key_type=bytes, value_type=bytes)
 
 
 @app.agent(source)
 async def hop(stream):
     async for event in stream.events():
-        counts[event.key] += 1
+        counts[event.key] = str(int(counts.get(event.key) or b"0") + 1).encode()
         await sink.send(key=event.key, value=event.value)
 
 
