@@ -90,7 +90,7 @@ def settle(date_: str = typer.Option(..., "--date", help="The day to settle (eve
     Console().print(table)
     run = result.run
     err.print(f"settle {day}: {len(run.settlements)} settlement(s), {len(run.payouts)} payout(s), "
-              f"{result.posted_entries} new entr(ies) posted")
+              f"{len(result.posted_entry_ids)} new entr(ies) posted")
     if result.skipped_records:
         err.print(f"[yellow]settle:[/yellow] {result.skipped_records} undecodable record(s) left out (run `paystream audit`)")
     refused = [s for s in run.settlements if s.refused]

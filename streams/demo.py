@@ -285,21 +285,32 @@ def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int, 
 
             complete = observer.wait_for(traffic.command_ids, traffic.garbage, timeout_s, progress, on_stall=worker.restart)
         elapsed_s = time.monotonic() - started
+        # Each phase after the outcomes says what it waits for: a demo never sits silent.
+        def phase(what: str) -> None:
+            console.print(f"[dim]waiting: {what}[/dim]")
+
         # Fraud ops at work: the demo's operator approves every payment held for review.
+        phase("the operator's approvals of the payments held for fraud review")
         reviewed, approved = approve_reviews(settings, observer, traffic, timeout_s) if complete else (0, 0)
         # The cardholders answer their 3DS step-ups.
+        phase("the cardholders' answers to their 3DS step-ups")
         step_ups = complete_step_ups(settings, observer, traffic, seed, timeout_s) if complete else StepUps()
         # Weeks later by event time, the card network disputes some captures.
+        phase("the disputes' outcomes")
         disputes = run_disputes(settings, observer, seed, traffic.run_id, timeout_s) if complete else Disputes()
         # From the next day on, months of subscription charges by the clock's event time.
+        phase("months of subscription charges, tick by tick")
         subs = run_subscriptions(settings, observer, subscribers, timeout_s) if complete else SubscriptionCounts()
         # Days later by event time, the banks settle the transfers or return some.
+        phase("the banks' settlement and return notices")
         bank = run_bank_notices(settings, observer, traffic.run_id, timeout_s) if complete else BankNotices()
         # The ledger runs behind the outcomes: stop the worker once every event is posted.
+        phase(f"the ledger to apply every event's entry (at most {BOOKS_TIMEOUT_S:.0f}s)")
         books_closed = complete and observer.wait_until(observer.books_applied, BOOKS_TIMEOUT_S)
         books_s = time.monotonic() - started
         # Day end: settle the day, pay the merchants out through the bank (event time the next days).
         day = traffic.items[0]["occurred_at"].date()
+        phase(f"settlement of {day} and the payouts' entries in the ledger (at most {BOOKS_TIMEOUT_S:.0f}s)")
         market = run_marketplace(settings, observer, seed, day, BOOKS_TIMEOUT_S) if books_closed else Marketplace()
 
     mine = {c: observer.outcomes[c] for c in traffic.command_ids if c in observer.outcomes}

@@ -45,7 +45,7 @@ class SettleError(RuntimeError):
 @dataclass(frozen=True)
 class SettleResult:
     run: SettlementRun
-    posted_entries: int  # new payout entries this run put on ledger-entries (0 on a re-run)
+    posted_entry_ids: frozenset[str]  # the payout entries this run put on ledger-entries (none on a re-run)
     skipped_records: int  # undecodable ledger/rate records left out (the audit names them)
 
 
@@ -74,14 +74,15 @@ def read_rates(settings: Settings) -> tuple[RateBook, int]:
     return book, skipped
 
 
-def post(settings: Settings, run: SettlementRun, already: set[str]) -> int:
-    """Produce the run's entries not in `already`, and their payouts, in one transaction."""
+def post(settings: Settings, run: SettlementRun, already: set[str]) -> frozenset[str]:
+    """Produce the run's entries not in `already`, and their payouts, in one transaction;
+    returns the ids of the entries it produced."""
     from confluent_kafka import KafkaException, Producer
 
     names = topic_names(settings)
     new = [e for e in run.entries if e.entry_id not in already]
     if not new:
-        return 0
+        return frozenset()
     payouts = {p.settlement_id: p for p in run.payouts}
     producer = Producer({**client_config(settings), "transactional.id": f"{settings.app_id}-settle",
                          "enable.idempotence": True, "acks": "all", "log_level": 3})
@@ -102,7 +103,7 @@ def post(settings: Settings, run: SettlementRun, already: set[str]) -> int:
         except KafkaException:
             pass  # the broker aborts it at the transaction timeout; nothing was committed
         raise SettleError(f"posting the settlement failed, nothing committed: {e}") from None
-    return len(new)
+    return frozenset(e.entry_id for e in new)
 
 
 def settle_day(settings: Settings, client: Client, day: date,
