@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Callable, Protocol
 
 from connectors.providers.router import Routed, Router, RoutingState, card_of
 from connectors.providers.simulated import Call, ProviderResult
 from schemas.ids import derive_command_id, derive_event_id, derive_label_id, derive_outcome_id, derive_provider_key
+from schemas.state import state_json
 from schemas.times import from_ms
 from schemas.times import to_ms as event_ms
 from streams.methods import DISPUTABLE, NO_STEP_UP, instrument_label, method_of
@@ -256,7 +257,7 @@ class Payment:
         return self.authorized_minor - self.captured_minor - self.released_minor
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
+        return state_json(self)
 
     @classmethod
     def from_json(cls, data: bytes) -> Payment:

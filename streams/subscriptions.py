@@ -24,13 +24,14 @@ from __future__ import annotations
 import calendar
 import json
 import re
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from schemas.cards import CARD_BRANDS
 from schemas.errors import ReasonedError
 from schemas.ids import derive_charge_command_id, derive_payment_id
 from schemas.money import is_currency
+from schemas.state import state_json
 from schemas.times import from_ms, to_ms
 
 DAY_MS = 24 * 3600 * 1000
@@ -118,7 +119,7 @@ class Subscription:
         return add_interval(self.billing_anchor_ms, self.interval, period * self.interval_count)
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
+        return state_json(self)
 
     @classmethod
     def from_json(cls, raw: bytes) -> Subscription:

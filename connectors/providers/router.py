@@ -29,13 +29,14 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Protocol
 
 from connectors.providers.breaker import Breaker, BreakerConfig, Bucket, Transition, allow, record
 from connectors.providers.rails import Pricing, RailConfig
 from connectors.providers.simulated import Call, ProviderResult
+from schemas.state import state_json
 
 DEFAULT_ROUTING = Path(__file__).parent / "routing.toml"
 MAX_ROUTES = 64
@@ -118,7 +119,7 @@ class RoutingState:
         return RoutingState(tuple(sorted(others + (b,), key=lambda x: x.provider)))
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
+        return state_json(self)
 
     @classmethod
     def from_json(cls, data: bytes) -> RoutingState:
