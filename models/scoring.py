@@ -47,7 +47,7 @@ _THREADS = ThreadpoolController()
 
 #: Features that must be finite for the model to score; otherwise: rules-only fallback.
 _REQUIRED = ("amount_major", "hour_of_day", "card_tx_total", "card_cnt_1h")
-# Rows per model call (the risk agent's batch is bounded below this by PAYSTREAM_AGENT_BATCH_MAX).
+# Rows per model call (streams.risk_stage.handle_batch splits a larger batch).
 MAX_BATCH_ROWS = 4_096
 
 
@@ -57,8 +57,6 @@ class Scorer:
     policy: Policy
     shadow: LoadedModel | None = None
     blocklist: Blocklist = field(default_factory=Blocklist)
-    # Model scores of the rows `prime` was given, by row bytes (at most MAX_BATCH_ROWS).
-    _primed: dict[bytes, tuple[float | None, float | None]] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def load(cls, artifact_dir: Path | str | None, rules_path: Path | str = DEFAULT_RULES,
@@ -110,19 +108,10 @@ class Scorer:
             ))
         return decisions
 
-    def prime(self, rows: Sequence[FeatureVector]) -> None:
-        """Score these rows now, in one model call, for the decisions that follow: a
-        decision whose features equal a primed row takes its scores from here. The
-        risk agent primes its batch, then decides one create at a time as before
-        (docs/performance.md). Replaces what was primed before; bounded."""
-        self._primed = {}
-        self._primed = self._model_scores([(_row_key(fv), fv) for fv in rows[:MAX_BATCH_ROWS]])
-
     def _model_scores(self, rows: Sequence[tuple[bytes, FeatureVector]]) -> dict[bytes, tuple[float | None, float | None]]:
-        """(score, shadow score) by row key: primed rows from the prime, the others
-        in one model call."""
-        out = {k: self._primed[k] for k, _ in rows if k in self._primed}
-        todo = [(k, fv) for k, fv in rows if k not in out]
+        """(score, shadow score) by row key, in one model call (equal rows once)."""
+        out: dict[bytes, tuple[float | None, float | None]] = {}
+        todo = list(dict(rows).items())
         if todo:
             matrix = np.asarray([fv for _, fv in todo], dtype=np.float64)
             with _THREADS.limit(limits=1, user_api="openmp"):

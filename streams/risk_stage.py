@@ -49,7 +49,7 @@ from models.features import (
     StateError,
     TxStates,
 )
-from models.scoring import Scorer
+from models.scoring import MAX_BATCH_ROWS, Scorer
 from schemas.ids import derive_command_id
 from schemas.times import to_ms
 from streams.subscriptions import MIT_METADATA_KEY
@@ -242,26 +242,31 @@ def prepare(cmd: dict[str, Any], partition: int, record_ts_ms: int, get: Get, sc
     return Scored(effects, cmd, tx, features)
 
 
-def prime(cmds: Sequence[tuple[dict[str, Any], int, int]], get: Get, scorer: Scorer, retention: timedelta,
-          sweep_max: int = SWEEP_MAX) -> None:
-    """Score a batch's creates (command, partition, record time) in one model call
-    before they are handled one by one: their features are read as `handle` will read
-    them, each create seeing the writes of the ones before it (in a scratch overlay;
-    the table is not touched). A create whose states changed in between (a label came
-    first) scores afresh when handled: priming changes no decision, only its cost."""
+def handle_batch(cmds: Sequence[tuple[dict[str, Any], int, int]], get: Get, scorer: Scorer, retention: timedelta,
+                 sweep_max: int = SWEEP_MAX) -> list[RiskEffects]:
+    """`handle` for a batch of (command, partition, record time), in order, with one
+    model call per MAX_BATCH_ROWS creates: each is prepared reading the writes of the
+    ones before it (they do not depend on a decision: `prepare`), then all are decided
+    together. The same effects as handling them one by one; the caller applies each
+    one's writes in order."""
     overlay: dict[bytes, bytes | None] = {}
 
     def seen(key: bytes) -> bytes | None:
         return overlay[key] if key in overlay else get(key)
 
-    rows = []
+    out: list[RiskEffects] = []
+    scored: list[Scored] = []
     for cmd, partition, record_ts_ms in cmds:
-        out = prepare(cmd, partition, record_ts_ms, seen, scorer, retention, sweep_max)
-        if isinstance(out, Scored):
-            overlay.update(out.effects.writes)
-            if out.features is not None:
-                rows.append(out.features)
-    scorer.prime(rows)
+        prepared = prepare(cmd, partition, record_ts_ms, seen, scorer, retention, sweep_max)
+        if isinstance(prepared, Scored):
+            overlay.update(prepared.effects.writes)
+            scored.append(prepared)
+            out.append(prepared.effects)
+        else:
+            out.append(prepared)
+    for start in range(0, len(scored), MAX_BATCH_ROWS):
+        decide_scored(scored[start:start + MAX_BATCH_ROWS], scorer)
+    return out
 
 
 def decide_scored(batch: Sequence[Scored], scorer: Scorer) -> None:

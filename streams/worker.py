@@ -91,7 +91,7 @@ def build_saga(settings: Settings) -> Saga:
 
 def observe_latency(stage: str, m: Message) -> None:
     # Operational time: the wall clock against the broker timestamp (no decision reads it).
-    metrics.STAGE_LATENCY.labels(stage=stage).observe(max(0.0, time.time() - m.timestamp_ms / 1000))
+    metrics.child(metrics.STAGE_LATENCY, stage).observe(max(0.0, time.time() - m.timestamp_ms / 1000))
 
 
 def decoded(codec: Codec, value: bytes | None) -> dict | None:
@@ -208,7 +208,7 @@ def build_worker(settings: Settings) -> Engine:
             task.send(record, m.origin_ms)
             observe_latency("keys", m)
             for timer in effects.fired:
-                metrics.TIMERS_FIRED.labels(kind=f"keys-{timer.kind}").inc()
+                metrics.child(metrics.TIMERS_FIRED, f"keys-{timer.kind}").inc()
             if effects.merchant_state_unreadable:
                 log.warning("keys: the merchant state of command %s was unreadable and started afresh", cmd["command_id"])
 
@@ -226,7 +226,7 @@ def build_worker(settings: Settings) -> Engine:
             for k, v in effects.writes:
                 table.put(k, v)
             for timer in effects.fired:
-                metrics.TIMERS_FIRED.labels(kind=f"keys-{timer.kind}").inc()
+                metrics.child(metrics.TIMERS_FIRED, f"keys-{timer.kind}").inc()
 
     def payments_batch(batch: list[Message], task: Task) -> None:
         tables = {name: task.table(t) for name, t in PAYMENT_TABLES.items()}
@@ -244,7 +244,7 @@ def build_worker(settings: Settings) -> Engine:
                 refuse(task, m, "payments", "internal_error", detail)
                 continue
             if effects.skipped:
-                metrics.DUPLICATES_SKIPPED.labels(stage="payments").inc()
+                metrics.child(metrics.DUPLICATES_SKIPPED, "payments").inc()
                 continue
             if effects.reused_command_id:
                 metrics.COMMAND_ID_REUSED.inc()
@@ -261,13 +261,13 @@ def build_worker(settings: Settings) -> Engine:
             observe_latency("payments", m)
             for stream, record in effects.records:
                 if stream == OUTCOMES:
-                    metrics.OUTCOMES.labels(kind=record["kind"], status=record["status"]).inc()
+                    metrics.child(metrics.OUTCOMES, record["kind"], record["status"]).inc()
                     # From payment-commands to this outcome: the p99 SLO's measure.
-                    metrics.STAGE_LATENCY.labels(stage="pipeline").observe(max(0.0, time.time() - m.origin_ms / 1000))
+                    metrics.child(metrics.STAGE_LATENCY, "pipeline").observe(max(0.0, time.time() - m.origin_ms / 1000))
                 elif stream == EVENTS:
-                    metrics.PAYMENT_EVENTS.labels(type=record["type"]).inc()
+                    metrics.child(metrics.PAYMENT_EVENTS, record["type"]).inc()
             for timer in effects.fired:
-                metrics.TIMERS_FIRED.labels(kind=timer.kind).inc()
+                metrics.child(metrics.TIMERS_FIRED, timer.kind).inc()
             if effects.routed is not None:
                 if routing_log is not None:
                     routing_log.routed(m.partition, cmd["payment_id"], effects.routed)
@@ -305,7 +305,7 @@ def build_worker(settings: Settings) -> Engine:
                 refuse(task, m, "ledger", reason, detail)
                 continue
             if result.skipped:
-                metrics.DUPLICATES_SKIPPED.labels(stage="ledger").inc()
+                metrics.child(metrics.DUPLICATES_SKIPPED, "ledger").inc()
                 continue
             for t, k, v in result.writes:
                 tables[t].put(k, v)
@@ -315,17 +315,17 @@ def build_worker(settings: Settings) -> Engine:
     def risk_batch(batch: list[Message], task: Task) -> None:
         table = task.table(RISK)
         blocklist_reader.ensure_loaded()
-        cmds = [(m, decoded(VALIDATED_CODEC, m.value)) for m in batch]  # each decoded once
-        # One model call for the batch; each create is then handled alone, as ever.
-        risk_stage.prime([(cmd, m.partition, m.timestamp_ms) for m, cmd in cmds if cmd is not None],
-                         table.get, scorer, retention, sweep_max)
+        cmds = [(m, decoded(VALIDATED_CODEC, m.value)) for m in batch]
+        # The batch's creates scored in one model call, each reading the ones before it.
+        handled = iter(risk_stage.handle_batch([(cmd, m.partition, m.timestamp_ms) for m, cmd in cmds if cmd is not None],
+                                               table.get, scorer, retention, sweep_max))
         for m, cmd in cmds:
             if cmd is None:  # undecodable: dead-lettered with the codec's reason
                 decode_or_dlq(task, m, "risk")
                 continue
-            effects = risk_stage.handle(cmd, m.partition, m.timestamp_ms, table.get, scorer, retention, sweep_max)
+            effects = next(handled)
             if effects.skipped:
-                metrics.DUPLICATES_SKIPPED.labels(stage="risk").inc()
+                metrics.child(metrics.DUPLICATES_SKIPPED, "risk").inc()
                 continue
             assert effects.command is not None
             for k, v in effects.writes:
@@ -336,8 +336,8 @@ def build_worker(settings: Settings) -> Engine:
                 task.send(Record(names.review, forward.key, REVIEW_CODEC.encode(effects.review)), m.origin_ms)
             observe_latency("risk", m)
             if effects.decision is not None:
-                metrics.FRAUD_DECISIONS.labels(action=effects.decision.action, fallback=str(effects.fallback).lower(),
-                                               merchant="partition" if effects.merchant_fallback else "exact").inc()
+                metrics.child(metrics.FRAUD_DECISIONS, effects.decision.action, str(effects.fallback).lower(),
+                              "partition" if effects.merchant_fallback else "exact").inc()
             if effects.state_unreadable:
                 log.warning("risk: a stored state of command %s was unreadable and started afresh", cmd["command_id"])
 

@@ -379,7 +379,7 @@ def test_the_exemption_never_softens_a_review_or_a_decline(scorer):
         assert rs.mit_exemption(cmd, d) is d
 
 
-# --- a batch primed in one model call ---
+# --- a batch in one model call ---
 
 
 class _Counting:
@@ -397,37 +397,19 @@ class _Counting:
         return self.real.score(X)
 
 
-def test_priming_a_batch_changes_no_decision_and_scores_it_in_one_call(scorer):
+def test_a_batch_is_handled_as_one_by_one_with_one_model_call(scorer):
     cmds = [create(i, card=f"tok_{i % 3}", at=T0 + timedelta(seconds=40 * i), amount=900 + 131 * i) for i in range(9)]
+    cmds.append(cmds[4])  # a redelivery inside the batch: skipped, as it would be alone
     reference = Table()
     expected = [run(reference, c, scorer) for c in cmds]
 
     counting = _Counting(scorer.model)
-    primed = Scorer(counting, scorer.policy)
+    batched = Scorer(counting, scorer.policy)
     table = Table()
-    rs.prime([(c, 0, to_ms(c["occurred_at"])) for c in cmds], table.get, primed, RETENTION)
-    assert (counting.calls, table) == (1, {})  # one call; the table is not touched
-    got = [run(table, c, primed) for c in cmds]
-    assert counting.calls == 1  # every create took its primed score
+    got = rs.handle_batch([(c, 0, to_ms(c["occurred_at"])) for c in cmds], table.get, batched, RETENTION)
+    assert counting.calls == 1
     assert [e.command for e in got] == [e.command for e in expected]
+    assert [e.skipped for e in got] == [False] * 9 + [True]
+    for e in got:
+        table.apply(e.writes)
     assert table == reference
-
-
-def test_a_label_between_priming_and_handling_is_not_lost(scorer):
-    cmds = [create(i, card="tok_a", at=T0 + timedelta(minutes=i)) for i in range(4)]
-    reference = Table()
-    expected = [run(reference, c, scorer) for c in cmds[:2]]
-    lab = label("lab_1", at=T0 + timedelta(minutes=1, seconds=30))
-    reference.apply(rs.handle_label(lab, 0, to_ms(lab["occurred_at"]), reference.get, RETENTION).writes)
-    expected += [run(reference, c, scorer) for c in cmds[2:]]
-
-    counting = _Counting(scorer.model)
-    primed = Scorer(counting, scorer.policy)
-    table = Table()
-    rs.prime([(c, 0, to_ms(c["occurred_at"])) for c in cmds], table.get, primed, RETENTION)
-    got = [run(table, c, primed) for c in cmds[:2]]
-    table.apply(rs.handle_label(lab, 0, to_ms(lab["occurred_at"]), table.get, RETENTION).writes)
-    got += [run(table, c, primed) for c in cmds[2:]]
-    assert [e.command for e in got] == [e.command for e in expected]
-    assert table == reference
-    assert counting.calls >= 2  # the creates after the label read other states: scored afresh
