@@ -32,7 +32,7 @@ dlq="${prefix}payment-dlq"
 
 # Principals: one per service (SCRAM user name, or the CN of its mTLS certificate).
 PRODUCER="${PRODUCER_PRINCIPAL:-User:producer}"   # merchant API gateway, inside the PCI zone
-WORKER="${WORKER_PRINCIPAL:-User:paystream-worker}" # the Faust app: ingest + payments stages
+WORKER="${WORKER_PRINCIPAL:-User:paystream-worker}" # the worker: every stage
 SINK="${SINK_PRINCIPAL:-User:clickhouse-sink}"      # read models for analysts
 OPS="${OPS_PRINCIPAL:-User:ops}"                    # audit, outcome readers, DLQ triage
 
