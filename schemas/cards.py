@@ -117,22 +117,40 @@ def contains_pan(text: str) -> bool:
 
 
 def mask_pans(text: str) -> tuple[str, int]:
-    """Replace every Luhn-valid 12..19 digit run by `[PAN]`; returns (text, count)."""
+    """Replace every card number in human text (logs, dead-letter details) by `[PAN]`;
+    returns (text, count). A 12..19 digit run (spaces or dashes between digits) that is
+    Luhn-valid, or holds a branded Luhn-valid window, is masked; two kinds of digits are
+    numbers, not cards, and stay: the fraction of a decimal (the run right after
+    `<digit>.`, e.g. a duration `0.5123456789012345`) and a run of more than 19 digits
+    with no separator in it."""
+    return _mask(text, numbers_are_not_pans=True)
+
+
+def _mask(text: str, *, numbers_are_not_pans: bool) -> tuple[str, int]:
     count = 0
 
     def sub(m: re.Match[str]) -> str:
         nonlocal count
-        if _looks_like_pan(m.group(0)):
+        run = m.group(0)
+        if numbers_are_not_pans:
+            start = m.start()
+            if start >= 2 and text[start - 1] == "." and text[start - 2].isdecimal():
+                return run  # a decimal's fraction
+            if len(run) > PAN_MAX_LEN and run.isdecimal():
+                return run  # a longer number
+        if _looks_like_pan(run):
             count += 1
             return "[PAN]"
-        return m.group(0)
+        return run
 
     return _PAN_TEXT.sub(sub, text), count
 
 
 def mask_pans_bytes(data: bytes) -> tuple[bytes, int]:
-    """The bytes form of `mask_pans`, for raw messages bound for the dead-letter topic.
-    Bytes that are not UTF-8 pass through unchanged (surrogateescape); digits of any
-    script are masked as in text."""
-    text, count = mask_pans(data.decode("utf-8", "surrogateescape"))
+    """`mask_pans` for raw messages bound for the dead-letter topic, stricter: in binary
+    a PAN may sit right after a digit or a dot of another field (an Avro length byte),
+    so every run is scanned, windows of longer runs too, and runs past 256 digits are
+    masked whole. Bytes that are not UTF-8 pass through unchanged (surrogateescape);
+    digits of any script are masked as in text."""
+    text, count = _mask(data.decode("utf-8", "surrogateescape"), numbers_are_not_pans=False)
     return text.encode("utf-8", "surrogateescape"), count

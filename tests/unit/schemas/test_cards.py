@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import string
 from datetime import datetime, timezone
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from schemas.cards import brand_of, contains_pan, luhn_valid, mask_pans, mask_pans_bytes
+from schemas.cards import PAN_MAX_LEN, brand_of, contains_pan, luhn_valid, mask_pans, mask_pans_bytes
 from schemas.codec import Codec
 
 TEST_CARDS = {
@@ -79,8 +80,9 @@ def test_luhn_complete_helper_agrees_with_the_test_cards() -> None:
         ("card 4242-4242-4242-4242 declined", "card [PAN] declined", 1),
         ("amex 3782 822463 10005.", "amex [PAN].", 1),
         (f"{PAN},5555555555554444", "[PAN],[PAN]", 2),
-        (f"order=7{PAN}", "order=[PAN]", 1),  # preceded by another digit
+        (f"order=7{PAN}", "order=[PAN]", 1),  # preceded by another digit: 17 digits, a window is a card
         (f"n=7 {PAN}9", "n=[PAN]", 1),  # grouped with neighbouring digits on both sides
+        (f"card {PAN} 123", "card [PAN]", 1),  # a PAN and its CVC: separated digits are scanned whole
     ],
 )
 def test_mask_pans(text: str, expected: str, count: int) -> None:
@@ -95,14 +97,19 @@ def test_mask_pans(text: str, expected: str, count: int) -> None:
         "4242424242424241",  # fails Luhn
         "order 12345678901",  # too short to be a PAN
         "amount 4242.42 USD",
+        f"runtime=0.{PAN[:16]}",  # a float's fraction (a worker log's duration)
+        f"1.{PAN}s",
+        "id " + "4242424242424242" * 2,  # a number of 32 digits, not a card
     ],
 )
 def test_mask_pans_leaves_non_pans_alone(text: str) -> None:
     assert mask_pans(text) == (text, 0)
 
 
-def test_very_long_digit_runs_are_masked_whole() -> None:
-    assert mask_pans("x" + "1" * 300 + "x") == ("x[PAN]x", 1)
+def test_very_long_digit_runs_are_a_number_in_text_and_masked_whole_in_bytes() -> None:
+    assert mask_pans("x" + "1" * 300 + "x") == ("x" + "1" * 300 + "x", 0)
+    assert mask_pans_bytes(b"x" + b"1" * 300 + b"x") == (b"x[PAN]x", 1)
+    assert mask_pans_bytes(f"0.{PAN}".encode()) == (b"0.[PAN]", 1)  # binary has no decimals
 
 
 # --- masking bytes ---
@@ -145,9 +152,25 @@ visa_like = st.text(string.digits, min_size=14, max_size=14).map(lambda body: lu
 
 @given(visa_like, st.text(string.printable, max_size=60), st.text(string.printable, max_size=60))
 def test_an_embedded_pan_never_survives_text_masking(pan: str, before: str, after: str) -> None:
+    """Anywhere in text but a decimal's fraction or a longer number (the next two)."""
+    assume(not re.search(r"\d\.$", before))
+    assume(not (before[-1:].isdigit() or after[:1].isdigit()) or
+           len(re.search(r"\d*$", before)[0] + pan + re.match(r"\d*", after)[0]) <= PAN_MAX_LEN)
     masked, count = mask_pans(before + pan + after)
     assert pan not in masked
     assert count >= 1
+
+
+@given(st.integers(0, 10**6), visa_like, st.sampled_from(["", "s", " ms", ")"]))
+def test_a_decimals_fraction_is_never_masked(whole: int, digits: str, unit: str) -> None:
+    text = f"took {whole}.{digits}{unit}"
+    assert mask_pans(text) == (text, 0)
+
+
+@given(st.text(string.digits, min_size=PAN_MAX_LEN + 1, max_size=80), st.sampled_from(["", " ", "=", "#"]))
+def test_a_number_longer_than_a_card_is_never_masked_in_text(number: str, before: str) -> None:
+    text = f"id{before}{number} end"
+    assert mask_pans(text) == (text, 0)
 
 
 @given(visa_like, st.binary(max_size=60), st.binary(max_size=60))
