@@ -4,13 +4,17 @@ One process tree, one run, each pipeline run in its own namespace (docs/benchmar
 - ceiling: raw confluent-kafka produce -> read_committed consume of N messages of a
   command's size, over the pipeline's partition count, idempotent acks=all producer:
   the physical limit of this box for our message shape;
-- end_to_end: N demo commands through every stage (ingest, keys, risk, payments,
-  post, ledger) on one worker, EOS on, counted when the outcome is committed; then,
+- end_to_end: N demo commands through every stage (ingest, keys, risk, payments
+  with its postings, ledger) on one worker, EOS on, counted when the outcome is committed; then,
   on the same worker, latency at fixed offered rates (open loop, below);
 - sink: the ClickHouse sink (chDB) caught up over that run's topics;
 - scaling: the same N commands on two workers, in a fresh namespace, right after;
 - replay: `rebuild` of the end-to-end run's events and entries from offset 0;
 - scoring: the fraud scorer one transaction at a time (models/bench.py);
+- peers: one stateful exactly-once hop on Faust, quixstreams, our runtime and a bare
+  confluent-kafka loop (streams/bench_peers.py);
+- stages: CPU per record of each stage's handler over the end-to-end run's records,
+  Kafka out of the loop (streams/bench_stages.py): where one command's time goes;
 - http: `paystream api` in front of the end-to-end run's worker, open loop
   (streams/bench_http.py).
 
@@ -48,7 +52,7 @@ from connectors.kafka import admin
 from connectors.kafka.admin import TopicSpec
 from connectors.kafka.clients import command_producer
 from schemas.codec import Codec
-from streams import bench_peers
+from streams import bench_peers, bench_stages
 from streams.audit import rebuild
 from streams.chaos import Fleet
 from streams.cli_ledger import book_records
@@ -395,6 +399,7 @@ def run_bench(settings: Settings, *, quick: bool, seed: int = 7, repeats: int = 
         "end_to_end": e2e,
         "latency": latency,
         "sink": sink(e2e_settings),
+        "stages": bench_stages.stage_cpu(e2e_settings, commands * 2),
         "scaling": {"commands": commands, "one_worker_commands_per_s": one_per_s, "two_workers_commands_per_s": two_per_s,
                     "two_vs_one": round(two_per_s / one_per_s, 2) if one_per_s else None, "two_workers": two},
         "replay": replay(e2e_settings),

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from functools import lru_cache
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -76,6 +77,14 @@ def chain_head(tables: Tables, partition: int) -> ChainHead:
     return ChainHead.from_bytes(partition, raw) if raw is not None else ChainHead.genesis(partition)
 
 
+@lru_cache(maxsize=64)
+def routing_state(raw: bytes) -> RoutingState:
+    """The router's state from its stored bytes, parsed once per value: it is read for
+    every command of a partition and changes only when a provider is called (frozen,
+    so a cached one is safe to share)."""
+    return RoutingState.from_json(raw)
+
+
 def routing_key(partition: int) -> bytes:
     """The partition's router state, beside its timers (both are per-partition stage state)."""
     return f"{partition}/routing".encode()
@@ -122,7 +131,7 @@ def handle(
 
     pid = cmd["payment_id"].encode() if cmd["payment_id"] else None
     raw_routing = tables.timers(routing_key(partition))
-    routing = RoutingState.from_json(raw_routing) if raw_routing is not None else None
+    routing = routing_state(raw_routing) if raw_routing is not None else None
     decision = apply_command(cmd, load(pid) if pid else None, saga, policy, routing)
     assert decision.outcome is not None
     if decision.routing is not None and decision.routing != routing:

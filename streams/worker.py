@@ -111,7 +111,6 @@ def build_worker(settings: Settings) -> Engine:
     signer = ActiveSigner.of(keystore)
     # Ingest keeps each new card's PAN encrypted in the vault and forwards its token.
     vault = open_vault(settings.data_dir, keystore)
-    atexit.register(vault.close)
     # ... after opening the cards producers sealed to the card-intake key.
     opener = CardOpener(keystore)
     saga = build_saga(settings)
@@ -460,7 +459,7 @@ def build_worker(settings: Settings) -> Engine:
 
     periodic = [Periodic(BLOCKLIST_POLL_S, blocklist_reader.poll), Periodic(probes.PROBE_INTERVAL_S, ledger_gauge)]
     engine = Engine(config, stages, tables, periodic,
-                    watchers=[LagWatch(settings, lambda: engine.owned(), lambda: engine.ready)])
+                    watchers=[LagWatch(settings, lambda: engine.owned(), lambda: engine.ready)], closers=[vault.close])
     return engine
 
 

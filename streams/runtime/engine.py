@@ -69,13 +69,15 @@ class EngineConfig:
 
 class Engine:
     def __init__(self, config: EngineConfig, stages: Sequence[Stage], tables: Mapping[str, str],
-                 periodic: Sequence[Periodic] = (), watchers: Sequence[threading.Thread] = ()) -> None:
+                 periodic: Sequence[Periodic] = (), watchers: Sequence[threading.Thread] = (),
+                 closers: Sequence[Callable[[], None]] = ()) -> None:
         assert len({s.source for s in stages}) == len(stages), "one stage per source topic"
         self.config = config
         self.stages = {s.source: s for s in stages}
         self.tables = dict(tables)
         self.periodic = list(periodic)
         self.watchers = list(watchers)  # daemon threads started with the loop (lag and stall watch)
+        self._closers = list(closers)  # what the stages hold open (the vault): closed once, last
         self._next_run = [0.0] * len(self.periodic)
         self.tasks: dict[int, Task] = {}
         self.ready = False  # tables restored and partitions assigned
@@ -130,6 +132,12 @@ class Engine:
         for task in self.tasks.values():
             task.close(remove=False)
         self.tasks.clear()
+        self.close()
+
+    def close(self) -> None:
+        """Close what the stages hold open; also for a caller that never ran the loop."""
+        while self._closers:
+            self._closers.pop()()
 
     def _stop(self, *_: Any) -> None:
         self.stopping = True
