@@ -22,12 +22,17 @@ from streams.runtime.restore import restore
 from streams.runtime.state import PENDING_KEYS_MAX, Task
 
 log = logging.getLogger("paystream.runtime")
+# librdkafka's own log lines, as structured (and masked) records like every other.
+CLIENT_LOG = logging.getLogger("paystream.librdkafka")
 
 Handler = Callable[[list[Message], Task], None]
-# Retriable transaction errors (CONCURRENT_TRANSACTIONS right after a commit) are tried
-# this many times, then the worker exits for a restart.
-TXN_ATTEMPTS = 20
-TXN_TIMEOUT_S = 30.0
+# A transactional call's retriable errors (CONCURRENT_TRANSACTIONS right after a commit,
+# a coordinator moving, a timeout while the broker restarts) are tried again until this
+# long after the first attempt, then the worker exits for a restart: past the broker's
+# transaction.timeout.ms the transaction is aborted anyway, so waiting longer only
+# stalls its partitions (the 100,000-command chaos run's broker restart: a commit
+# retried with 30 s timeouts until the stall watch gave up).
+TXN_RETRY_S = 15.0
 RESTORE_DEADLINE_S = 600.0
 
 
@@ -95,13 +100,13 @@ class Engine:
             "partition.assignment.strategy": "range", "session.timeout.ms": c.session_timeout_ms,
             "heartbeat.interval.ms": max(1_000, c.session_timeout_ms // 5), "max.poll.interval.ms": 600_000,
             "fetch.wait.max.ms": 100, "max.partition.fetch.bytes": c.fetch_partition_bytes,
-            "queued.max.messages.kbytes": 65_536, "log_level": 3})
+            "queued.max.messages.kbytes": 65_536, "log_level": 3, "logger": CLIENT_LOG})
         self.producer = Producer({
             **c.client, "transactional.id": c.transactional_id, "transaction.timeout.ms": c.transaction_timeout_ms,
             "linger.ms": c.linger_ms, "batch.size": c.batch_bytes, "message.max.bytes": c.request_bytes,
             "batch.num.messages": 10_000, "queue.buffering.max.messages": 500_000,
             # confluent-kafka-python #967: send_offsets_to_transaction waited on the default 100 ms backoff.
-            "retry.backoff.ms": 10, "log_level": 3})
+            "retry.backoff.ms": 10, "log_level": 3, "logger": CLIENT_LOG})
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -125,6 +130,7 @@ class Engine:
                                  or self._txn_records >= self.config.commit_records_max
                                  or sum(t.pending_keys() for t in self.tasks.values()) >= PENDING_KEYS_MAX):
                 self.commit()
+            self.producer.poll(0)  # serves the producer's log lines
             self._run_periodic()
         log.info("stopping: committing and leaving the group")
         self.commit()
@@ -175,7 +181,7 @@ class Engine:
 
     def _begin(self) -> None:
         if not self._in_txn:
-            self._txn(self.producer.begin_transaction)
+            self._txn(lambda _: self.producer.begin_transaction())
             self._in_txn = True
             self._txn_started = time.monotonic()
             self._txn_records = 0
@@ -207,28 +213,32 @@ class Engine:
         if self._offsets:
             offsets = [TopicPartition(t, p, o) for (t, p), o in self._offsets.items()]
             metadata = self.consumer.consumer_group_metadata()
-            self._txn(lambda: self.producer.send_offsets_to_transaction(offsets, metadata, TXN_TIMEOUT_S))
-        self._txn(lambda: self.producer.commit_transaction(TXN_TIMEOUT_S))
+            self._txn(lambda timeout_s: self.producer.send_offsets_to_transaction(offsets, metadata, timeout_s))
+        self._txn(lambda timeout_s: self.producer.commit_transaction(timeout_s))
         for task in self.tasks.values():
             task.apply()
         self._offsets.clear()
         self._in_txn = False
         metrics.COMMIT_LATENCY.observe(time.monotonic() - started)
 
-    def _txn(self, call: Callable[[], Any]) -> Any:
-        """A transactional call: retriable errors tried again (bounded), others exit."""
-        for attempt in range(1, TXN_ATTEMPTS + 1):
+    def _txn(self, call: Callable[[float], Any]) -> Any:
+        """A transactional call, given the seconds it may block: retriable errors tried
+        again until TXN_RETRY_S has passed, anything else exits for a restart."""
+        deadline = time.monotonic() + TXN_RETRY_S
+        attempt = 0
+        while True:
+            attempt += 1
             try:
-                return call()
+                return call(max(0.1, deadline - time.monotonic()))
             except KafkaException as e:
                 err = e.args[0]
-                if err.retriable() and attempt < TXN_ATTEMPTS:
-                    time.sleep(min(0.01 * attempt, 0.2))  # the broker's own pace: CONCURRENT_TRANSACTIONS clears in ms
+                if err.retriable() and time.monotonic() < deadline:
+                    time.sleep(min(0.01 * attempt, 0.2))  # CONCURRENT_TRANSACTIONS clears in milliseconds
                     continue
-                # Fenced (another incarnation took over), aborted, or a record refused for
-                # good: nothing of this transaction may commit. The broker aborts it.
+                # Fenced (another incarnation took over), aborted, a record refused for
+                # good, or still failing at the deadline: nothing of this transaction may
+                # commit. The broker aborts it; the restarted worker resumes from the offsets.
                 exit_for_restart(f"transaction failed: {err}")
-        raise AssertionError("unreachable")
 
     # -- rebalancing ---------------------------------------------------------------
 

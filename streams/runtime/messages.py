@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 log = logging.getLogger("paystream.runtime")
 
@@ -51,7 +51,7 @@ def origin_of(headers: Any, timestamp_ms: int) -> int:
     return timestamp_ms
 
 
-def exit_for_restart(why: str) -> None:
+def exit_for_restart(why: str) -> NoReturn:
     """Crash-only: log why, flush the logs and exit with EXIT_STALLED at once (a graceful
     stop would wait on what is stuck). Kafka aborts the open transaction and the
     supervisor restarts the worker, which resumes from the committed offsets."""
