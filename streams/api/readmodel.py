@@ -21,6 +21,12 @@ SELECT {_COLUMNS} FROM payments FINAL
 WHERE merchant_id = {{merchant:String}} AND payment_id > {{after:String}}
 ORDER BY payment_id LIMIT {{limit:UInt32}}
 """
+# A page before a cursor (Stripe's ending_before): nearest first.
+_LIST_BEFORE = f"""
+SELECT {_COLUMNS} FROM payments FINAL
+WHERE merchant_id = {{merchant:String}} AND payment_id < {{before:String}}
+ORDER BY payment_id DESC LIMIT {{limit:UInt32}}
+"""
 
 
 class ClickHousePayments:
@@ -39,7 +45,11 @@ class ClickHousePayments:
         rows = self.rows(_GET, {"pid": payment_id})
         return rows[0] if rows else None
 
-    def list(self, merchant_id: str, limit: int, starting_after: str | None = None) -> list[dict[str, Any]]:
-        """Up to `limit` of the merchant's payments after the cursor, by payment id."""
+    def list(self, merchant_id: str, limit: int, starting_after: str | None = None,
+             ending_before: str | None = None) -> list[dict[str, Any]]:
+        """Up to `limit` of the merchant's payments after the cursor, by payment id; with
+        `ending_before`, those before it, nearest first."""
         assert 1 <= limit <= LIST_LIMIT_MAX + 1, limit  # +1: the API asks one more to know has_more
+        if ending_before is not None:
+            return self.rows(_LIST_BEFORE, {"merchant": merchant_id, "before": ending_before, "limit": limit})
         return self.rows(_LIST, {"merchant": merchant_id, "after": starting_after or "", "limit": limit})

@@ -33,3 +33,6 @@ def test_the_list_is_one_merchants_payments_by_id_after_the_cursor(ch) -> None: 
     page = reader.list("m_acme", 2, starting_after="pay_0")
     assert [(r["payment_id"], r["payment_status"]) for r in page] == [("pay_2", "captured"), ("pay_3", "authorized")]
     assert reader.list("m_nobody", 10) == []
+    # Stripe's ending_before: the page just before the cursor, nearest first.
+    assert [r["payment_id"] for r in reader.list("m_acme", 1, ending_before="pay_3")] == ["pay_2"]
+    assert [r["payment_id"] for r in reader.list("m_acme", 5, ending_before="pay_3")] == ["pay_2", "pay_0"]
