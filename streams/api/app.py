@@ -41,6 +41,8 @@ from streams.api.models import (
     PaymentList,
 )
 from streams.api.readmodel import LIST_LIMIT_MAX
+from streams.api.stripe_routes import StripeDeps
+from streams.api.stripe_routes import install as install_stripe
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -70,8 +72,10 @@ class PaymentReader(Protocol):
     def get(self, payment_id: str) -> dict[str, Any] | None:
         """A payment's view (the keys of payment_body), or None if unknown."""
 
-    def list(self, merchant_id: str, limit: int, starting_after: str | None = None) -> list[dict[str, Any]]:
-        """Up to `limit` of the merchant's payment views with an id above `starting_after`, by id."""
+    def list(self, merchant_id: str, limit: int, starting_after: str | None = None,
+             ending_before: str | None = None) -> list[dict[str, Any]]:
+        """Up to `limit` of the merchant's payment views with an id above `starting_after`,
+        by id; with `ending_before`, those below it, nearest first (descending)."""
 
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
@@ -228,7 +232,11 @@ def create_app(bus: CommandBus, keys: ApiKeys, *, sealer: Sealer | None, config:
                 seen.popitem(last=False)
 
     async def write(merchant: str, key: str, route: str, payment_id: str, body: dict[str, Any],
-                    command: dict[str, Any]) -> JSONResponse:
+                    command: dict[str, Any], *,
+                    answer: Callable[[dict[str, Any]], tuple[int, dict[str, Any], bool]] = outcome_response,
+                    pending: Callable[[str], JSONResponse] | None = None) -> JSONResponse:
+        """One write: `answer` renders a committed outcome (status, body, replayed),
+        `pending` the answer past the timeout (default: 202 with a status URL)."""
         cid = derive_api_command_id(merchant, key, route, instance)
         command = command | {"command_id": cid, "occurred_at": now()}
         if sealer is not None:
@@ -263,17 +271,45 @@ def create_app(bus: CommandBus, keys: ApiKeys, *, sealer: Sealer | None, config:
                                    headers=(("Retry-After", "1"),)) from None
             outcome = await bus.outcome(cid, config.outcome_timeout_s)
             if outcome is None:
+                if pending is not None:
+                    return pending(payment_id)
                 status_url = f"/v1/payments/{payment_id}"
                 return _json(202, {"object": "payment_operation", "payment_id": payment_id, "status": "processing",
                                    "status_url": status_url}, {"Location": status_url})
             remember(outcome)
-            status, out_body, replayed = outcome_response(outcome)
+            status, out_body, replayed = answer(outcome)
             records.finish(cid, Response(status, out_body))
             settled = True
             return _json(status, out_body, {"Idempotent-Replayed": "true"} if replayed else None)
         finally:
             if not settled:
                 records.leave(cid)  # timed out or the client went away: the command is out, a retry awaits it
+
+    async def lookup(pid: str) -> dict[str, Any] | None:
+        """A payment's view from the read model, else from the outcomes this process saw."""
+        view = None
+        if reader is not None:
+            try:
+                view = await asyncio.to_thread(reader.get, pid)
+            except Exception as e:  # the read model is down: answer from what this process saw
+                log.warning("read model unavailable: %s", type(e).__name__)
+        return view or seen.get(pid)
+
+    async def list_views(merchant: str, limit: int, starting_after: str | None,
+                         ending_before: str | None = None) -> list[dict[str, Any]]:
+        """Up to `limit` of the merchant's payments from the read model, by id (503 without it)."""
+        if reader is None:
+            raise _read_model_unavailable()
+        try:
+            if ending_before is not None:
+                return await asyncio.to_thread(reader.list, merchant, limit, None, ending_before)
+            return await asyncio.to_thread(reader.list, merchant, limit, starting_after)
+        except Exception as e:
+            log.warning("read model unavailable: %s", type(e).__name__)
+            raise _read_model_unavailable() from None
+
+    install_stripe(app, StripeDeps(write=write, lookup=lookup, list_views=list_views, now=now,
+                                   max_records=config.idempotency_records_max))
 
     def follow_up_id(payment_id: str) -> str:
         if not PAYMENT_ID_PATTERN.match(payment_id):
@@ -336,13 +372,7 @@ def create_app(bus: CommandBus, keys: ApiKeys, *, sealer: Sealer | None, config:
     @app.get("/v1/payments/{payment_id}", response_model=Payment, responses=_ERRORS, summary="Retrieve a payment")
     async def get_payment(payment_id: str, merchant: Merchant) -> JSONResponse:
         pid = follow_up_id(payment_id)
-        view = None
-        if reader is not None:
-            try:
-                view = await asyncio.to_thread(reader.get, pid)
-            except Exception as e:  # the read model is down: answer from what this process saw
-                log.warning("read model unavailable: %s", type(e).__name__)
-        view = view or seen.get(pid)
+        view = await lookup(pid)
         if view is None or view["merchant_id"] != merchant:
             raise not_found()  # the same answer for unknown and another merchant's payment
         return _json(200, payment_body(view))
@@ -359,13 +389,7 @@ def create_app(bus: CommandBus, keys: ApiKeys, *, sealer: Sealer | None, config:
         if merchant_id is not None and merchant_id != merchant:
             raise ApiError(403, "permission_error", "merchant_mismatch", "a key lists its own merchant's payments only",
                            "merchant")
-        if reader is None:
-            raise _read_model_unavailable()
-        try:
-            views = await asyncio.to_thread(reader.list, merchant, limit + 1, starting_after)
-        except Exception as e:
-            log.warning("read model unavailable: %s", type(e).__name__)
-            raise _read_model_unavailable() from None
+        views = await list_views(merchant, limit + 1, starting_after)
         assert all(v["merchant_id"] == merchant for v in views), "the read model returned another merchant's payment"
         return _json(200, {"object": "list", "url": "/v1/payments", "has_more": len(views) > limit,
                            "data": [payment_body(v) for v in views[:limit]]})

@@ -100,8 +100,13 @@ class FakeReader:
         p = self.pipeline.payments.get(payment_id)
         return None if p is None else p | {"payment_id": payment_id}
 
-    def list(self, merchant_id: str, limit: int, starting_after: str | None = None) -> list[dict[str, Any]]:
-        ids = sorted(i for i, p in self.pipeline.payments.items() if p["merchant_id"] == merchant_id and i > (starting_after or ""))
+    def list(self, merchant_id: str, limit: int, starting_after: str | None = None,
+             ending_before: str | None = None) -> list[dict[str, Any]]:
+        mine = sorted(i for i, p in self.pipeline.payments.items() if p["merchant_id"] == merchant_id)
+        if ending_before is not None:
+            ids = [i for i in reversed(mine) if i < ending_before]
+        else:
+            ids = [i for i in mine if i > (starting_after or "")]
         return [self.pipeline.payments[i] | {"payment_id": i} for i in ids[:limit]]
 
 

@@ -1,0 +1,169 @@
+"""The Stripe routes over the in-memory bus and the fake pipeline: form bodies in,
+Stripe's objects and errors out, the same write path (one command per key) as
+/v1/payments. The official SDK against a real worker: tests/integration/api."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from connectors.vault.keys import FileKeyStore
+from schemas.ids import derive_payment_id
+from streams.api.stripe_objects import intent_id
+from tests.unit.streams.api.conftest import CARD, DECLINED_CARD, Api, build_api
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def card_form(number: str = CARD["number"]) -> dict[str, str]:
+    return {"payment_method_data[type]": "card", "payment_method_data[card][number]": number,
+            "payment_method_data[card][exp_month]": "12", "payment_method_data[card][exp_year]": "2030",
+            "payment_method_data[card][cvc]": "123"}
+
+
+def post(api: Api, path: str, data: dict[str, str] | None = None, key: str | None = "k1",
+         secret: str | None = None) -> httpx.Response:
+    return api.client.post(path, data=data or {}, headers=api.headers(key, secret) | {"Stripe-Version": "2025-01-27.acacia"})
+
+
+def create(api: Api, key: str | None = "order-1", secret: str | None = None, **extra: str) -> httpx.Response:
+    data = {"amount": "1999", "currency": "usd", "confirm": "true", "capture_method": "manual",
+            "metadata[order]": "o-1"} | card_form() | extra
+    return post(api, "/v1/payment_intents", data, key, secret)
+
+
+def error_of(r: httpx.Response) -> dict[str, Any]:
+    body = r.json()
+    assert set(body) == {"error"} and {"type", "code", "message", "param"} <= set(body["error"]), body
+    return body["error"]
+
+
+def test_create_is_one_sealed_command_answered_with_a_payment_intent(api: Api) -> None:
+    r = create(api)
+    assert r.status_code == 200, r.text
+    pi = r.json()
+    pid = derive_payment_id("m_acme", "order-1")
+    assert (pi["id"], pi["object"], pi["status"], pi["amount"], pi["amount_capturable"], pi["currency"]) == (
+        intent_id(pid), "payment_intent", "requires_capture", 1999, 1999, "usd")
+    assert pi["metadata"] == {"order": "o-1"} and pi["capture_method"] == "manual"
+    [cmd] = api.bus.published
+    assert (cmd["kind"], cmd["payment_id"], cmd["amount_minor"], cmd["currency"], cmd["metadata"]) == (
+        "create", pid, 1999, "USD", {"order": "o-1"})
+    assert cmd["card"] is None and cmd["sealed_card"] is not None and CARD["number"] not in r.text
+
+
+def test_a_retry_replays_and_another_body_is_an_idempotency_error(api: Api) -> None:
+    first = create(api)
+    again = create(api)
+    assert again.status_code == 200 and again.json() == first.json() and again.headers["Idempotent-Replayed"] == "true"
+    changed = create(api, amount="2000")
+    assert changed.status_code == 400 and error_of(changed)["type"] == "idempotency_error"
+    assert len(api.bus.published) == 1
+
+
+def test_a_decline_is_a_402_with_decline_code_and_the_intent(api: Api) -> None:
+    r = create(api, **card_form(DECLINED_CARD))
+    assert r.status_code == 402
+    e = error_of(r)
+    assert (e["type"], e["code"], e["decline_code"]) == ("card_error", "card_declined", "generic_decline")
+    assert e["payment_intent"]["status"] == "requires_payment_method"
+    assert e["payment_intent"]["last_payment_error"]["decline_code"] == "generic_decline"
+    assert DECLINED_CARD not in r.text
+
+
+def test_capture_cancel_and_retrieve(api: Api) -> None:
+    pi = create(api).json()
+    cap = post(api, f"/v1/payment_intents/{pi['id']}/capture", {"amount_to_capture": "500"}, "cap-1")
+    assert cap.status_code == 200, cap.text
+    assert api.bus.published[-1]["kind"] == "capture" and api.bus.published[-1]["amount_minor"] == 500
+    assert cap.json()["amount_received"] == 500 and cap.json()["metadata"] == {"order": "o-1"}
+    got = api.client.get(f"/v1/payment_intents/{pi['id']}", headers=api.headers())
+    assert got.status_code == 200 and got.json()["amount_received"] == 500
+    other = create(api, key="order-2").json()
+    canceled = post(api, f"/v1/payment_intents/{other['id']}/cancel", {"cancellation_reason": "duplicate"}, "void-1")
+    assert canceled.status_code == 200, canceled.text
+    assert (canceled.json()["status"], canceled.json()["cancellation_reason"]) == ("canceled", "duplicate")
+    assert api.bus.published[-1]["kind"] == "void"
+
+
+def test_another_merchants_intent_is_404_everywhere(api: Api) -> None:
+    pi = create(api).json()
+    theirs = api.client.get(f"/v1/payment_intents/{pi['id']}", headers=api.headers(secret=api.other_secret))
+    assert theirs.status_code == 404 and error_of(theirs)["code"] == "resource_missing"
+    cap = post(api, f"/v1/payment_intents/{pi['id']}/capture", {}, "steal", api.other_secret)
+    assert cap.status_code == 404
+    for bad in ("pi_nope", "pay_" + "0" * 32):
+        assert api.client.get(f"/v1/payment_intents/{bad}", headers=api.headers()).status_code == 404
+
+
+def test_refund_then_retrieve_it(api: Api) -> None:
+    pi = create(api, capture_method="automatic").json()
+    assert pi["status"] == "succeeded"
+    r = post(api, "/v1/refunds", {"payment_intent": pi["id"], "amount": "300", "metadata[why]": "size"}, "ref-1")
+    assert r.status_code == 200, r.text
+    refund = r.json()
+    assert (refund["object"], refund["amount"], refund["currency"], refund["payment_intent"], refund["status"]) == (
+        "refund", 300, "usd", pi["id"], "succeeded")
+    assert refund["metadata"] == {"why": "size"} and refund["id"].startswith("re_")
+    got = api.client.get(f"/v1/refunds/{refund['id']}", headers=api.headers())
+    assert got.status_code == 200 and got.json() == refund
+    assert api.client.get(f"/v1/refunds/{refund['id']}", headers=api.headers(secret=api.other_secret)).status_code == 404
+    missing = post(api, "/v1/refunds", {"payment_intent": "pi_x"}, "ref-2")
+    assert missing.status_code == 400 and error_of(missing)["param"] == "payment_intent"
+
+
+def test_bad_bodies_are_stripe_errors_and_publish_nothing(api: Api) -> None:
+    json_body = api.client.post("/v1/payment_intents", json={"amount": 5}, headers=api.headers("j"))
+    assert json_body.status_code == 400 and error_of(json_body)["code"] == "invalid_content_type"
+    twice = api.client.post("/v1/payment_intents", content=b"amount=1&amount=2", headers=api.headers("t") | FORM)
+    assert twice.status_code == 400 and error_of(twice)["param"] == "amount"
+    unknown = create(api, surprise="1")
+    assert unknown.status_code == 400 and error_of(unknown)["code"] == "parameter_unknown"
+    long_key = create(api, key="k" * 256)
+    assert long_key.status_code == 400 and error_of(long_key)["param"] == "Idempotency-Key"
+    sealer_refuses = create(api, **card_form("4242-4242-4242-424x"))
+    assert sealer_refuses.status_code == 402 and error_of(sealer_refuses)["param"] == "payment_method_data[card][number]"
+    assert "4242" not in sealer_refuses.text
+    assert api.bus.published == []
+
+
+def test_without_an_idempotency_key_each_write_is_new(api: Api) -> None:
+    a, b = create(api, key=None), create(api, key=None)
+    assert a.status_code == b.status_code == 200 and a.json()["id"] != b.json()["id"]
+    assert len(api.bus.published) == 2
+
+
+def test_the_list_pages_both_ways(tmp_path: Path, key_file: tuple[Path, str, str], intake_keys: FileKeyStore) -> None:
+    api = build_api(tmp_path, key_file, intake_keys, with_reader=True)
+    mine = sorted(create(api, key=f"o{i}").json()["id"] for i in range(5))
+    create(api, key="o0", secret=api.other_secret)
+    seen, after = [], None
+    while True:
+        page = api.client.get("/v1/payment_intents", params={"limit": 2} | ({"starting_after": after} if after else {}),
+                              headers=api.headers()).json()
+        assert page["object"] == "list" and page["url"] == "/v1/payment_intents"
+        seen += [pi["id"] for pi in page["data"]]
+        if not page["has_more"]:
+            break
+        after = page["data"][-1]["id"]
+    assert seen == mine
+    back = api.client.get("/v1/payment_intents", params={"limit": 2, "ending_before": mine[3]}, headers=api.headers()).json()
+    assert [pi["id"] for pi in back["data"]] == mine[1:3] and back["has_more"]
+    first = api.client.get("/v1/payment_intents", params={"limit": 2, "ending_before": mine[2]}, headers=api.headers()).json()
+    assert [pi["id"] for pi in first["data"]] == mine[0:2] and not first["has_more"]
+    bad = api.client.get("/v1/payment_intents", params={"limit": "0"}, headers=api.headers())
+    assert bad.status_code == 400 and error_of(bad)["param"] == "limit"
+
+
+def test_without_the_read_model_the_list_is_503(api: Api) -> None:
+    r = api.client.get("/v1/payment_intents", headers=api.headers())
+    assert r.status_code == 503 and error_of(r)["code"] == "read_model_unavailable"
+
+
+@pytest.mark.parametrize("path", ["/v1/payment_intents", "/v1/refunds"])
+def test_no_key_is_401(api: Api, path: str) -> None:
+    r = api.client.post(path, data={"amount": "1"})
+    assert r.status_code == 401 and error_of(r)["type"] == "authentication_error"
