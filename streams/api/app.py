@@ -40,7 +40,7 @@ from streams.api.models import (
     Payment,
     PaymentList,
 )
-from streams.api.readmodel import LIST_LIMIT_MAX
+from streams.api.readmodel import LIST_LIMIT_MAX, fresher
 from streams.api.stripe_routes import StripeDeps
 from streams.api.stripe_routes import install as install_stripe
 from streams.settings import Settings
@@ -286,14 +286,14 @@ def create_app(bus: CommandBus, keys: ApiKeys, *, sealer: Sealer | None, config:
                 records.leave(cid)  # timed out or the client went away: the command is out, a retry awaits it
 
     async def lookup(pid: str) -> dict[str, Any] | None:
-        """A payment's view from the read model, else from the outcomes this process saw."""
+        """A payment's view: the read model's, or the outcome this process saw when it is newer."""
         view = None
         if reader is not None:
             try:
                 view = await asyncio.to_thread(reader.get, pid)
             except Exception as e:  # the read model is down: answer from what this process saw
                 log.warning("read model unavailable: %s", type(e).__name__)
-        return view or seen.get(pid)
+        return fresher(view, seen.get(pid))
 
     async def list_views(merchant: str, limit: int, starting_after: str | None,
                          ending_before: str | None = None) -> list[dict[str, Any]]:

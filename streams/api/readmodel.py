@@ -29,6 +29,24 @@ ORDER BY payment_id DESC LIMIT {{limit:UInt32}}
 """
 
 
+# How far a payment has gone, for views of equal amounts: any legal step moves up.
+_PROGRESS = {"authorized": 1, "partially_captured": 2, "captured": 3, "partially_refunded": 4, "refunded": 5,
+             "voided": 6, "expired": 6, "declined": 6, "failed": 6}
+
+
+def fresher(stored: dict[str, Any] | None, seen: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The newer of a payment's read-model row and the last outcome this process saw:
+    the read model lags the sink, and a merchant reads its own write right after it.
+    Amounts only grow (captured + refunded), then the status only moves on."""
+    if stored is None or seen is None:
+        return stored or seen
+
+    def progress(v: dict[str, Any]) -> tuple[int, int]:
+        return ((v.get("captured_minor") or 0) + (v.get("refunded_minor") or 0), _PROGRESS.get(v.get("payment_status") or "", 0))
+
+    return seen if progress(seen) > progress(stored) else stored
+
+
 class ClickHousePayments:
     """One client, used by one thread at a time (the API calls it off the event loop)."""
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from streams.api.readmodel import ClickHousePayments
+from streams.api.readmodel import ClickHousePayments, fresher
 
 
 def _row(version: int, status: str, captured: int) -> dict:
@@ -36,3 +36,16 @@ def test_the_list_is_one_merchants_payments_by_id_after_the_cursor(ch) -> None: 
     # Stripe's ending_before: the page just before the cursor, nearest first.
     assert [r["payment_id"] for r in reader.list("m_acme", 1, ending_before="pay_3")] == ["pay_2"]
     assert [r["payment_id"] for r in reader.list("m_acme", 5, ending_before="pay_3")] == ["pay_2", "pay_0"]
+
+
+def test_the_fresher_view_of_a_payment() -> None:
+    def v(status: str, captured: int = 0, refunded: int = 0) -> dict:
+        return {"payment_status": status, "captured_minor": captured, "refunded_minor": refunded}
+
+    assert fresher(None, None) is None
+    assert fresher(v("authorized"), None) == v("authorized") and fresher(None, v("voided")) == v("voided")
+    assert fresher(v("authorized"), v("partially_captured", 400)) == v("partially_captured", 400)
+    assert fresher(v("captured", 1000), v("partially_captured", 400)) == v("captured", 1000)  # another writer's capture
+    assert fresher(v("authorized"), v("voided")) == v("voided")
+    assert fresher(v("partially_refunded", 1000, 300), v("captured", 1000)) == v("partially_refunded", 1000, 300)
+    assert fresher(v("captured", 1000), v("captured", 1000)) is not None
