@@ -1,0 +1,204 @@
+"""The official `stripe` SDK (pinned in pyproject.toml) against `paystream api` on
+a loopback port, in front of a real worker on the real broker, with the sink
+feeding a chDB read model for the lists. A merchant's Stripe code, unchanged but
+for the base address."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import stripe
+import uvicorn
+
+from connectors.clickhouse.client import connect
+from connectors.clickhouse.migrate import migrate
+from streams.api import auth
+from streams.api.app import ApiConfig, create_app
+from streams.api.bus import KafkaBus
+from streams.api.readmodel import ClickHousePayments
+from streams.publish import intake_sealer
+from streams.readmodels import serve
+from streams.runner import wait_until
+from tests.integration.support import WAIT_S, Pipeline
+
+pytestmark = pytest.mark.integration
+
+CARD = {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123"}
+INSUFFICIENT_FUNDS = "4000000000009995"  # connectors/providers/simulated.py DECLINED_CARDS
+
+
+@dataclass
+class Stripe:
+    clients: dict[str, stripe.StripeClient]
+    merchants: dict[str, str]  # role -> merchant id
+
+    def __getitem__(self, role: str) -> stripe.StripeClient:
+        return self.clients[role]
+
+
+def _card(number: str = CARD["number"]) -> dict[str, Any]:
+    return {"type": "card", "card": CARD | {"number": number}}
+
+
+def _free_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@pytest.fixture(scope="module")
+def sdk(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stripe]:
+    tmp = tmp_path_factory.mktemp("stripe")
+    suffix = uuid.uuid4().hex[:6]
+    merchants = {"shop": f"m_shop_{suffix}", "lister": f"m_list_{suffix}"}
+    keys, secrets = {}, {}
+    for role, merchant in merchants.items():
+        secrets[role], record = auth.new_key(merchant, "2026-11-25T12:00:00Z")
+        keys[record.key_id] = record
+    auth.save(keys, tmp / "api_keys.json")
+
+    url = f"chdb://{(tmp / 'ch').resolve()}"
+    sink_client = connect(url, "it_stripe")  # chDB: clients may share one path in one process
+    migrate(sink_client)
+    read_client = connect(url, "it_stripe")
+    stop_sink = threading.Event()
+    sink = threading.Thread(target=serve, args=(pipeline.settings, sink_client, stop_sink.is_set),
+                            kwargs={"max_wait_ms": 200}, name="it-sink", daemon=True)
+    sink.start()
+
+    bus = KafkaBus(pipeline.settings, max_slots=1000)
+    app = create_app(bus, auth.ApiKeys(tmp / "api_keys.json"), sealer=intake_sealer(pipeline.settings),
+                     config=ApiConfig(outcome_timeout_s=60), reader=ClickHousePayments(read_client))
+    sock = _free_socket()
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    serving = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="it-api", daemon=True)
+    serving.start()
+    try:
+        assert wait_until(lambda: server.started, 30), "the API did not start"
+        base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        clients = {role: stripe.StripeClient(secret, base_addresses={"api": base}, max_network_retries=0)
+                   for role, secret in secrets.items()}
+        yield Stripe(clients, merchants)
+    finally:
+        server.should_exit = True
+        serving.join(30)
+        bus.close()
+        stop_sink.set()
+        sink.join(60)
+        read_client.close()
+        sink_client.close()
+        sock.close()
+
+
+def test_checkout_with_automatic_capture(sdk: Stripe) -> None:
+    pi = sdk["shop"].v1.payment_intents.create(
+        {"amount": 2599, "currency": "usd", "confirm": True, "payment_method_data": _card(),
+         "metadata": {"order_id": "o-1001"}, "expand": ["latest_charge"]},
+        {"idempotency_key": "checkout-1"})
+    assert isinstance(pi, stripe.PaymentIntent)
+    assert (pi.status, pi.amount, pi.amount_received, pi.currency) == ("succeeded", 2599, 2599, "usd")
+    assert pi.metadata.to_dict() == {"order_id": "o-1001"} and pi.id.startswith("pi_")
+    got = sdk["shop"].v1.payment_intents.retrieve(pi.id)
+    assert got.id == pi.id and got.status == "succeeded"
+
+
+def test_a_manual_capture_in_two_parts(sdk: Stripe) -> None:
+    pi = sdk["shop"].v1.payment_intents.create(
+        {"amount": 1000, "currency": "usd", "confirm": True, "capture_method": "manual", "payment_method": "pm_card_visa"},
+        {"idempotency_key": "two-parts-1"})
+    assert (pi.status, pi.amount_capturable, pi.amount_received) == ("requires_capture", 1000, 0)
+    first = sdk["shop"].v1.payment_intents.capture(pi.id, {"amount_to_capture": 400, "final_capture": False},
+                                                    {"idempotency_key": "two-parts-cap-1"})
+    assert (first.status, first.amount_capturable, first.amount_received) == ("requires_capture", 600, 400)
+    rest = sdk["shop"].v1.payment_intents.capture(pi.id, {}, {"idempotency_key": "two-parts-cap-2"})
+    assert (rest.status, rest.amount_capturable, rest.amount_received) == ("succeeded", 0, 1000)
+    with pytest.raises(stripe.InvalidRequestError) as e:
+        sdk["shop"].v1.payment_intents.capture(pi.id, {"amount_to_capture": 1}, {"idempotency_key": "two-parts-cap-3"})
+    assert e.value.code == "payment_intent_unexpected_state"
+
+
+def test_a_refund_in_part_then_the_rest(sdk: Stripe) -> None:
+    pi = sdk["shop"].v1.payment_intents.create(
+        {"amount": 1000, "currency": "eur", "confirm": True, "payment_method_data": _card()}, {"idempotency_key": "refund-1"})
+    assert pi.status == "succeeded"
+    part = sdk["shop"].v1.refunds.create({"payment_intent": pi.id, "amount": 300, "reason": "requested_by_customer"},
+                                         {"idempotency_key": "refund-1-a"})
+    assert isinstance(part, stripe.Refund)
+    assert (part.status, part.amount, part.currency, part.payment_intent) == ("succeeded", 300, "eur", pi.id)
+    assert sdk["shop"].v1.refunds.retrieve(part.id).amount == 300
+    with pytest.raises(stripe.InvalidRequestError) as e:
+        sdk["shop"].v1.refunds.create({"payment_intent": pi.id, "amount": 5000}, {"idempotency_key": "refund-1-b"})
+    assert e.value.param == "amount"
+    rest = sdk["shop"].v1.refunds.create({"payment_intent": pi.id}, {"idempotency_key": "refund-1-c"})
+    assert (rest.status, rest.amount) == ("succeeded", 700)
+    with pytest.raises(stripe.InvalidRequestError):  # another merchant's refund is no refund
+        sdk["lister"].v1.refunds.retrieve(part.id)
+
+
+def test_a_cancel_voids_the_authorization(sdk: Stripe) -> None:
+    pi = sdk["shop"].v1.payment_intents.create(
+        {"amount": 1500, "currency": "usd", "confirm": True, "capture_method": "manual", "payment_method_data": _card()},
+        {"idempotency_key": "cancel-1"})
+    canceled = sdk["shop"].v1.payment_intents.cancel(pi.id, {"cancellation_reason": "abandoned"},
+                                                      {"idempotency_key": "cancel-1-void"})
+    assert (canceled.status, canceled.cancellation_reason, canceled.amount_capturable) == ("canceled", "abandoned", 0)
+    with pytest.raises(stripe.InvalidRequestError) as e:
+        sdk["shop"].v1.payment_intents.capture(pi.id, {}, {"idempotency_key": "cancel-1-cap"})
+    assert e.value.code == "payment_intent_unexpected_state"
+
+
+def test_a_declined_card_is_a_card_error_with_the_intent(sdk: Stripe) -> None:
+    with pytest.raises(stripe.CardError) as e:
+        sdk["shop"].v1.payment_intents.create(
+            {"amount": 800, "currency": "usd", "confirm": True, "payment_method_data": _card(INSUFFICIENT_FUNDS)},
+            {"idempotency_key": "declined-1"})
+    assert (e.value.code, e.value.error.decline_code) == ("card_declined", "insufficient_funds")
+    intent = e.value.error.payment_intent
+    assert intent is not None and intent.status == "requires_payment_method"
+    assert intent.last_payment_error.decline_code == "insufficient_funds"
+    assert INSUFFICIENT_FUNDS not in str(e.value.json_body)
+    with pytest.raises(stripe.CardError) as again:  # Stripe's test PaymentMethod for a generic decline
+        sdk["shop"].v1.payment_intents.create(
+            {"amount": 800, "currency": "usd", "confirm": True, "payment_method": "pm_card_chargeDeclined"},
+            {"idempotency_key": "declined-2"})
+    assert again.value.error.decline_code == "generic_decline"
+
+
+def test_an_idempotent_retry_and_a_conflicting_one(sdk: Stripe) -> None:
+    params = {"amount": 1200, "currency": "usd", "confirm": True, "capture_method": "manual", "payment_method_data": _card()}
+    first = sdk["shop"].v1.payment_intents.create(params, {"idempotency_key": "idem-1"})
+    again = sdk["shop"].v1.payment_intents.create(params, {"idempotency_key": "idem-1"})
+    assert again.id == first.id and again.to_dict() == first.to_dict()
+    assert again.last_response.headers["Idempotent-Replayed"] == "true"
+    with pytest.raises(stripe.IdempotencyError):
+        sdk["shop"].v1.payment_intents.create(params | {"amount": 1300}, {"idempotency_key": "idem-1"})
+    assert sdk["shop"].v1.payment_intents.retrieve(first.id).amount == 1200
+
+
+def test_a_list_with_pagination(sdk: Stripe) -> None:
+    client = sdk["lister"]
+    made = sorted(client.v1.payment_intents.create(
+        {"amount": 100 + i, "currency": "usd", "confirm": True, "capture_method": "manual", "payment_method_data": _card()},
+        {"idempotency_key": f"list-{i}"}).id for i in range(5))
+    # The list reads the read model: as fresh as the sink.
+    assert wait_until(lambda: len(client.v1.payment_intents.list({"limit": 100}).data) == 5, WAIT_S), "the sink lags"
+    first = client.v1.payment_intents.list({"limit": 2})
+    assert [pi.id for pi in first.data] == made[:2] and first.has_more
+    second = client.v1.payment_intents.list({"limit": 2, "starting_after": first.data[-1].id})
+    assert [pi.id for pi in second.data] == made[2:4] and second.has_more
+    last = client.v1.payment_intents.list({"limit": 2, "starting_after": second.data[-1].id})
+    assert [pi.id for pi in last.data] == made[4:] and not last.has_more
+    assert [pi.id for pi in first.auto_paging_iter()] == made
+    back = client.v1.payment_intents.list({"limit": 2, "ending_before": made[4]})
+    assert [pi.id for pi in back.data] == made[2:4] and back.has_more
+    assert all(pi.status == "requires_capture" and pi.metadata.to_dict() == {} for pi in first.data)
+    others = sdk["shop"].v1.payment_intents.list({"limit": 100})
+    assert not set(made) & {pi.id for pi in others.auto_paging_iter()}
