@@ -53,6 +53,7 @@ _DECLINES: dict[str, tuple[str, str | None]] = {
     "invalid_cvc": ("invalid_cvc", None),
     "invalid_expiry": ("invalid_expiry_month", None),
     "authentication_failed": ("payment_intent_authentication_failure", None),
+    "authentication_unavailable": ("payment_intent_authentication_failure", None),
     "requires_action_timeout": ("payment_intent_authentication_failure", None),
 }
 # Refusals for a payment in the wrong state: Stripe's one code for them.
@@ -123,10 +124,10 @@ def payment_intent(view: dict[str, Any], request: IntentRequest | None = None) -
                       "message": f"the payment was declined ({reason or 'declined'})", "param": None}
     next_action = None
     if status == "requires_action":
-        # The merchant's 3DS server authenticates the cardholder and posts the result
-        # to the confirm route (docs/payments.md): the step-up as Stripe surfaces it.
+        # The merchant's 3DS server authenticates the cardholder and confirms with the
+        # result (Stripe's third-party 3DS parameters; docs/api.md, docs/payments.md).
         next_action = {"type": "three_d_secure", "three_d_secure": {
-            "confirm_url": f"/v1/payments/{view['payment_id']}/confirm"}}
+            "confirm_url": f"/v1/payment_intents/{intent_id(view['payment_id'])}/confirm"}}
     cancellation = None
     if pi_status == "canceled":
         cancellation = "automatic" if status == "expired" else ((request.cancellation_reason if request else None)
@@ -206,6 +207,9 @@ def outcome_answer(outcome: dict[str, Any], request: IntentRequest | None,
     replayed = outcome["status"] == "replayed"
     if outcome["status"] == "rejected" or (replayed and outcome.get("reason_code")):
         intent = payment_intent(outcome, request) if outcome.get("payment_status") and outcome.get("payment_id") else None
-        e = stripe_error(rejection_error(outcome), params, intent)
+        e = rejection_error(outcome)
+        if outcome.get("kind") == "confirm" and outcome.get("payment_status") in ("declined", "failed"):
+            e = ApiError(402, "card_error", e.code, e.message, None)  # the step-up failed: a decline, as a create's
+        e = stripe_error(e, params, intent)
         return e.status_code, e.body(), replayed
     return 200, payment_intent(outcome, request), replayed

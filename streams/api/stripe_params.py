@@ -258,6 +258,46 @@ def cancel(params: dict[str, Any]) -> tuple[str | None, tuple[str, ...]]:
     return choice(params, "cancellation_reason", CANCELLATION_REASONS), expand(params)
 
 
+_ECI = re.compile(r"^[0-9]{2}$")
+THREE_DS_STATUSES = frozenset({"Y", "A", "N", "U", "R"})
+
+
+def confirm(params: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """A confirm of a PaymentIntent in requires_action: the 3DS result as Stripe takes
+    one from a third-party 3DS server, `payment_method_options[card][three_d_secure]`
+    (ares_trans_status, electronic_commerce_indicator, transaction_id, version,
+    cryptogram), as the pipeline's three_ds {trans_status, eci, ds_trans_id}."""
+    reject_unknown(params, {"payment_method_options", "expand"})
+    base = "payment_method_options[card][three_d_secure]"
+    options = params.get("payment_method_options")
+    card = options.get("card") if isinstance(options, dict) else None
+    three_ds = card.get("three_d_secure") if isinstance(card, dict) else None
+    if options is not None and not isinstance(options, dict):
+        raise invalid("payment_method_options", "payment_method_options must be an object")
+    if options is not None:
+        reject_unknown(options, {"card"}, "payment_method_options")
+    if isinstance(card, dict):
+        reject_unknown(card, {"three_d_secure"}, "payment_method_options[card]")
+    if not isinstance(three_ds, dict):
+        raise missing(base)
+    reject_unknown(three_ds, {"ares_trans_status", "electronic_commerce_indicator", "transaction_id", "version",
+                              "cryptogram"}, base)
+    status = three_ds.get("ares_trans_status")
+    if status is None:
+        raise missing(f"{base}[ares_trans_status]")
+    if status not in THREE_DS_STATUSES:
+        raise invalid(f"{base}[ares_trans_status]", f"{base}[ares_trans_status] must be one of: A, N, R, U, Y")
+    eci = three_ds.get("electronic_commerce_indicator")
+    if eci is not None and (not isinstance(eci, str) or not _ECI.match(eci)):
+        raise invalid(f"{base}[electronic_commerce_indicator]", f"{base}[electronic_commerce_indicator] is 2 digits")
+    tid = three_ds.get("transaction_id")
+    if tid is not None and (not isinstance(tid, str) or len(tid) != 36):
+        raise invalid(f"{base}[transaction_id]", f"{base}[transaction_id] is the 36-character dsTransID")
+    for name in ("version", "cryptogram"):
+        string(three_ds, name, f"{base}[{name}]", max_chars=100)
+    return {"trans_status": status, "eci": eci, "ds_trans_id": tid}, expand(params)
+
+
 @dataclass(frozen=True)
 class CreateRefund:
     payment_intent: str  # the pi_ id

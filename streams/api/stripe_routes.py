@@ -111,6 +111,11 @@ _CAPTURE_SCHEMA = {"type": "object", "properties": {"amount_to_capture": {"type"
                                                      "final_capture": {"type": "boolean"}, "expand": _EXPAND}}
 _CANCEL_SCHEMA = {"type": "object", "properties": {"cancellation_reason": {
     "type": "string", "enum": sorted(params.CANCELLATION_REASONS)}, "expand": _EXPAND}}
+_CONFIRM_SCHEMA = {"type": "object", "properties": {"payment_method_options": {"type": "object", "properties": {
+    "card": {"type": "object", "properties": {"three_d_secure": {"type": "object", "properties": {
+        "ares_trans_status": {"type": "string", "enum": sorted(params.THREE_DS_STATUSES)},
+        "electronic_commerce_indicator": {"type": "string"}, "transaction_id": {"type": "string"},
+        "version": {"type": "string"}, "cryptogram": {"type": "string"}}}}}}}, "expand": _EXPAND}}
 _REFUND_SCHEMA = {"type": "object", "required": ["payment_intent"], "properties": {
     "payment_intent": {"type": "string"}, "amount": {"type": "integer", "minimum": 1},
     "reason": {"type": "string", "enum": sorted(params.REFUND_REASONS)}, "metadata": _METADATA, "expand": _EXPAND}}
@@ -253,6 +258,18 @@ def install(app: FastAPI, deps: StripeDeps) -> None:
 
         return await write(merchant, key, f"pi_cancel:{pid}", pid, form, _follow_up("void", merchant, key, pid, None),
                            answer, {}, intent_pending)
+
+    @app.post("/v1/payment_intents/{intent}/confirm", response_model=PaymentIntent, responses=_ERRORS, dependencies=_AUTH,
+              summary="Confirm a PaymentIntent in requires_action with its 3DS result (Stripe's third-party 3DS)",
+              tags=["stripe"], openapi_extra=_form_body(_CONFIRM_SCHEMA) | {"parameters": _HEADERS})
+    async def confirm_intent(intent: str, request: Request) -> JSONResponse:
+        merchant, key = request.state.merchant_id, _idempotency_key(request)
+        pid = _intent_payment_id(intent)
+        form = await _form(request)
+        three_ds, _ = params.confirm(form)
+        return await write(merchant, key, f"pi_confirm:{pid}", pid, form,
+                           _follow_up("confirm", merchant, key, pid, None) | {"three_ds": three_ds},
+                           lambda o: outcome_answer(o, intents.get(pid)), {}, intent_pending)
 
     @app.get("/v1/payment_intents", response_model=PaymentIntentList, responses=_ERRORS, dependencies=_AUTH,
              summary="List your PaymentIntents, by id (Stripe cursors)", tags=["stripe"],

@@ -62,7 +62,7 @@ def test_without_the_request_an_intent_is_what_the_outcome_says() -> None:
 def test_3ds_step_up_is_requires_action_with_next_action() -> None:
     pi = payment_intent(view("requires_action", authorized=0))
     assert pi["status"] == "requires_action" and pi["next_action"]["type"] == "three_d_secure"
-    assert pi["next_action"]["three_d_secure"]["confirm_url"] == f"/v1/payments/{PID}/confirm"
+    assert pi["next_action"]["three_d_secure"]["confirm_url"] == f"/v1/payment_intents/{intent_id(PID)}/confirm"
 
 
 def test_a_cancel_keeps_its_reason_and_an_expiry_is_automatic() -> None:

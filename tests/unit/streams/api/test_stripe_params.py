@@ -94,3 +94,14 @@ def test_capture_cancel_refund_and_list() -> None:
     for bad, param in (({"limit": "0"}, "limit"), ({"limit": "101"}, "limit"), ({"starting_after": "pay_1"}, "starting_after"),
                        ({"starting_after": pi, "ending_before": pi}, "ending_before"), ({"created": "1"}, "created")):
         assert refused(p.list_params, bad).param == param
+
+
+def test_confirm_takes_stripes_third_party_3ds_result() -> None:
+    base = "payment_method_options[card][three_d_secure]"
+    form = decode_form(f"{base}[ares_trans_status]=A&{base}[electronic_commerce_indicator]=06&{base}[cryptogram]=AAAB")
+    assert p.confirm(form) == ({"trans_status": "A", "eci": "06", "ds_trans_id": None}, ())
+    assert refused(p.confirm, decode_form(f"{base}[surprise]=1")).code == "parameter_unknown"
+    assert refused(p.confirm, decode_form(f"{base}[ares_trans_status]=Y&{base}[electronic_commerce_indicator]=5")).param == \
+        f"{base}[electronic_commerce_indicator]"
+    assert refused(p.confirm, decode_form("payment_method_options[wallet][x]=1")).code == "parameter_unknown"
+    assert refused(p.confirm, {"payment_method_options": "x"}).param == "payment_method_options"

@@ -167,3 +167,30 @@ def test_without_the_read_model_the_list_is_503(api: Api) -> None:
 def test_no_key_is_401(api: Api, path: str) -> None:
     r = api.client.post(path, data={"amount": "1"})
     assert r.status_code == 401 and error_of(r)["type"] == "authentication_error"
+
+
+THREE_DS = "payment_method_options[card][three_d_secure]"
+DS_TRANS_ID = "6f1f6d7e-3c5a-4b7a-9e0e-2f7c1a8b9d10"
+
+
+def test_confirm_carries_the_3ds_result_and_a_failed_one_is_a_card_error(api: Api) -> None:
+    pi = create(api).json()
+    ok = post(api, f"/v1/payment_intents/{pi['id']}/confirm", {
+        f"{THREE_DS}[ares_trans_status]": "Y", f"{THREE_DS}[electronic_commerce_indicator]": "05",
+        f"{THREE_DS}[transaction_id]": DS_TRANS_ID, f"{THREE_DS}[version]": "2.2.0"}, "3ds-1")
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["status"] == "requires_capture"
+    assert api.bus.published[-1]["kind"] == "confirm"
+    assert api.bus.published[-1]["three_ds"] == {"trans_status": "Y", "eci": "05", "ds_trans_id": DS_TRANS_ID}
+    other = create(api, key="order-2").json()
+    failed = post(api, f"/v1/payment_intents/{other['id']}/confirm", {f"{THREE_DS}[ares_trans_status]": "N"}, "3ds-2")
+    assert failed.status_code == 402
+    assert error_of(failed)["code"] == "payment_intent_authentication_failure"
+    assert error_of(failed)["payment_intent"]["status"] == "requires_payment_method"
+    sent = len(api.bus.published)
+    for form, param in (({}, THREE_DS), ({f"{THREE_DS}[ares_trans_status]": "X"}, f"{THREE_DS}[ares_trans_status]"),
+                        ({f"{THREE_DS}[ares_trans_status]": "Y", f"{THREE_DS}[transaction_id]": "short"},
+                         f"{THREE_DS}[transaction_id]")):
+        bad = post(api, f"/v1/payment_intents/{pi['id']}/confirm", form, "3ds-bad")
+        assert bad.status_code == 400 and error_of(bad)["param"] == param
+    assert len(api.bus.published) == sent
