@@ -185,9 +185,9 @@ def install(app: FastAPI, deps: StripeDeps) -> None:
     intents: Bounded[str, IntentRequest] = Bounded(deps.max_records)
     refunds: Bounded[str, tuple[str, dict[str, Any]]] = Bounded(deps.max_records)  # id -> (merchant, refund)
 
-    def intent_pending(payment_id: str) -> JSONResponse:
+    def intent_pending(payment_id: str, asked: IntentRequest | None = None) -> JSONResponse:
         # Past the outcome timeout: the command is out, a retry with the key awaits it.
-        body = payment_intent({"payment_id": payment_id, "payment_status": "pending"}, intents.get(payment_id))
+        body = payment_intent({"payment_id": payment_id, "payment_status": "pending"}, intents.get(payment_id) or asked)
         return JSONResponse(body, headers={"Location": f"/v1/payment_intents/{body['id']}"})
 
     async def write(merchant: str, key: str, route: str, payment_id: str, body: dict[str, Any],
@@ -210,15 +210,22 @@ def install(app: FastAPI, deps: StripeDeps) -> None:
         form = await _form(request)
         p = params.create_intent(form)  # its refusals are Stripe's already
         payment_id = derive_payment_id(merchant, key)
-        created = int(deps.now().timestamp())
-        asked = intents.setdefault(payment_id, IntentRequest(p.amount, p.currency.lower(), p.capture_method, created,
-                                                             p.metadata, p.payment_method, p.description))
+        asked = IntentRequest(p.amount, p.currency.lower(), p.capture_method, int(deps.now().timestamp()),
+                              p.metadata, p.payment_method, p.description)
+
+        def answer(outcome: dict[str, Any]) -> tuple[int, dict[str, Any], bool]:
+            # Kept once an outcome answers this request's parameters (a request refused
+            # before publishing, or the pipeline's conflict, leaves nothing behind).
+            if outcome.get("reason_code") != "idempotency_conflict":
+                at = outcome.get("occurred_at")
+                intents.setdefault(payment_id, replace(asked, created=int(at.timestamp())) if isinstance(at, datetime) else asked)
+            return outcome_answer(outcome, intents.get(payment_id), _CREATE_PARAMS)
+
         command = {"kind": "create", "merchant_id": merchant, "idempotency_key": key, "payment_id": payment_id,
                    "amount_minor": p.amount, "currency": p.currency, "capture_method": p.capture_method,
                    "card": p.card, "metadata": p.metadata, "card_token": None}
-        return await write(merchant, key, "pi_create", payment_id, form, command,
-                           lambda o: outcome_answer(o, intents.get(payment_id) or asked, _CREATE_PARAMS),
-                           _CREATE_PARAMS, intent_pending)
+        return await write(merchant, key, "pi_create", payment_id, form, command, answer, _CREATE_PARAMS,
+                           lambda pid: intent_pending(pid, asked))
 
     @app.get("/v1/payment_intents/{intent}", response_model=PaymentIntent, responses=_ERRORS, dependencies=_AUTH,
              summary="Retrieve a PaymentIntent (Stripe)", tags=["stripe"])

@@ -93,8 +93,14 @@ def test_another_merchants_intent_is_404_everywhere(api: Api) -> None:
     pi = create(api).json()
     theirs = api.client.get(f"/v1/payment_intents/{pi['id']}", headers=api.headers(secret=api.other_secret))
     assert theirs.status_code == 404 and error_of(theirs)["code"] == "resource_missing"
-    cap = post(api, f"/v1/payment_intents/{pi['id']}/capture", {}, "steal", api.other_secret)
-    assert cap.status_code == 404
+    for path, form in ((f"/v1/payment_intents/{pi['id']}/capture", {}), (f"/v1/payment_intents/{pi['id']}/cancel", {}),
+                       (f"/v1/payment_intents/{pi['id']}/confirm", {f"{THREE_DS}[ares_trans_status]": "Y"}),
+                       ("/v1/refunds", {"payment_intent": pi["id"]})):
+        theirs = post(api, path, form, f"steal-{path}", api.other_secret)
+        assert theirs.status_code == 404, (path, theirs.text)
+        assert error_of(theirs)["code"] == "resource_missing" and "o-1" not in theirs.text
+    assert [c["kind"] for c in api.bus.published if c["merchant_id"] == "m_other"] == ["capture", "void", "confirm", "refund"]
+    assert api.pipeline.payments[derive_payment_id("m_acme", "order-1")]["payment_status"] == "authorized"
     for bad in ("pi_nope", "pay_" + "0" * 32):
         assert api.client.get(f"/v1/payment_intents/{bad}", headers=api.headers()).status_code == 404
 
@@ -194,3 +200,12 @@ def test_confirm_carries_the_3ds_result_and_a_failed_one_is_a_card_error(api: Ap
         bad = post(api, f"/v1/payment_intents/{pi['id']}/confirm", form, "3ds-bad")
         assert bad.status_code == 400 and error_of(bad)["param"] == param
     assert len(api.bus.published) == sent
+
+
+def test_a_create_refused_before_publishing_leaves_nothing_for_the_next_one(api: Api) -> None:
+    refused = create(api, **{"metadata[order]": "first"}, **card_form("4242-4242-4242-424x"))
+    assert refused.status_code == 402 and api.bus.published == []
+    fixed = create(api, **{"metadata[order]": "second"})
+    assert fixed.status_code == 200 and fixed.json()["metadata"] == {"order": "second"}
+    got = api.client.get(f"/v1/payment_intents/{fixed.json()['id']}", headers=api.headers())
+    assert got.json()["metadata"] == {"order": "second"} and got.json()["created"] == fixed.json()["created"]
