@@ -1,12 +1,14 @@
 """The official `stripe` SDK (pinned in pyproject.toml) against `paystream api` on
 a loopback port, in front of a real worker on the real broker, with the sink
-feeding a chDB read model for the lists. A merchant's Stripe code, unchanged but
-for the base address."""
+feeding a chDB read model for the lists and `webhooks run` delivering events. A
+merchant's Stripe code, unchanged but for the base address."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,9 +18,13 @@ from typing import Any
 import pytest
 import stripe
 import uvicorn
+from aiohttp import web
 
 from connectors.clickhouse.client import connect
 from connectors.clickhouse.migrate import migrate
+from connectors.vault.keys import FileKeyStore
+from connectors.webhooks import registry
+from connectors.webhooks.signing import stripe_secret
 from streams.api import auth
 from streams.api.app import ApiConfig, create_app
 from streams.api.bus import KafkaBus
@@ -26,6 +32,7 @@ from streams.api.readmodel import ClickHousePayments
 from streams.publish import intake_sealer
 from streams.readmodels import serve
 from streams.runner import wait_until
+from streams.webhooks import WebhookRunner, registry_path
 from tests.integration.support import WAIT_S, Pipeline
 
 pytestmark = pytest.mark.integration
@@ -202,3 +209,51 @@ def test_a_list_with_pagination(sdk: Stripe) -> None:
     assert all(pi.status == "requires_capture" and pi.metadata.to_dict() == {} for pi in first.data)
     others = sdk["shop"].v1.payment_intents.list({"limit": 100})
     assert not set(made) & {pi.id for pi in others.auto_paging_iter()}
+
+
+def test_a_webhook_of_a_stripe_checkout_verified_with_the_sdk(sdk: Stripe, pipeline: Pipeline) -> None:
+    """`paystream webhooks run` delivers the payment's events; the merchant's Stripe
+    code verifies each with `stripe.Webhook.construct_event` and its `whsec_` secret."""
+    settings, merchant = pipeline.settings, sdk.merchants["shop"]
+    secret = stripe_secret(FileKeyStore(settings.keys_dir).webhook_secret(merchant).digest)
+    verified: list[stripe.Event] = []
+    refused: list[str] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        body = (await request.read()).decode()
+        try:
+            verified.append(stripe.Webhook.construct_event(body, request.headers.get("Stripe-Signature", ""), secret))
+        except stripe.SignatureVerificationError:
+            refused.append(body)
+            return web.Response(status=400)
+        return web.Response(status=200)
+
+    async def main() -> str:
+        app = web.Application()
+        app.router.add_post("/hooks", handle)
+        http = web.AppRunner(app)
+        await http.setup()
+        await web.TCPSite(http, "127.0.0.1", 0).start()
+        url = f"http://127.0.0.1:{http.addresses[0][1]}/hooks"
+        registry.save(registry.add(registry.load(registry_path(settings)), merchant, url)[0], registry_path(settings))
+        stop = asyncio.Event()
+        task = asyncio.create_task(WebhookRunner(settings).run(stop))
+        try:
+            pi = await asyncio.to_thread(sdk["shop"].v1.payment_intents.create,
+                                         {"amount": 4200, "currency": "usd", "confirm": True, "payment_method": "pm_card_visa"},
+                                         {"idempotency_key": "hooked-1"})
+            pid = pi.paystream.payment_id
+            deadline = time.monotonic() + WAIT_S
+            while not any(e.type == "payment.captured" and e.data.payment_id == pid for e in verified):
+                assert time.monotonic() < deadline and not refused, f"{len(verified)} verified, {len(refused)} refused"
+                await asyncio.sleep(0.1)
+            return pid
+        finally:
+            stop.set()
+            await task
+            await http.cleanup()
+
+    pid = asyncio.run(main())
+    mine = [e for e in verified if e.data.payment_id == pid]
+    assert {e.type for e in mine} >= {"payment.authorized", "payment.captured"} and not refused
+    assert all(e.data.merchant_id == merchant for e in verified)
