@@ -26,6 +26,7 @@ from schemas.cards import CardError
 from schemas.ids import derive_api_command_id, derive_payment_id
 from streams.api.auth import ApiKeys, RateLimits, retry_after_header
 from streams.api.bus import BusUnavailable, CommandBus
+from streams.api.commands import create_command, follow_up_command
 from streams.api.dashboard import Dashboard, router
 from streams.api.errors import ApiError, not_found, outcome_response, payment_body
 from streams.api.idempotency import IdempotencyRecords, InFlightFull, Response, fingerprint
@@ -319,37 +320,30 @@ def create_app(bus: CommandBus, keys: ApiKeys, *, sealer: Sealer | None, config:
     @app.post("/v1/payments", response_model=Payment, responses=_WRITE_RESPONSES, summary="Create (authorize) a payment")
     async def create_payment(body: CreatePayment, merchant: Merchant, idempotency_key: IdemKey) -> JSONResponse:
         payment_id = derive_payment_id(merchant, idempotency_key)
-        card = body.card.model_dump()
-        command = {"kind": "create", "merchant_id": merchant, "idempotency_key": idempotency_key,
-                   "payment_id": payment_id, "amount_minor": body.amount_minor, "currency": body.currency,
-                   "capture_method": body.capture_method, "card": card, "metadata": body.metadata, "card_token": None}
+        command = create_command(merchant, idempotency_key, payment_id, body.amount_minor, body.currency,
+                                 body.capture_method, body.card.model_dump(), body.metadata)
         return await write(merchant, idempotency_key, "create", payment_id, body.model_dump(), command)
-
-    def follow_up(kind: str, merchant: str, key: str, payment_id: str, amount_minor: int | None) -> dict[str, Any]:
-        return {"kind": kind, "merchant_id": merchant, "idempotency_key": key, "payment_id": payment_id,
-                "amount_minor": amount_minor, "currency": None, "capture_method": None, "card": None,
-                "metadata": {}, "card_token": None}
 
     @app.post("/v1/payments/{payment_id}/capture", response_model=Payment, responses=_WRITE_RESPONSES,
               summary="Capture an authorized payment (partially, or what is left)")
     async def capture(payment_id: str, merchant: Merchant, idempotency_key: IdemKey, body: AmountIn | None = None) -> JSONResponse:
         pid, amount = follow_up_id(payment_id), (body.amount_minor if body else None)
         return await write(merchant, idempotency_key, f"capture:{pid}", pid, {"amount_minor": amount},
-                           follow_up("capture", merchant, idempotency_key, pid, amount))
+                           follow_up_command("capture", merchant, idempotency_key, pid, amount))
 
     @app.post("/v1/payments/{payment_id}/void", response_model=Payment, responses=_WRITE_RESPONSES,
               summary="Void an uncaptured authorization")
     async def void(payment_id: str, merchant: Merchant, idempotency_key: IdemKey, body: Empty | None = None) -> JSONResponse:
         pid = follow_up_id(payment_id)
         return await write(merchant, idempotency_key, f"void:{pid}", pid, {},
-                           follow_up("void", merchant, idempotency_key, pid, None))
+                           follow_up_command("void", merchant, idempotency_key, pid, None))
 
     @app.post("/v1/payments/{payment_id}/refunds", response_model=Payment, responses=_WRITE_RESPONSES,
               summary="Refund a captured payment (partially, or what is left)")
     async def refund(payment_id: str, merchant: Merchant, idempotency_key: IdemKey, body: AmountIn | None = None) -> JSONResponse:
         pid, amount = follow_up_id(payment_id), (body.amount_minor if body else None)
         return await write(merchant, idempotency_key, f"refund:{pid}", pid, {"amount_minor": amount},
-                           follow_up("refund", merchant, idempotency_key, pid, amount))
+                           follow_up_command("refund", merchant, idempotency_key, pid, amount))
 
     @app.post("/v1/payments/{payment_id}/confirm", response_model=Payment, responses=_WRITE_RESPONSES,
               summary="Complete a 3DS step-up with the cardholder's authentication result")
@@ -357,7 +351,7 @@ def create_app(bus: CommandBus, keys: ApiKeys, *, sealer: Sealer | None, config:
         pid = follow_up_id(payment_id)
         three_ds = body.three_ds.model_dump()
         return await write(merchant, idempotency_key, f"confirm:{pid}", pid, {"three_ds": three_ds},
-                           follow_up("confirm", merchant, idempotency_key, pid, None) | {"three_ds": three_ds})
+                           follow_up_command("confirm", merchant, idempotency_key, pid, None) | {"three_ds": three_ds})
 
     # A dispute is opened and decided by the card network (dispute_open / dispute_close
     # commands from the acquirer's feed); the merchant answers it with evidence.
@@ -367,7 +361,7 @@ def create_app(bus: CommandBus, keys: ApiKeys, *, sealer: Sealer | None, config:
         pid = follow_up_id(payment_id)
         dispute = {"reason": None, "evidence_due_at": None, "evidence": body.evidence, "outcome": None}
         return await write(merchant, idempotency_key, f"dispute_evidence:{pid}", pid, {"evidence": body.evidence},
-                           follow_up("dispute_evidence", merchant, idempotency_key, pid, None) | {"dispute": dispute})
+                           follow_up_command("dispute_evidence", merchant, idempotency_key, pid, None) | {"dispute": dispute})
 
     @app.get("/v1/payments/{payment_id}", response_model=Payment, responses=_ERRORS, summary="Retrieve a payment")
     async def get_payment(payment_id: str, merchant: Merchant) -> JSONResponse:

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 
 from schemas.ids import derive_payment_id
 from streams.api import stripe_params as params
+from streams.api.commands import create_command, follow_up_command
 from streams.api.errors import ApiError
 from streams.api.forms import FormError, decode_form
 from streams.api.models import ErrorBody
@@ -174,12 +175,6 @@ def no_such_intent(pi: str) -> ApiError:
     return ApiError(404, "invalid_request_error", "resource_missing", "No such payment_intent", "intent")
 
 
-def _follow_up(kind: str, merchant: str, key: str, payment_id: str, amount: int | None) -> dict[str, Any]:
-    return {"kind": kind, "merchant_id": merchant, "idempotency_key": key, "payment_id": payment_id,
-            "amount_minor": amount, "currency": None, "capture_method": None, "card": None, "metadata": {},
-            "card_token": None}
-
-
 def install(app: FastAPI, deps: StripeDeps) -> None:
     """Add /v1/payment_intents and /v1/refunds to `app`."""
     intents: Bounded[str, IntentRequest] = Bounded(deps.max_records)
@@ -221,9 +216,7 @@ def install(app: FastAPI, deps: StripeDeps) -> None:
                 intents.setdefault(payment_id, replace(asked, created=int(at.timestamp())) if isinstance(at, datetime) else asked)
             return outcome_answer(outcome, intents.get(payment_id), _CREATE_PARAMS)
 
-        command = {"kind": "create", "merchant_id": merchant, "idempotency_key": key, "payment_id": payment_id,
-                   "amount_minor": p.amount, "currency": p.currency, "capture_method": p.capture_method,
-                   "card": p.card, "metadata": p.metadata, "card_token": None}
+        command = create_command(merchant, key, payment_id, p.amount, p.currency, p.capture_method, p.card, p.metadata)
         return await write(merchant, key, "pi_create", payment_id, form, command, answer, _CREATE_PARAMS,
                            lambda pid: intent_pending(pid, asked))
 
@@ -244,7 +237,7 @@ def install(app: FastAPI, deps: StripeDeps) -> None:
         form = await _form(request)
         p = params.capture(form)
         return await write(merchant, key, f"pi_capture:{pid}", pid, form,
-                           _follow_up("capture", merchant, key, pid, p.amount),
+                           follow_up_command("capture", merchant, key, pid, p.amount),
                            lambda o: outcome_answer(o, intents.get(pid), _CAPTURE_PARAMS), _CAPTURE_PARAMS, intent_pending)
 
     @app.post("/v1/payment_intents/{intent}/cancel", response_model=PaymentIntent, responses=_ERRORS, dependencies=_AUTH,
@@ -263,7 +256,7 @@ def install(app: FastAPI, deps: StripeDeps) -> None:
                 intents.put(pid, asked)
             return outcome_answer(outcome, asked)
 
-        return await write(merchant, key, f"pi_cancel:{pid}", pid, form, _follow_up("void", merchant, key, pid, None),
+        return await write(merchant, key, f"pi_cancel:{pid}", pid, form, follow_up_command("void", merchant, key, pid, None),
                            answer, {}, intent_pending)
 
     @app.post("/v1/payment_intents/{intent}/confirm", response_model=PaymentIntent, responses=_ERRORS, dependencies=_AUTH,
@@ -275,7 +268,7 @@ def install(app: FastAPI, deps: StripeDeps) -> None:
         form = await _form(request)
         three_ds, _ = params.confirm(form)
         return await write(merchant, key, f"pi_confirm:{pid}", pid, form,
-                           _follow_up("confirm", merchant, key, pid, None) | {"three_ds": three_ds},
+                           follow_up_command("confirm", merchant, key, pid, None) | {"three_ds": three_ds},
                            lambda o: outcome_answer(o, intents.get(pid)), {}, intent_pending)
 
     @app.get("/v1/payment_intents", response_model=PaymentIntentList, responses=_ERRORS, dependencies=_AUTH,
@@ -326,7 +319,7 @@ def install(app: FastAPI, deps: StripeDeps) -> None:
                                  "metadata": p.metadata, "reason": p.reason, "status": "pending"})
 
         return await write(merchant, key, f"pi_refund:{pid}", pid, form,
-                           _follow_up("refund", merchant, key, pid, p.amount), answer, _REFUND_PARAMS, pending)
+                           follow_up_command("refund", merchant, key, pid, p.amount), answer, _REFUND_PARAMS, pending)
 
     @app.get("/v1/refunds/{refund}", response_model=Refund, responses=_ERRORS, dependencies=_AUTH, summary="Retrieve a refund (Stripe)",
              tags=["stripe"])
