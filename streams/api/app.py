@@ -78,6 +78,9 @@ class PaymentReader(Protocol):
         """Up to `limit` of the merchant's payment views with an id above `starting_after`,
         by id; with `ending_before`, those below it, nearest first (descending)."""
 
+    def balance(self, merchant_id: str) -> list[dict[str, Any]]:
+        """The merchant's ledger balances: {account, currency, amount} (readmodel.BALANCE_ACCOUNTS)."""
+
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers=headers)
@@ -309,7 +312,17 @@ def create_app(bus: CommandBus, keys: ApiKeys, *, sealer: Sealer | None, config:
             log.warning("read model unavailable: %s", type(e).__name__)
             raise _read_model_unavailable() from None
 
-    install_stripe(app, StripeDeps(write=write, lookup=lookup, list_views=list_views, now=now,
+    async def balances(merchant: str) -> list[dict[str, Any]]:
+        """The merchant's ledger balances from the read model (503 without it)."""
+        if reader is None:
+            raise _read_model_unavailable()
+        try:
+            return await asyncio.to_thread(reader.balance, merchant)
+        except Exception as e:
+            log.warning("read model unavailable: %s", type(e).__name__)
+            raise _read_model_unavailable() from None
+
+    install_stripe(app, StripeDeps(write=write, lookup=lookup, list_views=list_views, balances=balances, now=now,
                                    max_records=config.idempotency_records_max))
 
     def follow_up_id(payment_id: str) -> str:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from streams.ledger import merchant_account
+
 LIST_LIMIT_MAX = 100
 
 _COLUMNS = """payment_id, merchant_id, status AS payment_status, currency, authorized_minor, captured_minor,
@@ -28,6 +30,16 @@ WHERE merchant_id = {{merchant:String}} AND payment_id < {{before:String}}
 ORDER BY payment_id DESC LIMIT {{limit:UInt32}}
 """
 
+
+# A merchant's balances, from the journal: credits less debits of its liability
+# accounts (docs/ledger.md), per account and currency.
+BALANCE_ACCOUNTS = ("pending", "incoming", "available")
+_BALANCE = """
+SELECT account, currency, toInt64(sum(credit_minor)) - toInt64(sum(debit_minor)) AS amount
+FROM ledger_entries FINAL
+WHERE account IN {accounts:Array(String)}
+GROUP BY account, currency ORDER BY account, currency
+"""
 
 # How far a payment has gone, for views of equal amounts: any legal step moves up.
 _PROGRESS = {"authorized": 1, "partially_captured": 2, "captured": 3, "partially_refunded": 4, "refunded": 5,
@@ -62,6 +74,11 @@ class ClickHousePayments:
     def get(self, payment_id: str) -> dict[str, Any] | None:
         rows = self.rows(_GET, {"pid": payment_id})
         return rows[0] if rows else None
+
+    def balance(self, merchant_id: str) -> list[dict[str, Any]]:
+        """The merchant's pending, incoming and available balances: {account, currency, amount}."""
+        accounts = [merchant_account(merchant_id, kind) for kind in BALANCE_ACCOUNTS]
+        return self.rows(_BALANCE, {"accounts": accounts})
 
     def list(self, merchant_id: str, limit: int, starting_after: str | None = None,
              ending_before: str | None = None) -> list[dict[str, Any]]:

@@ -58,6 +58,18 @@ class PaymentIntentList(BaseModel):
     data: list[PaymentIntent]
 
 
+class BalanceAmount(BaseModel):
+    amount: int
+    currency: str
+
+
+class Balance(BaseModel):
+    object: Literal["balance"]
+    livemode: bool
+    available: list[BalanceAmount]
+    pending: list[BalanceAmount]
+
+
 class Refund(BaseModel):
     id: str
     object: Literal["refund"]

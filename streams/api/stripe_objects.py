@@ -160,6 +160,23 @@ def payment_intent(view: dict[str, Any], request: IntentRequest | None = None) -
     }
 
 
+def balance_object(merchant_id: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stripe's Balance from the merchant's ledger accounts (docs/ledger.md): `available`
+    is `merchant:<id>:available` (settled, what payouts send); `pending` is
+    `merchant:<id>:pending` plus `incoming` (captured or submitted, not settled yet).
+    Holds are a memo, not money owed: not in it. Per currency, in minor units."""
+    sums: dict[str, dict[str, int]] = {"available": {}, "pending": {}}
+    for row in rows:
+        prefix, _, kind = row["account"].rpartition(":")
+        assert prefix == f"merchant:{merchant_id}", "another merchant's account"
+        side = sums["available" if kind == "available" else "pending"]
+        currency = row["currency"].lower()
+        side[currency] = side.get(currency, 0) + int(row["amount"])
+    currencies = sorted(set(sums["available"]) | set(sums["pending"]))
+    return {"object": "balance", "livemode": False,
+            **{side: [{"amount": sums[side].get(c, 0), "currency": c} for c in currencies] for side in sums}}
+
+
 def refund_object(refund: str, view: dict[str, Any], amount: int | None, created: int, reason: str | None,
                   metadata: dict[str, str]) -> dict[str, Any]:
     """A succeeded refund of `amount` on the payment `view` (its outcome)."""

@@ -24,9 +24,10 @@ from streams.api.commands import create_command, follow_up_command
 from streams.api.errors import ApiError
 from streams.api.forms import FormError, decode_form
 from streams.api.models import ErrorBody
-from streams.api.stripe_models import PaymentIntent, PaymentIntentList, Refund
+from streams.api.stripe_models import Balance, PaymentIntent, PaymentIntentList, Refund
 from streams.api.stripe_objects import (
     IntentRequest,
+    balance_object,
     outcome_answer,
     payment_id_of,
     payment_intent,
@@ -84,6 +85,7 @@ class StripeDeps:
     write: Write  # write(merchant, key, route, payment_id, body, command, answer=, pending=)
     lookup: Lookup
     list_views: Callable[[str, int, str | None, str | None], Awaitable[list[dict[str, Any]]]]
+    balances: Callable[[str], Awaitable[list[dict[str, Any]]]]
     now: Callable[[], datetime]
     max_records: int
 
@@ -320,6 +322,12 @@ def install(app: FastAPI, deps: StripeDeps) -> None:
 
         return await write(merchant, key, f"pi_refund:{pid}", pid, form,
                            follow_up_command("refund", merchant, key, pid, p.amount), answer, _REFUND_PARAMS, pending)
+
+    @app.get("/v1/balance", response_model=Balance, responses=_ERRORS, dependencies=_AUTH,
+             summary="Your balance, from the ledger (Stripe)", tags=["stripe"])
+    async def balance(request: Request) -> JSONResponse:
+        params.expand(_query(request))
+        return JSONResponse(balance_object(request.state.merchant_id, await deps.balances(request.state.merchant_id)))
 
     @app.get("/v1/refunds/{refund}", response_model=Refund, responses=_ERRORS, dependencies=_AUTH, summary="Retrieve a refund (Stripe)",
              tags=["stripe"])

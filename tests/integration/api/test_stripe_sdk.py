@@ -22,6 +22,7 @@ from aiohttp import web
 
 from connectors.clickhouse.client import connect
 from connectors.clickhouse.migrate import migrate
+from connectors.providers.simulated import fee_minor
 from connectors.vault.keys import FileKeyStore
 from connectors.webhooks import registry
 from connectors.webhooks.signing import stripe_secret
@@ -65,7 +66,7 @@ def _free_socket() -> socket.socket:
 def sdk(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stripe]:
     tmp = tmp_path_factory.mktemp("stripe")
     suffix = uuid.uuid4().hex[:6]
-    merchants = {"shop": f"m_shop_{suffix}", "lister": f"m_list_{suffix}"}
+    merchants = {"shop": f"m_shop_{suffix}", "lister": f"m_list_{suffix}", "payee": f"m_payee_{suffix}"}
     keys, secrets = {}, {}
     for role, merchant in merchants.items():
         secrets[role], record = auth.new_key(merchant, "2026-11-25T12:00:00Z")
@@ -257,3 +258,19 @@ def test_a_webhook_of_a_stripe_checkout_verified_with_the_sdk(sdk: Stripe, pipel
     mine = [e for e in verified if e.data.payment_id == pid]
     assert {e.type for e in mine} >= {"payment.authorized", "payment.captured"} and not refused
     assert all(e.data.merchant_id == merchant for e in verified)
+
+
+def test_the_balance_comes_from_the_ledger(sdk: Stripe) -> None:
+    client = sdk["payee"]
+    pi = client.v1.payment_intents.create({"amount": 10_000, "currency": "usd", "confirm": True,
+                                           "payment_method": "pm_card_visa"}, {"idempotency_key": "payee-1"})
+    client.v1.refunds.create({"payment_intent": pi.id, "amount": 2_500}, {"idempotency_key": "payee-1-refund"})
+    owed = 10_000 - fee_minor(10_000) - 2_500  # captured, less the provider's fee, less the refund; not settled yet
+
+    def pending() -> list[tuple[int, str]]:
+        return [(b.amount, b.currency) for b in client.v1.balance.retrieve().pending]
+
+    # The balance reads the ledger's read model: as fresh as the sink.
+    assert wait_until(lambda: pending() == [(owed, "usd")], WAIT_S), pending()
+    balance = client.v1.balance.retrieve()
+    assert isinstance(balance, stripe.Balance) and [(b.amount, b.currency) for b in balance.available] == [(0, "usd")]

@@ -100,6 +100,14 @@ class FakeReader:
         p = self.pipeline.payments.get(payment_id)
         return None if p is None else p | {"payment_id": payment_id}
 
+    def balance(self, merchant_id: str) -> list[dict[str, Any]]:
+        """Captured less refunded, all pending (the fake pipeline settles nothing)."""
+        pending: dict[str, int] = {}
+        for p in self.pipeline.payments.values():
+            if p["merchant_id"] == merchant_id:
+                pending[p["currency"]] = pending.get(p["currency"], 0) + p["captured_minor"] - p["refunded_minor"]
+        return [{"account": f"merchant:{merchant_id}:pending", "currency": c, "amount": a} for c, a in sorted(pending.items())]
+
     def list(self, merchant_id: str, limit: int, starting_after: str | None = None,
              ending_before: str | None = None) -> list[dict[str, Any]]:
         mine = sorted(i for i, p in self.pipeline.payments.items() if p["merchant_id"] == merchant_id)

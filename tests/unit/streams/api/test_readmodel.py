@@ -49,3 +49,25 @@ def test_the_fresher_view_of_a_payment() -> None:
     assert fresher(v("authorized"), v("voided")) == v("voided")
     assert fresher(v("partially_refunded", 1000, 300), v("captured", 1000)) == v("partially_refunded", 1000, 300)
     assert fresher(v("captured", 1000), v("captured", 1000)) is not None
+
+
+def test_a_merchants_balances_are_its_liability_accounts_credits_less_debits(ch) -> None:  # type: ignore[no-untyped-def]
+    at = datetime(2026, 11, 25, tzinfo=timezone.utc)
+
+    def line(entry: str, n: int, account: str, currency: str, debit: int, credit: int) -> list:
+        return [entry, n, f"evt_{entry}", "captured", "pay_1", "m_acme", 0, account, currency, debit, credit, None, None, at]
+
+    rows = [line("je_1", 0, "house:clearing:0", "USD", 1000, 0), line("je_1", 1, "merchant:m_acme:pending", "USD", 0, 1000),
+            line("je_1", 1, "merchant:m_acme:pending", "USD", 0, 1000),  # a redelivered line: FINAL keeps one
+            line("je_2", 0, "merchant:m_acme:pending", "USD", 30, 0), line("je_2", 1, "house:fees:0", "USD", 0, 30),
+            line("je_3", 0, "merchant:m_acme:pending", "EUR", 500, 0), line("je_3", 1, "merchant:m_acme:available", "EUR", 0, 500),
+            line("je_4", 0, "house:holds:0", "USD", 0, 70), line("je_4", 1, "merchant:m_acme:holds", "USD", 70, 0),
+            line("je_5", 0, "house:clearing:0", "USD", 9, 0), line("je_5", 1, "merchant:m_other:pending", "USD", 0, 9)]
+    columns = ["entry_id", "line_no", "event_id", "event_type", "payment_id", "merchant_id", "shard", "account", "currency",
+               "debit_minor", "credit_minor", "reverses", "fx_rate", "occurred_at"]
+    ch.insert("ledger_entries", rows, column_names=columns)
+    got = ClickHousePayments(ch).balance("m_acme")
+    assert [(r["account"], r["currency"], r["amount"]) for r in got] == [
+        ("merchant:m_acme:available", "EUR", 500), ("merchant:m_acme:pending", "EUR", -500),
+        ("merchant:m_acme:pending", "USD", 970)]
+    assert ClickHousePayments(ch).balance("m_nobody") == []

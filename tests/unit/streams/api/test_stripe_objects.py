@@ -115,3 +115,19 @@ def test_outcomes_answer_intents_and_declines_carry_the_intent() -> None:
     status, body, _ = outcome_answer(outcome("rejected", kind="capture", reason_code="payment_not_found",
                                              payment_status=None), None)
     assert status == 404 and body["error"]["code"] == "resource_missing"
+
+
+def test_a_balance_from_the_ledger_accounts() -> None:
+    from streams.api.stripe_objects import balance_object
+
+    rows = [{"account": "merchant:m_acme:available", "currency": "EUR", "amount": 500},
+            {"account": "merchant:m_acme:pending", "currency": "EUR", "amount": -500},
+            {"account": "merchant:m_acme:incoming", "currency": "USD", "amount": 30},
+            {"account": "merchant:m_acme:pending", "currency": "USD", "amount": 970}]
+    assert balance_object("m_acme", rows) == {
+        "object": "balance", "livemode": False,
+        "available": [{"amount": 500, "currency": "eur"}, {"amount": 0, "currency": "usd"}],
+        "pending": [{"amount": -500, "currency": "eur"}, {"amount": 1000, "currency": "usd"}]}
+    assert balance_object("m_acme", []) == {"object": "balance", "livemode": False, "available": [], "pending": []}
+    with pytest.raises(AssertionError):
+        balance_object("m_acme", [{"account": "merchant:m_other:pending", "currency": "USD", "amount": 1}])

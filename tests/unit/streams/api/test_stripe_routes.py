@@ -209,3 +209,17 @@ def test_a_create_refused_before_publishing_leaves_nothing_for_the_next_one(api:
     assert fixed.status_code == 200 and fixed.json()["metadata"] == {"order": "second"}
     got = api.client.get(f"/v1/payment_intents/{fixed.json()['id']}", headers=api.headers())
     assert got.json()["metadata"] == {"order": "second"} and got.json()["created"] == fixed.json()["created"]
+
+
+def test_the_balance_is_the_callers_only(tmp_path: Path, key_file: tuple[Path, str, str], intake_keys: FileKeyStore,
+                                         api: Api) -> None:
+    (tmp_path / "r").mkdir()
+    with_reader = build_api(tmp_path / "r", key_file, intake_keys, with_reader=True)
+    create(with_reader, capture_method="automatic")
+    create(with_reader, key="o-2", secret=with_reader.other_secret, capture_method="automatic", amount="5")
+    r = with_reader.client.get("/v1/balance", headers=with_reader.headers())
+    assert r.status_code == 200, r.text
+    assert r.json() == {"object": "balance", "livemode": False, "available": [{"amount": 0, "currency": "usd"}],
+                        "pending": [{"amount": 1999, "currency": "usd"}]}
+    down = api.client.get("/v1/balance", headers=api.headers())
+    assert down.status_code == 503 and error_of(down)["code"] == "read_model_unavailable"
