@@ -299,28 +299,24 @@ def create_app(bus: CommandBus, keys: ApiKeys, *, sealer: Sealer | None, config:
                 log.warning("read model unavailable: %s", type(e).__name__)
         return fresher(view, seen.get(pid))
 
-    async def list_views(merchant: str, limit: int, starting_after: str | None,
-                         ending_before: str | None = None) -> list[dict[str, Any]]:
-        """Up to `limit` of the merchant's payments from the read model, by id (503 without it)."""
+    async def from_read_model(query: Callable[[PaymentReader], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        """A query that needs the read model: 503 read_model_unavailable without it."""
         if reader is None:
             raise _read_model_unavailable()
         try:
-            if ending_before is not None:
-                return await asyncio.to_thread(reader.list, merchant, limit, None, ending_before)
-            return await asyncio.to_thread(reader.list, merchant, limit, starting_after)
+            return await asyncio.to_thread(query, reader)
         except Exception as e:
             log.warning("read model unavailable: %s", type(e).__name__)
             raise _read_model_unavailable() from None
 
+    async def list_views(merchant: str, limit: int, starting_after: str | None,
+                         ending_before: str | None = None) -> list[dict[str, Any]]:
+        """Up to `limit` of the merchant's payments from the read model, by id."""
+        return await from_read_model(lambda r: r.list(merchant, limit, starting_after, ending_before))
+
     async def balances(merchant: str) -> list[dict[str, Any]]:
-        """The merchant's ledger balances from the read model (503 without it)."""
-        if reader is None:
-            raise _read_model_unavailable()
-        try:
-            return await asyncio.to_thread(reader.balance, merchant)
-        except Exception as e:
-            log.warning("read model unavailable: %s", type(e).__name__)
-            raise _read_model_unavailable() from None
+        """The merchant's ledger balances from the read model."""
+        return await from_read_model(lambda r: r.balance(merchant))
 
     install_stripe(app, StripeDeps(write=write, lookup=lookup, list_views=list_views, balances=balances, now=now,
                                    max_records=config.idempotency_records_max))
