@@ -206,6 +206,7 @@ def test_a_list_with_pagination(sdk: Stripe) -> None:
     assert [pi.id for pi in first.auto_paging_iter()] == made
     back = client.v1.payment_intents.list({"limit": 2, "ending_before": made[4]})
     assert [pi.id for pi in back.data] == made[2:4] and back.has_more
+    assert [pi.id for pi in back.auto_paging_iter()] == made[3::-1]  # the SDK pages backwards from there
     assert all(pi.status == "requires_capture" and pi.metadata.to_dict() == {} for pi in first.data)
     others = sdk["shop"].v1.payment_intents.list({"limit": 100})
     assert not set(made) & {pi.id for pi in others.auto_paging_iter()}
