@@ -26,7 +26,7 @@ from schemas.cards import CardError
 from schemas.ids import derive_api_command_id, derive_payment_id
 from streams.api.auth import ApiKeys, RateLimits, retry_after_header
 from streams.api.bus import BusUnavailable, CommandBus
-from streams.api.commands import create_command, follow_up_command
+from streams.api.commands import create_command, dispute_evidence_command, follow_up_command
 from streams.api.dashboard import Dashboard, router
 from streams.api.errors import ApiError, not_found, outcome_response, payment_body
 from streams.api.idempotency import IdempotencyRecords, InFlightFull, Response, fingerprint
@@ -80,6 +80,13 @@ class PaymentReader(Protocol):
 
     def balance(self, merchant_id: str) -> list[dict[str, Any]]:
         """The merchant's ledger balances: {account, currency, amount} (readmodel.BALANCE_ACCOUNTS)."""
+
+    def disputes(self, merchant_id: str, limit: int, starting_after: str | None = None,
+                 ending_before: str | None = None) -> list[dict[str, Any]]:
+        """The merchant's disputes by opening event id (ClickHousePayments.disputes)."""
+
+    def dispute(self, merchant_id: str, event_id: str) -> dict[str, Any] | None:
+        """One of the merchant's disputes by its opening event id."""
 
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
@@ -299,7 +306,7 @@ def create_app(bus: CommandBus, keys: ApiKeys, *, sealer: Sealer | None, config:
                 log.warning("read model unavailable: %s", type(e).__name__)
         return fresher(view, seen.get(pid))
 
-    async def from_read_model(query: Callable[[PaymentReader], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    async def from_read_model(query: Callable[[PaymentReader], Any]) -> Any:
         """A query that needs the read model: 503 read_model_unavailable without it."""
         if reader is None:
             raise _read_model_unavailable()
@@ -314,11 +321,7 @@ def create_app(bus: CommandBus, keys: ApiKeys, *, sealer: Sealer | None, config:
         """Up to `limit` of the merchant's payments from the read model, by id."""
         return await from_read_model(lambda r: r.list(merchant, limit, starting_after, ending_before))
 
-    async def balances(merchant: str) -> list[dict[str, Any]]:
-        """The merchant's ledger balances from the read model."""
-        return await from_read_model(lambda r: r.balance(merchant))
-
-    install_stripe(app, StripeDeps(write=write, lookup=lookup, list_views=list_views, balances=balances, now=now,
+    install_stripe(app, StripeDeps(write=write, lookup=lookup, read_model=from_read_model, now=now,
                                    max_records=config.idempotency_records_max))
 
     def follow_up_id(payment_id: str) -> str:
@@ -368,9 +371,8 @@ def create_app(bus: CommandBus, keys: ApiKeys, *, sealer: Sealer | None, config:
               summary="Submit evidence for the payment's open dispute")
     async def dispute_evidence(payment_id: str, merchant: Merchant, idempotency_key: IdemKey, body: EvidenceIn) -> JSONResponse:
         pid = follow_up_id(payment_id)
-        dispute = {"reason": None, "evidence_due_at": None, "evidence": body.evidence, "outcome": None}
         return await write(merchant, idempotency_key, f"dispute_evidence:{pid}", pid, {"evidence": body.evidence},
-                           follow_up_command("dispute_evidence", merchant, idempotency_key, pid, None) | {"dispute": dispute})
+                           dispute_evidence_command(merchant, idempotency_key, pid, body.evidence))
 
     @app.get("/v1/payments/{payment_id}", response_model=Payment, responses=_ERRORS, summary="Retrieve a payment")
     async def get_payment(payment_id: str, merchant: Merchant) -> JSONResponse:

@@ -13,6 +13,12 @@ def create_command(merchant: str, key: str, payment_id: str, amount_minor: int, 
             "metadata": metadata, "card_token": None}
 
 
+def dispute_evidence_command(merchant: str, key: str, payment_id: str, evidence: str) -> dict[str, Any]:
+    """The merchant's answer to the payment's open dispute."""
+    dispute = {"reason": None, "evidence_due_at": None, "evidence": evidence, "outcome": None}
+    return follow_up_command("dispute_evidence", merchant, key, payment_id, None) | {"dispute": dispute}
+
+
 def follow_up_command(kind: str, merchant: str, key: str, payment_id: str, amount_minor: int | None) -> dict[str, Any]:
     """capture, void, refund, confirm, dispute_evidence: a command on an existing payment."""
     return {"kind": kind, "merchant_id": merchant, "idempotency_key": key, "payment_id": payment_id,

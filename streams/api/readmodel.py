@@ -41,6 +41,24 @@ WHERE account IN {accounts:Array(String)}
 GROUP BY account, currency ORDER BY account, currency
 """
 
+# Disputes from the payment events: one open at a time per payment, so the dispute
+# event after an opening (by the payment's version) is its close. The opening's
+# event id names the dispute.
+_DISPUTES = """
+SELECT * FROM (
+    SELECT event_id, payment_id, merchant_id, currency, amount_minor, reason_code, occurred_at,
+           type, leadInFrame(type) OVER w AS closed_as, leadInFrame(occurred_at) OVER w AS closed_at
+    FROM payment_events FINAL
+    WHERE merchant_id = {merchant:String} AND type IN ('dispute_opened', 'dispute_won', 'dispute_lost')
+    WINDOW w AS (PARTITION BY payment_id ORDER BY version ROWS BETWEEN CURRENT ROW AND 1 FOLLOWING)
+)
+WHERE type = 'dispute_opened' AND %s
+ORDER BY event_id %s LIMIT {limit:UInt32}
+"""
+_DISPUTES_AFTER = _DISPUTES % ("event_id > {after:String}", "ASC")
+_DISPUTES_BEFORE = _DISPUTES % ("event_id < {before:String}", "DESC")
+_DISPUTE = _DISPUTES % ("event_id = {event:String}", "ASC")
+
 # How far a payment has gone, for views of equal amounts: any legal step moves up.
 _PROGRESS = {"authorized": 1, "partially_captured": 2, "captured": 3, "partially_refunded": 4, "refunded": 5,
              "voided": 6, "expired": 6, "declined": 6, "failed": 6}
@@ -79,6 +97,20 @@ class ClickHousePayments:
         """The merchant's pending, incoming and available balances: {account, currency, amount}."""
         accounts = [merchant_account(merchant_id, kind) for kind in BALANCE_ACCOUNTS]
         return self.rows(_BALANCE, {"accounts": accounts})
+
+    def disputes(self, merchant_id: str, limit: int, starting_after: str | None = None,
+                 ending_before: str | None = None) -> list[dict[str, Any]]:
+        """The merchant's disputes by opening event id, after (or before, nearest first)
+        the cursor: the opening's fields, and `closed_as` ('' while open) and `closed_at`."""
+        assert 1 <= limit <= LIST_LIMIT_MAX + 1, limit
+        if ending_before is not None:
+            return self.rows(_DISPUTES_BEFORE, {"merchant": merchant_id, "before": ending_before, "limit": limit})
+        return self.rows(_DISPUTES_AFTER, {"merchant": merchant_id, "after": starting_after or "", "limit": limit})
+
+    def dispute(self, merchant_id: str, event_id: str) -> dict[str, Any] | None:
+        """One of the merchant's disputes by its opening event id."""
+        rows = self.rows(_DISPUTE, {"merchant": merchant_id, "event": event_id, "limit": 1})
+        return rows[0] if rows else None
 
     def list(self, merchant_id: str, limit: int, starting_after: str | None = None,
              ending_before: str | None = None) -> list[dict[str, Any]]:

@@ -58,6 +58,36 @@ class PaymentIntentList(BaseModel):
     data: list[PaymentIntent]
 
 
+class EvidenceDetails(BaseModel):
+    due_by: int | None
+    has_evidence: bool
+    past_due: bool
+    submission_count: int
+
+
+class Dispute(BaseModel):
+    id: str
+    object: Literal["dispute"]
+    amount: int
+    currency: str | None
+    payment_intent: str
+    charge: str | None
+    reason: str
+    status: str
+    created: int | None
+    livemode: bool
+    metadata: dict[str, str]
+    is_charge_refundable: bool
+    evidence_details: EvidenceDetails
+
+
+class DisputeList(BaseModel):
+    object: Literal["list"]
+    url: str
+    has_more: bool
+    data: list[Dispute]
+
+
 class BalanceAmount(BaseModel):
     amount: int
     currency: str

@@ -17,6 +17,8 @@ from streams.api.errors import ApiError, rejection_error
 
 INTENT_ID = re.compile(r"^pi_([0-9a-f]{32})$")
 REFUND_ID = re.compile(r"^re_[0-9a-f]{32}$")
+DISPUTE_ID = re.compile(r"^dp_([0-9a-f]{32})$")
+_DISPUTE_CLOSED = {"dispute_won": "won", "dispute_lost": "lost"}
 
 # The pipeline's payment status -> the PaymentIntent's.
 _STATUSES = {
@@ -69,6 +71,17 @@ def payment_id_of(pi: str) -> str | None:
     """The payment a `pi_` id names, None if it is not one of ours."""
     m = INTENT_ID.match(pi)
     return f"pay_{m.group(1)}" if m else None
+
+
+def dispute_id(opened_event_id: str) -> str:
+    """A dispute is named by the event that opened it: `dp_<hex>` is `evt_<hex>`."""
+    assert opened_event_id.startswith("evt_"), opened_event_id
+    return "dp_" + opened_event_id[4:]
+
+
+def opened_event_of(dp: str) -> str | None:
+    m = DISPUTE_ID.match(dp)
+    return f"evt_{m.group(1)}" if m else None
 
 
 def refund_id(merchant_id: str, idempotency_key: str) -> str:
@@ -191,6 +204,30 @@ def refund_object(refund: str, view: dict[str, Any], amount: int | None, created
         "metadata": dict(metadata),
         "reason": reason,
         "status": "succeeded",
+    }
+
+
+def dispute_object(row: dict[str, Any], submissions: int = 0) -> dict[str, Any]:
+    """A dispute from its read-model row (ClickHousePayments.disputes): won or lost once
+    the network closed it, else `under_review` once this process sent evidence for
+    it (`submissions`), else `needs_response`."""
+    closed = _DISPUTE_CLOSED.get(row.get("closed_as") or "")
+    status = closed or ("under_review" if submissions else "needs_response")
+    return {
+        "id": dispute_id(row["event_id"]),
+        "object": "dispute",
+        "amount": row["amount_minor"],
+        "currency": (row.get("currency") or "").lower() or None,
+        "payment_intent": intent_id(row["payment_id"]),
+        "charge": None,
+        "reason": row.get("reason_code") or "general",
+        "status": status,
+        "created": _seconds(row.get("occurred_at")),
+        "livemode": False,
+        "metadata": {},
+        "is_charge_refundable": False,
+        "evidence_details": {"due_by": None, "has_evidence": submissions > 0, "past_due": False,
+                             "submission_count": submissions},
     }
 
 

@@ -42,6 +42,7 @@ _CURRENCY = re.compile(r"^[A-Za-z]{3}$")
 _CVC = re.compile(r"^[0-9]{3,4}$")
 _DIGITS = re.compile(r"^[0-9]{1,19}$")
 _CURSOR = re.compile(r"^pi_[0-9a-f]{32}$")
+DISPUTE_CURSOR = re.compile(r"^dp_[0-9a-f]{32}$")
 
 
 def invalid(param: str, message: str) -> ApiError:
@@ -325,7 +326,8 @@ class ListParams:
     ending_before: str | None
 
 
-def list_params(params: dict[str, Any]) -> ListParams:
+def list_params(params: dict[str, Any], cursor_id: re.Pattern[str] = _CURSOR, of: str = "PaymentIntent") -> ListParams:
+    """limit, starting_after and ending_before; cursors are ids matching `cursor_id`."""
     reject_unknown(params, {"limit", "starting_after", "ending_before", "expand"})
     expand(params)
     limit = integer(params, "limit", low=1, high=LIST_LIMIT_MAX) or 10
@@ -333,6 +335,36 @@ def list_params(params: dict[str, Any]) -> ListParams:
     if after is not None and before is not None:
         raise invalid("ending_before", "give starting_after or ending_before, not both")
     for name, cursor in (("starting_after", after), ("ending_before", before)):
-        if cursor is not None and not _CURSOR.match(cursor):
-            raise invalid(name, f"{name} must be a PaymentIntent id")
+        if cursor is not None and not cursor_id.match(cursor):
+            raise invalid(name, f"{name} must be a {of} id")
     return ListParams(limit, after, before)
+
+
+def dispute_evidence(params: dict[str, Any], max_chars: int) -> str:
+    """A dispute update: Stripe's `evidence[<field>]` texts, as one text for the
+    network ("field: text" per line, by field name). `submit=false` (staging) is
+    refused: evidence goes to the network as it comes."""
+    reject_unknown(params, {"evidence", "submit", "metadata", "expand"})
+    expand(params)
+    if params.get("metadata"):
+        raise invalid("metadata", "a dispute's metadata cannot be set yet (docs/api.md)")
+    if boolean(params, "submit") is False:
+        raise invalid("submit", "evidence is submitted as it comes: staging (submit=false) is not supported")
+    evidence = params.get("evidence")
+    if evidence is None or evidence == {}:
+        raise missing("evidence")
+    if not isinstance(evidence, dict):
+        raise invalid("evidence", "evidence must be a set of fields")
+    lines = []
+    for name in sorted(evidence):
+        text = evidence[name]
+        if not isinstance(text, str):
+            raise invalid(f"evidence[{name[:40]}]", f"evidence[{name[:40]}] must be text")
+        if text.strip():
+            lines.append(f"{name}: {text.strip()}")
+    joined = "\n".join(lines)
+    if not joined:
+        raise missing("evidence")
+    if len(joined) > max_chars:
+        raise invalid("evidence", f"the evidence is over {max_chars} characters in all")
+    return joined

@@ -20,14 +20,18 @@ from fastapi.responses import JSONResponse
 
 from schemas.ids import derive_payment_id
 from streams.api import stripe_params as params
-from streams.api.commands import create_command, follow_up_command
+from streams.api.commands import create_command, dispute_evidence_command, follow_up_command
 from streams.api.errors import ApiError
 from streams.api.forms import FormError, decode_form
+from streams.ingest import EVIDENCE_MAX_CHARS
 from streams.api.models import ErrorBody
-from streams.api.stripe_models import Balance, PaymentIntent, PaymentIntentList, Refund
+from streams.api.stripe_models import Balance, Dispute, DisputeList, PaymentIntent, PaymentIntentList, Refund
 from streams.api.stripe_objects import (
     IntentRequest,
     balance_object,
+    dispute_id,
+    dispute_object,
+    opened_event_of,
     outcome_answer,
     payment_id_of,
     payment_intent,
@@ -80,12 +84,11 @@ class Bounded(Generic[K, V]):
 @dataclass
 class StripeDeps:
     """What the Stripe routes take from the app: its write path, its payment lookup
-    (read model, else this process's outcomes) and its list reader."""
+    and its read-model queries."""
 
     write: Write  # write(merchant, key, route, payment_id, body, command, answer=, pending=)
-    lookup: Lookup
-    list_views: Callable[[str, int, str | None, str | None], Awaitable[list[dict[str, Any]]]]
-    balances: Callable[[str], Awaitable[list[dict[str, Any]]]]
+    lookup: Lookup  # a payment's view: the read model's, or this process's newer outcome
+    read_model: Callable[[Callable[[Any], Any]], Awaitable[Any]]  # runs a PaymentReader query; 503 without one
     now: Callable[[], datetime]
     max_records: int
 
@@ -122,6 +125,9 @@ _CONFIRM_SCHEMA = {"type": "object", "properties": {"payment_method_options": {"
 _REFUND_SCHEMA = {"type": "object", "required": ["payment_intent"], "properties": {
     "payment_intent": {"type": "string"}, "amount": {"type": "integer", "minimum": 1},
     "reason": {"type": "string", "enum": sorted(params.REFUND_REASONS)}, "metadata": _METADATA, "expand": _EXPAND}}
+_DISPUTE_SCHEMA = {"type": "object", "required": ["evidence"], "properties": {
+    "evidence": {"type": "object", "additionalProperties": {"type": "string"}}, "submit": {"type": "boolean"},
+    "expand": _EXPAND}}
 _LIST_PARAMS = [
     {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
     {"name": "starting_after", "in": "query", "required": False, "schema": {"type": "string"}},
@@ -281,7 +287,7 @@ def install(app: FastAPI, deps: StripeDeps) -> None:
         p = params.list_params(_query(request))
         after = payment_id_of(p.starting_after) if p.starting_after else None
         before = payment_id_of(p.ending_before) if p.ending_before else None
-        views = await deps.list_views(merchant, p.limit + 1, after, before)
+        views = await deps.read_model(lambda r: r.list(merchant, p.limit + 1, after, before))
         assert all(v["merchant_id"] == merchant for v in views), "the read model returned another merchant's payment"
         has_more = len(views) > p.limit
         # ending_before pages backwards: the reader answers nearest first; the page stays in id order.
@@ -327,7 +333,72 @@ def install(app: FastAPI, deps: StripeDeps) -> None:
              summary="Your balance, from the ledger (Stripe)", tags=["stripe"])
     async def balance(request: Request) -> JSONResponse:
         params.expand(_query(request))
-        return JSONResponse(balance_object(request.state.merchant_id, await deps.balances(request.state.merchant_id)))
+        merchant = request.state.merchant_id
+        return JSONResponse(balance_object(merchant, await deps.read_model(lambda r: r.balance(merchant))))
+
+    submitted: Bounded[str, int] = Bounded(deps.max_records)  # dispute id -> evidence this process sent
+
+    async def own_dispute(dp: str, merchant: str) -> dict[str, Any]:
+        event_id = opened_event_of(dp)
+        row = None if event_id is None else await deps.read_model(lambda r: r.dispute(merchant, event_id))
+        if row is None:  # the read model answers for this merchant only: another's is unknown
+            raise ApiError(404, "invalid_request_error", "resource_missing", "No such dispute", "dispute")
+        return row
+
+    @app.get("/v1/disputes", response_model=DisputeList, responses=_ERRORS, dependencies=_AUTH,
+             summary="List your disputes, by id (Stripe cursors)", tags=["stripe"],
+             openapi_extra={"parameters": _LIST_PARAMS})
+    async def list_disputes(request: Request) -> JSONResponse:
+        merchant = request.state.merchant_id
+        p = params.list_params(_query(request), params.DISPUTE_CURSOR, "Dispute")
+        after = opened_event_of(p.starting_after) if p.starting_after else None
+        before = opened_event_of(p.ending_before) if p.ending_before else None
+        rows = await deps.read_model(lambda r: r.disputes(merchant, p.limit + 1, after, before))
+        assert all(row["merchant_id"] == merchant for row in rows), "the read model returned another merchant's dispute"
+        page = list(reversed(rows[:p.limit])) if before else rows[:p.limit]
+        data = [dispute_object(row, submitted.get(dispute_id(row["event_id"])) or 0) for row in page]
+        return JSONResponse({"object": "list", "url": "/v1/disputes", "has_more": len(rows) > p.limit, "data": data})
+
+    @app.get("/v1/disputes/{dispute}", response_model=Dispute, responses=_ERRORS, dependencies=_AUTH,
+             summary="Retrieve a dispute (Stripe)", tags=["stripe"])
+    async def retrieve_dispute(dispute: str, request: Request) -> JSONResponse:
+        params.expand(_query(request))
+        row = await own_dispute(dispute, request.state.merchant_id)
+        return JSONResponse(dispute_object(row, submitted.get(dispute) or 0))
+
+    @app.post("/v1/disputes/{dispute}", response_model=Dispute, responses=_ERRORS, dependencies=_AUTH,
+              summary="Answer a dispute with evidence (Stripe)", tags=["stripe"],
+              openapi_extra=_form_body(_DISPUTE_SCHEMA) | {"parameters": _HEADERS})
+    async def update_dispute(dispute: str, request: Request) -> JSONResponse:
+        merchant, key = request.state.merchant_id, _idempotency_key(request)
+        form = await _form(request)
+        evidence = params.dispute_evidence(form, EVIDENCE_MAX_CHARS)
+        row = await own_dispute(dispute, merchant)
+        if row.get("closed_as"):
+            raise ApiError(400, "invalid_request_error", "dispute_closed", "This dispute is already closed", "dispute")
+        pid = row["payment_id"]
+
+        def answer(outcome: dict[str, Any]) -> tuple[int, dict[str, Any], bool]:
+            status, body, replayed = outcome_answer(outcome, intents.get(pid))
+            if status != 200:
+                return status, body, replayed
+            if not replayed:
+                submitted.put(dispute, (submitted.get(dispute) or 0) + 1)
+            return 200, dispute_object(row, submitted.get(dispute) or 1), replayed
+
+        def pending(_pid: str) -> JSONResponse:
+            return JSONResponse(dispute_object(row, submitted.get(dispute) or 0))
+
+        return await write(merchant, key, f"pi_dispute_evidence:{pid}", pid, form,
+                           dispute_evidence_command(merchant, key, pid, evidence), answer, {}, pending)
+
+    @app.post("/v1/disputes/{dispute}/close", response_model=Dispute, responses=_ERRORS, dependencies=_AUTH,
+              summary="Accepting a dispute is not a merchant write here (docs/api.md)", tags=["stripe"],
+              openapi_extra={"parameters": _HEADERS})
+    async def close_dispute(dispute: str, request: Request) -> JSONResponse:
+        await own_dispute(dispute, request.state.merchant_id)
+        raise ApiError(400, "invalid_request_error", "dispute_close_unsupported",
+                       "a dispute ends when the card network closes it; accepting one is not supported yet", "dispute")
 
     @app.get("/v1/refunds/{refund}", response_model=Refund, responses=_ERRORS, dependencies=_AUTH, summary="Retrieve a refund (Stripe)",
              tags=["stripe"])

@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +34,7 @@ from streams.publish import intake_sealer
 from streams.readmodels import serve
 from streams.runner import wait_until
 from streams.webhooks import WebhookRunner, registry_path
-from tests.integration.support import WAIT_S, Pipeline
+from tests.integration.support import WAIT_S, Pipeline, follow_up, run
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +66,8 @@ def _free_socket() -> socket.socket:
 def sdk(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stripe]:
     tmp = tmp_path_factory.mktemp("stripe")
     suffix = uuid.uuid4().hex[:6]
-    merchants = {"shop": f"m_shop_{suffix}", "lister": f"m_list_{suffix}", "payee": f"m_payee_{suffix}"}
+    merchants = {"shop": f"m_shop_{suffix}", "lister": f"m_list_{suffix}", "payee": f"m_payee_{suffix}",
+                 "disputed": f"m_disputed_{suffix}"}
     keys, secrets = {}, {}
     for role, merchant in merchants.items():
         secrets[role], record = auth.new_key(merchant, "2026-11-25T12:00:00Z")
@@ -274,3 +276,38 @@ def test_the_balance_comes_from_the_ledger(sdk: Stripe) -> None:
     assert wait_until(lambda: pending() == [(owed, "usd")], WAIT_S), pending()
     balance = client.v1.balance.retrieve()
     assert isinstance(balance, stripe.Balance) and [(b.amount, b.currency) for b in balance.available] == [(0, "usd")]
+
+
+def dispute_command(kind: str, merchant: str, payment_id: str, key: str, amount: int | None = None,
+                    **dispute: str) -> dict[str, Any]:
+    """What the acquirer's feed publishes: the network opens and closes disputes."""
+    fields = {"reason": None, "evidence_due_at": None, "evidence": None, "outcome": None} | dispute
+    return follow_up(kind, merchant, payment_id, key, amount, at=datetime.now(timezone.utc)) | {"dispute": fields}
+
+
+def test_a_dispute_answered_with_evidence(sdk: Stripe, pipeline: Pipeline) -> None:
+    client, merchant = sdk["disputed"], sdk.merchants["disputed"]
+    pi = client.v1.payment_intents.create({"amount": 3000, "currency": "usd", "confirm": True,
+                                           "payment_method": "pm_card_visa"}, {"idempotency_key": "disputed-1"})
+    pid = pi.paystream.payment_id
+    run(pipeline, [dispute_command("dispute_open", merchant, pid, "network-open-1", 3000, reason="product_not_received")])
+    # Disputes read the read model: as fresh as the sink.
+    assert wait_until(lambda: len(client.v1.disputes.list().data) == 1, WAIT_S), "the sink lags"
+    [dispute] = client.v1.disputes.list().data
+    assert isinstance(dispute, stripe.Dispute)
+    assert (dispute.status, dispute.amount, dispute.currency, dispute.reason, dispute.payment_intent) == (
+        "needs_response", 3000, "usd", "product_not_received", pi.id)
+    answered = client.v1.disputes.update(dispute.id, {"evidence": {"uncategorized_text": "delivered, signed for",
+                                                                   "shipping_tracking_number": "1Z999AA1"}},
+                                         {"idempotency_key": "disputed-1-evidence"})
+    assert answered.status == "under_review" and answered.evidence_details.submission_count == 1
+    with pytest.raises(stripe.InvalidRequestError) as e:
+        client.v1.disputes.close(dispute.id)
+    assert e.value.code == "dispute_close_unsupported"
+    with pytest.raises(stripe.InvalidRequestError):  # another merchant's dispute is no dispute
+        sdk["shop"].v1.disputes.retrieve(dispute.id)
+    run(pipeline, [dispute_command("dispute_close", merchant, pid, "network-close-1", outcome="won")])
+    assert wait_until(lambda: client.v1.disputes.retrieve(dispute.id).status == "won", WAIT_S), "the sink lags"
+    with pytest.raises(stripe.InvalidRequestError) as closed:
+        client.v1.disputes.update(dispute.id, {"evidence": {"uncategorized_text": "more"}}, {"idempotency_key": "late"})
+    assert closed.value.code == "dispute_closed"

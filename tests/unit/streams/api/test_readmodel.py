@@ -71,3 +71,34 @@ def test_a_merchants_balances_are_its_liability_accounts_credits_less_debits(ch)
         ("merchant:m_acme:available", "EUR", 500), ("merchant:m_acme:pending", "EUR", -500),
         ("merchant:m_acme:pending", "USD", 970)]
     assert ClickHousePayments(ch).balance("m_nobody") == []
+
+
+def _event(event_id: str, type_: str, payment: str, version: int, merchant: str = "m_acme", amount: int = 500,
+           reason: str | None = "fraudulent") -> list:
+    at = datetime(2026, 11, 25, 10, version, tzinfo=timezone.utc)
+    return [event_id, type_, payment, merchant, f"cmd_{event_id}", "USD", amount, 0, "captured", 1000, 1000, 0, version,
+            None, None, reason, None, "424242", "4242", version, at]
+
+
+EVENT_COLUMNS = ["event_id", "type", "payment_id", "merchant_id", "command_id", "currency", "amount_minor", "fee_minor",
+                 "payment_status", "authorized_minor", "captured_minor", "refunded_minor", "version", "provider",
+                 "provider_ref", "reason_code", "card_token", "card_bin", "card_last4", "chain_seq", "occurred_at"]
+
+
+def test_disputes_pair_each_opening_with_the_close_after_it(ch) -> None:  # type: ignore[no-untyped-def]
+    rows = [_event("evt_1", "captured", "pay_a", 1), _event("evt_2", "dispute_opened", "pay_a", 2),
+            _event("evt_3", "dispute_lost", "pay_a", 3), _event("evt_4", "dispute_opened", "pay_a", 4, amount=200),
+            _event("evt_5", "dispute_opened", "pay_b", 2, reason="duplicate"),
+            _event("evt_6", "dispute_won", "pay_c", 3), _event("evt_0", "dispute_opened", "pay_c", 2),
+            _event("evt_9", "dispute_opened", "pay_x", 2, merchant="m_other")]
+    ch.insert("payment_events", rows, column_names=EVENT_COLUMNS)
+    reader = ClickHousePayments(ch)
+    got = reader.disputes("m_acme", 10)
+    assert [(d["event_id"], d["payment_id"], d["amount_minor"], d["closed_as"]) for d in got] == [
+        ("evt_0", "pay_c", 500, "dispute_won"), ("evt_2", "pay_a", 500, "dispute_lost"),
+        ("evt_4", "pay_a", 200, ""), ("evt_5", "pay_b", 500, "")]
+    assert [d["event_id"] for d in reader.disputes("m_acme", 2, starting_after="evt_0")] == ["evt_2", "evt_4"]
+    assert [d["event_id"] for d in reader.disputes("m_acme", 2, ending_before="evt_4")] == ["evt_2", "evt_0"]
+    one = reader.dispute("m_acme", "evt_2")
+    assert one is not None and one["reason_code"] == "fraudulent" and one["closed_as"] == "dispute_lost"
+    assert reader.dispute("m_acme", "evt_9") is None and reader.dispute("m_acme", "evt_3") is None

@@ -131,3 +131,19 @@ def test_a_balance_from_the_ledger_accounts() -> None:
     assert balance_object("m_acme", []) == {"object": "balance", "livemode": False, "available": [], "pending": []}
     with pytest.raises(AssertionError):
         balance_object("m_acme", [{"account": "merchant:m_other:pending", "currency": "USD", "amount": 1}])
+
+
+def test_disputes_are_named_by_their_opening_event_and_closed_by_the_network() -> None:
+    from streams.api.stripe_objects import dispute_id, dispute_object, opened_event_of
+
+    evt = "evt_" + "cd" * 16
+    assert dispute_id(evt) == "dp_" + "cd" * 16 and opened_event_of(dispute_id(evt)) == evt
+    assert opened_event_of("dp_x") is None and opened_event_of(evt) is None
+    row = {"event_id": evt, "payment_id": PID, "currency": "EUR", "amount_minor": 700, "reason_code": "duplicate",
+           "occurred_at": T0, "closed_as": ""}
+    d = dispute_object(row)
+    assert (d["object"], d["amount"], d["currency"], d["payment_intent"], d["reason"], d["status"], d["created"]) == (
+        "dispute", 700, "eur", intent_id(PID), "duplicate", "needs_response", int(T0.timestamp()))
+    assert dispute_object(row, 2)["status"] == "under_review" and dispute_object(row, 2)["evidence_details"]["submission_count"] == 2
+    assert dispute_object(row | {"closed_as": "dispute_won"}, 1)["status"] == "won"
+    assert dispute_object(row | {"closed_as": "dispute_lost"})["status"] == "lost"

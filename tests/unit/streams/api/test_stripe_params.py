@@ -105,3 +105,17 @@ def test_confirm_takes_stripes_third_party_3ds_result() -> None:
         f"{base}[electronic_commerce_indicator]"
     assert refused(p.confirm, decode_form("payment_method_options[wallet][x]=1")).code == "parameter_unknown"
     assert refused(p.confirm, {"payment_method_options": "x"}).param == "payment_method_options"
+
+
+def test_dispute_evidence_is_one_text_by_field() -> None:
+    form = decode_form("evidence[uncategorized_text]=signed+for&evidence[customer_name]=Ada&evidence[empty]=")
+    assert p.dispute_evidence(form, 4000) == "customer_name: Ada\nuncategorized_text: signed for"
+    assert refused(lambda f: p.dispute_evidence(f, 4000), {}).code == "parameter_missing"
+    assert refused(lambda f: p.dispute_evidence(f, 4000), {"evidence": {"a": " "}}).code == "parameter_missing"
+    assert refused(lambda f: p.dispute_evidence(f, 10), {"evidence": {"a": "x" * 20}}).param == "evidence"
+    assert refused(lambda f: p.dispute_evidence(f, 4000), {"evidence": {"a": {"b": "c"}}}).param == "evidence[a]"
+    assert refused(lambda f: p.dispute_evidence(f, 4000), {"evidence": {"a": "b"}, "submit": "false"}).param == "submit"
+    assert refused(lambda f: p.dispute_evidence(f, 4000), {"evidence": {"a": "b"}, "metadata": {"k": "v"}}).param == "metadata"
+    assert p.list_params({"starting_after": "dp_" + "0" * 32}, p.DISPUTE_CURSOR, "Dispute").starting_after == "dp_" + "0" * 32
+    assert refused(lambda f: p.list_params(f, p.DISPUTE_CURSOR, "Dispute"), {"starting_after": "pi_" + "0" * 32}).param == \
+        "starting_after"

@@ -223,3 +223,61 @@ def test_the_balance_is_the_callers_only(tmp_path: Path, key_file: tuple[Path, s
                         "pending": [{"amount": 1999, "currency": "usd"}]}
     down = api.client.get("/v1/balance", headers=api.headers())
     assert down.status_code == 503 and error_of(down)["code"] == "read_model_unavailable"
+
+
+def dispute_row(api: Api, pi: dict[str, Any], event_hex: str, closed_as: str = "", merchant: str = "m_acme") -> dict[str, Any]:
+    from datetime import datetime, timezone
+
+    from streams.api.stripe_objects import payment_id_of
+
+    row = {"event_id": "evt_" + event_hex, "payment_id": payment_id_of(pi["id"]), "merchant_id": merchant,
+           "currency": "USD", "amount_minor": 1999, "reason_code": "fraudulent",
+           "occurred_at": datetime(2026, 11, 26, tzinfo=timezone.utc), "type": "dispute_opened",
+           "closed_as": closed_as, "closed_at": None}
+    assert api.reader is not None
+    api.reader.dispute_rows.append(row)
+    return row
+
+
+def test_disputes_list_retrieve_answer_with_evidence_and_close_is_refused(
+        tmp_path: Path, key_file: tuple[Path, str, str], intake_keys: FileKeyStore) -> None:
+    api = build_api(tmp_path, key_file, intake_keys, with_reader=True)
+    pi = create(api, capture_method="automatic").json()
+    dispute_row(api, pi, "1" * 32)
+    dispute_row(api, pi, "0" * 32, closed_as="dispute_lost")
+    theirs = create(api, key="o-x", secret=api.other_secret, capture_method="automatic").json()
+    dispute_row(api, theirs, "2" * 32, merchant="m_other")
+    listed = api.client.get("/v1/disputes", params={"limit": 1}, headers=api.headers())
+    assert listed.status_code == 200, listed.text
+    assert [(d["id"], d["status"]) for d in listed.json()["data"]] == [("dp_" + "0" * 32, "lost")] and listed.json()["has_more"]
+    rest = api.client.get("/v1/disputes", params={"starting_after": "dp_" + "0" * 32}, headers=api.headers()).json()
+    assert [(d["id"], d["status"], d["payment_intent"]) for d in rest["data"]] == [("dp_" + "1" * 32, "needs_response", pi["id"])]
+    dp = "dp_" + "1" * 32
+    answered = post(api, f"/v1/disputes/{dp}", {"evidence[uncategorized_text]": "signed for at the door",
+                                                "evidence[shipping_tracking_number]": "1Z999"}, "ev-1")
+    assert answered.status_code == 200, answered.text
+    assert answered.json()["status"] == "under_review" and answered.json()["evidence_details"]["submission_count"] == 1
+    cmd = api.bus.published[-1]
+    assert (cmd["kind"], cmd["payment_id"]) == ("dispute_evidence", payment_id_of_pi(pi))
+    assert cmd["dispute"]["evidence"] == "shipping_tracking_number: 1Z999\nuncategorized_text: signed for at the door"
+    again = post(api, f"/v1/disputes/{dp}", {"evidence[uncategorized_text]": "signed for at the door",
+                                             "evidence[shipping_tracking_number]": "1Z999"}, "ev-1")
+    assert again.json() == answered.json() and again.headers["Idempotent-Replayed"] == "true"
+    assert api.client.get(f"/v1/disputes/{dp}", headers=api.headers()).json()["status"] == "under_review"
+    closed = post(api, f"/v1/disputes/dp_{'0' * 32}", {"evidence[uncategorized_text]": "late"}, "ev-2")
+    assert closed.status_code == 400 and error_of(closed)["code"] == "dispute_closed"
+    accept = post(api, f"/v1/disputes/{dp}/close", {}, "close-1")
+    assert accept.status_code == 400 and error_of(accept)["code"] == "dispute_close_unsupported"
+    for path in (f"/v1/disputes/dp_{'2' * 32}", "/v1/disputes/dp_nope", f"/v1/disputes/evt_{'1' * 32}"):
+        assert api.client.get(path, headers=api.headers()).status_code == 404  # another merchant's is unknown
+    assert post(api, f"/v1/disputes/dp_{'2' * 32}", {"evidence[x]": "y"}, "steal").status_code == 404
+    staged = post(api, f"/v1/disputes/{dp}", {"evidence[x]": "y", "submit": "false"}, "ev-3")
+    assert staged.status_code == 400 and error_of(staged)["param"] == "submit"
+
+
+def payment_id_of_pi(pi: dict[str, Any]) -> str:
+    from streams.api.stripe_objects import payment_id_of
+
+    pid = payment_id_of(pi["id"])
+    assert pid is not None
+    return pid
