@@ -88,6 +88,13 @@ class PaymentReader(Protocol):
     def dispute(self, merchant_id: str, event_id: str) -> dict[str, Any] | None:
         """One of the merchant's disputes by its opening event id."""
 
+    def payouts(self, merchant_id: str, limit: int, starting_after: str | None = None,
+                ending_before: str | None = None) -> list[dict[str, Any]]:
+        """The merchant's payouts by id (ClickHousePayments.payouts)."""
+
+    def payout(self, merchant_id: str, payout_id: str) -> dict[str, Any] | None:
+        """One of the merchant's payouts."""
+
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers=headers)

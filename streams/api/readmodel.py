@@ -59,6 +59,17 @@ _DISPUTES_AFTER = _DISPUTES % ("event_id > {after:String}", "ASC")
 _DISPUTES_BEFORE = _DISPUTES % ("event_id < {before:String}", "DESC")
 _DISPUTE = _DISPUTES % ("event_id = {event:String}", "ASC")
 
+# Payouts on the bank rail, latest status per payout (sent, then paid or failed).
+_PAYOUTS = """
+SELECT payout_id, merchant_id, currency, amount_minor, day, status, sent_at, answered_at, failure_reason
+FROM payouts FINAL
+WHERE merchant_id = {merchant:String} AND %s
+ORDER BY payout_id %s LIMIT {limit:UInt32}
+"""
+_PAYOUTS_AFTER = _PAYOUTS % ("payout_id > {after:String}", "ASC")
+_PAYOUTS_BEFORE = _PAYOUTS % ("payout_id < {before:String}", "DESC")
+_PAYOUT = _PAYOUTS % ("payout_id = {payout:String}", "ASC")
+
 # How far a payment has gone, for views of equal amounts: any legal step moves up.
 _PROGRESS = {"authorized": 1, "partially_captured": 2, "captured": 3, "partially_refunded": 4, "refunded": 5,
              "voided": 6, "expired": 6, "declined": 6, "failed": 6}
@@ -106,6 +117,18 @@ class ClickHousePayments:
         if ending_before is not None:
             return self.rows(_DISPUTES_BEFORE, {"merchant": merchant_id, "before": ending_before, "limit": limit})
         return self.rows(_DISPUTES_AFTER, {"merchant": merchant_id, "after": starting_after or "", "limit": limit})
+
+    def payouts(self, merchant_id: str, limit: int, starting_after: str | None = None,
+                ending_before: str | None = None) -> list[dict[str, Any]]:
+        """The merchant's payouts by id, after (or before, nearest first) the cursor."""
+        assert 1 <= limit <= LIST_LIMIT_MAX + 1, limit
+        if ending_before is not None:
+            return self.rows(_PAYOUTS_BEFORE, {"merchant": merchant_id, "before": ending_before, "limit": limit})
+        return self.rows(_PAYOUTS_AFTER, {"merchant": merchant_id, "after": starting_after or "", "limit": limit})
+
+    def payout(self, merchant_id: str, payout_id: str) -> dict[str, Any] | None:
+        rows = self.rows(_PAYOUT, {"merchant": merchant_id, "payout": payout_id, "limit": 1})
+        return rows[0] if rows else None
 
     def dispute(self, merchant_id: str, event_id: str) -> dict[str, Any] | None:
         """One of the merchant's disputes by its opening event id."""

@@ -88,6 +88,30 @@ class DisputeList(BaseModel):
     data: list[Dispute]
 
 
+class Payout(BaseModel):
+    id: str
+    object: Literal["payout"]
+    amount: int
+    currency: str
+    arrival_date: int | None
+    created: int | None
+    status: str
+    failure_code: str | None
+    failure_message: str | None
+    method: str
+    type: str
+    automatic: bool
+    livemode: bool
+    metadata: dict[str, str]
+
+
+class PayoutList(BaseModel):
+    object: Literal["list"]
+    url: str
+    has_more: bool
+    data: list[Payout]
+
+
 class BalanceAmount(BaseModel):
     amount: int
     currency: str

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from streams.api.errors import ApiError, rejection_error
@@ -228,6 +228,35 @@ def dispute_object(row: dict[str, Any], submissions: int = 0) -> dict[str, Any]:
         "is_charge_refundable": False,
         "evidence_details": {"due_by": None, "has_evidence": submissions > 0, "past_due": False,
                              "submission_count": submissions},
+    }
+
+
+_PAYOUT_STATUSES = {"sent": "in_transit", "paid": "paid", "failed": "failed"}
+
+
+def payout_object(row: dict[str, Any]) -> dict[str, Any]:
+    """A payout from its read-model row (`paystream payouts run`): sent is in_transit,
+    then paid or failed with the bank's reason. `arrival_date` is when the bank
+    answered paid, else the day after the settlement day (00:00 UTC), expected."""
+    status = _PAYOUT_STATUSES.get(row["status"], row["status"])
+    day = row["day"]
+    expected = int(datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp()) + 86_400
+    answered = _seconds(row.get("answered_at"))
+    return {
+        "id": row["payout_id"],
+        "object": "payout",
+        "amount": row["amount_minor"],
+        "currency": row["currency"].lower(),
+        "arrival_date": answered if status == "paid" and answered is not None else expected,
+        "created": _seconds(row["sent_at"]),
+        "status": status,
+        "failure_code": (row.get("failure_reason") or None) if status == "failed" else None,
+        "failure_message": None,
+        "method": "standard",
+        "type": "bank_account",
+        "automatic": True,
+        "livemode": False,
+        "metadata": {},
     }
 
 

@@ -43,6 +43,7 @@ _CVC = re.compile(r"^[0-9]{3,4}$")
 _DIGITS = re.compile(r"^[0-9]{1,19}$")
 _CURSOR = re.compile(r"^pi_[0-9a-f]{32}$")
 DISPUTE_CURSOR = re.compile(r"^dp_[0-9a-f]{32}$")
+PAYOUT_CURSOR = re.compile(r"^po_[0-9a-f]{32}$")
 
 
 def invalid(param: str, message: str) -> ApiError:

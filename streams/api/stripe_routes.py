@@ -25,7 +25,16 @@ from streams.api.errors import ApiError
 from streams.api.forms import FormError, decode_form
 from streams.ingest import EVIDENCE_MAX_CHARS
 from streams.api.models import ErrorBody
-from streams.api.stripe_models import Balance, Dispute, DisputeList, PaymentIntent, PaymentIntentList, Refund
+from streams.api.stripe_models import (
+    Balance,
+    Dispute,
+    DisputeList,
+    PaymentIntent,
+    PaymentIntentList,
+    Payout,
+    PayoutList,
+    Refund,
+)
 from streams.api.stripe_objects import (
     IntentRequest,
     balance_object,
@@ -33,6 +42,7 @@ from streams.api.stripe_objects import (
     dispute_object,
     opened_event_of,
     outcome_answer,
+    payout_object,
     payment_id_of,
     payment_intent,
     refund_id,
@@ -399,6 +409,29 @@ def install(app: FastAPI, deps: StripeDeps) -> None:
         await own_dispute(dispute, request.state.merchant_id)
         raise ApiError(400, "invalid_request_error", "dispute_close_unsupported",
                        "a dispute ends when the card network closes it; accepting one is not supported yet", "dispute")
+
+    @app.get("/v1/payouts", response_model=PayoutList, responses=_ERRORS, dependencies=_AUTH,
+             summary="List your payouts, by id (Stripe cursors)", tags=["stripe"], openapi_extra={"parameters": _LIST_PARAMS})
+    async def list_payouts(request: Request) -> JSONResponse:
+        merchant = request.state.merchant_id
+        p = params.list_params(_query(request), params.PAYOUT_CURSOR, "Payout")
+        rows = await deps.read_model(lambda r: r.payouts(merchant, p.limit + 1, p.starting_after, p.ending_before))
+        assert all(row["merchant_id"] == merchant for row in rows), "the read model returned another merchant's payout"
+        page = list(reversed(rows[:p.limit])) if p.ending_before else rows[:p.limit]
+        return JSONResponse({"object": "list", "url": "/v1/payouts", "has_more": len(rows) > p.limit,
+                             "data": [payout_object(row) for row in page]})
+
+    @app.get("/v1/payouts/{payout}", response_model=Payout, responses=_ERRORS, dependencies=_AUTH,
+             summary="Retrieve a payout (Stripe)", tags=["stripe"])
+    async def retrieve_payout(payout: str, request: Request) -> JSONResponse:
+        params.expand(_query(request))
+        merchant = request.state.merchant_id
+        row = None
+        if params.PAYOUT_CURSOR.match(payout):
+            row = await deps.read_model(lambda r: r.payout(merchant, payout))
+        if row is None:
+            raise ApiError(404, "invalid_request_error", "resource_missing", "No such payout", "payout")
+        return JSONResponse(payout_object(row))
 
     @app.get("/v1/refunds/{refund}", response_model=Refund, responses=_ERRORS, dependencies=_AUTH, summary="Retrieve a refund (Stripe)",
              tags=["stripe"])

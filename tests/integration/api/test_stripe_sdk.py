@@ -276,6 +276,10 @@ def test_the_balance_comes_from_the_ledger(sdk: Stripe) -> None:
     assert wait_until(lambda: pending() == [(owed, "usd")], WAIT_S), pending()
     balance = client.v1.balance.retrieve()
     assert isinstance(balance, stripe.Balance) and [(b.amount, b.currency) for b in balance.available] == [(0, "usd")]
+    # Nothing settled, nothing paid out. (Settling here would settle every merchant of the
+    # shared pipeline's day: the payout rows are tested over chDB in tests/unit/streams/api.)
+    payouts = client.v1.payouts.list({"limit": 10})
+    assert payouts.data == [] and not payouts.has_more
 
 
 def dispute_command(kind: str, merchant: str, payment_id: str, key: str, amount: int | None = None,

@@ -97,6 +97,17 @@ class FakeReader:
     pipeline: FakePipeline
     # Disputes as ClickHousePayments.disputes answers them (the fake pipeline opens none).
     dispute_rows: list[dict[str, Any]] = field(default_factory=list)
+    payout_rows: list[dict[str, Any]] = field(default_factory=list)  # as ClickHousePayments.payouts answers
+
+    def payouts(self, merchant_id: str, limit: int, starting_after: str | None = None,
+                ending_before: str | None = None) -> list[dict[str, Any]]:
+        mine = sorted((p for p in self.payout_rows if p["merchant_id"] == merchant_id), key=lambda p: p["payout_id"])
+        if ending_before is not None:
+            return [p for p in reversed(mine) if p["payout_id"] < ending_before][:limit]
+        return [p for p in mine if p["payout_id"] > (starting_after or "")][:limit]
+
+    def payout(self, merchant_id: str, payout_id: str) -> dict[str, Any] | None:
+        return next((p for p in self.payout_rows if p["merchant_id"] == merchant_id and p["payout_id"] == payout_id), None)
 
     def disputes(self, merchant_id: str, limit: int, starting_after: str | None = None,
                  ending_before: str | None = None) -> list[dict[str, Any]]:

@@ -102,3 +102,27 @@ def test_disputes_pair_each_opening_with_the_close_after_it(ch) -> None:  # type
     one = reader.dispute("m_acme", "evt_2")
     assert one is not None and one["reason_code"] == "fraudulent" and one["closed_as"] == "dispute_lost"
     assert reader.dispute("m_acme", "evt_9") is None and reader.dispute("m_acme", "evt_3") is None
+
+
+def test_payouts_latest_status_by_id(ch) -> None:  # type: ignore[no-untyped-def]
+    from datetime import date
+
+    sent = datetime(2026, 11, 26, 1, tzinfo=timezone.utc)
+
+    def payout(pid: str, merchant: str, status: str, version: int) -> list:
+        answered = None if status == "sent" else datetime(2026, 11, 27, tzinfo=timezone.utc)
+        return [pid, f"st_{pid}", merchant, "USD", 900, date(2026, 11, 25), status, sent, answered,
+                "account_closed" if status == "failed" else "", version]
+
+    rows = [payout("po_1", "m_acme", "sent", 1), payout("po_1", "m_acme", "paid", 2), payout("po_2", "m_acme", "sent", 1),
+            payout("po_3", "m_acme", "failed", 2), payout("po_0", "m_other", "sent", 1)]
+    ch.insert("payouts", rows, column_names=["payout_id", "settlement_id", "merchant_id", "currency", "amount_minor", "day",
+                                             "status", "sent_at", "answered_at", "failure_reason", "version"])
+    reader = ClickHousePayments(ch)
+    assert [(p["payout_id"], p["status"]) for p in reader.payouts("m_acme", 10)] == [
+        ("po_1", "paid"), ("po_2", "sent"), ("po_3", "failed")]
+    assert [p["payout_id"] for p in reader.payouts("m_acme", 1, starting_after="po_1")] == ["po_2"]
+    assert [p["payout_id"] for p in reader.payouts("m_acme", 5, ending_before="po_3")] == ["po_2", "po_1"]
+    one = reader.payout("m_acme", "po_3")
+    assert one is not None and one["failure_reason"] == "account_closed"
+    assert reader.payout("m_acme", "po_0") is None

@@ -147,3 +147,21 @@ def test_disputes_are_named_by_their_opening_event_and_closed_by_the_network() -
     assert dispute_object(row, 2)["status"] == "under_review" and dispute_object(row, 2)["evidence_details"]["submission_count"] == 2
     assert dispute_object(row | {"closed_as": "dispute_won"}, 1)["status"] == "won"
     assert dispute_object(row | {"closed_as": "dispute_lost"})["status"] == "lost"
+
+
+def test_payouts() -> None:
+    from datetime import date
+
+    from streams.api.stripe_objects import payout_object
+
+    sent, paid_at = datetime(2026, 11, 26, 1, tzinfo=timezone.utc), datetime(2026, 11, 27, 9, tzinfo=timezone.utc)
+    row = {"payout_id": "po_1", "merchant_id": "m_acme", "currency": "EUR", "amount_minor": 900, "day": date(2026, 11, 25),
+           "status": "sent", "sent_at": sent, "answered_at": None, "failure_reason": ""}
+    po = payout_object(row)
+    assert (po["object"], po["amount"], po["currency"], po["status"], po["created"], po["failure_code"]) == (
+        "payout", 900, "eur", "in_transit", int(sent.timestamp()), None)
+    assert po["arrival_date"] == int(datetime(2026, 11, 26, tzinfo=timezone.utc).timestamp())
+    paid = payout_object(row | {"status": "paid", "answered_at": paid_at})
+    assert (paid["status"], paid["arrival_date"]) == ("paid", int(paid_at.timestamp()))
+    failed = payout_object(row | {"status": "failed", "answered_at": paid_at, "failure_reason": "account_closed"})
+    assert (failed["status"], failed["failure_code"]) == ("failed", "account_closed")

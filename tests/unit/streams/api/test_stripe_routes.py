@@ -281,3 +281,27 @@ def payment_id_of_pi(pi: dict[str, Any]) -> str:
     pid = payment_id_of(pi["id"])
     assert pid is not None
     return pid
+
+
+def test_payouts_list_and_retrieve_the_callers_only(tmp_path: Path, key_file: tuple[Path, str, str],
+                                                    intake_keys: FileKeyStore) -> None:
+    from datetime import date, datetime, timezone
+
+    api = build_api(tmp_path, key_file, intake_keys, with_reader=True)
+    assert api.reader is not None
+    for i, merchant in enumerate(["m_acme", "m_acme", "m_other"]):
+        api.reader.payout_rows.append({
+            "payout_id": f"po_{i:032x}", "merchant_id": merchant, "currency": "USD", "amount_minor": 100 + i,
+            "day": date(2026, 11, 25), "status": "sent", "sent_at": datetime(2026, 11, 26, tzinfo=timezone.utc),
+            "answered_at": None, "failure_reason": ""})
+    page = api.client.get("/v1/payouts", params={"limit": 1}, headers=api.headers()).json()
+    assert [(p["id"], p["amount"], p["status"]) for p in page["data"]] == [(f"po_{0:032x}", 100, "in_transit")]
+    assert page["has_more"]
+    rest = api.client.get("/v1/payouts", params={"starting_after": f"po_{0:032x}"}, headers=api.headers()).json()
+    assert [p["id"] for p in rest["data"]] == [f"po_{1:032x}"] and not rest["has_more"]
+    assert api.client.get(f"/v1/payouts/po_{1:032x}", headers=api.headers()).json()["amount"] == 101
+    for bad in (f"po_{2:032x}", "po_nope"):  # another merchant's payout is unknown
+        r = api.client.get(f"/v1/payouts/{bad}", headers=api.headers())
+        assert r.status_code == 404 and error_of(r)["code"] == "resource_missing"
+    bad_cursor = api.client.get("/v1/payouts", params={"starting_after": "pi_" + "0" * 32}, headers=api.headers())
+    assert bad_cursor.status_code == 400 and error_of(bad_cursor)["param"] == "starting_after"
