@@ -13,6 +13,7 @@ from rich.console import Console
 
 from connectors.vault.keys import FileKeyStore, KeyStoreError
 from connectors.webhooks import registry
+from connectors.webhooks.signing import stripe_secret
 from streams.settings import get_settings
 
 app = typer.Typer(no_args_is_help=True, help="Merchant webhook endpoints and signing secrets.")
@@ -70,13 +71,15 @@ def list_endpoints(merchant: str = typer.Option(None, help="Only this merchant")
 @app.command("secret")
 def secret(merchant: str, reveal: bool = typer.Option(False, "--reveal", help="Print the secret itself")) -> None:
     """MERCHANT's signing secret (hex) and its key id, for the merchant to verify
-    `Paystream-Signature`. Without --reveal only the key id is shown."""
+    `Paystream-Signature` (and as `whsec_...`, `Stripe-Signature` with Stripe's SDKs).
+    Without --reveal only the key id is shown."""
     try:
         mac = FileKeyStore(get_settings().keys_dir).webhook_secret(merchant)
     except KeyStoreError as e:
         err.print(f"[red]webhooks secret:[/red] {e}")
         raise typer.Exit(1) from None
-    typer.echo(json.dumps({"merchant_id": merchant, "key_id": mac.key_id} | ({"secret": mac.digest.hex()} if reveal else {})))
+    revealed = {"secret": mac.digest.hex(), "stripe_secret": stripe_secret(mac.digest)} if reveal else {}
+    typer.echo(json.dumps({"merchant_id": merchant, "key_id": mac.key_id} | revealed))
 
 
 @app.command("run")

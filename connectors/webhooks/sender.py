@@ -12,7 +12,7 @@ import aiohttp
 
 from connectors.vault.keys import KeyStore
 from connectors.webhooks.delivery import Backoff, Outbox, Pending, due, settle
-from connectors.webhooks.signing import HEADER, signature_header
+from connectors.webhooks.signing import HEADER, STRIPE_HEADER, signature_header
 
 MAX_CONCURRENT = 32
 MAX_RESPONSE_BYTES = 4_096  # a receiver's answer is read this far, never more
@@ -35,6 +35,7 @@ async def post(session: aiohttp.ClientSession, store: KeyStore, pending: Pending
     headers = {
         "Content-Type": "application/json",
         HEADER: signature_header(store, n.endpoint.merchant_id, signed_at_s, n.body),
+        STRIPE_HEADER: signature_header(store, n.endpoint.merchant_id, signed_at_s, n.body, stripe=True),
         "Paystream-Webhook-Id": n.notification_id,
     }
     try:

@@ -26,6 +26,7 @@ from schemas.cards import CardError
 from schemas.ids import derive_api_command_id, derive_payment_id
 from streams.api.auth import ApiKeys, RateLimits, retry_after_header
 from streams.api.bus import BusUnavailable, CommandBus
+from streams.api.commands import create_command, dispute_evidence_command, follow_up_command
 from streams.api.dashboard import Dashboard, router
 from streams.api.errors import ApiError, not_found, outcome_response, payment_body
 from streams.api.idempotency import IdempotencyRecords, InFlightFull, Response, fingerprint
@@ -40,7 +41,9 @@ from streams.api.models import (
     Payment,
     PaymentList,
 )
-from streams.api.readmodel import LIST_LIMIT_MAX
+from streams.api.readmodel import LIST_LIMIT_MAX, fresher
+from streams.api.stripe_routes import StripeDeps
+from streams.api.stripe_routes import install as install_stripe
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -70,8 +73,27 @@ class PaymentReader(Protocol):
     def get(self, payment_id: str) -> dict[str, Any] | None:
         """A payment's view (the keys of payment_body), or None if unknown."""
 
-    def list(self, merchant_id: str, limit: int, starting_after: str | None = None) -> list[dict[str, Any]]:
-        """Up to `limit` of the merchant's payment views with an id above `starting_after`, by id."""
+    def list(self, merchant_id: str, limit: int, starting_after: str | None = None,
+             ending_before: str | None = None) -> list[dict[str, Any]]:
+        """Up to `limit` of the merchant's payment views with an id above `starting_after`,
+        by id; with `ending_before`, those below it, nearest first (descending)."""
+
+    def balance(self, merchant_id: str) -> list[dict[str, Any]]:
+        """The merchant's ledger balances: {account, currency, amount} (readmodel.BALANCE_ACCOUNTS)."""
+
+    def disputes(self, merchant_id: str, limit: int, starting_after: str | None = None,
+                 ending_before: str | None = None) -> list[dict[str, Any]]:
+        """The merchant's disputes by opening event id (ClickHousePayments.disputes)."""
+
+    def dispute(self, merchant_id: str, event_id: str) -> dict[str, Any] | None:
+        """One of the merchant's disputes by its opening event id."""
+
+    def payouts(self, merchant_id: str, limit: int, starting_after: str | None = None,
+                ending_before: str | None = None) -> list[dict[str, Any]]:
+        """The merchant's payouts by id (ClickHousePayments.payouts)."""
+
+    def payout(self, merchant_id: str, payout_id: str) -> dict[str, Any] | None:
+        """One of the merchant's payouts."""
 
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
@@ -228,7 +250,11 @@ def create_app(bus: CommandBus, keys: ApiKeys, *, sealer: Sealer | None, config:
                 seen.popitem(last=False)
 
     async def write(merchant: str, key: str, route: str, payment_id: str, body: dict[str, Any],
-                    command: dict[str, Any]) -> JSONResponse:
+                    command: dict[str, Any], *,
+                    answer: Callable[[dict[str, Any]], tuple[int, dict[str, Any], bool]] = outcome_response,
+                    pending: Callable[[str], JSONResponse] | None = None) -> JSONResponse:
+        """One write: `answer` renders a committed outcome (status, body, replayed),
+        `pending` the answer past the timeout (default: 202 with a status URL)."""
         cid = derive_api_command_id(merchant, key, route, instance)
         command = command | {"command_id": cid, "occurred_at": now()}
         if sealer is not None:
@@ -263,17 +289,47 @@ def create_app(bus: CommandBus, keys: ApiKeys, *, sealer: Sealer | None, config:
                                    headers=(("Retry-After", "1"),)) from None
             outcome = await bus.outcome(cid, config.outcome_timeout_s)
             if outcome is None:
+                if pending is not None:
+                    return pending(payment_id)
                 status_url = f"/v1/payments/{payment_id}"
                 return _json(202, {"object": "payment_operation", "payment_id": payment_id, "status": "processing",
                                    "status_url": status_url}, {"Location": status_url})
             remember(outcome)
-            status, out_body, replayed = outcome_response(outcome)
+            status, out_body, replayed = answer(outcome)
             records.finish(cid, Response(status, out_body))
             settled = True
             return _json(status, out_body, {"Idempotent-Replayed": "true"} if replayed else None)
         finally:
             if not settled:
                 records.leave(cid)  # timed out or the client went away: the command is out, a retry awaits it
+
+    async def lookup(pid: str) -> dict[str, Any] | None:
+        """A payment's view: the read model's, or the outcome this process saw when it is newer."""
+        view = None
+        if reader is not None:
+            try:
+                view = await asyncio.to_thread(reader.get, pid)
+            except Exception as e:  # the read model is down: answer from what this process saw
+                log.warning("read model unavailable: %s", type(e).__name__)
+        return fresher(view, seen.get(pid))
+
+    async def from_read_model(query: Callable[[PaymentReader], Any]) -> Any:
+        """A query that needs the read model: 503 read_model_unavailable without it."""
+        if reader is None:
+            raise _read_model_unavailable()
+        try:
+            return await asyncio.to_thread(query, reader)
+        except Exception as e:
+            log.warning("read model unavailable: %s", type(e).__name__)
+            raise _read_model_unavailable() from None
+
+    async def list_views(merchant: str, limit: int, starting_after: str | None,
+                         ending_before: str | None = None) -> list[dict[str, Any]]:
+        """Up to `limit` of the merchant's payments from the read model, by id."""
+        return await from_read_model(lambda r: r.list(merchant, limit, starting_after, ending_before))
+
+    install_stripe(app, StripeDeps(write=write, lookup=lookup, read_model=from_read_model, now=now,
+                                   max_records=config.idempotency_records_max))
 
     def follow_up_id(payment_id: str) -> str:
         if not PAYMENT_ID_PATTERN.match(payment_id):
@@ -283,37 +339,30 @@ def create_app(bus: CommandBus, keys: ApiKeys, *, sealer: Sealer | None, config:
     @app.post("/v1/payments", response_model=Payment, responses=_WRITE_RESPONSES, summary="Create (authorize) a payment")
     async def create_payment(body: CreatePayment, merchant: Merchant, idempotency_key: IdemKey) -> JSONResponse:
         payment_id = derive_payment_id(merchant, idempotency_key)
-        card = body.card.model_dump()
-        command = {"kind": "create", "merchant_id": merchant, "idempotency_key": idempotency_key,
-                   "payment_id": payment_id, "amount_minor": body.amount_minor, "currency": body.currency,
-                   "capture_method": body.capture_method, "card": card, "metadata": body.metadata, "card_token": None}
+        command = create_command(merchant, idempotency_key, payment_id, body.amount_minor, body.currency,
+                                 body.capture_method, body.card.model_dump(), body.metadata)
         return await write(merchant, idempotency_key, "create", payment_id, body.model_dump(), command)
-
-    def follow_up(kind: str, merchant: str, key: str, payment_id: str, amount_minor: int | None) -> dict[str, Any]:
-        return {"kind": kind, "merchant_id": merchant, "idempotency_key": key, "payment_id": payment_id,
-                "amount_minor": amount_minor, "currency": None, "capture_method": None, "card": None,
-                "metadata": {}, "card_token": None}
 
     @app.post("/v1/payments/{payment_id}/capture", response_model=Payment, responses=_WRITE_RESPONSES,
               summary="Capture an authorized payment (partially, or what is left)")
     async def capture(payment_id: str, merchant: Merchant, idempotency_key: IdemKey, body: AmountIn | None = None) -> JSONResponse:
         pid, amount = follow_up_id(payment_id), (body.amount_minor if body else None)
         return await write(merchant, idempotency_key, f"capture:{pid}", pid, {"amount_minor": amount},
-                           follow_up("capture", merchant, idempotency_key, pid, amount))
+                           follow_up_command("capture", merchant, idempotency_key, pid, amount))
 
     @app.post("/v1/payments/{payment_id}/void", response_model=Payment, responses=_WRITE_RESPONSES,
               summary="Void an uncaptured authorization")
     async def void(payment_id: str, merchant: Merchant, idempotency_key: IdemKey, body: Empty | None = None) -> JSONResponse:
         pid = follow_up_id(payment_id)
         return await write(merchant, idempotency_key, f"void:{pid}", pid, {},
-                           follow_up("void", merchant, idempotency_key, pid, None))
+                           follow_up_command("void", merchant, idempotency_key, pid, None))
 
     @app.post("/v1/payments/{payment_id}/refunds", response_model=Payment, responses=_WRITE_RESPONSES,
               summary="Refund a captured payment (partially, or what is left)")
     async def refund(payment_id: str, merchant: Merchant, idempotency_key: IdemKey, body: AmountIn | None = None) -> JSONResponse:
         pid, amount = follow_up_id(payment_id), (body.amount_minor if body else None)
         return await write(merchant, idempotency_key, f"refund:{pid}", pid, {"amount_minor": amount},
-                           follow_up("refund", merchant, idempotency_key, pid, amount))
+                           follow_up_command("refund", merchant, idempotency_key, pid, amount))
 
     @app.post("/v1/payments/{payment_id}/confirm", response_model=Payment, responses=_WRITE_RESPONSES,
               summary="Complete a 3DS step-up with the cardholder's authentication result")
@@ -321,7 +370,7 @@ def create_app(bus: CommandBus, keys: ApiKeys, *, sealer: Sealer | None, config:
         pid = follow_up_id(payment_id)
         three_ds = body.three_ds.model_dump()
         return await write(merchant, idempotency_key, f"confirm:{pid}", pid, {"three_ds": three_ds},
-                           follow_up("confirm", merchant, idempotency_key, pid, None) | {"three_ds": three_ds})
+                           follow_up_command("confirm", merchant, idempotency_key, pid, None) | {"three_ds": three_ds})
 
     # A dispute is opened and decided by the card network (dispute_open / dispute_close
     # commands from the acquirer's feed); the merchant answers it with evidence.
@@ -329,20 +378,13 @@ def create_app(bus: CommandBus, keys: ApiKeys, *, sealer: Sealer | None, config:
               summary="Submit evidence for the payment's open dispute")
     async def dispute_evidence(payment_id: str, merchant: Merchant, idempotency_key: IdemKey, body: EvidenceIn) -> JSONResponse:
         pid = follow_up_id(payment_id)
-        dispute = {"reason": None, "evidence_due_at": None, "evidence": body.evidence, "outcome": None}
         return await write(merchant, idempotency_key, f"dispute_evidence:{pid}", pid, {"evidence": body.evidence},
-                           follow_up("dispute_evidence", merchant, idempotency_key, pid, None) | {"dispute": dispute})
+                           dispute_evidence_command(merchant, idempotency_key, pid, body.evidence))
 
     @app.get("/v1/payments/{payment_id}", response_model=Payment, responses=_ERRORS, summary="Retrieve a payment")
     async def get_payment(payment_id: str, merchant: Merchant) -> JSONResponse:
         pid = follow_up_id(payment_id)
-        view = None
-        if reader is not None:
-            try:
-                view = await asyncio.to_thread(reader.get, pid)
-            except Exception as e:  # the read model is down: answer from what this process saw
-                log.warning("read model unavailable: %s", type(e).__name__)
-        view = view or seen.get(pid)
+        view = await lookup(pid)
         if view is None or view["merchant_id"] != merchant:
             raise not_found()  # the same answer for unknown and another merchant's payment
         return _json(200, payment_body(view))
@@ -359,13 +401,7 @@ def create_app(bus: CommandBus, keys: ApiKeys, *, sealer: Sealer | None, config:
         if merchant_id is not None and merchant_id != merchant:
             raise ApiError(403, "permission_error", "merchant_mismatch", "a key lists its own merchant's payments only",
                            "merchant")
-        if reader is None:
-            raise _read_model_unavailable()
-        try:
-            views = await asyncio.to_thread(reader.list, merchant, limit + 1, starting_after)
-        except Exception as e:
-            log.warning("read model unavailable: %s", type(e).__name__)
-            raise _read_model_unavailable() from None
+        views = await list_views(merchant, limit + 1, starting_after)
         assert all(v["merchant_id"] == merchant for v in views), "the read model returned another merchant's payment"
         return _json(200, {"object": "list", "url": "/v1/payments", "has_more": len(views) > limit,
                            "data": [payment_body(v) for v in views[:limit]]})

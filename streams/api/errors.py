@@ -22,12 +22,19 @@ class ApiError(Exception):
     param: str | None = None
     payment_id: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
+    # Stripe's: why the issuer declined (card errors), and the PaymentIntent it concerns.
+    decline_code: str | None = None
+    payment_intent: dict[str, Any] | None = None
 
     def body(self) -> dict[str, Any]:
         error: dict[str, Any] = {"type": self.type, "code": self.code,
                                  "message": mask_pans(self.message)[0][:MAX_MESSAGE_CHARS], "param": self.param}
         if self.payment_id is not None:
             error["payment_id"] = self.payment_id
+        if self.decline_code is not None:
+            error["decline_code"] = self.decline_code
+        if self.payment_intent is not None:
+            error["payment_intent"] = self.payment_intent
         return {"error": error}
 
 

@@ -106,6 +106,7 @@ class ErrorDetail(BaseModel):
     message: str
     param: str | None
     payment_id: str | None = None
+    decline_code: str | None = None  # card errors: why the issuer declined (Stripe's)
 
 
 class ErrorBody(BaseModel):

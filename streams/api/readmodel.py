@@ -6,6 +6,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from streams.ledger import merchant_account
+
 LIST_LIMIT_MAX = 100
 
 _COLUMNS = """payment_id, merchant_id, status AS payment_status, currency, authorized_minor, captured_minor,
@@ -21,6 +23,69 @@ SELECT {_COLUMNS} FROM payments FINAL
 WHERE merchant_id = {{merchant:String}} AND payment_id > {{after:String}}
 ORDER BY payment_id LIMIT {{limit:UInt32}}
 """
+# A page before a cursor (Stripe's ending_before): nearest first.
+_LIST_BEFORE = f"""
+SELECT {_COLUMNS} FROM payments FINAL
+WHERE merchant_id = {{merchant:String}} AND payment_id < {{before:String}}
+ORDER BY payment_id DESC LIMIT {{limit:UInt32}}
+"""
+
+
+# A merchant's balances, from the journal: credits less debits of its liability
+# accounts (docs/ledger.md), per account and currency.
+BALANCE_ACCOUNTS = ("pending", "incoming", "available")
+_BALANCE = """
+SELECT account, currency, toInt64(sum(credit_minor)) - toInt64(sum(debit_minor)) AS amount
+FROM ledger_entries FINAL
+WHERE account IN {accounts:Array(String)}
+GROUP BY account, currency ORDER BY account, currency
+"""
+
+# Disputes from the payment events: one open at a time per payment, so the dispute
+# event after an opening (by the payment's version) is its close. The opening's
+# event id names the dispute.
+_DISPUTES = """
+SELECT * FROM (
+    SELECT event_id, payment_id, merchant_id, currency, amount_minor, reason_code, occurred_at,
+           type, leadInFrame(type) OVER w AS closed_as, leadInFrame(occurred_at) OVER w AS closed_at
+    FROM payment_events FINAL
+    WHERE merchant_id = {merchant:String} AND type IN ('dispute_opened', 'dispute_won', 'dispute_lost')
+    WINDOW w AS (PARTITION BY payment_id ORDER BY version ROWS BETWEEN CURRENT ROW AND 1 FOLLOWING)
+)
+WHERE type = 'dispute_opened' AND %s
+ORDER BY event_id %s LIMIT {limit:UInt32}
+"""
+_DISPUTES_AFTER = _DISPUTES % ("event_id > {after:String}", "ASC")
+_DISPUTES_BEFORE = _DISPUTES % ("event_id < {before:String}", "DESC")
+_DISPUTE = _DISPUTES % ("event_id = {event:String}", "ASC")
+
+# Payouts on the bank rail, latest status per payout (sent, then paid or failed).
+_PAYOUTS = """
+SELECT payout_id, merchant_id, currency, amount_minor, day, status, sent_at, answered_at, failure_reason
+FROM payouts FINAL
+WHERE merchant_id = {merchant:String} AND %s
+ORDER BY payout_id %s LIMIT {limit:UInt32}
+"""
+_PAYOUTS_AFTER = _PAYOUTS % ("payout_id > {after:String}", "ASC")
+_PAYOUTS_BEFORE = _PAYOUTS % ("payout_id < {before:String}", "DESC")
+_PAYOUT = _PAYOUTS % ("payout_id = {payout:String}", "ASC")
+
+# How far a payment has gone, for views of equal amounts: any legal step moves up.
+_PROGRESS = {"authorized": 1, "partially_captured": 2, "captured": 3, "partially_refunded": 4, "refunded": 5,
+             "voided": 6, "expired": 6, "declined": 6, "failed": 6}
+
+
+def fresher(stored: dict[str, Any] | None, seen: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The newer of a payment's read-model row and the last outcome this process saw:
+    the read model lags the sink, and a merchant reads its own write right after it.
+    Amounts only grow (captured + refunded), then the status only moves on."""
+    if stored is None or seen is None:
+        return stored or seen
+
+    def progress(v: dict[str, Any]) -> tuple[int, int]:
+        return ((v.get("captured_minor") or 0) + (v.get("refunded_minor") or 0), _PROGRESS.get(v.get("payment_status") or "", 0))
+
+    return seen if progress(seen) > progress(stored) else stored
 
 
 class ClickHousePayments:
@@ -39,7 +104,42 @@ class ClickHousePayments:
         rows = self.rows(_GET, {"pid": payment_id})
         return rows[0] if rows else None
 
-    def list(self, merchant_id: str, limit: int, starting_after: str | None = None) -> list[dict[str, Any]]:
-        """Up to `limit` of the merchant's payments after the cursor, by payment id."""
+    def balance(self, merchant_id: str) -> list[dict[str, Any]]:
+        """The merchant's pending, incoming and available balances: {account, currency, amount}."""
+        accounts = [merchant_account(merchant_id, kind) for kind in BALANCE_ACCOUNTS]
+        return self.rows(_BALANCE, {"accounts": accounts})
+
+    def disputes(self, merchant_id: str, limit: int, starting_after: str | None = None,
+                 ending_before: str | None = None) -> list[dict[str, Any]]:
+        """The merchant's disputes by opening event id, after (or before, nearest first)
+        the cursor: the opening's fields, and `closed_as` ('' while open) and `closed_at`."""
+        assert 1 <= limit <= LIST_LIMIT_MAX + 1, limit
+        if ending_before is not None:
+            return self.rows(_DISPUTES_BEFORE, {"merchant": merchant_id, "before": ending_before, "limit": limit})
+        return self.rows(_DISPUTES_AFTER, {"merchant": merchant_id, "after": starting_after or "", "limit": limit})
+
+    def payouts(self, merchant_id: str, limit: int, starting_after: str | None = None,
+                ending_before: str | None = None) -> list[dict[str, Any]]:
+        """The merchant's payouts by id, after (or before, nearest first) the cursor."""
+        assert 1 <= limit <= LIST_LIMIT_MAX + 1, limit
+        if ending_before is not None:
+            return self.rows(_PAYOUTS_BEFORE, {"merchant": merchant_id, "before": ending_before, "limit": limit})
+        return self.rows(_PAYOUTS_AFTER, {"merchant": merchant_id, "after": starting_after or "", "limit": limit})
+
+    def payout(self, merchant_id: str, payout_id: str) -> dict[str, Any] | None:
+        rows = self.rows(_PAYOUT, {"merchant": merchant_id, "payout": payout_id, "limit": 1})
+        return rows[0] if rows else None
+
+    def dispute(self, merchant_id: str, event_id: str) -> dict[str, Any] | None:
+        """One of the merchant's disputes by its opening event id."""
+        rows = self.rows(_DISPUTE, {"merchant": merchant_id, "event": event_id, "limit": 1})
+        return rows[0] if rows else None
+
+    def list(self, merchant_id: str, limit: int, starting_after: str | None = None,
+             ending_before: str | None = None) -> list[dict[str, Any]]:
+        """Up to `limit` of the merchant's payments after the cursor, by payment id; with
+        `ending_before`, those before it, nearest first."""
         assert 1 <= limit <= LIST_LIMIT_MAX + 1, limit  # +1: the API asks one more to know has_more
+        if ending_before is not None:
+            return self.rows(_LIST_BEFORE, {"merchant": merchant_id, "before": ending_before, "limit": limit})
         return self.rows(_LIST, {"merchant": merchant_id, "after": starting_after or "", "limit": limit})

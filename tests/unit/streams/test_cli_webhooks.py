@@ -53,3 +53,4 @@ def test_secret_shows_key_id_and_reveals_only_when_asked(dirs: Path) -> None:
     assert code == 0 and json.loads(out) == {"merchant_id": "m_acme", "key_id": "webhook-v1"}
     doc = json.loads(run("secret", "m_acme", "--reveal")[1])
     assert bytes.fromhex(doc["secret"]) == FileKeyStore(dirs / "keys").webhook_secret("m_acme").digest
+    assert doc["stripe_secret"] == "whsec_" + doc["secret"]

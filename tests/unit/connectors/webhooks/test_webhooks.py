@@ -17,7 +17,8 @@ from connectors.vault.keys import FileKeyStore
 from connectors.webhooks import registry
 from connectors.webhooks.delivery import Backoff, Outbox, due, enqueue, notifications, settle
 from connectors.webhooks.sender import deliver_due
-from connectors.webhooks.signing import HEADER, SignatureError, signature_header, verify
+from connectors.webhooks.signing import (HEADER, STRIPE_HEADER, SignatureError, signature_header, stripe_secret,
+                                         verify)
 from schemas.codec import Codec
 
 T0_MS = 1_795_000_000_000
@@ -54,6 +55,7 @@ class Receiver:
         body = await request.read()
         try:
             verify(request.headers[HEADER], body, self.secret, self.now_s)
+            verify(request.headers[STRIPE_HEADER], body, stripe_secret(self.secret).encode(), self.now_s)
         except SignatureError:
             self.bad_signatures += 1
             return web.Response(status=400)
@@ -199,3 +201,26 @@ def test_registry_add_remove_file_and_topic_record(tmp_path):
     path.write_text("{")
     with pytest.raises(registry.RegistryError, match="not a webhook registry"):
         registry.load(path)
+
+
+def test_the_stripe_signature_verifies_with_the_official_sdk(store):
+    import time
+
+    import stripe
+
+    ep = registry.add(registry.Registry(), "m_acme", "https://example.com/h")[1]
+    (n,) = notifications(event(1, "pay_1"), (ep,), T0_MS)
+    now = int(time.time())  # the SDK checks the timestamp against the wall clock (300 s)
+    old = stripe_secret(store.webhook_secret("m_acme").digest)
+    header = signature_header(store, "m_acme", now, n.body, stripe=True)
+    assert old.startswith("whsec_") and header != signature_header(store, "m_acme", now, n.body)
+    got = stripe.Webhook.construct_event(n.body.decode(), header, old)
+    assert got.id == n.notification_id and got.type == "payment.captured"
+    with pytest.raises(stripe.SignatureVerificationError):
+        stripe.Webhook.construct_event(n.body.decode() + " ", header, old)
+    with pytest.raises(stripe.SignatureVerificationError):
+        stripe.Webhook.construct_event(n.body.decode(), header, stripe_secret(store.webhook_secret("m_other").digest))
+    store.rotate("webhook")  # while a rotation settles, both secrets verify
+    both = signature_header(store, "m_acme", now, n.body, key_ids=(None, "webhook-v1"), stripe=True)
+    for secret in (old, stripe_secret(store.webhook_secret("m_acme").digest)):
+        assert stripe.Webhook.construct_event(n.body.decode(), both, secret).id == n.notification_id

@@ -95,13 +95,49 @@ class FakeReader:
     """The read model over the fake pipeline's payments (PaymentReader)."""
 
     pipeline: FakePipeline
+    # Disputes as ClickHousePayments.disputes answers them (the fake pipeline opens none).
+    dispute_rows: list[dict[str, Any]] = field(default_factory=list)
+    payout_rows: list[dict[str, Any]] = field(default_factory=list)  # as ClickHousePayments.payouts answers
+
+    def payouts(self, merchant_id: str, limit: int, starting_after: str | None = None,
+                ending_before: str | None = None) -> list[dict[str, Any]]:
+        mine = sorted((p for p in self.payout_rows if p["merchant_id"] == merchant_id), key=lambda p: p["payout_id"])
+        if ending_before is not None:
+            return [p for p in reversed(mine) if p["payout_id"] < ending_before][:limit]
+        return [p for p in mine if p["payout_id"] > (starting_after or "")][:limit]
+
+    def payout(self, merchant_id: str, payout_id: str) -> dict[str, Any] | None:
+        return next((p for p in self.payout_rows if p["merchant_id"] == merchant_id and p["payout_id"] == payout_id), None)
+
+    def disputes(self, merchant_id: str, limit: int, starting_after: str | None = None,
+                 ending_before: str | None = None) -> list[dict[str, Any]]:
+        mine = sorted((d for d in self.dispute_rows if d["merchant_id"] == merchant_id), key=lambda d: d["event_id"])
+        if ending_before is not None:
+            return [d for d in reversed(mine) if d["event_id"] < ending_before][:limit]
+        return [d for d in mine if d["event_id"] > (starting_after or "")][:limit]
+
+    def dispute(self, merchant_id: str, event_id: str) -> dict[str, Any] | None:
+        return next((d for d in self.dispute_rows if d["merchant_id"] == merchant_id and d["event_id"] == event_id), None)
 
     def get(self, payment_id: str) -> dict[str, Any] | None:
         p = self.pipeline.payments.get(payment_id)
         return None if p is None else p | {"payment_id": payment_id}
 
-    def list(self, merchant_id: str, limit: int, starting_after: str | None = None) -> list[dict[str, Any]]:
-        ids = sorted(i for i, p in self.pipeline.payments.items() if p["merchant_id"] == merchant_id and i > (starting_after or ""))
+    def balance(self, merchant_id: str) -> list[dict[str, Any]]:
+        """Captured less refunded, all pending (the fake pipeline settles nothing)."""
+        pending: dict[str, int] = {}
+        for p in self.pipeline.payments.values():
+            if p["merchant_id"] == merchant_id:
+                pending[p["currency"]] = pending.get(p["currency"], 0) + p["captured_minor"] - p["refunded_minor"]
+        return [{"account": f"merchant:{merchant_id}:pending", "currency": c, "amount": a} for c, a in sorted(pending.items())]
+
+    def list(self, merchant_id: str, limit: int, starting_after: str | None = None,
+             ending_before: str | None = None) -> list[dict[str, Any]]:
+        mine = sorted(i for i, p in self.pipeline.payments.items() if p["merchant_id"] == merchant_id)
+        if ending_before is not None:
+            ids = [i for i in reversed(mine) if i < ending_before]
+        else:
+            ids = [i for i in mine if i > (starting_after or "")]
         return [self.pipeline.payments[i] | {"payment_id": i} for i in ids[:limit]]
 
 
@@ -113,6 +149,7 @@ class Api:
     keys_path: Path
     secret: str  # m_acme's key
     other_secret: str  # m_other's key
+    reader: FakeReader | None = None
 
     def headers(self, key: str | None = None, secret: str | None = None) -> dict[str, str]:
         h = {"Authorization": f"Bearer {secret or self.secret}"}
@@ -163,9 +200,10 @@ def build_api(tmp_path: Path, key_file: tuple[Path, str, str], intake_keys: File
     pipeline = FakePipeline(CardOpener(intake_keys))
     bus = InMemoryBus(pipeline)
     sealer: Sealer = active_sealer(intake_keys)
+    reader = FakeReader(pipeline) if with_reader else None
     app = create_app(bus, auth.ApiKeys(path), sealer=sealer, config=config, instance="test", clock=clock or Clock(), now=lambda: T0,
-                     reader=FakeReader(pipeline) if with_reader else None)
-    return Api(TestClient(app, raise_server_exceptions=False), bus, pipeline, path, secret, other)
+                     reader=reader)
+    return Api(TestClient(app, raise_server_exceptions=False), bus, pipeline, path, secret, other, reader)
 
 
 @pytest.fixture

@@ -26,13 +26,23 @@ def test_the_spec_documents_the_routes_and_the_error_shape() -> None:
     spec = json.loads(spec_json())
     assert set(spec["paths"]) == {"/v1/payments", "/v1/payments/{payment_id}", "/v1/payments/{payment_id}/capture",
                                   "/v1/payments/{payment_id}/void", "/v1/payments/{payment_id}/refunds",
-                                  "/v1/payments/{payment_id}/confirm", "/v1/payments/{payment_id}/dispute/evidence"}
+                                  "/v1/payments/{payment_id}/confirm", "/v1/payments/{payment_id}/dispute/evidence",
+                                  "/v1/payment_intents", "/v1/payment_intents/{intent}",
+                                  "/v1/payment_intents/{intent}/capture", "/v1/payment_intents/{intent}/cancel",
+                                  "/v1/payment_intents/{intent}/confirm",
+                                  "/v1/refunds", "/v1/refunds/{refund}", "/v1/balance", "/v1/disputes",
+                                  "/v1/disputes/{dispute}", "/v1/disputes/{dispute}/close", "/v1/payouts",
+                                  "/v1/payouts/{payout}"}
     create = spec["paths"]["/v1/payments"]["post"]
     assert {"200", "202", "400", "401", "402", "409", "413", "429"} <= set(create["responses"])
     listing = spec["paths"]["/v1/payments"]["get"]
     assert {p["name"] for p in listing["parameters"]} == {"limit", "starting_after", "merchant"}
     assert any(p["name"] == "Idempotency-Key" and p["required"] for p in create["parameters"])
     assert spec["components"]["schemas"]["ErrorDetail"]["required"] == ["type", "code", "message", "param"]
+    stripe_create = spec["paths"]["/v1/payment_intents"]["post"]
+    assert list(stripe_create["requestBody"]["content"]) == ["application/x-www-form-urlencoded"]
+    assert any(p["name"] == "Idempotency-Key" and not p["required"] for p in stripe_create["parameters"])
+    assert {"200", "400", "402", "404"} <= set(stripe_create["responses"])
 
 
 # Responses must be what the spec says, and never a 5xx. Schemathesis's "a

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from streams.api.readmodel import ClickHousePayments
+from streams.api.readmodel import ClickHousePayments, fresher
 
 
 def _row(version: int, status: str, captured: int) -> dict:
@@ -33,3 +33,96 @@ def test_the_list_is_one_merchants_payments_by_id_after_the_cursor(ch) -> None: 
     page = reader.list("m_acme", 2, starting_after="pay_0")
     assert [(r["payment_id"], r["payment_status"]) for r in page] == [("pay_2", "captured"), ("pay_3", "authorized")]
     assert reader.list("m_nobody", 10) == []
+    # Stripe's ending_before: the page just before the cursor, nearest first.
+    assert [r["payment_id"] for r in reader.list("m_acme", 1, ending_before="pay_3")] == ["pay_2"]
+    assert [r["payment_id"] for r in reader.list("m_acme", 5, ending_before="pay_3")] == ["pay_2", "pay_0"]
+
+
+def test_the_fresher_view_of_a_payment() -> None:
+    def v(status: str, captured: int = 0, refunded: int = 0) -> dict:
+        return {"payment_status": status, "captured_minor": captured, "refunded_minor": refunded}
+
+    assert fresher(None, None) is None
+    assert fresher(v("authorized"), None) == v("authorized") and fresher(None, v("voided")) == v("voided")
+    assert fresher(v("authorized"), v("partially_captured", 400)) == v("partially_captured", 400)
+    assert fresher(v("captured", 1000), v("partially_captured", 400)) == v("captured", 1000)  # another writer's capture
+    assert fresher(v("authorized"), v("voided")) == v("voided")
+    assert fresher(v("partially_refunded", 1000, 300), v("captured", 1000)) == v("partially_refunded", 1000, 300)
+    assert fresher(v("captured", 1000), v("captured", 1000)) is not None
+
+
+def test_a_merchants_balances_are_its_liability_accounts_credits_less_debits(ch) -> None:  # type: ignore[no-untyped-def]
+    at = datetime(2026, 11, 25, tzinfo=timezone.utc)
+
+    def line(entry: str, n: int, account: str, currency: str, debit: int, credit: int) -> list:
+        return [entry, n, f"evt_{entry}", "captured", "pay_1", "m_acme", 0, account, currency, debit, credit, None, None, at]
+
+    rows = [line("je_1", 0, "house:clearing:0", "USD", 1000, 0), line("je_1", 1, "merchant:m_acme:pending", "USD", 0, 1000),
+            line("je_1", 1, "merchant:m_acme:pending", "USD", 0, 1000),  # a redelivered line: FINAL keeps one
+            line("je_2", 0, "merchant:m_acme:pending", "USD", 30, 0), line("je_2", 1, "house:fees:0", "USD", 0, 30),
+            line("je_3", 0, "merchant:m_acme:pending", "EUR", 500, 0), line("je_3", 1, "merchant:m_acme:available", "EUR", 0, 500),
+            line("je_4", 0, "house:holds:0", "USD", 0, 70), line("je_4", 1, "merchant:m_acme:holds", "USD", 70, 0),
+            line("je_5", 0, "house:clearing:0", "USD", 9, 0), line("je_5", 1, "merchant:m_other:pending", "USD", 0, 9)]
+    columns = ["entry_id", "line_no", "event_id", "event_type", "payment_id", "merchant_id", "shard", "account", "currency",
+               "debit_minor", "credit_minor", "reverses", "fx_rate", "occurred_at"]
+    ch.insert("ledger_entries", rows, column_names=columns)
+    got = ClickHousePayments(ch).balance("m_acme")
+    assert [(r["account"], r["currency"], r["amount"]) for r in got] == [
+        ("merchant:m_acme:available", "EUR", 500), ("merchant:m_acme:pending", "EUR", -500),
+        ("merchant:m_acme:pending", "USD", 970)]
+    assert ClickHousePayments(ch).balance("m_nobody") == []
+
+
+def _event(event_id: str, type_: str, payment: str, version: int, merchant: str = "m_acme", amount: int = 500,
+           reason: str | None = "fraudulent") -> list:
+    at = datetime(2026, 11, 25, 10, version, tzinfo=timezone.utc)
+    return [event_id, type_, payment, merchant, f"cmd_{event_id}", "USD", amount, 0, "captured", 1000, 1000, 0, version,
+            None, None, reason, None, "424242", "4242", version, at]
+
+
+EVENT_COLUMNS = ["event_id", "type", "payment_id", "merchant_id", "command_id", "currency", "amount_minor", "fee_minor",
+                 "payment_status", "authorized_minor", "captured_minor", "refunded_minor", "version", "provider",
+                 "provider_ref", "reason_code", "card_token", "card_bin", "card_last4", "chain_seq", "occurred_at"]
+
+
+def test_disputes_pair_each_opening_with_the_close_after_it(ch) -> None:  # type: ignore[no-untyped-def]
+    rows = [_event("evt_1", "captured", "pay_a", 1), _event("evt_2", "dispute_opened", "pay_a", 2),
+            _event("evt_3", "dispute_lost", "pay_a", 3), _event("evt_4", "dispute_opened", "pay_a", 4, amount=200),
+            _event("evt_5", "dispute_opened", "pay_b", 2, reason="duplicate"),
+            _event("evt_6", "dispute_won", "pay_c", 3), _event("evt_0", "dispute_opened", "pay_c", 2),
+            _event("evt_9", "dispute_opened", "pay_x", 2, merchant="m_other")]
+    ch.insert("payment_events", rows, column_names=EVENT_COLUMNS)
+    reader = ClickHousePayments(ch)
+    got = reader.disputes("m_acme", 10)
+    assert [(d["event_id"], d["payment_id"], d["amount_minor"], d["closed_as"]) for d in got] == [
+        ("evt_0", "pay_c", 500, "dispute_won"), ("evt_2", "pay_a", 500, "dispute_lost"),
+        ("evt_4", "pay_a", 200, ""), ("evt_5", "pay_b", 500, "")]
+    assert [d["event_id"] for d in reader.disputes("m_acme", 2, starting_after="evt_0")] == ["evt_2", "evt_4"]
+    assert [d["event_id"] for d in reader.disputes("m_acme", 2, ending_before="evt_4")] == ["evt_2", "evt_0"]
+    one = reader.dispute("m_acme", "evt_2")
+    assert one is not None and one["reason_code"] == "fraudulent" and one["closed_as"] == "dispute_lost"
+    assert reader.dispute("m_acme", "evt_9") is None and reader.dispute("m_acme", "evt_3") is None
+
+
+def test_payouts_latest_status_by_id(ch) -> None:  # type: ignore[no-untyped-def]
+    from datetime import date
+
+    sent = datetime(2026, 11, 26, 1, tzinfo=timezone.utc)
+
+    def payout(pid: str, merchant: str, status: str, version: int) -> list:
+        answered = None if status == "sent" else datetime(2026, 11, 27, tzinfo=timezone.utc)
+        return [pid, f"st_{pid}", merchant, "USD", 900, date(2026, 11, 25), status, sent, answered,
+                "account_closed" if status == "failed" else "", version]
+
+    rows = [payout("po_1", "m_acme", "sent", 1), payout("po_1", "m_acme", "paid", 2), payout("po_2", "m_acme", "sent", 1),
+            payout("po_3", "m_acme", "failed", 2), payout("po_0", "m_other", "sent", 1)]
+    ch.insert("payouts", rows, column_names=["payout_id", "settlement_id", "merchant_id", "currency", "amount_minor", "day",
+                                             "status", "sent_at", "answered_at", "failure_reason", "version"])
+    reader = ClickHousePayments(ch)
+    assert [(p["payout_id"], p["status"]) for p in reader.payouts("m_acme", 10)] == [
+        ("po_1", "paid"), ("po_2", "sent"), ("po_3", "failed")]
+    assert [p["payout_id"] for p in reader.payouts("m_acme", 1, starting_after="po_1")] == ["po_2"]
+    assert [p["payout_id"] for p in reader.payouts("m_acme", 5, ending_before="po_3")] == ["po_2", "po_1"]
+    one = reader.payout("m_acme", "po_3")
+    assert one is not None and one["failure_reason"] == "account_closed"
+    assert reader.payout("m_acme", "po_0") is None

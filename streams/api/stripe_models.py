@@ -1,0 +1,137 @@
+"""Response models of the Stripe routes, for the OpenAPI document (the routes build
+their bodies in streams/api/stripe_objects.py; these describe them)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel
+
+from streams.api.models import Card
+
+
+class PaymentError(BaseModel):
+    type: str
+    code: str
+    decline_code: str | None
+    message: str
+    param: str | None
+
+
+class PaystreamDetails(BaseModel):
+    """Ours, not Stripe's: the payment behind the intent."""
+
+    payment_id: str
+    status: str | None
+    refunded_minor: int
+    card: Card | None
+
+
+class PaymentIntent(BaseModel):
+    id: str
+    object: Literal["payment_intent"]
+    amount: int | None
+    amount_capturable: int
+    amount_received: int
+    capture_method: str | None
+    confirmation_method: str
+    currency: str | None
+    created: int | None
+    description: str | None
+    livemode: bool
+    metadata: dict[str, str]
+    status: str
+    last_payment_error: PaymentError | None
+    next_action: dict[str, object] | None
+    cancellation_reason: str | None
+    payment_method: str | None
+    payment_method_types: list[str]
+    latest_charge: str | None
+    client_secret: str | None
+    paystream: PaystreamDetails
+
+
+class PaymentIntentList(BaseModel):
+    object: Literal["list"]
+    url: str
+    has_more: bool
+    data: list[PaymentIntent]
+
+
+class EvidenceDetails(BaseModel):
+    due_by: int | None
+    has_evidence: bool
+    past_due: bool
+    submission_count: int
+
+
+class Dispute(BaseModel):
+    id: str
+    object: Literal["dispute"]
+    amount: int
+    currency: str | None
+    payment_intent: str
+    charge: str | None
+    reason: str
+    status: str
+    created: int | None
+    livemode: bool
+    metadata: dict[str, str]
+    is_charge_refundable: bool
+    evidence_details: EvidenceDetails
+
+
+class DisputeList(BaseModel):
+    object: Literal["list"]
+    url: str
+    has_more: bool
+    data: list[Dispute]
+
+
+class Payout(BaseModel):
+    id: str
+    object: Literal["payout"]
+    amount: int
+    currency: str
+    arrival_date: int | None
+    created: int | None
+    status: str
+    failure_code: str | None
+    failure_message: str | None
+    method: str
+    type: str
+    automatic: bool
+    livemode: bool
+    metadata: dict[str, str]
+
+
+class PayoutList(BaseModel):
+    object: Literal["list"]
+    url: str
+    has_more: bool
+    data: list[Payout]
+
+
+class BalanceAmount(BaseModel):
+    amount: int
+    currency: str
+
+
+class Balance(BaseModel):
+    object: Literal["balance"]
+    livemode: bool
+    available: list[BalanceAmount]
+    pending: list[BalanceAmount]
+
+
+class Refund(BaseModel):
+    id: str
+    object: Literal["refund"]
+    amount: int | None
+    currency: str | None
+    payment_intent: str
+    charge: str | None
+    created: int
+    metadata: dict[str, str]
+    reason: str | None
+    status: str

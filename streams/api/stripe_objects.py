@@ -1,0 +1,298 @@
+"""Stripe's object shapes over the pipeline's payments: ids, statuses, the
+PaymentIntent and Refund objects, and Stripe's error objects. Pure.
+
+A PaymentIntent is a payment: `pi_<hex>` is `pay_<hex>` (the same 32 hex digits),
+so an id from either API names the same payment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from streams.api.errors import ApiError, rejection_error
+
+INTENT_ID = re.compile(r"^pi_([0-9a-f]{32})$")
+REFUND_ID = re.compile(r"^re_[0-9a-f]{32}$")
+DISPUTE_ID = re.compile(r"^dp_([0-9a-f]{32})$")
+_DISPUTE_CLOSED = {"dispute_won": "won", "dispute_lost": "lost"}
+
+# The pipeline's payment status -> the PaymentIntent's.
+_STATUSES = {
+    "pending": "processing",
+    "requires_review": "processing",
+    "submitted": "processing",
+    "requires_action": "requires_action",
+    "authorized": "requires_capture",
+    # Captured in part, the rest still capturable: Stripe's multicapture
+    # (final_capture=false) keeps requires_capture too (docs/api.md).
+    "partially_captured": "requires_capture",
+    "captured": "succeeded",
+    "partially_refunded": "succeeded",
+    "refunded": "succeeded",
+    "settled": "succeeded",
+    "voided": "canceled",
+    "expired": "canceled",
+    "declined": "requires_payment_method",
+    "failed": "requires_payment_method",
+    "returned": "requires_payment_method",
+}
+CAPTURABLE = frozenset({"authorized", "partially_captured"})
+
+# A decline's reason code -> Stripe's (code, decline_code).
+_DECLINES: dict[str, tuple[str, str | None]] = {
+    "card_declined": ("card_declined", "generic_decline"),
+    "insufficient_funds": ("card_declined", "insufficient_funds"),
+    "expired_card": ("expired_card", "expired_card"),
+    "incorrect_cvc": ("incorrect_cvc", "incorrect_cvc"),
+    "fraud_suspected": ("card_declined", "fraudulent"),
+    "fraud_review_declined": ("card_declined", "fraudulent"),
+    "amount_limit_exceeded": ("card_declined", "card_velocity_exceeded"),
+    "invalid_card_number": ("incorrect_number", None),
+    "invalid_cvc": ("invalid_cvc", None),
+    "invalid_expiry": ("invalid_expiry_month", None),
+    "authentication_failed": ("payment_intent_authentication_failure", None),
+    "authentication_unavailable": ("payment_intent_authentication_failure", None),
+    "requires_action_timeout": ("payment_intent_authentication_failure", None),
+}
+# Refusals for a payment in the wrong state: Stripe's one code for them.
+_UNEXPECTED_STATE = "payment_intent_unexpected_state"
+
+
+def intent_id(payment_id: str) -> str:
+    assert payment_id.startswith("pay_"), payment_id
+    return "pi_" + payment_id[4:]
+
+
+def payment_id_of(pi: str) -> str | None:
+    """The payment a `pi_` id names, None if it is not one of ours."""
+    m = INTENT_ID.match(pi)
+    return f"pay_{m.group(1)}" if m else None
+
+
+def dispute_id(opened_event_id: str) -> str:
+    """A dispute is named by the event that opened it: `dp_<hex>` is `evt_<hex>`."""
+    assert opened_event_id.startswith("evt_"), opened_event_id
+    return "dp_" + opened_event_id[4:]
+
+
+def opened_event_of(dp: str) -> str | None:
+    m = DISPUTE_ID.match(dp)
+    return f"evt_{m.group(1)}" if m else None
+
+
+def refund_id(merchant_id: str, idempotency_key: str) -> str:
+    """One refund per (merchant, Idempotency-Key): every API process names it alike."""
+    return "re_" + hashlib.sha256(f"refund\x1f{merchant_id}\x1f{idempotency_key}".encode()).hexdigest()[:32]
+
+
+def intent_status(payment_status: str | None) -> str:
+    return _STATUSES.get(payment_status or "", "processing")
+
+
+def decline(reason: str) -> tuple[str, str | None]:
+    """(code, decline_code) of a declined payment's reason."""
+    return _DECLINES.get(reason, ("card_declined", reason))
+
+
+@dataclass(frozen=True)
+class IntentRequest:
+    """What the merchant asked at creation that no outcome carries back; kept by the
+    API process that took the create (bounded), absent elsewhere (docs/api.md)."""
+
+    amount: int
+    currency: str
+    capture_method: str
+    created: int  # unix seconds
+    metadata: dict[str, str] = field(default_factory=dict)
+    payment_method: str | None = None
+    description: str | None = None
+    cancellation_reason: str | None = None
+
+
+def _seconds(at: Any) -> int | None:
+    if isinstance(at, datetime):
+        return int(at.timestamp())
+    if isinstance(at, int):
+        return at // 1000  # timestamp-millis
+    return None
+
+
+def payment_intent(view: dict[str, Any], request: IntentRequest | None = None) -> dict[str, Any]:
+    """The PaymentIntent of a payment view (an outcome or a read-model row), with
+    what the create asked when this process took it."""
+    status = view.get("payment_status")
+    authorized, captured = view.get("authorized_minor") or 0, view.get("captured_minor") or 0
+    currency = (view.get("currency") or (request.currency if request else "") or "").lower() or None
+    amount = request.amount if request else (view.get("amount_minor") if view.get("kind") == "create" else None) or authorized
+    pi_status = intent_status(status)
+    reason = view.get("reason_code")
+    last_error = None
+    if status in ("declined", "failed", "returned"):
+        code, decline_code = decline(reason or "card_declined")
+        last_error = {"type": "card_error", "code": code, "decline_code": decline_code,
+                      "message": f"the payment was declined ({reason or 'declined'})", "param": None}
+    next_action = None
+    if status == "requires_action":
+        # The merchant's 3DS server authenticates the cardholder and confirms with the
+        # result (Stripe's third-party 3DS parameters; docs/api.md, docs/payments.md).
+        next_action = {"type": "three_d_secure", "three_d_secure": {
+            "confirm_url": f"/v1/payment_intents/{intent_id(view['payment_id'])}/confirm"}}
+    cancellation = None
+    if pi_status == "canceled":
+        cancellation = "automatic" if status == "expired" else ((request.cancellation_reason if request else None)
+                                                                or "requested_by_customer")
+    return {
+        "id": intent_id(view["payment_id"]),
+        "object": "payment_intent",
+        "amount": amount,
+        "amount_capturable": authorized - captured if status in CAPTURABLE else 0,
+        "amount_received": captured,
+        "capture_method": request.capture_method if request else None,
+        "confirmation_method": "automatic",
+        "currency": currency,
+        "created": request.created if request else _seconds(view.get("occurred_at")),
+        "description": request.description if request else None,
+        "livemode": False,
+        "metadata": dict(request.metadata) if request else {},
+        "status": pi_status,
+        "last_payment_error": last_error,
+        "next_action": next_action,
+        "cancellation_reason": cancellation,
+        "payment_method": request.payment_method if request else None,
+        "payment_method_types": ["card"],
+        "latest_charge": None,
+        "client_secret": None,
+        # Ours, not Stripe's: the card as the pipeline knows it (never the number).
+        "paystream": {"payment_id": view["payment_id"], "status": status,
+                      "refunded_minor": view.get("refunded_minor") or 0,
+                      "card": {"bin": view.get("card_bin"), "last4": view.get("card_last4")} if view.get("card_last4") else None},
+    }
+
+
+def balance_object(merchant_id: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stripe's Balance from the merchant's ledger accounts (docs/ledger.md): `available`
+    is `merchant:<id>:available` (settled, what payouts send); `pending` is
+    `merchant:<id>:pending` plus `incoming` (captured or submitted, not settled yet).
+    Holds are a memo, not money owed: not in it. Per currency, in minor units."""
+    sums: dict[str, dict[str, int]] = {"available": {}, "pending": {}}
+    for row in rows:
+        prefix, _, kind = row["account"].rpartition(":")
+        assert prefix == f"merchant:{merchant_id}", "another merchant's account"
+        side = sums["available" if kind == "available" else "pending"]
+        currency = row["currency"].lower()
+        side[currency] = side.get(currency, 0) + int(row["amount"])
+    currencies = sorted(set(sums["available"]) | set(sums["pending"]))
+    return {"object": "balance", "livemode": False,
+            **{side: [{"amount": sums[side].get(c, 0), "currency": c} for c in currencies] for side in sums}}
+
+
+def refund_object(refund: str, view: dict[str, Any], amount: int | None, created: int, reason: str | None,
+                  metadata: dict[str, str]) -> dict[str, Any]:
+    """A succeeded refund of `amount` on the payment `view` (its outcome)."""
+    return {
+        "id": refund,
+        "object": "refund",
+        "amount": amount,
+        "currency": (view.get("currency") or "").lower() or None,
+        "payment_intent": intent_id(view["payment_id"]),
+        "charge": None,
+        "created": created,
+        "metadata": dict(metadata),
+        "reason": reason,
+        "status": "succeeded",
+    }
+
+
+def dispute_object(row: dict[str, Any], submissions: int = 0) -> dict[str, Any]:
+    """A dispute from its read-model row (ClickHousePayments.disputes): won or lost once
+    the network closed it, else `under_review` once this process sent evidence for
+    it (`submissions`), else `needs_response`."""
+    closed = _DISPUTE_CLOSED.get(row.get("closed_as") or "")
+    status = closed or ("under_review" if submissions else "needs_response")
+    return {
+        "id": dispute_id(row["event_id"]),
+        "object": "dispute",
+        "amount": row["amount_minor"],
+        "currency": (row.get("currency") or "").lower() or None,
+        "payment_intent": intent_id(row["payment_id"]),
+        "charge": None,
+        "reason": row.get("reason_code") or "general",
+        "status": status,
+        "created": _seconds(row.get("occurred_at")),
+        "livemode": False,
+        "metadata": {},
+        "is_charge_refundable": False,
+        "evidence_details": {"due_by": None, "has_evidence": submissions > 0, "past_due": False,
+                             "submission_count": submissions},
+    }
+
+
+_PAYOUT_STATUSES = {"sent": "in_transit", "paid": "paid", "failed": "failed"}
+
+
+def payout_object(row: dict[str, Any]) -> dict[str, Any]:
+    """A payout from its read-model row (`paystream payouts run`): sent is in_transit,
+    then paid or failed with the bank's reason. `arrival_date` is when the bank
+    answered paid, else the day after the settlement day (00:00 UTC), expected."""
+    status = _PAYOUT_STATUSES.get(row["status"], row["status"])
+    day = row["day"]
+    expected = int(datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp()) + 86_400
+    answered = _seconds(row.get("answered_at"))
+    return {
+        "id": row["payout_id"],
+        "object": "payout",
+        "amount": row["amount_minor"],
+        "currency": row["currency"].lower(),
+        "arrival_date": answered if status == "paid" and answered is not None else expected,
+        "created": _seconds(row["sent_at"]),
+        "status": status,
+        "failure_code": (row.get("failure_reason") or None) if status == "failed" else None,
+        "failure_message": None,
+        "method": "standard",
+        "type": "bank_account",
+        "automatic": True,
+        "livemode": False,
+        "metadata": {},
+    }
+
+
+def stripe_error(e: ApiError, params: dict[str, str] | None = None, intent: dict[str, Any] | None = None) -> ApiError:
+    """An error of ours as Stripe answers it: a changed body under a key is 400
+    idempotency_error; a payment in the wrong state 400
+    payment_intent_unexpected_state (our reason stays in the message); declines
+    carry `decline_code` and the PaymentIntent. `params` renames our parameter
+    names to the route's (e.g. amount_minor -> amount_to_capture)."""
+    params = params or {}
+    param = params.get(e.param or "", e.param)
+    if e.code == "idempotency_conflict":
+        return ApiError(400, "idempotency_error", "idempotency_key_reused",
+                        "Keys for idempotent requests can only be used with the same parameters they were first used with",
+                        None, headers=e.headers)
+    if e.code == "idempotency_key_in_use":
+        return ApiError(409, "idempotency_error", e.code, e.message, None, headers=e.headers)
+    if e.status_code == 409 and e.type == "invalid_request_error":
+        return ApiError(400, "invalid_request_error", _UNEXPECTED_STATE, f"{e.message} ({e.code})", param,
+                        payment_intent=intent, headers=e.headers)
+    if e.status_code == 402:
+        code, decline_code = decline(e.code)
+        return ApiError(402, "card_error", code, e.message, param, decline_code=decline_code, payment_intent=intent,
+                        headers=e.headers)
+    return ApiError(e.status_code, e.type, e.code, e.message, param, payment_intent=intent, headers=e.headers)
+
+
+def outcome_answer(outcome: dict[str, Any], request: IntentRequest | None,
+                   params: dict[str, str] | None = None) -> tuple[int, dict[str, Any], bool]:
+    """(status code, body, replayed) of a PaymentIntent route answering an outcome."""
+    replayed = outcome["status"] == "replayed"
+    if outcome["status"] == "rejected" or (replayed and outcome.get("reason_code")):
+        intent = payment_intent(outcome, request) if outcome.get("payment_status") and outcome.get("payment_id") else None
+        e = rejection_error(outcome)
+        if outcome.get("kind") == "confirm" and outcome.get("payment_status") in ("declined", "failed"):
+            e = ApiError(402, "card_error", e.code, e.message, None)  # the step-up failed: a decline, as a create's
+        e = stripe_error(e, params, intent)
+        return e.status_code, e.body(), replayed
+    return 200, payment_intent(outcome, request), replayed

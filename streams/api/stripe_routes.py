@@ -1,0 +1,443 @@
+"""Stripe's routes on the merchant API: PaymentIntents and Refunds over the same
+write path as /v1/payments (streams/api/app.py: idempotency record -> publish once
+-> await the outcome), answered with Stripe's objects and errors
+(streams/api/stripe_objects.py) from Stripe's form bodies (streams/api/forms.py,
+streams/api/stripe_params.py). docs/api.md says what differs from Stripe and why.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.security import HTTPBearer
+from fastapi.responses import JSONResponse
+
+from schemas.ids import derive_payment_id
+from streams.api import stripe_params as params
+from streams.api.commands import create_command, dispute_evidence_command, follow_up_command
+from streams.api.errors import ApiError
+from streams.api.forms import FormError, decode_form
+from streams.ingest import EVIDENCE_MAX_CHARS
+from streams.api.models import ErrorBody
+from streams.api.stripe_models import (
+    Balance,
+    Dispute,
+    DisputeList,
+    PaymentIntent,
+    PaymentIntentList,
+    Payout,
+    PayoutList,
+    Refund,
+)
+from streams.api.stripe_objects import (
+    IntentRequest,
+    balance_object,
+    dispute_id,
+    dispute_object,
+    opened_event_of,
+    outcome_answer,
+    payout_object,
+    payment_id_of,
+    payment_intent,
+    refund_id,
+    refund_object,
+    stripe_error,
+)
+
+IDEMPOTENCY_KEY_MAX_CHARS = 255
+FORM = "application/x-www-form-urlencoded"
+
+# Our parameter names (the pipeline's, in ApiError.param) -> each route's.
+_CREATE_PARAMS = {"amount_minor": "amount", "card.number": "payment_method_data[card][number]",
+                  "card.cvc": "payment_method_data[card][cvc]", "card.exp_month": "payment_method_data[card][exp_month]",
+                  "card.exp_year": "payment_method_data[card][exp_year]", "card": "payment_method"}
+_CAPTURE_PARAMS = {"amount_minor": "amount_to_capture"}
+_REFUND_PARAMS = {"amount_minor": "amount"}
+
+Answer = Callable[[dict[str, Any]], tuple[int, dict[str, Any], bool]]
+Pending = Callable[[str], JSONResponse]
+Write = Callable[..., Awaitable[JSONResponse]]
+Lookup = Callable[[str], Awaitable[dict[str, Any] | None]]
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+@dataclass
+class Bounded(Generic[K, V]):
+    """An insertion-ordered map that forgets its oldest entries past `max_items`."""
+
+    max_items: int
+    _items: OrderedDict[K, V] = field(default_factory=OrderedDict)
+
+    def get(self, key: K) -> V | None:
+        return self._items.get(key)
+
+    def put(self, key: K, value: V) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self.max_items:
+            self._items.popitem(last=False)
+
+    def setdefault(self, key: K, value: V) -> V:
+        if key not in self._items:
+            self.put(key, value)
+        return self._items[key]
+
+
+@dataclass
+class StripeDeps:
+    """What the Stripe routes take from the app: its write path, its payment lookup
+    and its read-model queries."""
+
+    write: Write  # write(merchant, key, route, payment_id, body, command, answer=, pending=)
+    lookup: Lookup  # a payment's view: the read model's, or this process's newer outcome
+    read_model: Callable[[Callable[[Any], Any]], Awaitable[Any]]  # runs a PaymentReader query; 503 without one
+    now: Callable[[], datetime]
+    max_records: int
+
+
+_ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 402, 404, 409, 413, 429, 503)}
+# The app's gate authenticates; this documents the bearer key in the spec.
+_AUTH = [Depends(HTTPBearer(auto_error=False, description="sk_... secret key"))]
+
+
+def _form_body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"requestBody": {"required": False, "content": {FORM: {"schema": schema}}}}
+
+
+_EXPAND = {"type": "array", "items": {"type": "string"}}
+_METADATA = {"type": "object", "additionalProperties": {"type": "string"}}
+_CREATE_SCHEMA = {"type": "object", "required": ["amount", "currency", "confirm"], "properties": {
+    "amount": {"type": "integer", "minimum": 1}, "currency": {"type": "string"},
+    "confirm": {"type": "boolean", "description": "Must be true: paystream authorizes as it creates."},
+    "capture_method": {"type": "string", "enum": ["automatic", "automatic_async", "manual"]},
+    "payment_method": {"type": "string", "description": "One of Stripe's test PaymentMethods (pm_card_visa, ...)."},
+    "payment_method_data": {"type": "object", "properties": {"type": {"type": "string", "enum": ["card"]}, "card": {
+        "type": "object", "properties": {"number": {"type": "string"}, "exp_month": {"type": "integer"},
+                                         "exp_year": {"type": "integer"}, "cvc": {"type": "string"}}}}},
+    "metadata": _METADATA, "description": {"type": "string"}, "expand": _EXPAND}}
+_CAPTURE_SCHEMA = {"type": "object", "properties": {"amount_to_capture": {"type": "integer", "minimum": 1},
+                                                     "final_capture": {"type": "boolean"}, "expand": _EXPAND}}
+_CANCEL_SCHEMA = {"type": "object", "properties": {"cancellation_reason": {
+    "type": "string", "enum": sorted(params.CANCELLATION_REASONS)}, "expand": _EXPAND}}
+_CONFIRM_SCHEMA = {"type": "object", "properties": {"payment_method_options": {"type": "object", "properties": {
+    "card": {"type": "object", "properties": {"three_d_secure": {"type": "object", "properties": {
+        "ares_trans_status": {"type": "string", "enum": sorted(params.THREE_DS_STATUSES)},
+        "electronic_commerce_indicator": {"type": "string"}, "transaction_id": {"type": "string"},
+        "version": {"type": "string"}, "cryptogram": {"type": "string"}}}}}}}, "expand": _EXPAND}}
+_REFUND_SCHEMA = {"type": "object", "required": ["payment_intent"], "properties": {
+    "payment_intent": {"type": "string"}, "amount": {"type": "integer", "minimum": 1},
+    "reason": {"type": "string", "enum": sorted(params.REFUND_REASONS)}, "metadata": _METADATA, "expand": _EXPAND}}
+_DISPUTE_SCHEMA = {"type": "object", "required": ["evidence"], "properties": {
+    "evidence": {"type": "object", "additionalProperties": {"type": "string"}}, "submit": {"type": "boolean"},
+    "expand": _EXPAND}}
+_LIST_PARAMS = [
+    {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+    {"name": "starting_after", "in": "query", "required": False, "schema": {"type": "string"}},
+    {"name": "ending_before", "in": "query", "required": False, "schema": {"type": "string"}},
+]
+_HEADERS = [
+    {"name": "Idempotency-Key", "in": "header", "required": False,
+     "schema": {"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX_CHARS}},
+    {"name": "Stripe-Version", "in": "header", "required": False, "schema": {"type": "string"},
+     "description": "Accepted and ignored: one version of the objects is served."},
+]
+
+
+async def _form(request: Request) -> dict[str, Any]:
+    body = await request.body()
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if body and ctype != FORM:
+        raise ApiError(400, "invalid_request_error", "invalid_content_type",
+                       f"send the parameters as {FORM}, as Stripe's API takes them")
+    try:
+        return decode_form(body)
+    except FormError as e:
+        raise params.form_error(e) from None
+
+
+def _query(request: Request) -> dict[str, Any]:
+    try:
+        return decode_form(request.url.query)
+    except FormError as e:
+        raise params.form_error(e) from None
+
+
+def _idempotency_key(request: Request) -> str:
+    """Optional as in Stripe; the pipeline needs one on every command, so a write
+    without it gets a random one (a retry of it is then a new request)."""
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return "auto_" + secrets.token_hex(16)
+    if not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX_CHARS:
+        raise ApiError(400, "invalid_request_error", "idempotency_key_invalid",
+                       f"an Idempotency-Key is 1..{IDEMPOTENCY_KEY_MAX_CHARS} characters", "Idempotency-Key")
+    return key
+
+
+def _intent_payment_id(pi: str) -> str:
+    pid = payment_id_of(pi)
+    if pid is None:
+        raise no_such_intent(pi)
+    return pid
+
+
+def no_such_intent(pi: str) -> ApiError:
+    return ApiError(404, "invalid_request_error", "resource_missing", "No such payment_intent", "intent")
+
+
+def install(app: FastAPI, deps: StripeDeps) -> None:
+    """Add /v1/payment_intents and /v1/refunds to `app`."""
+    intents: Bounded[str, IntentRequest] = Bounded(deps.max_records)
+    refunds: Bounded[str, tuple[str, dict[str, Any]]] = Bounded(deps.max_records)  # id -> (merchant, refund)
+
+    def intent_pending(payment_id: str, asked: IntentRequest | None = None) -> JSONResponse:
+        # Past the outcome timeout: the command is out, a retry with the key awaits it.
+        body = payment_intent({"payment_id": payment_id, "payment_status": "pending"}, intents.get(payment_id) or asked)
+        return JSONResponse(body, headers={"Location": f"/v1/payment_intents/{body['id']}"})
+
+    async def write(merchant: str, key: str, route: str, payment_id: str, body: dict[str, Any],
+                    command: dict[str, Any], answer: Answer, names: dict[str, str], pending: Pending) -> JSONResponse:
+        try:
+            return await deps.write(merchant, key, route, payment_id, body, command, answer=answer, pending=pending)
+        except ApiError as e:
+            raise stripe_error(e, names) from None
+
+    def own(view: dict[str, Any] | None, merchant: str, pi: str) -> dict[str, Any]:
+        if view is None or view["merchant_id"] != merchant:
+            raise no_such_intent(pi)  # the same answer for unknown and another merchant's
+        return view
+
+    @app.post("/v1/payment_intents", response_model=PaymentIntent, responses=_ERRORS, dependencies=_AUTH,
+              summary="Create and confirm a PaymentIntent (Stripe)", tags=["stripe"],
+              openapi_extra=_form_body(_CREATE_SCHEMA) | {"parameters": _HEADERS})
+    async def create_intent(request: Request) -> JSONResponse:
+        merchant, key = request.state.merchant_id, _idempotency_key(request)
+        form = await _form(request)
+        p = params.create_intent(form)  # its refusals are Stripe's already
+        payment_id = derive_payment_id(merchant, key)
+        asked = IntentRequest(p.amount, p.currency.lower(), p.capture_method, int(deps.now().timestamp()),
+                              p.metadata, p.payment_method, p.description)
+
+        def answer(outcome: dict[str, Any]) -> tuple[int, dict[str, Any], bool]:
+            # Kept once an outcome answers this request's parameters (a request refused
+            # before publishing, or the pipeline's conflict, leaves nothing behind).
+            if outcome.get("reason_code") != "idempotency_conflict":
+                at = outcome.get("occurred_at")
+                intents.setdefault(payment_id, replace(asked, created=int(at.timestamp())) if isinstance(at, datetime) else asked)
+            return outcome_answer(outcome, intents.get(payment_id), _CREATE_PARAMS)
+
+        command = create_command(merchant, key, payment_id, p.amount, p.currency, p.capture_method, p.card, p.metadata)
+        return await write(merchant, key, "pi_create", payment_id, form, command, answer, _CREATE_PARAMS,
+                           lambda pid: intent_pending(pid, asked))
+
+    @app.get("/v1/payment_intents/{intent}", response_model=PaymentIntent, responses=_ERRORS, dependencies=_AUTH,
+             summary="Retrieve a PaymentIntent (Stripe)", tags=["stripe"])
+    async def retrieve_intent(intent: str, request: Request) -> JSONResponse:
+        params.expand(_query(request))
+        pid = _intent_payment_id(intent)
+        view = own(await deps.lookup(pid), request.state.merchant_id, intent)
+        return JSONResponse(payment_intent(view, intents.get(pid)))
+
+    @app.post("/v1/payment_intents/{intent}/capture", response_model=PaymentIntent, responses=_ERRORS, dependencies=_AUTH,
+              summary="Capture a PaymentIntent, in part or what is left (Stripe)", tags=["stripe"],
+              openapi_extra=_form_body(_CAPTURE_SCHEMA) | {"parameters": _HEADERS})
+    async def capture_intent(intent: str, request: Request) -> JSONResponse:
+        merchant, key = request.state.merchant_id, _idempotency_key(request)
+        pid = _intent_payment_id(intent)
+        form = await _form(request)
+        p = params.capture(form)
+        return await write(merchant, key, f"pi_capture:{pid}", pid, form,
+                           follow_up_command("capture", merchant, key, pid, p.amount),
+                           lambda o: outcome_answer(o, intents.get(pid), _CAPTURE_PARAMS), _CAPTURE_PARAMS, intent_pending)
+
+    @app.post("/v1/payment_intents/{intent}/cancel", response_model=PaymentIntent, responses=_ERRORS, dependencies=_AUTH,
+              summary="Cancel (void) an uncaptured PaymentIntent (Stripe)", tags=["stripe"],
+              openapi_extra=_form_body(_CANCEL_SCHEMA) | {"parameters": _HEADERS})
+    async def cancel_intent(intent: str, request: Request) -> JSONResponse:
+        merchant, key = request.state.merchant_id, _idempotency_key(request)
+        pid = _intent_payment_id(intent)
+        form = await _form(request)
+        reason, _ = params.cancel(form)
+
+        def answer(outcome: dict[str, Any]) -> tuple[int, dict[str, Any], bool]:
+            asked = intents.get(pid)
+            if asked is not None and reason and outcome.get("payment_status") == "voided":
+                asked = replace(asked, cancellation_reason=reason)
+                intents.put(pid, asked)
+            return outcome_answer(outcome, asked)
+
+        return await write(merchant, key, f"pi_cancel:{pid}", pid, form, follow_up_command("void", merchant, key, pid, None),
+                           answer, {}, intent_pending)
+
+    @app.post("/v1/payment_intents/{intent}/confirm", response_model=PaymentIntent, responses=_ERRORS, dependencies=_AUTH,
+              summary="Confirm a PaymentIntent in requires_action with its 3DS result (Stripe's third-party 3DS)",
+              tags=["stripe"], openapi_extra=_form_body(_CONFIRM_SCHEMA) | {"parameters": _HEADERS})
+    async def confirm_intent(intent: str, request: Request) -> JSONResponse:
+        merchant, key = request.state.merchant_id, _idempotency_key(request)
+        pid = _intent_payment_id(intent)
+        form = await _form(request)
+        three_ds, _ = params.confirm(form)
+        return await write(merchant, key, f"pi_confirm:{pid}", pid, form,
+                           follow_up_command("confirm", merchant, key, pid, None) | {"three_ds": three_ds},
+                           lambda o: outcome_answer(o, intents.get(pid)), {}, intent_pending)
+
+    @app.get("/v1/payment_intents", response_model=PaymentIntentList, responses=_ERRORS, dependencies=_AUTH,
+             summary="List your PaymentIntents, by id (Stripe cursors)", tags=["stripe"],
+             openapi_extra={"parameters": _LIST_PARAMS})
+    async def list_intents(request: Request) -> JSONResponse:
+        merchant = request.state.merchant_id
+        p = params.list_params(_query(request))
+        after = payment_id_of(p.starting_after) if p.starting_after else None
+        before = payment_id_of(p.ending_before) if p.ending_before else None
+        views = await deps.read_model(lambda r: r.list(merchant, p.limit + 1, after, before))
+        assert all(v["merchant_id"] == merchant for v in views), "the read model returned another merchant's payment"
+        has_more = len(views) > p.limit
+        # ending_before pages backwards: the reader answers nearest first; the page stays in id order.
+        page = list(reversed(views[:p.limit])) if before else views[:p.limit]
+        return JSONResponse({"object": "list", "url": "/v1/payment_intents", "has_more": has_more,
+                             "data": [payment_intent(v, intents.get(v["payment_id"])) for v in page]})
+
+    @app.post("/v1/refunds", response_model=Refund, responses=_ERRORS, dependencies=_AUTH, summary="Refund a PaymentIntent (Stripe)",
+              tags=["stripe"], openapi_extra=_form_body(_REFUND_SCHEMA) | {"parameters": _HEADERS})
+    async def create_refund(request: Request) -> JSONResponse:
+        merchant, key = request.state.merchant_id, _idempotency_key(request)
+        form = await _form(request)
+        p = params.create_refund(form)
+        pid = payment_id_of(p.payment_intent)
+        if pid is None:
+            raise ApiError(400, "invalid_request_error", "resource_missing", "No such payment_intent", "payment_intent")
+        re_id = refund_id(merchant, key)
+        before = await deps.lookup(pid) if p.amount is None else None
+        created = int(deps.now().timestamp())
+
+        def answer(outcome: dict[str, Any]) -> tuple[int, dict[str, Any], bool]:
+            status, body, replayed = outcome_answer(outcome, intents.get(pid), _REFUND_PARAMS)
+            if status != 200:
+                if status == 404:
+                    body["error"]["param"] = "payment_intent"
+                return status, body, replayed
+            amount = p.amount
+            if amount is None:  # all that was left: what this refund moved, as far as this process saw
+                amount = outcome["refunded_minor"] - ((before or {}).get("refunded_minor") or 0)
+            refund = refund_object(re_id, outcome, amount, created, p.reason, p.metadata)
+            refunds.put(re_id, (merchant, refund))
+            return 200, refund, replayed
+
+        def pending(_pid: str) -> JSONResponse:
+            return JSONResponse({"id": re_id, "object": "refund", "amount": p.amount, "currency": None,
+                                 "payment_intent": p.payment_intent, "charge": None, "created": created,
+                                 "metadata": p.metadata, "reason": p.reason, "status": "pending"})
+
+        return await write(merchant, key, f"pi_refund:{pid}", pid, form,
+                           follow_up_command("refund", merchant, key, pid, p.amount), answer, _REFUND_PARAMS, pending)
+
+    @app.get("/v1/balance", response_model=Balance, responses=_ERRORS, dependencies=_AUTH,
+             summary="Your balance, from the ledger (Stripe)", tags=["stripe"])
+    async def balance(request: Request) -> JSONResponse:
+        params.expand(_query(request))
+        merchant = request.state.merchant_id
+        return JSONResponse(balance_object(merchant, await deps.read_model(lambda r: r.balance(merchant))))
+
+    submitted: Bounded[str, int] = Bounded(deps.max_records)  # dispute id -> evidence this process sent
+
+    async def own_dispute(dp: str, merchant: str) -> dict[str, Any]:
+        event_id = opened_event_of(dp)
+        row = None if event_id is None else await deps.read_model(lambda r: r.dispute(merchant, event_id))
+        if row is None:  # the read model answers for this merchant only: another's is unknown
+            raise ApiError(404, "invalid_request_error", "resource_missing", "No such dispute", "dispute")
+        return row
+
+    @app.get("/v1/disputes", response_model=DisputeList, responses=_ERRORS, dependencies=_AUTH,
+             summary="List your disputes, by id (Stripe cursors)", tags=["stripe"],
+             openapi_extra={"parameters": _LIST_PARAMS})
+    async def list_disputes(request: Request) -> JSONResponse:
+        merchant = request.state.merchant_id
+        p = params.list_params(_query(request), params.DISPUTE_CURSOR, "Dispute")
+        after = opened_event_of(p.starting_after) if p.starting_after else None
+        before = opened_event_of(p.ending_before) if p.ending_before else None
+        rows = await deps.read_model(lambda r: r.disputes(merchant, p.limit + 1, after, before))
+        assert all(row["merchant_id"] == merchant for row in rows), "the read model returned another merchant's dispute"
+        page = list(reversed(rows[:p.limit])) if before else rows[:p.limit]
+        data = [dispute_object(row, submitted.get(dispute_id(row["event_id"])) or 0) for row in page]
+        return JSONResponse({"object": "list", "url": "/v1/disputes", "has_more": len(rows) > p.limit, "data": data})
+
+    @app.get("/v1/disputes/{dispute}", response_model=Dispute, responses=_ERRORS, dependencies=_AUTH,
+             summary="Retrieve a dispute (Stripe)", tags=["stripe"])
+    async def retrieve_dispute(dispute: str, request: Request) -> JSONResponse:
+        params.expand(_query(request))
+        row = await own_dispute(dispute, request.state.merchant_id)
+        return JSONResponse(dispute_object(row, submitted.get(dispute) or 0))
+
+    @app.post("/v1/disputes/{dispute}", response_model=Dispute, responses=_ERRORS, dependencies=_AUTH,
+              summary="Answer a dispute with evidence (Stripe)", tags=["stripe"],
+              openapi_extra=_form_body(_DISPUTE_SCHEMA) | {"parameters": _HEADERS})
+    async def update_dispute(dispute: str, request: Request) -> JSONResponse:
+        merchant, key = request.state.merchant_id, _idempotency_key(request)
+        form = await _form(request)
+        evidence = params.dispute_evidence(form, EVIDENCE_MAX_CHARS)
+        row = await own_dispute(dispute, merchant)
+        if row.get("closed_as"):
+            raise ApiError(400, "invalid_request_error", "dispute_closed", "This dispute is already closed", "dispute")
+        pid = row["payment_id"]
+
+        def answer(outcome: dict[str, Any]) -> tuple[int, dict[str, Any], bool]:
+            status, body, replayed = outcome_answer(outcome, intents.get(pid))
+            if status != 200:
+                return status, body, replayed
+            if not replayed:
+                submitted.put(dispute, (submitted.get(dispute) or 0) + 1)
+            return 200, dispute_object(row, submitted.get(dispute) or 1), replayed
+
+        def pending(_pid: str) -> JSONResponse:
+            return JSONResponse(dispute_object(row, submitted.get(dispute) or 0))
+
+        return await write(merchant, key, f"pi_dispute_evidence:{pid}", pid, form,
+                           dispute_evidence_command(merchant, key, pid, evidence), answer, {}, pending)
+
+    @app.post("/v1/disputes/{dispute}/close", response_model=Dispute, responses=_ERRORS, dependencies=_AUTH,
+              summary="Accepting a dispute is not a merchant write here (docs/api.md)", tags=["stripe"],
+              openapi_extra={"parameters": _HEADERS})
+    async def close_dispute(dispute: str, request: Request) -> JSONResponse:
+        await own_dispute(dispute, request.state.merchant_id)
+        raise ApiError(400, "invalid_request_error", "dispute_close_unsupported",
+                       "a dispute ends when the card network closes it; accepting one is not supported yet", "dispute")
+
+    @app.get("/v1/payouts", response_model=PayoutList, responses=_ERRORS, dependencies=_AUTH,
+             summary="List your payouts, by id (Stripe cursors)", tags=["stripe"], openapi_extra={"parameters": _LIST_PARAMS})
+    async def list_payouts(request: Request) -> JSONResponse:
+        merchant = request.state.merchant_id
+        p = params.list_params(_query(request), params.PAYOUT_CURSOR, "Payout")
+        rows = await deps.read_model(lambda r: r.payouts(merchant, p.limit + 1, p.starting_after, p.ending_before))
+        assert all(row["merchant_id"] == merchant for row in rows), "the read model returned another merchant's payout"
+        page = list(reversed(rows[:p.limit])) if p.ending_before else rows[:p.limit]
+        return JSONResponse({"object": "list", "url": "/v1/payouts", "has_more": len(rows) > p.limit,
+                             "data": [payout_object(row) for row in page]})
+
+    @app.get("/v1/payouts/{payout}", response_model=Payout, responses=_ERRORS, dependencies=_AUTH,
+             summary="Retrieve a payout (Stripe)", tags=["stripe"])
+    async def retrieve_payout(payout: str, request: Request) -> JSONResponse:
+        params.expand(_query(request))
+        merchant = request.state.merchant_id
+        row = None
+        if params.PAYOUT_CURSOR.match(payout):
+            row = await deps.read_model(lambda r: r.payout(merchant, payout))
+        if row is None:
+            raise ApiError(404, "invalid_request_error", "resource_missing", "No such payout", "payout")
+        return JSONResponse(payout_object(row))
+
+    @app.get("/v1/refunds/{refund}", response_model=Refund, responses=_ERRORS, dependencies=_AUTH, summary="Retrieve a refund (Stripe)",
+             tags=["stripe"])
+    async def retrieve_refund(refund: str, request: Request) -> JSONResponse:
+        params.expand(_query(request))
+        found = refunds.get(refund)
+        if found is None or found[0] != request.state.merchant_id:
+            raise ApiError(404, "invalid_request_error", "resource_missing", "No such refund", "id")
+        return JSONResponse(found[1])

@@ -1,0 +1,317 @@
+"""The official `stripe` SDK (pinned in pyproject.toml) against `paystream api` on
+a loopback port, in front of a real worker on the real broker, with the sink
+feeding a chDB read model for the lists and `webhooks run` delivering events. A
+merchant's Stripe code, unchanged but for the base address."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import stripe
+import uvicorn
+from aiohttp import web
+
+from connectors.clickhouse.client import connect
+from connectors.clickhouse.migrate import migrate
+from connectors.providers.simulated import fee_minor
+from connectors.vault.keys import FileKeyStore
+from connectors.webhooks import registry
+from connectors.webhooks.signing import stripe_secret
+from streams.api import auth
+from streams.api.app import ApiConfig, create_app
+from streams.api.bus import KafkaBus
+from streams.api.readmodel import ClickHousePayments
+from streams.publish import intake_sealer
+from streams.readmodels import serve
+from streams.runner import wait_until
+from streams.webhooks import WebhookRunner, registry_path
+from tests.integration.support import WAIT_S, Pipeline, follow_up, run
+
+pytestmark = pytest.mark.integration
+
+CARD = {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123"}
+INSUFFICIENT_FUNDS = "4000000000009995"  # connectors/providers/simulated.py DECLINED_CARDS
+
+
+@dataclass
+class Stripe:
+    clients: dict[str, stripe.StripeClient]
+    merchants: dict[str, str]  # role -> merchant id
+
+    def __getitem__(self, role: str) -> stripe.StripeClient:
+        return self.clients[role]
+
+
+def _card(number: str = CARD["number"]) -> dict[str, Any]:
+    return {"type": "card", "card": CARD | {"number": number}}
+
+
+def _free_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@pytest.fixture(scope="module")
+def sdk(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stripe]:
+    tmp = tmp_path_factory.mktemp("stripe")
+    suffix = uuid.uuid4().hex[:6]
+    merchants = {"shop": f"m_shop_{suffix}", "lister": f"m_list_{suffix}", "payee": f"m_payee_{suffix}",
+                 "disputed": f"m_disputed_{suffix}"}
+    keys, secrets = {}, {}
+    for role, merchant in merchants.items():
+        secrets[role], record = auth.new_key(merchant, "2026-11-25T12:00:00Z")
+        keys[record.key_id] = record
+    auth.save(keys, tmp / "api_keys.json")
+
+    url = f"chdb://{(tmp / 'ch').resolve()}"
+    sink_client = connect(url, "it_stripe")  # chDB: clients may share one path in one process
+    migrate(sink_client)
+    read_client = connect(url, "it_stripe")
+    stop_sink = threading.Event()
+    sink = threading.Thread(target=serve, args=(pipeline.settings, sink_client, stop_sink.is_set),
+                            kwargs={"max_wait_ms": 200}, name="it-sink", daemon=True)
+    sink.start()
+
+    bus = KafkaBus(pipeline.settings, max_slots=1000)
+    app = create_app(bus, auth.ApiKeys(tmp / "api_keys.json"), sealer=intake_sealer(pipeline.settings),
+                     config=ApiConfig(outcome_timeout_s=60), reader=ClickHousePayments(read_client))
+    sock = _free_socket()
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    serving = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="it-api", daemon=True)
+    serving.start()
+    try:
+        assert wait_until(lambda: server.started, 30), "the API did not start"
+        base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        clients = {role: stripe.StripeClient(secret, base_addresses={"api": base}, max_network_retries=0)
+                   for role, secret in secrets.items()}
+        yield Stripe(clients, merchants)
+    finally:
+        server.should_exit = True
+        serving.join(30)
+        bus.close()
+        stop_sink.set()
+        sink.join(60)
+        read_client.close()
+        sink_client.close()
+        sock.close()
+
+
+def test_checkout_with_automatic_capture(sdk: Stripe) -> None:
+    pi = sdk["shop"].v1.payment_intents.create(
+        {"amount": 2599, "currency": "usd", "confirm": True, "payment_method_data": _card(),
+         "metadata": {"order_id": "o-1001"}, "expand": ["latest_charge"]},
+        {"idempotency_key": "checkout-1"})
+    assert isinstance(pi, stripe.PaymentIntent)
+    assert (pi.status, pi.amount, pi.amount_received, pi.currency) == ("succeeded", 2599, 2599, "usd")
+    assert pi.metadata.to_dict() == {"order_id": "o-1001"} and pi.id.startswith("pi_")
+    got = sdk["shop"].v1.payment_intents.retrieve(pi.id)
+    assert got.id == pi.id and got.status == "succeeded"
+
+
+def test_a_manual_capture_in_two_parts(sdk: Stripe) -> None:
+    pi = sdk["shop"].v1.payment_intents.create(
+        {"amount": 1000, "currency": "usd", "confirm": True, "capture_method": "manual", "payment_method": "pm_card_visa"},
+        {"idempotency_key": "two-parts-1"})
+    assert (pi.status, pi.amount_capturable, pi.amount_received) == ("requires_capture", 1000, 0)
+    first = sdk["shop"].v1.payment_intents.capture(pi.id, {"amount_to_capture": 400, "final_capture": False},
+                                                    {"idempotency_key": "two-parts-cap-1"})
+    assert (first.status, first.amount_capturable, first.amount_received) == ("requires_capture", 600, 400)
+    rest = sdk["shop"].v1.payment_intents.capture(pi.id, {}, {"idempotency_key": "two-parts-cap-2"})
+    assert (rest.status, rest.amount_capturable, rest.amount_received) == ("succeeded", 0, 1000)
+    with pytest.raises(stripe.InvalidRequestError) as e:
+        sdk["shop"].v1.payment_intents.capture(pi.id, {"amount_to_capture": 1}, {"idempotency_key": "two-parts-cap-3"})
+    assert e.value.code == "payment_intent_unexpected_state"
+
+
+def test_a_refund_in_part_then_the_rest(sdk: Stripe) -> None:
+    pi = sdk["shop"].v1.payment_intents.create(
+        {"amount": 1000, "currency": "eur", "confirm": True, "payment_method_data": _card()}, {"idempotency_key": "refund-1"})
+    assert pi.status == "succeeded"
+    part = sdk["shop"].v1.refunds.create({"payment_intent": pi.id, "amount": 300, "reason": "requested_by_customer"},
+                                         {"idempotency_key": "refund-1-a"})
+    assert isinstance(part, stripe.Refund)
+    assert (part.status, part.amount, part.currency, part.payment_intent) == ("succeeded", 300, "eur", pi.id)
+    assert sdk["shop"].v1.refunds.retrieve(part.id).amount == 300
+    with pytest.raises(stripe.InvalidRequestError) as e:
+        sdk["shop"].v1.refunds.create({"payment_intent": pi.id, "amount": 5000}, {"idempotency_key": "refund-1-b"})
+    assert e.value.param == "amount"
+    rest = sdk["shop"].v1.refunds.create({"payment_intent": pi.id}, {"idempotency_key": "refund-1-c"})
+    assert (rest.status, rest.amount) == ("succeeded", 700)
+    with pytest.raises(stripe.InvalidRequestError):  # another merchant's refund is no refund
+        sdk["lister"].v1.refunds.retrieve(part.id)
+
+
+def test_a_cancel_voids_the_authorization(sdk: Stripe) -> None:
+    pi = sdk["shop"].v1.payment_intents.create(
+        {"amount": 1500, "currency": "usd", "confirm": True, "capture_method": "manual", "payment_method_data": _card()},
+        {"idempotency_key": "cancel-1"})
+    canceled = sdk["shop"].v1.payment_intents.cancel(pi.id, {"cancellation_reason": "abandoned"},
+                                                      {"idempotency_key": "cancel-1-void"})
+    assert (canceled.status, canceled.cancellation_reason, canceled.amount_capturable) == ("canceled", "abandoned", 0)
+    with pytest.raises(stripe.InvalidRequestError) as e:
+        sdk["shop"].v1.payment_intents.capture(pi.id, {}, {"idempotency_key": "cancel-1-cap"})
+    assert e.value.code == "payment_intent_unexpected_state"
+
+
+def test_a_declined_card_is_a_card_error_with_the_intent(sdk: Stripe) -> None:
+    with pytest.raises(stripe.CardError) as e:
+        sdk["shop"].v1.payment_intents.create(
+            {"amount": 800, "currency": "usd", "confirm": True, "payment_method_data": _card(INSUFFICIENT_FUNDS)},
+            {"idempotency_key": "declined-1"})
+    assert (e.value.code, e.value.error.decline_code) == ("card_declined", "insufficient_funds")
+    intent = e.value.error.payment_intent
+    assert intent is not None and intent.status == "requires_payment_method"
+    assert intent.last_payment_error.decline_code == "insufficient_funds"
+    assert INSUFFICIENT_FUNDS not in str(e.value.json_body)
+    with pytest.raises(stripe.CardError) as again:  # Stripe's test PaymentMethod for a generic decline
+        sdk["shop"].v1.payment_intents.create(
+            {"amount": 800, "currency": "usd", "confirm": True, "payment_method": "pm_card_chargeDeclined"},
+            {"idempotency_key": "declined-2"})
+    assert again.value.error.decline_code == "generic_decline"
+
+
+def test_an_idempotent_retry_and_a_conflicting_one(sdk: Stripe) -> None:
+    params = {"amount": 1200, "currency": "usd", "confirm": True, "capture_method": "manual", "payment_method_data": _card()}
+    first = sdk["shop"].v1.payment_intents.create(params, {"idempotency_key": "idem-1"})
+    again = sdk["shop"].v1.payment_intents.create(params, {"idempotency_key": "idem-1"})
+    assert again.id == first.id and again.to_dict() == first.to_dict()
+    assert again.last_response.headers["Idempotent-Replayed"] == "true"
+    with pytest.raises(stripe.IdempotencyError):
+        sdk["shop"].v1.payment_intents.create(params | {"amount": 1300}, {"idempotency_key": "idem-1"})
+    assert sdk["shop"].v1.payment_intents.retrieve(first.id).amount == 1200
+
+
+def test_a_list_with_pagination(sdk: Stripe) -> None:
+    client = sdk["lister"]
+    made = sorted(client.v1.payment_intents.create(
+        {"amount": 100 + i, "currency": "usd", "confirm": True, "capture_method": "manual", "payment_method_data": _card()},
+        {"idempotency_key": f"list-{i}"}).id for i in range(5))
+    # The list reads the read model: as fresh as the sink.
+    assert wait_until(lambda: len(client.v1.payment_intents.list({"limit": 100}).data) == 5, WAIT_S), "the sink lags"
+    first = client.v1.payment_intents.list({"limit": 2})
+    assert [pi.id for pi in first.data] == made[:2] and first.has_more
+    second = client.v1.payment_intents.list({"limit": 2, "starting_after": first.data[-1].id})
+    assert [pi.id for pi in second.data] == made[2:4] and second.has_more
+    last = client.v1.payment_intents.list({"limit": 2, "starting_after": second.data[-1].id})
+    assert [pi.id for pi in last.data] == made[4:] and not last.has_more
+    assert [pi.id for pi in first.auto_paging_iter()] == made
+    back = client.v1.payment_intents.list({"limit": 2, "ending_before": made[4]})
+    assert [pi.id for pi in back.data] == made[2:4] and back.has_more
+    assert [pi.id for pi in back.auto_paging_iter()] == made[3::-1]  # the SDK pages backwards from there
+    assert all(pi.status == "requires_capture" and pi.metadata.to_dict() == {} for pi in first.data)
+    others = sdk["shop"].v1.payment_intents.list({"limit": 100})
+    assert not set(made) & {pi.id for pi in others.auto_paging_iter()}
+
+
+def test_a_webhook_of_a_stripe_checkout_verified_with_the_sdk(sdk: Stripe, pipeline: Pipeline) -> None:
+    """`paystream webhooks run` delivers the payment's events; the merchant's Stripe
+    code verifies each with `stripe.Webhook.construct_event` and its `whsec_` secret."""
+    settings, merchant = pipeline.settings, sdk.merchants["shop"]
+    secret = stripe_secret(FileKeyStore(settings.keys_dir).webhook_secret(merchant).digest)
+    verified: list[stripe.Event] = []
+    refused: list[str] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        body = (await request.read()).decode()
+        try:
+            verified.append(stripe.Webhook.construct_event(body, request.headers.get("Stripe-Signature", ""), secret))
+        except stripe.SignatureVerificationError:
+            refused.append(body)
+            return web.Response(status=400)
+        return web.Response(status=200)
+
+    async def main() -> str:
+        app = web.Application()
+        app.router.add_post("/hooks", handle)
+        http = web.AppRunner(app)
+        await http.setup()
+        await web.TCPSite(http, "127.0.0.1", 0).start()
+        url = f"http://127.0.0.1:{http.addresses[0][1]}/hooks"
+        registry.save(registry.add(registry.load(registry_path(settings)), merchant, url)[0], registry_path(settings))
+        stop = asyncio.Event()
+        task = asyncio.create_task(WebhookRunner(settings).run(stop))
+        try:
+            pi = await asyncio.to_thread(sdk["shop"].v1.payment_intents.create,
+                                         {"amount": 4200, "currency": "usd", "confirm": True, "payment_method": "pm_card_visa"},
+                                         {"idempotency_key": "hooked-1"})
+            pid = pi.paystream.payment_id
+            deadline = time.monotonic() + WAIT_S
+            while not any(e.type == "payment.captured" and e.data.payment_id == pid for e in verified):
+                assert time.monotonic() < deadline and not refused, f"{len(verified)} verified, {len(refused)} refused"
+                await asyncio.sleep(0.1)
+            return pid
+        finally:
+            stop.set()
+            await task
+            await http.cleanup()
+
+    pid = asyncio.run(main())
+    mine = [e for e in verified if e.data.payment_id == pid]
+    assert {e.type for e in mine} >= {"payment.authorized", "payment.captured"} and not refused
+    assert all(e.data.merchant_id == merchant for e in verified)
+
+
+def test_the_balance_comes_from_the_ledger(sdk: Stripe) -> None:
+    client = sdk["payee"]
+    pi = client.v1.payment_intents.create({"amount": 10_000, "currency": "usd", "confirm": True,
+                                           "payment_method": "pm_card_visa"}, {"idempotency_key": "payee-1"})
+    client.v1.refunds.create({"payment_intent": pi.id, "amount": 2_500}, {"idempotency_key": "payee-1-refund"})
+    owed = 10_000 - fee_minor(10_000) - 2_500  # captured, less the provider's fee, less the refund; not settled yet
+
+    def pending() -> list[tuple[int, str]]:
+        return [(b.amount, b.currency) for b in client.v1.balance.retrieve().pending]
+
+    # The balance reads the ledger's read model: as fresh as the sink.
+    assert wait_until(lambda: pending() == [(owed, "usd")], WAIT_S), pending()
+    balance = client.v1.balance.retrieve()
+    assert isinstance(balance, stripe.Balance) and [(b.amount, b.currency) for b in balance.available] == [(0, "usd")]
+    # Nothing settled, nothing paid out. (Settling here would settle every merchant of the
+    # shared pipeline's day: the payout rows are tested over chDB in tests/unit/streams/api.)
+    payouts = client.v1.payouts.list({"limit": 10})
+    assert payouts.data == [] and not payouts.has_more
+
+
+def dispute_command(kind: str, merchant: str, payment_id: str, key: str, amount: int | None = None,
+                    **dispute: str) -> dict[str, Any]:
+    """What the acquirer's feed publishes: the network opens and closes disputes."""
+    fields = {"reason": None, "evidence_due_at": None, "evidence": None, "outcome": None} | dispute
+    return follow_up(kind, merchant, payment_id, key, amount, at=datetime.now(timezone.utc)) | {"dispute": fields}
+
+
+def test_a_dispute_answered_with_evidence(sdk: Stripe, pipeline: Pipeline) -> None:
+    client, merchant = sdk["disputed"], sdk.merchants["disputed"]
+    pi = client.v1.payment_intents.create({"amount": 3000, "currency": "usd", "confirm": True,
+                                           "payment_method": "pm_card_visa"}, {"idempotency_key": "disputed-1"})
+    pid = pi.paystream.payment_id
+    run(pipeline, [dispute_command("dispute_open", merchant, pid, "network-open-1", 3000, reason="product_not_received")])
+    # Disputes read the read model: as fresh as the sink.
+    assert wait_until(lambda: len(client.v1.disputes.list().data) == 1, WAIT_S), "the sink lags"
+    [dispute] = client.v1.disputes.list().data
+    assert isinstance(dispute, stripe.Dispute)
+    assert (dispute.status, dispute.amount, dispute.currency, dispute.reason, dispute.payment_intent) == (
+        "needs_response", 3000, "usd", "product_not_received", pi.id)
+    answered = client.v1.disputes.update(dispute.id, {"evidence": {"uncategorized_text": "delivered, signed for",
+                                                                   "shipping_tracking_number": "1Z999AA1"}},
+                                         {"idempotency_key": "disputed-1-evidence"})
+    assert answered.status == "under_review" and answered.evidence_details.submission_count == 1
+    with pytest.raises(stripe.InvalidRequestError) as e:
+        client.v1.disputes.close(dispute.id)
+    assert e.value.code == "dispute_close_unsupported"
+    with pytest.raises(stripe.InvalidRequestError):  # another merchant's dispute is no dispute
+        sdk["shop"].v1.disputes.retrieve(dispute.id)
+    run(pipeline, [dispute_command("dispute_close", merchant, pid, "network-close-1", outcome="won")])
+    assert wait_until(lambda: client.v1.disputes.retrieve(dispute.id).status == "won", WAIT_S), "the sink lags"
+    with pytest.raises(stripe.InvalidRequestError) as closed:
+        client.v1.disputes.update(dispute.id, {"evidence": {"uncategorized_text": "more"}}, {"idempotency_key": "late"})
+    assert closed.value.code == "dispute_closed"
