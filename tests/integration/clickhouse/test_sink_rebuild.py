@@ -8,6 +8,8 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
@@ -17,7 +19,7 @@ from connectors.clickhouse.migrate import migrate
 from streams.observe import Observer
 from streams.readmodels import rebuild, serve
 from streams.topics import topic_names
-from tests.integration.support import Pipeline, create, follow_up, run
+from tests.integration.support import Pipeline, create, follow_up, make_settings, run, start_worker
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +31,19 @@ def snapshot(client) -> dict[str, list[tuple]]:  # type: ignore[no-untyped-def]
     return {t: client.query(f"SELECT * FROM {t} FINAL ORDER BY tuple(*)").result_rows for t in TABLES}
 
 
-def test_sink_lands_everything_once_and_rebuild_equals_live(pipeline: Pipeline, tmp_path) -> None:
+@pytest.fixture
+def own_pipeline(bootstrap: str, tmp_path: Path) -> Iterator[Pipeline]:
+    """A namespace of its own: live and rebuilt tables are compared whole, so no other
+    test's sink (the Stripe SDK tests run one on the shared pipeline, in the same chDB
+    engine) may have read or written this namespace's records."""
+    settings = make_settings(tmp_path / "pipeline", "sink")
+    worker = start_worker(settings)
+    yield Pipeline(settings, worker)
+    assert worker.stop() == 0, worker.log_tail()
+
+
+def test_sink_lands_everything_once_and_rebuild_equals_live(own_pipeline: Pipeline, tmp_path: Path) -> None:
+    pipeline = own_pipeline
     settings = pipeline.settings
     m = f"m_{uuid.uuid4().hex[:6]}"
     creates = [create(m, f"k{i}", amount=1000 + i) for i in range(50)]
@@ -62,7 +76,7 @@ def test_sink_lands_everything_once_and_rebuild_equals_live(pipeline: Pipeline, 
         worker.join(60)
         assert not worker.is_alive() and result["stats"].dead_letters == 1
 
-        # The shared pipeline also carries other tests' payments: count this test's merchant.
+        # Count this test's merchant: the junk and its dead letter are not payments.
         assert client.query("SELECT count() FROM payment_outcomes FINAL WHERE merchant_id = {m:String}",
                             parameters={"m": m}).result_rows[0][0] == len(creates) + len(captures)
         assert client.query("SELECT count() FROM payments FINAL WHERE merchant_id = {m:String}",
