@@ -33,7 +33,7 @@ VALUE_BYTES = 300
 KEYS = 10_000
 COMMIT_INTERVAL_S = 0.05
 RUN_TIMEOUT_S = 900.0
-PEER_PACKAGES = {"faust": ["faust-streaming==0.15.3", "aiokafka==0.14.0"], "quixstreams": ["quixstreams==3.28.1"]}
+PEER_PACKAGES = {"faust": ["faust-streaming==0.15.3", "aiokafka==0.14.0", "rocksdict==0.3.29"], "quixstreams": ["quixstreams==3.28.1"]}
 PEER_SCRIPTS = {"faust": "faust_hop.py", "quixstreams": "quix_hop.py"}
 PEERS = ("ceiling", "ours", "quixstreams", "faust")
 
@@ -43,10 +43,10 @@ def peer_python(root: Path, peer: str) -> Path:
     venv = root / peer
     python = venv / "bin" / "python"
     stamp = venv / ".installed"
-    if not stamp.exists():
+    if not stamp.exists() or stamp.read_text() != repr(PEER_PACKAGES[peer]):  # made again when the pins change
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "--quiet", *PEER_PACKAGES[peer]], check=True)
-        stamp.touch()
+        stamp.write_text(repr(PEER_PACKAGES[peer]))
     return python
 
 

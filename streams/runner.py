@@ -51,6 +51,7 @@ class WorkerProcess:
             "PAYSTREAM_DATA_DIR": str(s.data_dir),
             "PAYSTREAM_KEYS_DIR": str(s.keys_dir),
             "PAYSTREAM_COMMIT_INTERVAL_MS": str(s.commit_interval_ms),
+            "PAYSTREAM_COMMIT_IDLE_MS": str(s.commit_idle_ms),
             "PAYSTREAM_PROVIDERS": s.providers,
             "PAYSTREAM_PROVIDER_SEED": str(s.provider_seed),
             "PAYSTREAM_PROVIDERS_DIR": str(s.providers_dir),  # workers with their own data dirs share one provider

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     # output is visible to read_committed readers only then, so it bounds latency per hop
     # (docs/performance.md says how the default was measured).
     commit_interval_ms: int = Field(50, ge=1, le=30_000)
+    # ... and a worker with nothing more to read commits once its transaction is this old
+    # (at most the interval): at low load a hop costs its commit, not half an interval.
+    commit_idle_ms: int = Field(5, ge=0, le=30_000)
     # Security of an external cluster (deploy/kafka-security/): SASL/SCRAM over TLS, or
     # mutual TLS. Every client applies it: client_config() for confluent-kafka,
     # the runtime's and every tool's. The password is never printed or logged.
@@ -207,6 +210,12 @@ class Settings(BaseSettings):
         missing = [f"{name}={files[name]}" for name in given if not files[name].is_file()]
         if missing:
             raise ValueError(f"no such file: {', '.join(missing)}")
+        return self
+
+    @model_validator(mode="after")
+    def _idle_commit_within_the_interval(self) -> Settings:
+        if self.commit_idle_ms > self.commit_interval_ms:
+            raise ValueError("PAYSTREAM_COMMIT_IDLE_MS must not exceed PAYSTREAM_COMMIT_INTERVAL_MS")
         return self
 
     @model_validator(mode="after")

@@ -431,7 +431,8 @@ def build_worker(settings: Settings) -> Engine:
     tables = {t: topics.changelog_topic(settings.app_id, t) for t in topics.TABLES}
     config = EngineConfig(client=client_config(settings), group_id=settings.app_id,
                           transactional_id=f"{settings.app_id}-{settings.worker_name}", state_dir=settings.state_dir,
-                          commit_interval_ms=settings.commit_interval_ms, commit_records_max=settings.commit_records_max,
+                          commit_interval_ms=settings.commit_interval_ms, commit_idle_ms=settings.commit_idle_ms,
+                          commit_records_max=settings.commit_records_max,
                           batch_max=settings.batch_max, session_timeout_ms=int(settings.session_timeout_s * 1000),
                           linger_ms=settings.producer_linger_ms, batch_bytes=settings.producer_max_batch_size_bytes,
                           fetch_partition_bytes=settings.consumer_max_fetch_size_bytes,

@@ -59,7 +59,7 @@ class EngineConfig:
     group_id: str
     transactional_id: str
     state_dir: Path
-    commit_interval_ms: int
+    commit_interval_ms: int  # a busy worker commits this often
     commit_records_max: int
     batch_max: int
     session_timeout_ms: int
@@ -67,6 +67,7 @@ class EngineConfig:
     batch_bytes: int
     fetch_partition_bytes: int
     request_bytes: int
+    commit_idle_ms: int = 0  # an idle worker commits its open transaction once it is this old (<= the interval)
     # A worker that died holding a transaction blocks its partitions' restore on the
     # worker that takes them over until the broker aborts it, after this long.
     transaction_timeout_ms: int = 10_000
@@ -77,6 +78,7 @@ class Engine:
                  periodic: Sequence[Periodic] = (), watchers: Sequence[threading.Thread] = (),
                  closers: Sequence[Callable[[], None]] = ()) -> None:
         assert len({s.source for s in stages}) == len(stages), "one stage per source topic"
+        assert 0 <= config.commit_idle_ms <= config.commit_interval_ms, "an idle commit comes no later than a busy one"
         self.config = config
         self.stages = {s.source: s for s in stages}
         self.tables = dict(tables)
@@ -119,17 +121,23 @@ class Engine:
             watcher.start()
         self.consumer.subscribe(list(self.stages), on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_lost)
-        interval_s = self.config.commit_interval_ms / 1000
+        interval_s, idle_s = self.config.commit_interval_ms / 1000, self.config.commit_idle_ms / 1000
         while not self.stopping:
-            wait_s = max(0.0, self._txn_started + interval_s - time.monotonic()) if self._in_txn else 0.1
+            # With a transaction open, wait for more records only until it may commit idle.
+            wait_s = max(0.0, self._txn_started + idle_s - time.monotonic()) if self._in_txn else 0.1
             first = self.consumer.poll(wait_s)
             if first is not None:
                 batch = [first, *self.consumer.consume(self.config.batch_max - 1, timeout=0)]
                 self._handle(batch)
-            if self._in_txn and (time.monotonic() - self._txn_started >= interval_s
-                                 or self._txn_records >= self.config.commit_records_max
-                                 or sum(t.pending_keys() for t in self.tasks.values()) >= PENDING_KEYS_MAX):
-                self.commit()
+            if self._in_txn:
+                age_s = time.monotonic() - self._txn_started
+                # Busy: commit at the interval (or a bound); idle (nothing more to read
+                # now): commit once the transaction is commit_idle_ms old, so a record
+                # waits for a full interval only while others keep its worker busy.
+                if (age_s >= interval_s or (first is None and age_s >= idle_s)
+                        or self._txn_records >= self.config.commit_records_max
+                        or sum(t.pending_keys() for t in self.tasks.values()) >= PENDING_KEYS_MAX):
+                    self.commit()
             self.producer.poll(0)  # serves the producer's log lines
             self._run_periodic()
         log.info("stopping: committing and leaving the group")
