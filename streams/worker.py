@@ -15,7 +15,7 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -211,19 +211,26 @@ def build_worker(settings: Settings) -> Engine:
             if effects.merchant_state_unreadable:
                 log.warning("keys: the merchant state of command %s was unreadable and started afresh", cmd["command_id"])
 
-    def merchant_labels_batch(batch: list[Message], task: Task) -> None:
-        """Labels by merchant, into the keys table (co-partitioned with payment-commands-keyed)."""
-        table = task.table(KEYS)
+    def applied_labels(batch: list[Message], task: Task, stage: str, table_name: str,
+                       fold: Callable[..., Any]) -> Iterator[tuple[Message, dict, Any]]:
+        """Each label of the batch folded into `table_name` once (a redelivered one is
+        counted and skipped), with its writes applied: (message, label, effects)."""
+        table = task.table(table_name)
         for m in batch:
-            label = decode_or_dlq(task, m, "merchant-labels", LABEL_CODEC)
+            label = decode_or_dlq(task, m, stage, LABEL_CODEC)
             if label is None:
                 continue
-            effects = key_stage.handle_label(label, m.partition, m.timestamp_ms, table.get, retention, sweep_max)
+            effects = fold(label, m.partition, m.timestamp_ms, table.get, retention, sweep_max)
             if effects.skipped:
-                metrics.DUPLICATES_SKIPPED.labels(stage="merchant-labels").inc()
+                metrics.child(metrics.DUPLICATES_SKIPPED, stage).inc()
                 continue
             for k, v in effects.writes:
                 table.put(k, v)
+            yield m, label, effects
+
+    def merchant_labels_batch(batch: list[Message], task: Task) -> None:
+        """Labels by merchant, into the keys table (co-partitioned with payment-commands-keyed)."""
+        for _, _, effects in applied_labels(batch, task, "merchant-labels", KEYS, key_stage.handle_label):
             for timer in effects.fired:
                 metrics.child(metrics.TIMERS_FIRED, f"keys-{timer.kind}").inc()
 
@@ -341,16 +348,7 @@ def build_worker(settings: Settings) -> Engine:
                 log.warning("risk: a stored state of command %s was unreadable and started afresh", cmd["command_id"])
 
     def labels_batch(batch: list[Message], task: Task) -> None:
-        table = task.table(RISK)
-        for m in batch:
-            label = decode_or_dlq(task, m, "labels", LABEL_CODEC)
-            if label is None:
-                continue
-            effects = risk_stage.handle_label(label, m.partition, m.timestamp_ms, table.get, retention, sweep_max)
-            if effects.skipped:
-                continue
-            for k, v in effects.writes:
-                table.put(k, v)
+        for m, label, _ in applied_labels(batch, task, "labels", RISK, risk_stage.handle_label):
             # A copy to the label's merchant partition, for the keys stage's exact merchant state:
             # in this label's transaction, so it is forwarded exactly when it is applied here.
             key = key_stage.label_routing_key(label)
