@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from connectors.kafka import launcher
@@ -58,8 +59,16 @@ def test_topics_are_rf3_with_min_isr_2(cluster: launcher.ClusterConfig, tmp_path
     topic = topic_names(settings).commands
     meta = admin.list_topics(topic, timeout=10).topics[topic]
     assert all(len(p.replicas) == 3 for p in meta.partitions.values())
-    (config,) = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, topic)]).values()
-    assert config.result()["min.insync.replicas"].value == "2"
+
+    def min_isr() -> str | None:
+        (config,) = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, topic)]).values()
+        try:
+            return config.result()["min.insync.replicas"].value
+        except KafkaException:  # the node asked has not learned of the new topic yet (UNKNOWN_TOPIC_OR_PART)
+            return None
+
+    assert wait_until(lambda: min_isr() is not None, 30), "no node describes the topic"
+    assert min_isr() == "2"
 
 
 def test_a_broker_killed_mid_run_loses_nothing(cluster: launcher.ClusterConfig, tmp_path: Path) -> None:
