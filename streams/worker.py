@@ -162,6 +162,18 @@ def build_worker(settings: Settings) -> Engine:
     def refuse(task: Task, m: Message, stage: str, reason: str, detail: str) -> None:
         to_dlq(task, m, dead_letter(stage, reason, detail, m.value, source_of(m)))
 
+    def parked(task: Task, m: Message, stage: str, decide: Callable[[], Any]) -> Any:
+        """The stage's pure decision for `m`, or None once a bug in it (an exception) has
+        parked the record as an `internal_error` dead letter, loudly: a bug never stops
+        the partition. The decision writes nothing before it returns, so nothing is half done."""
+        try:
+            return decide()
+        except Exception as e:
+            detail = mask_pans(f"{type(e).__name__}: {e}")[0]
+            log.exception("%s stage failed on %s[%d]@%d: %s", stage, m.topic, m.partition, m.offset, detail)
+            refuse(task, m, stage, "internal_error", detail)
+            return None
+
     def decode_or_dlq(task: Task, m: Message, stage: str, codec: Codec = VALIDATED_CODEC) -> dict | None:
         """The decoded record, or None once the undecodable message is dead-lettered."""
         try:
@@ -194,9 +206,12 @@ def build_worker(settings: Settings) -> Engine:
             if cmd is None:
                 continue
             registered = merchants.get(cmd["merchant_id"].encode())
-            effects = key_stage.handle(cmd, m.partition, m.timestamp_ms, table.get, retention, sweep_max, route_retention,
-                                      merchant=MERCHANT_CODEC.decode(registered) if registered is not None else None,
-                                      require_registration=settings.merchants_require_registration)
+            effects = parked(task, m, "keys", lambda: key_stage.handle(
+                cmd, m.partition, m.timestamp_ms, table.get, retention, sweep_max, route_retention,
+                merchant=MERCHANT_CODEC.decode(registered) if registered is not None else None,
+                require_registration=settings.merchants_require_registration))
+            if effects is None:
+                continue
             for k, v in effects.writes:
                 table.put(k, v)
             if effects.route is not None:  # a create, scored in its card's partition first, or its follow-up behind it
@@ -220,7 +235,9 @@ def build_worker(settings: Settings) -> Engine:
             label = decode_or_dlq(task, m, stage, LABEL_CODEC)
             if label is None:
                 continue
-            effects = fold(label, m.partition, m.timestamp_ms, table.get, retention, sweep_max)
+            effects = parked(task, m, stage, lambda: fold(label, m.partition, m.timestamp_ms, table.get, retention, sweep_max))
+            if effects is None:
+                continue
             if effects.skipped:
                 metrics.child(metrics.DUPLICATES_SKIPPED, stage).inc()
                 continue
@@ -241,13 +258,9 @@ def build_worker(settings: Settings) -> Engine:
             cmd = decode_or_dlq(task, m, "payments")
             if cmd is None:
                 continue
-            try:
-                effects = handle(cmd, m.value, m.partition, m.timestamp_ms, views, saga, policy, retention, sweep_max,
-                                 signer=signer)
-            except Exception as e:  # a bug must not stop the partition: park the command, loudly
-                detail = mask_pans(f"{type(e).__name__}: {e}")[0]
-                log.exception("payments stage failed on command %s: %s", cmd["command_id"], detail)
-                refuse(task, m, "payments", "internal_error", detail)
+            effects = parked(task, m, "payments", lambda: handle(cmd, m.value, m.partition, m.timestamp_ms, views, saga,
+                                                                 policy, retention, sweep_max, signer=signer))
+            if effects is None:
                 continue
             if effects.skipped:
                 metrics.child(metrics.DUPLICATES_SKIPPED, "payments").inc()
@@ -303,8 +316,11 @@ def build_worker(settings: Settings) -> Engine:
             record = decode_or_dlq(task, m, "ledger", ENTRY_CODEC)
             if record is None:
                 continue
-            result = ledger_stage.apply_entry(record, m.partition, m.timestamp_ms, tables[ledger_stage.BALANCES].get,
-                                              tables[ledger_stage.APPLIED].get, retention, sweep_max)
+            result = parked(task, m, "ledger", lambda: ledger_stage.apply_entry(
+                record, m.partition, m.timestamp_ms, tables[ledger_stage.BALANCES].get, tables[ledger_stage.APPLIED].get,
+                retention, sweep_max))
+            if result is None:
+                continue
             if result.refused is not None or result.wrong_shard:
                 reason, detail = ("wrong_shard", f"shard {record.get('shard')} read from partition {m.partition}") \
                     if result.wrong_shard else (result.refused.reason, result.refused.detail)
@@ -322,14 +338,24 @@ def build_worker(settings: Settings) -> Engine:
         table = task.table(RISK)
         blocklist_reader.ensure_loaded()
         cmds = [(m, decoded(VALIDATED_CODEC, m.value)) for m in batch]
-        # The batch's creates scored in one model call, each reading the ones before it.
-        handled = iter(risk_stage.handle_batch([(cmd, m.partition, m.timestamp_ms) for m, cmd in cmds if cmd is not None],
-                                               table.get, scorer, retention, sweep_max))
+        # The batch's creates scored in one model call, each reading the ones before it; a
+        # bug in one fails the batch, which is then decided one by one so only that one is parked.
+        try:
+            batched = risk_stage.handle_batch([(cmd, m.partition, m.timestamp_ms) for m, cmd in cmds if cmd is not None],
+                                              table.get, scorer, retention, sweep_max)
+        except Exception:
+            log.exception("risk stage failed on a batch of %d; deciding its records one by one", len(batch))
+            batched = None
+        handled = iter(batched or ())
         for m, cmd in cmds:
             if cmd is None:  # undecodable: dead-lettered with the codec's reason
                 decode_or_dlq(task, m, "risk")
                 continue
-            effects = next(handled)
+            effects = next(handled) if batched is not None else parked(
+                task, m, "risk", lambda: risk_stage.handle(cmd, m.partition, m.timestamp_ms, table.get, scorer, retention,
+                                                           sweep_max))
+            if effects is None:
+                continue
             if effects.skipped:
                 metrics.child(metrics.DUPLICATES_SKIPPED, "risk").inc()
                 continue
@@ -403,7 +429,10 @@ def build_worker(settings: Settings) -> Engine:
                 continue
             p = m.partition
             prefix = subscriptions_stage.partition_prefix(p)
-            effects = subscriptions_stage.handle(cmd, p, n, table.get, lambda: table.items(prefix))
+            effects = parked(task, m, "subscriptions",
+                             lambda: subscriptions_stage.handle(cmd, p, n, table.get, lambda: table.items(prefix)))
+            if effects is None:
+                continue
             if effects.refused is not None:
                 refuse(task, m, "subscriptions", effects.refused.reason, effects.refused.detail)
                 continue
