@@ -17,8 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
-
+from connectors.kafka.clients import read_to_end
 from streams.runtime.messages import Message, origin_of
 from streams.runtime.state import Task
 from streams.settings import Settings, client_config
@@ -31,24 +30,13 @@ MAX_RECORDS = 1_000_000
 
 def read_topic(settings: Settings, topic: str, limit: int) -> dict[int, list[Message]]:
     """Up to `limit` committed records of `topic`, per partition, in offset order."""
-    consumer = Consumer({**client_config(settings), "group.id": f"{settings.app_id}-bench-stages", "log_level": 3,
-                         "enable.auto.commit": False, "isolation.level": "read_committed", "enable.partition.eof": True})
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(settings.partitions)])
     out: dict[int, list[Message]] = {p: [] for p in range(settings.partitions)}
-    ended: set[int] = set()
-    read, deadline = 0, time.monotonic() + READ_TIMEOUT_S
-    try:
-        while len(ended) < settings.partitions and read < limit and time.monotonic() < deadline:
-            for msg in consumer.consume(5_000, timeout=0.5):
-                if msg.error() is not None:
-                    ended.add(msg.partition())
-                    continue
-                ts = msg.timestamp()[1]
-                out[msg.partition()].append(Message(msg.topic(), msg.partition(), msg.offset(), ts, msg.key(), msg.value(),
-                                                    origin_of(msg.headers(), ts)))
-                read += 1
-    finally:
-        consumer.close()
+    for n, msg in enumerate(read_to_end(client_config(settings), [topic], settings.partitions, timeout_s=READ_TIMEOUT_S)):
+        if n >= limit:
+            break
+        ts = msg.timestamp()[1]
+        out[msg.partition()].append(Message(msg.topic(), msg.partition(), msg.offset(), ts, msg.key(), msg.value(),
+                                            origin_of(msg.headers(), ts)))
     return out
 
 
