@@ -1,40 +1,27 @@
-"""Stage state as compact, canonical JSON bytes (the tables' values).
+"""Stage state as compact JSON bytes (the tables' values), through orjson.
 
-`dataclasses.asdict` deep-copies every leaf and took 40% of the payments stage's CPU
-(the payment and the router's breakers are written on every command); `state_json`
-walks the same fields without copies and writes the same bytes.
+The payment, the router's breakers, timers and idempotency claims are read and
+written on every command: `json.dumps` over a dataclass walk took ~27 µs for a
+payment where orjson takes ~1 µs (it writes dataclasses and tuples natively).
+Dataclass fields come out in declaration order and dict keys sorted, so equal
+states still give equal bytes. Hash-chained and fingerprinted bytes are not state:
+they keep their own canonical `json.dumps` (streams/chain.py, payments.fingerprint).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-from functools import cache
 from typing import Any
 
+import orjson
 
-@cache
-def _field_names(cls: type) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(cls))
-
-
-_LEAVES = frozenset({str, int, bool, float, type(None)})
-
-
-def plain(value: Any) -> Any:
-    """Dataclasses as dicts, tuples as lists, all the way down; leaves as they are."""
-    kind = type(value)
-    if kind in _LEAVES:  # most of a state: checked first
-        return value
-    if kind is tuple or kind is list:
-        return [plain(v) for v in value]
-    if kind is dict:
-        return {k: plain(v) for k, v in value.items()}
-    if hasattr(kind, "__dataclass_fields__"):
-        return {name: plain(getattr(value, name)) for name in _field_names(kind)}
-    return value
+_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 
 
 def state_json(value: Any) -> bytes:
-    """Sorted keys, no spaces: equal states give equal bytes."""
-    return json.dumps(plain(value), sort_keys=True, separators=(",", ":")).encode()
+    """Dataclasses as objects, tuples as arrays; an int past 64 bits is refused (TypeError)."""
+    return orjson.dumps(value, option=_OPTIONS)
+
+
+def state_loads(raw: bytes) -> Any:
+    """What `state_json` wrote, as plain dicts and lists (also reads the older json.dumps bytes)."""
+    return orjson.loads(raw)

@@ -40,12 +40,12 @@ Storage, in the keys table (keys carry the partition, see streams/timers.py):
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Mapping
 
 from models.features import FeatureInputError, MerchantState, StateError, make_txn
+from schemas.state import state_json, state_loads
 from schemas.times import to_ms
 from streams.merchants import admit
 from streams.payments import event_ms
@@ -110,9 +110,9 @@ def handle(cmd: dict[str, Any], partition: int, record_ts_ms: int, get: Get, ret
     if cmd["rejection_reason"] is None:
         key = claim_key(partition, cmd["merchant_id"], cmd["idempotency_key"])
         raw = get(key)
-        claim = json.loads(raw) if raw is not None else None
+        claim = state_loads(raw) if raw is not None else None
         if claim is None:
-            effects.writes.append((key, json.dumps({"payment_id": cmd["payment_id"], "first_ms": at_ms}).encode()))
+            effects.writes.append((key, state_json({"payment_id": cmd["payment_id"], "first_ms": at_ms})))
             timers.push(Timer("forget", at_ms + retention // timedelta(milliseconds=1), key.decode()))
         elif claim["payment_id"] != cmd["payment_id"]:
             effects.command = cmd | {
@@ -141,7 +141,7 @@ def _attach_merchant_features(effects: KeyEffects, partition: int, get: Get, tim
     done = attached_key(partition, cmd["command_id"])
     raw = get(done)
     if raw is not None:  # a redelivery: the same counts again, nothing folded twice
-        effects.command = cmd | {"merchant_features": json.loads(raw)}
+        effects.command = cmd | {"merchant_features": state_loads(raw)}
         return
     try:
         tx = make_txn(tx_of(cmd))
@@ -156,7 +156,7 @@ def _attach_merchant_features(effects: KeyEffects, partition: int, get: Get, tim
     counts = None if effects.merchant_state_unreadable else state.counts(tx.ts_ms)._asdict()
     state.update(tx)
     effects.writes.append((key, state.to_bytes()))
-    effects.writes.append((done, json.dumps(counts).encode()))
+    effects.writes.append((done, state_json(counts)))
     timers.push(Timer("forget", tx.ts_ms + retention // timedelta(milliseconds=1), done.decode()))
     # None (unreadable state): the risk stage falls back to its per-partition state, flagged.
     effects.command = cmd | {"merchant_features": counts}

@@ -30,7 +30,7 @@ from typing import Any, Callable, Protocol
 from connectors.providers.router import Routed, Router, RoutingState, card_of
 from connectors.providers.simulated import Call, ProviderResult
 from schemas.ids import derive_command_id, derive_event_id, derive_label_id, derive_outcome_id, derive_provider_key
-from schemas.state import state_json
+from schemas.state import state_json, state_loads
 from schemas.times import from_ms
 from schemas.times import to_ms as event_ms
 from streams.methods import DISPUTABLE, NO_STEP_UP, instrument_label, method_of
@@ -261,7 +261,7 @@ class Payment:
 
     @classmethod
     def from_json(cls, data: bytes) -> Payment:
-        fields = json.loads(data)
+        fields = state_loads(data)
         fields["dispute_evidence"] = tuple(fields.get("dispute_evidence", ()))
         fields["splits"] = tuple(Share(**share) for share in fields.get("splits", ()))
         return cls(**fields)

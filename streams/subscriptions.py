@@ -22,7 +22,6 @@ for dedup. docs/subscriptions.md has the rules (rounding, cancel, what is left o
 from __future__ import annotations
 
 import calendar
-import json
 import re
 from dataclasses import dataclass, replace
 from typing import Any
@@ -31,7 +30,7 @@ from schemas.cards import CARD_BRANDS
 from schemas.errors import ReasonedError
 from schemas.ids import derive_charge_command_id, derive_payment_id
 from schemas.money import is_currency
-from schemas.state import state_json
+from schemas.state import state_json, state_loads
 from schemas.times import from_ms, to_ms
 
 DAY_MS = 24 * 3600 * 1000
@@ -123,7 +122,7 @@ class Subscription:
 
     @classmethod
     def from_json(cls, raw: bytes) -> Subscription:
-        d = json.loads(raw)
+        d = state_loads(raw)
         d["pending"] = Attempt(**d["pending"]) if d["pending"] is not None else None
         d["recent_commands"] = tuple(d["recent_commands"])
         return cls(**d)

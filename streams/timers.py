@@ -19,9 +19,10 @@ Storage (keys carry the partition, so a scan of one partition's timers is a pref
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from schemas.state import state_json, state_loads
 
 KINDS = ("expire", "forget", "unroute")
 # Per event and queue: at most this many timers fire, so no event does unbounded work;
@@ -74,7 +75,7 @@ class TimerStore:
     def push(self, timer: Timer) -> None:
         assert timer.kind in KINDS, timer.kind
         head, tail = self._pointers(timer.kind)
-        self.pending[self._key(timer.kind, tail)] = json.dumps({"due_ms": timer.due_ms, "ref": timer.ref}).encode()
+        self.pending[self._key(timer.kind, tail)] = state_json({"due_ms": timer.due_ms, "ref": timer.ref})
         self.pending[self._key(timer.kind, "ptr")] = f"{head} {tail + 1}".encode()
 
     def pop_due(self, kind: str, watermark_ms: int, limit: int = SWEEP_MAX) -> list[Timer]:
@@ -83,7 +84,7 @@ class TimerStore:
         while head < tail and len(fired) < limit:
             raw = self._get(self._key(kind, head))
             assert raw is not None, f"timer slot {kind}/{head} of partition {self.partition} is missing"
-            slot = json.loads(raw)
+            slot = state_loads(raw)
             if slot["due_ms"] > watermark_ms:
                 break
             fired.append(Timer(kind, slot["due_ms"], slot["ref"]))

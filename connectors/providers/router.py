@@ -27,7 +27,6 @@ first said, for every attempt, that it processed nothing.
 from __future__ import annotations
 
 import hashlib
-import json
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ from typing import Any, Mapping, Protocol
 from connectors.providers.breaker import Breaker, BreakerConfig, Bucket, Transition, allow, record
 from connectors.providers.rails import Pricing, RailConfig
 from connectors.providers.simulated import Call, ProviderResult
-from schemas.state import state_json
+from schemas.state import state_json, state_loads
 
 DEFAULT_ROUTING = Path(__file__).parent / "routing.toml"
 MAX_ROUTES = 64
@@ -123,7 +122,7 @@ class RoutingState:
 
     @classmethod
     def from_json(cls, data: bytes) -> RoutingState:
-        raw = json.loads(data)
+        raw = state_loads(data)
         return cls(tuple(Breaker(**{**b, "buckets": tuple(Bucket(**x) for x in b["buckets"])}) for b in raw["breakers"]))
 
 
