@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from typing import Any, Callable, Protocol
 
@@ -256,15 +256,36 @@ class Payment:
         """Authorized, neither captured nor released: what the card still has on hold."""
         return self.authorized_minor - self.captured_minor - self.released_minor
 
+    def evolve(self, **changes: Any) -> Payment:
+        """`dataclasses.replace`, ~2 µs instead of ~15: a frozen dataclass's __init__ sets
+        each of its fields through object.__setattr__, several times per command. The
+        invariants (__post_init__) are checked as on every construction."""
+        unknown = changes.keys() - _PAYMENT_FIELDS
+        if unknown:
+            raise TypeError(f"Payment has no field(s) {sorted(unknown)}")
+        new = object.__new__(Payment)
+        new.__dict__.update(self.__dict__)
+        new.__dict__.update(changes)
+        new.__post_init__()
+        return new
+
     def to_json(self) -> bytes:
         return state_json(self)
 
     @classmethod
     def from_json(cls, data: bytes) -> Payment:
-        fields = state_loads(data)
-        fields["dispute_evidence"] = tuple(fields.get("dispute_evidence", ()))
-        fields["splits"] = tuple(Share(**share) for share in fields.get("splits", ()))
-        return cls(**fields)
+        values = state_loads(data)
+        values["dispute_evidence"] = tuple(values.get("dispute_evidence", ()))
+        values["splits"] = tuple(Share(**share) for share in values.get("splits", ()))
+        if values.keys() != _PAYMENT_FIELDS:  # written before a field was added: its default
+            return cls(**values)
+        new = object.__new__(Payment)  # every field stored: as in `evolve`
+        new.__dict__.update(values)
+        new.__post_init__()
+        return new
+
+
+_PAYMENT_FIELDS = frozenset(f.name for f in fields(Payment))
 
 
 @dataclass(frozen=True)
@@ -413,7 +434,7 @@ class _Step:
         if self.payment.splits and type_ in SPLIT_KINDS:
             changes["splits"], allocation = allocate(self.payment.splits, type_, amount_minor)
             split = allocation.to_record()
-        p = replace(self.payment, version=self.payment.version + 1, **changes)
+        p = self.payment.evolve(version=self.payment.version + 1, **changes)
         self.payment = p
         self.events.append(split | {
             "event_id": derive_event_id(self.source, type_),
@@ -454,7 +475,7 @@ class _Step:
                 return  # stays pending: ops resolve it (docs/payments.md)
             if p.resolve_attempts == 0:  # the first time it is unknown
                 self.event("authorization_pending", 0, reason=result.reason, status="pending")
-            self.payment = replace(self.payment, resolve_attempts=attempt)
+            self.payment = self.payment.evolve(resolve_attempts=attempt)
             self.commands.append(_resolve_command(self.payment, attempt, self.cmd["occurred_at"]))
             return
         if result.status == "declined":
@@ -557,7 +578,7 @@ def _create(cmd: dict[str, Any], fp: str, saga: Saga, policy: Policy, routing: R
         # No 3DS for this method (the wallet's device authenticated the customer; a bank
         # debit or a BNPL plan has no card to step up): it goes on as approved.
         verdict = FraudVerdict("approve", verdict.reasons)
-    step = _Step(replace(payment, fraud_action=verdict.action), cmd, saga, policy)
+    step = _Step(payment.evolve(fraud_action=verdict.action), cmd, saga, policy)
     routed = None
     if verdict.action == "decline":
         step.event("declined", 0, reason="fraud_suspected", status="declined")
@@ -565,7 +586,7 @@ def _create(cmd: dict[str, Any], fp: str, saga: Saga, policy: Policy, routing: R
         # Paused before any provider call (no hold, no money): a review_resolve or a
         # confirm continues it, the expiry timer declines it if neither comes.
         status = "requires_review" if verdict.action == "review" else "requires_action"
-        step.payment = replace(step.payment, payment_method=(cmd["metadata"] or {}).get("payment_method"))
+        step.payment = step.payment.evolve(payment_method=(cmd["metadata"] or {}).get("payment_method"))
         step.event("authorization_pending", 0, reason=AWAITING[status][1], status=status)
         step.timers.append(Timer("expire", payment.created_at_ms + policy.auth_window_ms, payment.payment_id))
     else:
@@ -581,7 +602,7 @@ def _authorize(step: _Step, create: dict[str, Any], routing: RoutingState | None
     # a redelivered create repeats the same calls, each applied once by its provider.
     key = derive_provider_key(step.payment.payment_id, "authorize")
     routed = step.saga.authorize(create, key, step.call, routing)
-    step.payment = replace(step.payment, provider=routed.provider, provider_ref=key)
+    step.payment = step.payment.evolve(provider=routed.provider, provider_ref=key)
     step.authorization(routed.result)
     return routed
 
@@ -628,12 +649,12 @@ def _continue(payment: Payment, cmd: dict[str, Any], fp: str, saga: Saga, policy
         decline = "fraud_review_declined"
     elif cmd["kind"] == "confirm":
         status = three_ds["trans_status"]
-        step.payment = replace(step.payment, three_ds_status=status, liability_shift=status in THREE_DS_SHIFTS_LIABILITY)
+        step.payment = step.payment.evolve(three_ds_status=status, liability_shift=status in THREE_DS_SHIFTS_LIABILITY)
         decline = three_ds_verdict(status, policy)
     if decline is not None:
         step.event("declined", 0, reason=decline, status="declined")
     else:
-        step.payment = replace(step.payment, payment_method=None)
+        step.payment = step.payment.evolve(payment_method=None)
         routed = _authorize(step, _as_create(payment), routing)
     # A review_resolve succeeded in continuing the payment, whatever came of it. A
     # confirm is the cardholder's attempt: a decline is its failure (as a create's is).
@@ -771,7 +792,7 @@ def _dispute_evidence(s: _Step) -> _Step | tuple[str, str]:
     if len(p.dispute_evidence) >= MAX_EVIDENCE:
         return "too_much_evidence", f"at most {MAX_EVIDENCE} evidence submissions per dispute"
     # Kept for the response to the network; no event: no money moves, nothing to post.
-    s.payment = replace(p, dispute_evidence=(*p.dispute_evidence, s.cmd["dispute"]["evidence"]))
+    s.payment = p.evolve(dispute_evidence=(*p.dispute_evidence, s.cmd["dispute"]["evidence"]))
     return s
 
 
@@ -867,7 +888,7 @@ def _remember(payment: Payment, cmd: dict[str, Any], fp: str, outcome: dict[str,
     stored = {k: v for k, v in outcome.items() if k not in ("outcome_id", "command_id", "occurred_at")}
     idem = dict(payment.idempotency)
     idem[cmd["idempotency_key"]] = {"fingerprint": fp, "outcome": stored}
-    return replace(payment, idempotency=idem)
+    return payment.evolve(idempotency=idem)
 
 
 def _reject(payment: Payment | None, cmd: dict[str, Any], reason: str, detail: str, *, keep: Payment | None) -> Decision:

@@ -352,3 +352,32 @@ def test_disputes_keep_the_ledger_invariants(cmds, capture_method: str, drawn: l
     assert -balances.get(("merchant:m_acme:pending", "USD"), 0) == (
         p.captured_minor - p.refunded_minor - p.dispute_minor - p.dispute_lost_minor - fees)
     assert len(labels) == len({e["event_id"] for e in events if e["type"] == "dispute_lost" and e["reason_code"] == "fraudulent"})
+
+
+_BASE = Payment("pay_p", "m_acme", "EUR", 10_000, "manual", "authorized", 10_000, 0, 0, "424242", "4242", 1, 1)
+
+
+@given(st.fixed_dictionaries({}, optional={
+    "captured_minor": st.integers(-1, 12_000), "refunded_minor": st.integers(-1, 12_000),
+    "status": st.sampled_from(["authorized", "captured", "voided", "nonsense"]), "version": st.integers(1, 9),
+    "released_minor": st.integers(0, 12_000), "dispute_evidence": st.lists(st.text(max_size=3), max_size=2).map(tuple)}))
+def test_evolve_is_replace_and_keeps_the_invariants(changes: dict[str, Any]) -> None:
+    from dataclasses import replace
+
+    try:
+        expected = replace(_BASE, **changes)
+    except AssertionError:
+        try:
+            _BASE.evolve(**changes)
+        except AssertionError:
+            return
+        raise AssertionError(f"evolve let {changes} through")
+    evolved = _BASE.evolve(**changes)
+    assert evolved == expected and Payment.from_json(evolved.to_json()) == expected
+
+
+def test_evolve_refuses_an_unknown_field() -> None:
+    import pytest
+
+    with pytest.raises(TypeError):
+        _BASE.evolve(captured=1)
