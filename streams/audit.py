@@ -3,8 +3,10 @@ Kafka and hands over `(topic, partition, offset, decoded record)` in offset orde
 per partition (a record that did not decode is passed as its DecodeError).
 
 `audit(records, public_keys, ...)` checks, from the log alone:
-- every payment event's Ed25519 signature, and its chain link per partition
-  (gaps, reorders, forks, broken links, foreign or missing keys);
+- every payment event's chain link per partition and every block's Ed25519
+  signature (streams/chain.py: a block's last event signs it; an event no valid
+  signature follows is `unsigned`), naming gaps, reorders, forks, broken links,
+  foreign or missing keys;
 - DESIGN.md invariants 1-3 on the payment events: versions strictly increasing
   per payment, no event id twice, captured <= authorized, refunded <= captured,
   running totals that add up, no capture after void or expiry; disputes: one
@@ -32,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from schemas.ids import derive_entry_id, derive_settlement_id
 from schemas.times import from_ms
-from streams.chain import ChainError, ChainHead, event_hash, signature_problem
+from streams.chain import ChainError, ChainHead, awaits_signature, event_hash, signature_problem
 from streams.ledger import (
     SETTLEMENT,
     Balances,
@@ -83,7 +85,8 @@ class AuditReport:
     records: int
     events: int
     entries: int
-    signatures_verified: int
+    signatures_verified: int  # block signatures
+    events_authenticated: int  # events a verified block signature covers
     partitions: int
     payments: int
     duplicate_entries: int  # redelivered entries (same id, same content), counted once
@@ -121,6 +124,9 @@ class _Partition:
     seq: int = 0
     hash: bytes | None = None  # None after a failure: the next link is taken at face value
     suspect: tuple[int, Mapping[str, Any]] | None = None  # (offset, event) ahead of its seq
+    # Linked events that await their block's signature: how many, from which offset.
+    unsigned: int = 0
+    unsigned_from: int | None = None
 
 
 @dataclass
@@ -148,6 +154,7 @@ class Auditor:
     _events: int = 0
     _entries: int = 0
     _signed: int = 0
+    _authenticated: int = 0
     _duplicates: int = 0
     _failures: list[Failure] = field(default_factory=list)
     _failures_total: int = 0
@@ -196,8 +203,15 @@ class Auditor:
         if problem is None:
             self._signed += 1
             self._link(partition, offset, event, chain)
+            self._authenticated += 1 + chain.unsigned
+            chain.unsigned, chain.unsigned_from = 0, None
+        elif problem == "unsigned" and awaits_signature(event):
+            self._link(partition, offset, event, chain)
+            chain.unsigned += 1
+            chain.unsigned_from = offset if chain.unsigned_from is None else chain.unsigned_from
         else:
             fail(problem, f"key_id={event.get('key_id')!r} seq={event.get('chain_seq')!r}")
+            self._unsigned_block(partition, chain)
             self._resolve_suspect(partition, chain)
             if type(event.get("chain_seq")) is int and event["chain_seq"] > chain.seq:
                 chain.seq, chain.hash = event["chain_seq"], None  # resync: do not blame its successor
@@ -231,6 +245,14 @@ class Auditor:
                 self._fail(self.events_topic, partition, offset, "chain_broken_link",
                            f"seq {seq}: prev_hash is not the hash of seq {chain.seq}")
             chain.seq, chain.hash = seq, event_hash(event)
+
+    def _unsigned_block(self, partition: int, chain: _Partition) -> None:
+        """The events awaiting a signature that will not come (the log ends, or the
+        block's signature failed): nothing vouches for them."""
+        if chain.unsigned:
+            self._fail(self.events_topic, partition, chain.unsigned_from, "unsigned",
+                       f"{chain.unsigned} event(s) from this offset on: no valid block signature follows them")
+            chain.unsigned, chain.unsigned_from = 0, None
 
     def _resolve_suspect(self, partition: int, chain: _Partition) -> None:
         if chain.suspect is None:
@@ -358,6 +380,7 @@ class Auditor:
     def finish(self) -> AuditReport:
         for partition, chain in sorted(self._chains.items()):
             self._resolve_suspect(partition, chain)
+            self._unsigned_block(partition, chain)
         for event_id, (partition, offset, _) in self._open_events.items():
             if event_id not in self._refused:
                 self._fail(self.events_topic, partition, offset, "missing_entry", f"event {event_id} has no journal entry")
@@ -377,6 +400,7 @@ class Auditor:
             events=self._events,
             entries=self._entries,
             signatures_verified=self._signed,
+            events_authenticated=self._authenticated,
             partitions=len(self._chains),
             payments=len(self._payments),
             duplicate_entries=self._duplicates,

@@ -175,7 +175,8 @@ def audit_cmd(as_json: bool = typer.Option(False, "--json", help="The report as 
                        events_topic=names.events, entries_topic=names.ledger)
     doc = {
         "ok": report.ok, "records": report.records, "events": report.events, "entries": report.entries,
-        "signatures_verified": report.signatures_verified, "partitions": report.partitions, "payments": report.payments,
+        "signatures_verified": report.signatures_verified, "events_authenticated": report.events_authenticated,
+        "partitions": report.partitions, "payments": report.payments,
         "duplicate_entries": report.duplicate_entries, "accounts": report.accounts, "totals": dict(report.totals),
         "failures_total": report.failures_total, "failures": [str(f) for f in report.failures],
     }
@@ -183,7 +184,7 @@ def audit_cmd(as_json: bool = typer.Option(False, "--json", help="The report as 
         out.print(json.dumps(doc), soft_wrap=True)
     else:
         verdict = "[green]audit ok[/green]" if report.ok else f"[red]audit FAILED[/red] ({report.failures_total} failures)"
-        out.print(f"{verdict}: {report.events} events ({report.signatures_verified} signatures) in {report.partitions} partitions, "
+        out.print(f"{verdict}: {report.events} events ({report.events_authenticated} authenticated by {report.signatures_verified} block signatures) in {report.partitions} partitions, "
                   f"{report.entries} entries, {report.payments} payments, {report.accounts} non-zero balances")
         for failure in report.failures[:20]:
             out.print(f"  {failure}", soft_wrap=True)

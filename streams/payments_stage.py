@@ -11,9 +11,10 @@ without Kafka. Per message, in order:
   3. advance the partition's event-time watermark and fire what is due: expiries
      of uncaptured authorizations, and the eviction of dedup records older than the
      idempotency retention (the bounded sweep);
-  4. seal the message's payment events, in order, onto the partition's hash chain
+  4. link the message's payment events, in order, onto the partition's hash chain
      (streams/chain.py); the chain head is stage state like the timers, so it lands
-     in the same transaction as the events it heads.
+     in the same transaction as the events it heads. The batch signs its block once,
+     on its last event (`sign_block`), before anything is sent.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from datetime import timedelta
 from typing import Any
 
 from connectors.providers.router import Routed, RoutingState
-from streams.chain import ChainHead, Signs, seal
+from streams.chain import ChainHead, Signs, link, sign_block
 from streams.outcomes import rejection
 from streams.payments import Decision, Payment, Policy, Saga, decide, event_ms, expire_due
 from streams.timers import SWEEP_MAX, Timer, TimerStore
@@ -110,7 +111,7 @@ def handle(
     retention: timedelta,
     sweep_max: int = SWEEP_MAX,
     *,
-    signer: Signs | None = None,  # the worker always seals; None leaves events unsealed (state machine tests)
+    signer: Signs | None = None,  # the worker always links (and signs per batch); None leaves events unchained
 ) -> Effects:
     effects = Effects()
     key = dedup_key(partition, cmd["command_id"])
@@ -176,7 +177,16 @@ def _seal_events(effects: Effects, tables: Tables, partition: int, signer: Signs
     head = start = chain_head(tables, partition)
     for i, (stream, record) in enumerate(effects.records):
         if stream == EVENTS:
-            sealed, head = seal(record, head, signer)
-            effects.records[i] = (EVENTS, sealed)
+            linked, head = link(record, head, signer.key_id)
+            effects.records[i] = (EVENTS, linked)
     if head != start:
         effects.writes.append((TIMERS, chain_key(partition), head.to_bytes()))
+
+
+def sign_last_event(records: list[tuple[str, dict[str, Any]]], signer: Signs) -> None:
+    """Sign the block of one partition's batch: its last payment event, in place."""
+    for i in range(len(records) - 1, -1, -1):
+        stream, record = records[i]
+        if stream == EVENTS:
+            records[i] = (EVENTS, sign_block(record, signer))
+            return

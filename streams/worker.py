@@ -38,7 +38,7 @@ from streams.ingest import DeadLetter, Forward, Limits, Source, dead_letter, ing
 from streams.ledger import entry_to_record
 from streams.methods import method_currencies
 from streams.payments import Policy, Saga
-from streams.payments_stage import DEDUP, EVENTS, LABELS, OUTCOMES, PAYMENTS, SELF, TIMERS, Tables, handle
+from streams.payments_stage import DEDUP, EVENTS, LABELS, OUTCOMES, PAYMENTS, SELF, TIMERS, Tables, handle, sign_last_event
 from streams.reconcile import STATUSES
 from streams.runtime.engine import Engine, EngineConfig, Periodic, Stage
 from streams.runtime.messages import Message, Record, dead_lettered_before, dlq_mark_key, exit_for_restart
@@ -254,6 +254,9 @@ def build_worker(settings: Settings) -> Engine:
     def payments_batch(batch: list[Message], task: Task) -> None:
         tables = {name: task.table(t) for name, t in PAYMENT_TABLES.items()}
         views = Tables(tables[PAYMENTS].get, tables[DEDUP].get, tables[TIMERS].get)
+        # The batch's records, sent once its block of events is signed (streams/chain.py).
+        block: list[tuple[str, dict]] = []
+        sources: list[Message] = []
         for m in batch:
             cmd = decode_or_dlq(task, m, "payments")
             if cmd is None:
@@ -271,12 +274,8 @@ def build_worker(settings: Settings) -> Engine:
                 continue
             for t, k, v in effects.writes:
                 tables[t].put(k, v)
-            for stream, r in effects.records:
-                task.send(record_for(stream, m.key, r), m.origin_ms)
-                if stream == EVENTS:
-                    entry = posted(task, r, m)
-                    if entry is not None:
-                        task.send(entry, m.origin_ms)
+            block.extend(effects.records)
+            sources.extend([m] * len(effects.records))
             observe_latency("payments", m)
             for stream, record in effects.records:
                 if stream == OUTCOMES:
@@ -294,6 +293,13 @@ def build_worker(settings: Settings) -> Engine:
                     breakers.apply(m.partition, change)
                     metrics.BREAKER_STATE.labels(provider=change.provider).set(breakers.worst()[change.provider])
                     log.warning("breaker %s: %s -> %s (%s)", change.provider, change.from_state, change.to_state, change.reason)
+        sign_last_event(block, signer)
+        for (stream, r), m in zip(block, sources):
+            task.send(record_for(stream, m.key, r), m.origin_ms)
+            if stream == EVENTS:
+                entry = posted(task, r, m)
+                if entry is not None:
+                    task.send(entry, m.origin_ms)
 
     def posted(task: Task, record: dict, source: Message) -> Record | None:
         """An event's journal entry, to its merchant's ledger shard, in the event's own

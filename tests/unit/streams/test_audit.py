@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from schemas.codec import Codec, DecodeError
 from schemas.partitioning import partition_for
 from streams.audit import ENTRIES_TOPIC, EVENTS_TOPIC, LogStart, ReplayError, audit, compare, rebuild
-from streams.chain import ChainHead, Signer, seal
+from streams.chain import CHAIN_FIELDS, ChainHead, Signer, event_hash, link, seal, sign_block
 from streams.ledger import (
     SettlementTerms,
     add_into,
@@ -88,6 +88,7 @@ def test_a_clean_log_passes_with_counts(log: Log) -> None:
     report = audit(log.records(), PUBLIC)
     assert report.ok, report.failures
     assert (report.events, report.entries, report.signatures_verified, report.payments) == (18, 18, 18, 3)
+    assert report.events_authenticated == 18
     assert report.partitions == len([p for p, rs in log.events.items() if rs])
     assert report.totals == {} and report.records == 36 and report.accounts > 0
 
@@ -102,6 +103,65 @@ def test_random_histories_audit_clean_and_rebuild_the_same_books(events: list[di
     assert rebuilt.balances == log.balances
     assert rebuilt.chain_heads == {p: h for p, h in log.heads.items() if h.seq}
     assert compare(log.balances, rebuilt.chain_heads, rebuilt) == []
+
+
+def blocks(log: Log, size: int) -> dict[int, list[dict]]:
+    """The log's events as the payments stage writes them: linked, each block of
+    `size` events per partition signed once, on its last event."""
+    out: dict[int, list[dict]] = {}
+    for p, events in log.events.items():
+        head, out[p] = ChainHead.genesis(p), []
+        for i, e in enumerate(events):
+            linked, head = link({k: v for k, v in e.items() if k not in CHAIN_FIELDS}, head, SIGNER.key_id)
+            last = i % size == size - 1 or i == len(events) - 1
+            out[p].append(EVENTS.decode(EVENTS.encode(sign_block(linked, SIGNER) if last else linked)))
+    return out
+
+
+def with_events(log: Log, events: dict[int, list[dict]]) -> list[tuple[str, int, int, Any]]:
+    log.events = events
+    return log.records()
+
+
+@pytest.mark.parametrize("size", [2, 4, 100])
+def test_blocks_signed_on_their_last_event_audit_clean(log: Log, size: int) -> None:
+    records = with_events(log, blocks(log, size))
+    report = audit(records, PUBLIC)
+    assert report.ok, report.failures
+    signed = sum(1 for _, _, _, e in records if e.get("signature") is not None and "chain_seq" in e)
+    assert (report.events_authenticated, report.signatures_verified) == (18, signed)
+    assert signed < 18
+
+
+def test_an_unsigned_tail_is_named_where_it_starts(log: Log) -> None:
+    events = blocks(log, 2)
+    p = log.partition_of("pay_a")
+    head = ChainHead(p, events[p][-1]["chain_seq"], event_hash(events[p][-1]))
+    tail, head = link(lifecycle("pay_t")[0], head, SIGNER.key_id)
+    tail2, _ = link(lifecycle("pay_t")[1], head, SIGNER.key_id)
+    at = len(events[p])
+    events[p] += [EVENTS.decode(EVENTS.encode(e)) for e in (tail, tail2)]
+    report = audit(with_events(log, events), PUBLIC)
+    assert first(report) == (EVENTS_TOPIC, p, at, "unsigned")
+
+
+def test_an_altered_event_inside_a_block_breaks_the_next_link(log: Log) -> None:
+    events = blocks(log, 4)
+    p = log.partition_of("pay_a")
+    assert events[p][0]["signature"] is None
+    events[p][0]["amount_minor"] += 1
+    found = {(f.partition, f.offset, f.reason) for f in audit(with_events(log, events), PUBLIC).failures}
+    assert (p, 1, "chain_broken_link") in found  # the unsigned event's hash changed under its successor
+
+
+def test_a_block_whose_signature_fails_leaves_its_events_unsigned(log: Log) -> None:
+    events = blocks(log, 3)
+    p = log.partition_of("pay_a")
+    sig = bytearray(events[p][2]["signature"])
+    sig[0] ^= 0x01
+    events[p][2]["signature"] = bytes(sig)
+    found = {(f.offset, f.reason) for f in audit(with_events(log, events), PUBLIC).failures if f.partition == p}
+    assert {(0, "unsigned"), (2, "bad_signature")} <= found
 
 
 # --- tampering, each detected with its reason ---

@@ -9,7 +9,7 @@ from streams.chaos import Figures, check, plan
 
 def report(ok: bool = True, totals: dict[str, int] | None = None) -> AuditReport:
     failures = () if ok else (Failure("payment-events", 0, 3, "bad_signature", "x"),)
-    return AuditReport(records=0, events=0, entries=0, signatures_verified=0, partitions=0, payments=0, duplicate_entries=0,
+    return AuditReport(records=0, events=0, entries=0, signatures_verified=0, events_authenticated=0, partitions=0, payments=0, duplicate_entries=0,
                        accounts=0, totals=totals or {}, failures=failures, failures_total=len(failures))
 
 

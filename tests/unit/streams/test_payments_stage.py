@@ -8,7 +8,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from schemas.codec import Codec
-from streams.chain import ChainHead, Signer, verify
+from streams.chain import ChainHead, Signer, awaits_signature, event_hash, link_problem, verify
 from streams.payments import Policy
 from streams.payments_stage import (
     DEDUP,
@@ -21,6 +21,7 @@ from streams.payments_stage import (
     chain_key,
     dedup_key,
     handle,
+    sign_last_event,
 )
 from tests.unit.streams.conftest import saga_of
 
@@ -135,11 +136,16 @@ def test_events_are_sealed_in_order_onto_the_partitions_chain(cmds) -> None:
     first = stage.send(cmds.create("order-1", capture_method="manual"))
     pid = first.records[0][1]["payment_id"]
     second = stage.send(cmds.follow_up("capture", pid, "cap-1"))
-    events = [r for e in (first, second) for s, r in e.records if s == EVENTS]
+    block = [(s, r) for e in (first, second) for s, r in e.records]
+    sign_last_event(block, Signer("signing-v1", KEY))  # what the worker does at the end of a batch
+    events = [r for s, r in block if s == EVENTS]
     assert [e["chain_seq"] for e in events] == list(range(1, len(events) + 1))
+    assert [e["signature"] is not None for e in events] == [False] * (len(events) - 1) + [True]
     head = ChainHead.genesis(3)
-    for event in events:  # each verifies as the next link, under the public key
-        head = verify(event, head, {"signing-v1": KEY.public_key()})
+    for event in events[:-1]:  # each is the next link, awaiting the block's signature
+        assert awaits_signature(event) and link_problem(event, head) is None
+        head = ChainHead(3, event["chain_seq"], event_hash(event))
+    head = verify(events[-1], head, {"signing-v1": KEY.public_key()})  # which covers them all
     assert ChainHead.from_bytes(3, stage.tables[TIMERS][chain_key(3)]) == head
     # A redelivery seals nothing and leaves the head alone.
     assert stage.send(cmds.create("order-1", capture_method="manual")).skipped

@@ -100,13 +100,19 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     get_settings.cache_clear()
 
 
+def flat(text: str) -> str:
+    """Without whitespace: rich wraps long lines at a space or, for a long word, inside
+    it, and the tmp path's length sets where."""
+    return "".join(text.split())
+
+
 def test_cli_refuses_a_bad_card_and_publishes_nothing(env: Path) -> None:
     path = env / "cmds.jsonl"
     path.write_text(json.dumps(line(card={"number": "4242424242424241", "exp_month": 1, "exp_year": 2030})) + "\n")
     result = CliRunner().invoke(app, ["produce", "--tokenize", str(path)])
-    stderr = " ".join(result.stderr.split())  # rich wraps long lines at a space (the tmp path sets where)
+    stderr = flat(result.stderr)
     assert result.exit_code == 2
-    assert "command 1 (c1): invalid_card_number" in stderr and "nothing published" in stderr
+    assert flat("command 1 (c1): invalid_card_number") in stderr and flat("nothing published") in stderr
 
 
 def test_cli_reports_a_vault_held_by_another_process(env: Path) -> None:
@@ -116,9 +122,9 @@ def test_cli_reports_a_vault_held_by_another_process(env: Path) -> None:
     keys.init()
     with open_vault(env / "data", keys):
         result = CliRunner().invoke(app, ["produce", "--tokenize", str(path)])
-    stderr = " ".join(result.stderr.split())
+    stderr = flat(result.stderr)
     assert result.exit_code == 1
-    assert "one process at a time owns a vault" in stderr and "nothing published" in stderr
+    assert flat("one process at a time owns a vault") in stderr and flat("nothing published") in stderr
 
 
 # --- the default path: cards sealed to the card-intake key ---
@@ -156,6 +162,6 @@ def test_cli_refuses_a_card_the_sealer_refuses_and_publishes_nothing(env: Path) 
     path = env / "cmds.jsonl"
     path.write_text(json.dumps(line()) + "\n" + json.dumps(line(command_id="c2", card={"number": PAN, "exp_month": 1, "exp_year": 2030, "cvc": "12"})) + "\n")
     result = CliRunner().invoke(app, ["produce", str(path)])
-    stderr = " ".join(result.stderr.split())
+    stderr = flat(result.stderr)
     assert result.exit_code == 2  # the broker (localhost:1) was never needed
-    assert "command 2 (c2): invalid_cvc" in stderr and "nothing published" in stderr
+    assert flat("command 2 (c2): invalid_cvc") in stderr and flat("nothing published") in stderr
