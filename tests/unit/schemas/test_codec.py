@@ -258,6 +258,17 @@ RECORDS = {
     },
 }
 
+RECORDS["JobRun"] = {
+    "run_id": "run_01",
+    "job": "settle",
+    "day": AT.date(),
+    "status": "succeeded",
+    "attempt": 1,
+    "event_time": AT,
+    "started_at": AT,
+    "finished_at": AT,
+    "detail": "2 settlement(s), 2 payout(s), 2 new entr(ies) posted",
+}
 RECORDS["MerchantRecord"] = {
     "merchant_id": "m_acme",
     "kyc_status": "verified",
