@@ -47,17 +47,25 @@ class Clock:
 class Offline(Scheduler):
     """The plan and its bookkeeping; the run records are not written (no broker)."""
 
-    def __init__(self, settings: Settings, jobs, clock) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, settings: Settings, jobs, clock, producer=None) -> None:  # type: ignore[no-untyped-def]
         super().__init__(settings, jobs, clock)
-        self.producer = _NoProducer()
+        self.producer = producer or _NoProducer()
+
+    def load_runs(self) -> int:
+        return 0
 
 
 class _NoProducer:
+    """Takes everything; `unacked` > 0 plays a broker that acknowledges nothing."""
+
+    def __init__(self, unacked: int = 0) -> None:
+        self.unacked = unacked
+
     def produce(self, *_a, **_k) -> None:  # type: ignore[no-untyped-def]
         pass
 
     def flush(self, _timeout: float) -> int:
-        return 0
+        return self.unacked
 
 
 def test_a_failed_day_holds_back_its_job_and_the_job_that_reads_it_and_is_retried_within_a_bound() -> None:
