@@ -335,6 +335,33 @@ def bench(
     print(text)
 
 
+scheduler_app = typer.Typer(no_args_is_help=True, help="The event-time clock and the daily jobs (streams/scheduler.py).")
+app.add_typer(scheduler_app, name="scheduler")
+
+
+@scheduler_app.command("run")
+def scheduler_run(loglevel: str = typer.Option("info", help="debug|info|warning|error")) -> None:
+    """Tick every partition of the clock topic and run the daily jobs (settle, payouts,
+    providers report, reconcile) on schedule, until SIGTERM/SIGINT."""
+    import signal
+    import threading
+
+    from streams import metrics
+    from streams.logs import setup_logging
+    from streams.scheduler import Scheduler
+    from streams.topics import declared_topics
+
+    setup_logging(loglevel)
+    settings = get_settings()
+    admin.wait_for_broker(client_config(settings), timeout_s=60)
+    admin.ensure_topics(client_config(settings), declared_topics(settings))
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    metrics.serve(settings.scheduler_metrics_port)
+    Scheduler(settings).serve(stopping)
+
+
 def main() -> None:  # `python -m streams.cli`
     app()
 

@@ -15,6 +15,7 @@ from rich.table import Table
 from schemas.codec import Codec, DecodeError
 from streams import merchants
 from streams.settings import Settings, client_config, get_settings
+from streams.settle_job import read_registry
 from streams.topics import topic_names
 
 app = typer.Typer(no_args_is_help=True, help="The merchant registry: KYC status, currencies, methods, fee plan.")
@@ -29,26 +30,6 @@ def topic() -> str:
 def _now() -> datetime:
     # A registry change happens now: the operator's command is the event.
     return datetime.now(timezone.utc)
-
-
-def read_registry(settings: Settings | None = None) -> merchants.Registry:
-    """The registry as the topic holds it now (every record folded, in offset order)."""
-    from connectors.kafka.clients import MissingTopic, read_to_end
-
-    s = settings or get_settings()
-    registry: merchants.Registry = {}
-    try:
-        for msg in read_to_end(client_config(s), [topic_names(s).merchants], s.partitions):
-            value = msg.value()
-            try:
-                record = None if value is None else CODEC.decode(value)
-            except DecodeError as e:
-                err.print(f"[yellow]merchants:[/yellow] skipped an undecodable record at offset {msg.offset()}: {e.reason}")
-                continue
-            registry = merchants.fold(registry, msg.key().decode(), record)
-    except MissingTopic:
-        return {}
-    return registry
 
 
 def _write(record: dict) -> None:
@@ -80,7 +61,7 @@ def add(merchant: str, currency: list[str] = typer.Option([], "--currency", help
 
 
 def _set_status(merchant: str, status: str) -> None:
-    registry = read_registry()
+    registry = read_registry(get_settings())
     record = registry.get(merchant)
     if record is None:
         err.print(f"[red]merchants:[/red] no merchant {merchant!r}; add it first")
@@ -96,7 +77,7 @@ def _set_status(merchant: str, status: str) -> None:
 def connect(platform: str, account: str) -> None:
     """Connect ACCOUNT to the marketplace PLATFORM: PLATFORM's creates may split payments to it.
     Both must be verified; rejecting ACCOUNT later disconnects it."""
-    registry = read_registry()
+    registry = read_registry(get_settings())
     missing = [m for m in (platform, account) if m not in registry]
     if missing:
         err.print(f"[red]merchants connect:[/red] no merchant {missing[0]!r}; add it first")
@@ -127,7 +108,7 @@ def reject(merchant: str) -> None:
 def list_() -> None:
     """Every registered merchant, as the topic holds it."""
     table = Table("merchant", "kyc", "currencies", "methods", "fee plan", "settles in", "updated")
-    for m in sorted(read_registry().values(), key=lambda r: r["merchant_id"]):
+    for m in sorted(read_registry(get_settings()).values(), key=lambda r: r["merchant_id"]):
         table.add_row(m["merchant_id"], m["kyc_status"], ",".join(m["currencies"]) or "any",
                       ",".join(m["methods"]) or "any", m["fee_plan_id"], m["settlement_currency"],
                       m["updated_at"].isoformat())

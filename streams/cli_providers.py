@@ -4,10 +4,7 @@ reconcile --date D` reads (streams/reconcile.py: write_report / read_report)."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
 
 import typer
@@ -15,39 +12,12 @@ from rich.console import Console
 from rich.table import Table
 
 from connectors.providers.journal import JournalError
-from connectors.providers.rails import Rail, RailConfigError, build_rails
-from streams.reconcile import ProviderTxn, ReportError, from_settlement_row, write_report
+from connectors.providers.rails import RailConfigError, build_rails
+from streams.reconcile import ReportError, export_reports
 from streams.settings import get_settings
 
 app = typer.Typer(no_args_is_help=True, help="The simulated providers: their books and settlement reports.")
 err = Console(stderr=True, soft_wrap=True)
-
-
-@dataclass(frozen=True)
-class Export:
-    files: dict[str, Path]  # rail -> the CSV written
-    rows: dict[str, int]  # rail -> rows in it
-    altered: ProviderTxn | None  # the row written off by one minor unit, if asked
-
-
-def export_reports(rails: Mapping[str, Rail], day: date, out_dir: Path, *,
-                   inject_discrepancy: bool = False) -> Export:
-    """One `<out_dir>/<rail>.csv` per rail with its `settlement_report(day)` (a rail
-    that settles nothing that day gets the header only: it reported nothing). With
-    `inject_discrepancy`, the first row (rails by name) is written 1 minor unit
-    higher, for reconcile to flag as `amount_mismatch`."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files, counts, altered = {}, {}, None
-    for name in sorted(rails):
-        rows = [from_settlement_row(r) for r in rails[name].settlement_report(day)]
-        if inject_discrepancy and altered is None and rows:
-            altered = rows[0] = replace(rows[0], amount_minor=rows[0].amount_minor + 1)
-        path = out_dir / f"{name}.csv"
-        tmp = path.with_suffix(".csv.tmp")
-        counts[name] = write_report(tmp, rows)
-        os.replace(tmp, path)  # reconcile never reads a half-written report
-        files[name] = path
-    return Export(files, counts, altered)
 
 
 @app.command("report")

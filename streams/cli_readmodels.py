@@ -17,11 +17,11 @@ from rich.table import Table
 from connectors.clickhouse.client import ClickHouseError, connect
 from connectors.clickhouse.migrate import MigrationError, migrate
 from connectors.kafka.clients import MissingTopic
-from connectors.providers.rails import RailConfigError, load_rail_configs
+from connectors.providers.rails import RailConfigError
 from streams.cli_clickhouse import read_models
-from streams.readmodels import SinkError, reconcile_day, serve
+from streams.readmodels import SinkError, provider_reports, reconcile_day, serve
 from streams.readmodels import rebuild as rebuild_tables
-from streams.reconcile import ReportError, read_report
+from streams.reconcile import ReportError
 from streams.settings import get_settings
 
 app = typer.Typer(no_args_is_help=True, help="ClickHouse read models: rebuild from the topics.")
@@ -70,7 +70,7 @@ def settle(date_: str = typer.Option(..., "--date", help="The day to settle (eve
     """Settle a day per merchant and currency from the ledger (Kafka): post the payout
     entries and instructions, write the settlements table; a second run changes nothing.
     Exits 1 when money owed could not be paid (e.g. no FX rate for a pair)."""
-    from streams.cli_merchants import read_registry
+    from streams.settle_job import read_registry
     from streams.settle_job import SettleError, settle_day
 
     day, settings = _day(date_), get_settings()
@@ -108,13 +108,8 @@ def reconcile(
     """Match the providers' settlement reports of a day against the ledger; write the
     `reconciliation` table; exit 1 on any unexplained discrepancy."""
     day, settings = _day(date_), get_settings()
-    files = report or sorted((settings.reports_dir / day.isoformat()).glob("*.csv"))
-    if not files:
-        err.print(f"[red]reconcile:[/red] no provider report for {day} (pass --report FILE)")
-        raise typer.Exit(2)
     try:
-        rows = [t for f in files for t in read_report(f)]
-        lag = {name: cfg.settle_days for name, cfg in load_rail_configs().items()}
+        rows, lag = provider_reports(settings, day, report)
     except (ReportError, RailConfigError) as e:
         err.print(f"[red]reconcile:[/red] {e}")
         raise typer.Exit(2) from None

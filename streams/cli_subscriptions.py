@@ -20,9 +20,9 @@ from schemas.codec import Codec
 from schemas.ids import derive_subscription_id
 from schemas.money import format_minor
 from streams import subscriptions
+from streams.publish import publish_tick
 from streams.settings import Settings, client_config, get_settings
 from streams.subscriptions import INTERVALS, Subscription, describe
-from streams.subscriptions_stage import tick_command
 from streams.topics import changelog_topic, topic_names
 
 app = typer.Typer(no_args_is_help=True, help="Recurring payments: create, cancel, change plan, list (docs/subscriptions.md).")
@@ -49,18 +49,6 @@ def publish(settings: Settings, commands: list[dict[str, Any]]) -> None:
         producer.poll(0)
     if producer.flush(FLUSH_TIMEOUT_S) != 0:
         raise RuntimeError(f"the broker did not acknowledge the subscription commands in {FLUSH_TIMEOUT_S} s")
-
-
-def publish_tick(settings: Settings, at: datetime) -> None:
-    """One tick at event time `at` on every partition of clock: each subscription partition gets it."""
-    from connectors.kafka.clients import command_producer
-
-    producer = command_producer(client_config(settings))
-    topic = topic_names(settings).clock
-    for p in range(settings.partitions):
-        producer.produce(topic, key=b"clock", value=CODEC.encode(tick_command(at, p), check=True), partition=p)
-    if producer.flush(FLUSH_TIMEOUT_S) != 0:
-        raise RuntimeError(f"the broker did not acknowledge the tick in {FLUSH_TIMEOUT_S} s")
 
 
 def read_subscriptions(settings: Settings) -> list[Subscription]:

@@ -83,7 +83,7 @@ def split_counts(events: Mapping[str, list[dict[str, Any]]]) -> tuple[int, int]:
 def run_marketplace(settings: Settings, observer: Observer, seed: int, day: date, timeout_s: float) -> Marketplace:
     """Day end: settle `day`, then send its payouts (the next day) and take the bank's
     answers up to the end of its window; wait until the ledger has applied all of it."""
-    from streams.cli_merchants import read_registry
+    from streams.settle_job import read_registry
     from streams.payouts_job import payouts_day
     from streams.settle_job import settle_day
 

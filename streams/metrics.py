@@ -1,4 +1,4 @@
-"""Prometheus metrics of the worker. Labels are low-cardinality codes only.
+"""Prometheus metrics of the worker and the scheduler. Labels are low-cardinality codes only.
 
 The rules in deploy/prometheus/ and the dashboards in deploy/grafana/ use these
 names; tests/unit/deploy/test_observability.py keeps them in step.
@@ -43,7 +43,8 @@ LEDGER_ENTRIES = Counter("paystream_ledger_entries_applied_total", "Journal entr
 BREAKER_STATE = Gauge("paystream_breaker_state", "Provider circuit breaker (0 closed, 1 half-open, 2 open)", ["provider"])
 BREAKER_CLOSED, BREAKER_HALF_OPEN, BREAKER_OPEN = 0, 1, 2
 # kind: the reconciliation status (streams/reconcile.py STATUSES other than matched).
-# Counted by `paystream reconcile` in its own process; the worker registers the kinds at 0.
+# Counted where reconciliation runs: the scheduler's reconcile job (served on its metrics
+# port) or a manual `paystream reconcile`; the worker registers the kinds at 0.
 SETTLEMENT_DISCREPANCIES = Counter(
     "paystream_settlement_discrepancies_total", "Settlement lines that do not match the ledger", ["kind"]
 )
@@ -54,6 +55,16 @@ SETTLEMENT_DISCREPANCIES = Counter(
 FRAUD_DECISIONS = Counter("paystream_fraud_decisions_total", "Fraud decisions", ["action", "fallback", "merchant"])
 # Rows the ClickHouse sink inserted, per read-model table (streams/readmodels.py).
 SINK_ROWS = Counter("paystream_sink_rows_total", "Rows inserted into the ClickHouse read models", ["table"])
+
+# The scheduler (streams/scheduler.py): ticks published on every partition of clock, the
+# event time it last published (seconds since the epoch), and each daily job's runs.
+SCHEDULER_TICKS = Counter("paystream_scheduler_ticks_total", "Ticks published on every partition of the clock topic")
+SCHEDULER_TICK_FAILURES = Counter("paystream_scheduler_tick_failures_total", "Ticks the broker did not acknowledge")
+SCHEDULER_EVENT_TIME = Gauge("paystream_scheduler_event_time_seconds", "Event time of the last tick published")
+# job: settle | payouts | providers_report | reconcile; status: succeeded | failed.
+JOB_RUNS = Counter("paystream_job_runs_total", "Daily job runs by the scheduler", ["job", "status"])
+# The start of the last day (seconds since the epoch) each job succeeded for.
+JOB_LAST_SUCCESS_DAY = Gauge("paystream_job_last_success_day_seconds", "Last day each daily job succeeded for", ["job"])
 
 
 def serve(port: int | None) -> None:

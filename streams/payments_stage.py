@@ -15,6 +15,9 @@ without Kafka. Per message, in order:
      (streams/chain.py); the chain head is stage state like the timers, so it lands
      in the same transaction as the events it heads. The batch signs its block once,
      on its last event (`sign_block`), before anything is sent.
+A `tick` (the clock's event time, forwarded from the clock topic into this log by the
+worker) does only 3 and 4: no dedup record and no outcome, so an idle partition still
+expires its holds (`paystream scheduler run` ticks every partition).
 """
 
 from __future__ import annotations
@@ -114,6 +117,8 @@ def handle(
     signer: Signs | None = None,  # the worker always links (and signs per batch); None leaves events unchained
 ) -> Effects:
     effects = Effects()
+    if cmd["kind"] == "tick":
+        return _tick(cmd, partition, record_ts_ms, tables, saga, policy, sweep_max, effects, signer)
     key = dedup_key(partition, cmd["command_id"])
     digest = message_digest(raw)
     seen = tables.dedup(key)
@@ -123,13 +128,7 @@ def handle(
         return effects
 
     payments: dict[bytes, Payment] = {}  # this message's payment changes, read back by timers
-
-    def load(pid: bytes) -> Payment | None:
-        if pid in payments:
-            return payments[pid]
-        raw_payment = tables.payments(pid)
-        return Payment.from_json(raw_payment) if raw_payment is not None else None
-
+    load = _loader(tables, payments)
     pid = cmd["payment_id"].encode() if cmd["payment_id"] else None
     raw_routing = tables.timers(routing_key(partition))
     routing = routing_state(raw_routing) if raw_routing is not None else None
@@ -152,8 +151,25 @@ def handle(
     timers.push(Timer("forget", at_ms + retention // timedelta(milliseconds=1), key.decode()))
     for timer in decision.timers:
         timers.push(timer)
-    watermark_ms = timers.advance(at_ms, record_ts_ms)
+    return _fire_and_seal(timers, timers.advance(at_ms, record_ts_ms), payments, tables, saga, policy, sweep_max,
+                          effects, signer)
 
+
+def _loader(tables: Tables, payments: dict[bytes, Payment]) -> Callable[[bytes], Payment | None]:
+    """Reads a payment: this message's change first, else the table."""
+    def load(pid: bytes) -> Payment | None:
+        if pid in payments:
+            return payments[pid]
+        raw_payment = tables.payments(pid)
+        return Payment.from_json(raw_payment) if raw_payment is not None else None
+    return load
+
+
+def _fire_and_seal(timers: TimerStore, watermark_ms: int, payments: dict[bytes, Payment], tables: Tables, saga: Saga,
+                   policy: Policy, sweep_max: int, effects: Effects, signer: Signs | None) -> Effects:
+    """Fire the timers due by `watermark_ms` (at most `sweep_max` per kind: forget dedup
+    records, expire uncaptured authorizations), write the payments and timers, seal the events."""
+    load = _loader(tables, payments)
     for timer in timers.pop_due("forget", watermark_ms, sweep_max):
         effects.fired.append(timer)
         effects.writes.append((DEDUP, timer.ref.encode(), None))
@@ -165,12 +181,27 @@ def handle(
             assert expiry.payment is not None
             payments[timer.ref.encode()] = expiry.payment
             effects.send(EVENTS, expiry.events)
-
     effects.writes.extend((PAYMENTS, k, p.to_json()) for k, p in payments.items())
     effects.writes.extend((TIMERS, k, v) for k, v in timers.pending.items())
     if signer is not None:
-        _seal_events(effects, tables, partition, signer)
+        _seal_events(effects, tables, timers.partition, signer)
     return effects
+
+
+def _tick(cmd: dict[str, Any], partition: int, record_ts_ms: int, tables: Tables, saga: Saga, policy: Policy,
+          sweep_max: int, effects: Effects, signer: Signs | None) -> Effects:
+    """The clock reached `occurred_at`: fire what is due. A tick is no command (no dedup
+    record, no outcome); a repeated or older one moves nothing (the watermark only grows)."""
+    timers = TimerStore(tables.timers, partition)
+    return _fire_and_seal(timers, timers.advance(event_ms(cmd["occurred_at"]), record_ts_ms), {}, tables, saga, policy,
+                          sweep_max, effects, signer)
+
+
+def tick_command(tick: dict[str, Any]) -> dict[str, Any]:
+    """The clock topic's tick (a SubscriptionCommand) as this stage's ValidatedCommand tick."""
+    assert tick["kind"] == "tick", tick["kind"]
+    return {"command_id": tick["command_id"], "kind": "tick", "merchant_id": "", "idempotency_key": "",
+            "occurred_at": tick["occurred_at"]}
 
 
 def _seal_events(effects: Effects, tables: Tables, partition: int, signer: Signs) -> None:

@@ -16,6 +16,7 @@ from streams.settings import Settings, client_config
 from streams.topics import topic_names
 
 COMMAND_CODEC = Codec("PaymentCommand")
+TICK_CODEC = Codec("SubscriptionCommand")
 FLUSH_TIMEOUT_S = 60
 MAX_FILE_ERRORS = 100  # report at most this many bad lines
 
@@ -164,3 +165,18 @@ def publish_commands(settings: Settings, items: Iterable[dict[str, Any] | RawMes
     if remaining or failures:
         raise PublishError(f"{remaining} undelivered, {len(failures)} failed: {failures[:3]}")
     return sent
+
+
+def publish_tick(settings: Settings, at: Any, producer: Any = None) -> None:
+    """One tick at event time `at` on every partition of clock, acknowledged before
+    returning: the worker forwards each to that partition's subscriptions and payments
+    stages (docs/subscriptions.md; `paystream scheduler run` ticks on an interval).
+    `producer`: a long-lived one to reuse (the scheduler's), else one for this tick."""
+    from streams.subscriptions_stage import tick_command
+
+    producer = producer or command_producer(client_config(settings))
+    topic = topic_names(settings).clock
+    for p in range(settings.partitions):
+        producer.produce(topic, key=b"clock", value=TICK_CODEC.encode(tick_command(at, p), check=True), partition=p)
+    if producer.flush(FLUSH_TIMEOUT_S) != 0:
+        raise PublishError(f"the broker did not acknowledge the tick in {FLUSH_TIMEOUT_S} s")

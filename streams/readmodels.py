@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any, Protocol
 
 from clickhouse_connect.driver.client import Client
@@ -37,7 +38,7 @@ from streams.ingest import Source as Origin
 from streams.ingest import dead_letter
 from streams.ledger import entry_to_record
 from streams.metrics import DEAD_LETTERS, SETTLEMENT_DISCREPANCIES, SINK_ROWS
-from streams.reconcile import KIND_OF_EVENT, ProviderTxn, ReconResult, ledger_side, reconcile
+from streams.reconcile import KIND_OF_EVENT, ProviderTxn, ReconResult, ReportError, ledger_side, read_report, reconcile
 from streams.settings import Settings, client_config
 from streams.settlement import SettlementRun
 from streams.topics import topic_names
@@ -302,6 +303,19 @@ def reconcile_day(client: Client, day: date, report: list[ProviderTxn], lag_days
         if item.status != "matched":
             SETTLEMENT_DISCREPANCIES.labels(item.status).inc()
     return result
+
+
+def provider_reports(settings: Settings, day: date, files: list[Path] | None = None) -> tuple[list[ProviderTxn], dict[str, int]]:
+    """The providers' report rows of `day` (`files`, default every CSV under
+    <reports dir>/<day>/) and each rail's settlement lag: reconcile_day's inputs.
+    ReportError when there is no report or a row is bad; RailConfigError from the rails file."""
+    from connectors.providers.rails import load_rail_configs
+
+    files = files or sorted((settings.reports_dir / day.isoformat()).glob("*.csv"))
+    if not files:
+        raise ReportError(f"no provider report for {day}")
+    rows = [t for f in files for t in read_report(f)]
+    return rows, {name: cfg.settle_days for name, cfg in load_rail_configs().items()}
 
 
 # --- rebuild: drop the topic-fed tables and replay the topics from offset 0 ---

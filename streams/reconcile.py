@@ -26,15 +26,19 @@ bank returns it (bank_returned, bank_reversed), under the submission's key.
 from __future__ import annotations
 
 import csv
+import os
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from schemas.money import is_currency
 from schemas.times import from_ms, to_ms
+
+if TYPE_CHECKING:
+    from connectors.providers.rails import Rail
 
 STATUSES = ("matched", "amount_mismatch", "missing_in_ledger", "missing_in_report", "duplicate_in_report")
 MAX_REPORT_ROWS = 5_000_000
@@ -209,3 +213,30 @@ def write_report(path: Path, rows: Iterable[ProviderTxn]) -> int:
             n += 1
     assert n <= MAX_REPORT_ROWS
     return n
+
+
+@dataclass(frozen=True)
+class Export:
+    files: dict[str, Path]  # rail -> the CSV written
+    rows: dict[str, int]  # rail -> rows in it
+    altered: ProviderTxn | None  # the row written off by one minor unit, if asked
+
+
+def export_reports(rails: Mapping[str, Rail], day: date, out_dir: Path, *,
+                   inject_discrepancy: bool = False) -> Export:
+    """One `<out_dir>/<rail>.csv` per rail with its `settlement_report(day)` (a rail
+    that settles nothing that day gets the header only: it reported nothing). With
+    `inject_discrepancy`, the first row (rails by name) is written 1 minor unit
+    higher, for reconcile to flag as `amount_mismatch`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files, counts, altered = {}, {}, None
+    for name in sorted(rails):
+        rows = [from_settlement_row(r) for r in rails[name].settlement_report(day)]
+        if inject_discrepancy and altered is None and rows:
+            altered = rows[0] = replace(rows[0], amount_minor=rows[0].amount_minor + 1)
+        path = out_dir / f"{name}.csv"
+        tmp = path.with_suffix(".csv.tmp")
+        counts[name] = write_report(tmp, rows)
+        os.replace(tmp, path)  # reconcile never reads a half-written report
+        files[name] = path
+    return Export(files, counts, altered)

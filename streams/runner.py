@@ -143,6 +143,25 @@ class ApiProcess(WorkerProcess):
         }
 
 
+class SchedulerProcess(WorkerProcess):
+    """`paystream scheduler run` in a child process, with the settings' clock and jobs."""
+
+    COMMAND = ("scheduler", "run")
+
+    def env(self) -> dict[str, str]:
+        s = self.settings
+        extra = {"PAYSTREAM_SCHEDULER_TICK_INTERVAL_S": str(s.scheduler_tick_interval_s),
+                 "PAYSTREAM_SCHEDULER_TICK_LAG_S": str(s.scheduler_tick_lag_s),
+                 "PAYSTREAM_SCHEDULER_JOBS": s.scheduler_jobs,
+                 "PAYSTREAM_SCHEDULER_JOBS_DELAY_S": str(s.scheduler_jobs_delay_s),
+                 "PAYSTREAM_SCHEDULER_JOBS_CHECK_S": str(s.scheduler_jobs_check_s),
+                 "PAYSTREAM_CLICKHOUSE_URL": s.clickhouse_url,
+                 "PAYSTREAM_CLICKHOUSE_DATABASE": s.clickhouse_database}
+        if s.scheduler_metrics_port is not None:
+            extra["PAYSTREAM_SCHEDULER_METRICS_PORT"] = str(s.scheduler_metrics_port)
+        return super().env() | extra
+
+
 def wait_until(predicate, timeout_s: float, interval_s: float = 0.2) -> bool:  # type: ignore[no-untyped-def]
     """Poll `predicate` until true or the deadline; the one way we wait on a condition."""
     deadline = time.monotonic() + timeout_s

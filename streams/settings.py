@@ -165,6 +165,26 @@ class Settings(BaseSettings):
     webhook_backoff_max_delay_s: int = Field(6 * 3600, ge=1, le=86_400)
     webhook_give_up_after_s: int = Field(3 * 86_400, ge=60, le=30 * 86_400)
 
+    # The scheduler (`paystream scheduler run`, streams/scheduler.py; docs/decisions.md, Scheduler): the one
+    # process that turns the wall clock into event time. Every interval it publishes a tick on every
+    # partition of clock at (wall clock - lag): commands stamped up to `lag` late still land before the
+    # timers they could beat (a capture before its expiry), and no tick is ever ahead of the wall clock.
+    scheduler_tick_interval_s: float = Field(30.0, ge=0.1, le=3_600)
+    scheduler_tick_lag_s: float = Field(120.0, ge=0, le=24 * 3600)
+    # Daily jobs (settle, payouts, providers_report, reconcile, comma-separated; empty: ticks only): a
+    # day's jobs run once the clock is this far past the day's end (late commands and the sink settle
+    # first), each job and day at most once; the jobs are checked every `jobs_check_s`.
+    scheduler_jobs: str = Field("settle,payouts,providers_report,reconcile",
+                                pattern=r"^((settle|payouts|providers_report|reconcile)(,(settle|payouts|providers_report|reconcile))*)?$")
+    scheduler_jobs_delay_s: int = Field(3_600, ge=0, le=7 * 86_400)
+    scheduler_jobs_check_s: float = Field(60.0, ge=0.1, le=86_400)
+    # Missed days run after downtime, at most this many back; older ones are logged for a manual run.
+    scheduler_catch_up_days: int = Field(7, ge=1, le=90)
+    # Attempts per job and day in one scheduler process before it waits for a restart (or an operator).
+    scheduler_job_attempts: int = Field(3, ge=1, le=20)
+    # The scheduler's /metrics (its jobs' counters, SETTLEMENT_DISCREPANCIES among them); deploy/ sets 9109.
+    scheduler_metrics_port: int | None = Field(None, ge=1024, le=65535)
+
     # Merchant HTTP API (streams/api, docs/api.md). Loopback unless told otherwise.
     api_host: str = Field("127.0.0.1", min_length=1, max_length=255)
     api_port: int = Field(8080, ge=1024, le=65535)

@@ -17,6 +17,7 @@ a concurrent producer, but two runs could both read before either posted.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import date
@@ -26,6 +27,7 @@ from clickhouse_connect.driver.client import Client
 
 from connectors.kafka.clients import MissingTopic, read_to_end
 from schemas.codec import Codec, DecodeError
+from streams import merchants
 from streams.fx import FxError, RateBook, rate_from_record
 from streams.ledger import JournalEntry, PostingError, entry_from_record, entry_to_record
 from streams.readmodels import record_settlement
@@ -34,6 +36,8 @@ from streams.settlement import SettlementRun, settle
 from streams.topics import topic_names
 
 ENTRY_CODEC, RATE_CODEC, PAYOUT_CODEC = Codec("LedgerEntry"), Codec("FxRate"), Codec("PayoutInstruction")
+MERCHANT_CODEC = Codec("MerchantRecord")
+log = logging.getLogger("paystream.settle")
 MAX_ENTRIES = 20_000_000  # entries one run holds in memory: all history before the cutoff
 TXN_TIMEOUT_S = 60
 
@@ -59,6 +63,24 @@ def read_entries(settings: Settings) -> tuple[list[JournalEntry], int]:
         if len(entries) > MAX_ENTRIES:
             raise SettleError(f"more than {MAX_ENTRIES} journal entries: settle per shard instead")
     return entries, skipped
+
+
+def read_registry(settings: Settings) -> merchants.Registry:
+    """The merchant registry as the topic holds it now (every record folded, in offset
+    order); an undecodable record is skipped and logged."""
+    registry: merchants.Registry = {}
+    try:
+        for msg in read_to_end(client_config(settings), [topic_names(settings).merchants], settings.partitions):
+            value = msg.value()
+            try:
+                record = None if value is None else MERCHANT_CODEC.decode(value)
+            except DecodeError as e:
+                log.warning("merchants: skipped an undecodable record at offset %d: %s", msg.offset(), e.reason)
+                continue
+            registry = merchants.fold(registry, msg.key().decode(), record)
+    except MissingTopic:
+        return {}
+    return registry
 
 
 def read_rates(settings: Settings) -> tuple[RateBook, int]:

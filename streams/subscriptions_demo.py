@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from streams.cli_subscriptions import cancel_command, change_plan_command, create_command, publish, publish_tick, read_subscriptions
+from streams.cli_subscriptions import cancel_command, change_plan_command, create_command, publish, read_subscriptions
+from streams.publish import publish_tick
 from streams.observe import Observer
 from streams.publish import tokenize_in_vault
 from streams.settings import Settings

@@ -17,8 +17,10 @@ with the producers' partitioner (schemas/partitioning.py).
   fx-rates (compacted, by pair) and payouts (by merchant) are `paystream settle`'s:
   it reads rates and the registry, and posts payout entries to ledger-entries
   payment-events -> `paystream webhooks run` -> webhook-deliveries (by payment_id, every attempt)
-  clock (a tick on every partition) -> subscription-commands (by subscription id; also the charges'
-  outcomes, from payment-outcomes) -> subscriptions -> payment-commands (docs/subscriptions.md)
+  clock (a tick on every partition, `paystream scheduler run`) -> subscription-commands (by subscription
+  id; also the charges' outcomes, from payment-outcomes) -> subscriptions -> payment-commands
+  (docs/subscriptions.md); and the same tick -> payment-commands-validated -> payments (expiry timers)
+  job-runs (by '<job>/<day>'): each daily job the scheduler ran, and how it ended
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class TopicNames:
     merchant_labels: str
     subscription_commands: str
     clock: str
+    job_runs: str
 
 
 def prefixed(settings: Settings, base: str) -> str:
@@ -67,7 +70,7 @@ def topic_names(settings: Settings) -> TopicNames:
     names = ("payment-commands", "payment-commands-keyed", "payment-commands-validated", "payment-outcomes", "payment-dlq",
              "payment-events", "ledger-entries", "payment-commands-risk", "fraud-labels", "fraud-review", "fraud-blocklist",
              "merchants", "fx-rates", "payouts", "webhook-deliveries", "fraud-labels-merchant",
-             "subscription-commands", "clock")
+             "subscription-commands", "clock", "job-runs")
     return TopicNames(*(prefixed(settings, n) for n in names))
 
 
@@ -99,7 +102,8 @@ def declared_topics(settings: Settings) -> list[TopicSpec]:
                     names.webhooks: 30 * _DAY_MS, names.merchant_labels: 7 * _DAY_MS,
                     # subscription-commands is the log the charges derive from (a replay re-derives them): kept forever.
                     names.subscription_commands: -1, names.clock: 7 * _DAY_MS}
-    compacted = {names.blocklist, names.merchants, names.fx_rates}
+    # job-runs is compacted too: the latest run per job and day is what the scheduler reads at start.
+    compacted = {names.blocklist, names.merchants, names.fx_rates, names.job_runs}
     # RF 3 gets min.insync.replicas 2 (admin.min_insync_for); RF 1 keeps the broker default.
     min_isr = min_insync_for(rf) if rf > 1 else None
     pipeline = [TopicSpec(name, n, rf, compacted=True, min_insync_replicas=min_isr) if name in compacted else

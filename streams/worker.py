@@ -38,7 +38,8 @@ from streams.ingest import DeadLetter, Forward, Limits, Source, dead_letter, ing
 from streams.ledger import entry_to_record
 from streams.methods import method_currencies
 from streams.payments import Policy, Saga
-from streams.payments_stage import DEDUP, EVENTS, LABELS, OUTCOMES, PAYMENTS, SELF, TIMERS, Tables, handle, sign_last_event
+from streams.payments_stage import DEDUP, EVENTS, LABELS, OUTCOMES, PAYMENTS, SELF, TIMERS, Tables, handle, sign_last_event, \
+    tick_command
 from streams.reconcile import STATUSES
 from streams.runtime.engine import Engine, EngineConfig, Periodic, Stage
 from streams.runtime.messages import Message, Record, dead_lettered_before, dlq_mark_key, exit_for_restart
@@ -402,7 +403,8 @@ def build_worker(settings: Settings) -> Engine:
             table.put(m.key, m.value)
 
     def clock_batch(batch: list[Message], task: Task) -> None:
-        """Each tick on to the same partition of subscription-commands, into that log's order."""
+        """Each tick on to the same partition of subscription-commands and of the payments
+        stage's input, into those logs' order (a replay of either sees it where it was)."""
         for m in batch:
             tick = decode_or_dlq(task, m, "clock", SUBSCRIPTION_CODEC)
             if tick is None:
@@ -411,6 +413,7 @@ def build_worker(settings: Settings) -> Engine:
                 refuse(task, m, "clock", "not_a_tick", f"{tick['kind']} on the clock topic")
                 continue
             task.send(Record(names.subscription_commands, m.key, m.value), m.origin_ms)
+            task.send(Record(names.validated, m.key, VALIDATED_CODEC.encode(tick_command(tick))), m.origin_ms)
 
     def subscription_outcomes_batch(batch: list[Message], task: Task) -> None:
         """A charge's outcome on to its subscription's partition; every other outcome is skipped."""

@@ -258,6 +258,17 @@ RECORDS = {
     },
 }
 
+RECORDS["JobRun"] = {
+    "run_id": "run_01",
+    "job": "settle",
+    "day": AT.date(),
+    "status": "succeeded",
+    "attempt": 1,
+    "event_time": AT,
+    "started_at": AT,
+    "finished_at": AT,
+    "detail": "2 settlement(s), 2 payout(s), 2 new entr(ies) posted",
+}
 RECORDS["MerchantRecord"] = {
     "merchant_id": "m_acme",
     "kyc_status": "verified",
@@ -577,7 +588,8 @@ def test_history_schemas_are_earlier_versions_of_shipped_ones() -> None:
     assert history_names() == ("history/MerchantRecord.1", "history/PaymentCommand.1", "history/PaymentCommand.2",
                                "history/PaymentCommand.3", "history/PaymentCommand.4", "history/PaymentCommand.5",
                                "history/PaymentEvent.1", "history/PaymentEvent.2", "history/ValidatedCommand.1",
-                               "history/ValidatedCommand.2", "history/ValidatedCommand.3", "history/ValidatedCommand.4")
+                               "history/ValidatedCommand.2", "history/ValidatedCommand.3", "history/ValidatedCommand.4",
+                               "history/ValidatedCommand.5")
     for name in history_names():
         old = load_schema(name)
         assert old.parsed["name"] == load_schema(name.split("/")[1].split(".")[0]).parsed["name"]

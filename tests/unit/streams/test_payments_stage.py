@@ -22,7 +22,9 @@ from streams.payments_stage import (
     dedup_key,
     handle,
     sign_last_event,
+    tick_command,
 )
+from streams.subscriptions_stage import tick_command as clock_tick
 from tests.unit.streams.conftest import saga_of
 
 VALIDATED = Codec("ValidatedCommand")
@@ -97,6 +99,29 @@ def test_an_authorization_expires_when_the_partition_reaches_its_window(cmds) ->
     # The merchant's own expire after that is refused, nothing twice.
     late = stage.send(cmds.expire(pid.decode(), "exp-1", at=cmds.t0 + POLICY.auth_window))
     assert late.records[0][1]["reason_code"] == "not_expirable"
+
+
+def test_a_tick_alone_expires_an_idle_partitions_authorization(cmds) -> None:
+    """No command after the create: the clock's tick moves the partition's time and the
+    hold is released, sealed on the chain; a tick has no outcome and no dedup record of
+    its own (it sweeps the dedup records past their retention, as any event does)."""
+    stage = Stage(signer=Signer("signing-v1", KEY))
+    stage.send(cmds.create("order-1", capture_method="manual"))
+    pid = cmds.create("order-1")["payment_id"].encode()
+
+    early = stage.send(tick_command(clock_tick(cmds.t0 + POLICY.auth_window - timedelta(milliseconds=1), 0)))
+    assert not early.records and [t.kind for t in early.fired] == ["forget"]
+    assert b'"status":"authorized"' in stage.tables[PAYMENTS][pid]
+
+    tick = tick_command(clock_tick(cmds.t0 + POLICY.auth_window, 0))
+    VALIDATED.encode(tick, check=True)  # the wire form the clock stage forwards
+    effects = stage.send(tick)
+    assert [(s, r["type"], r["payment_id"]) for s, r in effects.records] == [(EVENTS, "expired", pid.decode())]
+    assert effects.records[0][1]["chain_seq"] == 2  # the next link after the create's authorized
+    assert b'"status":"expired"' in stage.tables[PAYMENTS][pid]
+    assert not any(b"tick" in k for k in stage.tables[DEDUP])
+    # The same tick again (or an older one) moves nothing.
+    assert not stage.send(tick).records and not stage.send(tick_command(clock_tick(cmds.t0, 0))).records
 
 
 def test_a_resolve_is_sent_to_the_stage_itself(cmds) -> None:
