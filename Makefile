@@ -1,11 +1,12 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Each creates the
-# venv, installs, starts the embedded Kafka broker (idempotent), then runs.
+# venv, installs, starts the embedded Kafka broker (idempotent), then runs; `make test`
+# starts the embedded Schema Registry too (its tests run against a real one).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install broker demo test down clean
+.PHONY: install broker registry demo test down clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "paystream needs Python >= 3.11")'
@@ -19,13 +20,17 @@ install: $(STAMP)
 broker: install
 	$(BIN)/paystream kafka up
 
+registry: install
+	$(BIN)/paystream registry up
+
 demo: broker
 	$(BIN)/paystream demo
 
-test: broker
+test: broker registry
 	$(BIN)/pytest
 
 down:
+	$(BIN)/paystream registry down
 	$(BIN)/paystream kafka down
 
 clean: down

@@ -7,8 +7,10 @@ import sys
 import time
 from pathlib import Path
 
+import click
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from connectors.kafka import admin, launcher
 from streams import (
@@ -22,13 +24,24 @@ from streams import (
     cli_payouts,
     cli_providers,
     cli_readmodels,
+    cli_registry,
     cli_reliability,
     cli_subscriptions,
     cli_webhooks,
 )
 from streams.settings import Settings, client_config, get_settings
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+class _Group(TyperGroup):
+    """Keeps the sub-command's own arguments for `configure`: click has consumed them
+    by the time the group callback runs, and `<command> --help` needs no registry."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+        name, cmd, rest = super().resolve_command(ctx, args)
+        ctx.meta["paystream.command_args"] = rest
+        return name, cmd, rest
+
+
+app = typer.Typer(cls=_Group, no_args_is_help=True, add_completion=False, help=__doc__)
 kafka_app = typer.Typer(no_args_is_help=True, help="The embedded Kafka broker (KRaft, one node).")
 topics_app = typer.Typer(no_args_is_help=True, help="Topic administration.")
 app.add_typer(kafka_app, name="kafka")
@@ -54,8 +67,32 @@ app.add_typer(cli_providers.app, name="providers")
 app.add_typer(cli_subscriptions.app, name="subscriptions")
 app.add_typer(cli_subscriptions.clock_app, name="clock")
 app.add_typer(cli_payouts.app, name="payouts")
+app.add_typer(cli_registry.app, name="registry")
 
 err = Console(stderr=True)
+
+# Commands that encode and decode no record: they run without the Schema Registry
+# (`registry up` starts it). Every other command is a process that may write or read
+# a topic, and switches its codecs at start (a new command does by default).
+NO_CODEC_COMMANDS = frozenset({"kafka", "registry", "topics", "keys", "clickhouse", "sql", "api-keys"})
+
+
+@app.callback()
+def configure(ctx: typer.Context) -> None:
+    """paystream: one CLI for every job. One sub-command group per concern."""
+    if ctx.resilient_parsing or ctx.invoked_subcommand in NO_CODEC_COMMANDS or "--help" in ctx.meta.get("paystream.command_args", ()):
+        return
+    from schemas.codec import RegistryError
+    from streams.registry import configure_codecs
+
+    settings = get_settings()
+    if settings.schema_registry_url is None:
+        return
+    try:
+        configure_codecs(settings)
+    except RegistryError as e:
+        err.print(f"[red]Schema Registry:[/red] {e}")
+        raise typer.Exit(1) from None
 
 
 def broker_config(settings: Settings) -> launcher.BrokerConfig:
@@ -358,7 +395,7 @@ def scheduler_run(loglevel: str = typer.Option("info", help="debug|info|warning|
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
-    metrics.serve(settings.scheduler_metrics_port)
+    metrics.serve(settings.metrics_port)
     Scheduler(settings).serve(stopping)
 
 

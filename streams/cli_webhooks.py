@@ -96,8 +96,11 @@ def run(
     from streams.logs import setup_logging
     from streams.webhooks import WebhookRunner
 
+    from streams import metrics
+
     setup_logging("info", fmt="text")
     settings = get_settings()
+    metrics.serve(settings.metrics_port)  # deploy/ probes the runner's /metrics, as the sink's
 
     async def main() -> None:
         stop = asyncio.Event()

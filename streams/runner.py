@@ -39,7 +39,10 @@ class WorkerProcess:
                     "PAYSTREAM_KAFKA_SASL_USERNAME": s.kafka_sasl_username,
                     "PAYSTREAM_KAFKA_SASL_PASSWORD": s.kafka_sasl_password.get_secret_value() if s.kafka_sasl_password else None,
                     "PAYSTREAM_KAFKA_SSL_CA_FILE": s.kafka_ssl_ca_file, "PAYSTREAM_KAFKA_SSL_CERT_FILE": s.kafka_ssl_cert_file,
-                    "PAYSTREAM_KAFKA_SSL_KEY_FILE": s.kafka_ssl_key_file}
+                    "PAYSTREAM_KAFKA_SSL_KEY_FILE": s.kafka_ssl_key_file,
+                    # The child switches its codecs as the parent did (streams/cli.py, configure).
+                    "PAYSTREAM_SCHEMA_REGISTRY_URL": s.schema_registry_url,
+                    "PAYSTREAM_SCHEMA_REGISTRY_AUTH_FILE": s.schema_registry_auth_file}
         return os.environ | {k: str(v) for k, v in optional.items() if v is not None} | {
             "PAYSTREAM_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
             "PAYSTREAM_PARTITIONS": str(s.partitions),
@@ -157,8 +160,6 @@ class SchedulerProcess(WorkerProcess):
                  "PAYSTREAM_SCHEDULER_JOBS_CHECK_S": str(s.scheduler_jobs_check_s),
                  "PAYSTREAM_CLICKHOUSE_URL": s.clickhouse_url,
                  "PAYSTREAM_CLICKHOUSE_DATABASE": s.clickhouse_database}
-        if s.scheduler_metrics_port is not None:
-            extra["PAYSTREAM_SCHEDULER_METRICS_PORT"] = str(s.scheduler_metrics_port)
         return super().env() | extra
 
 

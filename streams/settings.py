@@ -67,6 +67,12 @@ class Settings(BaseSettings):
     schema_registry_url: str | None = Field(None, pattern=r"^https?://\S+$")
     # A file holding "user:password" for the registry's basic auth (never the secret itself here).
     schema_registry_auth_file: Path | None = None
+    # The embedded registry (`paystream registry up`) listens here: a URL of exactly
+    # http://localhost:<this>/apis/ccompat/v7 is ours to start and stop.
+    schema_registry_embedded_port: int = Field(18081, ge=1024, le=65535)
+    schema_registry_start_timeout_s: int = Field(120, ge=5, le=1800)
+    # A process starting with the URL set waits this long for the registry to answer.
+    schema_registry_wait_s: float = Field(60.0, ge=0, le=600)
 
     # Local state
     data_dir: Path = Path("var")
@@ -182,8 +188,6 @@ class Settings(BaseSettings):
     scheduler_catch_up_days: int = Field(7, ge=1, le=90)
     # Attempts per job and day in one scheduler process before it waits for a restart (or an operator).
     scheduler_job_attempts: int = Field(3, ge=1, le=20)
-    # The scheduler's /metrics (its jobs' counters, SETTLEMENT_DISCREPANCIES among them); deploy/ sets 9109.
-    scheduler_metrics_port: int | None = Field(None, ge=1024, le=65535)
 
     # Merchant HTTP API (streams/api, docs/api.md). Loopback unless told otherwise.
     api_host: str = Field("127.0.0.1", min_length=1, max_length=255)
@@ -293,6 +297,16 @@ class Settings(BaseSettings):
     @property
     def kafka_dir(self) -> Path:
         return self.data_dir / "kafka"
+
+    @property
+    def schema_registry_embedded_url(self) -> str:
+        from connectors.schema_registry.launcher import CCOMPAT_PATH
+
+        return f"http://localhost:{self.schema_registry_embedded_port}{CCOMPAT_PATH}"
+
+    @property
+    def schema_registry_dir(self) -> Path:
+        return self.data_dir / "schema-registry"
 
     @property
     def state_dir(self) -> Path:

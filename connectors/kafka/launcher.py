@@ -10,21 +10,14 @@ Plain parameters only; no `streams` imports.
 from __future__ import annotations
 
 import base64
-import fcntl
-import hashlib
 import os
-import re
-import shutil
-import signal
 import subprocess
-import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from connectors.kafka.admin import CLUSTER_REPLICATION_FACTOR, POLL_INTERVAL_S, broker_answers, min_insync_for
+from connectors import jvm
+from connectors.kafka.admin import CLUSTER_REPLICATION_FACTOR, broker_answers, min_insync_for
 
 #: deploy/kafka in the source tree: the pom and the log4j2 config.
 DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy" / "kafka"
@@ -33,14 +26,13 @@ LOG4J2_CONFIG = DEPLOY_DIR / "log4j2.properties"
 
 MIN_JAVA = 17
 MAVEN_TIMEOUT_S = 1800  # a cold resolve downloads ~45 MB
-LOG_TAIL_LINES = 20
 # The machine has 2 cores shared with workers and ClickHouse: a small heap, G1 as in
 # kafka-run-class. KAFKA_HEAP_OPTS overrides the heap like it does for kafka-server-start.
 DEFAULT_HEAP_OPTS = "-Xmx1g -Xms256m"
 JVM_OPTS = ("-server", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true")
 
 
-class BrokerError(RuntimeError):
+class BrokerError(jvm.JvmError):
     """The broker could not be resolved, formatted, started or stopped."""
 
 
@@ -88,6 +80,10 @@ class BrokerConfig:
     @property
     def bootstrap(self) -> str:
         return f"localhost:{self.port}"
+
+    @property
+    def service(self) -> jvm.JvmService:
+        return jvm.JvmService("Kafka", self.root, self.pid_file, self.log_file, b"kafka.Kafka", BrokerError)
 
 
 @dataclass(frozen=True)
@@ -157,19 +153,7 @@ def _new_cluster_id() -> str:
 
 
 def _java() -> str:
-    java_home = os.environ.get("JAVA_HOME")
-    java = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java")
-    if not java or not Path(java).exists():
-        raise BrokerError(f"Java {MIN_JAVA}+ is needed for Kafka: no java found (set JAVA_HOME or put java on PATH)")
-    out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False).stderr
-    match = re.search(r'version "(\d+)(?:\.(\d+))?', out)
-    if not match:
-        raise BrokerError(f"cannot read the Java version from `{java} -version`: {out.strip()!r}")
-    # Java 8 and older report "1.8.0_x"; 9+ report the feature release first.
-    major = int(match[2]) if match[1] == "1" and match[2] else int(match[1])
-    if major < MIN_JAVA:
-        raise BrokerError(f"Kafka 4 needs Java {MIN_JAVA}+, but {java} is Java {major} (set JAVA_HOME)")
-    return java
+    return jvm.find_java(MIN_JAVA, "Kafka 4", BrokerError)
 
 
 def _java_cmd(cfg: BrokerConfig, java: str, main: str, *args: str, heap: str) -> list[str]:
@@ -187,90 +171,12 @@ def _java_cmd(cfg: BrokerConfig, java: str, main: str, *args: str, heap: str) ->
 
 def resolve_jars(cfg: BrokerConfig) -> Path:
     """Copy the broker's runtime jars into home/libs with Maven, once per pom version."""
-    marker = cfg.libs_dir / ".resolved"
-    # The marker holds the pom's hash, so any pin change (Kafka, log4j) re-resolves.
-    pom_hash = hashlib.sha256(POM.read_bytes()).hexdigest()
-    if marker.exists() and marker.read_text().strip() == pom_hash:
-        return cfg.libs_dir
-    mvn = shutil.which("mvn")
-    if not mvn:
-        raise BrokerError("Maven (mvn) is needed once to fetch the Kafka jars from Maven Central: put mvn on PATH")
-    repo = (cfg.maven_repo or cfg.libs_dir.parent / "m2").resolve()
-    staging = cfg.libs_dir.parent / "libs.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    cmd = [
-        mvn, "-q", "-B", "-f", str(POM), f"-Dmaven.repo.local={repo}",
-        "dependency:copy-dependencies", f"-DoutputDirectory={staging}",
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=MAVEN_TIMEOUT_S, check=False)
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-LOG_TAIL_LINES:])
-        raise BrokerError(f"Maven could not resolve the Kafka jars ({' '.join(cmd)}):\n{tail}")
-    # Swap the whole dir: jars of two Kafka versions on one class path would mix.
-    shutil.rmtree(cfg.libs_dir, ignore_errors=True)
-    staging.rename(cfg.libs_dir)
-    marker.write_text(pom_hash + "\n")
-    return cfg.libs_dir
-
-
-def _alive(pid: int) -> bool:
-    """Is `pid` a live Kafka broker? Reaps it first if it is our own exited child."""
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass  # not our child: its parent (or init) reaps it
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # Guards against pid reuse after a crash; also a zombie's cmdline is empty.
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    return not cmdline.parent.exists() or b"kafka.Kafka" in cmdline.read_bytes()
-
-
-def _running_pid(cfg: BrokerConfig) -> int | None:
-    """The broker's pid from the pid file; a stale pid file is removed."""
-    try:
-        pid = int(cfg.pid_file.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        cfg.pid_file.unlink(missing_ok=True)
-        return None
-    if _alive(pid):
-        return pid
-    cfg.pid_file.unlink(missing_ok=True)
-    return None
-
-
-@contextmanager
-def _locked(cfg: BrokerConfig) -> Iterator[None]:
-    # Two concurrent `up`s would both launch a JVM and fight over the pid file.
-    cfg.root.mkdir(parents=True, exist_ok=True)
-    with open(cfg.root / ".launcher.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        yield
-
-
-def _log_excerpt(cfg: BrokerConfig) -> str:
-    """The log's first error lines and its last lines.
-
-    A failed start ends in pages of shutdown chatter; the cause (a bind error, a bad
-    config) is the first ERROR and its "Caused by" chain, long before the tail.
-    """
-    try:
-        lines = cfg.log_file.read_text(errors="replace").splitlines()
-    except FileNotFoundError:
-        return "(no log written)"
-    tail = lines[-LOG_TAIL_LINES:]
-    errors = [ln for ln in lines if " ERROR " in ln or " FATAL " in ln or ln.startswith("Caused by:")]
-    if not errors:
-        return "\n".join(tail)
-    return "\n".join(["first errors:", *errors[:LOG_TAIL_LINES // 2], "last lines:", *tail])
+    repo = cfg.maven_repo or cfg.libs_dir.parent / "m2"
+    return jvm.maven_resolve(POM, cfg.libs_dir, repo, ["dependency:copy-dependencies"], MAVEN_TIMEOUT_S, "the Kafka jars", BrokerError)
 
 
 def status(cfg: BrokerConfig) -> BrokerStatus:
-    pid = _running_pid(cfg)
+    pid = jvm.running_pid(cfg.service)
     return BrokerStatus(
         running=pid is not None,
         answering=broker_answers(cfg.bootstrap),
@@ -295,26 +201,13 @@ def _format_storage(cfg: BrokerConfig, java: str, cluster_id: str | None = None)
 
 
 def _wait_answering(cfg: BrokerConfig, proc: subprocess.Popen[bytes] | None, pid: int) -> None:
-    deadline = time.monotonic() + cfg.start_timeout_s
-    while not broker_answers(cfg.bootstrap):
-        exited = proc.poll() is not None if proc else not _alive(pid)
-        if exited:
-            cfg.pid_file.unlink(missing_ok=True)
-            raise BrokerError(f"Kafka exited during startup; see {cfg.log_file}:\n{_log_excerpt(cfg)}")
-        if time.monotonic() >= deadline:
-            tail = _log_excerpt(cfg)
-            _stop(cfg, pid, timeout_s=30)  # `up` leaves an answering broker or none
-            raise BrokerError(
-                f"Kafka did not answer on {cfg.bootstrap} within {cfg.start_timeout_s}s;"
-                f" stopped it; see {cfg.log_file}:\n{tail}"
-            )
-        time.sleep(POLL_INTERVAL_S)
+    jvm.wait_answering(cfg.service, lambda: broker_answers(cfg.bootstrap), cfg.bootstrap, proc, pid, cfg.start_timeout_s)
 
 
 def up(cfg: BrokerConfig) -> BrokerStatus:
     """Start the broker unless it runs; return once it answers metadata requests."""
-    with _locked(cfg):
-        pid = _running_pid(cfg)
+    with jvm.locked(cfg.root):
+        pid = jvm.running_pid(cfg.service)
         if pid is not None:
             _wait_answering(cfg, None, pid)  # it may still be starting
             return BrokerStatus(True, True, pid, cfg.bootstrap, cfg.log_file, already_running=True)
@@ -333,49 +226,13 @@ def _launch(cfg: BrokerConfig, java: str, heap: str, cluster_id: str | None = No
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     cfg.properties_file.write_text(render_server_properties(cfg))
     _format_storage(cfg, java, cluster_id)
-    if cfg.log_file.exists():  # keep the previous run's log for post-mortems
-        cfg.log_file.replace(cfg.log_file.with_suffix(".log.1"))
-    with open(cfg.log_file, "wb") as log:
-        proc = subprocess.Popen(
-            _java_cmd(cfg, java, "kafka.Kafka", str(cfg.properties_file), heap=heap),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=cfg.root,
-            start_new_session=True,  # outlives the CLI and its Ctrl-C
-        )
-    cfg.pid_file.write_text(f"{proc.pid}\n")
-    return proc
-
-
-def _signal(pid: int, sig: signal.Signals) -> None:
-    with suppress(ProcessLookupError):  # it may exit between our check and the kill
-        os.kill(pid, sig)
-
-
-def _stop(cfg: BrokerConfig, pid: int, timeout_s: float) -> None:
-    _signal(pid, signal.SIGTERM)  # Kafka shuts down cleanly on SIGTERM
-    deadline = time.monotonic() + timeout_s
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(POLL_INTERVAL_S)
-    if _alive(pid):
-        _signal(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while _alive(pid):
-            if time.monotonic() >= deadline:
-                raise BrokerError(f"Kafka (pid {pid}) survived SIGKILL")
-            time.sleep(POLL_INTERVAL_S)
-    cfg.pid_file.unlink(missing_ok=True)
+    cmd = _java_cmd(cfg, java, "kafka.Kafka", str(cfg.properties_file), heap=heap)
+    return jvm.launch(cfg.service, cmd, cwd=cfg.root)
 
 
 def down(cfg: BrokerConfig, timeout_s: float = 60) -> bool:
     """Stop the broker: SIGTERM, bounded wait, then SIGKILL. False if it was not running."""
-    with _locked(cfg):
-        pid = _running_pid(cfg)
-        if pid is None:
-            return False
-        _stop(cfg, pid, timeout_s)
-        return True
+    return jvm.down(cfg.service, timeout_s)
 
 
 # --- a local cluster of N combined nodes ---
@@ -451,31 +308,31 @@ def up_cluster(cluster: ClusterConfig) -> list[BrokerStatus]:
     that was killed. A failed start stops the nodes this call launched.
     """
     nodes = cluster.all_nodes()
-    with _locked(BrokerConfig(home=cluster.home)):
+    with jvm.locked(cluster.root):
         java = _java()
         resolve_jars(nodes[0])
         cid = _cluster_id(cluster)
         launched: dict[int, subprocess.Popen[bytes]] = {}
         try:
             for cfg in nodes:
-                if _running_pid(cfg) is not None:
+                if jvm.running_pid(cfg.service) is not None:
                     continue
                 if broker_answers(cfg.bootstrap):
                     raise BrokerError(f"another Kafka (not node {cfg.node_id} of {cluster.root}) answers on {cfg.bootstrap}")
                 launched[cfg.node_id] = _launch(cfg, java, heap=os.environ.get("KAFKA_HEAP_OPTS", CLUSTER_HEAP_OPTS), cluster_id=cid)
             for cfg in nodes:
                 proc = launched.get(cfg.node_id)
-                pid = proc.pid if proc else _running_pid(cfg)
+                pid = proc.pid if proc else jvm.running_pid(cfg.service)
                 if pid is None:
-                    raise BrokerError(f"node {cfg.node_id} exited before it answered; see {cfg.log_file}:\n{_log_excerpt(cfg)}")
+                    raise BrokerError(f"node {cfg.node_id} exited before it answered; see {cfg.log_file}:\n{jvm.log_excerpt(cfg.log_file)}")
                 _wait_answering(cfg, proc, pid)
         except BaseException:
             for node_id, proc in launched.items():
                 if proc.poll() is None:
-                    _stop(cluster.node(node_id), proc.pid, timeout_s=30)
+                    jvm.stop(cluster.node(node_id).service, proc.pid, timeout_s=30)
             raise
     return [
-        BrokerStatus(True, True, _running_pid(cfg), cfg.bootstrap, cfg.log_file, already_running=cfg.node_id not in launched)
+        BrokerStatus(True, True, jvm.running_pid(cfg.service), cfg.bootstrap, cfg.log_file, already_running=cfg.node_id not in launched)
         for cfg in nodes
     ]
 
@@ -498,15 +355,9 @@ def status_cluster(cluster: ClusterConfig) -> list[BrokerStatus]:
 def kill_node(cluster: ClusterConfig, node_id: int) -> int | None:
     """SIGKILL one node, as a crash would; its pid, or None if it was not running."""
     cfg = cluster.node(node_id)
-    with _locked(cfg):
-        pid = _running_pid(cfg)
+    with jvm.locked(cfg.root):
+        pid = jvm.running_pid(cfg.service)
         if pid is None:
             return None
-        _signal(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while _alive(pid):
-            if time.monotonic() >= deadline:
-                raise BrokerError(f"node {node_id} (pid {pid}) survived SIGKILL")
-            time.sleep(POLL_INTERVAL_S)
-        cfg.pid_file.unlink(missing_ok=True)
+        jvm.kill(cfg.service, pid)
         return pid

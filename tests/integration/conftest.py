@@ -9,6 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from connectors.kafka import admin
+from connectors.schema_registry import launcher as registry_launcher
+from streams.registry import registry_config
 from streams.settings import Settings
 from tests.integration.support import Pipeline, make_settings, start_worker
 
@@ -19,6 +21,19 @@ def bootstrap() -> str:
     if not admin.broker_answers(settings.kafka_bootstrap, timeout_s=5):
         pytest.fail(f"no Kafka broker at {settings.kafka_bootstrap}: run `paystream kafka up` first (make test does)")
     return settings.kafka_bootstrap
+
+
+@pytest.fixture(scope="session")
+def schema_registry_url() -> str:
+    """PAYSTREAM_SCHEMA_REGISTRY_URL when set (an external registry), else the embedded
+    one, started unless it runs (`make test` starts it; `make down` and .ci/run stop it).
+    A registry that cannot be had fails the tests that need it: they never skip."""
+    settings = Settings()
+    if settings.schema_registry_url is not None:
+        if not registry_launcher.registry_answers(settings.schema_registry_url, timeout_s=5):
+            pytest.fail(f"no Schema Registry answers at PAYSTREAM_SCHEMA_REGISTRY_URL={settings.schema_registry_url}")
+        return settings.schema_registry_url
+    return registry_launcher.up(registry_config(settings)).url
 
 
 @pytest.fixture(scope="session")

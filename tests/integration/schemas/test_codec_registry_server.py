@@ -1,27 +1,32 @@
-"""The codec against a real Schema Registry. Runs when PAYSTREAM_SCHEMA_REGISTRY_URL
-is set (e.g. the registry of deploy/docker-compose.yml: http://localhost:8081);
-skipped otherwise. Needs no broker. Registers the paystream.v1.* subjects there."""
+"""The codec against a real Schema Registry: PAYSTREAM_SCHEMA_REGISTRY_URL when set
+(e.g. the registry of deploy/docker-compose.yml), else the embedded Apicurio Registry
+(`paystream registry up`; the `schema_registry_url` fixture starts it). Needs no
+broker. Registers the paystream.v1.* subjects there."""
 
 from __future__ import annotations
 
-import os
+import json
+import uuid
 from collections.abc import Iterator
 
 import pytest
+from confluent_kafka.schema_registry import Schema as RegistrySchema
+from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from schemas.codec import Codec, DecodeError, use_registry
+from schemas.codec import Codec, DecodeError, RegistryError, use_registry
 from streams.registry import configure_codecs
 from streams.settings import Settings
 from tests.unit.schemas.registry_support import DEAD_LETTER, DEAD_LETTER_BODY
 
-pytestmark = pytest.mark.skipif(
-    not os.environ.get("PAYSTREAM_SCHEMA_REGISTRY_URL"), reason="PAYSTREAM_SCHEMA_REGISTRY_URL is not set"
-)
+
+@pytest.fixture
+def settings(schema_registry_url: str) -> Settings:
+    return Settings(schema_registry_url=schema_registry_url)
 
 
 @pytest.fixture
-def wire() -> Iterator[None]:
-    assert configure_codecs(Settings()) is not None
+def wire(settings: Settings) -> Iterator[None]:
+    assert configure_codecs(settings) is not None
     yield
     use_registry(None)
 
@@ -33,9 +38,9 @@ def test_round_trip_through_a_real_registry(wire: None) -> None:
     assert codec.decode(data) == DEAD_LETTER
 
 
-def test_registering_again_is_idempotent(wire: None) -> None:
+def test_registering_again_is_idempotent(wire: None, settings: Settings) -> None:
     first = Codec("DeadLetter").encode(DEAD_LETTER)[:5]
-    configure_codecs(Settings())
+    configure_codecs(settings)
     assert Codec("DeadLetter").encode(DEAD_LETTER)[:5] == first
 
 
@@ -43,3 +48,21 @@ def test_unknown_id_on_a_real_registry(wire: None) -> None:
     with pytest.raises(DecodeError) as err:
         Codec("DeadLetter").decode(b"\x00\x7f\xff\xff\xfe" + DEAD_LETTER_BODY)
     assert err.value.reason == "unknown_schema_id"
+
+
+def test_the_registry_refuses_a_backward_incompatible_version(schema_registry_url: str) -> None:
+    # BACKWARD, as deploy/ configures the registry: a new required field cannot read old data.
+    client = SchemaRegistryClient({"url": schema_registry_url, "timeout": 10})
+    subject = f"it.probe{uuid.uuid4().hex[:8]}.Probe"
+    v1 = {"type": "record", "name": subject, "fields": [{"name": "a", "type": "string"}]}
+    client.register_schema(subject, RegistrySchema(json.dumps(v1), "AVRO"))
+    v2 = v1 | {"fields": [*v1["fields"], {"name": "b", "type": "string"}]}
+    assert client.test_compatibility(subject, RegistrySchema(json.dumps(v2), "AVRO")) is False
+    v3 = v1 | {"fields": [*v1["fields"], {"name": "b", "type": "string", "default": ""}]}
+    assert client.test_compatibility(subject, RegistrySchema(json.dumps(v3), "AVRO")) is True
+
+
+def test_a_registry_that_does_not_answer_fails_within_the_wait() -> None:
+    dead = Settings(schema_registry_url="http://localhost:1/apis/ccompat/v7", schema_registry_wait_s=1)
+    with pytest.raises(RegistryError, match="no Schema Registry answered at http://localhost:1/apis/ccompat/v7 within 1s"):
+        configure_codecs(dead)

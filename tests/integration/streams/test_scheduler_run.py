@@ -37,7 +37,7 @@ def types_of(seen: Observer, pid: str) -> list[str]:
 def test_an_idle_pipeline_releases_an_expired_hold_on_the_schedulers_ticks(bootstrap: str, tmp_path: Path) -> None:
     settings = make_settings(tmp_path, "clock").model_copy(update={
         "scheduler_tick_interval_s": 0.5, "scheduler_tick_lag_s": 60.0, "scheduler_jobs": "",
-        "scheduler_metrics_port": free_port()})
+        "metrics_port": free_port()})
     now = datetime.now(timezone.utc).replace(microsecond=0)
     m = f"m_{uuid.uuid4().hex[:6]}"
     # Manual capture, created 8 days ago: its 7-day window closed a day ago. The other one
@@ -71,7 +71,7 @@ def test_an_idle_pipeline_releases_an_expired_hold_on_the_schedulers_ticks(boots
             assert "expired" not in types_of(seen, fresh["payment_id"])
 
         # The scheduler serves its metrics: ticks counted, event time the wall clock less the lag.
-        s = scrape(settings.scheduler_metrics_port)
+        s = scrape(settings.metrics_port)
         assert s["paystream_scheduler_ticks_total"][0][1] >= 1
         (_, at), = s["paystream_scheduler_event_time_seconds"]
         behind = datetime.now(timezone.utc).timestamp() - at

@@ -1,12 +1,15 @@
 """deploy/docker-compose.yml and deploy/k8s/ checked offline: Kubernetes objects
 against the API schemas bundled in kubernetes-validate (strict: unknown fields
-fail), Strimzi resources and the compose file by their structure, and both kept in
-step with the code (topics, settings, ports)."""
+fail), the compose file against the Compose Specification's schema (check-jsonschema),
+Strimzi resources by their structure, and both kept in step with the code (topics,
+settings, commands, ports and probes)."""
 
 from __future__ import annotations
 
 import copy
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,12 @@ STRIMZI = [(f, d) for f, d in K8S if d["apiVersion"].startswith("kafka.strimzi.i
 
 def _kinds(kind: str) -> list[dict[str, Any]]:
     return [d for _, d in K8S if d["kind"] == kind]
+
+
+def _settings_configmap() -> dict[str, Any]:
+    """The ConfigMap every pod takes its PAYSTREAM_* settings from."""
+    (configmap,) = [d for d in _kinds("ConfigMap") if d["metadata"]["name"] == "paystream"]
+    return configmap
 
 
 @pytest.mark.parametrize(("file", "doc"), CORE, ids=[f"{f}:{d['kind']}/{d['metadata']['name']}" for f, d in CORE])
@@ -76,13 +85,13 @@ def test_strimzi_kafka_is_kraft_three_combined_nodes_rf3_min_isr2() -> None:
     assert config["min.insync.replicas"] == config["transaction.state.log.min.isr"] == CLUSTER_MIN_INSYNC_REPLICAS
     assert config["auto.create.topics.enable"] is False and config["unclean.leader.election.enable"] is False
     listener_ports = {x["port"] for x in kafka["spec"]["kafka"]["listeners"]}
-    (configmap,) = _kinds("ConfigMap")
+    configmap = _settings_configmap()
     host, port = configmap["data"]["PAYSTREAM_KAFKA_BOOTSTRAP"].split(":")
     assert host == f"{kafka['metadata']['name']}-kafka-bootstrap" and int(port) in listener_ports
 
 
 def test_kafka_topics_are_the_declared_topics() -> None:
-    (configmap,) = _kinds("ConfigMap")
+    configmap = _settings_configmap()
     settings = Settings(
         partitions=int(configmap["data"]["PAYSTREAM_PARTITIONS"]),
         replication_factor=int(configmap["data"]["PAYSTREAM_REPLICATION_FACTOR"]),
@@ -102,7 +111,7 @@ def test_workers_keep_state_on_their_own_volume_and_name() -> None:
     pod = sts["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
-    (configmap,) = _kinds("ConfigMap")
+    configmap = _settings_configmap()
     assert mounts["state"] == configmap["data"]["PAYSTREAM_DATA_DIR"]
     assert [t["metadata"]["name"] for t in sts["spec"]["volumeClaimTemplates"]] == ["state"]
     name_env = {e["name"]: e for e in container["env"]}["PAYSTREAM_WORKER_NAME"]
@@ -135,7 +144,7 @@ def _env_loads_into_settings(env: dict[str, str], monkeypatch: pytest.MonkeyPatc
 
 
 def test_configmap_is_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    (configmap,) = _kinds("ConfigMap")
+    configmap = _settings_configmap()
     assert _env_loads_into_settings(configmap["data"], monkeypatch) <= PENDING_SETTINGS
 
 
@@ -191,4 +200,112 @@ def test_compose_mounts_what_exists() -> None:
         for volume in SERVICES[service]["volumes"]:
             source = volume.split(":")[0]
             assert (DEPLOY / source).exists(), source
-    assert {s for svc in SERVICES.values() for s in svc.get("secrets", [])} <= set(COMPOSE["secrets"])
+    # A secret is named (short syntax) or given a source and a target (long syntax).
+    used = {s if isinstance(s, str) else s["source"] for svc in SERVICES.values() for s in svc.get("secrets", [])}
+    assert used <= set(COMPOSE["secrets"])
+
+
+def test_compose_file_matches_the_compose_spec(tmp_path: Path) -> None:
+    # The Compose Specification's JSON schema, as check-jsonschema ships it (offline).
+    assert _check_compose(DEPLOY / "docker-compose.yml").returncode == 0
+    broken = copy.deepcopy(COMPOSE)
+    broken["services"]["worker"]["depends_on"]["topics"]["condition"] = "service_ready"  # not a condition
+    broken["services"]["sink"]["restart_policy"] = "always"  # not a service key
+    path = tmp_path / "docker-compose.yml"
+    path.write_text(yaml.safe_dump(broken))
+    result = _check_compose(path)
+    assert result.returncode == 1 and "service_ready" in result.stdout and "restart_policy" in result.stdout, result.stdout
+
+
+def _check_compose(path: Path) -> subprocess.CompletedProcess[str]:
+    validator = Path(sys.executable).parent / "check-jsonschema"
+    return subprocess.run([str(validator), "--builtin-schema", "vendor.compose-spec", str(path)],
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+
+
+# --- every long-lived process, in both ---
+
+# The processes that run until stopped (docs/deploy.md); each is deployed in both.
+LONG_LIVED = {("worker",), ("sink",), ("api",), ("webhooks", "run"), ("scheduler", "run")}
+
+
+def _k8s_containers() -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(workload name, pod template, container) of every Deployment and StatefulSet."""
+    return [(w["metadata"]["name"], w["spec"]["template"], c)
+            for w in _kinds("Deployment") + _kinds("StatefulSet") for c in w["spec"]["template"]["spec"]["containers"]]  # fmt: skip
+
+
+PAYSTREAM_SERVICES = {n: s for n, s in SERVICES.items() if s.get("image") == "paystream:local"}
+
+
+def test_every_long_lived_process_runs_in_compose_and_kubernetes() -> None:
+    assert {tuple(c["args"]) for _, _, c in _k8s_containers()} == LONG_LIVED
+    compose = {tuple(s["command"]) for s in PAYSTREAM_SERVICES.values() if s.get("restart") != "no"}
+    assert compose == LONG_LIVED
+
+
+def _cli_command_exists(words: tuple[str, ...]) -> bool:
+    import typer.main
+
+    from streams.cli import app
+
+    cmd: Any = typer.main.get_group(app)
+    for word in words:  # a group has sub-commands, a command has none
+        cmd = getattr(cmd, "commands", {}).get(word)
+    return cmd is not None and not hasattr(cmd, "commands")
+
+
+def test_deployed_commands_are_cli_commands() -> None:
+    deployed = {tuple(c["args"]) for _, _, c in _k8s_containers()} | {tuple(s["command"]) for s in PAYSTREAM_SERVICES.values()}
+    missing = {words for words in deployed if not _cli_command_exists(words)}
+    assert missing == set()
+
+
+def test_kubernetes_ports_and_probes_follow_the_settings() -> None:
+    metrics_port = int(_settings_configmap()["data"]["PAYSTREAM_METRICS_PORT"])
+    for name, template, container in _k8s_containers():
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        for probe in ("readinessProbe", "livenessProbe"):
+            if probe in container:
+                assert container[probe]["httpGet"]["port"] in ports, f"{name} {probe}"
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        if tuple(container["args"]) == ("api",):
+            assert env["PAYSTREAM_API_HOST"] == "0.0.0.0" and int(env["PAYSTREAM_API_PORT"]) == ports["http"], name
+            assert container["readinessProbe"]["httpGet"] == {"path": "/openapi.json", "port": "http"}
+        else:  # served by metrics.serve on PAYSTREAM_METRICS_PORT, and scraped there
+            assert ports == {"metrics": metrics_port}, name
+            assert template["metadata"]["annotations"]["prometheus.io/port"] == str(metrics_port), name
+            assert container["readinessProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"}, name
+
+
+def test_kubernetes_file_settings_are_mounted() -> None:
+    # A PAYSTREAM_*_FILE a pod is given but cannot read fails it at start (the registry's
+    # user info: every process reads it once PAYSTREAM_SCHEMA_REGISTRY_URL is set).
+    shared = _settings_configmap()["data"]
+    for name, _, container in _k8s_containers():
+        env = shared | {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+        mounts = [m["mountPath"] for m in container.get("volumeMounts", [])]
+        for key, path in env.items():
+            if key.endswith("_FILE"):
+                assert any(path == m or path.startswith(m.rstrip("/") + "/") for m in mounts), f"{name}: {key}={path}"
+
+
+def test_compose_ports_healthchecks_and_secrets_follow_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, service in PAYSTREAM_SERVICES.items():
+        env = {k: v.replace("${PAYSTREAM_PARTITIONS:-16}", "16") for k, v in service["environment"].items()}
+        assert _env_loads_into_settings(env, monkeypatch) <= PENDING_SETTINGS, name
+        secrets = {s if isinstance(s, str) else s["source"] for s in service.get("secrets", [])}
+        for key, value in env.items():
+            if key.endswith("_FILE") and value.startswith("/run/secrets/"):
+                assert value.removeprefix("/run/secrets/").split("/")[0] in secrets, f"{name}: {key}"
+        if service.get("restart") == "no":
+            continue
+        probe = " ".join(service["healthcheck"]["test"])
+        if tuple(service["command"]) == ("api",):
+            port = env["PAYSTREAM_API_PORT"]
+            assert env["PAYSTREAM_API_HOST"] == "0.0.0.0" and f"localhost:{port}/openapi.json" in probe
+            assert service["ports"] == [f"{port}:{port}"]
+        else:
+            assert f"localhost:{env['PAYSTREAM_METRICS_PORT']}/metrics" in probe, name
+    scraped = {c["dns_sd_configs"][0]["names"][0] for c in yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())["scrape_configs"]}
+    assert scraped == {n for n, s in PAYSTREAM_SERVICES.items() if s.get("restart") != "no" and s["command"] != ["api"]}

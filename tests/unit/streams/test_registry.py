@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from pydantic import ValidationError
@@ -66,3 +70,57 @@ def test_unreadable_or_malformed_auth_file_is_a_clear_error(tmp_path, env: pytes
     with pytest.raises(RegistryError, match="user:password") as err:
         registry_client(Settings())
     assert "s3cret" not in str(err.value)
+
+
+class _Answer(BaseHTTPRequestHandler):
+    """A registry stand-in that answers every GET with one HTTP status."""
+
+    status = 503
+    hits = 0
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        type(self).hits += 1
+        self.send_response(self.status)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(json.dumps({"error_code": self.status, "message": "no"}).encode())
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def http_answer() -> Iterator[Callable[[int], tuple[str, type[_Answer]]]]:
+    servers: list[ThreadingHTTPServer] = []
+
+    def serve(status: int) -> tuple[str, type[_Answer]]:
+        handler = type("Handler", (_Answer,), {"status": status, "hits": 0})
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}", handler
+
+    yield serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_refusing_registry_fails_at_once(env: pytest.MonkeyPatch, http_answer: Callable[[int], tuple[str, type[_Answer]]]) -> None:
+    url, handler = http_answer(401)
+    env.setenv("PAYSTREAM_SCHEMA_REGISTRY_URL", url)
+    env.setenv("PAYSTREAM_SCHEMA_REGISTRY_WAIT_S", "30")
+    started = time.monotonic()
+    with pytest.raises(RegistryError, match=f"the Schema Registry at {url} refused us"):
+        configure_codecs(Settings())
+    assert time.monotonic() - started < 5 and handler.hits == 1
+
+
+def test_a_registry_not_ready_is_asked_again_until_the_deadline(env: pytest.MonkeyPatch, http_answer: Callable[[int], tuple[str, type[_Answer]]]) -> None:
+    url, handler = http_answer(503)
+    env.setenv("PAYSTREAM_SCHEMA_REGISTRY_URL", url)
+    env.setenv("PAYSTREAM_SCHEMA_REGISTRY_WAIT_S", "1.5")
+    started = time.monotonic()
+    with pytest.raises(RegistryError, match=f"no Schema Registry answered at {url} within 1.5s"):
+        configure_codecs(Settings())
+    assert 1.5 <= time.monotonic() - started < 5 and handler.hits >= 3

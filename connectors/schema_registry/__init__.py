@@ -1,0 +1,1 @@
+"""The embedded Schema Registry launcher (no `streams` imports)."""
