@@ -36,8 +36,7 @@ def types_of(seen: Observer, pid: str) -> list[str]:
 
 def test_an_idle_pipeline_releases_an_expired_hold_on_the_schedulers_ticks(bootstrap: str, tmp_path: Path) -> None:
     settings = make_settings(tmp_path, "clock").model_copy(update={
-        "scheduler_tick_interval_s": 0.5, "scheduler_tick_lag_s": 60.0, "scheduler_jobs": "",
-        "metrics_port": free_port()})
+        "scheduler_tick_interval_s": 0.5, "scheduler_tick_lag_s": 60.0, "scheduler_jobs": ""})
     now = datetime.now(timezone.utc).replace(microsecond=0)
     m = f"m_{uuid.uuid4().hex[:6]}"
     # Manual capture, created 8 days ago: its 7-day window closed a day ago. The other one
@@ -46,7 +45,9 @@ def test_an_idle_pipeline_releases_an_expired_hold_on_the_schedulers_ticks(boots
     old = create(m, "old", occurred_at=now - timedelta(days=8))
     fresh = create(m, "fresh", occurred_at=now - timedelta(days=1, hours=1))
     worker = start_worker(settings)
-    scheduler = SchedulerProcess(settings, tmp_path / "scheduler.log")
+    # Its own metrics port: each process serves PAYSTREAM_METRICS_PORT, and the worker has none here.
+    scheduler_settings = settings.model_copy(update={"metrics_port": free_port()})
+    scheduler = SchedulerProcess(scheduler_settings, tmp_path / "scheduler.log")
     try:
         with Observer(settings) as seen:
             publish_commands(settings, [old, fresh])
@@ -71,7 +72,7 @@ def test_an_idle_pipeline_releases_an_expired_hold_on_the_schedulers_ticks(boots
             assert "expired" not in types_of(seen, fresh["payment_id"])
 
         # The scheduler serves its metrics: ticks counted, event time the wall clock less the lag.
-        s = scrape(settings.metrics_port)
+        s = scrape(scheduler_settings.metrics_port)
         assert s["paystream_scheduler_ticks_total"][0][1] >= 1
         (_, at), = s["paystream_scheduler_event_time_seconds"]
         behind = datetime.now(timezone.utc).timestamp() - at
