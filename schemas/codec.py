@@ -250,8 +250,11 @@ class Codec:
                 "wrong_schema", f"expected {self.schema.name}, message is {writer.name}"
             )
         body = io.BytesIO(data[header_len:])
+        # Written with our own schema (the usual case): no reader schema, so fastavro
+        # neither compares the two nor resolves one against the other (half the time).
+        reader = None if writer.fingerprint == self.schema.fingerprint else self.schema.parsed
         try:
-            record = fastavro.schemaless_reader(body, writer.parsed, self.schema.parsed)
+            record = fastavro.schemaless_reader(body, writer.parsed, reader)
         except Exception as e:  # fastavro raises many types on hostile bytes; all mean the same
             raise DecodeError("malformed_avro", f"{type(e).__name__}: {e}"[:500]) from None
         if body.tell() != len(data) - header_len:
