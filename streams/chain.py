@@ -32,7 +32,6 @@ auditor in any language can rebuild the bytes from the decoded record.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -42,6 +41,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from schemas.errors import ReasonedError
+from schemas.state import canonical_json
 from streams.ledger import to_ms
 
 DOMAIN = b"paystream/PaymentEvent/chain/v1\n"  # separates these hashes from any other use of the keys
@@ -133,7 +133,10 @@ def canonical_bytes(event: Mapping[str, Any]) -> bytes:
         body = {k: _plain(v) for k, v in event.items() if k != "signature" and v is not None}
     except (TypeError, ValueError) as e:
         raise ChainError("not_canonical", str(e)[:200]) from None
-    data = DOMAIN + json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    try:
+        data = DOMAIN + canonical_json(body)
+    except TypeError as e:  # an int past 64 bits: no Avro long holds it either
+        raise ChainError("not_canonical", str(e)[:200]) from None
     if len(data) > MAX_CANONICAL_BYTES:
         raise ChainError("event_too_large", f"{len(data)} canonical bytes")
     return data

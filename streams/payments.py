@@ -22,7 +22,6 @@ void at the provider (the hold is released).
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from typing import Any, Callable, Protocol
@@ -30,7 +29,7 @@ from typing import Any, Callable, Protocol
 from connectors.providers.router import Routed, Router, RoutingState, card_of
 from connectors.providers.simulated import Call, ProviderResult
 from schemas.ids import derive_command_id, derive_event_id, derive_label_id, derive_outcome_id, derive_provider_key
-from schemas.state import state_json, state_loads
+from schemas.state import canonical_json, state_json, state_loads
 from schemas.times import from_ms
 from schemas.times import to_ms as event_ms
 from streams.methods import DISPUTABLE, NO_STEP_UP, instrument_label, method_of
@@ -336,8 +335,7 @@ def fingerprint(cmd: dict[str, Any]) -> str:
     if dispute is not None:  # only then: the fingerprints of other commands stay as they were
         due = dispute["evidence_due_at"]
         body["dispute"] = dispute | {"evidence_due_at": None if due is None else event_ms(due)}
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(canonical_json(body)).hexdigest()
 
 
 def decide(payment: Payment | None, cmd: dict[str, Any], saga: Saga, policy: Policy,

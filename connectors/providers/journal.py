@@ -24,7 +24,6 @@ starts, so a redelivered command gets the recorded answer, not a second charge.
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import os
 import weakref
@@ -32,6 +31,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
+
+import orjson
 
 log = logging.getLogger("paystream.providers")
 
@@ -67,7 +68,7 @@ class Journal:
 
     def append(self, obj: dict[str, Any]) -> None:
         """Write one record as one line, in one write."""
-        line = json.dumps({"v": VERSION, **obj}, separators=(",", ":")).encode() + b"\n"
+        line = orjson.dumps({"v": VERSION, **obj}) + b"\n"  # compact, "v" first: MARKER
         assert line.startswith(MARKER) and len(line) <= MAX_LINE_BYTES, obj
         try:
             written = os.write(self.fd, line)
@@ -118,7 +119,7 @@ class Journal:
         try:
             if start < 0 or len(line) > MAX_LINE_BYTES:
                 raise ValueError("not a record line")
-            obj = json.loads(line)
+            obj = orjson.loads(line)
             if not isinstance(obj, dict) or obj.pop("v", None) != VERSION:
                 raise ValueError("not a version 1 record")
             return decode(obj)

@@ -56,3 +56,18 @@ def test_real_states_round_trip() -> None:
 
     state = RoutingState()
     assert RoutingState.from_json(state.to_json()) == state
+
+
+# --- canonical_json: the hashed and signed bytes must not change under them ---
+
+_text = st.text(st.characters(blacklist_categories=("Cs",)))  # Avro strings are valid UTF-8
+_leaves = st.none() | st.booleans() | int64 | _text
+_json = st.recursive(_leaves, lambda c: st.lists(c, max_size=4) | st.dictionaries(_text, c, max_size=4), max_leaves=20)
+
+
+@given(st.dictionaries(_text, _json, max_size=6))
+def test_canonical_json_is_what_json_dumps_wrote(value: dict) -> None:
+    from schemas.state import canonical_json
+
+    old = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    assert canonical_json(value) == old
