@@ -135,7 +135,12 @@ def _mask(text: str, *, numbers_are_not_pans: bool) -> tuple[str, int]:
         if numbers_are_not_pans:
             start = m.start()
             if start >= 2 and text[start - 1] == "." and text[start - 2].isdecimal():
-                return run  # a decimal's fraction
+                # A decimal's fraction is its digits up to the first separator; what
+                # follows a space or dash is text again ("took 1.2 4242...").
+                fraction = re.match(r"\d*", run)[0]
+                rest, found = _mask(run[len(fraction):], numbers_are_not_pans=True)
+                count += found
+                return fraction + rest
             if len(run) > PAN_MAX_LEN and run.isdecimal():
                 return run  # a longer number
         if _looks_like_pan(run):

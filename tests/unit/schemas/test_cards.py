@@ -153,12 +153,19 @@ visa_like = st.text(string.digits, min_size=14, max_size=14).map(lambda body: lu
 @given(visa_like, st.text(string.printable, max_size=60), st.text(string.printable, max_size=60))
 def test_an_embedded_pan_never_survives_text_masking(pan: str, before: str, after: str) -> None:
     """Anywhere in text but a decimal's fraction or a longer number (the next two)."""
-    assume(not re.search(r"\d\.$", before))
+    assume(not re.search(r"\d\.\d*$", before))  # digits glued to a decimal's fraction are that fraction
     assume(not (before[-1:].isdigit() or after[:1].isdigit()) or
            len(re.search(r"\d*$", before)[0] + pan + re.match(r"\d*", after)[0]) <= PAN_MAX_LEN)
     masked, count = mask_pans(before + pan + after)
     assert pan not in masked
     assert count >= 1
+
+
+@pytest.mark.parametrize("text", ["took 1.2 4242424242424242 ms", "took 1.25-4242424242424242"])
+def test_a_pan_after_a_decimal_and_a_separator_is_masked(text: str) -> None:
+    # Found by the property above: the fraction's exemption once swallowed the whole run.
+    masked, count = mask_pans(text)
+    assert "4242424242424242" not in masked and count == 1
 
 
 @given(st.integers(0, 10**6), visa_like, st.sampled_from(["", "s", " ms", ")"]))
