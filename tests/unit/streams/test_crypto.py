@@ -16,6 +16,7 @@ from schemas.codec import Codec
 from schemas.times import from_ms, to_ms
 from streams import crypto
 from streams.crypto import CryptoPolicy, observe, quote
+from streams.methods import MethodError, check_instrument
 from streams.ledger import Balances, add_into, house_account, merchant_account, post, totals_by_currency
 from streams.payments import Payment, Policy, crypto_due, decide
 from streams.timers import Timer
@@ -68,6 +69,20 @@ def test_the_chain_is_a_function_of_seed_address_and_event_time() -> None:
     assert [d.tx_id for d in later.deposits] == [d.tx_id for d in first.deposits]
     assert later.deposits[0].block in (2, 3) and later == chain.view(addr, 5_000_000, 0, 900_000, 120_000)
     assert chain.send("k1", PAYER, 10, 0).tx_id == chain.send("k1", PAYER, 99, 5).tx_id != chain.send("k2", PAYER, 10, 0).tx_id
+
+
+def test_a_crypto_create_carries_exactly_an_asset_and_a_payer_address() -> None:
+    base = {"method": "crypto", "currency": "USD", "capture_method": "automatic"}
+    got = check_instrument(base | {"crypto": {"asset": "BTC", "refund_address": PAYER}}, {"card": frozenset({"USD"})})
+    assert got.fields()["crypto"] == {"asset": "BTC", "refund_address": PAYER}
+    for crypto_field, reason in (({"asset": "DOGE", "refund_address": PAYER}, "invalid_crypto"),
+                                 ({"asset": "USDC", "refund_address": "bc1-q"}, "invalid_crypto")):
+        with pytest.raises(MethodError) as e:
+            check_instrument(base | {"crypto": crypto_field})
+        assert e.value.reason == reason
+    with pytest.raises(MethodError) as e:
+        check_instrument(base | {"capture_method": "manual", "crypto": {"asset": "USDC", "refund_address": PAYER}})
+    assert e.value.reason == "capture_method_not_supported"
 
 
 # --- observe, by hand-made views ---
