@@ -29,6 +29,7 @@ _COMMAND_DEFAULTS: dict[str, Any] = {
     "bank_account": None,
     "bnpl": None,
     "bank_notice": None,
+    "crypto": None,
 }
 _DISPUTE_DEFAULTS: dict[str, Any] = {"reason": None, "evidence_due_at": None, "evidence": None, "outcome": None}
 _THREE_DS_DEFAULTS: dict[str, Any] = {"eci": None, "ds_trans_id": None}

@@ -29,8 +29,27 @@ CURRENCY_EXPONENTS = MappingProxyType(
 )
 
 
+# Crypto assets the crypto rail takes, and their minor units (decimals): USDC has 6
+# (one micro-USDC), BTC 8 (one satoshi). Not ISO 4217: a payment is priced in a
+# currency, never in an asset; assets appear only on the house's crypto accounts.
+ASSET_EXPONENTS = MappingProxyType({"USDC": 6, "BTC": 8})
+
+
 def is_currency(code: str | None) -> bool:
     return code is not None and code in CURRENCY_EXPONENTS
+
+
+def is_asset(code: str | None) -> bool:
+    return code is not None and code in ASSET_EXPONENTS
+
+
+def is_ledger_currency(code: str | None) -> bool:
+    """What a ledger line may be denominated in: an ISO 4217 currency or a crypto asset."""
+    return is_currency(code) or is_asset(code)
+
+
+def asset_exponent(asset: str) -> int:
+    return ASSET_EXPONENTS[asset]
 
 
 def exponent(currency: str) -> int:
@@ -41,7 +60,7 @@ def exponent(currency: str) -> int:
 def format_minor(amount_minor: int, currency: str) -> str:
     """Human form for tables and logs, e.g. (123456, "USD") -> "1234.56 USD"."""
     assert isinstance(amount_minor, int) and not isinstance(amount_minor, bool)
-    exp = exponent(currency)
+    exp = CURRENCY_EXPONENTS[currency] if currency in CURRENCY_EXPONENTS else asset_exponent(currency)
     sign = "-" if amount_minor < 0 else ""
     whole, frac = divmod(abs(amount_minor), 10**exp)
     return f"{sign}{whole}.{frac:0{exp}d} {currency}" if exp else f"{sign}{whole} {currency}"

@@ -51,7 +51,7 @@ DISPUTE_KINDS = frozenset({"dispute_open", "dispute_evidence", "dispute_close"})
 BANK_KINDS = frozenset({"bank_settle", "bank_return"})
 FOLLOW_UP_KINDS = frozenset({"capture", "void", "refund", "expire", "confirm"}) | DISPUTE_KINDS | BANK_KINDS
 # The instruments of non-card methods (PaymentCommand v6): a follow-up carries none.
-_INSTRUMENT_FIELDS = ("method", "wallet", "bank_account", "bnpl")
+_INSTRUMENT_FIELDS = ("method", "wallet", "bank_account", "bnpl", "crypto")
 # A confirm's 3DS result (PaymentCommand v5): the ECI is two digits, the directory
 # server's transaction id a UUID in its 36-char form (EMV 3DS 2.x).
 ECI_PATTERN = re.compile(r"[0-9]{2}")

@@ -21,7 +21,7 @@ from typing import Any
 
 from schemas.errors import ReasonedError
 from schemas.ids import derive_entry_id, derive_reversal_id
-from schemas.money import is_currency
+from schemas.money import is_asset, is_currency, is_ledger_currency
 from schemas.partitioning import partition_for
 from schemas.times import from_ms
 from schemas.times import to_ms as datetime_to_ms
@@ -31,12 +31,29 @@ from streams.splits import MAX_SPLITS, Allocation, allocation_of
 # incoming: a bank transfer's funds in flight (submitted, not settled): owed to the
 # merchant once they arrive, not payable before. bank_transit: the house side of it.
 MERCHANT_ACCOUNTS = ("holds", "pending", "available", "incoming")
-HOUSE_ACCOUNTS = ("holds", "clearing", "fees", "settlement", "fx", "disputes", "bank_transit", "payouts_in_transit", "bank")
+# crypto_transit: a crypto payment paid in full, not yet deep enough (the fiat side of
+# the merchant's incoming). In the asset (USDC, BTC): crypto_custody holds what our
+# deposit addresses hold on the chain; crypto_payer is what of it is owed to payers
+# (unconfirmed, excess, late, short); crypto_owned is the house's, bought for the price.
+HOUSE_ACCOUNTS = ("holds", "clearing", "fees", "settlement", "fx", "disputes", "bank_transit", "payouts_in_transit", "bank",
+                  "crypto_transit", "crypto_custody", "crypto_payer", "crypto_owned")
 BANK_EVENT_TYPES = frozenset({"bank_submitted", "bank_settled", "bank_returned", "bank_reversed"})
+CRYPTO_EVENT_TYPES = frozenset({"crypto_quoted", "crypto_received", "crypto_reorged", "crypto_pending", "crypto_unpending",
+                                "crypto_confirmed", "crypto_expired", "crypto_refunded", "crypto_lost"})
 EVENT_TYPES = frozenset(
     {"authorized", "declined", "authorization_pending", "captured", "voided", "expired",
      "refunded", "dispute_opened", "dispute_won", "dispute_lost", "settled"}
-) | BANK_EVENT_TYPES
+) | BANK_EVENT_TYPES | CRYPTO_EVENT_TYPES
+# The asset side of a crypto event (its `crypto` record's amount), house accounts (debit, credit).
+# A refund of a crypto payment sends the house's coins back to the payer.
+CRYPTO_ASSET_LEGS = {
+    "crypto_received": ("crypto_custody", "crypto_payer"),
+    "crypto_reorged": ("crypto_payer", "crypto_custody"),
+    "crypto_confirmed": ("crypto_payer", "crypto_owned"),
+    "crypto_refunded": ("crypto_payer", "crypto_custody"),
+    "crypto_lost": ("crypto_owned", "crypto_custody"),
+    "refunded": ("crypto_owned", "crypto_custody"),
+}
 REVERSAL = "reversal"  # event_type of an entry that reverses another
 SETTLEMENT = "settlement"  # event_type of a merchant payout entry (streams/settlement.py), from no payment event
 # A payout on the bank rail (streams/payouts.py): sent (available -> in transit), paid
@@ -128,7 +145,7 @@ def line_problem(account: Any, currency: Any, debit_minor: Any, credit_minor: An
         return "amount_not_integer"
     if min(amounts) < 0 or max(amounts) > MAX_AMOUNT_MINOR or (debit_minor > 0) == (credit_minor > 0):
         return "bad_amount"  # exactly one side positive, the other zero
-    if not is_currency(currency):
+    if not is_ledger_currency(currency):
         return "invalid_currency"
     if not isinstance(account, str) or not 0 < len(account) <= MAX_ACCOUNT_LEN or _KEY_SEP in account:
         return "invalid_account"
@@ -227,6 +244,17 @@ def post(event: Mapping[str, Any], *, shard: int, settlement: SettlementTerms | 
         # Returned after it arrived (and maybe after the merchant was paid): taken back from
         # the merchant's pending balance, which may go negative (docs/ledger.md).
         move(m("pending"), h("clearing"), amount)
+    elif etype == "crypto_pending":
+        move(h("crypto_transit"), m("incoming"), amount)  # paid in full: owed once deep enough
+    elif etype == "crypto_unpending":
+        move(m("incoming"), h("crypto_transit"), amount)  # a reorg took the payment away again
+    elif etype == "crypto_confirmed":
+        move(m("incoming"), m("pending"), amount)  # final: payable with the merchant's next settlement
+        move(h("clearing"), h("crypto_transit"), amount)  # the coins' sale will bring it in
+    crypto = _crypto_of(event, etype)
+    if crypto is not None:
+        debit, credit = CRYPTO_ASSET_LEGS[etype]
+        move(h(debit), h(credit), crypto[1], crypto[0])
     # declined, authorization_pending: no money moves (see docs/ledger.md)
     move(m("pending"), h("fees"), fee)
 
@@ -243,6 +271,24 @@ def post(event: Mapping[str, Any], *, shard: int, settlement: SettlementTerms | 
         lines=tuple(lines),
         fx=fx,
     )
+
+
+def _crypto_of(event: Mapping[str, Any], etype: str) -> tuple[str, int] | None:
+    """(asset, amount) of a crypto event's asset side; None when it has none."""
+    crypto = event.get("crypto")
+    if crypto is None or etype not in CRYPTO_ASSET_LEGS:
+        if etype in CRYPTO_ASSET_LEGS and etype != "refunded":
+            raise PostingError("missing_crypto", f"a {etype} event needs its crypto record")
+        return None
+    try:
+        asset, amount = crypto["asset"], crypto["amount_minor"]
+    except (KeyError, TypeError):
+        raise PostingError("invalid_crypto", "crypto must be a record with asset and amount_minor") from None
+    if not is_asset(asset):
+        raise PostingError("invalid_crypto", f"not a crypto asset: {str(asset)[:16]!r}")
+    if type(amount) is not int or not 0 <= amount <= MAX_AMOUNT_MINOR:
+        raise PostingError("invalid_amount", f"crypto.amount_minor must be a non-negative integer, got {amount!r}"[:120])
+    return asset, amount
 
 
 _SPLIT_TYPES = frozenset({"captured", "refunded", "dispute_opened", "dispute_won"})
@@ -432,13 +478,13 @@ MAX_BALANCE_BYTES = 16
 
 
 def balance_key(account: str, currency: str) -> bytes:
-    assert _KEY_SEP not in account and is_currency(currency), (account, currency)
+    assert _KEY_SEP not in account and is_ledger_currency(currency), (account, currency)
     return f"{account}{_KEY_SEP}{currency}".encode()
 
 
 def parse_balance_key(key: bytes) -> tuple[str, str]:
     account, sep, currency = key.decode().rpartition(_KEY_SEP)
-    if not sep or not account or not is_currency(currency):
+    if not sep or not account or not is_ledger_currency(currency):
         raise ValueError(f"not a balance key: {key[:80]!r}")
     return account, currency
 

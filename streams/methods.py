@@ -9,6 +9,7 @@ exactly the instrument that method needs:
 | wallet | `wallet`: provider, payment token, cryptogram; no PAN at all | as a card, without a 3DS step-up (the device authenticated the customer) |
 | bank_transfer | `bank_account`: scheme ach/sepa, mandate id, last four digits | no hold: submitted at once, settled or returned days later (bank_settle, bank_return) |
 | bnpl | `bnpl`: the provider | the provider approves the plan, pays the merchant upfront at capture (less its fee); no disputes here |
+| crypto | `crypto`: asset (USDC, BTC), the payer's refund address | quoted, paid on a chain to an address of its own, confirmed blocks deep (streams/crypto.py); no hold, no disputes |
 
 docs/payments.md (Payment methods) has the why; `check_instrument` is ingest's rule.
 """
@@ -23,22 +24,26 @@ from typing import Any
 from connectors.providers.rails import RailConfig
 from schemas.cards import contains_pan
 from schemas.errors import ReasonedError
+from schemas.money import ASSET_EXPONENTS, is_asset
+from streams.crypto import check_refund_address
 
-METHODS = ("card", "wallet", "bank_transfer", "bnpl")
+METHODS = ("card", "wallet", "bank_transfer", "bnpl", "crypto")
 DEFAULT_METHOD = "card"
 WALLET_PROVIDERS = frozenset({"apple_pay", "google_pay"})
 # A bank scheme debits accounts in one currency: ACH in USD, SEPA in EUR.
 SCHEME_CURRENCY = {"ach": "USD", "sepa": "EUR"}
 # The device authenticated the customer (wallet), or 3DS does not apply (a bank
 # debit, a BNPL plan the provider approves): a step-up request authorizes instead.
-NO_STEP_UP = frozenset({"wallet", "bank_transfer", "bnpl"})
+NO_STEP_UP = frozenset({"wallet", "bank_transfer", "bnpl", "crypto"})
 # Disputes are the card networks' (a wallet pays through one); a bank transfer is
 # contested by a return, a BNPL plan with its provider.
 DISPUTABLE = frozenset({"card", "wallet"})
 # A bank debit has no authorization hold: it is submitted at once.
-NO_MANUAL_CAPTURE = frozenset({"bank_transfer"})
+NO_MANUAL_CAPTURE = frozenset({"bank_transfer", "crypto"})
 # Which instrument field each non-card method carries (PaymentCommand v6).
-INSTRUMENT_FIELD = {"wallet": "wallet", "bank_transfer": "bank_account", "bnpl": "bnpl"}
+INSTRUMENT_FIELD = {"wallet": "wallet", "bank_transfer": "bank_account", "bnpl": "bnpl", "crypto": "crypto"}
+# A crypto payment is priced by its chain (connectors/providers/chains.toml), not by a rail.
+NOT_ON_RAILS = frozenset({"crypto"})
 CARD_FIELDS = ("card", "card_token", "sealed_card")
 WALLET_TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,128}")
 CRYPTOGRAM_PATTERN = re.compile(r"[A-Za-z0-9+/]{16,64}={0,2}")
@@ -61,10 +66,14 @@ class Instrument:
     wallet: dict[str, str] | None = None
     bank_account: dict[str, str] | None = None
     bnpl_provider: str | None = None
+    crypto: dict[str, str] | None = None
 
     def fields(self) -> dict[str, Any]:
-        return {"method": self.method, "wallet": self.wallet, "bank_account": self.bank_account,
-                "bnpl_provider": self.bnpl_provider}
+        out = {"method": self.method, "wallet": self.wallet, "bank_account": self.bank_account,
+               "bnpl_provider": self.bnpl_provider}
+        if self.crypto is not None:  # only then: other methods' records stay as they were
+            out["crypto"] = self.crypto
+        return out
 
 
 NO_INSTRUMENT = {"method": None, "wallet": None, "bank_account": None, "bnpl_provider": None}
@@ -92,7 +101,8 @@ def check_instrument(cmd: Mapping[str, Any],
     if method in NO_MANUAL_CAPTURE and cmd.get("capture_method") == "manual":
         raise MethodError("capture_method_not_supported", f"a {method} has no authorization hold: capture_method automatic")
     currency = cmd.get("currency")
-    if method_currencies is not None and currency not in method_currencies.get(method, frozenset()):
+    if method_currencies is not None and method not in NOT_ON_RAILS \
+            and currency not in method_currencies.get(method, frozenset()):
         takes = ", ".join(sorted(method_currencies.get(method, ()))) or "nothing"
         raise MethodError("currency_not_supported", f"{method} rails take {takes}")
     if method == "wallet":
@@ -104,7 +114,20 @@ def check_instrument(cmd: Mapping[str, Any],
         if not BNPL_PROVIDER_PATTERN.fullmatch(provider):
             raise MethodError("invalid_bnpl", "bnpl.provider must be 1..32 chars [a-z0-9_]")
         return Instrument(method, bnpl_provider=provider)
+    if method == "crypto":
+        return Instrument(method, crypto=_crypto(cmd["crypto"]))
     return Instrument(method)
+
+
+def _crypto(crypto: Mapping[str, Any]) -> dict[str, str]:
+    asset, address = crypto.get("asset"), crypto.get("refund_address")
+    if not is_asset(asset):
+        raise MethodError("invalid_crypto", f"crypto.asset must be one of {', '.join(sorted(ASSET_EXPONENTS))}")
+    problem = check_refund_address(address)
+    if problem is not None:
+        raise MethodError("invalid_crypto", problem)
+    # The payer's address is kept (refunds go there); screening it is the fraud stage's (not yet).
+    return {"asset": asset, "refund_address": address}
 
 
 def _wallet(wallet: Mapping[str, Any]) -> dict[str, str]:
@@ -158,4 +181,7 @@ def instrument_label(method: str, cmd: Mapping[str, Any]) -> str | None:
         return f"{a['scheme']}:{a['mandate_id']}:****{a['account_last4']}"
     if method == "bnpl" and cmd.get("bnpl_provider"):
         return cmd["bnpl_provider"]
+    if method == "crypto" and cmd.get("crypto"):
+        # asset:refund_address, what the quote (maybe after a review) needs
+        return f"{cmd['crypto']['asset']}:{cmd['crypto']['refund_address']}"
     return None

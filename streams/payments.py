@@ -24,14 +24,16 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
+from connectors.providers.chain import SimChain
 from connectors.providers.router import Routed, Router, RoutingState, card_of
 from connectors.providers.simulated import Call, ProviderResult
 from schemas.ids import derive_command_id, derive_event_id, derive_label_id, derive_outcome_id, derive_provider_key
 from schemas.state import canonical_json, state_json, state_loads
 from schemas.times import from_ms
 from schemas.times import to_ms as event_ms
+from streams.crypto import CryptoPayment, CryptoPolicy, Move, check_refund_address, observe, quote, watching
 from streams.methods import DISPUTABLE, NO_STEP_UP, instrument_label, method_of
 from streams.outcomes import outcome, rejection
 from streams.splits import SPLIT_KINDS, Share, SplitError, allocate, checked_splits
@@ -67,8 +69,13 @@ STATUSES = frozenset(
         "submitted",
         "settled",
         "returned",
+        # a crypto payment's own (streams/crypto.py): quoted, paid in full (not deep yet), final
+        "awaiting_payment",
+        "confirming",
+        "confirmed",
     }
 )
+CRYPTO_STATUSES = frozenset({"awaiting_payment", "confirming", "confirmed"})
 # Statuses a capture may still happen in (within the window, with hold left).
 CAPTURABLE = frozenset({"authorized", "partially_captured"})
 # A create the fraud decision paused before authorization: the one command that
@@ -94,6 +101,7 @@ class Policy:
     max_follow_ups: int = MAX_FOLLOW_UPS
     dispute_fee_minor: int = DISPUTE_FEE_MINOR
     three_ds_unavailable: str = "authorize"  # one of THREE_DS_UNAVAILABLE_ACTIONS
+    crypto: CryptoPolicy = field(default_factory=CryptoPolicy)
 
     def __post_init__(self) -> None:
         assert 1 <= self.max_follow_ups <= 1_000, self.max_follow_ups
@@ -159,6 +167,8 @@ class Saga:
     # scores the routes, retries and fails over over its state (connectors/providers/router.py)
     route: Callable[[dict[str, Any]], str] | Router
     fraud: Callable[[dict[str, Any]], FraudVerdict] = attached
+    # asset -> the simulated chain crypto payments in it are paid on
+    chains: Mapping[str, SimChain] = field(default_factory=dict)
 
     @classmethod
     def single(cls, provider: Provider, fraud: Callable[[dict[str, Any]], FraudVerdict] = attached) -> Saga:
@@ -227,6 +237,8 @@ class Payment:
     idempotency: dict[str, dict[str, Any]] = field(default_factory=dict)
     # A split payment's accounts (streams/splits.py), the platform's fee last; () unsplit.
     splits: tuple[Share, ...] = ()
+    # A crypto payment's quote and what the chain showed of its deposit address.
+    crypto: CryptoPayment | None = None
 
     def __post_init__(self) -> None:
         assert self.status in STATUSES, self.status
@@ -238,6 +250,8 @@ class Payment:
         assert self.refunded_minor + self.dispute_minor + self.dispute_lost_minor + self.returned_minor <= self.captured_minor, self
         assert (self.returned_minor > 0) == (self.status == "returned") == (self.return_code is not None), self
         assert self.status not in ("submitted", "settled", "returned") or self.method == "bank_transfer", self
+        assert self.crypto is None or self.method == "crypto", self
+        assert self.status not in CRYPTO_STATUSES or self.crypto is not None, self
         assert (self.dispute_minor > 0) == (self.dispute_reason is not None), self
         assert len(self.dispute_evidence) <= MAX_EVIDENCE, self
         assert (self.three_ds_status is None) == (self.liability_shift is None), self
@@ -276,6 +290,8 @@ class Payment:
         values = state_loads(data)
         values["dispute_evidence"] = tuple(values.get("dispute_evidence", ()))
         values["splits"] = tuple(Share(**share) for share in values.get("splits", ()))
+        if values.get("crypto") is not None:
+            values["crypto"] = CryptoPayment.from_dict(values["crypto"])
         if values.keys() != _PAYMENT_FIELDS:  # written before a field was added: its default
             return cls(**values)
         new = object.__new__(Payment)  # every field stored: as in `evolve`
@@ -322,7 +338,7 @@ def fingerprint(cmd: dict[str, Any]) -> str:
     if cmd.get("splits"):  # only then: the fingerprints of unsplit creates stay as they were
         body["splits"] = [[x["merchant_id"], x["amount_minor"]] for x in cmd["splits"]]
         body["platform_fee_minor"] = cmd.get("platform_fee_minor")
-    instrument = {f: cmd.get(f) for f in ("method", "wallet", "bank_account", "bnpl_provider", "return_code")
+    instrument = {f: cmd.get(f) for f in ("method", "wallet", "bank_account", "bnpl_provider", "return_code", "crypto")
                   if cmd.get(f) is not None}
     if instrument:  # only then: the fingerprints of card payments stay as they were
         body["instrument"] = instrument
@@ -427,8 +443,10 @@ class _Step:
         return Call(self.payment.payment_id, self.payment.currency, event_ms(self.cmd["occurred_at"]))
 
     def event(self, type_: str, amount_minor: int, *, fee_minor: int = 0, reason: str | None = None,
-              provider_ref: str | None = None, **changes: Any) -> None:
+              provider_ref: str | None = None, crypto: dict[str, Any] | None = None, **changes: Any) -> None:
         split: dict[str, Any] = {}  # an unsplit payment's events stay as they were
+        if crypto is not None:  # only then: other payments' events stay as they were
+            split["crypto"] = crypto
         if self.payment.splits and type_ in SPLIT_KINDS:
             changes["splits"], allocation = allocate(self.payment.splits, type_, amount_minor)
             split = allocation.to_record()
@@ -595,7 +613,10 @@ def _create(cmd: dict[str, Any], fp: str, saga: Saga, policy: Policy, routing: R
     return replace(decision, routing=routed.state if routed else routing, routed=routed)
 
 
-def _authorize(step: _Step, create: dict[str, Any], routing: RoutingState | None) -> Routed:
+def _authorize(step: _Step, create: dict[str, Any], routing: RoutingState | None) -> Routed | None:
+    if step.payment.method == "crypto":
+        _quote_crypto(step)  # no provider authorizes it: the payer's transfer does (None: nothing routed)
+        return None
     # One provider key for the payment's authorization, whichever route takes it:
     # a redelivered create repeats the same calls, each applied once by its provider.
     key = derive_provider_key(step.payment.payment_id, "authorize")
@@ -603,6 +624,77 @@ def _authorize(step: _Step, create: dict[str, Any], routing: RoutingState | None
     step.payment = step.payment.evolve(provider=routed.provider, provider_ref=key)
     step.authorization(routed.result)
     return routed
+
+
+def _quote_crypto(step: _Step) -> None:
+    """A crypto payment's quote: its deposit address and the asset amount due, locked
+    for the window; then the chain is watched (a `crypto` timer) until it is paid or expires."""
+    p, policy = step.payment, step.policy.crypto
+    asset, _, refund_address = (p.instrument or "").partition(":")
+    chain = step.saga.chains.get(asset)
+    at_ms = event_ms(step.cmd["occurred_at"])
+    rate = chain.rate(p.currency, at_ms) if chain is not None else None
+    if chain is None or rate is None:
+        step.event("declined", 0, reason="currency_not_supported", status="declined")
+        return
+    cp = quote(asset, chain.deposit_address(p.payment_id), refund_address, p.amount_minor, rate, at_ms, policy)
+    step.payment = p.evolve(provider=chain.name, provider_ref=cp.address, crypto=cp)
+    step.event("crypto_quoted", 0, status="awaiting_payment", crypto=_crypto_record(cp, cp.due_minor, (), cp.address))
+    step.timers.append(Timer("crypto", at_ms + policy.poll_ms, p.payment_id))
+
+
+def _crypto_record(cp: CryptoPayment, amount_minor: int, tx_ids: tuple[str, ...], address: str) -> dict[str, Any]:
+    """PaymentEvent v4 `crypto`: the asset side of the event (and the quote, for the payer)."""
+    return {"asset": cp.asset, "amount_minor": amount_minor, "address": address, "tx_ids": list(tx_ids),
+            "due_minor": cp.due_minor, "rate_asset_minor": cp.rate_asset_minor, "rate_fiat_minor": cp.rate_fiat_minor,
+            "expires_at": from_ms(cp.expires_ms)}
+
+
+def crypto_due(payment: Payment, timer: Timer, saga: Saga, policy: Policy) -> Decision | None:
+    """A `crypto` timer fired: look at the payment's deposit address as of the timer's
+    event time and record what changed (streams/crypto.py `observe`); watch again a
+    poll later while the address matters. None when there is nothing to do."""
+    assert timer.kind == "crypto" and timer.ref == payment.payment_id
+    cp = payment.crypto
+    if cp is None:
+        return None
+    chain = saga.chains[cp.asset]
+    view = chain.view(cp.address, cp.due_minor, cp.issued_ms, cp.expires_ms, timer.due_ms)
+    after, moves = observe(cp, view, policy.crypto.depth(cp.asset))
+    at = from_ms(timer.due_ms)
+    step = _Step(payment, {"command_id": None, "occurred_at": at}, saga, policy,
+                 source=f"timer:crypto:{payment.payment_id}:{timer.due_ms}")
+    sends = cp.sends
+    for move in moves:
+        sends = _crypto_event(step, chain, cp, move, sends)
+    step.payment = step.payment.evolve(crypto=after)
+    again = ()
+    if watching(after, timer.due_ms, policy.crypto):
+        again = (Timer("crypto", timer.due_ms + policy.crypto.poll_ms, payment.payment_id),)
+    return Decision(step.payment, None, changed=True, events=tuple(step.events), timers=again)
+
+
+def _crypto_event(step: _Step, chain: SimChain, cp: CryptoPayment, move: Move, sends: int) -> int:
+    """One move as a payment event; a give-back is sent on the chain here. Returns the sends made so far."""
+    p = step.payment
+    changes: dict[str, Any] = {}
+    address, tx_ids, fee_minor, provider_ref = cp.address, move.tx_ids, 0, None
+    if move.type == "crypto_pending":
+        changes = {"status": "confirming", "authorized_minor": p.amount_minor}
+    elif move.type == "crypto_unpending":
+        changes = {"status": "awaiting_payment", "authorized_minor": 0}
+    elif move.type == "crypto_confirmed":
+        changes = {"status": "confirmed", "captured_minor": p.amount_minor}
+        fee_minor = p.amount_minor * chain.config.fee_bps // 10_000
+    elif move.type == "crypto_expired":
+        changes = {"status": "expired"}
+    elif move.type == "crypto_refunded":
+        provider_ref = derive_provider_key(p.payment_id, "crypto_send", str(sends))
+        send = chain.send(provider_ref, cp.refund_address, move.asset_minor, event_ms(step.cmd["occurred_at"]))
+        address, tx_ids, sends = cp.refund_address, (send.tx_id,), sends + 1
+    step.event(move.type, move.fiat_minor, fee_minor=fee_minor, provider_ref=provider_ref,
+               crypto=_crypto_record(cp, move.asset_minor, tx_ids, address), **changes)
+    return sends
 
 
 def _as_create(p: Payment) -> dict[str, Any]:
@@ -697,6 +789,8 @@ def _take(done_minor: int, limit_minor: int, requested_minor: int | None) -> int
 
 def _capture(s: _Step) -> _Step | tuple[str, str]:
     p, cmd = s.payment, s.cmd
+    if p.method == "crypto":
+        return "no_authorization_hold", "a crypto payment is paid by the payer's transfer: nothing to capture"
     if p.status in ("voided", "expired", "declined", "failed"):
         return _closed(p)
     if p.status not in CAPTURABLE:
@@ -716,6 +810,8 @@ def _capture(s: _Step) -> _Step | tuple[str, str]:
 
 def _void(s: _Step) -> _Step | tuple[str, str]:
     p = s.payment
+    if p.method == "crypto":
+        return "no_authorization_hold", "a crypto payment has no hold to void; an unpaid quote expires by itself"
     if p.status == "authorized":
         s.release("voided", "voided")
         return s
@@ -744,12 +840,28 @@ def _refund(s: _Step) -> _Step | tuple[str, str]:
     if amount is None:
         return "amount_exceeds_captured", f"at most {p.disputable_minor} left to refund"
     key = derive_provider_key(p.payment_id, "refund", cmd["idempotency_key"])
+    if p.crypto is not None:
+        return _refund_crypto(s, p.crypto, amount, limit, key)
     result = s.provider.refund(key, amount, s.call)
     if result.status != "approved":
         return "provider_declined", f"the provider refused the refund: {result.reason}"
     refunded = p.refunded_minor + amount
     status = "refunded" if refunded == limit else "partially_refunded"
     s.event("refunded", amount, provider_ref=key, status=status, refunded_minor=refunded)
+    return s
+
+
+def _refund_crypto(s: _Step, cp: CryptoPayment, amount: int, limit: int, key: str) -> _Step | tuple[str, str]:
+    """A merchant's refund of a confirmed crypto payment: the asset at the locked rate
+    (rounded down) sent to the payer's address, from the house's coins."""
+    asset_minor = cp.rate.refund_asset_minor(amount)
+    if asset_minor == 0:
+        return "amount_too_small", f"{amount} minor units of {s.payment.currency} buy no {cp.asset} at the quote's rate"
+    send = s.saga.chains[cp.asset].send(key, cp.refund_address, asset_minor, event_ms(s.cmd["occurred_at"]))
+    refunded = s.payment.refunded_minor + amount
+    s.payment = s.payment.evolve(crypto=replace(cp, refunded_minor=cp.refunded_minor + asset_minor))
+    s.event("refunded", amount, provider_ref=key, status="refunded" if refunded == limit else "partially_refunded",
+            refunded_minor=refunded, crypto=_crypto_record(cp, asset_minor, (send.tx_id,), cp.refund_address))
     return s
 
 

@@ -32,7 +32,7 @@ from typing import Any
 from connectors.providers.router import Routed, RoutingState
 from streams.chain import ChainHead, Signs, link, sign_block
 from streams.outcomes import rejection
-from streams.payments import Decision, Payment, Policy, Saga, decide, event_ms, expire_due
+from streams.payments import Decision, Payment, Policy, Saga, crypto_due, decide, event_ms, expire_due
 from streams.timers import SWEEP_MAX, Timer, TimerStore
 
 Get = Callable[[bytes], bytes | None]
@@ -181,6 +181,18 @@ def _fire_and_seal(timers: TimerStore, watermark_ms: int, payments: dict[bytes, 
             assert expiry.payment is not None
             payments[timer.ref.encode()] = expiry.payment
             effects.send(EVENTS, expiry.events)
+    again: list[Timer] = []  # pushed after the sweep: a queue is not pushed while it is popped
+    for timer in timers.pop_due("crypto", watermark_ms, sweep_max):
+        effects.fired.append(timer)
+        payment = load(timer.ref.encode())
+        looked = crypto_due(payment, timer, saga, policy) if payment is not None else None
+        if looked is not None:
+            assert looked.payment is not None
+            payments[timer.ref.encode()] = looked.payment
+            effects.send(EVENTS, looked.events)
+            again.extend(looked.timers)
+    for timer in again:
+        timers.push(timer)
     effects.writes.extend((PAYMENTS, k, p.to_json()) for k, p in payments.items())
     effects.writes.extend((TIMERS, k, v) for k, v in timers.pending.items())
     if signer is not None:

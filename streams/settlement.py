@@ -38,9 +38,10 @@ DAY_MS = 86_400_000
 MAX_PAYOUTS = 1_000_000  # per day; a bound on what one run builds in memory
 _PREFIX, _PENDING = "merchant:", ":pending"
 # (event_type of the entry) -> settlement column for the merchant's pending movement
-# (a bank transfer is owed once settled; a return after that counts with the refunds)
+# (a bank transfer is owed once settled, a crypto payment once confirmed; a return after that counts with the refunds)
 _COMPONENT = {"captured": "captured_minor", "refunded": "refunded_minor", "dispute_opened": "disputed_minor",
-              "dispute_won": "dispute_won_minor", "bank_settled": "captured_minor", "bank_reversed": "refunded_minor"}
+              "dispute_won": "dispute_won_minor", "bank_settled": "captured_minor", "bank_reversed": "refunded_minor",
+              "crypto_confirmed": "captured_minor"}
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from schemas.state import state_json, state_loads
 
-KINDS = ("expire", "forget", "unroute")
+KINDS = ("expire", "forget", "unroute", "crypto")  # crypto: look at a deposit address again
 # Per event and queue: at most this many timers fire, so no event does unbounded work;
 # a queue drains as long as events push fewer timers than this on average.
 SWEEP_MAX = 8

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
+from connectors.providers.chain import SimChain, load_chains
 from connectors.providers.rails import build_rails, load_schedules
 from connectors.providers.router import Router, build_router
 from connectors.providers.routing_log import RoutingLog
@@ -87,7 +88,10 @@ def build_saga(settings: Settings) -> Saga:
         return Saga.single(SimulatedProvider())
     schedules = load_schedules(settings.provider_schedule_file) if settings.provider_schedule_file else None
     rails = build_rails(seed=settings.provider_seed, schedules=schedules, journal_dir=settings.providers_dir)
-    return Saga(providers=dict(rails), route=build_router({name: rail.config for name, rail in rails.items()}))
+    # Crypto payments are paid on simulated chains (chains.toml), seeded like the rails.
+    chains = {asset: SimChain(config, seed=settings.provider_seed) for asset, config in load_chains().items()}
+    return Saga(providers=dict(rails), route=build_router({name: rail.config for name, rail in rails.items()}),
+                chains=chains)
 
 
 def observe_latency(stage: str, m: Message) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from schemas.cards import contains_pan
 from schemas.errors import ReasonedError
-from schemas.money import is_currency
+from schemas.money import is_currency, is_ledger_currency
 from schemas.times import from_ms
 
 COLUMNS: dict[str, tuple[str, ...]] = {
@@ -135,11 +135,12 @@ def _int(r: Mapping[str, Any], name: str, *, optional: bool = False, low: int = 
     return value
 
 
-def _currency(r: Mapping[str, Any], name: str = "currency", *, optional: bool = False) -> str | None:
+def _currency(r: Mapping[str, Any], name: str = "currency", *, optional: bool = False,
+              asset: bool = False) -> str | None:
     value = r[name]
     if value is None and optional:
         return None
-    if not is_currency(value):
+    if not (is_ledger_currency(value) if asset else is_currency(value)):
         raise RowError("invalid_currency", f"{name}={str(value)[:16]!r}")
     return value
 
@@ -219,7 +220,7 @@ def _ledger_entry(r: Mapping[str, Any]) -> list[Row]:
     for no, line in enumerate(lines):
         if not isinstance(line, Mapping):
             raise RowError("invalid_entry", f"line {no} is not a record")
-        currency = _currency(line)
+        currency = _currency(line, asset=True)  # a house crypto account keeps an asset
         debit, credit = _int(line, "debit_minor", low=0), _int(line, "credit_minor", low=0)
         if (debit > 0) == (credit > 0):
             raise RowError("invalid_amount", f"line {no}: exactly one of debit and credit is positive")

@@ -50,6 +50,7 @@ RECORDS = {
         "bank_account": None,
         "bnpl": None,
         "bank_notice": None,
+        "crypto": None,
     },
     "ValidatedCommand": {
         "command_id": "cmd_01",
@@ -88,6 +89,7 @@ RECORDS = {
         "bank_account": None,
         "bnpl_provider": None,
         "return_code": None,
+        "crypto": None,
     },
     "FraudReview": {
         "review_id": "cmd_0a1b2c3d4e5f60718293a4b5c6d7e8f9",
@@ -170,6 +172,7 @@ RECORDS = {
         "splits": None,
         "platform_fee_minor": None,
         "method": None,
+        "crypto": None,
     },
     "LedgerEntry": {
         "entry_id": "je_0a1b2c3d4e5f60718293a4b5c6d7e8f9",
@@ -587,9 +590,10 @@ def test_history_schemas_are_earlier_versions_of_shipped_ones() -> None:
 
     assert history_names() == ("history/MerchantRecord.1", "history/PaymentCommand.1", "history/PaymentCommand.2",
                                "history/PaymentCommand.3", "history/PaymentCommand.4", "history/PaymentCommand.5",
-                               "history/PaymentEvent.1", "history/PaymentEvent.2", "history/ValidatedCommand.1",
-                               "history/ValidatedCommand.2", "history/ValidatedCommand.3", "history/ValidatedCommand.4",
-                               "history/ValidatedCommand.5")
+                               "history/PaymentCommand.6", "history/PaymentEvent.1", "history/PaymentEvent.2",
+                               "history/PaymentEvent.3", "history/ValidatedCommand.1", "history/ValidatedCommand.2",
+                               "history/ValidatedCommand.3", "history/ValidatedCommand.4", "history/ValidatedCommand.5",
+                               "history/ValidatedCommand.6")
     for name in history_names():
         old = load_schema(name)
         assert old.parsed["name"] == load_schema(name.split("/")[1].split(".")[0]).parsed["name"]
@@ -703,8 +707,8 @@ def test_a_validated_command_written_with_version_3_decodes_without_merchant_fea
     assert decoded == old | {"merchant_features": None}
 
 
-_METHOD_FIELDS = {"PaymentCommand": ("method", "wallet", "bank_account", "bnpl", "bank_notice"),
-                  "ValidatedCommand": ("method", "wallet", "bank_account", "bnpl_provider", "return_code")}
+_METHOD_FIELDS = {"PaymentCommand": ("method", "wallet", "bank_account", "bnpl", "bank_notice", "crypto"),
+                  "ValidatedCommand": ("method", "wallet", "bank_account", "bnpl_provider", "return_code", "crypto")}
 
 
 @pytest.mark.parametrize(("name", "version"), [("PaymentCommand", 5), ("ValidatedCommand", 4)])
