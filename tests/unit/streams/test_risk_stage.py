@@ -49,7 +49,7 @@ def create(n: int, *, card: str = "tok_a", merchant: str = "m_1", amount: int = 
         "card": {"token": card, "bin": "424242", "last4": "4242", "brand": "visa", "exp_month": 12, "exp_year": 2030},
         "metadata": metadata or {}, "dispute": None, "occurred_at": at, "rejection_reason": None, "rejection_detail": None,
         "three_ds": None, "merchant_features": None, "splits": None, "platform_fee_minor": None,
-        "method": None, "wallet": None, "bank_account": None, "bnpl_provider": None, "return_code": None,
+        "method": None, "wallet": None, "bank_account": None, "bnpl_provider": None, "return_code": None, "crypto": None,
     }
 
 
