@@ -32,7 +32,7 @@ _COMMAND_DEFAULTS: dict[str, Any] = {
     "crypto": None,
 }
 _DISPUTE_DEFAULTS: dict[str, Any] = {"reason": None, "evidence_due_at": None, "evidence": None, "outcome": None}
-_THREE_DS_DEFAULTS: dict[str, Any] = {"eci": None, "ds_trans_id": None}
+_THREE_DS_DEFAULTS: dict[str, Any] = {"eci": None, "ds_trans_id": None, "authentication_value": None}
 
 
 class JsonCommandError(ValueError):

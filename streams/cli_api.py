@@ -81,7 +81,8 @@ def serve(
     from connectors.kafka.clients import MissingTopic, committed_reader, require_topics
     from streams.api.app import ApiConfig, create_app
     from streams.api.bus import KafkaBus
-    from connectors.vault.keys import KeyStoreError
+    from connectors.vault.keys import ACS_SIGNING, ActiveSigner, FileKeyStore, KeyStoreError
+    from streams.api.acs import Acs
     from streams.api.readmodel import ClickHousePayments
     from streams.publish import intake_sealer
     from streams.topics import topic_names
@@ -107,11 +108,16 @@ def serve(
     except KeyStoreError as e:
         err.print(f"[red]api:[/red] {e}")
         raise typer.Exit(1) from None
+    try:  # the simulated issuer's ACS signs with its own key kind (docs/security.md)
+        acs = Acs(ActiveSigner.of(FileKeyStore(settings.keys_dir), ACS_SIGNING))
+    except KeyStoreError as e:
+        err.print(f"[yellow]api: no simulated issuer ({e}); 3-D Secure results come from the merchant's own 3DS server[/yellow]")
+        acs = None
     keys = auth.ApiKeys(keys_path())
     dashboard = _dashboard(settings, keys, reader)
     bus = KafkaBus(settings, config.idempotency_records_max)
     try:
-        api = create_app(bus, keys, sealer=sealer, config=config, reader=reader, dashboard=dashboard)
+        api = create_app(bus, keys, sealer=sealer, config=config, reader=reader, dashboard=dashboard, acs=acs)
         uvicorn.run(api, host=host or settings.api_host, port=port or settings.api_port, log_level="info")
     finally:
         bus.close()

@@ -62,7 +62,8 @@ def list_keys(as_json: bool = typer.Option(False, "--json", help="One JSON objec
         for info in infos:
             print(json.dumps(_doc(info)))
         return
-    table = Table("key id", "kind", "created", "active")
+    table = Table("key id", "kind", "created")
+    table.add_column("active", no_wrap=True)  # the created time folds first on a narrow terminal
     for info in infos:
         table.add_row(info.key_id, info.kind, info.created.isoformat(timespec="seconds"), "yes" if info.active else "verify/decrypt only")
     Console().print(table)

@@ -27,6 +27,8 @@ from schemas.cards import luhn_valid
 from schemas.codec import Codec
 from schemas.ids import derive_payment_id
 from schemas.times import to_ms
+from connectors.vault.keys import ACS_SIGNING, ActiveSigner, FileKeyStore
+from streams.authentication import SIGNED_STATUSES, AuthenticationValue, Signer, issue_cavv
 from streams.demo_market import Marketplace, market_records, market_split, run_marketplace
 from streams.demo_methods import BankNotices, methods_summary, run_bank_notices
 from streams.fraud_ops import resolve_command
@@ -454,10 +456,12 @@ class StepUps:
 
 
 def step_up_confirms(creates: Iterable[Mapping[str, Any]], outcomes: Mapping[str, list[dict[str, Any]]], seed: int,
-                     run_id: str) -> list[dict[str, Any]]:
-    """One confirm (PaymentCommand v5) per payment whose create left it in
+                     run_id: str, acs: Signer | None = None) -> list[dict[str, Any]]:
+    """One confirm (PaymentCommand v7) per payment whose create left it in
     requires_action, carrying the cardholder's 3DS result: drawn per payment from
-    (seed, payment_id), so a run's answers do not depend on the order outcomes came in."""
+    (seed, payment_id), so a run's answers do not depend on the order outcomes came in.
+    With the simulated issuer's `acs` signer, a Y or A carries its signed authentication
+    value (liability shifts); without, it is merchant-reported (no shift)."""
     confirms: dict[str, dict[str, Any]] = {}
     statuses, weights = zip(*THREE_DS_WEIGHTS.items())
     for create in creates:
@@ -483,6 +487,12 @@ def step_up_confirms(creates: Iterable[Mapping[str, Any]], outcomes: Mapping[str
             "three_ds": {"trans_status": status, "eci": THREE_DS_ECI[status],
                          "ds_trans_id": str(uuid.UUID(int=rng.getrandbits(128), version=4))},
         }
+        three_ds = confirms[pid]["three_ds"]
+        if acs is not None and status in SIGNED_STATUSES:
+            av = AuthenticationValue(acs.key_id, pid, create["merchant_id"], create["amount_minor"], create["currency"],
+                                     status, three_ds["eci"], three_ds["ds_trans_id"],
+                                     to_ms(confirms[pid]["occurred_at"]))
+            three_ds["authentication_value"] = issue_cavv(av, acs)
     return list(confirms.values())
 
 
@@ -490,7 +500,8 @@ def complete_step_ups(settings: Settings, observer: Observer, traffic: Traffic, 
     """Answer every 3DS step-up of this run with a confirm through the front door
     (payment-commands, as a merchant sends it), wait for the answers, count them."""
     creates = [c for c in traffic.items if isinstance(c, dict) and c["kind"] == "create"]
-    confirms = step_up_confirms(creates, observer.outcomes, seed, traffic.run_id)
+    acs = ActiveSigner.of(FileKeyStore(settings.keys_dir), ACS_SIGNING)  # the simulated issuer's
+    confirms = step_up_confirms(creates, observer.outcomes, seed, traffic.run_id, acs)
     publish_commands(settings, confirms)
     ids = {c["command_id"] for c in confirms}
     observer.wait_for(ids, 0, timeout_s)

@@ -32,6 +32,7 @@ from schemas.codec import Codec, DecodeError
 from schemas.ids import derive_dlq_id, derive_payment_id
 from schemas.money import is_currency
 from schemas.partitioning import partition_for
+from streams.authentication import SIGNED_STATUSES, TOKEN_MAX_CHARS
 from streams.splits import SplitError, checked_splits
 from streams.methods import NO_INSTRUMENT, MethodError, check_instrument, check_return_code, method_of
 
@@ -55,6 +56,8 @@ _INSTRUMENT_FIELDS = ("method", "wallet", "bank_account", "bnpl", "crypto")
 # A confirm's 3DS result (PaymentCommand v5): the ECI is two digits, the directory
 # server's transaction id a UUID in its 36-char form (EMV 3DS 2.x).
 ECI_PATTERN = re.compile(r"[0-9]{2}")
+# The ACS's signed value (streams/authentication.py): prefix, claims, signature, base64url.
+AUTHENTICATION_VALUE_PATTERN = re.compile(r"[a-z0-9]{1,8}\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
 DS_TRANS_ID_LEN = 36
 # The networks' dispute reasons (Stripe's list); `fraudulent` is the one a lost
 # dispute turns into a fraud label (streams/payments.py).
@@ -97,6 +100,9 @@ class Limits:
     accept_raw_card: bool = True
     # method -> currencies its rails take (streams.methods.method_currencies); None: unchecked.
     method_currencies: Mapping[str, frozenset[str]] | None = None
+    # The wallet providers' Ed25519 public keys (key kind wallet-signing) by key id: a
+    # signed wallet cryptogram is verified against them; None: none trusted.
+    wallet_keys: Mapping[str, bytes] | None = None
 
 
 @dataclass(frozen=True)
@@ -283,7 +289,7 @@ def _validate(cmd: dict[str, Any], source: Source, tokenizer: TokenizerT, limits
     instrument, card = NO_INSTRUMENT, None
     if kind == "create":
         try:
-            checked = check_instrument(cmd, limits.method_currencies)
+            checked = check_instrument(cmd, limits.method_currencies, limits.wallet_keys, payment_id)
         except MethodError as e:
             raise _Invalid(e.reason, e.detail) from None
         instrument = checked.fields()
@@ -379,6 +385,15 @@ def _check_three_ds(kind: str, three_ds: dict[str, Any] | None) -> None:
         raise _Invalid("invalid_three_ds", "three_ds.eci must be 2 digits")
     if ds_trans_id is not None and not _is_uuid(ds_trans_id):
         raise _Invalid("invalid_three_ds", f"three_ds.ds_trans_id must be a UUID ({DS_TRANS_ID_LEN} chars)")
+    value = three_ds.get("authentication_value")
+    if value is None:
+        return
+    # Its signature is the payments stage's to verify (it knows the payment); here only
+    # what keeps the record small and card-free.
+    if not (AUTHENTICATION_VALUE_PATTERN.fullmatch(value) and len(value) <= TOKEN_MAX_CHARS) or contains_pan(value):
+        raise _Invalid("invalid_three_ds", f"three_ds.authentication_value must be a signed value of at most {TOKEN_MAX_CHARS} chars")
+    if three_ds["trans_status"] not in SIGNED_STATUSES:
+        raise _Invalid("invalid_three_ds", "three_ds.authentication_value comes with a Y or A result only")
 
 
 def _is_uuid(text: str) -> bool:

@@ -26,6 +26,8 @@ from schemas.cards import contains_pan
 from schemas.errors import ReasonedError
 from schemas.money import ASSET_EXPONENTS, is_asset
 from streams.crypto import check_refund_address
+from schemas.times import to_ms
+from streams.authentication import CRYPTOGRAM_PREFIX, Refusal, is_signed_token, verify_cryptogram
 
 METHODS = ("card", "wallet", "bank_transfer", "bnpl", "crypto")
 DEFAULT_METHOD = "card"
@@ -86,9 +88,12 @@ def method_of(cmd: Mapping[str, Any]) -> str:
 
 
 def check_instrument(cmd: Mapping[str, Any],
-                     method_currencies: Mapping[str, frozenset[str]] | None = None) -> Instrument:
+                     method_currencies: Mapping[str, frozenset[str]] | None = None,
+                     wallet_keys: Mapping[str, bytes] | None = None, payment_id: str | None = None) -> Instrument:
     """The create's method and instrument, checked: exactly the instrument its method
-    needs, no card number in it, a currency its rails take. MethodError otherwise.
+    needs, no card number in it, a currency its rails take, a signed wallet cryptogram
+    that verifies under `wallet_keys` (the wallet provider's public keys) for this
+    create (`payment_id`, merchant, amount, event time). MethodError otherwise.
     A card's own fields (which one, Luhn, expiry) are ingest's tokenizer's to check."""
     method = cmd.get("method") or DEFAULT_METHOD
     given = [f for f in (*CARD_FIELDS, *INSTRUMENT_FIELD.values()) if cmd.get(f) is not None]
@@ -106,7 +111,7 @@ def check_instrument(cmd: Mapping[str, Any],
         takes = ", ".join(sorted(method_currencies.get(method, ()))) or "nothing"
         raise MethodError("currency_not_supported", f"{method} rails take {takes}")
     if method == "wallet":
-        return Instrument(method, wallet=_wallet(cmd["wallet"]))
+        return Instrument(method, wallet=_wallet(cmd, wallet_keys or {}, payment_id))
     if method == "bank_transfer":
         return Instrument(method, bank_account=_mandate(cmd["bank_account"], currency))
     if method == "bnpl":
@@ -130,17 +135,28 @@ def _crypto(crypto: Mapping[str, Any]) -> dict[str, str]:
     return {"asset": asset, "refund_address": address}
 
 
-def _wallet(wallet: Mapping[str, Any]) -> dict[str, str]:
+def _wallet(cmd: Mapping[str, Any], keys: Mapping[str, bytes], payment_id: str | None) -> dict[str, str]:
+    wallet = cmd["wallet"]
     token, cryptogram = wallet["token"], wallet["cryptogram"]
     if contains_pan(token) or contains_pan(cryptogram):
         # A device token is never a card number; one that looks like it is refused, never forwarded.
         raise MethodError("pan_in_field", "a wallet token or cryptogram must not contain a card number")
     if not WALLET_TOKEN_PATTERN.fullmatch(token):
         raise MethodError("invalid_wallet", "wallet.token must be 16..128 chars [A-Za-z0-9_-]")
-    if not CRYPTOGRAM_PATTERN.fullmatch(cryptogram):
-        raise MethodError("invalid_wallet", "wallet.cryptogram must be 16..64 base64 chars")
     if wallet["provider"] not in WALLET_PROVIDERS:
         raise MethodError("invalid_wallet", f"wallet.provider must be one of {', '.join(sorted(WALLET_PROVIDERS))}")
+    if is_signed_token(cryptogram, CRYPTOGRAM_PREFIX):
+        # Signed by the wallet provider: it must be for this very payment (docs/payments.md).
+        assert payment_id is not None, "ingest derives a create's payment_id before its instrument"
+        checked = verify_cryptogram(cryptogram, keys, provider=wallet["provider"], wallet_token=token,
+                                    payment_id=payment_id, merchant_id=cmd["merchant_id"],
+                                    amount_minor=cmd["amount_minor"], currency=cmd["currency"],
+                                    at_ms=to_ms(cmd["occurred_at"]))
+        if isinstance(checked, Refusal):
+            raise MethodError(checked.reason, checked.detail)
+    elif not CRYPTOGRAM_PATTERN.fullmatch(cryptogram):
+        # An opaque cryptogram (producers before version 7): format-checked only, as before.
+        raise MethodError("invalid_wallet", "wallet.cryptogram must be a signed wc1 value or 16..64 base64 chars")
     # The cryptogram authenticates one payment: checked here, not kept downstream.
     return {"provider": wallet["provider"], "token": token}
 

@@ -11,9 +11,12 @@ The saga of a create: fraud decision -> route -> authorize at the provider ->
 call carries a provider idempotency key derived from the payment, so a call repeated
 after a crash or redelivery is the same call to the provider, never a second charge.
 A payment the fraud decision paused for 3DS (`requires_action`) is continued by a
-confirm carrying the cardholder's EMV 3DS result: Y/A authorize (liability shifted to
-the issuer, recorded on the events), N/R decline (`authentication_failed`), U as the
-policy says (`Policy.three_ds_unavailable`). A timed-out authorization leaves the
+confirm carrying the cardholder's EMV 3DS result: Y/A authorize, N/R decline
+(`authentication_failed`), U as the policy says (`Policy.three_ds_unavailable`). A Y/A
+shifts liability to the issuer (recorded on the events) only with the ACS's signed
+authentication value, verified against the issuer's keys and this payment
+(streams/authentication.py); a bad one refuses the confirm with its reason, and a
+result without one authorizes without a shift. A timed-out authorization leaves the
 payment `pending`; a `resolve` command asks the provider's status under the same key.
 A capture the provider refuses after approving the authorization is compensated by a
 void at the provider (the hold is released).
@@ -24,7 +27,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
-from typing import Any, Callable, Mapping, Protocol
+from collections.abc import Mapping
+from typing import Any, Callable, Protocol
 
 from connectors.providers.chain import SimChain
 from connectors.providers.router import Routed, Router, RoutingState, card_of
@@ -34,6 +38,7 @@ from schemas.state import canonical_json, state_json, state_loads
 from schemas.times import from_ms
 from schemas.times import to_ms as event_ms
 from streams.crypto import CryptoPayment, CryptoPolicy, Move, check_refund_address, observe, quote, watching
+from streams.authentication import Refusal, verify_cavv
 from streams.methods import DISPUTABLE, NO_STEP_UP, instrument_label, method_of
 from streams.outcomes import outcome, rejection
 from streams.splits import SPLIT_KINDS, Share, SplitError, allocate, checked_splits
@@ -169,6 +174,9 @@ class Saga:
     fraud: Callable[[dict[str, Any]], FraudVerdict] = attached
     # asset -> the simulated chain crypto payments in it are paid on
     chains: Mapping[str, SimChain] = field(default_factory=dict)
+    # The issuers' ACS public keys (key kind acs-signing) by key id: a confirm's
+    # authentication value must verify under one of them to shift liability.
+    acs_keys: Mapping[str, bytes] = field(default_factory=dict)
 
     @classmethod
     def single(cls, provider: Provider, fraud: Callable[[dict[str, Any]], FraudVerdict] = attached) -> Saga:
@@ -214,7 +222,8 @@ class Payment:
     payment_method: str | None = None
     resolve_attempts: int = 0
     # The 3DS result that answered the step-up (None: no step-up), and whether it moved
-    # fraud-chargeback liability to the issuer; both go on every later event.
+    # fraud-chargeback liability to the issuer (a Y or A with a verified authentication
+    # value; a merchant-reported result without one does not); both go on every later event.
     three_ds_status: str | None = None
     liability_shift: bool | None = None
     # Hold given back without a capture (void, expiry, failed capture).
@@ -255,7 +264,8 @@ class Payment:
         assert (self.dispute_minor > 0) == (self.dispute_reason is not None), self
         assert len(self.dispute_evidence) <= MAX_EVIDENCE, self
         assert (self.three_ds_status is None) == (self.liability_shift is None), self
-        assert self.liability_shift is None or self.liability_shift == (self.three_ds_status in THREE_DS_SHIFTS_LIABILITY)
+        # Liability shifts on a verified authentication value only, which comes with Y or A.
+        assert not self.liability_shift or self.three_ds_status in THREE_DS_SHIFTS_LIABILITY, self
         if self.status in ("voided", "expired", "failed"):
             assert self.captured_minor + self.released_minor == self.authorized_minor, self
 
@@ -739,7 +749,13 @@ def _continue(payment: Payment, cmd: dict[str, Any], fp: str, saga: Saga, policy
         decline = "fraud_review_declined"
     elif cmd["kind"] == "confirm":
         status = three_ds["trans_status"]
-        step.payment = step.payment.evolve(three_ds_status=status, liability_shift=status in THREE_DS_SHIFTS_LIABILITY)
+        refused = cavv_refusal(payment, cmd, saga.acs_keys)
+        if refused is not None:
+            # Forged, altered, replayed or stale: the confirm is refused, the payment still
+            # awaits a good one (the cardholder may authenticate again) until it expires.
+            return _reject(payment, cmd, refused.reason, refused.detail, keep=payment)
+        shifted = status in THREE_DS_SHIFTS_LIABILITY and three_ds.get("authentication_value") is not None
+        step.payment = step.payment.evolve(three_ds_status=status, liability_shift=shifted)
         decline = three_ds_verdict(status, policy)
     if decline is not None:
         step.event("declined", 0, reason=decline, status="declined")
@@ -753,6 +769,20 @@ def _continue(payment: Payment, cmd: dict[str, Any], fp: str, saga: Saga, policy
         reason = step.events[-1]["reason_code"]
     decision = _finish(step, cmd, fp, "rejected" if reason else "succeeded", reason)
     return replace(decision, routing=routed.state if routed else routing, routed=routed)
+
+
+def cavv_refusal(payment: Payment, cmd: dict[str, Any], acs_keys: Mapping[str, bytes]) -> Refusal | None:
+    """Why a confirm's authentication value does not vouch for this payment (None: it
+    does, or there is none: a merchant-reported result, authorized without a shift)."""
+    three_ds = cmd["three_ds"]
+    value = three_ds.get("authentication_value")
+    if value is None:
+        return None
+    checked = verify_cavv(value, acs_keys, payment_id=payment.payment_id, merchant_id=payment.merchant_id,
+                          amount_minor=payment.amount_minor, currency=payment.currency,
+                          trans_status=three_ds["trans_status"], eci=three_ds.get("eci"),
+                          ds_trans_id=three_ds.get("ds_trans_id"), at_ms=event_ms(cmd["occurred_at"]))
+    return checked if isinstance(checked, Refusal) else None
 
 
 def three_ds_verdict(trans_status: str, policy: Policy) -> str | None:

@@ -16,6 +16,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -25,7 +26,7 @@ from connectors.providers.router import Router, build_router
 from connectors.providers.routing_log import RoutingLog
 from connectors.providers.simulated import SimulatedProvider
 from connectors.vault.intake import CardOpener
-from connectors.vault.keys import ActiveSigner, FileKeyStore
+from connectors.vault.keys import ACS_SIGNING, WALLET_SIGNING, ActiveSigner, FileKeyStore
 from connectors.vault.vault import open_vault
 from models.blocklist import BlockEntry, BlocklistError
 from models.scoring import Scorer
@@ -118,12 +119,14 @@ def build_worker(settings: Settings) -> Engine:
     vault = open_vault(settings.data_dir, keystore)
     # ... after opening the cards producers sealed to the card-intake key.
     opener = CardOpener(keystore)
-    saga = build_saga(settings)
+    # A confirm's 3DS authentication value shifts liability only if an issuer's ACS key
+    # signed it; a wallet's signed cryptogram must be its provider's (public keys only).
+    saga = replace(build_saga(settings), acs_keys=keystore.public_keys(ACS_SIGNING))
     # Ingest refuses a currency no rail of the method takes (the test provider takes any).
     currencies = (method_currencies({name: rail.config for name, rail in saga.providers.items()}, saga.route.config.methods)
                   if isinstance(saga.route, Router) else None)
     limits = Limits(settings.max_amount_minor, settings.idempotency_key_max_len, n, settings.ingest_accept_raw_card,
-                    currencies)
+                    currencies, keystore.public_keys(WALLET_SIGNING))
     policy = Policy(auth_window=timedelta(hours=settings.auth_window_h), max_follow_ups=settings.payment_max_follow_ups,
                     dispute_fee_minor=settings.dispute_fee_minor, three_ds_unavailable=settings.three_ds_unavailable)
     # The fraud model is verified here, at start: a tampered artifact stops the worker now, not mid-stream.

@@ -8,7 +8,15 @@ older ones stay for decrypt/verify only):
 - `signing`:      Ed25519 private key of event signatures (public keys exportable);
 - `webhook`:      HMAC-SHA256 root of the per-merchant webhook secrets;
 - `card-intake`:  X25519 private key that opens the cards producers seal to its
-                  public key (`connectors/vault/intake.py`; public keys exportable).
+                  public key (`connectors/vault/intake.py`; public keys exportable);
+- `acs-signing`:  Ed25519 private key of the simulated issuer's access control server:
+                  it signs 3-D Secure authentication values (`streams/authentication.py`);
+                  the pipeline verifies with the public keys only;
+- `wallet-signing`: Ed25519 private key of the simulated wallet provider: it signs
+                  wallet payment cryptograms; ingest verifies with the public keys only.
+
+The last two belong to outside parties (an issuer, a wallet provider) that we simulate;
+with real ones only their public keys would be here (docs/security.md).
 
 `KeyStore` is written as operations (wrap, unwrap, mac, sign), not as "give me the
 key", so a KMS or HSM can implement it without ever exporting material; the file
@@ -47,9 +55,12 @@ TOKEN_HMAC = "token-hmac"
 SIGNING = "signing"
 WEBHOOK = "webhook"
 CARD_INTAKE = "card-intake"
-KINDS = (VAULT_MASTER, TOKEN_HMAC, SIGNING, WEBHOOK, CARD_INTAKE)
+ACS_SIGNING = "acs-signing"
+WALLET_SIGNING = "wallet-signing"
+KINDS = (VAULT_MASTER, TOKEN_HMAC, SIGNING, WEBHOOK, CARD_INTAKE, ACS_SIGNING, WALLET_SIGNING)
 _MAC_KINDS = (TOKEN_HMAC, WEBHOOK)
-_EXACT_KINDS = (VAULT_MASTER, SIGNING, CARD_INTAKE)  # raw keys of exactly KEY_BYTES
+SIGNING_KINDS = (SIGNING, ACS_SIGNING, WALLET_SIGNING)  # Ed25519
+_EXACT_KINDS = (VAULT_MASTER, CARD_INTAKE, *SIGNING_KINDS)  # raw keys of exactly KEY_BYTES
 
 KEY_BYTES = 32  # AES-256, HMAC-SHA256, Ed25519 seeds and X25519 private keys alike
 NONCE_BYTES = 12
@@ -141,12 +152,12 @@ class KeyStore(Protocol):
         """HMAC-SHA256 under a token-hmac or webhook key (the active one by default)."""
         ...
 
-    def sign(self, message: bytes) -> Signature:
-        """Ed25519 signature under the active signing key."""
+    def sign(self, message: bytes, kind: str = SIGNING) -> Signature:
+        """Ed25519 signature under the active key of `kind` (one of SIGNING_KINDS)."""
         ...
 
-    def public_keys(self) -> dict[str, bytes]:
-        """Raw 32-byte Ed25519 public keys of every signing key, by key id."""
+    def public_keys(self, kind: str = SIGNING) -> dict[str, bytes]:
+        """Raw 32-byte Ed25519 public keys of every key of `kind` (SIGNING_KINDS), by key id."""
         ...
 
     def webhook_secret(self, merchant_id: str, key_id: str | None = None) -> Mac:
@@ -172,13 +183,14 @@ class ActiveSigner:
 
     store: KeyStore
     key_id: str
+    kind: str = SIGNING  # or another of SIGNING_KINDS: the simulated issuer's, the wallet provider's
 
     @classmethod
-    def of(cls, store: KeyStore) -> ActiveSigner:
-        return cls(store, store.active(SIGNING).key_id)
+    def of(cls, store: KeyStore, kind: str = SIGNING) -> ActiveSigner:
+        return cls(store, store.active(kind).key_id, kind)
 
     def sign(self, digest: bytes) -> bytes:
-        signature = self.store.sign(digest)
+        signature = self.store.sign(digest, self.kind)
         if signature.key_id != self.key_id:
             raise KeyStoreError(f"signing key changed from {self.key_id} to {signature.key_id} under a running signer")
         return signature.signature
@@ -282,18 +294,21 @@ class FileKeyStore:
         key = self._get(key_id, kind) if key_id else self._active(kind)
         return Mac(key.key_id, hmac.new(key.material, message, hashlib.sha256).digest())
 
-    def sign(self, message: bytes) -> Signature:
-        key = self._active(SIGNING)
+    def sign(self, message: bytes, kind: str = SIGNING) -> Signature:
+        if kind not in SIGNING_KINDS:
+            raise KeyStoreError(f"sign needs a {' or '.join(SIGNING_KINDS)} key, not {kind}")
+        key = self._active(kind)
         private = self._signing.get(key.key_id)
         if private is None:
             private = self._signing[key.key_id] = Ed25519PrivateKey.from_private_bytes(key.material)
         return Signature(key.key_id, private.sign(message))
 
-    def public_keys(self) -> dict[str, bytes]:
+    def public_keys(self, kind: str = SIGNING) -> dict[str, bytes]:
+        if kind not in SIGNING_KINDS:
+            raise KeyStoreError(f"public_keys needs a {' or '.join(SIGNING_KINDS)} kind, not {kind}")
         return {
             k.key_id: Ed25519PrivateKey.from_private_bytes(k.material).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-            for k in sorted(self._keys.values(), key=lambda k: k.version)
-            if k.kind == SIGNING
+            for k in self._versions(kind)
         }
 
     def webhook_secret(self, merchant_id: str, key_id: str | None = None) -> Mac:

@@ -24,6 +24,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from connectors.vault.intake import Sealer
 from schemas.cards import CardError
 from schemas.ids import derive_api_command_id, derive_payment_id
+from streams.api.acs import Acs
+from streams.api.acs import router as acs_router
 from streams.api.auth import ApiKeys, RateLimits, retry_after_header
 from streams.api.bus import BusUnavailable, CommandBus
 from streams.api.commands import create_command, dispute_evidence_command, follow_up_command
@@ -204,13 +206,14 @@ def _validation_error(exc: RequestValidationError) -> ApiError:
 def create_app(bus: CommandBus, keys: ApiKeys, *, sealer: Sealer | None, config: ApiConfig = ApiConfig(),
                reader: PaymentReader | None = None, dashboard: Dashboard | None = None, instance: str | None = None,
                clock: Callable[[], float] = time.monotonic,
-               now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> FastAPI:
+               now: Callable[[], datetime] = lambda: datetime.now(timezone.utc), acs: Acs | None = None) -> FastAPI:
     """The API over `bus`. `sealer` seals each card to the card-intake key before it is
     published (None publishes the raw card: only for an app that publishes nothing, like
     the OpenAPI spec's). `instance` salts command ids (default: fresh per process,
     docs/api.md); `now` stamps commands' occurred_at: the API is where the event
     happens, so this is the event time, not business logic reading the clock.
-    `dashboard` mounts /dashboard (streams/api/dashboard.py), outside /v1 and the spec."""
+    `dashboard` mounts /dashboard (streams/api/dashboard.py), outside /v1 and the spec.
+    `acs` mounts the simulated issuer's 3-D Secure routes (streams/api/acs.py)."""
     instance = instance or secrets.token_hex(8)
     records = IdempotencyRecords(config.idempotency_records_max, config.max_in_flight)
     fp_secret = secrets.token_bytes(32)
@@ -327,6 +330,9 @@ def create_app(bus: CommandBus, keys: ApiKeys, *, sealer: Sealer | None, config:
                          ending_before: str | None = None) -> list[dict[str, Any]]:
         """Up to `limit` of the merchant's payments from the read model, by id."""
         return await from_read_model(lambda r: r.list(merchant, limit, starting_after, ending_before))
+
+    if acs is not None:
+        app.include_router(acs_router(acs, lookup, now, PAYMENT_ID_PATTERN.pattern))
 
     install_stripe(app, StripeDeps(write=write, lookup=lookup, read_model=from_read_model, now=now,
                                    max_records=config.idempotency_records_max))

@@ -75,6 +75,10 @@ _REASONS: dict[str, tuple[int, str, str | None]] = {
     "payment_declined": (*_STATE, None),
     "payment_failed": (*_STATE, None),
     "payment_pending": (*_STATE, None),
+    # A confirm's authentication value that does not vouch for the payment (streams/authentication.py).
+    **{f"cavv_{why}": (*_CARD, "three_ds.authentication_value") for why in (
+        "malformed", "unknown_key", "invalid", "replayed", "merchant_mismatch", "amount_mismatch", "mismatch",
+        "expired", "not_yet_valid")},
 }
 # Codes that mean the API built a bad command: our bug, not the merchant's.
 _OURS = frozenset({"payment_id_mismatch", "key_mismatch", "wrong_partition", "unexpected_payment_method",
@@ -108,7 +112,7 @@ def not_found() -> ApiError:
 
 def payment_body(view: dict[str, Any]) -> dict[str, Any]:
     """The payment object of a response, from an outcome or a read-model row."""
-    return {
+    body = {
         "id": view["payment_id"],
         "object": "payment",
         "merchant_id": view["merchant_id"],
@@ -119,6 +123,17 @@ def payment_body(view: dict[str, Any]) -> dict[str, Any]:
         "refunded_minor": view["refunded_minor"],
         "card": {"bin": view["card_bin"], "last4": view["card_last4"]} if view.get("card_last4") else None,
     }
+    if view["payment_status"] == "requires_action":  # only then: other bodies stay as they were
+        body["next_action"] = three_ds_next_action(view["payment_id"])
+    return body
+
+
+def three_ds_next_action(payment_id: str) -> dict[str, Any]:
+    """Where a payment in requires_action goes next: authenticate the cardholder at the
+    simulated issuer (frictionless, or a challenge), then confirm with the result."""
+    return {"type": "three_d_secure", "three_d_secure": {
+        "authenticate_url": f"/v1/payments/{payment_id}/three_ds/authenticate",
+        "confirm_url": f"/v1/payments/{payment_id}/confirm"}}
 
 
 def outcome_response(outcome: dict[str, Any]) -> tuple[int, dict[str, Any], bool]:

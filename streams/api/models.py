@@ -50,6 +50,9 @@ class ThreeDsIn(_Strict):
         description="transStatus: Y authenticated, A attempted, N not authenticated, U unavailable, R rejected.")
     eci: str | None = Field(None, pattern=r"^[0-9]{2}$")
     ds_trans_id: str | None = Field(None, min_length=36, max_length=36)
+    authentication_value: str | None = Field(
+        None, min_length=1, max_length=1024,
+        description="The ACS's signed authentication value (CAVV) for a Y or A: liability shifts only with one that verifies.")
 
 
 class ConfirmIn(_Strict):
@@ -79,6 +82,8 @@ class Payment(BaseModel):
     captured_minor: int
     refunded_minor: int
     card: Card | None
+    next_action: dict[str, object] | None = Field(
+        None, description="requires_action: how to authenticate the cardholder (3-D Secure) and confirm.")
 
 
 class PaymentList(BaseModel):

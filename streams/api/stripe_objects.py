@@ -137,9 +137,11 @@ def payment_intent(view: dict[str, Any], request: IntentRequest | None = None) -
                       "message": f"the payment was declined ({reason or 'declined'})", "param": None}
     next_action = None
     if status == "requires_action":
-        # The merchant's 3DS server authenticates the cardholder and confirms with the
-        # result (Stripe's third-party 3DS parameters; docs/api.md, docs/payments.md).
+        # The cardholder authenticates at the simulated issuer (or the merchant's own 3DS
+        # server), and the merchant confirms with the result and its signed value
+        # (Stripe's third-party 3DS parameters; docs/api.md, docs/payments.md).
         next_action = {"type": "three_d_secure", "three_d_secure": {
+            "authenticate_url": f"/v1/payments/{view['payment_id']}/three_ds/authenticate",
             "confirm_url": f"/v1/payment_intents/{intent_id(view['payment_id'])}/confirm"}}
     cancellation = None
     if pi_status == "canceled":

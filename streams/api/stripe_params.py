@@ -268,7 +268,7 @@ def confirm(params: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
     """A confirm of a PaymentIntent in requires_action: the 3DS result as Stripe takes
     one from a third-party 3DS server, `payment_method_options[card][three_d_secure]`
     (ares_trans_status, electronic_commerce_indicator, transaction_id, version,
-    cryptogram), as the pipeline's three_ds {trans_status, eci, ds_trans_id}."""
+    cryptogram), as the pipeline's three_ds {trans_status, eci, ds_trans_id, authentication_value}."""
     reject_unknown(params, {"payment_method_options", "expand"})
     base = "payment_method_options[card][three_d_secure]"
     options = params.get("payment_method_options")
@@ -295,9 +295,10 @@ def confirm(params: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
     tid = three_ds.get("transaction_id")
     if tid is not None and (not isinstance(tid, str) or len(tid) != 36):
         raise invalid(f"{base}[transaction_id]", f"{base}[transaction_id] is the 36-character dsTransID")
-    for name in ("version", "cryptogram"):
-        string(three_ds, name, f"{base}[{name}]", max_chars=100)
-    return {"trans_status": status, "eci": eci, "ds_trans_id": tid}, expand(params)
+    string(three_ds, "version", f"{base}[version]", max_chars=100)
+    # The CAVV: the ACS's signed authentication value (liability shifts only with one that verifies).
+    cryptogram = string(three_ds, "cryptogram", f"{base}[cryptogram]", max_chars=1024)
+    return {"trans_status": status, "eci": eci, "ds_trans_id": tid, "authentication_value": cryptogram}, expand(params)
 
 
 @dataclass(frozen=True)

@@ -327,12 +327,14 @@ EXTRA_RECORDS = [
         "PaymentCommand",
         RECORDS["PaymentCommand"] | {"kind": "confirm", "amount_minor": None, "currency": None, "capture_method": None,
                                      "card": None, "three_ds": {"trans_status": "Y", "eci": "05",
-                                                                "ds_trans_id": "f25084f0-5b16-4c0a-ae5d-b24808a95e4b"}},
+                                                                "ds_trans_id": "f25084f0-5b16-4c0a-ae5d-b24808a95e4b",
+                                                                "authentication_value": "av1.e30.AA"}},
     ),
     (
         "ValidatedCommand",
         RECORDS["ValidatedCommand"] | {"kind": "confirm", "card": None, "capture_method": None, "fraud_action": None,
-                                       "three_ds": {"trans_status": "N", "eci": None, "ds_trans_id": None}},
+                                       "three_ds": {"trans_status": "N", "eci": None, "ds_trans_id": None,
+                                                    "authentication_value": None}},
     ),
     ("PaymentEvent", RECORDS["PaymentEvent"] | {"type": "authorized", "three_ds_status": "A", "liability_shift": True}),
     (
@@ -684,6 +686,14 @@ def test_a_confirm_written_with_version_4_decodes_without_a_3ds_result() -> None
     record = RECORDS["PaymentCommand"] | {"kind": "confirm", "card": None, "amount_minor": None}
     old = {k: v for k, v in record.items() if k != "three_ds"}
     assert Codec("PaymentCommand").decode(_written_with("history/PaymentCommand.4", old)) == record
+
+
+def test_a_confirm_written_with_version_6_decodes_without_an_authentication_value() -> None:
+    three_ds = {"trans_status": "Y", "eci": "05", "ds_trans_id": None}
+    for name, version in (("PaymentCommand", 6), ("ValidatedCommand", 6)):
+        record = RECORDS[name] | {"kind": "confirm", "card": None, "three_ds": three_ds}
+        decoded = Codec(name).decode(_written_with(f"history/{name}.{version}", record))
+        assert decoded == record | {"three_ds": three_ds | {"authentication_value": None}}
 
 
 def test_records_written_before_splits_decode_unsplit() -> None:

@@ -139,5 +139,5 @@ def test_a_dispute_gets_its_defaults_and_a_parsed_due_date() -> None:
 def test_a_confirm_gets_its_3ds_defaults() -> None:
     record = command_from_json(create_json(kind="confirm", card=None, payment_id="pay_given",
                                            three_ds={"trans_status": "Y"}))
-    assert record["three_ds"] == {"trans_status": "Y", "eci": None, "ds_trans_id": None}
+    assert record["three_ds"] == {"trans_status": "Y", "eci": None, "ds_trans_id": None, "authentication_value": None}
     assert COMMAND.decode(COMMAND.encode(record, check=True)) == record

@@ -47,7 +47,8 @@ def test_init_then_rotate_then_list(keys_dir: Path) -> None:
     docs = listed(keys_dir)
     assert [(d["key_id"], d["active"]) for d in docs] == [
         ("vault-master-v1", False), ("vault-master-v2", True), ("token-hmac-v1", True),
-        ("signing-v1", True), ("webhook-v1", True), ("card-intake-v1", True),
+        ("signing-v1", True), ("webhook-v1", True), ("card-intake-v1", True), ("acs-signing-v1", True),
+        ("wallet-signing-v1", True),
     ]
     assert all(set(d) == {"key_id", "kind", "created", "active"} for d in docs)
 

@@ -79,14 +79,32 @@ def test_results_are_seeded_per_payment_mostly_authenticated() -> None:
     assert counts["Y"] > 0.7 * len(result) and counts["N"] > 0, counts
 
 
-def test_every_confirm_is_a_command_ingest_forwards_with_its_result() -> None:
+def test_every_confirm_is_a_command_ingest_forwards_with_its_result(tmp_path) -> None:
+    from connectors.vault.keys import ACS_SIGNING, ActiveSigner, FileKeyStore
+    from schemas.times import to_ms
+    from streams.authentication import verify_cavv
+
+    store = FileKeyStore(tmp_path)
+    store.init()
     cs = creates(100)
-    for confirm in step_up_confirms(cs, paused_all(cs), seed=7, run_id="run1"):
+    by_pid = {c["payment_id"]: c for c in cs}
+    signed = 0
+    for confirm in step_up_confirms(cs, paused_all(cs), seed=7, run_id="run1", acs=ActiveSigner.of(store, ACS_SIGNING)):
         key = confirm["payment_id"].encode()
         source = Source("payment-commands", partition_for(key, LIMITS.partitions), 0, 0, key)
         result = ingest(COMMANDS.encode(confirm, check=True), source, Tokenizer(b"k" * 32, "t1"), LIMITS)
         assert isinstance(result, Forward) and result.command["rejection_reason"] is None, result
-        assert result.command["three_ds"] == confirm["three_ds"]
+        three_ds = confirm["three_ds"]
+        assert result.command["three_ds"] == {"authentication_value": None} | three_ds
+        if three_ds["trans_status"] in ("Y", "A"):  # signed by the issuer, for this payment
+            create = by_pid[confirm["payment_id"]]
+            av = verify_cavv(three_ds["authentication_value"], store.public_keys(ACS_SIGNING),
+                             payment_id=create["payment_id"], merchant_id=create["merchant_id"],
+                             amount_minor=create["amount_minor"], currency=create["currency"],
+                             trans_status=three_ds["trans_status"], eci=three_ds["eci"],
+                             ds_trans_id=three_ds["ds_trans_id"], at_ms=to_ms(confirm["occurred_at"]))
+            signed += av.payment_id == create["payment_id"]
+    assert signed > 50
 
 
 def test_cardholders_keep_what_the_provider_keys_on() -> None:

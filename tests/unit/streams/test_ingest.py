@@ -164,7 +164,8 @@ def test_create_with_its_own_derived_payment_id_is_valid() -> None:
     assert forwarded(create(payment_id=pid))["rejection_reason"] is None
 
 
-THREE_DS = {"trans_status": "Y", "eci": "05", "ds_trans_id": "f25084f0-5b16-4c0a-ae5d-b24808a95e4b"}
+THREE_DS = {"trans_status": "Y", "eci": "05", "ds_trans_id": "f25084f0-5b16-4c0a-ae5d-b24808a95e4b",
+            "authentication_value": None}
 
 
 @pytest.mark.parametrize("kind", ["capture", "void", "refund", "expire", "confirm"])
@@ -179,7 +180,7 @@ def test_valid_follow_up(kind: str) -> None:
 
 @pytest.mark.parametrize("status", ["Y", "A", "N", "U", "R"])
 def test_a_confirm_forwards_its_3ds_result_optional_fields_absent(status: str) -> None:
-    result = {"trans_status": status, "eci": None, "ds_trans_id": None}
+    result = {"trans_status": status, "eci": None, "ds_trans_id": None, "authentication_value": None}
     assert forwarded(follow_up("confirm", three_ds=result))["three_ds"] == result
 
 
@@ -267,6 +268,10 @@ REFUSALS = [
     ("unexpected_three_ds", follow_up("capture", three_ds=THREE_DS)),
     ("unexpected_three_ds", create(three_ds=THREE_DS)),
     ("invalid_three_ds", follow_up("confirm", three_ds=THREE_DS | {"eci": "5"})),
+    ("invalid_three_ds", follow_up("confirm", three_ds=THREE_DS | {"authentication_value": "av1." + "A" * 1100 + ".x"})),
+    ("invalid_three_ds", follow_up("confirm", three_ds=THREE_DS | {"authentication_value": "av1.a b.c"})),
+    ("invalid_three_ds", follow_up("confirm", three_ds=THREE_DS | {"authentication_value": "av1.4000056655665556.x"})),
+    ("invalid_three_ds", follow_up("confirm", three_ds=THREE_DS | {"trans_status": "N", "authentication_value": "av1.e30.AA"})),
     ("invalid_three_ds", follow_up("confirm", three_ds=THREE_DS | {"eci": "0x"})),
     ("invalid_three_ds", follow_up("confirm", three_ds=THREE_DS | {"ds_trans_id": "f25084f05b164c0aae5db24808a95e4b"})),
     ("invalid_three_ds", follow_up("confirm", three_ds=THREE_DS | {"ds_trans_id": "x" * 36})),
@@ -712,6 +717,37 @@ def test_a_card_create_says_card_and_a_bank_or_bnpl_create_carries_its_instrumen
 ])
 def test_a_create_with_the_wrong_instrument_is_refused(overrides: dict[str, Any], reason: str) -> None:
     assert refused_at_ingest(create(**overrides)) == reason
+
+
+def test_a_signed_wallet_cryptogram_is_verified_against_the_wallet_providers_keys(tmp_path: Path) -> None:
+    from streams.authentication import WalletCryptogram, issue_cryptogram, token_digest
+    from connectors.vault.keys import WALLET_SIGNING, ActiveSigner
+    from schemas.times import to_ms
+
+    store = FileKeyStore(tmp_path / "keys")
+    store.init()
+    limits = Limits(10**15, 255, 8, wallet_keys=store.public_keys(WALLET_SIGNING))
+    base = create(method="wallet", card=None, wallet=WALLET)
+    pid = derive_payment_id(base["merchant_id"], base["idempotency_key"])
+
+    def signed(**changes: Any) -> dict[str, Any]:
+        claims = dict(key_id="wallet-signing-v1", provider="apple_pay", token_sha256=token_digest(WALLET["token"]),
+                      payment_id=pid, merchant_id=base["merchant_id"], amount_minor=base["amount_minor"],
+                      currency=base["currency"], created_at_ms=to_ms(base["occurred_at"])) | changes
+        token = issue_cryptogram(WalletCryptogram(**claims), ActiveSigner.of(store, WALLET_SIGNING))
+        return base | {"wallet": WALLET | {"cryptogram": token}}
+
+    good = ingest(COMMANDS.encode(signed(), check=True), source_for(pid), TOKENIZER, limits)
+    assert isinstance(good, Forward) and good.command["rejection_reason"] is None
+    assert good.command["wallet"] == {"provider": "apple_pay", "token": WALLET["token"]}  # the cryptogram stays here
+    assert refused_at_ingest(signed(), LIMITS) == "cryptogram_unknown_key"  # no wallet keys trusted
+    assert refused_at_ingest(signed(amount_minor=1), limits) == "cryptogram_amount_mismatch"
+    assert refused_at_ingest(signed(payment_id="pay_" + "0" * 32), limits) == "cryptogram_replayed"
+    tampered = signed()
+    tampered["wallet"]["cryptogram"] = tampered["wallet"]["cryptogram"][:-4] + "AAAA"
+    assert refused_at_ingest(tampered, limits) == "cryptogram_invalid"
+    # An opaque cryptogram (producers before version 7) is format-checked only, as before.
+    assert refused_at_ingest(base, limits) is None
 
 
 def test_the_method_must_have_a_rail_for_the_currency() -> None:

@@ -12,14 +12,16 @@ import pytest
 from fastapi.testclient import TestClient
 
 from connectors.vault.intake import CardOpener, Sealer, active_sealer
-from connectors.vault.keys import FileKeyStore
+from connectors.vault.keys import ACS_SIGNING, ActiveSigner, FileKeyStore
 from schemas.ids import derive_outcome_id
 from streams.api import auth
+from streams.api.acs import Acs
 from streams.api.app import ApiConfig, create_app
 from streams.api.bus import InMemoryBus
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
 DECLINED_CARD = "4000000000000002"
+STEP_UP_CARD = "4000002760003184"  # the fake risk stage asks for 3-D Secure
 CARD = {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123"}
 
 
@@ -51,8 +53,17 @@ class FakePipeline:
         p = self.payments.get(cmd["payment_id"])
         if cmd["kind"] == "create":
             assert cmd["card"] is None and number is not None  # the API publishes sealed cards only
-            declined = number == DECLINED_CARD
-            p = {"payment_status": "declined" if declined else ("authorized" if cmd["capture_method"] == "manual" else "captured"),
+            declined, step_up = number == DECLINED_CARD, number == STEP_UP_CARD
+            status = "declined" if declined else ("authorized" if cmd["capture_method"] == "manual" else "captured")
+            if step_up:
+                p = {"payment_status": "requires_action", "merchant_id": cmd["merchant_id"], "currency": cmd["currency"],
+                     "authorized_minor": 0, "captured_minor": 0, "refunded_minor": 0, "card_bin": number[:6],
+                     "card_last4": number[-4:]}
+                self.payments[cmd["payment_id"]] = p
+                out = base | p | {"status": "succeeded"}
+                self.keys[(cmd["merchant_id"], cmd["idempotency_key"])] = (request, out)
+                return out
+            p = {"payment_status": status,
                  "merchant_id": cmd["merchant_id"], "currency": cmd["currency"],
                  "authorized_minor": 0 if declined else cmd["amount_minor"],
                  "captured_minor": cmd["amount_minor"] if not declined and cmd["capture_method"] == "automatic" else 0,
@@ -202,7 +213,7 @@ def build_api(tmp_path: Path, key_file: tuple[Path, str, str], intake_keys: File
     sealer: Sealer = active_sealer(intake_keys)
     reader = FakeReader(pipeline) if with_reader else None
     app = create_app(bus, auth.ApiKeys(path), sealer=sealer, config=config, instance="test", clock=clock or Clock(), now=lambda: T0,
-                     reader=reader)
+                     reader=reader, acs=Acs(ActiveSigner.of(intake_keys, ACS_SIGNING)))
     return Api(TestClient(app, raise_server_exceptions=False), bus, pipeline, path, secret, other, reader)
 
 

@@ -32,7 +32,8 @@ def test_the_spec_documents_the_routes_and_the_error_shape() -> None:
                                   "/v1/payment_intents/{intent}/confirm",
                                   "/v1/refunds", "/v1/refunds/{refund}", "/v1/balance", "/v1/disputes",
                                   "/v1/disputes/{dispute}", "/v1/disputes/{dispute}/close", "/v1/payouts",
-                                  "/v1/payouts/{payout}"}
+                                  "/v1/payouts/{payout}", "/v1/payments/{payment_id}/three_ds/authenticate",
+                                  "/acs/v1/challenges/{acs_trans_id}"}
     create = spec["paths"]["/v1/payments"]["post"]
     assert {"200", "202", "400", "401", "402", "409", "413", "429"} <= set(create["responses"])
     listing = spec["paths"]["/v1/payments"]["get"]

@@ -99,7 +99,7 @@ def test_capture_cancel_refund_and_list() -> None:
 def test_confirm_takes_stripes_third_party_3ds_result() -> None:
     base = "payment_method_options[card][three_d_secure]"
     form = decode_form(f"{base}[ares_trans_status]=A&{base}[electronic_commerce_indicator]=06&{base}[cryptogram]=AAAB")
-    assert p.confirm(form) == ({"trans_status": "A", "eci": "06", "ds_trans_id": None}, ())
+    assert p.confirm(form) == ({"trans_status": "A", "eci": "06", "ds_trans_id": None, "authentication_value": "AAAB"}, ())
     assert refused(p.confirm, decode_form(f"{base}[surprise]=1")).code == "parameter_unknown"
     assert refused(p.confirm, decode_form(f"{base}[ares_trans_status]=Y&{base}[electronic_commerce_indicator]=5")).param == \
         f"{base}[electronic_commerce_indicator]"

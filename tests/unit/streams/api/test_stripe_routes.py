@@ -187,7 +187,8 @@ def test_confirm_carries_the_3ds_result_and_a_failed_one_is_a_card_error(api: Ap
     assert ok.status_code == 200, ok.text
     assert ok.json()["status"] == "requires_capture"
     assert api.bus.published[-1]["kind"] == "confirm"
-    assert api.bus.published[-1]["three_ds"] == {"trans_status": "Y", "eci": "05", "ds_trans_id": DS_TRANS_ID}
+    assert api.bus.published[-1]["three_ds"] == {"trans_status": "Y", "eci": "05", "ds_trans_id": DS_TRANS_ID,
+                                                 "authentication_value": None}
     other = create(api, key="order-2").json()
     failed = post(api, f"/v1/payment_intents/{other['id']}/confirm", {f"{THREE_DS}[ares_trans_status]": "N"}, "3ds-2")
     assert failed.status_code == 402
