@@ -106,6 +106,7 @@ RECORDS = {
         "fallback": False,
         "features": {"amount_major": 6000.0, "card_cnt_1h": 0.0},
         "occurred_at": AT,
+        "sanctions": None,
     },
     "PaymentOutcome": {
         "outcome_id": "out_0a1b2c3d4e5f60718293a4b5c6d7e8f9",
@@ -217,6 +218,15 @@ RECORDS = {
         "rate": "162.9871",
         "as_of": AT,
         "source": "treasury",
+    },
+    "SanctionsEntry": {
+        "uid": "PS-0002",
+        "kind": "individual",
+        "name": "José Ramón Quiñonero Bastidas",
+        "aliases": ["Jose Quinonero"],
+        "programs": ["FICT-NARC"],
+        "country": "XB",
+        "list_version": "2026-01-15",
     },
     "FraudBlockEntry": {
         "kind": "card",
@@ -585,7 +595,7 @@ def test_encode_without_check_still_raises_encode_error() -> None:
 def test_history_schemas_are_earlier_versions_of_shipped_ones() -> None:
     from schemas.codec import history_names, load_schema
 
-    assert history_names() == ("history/MerchantRecord.1", "history/PaymentCommand.1", "history/PaymentCommand.2",
+    assert history_names() == ("history/FraudReview.1", "history/MerchantRecord.1", "history/PaymentCommand.1", "history/PaymentCommand.2",
                                "history/PaymentCommand.3", "history/PaymentCommand.4", "history/PaymentCommand.5",
                                "history/PaymentEvent.1", "history/PaymentEvent.2", "history/ValidatedCommand.1",
                                "history/ValidatedCommand.2", "history/ValidatedCommand.3", "history/ValidatedCommand.4",
