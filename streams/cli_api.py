@@ -112,6 +112,11 @@ def serve(
     bus = KafkaBus(settings, config.idempotency_records_max)
     try:
         api = create_app(bus, keys, sealer=sealer, config=config, reader=reader, dashboard=dashboard)
+        from streams.api import kyc_routes
+        from streams.kyc_ops import KycDesk
+
+        # The application's time is when it reaches the API (its event time).
+        kyc_routes.install(api, KycDesk(settings), lambda: datetime.now(timezone.utc))
         uvicorn.run(api, host=host or settings.api_host, port=port or settings.api_port, log_level="info")
     finally:
         bus.close()
