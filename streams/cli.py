@@ -26,6 +26,7 @@ from streams import (
     cli_readmodels,
     cli_registry,
     cli_reliability,
+    cli_sanctions,
     cli_subscriptions,
     cli_webhooks,
 )
@@ -68,6 +69,7 @@ app.add_typer(cli_subscriptions.app, name="subscriptions")
 app.add_typer(cli_subscriptions.clock_app, name="clock")
 app.add_typer(cli_payouts.app, name="payouts")
 app.add_typer(cli_registry.app, name="registry")
+app.add_typer(cli_sanctions.app, name="sanctions")
 
 err = Console(stderr=True)
 

@@ -82,8 +82,10 @@ def serve(
     from streams.api.app import ApiConfig, create_app
     from streams.api.bus import KafkaBus
     from connectors.vault.keys import ACS_SIGNING, ActiveSigner, FileKeyStore, KeyStoreError
+    from streams.api import kyc_routes
     from streams.api.acs import Acs
     from streams.api.readmodel import ClickHousePayments
+    from streams.kyc_ops import KycDesk
     from streams.publish import intake_sealer
     from streams.topics import topic_names
 
@@ -118,6 +120,8 @@ def serve(
     bus = KafkaBus(settings, config.idempotency_records_max)
     try:
         api = create_app(bus, keys, sealer=sealer, config=config, reader=reader, dashboard=dashboard, acs=acs)
+        # The application's time is when it reaches the API (its event time).
+        kyc_routes.install(api, KycDesk(settings), lambda: datetime.now(timezone.utc))
         uvicorn.run(api, host=host or settings.api_host, port=port or settings.api_port, log_level="info")
     finally:
         bus.close()

@@ -249,7 +249,8 @@ def review(resolve: str = typer.Option(None, help="A payment_id (or review_id) t
     if resolve is None:
         for r in open_reviews(reviews):
             print(json.dumps({k: r[k] for k in ("payment_id", "review_id", "merchant_id", "amount_minor", "currency",
-                                                "score_ppm", "reasons")} | {"at": r["occurred_at"].isoformat()}))
+                                                "score_ppm", "reasons")} | {"at": r["occurred_at"].isoformat()}
+                             | ({"sanctions": r["sanctions"]} if r.get("sanctions") else {}), ensure_ascii=False))
         return
     match = [r for r in reviews if resolve in (r["payment_id"], r["review_id"])]
     if not match:

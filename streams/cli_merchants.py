@@ -6,6 +6,7 @@ stage folds the topic (streams/merchants.py). The lead declares the topic
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 
 import typer
@@ -113,3 +114,74 @@ def list_() -> None:
                       ",".join(m["methods"]) or "any", m["fee_plan_id"], m["settlement_currency"],
                       m["updated_at"].isoformat())
     Console().print(table)
+
+
+def _kyc_fail(command: str, e: Exception) -> None:
+    reason = getattr(e, "reason", "invalid")
+    err.print(f"[red]merchants {command}:[/red] {reason}: {getattr(e, 'detail', e)}")
+    raise typer.Exit(2)
+
+
+@app.command("apply")
+def apply_(merchant: str, legal_name: str = typer.Option(..., help="The company's registered name."),
+           country: str = typer.Option(..., help="ISO 3166-1 alpha-2 of its registration."),
+           registration_number: str = typer.Option(..., help="Business registry number (simulated provider: "
+                                                   "FAIL... fails, MANUAL... goes to a reviewer)."),
+           owner: list[str] = typer.Option(..., "--owner", help="A beneficial owner's name (repeat)."),
+           document: list[str] = typer.Option([], "--document", help="KIND=REF, a document store reference (repeat).")) -> None:
+    """MERCHANT applies for KYC: the provider's checks run, the record is written with the outcome."""
+    from streams import kyc
+    from streams.kyc_ops import KycDesk, view
+
+    try:
+        docs = dict(d.split("=", 1) for d in document)
+        application = kyc.application(legal_name, country, registration_number, owner, docs)
+        record = KycDesk(get_settings()).apply(merchant, application, _now())
+    except ValueError as e:  # KycError, MerchantError, a KIND=REF without '='
+        _kyc_fail("apply", e)
+    print(json.dumps(view(record), default=str))
+
+
+@app.command("kyc-review")
+def kyc_review(merchant: str, decision: str = typer.Argument(..., help="approve | reject"),
+               reviewer: str = typer.Option(..., help="Who decides (audit trail)."),
+               clear: list[str] = typer.Option([], "--clear", help="A sanctions entry uid ruled out as a false positive (repeat).")) -> None:
+    """Decide MERCHANT's KYC case in manual review (the checks, and any sanctions match, are in `merchants kyc`)."""
+    from streams import kyc_ops
+
+    desk = kyc_ops.KycDesk(get_settings())
+    record = desk.registry().get(merchant)
+    if record is None:
+        err.print(f"[red]merchants kyc-review:[/red] no merchant {merchant!r}")
+        raise typer.Exit(2)
+    try:
+        record = kyc_ops.review(record, decision, reviewer, _now(), clear)
+    except ValueError as e:
+        _kyc_fail("kyc-review", e)
+    desk.write(record)
+    print(json.dumps(kyc_ops.view(record), default=str))
+
+
+@app.command("kyc")
+def kyc_show(merchant: str) -> None:
+    """MERCHANT's KYC case: state, each check's outcome and detail (a sanctions match shows the listed party)."""
+    from streams.kyc_ops import view
+
+    record = read_registry(get_settings()).get(merchant)
+    if record is None:
+        err.print(f"[red]merchants kyc:[/red] no merchant {merchant!r}")
+        raise typer.Exit(2)
+    print(json.dumps(view(record), default=str))
+
+
+@app.command("kyc-reverify")
+def kyc_reverify(as_of: str = typer.Option(..., help="Event time (ISO 8601, UTC): verifications expired by then are checked again.")) -> None:
+    """Check again every verified merchant whose verification expired by AS_OF (the scheduler's daily job does this)."""
+    from streams import kyc_ops
+
+    at = datetime.fromisoformat(as_of)
+    at = at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+    desk = kyc_ops.KycDesk(get_settings())
+    for record in kyc_ops.reverify_due(desk.registry(), at, desk.sanctions()):
+        desk.write(record)
+        print(json.dumps(kyc_ops.view(record), default=str))

@@ -50,6 +50,8 @@ from schemas.times import to_ms
 from streams.merchants import admit
 from streams.payments import event_ms
 from streams.risk_stage import tx_of
+from streams.sanctions import SanctionsList
+from streams.screening import screen_create
 from streams.timers import SWEEP_MAX, Get, Timer, TimerStore
 
 _SEP = "\x1f"
@@ -61,6 +63,7 @@ class KeyEffects:
     writes: list[tuple[bytes, bytes | None]] = field(default_factory=list)
     fired: list[Timer] = field(default_factory=list)
     route: bytes | None = None  # the card token to send it by, through the risk stage; None: straight on
+    review: dict[str, Any] | None = None  # a FraudReview of a sanctions hit, for fraud-review
     merchant_state_unreadable: bool = False  # a stored merchant state failed to parse, started afresh: log it
 
 
@@ -97,10 +100,12 @@ def label_routing_key(label: Mapping[str, Any]) -> bytes | None:
 
 def handle(cmd: dict[str, Any], partition: int, record_ts_ms: int, get: Get, retention: timedelta,
            sweep_max: int = SWEEP_MAX, route_retention: timedelta | None = None, *,
-           merchant: Mapping[str, Any] | None = None, require_registration: bool = False) -> KeyEffects:
+           merchant: Mapping[str, Any] | None = None, require_registration: bool = False,
+           sanctions: SanctionsList | None = None) -> KeyEffects:
     """`route_retention` None: no risk stage, every command goes straight on. `merchant`:
     the registry's record of the command's merchant (streams/merchants.py), if any; a
-    create it does not admit is refused here and claims nothing."""
+    create it does not admit is refused here and claims nothing. `sanctions`: the list
+    a create's payer is screened against (streams/screening.py); a hit holds it for review."""
     refusal = admit(cmd, merchant, require_registration=require_registration)
     if refusal is not None and cmd["rejection_reason"] is None:
         cmd = cmd | {"rejection_reason": refusal.reason, "rejection_detail": refusal.detail}
@@ -119,6 +124,8 @@ def handle(cmd: dict[str, Any], partition: int, record_ts_ms: int, get: Get, ret
                 "rejection_reason": "idempotency_conflict",
                 "rejection_detail": "idempotency_key already used for another payment of this merchant",
             }
+    if sanctions is not None:  # after the claim: a refused create is not screened
+        effects.command, effects.review = screen_create(effects.command, sanctions)
     out = effects.command
     if route_retention is not None and out["rejection_reason"] is None and out["payment_id"]:
         rkey = route_key(partition, out["payment_id"])

@@ -44,8 +44,8 @@ class MerchantError(ValueError):
 def merchant_record(merchant_id: str, *, kyc_status: str = "pending", currencies: Iterable[str] = (),
                     methods: Iterable[str] = ("card",), fee_plan_id: str = "standard",
                     settlement_currency: str = "USD", updated_at: datetime, platform_id: str | None = None,
-                    connected: Iterable[str] = ()) -> dict[str, Any]:
-    """A checked MerchantRecord."""
+                    connected: Iterable[str] = (), kyc: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A checked MerchantRecord (`kyc`: its onboarding case, streams/kyc.py)."""
     currencies, methods, connected = sorted(set(currencies)), sorted(set(methods)), sorted(set(connected))
     if not merchant_id or len(merchant_id) > MERCHANT_ID_MAX_LEN or not merchant_id.isprintable():
         raise MerchantError(f"merchant_id must be 1..{MERCHANT_ID_MAX_LEN} printable chars")
@@ -69,12 +69,19 @@ def merchant_record(merchant_id: str, *, kyc_status: str = "pending", currencies
         raise MerchantError(f"connected must be at most {MAX_CONNECTED} other merchants")
     return {"merchant_id": merchant_id, "kyc_status": kyc_status, "currencies": currencies, "methods": methods,
             "fee_plan_id": fee_plan_id, "settlement_currency": settlement_currency, "updated_at": updated_at,
-            "platform_id": platform_id, "connected": connected}
+            "platform_id": platform_id, "connected": connected, "kyc": None if kyc is None else dict(kyc)}
 
 
 def with_status(record: Mapping[str, Any], kyc_status: str, updated_at: datetime) -> dict[str, Any]:
     """The record's next version with another KYC status (verify, reject)."""
     return _with(record, updated_at, kyc_status=kyc_status)
+
+
+def with_case(record: Mapping[str, Any], case: Mapping[str, Any], updated_at: datetime) -> dict[str, Any]:
+    """The record's next version with its KYC case, kyc_status following the case's state."""
+    from streams.kyc import STATUS_OF
+
+    return _with(record, updated_at, kyc=case, kyc_status=STATUS_OF[case["state"]])
 
 
 def _with(record: Mapping[str, Any], updated_at: datetime, **changes: Any) -> dict[str, Any]:

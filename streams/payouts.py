@@ -18,7 +18,7 @@ its settlement's payout sends, each payout is sent once and answered at most onc
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -41,7 +41,7 @@ from streams.ledger import (
 
 MAX_PAYOUTS = 1_000_000  # instructions one run holds in memory
 BANK_FAILED = "bank_failed"  # the correction id of a failed payout's reversal
-STATUSES = ("sent", "paid", "failed")
+STATUSES = ("sent", "paid", "failed")  # on the ledger; "held" (not sent, compliance) is a run's status only
 
 
 @dataclass(frozen=True)
@@ -136,9 +136,12 @@ class PayoutRun:
 
 
 def run_payouts(payouts: Iterable[Payout], posted: Mapping[str, JournalEntry], *, as_of_ms: int, bank: BankRail,
-                shards: int) -> PayoutRun:
+                shards: int, hold: Callable[[Payout], str | None] | None = None) -> PayoutRun:
     """The sends and answers due by `as_of_ms` for `payouts` (duplicates by payout id
-    are one), leaving out those already in `posted` (entry id -> entry)."""
+    are one), leaving out those already in `posted` (entry id -> entry). `hold`: why a
+    payout not sent yet must wait (compliance: streams/payout_holds.py), or None; a held
+    one is not sent (the money stays on the merchant's available balance) and shows as
+    `held` with the reason, and a later run sends it once nothing holds it."""
     unique = {p.payout_id: p for p in payouts}
     assert len(unique) <= MAX_PAYOUTS, f"more than {MAX_PAYOUTS} payouts in one run"
     entries, statuses = [], []
@@ -146,6 +149,11 @@ def run_payouts(payouts: Iterable[Payout], posted: Mapping[str, JournalEntry], *
         if payout.sent_at_ms > as_of_ms:
             continue
         sent = sent_entry(payout, shard=shard_for(payout.merchant_id, shards))
+        why = hold(payout) if hold is not None and sent.entry_id not in posted else None
+        if why is not None:
+            statuses.append(PayoutStatus(payout.payout_id, payout.settlement_id, payout.merchant_id, payout.currency,
+                                         payout.amount_minor, payout.day, "held", payout.sent_at_ms, None, why))
+            continue
         answer = bank.answer(payout.payout_id, payout.merchant_id, payout.sent_at_ms)
         due = [sent]
         if answer.at_ms <= as_of_ms:

@@ -5,7 +5,8 @@ Order (each step only after the one before succeeded):
   1. read, read_committed up to the end offsets seen at start: every payout
      instruction on `payouts` and every journal entry on ledger-entries;
   2. plan (streams/payouts.py, pure): every send and bank answer due by the end of D
-     (event time) that is not on the ledger yet;
+     (event time) that is not on the ledger yet, less the payouts compliance holds
+     (streams/payout_holds.py: KYC not verified, a sanctioned beneficiary);
   3. post those entries, each in its merchant's shard, in Kafka transactions of at
      most MAX_BATCH entries (a payout's send comes before its answer, in order);
   4. write the `payouts` read model rows (status per payout) to ClickHouse.
@@ -30,7 +31,9 @@ from schemas.times import from_ms
 from streams.ledger import JournalEntry, entry_to_record
 from streams.payouts import Payout, PayoutRun, PayoutStatus, payout_from_record, run_payouts
 from streams.settings import Settings, client_config
-from streams.settle_job import ENTRY_CODEC, TXN_TIMEOUT_S, SettleError, read_entries
+from streams.payout_holds import payout_hold
+from streams.sanctions_feed import read_list
+from streams.settle_job import ENTRY_CODEC, TXN_TIMEOUT_S, SettleError, read_entries, read_registry
 from streams.settlement import cutoff_ms
 from streams.topics import topic_names
 
@@ -104,8 +107,11 @@ def payouts_day(settings: Settings, client: Client | None, day: date, bank: Bank
     """Send and answer every payout due by the end of `day` (event time, UTC)."""
     payouts, bad_payouts = read_payouts(settings)
     entries, bad_entries = read_entries(settings)
+    # Compliance holds (streams/payout_holds.py): the registry and the sanctions list as they are now.
+    sanctions, _ = read_list(settings)
+    hold = payout_hold(read_registry(settings), sanctions, require_registration=settings.merchants_require_registration)
     run = run_payouts(payouts, {e.entry_id: e for e in entries}, as_of_ms=cutoff_ms(day) - 1, bank=bank,
-                      shards=settings.partitions)
+                      shards=settings.partitions, hold=hold)
     posted = post_entries(settings, run.entries)
     if client is not None:
         rows = payout_rows(run)

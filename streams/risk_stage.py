@@ -52,6 +52,7 @@ from models.features import (
 from models.scoring import MAX_BATCH_ROWS, Scorer
 from schemas.ids import derive_command_id
 from schemas.times import to_ms
+from streams.screening import is_held, keep_hold
 from streams.subscriptions import MIT_METADATA_KEY
 from streams.timers import SWEEP_MAX, Get, Timer, TimerStore
 
@@ -275,7 +276,10 @@ def decide_scored(batch: Sequence[Scored], scorer: Scorer) -> None:
         decision = mit_exemption(scored.cmd, decision)
         effects = scored.effects
         effects.command, effects.decision, effects.fallback = attach(scored.cmd, decision), decision, decision.fallback
-        if decision.action == "review":
+        if is_held(scored.cmd):  # a sanctions hold stays one; the keys stage sent its review record
+            action, reasons = keep_hold(scored.cmd, decision.action, list(decision.reasons))
+            effects.command |= {"fraud_action": action, "fraud_reasons": reasons}
+        elif decision.action == "review":
             effects.review = review_record(scored.cmd, decision)
 
 

@@ -21,6 +21,7 @@ with the producers' partitioner (schemas/partitioning.py).
   id; also the charges' outcomes, from payment-outcomes) -> subscriptions -> payment-commands
   (docs/subscriptions.md); and the same tick -> payment-commands-validated -> payments (expiry timers)
   job-runs (by '<job>/<day>'): each daily job the scheduler ran, and how it ended
+  sanctions-list (compacted, by entry uid): list updates, read whole by every worker and job (docs/compliance.md)
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class TopicNames:
     subscription_commands: str
     clock: str
     job_runs: str
+    sanctions: str
 
 
 def prefixed(settings: Settings, base: str) -> str:
@@ -70,7 +72,7 @@ def topic_names(settings: Settings) -> TopicNames:
     names = ("payment-commands", "payment-commands-keyed", "payment-commands-validated", "payment-outcomes", "payment-dlq",
              "payment-events", "ledger-entries", "payment-commands-risk", "fraud-labels", "fraud-review", "fraud-blocklist",
              "merchants", "fx-rates", "payouts", "webhook-deliveries", "fraud-labels-merchant",
-             "subscription-commands", "clock", "job-runs")
+             "subscription-commands", "clock", "job-runs", "sanctions-list")
     return TopicNames(*(prefixed(settings, n) for n in names))
 
 
@@ -103,7 +105,8 @@ def declared_topics(settings: Settings) -> list[TopicSpec]:
                     # subscription-commands is the log the charges derive from (a replay re-derives them): kept forever.
                     names.subscription_commands: -1, names.clock: 7 * _DAY_MS}
     # job-runs is compacted too: the latest run per job and day is what the scheduler reads at start.
-    compacted = {names.blocklist, names.merchants, names.fx_rates, names.job_runs}
+    # sanctions-list too: the latest version of each listed party (a tombstone delists it).
+    compacted = {names.blocklist, names.merchants, names.fx_rates, names.job_runs, names.sanctions}
     # RF 3 gets min.insync.replicas 2 (admin.min_insync_for); RF 1 keeps the broker default.
     min_isr = min_insync_for(rf) if rf > 1 else None
     pipeline = [TopicSpec(name, n, rf, compacted=True, min_insync_replicas=min_isr) if name in compacted else

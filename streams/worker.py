@@ -46,6 +46,7 @@ from streams.reconcile import STATUSES
 from streams.runtime.engine import Engine, EngineConfig, Periodic, Stage
 from streams.runtime.messages import Message, Record, dead_lettered_before, dlq_mark_key, exit_for_restart
 from streams.runtime.state import Task
+from streams.sanctions_feed import SANCTIONS_POLL_S, SanctionsReader
 from streams.settings import Settings, client_config
 
 log = logging.getLogger("paystream.worker")
@@ -132,6 +133,7 @@ def build_worker(settings: Settings) -> Engine:
     # The fraud model is verified here, at start: a tampered artifact stops the worker now, not mid-stream.
     scorer = Scorer.load(SHIPPED_ARTIFACT)
     blocklist_reader = BlocklistReader(settings, scorer)
+    sanctions_reader = SanctionsReader(settings)  # the keys stage screens payers against it
     retention = timedelta(hours=settings.idempotency_retention_h)
     route_retention = timedelta(days=settings.follow_up_route_days) if settings.fraud_scoring else None
     routing_log = RoutingLog(settings.routing_log_dir, settings.worker_name) if settings.routing_log_dir else None
@@ -209,6 +211,7 @@ def build_worker(settings: Settings) -> Engine:
 
     def keys_batch(batch: list[Message], task: Task) -> None:
         table, merchants = task.table(KEYS), task.table(MERCHANTS)
+        sanctions = sanctions_reader.ensure_loaded()
         for m in batch:
             cmd = decode_or_dlq(task, m, "keys")
             if cmd is None:
@@ -217,7 +220,7 @@ def build_worker(settings: Settings) -> Engine:
             effects = parked(task, m, "keys", lambda: key_stage.handle(
                 cmd, m.partition, m.timestamp_ms, table.get, retention, sweep_max, route_retention,
                 merchant=MERCHANT_CODEC.decode(registered) if registered is not None else None,
-                require_registration=settings.merchants_require_registration))
+                require_registration=settings.merchants_require_registration, sanctions=sanctions))
             if effects is None:
                 continue
             for k, v in effects.writes:
@@ -228,6 +231,9 @@ def build_worker(settings: Settings) -> Engine:
             else:
                 record = to_payments(effects.command)
             task.send(record, m.origin_ms)
+            if effects.review is not None:  # a sanctions hit, held: into the review queue
+                task.send(Record(names.review, effects.command["payment_id"].encode(), REVIEW_CODEC.encode(effects.review)),
+                          m.origin_ms)
             observe_latency("keys", m)
             for timer in effects.fired:
                 metrics.child(metrics.TIMERS_FIRED, f"keys-{timer.kind}").inc()
@@ -501,7 +507,8 @@ def build_worker(settings: Settings) -> Engine:
         for currency in imbalance_currencies:
             metrics.LEDGER_IMBALANCE.labels(currency=currency).set(totals.get(currency, 0))
 
-    periodic = [Periodic(BLOCKLIST_POLL_S, blocklist_reader.poll), Periodic(probes.PROBE_INTERVAL_S, ledger_gauge)]
+    periodic = [Periodic(BLOCKLIST_POLL_S, blocklist_reader.poll), Periodic(SANCTIONS_POLL_S, sanctions_reader.poll),
+                Periodic(probes.PROBE_INTERVAL_S, ledger_gauge)]
     engine = Engine(config, stages, tables, periodic,
                     watchers=[LagWatch(settings, lambda: engine.owned(), lambda: engine.ready)], closers=[vault.close])
     return engine

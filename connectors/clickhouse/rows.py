@@ -68,7 +68,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 KINDS = ("payment_event", "ledger_entry", "payment_outcome", "settlement", "reconciliation", "payout")
-PAYOUT_STATUSES = {"sent": 1, "paid": 2, "failed": 2}  # -> the row's version: an answer replaces the send
+PAYOUT_STATUSES = {"held": 0, "sent": 1, "paid": 2, "failed": 2}  # -> the row's version: a send replaces a hold, an answer the send
 DISPUTE_STAGES = {"dispute_opened": "opened", "dispute_won": "won", "dispute_lost": "lost"}
 FRAUD_DECLINE_REASON = "fraud_suspected"  # streams/payments.py: a create the fraud hook declined
 MAX_STRING_LEN = 1024  # longest text kept in a column (reason details are cut, ids refused)
@@ -268,7 +268,7 @@ def _payout(r: Mapping[str, Any]) -> list[Row]:
     status = r["status"]
     if status not in PAYOUT_STATUSES:
         raise RowError("invalid_field", f"status must be one of {', '.join(PAYOUT_STATUSES)}")
-    answered = None if status == "sent" else _time(r, "answered_at")
+    answered = None if status in ("held", "sent") else _time(r, "answered_at")
     return [Row("payouts", (
         _text(r, "payout_id"), _text(r, "settlement_id"), _text(r, "merchant_id"), _currency(r),
         _int(r, "amount_minor", low=1), _day(r), status, _time(r, "sent_at"), answered,

@@ -108,6 +108,7 @@ RECORDS = {
         "fallback": False,
         "features": {"amount_major": 6000.0, "card_cnt_1h": 0.0},
         "occurred_at": AT,
+        "sanctions": None,
     },
     "PaymentOutcome": {
         "outcome_id": "out_0a1b2c3d4e5f60718293a4b5c6d7e8f9",
@@ -221,6 +222,15 @@ RECORDS = {
         "as_of": AT,
         "source": "treasury",
     },
+    "SanctionsEntry": {
+        "uid": "PS-0002",
+        "kind": "individual",
+        "name": "José Ramón Quiñonero Bastidas",
+        "aliases": ["Jose Quinonero"],
+        "programs": ["FICT-NARC"],
+        "country": "XB",
+        "list_version": "2026-01-15",
+    },
     "FraudBlockEntry": {
         "kind": "card",
         "value": "tok_abcdefghijklmnopqrstuvwxyz234567",
@@ -282,6 +292,7 @@ RECORDS["MerchantRecord"] = {
     "updated_at": datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc),
     "platform_id": None,
     "connected": ["m_shop_a", "m_shop_b"],
+    "kyc": None,
 }
 
 RECORDS["SubscriptionCommand"] = {
@@ -376,6 +387,12 @@ EXTRA_RECORDS = [
     ("PaymentEvent", RECORDS["PaymentEvent"] | {"splits": [{"merchant_id": "m_shop_a", "amount_minor": 12_000}],
                                                "platform_fee_minor": 345}),
     ("MerchantRecord", RECORDS["MerchantRecord"] | {"platform_id": "m_market", "connected": []}),
+    ("MerchantRecord", RECORDS["MerchantRecord"] | {"kyc_status": "pending", "kyc": {
+        "application_id": "kyc_0011", "state": "manual_review", "legal_name": "Acme Trading Ltd", "country": "GB",
+        "registration_number": "MANUAL-123", "owners": ["Ada Example"],
+        "documents": [{"kind": "owner_id", "ref": "docstore:abc/1"}],
+        "checks": [{"name": "registry", "outcome": "manual", "detail": "GB business registry"}],
+        "submitted_at": AT, "decided_at": AT, "verified_until": None, "reviewer": None, "cleared": ["PS-0001"]}}),
     ("LedgerEntry", RECORDS["LedgerEntry"] | {"fx": None, "reverses": "je_00112233445566778899aabbccddeeff"}),
     ("SubscriptionCommand", RECORDS["SubscriptionCommand"] | {"kind": "charge_outcome", "plan": None, "card_token": None,
                                                               "anchor_at": None, "trial_days": 0, "outcome": {
@@ -590,7 +607,8 @@ def test_encode_without_check_still_raises_encode_error() -> None:
 def test_history_schemas_are_earlier_versions_of_shipped_ones() -> None:
     from schemas.codec import history_names, load_schema
 
-    assert history_names() == ("history/MerchantRecord.1", "history/PaymentCommand.1", "history/PaymentCommand.2",
+    assert history_names() == ("history/FraudReview.1", "history/MerchantRecord.1", "history/MerchantRecord.2",
+                               "history/PaymentCommand.1", "history/PaymentCommand.2",
                                "history/PaymentCommand.3", "history/PaymentCommand.4", "history/PaymentCommand.5",
                                "history/PaymentCommand.6", "history/PaymentEvent.1", "history/PaymentEvent.2",
                                "history/PaymentEvent.3", "history/ValidatedCommand.1", "history/ValidatedCommand.2",
@@ -700,9 +718,11 @@ def test_records_written_before_splits_decode_unsplit() -> None:
     for name, version in (("PaymentCommand", 5), ("ValidatedCommand", 4), ("PaymentEvent", 2)):
         old = {k: v for k, v in RECORDS[name].items() if k not in ("splits", "platform_fee_minor")}
         assert Codec(name).decode(_written_with(f"history/{name}.{version}", old)) == RECORDS[name]
-    old = {k: v for k, v in RECORDS["MerchantRecord"].items() if k not in ("platform_id", "connected")}
+    old = {k: v for k, v in RECORDS["MerchantRecord"].items() if k not in ("platform_id", "connected", "kyc")}
     decoded = Codec("MerchantRecord").decode(_written_with("history/MerchantRecord.1", old))
-    assert decoded == old | {"platform_id": None, "connected": []}
+    assert decoded == old | {"platform_id": None, "connected": [], "kyc": None}
+    v2 = {k: v for k, v in RECORDS["MerchantRecord"].items() if k != "kyc"}
+    assert Codec("MerchantRecord").decode(_written_with("history/MerchantRecord.2", v2)) == RECORDS["MerchantRecord"]
 
 
 def test_a_validated_command_written_with_version_2_decodes_without_a_3ds_result() -> None:
