@@ -19,6 +19,7 @@ with the producers' partitioner (schemas/partitioning.py).
   payment-events -> `paystream webhooks run` -> webhook-deliveries (by payment_id, every attempt)
   clock (a tick on every partition) -> subscription-commands (by subscription id; also the charges'
   outcomes, from payment-outcomes) -> subscriptions -> payment-commands (docs/subscriptions.md)
+  api-objects (compacted, by object id): the merchant API's Customers and saved PaymentMethods
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class TopicNames:
     merchant_labels: str
     subscription_commands: str
     clock: str
+    api_objects: str
 
 
 def prefixed(settings: Settings, base: str) -> str:
@@ -67,7 +69,7 @@ def topic_names(settings: Settings) -> TopicNames:
     names = ("payment-commands", "payment-commands-keyed", "payment-commands-validated", "payment-outcomes", "payment-dlq",
              "payment-events", "ledger-entries", "payment-commands-risk", "fraud-labels", "fraud-review", "fraud-blocklist",
              "merchants", "fx-rates", "payouts", "webhook-deliveries", "fraud-labels-merchant",
-             "subscription-commands", "clock")
+             "subscription-commands", "clock", "api-objects")
     return TopicNames(*(prefixed(settings, n) for n in names))
 
 
@@ -99,7 +101,8 @@ def declared_topics(settings: Settings) -> list[TopicSpec]:
                     names.webhooks: 30 * _DAY_MS, names.merchant_labels: 7 * _DAY_MS,
                     # subscription-commands is the log the charges derive from (a replay re-derives them): kept forever.
                     names.subscription_commands: -1, names.clock: 7 * _DAY_MS}
-    compacted = {names.blocklist, names.merchants, names.fx_rates}
+    # api-objects: the merchant API's Customers and saved PaymentMethods (streams/api/objects.py), compacted.
+    compacted = {names.blocklist, names.merchants, names.fx_rates, names.api_objects}
     # RF 3 gets min.insync.replicas 2 (admin.min_insync_for); RF 1 keeps the broker default.
     min_isr = min_insync_for(rf) if rf > 1 else None
     pipeline = [TopicSpec(name, n, rf, compacted=True, min_insync_replicas=min_isr) if name in compacted else
