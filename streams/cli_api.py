@@ -90,7 +90,7 @@ def serve(
     names = topic_names(settings)
     probe = committed_reader(client_config(settings), [])
     try:
-        require_topics(probe, [names.commands, names.outcomes])
+        require_topics(probe, [names.commands, names.outcomes, names.api_objects])
     except MissingTopic as e:
         err.print(f"[red]api:[/red] {e}")
         raise typer.Exit(2) from None
@@ -109,11 +109,15 @@ def serve(
         raise typer.Exit(1) from None
     keys = auth.ApiKeys(keys_path())
     dashboard = _dashboard(settings, keys, reader)
+    from streams.api.objects import KafkaObjects
+
     bus = KafkaBus(settings, config.idempotency_records_max)
+    objects = KafkaObjects(settings)
     try:
-        api = create_app(bus, keys, sealer=sealer, config=config, reader=reader, dashboard=dashboard)
+        api = create_app(bus, keys, sealer=sealer, config=config, reader=reader, dashboard=dashboard, objects=objects)
         uvicorn.run(api, host=host or settings.api_host, port=port or settings.api_port, log_level="info")
     finally:
+        objects.close()
         bus.close()
 
 

@@ -41,7 +41,9 @@ from streams.api.models import (
     Payment,
     PaymentList,
 )
+from streams.api.objects import MemoryObjects, Objects
 from streams.api.readmodel import LIST_LIMIT_MAX, fresher
+from streams.api.stripe_customers import install as install_customers
 from streams.api.stripe_routes import StripeDeps
 from streams.api.stripe_routes import install as install_stripe
 from streams.settings import Settings
@@ -94,6 +96,9 @@ class PaymentReader(Protocol):
 
     def payout(self, merchant_id: str, payout_id: str) -> dict[str, Any] | None:
         """One of the merchant's payouts."""
+
+    def saved_card(self, merchant_id: str, payment_id: str) -> str | None:
+        """The vault token of the card of one of the merchant's payments that went through."""
 
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
@@ -203,6 +208,7 @@ def _validation_error(exc: RequestValidationError) -> ApiError:
 
 def create_app(bus: CommandBus, keys: ApiKeys, *, sealer: Sealer | None, config: ApiConfig = ApiConfig(),
                reader: PaymentReader | None = None, dashboard: Dashboard | None = None, instance: str | None = None,
+               objects: Objects | None = None,
                clock: Callable[[], float] = time.monotonic,
                now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> FastAPI:
     """The API over `bus`. `sealer` seals each card to the card-intake key before it is
@@ -210,7 +216,9 @@ def create_app(bus: CommandBus, keys: ApiKeys, *, sealer: Sealer | None, config:
     the OpenAPI spec's). `instance` salts command ids (default: fresh per process,
     docs/api.md); `now` stamps commands' occurred_at: the API is where the event
     happens, so this is the event time, not business logic reading the clock.
-    `dashboard` mounts /dashboard (streams/api/dashboard.py), outside /v1 and the spec."""
+    `dashboard` mounts /dashboard (streams/api/dashboard.py), outside /v1 and the spec.
+    `objects` keeps Customers and PaymentMethods (`paystream api`: the api-objects
+    topic; default: this process's memory, for tests and the spec)."""
     instance = instance or secrets.token_hex(8)
     records = IdempotencyRecords(config.idempotency_records_max, config.max_in_flight)
     fp_secret = secrets.token_bytes(32)
@@ -328,8 +336,10 @@ def create_app(bus: CommandBus, keys: ApiKeys, *, sealer: Sealer | None, config:
         """Up to `limit` of the merchant's payments from the read model, by id."""
         return await from_read_model(lambda r: r.list(merchant, limit, starting_after, ending_before))
 
-    install_stripe(app, StripeDeps(write=write, lookup=lookup, read_model=from_read_model, now=now,
-                                   max_records=config.idempotency_records_max))
+    deps = StripeDeps(write=write, lookup=lookup, read_model=from_read_model, now=now,
+                      max_records=config.idempotency_records_max, objects=objects or MemoryObjects())
+    install_stripe(app, deps)
+    install_customers(app, deps)
 
     def follow_up_id(payment_id: str) -> str:
         if not PAYMENT_ID_PATTERN.match(payment_id):

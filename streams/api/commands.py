@@ -7,10 +7,14 @@ from typing import Any
 
 
 def create_command(merchant: str, key: str, payment_id: str, amount_minor: int, currency: str, capture_method: str,
-                   card: dict[str, Any], metadata: dict[str, str]) -> dict[str, Any]:
+                   card: dict[str, Any] | None, metadata: dict[str, str], method: str | None = None,
+                   **instrument: Any) -> dict[str, Any]:
+    """A create; `method` (None: card) and its instrument (`card_token`, `wallet`,
+    `bank_account` or `bnpl`, PaymentCommand v6) when it does not pay by `card`."""
+    assert set(instrument) <= {"card_token", "wallet", "bank_account", "bnpl"}, set(instrument)
     return {"kind": "create", "merchant_id": merchant, "idempotency_key": key, "payment_id": payment_id,
             "amount_minor": amount_minor, "currency": currency, "capture_method": capture_method, "card": card,
-            "metadata": metadata, "card_token": None}
+            "metadata": metadata, "card_token": None, "method": None if method == "card" else method} | instrument
 
 
 def dispute_evidence_command(merchant: str, key: str, payment_id: str, evidence: str) -> dict[str, Any]:

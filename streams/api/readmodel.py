@@ -70,6 +70,14 @@ _PAYOUTS_AFTER = _PAYOUTS % ("payout_id > {after:String}", "ASC")
 _PAYOUTS_BEFORE = _PAYOUTS % ("payout_id < {before:String}", "DESC")
 _PAYOUT = _PAYOUTS % ("payout_id = {payout:String}", "ASC")
 
+# A saved card's vault token: the card of one of the merchant's payments that went through.
+_SAVED_CARD = """
+SELECT card_token FROM payments FINAL
+WHERE payment_id = {pid:String} AND merchant_id = {merchant:String} AND card_token IS NOT NULL
+  AND status NOT IN ('declined', 'failed')
+LIMIT 1
+"""
+
 # How far a payment has gone, for views of equal amounts: any legal step moves up.
 _PROGRESS = {"authorized": 1, "partially_captured": 2, "captured": 3, "partially_refunded": 4, "refunded": 5,
              "voided": 6, "expired": 6, "declined": 6, "failed": 6}
@@ -134,6 +142,12 @@ class ClickHousePayments:
         """One of the merchant's disputes by its opening event id."""
         rows = self.rows(_DISPUTE, {"merchant": merchant_id, "event": event_id, "limit": 1})
         return rows[0] if rows else None
+
+    def saved_card(self, merchant_id: str, payment_id: str) -> str | None:
+        """The vault token of the card one of the merchant's payments was made with
+        (a PaymentMethod saved with it), None until the sink has it."""
+        rows = self.rows(_SAVED_CARD, {"pid": payment_id, "merchant": merchant_id})
+        return rows[0]["card_token"] if rows else None
 
     def list(self, merchant_id: str, limit: int, starting_after: str | None = None,
              ending_before: str | None = None) -> list[dict[str, Any]]:

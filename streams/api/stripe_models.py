@@ -46,6 +46,8 @@ class PaymentIntent(BaseModel):
     cancellation_reason: str | None
     payment_method: str | None
     payment_method_types: list[str]
+    customer: str | None
+    setup_future_usage: str | None
     latest_charge: str | None
     client_secret: str | None
     paystream: PaystreamDetails
@@ -135,3 +137,72 @@ class Refund(BaseModel):
     metadata: dict[str, str]
     reason: str | None
     status: str
+
+
+class InvoiceSettings(BaseModel):
+    default_payment_method: str | None
+    custom_fields: None
+    footer: None
+    rendering_options: None
+
+
+class Customer(BaseModel):
+    id: str
+    object: Literal["customer"]
+    created: int
+    email: str | None
+    name: str | None
+    description: str | None
+    phone: str | None
+    metadata: dict[str, str]
+    livemode: bool
+    invoice_settings: InvoiceSettings
+
+
+class CustomerList(BaseModel):
+    object: Literal["list"]
+    url: str
+    has_more: bool
+    data: list[Customer]
+
+
+class Deleted(BaseModel):
+    id: str
+    object: str
+    deleted: Literal[True]
+
+
+class BillingDetails(BaseModel):
+    address: None
+    email: str | None
+    name: str | None
+    phone: str | None
+
+
+class SavedCard(BaseModel):
+    brand: str
+    last4: str
+    exp_month: int
+    exp_year: int
+    country: str | None
+    funding: str | None
+    wallet: None
+
+
+class PaymentMethod(BaseModel):
+    id: str
+    object: Literal["payment_method"]
+    type: Literal["card"]
+    created: int
+    customer: str | None
+    livemode: bool
+    metadata: dict[str, str]
+    billing_details: BillingDetails
+    card: SavedCard
+
+
+class PaymentMethodList(BaseModel):
+    object: Literal["list"]
+    url: str
+    has_more: bool
+    data: list[PaymentMethod]

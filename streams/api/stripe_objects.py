@@ -84,6 +84,24 @@ def opened_event_of(dp: str) -> str | None:
     return f"evt_{m.group(1)}" if m else None
 
 
+def customer_id(merchant_id: str, idempotency_key: str) -> str:
+    """One customer per (merchant, Idempotency-Key): a retried create finds it."""
+    return "cus_" + hashlib.sha256(f"customer\x1f{merchant_id}\x1f{idempotency_key}".encode()).hexdigest()[:32]
+
+
+def saved_payment_method_id(payment_id: str) -> str:
+    """A card saved by a payment (setup_future_usage) is named by it: `pm_<hex>` is
+    `pay_<hex>`, whose events carry the card's vault token."""
+    assert payment_id.startswith("pay_"), payment_id
+    return "pm_" + payment_id[4:]
+
+
+def mandate_id(payment_id: str) -> str:
+    """The mandate a bank debit's customer accepted with its intent (mandate_data), as
+    the pipeline's mandate reference (at most 35 characters)."""
+    return "mandate_" + hashlib.sha256(f"mandate\x1f{payment_id}".encode()).hexdigest()[:24]
+
+
 def refund_id(merchant_id: str, idempotency_key: str) -> str:
     """One refund per (merchant, Idempotency-Key): every API process names it alike."""
     return "re_" + hashlib.sha256(f"refund\x1f{merchant_id}\x1f{idempotency_key}".encode()).hexdigest()[:32]
@@ -111,6 +129,9 @@ class IntentRequest:
     payment_method: str | None = None
     description: str | None = None
     cancellation_reason: str | None = None
+    customer: str | None = None
+    payment_method_types: tuple[str, ...] = ("card",)
+    setup_future_usage: str | None = None
 
 
 def _seconds(at: Any) -> int | None:
@@ -150,7 +171,8 @@ def payment_intent(view: dict[str, Any], request: IntentRequest | None = None) -
         "object": "payment_intent",
         "amount": amount,
         "amount_capturable": authorized - captured if status in CAPTURABLE else 0,
-        "amount_received": captured,
+        # A submitted bank debit's funds have not arrived: Stripe's processing receives nothing yet.
+        "amount_received": 0 if status == "submitted" else captured,
         "capture_method": request.capture_method if request else None,
         "confirmation_method": "automatic",
         "currency": currency,
@@ -163,7 +185,9 @@ def payment_intent(view: dict[str, Any], request: IntentRequest | None = None) -
         "next_action": next_action,
         "cancellation_reason": cancellation,
         "payment_method": request.payment_method if request else None,
-        "payment_method_types": ["card"],
+        "payment_method_types": list(request.payment_method_types) if request else ["card"],
+        "customer": request.customer if request else None,
+        "setup_future_usage": request.setup_future_usage if request else None,
         "latest_charge": None,
         "client_secret": None,
         # Ours, not Stripe's: the card as the pipeline knows it (never the number).
@@ -296,3 +320,23 @@ def outcome_answer(outcome: dict[str, Any], request: IntentRequest | None,
         e = stripe_error(e, params, intent)
         return e.status_code, e.body(), replayed
     return 200, payment_intent(outcome, request), replayed
+
+
+def customer_object(doc: dict[str, Any]) -> dict[str, Any]:
+    """A Customer from its stored document (streams/api/objects.py)."""
+    return {"id": doc["id"], "object": "customer", "created": doc["created"], "email": doc.get("email"),
+            "name": doc.get("name"), "description": doc.get("description"), "phone": doc.get("phone"),
+            "metadata": dict(doc.get("metadata") or {}), "livemode": False,
+            "invoice_settings": {"default_payment_method": doc.get("default_payment_method"), "custom_fields": None,
+                                 "footer": None, "rendering_options": None}}
+
+
+def payment_method_object(doc: dict[str, Any]) -> dict[str, Any]:
+    """A saved card's PaymentMethod from its stored document: brand, last four and
+    expiry; never the token or a number."""
+    card = doc["card"]
+    return {"id": doc["id"], "object": "payment_method", "type": "card", "created": doc["created"],
+            "customer": doc.get("customer"), "livemode": False, "metadata": dict(doc.get("metadata") or {}),
+            "billing_details": {"address": None, "email": None, "name": None, "phone": None},
+            "card": {"brand": card["brand"], "last4": card["last4"], "exp_month": card["exp_month"],
+                     "exp_year": card["exp_year"], "country": None, "funding": None, "wallet": None}}

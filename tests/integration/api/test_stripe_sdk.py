@@ -30,6 +30,7 @@ from connectors.webhooks.signing import stripe_secret
 from streams.api import auth
 from streams.api.app import ApiConfig, create_app
 from streams.api.bus import KafkaBus
+from streams.api.objects import KafkaObjects
 from streams.api.readmodel import ClickHousePayments
 from streams.publish import intake_sealer
 from streams.readmodels import serve
@@ -68,7 +69,7 @@ def sdk(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     tmp = tmp_path_factory.mktemp("stripe")
     suffix = uuid.uuid4().hex[:6]
     merchants = {"shop": f"m_shop_{suffix}", "lister": f"m_list_{suffix}", "payee": f"m_payee_{suffix}",
-                 "disputed": f"m_disputed_{suffix}"}
+                 "disputed": f"m_disputed_{suffix}", "saver": f"m_saver_{suffix}", "debtor": f"m_debtor_{suffix}"}
     keys, secrets = {}, {}
     for role, merchant in merchants.items():
         secrets[role], record = auth.new_key(merchant, "2026-11-25T12:00:00Z")
@@ -85,8 +86,9 @@ def sdk(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     sink.start()
 
     bus = KafkaBus(pipeline.settings, max_slots=1000)
+    objects = KafkaObjects(pipeline.settings)
     app = create_app(bus, auth.ApiKeys(tmp / "api_keys.json"), sealer=intake_sealer(pipeline.settings),
-                     config=ApiConfig(outcome_timeout_s=60), reader=ClickHousePayments(read_client))
+                     config=ApiConfig(outcome_timeout_s=60), reader=ClickHousePayments(read_client), objects=objects)
     sock = _free_socket()
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     serving = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="it-api", daemon=True)
@@ -100,6 +102,7 @@ def sdk(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     finally:
         server.should_exit = True
         serving.join(30)
+        objects.close()
         bus.close()
         stop_sink.set()
         sink.join(60)
@@ -191,6 +194,95 @@ def test_an_idempotent_retry_and_a_conflicting_one(sdk: Stripe) -> None:
     with pytest.raises(stripe.IdempotencyError):
         sdk["shop"].v1.payment_intents.create(params | {"amount": 1300}, {"idempotency_key": "idem-1"})
     assert sdk["shop"].v1.payment_intents.retrieve(first.id).amount == 1200
+
+
+def test_a_saved_card_charged_again(sdk: Stripe) -> None:
+    """A customer pays once and saves the card (its vault token); a later off-session
+    payment charges it by the PaymentMethod alone."""
+    client = sdk["saver"]
+    cus = client.v1.customers.create({"email": "ada@example.com", "name": "Ada", "metadata": {"tier": "gold"}},
+                                     {"idempotency_key": "cus-1"})
+    assert isinstance(cus, stripe.Customer) and cus.id.startswith("cus_") and cus.metadata.to_dict() == {"tier": "gold"}
+    assert client.v1.customers.create({"email": "ada@example.com", "name": "Ada", "metadata": {"tier": "gold"}},
+                                      {"idempotency_key": "cus-1"}).id == cus.id
+    first = client.v1.payment_intents.create(
+        {"amount": 1500, "currency": "usd", "confirm": True, "customer": cus.id, "setup_future_usage": "off_session",
+         "payment_method_data": _card()}, {"idempotency_key": "save-1"})
+    assert (first.status, first.customer) == ("succeeded", cus.id) and first.payment_method.startswith("pm_")
+    pm = client.v1.payment_methods.retrieve(first.payment_method)
+    assert isinstance(pm, stripe.PaymentMethod)
+    assert (pm.type, pm.card.brand, pm.card.last4, pm.card.exp_month, pm.card.exp_year, pm.customer) == (
+        "card", "visa", "4242", 12, 2030, cus.id)
+    assert CARD["number"] not in str(pm.to_dict()) and "tok_" not in str(pm.to_dict())
+    assert [m.id for m in client.v1.customers.payment_methods.list(cus.id).data] == [pm.id]
+    assert [m.id for m in client.v1.payment_methods.list({"customer": cus.id, "type": "card"}).data] == [pm.id]
+    updated = client.v1.customers.update(cus.id, {"invoice_settings": {"default_payment_method": pm.id},
+                                                  "metadata": {"tier": "", "since": "2026"}})
+    assert updated.invoice_settings.default_payment_method == pm.id and updated.metadata.to_dict() == {"since": "2026"}
+
+    again = client.v1.payment_intents.create(
+        {"amount": 2300, "currency": "usd", "confirm": True, "customer": cus.id, "payment_method": pm.id, "off_session": True},
+        {"idempotency_key": "save-1-again"})
+    assert (again.status, again.amount_received, again.payment_method, again.customer) == ("succeeded", 2300, pm.id, cus.id)
+    assert again.paystream.card.last4 == "4242" and again.id != first.id
+
+    with pytest.raises(stripe.InvalidRequestError) as e:  # another merchant's card is no card
+        sdk["shop"].v1.payment_methods.retrieve(pm.id)
+    assert e.value.http_status == 404 and e.value.code == "resource_missing"
+    with pytest.raises(stripe.InvalidRequestError) as charged_elsewhere:
+        sdk["shop"].v1.payment_intents.create({"amount": 100, "currency": "usd", "confirm": True, "payment_method": pm.id},
+                                             {"idempotency_key": "steal-1"})
+    assert charged_elsewhere.value.param == "payment_method"
+    with pytest.raises(stripe.InvalidRequestError):
+        sdk["shop"].v1.customers.retrieve(cus.id)
+
+    detached = client.v1.payment_methods.detach(pm.id)
+    assert detached.customer is None
+    assert client.v1.customers.retrieve(cus.id).invoice_settings.default_payment_method is None
+    with pytest.raises(stripe.InvalidRequestError) as gone:
+        client.v1.payment_intents.create({"amount": 100, "currency": "usd", "confirm": True, "customer": cus.id,
+                                          "payment_method": pm.id}, {"idempotency_key": "save-1-detached"})
+    assert gone.value.param == "payment_method"
+    deleted = client.v1.customers.delete(cus.id)
+    assert deleted.deleted and deleted.id == cus.id
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v1.customers.retrieve(cus.id)
+
+
+def test_a_bank_debit(sdk: Stripe, pipeline: Pipeline) -> None:
+    """An ACH debit is processing until the bank's feed says its funds arrived; a SEPA
+    debit takes euros only. The account number stops at the API (its last four go on)."""
+    client, merchant = sdk["debtor"], sdk.merchants["debtor"]
+    accepted = {"customer_acceptance": {"type": "online", "online": {"ip_address": "127.0.0.1", "user_agent": "sdk"}}}
+    ach = {"type": "us_bank_account", "billing_details": {"name": "Ada"},
+           "us_bank_account": {"account_number": "000123456789", "routing_number": "110000000", "account_holder_type": "individual"}}
+    pi = client.v1.payment_intents.create(
+        {"amount": 5000, "currency": "usd", "confirm": True, "payment_method_types": ["us_bank_account"],
+         "payment_method_data": ach, "mandate_data": accepted}, {"idempotency_key": "ach-1"})
+    assert (pi.status, pi.amount, pi.amount_received, pi.payment_method_types) == ("processing", 5000, 0, ["us_bank_account"])
+    assert "000123456789" not in str(pi.to_dict())
+    pid = pi.paystream.payment_id
+    run(pipeline, [follow_up("bank_settle", merchant, pid, "bank-feed-settle-1", at=datetime.now(timezone.utc))])
+    # The bank's notice is not this API's write: the intent reads it from the read model.
+    assert wait_until(lambda: client.v1.payment_intents.retrieve(pi.id).status == "succeeded", WAIT_S), "the sink lags"
+    assert client.v1.payment_intents.retrieve(pi.id).amount_received == 5000
+
+    sepa = {"type": "sepa_debit", "sepa_debit": {"iban": "DE89370400440532013000"}}
+    with pytest.raises(stripe.InvalidRequestError) as e:
+        client.v1.payment_intents.create({"amount": 900, "currency": "usd", "confirm": True, "payment_method_data": sepa,
+                                          "mandate_data": accepted}, {"idempotency_key": "sepa-usd"})
+    assert (e.value.code, e.value.param) == ("currency_not_supported", "currency")
+    euro = client.v1.payment_intents.create({"amount": 900, "currency": "eur", "confirm": True, "payment_method_data": sepa,
+                                             "mandate": "MD-2026-0001"}, {"idempotency_key": "sepa-eur"})
+    assert (euro.status, euro.payment_method_types) == ("processing", ["sepa_debit"])
+    klarna = client.v1.payment_intents.create({"amount": 12_000, "currency": "eur", "confirm": True,
+                                               "payment_method_data": {"type": "klarna"}}, {"idempotency_key": "bnpl-1"})
+    assert (klarna.status, klarna.payment_method_types) == ("succeeded", ["klarna"])
+    wallet = client.v1.payment_intents.create(
+        {"amount": 700, "currency": "usd", "confirm": True, "payment_method_data": {"type": "card", "card": {"wallet": {
+            "type": "google_pay", "token": "gpay_tok_0a1b2c3d4e5f", "cryptogram": "AgAAAAAABk4DWZ4C28yUQAAAAAA="}}}},
+        {"idempotency_key": "wallet-1"})
+    assert (wallet.status, wallet.amount_received) == ("succeeded", 700)
 
 
 def test_a_list_with_pagination(sdk: Stripe) -> None:

@@ -32,7 +32,10 @@ def test_the_spec_documents_the_routes_and_the_error_shape() -> None:
                                   "/v1/payment_intents/{intent}/confirm",
                                   "/v1/refunds", "/v1/refunds/{refund}", "/v1/balance", "/v1/disputes",
                                   "/v1/disputes/{dispute}", "/v1/disputes/{dispute}/close", "/v1/payouts",
-                                  "/v1/payouts/{payout}"}
+                                  "/v1/payouts/{payout}", "/v1/customers", "/v1/customers/{customer}",
+                                  "/v1/customers/{customer}/payment_methods", "/v1/payment_methods",
+                                  "/v1/payment_methods/{payment_method}", "/v1/payment_methods/{payment_method}/attach",
+                                  "/v1/payment_methods/{payment_method}/detach"}
     create = spec["paths"]["/v1/payments"]["post"]
     assert {"200", "202", "400", "401", "402", "409", "413", "429"} <= set(create["responses"])
     listing = spec["paths"]["/v1/payments"]["get"]
