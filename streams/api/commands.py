@@ -23,6 +23,13 @@ def dispute_evidence_command(merchant: str, key: str, payment_id: str, evidence:
     return follow_up_command("dispute_evidence", merchant, key, payment_id, None) | {"dispute": dispute}
 
 
+def dispute_accept_command(merchant: str, key: str, payment_id: str) -> dict[str, Any]:
+    """The merchant accepts the payment's open dispute: it closes lost, as the network
+    would close it once the merchant stops contesting (Stripe's dispute close)."""
+    dispute = {"reason": None, "evidence_due_at": None, "evidence": None, "outcome": "lost"}
+    return follow_up_command("dispute_close", merchant, key, payment_id, None) | {"dispute": dispute}
+
+
 def follow_up_command(kind: str, merchant: str, key: str, payment_id: str, amount_minor: int | None) -> dict[str, Any]:
     """capture, void, refund, confirm, dispute_evidence: a command on an existing payment."""
     return {"kind": kind, "merchant_id": merchant, "idempotency_key": key, "payment_id": payment_id,

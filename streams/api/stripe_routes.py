@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 from schemas.ids import derive_payment_id
 from streams.api import stripe_params as params
 from streams.api.bus import BusUnavailable
-from streams.api.commands import create_command, dispute_evidence_command, follow_up_command
+from streams.api.commands import create_command, dispute_accept_command, dispute_evidence_command, follow_up_command
 from streams.api.errors import ApiError
 from streams.api.forms import FormError, decode_form
 from streams.api.objects import Objects
@@ -494,12 +494,31 @@ def install(app: FastAPI, deps: StripeDeps) -> None:
                            dispute_evidence_command(merchant, key, pid, evidence), answer, {}, pending)
 
     @app.post("/v1/disputes/{dispute}/close", response_model=Dispute, responses=_ERRORS, dependencies=_AUTH,
-              summary="Accepting a dispute is not a merchant write here (docs/api.md)", tags=["stripe"],
-              openapi_extra={"parameters": _HEADERS})
+              summary="Accept a dispute: it closes lost (Stripe)", tags=["stripe"],
+              openapi_extra=_form_body({"type": "object", "properties": {"expand": _EXPAND}}) | {"parameters": _HEADERS})
     async def close_dispute(dispute: str, request: Request) -> JSONResponse:
-        await own_dispute(dispute, request.state.merchant_id)
-        raise ApiError(400, "invalid_request_error", "dispute_close_unsupported",
-                       "a dispute ends when the card network closes it; accepting one is not supported yet", "dispute")
+        merchant, key = request.state.merchant_id, _idempotency_key(request)
+        form = await _form(request)
+        params.expand_only(form)
+        row = await own_dispute(dispute, merchant)
+        if row.get("closed_as") == "dispute_lost":
+            return JSONResponse(dispute_object(row, submitted.get(dispute) or 0))  # accepted (or lost) already
+        if row.get("closed_as"):
+            raise ApiError(400, "invalid_request_error", "dispute_closed", "This dispute is already closed", "dispute")
+        pid = row["payment_id"]
+        lost = row | {"closed_as": "dispute_lost"}
+
+        def answer(outcome: dict[str, Any]) -> tuple[int, dict[str, Any], bool]:
+            status, body, replayed = outcome_answer(outcome, intents.get(pid))
+            if status != 200:
+                return status, body, replayed
+            return 200, dispute_object(lost, submitted.get(dispute) or 0), replayed
+
+        def pending(_pid: str) -> JSONResponse:  # past the timeout: the close is out, not yet applied
+            return JSONResponse(dispute_object(row, submitted.get(dispute) or 0))
+
+        return await write(merchant, key, f"pi_dispute_close:{pid}", pid, form,
+                           dispute_accept_command(merchant, key, pid), answer, {}, pending)
 
     @app.get("/v1/payouts", response_model=PayoutList, responses=_ERRORS, dependencies=_AUTH,
              summary="List your payouts, by id (Stripe cursors)", tags=["stripe"], openapi_extra={"parameters": _LIST_PARAMS})

@@ -403,9 +403,6 @@ def test_a_dispute_answered_with_evidence(sdk: Stripe, pipeline: Pipeline) -> No
                                                                    "shipping_tracking_number": "1Z999AA1"}},
                                          {"idempotency_key": "disputed-1-evidence"})
     assert answered.status == "under_review" and answered.evidence_details.submission_count == 1
-    with pytest.raises(stripe.InvalidRequestError) as e:
-        client.v1.disputes.close(dispute.id)
-    assert e.value.code == "dispute_close_unsupported"
     with pytest.raises(stripe.InvalidRequestError):  # another merchant's dispute is no dispute
         sdk["shop"].v1.disputes.retrieve(dispute.id)
     run(pipeline, [dispute_command("dispute_close", merchant, pid, "network-close-1", outcome="won")])
@@ -413,3 +410,24 @@ def test_a_dispute_answered_with_evidence(sdk: Stripe, pipeline: Pipeline) -> No
     with pytest.raises(stripe.InvalidRequestError) as closed:
         client.v1.disputes.update(dispute.id, {"evidence": {"uncategorized_text": "more"}}, {"idempotency_key": "late"})
     assert closed.value.code == "dispute_closed"
+    with pytest.raises(stripe.InvalidRequestError) as won:  # a dispute won is not accepted afterwards
+        client.v1.disputes.close(dispute.id)
+    assert won.value.code == "dispute_closed"
+
+
+def test_a_dispute_accepted(sdk: Stripe, pipeline: Pipeline) -> None:
+    """Closing a dispute accepts it: the merchant stops contesting, the dispute is lost."""
+    client, merchant = sdk["disputed"], sdk.merchants["disputed"]
+    pi = client.v1.payment_intents.create({"amount": 2000, "currency": "usd", "confirm": True,
+                                           "payment_method": "pm_card_visa"}, {"idempotency_key": "accepted-1"})
+    pid = pi.paystream.payment_id
+    run(pipeline, [dispute_command("dispute_open", merchant, pid, "network-open-2", 2000, reason="fraudulent")])
+    assert wait_until(lambda: any(d.payment_intent == pi.id for d in client.v1.disputes.list({"limit": 100}).data),
+                      WAIT_S), "the sink lags"
+    [dispute] = [d for d in client.v1.disputes.list({"limit": 100}).data if d.payment_intent == pi.id]
+    with pytest.raises(stripe.InvalidRequestError):  # another merchant cannot accept it
+        sdk["shop"].v1.disputes.close(dispute.id)
+    closed = client.v1.disputes.close(dispute.id, {}, {"idempotency_key": "accept-1"})
+    assert (closed.id, closed.status) == (dispute.id, "lost")
+    assert wait_until(lambda: client.v1.disputes.retrieve(dispute.id).status == "lost", WAIT_S), "the sink lags"
+    assert client.v1.disputes.close(dispute.id).status == "lost"  # accepting again changes nothing

@@ -75,7 +75,7 @@ class FakePipeline:
             authenticated = cmd["three_ds"]["trans_status"] in ("Y", "A")
             p |= {"payment_status": "authorized" if authenticated else "declined"}
             out = base | p | ({"status": "succeeded"} if authenticated else {"status": "rejected", "reason_code": "authentication_failed"})
-        elif cmd["kind"] == "dispute_evidence":
+        elif cmd["kind"] in ("dispute_evidence", "dispute_close"):
             out = base | p | {"status": "succeeded"}
         else:
             amount = cmd["amount_minor"] or p["captured_minor"] - p["refunded_minor"]

@@ -239,7 +239,7 @@ def dispute_row(api: Api, pi: dict[str, Any], event_hex: str, closed_as: str = "
     return row
 
 
-def test_disputes_list_retrieve_answer_with_evidence_and_close_is_refused(
+def test_disputes_list_retrieve_answer_with_evidence_and_accept(
         tmp_path: Path, key_file: tuple[Path, str, str], intake_keys: FileKeyStore) -> None:
     api = build_api(tmp_path, key_file, intake_keys, with_reader=True)
     pi = create(api, capture_method="automatic").json()
@@ -266,8 +266,13 @@ def test_disputes_list_retrieve_answer_with_evidence_and_close_is_refused(
     assert api.client.get(f"/v1/disputes/{dp}", headers=api.headers()).json()["status"] == "under_review"
     closed = post(api, f"/v1/disputes/dp_{'0' * 32}", {"evidence[uncategorized_text]": "late"}, "ev-2")
     assert closed.status_code == 400 and error_of(closed)["code"] == "dispute_closed"
+    assert post(api, f"/v1/disputes/dp_{'2' * 32}/close", {}, "close-theirs").status_code == 404
     accept = post(api, f"/v1/disputes/{dp}/close", {}, "close-1")
-    assert accept.status_code == 400 and error_of(accept)["code"] == "dispute_close_unsupported"
+    assert accept.status_code == 200 and accept.json()["status"] == "lost", accept.text
+    cmd = api.bus.published[-1]
+    assert (cmd["kind"], cmd["payment_id"], cmd["dispute"]["outcome"]) == ("dispute_close", payment_id_of_pi(pi), "lost")
+    lost = post(api, f"/v1/disputes/dp_{'0' * 32}/close", {}, "close-2")  # lost already: nothing to accept, nothing sent
+    assert lost.status_code == 200 and lost.json()["status"] == "lost" and api.bus.published[-1] is cmd
     for path in (f"/v1/disputes/dp_{'2' * 32}", "/v1/disputes/dp_nope", f"/v1/disputes/evt_{'1' * 32}"):
         assert api.client.get(path, headers=api.headers()).status_code == 404  # another merchant's is unknown
     assert post(api, f"/v1/disputes/dp_{'2' * 32}", {"evidence[x]": "y"}, "steal").status_code == 404
