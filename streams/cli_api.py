@@ -109,12 +109,21 @@ def serve(
         raise typer.Exit(1) from None
     keys = auth.ApiKeys(keys_path())
     dashboard = _dashboard(settings, keys, reader)
+    from connectors.vault.keys import FileKeyStore
+    from connectors.webhooks.signing import stripe_secret
     from streams.api.objects import KafkaObjects
+    from streams.api.stripe_events import Webhooks
+    from streams.webhooks import registry_path
+
+    # The store is read at each create: keys the worker made after this start are found.
+    webhooks = Webhooks(registry_path(settings),
+                        lambda merchant: stripe_secret(FileKeyStore(settings.keys_dir).webhook_secret(merchant).digest))
 
     bus = KafkaBus(settings, config.idempotency_records_max)
     objects = KafkaObjects(settings)
     try:
-        api = create_app(bus, keys, sealer=sealer, config=config, reader=reader, dashboard=dashboard, objects=objects)
+        api = create_app(bus, keys, sealer=sealer, config=config, reader=reader, dashboard=dashboard, objects=objects,
+                         webhooks=webhooks)
         uvicorn.run(api, host=host or settings.api_host, port=port or settings.api_port, log_level="info")
     finally:
         objects.close()

@@ -206,3 +206,79 @@ class PaymentMethodList(BaseModel):
     url: str
     has_more: bool
     data: list[PaymentMethod]
+
+
+class BalanceTransaction(BaseModel):
+    id: str
+    object: Literal["balance_transaction"]
+    amount: int
+    fee: int
+    fee_details: list[dict[str, object]]
+    net: int
+    currency: str
+    type: str
+    reporting_category: str
+    status: str
+    source: str | None
+    created: int | None
+    available_on: int | None
+    description: str | None
+    exchange_rate: None
+    paystream: dict[str, str]
+
+
+class BalanceTransactionList(BaseModel):
+    object: Literal["list"]
+    url: str
+    has_more: bool
+    data: list[BalanceTransaction]
+
+
+class EventData(BaseModel):
+    object: dict[str, object]
+
+
+class EventRequest(BaseModel):
+    id: str | None
+    idempotency_key: str | None
+
+
+class Event(BaseModel):
+    id: str
+    object: Literal["event"]
+    api_version: str | None
+    created: int | None
+    livemode: bool
+    pending_webhooks: int
+    request: EventRequest
+    type: str
+    data: EventData
+
+
+class EventList(BaseModel):
+    object: Literal["list"]
+    url: str
+    has_more: bool
+    data: list[Event]
+
+
+class WebhookEndpoint(BaseModel):
+    id: str
+    object: Literal["webhook_endpoint"]
+    url: str
+    enabled_events: list[str]
+    status: str
+    api_version: str | None
+    application: str | None
+    description: str | None
+    livemode: bool
+    metadata: dict[str, str]
+    created: int | None
+    secret: str | None = None
+
+
+class WebhookEndpointList(BaseModel):
+    object: Literal["list"]
+    url: str
+    has_more: bool
+    data: list[WebhookEndpoint]

@@ -32,6 +32,7 @@ from streams.api.app import ApiConfig, create_app
 from streams.api.bus import KafkaBus
 from streams.api.objects import KafkaObjects
 from streams.api.readmodel import ClickHousePayments
+from streams.api.stripe_events import Webhooks
 from streams.publish import intake_sealer
 from streams.readmodels import serve
 from streams.runner import wait_until
@@ -87,8 +88,11 @@ def sdk(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
     bus = KafkaBus(pipeline.settings, max_slots=1000)
     objects = KafkaObjects(pipeline.settings)
+    keys_dir = pipeline.settings.keys_dir
+    webhooks = Webhooks(registry_path(pipeline.settings), lambda m: stripe_secret(FileKeyStore(keys_dir).webhook_secret(m).digest))
     app = create_app(bus, auth.ApiKeys(tmp / "api_keys.json"), sealer=intake_sealer(pipeline.settings),
-                     config=ApiConfig(outcome_timeout_s=60), reader=ClickHousePayments(read_client), objects=objects)
+                     config=ApiConfig(outcome_timeout_s=60), reader=ClickHousePayments(read_client), objects=objects,
+                     webhooks=webhooks)
     sock = _free_socket()
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     serving = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="it-api", daemon=True)
@@ -311,9 +315,9 @@ def test_a_webhook_of_a_stripe_checkout_verified_with_the_sdk(sdk: Stripe, pipel
     """`paystream webhooks run` delivers the payment's events; the merchant's Stripe
     code verifies each with `stripe.Webhook.construct_event` and its `whsec_` secret."""
     settings, merchant = pipeline.settings, sdk.merchants["shop"]
-    secret = stripe_secret(FileKeyStore(settings.keys_dir).webhook_secret(merchant).digest)
     verified: list[stripe.Event] = []
     refused: list[str] = []
+    secret = ""  # the endpoint's, from its create
     arrived = asyncio.Event()  # set at each delivery: the wait below looks again then
 
     async def handle(request: web.Request) -> web.Response:
@@ -334,7 +338,10 @@ def test_a_webhook_of_a_stripe_checkout_verified_with_the_sdk(sdk: Stripe, pipel
         await http.setup()
         await web.TCPSite(http, "127.0.0.1", 0).start()
         url = f"http://127.0.0.1:{http.addresses[0][1]}/hooks"
-        registry.save(registry.add(registry.load(registry_path(settings)), merchant, url)[0], registry_path(settings))
+        endpoint = await asyncio.to_thread(sdk["shop"].v1.webhook_endpoints.create, {"url": url, "enabled_events": ["*"]})
+        nonlocal secret
+        secret = endpoint.secret
+        assert isinstance(endpoint, stripe.WebhookEndpoint) and secret.startswith("whsec_")
         stop = asyncio.Event()
         task = asyncio.create_task(WebhookRunner(settings).run(stop))
         try:
@@ -358,6 +365,27 @@ def test_a_webhook_of_a_stripe_checkout_verified_with_the_sdk(sdk: Stripe, pipel
     mine = [e for e in verified if e.data.payment_id == pid]
     assert {e.type for e in mine} >= {"payment.authorized", "payment.captured"} and not refused
     assert all(e.data.merchant_id == merchant for e in verified)
+    assert secret == stripe_secret(FileKeyStore(settings.keys_dir).webhook_secret(merchant).digest)
+    [endpoint] = sdk["shop"].v1.webhook_endpoints.list().data
+    assert sdk["shop"].v1.webhook_endpoints.retrieve(endpoint.id).url == endpoint.url and "secret" not in endpoint
+    with pytest.raises(stripe.InvalidRequestError):  # another merchant's endpoint is unknown
+        sdk["lister"].v1.webhook_endpoints.delete(endpoint.id)
+    assert sdk["shop"].v1.webhook_endpoints.delete(endpoint.id).deleted
+    assert sdk["shop"].v1.webhook_endpoints.list().data == [] and registry.load(registry_path(settings)).of(merchant) == ()
+    # The events the webhooks carried, as Stripe's Events, from the read model.
+    intent = "pi_" + pid[4:]
+
+    def events() -> list[stripe.Event]:
+        return [e for e in sdk["shop"].v1.events.list({"limit": 100}).auto_paging_iter()
+                if e.data.object.id == intent]
+
+    assert wait_until(lambda: {e.type for e in events()} >= {"payment_intent.amount_capturable_updated",
+                                                             "payment_intent.succeeded"}, WAIT_S), "the sink lags"
+    succeeded = next(e for e in events() if e.type == "payment_intent.succeeded")
+    assert isinstance(succeeded, stripe.Event) and succeeded.data.object.status == "succeeded"
+    assert sdk["shop"].v1.events.retrieve(succeeded.id).data.object.amount_received == 4200
+    with pytest.raises(stripe.InvalidRequestError):
+        sdk["lister"].v1.events.retrieve(succeeded.id)
 
 
 def test_the_balance_comes_from_the_ledger(sdk: Stripe) -> None:
@@ -378,6 +406,16 @@ def test_the_balance_comes_from_the_ledger(sdk: Stripe) -> None:
     # shared pipeline's day: the payout rows are tested over chDB in tests/unit/streams/api.)
     payouts = client.v1.payouts.list({"limit": 10})
     assert payouts.data == [] and not payouts.has_more
+    txns = list(client.v1.balance_transactions.list({"limit": 1}).auto_paging_iter())
+    assert [(t.type, t.amount, t.status, t.source) for t in txns] == [
+        ("charge", 10_000 - fee_minor(10_000), "pending", pi.id), ("refund", -2_500, "pending", pi.id)]
+    assert sum(t.net for t in txns) == owed
+    assert client.v1.balance_transactions.retrieve(txns[1].id).amount == -2_500
+    back = client.v1.balance_transactions.list({"ending_before": txns[1].id})
+    assert [t.id for t in back.data] == [txns[0].id] and not back.has_more
+    with pytest.raises(stripe.InvalidRequestError) as e:  # another merchant's is unknown
+        sdk["shop"].v1.balance_transactions.retrieve(txns[0].id)
+    assert e.value.http_status == 404
 
 
 def dispute_command(kind: str, merchant: str, payment_id: str, key: str, amount: int | None = None,
