@@ -16,10 +16,12 @@ from datetime import datetime, timezone
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
 import stripe
 import uvicorn
 from aiohttp import web
+from fastapi.routing import APIRoute
 
 from connectors.clickhouse.client import connect
 from connectors.clickhouse.migrate import migrate
@@ -49,6 +51,9 @@ INSUFFICIENT_FUNDS = "4000000000009995"  # connectors/providers/simulated.py DEC
 class Stripe:
     clients: dict[str, stripe.StripeClient]
     merchants: dict[str, str]  # role -> merchant id
+    secrets: dict[str, str]  # role -> secret key
+    base: str
+    routes: list[tuple[str, str]]  # (method, path template) of every /v1 route
 
     def __getitem__(self, role: str) -> stripe.StripeClient:
         return self.clients[role]
@@ -70,7 +75,8 @@ def sdk(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     tmp = tmp_path_factory.mktemp("stripe")
     suffix = uuid.uuid4().hex[:6]
     merchants = {"shop": f"m_shop_{suffix}", "lister": f"m_list_{suffix}", "payee": f"m_payee_{suffix}",
-                 "disputed": f"m_disputed_{suffix}", "saver": f"m_saver_{suffix}", "debtor": f"m_debtor_{suffix}"}
+                 "disputed": f"m_disputed_{suffix}", "saver": f"m_saver_{suffix}", "debtor": f"m_debtor_{suffix}",
+                 "owner": f"m_owner_{suffix}", "intruder": f"m_intruder_{suffix}"}
     keys, secrets = {}, {}
     for role, merchant in merchants.items():
         secrets[role], record = auth.new_key(merchant, "2026-11-25T12:00:00Z")
@@ -102,7 +108,9 @@ def sdk(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         base = f"http://127.0.0.1:{sock.getsockname()[1]}"
         clients = {role: stripe.StripeClient(secret, base_addresses={"api": base}, max_network_retries=0)
                    for role, secret in secrets.items()}
-        yield Stripe(clients, merchants)
+        routes = [(method, r.path) for r in app.routes if isinstance(r, APIRoute) and r.path.startswith("/v1/")
+                  for method in sorted(r.methods)]
+        yield Stripe(clients, merchants, secrets, base, routes)
     finally:
         server.should_exit = True
         serving.join(30)
@@ -469,3 +477,65 @@ def test_a_dispute_accepted(sdk: Stripe, pipeline: Pipeline) -> None:
     assert (closed.id, closed.status) == (dispute.id, "lost")
     assert wait_until(lambda: client.v1.disputes.retrieve(dispute.id).status == "lost", WAIT_S), "the sink lags"
     assert client.v1.disputes.close(dispute.id).status == "lost"  # accepting again changes nothing
+
+
+def test_a_key_sees_only_its_own_merchants_objects(sdk: Stripe, pipeline: Pipeline) -> None:
+    """Every /v1 route that names an object, called with another merchant's key and the
+    owner's real ids: 404 resource_missing, as for an id that does not exist. A route
+    added without an entry here fails the test."""
+    owner, merchant = sdk["owner"], sdk.merchants["owner"]
+    cus = owner.v1.customers.create({"email": "o@example.com"}, {"idempotency_key": "sec-cus"})
+    saved = owner.v1.payment_intents.create({"amount": 3000, "currency": "usd", "confirm": True, "customer": cus.id,
+                                             "setup_future_usage": "off_session", "payment_method": "pm_card_visa"},
+                                            {"idempotency_key": "sec-pay"})
+    refund = owner.v1.refunds.create({"payment_intent": saved.id, "amount": 100}, {"idempotency_key": "sec-refund"})
+    pid = saved.paystream.payment_id
+    run(pipeline, [dispute_command("dispute_open", merchant, pid, "sec-open", 1000, reason="general")])
+    endpoint = owner.v1.webhook_endpoints.create({"url": "http://127.0.0.1:9/owner", "enabled_events": ["*"]})
+    assert wait_until(lambda: owner.v1.disputes.list().data and owner.v1.events.list().data
+                      and owner.v1.balance_transactions.list().data, WAIT_S), "the sink lags"
+    ids = {"payment_id": pid, "intent": saved.id, "refund": refund.id, "dispute": owner.v1.disputes.list().data[0].id,
+           "customer": cus.id, "payment_method": saved.payment_method, "txn": owner.v1.balance_transactions.list().data[0].id,
+           "event": owner.v1.events.list().data[0].id, "endpoint": endpoint.id, "payout": "po_" + "0" * 32}
+    mine = sdk["intruder"].v1.customers.create({}, {"idempotency_key": "sec-own-cus"})  # the intruder's own, for attach
+    form = {"/v1/payment_intents/{intent}/confirm": {"payment_method_options[card][three_d_secure][ares_trans_status]": "Y"},
+            "/v1/disputes/{dispute}": {"evidence[uncategorized_text]": "mine"},
+            "/v1/payment_methods/{payment_method}/attach": {"customer": mine.id},
+            "/v1/customers/{customer}": {"name": "x"}}
+    json_bodies = {"/v1/payments/{payment_id}/confirm": {"three_ds": {"trans_status": "Y"}},
+                   "/v1/payments/{payment_id}/dispute/evidence": {"evidence": "mine"}}
+    headers = {"Authorization": f"Bearer {sdk.secrets['intruder']}", "Idempotency-Key": f"sec-{uuid.uuid4().hex}"}
+    tried = []
+    with httpx.Client(base_url=sdk.base, timeout=60) as http:
+        for method, template in sdk.routes:
+            names = [n for n in ids if "{" + n + "}" in template]
+            if not names:
+                continue
+            path = template
+            for n in names:
+                path = path.replace("{" + n + "}", ids[n])
+            h = headers | {"Idempotency-Key": f"sec-{uuid.uuid4().hex}"}
+            if template.startswith("/v1/payments/"):
+                r = http.request(method, path, json=json_bodies.get(template, {}) if method == "POST" else None, headers=h)
+            else:
+                r = http.request(method, path, data=form.get(template) if method == "POST" else None, headers=h)
+            assert (r.status_code, r.json()["error"]["code"]) == (404, "resource_missing"), (method, template, r.text)
+            assert merchant not in r.text and "4242" not in r.text
+            tried.append((method, template))
+        unnamed = [rt for rt in sdk.routes if "{" in rt[1] and rt not in tried]
+        assert not unnamed, f"routes with an id this test does not try: {unnamed}"
+        assert len(tried) >= 26, tried
+        # Ids in a body or a query: Stripe's resource_missing on the parameter.
+        for method, path, data, param in [
+                ("POST", "/v1/refunds", {"payment_intent": saved.id}, "payment_intent"),
+                ("POST", "/v1/payment_intents", {"amount": "100", "currency": "usd", "confirm": "true", "customer": cus.id,
+                                                 "payment_method": saved.payment_method}, "customer"),
+                ("GET", "/v1/payment_methods?customer=" + cus.id, None, "customer"),
+                ("GET", "/v1/balance_transactions?starting_after=" + ids["txn"], None, "starting_after")]:
+            r = http.request(method, path, data=data, headers=headers | {"Idempotency-Key": f"sec-{uuid.uuid4().hex}"})
+            assert r.status_code in (400, 404) and r.json()["error"]["code"] == "resource_missing", (path, r.text)
+            assert r.json()["error"]["param"] == param, (path, r.text)
+    # The owner's objects are untouched by all that.
+    assert owner.v1.payment_methods.retrieve(saved.payment_method).customer == cus.id
+    assert owner.v1.disputes.retrieve(ids["dispute"]).status == "needs_response"
+    assert owner.v1.payment_intents.retrieve(saved.id).amount_received == 3000

@@ -310,3 +310,19 @@ def test_payouts_list_and_retrieve_the_callers_only(tmp_path: Path, key_file: tu
         assert r.status_code == 404 and error_of(r)["code"] == "resource_missing"
     bad_cursor = api.client.get("/v1/payouts", params={"starting_after": "pi_" + "0" * 32}, headers=api.headers())
     assert bad_cursor.status_code == 400 and error_of(bad_cursor)["param"] == "starting_after"
+
+
+def test_the_new_routes_are_rate_limited_with_retry_after(tmp_path: Path, key_file: tuple[Path, str, str],
+                                                          intake_keys: FileKeyStore) -> None:
+    from streams.api.app import ApiConfig
+
+    api = build_api(tmp_path, key_file, intake_keys, ApiConfig(rate_per_s=0.01, rate_burst=1, rate_queue_max=0),
+                    with_reader=True)
+    assert api.client.get("/v1/customers", headers=api.headers()).status_code == 200  # the one token
+    for method, path in [("POST", "/v1/customers"), ("GET", "/v1/customers/cus_" + "0" * 32),
+                         ("GET", "/v1/payment_methods/pm_" + "0" * 32), ("POST", "/v1/payment_methods/pm_" + "0" * 32 + "/detach"),
+                         ("GET", "/v1/balance_transactions"), ("GET", "/v1/events"), ("GET", "/v1/webhook_endpoints"),
+                         ("POST", "/v1/webhook_endpoints"), ("POST", "/v1/disputes/dp_" + "0" * 32 + "/close")]:
+        r = api.client.request(method, path, headers=api.headers("k-429"))
+        assert r.status_code == 429, (path, r.text)
+        assert int(r.headers["Retry-After"]) >= 1 and error_of(r)["type"] == "rate_limit_error"
