@@ -25,8 +25,8 @@ EXPAND_MAX = 20
 
 # Stripe's test PaymentMethods, by their documented names, as the test card numbers
 # the simulated provider knows (connectors/providers/simulated.py): a merchant's
-# test suite written against Stripe keeps working. Any other pm_ id is unknown:
-# saved PaymentMethods are not built yet (docs/api.md).
+# test suite written against Stripe keeps working. A saved card is pm_<32 hex>
+# (stripe_customers.py); any other pm_ id is unknown.
 TEST_PAYMENT_METHODS = {
     "pm_card_visa": "4242424242424242",
     "pm_card_mastercard": "5555555555554444",
