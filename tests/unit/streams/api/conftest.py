@@ -17,6 +17,7 @@ from schemas.ids import derive_outcome_id
 from streams.api import auth
 from streams.api.app import ApiConfig, create_app
 from streams.api.bus import InMemoryBus
+from streams.api.stripe_events import Webhooks
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
 DECLINED_CARD = "4000000000000002"
@@ -108,6 +109,25 @@ class FakeReader:
 
     def payout(self, merchant_id: str, payout_id: str) -> dict[str, Any] | None:
         return next((p for p in self.payout_rows if p["merchant_id"] == merchant_id and p["payout_id"] == payout_id), None)
+
+    # The ledger's lines and the payment events are read over chDB (tests/integration/api):
+    # the fake pipeline posts none.
+    def balance_transactions(self, merchant_id: str, limit: int, after: dict[str, Any] | None = None,
+                             before: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        return []
+
+    def balance_transaction(self, merchant_id: str, entry_hex: str, kind: str) -> dict[str, Any] | None:
+        return None
+
+    def events(self, merchant_id: str, limit: int, starting_after: str | None = None,
+               ending_before: str | None = None) -> list[dict[str, Any]]:
+        return []
+
+    def event(self, merchant_id: str, event_id: str) -> dict[str, Any] | None:
+        return None
+
+    def saved_card(self, merchant_id: str, payment_id: str) -> str | None:
+        return None
 
     def disputes(self, merchant_id: str, limit: int, starting_after: str | None = None,
                  ending_before: str | None = None) -> list[dict[str, Any]]:
@@ -201,8 +221,9 @@ def build_api(tmp_path: Path, key_file: tuple[Path, str, str], intake_keys: File
     bus = InMemoryBus(pipeline)
     sealer: Sealer = active_sealer(intake_keys)
     reader = FakeReader(pipeline) if with_reader else None
+    webhooks = Webhooks(tmp_path / "webhooks.json", lambda merchant: "whsec_" + merchant.encode().hex())
     app = create_app(bus, auth.ApiKeys(path), sealer=sealer, config=config, instance="test", clock=clock or Clock(), now=lambda: T0,
-                     reader=reader)
+                     reader=reader, webhooks=webhooks)
     return Api(TestClient(app, raise_server_exceptions=False), bus, pipeline, path, secret, other, reader)
 
 
