@@ -102,7 +102,7 @@ def test_three_ds_unavailable_is_a_choice_of_two(env: pytest.MonkeyPatch, value:
 
 def test_every_topic_has_the_same_partition_count(env: pytest.MonkeyPatch) -> None:
     specs = declared_topics(Settings(partitions=12, replication_factor=3))
-    assert len(specs) == 18 + len(TABLES)
+    assert len(specs) == 19 + len(TABLES)
     assert {s.partitions for s in specs} == {12}
     assert {s.replication_factor for s in specs} == {3}
 
@@ -116,7 +116,8 @@ def test_changelogs_are_compacted_and_pipeline_topics_are_not(env: pytest.Monkey
                           "paystream-risk-changelog", "paystream-merchants-changelog",
                           "paystream-subscriptions-changelog", "paystream-dlq-marks-changelog"}
     assert changelogs <= set(specs)
-    compacted = changelogs | {"fraud-blocklist", "merchants", "fx-rates"}  # latest entry per key is the state
+    # latest entry per key is the state (api-objects: the merchant API's Customers and PaymentMethods)
+    compacted = changelogs | {"fraud-blocklist", "merchants", "fx-rates", "api-objects"}
     for name, spec in specs.items():
         assert spec.compacted == (name in compacted), name
         assert spec.config()["cleanup.policy"] == ("compact" if name in compacted else "delete")
@@ -169,9 +170,10 @@ def test_the_worker_uses_only_declared_topics(env: pytest.MonkeyPatch, tmp_path:
     assert changelogs == {changelog_topic(s.app_id, t) for t in TABLES}
     assert changelogs <= declared
     # written only, read by every worker outside the group (the blocklist), settle's (fx-rates,
-    # payouts), or (webhook-deliveries) written by the webhook runner, a process of its own
+    # payouts), or (webhook-deliveries) written by the webhook runner, a process of its own; api-objects
+    # is the merchant API's alone
     assert declared - read - changelogs <= {names.outcomes, names.dlq, names.events, names.review, names.blocklist,
-                                            names.fx_rates, names.payouts, names.webhooks}
+                                            names.fx_rates, names.payouts, names.webhooks, names.api_objects}
     assert {spec.partitions for spec in declared_topics(s)} == {6}  # one partition count: tasks span topics
 
 
