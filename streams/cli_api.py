@@ -93,7 +93,7 @@ def serve(
     names = topic_names(settings)
     probe = committed_reader(client_config(settings), [])
     try:
-        require_topics(probe, [names.commands, names.outcomes])
+        require_topics(probe, [names.commands, names.outcomes, names.api_objects])
     except MissingTopic as e:
         err.print(f"[red]api:[/red] {e}")
         raise typer.Exit(2) from None
@@ -117,13 +117,26 @@ def serve(
         acs = None
     keys = auth.ApiKeys(keys_path())
     dashboard = _dashboard(settings, keys, reader)
+    from connectors.vault.keys import FileKeyStore
+    from connectors.webhooks.signing import stripe_secret
+    from streams.api.objects import KafkaObjects
+    from streams.api.stripe_events import Webhooks
+    from streams.webhooks import registry_path
+
+    # The store is read at each create: keys the worker made after this start are found.
+    webhooks = Webhooks(registry_path(settings),
+                        lambda merchant: stripe_secret(FileKeyStore(settings.keys_dir).webhook_secret(merchant).digest))
+
     bus = KafkaBus(settings, config.idempotency_records_max)
+    objects = KafkaObjects(settings)
     try:
-        api = create_app(bus, keys, sealer=sealer, config=config, reader=reader, dashboard=dashboard, acs=acs)
+        api = create_app(bus, keys, sealer=sealer, config=config, reader=reader, dashboard=dashboard, acs=acs,
+                         objects=objects, webhooks=webhooks)
         # The application's time is when it reaches the API (its event time).
         kyc_routes.install(api, KycDesk(settings), lambda: datetime.now(timezone.utc))
         uvicorn.run(api, host=host or settings.api_host, port=port or settings.api_port, log_level="info")
     finally:
+        objects.close()
         bus.close()
 
 

@@ -22,6 +22,7 @@ with the producers' partitioner (schemas/partitioning.py).
   (docs/subscriptions.md); and the same tick -> payment-commands-validated -> payments (expiry timers)
   job-runs (by '<job>/<day>'): each daily job the scheduler ran, and how it ended
   sanctions-list (compacted, by entry uid): list updates, read whole by every worker and job (docs/compliance.md)
+  api-objects (compacted, by object id): the merchant API's Customers and saved PaymentMethods
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class TopicNames:
     clock: str
     job_runs: str
     sanctions: str
+    api_objects: str
 
 
 def prefixed(settings: Settings, base: str) -> str:
@@ -72,7 +74,7 @@ def topic_names(settings: Settings) -> TopicNames:
     names = ("payment-commands", "payment-commands-keyed", "payment-commands-validated", "payment-outcomes", "payment-dlq",
              "payment-events", "ledger-entries", "payment-commands-risk", "fraud-labels", "fraud-review", "fraud-blocklist",
              "merchants", "fx-rates", "payouts", "webhook-deliveries", "fraud-labels-merchant",
-             "subscription-commands", "clock", "job-runs", "sanctions-list")
+             "subscription-commands", "clock", "job-runs", "sanctions-list", "api-objects")
     return TopicNames(*(prefixed(settings, n) for n in names))
 
 
@@ -106,7 +108,8 @@ def declared_topics(settings: Settings) -> list[TopicSpec]:
                     names.subscription_commands: -1, names.clock: 7 * _DAY_MS}
     # job-runs is compacted too: the latest run per job and day is what the scheduler reads at start.
     # sanctions-list too: the latest version of each listed party (a tombstone delists it).
-    compacted = {names.blocklist, names.merchants, names.fx_rates, names.job_runs, names.sanctions}
+    # api-objects: the merchant API's Customers and saved PaymentMethods (streams/api/objects.py).
+    compacted = {names.blocklist, names.merchants, names.fx_rates, names.job_runs, names.sanctions, names.api_objects}
     # RF 3 gets min.insync.replicas 2 (admin.min_insync_for); RF 1 keeps the broker default.
     min_isr = min_insync_for(rf) if rf > 1 else None
     pipeline = [TopicSpec(name, n, rf, compacted=True, min_insync_replicas=min_isr) if name in compacted else

@@ -43,7 +43,11 @@ from streams.api.models import (
     Payment,
     PaymentList,
 )
+from streams.api.objects import MemoryObjects, Objects
 from streams.api.readmodel import LIST_LIMIT_MAX, fresher
+from streams.api.stripe_customers import install as install_customers
+from streams.api.stripe_events import Webhooks
+from streams.api.stripe_events import install as install_events
 from streams.api.stripe_routes import StripeDeps
 from streams.api.stripe_routes import install as install_stripe
 from streams.settings import Settings
@@ -96,6 +100,23 @@ class PaymentReader(Protocol):
 
     def payout(self, merchant_id: str, payout_id: str) -> dict[str, Any] | None:
         """One of the merchant's payouts."""
+
+    def saved_card(self, merchant_id: str, payment_id: str) -> str | None:
+        """The vault token of the card of one of the merchant's payments that went through."""
+
+    def balance_transactions(self, merchant_id: str, limit: int, after: dict[str, Any] | None = None,
+                             before: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """The merchant's balance transactions around a cursor row (ClickHousePayments)."""
+
+    def balance_transaction(self, merchant_id: str, entry_hex: str, kind: str) -> dict[str, Any] | None:
+        """One of the merchant's balance transactions."""
+
+    def events(self, merchant_id: str, limit: int, starting_after: str | None = None,
+               ending_before: str | None = None) -> list[dict[str, Any]]:
+        """The merchant's payment events by id (ClickHousePayments.events)."""
+
+    def event(self, merchant_id: str, event_id: str) -> dict[str, Any] | None:
+        """One of the merchant's payment events."""
 
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
@@ -205,6 +226,7 @@ def _validation_error(exc: RequestValidationError) -> ApiError:
 
 def create_app(bus: CommandBus, keys: ApiKeys, *, sealer: Sealer | None, config: ApiConfig = ApiConfig(),
                reader: PaymentReader | None = None, dashboard: Dashboard | None = None, instance: str | None = None,
+               objects: Objects | None = None, webhooks: Webhooks | None = None,
                clock: Callable[[], float] = time.monotonic,
                now: Callable[[], datetime] = lambda: datetime.now(timezone.utc), acs: Acs | None = None) -> FastAPI:
     """The API over `bus`. `sealer` seals each card to the card-intake key before it is
@@ -213,7 +235,10 @@ def create_app(bus: CommandBus, keys: ApiKeys, *, sealer: Sealer | None, config:
     docs/api.md); `now` stamps commands' occurred_at: the API is where the event
     happens, so this is the event time, not business logic reading the clock.
     `dashboard` mounts /dashboard (streams/api/dashboard.py), outside /v1 and the spec.
-    `acs` mounts the simulated issuer's 3-D Secure routes (streams/api/acs.py)."""
+    `acs` mounts the simulated issuer's 3-D Secure routes (streams/api/acs.py).
+    `objects` keeps Customers and PaymentMethods (`paystream api`: the api-objects
+    topic; default: this process's memory, for tests and the spec). `webhooks` is the
+    registry WebhookEndpoints write (None: those routes answer 503)."""
     instance = instance or secrets.token_hex(8)
     records = IdempotencyRecords(config.idempotency_records_max, config.max_in_flight)
     fp_secret = secrets.token_bytes(32)
@@ -334,8 +359,11 @@ def create_app(bus: CommandBus, keys: ApiKeys, *, sealer: Sealer | None, config:
     if acs is not None:
         app.include_router(acs_router(acs, lookup, now, PAYMENT_ID_PATTERN.pattern))
 
-    install_stripe(app, StripeDeps(write=write, lookup=lookup, read_model=from_read_model, now=now,
-                                   max_records=config.idempotency_records_max))
+    deps = StripeDeps(write=write, lookup=lookup, read_model=from_read_model, now=now,
+                      max_records=config.idempotency_records_max, objects=objects or MemoryObjects())
+    install_stripe(app, deps)
+    install_customers(app, deps)
+    install_events(app, deps, webhooks)
 
     def follow_up_id(payment_id: str) -> str:
         if not PAYMENT_ID_PATTERN.match(payment_id):

@@ -70,6 +70,51 @@ _PAYOUTS_AFTER = _PAYOUTS % ("payout_id > {after:String}", "ASC")
 _PAYOUTS_BEFORE = _PAYOUTS % ("payout_id < {before:String}", "DESC")
 _PAYOUT = _PAYOUTS % ("payout_id = {payout:String}", "ASC")
 
+# A saved card's vault token: the card of one of the merchant's payments that went through.
+_SAVED_CARD = """
+SELECT card_token FROM payments FINAL
+WHERE payment_id = {pid:String} AND merchant_id = {merchant:String} AND card_token IS NOT NULL
+  AND status NOT IN ('declined', 'failed')
+LIMIT 1
+"""
+
+# A merchant's balance transactions: per journal entry, what it moved on each of the
+# merchant's balance accounts (fees netted, as the ledger posts them). By event
+# time, then entry and account: a cursor is the triple of the row it names.
+_TXNS = """
+SELECT * FROM (
+    SELECT entry_id, account, currency, any(event_type) AS event_type, any(payment_id) AS payment_id,
+           toInt64(sum(credit_minor)) - toInt64(sum(debit_minor)) AS amount_minor, min(occurred_at) AS first_at,
+           toUnixTimestamp64Milli(first_at) AS at_ms
+    FROM ledger_entries FINAL
+    WHERE account IN {accounts:Array(String)}
+    GROUP BY entry_id, account, currency
+)
+WHERE amount_minor != 0 AND %s
+ORDER BY at_ms %s, entry_id %s, account %s LIMIT {limit:UInt32}
+"""
+_TXNS_AFTER = _TXNS % ("(at_ms, entry_id, account) > ({at:Int64}, {entry:String}, {account:String})", "ASC", "ASC", "ASC")
+_TXNS_BEFORE = _TXNS % ("(at_ms, entry_id, account) < ({at:Int64}, {entry:String}, {account:String})", "DESC", "DESC", "DESC")
+_TXN = _TXNS % ("account = {account:String} AND endsWith(entry_id, {hex:String})", "ASC", "ASC", "ASC")
+
+# A merchant's payment events by id; a dispute's close names the opening before it.
+_EVENT_COLUMNS = """event_id, type, payment_id, merchant_id, currency, amount_minor, fee_minor,
+       payment_status, authorized_minor, captured_minor, refunded_minor, reason_code, card_bin, card_last4,
+       version, occurred_at"""
+_EVENTS = f"""
+SELECT {_EVENT_COLUMNS} FROM payment_events FINAL
+WHERE merchant_id = {{merchant:String}} AND %s
+ORDER BY event_id %s LIMIT {{limit:UInt32}}
+"""
+_EVENTS_AFTER = _EVENTS % ("event_id > {after:String}", "ASC")
+_EVENTS_BEFORE = _EVENTS % ("event_id < {before:String}", "DESC")
+_EVENT = _EVENTS % ("event_id = {event:String}", "ASC")
+_OPENINGS = """
+SELECT payment_id, event_id, version FROM payment_events FINAL
+WHERE merchant_id = {merchant:String} AND type = 'dispute_opened' AND payment_id IN {pids:Array(String)}
+ORDER BY payment_id, version
+"""
+
 # How far a payment has gone, for views of equal amounts: any legal step moves up.
 _PROGRESS = {"authorized": 1, "partially_captured": 2, "captured": 3, "partially_refunded": 4, "refunded": 5,
              "voided": 6, "expired": 6, "declined": 6, "failed": 6}
@@ -134,6 +179,56 @@ class ClickHousePayments:
         """One of the merchant's disputes by its opening event id."""
         rows = self.rows(_DISPUTE, {"merchant": merchant_id, "event": event_id, "limit": 1})
         return rows[0] if rows else None
+
+    def balance_transactions(self, merchant_id: str, limit: int, after: dict[str, Any] | None = None,
+                             before: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """The merchant's balance transactions after (or before, nearest first) the
+        cursor row (one of these rows): {entry_id, account, currency, event_type,
+        payment_id, amount_minor, occurred_at, at_ms}."""
+        assert 1 <= limit <= LIST_LIMIT_MAX + 1, limit
+        accounts = [merchant_account(merchant_id, kind) for kind in BALANCE_ACCOUNTS]
+        cursor = before or after or {"at_ms": -1, "entry_id": "", "account": ""}
+        return self.rows(_TXNS_BEFORE if before else _TXNS_AFTER,
+                         {"accounts": accounts, "limit": limit, "at": cursor["at_ms"], "entry": cursor["entry_id"],
+                          "account": cursor["account"]})
+
+    def balance_transaction(self, merchant_id: str, entry_hex: str, kind: str) -> dict[str, Any] | None:
+        """One balance transaction: the entry ending in `entry_hex` on the merchant's `kind` account."""
+        accounts = [merchant_account(merchant_id, k) for k in BALANCE_ACCOUNTS]
+        rows = self.rows(_TXN, {"accounts": accounts, "account": merchant_account(merchant_id, kind), "hex": entry_hex,
+                                "limit": 1})
+        return rows[0] if rows else None
+
+    def events(self, merchant_id: str, limit: int, starting_after: str | None = None,
+               ending_before: str | None = None) -> list[dict[str, Any]]:
+        """The merchant's payment events by id after (or before, nearest first) the
+        cursor; a dispute's close carries `opened_event_id`, the opening before it."""
+        assert 1 <= limit <= LIST_LIMIT_MAX + 1, limit
+        if ending_before is not None:
+            rows = self.rows(_EVENTS_BEFORE, {"merchant": merchant_id, "before": ending_before, "limit": limit})
+        else:
+            rows = self.rows(_EVENTS_AFTER, {"merchant": merchant_id, "after": starting_after or "", "limit": limit})
+        return self._with_openings(merchant_id, rows)
+
+    def event(self, merchant_id: str, event_id: str) -> dict[str, Any] | None:
+        rows = self._with_openings(merchant_id, self.rows(_EVENT, {"merchant": merchant_id, "event": event_id, "limit": 1}))
+        return rows[0] if rows else None
+
+    def _with_openings(self, merchant_id: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        closes = [r for r in rows if r["type"] in ("dispute_won", "dispute_lost")]
+        if not closes:
+            return rows
+        openings = self.rows(_OPENINGS, {"merchant": merchant_id, "pids": sorted({r["payment_id"] for r in closes})})
+        for r in closes:  # one dispute open at a time: the latest opening before the close is its dispute
+            before = [o["event_id"] for o in openings if o["payment_id"] == r["payment_id"] and o["version"] < r["version"]]
+            r["opened_event_id"] = before[-1] if before else None
+        return rows
+
+    def saved_card(self, merchant_id: str, payment_id: str) -> str | None:
+        """The vault token of the card one of the merchant's payments was made with
+        (a PaymentMethod saved with it), None until the sink has it."""
+        rows = self.rows(_SAVED_CARD, {"pid": payment_id, "merchant": merchant_id})
+        return rows[0]["card_token"] if rows else None
 
     def list(self, merchant_id: str, limit: int, starting_after: str | None = None,
              ending_before: str | None = None) -> list[dict[str, Any]]:

@@ -46,6 +46,8 @@ class PaymentIntent(BaseModel):
     cancellation_reason: str | None
     payment_method: str | None
     payment_method_types: list[str]
+    customer: str | None
+    setup_future_usage: str | None
     latest_charge: str | None
     client_secret: str | None
     paystream: PaystreamDetails
@@ -135,3 +137,148 @@ class Refund(BaseModel):
     metadata: dict[str, str]
     reason: str | None
     status: str
+
+
+class InvoiceSettings(BaseModel):
+    default_payment_method: str | None
+    custom_fields: None
+    footer: None
+    rendering_options: None
+
+
+class Customer(BaseModel):
+    id: str
+    object: Literal["customer"]
+    created: int
+    email: str | None
+    name: str | None
+    description: str | None
+    phone: str | None
+    metadata: dict[str, str]
+    livemode: bool
+    invoice_settings: InvoiceSettings
+
+
+class CustomerList(BaseModel):
+    object: Literal["list"]
+    url: str
+    has_more: bool
+    data: list[Customer]
+
+
+class Deleted(BaseModel):
+    id: str
+    object: str
+    deleted: Literal[True]
+
+
+class BillingDetails(BaseModel):
+    address: None
+    email: str | None
+    name: str | None
+    phone: str | None
+
+
+class SavedCard(BaseModel):
+    brand: str
+    last4: str
+    exp_month: int
+    exp_year: int
+    country: str | None
+    funding: str | None
+    wallet: None
+
+
+class PaymentMethod(BaseModel):
+    id: str
+    object: Literal["payment_method"]
+    type: Literal["card"]
+    created: int
+    customer: str | None
+    livemode: bool
+    metadata: dict[str, str]
+    billing_details: BillingDetails
+    card: SavedCard
+
+
+class PaymentMethodList(BaseModel):
+    object: Literal["list"]
+    url: str
+    has_more: bool
+    data: list[PaymentMethod]
+
+
+class BalanceTransaction(BaseModel):
+    id: str
+    object: Literal["balance_transaction"]
+    amount: int
+    fee: int
+    fee_details: list[dict[str, object]]
+    net: int
+    currency: str
+    type: str
+    reporting_category: str
+    status: str
+    source: str | None
+    created: int | None
+    available_on: int | None
+    description: str | None
+    exchange_rate: None
+    paystream: dict[str, str]
+
+
+class BalanceTransactionList(BaseModel):
+    object: Literal["list"]
+    url: str
+    has_more: bool
+    data: list[BalanceTransaction]
+
+
+class EventData(BaseModel):
+    object: dict[str, object]
+
+
+class EventRequest(BaseModel):
+    id: str | None
+    idempotency_key: str | None
+
+
+class Event(BaseModel):
+    id: str
+    object: Literal["event"]
+    api_version: str | None
+    created: int | None
+    livemode: bool
+    pending_webhooks: int
+    request: EventRequest
+    type: str
+    data: EventData
+
+
+class EventList(BaseModel):
+    object: Literal["list"]
+    url: str
+    has_more: bool
+    data: list[Event]
+
+
+class WebhookEndpoint(BaseModel):
+    id: str
+    object: Literal["webhook_endpoint"]
+    url: str
+    enabled_events: list[str]
+    status: str
+    api_version: str | None
+    application: str | None
+    description: str | None
+    livemode: bool
+    metadata: dict[str, str]
+    created: int | None
+    secret: str | None = None
+
+
+class WebhookEndpointList(BaseModel):
+    object: Literal["list"]
+    url: str
+    has_more: bool
+    data: list[WebhookEndpoint]

@@ -84,6 +84,24 @@ def opened_event_of(dp: str) -> str | None:
     return f"evt_{m.group(1)}" if m else None
 
 
+def customer_id(merchant_id: str, idempotency_key: str) -> str:
+    """One customer per (merchant, Idempotency-Key): a retried create finds it."""
+    return "cus_" + hashlib.sha256(f"customer\x1f{merchant_id}\x1f{idempotency_key}".encode()).hexdigest()[:32]
+
+
+def saved_payment_method_id(payment_id: str) -> str:
+    """A card saved by a payment (setup_future_usage) is named by it: `pm_<hex>` is
+    `pay_<hex>`, whose events carry the card's vault token."""
+    assert payment_id.startswith("pay_"), payment_id
+    return "pm_" + payment_id[4:]
+
+
+def mandate_id(payment_id: str) -> str:
+    """The mandate a bank debit's customer accepted with its intent (mandate_data), as
+    the pipeline's mandate reference (at most 35 characters)."""
+    return "mandate_" + hashlib.sha256(f"mandate\x1f{payment_id}".encode()).hexdigest()[:24]
+
+
 def refund_id(merchant_id: str, idempotency_key: str) -> str:
     """One refund per (merchant, Idempotency-Key): every API process names it alike."""
     return "re_" + hashlib.sha256(f"refund\x1f{merchant_id}\x1f{idempotency_key}".encode()).hexdigest()[:32]
@@ -111,6 +129,9 @@ class IntentRequest:
     payment_method: str | None = None
     description: str | None = None
     cancellation_reason: str | None = None
+    customer: str | None = None
+    payment_method_types: tuple[str, ...] = ("card",)
+    setup_future_usage: str | None = None
 
 
 def _seconds(at: Any) -> int | None:
@@ -152,7 +173,8 @@ def payment_intent(view: dict[str, Any], request: IntentRequest | None = None) -
         "object": "payment_intent",
         "amount": amount,
         "amount_capturable": authorized - captured if status in CAPTURABLE else 0,
-        "amount_received": captured,
+        # A submitted bank debit's funds have not arrived: Stripe's processing receives nothing yet.
+        "amount_received": 0 if status == "submitted" else captured,
         "capture_method": request.capture_method if request else None,
         "confirmation_method": "automatic",
         "currency": currency,
@@ -165,7 +187,9 @@ def payment_intent(view: dict[str, Any], request: IntentRequest | None = None) -
         "next_action": next_action,
         "cancellation_reason": cancellation,
         "payment_method": request.payment_method if request else None,
-        "payment_method_types": ["card"],
+        "payment_method_types": list(request.payment_method_types) if request else ["card"],
+        "customer": request.customer if request else None,
+        "setup_future_usage": request.setup_future_usage if request else None,
         "latest_charge": None,
         "client_secret": None,
         # Ours, not Stripe's: the card as the pipeline knows it (never the number).
@@ -298,3 +322,112 @@ def outcome_answer(outcome: dict[str, Any], request: IntentRequest | None,
         e = stripe_error(e, params, intent)
         return e.status_code, e.body(), replayed
     return 200, payment_intent(outcome, request), replayed
+
+
+def customer_object(doc: dict[str, Any]) -> dict[str, Any]:
+    """A Customer from its stored document (streams/api/objects.py)."""
+    return {"id": doc["id"], "object": "customer", "created": doc["created"], "email": doc.get("email"),
+            "name": doc.get("name"), "description": doc.get("description"), "phone": doc.get("phone"),
+            "metadata": dict(doc.get("metadata") or {}), "livemode": False,
+            "invoice_settings": {"default_payment_method": doc.get("default_payment_method"), "custom_fields": None,
+                                 "footer": None, "rendering_options": None}}
+
+
+def payment_method_object(doc: dict[str, Any]) -> dict[str, Any]:
+    """A saved card's PaymentMethod from its stored document: brand, last four and
+    expiry; never the token or a number."""
+    card = doc["card"]
+    return {"id": doc["id"], "object": "payment_method", "type": "card", "created": doc["created"],
+            "customer": doc.get("customer"), "livemode": False, "metadata": dict(doc.get("metadata") or {}),
+            "billing_details": {"address": None, "email": None, "name": None, "phone": None},
+            "card": {"brand": card["brand"], "last4": card["last4"], "exp_month": card["exp_month"],
+                     "exp_year": card["exp_year"], "country": None, "funding": None, "wallet": None}}
+
+
+TXN_ID = re.compile(r"^txn_([0-9a-f]{32})([pia])$")
+_TXN_KINDS = {"p": "pending", "i": "incoming", "a": "available"}
+# The ledger entry's event type -> Stripe's balance transaction type.
+_TXN_TYPES = {"captured": "charge", "refunded": "refund", "dispute_opened": "adjustment", "dispute_won": "adjustment",
+              "dispute_lost": "adjustment", "bank_submitted": "payment", "bank_settled": "payment",
+              "bank_returned": "payment_failure_refund", "bank_reversed": "payment_failure_refund",
+              "settled": "transfer", "settlement": "transfer", "payout_sent": "payout", "payout_paid": "payout",
+              "reversal": "payout_failure"}
+_TXN_CATEGORIES = {"charge": "charge", "refund": "refund", "adjustment": "dispute", "payment": "charge",
+                   "payment_failure_refund": "charge_failure", "transfer": "transfer", "payout": "payout",
+                   "payout_failure": "payout_reversal"}
+
+
+def balance_transaction_id(entry_id: str, account: str) -> str:
+    """`txn_<the entry's 32 hex><p|i|a>`: one journal entry's move on one of the
+    merchant's balance accounts (pending, incoming, available)."""
+    kind = account.rpartition(":")[2]
+    return f"txn_{entry_id[-32:]}{kind[0]}"
+
+
+def balance_transaction_of(txn: str) -> tuple[str, str] | None:
+    """(the entry's 32 hex, the account kind) a txn_ id names, None if not one of ours."""
+    m = TXN_ID.match(txn)
+    return (m.group(1), _TXN_KINDS[m.group(2)]) if m else None
+
+
+def balance_transaction_object(row: dict[str, Any]) -> dict[str, Any]:
+    """A balance transaction from its read-model row (ClickHousePayments.balance_transactions).
+    The amount is what the entry moved on the account, fees netted as the ledger
+    posts them (fee 0): `available` money is settled, the rest pending."""
+    kind = row["account"].rpartition(":")[2]
+    txn_type = _TXN_TYPES.get(row["event_type"], "adjustment")
+    source = row.get("payment_id") or None
+    created = _seconds(row["first_at"])
+    return {"id": balance_transaction_id(row["entry_id"], row["account"]), "object": "balance_transaction",
+            "amount": row["amount_minor"], "fee": 0, "fee_details": [], "net": row["amount_minor"],
+            "currency": row["currency"].lower(), "type": txn_type, "reporting_category": _TXN_CATEGORIES[txn_type],
+            "status": "available" if kind == "available" else "pending",
+            "source": intent_id(source) if source and source.startswith("pay_") else source,
+            "created": created, "available_on": created, "description": row["event_type"], "exchange_rate": None,
+            "paystream": {"account": kind, "entry_id": row["entry_id"], "event_type": row["event_type"]}}
+
+
+# Our payment event type -> Stripe's event type, and what `data.object` is.
+_EVENT_TYPES = {
+    "authorized": ("payment_intent.amount_capturable_updated", "payment_intent"),
+    "authorization_pending": ("payment_intent.processing", "payment_intent"),
+    "captured": ("payment_intent.succeeded", "payment_intent"),
+    "declined": ("payment_intent.payment_failed", "payment_intent"),
+    "voided": ("payment_intent.canceled", "payment_intent"),
+    "expired": ("payment_intent.canceled", "payment_intent"),
+    "refunded": ("charge.refunded", "payment_intent"),
+    "dispute_opened": ("charge.dispute.created", "dispute"),
+    "dispute_won": ("charge.dispute.closed", "dispute"),
+    "dispute_lost": ("charge.dispute.closed", "dispute"),
+    "bank_submitted": ("payment_intent.processing", "payment_intent"),
+    "bank_settled": ("payment_intent.succeeded", "payment_intent"),
+    "bank_returned": ("payment_intent.payment_failed", "payment_intent"),
+    "bank_reversed": ("payment_intent.payment_failed", "payment_intent"),
+}
+
+
+def event_object(row: dict[str, Any]) -> dict[str, Any]:
+    """Stripe's Event of a payment event (ClickHousePayments.events): `data.object` is
+    the PaymentIntent as the event left it, or the Dispute it opened or closed. A
+    type Stripe has no name for is `paystream.<ours>`."""
+    stripe_type, kind = _EVENT_TYPES.get(row["type"], (f"paystream.{row['type']}", "payment_intent"))
+    if kind == "dispute":
+        opening = row["event_id"] if row["type"] == "dispute_opened" else row.get("opened_event_id")
+        closed_as = "" if row["type"] == "dispute_opened" else row["type"]
+        obj = dispute_object(row | {"event_id": opening or row["event_id"], "closed_as": closed_as})
+    else:
+        obj = payment_intent(row)
+    return {"id": row["event_id"], "object": "event", "api_version": None, "created": _seconds(row["occurred_at"]),
+            "livemode": False, "pending_webhooks": 0, "request": {"id": None, "idempotency_key": None},
+            "type": stripe_type, "data": {"object": obj}}
+
+
+def webhook_endpoint_object(endpoint_id: str, url: str, secret: str | None = None) -> dict[str, Any]:
+    """A WebhookEndpoint: every event of the merchant goes to it (`enabled_events` ["*"]);
+    `secret` (the merchant's `whsec_`, one per merchant) only in the create's answer."""
+    body: dict[str, Any] = {"id": endpoint_id, "object": "webhook_endpoint", "url": url, "enabled_events": ["*"],
+                            "status": "enabled", "api_version": None, "application": None, "description": None,
+                            "livemode": False, "metadata": {}, "created": None}
+    if secret is not None:
+        body["secret"] = secret
+    return body

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streams.api.errors import ApiError
+from schemas.cards import brand_of
 from streams.api.forms import FormError, as_list
+from streams.methods import WALLET_PROVIDERS
 
 AMOUNT_MAX = 2**63 - 1
 LIST_LIMIT_MAX = 100
@@ -23,8 +25,8 @@ EXPAND_MAX = 20
 
 # Stripe's test PaymentMethods, by their documented names, as the test card numbers
 # the simulated provider knows (connectors/providers/simulated.py): a merchant's
-# test suite written against Stripe keeps working. Any other pm_ id is unknown:
-# saved PaymentMethods are not built yet (docs/api.md).
+# test suite written against Stripe keeps working. A saved card is pm_<32 hex>
+# (stripe_customers.py); any other pm_ id is unknown.
 TEST_PAYMENT_METHODS = {
     "pm_card_visa": "4242424242424242",
     "pm_card_mastercard": "5555555555554444",
@@ -100,12 +102,13 @@ def boolean(params: dict[str, Any], name: str) -> bool | None:
     raise invalid(name, f"{name} must be true or false")
 
 
-def choice(params: dict[str, Any], name: str, allowed: frozenset[str] | dict[str, str] | set[str]) -> str | None:
+def choice(params: dict[str, Any], name: str, allowed: frozenset[str] | dict[str, str] | set[str],
+           param: str | None = None) -> str | None:
     value = params.get(name)
     if value is None:
         return None
     if not isinstance(value, str) or value not in allowed:
-        raise invalid(name, f"{name} must be one of: {', '.join(sorted(allowed))}")
+        raise invalid(param or name, f"{param or name} must be one of: {', '.join(sorted(allowed))}")
     return value
 
 
@@ -170,24 +173,151 @@ def _card(data: Any) -> dict[str, Any]:
     return {"number": number, "exp_month": month, "exp_year": year, "cvc": cvc}
 
 
-def _payment_method(params: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
-    """(card, payment method id) from payment_method or payment_method_data."""
+# Stripe's payment method types -> the pipeline's method (streams/methods.py). A
+# wallet is a card PaymentMethod with `card[wallet]`, as Stripe shows one.
+BANK_TYPES = {"us_bank_account": "ach", "sepa_debit": "sepa"}
+BNPL_TYPES = frozenset({"klarna", "affirm", "afterpay_clearpay"})
+PAYMENT_METHOD_TYPES = frozenset({"card", *BANK_TYPES, *BNPL_TYPES})
+SETUP_FUTURE_USAGE = frozenset({"on_session", "off_session"})
+SAVED_PAYMENT_METHOD = re.compile(r"^pm_[0-9a-f]{32}$")
+CUSTOMER_ID = re.compile(r"^cus_[0-9a-f]{32}$")
+_ROUTING = re.compile(r"^[0-9]{9}$")
+_ACCOUNT = re.compile(r"^[0-9]{4,17}$")
+_IBAN = re.compile(r"^[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}$")
+MANDATE_REFERENCE = re.compile(r"^[A-Za-z0-9_-]{1,35}$")  # the pipeline's mandate_id (SEPA's limit)
+
+
+@dataclass(frozen=True)
+class Source:
+    """How a PaymentIntent pays: Stripe's type, the pipeline's method and instrument.
+    `card` (raw, sealed by the write path) never shows in a repr; a saved
+    PaymentMethod (`saved`) is charged by its vault token, which the route looks up."""
+
+    type: str  # Stripe's: card, us_bank_account, sepa_debit, klarna, affirm, afterpay_clearpay
+    method: str  # the pipeline's: card, wallet, bank_transfer, bnpl
+    card: dict[str, Any] | None = field(default=None, repr=False)
+    payment_method: str | None = None  # the pm_ id the merchant named (a test or a saved one)
+    saved: bool = False
+    instrument: dict[str, Any] = field(default_factory=dict, repr=False)  # wallet / bank_account / bnpl of the command
+    details: dict[str, Any] = field(default_factory=dict, repr=False)  # what a PaymentMethod shows: brand, last four, expiry
+
+
+def _card_source(card: dict[str, Any], pm: str | None = None) -> Source:
+    digits = card["number"].replace(" ", "").replace("-", "")
+    details = {"brand": brand_of(digits) or "unknown", "last4": digits[-4:], "bin": digits[:6],
+               "exp_month": card["exp_month"], "exp_year": card["exp_year"]} if digits.isdigit() else {}
+    return Source("card", "card", card=card, payment_method=pm, details=details)
+
+
+def _wallet(data: Any) -> Source:
+    p = "payment_method_data[card][wallet]"
+    if not isinstance(data, dict):
+        raise invalid(p, f"{p} must be an object")
+    reject_unknown(data, {"type", "token", "cryptogram"}, p)
+    kind = choice(data, "type", WALLET_PROVIDERS, f"{p}[type]")
+    if kind is None:
+        raise missing(f"{p}[type]")
+    for name in ("token", "cryptogram"):
+        if string(data, name, f"{p}[{name}]", 128) is None:
+            raise missing(f"{p}[{name}]")
+    # ingest checks the token's and cryptogram's form (and that neither is a card number).
+    return Source("card", "wallet", instrument={"wallet": {"provider": kind, "token": data["token"], "cryptogram": data["cryptogram"]}},
+                  details={"brand": None, "last4": None, "wallet": {"type": kind}})
+
+
+def _bank(kind: str, data: Any) -> Source:
+    p = f"payment_method_data[{kind}]"
+    if not isinstance(data, dict):
+        raise missing(p)
+    if kind == "us_bank_account":
+        reject_unknown(data, {"account_number", "routing_number", "account_holder_type", "account_type"}, p)
+        number, routing = data.get("account_number"), data.get("routing_number")
+        if number is None:
+            raise missing(f"{p}[account_number]")
+        if routing is None:
+            raise missing(f"{p}[routing_number]")
+        if not isinstance(number, str) or not _ACCOUNT.match(number):
+            raise invalid(f"{p}[account_number]", f"{p}[account_number] must be 4..17 digits")
+        if not isinstance(routing, str) or not _ROUTING.match(routing):
+            raise invalid(f"{p}[routing_number]", f"{p}[routing_number] must be 9 digits")
+        choice(data, "account_holder_type", {"individual", "company"}, f"{p}[account_holder_type]")
+        choice(data, "account_type", {"checking", "savings"}, f"{p}[account_type]")
+        last4, details = number[-4:], {"last4": number[-4:], "routing_number": routing}
+    else:
+        reject_unknown(data, {"iban"}, p)
+        iban = data.get("iban")
+        if iban is None:
+            raise missing(f"{p}[iban]")
+        compact = iban.replace(" ", "").upper() if isinstance(iban, str) else ""
+        if not _IBAN.match(compact):
+            raise invalid(f"{p}[iban]", f"{p}[iban] must be an IBAN")
+        last4, details = compact[-4:], {"last4": compact[-4:], "country": compact[:2]}
+    # Only the last four digits travel: the account number stops here (docs/payments.md).
+    return Source(kind, "bank_transfer", instrument={"bank_account": {"scheme": BANK_TYPES[kind], "mandate_id": None,
+                                                                       "account_last4": last4}}, details=details)
+
+
+def _payment_method(params: dict[str, Any]) -> Source:
+    """The source of a create, from payment_method or payment_method_data."""
     pm, data = params.get("payment_method"), params.get("payment_method_data")
     if pm is not None and data is not None:
         raise invalid("payment_method_data", "give payment_method or payment_method_data, not both")
     if pm is not None:
+        if isinstance(pm, str) and SAVED_PAYMENT_METHOD.match(pm):
+            return Source("card", "card", payment_method=pm, saved=True)
         if not isinstance(pm, str) or pm not in TEST_PAYMENT_METHODS:
             raise ApiError(400, "invalid_request_error", "resource_missing", "No such PaymentMethod", "payment_method")
         month, year = TEST_CARD_EXPIRY
-        return {"number": TEST_PAYMENT_METHODS[pm], "exp_month": month, "exp_year": year, "cvc": None}, pm
+        return _card_source({"number": TEST_PAYMENT_METHODS[pm], "exp_month": month, "exp_year": year, "cvc": None}, pm)
     if data is None:
         raise missing("payment_method")
     if not isinstance(data, dict):
         raise invalid("payment_method_data", "payment_method_data must be an object")
-    reject_unknown(data, {"type", "card", "billing_details"}, "payment_method_data")
-    if data.get("type", "card") != "card":
-        raise invalid("payment_method_data[type]", "payment_method_data[type] must be card (other methods are not built yet)")
-    return _card(data.get("card")), None
+    kind = choice(data, "type", PAYMENT_METHOD_TYPES, "payment_method_data[type]") or "card"
+    reject_unknown(data, {"type", "billing_details", kind}, "payment_method_data")
+    billing = data.get("billing_details")
+    if billing is not None and not isinstance(billing, dict):
+        raise invalid("payment_method_data[billing_details]", "payment_method_data[billing_details] must be an object")
+    if kind in BANK_TYPES:
+        return _bank(kind, data.get(kind))
+    if kind in BNPL_TYPES:
+        if data.get(kind) not in (None, "", {}):
+            raise invalid(f"payment_method_data[{kind}]", f"payment_method_data[{kind}] takes no fields")
+        return Source(kind, "bnpl", instrument={"bnpl": {"provider": kind}})
+    card = data.get("card")
+    if isinstance(card, dict) and "wallet" in card:
+        if set(card) != {"wallet"}:
+            raise invalid("payment_method_data[card][wallet]", "a wallet payment carries the wallet's token, not a card number")
+        return _wallet(card["wallet"])
+    return _card_source(_card(card))
+
+
+def _mandate(params: dict[str, Any]) -> tuple[str | None, bool]:
+    """(a mandate reference the merchant holds, whether the customer accepted one now)."""
+    ref, data = params.get("mandate"), params.get("mandate_data")
+    if ref is not None and (not isinstance(ref, str) or not MANDATE_REFERENCE.match(ref)):
+        raise invalid("mandate", "mandate must be 1..35 characters [A-Za-z0-9_-]")
+    if data is None:
+        return ref, False
+    if ref is not None:
+        raise invalid("mandate_data", "give mandate or mandate_data, not both")
+    p = "mandate_data[customer_acceptance]"
+    acceptance = data.get("customer_acceptance") if isinstance(data, dict) else None
+    if isinstance(data, dict):
+        reject_unknown(data, {"customer_acceptance"}, "mandate_data")
+    if not isinstance(acceptance, dict):
+        raise missing(p)
+    reject_unknown(acceptance, {"type", "online", "offline", "accepted_at"}, p)
+    if choice(acceptance, "type", {"online", "offline"}, f"{p}[type]") is None:
+        raise missing(f"{p}[type]")
+    online = acceptance.get("online")
+    if online is not None:
+        if not isinstance(online, dict):
+            raise invalid(f"{p}[online]", f"{p}[online] must be an object")
+        reject_unknown(online, {"ip_address", "user_agent"}, f"{p}[online]")
+        for name in ("ip_address", "user_agent"):
+            string(online, name, f"{p}[online][{name}]", 500)
+    return None, True
 
 
 @dataclass(frozen=True)
@@ -195,16 +325,28 @@ class CreateIntent:
     amount: int
     currency: str  # ISO 4217, upper case as the pipeline takes it
     capture_method: str  # automatic | manual
-    card: dict[str, Any] = field(repr=False)  # never in a repr: it holds the number
-    payment_method: str | None
+    source: Source
     metadata: dict[str, str]
     description: str | None
     expand: tuple[str, ...]
+    customer: str | None = None
+    setup_future_usage: str | None = None
+    mandate: str | None = None  # a mandate reference the merchant holds (bank debits)
+    mandate_accepted: bool = False  # mandate_data: the customer accepted a mandate with this intent
+
+    @property
+    def card(self) -> dict[str, Any] | None:
+        return self.source.card
+
+    @property
+    def payment_method(self) -> str | None:
+        return self.source.payment_method
 
 
 _CREATE = frozenset({"amount", "currency", "confirm", "capture_method", "payment_method", "payment_method_data",
                      "payment_method_types", "metadata", "expand", "description", "confirmation_method",
-                     "automatic_payment_methods", "statement_descriptor", "receipt_email"})
+                     "automatic_payment_methods", "statement_descriptor", "receipt_email", "customer",
+                     "setup_future_usage", "off_session", "mandate", "mandate_data"})
 
 
 def create_intent(params: dict[str, Any]) -> CreateIntent:
@@ -222,22 +364,42 @@ def create_intent(params: dict[str, Any]) -> CreateIntent:
         raise invalid("confirm", "confirm=true is required: a PaymentIntent is confirmed as it is created (docs/api.md)")
     capture = choice(params, "capture_method", CAPTURE_METHODS) or "automatic"
     choice(params, "confirmation_method", {"automatic", "manual"})
-    types = params.get("payment_method_types")
-    if types is not None:
+    boolean(params, "off_session")  # accepted: every create here is server-side, no customer present to step up
+    types = None
+    if params.get("payment_method_types") is not None:
         try:
-            if any(t != "card" for t in as_list(types, "payment_method_types")):
-                raise invalid("payment_method_types", "payment_method_types must be [card] (other methods are not built yet)")
+            types = as_list(params["payment_method_types"], "payment_method_types")
         except FormError as e:
             raise form_error(e) from None
+        if not types or any(t not in PAYMENT_METHOD_TYPES for t in types):
+            raise invalid("payment_method_types", f"payment_method_types takes {', '.join(sorted(PAYMENT_METHOD_TYPES))}")
     for name in ("statement_descriptor", "receipt_email"):
         string(params, name, max_chars=500)
     auto = params.get("automatic_payment_methods")
     if auto is not None and not isinstance(auto, dict):
         raise invalid("automatic_payment_methods", "automatic_payment_methods must be an object")
-    card, pm = _payment_method(params)
+    source = _payment_method(params)
+    if types is not None and source.type not in types:
+        raise invalid("payment_method_types", f"the payment method is {source.type}, not in payment_method_types")
+    customer = string(params, "customer", max_chars=100)
+    if customer is not None and not CUSTOMER_ID.match(customer):
+        raise ApiError(400, "invalid_request_error", "resource_missing", "No such customer", "customer")
+    future = choice(params, "setup_future_usage", SETUP_FUTURE_USAGE)
+    if future is not None and source.method != "card":
+        raise invalid("setup_future_usage", "only cards are saved for later here (docs/api.md)")
+    if future is not None and source.saved:
+        raise invalid("setup_future_usage", "this PaymentMethod is saved already")
+    mandate, accepted = _mandate(params)
+    if source.method == "bank_transfer":
+        if mandate is None and not accepted:
+            raise missing("mandate_data")
+        if CAPTURE_METHODS[capture] == "manual":
+            raise invalid("capture_method", "a bank debit has no authorization hold: capture_method automatic")
+    elif mandate is not None or accepted:
+        raise invalid("mandate_data" if accepted else "mandate", "a mandate is for bank debits (us_bank_account, sepa_debit)")
     assert amount is not None
-    return CreateIntent(amount, currency.upper(), CAPTURE_METHODS[capture], card, pm, metadata(params),
-                        string(params, "description", max_chars=1000), expand(params))
+    return CreateIntent(amount, currency.upper(), CAPTURE_METHODS[capture], source, metadata(params),
+                        string(params, "description", max_chars=1000), expand(params), customer, future, mandate, accepted)
 
 
 @dataclass(frozen=True)
@@ -370,3 +532,65 @@ def dispute_evidence(params: dict[str, Any], max_chars: int) -> str:
     if len(joined) > max_chars:
         raise invalid("evidence", f"the evidence is over {max_chars} characters in all")
     return joined
+
+
+@dataclass(frozen=True)
+class CustomerFields:
+    """A customer's create or update: only the fields given (an update leaves the rest)."""
+
+    fields: dict[str, Any]
+    metadata: dict[str, str] | None  # None: not given; on an update, merged (an empty value unsets a key)
+    default_payment_method: str | None  # "" unsets it
+    expand: tuple[str, ...]
+
+
+_CUSTOMER_TEXT = {"email": 512, "name": 256, "description": 1000, "phone": 20}
+
+
+def customer(params: dict[str, Any]) -> CustomerFields:
+    reject_unknown(params, {*_CUSTOMER_TEXT, "metadata", "invoice_settings", "expand"})
+    fields = {name: string(params, name, max_chars=n) for name, n in _CUSTOMER_TEXT.items() if name in params}
+    # Stripe unsets a field sent empty.
+    fields = {k: (v or None) for k, v in fields.items()}
+    default = None
+    settings = params.get("invoice_settings")
+    if settings is not None:
+        if not isinstance(settings, dict):
+            raise invalid("invoice_settings", "invoice_settings must be an object")
+        reject_unknown(settings, {"default_payment_method"}, "invoice_settings")
+        default = string(settings, "default_payment_method", "invoice_settings[default_payment_method]", 100)
+        if default and not SAVED_PAYMENT_METHOD.match(default):
+            raise ApiError(400, "invalid_request_error", "resource_missing", "No such PaymentMethod",
+                           "invoice_settings[default_payment_method]")
+    raw = params.get("metadata")
+    meta = None
+    if raw is not None:
+        meta = metadata(params) if raw != "" else {}
+        if isinstance(raw, dict):  # keep the unsets (empty values) for the merge
+            meta |= {k: "" for k, v in raw.items() if v == ""}
+    return CustomerFields(fields, meta, default, expand(params))
+
+
+def attach(params: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
+    """A PaymentMethod's attach: the customer."""
+    reject_unknown(params, {"customer", "expand"})
+    cus = string(params, "customer", max_chars=100)
+    if cus is None:
+        raise missing("customer")
+    if not CUSTOMER_ID.match(cus):
+        raise ApiError(400, "invalid_request_error", "resource_missing", "No such customer", "customer")
+    return cus, expand(params)
+
+
+def payment_method_list(params: dict[str, Any]) -> tuple[str | None, str | None, ListParams]:
+    """(customer, type, paging) of GET /v1/payment_methods."""
+    rest = {k: v for k, v in params.items() if k not in ("customer", "type")}
+    page = list_params(rest, SAVED_PAYMENT_METHOD, "PaymentMethod")
+    cus = string(params, "customer", max_chars=100)
+    kind = choice(params, "type", PAYMENT_METHOD_TYPES)
+    return cus, kind, page
+
+
+def expand_only(params: dict[str, Any]) -> tuple[str, ...]:
+    reject_unknown(params, {"expand"})
+    return expand(params)

@@ -7,7 +7,11 @@ streams/api/stripe_params.py). docs/api.md says what differs from Stripe and why
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import secrets
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -20,9 +24,11 @@ from fastapi.responses import JSONResponse
 
 from schemas.ids import derive_payment_id
 from streams.api import stripe_params as params
-from streams.api.commands import create_command, dispute_evidence_command, follow_up_command
+from streams.api.bus import BusUnavailable
+from streams.api.commands import create_command, dispute_accept_command, dispute_evidence_command, follow_up_command
 from streams.api.errors import ApiError
 from streams.api.forms import FormError, decode_form
+from streams.api.objects import Objects
 from streams.ingest import EVIDENCE_MAX_CHARS
 from streams.api.models import ErrorBody
 from streams.api.stripe_models import (
@@ -38,6 +44,8 @@ from streams.api.stripe_models import (
 from streams.api.stripe_objects import (
     IntentRequest,
     balance_object,
+    mandate_id,
+    saved_payment_method_id,
     dispute_id,
     dispute_object,
     opened_event_of,
@@ -51,6 +59,11 @@ from streams.api.stripe_objects import (
 )
 
 IDEMPOTENCY_KEY_MAX_CHARS = 255
+# A payment's card is saved once it went through (setup_future_usage).
+SAVES_CARD = frozenset({"authorized", "partially_captured", "captured"})
+# How long a charge of a just-saved card waits for the sink to bring its token.
+SAVED_CARD_WAIT_S = 10.0
+READ_MODEL_POLL_S = 0.2
 FORM = "application/x-www-form-urlencoded"
 
 # Our parameter names (the pipeline's, in ApiError.param) -> each route's.
@@ -101,6 +114,7 @@ class StripeDeps:
     read_model: Callable[[Callable[[Any], Any]], Awaitable[Any]]  # runs a PaymentReader query; 503 without one
     now: Callable[[], datetime]
     max_records: int
+    objects: Objects  # Customers and saved PaymentMethods (streams/api/objects.py)
 
 
 _ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 402, 404, 409, 413, 429, 503)}
@@ -118,10 +132,30 @@ _CREATE_SCHEMA = {"type": "object", "required": ["amount", "currency", "confirm"
     "amount": {"type": "integer", "minimum": 1}, "currency": {"type": "string"},
     "confirm": {"type": "boolean", "description": "Must be true: paystream authorizes as it creates."},
     "capture_method": {"type": "string", "enum": ["automatic", "automatic_async", "manual"]},
-    "payment_method": {"type": "string", "description": "One of Stripe's test PaymentMethods (pm_card_visa, ...)."},
-    "payment_method_data": {"type": "object", "properties": {"type": {"type": "string", "enum": ["card"]}, "card": {
-        "type": "object", "properties": {"number": {"type": "string"}, "exp_month": {"type": "integer"},
-                                         "exp_year": {"type": "integer"}, "cvc": {"type": "string"}}}}},
+    "payment_method": {"type": "string", "description": "A saved PaymentMethod (pm_<hex>, with its customer) or one of "
+                                                        "Stripe's test PaymentMethods (pm_card_visa, ...)."},
+    "payment_method_types": {"type": "array", "items": {"type": "string", "enum": sorted(params.PAYMENT_METHOD_TYPES)}},
+    "payment_method_data": {"type": "object", "properties": {
+        "type": {"type": "string", "enum": sorted(params.PAYMENT_METHOD_TYPES)},
+        "card": {"type": "object", "description": "A card, or a device wallet's token: card[wallet][type, token, cryptogram].",
+                 "properties": {"number": {"type": "string"}, "exp_month": {"type": "integer"},
+                                "exp_year": {"type": "integer"}, "cvc": {"type": "string"},
+                                "wallet": {"type": "object", "properties": {
+                                    "type": {"type": "string", "enum": ["apple_pay", "google_pay"]},
+                                    "token": {"type": "string"}, "cryptogram": {"type": "string"}}}}},
+        "us_bank_account": {"type": "object", "properties": {
+            "account_number": {"type": "string"}, "routing_number": {"type": "string"},
+            "account_holder_type": {"type": "string", "enum": ["company", "individual"]},
+            "account_type": {"type": "string", "enum": ["checking", "savings"]}}},
+        "sepa_debit": {"type": "object", "properties": {"iban": {"type": "string"}}},
+        "billing_details": {"type": "object"}}},
+    "customer": {"type": "string"},
+    "setup_future_usage": {"type": "string", "enum": sorted(params.SETUP_FUTURE_USAGE)},
+    "off_session": {"type": "boolean"},
+    "mandate": {"type": "string", "description": "A bank debit mandate the merchant holds (1..35 characters)."},
+    "mandate_data": {"type": "object", "properties": {"customer_acceptance": {"type": "object", "properties": {
+        "type": {"type": "string", "enum": ["offline", "online"]},
+        "online": {"type": "object", "properties": {"ip_address": {"type": "string"}, "user_agent": {"type": "string"}}}}}}},
     "metadata": _METADATA, "description": {"type": "string"}, "expand": _EXPAND}}
 _CAPTURE_SCHEMA = {"type": "object", "properties": {"amount_to_capture": {"type": "integer", "minimum": 1},
                                                      "final_capture": {"type": "boolean"}, "expand": _EXPAND}}
@@ -223,20 +257,77 @@ def install(app: FastAPI, deps: StripeDeps) -> None:
         form = await _form(request)
         p = params.create_intent(form)  # its refusals are Stripe's already
         payment_id = derive_payment_id(merchant, key)
+        if p.customer is not None and await deps.objects.get(merchant, p.customer) is None:
+            raise ApiError(400, "invalid_request_error", "resource_missing", "No such customer", "customer")
+        source, instrument = p.source, dict(p.source.instrument)
+        if source.saved:
+            assert p.payment_method is not None
+            instrument = {"card_token": await saved_card(merchant, p.payment_method, p.customer)}
+        if source.method == "bank_transfer":  # the mandate the merchant holds, or the one accepted now
+            instrument["bank_account"] = instrument["bank_account"] | {"mandate_id": p.mandate or mandate_id(payment_id)}
+        saves = saved_payment_method_id(payment_id) if p.setup_future_usage else None
         asked = IntentRequest(p.amount, p.currency.lower(), p.capture_method, int(deps.now().timestamp()),
-                              p.metadata, p.payment_method, p.description)
+                              p.metadata, p.payment_method, p.description, customer=p.customer,
+                              payment_method_types=(source.type,), setup_future_usage=p.setup_future_usage)
 
         def answer(outcome: dict[str, Any]) -> tuple[int, dict[str, Any], bool]:
             # Kept once an outcome answers this request's parameters (a request refused
             # before publishing, or the pipeline's conflict, leaves nothing behind).
             if outcome.get("reason_code") != "idempotency_conflict":
                 at = outcome.get("occurred_at")
-                intents.setdefault(payment_id, replace(asked, created=int(at.timestamp())) if isinstance(at, datetime) else asked)
+                kept = replace(asked, created=int(at.timestamp())) if isinstance(at, datetime) else asked
+                if saves and outcome.get("payment_status") in SAVES_CARD:
+                    kept = replace(kept, payment_method=saves)
+                intents.setdefault(payment_id, kept)
             return outcome_answer(outcome, intents.get(payment_id), _CREATE_PARAMS)
 
-        command = create_command(merchant, key, payment_id, p.amount, p.currency, p.capture_method, p.card, p.metadata)
-        return await write(merchant, key, "pi_create", payment_id, form, command, answer, _CREATE_PARAMS,
-                           lambda pid: intent_pending(pid, asked))
+        command = create_command(merchant, key, payment_id, p.amount, p.currency, p.capture_method, p.card, p.metadata,
+                                 source.method, **instrument)
+        response = await write(merchant, key, "pi_create", payment_id, form, command, answer, _CREATE_PARAMS,
+                               lambda pid: intent_pending(pid, asked))
+        if saves and response.status_code == 200 and json.loads(response.body).get("payment_method") == saves:
+            await save_card(merchant, saves, payment_id, p)
+        return response
+
+    async def save_card(merchant: str, pm: str, payment_id: str, p: params.CreateIntent) -> None:
+        """Keep the card a payment went through with as a PaymentMethod (its token stays
+        in the vault and on the payment's events), attached to the intent's customer."""
+        if await deps.objects.get(merchant, pm) is not None:
+            return  # a replay: saved already (and maybe attached or detached since)
+        card = {k: p.source.details[k] for k in ("brand", "last4", "bin", "exp_month", "exp_year")}
+        try:
+            await deps.objects.put({"id": pm, "object": "payment_method", "merchant_id": merchant, "type": "card",
+                                    "card": card, "payment_id": payment_id, "customer": p.customer,
+                                    "created": int(deps.now().timestamp()), "metadata": {}, "card_token": None})
+        except BusUnavailable:
+            raise ApiError(503, "api_error", "unavailable", "the payment went through but its card was not saved yet; "
+                           "retry with the same Idempotency-Key", headers=(("Retry-After", "1"),)) from None
+
+    async def saved_card(merchant: str, pm: str, customer: str | None) -> dict[str, Any]:
+        """The CardToken of a saved PaymentMethod: its token from the read model (the
+        payment's events carry it; kept on the object once found), never a card number."""
+        doc = await deps.objects.get(merchant, pm)
+        if doc is None:
+            raise ApiError(400, "invalid_request_error", "resource_missing", "No such PaymentMethod", "payment_method")
+        if doc.get("customer") is None:
+            raise params.invalid("payment_method", "a saved PaymentMethod is used again once attached to a customer")
+        if customer != doc["customer"]:
+            raise params.invalid("customer", "the PaymentMethod is attached to a customer: name that customer")
+        token = doc.get("card_token")
+        deadline = time.monotonic() + SAVED_CARD_WAIT_S
+        while token is None:  # the sink lags the payment that saved it by a moment
+            token = await deps.read_model(lambda r: r.saved_card(merchant, doc["payment_id"]))
+            if token is None and time.monotonic() > deadline:
+                raise ApiError(503, "api_error", "payment_method_not_ready", "the saved card is not readable yet; retry",
+                               "payment_method", headers=(("Retry-After", "1"),))
+            if token is None:
+                await asyncio.sleep(READ_MODEL_POLL_S)
+        if doc.get("card_token") is None:
+            with contextlib.suppress(BusUnavailable):  # only a cache: the read model answers again next time
+                await deps.objects.put(doc | {"card_token": token})
+        card = doc["card"]
+        return {"token": token, "bin": card["bin"], "last4": card["last4"], "brand": card["brand"],
+                "exp_month": card["exp_month"], "exp_year": card["exp_year"]}
 
     @app.get("/v1/payment_intents/{intent}", response_model=PaymentIntent, responses=_ERRORS, dependencies=_AUTH,
              summary="Retrieve a PaymentIntent (Stripe)", tags=["stripe"])
@@ -403,12 +494,31 @@ def install(app: FastAPI, deps: StripeDeps) -> None:
                            dispute_evidence_command(merchant, key, pid, evidence), answer, {}, pending)
 
     @app.post("/v1/disputes/{dispute}/close", response_model=Dispute, responses=_ERRORS, dependencies=_AUTH,
-              summary="Accepting a dispute is not a merchant write here (docs/api.md)", tags=["stripe"],
-              openapi_extra={"parameters": _HEADERS})
+              summary="Accept a dispute: it closes lost (Stripe)", tags=["stripe"],
+              openapi_extra=_form_body({"type": "object", "properties": {"expand": _EXPAND}}) | {"parameters": _HEADERS})
     async def close_dispute(dispute: str, request: Request) -> JSONResponse:
-        await own_dispute(dispute, request.state.merchant_id)
-        raise ApiError(400, "invalid_request_error", "dispute_close_unsupported",
-                       "a dispute ends when the card network closes it; accepting one is not supported yet", "dispute")
+        merchant, key = request.state.merchant_id, _idempotency_key(request)
+        form = await _form(request)
+        params.expand_only(form)
+        row = await own_dispute(dispute, merchant)
+        if row.get("closed_as") == "dispute_lost":
+            return JSONResponse(dispute_object(row, submitted.get(dispute) or 0))  # accepted (or lost) already
+        if row.get("closed_as"):
+            raise ApiError(400, "invalid_request_error", "dispute_closed", "This dispute is already closed", "dispute")
+        pid = row["payment_id"]
+        lost = row | {"closed_as": "dispute_lost"}
+
+        def answer(outcome: dict[str, Any]) -> tuple[int, dict[str, Any], bool]:
+            status, body, replayed = outcome_answer(outcome, intents.get(pid))
+            if status != 200:
+                return status, body, replayed
+            return 200, dispute_object(lost, submitted.get(dispute) or 0), replayed
+
+        def pending(_pid: str) -> JSONResponse:  # past the timeout: the close is out, not yet applied
+            return JSONResponse(dispute_object(row, submitted.get(dispute) or 0))
+
+        return await write(merchant, key, f"pi_dispute_close:{pid}", pid, form,
+                           dispute_accept_command(merchant, key, pid), answer, {}, pending)
 
     @app.get("/v1/payouts", response_model=PayoutList, responses=_ERRORS, dependencies=_AUTH,
              summary="List your payouts, by id (Stripe cursors)", tags=["stripe"], openapi_extra={"parameters": _LIST_PARAMS})

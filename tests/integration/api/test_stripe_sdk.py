@@ -16,10 +16,12 @@ from datetime import datetime, timezone
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
 import stripe
 import uvicorn
 from aiohttp import web
+from fastapi.routing import APIRoute
 
 from connectors.clickhouse.client import connect
 from connectors.clickhouse.migrate import migrate
@@ -30,7 +32,9 @@ from connectors.webhooks.signing import stripe_secret
 from streams.api import auth
 from streams.api.app import ApiConfig, create_app
 from streams.api.bus import KafkaBus
+from streams.api.objects import KafkaObjects
 from streams.api.readmodel import ClickHousePayments
+from streams.api.stripe_events import Webhooks
 from streams.publish import intake_sealer
 from streams.readmodels import serve
 from streams.runner import wait_until
@@ -47,6 +51,9 @@ INSUFFICIENT_FUNDS = "4000000000009995"  # connectors/providers/simulated.py DEC
 class Stripe:
     clients: dict[str, stripe.StripeClient]
     merchants: dict[str, str]  # role -> merchant id
+    secrets: dict[str, str]  # role -> secret key
+    base: str
+    routes: list[tuple[str, str]]  # (method, path template) of every /v1 route
 
     def __getitem__(self, role: str) -> stripe.StripeClient:
         return self.clients[role]
@@ -68,7 +75,8 @@ def sdk(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     tmp = tmp_path_factory.mktemp("stripe")
     suffix = uuid.uuid4().hex[:6]
     merchants = {"shop": f"m_shop_{suffix}", "lister": f"m_list_{suffix}", "payee": f"m_payee_{suffix}",
-                 "disputed": f"m_disputed_{suffix}"}
+                 "disputed": f"m_disputed_{suffix}", "saver": f"m_saver_{suffix}", "debtor": f"m_debtor_{suffix}",
+                 "owner": f"m_owner_{suffix}", "intruder": f"m_intruder_{suffix}"}
     keys, secrets = {}, {}
     for role, merchant in merchants.items():
         secrets[role], record = auth.new_key(merchant, "2026-11-25T12:00:00Z")
@@ -85,8 +93,12 @@ def sdk(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     sink.start()
 
     bus = KafkaBus(pipeline.settings, max_slots=1000)
+    objects = KafkaObjects(pipeline.settings)
+    keys_dir = pipeline.settings.keys_dir
+    webhooks = Webhooks(registry_path(pipeline.settings), lambda m: stripe_secret(FileKeyStore(keys_dir).webhook_secret(m).digest))
     app = create_app(bus, auth.ApiKeys(tmp / "api_keys.json"), sealer=intake_sealer(pipeline.settings),
-                     config=ApiConfig(outcome_timeout_s=60), reader=ClickHousePayments(read_client))
+                     config=ApiConfig(outcome_timeout_s=60), reader=ClickHousePayments(read_client), objects=objects,
+                     webhooks=webhooks)
     sock = _free_socket()
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     serving = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="it-api", daemon=True)
@@ -96,10 +108,13 @@ def sdk(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         base = f"http://127.0.0.1:{sock.getsockname()[1]}"
         clients = {role: stripe.StripeClient(secret, base_addresses={"api": base}, max_network_retries=0)
                    for role, secret in secrets.items()}
-        yield Stripe(clients, merchants)
+        routes = [(method, r.path) for r in app.routes if isinstance(r, APIRoute) and r.path.startswith("/v1/")
+                  for method in sorted(r.methods)]
+        yield Stripe(clients, merchants, secrets, base, routes)
     finally:
         server.should_exit = True
         serving.join(30)
+        objects.close()
         bus.close()
         stop_sink.set()
         sink.join(60)
@@ -193,6 +208,95 @@ def test_an_idempotent_retry_and_a_conflicting_one(sdk: Stripe) -> None:
     assert sdk["shop"].v1.payment_intents.retrieve(first.id).amount == 1200
 
 
+def test_a_saved_card_charged_again(sdk: Stripe) -> None:
+    """A customer pays once and saves the card (its vault token); a later off-session
+    payment charges it by the PaymentMethod alone."""
+    client = sdk["saver"]
+    cus = client.v1.customers.create({"email": "ada@example.com", "name": "Ada", "metadata": {"tier": "gold"}},
+                                     {"idempotency_key": "cus-1"})
+    assert isinstance(cus, stripe.Customer) and cus.id.startswith("cus_") and cus.metadata.to_dict() == {"tier": "gold"}
+    assert client.v1.customers.create({"email": "ada@example.com", "name": "Ada", "metadata": {"tier": "gold"}},
+                                      {"idempotency_key": "cus-1"}).id == cus.id
+    first = client.v1.payment_intents.create(
+        {"amount": 1500, "currency": "usd", "confirm": True, "customer": cus.id, "setup_future_usage": "off_session",
+         "payment_method_data": _card()}, {"idempotency_key": "save-1"})
+    assert (first.status, first.customer) == ("succeeded", cus.id) and first.payment_method.startswith("pm_")
+    pm = client.v1.payment_methods.retrieve(first.payment_method)
+    assert isinstance(pm, stripe.PaymentMethod)
+    assert (pm.type, pm.card.brand, pm.card.last4, pm.card.exp_month, pm.card.exp_year, pm.customer) == (
+        "card", "visa", "4242", 12, 2030, cus.id)
+    assert CARD["number"] not in str(pm.to_dict()) and "tok_" not in str(pm.to_dict())
+    assert [m.id for m in client.v1.customers.payment_methods.list(cus.id).data] == [pm.id]
+    assert [m.id for m in client.v1.payment_methods.list({"customer": cus.id, "type": "card"}).data] == [pm.id]
+    updated = client.v1.customers.update(cus.id, {"invoice_settings": {"default_payment_method": pm.id},
+                                                  "metadata": {"tier": "", "since": "2026"}})
+    assert updated.invoice_settings.default_payment_method == pm.id and updated.metadata.to_dict() == {"since": "2026"}
+
+    again = client.v1.payment_intents.create(
+        {"amount": 2300, "currency": "usd", "confirm": True, "customer": cus.id, "payment_method": pm.id, "off_session": True},
+        {"idempotency_key": "save-1-again"})
+    assert (again.status, again.amount_received, again.payment_method, again.customer) == ("succeeded", 2300, pm.id, cus.id)
+    assert again.paystream.card.last4 == "4242" and again.id != first.id
+
+    with pytest.raises(stripe.InvalidRequestError) as e:  # another merchant's card is no card
+        sdk["shop"].v1.payment_methods.retrieve(pm.id)
+    assert e.value.http_status == 404 and e.value.code == "resource_missing"
+    with pytest.raises(stripe.InvalidRequestError) as charged_elsewhere:
+        sdk["shop"].v1.payment_intents.create({"amount": 100, "currency": "usd", "confirm": True, "payment_method": pm.id},
+                                             {"idempotency_key": "steal-1"})
+    assert charged_elsewhere.value.param == "payment_method"
+    with pytest.raises(stripe.InvalidRequestError):
+        sdk["shop"].v1.customers.retrieve(cus.id)
+
+    detached = client.v1.payment_methods.detach(pm.id)
+    assert detached.customer is None
+    assert client.v1.customers.retrieve(cus.id).invoice_settings.default_payment_method is None
+    with pytest.raises(stripe.InvalidRequestError) as gone:
+        client.v1.payment_intents.create({"amount": 100, "currency": "usd", "confirm": True, "customer": cus.id,
+                                          "payment_method": pm.id}, {"idempotency_key": "save-1-detached"})
+    assert gone.value.param == "payment_method"
+    deleted = client.v1.customers.delete(cus.id)
+    assert deleted.deleted and deleted.id == cus.id
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v1.customers.retrieve(cus.id)
+
+
+def test_a_bank_debit(sdk: Stripe, pipeline: Pipeline) -> None:
+    """An ACH debit is processing until the bank's feed says its funds arrived; a SEPA
+    debit takes euros only. The account number stops at the API (its last four go on)."""
+    client, merchant = sdk["debtor"], sdk.merchants["debtor"]
+    accepted = {"customer_acceptance": {"type": "online", "online": {"ip_address": "127.0.0.1", "user_agent": "sdk"}}}
+    ach = {"type": "us_bank_account", "billing_details": {"name": "Ada"},
+           "us_bank_account": {"account_number": "000123456789", "routing_number": "110000000", "account_holder_type": "individual"}}
+    pi = client.v1.payment_intents.create(
+        {"amount": 5000, "currency": "usd", "confirm": True, "payment_method_types": ["us_bank_account"],
+         "payment_method_data": ach, "mandate_data": accepted}, {"idempotency_key": "ach-1"})
+    assert (pi.status, pi.amount, pi.amount_received, pi.payment_method_types) == ("processing", 5000, 0, ["us_bank_account"])
+    assert "000123456789" not in str(pi.to_dict())
+    pid = pi.paystream.payment_id
+    run(pipeline, [follow_up("bank_settle", merchant, pid, "bank-feed-settle-1", at=datetime.now(timezone.utc))])
+    # The bank's notice is not this API's write: the intent reads it from the read model.
+    assert wait_until(lambda: client.v1.payment_intents.retrieve(pi.id).status == "succeeded", WAIT_S), "the sink lags"
+    assert client.v1.payment_intents.retrieve(pi.id).amount_received == 5000
+
+    sepa = {"type": "sepa_debit", "sepa_debit": {"iban": "DE89370400440532013000"}}
+    with pytest.raises(stripe.InvalidRequestError) as e:
+        client.v1.payment_intents.create({"amount": 900, "currency": "usd", "confirm": True, "payment_method_data": sepa,
+                                          "mandate_data": accepted}, {"idempotency_key": "sepa-usd"})
+    assert (e.value.code, e.value.param) == ("currency_not_supported", "currency")
+    euro = client.v1.payment_intents.create({"amount": 900, "currency": "eur", "confirm": True, "payment_method_data": sepa,
+                                             "mandate": "MD-2026-0001"}, {"idempotency_key": "sepa-eur"})
+    assert (euro.status, euro.payment_method_types) == ("processing", ["sepa_debit"])
+    klarna = client.v1.payment_intents.create({"amount": 12_000, "currency": "eur", "confirm": True,
+                                               "payment_method_data": {"type": "klarna"}}, {"idempotency_key": "bnpl-1"})
+    assert (klarna.status, klarna.payment_method_types) == ("succeeded", ["klarna"])
+    wallet = client.v1.payment_intents.create(
+        {"amount": 700, "currency": "usd", "confirm": True, "payment_method_data": {"type": "card", "card": {"wallet": {
+            "type": "google_pay", "token": "gpay_tok_0a1b2c3d4e5f", "cryptogram": "AgAAAAAABk4DWZ4C28yUQAAAAAA="}}}},
+        {"idempotency_key": "wallet-1"})
+    assert (wallet.status, wallet.amount_received) == ("succeeded", 700)
+
+
 def test_a_list_with_pagination(sdk: Stripe) -> None:
     client = sdk["lister"]
     made = sorted(client.v1.payment_intents.create(
@@ -219,9 +323,9 @@ def test_a_webhook_of_a_stripe_checkout_verified_with_the_sdk(sdk: Stripe, pipel
     """`paystream webhooks run` delivers the payment's events; the merchant's Stripe
     code verifies each with `stripe.Webhook.construct_event` and its `whsec_` secret."""
     settings, merchant = pipeline.settings, sdk.merchants["shop"]
-    secret = stripe_secret(FileKeyStore(settings.keys_dir).webhook_secret(merchant).digest)
     verified: list[stripe.Event] = []
     refused: list[str] = []
+    secret = ""  # the endpoint's, from its create
     arrived = asyncio.Event()  # set at each delivery: the wait below looks again then
 
     async def handle(request: web.Request) -> web.Response:
@@ -242,7 +346,10 @@ def test_a_webhook_of_a_stripe_checkout_verified_with_the_sdk(sdk: Stripe, pipel
         await http.setup()
         await web.TCPSite(http, "127.0.0.1", 0).start()
         url = f"http://127.0.0.1:{http.addresses[0][1]}/hooks"
-        registry.save(registry.add(registry.load(registry_path(settings)), merchant, url)[0], registry_path(settings))
+        endpoint = await asyncio.to_thread(sdk["shop"].v1.webhook_endpoints.create, {"url": url, "enabled_events": ["*"]})
+        nonlocal secret
+        secret = endpoint.secret
+        assert isinstance(endpoint, stripe.WebhookEndpoint) and secret.startswith("whsec_")
         stop = asyncio.Event()
         task = asyncio.create_task(WebhookRunner(settings).run(stop))
         try:
@@ -266,6 +373,27 @@ def test_a_webhook_of_a_stripe_checkout_verified_with_the_sdk(sdk: Stripe, pipel
     mine = [e for e in verified if e.data.payment_id == pid]
     assert {e.type for e in mine} >= {"payment.authorized", "payment.captured"} and not refused
     assert all(e.data.merchant_id == merchant for e in verified)
+    assert secret == stripe_secret(FileKeyStore(settings.keys_dir).webhook_secret(merchant).digest)
+    [endpoint] = sdk["shop"].v1.webhook_endpoints.list().data
+    assert sdk["shop"].v1.webhook_endpoints.retrieve(endpoint.id).url == endpoint.url and "secret" not in endpoint
+    with pytest.raises(stripe.InvalidRequestError):  # another merchant's endpoint is unknown
+        sdk["lister"].v1.webhook_endpoints.delete(endpoint.id)
+    assert sdk["shop"].v1.webhook_endpoints.delete(endpoint.id).deleted
+    assert sdk["shop"].v1.webhook_endpoints.list().data == [] and registry.load(registry_path(settings)).of(merchant) == ()
+    # The events the webhooks carried, as Stripe's Events, from the read model.
+    intent = "pi_" + pid[4:]
+
+    def events() -> list[stripe.Event]:
+        return [e for e in sdk["shop"].v1.events.list({"limit": 100}).auto_paging_iter()
+                if e.data.object.id == intent]
+
+    assert wait_until(lambda: {e.type for e in events()} >= {"payment_intent.amount_capturable_updated",
+                                                             "payment_intent.succeeded"}, WAIT_S), "the sink lags"
+    succeeded = next(e for e in events() if e.type == "payment_intent.succeeded")
+    assert isinstance(succeeded, stripe.Event) and succeeded.data.object.status == "succeeded"
+    assert sdk["shop"].v1.events.retrieve(succeeded.id).data.object.amount_received == 4200
+    with pytest.raises(stripe.InvalidRequestError):
+        sdk["lister"].v1.events.retrieve(succeeded.id)
 
 
 def test_the_balance_comes_from_the_ledger(sdk: Stripe) -> None:
@@ -286,6 +414,16 @@ def test_the_balance_comes_from_the_ledger(sdk: Stripe) -> None:
     # shared pipeline's day: the payout rows are tested over chDB in tests/unit/streams/api.)
     payouts = client.v1.payouts.list({"limit": 10})
     assert payouts.data == [] and not payouts.has_more
+    txns = list(client.v1.balance_transactions.list({"limit": 1}).auto_paging_iter())
+    assert [(t.type, t.amount, t.status, t.source) for t in txns] == [
+        ("charge", 10_000 - fee_minor(10_000), "pending", pi.id), ("refund", -2_500, "pending", pi.id)]
+    assert sum(t.net for t in txns) == owed
+    assert client.v1.balance_transactions.retrieve(txns[1].id).amount == -2_500
+    back = client.v1.balance_transactions.list({"ending_before": txns[1].id})
+    assert [t.id for t in back.data] == [txns[0].id] and not back.has_more
+    with pytest.raises(stripe.InvalidRequestError) as e:  # another merchant's is unknown
+        sdk["shop"].v1.balance_transactions.retrieve(txns[0].id)
+    assert e.value.http_status == 404
 
 
 def dispute_command(kind: str, merchant: str, payment_id: str, key: str, amount: int | None = None,
@@ -311,9 +449,6 @@ def test_a_dispute_answered_with_evidence(sdk: Stripe, pipeline: Pipeline) -> No
                                                                    "shipping_tracking_number": "1Z999AA1"}},
                                          {"idempotency_key": "disputed-1-evidence"})
     assert answered.status == "under_review" and answered.evidence_details.submission_count == 1
-    with pytest.raises(stripe.InvalidRequestError) as e:
-        client.v1.disputes.close(dispute.id)
-    assert e.value.code == "dispute_close_unsupported"
     with pytest.raises(stripe.InvalidRequestError):  # another merchant's dispute is no dispute
         sdk["shop"].v1.disputes.retrieve(dispute.id)
     run(pipeline, [dispute_command("dispute_close", merchant, pid, "network-close-1", outcome="won")])
@@ -321,3 +456,86 @@ def test_a_dispute_answered_with_evidence(sdk: Stripe, pipeline: Pipeline) -> No
     with pytest.raises(stripe.InvalidRequestError) as closed:
         client.v1.disputes.update(dispute.id, {"evidence": {"uncategorized_text": "more"}}, {"idempotency_key": "late"})
     assert closed.value.code == "dispute_closed"
+    with pytest.raises(stripe.InvalidRequestError) as won:  # a dispute won is not accepted afterwards
+        client.v1.disputes.close(dispute.id)
+    assert won.value.code == "dispute_closed"
+
+
+def test_a_dispute_accepted(sdk: Stripe, pipeline: Pipeline) -> None:
+    """Closing a dispute accepts it: the merchant stops contesting, the dispute is lost."""
+    client, merchant = sdk["disputed"], sdk.merchants["disputed"]
+    pi = client.v1.payment_intents.create({"amount": 2000, "currency": "usd", "confirm": True,
+                                           "payment_method": "pm_card_visa"}, {"idempotency_key": "accepted-1"})
+    pid = pi.paystream.payment_id
+    run(pipeline, [dispute_command("dispute_open", merchant, pid, "network-open-2", 2000, reason="fraudulent")])
+    assert wait_until(lambda: any(d.payment_intent == pi.id for d in client.v1.disputes.list({"limit": 100}).data),
+                      WAIT_S), "the sink lags"
+    [dispute] = [d for d in client.v1.disputes.list({"limit": 100}).data if d.payment_intent == pi.id]
+    with pytest.raises(stripe.InvalidRequestError):  # another merchant cannot accept it
+        sdk["shop"].v1.disputes.close(dispute.id)
+    closed = client.v1.disputes.close(dispute.id, {}, {"idempotency_key": "accept-1"})
+    assert (closed.id, closed.status) == (dispute.id, "lost")
+    assert wait_until(lambda: client.v1.disputes.retrieve(dispute.id).status == "lost", WAIT_S), "the sink lags"
+    assert client.v1.disputes.close(dispute.id).status == "lost"  # accepting again changes nothing
+
+
+def test_a_key_sees_only_its_own_merchants_objects(sdk: Stripe, pipeline: Pipeline) -> None:
+    """Every /v1 route that names an object, called with another merchant's key and the
+    owner's real ids: 404 resource_missing, as for an id that does not exist. A route
+    added without an entry here fails the test."""
+    owner, merchant = sdk["owner"], sdk.merchants["owner"]
+    cus = owner.v1.customers.create({"email": "o@example.com"}, {"idempotency_key": "sec-cus"})
+    saved = owner.v1.payment_intents.create({"amount": 3000, "currency": "usd", "confirm": True, "customer": cus.id,
+                                             "setup_future_usage": "off_session", "payment_method": "pm_card_visa"},
+                                            {"idempotency_key": "sec-pay"})
+    refund = owner.v1.refunds.create({"payment_intent": saved.id, "amount": 100}, {"idempotency_key": "sec-refund"})
+    pid = saved.paystream.payment_id
+    run(pipeline, [dispute_command("dispute_open", merchant, pid, "sec-open", 1000, reason="general")])
+    endpoint = owner.v1.webhook_endpoints.create({"url": "http://127.0.0.1:9/owner", "enabled_events": ["*"]})
+    assert wait_until(lambda: owner.v1.disputes.list().data and owner.v1.events.list().data
+                      and owner.v1.balance_transactions.list().data, WAIT_S), "the sink lags"
+    ids = {"payment_id": pid, "intent": saved.id, "refund": refund.id, "dispute": owner.v1.disputes.list().data[0].id,
+           "customer": cus.id, "payment_method": saved.payment_method, "txn": owner.v1.balance_transactions.list().data[0].id,
+           "event": owner.v1.events.list().data[0].id, "endpoint": endpoint.id, "payout": "po_" + "0" * 32}
+    mine = sdk["intruder"].v1.customers.create({}, {"idempotency_key": "sec-own-cus"})  # the intruder's own, for attach
+    form = {"/v1/payment_intents/{intent}/confirm": {"payment_method_options[card][three_d_secure][ares_trans_status]": "Y"},
+            "/v1/disputes/{dispute}": {"evidence[uncategorized_text]": "mine"},
+            "/v1/payment_methods/{payment_method}/attach": {"customer": mine.id},
+            "/v1/customers/{customer}": {"name": "x"}}
+    json_bodies = {"/v1/payments/{payment_id}/confirm": {"three_ds": {"trans_status": "Y"}},
+                   "/v1/payments/{payment_id}/dispute/evidence": {"evidence": "mine"}}
+    headers = {"Authorization": f"Bearer {sdk.secrets['intruder']}", "Idempotency-Key": f"sec-{uuid.uuid4().hex}"}
+    tried = []
+    with httpx.Client(base_url=sdk.base, timeout=60) as http:
+        for method, template in sdk.routes:
+            names = [n for n in ids if "{" + n + "}" in template]
+            if not names:
+                continue
+            path = template
+            for n in names:
+                path = path.replace("{" + n + "}", ids[n])
+            h = headers | {"Idempotency-Key": f"sec-{uuid.uuid4().hex}"}
+            if template.startswith("/v1/payments/"):
+                r = http.request(method, path, json=json_bodies.get(template, {}) if method == "POST" else None, headers=h)
+            else:
+                r = http.request(method, path, data=form.get(template) if method == "POST" else None, headers=h)
+            assert (r.status_code, r.json()["error"]["code"]) == (404, "resource_missing"), (method, template, r.text)
+            assert merchant not in r.text and "4242" not in r.text
+            tried.append((method, template))
+        unnamed = [rt for rt in sdk.routes if "{" in rt[1] and rt not in tried]
+        assert not unnamed, f"routes with an id this test does not try: {unnamed}"
+        assert len(tried) >= 26, tried
+        # Ids in a body or a query: Stripe's resource_missing on the parameter.
+        for method, path, data, param in [
+                ("POST", "/v1/refunds", {"payment_intent": saved.id}, "payment_intent"),
+                ("POST", "/v1/payment_intents", {"amount": "100", "currency": "usd", "confirm": "true", "customer": cus.id,
+                                                 "payment_method": saved.payment_method}, "customer"),
+                ("GET", "/v1/payment_methods?customer=" + cus.id, None, "customer"),
+                ("GET", "/v1/balance_transactions?starting_after=" + ids["txn"], None, "starting_after")]:
+            r = http.request(method, path, data=data, headers=headers | {"Idempotency-Key": f"sec-{uuid.uuid4().hex}"})
+            assert r.status_code in (400, 404) and r.json()["error"]["code"] == "resource_missing", (path, r.text)
+            assert r.json()["error"]["param"] == param, (path, r.text)
+    # The owner's objects are untouched by all that.
+    assert owner.v1.payment_methods.retrieve(saved.payment_method).customer == cus.id
+    assert owner.v1.disputes.retrieve(ids["dispute"]).status == "needs_response"
+    assert owner.v1.payment_intents.retrieve(saved.id).amount_received == 3000

@@ -18,6 +18,7 @@ from streams.api import auth
 from streams.api.acs import Acs
 from streams.api.app import ApiConfig, create_app
 from streams.api.bus import InMemoryBus
+from streams.api.stripe_events import Webhooks
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
 DECLINED_CARD = "4000000000000002"
@@ -86,7 +87,7 @@ class FakePipeline:
             authenticated = cmd["three_ds"]["trans_status"] in ("Y", "A")
             p |= {"payment_status": "authorized" if authenticated else "declined"}
             out = base | p | ({"status": "succeeded"} if authenticated else {"status": "rejected", "reason_code": "authentication_failed"})
-        elif cmd["kind"] == "dispute_evidence":
+        elif cmd["kind"] in ("dispute_evidence", "dispute_close"):
             out = base | p | {"status": "succeeded"}
         else:
             amount = cmd["amount_minor"] or p["captured_minor"] - p["refunded_minor"]
@@ -119,6 +120,25 @@ class FakeReader:
 
     def payout(self, merchant_id: str, payout_id: str) -> dict[str, Any] | None:
         return next((p for p in self.payout_rows if p["merchant_id"] == merchant_id and p["payout_id"] == payout_id), None)
+
+    # The ledger's lines and the payment events are read over chDB (tests/integration/api):
+    # the fake pipeline posts none.
+    def balance_transactions(self, merchant_id: str, limit: int, after: dict[str, Any] | None = None,
+                             before: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        return []
+
+    def balance_transaction(self, merchant_id: str, entry_hex: str, kind: str) -> dict[str, Any] | None:
+        return None
+
+    def events(self, merchant_id: str, limit: int, starting_after: str | None = None,
+               ending_before: str | None = None) -> list[dict[str, Any]]:
+        return []
+
+    def event(self, merchant_id: str, event_id: str) -> dict[str, Any] | None:
+        return None
+
+    def saved_card(self, merchant_id: str, payment_id: str) -> str | None:
+        return None
 
     def disputes(self, merchant_id: str, limit: int, starting_after: str | None = None,
                  ending_before: str | None = None) -> list[dict[str, Any]]:
@@ -212,8 +232,9 @@ def build_api(tmp_path: Path, key_file: tuple[Path, str, str], intake_keys: File
     bus = InMemoryBus(pipeline)
     sealer: Sealer = active_sealer(intake_keys)
     reader = FakeReader(pipeline) if with_reader else None
+    webhooks = Webhooks(tmp_path / "webhooks.json", lambda merchant: "whsec_" + merchant.encode().hex())
     app = create_app(bus, auth.ApiKeys(path), sealer=sealer, config=config, instance="test", clock=clock or Clock(), now=lambda: T0,
-                     reader=reader, acs=Acs(ActiveSigner.of(intake_keys, ACS_SIGNING)))
+                     reader=reader, acs=Acs(ActiveSigner.of(intake_keys, ACS_SIGNING)), webhooks=webhooks)
     return Api(TestClient(app, raise_server_exceptions=False), bus, pipeline, path, secret, other, reader)
 
 

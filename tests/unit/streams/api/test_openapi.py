@@ -33,7 +33,12 @@ def test_the_spec_documents_the_routes_and_the_error_shape() -> None:
                                   "/v1/refunds", "/v1/refunds/{refund}", "/v1/balance", "/v1/disputes",
                                   "/v1/disputes/{dispute}", "/v1/disputes/{dispute}/close", "/v1/payouts",
                                   "/v1/payouts/{payout}", "/v1/payments/{payment_id}/three_ds/authenticate",
-                                  "/acs/v1/challenges/{acs_trans_id}"}
+                                  "/acs/v1/challenges/{acs_trans_id}", "/v1/customers", "/v1/customers/{customer}",
+                                  "/v1/customers/{customer}/payment_methods", "/v1/payment_methods",
+                                  "/v1/payment_methods/{payment_method}", "/v1/payment_methods/{payment_method}/attach",
+                                  "/v1/payment_methods/{payment_method}/detach", "/v1/balance_transactions",
+                                  "/v1/balance_transactions/{txn}", "/v1/events", "/v1/events/{event}",
+                                  "/v1/webhook_endpoints", "/v1/webhook_endpoints/{endpoint}"}
     create = spec["paths"]["/v1/payments"]["post"]
     assert {"200", "202", "400", "401", "402", "409", "413", "429"} <= set(create["responses"])
     listing = spec["paths"]["/v1/payments"]["get"]

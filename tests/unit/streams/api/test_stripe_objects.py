@@ -165,3 +165,26 @@ def test_payouts() -> None:
     assert (paid["status"], paid["arrival_date"]) == ("paid", int(paid_at.timestamp()))
     failed = payout_object(row | {"status": "failed", "answered_at": paid_at, "failure_reason": "account_closed"})
     assert (failed["status"], failed["failure_code"]) == ("failed", "account_closed")
+
+
+def test_events_name_stripes_types_and_a_dispute_close_names_its_dispute() -> None:
+    from datetime import datetime, timezone
+
+    from streams.api.stripe_objects import balance_transaction_object, balance_transaction_of, event_object
+
+    at = datetime(2026, 11, 25, tzinfo=timezone.utc)
+    base = {"payment_id": "pay_" + "a" * 32, "merchant_id": "m1", "currency": "USD", "amount_minor": 500, "fee_minor": 0,
+            "payment_status": "captured", "authorized_minor": 500, "captured_minor": 500, "refunded_minor": 0,
+            "reason_code": None, "card_bin": "424242", "card_last4": "4242", "version": 2, "occurred_at": at}
+    captured = event_object(base | {"event_id": "evt_" + "1" * 32, "type": "captured"})
+    assert (captured["type"], captured["data"]["object"]["id"], captured["data"]["object"]["status"]) == (
+        "payment_intent.succeeded", "pi_" + "a" * 32, "succeeded")
+    closed = event_object(base | {"event_id": "evt_" + "3" * 32, "type": "dispute_lost", "opened_event_id": "evt_" + "2" * 32})
+    assert (closed["type"], closed["data"]["object"]["id"], closed["data"]["object"]["status"]) == (
+        "charge.dispute.closed", "dp_" + "2" * 32, "lost")
+    assert event_object(base | {"event_id": "evt_" + "4" * 32, "type": "settled"})["type"] == "paystream.settled"
+    txn = balance_transaction_object({"entry_id": "je_" + "b" * 32, "account": "merchant:m1:available", "currency": "USD",
+                                      "event_type": "settlement", "payment_id": "stl_x", "amount_minor": 941, "first_at": at})
+    assert (txn["id"], txn["status"], txn["type"], txn["amount"], txn["currency"], txn["source"]) == (
+        "txn_" + "b" * 32 + "a", "available", "transfer", 941, "usd", "stl_x")
+    assert balance_transaction_of(txn["id"]) == ("b" * 32, "available") and balance_transaction_of("txn_x") is None

@@ -18,6 +18,12 @@ def create(**extra: Any) -> dict[str, Any]:
             "payment_method_data": {"type": "card", "card": dict(CARD)}} | extra
 
 
+ACH = {"type": "us_bank_account", "us_bank_account": {"account_number": "000123456789", "routing_number": "110000000",
+                                                       "account_holder_type": "individual"}}
+ACCEPTED = {"customer_acceptance": {"type": "online", "online": {"ip_address": "127.0.0.1", "user_agent": "sdk"}}}
+WALLET = {"type": "apple_pay", "token": "applepay_tok_0123456789", "cryptogram": "AAAAAAAAAAAAAAAAAAAAAAAAAAA="}
+
+
 def refused(fn: Any, form: dict[str, Any]) -> ApiError:
     with pytest.raises(ApiError) as e:
         fn(form)
@@ -31,6 +37,28 @@ def test_a_create_converts_its_strings() -> None:
     assert c.card == {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123"}
     assert "4242" not in repr(c)
     assert p.create_intent(create(capture_method="automatic_async")).capture_method == "automatic"
+
+
+def test_each_payment_method_type_maps_onto_the_pipelines_method() -> None:
+    ach = p.create_intent(create(payment_method_data=ACH, mandate_data=ACCEPTED, payment_method_types={"0": "us_bank_account"}))
+    assert (ach.source.type, ach.source.method, ach.mandate_accepted, ach.card) == ("us_bank_account", "bank_transfer", True, None)
+    assert ach.source.instrument == {"bank_account": {"scheme": "ach", "mandate_id": None, "account_last4": "6789"}}
+    assert "000123456789" not in repr(ach) and "000123456789" not in repr(ach.source.instrument)
+    sepa = p.create_intent(create(currency="eur", payment_method_data={"type": "sepa_debit", "sepa_debit": {
+        "iban": "DE89 3704 0044 0532 0130 00"}}, mandate="mandate-7"))
+    assert sepa.source.instrument["bank_account"] == {"scheme": "sepa", "mandate_id": None, "account_last4": "3000"}
+    assert sepa.mandate == "mandate-7"
+    wallet = p.create_intent(create(payment_method_data={"type": "card", "card": {"wallet": WALLET}}))
+    assert (wallet.source.type, wallet.source.method, wallet.card) == ("card", "wallet", None)
+    assert wallet.source.instrument == {"wallet": {"provider": "apple_pay", "token": WALLET["token"], "cryptogram": WALLET["cryptogram"]}}
+    bnpl = p.create_intent(create(payment_method_data={"type": "afterpay_clearpay"}))
+    assert (bnpl.source.method, bnpl.source.instrument) == ("bnpl", {"bnpl": {"provider": "afterpay_clearpay"}})
+    saved = create(payment_method="pm_" + "a" * 32, customer="cus_" + "b" * 32, off_session="true")
+    del saved["payment_method_data"]
+    s = p.create_intent(saved)
+    assert (s.source.saved, s.payment_method, s.customer, s.card) == (True, "pm_" + "a" * 32, "cus_" + "b" * 32, None)
+    keep = p.create_intent(create(setup_future_usage="off_session"))
+    assert keep.setup_future_usage == "off_session" and keep.source.details["last4"] == "4242"
 
 
 def test_stripes_test_payment_methods_are_the_simulated_providers_cards() -> None:
@@ -59,7 +87,28 @@ def test_stripes_test_payment_methods_are_the_simulated_providers_cards() -> Non
     (create(metadata={"k": {"nested": "x"}}), 400, "parameter_invalid", "metadata[k]"),
     (create(metadata="x"), 400, "parameter_invalid", "metadata"),
     (create(expand="latest_charge"), 400, "parameter_invalid", "expand"),
-    (create(payment_method_data={"type": "sepa_debit"}), 400, "parameter_invalid", "payment_method_data[type]"),
+    (create(payment_method_data={"type": "bitcoin"}), 400, "parameter_invalid", "payment_method_data[type]"),
+    (create(payment_method_data={"type": "sepa_debit"}), 400, "parameter_missing", "payment_method_data[sepa_debit]"),
+    (create(payment_method_data={"type": "sepa_debit", "sepa_debit": {"iban": "DE89"}}, mandate_data=ACCEPTED), 400,
+     "parameter_invalid", "payment_method_data[sepa_debit][iban]"),
+    (create(payment_method_data=ACH), 400, "parameter_missing", "mandate_data"),
+    (create(payment_method_data=ACH, mandate_data={"customer_acceptance": {}}), 400, "parameter_missing",
+     "mandate_data[customer_acceptance][type]"),
+    (create(payment_method_data=ACH | {"us_bank_account": {"account_number": "000123456789", "routing_number": "11"}},
+            mandate_data=ACCEPTED), 400, "parameter_invalid", "payment_method_data[us_bank_account][routing_number]"),
+    (create(payment_method_data=ACH, mandate_data=ACCEPTED, capture_method="manual"), 400, "parameter_invalid",
+     "capture_method"),
+    (create(mandate="mandate-1"), 400, "parameter_invalid", "mandate"),
+    (create(payment_method_data={"type": "card", "card": {"wallet": WALLET, "number": CARD["number"]}}), 400,
+     "parameter_invalid", "payment_method_data[card][wallet]"),
+    (create(payment_method_data={"type": "card", "card": {"wallet": WALLET | {"type": "samsung_pay"}}}), 400,
+     "parameter_invalid", "payment_method_data[card][wallet][type]"),
+    (create(payment_method_data={"type": "klarna"}, setup_future_usage="off_session"), 400, "parameter_invalid",
+     "setup_future_usage"),
+    (create(payment_method_data={"type": "klarna", "klarna": {"dob": "1"}}), 400, "parameter_invalid",
+     "payment_method_data[klarna]"),
+    (create(customer="cus_1"), 400, "resource_missing", "customer"),
+    (create(setup_future_usage="always"), 400, "parameter_invalid", "setup_future_usage"),
     (create(payment_method_data={"type": "card"}), 400, "parameter_missing", "payment_method_data[card]"),
     (create(payment_method_data={"type": "card", "card": CARD | {"pin": "1"}}), 400, "parameter_unknown",
      "payment_method_data[card][pin]"),

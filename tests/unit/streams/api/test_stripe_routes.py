@@ -240,7 +240,7 @@ def dispute_row(api: Api, pi: dict[str, Any], event_hex: str, closed_as: str = "
     return row
 
 
-def test_disputes_list_retrieve_answer_with_evidence_and_close_is_refused(
+def test_disputes_list_retrieve_answer_with_evidence_and_accept(
         tmp_path: Path, key_file: tuple[Path, str, str], intake_keys: FileKeyStore) -> None:
     api = build_api(tmp_path, key_file, intake_keys, with_reader=True)
     pi = create(api, capture_method="automatic").json()
@@ -267,8 +267,13 @@ def test_disputes_list_retrieve_answer_with_evidence_and_close_is_refused(
     assert api.client.get(f"/v1/disputes/{dp}", headers=api.headers()).json()["status"] == "under_review"
     closed = post(api, f"/v1/disputes/dp_{'0' * 32}", {"evidence[uncategorized_text]": "late"}, "ev-2")
     assert closed.status_code == 400 and error_of(closed)["code"] == "dispute_closed"
+    assert post(api, f"/v1/disputes/dp_{'2' * 32}/close", {}, "close-theirs").status_code == 404
     accept = post(api, f"/v1/disputes/{dp}/close", {}, "close-1")
-    assert accept.status_code == 400 and error_of(accept)["code"] == "dispute_close_unsupported"
+    assert accept.status_code == 200 and accept.json()["status"] == "lost", accept.text
+    cmd = api.bus.published[-1]
+    assert (cmd["kind"], cmd["payment_id"], cmd["dispute"]["outcome"]) == ("dispute_close", payment_id_of_pi(pi), "lost")
+    lost = post(api, f"/v1/disputes/dp_{'0' * 32}/close", {}, "close-2")  # lost already: nothing to accept, nothing sent
+    assert lost.status_code == 200 and lost.json()["status"] == "lost" and api.bus.published[-1] is cmd
     for path in (f"/v1/disputes/dp_{'2' * 32}", "/v1/disputes/dp_nope", f"/v1/disputes/evt_{'1' * 32}"):
         assert api.client.get(path, headers=api.headers()).status_code == 404  # another merchant's is unknown
     assert post(api, f"/v1/disputes/dp_{'2' * 32}", {"evidence[x]": "y"}, "steal").status_code == 404
@@ -306,3 +311,19 @@ def test_payouts_list_and_retrieve_the_callers_only(tmp_path: Path, key_file: tu
         assert r.status_code == 404 and error_of(r)["code"] == "resource_missing"
     bad_cursor = api.client.get("/v1/payouts", params={"starting_after": "pi_" + "0" * 32}, headers=api.headers())
     assert bad_cursor.status_code == 400 and error_of(bad_cursor)["param"] == "starting_after"
+
+
+def test_the_new_routes_are_rate_limited_with_retry_after(tmp_path: Path, key_file: tuple[Path, str, str],
+                                                          intake_keys: FileKeyStore) -> None:
+    from streams.api.app import ApiConfig
+
+    api = build_api(tmp_path, key_file, intake_keys, ApiConfig(rate_per_s=0.01, rate_burst=1, rate_queue_max=0),
+                    with_reader=True)
+    assert api.client.get("/v1/customers", headers=api.headers()).status_code == 200  # the one token
+    for method, path in [("POST", "/v1/customers"), ("GET", "/v1/customers/cus_" + "0" * 32),
+                         ("GET", "/v1/payment_methods/pm_" + "0" * 32), ("POST", "/v1/payment_methods/pm_" + "0" * 32 + "/detach"),
+                         ("GET", "/v1/balance_transactions"), ("GET", "/v1/events"), ("GET", "/v1/webhook_endpoints"),
+                         ("POST", "/v1/webhook_endpoints"), ("POST", "/v1/disputes/dp_" + "0" * 32 + "/close")]:
+        r = api.client.request(method, path, headers=api.headers("k-429"))
+        assert r.status_code == 429, (path, r.text)
+        assert int(r.headers["Retry-After"]) >= 1 and error_of(r)["type"] == "rate_limit_error"
