@@ -63,9 +63,7 @@ def install(app: FastAPI, deps: StripeDeps, webhooks: Webhooks | None) -> None:
         after = await own_txn(merchant, p.starting_after, "starting_after") if p.starting_after else None
         before = await own_txn(merchant, p.ending_before, "ending_before") if p.ending_before else None
         rows = await deps.read_model(lambda r: r.balance_transactions(merchant, p.limit + 1, after, before))
-        page = list(reversed(rows[:p.limit])) if before else rows[:p.limit]
-        return JSONResponse({"object": "list", "url": "/v1/balance_transactions", "has_more": len(rows) > p.limit,
-                             "data": [balance_transaction_object(row) for row in page]})
+        return JSONResponse(params.list_page(rows, p, "/v1/balance_transactions", balance_transaction_object))
 
     @app.get("/v1/balance_transactions/{txn}", response_model=BalanceTransaction, responses=_ERRORS, dependencies=_AUTH,
              summary="Retrieve a balance transaction (Stripe)", tags=["stripe"])
@@ -80,9 +78,7 @@ def install(app: FastAPI, deps: StripeDeps, webhooks: Webhooks | None) -> None:
         p = params.list_params(_query(request), EVENT_ID, "Event")
         rows = await deps.read_model(lambda r: r.events(merchant, p.limit + 1, p.starting_after, p.ending_before))
         assert all(row["merchant_id"] == merchant for row in rows), "the read model returned another merchant's event"
-        page = list(reversed(rows[:p.limit])) if p.ending_before else rows[:p.limit]
-        return JSONResponse({"object": "list", "url": "/v1/events", "has_more": len(rows) > p.limit,
-                             "data": [event_object(row) for row in page]})
+        return JSONResponse(params.list_page(rows, p, "/v1/events", event_object))
 
     @app.get("/v1/events/{event}", response_model=Event, responses=_ERRORS, dependencies=_AUTH,
              summary="Retrieve an event (Stripe)", tags=["stripe"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from streams.api.errors import ApiError
@@ -502,6 +503,14 @@ def list_params(params: dict[str, Any], cursor_id: re.Pattern[str] = _CURSOR, of
         if cursor is not None and not cursor_id.match(cursor):
             raise invalid(name, f"{name} must be a {of} id")
     return ListParams(limit, after, before)
+
+
+def list_page(rows: list[Any], p: ListParams, url: str, render: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+    """A Stripe list from a reader's `rows`, asked for `p.limit + 1` and nearest to the
+    cursor first: `has_more` from the extra row, the page in id order (an ending_before
+    page is read backwards)."""
+    page = list(reversed(rows[:p.limit])) if p.ending_before else rows[:p.limit]
+    return {"object": "list", "url": url, "has_more": len(rows) > p.limit, "data": [render(row) for row in page]}
 
 
 def dispute_evidence(params: dict[str, Any], max_chars: int) -> str:

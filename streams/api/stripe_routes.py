@@ -390,11 +390,8 @@ def install(app: FastAPI, deps: StripeDeps) -> None:
         before = payment_id_of(p.ending_before) if p.ending_before else None
         views = await deps.read_model(lambda r: r.list(merchant, p.limit + 1, after, before))
         assert all(v["merchant_id"] == merchant for v in views), "the read model returned another merchant's payment"
-        has_more = len(views) > p.limit
-        # ending_before pages backwards: the reader answers nearest first; the page stays in id order.
-        page = list(reversed(views[:p.limit])) if before else views[:p.limit]
-        return JSONResponse({"object": "list", "url": "/v1/payment_intents", "has_more": has_more,
-                             "data": [payment_intent(v, intents.get(v["payment_id"])) for v in page]})
+        return JSONResponse(params.list_page(views, p, "/v1/payment_intents",
+                                             lambda v: payment_intent(v, intents.get(v["payment_id"]))))
 
     @app.post("/v1/refunds", response_model=Refund, responses=_ERRORS, dependencies=_AUTH, summary="Refund a PaymentIntent (Stripe)",
               tags=["stripe"], openapi_extra=_form_body(_REFUND_SCHEMA) | {"parameters": _HEADERS})
@@ -456,9 +453,8 @@ def install(app: FastAPI, deps: StripeDeps) -> None:
         before = opened_event_of(p.ending_before) if p.ending_before else None
         rows = await deps.read_model(lambda r: r.disputes(merchant, p.limit + 1, after, before))
         assert all(row["merchant_id"] == merchant for row in rows), "the read model returned another merchant's dispute"
-        page = list(reversed(rows[:p.limit])) if before else rows[:p.limit]
-        data = [dispute_object(row, submitted.get(dispute_id(row["event_id"])) or 0) for row in page]
-        return JSONResponse({"object": "list", "url": "/v1/disputes", "has_more": len(rows) > p.limit, "data": data})
+        return JSONResponse(params.list_page(rows, p, "/v1/disputes",
+                                             lambda row: dispute_object(row, submitted.get(dispute_id(row["event_id"])) or 0)))
 
     @app.get("/v1/disputes/{dispute}", response_model=Dispute, responses=_ERRORS, dependencies=_AUTH,
              summary="Retrieve a dispute (Stripe)", tags=["stripe"])
@@ -527,9 +523,7 @@ def install(app: FastAPI, deps: StripeDeps) -> None:
         p = params.list_params(_query(request), params.PAYOUT_CURSOR, "Payout")
         rows = await deps.read_model(lambda r: r.payouts(merchant, p.limit + 1, p.starting_after, p.ending_before))
         assert all(row["merchant_id"] == merchant for row in rows), "the read model returned another merchant's payout"
-        page = list(reversed(rows[:p.limit])) if p.ending_before else rows[:p.limit]
-        return JSONResponse({"object": "list", "url": "/v1/payouts", "has_more": len(rows) > p.limit,
-                             "data": [payout_object(row) for row in page]})
+        return JSONResponse(params.list_page(rows, p, "/v1/payouts", payout_object))
 
     @app.get("/v1/payouts/{payout}", response_model=Payout, responses=_ERRORS, dependencies=_AUTH,
              summary="Retrieve a payout (Stripe)", tags=["stripe"])
