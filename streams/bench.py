@@ -50,7 +50,7 @@ from confluent_kafka.admin import AdminClient
 
 from connectors.kafka import admin
 from connectors.kafka.admin import TopicSpec
-from connectors.kafka.clients import command_producer
+from connectors.kafka.clients import command_producer, produce_waiting
 from schemas.codec import Codec
 from streams import bench_peers, bench_stages
 from streams.audit import rebuild
@@ -110,12 +110,7 @@ def ceiling(settings: Settings, messages: int) -> dict[str, Any]:
     producer = command_producer(client_config(settings))
     started = time.monotonic()
     for i in range(messages):
-        while True:
-            try:
-                producer.produce(topic, key=f"k{i}".encode(), value=value)
-                break
-            except BufferError:
-                producer.poll(0.05)
+        produce_waiting(producer, topic, key=f"k{i}".encode(), value=value)
         producer.poll(0)
     assert producer.flush(CONSUME_TIMEOUT_S) == 0, "the ceiling's producer did not deliver everything"
     produced_s = time.monotonic() - started
@@ -231,12 +226,7 @@ def open_loop(settings: Settings, fleet: Fleet, observer: Observer, rate_per_s: 
                 time.sleep(delay)  # pacing the schedule, not a sync
             behind_s.append(max(0.0, -delay))
             scheduled_ms.setdefault(command_id, wall0_ms + i * 1000 / rate_per_s)  # a retry keeps its first send
-            while True:
-                try:
-                    producer.produce(topic, key=key, value=value)
-                    break
-                except BufferError:
-                    producer.poll(0.01)
+            produce_waiting(producer, topic, key=key, value=value, wait_s=0.01)
             producer.poll(0)
         assert producer.flush(CONSUME_TIMEOUT_S) == 0, "the open-loop sender did not deliver everything"
 

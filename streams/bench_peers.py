@@ -26,7 +26,7 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from connectors.kafka import admin
 from connectors.kafka.admin import TopicSpec
-from connectors.kafka.clients import connection
+from connectors.kafka.clients import connection, produce_waiting
 from streams.settings import Settings, client_config
 
 VALUE_BYTES = 300
@@ -54,12 +54,7 @@ def fill(settings: Settings, topic: str, records: int) -> None:
     producer = Producer({**client_config(settings), "enable.idempotence": True, "linger.ms": 20, "log_level": 3})
     value = os.urandom(VALUE_BYTES)
     for i in range(records):
-        while True:
-            try:
-                producer.produce(topic, value, f"key-{i % KEYS}".encode())
-                break
-            except BufferError:
-                producer.poll(0.05)
+        produce_waiting(producer, topic, value=value, key=f"key-{i % KEYS}".encode())
     assert producer.flush(120) == 0, "the peers' input was not all delivered"
 
 

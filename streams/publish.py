@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
-from connectors.kafka.clients import command_producer
+from connectors.kafka.clients import command_producer, produce_waiting
 from connectors.vault.intake import Sealer
 from schemas.cards import CardError, mask_pans
 from schemas.codec import Codec, EncodeError
@@ -153,12 +153,7 @@ def publish_commands(settings: Settings, items: Iterable[dict[str, Any] | RawMes
     sent = 0
     for item in items:
         key, value = item if isinstance(item, tuple) else (command_key(item), COMMAND_CODEC.encode(item))
-        while True:
-            try:
-                producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
-                break
-            except BufferError:
-                producer.poll(0.1)  # queue full: let deliveries drain, then retry
+        produce_waiting(producer, topic, key=key, value=value, on_delivery=on_delivery)
         producer.poll(0)
         sent += 1
     remaining = producer.flush(FLUSH_TIMEOUT_S)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors.kafka import admin
-from connectors.kafka.clients import command_producer
+from connectors.kafka.clients import command_producer, produce_waiting
 from connectors.vault.keys import FileKeyStore
 from streams.chaos import peak_rss_bytes
 from streams.runner import WorkerProcess, wait_until
@@ -85,12 +85,7 @@ def fill_changelog(settings: Settings, keys: int, versions: int) -> int:
     for version in range(versions):
         for k in range(keys):
             value = os.urandom(VALUE_BYTES - 1) + bytes([version])
-            while True:
-                try:
-                    producer.produce(topic, key=f"cmd-{k:09d}".encode(), value=value, partition=k % settings.partitions)
-                    break
-                except BufferError:
-                    producer.poll(0.1)
+            produce_waiting(producer, topic, key=f"cmd-{k:09d}".encode(), value=value, partition=k % settings.partitions)
             sent += 1
         producer.poll(0)
     if producer.flush(120) != 0:

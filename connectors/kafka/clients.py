@@ -45,6 +45,17 @@ def command_producer(conn: Connection, *, linger_ms: int = 5) -> Producer:
     )
 
 
+def produce_waiting(producer: Producer, topic: str, *, wait_s: float = 0.05, **record: Any) -> None:
+    """`producer.produce(topic, **record)`, waiting for room while librdkafka's queue is
+    full (BufferError): how a bulk sender is held back, never a record dropped."""
+    while True:
+        try:
+            producer.produce(topic, **record)
+            return
+        except BufferError:
+            producer.poll(wait_s)
+
+
 def committed_reader(conn: Connection, topics: list[str], *, group_id: str | None = None, from_beginning: bool = True) -> Consumer:
     """A read_committed consumer: sees only what the pipeline's transactions committed.
 

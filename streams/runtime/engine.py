@@ -16,6 +16,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from connectors.kafka.clients import produce_waiting
 from streams import metrics
 from streams.runtime.messages import ORIGIN_HEADER, Message, Record, exit_for_restart, origin_of
 from streams.runtime.restore import restore
@@ -201,12 +202,8 @@ class Engine:
     def _produce(self, record: Record, source_partition: int, headers: list[tuple[str, bytes]] | None) -> None:
         assert self._in_txn, "a send outside a transaction"
         partition = source_partition if record.partition is None else record.partition
-        while True:
-            try:
-                self.producer.produce(record.topic, record.value, record.key, partition=partition, headers=headers)
-                return
-            except BufferError:  # the queue is full: let librdkafka send, then try again
-                self.producer.poll(0.05)
+        produce_waiting(self.producer, record.topic, value=record.value, key=record.key, partition=partition,
+                        headers=headers)
 
     # -- committing ----------------------------------------------------------------
 

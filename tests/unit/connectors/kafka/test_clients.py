@@ -11,3 +11,25 @@ def test_a_local_timeout_is_retried_until_the_deadline_like_a_settling_leader() 
     assert _transient(KafkaError(KafkaError._TIMED_OUT))  # a busy broker: ask again
     assert _transient(KafkaError(KafkaError.LEADER_NOT_AVAILABLE))
     assert not _transient(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED))  # never settles
+
+
+def test_produce_waiting_waits_for_room_and_drops_nothing() -> None:
+    from connectors.kafka.clients import produce_waiting
+
+    class Full:  # librdkafka's queue full twice, then room
+        def __init__(self) -> None:
+            self.refusals, self.polls, self.produced = 2, [], []
+
+        def produce(self, topic: str, **record: object) -> None:
+            if self.refusals:
+                self.refusals -= 1
+                raise BufferError("Local: Queue full")
+            self.produced.append((topic, record))
+
+        def poll(self, timeout_s: float) -> int:
+            self.polls.append(timeout_s)
+            return 0
+
+    p = Full()
+    produce_waiting(p, "t", key=b"k", value=b"v", partition=3, wait_s=0.01)  # type: ignore[arg-type]
+    assert p.produced == [("t", {"key": b"k", "value": b"v", "partition": 3})] and p.polls == [0.01, 0.01]
