@@ -46,6 +46,15 @@ def ledger_imbalance(records: Iterable[tuple[bytes, bytes]], max_records: int = 
     return out
 
 
+def set_ledger_gauge(records: Iterable[tuple[bytes, bytes]], currencies_seen: set[str]) -> None:
+    """`paystream_ledger_imbalance_minor` from balance records; a currency once seen
+    keeps its series (back to 0 when it balances again), so the alert can clear."""
+    totals = ledger_imbalance(records)
+    currencies_seen.update(totals)
+    for currency in currencies_seen:
+        metrics.LEDGER_IMBALANCE.labels(currency=currency).set(totals.get(currency, 0))
+
+
 @dataclass
 class BreakerBoard:
     """Breakers are per provider and payment partition (connectors/providers/router.py);

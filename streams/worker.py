@@ -498,14 +498,10 @@ def build_worker(settings: Settings) -> Engine:
     def ledger_gauge() -> None:
         """The imbalance of this worker's ledger partitions (committed balances)."""
         try:
-            totals = probes.ledger_imbalance(kv for task in engine.tasks.values()
-                                             for kv in task.table(BALANCES_T).store.items())
+            probes.set_ledger_gauge((kv for task in engine.tasks.values() for kv in task.table(BALANCES_T).store.items()),
+                                    imbalance_currencies)
         except probes.TooManyBalances as e:
             log.warning("ledger imbalance not checked: %s", e)
-            return
-        imbalance_currencies.update(totals)
-        for currency in imbalance_currencies:
-            metrics.LEDGER_IMBALANCE.labels(currency=currency).set(totals.get(currency, 0))
 
     periodic = [Periodic(BLOCKLIST_POLL_S, blocklist_reader.poll), Periodic(SANCTIONS_POLL_S, sanctions_reader.poll),
                 Periodic(probes.PROBE_INTERVAL_S, ledger_gauge)]

@@ -14,7 +14,7 @@ from streams.reconcile import ProviderTxn, write_report
 from streams.runner import wait_until
 from streams.scheduler import JOB_ORDER, default_jobs
 from streams.settings import Settings
-from tests.unit.deploy.alert_support import RULES, expr, free_port, increase, increase_by, render, scrape
+from tests.unit.deploy.alert_support import RULES, by, expr, free_port, increase, increase_by, render, scrape
 from tests.unit.streams.test_scheduler import Clock, Offline, _NoProducer
 
 # alert -> the test that makes it fire ("module::function").
@@ -26,13 +26,12 @@ FIRING = {
     "PaystreamSuccessRateLow": "tests/integration/streams/test_alerts_run.py::test_the_workers_alerts_fire",
     "PaystreamLatencyP99High": "tests/integration/streams/test_alerts_run.py::test_the_workers_alerts_fire",
     "PaystreamConsumerLagGrowing": "tests/integration/streams/test_alerts_run.py::test_consumer_lag_growing_fires_from_the_lag_watch",
+    "PaystreamLedgerImbalance": "tests/unit/deploy/test_alerts_fire.py::test_ledger_imbalance_fires_from_the_workers_gauge_and_clears",
 }
 # Not yet made to fire by a test (issue 24): why.
 PENDING = {
     "PaystreamFraudSpike": "needs a day-apart pair of windows of risk decisions from a worker with fraud scoring",
     "PaystreamBreakerOpen": "needs a rail outage schedule that opens a breaker in a running worker",
-    "PaystreamLedgerImbalance": "the ledger stage refuses unbalanced entries, so only a bug can move the gauge: "
-                                "needs the worker's gauge update as a function a test can feed",
 }
 REPO = Path(__file__).resolve().parents[3]
 
@@ -102,3 +101,22 @@ def test_clock_stalled_fires_when_the_broker_takes_no_tick() -> None:
 
     assert window(_NoProducer(unacked=0)) > 0  # ticking: the alert stays quiet
     assert window(_NoProducer(unacked=1)) == 0  # nothing acknowledged: the alert's condition holds
+
+
+def test_ledger_imbalance_fires_from_the_workers_gauge_and_clears() -> None:
+    # The ledger stage refuses an unbalanced entry, so only a bug unbalances the books:
+    # the test feeds the worker's gauge update (probes.set_ledger_gauge) such balances.
+    assert expr("PaystreamLedgerImbalance") == "max by (currency) (abs(paystream_ledger_imbalance_minor)) != 0"
+    from streams import probes
+    from streams.ledger import balance_key, encode_balance, house_account, merchant_account
+
+    seen: set[str] = set()
+    balanced = [(balance_key(merchant_account("m_a", "pending"), "CHF"), encode_balance(-500)),
+                (balance_key(house_account("clearing", 0), "CHF"), encode_balance(500))]
+    probes.set_ledger_gauge(balanced, seen)
+    assert by(render(), "paystream_ledger_imbalance_minor", "currency", currency="CHF") == {"CHF": 0}  # silent
+    probes.set_ledger_gauge(balanced + [(balance_key(merchant_account("m_b", "pending"), "CHF"), encode_balance(7))], seen)
+    firing = {c: abs(v) for c, v in by(render(), "paystream_ledger_imbalance_minor", "currency", currency="CHF").items()}
+    assert firing == {"CHF": 7}  # max by currency of abs != 0: fires
+    probes.set_ledger_gauge(balanced, seen)  # balanced again: the series stays, at 0, and the alert clears
+    assert by(render(), "paystream_ledger_imbalance_minor", "currency", currency="CHF") == {"CHF": 0}
