@@ -299,10 +299,16 @@ def reconcile_day(client: Client, day: date, report: list[ProviderTxn], lag_days
     rows = [r for i in result.items for r in rows_for("reconciliation", asdict(i))]
     if rows:
         Sink(client).insert(rows)
+    count_discrepancies(result)
+    return result
+
+
+def count_discrepancies(result: ReconResult) -> None:
+    """Each unmatched item of a reconciliation (a provider's report or the chain's
+    custody) in SETTLEMENT_DISCREPANCIES, by status."""
     for item in result.items:
         if item.status != "matched":
             SETTLEMENT_DISCREPANCIES.labels(item.status).inc()
-    return result
 
 
 def provider_reports(settings: Settings, day: date, files: list[Path] | None = None) -> tuple[list[ProviderTxn], dict[str, int]]:

@@ -21,6 +21,10 @@ matched by a ledger row expected on another day is matched (a timing difference,
 noted in `detail`); ledger rows expected on other days only explain such rows. A
 bank transfer is a capture when submitted (bank_submitted) and a return when the
 bank returns it (bank_returned, bank_reversed), under the submission's key.
+
+The chain is a source too (`reconcile_custody`): per asset, the ledger's
+`crypto_custody` balance at the end of the day must equal the chain's deposits to our
+addresses less our sends (refunds to payers) by then; else `custody_mismatch`.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,9 +42,12 @@ from schemas.money import is_currency
 from schemas.times import from_ms, to_ms
 
 if TYPE_CHECKING:
+    from connectors.providers.chain import SimChain
     from connectors.providers.rails import Rail
+    from streams.crypto import CryptoPolicy
 
-STATUSES = ("matched", "amount_mismatch", "missing_in_ledger", "missing_in_report", "duplicate_in_report")
+STATUSES = ("matched", "amount_mismatch", "missing_in_ledger", "missing_in_report", "duplicate_in_report",
+            "custody_mismatch")
 MAX_REPORT_ROWS = 5_000_000
 # The events whose money a provider settles; a bank transfer's return reuses its submission's key.
 # The payment events that moved money at a provider, and as what.
@@ -240,3 +247,85 @@ def export_reports(rails: Mapping[str, Rail], day: date, out_dir: Path, *,
         os.replace(tmp, path)  # reconcile never reads a half-written report
         files[name] = path
     return Export(files, counts, altered)
+
+
+# --- the chain as a source: custody per asset ---
+
+CUSTODY_ACCOUNT = "house:crypto_custody:"  # streams/ledger.py house_account("crypto_custody", shard)
+SEND_EVENTS = ("crypto_refunded", "refunded")  # our transactions out of a deposit address
+
+
+def _ms(at: Any) -> int:
+    return at if isinstance(at, int) else to_ms(at)
+
+
+def day_end_ms(day: date) -> int:
+    """The last millisecond of `day` (UTC): the report's cut-off."""
+    return to_ms(datetime.combine(day + timedelta(days=1), time.min, timezone.utc)) - 1
+
+
+def last_look_ms(issued_ms: int, expires_ms: int, cutoff_ms: int, policy: CryptoPolicy) -> int | None:
+    """When the pipeline last looked at a payment's address by `cutoff_ms`: its crypto
+    timer fires every `poll_ms` after the quote and stops at the first look at or past
+    `expires + watch_ms` (streams/crypto.py `watching`). None: not looked at yet. The
+    chain is compared as of that look, so a deposit mined since is not a discrepancy."""
+    looks = (cutoff_ms - issued_ms) // policy.poll_ms
+    if looks < 1:
+        return None
+    last = -(-(expires_ms + policy.watch_ms - issued_ms) // policy.poll_ms)  # the look that ends the watch
+    return issued_ms + min(looks, max(last, 1)) * policy.poll_ms
+
+
+def chain_custody(events: Iterable[Mapping[str, Any]], chains: Mapping[str, SimChain], policy: CryptoPolicy,
+                  cutoff_ms: int) -> dict[str, int]:
+    """asset -> what the chain says our deposit addresses hold at `cutoff_ms`: the
+    deposits it shows for each quoted address (as of the pipeline's last look) less
+    our sends by then. From the payment events: the quotes name the addresses, the
+    sends carry their amounts (a simulated chain keeps no history of its own)."""
+    out: dict[str, int] = {}
+    for e in events:
+        crypto = e.get("crypto")
+        at = _ms(e["occurred_at"])
+        if crypto is None or at > cutoff_ms:
+            continue
+        asset = crypto["asset"]
+        if e["type"] == "crypto_quoted":
+            expires = _ms(crypto["expires_at"])
+            look = last_look_ms(at, expires, cutoff_ms, policy)
+            if look is not None:
+                view = chains[asset].view(crypto["address"], crypto["due_minor"], at, expires, look)
+                out[asset] = out.get(asset, 0) + sum(d.amount_minor for d in view.deposits)
+        elif e["type"] in SEND_EVENTS:
+            out[asset] = out.get(asset, 0) - crypto["amount_minor"]
+    return out
+
+
+def ledger_custody(entries: Iterable[Mapping[str, Any]], cutoff_ms: int) -> dict[str, int]:
+    """asset -> the `crypto_custody` balance (debit) of the journal entries by `cutoff_ms`
+    (records as on ledger-entries, streams/ledger.py `entry_to_record`), over every shard."""
+    out: dict[str, int] = {}
+    for entry in entries:
+        if _ms(entry["occurred_at"]) > cutoff_ms:
+            continue
+        for line in entry["lines"]:
+            if line["account"].startswith(CUSTODY_ACCOUNT):
+                out[line["currency"]] = out.get(line["currency"], 0) + line["debit_minor"] - line["credit_minor"]
+    return out
+
+
+def reconcile_custody(day: date, chain: Mapping[str, int], ledger: Mapping[str, int],
+                      chain_names: Mapping[str, str]) -> ReconResult:
+    """One item per asset: `matched` when the ledger's custody equals the chain's,
+    else `custody_mismatch` (counted like any other discrepancy). The chain's figure
+    is the report side, the ledger's the ledger side, in the asset's minor units;
+    `chain_names`: asset -> the chain's name (the item's provider)."""
+    items = []
+    for asset in sorted(set(chain) | set(ledger)):
+        on_chain, booked = chain.get(asset, 0), ledger.get(asset, 0)
+        status = "matched" if on_chain == booked else "custody_mismatch"
+        detail = "" if status == "matched" else f"chain {on_chain} ledger {booked} ({booked - on_chain:+d} in the ledger)"
+        items.append(ReconItem(day=day, provider=chain_names.get(asset, asset), provider_ref=f"custody:{asset}",
+                               payment_id="", status=status, currency=asset, report_amount_minor=on_chain,
+                               ledger_amount_minor=booked, report_fee_minor=None, ledger_fee_minor=None,
+                               detail=detail))
+    return ReconResult(day, tuple(items))
