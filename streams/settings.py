@@ -162,6 +162,10 @@ class Settings(BaseSettings):
     # Refuse creates of merchants absent from the registry (streams/merchants.py);
     # off by default so unregistered (demo) merchants keep working.
     merchants_require_registration: bool = False
+    # What a merchant whose KYC is pending may take per event-time UTC day, per currency,
+    # in minor units (JSON: '{"USD": 500000}'); a currency absent or 0: refused until
+    # verified (streams/kyc_limits.py; docs/compliance.md).
+    kyc_pending_daily_cap_minor: dict[str, int] = Field(default_factory=dict)
     # ClickHouse sink (connectors/clickhouse/sink.py: Batcher, Sink; the caps are its MAX_*).
     clickhouse_batch_max_rows: int = Field(10_000, ge=1, le=1_000_000)
     clickhouse_batch_max_wait_ms: int = Field(1_000, ge=0, le=60_000)
@@ -214,6 +218,16 @@ class Settings(BaseSettings):
         if not v.strip():
             raise ValueError("PAYSTREAM_KAFKA_BOOTSTRAP must not be empty")
         return v.strip()
+
+    @field_validator("kyc_pending_daily_cap_minor")
+    @classmethod
+    def _caps_are_currencies_and_longs(cls, v: dict[str, int]) -> dict[str, int]:
+        from schemas.money import is_currency
+
+        for currency, cap in v.items():
+            if not is_currency(currency) or not 0 <= cap <= 2**63 - 1:
+                raise ValueError("kyc_pending_daily_cap_minor: ISO 4217 codes to minor units in 0..2**63-1")
+        return v
 
     @model_validator(mode="after")
     def _kafka_security_is_complete(self) -> Settings:
