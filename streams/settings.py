@@ -181,11 +181,12 @@ class Settings(BaseSettings):
     # timers they could beat (a capture before its expiry), and no tick is ever ahead of the wall clock.
     scheduler_tick_interval_s: float = Field(30.0, ge=0.1, le=3_600)
     scheduler_tick_lag_s: float = Field(120.0, ge=0, le=24 * 3600)
-    # Daily jobs (settle, payouts, providers_report, reconcile, comma-separated; empty: ticks only): a
-    # day's jobs run once the clock is this far past the day's end (late commands and the sink settle
-    # first), each job and day at most once; the jobs are checked every `jobs_check_s`.
-    scheduler_jobs: str = Field("settle,payouts,providers_report,reconcile",
-                                pattern=r"^((settle|payouts|providers_report|reconcile)(,(settle|payouts|providers_report|reconcile))*)?$")
+    # Daily jobs (settle, kyc_reverify, payouts, providers_report, reconcile, comma-separated; empty:
+    # ticks only): a day's jobs run once the clock is this far past the day's end (late commands and
+    # the sink settle first), each job and day at most once; the jobs are checked every `jobs_check_s`.
+    scheduler_jobs: str = Field("settle,kyc_reverify,payouts,providers_report,reconcile",
+                                pattern=r"^((settle|kyc_reverify|payouts|providers_report|reconcile)"
+                                        r"(,(settle|kyc_reverify|payouts|providers_report|reconcile))*)?$")
     scheduler_jobs_delay_s: int = Field(3_600, ge=0, le=7 * 86_400)
     scheduler_jobs_check_s: float = Field(60.0, ge=0.1, le=86_400)
     # Missed days run after downtime, at most this many back; older ones are logged for a manual run.
