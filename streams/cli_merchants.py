@@ -181,7 +181,5 @@ def kyc_reverify(as_of: str = typer.Option(..., help="Event time (ISO 8601, UTC)
 
     at = datetime.fromisoformat(as_of)
     at = at if at.tzinfo else at.replace(tzinfo=timezone.utc)
-    desk = kyc_ops.KycDesk(get_settings())
-    for record in kyc_ops.reverify_due(desk.registry(), at, desk.sanctions()):
-        desk.write(record)
+    for record in kyc_ops.reverify_run(kyc_ops.KycDesk(get_settings()), at):
         print(json.dumps(kyc_ops.view(record), default=str))

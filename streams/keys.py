@@ -36,6 +36,8 @@ Storage, in the keys table (keys carry the partition, see streams/timers.py):
   b"<p>/mf/<command_id>"         -> JSON of the counts attached to that create (a
                                     redelivery gets the same, folds nothing twice)
   b"<p>/ml/<label_id>"           -> b"1" (labels applied; both forgotten after `retention`)
+  b"<p>/kc/<merchant>\\x1f<currency>\\x1f<day>" -> JSON int: a pending merchant's creates that
+                                    day (streams/kyc_limits.py), forgotten `retention` after the day
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from typing import Any, Mapping
 from models.features import FeatureInputError, MerchantState, StateError, make_txn
 from schemas.state import state_json, state_loads
 from schemas.times import to_ms
+from streams import kyc_limits
 from streams.merchants import admit
 from streams.payments import event_ms
 from streams.risk_stage import tx_of
@@ -101,12 +104,14 @@ def label_routing_key(label: Mapping[str, Any]) -> bytes | None:
 def handle(cmd: dict[str, Any], partition: int, record_ts_ms: int, get: Get, retention: timedelta,
            sweep_max: int = SWEEP_MAX, route_retention: timedelta | None = None, *,
            merchant: Mapping[str, Any] | None = None, require_registration: bool = False,
-           sanctions: SanctionsList | None = None) -> KeyEffects:
+           sanctions: SanctionsList | None = None, pending_caps: Mapping[str, int] | None = None) -> KeyEffects:
     """`route_retention` None: no risk stage, every command goes straight on. `merchant`:
     the registry's record of the command's merchant (streams/merchants.py), if any; a
     create it does not admit is refused here and claims nothing. `sanctions`: the list
-    a create's payer is screened against (streams/screening.py); a hit holds it for review."""
-    refusal = admit(cmd, merchant, require_registration=require_registration)
+    a create's payer is screened against (streams/screening.py); a hit holds it for review.
+    `pending_caps`: currency -> daily cap in minor units a pending merchant may take (streams/kyc_limits.py)."""
+    cap = kyc_limits.pending_cap(cmd, merchant, pending_caps or {})
+    refusal = admit(cmd, merchant, require_registration=require_registration, pending_allowed=cap is not None)
     if refusal is not None and cmd["rejection_reason"] is None:
         cmd = cmd | {"rejection_reason": refusal.reason, "rejection_detail": refusal.detail}
     effects = KeyEffects(cmd)
@@ -117,8 +122,10 @@ def handle(cmd: dict[str, Any], partition: int, record_ts_ms: int, get: Get, ret
         raw = get(key)
         claim = state_loads(raw) if raw is not None else None
         if claim is None:
-            effects.writes.append((key, state_json({"payment_id": cmd["payment_id"], "first_ms": at_ms})))
-            timers.push(Timer("forget", at_ms + retention // timedelta(milliseconds=1), key.decode()))
+            # Counted with the claim: a redelivery or retry of the same payment finds it and counts nothing.
+            if cap is None or _count_pending(effects, partition, get, timers, retention, at_ms, cap):
+                effects.writes.append((key, state_json({"payment_id": cmd["payment_id"], "first_ms": at_ms})))
+                timers.push(Timer("forget", at_ms + retention // timedelta(milliseconds=1), key.decode()))
         elif claim["payment_id"] != cmd["payment_id"]:
             effects.command = cmd | {
                 "rejection_reason": "idempotency_conflict",
@@ -139,6 +146,26 @@ def handle(cmd: dict[str, Any], partition: int, record_ts_ms: int, get: Get, ret
             effects.route = get(rkey)
     _sweep(timers, at_ms, record_ts_ms, sweep_max, effects.writes, effects.fired)
     return effects
+
+
+def _count_pending(effects: KeyEffects, partition: int, get: Get, timers: TimerStore, retention: timedelta,
+                   at_ms: int, cap: int) -> bool:
+    """Count a pending merchant's create into its event day's total; False (and the
+    create refused) if it would pass the cap."""
+    cmd = effects.command
+    day = kyc_limits.event_day(at_ms)
+    key = kyc_limits.tally_key(partition, cmd["merchant_id"], cmd["currency"], day)
+    raw = get(key)
+    total = state_loads(raw) if raw is not None else 0
+    new = kyc_limits.take(total, cmd["amount_minor"], cap)
+    if new is None:
+        effects.command = cmd | {"rejection_reason": kyc_limits.REASON,
+                                 "rejection_detail": kyc_limits.refusal_detail(cmd["currency"], day, total, cmd["amount_minor"], cap)}
+        return False
+    effects.writes.append((key, state_json(new)))
+    if raw is None:  # late creates of the day still find it for `retention`
+        timers.push(Timer("forget", kyc_limits.day_end_ms(day) + retention // timedelta(milliseconds=1), key.decode()))
+    return True
 
 
 def _attach_merchant_features(effects: KeyEffects, partition: int, get: Get, timers: TimerStore,

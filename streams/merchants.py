@@ -129,9 +129,10 @@ class Refusal:
 
 
 def admit(cmd: Mapping[str, Any], merchant: Mapping[str, Any] | None, *,
-          require_registration: bool = False) -> Refusal | None:
+          require_registration: bool = False, pending_allowed: bool = False) -> Refusal | None:
     """None if the registry lets this command through, else why not. Only creates
-    are checked (see the module doc)."""
+    are checked (see the module doc). `pending_allowed`: a pending merchant passes the
+    KYC check (its daily cap is the keys stage's, streams/kyc_limits.py); the rest still apply."""
     if cmd["kind"] != "create":
         return None
     if merchant is None:
@@ -140,7 +141,7 @@ def admit(cmd: Mapping[str, Any], merchant: Mapping[str, Any] | None, *,
         if cmd.get("splits"):  # whom it may pay is the registry's to say
             return Refusal("merchant_unknown", "a split payment's platform must be registered")
         return None
-    if merchant["kyc_status"] != "verified":
+    if merchant["kyc_status"] != "verified" and not (pending_allowed and merchant["kyc_status"] == "pending"):
         return Refusal("merchant_not_verified", f"the merchant's KYC status is {merchant['kyc_status']}")
     if merchant["currencies"] and cmd["currency"] not in merchant["currencies"]:
         return Refusal("currency_not_allowed", f"the merchant may charge in {', '.join(merchant['currencies'])}")

@@ -42,11 +42,12 @@ from streams.topics import topic_names
 
 log = logging.getLogger("paystream.scheduler")
 
-JOB_ORDER = ("settle", "payouts", "providers_report", "reconcile")
+# kyc_reverify before payouts: a merchant whose verification lapsed that day is held, not paid.
+JOB_ORDER = ("settle", "kyc_reverify", "payouts", "providers_report", "reconcile")
 # A job runs for a day only after the job it reads from succeeded for that day (when enabled).
 NEEDS = {"payouts": "settle", "reconcile": "providers_report"}
 RUN_CODEC = Codec("JobRun")
-MAX_RUN_RECORDS = 1_000_000  # job-runs records read at start (compacted: four a day)
+MAX_RUN_RECORDS = 1_000_000  # job-runs records read at start (compacted: five a day)
 FLUSH_TIMEOUT_S = 30
 DAY = timedelta(days=1)
 
@@ -106,9 +107,9 @@ def read_models(settings: Settings) -> Iterator[Any]:
         client.close()
 
 
-def default_jobs(settings: Settings) -> dict[str, Job]:
+def default_jobs(settings: Settings, kyc_desk: Any = None) -> dict[str, Job]:
     """The daily jobs, as their CLI commands run them (streams/settle_job.py,
-    payouts_job.py, reconcile.py, readmodels.py)."""
+    payouts_job.py, reconcile.py, readmodels.py, kyc_ops.py; `kyc_desk`: tests pass a fake)."""
 
     def settle(day: date) -> str:
         from streams.settle_job import read_registry, settle_day
@@ -150,7 +151,17 @@ def default_jobs(settings: Settings) -> dict[str, Job]:
             result = reconcile_day(client, day, rows, lag)  # counts SETTLEMENT_DISCREPANCIES here, served by us
         return ", ".join(f"{status} {n}" for status, n in result.counts.items())
 
-    return {"settle": settle, "payouts": payouts, "providers_report": providers_report, "reconcile": reconcile}
+    def kyc_reverify(day: date) -> str:
+        from streams import kyc_ops
+
+        # As `paystream merchants kyc-reverify --as-of <the day's end>`.
+        records = kyc_ops.reverify_run(kyc_desk or kyc_ops.KycDesk(settings), kyc_ops.day_end(day))
+        states: dict[str, int] = {}
+        for r in records:
+            states[r["kyc"]["state"]] = states.get(r["kyc"]["state"], 0) + 1
+        return f"{len(records)} merchant(s) checked again" + "".join(f", {s} {n}" for s, n in sorted(states.items()))
+
+    return {"settle": settle, "kyc_reverify": kyc_reverify, "payouts": payouts, "providers_report": providers_report, "reconcile": reconcile}
 
 
 class Scheduler:

@@ -162,6 +162,10 @@ class Settings(BaseSettings):
     # Refuse creates of merchants absent from the registry (streams/merchants.py);
     # off by default so unregistered (demo) merchants keep working.
     merchants_require_registration: bool = False
+    # What a merchant whose KYC is pending may take per event-time UTC day, per currency,
+    # in minor units (JSON: '{"USD": 500000}'); a currency absent or 0: refused until
+    # verified (streams/kyc_limits.py; docs/compliance.md).
+    kyc_pending_daily_cap_minor: dict[str, int] = Field(default_factory=dict)
     # ClickHouse sink (connectors/clickhouse/sink.py: Batcher, Sink; the caps are its MAX_*).
     clickhouse_batch_max_rows: int = Field(10_000, ge=1, le=1_000_000)
     clickhouse_batch_max_wait_ms: int = Field(1_000, ge=0, le=60_000)
@@ -177,11 +181,12 @@ class Settings(BaseSettings):
     # timers they could beat (a capture before its expiry), and no tick is ever ahead of the wall clock.
     scheduler_tick_interval_s: float = Field(30.0, ge=0.1, le=3_600)
     scheduler_tick_lag_s: float = Field(120.0, ge=0, le=24 * 3600)
-    # Daily jobs (settle, payouts, providers_report, reconcile, comma-separated; empty: ticks only): a
-    # day's jobs run once the clock is this far past the day's end (late commands and the sink settle
-    # first), each job and day at most once; the jobs are checked every `jobs_check_s`.
-    scheduler_jobs: str = Field("settle,payouts,providers_report,reconcile",
-                                pattern=r"^((settle|payouts|providers_report|reconcile)(,(settle|payouts|providers_report|reconcile))*)?$")
+    # Daily jobs (settle, kyc_reverify, payouts, providers_report, reconcile, comma-separated; empty:
+    # ticks only): a day's jobs run once the clock is this far past the day's end (late commands and
+    # the sink settle first), each job and day at most once; the jobs are checked every `jobs_check_s`.
+    scheduler_jobs: str = Field("settle,kyc_reverify,payouts,providers_report,reconcile",
+                                pattern=r"^((settle|kyc_reverify|payouts|providers_report|reconcile)"
+                                        r"(,(settle|kyc_reverify|payouts|providers_report|reconcile))*)?$")
     scheduler_jobs_delay_s: int = Field(3_600, ge=0, le=7 * 86_400)
     scheduler_jobs_check_s: float = Field(60.0, ge=0.1, le=86_400)
     # Missed days run after downtime, at most this many back; older ones are logged for a manual run.
@@ -214,6 +219,16 @@ class Settings(BaseSettings):
         if not v.strip():
             raise ValueError("PAYSTREAM_KAFKA_BOOTSTRAP must not be empty")
         return v.strip()
+
+    @field_validator("kyc_pending_daily_cap_minor")
+    @classmethod
+    def _caps_are_currencies_and_longs(cls, v: dict[str, int]) -> dict[str, int]:
+        from schemas.money import is_currency
+
+        for currency, cap in v.items():
+            if not is_currency(currency) or not 0 <= cap <= 2**63 - 1:
+                raise ValueError("kyc_pending_daily_cap_minor: ISO 4217 codes to minor units in 0..2**63-1")
+        return v
 
     @model_validator(mode="after")
     def _kafka_security_is_complete(self) -> Settings:

@@ -220,7 +220,8 @@ def build_worker(settings: Settings) -> Engine:
             effects = parked(task, m, "keys", lambda: key_stage.handle(
                 cmd, m.partition, m.timestamp_ms, table.get, retention, sweep_max, route_retention,
                 merchant=MERCHANT_CODEC.decode(registered) if registered is not None else None,
-                require_registration=settings.merchants_require_registration, sanctions=sanctions))
+                require_registration=settings.merchants_require_registration, sanctions=sanctions,
+                pending_caps=settings.kyc_pending_daily_cap_minor))
             if effects is None:
                 continue
             for k, v in effects.writes:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone
 
-from streams.scheduler import JOB_ORDER, Scheduler, due_days, event_time, latest_due_day
+from streams import kyc, kyc_ops
+from streams.sanctions import load_list
+from streams.scheduler import JOB_ORDER, Scheduler, default_jobs, due_days, event_time, latest_due_day
 from streams.settings import Settings
 
 T = datetime(2026, 12, 6, 10, 30, 15, 123456, tzinfo=timezone.utc)
@@ -87,8 +89,9 @@ def test_a_failed_day_holds_back_its_job_and_the_job_that_reads_it_and_is_retrie
         s.runs[name][D - timedelta(days=3)] = "succeeded"
     first = s.run_due()
     d2, d1 = D - timedelta(days=2), D - timedelta(days=1)
-    # settle D-2 failed: settle D-1 and payouts (both days) wait; the report and reconcile go on.
-    assert first == [("settle", d2, "failed"), ("providers_report", d2, "succeeded"), ("reconcile", d2, "succeeded"),
+    # settle D-2 failed: settle D-1 and payouts (both days) wait; re-verification, the report and reconcile go on.
+    assert first == [("settle", d2, "failed"), ("kyc_reverify", d2, "succeeded"), ("providers_report", d2, "succeeded"),
+                     ("reconcile", d2, "succeeded"), ("kyc_reverify", d1, "succeeded"),
                      ("providers_report", d1, "succeeded"), ("reconcile", d1, "succeeded")]
     failing.clear()
     assert s.run_due() == [("settle", d2, "succeeded"), ("payouts", d2, "succeeded"), ("settle", d1, "succeeded"),
@@ -101,3 +104,46 @@ def test_a_failed_day_holds_back_its_job_and_the_job_that_reads_it_and_is_retrie
     assert [r[2] for r in s.run_due() if r[0] == "settle"] == ["failed"]
     assert [r for r in s.run_due() if r[0] == "settle"] == []
     assert calls.count(("settle", D)) == 2
+
+
+class FakeDesk:
+    """KycDesk on a dict: the registry read whole, each write folded in (as the compacted topic)."""
+
+    def __init__(self, registry: dict) -> None:
+        self.reg, self.written = registry, []  # type: ignore[var-annotated]
+
+    def registry(self) -> dict:
+        return dict(self.reg)
+
+    def sanctions(self):  # type: ignore[no-untyped-def]
+        return load_list()
+
+    def write(self, record: dict) -> None:
+        self.written.append(record)
+        self.reg[record["merchant_id"]] = record
+
+
+def _verified(merchant_id: str, at: datetime) -> dict:
+    docs = {"registration_certificate": "docs:rc/1", "owner_id": "docs:id/1", "proof_of_address": "docs:poa/1"}
+    app = kyc.application("Acme Trading Ltd", "GB", "GB-12345", ("Ada Example",), docs)
+    record = kyc_ops.submit(None, merchant_id, app, at, load_list())
+    assert record["kyc_status"] == "verified"
+    return record
+
+
+def test_kyc_reverify_checks_again_the_verifications_expired_by_the_days_end_once() -> None:
+    # m_old's year ends during D (at 18:00); m_new's the day after: only m_old is due for D.
+    old_at = datetime(2026, 12, 6, 18, tzinfo=timezone.utc) - kyc.REVERIFY_AFTER
+    desk = FakeDesk({"m_old": _verified("m_old", old_at), "m_new": _verified("m_new", old_at + timedelta(days=1))})
+    job = default_jobs(Settings(), kyc_desk=desk)["kyc_reverify"]
+    assert job(D - timedelta(days=1)) == "0 merchant(s) checked again"
+    assert job(D) == "1 merchant(s) checked again, verified 1"
+    assert [r["merchant_id"] for r in desk.written] == ["m_old"]
+    # Checked at the day's end (event time), verified for another year from then.
+    assert desk.reg["m_old"]["kyc"]["verified_until"] == kyc_ops.day_end(D) + kyc.REVERIFY_AFTER
+    assert job(D) == "0 merchant(s) checked again"  # a rerun of the day (crash before its run record) writes nothing
+
+
+def test_kyc_reverify_runs_daily_before_payouts_by_default() -> None:
+    enabled = Offline(Settings(), {}, Clock(T)).enabled
+    assert "kyc_reverify" in enabled and enabled.index("kyc_reverify") < enabled.index("payouts")
