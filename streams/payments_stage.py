@@ -168,29 +168,23 @@ def _loader(tables: Tables, payments: dict[bytes, Payment]) -> Callable[[bytes],
 def _fire_and_seal(timers: TimerStore, watermark_ms: int, payments: dict[bytes, Payment], tables: Tables, saga: Saga,
                    policy: Policy, sweep_max: int, effects: Effects, signer: Signs | None) -> Effects:
     """Fire the timers due by `watermark_ms` (at most `sweep_max` per kind: forget dedup
-    records, expire uncaptured authorizations), write the payments and timers, seal the events."""
+    records, expire uncaptured authorizations, look at crypto deposits), write the
+    payments and timers, link the events."""
     load = _loader(tables, payments)
     for timer in timers.pop_due("forget", watermark_ms, sweep_max):
         effects.fired.append(timer)
         effects.writes.append((DEDUP, timer.ref.encode(), None))
-    for timer in timers.pop_due("expire", watermark_ms, sweep_max):
-        effects.fired.append(timer)
-        payment = load(timer.ref.encode())
-        expiry = expire_due(payment, timer, saga, policy) if payment is not None else None
-        if expiry is not None:
-            assert expiry.payment is not None
-            payments[timer.ref.encode()] = expiry.payment
-            effects.send(EVENTS, expiry.events)
     again: list[Timer] = []  # pushed after the sweep: a queue is not pushed while it is popped
-    for timer in timers.pop_due("crypto", watermark_ms, sweep_max):
-        effects.fired.append(timer)
-        payment = load(timer.ref.encode())
-        looked = crypto_due(payment, timer, saga, policy) if payment is not None else None
-        if looked is not None:
-            assert looked.payment is not None
-            payments[timer.ref.encode()] = looked.payment
-            effects.send(EVENTS, looked.events)
-            again.extend(looked.timers)
+    for kind, due in (("expire", expire_due), ("crypto", crypto_due)):
+        for timer in timers.pop_due(kind, watermark_ms, sweep_max):
+            effects.fired.append(timer)
+            payment = load(timer.ref.encode())
+            decision = due(payment, timer, saga, policy) if payment is not None else None
+            if decision is not None:
+                assert decision.payment is not None
+                payments[timer.ref.encode()] = decision.payment
+                effects.send(EVENTS, decision.events)
+                again.extend(decision.timers)  # a crypto look watches again; an expiry sets none
     for timer in again:
         timers.push(timer)
     effects.writes.extend((PAYMENTS, k, p.to_json()) for k, p in payments.items())
