@@ -50,14 +50,14 @@ def unavailable() -> ApiError:
 
 def page(docs: list[dict[str, Any]], p: params.ListParams, url: str,
          render: Callable[[dict[str, Any]], dict[str, Any]]) -> JSONResponse:
-    """A Stripe list of `docs` (sorted by id) after or before the cursor."""
+    """A Stripe list of `docs` (sorted by id) after or before the cursor: the rows a
+    reader would answer (nearest the cursor first, one more than the limit), paged as
+    the read-model lists are (`list_page`)."""
     if p.ending_before is not None:
-        before = [d for d in docs if d["id"] < p.ending_before]
-        chosen, has_more = before[-p.limit:], len(before) > p.limit
+        rows = [d for d in reversed(docs) if d["id"] < p.ending_before][:p.limit + 1]
     else:
-        after = [d for d in docs if p.starting_after is None or d["id"] > p.starting_after]
-        chosen, has_more = after[:p.limit], len(after) > p.limit
-    return JSONResponse({"object": "list", "url": url, "has_more": has_more, "data": [render(d) for d in chosen]})
+        rows = [d for d in docs if p.starting_after is None or d["id"] > p.starting_after][:p.limit + 1]
+    return JSONResponse(params.list_page(rows, p, url, render))
 
 
 def _fingerprint(form: dict[str, Any]) -> str:
