@@ -3,19 +3,19 @@
 it, in offset order (an entry per uid, a tombstone delists). Kafka IO only; the
 matching is streams/sanctions.py's.
 
-A worker follows the topic as it follows the fraud blocklist (streams/worker.py,
-BlocklistReader): all of it before its first screen, then what is new every
+A worker follows the topic as it follows the fraud blocklist (both through
+connectors.kafka.clients.TopicFollower): all of it before its first screen, then what is new every
 SANCTIONS_POLL_S, so a list update reaches every worker within seconds. A job (the
 payouts run, the KYC checks, the CLI) reads a snapshot with `read_list`.
 """
 
 from __future__ import annotations
 
-import atexit
 import logging
 from collections.abc import Iterable
 from typing import Any
 
+from connectors.kafka.clients import TopicFollower
 from schemas.codec import Codec, DecodeError
 from streams import metrics, topics
 from streams.sanctions import Entry, SanctionsError, SanctionsList, load_list
@@ -34,9 +34,10 @@ def apply_message(slist: SanctionsList, key: bytes | None, value: bytes | None) 
         return False
     try:
         uid = key.decode()
-        slist.apply(uid, None if value is None else Entry.from_record(ENTRY_CODEC.decode(value)))
-        if value is not None:
-            slist.version = ENTRY_CODEC.decode(value)["list_version"]
+        record = None if value is None else ENTRY_CODEC.decode(value)
+        slist.apply(uid, None if record is None else Entry.from_record(record))
+        if record is not None:
+            slist.version = record["list_version"]
     except (UnicodeDecodeError, DecodeError, SanctionsError):
         return False
     return True
@@ -67,35 +68,18 @@ class SanctionsReader:
     record is counted as a dead letter of stage "sanctions", not applied."""
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
         self.list = load_list()
-        self.consumer: Any = None  # connected on first use: building the worker needs no broker
+        self.follower = TopicFollower(client_config(settings), topics.topic_names(settings).sanctions,
+                                      settings.partitions, POLL_BATCH_MAX)
 
     def ensure_loaded(self) -> SanctionsList:
-        if self.consumer is None:
-            from confluent_kafka import TopicPartition
-
-            from connectors.kafka.clients import committed_reader, end_offsets, read_to_end
-
-            topic = topics.topic_names(self.settings).sanctions
-            consumer = committed_reader(client_config(self.settings), [])
-            atexit.register(consumer.close)
-            ends = {(topic, p): end for p, end in end_offsets(consumer, topic, self.settings.partitions).items()}
-            for msg in read_to_end(client_config(self.settings), [topic], self.settings.partitions, ends=ends):
-                self._apply(msg.key(), msg.value())
-            consumer.assign([TopicPartition(topic, p, end) for (_, p), end in ends.items()])
-            self.consumer = consumer
+        if self.follower.start(self._apply):
             log.info("sanctions list %s loaded: %d entries", self.list.version, len(self.list))
         return self.list
 
     def poll(self) -> int:
-        self.ensure_loaded()
-        msgs = self.consumer.consume(POLL_BATCH_MAX, timeout=0)
-        for msg in msgs:
-            if msg.error() is None:
-                self._apply(msg.key(), msg.value())
-        return len(msgs)
+        return self.follower.poll(self._apply)
 
-    def _apply(self, key: bytes | None, value: bytes | None) -> None:
-        if not apply_message(self.list, key, value):
+    def _apply(self, msg: Any) -> None:
+        if not apply_message(self.list, msg.key(), msg.value()):
             metrics.DEAD_LETTERS.labels(stage="sanctions", reason="unusable_entry").inc()

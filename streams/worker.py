@@ -10,7 +10,6 @@ the runtime restores a partition's tables from them before its first record.
 
 from __future__ import annotations
 
-import atexit
 import logging
 import shutil
 import threading
@@ -20,6 +19,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+from connectors.kafka.clients import TopicFollower
 from connectors.providers.chain import SimChain, load_chains
 from connectors.providers.rails import build_rails, load_schedules
 from connectors.providers.router import Router, build_router
@@ -560,35 +560,19 @@ class BlocklistReader:
     record is counted, not applied."""
 
     def __init__(self, settings: Settings, scorer: Scorer) -> None:
-        self.settings, self.scorer = settings, scorer
-        self.consumer: Any = None  # connected on first use: building the worker needs no broker
+        self.scorer = scorer
+        self.follower = TopicFollower(client_config(settings), topics.topic_names(settings).blocklist,
+                                      settings.partitions, BLOCKLIST_BATCH_MAX)
 
     def ensure_loaded(self) -> None:
         """Read the whole topic once (the risk stage calls this before its first score)."""
-        if self.consumer is not None:
-            return
-        from confluent_kafka import TopicPartition
-
-        from connectors.kafka.clients import committed_reader, end_offsets, read_to_end
-
-        topic = topics.topic_names(self.settings).blocklist
-        consumer = committed_reader(client_config(self.settings), [])
-        atexit.register(consumer.close)
-        ends = {(topic, p): end for p, end in end_offsets(consumer, topic, self.settings.partitions).items()}
-        for msg in read_to_end(client_config(self.settings), [topic], self.settings.partitions, ends=ends):
-            self._apply(msg.value())
-        consumer.assign([TopicPartition(topic, p, end) for (_, p), end in ends.items()])
-        self.consumer = consumer
+        self.follower.start(self._apply)
 
     def poll(self) -> int:
-        self.ensure_loaded()
-        msgs = self.consumer.consume(BLOCKLIST_BATCH_MAX, timeout=0)
-        for msg in msgs:
-            if msg.error() is None:
-                self._apply(msg.value())
-        return len(msgs)
+        return self.follower.poll(self._apply)
 
-    def _apply(self, value: bytes | None) -> None:
+    def _apply(self, msg: Any) -> None:
+        value = msg.value()
         if value is None:
             return
         try:  # in offset order, unblocks too: the latest entry per key wins

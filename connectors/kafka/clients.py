@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -196,3 +197,38 @@ def read_to_end(conn: Connection, topics: list[str], partitions: int, *, timeout
                     pending.discard(tp)
     finally:
         consumer.close()
+
+
+class TopicFollower:
+    """Every partition of one topic, outside any group: read whole on first use (to the
+    end offsets taken then), then followed from there. How every worker keeps a list
+    it needs whole (the fraud blocklist, the sanctions list); it connects on first use,
+    so building a worker needs no broker."""
+
+    def __init__(self, conn: Connection, topic: str, partitions: int, batch_max: int) -> None:
+        assert batch_max > 0
+        self.conn, self.topic, self.partitions, self.batch_max = conn, topic, partitions, batch_max
+        self._consumer: Consumer | None = None
+
+    def start(self, apply: Callable[[Message], None]) -> bool:
+        """Every message up to the topic's end into `apply`, once; True when it happened now."""
+        if self._consumer is not None:
+            return False
+        consumer = committed_reader(self.conn, [])
+        atexit.register(consumer.close)
+        ends = {(self.topic, p): end for p, end in end_offsets(consumer, self.topic, self.partitions).items()}
+        for msg in read_to_end(self.conn, [self.topic], self.partitions, ends=ends):
+            apply(msg)
+        consumer.assign([TopicPartition(self.topic, p, end) for (_, p), end in ends.items()])
+        self._consumer = consumer
+        return True
+
+    def poll(self, apply: Callable[[Message], None]) -> int:
+        """What arrived since, at most `batch_max` messages, into `apply`; how many came."""
+        self.start(apply)
+        assert self._consumer is not None
+        msgs = self._consumer.consume(self.batch_max, timeout=0)
+        for msg in msgs:
+            if msg.error() is None:
+                apply(msg)
+        return len(msgs)
