@@ -47,7 +47,7 @@ _THREADS = ThreadpoolController()
 
 #: Features that must be finite for the model to score; otherwise: rules-only fallback.
 _REQUIRED = ("amount_major", "hour_of_day", "card_tx_total", "card_cnt_1h")
-# Rows per model call (streams.risk_stage.handle_batch splits a larger batch).
+# Rows per model call (streams.stages.risk.handle_batch splits a larger batch).
 MAX_BATCH_ROWS = 4_096
 
 

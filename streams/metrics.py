@@ -32,7 +32,7 @@ STAGE_LATENCY = Histogram(
 # One transaction's commit: changelog records, offsets, EndTxn (streams/runtime/engine.py).
 COMMIT_LATENCY = Histogram("paystream_commit_seconds", "Transaction commit time", buckets=LATENCY_BUCKETS_S)
 # Log end offset minus the group's committed offset, per source partition this worker
-# owns, every streams.probes.PROBE_INTERVAL_S (a partition that moves is dropped here).
+# owns, every streams.worker.probes.PROBE_INTERVAL_S (a partition that moves is dropped here).
 CONSUMER_LAG = Gauge("paystream_consumer_lag_messages", "Messages not yet committed by the group", ["topic", "partition"])
 # Debits minus credits per currency over this worker's ledger partitions (the balances
 # table, summed every PROBE_INTERVAL_S); anything but 0 breaks invariant 1 and pages.
@@ -42,7 +42,7 @@ LEDGER_ENTRIES = Counter("paystream_ledger_entries_applied_total", "Journal entr
 # rail's breakers over this worker's partitions (one per partition), closed from start.
 BREAKER_STATE = Gauge("paystream_breaker_state", "Provider circuit breaker (0 closed, 1 half-open, 2 open)", ["provider"])
 BREAKER_CLOSED, BREAKER_HALF_OPEN, BREAKER_OPEN = 0, 1, 2
-# kind: the reconciliation status (streams/reconcile.py STATUSES other than matched).
+# kind: the reconciliation status (streams/domain/reconcile.py STATUSES other than matched).
 # Counted where reconciliation runs: the scheduler's reconcile job (served on its metrics
 # port) or a manual `paystream reconcile`; the worker registers the kinds at 0.
 SETTLEMENT_DISCREPANCIES = Counter(
@@ -51,12 +51,12 @@ SETTLEMENT_DISCREPANCIES = Counter(
 # action: approve | requires_action | review | decline (models/decision.py); fallback
 # is "true" when the model was unavailable and rules alone decided; merchant is "exact"
 # (the keys stage's merchant features) or "partition" (none attached: the risk
-# partition's share of the merchant, streams/risk_stage.py).
+# partition's share of the merchant, streams/stages/risk.py).
 FRAUD_DECISIONS = Counter("paystream_fraud_decisions_total", "Fraud decisions", ["action", "fallback", "merchant"])
-# Rows the ClickHouse sink inserted, per read-model table (streams/readmodels.py).
+# Rows the ClickHouse sink inserted, per read-model table (streams/jobs/sink.py).
 SINK_ROWS = Counter("paystream_sink_rows_total", "Rows inserted into the ClickHouse read models", ["table"])
 
-# The scheduler (streams/scheduler.py): ticks published on every partition of clock, the
+# The scheduler (streams/jobs/scheduler.py): ticks published on every partition of clock, the
 # event time it last published (seconds since the epoch), and each daily job's runs.
 SCHEDULER_TICKS = Counter("paystream_scheduler_ticks_total", "Ticks published on every partition of the clock topic")
 SCHEDULER_TICK_FAILURES = Counter("paystream_scheduler_tick_failures_total", "Ticks the broker did not acknowledge")

@@ -92,7 +92,7 @@ class Settings(BaseSettings):
     # How soon a dead worker's partitions move to the others.
     session_timeout_s: float = Field(10.0, ge=6, le=300)
     # A worker that is ready (tables restored) and sees a source partition with lag whose
-    # committed offset has not moved for this long exits for a restart (streams/probes.py).
+    # committed offset has not moved for this long exits for a restart (streams/worker/probes.py).
     worker_stall_s: float = Field(60.0, ge=10, le=3600)
 
     # ClickHouse read models: chdb:///<dir> (in-process) or http(s)://host:8123.
@@ -149,22 +149,22 @@ class Settings(BaseSettings):
     # Messages the command producer (confluent-kafka) queues before produce() blocks.
     producer_queue_max_messages: int = Field(100_000, ge=1, le=10_000_000)
     # Pure stages.
-    # Timers fired per event and queue (streams.timers.SWEEP_MAX is the default).
+    # Timers fired per event and queue (streams.domain.timers.SWEEP_MAX is the default).
     timer_sweep_max: int = Field(8, ge=1, le=1_024)
-    # Follow-up operations per payment (streams.payments.MAX_FOLLOW_UPS is the default).
+    # Follow-up operations per payment (streams.domain.payments.MAX_FOLLOW_UPS is the default).
     payment_max_follow_ups: int = Field(100, ge=1, le=1_000)
     # The network's fee per dispute, in minor units of the payment's currency
-    # (streams.payments.DISPUTE_FEE_MINOR is the default; docs/payments.md, Disputes).
+    # (streams.domain.payments.DISPUTE_FEE_MINOR is the default; docs/payments.md, Disputes).
     dispute_fee_minor: int = Field(1_500, ge=0, le=10**9)
     # A 3DS step-up answered U (authentication could not be performed): authorize without
-    # a liability shift, or decline (streams.payments.three_ds_verdict; docs/fraud.md).
+    # a liability shift, or decline (streams.domain.payments.three_ds_verdict; docs/fraud.md).
     three_ds_unavailable: Literal["authorize", "decline"] = "authorize"
-    # Refuse creates of merchants absent from the registry (streams/merchants.py);
+    # Refuse creates of merchants absent from the registry (streams/domain/merchants.py);
     # off by default so unregistered (demo) merchants keep working.
     merchants_require_registration: bool = False
     # What a merchant whose KYC is pending may take per event-time UTC day, per currency,
     # in minor units (JSON: '{"USD": 500000}'); a currency absent or 0: refused until
-    # verified (streams/kyc_limits.py; docs/compliance.md).
+    # verified (streams/domain/kyc_limits.py; docs/compliance.md).
     kyc_pending_daily_cap_minor: dict[str, int] = Field(default_factory=dict)
     # ClickHouse sink (connectors/clickhouse/sink.py: Batcher, Sink; the caps are its MAX_*).
     clickhouse_batch_max_rows: int = Field(10_000, ge=1, le=1_000_000)
@@ -175,7 +175,7 @@ class Settings(BaseSettings):
     webhook_backoff_max_delay_s: int = Field(6 * 3600, ge=1, le=86_400)
     webhook_give_up_after_s: int = Field(3 * 86_400, ge=60, le=30 * 86_400)
 
-    # The scheduler (`paystream scheduler run`, streams/scheduler.py; docs/decisions.md, Scheduler): the one
+    # The scheduler (`paystream scheduler run`, streams/jobs/scheduler.py; docs/decisions.md, Scheduler): the one
     # process that turns the wall clock into event time. Every interval it publishes a tick on every
     # partition of clock at (wall clock - lag): commands stamped up to `lag` late still land before the
     # timers they could beat (a capture before its expiry), and no tick is ever ahead of the wall clock.

@@ -70,9 +70,9 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 KINDS = ("payment_event", "ledger_entry", "payment_outcome", "settlement", "reconciliation", "payout")
 PAYOUT_STATUSES = {"held": 0, "sent": 1, "paid": 2, "failed": 2}  # -> the row's version: a send replaces a hold, an answer the send
 DISPUTE_STAGES = {"dispute_opened": "opened", "dispute_won": "won", "dispute_lost": "lost"}
-FRAUD_DECLINE_REASON = "fraud_suspected"  # streams/payments.py: a create the fraud hook declined
+FRAUD_DECLINE_REASON = "fraud_suspected"  # streams/domain/payments.py: a create the fraud hook declined
 MAX_STRING_LEN = 1024  # longest text kept in a column (reason details are cut, ids refused)
-MAX_LINES = 16  # streams.ledger.MAX_LINES: an entry with more is not one the ledger posts
+MAX_LINES = 16  # streams.domain.ledger.MAX_LINES: an entry with more is not one the ledger posts
 _INT64 = (-(2**63), 2**63 - 1)
 
 

@@ -6,7 +6,7 @@ always gets the same answer. A payout is confirmed (`paid`) `confirm_days` after
 is sent, or fails `fail_days` later with a reason (the beneficiary bank returns it):
 at `fail_per_mille`, and always for an account listed as closed. Nothing answers
 later than `window_days` after sending: past that a payout without an answer is an
-error (the audit checks it, streams/payouts.py).
+error (the audit checks it, streams/domain/payouts.py).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ older ones stay for decrypt/verify only):
 - `card-intake`:  X25519 private key that opens the cards producers seal to its
                   public key (`connectors/vault/intake.py`; public keys exportable);
 - `acs-signing`:  Ed25519 private key of the simulated issuer's access control server:
-                  it signs 3-D Secure authentication values (`streams/authentication.py`);
+                  it signs 3-D Secure authentication values (`streams/domain/authentication.py`);
                   the pipeline verifies with the public keys only;
 - `wallet-signing`: Ed25519 private key of the simulated wallet provider: it signs
                   wallet payment cryptograms; ingest verifies with the public keys only.

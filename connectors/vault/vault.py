@@ -155,7 +155,7 @@ class Vault:
         return card
 
     def token(self, merchant_id: str, pan: str) -> str:
-        """`streams.ingest.TokenizerT`: ingest stores the PAN here as it tokenizes.
+        """`streams.stages.ingest.TokenizerT`: ingest stores the PAN here as it tokenizes.
         Raises CardError for a number the vault refuses."""
         return self.tokenize(merchant_id, pan).token
 

@@ -1,5 +1,5 @@
 """The simulated issuer on the API: a directory server and an access control server
-(ACS) for EMV 3-D Secure 2 (docs/api.md, "3-D Secure"; the rules: streams/authentication.py).
+(ACS) for EMV 3-D Secure 2 (docs/api.md, "3-D Secure"; the rules: streams/domain/authentication.py).
 
 - `POST /v1/payments/{id}/three_ds/authenticate` (the merchant, its key): the
   authentication request with its risk data; the directory server answers frictionless
@@ -34,7 +34,7 @@ from pydantic import Field
 from schemas.times import to_ms
 from streams.api.errors import ApiError, not_found
 from streams.api.models import ErrorBody, _Strict
-from streams.authentication import (
+from streams.domain.authentication import (
     ECI_OF,
     MAX_OTP_ATTEMPTS,
     AuthenticationValue,

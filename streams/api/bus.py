@@ -16,8 +16,8 @@ from confluent_kafka import TopicPartition
 
 from connectors.kafka.clients import POLL_TIMEOUT_S, command_producer, committed_reader, end_offsets
 from schemas.codec import DecodeError
-from streams.observe import MAX_BATCH, OUTCOME_CODEC
-from streams.publish import COMMAND_CODEC, command_key
+from streams.client.observe import MAX_BATCH, OUTCOME_CODEC
+from streams.client.publish import COMMAND_CODEC, command_key
 from streams.settings import Settings, client_config
 from streams.topics import topic_names
 

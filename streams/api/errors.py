@@ -51,7 +51,7 @@ _REASONS: dict[str, tuple[int, str, str | None]] = {
     "missing_amount": (*_INVALID, "amount_minor"),
     "missing_currency": (*_INVALID, "currency"),
     "missing_payment_method": (*_INVALID, "card"),
-    # A method and its instrument (streams/methods.py), and the merchant's registry.
+    # A method and its instrument (streams/domain/methods.py), and the merchant's registry.
     "currency_not_supported": (*_INVALID, "currency"),
     "currency_not_allowed": (*_INVALID, "currency"),
     "method_not_allowed": (*_INVALID, "payment_method"),
@@ -85,7 +85,7 @@ _REASONS: dict[str, tuple[int, str, str | None]] = {
     "payment_declined": (*_STATE, None),
     "payment_failed": (*_STATE, None),
     "payment_pending": (*_STATE, None),
-    # A confirm's authentication value that does not vouch for the payment (streams/authentication.py).
+    # A confirm's authentication value that does not vouch for the payment (streams/domain/authentication.py).
     **{f"cavv_{why}": (*_CARD, "three_ds.authentication_value") for why in (
         "malformed", "unknown_key", "invalid", "replayed", "merchant_mismatch", "amount_mismatch", "mismatch",
         "expired", "not_yet_valid")},

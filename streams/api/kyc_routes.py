@@ -1,6 +1,6 @@
 """KYC onboarding on the merchant API: the authenticated merchant applies and reads
-its case (streams/kyc.py, docs/compliance.md). Installed beside the payment routes by
-`paystream api` (streams/cli_api.py), outside create_app so it stays its own module.
+its case (streams/domain/kyc.py, docs/compliance.md). Installed beside the payment routes by
+`paystream api` (streams/cli/api.py), outside create_app so it stays its own module.
 
   POST /v1/kyc/application   apply: the provider's checks run, the case's outcome is answered
   GET  /v1/kyc               the case: state, each check, verified_until
@@ -19,9 +19,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from streams import kyc
+from streams.domain import kyc
 from streams.api.errors import ApiError
-from streams.kyc_ops import view
+from streams.client.kyc import view
 
 
 class Desk(Protocol):

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from streams.ingest import EVIDENCE_MAX_CHARS
+from streams.stages.ingest import EVIDENCE_MAX_CHARS
 
 AVRO_LONG_MAX = 2**63 - 1
 METADATA_MAX_KEYS = 50

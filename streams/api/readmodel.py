@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from streams.ledger import merchant_account
+from streams.domain.ledger import merchant_account
 
 LIST_LIMIT_MAX = 100
 

@@ -15,7 +15,7 @@ from typing import Any
 from streams.api.errors import ApiError
 from schemas.cards import brand_of
 from streams.api.forms import FormError, as_list
-from streams.methods import WALLET_PROVIDERS
+from streams.domain.methods import WALLET_PROVIDERS
 
 AMOUNT_MAX = 2**63 - 1
 LIST_LIMIT_MAX = 100
@@ -174,7 +174,7 @@ def _card(data: Any) -> dict[str, Any]:
     return {"number": number, "exp_month": month, "exp_year": year, "cvc": cvc}
 
 
-# Stripe's payment method types -> the pipeline's method (streams/methods.py). A
+# Stripe's payment method types -> the pipeline's method (streams/domain/methods.py). A
 # wallet is a card PaymentMethod with `card[wallet]`, as Stripe shows one.
 BANK_TYPES = {"us_bank_account": "ach", "sepa_debit": "sepa"}
 BNPL_TYPES = frozenset({"klarna", "affirm", "afterpay_clearpay"})

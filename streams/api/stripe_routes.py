@@ -29,7 +29,7 @@ from streams.api.commands import create_command, dispute_accept_command, dispute
 from streams.api.errors import ApiError
 from streams.api.forms import FormError, decode_form
 from streams.api.objects import Objects
-from streams.ingest import EVIDENCE_MAX_CHARS
+from streams.stages.ingest import EVIDENCE_MAX_CHARS
 from streams.api.models import ErrorBody
 from streams.api.stripe_models import (
     Balance,

@@ -10,7 +10,7 @@ import pytest
 
 from connectors.kafka import admin
 from connectors.schema_registry import launcher as registry_launcher
-from streams.registry import registry_config
+from streams.client.schema_registry import registry_config
 from streams.settings import Settings
 from tests.integration.support import Pipeline, make_settings, start_worker
 

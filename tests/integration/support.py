@@ -10,9 +10,9 @@ from typing import Any, Callable
 
 from connectors.kafka import admin
 from schemas.ids import derive_payment_id
-from streams.observe import Observer
-from streams.publish import publish_commands
-from streams.runner import WorkerProcess
+from streams.client.observe import Observer
+from streams.client.publish import publish_commands
+from streams.client.processes import WorkerProcess
 from streams.settings import Settings
 from streams.topics import declared_topics
 

@@ -13,7 +13,7 @@ from schemas.ids import derive_payment_id
 from streams.api import auth
 from streams.api.app import ApiConfig, create_app
 from streams.api.bus import KafkaBus
-from streams.publish import intake_sealer
+from streams.client.publish import intake_sealer
 from tests.integration.support import Pipeline
 
 pytestmark = pytest.mark.integration

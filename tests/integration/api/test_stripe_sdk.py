@@ -35,10 +35,10 @@ from streams.api.bus import KafkaBus
 from streams.api.objects import KafkaObjects
 from streams.api.readmodel import ClickHousePayments
 from streams.api.stripe_events import Webhooks
-from streams.publish import intake_sealer
-from streams.readmodels import serve
-from streams.runner import wait_until
-from streams.webhooks import WebhookRunner, registry_path
+from streams.client.publish import intake_sealer
+from streams.jobs.sink import serve
+from streams.client.processes import wait_until
+from streams.jobs.webhooks import WebhookRunner, registry_path
 from tests.integration.support import WAIT_S, Pipeline, follow_up, run
 
 pytestmark = pytest.mark.integration

@@ -17,8 +17,8 @@ from streams.api import auth
 from streams.api.acs import TEST_OTP, Acs
 from streams.api.app import ApiConfig, create_app
 from streams.api.bus import KafkaBus
-from streams.observe import Observer
-from streams.publish import intake_sealer
+from streams.client.observe import Observer
+from streams.client.publish import intake_sealer
 from tests.integration.support import make_settings, start_worker
 
 pytestmark = pytest.mark.integration

@@ -16,8 +16,8 @@ from confluent_kafka import Producer
 
 from connectors.clickhouse.client import connect
 from connectors.clickhouse.migrate import migrate
-from streams.observe import Observer
-from streams.readmodels import rebuild, serve
+from streams.client.observe import Observer
+from streams.jobs.sink import rebuild, serve
 from streams.topics import topic_names
 from tests.integration.support import Pipeline, create, follow_up, make_settings, run, start_worker
 

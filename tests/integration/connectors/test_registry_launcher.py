@@ -12,7 +12,7 @@ from confluent_kafka.schema_registry import Schema as RegistrySchema
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from connectors.schema_registry import launcher
-from streams.registry import registry_config
+from streams.client.schema_registry import registry_config
 from streams.settings import Settings
 
 

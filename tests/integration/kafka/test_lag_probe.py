@@ -9,7 +9,7 @@ import uuid
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streams.probes import LagProbe
+from streams.worker.probes import LagProbe
 
 
 def test_an_aborted_tail_is_idle_and_a_committed_record_is_work(bootstrap: str) -> None:

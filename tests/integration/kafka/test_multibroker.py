@@ -21,9 +21,9 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 
 from connectors.kafka import launcher
 from connectors.kafka.admin import ensure_topics
-from streams.observe import Observer
-from streams.publish import publish_commands
-from streams.runner import wait_until
+from streams.client.observe import Observer
+from streams.client.publish import publish_commands
+from streams.client.processes import wait_until
 from streams.settings import Settings
 from streams.topics import declared_topics, topic_names
 from tests.integration.support import PARTITIONS, create, start_worker

@@ -14,7 +14,7 @@ from confluent_kafka.schema_registry import Schema as RegistrySchema
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from schemas.codec import Codec, DecodeError, RegistryError, use_registry
-from streams.registry import configure_codecs
+from streams.client.schema_registry import configure_codecs
 from streams.settings import Settings
 from tests.unit.schemas.registry_support import DEAD_LETTER, DEAD_LETTER_BODY
 

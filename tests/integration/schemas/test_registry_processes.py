@@ -1,5 +1,5 @@
 """Every process switches its codecs at start when PAYSTREAM_SCHEMA_REGISTRY_URL is
-set (streams/cli.py, `configure`): a CLI publisher and a worker, run as child
+set (streams/cli/main.py, `configure`): a CLI publisher and a worker, run as child
 processes the way a user runs them, write the Confluent wire format under the
 registry's ids, and a payment goes through the pipeline that way."""
 
@@ -15,8 +15,8 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from connectors.kafka.clients import read_to_end
 from connectors.vault.keys import FileKeyStore
 from schemas.codec import CONFLUENT_HEADER_LEN, CONFLUENT_MAGIC, load_schema, subject_name, use_registry
-from streams.observe import Observer
-from streams.registry import configure_codecs
+from streams.client.observe import Observer
+from streams.client.schema_registry import configure_codecs
 from streams.settings import client_config
 from streams.topics import topic_names
 from tests.integration.support import T0, WAIT_S, make_settings, start_worker
@@ -49,7 +49,7 @@ def test_a_cli_publisher_and_a_worker_write_the_wire_format(bootstrap: str, sche
         # This process reads what the others wrote: it switches too, as every process does.
         configure_codecs(settings)
         with Observer(settings) as observer:
-            produce = subprocess.run([sys.executable, "-m", "streams.cli", "produce", str(path)], env=worker.env(),
+            produce = subprocess.run([sys.executable, "-m", "streams.cli.main", "produce", str(path)], env=worker.env(),
                                      capture_output=True, text=True, timeout=CLI_TIMEOUT_S, check=False)  # fmt: skip
             assert produce.returncode == 0, produce.stderr
             assert observer.wait_for({"cmd-registry-1"}, 0, WAIT_S, lambda _d, _q: worker.supervise()), worker.log_tail()

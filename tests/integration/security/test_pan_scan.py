@@ -28,9 +28,9 @@ from connectors.vault.scan import PUBLIC_TEST_PANS, Finding, PanScanner, rocksdb
 from streams.api import auth
 from streams.api.app import ApiConfig, create_app
 from streams.api.bus import KafkaBus
-from streams.observe import Observer
-from streams.publish import intake_sealer, publish_commands
-from streams.readmodels import serve
+from streams.client.observe import Observer
+from streams.client.publish import intake_sealer, publish_commands
+from streams.jobs.sink import serve
 from streams.topics import topic_names
 from tests.integration.support import WAIT_S, create, follow_up, make_settings, start_worker
 

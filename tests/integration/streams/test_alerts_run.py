@@ -14,12 +14,12 @@ import pytest
 from connectors.kafka import admin
 from connectors.kafka.clients import command_producer
 from connectors.providers.simulated import AMOUNT_CEILING_MINOR
-from streams.observe import Observer
-from streams.publish import COMMAND_CODEC, command_key, intake_sealer, publish_commands, seal_commands
-from streams.runner import wait_until
+from streams.client.observe import Observer
+from streams.client.publish import COMMAND_CODEC, command_key, intake_sealer, publish_commands, seal_commands
+from streams.client.processes import wait_until
 from streams.settings import client_config
 from streams.topics import declared_topics, topic_names
-from streams.worker import LagWatch
+from streams.worker.topology import LagWatch
 from tests.integration.support import WAIT_S, create, make_settings, start_worker
 from tests.unit.deploy.alert_support import expr, free_port, increase, increase_by, quantile, render, scrape, total
 

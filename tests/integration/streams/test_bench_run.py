@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.bench import QUICK_RATES_PER_S, plot, run_bench
+from streams.harness.bench import QUICK_RATES_PER_S, plot, run_bench
 from tests.integration.support import make_settings
 
 pytestmark = pytest.mark.integration

@@ -16,12 +16,12 @@ from typer.testing import CliRunner
 
 from connectors.vault.keys import ActiveSigner, FileKeyStore
 from schemas.codec import Codec
-from streams.audit import audit, compare, rebuild
-from streams.chain import ChainHead, Signer, seal
-from streams import cli, cli_ledger
-from streams.cli_ledger import book_records, live_balances, live_chain_heads, public_keys
-from streams.ledger import merchant_account
-from streams.runner import wait_until
+from streams.domain.audit import audit, compare, rebuild
+from streams.domain.chain import ChainHead, Signer, seal
+from streams.cli import ledger as cli_ledger, main as cli
+from streams.cli.ledger import book_records, live_balances, live_chain_heads, public_keys
+from streams.domain.ledger import merchant_account
+from streams.client.processes import wait_until
 from streams.topics import topic_names
 from tests.integration.support import Pipeline, create, follow_up, make_settings, run, start_worker
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.chaos import run_chaos, to_json
+from streams.harness.chaos import run_chaos, to_json
 from tests.integration.support import make_settings
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.demo import run_demo
+from streams.demo.run import run_demo
 
 from tests.integration.support import make_settings
 

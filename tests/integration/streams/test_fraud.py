@@ -20,11 +20,11 @@ from models.scoring import Scorer
 from schemas.codec import Codec
 from schemas.partitioning import partition_for
 from models.train import SHIPPED_ARTIFACT
-from streams.fraud_ops import block_record, label_record, resolve_command
-from streams.keys import merchant_state_key
-from streams.observe import Observer
-from streams.publish import publish_commands
-from streams.runner import wait_until
+from streams.client.fraud import block_record, label_record, resolve_command
+from streams.stages.idempotency import merchant_state_key
+from streams.client.observe import Observer
+from streams.client.publish import publish_commands
+from streams.client.processes import wait_until
 from streams.topics import changelog_topic, topic_names
 from tests.integration.support import T0, WAIT_S, create, follow_up, make_settings, start_worker
 

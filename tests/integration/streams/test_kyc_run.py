@@ -14,15 +14,16 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from streams import cli_merchants, kyc
+from streams.cli import merchants as cli_merchants
+from streams.domain import kyc
 from streams.api import auth, kyc_routes
 from streams.api.app import create_app
 from streams.api.bus import InMemoryBus
-from streams.cli import app as cli
-from streams.kyc_ops import KycDesk
-from streams.payout_holds import payout_hold
-from streams.payouts import payout_of_settlement
-from streams.settlement import settlement_entry
+from streams.cli.main import app as cli
+from streams.client.kyc import KycDesk
+from streams.domain.payout_holds import payout_hold
+from streams.domain.payouts import payout_of_settlement
+from streams.domain.settlement import settlement_entry
 from tests.integration.support import make_settings
 
 pytestmark = pytest.mark.integration

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from streams import cli, cli_ledger
-from streams.audit import audit
-from streams.cli_ledger import book_records, live_balances, public_keys
-from streams.ledger import merchant_account
-from streams.runner import wait_until
+from streams.cli import ledger as cli_ledger, main as cli
+from streams.domain.audit import audit
+from streams.cli.ledger import book_records, live_balances, public_keys
+from streams.domain.ledger import merchant_account
+from streams.client.processes import wait_until
 from streams.topics import topic_names
 from tests.integration.support import T0, Pipeline, create, follow_up, make_settings, run, start_worker
 

@@ -19,10 +19,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from connectors.providers.rails import load_rail_configs
-from streams.observe import Observer
-from streams.publish import publish_commands
-from streams.reconcile import STATUSES
-from streams.runner import wait_until
+from streams.client.observe import Observer
+from streams.client.publish import publish_commands
+from streams.domain.reconcile import STATUSES
+from streams.client.processes import wait_until
 from tests.integration.support import PARTITIONS, WAIT_S, create, follow_up, make_settings, start_worker
 
 pytestmark = pytest.mark.integration

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from streams.observe import Observer
-from streams.publish import publish_commands
-from streams.runner import wait_until
+from streams.client.observe import Observer
+from streams.client.publish import publish_commands
+from streams.client.processes import wait_until
 
 from tests.integration.support import create, make_settings, start_worker
 

@@ -12,11 +12,11 @@ from confluent_kafka import Producer
 
 from connectors.kafka.clients import read_to_end
 from schemas.codec import Codec
-from streams.observe import Observer
-from streams.publish import publish_commands
-from streams.runner import wait_until
-from streams.sanctions import Entry
-from streams.sanctions_feed import ENTRY_CODEC
+from streams.client.observe import Observer
+from streams.client.publish import publish_commands
+from streams.client.processes import wait_until
+from streams.domain.sanctions import Entry
+from streams.worker.feeds import ENTRY_CODEC
 from streams.topics import topic_names
 from tests.integration.support import WAIT_S, create, make_settings, start_worker
 

@@ -15,10 +15,10 @@ from connectors.kafka import admin
 from connectors.kafka.clients import command_producer, committed_reader, end_offsets, read_to_end
 from schemas.codec import Codec
 from streams import metrics
-from streams.observe import Observer
-from streams.publish import publish_commands
-from streams.runner import SchedulerProcess, wait_until
-from streams.scheduler import JOB_ORDER, RUN_CODEC, Scheduler
+from streams.client.observe import Observer
+from streams.client.publish import publish_commands
+from streams.client.processes import SchedulerProcess, wait_until
+from streams.jobs.scheduler import JOB_ORDER, RUN_CODEC, Scheduler
 from streams.settings import Settings, client_config
 from streams.topics import declared_topics, topic_names
 from tests.integration.streams.test_metrics_scrape import free_port, scrape

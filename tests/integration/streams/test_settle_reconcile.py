@@ -18,11 +18,11 @@ from typer.testing import CliRunner
 
 from connectors.clickhouse.client import connect
 from schemas.codec import Codec
-from streams.audit import audit
-from streams.cli import app
-from streams.cli_ledger import book_records, live_balances, public_keys
-from streams.observe import Observer
-from streams.readmodels import catch_up
+from streams.domain.audit import audit
+from streams.cli.main import app
+from streams.cli.ledger import book_records, live_balances, public_keys
+from streams.client.observe import Observer
+from streams.jobs.sink import catch_up
 from streams.settings import Settings, get_settings
 from streams.topics import topic_names
 from tests.integration.support import T0, WAIT_S, Pipeline, create, follow_up, make_settings, run, start_worker

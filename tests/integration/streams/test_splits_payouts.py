@@ -17,11 +17,11 @@ from connectors.kafka import admin
 from connectors.kafka.clients import command_producer
 from schemas.codec import Codec
 from schemas.ids import derive_entry_id, derive_event_id, derive_payout_id, derive_reversal_id, derive_settlement_id
-from streams.audit import audit
-from streams.cli_ledger import book_records, live_balances, public_keys
-from streams.merchants import connect as connect_account
-from streams.merchants import merchant_record
-from streams.observe import Observer
+from streams.domain.audit import audit
+from streams.cli.ledger import book_records, live_balances, public_keys
+from streams.domain.merchants import connect as connect_account
+from streams.domain.merchants import merchant_record
+from streams.client.observe import Observer
 from streams.settings import client_config
 from streams.topics import declared_topics, topic_names
 from tests.integration.streams.test_settle_reconcile import cli

@@ -14,13 +14,13 @@ import pytest
 from connectors.kafka.clients import read_to_end
 from schemas.codec import Codec
 from schemas.ids import derive_charge_command_id
-from streams.cli_subscriptions import change_plan_command, create_command, publish, publish_tick, read_subscriptions
-from streams.observe import Observer
-from streams.publish import tokenize_in_vault
-from streams.runner import wait_until
+from streams.cli.subscriptions import change_plan_command, create_command, publish, publish_tick, read_subscriptions
+from streams.client.observe import Observer
+from streams.client.publish import tokenize_in_vault
+from streams.client.processes import wait_until
 from streams.settings import client_config
-from streams.subscriptions import CHARGE_KEY_PREFIX, DAY_MS, MAX_ATTEMPTS, prorate
-from streams.subscriptions_stage import replay_charges
+from streams.domain.subscriptions import CHARGE_KEY_PREFIX, DAY_MS, MAX_ATTEMPTS, prorate
+from streams.stages.subscriptions import replay_charges
 from streams.topics import topic_names
 from tests.integration.support import WAIT_S, make_settings, start_worker
 

@@ -23,7 +23,7 @@ from connectors.webhooks.signing import HEADER, SignatureError, verify
 from schemas.codec import Codec
 from schemas.ids import derive_event_id
 from streams.topics import declared_topics, topic_names
-from streams.webhooks import WebhookRunner, registry_path
+from streams.jobs.webhooks import WebhookRunner, registry_path
 
 from tests.integration.support import make_settings
 

@@ -10,9 +10,9 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 
 from streams import metrics
-from streams.reconcile import ProviderTxn, write_report
-from streams.runner import wait_until
-from streams.scheduler import JOB_ORDER, default_jobs
+from streams.domain.reconcile import ProviderTxn, write_report
+from streams.client.processes import wait_until
+from streams.jobs.scheduler import JOB_ORDER, default_jobs
 from streams.settings import Settings
 from tests.unit.deploy.alert_support import RULES, by, expr, free_port, increase, increase_by, render, scrape
 from tests.unit.streams.test_scheduler import Clock, Offline, _NoProducer
@@ -107,8 +107,8 @@ def test_ledger_imbalance_fires_from_the_workers_gauge_and_clears() -> None:
     # The ledger stage refuses an unbalanced entry, so only a bug unbalances the books:
     # the test feeds the worker's gauge update (probes.set_ledger_gauge) such balances.
     assert expr("PaystreamLedgerImbalance") == "max by (currency) (abs(paystream_ledger_imbalance_minor)) != 0"
-    from streams import probes
-    from streams.ledger import balance_key, encode_balance, house_account, merchant_account
+    from streams.worker import probes
+    from streams.domain.ledger import balance_key, encode_balance, house_account, merchant_account
 
     seen: set[str] = set()
     balanced = [(balance_key(merchant_account("m_a", "pending"), "CHF"), encode_balance(-500)),

@@ -247,7 +247,7 @@ def test_every_long_lived_process_runs_in_compose_and_kubernetes() -> None:
 def _cli_command_exists(words: tuple[str, ...]) -> bool:
     import typer.main
 
-    from streams.cli import app
+    from streams.cli.main import app
 
     cmd: Any = typer.main.get_group(app)
     for word in words:  # a group has sub-commands, a command has none

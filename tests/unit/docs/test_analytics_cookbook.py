@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.ledger import apply, entry_from_record
+from streams.domain.ledger import apply, entry_from_record
 from tests.unit.connectors.clickhouse.support import populate, traffic
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "analytics.md"

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from connectors.providers.simulated import APPROVED, Call, ProviderResult
 from schemas.ids import derive_payment_id
-from streams.payments import Saga
+from streams.domain.payments import Saga
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
 MERCHANT = "m_acme"

@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from connectors.providers.simulated import ProviderResult
-from streams.payments import Payment, Policy, decide
+from streams.domain.payments import Payment, Policy, decide
 from tests.unit.streams.conftest import Commands, ScriptedProvider, saga_of
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)

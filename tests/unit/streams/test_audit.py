@@ -11,9 +11,9 @@ from hypothesis import given, settings
 
 from schemas.codec import Codec, DecodeError
 from schemas.partitioning import partition_for
-from streams.audit import ENTRIES_TOPIC, EVENTS_TOPIC, LogStart, ReplayError, audit, compare, rebuild
-from streams.chain import CHAIN_FIELDS, ChainHead, Signer, event_hash, link, seal, sign_block
-from streams.ledger import (
+from streams.domain.audit import ENTRIES_TOPIC, EVENTS_TOPIC, LogStart, ReplayError, audit, compare, rebuild
+from streams.domain.chain import CHAIN_FIELDS, ChainHead, Signer, event_hash, link, seal, sign_block
+from streams.domain.ledger import (
     SettlementTerms,
     add_into,
     entry_to_record,
@@ -408,10 +408,10 @@ def market_log() -> tuple[Log, list]:
     """A split payment (captured, partly refunded) through decide(), its day settled and paid
     out: the platform and one seller paid, the other seller's account closed (reversed)."""
     from connectors.providers.bank import DAY_MS, BankRail
-    from streams.ledger import entry_from_record
-    from streams.payments import Policy, decide
-    from streams.payouts import payout_of_settlement, run_payouts
-    from streams.settlement import cutoff_ms, settle
+    from streams.domain.ledger import entry_from_record
+    from streams.domain.payments import Policy, decide
+    from streams.domain.payouts import payout_of_settlement, run_payouts
+    from streams.domain.settlement import cutoff_ms, settle
     from tests.unit.streams.conftest import Commands, saga_of
 
     cmds, events, p = Commands(), [], None
@@ -459,7 +459,7 @@ def test_a_payout_paid_twice_is_named_where_it_was_posted() -> None:
     log.entries[paid.shard].append(ENTRIES.decode(ENTRIES.encode(twice)))
     report = audit(log.records(), PUBLIC)
     assert [f.reason for f in report.failures] == ["payout_twice"]
-# --- payment methods: the bank-transfer lifecycle audits clean (streams/methods.py) ---
+# --- payment methods: the bank-transfer lifecycle audits clean (streams/domain/methods.py) ---
 
 
 @settings(max_examples=40, deadline=None)

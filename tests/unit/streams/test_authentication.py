@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from connectors.vault.keys import ACS_SIGNING, SIGNING, WALLET_SIGNING, ActiveSigner, FileKeyStore
-from streams.authentication import (
+from streams.domain.authentication import (
     CLOCK_SKEW_MS,
     HIGH_RISK_PPM,
     MAX_OTP_ATTEMPTS,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.bench import latencies_ms, percentiles, plot, rate, run_settings, top_frames
+from streams.harness.bench import latencies_ms, percentiles, plot, rate, run_settings, top_frames
 from streams.settings import Settings
 
 

@@ -9,7 +9,7 @@ import pytest
 from aiohttp import web
 
 from streams.api.ops import LagRow
-from streams.bench_http import http_summary, open_loop, send_offsets_s, settled
+from streams.harness.bench_http import http_summary, open_loop, send_offsets_s, settled
 
 
 def test_the_schedule_is_open_loop_at_the_offered_rate() -> None:

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.codec import Codec
-from streams.chain import (
+from streams.domain.chain import (
     ChainError,
     ChainHead,
     Signer,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 
-from streams.audit import AuditReport, Failure
-from streams.chaos import Figures, check, plan
+from streams.domain.audit import AuditReport, Failure
+from streams.harness.chaos import Figures, check, plan
 
 
 def report(ok: bool = True, totals: dict[str, int] | None = None) -> AuditReport:
@@ -68,7 +68,7 @@ def test_each_kind_of_damage_is_counted_and_fails_the_run() -> None:
 def test_the_backstop_outlasts_a_worker_s_own_stall_detector() -> None:
     # The run's global "no answer" restart once fired at 45 s, during table restores, and
     # each restart began the restore again; the worker's own detector comes first now.
-    from streams.chaos import BACKSTOP_STALL_S
+    from streams.harness.chaos import BACKSTOP_STALL_S
     from streams.settings import Settings
 
     assert BACKSTOP_STALL_S >= 5 * Settings().worker_stall_s
@@ -78,7 +78,7 @@ def test_peak_rss_is_the_process_high_water_mark() -> None:
     import subprocess
     import sys
 
-    from streams.chaos import peak_rss_bytes
+    from streams.harness.chaos import peak_rss_bytes
 
     # A fresh process (this one's peak may already be above anything it allocates now):
     # it writes 64 MiB, frees them, says so, and waits to be read.
@@ -95,7 +95,7 @@ def test_peak_rss_is_the_process_high_water_mark() -> None:
 
 
 def test_a_big_run_waits_longer_for_its_answers() -> None:
-    from streams.chaos import DRAIN_TIMEOUT_S, drain_timeout_s
+    from streams.harness.chaos import DRAIN_TIMEOUT_S, drain_timeout_s
 
     assert drain_timeout_s(3_000) == DRAIN_TIMEOUT_S
     assert drain_timeout_s(100_000) >= 100_000 / 25  # the rate measured under 40 kills on 2 cores

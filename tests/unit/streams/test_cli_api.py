@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from streams.api.auth import ApiKeys
-from streams.cli import app
+from streams.cli.main import app
 from streams.settings import get_settings
 
 
@@ -54,7 +54,7 @@ def test_bad_input_exits_2(data_dir: Path) -> None:
 def test_the_dashboard_ops_token_is_read_from_its_file_and_must_be_long(tmp_path: Path) -> None:
     import typer
 
-    from streams.cli_api import OPS_TOKEN_MIN_CHARS, ops_token
+    from streams.cli.api import OPS_TOKEN_MIN_CHARS, ops_token
     from streams.settings import Settings
 
     good = tmp_path / "ops_token"

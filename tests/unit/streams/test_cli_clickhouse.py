@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from connectors.clickhouse.rows import rows_for
 from connectors.clickhouse.sink import Sink
-from streams.cli import app
+from streams.cli.main import app
 from streams.settings import get_settings
 from tests.unit.connectors.clickhouse.support import traffic
 

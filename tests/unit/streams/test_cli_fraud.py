@@ -7,7 +7,7 @@ import json
 import pandas as pd
 from typer.testing import CliRunner
 
-from streams.cli import app
+from streams.cli.main import app
 
 runner = CliRunner()
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from connectors.vault.keys import FileKeyStore
 from connectors.vault.vault import open_vault
-from streams.cli import app
+from streams.cli.main import app
 from streams.settings import get_settings
 
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from streams import cli_ledger
-from streams.ledger import balance_key, encode_balance
+from streams.cli import ledger as cli_ledger
+from streams.domain.ledger import balance_key, encode_balance
 from streams.settings import Settings
 
 

@@ -7,8 +7,8 @@ from dataclasses import replace
 import pytest
 from typer.testing import CliRunner
 
-from streams.cli import app
-from streams.reconcile import ledger_side, write_report
+from streams.cli.main import app
+from streams.domain.reconcile import ledger_side, write_report
 from streams.settings import get_settings
 from tests.unit.connectors.clickhouse.support import DAY0
 from tests.unit.streams.test_readmodels import DAYS, fill

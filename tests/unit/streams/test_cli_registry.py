@@ -1,4 +1,4 @@
-"""The CLI switches the codecs of every process at start (streams/cli.py, `configure`):
+"""The CLI switches the codecs of every process at start (streams/cli/main.py, `configure`):
 each command but the few that touch no record asks the registry first, and a
 registry that does not answer stops the command before it does anything."""
 
@@ -11,7 +11,7 @@ import typer
 from typer.testing import CliRunner
 
 from schemas.codec import use_registry
-from streams.cli import NO_CODEC_COMMANDS, app
+from streams.cli.main import NO_CODEC_COMMANDS, app
 
 DEAD_URL = "http://localhost:1/apis/ccompat/v7"
 COMMANDS = sorted(typer.main.get_group(app).commands)

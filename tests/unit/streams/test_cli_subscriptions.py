@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 from schemas.codec import Codec
 from schemas.ids import derive_subscription_id
 from schemas.times import to_ms
-from streams import cli_subscriptions
-from streams.cli import app
+from streams.cli import subscriptions as cli_subscriptions
+from streams.cli.main import app
 from streams.settings import get_settings
-from streams.subscriptions import Subscription
+from streams.domain.subscriptions import Subscription
 
 CODEC = Codec("SubscriptionCommand")
 TOKEN = {"token": "tok_" + "C" * 32, "bin": "555555", "last4": "4444", "brand": "mastercard", "exp_month": 1, "exp_year": 2031}

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from connectors.vault.keys import FileKeyStore
-from streams.cli import app
+from streams.cli.main import app
 from streams.settings import get_settings
 
 

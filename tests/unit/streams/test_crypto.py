@@ -1,5 +1,5 @@
 """Crypto payments: the simulated chain, the quote, `observe` and the lifecycle in decide,
-posted to the ledger (streams/crypto.py, connectors/providers/chain.py)."""
+posted to the ledger (streams/domain/crypto.py, connectors/providers/chain.py)."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ from hypothesis import strategies as st
 from connectors.providers.chain import ChainConfig, ChainConfigError, ChainView, Deposit, Rate, SimChain, load_chains
 from schemas.codec import Codec
 from schemas.times import from_ms, to_ms
-from streams import crypto
-from streams.crypto import CryptoPolicy, observe, quote
-from streams.methods import MethodError, check_instrument
-from streams.ledger import Balances, add_into, house_account, merchant_account, post, totals_by_currency
-from streams.payments import Payment, Policy, crypto_due, decide
-from streams.timers import Timer
+from streams.domain import crypto
+from streams.domain.crypto import CryptoPolicy, observe, quote
+from streams.domain.methods import MethodError, check_instrument
+from streams.domain.ledger import Balances, add_into, house_account, merchant_account, post, totals_by_currency
+from streams.domain.payments import Payment, Policy, crypto_due, decide
+from streams.domain.timers import Timer
 from tests.unit.streams.conftest import Commands, saga_of
 
 EVENTS = Codec("PaymentEvent")

@@ -14,9 +14,9 @@ from connectors.vault.tokenizer import Tokenizer
 from schemas.codec import Codec
 from schemas.partitioning import partition_for
 from schemas.times import to_ms
-from streams.demo import (CHAOS_PROVIDER, STEP_UP_DELAY, THREE_DS_WEIGHTS, chaos_schedule, generate, provider_shares,
+from streams.demo.run import (CHAOS_PROVIDER, STEP_UP_DELAY, THREE_DS_WEIGHTS, chaos_schedule, generate, provider_shares,
                           step_up_confirms, with_chaos)
-from streams.ingest import Forward, Limits, Source, ingest
+from streams.stages.ingest import Forward, Limits, Source, ingest
 from streams.settings import Settings
 
 START = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
@@ -82,7 +82,7 @@ def test_results_are_seeded_per_payment_mostly_authenticated() -> None:
 def test_every_confirm_is_a_command_ingest_forwards_with_its_result(tmp_path) -> None:
     from connectors.vault.keys import ACS_SIGNING, ActiveSigner, FileKeyStore
     from schemas.times import to_ms
-    from streams.authentication import verify_cavv
+    from streams.domain.authentication import verify_cavv
 
     store = FileKeyStore(tmp_path)
     store.init()
@@ -111,7 +111,7 @@ def test_cardholders_keep_what_the_provider_keys_on() -> None:
     import random
 
     from schemas.cards import luhn_valid
-    from streams.demo import ORDINARY_CARDS, TEST_CARDS, cardholder
+    from streams.demo.run import ORDINARY_CARDS, TEST_CARDS, cardholder
 
     rng = random.Random(1)
     for i, test_card in enumerate(TEST_CARDS):
@@ -155,7 +155,7 @@ def test_shares_count_each_payment_once_by_the_provider_that_decided_it():
 def test_the_network_disputes_a_few_captures_in_event_time_order_and_the_same_ones_every_run() -> None:
     from datetime import datetime, timedelta, timezone
 
-    from streams.demo import DISPUTE_SHARE, dispute_commands
+    from streams.demo.run import DISPUTE_SHARE, dispute_commands
 
     at = datetime(2026, 11, 25, 12, tzinfo=timezone.utc)
     events = {f"pay_{i}": [{"type": "authorized", "occurred_at": at, "merchant_id": "m_acme"},
@@ -183,7 +183,7 @@ def test_some_payments_use_the_other_methods_and_none_carries_a_pan() -> None:
     from collections import Counter
 
     from schemas.cards import contains_pan
-    from streams.demo import METHOD_CURRENCIES
+    from streams.demo.run import METHOD_CURRENCIES
 
     cs = creates(1000)
     by = Counter(c.get("method") or "card" for c in cs)
@@ -216,7 +216,7 @@ def test_the_banks_notices_follow_the_rails_decisions_in_event_time_order() -> N
     from dataclasses import replace
 
     from connectors.providers.rails import Rail, load_rail_configs
-    from streams.demo_methods import BankNotices, bank_notice_commands, methods_summary
+    from streams.demo.methods import BankNotices, bank_notice_commands, methods_summary
 
     configs = load_rail_configs()
     rails = {"bank_ach": Rail(replace(configs["bank_ach"], return_per_mille=500), 7),

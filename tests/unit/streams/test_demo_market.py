@@ -8,10 +8,10 @@ from datetime import datetime, timezone
 from connectors.vault.tokenizer import Tokenizer
 from schemas.codec import Codec
 from schemas.partitioning import partition_for
-from streams.demo import generate
-from streams.demo_market import MARKET, SELLERS, SPLIT_SHARE, market_records, market_split, split_counts
-from streams.ingest import Forward, Limits, Source, ingest
-from streams.merchants import admit
+from streams.demo.run import generate
+from streams.demo.market import MARKET, SELLERS, SPLIT_SHARE, market_records, market_split, split_counts
+from streams.stages.ingest import Forward, Limits, Source, ingest
+from streams.domain.merchants import admit
 
 START = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
 COMMANDS = Codec("PaymentCommand")

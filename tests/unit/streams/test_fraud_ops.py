@@ -9,8 +9,8 @@ import pytest
 
 from models.blocklist import BlocklistError, email_digest
 from schemas.codec import Codec
-from streams import fraud_ops as ops
-from streams.payments import Policy, decide
+from streams.client import fraud as ops
+from streams.domain.payments import Policy, decide
 from streams.settings import Settings
 from tests.unit.streams.conftest import ScriptedProvider, saga_of
 

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from schemas.codec import Codec
 from schemas.money import exponent
-from streams.fx import FxError, FxRate, convert, parse_rate, rate_from_record, rate_key, rate_to_record
-from streams.ledger import (
+from streams.domain.fx import FxError, FxRate, convert, parse_rate, rate_from_record, rate_key, rate_to_record
+from streams.domain.ledger import (
     PostingError,
     SettlementTerms,
     add_into,

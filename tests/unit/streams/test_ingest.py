@@ -20,7 +20,7 @@ from connectors.vault.vault import VaultCard, open_vault
 from schemas.codec import Codec
 from schemas.ids import derive_dlq_id, derive_payment_id
 from schemas.partitioning import partition_for
-from streams.ingest import DeadLetter, Forward, Limits, Source, ingest
+from streams.stages.ingest import DeadLetter, Forward, Limits, Source, ingest
 from streams.settings import Settings
 
 TOKENIZER = Tokenizer(b"k" * 32, "t1")
@@ -720,7 +720,7 @@ def test_a_create_with_the_wrong_instrument_is_refused(overrides: dict[str, Any]
 
 
 def test_a_signed_wallet_cryptogram_is_verified_against_the_wallet_providers_keys(tmp_path: Path) -> None:
-    from streams.authentication import WalletCryptogram, issue_cryptogram, token_digest
+    from streams.domain.authentication import WalletCryptogram, issue_cryptogram, token_digest
     from connectors.vault.keys import WALLET_SIGNING, ActiveSigner
     from schemas.times import to_ms
 

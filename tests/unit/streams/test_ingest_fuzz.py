@@ -31,10 +31,10 @@ from connectors.vault.tokenizer import Tokenizer
 from schemas.codec import MAX_MESSAGE_BYTES, Codec, load_schema
 from schemas.ids import derive_payment_id
 from schemas.partitioning import partition_for
-from streams import keys as key_stage
-from streams.ingest import DLQ_RAW_MAX_BYTES, DeadLetter, Forward, Limits, Source, dead_letter, ingest
-from streams.payments import Policy
-from streams.payments_stage import DEDUP, EVENTS, OUTCOMES, PAYMENTS, SELF, TIMERS, Tables, handle
+from streams.stages import idempotency as key_stage
+from streams.stages.ingest import DLQ_RAW_MAX_BYTES, DeadLetter, Forward, Limits, Source, dead_letter, ingest
+from streams.domain.payments import Policy
+from streams.stages.payments import DEDUP, EVENTS, OUTCOMES, PAYMENTS, SELF, TIMERS, Tables, handle
 from tests.unit.streams.conftest import saga_of
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from models.features import MerchantCounts, MerchantState
-from streams.keys import (
+from streams.stages.idempotency import (
     KeyEffects,
     LabelEffects,
     attached_key,
@@ -140,7 +140,7 @@ def test_without_the_risk_stage_nothing_is_routed(cmds) -> None:
 
 
 def test_a_create_the_registry_does_not_admit_is_refused_and_claims_nothing(cmds) -> None:
-    from streams.merchants import merchant_record
+    from streams.domain.merchants import merchant_record
 
     pending = merchant_record("m_acme", kyc_status="pending", updated_at=cmds.t0)
     create = cmds.create("order-1")

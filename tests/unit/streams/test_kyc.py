@@ -1,4 +1,4 @@
-"""KYC onboarding (streams/kyc.py): the state machine over any sequence of events, the
+"""KYC onboarding (streams/domain/kyc.py): the state machine over any sequence of events, the
 simulated provider's deterministic outcomes, and the record's kyc_status following the case."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas.codec import Codec
-from streams import kyc, merchants
-from streams.kyc import Check, KycError, SimulatedKycProvider
-from streams.sanctions import load_list
+from streams.domain import kyc, merchants
+from streams.domain.kyc import Check, KycError, SimulatedKycProvider
+from streams.domain.sanctions import load_list
 
 T0 = datetime(2026, 3, 1, 9, tzinfo=timezone.utc)
 DOCS = {"registration_certificate": "docs:rc/1", "owner_id": "docs:id/1", "proof_of_address": "docs:poa/1"}

@@ -1,5 +1,5 @@
 """Limits while pending: a pending merchant's creates up to a per-currency daily cap,
-counted once per payment, by the create's event day (streams/kyc_limits.py, streams/keys.py)."""
+counted once per payment, by the create's event day (streams/domain/kyc_limits.py, streams/stages/idempotency.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams import kyc_limits
-from streams.keys import KeyEffects, claim_key, handle
-from streams.merchants import merchant_record
+from streams.domain import kyc_limits
+from streams.stages.idempotency import KeyEffects, claim_key, handle
+from streams.domain.merchants import merchant_record
 
 RETENTION = timedelta(hours=24)
 CAPS = {"USD": 50_000}

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from schemas.codec import Codec
 from schemas.ids import derive_entry_id
-from streams.ledger import (
+from streams.domain.ledger import (
     JournalEntry,
     Line,
     PostingError,

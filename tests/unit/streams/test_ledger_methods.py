@@ -11,8 +11,8 @@ from typing import Any
 from hypothesis import given, settings
 
 from schemas.ids import derive_payment_id
-from streams.ledger import JournalEntry, add_into, imbalance, post, shard_for, totals_by_currency
-from streams.settlement import settle
+from streams.domain.ledger import JournalEntry, add_into, imbalance, post, shard_for, totals_by_currency
+from streams.domain.settlement import settle
 from tests.unit.streams.ledger_support import CMDS, FEE, MANDATE, method_histories, run_methods
 
 SHARDS = 4

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.codec import Codec
-from streams.fx import FxRate, parse_rate
-from streams.ledger import (
+from streams.domain.fx import FxRate, parse_rate
+from streams.domain.ledger import (
     SettlementTerms,
     add_into,
     apply,

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.codec import Codec
-from streams.ledger import (
+from streams.domain.ledger import (
     add_into,
     balance_key,
     decode_balance,
@@ -18,7 +18,7 @@ from streams.ledger import (
     shard_for,
     totals_by_currency,
 )
-from streams.ledger_stage import APPLIED, BALANCES, apply_entry, applied_key, post_event
+from streams.stages.ledger import APPLIED, BALANCES, apply_entry, applied_key, post_event
 from tests.unit.streams.ledger_support import T0, event, histories
 
 SHARDS = 8

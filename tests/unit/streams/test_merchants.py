@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import pytest
 
 from schemas.codec import Codec
-from streams.merchants import MerchantError, Refusal, admit, fold, merchant_record, with_status
+from streams.domain.merchants import MerchantError, Refusal, admit, fold, merchant_record, with_status
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
 T1 = datetime(2026, 11, 26, 10, 0, tzinfo=timezone.utc)
@@ -77,7 +77,7 @@ def verified(merchant_id: str) -> dict:
 
 
 def test_connect_links_a_verified_account_to_its_platform_and_round_trips() -> None:
-    from streams.merchants import connect
+    from streams.domain.merchants import connect
 
     platform, account = connect(verified("m_market"), verified("m_seller"), T1)
     assert (platform["connected"], account["platform_id"]) == (["m_seller"], "m_market")
@@ -91,7 +91,7 @@ def test_connect_links_a_verified_account_to_its_platform_and_round_trips() -> N
 
 
 def test_a_split_create_is_admitted_only_to_connected_accounts() -> None:
-    from streams.merchants import connect, disconnect
+    from streams.domain.merchants import connect, disconnect
 
     platform, _ = connect(verified("m_market"), verified("m_seller"), T1)
     split = create() | {"merchant_id": "m_market", "splits": [{"merchant_id": "m_seller", "amount_minor": 1}]}

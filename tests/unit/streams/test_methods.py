@@ -1,4 +1,4 @@
-"""streams/methods.py: what each method needs at ingest (the ingest tests run it on
+"""streams/domain/methods.py: what each method needs at ingest (the ingest tests run it on
 the wire; these pin the rule itself), the currencies of its rails, instrument labels."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 
 from connectors.providers.rails import load_rail_configs
 from connectors.providers.router import load_router_config
-from streams.methods import (
+from streams.domain.methods import (
     NOT_ON_RAILS,
     METHODS,
     MethodError,

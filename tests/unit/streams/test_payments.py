@@ -12,7 +12,7 @@ import pytest
 from schemas.codec import Codec
 from schemas.ids import derive_outcome_id
 from connectors.providers.simulated import ProviderResult
-from streams.payments import MAX_FOLLOW_UPS, Decision, Payment, Policy, Saga, decide
+from streams.domain.payments import MAX_FOLLOW_UPS, Decision, Payment, Policy, Saga, decide
 from tests.unit.streams.conftest import ScriptedProvider, saga_of
 
 POLICY = Policy()
@@ -366,7 +366,7 @@ def test_a_retried_command_reuses_its_provider_keys(cmds) -> None:
 
 
 def test_fraud_decline_never_reaches_the_provider(cmds) -> None:
-    from streams.payments import FraudVerdict
+    from streams.domain.payments import FraudVerdict
 
     provider = ScriptedProvider()
     d = apply(None, cmds.create(), saga=saga_of(provider, fraud=lambda c: FraudVerdict("decline", ("velocity",))))
@@ -393,7 +393,7 @@ def test_timeout_leaves_the_payment_pending_and_a_status_query_resolves_it(cmds)
 
 
 def test_an_unreachable_provider_is_queried_a_bounded_number_of_times(cmds) -> None:
-    from streams.payments import MAX_RESOLVE_ATTEMPTS
+    from streams.domain.payments import MAX_RESOLVE_ATTEMPTS
 
     provider = ScriptedProvider(authorize_result=TIMEOUT, status_results=[ProviderResult("unknown", "provider_unreachable")])
     saga = saga_of(provider)
@@ -419,7 +419,7 @@ def test_a_refused_capture_is_compensated_by_a_void(cmds) -> None:
 
 
 def test_expiry_timer_releases_the_rest_of_a_partial_capture(cmds) -> None:
-    from streams.payments import expire_due
+    from streams.domain.payments import expire_due
 
     d = apply(None, cmds.create(capture_method="manual"))
     (timer,) = d.timers

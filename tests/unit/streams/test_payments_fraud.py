@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from schemas.codec import Codec
 from schemas.times import to_ms
-from streams.authentication import AuthenticationValue, issue_cavv
-from streams.payments import Payment, Policy, decide, expire_due, three_ds_verdict
+from streams.domain.authentication import AuthenticationValue, issue_cavv
+from streams.domain.payments import Payment, Policy, decide, expire_due, three_ds_verdict
 from tests.unit.streams.conftest import ScriptedProvider
 from tests.unit.streams.conftest import saga_of as plain_saga
 

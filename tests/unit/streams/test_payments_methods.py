@@ -1,4 +1,4 @@
-"""The lifecycles of wallet, bank-transfer and BNPL payments in `decide` (streams/methods.py)."""
+"""The lifecycles of wallet, bank-transfer and BNPL payments in `decide` (streams/domain/methods.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from connectors.providers.router import _method
 from connectors.providers.simulated import ProviderResult
 from schemas.codec import Codec
-from streams.payments import FraudVerdict, Payment, Policy, _as_create, decide
+from streams.domain.payments import FraudVerdict, Payment, Policy, _as_create, decide
 from tests.unit.streams.conftest import Commands, ScriptedProvider, saga_of
 from tests.unit.streams.test_payments import ok, refused
 

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from schemas.codec import Codec
 from schemas.ids import derive_outcome_id, derive_payment_id
 from connectors.providers.simulated import Call, ProviderResult
-from streams.payments import Decision, Payment, Policy, decide, expire_due
-from streams.timers import Timer
+from streams.domain.payments import Decision, Payment, Policy, decide, expire_due
+from streams.domain.timers import Timer
 from tests.unit.streams.conftest import ScriptedProvider, saga_of
 
 POLICY = Policy()
@@ -318,7 +318,7 @@ dispute_steps = st.lists(
 @settings(max_examples=200, deadline=None)
 @given(capture_method=st.sampled_from(("automatic", "manual")), drawn=dispute_steps)
 def test_disputes_keep_the_ledger_invariants(cmds, capture_method: str, drawn: list) -> None:  # type: ignore[no-untyped-def]
-    from streams.ledger import add_into, post, totals_by_currency
+    from streams.domain.ledger import add_into, post, totals_by_currency
 
     first = decide(None, cmds.create(capture_method=capture_method), saga_of(Provider()), POLICY)
     p, events, labels, balances = first.payment, list(first.events), [], {}

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from connectors.providers.rails import Rail, Window, build_rails, load_rail_configs
 from connectors.providers.router import RoutingState, build_router
 from schemas.times import to_ms
-from streams.payments import Payment, Policy, Saga, decide
+from streams.domain.payments import Payment, Policy, Saga, decide
 from tests.unit.streams.conftest import T0, Commands
 
 POLICY = Policy()

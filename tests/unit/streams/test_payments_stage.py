@@ -8,9 +8,9 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from schemas.codec import Codec
-from streams.chain import ChainHead, Signer, awaits_signature, event_hash, link_problem, verify
-from streams.payments import Policy
-from streams.payments_stage import (
+from streams.domain.chain import ChainHead, Signer, awaits_signature, event_hash, link_problem, verify
+from streams.domain.payments import Policy
+from streams.stages.payments import (
     DEDUP,
     EVENTS,
     OUTCOMES,
@@ -24,7 +24,7 @@ from streams.payments_stage import (
     sign_last_event,
     tick_command,
 )
-from streams.subscriptions_stage import tick_command as clock_tick
+from streams.stages.subscriptions import tick_command as clock_tick
 from tests.unit.streams.conftest import saga_of
 
 VALIDATED = Codec("ValidatedCommand")
@@ -126,7 +126,7 @@ def test_a_tick_alone_expires_an_idle_partitions_authorization(cmds) -> None:
 
 def test_a_resolve_is_sent_to_the_stage_itself(cmds) -> None:
     from connectors.providers.simulated import ProviderResult
-    from streams.payments_stage import SELF
+    from streams.stages.payments import SELF
     from tests.unit.streams.conftest import ScriptedProvider
 
     stage = Stage()

@@ -1,4 +1,4 @@
-"""Compliance holds on payouts (streams/payout_holds.py): a merchant not verified is
+"""Compliance holds on payouts (streams/domain/payout_holds.py): a merchant not verified is
 not paid, a sanctioned beneficiary is held with the match shown unless a reviewer
 cleared it, a held payout is sent by a later run once nothing holds it, and the audit
 finds nothing wrong with a held payout."""
@@ -8,11 +8,11 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from connectors.clickhouse.rows import rows_for
-from streams import kyc, merchants
-from streams.payout_holds import payout_hold
-from streams.payouts import payout_of_settlement, run_payouts
-from streams.payouts_job import status_record
-from streams.sanctions import load_list
+from streams.domain import kyc, merchants
+from streams.domain.payout_holds import payout_hold
+from streams.domain.payouts import payout_of_settlement, run_payouts
+from streams.jobs.payouts import status_record
+from streams.domain.sanctions import load_list
 from tests.unit.streams.test_payouts import CLOSED, SENT_AT, SHARDS, check, settled
 
 AT = datetime(2026, 11, 1, tzinfo=timezone.utc)

@@ -1,4 +1,4 @@
-"""Bank payouts (streams/payouts.py): what a run posts, that a re-run posts nothing,
+"""Bank payouts (streams/domain/payouts.py): what a run posts, that a re-run posts nothing,
 that a failed payout gives the merchant back exactly what it sent, and the audit's check."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from connectors.providers.bank import DAY_MS, BankRail
 from schemas.codec import Codec
-from streams.ledger import (
+from streams.domain.ledger import (
     PAYOUT_PAID,
     PAYOUT_SENT,
     REVERSAL,
@@ -21,8 +21,8 @@ from streams.ledger import (
     merchant_account,
     totals_by_currency,
 )
-from streams.payouts import PayoutCheck, failed_entry, paid_entry, payout_of_settlement, run_payouts, sent_entry
-from streams.settlement import cutoff_ms, settlement_entry
+from streams.domain.payouts import PayoutCheck, failed_entry, paid_entry, payout_of_settlement, run_payouts, sent_entry
+from streams.domain.settlement import cutoff_ms, settlement_entry
 
 DAY = date(2026, 11, 25)
 SHARDS = 4

@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 
 from connectors.providers.breaker import Transition
 from streams import metrics
-from streams.ledger import balance_key, encode_balance
-from streams.probes import BreakerBoard, Progress, StallWatch, TooManyBalances, ledger_imbalance, partition_lag
+from streams.domain.ledger import balance_key, encode_balance
+from streams.worker.probes import BreakerBoard, Progress, StallWatch, TooManyBalances, ledger_imbalance, partition_lag
 
 
 def test_lag_counts_from_the_committed_offset_or_the_log_start() -> None:

@@ -18,9 +18,9 @@ from connectors.vault.vault import open_vault
 from schemas.codec import Codec
 from schemas.jsonio import command_from_json
 from schemas.partitioning import partition_for
-from streams.cli import app
-from streams.ingest import Forward, Limits, Source, ingest
-from streams.publish import CommandFileError, command_key, intake_sealer, seal_commands, tokenize_commands, tokenize_in_vault
+from streams.cli.main import app
+from streams.stages.ingest import Forward, Limits, Source, ingest
+from streams.client.publish import CommandFileError, command_key, intake_sealer, seal_commands, tokenize_commands, tokenize_in_vault
 from streams.settings import Settings, get_settings
 
 PAN, CVC = "4242424242424242", "737"

@@ -15,11 +15,11 @@ from connectors.clickhouse.client import ClickHouseError
 from connectors.clickhouse.sink import Batcher, Sink
 from schemas.codec import Codec
 from connectors.clickhouse.rows import rows_for
-from streams.ledger import entry_from_record, entry_to_record
+from streams.domain.ledger import entry_from_record, entry_to_record
 from streams.metrics import SETTLEMENT_DISCREPANCIES
-from streams.readmodels import CODECS, SinkStats, reconcile_day, record_settlement, reset_tables, run, sink_topics
-from streams.reconcile import ledger_side
-from streams.settlement import settle
+from streams.jobs.sink import CODECS, SinkStats, reconcile_day, record_settlement, reset_tables, run, sink_topics
+from streams.domain.reconcile import ledger_side
+from streams.domain.settlement import settle
 from streams.settings import Settings
 from tests.unit.connectors.clickhouse.support import DAY0, SHARDS, traffic
 

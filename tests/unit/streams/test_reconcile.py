@@ -10,7 +10,7 @@ import pytest
 
 from connectors.clickhouse.rows import rows_for
 from connectors.clickhouse.sink import Sink
-from streams.reconcile import REPORT_COLUMNS, ProviderTxn, ReportError, ledger_side, read_report, reconcile
+from streams.domain.reconcile import REPORT_COLUMNS, ProviderTxn, ReportError, ledger_side, read_report, reconcile
 from tests.unit.connectors.clickhouse.support import DAY0, traffic
 
 D = DAY0.date()
@@ -86,7 +86,7 @@ def test_a_bank_transfer_reconciles_as_its_submission_then_its_return() -> None:
     from connectors.providers.rails import DAY_MS, Rail, load_rail_configs
     from connectors.providers.simulated import Call
     from schemas.times import from_ms, to_ms
-    from streams.reconcile import from_settlement_row
+    from streams.domain.reconcile import from_settlement_row
 
     rail = Rail(with_(load_rail_configs()["bank_ach"], return_per_mille=1000), 3)
     at_ms = to_ms(DAY0) + 3_600_000

@@ -1,5 +1,5 @@
 """Reconciliation against the chain's record: the ledger's crypto custody per asset
-equals the chain's deposits less our sends (streams/reconcile.py `reconcile_custody`)."""
+equals the chain's deposits less our sends (streams/domain/reconcile.py `reconcile_custody`)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from typing import Any
 
 from connectors.providers.chain import SimChain
 from schemas.times import to_ms
-from streams.ledger import entry_to_record, post
+from streams.domain.ledger import entry_to_record, post
 from streams.metrics import SETTLEMENT_DISCREPANCIES
-from streams.readmodels import count_discrepancies
-from streams.reconcile import chain_custody, day_end_ms, ledger_custody, reconcile_custody
+from streams.jobs.sink import count_discrepancies
+from streams.domain.reconcile import chain_custody, day_end_ms, ledger_custody, reconcile_custody
 from tests.unit.streams.conftest import Commands
 from tests.unit.streams.test_crypto import POLICY, create, run, usdc
 

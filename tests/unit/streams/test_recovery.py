@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from streams.recovery import log_time, restore_window
+from streams.harness.recovery import log_time, restore_window
 
 LOG = """\
 {"ts": "2026-11-25T20:03:25.573", "level": "info", "logger": "paystream.runtime", "msg": "Restoring state from changelog topics: partitions [0, 1]"}

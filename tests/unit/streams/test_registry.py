@@ -13,7 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from schemas.codec import MAGIC, Codec, RegistryError, use_registry
-from streams.registry import configure_codecs, registry_client
+from streams.client.schema_registry import configure_codecs, registry_client
 from streams.settings import Settings
 from tests.unit.schemas.registry_support import DEAD_LETTER, FakeRegistry
 

@@ -18,8 +18,8 @@ from models.train import SHIPPED_ARTIFACT
 from schemas.codec import Codec
 from schemas.ids import derive_payment_id
 from schemas.partitioning import partition_for
-from streams import keys as ks
-from streams import risk_stage as rs
+from streams.stages import idempotency as ks
+from streams.stages import risk as rs
 
 T0 = datetime(2026, 11, 2, 9, tzinfo=timezone.utc)
 RETENTION = timedelta(hours=24)
@@ -357,7 +357,7 @@ class _StepUpScorer:
 
 
 def test_a_subscription_charge_is_exempt_from_the_step_up_but_a_customer_payment_is_not(scorer):
-    from streams.subscriptions import MIT_METADATA_KEY
+    from streams.domain.subscriptions import MIT_METADATA_KEY
 
     step_up = _StepUpScorer(scorer)
     customer = run(Table(), create(1), step_up)
@@ -370,7 +370,7 @@ def test_a_subscription_charge_is_exempt_from_the_step_up_but_a_customer_payment
 def test_the_exemption_never_softens_a_review_or_a_decline(scorer):
     from dataclasses import replace
 
-    from streams.subscriptions import MIT_METADATA_KEY
+    from streams.domain.subscriptions import MIT_METADATA_KEY
 
     cmd = create(3, metadata={MIT_METADATA_KEY: "sub_1"})
     decision = run(Table(), create(4), scorer).decision

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.runner import MAX_RESTARTS, RESTART_WINDOW_S, WorkerProcess
+from streams.client.processes import MAX_RESTARTS, RESTART_WINDOW_S, WorkerProcess
 from streams.settings import Settings
 
 

@@ -1,4 +1,4 @@
-"""Sanctions matching (streams/sanctions.py): the shipped list parses, names match
+"""Sanctions matching (streams/domain/sanctions.py): the shipped list parses, names match
 themselves under any reordering, case and accents, unrelated names stay under the
 threshold, and the list folds its topic's updates."""
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.sanctions import (
+from streams.domain.sanctions import (
     Entry,
     SanctionsError,
     SanctionsList,

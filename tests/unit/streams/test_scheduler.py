@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone
 
-from streams import kyc, kyc_ops
-from streams.sanctions import load_list
-from streams.scheduler import JOB_ORDER, Scheduler, default_jobs, due_days, event_time, latest_due_day
+from streams.client import kyc as kyc_ops
+from streams.domain import kyc
+from streams.domain.sanctions import load_list
+from streams.jobs.scheduler import JOB_ORDER, Scheduler, default_jobs, due_days, event_time, latest_due_day
 from streams.settings import Settings
 
 T = datetime(2026, 12, 6, 10, 30, 15, 123456, tzinfo=timezone.utc)

@@ -1,4 +1,4 @@
-"""Payer screening in the keys stage (streams/screening.py): a hit holds the create for
+"""Payer screening in the keys stage (streams/domain/screening.py): a hit holds the create for
 review with the match shown, a clear miss passes unchanged, the risk stage never lifts
 a hold, and the payments stage parks a held create of any method before any provider call."""
 
@@ -12,11 +12,11 @@ import pytest
 from models.scoring import Scorer
 from models.train import SHIPPED_ARTIFACT
 from schemas.codec import Codec
-from streams import keys as ks
-from streams import risk_stage as rs
-from streams.payments import Policy, decide
-from streams.sanctions import load_list
-from streams.screening import is_held, keep_hold, screen_create
+from streams.stages import idempotency as ks
+from streams.stages import risk as rs
+from streams.domain.payments import Policy, decide
+from streams.domain.sanctions import load_list
+from streams.domain.screening import is_held, keep_hold, screen_create
 from tests.unit.streams.conftest import ScriptedProvider, saga_of
 from tests.unit.streams.test_risk_stage import Table, create
 

@@ -161,7 +161,7 @@ def test_no_confluent_client_is_built_without_client_config() -> None:
 
 def test_the_worker_runtime_connects_with_the_security_settings(env: pytest.MonkeyPatch, tmp_path: Path,
                                                                 pems: dict[str, Path]) -> None:
-    from streams.worker import build_worker
+    from streams.worker.topology import build_worker
 
     s = sasl(kafka_ssl_ca_file=pems["ca"], namespace="unit", data_dir=tmp_path, keys_dir=tmp_path / "keys")
     engine = build_worker(s)  # builds the clients without connecting
@@ -195,7 +195,7 @@ def test_the_documented_env_yields_the_documented_client_settings(env: pytest.Mo
 
 def test_a_worker_child_gets_the_same_security(env: pytest.MonkeyPatch, tmp_path: Path,
                                               pems: dict[str, Path]) -> None:
-    from streams.runner import WorkerProcess
+    from streams.client.processes import WorkerProcess
 
     parent = sasl(kafka_ssl_ca_file=pems["ca"], data_dir=tmp_path)
     for key, value in WorkerProcess(parent, tmp_path / "w.log").env().items():

@@ -88,7 +88,7 @@ def test_out_of_range_numbers_are_refused(env: pytest.MonkeyPatch, name: str, va
 
 @pytest.mark.parametrize("value", ["decline", "authorize"])
 def test_three_ds_unavailable_is_a_choice_of_two(env: pytest.MonkeyPatch, value: str) -> None:
-    from streams.payments import THREE_DS_UNAVAILABLE_ACTIONS
+    from streams.domain.payments import THREE_DS_UNAVAILABLE_ACTIONS
 
     env.setenv("PAYSTREAM_THREE_DS_UNAVAILABLE", value)
     assert Settings().three_ds_unavailable == value and value in THREE_DS_UNAVAILABLE_ACTIONS
@@ -157,7 +157,7 @@ def test_namespace_prefixes_topics_and_changelogs(env: pytest.MonkeyPatch) -> No
 def test_the_worker_uses_only_declared_topics(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Topics are never auto-created, so every topic the worker reads and every table
     changelog must be declared."""
-    from streams.worker import build_worker  # builds the clients without connecting
+    from streams.worker.topology import build_worker  # builds the clients without connecting
 
     s = Settings(namespace="unit", partitions=6, data_dir=tmp_path, keys_dir=tmp_path / "keys")
     engine = build_worker(s)
@@ -200,8 +200,8 @@ def test_bound_settings_default_to_the_code_s_own_defaults(env: pytest.MonkeyPat
     from connectors.kafka.clients import PRODUCER_QUEUE_MAX_MESSAGES
     from connectors.webhooks.delivery import Backoff
     from schemas.codec import MAX_MESSAGE_BYTES
-    from streams.payments import MAX_FOLLOW_UPS, Policy
-    from streams.timers import SWEEP_MAX
+    from streams.domain.payments import MAX_FOLLOW_UPS, Policy
+    from streams.domain.timers import SWEEP_MAX
 
     s = Settings()
     fields = Settings.model_fields

@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 
 from connectors.clickhouse.rows import rows_for
 from connectors.clickhouse.sink import Sink
-from streams.audit import payout_problem
-from streams.fx import FxRate, RateBook, parse_rate
-from streams.ledger import apply, entry_from_record, imbalance, post, shard_for, totals_by_currency
-from streams.settlement import DAY_MS, SETTLEMENT, cutoff_ms, settle
+from streams.domain.audit import payout_problem
+from streams.domain.fx import FxRate, RateBook, parse_rate
+from streams.domain.ledger import apply, entry_from_record, imbalance, post, shard_for, totals_by_currency
+from streams.domain.settlement import DAY_MS, SETTLEMENT, cutoff_ms, settle
 from tests.unit.connectors.clickhouse.support import DAY0, SHARDS, traffic
 from tests.unit.streams.ledger_support import event
 

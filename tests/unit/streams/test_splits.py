@@ -1,5 +1,5 @@
 """Split payments: the largest remainder rule, the shares' bounds, and a split
-payment's life through the state machine and the ledger (streams/splits.py)."""
+payment's life through the state machine and the ledger (streams/domain/splits.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.ledger import Line, PostingError, apply, merchant_account, post, totals_by_currency
-from streams.payments import Payment, Policy, decide
-from streams.splits import (
+from streams.domain.ledger import Line, PostingError, apply, merchant_account, post, totals_by_currency
+from streams.domain.payments import Payment, Policy, decide
+from streams.domain.splits import (
     MAX_SPLITS,
     Share,
     SplitError,

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from schemas.codec import Codec
 from schemas.ids import derive_charge_command_id, derive_payment_id
 from schemas.times import from_ms, to_ms
-from streams.subscriptions import (
+from streams.domain.subscriptions import (
     DAY_MS,
     DUNNING_DELAYS_MS,
     MAX_ATTEMPTS,

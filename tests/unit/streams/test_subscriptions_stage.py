@@ -10,9 +10,9 @@ from schemas.codec import Codec
 from schemas.ids import derive_subscription_id
 from schemas.partitioning import partition_for
 from schemas.times import to_ms
-from streams.cli_subscriptions import cancel_command, change_plan_command, create_command
-from streams.subscriptions import Subscription
-from streams.subscriptions_stage import handle, outcome_forward, partition_prefix, replay_charges, table_key, tick_command
+from streams.cli.subscriptions import cancel_command, change_plan_command, create_command
+from streams.domain.subscriptions import Subscription
+from streams.stages.subscriptions import handle, outcome_forward, partition_prefix, replay_charges, table_key, tick_command
 
 SUBS, COMMANDS, OUTCOMES = Codec("SubscriptionCommand"), Codec("PaymentCommand"), Codec("PaymentOutcome")
 N = 4

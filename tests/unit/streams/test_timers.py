@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.timers import MAX_FUTURE_SKEW_MS, SWEEP_MAX, Timer, TimerStore
+from streams.domain.timers import MAX_FUTURE_SKEW_MS, SWEEP_MAX, Timer, TimerStore
 
 
 def commit(store: dict[bytes, bytes], timers: TimerStore) -> None:

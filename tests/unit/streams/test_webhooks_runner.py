@@ -9,7 +9,7 @@ import pytest
 from connectors.webhooks import registry
 from schemas.codec import Codec
 from streams.settings import Settings
-from streams.webhooks import WebhookRunner, backoff_of, registry_path
+from streams.jobs.webhooks import WebhookRunner, backoff_of, registry_path
 
 EVENTS = Codec("PaymentEvent")
 AT = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from schemas.codec import Codec
-from streams import worker as worker_module
-from streams.ledger_stage import Applied
+from streams.worker import topology as worker_module
+from streams.stages.ledger import Applied
 from streams.runtime.messages import Message, Record
 from streams.runtime.state import Task
 from streams.settings import Settings
 from streams.topics import topic_names
-from streams.worker import build_worker
+from streams.worker.topology import build_worker
 
 DLQ = Codec("DeadLetter")
 

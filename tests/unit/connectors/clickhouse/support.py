@@ -13,7 +13,7 @@ from typing import Any
 from connectors.clickhouse.rows import rows_for
 from connectors.clickhouse.sink import Sink
 from schemas.codec import Codec
-from streams.ledger import SettlementTerms, entry_to_record, post, shard_for
+from streams.domain.ledger import SettlementTerms, entry_to_record, post, shard_for
 from tests.unit.streams.ledger_support import event
 
 DAY0 = datetime(2026, 11, 25, tzinfo=timezone.utc)
@@ -88,12 +88,12 @@ def populate(ch: Any, t: Traffic) -> Any:
     a day's settlements and a reconciliation; the client back."""
     from dataclasses import asdict
 
-    from streams.ledger import entry_from_record
-    from streams.reconcile import ledger_side, reconcile
+    from streams.domain.ledger import entry_from_record
+    from streams.domain.reconcile import ledger_side, reconcile
     from connectors.providers.bank import DAY_MS, BankRail
-    from streams.payouts import payout_of_settlement, run_payouts
-    from streams.payouts_job import status_record
-    from streams.settlement import cutoff_ms, settle
+    from streams.domain.payouts import payout_of_settlement, run_payouts
+    from streams.jobs.payouts import status_record
+    from streams.domain.settlement import cutoff_ms, settle
 
     rows = [r for e in t.events for r in rows_for("payment_event", e)]
     rows += [r for e in t.entries for r in rows_for("ledger_entry", e)]

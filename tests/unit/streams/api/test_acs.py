@@ -7,7 +7,7 @@ from __future__ import annotations
 from connectors.vault.keys import ACS_SIGNING, FileKeyStore
 from schemas.times import to_ms
 from streams.api.acs import TEST_OTP
-from streams.authentication import verify_cavv
+from streams.domain.authentication import verify_cavv
 from tests.unit.streams.api.conftest import CARD, STEP_UP_CARD, T0, Api
 
 STEP_UP = CARD | {"number": STEP_UP_CARD}

@@ -1,0 +1,1 @@
+"""`paystream`: the command line, one module per command group."""

@@ -1,0 +1,107 @@
+"""The KYC workflow's steps on the registry: each reads a merchant's record, moves its
+case (streams/domain/kyc.py) and returns the record to write to the compacted `merchants`
+topic. `KycDesk` does the IO for the CLI (`paystream merchants apply|kyc-review|
+kyc-reverify`), the API (POST /v1/kyc/application, streams/api/kyc_routes.py) and the
+scheduler's daily `kyc_reverify` job. Times are the event's: the request's, the
+operator's command's, the scheduler's day."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Any
+
+from streams.domain import kyc, merchants
+from streams.domain.sanctions import SanctionsList
+
+
+def application_id(merchant_id: str, at: datetime) -> str:
+    return "kyc_" + hashlib.sha256(f"{merchant_id}\x1f{at.isoformat()}".encode()).hexdigest()[:24]
+
+
+def submit(record: Mapping[str, Any] | None, merchant_id: str, app: Mapping[str, Any], at: datetime,
+           sanctions: SanctionsList) -> dict[str, Any]:
+    """Apply and run the provider's checks (simulated: synchronous). A merchant without
+    a record is registered pending by its application."""
+    base = record if record is not None else merchants.merchant_record(merchant_id, updated_at=at)
+    case = kyc.apply(base.get("kyc"), app, application_id(merchant_id, at), at)
+    case = kyc.checked(case, kyc.SimulatedKycProvider(sanctions).check(case), at)
+    return merchants.with_case(base, case, at)
+
+
+def review(record: Mapping[str, Any], decision: str, reviewer: str, at: datetime, cleared: list[str]) -> dict[str, Any]:
+    if record.get("kyc") is None:
+        raise kyc.KycError("kyc_not_in_review", "the merchant has not applied")
+    return merchants.with_case(record, kyc.reviewed(record["kyc"], decision, reviewer, at, cleared), at)
+
+
+def reverify_due(registry: Mapping[str, Mapping[str, Any]], at: datetime, sanctions: SanctionsList) -> list[dict[str, Any]]:
+    """Every verified merchant whose verification expired by `at`, checked again."""
+    out = []
+    for merchant_id in sorted(registry):
+        record = registry[merchant_id]
+        if kyc.reverify_due(record.get("kyc"), at):
+            case = kyc.reverify(record["kyc"], at)
+            case = kyc.checked(case, kyc.SimulatedKycProvider(sanctions).check(case), at)
+            out.append(merchants.with_case(record, case, at))
+    return out
+
+
+def day_end(day: date) -> datetime:
+    """The last millisecond of a UTC day: the scheduler's `kyc_reverify` checks the
+    verifications expired by then (the Avro timestamp's precision)."""
+    return datetime.combine(day + timedelta(days=1), time(), timezone.utc) - timedelta(milliseconds=1)
+
+
+def reverify_run(desk: Any, at: datetime) -> list[dict[str, Any]]:
+    """Check again, and write, every merchant due by `at` (the CLI's kyc-reverify and
+    the scheduler's job). Idempotent: a merchant checked again is verified until a year
+    later, or pending, so a second run for the same `at` finds nothing due."""
+    records = reverify_due(desk.registry(), at, desk.sanctions())
+    for record in records:
+        desk.write(record)
+    return records
+
+
+def view(record: Mapping[str, Any]) -> dict[str, Any]:
+    """What the merchant (API) and the reviewer (CLI) see of a case: no owners' names."""
+    case = record.get("kyc") or {}
+    return {"merchant_id": record["merchant_id"], "kyc_status": record["kyc_status"],
+            "application_id": case.get("application_id"), "state": case.get("state"),
+            "checks": case.get("checks", []), "verified_until": case.get("verified_until"),
+            "reviewer": case.get("reviewer")}
+
+
+class KycDesk:
+    """The workflow on the real topics: the registry read whole, the record written keyed by merchant."""
+
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
+
+    def registry(self) -> merchants.Registry:
+        from streams.jobs.settle import read_registry
+
+        return read_registry(self.settings)
+
+    def sanctions(self) -> SanctionsList:
+        from streams.worker.feeds import read_list
+
+        return read_list(self.settings)[0]
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        from connectors.kafka.clients import command_producer
+        from schemas.codec import Codec
+        from streams.settings import client_config
+        from streams.topics import topic_names
+
+        producer = command_producer(client_config(self.settings))
+        producer.produce(topic_names(self.settings).merchants, key=record["merchant_id"].encode(),
+                         value=Codec("MerchantRecord").encode(dict(record), check=True))
+        if producer.flush(30) != 0:
+            raise RuntimeError("the broker did not acknowledge the registry record in 30 s")
+
+    def apply(self, merchant_id: str, app: Mapping[str, Any], at: datetime) -> dict[str, Any]:
+        record = submit(self.registry().get(merchant_id), merchant_id, app, at, self.sanctions())
+        self.write(record)
+        return record

@@ -1,0 +1,1 @@
+"""The demo: realistic traffic through a real broker and worker, summarised."""

@@ -1,0 +1,1 @@
+"""Measuring and breaking the pipeline: bench, chaos, recovery."""

@@ -1,0 +1,1 @@
+"""Side processes over the topics: the ClickHouse sink, webhooks, settle, payouts, the scheduler."""

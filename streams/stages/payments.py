@@ -1,0 +1,229 @@
+"""The payments stage for one message, as plain values: what to write and what to send.
+
+`handle` is everything the payments agent does between decoding a message and
+emitting its effects, over read-only views of the three tables, so it is tested
+without Kafka. Per message, in order:
+  1. dedup by command_id: the same bytes again are skipped (a redelivery); other
+     bytes under a command_id already answered are dead-lettered, never dropped;
+  2. decide (streams/domain/payments.py): the outcome, the payment, its events, the
+     commands the stage sends itself, its timers, and the router's next state
+     (breakers per provider, one per partition, kept in the timers table);
+  3. advance the partition's event-time watermark and fire what is due: expiries
+     of uncaptured authorizations, and the eviction of dedup records older than the
+     idempotency retention (the bounded sweep);
+  4. link the message's payment events, in order, onto the partition's hash chain
+     (streams/domain/chain.py); the chain head is stage state like the timers, so it lands
+     in the same transaction as the events it heads. The batch signs its block once,
+     on its last event (`sign_block`), before anything is sent.
+A `tick` (the clock's event time, forwarded from the clock topic into this log by the
+worker) does only 3 and 4: no dedup record and no outcome, so an idle partition still
+expires its holds (`paystream scheduler run` ticks every partition).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from functools import lru_cache
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from connectors.providers.router import Routed, RoutingState
+from streams.domain.chain import ChainHead, Signs, link, sign_block
+from streams.domain.outcomes import rejection
+from streams.domain.payments import Decision, Payment, Policy, Saga, crypto_due, decide, event_ms, expire_due
+from streams.domain.timers import SWEEP_MAX, Timer, TimerStore
+
+Get = Callable[[bytes], bytes | None]
+
+# Table names as the worker maps them to the runtime's tables (streams/worker/topology.py).
+PAYMENTS, DEDUP, TIMERS = "payments", "dedup", "timers"
+# Output streams as the agent maps them to topics (LABELS: fraud-labels).
+OUTCOMES, EVENTS, SELF, LABELS = "outcomes", "events", "self", "labels"
+
+
+@dataclass(frozen=True)
+class Tables:
+    payments: Get
+    dedup: Get
+    timers: Get
+
+
+@dataclass
+class Effects:
+    skipped: bool = False  # a redelivery: nothing to write or send
+    reused_command_id: bool = False  # dead-letter the message instead
+    writes: list[tuple[str, bytes, bytes | None]] = field(default_factory=list)  # (table, key, value or None)
+    records: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (stream, record)
+    fired: list[Timer] = field(default_factory=list)
+    routed: Routed | None = None  # what the router did for a create: attempts, failovers, breaker changes
+
+    def send(self, stream: str, records: tuple[dict[str, Any], ...] | list[dict[str, Any]]) -> None:
+        self.records.extend((stream, r) for r in records)
+
+
+def dedup_key(partition: int, command_id: str) -> bytes:
+    return f"{partition}/{command_id}".encode()
+
+
+def message_digest(raw: bytes) -> bytes:
+    return hashlib.sha256(raw).hexdigest()[:32].encode()
+
+
+def chain_key(partition: int) -> bytes:
+    """The partition's event chain head (streams/domain/chain.py), beside its timers."""
+    return f"{partition}/chain".encode()
+
+
+def chain_head(tables: Tables, partition: int) -> ChainHead:
+    raw = tables.timers(chain_key(partition))
+    return ChainHead.from_bytes(partition, raw) if raw is not None else ChainHead.genesis(partition)
+
+
+@lru_cache(maxsize=64)
+def routing_state(raw: bytes) -> RoutingState:
+    """The router's state from its stored bytes, parsed once per value: it is read for
+    every command of a partition and changes only when a provider is called (frozen,
+    so a cached one is safe to share)."""
+    return RoutingState.from_json(raw)
+
+
+def routing_key(partition: int) -> bytes:
+    """The partition's router state, beside its timers (both are per-partition stage state)."""
+    return f"{partition}/routing".encode()
+
+
+def apply_command(cmd: dict[str, Any], payment: Payment | None, saga: Saga, policy: Policy,
+                  routing: RoutingState | None = None) -> Decision:
+    """The decision for one validated command, given its payment's state."""
+    if cmd["rejection_reason"] is not None:
+        outcome = rejection(cmd, cmd["rejection_reason"], cmd["rejection_detail"] or "", payment_id=cmd["payment_id"])
+        return Decision(payment, outcome, changed=False, routing=routing)
+    return decide(payment, cmd, saga, policy, routing)
+
+
+def handle(
+    cmd: dict[str, Any],
+    raw: bytes,
+    partition: int,
+    record_ts_ms: int,
+    tables: Tables,
+    saga: Saga,
+    policy: Policy,
+    retention: timedelta,
+    sweep_max: int = SWEEP_MAX,
+    *,
+    signer: Signs | None = None,  # the worker always links (and signs per batch); None leaves events unchained
+) -> Effects:
+    effects = Effects()
+    if cmd["kind"] == "tick":
+        return _tick(cmd, partition, record_ts_ms, tables, saga, policy, sweep_max, effects, signer)
+    key = dedup_key(partition, cmd["command_id"])
+    digest = message_digest(raw)
+    seen = tables.dedup(key)
+    if seen is not None:
+        effects.skipped = seen == digest
+        effects.reused_command_id = not effects.skipped
+        return effects
+
+    payments: dict[bytes, Payment] = {}  # this message's payment changes, read back by timers
+    load = _loader(tables, payments)
+    pid = cmd["payment_id"].encode() if cmd["payment_id"] else None
+    raw_routing = tables.timers(routing_key(partition))
+    routing = routing_state(raw_routing) if raw_routing is not None else None
+    decision = apply_command(cmd, load(pid) if pid else None, saga, policy, routing)
+    assert decision.outcome is not None
+    if decision.routing is not None and decision.routing != routing:
+        effects.writes.append((TIMERS, routing_key(partition), decision.routing.to_json()))
+        effects.routed = decision.routed
+    effects.send(OUTCOMES, [decision.outcome])
+    if decision.changed:
+        assert pid is not None and decision.payment is not None
+        payments[pid] = decision.payment
+    effects.send(EVENTS, decision.events)
+    effects.send(SELF, decision.commands)
+    effects.send(LABELS, decision.labels)
+
+    timers = TimerStore(tables.timers, partition)
+    at_ms = event_ms(cmd["occurred_at"])
+    effects.writes.append((DEDUP, key, digest))
+    timers.push(Timer("forget", at_ms + retention // timedelta(milliseconds=1), key.decode()))
+    for timer in decision.timers:
+        timers.push(timer)
+    return _fire_and_seal(timers, timers.advance(at_ms, record_ts_ms), payments, tables, saga, policy, sweep_max,
+                          effects, signer)
+
+
+def _loader(tables: Tables, payments: dict[bytes, Payment]) -> Callable[[bytes], Payment | None]:
+    """Reads a payment: this message's change first, else the table."""
+    def load(pid: bytes) -> Payment | None:
+        if pid in payments:
+            return payments[pid]
+        raw_payment = tables.payments(pid)
+        return Payment.from_json(raw_payment) if raw_payment is not None else None
+    return load
+
+
+def _fire_and_seal(timers: TimerStore, watermark_ms: int, payments: dict[bytes, Payment], tables: Tables, saga: Saga,
+                   policy: Policy, sweep_max: int, effects: Effects, signer: Signs | None) -> Effects:
+    """Fire the timers due by `watermark_ms` (at most `sweep_max` per kind: forget dedup
+    records, expire uncaptured authorizations, look at crypto deposits), write the
+    payments and timers, link the events."""
+    load = _loader(tables, payments)
+    for timer in timers.pop_due("forget", watermark_ms, sweep_max):
+        effects.fired.append(timer)
+        effects.writes.append((DEDUP, timer.ref.encode(), None))
+    again: list[Timer] = []  # pushed after the sweep: a queue is not pushed while it is popped
+    for kind, due in (("expire", expire_due), ("crypto", crypto_due)):
+        for timer in timers.pop_due(kind, watermark_ms, sweep_max):
+            effects.fired.append(timer)
+            payment = load(timer.ref.encode())
+            decision = due(payment, timer, saga, policy) if payment is not None else None
+            if decision is not None:
+                assert decision.payment is not None
+                payments[timer.ref.encode()] = decision.payment
+                effects.send(EVENTS, decision.events)
+                again.extend(decision.timers)  # a crypto look watches again; an expiry sets none
+    for timer in again:
+        timers.push(timer)
+    effects.writes.extend((PAYMENTS, k, p.to_json()) for k, p in payments.items())
+    effects.writes.extend((TIMERS, k, v) for k, v in timers.pending.items())
+    if signer is not None:
+        _seal_events(effects, tables, timers.partition, signer)
+    return effects
+
+
+def _tick(cmd: dict[str, Any], partition: int, record_ts_ms: int, tables: Tables, saga: Saga, policy: Policy,
+          sweep_max: int, effects: Effects, signer: Signs | None) -> Effects:
+    """The clock reached `occurred_at`: fire what is due. A tick is no command (no dedup
+    record, no outcome); a repeated or older one moves nothing (the watermark only grows)."""
+    timers = TimerStore(tables.timers, partition)
+    return _fire_and_seal(timers, timers.advance(event_ms(cmd["occurred_at"]), record_ts_ms), {}, tables, saga, policy,
+                          sweep_max, effects, signer)
+
+
+def tick_command(tick: dict[str, Any]) -> dict[str, Any]:
+    """The clock topic's tick (a SubscriptionCommand) as this stage's ValidatedCommand tick."""
+    assert tick["kind"] == "tick", tick["kind"]
+    return {"command_id": tick["command_id"], "kind": "tick", "merchant_id": "", "idempotency_key": "",
+            "occurred_at": tick["occurred_at"]}
+
+
+def _seal_events(effects: Effects, tables: Tables, partition: int, signer: Signs) -> None:
+    head = start = chain_head(tables, partition)
+    for i, (stream, record) in enumerate(effects.records):
+        if stream == EVENTS:
+            linked, head = link(record, head, signer.key_id)
+            effects.records[i] = (EVENTS, linked)
+    if head != start:
+        effects.writes.append((TIMERS, chain_key(partition), head.to_bytes()))
+
+
+def sign_last_event(records: list[tuple[str, dict[str, Any]]], signer: Signs) -> None:
+    """Sign the block of one partition's batch: its last payment event, in place."""
+    for i in range(len(records) - 1, -1, -1):
+        stream, record = records[i]
+        if stream == EVENTS:
+            records[i] = (EVENTS, sign_block(record, signer))
+            return

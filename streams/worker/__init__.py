@@ -1,0 +1,1 @@
+"""The declared topology on the runtime, and what a worker process watches."""
