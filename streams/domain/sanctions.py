@@ -35,7 +35,7 @@ SHIPPED_LIST = Path(__file__).resolve().parents[2] / "connectors" / "sanctions" 
 LIST_FORMAT = 1
 # 88 of 100: one or two letters off in a name of two or three words (a transliteration,
 # a typo) still hits; two different common names (Maria Garcia, Mario Garza) do not.
-# docs/compliance.md has the measured cases; tests/unit/streams/test_sanctions.py keeps them.
+# docs/compliance.md has the measured cases; tests/unit/streams/domain/test_sanctions.py keeps them.
 THRESHOLD = 88
 KINDS = ("individual", "entity", "vessel")
 UID_PATTERN = re.compile(r"[A-Za-z0-9-]{1,32}")

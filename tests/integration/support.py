@@ -35,7 +35,7 @@ def make_settings(tmp: Path, label: str) -> Settings:
         commit_interval_ms=50,
         # Exact outcomes are asserted: the deterministic test-mode provider, and no fraud
         # stage (these tests pay with one card thousands of times: velocity rules would
-        # review them). tests/integration/streams/test_fraud.py runs the risk stage.
+        # review them). tests/integration/streams/worker/test_fraud.py runs the risk stage.
         providers="test",
         fraud_scoring=False,
     )

@@ -24,7 +24,7 @@ from tests.integration.support import make_settings, start_worker
 pytestmark = pytest.mark.integration
 
 # A first $1,000 payment on a fresh card at a fresh merchant: the shipped model's score
-# lands in the 3DS band (tests/integration/streams/test_fraud.py checks it).
+# lands in the 3DS band (tests/integration/streams/worker/test_fraud.py checks it).
 STEP_UP = {"amount_minor": 100_000, "currency": "USD",
            "card": {"number": "4000056655665556", "exp_month": 12, "exp_year": 2030, "cvc": "123"}}
 

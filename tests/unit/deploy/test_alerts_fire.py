@@ -1,7 +1,7 @@
 """Every alert in deploy/prometheus/alerts.yml has a test that makes it fire from
 metrics the real code path produced (tests/unit/deploy/alert_support.py says how the
 rule is evaluated). The alerts of the scheduler's metrics are here; the worker's are
-in tests/integration/streams/test_alerts_run.py (they need a running worker)."""
+in tests/integration/streams/worker/test_alerts_run.py (they need a running worker)."""
 
 from __future__ import annotations
 
@@ -15,17 +15,17 @@ from streams.client.processes import wait_until
 from streams.jobs.scheduler import JOB_ORDER, default_jobs
 from streams.settings import Settings
 from tests.unit.deploy.alert_support import RULES, by, expr, free_port, increase, increase_by, render, scrape
-from tests.unit.streams.test_scheduler import Clock, Offline, _NoProducer
+from tests.unit.streams.jobs.test_scheduler import Clock, Offline, _NoProducer
 
 # alert -> the test that makes it fire ("module::function").
 FIRING = {
     "PaystreamSettlementDiscrepancy": "tests/unit/deploy/test_alerts_fire.py::test_settlement_discrepancy_fires_from_the_schedulers_reconcile_job",
     "PaystreamDailyJobFailed": "tests/unit/deploy/test_alerts_fire.py::test_daily_job_failed_fires_when_a_job_raises",
     "PaystreamClockStalled": "tests/unit/deploy/test_alerts_fire.py::test_clock_stalled_fires_when_the_broker_takes_no_tick",
-    "PaystreamDeadLetters": "tests/integration/streams/test_alerts_run.py::test_the_workers_alerts_fire",
-    "PaystreamSuccessRateLow": "tests/integration/streams/test_alerts_run.py::test_the_workers_alerts_fire",
-    "PaystreamLatencyP99High": "tests/integration/streams/test_alerts_run.py::test_the_workers_alerts_fire",
-    "PaystreamConsumerLagGrowing": "tests/integration/streams/test_alerts_run.py::test_consumer_lag_growing_fires_from_the_lag_watch",
+    "PaystreamDeadLetters": "tests/integration/streams/worker/test_alerts_run.py::test_the_workers_alerts_fire",
+    "PaystreamSuccessRateLow": "tests/integration/streams/worker/test_alerts_run.py::test_the_workers_alerts_fire",
+    "PaystreamLatencyP99High": "tests/integration/streams/worker/test_alerts_run.py::test_the_workers_alerts_fire",
+    "PaystreamConsumerLagGrowing": "tests/integration/streams/worker/test_alerts_run.py::test_consumer_lag_growing_fires_from_the_lag_watch",
     "PaystreamLedgerImbalance": "tests/unit/deploy/test_alerts_fire.py::test_ledger_imbalance_fires_from_the_workers_gauge_and_clears",
 }
 # Not yet made to fire by a test (issue 24): why.

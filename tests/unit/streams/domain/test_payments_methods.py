@@ -13,7 +13,7 @@ from connectors.providers.simulated import ProviderResult
 from schemas.codec import Codec
 from streams.domain.payments import FraudVerdict, Payment, Policy, _as_create, decide
 from tests.unit.streams.conftest import Commands, ScriptedProvider, saga_of
-from tests.unit.streams.test_payments import ok, refused
+from tests.unit.streams.domain.test_payments import ok, refused
 
 EVENTS = Codec("PaymentEvent")
 MANDATE = {"scheme": "ach", "mandate_id": "MD-1", "account_last4": "6789"}

@@ -11,7 +11,7 @@ from streams.cli.main import app
 from streams.domain.reconcile import ledger_side, write_report
 from streams.settings import get_settings
 from tests.unit.connectors.clickhouse.support import DAY0
-from tests.unit.streams.test_readmodels import DAYS, fill
+from tests.unit.streams.jobs.test_sink_job import DAYS, fill
 
 runner = CliRunner()
 D = DAY0.date()

@@ -21,7 +21,7 @@ from streams.client.processes import SchedulerProcess, wait_until
 from streams.jobs.scheduler import JOB_ORDER, RUN_CODEC, Scheduler
 from streams.settings import Settings, client_config
 from streams.topics import declared_topics, topic_names
-from tests.integration.streams.test_metrics_scrape import free_port, scrape
+from tests.integration.streams.worker.test_metrics_scrape import free_port, scrape
 from tests.integration.support import WAIT_S, create, make_settings, start_worker
 from tests.unit.connectors.clickhouse.support import DAY0, SHARDS, traffic
 

@@ -13,7 +13,7 @@ from streams.domain.payout_holds import payout_hold
 from streams.domain.payouts import payout_of_settlement, run_payouts
 from streams.jobs.payouts import status_record
 from streams.domain.sanctions import load_list
-from tests.unit.streams.test_payouts import CLOSED, SENT_AT, SHARDS, check, settled
+from tests.unit.streams.domain.test_payouts import CLOSED, SENT_AT, SHARDS, check, settled
 
 AT = datetime(2026, 11, 1, tzinfo=timezone.utc)
 LIST = load_list()

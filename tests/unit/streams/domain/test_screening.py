@@ -18,7 +18,7 @@ from streams.domain.payments import Policy, decide
 from streams.domain.sanctions import load_list
 from streams.domain.screening import is_held, keep_hold, screen_create
 from tests.unit.streams.conftest import ScriptedProvider, saga_of
-from tests.unit.streams.test_risk_stage import Table, create
+from tests.unit.streams.stages.test_risk_stage import Table, create
 
 LIST = load_list()
 REVIEW = Codec("FraudReview")

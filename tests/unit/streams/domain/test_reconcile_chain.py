@@ -12,7 +12,7 @@ from streams.metrics import SETTLEMENT_DISCREPANCIES
 from streams.jobs.sink import count_discrepancies
 from streams.domain.reconcile import chain_custody, day_end_ms, ledger_custody, reconcile_custody
 from tests.unit.streams.conftest import Commands
-from tests.unit.streams.test_crypto import POLICY, create, run, usdc
+from tests.unit.streams.domain.test_crypto import POLICY, create, run, usdc
 
 # Every payer behaviour and reorgs (some dropped), so custody moves every way.
 CHAIN = SimChain(usdc(split_per_mille=200, under_per_mille=200, over_per_mille=200, late_per_mille=150,

@@ -24,7 +24,7 @@ from streams.domain.merchants import merchant_record
 from streams.client.observe import Observer
 from streams.settings import client_config
 from streams.topics import declared_topics, topic_names
-from tests.integration.streams.test_settle_reconcile import cli
+from tests.integration.streams.jobs.test_settle_reconcile import cli
 from tests.integration.support import T0, WAIT_S, Pipeline, create, follow_up, make_settings, run, start_worker
 
 pytestmark = pytest.mark.integration

@@ -1,6 +1,6 @@
 """The scheduler's clock and plan, without a broker: event time from the wall clock
 (lagged, monotonic, millisecond), which days are due, catch-up bounds, and the order
-and retry rules of the daily jobs (the Kafka side is tests/integration/streams/test_scheduler_run.py)."""
+and retry rules of the daily jobs (the Kafka side is tests/integration/streams/jobs/test_scheduler_run.py)."""
 
 from __future__ import annotations
 
