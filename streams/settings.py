@@ -7,11 +7,15 @@ pydantic SecretStr (its repr is `**********`), so a repr of the settings is safe
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Literal
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from connectors.kafka.launcher import ClusterConfig
+from connectors.schema_registry.launcher import CCOMPAT_PATH
+from schemas.money import is_currency
 
 #: The default bootstrap, where the embedded broker listens (PAYSTREAM_KAFKA_EMBEDDED_PORT moves it).
 EMBEDDED_BOOTSTRAP = "localhost:19092"
@@ -223,7 +227,6 @@ class Settings(BaseSettings):
     @field_validator("kyc_pending_daily_cap_minor")
     @classmethod
     def _caps_are_currencies_and_longs(cls, v: dict[str, int]) -> dict[str, int]:
-        from schemas.money import is_currency
 
         for currency, cap in v.items():
             if not is_currency(currency) or not 0 <= cap <= 2**63 - 1:
@@ -296,7 +299,6 @@ class Settings(BaseSettings):
         down still finds the others), else PAYSTREAM_KAFKA_BOOTSTRAP as given."""
         if not self.kafka_embedded or self.kafka_brokers == 1:
             return self.kafka_bootstrap
-        from connectors.kafka.launcher import ClusterConfig
 
         port = int(self.kafka_bootstrap.rsplit(":", 1)[1])
         return ClusterConfig(self.kafka_dir, self.kafka_brokers, port).bootstrap
@@ -315,7 +317,6 @@ class Settings(BaseSettings):
 
     @property
     def schema_registry_embedded_url(self) -> str:
-        from connectors.schema_registry.launcher import CCOMPAT_PATH
 
         return f"http://localhost:{self.schema_registry_embedded_port}{CCOMPAT_PATH}"
 

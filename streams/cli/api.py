@@ -79,11 +79,16 @@ def serve(
 
     from connectors.clickhouse.client import ClickHouseError, connect
     from connectors.kafka.clients import MissingTopic, committed_reader, require_topics
-    from streams.api.app import ApiConfig, create_app
-    from streams.api.bus import KafkaBus
-    from connectors.vault.keys import ACS_SIGNING, ActiveSigner, FileKeyStore, KeyStoreError
+    from connectors.vault.keys import (
+        ACS_SIGNING,
+        ActiveSigner,
+        FileKeyStore,
+        KeyStoreError,
+    )
     from streams.api import kyc_routes
     from streams.api.acs import Acs
+    from streams.api.app import ApiConfig, create_app
+    from streams.api.bus import KafkaBus
     from streams.api.readmodel import ClickHousePayments
     from streams.client.kyc import KycDesk
     from streams.client.publish import intake_sealer

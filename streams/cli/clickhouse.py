@@ -13,22 +13,15 @@ from rich.console import Console
 from rich.table import Table
 
 from connectors.clickhouse.client import ClickHouseError, connect
-from connectors.clickhouse.migrate import MigrationError, migrate as run_migrations
+from connectors.clickhouse.migrate import MigrationError
+from connectors.clickhouse.migrate import migrate as run_migrations
+from streams.cli.common import read_models
 from streams.settings import get_settings
 
 app = typer.Typer(no_args_is_help=True, help="ClickHouse read models (chDB in-process, or a server by URL).")
 err = Console(stderr=True)
 
 
-def read_models(job: str) -> Any:
-    """The configured read-model database (it must exist: `paystream clickhouse
-    migrate` creates it), or exit 1 saying why, prefixed with the job's name."""
-    settings = get_settings()
-    try:
-        return connect(settings.clickhouse_url, settings.clickhouse_database, create=False)
-    except ClickHouseError as e:
-        err.print(f"[red]{job}:[/red] {e}")
-        raise typer.Exit(1) from None
 MAX_ROWS = 1_000_000
 
 

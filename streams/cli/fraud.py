@@ -22,7 +22,8 @@ def simulate(
 ) -> None:
     """Write simulated card transactions with labelled fraud scenarios
     (tx_id,timestamp,card_id,merchant_id,amount_minor,currency,fraud)."""
-    from models.simulate import SimConfig, simulate as run, write_csv
+    from models.simulate import SimConfig, write_csv
+    from models.simulate import simulate as run
 
     df = run(SimConfig(days=days, n_cards=cards, n_merchants=merchants, seed=seed))
     write_csv(df, out)
@@ -33,7 +34,13 @@ def simulate(
 
 def _feature_progress(total: int, label: str):
     """A rich progress bar for long feature passes; returns (context, advance)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                         console=err, transient=False)
@@ -89,7 +96,8 @@ def replay(
     with delayed labels and periodic retraining; print AUC, AP and card precision@100
     over the last 7 days."""
     from models.history import HistoryError, load_history
-    from models.replay import ReplayConfig, replay as run, write_scores
+    from models.replay import ReplayConfig, write_scores
+    from models.replay import replay as run
 
     try:
         cfg = ReplayConfig(feedback_delay_days=feedback_delay_days, retrain_every_days=retrain_every_days,

@@ -13,10 +13,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from schemas.codec import Codec, DecodeError
+from schemas.codec import Codec
+from streams.client.merchants import read_registry
 from streams.domain import merchants
-from streams.settings import Settings, client_config, get_settings
-from streams.jobs.settle import read_registry
+from streams.settings import client_config, get_settings
 from streams.topics import topic_names
 
 app = typer.Typer(no_args_is_help=True, help="The merchant registry: KYC status, currencies, methods, fee plan.")
@@ -130,8 +130,8 @@ def apply_(merchant: str, legal_name: str = typer.Option(..., help="The company'
            owner: list[str] = typer.Option(..., "--owner", help="A beneficial owner's name (repeat)."),
            document: list[str] = typer.Option([], "--document", help="KIND=REF, a document store reference (repeat).")) -> None:
     """MERCHANT applies for KYC: the provider's checks run, the record is written with the outcome."""
-    from streams.domain import kyc
     from streams.client.kyc import KycDesk, view
+    from streams.domain import kyc
 
     try:
         docs = dict(d.split("=", 1) for d in document)

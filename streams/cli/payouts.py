@@ -20,7 +20,7 @@ err = Console(stderr=True, soft_wrap=True)
 MAX_SHOWN = 20
 
 
-def _day(value: str) -> date:
+def day_of(value: str) -> date:
     try:
         return date.fromisoformat(value)
     except ValueError:
@@ -38,7 +38,7 @@ def run(
     from streams.jobs.payouts import payouts_day
     from streams.jobs.settle import SettleError
 
-    day, settings = _day(date_), get_settings()
+    day, settings = day_of(date_), get_settings()
     bank = BankRail(seed=seed, fail_per_mille=fail_per_mille, closed_accounts=frozenset(closed))
     client = read_models("payouts")
     try:

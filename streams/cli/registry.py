@@ -13,7 +13,7 @@ from connectors.schema_registry import launcher
 from streams.client.schema_registry import registry_config
 from streams.settings import Settings, get_settings
 
-app = typer.Typer(no_args_is_help=True, help=__doc__)
+app = typer.Typer(no_args_is_help=True, help="The embedded Schema Registry (Apicurio, Confluent-compatible API).")
 err = Console(stderr=True)
 
 

@@ -21,9 +21,9 @@ def recovery(
     json_file: Path | None = typer.Option(None, "--json", help="Write the figures here as JSON"),
 ) -> None:
     """Time a worker's start to ready when its tables come back from the changelogs, at KEYS live keys."""
-    from streams.cli.main import ensure_broker
-    from streams.logs import setup_logging
+    from streams.client.broker import ensure_broker
     from streams.harness.recovery import MAX_RECORDS, RecoveryError, measure, to_json
+    from streams.logs import setup_logging
 
     if keys * versions > MAX_RECORDS:
         raise typer.BadParameter(f"keys x versions must be at most {MAX_RECORDS:,}", param_hint="--versions")

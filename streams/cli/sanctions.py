@@ -25,9 +25,9 @@ def publish(file: Path = typer.Option(SHIPPED_LIST, help="A list file (format 1,
     """Publish FILE's entries: new and changed ones, and a tombstone per uid it no longer lists."""
     from connectors.kafka.clients import command_producer
     from streams.domain.sanctions import list_updates
-    from streams.worker.feeds import ENTRY_CODEC, read_list
     from streams.settings import client_config, get_settings
     from streams.topics import topic_names
+    from streams.worker.feeds import ENTRY_CODEC, read_list
 
     try:
         target = load_list(file)
@@ -56,8 +56,8 @@ def publish(file: Path = typer.Option(SHIPPED_LIST, help="A list file (format 1,
 @app.command("list")
 def list_() -> None:
     """The list in force: the shipped list with the topic's updates applied."""
-    from streams.worker.feeds import read_list
     from streams.settings import get_settings
+    from streams.worker.feeds import read_list
 
     current, bad = read_list(get_settings())
     for e in current.entries():
@@ -74,8 +74,8 @@ def screen(name: str, threshold: int = typer.Option(THRESHOLD, min=0, max=100, h
     if offline:
         current = load_list()
     else:
-        from streams.worker.feeds import read_list
         from streams.settings import get_settings
+        from streams.worker.feeds import read_list
 
         current, _ = read_list(get_settings())
     hit = current.screen(name, threshold=threshold)

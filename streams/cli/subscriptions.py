@@ -8,90 +8,27 @@ the subscriptions table's changelog (the stage's committed state). docs/subscrip
 from __future__ import annotations
 
 import json
-import uuid
-from datetime import datetime, timezone
 from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from schemas.codec import Codec
-from schemas.ids import derive_subscription_id
 from schemas.money import format_minor
+from streams.cli.common import time_of
+from streams.client.subscriptions import (
+    cancel_command,
+    change_plan_command,
+    create_command,
+    publish,
+    read_subscriptions,
+)
 from streams.domain import subscriptions
-from streams.client.publish import publish_tick
-from streams.settings import Settings, client_config, get_settings
-from streams.domain.subscriptions import INTERVALS, Subscription, describe
-from streams.topics import changelog_topic, topic_names
+from streams.domain.subscriptions import INTERVALS, describe
+from streams.settings import get_settings
 
 app = typer.Typer(no_args_is_help=True, help="Recurring payments: create, cancel, change plan, list (docs/subscriptions.md).")
-clock_app = typer.Typer(no_args_is_help=True, help="The event-time clock the subscriptions stage is driven by.")
 err = Console(stderr=True, soft_wrap=True)
-CODEC = Codec("SubscriptionCommand")
-FLUSH_TIMEOUT_S = 30
-
-
-def _blank(kind: str, at: datetime) -> dict[str, Any]:
-    return {"command_id": f"subcmd_{uuid.uuid4().hex}", "kind": kind, "subscription_id": None, "merchant_id": None,
-            "occurred_at": at, "plan": None, "card_token": None, "anchor_at": None, "trial_days": 0,
-            "at_period_end": False, "outcome": None}
-
-
-def publish(settings: Settings, commands: list[dict[str, Any]]) -> None:
-    """Subscription commands, keyed by subscription id, acknowledged before returning."""
-    from connectors.kafka.clients import command_producer
-
-    producer = command_producer(client_config(settings))
-    topic = topic_names(settings).subscription_commands
-    for cmd in commands:
-        producer.produce(topic, key=cmd["subscription_id"].encode(), value=CODEC.encode(cmd, check=True))
-        producer.poll(0)
-    if producer.flush(FLUSH_TIMEOUT_S) != 0:
-        raise RuntimeError(f"the broker did not acknowledge the subscription commands in {FLUSH_TIMEOUT_S} s")
-
-
-def read_subscriptions(settings: Settings) -> list[Subscription]:
-    """The stage's committed state: the latest record per key of its table's changelog."""
-    from connectors.kafka.clients import MissingTopic, read_to_end
-
-    latest: dict[bytes, bytes | None] = {}
-    try:
-        for msg in read_to_end(client_config(settings), [changelog_topic(settings.app_id, "subscriptions")], settings.partitions):
-            latest[msg.key()] = msg.value()
-    except MissingTopic:
-        return []
-    return sorted((Subscription.from_json(v) for v in latest.values() if v is not None), key=lambda s: s.subscription_id)
-
-
-def create_command(merchant: str, key: str, card_token: dict[str, Any], amount_minor: int, currency: str, interval: str,
-                   every: int, trial_days: int, anchor: datetime | None, at: datetime) -> dict[str, Any]:
-    return _blank("create", at) | {
-        "subscription_id": derive_subscription_id(merchant, key), "merchant_id": merchant, "card_token": card_token,
-        "plan": {"amount_minor": amount_minor, "currency": currency, "interval": interval, "interval_count": every},
-        "anchor_at": anchor, "trial_days": trial_days}
-
-
-def cancel_command(merchant: str, subscription_id: str, at_period_end: bool, at: datetime) -> dict[str, Any]:
-    return _blank("cancel", at) | {"subscription_id": subscription_id, "merchant_id": merchant, "at_period_end": at_period_end}
-
-
-def change_plan_command(sub: Subscription, amount_minor: int, at: datetime) -> dict[str, Any]:
-    return _blank("change_plan", at) | {
-        "subscription_id": sub.subscription_id, "merchant_id": sub.merchant_id,
-        "plan": {"amount_minor": amount_minor, "currency": sub.currency, "interval": sub.interval, "interval_count": sub.interval_count}}
-
-
-def _when(value: str | None, what: str) -> datetime:
-    """An ISO time (UTC if no offset); none: now (the operator's command is the event)."""
-    if value is None:
-        return datetime.now(timezone.utc)
-    try:
-        at = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        err.print(f"[red]{what}:[/red] {value!r} is not an ISO 8601 time")
-        raise typer.Exit(2) from None
-    return at if at.tzinfo is not None else at.replace(tzinfo=timezone.utc)
 
 
 def _send(commands: list[dict[str, Any]], what: str) -> None:
@@ -117,9 +54,9 @@ def create(merchant: str, key: str = typer.Option(..., help="The merchant's idem
            at: str | None = typer.Option(None, help="Event time, ISO (default: now).")) -> None:
     """Subscribe a customer's card to a plan of MERCHANT's."""
     token = _parse_token(card_token) if card_token is not None else _tokenize(merchant, card_number, exp)
-    when = _when(at, "subscriptions create")
+    when = time_of(at, "subscriptions create")
     cmd = create_command(merchant, key, token, amount_minor, currency, interval, every, trial_days,
-                         _when(anchor, "subscriptions create") if anchor else None, when)
+                         time_of(anchor, "subscriptions create") if anchor else None, when)
     try:  # the stage's own checks, here first: a clear error now instead of a dead letter later
         subscriptions.create(cmd)
     except subscriptions.SubscriptionError as e:
@@ -167,7 +104,7 @@ def cancel(subscription_id: str, merchant: str = typer.Option(...),
            at_period_end: bool = typer.Option(False, "--at-period-end", help="At the end of the paid period, not now."),
            at: str | None = typer.Option(None, help="Event time, ISO (default: now).")) -> None:
     """Cancel a subscription now, or at the end of its paid period."""
-    _send([cancel_command(merchant, subscription_id, at_period_end, _when(at, "subscriptions cancel"))], "subscriptions cancel")
+    _send([cancel_command(merchant, subscription_id, at_period_end, time_of(at, "subscriptions cancel"))], "subscriptions cancel")
     typer.echo(f"{subscription_id}: cancel sent")
 
 
@@ -179,7 +116,7 @@ def change_plan(subscription_id: str, amount_minor: int = typer.Option(..., help
     if sub is None:
         err.print(f"[red]subscriptions change-plan:[/red] no subscription {subscription_id!r} in the stage's state")
         raise typer.Exit(2)
-    _send([change_plan_command(sub, amount_minor, _when(at, "subscriptions change-plan"))], "subscriptions change-plan")
+    _send([change_plan_command(sub, amount_minor, time_of(at, "subscriptions change-plan"))], "subscriptions change-plan")
     typer.echo(f"{subscription_id}: change_plan sent")
 
 
@@ -198,13 +135,3 @@ def list_(merchant: str | None = typer.Option(None, help="Only this merchant's."
     Console().print(table)
 
 
-@clock_app.command("tick")
-def tick(at: str = typer.Option(..., help="The event time the clock reached, ISO.")) -> None:
-    """Publish a tick on every partition of clock: subscriptions due by then are charged."""
-    when = _when(at, "clock tick")
-    try:
-        publish_tick(get_settings(), when)
-    except Exception as e:
-        err.print(f"[red]clock tick:[/red] {e}")
-        raise typer.Exit(1) from None
-    typer.echo(f"tick {when.isoformat()}")

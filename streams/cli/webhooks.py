@@ -93,10 +93,9 @@ def run(
     import signal
 
     from connectors.kafka.clients import MissingTopic
-    from streams.logs import setup_logging
-    from streams.jobs.webhooks import WebhookRunner
-
     from streams import metrics
+    from streams.jobs.webhooks import WebhookRunner
+    from streams.logs import setup_logging
 
     setup_logging("info", fmt="text")
     settings = get_settings()

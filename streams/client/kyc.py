@@ -12,8 +12,14 @@ from collections.abc import Mapping
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 
+from connectors.kafka.clients import command_producer
+from schemas.codec import Codec
+from streams.client.merchants import read_registry
 from streams.domain import kyc, merchants
 from streams.domain.sanctions import SanctionsList
+from streams.settings import client_config
+from streams.topics import topic_names
+from streams.worker.feeds import read_list
 
 
 def application_id(merchant_id: str, at: datetime) -> str:
@@ -80,20 +86,14 @@ class KycDesk:
         self.settings = settings
 
     def registry(self) -> merchants.Registry:
-        from streams.jobs.settle import read_registry
 
         return read_registry(self.settings)
 
     def sanctions(self) -> SanctionsList:
-        from streams.worker.feeds import read_list
 
         return read_list(self.settings)[0]
 
     def write(self, record: Mapping[str, Any]) -> None:
-        from connectors.kafka.clients import command_producer
-        from schemas.codec import Codec
-        from streams.settings import client_config
-        from streams.topics import topic_names
 
         producer = command_producer(client_config(self.settings))
         producer.produce(topic_names(self.settings).merchants, key=record["merchant_id"].encode(),

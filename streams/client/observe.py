@@ -15,8 +15,8 @@ from confluent_kafka import Consumer, TopicPartition
 
 from connectors.kafka.clients import POLL_TIMEOUT_S, committed_reader, end_offsets
 from schemas.codec import Codec, DecodeError
-from streams.stages.ledger import post_event
 from streams.settings import Settings, client_config
+from streams.stages.ledger import post_event
 from streams.topics import topic_names
 
 OUTCOME_CODEC = Codec("PaymentOutcome")

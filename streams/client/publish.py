@@ -8,11 +8,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from connectors.kafka.clients import command_producer, produce_waiting
-from connectors.vault.intake import Sealer
+from connectors.vault.intake import Sealer, active_sealer, load_sealer
+from connectors.vault.keys import FileKeyStore
+from connectors.vault.vault import open_vault
 from schemas.cards import CardError, mask_pans
 from schemas.codec import Codec, EncodeError
 from schemas.jsonio import JsonCommandError, command_from_json
 from streams.settings import Settings, client_config
+from streams.stages.subscriptions import tick_command
 from streams.topics import topic_names
 
 COMMAND_CODEC = Codec("PaymentCommand")
@@ -84,8 +87,6 @@ def tokenize_commands(records: list[dict[str, Any]], vault: VaultT) -> list[dict
 def tokenize_in_vault(settings: Settings, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """`tokenize_commands` with the keys and the vault of these settings (the same
     token key as ingest's, so a card gets the same token whichever side tokenizes)."""
-    from connectors.vault.keys import FileKeyStore
-    from connectors.vault.vault import open_vault
 
     keys = FileKeyStore(settings.keys_dir)
     keys.init()
@@ -120,8 +121,6 @@ def intake_sealer(settings: Settings) -> Sealer:
     """The sealer of these settings' producers: the exported card-intake public key
     file if one is configured (producers outside the PCI zone), else the active key
     of the key store (one machine; creates the keys on first use, as the worker does)."""
-    from connectors.vault.intake import active_sealer, load_sealer
-    from connectors.vault.keys import FileKeyStore
 
     if settings.intake_public_key_file is not None:
         return load_sealer(settings.intake_public_key_file)
@@ -167,7 +166,6 @@ def publish_tick(settings: Settings, at: Any, producer: Any = None) -> None:
     returning: the worker forwards each to that partition's subscriptions and payments
     stages (docs/subscriptions.md; `paystream scheduler run` ticks on an interval).
     `producer`: a long-lived one to reuse (the scheduler's), else one for this tick."""
-    from streams.stages.subscriptions import tick_command
 
     producer = producer or command_producer(client_config(settings))
     topic = topic_names(settings).clock

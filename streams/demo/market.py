@@ -17,9 +17,12 @@ from connectors.clickhouse.client import connect
 from connectors.clickhouse.migrate import migrate
 from connectors.providers.bank import BankRail
 from schemas.codec import Codec
+from streams.client.merchants import read_registry
+from streams.client.observe import Observer
 from streams.domain.merchants import connect as connect_account
 from streams.domain.merchants import merchant_record
-from streams.client.observe import Observer
+from streams.jobs.payouts import payouts_day
+from streams.jobs.settle import settle_day
 from streams.settings import Settings
 
 MARKET = "m_market"
@@ -83,9 +86,6 @@ def split_counts(events: Mapping[str, list[dict[str, Any]]]) -> tuple[int, int]:
 def run_marketplace(settings: Settings, observer: Observer, seed: int, day: date, timeout_s: float) -> Marketplace:
     """Day end: settle `day`, then send its payouts (the next day) and take the bank's
     answers up to the end of its window; wait until the ledger has applied all of it."""
-    from streams.jobs.settle import read_registry
-    from streams.jobs.payouts import payouts_day
-    from streams.jobs.settle import settle_day
 
     bank = BankRail(seed=seed, closed_accounts=frozenset({CLOSED_SELLER}))
     client = connect(settings.clickhouse_url, settings.clickhouse_database)

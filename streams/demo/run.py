@@ -13,7 +13,13 @@ from decimal import Decimal
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from connectors.clickhouse.client import connect
@@ -23,45 +29,41 @@ from connectors.kafka.clients import command_producer, read_to_end
 from connectors.providers.charges import DECISIONS, approvals, double_charges
 from connectors.providers.rails import Window, build_rails, schedule_toml
 from connectors.providers.routing_log import RoutingView, read_routing_log
-from schemas.cards import luhn_valid
+from connectors.vault.keys import ACS_SIGNING, ActiveSigner, FileKeyStore
 from schemas.codec import Codec
 from schemas.ids import derive_payment_id
 from schemas.times import to_ms
-from connectors.vault.keys import ACS_SIGNING, ActiveSigner, FileKeyStore
-from streams.domain.authentication import SIGNED_STATUSES, AuthenticationValue, Signer, issue_cavv
-from streams.demo.market import Marketplace, market_records, market_split, run_marketplace
-from streams.demo.methods import BankNotices, methods_summary, run_bank_notices
 from streams.client.fraud import resolve_command
+from streams.client.observe import Observer
+from streams.client.processes import WorkerProcess
+from streams.client.publish import RawMessage, publish_commands
+from streams.demo.cards import CARD_WEIGHTS, ORDINARY_CARDS, TEST_CARDS, cardholder
+from streams.demo.market import (
+    Marketplace,
+    market_records,
+    market_split,
+    run_marketplace,
+)
+from streams.demo.methods import BankNotices, methods_summary, run_bank_notices
+from streams.demo.subscriptions import (
+    SubscriptionCounts,
+    plan_subscriptions,
+    run_subscriptions,
+)
+from streams.domain.authentication import (
+    SIGNED_STATUSES,
+    AuthenticationValue,
+    Signer,
+    issue_cavv,
+)
 from streams.domain.fx import FxRate, rate_to_record
 from streams.domain.merchants import merchant_record
 from streams.domain.methods import DISPUTABLE, METHODS
-from streams.client.observe import Observer
 from streams.domain.payments import FRAUD_DISPUTE_REASONS
-from streams.client.publish import RawMessage, publish_commands
 from streams.jobs.sink import catch_up
-from streams.client.processes import WorkerProcess
 from streams.settings import Settings, client_config
-from streams.demo.subscriptions import SubscriptionCounts, plan_subscriptions, run_subscriptions
 from streams.topics import declared_topics, topic_names
 
-# The public test cards (issuers' documentation), then the simulated provider's saga
-# cards (connectors/providers/simulated.py): a lost authorization response, resolved
-# by a status query, and a capture the provider refuses. The last one always declines.
-TEST_CARDS = (
-    "4242424242424242",
-    "5555555555554444",
-    "4000056655665556",
-    "378282246310005",
-    "6011111111111117",
-    "4000000000000119",
-    "4000000000000341",
-    "4000000000000002",
-)
-CARD_WEIGHTS = (30, 25, 15, 12, 10, 2, 2, 8)
-# The first five are ordinary cards: each payment gets its own number under that card's
-# BIN (a fraud stage sees many cardholders, not five people paying 10,000 times). The
-# saga cards' numbers keep their last four digits too: the provider keys on BIN + last4.
-ORDINARY_CARDS = 5
 BOOKS_TIMEOUT_S = 300.0
 # The demo's reviewer decides this long after the create, by event time.
 REVIEW_DELAY = timedelta(minutes=5)
@@ -102,15 +104,6 @@ class Traffic:
     garbage: int = 0
     expected: Counter[str] = field(default_factory=Counter)
     run_id: str = ""
-
-
-def cardholder(test_card: str, rng: random.Random, *, keep_last4: bool = False) -> str:
-    """Another valid number of the same BIN and length (and last four digits, if asked):
-    random account digits, the one before the kept tail chosen to pass the Luhn check
-    (changing one digit runs through every residue, so exactly one does)."""
-    tail = test_card[-4:] if keep_last4 else ""
-    body = test_card[:6] + "".join(str(rng.randrange(10)) for _ in range(len(test_card) - 7 - len(tail)))
-    return next(body + d + tail for d in "0123456789" if luhn_valid(body + d + tail))
 
 
 def generate(payments: int, seed: int, run_id: str, start: datetime) -> Traffic:

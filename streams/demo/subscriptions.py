@@ -12,12 +12,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from streams.cli.subscriptions import cancel_command, change_plan_command, create_command, publish, read_subscriptions
-from streams.client.publish import publish_tick
-from streams.client.observe import Observer
-from streams.client.publish import tokenize_in_vault
-from streams.settings import Settings
 from schemas.times import to_ms
+from streams.client.observe import Observer
+from streams.client.publish import publish_tick, tokenize_in_vault
+from streams.client.subscriptions import (
+    cancel_command,
+    change_plan_command,
+    create_command,
+    publish,
+    read_subscriptions,
+)
+from streams.demo.cards import ORDINARY_CARDS, TEST_CARDS, cardholder
+from streams.settings import Settings
 
 COUNT = 36
 # (currency, amount_minor per period): the demo's price list.
@@ -48,7 +54,6 @@ class SubscriptionCounts:
 def plan_subscriptions(settings: Settings, merchants: tuple[str, ...], seed: int, run_id: str, anchor: datetime) -> DemoSubscriptions:
     """COUNT subscription creates, their cards tokenized in the vault (the worker holds
     the vault while it runs: call this before it starts)."""
-    from streams.demo.run import ORDINARY_CARDS, TEST_CARDS, cardholder  # the demo imports this module
 
     rng = random.Random(f"{seed}:subscriptions")
     cards = []

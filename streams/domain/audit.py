@@ -34,7 +34,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from schemas.ids import derive_entry_id, derive_settlement_id
 from schemas.times import from_ms
-from streams.domain.chain import ChainError, ChainHead, awaits_signature, event_hash, signature_problem
+from streams.domain.chain import (
+    ChainError,
+    ChainHead,
+    awaits_signature,
+    event_hash,
+    signature_problem,
+)
 from streams.domain.ledger import (
     SETTLEMENT,
     Balances,

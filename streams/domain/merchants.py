@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from schemas.money import is_currency
+from streams.domain.kyc import STATUS_OF
 from streams.domain.methods import METHODS as PAYMENT_METHODS
 from streams.domain.methods import method_of
 
@@ -79,7 +80,6 @@ def with_status(record: Mapping[str, Any], kyc_status: str, updated_at: datetime
 
 def with_case(record: Mapping[str, Any], case: Mapping[str, Any], updated_at: datetime) -> dict[str, Any]:
     """The record's next version with its KYC case, kyc_status following the case's state."""
-    from streams.domain.kyc import STATUS_OF
 
     return _with(record, updated_at, kyc=case, kyc_status=STATUS_OF[case["state"]])
 

@@ -25,9 +25,14 @@ from connectors.providers.rails import RailConfig
 from schemas.cards import contains_pan
 from schemas.errors import ReasonedError
 from schemas.money import ASSET_EXPONENTS, is_asset
-from streams.domain.crypto import check_refund_address
 from schemas.times import to_ms
-from streams.domain.authentication import CRYPTOGRAM_PREFIX, Refusal, is_signed_token, verify_cryptogram
+from streams.domain.authentication import (
+    CRYPTOGRAM_PREFIX,
+    Refusal,
+    is_signed_token,
+    verify_cryptogram,
+)
+from streams.domain.crypto import check_refund_address
 
 METHODS = ("card", "wallet", "bank_transfer", "bnpl", "crypto")
 DEFAULT_METHOD = "card"

@@ -7,7 +7,6 @@ from typing import Any
 from schemas.cards import mask_pans
 from schemas.ids import derive_outcome_id
 
-
 # The amounts of an outcome that concerns no payment (a refused command).
 NO_PAYMENT = {
     "payment_status": None,

@@ -25,23 +25,42 @@ void at the provider (the hold is released).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
-from collections.abc import Mapping
 from typing import Any, Callable, Protocol
 
 from connectors.providers.chain import SimChain
 from connectors.providers.router import Routed, Router, RoutingState, card_of
 from connectors.providers.simulated import Call, ProviderResult
-from schemas.ids import derive_command_id, derive_event_id, derive_label_id, derive_outcome_id, derive_provider_key
+from schemas.ids import (
+    derive_command_id,
+    derive_event_id,
+    derive_label_id,
+    derive_outcome_id,
+    derive_provider_key,
+)
 from schemas.state import canonical_json, state_json, state_loads
 from schemas.times import from_ms
 from schemas.times import to_ms as event_ms
-from streams.domain.crypto import CryptoPayment, CryptoPolicy, Move, check_refund_address, observe, quote, watching
 from streams.domain.authentication import Refusal, verify_cavv
+from streams.domain.crypto import (
+    CryptoPayment,
+    CryptoPolicy,
+    Move,
+    observe,
+    quote,
+    watching,
+)
 from streams.domain.methods import DISPUTABLE, NO_STEP_UP, instrument_label, method_of
 from streams.domain.outcomes import outcome, rejection
-from streams.domain.splits import SPLIT_KINDS, Share, SplitError, allocate, checked_splits
+from streams.domain.splits import (
+    SPLIT_KINDS,
+    Share,
+    SplitError,
+    allocate,
+    checked_splits,
+)
 from streams.domain.timers import Timer
 
 # A payment carries the idempotency records of its follow-ups; bound them

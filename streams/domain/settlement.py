@@ -31,7 +31,14 @@ from datetime import date, datetime, time, timedelta, timezone
 from schemas.ids import derive_entry_id, derive_payout_id, derive_settlement_id
 from schemas.times import from_ms, to_ms
 from streams.domain.fx import RateBook
-from streams.domain.ledger import SETTLEMENT, JournalEntry, PostingError, SettlementTerms, payout_entry, shard_for
+from streams.domain.ledger import (
+    SETTLEMENT,
+    JournalEntry,
+    PostingError,
+    SettlementTerms,
+    payout_entry,
+    shard_for,
+)
 
 __all__ = ["SETTLEMENT", "PayoutInstruction", "Settlement", "SettlementRun", "cutoff_ms", "settle", "settlement_entry"]
 DAY_MS = 86_400_000

@@ -48,17 +48,27 @@ from typing import Any
 from confluent_kafka import Consumer, ConsumerGroupState, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from connectors.clickhouse.client import connect
+from connectors.clickhouse.migrate import migrate
 from connectors.kafka import admin
 from connectors.kafka.admin import TopicSpec
 from connectors.kafka.clients import command_producer, produce_waiting
+from models.bench import run_fraud_bench
 from schemas.codec import Codec
-from streams.harness import bench_peers, bench_stages
-from streams.domain.audit import rebuild
-from streams.harness.chaos import Fleet
-from streams.cli.ledger import book_records
-from streams.demo.run import generate
+from streams.client.books import book_records
 from streams.client.observe import Observer
-from streams.client.publish import command_key, intake_sealer, publish_commands, seal_commands
+from streams.client.publish import (
+    command_key,
+    intake_sealer,
+    publish_commands,
+    seal_commands,
+)
+from streams.demo.run import generate
+from streams.domain.audit import rebuild
+from streams.harness import bench_http, bench_peers, bench_stages
+from streams.harness.chaos import Fleet
+from streams.harness.stats import percentiles, rate
+from streams.jobs.sink import catch_up
 from streams.settings import Settings, client_config
 from streams.topics import declared_topics, topic_names
 
@@ -75,21 +85,6 @@ TIMESTAMP_TYPES = {1: "CreateTime", 2: "LogAppendTime"}
 # full run toward what this box sustains end to end (docs/benchmarks.md).
 RATES_PER_S = (1_000, 2_000, 4_000)
 QUICK_RATES_PER_S = (1_000,)
-
-
-def rate(count: int, seconds: float) -> float:
-    return round(count / seconds, 1) if seconds > 0 else 0.0
-
-
-def percentiles(values_ms: Sequence[float]) -> dict[str, float]:
-    """p50/p95/p99/max by nearest rank (each figure is a real sample), plus the count."""
-    assert values_ms, "no samples"
-    ordered = sorted(values_ms)
-
-    def rank(q: int) -> float:
-        return round(ordered[max(0, -(-len(ordered) * q // 100) - 1)], 1)
-
-    return {"p50": rank(50), "p95": rank(95), "p99": rank(99), "max": round(ordered[-1], 1), "count": len(ordered)}
 
 
 def latencies_ms(scheduled_ms: dict[str, float], answered_ms: dict[str, float]) -> list[float]:
@@ -297,9 +292,6 @@ def top_frames(collapsed: str, n: int = 20) -> dict[str, list[tuple[str, float]]
 def sink(settings: Settings) -> dict[str, Any]:
     """The ClickHouse sink (its group, committing) caught up over a run's topics into
     chDB under the run's data dir; the tables are made first, outside the clock."""
-    from connectors.clickhouse.client import connect
-    from connectors.clickhouse.migrate import migrate
-    from streams.jobs.sink import catch_up
 
     client = connect(f"chdb://{(settings.data_dir / 'clickhouse').resolve()}",
                      "bench_" + settings.namespace.replace("-", "_"))
@@ -325,7 +317,6 @@ def replay(settings: Settings) -> dict[str, Any]:
 
 
 def scoring(rows: int, seed: int) -> dict[str, Any]:
-    from models.bench import run_fraud_bench
 
     result = run_fraud_bench(rows, seed)
     return {"rows": result["rows"], "online_scorer_tx_per_s": result["online_scorer_tx_per_s"],
@@ -368,7 +359,6 @@ def run_bench(settings: Settings, *, quick: bool, seed: int = 7, repeats: int = 
     at, info = datetime.now(timezone.utc).isoformat(timespec="seconds"), machine(settings)
     ceilings = [ceiling(settings, messages) for _ in range(max(1, repeats))]
     ceiling_median = sorted(ceilings, key=lambda c: c["produce_then_consume_per_s"])[len(ceilings) // 2]
-    from streams.harness import bench_http
 
     http_rates, http_s, replay_rate = ((bench_http.HTTP_QUICK_RATES_PER_S, bench_http.HTTP_QUICK_DURATION_S,
                                         bench_http.HTTP_QUICK_REPLAY_RATE_PER_S) if quick else

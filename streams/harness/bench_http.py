@@ -17,10 +17,11 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from streams.api import auth
 from streams.api.ops import KafkaOps, LagRow
-from streams.harness.bench import percentiles, rate
-from streams.demo.run import TEST_CARDS, cardholder
 from streams.client.processes import ApiProcess, wait_until
+from streams.demo.cards import TEST_CARDS, cardholder
+from streams.harness.stats import percentiles, rate
 from streams.settings import Settings, client_config
 from streams.topics import topic_names
 
@@ -149,7 +150,6 @@ def http(settings: Settings, rates_per_s: Sequence[float], duration_s: float, re
     """`paystream api` in a child process over `settings`' topics (a worker must be
     running), rate limits lifted, one open-loop run per offered rate after a warm-up,
     each once the worker's group has caught up."""
-    from streams.api import auth
 
     s = settings.model_copy(update={"api_host": "127.0.0.1", "api_port": _free_port(), "api_rate_per_s": 100_000.0,
                                     "api_rate_burst": 100_000, "api_rate_queue_max": 0})

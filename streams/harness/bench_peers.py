@@ -27,6 +27,9 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from connectors.kafka import admin
 from connectors.kafka.admin import TopicSpec
 from connectors.kafka.clients import connection, produce_waiting
+from streams.runtime.engine import Engine, EngineConfig, Stage
+from streams.runtime.messages import Message, Record
+from streams.runtime.state import Task
 from streams.settings import Settings, client_config
 
 VALUE_BYTES = 300
@@ -149,9 +152,6 @@ def ceiling_hop(bootstrap: str, source: str, sink: str, run: str) -> None:
 
 def ours_hop(bootstrap: str, source: str, sink: str, run: str, data_dir: str) -> None:
     """The same hop on our runtime: a table `counts`, its changelog, one record out."""
-    from streams.runtime.engine import Engine, EngineConfig, Stage
-    from streams.runtime.messages import Message, Record
-    from streams.runtime.state import Task
 
     changelog = f"{run}-counts-changelog"
     admin.ensure_topics(bootstrap, [TopicSpec(changelog, int(sys.argv[7]), 1, compacted=True)])

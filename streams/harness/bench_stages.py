@@ -22,6 +22,7 @@ from streams.runtime.messages import Message, origin_of
 from streams.runtime.state import Task
 from streams.settings import Settings, client_config
 from streams.topics import topic_names
+from streams.worker.topology import build_worker
 
 BATCH = 500  # records per handler call: a partition's share of a busy consume
 READ_TIMEOUT_S = 120.0
@@ -43,7 +44,6 @@ def read_topic(settings: Settings, topic: str, limit: int) -> dict[int, list[Mes
 def stage_cpu(settings: Settings, limit: int = 50_000) -> dict[str, Any]:
     """CPU microseconds per record of the ingest, keys, risk, payments and ledger handlers
     over the run's own records (at most `limit` per stage)."""
-    from streams.worker.topology import build_worker
 
     assert 0 < limit <= MAX_RECORDS
     names = topic_names(settings)

@@ -31,12 +31,19 @@ from typing import Any
 
 from connectors.kafka import admin, launcher
 from connectors.vault.keys import FileKeyStore
-from streams.domain.audit import AuditReport, audit, compare, rebuild
-from streams.cli.ledger import book_records, live_balances, live_chain_heads, public_keys
-from streams.demo.run import generate
+from streams.client.books import (
+    book_records,
+    live_balances,
+    live_chain_heads,
+    public_keys,
+)
+from streams.client.broker import broker_config
 from streams.client.observe import Observer
-from streams.client.publish import publish_commands
 from streams.client.processes import WorkerProcess
+from streams.client.publish import publish_commands
+from streams.demo.run import generate
+from streams.domain.audit import AuditReport, audit, compare, rebuild
+from streams.harness.stats import peak_rss_bytes
 from streams.settings import Settings, client_config
 from streams.topics import declared_topics, topic_names
 
@@ -183,17 +190,6 @@ class Fleet:
             p.stop()
 
 
-def peak_rss_bytes(pid: int) -> int:
-    """A process's peak resident set (VmHWM, Linux); 0 if it is gone or not Linux."""
-    try:
-        for line in open(f"/proc/{pid}/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024  # kB
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
-
-
 def run_chaos(base: Settings, *, commands: int, kills: int, broker_restarts: int, workers: int, seed: int,
               on_progress: Callable[[int, int], None] | None = None) -> Figures:
     namespace = f"chaos-{uuid.uuid4().hex[:8]}"
@@ -273,7 +269,6 @@ def restart_broker(settings: Settings) -> None:
     ride it out: their clients reconnect)."""
     if not settings.kafka_embedded:
         raise ValueError("broker restarts need the embedded broker (PAYSTREAM_KAFKA_BOOTSTRAP is external)")
-    from streams.cli.main import broker_config
 
     cfg = broker_config(settings)
     launcher.down(cfg)

@@ -25,8 +25,8 @@ from typing import Any
 from connectors.kafka import admin
 from connectors.kafka.clients import command_producer, produce_waiting
 from connectors.vault.keys import FileKeyStore
-from streams.harness.chaos import peak_rss_bytes
 from streams.client.processes import WorkerProcess, wait_until
+from streams.harness.stats import peak_rss_bytes
 from streams.settings import Settings, client_config
 from streams.topics import changelog_topic, declared_topics
 

@@ -28,14 +28,21 @@ from connectors.kafka.clients import MissingTopic, read_to_end
 from connectors.providers.bank import BankRail
 from schemas.codec import Codec, DecodeError
 from schemas.times import from_ms
+from streams.client.merchants import read_registry
 from streams.domain.ledger import JournalEntry, entry_to_record
-from streams.domain.payouts import Payout, PayoutRun, PayoutStatus, payout_from_record, run_payouts
-from streams.settings import Settings, client_config
 from streams.domain.payout_holds import payout_hold
-from streams.worker.feeds import read_list
-from streams.jobs.settle import ENTRY_CODEC, TXN_TIMEOUT_S, SettleError, read_entries, read_registry
+from streams.domain.payouts import (
+    Payout,
+    PayoutRun,
+    PayoutStatus,
+    payout_from_record,
+    run_payouts,
+)
 from streams.domain.settlement import cutoff_ms
+from streams.jobs.settle import ENTRY_CODEC, TXN_TIMEOUT_S, SettleError, read_entries
+from streams.settings import Settings, client_config
 from streams.topics import topic_names
+from streams.worker.feeds import read_list
 
 PAYOUT_CODEC = Codec("PayoutInstruction")
 MAX_BATCH = 5_000  # entries per Kafka transaction

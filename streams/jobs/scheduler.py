@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -33,10 +32,20 @@ from typing import Any
 
 from confluent_kafka import KafkaException
 
+from connectors.clickhouse.client import connect
+from connectors.clickhouse.migrate import migrate
 from connectors.kafka.clients import MissingTopic, command_producer, read_to_end
+from connectors.providers.bank import BankRail
+from connectors.providers.rails import build_rails
 from schemas.codec import Codec, DecodeError
 from streams import metrics
+from streams.client import kyc as kyc_ops
+from streams.client.merchants import read_registry
 from streams.client.publish import PublishError, publish_tick
+from streams.domain.reconcile import export_reports
+from streams.jobs.payouts import payouts_day
+from streams.jobs.settle import settle_day
+from streams.jobs.sink import provider_reports, reconcile_day
 from streams.settings import Settings, client_config
 from streams.topics import topic_names
 
@@ -96,8 +105,6 @@ def day_seconds(day: date) -> float:
 def read_models(settings: Settings) -> Iterator[Any]:
     """The read models for one job run, migrated (idempotent, as the sink does), closed
     after: with chDB the directory is free again between runs (one process per directory)."""
-    from connectors.clickhouse.client import connect
-    from connectors.clickhouse.migrate import migrate
 
     client = connect(settings.clickhouse_url, settings.clickhouse_database)
     try:
@@ -112,7 +119,6 @@ def default_jobs(settings: Settings, kyc_desk: Any = None) -> dict[str, Job]:
     payouts_job.py, reconcile.py, readmodels.py, kyc_ops.py; `kyc_desk`: tests pass a fake)."""
 
     def settle(day: date) -> str:
-        from streams.jobs.settle import read_registry, settle_day
 
         with read_models(settings) as client:
             result = settle_day(settings, client, day, read_registry)
@@ -125,8 +131,6 @@ def default_jobs(settings: Settings, kyc_desk: Any = None) -> dict[str, Job]:
                 f"{len(result.posted_entry_ids)} new entr(ies) posted, {result.skipped_records} undecodable skipped")
 
     def payouts(day: date) -> str:
-        from connectors.providers.bank import BankRail
-        from streams.jobs.payouts import payouts_day
 
         with read_models(settings) as client:
             result = payouts_day(settings, client, day, BankRail(seed=settings.provider_seed))
@@ -135,8 +139,6 @@ def default_jobs(settings: Settings, kyc_desk: Any = None) -> dict[str, Job]:
                 f"{result.posted_entries} new entr(ies) posted")
 
     def providers_report(day: date) -> str:
-        from connectors.providers.rails import build_rails
-        from streams.domain.reconcile import export_reports
 
         # No journals yet is a day nothing was processed: every rail reports nothing.
         rails = build_rails(seed=settings.provider_seed, journal_dir=settings.providers_dir)
@@ -144,7 +146,6 @@ def default_jobs(settings: Settings, kyc_desk: Any = None) -> dict[str, Job]:
         return f"{sum(export.rows.values())} row(s) from {len(export.files)} rail(s)"
 
     def reconcile(day: date) -> str:
-        from streams.jobs.sink import provider_reports, reconcile_day
 
         rows, lag = provider_reports(settings, day)
         with read_models(settings) as client:
@@ -152,7 +153,6 @@ def default_jobs(settings: Settings, kyc_desk: Any = None) -> dict[str, Job]:
         return ", ".join(f"{status} {n}" for status, n in result.counts.items())
 
     def kyc_reverify(day: date) -> str:
-        from streams.client import kyc as kyc_ops
 
         # As `paystream merchants kyc-reverify --as-of <the day's end>`.
         records = kyc_ops.reverify_run(kyc_desk or kyc_ops.KycDesk(settings), kyc_ops.day_end(day))

@@ -27,16 +27,19 @@ from clickhouse_connect.driver.client import Client
 
 from connectors.kafka.clients import MissingTopic, read_to_end
 from schemas.codec import Codec, DecodeError
-from streams.domain import merchants
 from streams.domain.fx import FxError, RateBook, rate_from_record
-from streams.domain.ledger import JournalEntry, PostingError, entry_from_record, entry_to_record
+from streams.domain.ledger import (
+    JournalEntry,
+    PostingError,
+    entry_from_record,
+    entry_to_record,
+)
+from streams.domain.settlement import SettlementRun, settle
 from streams.jobs.sink import record_settlement
 from streams.settings import Settings, client_config
-from streams.domain.settlement import SettlementRun, settle
 from streams.topics import topic_names
 
 ENTRY_CODEC, RATE_CODEC, PAYOUT_CODEC = Codec("LedgerEntry"), Codec("FxRate"), Codec("PayoutInstruction")
-MERCHANT_CODEC = Codec("MerchantRecord")
 log = logging.getLogger("paystream.settle")
 MAX_ENTRIES = 20_000_000  # entries one run holds in memory: all history before the cutoff
 TXN_TIMEOUT_S = 60
@@ -63,24 +66,6 @@ def read_entries(settings: Settings) -> tuple[list[JournalEntry], int]:
         if len(entries) > MAX_ENTRIES:
             raise SettleError(f"more than {MAX_ENTRIES} journal entries: settle per shard instead")
     return entries, skipped
-
-
-def read_registry(settings: Settings) -> merchants.Registry:
-    """The merchant registry as the topic holds it now (every record folded, in offset
-    order); an undecodable record is skipped and logged."""
-    registry: merchants.Registry = {}
-    try:
-        for msg in read_to_end(client_config(settings), [topic_names(settings).merchants], settings.partitions):
-            value = msg.value()
-            try:
-                record = None if value is None else MERCHANT_CODEC.decode(value)
-            except DecodeError as e:
-                log.warning("merchants: skipped an undecodable record at offset %d: %s", msg.offset(), e.reason)
-                continue
-            registry = merchants.fold(registry, msg.key().decode(), record)
-    except MissingTopic:
-        return {}
-    return registry
 
 
 def read_rates(settings: Settings) -> tuple[RateBook, int]:

@@ -33,14 +33,23 @@ from connectors.clickhouse.migrate import migrate
 from connectors.clickhouse.rows import Row, RowError, rows_for
 from connectors.clickhouse.sink import Batcher, Sink
 from connectors.kafka.clients import end_offsets
+from connectors.providers.rails import load_rail_configs
 from schemas.codec import Codec, DecodeError
+from streams.domain.ledger import entry_to_record
+from streams.domain.reconcile import (
+    KIND_OF_EVENT,
+    ProviderTxn,
+    ReconResult,
+    ReportError,
+    ledger_side,
+    read_report,
+    reconcile,
+)
+from streams.domain.settlement import SettlementRun
+from streams.metrics import DEAD_LETTERS, SETTLEMENT_DISCREPANCIES, SINK_ROWS
+from streams.settings import Settings, client_config
 from streams.stages.ingest import Source as Origin
 from streams.stages.ingest import dead_letter
-from streams.domain.ledger import entry_to_record
-from streams.metrics import DEAD_LETTERS, SETTLEMENT_DISCREPANCIES, SINK_ROWS
-from streams.domain.reconcile import KIND_OF_EVENT, ProviderTxn, ReconResult, ReportError, ledger_side, read_report, reconcile
-from streams.settings import Settings, client_config
-from streams.domain.settlement import SettlementRun
 from streams.topics import topic_names
 
 log = logging.getLogger(__name__)
@@ -315,7 +324,6 @@ def provider_reports(settings: Settings, day: date, files: list[Path] | None = N
     """The providers' report rows of `day` (`files`, default every CSV under
     <reports dir>/<day>/) and each rail's settlement lag: reconcile_day's inputs.
     ReportError when there is no report or a row is bad; RailConfigError from the rails file."""
-    from connectors.providers.rails import load_rail_configs
 
     files = files or sorted((settings.reports_dir / day.isoformat()).glob("*.csv"))
     if not files:

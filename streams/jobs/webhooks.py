@@ -36,7 +36,7 @@ from connectors.webhooks.progress import EventClock, Offsets
 from connectors.webhooks.sender import MAX_CONCURRENT, deliver_due
 from schemas.codec import Codec, DecodeError
 from schemas.times import to_ms
-from streams.settings import client_config, Settings
+from streams.settings import Settings, client_config
 from streams.topics import topic_names
 
 log = logging.getLogger("paystream.webhooks")

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from connectors.kafka.clients import TopicFollower
+from connectors.kafka.clients import MissingTopic, TopicFollower, read_to_end
 from schemas.codec import Codec, DecodeError
 from streams import metrics, topics
 from streams.domain.sanctions import Entry, SanctionsError, SanctionsList, load_list
@@ -53,7 +53,6 @@ def fold(messages: Iterable[tuple[bytes | None, bytes | None]], base: SanctionsL
 
 def read_list(settings: Settings) -> tuple[SanctionsList, int]:
     """A snapshot: the shipped list with the whole topic applied (no topic yet: the shipped list)."""
-    from connectors.kafka.clients import MissingTopic, read_to_end
 
     try:
         msgs = [(m.key(), m.value()) for m in read_to_end(client_config(settings), [topics.topic_names(settings).sanctions],

@@ -93,7 +93,7 @@ def test_missing_rules_file_is_a_clear_error(tmp_path):
 
 def test_the_bin_review_rule_holds_none_of_the_test_cards_the_saga_and_demo_pay_with():
     from connectors.providers.simulated import CAPTURE_FAILS, DECLINED_CARDS, TIMEOUT_THEN_APPROVED, UNREACHABLE
-    from streams.demo.run import TEST_CARDS
+    from streams.demo.cards import TEST_CARDS
 
     bins = {pan[:6] for pan in TEST_CARDS} | {b for b, _ in (*DECLINED_CARDS, TIMEOUT_THEN_APPROVED, UNREACHABLE, CAPTURE_FAILS)}
     assert "400000" in bins

@@ -19,7 +19,7 @@ from schemas.codec import Codec
 from streams.domain.audit import audit, compare, rebuild
 from streams.domain.chain import ChainHead, Signer, seal
 from streams.cli import ledger as cli_ledger, main as cli
-from streams.cli.ledger import book_records, live_balances, live_chain_heads, public_keys
+from streams.client.books import book_records, live_balances, live_chain_heads, public_keys
 from streams.domain.ledger import merchant_account
 from streams.client.processes import wait_until
 from streams.topics import topic_names

@@ -20,7 +20,7 @@ from connectors.clickhouse.client import connect
 from schemas.codec import Codec
 from streams.domain.audit import audit
 from streams.cli.main import app
-from streams.cli.ledger import book_records, live_balances, public_keys
+from streams.client.books import book_records, live_balances, public_keys
 from streams.client.observe import Observer
 from streams.jobs.sink import catch_up
 from streams.settings import Settings, get_settings

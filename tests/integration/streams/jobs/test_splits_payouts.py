@@ -18,7 +18,7 @@ from connectors.kafka.clients import command_producer
 from schemas.codec import Codec
 from schemas.ids import derive_entry_id, derive_event_id, derive_payout_id, derive_reversal_id, derive_settlement_id
 from streams.domain.audit import audit
-from streams.cli.ledger import book_records, live_balances, public_keys
+from streams.client.books import book_records, live_balances, public_keys
 from streams.domain.merchants import connect as connect_account
 from streams.domain.merchants import merchant_record
 from streams.client.observe import Observer

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from streams.cli import ledger as cli_ledger, main as cli
 from streams.domain.audit import audit
-from streams.cli.ledger import book_records, live_balances, public_keys
+from streams.client.books import book_records, live_balances, public_keys
 from streams.domain.ledger import merchant_account
 from streams.client.processes import wait_until
 from streams.topics import topic_names

@@ -13,7 +13,13 @@ from typer.testing import CliRunner
 from connectors.providers.rails import DAY_MS, Rail, build_rails, day_of_ms
 from connectors.providers.simulated import Call
 from streams.cli.main import app
-from streams.domain.reconcile import ProviderTxn, from_settlement_row, ledger_side, read_report, reconcile
+from streams.domain.reconcile import (
+    ProviderTxn,
+    from_settlement_row,
+    ledger_side,
+    read_report,
+    reconcile,
+)
 from streams.settings import get_settings
 
 runner = CliRunner()

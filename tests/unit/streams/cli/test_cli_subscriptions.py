@@ -14,10 +14,12 @@ from typer.testing import CliRunner
 from schemas.codec import Codec
 from schemas.ids import derive_subscription_id
 from schemas.times import to_ms
+from streams.cli import clock as cli_clock
+from streams.cli import common as cli_common
 from streams.cli import subscriptions as cli_subscriptions
 from streams.cli.main import app
-from streams.settings import get_settings
 from streams.domain.subscriptions import Subscription
+from streams.settings import get_settings
 
 CODEC = Codec("SubscriptionCommand")
 TOKEN = {"token": "tok_" + "C" * 32, "bin": "555555", "last4": "4444", "brand": "mastercard", "exp_month": 1, "exp_year": 2031}
@@ -30,7 +32,7 @@ def sent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list]:
     get_settings.cache_clear()
     out: list = []
     monkeypatch.setattr(cli_subscriptions, "publish", lambda _s, cmds: out.extend(CODEC.encode(c, check=True) for c in cmds))
-    monkeypatch.setattr(cli_subscriptions, "publish_tick", lambda _s, at: out.append(("tick", at)))
+    monkeypatch.setattr(cli_clock, "publish_tick", lambda _s, at: out.append(("tick", at)))
     yield out
     get_settings.cache_clear()
 
@@ -69,7 +71,7 @@ def test_create_with_a_token_and_bad_input(sent: list) -> None:
 
 def test_cancel_change_plan_list_and_tick(sent: list, monkeypatch: pytest.MonkeyPatch) -> None:
     at = "2027-01-16T00:00:00+00:00"
-    sub = Subscription("sub_x", "m_acme", TOKEN, 1000, "USD", "month", 1, to_ms(cli_subscriptions._when(at, "t")), 0, 0)
+    sub = Subscription("sub_x", "m_acme", TOKEN, 1000, "USD", "month", 1, to_ms(cli_common.time_of(at, "t")), 0, 0)
     monkeypatch.setattr(cli_subscriptions, "read_subscriptions", lambda _s: [sub])
     assert run("subscriptions", "cancel", "sub_x", "--merchant", "m_acme", "--at-period-end", "--at", at)[0] == 0
     assert run("subscriptions", "change-plan", "sub_x", "--amount-minor", "2000", "--at", at)[0] == 0

@@ -111,7 +111,7 @@ def test_cardholders_keep_what_the_provider_keys_on() -> None:
     import random
 
     from schemas.cards import luhn_valid
-    from streams.demo.run import ORDINARY_CARDS, TEST_CARDS, cardholder
+    from streams.demo.cards import ORDINARY_CARDS, TEST_CARDS, cardholder
 
     rng = random.Random(1)
     for i, test_card in enumerate(TEST_CARDS):

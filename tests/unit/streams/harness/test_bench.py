@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.harness.bench import latencies_ms, percentiles, plot, rate, run_settings, top_frames
+from streams.harness.bench import latencies_ms, plot, run_settings, top_frames
+from streams.harness.stats import percentiles, rate
 from streams.settings import Settings
 
 

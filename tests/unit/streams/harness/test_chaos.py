@@ -78,7 +78,7 @@ def test_peak_rss_is_the_process_high_water_mark() -> None:
     import subprocess
     import sys
 
-    from streams.harness.chaos import peak_rss_bytes
+    from streams.harness.stats import peak_rss_bytes
 
     # A fresh process (this one's peak may already be above anything it allocates now):
     # it writes 64 MiB, frees them, says so, and waits to be read.

@@ -10,7 +10,7 @@ from schemas.codec import Codec
 from schemas.ids import derive_subscription_id
 from schemas.partitioning import partition_for
 from schemas.times import to_ms
-from streams.cli.subscriptions import cancel_command, change_plan_command, create_command
+from streams.client.subscriptions import cancel_command, change_plan_command, create_command
 from streams.domain.subscriptions import Subscription
 from streams.stages.subscriptions import handle, outcome_forward, partition_prefix, replay_charges, table_key, tick_command
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from streams.cli import ledger as cli_ledger
+from streams.client import books
 from streams.domain.ledger import balance_key, encode_balance
 from streams.settings import Settings
 
@@ -32,5 +32,5 @@ def test_an_account_in_two_shards_is_the_sum_of_their_last_values(monkeypatch: p
     seller, platform = balance_key("merchant:m_s:pending", "USD"), balance_key("merchant:m_p:pending", "USD")
     log = [Msg(1, seller, encode_balance(-900)), Msg(3, seller, encode_balance(500)), Msg(1, seller, encode_balance(-1_000)),
            Msg(1, platform, encode_balance(-50)), Msg(1, platform, None)]  # a tombstone: zero
-    monkeypatch.setattr(cli_ledger, "read_to_end", lambda *_a, **_k: iter(log))
-    assert cli_ledger.live_balances(Settings(namespace="t")) == {("merchant:m_s:pending", "USD"): -500}
+    monkeypatch.setattr(books, "read_to_end", lambda *_a, **_k: iter(log))
+    assert books.live_balances(Settings(namespace="t")) == {("merchant:m_s:pending", "USD"): -500}
