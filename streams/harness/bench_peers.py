@@ -168,7 +168,7 @@ def ours_hop(bootstrap: str, source: str, sink: str, run: str, data_dir: str) ->
                           commit_interval_ms=int(COMMIT_INTERVAL_S * 1000), commit_records_max=100_000, batch_max=2_000,
                           session_timeout_ms=10_000, linger_ms=5, batch_bytes=1_000_000,
                           fetch_partition_bytes=1_048_576, request_bytes=1_100_000)
-    Engine(config, [Stage("hop", source, hop)], {"counts": changelog}).run()
+    Engine(config, [Stage("hop", source, hop, ("counts",), (sink,))], {"counts": changelog}).run()
 
 
 if __name__ == "__main__":

@@ -39,11 +39,16 @@ RESTORE_DEADLINE_S = 600.0
 
 @dataclass(frozen=True)
 class Stage:
-    """A stage: the topic it reads and the handler of a batch of one of its partitions."""
+    """A stage, declared: the topic it reads, the tables it keeps, the topics it writes,
+    and the handler of a batch of one of its partitions. The engine holds the handler
+    to the declaration: it restores exactly the declared tables, and the handler's task
+    refuses a table or an output topic the stage did not declare."""
 
     name: str
     source: str
     handle: Handler
+    tables: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,8 @@ class Engine:
                  periodic: Sequence[Periodic] = (), watchers: Sequence[threading.Thread] = (),
                  closers: Sequence[Callable[[], None]] = ()) -> None:
         assert len({s.source for s in stages}) == len(stages), "one stage per source topic"
+        declared = {name for s in stages for name in s.tables}
+        assert declared == set(tables), f"tables declared by the stages {sorted(declared)} != kept {sorted(tables)}"
         assert 0 <= config.commit_idle_ms <= config.commit_interval_ms, "an idle commit comes no later than a busy one"
         self.config = config
         self.stages = {s.source: s for s in stages}
@@ -184,7 +191,8 @@ class Engine:
             task = self.tasks.get(partition)
             assert task is not None, f"a record of {topic}[{partition}], a partition with no task"
             self._begin()
-            self.stages[topic].handle(messages, task)
+            stage = self.stages[topic]
+            stage.handle(messages, task.scoped(stage.name, stage.tables, stage.outputs))
             self._offsets[(topic, partition)] = messages[-1].offset + 1
             self._txn_records += len(messages)
 

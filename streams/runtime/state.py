@@ -105,6 +105,9 @@ class Task:
     def table(self, name: str) -> Table:
         return self.tables[name]
 
+    def scoped(self, stage: str, tables: tuple[str, ...], outputs: tuple[str, ...]) -> StageTask:
+        return StageTask(self, stage, frozenset(tables), frozenset(outputs))
+
     def send(self, record: Record, origin_ms: int) -> None:
         """Into the open transaction; a record without a partition goes to this task's."""
         self._send(record, self.partition, origin_ms)
@@ -135,3 +138,29 @@ class Task:
         (the next start discards them: the changelogs are the truth)."""
         for t in self.tables.values():
             t.store.close(remove)
+
+
+class StageTask:
+    """A task as one stage's handler sees it: only the tables and output topics its
+    Stage declares (streams/worker/topology.py's table). A wrong one is a bug in the
+    wiring, refused at the first record, not a silent write to another stage's state."""
+
+    __slots__ = ("_task", "stage", "tables", "outputs", "partition")
+
+    def __init__(self, task: Task, stage: str, tables: frozenset[str], outputs: frozenset[str]) -> None:
+        self._task, self.stage, self.tables, self.outputs = task, stage, tables, outputs
+        self.partition = task.partition
+
+    def table(self, name: str) -> Table:
+        if name not in self.tables:
+            raise UndeclaredError(f"stage {self.stage} reads table {name!r}, which it does not declare")
+        return self._task.table(name)
+
+    def send(self, record: Record, origin_ms: int) -> None:
+        if record.topic not in self.outputs:
+            raise UndeclaredError(f"stage {self.stage} writes to {record.topic!r}, which it does not declare")
+        self._task.send(record, origin_ms)
+
+
+class UndeclaredError(AssertionError):
+    """A handler used a table or topic its Stage does not declare."""

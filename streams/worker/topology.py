@@ -467,19 +467,22 @@ def build_worker(settings: Settings) -> Engine:
                 key = c["payment_id"].encode()
                 task.send(Record(names.commands, key, COMMAND_CODEC.encode(c), partition_for(key, n)), m.origin_ms)
 
-    stages = [
-        Stage("ingest", names.commands, ingest_batch),
-        Stage("keys", names.keyed, keys_batch),
-        Stage("merchant-labels", names.merchant_labels, merchant_labels_batch),
-        Stage("payments", names.validated, payments_batch),
-        Stage("ledger", names.ledger, ledger_batch),
-        Stage("risk", names.risk, risk_batch),
-        Stage("labels", names.labels, labels_batch),
-        Stage("merchants", names.merchants, merchants_batch),
-        Stage("clock", names.clock, clock_batch),
-        Stage("subscription-outcomes", names.outcomes, subscription_outcomes_batch),
-        Stage("subscriptions", names.subscription_commands, subscriptions_batch),
-    ]
+    # The topology, declared: (stage, source topic, tables, handler, outputs). Every stage
+    # may dead-letter (the dlq topic, deduplicated by the dlq-marks table).
+    stages = [Stage(name, source, handler, (*tables, DLQ_MARKS), (*outputs, names.dlq)) for name, source, tables, handler, outputs in (
+        ("ingest", names.commands, (), ingest_batch, (names.keyed,)),
+        ("keys", names.keyed, (KEYS, MERCHANTS), keys_batch, (names.risk, names.validated, names.review)),
+        ("merchant-labels", names.merchant_labels, (KEYS,), merchant_labels_batch, ()),
+        ("payments", names.validated, tuple(PAYMENT_TABLES.values()), payments_batch,
+         (names.outcomes, names.events, names.validated, names.labels, names.ledger)),
+        ("ledger", names.ledger, tuple(LEDGER_TABLES.values()), ledger_batch, ()),
+        ("risk", names.risk, (RISK,), risk_batch, (names.validated, names.review)),
+        ("labels", names.labels, (RISK,), labels_batch, (names.merchant_labels,)),
+        ("merchants", names.merchants, (MERCHANTS,), merchants_batch, ()),
+        ("clock", names.clock, (), clock_batch, (names.subscription_commands, names.validated)),
+        ("subscription-outcomes", names.outcomes, (), subscription_outcomes_batch, (names.subscription_commands,)),
+        ("subscriptions", names.subscription_commands, (SUBSCRIPTIONS,), subscriptions_batch, (names.commands,)),
+    )]
     tables = {t: topics.changelog_topic(settings.app_id, t) for t in topics.TABLES}
     config = EngineConfig(client=client_config(settings), group_id=settings.app_id,
                           transactional_id=f"{settings.app_id}-{settings.worker_name}", state_dir=settings.state_dir,

@@ -48,7 +48,7 @@ def engine(tmp: Path, stages: list[Stage]) -> Engine:
     config = EngineConfig(client={"bootstrap.servers": "localhost:1"}, group_id="g", transactional_id="t", state_dir=tmp,
                           commit_interval_ms=50, commit_records_max=1_000, batch_max=100, session_timeout_ms=10_000,
                           linger_ms=0, batch_bytes=1_000_000, fetch_partition_bytes=1_048_576, request_bytes=1_100_000)
-    return Engine(config, stages, {"t": "t-changelog"})  # builds the clients; nothing connects
+    return Engine(config, stages, {t: f"{t}-changelog" for s in stages for t in s.tables})  # builds the clients; nothing connects
 
 
 def test_a_batch_reaches_each_stage_by_partition_in_offset_order_and_its_offsets_are_kept(tmp_path: Path) -> None:
@@ -129,3 +129,33 @@ def test_a_retriable_error_past_the_deadline_exits(tmp_path: Path, exits: list[s
     call, _ = failing([KafkaError(KafkaError._TIMED_OUT, "slow", retriable=True)])
     with pytest.raises(Exited):
         e._txn(call)
+
+
+def test_a_handler_gets_only_the_tables_and_topics_its_stage_declares(tmp_path: Path) -> None:
+    from streams.runtime.messages import Record
+    from streams.runtime.state import UndeclaredError
+
+    def reads(table: str, topic: str):  # type: ignore[no-untyped-def]
+        def handle(batch, task) -> None:  # type: ignore[no-untyped-def]
+            task.table(table).put(b"k", b"v")
+            task.send(Record(topic, b"k", b"v"), 0)
+        return handle
+
+    ok = Stage("a", "in-a", reads("t", "out"), ("t",), ("out",))
+    for stage in (ok, Stage("b", "in-a", reads("u", "out"), ("t",), ("out",)), Stage("c", "in-a", reads("t", "elsewhere"), ("t",), ("out",))):
+        e = engine(tmp_path, [stage])
+        e._begin = lambda: None  # type: ignore[method-assign]
+        e.send = lambda *a: None  # type: ignore[method-assign]
+        e.tasks = {0: Task(0, e.tables, tmp_path / stage.name, e.send)}
+        if stage is ok:
+            e._handle([FakeMessage("in-a", 0, 1)])
+            assert e.tasks[0].table("t").pending == {b"k": b"v"}
+        else:
+            with pytest.raises(UndeclaredError, match=f"stage {stage.name}"):
+                e._handle([FakeMessage("in-a", 0, 1)])
+
+
+def test_the_kept_tables_are_exactly_the_declared_ones(tmp_path: Path) -> None:
+    config = engine(tmp_path, [Stage("a", "in-a", lambda b, t: None, ("t",))]).config
+    with pytest.raises(AssertionError, match="declared by the stages"):
+        Engine(config, [Stage("a", "in-a", lambda b, t: None, ("t",))], {"t": "t-changelog", "orphan": "orphan-changelog"})
