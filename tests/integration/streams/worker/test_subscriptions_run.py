@@ -15,7 +15,7 @@ from connectors.kafka.clients import read_to_end
 from schemas.codec import Codec
 from schemas.ids import derive_charge_command_id
 from streams.client.subscriptions import change_plan_command, create_command, publish, read_subscriptions
-from streams.cli.subscriptions import publish_tick
+from streams.client.publish import publish_tick
 from streams.client.observe import Observer
 from streams.client.publish import tokenize_in_vault
 from streams.client.processes import wait_until
