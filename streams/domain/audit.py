@@ -113,7 +113,7 @@ class AuditReport:
 _SIGNATURE_REASONS = frozenset({"unsigned", "unknown_key", "bad_signature", "unchained", "not_canonical", "event_too_large"})
 
 
-def _order(failure: Failure, topics: tuple[str, str]) -> tuple:
+def _order(failure: Failure, topics: tuple[str, str]) -> tuple[int, int, int, int]:
     """Failures sort by where they are: events before entries, then partition and
     offset; the books last. At one offset an authenticity failure comes first, then
     the chain, then the rest (a reordered event also breaks its payment's totals,
@@ -122,7 +122,7 @@ def _order(failure: Failure, topics: tuple[str, str]) -> tuple:
     topic = topics.index(failure.topic) if failure.topic in topics else 2
     if failure.partition is None:
         return (3, 0, 0, rank)
-    return (topic, failure.partition, failure.offset, rank)
+    return (topic, failure.partition, failure.offset if failure.offset is not None else 0, rank)
 
 
 @dataclass
@@ -203,7 +203,9 @@ class Auditor:
 
     def _event(self, partition: int, offset: int, event: Mapping[str, Any]) -> None:
         self._events += 1
-        fail = lambda reason, detail: self._fail(self.events_topic, partition, offset, reason, detail)  # noqa: E731
+        def fail(reason: str, detail: str) -> None:
+            self._fail(self.events_topic, partition, offset, reason, detail)
+
         chain = self._chains.setdefault(partition, _Partition(hash=ChainHead.genesis(partition).hash))
         problem = signature_problem(event, self.public_keys)
         if problem is None:
@@ -221,7 +223,7 @@ class Auditor:
             self._resolve_suspect(partition, chain)
             if type(event.get("chain_seq")) is int and event["chain_seq"] > chain.seq:
                 chain.seq, chain.hash = event["chain_seq"], None  # resync: do not blame its successor
-        event_id = event.get("event_id")
+        event_id: Any = event.get("event_id")
         if event_id in self._event_ids:
             fail("duplicate_event", f"event {event_id} seen before")
             return
@@ -270,17 +272,18 @@ class Auditor:
         chain.seq, chain.hash = s_event["chain_seq"], event_hash(s_event)
 
     def _invariants(self, e: Mapping[str, Any], fail: Any) -> None:
-        pid, etype = e.get("payment_id"), e.get("type")
+        pid: Any = e.get("payment_id")
+        etype: Any = e.get("type")
         p = self._payments.get(pid)
         if p is None:
-            p = self._payments[pid] = _Payment(0, e.get("merchant_id"), e.get("currency"))
+            p = self._payments[pid] = _Payment(0, e.get("merchant_id", ""), e.get("currency", ""))
         if (e.get("merchant_id"), e.get("currency")) != (p.merchant_id, p.currency):
             fail("payment_mismatch", f"{pid}: merchant or currency changed")
         if not isinstance(e.get("version"), int) or e["version"] <= p.version:
             fail("version_not_increasing", f"{pid}: version {e.get('version')!r} after {p.version}")
         else:
             p.version = e["version"]
-        amount = e.get("amount_minor")
+        amount: Any = e.get("amount_minor")
         if etype == "captured" and p.closed:
             fail("capture_after_void", f"{pid}: captured after {p.closed}")
         expected = {
@@ -324,7 +327,9 @@ class Auditor:
 
     def _entry(self, partition: int, offset: int, record: Mapping[str, Any]) -> None:
         self._entries += 1
-        fail = lambda reason, detail: self._fail(self.entries_topic, partition, offset, reason, detail)  # noqa: E731
+        def fail(reason: str, detail: str) -> None:
+            self._fail(self.entries_topic, partition, offset, reason, detail)
+
         try:
             entry = entry_from_record(record)
         except PostingError as e:
@@ -360,7 +365,7 @@ class Auditor:
     def _match_event(self, partition: int, offset: int, event: Mapping[str, Any], fail: Any) -> None:
         try:
             # Whether it posts at all does not depend on the shard or the settlement currency.
-            posts = post(event, shard=0, settlement=SettlementTerms(event.get("currency"))) is not None
+            posts = post(event, shard=0, settlement=SettlementTerms(event.get("currency", ""))) is not None
         except PostingError as e:
             fail(f"event_{e.reason}", e.detail)
             return
@@ -514,9 +519,9 @@ def compare(
         if a != b:
             out.append(Difference("balance", f"{key[0]} {key[1]}", str(a), str(b)))
     for p in sorted(live_heads.keys() | rebuilt.chain_heads.keys()):
-        a, b = live_heads.get(p), rebuilt.chain_heads.get(p)
-        if a != b:
-            out.append(Difference("chain_head", f"partition {p}", _head(a), _head(b)))
+        live_head, rebuilt_head = live_heads.get(p), rebuilt.chain_heads.get(p)
+        if live_head != rebuilt_head:
+            out.append(Difference("chain_head", f"partition {p}", _head(live_head), _head(rebuilt_head)))
     return out[:max_differences]
 
 
@@ -535,10 +540,13 @@ def payout_problem(entry: JournalEntry) -> str | None:
     sid = derive_settlement_id(entry.merchant_id, head.currency, day)
     if (entry.event_id, entry.payment_id, entry.entry_id) != (sid, sid, derive_entry_id(sid)):
         return f"ids are not those of settling {entry.merchant_id} {head.currency} on {day}"
+    terms = settlement_of(entry)
+    if terms is None:
+        return "carries no settlement terms"
     try:
         expected = payout_entry(entry.entry_id, sid, entry.merchant_id, shard=entry.shard,
                                 occurred_at_ms=entry.occurred_at_ms, currency=head.currency,
-                                amount_minor=head.debit_minor, terms=settlement_of(entry))
+                                amount_minor=head.debit_minor, terms=terms)
     except (PostingError, AssertionError) as e:
         return f"cannot be re-posted ({e})"[:200]
     return None if expected == entry else "lines differ from the payout rule"

@@ -30,7 +30,7 @@ import hmac
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from connectors.vault.keys import ACS_SIGNING, WALLET_SIGNING, verify_signature
 from schemas.money import CURRENCY_EXPONENTS
@@ -89,7 +89,8 @@ class Flow:
 
 
 def frictionless_limit_minor(currency: str) -> int:
-    return FRICTIONLESS_MAX_MAJOR * 10 ** CURRENCY_EXPONENTS.get(currency, 2)
+    exponent = int(CURRENCY_EXPONENTS.get(currency, 2))
+    return int(FRICTIONLESS_MAX_MAJOR * 10**exponent)
 
 
 def ds_decide(risk: RiskData) -> Flow:
@@ -195,11 +196,14 @@ def issue_cryptogram(c: WalletCryptogram, signer: Signer) -> str:
     return _issue(CRYPTOGRAM_PREFIX, asdict(c), signer)
 
 
+_Claims = TypeVar("_Claims", "AuthenticationValue", "WalletCryptogram")
+
+
 def is_signed_token(text: str, prefix: str) -> bool:
     return text.startswith(prefix + ".")
 
 
-def _open(token: str, prefix: str, cls: type, keys: Mapping[str, bytes], what: str) -> Any:
+def _open(token: str, prefix: str, cls: type[_Claims], keys: Mapping[str, bytes], what: str) -> _Claims | Refusal:
     """The verified claims as `cls`, or a Refusal: malformed, unknown key, bad signature."""
     parts = token.split(".") if len(token) <= TOKEN_MAX_CHARS else []
     try:

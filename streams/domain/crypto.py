@@ -27,6 +27,7 @@ longer for late deposits (docs/payments.md).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from collections.abc import Iterable
 from typing import Any
 
 from connectors.providers.chain import ChainView, Rate
@@ -145,7 +146,9 @@ def observe(cp: CryptoPayment, view: ChainView, depth_blocks: int) -> tuple[Cryp
     if state == AWAITING and paid_minor >= cp.due_minor:
         moves.append(Move("crypto_pending", cp.fiat_minor, 0, tuple(in_time)))
         state = CONFIRMING
-    deep = lambda txs: all(view.confirmations(canonical[tx]) >= depth_blocks for tx in txs)  # noqa: E731
+    def deep(txs: Iterable[str]) -> bool:
+        return all(view.confirmations(canonical[tx]) >= depth_blocks for tx in txs)
+
     if state == CONFIRMING and deep(in_time):
         moves.append(Move("crypto_confirmed", cp.fiat_minor, cp.due_minor, tuple(in_time)))
         state = CONFIRMED

@@ -192,8 +192,12 @@ def post(event: Mapping[str, Any], *, shard: int, settlement: SettlementTerms | 
     etype, merchant, currency, amount, fee = _checked(event)
     if not isinstance(shard, int) or isinstance(shard, bool) or shard < 0:
         raise PostingError("invalid_shard", f"shard must be a non-negative int, got {shard!r}")
-    m = lambda kind: merchant_account(merchant, kind)  # noqa: E731
-    h = lambda kind: house_account(kind, shard)  # noqa: E731
+    def m(kind: str) -> str:
+        return merchant_account(merchant, kind)
+
+    def h(kind: str) -> str:
+        return house_account(kind, shard)
+
     lines: list[Line] = []
 
     def move(debit: str, credit: str, amount_minor: int, cur: str = currency) -> None:
@@ -367,8 +371,12 @@ def payout_entry(entry_id: str, event_id: str, merchant_id: str, *, shard: int, 
     from pending to available, converted per `terms`. PostingError when the terms
     cannot be used (no rate for the pair, a foreign pair, an overflow)."""
     assert amount_minor > 0, amount_minor
-    m = lambda kind: merchant_account(merchant_id, kind)  # noqa: E731
-    h = lambda kind: house_account(kind, shard)  # noqa: E731
+    def m(kind: str) -> str:
+        return merchant_account(merchant_id, kind)
+
+    def h(kind: str) -> str:
+        return house_account(kind, shard)
+
     lines: list[Line] = []
 
     def move(debit: str, credit: str, amount: int, cur: str = currency) -> None:

@@ -137,7 +137,7 @@ def _crypto(crypto: Mapping[str, Any]) -> dict[str, str]:
     if problem is not None:
         raise MethodError("invalid_crypto", problem)
     # The payer's address is kept (refunds go there); screening it is the fraud stage's (not yet).
-    return {"asset": asset, "refund_address": address}
+    return {"asset": str(asset), "refund_address": str(address)}
 
 
 def _wallet(cmd: Mapping[str, Any], keys: Mapping[str, bytes], payment_id: str | None) -> dict[str, str]:
@@ -196,12 +196,12 @@ def instrument_label(method: str, cmd: Mapping[str, Any]) -> str | None:
     """What the payment keeps to name its non-card instrument: the wallet, the
     masked mandate, the BNPL provider (None for a card: its BIN and last four)."""
     if method == "wallet" and cmd.get("wallet"):
-        return cmd["wallet"]["provider"]
+        return str(cmd["wallet"]["provider"])
     if method == "bank_transfer" and cmd.get("bank_account"):
         a = cmd["bank_account"]
         return f"{a['scheme']}:{a['mandate_id']}:****{a['account_last4']}"
     if method == "bnpl" and cmd.get("bnpl_provider"):
-        return cmd["bnpl_provider"]
+        return str(cmd["bnpl_provider"])
     if method == "crypto" and cmd.get("crypto"):
         # asset:refund_address, what the quote (maybe after a review) needs
         return f"{cmd['crypto']['asset']}:{cmd['crypto']['refund_address']}"

@@ -697,7 +697,7 @@ def crypto_due(payment: Payment, timer: Timer, saga: Saga, policy: Policy) -> De
     for move in moves:
         sends = _crypto_event(step, chain, cp, move, sends)
     step.payment = step.payment.evolve(crypto=after)
-    again = ()
+    again: tuple[Timer, ...] = ()
     if watching(after, timer.due_ms, policy.crypto):
         again = (Timer("crypto", timer.due_ms + policy.crypto.poll_ms, payment.payment_id),)
     return Decision(step.payment, None, changed=True, events=tuple(step.events), timers=again)
@@ -758,7 +758,7 @@ def _continue(payment: Payment, cmd: dict[str, Any], fp: str, saga: Saga, policy
     routed = None
     if cmd["kind"] == "review_resolve" and cmd.get("fraud_action") not in ("approve", "decline"):
         return _reject(payment, cmd, "invalid_review_decision", "fraud_action must be approve or decline", keep=payment)
-    three_ds = cmd.get("three_ds")
+    three_ds: Any = cmd.get("three_ds")
     if cmd["kind"] == "confirm" and three_ds is None:
         # Ingest refuses these; a ValidatedCommand written before version 3 has none.
         return _reject(payment, cmd, "missing_three_ds", "confirm needs three_ds, the result of the 3DS authentication",
@@ -959,7 +959,7 @@ def _dispute_close(s: _Step) -> _Step | tuple[str, str]:
     p = s.payment
     if not p.dispute_minor:
         return "no_open_dispute", "no dispute is open on this payment"
-    closed = {"dispute_minor": 0, "dispute_reason": None, "dispute_due_ms": None, "dispute_evidence": ()}
+    closed: dict[str, Any] = {"dispute_minor": 0, "dispute_reason": None, "dispute_due_ms": None, "dispute_evidence": ()}
     if s.cmd["dispute"]["outcome"] == "won":
         s.event("dispute_won", p.dispute_minor, reason=p.dispute_reason, **closed)
         return s

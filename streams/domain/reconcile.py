@@ -191,7 +191,7 @@ REPORT_COLUMNS = tuple(f.name for f in fields(ProviderTxn))
 def read_report(path: Path) -> list[ProviderTxn]:
     """A provider settlement report as CSV with a header of REPORT_COLUMNS; ReportError
     names the line of a bad row."""
-    out = []
+    out: list[ProviderTxn] = []
     with path.open(newline="") as f:
         reader = csv.DictReader(f)
         if tuple(reader.fieldnames or ()) != REPORT_COLUMNS:

@@ -179,19 +179,20 @@ def settle(day: date, entries: Iterable[JournalEntry], *, shards: int,
         sid = derive_settlement_id(merchant, currency, day.isoformat())
         entry_id = derive_entry_id(sid)
         payout = max(0, owed_before[key] + net)
-        entry, refused = posted.get(entry_id), ""
-        if entry is not None:  # settled before: what was posted stands
-            payout = entry.lines[0].debit_minor
+        settled: JournalEntry | None = posted.get(entry_id)
+        refused = ""
+        if settled is not None:  # settled before: what was posted stands
+            payout = settled.lines[0].debit_minor
         elif payout:
             try:
-                entry = settlement_entry(merchant, currency, day, payout, shards=shards,
-                                         terms=_terms(merchant, currency, day, settlement_currency, rates))
+                settled = settlement_entry(merchant, currency, day, payout, shards=shards,
+                                           terms=_terms(merchant, currency, day, settlement_currency, rates))
             except PostingError as e:
                 refused = e.reason
         paid_currency, paid, fx_rate = currency, 0, ""
-        if entry is not None:
-            new_entries.append(entry)
-            fx = entry.fx
+        if settled is not None:
+            new_entries.append(settled)
+            fx = settled.fx
             paid_currency, paid, fx_rate = (currency, payout, "") if fx is None else (fx.quote_currency, fx.target_minor, fx.rate)
             payouts.append(PayoutInstruction(derive_payout_id(sid), sid, merchant, paid_currency, paid, day, at_ms,
                                              currency, payout, fx_rate))
@@ -200,8 +201,8 @@ def settle(day: date, entries: Iterable[JournalEntry], *, shards: int,
             captured_minor=p.get("captured_minor", 0), refunded_minor=p.get("refunded_minor", 0),
             disputed_minor=p.get("disputed_minor", 0), dispute_won_minor=p.get("dispute_won_minor", 0),
             fees_minor=p.get("fees_minor", 0), other_minor=p.get("other_minor", 0), net_minor=net,
-            carried_in_minor=owed_before[key], payout_minor=payout if entry else 0,
-            entry_id=entry_id if entry else None, payout_id=derive_payout_id(sid) if entry else None,
+            carried_in_minor=owed_before[key], payout_minor=payout if settled else 0,
+            entry_id=entry_id if settled else None, payout_id=derive_payout_id(sid) if settled else None,
             cutoff_at=from_ms(end_ms), paid_currency=paid_currency, paid_minor=paid, fx_rate=fx_rate, refused=refused,
         ))
         assert len(payouts) <= MAX_PAYOUTS

@@ -357,7 +357,9 @@ def on_outcome(sub: Subscription, outcome: dict[str, Any]) -> tuple[Subscription
 
 def describe(sub: Subscription) -> dict[str, Any]:
     """A subscription for `paystream subscriptions list`: no token, its card's last four."""
-    iso = lambda ms: from_ms(ms).isoformat() if ms is not None else None  # noqa: E731
+    def iso(ms: int | None) -> str | None:
+        return from_ms(ms).isoformat() if ms is not None else None
+
     nxt = sub.pending.due_ms if sub.pending is not None else sub.period_start_ms(sub.next_period)
     return {
         "subscription_id": sub.subscription_id, "merchant_id": sub.merchant_id, "status": sub.status,

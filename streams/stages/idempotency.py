@@ -51,7 +51,7 @@ from schemas.state import state_json, state_loads
 from schemas.times import to_ms
 from streams.domain import kyc_limits
 from streams.domain.merchants import admit
-from streams.domain.payments import event_ms
+from schemas.times import to_ms as event_ms
 from streams.stages.risk import tx_of
 from streams.domain.sanctions import SanctionsList
 from streams.domain.screening import screen_create
@@ -77,7 +77,8 @@ def route_key(partition: int, payment_id: str) -> bytes:
 def routing_key(cmd: dict[str, Any]) -> bytes:
     """The key a command travels to this stage under: its merchant (or, for a command
     refused for want of a usable merchant, its command_id)."""
-    return (cmd["merchant_id"] or cmd["command_id"]).encode()
+    key: str = cmd["merchant_id"] or cmd["command_id"]
+    return key.encode()
 
 
 def claim_key(partition: int, merchant_id: str, idempotency_key: str) -> bytes:

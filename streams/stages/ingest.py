@@ -122,7 +122,8 @@ class Forward:
 
     @property
     def key(self) -> bytes:
-        return (self.command["payment_id"] or self.command["command_id"]).encode()
+        key: str = self.command["payment_id"] or self.command["command_id"]
+        return key.encode()
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,10 @@ from datetime import timedelta
 from typing import Any
 
 from connectors.providers.router import Routed, RoutingState
+from schemas.times import to_ms as event_ms
 from streams.domain.chain import ChainHead, Signs, link, sign_block
 from streams.domain.outcomes import rejection
-from streams.domain.payments import Decision, Payment, Policy, Saga, crypto_due, decide, event_ms, expire_due
+from streams.domain.payments import Decision, Payment, Policy, Saga, crypto_due, decide, expire_due
 from streams.domain.timers import SWEEP_MAX, Timer, TimerStore
 
 Get = Callable[[bytes], bytes | None]

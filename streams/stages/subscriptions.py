@@ -62,9 +62,9 @@ def handle(cmd: dict[str, Any], partition: int, partitions: int, get: Get,
     if cmd["kind"] == "tick":
         now_ms = to_ms(cmd["occurred_at"])
         for key, raw in sorted(partition_items()):
-            sub = Subscription.from_json(raw)
-            new, charges = on_tick(sub, now_ms)
-            if new != sub:
+            ticked = Subscription.from_json(raw)
+            new, charges = on_tick(ticked, now_ms)
+            if new != ticked:
                 effects.writes.append((key, new.to_json()))
             effects.charges.extend(charges)
         return effects
@@ -77,8 +77,8 @@ def handle(cmd: dict[str, Any], partition: int, partitions: int, get: Get,
         effects.refused = SubscriptionError("wrong_partition", f"{sid} hashes to partition {expected} (murmur2), message is on {partition}")
         return effects
     key = table_key(partition, sid)
-    raw = get(key)
-    sub = Subscription.from_json(raw) if raw is not None else None
+    stored = get(key)
+    sub: Subscription | None = Subscription.from_json(stored) if stored is not None else None
     try:
         if cmd["kind"] == "charge_outcome":
             if sub is None:
