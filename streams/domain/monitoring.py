@@ -35,11 +35,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
 from schemas.money import format_minor, is_currency
 from schemas.state import state_json, state_loads
+from schemas.times import to_ms
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -376,12 +378,12 @@ def decided(status: str, decision: str) -> str:
     return _RESULT[decision]
 
 
-def decision_id(case: str, decision: str, operator: str, decided_at_ms: int) -> str:
-    parts = (case, decision, operator, str(decided_at_ms))
+def decision_id(case: str, decision: str, operator: str, decided_at: datetime) -> str:
+    parts = (case, decision, operator, str(to_ms(decided_at)))
     return "dec_" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
-def decision_record(case: str, status: str, decision: str, operator: str, reason: str, decided_at_ms: int) -> dict[str, Any]:
+def decision_record(case: str, status: str, decision: str, operator: str, reason: str, decided_at: datetime) -> dict[str, Any]:
     """A MonitoringDecision for a case now `status` (checked: who, what, why; when is the command's time)."""
     decided(status, decision)
     operator, reason = operator.strip(), reason.strip()
@@ -389,8 +391,8 @@ def decision_record(case: str, status: str, decision: str, operator: str, reason
         raise MonitoringError("invalid_operator", f"operator must be 1..{OPERATOR_MAX_CHARS} characters")
     if not 1 <= len(reason) <= REASON_MAX_CHARS:
         raise MonitoringError("invalid_reason", f"a reason of 1..{REASON_MAX_CHARS} characters is required")
-    return {"decision_id": decision_id(case, decision, operator, decided_at_ms), "case_id": case, "decision": decision,
-            "operator": operator, "reason": reason, "decided_at_ms": decided_at_ms}
+    return {"decision_id": decision_id(case, decision, operator, decided_at), "case_id": case, "decision": decision,
+            "operator": operator, "reason": reason, "decided_at": decided_at}
 
 
 def fold_decisions(decisions: Iterable[Mapping[str, Any]]) -> tuple[str, list[Mapping[str, Any]]]:
@@ -398,7 +400,7 @@ def fold_decisions(decisions: Iterable[Mapping[str, Any]]) -> tuple[str, list[Ma
     the trail of those that took effect. One the case could not take (two operators racing
     on a case) stays on the topic but changes nothing."""
     status, trail = OPEN, []
-    for d in sorted(decisions, key=lambda d: (d["decided_at_ms"], d["decision_id"])):
+    for d in sorted(decisions, key=lambda d: (d["decided_at"], d["decision_id"])):
         try:
             status = decided(status, d["decision"])
         except MonitoringError:

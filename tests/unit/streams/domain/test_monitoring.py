@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
@@ -29,6 +30,7 @@ from streams.domain.monitoring import (
 
 T = Thresholds()
 T0 = 1_780_000_000_000
+AT = datetime(2026, 12, 6, 18, tzinfo=timezone.utc)
 
 
 def act(kind: str, subject: str, amount: int, at_ms: int, *, subject_kind: str = "card", pid: str | None = None,
@@ -164,20 +166,23 @@ def test_decisions_move_a_case_and_closed_cases_take_none() -> None:
 
 
 def test_a_decision_record_names_who_what_why_and_when() -> None:
-    d = mon.decision_record("case_1", "open", "escalate", " alice ", " structuring pattern, needs a senior ", T0)
-    assert d == {"decision_id": mon.decision_id("case_1", "escalate", "alice", T0), "case_id": "case_1",
+    d = mon.decision_record("case_1", "open", "escalate", " alice ", " structuring pattern, needs a senior ", AT)
+    assert d == {"decision_id": mon.decision_id("case_1", "escalate", "alice", AT), "case_id": "case_1",
                  "decision": "escalate", "operator": "alice", "reason": "structuring pattern, needs a senior",
-                 "decided_at_ms": T0}
+                 "decided_at": AT}
+    assert mon.decision_id("case_1", "escalate", "alice", AT + timedelta(milliseconds=1)) != d["decision_id"]
     with pytest.raises(MonitoringError, match="invalid_reason"):
-        mon.decision_record("case_1", "open", "dismiss", "alice", "  ", T0)
+        mon.decision_record("case_1", "open", "dismiss", "alice", "  ", AT)
     with pytest.raises(MonitoringError, match="invalid_operator"):
-        mon.decision_record("case_1", "open", "dismiss", "x" * 65, "fine", T0)
+        mon.decision_record("case_1", "open", "dismiss", "x" * 65, "fine", AT)
+    with pytest.raises(MonitoringError, match="case_closed"):
+        mon.decision_record("case_1", "dismissed", "report", "alice", "fine", AT)
 
 
 def test_the_fold_applies_decisions_in_time_order_and_skips_a_raced_one() -> None:
-    esc = mon.decision_record("c", "open", "escalate", "alice", "why", T0)
-    rep = mon.decision_record("c", "escalated", "report", "bob", "filed", T0 + 5)
-    late = mon.decision_record("c", "escalated", "dismiss", "carol", "raced", T0 + 9)
+    esc = mon.decision_record("c", "open", "escalate", "alice", "why", AT)
+    rep = mon.decision_record("c", "escalated", "report", "bob", "filed", AT + timedelta(seconds=5))
+    late = mon.decision_record("c", "escalated", "dismiss", "carol", "raced", AT + timedelta(seconds=9))
     status, trail = mon.fold_decisions([late, rep, esc])
     assert status == "reported" and trail == [esc, rep]
     assert mon.fold_decisions([]) == ("open", [])
