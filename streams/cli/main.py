@@ -54,6 +54,7 @@ app.add_typer(cli_subscriptions.clock_app, name="clock")
 app.add_typer(cli_payouts.app, name="payouts")
 app.add_typer(cli_registry.app, name="registry")
 app.add_typer(cli_sanctions.app, name="sanctions")
+from streams.cli import cases as cli_cases; app.add_typer(cli_cases.app, name="cases")  # noqa: E402,E702
 
 err = Console(stderr=True)
 

@@ -41,7 +41,7 @@ from typing import Any
 
 from schemas.money import format_minor, is_currency
 from schemas.state import state_json, state_loads
-from schemas.times import to_ms
+from schemas.times import from_ms, to_ms
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -387,6 +387,7 @@ def decision_record(case: str, status: str, decision: str, operator: str, reason
     """A MonitoringDecision for a case now `status` (checked: who, what, why; when is the command's time)."""
     decided(status, decision)
     operator, reason = operator.strip(), reason.strip()
+    decided_at = from_ms(to_ms(decided_at))  # the topic keeps milliseconds: the record says what it will read back
     if not 1 <= len(operator) <= OPERATOR_MAX_CHARS:
         raise MonitoringError("invalid_operator", f"operator must be 1..{OPERATOR_MAX_CHARS} characters")
     if not 1 <= len(reason) <= REASON_MAX_CHARS:
