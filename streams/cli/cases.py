@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from streams.domain.monitoring import DECISIONS, RULES, STATUSES
+from streams.settings import get_settings
 
 app = typer.Typer(no_args_is_help=True, help="Transaction monitoring's case queue: list cases, decide one.")
 err = Console(stderr=True, soft_wrap=True)
@@ -22,7 +23,6 @@ def list_(status: str = typer.Option(None, help=f"Only cases now {' | '.join(STA
           rule: str = typer.Option(None, help=f"Only this rule's cases: {' | '.join(RULES)}.")) -> None:
     """Every case with its status and decisions, oldest opened first."""
     from streams.client.cases import CaseQueue, select, view
-    from streams.settings import get_settings
 
     if status is not None and status not in STATUSES or rule is not None and rule not in RULES:
         err.print(f"[red]cases list:[/red] --status is one of {', '.join(STATUSES)}; --rule one of {', '.join(RULES)}")
@@ -41,7 +41,6 @@ def decide(case_id: str,
     """Decide CASE_ID; the decision is recorded with this command's time."""
     from streams.client.cases import CaseQueue, view
     from streams.domain.monitoring import MonitoringError
-    from streams.settings import get_settings
 
     try:  # the operator's command is the event: its time is the decision's
         record = CaseQueue(get_settings()).decide(case_id, decision, operator, reason, datetime.now(timezone.utc))
