@@ -1,10 +1,10 @@
 """Transaction monitoring's case queue for ops, as JSON (docs/compliance.md): the same
 cases and decisions as `paystream cases`, for a page or a tool. Installed beside the
-dashboard by `paystream api` (streams/cli/api.py), outside /v1 (merchants' keys never
-reach it) and outside the merchant API's spec.
+dashboard by `paystream api` (streams/cli/api.py), under its path so the dashboard's
+session cookie (path /dashboard) reaches it; outside /v1 and the merchant API's spec.
 
-  GET  /ops/cases[?status=open&rule=structuring]   {"data": [case, ...]}, oldest opened first
-  POST /ops/cases/{case_id}/decision               {"decision", "operator", "reason"} -> the decision recorded
+  GET  /dashboard/cases[?status=open&rule=structuring]   {"data": [case, ...]}, oldest opened first
+  POST /dashboard/cases/{case_id}/decision               {"decision", "operator", "reason"} -> the decision recorded
 
 Only the ops role: `Authorization: Bearer <ops token>` (PAYSTREAM_DASHBOARD_TOKEN_FILE) or
 the dashboard's ops session cookie. The ops token is shared, so the operator names
@@ -62,7 +62,7 @@ def install(app: FastAPI, queue: Queue, role_of: RoleOf, now: Callable[[], datet
             raise ApiError(401, "authentication_error", "ops_only", "the ops token is required: Authorization: Bearer <ops token>",
                            headers=(("WWW-Authenticate", "Bearer"),))
 
-    @app.get("/ops/cases", include_in_schema=False)
+    @app.get("/dashboard/cases", include_in_schema=False)
     async def list_cases(request: Request, status: str | None = None, rule: str | None = None) -> JSONResponse:
         require_ops(request)
         if status is not None and status not in STATUSES or rule is not None and rule not in RULES:
@@ -71,7 +71,7 @@ def install(app: FastAPI, queue: Queue, role_of: RoleOf, now: Callable[[], datet
         cases = await asyncio.to_thread(queue.cases)
         return JSONResponse({"data": [view(c) for c in select(cases, status, rule)]}, headers={"Cache-Control": "no-store"})
 
-    @app.post("/ops/cases/{case_id}/decision", include_in_schema=False)
+    @app.post("/dashboard/cases/{case_id}/decision", include_in_schema=False)
     async def decide(request: Request, case_id: str) -> JSONResponse:
         require_ops(request)  # before the body is read
         body = await request.body()
