@@ -118,6 +118,10 @@ def decoded(codec: Codec, value: bytes | None) -> dict | None:
 def build_worker(settings: Settings) -> Engine:
     n = settings.partitions
     names = topics.topic_names(settings)
+    try:  # a bad threshold stops the worker now, not at the first activity
+        thresholds = Thresholds(**settings.monitoring_thresholds)
+    except (TypeError, MonitoringError) as e:
+        raise ValueError(f"PAYSTREAM_MONITORING_THRESHOLDS: {e}") from None
 
     keystore = FileKeyStore(settings.keys_dir)
     keystore.init()
@@ -145,10 +149,6 @@ def build_worker(settings: Settings) -> Engine:
     route_retention = timedelta(days=settings.follow_up_route_days) if settings.fraud_scoring else None
     routing_log = RoutingLog(settings.routing_log_dir, settings.worker_name) if settings.routing_log_dir else None
     sweep_max = settings.timer_sweep_max
-    try:  # a bad threshold stops the worker now, not at the first activity
-        thresholds = Thresholds(**settings.monitoring_thresholds)
-    except (TypeError, MonitoringError) as e:
-        raise ValueError(f"PAYSTREAM_MONITORING_THRESHOLDS: {e}") from None
     codecs = {OUTCOMES: (names.outcomes, OUTCOME_CODEC), EVENTS: (names.events, EVENT_CODEC),
               SELF: (names.validated, VALIDATED_CODEC), LABELS: (names.labels, LABEL_CODEC)}
 

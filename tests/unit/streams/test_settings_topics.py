@@ -183,6 +183,16 @@ def test_the_worker_uses_only_declared_topics(env: pytest.MonkeyPatch, tmp_path:
     assert {spec.partitions for spec in declared_topics(s)} == {6}  # one partition count: tasks span topics
 
 
+def test_monitoring_thresholds_come_from_the_env_and_a_bad_one_stops_the_worker(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from streams.worker.topology import build_worker
+
+    env.setenv("PAYSTREAM_MONITORING_THRESHOLDS", '{"device_cards": 3, "reporting_threshold_minor": {"USD": 300000}}')
+    assert Settings().monitoring_thresholds == {"device_cards": 3, "reporting_threshold_minor": {"USD": 300000}}
+    for bad in ({"device_cards": 1}, {"no_such_threshold": 1}):
+        with pytest.raises(ValueError, match="PAYSTREAM_MONITORING_THRESHOLDS"):
+            build_worker(Settings(namespace="unit", data_dir=tmp_path, keys_dir=tmp_path / "keys", monitoring_thresholds=bad))
+
+
 # --- bounds (docs/reliability.md) ---
 
 
