@@ -52,6 +52,8 @@ SETTLEMENT_DISCREPANCIES = Counter(
 # is "true" when the model was unavailable and rules alone decided; merchant is "exact"
 # (the keys stage's merchant features) or "partition" (none attached: the risk
 # partition's share of the merchant, streams/stages/risk.py).
+# Transaction monitoring's cases opened, by rule (streams/domain/monitoring.py).
+MONITORING_CASES = Counter("paystream_monitoring_cases_total", "Monitoring cases opened", ["rule"])
 FRAUD_DECISIONS = Counter("paystream_fraud_decisions_total", "Fraud decisions", ["action", "fallback", "merchant"])
 # Rows the ClickHouse sink inserted, per read-model table (streams/jobs/sink.py).
 SINK_ROWS = Counter("paystream_sink_rows_total", "Rows inserted into the ClickHouse read models", ["table"])

@@ -170,6 +170,10 @@ class Settings(BaseSettings):
     # in minor units (JSON: '{"USD": 500000}'); a currency absent or 0: refused until
     # verified (streams/domain/kyc_limits.py; docs/compliance.md).
     kyc_pending_daily_cap_minor: dict[str, int] = Field(default_factory=dict)
+    # Transaction monitoring's thresholds that differ from the documented defaults
+    # (streams.domain.monitoring.Thresholds, docs/compliance.md), JSON: '{"device_cards": 3,
+    # "reporting_threshold_minor": {"USD": 1000000}}'. The worker refuses to start on a bad one.
+    monitoring_thresholds: dict[str, int | dict[str, int]] = Field(default_factory=dict)
     # ClickHouse sink (connectors/clickhouse/sink.py: Batcher, Sink; the caps are its MAX_*).
     clickhouse_batch_max_rows: int = Field(10_000, ge=1, le=1_000_000)
     clickhouse_batch_max_wait_ms: int = Field(1_000, ge=0, le=60_000)

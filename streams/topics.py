@@ -23,6 +23,10 @@ with the producers' partitioner (schemas/partitioning.py).
   job-runs (by '<job>/<day>'): each daily job the scheduler ran, and how it ended
   sanctions-list (compacted, by entry uid): list updates, read whole by every worker and job (docs/compliance.md)
   api-objects (compacted, by object id): the merchant API's Customers and saved PaymentMethods
+  payments -> monitoring-activity (by '<subject kind>:<id>': card token, merchant, device; one record per
+  subject of a capture, refund or device create, in the event's transaction) -> monitoring -> monitoring-cases
+  (compacted, by case id); monitoring-decisions (compacted, by decision id): the case queue's audit trail
+  (`paystream cases`, docs/compliance.md)
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from streams.settings import Settings
 # A table's changelog is "<app id>-<table>-changelog" (the names Faust gave them: an
 # upgraded deployment keeps its state).
 TABLES = ("payments", "payments-dedup", "payments-timers", "keys", "ledger-balances", "ledger-applied", "risk", "merchants",
-          "subscriptions", "dlq-marks")
+          "subscriptions", "dlq-marks", "monitoring")
 
 _DAY_MS = 24 * 3600 * 1000
 
@@ -63,6 +67,9 @@ class TopicNames:
     job_runs: str
     sanctions: str
     api_objects: str
+    monitoring_activity: str
+    monitoring_cases: str
+    monitoring_decisions: str
 
 
 def prefixed(settings: Settings, base: str) -> str:
@@ -74,7 +81,8 @@ def topic_names(settings: Settings) -> TopicNames:
     names = ("payment-commands", "payment-commands-keyed", "payment-commands-validated", "payment-outcomes", "payment-dlq",
              "payment-events", "ledger-entries", "payment-commands-risk", "fraud-labels", "fraud-review", "fraud-blocklist",
              "merchants", "fx-rates", "payouts", "webhook-deliveries", "fraud-labels-merchant",
-             "subscription-commands", "clock", "job-runs", "sanctions-list", "api-objects")
+             "subscription-commands", "clock", "job-runs", "sanctions-list", "api-objects",
+             "monitoring-activity", "monitoring-cases", "monitoring-decisions")
     return TopicNames(*(prefixed(settings, n) for n in names))
 
 
@@ -105,11 +113,16 @@ def declared_topics(settings: Settings) -> list[TopicSpec]:
                     names.labels: 365 * _DAY_MS, names.review: 30 * _DAY_MS, names.payouts: -1,
                     names.webhooks: 30 * _DAY_MS, names.merchant_labels: 7 * _DAY_MS,
                     # subscription-commands is the log the charges derive from (a replay re-derives them): kept forever.
-                    names.subscription_commands: -1, names.clock: 7 * _DAY_MS}
+                    names.subscription_commands: -1, names.clock: 7 * _DAY_MS,
+                    # monitoring-activity is a hop, kept as the others; replaying it rebuilds the cases.
+                    names.monitoring_activity: 7 * _DAY_MS}
     # job-runs is compacted too: the latest run per job and day is what the scheduler reads at start.
     # sanctions-list too: the latest version of each listed party (a tombstone delists it).
     # api-objects: the merchant API's Customers and saved PaymentMethods (streams/api/objects.py).
-    compacted = {names.blocklist, names.merchants, names.fx_rates, names.job_runs, names.sanctions, names.api_objects}
+    # monitoring-cases: one record per case id (a recomputed case is the same record); monitoring-decisions:
+    # one per decision id, so compaction keeps every decision (the audit trail) and drops only a retried write.
+    compacted = {names.blocklist, names.merchants, names.fx_rates, names.job_runs, names.sanctions, names.api_objects,
+                 names.monitoring_cases, names.monitoring_decisions}
     # RF 3 gets min.insync.replicas 2 (admin.min_insync_for); RF 1 keeps the broker default.
     min_isr = min_insync_for(rf) if rf > 1 else None
     pipeline = [TopicSpec(name, n, rf, compacted=True, min_insync_replicas=min_isr) if name in compacted else

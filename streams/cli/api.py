@@ -85,11 +85,12 @@ def serve(
         FileKeyStore,
         KeyStoreError,
     )
-    from streams.api import kyc_routes
+    from streams.api import cases_routes, kyc_routes
     from streams.api.acs import Acs
     from streams.api.app import ApiConfig, create_app
     from streams.api.bus import KafkaBus
     from streams.api.readmodel import ClickHousePayments
+    from streams.client.cases import CaseQueue
     from streams.client.kyc import KycDesk
     from streams.client.publish import intake_sealer
     from streams.topics import topic_names
@@ -139,6 +140,9 @@ def serve(
                          objects=objects, webhooks=webhooks)
         # The application's time is when it reaches the API (its event time).
         kyc_routes.install(api, KycDesk(settings), lambda: datetime.now(timezone.utc))
+        # The case queue for ops: the dashboard's ops session or the ops token; a decision's time is the request's.
+        role_of = dashboard.role_of if dashboard is not None else cases_routes.bearer_role(ops_token(settings.dashboard_token_file))
+        cases_routes.install(api, CaseQueue(settings), role_of, lambda: datetime.now(timezone.utc))
         uvicorn.run(api, host=host or settings.api_host, port=port or settings.api_port, log_level="info")
     finally:
         objects.close()

@@ -18,6 +18,7 @@ from typer.core import TyperGroup
 from streams.cli import (
     api,
     bench,
+    cases,
     chaos,
     clickhouse,
     clock,
@@ -93,6 +94,7 @@ COMMANDS: tuple[tuple[str, str, typer.Typer | Callable[..., None]], ...] = (
     (READ_MODELS, "readmodels", readmodels.app),
     (FRAUD, "fraud", fraud.app),
     (FRAUD, "sanctions", sanctions.app),
+    (FRAUD, "cases", cases.app),
     (OPERATIONS, "keys", keys.app),
     (OPERATIONS, "reliability", reliability.app),
     (MEASURE, "bench", bench.bench),

@@ -35,12 +35,14 @@ from schemas.cards import mask_pans
 from schemas.codec import Codec, DecodeError
 from schemas.partitioning import partition_for
 from streams import metrics, topics
-from streams.stages import ledger as ledger_stage, risk as risk_stage, subscriptions as subscriptions_stage
+from streams.stages import ledger as ledger_stage, monitoring as monitoring_stage, risk as risk_stage, \
+    subscriptions as subscriptions_stage
 from streams.worker import probes
 from streams.stages import idempotency as key_stage
 from streams.stages.ingest import DeadLetter, Forward, Limits, Source, dead_letter, ingest
 from streams.domain.ledger import entry_to_record
 from streams.domain.methods import method_currencies
+from streams.domain.monitoring import MonitoringError, Thresholds
 from streams.domain.payments import Policy, Saga
 from streams.stages.payments import DEDUP, EVENTS, LABELS, OUTCOMES, PAYMENTS, SELF, TIMERS, Tables, handle, sign_last_event, \
     tick_command
@@ -64,12 +66,15 @@ BLOCK_CODEC = Codec("FraudBlockEntry")
 DLQ_CODEC = Codec("DeadLetter")
 SUBSCRIPTION_CODEC = Codec("SubscriptionCommand")
 COMMAND_CODEC = Codec("PaymentCommand")
+ACTIVITY_CODEC = Codec("MonitoringActivity")
+CASE_CODEC = Codec("MonitoringCase")
 # How often each worker reads new blocklist records (every worker reads them all).
 BLOCKLIST_POLL_S = 1.0
 BLOCKLIST_BATCH_MAX = 1_000
 
 # The tables, each with its compacted changelog (streams.topics.TABLES names them all).
 KEYS, RISK, MERCHANTS, SUBSCRIPTIONS, DLQ_MARKS = "keys", "risk", "merchants", "subscriptions", "dlq-marks"
+MONITORING = "monitoring"
 PAYMENTS_T, DEDUP_T, TIMERS_T = "payments", "payments-dedup", "payments-timers"
 BALANCES_T, APPLIED_T = "ledger-balances", "ledger-applied"
 PAYMENT_TABLES = {PAYMENTS: PAYMENTS_T, DEDUP: DEDUP_T, TIMERS: TIMERS_T}
@@ -113,6 +118,10 @@ def decoded(codec: Codec, value: bytes | None) -> dict | None:
 def build_worker(settings: Settings) -> Engine:
     n = settings.partitions
     names = topics.topic_names(settings)
+    try:  # a bad threshold stops the worker now, not at the first activity
+        thresholds = Thresholds(**settings.monitoring_thresholds)
+    except (TypeError, MonitoringError) as e:
+        raise ValueError(f"PAYSTREAM_MONITORING_THRESHOLDS: {e}") from None
 
     keystore = FileKeyStore(settings.keys_dir)
     keystore.init()
@@ -291,6 +300,12 @@ def build_worker(settings: Settings) -> Engine:
                 continue
             for t, k, v in effects.writes:
                 tables[t].put(k, v)
+            # Each captured, refunded or device-attempt event re-keyed by subject for the monitoring
+            # stage, in this transaction: forwarded exactly when the event is written.
+            events = [r for stream, r in effects.records if stream == EVENTS]
+            for key, activity in monitoring_stage.activities(cmd, events):
+                task.send(Record(names.monitoring_activity, key, ACTIVITY_CODEC.encode(activity), partition_for(key, n)),
+                          m.origin_ms)
             block.extend(effects.records)
             sources.extend([m] * len(effects.records))
             observe_latency("payments", m)
@@ -356,6 +371,34 @@ def build_worker(settings: Settings) -> Engine:
                 tables[t].put(k, v)
             observe_latency("ledger", m)
             metrics.LEDGER_ENTRIES.inc()
+
+    def monitoring_batch(batch: list[Message], task: Task) -> None:
+        """Each subject's activity into its window state; the cases it opens to monitoring-cases (by case id)."""
+        table = task.table(MONITORING)
+        for m in batch:
+            record = decode_or_dlq(task, m, "monitoring", ACTIVITY_CODEC)
+            if record is None:
+                continue
+            effects = parked(task, m, "monitoring", lambda: monitoring_stage.handle(
+                record, m.partition, m.timestamp_ms, table.get, thresholds, sweep_max))
+            if effects is None:
+                continue
+            if effects.refused is not None:
+                refuse(task, m, "monitoring", effects.refused.reason, effects.refused.detail)
+                continue
+            if effects.skipped:
+                metrics.child(metrics.DUPLICATES_SKIPPED, "monitoring").inc()
+                continue
+            for k, v in effects.writes:
+                table.put(k, v)
+            for case in effects.cases:
+                task.send(Record(names.monitoring_cases, case.case_id.encode(),
+                                 CASE_CODEC.encode(monitoring_stage.case_record(case))), m.origin_ms)
+                metrics.child(metrics.MONITORING_CASES, case.rule).inc()
+                log.info("monitoring case %s: %s on %s %s", case.case_id, case.rule, case.subject_kind, case.merchant_id)
+            for timer in effects.fired:
+                metrics.child(metrics.TIMERS_FIRED, f"monitoring-{timer.kind}").inc()
+            observe_latency("monitoring", m)
 
     def risk_batch(batch: list[Message], task: Task) -> None:
         table = task.table(RISK)
@@ -474,7 +517,7 @@ def build_worker(settings: Settings) -> Engine:
         ("keys", names.keyed, (KEYS, MERCHANTS), keys_batch, (names.risk, names.validated, names.review)),
         ("merchant-labels", names.merchant_labels, (KEYS,), merchant_labels_batch, ()),
         ("payments", names.validated, tuple(PAYMENT_TABLES.values()), payments_batch,
-         (names.outcomes, names.events, names.validated, names.labels, names.ledger)),
+         (names.outcomes, names.events, names.validated, names.labels, names.ledger, names.monitoring_activity)),
         ("ledger", names.ledger, tuple(LEDGER_TABLES.values()), ledger_batch, ()),
         ("risk", names.risk, (RISK,), risk_batch, (names.validated, names.review)),
         ("labels", names.labels, (RISK,), labels_batch, (names.merchant_labels,)),
@@ -482,6 +525,7 @@ def build_worker(settings: Settings) -> Engine:
         ("clock", names.clock, (), clock_batch, (names.subscription_commands, names.validated)),
         ("subscription-outcomes", names.outcomes, (), subscription_outcomes_batch, (names.subscription_commands,)),
         ("subscriptions", names.subscription_commands, (SUBSCRIPTIONS,), subscriptions_batch, (names.commands,)),
+        ("monitoring", names.monitoring_activity, (MONITORING,), monitoring_batch, (names.monitoring_cases,)),
     )]
     tables = {t: topics.changelog_topic(settings.app_id, t) for t in topics.TABLES}
     config = EngineConfig(client=client_config(settings), group_id=settings.app_id,

@@ -295,6 +295,42 @@ RECORDS["MerchantRecord"] = {
     "kyc": None,
 }
 
+RECORDS["MonitoringActivity"] = {
+    "activity_id": "evt_00112233445566778899aabbccddeeff/card",
+    "subject_kind": "card",
+    "subject_id": "tok_abcdefghijklmnopqrstuvwxyz234567",
+    "kind": "capture",
+    "payment_id": PAYMENT_ID,
+    "merchant_id": "m_acme",
+    "currency": "USD",
+    "amount_minor": 950_000,
+    "occurred_at": AT,
+    "card_token": "tok_abcdefghijklmnopqrstuvwxyz234567",
+}
+RECORDS["MonitoringCase"] = {
+    "case_id": "case_00112233445566778899aabbccddeeff",
+    "rule": "structuring",
+    "subject_kind": "card",
+    "subject_id": "tok_abcdefghijklmnopqrstuvwxyz234567",
+    "merchant_id": "m_acme",
+    "currency": "USD",
+    "window_start": datetime(2026, 11, 23, 10, 0, 0, 124000, tzinfo=timezone.utc),
+    "window_end": AT,
+    "opened_at": AT,
+    "evidence": [{"payment_id": PAYMENT_ID, "merchant_id": "m_acme", "kind": "capture", "currency": "USD",
+                  "amount_minor": 950_000, "occurred_at": AT, "card_token": "tok_abcdefghijklmnopqrstuvwxyz234567"}],
+    "measures": {"payments": 3, "total_minor": 2_850_000, "threshold_minor": 1_000_000},
+    "summary": "3 captures just under the reporting threshold of 10000.00 USD",
+}
+RECORDS["MonitoringDecision"] = {
+    "decision_id": "dec_00112233445566778899aabbccddeeff",
+    "case_id": "case_00112233445566778899aabbccddeeff",
+    "decision": "escalate",
+    "operator": "alice",
+    "reason": "three near-threshold captures in a day; escalated for a SAR decision",
+    "decided_at": AT,
+}
+
 RECORDS["SubscriptionCommand"] = {
     "command_id": "subcmd_00112233445566778899aabbccddeeff",
     "kind": "create",

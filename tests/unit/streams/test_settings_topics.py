@@ -102,7 +102,7 @@ def test_three_ds_unavailable_is_a_choice_of_two(env: pytest.MonkeyPatch, value:
 
 def test_every_topic_has_the_same_partition_count(env: pytest.MonkeyPatch) -> None:
     specs = declared_topics(Settings(partitions=12, replication_factor=3))
-    assert len(specs) == 21 + len(TABLES)
+    assert len(specs) == 24 + len(TABLES)
     assert {s.partitions for s in specs} == {12}
     assert {s.replication_factor for s in specs} == {3}
 
@@ -114,10 +114,13 @@ def test_changelogs_are_compacted_and_pipeline_topics_are_not(env: pytest.Monkey
                           "paystream-payments-timers-changelog", "paystream-keys-changelog",
                           "paystream-ledger-balances-changelog", "paystream-ledger-applied-changelog",
                           "paystream-risk-changelog", "paystream-merchants-changelog",
-                          "paystream-subscriptions-changelog", "paystream-dlq-marks-changelog"}
+                          "paystream-subscriptions-changelog", "paystream-dlq-marks-changelog",
+                          "paystream-monitoring-changelog"}
     assert changelogs <= set(specs)
     # latest entry per key is the state (api-objects: the merchant API's Customers and PaymentMethods)
-    compacted = changelogs | {"fraud-blocklist", "merchants", "fx-rates", "job-runs", "sanctions-list", "api-objects"}
+    # monitoring-cases by case id, monitoring-decisions by decision id (every decision kept: the audit trail)
+    compacted = changelogs | {"fraud-blocklist", "merchants", "fx-rates", "job-runs", "sanctions-list", "api-objects",
+                              "monitoring-cases", "monitoring-decisions"}
     for name, spec in specs.items():
         assert spec.compacted == (name in compacted), name
         assert spec.config()["cleanup.policy"] == ("compact" if name in compacted else "delete")
@@ -171,11 +174,23 @@ def test_the_worker_uses_only_declared_topics(env: pytest.MonkeyPatch, tmp_path:
     assert changelogs <= declared
     # written only, read by every worker outside the group (the blocklist, the sanctions list), settle's (fx-rates,
     # payouts), or written by a process of its own: the webhook runner (webhook-deliveries), the scheduler (job-runs);
-    # api-objects is the merchant API's alone
+    # api-objects is the merchant API's alone; monitoring-cases and -decisions are the case queue's (`paystream cases`)
     assert declared - read - changelogs <= {names.outcomes, names.dlq, names.events, names.review, names.blocklist,
                                             names.fx_rates, names.payouts, names.webhooks, names.job_runs,
-                                            names.sanctions, names.api_objects}
+                                            names.sanctions, names.api_objects, names.monitoring_cases,
+                                            names.monitoring_decisions}
+    assert names.monitoring_activity in read
     assert {spec.partitions for spec in declared_topics(s)} == {6}  # one partition count: tasks span topics
+
+
+def test_monitoring_thresholds_come_from_the_env_and_a_bad_one_stops_the_worker(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from streams.worker.topology import build_worker
+
+    env.setenv("PAYSTREAM_MONITORING_THRESHOLDS", '{"device_cards": 3, "reporting_threshold_minor": {"USD": 300000}}')
+    assert Settings().monitoring_thresholds == {"device_cards": 3, "reporting_threshold_minor": {"USD": 300000}}
+    for bad in ({"device_cards": 1}, {"no_such_threshold": 1}):
+        with pytest.raises(ValueError, match="PAYSTREAM_MONITORING_THRESHOLDS"):
+            build_worker(Settings(namespace="unit", data_dir=tmp_path, keys_dir=tmp_path / "keys", monitoring_thresholds=bad))
 
 
 # --- bounds (docs/reliability.md) ---
