@@ -73,6 +73,17 @@ class BreakerBoard:
             out[provider] = max(out.get(provider, metrics.BREAKER_CLOSED), level)
         return out
 
+    def export(self, changes: Iterable[tuple[int, Transition]] = ()) -> None:
+        """Apply (partition, transition)s and set the gauge of every provider they
+        touch (all of them when there are none: the worker's start)."""
+        touched = set()
+        for partition, change in changes:
+            self.apply(partition, change)
+            touched.add(change.provider)
+        for provider, level in self.worst().items():
+            if provider in touched or not touched:
+                metrics.BREAKER_STATE.labels(provider=provider).set(level)
+
 
 @dataclass(frozen=True)
 class Progress:

@@ -162,8 +162,7 @@ def build_worker(settings: Settings) -> Engine:
     # Breakers live per provider and partition; the gauge shows each provider's worst,
     # closed from the start (the test provider has no breakers).
     breakers = probes.BreakerBoard(tuple(saga.providers) if isinstance(saga.route, Router) else ())
-    for provider, level in breakers.worst().items():
-        metrics.BREAKER_STATE.labels(provider=provider).set(level)
+    breakers.export()
 
     def dlq_record(m: Message, letter: DeadLetter) -> Record:
         """A dead letter of `m`'s, counted, for its transaction."""
@@ -322,8 +321,7 @@ def build_worker(settings: Settings) -> Engine:
                 if routing_log is not None:
                     routing_log.routed(m.partition, cmd["payment_id"], effects.routed)
                 for change in effects.routed.transitions:
-                    breakers.apply(m.partition, change)
-                    metrics.BREAKER_STATE.labels(provider=change.provider).set(breakers.worst()[change.provider])
+                    breakers.export([(m.partition, change)])
                     log.warning("breaker %s: %s -> %s (%s)", change.provider, change.from_state, change.to_state, change.reason)
         sign_last_event(block, signer)
         for (stream, r), m in zip(block, sources):

@@ -6,6 +6,7 @@ in tests/integration/streams/worker/test_alerts_run.py (they need a running work
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -27,11 +28,11 @@ FIRING = {
     "PaystreamLatencyP99High": "tests/integration/streams/worker/test_alerts_run.py::test_the_workers_alerts_fire",
     "PaystreamConsumerLagGrowing": "tests/integration/streams/worker/test_alerts_run.py::test_consumer_lag_growing_fires_from_the_lag_watch",
     "PaystreamLedgerImbalance": "tests/unit/deploy/test_alerts_fire.py::test_ledger_imbalance_fires_from_the_workers_gauge_and_clears",
+    "PaystreamBreakerOpen": "tests/unit/deploy/test_alerts_fire.py::test_breaker_open_fires_while_a_partitions_breaker_is_open",
 }
 # Not yet made to fire by a test (issue 24): why.
 PENDING = {
     "PaystreamFraudSpike": "needs a day-apart pair of windows of risk decisions from a worker with fraud scoring",
-    "PaystreamBreakerOpen": "needs a rail outage schedule that opens a breaker in a running worker",
 }
 REPO = Path(__file__).resolve().parents[3]
 
@@ -120,3 +121,34 @@ def test_ledger_imbalance_fires_from_the_workers_gauge_and_clears() -> None:
     assert firing == {"CHF": 7}  # max by currency of abs != 0: fires
     probes.set_ledger_gauge(balanced, seen)  # balanced again: the series stays, at 0, and the alert clears
     assert by(render(), "paystream_ledger_imbalance_minor", "currency", currency="CHF") == {"CHF": 0}
+
+
+
+def test_breaker_open_fires_while_a_partitions_breaker_is_open() -> None:
+    # The provider's real breaker (connectors/providers/breaker.py) fails its way open on
+    # one partition; the worker's board (probes.BreakerBoard.export, as the payments
+    # handler calls it) sets the gauge the rule reads, the worst over partitions.
+    assert expr("PaystreamBreakerOpen") == "max by (provider) (paystream_breaker_state) == 2"
+    assert RULES["PaystreamBreakerOpen"]["for"] == "2m"
+    from connectors.providers.breaker import Breaker, BreakerConfig, allow, record
+    from streams.worker import probes
+
+    cfg, board = BreakerConfig(), probes.BreakerBoard(("acq_alert_a", "acq_alert_b"))
+    board.export()
+    assert by(render(), "paystream_breaker_state", "provider", provider="acq_alert_.") == {"acq_alert_a": 0, "acq_alert_b": 0}
+    b, opened = Breaker("acq_alert_a"), []
+    for i in range(cfg.min_calls):
+        b, changes = record(b, cfg, 1_000 + i, "timeout", 5_000)
+        opened += changes
+    assert [c.to_state for c in opened] == ["open"]
+    board.export([(3, opened[0])])
+    firing = by(render(), "paystream_breaker_state", "provider", provider="acq_alert_.")
+    assert {p for p, level in firing.items() if level == 2} == {"acq_alert_a"}  # == 2: fires (after 2m of it)
+    # Another partition's breaker of the same provider still closed: the worst holds it open.
+    board.export([(4, replace(opened[0], from_state="open", to_state="closed"))])
+    assert by(render(), "paystream_breaker_state", "provider", provider="acq_alert_a") == {"acq_alert_a": 2}
+    # Past the cool-down the breaker half-opens on the next call: the rule stops matching.
+    _, half, probing = allow(b, cfg, 1_000 + cfg.min_calls + cfg.open_ms)
+    assert half and [c.to_state for c in probing] == ["half_open"]
+    board.export([(3, probing[0])])
+    assert by(render(), "paystream_breaker_state", "provider", provider="acq_alert_a") == {"acq_alert_a": 1}
