@@ -14,16 +14,17 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from connectors.kafka.clients import TopicFollower, command_producer, committed_reader
+from connectors.kafka.clients import TopicFollower, command_producer, connection
 from connectors.vault.keys import FileKeyStore
 from connectors.webhooks import registry
 from connectors.webhooks.delivery import Outbox, Pending, notifications, settle
@@ -84,7 +85,12 @@ class KafkaSources:
         at most WINDOW_RECORDS_MAX records."""
         partition = partition_for(payment_id.encode(), self.settings.partitions)
         topic = self.names.events
-        consumer = committed_reader(self.conn, [])
+        # read_committed with end-of-partition events: a log may end on a transaction
+        # marker, which is never delivered, so an offset can not tell the end.
+        consumer = Consumer(connection(self.conn) | {
+            "group.id": f"paystream-console-{uuid.uuid4().hex[:12]}", "isolation.level": "read_committed",
+            "enable.auto.commit": False, "enable.partition.eof": True, "auto.offset.reset": "earliest",
+            "log_level": 3})
         try:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=READ_TIMEOUT_S)
             found = consumer.offsets_for_times([TopicPartition(topic, partition, to_ms(since) - CLOCK_SKEW_MS)],
