@@ -347,7 +347,7 @@ form.filters label{display:flex;flex-direction:column;font-size:12px;color:#5260
 input,select,button{font:inherit;padding:5px 8px;border:1px solid #cbd2d9;border-radius:4px;background:#fff}
 button{cursor:pointer;background:#2467c4;color:#fff;border-color:#2467c4}button.secondary{background:#fff;color:#2467c4}
 button.danger{background:#c81e1e;border-color:#c81e1e}header button{padding:3px 8px}
-.pager{display:flex;gap:12px;margin-top:10px}form.inline{display:inline}
+.pager{display:flex;gap:12px;margin-top:10px}form.inline{display:inline}table.facts{width:auto}table.facts td{padding-left:24px}
 """
 
 NAV = (("overview", "/dashboard"), ("payments", "/dashboard/payments"), ("reviews", "/dashboard/reviews"),
@@ -453,7 +453,7 @@ def render_payment(p: Mapping[str, Any], events: list[dict[str, Any]], verdicts:
              ("authorized", money(p["authorized_minor"], cur)), ("captured", money(p["captured_minor"], cur)),
              ("refunded", money(p["refunded_minor"], cur)), ("provider", escape(p["provider"] or "—")),
              ("last change (UTC)", when(p["updated_at"]))]
-    out = ['<div class="card"><table data-testid="payment">']
+    out = ['<div class="card"><table class="facts" data-testid="payment">']
     out += [f'<tr><th class="l">{k}</th><td class="l">{v}</td></tr>' for k, v in facts]
     out.append('</table></div><h2>Timeline</h2><div class="card">')
     if chain_note:
