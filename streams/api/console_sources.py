@@ -96,33 +96,43 @@ class KafkaSources:
             found = consumer.offsets_for_times([TopicPartition(topic, partition, to_ms(since) - CLOCK_SKEW_MS)],
                                                timeout=READ_TIMEOUT_S)[0].offset
             start = max(low, (high if found < 0 else found) - BACKTRACK_OFFSETS)
-            window: list[dict[str, Any]] = []
-            if start >= high:
-                return partition, window
-            consumer.assign([TopicPartition(topic, partition, start)])
-            missing, signed_after, deadline = set(event_ids), False, time.monotonic() + READ_TIMEOUT_S
-            while len(window) < WINDOW_RECORDS_MAX and (to_end or missing or not signed_after):
-                if time.monotonic() > deadline:
-                    raise SourceError(f"payment-events[{partition}]: not read within {READ_TIMEOUT_S:.0f} s")
-                msg = consumer.poll(0.5)
-                if msg is None:
-                    continue
-                if msg.error() is not None:
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
-                        break
-                    raise SourceError(f"payment-events: {msg.error()}")
-                try:
-                    event = _EVENTS.decode(msg.value())
-                except DecodeError as e:
-                    event = {"event_id": None, "chain_seq": None, "undecodable": str(e)[:100]}
-                window.append(event)
-                missing.discard(event["event_id"])
-                signed_after = not missing and event.get("signature") is not None
-                if msg.offset() + 1 >= high:
-                    break
+            window, missing = self._read(consumer, partition, start, high, event_ids, to_end)
+            if missing and start > max(low, high - WINDOW_RECORDS_MAX):
+                # Event times ahead of the broker's clock put the start past them: read the log's tail.
+                window, _ = self._read(consumer, partition, max(low, high - WINDOW_RECORDS_MAX), high, event_ids, to_end)
             return partition, window
         finally:
             consumer.close()
+
+    def _read(self, consumer: Consumer, partition: int, start: int, high: int, event_ids: set[str],
+              to_end: bool) -> tuple[list[dict[str, Any]], set[str]]:
+        """From `start`: the decoded window, and which of `event_ids` it lacks."""
+        window: list[dict[str, Any]] = []
+        missing = set(event_ids)
+        if start >= high:
+            return window, missing
+        consumer.assign([TopicPartition(self.names.events, partition, start)])
+        signed_after, deadline = False, time.monotonic() + READ_TIMEOUT_S
+        while len(window) < WINDOW_RECORDS_MAX and (to_end or missing or not signed_after):
+            if time.monotonic() > deadline:
+                raise SourceError(f"payment-events[{partition}]: not read within {READ_TIMEOUT_S:.0f} s")
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error() is not None:
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    break
+                raise SourceError(f"payment-events: {msg.error()}")
+            try:
+                event = _EVENTS.decode(msg.value())
+            except DecodeError as e:
+                event = {"event_id": None, "chain_seq": None, "undecodable": str(e)[:100]}
+            window.append(event)
+            missing.discard(event["event_id"])
+            signed_after = not missing and event.get("signature") is not None
+            if msg.offset() + 1 >= high:
+                break
+        return window, missing
 
     # --- reviews ---
 

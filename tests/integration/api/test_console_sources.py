@@ -70,20 +70,18 @@ def world(bootstrap: str, tmp_path: Path):  # type: ignore[no-untyped-def]
     sources.close()
 
 
-def test_a_payments_events_are_judged_from_the_topic(world) -> None:  # type: ignore[no-untyped-def]
-    settings, store, sources = world
+def produce_chain(settings, store, plan: list[list[tuple[str, int]]], at: datetime) -> int:  # type: ignore[no-untyped-def]
+    """The planned blocks of (payment, version) linked on the target's partition as the
+    payments stage writes them, each block signed on its last event but the final
+    block (not signed yet); the partition."""
     signer = ActiveSigner.of(store)
-    target = "pay_console_target"
-    fill = same_partition(target, 4, settings.partitions)
-    partition = partition_for(target.encode(), settings.partitions)
-    # Blocks as the payments stage writes them: [f0 f1] [target v1, f2, target v2] [target v3, unsigned yet]
-    plan = [[(fill[0], 1), (fill[1], 1)], [(target, 1), (fill[2], 1), (target, 2)], [(target, 3)]]
+    partition = partition_for(plan[-1][-1][0].encode(), settings.partitions)  # every payment of the plan shares it
     head, producer, n = ChainHead.genesis(partition), command_producer(settings.bootstrap_servers), 0
     for b, block in enumerate(plan):
         linked = []
         for pid, version in block:
             e, head = link(event("authorized", amount=100, payment_id=pid, merchant=MERCHANT, version=version,
-                                 at=T0 + timedelta(seconds=n)), head, signer.key_id)
+                                 at=at + timedelta(seconds=n)), head, signer.key_id)
             linked.append(e)
             n += 1
         if b < len(plan) - 1:
@@ -92,11 +90,34 @@ def test_a_payments_events_are_judged_from_the_topic(world) -> None:  # type: ig
             producer.produce(topic_names(settings).events, key=e["payment_id"].encode(), value=EVENTS.encode(e, check=True),
                              partition=partition)
     assert producer.flush(30) == 0
+    return partition
+
+
+def test_a_payments_events_are_judged_from_the_topic(world) -> None:  # type: ignore[no-untyped-def]
+    settings, store, sources = world
+    target = "pay_console_target"
+    fill = same_partition(target, 3, settings.partitions)
+    # [f0 f1] [target v1, f2, target v2] [target v3: its block not signed yet]
+    plan = [[(fill[0], 1), (fill[1], 1)], [(target, 1), (fill[2], 1), (target, 2)], [(target, 3)]]
+    partition = produce_chain(settings, store, plan, T0)
     ids = [f"evt-{target}-{v}-authorized" for v in (1, 2, 3)]
     got_partition, window = sources.chain_window(target, T0 + timedelta(seconds=2), set(ids))
     assert got_partition == partition and {e["event_id"] for e in window} >= set(ids)
     judged = verdicts(partition, window, set(ids), sources.public_keys())
     assert [judged[i].verdict for i in ids] == [VERIFIED, VERIFIED, UNSIGNED]
+
+
+def test_event_times_ahead_of_the_broker_clock_still_find_the_events(world) -> None:  # type: ignore[no-untyped-def]
+    settings, store, sources = world
+    target = "pay_console_future"
+    fill = same_partition(target, 1, settings.partitions)
+    # The payment's events dated a month ahead, then 300 more records: the first guess starts past them.
+    plan = [[(target, 1), (target, 2)], [(fill[0], v) for v in range(1, 301)], [(fill[0], 301)]]
+    produce_chain(settings, store, plan, T0 + timedelta(days=30))
+    ids = {f"evt-{target}-{v}-authorized" for v in (1, 2)}
+    partition, window = sources.chain_window(target, T0 + timedelta(days=30), ids)
+    judged = verdicts(partition, window, ids, sources.public_keys())
+    assert {i: v.verdict for i, v in judged.items()} == {i: VERIFIED for i in ids}
 
 
 def test_a_review_is_read_and_resolved_onto_the_validated_topic(world) -> None:  # type: ignore[no-untyped-def]
