@@ -27,13 +27,13 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "payments": (
         "payment_id", "merchant_id", "currency", "status", "authorized_minor", "captured_minor",
         "refunded_minor", "version", "last_event_id", "last_event_type", "reason_code", "provider",
-        "card_token", "card_bin", "card_last4", "updated_at",
+        "card_token", "card_bin", "card_last4", "updated_at", "method",
     ),
     "payment_events": (
         "event_id", "type", "payment_id", "merchant_id", "command_id", "currency", "amount_minor",
         "fee_minor", "payment_status", "authorized_minor", "captured_minor", "refunded_minor", "version",
         "provider", "provider_ref", "reason_code", "card_token", "card_bin", "card_last4", "chain_seq",
-        "occurred_at",
+        "occurred_at", "method",
     ),
     "ledger_entries": (
         "entry_id", "line_no", "event_id", "event_type", "payment_id", "merchant_id", "shard", "account",
@@ -181,15 +181,16 @@ def _payment_event(r: Mapping[str, Any]) -> list[Row]:
     amount, fee = _int(r, "amount_minor", low=0), _int(r, "fee_minor", optional=True, low=0) or 0
     provider = _text(r, "provider", optional=True)
     token, bin_, last4 = _card(r)
+    method = _text(r, "method", optional=True) or "card"  # null: a card (PaymentEvent before version 3)
     rows = [
         Row("payment_events", (
             event_id, etype, payment_id, merchant_id, _text(r, "command_id", optional=True), currency, amount, fee,
             status, *totals, version, provider, _text(r, "provider_ref", optional=True), reason,
-            token, bin_, last4, _int(r, "chain_seq", optional=True, low=0) or 0, occurred_at,
+            token, bin_, last4, _int(r, "chain_seq", optional=True, low=0) or 0, occurred_at, method,
         )),
         Row("payments", (
             payment_id, merchant_id, currency, status, *totals, version, event_id, etype, reason, provider,
-            token, bin_, last4, occurred_at,
+            token, bin_, last4, occurred_at, method,
         )),
     ]
     if version == 1:  # the create's first event carries the fraud hook's verdict

@@ -169,6 +169,7 @@ def ops_token(path: Path | None) -> bytes | None:
 
 
 def _dashboard(settings: Settings, keys: auth.ApiKeys, reader: ClickHousePayments | None) -> Dashboard | None:
+    from streams.api.console_sources import KafkaSources
     from streams.api.dashboard import Dashboard
     from streams.api.ops import KafkaOps
     from streams.topics import topic_names
@@ -182,4 +183,5 @@ def _dashboard(settings: Settings, keys: auth.ApiKeys, reader: ClickHousePayment
     # The worker's group (the app id) and the sink's (streams/jobs/sink.py).
     groups = [settings.app_id, f"{settings.app_id}-sink"]
     ops = KafkaOps(client_config(settings), groups, topic_names(settings).dlq, urls)
-    return Dashboard(reader.rows, keys, ops_token(settings.dashboard_token_file), ops)
+    # Signatures, reviews and webhook attempts: read from the topics on use (console_sources.py).
+    return Dashboard(reader.rows, keys, ops_token(settings.dashboard_token_file), ops, sources=KafkaSources(settings))

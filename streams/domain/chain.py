@@ -226,3 +226,65 @@ def verify(event: Mapping[str, Any], prev: ChainHead, public_keys: Mapping[str, 
     if problem is not None:
         raise ChainError(problem, f"partition {prev.partition} seq {event.get('chain_seq')!r} after {prev.seq}")
     return ChainHead(prev.partition, event["chain_seq"], event_hash(event))
+
+
+VERIFIED, UNSIGNED, BROKEN = "verified", "unsigned", "broken"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One event's standing in its partition's chain: `verified` (linked to the event
+    before it and vouched for by a valid block signature at or after it), `unsigned`
+    (linked, but no signature follows it yet in what was read) or `broken` (`reason`
+    names the first problem found)."""
+
+    verdict: str
+    reason: str | None = None
+
+
+def verdicts(partition: int, window: list[Mapping[str, Any]], event_ids: set[str],
+             public_keys: Mapping[str, Ed25519PublicKey]) -> dict[str, Verdict]:
+    """The verdict of each event of `event_ids` found in `window`: one partition's
+    events in offset order, read from before the first of them (so the one before it
+    is there) to the end of the log or past a signature after the last of them.
+    Checks each event's link to its predecessor (seq - 1, or the partition's genesis),
+    then walks the links forward to the first signed event and checks its signature."""
+    by_seq: dict[int, int] = {}
+    for i, e in enumerate(window):
+        if type(e.get("chain_seq")) is int:
+            by_seq.setdefault(e["chain_seq"], i)
+    out: dict[str, Verdict] = {}
+    for i, e in enumerate(window):
+        if e.get("event_id") in event_ids:
+            out[e["event_id"]] = _verdict(partition, window, by_seq, i, public_keys)
+    return out
+
+
+def _verdict(partition: int, window: list[Mapping[str, Any]], by_seq: dict[int, int], i: int,
+             public_keys: Mapping[str, Ed25519PublicKey]) -> Verdict:
+    event = window[i]
+    seq = event.get("chain_seq")
+    if type(seq) is not int or seq < 1 or not isinstance(event.get("prev_hash"), bytes):
+        return Verdict(UNSIGNED, "unchained")
+    if seq == 1:
+        expected = ChainHead.genesis(partition).hash
+    elif seq - 1 in by_seq and by_seq[seq - 1] < i:
+        expected = event_hash(window[by_seq[seq - 1]])
+    else:
+        return Verdict(BROKEN, "seq_gap")  # the event before it is not where the log puts it
+    if event["prev_hash"] != expected:
+        return Verdict(BROKEN, "broken_link")
+    j = i
+    while True:
+        problem = signature_problem(window[j], public_keys)
+        if problem is None:
+            return Verdict(VERIFIED)
+        if problem != "unsigned" or not awaits_signature(window[j]):
+            return Verdict(BROKEN, problem)
+        if j + 1 == len(window):
+            return Verdict(UNSIGNED, "awaiting_block_signature")
+        nxt, head = window[j + 1], ChainHead(partition, window[j]["chain_seq"], event_hash(window[j]))
+        problem = link_problem(nxt, head)
+        if problem is not None:
+            return Verdict(BROKEN, problem)
+        j += 1

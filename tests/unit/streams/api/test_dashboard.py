@@ -49,13 +49,14 @@ def test_the_snapshot_equals_direct_sql(ch, merchant: str | None) -> None:  # ty
                                "GROUP BY reason_code", **m))
     assert {r: n for r, src, n in s.declines if src == "payment"} == declined
     assert ("invalid_currency", "rejection", 1) in s.declines  # populate's rejection is m_acme's
-    assert sum(a for _, a, _ in s.hourly) <= attempts and len(s.hourly) <= 24
-    assert [h for h, _, _ in s.hourly] == sorted(h for h, _, _ in s.hourly)
+    # Two days of traffic: per hour, every attempt in the series (48 buckets reach back far enough).
+    assert s.bucket == "hour" and sum(a for _, a, _ in s.series) == attempts and len(s.series) <= 48
+    assert [h for h, _, _ in s.series] == sorted(h for h, _, _ in s.series)
 
 
 def test_an_empty_read_model_shows_no_rate(ch) -> None:  # type: ignore[no-untyped-def]
     s = snapshot(ClickHousePayments(ch).rows, None)
-    assert (s.attempts, s.currencies, s.as_of, s.events) == (0, (), None, 0)
+    assert (s.attempts, s.currencies, s.as_of, s.events, s.series) == (0, (), None, 0, ())
     assert approval_rate(0, 0) is None and approval_rate(1, 3) == 0.3333
 
 

@@ -1,7 +1,9 @@
 """The dashboard end to end in headless Chromium (Debian's /usr/bin/chromium, driven
 by Playwright): log in as a merchant and as ops, read the numbers the page shows, and
 check them against direct SQL over the same populated chDB; then add traffic and
-watch the page's own refresh pick it up.
+watch the page's own refresh pick it up. One console flow: filter and search the
+payments, open one and read its timeline's chain verdicts, approve a review; and the
+charts' labels are measured in the browser (none starts left of its SVG).
 
 Skipped when Chromium or Playwright is missing, unless PAYSTREAM_REQUIRE_BROWSER=1
 (.ci/run sets it after installing Chromium, so CI never skips it silently)."""
@@ -25,6 +27,7 @@ from streams.api.dashboard import Dashboard
 from streams.api.ops import Breaker, LagRow, OpsSnapshot
 from streams.api.readmodel import ClickHousePayments
 from tests.unit.connectors.clickhouse.support import populate, traffic
+from tests.unit.streams.api.console_support import MemorySources, chained, review
 
 CHROMIUM = "/usr/bin/chromium"
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -68,7 +71,12 @@ class Server:
 
 
 @pytest.fixture
-def site(ch, tmp_path: Path, key_file) -> Iterator[tuple[str, str, Any]]:  # type: ignore[no-untyped-def]
+def sources() -> MemorySources:
+    return MemorySources()
+
+
+@pytest.fixture
+def site(ch, tmp_path: Path, key_file, sources: MemorySources) -> Iterator[tuple[str, str, Any]]:  # type: ignore[no-untyped-def]
     populate(ch, T)
     src, secret, _ = key_file
     path = tmp_path / "api_keys.json"
@@ -76,7 +84,7 @@ def site(ch, tmp_path: Path, key_file) -> Iterator[tuple[str, str, Any]]:  # typ
     keys = auth.ApiKeys(path)
     ops = OpsSnapshot(lag=(LagRow("paystream", "payment-commands", 8, 42),), dlq_messages=7,
                       breakers=(Breaker("w0", "visa_rail", "open"),))
-    d = Dashboard(ClickHousePayments(ch).rows, keys, OPS_TOKEN.encode(), lambda: ops, refresh_s=0.5)
+    d = Dashboard(ClickHousePayments(ch).rows, keys, OPS_TOKEN.encode(), lambda: ops, refresh_s=0.5, sources=sources)
     with Server(create_app(InMemoryBus(lambda _c: None), keys, sealer=None, dashboard=d, instance="t")) as server:
         yield server.url, secret, ch
 
@@ -179,3 +187,46 @@ def test_ops_sees_all_merchants_one_by_one_and_the_ops_panel(site, page: Page) -
     page.select_option("select[name=merchant]", "m_globex")  # submits the picker
     page.wait_for_url("**/dashboard?merchant=m_globex")
     assert shown(page) == expected(ch, "m_globex")
+
+
+def test_chart_labels_fit_inside_their_charts(site, page: Page) -> None:
+    url, secret, _ = site
+    log_in(page, url, secret)
+    lefts = page.eval_on_selector_all('svg[data-testid^="chart-"] text.label', "ts => ts.map(t => t.getBBox().x)")
+    assert lefts and min(lefts) >= 0  # "fraud_suspected (payment)" once started at -20 px: "aud_suspected"
+    title = page.locator('[data-testid="series-title"]').inner_text()
+    assert "per hour" in title and "24 hours" not in title
+
+
+def test_a_merchant_finds_a_payment_reads_its_timeline_and_approves_a_review(site, page: Page,
+                                                                          sources: MemorySources) -> None:
+    url, secret, ch = site
+    log_in(page, url, secret)
+    page.click("nav >> text=payments")
+    page.select_option("select[name=status]", "declined")
+    page.click("form.filters button")
+    page.wait_for_url("**/dashboard/payments?*status=declined*")
+    statuses = page.locator('[data-testid="payments"] [data-field="status"]').all_inner_texts()
+    [(declined,)] = ch.query("SELECT count() FROM payments FINAL WHERE merchant_id = 'm_acme' AND status = 'declined'"
+                             ).result_rows
+    assert statuses and set(statuses) == {"declined"} and len(statuses) == min(declined, 25)
+
+    [(pid,)] = ch.query("SELECT payment_id FROM payment_events FINAL WHERE merchant_id = 'm_acme' GROUP BY payment_id "
+                        "HAVING count() >= 2 ORDER BY payment_id LIMIT 1").result_rows
+    events = sorted((e for e in T.events if e["payment_id"] == pid), key=lambda e: e["version"])
+    sources.windows[pid] = (0, chained(events, sign_last=True))
+    page.select_option("select[name=status]", "")
+    page.fill('input[name="q"]', pid)
+    page.click("form.filters button")
+    page.click(f'[data-testid="payments"] a:text("{pid}")')
+    page.wait_for_selector('[data-testid="timeline"]')
+    verdicts = [r.get_attribute("data-verdict") for r in page.locator('[data-testid="timeline"] tr[data-event]').all()]
+    assert verdicts == ["verified"] * len(events)
+
+    sources.review_records.append(review("pay_wait_1", "m_acme"))
+    page.click("nav >> text=reviews")
+    page.click('[data-review="pay_wait_1"] button[value="approve"]')
+    page.wait_for_selector('[data-testid="flash"]')
+    assert "approve sent for pay_wait_1" in page.locator('[data-testid="flash"]').inner_text()
+    [(_, command)] = sources.resolved
+    assert (command["payment_id"], command["kind"], command["fraud_action"]) == ("pay_wait_1", "review_resolve", "approve")
