@@ -26,7 +26,7 @@ whose cards hash here. IP and device states are per partition in the same way (s
 docs/fraud.md, "The risk stage"). Card features are exact.
 
 Storage, all in one table (keys carry the partition, see streams/domain/timers.py):
-  b"<p>/c/<card_token>"  -> CardState.to_bytes()
+  b"<p>/c/<card_token>"  -> CardState.to_bytes()  (or another method's instrument key: risk_key)
   b"<p>/m/<merchant_id>" -> MerchantState.to_bytes()  (the fallback only)
   b"<p>/i/<ip>"          -> EntityState.to_bytes()
   b"<p>/v/<device>"      -> EntityState.to_bytes()
