@@ -136,7 +136,8 @@ def _parse(raw: dict[str, Any]) -> Policy:
     ):
         if not isinstance(values, list) or not all(isinstance(x, str) and pattern.match(x) for x in values):
             raise ValueError(f"{name}: bad entries {values!r}")
-    n_rules = len(velocity) + sum(map(len, method_velocity.values())) + len(limits) + sum(len(x) for x in (*countries.values(), *bins.values()))
+    n_rules = (len(velocity) + sum(map(len, method_velocity.values())) + len(limits)
+               + sum(len(x) for x in (*countries.values(), *bins.values())))
     if n_rules > MAX_RULES:
         raise ValueError(f"{n_rules} rules is over the bound of {MAX_RULES}")
     return Policy(

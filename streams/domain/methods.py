@@ -149,7 +149,7 @@ def _crypto(crypto: Mapping[str, Any]) -> dict[str, str]:
     problem = check_refund_address(address)
     if problem is not None:
         raise MethodError("invalid_crypto", problem)
-    # The payer's address is kept (refunds go there); screening it is the fraud stage's (not yet).
+    # The payer's address is kept (refunds go there) and screened by the risk stage (risk_fields).
     return {"asset": asset, "refund_address": address}
 
 
