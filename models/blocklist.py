@@ -1,4 +1,5 @@
-"""Blocklists (cards, BINs, IPs, devices, emails) as pure state.
+"""Blocklists (cards, BINs, IPs, devices, emails, and the other methods' instruments:
+wallet accounts, bank accounts, mandates, BNPL customers, crypto addresses) as pure state.
 
 The record shape is `schemas/avro/FraudBlockEntry.avsc`; the lead's compacted topic
 is keyed by `entry.key` (`kind:value`), so the latest entry per key is the state.
@@ -6,7 +7,11 @@ Every worker folds the topic into its own `Blocklist` with `apply(entry)`.
 
 Emails are never stored: the value of an email entry is the SHA-256 of the trimmed,
 lower-cased address (`email_digest`), and transactions are matched the same way.
-Card entries hold the card token, never a card number.
+Card entries hold the card token, never a card number; bank account entries hold the
+SHA-256 of the normalized account number (`account_digest`), never the number. The
+sanctioned crypto addresses paystream ships (`models/blocklists/crypto_addresses.toml`)
+seed every worker's list (`shipped_blocklist`), dated at the epoch so that any
+operator's entry for the same address, block or unblock, wins.
 """
 
 from __future__ import annotations
@@ -14,18 +19,28 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
+import tomllib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Mapping
 
 from schemas.cards import contains_pan
 
-KINDS = ("card", "bin", "ip", "device", "email")
+KINDS = ("card", "bin", "ip", "device", "email", "wallet", "bank_account", "mandate", "bnpl_customer",
+         "crypto_address")
 MAX_ENTRIES = 1_000_000
 MAX_VALUE_LEN = 128
 _BIN = re.compile(r"^[0-9]{6,8}$")
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
-_TX_FIELD = {"card": "card_token", "bin": "bin", "ip": "ip", "device": "device", "email": "email"}
+_CRYPTO_ADDRESS = re.compile(r"^[A-Za-z0-9]{8,100}$")
+# The scorer's tx field each kind matches (streams/stages/risk.py `tx_of` fills the
+# non-card ones from the create's instrument: docs/fraud.md, "Every method").
+_TX_FIELD = {"card": "card_token", "bin": "bin", "ip": "ip", "device": "device", "email": "email",
+             "wallet": "wallet_token", "bank_account": "bank_account_hash", "mandate": "mandate",
+             "bnpl_customer": "bnpl_customer", "crypto_address": "crypto_address"}
+SHIPPED_CRYPTO_ADDRESSES = Path(__file__).parent / "blocklists" / "crypto_addresses.toml"
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 class BlocklistError(ValueError):
@@ -34,6 +49,18 @@ class BlocklistError(ValueError):
 
 def email_digest(email: str) -> str:
     return hashlib.sha256(email.strip().lower().encode()).hexdigest()
+
+
+def account_digest(account: str) -> str:
+    """A bank account number or IBAN as it is matched: SHA-256 of its letters and
+    digits, upper-cased (spaces and dashes are presentation)."""
+    return hashlib.sha256("".join(c for c in account.upper() if c.isalnum()).encode()).hexdigest()
+
+
+def crypto_address_key(address: str) -> str:
+    """An address as it is matched: a 0x (EVM) address is case-insensitive (its mixed
+    case is only a checksum), so lower-cased; other chains' addresses are kept as given."""
+    return address.lower() if address[:2].lower() == "0x" else address
 
 
 @dataclass(frozen=True)
@@ -71,6 +98,10 @@ class BlockEntry:
                 raise BlocklistError(f"{v!r} is not an IP address") from None
         if self.kind == "email" and not _DIGEST.match(v):
             raise BlocklistError("an email entry holds email_digest(address), not the address")
+        if self.kind == "bank_account" and not _DIGEST.match(v):
+            raise BlocklistError("a bank_account entry holds account_digest(number), not the number")
+        if self.kind == "crypto_address" and (not _CRYPTO_ADDRESS.match(v) or v != crypto_address_key(v)):
+            raise BlocklistError("a crypto address is 8..100 letters and digits (a 0x address lower-cased)")
 
     @property
     def key(self) -> str:
@@ -89,6 +120,10 @@ class BlockEntry:
                 value = str(ipaddress.ip_address(value.strip()))
             except ValueError:
                 pass  # __post_init__ names the error
+        if kind == "bank_account" and isinstance(value, str) and not _DIGEST.match(value):
+            value = account_digest(value)
+        if kind == "crypto_address" and isinstance(value, str):
+            value = crypto_address_key(value.strip())
         return cls(kind, value, action, reason, occurred_at, actor, expires_at)
 
     def to_record(self) -> dict[str, Any]:
@@ -140,6 +175,8 @@ class Blocklist:
             keys = [value]
             if kind == "email":
                 keys = [email_digest(value)]
+            elif kind == "crypto_address":
+                keys = [crypto_address_key(value)]
             elif kind == "bin":
                 keys = [value[:n] for n in (6, 7, 8) if len(value) >= n]
             for v in keys:
@@ -148,3 +185,28 @@ class Blocklist:
                     found.append(f"blocklist_{kind}")
                     break
         return tuple(found)
+
+
+def shipped_entries(path: Path = SHIPPED_CRYPTO_ADDRESSES) -> list[BlockEntry]:
+    """The sanctioned crypto addresses paystream ships, as block entries dated at the
+    epoch (any operator's entry for the same key is newer and wins). Raises
+    BlocklistError naming the file when it is unusable: a worker must not start
+    without its sanctioned-address list."""
+    try:
+        raw = tomllib.loads(path.read_text())
+        listed = raw["address"]
+        version = raw["version"]
+        if not isinstance(listed, list) or len(listed) > MAX_ENTRIES:
+            raise BlocklistError("address must be a list")
+        return [BlockEntry.make("crypto_address", a["value"], "block", f"sanctioned ({a['program']}, list {version})",
+                                _EPOCH, actor="shipped-list") for a in listed]
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError, TypeError, BlocklistError) as e:
+        raise BlocklistError(f"{path}: {type(e).__name__}: {e}") from None
+
+
+def shipped_blocklist() -> Blocklist:
+    """A blocklist holding the shipped entries (a worker then folds the topic over it)."""
+    blocklist = Blocklist()
+    for entry in shipped_entries():
+        blocklist.apply(entry)
+    return blocklist

@@ -39,12 +39,17 @@ def decide(
     rules_version: str | None = None,
     shadow_score: float | None = None,
     shadow_version: str | None = None,
+    modelled: bool = True,
 ) -> FraudDecision:
     """The strictest of the score's band and every rule hit. Missing features or an
     unusable score (None, NaN, outside [0, 1]) fall back to rules only, starting from
-    `fallback_action`, and the decision says so (`fallback=True`)."""
-    fallback = features is None or not usable_score(score)
-    if fallback:
+    `fallback_action`, and the decision says so (`fallback=True`). `modelled=False`:
+    a method the model does not cover (models.features.MODELLED_METHODS): its rules
+    decide by design, from approve, with no score and no fallback flag."""
+    fallback = features is None or (modelled and not usable_score(score))
+    if not modelled and not fallback:
+        action, reasons, score = "approve", [], None
+    elif fallback:
         action, reasons = fallback_action, ["fallback_rules_only"]
         score = None
     else:
@@ -58,7 +63,7 @@ def decide(
         action=action,
         score=score,
         reasons=tuple(reasons),
-        model_version=None if fallback else model_version,
+        model_version=model_version if modelled and not fallback else None,
         fallback=fallback,
         rules_version=rules_version,
         shadow_score=shadow_score if usable_score(shadow_score) else None,

@@ -622,6 +622,51 @@ def compute(tx: Txn, states: TxStates, merchant: MerchantCounts | None = None) -
     )
 
 
+# --------------------------------------------------------------------------- per method
+
+#: The model's methods: the shipped model was trained on simulated card traffic
+#: (models/simulate.py), so only a card's vector goes to it; the other methods are
+#: decided by their own rules, velocity and blocklists (docs/fraud.md, "Every method").
+MODELLED_METHODS = frozenset({"card"})
+_COMMON = {"amount_major": "amount_major", "hour_of_day": "hour_of_day", "is_night": "is_night"}
+
+
+def _instrument_view(prefix: str, columns: tuple[str, ...]) -> dict[str, str]:
+    # The instrument's state is kept by the same class as a card's (CardState, under
+    # the method's own key), so its columns are the card_* ones, named for the method.
+    return _COMMON | {f"{prefix}_{c.removeprefix('card_')}": c for c in columns}
+
+
+#: method -> {its feature name: the FeatureVector column it reads}. The same vector
+#: for every method (one feature code, online and offline), each method naming the
+#: columns that fit its instrument; rules (models/rules/v3.toml `[methods.*]`) use these names.
+METHOD_FEATURES: dict[str, dict[str, str]] = {
+    # The wallet account (the device's payment token) and the device itself.
+    "wallet": _instrument_view("wallet", ("card_cnt_1m", "card_cnt_1h", "card_cnt_1d", "card_sum_1d", "card_age_days",
+                                          "card_tx_total", "card_new_merchant", "card_amount_z"))
+    | {"device_cnt_1h": "device_cnt_1h", "device_cnt_1d": "device_cnt_1d", "ip_cnt_1h": "ip_cnt_1h"},
+    # The debited account (its hash, or the mandate): debits per day and week, new payees.
+    "bank_transfer": _instrument_view("account", ("card_cnt_1h", "card_cnt_1d", "card_cnt_7d", "card_sum_1d",
+                                                  "card_sum_7d", "card_age_days", "card_tx_total",
+                                                  "card_new_merchant", "card_amount_ratio_30d")),
+    # The customer's account at the BNPL provider: plans stacked in a week or a month.
+    "bnpl": _instrument_view("customer", ("card_cnt_1h", "card_cnt_1d", "card_cnt_7d", "card_cnt_30d", "card_sum_30d",
+                                          "card_age_days", "card_tx_total", "card_new_merchant", "card_amount_z"))
+    | {"ip_cnt_1h": "ip_cnt_1h", "device_cnt_1d": "device_cnt_1d"},
+    # The payer's (refund) address: a fresh address, bursts of payments from one address.
+    "crypto": _instrument_view("address", ("card_cnt_1h", "card_cnt_1d", "card_cnt_7d", "card_sum_1d",
+                                           "card_age_days", "card_tx_total", "card_new_merchant")),
+}
+
+
+def method_features(method: str, fv: FeatureVector) -> dict[str, float]:
+    """The method's named features read from a vector (a card: every column)."""
+    view = METHOD_FEATURES.get(method)
+    if view is None:
+        return dict(zip(FEATURE_NAMES, fv))
+    return {name: getattr(fv, column) for name, column in view.items()}
+
+
 def _entity_counts(state: EntityState | None, key: str | None, ts: int) -> tuple[float, float]:
     if key is None:
         return _NAN, _NAN

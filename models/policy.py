@@ -6,18 +6,18 @@ from __future__ import annotations
 import math
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from models.features import FEATURE_NAMES, FeatureVector
+from models.features import FEATURE_NAMES, METHOD_FEATURES, FeatureVector
 from schemas.money import is_currency
 
 #: Actions from least to most strict. A decision takes the strictest that applies.
 ACTIONS = ("approve", "requires_action", "review", "decline")
 SEVERITY = {a: i for i, a in enumerate(ACTIONS)}
 # The rule set a worker starts with; earlier versions stay beside it (docs/fraud.md).
-DEFAULT_RULES = Path(__file__).parent / "rules" / "v2.toml"
+DEFAULT_RULES = Path(__file__).parent / "rules" / "v3.toml"
 MAX_RULES = 1_000
 _CODE = re.compile(r"^[a-z][a-z0-9_]{1,63}$")
 _BIN = re.compile(r"^[0-9]{1,8}$")
@@ -69,6 +69,12 @@ class Policy:
     countries_review: frozenset[str]
     bins_decline: tuple[str, ...]
     bins_review: tuple[str, ...]
+    # method -> its velocity rules (`[methods.<m>]`, v3): they replace the card's
+    # `[[velocity]]` for a create of that method; amount and country rules apply to all.
+    method_velocity: Mapping[str, tuple[VelocityRule, ...]] = field(default_factory=dict)
+
+    def velocity_for(self, method: str) -> tuple[VelocityRule, ...]:
+        return self.velocity if method not in METHOD_FEATURES else self.method_velocity.get(method, ())
 
 
 def load_policy(path: Path | str = DEFAULT_RULES) -> Policy:
@@ -101,19 +107,13 @@ def _parse(raw: dict[str, Any]) -> Policy:
         raise ValueError("thresholds must satisfy 0 <= requires_action <= review <= decline <= 1")
     fallback = _action(raw["fallback"]["action"], "fallback")
 
-    velocity = []
-    for i, v in enumerate(raw.get("velocity", [])):
-        code = v["code"]
-        if not isinstance(code, str) or not _CODE.match(code):
-            raise ValueError(f"velocity[{i}]: bad code {code!r}")
-        if v["feature"] not in FEATURE_NAMES:
-            raise ValueError(f"velocity[{i}]: unknown feature {v['feature']!r}")
-        limit = v["max"]
-        if not isinstance(limit, (int, float)) or isinstance(limit, bool) or limit < 0:
-            raise ValueError(f"velocity[{i}]: max must be a non-negative number")
-        velocity.append(
-            VelocityRule(code, FEATURE_NAMES.index(v["feature"]), float(limit), _action(v["action"], code))
-        )
+    velocity = _velocity(raw.get("velocity", []), "velocity", {n: n for n in FEATURE_NAMES})
+    methods = raw.get("methods", {})
+    unknown = set(methods) - set(METHOD_FEATURES)
+    if unknown:
+        raise ValueError(f"methods: {sorted(unknown)} are not among {sorted(METHOD_FEATURES)}")
+    method_velocity = {m: _velocity(methods[m].get("velocity", []), f"methods.{m}.velocity", METHOD_FEATURES[m])
+                       for m in methods}
 
     limits: dict[str, tuple[int, int]] = {}
     for currency, lim in raw.get("amount_limits", {}).items():
@@ -136,7 +136,8 @@ def _parse(raw: dict[str, Any]) -> Policy:
     ):
         if not isinstance(values, list) or not all(isinstance(x, str) and pattern.match(x) for x in values):
             raise ValueError(f"{name}: bad entries {values!r}")
-    n_rules = len(velocity) + len(limits) + sum(len(x) for x in (*countries.values(), *bins.values()))
+    n_rules = (len(velocity) + sum(map(len, method_velocity.values())) + len(limits)
+               + sum(len(x) for x in (*countries.values(), *bins.values())))
     if n_rules > MAX_RULES:
         raise ValueError(f"{n_rules} rules is over the bound of {MAX_RULES}")
     return Policy(
@@ -149,7 +150,26 @@ def _parse(raw: dict[str, Any]) -> Policy:
         countries_review=frozenset(countries.get("review", [])),
         bins_decline=tuple(bins.get("decline", [])),
         bins_review=tuple(bins.get("review", [])),
+        method_velocity=method_velocity,
     )
+
+
+def _velocity(rules: Any, where: str, names: Mapping[str, str]) -> tuple[VelocityRule, ...]:
+    """Velocity rules on the named features (`names`: feature name -> vector column)."""
+    if not isinstance(rules, list):
+        raise ValueError(f"{where}: must be a list of tables")
+    out = []
+    for i, v in enumerate(rules):
+        code = v["code"]
+        if not isinstance(code, str) or not _CODE.match(code):
+            raise ValueError(f"{where}[{i}]: bad code {code!r}")
+        if v["feature"] not in names:
+            raise ValueError(f"{where}[{i}]: unknown feature {v['feature']!r}")
+        limit = v["max"]
+        if not isinstance(limit, (int, float)) or isinstance(limit, bool) or limit < 0:
+            raise ValueError(f"{where}[{i}]: max must be a non-negative number")
+        out.append(VelocityRule(code, FEATURE_NAMES.index(names[v["feature"]]), float(limit), _action(v["action"], code)))
+    return tuple(out)
 
 
 def evaluate_rules(policy: Policy, tx: Mapping[str, Any], fv: FeatureVector | None) -> tuple[RuleHit, ...]:
@@ -158,7 +178,8 @@ def evaluate_rules(policy: Policy, tx: Mapping[str, Any], fv: FeatureVector | No
     missing or of the wrong type simply do not trip their rule."""
     hits: list[RuleHit] = []
     if fv is not None:
-        for rule in policy.velocity:
+        method = tx.get("method") or "card"
+        for rule in policy.velocity_for(method if isinstance(method, str) else "card"):
             value = fv[rule.feature_index]
             if not math.isnan(value) and value > rule.max:
                 hits.append(RuleHit(rule.code, rule.action))

@@ -8,7 +8,10 @@
     scorer.blocklist.apply(BlockEntry.from_record(rec))   # from the compacted topic
 
 `tx` is a dict: card_token, bin, merchant_id, amount_minor, currency, occurred_at
-(aware UTC datetime), optional ip, device, email, country. `states` is a
+(aware UTC datetime), optional ip, device, email, country. A non-card method's tx
+(streams/domain/methods.py `risk_fields`) has its instrument's key as card_token, its
+`method`, and the fields its blocklists match; the model scores cards only
+(MODELLED_METHODS), the method's own rules decide the rest. `states` is a
 `models.features.TxStates` (the lead loads each part from RocksDB with
 `CardState.from_bytes` and friends and stores `to_bytes()` back).
 """
@@ -23,9 +26,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from models.blocklist import Blocklist
+from models.blocklist import Blocklist, shipped_blocklist
 from models.decision import FraudDecision, decide
 from models.features import (
+    MODELLED_METHODS,
     CardState,
     FeatureInputError,
     FeatureVector,
@@ -61,12 +65,13 @@ class Scorer:
     @classmethod
     def load(cls, artifact_dir: Path | str | None, rules_path: Path | str = DEFAULT_RULES,
              shadow_dir: Path | str | None = None) -> Scorer:
-        """Verify and load the model (and the shadow model), load the rules. Raises
-        ModelArtifactError / PolicyError with a clear message: call it at worker start.
+        """Verify and load the model (and the shadow model), load the rules and the
+        shipped blocklist (sanctioned crypto addresses). Raises ModelArtifactError /
+        PolicyError / BlocklistError with a clear message: call it at worker start.
         artifact_dir None: rules only (every decision flagged fallback)."""
         model = load_model(artifact_dir) if artifact_dir is not None else None
         shadow = load_model(shadow_dir) if shadow_dir is not None else None
-        return cls(model, load_policy(rules_path), shadow)
+        return cls(model, load_policy(rules_path), shadow, shipped_blocklist())
 
     def score(self, tx: Mapping[str, Any], states: TxStates, *, usable: bool = True,
               merchant: MerchantCounts | None = None) -> FraudDecision:
@@ -91,10 +96,11 @@ class Scorer:
         """The decision of each (tx, features): the model scores every row in one call
         (a batch costs about what one row does), rules and blocklist per tx."""
         assert len(items) <= MAX_BATCH_ROWS, len(items)
-        keys = [None if fv is None else _row_key(fv) for _, fv in items]
+        modelled = [modelled_method(tx) for tx, _ in items]
+        keys = [None if fv is None or not m else _row_key(fv) for m, (_, fv) in zip(modelled, items)]
         scored = self._model_scores([(k, fv) for k, (_, fv) in zip(keys, items) if k is not None])
         decisions = []
-        for key, (tx, fv) in zip(keys, items):
+        for key, covered, (tx, fv) in zip(keys, modelled, items):
             score = shadow_score = None
             if key is not None:
                 score, shadow_score = scored[key]
@@ -105,6 +111,7 @@ class Scorer:
                 rules_version=self.policy.version,
                 shadow_score=shadow_score,
                 shadow_version=self.shadow.version if self.shadow else None,
+                modelled=covered,
             ))
         return decisions
 
@@ -142,6 +149,11 @@ class Scorer:
                     label: Mapping[str, Any]) -> None:
         """A FraudLabel record, applied at its `occurred_at` (when it became known)."""
         apply_label(card, merchant, to_ms(label["occurred_at"]), bool(label["fraud"]))
+
+
+def modelled_method(tx: Mapping[str, Any]) -> bool:
+    """Whether the model scores this tx's method (absent: a card)."""
+    return (tx.get("method") or "card") in MODELLED_METHODS
 
 
 def _row_key(fv: FeatureVector) -> bytes:

@@ -126,7 +126,8 @@ def replay(
 
 # --- operator commands over the fraud topics (the lead runs them against the broker) ---
 
-_KIND = typer.Argument(..., help="card | bin | ip | device | email")
+_KIND = typer.Argument(..., help="card | bin | ip | device | email | wallet | bank_account | mandate | bnpl_customer"
+                                   " | crypto_address")
 
 
 def _now():
@@ -188,7 +189,9 @@ def _block(kind: str, value: str, action: str, reason: str, actor: str | None, e
 
 
 @app.command()
-def block(kind: str = _KIND, value: str = typer.Argument(..., help="token, BIN, IP, device id or email"),
+def block(kind: str = _KIND, value: str = typer.Argument(..., help="token, BIN, IP, device id, email, wallet token, account "
+                                                                "number or IBAN (kept as its digest), MERCHANT:MANDATE_ID, "
+                                                                "PROVIDER:CUSTOMER, or crypto address"),
           reason: str = typer.Option(..., help="Why (audit trail; no card numbers)"),
           actor: str = typer.Option(None, help="Operator id"),
           expires_days: int = typer.Option(None, min=1, max=3650, help="Stop applying after this many days")) -> None:
@@ -205,7 +208,8 @@ def unblock(kind: str = _KIND, value: str = typer.Argument(...),
 
 @app.command("list")
 def list_blocks(kind: str = typer.Option(None, help="Only this kind")) -> None:
-    """The blocks in force, folded from the fraud-blocklist topic."""
+    """The blocks in force, folded from the fraud-blocklist topic (the shipped sanctioned
+    crypto addresses every worker starts with are not on the topic: models/blocklists/)."""
     from streams.client.fraud import BLOCKLIST, fold_blocklist
 
     blocklist, bad = fold_blocklist(_read(BLOCKLIST, "FraudBlockEntry"))

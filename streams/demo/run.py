@@ -44,7 +44,14 @@ from streams.demo.market import (
     market_split,
     run_marketplace,
 )
-from streams.demo.methods import BankNotices, methods_summary, run_bank_notices
+from streams.demo.methods import (
+    BankNotices,
+    fraud_commands,
+    fraud_summary,
+    methods_summary,
+    publish_fraud_blocks,
+    run_bank_notices,
+)
 from streams.demo.subscriptions import (
     SubscriptionCounts,
     plan_subscriptions,
@@ -203,6 +210,16 @@ def generate(payments: int, seed: int, run_id: str, start: datetime) -> Traffic:
     return t
 
 
+def with_fraud_showcase(traffic: Traffic) -> None:
+    """Append the fraud showcase (streams/demo/methods.py: a decline and a review on
+    every method) after the day's traffic, by event time."""
+    last = max(c["occurred_at"] for c in traffic.items if isinstance(c, dict))
+    for cmd in fraud_commands(traffic.run_id, last + timedelta(seconds=1)):
+        traffic.items.append(cmd)
+        traffic.command_ids.add(cmd["command_id"])
+        traffic.expected[cmd["kind"]] += 1
+
+
 def demo_method(seed: int, i: int, currency: str) -> str:
     """The payment method of the demo's payment i: card, or one of METHOD_SHARES where
     its rails take the currency."""
@@ -254,6 +271,7 @@ def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int, 
     console = Console()
     run_id = uuid.uuid4().hex[:8]
     traffic = generate(payments, seed, run_id, datetime.now(timezone.utc))
+    with_fraud_showcase(traffic)
     commands = len(traffic.command_ids)
     log_file = settings.data_dir / "logs" / "demo-worker.log"
     console.print(f"demo: {payments} payments -> {commands} commands + {traffic.garbage} bad messages; worker log {log_file}")
@@ -264,6 +282,7 @@ def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int, 
     # The observer reads every output topic from the start: they must exist before the worker does.
     admin.ensure_topics(client_config(settings), declared_topics(settings))
     open_the_day(settings, traffic.items[0]["occurred_at"] - timedelta(hours=1))
+    publish_fraud_blocks(settings, run_id, traffic.items[0]["occurred_at"] - timedelta(hours=1))
     # Subscribers' cards go into the vault now: the worker owns it while it runs.
     next_day = datetime.combine(traffic.items[0]["occurred_at"].date() + timedelta(days=1), datetime.min.time(), timezone.utc)
     subscribers = plan_subscriptions(settings, MERCHANTS, seed, run_id, next_day)
@@ -324,6 +343,7 @@ def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int, 
     console.print(f"splits: {market.split_payments} payments split among {market.split_accounts} accounts; "
                   f"payouts: {market.payouts_sent} sent, {market.payouts_failed} failed and reversed")
     console.print(methods_summary(observer.events, bank))
+    console.print(fraud_summary(observer.events))
     if worker.restarts:
         console.print(f"[yellow]the worker was restarted {worker.restarts} time(s); see {log_file}")
     console.print(f"journal entries: {len(observer.entry_ids)}; books closed {books_closed} after {books_s:.1f}s"

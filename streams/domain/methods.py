@@ -12,6 +12,11 @@ exactly the instrument that method needs:
 | crypto | `crypto`: asset (USDC, BTC), the payer's refund address | quoted, paid on a chain to an address of its own, confirmed blocks deep (streams/domain/crypto.py); no hold, no disputes |
 
 docs/payments.md (Payment methods) has the why; `check_instrument` is ingest's rule.
+
+Every method is scored by the risk stage, keyed by its instrument (`risk_key`): a
+card's token, a wallet account, a bank account (its digest, else the mandate), a BNPL
+customer, a crypto payer address; `risk_fields` are what its blocklists match
+(docs/fraud.md, "Every method").
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from connectors.providers.rails import RailConfig
+from models.blocklist import crypto_address_key, email_digest
 from schemas.cards import contains_pan
 from schemas.errors import ReasonedError
 from schemas.money import ASSET_EXPONENTS, is_asset
@@ -56,6 +62,13 @@ WALLET_TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,128}")
 CRYPTOGRAM_PATTERN = re.compile(r"[A-Za-z0-9+/]{16,64}={0,2}")
 MANDATE_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,35}")
 BNPL_PROVIDER_PATTERN = re.compile(r"[a-z0-9_]{1,32}")
+# Create metadata the risk stage reads for a non-card instrument (optional, never a
+# number): the SHA-256 of the debited account's normalized number (models.blocklist.
+# account_digest), and the customer's account id at the BNPL provider.
+ACCOUNT_DIGEST_METADATA = "bank_account_digest"
+BNPL_CUSTOMER_METADATA = "bnpl_customer"
+ACCOUNT_DIGEST_PATTERN = re.compile(r"[0-9a-f]{64}")
+BNPL_CUSTOMER_PATTERN = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
 # ACH return codes R01..R99; SEPA's ISO 20022 reason codes (AC04, AM04, MD07, MS03...).
 RETURN_CODE_PATTERN = re.compile(r"R[0-9]{2}|[A-Z]{2}[0-9]{2}")
 
@@ -136,7 +149,7 @@ def _crypto(crypto: Mapping[str, Any]) -> dict[str, str]:
     problem = check_refund_address(address)
     if problem is not None:
         raise MethodError("invalid_crypto", problem)
-    # The payer's address is kept (refunds go there); screening it is the fraud stage's (not yet).
+    # The payer's address is kept (refunds go there) and screened by the risk stage (risk_fields).
     return {"asset": str(asset), "refund_address": str(address)}
 
 
@@ -206,3 +219,48 @@ def instrument_label(method: str, cmd: Mapping[str, Any]) -> str | None:
         # asset:refund_address, what the quote (maybe after a review) needs
         return f"{cmd['crypto']['asset']}:{cmd['crypto']['refund_address']}"
     return None
+
+
+def risk_fields(cmd: Mapping[str, Any]) -> dict[str, str] | None:
+    """What the risk stage keys and matches a create's instrument by (a ValidatedCommand):
+    `card_token` (the instrument's key: its velocity state and the risk partition's
+    key, named as the card's) plus, for a non-card method, `method` and the fields its
+    blocklist kinds match (models/blocklist.py). None: nothing to key by (a create
+    without its instrument, refused upstream)."""
+    method = method_of(cmd)
+    if method == "card":
+        card = cmd.get("card")
+        return {"card_token": card["token"], "bin": card["bin"]} if card else None
+    meta = cmd.get("metadata") or {}
+    if method == "wallet" and cmd.get("wallet"):
+        w = cmd["wallet"]
+        return {"card_token": f"wallet:{w['provider']}:{w['token']}", "method": method, "wallet_token": w["token"]}
+    if method == "bank_transfer" and cmd.get("bank_account"):
+        a = cmd["bank_account"]
+        # A mandate id is unique per creditor only: scoped by the merchant.
+        out = {"method": method, "mandate": f"{cmd['merchant_id']}:{a['mandate_id']}"}
+        digest = meta.get(ACCOUNT_DIGEST_METADATA)
+        if isinstance(digest, str) and ACCOUNT_DIGEST_PATTERN.fullmatch(digest):
+            return out | {"card_token": f"bank:{digest}", "bank_account_hash": digest}
+        return out | {"card_token": f"mandate:{out['mandate']}"}
+    if method == "bnpl" and cmd.get("bnpl_provider"):
+        provider = cmd["bnpl_provider"]
+        customer, email = meta.get(BNPL_CUSTOMER_METADATA), meta.get("email")
+        if isinstance(customer, str) and BNPL_CUSTOMER_PATTERN.fullmatch(customer):
+            ref = f"{provider}:{customer}"
+            return {"card_token": f"bnpl:{ref}", "method": method, "bnpl_customer": ref}
+        if isinstance(email, str) and email:
+            return {"card_token": f"bnpl:{provider}:email:{email_digest(email)}", "method": method}
+        # No customer to follow: a key of its own (no history, so no velocity); the
+        # amount, country and blocklist (email, IP, device) rules still apply.
+        return {"card_token": f"bnpl:{provider}:payment:{cmd['payment_id']}", "method": method}
+    if method == "crypto" and cmd.get("crypto"):
+        address = crypto_address_key(cmd["crypto"]["refund_address"])
+        return {"card_token": f"crypto:{address}", "method": method, "crypto_address": address}
+    return None
+
+
+def risk_key(cmd: Mapping[str, Any]) -> str | None:
+    """The key a create is scored under (its risk partition's key), None: nothing to key by."""
+    fields = risk_fields(cmd)
+    return None if fields is None else fields["card_token"]

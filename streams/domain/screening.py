@@ -2,7 +2,7 @@
 a create carries, and what a hit does to it. Pure (the list is passed in).
 
 Where: the keys stage (streams/stages/idempotency.py), which every create of every method passes
-(the risk stage sees card creates only). A create names its payer in metadata, as it
+(before the risk stage, which scores every method's creates too). A create names its payer in metadata, as it
 names its IP and device (streams/stages/risk.py RISK_METADATA): `payer_name` (the bank
 account holder, the wallet's or BNPL customer's name) and `cardholder_name` (the name
 on the card); a create without either is not screened. A hit holds the payment: the

@@ -5,8 +5,9 @@ partition, and each payment's commands keep their order: they all pass through
 their merchant's partition), and leave it keyed by payment_id for the payments stage.
 
 Routes. A create the risk stage scores goes on to `payment-commands-risk` keyed by its
-card token; its payment's follow-ups must not overtake it, so the stage remembers
-payment -> card token and sends them the same way (the risk stage passes them
+instrument (`streams.domain.methods.risk_key`: a card's token, a wallet account, a
+bank account or mandate, a BNPL customer, a crypto payer address); its payment's
+follow-ups must not overtake it, so the stage remembers payment -> that key and sends them the same way (the risk stage passes them
 through): one payment's commands pass one keys partition, then one risk partition,
 then one payments partition, in order. The route is kept `route_retention` (the
 refund and dispute window) by event time; a follow-up after it goes straight on
@@ -31,7 +32,7 @@ lose labels revealed while it is idle, which the offline path counts.
 
 Storage, in the keys table (keys carry the partition, see streams/domain/timers.py):
   b"<p>/k/<merchant>\\x1f<key>" -> JSON {"payment_id", "first_ms"}
-  b"<p>/r/<payment_id>"          -> the card token its commands travel by
+  b"<p>/r/<payment_id>"          -> the instrument key its commands travel by
   b"<p>/ms/<merchant>"           -> MerchantState.to_bytes()
   b"<p>/mf/<command_id>"         -> JSON of the counts attached to that create (a
                                     redelivery gets the same, folds nothing twice)
@@ -52,6 +53,7 @@ from schemas.times import to_ms
 from streams.domain import kyc_limits
 from streams.domain.merchants import admit
 from schemas.times import to_ms as event_ms
+from streams.domain.methods import risk_key
 from streams.stages.risk import tx_of
 from streams.domain.sanctions import SanctionsList
 from streams.domain.screening import screen_create
@@ -65,7 +67,7 @@ class KeyEffects:
     command: dict[str, Any]  # the ValidatedCommand to forward, possibly now refused
     writes: list[tuple[bytes, bytes | None]] = field(default_factory=list)
     fired: list[Timer] = field(default_factory=list)
-    route: bytes | None = None  # the card token to send it by, through the risk stage; None: straight on
+    route: bytes | None = None  # the instrument key to send it by, through the risk stage; None: straight on
     review: dict[str, Any] | None = None  # a FraudReview of a sanctions hit, for fraud-review
     merchant_state_unreadable: bool = False  # a stored merchant state failed to parse, started afresh: log it
 
@@ -137,8 +139,9 @@ def handle(cmd: dict[str, Any], partition: int, record_ts_ms: int, get: Get, ret
     out = effects.command
     if route_retention is not None and out["rejection_reason"] is None and out["payment_id"]:
         rkey = route_key(partition, out["payment_id"])
-        if out["kind"] == "create" and out.get("card") is not None:
-            effects.route = out["card"]["token"].encode()
+        instrument = risk_key(out) if out["kind"] == "create" else None
+        if instrument is not None:
+            effects.route = instrument.encode()
             if get(rkey) is None:
                 effects.writes.append((rkey, effects.route))
                 timers.push(Timer("unroute", at_ms + route_retention // timedelta(milliseconds=1), rkey.decode()))

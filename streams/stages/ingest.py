@@ -34,7 +34,17 @@ from schemas.money import is_currency
 from schemas.partitioning import partition_for
 from streams.domain.authentication import SIGNED_STATUSES, TOKEN_MAX_CHARS
 from streams.domain.splits import SplitError, checked_splits
-from streams.domain.methods import NO_INSTRUMENT, MethodError, check_instrument, check_return_code, method_of
+from streams.domain.methods import (
+    ACCOUNT_DIGEST_METADATA,
+    ACCOUNT_DIGEST_PATTERN,
+    BNPL_CUSTOMER_METADATA,
+    BNPL_CUSTOMER_PATTERN,
+    NO_INSTRUMENT,
+    MethodError,
+    check_instrument,
+    check_return_code,
+    method_of,
+)
 
 MERCHANT_ID_MAX_LEN = 64
 COMMAND_ID_MAX_LEN = 128
@@ -427,6 +437,15 @@ def _check_metadata(metadata: dict[str, str]) -> None:
         if contains_pan(k) or contains_pan(v):
             # A card number in metadata would be forwarded and stored: refuse it.
             raise _Invalid("pan_in_metadata", "metadata must not contain card numbers")
+    # The risk stage keys a debit and a BNPL plan by these: a raw account number would be
+    # forwarded and stored, a malformed id silently ignored; refuse both.
+    digest = metadata.get(ACCOUNT_DIGEST_METADATA)
+    if digest is not None and not ACCOUNT_DIGEST_PATTERN.fullmatch(digest):
+        raise _Invalid("invalid_metadata", f"metadata.{ACCOUNT_DIGEST_METADATA} must be the SHA-256 hex (lower case) of"
+                                           " the account number, never the number")
+    customer = metadata.get(BNPL_CUSTOMER_METADATA)
+    if customer is not None and not BNPL_CUSTOMER_PATTERN.fullmatch(customer):
+        raise _Invalid("invalid_metadata", f"metadata.{BNPL_CUSTOMER_METADATA} must be 1..64 chars [A-Za-z0-9_.@-]")
 
 
 def _check_partitioning(payment_id: str, source: Source, limits: Limits) -> None:

@@ -1,9 +1,13 @@
 """The risk stage for one message, as plain values: score a create, attach the decision.
 
-Creates reach this stage on `payment-commands-risk` keyed by card token (the keys
-stage routes them, and their payment's follow-ups behind them: streams/stages/idempotency.py), so
-one card's transactions and its labels (`fraud-labels`, also keyed by card token)
-meet in one partition, in order. Per create:
+Creates of every method reach this stage on `payment-commands-risk` keyed by their
+instrument (`streams.domain.methods.risk_key`: a card's token, `wallet:...`, `bank:...`,
+`mandate:...`, `bnpl:...`, `crypto:...`; the keys stage routes them, and their
+payment's follow-ups behind them: streams/stages/idempotency.py), so one instrument's
+transactions and a card's labels (`fraud-labels`, keyed by card token) meet in one
+partition, in order. A non-card instrument's velocity state is kept under its key as a
+card's is (`c/`); the model scores cards only, the method's own rules the rest
+(docs/fraud.md, "Every method"). Per create:
   1. dedup by command_id (a redelivery folds nothing in twice and sends nothing);
   2. load the card, merchant, IP and device states, score (models/scoring.py: features,
      rules, blocklist, model) and fold the transaction into the states;
@@ -22,7 +26,7 @@ whose cards hash here. IP and device states are per partition in the same way (s
 docs/fraud.md, "The risk stage"). Card features are exact.
 
 Storage, all in one table (keys carry the partition, see streams/domain/timers.py):
-  b"<p>/c/<card_token>"  -> CardState.to_bytes()
+  b"<p>/c/<card_token>"  -> CardState.to_bytes()  (or another method's instrument key: risk_key)
   b"<p>/m/<merchant_id>" -> MerchantState.to_bytes()  (the fallback only)
   b"<p>/i/<ip>"          -> EntityState.to_bytes()
   b"<p>/v/<device>"      -> EntityState.to_bytes()
@@ -39,7 +43,6 @@ from typing import Any, Callable, Mapping, Sequence
 
 from models.decision import FraudDecision
 from models.features import (
-    FEATURE_NAMES,
     CardState,
     EntityState,
     FeatureInputError,
@@ -48,10 +51,12 @@ from models.features import (
     MerchantState,
     StateError,
     TxStates,
+    method_features,
 )
 from models.scoring import MAX_BATCH_ROWS, Scorer
 from schemas.ids import derive_command_id
 from schemas.times import to_ms
+from streams.domain.methods import risk_fields
 from streams.domain.screening import is_held, keep_hold
 from streams.domain.subscriptions import MIT_METADATA_KEY
 from streams.domain.timers import SWEEP_MAX, Get, Timer, TimerStore
@@ -64,9 +69,10 @@ Write = tuple[bytes, "bytes | None"]
 
 
 def wants_risk(cmd: Mapping[str, Any]) -> bool:
-    """What is scored here: creates the keys stage did not refuse (they carry a card).
-    The payment's follow-ups come the same way (streams/stages/idempotency.py) and pass through, in order."""
-    return cmd["kind"] == "create" and cmd["rejection_reason"] is None and cmd.get("card") is not None
+    """What is scored here: creates the keys stage did not refuse, of every method (each
+    carries its instrument). The payment's follow-ups come the same way
+    (streams/stages/idempotency.py) and pass through, in order."""
+    return cmd["kind"] == "create" and cmd["rejection_reason"] is None and risk_fields(cmd) is not None
 
 
 def _key(partition: int, kind: str, ref: str) -> bytes:
@@ -106,11 +112,13 @@ def score_ppm(score: float | None) -> int | None:
 
 
 def tx_of(cmd: Mapping[str, Any]) -> dict[str, Any]:
-    """The scorer's transaction dict (models/scoring.py) from a create."""
-    card = cmd["card"]
+    """The scorer's transaction dict (models/scoring.py) from a create: its instrument's
+    key and blocklist fields (`risk_fields`), then the payment's own."""
+    fields = risk_fields(cmd)
+    assert fields is not None, "wants_risk(cmd)"
     meta = cmd.get("metadata") or {}
-    tx = {"card_token": card["token"], "bin": card["bin"], "merchant_id": cmd["merchant_id"],
-          "amount_minor": cmd["amount_minor"], "currency": cmd["currency"], "occurred_at": cmd["occurred_at"]}
+    tx = fields | {"merchant_id": cmd["merchant_id"], "amount_minor": cmd["amount_minor"], "currency": cmd["currency"],
+                   "occurred_at": cmd["occurred_at"]}
     tx.update({k: meta[k] for k in RISK_METADATA if isinstance(meta.get(k), str) and meta[k]})
     return tx
 
@@ -126,16 +134,18 @@ def attach(cmd: dict[str, Any], decision: FraudDecision) -> dict[str, Any]:
     }
 
 
-def review_record(cmd: Mapping[str, Any], decision: FraudDecision) -> dict[str, Any]:
-    """The FraudReview record of a create sent to review."""
-    card = cmd["card"]
+def review_record(cmd: Mapping[str, Any], tx: Mapping[str, Any], decision: FraudDecision) -> dict[str, Any]:
+    """The FraudReview record of a create sent to review. A non-card create's: its
+    instrument's key as `card_token`, no BIN, the bank account's last four if any, and
+    the method's own feature names."""
+    card = cmd.get("card") or {"bin": "", "last4": (cmd.get("bank_account") or {}).get("account_last4", "")}
     fv = decision.features
     return {
         "review_id": derive_command_id(cmd["payment_id"], "review", cmd["command_id"]),
         "payment_id": cmd["payment_id"],
         "merchant_id": cmd["merchant_id"],
         "command_id": cmd["command_id"],
-        "card_token": card["token"],
+        "card_token": tx["card_token"],
         "card_bin": card["bin"],
         "card_last4": card["last4"],
         "amount_minor": cmd["amount_minor"],
@@ -145,7 +155,7 @@ def review_record(cmd: Mapping[str, Any], decision: FraudDecision) -> dict[str, 
         "model_version": decision.model_version,
         "rules_version": decision.rules_version,
         "fallback": decision.fallback,
-        "features": {} if fv is None else dict(zip(FEATURE_NAMES, map(float, fv))),
+        "features": {} if fv is None else {k: float(v) for k, v in method_features(tx.get("method") or "card", fv).items()},
         "occurred_at": cmd["occurred_at"],
     }
 
@@ -280,7 +290,7 @@ def decide_scored(batch: Sequence[Scored], scorer: Scorer) -> None:
             action, reasons = keep_hold(scored.cmd, decision.action, list(decision.reasons))
             effects.command |= {"fraud_action": action, "fraud_reasons": reasons}
         elif decision.action == "review":
-            effects.review = review_record(scored.cmd, decision)
+            effects.review = review_record(scored.cmd, scored.tx, decision)
 
 
 def mit_exemption(cmd: Mapping[str, Any], decision: FraudDecision) -> FraudDecision:

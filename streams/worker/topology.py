@@ -236,7 +236,7 @@ def build_worker(settings: Settings) -> Engine:
                 continue
             for k, v in effects.writes:
                 table.put(k, v)
-            if effects.route is not None:  # a create, scored in its card's partition first, or its follow-up behind it
+            if effects.route is not None:  # a create, scored in its instrument's risk partition first, or its follow-up behind it
                 record = Record(names.risk, effects.route, VALIDATED_CODEC.encode(effects.command),
                                 partition_for(effects.route, n))
             else:

@@ -312,3 +312,34 @@ def test_busy_card_state_stays_under_the_bound():
     assert len(raw) <= MAX_STATE_BYTES
     again = CardState.from_bytes(raw)
     assert again.to_bytes() == raw
+
+
+# --- per method (docs/fraud.md, "Every method") ---
+
+
+def test_each_methods_features_name_columns_of_the_one_vector():
+    from models.features import METHOD_FEATURES, MODELLED_METHODS
+
+    assert MODELLED_METHODS == {"card"}
+    assert set(METHOD_FEATURES) == {"wallet", "bank_transfer", "bnpl", "crypto"}
+    for view in METHOD_FEATURES.values():
+        assert set(view.values()) <= set(FEATURE_NAMES) and not any(n.startswith("card_") for n in view)
+
+
+def test_an_instruments_features_are_its_own_history_read_by_the_methods_names():
+    from models.features import method_features
+
+    t0 = datetime(2026, 11, 25, 10, tzinfo=timezone.utc)
+    wallet = {"card_token": "wallet:apple_pay:wtok_1", "method": "wallet", "merchant_id": "m_1", "amount_minor": 1_000,
+              "currency": "USD", "device": "dev-1"}
+    states = TxStates()
+    for i in range(4):
+        tx = wallet | {"occurred_at": t0.replace(second=10 * i)}
+        fv = features(tx, states)
+        update(states, tx)
+    named = method_features("wallet", fv)
+    assert named["wallet_cnt_1m"] == 3 and named["wallet_tx_total"] == 3 and named["device_cnt_1h"] == 3
+    assert named["wallet_new_merchant"] == 0 and named["amount_major"] == 10.0
+    crypto = method_features("crypto", fv)
+    assert crypto["address_cnt_1h"] == 3 and "device_cnt_1h" not in crypto
+    assert method_features("card", fv) == dict(zip(FEATURE_NAMES, fv))

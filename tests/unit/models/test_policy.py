@@ -24,7 +24,7 @@ def codes(hits):
 
 
 def test_shipped_rules_load():
-    assert POLICY.version == "v2" and DEFAULT_RULES.name == "v2.toml"
+    assert POLICY.version == "v3" and DEFAULT_RULES.name == "v3.toml"
     t = POLICY.thresholds
     assert 0 < t.requires_action < t.review < t.decline < 1
     assert POLICY.fallback_action == "approve"
@@ -74,7 +74,9 @@ def test_thresholds_map_scores_to_bands():
         (("[amount_limits.JPY]", "[amount_limits.XXX]"), "ISO 4217"),
         (("review_minor = 500_000      # 5,000.00", "review_minor = 5000.5"), "positive integers"),
         (('decline = ["KP"', 'decline = ["north korea"'), "countries.decline"),
-        (('version = "v2"', 'version = "v2'), "not TOML"),
+        (('version = "v3"', 'version = "v3'), "not TOML"),
+        (('feature = "wallet_cnt_1m"', 'feature = "card_cnt_1m"'), "methods.wallet.velocity.*unknown feature"),
+        (("[[methods.crypto.velocity]]", "[[methods.cheque.velocity]]"), "cheque"),
     ],
 )
 def test_bad_rules_file_is_a_clear_error(tmp_path, edit, message):
@@ -106,3 +108,38 @@ def test_the_earlier_rule_set_still_loads_as_it_was():
     v1 = load_policy(DEFAULT_RULES.with_name("v1.toml"))
     assert v1.version == "v1" and v1.bins_review == ("400000",)
     assert v1.thresholds == POLICY.thresholds and v1.velocity == POLICY.velocity
+
+
+def test_v2_still_loads_and_v3_only_adds_the_methods_rules():
+    v2 = load_policy(DEFAULT_RULES.with_name("v2.toml"))
+    assert v2.method_velocity == {} and v2.velocity_for("wallet") == ()
+    assert (v2.thresholds, v2.velocity, v2.amount_limits, v2.bins_review) == (
+        POLICY.thresholds, POLICY.velocity, POLICY.amount_limits, POLICY.bins_review)
+    assert set(POLICY.method_velocity) == {"wallet", "bank_transfer", "bnpl", "crypto"}
+
+
+@pytest.mark.parametrize("method, feature, limit, code, action", [
+    ("wallet", "card_cnt_1m", 3, "velocity_wallet_1m", "review"),
+    ("wallet", "card_cnt_1d", 40, "velocity_wallet_1d", "decline"),
+    ("wallet", "device_cnt_1d", 50, "velocity_wallet_device_1d", "review"),
+    ("bank_transfer", "card_cnt_1h", 3, "velocity_account_1h", "review"),
+    ("bank_transfer", "card_cnt_1d", 10, "velocity_account_1d", "decline"),
+    ("bnpl", "card_cnt_1d", 3, "velocity_customer_1d", "review"),
+    ("bnpl", "card_cnt_7d", 10, "velocity_customer_7d", "decline"),
+    ("crypto", "card_cnt_1h", 3, "velocity_address_1h", "review"),
+    ("crypto", "card_cnt_1d", 20, "velocity_address_1d", "decline"),
+])
+def test_each_method_has_its_own_velocity_rules(method, feature, limit, code, action):
+    tx = TX | {"method": method, "bin": None}
+    assert evaluate_rules(POLICY, tx, fv(**{feature: limit})) == ()
+    assert RuleHit(code, action) in evaluate_rules(POLICY, tx, fv(**{feature: limit + 1}))
+
+
+def test_a_methods_rules_replace_the_cards_and_the_amount_and_country_rules_apply_to_all():
+    # The card's 1-minute rule is not a bank debit's (its own counts are per hour and day).
+    assert evaluate_rules(POLICY, TX | {"method": "bank_transfer"}, fv(card_cnt_1m=9)) == ()
+    assert codes(evaluate_rules(POLICY, TX, fv(card_cnt_1m=9))) == ["velocity_card_1m"]
+    for method in ("wallet", "bank_transfer", "bnpl", "crypto"):
+        tx = TX | {"method": method, "bin": None}
+        assert codes(evaluate_rules(POLICY, tx | {"amount_minor": 500_001}, fv())) == ["amount_over_review_limit"]
+        assert codes(evaluate_rules(POLICY, tx | {"country": "KP"}, fv())) == ["country_declined"]

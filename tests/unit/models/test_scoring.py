@@ -39,7 +39,7 @@ def test_scores_and_updates_through_bytes(scorer):
         db["c"], db["m"] = states.card.to_bytes(), states.merchant.to_bytes()
     d = decisions[-1]
     assert not d.fallback and 0.0 <= d.score <= 1.0
-    assert d.model_version == scorer.model.version and d.rules_version == "v2"
+    assert d.model_version == scorer.model.version and d.rules_version == "v3"
     assert d.shadow_score == d.score  # the same artifact as shadow scores the same
     # five in 40 s trips the 1-minute velocity rule (more than 3 before)
     assert "velocity_card_1m" in d.reasons and d.action in ("review", "decline")
@@ -129,3 +129,31 @@ def test_a_batch_the_model_refuses_falls_back_row_by_row(scorer):
     decisions = picky.decide_many([good, (tx(), bad_fv), good])
     assert [d.fallback for d in decisions] == [False, True, False]
     assert decisions[0].score == scorer.score(tx(), TxStates()).score
+
+
+@pytest.mark.parametrize("method", ["wallet", "bank_transfer", "bnpl", "crypto"])
+def test_other_methods_are_decided_by_their_rules_never_by_the_card_model(scorer, method):
+    t = tx(card_token=f"{method}:acct", bin=None, method=method)
+    d = scorer.score(t, TxStates())
+    # No score, no model, and not a fallback: the model covers cards only, by design.
+    assert d.action == "approve" and d.score is None and d.model_version is None and not d.fallback
+    assert d.reasons == () and d.features is not None
+    assert scorer.score(t | {"amount_minor": 600_000}, TxStates()).action == "review"
+    # Garbled input is still the flagged fallback.
+    assert scorer.score(t | {"currency": "???"}, TxStates()).fallback
+
+
+def test_a_batch_mixes_cards_and_other_methods(scorer):
+    items = [tx(), tx(card_token="crypto:bc1qabcdefgh", bin=None, method="crypto"), tx(card_token="tok_b")]
+    batch = scorer.decide_many([(t, scorer.features(t, TxStates())) for t in items])
+    assert [d.score is None for d in batch] == [False, True, False]
+    assert batch == [scorer.score(t, TxStates()) for t in items]
+
+
+def test_the_loaded_scorer_starts_with_the_shipped_sanctioned_addresses(scorer):
+    from models.blocklist import shipped_entries
+
+    listed = shipped_entries()[0].value
+    t = tx(card_token=f"crypto:{listed}", bin=None, method="crypto", crypto_address=listed)
+    d = scorer.score(t, TxStates())
+    assert d.action == "decline" and d.reasons == ("blocklist_crypto_address",)

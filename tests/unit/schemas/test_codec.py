@@ -643,7 +643,7 @@ def test_encode_without_check_still_raises_encode_error() -> None:
 def test_history_schemas_are_earlier_versions_of_shipped_ones() -> None:
     from schemas.codec import history_names, load_schema
 
-    assert history_names() == ("history/FraudReview.1", "history/JobRun.1", "history/MerchantRecord.1", "history/MerchantRecord.2",
+    assert history_names() == ("history/FraudBlockEntry.1", "history/FraudReview.1", "history/JobRun.1", "history/MerchantRecord.1", "history/MerchantRecord.2",
                                "history/PaymentCommand.1", "history/PaymentCommand.2",
                                "history/PaymentCommand.3", "history/PaymentCommand.4", "history/PaymentCommand.5",
                                "history/PaymentCommand.6", "history/PaymentEvent.1", "history/PaymentEvent.2",

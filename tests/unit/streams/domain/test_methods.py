@@ -7,6 +7,7 @@ import pytest
 
 from connectors.providers.rails import load_rail_configs
 from connectors.providers.router import load_router_config
+from models.blocklist import email_digest
 from streams.domain.methods import (
     NOT_ON_RAILS,
     METHODS,
@@ -16,6 +17,8 @@ from streams.domain.methods import (
     instrument_label,
     method_currencies,
     method_of,
+    risk_fields,
+    risk_key,
 )
 
 WALLET = {"provider": "google_pay", "token": "wtok_0a1b2c3d4e5f6a7b", "cryptogram": "AgAAAAAABk4DWZ4C28yUQAAAAAA="}
@@ -65,3 +68,44 @@ def test_instrument_labels_name_no_account_number() -> None:
     assert instrument_label("wallet", {"wallet": {"provider": "apple_pay", "token": "t"}}) == "apple_pay"
     assert instrument_label("bnpl", {"bnpl_provider": "later"}) == "later"
     assert instrument_label("card", {"card": {"token": "tok"}}) is None
+
+
+# --- the risk stage's key and blocklist fields per method (docs/fraud.md, "Every method") ---
+
+DIGEST = "ab" * 32
+
+
+def validated(method: str | None, **fields) -> dict:
+    base = {"merchant_id": "m_1", "payment_id": "pay_1", "metadata": {}, "method": method, "card": None, "wallet": None,
+            "bank_account": None, "bnpl_provider": None, "crypto": None}
+    return base | fields
+
+
+@pytest.mark.parametrize("cmd, key, matched", [
+    (validated(None, card={"token": "tok_a", "bin": "424242"}), "tok_a", {"bin": "424242"}),
+    (validated("wallet", wallet={"provider": "apple_pay", "token": "wtok_0a1b2c3d4e5f6a7b"}),
+     "wallet:apple_pay:wtok_0a1b2c3d4e5f6a7b", {"wallet_token": "wtok_0a1b2c3d4e5f6a7b"}),
+    (validated("bank_transfer", bank_account={"scheme": "sepa", "mandate_id": "MD-1", "account_last4": "3000"},
+               metadata={"bank_account_digest": DIGEST}),
+     f"bank:{DIGEST}", {"bank_account_hash": DIGEST, "mandate": "m_1:MD-1"}),
+    (validated("bank_transfer", bank_account={"scheme": "ach", "mandate_id": "MD-1", "account_last4": "3000"},
+               metadata={"bank_account_digest": "not-a-digest"}),
+     "mandate:m_1:MD-1", {"mandate": "m_1:MD-1"}),
+    (validated("bnpl", bnpl_provider="later", metadata={"bnpl_customer": "cust_9", "email": "a@b.c"}),
+     "bnpl:later:cust_9", {"bnpl_customer": "later:cust_9"}),
+    (validated("bnpl", bnpl_provider="later", metadata={"email": "A@B.c"}),
+     f"bnpl:later:email:{email_digest('a@b.c')}", {}),
+    (validated("bnpl", bnpl_provider="later"), "bnpl:later:payment:pay_1", {}),
+    (validated("crypto", crypto={"asset": "USDC", "refund_address": "0xABCdef0000000000000000000000000000000001"}),
+     "crypto:0xabcdef0000000000000000000000000000000001",
+     {"crypto_address": "0xabcdef0000000000000000000000000000000001"}),
+])
+def test_each_method_is_keyed_by_its_own_instrument(cmd, key, matched) -> None:
+    fields = risk_fields(cmd)
+    assert risk_key(cmd) == key == fields["card_token"]
+    assert {k: v for k, v in fields.items() if k not in ("card_token", "method")} == matched
+    assert fields.get("method") == (None if cmd["method"] is None else cmd["method"])
+
+
+def test_a_create_without_its_instrument_has_no_risk_key() -> None:
+    assert risk_key(validated(None)) is None and risk_key(validated("wallet")) is None

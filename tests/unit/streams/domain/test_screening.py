@@ -59,7 +59,19 @@ def test_a_payer_on_the_list_holds_the_create_with_the_match_shown() -> None:
 def test_a_clear_miss_and_an_unnamed_payer_pass_unchanged() -> None:
     for cmd in (bank_create(2, payer_name="Maria Garcia"), bank_create(3)):
         effects = keys_send(cmd, Table())
-        assert effects.command == cmd and effects.review is None
+        # Unchanged but for the merchant's counts: a bank debit goes on to the risk stage too.
+        assert effects.command == cmd | {"merchant_features": effects.command["merchant_features"]}
+        assert effects.review is None and effects.route == b"mandate:m_1:md_1"
+
+
+def test_a_held_bank_create_is_scored_by_the_risk_stage_which_keeps_the_hold() -> None:
+    scorer = Scorer.load(SHIPPED_ARTIFACT)
+    keys = keys_send(bank_create(11, payer_name="Crimson Lattice"), Table())
+    assert keys.route == b"mandate:m_1:md_1" and keys.review is not None
+    held = keys.command
+    effects = rs.handle(held, 3, int(held["occurred_at"].timestamp() * 1000), Table().get, scorer, RETENTION)
+    assert effects.command["fraud_action"] == "review" and effects.review is None
+    assert effects.decision is not None and effects.decision.score is None  # its rules, not the card model
 
 
 def test_the_cardholder_name_is_screened_too() -> None:
