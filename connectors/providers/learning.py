@@ -3,7 +3,12 @@ over them, cost-aware, as plain values and pure functions (the router calls them
 
 A **segment** is (payment method, BIN country, currency, amount band): the rails'
 approval odds differ by issuer and by amount, so one rolling rate per provider (the
-rule router's) cannot see that acq_south approves a weak issuer's cards better.
+rule router's) cannot see that acq_south approves a weak issuer's cards better. Fine
+segments fill slowly (each partition learns alone), so each answer also counts for
+its coarse segment, (method, BIN country). The choice reads the fine segment once
+every candidate holds `fine_observations` answers there (a young posterior explores
+too much: the odds of two acquirers differ by a point or two), else the coarse one,
+else (below `min_observations`) none.
 
 An **arm** is the (segment, provider) pair's evidence: approvals and declines (the
 provider's *answers*; refusals and timeouts are the breaker's business), in
@@ -18,7 +23,7 @@ the expected value of sending it there is theta * (margin - fee), margin = the
 approval's value (`margin_bps` of the amount), fee = the rail's price of a capture
 (paid only when approved). The best value wins; a tie keeps the rule's order. No
 choice (None: the rule router decides) while the segment holds fewer than
-`min_observations` answers over the eligible providers.
+`min_observations` answers over the eligible providers at either level.
 """
 
 from __future__ import annotations
@@ -39,7 +44,8 @@ class Learn:
     """The `[learn]` table of routing.toml."""
 
     margin_bps: int  # what an approved payment is worth to the merchant, of its amount
-    min_observations: int  # answers in a segment (over the eligible providers) before it is trusted
+    min_observations: int  # answers in the coarse segment (over the eligible providers) before it is trusted
+    fine_observations: int  # answers of every eligible provider in the fine segment before it is read
     decay_per_mille: int  # each arm's evidence kept per new answer of that arm
     max_arms: int  # (segment, provider) pairs kept per partition; the stalest go first
     amount_bands_minor: tuple[int, ...]  # ascending band starts; band i: amounts >= bands[i-1]
@@ -49,6 +55,7 @@ class Learn:
         checks = {
             "margin_bps must be 0..10000": 0 <= self.margin_bps <= 10_000,
             "min_observations must be 1..100000": 1 <= self.min_observations <= 100_000,
+            "fine_observations must be 1..100000": 1 <= self.fine_observations <= 100_000,
             "decay_per_mille must be 500..1000": 500 <= self.decay_per_mille <= 1_000,
             f"max_arms must be 1..{MAX_ARMS}": 1 <= self.max_arms <= MAX_ARMS,
             "amount_bands_minor must ascend, at most 32": (list(self.amount_bands_minor) == sorted(set(self.amount_bands_minor))
@@ -85,6 +92,12 @@ def segment_of(method: str, card_bin: str, currency: str, amount_minor: int, lea
     return f"{method}|{country}|{currency}|{amount_band(amount_minor, learn.amount_bands_minor)}"
 
 
+def segments_of(segment: str) -> tuple[str, str]:
+    """(fine, coarse): the segment and its (method, BIN country) level."""
+    method, country, _, _ = segment.split("|")
+    return segment, f"{method}|{country}|*|*"
+
+
 def draw(payment_id: str, segment: str, provider: str) -> float:
     """A uniform in (0, 1) from the payment: the sampler's only randomness."""
     digest = hashlib.sha256(f"route\x1f{payment_id}\x1f{segment}\x1f{provider}".encode()).digest()
@@ -105,15 +118,26 @@ def arms_of(arms: Sequence[Arm], segment: str) -> dict[str, Arm]:
 def choose(arms: Sequence[Arm], learn: Learn, segment: str, candidates: Sequence[tuple[str, int]],
            amount_minor: int, payment_id: str) -> str | None:
     """The provider to try first among `candidates` ((provider, fee_minor), in the rule's
-    order, every one eligible), or None: too little evidence, the rule decides."""
+    order, every one eligible), or None: too little evidence, the rule decides. The
+    evidence is the fine segment's when every candidate has enough there, else the
+    coarse level's when the candidates have enough together."""
     if not candidates:
         return None
-    mine = arms_of(arms, segment)
-    seen_milli = sum(mine[p].approved_milli + mine[p].declined_milli for p, _ in candidates if p in mine)
-    if seen_milli < learn.min_observations * MILLI:
-        return None
+    fine, coarse = segments_of(segment)
+    mine = arms_of(arms, fine)
+    if all(p in mine and mine[p].approved_milli + mine[p].declined_milli >= learn.fine_observations * MILLI
+           for p, _ in candidates):
+        return _best(mine, learn, fine, candidates, amount_minor, payment_id)
+    mine = arms_of(arms, coarse)
+    if sum(mine[p].approved_milli + mine[p].declined_milli for p, _ in candidates if p in mine) >= learn.min_observations * MILLI:
+        return _best(mine, learn, coarse, candidates, amount_minor, payment_id)
+    return None
+
+
+def _best(mine: Mapping[str, Arm], learn: Learn, segment: str, candidates: Sequence[tuple[str, int]],
+          amount_minor: int, payment_id: str) -> str:
     margin_minor = amount_minor * learn.margin_bps // 10_000
-    best, best_value = None, float("-inf")
+    best, best_value = candidates[0][0], float("-inf")
     for provider, fee_minor in candidates:
         # Where the fee eats the whole margin the cost stops mattering: the odds decide.
         value = theta(mine.get(provider), draw(payment_id, segment, provider)) * max(margin_minor - fee_minor, 1)
@@ -124,8 +148,16 @@ def choose(arms: Sequence[Arm], learn: Learn, segment: str, candidates: Sequence
 
 def observe(arms: tuple[Arm, ...], learn: Learn, segment: str, provider: str, approved: bool,
             at_ms: int) -> tuple[Arm, ...]:
-    """The arms after one answer: that arm decayed and counted, the stalest dropped past
-    `max_arms`; sorted by (segment, provider), so equal evidence is equal state."""
+    """The arms after one answer, counted in the segment and its coarse level."""
+    for level in segments_of(segment):
+        arms = _observe(arms, learn, level, provider, approved, at_ms)
+    return arms
+
+
+def _observe(arms: tuple[Arm, ...], learn: Learn, segment: str, provider: str, approved: bool,
+             at_ms: int) -> tuple[Arm, ...]:
+    """One arm decayed and counted, the stalest dropped past `max_arms`; sorted by
+    (segment, provider), so equal evidence is equal state."""
     d = learn.decay_per_mille
     old = next((a for a in arms if a.segment == segment and a.provider == provider), None)
     approved_milli = (old.approved_milli * d // MILLI if old else 0) + (MILLI if approved else 0)

@@ -381,6 +381,7 @@ def load_router_config(path: Path | str = DEFAULT_ROUTING) -> RouterConfig:
 
 def _learn(raw: Mapping[str, Any]) -> Learn:
     return Learn(margin_bps=int(raw["margin_bps"]), min_observations=int(raw["min_observations"]),
+                 fine_observations=int(raw["fine_observations"]),
                  decay_per_mille=int(raw["decay_per_mille"]), max_arms=int(raw["max_arms"]),
                  amount_bands_minor=tuple(int(b) for b in raw["amount_bands_minor"]),
                  bin_countries={str(k): str(v) for k, v in raw["bin_countries"].items()})

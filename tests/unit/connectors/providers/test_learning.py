@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connectors.providers.breaker import Breaker
-from connectors.providers.learning import MILLI, Arm, amount_band, choose, observe, segment_of
+from connectors.providers.learning import MILLI, Arm, amount_band, choose, observe, segment_of, segments_of
 from connectors.providers.rails import Window, build_rails, load_rail_configs
 from connectors.providers.router import RoutingState, build_router
 from connectors.providers.simulated import Call
@@ -38,7 +38,9 @@ def seg(c: dict[str, Any]) -> str:
 
 
 def arms_for(segment: str, evidence: dict[str, tuple[int, int]]) -> tuple[Arm, ...]:
-    return tuple(Arm(segment, p, a * MILLI, d * MILLI, T0_MS) for p, (a, d) in sorted(evidence.items()))
+    """The same evidence in the segment and its coarse level, as `observe` counts it."""
+    return tuple(Arm(level, p, a * MILLI, d * MILLI, T0_MS) for level in segments_of(segment)
+                 for p, (a, d) in sorted(evidence.items()))
 
 
 arm_counts = st.tuples(st.integers(0, 400), st.integers(0, 400))
@@ -68,6 +70,8 @@ def test_never_an_ineligible_provider_and_the_same_input_gives_the_same_choice(c
     seen = sum(sum(evidence[p]) for p in eligible if p in evidence)
     if ranked and all(closed for closed, _, _ in ranked) and seen >= CFG.min_observations:
         assert learned is not None  # evidence enough: the learner decides
+    if seen < CFG.min_observations:
+        assert learned is None  # too little: the rule decides
     if learned is not None:  # eligible means: takes the method, the currency, the amount; breaker lets it through
         route = next(r for r in LEARN.routes if r.provider == learned)
         assert c["currency"] in route.currencies and route.kind in LEARN.config.methods[c["method"]]
@@ -85,6 +89,22 @@ def test_below_the_data_threshold_the_rule_router_decides(c, evidence):
     assert sum(a + d for a, d in evidence.values()) < CFG.min_observations
     _, learned = LEARN.choice(state, c, c["payment_id"], LEARN._ranked(state, c, T0_MS))
     assert learned is None
+
+
+def test_the_fine_segment_is_read_once_every_candidate_has_enough_there():
+    c = cmd(0, amount=2_000_000)
+    fine, coarse = segments_of(seg(c))
+    fees = [("acq_north", 50_025), ("acq_south", 58_030)]
+    # the issuers' country says north; this amount band says south
+    country = tuple(Arm(coarse, p, a * MILLI, d * MILLI, T0_MS) for p, (a, d) in
+                    (("acq_north", (970, 30)), ("acq_south", (960, 40))))
+    young = country + tuple(Arm(fine, p, a * MILLI, d * MILLI, T0_MS) for p, (a, d) in
+                            (("acq_north", (60, 15)), ("acq_south", (70, 1))))
+    grown = country + tuple(Arm(fine, p, a * MILLI, d * MILLI, T0_MS) for p, (a, d) in
+                            (("acq_north", (800, 200)), ("acq_south", (990, 10))))
+    picks = lambda arms: [choose(arms, CFG, fine, fees, 2_000_000, f"pay_{i}") for i in range(200)]  # noqa: E731
+    assert picks(young).count("acq_north") > 150  # one candidate below fine_observations: the coarse level
+    assert picks(grown).count("acq_south") > 190
 
 
 def test_a_half_open_route_keeps_its_probes_first():
