@@ -254,7 +254,7 @@ class Router:
         if learned is not None:
             order = [learned] + [name for name in order if name != learned]
         cfg, retry, soft = self.config.breaker, self.config.retry, self.config.soft_retry
-        soft_left = soft.max_retries if soft_key is not None else 0
+        soft_retries = 0
         elapsed_ms = 0
         attempts: list[Attempt] = []
         transitions: list[Transition] = []
@@ -294,14 +294,14 @@ class Router:
             if segment is not None and self.learn is not None and final.status != "unknown":
                 state = replace(state, arms=observe(state.arms, self.learn, segment, provider,
                                                     final.status == "approved", call.at_ms + elapsed_ms))
-            if final.status == "declined" and final.reason in soft.codes and soft_left > 0:
+            if (final.status == "declined" and final.reason in soft.codes and soft_key is not None
+                    and soft_retries < soft.max_retries):
                 # Declined, nothing charged: another acquirer may approve, under its own key.
-                soft_left -= 1
-                kept, key = (provider, key, final), soft_key or key
+                soft_retries += 1
+                kept, key = (provider, key, final), soft_key
                 continue
             return Routed(provider, final, state, tuple(attempts), tuple(transitions), ranking, elapsed_ms, key,
-                          learned, soft.max_retries - soft_left if soft_key is not None else 0)
-        soft_retries = soft.max_retries - soft_left if soft_key is not None else 0
+                          learned, soft_retries)
         if kept is not None:  # the soft decline stands: the other routes did not answer
             provider, kept_key, result = kept
             return Routed(provider, result, state, tuple(attempts), tuple(transitions), ranking, elapsed_ms, kept_key,
