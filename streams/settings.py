@@ -121,6 +121,10 @@ class Settings(BaseSettings):
     # transitions) to <dir>/<worker_name>.jsonl (connectors/providers/routing_log.py);
     # what the rails processed is in their journals under providers_dir.
     routing_log_dir: Path | None = None
+    # The learning router (docs/routing.md): Thompson sampling over approvals per segment,
+    # cost-aware, the rule router its fallback. Every worker of a group must agree (a
+    # redelivered create must take the route it took), so change it with the group stopped.
+    routing_learn: bool = False
 
     # Business limits
     max_amount_minor: int = Field(10**15, ge=1, le=2**63 - 1)  # an Avro long

@@ -19,6 +19,13 @@ provider calls, which are idempotent by `key`):
    a status query under the same key resolves it. Never sent elsewhere.
 4. A breaker that opens during the command, or the retries used up, send the call to
    the next route at once (no backoff across providers), within the time budget.
+5. A *soft* decline (`soft_retry.codes`: the issuer or the acquirer may say yes
+   elsewhere) goes once (`soft_retry.max_retries`) to the next eligible route, under
+   the caller's second key (`soft_key`): a decline charged nothing, so at most one
+   provider approves. A hard decline is final.
+6. Learning (`Router.learn`, connectors/providers/learning.py): the route tried first
+   is the Thompson-sampled, cost-aware choice for the payment's segment, when the
+   segment has evidence enough and no route is half-open; else the ranking's.
 
 Why no payment is authorized twice: a call goes to a second provider only after the
 first said, for every attempt, that it processed nothing.
@@ -28,11 +35,12 @@ from __future__ import annotations
 
 import hashlib
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Protocol
 
 from connectors.providers.breaker import Breaker, BreakerConfig, Bucket, Transition, allow, record
+from connectors.providers.learning import Arm, Learn, choose, observe, segment_of
 from connectors.providers.rails import Pricing, RailConfig
 from connectors.providers.simulated import Call, ProviderResult
 from schemas.state import state_json, state_loads
@@ -72,6 +80,12 @@ class Retry:
 
 
 @dataclass(frozen=True)
+class SoftRetry:
+    max_retries: int  # soft declines sent on to another route, per command (0: none)
+    codes: frozenset[str]  # decline reasons that are soft; every other decline is hard
+
+
+@dataclass(frozen=True)
 class Route:
     """A provider as the router sees it: what it takes and what it costs (the contract)."""
 
@@ -99,13 +113,17 @@ class RouterConfig:
     prior_success: float
     methods: Mapping[str, tuple[str, ...]]  # payment method -> rail kinds
     capacity_per_min: Mapping[str, int]  # provider (or "default") -> calls per minute
+    soft_retry: SoftRetry
+    learn: Learn  # used when the router is built with learn=True (PAYSTREAM_ROUTING_LEARN)
 
 
 @dataclass(frozen=True)
 class RoutingState:
-    """One breaker per provider: the router's whole memory, persisted per partition."""
+    """One breaker per provider and, when the router learns, the evidence per (segment,
+    provider): the router's whole memory, persisted per partition."""
 
     breakers: tuple[Breaker, ...] = ()
+    arms: tuple[Arm, ...] = ()
 
     def breaker(self, provider: str) -> Breaker:
         for b in self.breakers:
@@ -115,7 +133,7 @@ class RoutingState:
 
     def with_breaker(self, b: Breaker) -> RoutingState:
         others = tuple(x for x in self.breakers if x.provider != b.provider)
-        return RoutingState(tuple(sorted(others + (b,), key=lambda x: x.provider)))
+        return RoutingState(tuple(sorted(others + (b,), key=lambda x: x.provider)), self.arms)
 
     def to_json(self) -> bytes:
         return state_json(self)
@@ -123,7 +141,8 @@ class RoutingState:
     @classmethod
     def from_json(cls, data: bytes) -> RoutingState:
         raw = state_loads(data)
-        return cls(tuple(Breaker(**{**b, "buckets": tuple(Bucket(**x) for x in b["buckets"])}) for b in raw["breakers"]))
+        return cls(tuple(Breaker(**{**b, "buckets": tuple(Bucket(**x) for x in b["buckets"])}) for b in raw["breakers"]),
+                   tuple(Arm(**a) for a in raw.get("arms", ())))  # state from before learning has none
 
 
 @dataclass(frozen=True)
@@ -147,6 +166,9 @@ class Routed:
     transitions: tuple[Transition, ...] = ()
     ranking: tuple[tuple[str, float], ...] = ()  # eligible routes by score, best first
     elapsed_ms: int = 0
+    key: str | None = None  # the provider key of the deciding call (the soft retry's own key)
+    learned: str | None = None  # the learning router's first choice; None: the ranking's
+    soft_retries: int = 0  # soft declines sent on to another route
 
     @property
     def failovers(self) -> int:
@@ -158,6 +180,7 @@ class Routed:
 class Router:
     config: RouterConfig
     routes: tuple[Route, ...]
+    learn: Learn | None = None  # None: the rule router alone
 
     def __post_init__(self) -> None:
         names = [r.provider for r in self.routes]
@@ -191,27 +214,56 @@ class Router:
     def rank(self, state: RoutingState, cmd: dict[str, Any], at_ms: int) -> tuple[tuple[str, float], ...]:
         """Eligible routes whose breaker lets a call through at `at_ms`, best first; a
         half-open route first of all, since only its probes can close it again."""
+        return tuple((name, score) for _, name, score in self._ranked(state, cmd, at_ms))
+
+    def _ranked(self, state: RoutingState, cmd: dict[str, Any], at_ms: int) -> list[tuple[bool, str, float]]:
+        """(closed, provider, score) of `rank`: closed is False for a half-open route."""
         scored = []
         for route in self.eligible(cmd):
             ok, b, _ = allow(state.breaker(route.provider), self.config.breaker, at_ms)
             if ok:
                 scored.append((b.state != "half_open", route.provider, round(self.score(route, b, cmd["amount_minor"]), 9)))
-        return tuple((name, score) for _, name, score in sorted(scored, key=lambda x: (x[0], -x[2], x[1])))
+        return sorted(scored, key=lambda x: (x[0], -x[2], x[1]))
+
+    def choice(self, state: RoutingState, cmd: dict[str, Any], payment_id: str,
+               ranked: list[tuple[bool, str, float]]) -> tuple[str | None, str | None]:
+        """(segment, learned first route) for a create; (None, None) when the router does
+        not learn. The learned route is None when the rule decides: too little evidence
+        in the segment, or a half-open route whose probes must go first."""
+        if self.learn is None:
+            return None, None
+        card_bin, _ = card_of(cmd)
+        segment = segment_of(_method(cmd), card_bin, cmd["currency"], cmd["amount_minor"], self.learn)
+        if not ranked or not all(closed for closed, _, _ in ranked):
+            return segment, None
+        fees = {r.provider: r.pricing.fee_minor(cmd["amount_minor"]) for r in self.routes}
+        return segment, choose(state.arms, self.learn, segment, [(name, fees[name]) for _, name, _ in ranked],
+                               cmd["amount_minor"], payment_id)
 
     def authorize(self, state: RoutingState, providers: Mapping[str, Authorizer], cmd: dict[str, Any],
-                  key: str, call: Call) -> Routed:
+                  key: str, call: Call, soft_key: str | None = None) -> Routed:
+        """`key`: the provider key of the authorization; `soft_key`: the one a soft
+        decline's retry at another route is sent under (None: no soft retry)."""
         card_bin, card_last4 = card_of(cmd)
         if not self.eligible(cmd):
             return Routed(None, ProviderResult("declined", "no_route"), state)
-        ranking = self.rank(state, cmd, call.at_ms)
-        cfg, retry = self.config.breaker, self.config.retry
+        ranked = self._ranked(state, cmd, call.at_ms)
+        ranking = tuple((name, score) for _, name, score in ranked)
+        segment, learned = self.choice(state, cmd, call.payment_id, ranked)
+        order = [name for name, _ in ranking]
+        if learned is not None:
+            order = [learned] + [name for name in order if name != learned]
+        cfg, retry, soft = self.config.breaker, self.config.retry, self.config.soft_retry
+        soft_retries = 0
         elapsed_ms = 0
         attempts: list[Attempt] = []
         transitions: list[Transition] = []
         last: str | None = None
-        for provider, _ in ranking[: retry.max_routes]:
+        kept: tuple[str, str, ProviderResult] | None = None  # a soft decline sent on: the answer if no better one comes
+        for provider in order[: retry.max_routes]:
             b = state.breaker(provider)
             backoff_ms = 0  # failover goes at once: the next route is a decision, not a wait
+            final: ProviderResult | None = None
             for n in range(1, retry.max_attempts + 1):
                 if elapsed_ms + backoff_ms >= retry.budget_ms:
                     break
@@ -231,15 +283,32 @@ class Router:
                 attempts.append(Attempt(provider, n, at_ms, backoff_ms, result.status, result.reason,
                                         result.retryable, result.latency_ms))
                 if not result.retryable:  # an answer, or an unknown outcome: never sent elsewhere
-                    return Routed(provider, result, state.with_breaker(b), tuple(attempts), tuple(transitions),
-                                  ranking, elapsed_ms)
+                    final = result
+                    break
                 if b.state == "open":
                     break
                 backoff_ms = self.backoff_ms(key, provider, n)
             state = state.with_breaker(b)
+            if final is None:
+                continue
+            if segment is not None and self.learn is not None and final.status != "unknown":
+                state = replace(state, arms=observe(state.arms, self.learn, segment, provider,
+                                                    final.status == "approved", call.at_ms + elapsed_ms))
+            if (final.status == "declined" and final.reason in soft.codes and soft_key is not None
+                    and soft_retries < soft.max_retries):
+                # Declined, nothing charged: another acquirer may approve, under its own key.
+                soft_retries += 1
+                kept, key = (provider, key, final), soft_key
+                continue
+            return Routed(provider, final, state, tuple(attempts), tuple(transitions), ranking, elapsed_ms, key,
+                          learned, soft_retries)
+        if kept is not None:  # the soft decline stands: the other routes did not answer
+            provider, kept_key, result = kept
+            return Routed(provider, result, state, tuple(attempts), tuple(transitions), ranking, elapsed_ms, kept_key,
+                          learned, soft_retries)
         reason = "provider_unavailable" if ranking else "no_healthy_route"
         return Routed(last, ProviderResult("declined", reason, retryable=True), state, tuple(attempts),
-                      tuple(transitions), ranking, elapsed_ms)
+                      tuple(transitions), ranking, elapsed_ms, key, learned)
 
     def backoff_ms(self, key: str, provider: str, attempt: int) -> int:
         """Exponential backoff with equal jitter, drawn from the key: half the step
@@ -283,6 +352,8 @@ def load_router_config(path: Path | str = DEFAULT_ROUTING) -> RouterConfig:
             prior_success=float(raw["prior"]["success"]),
             methods={str(m): tuple(map(str, kinds)) for m, kinds in raw["methods"].items()},
             capacity_per_min={str(k): int(v) for k, v in raw["capacity_per_min"].items()},
+            soft_retry=SoftRetry(int(raw["soft_retry"]["max_retries"]), frozenset(map(str, raw["soft_retry"]["codes"]))),
+            learn=_learn(raw["learn"]),
         )
     except KeyError as e:
         raise RoutingConfigError(f"{path}: missing {e.args[0]}") from None
@@ -299,6 +370,8 @@ def load_router_config(path: Path | str = DEFAULT_ROUTING) -> RouterConfig:
             ("prior.calls must be >= 1 and prior.success in [0, 1]", cfg.prior_calls < 1 or not 0 <= cfg.prior_success <= 1),
             ("capacity_per_min needs a default, every value >= 1",
              "default" not in cfg.capacity_per_min or min(cfg.capacity_per_min.values()) < 1),
+            # once: a soft decline goes to one other acquirer, never round the whole table
+            ("soft_retry.max_retries must be 0 or 1", cfg.soft_retry.max_retries not in (0, 1)),
         ) if bad
     ]
     if problems:
@@ -306,8 +379,18 @@ def load_router_config(path: Path | str = DEFAULT_ROUTING) -> RouterConfig:
     return cfg
 
 
-def build_router(rails: Mapping[str, RailConfig], config: RouterConfig | None = None) -> Router:
-    """A router over these rails (their contracts: kinds, currencies, pricing)."""
+def _learn(raw: Mapping[str, Any]) -> Learn:
+    return Learn(margin_bps=int(raw["margin_bps"]), min_observations=int(raw["min_observations"]),
+                 fine_observations=int(raw["fine_observations"]),
+                 decay_per_mille=int(raw["decay_per_mille"]), max_arms=int(raw["max_arms"]),
+                 amount_bands_minor=tuple(int(b) for b in raw["amount_bands_minor"]),
+                 bin_countries={str(k): str(v) for k, v in raw["bin_countries"].items()})
+
+
+def build_router(rails: Mapping[str, RailConfig], config: RouterConfig | None = None, *, learn: bool = False) -> Router:
+    """A router over these rails (their contracts: kinds, currencies, pricing); `learn`:
+    it learns per segment (the `[learn]` settings; PAYSTREAM_ROUTING_LEARN)."""
     cfg = config or load_router_config()
     cap = cfg.capacity_per_min
-    return Router(cfg, tuple(Route.of(r, cap.get(name, cap["default"])) for name, r in sorted(rails.items())))
+    return Router(cfg, tuple(Route.of(r, cap.get(name, cap["default"])) for name, r in sorted(rails.items())),
+                  cfg.learn if learn else None)

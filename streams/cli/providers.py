@@ -55,3 +55,30 @@ def report(
     elif inject_discrepancy:
         err.print("[yellow]nothing injected: no rail settles anything on this day[/yellow]")
     err.print(f"providers report {day}: {sum(export.rows.values())} row(s) in {out_dir}")
+
+
+@app.command("evaluate-routing")
+def evaluate_routing(
+    payments: int = typer.Option(10_000, "--payments", min=100, max=200_000, help="Card creates per scenario"),
+    seed: int = typer.Option(7, "--seed", min=0, help="Traffic and rails seed: the same seed, the same numbers"),
+    partitions: int = typer.Option(8, "--partitions", min=1, max=256, help="Payment partitions (routing state per partition)"),
+    json_file: Path | None = typer.Option(None, "--json", dir_okay=False, help="Write the results here as JSON"),
+) -> None:
+    """Replay the rails' simulated card traffic through today's rule router and the
+    learning router (streams/harness/routing_eval.py; no broker): approval rate and cost."""
+    import json
+
+    from streams.harness.routing_eval import evaluate
+
+    result = evaluate(payments, seed, partitions)
+    table = Table("scenario", "router", "approval rate", "fee bps of approved", "value bps per payment",
+                  "soft retries", "learned choices")
+    for scenario, variants in result["scenarios"].items():
+        for name, r in variants.items():
+            if name != "learning_vs_rule":
+                table.add_row(scenario, name, f"{r['approval_rate']:.4f}", str(r["fee_bps_of_approved"]),
+                              str(r["value_bps_per_payment"]), str(r["soft_retries"]), str(r["learned_choices"]))
+    Console().print(table)
+    if json_file is not None:
+        json_file.write_text(json.dumps(result, indent=2) + "\n")
+        err.print(f"evaluate-routing: written to {json_file}")

@@ -59,6 +59,7 @@ class WorkerProcess:
             "PAYSTREAM_PROVIDER_SEED": str(s.provider_seed),
             "PAYSTREAM_PROVIDERS_DIR": str(s.providers_dir),  # workers with their own data dirs share one provider
             "PAYSTREAM_FRAUD_SCORING": str(s.fraud_scoring).lower(),
+            "PAYSTREAM_ROUTING_LEARN": str(s.routing_learn).lower(),  # the whole group routes alike
             "PAYSTREAM_KAFKA_SECURITY_PROTOCOL": s.kafka_security_protocol,
             "PAYSTREAM_KAFKA_SASL_MECHANISM": s.kafka_sasl_mechanism,
         }

@@ -205,10 +205,12 @@ class Saga:
     def provider(self, name: str) -> Provider:
         return self.providers[name]
 
-    def authorize(self, cmd: dict[str, Any], key: str, call: Call, routing: RoutingState | None) -> Routed:
-        """Authorize a create at the route's provider (one call), or through the router."""
+    def authorize(self, cmd: dict[str, Any], key: str, call: Call, routing: RoutingState | None,
+                  soft_key: str | None = None) -> Routed:
+        """Authorize a create at the route's provider (one call), or through the router
+        (which may send a soft decline on to another route under `soft_key`)."""
         if isinstance(self.route, Router):
-            return self.route.authorize(routing or RoutingState(), self.providers, cmd, key, call)
+            return self.route.authorize(routing or RoutingState(), self.providers, cmd, key, call, soft_key)
         name = self.route(cmd)
         card_bin, card_last4 = card_of(cmd)
         result = self.provider(name).authorize(key, card_bin, card_last4, cmd["amount_minor"], cmd["currency"], call)
@@ -472,10 +474,13 @@ class _Step:
         return Call(self.payment.payment_id, self.payment.currency, event_ms(self.cmd["occurred_at"]))
 
     def event(self, type_: str, amount_minor: int, *, fee_minor: int = 0, reason: str | None = None,
-              provider_ref: str | None = None, crypto: dict[str, Any] | None = None, **changes: Any) -> None:
+              provider_ref: str | None = None, crypto: dict[str, Any] | None = None,
+              attempts: list[dict[str, Any]] | None = None, **changes: Any) -> None:
         split: dict[str, Any] = {}  # an unsplit payment's events stay as they were
         if crypto is not None:  # only then: other payments' events stay as they were
             split["crypto"] = crypto
+        if attempts is not None:  # likewise: an authorization decided by one call stays as it was
+            split["attempts"] = attempts
         if self.payment.splits and type_ in SPLIT_KINDS:
             changes["splits"], allocation = allocate(self.payment.splits, type_, amount_minor)
             split = allocation.to_record()
@@ -511,25 +516,26 @@ class _Step:
             "signature": None,
         })
 
-    def authorization(self, result: ProviderResult) -> None:
-        """Record the provider's answer to the authorization (or to its status query)."""
+    def authorization(self, result: ProviderResult, attempts: list[dict[str, Any]] | None = None) -> None:
+        """Record the provider's answer to the authorization (or to its status query);
+        `attempts` (the router's calls, when several) go on the event that decides it."""
         p = self.payment
         if result.status == "unknown":
             attempt = p.resolve_attempts + 1
             if attempt > MAX_RESOLVE_ATTEMPTS:
                 return  # stays pending: ops resolve it (docs/payments.md)
             if p.resolve_attempts == 0:  # the first time it is unknown
-                self.event("authorization_pending", 0, reason=result.reason, status="pending")
+                self.event("authorization_pending", 0, reason=result.reason, status="pending", attempts=attempts)
             self.payment = self.payment.evolve(resolve_attempts=attempt)
             self.commands.append(_resolve_command(self.payment, attempt, self.cmd["occurred_at"]))
             return
         if result.status == "declined":
-            self.event("declined", 0, reason=result.reason, status="declined")
+            self.event("declined", 0, reason=result.reason, status="declined", attempts=attempts)
             return
         if p.method == "bank_transfer":
             self.submit()
             return
-        self.event("authorized", p.amount_minor, status="authorized", authorized_minor=p.amount_minor)
+        self.event("authorized", p.amount_minor, status="authorized", authorized_minor=p.amount_minor, attempts=attempts)
         if p.capture_method == "automatic":
             if self.capture(p.amount_minor, derive_provider_key(p.payment_id, "auto-capture")) is not None:
                 # The saga's compensation: the provider holds funds we will not capture.
@@ -646,13 +652,29 @@ def _authorize(step: _Step, create: dict[str, Any], routing: RoutingState | None
     if step.payment.method == "crypto":
         _quote_crypto(step)  # no provider authorizes it: the payer's transfer does (None: nothing routed)
         return None
-    # One provider key for the payment's authorization, whichever route takes it:
-    # a redelivered create repeats the same calls, each applied once by its provider.
-    key = derive_provider_key(step.payment.payment_id, "authorize")
-    routed = step.saga.authorize(create, key, step.call, routing)
-    step.payment = step.payment.evolve(provider=routed.provider, provider_ref=key)
-    step.authorization(routed.result)
+    # One provider key for the payment's authorization, whichever route takes it, and
+    # one for its retry after a soft decline: a redelivered create repeats the same
+    # calls, each applied once by its provider.
+    key, soft_key = authorization_keys(step.payment.payment_id)
+    routed = step.saga.authorize(create, key, step.call, routing, soft_key)
+    step.payment = step.payment.evolve(provider=routed.provider, provider_ref=routed.key or key)
+    step.authorization(routed.result, _attempts(routed))
     return routed
+
+
+def authorization_keys(payment_id: str) -> tuple[str, str]:
+    """(first key, soft-retry key) of a payment's authorization: derived from the
+    payment and the attempt, so a redelivery sends each call under the key it had."""
+    return derive_provider_key(payment_id, "authorize"), derive_provider_key(payment_id, "authorize", "2")
+
+
+def _attempts(routed: Routed) -> list[dict[str, Any]] | None:
+    """PaymentEvent v5 `attempts`: the provider answers behind the authorization's
+    outcome, when there was more than one call (a failover or a soft-decline retry)."""
+    if len(routed.attempts) < 2:
+        return None  # one call: the event says it all, and stays as it was
+    return [{"provider": a.provider, "status": a.status, "reason_code": a.reason, "retryable": a.retryable}
+            for a in routed.attempts]
 
 
 def _quote_crypto(step: _Step) -> None:

@@ -17,6 +17,8 @@ One process tree, one run, each pipeline run in its own namespace (docs/benchmar
   Kafka out of the loop (streams/harness/bench_stages.py): where one command's time goes;
 - http: `paystream api` in front of the end-to-end run's worker, open loop
   (streams/harness/bench_http.py).
+- routing: the rails' simulated card traffic through today's rule router and the
+  learning router, approval rate and cost (streams/harness/routing_eval.py; no broker).
 
 Latency is open loop: commands go out on a fixed schedule whatever the pipeline
 answers, and each is timed from its *scheduled* send time, so a stalled pipeline
@@ -65,7 +67,7 @@ from streams.client.publish import (
 )
 from streams.demo.run import generate
 from streams.domain.audit import rebuild
-from streams.harness import bench_http, bench_peers, bench_stages
+from streams.harness import bench_http, bench_peers, bench_stages, routing_eval
 from streams.harness.chaos import Fleet
 from streams.harness.stats import percentiles, rate
 from streams.jobs.sink import catch_up
@@ -385,6 +387,8 @@ def run_bench(settings: Settings, *, quick: bool, seed: int = 7, repeats: int = 
         "replay": replay(e2e_settings),
         "scoring": scoring(rows, seed),
         "http": http_result,
+        # pure simulation, no broker: today's router against the learning one (docs/routing.md)
+        "routing": routing_eval.evaluate(2_000 if quick else 10_000, seed),
     }
     out["sink_rows_per_s"] = out["sink"]["rows_per_s"]
     ceiling_rate = ceiling_median["produce_then_consume_per_s"]

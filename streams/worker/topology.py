@@ -99,8 +99,8 @@ def build_saga(settings: Settings) -> Saga:
     rails = build_rails(seed=settings.provider_seed, schedules=schedules, journal_dir=settings.providers_dir)
     # Crypto payments are paid on simulated chains (chains.toml), seeded like the rails.
     chains = {asset: SimChain(config, seed=settings.provider_seed) for asset, config in load_chains().items()}
-    return Saga(providers=dict(rails), route=build_router({name: rail.config for name, rail in rails.items()}),
-                chains=chains)
+    router = build_router({name: rail.config for name, rail in rails.items()}, learn=settings.routing_learn)
+    return Saga(providers=dict(rails), route=router, chains=chains)
 
 
 def observe_latency(stage: str, m: Message) -> None:

@@ -174,6 +174,7 @@ RECORDS = {
         "platform_fee_minor": None,
         "method": None,
         "crypto": None,
+        "attempts": None,
     },
     "LedgerEntry": {
         "entry_id": "je_0a1b2c3d4e5f60718293a4b5c6d7e8f9",
@@ -647,7 +648,7 @@ def test_history_schemas_are_earlier_versions_of_shipped_ones() -> None:
                                "history/PaymentCommand.1", "history/PaymentCommand.2",
                                "history/PaymentCommand.3", "history/PaymentCommand.4", "history/PaymentCommand.5",
                                "history/PaymentCommand.6", "history/PaymentEvent.1", "history/PaymentEvent.2",
-                               "history/PaymentEvent.3", "history/ValidatedCommand.1", "history/ValidatedCommand.2",
+                               "history/PaymentEvent.3", "history/PaymentEvent.4", "history/ValidatedCommand.1", "history/ValidatedCommand.2",
                                "history/ValidatedCommand.3", "history/ValidatedCommand.4", "history/ValidatedCommand.5",
                                "history/ValidatedCommand.6")
     for name in history_names():
@@ -787,6 +788,18 @@ def test_a_command_written_before_payment_methods_decodes_as_a_card(name: str, v
 def test_a_payment_event_written_with_version_2_decodes_without_a_method() -> None:
     old = {k: v for k, v in RECORDS["PaymentEvent"].items() if k != "method"}
     assert Codec("PaymentEvent").decode(_written_with("history/PaymentEvent.2", old)) == old | {"method": None}
+
+
+def test_a_payment_event_written_with_version_4_decodes_without_attempts() -> None:
+    old = {k: v for k, v in RECORDS["PaymentEvent"].items() if k != "attempts"}
+    assert Codec("PaymentEvent").decode(_written_with("history/PaymentEvent.4", old)) == old | {"attempts": None}
+
+
+def test_a_payment_event_carries_its_authorization_attempts() -> None:
+    attempts = [{"provider": "acq_north", "status": "declined", "reason_code": "do_not_honor", "retryable": False},
+                {"provider": "acq_south", "status": "approved", "reason_code": None, "retryable": False}]
+    record = RECORDS["PaymentEvent"] | {"type": "authorized", "attempts": attempts}
+    assert Codec("PaymentEvent").decode(Codec("PaymentEvent").encode(record, check=True)) == record
 
 
 def test_merchant_features_must_be_whole_counts() -> None:

@@ -102,3 +102,15 @@ def test_no_journals_is_a_clear_error(data_dir: Path):
 def test_a_bad_date_is_refused(data_dir: Path):
     r = runner.invoke(app, ["providers", "report", "--date", "18/11/2026"])
     assert r.exit_code == 2 and "--date" in r.output
+
+
+def test_evaluate_routing_prints_the_comparison_and_writes_json(tmp_path: Path) -> None:
+    import json
+
+    out = tmp_path / "routing.json"
+    result = runner.invoke(app, ["providers", "evaluate-routing", "--payments", "300", "--partitions", "2",
+                                 "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "written to" in result.output  # the table wraps at the runner's width: the JSON is checked
+    data = json.loads(out.read_text())
+    assert data["payments"] == 300 and set(data["scenarios"]) == {"steady", "drift"}

@@ -182,3 +182,33 @@ def test_a_message_without_events_leaves_the_chain_head_unwritten(cmds) -> None:
     effects = stage.send(cmds.follow_up("capture", "pay_" + "0" * 32, "cap-1"))
     assert streams_of(effects) == [OUTCOMES]
     assert chain_key(0) not in stage.tables[TIMERS]
+
+
+def test_the_learning_routers_evidence_is_partition_state_and_a_redelivery_routes_the_same(cmds) -> None:
+    from collections import Counter
+
+    from connectors.providers.rails import build_rails
+    from connectors.providers.router import RoutingState, build_router
+    from streams.domain.payments import Saga
+    from streams.stages.payments import routing_key
+
+    rails = build_rails(2)
+    stage = Stage()
+    stage.saga = Saga(dict(rails), build_router({n: r.config for n, r in rails.items()}, learn=True))
+    creates = [cmds.create(f"order-{i}", at=cmds.t0 + timedelta(milliseconds=300 * i)) for i in range(160)]
+    for cmd in creates[:-1]:
+        stage.send(cmd)
+    state = RoutingState.from_json(stage.tables[TIMERS][routing_key(0)])
+    assert state.arms and sum(a.approved_milli + a.declined_milli for a in state.arms) > 0  # in the table, not the process
+    # the last create, then its redelivery after a crash before the commit: the tables as
+    # restored from the changelogs (as they were), a new process (a new stage object)
+    before = {name: dict(table) for name, table in stage.tables.items()}
+    first = stage.send(creates[-1])
+    restored = Stage()
+    restored.tables, restored.saga = before, stage.saga
+    again = restored.send(creates[-1])
+    assert again.records == first.records and again.writes == first.writes
+    assert first.routed is not None and first.routed.learned is not None  # the learner chose, from the state
+    assert again.routed is not None and again.routed.attempts == first.routed.attempts
+    approvals = Counter(pid for rail in rails.values() for pid in rail.authorized())
+    assert max(approvals.values()) == 1
