@@ -431,9 +431,7 @@ def build_worker(settings: Settings) -> Engine:
             if effects.review is not None:
                 task.send(Record(names.review, forward.key, REVIEW_CODEC.encode(effects.review)), m.origin_ms)
             observe_latency("risk", m)
-            if effects.decision is not None:
-                metrics.child(metrics.FRAUD_DECISIONS, effects.decision.action, str(effects.fallback).lower(),
-                              "partition" if effects.merchant_fallback else "exact").inc()
+            probes.count_fraud_decision(effects)
             if effects.state_unreadable:
                 log.warning("risk: a stored state of command %s was unreadable and started afresh", cmd["command_id"])
 
