@@ -243,6 +243,14 @@ class EventRequest(BaseModel):
     idempotency_key: str | None
 
 
+class EventPaystream(BaseModel):
+    """Ours, not Stripe's: the pipeline's event behind the Event."""
+
+    type: str
+    payment_id: str
+    version: int | None
+
+
 class Event(BaseModel):
     id: str
     object: Literal["event"]
@@ -253,6 +261,7 @@ class Event(BaseModel):
     request: EventRequest
     type: str
     data: EventData
+    paystream: EventPaystream
 
 
 class EventList(BaseModel):

@@ -42,21 +42,18 @@ from streams.api.stripe_models import (
     Refund,
 )
 from streams.api.stripe_objects import (
-    IntentRequest,
     balance_object,
     mandate_id,
     saved_payment_method_id,
-    dispute_id,
-    dispute_object,
     opened_event_of,
     outcome_answer,
     payout_object,
     payment_id_of,
-    payment_intent,
     refund_id,
     refund_object,
     stripe_error,
 )
+from streams.domain.stripe_shapes import IntentRequest, dispute_id, dispute_object, payment_intent
 
 IDEMPOTENCY_KEY_MAX_CHARS = 255
 # A payment's card is saved once it went through (setup_future_usage).

@@ -320,8 +320,10 @@ def test_a_list_with_pagination(sdk: Stripe) -> None:
 
 
 def test_a_webhook_of_a_stripe_checkout_verified_with_the_sdk(sdk: Stripe, pipeline: Pipeline) -> None:
-    """`paystream webhooks run` delivers the payment's events; the merchant's Stripe
-    code verifies each with `stripe.Webhook.construct_event` and its `whsec_` secret."""
+    """`paystream webhooks run` delivers the payment's events as Stripe's Events; the
+    merchant's Stripe code verifies each with `stripe.Webhook.construct_event` and its
+    `whsec_` secret, and reads the PaymentIntent in `data.object`: the object
+    `GET /v1/events/{id}` answers for the same event."""
     settings, merchant = pipeline.settings, sdk.merchants["shop"]
     verified: list[stripe.Event] = []
     refused: list[str] = []
@@ -356,23 +358,26 @@ def test_a_webhook_of_a_stripe_checkout_verified_with_the_sdk(sdk: Stripe, pipel
             pi = await asyncio.to_thread(sdk["shop"].v1.payment_intents.create,
                                          {"amount": 4200, "currency": "usd", "confirm": True, "payment_method": "pm_card_visa"},
                                          {"idempotency_key": "hooked-1"})
-            pid = pi.paystream.payment_id
             deadline = time.monotonic() + WAIT_S
-            while not any(e.type == "payment.captured" and e.data.payment_id == pid for e in verified):
+            while not any(e.type == "payment_intent.succeeded" and e.data.object.id == pi.id for e in verified):
                 assert time.monotonic() < deadline and not refused, f"{len(verified)} verified, {len(refused)} refused"
                 arrived.clear()
                 with contextlib.suppress(TimeoutError):  # the loop's assert names what is missing
                     await asyncio.wait_for(arrived.wait(), max(0.0, deadline - time.monotonic()))
-            return pid
+            return pi.paystream.payment_id
         finally:
             stop.set()
             await task
             await http.cleanup()
 
     pid = asyncio.run(main())
-    mine = [e for e in verified if e.data.payment_id == pid]
-    assert {e.type for e in mine} >= {"payment.authorized", "payment.captured"} and not refused
-    assert all(e.data.merchant_id == merchant for e in verified)
+    intent = "pi_" + pid[4:]
+    mine = [e for e in verified if e.data.object.id == intent]
+    assert {e.type for e in mine} >= {"payment_intent.amount_capturable_updated", "payment_intent.succeeded"}
+    assert not refused and all(isinstance(e.data.object, stripe.PaymentIntent) for e in mine)
+    hooked = next(e for e in mine if e.type == "payment_intent.succeeded")
+    assert (hooked.data.object.status, hooked.data.object.amount_received, hooked.data.object.currency) == (
+        "succeeded", 4200, "usd")
     assert secret == stripe_secret(FileKeyStore(settings.keys_dir).webhook_secret(merchant).digest)
     [endpoint] = sdk["shop"].v1.webhook_endpoints.list().data
     assert sdk["shop"].v1.webhook_endpoints.retrieve(endpoint.id).url == endpoint.url and "secret" not in endpoint
@@ -380,8 +385,7 @@ def test_a_webhook_of_a_stripe_checkout_verified_with_the_sdk(sdk: Stripe, pipel
         sdk["lister"].v1.webhook_endpoints.delete(endpoint.id)
     assert sdk["shop"].v1.webhook_endpoints.delete(endpoint.id).deleted
     assert sdk["shop"].v1.webhook_endpoints.list().data == [] and registry.load(registry_path(settings)).of(merchant) == ()
-    # The events the webhooks carried, as Stripe's Events, from the read model.
-    intent = "pi_" + pid[4:]
+    # The events the webhooks carried, the same objects from the read model.
 
     def events() -> list[stripe.Event]:
         return [e for e in sdk["shop"].v1.events.list({"limit": 100}).auto_paging_iter()
@@ -391,6 +395,7 @@ def test_a_webhook_of_a_stripe_checkout_verified_with_the_sdk(sdk: Stripe, pipel
                                                              "payment_intent.succeeded"}, WAIT_S), "the sink lags"
     succeeded = next(e for e in events() if e.type == "payment_intent.succeeded")
     assert isinstance(succeeded, stripe.Event) and succeeded.data.object.status == "succeeded"
+    assert succeeded.to_dict() == hooked.to_dict(), "the webhook's body and GET /v1/events are one object"
     assert sdk["shop"].v1.events.retrieve(succeeded.id).data.object.amount_received == 4200
     with pytest.raises(stripe.InvalidRequestError):
         sdk["lister"].v1.events.retrieve(succeeded.id)

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from streams.api.errors import ApiError
-from streams.api.stripe_objects import (IntentRequest, decline, intent_id, intent_status, outcome_answer,
-                                        payment_id_of, payment_intent, refund_id, stripe_error)
+from streams.api.stripe_objects import outcome_answer, payment_id_of, refund_id, stripe_error
+from streams.domain.stripe_shapes import IntentRequest, decline, intent_id, intent_status, payment_intent
 
 PID = "pay_" + "ab" * 16
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
@@ -134,7 +134,8 @@ def test_a_balance_from_the_ledger_accounts() -> None:
 
 
 def test_disputes_are_named_by_their_opening_event_and_closed_by_the_network() -> None:
-    from streams.api.stripe_objects import dispute_id, dispute_object, opened_event_of
+    from streams.api.stripe_objects import opened_event_of
+    from streams.domain.stripe_shapes import dispute_id, dispute_object
 
     evt = "evt_" + "cd" * 16
     assert dispute_id(evt) == "dp_" + "cd" * 16 and opened_event_of(dispute_id(evt)) == evt
@@ -170,7 +171,8 @@ def test_payouts() -> None:
 def test_events_name_stripes_types_and_a_dispute_close_names_its_dispute() -> None:
     from datetime import datetime, timezone
 
-    from streams.api.stripe_objects import balance_transaction_object, balance_transaction_of, event_object
+    from streams.api.stripe_objects import balance_transaction_object, balance_transaction_of
+    from streams.domain.stripe_shapes import API_VERSION, event_object
 
     at = datetime(2026, 11, 25, tzinfo=timezone.utc)
     base = {"payment_id": "pay_" + "a" * 32, "merchant_id": "m1", "currency": "USD", "amount_minor": 500, "fee_minor": 0,
@@ -179,6 +181,8 @@ def test_events_name_stripes_types_and_a_dispute_close_names_its_dispute() -> No
     captured = event_object(base | {"event_id": "evt_" + "1" * 32, "type": "captured"})
     assert (captured["type"], captured["data"]["object"]["id"], captured["data"]["object"]["status"]) == (
         "payment_intent.succeeded", "pi_" + "a" * 32, "succeeded")
+    assert captured["api_version"] == API_VERSION and captured["paystream"] == {
+        "type": "captured", "payment_id": "pay_" + "a" * 32, "version": 2}
     closed = event_object(base | {"event_id": "evt_" + "3" * 32, "type": "dispute_lost", "opened_event_id": "evt_" + "2" * 32})
     assert (closed["type"], closed["data"]["object"]["id"], closed["data"]["object"]["status"]) == (
         "charge.dispute.closed", "dp_" + "2" * 32, "lost")
