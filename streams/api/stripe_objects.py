@@ -135,6 +135,9 @@ def stripe_error(e: ApiError, params: dict[str, str] | None = None, intent: dict
         return ApiError(400, "idempotency_error", "idempotency_key_reused",
                         "Keys for idempotent requests can only be used with the same parameters they were first used with",
                         None, headers=e.headers)
+    if e.code == "split_account_not_connected":  # Stripe's answer for a destination that is not the platform's
+        return ApiError(400, "invalid_request_error", "resource_missing", "No such destination account", param,
+                        headers=e.headers)
     if e.code == "idempotency_key_in_use":
         return ApiError(409, "idempotency_error", e.code, e.message, None, headers=e.headers)
     if e.status_code == 409 and e.type == "invalid_request_error":
@@ -233,3 +236,61 @@ def webhook_endpoint_object(endpoint_id: str, url: str, secret: str | None = Non
     if secret is not None:
         body["secret"] = secret
     return body
+
+
+def connected_account_of(account: str) -> str:
+    """The merchant a connected account's pending balance belongs to (`merchant:<id>:pending`)."""
+    prefix, suffix = "merchant:", ":pending"
+    assert account.startswith(prefix) and account.endswith(suffix), account
+    return account[len(prefix):-len(suffix)]
+
+
+_DISABLED = {"pending": "requirements.pending_verification", "rejected": "rejected.other"}
+
+
+def account_object(record: dict[str, Any], connected: bool) -> dict[str, Any]:
+    """A connected account (Stripe's custom account) from its registry record: it can
+    be paid (`charges_enabled`, `payouts_enabled`) once verified and connected to the
+    platform. The owners' names stay in the registry; the legal name is not echoed."""
+    case = record.get("kyc") or {}
+    submitted = case.get("submitted_at")
+    status = record["kyc_status"]
+    disabled = None if connected else _DISABLED.get(status, "platform_paused" if status == "verified" else "other")
+    active = "active" if connected else "inactive"
+    return {"id": record["merchant_id"], "object": "account", "type": "custom", "business_type": "company",
+            "country": case.get("country"), "default_currency": record["settlement_currency"].lower(), "email": None,
+            "created": _seconds(submitted if submitted is not None else record["updated_at"]),
+            "charges_enabled": connected, "payouts_enabled": connected, "details_submitted": bool(case),
+            "capabilities": {"card_payments": active, "transfers": active},
+            "requirements": {"currently_due": [], "eventually_due": [], "past_due": [], "pending_verification": [],
+                             "disabled_reason": disabled, "current_deadline": None, "errors": []},
+            "metadata": {}, "livemode": False,
+            # Ours, not Stripe's: the registry's KYC status and the case's state (docs/compliance.md).
+            "paystream": {"kyc_status": status, "kyc_state": case.get("state")}}
+
+
+def transfer_object(row: dict[str, Any]) -> dict[str, Any]:
+    """A transfer to a connected account: one split capture's credit to its pending
+    balance (ClickHousePayments.transfers). Refunds and disputes take their part back
+    pro rata in their own entries (docs/ledger.md); they are not reversals here."""
+    pid = row["payment_id"]
+    return {"id": row["id"], "object": "transfer", "amount": row["amount_minor"], "amount_reversed": 0,
+            "currency": row["currency"].lower(), "destination": connected_account_of(row["account"]),
+            "destination_payment": None, "source_transaction": None, "source_type": "card",
+            "created": _seconds(row["occurred_at"]), "description": None, "livemode": False, "metadata": {},
+            "reversed": False, "reversals": {"object": "list", "data": [], "has_more": False,
+                                             "url": f"/v1/transfers/{row['id']}/reversals"},
+            "transfer_group": None, "balance_transaction": None,
+            "paystream": {"payment_intent": intent_id(pid) if pid.startswith("pay_") else None, "entry_id": row["entry_id"]}}
+
+
+def application_fee_object(row: dict[str, Any]) -> dict[str, Any]:
+    """The platform's fee on one split capture: that entry's credit to the platform's
+    own pending balance (ClickHousePayments.application_fees)."""
+    pid = row["payment_id"]
+    return {"id": row["id"], "object": "application_fee", "account": connected_account_of(row["destination"]),
+            "amount": row["amount_minor"], "amount_refunded": 0, "refunded": False, "application": None,
+            "balance_transaction": None, "charge": None, "originating_transaction": None,
+            "currency": row["currency"].lower(), "created": _seconds(row["occurred_at"]), "livemode": False,
+            "refunds": {"object": "list", "data": [], "has_more": False, "url": f"/v1/application_fees/{row['id']}/refunds"},
+            "paystream": {"payment_intent": intent_id(pid) if pid.startswith("pay_") else None, "entry_id": row["entry_id"]}}

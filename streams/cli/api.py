@@ -130,10 +130,11 @@ def serve(
     bus = KafkaBus(settings, config.idempotency_records_max)
     objects = KafkaObjects(settings)
     try:
+        desk = KycDesk(settings)
         api = create_app(bus, keys, sealer=sealer, config=config, reader=reader, dashboard=dashboard, acs=acs,
-                         objects=objects, webhooks=webhooks)
+                         objects=objects, webhooks=webhooks, registry=desk)
         # The application's time is when it reaches the API (its event time).
-        kyc_routes.install(api, KycDesk(settings), lambda: datetime.now(timezone.utc))
+        kyc_routes.install(api, desk, lambda: datetime.now(timezone.utc))
         uvicorn.run(api, host=host or settings.api_host, port=port or settings.api_port, log_level="info")
     finally:
         objects.close()

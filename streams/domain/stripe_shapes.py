@@ -97,6 +97,8 @@ class IntentRequest:
     customer: str | None = None
     payment_method_types: tuple[str, ...] = ("card",)
     setup_future_usage: str | None = None
+    transfer_destination: str | None = None  # a destination charge's connected account (a split payment)
+    application_fee_amount: int | None = None
 
 
 def unix_seconds(at: Any) -> int | None:
@@ -156,6 +158,8 @@ def payment_intent(view: dict[str, Any], request: IntentRequest | None = None) -
         "payment_method_types": list(request.payment_method_types) if request else ["card"],
         "customer": request.customer if request else None,
         "setup_future_usage": request.setup_future_usage if request else None,
+        "transfer_data": {"destination": request.transfer_destination} if request and request.transfer_destination else None,
+        "application_fee_amount": request.application_fee_amount if request else None,
         "latest_charge": None,
         "client_secret": None,
         # Ours, not Stripe's: the card as the pipeline knows it (never the number).
