@@ -53,7 +53,8 @@ IDLE_WAIT_S = 0.05  # a quiet loop's pause before it looks for records and due r
 FLUSH_TIMEOUT_S = 30.0
 REGISTRY_CHECK_S = 1.0
 # Payments with an open dispute whose opening this runner saw: a close's Event names
-# its dispute by the opening's id. Past this, the oldest are forgotten.
+# its dispute by the opening's id, which a close carries since PaymentEvent v5; for
+# disputes opened before, the runner remembers. Past this, the oldest are forgotten.
 MAX_OPENINGS = 100_000
 _CLOSES = ("dispute_won", "dispute_lost")
 
@@ -178,7 +179,10 @@ class WebhookRunner:
             self._openings.move_to_end(pid)
             while len(self._openings) > MAX_OPENINGS:
                 self._openings.popitem(last=False)
-        return event_body(event, self._openings.get(pid) if event["type"] in _CLOSES else None)
+        if event["type"] not in _CLOSES:
+            return event_body(event)
+        # A close names its opening (PaymentEvent v5); one of a dispute opened before that, the runner's memory.
+        return event_body(event, event.get("dispute_event_id") or self._openings.get(pid))
 
     def _record(self, producer: Producer, records: list[dict]) -> None:
         """Every attempt onto webhook-deliveries, flushed; only then do given-up and

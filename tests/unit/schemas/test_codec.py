@@ -174,6 +174,7 @@ RECORDS = {
         "platform_fee_minor": None,
         "method": None,
         "crypto": None,
+        "dispute_event_id": None,
     },
     "LedgerEntry": {
         "entry_id": "je_0a1b2c3d4e5f60718293a4b5c6d7e8f9",
@@ -386,6 +387,7 @@ EXTRA_RECORDS = [
                                                        "platform_fee_minor": 0}),
     ("PaymentEvent", RECORDS["PaymentEvent"] | {"splits": [{"merchant_id": "m_shop_a", "amount_minor": 12_000}],
                                                "platform_fee_minor": 345}),
+    ("PaymentEvent", RECORDS["PaymentEvent"] | {"type": "dispute_lost", "dispute_event_id": "evt_" + "0d" * 16}),
     ("MerchantRecord", RECORDS["MerchantRecord"] | {"platform_id": "m_market", "connected": []}),
     ("MerchantRecord", RECORDS["MerchantRecord"] | {"kyc_status": "pending", "kyc": {
         "application_id": "kyc_0011", "state": "manual_review", "legal_name": "Acme Trading Ltd", "country": "GB",
@@ -611,7 +613,7 @@ def test_history_schemas_are_earlier_versions_of_shipped_ones() -> None:
                                "history/PaymentCommand.1", "history/PaymentCommand.2",
                                "history/PaymentCommand.3", "history/PaymentCommand.4", "history/PaymentCommand.5",
                                "history/PaymentCommand.6", "history/PaymentEvent.1", "history/PaymentEvent.2",
-                               "history/PaymentEvent.3", "history/ValidatedCommand.1", "history/ValidatedCommand.2",
+                               "history/PaymentEvent.3", "history/PaymentEvent.4", "history/ValidatedCommand.1", "history/ValidatedCommand.2",
                                "history/ValidatedCommand.3", "history/ValidatedCommand.4", "history/ValidatedCommand.5",
                                "history/ValidatedCommand.6")
     for name in history_names():
@@ -751,6 +753,11 @@ def test_a_command_written_before_payment_methods_decodes_as_a_card(name: str, v
 def test_a_payment_event_written_with_version_2_decodes_without_a_method() -> None:
     old = {k: v for k, v in RECORDS["PaymentEvent"].items() if k != "method"}
     assert Codec("PaymentEvent").decode(_written_with("history/PaymentEvent.2", old)) == old | {"method": None}
+
+
+def test_a_payment_event_written_with_version_4_decodes_without_its_dispute() -> None:
+    old = {k: v for k, v in RECORDS["PaymentEvent"].items() if k != "dispute_event_id"}
+    assert Codec("PaymentEvent").decode(_written_with("history/PaymentEvent.4", old)) == old | {"dispute_event_id": None}
 
 
 def test_merchant_features_must_be_whole_counts() -> None:

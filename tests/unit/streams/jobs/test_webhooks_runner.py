@@ -82,6 +82,13 @@ def test_a_webhook_body_is_the_event_the_api_answers_and_the_sdk_reads(tmp_path)
     assert [d["type"] for d in docs] == ["payment_intent.succeeded", "charge.dispute.created", "charge.dispute.closed"]
     assert docs[2]["data"]["object"]["id"] == docs[1]["data"]["object"]["id"] == "dp_" + "2" * 32
 
+    # A runner started after the opening (a restart): the close names its opening itself (PaymentEvent v5).
+    fresh = WebhookRunner(settings, store=store)
+    fresh._reload_registry(0.0)
+    fresh._take(0, 2, EVENTS.encode(records[2] | {"dispute_event_id": "evt_" + "2" * 32}))
+    [[late]] = [q for q in fresh.outbox.queues.values()]
+    assert json.loads(late.notification.body) == docs[2]
+
     now = int(time.time())  # the SDK checks the timestamp against the wall clock
     header = signature_header(store, "m_a", now, bodies[0], stripe=True)
     got = stripe.Webhook.construct_event(bodies[0].decode(), header, stripe_secret(store.webhook_secret("m_a").digest))
