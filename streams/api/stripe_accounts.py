@@ -27,6 +27,8 @@ from streams.client.kyc import open_connected_account
 from streams.domain import kyc, merchants
 from streams.domain.sanctions import SanctionsList
 
+# What a retry must repeat: the KYC application the account was opened with.
+_APPLIED = ("legal_name", "country", "registration_number", "owners", "documents")
 TRANSFER_ID = re.compile(r"^tr_[0-9a-f]{32}[0-9]{2}$")
 FEE_ID = re.compile(r"^fee_[0-9a-f]{32}$")
 _ACCOUNT_SCHEMA = {"type": "object", "required": ["country"], "properties": {
@@ -99,7 +101,13 @@ def install(app: FastAPI, deps: StripeDeps, desk: Registry | None) -> None:
             registry = await read(d)
             mine = accounts_of(registry, platform)
             if acct in mine:  # a retry: the account as it is now, nothing checked again
-                return JSONResponse(account_object(*mine[acct]))
+                record, connected = mine[acct]
+                case = record.get("kyc") or {}
+                if any(case.get(k) != application[k] for k in _APPLIED):
+                    raise ApiError(400, "idempotency_error", "idempotency_key_reused",
+                                   "Keys for idempotent requests can only be used with the same parameters they were "
+                                   "first used with")
+                return JSONResponse(account_object(record, connected))
             try:
                 sanctions = await asyncio.to_thread(d.sanctions)
                 records = open_connected_account(registry, platform, acct, application, deps.now(), sanctions,

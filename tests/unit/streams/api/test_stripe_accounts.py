@@ -38,6 +38,8 @@ def test_an_account_is_opened_checked_and_connected_to_its_platform_only(api: Ap
     assert platform["merchant_id"] == "m_acme" and platform["connected"] == [acct["id"]]
     again = post(api, "/v1/accounts", COMPANY, key="seller-1")  # a retry finds it, checks nothing again
     assert again.json() == acct and len(api.registry.writes) == 2
+    changed = post(api, "/v1/accounts", COMPANY | {"company[name]": "Other GmbH"}, key="seller-1")
+    assert changed.status_code == 400 and error_of(changed)["type"] == "idempotency_error"
 
     listed = api.client.get("/v1/accounts", headers=api.headers())
     assert [a["id"] for a in listed.json()["data"]] == [acct["id"]]
