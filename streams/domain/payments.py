@@ -254,6 +254,9 @@ class Payment:
     dispute_reason: str | None = None
     dispute_due_ms: int | None = None
     dispute_evidence: tuple[str, ...] = ()
+    # The open dispute's dispute_opened event: its close names it (the dispute's id).
+    # None for a dispute opened before this field was kept.
+    dispute_event_id: str | None = None
     # Charged back for good by lost disputes: neither refundable nor disputable again.
     dispute_lost_minor: int = 0
     # The payment method (streams/domain/methods.py) and, for a non-card one, what names its
@@ -475,12 +478,15 @@ class _Step:
 
     def event(self, type_: str, amount_minor: int, *, fee_minor: int = 0, reason: str | None = None,
               provider_ref: str | None = None, crypto: dict[str, Any] | None = None,
-              attempts: list[dict[str, Any]] | None = None, **changes: Any) -> None:
+              attempts: list[dict[str, Any]] | None = None, dispute_event_id: str | None = None,
+              **changes: Any) -> None:
         split: dict[str, Any] = {}  # an unsplit payment's events stay as they were
         if crypto is not None:  # only then: other payments' events stay as they were
             split["crypto"] = crypto
         if attempts is not None:  # likewise: an authorization decided by one call stays as it was
             split["attempts"] = attempts
+        if dispute_event_id is not None:  # a dispute's close: only then, as crypto
+            split["dispute_event_id"] = dispute_event_id
         if self.payment.splits and type_ in SPLIT_KINDS:
             changes["splits"], allocation = allocate(self.payment.splits, type_, amount_minor)
             split = allocation.to_record()
@@ -960,6 +966,7 @@ def _dispute_open(s: _Step) -> _Step | tuple[str, str]:
     reason = cmd["dispute"]["reason"]
     s.event("dispute_opened", amount, fee_minor=s.policy.dispute_fee_minor, reason=reason, dispute_minor=amount,
             dispute_reason=reason, dispute_due_ms=event_ms(cmd["dispute"]["evidence_due_at"]), dispute_evidence=())
+    s.payment = s.payment.evolve(dispute_event_id=s.events[-1]["event_id"])
     return s
 
 
@@ -982,13 +989,15 @@ def _dispute_close(s: _Step) -> _Step | tuple[str, str]:
     if not p.dispute_minor:
         return "no_open_dispute", "no dispute is open on this payment"
     closed: dict[str, Any] = {"dispute_minor": 0, "dispute_reason": None, "dispute_due_ms": None, "dispute_evidence": ()}
+    opening = p.dispute_event_id  # the close's event names the dispute it ends
     if s.cmd["dispute"]["outcome"] == "won":
-        s.event("dispute_won", p.dispute_minor, reason=p.dispute_reason, **closed)
-        return s
-    s.event("dispute_lost", p.dispute_minor, reason=p.dispute_reason,
-            dispute_lost_minor=p.dispute_lost_minor + p.dispute_minor, **closed)
-    if p.dispute_reason in FRAUD_DISPUTE_REASONS and p.card_token is not None:
-        s.labels.append(_fraud_label(p, s.cmd, s.events[-1]["event_id"]))
+        s.event("dispute_won", p.dispute_minor, reason=p.dispute_reason, dispute_event_id=opening, **closed)
+    else:
+        s.event("dispute_lost", p.dispute_minor, reason=p.dispute_reason, dispute_event_id=opening,
+                dispute_lost_minor=p.dispute_lost_minor + p.dispute_minor, **closed)
+        if p.dispute_reason in FRAUD_DISPUTE_REASONS and p.card_token is not None:
+            s.labels.append(_fraud_label(p, s.cmd, s.events[-1]["event_id"]))
+    s.payment = s.payment.evolve(dispute_event_id=None)
     return s
 
 
