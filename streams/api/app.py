@@ -32,7 +32,7 @@ from streams.api.commands import create_command, dispute_evidence_command, follo
 from streams.api.dashboard import Dashboard, router
 from streams.api.errors import ApiError, not_found, outcome_response, payment_body
 from streams.api.idempotency import IdempotencyRecords, InFlightFull, Response, fingerprint
-from streams.api.models import (
+from streams.api.bodies import (
     Accepted,
     AmountIn,
     ConfirmIn,

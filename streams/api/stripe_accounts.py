@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from streams.api import stripe_params as params
 from streams.api.errors import ApiError
 from streams.api.stripe_customers import no_such, page
-from streams.api.stripe_models import (Account, AccountList, ApplicationFee, ApplicationFeeList, Transfer,
+from streams.api.stripe_bodies import (Account, AccountList, ApplicationFee, ApplicationFeeList, Transfer,
                                        TransferList)
 from streams.api.stripe_objects import account_object, application_fee_object, transfer_object
 from streams.api.stripe_routes import (_AUTH, _ERRORS, _EXPAND, _HEADERS, _LIST_PARAMS, StripeDeps, _form, _form_body,

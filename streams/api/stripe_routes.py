@@ -30,8 +30,8 @@ from streams.api.errors import ApiError
 from streams.api.forms import FormError, decode_form
 from streams.api.objects import Objects
 from streams.stages.ingest import EVIDENCE_MAX_CHARS
-from streams.api.models import ErrorBody
-from streams.api.stripe_models import (
+from streams.api.bodies import ErrorBody
+from streams.api.stripe_bodies import (
     Balance,
     Dispute,
     DisputeList,

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from streams.api.models import Card
+from streams.api.bodies import Card
 
 
 class PaymentError(BaseModel):
