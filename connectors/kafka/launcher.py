@@ -10,6 +10,7 @@ Plain parameters only; no `streams` imports.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import subprocess
 import uuid
@@ -361,3 +362,18 @@ def kill_node(cluster: ClusterConfig, node_id: int) -> int | None:
             return None
         jvm.kill(cfg.service, pid)
         return pid
+
+
+def quorum_leader(cluster: ClusterConfig) -> int | None:
+    """The active KRaft controller, from the quorum-state file each node keeps beside
+    its metadata log (the newest epoch wins): clients' metadata cannot say (in KRaft a
+    broker reports a random broker as the controller). None if no node knows one yet."""
+    best: tuple[int, int] | None = None  # (epoch, leader)
+    for cfg in cluster.all_nodes():
+        try:
+            state = json.loads((cfg.data_dir / "__cluster_metadata-0" / "quorum-state").read_text())
+        except (OSError, ValueError):
+            continue
+        if state.get("leaderId", -1) >= 0 and (best is None or state["leaderEpoch"] > best[0]):
+            best = (state["leaderEpoch"], state["leaderId"])
+    return best[1] if best else None
