@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -345,8 +346,13 @@ def existing_cluster(home: Path, base_port: int = 19092) -> ClusterConfig | None
 
 
 def down_cluster(cluster: ClusterConfig, timeout_s: float = 60) -> list[int]:
-    """Stop every node (brokers first, the last controllers after); return the ids stopped."""
-    return [cfg.node_id for cfg in reversed(cluster.all_nodes()) if down(cfg, timeout_s)]
+    """Stop every node at once; return the ids stopped. One after another, the last
+    node left has lost its controller quorum, cannot finish a controlled shutdown and
+    was SIGKILLed after the whole timeout (60 s on every `kafka down`)."""
+    nodes = cluster.all_nodes()
+    with ThreadPoolExecutor(len(nodes)) as pool:
+        stopped = list(pool.map(lambda cfg: down(cfg, timeout_s), nodes))
+    return [cfg.node_id for cfg, was in zip(nodes, stopped, strict=True) if was]
 
 
 def status_cluster(cluster: ClusterConfig) -> list[BrokerStatus]:

@@ -54,7 +54,7 @@ def settings(tmp_path: Path) -> Iterator[Settings]:
 
 def test_a_node_and_a_worker_killed_lose_and_double_nothing(settings: Settings) -> None:
     assert settings.replication_factor == 3
-    figures = run_chaos(settings, commands=2_000, kills=1, broker_restarts=0, workers=2, seed=SEED, broker_kills=1)
+    figures = run_chaos(settings, commands=1_500, kills=1, broker_restarts=0, workers=2, seed=SEED, broker_kills=1)
     report = json.dumps(to_json(figures), indent=2)
     assert (figures.kills, figures.broker_kills) == (1, 1), f"the faults did not fire: nothing was tested\n{report}"
     (node_kill,) = figures.broker_kill_log
