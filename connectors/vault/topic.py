@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import KafkaException, TopicPartition
@@ -132,6 +133,31 @@ def publish_sealed(conn: Connection, topic: str, sealed: Mapping[str, bytes], pa
     left = producer.flush(timeout_s)
     if left or failed:
         raise VaultError("-", f"{left} sealed card(s) not acknowledged within {timeout_s}s; {'; '.join(failed[:3])}"[:400])
+
+
+IMPORT_CHUNK_MAX = 10_000  # records held and published at a time by import_local_vault
+
+
+def import_local_vault(path: Path, conn: Connection, topic: str, partitions: int) -> int:
+    """Every record of a local vault file (the RocksDB `<data_dir>/vault` of earlier
+    versions: the same envelopes) onto the card-vault topic under its token, checked
+    and unchanged; how many. Read-only on the file; a malformed record stops the import
+    with a VaultError naming its token (what was published stays: run it again)."""
+    from connectors.vault.scan import rocksdb_items
+
+    if not (path / "CURRENT").is_file():
+        raise VaultError("-", f"{path} is not a RocksDB vault (no CURRENT file)")
+    chunk: dict[str, bytes] = {}
+    count = 0
+    for key, blob in rocksdb_items(path):
+        token = key.decode("ascii", "replace")
+        card_of(token, blob)  # a token and a well-formed record, or VaultError
+        chunk[token] = blob
+        if len(chunk) >= IMPORT_CHUNK_MAX:
+            publish_sealed(conn, topic, chunk, partitions)
+            count, chunk = count + len(chunk), {}
+    publish_sealed(conn, topic, chunk, partitions)
+    return count + len(chunk)
 
 
 def rewrap_topic(conn: Connection, topic: str, partitions: int, keys: KeyStore,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -88,6 +89,28 @@ def intake_public() -> None:
         err.print(f"[red]keys intake-public:[/red] {e}")
         raise typer.Exit(1) from None
     print(json.dumps(public_key_doc(sealer)))
+
+
+@app.command("vault-import")
+def vault_import(path: Path = typer.Argument(..., exists=True, file_okay=False,
+                                            help="A local vault of an earlier version: <data_dir>/vault")) -> None:
+    """Publish every card of a local vault file onto the card-vault topic, unchanged
+    (the same envelopes), so any worker can reveal them (docs/security.md)."""
+    from connectors.kafka import admin
+    from connectors.vault.topic import import_local_vault
+    from connectors.vault.vault import VaultError
+    from streams.settings import client_config
+    from streams.topics import declared_topics, topic_names
+
+    settings = get_settings()
+    conn, topic = client_config(settings), topic_names(settings).card_vault
+    try:
+        admin.ensure_topics(conn, [spec for spec in declared_topics(settings) if spec.name == topic])
+        count = import_local_vault(path, conn, topic, settings.partitions)
+    except VaultError as e:
+        err.print(f"[red]keys vault-import:[/red] {e}")
+        raise typer.Exit(1) from None
+    err.print(f"keys: {count} sealed card(s) published to {topic_names(settings).card_vault}")
 
 
 @app.command("rewrap")

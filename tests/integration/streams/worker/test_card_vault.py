@@ -140,3 +140,64 @@ def test_a_card_sealed_by_one_worker_is_revealed_by_another_audited_and_survives
             assert scanner.scan((key or b"") + b"\0" + (value or b""), f"{topic}@{n}") == []
     for settings in (a, b, c):
         assert scanner.scan((settings.data_dir / "worker.log").read_bytes(), str(settings.data_dir)) == []
+
+
+def test_a_card_not_held_is_read_through_from_its_partition(bootstrap: str, tmp_path: Path) -> None:
+    """The map holds one card: the other is read through from the topic; so is a card
+    sealed after the map was loaded; an unknown token is a clear VaultError."""
+    from connectors.kafka import admin
+    from connectors.vault.topic import TopicVault, publish_sealed
+    from connectors.vault.vault import CardSealer, VaultError
+    from streams.topics import declared_topics
+
+    settings = make_settings(tmp_path, "vault-rt")
+    conn, topic = client_config(settings), topic_names(settings).card_vault
+    admin.ensure_topics(conn, [s for s in declared_topics(settings) if s.name == topic])
+    keys = FileKeyStore(settings.keys_dir)
+    keys.init()
+    sealer = CardSealer(keys, StoreTokenizer(keys), held=lambda token: False)
+    first, second = sealer.token("m_rt", PAN), sealer.token("m_rt", "5555555555554444")
+    publish_sealed(conn, topic, sealer.sealed, settings.partitions)
+
+    vault = TopicVault(conn, topic, settings.partitions, keys, max_cards=1, read_through_s=10)
+    vault.ensure_loaded()
+    assert len(vault.cards) == 1 and vault.cards.evicted == 1  # bounded: the first card was pushed out
+    assert vault.reveal(first).pan == PAN  # read through, then held
+    assert first in vault.cards and second not in vault.cards
+    assert vault.reveal(second).pan == "5555555555554444"
+
+    late = CardSealer(keys, StoreTokenizer(keys), held=lambda token: False)
+    third = late.token("m_rt", "378282246310005")
+    publish_sealed(conn, topic, late.sealed, settings.partitions)
+    assert vault.reveal(third).pan == "378282246310005"  # sealed after the load, not yet followed
+    with pytest.raises(VaultError, match="no such token"):
+        vault.reveal("tok_" + "a" * 32)
+
+
+def test_a_local_vault_of_an_earlier_version_is_imported_onto_the_topic(
+        bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The RocksDB vault file of earlier versions holds the same envelopes: `keys vault-import`
+    publishes them unchanged, and the topic's vault reveals them."""
+    from rocksdict import Options, Rdict
+
+    from connectors.vault.topic import TopicVault
+    from connectors.vault.vault import seal
+
+    settings = make_settings(tmp_path, "vault-import")
+    keys = FileKeyStore(settings.keys_dir)
+    keys.init()
+    card, blob = seal(keys, StoreTokenizer(keys), "m_old", PAN)
+    options = Options(raw_mode=True)
+    options.create_if_missing(True)
+    db = Rdict(str(tmp_path / "old" / "vault"), options)  # as Vault wrote it: token -> record
+    db.put(card.token.encode(), blob)
+    db.close()
+
+    code, _, err = keys_cli(monkeypatch, settings, "vault-import", str(tmp_path / "old" / "vault"))
+    assert code == 0 and "1 sealed card(s) published" in err, err
+    names = topic_names(settings)
+    assert records(settings, names.card_vault) == [(card.token.encode(), blob)]
+    vault = TopicVault(client_config(settings), names.card_vault, settings.partitions, keys, max_cards=10, read_through_s=10)
+    assert vault.reveal(card.token).pan == PAN
+    code, _, err = keys_cli(monkeypatch, settings, "vault-import", str(tmp_path))
+    assert code == 1 and "not a RocksDB vault" in err
