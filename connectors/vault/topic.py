@@ -26,8 +26,8 @@ from confluent_kafka import KafkaException, TopicPartition
 from connectors.kafka.clients import Connection, MissingTopic, TopicFollower, command_producer, committed_reader, end_offsets, read_to_end
 from connectors.vault.keys import VAULT_MASTER, KeyStore
 from connectors.vault.tokenizer import TOKEN_PATTERN, StoreTokenizer
-from connectors.vault.vault import CardSealer, Revealed, RewrapReport, SealedCards, VaultCard, VaultError, card_of, \
-    check_token, master_key_id, open_record, rewrap
+from connectors.vault.vault import CardSealer, Revealed, RewrapReport, SealedCards, VaultError, card_of, check_token, \
+    master_key_id, open_record, rewrap
 from schemas.partitioning import partition_for
 
 FOLLOW_BATCH_MAX = 1_000  # records applied per poll of the topic
@@ -49,7 +49,7 @@ class TopicVault:
         self.cards = SealedCards(max_cards)
         self.read_through_s = read_through_s
         self.follower = TopicFollower(conn, topic, partitions, FOLLOW_BATCH_MAX)
-        self.unusable = 0  # records with no token for a key: counted, not applied
+        self.unusable = 0  # records whose key is no token: counted (the worker's dead-letter metric), not applied
 
     def __repr__(self) -> str:
         return f"TopicVault({self.topic!r}, cards={len(self.cards)}, token_key={self._tokenizer.key_id!r})"
@@ -79,9 +79,6 @@ class TopicVault:
     def reveal(self, token: str) -> Revealed:
         """The PAN of a token. Only the provider edge calls this; never log the result."""
         return open_record(self._keys, token, self.sealed(token))
-
-    def card(self, token: str) -> VaultCard:
-        return card_of(token, self.sealed(token))
 
     def _apply(self, msg: Any) -> None:
         key = msg.key()

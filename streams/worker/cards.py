@@ -54,7 +54,7 @@ class AuditedReveals:
         revealed = self.vault.reveal(token)
         if revealed.merchant_id != merchant_id:
             # A token is the merchant's own (HMAC of merchant and PAN): another merchant naming it gets nothing.
-            log.warning("vault: payment %s of %s named card %s of another merchant", payment_id, merchant_id, token)
+            log.warning("vault: payment %s of %s named another merchant's card", payment_id, merchant_id)
             raise VaultError(token, "the card is another merchant's")
         self._pending.append({
             "reveal_id": derive_reveal_id(payment_id, purpose), "token": token, "merchant_id": merchant_id,
@@ -62,7 +62,7 @@ class AuditedReveals:
             "event_time": from_ms(at_ms),
         })
         metrics.VAULT_REVEALS.labels(purpose=purpose).inc()
-        log.info("vault: revealed %s for %s (%s)", token, payment_id, purpose)  # never the PAN
+        log.info("vault: revealed the card of %s (%s)", payment_id, purpose)  # the token is on vault-reveals; never the PAN
         return revealed.pan
 
     def take(self) -> list[dict[str, Any]]:

@@ -562,9 +562,14 @@ def build_worker(settings: Settings) -> Engine:
         except probes.TooManyBalances as e:
             log.warning("ledger imbalance not checked: %s", e)
 
+    unusable_cards = [0]
+
     def vault_poll() -> None:
         vault.poll()
         metrics.VAULT_CARDS.set(len(vault.cards))
+        if vault.unusable > unusable_cards[0]:
+            metrics.DEAD_LETTERS.labels(stage="card-vault", reason="unusable_entry").inc(vault.unusable - unusable_cards[0])
+            unusable_cards[0] = vault.unusable
 
     periodic = [Periodic(BLOCKLIST_POLL_S, blocklist_reader.poll), Periodic(SANCTIONS_POLL_S, sanctions_reader.poll),
                 Periodic(VAULT_POLL_S, vault_poll),
