@@ -90,15 +90,19 @@ class TopicVault:
 
     def _read_through(self, token: str) -> bytes | None:
         """The latest record of `token` on its partition, read to the partition's end
-        now; VaultError when that takes longer than `read_through_s`."""
+        now; VaultError when that takes longer than `read_through_s`. While the map has
+        pushed nothing out it holds all the follower applied, so only the partition's
+        tail past the follower is read (an unknown token costs that tail, not the log)."""
         partition = partition_for(token.encode(), self.partitions)
+        start = 0 if self.cards.evicted else self.follower.position(partition)
         deadline = time.monotonic() + self.read_through_s
         consumer = committed_reader(self.conn, [])
         try:
             _, high = consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=self.read_through_s)
             found: bytes | None = None
             key = token.encode()
-            for msg in read_to_end(self.conn, [self.topic], self.partitions, ends={(self.topic, partition): high},
+            tp = (self.topic, partition)
+            for msg in read_to_end(self.conn, [self.topic], self.partitions, ends={tp: high}, starts={tp: start},
                                    timeout_s=max(0.1, deadline - time.monotonic())):
                 if msg.key() == key:
                     found = msg.value()
