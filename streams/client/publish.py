@@ -7,16 +7,19 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
+from connectors.kafka import admin
 from connectors.kafka.clients import command_producer, produce_waiting
 from connectors.vault.intake import Sealer, active_sealer, load_sealer
 from connectors.vault.keys import FileKeyStore
-from connectors.vault.vault import open_vault
+from connectors.vault.tokenizer import StoreTokenizer
+from connectors.vault.topic import publish_sealed
+from connectors.vault.vault import CardSealer
 from schemas.cards import CardError, mask_pans
 from schemas.codec import Codec, EncodeError
 from schemas.jsonio import JsonCommandError, command_from_json
 from streams.settings import Settings, client_config
 from streams.stages.subscriptions import tick_command
-from streams.topics import topic_names
+from streams.topics import declared_topics, topic_names
 
 COMMAND_CODEC = Codec("PaymentCommand")
 TICK_CODEC = Codec("SubscriptionCommand")
@@ -89,10 +92,6 @@ def tokenize_in_vault(settings: Settings, records: list[dict[str, Any]]) -> list
     ingest's, so a card gets the same token whichever side tokenizes); the sealed cards
     are on the card-vault topic, acknowledged, before this returns the tokens. Raises
     VaultError if the broker does not take them."""
-    from connectors.vault.keys import FileKeyStore
-    from connectors.vault.tokenizer import StoreTokenizer
-    from connectors.vault.vault import CardSealer
-
     keys = FileKeyStore(settings.keys_dir)
     keys.init()
     sealer = CardSealer(keys, StoreTokenizer(keys), held=lambda token: False)
@@ -104,10 +103,6 @@ def tokenize_in_vault(settings: Settings, records: list[dict[str, Any]]) -> list
 def publish_sealed_cards(settings: Settings, sealed: dict[str, bytes]) -> None:
     """Sealed cards (token -> record) onto these settings' card-vault topic (created if
     missing), acknowledged before this returns."""
-    from connectors.kafka import admin
-    from connectors.vault.topic import publish_sealed
-    from streams.topics import declared_topics
-
     conn, topic = client_config(settings), topic_names(settings).card_vault
     admin.ensure_topics(conn, [spec for spec in declared_topics(settings) if spec.name == topic])
     publish_sealed(conn, topic, sealed, settings.partitions)

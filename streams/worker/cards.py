@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from connectors.vault.keys import FileKeyStore
 from connectors.vault.topic import TopicVault
 from connectors.vault.vault import VaultError
 from schemas.codec import Codec
@@ -32,8 +33,6 @@ PENDING_REVEALS_MAX = 16
 
 def topic_vault(settings: Settings) -> TopicVault:
     """The worker's vault: the card-vault topic of these settings, under their key store."""
-    from connectors.vault.keys import FileKeyStore
-
     keys = FileKeyStore(settings.keys_dir)
     keys.init()
     return TopicVault(client_config(settings), topics.topic_names(settings).card_vault, settings.partitions, keys,

@@ -522,11 +522,12 @@ def build_worker(settings: Settings) -> Engine:
     # The topology, declared: (stage, source topic, tables, handler, outputs). Every stage
     # may dead-letter (the dlq topic, deduplicated by the dlq-marks table).
     stages = [Stage(name, source, handler, (*tables, DLQ_MARKS), (*outputs, names.dlq)) for name, source, tables, handler, outputs in (
-        ("ingest", names.commands, (), ingest_batch, (names.keyed,)),
+        ("ingest", names.commands, (), ingest_batch, (names.keyed, names.card_vault)),
         ("keys", names.keyed, (KEYS, MERCHANTS), keys_batch, (names.risk, names.validated, names.review)),
         ("merchant-labels", names.merchant_labels, (KEYS,), merchant_labels_batch, ()),
         ("payments", names.validated, tuple(PAYMENT_TABLES.values()), payments_batch,
-         (names.outcomes, names.events, names.validated, names.labels, names.ledger, names.monitoring_activity)),
+         (names.outcomes, names.events, names.validated, names.labels, names.ledger, names.monitoring_activity,
+          names.vault_reveals)),
         ("ledger", names.ledger, tuple(LEDGER_TABLES.values()), ledger_batch, ()),
         ("risk", names.risk, (RISK,), risk_batch, (names.validated, names.review)),
         ("labels", names.labels, (RISK,), labels_batch, (names.merchant_labels,)),
