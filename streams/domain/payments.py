@@ -33,6 +33,7 @@ from typing import Any, Callable, Protocol
 from connectors.providers.chain import SimChain
 from connectors.providers.router import Routed, Router, RoutingState, card_of
 from connectors.providers.simulated import Call, ProviderResult
+from connectors.vault.vault import VaultError
 from schemas.ids import (
     derive_command_id,
     derive_event_id,
@@ -61,6 +62,7 @@ from streams.domain.splits import (
     allocate,
     checked_splits,
 )
+from streams.domain.subscriptions import MIT_METADATA_KEY
 from streams.domain.timers import Timer
 
 # A payment carries the idempotency records of its follow-ups; bound them
@@ -151,6 +153,26 @@ class Provider(Protocol):
     def refund(self, key: str, amount_minor: int, call: Call | None = None) -> ProviderResult: ...
 
 
+class CardVault(Protocol):
+    """The vault as the saga sees it (connectors/vault/topic.py behind the worker's audit):
+    the PAN of a token, for one provider call, recorded as revealed for `purpose`.
+    Raises VaultError when the card cannot be had (unknown token, unreadable topic)."""
+
+    def reveal(self, token: str, merchant_id: str, payment_id: str, purpose: str, at_ms: int) -> str: ...
+
+
+# Why a PAN is revealed: the one call that needs it (docs/security.md, The vault).
+REVEAL_MIT = "merchant_initiated_charge"
+
+
+def needs_pan(cmd: Mapping[str, Any]) -> bool:
+    """A merchant-initiated charge on a saved card (a subscription's: the MIT flag in its
+    metadata, the card a vault token): no cardholder is present to give the number, so the
+    provider gets it from the vault. Every other authorization goes by BIN and last 4."""
+    card = cmd.get("card")
+    return bool(card and card.get("token")) and MIT_METADATA_KEY in (cmd.get("metadata") or {})
+
+
 FRAUD_ACTIONS = ("approve", "requires_action", "review", "decline")
 
 
@@ -196,6 +218,8 @@ class Saga:
     # The issuers' ACS public keys (key kind acs-signing) by key id: a confirm's
     # authentication value must verify under one of them to shift liability.
     acs_keys: Mapping[str, bytes] = field(default_factory=dict)
+    # The vault, for the authorizations that need the PAN (`needs_pan`); None: none revealed.
+    cards: CardVault | None = None
 
     @classmethod
     def single(cls, provider: Provider, fraud: Callable[[dict[str, Any]], FraudVerdict] = attached) -> Saga:
@@ -208,7 +232,15 @@ class Saga:
     def authorize(self, cmd: dict[str, Any], key: str, call: Call, routing: RoutingState | None,
                   soft_key: str | None = None) -> Routed:
         """Authorize a create at the route's provider (one call), or through the router
-        (which may send a soft decline on to another route under `soft_key`)."""
+        (which may send a soft decline on to another route under `soft_key`).
+        A charge that needs the PAN reveals it first, into this call only; a card the
+        vault cannot give is declined `card_unavailable` before any provider sees it."""
+        if self.cards is not None and needs_pan(cmd):
+            try:
+                pan = self.cards.reveal(cmd["card"]["token"], cmd["merchant_id"], call.payment_id, REVEAL_MIT, call.at_ms)
+            except VaultError:
+                return Routed(None, ProviderResult("declined", "card_unavailable"), routing or RoutingState())
+            call = replace(call, card_number=pan)
         if isinstance(self.route, Router):
             return self.route.authorize(routing or RoutingState(), self.providers, cmd, key, call, soft_key)
         name = self.route(cmd)
@@ -272,6 +304,9 @@ class Payment:
     splits: tuple[Share, ...] = ()
     # A crypto payment's quote and what the chain showed of its deposit address.
     crypto: CryptoPayment | None = None
+    # A merchant-initiated charge on a saved card (`needs_pan`), kept so an authorization
+    # after a review still gets the card from the vault.
+    merchant_initiated: bool = False
 
     def __post_init__(self) -> None:
         assert self.status in STATUSES, self.status
@@ -629,6 +664,7 @@ def _create(cmd: dict[str, Any], fp: str, saga: Saga, policy: Policy, routing: R
         splits=splits,
         method=method,
         instrument=instrument_label(method, cmd),
+        merchant_initiated=needs_pan(cmd),
     )
     verdict = saga.fraud(cmd)
     if verdict.action == "requires_action" and method in NO_STEP_UP:
@@ -762,7 +798,8 @@ def _as_create(p: Payment) -> dict[str, Any]:
         "amount_minor": p.amount_minor,
         "currency": p.currency,
         "card": {"token": p.card_token, "bin": p.card_bin or "", "last4": p.card_last4 or ""} if p.card_token else None,
-        "metadata": {"payment_method": p.payment_method} if p.payment_method else {},
+        "metadata": ({"payment_method": p.payment_method} if p.payment_method else {})
+                    | ({MIT_METADATA_KEY: ""} if p.merchant_initiated else {}),
         # A payment paused before it had a method field (stored before it) kept the metadata's.
         "method": p.payment_method or p.method,
     }

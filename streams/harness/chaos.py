@@ -170,8 +170,8 @@ def check(
 
 
 class Fleet:
-    """W worker processes of one namespace, each with its own data dir (a vault and
-    RocksDB state are single-opener), sharing the keys."""
+    """W worker processes of one namespace, each with its own data dir (RocksDB state
+    is single-opener), sharing the keys (and the vault: the card-vault topic)."""
 
     def __init__(self, settings: Settings, workers: int) -> None:
         assert 1 <= workers <= MAX_WORKERS

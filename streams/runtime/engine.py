@@ -92,7 +92,7 @@ class Engine:
         self.tables = dict(tables)
         self.periodic = list(periodic)
         self.watchers = list(watchers)  # daemon threads started with the loop (lag and stall watch)
-        self._closers = list(closers)  # what the stages hold open (the vault): closed once, last
+        self._closers = list(closers)  # what the stages hold open: closed once, last
         self._next_run = [0.0] * len(self.periodic)
         self.tasks: dict[int, Task] = {}
         self.ready = False  # tables restored and partitions assigned

@@ -284,6 +284,16 @@ RECORDS["JobRun"] = {
     "finished_at": AT,
     "detail": "2 settlement(s), 2 payout(s), 2 new entr(ies) posted",
 }
+RECORDS["VaultReveal"] = {
+    "reveal_id": "rvl_00112233445566778899aabbccddeeff",
+    "token": "tok_" + "a" * 32,
+    "merchant_id": "m_acme",
+    "payment_id": PAYMENT_ID,
+    "purpose": "merchant_initiated_charge",
+    "master_key_id": "vault-master-v1",
+    "worker": "w0",
+    "event_time": AT,
+}
 RECORDS["MerchantRecord"] = {
     "merchant_id": "m_acme",
     "kyc_status": "verified",
