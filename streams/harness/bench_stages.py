@@ -71,5 +71,4 @@ def stage_cpu(settings: Settings, limit: int = 50_000) -> dict[str, Any]:
                           "sends_per_record": round((sends[0] - before) / n, 2) if n else None}
         for task in tasks.values():
             task.close()
-        engine.close()
     return out
