@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install broker registry demo test down clean
+.PHONY: install broker registry demo lint test down clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "paystream needs Python >= 3.11")'
@@ -26,7 +26,12 @@ registry: install
 demo: broker
 	$(BIN)/paystream demo
 
-test: broker registry
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint broker registry
 	$(BIN)/pytest
 
 down:

@@ -73,7 +73,16 @@ def maven_resolve(
         raise error(f"Maven (mvn) is needed once to fetch {what} from Maven Central: put mvn on PATH")
     staging = dest.parent / f"{dest.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
-    cmd = [mvn, "-q", "-B", "-f", str(pom), f"-Dmaven.repo.local={repo.resolve()}", *goal, f"-DoutputDirectory={staging}"]
+    cmd = [
+        mvn,
+        "-q",
+        "-B",
+        "-f",
+        str(pom),
+        f"-Dmaven.repo.local={repo.resolve()}",
+        *goal,
+        f"-DoutputDirectory={staging}",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-LOG_TAIL_LINES:])
@@ -159,7 +168,12 @@ def launch(svc: JvmService, cmd: Sequence[str], cwd: Path) -> subprocess.Popen[b
 
 
 def wait_answering(
-    svc: JvmService, answers: Callable[[], bool], where: str, proc: subprocess.Popen[bytes] | None, pid: int, timeout_s: float
+    svc: JvmService,
+    answers: Callable[[], bool],
+    where: str,
+    proc: subprocess.Popen[bytes] | None,
+    pid: int,
+    timeout_s: float,
 ) -> None:
     """Return once `answers()`; raise if the process exits first or the deadline passes
     (then stop it: `up` leaves a service that answers, or none)."""
@@ -172,7 +186,9 @@ def wait_answering(
         if time.monotonic() >= deadline:
             tail = log_excerpt(svc.log_file)
             stop(svc, pid, timeout_s=30)
-            raise svc.error(f"{svc.name} did not answer on {where} within {timeout_s:g}s; stopped it; see {svc.log_file}:\n{tail}")
+            raise svc.error(
+                f"{svc.name} did not answer on {where} within {timeout_s:g}s; stopped it; see {svc.log_file}:\n{tail}"
+            )
         time.sleep(POLL_INTERVAL_S)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import platform
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from models.features import CardState, MerchantState, TxStates
@@ -44,7 +44,7 @@ def run_fraud_bench(rows: int, seed: int) -> dict[str, Any]:
         "replay": result.summary(),
         "online_scorer_tx_per_s": _online_rate(df),
         "python": platform.python_version(),
-        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -55,16 +55,23 @@ def _online_rate(df) -> float:
     sample = df.iloc[:ONLINE_SAMPLE]
     db: dict[str, bytes] = {}
     txs = [
-        {"card_token": r.card_id, "merchant_id": r.merchant_id, "amount_minor": int(r.amount_minor),
-         "currency": r.currency, "bin": "424242",
-         "occurred_at": datetime.fromtimestamp(r.ts_ms / 1000, tz=timezone.utc)}
+        {
+            "card_token": r.card_id,
+            "merchant_id": r.merchant_id,
+            "amount_minor": int(r.amount_minor),
+            "currency": r.currency,
+            "bin": "424242",
+            "occurred_at": datetime.fromtimestamp(r.ts_ms / 1000, tz=UTC),
+        }
         for r in sample.itertuples()
     ]
     t = time.perf_counter()
     for tx in txs:
         c, m = "c" + tx["card_token"], "m" + tx["merchant_id"]
-        states = TxStates(CardState.from_bytes(db[c]) if c in db else CardState(),
-                          MerchantState.from_bytes(db[m]) if m in db else MerchantState())
+        states = TxStates(
+            CardState.from_bytes(db[c]) if c in db else CardState(),
+            MerchantState.from_bytes(db[m]) if m in db else MerchantState(),
+        )
         scorer.score(tx, states)
         scorer.update_states(states, tx)
         db[c], db[m] = states.card.to_bytes(), states.merchant.to_bytes()

@@ -20,15 +20,15 @@ import hashlib
 import ipaddress
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from schemas.cards import contains_pan
 
-KINDS = ("card", "bin", "ip", "device", "email", "wallet", "bank_account", "mandate", "bnpl_customer",
-         "crypto_address")
+KINDS = ("card", "bin", "ip", "device", "email", "wallet", "bank_account", "mandate", "bnpl_customer", "crypto_address")
 MAX_ENTRIES = 1_000_000
 MAX_VALUE_LEN = 128
 _BIN = re.compile(r"^[0-9]{6,8}$")
@@ -36,11 +36,20 @@ _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _CRYPTO_ADDRESS = re.compile(r"^[A-Za-z0-9]{8,100}$")
 # The scorer's tx field each kind matches (streams/stages/risk.py `tx_of` fills the
 # non-card ones from the create's instrument: docs/fraud.md, "Every method").
-_TX_FIELD = {"card": "card_token", "bin": "bin", "ip": "ip", "device": "device", "email": "email",
-             "wallet": "wallet_token", "bank_account": "bank_account_hash", "mandate": "mandate",
-             "bnpl_customer": "bnpl_customer", "crypto_address": "crypto_address"}
+_TX_FIELD = {
+    "card": "card_token",
+    "bin": "bin",
+    "ip": "ip",
+    "device": "device",
+    "email": "email",
+    "wallet": "wallet_token",
+    "bank_account": "bank_account_hash",
+    "mandate": "mandate",
+    "bnpl_customer": "bnpl_customer",
+    "crypto_address": "crypto_address",
+}
 SHIPPED_CRYPTO_ADDRESSES = Path(__file__).parent / "blocklists" / "crypto_addresses.toml"
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class BlocklistError(ValueError):
@@ -109,8 +118,16 @@ class BlockEntry:
         return f"{self.kind}:{self.value}"
 
     @classmethod
-    def make(cls, kind: str, value: str, action: str, reason: str, occurred_at: datetime,
-             actor: str | None = None, expires_at: datetime | None = None) -> BlockEntry:
+    def make(
+        cls,
+        kind: str,
+        value: str,
+        action: str,
+        reason: str,
+        occurred_at: datetime,
+        actor: str | None = None,
+        expires_at: datetime | None = None,
+    ) -> BlockEntry:
         """Normalizes the value first: an email address becomes its digest, an IP its
         canonical form."""
         if kind == "email" and isinstance(value, str) and "@" in value:
@@ -127,14 +144,28 @@ class BlockEntry:
         return cls(kind, value, action, reason, occurred_at, actor, expires_at)
 
     def to_record(self) -> dict[str, Any]:
-        return {"kind": self.kind, "value": self.value, "action": self.action, "reason": self.reason,
-                "actor": self.actor, "occurred_at": self.occurred_at, "expires_at": self.expires_at}
+        return {
+            "kind": self.kind,
+            "value": self.value,
+            "action": self.action,
+            "reason": self.reason,
+            "actor": self.actor,
+            "occurred_at": self.occurred_at,
+            "expires_at": self.expires_at,
+        }
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> BlockEntry:
         try:
-            return cls(record["kind"], record["value"], record["action"], record["reason"],
-                       record["occurred_at"], record.get("actor"), record.get("expires_at"))
+            return cls(
+                record["kind"],
+                record["value"],
+                record["action"],
+                record["reason"],
+                record["occurred_at"],
+                record.get("actor"),
+                record.get("expires_at"),
+            )
         except KeyError as e:
             raise BlocklistError(f"record lacks {e.args[0]}") from None
 
@@ -198,8 +229,17 @@ def shipped_entries(path: Path = SHIPPED_CRYPTO_ADDRESSES) -> list[BlockEntry]:
         version = raw["version"]
         if not isinstance(listed, list) or len(listed) > MAX_ENTRIES:
             raise BlocklistError("address must be a list")
-        return [BlockEntry.make("crypto_address", a["value"], "block", f"sanctioned ({a['program']}, list {version})",
-                                _EPOCH, actor="shipped-list") for a in listed]
+        return [
+            BlockEntry.make(
+                "crypto_address",
+                a["value"],
+                "block",
+                f"sanctioned ({a['program']}, list {version})",
+                _EPOCH,
+                actor="shipped-list",
+            )
+            for a in listed
+        ]
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError, TypeError, BlocklistError) as e:
         raise BlocklistError(f"{path}: {type(e).__name__}: {e}") from None
 

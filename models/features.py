@@ -25,9 +25,10 @@ from __future__ import annotations
 import math
 import zlib
 from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Iterable, Iterator, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 from schemas.money import CURRENCY_EXPONENTS
 from schemas.times import to_ms as datetime_to_ms
@@ -85,7 +86,6 @@ def to_ms(at: datetime) -> int:
     if not isinstance(at, datetime) or at.tzinfo is None:
         raise FeatureInputError("occurred_at must be a timezone-aware datetime")
     return datetime_to_ms(at)
-
 
 
 def make_txn(tx: Mapping[str, Any]) -> Txn:
@@ -305,8 +305,7 @@ class CardState:
     """Per card token: velocity windows, lifetime amount moments, recent merchants,
     revealed fraud labels."""
 
-    __slots__ = ("first_ms", "last_ms", "n", "currency", "m_n", "m_s1", "m_s2",
-                 "windows", "merchants", "labels")
+    __slots__ = ("first_ms", "last_ms", "n", "currency", "m_n", "m_s1", "m_s2", "windows", "merchants", "labels")
     _KIND = 1
 
     def __init__(self) -> None:
@@ -642,20 +641,64 @@ def _instrument_view(prefix: str, columns: tuple[str, ...]) -> dict[str, str]:
 #: columns that fit its instrument; rules (models/rules/v3.toml `[methods.*]`) use these names.
 METHOD_FEATURES: dict[str, dict[str, str]] = {
     # The wallet account (the device's payment token) and the device itself.
-    "wallet": _instrument_view("wallet", ("card_cnt_1m", "card_cnt_1h", "card_cnt_1d", "card_sum_1d", "card_age_days",
-                                          "card_tx_total", "card_new_merchant", "card_amount_z"))
+    "wallet": _instrument_view(
+        "wallet",
+        (
+            "card_cnt_1m",
+            "card_cnt_1h",
+            "card_cnt_1d",
+            "card_sum_1d",
+            "card_age_days",
+            "card_tx_total",
+            "card_new_merchant",
+            "card_amount_z",
+        ),
+    )
     | {"device_cnt_1h": "device_cnt_1h", "device_cnt_1d": "device_cnt_1d", "ip_cnt_1h": "ip_cnt_1h"},
     # The debited account (its hash, or the mandate): debits per day and week, new payees.
-    "bank_transfer": _instrument_view("account", ("card_cnt_1h", "card_cnt_1d", "card_cnt_7d", "card_sum_1d",
-                                                  "card_sum_7d", "card_age_days", "card_tx_total",
-                                                  "card_new_merchant", "card_amount_ratio_30d")),
+    "bank_transfer": _instrument_view(
+        "account",
+        (
+            "card_cnt_1h",
+            "card_cnt_1d",
+            "card_cnt_7d",
+            "card_sum_1d",
+            "card_sum_7d",
+            "card_age_days",
+            "card_tx_total",
+            "card_new_merchant",
+            "card_amount_ratio_30d",
+        ),
+    ),
     # The customer's account at the BNPL provider: plans stacked in a week or a month.
-    "bnpl": _instrument_view("customer", ("card_cnt_1h", "card_cnt_1d", "card_cnt_7d", "card_cnt_30d", "card_sum_30d",
-                                          "card_age_days", "card_tx_total", "card_new_merchant", "card_amount_z"))
+    "bnpl": _instrument_view(
+        "customer",
+        (
+            "card_cnt_1h",
+            "card_cnt_1d",
+            "card_cnt_7d",
+            "card_cnt_30d",
+            "card_sum_30d",
+            "card_age_days",
+            "card_tx_total",
+            "card_new_merchant",
+            "card_amount_z",
+        ),
+    )
     | {"ip_cnt_1h": "ip_cnt_1h", "device_cnt_1d": "device_cnt_1d"},
     # The payer's (refund) address: a fresh address, bursts of payments from one address.
-    "crypto": _instrument_view("address", ("card_cnt_1h", "card_cnt_1d", "card_cnt_7d", "card_sum_1d",
-                                           "card_age_days", "card_tx_total", "card_new_merchant")),
+    "crypto": _instrument_view(
+        "address",
+        (
+            "card_cnt_1h",
+            "card_cnt_1d",
+            "card_cnt_7d",
+            "card_sum_1d",
+            "card_age_days",
+            "card_tx_total",
+            "card_new_merchant",
+        ),
+    ),
 }
 
 
@@ -696,9 +739,7 @@ def update(states: TxStates, tx: Txn | Mapping[str, Any]) -> None:
         states.device.update(t)
 
 
-def apply_label(
-    card: CardState | None, merchant: MerchantState | None, revealed_ms: int, fraud: bool
-) -> None:
+def apply_label(card: CardState | None, merchant: MerchantState | None, revealed_ms: int, fraud: bool) -> None:
     """A label revealed at `revealed_ms` (event time of the label, not of the tx)."""
     if card is not None:
         card.apply_label(revealed_ms, fraud)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import array
 import gc
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -32,8 +32,11 @@ def load_history(path: Path | str) -> pd.DataFrame:
     """Read and validate the CSV; returns it sorted by event time (stable), with
     `ts_ms` (int64 epoch ms) and `row` (the input line order) added."""
     try:
-        df = pd.read_csv(path, dtype={"tx_id": str, "card_id": str, "merchant_id": str, "currency": str,
-                                      "timestamp": str}, keep_default_na=False)
+        df = pd.read_csv(
+            path,
+            dtype={"tx_id": str, "card_id": str, "merchant_id": str, "currency": str, "timestamp": str},
+            keep_default_na=False,
+        )
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise HistoryError(f"{path}: cannot read as CSV: {e}") from None
     return validate_history(df, str(path))
@@ -68,8 +71,9 @@ def validate_history(df: pd.DataFrame, name: str = "history") -> pd.DataFrame:
     return df.sort_values(["ts_ms", "row"], kind="stable").reset_index(drop=True)
 
 
-def history_features(df: pd.DataFrame, feedback_delay_ms: int,
-                     progress: Callable[[int], None] | None = None) -> np.ndarray:
+def history_features(
+    df: pd.DataFrame, feedback_delay_ms: int, progress: Callable[[int], None] | None = None
+) -> np.ndarray:
     """Feature matrix (len(df) x N_FEATURES, float64) of a time-sorted history.
 
     Before each transaction, every label whose reveal time (its transaction's time +

@@ -8,8 +8,9 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 DAY_MS = 86_400_000
 
 
-def card_precision_at_k(ts_ms: np.ndarray, cards: np.ndarray, scores: np.ndarray,
-                        fraud: np.ndarray, k: int = 100) -> float:
+def card_precision_at_k(
+    ts_ms: np.ndarray, cards: np.ndarray, scores: np.ndarray, fraud: np.ndarray, k: int = 100
+) -> float:
     """Per day: each card's highest score that day; of the k cards ranked highest, the
     share with at least one fraudulent transaction that day. Averaged over days."""
     if len(ts_ms) == 0:

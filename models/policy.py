@@ -6,9 +6,10 @@ from __future__ import annotations
 import math
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from models.features import FEATURE_NAMES, METHOD_FEATURES, FeatureVector
 from schemas.money import is_currency
@@ -112,8 +113,9 @@ def _parse(raw: dict[str, Any]) -> Policy:
     unknown = set(methods) - set(METHOD_FEATURES)
     if unknown:
         raise ValueError(f"methods: {sorted(unknown)} are not among {sorted(METHOD_FEATURES)}")
-    method_velocity = {m: _velocity(methods[m].get("velocity", []), f"methods.{m}.velocity", METHOD_FEATURES[m])
-                       for m in methods}
+    method_velocity = {
+        m: _velocity(methods[m].get("velocity", []), f"methods.{m}.velocity", METHOD_FEATURES[m]) for m in methods
+    }
 
     limits: dict[str, tuple[int, int]] = {}
     for currency, lim in raw.get("amount_limits", {}).items():
@@ -136,8 +138,12 @@ def _parse(raw: dict[str, Any]) -> Policy:
     ):
         if not isinstance(values, list) or not all(isinstance(x, str) and pattern.match(x) for x in values):
             raise ValueError(f"{name}: bad entries {values!r}")
-    n_rules = (len(velocity) + sum(map(len, method_velocity.values())) + len(limits)
-               + sum(len(x) for x in (*countries.values(), *bins.values())))
+    n_rules = (
+        len(velocity)
+        + sum(map(len, method_velocity.values()))
+        + len(limits)
+        + sum(len(x) for x in (*countries.values(), *bins.values()))
+    )
     if n_rules > MAX_RULES:
         raise ValueError(f"{n_rules} rules is over the bound of {MAX_RULES}")
     return Policy(
@@ -168,7 +174,9 @@ def _velocity(rules: Any, where: str, names: Mapping[str, str]) -> tuple[Velocit
         limit = v["max"]
         if not isinstance(limit, (int, float)) or isinstance(limit, bool) or limit < 0:
             raise ValueError(f"{where}[{i}]: max must be a non-negative number")
-        out.append(VelocityRule(code, FEATURE_NAMES.index(names[v["feature"]]), float(limit), _action(v["action"], code)))
+        out.append(
+            VelocityRule(code, FEATURE_NAMES.index(names[v["feature"]]), float(limit), _action(v["action"], code))
+        )
     return tuple(out)
 
 

@@ -12,9 +12,10 @@ on its own label or on any label not yet revealed at its time.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -72,9 +73,12 @@ class ReplayResult:
         } | self.extra
 
 
-def replay(df: pd.DataFrame, cfg: ReplayConfig,
-           progress: Callable[[int], None] | None = None,
-           on_period: Callable[[int, int], None] | None = None) -> ReplayResult:
+def replay(
+    df: pd.DataFrame,
+    cfg: ReplayConfig,
+    progress: Callable[[int], None] | None = None,
+    on_period: Callable[[int, int], None] | None = None,
+) -> ReplayResult:
     """`df` is a validated, time-sorted history (models.history.load_history)."""
     if len(df) == 0:
         raise ValueError("empty history")

@@ -19,9 +19,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
@@ -63,8 +64,12 @@ class Scorer:
     blocklist: Blocklist = field(default_factory=Blocklist)
 
     @classmethod
-    def load(cls, artifact_dir: Path | str | None, rules_path: Path | str = DEFAULT_RULES,
-             shadow_dir: Path | str | None = None) -> Scorer:
+    def load(
+        cls,
+        artifact_dir: Path | str | None,
+        rules_path: Path | str = DEFAULT_RULES,
+        shadow_dir: Path | str | None = None,
+    ) -> Scorer:
         """Verify and load the model (and the shadow model), load the rules and the
         shipped blocklist (sanctioned crypto addresses). Raises ModelArtifactError /
         PolicyError / BlocklistError with a clear message: call it at worker start.
@@ -73,16 +78,18 @@ class Scorer:
         shadow = load_model(shadow_dir) if shadow_dir is not None else None
         return cls(model, load_policy(rules_path), shadow, shipped_blocklist())
 
-    def score(self, tx: Mapping[str, Any], states: TxStates, *, usable: bool = True,
-              merchant: MerchantCounts | None = None) -> FraudDecision:
+    def score(
+        self, tx: Mapping[str, Any], states: TxStates, *, usable: bool = True, merchant: MerchantCounts | None = None
+    ) -> FraudDecision:
         """Never raises on bad input: garbled features give the flagged rules-only fallback.
         `usable=False`: the caller could not read the stored states (garbled bytes), so
         features from them would lie; rules only, flagged. `merchant`: the merchant's
         counts from elsewhere (see models.features.compute), else `states.merchant`'s."""
         return self.decide_many([(tx, self.features(tx, states, usable=usable, merchant=merchant))])[0]
 
-    def features(self, tx: Mapping[str, Any], states: TxStates, *, usable: bool = True,
-                 merchant: MerchantCounts | None = None) -> FeatureVector | None:
+    def features(
+        self, tx: Mapping[str, Any], states: TxStates, *, usable: bool = True, merchant: MerchantCounts | None = None
+    ) -> FeatureVector | None:
         """The model's input for `tx` from the states before it, or None (rules only)."""
         if not usable:
             return None
@@ -104,18 +111,25 @@ class Scorer:
             score = shadow_score = None
             if key is not None:
                 score, shadow_score = scored[key]
-            decisions.append(decide(
-                fv, evaluate_rules(self.policy, tx, fv) + self._blocklist_hits(tx), score, self.policy.thresholds,
-                fallback_action=self.policy.fallback_action,
-                model_version=self.model.version if self.model else None,
-                rules_version=self.policy.version,
-                shadow_score=shadow_score,
-                shadow_version=self.shadow.version if self.shadow else None,
-                modelled=covered,
-            ))
+            decisions.append(
+                decide(
+                    fv,
+                    evaluate_rules(self.policy, tx, fv) + self._blocklist_hits(tx),
+                    score,
+                    self.policy.thresholds,
+                    fallback_action=self.policy.fallback_action,
+                    model_version=self.model.version if self.model else None,
+                    rules_version=self.policy.version,
+                    shadow_score=shadow_score,
+                    shadow_version=self.shadow.version if self.shadow else None,
+                    modelled=covered,
+                )
+            )
         return decisions
 
-    def _model_scores(self, rows: Sequence[tuple[bytes, FeatureVector]]) -> dict[bytes, tuple[float | None, float | None]]:
+    def _model_scores(
+        self, rows: Sequence[tuple[bytes, FeatureVector]]
+    ) -> dict[bytes, tuple[float | None, float | None]]:
         """(score, shadow score) by row key, in one model call (equal rows once)."""
         out: dict[bytes, tuple[float | None, float | None]] = {}
         todo = list(dict(rows).items())
@@ -145,8 +159,7 @@ class Scorer:
         return True
 
     @staticmethod
-    def apply_label(card: CardState | None, merchant: MerchantState | None,
-                    label: Mapping[str, Any]) -> None:
+    def apply_label(card: CardState | None, merchant: MerchantState | None, label: Mapping[str, Any]) -> None:
         """A FraudLabel record, applied at its `occurred_at` (when it became known)."""
         apply_label(card, merchant, to_ms(label["occurred_at"]), bool(label["fraud"]))
 
@@ -169,7 +182,7 @@ def _scores(model: LoadedModel | None, matrix: np.ndarray) -> list[float | None]
     try:
         return [float(x) for x in model.score(matrix)]
     except Exception:
-        return [_score(model, matrix[i:i + 1]) for i in range(len(matrix))]
+        return [_score(model, matrix[i : i + 1]) for i in range(len(matrix))]
 
 
 def _score(model: LoadedModel, row: np.ndarray) -> float | None:

@@ -17,7 +17,7 @@ Detection" handbook (Le Borgne et al.), with cards in several currencies:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +38,7 @@ class SimConfig:
     n_cards: int = 5_000
     n_merchants: int = 10_000
     seed: int = 0
-    start: datetime = datetime(2026, 4, 6, tzinfo=timezone.utc)  # a Monday
+    start: datetime = datetime(2026, 4, 6, tzinfo=UTC)  # a Monday
     large_amount_major: int = 220
     # Compromises per entity per day: 2 terminals of 10,000 and 3 cards of 5,000 a
     # day on average, as in the handbook; rates so small populations stay realistic.

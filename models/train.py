@@ -14,7 +14,7 @@ import json
 import pickle
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +42,20 @@ class ModelArtifactError(RuntimeError):
 def make_model(algo: str, seed: int = 0) -> Any:
     if algo == "hgb":
         return HistGradientBoostingClassifier(
-            max_iter=150, learning_rate=0.1, max_leaf_nodes=31, min_samples_leaf=40,
-            l2_regularization=1.0, early_stopping=False, random_state=seed,
+            max_iter=150,
+            learning_rate=0.1,
+            max_leaf_nodes=31,
+            min_samples_leaf=40,
+            l2_regularization=1.0,
+            early_stopping=False,
+            random_state=seed,
         )
     if algo == "rf":
         return RandomForestClassifier(
-            n_estimators=60, max_depth=12, min_samples_leaf=20, random_state=seed,
+            n_estimators=60,
+            max_depth=12,
+            min_samples_leaf=20,
+            random_state=seed,
         )
     raise ValueError(f"algo {algo!r} is not one of {ALGOS}")
 
@@ -151,11 +159,20 @@ def load_model(artifact_dir: Path | str) -> LoadedModel:
 
 
 def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
-def train_artifact(df, X: np.ndarray, out_dir: Path, *, feedback_delay_days: int, test_days: int = 7,
-                   algo: str = "auto", seed: int = 0, command: str = "") -> dict[str, Any]:
+def train_artifact(
+    df,
+    X: np.ndarray,
+    out_dir: Path,
+    *,
+    feedback_delay_days: int,
+    test_days: int = 7,
+    algo: str = "auto",
+    seed: int = 0,
+    command: str = "",
+) -> dict[str, Any]:
     """Train on the history before its last `test_days`, measure on those days, and
     write the artifact. `algo="auto"` trains both kinds and keeps the one with the
     better average precision on the held-out days (the comparison is in the manifest)."""
@@ -176,16 +193,25 @@ def train_artifact(df, X: np.ndarray, out_dir: Path, *, feedback_delay_days: int
         scores = predict(models[a], X[test])
         score_s = time.perf_counter() - t0
         results[a] = evaluate(ts[test], df["card_id"].to_numpy()[test], scores, y[test]) | {
-            "train_s": round(train_s, 2), "score_tx_per_s": round(test.sum() / score_s),
+            "train_s": round(train_s, 2),
+            "score_tx_per_s": round(test.sum() / score_s),
         }
     chosen = max(candidates, key=lambda a: (results[a]["ap"], -ALGOS.index(a)))
-    return save_artifact(models[chosen], out_dir, {
-        "algo": chosen,
-        "training_window": {"from": _iso(int(ts.min())), "to": _iso(cut), "rows": int(train.sum()),
-                            "fraud": int(y[train].sum())},
-        "test_window": {"from": _iso(cut), "to": _iso(int(ts.max())), "rows": int(test.sum())},
-        "feedback_delay_days": feedback_delay_days,
-        "metrics": results,
-        "seed": seed,
-        "command": command,
-    })
+    return save_artifact(
+        models[chosen],
+        out_dir,
+        {
+            "algo": chosen,
+            "training_window": {
+                "from": _iso(int(ts.min())),
+                "to": _iso(cut),
+                "rows": int(train.sum()),
+                "fraud": int(y[train].sum()),
+            },
+            "test_window": {"from": _iso(cut), "to": _iso(int(ts.max())), "rows": int(test.sum())},
+            "feedback_delay_days": feedback_delay_days,
+            "metrics": results,
+            "seed": seed,
+            "command": command,
+        },
+    )

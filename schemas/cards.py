@@ -46,7 +46,9 @@ def check_pan(pan: str) -> tuple[str, str]:
         raise CardError("invalid_card_number", "card number fails the Luhn check")
     brand = brand_of(digits)
     if brand is None:
-        raise CardError("unknown_card_brand", f"no supported card network for BIN {digits[:6]} and length {len(digits)}")
+        raise CardError(
+            "unknown_card_brand", f"no supported card network for BIN {digits[:6]} and length {len(digits)}"
+        )
     return digits, brand
 
 
@@ -138,7 +140,7 @@ def _mask(text: str, *, numbers_are_not_pans: bool) -> tuple[str, int]:
                 # A decimal's fraction is its digits up to the first separator; what
                 # follows a space or dash is text again ("took 1.2 4242...").
                 fraction = re.match(r"\d*", run)[0]
-                rest, found = _mask(run[len(fraction):], numbers_are_not_pans=True)
+                rest, found = _mask(run[len(fraction) :], numbers_are_not_pans=True)
                 count += found
                 return fraction + rest
             if len(run) > PAN_MAX_LEN and run.isdecimal():

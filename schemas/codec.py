@@ -200,9 +200,13 @@ class RegistryWire:
             raw = json.loads(registered.schema_str)
             canonical = to_parsing_canonical_form(raw)
             known = _by_fingerprint().get(crc64_avro_fingerprint(canonical))
-            return known or Schema(f"registry/{schema_id}", fastavro.parse_schema(raw), crc64_avro_fingerprint(canonical))
+            return known or Schema(
+                f"registry/{schema_id}", fastavro.parse_schema(raw), crc64_avro_fingerprint(canonical)
+            )
         except Exception as exc:  # a non-Avro or broken schema under that id
-            raise DecodeError("unreadable_writer_schema", f"schema id {schema_id}: {type(exc).__name__}: {exc}"[:500]) from None
+            raise DecodeError(
+                "unreadable_writer_schema", f"schema id {schema_id}: {type(exc).__name__}: {exc}"[:500]
+            ) from None
 
 
 #: The registry every codec uses, or None for single-object encoding (the default).
@@ -246,9 +250,7 @@ class Codec:
             raise DecodeError("message_too_large", f"{len(data)} bytes > {MAX_MESSAGE_BYTES}")
         writer, header_len = self._writer(data)
         if writer.parsed["name"] != self.schema.parsed["name"]:
-            raise DecodeError(
-                "wrong_schema", f"expected {self.schema.name}, message is {writer.name}"
-            )
+            raise DecodeError("wrong_schema", f"expected {self.schema.name}, message is {writer.name}")
         body = io.BytesIO(data[header_len:])
         # Written with our own schema (the usual case): no reader schema, so fastavro
         # neither compares the two nor resolves one against the other (half the time).
@@ -270,8 +272,16 @@ class Codec:
             return _wire.writer(int.from_bytes(data[1:CONFLUENT_HEADER_LEN], "big")), CONFLUENT_HEADER_LEN
         if len(data) < HEADER_LEN or data[:2] != MAGIC:
             if _wire is not None and data[:2] != MAGIC:
-                raise DecodeError("unknown_magic_byte", f"starts with {bytes(data[:2]).hex() or 'nothing'}: neither 00 (Confluent) nor c3 01 (single object)")
-            hint = " (magic byte 0 is the Confluent wire format: set PAYSTREAM_SCHEMA_REGISTRY_URL)" if data[:1] == CONFLUENT_MAGIC else ""
+                raise DecodeError(
+                    "unknown_magic_byte",
+                    f"starts with {bytes(data[:2]).hex() or 'nothing'}: neither 00 (Confluent) nor c3 01 (single "
+                    "object)",
+                )
+            hint = (
+                " (magic byte 0 is the Confluent wire format: set PAYSTREAM_SCHEMA_REGISTRY_URL)"
+                if data[:1] == CONFLUENT_MAGIC
+                else ""
+            )
             raise DecodeError("not_single_object_encoding", "missing C3 01 header" + hint)
         fp = bytes(data[2:HEADER_LEN])
         writer = _by_fingerprint().get(fp)

@@ -7,7 +7,7 @@ datetimes in records; bytes are shown as hex. Nothing else is converted.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from schemas.ids import derive_payment_id
@@ -48,7 +48,7 @@ def parse_timestamp(value: Any, name: str = "occurred_at") -> datetime:
         raise JsonCommandError(f"{name} {value!r} is not ISO 8601") from None
     if ts.tzinfo is None:
         raise JsonCommandError(f"{name} needs a timezone (e.g. 2026-11-25T10:00:00Z)")
-    return ts.astimezone(timezone.utc)
+    return ts.astimezone(UTC)
 
 
 def command_from_json(obj: Any) -> dict[str, Any]:
@@ -64,7 +64,9 @@ def command_from_json(obj: Any) -> dict[str, Any]:
     if isinstance(dispute, dict):
         record["dispute"] = _DISPUTE_DEFAULTS | dispute
         if dispute.get("evidence_due_at") is not None:
-            record["dispute"]["evidence_due_at"] = parse_timestamp(dispute["evidence_due_at"], "dispute.evidence_due_at")
+            record["dispute"]["evidence_due_at"] = parse_timestamp(
+                dispute["evidence_due_at"], "dispute.evidence_due_at"
+            )
     three_ds = record.get("three_ds")
     if isinstance(three_ds, dict):
         record["three_ds"] = _THREE_DS_DEFAULTS | three_ds
@@ -82,7 +84,7 @@ def record_to_json(record: dict[str, Any]) -> str:
 
 def _default(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
     if isinstance(value, bytes):
         return value.hex()
     raise TypeError(f"not JSON serializable: {type(value).__name__}")

@@ -6,9 +6,7 @@ from types import MappingProxyType
 
 # ISO 4217 active codes and their minor-unit exponents. Codes not listed here are
 # rejected at ingest. Funds codes and metals (XAU, XDR, ...) are deliberately absent.
-_EXPONENT_0 = (
-    "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF"
-).split()
+_EXPONENT_0 = ("BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF").split()
 _EXPONENT_3 = "BHD IQD JOD KWD LYD OMR TND".split()
 _EXPONENT_4 = "CLF UYW".split()
 _EXPONENT_2 = (

@@ -53,7 +53,9 @@ def setup_logging(level: str = "info", fmt: str = "json") -> None:
         logging.setLogRecordFactory(_masking_factory(logging.getLogRecordFactory()))
         _installed = True
     handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.setFormatter(
+        JsonFormatter() if fmt == "json" else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

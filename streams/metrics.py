@@ -17,8 +17,12 @@ DUPLICATES_SKIPPED = Counter("paystream_duplicates_skipped_total", "Redelivered 
 PAYMENT_EVENTS = Counter("paystream_payment_events_total", "Payment events emitted", ["type"])
 TIMERS_FIRED = Counter("paystream_timers_fired_total", "Event-time timers fired", ["kind"])
 TIMER_QUEUE_DEPTH = Gauge("paystream_timer_queue_depth", "Timers waiting, by kind and partition", ["kind", "partition"])
-VAULT_REVEALS = Counter("paystream_vault_reveals_total", "PANs revealed from the vault for a provider call", ["purpose"])
-VAULT_CARDS = Gauge("paystream_vault_cards", "Sealed cards this worker holds in memory (at most PAYSTREAM_VAULT_CACHE_MAX_CARDS)")
+VAULT_REVEALS = Counter(
+    "paystream_vault_reveals_total", "PANs revealed from the vault for a provider call", ["purpose"]
+)
+VAULT_CARDS = Gauge(
+    "paystream_vault_cards", "Sealed cards this worker holds in memory (at most PAYSTREAM_VAULT_CACHE_MAX_CARDS)"
+)
 COMMAND_ID_REUSED = Counter("paystream_command_id_reused_total", "Commands whose command_id was seen with other bytes")
 
 # Seconds from the input record's Kafka timestamp to the stage's output. Operational
@@ -35,14 +39,18 @@ STAGE_LATENCY = Histogram(
 COMMIT_LATENCY = Histogram("paystream_commit_seconds", "Transaction commit time", buckets=LATENCY_BUCKETS_S)
 # Log end offset minus the group's committed offset, per source partition this worker
 # owns, every streams.worker.probes.PROBE_INTERVAL_S (a partition that moves is dropped here).
-CONSUMER_LAG = Gauge("paystream_consumer_lag_messages", "Messages not yet committed by the group", ["topic", "partition"])
+CONSUMER_LAG = Gauge(
+    "paystream_consumer_lag_messages", "Messages not yet committed by the group", ["topic", "partition"]
+)
 # Debits minus credits per currency over this worker's ledger partitions (the balances
 # table, summed every PROBE_INTERVAL_S); anything but 0 breaks invariant 1 and pages.
 LEDGER_IMBALANCE = Gauge("paystream_ledger_imbalance_minor", "Ledger debits minus credits, minor units", ["currency"])
 LEDGER_ENTRIES = Counter("paystream_ledger_entries_applied_total", "Journal entries applied to the balances")
 # Circuit breaker per provider rail: 0 closed, 1 half-open, 2 open; the worst of the
 # rail's breakers over this worker's partitions (one per partition), closed from start.
-BREAKER_STATE = Gauge("paystream_breaker_state", "Provider circuit breaker (0 closed, 1 half-open, 2 open)", ["provider"])
+BREAKER_STATE = Gauge(
+    "paystream_breaker_state", "Provider circuit breaker (0 closed, 1 half-open, 2 open)", ["provider"]
+)
 BREAKER_CLOSED, BREAKER_HALF_OPEN, BREAKER_OPEN = 0, 1, 2
 # kind: the reconciliation status (streams/domain/reconcile.py STATUSES other than matched).
 # Counted where reconciliation runs: the scheduler's reconcile job (served on its metrics

@@ -201,9 +201,11 @@ class Settings(BaseSettings):
     # Daily jobs (settle, kyc_reverify, payouts, providers_report, reconcile, comma-separated; empty:
     # ticks only): a day's jobs run once the clock is this far past the day's end (late commands and
     # the sink settle first), each job and day at most once; the jobs are checked every `jobs_check_s`.
-    scheduler_jobs: str = Field("settle,kyc_reverify,payouts,providers_report,reconcile",
-                                pattern=r"^((settle|kyc_reverify|payouts|providers_report|reconcile)"
-                                        r"(,(settle|kyc_reverify|payouts|providers_report|reconcile))*)?$")
+    scheduler_jobs: str = Field(
+        "settle,kyc_reverify,payouts,providers_report,reconcile",
+        pattern=r"^((settle|kyc_reverify|payouts|providers_report|reconcile)"
+        r"(,(settle|kyc_reverify|payouts|providers_report|reconcile))*)?$",
+    )
     scheduler_jobs_delay_s: int = Field(3_600, ge=0, le=7 * 86_400)
     scheduler_jobs_check_s: float = Field(60.0, ge=0.1, le=86_400)
     # Missed days run after downtime, at most this many back; older ones are logged for a manual run.
@@ -250,18 +252,31 @@ class Settings(BaseSettings):
     def _kafka_security_is_complete(self) -> Settings:
         protocol = self.kafka_security_protocol
         if protocol.startswith("SASL_"):
-            if not self.kafka_sasl_username or not self.kafka_sasl_password or not self.kafka_sasl_password.get_secret_value():
-                raise ValueError(f"PAYSTREAM_KAFKA_SECURITY_PROTOCOL={protocol} needs PAYSTREAM_KAFKA_SASL_USERNAME "
-                                 "and PAYSTREAM_KAFKA_SASL_PASSWORD")
+            if (
+                not self.kafka_sasl_username
+                or not self.kafka_sasl_password
+                or not self.kafka_sasl_password.get_secret_value()
+            ):
+                raise ValueError(
+                    f"PAYSTREAM_KAFKA_SECURITY_PROTOCOL={protocol} needs PAYSTREAM_KAFKA_SASL_USERNAME "
+                    "and PAYSTREAM_KAFKA_SASL_PASSWORD"
+                )
         elif self.kafka_sasl_username or self.kafka_sasl_password is not None:
-            raise ValueError(f"SASL credentials are set but PAYSTREAM_KAFKA_SECURITY_PROTOCOL={protocol} would not use them")
-        files = {"PAYSTREAM_KAFKA_SSL_CA_FILE": self.kafka_ssl_ca_file, "PAYSTREAM_KAFKA_SSL_CERT_FILE": self.kafka_ssl_cert_file,
-                 "PAYSTREAM_KAFKA_SSL_KEY_FILE": self.kafka_ssl_key_file}
+            raise ValueError(
+                f"SASL credentials are set but PAYSTREAM_KAFKA_SECURITY_PROTOCOL={protocol} would not use them"
+            )
+        files = {
+            "PAYSTREAM_KAFKA_SSL_CA_FILE": self.kafka_ssl_ca_file,
+            "PAYSTREAM_KAFKA_SSL_CERT_FILE": self.kafka_ssl_cert_file,
+            "PAYSTREAM_KAFKA_SSL_KEY_FILE": self.kafka_ssl_key_file,
+        }
         given = [name for name, path in files.items() if path is not None]
         if given and not protocol.endswith("SSL"):
             raise ValueError(f"{', '.join(given)} set but PAYSTREAM_KAFKA_SECURITY_PROTOCOL={protocol} uses no TLS")
         if (self.kafka_ssl_cert_file is None) != (self.kafka_ssl_key_file is None):
-            raise ValueError("PAYSTREAM_KAFKA_SSL_CERT_FILE and PAYSTREAM_KAFKA_SSL_KEY_FILE come together (mutual TLS)")
+            raise ValueError(
+                "PAYSTREAM_KAFKA_SSL_CERT_FILE and PAYSTREAM_KAFKA_SSL_KEY_FILE come together (mutual TLS)"
+            )
         missing = [f"{name}={files[name]}" for name in given if not files[name].is_file()]
         if missing:
             raise ValueError(f"no such file: {', '.join(missing)}")
@@ -349,13 +364,19 @@ def client_config(settings: Settings) -> dict[str, str]:
     conf = {"bootstrap.servers": settings.bootstrap_servers, "security.protocol": settings.kafka_security_protocol}
     if settings.kafka_security_protocol.startswith("SASL_"):
         assert settings.kafka_sasl_username and settings.kafka_sasl_password is not None  # the validator's promise
-        conf |= {"sasl.mechanism": settings.kafka_sasl_mechanism, "sasl.username": settings.kafka_sasl_username,
-                 "sasl.password": settings.kafka_sasl_password.get_secret_value()}
+        conf |= {
+            "sasl.mechanism": settings.kafka_sasl_mechanism,
+            "sasl.username": settings.kafka_sasl_username,
+            "sasl.password": settings.kafka_sasl_password.get_secret_value(),
+        }
     if settings.kafka_security_protocol.endswith("SSL"):
         # Verify the broker's name against its certificate (librdkafka's default since 2.0, said out loud).
         conf["ssl.endpoint.identification.algorithm"] = "https"
-        for key, path in (("ssl.ca.location", settings.kafka_ssl_ca_file), ("ssl.certificate.location", settings.kafka_ssl_cert_file),
-                          ("ssl.key.location", settings.kafka_ssl_key_file)):
+        for key, path in (
+            ("ssl.ca.location", settings.kafka_ssl_ca_file),
+            ("ssl.certificate.location", settings.kafka_ssl_cert_file),
+            ("ssl.key.location", settings.kafka_ssl_key_file),
+        ):
             if path is not None:
                 conf[key] = str(path)
     return conf

@@ -41,8 +41,19 @@ from streams.settings import Settings
 
 # A table's changelog is "<app id>-<table>-changelog" (the names Faust gave them: an
 # upgraded deployment keeps its state).
-TABLES = ("payments", "payments-dedup", "payments-timers", "keys", "ledger-balances", "ledger-applied", "risk", "merchants",
-          "subscriptions", "dlq-marks", "monitoring")
+TABLES = (
+    "payments",
+    "payments-dedup",
+    "payments-timers",
+    "keys",
+    "ledger-balances",
+    "ledger-applied",
+    "risk",
+    "merchants",
+    "subscriptions",
+    "dlq-marks",
+    "monitoring",
+)
 
 _DAY_MS = 24 * 3600 * 1000
 VAULT_REVEALS_RETENTION_MS = 400 * _DAY_MS
@@ -84,12 +95,34 @@ def prefixed(settings: Settings, base: str) -> str:
 
 
 def topic_names(settings: Settings) -> TopicNames:
-    names = ("payment-commands", "payment-commands-keyed", "payment-commands-validated", "payment-outcomes", "payment-dlq",
-             "payment-events", "ledger-entries", "payment-commands-risk", "fraud-labels", "fraud-review", "fraud-blocklist",
-             "merchants", "fx-rates", "payouts", "webhook-deliveries", "fraud-labels-merchant",
-             "subscription-commands", "clock", "job-runs", "sanctions-list", "api-objects",
-             "monitoring-activity", "monitoring-cases", "monitoring-decisions",
-             "card-vault", "vault-reveals")
+    names = (
+        "payment-commands",
+        "payment-commands-keyed",
+        "payment-commands-validated",
+        "payment-outcomes",
+        "payment-dlq",
+        "payment-events",
+        "ledger-entries",
+        "payment-commands-risk",
+        "fraud-labels",
+        "fraud-review",
+        "fraud-blocklist",
+        "merchants",
+        "fx-rates",
+        "payouts",
+        "webhook-deliveries",
+        "fraud-labels-merchant",
+        "subscription-commands",
+        "clock",
+        "job-runs",
+        "sanctions-list",
+        "api-objects",
+        "monitoring-activity",
+        "monitoring-cases",
+        "monitoring-decisions",
+        "card-vault",
+        "vault-reveals",
+    )
     return TopicNames(*(prefixed(settings, n) for n in names))
 
 
@@ -115,28 +148,62 @@ def declared_topics(settings: Settings) -> list[TopicSpec]:
     # payouts (settle's instructions, beside their entries): kept forever too.
     # fraud-labels: the training history, kept a year (fraud-labels-merchant is only the hop to the keys
     # stage, kept as the other hops); fraud-blocklist, merchants and fx-rates are compacted.
-    retention_ms = {names.commands: 7 * _DAY_MS, names.keyed: 7 * _DAY_MS, names.validated: 7 * _DAY_MS, names.outcomes: 30 * _DAY_MS,
-                    names.dlq: 30 * _DAY_MS, names.events: -1, names.ledger: -1, names.risk: 7 * _DAY_MS,
-                    names.labels: 365 * _DAY_MS, names.review: 30 * _DAY_MS, names.payouts: -1,
-                    names.webhooks: 30 * _DAY_MS, names.merchant_labels: 7 * _DAY_MS,
-                    # subscription-commands is the log the charges derive from (a replay re-derives them): kept forever.
-                    names.subscription_commands: -1, names.clock: 7 * _DAY_MS,
-                    # monitoring-activity is a hop, kept as the others; replaying it rebuilds the cases.
-                    names.monitoring_activity: 7 * _DAY_MS,
-                    # vault-reveals: the audit of every PAN reveal, kept past PCI DSS 10.5.1's year.
-                    names.vault_reveals: VAULT_REVEALS_RETENTION_MS}
+    retention_ms = {
+        names.commands: 7 * _DAY_MS,
+        names.keyed: 7 * _DAY_MS,
+        names.validated: 7 * _DAY_MS,
+        names.outcomes: 30 * _DAY_MS,
+        names.dlq: 30 * _DAY_MS,
+        names.events: -1,
+        names.ledger: -1,
+        names.risk: 7 * _DAY_MS,
+        names.labels: 365 * _DAY_MS,
+        names.review: 30 * _DAY_MS,
+        names.payouts: -1,
+        names.webhooks: 30 * _DAY_MS,
+        names.merchant_labels: 7 * _DAY_MS,
+        # subscription-commands is the log the charges derive from (a replay re-derives them): kept forever.
+        names.subscription_commands: -1,
+        names.clock: 7 * _DAY_MS,
+        # monitoring-activity is a hop, kept as the others; replaying it rebuilds the cases.
+        names.monitoring_activity: 7 * _DAY_MS,
+        # vault-reveals: the audit of every PAN reveal, kept past PCI DSS 10.5.1's year.
+        names.vault_reveals: VAULT_REVEALS_RETENTION_MS,
+    }
     # job-runs is compacted too: the latest run per job and day is what the scheduler reads at start.
     # sanctions-list too: the latest version of each listed party (a tombstone delists it).
     # api-objects: the merchant API's Customers and saved PaymentMethods (streams/api/objects.py).
     # monitoring-cases: one record per case id (a recomputed case is the same record); monitoring-decisions:
     # one per decision id, so compaction keeps every decision (the audit trail) and drops only a retried write.
     # card-vault: the latest sealed record per card token (a rewrap republishes it).
-    compacted = {names.blocklist, names.merchants, names.fx_rates, names.job_runs, names.sanctions, names.api_objects,
-                 names.monitoring_cases, names.monitoring_decisions, names.card_vault}
+    compacted = {
+        names.blocklist,
+        names.merchants,
+        names.fx_rates,
+        names.job_runs,
+        names.sanctions,
+        names.api_objects,
+        names.monitoring_cases,
+        names.monitoring_decisions,
+        names.card_vault,
+    }
     # RF 3 gets min.insync.replicas 2 (admin.min_insync_for); RF 1 keeps the broker default.
     min_isr = min_insync_for(rf) if rf > 1 else None
-    pipeline = [TopicSpec(name, n, rf, compacted=True, min_insync_replicas=min_isr) if name in compacted else
-                TopicSpec(name, n, rf, retention_ms=retention_ms[name], min_insync_replicas=min_isr) for name in astuple(names)]
-    changelogs = [TopicSpec(changelog_topic(settings.app_id, t), n, rf, compacted=True, min_insync_replicas=min_isr,
-                            extra_config=changelog_config(settings)) for t in TABLES]
+    pipeline = [
+        TopicSpec(name, n, rf, compacted=True, min_insync_replicas=min_isr)
+        if name in compacted
+        else TopicSpec(name, n, rf, retention_ms=retention_ms[name], min_insync_replicas=min_isr)
+        for name in astuple(names)
+    ]
+    changelogs = [
+        TopicSpec(
+            changelog_topic(settings.app_id, t),
+            n,
+            rf,
+            compacted=True,
+            min_insync_replicas=min_isr,
+            extra_config=changelog_config(settings),
+        )
+        for t in TABLES
+    ]
     return pipeline + changelogs

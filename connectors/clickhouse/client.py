@@ -68,15 +68,19 @@ def connect(url: str, database: str = "paystream", *, create: bool = True) -> Cl
     try:
         client = clickhouse_connect.get_client(dsn=url)
     except _DriverError as e:
-        hint = (" (is another process holding this chDB directory? one process per directory)"
-                if scheme == "chdb" else "")
+        hint = (
+            " (is another process holding this chDB directory? one process per directory)" if scheme == "chdb" else ""
+        )
         raise ClickHouseError("unavailable", f"{redact(url)}: {_first_line(e)}{hint}") from None
     try:
-        exists = client.query("SELECT count() FROM system.databases WHERE name = {db:String}",
-                              parameters={"db": database}).result_rows[0][0]
+        exists = client.query(
+            "SELECT count() FROM system.databases WHERE name = {db:String}", parameters={"db": database}
+        ).result_rows[0][0]
         if not exists:
             if not create:
-                raise ClickHouseError("no_database", f"database {database} does not exist (run paystream clickhouse migrate)")
+                raise ClickHouseError(
+                    "no_database", f"database {database} does not exist (run paystream clickhouse migrate)"
+                )
             client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
         client.database = database
     except BaseException as e:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 from schemas.cards import contains_pan
@@ -25,50 +25,163 @@ from schemas.times import from_ms
 
 COLUMNS: dict[str, tuple[str, ...]] = {
     "payments": (
-        "payment_id", "merchant_id", "currency", "status", "authorized_minor", "captured_minor",
-        "refunded_minor", "version", "last_event_id", "last_event_type", "reason_code", "provider",
-        "card_token", "card_bin", "card_last4", "updated_at", "method",
+        "payment_id",
+        "merchant_id",
+        "currency",
+        "status",
+        "authorized_minor",
+        "captured_minor",
+        "refunded_minor",
+        "version",
+        "last_event_id",
+        "last_event_type",
+        "reason_code",
+        "provider",
+        "card_token",
+        "card_bin",
+        "card_last4",
+        "updated_at",
+        "method",
     ),
     "payment_events": (
-        "event_id", "type", "payment_id", "merchant_id", "command_id", "currency", "amount_minor",
-        "fee_minor", "payment_status", "authorized_minor", "captured_minor", "refunded_minor", "version",
-        "provider", "provider_ref", "reason_code", "card_token", "card_bin", "card_last4", "chain_seq",
-        "occurred_at", "method",
+        "event_id",
+        "type",
+        "payment_id",
+        "merchant_id",
+        "command_id",
+        "currency",
+        "amount_minor",
+        "fee_minor",
+        "payment_status",
+        "authorized_minor",
+        "captured_minor",
+        "refunded_minor",
+        "version",
+        "provider",
+        "provider_ref",
+        "reason_code",
+        "card_token",
+        "card_bin",
+        "card_last4",
+        "chain_seq",
+        "occurred_at",
+        "method",
     ),
     "ledger_entries": (
-        "entry_id", "line_no", "event_id", "event_type", "payment_id", "merchant_id", "shard", "account",
-        "currency", "debit_minor", "credit_minor", "reverses", "fx_rate", "occurred_at",
+        "entry_id",
+        "line_no",
+        "event_id",
+        "event_type",
+        "payment_id",
+        "merchant_id",
+        "shard",
+        "account",
+        "currency",
+        "debit_minor",
+        "credit_minor",
+        "reverses",
+        "fx_rate",
+        "occurred_at",
     ),
     "fraud_decisions": (
-        "payment_id", "merchant_id", "currency", "action", "reason_code", "event_id", "event_type",
-        "card_token", "card_bin", "occurred_at",
+        "payment_id",
+        "merchant_id",
+        "currency",
+        "action",
+        "reason_code",
+        "event_id",
+        "event_type",
+        "card_token",
+        "card_bin",
+        "occurred_at",
     ),
     "disputes": (
-        "event_id", "payment_id", "merchant_id", "stage", "currency", "amount_minor", "reason_code",
+        "event_id",
+        "payment_id",
+        "merchant_id",
+        "stage",
+        "currency",
+        "amount_minor",
+        "reason_code",
         "occurred_at",
     ),
     "payment_outcomes": (
-        "outcome_id", "command_id", "kind", "merchant_id", "idempotency_key", "payment_id", "status",
-        "reason_code", "reason_detail", "payment_status", "amount_minor", "currency", "authorized_minor",
-        "captured_minor", "refunded_minor", "card_bin", "card_last4", "occurred_at",
+        "outcome_id",
+        "command_id",
+        "kind",
+        "merchant_id",
+        "idempotency_key",
+        "payment_id",
+        "status",
+        "reason_code",
+        "reason_detail",
+        "payment_status",
+        "amount_minor",
+        "currency",
+        "authorized_minor",
+        "captured_minor",
+        "refunded_minor",
+        "card_bin",
+        "card_last4",
+        "occurred_at",
     ),
     "settlements": (
-        "settlement_id", "day", "merchant_id", "currency", "captured_minor", "refunded_minor",
-        "disputed_minor", "dispute_won_minor", "fees_minor", "other_minor", "net_minor", "carried_in_minor",
-        "payout_minor", "entry_id", "payout_id", "cutoff_at", "paid_currency", "paid_minor", "fx_rate", "refused",
+        "settlement_id",
+        "day",
+        "merchant_id",
+        "currency",
+        "captured_minor",
+        "refunded_minor",
+        "disputed_minor",
+        "dispute_won_minor",
+        "fees_minor",
+        "other_minor",
+        "net_minor",
+        "carried_in_minor",
+        "payout_minor",
+        "entry_id",
+        "payout_id",
+        "cutoff_at",
+        "paid_currency",
+        "paid_minor",
+        "fx_rate",
+        "refused",
     ),
     "payouts": (
-        "payout_id", "settlement_id", "merchant_id", "currency", "amount_minor", "day", "status", "sent_at",
-        "answered_at", "failure_reason", "version",
+        "payout_id",
+        "settlement_id",
+        "merchant_id",
+        "currency",
+        "amount_minor",
+        "day",
+        "status",
+        "sent_at",
+        "answered_at",
+        "failure_reason",
+        "version",
     ),
     "reconciliation": (
-        "day", "provider", "provider_ref", "payment_id", "status", "currency", "report_amount_minor",
-        "ledger_amount_minor", "report_fee_minor", "ledger_fee_minor", "detail",
+        "day",
+        "provider",
+        "provider_ref",
+        "payment_id",
+        "status",
+        "currency",
+        "report_amount_minor",
+        "ledger_amount_minor",
+        "report_fee_minor",
+        "ledger_fee_minor",
+        "detail",
     ),
 }
 
 KINDS = ("payment_event", "ledger_entry", "payment_outcome", "settlement", "reconciliation", "payout")
-PAYOUT_STATUSES = {"held": 0, "sent": 1, "paid": 2, "failed": 2}  # -> the row's version: a send replaces a hold, an answer the send
+PAYOUT_STATUSES = {
+    "held": 0,
+    "sent": 1,
+    "paid": 2,
+    "failed": 2,
+}  # -> the row's version: a send replaces a hold, an answer the send
 DISPUTE_STAGES = {"dispute_opened": "opened", "dispute_won": "won", "dispute_lost": "lost"}
 FRAUD_DECLINE_REASON = "fraud_suspected"  # streams/domain/payments.py: a create the fraud hook declined
 MAX_STRING_LEN = 1024  # longest text kept in a column (reason details are cut, ids refused)
@@ -130,13 +243,16 @@ def _int(r: Mapping[str, Any], name: str, *, optional: bool = False, low: int = 
     if value is None and optional:
         return None
     if type(value) is not int or not low <= value <= _INT64[1]:
-        raise RowError("invalid_amount" if name.endswith("_minor") else "invalid_field",
-                       f"{name} must be an integer >= {low}, got {str(value)[:40]}")
+        raise RowError(
+            "invalid_amount" if name.endswith("_minor") else "invalid_field",
+            f"{name} must be an integer >= {low}, got {str(value)[:40]}",
+        )
     return value
 
 
-def _currency(r: Mapping[str, Any], name: str = "currency", *, optional: bool = False,
-              asset: bool = False) -> str | None:
+def _currency(
+    r: Mapping[str, Any], name: str = "currency", *, optional: bool = False, asset: bool = False
+) -> str | None:
     value = r[name]
     if value is None and optional:
         return None
@@ -154,7 +270,7 @@ def _time(r: Mapping[str, Any], name: str) -> datetime:
         except OverflowError:  # past year 9999: no time a record can carry
             raise RowError("invalid_time", f"{name} out of range") from None
     if isinstance(value, datetime) and value.tzinfo is not None:
-        return value.astimezone(timezone.utc)
+        return value.astimezone(UTC)
     raise RowError("invalid_time", f"{name} must be an aware datetime or epoch ms")
 
 
@@ -183,25 +299,87 @@ def _payment_event(r: Mapping[str, Any]) -> list[Row]:
     token, bin_, last4 = _card(r)
     method = _text(r, "method", optional=True) or "card"  # null: a card (PaymentEvent before version 3)
     rows = [
-        Row("payment_events", (
-            event_id, etype, payment_id, merchant_id, _text(r, "command_id", optional=True), currency, amount, fee,
-            status, *totals, version, provider, _text(r, "provider_ref", optional=True), reason,
-            token, bin_, last4, _int(r, "chain_seq", optional=True, low=0) or 0, occurred_at, method,
-        )),
-        Row("payments", (
-            payment_id, merchant_id, currency, status, *totals, version, event_id, etype, reason, provider,
-            token, bin_, last4, occurred_at, method,
-        )),
+        Row(
+            "payment_events",
+            (
+                event_id,
+                etype,
+                payment_id,
+                merchant_id,
+                _text(r, "command_id", optional=True),
+                currency,
+                amount,
+                fee,
+                status,
+                *totals,
+                version,
+                provider,
+                _text(r, "provider_ref", optional=True),
+                reason,
+                token,
+                bin_,
+                last4,
+                _int(r, "chain_seq", optional=True, low=0) or 0,
+                occurred_at,
+                method,
+            ),
+        ),
+        Row(
+            "payments",
+            (
+                payment_id,
+                merchant_id,
+                currency,
+                status,
+                *totals,
+                version,
+                event_id,
+                etype,
+                reason,
+                provider,
+                token,
+                bin_,
+                last4,
+                occurred_at,
+                method,
+            ),
+        ),
     ]
     if version == 1:  # the create's first event carries the fraud hook's verdict
         action = "decline" if etype == "declined" and reason == FRAUD_DECLINE_REASON else "approve"
-        rows.append(Row("fraud_decisions", (
-            payment_id, merchant_id, currency, action, reason, event_id, etype, token, bin_, occurred_at,
-        )))
+        rows.append(
+            Row(
+                "fraud_decisions",
+                (
+                    payment_id,
+                    merchant_id,
+                    currency,
+                    action,
+                    reason,
+                    event_id,
+                    etype,
+                    token,
+                    bin_,
+                    occurred_at,
+                ),
+            )
+        )
     if etype in DISPUTE_STAGES:
-        rows.append(Row("disputes", (
-            event_id, payment_id, merchant_id, DISPUTE_STAGES[etype], currency, amount, reason, occurred_at,
-        )))
+        rows.append(
+            Row(
+                "disputes",
+                (
+                    event_id,
+                    payment_id,
+                    merchant_id,
+                    DISPUTE_STAGES[etype],
+                    currency,
+                    amount,
+                    reason,
+                    occurred_at,
+                ),
+            )
+        )
     return rows
 
 
@@ -213,7 +391,11 @@ def _ledger_entry(r: Mapping[str, Any]) -> list[Row]:
     fx = r.get("fx")
     if fx is not None and not isinstance(fx, Mapping):
         raise RowError("invalid_field", "fx must be a record")
-    fx_rate = None if fx is None else f"{_currency(fx, 'base_currency')}/{_currency(fx, 'quote_currency')} {_text(fx, 'rate')}"
+    fx_rate = (
+        None
+        if fx is None
+        else f"{_currency(fx, 'base_currency')}/{_currency(fx, 'quote_currency')} {_text(fx, 'rate')}"
+    )
     lines = r["lines"]
     if not isinstance(lines, list) or not 0 < len(lines) <= MAX_LINES:
         raise RowError("invalid_entry", f"an entry has 1..{MAX_LINES} lines")
@@ -226,10 +408,27 @@ def _ledger_entry(r: Mapping[str, Any]) -> list[Row]:
         if (debit > 0) == (credit > 0):
             raise RowError("invalid_amount", f"line {no}: exactly one of debit and credit is positive")
         net[currency] = net.get(currency, 0) + debit - credit
-        rows.append(Row("ledger_entries", (
-            entry_id, no, event_id, etype, payment_id, merchant_id, shard, _text(line, "account"),
-            currency, debit, credit, reverses, fx_rate, occurred_at,
-        )))
+        rows.append(
+            Row(
+                "ledger_entries",
+                (
+                    entry_id,
+                    no,
+                    event_id,
+                    etype,
+                    payment_id,
+                    merchant_id,
+                    shard,
+                    _text(line, "account"),
+                    currency,
+                    debit,
+                    credit,
+                    reverses,
+                    fx_rate,
+                    occurred_at,
+                ),
+            )
+        )
     if any(net.values()):
         raise RowError("unbalanced", f"entry {entry_id} does not balance per currency")
     return rows
@@ -237,15 +436,32 @@ def _ledger_entry(r: Mapping[str, Any]) -> list[Row]:
 
 def _payment_outcome(r: Mapping[str, Any]) -> list[Row]:
     _, bin_, last4 = _card(r)
-    return [Row("payment_outcomes", (
-        _text(r, "outcome_id"), _text(r, "command_id"), _text(r, "kind"), _text(r, "merchant_id"),
-        _text(r, "idempotency_key"), _text(r, "payment_id", optional=True), _text(r, "status"),
-        _text(r, "reason_code", optional=True), _text(r, "reason_detail", optional=True, cut=True),
-        _text(r, "payment_status", optional=True), _int(r, "amount_minor", optional=True, low=0),
-        _currency(r, optional=True),
-        *(_int(r, n, optional=True, low=0) or 0 for n in ("authorized_minor", "captured_minor", "refunded_minor")),
-        bin_, last4, _time(r, "occurred_at"),
-    ))]
+    return [
+        Row(
+            "payment_outcomes",
+            (
+                _text(r, "outcome_id"),
+                _text(r, "command_id"),
+                _text(r, "kind"),
+                _text(r, "merchant_id"),
+                _text(r, "idempotency_key"),
+                _text(r, "payment_id", optional=True),
+                _text(r, "status"),
+                _text(r, "reason_code", optional=True),
+                _text(r, "reason_detail", optional=True, cut=True),
+                _text(r, "payment_status", optional=True),
+                _int(r, "amount_minor", optional=True, low=0),
+                _currency(r, optional=True),
+                *(
+                    _int(r, n, optional=True, low=0) or 0
+                    for n in ("authorized_minor", "captured_minor", "refunded_minor")
+                ),
+                bin_,
+                last4,
+                _time(r, "occurred_at"),
+            ),
+        )
+    ]
 
 
 def _day(r: Mapping[str, Any]) -> date:
@@ -257,12 +473,25 @@ def _day(r: Mapping[str, Any]) -> date:
 
 def _settlement(r: Mapping[str, Any]) -> list[Row]:
     amounts = [_int(r, n) for n in COLUMNS["settlements"][4:13]]
-    return [Row("settlements", (
-        _text(r, "settlement_id"), _day(r), _text(r, "merchant_id"), _currency(r), *amounts,
-        _text(r, "entry_id", optional=True), _text(r, "payout_id", optional=True), _time(r, "cutoff_at"),
-        _currency(r, "paid_currency"), _int(r, "paid_minor"), _text(r, "fx_rate", optional=True) or "",
-        _text(r, "refused", optional=True) or "",
-    ))]
+    return [
+        Row(
+            "settlements",
+            (
+                _text(r, "settlement_id"),
+                _day(r),
+                _text(r, "merchant_id"),
+                _currency(r),
+                *amounts,
+                _text(r, "entry_id", optional=True),
+                _text(r, "payout_id", optional=True),
+                _time(r, "cutoff_at"),
+                _currency(r, "paid_currency"),
+                _int(r, "paid_minor"),
+                _text(r, "fx_rate", optional=True) or "",
+                _text(r, "refused", optional=True) or "",
+            ),
+        )
+    ]
 
 
 def _payout(r: Mapping[str, Any]) -> list[Row]:
@@ -270,20 +499,42 @@ def _payout(r: Mapping[str, Any]) -> list[Row]:
     if status not in PAYOUT_STATUSES:
         raise RowError("invalid_field", f"status must be one of {', '.join(PAYOUT_STATUSES)}")
     answered = None if status in ("held", "sent") else _time(r, "answered_at")
-    return [Row("payouts", (
-        _text(r, "payout_id"), _text(r, "settlement_id"), _text(r, "merchant_id"), _currency(r),
-        _int(r, "amount_minor", low=1), _day(r), status, _time(r, "sent_at"), answered,
-        _text(r, "failure_reason", optional=True) or "", PAYOUT_STATUSES[status],
-    ))]
+    return [
+        Row(
+            "payouts",
+            (
+                _text(r, "payout_id"),
+                _text(r, "settlement_id"),
+                _text(r, "merchant_id"),
+                _currency(r),
+                _int(r, "amount_minor", low=1),
+                _day(r),
+                status,
+                _time(r, "sent_at"),
+                answered,
+                _text(r, "failure_reason", optional=True) or "",
+                PAYOUT_STATUSES[status],
+            ),
+        )
+    ]
 
 
 def _reconciliation(r: Mapping[str, Any]) -> list[Row]:
-    return [Row("reconciliation", (
-        _day(r), _text(r, "provider"), _text(r, "provider_ref"), _text(r, "payment_id", optional=True) or "",
-        _text(r, "status"), _currency(r),
-        *(_int(r, n, optional=True) for n in COLUMNS["reconciliation"][6:10]),
-        _text(r, "detail", optional=True, cut=True) or "",
-    ))]
+    return [
+        Row(
+            "reconciliation",
+            (
+                _day(r),
+                _text(r, "provider"),
+                _text(r, "provider_ref"),
+                _text(r, "payment_id", optional=True) or "",
+                _text(r, "status"),
+                _currency(r),
+                *(_int(r, n, optional=True) for n in COLUMNS["reconciliation"][6:10]),
+                _text(r, "detail", optional=True, cut=True) or "",
+            ),
+        )
+    ]
 
 
 _MAPPERS = {

@@ -111,8 +111,12 @@ class Sink:
         for attempt in range(1, self.attempts + 1):
             try:
                 for table, values in by_table.items():
-                    self.client.insert(table, values, column_names=COLUMNS[table],
-                                       settings={"insert_deduplication_token": dedup_token(table, values)})
+                    self.client.insert(
+                        table,
+                        values,
+                        column_names=COLUMNS[table],
+                        settings={"insert_deduplication_token": dedup_token(table, values)},
+                    )
                 return {t: len(v) for t, v in by_table.items()}
             except _DriverError as e:
                 last = e

@@ -94,7 +94,10 @@ def config_drift(spec: TopicSpec, current: Mapping[str, str]) -> Drift:
         if have == wanted:
             continue
         if key == "cleanup.policy":
-            refused.append(f"{spec.name}: cleanup.policy is {have}, spec wants {wanted} (change it by hand, knowing what the new policy deletes)")
+            refused.append(
+                f"{spec.name}: cleanup.policy is {have}, spec wants {wanted} (change it by hand, knowing what the "
+                "new policy deletes)"
+            )
         elif key == "retention.ms" and have is not None and _retention(wanted) < _retention(have):
             continue  # keeps more than declared; shortening it would delete records
         else:
@@ -169,9 +172,7 @@ def ensure_topics(conn: Connection, specs: Iterable[TopicSpec], timeout_s: float
         raise TopicError("existing topics do not match their specs: " + "; ".join(too_small))
 
     missing = [
-        NewTopic(s.name, s.partitions, s.replication_factor, config=s.config())
-        for s in specs
-        if s.name not in existing
+        NewTopic(s.name, s.partitions, s.replication_factor, config=s.config()) for s in specs if s.name not in existing
     ]
     if not missing:
         return []
@@ -201,17 +202,27 @@ def align_topic_configs(conn: Connection, specs: Iterable[TopicSpec], timeout_s:
         return []
     resources = [ConfigResource(ResourceType.TOPIC, s.name) for s in specs]
     try:
-        described = {r.name: {k: e.value for k, e in f.result().items()}
-                     for r, f in admin.describe_configs(resources, request_timeout=timeout_s).items()}
+        described = {
+            r.name: {k: e.value for k, e in f.result().items()}
+            for r, f in admin.describe_configs(resources, request_timeout=timeout_s).items()
+        }
     except KafkaException as exc:
         raise TopicError(f"cannot read topic configs: {exc.args[0].str()}") from exc
     drifts = {s.name: config_drift(s, described[s.name]) for s in specs}
     refused = [r for d in drifts.values() for r in d.refused]
     if refused:
         raise TopicError("existing topics do not match their specs: " + "; ".join(refused))
-    changes = [ConfigResource(ResourceType.TOPIC, name, incremental_configs=[
-        ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in d.to_set.items()])
-        for name, d in drifts.items() if d.to_set]
+    changes = [
+        ConfigResource(
+            ResourceType.TOPIC,
+            name,
+            incremental_configs=[
+                ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in d.to_set.items()
+            ],
+        )
+        for name, d in drifts.items()
+        if d.to_set
+    ]
     if not changes:
         return []
     try:
@@ -219,7 +230,11 @@ def align_topic_configs(conn: Connection, specs: Iterable[TopicSpec], timeout_s:
             f.result()
     except KafkaException as exc:
         raise TopicError(f"aligning topic configs failed: {exc.args[0].str()}") from exc
-    return [f"{name}: {k} {described[name].get(k)} -> {v}" for name, d in sorted(drifts.items()) for k, v in d.to_set.items()]
+    return [
+        f"{name}: {k} {described[name].get(k)} -> {v}"
+        for name, d in sorted(drifts.items())
+        for k, v in d.to_set.items()
+    ]
 
 
 def _wait_for_leaders(admin: AdminClient, names: list[str], deadline: float) -> None:
@@ -232,11 +247,12 @@ def _wait_for_leaders(admin: AdminClient, names: list[str], deadline: float) -> 
             raise TopicError(f"topics created but without partition leaders in time: {sorted(pending)}")
         topics = admin.list_topics(timeout=min(PROBE_TIMEOUT_S, remaining)).topics
         pending = {
-            n for n in pending
-            if n not in topics or topics[n].error is not None
+            n
+            for n in pending
+            if n not in topics
+            or topics[n].error is not None
             or any(p.leader < 0 for p in topics[n].partitions.values())
         }
-
 
 
 def leaders_on(conn: Connection, node_id: int, topics: Iterable[str], timeout_s: float = PROBE_TIMEOUT_S) -> int:

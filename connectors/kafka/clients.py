@@ -57,7 +57,9 @@ def produce_waiting(producer: Producer, topic: str, *, wait_s: float = 0.05, **r
             producer.poll(wait_s)
 
 
-def committed_reader(conn: Connection, topics: list[str], *, group_id: str | None = None, from_beginning: bool = True) -> Consumer:
+def committed_reader(
+    conn: Connection, topics: list[str], *, group_id: str | None = None, from_beginning: bool = True
+) -> Consumer:
     """A read_committed consumer: sees only what the pipeline's transactions committed.
 
     Without a group id it reads as an anonymous observer and commits nothing.
@@ -96,13 +98,15 @@ def poll_until(consumer: Consumer, deadline_monotonic: float) -> Iterator[Messag
 # Errors a partition shows while its leadership is still settling (a new topic, a
 # broker restart), or a request the busy broker did not answer in time; librdkafka
 # does not flag all of them retriable. Retried until the caller's deadline.
-_SETTLING = frozenset({
-    KafkaError._TIMED_OUT,
-    KafkaError.NOT_LEADER_FOR_PARTITION,
-    KafkaError.LEADER_NOT_AVAILABLE,
-    KafkaError.UNKNOWN_TOPIC_OR_PART,
-    KafkaError._UNKNOWN_PARTITION,
-})
+_SETTLING = frozenset(
+    {
+        KafkaError._TIMED_OUT,
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._UNKNOWN_PARTITION,
+    }
+)
 
 
 def _transient(error: KafkaError) -> bool:
@@ -150,28 +154,36 @@ def require_topics(consumer: Consumer, topics: list[str], timeout_s: float = 10)
         raise MissingTopic(f"no such topic: {', '.join(missing)} (check PAYSTREAM_NAMESPACE; a worker creates them)")
 
 
-def read_to_end(conn: Connection, topics: list[str], partitions: int, *, timeout_s: float = READ_TO_END_TIMEOUT_S,
-                ends: dict[tuple[str, int], int] | None = None,
-                starts: dict[tuple[str, int], int] | None = None) -> Iterator[Message]:
+def read_to_end(
+    conn: Connection,
+    topics: list[str],
+    partitions: int,
+    *,
+    timeout_s: float = READ_TO_END_TIMEOUT_S,
+    ends: dict[tuple[str, int], int] | None = None,
+    starts: dict[tuple[str, int], int] | None = None,
+) -> Iterator[Message]:
     """Every committed message of `topics` from offset 0 (or `starts`) up to the end offsets seen at
     the start (or `ends`), in offset order per partition; a snapshot for audit and
     replay. read_committed: a partition's last offset may be a transaction marker,
     never delivered, so its end-of-partition signal counts as arrival. A partition
     still short of its end after `timeout_s` (a hanging transaction) raises."""
-    consumer = Consumer({
-        **connection(conn),
-        "group.id": f"paystream-snapshot-{uuid.uuid4().hex[:12]}",
-        "isolation.level": "read_committed",
-        "enable.auto.commit": False,
-        "enable.partition.eof": True,
-        # Large fetches: a worker's restore reads whole changelogs through here (a
-        # million records in 4.7 s, against 7 s at librdkafka's 1 MB per partition).
-        "max.partition.fetch.bytes": 10_485_760,
-        # Offset 0 of a partition whose head was deleted is out of range: start at the
-        # log start, never at the end (the default), which would skip the partition.
-        "auto.offset.reset": "earliest",
-        "log_level": 3,
-    })
+    consumer = Consumer(
+        {
+            **connection(conn),
+            "group.id": f"paystream-snapshot-{uuid.uuid4().hex[:12]}",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            # Large fetches: a worker's restore reads whole changelogs through here (a
+            # million records in 4.7 s, against 7 s at librdkafka's 1 MB per partition).
+            "max.partition.fetch.bytes": 10_485_760,
+            # Offset 0 of a partition whose head was deleted is out of range: start at the
+            # log start, never at the end (the default), which would skip the partition.
+            "auto.offset.reset": "earliest",
+            "log_level": 3,
+        }
+    )
     try:
         require_topics(consumer, topics)
         if ends is None:

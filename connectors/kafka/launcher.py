@@ -174,7 +174,9 @@ def _java_cmd(cfg: BrokerConfig, java: str, main: str, *args: str, heap: str) ->
 def resolve_jars(cfg: BrokerConfig) -> Path:
     """Copy the broker's runtime jars into home/libs with Maven, once per pom version."""
     repo = cfg.maven_repo or cfg.libs_dir.parent / "m2"
-    return jvm.maven_resolve(POM, cfg.libs_dir, repo, ["dependency:copy-dependencies"], MAVEN_TIMEOUT_S, "the Kafka jars", BrokerError)
+    return jvm.maven_resolve(
+        POM, cfg.libs_dir, repo, ["dependency:copy-dependencies"], MAVEN_TIMEOUT_S, "the Kafka jars", BrokerError
+    )
 
 
 def status(cfg: BrokerConfig) -> BrokerStatus:
@@ -203,7 +205,9 @@ def _format_storage(cfg: BrokerConfig, java: str, cluster_id: str | None = None)
 
 
 def _wait_answering(cfg: BrokerConfig, proc: subprocess.Popen[bytes] | None, pid: int) -> None:
-    jvm.wait_answering(cfg.service, lambda: broker_answers(cfg.bootstrap), cfg.bootstrap, proc, pid, cfg.start_timeout_s)
+    jvm.wait_answering(
+        cfg.service, lambda: broker_answers(cfg.bootstrap), cfg.bootstrap, proc, pid, cfg.start_timeout_s
+    )
 
 
 def up(cfg: BrokerConfig) -> BrokerStatus:
@@ -257,7 +261,9 @@ class ClusterConfig:
     def __post_init__(self) -> None:
         # One node is BrokerConfig's layout; two could not lose a controller (quorum of 2).
         if not CLUSTER_REPLICATION_FACTOR <= self.nodes <= MAX_CLUSTER_NODES:
-            raise ValueError(f"a local cluster has {CLUSTER_REPLICATION_FACTOR} to {MAX_CLUSTER_NODES} nodes, not {self.nodes}")
+            raise ValueError(
+                f"a local cluster has {CLUSTER_REPLICATION_FACTOR} to {MAX_CLUSTER_NODES} nodes, not {self.nodes}"
+            )
         if not 1024 <= self.base_port <= 65535 - PORTS_PER_NODE * self.nodes:
             raise ValueError(f"base port {self.base_port} leaves no room for {self.nodes} nodes")
 
@@ -320,13 +326,20 @@ def up_cluster(cluster: ClusterConfig) -> list[BrokerStatus]:
                 if jvm.running_pid(cfg.service) is not None:
                     continue
                 if broker_answers(cfg.bootstrap):
-                    raise BrokerError(f"another Kafka (not node {cfg.node_id} of {cluster.root}) answers on {cfg.bootstrap}")
-                launched[cfg.node_id] = _launch(cfg, java, heap=os.environ.get("KAFKA_HEAP_OPTS", CLUSTER_HEAP_OPTS), cluster_id=cid)
+                    raise BrokerError(
+                        f"another Kafka (not node {cfg.node_id} of {cluster.root}) answers on {cfg.bootstrap}"
+                    )
+                launched[cfg.node_id] = _launch(
+                    cfg, java, heap=os.environ.get("KAFKA_HEAP_OPTS", CLUSTER_HEAP_OPTS), cluster_id=cid
+                )
             for cfg in nodes:
                 proc = launched.get(cfg.node_id)
                 pid = proc.pid if proc else jvm.running_pid(cfg.service)
                 if pid is None:
-                    raise BrokerError(f"node {cfg.node_id} exited before it answered; see {cfg.log_file}:\n{jvm.log_excerpt(cfg.log_file)}")
+                    raise BrokerError(
+                        f"node {cfg.node_id} exited before it answered; see "
+                        f"{cfg.log_file}:\n{jvm.log_excerpt(cfg.log_file)}"
+                    )
                 _wait_answering(cfg, proc, pid)
         except BaseException:
             for node_id, proc in launched.items():
@@ -334,7 +347,14 @@ def up_cluster(cluster: ClusterConfig) -> list[BrokerStatus]:
                     jvm.stop(cluster.node(node_id).service, proc.pid, timeout_s=30)
             raise
     return [
-        BrokerStatus(True, True, jvm.running_pid(cfg.service), cfg.bootstrap, cfg.log_file, already_running=cfg.node_id not in launched)
+        BrokerStatus(
+            True,
+            True,
+            jvm.running_pid(cfg.service),
+            cfg.bootstrap,
+            cfg.log_file,
+            already_running=cfg.node_id not in launched,
+        )
         for cfg in nodes
     ]
 

@@ -37,7 +37,8 @@ class BreakerConfig:
             "need 1 <= bucket_ms <= window_ms <= 1 day": 1 <= self.bucket_ms <= self.window_ms <= 86_400_000,
             f"at most {MAX_BUCKETS} buckets per window": self.window_ms // self.bucket_ms + 1 <= MAX_BUCKETS,
             "min_calls must be 1..1000000": 1 <= self.min_calls <= 1_000_000,
-            "failure_rate and timeout_rate must be in (0, 1]": 0 < self.failure_rate <= 1 and 0 < self.timeout_rate <= 1,
+            "failure_rate and timeout_rate must be in (0, 1]": 0 < self.failure_rate <= 1
+            and 0 < self.timeout_rate <= 1,
             "open_ms must be 1 ms..1 day": 1 <= self.open_ms <= 86_400_000,
             "close_after_successes must be 1..1000": 1 <= self.close_after_successes <= 1_000,
         }
@@ -108,8 +109,9 @@ def allow(b: Breaker, cfg: BreakerConfig, at_ms: int) -> tuple[bool, Breaker, tu
     return False, b, ()
 
 
-def record(b: Breaker, cfg: BreakerConfig, at_ms: int, outcome: str, latency_ms: int,
-           approved: bool = False) -> tuple[Breaker, tuple[Transition, ...]]:
+def record(
+    b: Breaker, cfg: BreakerConfig, at_ms: int, outcome: str, latency_ms: int, approved: bool = False
+) -> tuple[Breaker, tuple[Transition, ...]]:
     """Count one call's outcome and apply the transition it causes. `approved` counts
     the approval rate the router scores by (a success that was not a decline)."""
     assert outcome in OUTCOMES, outcome
@@ -138,8 +140,13 @@ def record(b: Breaker, cfg: BreakerConfig, at_ms: int, outcome: str, latency_ms:
     if b.state == "closed":
         t = b.totals()
         if t.calls >= cfg.min_calls:
-            reason = ("timeout_rate" if t.timeouts >= cfg.timeout_rate * t.calls
-                      else "failure_rate" if t.failures >= cfg.failure_rate * t.calls else None)
+            reason = (
+                "timeout_rate"
+                if t.timeouts >= cfg.timeout_rate * t.calls
+                else "failure_rate"
+                if t.failures >= cfg.failure_rate * t.calls
+                else None
+            )
             if reason:
                 opened = replace(b, state="open", since_ms=b.now_ms)
                 return opened, (_transition(b, opened, reason),)

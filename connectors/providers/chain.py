@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import hashlib
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from schemas.money import asset_exponent, is_asset, is_currency
 
@@ -94,19 +95,29 @@ class ChainConfig:
         check(is_asset(self.asset), f"{self.name}: asset must be one of the crypto assets (schemas/money.py)")
         check(self.block_interval_ms >= 1 and self.genesis_ms >= 0, f"{self.name}: block interval / genesis")
         check(1 <= self.reorg_depth_blocks <= 100 and self.payer_delay_blocks >= 1, f"{self.name}: depths")
-        mix = (self.split_per_mille, self.under_per_mille, self.over_per_mille, self.late_per_mille, self.never_per_mille)
+        mix = (
+            self.split_per_mille,
+            self.under_per_mille,
+            self.over_per_mille,
+            self.late_per_mille,
+            self.never_per_mille,
+        )
         rates = (self.reorg_per_mille, self.drop_per_mille, self.volatility_per_mille, *mix)
         check(all(0 <= r <= 1000 for r in rates) and sum(mix) <= 1000, f"{self.name}: rates are per mille")
         check(self.volatility_per_mille < 1000, f"{self.name}: volatility must leave a positive price")
         check(0 <= self.fee_bps <= 1000, f"{self.name}: fee_bps 0..1000")
         prices = self.price_minor or {}
-        check(bool(prices) and all(is_currency(c) and type(p) is int and p > 0 for c, p in prices.items()),
-              f"{self.name}: price_minor needs positive integer prices per ISO 4217 currency")
+        check(
+            bool(prices) and all(is_currency(c) and type(p) is int and p > 0 for c, p in prices.items()),
+            f"{self.name}: price_minor needs positive integer prices per ISO 4217 currency",
+        )
 
     def check_depth(self, depth_blocks: int) -> None:
         """A confirmation depth this chain's reorgs cannot undo."""
-        _check(depth_blocks > self.reorg_depth_blocks,
-               f"{self.name}: confirmation depth {depth_blocks} must exceed the reorg depth {self.reorg_depth_blocks}")
+        _check(
+            depth_blocks > self.reorg_depth_blocks,
+            f"{self.name}: confirmation depth {depth_blocks} must exceed the reorg depth {self.reorg_depth_blocks}",
+        )
 
 
 @dataclass(frozen=True)
@@ -212,8 +223,10 @@ class SimChain:
     def behaviour(self, address: str) -> str:
         c = self.config
         u = int(self._u(f"payer:{address}") * 1000)
-        for name, share in zip(BEHAVIOURS[1:], (c.split_per_mille, c.under_per_mille, c.over_per_mille,
-                                                c.late_per_mille, c.never_per_mille)):
+        for name, share in zip(
+            BEHAVIOURS[1:],
+            (c.split_per_mille, c.under_per_mille, c.over_per_mille, c.late_per_mille, c.never_per_mille),
+        ):
             if u < share:
                 return name
             u -= share
@@ -228,8 +241,13 @@ class SimChain:
         if behaviour == "late":
             first = max(first, self.head(expires_ms) + 1)
         part = 1 + int(self._u(f"part:{address}") * max(due_minor // 2, 1))  # 1 .. about half the due amount
-        amounts = {"exact": [due_minor], "late": [due_minor], "split": [due_minor - part, part],
-                   "under": [max(due_minor - part, 1)], "over": [due_minor + part]}[behaviour]
+        amounts = {
+            "exact": [due_minor],
+            "late": [due_minor],
+            "split": [due_minor - part, part],
+            "under": [max(due_minor - part, 1)],
+            "over": [due_minor + part],
+        }[behaviour]
         out = []
         for i, amount in enumerate(a for a in amounts if a > 0):
             tx_id = hashlib.sha256(f"{self.seed}\x1f{self.name}\x1ftx\x1f{address}\x1f{i}".encode()).hexdigest()

@@ -113,8 +113,13 @@ class Journal:
         start = line.rfind(MARKER)
         if start > 0:
             self.torn += 1
-            log.warning("%s: skipped %d torn byte(s) at offset %d (a write cut short); %d so far",
-                        self.path, start, at, self.torn)
+            log.warning(
+                "%s: skipped %d torn byte(s) at offset %d (a write cut short); %d so far",
+                self.path,
+                start,
+                at,
+                self.torn,
+            )
             line = line[start:]
         try:
             if start < 0 or len(line) > MAX_LINE_BYTES:

@@ -29,8 +29,8 @@ choice (None: the rule router decides) while the segment holds fewer than
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 from scipy.special import betaincinv
 
@@ -58,11 +58,14 @@ class Learn:
             "fine_observations must be 1..100000": 1 <= self.fine_observations <= 100_000,
             "decay_per_mille must be 500..1000": 500 <= self.decay_per_mille <= 1_000,
             f"max_arms must be 1..{MAX_ARMS}": 1 <= self.max_arms <= MAX_ARMS,
-            "amount_bands_minor must ascend, at most 32": (list(self.amount_bands_minor) == sorted(set(self.amount_bands_minor))
-                                                           and len(self.amount_bands_minor) <= 32),
+            "amount_bands_minor must ascend, at most 32": (
+                list(self.amount_bands_minor) == sorted(set(self.amount_bands_minor))
+                and len(self.amount_bands_minor) <= 32
+            ),
             "bin_countries: 1-8 digit prefixes to 2-letter countries": all(
                 p.isdigit() and 1 <= len(p) <= 8 and len(c) == 2 and c.isalpha() and c.isupper()
-                for p, c in self.bin_countries.items()),
+                for p, c in self.bin_countries.items()
+            ),
         }
         bad = [message for message, ok in checks.items() if not ok]
         if bad:
@@ -115,8 +118,14 @@ def arms_of(arms: Sequence[Arm], segment: str) -> dict[str, Arm]:
     return {a.provider: a for a in arms if a.segment == segment}
 
 
-def choose(arms: Sequence[Arm], learn: Learn, segment: str, candidates: Sequence[tuple[str, int]],
-           amount_minor: int, payment_id: str) -> str | None:
+def choose(
+    arms: Sequence[Arm],
+    learn: Learn,
+    segment: str,
+    candidates: Sequence[tuple[str, int]],
+    amount_minor: int,
+    payment_id: str,
+) -> str | None:
     """The provider to try first among `candidates` ((provider, fee_minor), in the rule's
     order, every one eligible), or None: too little evidence, the rule decides. The
     evidence is the fine segment's when every candidate has enough there, else the
@@ -125,17 +134,28 @@ def choose(arms: Sequence[Arm], learn: Learn, segment: str, candidates: Sequence
         return None
     fine, coarse = segments_of(segment)
     mine = arms_of(arms, fine)
-    if all(p in mine and mine[p].approved_milli + mine[p].declined_milli >= learn.fine_observations * MILLI
-           for p, _ in candidates):
+    if all(
+        p in mine and mine[p].approved_milli + mine[p].declined_milli >= learn.fine_observations * MILLI
+        for p, _ in candidates
+    ):
         return _best(mine, learn, fine, candidates, amount_minor, payment_id)
     mine = arms_of(arms, coarse)
-    if sum(mine[p].approved_milli + mine[p].declined_milli for p, _ in candidates if p in mine) >= learn.min_observations * MILLI:
+    if (
+        sum(mine[p].approved_milli + mine[p].declined_milli for p, _ in candidates if p in mine)
+        >= learn.min_observations * MILLI
+    ):
         return _best(mine, learn, coarse, candidates, amount_minor, payment_id)
     return None
 
 
-def _best(mine: Mapping[str, Arm], learn: Learn, segment: str, candidates: Sequence[tuple[str, int]],
-          amount_minor: int, payment_id: str) -> str:
+def _best(
+    mine: Mapping[str, Arm],
+    learn: Learn,
+    segment: str,
+    candidates: Sequence[tuple[str, int]],
+    amount_minor: int,
+    payment_id: str,
+) -> str:
     margin_minor = amount_minor * learn.margin_bps // 10_000
     best, best_value = candidates[0][0], float("-inf")
     for provider, fee_minor in candidates:
@@ -146,16 +166,18 @@ def _best(mine: Mapping[str, Arm], learn: Learn, segment: str, candidates: Seque
     return best
 
 
-def observe(arms: tuple[Arm, ...], learn: Learn, segment: str, provider: str, approved: bool,
-            at_ms: int) -> tuple[Arm, ...]:
+def observe(
+    arms: tuple[Arm, ...], learn: Learn, segment: str, provider: str, approved: bool, at_ms: int
+) -> tuple[Arm, ...]:
     """The arms after one answer, counted in the segment and its coarse level."""
     for level in segments_of(segment):
         arms = _observe(arms, learn, level, provider, approved, at_ms)
     return arms
 
 
-def _observe(arms: tuple[Arm, ...], learn: Learn, segment: str, provider: str, approved: bool,
-             at_ms: int) -> tuple[Arm, ...]:
+def _observe(
+    arms: tuple[Arm, ...], learn: Learn, segment: str, provider: str, approved: bool, at_ms: int
+) -> tuple[Arm, ...]:
     """One arm decayed and counted, the stalest dropped past `max_arms`; sorted by
     (segment, provider), so equal evidence is equal state."""
     d = learn.decay_per_mille

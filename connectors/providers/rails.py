@@ -31,12 +31,13 @@ from __future__ import annotations
 import hashlib
 import math
 import tomllib
-from contextlib import nullcontext
+from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 from statistics import NormalDist
-from typing import Any, ContextManager, Mapping
+from typing import Any
 
 from connectors.providers.journal import Journal
 from connectors.providers.simulated import (
@@ -143,23 +144,35 @@ class RailConfig:
     schedule: tuple[Window, ...] = ()
 
     def __post_init__(self) -> None:
-        _check(bool(self.name) and self.name.replace("_", "").isalnum() and len(self.name) <= 32,
-               f"rail name must be 1-32 letters, digits or _: {self.name!r}")
+        _check(
+            bool(self.name) and self.name.replace("_", "").isalnum() and len(self.name) <= 32,
+            f"rail name must be 1-32 letters, digits or _: {self.name!r}",
+        )
         _check(self.kind in KINDS, f"{self.name}: kind must be one of {KINDS}, got {self.kind!r}")
-        _check(bool(self.currencies) and all(is_currency(c) for c in self.currencies),
-               f"{self.name}: currencies must be ISO 4217 codes")
+        _check(
+            bool(self.currencies) and all(is_currency(c) for c in self.currencies),
+            f"{self.name}: currencies must be ISO 4217 codes",
+        )
         _check(self.max_amount_minor >= 1, f"{self.name}: max_amount_minor must be >= 1")
-        rates = [self.decline_per_mille, self.return_per_mille, *self.bin_decline_per_mille.values(),
-                 *(r for _, r in self.amount_decline_per_mille)]
+        rates = [
+            self.decline_per_mille,
+            self.return_per_mille,
+            *self.bin_decline_per_mille.values(),
+            *(r for _, r in self.amount_decline_per_mille),
+        ]
         _check(all(0 <= r <= 1000 for r in rates), f"{self.name}: rates are per mille, 0..1000")
-        _check(all(p.isdigit() and 1 <= len(p) <= 8 for p in self.bin_decline_per_mille),
-               f"{self.name}: BIN prefixes are 1-8 digits")
+        _check(
+            all(p.isdigit() and 1 <= len(p) <= 8 for p in self.bin_decline_per_mille),
+            f"{self.name}: BIN prefixes are 1-8 digits",
+        )
         bands = [a for a, _ in self.amount_decline_per_mille]
         _check(bands == sorted(bands), f"{self.name}: amount bands must ascend")
         _check(0 <= self.settle_days <= 30 and 1 <= self.return_days <= 60, f"{self.name}: days out of range")
         _check(len(self.schedule) <= MAX_WINDOWS, f"{self.name}: at most {MAX_WINDOWS} schedule windows")
-        _check(1 <= len(self.return_codes) <= 32 and all(c.isalnum() and 2 <= len(c) <= 4 for c in self.return_codes),
-               f"{self.name}: return_codes must be 1..32 codes of 2-4 letters or digits")
+        _check(
+            1 <= len(self.return_codes) <= 32 and all(c.isalnum() and 2 <= len(c) <= 4 for c in self.return_codes),
+            f"{self.name}: return_codes must be 1..32 codes of 2-4 letters or digits",
+        )
 
     def window_at(self, at_ms: int) -> Window | None:
         for w in self.schedule:
@@ -209,8 +222,9 @@ class SettlementRow:
 class Rail:
     """One simulated rail. Not thread-safe; a worker holds one per rail."""
 
-    def __init__(self, config: RailConfig, seed: int = 0, *, max_records: int = MAX_RECORDS,
-                 journal_dir: Path | None = None) -> None:
+    def __init__(
+        self, config: RailConfig, seed: int = 0, *, max_records: int = MAX_RECORDS, journal_dir: Path | None = None
+    ) -> None:
         """`journal_dir`: keep the records in `<journal_dir>/<name>.jsonl` too
         (connectors/providers/journal.py), shared by every Rail over that dir."""
         assert 1 <= max_records <= MAX_RECORDS
@@ -229,8 +243,9 @@ class Rail:
 
     # --- the provider interface ---
 
-    def authorize(self, key: str, card_bin: str, card_last4: str, amount_minor: int, currency: str,
-                  call: Call | None = None) -> ProviderResult:
+    def authorize(
+        self, key: str, card_bin: str, card_last4: str, amount_minor: int, currency: str, call: Call | None = None
+    ) -> ProviderResult:
         def process() -> ProviderResult:
             if currency not in self.config.currencies:
                 return ProviderResult("declined", "currency_not_supported")
@@ -250,7 +265,9 @@ class Rail:
         answer_lost = (card_bin, card_last4) in (TIMEOUT_THEN_APPROVED, UNREACHABLE)
         return self._call("authorize", key, amount_minor, call, process, answer_lost, currency)
 
-    def status(self, key: str, card_bin: str, card_last4: str, amount_minor: int, call: Call | None = None) -> ProviderResult:
+    def status(
+        self, key: str, card_bin: str, card_last4: str, amount_minor: int, call: Call | None = None
+    ) -> ProviderResult:
         """What became of the authorization under `key`: its recorded answer, or a
         decline (`not_processed`) if the rail never processed it."""
         self.calls += 1
@@ -264,7 +281,9 @@ class Rail:
             return ProviderResult("declined", "not_processed", latency_ms=latency_ms)
         return _with_latency(record.result, latency_ms)
 
-    def capture(self, key: str, card_bin: str, card_last4: str, amount_minor: int, call: Call | None = None) -> ProviderResult:
+    def capture(
+        self, key: str, card_bin: str, card_last4: str, amount_minor: int, call: Call | None = None
+    ) -> ProviderResult:
         def process() -> ProviderResult:
             if (card_bin, card_last4) == CAPTURE_FAILS:
                 return ProviderResult("declined", "capture_refused")
@@ -320,9 +339,15 @@ class Rail:
             recorded = _day_index(record.at_ms)
             if recorded + self.config.settle_days == _day_of(day):
                 sign = 1 if record.operation == "capture" else -1
-                rows.append(self._row(record, sign * record.amount_minor, record.result.fee_minor, day, record.operation))
-            if (record.operation == "capture" and self.config.kind == "bank_transfer" and self._returned(record.key)
-                    and recorded + self.config.return_days == _day_of(day)):
+                rows.append(
+                    self._row(record, sign * record.amount_minor, record.result.fee_minor, day, record.operation)
+                )
+            if (
+                record.operation == "capture"
+                and self.config.kind == "bank_transfer"
+                and self._returned(record.key)
+                and recorded + self.config.return_days == _day_of(day)
+            ):
                 rows.append(self._row(record, -record.amount_minor, 0, day, "return"))
         return rows
 
@@ -330,13 +355,26 @@ class Rail:
         """Approved authorizations by payment_id: the provider-side view tests hold
         against the ledger."""
         self._catch_up()
-        return {r.payment_id or r.key: r for r in self.records.values()
-                if r.operation == "authorize" and r.result.status == "approved"}
+        return {
+            r.payment_id or r.key: r
+            for r in self.records.values()
+            if r.operation == "authorize" and r.result.status == "approved"
+        }
 
     # --- internals ---
 
-    def _call(self, operation: str, key: str, amount_minor: int, call: Call | None, process: Any,
-              answer_lost: bool = False, currency: str | None = None, *, schedule: bool = True) -> ProviderResult:
+    def _call(
+        self,
+        operation: str,
+        key: str,
+        amount_minor: int,
+        call: Call | None,
+        process: Any,
+        answer_lost: bool = False,
+        currency: str | None = None,
+        *,
+        schedule: bool = True,
+    ) -> ProviderResult:
         self.calls += 1
         at_ms = call.at_ms if call else 0
         window = self.config.window_at(at_ms) if schedule and call else None
@@ -349,13 +387,26 @@ class Rail:
                 record = self._recorded(operation, key)
                 if record is None:
                     result = process()
-                    record = Record(operation, key, call.payment_id if call else None,
-                                    currency or (call.currency if call else None), amount_minor, at_ms, result)
+                    record = Record(
+                        operation,
+                        key,
+                        call.payment_id if call else None,
+                        currency or (call.currency if call else None),
+                        amount_minor,
+                        at_ms,
+                        result,
+                    )
                     self._remember(record)
         latency_ms = self._latency_ms(key, operation, at_ms, window)
-        lost = answer_lost or latency_ms >= self.config.latency.timeout_ms or (window is not None and window.mode == "partition")
+        lost = (
+            answer_lost
+            or latency_ms >= self.config.latency.timeout_ms
+            or (window is not None and window.mode == "partition")
+        )
         if lost and operation == "authorize":
-            return ProviderResult("unknown", "provider_timeout", latency_ms=min(latency_ms, self.config.latency.timeout_ms))
+            return ProviderResult(
+                "unknown", "provider_timeout", latency_ms=min(latency_ms, self.config.latency.timeout_ms)
+            )
         return _with_latency(record.result, min(latency_ms, self.config.latency.timeout_ms))
 
     def _refused(self, key: str, operation: str, at_ms: int, window: Window | None) -> ProviderResult | None:
@@ -364,8 +415,12 @@ class Rail:
         if window.mode == "outage":
             return ProviderResult("declined", "provider_unavailable", retryable=True, latency_ms=REFUSED_LATENCY_MS)
         if window.mode == "degraded" and self._u(key, f"error:{operation}:{at_ms}") * 1000 < window.error_per_mille:
-            return ProviderResult("declined", "provider_overloaded", retryable=True,
-                                  latency_ms=self._latency_ms(key, operation, at_ms, window))
+            return ProviderResult(
+                "declined",
+                "provider_overloaded",
+                retryable=True,
+                latency_ms=self._latency_ms(key, operation, at_ms, window),
+            )
         return None
 
     def _latency_ms(self, key: str, operation: str, at_ms: int | None, window: Window | None) -> int:
@@ -401,14 +456,16 @@ class Rail:
             if (record.operation, record.key) not in self.records:
                 self._keep(record)
 
-    def _exclusive(self) -> ContextManager[None]:
+    def _exclusive(self) -> AbstractContextManager[None]:
         return self.journal.locked() if self.journal is not None else nullcontext()
 
     def _returned(self, key: str) -> bool:
         return self.config.kind == "bank_transfer" and self._u(key, "return") * 1000 < self.config.return_per_mille
 
     def _row(self, record: Record, amount_minor: int, fee_minor: int, day: date, kind: str) -> SettlementRow:
-        return SettlementRow(self.name, record.key, record.payment_id, record.currency, amount_minor, fee_minor, day, kind)
+        return SettlementRow(
+            self.name, record.key, record.payment_id, record.currency, amount_minor, fee_minor, day, kind
+        )
 
     def _u(self, key: str, what: str) -> float:
         """A uniform draw in [0, 1) from (seed, rail, key, what): no global RNG."""
@@ -417,22 +474,38 @@ class Rail:
 
 
 def _record_json(r: Record) -> dict[str, Any]:
-    return {"operation": r.operation, "key": r.key, "payment_id": r.payment_id, "currency": r.currency,
-            "amount_minor": r.amount_minor, "at_ms": r.at_ms, "status": r.result.status, "reason": r.result.reason,
-            "fee_minor": r.result.fee_minor, "retryable": r.result.retryable, "latency_ms": r.result.latency_ms}
+    return {
+        "operation": r.operation,
+        "key": r.key,
+        "payment_id": r.payment_id,
+        "currency": r.currency,
+        "amount_minor": r.amount_minor,
+        "at_ms": r.at_ms,
+        "status": r.result.status,
+        "reason": r.result.reason,
+        "fee_minor": r.result.fee_minor,
+        "retryable": r.result.retryable,
+        "latency_ms": r.result.latency_ms,
+    }
 
 
 def _record_of(obj: dict[str, Any]) -> Record:
     """A journal line's record; ValueError/KeyError/AssertionError if it is not one."""
     ints = ("amount_minor", "at_ms", "fee_minor", "latency_ms")
     texts = ("payment_id", "currency", "reason")
-    if (obj["operation"] not in OPERATIONS or not isinstance(obj["key"], str) or not obj["key"]
-            or any(type(obj[f]) is not int for f in ints) or type(obj["retryable"]) is not bool
-            or any(obj[f] is not None and not isinstance(obj[f], str) for f in texts)):
+    if (
+        obj["operation"] not in OPERATIONS
+        or not isinstance(obj["key"], str)
+        or not obj["key"]
+        or any(type(obj[f]) is not int for f in ints)
+        or type(obj["retryable"]) is not bool
+        or any(obj[f] is not None and not isinstance(obj[f], str) for f in texts)
+    ):
         raise ValueError("a journal field has the wrong type")
     result = ProviderResult(obj["status"], obj["reason"], obj["fee_minor"], obj["retryable"], obj["latency_ms"])
-    return Record(obj["operation"], obj["key"], obj["payment_id"], obj["currency"], obj["amount_minor"],
-                  obj["at_ms"], result)
+    return Record(
+        obj["operation"], obj["key"], obj["payment_id"], obj["currency"], obj["amount_minor"], obj["at_ms"], result
+    )
 
 
 def _with_latency(result: ProviderResult, latency_ms: int) -> ProviderResult:
@@ -531,14 +604,24 @@ def schedule_toml(schedules: Mapping[str, tuple[Window, ...]]) -> str:
     lines = []
     for name, windows in sorted(schedules.items()):
         for w in windows:
-            lines += [f"[[{name}]]", f'mode = "{w.mode}"', f"start_ms = {w.start_ms}", f"end_ms = {w.end_ms}",
-                      f"error_per_mille = {w.error_per_mille}", f"latency_factor = {w.latency_factor}", ""]
+            lines += [
+                f"[[{name}]]",
+                f'mode = "{w.mode}"',
+                f"start_ms = {w.start_ms}",
+                f"end_ms = {w.end_ms}",
+                f"error_per_mille = {w.error_per_mille}",
+                f"latency_factor = {w.latency_factor}",
+                "",
+            ]
     return "\n".join(lines)
 
 
-def build_rails(seed: int = 0, path: Path | str = DEFAULT_RAILS,
-                schedules: Mapping[str, tuple[Window, ...]] | None = None,
-                journal_dir: Path | None = None) -> dict[str, Rail]:
+def build_rails(
+    seed: int = 0,
+    path: Path | str = DEFAULT_RAILS,
+    schedules: Mapping[str, tuple[Window, ...]] | None = None,
+    journal_dir: Path | None = None,
+) -> dict[str, Rail]:
     """Every rail of the file, seeded; `schedules` replaces a rail's outage schedule;
     `journal_dir`: the rails keep their records on disk there (Rail)."""
     configs = load_rail_configs(path)

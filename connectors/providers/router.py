@@ -35,9 +35,10 @@ from __future__ import annotations
 
 import hashlib
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 
 from connectors.providers.breaker import Breaker, BreakerConfig, Bucket, Transition, allow, record
 from connectors.providers.learning import Arm, Learn, choose, observe, segment_of
@@ -58,8 +59,9 @@ class RoutingConfigError(ValueError):
 class Authorizer(Protocol):
     name: str
 
-    def authorize(self, key: str, card_bin: str, card_last4: str, amount_minor: int, currency: str,
-                  call: Call | None = None) -> ProviderResult: ...
+    def authorize(
+        self, key: str, card_bin: str, card_last4: str, amount_minor: int, currency: str, call: Call | None = None
+    ) -> ProviderResult: ...
 
 
 @dataclass(frozen=True)
@@ -99,8 +101,15 @@ class Route:
 
     @classmethod
     def of(cls, rail: RailConfig, capacity_per_min: int) -> Route:
-        return cls(rail.name, rail.kind, rail.currencies, rail.max_amount_minor, rail.pricing,
-                   rail.latency.p50_ms, capacity_per_min)
+        return cls(
+            rail.name,
+            rail.kind,
+            rail.currencies,
+            rail.max_amount_minor,
+            rail.pricing,
+            rail.latency.p50_ms,
+            capacity_per_min,
+        )
 
 
 @dataclass(frozen=True)
@@ -141,8 +150,10 @@ class RoutingState:
     @classmethod
     def from_json(cls, data: bytes) -> RoutingState:
         raw = state_loads(data)
-        return cls(tuple(Breaker(**{**b, "buckets": tuple(Bucket(**x) for x in b["buckets"])}) for b in raw["breakers"]),
-                   tuple(Arm(**a) for a in raw.get("arms", ())))  # state from before learning has none
+        return cls(
+            tuple(Breaker(**{**b, "buckets": tuple(Bucket(**x) for x in b["buckets"])}) for b in raw["breakers"]),
+            tuple(Arm(**a) for a in raw.get("arms", ())),
+        )  # state from before learning has none
 
 
 @dataclass(frozen=True)
@@ -195,8 +206,11 @@ class Router:
 
     def eligible(self, cmd: dict[str, Any]) -> tuple[Route, ...]:
         kinds = self.config.methods.get(_method(cmd), ())
-        return tuple(r for r in self.routes if r.kind in kinds and cmd["currency"] in r.currencies
-                     and cmd["amount_minor"] <= r.max_amount_minor)
+        return tuple(
+            r
+            for r in self.routes
+            if r.kind in kinds and cmd["currency"] in r.currencies and cmd["amount_minor"] <= r.max_amount_minor
+        )
 
     def score(self, route: Route, b: Breaker, amount_minor: int) -> float:
         cfg, w = self.config, self.config.weights
@@ -222,11 +236,14 @@ class Router:
         for route in self.eligible(cmd):
             ok, b, _ = allow(state.breaker(route.provider), self.config.breaker, at_ms)
             if ok:
-                scored.append((b.state != "half_open", route.provider, round(self.score(route, b, cmd["amount_minor"]), 9)))
+                scored.append(
+                    (b.state != "half_open", route.provider, round(self.score(route, b, cmd["amount_minor"]), 9))
+                )
         return sorted(scored, key=lambda x: (x[0], -x[2], x[1]))
 
-    def choice(self, state: RoutingState, cmd: dict[str, Any], payment_id: str,
-               ranked: list[tuple[bool, str, float]]) -> tuple[str | None, str | None]:
+    def choice(
+        self, state: RoutingState, cmd: dict[str, Any], payment_id: str, ranked: list[tuple[bool, str, float]]
+    ) -> tuple[str | None, str | None]:
         """(segment, learned first route) for a create; (None, None) when the router does
         not learn. The learned route is None when the rule decides: too little evidence
         in the segment, or a half-open route whose probes must go first."""
@@ -237,11 +254,24 @@ class Router:
         if not ranked or not all(closed for closed, _, _ in ranked):
             return segment, None
         fees = {r.provider: r.pricing.fee_minor(cmd["amount_minor"]) for r in self.routes}
-        return segment, choose(state.arms, self.learn, segment, [(name, fees[name]) for _, name, _ in ranked],
-                               cmd["amount_minor"], payment_id)
+        return segment, choose(
+            state.arms,
+            self.learn,
+            segment,
+            [(name, fees[name]) for _, name, _ in ranked],
+            cmd["amount_minor"],
+            payment_id,
+        )
 
-    def authorize(self, state: RoutingState, providers: Mapping[str, Authorizer], cmd: dict[str, Any],
-                  key: str, call: Call, soft_key: str | None = None) -> Routed:
+    def authorize(
+        self,
+        state: RoutingState,
+        providers: Mapping[str, Authorizer],
+        cmd: dict[str, Any],
+        key: str,
+        call: Call,
+        soft_key: str | None = None,
+    ) -> Routed:
         """`key`: the provider key of the authorization; `soft_key`: the one a soft
         decline's retry at another route is sent under (None: no soft retry)."""
         card_bin, card_last4 = card_of(cmd)
@@ -274,14 +304,25 @@ class Router:
                 if not ok:
                     break
                 last = provider
-                result = providers[provider].authorize(key, card_bin, card_last4, cmd["amount_minor"],
-                                                       cmd["currency"], replace(call, at_ms=at_ms))
+                result = providers[provider].authorize(
+                    key, card_bin, card_last4, cmd["amount_minor"], cmd["currency"], replace(call, at_ms=at_ms)
+                )
                 elapsed_ms += result.latency_ms
                 outcome = "timeout" if result.status == "unknown" else "failure" if result.retryable else "success"
                 b, ts = record(b, cfg, call.at_ms + elapsed_ms, outcome, result.latency_ms, result.status == "approved")
                 transitions += ts
-                attempts.append(Attempt(provider, n, at_ms, backoff_ms, result.status, result.reason,
-                                        result.retryable, result.latency_ms))
+                attempts.append(
+                    Attempt(
+                        provider,
+                        n,
+                        at_ms,
+                        backoff_ms,
+                        result.status,
+                        result.reason,
+                        result.retryable,
+                        result.latency_ms,
+                    )
+                )
                 if not result.retryable:  # an answer, or an unknown outcome: never sent elsewhere
                     final = result
                     break
@@ -292,23 +333,60 @@ class Router:
             if final is None:
                 continue
             if segment is not None and self.learn is not None and final.status != "unknown":
-                state = replace(state, arms=observe(state.arms, self.learn, segment, provider,
-                                                    final.status == "approved", call.at_ms + elapsed_ms))
-            if (final.status == "declined" and final.reason in soft.codes and soft_key is not None
-                    and soft_retries < soft.max_retries):
+                state = replace(
+                    state,
+                    arms=observe(
+                        state.arms, self.learn, segment, provider, final.status == "approved", call.at_ms + elapsed_ms
+                    ),
+                )
+            if (
+                final.status == "declined"
+                and final.reason in soft.codes
+                and soft_key is not None
+                and soft_retries < soft.max_retries
+            ):
                 # Declined, nothing charged: another acquirer may approve, under its own key.
                 soft_retries += 1
                 kept, key = (provider, key, final), soft_key
                 continue
-            return Routed(provider, final, state, tuple(attempts), tuple(transitions), ranking, elapsed_ms, key,
-                          learned, soft_retries)
+            return Routed(
+                provider,
+                final,
+                state,
+                tuple(attempts),
+                tuple(transitions),
+                ranking,
+                elapsed_ms,
+                key,
+                learned,
+                soft_retries,
+            )
         if kept is not None:  # the soft decline stands: the other routes did not answer
             provider, kept_key, result = kept
-            return Routed(provider, result, state, tuple(attempts), tuple(transitions), ranking, elapsed_ms, kept_key,
-                          learned, soft_retries)
+            return Routed(
+                provider,
+                result,
+                state,
+                tuple(attempts),
+                tuple(transitions),
+                ranking,
+                elapsed_ms,
+                kept_key,
+                learned,
+                soft_retries,
+            )
         reason = "provider_unavailable" if ranking else "no_healthy_route"
-        return Routed(last, ProviderResult("declined", reason, retryable=True), state, tuple(attempts),
-                      tuple(transitions), ranking, elapsed_ms, key, learned)
+        return Routed(
+            last,
+            ProviderResult("declined", reason, retryable=True),
+            state,
+            tuple(attempts),
+            tuple(transitions),
+            ranking,
+            elapsed_ms,
+            key,
+            learned,
+        )
 
     def backoff_ms(self, key: str, provider: str, attempt: int) -> int:
         """Exponential backoff with equal jitter, drawn from the key: half the step
@@ -352,7 +430,9 @@ def load_router_config(path: Path | str = DEFAULT_ROUTING) -> RouterConfig:
             prior_success=float(raw["prior"]["success"]),
             methods={str(m): tuple(map(str, kinds)) for m, kinds in raw["methods"].items()},
             capacity_per_min={str(k): int(v) for k, v in raw["capacity_per_min"].items()},
-            soft_retry=SoftRetry(int(raw["soft_retry"]["max_retries"]), frozenset(map(str, raw["soft_retry"]["codes"]))),
+            soft_retry=SoftRetry(
+                int(raw["soft_retry"]["max_retries"]), frozenset(map(str, raw["soft_retry"]["codes"]))
+            ),
             learn=_learn(raw["learn"]),
         )
     except KeyError as e:
@@ -361,18 +441,28 @@ def load_router_config(path: Path | str = DEFAULT_ROUTING) -> RouterConfig:
         raise RoutingConfigError(f"{path}: {e}") from None
     r, w = cfg.retry, cfg.weights
     problems = [
-        m for m, bad in (
+        m
+        for m, bad in (
             ("weights must be >= 0", min(w.success, w.cost, w.latency, w.load) < 0),
             (f"retry.max_attempts must be 1..{MAX_ATTEMPTS}", not 1 <= r.max_attempts <= MAX_ATTEMPTS),
             (f"retry.max_routes must be 1..{MAX_ROUTES}", not 1 <= r.max_routes <= MAX_ROUTES),
-            ("need 0 <= base_backoff_ms <= max_backoff_ms <= 60000", not 0 <= r.base_backoff_ms <= r.max_backoff_ms <= 60_000),
+            (
+                "need 0 <= base_backoff_ms <= max_backoff_ms <= 60000",
+                not 0 <= r.base_backoff_ms <= r.max_backoff_ms <= 60_000,
+            ),
             ("retry.budget_ms must be 1..600000", not 1 <= r.budget_ms <= 600_000),
-            ("prior.calls must be >= 1 and prior.success in [0, 1]", cfg.prior_calls < 1 or not 0 <= cfg.prior_success <= 1),
-            ("capacity_per_min needs a default, every value >= 1",
-             "default" not in cfg.capacity_per_min or min(cfg.capacity_per_min.values()) < 1),
+            (
+                "prior.calls must be >= 1 and prior.success in [0, 1]",
+                cfg.prior_calls < 1 or not 0 <= cfg.prior_success <= 1,
+            ),
+            (
+                "capacity_per_min needs a default, every value >= 1",
+                "default" not in cfg.capacity_per_min or min(cfg.capacity_per_min.values()) < 1,
+            ),
             # once: a soft decline goes to one other acquirer, never round the whole table
             ("soft_retry.max_retries must be 0 or 1", cfg.soft_retry.max_retries not in (0, 1)),
-        ) if bad
+        )
+        if bad
     ]
     if problems:
         raise RoutingConfigError(f"{path}: {'; '.join(problems)}")
@@ -380,11 +470,15 @@ def load_router_config(path: Path | str = DEFAULT_ROUTING) -> RouterConfig:
 
 
 def _learn(raw: Mapping[str, Any]) -> Learn:
-    return Learn(margin_bps=int(raw["margin_bps"]), min_observations=int(raw["min_observations"]),
-                 fine_observations=int(raw["fine_observations"]),
-                 decay_per_mille=int(raw["decay_per_mille"]), max_arms=int(raw["max_arms"]),
-                 amount_bands_minor=tuple(int(b) for b in raw["amount_bands_minor"]),
-                 bin_countries={str(k): str(v) for k, v in raw["bin_countries"].items()})
+    return Learn(
+        margin_bps=int(raw["margin_bps"]),
+        min_observations=int(raw["min_observations"]),
+        fine_observations=int(raw["fine_observations"]),
+        decay_per_mille=int(raw["decay_per_mille"]),
+        max_arms=int(raw["max_arms"]),
+        amount_bands_minor=tuple(int(b) for b in raw["amount_bands_minor"]),
+        bin_countries={str(k): str(v) for k, v in raw["bin_countries"].items()},
+    )
 
 
 def build_router(rails: Mapping[str, RailConfig], config: RouterConfig | None = None, *, learn: bool = False) -> Router:
@@ -392,5 +486,8 @@ def build_router(rails: Mapping[str, RailConfig], config: RouterConfig | None = 
     it learns per segment (the `[learn]` settings; PAYSTREAM_ROUTING_LEARN)."""
     cfg = config or load_router_config()
     cap = cfg.capacity_per_min
-    return Router(cfg, tuple(Route.of(r, cap.get(name, cap["default"])) for name, r in sorted(rails.items())),
-                  cfg.learn if learn else None)
+    return Router(
+        cfg,
+        tuple(Route.of(r, cap.get(name, cap["default"])) for name, r in sorted(rails.items())),
+        cfg.learn if learn else None,
+    )

@@ -15,9 +15,10 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterable
+from typing import IO, Any
 
 from connectors.providers.router import Routed
 
@@ -50,11 +51,17 @@ class RoutingLog:
         self._file.flush()
 
     def routed(self, partition: int, payment_id: str, routed: Routed) -> None:
-        self._write({
-            "fact": "routed", "partition": partition, "payment_id": payment_id, "provider": routed.provider,
-            "failovers": routed.failovers, "attempts": [[a.provider, a.status] for a in routed.attempts],
-            "transitions": [[t.provider, t.from_state, t.to_state, t.at_ms, t.reason] for t in routed.transitions],
-        })
+        self._write(
+            {
+                "fact": "routed",
+                "partition": partition,
+                "payment_id": payment_id,
+                "provider": routed.provider,
+                "failovers": routed.failovers,
+                "attempts": [[a.provider, a.status] for a in routed.attempts],
+                "transitions": [[t.provider, t.from_state, t.to_state, t.at_ms, t.reason] for t in routed.transitions],
+            }
+        )
 
     def close(self) -> None:
         self._file.close()
@@ -63,7 +70,9 @@ class RoutingLog:
 @dataclass
 class RoutingView:
     routed: dict[str, dict[str, Any]] = field(default_factory=dict)  # payment -> its (last) routing
-    transitions: set[tuple[int, str, str, str, int, str]] = field(default_factory=set)  # (partition, provider, from, to, at_ms, reason)
+    transitions: set[tuple[int, str, str, str, int, str]] = field(
+        default_factory=set
+    )  # (partition, provider, from, to, at_ms, reason)
     full: bool = False  # a worker's log hit its size bound: counts are lower bounds
     skipped: int = 0  # lines that were not ours (a torn write glued to the next line)
 
@@ -96,12 +105,14 @@ def fold(lines: Iterable[str]) -> RoutingView:
 def read_routing_log(directory: Path) -> RoutingView:
     """Every worker's log under `directory`, folded. A line still being written (no
     newline) is left out; a torn one (a killed worker, restarted) is skipped and counted."""
+
     def lines() -> Iterable[str]:
         for path in sorted(directory.glob("*.jsonl")):
             with path.open(encoding="utf-8", errors="replace") as f:
                 for line in f:
                     if line.endswith("\n"):
                         yield line
+
     view = fold(lines())
     if view.skipped:
         log.warning("%s: skipped %d routing log line(s) that were not records", directory, view.skipped)

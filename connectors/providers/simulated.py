@@ -90,8 +90,9 @@ class SimulatedProvider:
         if self.journal is not None:
             self.journal[operation, key] += 1
 
-    def authorize(self, key: str, card_bin: str, card_last4: str, amount_minor: int, currency: str,
-                  call: Call | None = None) -> ProviderResult:
+    def authorize(
+        self, key: str, card_bin: str, card_last4: str, amount_minor: int, currency: str, call: Call | None = None
+    ) -> ProviderResult:
         self._saw("authorize", key)
         mismatch = number_mismatch(call, card_bin, card_last4)
         if mismatch is not None:
@@ -100,7 +101,9 @@ class SimulatedProvider:
             return ProviderResult("unknown", "provider_timeout")
         return _authorization(card_bin, card_last4, amount_minor)
 
-    def status(self, key: str, card_bin: str, card_last4: str, amount_minor: int, call: Call | None = None) -> ProviderResult:
+    def status(
+        self, key: str, card_bin: str, card_last4: str, amount_minor: int, call: Call | None = None
+    ) -> ProviderResult:
         """What became of the authorization sent under `key`. The caller passes the
         request again because this provider keeps no durable state of its own."""
         self._saw("status", key)
@@ -108,7 +111,9 @@ class SimulatedProvider:
             return ProviderResult("unknown", "provider_unreachable")
         return _authorization(card_bin, card_last4, amount_minor)
 
-    def capture(self, key: str, card_bin: str, card_last4: str, amount_minor: int, call: Call | None = None) -> ProviderResult:
+    def capture(
+        self, key: str, card_bin: str, card_last4: str, amount_minor: int, call: Call | None = None
+    ) -> ProviderResult:
         self._saw("capture", key)
         if (card_bin, card_last4) == CAPTURE_FAILS:
             return ProviderResult("declined", "capture_refused")

@@ -106,7 +106,14 @@ def java_cmd(cfg: RegistryConfig, java: str, heap: str) -> list[str]:
         "quarkus.datasource.jdbc.url": f"jdbc:h2:file:{cfg.data_dir / 'registry'}",
         "registry.rules.global.compatibility": COMPATIBILITY,
     }
-    return [java, *heap.split(), *JVM_OPTS, *(f"-D{k}={v}" for k, v in props.items()), "-jar", str(cfg.app_dir / RUNNER_JAR)]
+    return [
+        java,
+        *heap.split(),
+        *JVM_OPTS,
+        *(f"-D{k}={v}" for k, v in props.items()),
+        "-jar",
+        str(cfg.app_dir / RUNNER_JAR),
+    ]
 
 
 def status(cfg: RegistryConfig) -> RegistryStatus:
@@ -120,14 +127,20 @@ def up(cfg: RegistryConfig) -> RegistryStatus:
     with jvm.locked(cfg.root):
         pid = jvm.running_pid(svc)
         if pid is not None:
-            jvm.wait_answering(svc, lambda: registry_answers(cfg.url), cfg.url, None, pid, cfg.start_timeout_s)  # it may still be starting
+            jvm.wait_answering(
+                svc, lambda: registry_answers(cfg.url), cfg.url, None, pid, cfg.start_timeout_s
+            )  # it may still be starting
             return RegistryStatus(True, True, pid, cfg.url, svc.log_file, already_running=True)
         if registry_answers(cfg.url):
-            raise RegistryServerError(f"another registry (not ours: no live pid in {svc.pid_file}) answers on {cfg.url}")
+            raise RegistryServerError(
+                f"another registry (not ours: no live pid in {svc.pid_file}) answers on {cfg.url}"
+            )
         java = jvm.find_java(MIN_JAVA, "the Schema Registry", RegistryServerError)
         resolve_app(cfg)
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
-        proc: subprocess.Popen[bytes] = jvm.launch(svc, java_cmd(cfg, java, os.environ.get("REGISTRY_HEAP_OPTS", DEFAULT_HEAP_OPTS)), cwd=cfg.root)
+        proc: subprocess.Popen[bytes] = jvm.launch(
+            svc, java_cmd(cfg, java, os.environ.get("REGISTRY_HEAP_OPTS", DEFAULT_HEAP_OPTS)), cwd=cfg.root
+        )
         jvm.wait_answering(svc, lambda: registry_answers(cfg.url), cfg.url, proc, proc.pid, cfg.start_timeout_s)
         return RegistryStatus(True, True, proc.pid, cfg.url, svc.log_file)
 

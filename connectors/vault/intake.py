@@ -69,7 +69,9 @@ def seal_aad(key_id: str, merchant_id: str, command_id: str) -> bytes:
 
 
 def _key_and_nonce(shared: bytes, ephemeral_public: bytes, recipient_public: bytes) -> tuple[bytes, bytes]:
-    okm = HKDF(hashes.SHA256(), KEY_BYTES + NONCE_BYTES, salt=ephemeral_public + recipient_public, info=_INFO).derive(shared)
+    okm = HKDF(hashes.SHA256(), KEY_BYTES + NONCE_BYTES, salt=ephemeral_public + recipient_public, info=_INFO).derive(
+        shared
+    )
     return okm[:KEY_BYTES], okm[KEY_BYTES:]
 
 
@@ -99,7 +101,9 @@ class Sealer:
         the number itself is checked by ingest, which answers the merchant."""
         number, month, year = card["number"], card["exp_month"], card["exp_year"]
         if not (isinstance(number, str) and len(number) <= CARD_NUMBER_MAX_CHARS and set(number) <= _NUMBER_CHARS):
-            raise CardError("invalid_card_number", f"card number must be at most {CARD_NUMBER_MAX_CHARS} digits, spaces or dashes")
+            raise CardError(
+                "invalid_card_number", f"card number must be at most {CARD_NUMBER_MAX_CHARS} digits, spaces or dashes"
+            )
         if not all(type(x) is int and 0 <= x <= 9999 for x in (month, year)):
             raise CardError("invalid_expiry", "exp_month and exp_year must be integers")
         body = {"number": number, "exp_month": month, "exp_year": year, "cvc_presented": _check_cvc(card.get("cvc"))}
@@ -109,7 +113,9 @@ class Sealer:
         ephemeral_public = ephemeral.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
         shared = ephemeral.exchange(X25519PublicKey.from_public_bytes(self.public_key))
         key, nonce = _key_and_nonce(shared, ephemeral_public, self.public_key)
-        ciphertext = AESGCM(key).encrypt(nonce, plaintext.ljust(PLAINTEXT_BYTES), seal_aad(self.key_id, merchant_id, command_id))
+        ciphertext = AESGCM(key).encrypt(
+            nonce, plaintext.ljust(PLAINTEXT_BYTES), seal_aad(self.key_id, merchant_id, command_id)
+        )
         return {"key_id": self.key_id, "ephemeral_public": ephemeral_public, "ciphertext": ciphertext}
 
     def seal_command(self, cmd: dict[str, Any]) -> dict[str, Any]:
@@ -159,8 +165,10 @@ class CardOpener:
         if len(key_id) > KEY_ID_MAX_CHARS or not key_id.isprintable():
             raise SealError("sealed_card_malformed", "key_id is not a key id")
         if len(ephemeral_public) != KEY_BYTES or len(ciphertext) != SEALED_CIPHERTEXT_BYTES:
-            raise SealError("sealed_card_malformed",
-                            f"ephemeral_public must be {KEY_BYTES} bytes, ciphertext {SEALED_CIPHERTEXT_BYTES}")
+            raise SealError(
+                "sealed_card_malformed",
+                f"ephemeral_public must be {KEY_BYTES} bytes, ciphertext {SEALED_CIPHERTEXT_BYTES}",
+            )
         try:
             recipient_public = self._public.get(key_id)
             if recipient_public is None:
@@ -172,8 +180,11 @@ class CardOpener:
         try:
             plaintext = AESGCM(key).decrypt(nonce, ciphertext, seal_aad(key_id, merchant_id, command_id))
         except InvalidTag:
-            raise SealError("sealed_card_tampered", f"sealed card failed authentication under {key_id}: tampered with, "
-                                                    "sealed for another merchant or command, or to another key") from None
+            raise SealError(
+                "sealed_card_tampered",
+                f"sealed card failed authentication under {key_id}: tampered with, "
+                "sealed for another merchant or command, or to another key",
+            ) from None
         return _parse(plaintext)
 
 
@@ -187,4 +198,3 @@ def _parse(plaintext: bytes) -> OpenedCard:
     except (ValueError, KeyError, TypeError) as e:
         raise SealError("sealed_card_malformed", f"the opened card is not a card record ({type(e).__name__})") from None
     return OpenedCard(number, month, year, cvc)
-

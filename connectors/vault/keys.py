@@ -40,7 +40,7 @@ import os
 import re
 import stat
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -307,7 +307,9 @@ class FileKeyStore:
         if kind not in SIGNING_KINDS:
             raise KeyStoreError(f"public_keys needs a {' or '.join(SIGNING_KINDS)} kind, not {kind}")
         return {
-            k.key_id: Ed25519PrivateKey.from_private_bytes(k.material).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+            k.key_id: Ed25519PrivateKey.from_private_bytes(k.material)
+            .public_key()
+            .public_bytes(Encoding.Raw, PublicFormat.Raw)
             for k in self._versions(kind)
         }
 
@@ -320,7 +322,9 @@ class FileKeyStore:
 
     def intake_public_keys(self) -> dict[str, bytes]:
         return {
-            k.key_id: X25519PrivateKey.from_private_bytes(k.material).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+            k.key_id: X25519PrivateKey.from_private_bytes(k.material)
+            .public_key()
+            .public_bytes(Encoding.Raw, PublicFormat.Raw)
             for k in self._versions(CARD_INTAKE)
         }
 
@@ -370,7 +374,7 @@ class FileKeyStore:
             if if_none and versions:
                 return versions[-1]
             version = versions[-1].version + 1 if versions else 1
-            key = _Key(key_id_of(kind, version), kind, version, datetime.now(timezone.utc), os.urandom(KEY_BYTES))
+            key = _Key(key_id_of(kind, version), kind, version, datetime.now(UTC), os.urandom(KEY_BYTES))
             if _write_new(self.keys_dir / f"{key.key_id}.json", _encode(key)):
                 self._keys[key.key_id] = key
                 return key
@@ -406,7 +410,7 @@ def _read_key_file(path: Path) -> _Key:
         raise KeyStoreError(f"{path} is larger than {MAX_KEY_FILE_BYTES} bytes")
     data = path.read_bytes()
     if path.suffix == ".key":  # raw material, the format before key management
-        created, material = datetime.fromtimestamp(st.st_mtime, tz=timezone.utc), data
+        created, material = datetime.fromtimestamp(st.st_mtime, tz=UTC), data
     else:
         try:
             doc = json.loads(data)

@@ -93,7 +93,9 @@ def base64_needles(data: bytes) -> list[bytes]:
 
 def _grouped(pan: str) -> list[bytes]:
     """The printed forms: amex 4-6-5, diners 4-6-4, the rest in fours."""
-    sizes = {15: (4, 6, 5), 14: (4, 6, 4)}.get(len(pan)) or (4,) * (len(pan) // 4) + ((len(pan) % 4,) if len(pan) % 4 else ())
+    sizes = {15: (4, 6, 5), 14: (4, 6, 4)}.get(len(pan)) or (4,) * (len(pan) // 4) + (
+        (len(pan) % 4,) if len(pan) % 4 else ()
+    )
     parts, i = [], 0
     for size in sizes:
         parts.append(pan[i : i + size])
@@ -140,7 +142,11 @@ class PanScanner:
                 break
             for start, end in _candidates(m):
                 digits = _SEPARATORS.sub(b"", blob[start:end])
-                if not (UNKNOWN_MIN_DIGITS <= len(digits) <= PAN_MAX_LEN and digits[0] in _CARD_MII and luhn_valid(digits.decode())):
+                if not (
+                    UNKNOWN_MIN_DIGITS <= len(digits) <= PAN_MAX_LEN
+                    and digits[0] in _CARD_MII
+                    and luhn_valid(digits.decode())
+                ):
                     continue
                 if not any(s <= start and end <= e for s, e in known_spans) and not _inside_hex_id(blob, start, end):
                     findings.append(_finding(blob, where, start, end, "unknown", digits.decode()))

@@ -23,11 +23,29 @@ from typing import Any
 
 from confluent_kafka import KafkaException, TopicPartition
 
-from connectors.kafka.clients import Connection, MissingTopic, TopicFollower, command_producer, committed_reader, end_offsets, read_to_end
+from connectors.kafka.clients import (
+    Connection,
+    MissingTopic,
+    TopicFollower,
+    command_producer,
+    committed_reader,
+    end_offsets,
+    read_to_end,
+)
 from connectors.vault.keys import VAULT_MASTER, KeyStore
 from connectors.vault.tokenizer import TOKEN_PATTERN, StoreTokenizer
-from connectors.vault.vault import CardSealer, Revealed, RewrapReport, SealedCards, VaultError, card_of, check_token, \
-    master_key_id, open_record, rewrap
+from connectors.vault.vault import (
+    CardSealer,
+    Revealed,
+    RewrapReport,
+    SealedCards,
+    VaultError,
+    card_of,
+    check_token,
+    master_key_id,
+    open_record,
+    rewrap,
+)
 from schemas.partitioning import partition_for
 
 FOLLOW_BATCH_MAX = 1_000  # records applied per poll of the topic
@@ -40,8 +58,9 @@ class TopicVault:
     and the provider edge (reveal). It connects on first use: building a worker needs
     no broker."""
 
-    def __init__(self, conn: Connection, topic: str, partitions: int, keys: KeyStore, *, max_cards: int,
-                 read_through_s: float) -> None:
+    def __init__(
+        self, conn: Connection, topic: str, partitions: int, keys: KeyStore, *, max_cards: int, read_through_s: float
+    ) -> None:
         assert read_through_s > 0
         self.conn, self.topic, self.partitions = conn, topic, partitions
         self._keys = keys
@@ -102,8 +121,14 @@ class TopicVault:
             found: bytes | None = None
             key = token.encode()
             tp = (self.topic, partition)
-            for msg in read_to_end(self.conn, [self.topic], self.partitions, ends={tp: high}, starts={tp: start},
-                                   timeout_s=max(0.1, deadline - time.monotonic())):
+            for msg in read_to_end(
+                self.conn,
+                [self.topic],
+                self.partitions,
+                ends={tp: high},
+                starts={tp: start},
+                timeout_s=max(0.1, deadline - time.monotonic()),
+            ):
                 if msg.key() == key:
                     found = msg.value()
         except (KafkaException, TimeoutError, MissingTopic) as e:
@@ -115,8 +140,9 @@ class TopicVault:
         return found
 
 
-def publish_sealed(conn: Connection, topic: str, sealed: Mapping[str, bytes], partitions: int,
-                   timeout_s: float = PUBLISH_TIMEOUT_S) -> None:
+def publish_sealed(
+    conn: Connection, topic: str, sealed: Mapping[str, bytes], partitions: int, timeout_s: float = PUBLISH_TIMEOUT_S
+) -> None:
     """Sealed records onto the card-vault topic, each acknowledged by every in-sync
     replica before this returns (callers publish the tokens only after)."""
     if not sealed:
@@ -129,11 +155,18 @@ def publish_sealed(conn: Connection, topic: str, sealed: Mapping[str, bytes], pa
             failed.append(f"{msg.key().decode()}: {err}")
 
     for token, blob in sealed.items():
-        producer.produce(topic, key=token.encode(), value=blob, partition=partition_for(token.encode(), partitions),
-                         on_delivery=delivered)
+        producer.produce(
+            topic,
+            key=token.encode(),
+            value=blob,
+            partition=partition_for(token.encode(), partitions),
+            on_delivery=delivered,
+        )
     left = producer.flush(timeout_s)
     if left or failed:
-        raise VaultError("-", f"{left} sealed card(s) not acknowledged within {timeout_s}s; {'; '.join(failed[:3])}"[:400])
+        raise VaultError(
+            "-", f"{left} sealed card(s) not acknowledged within {timeout_s}s; {'; '.join(failed[:3])}"[:400]
+        )
 
 
 IMPORT_CHUNK_MAX = 10_000  # records held and published at a time by import_local_vault
@@ -161,8 +194,9 @@ def import_local_vault(path: Path, conn: Connection, topic: str, partitions: int
     return count + len(chunk)
 
 
-def rewrap_topic(conn: Connection, topic: str, partitions: int, keys: KeyStore,
-                 timeout_s: float = REWRAP_TIMEOUT_S) -> RewrapReport:
+def rewrap_topic(
+    conn: Connection, topic: str, partitions: int, keys: KeyStore, timeout_s: float = REWRAP_TIMEOUT_S
+) -> RewrapReport:
     """Re-wrap every card's data key not under the active vault-master key (after a
     rotation): the latest record of each token is read, one partition at a time (so
     memory holds one partition's cards), and republished under the same token. The

@@ -95,8 +95,13 @@ def check_token(token: str) -> None:
         raise VaultError(token[:40], "not a token (tok_ + 32 base32 chars)")
 
 
-def seal(keys: KeyStore, tokenizer: StoreTokenizer, merchant_id: str, pan: str,
-         held: Callable[[str], bool] = lambda token: False) -> tuple[VaultCard, bytes | None]:
+def seal(
+    keys: KeyStore,
+    tokenizer: StoreTokenizer,
+    merchant_id: str,
+    pan: str,
+    held: Callable[[str], bool] = lambda token: False,
+) -> tuple[VaultCard, bytes | None]:
     """The card's token and its sealed record (a fresh data key, wrapped under the
     active master key), or None for the record when `held(token)`: nothing to write.
     Raises CardError for a merchant id or a number the vault refuses."""
@@ -132,8 +137,11 @@ def parse(token: str, blob: bytes) -> dict[str, Any]:
         raise VaultError(token, f"record larger than {MAX_RECORD_BYTES} bytes")
     try:
         record = json.loads(blob)
-        if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT or \
-                not all(isinstance(record.get(f), str) for f in _FIELDS):
+        if (
+            not isinstance(record, dict)
+            or record.get("format") != RECORD_FORMAT
+            or not all(isinstance(record.get(f), str) for f in _FIELDS)
+        ):
             raise ValueError("fields")
     except (ValueError, UnicodeDecodeError):
         raise VaultError(token, "record is malformed") from None
@@ -157,9 +165,13 @@ def open_record(keys: KeyStore, token: str, blob: bytes) -> Revealed:
     try:
         data_key = keys.unwrap(_wrapped(token, record), _aad(b"dek", token, merchant_id))
     except KeyStoreError as e:
-        raise VaultError(token, f"data key cannot be unwrapped ({e}): the record was tampered with, moved, or its master key is gone") from None
+        raise VaultError(
+            token, f"data key cannot be unwrapped ({e}): the record was tampered with, moved, or its master key is gone"
+        ) from None
     try:
-        pan = AESGCM(data_key).decrypt(_decode(token, record, "nonce"), _decode(token, record, "ciphertext"), _aad(b"pan", token, merchant_id))
+        pan = AESGCM(data_key).decrypt(
+            _decode(token, record, "nonce"), _decode(token, record, "ciphertext"), _aad(b"pan", token, merchant_id)
+        )
     except InvalidTag:
         raise VaultError(token, "ciphertext failed authentication: tampered with or moved from another token") from None
     return Revealed(pan.decode(), merchant_id, record["key_id"])
@@ -242,8 +254,9 @@ class CardSealer:
     def tokenize(self, merchant_id: str, pan: str) -> VaultCard:
         """Seal the card unless it is held (same card, same merchant: one record) and
         return what may travel downstream."""
-        card, blob = seal(self._keys, self._tokenizer, merchant_id, pan,
-                          lambda token: token in self.sealed or self._held(token))
+        card, blob = seal(
+            self._keys, self._tokenizer, merchant_id, pan, lambda token: token in self.sealed or self._held(token)
+        )
         if blob is not None:
             self.sealed[card.token] = blob
         return card

@@ -15,9 +15,10 @@ then it is given up (recorded, for ops) and the next one goes. Each attempt is a
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from connectors.webhooks.registry import Endpoint
 from schemas.ids import derive_delivery_id, derive_notification_id
@@ -71,8 +72,9 @@ class Outbox:
         return sum(len(q) for q in self.queues.values())
 
 
-def notifications(event: dict[str, Any], endpoints: tuple[Endpoint, ...], created_ms: int,
-                  body: bytes) -> list[Notification]:
+def notifications(
+    event: dict[str, Any], endpoints: tuple[Endpoint, ...], created_ms: int, body: bytes
+) -> list[Notification]:
     """One notification of a payment event per endpoint of its merchant, each with
     `body` (the event as the merchant sees it: no card token, BIN and last four only)."""
     if len(body) > MAX_BODY_BYTES:
@@ -105,8 +107,16 @@ def due(outbox: Outbox, now_ms: int, limit: int = 1_000) -> list[Pending]:
     return sorted(heads, key=lambda p: (p.next_ms, p.notification.notification_id))[:limit]
 
 
-def settle(outbox: Outbox, pending: Pending, now_ms: int, ok: bool, backoff: Backoff,
-           http_status: int | None = None, error: str | None = None, key_id: str | None = None) -> tuple[Outbox, dict[str, Any]]:
+def settle(
+    outbox: Outbox,
+    pending: Pending,
+    now_ms: int,
+    ok: bool,
+    backoff: Backoff,
+    http_status: int | None = None,
+    error: str | None = None,
+    key_id: str | None = None,
+) -> tuple[Outbox, dict[str, Any]]:
     """Apply one attempt's result: delivered (dequeue), failed (retry later) or, past
     the give-up horizon, given up (dequeue). Returns the WebhookDelivery record."""
     n = pending.notification

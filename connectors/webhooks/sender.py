@@ -26,8 +26,9 @@ class Result:
     key_id: str
 
 
-async def post(session: aiohttp.ClientSession, store: KeyStore, pending: Pending, signed_at_s: int,
-               timeout_s: float = 10.0) -> Result:
+async def post(
+    session: aiohttp.ClientSession, store: KeyStore, pending: Pending, signed_at_s: int, timeout_s: float = 10.0
+) -> Result:
     """One attempt, signed at `signed_at_s`: 2xx is delivered; anything else (status,
     refused, timeout) failed."""
     n = pending.notification
@@ -39,18 +40,31 @@ async def post(session: aiohttp.ClientSession, store: KeyStore, pending: Pending
         "Paystream-Webhook-Id": n.notification_id,
     }
     try:
-        async with session.post(n.endpoint.url, data=n.body, headers=headers,
-                                timeout=aiohttp.ClientTimeout(total=timeout_s), allow_redirects=False) as resp:
+        async with session.post(
+            n.endpoint.url,
+            data=n.body,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=timeout_s),
+            allow_redirects=False,
+        ) as resp:
             await resp.content.read(MAX_RESPONSE_BYTES)
             ok = 200 <= resp.status < 300
             return Result(ok, resp.status, None if ok else f"http {resp.status}", key_id)
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+    except (TimeoutError, aiohttp.ClientError, OSError) as e:
         return Result(False, None, type(e).__name__, key_id)
 
 
-async def deliver_due(session: aiohttp.ClientSession, store: KeyStore, outbox: Outbox, now_ms: int,
-                      backoff: Backoff = Backoff(), limit: int = 1_000, *, signed_at_s: int | None = None,
-                      timeout_s: float = 10.0) -> tuple[Outbox, list[dict[str, Any]]]:
+async def deliver_due(
+    session: aiohttp.ClientSession,
+    store: KeyStore,
+    outbox: Outbox,
+    now_ms: int,
+    backoff: Backoff = Backoff(),
+    limit: int = 1_000,
+    *,
+    signed_at_s: int | None = None,
+    timeout_s: float = 10.0,
+) -> tuple[Outbox, list[dict[str, Any]]]:
     """Send every notification due at `now_ms` (event time; the runner passes its
     clock); return the next outbox and one WebhookDelivery record per attempt. The
     signature's timestamp is `signed_at_s` (the real time of sending, which receivers

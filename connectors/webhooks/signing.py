@@ -38,8 +38,15 @@ def stripe_secret(secret: bytes) -> str:
     return STRIPE_SECRET_PREFIX + secret.hex()
 
 
-def signature_header(store: KeyStore, merchant_id: str, timestamp_s: int, body: bytes,
-                     key_ids: tuple[str | None, ...] = (None,), *, stripe: bool = False) -> str:
+def signature_header(
+    store: KeyStore,
+    merchant_id: str,
+    timestamp_s: int,
+    body: bytes,
+    key_ids: tuple[str | None, ...] = (None,),
+    *,
+    stripe: bool = False,
+) -> str:
     """The header value for `body` sent at `timestamp_s`; `None` in key_ids is the active key.
     `stripe`: keyed by `stripe_secret` (the `Stripe-Signature` header's)."""
     assert 1 <= len(key_ids) <= MAX_SIGNATURES

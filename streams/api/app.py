@@ -11,7 +11,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, FastAPI, Header, Query, Request
@@ -27,11 +27,6 @@ from schemas.ids import derive_api_command_id, derive_payment_id
 from streams.api.acs import Acs
 from streams.api.acs import router as acs_router
 from streams.api.auth import ApiKeys, RateLimits, retry_after_header
-from streams.api.bus import BusUnavailable, CommandBus
-from streams.api.commands import create_command, dispute_evidence_command, follow_up_command
-from streams.api.dashboard import Dashboard, router
-from streams.api.errors import ApiError, not_found, outcome_response, payment_body
-from streams.api.idempotency import IdempotencyRecords, InFlightFull, Response, fingerprint
 from streams.api.bodies import (
     Accepted,
     AmountIn,
@@ -43,6 +38,11 @@ from streams.api.bodies import (
     Payment,
     PaymentList,
 )
+from streams.api.bus import BusUnavailable, CommandBus
+from streams.api.commands import create_command, dispute_evidence_command, follow_up_command
+from streams.api.dashboard import Dashboard, router
+from streams.api.errors import ApiError, not_found, outcome_response, payment_body
+from streams.api.idempotency import IdempotencyRecords, InFlightFull, Response, fingerprint
 from streams.api.objects import MemoryObjects, Objects
 from streams.api.readmodel import LIST_LIMIT_MAX, fresher
 from streams.api.stripe_accounts import Registry
@@ -73,31 +73,41 @@ class ApiConfig:
 
     @classmethod
     def from_settings(cls, s: Settings) -> ApiConfig:
-        return cls(s.api_outcome_timeout_ms / 1000, s.api_max_body_bytes, s.api_rate_per_s, s.api_rate_burst,
-                   s.api_rate_queue_max, s.api_max_in_flight, s.api_idempotency_records_max)
+        return cls(
+            s.api_outcome_timeout_ms / 1000,
+            s.api_max_body_bytes,
+            s.api_rate_per_s,
+            s.api_rate_burst,
+            s.api_rate_queue_max,
+            s.api_max_in_flight,
+            s.api_idempotency_records_max,
+        )
 
 
 class PaymentReader(Protocol):
     def get(self, payment_id: str) -> dict[str, Any] | None:
         """A payment's view (the keys of payment_body), or None if unknown."""
 
-    def list(self, merchant_id: str, limit: int, starting_after: str | None = None,
-             ending_before: str | None = None) -> list[dict[str, Any]]:
+    def list(
+        self, merchant_id: str, limit: int, starting_after: str | None = None, ending_before: str | None = None
+    ) -> list[dict[str, Any]]:
         """Up to `limit` of the merchant's payment views with an id above `starting_after`,
         by id; with `ending_before`, those below it, nearest first (descending)."""
 
     def balance(self, merchant_id: str) -> list[dict[str, Any]]:
         """The merchant's ledger balances: {account, currency, amount} (readmodel.BALANCE_ACCOUNTS)."""
 
-    def disputes(self, merchant_id: str, limit: int, starting_after: str | None = None,
-                 ending_before: str | None = None) -> list[dict[str, Any]]:
+    def disputes(
+        self, merchant_id: str, limit: int, starting_after: str | None = None, ending_before: str | None = None
+    ) -> list[dict[str, Any]]:
         """The merchant's disputes by opening event id (ClickHousePayments.disputes)."""
 
     def dispute(self, merchant_id: str, event_id: str) -> dict[str, Any] | None:
         """One of the merchant's disputes by its opening event id."""
 
-    def payouts(self, merchant_id: str, limit: int, starting_after: str | None = None,
-                ending_before: str | None = None) -> list[dict[str, Any]]:
+    def payouts(
+        self, merchant_id: str, limit: int, starting_after: str | None = None, ending_before: str | None = None
+    ) -> list[dict[str, Any]]:
         """The merchant's payouts by id (ClickHousePayments.payouts)."""
 
     def payout(self, merchant_id: str, payout_id: str) -> dict[str, Any] | None:
@@ -106,23 +116,37 @@ class PaymentReader(Protocol):
     def saved_card(self, merchant_id: str, payment_id: str) -> str | None:
         """The vault token of the card of one of the merchant's payments that went through."""
 
-    def balance_transactions(self, merchant_id: str, limit: int, after: dict[str, Any] | None = None,
-                             before: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    def balance_transactions(
+        self, merchant_id: str, limit: int, after: dict[str, Any] | None = None, before: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
         """The merchant's balance transactions around a cursor row (ClickHousePayments)."""
 
     def balance_transaction(self, merchant_id: str, entry_hex: str, kind: str) -> dict[str, Any] | None:
         """One of the merchant's balance transactions."""
 
-    def transfers(self, merchant_id: str, limit: int, starting_after: str | None = None,
-                  ending_before: str | None = None, transfer_id: str | None = None) -> list[dict[str, Any]]:
+    def transfers(
+        self,
+        merchant_id: str,
+        limit: int,
+        starting_after: str | None = None,
+        ending_before: str | None = None,
+        transfer_id: str | None = None,
+    ) -> list[dict[str, Any]]:
         """The platform's transfers to its connected accounts (ClickHousePayments.transfers)."""
 
-    def application_fees(self, merchant_id: str, limit: int, starting_after: str | None = None,
-                         ending_before: str | None = None, fee_id: str | None = None) -> list[dict[str, Any]]:
+    def application_fees(
+        self,
+        merchant_id: str,
+        limit: int,
+        starting_after: str | None = None,
+        ending_before: str | None = None,
+        fee_id: str | None = None,
+    ) -> list[dict[str, Any]]:
         """The platform's application fees (ClickHousePayments.application_fees)."""
 
-    def events(self, merchant_id: str, limit: int, starting_after: str | None = None,
-               ending_before: str | None = None) -> list[dict[str, Any]]:
+    def events(
+        self, merchant_id: str, limit: int, starting_after: str | None = None, ending_before: str | None = None
+    ) -> list[dict[str, Any]]:
         """The merchant's payment events by id (ClickHousePayments.events)."""
 
     def event(self, merchant_id: str, event_id: str) -> dict[str, Any] | None:
@@ -141,8 +165,9 @@ class _Gate:
     """ASGI middleware on /v1: Bearer auth, the rate limit of the key, the body size
     bound. Each refusal answers before the app reads anything."""
 
-    def __init__(self, app: ASGIApp, keys: ApiKeys, limits: RateLimits, max_body_bytes: int,
-                 clock: Callable[[], float]) -> None:
+    def __init__(
+        self, app: ASGIApp, keys: ApiKeys, limits: RateLimits, max_body_bytes: int, clock: Callable[[], float]
+    ) -> None:
         self.app, self.keys, self.limits, self.max_body_bytes, self.clock = app, keys, limits, max_body_bytes, clock
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -152,20 +177,32 @@ class _Gate:
         auth = headers.get("authorization", "")
         who = self.keys.authenticate(auth[7:].strip()) if auth[:7].lower() == "bearer " else None
         if who is None:
-            e = ApiError(401, "authentication_error", "invalid_api_key", "a valid secret key is required: Authorization: Bearer sk_...",
-                         headers=(("WWW-Authenticate", "Bearer"),))
+            e = ApiError(
+                401,
+                "authentication_error",
+                "invalid_api_key",
+                "a valid secret key is required: Authorization: Bearer sk_...",
+                headers=(("WWW-Authenticate", "Bearer"),),
+            )
             return await _error_response(e)(scope, receive, send)
         key_id, merchant_id = who
         admitted, wait_s = self.limits.acquire(key_id, self.clock())
         if not admitted:
-            e = ApiError(429, "rate_limit_error", "rate_limited", "too many requests for this key",
-                         headers=(("Retry-After", retry_after_header(wait_s)),))
+            e = ApiError(
+                429,
+                "rate_limit_error",
+                "rate_limited",
+                "too many requests for this key",
+                headers=(("Retry-After", retry_after_header(wait_s)),),
+            )
             return await _error_response(e)(scope, receive, send)
         if wait_s > 0:
             await asyncio.sleep(wait_s)  # queued: this request owns a future token
         body = await self._read_body(headers, receive)
         if body is None:
-            e = ApiError(413, "invalid_request_error", "body_too_large", f"the body is over {self.max_body_bytes} bytes")
+            e = ApiError(
+                413, "invalid_request_error", "body_too_large", f"the body is over {self.max_body_bytes} bytes"
+            )
             return await _error_response(e)(scope, receive, send)
         scope.setdefault("state", {})["merchant_id"] = merchant_id
         sent = False
@@ -211,8 +248,13 @@ _WRITE_RESPONSES = {**_ERRORS, 402: {"model": ErrorBody}, 202: {"model": Accepte
 
 
 def _read_model_unavailable() -> ApiError:
-    return ApiError(503, "api_error", "read_model_unavailable", "listing needs the read model; retry later",
-                    headers=(("Retry-After", "5"),))
+    return ApiError(
+        503,
+        "api_error",
+        "read_model_unavailable",
+        "listing needs the read model; retry later",
+        headers=(("Retry-After", "5"),),
+    )
 
 
 def _validation_error(exc: RequestValidationError) -> ApiError:
@@ -223,22 +265,40 @@ def _validation_error(exc: RequestValidationError) -> ApiError:
     if kind == "json_invalid":
         return ApiError(400, "invalid_request_error", "invalid_json", "the body is not valid JSON")
     if where == "header":
-        return ApiError(400, "invalid_request_error", "idempotency_key_missing" if kind == "missing" else "idempotency_key_invalid",
-                        "an Idempotency-Key header of 1..255 characters is required", "Idempotency-Key")
+        return ApiError(
+            400,
+            "invalid_request_error",
+            "idempotency_key_missing" if kind == "missing" else "idempotency_key_invalid",
+            "an Idempotency-Key header of 1..255 characters is required",
+            "Idempotency-Key",
+        )
     param = ".".join(path) or None
     if kind == "missing":
         return ApiError(400, "invalid_request_error", "parameter_missing", f"missing {param or 'body'}", param)
     if kind == "extra_forbidden":
         return ApiError(400, "invalid_request_error", "parameter_unknown", f"unknown parameter {param}", param)
     # pydantic's msg names the rule, never the input (which may be a card number).
-    return ApiError(400, "invalid_request_error", "parameter_invalid", f"{param or 'body'}: {first.get('msg', 'invalid')}", param)
+    return ApiError(
+        400, "invalid_request_error", "parameter_invalid", f"{param or 'body'}: {first.get('msg', 'invalid')}", param
+    )
 
 
-def create_app(bus: CommandBus, keys: ApiKeys, *, sealer: Sealer | None, config: ApiConfig = ApiConfig(),
-               reader: PaymentReader | None = None, dashboard: Dashboard | None = None, instance: str | None = None,
-               objects: Objects | None = None, webhooks: Webhooks | None = None, registry: Registry | None = None,
-               clock: Callable[[], float] = time.monotonic,
-               now: Callable[[], datetime] = lambda: datetime.now(timezone.utc), acs: Acs | None = None) -> FastAPI:
+def create_app(
+    bus: CommandBus,
+    keys: ApiKeys,
+    *,
+    sealer: Sealer | None,
+    config: ApiConfig = ApiConfig(),
+    reader: PaymentReader | None = None,
+    dashboard: Dashboard | None = None,
+    instance: str | None = None,
+    objects: Objects | None = None,
+    webhooks: Webhooks | None = None,
+    registry: Registry | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    acs: Acs | None = None,
+) -> FastAPI:
     """The API over `bus`. `sealer` seals each card to the card-intake key before it is
     published (None publishes the raw card: only for an app that publishes nothing, like
     the OpenAPI spec's). `instance` salts command ids (default: fresh per process,
@@ -256,10 +316,18 @@ def create_app(bus: CommandBus, keys: ApiKeys, *, sealer: Sealer | None, config:
     fp_secret = secrets.token_bytes(32)
     seen: OrderedDict[str, dict[str, Any]] = OrderedDict()  # latest outcome view per payment, bounded
 
-    app = FastAPI(title="paystream merchant API", version="1.0.0",
-                  description="Stripe-like payments over the paystream command stream (docs/api.md).")
-    app.add_middleware(_Gate, keys=keys, limits=RateLimits(config.rate_per_s, config.rate_burst, config.rate_queue_max),
-                       max_body_bytes=config.max_body_bytes, clock=clock)
+    app = FastAPI(
+        title="paystream merchant API",
+        version="1.0.0",
+        description="Stripe-like payments over the paystream command stream (docs/api.md).",
+    )
+    app.add_middleware(
+        _Gate,
+        keys=keys,
+        limits=RateLimits(config.rate_per_s, config.rate_burst, config.rate_queue_max),
+        max_body_bytes=config.max_body_bytes,
+        clock=clock,
+    )
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, e: ApiError) -> JSONResponse:
@@ -289,10 +357,17 @@ def create_app(bus: CommandBus, keys: ApiKeys, *, sealer: Sealer | None, config:
             while len(seen) > config.idempotency_records_max:
                 seen.popitem(last=False)
 
-    async def write(merchant: str, key: str, route: str, payment_id: str, body: dict[str, Any],
-                    command: dict[str, Any], *,
-                    answer: Callable[[dict[str, Any]], tuple[int, dict[str, Any], bool]] = outcome_response,
-                    pending: Callable[[str], JSONResponse] | None = None) -> JSONResponse:
+    async def write(
+        merchant: str,
+        key: str,
+        route: str,
+        payment_id: str,
+        body: dict[str, Any],
+        command: dict[str, Any],
+        *,
+        answer: Callable[[dict[str, Any]], tuple[int, dict[str, Any], bool]] = outcome_response,
+        pending: Callable[[str], JSONResponse] | None = None,
+    ) -> JSONResponse:
         """One write: `answer` renders a committed outcome (status, body, replayed),
         `pending` the answer past the timeout (default: 202 with a status URL)."""
         cid = derive_api_command_id(merchant, key, route, instance)
@@ -301,18 +376,30 @@ def create_app(bus: CommandBus, keys: ApiKeys, *, sealer: Sealer | None, config:
             try:  # sealed to this command: the card cannot be replayed into another one
                 command = sealer.seal_command(command)
             except CardError as e:
-                raise ApiError(402, "card_error", e.reason, e.detail, "card.cvc" if e.reason == "invalid_cvc" else "card.number") from None
+                raise ApiError(
+                    402, "card_error", e.reason, e.detail, "card.cvc" if e.reason == "invalid_cvc" else "card.number"
+                ) from None
         try:
             begin = records.begin(cid, fingerprint(fp_secret, route, body), payment_id)
         except InFlightFull:
-            raise ApiError(503, "api_error", "overloaded", "too many requests in flight; retry with the same key",
-                           headers=(("Retry-After", "1"),)) from None
+            raise ApiError(
+                503,
+                "api_error",
+                "overloaded",
+                "too many requests in flight; retry with the same key",
+                headers=(("Retry-After", "1"),),
+            ) from None
         if begin.action == "conflict":
-            raise ApiError(409, "idempotency_error", "idempotency_conflict",
-                           "this Idempotency-Key was used with other parameters")
+            raise ApiError(
+                409, "idempotency_error", "idempotency_conflict", "this Idempotency-Key was used with other parameters"
+            )
         if begin.action == "in_use":
-            raise ApiError(409, "idempotency_error", "idempotency_key_in_use",
-                           "a request with this Idempotency-Key is in progress; retry later")
+            raise ApiError(
+                409,
+                "idempotency_error",
+                "idempotency_key_in_use",
+                "a request with this Idempotency-Key is in progress; retry later",
+            )
         if begin.action == "replay":
             assert begin.response is not None
             return _json(begin.response.status_code, begin.response.body, {"Idempotent-Replayed": "true"})
@@ -325,15 +412,28 @@ def create_app(bus: CommandBus, keys: ApiKeys, *, sealer: Sealer | None, config:
                     records.forget(cid)
                     settled = True
                     log.warning("publish failed: %s", e)
-                    raise ApiError(503, "api_error", "unavailable", "the payment was not submitted; retry with the same key",
-                                   headers=(("Retry-After", "1"),)) from None
+                    raise ApiError(
+                        503,
+                        "api_error",
+                        "unavailable",
+                        "the payment was not submitted; retry with the same key",
+                        headers=(("Retry-After", "1"),),
+                    ) from None
             outcome = await bus.outcome(cid, config.outcome_timeout_s)
             if outcome is None:
                 if pending is not None:
                     return pending(payment_id)
                 status_url = f"/v1/payments/{payment_id}"
-                return _json(202, {"object": "payment_operation", "payment_id": payment_id, "status": "processing",
-                                   "status_url": status_url}, {"Location": status_url})
+                return _json(
+                    202,
+                    {
+                        "object": "payment_operation",
+                        "payment_id": payment_id,
+                        "status": "processing",
+                        "status_url": status_url,
+                    },
+                    {"Location": status_url},
+                )
             remember(outcome)
             status, out_body, replayed = answer(outcome)
             records.finish(cid, Response(status, out_body))
@@ -363,16 +463,23 @@ def create_app(bus: CommandBus, keys: ApiKeys, *, sealer: Sealer | None, config:
             log.warning("read model unavailable: %s", type(e).__name__)
             raise _read_model_unavailable() from None
 
-    async def list_views(merchant: str, limit: int, starting_after: str | None,
-                         ending_before: str | None = None) -> list[dict[str, Any]]:
+    async def list_views(
+        merchant: str, limit: int, starting_after: str | None, ending_before: str | None = None
+    ) -> list[dict[str, Any]]:
         """Up to `limit` of the merchant's payments from the read model, by id."""
         return await from_read_model(lambda r: r.list(merchant, limit, starting_after, ending_before))
 
     if acs is not None:
         app.include_router(acs_router(acs, lookup, now, PAYMENT_ID_PATTERN.pattern))
 
-    deps = StripeDeps(write=write, lookup=lookup, read_model=from_read_model, now=now,
-                      max_records=config.idempotency_records_max, objects=objects or MemoryObjects())
+    deps = StripeDeps(
+        write=write,
+        lookup=lookup,
+        read_model=from_read_model,
+        now=now,
+        max_records=config.idempotency_records_max,
+        objects=objects or MemoryObjects(),
+    )
     install_stripe(app, deps)
     install_customers(app, deps)
     install_events(app, deps, webhooks)
@@ -383,50 +490,118 @@ def create_app(bus: CommandBus, keys: ApiKeys, *, sealer: Sealer | None, config:
             raise not_found()
         return payment_id
 
-    @app.post("/v1/payments", response_model=Payment, responses=_WRITE_RESPONSES, summary="Create (authorize) a payment")
+    @app.post(
+        "/v1/payments", response_model=Payment, responses=_WRITE_RESPONSES, summary="Create (authorize) a payment"
+    )
     async def create_payment(body: CreatePayment, merchant: Merchant, idempotency_key: IdemKey) -> JSONResponse:
         payment_id = derive_payment_id(merchant, idempotency_key)
-        command = create_command(merchant, idempotency_key, payment_id, body.amount_minor, body.currency,
-                                 body.capture_method, body.card.model_dump(), body.metadata)
+        command = create_command(
+            merchant,
+            idempotency_key,
+            payment_id,
+            body.amount_minor,
+            body.currency,
+            body.capture_method,
+            body.card.model_dump(),
+            body.metadata,
+        )
         return await write(merchant, idempotency_key, "create", payment_id, body.model_dump(), command)
 
-    @app.post("/v1/payments/{payment_id}/capture", response_model=Payment, responses=_WRITE_RESPONSES,
-              summary="Capture an authorized payment (partially, or what is left)")
-    async def capture(payment_id: str, merchant: Merchant, idempotency_key: IdemKey, body: AmountIn | None = None) -> JSONResponse:
+    @app.post(
+        "/v1/payments/{payment_id}/capture",
+        response_model=Payment,
+        responses=_WRITE_RESPONSES,
+        summary="Capture an authorized payment (partially, or what is left)",
+    )
+    async def capture(
+        payment_id: str, merchant: Merchant, idempotency_key: IdemKey, body: AmountIn | None = None
+    ) -> JSONResponse:
         pid, amount = follow_up_id(payment_id), (body.amount_minor if body else None)
-        return await write(merchant, idempotency_key, f"capture:{pid}", pid, {"amount_minor": amount},
-                           follow_up_command("capture", merchant, idempotency_key, pid, amount))
+        return await write(
+            merchant,
+            idempotency_key,
+            f"capture:{pid}",
+            pid,
+            {"amount_minor": amount},
+            follow_up_command("capture", merchant, idempotency_key, pid, amount),
+        )
 
-    @app.post("/v1/payments/{payment_id}/void", response_model=Payment, responses=_WRITE_RESPONSES,
-              summary="Void an uncaptured authorization")
-    async def void(payment_id: str, merchant: Merchant, idempotency_key: IdemKey, body: Empty | None = None) -> JSONResponse:
+    @app.post(
+        "/v1/payments/{payment_id}/void",
+        response_model=Payment,
+        responses=_WRITE_RESPONSES,
+        summary="Void an uncaptured authorization",
+    )
+    async def void(
+        payment_id: str, merchant: Merchant, idempotency_key: IdemKey, body: Empty | None = None
+    ) -> JSONResponse:
         pid = follow_up_id(payment_id)
-        return await write(merchant, idempotency_key, f"void:{pid}", pid, {},
-                           follow_up_command("void", merchant, idempotency_key, pid, None))
+        return await write(
+            merchant,
+            idempotency_key,
+            f"void:{pid}",
+            pid,
+            {},
+            follow_up_command("void", merchant, idempotency_key, pid, None),
+        )
 
-    @app.post("/v1/payments/{payment_id}/refunds", response_model=Payment, responses=_WRITE_RESPONSES,
-              summary="Refund a captured payment (partially, or what is left)")
-    async def refund(payment_id: str, merchant: Merchant, idempotency_key: IdemKey, body: AmountIn | None = None) -> JSONResponse:
+    @app.post(
+        "/v1/payments/{payment_id}/refunds",
+        response_model=Payment,
+        responses=_WRITE_RESPONSES,
+        summary="Refund a captured payment (partially, or what is left)",
+    )
+    async def refund(
+        payment_id: str, merchant: Merchant, idempotency_key: IdemKey, body: AmountIn | None = None
+    ) -> JSONResponse:
         pid, amount = follow_up_id(payment_id), (body.amount_minor if body else None)
-        return await write(merchant, idempotency_key, f"refund:{pid}", pid, {"amount_minor": amount},
-                           follow_up_command("refund", merchant, idempotency_key, pid, amount))
+        return await write(
+            merchant,
+            idempotency_key,
+            f"refund:{pid}",
+            pid,
+            {"amount_minor": amount},
+            follow_up_command("refund", merchant, idempotency_key, pid, amount),
+        )
 
-    @app.post("/v1/payments/{payment_id}/confirm", response_model=Payment, responses=_WRITE_RESPONSES,
-              summary="Complete a 3DS step-up with the cardholder's authentication result")
+    @app.post(
+        "/v1/payments/{payment_id}/confirm",
+        response_model=Payment,
+        responses=_WRITE_RESPONSES,
+        summary="Complete a 3DS step-up with the cardholder's authentication result",
+    )
     async def confirm(payment_id: str, merchant: Merchant, idempotency_key: IdemKey, body: ConfirmIn) -> JSONResponse:
         pid = follow_up_id(payment_id)
         three_ds = body.three_ds.model_dump()
-        return await write(merchant, idempotency_key, f"confirm:{pid}", pid, {"three_ds": three_ds},
-                           follow_up_command("confirm", merchant, idempotency_key, pid, None) | {"three_ds": three_ds})
+        return await write(
+            merchant,
+            idempotency_key,
+            f"confirm:{pid}",
+            pid,
+            {"three_ds": three_ds},
+            follow_up_command("confirm", merchant, idempotency_key, pid, None) | {"three_ds": three_ds},
+        )
 
     # A dispute is opened and decided by the card network (dispute_open / dispute_close
     # commands from the acquirer's feed); the merchant answers it with evidence.
-    @app.post("/v1/payments/{payment_id}/dispute/evidence", response_model=Payment, responses=_WRITE_RESPONSES,
-              summary="Submit evidence for the payment's open dispute")
-    async def dispute_evidence(payment_id: str, merchant: Merchant, idempotency_key: IdemKey, body: EvidenceIn) -> JSONResponse:
+    @app.post(
+        "/v1/payments/{payment_id}/dispute/evidence",
+        response_model=Payment,
+        responses=_WRITE_RESPONSES,
+        summary="Submit evidence for the payment's open dispute",
+    )
+    async def dispute_evidence(
+        payment_id: str, merchant: Merchant, idempotency_key: IdemKey, body: EvidenceIn
+    ) -> JSONResponse:
         pid = follow_up_id(payment_id)
-        return await write(merchant, idempotency_key, f"dispute_evidence:{pid}", pid, {"evidence": body.evidence},
-                           dispute_evidence_command(merchant, idempotency_key, pid, body.evidence))
+        return await write(
+            merchant,
+            idempotency_key,
+            f"dispute_evidence:{pid}",
+            pid,
+            {"evidence": body.evidence},
+            dispute_evidence_command(merchant, idempotency_key, pid, body.evidence),
+        )
 
     @app.get("/v1/payments/{payment_id}", response_model=Payment, responses=_ERRORS, summary="Retrieve a payment")
     async def get_payment(payment_id: str, merchant: Merchant) -> JSONResponse:
@@ -436,21 +611,34 @@ def create_app(bus: CommandBus, keys: ApiKeys, *, sealer: Sealer | None, config:
             raise not_found()  # the same answer for unknown and another merchant's payment
         return _json(200, payment_body(view))
 
-    @app.get("/v1/payments", response_model=PaymentList, responses={**_ERRORS, 403: {"model": ErrorBody}},
-             summary="List your payments (from the read model), by payment id")
+    @app.get(
+        "/v1/payments",
+        response_model=PaymentList,
+        responses={**_ERRORS, 403: {"model": ErrorBody}},
+        summary="List your payments (from the read model), by payment id",
+    )
     async def list_payments(
         merchant: Merchant,
         limit: Annotated[int, Query(ge=1, le=LIST_LIMIT_MAX)] = 10,
         starting_after: Annotated[str | None, Query(pattern=PAYMENT_ID_PATTERN.pattern)] = None,
-        merchant_id: Annotated[str | None, Query(alias="merchant", max_length=64,
-                                                 description="Optional; must be the key's own merchant")] = None,
+        merchant_id: Annotated[
+            str | None, Query(alias="merchant", max_length=64, description="Optional; must be the key's own merchant")
+        ] = None,
     ) -> JSONResponse:
         if merchant_id is not None and merchant_id != merchant:
-            raise ApiError(403, "permission_error", "merchant_mismatch", "a key lists its own merchant's payments only",
-                           "merchant")
+            raise ApiError(
+                403, "permission_error", "merchant_mismatch", "a key lists its own merchant's payments only", "merchant"
+            )
         views = await list_views(merchant, limit + 1, starting_after)
         assert all(v["merchant_id"] == merchant for v in views), "the read model returned another merchant's payment"
-        return _json(200, {"object": "list", "url": "/v1/payments", "has_more": len(views) > limit,
-                           "data": [payment_body(v) for v in views[:limit]]})
+        return _json(
+            200,
+            {
+                "object": "list",
+                "url": "/v1/payments",
+                "has_more": len(views) > limit,
+                "data": [payment_body(v) for v in views[:limit]],
+            },
+        )
 
     return app

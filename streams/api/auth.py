@@ -54,8 +54,16 @@ def new_key(merchant_id: str, created_at: str) -> tuple[str, KeyRecord]:
     if not MERCHANT_PATTERN.match(merchant_id):
         raise KeyFileError("merchant id must be 1..64 printable ASCII characters")
     key_id, secret, salt = secrets.token_hex(8), secrets.token_urlsafe(32), secrets.token_bytes(16)
-    record = KeyRecord(key_id, merchant_id, salt.hex(), _hash(secret, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P),
-                       SCRYPT_N, SCRYPT_R, SCRYPT_P, created_at)
+    record = KeyRecord(
+        key_id,
+        merchant_id,
+        salt.hex(),
+        _hash(secret, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P),
+        SCRYPT_N,
+        SCRYPT_R,
+        SCRYPT_P,
+        created_at,
+    )
     return f"sk_{key_id}_{secret}", record
 
 

@@ -47,12 +47,17 @@ class ThreeDsIn(_Strict):
     """The cardholder's EMV 3-D Secure 2.x result, as the merchant's 3DS server got it."""
 
     trans_status: Literal["Y", "A", "N", "U", "R"] = Field(
-        description="transStatus: Y authenticated, A attempted, N not authenticated, U unavailable, R rejected.")
+        description="transStatus: Y authenticated, A attempted, N not authenticated, U unavailable, R rejected."
+    )
     eci: str | None = Field(None, pattern=r"^[0-9]{2}$")
     ds_trans_id: str | None = Field(None, min_length=36, max_length=36)
     authentication_value: str | None = Field(
-        None, min_length=1, max_length=1024,
-        description="The ACS's signed authentication value (CAVV) for a Y or A: liability shifts only with one that verifies.")
+        None,
+        min_length=1,
+        max_length=1024,
+        description="The ACS's signed authentication value (CAVV) for a Y or A: "
+        "liability shifts only with one that verifies.",
+    )
 
 
 class ConfirmIn(_Strict):
@@ -83,7 +88,8 @@ class Payment(BaseModel):
     refunded_minor: int
     card: Card | None
     next_action: dict[str, object] | None = Field(
-        None, description="requires_action: how to authenticate the cardholder (3-D Secure) and confirm.")
+        None, description="requires_action: how to authenticate the cardholder (3-D Secure) and confirm."
+    )
 
 
 class PaymentList(BaseModel):

@@ -134,12 +134,18 @@ class KafkaBus:
         self._topic, self._encode, self._key = names.commands, COMMAND_CODEC.encode, command_key
         self._producer = command_producer(client_config(settings), linger_ms=settings.producer_linger_ms)
         self._consumer = committed_reader(client_config(settings), [])
-        self._consumer.assign([TopicPartition(names.outcomes, p, high) for p, high in
-                               end_offsets(self._consumer, names.outcomes, settings.partitions).items()])
+        self._consumer.assign(
+            [
+                TopicPartition(names.outcomes, p, high)
+                for p, high in end_offsets(self._consumer, names.outcomes, settings.partitions).items()
+            ]
+        )
         self.outcomes = Outcomes(max_slots)
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._serve_producer, name="api-producer", daemon=True),
-                         threading.Thread(target=self._read_outcomes, name="api-outcomes", daemon=True)]
+        self._threads = [
+            threading.Thread(target=self._serve_producer, name="api-producer", daemon=True),
+            threading.Thread(target=self._read_outcomes, name="api-outcomes", daemon=True),
+        ]
         for t in self._threads:
             t.start()
 
@@ -152,7 +158,9 @@ class KafkaBus:
 
         self.outcomes.expect(command["command_id"])  # before producing: the outcome may be quick
         try:
-            self._producer.produce(self._topic, key=self._key(command), value=self._encode(command), on_delivery=on_delivery)
+            self._producer.produce(
+                self._topic, key=self._key(command), value=self._encode(command), on_delivery=on_delivery
+            )
         except BufferError:
             raise BusUnavailable("producer queue full") from None
         await acked

@@ -49,27 +49,40 @@ _STATUS = {"case_not_found": 404, "case_closed": 409, "invalid_transition": 409}
 
 def bearer_role(token: bytes | None) -> RoleOf:
     """The ops role for the ops token as a Bearer header (without a dashboard to hold sessions)."""
+
     def role_of(request: Request) -> str | None:
         auth = request.headers.get("authorization", "")
         given = auth[7:].strip().encode() if auth[:7].lower() == "bearer " else b""
         return OPS if token is not None and given and hmac.compare_digest(given, token) else None
+
     return role_of
 
 
 def install(app: FastAPI, queue: Queue, role_of: RoleOf, now: Callable[[], datetime]) -> None:
     def require_ops(request: Request) -> None:
         if role_of(request) != OPS:
-            raise ApiError(401, "authentication_error", "ops_only", "the ops token is required: Authorization: Bearer <ops token>",
-                           headers=(("WWW-Authenticate", "Bearer"),))
+            raise ApiError(
+                401,
+                "authentication_error",
+                "ops_only",
+                "the ops token is required: Authorization: Bearer <ops token>",
+                headers=(("WWW-Authenticate", "Bearer"),),
+            )
 
     @app.get("/dashboard/cases", include_in_schema=False)
     async def list_cases(request: Request, status: str | None = None, rule: str | None = None) -> JSONResponse:
         require_ops(request)
         if status is not None and status not in STATUSES or rule is not None and rule not in RULES:
-            raise ApiError(400, "invalid_request_error", "parameter_invalid",
-                           f"status is one of {', '.join(STATUSES)}; rule one of {', '.join(RULES)}")
+            raise ApiError(
+                400,
+                "invalid_request_error",
+                "parameter_invalid",
+                f"status is one of {', '.join(STATUSES)}; rule one of {', '.join(RULES)}",
+            )
         cases = await asyncio.to_thread(queue.cases)
-        return JSONResponse({"data": [view(c) for c in select(cases, status, rule)]}, headers={"Cache-Control": "no-store"})
+        return JSONResponse(
+            {"data": [view(c) for c in select(cases, status, rule)]}, headers={"Cache-Control": "no-store"}
+        )
 
     @app.post("/dashboard/cases/{case_id}/decision", include_in_schema=False)
     async def decide(request: Request, case_id: str) -> JSONResponse:
@@ -82,8 +95,9 @@ def install(app: FastAPI, queue: Queue, role_of: RoleOf, now: Callable[[], datet
         except ValidationError as e:
             first = e.errors()[0]
             field = ".".join(str(x) for x in first.get("loc", ())) or "body"
-            raise ApiError(400, "invalid_request_error", "parameter_invalid", f"{field}: {first.get('msg', 'invalid')}",
-                           field) from None
+            raise ApiError(
+                400, "invalid_request_error", "parameter_invalid", f"{field}: {first.get('msg', 'invalid')}", field
+            ) from None
         try:
             record = await asyncio.to_thread(queue.decide, case_id, d.decision, d.operator, d.reason, now())
         except MonitoringError as e:

@@ -24,7 +24,7 @@ def short_label(label: str, max_chars: int = LABEL_CHARS_MAX) -> str:
     if len(label) <= max_chars:
         return label
     head = (max_chars - 1) // 2
-    return f"{label[:head]}…{label[len(label) - (max_chars - 1 - head):]}"
+    return f"{label[:head]}…{label[len(label) - (max_chars - 1 - head) :]}"
 
 
 def label_px(labels: list[str]) -> int:
@@ -33,9 +33,11 @@ def label_px(labels: list[str]) -> int:
 
 
 def _svg(title: str, testid: str, width: int, height: int, body: str) -> str:
-    return (f'<svg role="img" aria-label="{escape(title)}" data-testid="{escape(testid)}" width="100%" '
-            f'style="max-width:{width}px" viewBox="0 0 {width} {height}" preserveAspectRatio="xMinYMin meet">'
-            f'<title>{escape(title)}</title>{body}</svg>')
+    return (
+        f'<svg role="img" aria-label="{escape(title)}" data-testid="{escape(testid)}" width="100%" '
+        f'style="max-width:{width}px" viewBox="0 0 {width} {height}" preserveAspectRatio="xMinYMin meet">'
+        f"<title>{escape(title)}</title>{body}</svg>"
+    )
 
 
 def hbar_chart(items: list[tuple[str, int]], title: str, testid: str) -> str:
@@ -51,10 +53,12 @@ def hbar_chart(items: list[tuple[str, int]], title: str, testid: str) -> str:
     for i, (label, value) in enumerate(items):
         y = 4 + i * row_px
         w = round((width - left - VALUE_PX) * value / top)
-        bars.append(f'<g><title>{escape(label)}: {value}</title>'
-                    f'<text x="{left - 6}" y="{y + 13}" text-anchor="end" class="label">{escape(short_label(label))}</text>'
-                    f'<rect x="{left}" y="{y + 2}" width="{w}" height="{row_px - 6}" class="bar"/>'
-                    f'<text x="{left + w + 4}" y="{y + 13}">{value}</text></g>')
+        bars.append(
+            f"<g><title>{escape(label)}: {value}</title>"
+            f'<text x="{left - 6}" y="{y + 13}" text-anchor="end" class="label">{escape(short_label(label))}</text>'
+            f'<rect x="{left}" y="{y + 2}" width="{w}" height="{row_px - 6}" class="bar"/>'
+            f'<text x="{left + w + 4}" y="{y + 13}">{value}</text></g>'
+        )
     empty = '<text x="8" y="16">no data</text>' if not items else ""
     return _svg(title, testid, width, height, empty + "".join(bars))
 
@@ -71,12 +75,17 @@ def column_chart(items: list[tuple[str, int, int]], title: str, testid: str) -> 
     for i, (label, total, part) in enumerate(items):
         x = 5 + i * slot
         h_total, h_part = plot_px * total / top, plot_px * part / top
-        cols.append(f'<g><title>{escape(label)}: {part} of {total}</title>'
-                    f'<rect x="{x:.1f}" y="{plot_px - h_total + 5:.1f}" width="{max(1.0, slot - 2):.1f}" '
-                    f'height="{h_total:.1f}" class="total"/>'
-                    f'<rect x="{x:.1f}" y="{plot_px - h_part + 5:.1f}" width="{max(1.0, slot - 2):.1f}" '
-                    f'height="{h_part:.1f}" class="part"/></g>')
-    axis = (f'<text x="5" y="{HEIGHT_PX - 6}">{escape(items[0][0])}</text>'
-            f'<text x="{WIDTH_PX - 5}" y="{HEIGHT_PX - 6}" text-anchor="end">{escape(items[-1][0])}</text>'
-            if items else '<text x="8" y="16">no data</text>')
+        cols.append(
+            f"<g><title>{escape(label)}: {part} of {total}</title>"
+            f'<rect x="{x:.1f}" y="{plot_px - h_total + 5:.1f}" width="{max(1.0, slot - 2):.1f}" '
+            f'height="{h_total:.1f}" class="total"/>'
+            f'<rect x="{x:.1f}" y="{plot_px - h_part + 5:.1f}" width="{max(1.0, slot - 2):.1f}" '
+            f'height="{h_part:.1f}" class="part"/></g>'
+        )
+    axis = (
+        f'<text x="5" y="{HEIGHT_PX - 6}">{escape(items[0][0])}</text>'
+        f'<text x="{WIDTH_PX - 5}" y="{HEIGHT_PX - 6}" text-anchor="end">{escape(items[-1][0])}</text>'
+        if items
+        else '<text x="8" y="16">no data</text>'
+    )
     return _svg(title, testid, WIDTH_PX, HEIGHT_PX, "".join(cols) + axis)

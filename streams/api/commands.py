@@ -6,15 +6,34 @@ from __future__ import annotations
 from typing import Any
 
 
-def create_command(merchant: str, key: str, payment_id: str, amount_minor: int, currency: str, capture_method: str,
-                   card: dict[str, Any] | None, metadata: dict[str, str], method: str | None = None,
-                   **instrument: Any) -> dict[str, Any]:
+def create_command(
+    merchant: str,
+    key: str,
+    payment_id: str,
+    amount_minor: int,
+    currency: str,
+    capture_method: str,
+    card: dict[str, Any] | None,
+    metadata: dict[str, str],
+    method: str | None = None,
+    **instrument: Any,
+) -> dict[str, Any]:
     """A create; `method` (None: card) and its instrument (`card_token`, `wallet`,
     `bank_account` or `bnpl`, PaymentCommand v6) when it does not pay by `card`."""
     assert set(instrument) <= {"card_token", "wallet", "bank_account", "bnpl"}, set(instrument)
-    return {"kind": "create", "merchant_id": merchant, "idempotency_key": key, "payment_id": payment_id,
-            "amount_minor": amount_minor, "currency": currency, "capture_method": capture_method, "card": card,
-            "metadata": metadata, "card_token": None, "method": None if method == "card" else method} | instrument
+    return {
+        "kind": "create",
+        "merchant_id": merchant,
+        "idempotency_key": key,
+        "payment_id": payment_id,
+        "amount_minor": amount_minor,
+        "currency": currency,
+        "capture_method": capture_method,
+        "card": card,
+        "metadata": metadata,
+        "card_token": None,
+        "method": None if method == "card" else method,
+    } | instrument
 
 
 def dispute_evidence_command(merchant: str, key: str, payment_id: str, evidence: str) -> dict[str, Any]:
@@ -32,6 +51,15 @@ def dispute_accept_command(merchant: str, key: str, payment_id: str) -> dict[str
 
 def follow_up_command(kind: str, merchant: str, key: str, payment_id: str, amount_minor: int | None) -> dict[str, Any]:
     """capture, void, refund, confirm, dispute_evidence: a command on an existing payment."""
-    return {"kind": kind, "merchant_id": merchant, "idempotency_key": key, "payment_id": payment_id,
-            "amount_minor": amount_minor, "currency": None, "capture_method": None, "card": None,
-            "metadata": {}, "card_token": None}
+    return {
+        "kind": kind,
+        "merchant_id": merchant,
+        "idempotency_key": key,
+        "payment_id": payment_id,
+        "amount_minor": amount_minor,
+        "currency": None,
+        "capture_method": None,
+        "card": None,
+        "metadata": {},
+        "card_token": None,
+    }

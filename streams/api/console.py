@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from html import escape
 from typing import Any, Protocol
@@ -56,8 +56,8 @@ ORDER BY created_ms %s, payment_id %s LIMIT {{limit:UInt32}}
 """
 _OLDER = "(created_ms, payment_id) < ({at:Int64}, {pid:String})"
 _NEWER = "(created_ms, payment_id) > ({at:Int64}, {pid:String})"
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_FAR = datetime(9999, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_FAR = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -70,8 +70,13 @@ class PaymentFilter:
 
     def query(self) -> dict[str, str]:
         """The filter as query parameters (for links that keep it)."""
-        out = {"q": self.q, "status": self.status, "method": self.method,
-               "from": self.since.isoformat() if self.since else "", "to": self.until.isoformat() if self.until else ""}
+        out = {
+            "q": self.q,
+            "status": self.status,
+            "method": self.method,
+            "from": self.since.isoformat() if self.since else "",
+            "to": self.until.isoformat() if self.until else "",
+        }
         return {k: v for k, v in out.items() if v}
 
 
@@ -118,8 +123,10 @@ def search_clause(q: str) -> tuple[str, dict[str, Any]]:
             minor = value * 10**exp
             if minor == minor.to_integral_value():
                 currencies = sorted(c for c, e in CURRENCY_EXPONENTS.items() if e == exp)
-                terms.append(f"(p.currency IN {{q_cur{exp}:Array(String)}} AND "
-                             f"(p.authorized_minor = {{q_amt{exp}:Int64}} OR p.captured_minor = {{q_amt{exp}:Int64}}))")
+                terms.append(
+                    f"(p.currency IN {{q_cur{exp}:Array(String)}} AND "
+                    f"(p.authorized_minor = {{q_amt{exp}:Int64}} OR p.captured_minor = {{q_amt{exp}:Int64}}))"
+                )
                 params |= {f"q_cur{exp}": currencies, f"q_amt{exp}": int(minor)}
     if not terms:
         raise ValueError("search by payment id (pay_...), card last four digits or amount (19.99)")
@@ -149,26 +156,44 @@ class PaymentsPage:
     newer: Cursor | None  # the cursor of the previous page, None on the first
 
 
-def payments_page(rows: Rows, merchant: str | None, f: PaymentFilter, *, older_than: Cursor | None = None,
-                  newer_than: Cursor | None = None, limit: int = PAGE_SIZE) -> PaymentsPage:
+def payments_page(
+    rows: Rows,
+    merchant: str | None,
+    f: PaymentFilter,
+    *,
+    older_than: Cursor | None = None,
+    newer_than: Cursor | None = None,
+    limit: int = PAGE_SIZE,
+) -> PaymentsPage:
     """One page of payments, newest first, after (older than) or before (newer than) a cursor."""
     assert 1 <= limit <= LIST_MAX and not (older_than and newer_than)
     search, params = search_clause(f.q)
-    since = datetime.combine(f.since, time(), timezone.utc) if f.since else _EPOCH
-    until = datetime.combine(f.until + timedelta(days=1), time(), timezone.utc) if f.until else _FAR
-    params |= {"m": merchant or "", "status": f.status, "method": f.method, "since": since, "until": until,
-               "limit": limit + 1}
+    since = datetime.combine(f.since, time(), UTC) if f.since else _EPOCH
+    until = datetime.combine(f.until + timedelta(days=1), time(), UTC) if f.until else _FAR
+    params |= {
+        "m": merchant or "",
+        "status": f.status,
+        "method": f.method,
+        "since": since,
+        "until": until,
+        "limit": limit + 1,
+    }
     if newer_than is not None:
-        got = rows(_PAYMENTS % (search, _NEWER, "ASC", "ASC"),
-                   params | {"at": newer_than.created_ms, "pid": newer_than.payment_id})
+        got = rows(
+            _PAYMENTS % (search, _NEWER, "ASC", "ASC"),
+            params | {"at": newer_than.created_ms, "pid": newer_than.payment_id},
+        )
         more, page = len(got) > limit, list(reversed(got[:limit]))
         newer = _cursor(page[0]) if more and page else None
         return PaymentsPage(page, _cursor(page[-1]) if page else None, newer)
     at = older_than or Cursor(2**62, "pay_~")  # '~' sorts after every id character
     got = rows(_PAYMENTS % (search, _OLDER, "DESC", "DESC"), params | {"at": at.created_ms, "pid": at.payment_id})
     page = got[:limit]
-    return PaymentsPage(page, _cursor(page[-1]) if len(got) > limit else None,
-                        _cursor(page[0]) if older_than is not None and page else None)
+    return PaymentsPage(
+        page,
+        _cursor(page[-1]) if len(got) > limit else None,
+        _cursor(page[0]) if older_than is not None and page else None,
+    )
 
 
 def _cursor(row: Mapping[str, Any]) -> Cursor:
@@ -210,8 +235,12 @@ REVIEW_WAITING = "requires_review"
 def open_reviews(rows: Rows, merchant: str | None, reviews: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """The reviews (latest per payment) the scope may see whose payment still waits in
     review, oldest first. A payment the read model does not have yet still waits."""
-    mine = [r for r in reviews if merchant is None or r["merchant_id"] == merchant][:LIST_MAX * 10]
-    status = {r["payment_id"]: r["status"] for r in rows(_STATUS_OF, {"pids": [r["payment_id"] for r in mine]})} if mine else {}
+    mine = [r for r in reviews if merchant is None or r["merchant_id"] == merchant][: LIST_MAX * 10]
+    status = (
+        {r["payment_id"]: r["status"] for r in rows(_STATUS_OF, {"pids": [r["payment_id"] for r in mine]})}
+        if mine
+        else {}
+    )
     waiting = [r for r in mine if status.get(r["payment_id"], REVIEW_WAITING) == REVIEW_WAITING]
     return sorted(waiting, key=lambda r: r["occurred_at"])[:LIST_MAX]
 
@@ -247,8 +276,13 @@ def disputes(rows: Rows, merchant: str | None) -> list[dict[str, Any]]:
     subs = rows(_EVIDENCE, {"m": merchant or "", "pids": sorted({d["payment_id"] for d in out})})
     for d in out:
         end = d["closed_at"] if d["closed_as"] else None
-        d["evidence"] = [s for s in subs if s["payment_id"] == d["payment_id"] and s["occurred_at"] >= d["occurred_at"]
-                         and (end is None or s["occurred_at"] <= end)]
+        d["evidence"] = [
+            s
+            for s in subs
+            if s["payment_id"] == d["payment_id"]
+            and s["occurred_at"] >= d["occurred_at"]
+            and (end is None or s["occurred_at"] <= end)
+        ]
     return out
 
 
@@ -281,8 +315,9 @@ class Notification:
         return self.last["status"] == "gave_up"
 
 
-def notifications(deliveries: Iterable[Mapping[str, Any]], merchant: str | None,
-                  status: str = "") -> list[Notification]:
+def notifications(
+    deliveries: Iterable[Mapping[str, Any]], merchant: str | None, status: str = ""
+) -> list[Notification]:
     """The attempts grouped by notification, the latest attempted first; `status`
     keeps those whose last attempt has it."""
     by_id: dict[str, list[Mapping[str, Any]]] = {}
@@ -341,26 +376,36 @@ a{color:#2467c4}code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consola
 .kpi b{font-size:22px;display:block;color:#1f2933}
 .badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;background:#e4e7eb;color:#323f4b}
 .b-ok{background:#def7ec;color:#03543f}.b-bad{background:#fde8e8;color:#9b1c1c}.b-wait{background:#fdf6b2;color:#723b13}
-.warn{color:#b00}.muted{color:#7b8794}.flash{background:#e1effe;border:1px solid #a4cafe;padding:8px 12px;border-radius:6px}
+.warn{color:#b00}.muted{color:#7b8794}.flash{background:#e1effe;border:1px solid #a4cafe;padding:8px
+12px;border-radius:6px}
 form.filters{display:flex;gap:8px;flex-wrap:wrap;align-items:end;margin-bottom:12px}
 form.filters label{display:flex;flex-direction:column;font-size:12px;color:#52606d;gap:2px}
 input,select,button{font:inherit;padding:5px 8px;border:1px solid #cbd2d9;border-radius:4px;background:#fff}
 button{cursor:pointer;background:#2467c4;color:#fff;border-color:#2467c4}button.secondary{background:#fff;color:#2467c4}
 button.danger{background:#c81e1e;border-color:#c81e1e}header button{padding:3px 8px}
-.pager{display:flex;gap:12px;margin-top:10px}form.inline{display:inline}table.facts{width:auto}table.facts td{padding-left:24px}
+.pager{display:flex;gap:12px;margin-top:10px}form.inline{display:inline}table.facts{width:auto}table.facts
+td{padding-left:24px}
 """
 
-NAV = (("overview", "/dashboard"), ("payments", "/dashboard/payments"), ("reviews", "/dashboard/reviews"),
-       ("disputes", "/dashboard/disputes"), ("payouts", "/dashboard/payouts"), ("webhooks", "/dashboard/webhooks"))
+NAV = (
+    ("overview", "/dashboard"),
+    ("payments", "/dashboard/payments"),
+    ("reviews", "/dashboard/reviews"),
+    ("disputes", "/dashboard/disputes"),
+    ("payouts", "/dashboard/payouts"),
+    ("webhooks", "/dashboard/webhooks"),
+)
 
 
 def money(amount_minor: int, currency: str) -> str:
-    return format_minor(amount_minor, currency) if is_currency(currency) else f"{amount_minor} {escape(currency)} (minor)"
+    return (
+        format_minor(amount_minor, currency) if is_currency(currency) else f"{amount_minor} {escape(currency)} (minor)"
+    )
 
 
 def utc(t: datetime) -> datetime:
     """A read model's time as an aware UTC datetime (the chDB client answers naive UTC)."""
-    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 def when(t: datetime | None) -> str:
@@ -368,8 +413,20 @@ def when(t: datetime | None) -> str:
 
 
 def badge(status: str) -> str:
-    good = {"captured", "authorized", "refunded", "partially_captured", "partially_refunded", "paid", "delivered",
-            "won", "verified", "settled", "confirmed", "succeeded"}
+    good = {
+        "captured",
+        "authorized",
+        "refunded",
+        "partially_captured",
+        "partially_refunded",
+        "paid",
+        "delivered",
+        "won",
+        "verified",
+        "settled",
+        "confirmed",
+        "succeeded",
+    }
     bad = {"declined", "failed", "lost", "gave_up", "broken", "returned", "expired", "rejected"}
     cls = "b-ok" if status in good else "b-bad" if status in bad else "b-wait"
     return f'<span class="badge {cls}">{escape(status)}</span>'
@@ -381,118 +438,171 @@ def with_merchant(path: str, merchant: str | None, **params: str) -> str:
     return f"{path}?{urlencode(query)}" if query else path
 
 
-def layout(title: str, body: str, *, active: str, who: str, merchant: str | None, choices: list[str] | None,
-           script: str = "", path: str = "/dashboard") -> str:
+def layout(
+    title: str,
+    body: str,
+    *,
+    active: str,
+    who: str,
+    merchant: str | None,
+    choices: list[str] | None,
+    script: str = "",
+    path: str = "/dashboard",
+) -> str:
     """The page around `body`: the nav (links keep the merchant pick), the merchant
     picker (ops only: `choices`), who is logged in and the log-out button."""
-    links = "".join(f'<a href="{escape(with_merchant(href, merchant))}" class="{"on" if name == active else ""}">{name}</a>'
-                    for name, href in NAV)
+    links = "".join(
+        f'<a href="{escape(with_merchant(href, merchant))}" class="{"on" if name == active else ""}">{name}</a>'
+        for name, href in NAV
+    )
     picker = ""
     if choices is not None:
         opts = ['<option value="">all merchants</option>'] + [
-            f'<option value="{escape(m)}"{" selected" if m == merchant else ""}>{escape(m)}</option>' for m in choices]
-        picker = (f'<form method="get" action="{escape(path)}"><select name="merchant" aria-label="merchant" '
-                  f'onchange="this.form.submit()">{"".join(opts)}</select></form>')
-    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f'<title>{escape(title)} · paystream</title><style>{STYLE}</style></head><body>'
-            f'<header><span class="brand">paystream</span><nav>{links}</nav><div class="who">{picker}'
-            f'<span data-testid="who">{escape(who)}</span>'
-            f'<form method="post" action="/dashboard/logout"><button class="secondary">log out</button></form></div></header>'
-            f'<main><h1>{escape(title)}</h1>{body}</main>{f"<script>{script}</script>" if script else ""}</body></html>')
+            f'<option value="{escape(m)}"{" selected" if m == merchant else ""}>{escape(m)}</option>' for m in choices
+        ]
+        picker = (
+            f'<form method="get" action="{escape(path)}"><select name="merchant" aria-label="merchant" '
+            f'onchange="this.form.submit()">{"".join(opts)}</select></form>'
+        )
+    return (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{escape(title)} · paystream</title><style>{STYLE}</style></head><body>"
+        f'<header><span class="brand">paystream</span><nav>{links}</nav><div class="who">{picker}'
+        f'<span data-testid="who">{escape(who)}</span>'
+        '<form method="post" action="/dashboard/logout"><button class="secondary">log '
+        "out</button></form></div></header>"
+        f"<main><h1>{escape(title)}</h1>{body}</main>{f'<script>{script}</script>' if script else ''}</body></html>"
+    )
 
 
 def _options(values: Iterable[str], chosen: str, empty: str) -> str:
-    return "".join([f'<option value="">{empty}</option>'] + [
-        f'<option value="{escape(v)}"{" selected" if v == chosen else ""}>{escape(v)}</option>' for v in values])
+    return "".join(
+        [f'<option value="">{empty}</option>']
+        + [f'<option value="{escape(v)}"{" selected" if v == chosen else ""}>{escape(v)}</option>' for v in values]
+    )
 
 
 def render_payments(page: PaymentsPage, f: PaymentFilter, merchant: str | None, error: str | None = None) -> str:
     keep = {"merchant": merchant} if merchant else {}
-    out = ['<div class="card"><form class="filters" method="get" action="/dashboard/payments">',
-           f'<input type="hidden" name="merchant" value="{escape(merchant)}">' if merchant else "",
-           f'<label>search<input name="q" value="{escape(f.q)}" placeholder="pay_…, last4 or 19.99" size="26"></label>',
-           f'<label>status<select name="status">{_options(sorted(STATUSES), f.status, "any")}</select></label>',
-           f'<label>method<select name="method">{_options(METHODS, f.method, "any")}</select></label>',
-           f'<label>from<input type="date" name="from" value="{f.since.isoformat() if f.since else ""}"></label>',
-           f'<label>to<input type="date" name="to" value="{f.until.isoformat() if f.until else ""}"></label>',
-           '<button>filter</button></form>']
+    out = [
+        '<div class="card"><form class="filters" method="get" action="/dashboard/payments">',
+        f'<input type="hidden" name="merchant" value="{escape(merchant)}">' if merchant else "",
+        f'<label>search<input name="q" value="{escape(f.q)}" placeholder="pay_…, last4 or 19.99" size="26"></label>',
+        f'<label>status<select name="status">{_options(sorted(STATUSES), f.status, "any")}</select></label>',
+        f'<label>method<select name="method">{_options(METHODS, f.method, "any")}</select></label>',
+        f'<label>from<input type="date" name="from" value="{f.since.isoformat() if f.since else ""}"></label>',
+        f'<label>to<input type="date" name="to" value="{f.until.isoformat() if f.until else ""}"></label>',
+        "<button>filter</button></form>",
+    ]
     if error:
         out.append(f'<p class="warn" data-testid="filter-error">{escape(error)}</p>')
-    out.append('<table data-testid="payments"><tr><th>payment</th><th class="l">merchant</th><th>created (UTC)</th>'
-               '<th class="l">status</th><th class="l">method</th><th>card</th><th>amount</th><th>captured</th>'
-               '<th>refunded</th></tr>')
+    out.append(
+        '<table data-testid="payments"><tr><th>payment</th><th class="l">merchant</th><th>created (UTC)</th>'
+        '<th class="l">status</th><th class="l">method</th><th>card</th><th>amount</th><th>captured</th>'
+        "<th>refunded</th></tr>"
+    )
     for p in page.rows:
         pid = escape(p["payment_id"])
         href = escape(with_merchant(f"/dashboard/payments/{p['payment_id']}", merchant))
         card = f"{escape(p['card_bin'] or '')}…{escape(p['card_last4'])}" if p["card_last4"] else ""
-        out.append(f'<tr data-payment="{pid}"><td><a class="mono" href="{href}">{pid}</a></td>'
-                   f'<td class="l">{escape(p["merchant_id"])}</td><td>{when(p["created_at"])}</td>'
-                   f'<td class="l" data-field="status">{badge(p["status"])}</td><td class="l">{escape(p["method"])}</td>'
-                   f'<td class="mono">{card}</td><td data-field="amount">{money(p["authorized_minor"], p["currency"])}</td>'
-                   f'<td>{money(p["captured_minor"], p["currency"])}</td><td>{money(p["refunded_minor"], p["currency"])}</td></tr>')
+        out.append(
+            f'<tr data-payment="{pid}"><td><a class="mono" href="{href}">{pid}</a></td>'
+            f'<td class="l">{escape(p["merchant_id"])}</td><td>{when(p["created_at"])}</td>'
+            f'<td class="l" data-field="status">{badge(p["status"])}</td><td class="l">{escape(p["method"])}</td>'
+            f'<td class="mono">{card}</td><td data-field="amount">{money(p["authorized_minor"], p["currency"])}</td>'
+            f"<td>{money(p['captured_minor'], p['currency'])}</td>"
+            f"<td>{money(p['refunded_minor'], p['currency'])}</td></tr>"
+        )
     if not page.rows:
         out.append('<tr><td colspan="9" class="muted">no payments match</td></tr>')
     out.append('</table><div class="pager">')
     if page.newer:
-        out.append(f'<a data-testid="newer" href="/dashboard/payments?{escape(urlencode(keep | f.query() | {"before": str(page.newer)}))}">'
-                   '← newer</a>')
+        out.append(
+            '<a data-testid="newer" '
+            f'href="/dashboard/payments?{escape(urlencode(keep | f.query() | {"before": str(page.newer)}))}">'
+            "← newer</a>"
+        )
     if page.older:
-        out.append(f'<a data-testid="older" href="/dashboard/payments?{escape(urlencode(keep | f.query() | {"after": str(page.older)}))}">'
-                   'older →</a>')
+        out.append(
+            '<a data-testid="older" '
+            f'href="/dashboard/payments?{escape(urlencode(keep | f.query() | {"after": str(page.older)}))}">'
+            "older →</a>"
+        )
     out.append("</div></div>")
     return "".join(out)
 
 
-def render_payment(p: Mapping[str, Any], events: list[dict[str, Any]], verdicts: Mapping[str, Verdict] | None,
-                   chain_note: str | None) -> str:
+def render_payment(
+    p: Mapping[str, Any], events: list[dict[str, Any]], verdicts: Mapping[str, Verdict] | None, chain_note: str | None
+) -> str:
     cur = p["currency"]
-    facts = [("payment", f'<span class="mono">{escape(p["payment_id"])}</span>'), ("merchant", escape(p["merchant_id"])),
-             ("status", badge(p["status"])), ("method", escape(p["method"])),
-             ("card", f'{escape(p["card_bin"] or "")}…{escape(p["card_last4"])}' if p["card_last4"] else "—"),
-             ("authorized", money(p["authorized_minor"], cur)), ("captured", money(p["captured_minor"], cur)),
-             ("refunded", money(p["refunded_minor"], cur)), ("provider", escape(p["provider"] or "—")),
-             ("last change (UTC)", when(p["updated_at"]))]
+    facts = [
+        ("payment", f'<span class="mono">{escape(p["payment_id"])}</span>'),
+        ("merchant", escape(p["merchant_id"])),
+        ("status", badge(p["status"])),
+        ("method", escape(p["method"])),
+        ("card", f"{escape(p['card_bin'] or '')}…{escape(p['card_last4'])}" if p["card_last4"] else "—"),
+        ("authorized", money(p["authorized_minor"], cur)),
+        ("captured", money(p["captured_minor"], cur)),
+        ("refunded", money(p["refunded_minor"], cur)),
+        ("provider", escape(p["provider"] or "—")),
+        ("last change (UTC)", when(p["updated_at"])),
+    ]
     out = ['<div class="card"><table class="facts" data-testid="payment">']
     out += [f'<tr><th class="l">{k}</th><td class="l">{v}</td></tr>' for k, v in facts]
     out.append('</table></div><h2>Timeline</h2><div class="card">')
     if chain_note:
         out.append(f'<p class="muted" data-testid="chain-note">{escape(chain_note)}</p>')
-    out.append('<table data-testid="timeline"><tr><th>#</th><th class="l">event</th><th>at (UTC)</th><th>amount</th>'
-               '<th>fee</th><th class="l">status after</th><th class="l">reason</th><th>chain seq</th>'
-               '<th class="l">signature</th></tr>')
+    out.append(
+        '<table data-testid="timeline"><tr><th>#</th><th class="l">event</th><th>at (UTC)</th><th>amount</th>'
+        '<th>fee</th><th class="l">status after</th><th class="l">reason</th><th>chain seq</th>'
+        '<th class="l">signature</th></tr>'
+    )
     for e in events:
         v = verdicts.get(e["event_id"]) if verdicts is not None else None
-        mark = (f'{badge(v.verdict)}{f" <span class=muted>{escape(v.reason)}</span>" if v.reason else ""}' if v
-                else '<span class="muted">not checked</span>')
-        out.append(f'<tr data-event="{escape(e["event_id"])}" data-verdict="{escape(v.verdict) if v else "unchecked"}">'
-                   f'<td>{e["version"]}</td><td class="l">{escape(e["type"])}</td><td>{when(e["occurred_at"])}</td>'
-                   f'<td>{money(e["amount_minor"], e["currency"])}</td><td>{money(e["fee_minor"], e["currency"])}</td>'
-                   f'<td class="l">{escape(e["payment_status"])}</td><td class="l">{escape(e["reason_code"] or "")}</td>'
-                   f'<td>{e["chain_seq"]}</td><td class="l">{mark}</td></tr>')
+        mark = (
+            f"{badge(v.verdict)}{f' <span class=muted>{escape(v.reason)}</span>' if v.reason else ''}"
+            if v
+            else '<span class="muted">not checked</span>'
+        )
+        out.append(
+            f'<tr data-event="{escape(e["event_id"])}" data-verdict="{escape(v.verdict) if v else "unchecked"}">'
+            f'<td>{e["version"]}</td><td class="l">{escape(e["type"])}</td><td>{when(e["occurred_at"])}</td>'
+            f"<td>{money(e['amount_minor'], e['currency'])}</td><td>{money(e['fee_minor'], e['currency'])}</td>"
+            f'<td class="l">{escape(e["payment_status"])}</td><td class="l">{escape(e["reason_code"] or "")}</td>'
+            f'<td>{e["chain_seq"]}</td><td class="l">{mark}</td></tr>'
+        )
     out.append("</table></div>")
     return "".join(out)
 
 
 def render_reviews(reviews: list[Mapping[str, Any]], merchant: str | None, flash: str | None) -> str:
-    out = [f'<p class="flash" data-testid="flash">{escape(flash)}</p>' if flash else "",
-           '<div class="card"><table data-testid="reviews"><tr><th class="l">payment</th><th class="l">merchant</th>'
-           '<th>since (UTC)</th><th>amount</th><th>card</th><th>score</th><th class="l">reasons</th><th class="l">decision</th></tr>']
+    out = [
+        f'<p class="flash" data-testid="flash">{escape(flash)}</p>' if flash else "",
+        '<div class="card"><table data-testid="reviews"><tr><th class="l">payment</th><th class="l">merchant</th>'
+        '<th>since (UTC)</th><th>amount</th><th>card</th><th>score</th><th class="l">reasons</th><th '
+        'class="l">decision</th></tr>',
+    ]
     for r in reviews:
         pid = escape(r["payment_id"])
         action = escape(with_merchant(f"/dashboard/reviews/{r['payment_id']}", merchant))
-        score = "rules only" if r.get("score_ppm") is None else f'{r["score_ppm"] / 10_000:.2f}%'
+        score = "rules only" if r.get("score_ppm") is None else f"{r['score_ppm'] / 10_000:.2f}%"
         reasons = ", ".join(r.get("reasons") or [])
         if r.get("sanctions"):
             s = r["sanctions"]
-            reasons += f'; sanctions: {s["matched_name"]} ({s["score"]}/{s["threshold"]}, {s["list_version"]})'
+            reasons += f"; sanctions: {s['matched_name']} ({s['score']}/{s['threshold']}, {s['list_version']})"
         href = escape(with_merchant(f"/dashboard/payments/{r['payment_id']}", merchant))
-        out.append(f'<tr data-review="{pid}"><td class="l"><a class="mono" href="{href}">{pid}</a></td>'
-                   f'<td class="l">{escape(r["merchant_id"])}</td><td>{when(r["occurred_at"])}</td>'
-                   f'<td>{money(r["amount_minor"], r["currency"])}</td><td class="mono">…{escape(r.get("card_last4") or "")}</td>'
-                   f'<td>{escape(score)}</td><td class="l">{escape(reasons)}</td><td class="l">'
-                   f'<form class="inline" method="post" action="{action}"><button name="decision" value="approve">approve</button> '
-                   f'<button class="danger" name="decision" value="decline">decline</button></form></td></tr>')
+        out.append(
+            f'<tr data-review="{pid}"><td class="l"><a class="mono" href="{href}">{pid}</a></td>'
+            f'<td class="l">{escape(r["merchant_id"])}</td><td>{when(r["occurred_at"])}</td>'
+            f"<td>{money(r['amount_minor'], r['currency'])}</td><td "
+            f'class="mono">…{escape(r.get("card_last4") or "")}</td>'
+            f'<td>{escape(score)}</td><td class="l">{escape(reasons)}</td><td class="l">'
+            f'<form class="inline" method="post" action="{action}"><button name="decision" '
+            'value="approve">approve</button> '
+            f'<button class="danger" name="decision" value="decline">decline</button></form></td></tr>'
+        )
     if not reviews:
         out.append('<tr><td colspan="8" class="muted">nothing waits in review</td></tr>')
     out.append("</table></div>")
@@ -500,70 +610,98 @@ def render_reviews(reviews: list[Mapping[str, Any]], merchant: str | None, flash
 
 
 def render_disputes(rows: list[dict[str, Any]], merchant: str | None) -> str:
-    out = ['<div class="card"><table data-testid="disputes"><tr><th class="l">payment</th><th class="l">merchant</th>'
-           '<th>opened (UTC)</th><th>amount</th><th class="l">reason</th><th class="l">state</th><th>closed (UTC)</th>'
-           '<th class="l">evidence submitted</th></tr>']
+    out = [
+        '<div class="card"><table data-testid="disputes"><tr><th class="l">payment</th><th class="l">merchant</th>'
+        '<th>opened (UTC)</th><th>amount</th><th class="l">reason</th><th class="l">state</th><th>closed (UTC)</th>'
+        '<th class="l">evidence submitted</th></tr>'
+    ]
     for d in rows:
         state = d["closed_as"].removeprefix("dispute_") if d["closed_as"] else "open"
-        ev = "<br>".join(f'{when(s["occurred_at"])} {badge(s["status"])}'
-                         f'{" " + escape(s["reason_code"]) if s["reason_code"] else ""}' for s in d["evidence"]) or "none"
+        ev = (
+            "<br>".join(
+                f"{when(s['occurred_at'])} {badge(s['status'])}"
+                f"{' ' + escape(s['reason_code']) if s['reason_code'] else ''}"
+                for s in d["evidence"]
+            )
+            or "none"
+        )
         href = escape(with_merchant(f"/dashboard/payments/{d['payment_id']}", merchant))
-        out.append(f'<tr data-dispute="{escape(d["event_id"])}"><td class="l"><a class="mono" href="{href}">'
-                   f'{escape(d["payment_id"])}</a></td><td class="l">{escape(d["merchant_id"])}</td>'
-                   f'<td>{when(d["occurred_at"])}</td><td>{money(d["amount_minor"], d["currency"])}</td>'
-                   f'<td class="l">{escape(d["reason_code"] or "")}</td><td class="l" data-field="state">{badge(state)}</td>'
-                   f'<td>{when(d["closed_at"]) if d["closed_as"] else ""}</td><td class="l" data-field="evidence">{ev}</td></tr>')
+        out.append(
+            f'<tr data-dispute="{escape(d["event_id"])}"><td class="l"><a class="mono" href="{href}">'
+            f'{escape(d["payment_id"])}</a></td><td class="l">{escape(d["merchant_id"])}</td>'
+            f"<td>{when(d['occurred_at'])}</td><td>{money(d['amount_minor'], d['currency'])}</td>"
+            f'<td class="l">{escape(d["reason_code"] or "")}</td><td class="l" data-field="state">{badge(state)}</td>'
+            f'<td>{when(d["closed_at"]) if d["closed_as"] else ""}</td><td class="l" '
+            f'data-field="evidence">{ev}</td></tr>'
+        )
     if not rows:
         out.append('<tr><td colspan="8" class="muted">no disputes</td></tr>')
-    out.append(f'</table><p class="muted">the latest {LIST_MAX}; evidence: the submissions and the pipeline\'s answer '
-               '(the text is kept with the payment, not in the read models)</p></div>')
+    out.append(
+        f'</table><p class="muted">the latest {LIST_MAX}; evidence: the submissions and the pipeline\'s answer '
+        "(the text is kept with the payment, not in the read models)</p></div>"
+    )
     return "".join(out)
 
 
 def render_payouts(rows: list[dict[str, Any]]) -> str:
-    out = ['<div class="card"><table data-testid="payouts"><tr><th class="l">payout</th><th class="l">merchant</th>'
-           '<th>day</th><th>amount</th><th class="l">status</th><th>sent (UTC)</th><th>answered (UTC)</th>'
-           '<th class="l">failure</th></tr>']
+    out = [
+        '<div class="card"><table data-testid="payouts"><tr><th class="l">payout</th><th class="l">merchant</th>'
+        '<th>day</th><th>amount</th><th class="l">status</th><th>sent (UTC)</th><th>answered (UTC)</th>'
+        '<th class="l">failure</th></tr>'
+    ]
     for p in rows:
-        out.append(f'<tr data-payout="{escape(p["payout_id"])}"><td class="l mono">{escape(p["payout_id"])}</td>'
-                   f'<td class="l">{escape(p["merchant_id"])}</td><td>{escape(str(p["day"]))}</td>'
-                   f'<td>{money(p["amount_minor"], p["currency"])}</td><td class="l">{badge(p["status"])}</td>'
-                   f'<td>{when(p["sent_at"])}</td><td>{when(p["answered_at"])}</td>'
-                   f'<td class="l">{escape(p["failure_reason"] or "")}</td></tr>')
+        out.append(
+            f'<tr data-payout="{escape(p["payout_id"])}"><td class="l mono">{escape(p["payout_id"])}</td>'
+            f'<td class="l">{escape(p["merchant_id"])}</td><td>{escape(str(p["day"]))}</td>'
+            f'<td>{money(p["amount_minor"], p["currency"])}</td><td class="l">{badge(p["status"])}</td>'
+            f"<td>{when(p['sent_at'])}</td><td>{when(p['answered_at'])}</td>"
+            f'<td class="l">{escape(p["failure_reason"] or "")}</td></tr>'
+        )
     if not rows:
         out.append('<tr><td colspan="8" class="muted">no payouts</td></tr>')
     out.append(f'</table><p class="muted">the latest {LIST_MAX}</p></div>')
     return "".join(out)
 
 
-def render_webhooks(items: list[Notification], merchant: str | None, status: str, flash: str | None,
-                    note: str | None) -> str:
-    out = [f'<p class="flash" data-testid="flash">{escape(flash)}</p>' if flash else "",
-           f'<p class="muted">{escape(note)}</p>' if note else "",
-           '<div class="card"><form class="filters" method="get" action="/dashboard/webhooks">',
-           f'<input type="hidden" name="merchant" value="{escape(merchant)}">' if merchant else "",
-           f'<label>last attempt<select name="status">{_options(("delivered", "failed", "gave_up"), status, "any")}'
-           '</select></label><button>filter</button></form>',
-           '<table data-testid="webhooks"><tr><th class="l">notification</th><th class="l">merchant</th>'
-           '<th class="l">event</th><th class="l">endpoint</th><th class="l">attempts</th><th class="l">last</th><th></th></tr>']
+def render_webhooks(
+    items: list[Notification], merchant: str | None, status: str, flash: str | None, note: str | None
+) -> str:
+    out = [
+        f'<p class="flash" data-testid="flash">{escape(flash)}</p>' if flash else "",
+        f'<p class="muted">{escape(note)}</p>' if note else "",
+        '<div class="card"><form class="filters" method="get" action="/dashboard/webhooks">',
+        f'<input type="hidden" name="merchant" value="{escape(merchant)}">' if merchant else "",
+        f'<label>last attempt<select name="status">{_options(("delivered", "failed", "gave_up"), status, "any")}'
+        "</select></label><button>filter</button></form>",
+        '<table data-testid="webhooks"><tr><th class="l">notification</th><th class="l">merchant</th>'
+        '<th class="l">event</th><th class="l">endpoint</th><th class="l">attempts</th><th '
+        'class="l">last</th><th></th></tr>',
+    ]
     for n in items:
         last = n.last
-        tries = "<br>".join(f'#{a["attempt"]} {when(a["attempted_at"])} {badge(a["status"])} '
-                            f'{escape(str(a["http_status"]) if a["http_status"] is not None else a["error"] or "")}'
-                            for a in n.attempts)
+        tries = "<br>".join(
+            f"#{a['attempt']} {when(a['attempted_at'])} {badge(a['status'])} "
+            f"{escape(str(a['http_status']) if a['http_status'] is not None else a['error'] or '')}"
+            for a in n.attempts
+        )
         retry = ""
         if n.retryable:
             action = escape(with_merchant(f"/dashboard/webhooks/{last['notification_id']}/retry", merchant))
             retry = f'<form class="inline" method="post" action="{action}"><button>retry</button></form>'
         href = escape(with_merchant(f"/dashboard/payments/{last['payment_id']}", merchant))
-        out.append(f'<tr data-notification="{escape(last["notification_id"])}"><td class="l mono">'
-                   f'{escape(last["notification_id"])}</td><td class="l">{escape(last["merchant_id"])}</td>'
-                   f'<td class="l">{escape(last["event_type"])} <a class="mono" href="{href}">'
-                   f'{escape(last["payment_id"])}</a></td><td class="l">{escape(last["url"])}</td>'
-                   f'<td class="l" data-field="attempts">{tries}</td><td class="l" data-field="last">{badge(last["status"])}</td>'
-                   f'<td>{retry}</td></tr>')
+        out.append(
+            f'<tr data-notification="{escape(last["notification_id"])}"><td class="l mono">'
+            f'{escape(last["notification_id"])}</td><td class="l">{escape(last["merchant_id"])}</td>'
+            f'<td class="l">{escape(last["event_type"])} <a class="mono" href="{href}">'
+            f'{escape(last["payment_id"])}</a></td><td class="l">{escape(last["url"])}</td>'
+            f'<td class="l" data-field="attempts">{tries}</td><td class="l" '
+            f'data-field="last">{badge(last["status"])}</td>'
+            f"<td>{retry}</td></tr>"
+        )
     if not items:
         out.append('<tr><td colspan="7" class="muted">no webhook deliveries</td></tr>')
-    out.append(f'</table><p class="muted">the latest {LIST_MAX} notifications; a given-up one can be retried once by hand '
-               '(a failed one is still on the runner\'s schedule)</p></div>')
+    out.append(
+        f'</table><p class="muted">the latest {LIST_MAX} notifications; a given-up one can be retried once by hand '
+        "(a failed one is still on the runner's schedule)</p></div>"
+    )
     return "".join(out)

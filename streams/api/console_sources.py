@@ -49,8 +49,12 @@ FOLLOW_BATCH_MAX = 5_000
 FLUSH_TIMEOUT_S = 10.0
 HTTP_TIMEOUT_S = 10.0
 
-_EVENTS, _REVIEWS, _DELIVERIES, _VALIDATED = (Codec("PaymentEvent"), Codec("FraudReview"), Codec("WebhookDelivery"),
-                                              Codec("ValidatedCommand"))
+_EVENTS, _REVIEWS, _DELIVERIES, _VALIDATED = (
+    Codec("PaymentEvent"),
+    Codec("FraudReview"),
+    Codec("WebhookDelivery"),
+    Codec("ValidatedCommand"),
+)
 
 
 class SourceError(RuntimeError):
@@ -77,8 +81,9 @@ class KafkaSources:
 
     # --- a payment's chain window ---
 
-    def chain_window(self, payment_id: str, since: datetime, event_ids: set[str],
-                     to_end: bool = False) -> tuple[int, list[dict[str, Any]]]:
+    def chain_window(
+        self, payment_id: str, since: datetime, event_ids: set[str], to_end: bool = False
+    ) -> tuple[int, list[dict[str, Any]]]:
         """The payment's partition of payment-events, decoded, from a little before
         `since` (by the records' timestamps) until every one of `event_ids` and a
         signed event after the last of them were read (`to_end`: until the log's end),
@@ -87,25 +92,36 @@ class KafkaSources:
         topic = self.names.events
         # read_committed with end-of-partition events: a log may end on a transaction
         # marker, which is never delivered, so an offset can not tell the end.
-        consumer = Consumer(connection(self.conn) | {
-            "group.id": f"paystream-console-{uuid.uuid4().hex[:12]}", "isolation.level": "read_committed",
-            "enable.auto.commit": False, "enable.partition.eof": True, "auto.offset.reset": "earliest",
-            "log_level": 3})
+        consumer = Consumer(
+            connection(self.conn)
+            | {
+                "group.id": f"paystream-console-{uuid.uuid4().hex[:12]}",
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "auto.offset.reset": "earliest",
+                "log_level": 3,
+            }
+        )
         try:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=READ_TIMEOUT_S)
-            found = consumer.offsets_for_times([TopicPartition(topic, partition, to_ms(since) - CLOCK_SKEW_MS)],
-                                               timeout=READ_TIMEOUT_S)[0].offset
+            found = consumer.offsets_for_times(
+                [TopicPartition(topic, partition, to_ms(since) - CLOCK_SKEW_MS)], timeout=READ_TIMEOUT_S
+            )[0].offset
             start = max(low, (high if found < 0 else found) - BACKTRACK_OFFSETS)
             window, missing = self._read(consumer, partition, start, high, event_ids, to_end)
             if missing and start > max(low, high - WINDOW_RECORDS_MAX):
                 # Event times ahead of the broker's clock put the start past them: read the log's tail.
-                window, _ = self._read(consumer, partition, max(low, high - WINDOW_RECORDS_MAX), high, event_ids, to_end)
+                window, _ = self._read(
+                    consumer, partition, max(low, high - WINDOW_RECORDS_MAX), high, event_ids, to_end
+                )
             return partition, window
         finally:
             consumer.close()
 
-    def _read(self, consumer: Consumer, partition: int, start: int, high: int, event_ids: set[str],
-              to_end: bool) -> tuple[list[dict[str, Any]], set[str]]:
+    def _read(
+        self, consumer: Consumer, partition: int, start: int, high: int, event_ids: set[str], to_end: bool
+    ) -> tuple[list[dict[str, Any]], set[str]]:
         """From `start`: the decoded window, and which of `event_ids` it lacks."""
         window: list[dict[str, Any]] = []
         missing = set(event_ids)
@@ -169,7 +185,7 @@ class KafkaSources:
         except DecodeError:
             return
         attempts = self._deliveries.setdefault(d["notification_id"], [])
-        attempts[:] = [a for a in attempts if a["delivery_id"] != d["delivery_id"]][-(ATTEMPTS_MAX - 1):] + [d]
+        attempts[:] = [a for a in attempts if a["delivery_id"] != d["delivery_id"]][-(ATTEMPTS_MAX - 1) :] + [d]
         self._deliveries.move_to_end(d["notification_id"])
         while len(self._deliveries) > NOTIFICATIONS_MAX:
             self._deliveries.popitem(last=False)
@@ -179,16 +195,28 @@ class KafkaSources:
         its payment event (the runner's, byte for byte), signed and sent; the attempt
         recorded on webhook-deliveries. Failing again, it stays given up."""
         last = n.last
-        endpoint = next((e for e in registry.load(registry_path(self.settings)).of(last["merchant_id"])
-                         if e.endpoint_id == last["endpoint_id"]), None)
+        endpoint = next(
+            (
+                e
+                for e in registry.load(registry_path(self.settings)).of(last["merchant_id"])
+                if e.endpoint_id == last["endpoint_id"]
+            ),
+            None,
+        )
         if endpoint is None:
             raise SourceError("that endpoint is no longer registered")
         # The event came at most the give-up horizon before its last attempt.
         since = last["attempted_at"] - timedelta(seconds=backoff_of(self.settings).give_up_after_s)
         _, window = self.chain_window(last["payment_id"], since, set(), to_end=True)
         events = [e for e in window if e.get("payment_id") == last["payment_id"]]
-        event = next((e for e in events if derive_notification_id(e["event_id"], endpoint.endpoint_id)
-                      == last["notification_id"]), None)
+        event = next(
+            (
+                e
+                for e in events
+                if derive_notification_id(e["event_id"], endpoint.endpoint_id) == last["notification_id"]
+            ),
+            None,
+        )
         if event is None:
             raise SourceError("the notification's payment event was not found")
         [note] = notifications(event, (endpoint,), to_ms(event["occurred_at"]))
@@ -204,8 +232,16 @@ class KafkaSources:
                 return await post(session, store, pending, int(now.timestamp()), HTTP_TIMEOUT_S)
 
         result = asyncio.run(send())
-        _, record = settle(outbox, pending, to_ms(now), result.ok, backoff_of(self.settings), result.http_status,
-                           result.error, result.key_id)
+        _, record = settle(
+            outbox,
+            pending,
+            to_ms(now),
+            result.ok,
+            backoff_of(self.settings),
+            result.http_status,
+            result.error,
+            result.key_id,
+        )
         self._produce(self.names.webhooks, record["payment_id"].encode(), _DELIVERIES.encode(record, check=True))
         return record
 
@@ -220,8 +256,9 @@ class KafkaSources:
 
     def _produce(self, topic: str, key: bytes, value: bytes) -> None:
         failed: list[Any] = []
-        self._producer.produce(topic, key=key, value=value,
-                               on_delivery=lambda err, _m: failed.append(err) if err is not None else None)
+        self._producer.produce(
+            topic, key=key, value=value, on_delivery=lambda err, _m: failed.append(err) if err is not None else None
+        )
         if self._producer.flush(FLUSH_TIMEOUT_S) != 0 or failed:
             raise SourceError(f"not written to {topic}: {failed[0] if failed else 'timed out'}")
 

@@ -21,7 +21,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from html import escape
 from typing import Any
 from urllib.parse import parse_qs
@@ -29,13 +29,13 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from streams.api import console
 from streams.api.auth import ApiKeys, RateLimits
 from streams.api.charts import column_chart, hbar_chart
-from streams.api import console
 from streams.api.console import STYLE, Rows, Sources, layout, money, with_merchant
+from streams.api.ops import OpsSnapshot
 from streams.client.fraud import resolve_command
 from streams.domain.chain import verdicts
-from streams.api.ops import OpsSnapshot
 
 REFRESH_S = 5
 SESSION_TTL_S = 8 * 3600
@@ -81,8 +81,12 @@ GROUP BY bucket HAVING attempts > 0 ORDER BY bucket
 """
 SERIES_BUCKETS_MAX = 48
 # (name, ClickHouse function, a bucket's nominal length): finest first.
-BUCKETS = (("hour", "toStartOfHour", timedelta(hours=1)), ("day", "toStartOfDay", timedelta(days=1)),
-           ("week", "toMonday", timedelta(weeks=1)), ("month", "toStartOfMonth", timedelta(days=31)))
+BUCKETS = (
+    ("hour", "toStartOfHour", timedelta(hours=1)),
+    ("day", "toStartOfDay", timedelta(days=1)),
+    ("week", "toMonday", timedelta(weeks=1)),
+    ("month", "toStartOfMonth", timedelta(days=31)),
+)
 # The cookbook's "Top declines by reason", per merchant.
 _DECLINES = f"""
 SELECT reason, source, count() AS n
@@ -92,7 +96,8 @@ FROM
     WHERE type = 'declined' AND reason_code IS NOT NULL AND {_WHERE_MERCHANT}
     UNION ALL
     SELECT reason_code AS reason, 'rejection' AS source FROM payment_outcomes FINAL
-    WHERE status = 'rejected' AND kind = 'create' AND payment_id IS NULL AND reason_code IS NOT NULL AND {_WHERE_MERCHANT}
+    WHERE status = 'rejected' AND kind = 'create' AND payment_id IS NULL AND reason_code IS NOT NULL AND
+    {_WHERE_MERCHANT}
 )
 GROUP BY reason, source ORDER BY n DESC, reason, source LIMIT {DECLINE_REASONS_MAX}
 """
@@ -146,7 +151,6 @@ def approval_rate(approved: int, attempts: int) -> float | None:
     return round(approved / attempts, 4) if attempts else None
 
 
-
 def snapshot(rows: Rows, merchant: str | None) -> Snapshot:
     """Every figure of the panel, read from the read models."""
     p = {"m": merchant or ""}
@@ -158,8 +162,19 @@ def snapshot(rows: Rows, merchant: str | None) -> Snapshot:
         d = disputes.pop(r["currency"], {})
         currencies.append(_currency(r, d))
     for currency, d in sorted(disputes.items()):  # disputes of a currency with no events in the window
-        currencies.append(_currency({"currency": currency, "attempts": 0, "approved": 0, "captured_minor": 0,
-                                     "refunds": 0, "refunded_minor": 0}, d))
+        currencies.append(
+            _currency(
+                {
+                    "currency": currency,
+                    "attempts": 0,
+                    "approved": 0,
+                    "captured_minor": 0,
+                    "refunds": 0,
+                    "refunded_minor": 0,
+                },
+                d,
+            )
+        )
     as_of = rows(_AS_OF, p)[0]
     span = rows(_SPAN, p)[0]
     bucket, series = "hour", []
@@ -196,14 +211,26 @@ def series_title(bucket: str, series: tuple[tuple[datetime, int, int], ...]) -> 
     fmt = "%Y-%m-%d %H:00" if bucket == "hour" else "%Y-%m-%d"
     first, last = series[0][0].strftime(fmt), series[-1][0].strftime(fmt)
     span = first if first == last else f"{first} to {last}"
-    return (f"Attempts (light) and approvals (green) per {bucket}, {span} (UTC, event time; "
-            f"{len(series)} {bucket}{'s' if len(series) > 1 else ''} with attempts)")
+    return (
+        f"Attempts (light) and approvals (green) per {bucket}, {span} (UTC, event time; "
+        f"{len(series)} {bucket}{'s' if len(series) > 1 else ''} with attempts)"
+    )
 
 
 def _currency(r: dict[str, Any], d: dict[str, tuple[int, int]]) -> CurrencyFigures:
     opened, lost = d.get("opened", (0, 0)), d.get("lost", (0, 0))
-    return CurrencyFigures(r["currency"], int(r["attempts"]), int(r["approved"]), int(r["captured_minor"]),
-                           int(r["refunds"]), int(r["refunded_minor"]), opened[0], opened[1], lost[0], lost[1])
+    return CurrencyFigures(
+        r["currency"],
+        int(r["attempts"]),
+        int(r["approved"]),
+        int(r["captured_minor"]),
+        int(r["refunds"]),
+        int(r["refunded_minor"]),
+        opened[0],
+        opened[1],
+        lost[0],
+        lost[1],
+    )
 
 
 def merchants(rows: Rows) -> list[str]:
@@ -231,42 +258,63 @@ def render_panel(s: Snapshot, ops: OpsSnapshot | None) -> str:
     """The live part of the page (what the script swaps every REFRESH_S seconds)."""
     who = escape(s.merchant) if s.merchant else "all merchants"
     as_of = s.as_of.isoformat(timespec="seconds") if s.as_of else "no events yet"
-    out = [f'<p class="muted">{who}; {s.events} events; latest event time <span data-testid="as-of">{as_of}</span></p>',
-           '<div class="kpis">',
-           f'<span class="kpi">attempts<b data-metric="attempts">{s.attempts}</b></span>',
-           f'<span class="kpi">approved<b data-metric="approved">{s.approved}</b></span>',
-           f'<span class="kpi">approval rate<b data-metric="approval-rate">{_rate(s.approved, s.attempts)}</b></span>',
-           '</div>',
-           '<h2>Volume, refunds and disputes by currency</h2><div class="card"><table data-testid="currencies"><tr><th>currency</th>'
-           '<th>attempts</th><th>approval rate</th><th>captured</th><th>refunds</th><th>refunded</th>'
-           '<th>disputes opened</th><th>disputed</th><th>disputes lost</th><th>lost</th></tr>']
+    out = [
+        f'<p class="muted">{who}; {s.events} events; latest event time <span data-testid="as-of">{as_of}</span></p>',
+        '<div class="kpis">',
+        f'<span class="kpi">attempts<b data-metric="attempts">{s.attempts}</b></span>',
+        f'<span class="kpi">approved<b data-metric="approved">{s.approved}</b></span>',
+        f'<span class="kpi">approval rate<b data-metric="approval-rate">{_rate(s.approved, s.attempts)}</b></span>',
+        "</div>",
+        '<h2>Volume, refunds and disputes by currency</h2><div class="card"><table '
+        'data-testid="currencies"><tr><th>currency</th>'
+        "<th>attempts</th><th>approval rate</th><th>captured</th><th>refunds</th><th>refunded</th>"
+        "<th>disputes opened</th><th>disputed</th><th>disputes lost</th><th>lost</th></tr>",
+    ]
     for c in s.currencies:
         cur = escape(c.currency)
-        out.append(f'<tr data-currency="{cur}"><td>{cur}</td><td data-metric="attempts">{c.attempts}</td>'
-                   f'<td data-metric="approval-rate">{_rate(c.approved, c.attempts)}</td>'
-                   f'<td data-metric="captured-minor" data-value="{c.captured_minor}">{money(c.captured_minor, c.currency)}</td>'
-                   f'<td data-metric="refunds">{c.refunds}</td>'
-                   f'<td data-metric="refunded-minor" data-value="{c.refunded_minor}">{money(c.refunded_minor, c.currency)}</td>'
-                   f'<td data-metric="disputes-opened">{c.disputes_opened}</td>'
-                   f'<td data-metric="disputed-minor" data-value="{c.disputed_minor}">{money(c.disputed_minor, c.currency)}</td>'
-                   f'<td data-metric="disputes-lost">{c.disputes_lost}</td>'
-                   f'<td data-metric="lost-minor" data-value="{c.lost_minor}">{money(c.lost_minor, c.currency)}</td></tr>')
+        out.append(
+            f'<tr data-currency="{cur}"><td>{cur}</td><td data-metric="attempts">{c.attempts}</td>'
+            f'<td data-metric="approval-rate">{_rate(c.approved, c.attempts)}</td>'
+            '<td data-metric="captured-minor" '
+            f'data-value="{c.captured_minor}">{money(c.captured_minor, c.currency)}</td>'
+            f'<td data-metric="refunds">{c.refunds}</td>'
+            '<td data-metric="refunded-minor" '
+            f'data-value="{c.refunded_minor}">{money(c.refunded_minor, c.currency)}</td>'
+            f'<td data-metric="disputes-opened">{c.disputes_opened}</td>'
+            '<td data-metric="disputed-minor" '
+            f'data-value="{c.disputed_minor}">{money(c.disputed_minor, c.currency)}</td>'
+            f'<td data-metric="disputes-lost">{c.disputes_lost}</td>'
+            f'<td data-metric="lost-minor" data-value="{c.lost_minor}">{money(c.lost_minor, c.currency)}</td></tr>'
+        )
     out.append("</table></div>")
     fmt = "%Y-%m-%d %H:00" if s.bucket == "hour" else "%Y-%m-%d"
     out.append(f'<h2 data-testid="series-title">{escape(series_title(s.bucket, s.series))}</h2><div class="card">')
-    out.append(column_chart([(h.strftime(fmt), a, ok) for h, a, ok in s.series],
-                            f"attempts and approvals per {s.bucket}", "chart-series"))
+    out.append(
+        column_chart(
+            [(h.strftime(fmt), a, ok) for h, a, ok in s.series],
+            f"attempts and approvals per {s.bucket}",
+            "chart-series",
+        )
+    )
     out.append("</div>")
     out.append('<h2>Declines by reason</h2><div class="card">')
-    out.append(hbar_chart([(f"{reason} ({source})", n) for reason, source, n in s.declines],
-                          "declines by reason", "chart-declines"))
+    out.append(
+        hbar_chart(
+            [(f"{reason} ({source})", n) for reason, source, n in s.declines], "declines by reason", "chart-declines"
+        )
+    )
     out.append('<table data-testid="declines"><tr><th>reason</th><th>source</th><th>count</th></tr>')
-    out += [f'<tr data-reason="{escape(r)}" data-source="{escape(src)}"><td>{escape(r)}</td><td>{escape(src)}</td>'
-            f'<td data-metric="declines">{n}</td></tr>' for r, src, n in s.declines]
+    out += [
+        f'<tr data-reason="{escape(r)}" data-source="{escape(src)}"><td>{escape(r)}</td><td>{escape(src)}</td>'
+        f'<td data-metric="declines">{n}</td></tr>'
+        for r, src, n in s.declines
+    ]
     out.append('</table></div><h2>Fraud decisions</h2><div class="card">')
     out.append(hbar_chart(list(s.fraud), "fraud decisions", "chart-fraud"))
     out.append('<table data-testid="fraud"><tr><th>action</th><th>count</th></tr>')
-    out += [f'<tr data-action="{escape(a)}"><td>{escape(a)}</td><td data-metric="fraud">{n}</td></tr>' for a, n in s.fraud]
+    out += [
+        f'<tr data-action="{escape(a)}"><td>{escape(a)}</td><td data-metric="fraud">{n}</td></tr>' for a, n in s.fraud
+    ]
     out.append("</table></div>")
     if ops is not None:
         out.append(render_ops(ops))
@@ -274,14 +322,23 @@ def render_panel(s: Snapshot, ops: OpsSnapshot | None) -> str:
 
 
 def render_ops(o: OpsSnapshot) -> str:
-    out = ['<h2>Ops</h2><div class="card"><table data-testid="lag"><tr><th>group</th><th>topic</th><th>partitions</th><th>lag</th></tr>']
-    out += [f'<tr><td>{escape(r.group)}</td><td>{escape(r.topic)}</td><td>{r.partitions}</td>'
-            f'<td data-metric="lag">{r.lag}</td></tr>' for r in o.lag]
+    out = [
+        '<h2>Ops</h2><div class="card"><table '
+        'data-testid="lag"><tr><th>group</th><th>topic</th><th>partitions</th><th>lag</th></tr>'
+    ]
+    out += [
+        f"<tr><td>{escape(r.group)}</td><td>{escape(r.topic)}</td><td>{r.partitions}</td>"
+        f'<td data-metric="lag">{r.lag}</td></tr>'
+        for r in o.lag
+    ]
     out.append("</table>")
     dlq = "unknown" if o.dlq_messages is None else str(o.dlq_messages)
     out.append(f'<p>DLQ messages (offset span, an upper bound): <b data-metric="dlq">{dlq}</b></p>')
     out.append('<table data-testid="breakers"><tr><th>worker</th><th>provider</th><th>breaker</th></tr>')
-    out += [f'<tr><td>{escape(b.source)}</td><td>{escape(b.provider)}</td><td>{escape(b.state)}</td></tr>' for b in o.breakers]
+    out += [
+        f"<tr><td>{escape(b.source)}</td><td>{escape(b.provider)}</td><td>{escape(b.state)}</td></tr>"
+        for b in o.breakers
+    ]
     out.append("</table>")
     out += [f'<p class="warn">{escape(e)}</p>' for e in o.errors]
     out.append("</div>")
@@ -292,22 +349,33 @@ def who_of(role: str) -> str:
     return "operator (all merchants)" if role == OPS else f"merchant {role.removeprefix('m:')}"
 
 
-def render_page(panel: str, role: str, merchant: str | None, choices: list[str] | None,
-                refresh_s: float = REFRESH_S) -> str:
+def render_page(
+    panel: str, role: str, merchant: str | None, choices: list[str] | None, refresh_s: float = REFRESH_S
+) -> str:
     """The overview around its live panel; `choices` (ops only) lists the merchants to pick."""
-    return layout("Overview", f'<div id="panel">{panel}</div>', active="overview", who=who_of(role), merchant=merchant,
-                  choices=choices, script=_SCRIPT.replace("REFRESH_MS", str(round(refresh_s * 1000))))
+    return layout(
+        "Overview",
+        f'<div id="panel">{panel}</div>',
+        active="overview",
+        who=who_of(role),
+        merchant=merchant,
+        choices=choices,
+        script=_SCRIPT.replace("REFRESH_MS", str(round(refresh_s * 1000))),
+    )
 
 
-_LOGIN = ('<!doctype html><html lang="en"><head><meta charset="utf-8"><title>log in · paystream</title>'
-          f'<style>{STYLE}</style></head><body><header><span class="brand">paystream</span></header><main>'
-          '<h1>Log in to the console</h1>{message}<div class="card">'
-          '<form method="post" action="/dashboard/login"><label>ops token or merchant secret key '
-          '<input type="password" name="token" autocomplete="off" size="60"></label> <button>log in</button></form>'
-          '</div></main></body></html>')
+_LOGIN = (
+    '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>log in · paystream</title>'
+    f'<style>{STYLE}</style></head><body><header><span class="brand">paystream</span></header><main>'
+    '<h1>Log in to the console</h1>{message}<div class="card">'
+    '<form method="post" action="/dashboard/login"><label>ops token or merchant secret key '
+    '<input type="password" name="token" autocomplete="off" size="60"></label> <button>log in</button></form>'
+    "</div></main></body></html>"
+)
 
 
 # --- sessions ---------------------------------------------------------------------
+
 
 class Sessions:
     """Signed cookies `<role>|<expires s>|<hmac>`: role is `ops` or `m:<merchant>`.
@@ -342,7 +410,7 @@ class Dashboard:
     refresh_s: float = REFRESH_S
     sources: Sources | None = None  # the topics' side (None: those parts of the console say so)
     # When an operator's decision happens: its event time (as the CLI's `fraud review --resolve`).
-    now: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))
+    now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
     def role_of_token(self, token: str) -> str | None:
         if self.ops_token is not None and hmac.compare_digest(token.encode(), self.ops_token):
@@ -374,7 +442,9 @@ def router(d: Dashboard) -> APIRouter:
     login_limits = RateLimits(rate_per_s=1.0, burst=10, queue_max=0)  # each try may cost an scrypt
 
     def login_page(message: str = "", status: int = 200) -> HTMLResponse:
-        return HTMLResponse(_LOGIN.replace("{message}", f'<p class="warn">{escape(message)}</p>' if message else ""), status)
+        return HTMLResponse(
+            _LOGIN.replace("{message}", f'<p class="warn">{escape(message)}</p>' if message else ""), status
+        )
 
     async def figures(role: str, request: Request) -> tuple[Snapshot, OpsSnapshot | None, str | None]:
         merchant = scope(role, request.query_params.get("merchant"))
@@ -392,8 +462,10 @@ def router(d: Dashboard) -> APIRouter:
         except PermissionError:
             return HTMLResponse("<p>a merchant key sees its own merchant only</p>", 403)
         choices = await asyncio.to_thread(merchants, d.rows) if role == OPS else None
-        return HTMLResponse(render_page(render_panel(snap, ops), role, merchant, choices, d.refresh_s),
-                            headers={"Cache-Control": "no-store"})
+        return HTMLResponse(
+            render_page(render_panel(snap, ops), role, merchant, choices, d.refresh_s),
+            headers={"Cache-Control": "no-store"},
+        )
 
     @r.get("/dashboard/panel")
     async def panel(request: Request) -> Response:
@@ -419,12 +491,20 @@ def router(d: Dashboard) -> APIRouter:
         if role is None:
             return login_page("unknown or revoked token", 401)
         out = RedirectResponse("/dashboard", 303)
-        out.set_cookie(COOKIE, d.sessions.issue(role, d.wall_s()), max_age=d.sessions.ttl_s, httponly=True,
-                       samesite="strict", path="/dashboard", secure=request.url.scheme == "https")
+        out.set_cookie(
+            COOKIE,
+            d.sessions.issue(role, d.wall_s()),
+            max_age=d.sessions.ttl_s,
+            httponly=True,
+            samesite="strict",
+            path="/dashboard",
+            secure=request.url.scheme == "https",
+        )
         return out
 
-    async def console_page(request: Request, active: str, title: str,
-                           body: Callable[[str, str | None], tuple[str, int]]) -> Response:
+    async def console_page(
+        request: Request, active: str, title: str, body: Callable[[str, str | None], tuple[str, int]]
+    ) -> Response:
         """A console page for the session's role: `body(role, merchant)` -> (HTML, status)."""
         role = d.role_of(request)
         if role is None:
@@ -435,8 +515,13 @@ def router(d: Dashboard) -> APIRouter:
             return HTMLResponse("<p>a merchant key sees its own merchant only</p>", 403)
         html, status = await asyncio.to_thread(body, role, merchant)
         choices = await asyncio.to_thread(merchants, d.rows) if role == OPS else None
-        return HTMLResponse(layout(title, html, active=active, who=who_of(role), merchant=merchant, choices=choices,
-                                   path=request.url.path), status, headers={"Cache-Control": "no-store"})
+        return HTMLResponse(
+            layout(
+                title, html, active=active, who=who_of(role), merchant=merchant, choices=choices, path=request.url.path
+            ),
+            status,
+            headers={"Cache-Control": "no-store"},
+        )
 
     async def form(request: Request) -> dict[str, str]:
         body = await request.body()
@@ -459,8 +544,9 @@ def router(d: Dashboard) -> APIRouter:
                 newer = console.Cursor.parse(q["before"]) if q.get("before") else None
                 page = console.payments_page(d.rows, merchant, f, older_than=older, newer_than=newer)
             except ValueError as e:
-                return console.render_payments(console.PaymentsPage([], None, None), console.PaymentFilter(), merchant,
-                                               str(e)), 400
+                return console.render_payments(
+                    console.PaymentsPage([], None, None), console.PaymentFilter(), merchant, str(e)
+                ), 400
             return console.render_payments(page, f, merchant), 200
 
         return await console_page(request, "payments", "Payments", body)
@@ -477,11 +563,14 @@ def router(d: Dashboard) -> APIRouter:
                 note = "signatures not checked: this console has no access to the event topic"
             elif events:
                 try:
-                    partition, window = d.sources.chain_window(payment_id, console.utc(events[0]["occurred_at"]),
-                                                               {e["event_id"] for e in events})
+                    partition, window = d.sources.chain_window(
+                        payment_id, console.utc(events[0]["occurred_at"]), {e["event_id"] for e in events}
+                    )
                     found = verdicts(partition, window, {e["event_id"] for e in events}, d.sources.public_keys())
-                    note = (f"checked against payment-events partition {partition} ({len(window)} records read) "
-                            "and the event signing keys")
+                    note = (
+                        f"checked against payment-events partition {partition} ({len(window)} records read) "
+                        "and the event signing keys"
+                    )
                 except Exception as e:  # the timeline still shows; the page says why it is unchecked
                     note = f"signatures not checked: {type(e).__name__}: {str(e)[:200]}"
             return console.render_payment(p, events, found, note), 200
@@ -533,24 +622,30 @@ def router(d: Dashboard) -> APIRouter:
         command = await asyncio.to_thread(send)
         if command is None:  # unknown, another merchant's, or resolved already
             return HTMLResponse("<p>no open review for that payment</p>", 404)
-        return RedirectResponse(with_merchant("/dashboard/reviews", pick(request, role), sent=decision,
-                                              payment=payment_id), 303)
+        return RedirectResponse(
+            with_merchant("/dashboard/reviews", pick(request, role), sent=decision, payment=payment_id), 303
+        )
 
     @r.get("/dashboard/disputes")
     async def disputes(request: Request) -> Response:
-        return await console_page(request, "disputes", "Disputes", lambda _r, m: (
-            console.render_disputes(console.disputes(d.rows, m), m), 200))
+        return await console_page(
+            request,
+            "disputes",
+            "Disputes",
+            lambda _r, m: (console.render_disputes(console.disputes(d.rows, m), m), 200),
+        )
 
     @r.get("/dashboard/payouts")
     async def payouts(request: Request) -> Response:
-        return await console_page(request, "payouts", "Payouts", lambda _r, m: (
-            console.render_payouts(console.payouts(d.rows, m)), 200))
+        return await console_page(
+            request, "payouts", "Payouts", lambda _r, m: (console.render_payouts(console.payouts(d.rows, m)), 200)
+        )
 
     @r.get("/dashboard/webhooks")
     async def webhooks(request: Request) -> Response:
         q = request.query_params
         status = q.get("status") or ""
-        flash = (f"retry of {q['retried']}: {q['result']}" if q.get("retried") and q.get("result") else None)
+        flash = f"retry of {q['retried']}: {q['result']}" if q.get("retried") and q.get("result") else None
 
         def body(_role: str, merchant: str | None) -> tuple[str, int]:
             if status not in ("", "delivered", "failed", "gave_up"):
@@ -579,8 +674,14 @@ def router(d: Dashboard) -> APIRouter:
         sources = d.sources
 
         def send() -> dict[str, Any] | str | None:
-            n = next((x for x in console.notifications(sources.deliveries(), merchant)
-                      if x.last["notification_id"] == notification_id), None)
+            n = next(
+                (
+                    x
+                    for x in console.notifications(sources.deliveries(), merchant)
+                    if x.last["notification_id"] == notification_id
+                ),
+                None,
+            )
             if n is None or not n.retryable:
                 return None
             try:
@@ -591,10 +692,14 @@ def router(d: Dashboard) -> APIRouter:
         got = await asyncio.to_thread(send)
         if got is None:
             return HTMLResponse("<p>no given-up notification with that id</p>", 404)
-        result = got if isinstance(got, str) else (
-            f"{got['status']} (attempt {got['attempt']}, {got['http_status'] or got['error'] or ''})")
-        return RedirectResponse(with_merchant("/dashboard/webhooks", pick(request, role), retried=notification_id,
-                                              result=result), 303)
+        result = (
+            got
+            if isinstance(got, str)
+            else (f"{got['status']} (attempt {got['attempt']}, {got['http_status'] or got['error'] or ''})")
+        )
+        return RedirectResponse(
+            with_merchant("/dashboard/webhooks", pick(request, role), retried=notification_id, result=result), 303
+        )
 
     @r.post("/dashboard/logout")
     async def logout() -> Response:

@@ -16,7 +16,8 @@ MAX_MESSAGE_CHARS = 500
 @dataclass(eq=False)  # not frozen: raising sets __traceback__
 class ApiError(Exception):
     status_code: int
-    type: str  # invalid_request_error | card_error | idempotency_error | authentication_error | rate_limit_error | api_error
+    # invalid_request_error | card_error | idempotency_error | authentication_error | rate_limit_error | api_error
+    type: str
     code: str
     message: str
     param: str | None = None
@@ -27,8 +28,12 @@ class ApiError(Exception):
     payment_intent: dict[str, Any] | None = None
 
     def body(self) -> dict[str, Any]:
-        error: dict[str, Any] = {"type": self.type, "code": self.code,
-                                 "message": mask_pans(self.message)[0][:MAX_MESSAGE_CHARS], "param": self.param}
+        error: dict[str, Any] = {
+            "type": self.type,
+            "code": self.code,
+            "message": mask_pans(self.message)[0][:MAX_MESSAGE_CHARS],
+            "param": self.param,
+        }
         if self.payment_id is not None:
             error["payment_id"] = self.payment_id
         if self.decline_code is not None:
@@ -94,14 +99,35 @@ _REASONS: dict[str, tuple[int, str, str | None]] = {
     "payment_failed": (*_STATE, None),
     "payment_pending": (*_STATE, None),
     # A confirm's authentication value that does not vouch for the payment (streams/domain/authentication.py).
-    **{f"cavv_{why}": (*_CARD, "three_ds.authentication_value") for why in (
-        "malformed", "unknown_key", "invalid", "replayed", "merchant_mismatch", "amount_mismatch", "mismatch",
-        "expired", "not_yet_valid")},
+    **{
+        f"cavv_{why}": (*_CARD, "three_ds.authentication_value")
+        for why in (
+            "malformed",
+            "unknown_key",
+            "invalid",
+            "replayed",
+            "merchant_mismatch",
+            "amount_mismatch",
+            "mismatch",
+            "expired",
+            "not_yet_valid",
+        )
+    },
 }
 # Codes that mean the API built a bad command: our bug, not the merchant's.
-_OURS = frozenset({"payment_id_mismatch", "key_mismatch", "wrong_partition", "unexpected_payment_method",
-                   "unexpected_capture_method", "missing_payment_id", "ambiguous_payment_method",
-                   "invalid_card_token", "invalid_command_id"})
+_OURS = frozenset(
+    {
+        "payment_id_mismatch",
+        "key_mismatch",
+        "wrong_partition",
+        "unexpected_payment_method",
+        "unexpected_capture_method",
+        "missing_payment_id",
+        "ambiguous_payment_method",
+        "invalid_card_token",
+        "invalid_command_id",
+    }
+)
 
 
 def rejection_error(outcome: dict[str, Any]) -> ApiError:
@@ -149,9 +175,13 @@ def payment_body(view: dict[str, Any]) -> dict[str, Any]:
 def three_ds_next_action(payment_id: str) -> dict[str, Any]:
     """Where a payment in requires_action goes next: authenticate the cardholder at the
     simulated issuer (frictionless, or a challenge), then confirm with the result."""
-    return {"type": "three_d_secure", "three_d_secure": {
-        "authenticate_url": f"/v1/payments/{payment_id}/three_ds/authenticate",
-        "confirm_url": f"/v1/payments/{payment_id}/confirm"}}
+    return {
+        "type": "three_d_secure",
+        "three_d_secure": {
+            "authenticate_url": f"/v1/payments/{payment_id}/three_ds/authenticate",
+            "confirm_url": f"/v1/payments/{payment_id}/confirm",
+        },
+    }
 
 
 def outcome_response(outcome: dict[str, Any]) -> tuple[int, dict[str, Any], bool]:

@@ -45,8 +45,9 @@ def decode_form(body: bytes | str) -> dict[str, Any]:
     """The nested parameters of a form body (or a query string)."""
     text = body.decode("utf-8") if isinstance(body, bytes) else body
     try:
-        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text), max_num_fields=MAX_FIELDS,
-                          errors="strict")
+        pairs = parse_qsl(
+            text, keep_blank_values=True, strict_parsing=bool(text), max_num_fields=MAX_FIELDS, errors="strict"
+        )
     except (ValueError, UnicodeDecodeError):
         raise FormError("the body is not a form (application/x-www-form-urlencoded)") from None
     out: dict[str, Any] = {}

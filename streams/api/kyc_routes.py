@@ -19,9 +19,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from streams.domain import kyc
 from streams.api.errors import ApiError
 from streams.client.kyc import view
+from streams.domain import kyc
 
 
 class Desk(Protocol):
@@ -53,8 +53,9 @@ def install(app: FastAPI, desk: Desk, now: Callable[[], datetime]) -> None:
     def apply_kyc(request: Request, body: KycApplication) -> JSONResponse:
         merchant = request.state.merchant_id
         try:
-            application = kyc.application(body.legal_name, body.country, body.registration_number, body.owners,
-                                          body.documents)
+            application = kyc.application(
+                body.legal_name, body.country, body.registration_number, body.owners, body.documents
+            )
             record = desk.apply(merchant, application, now())
         except kyc.KycError as e:
             raise ApiError(_STATUS.get(e.reason, 400), "invalid_request_error", e.reason, e.detail) from None

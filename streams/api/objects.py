@@ -44,8 +44,9 @@ class Objects(Protocol):
     async def delete(self, merchant_id: str, object_id: str) -> None:
         """Forget the merchant's object; BusUnavailable if not done."""
 
-    async def list(self, merchant_id: str, kind: str, where: Callable[[dict[str, Any]], bool] = lambda _d: True
-                   ) -> list[dict[str, Any]]:
+    async def list(
+        self, merchant_id: str, kind: str, where: Callable[[dict[str, Any]], bool] = lambda _d: True
+    ) -> list[dict[str, Any]]:
         """The merchant's objects of `kind` (`object` field) that `where` keeps, by id."""
 
 
@@ -93,8 +94,9 @@ class MemoryObjects:
         if self._view.get(merchant_id, object_id) is not None:
             self._view.apply(object_id, None)
 
-    async def list(self, merchant_id: str, kind: str, where: Callable[[dict[str, Any]], bool] = lambda _d: True
-                   ) -> list[dict[str, Any]]:
+    async def list(
+        self, merchant_id: str, kind: str, where: Callable[[dict[str, Any]], bool] = lambda _d: True
+    ) -> list[dict[str, Any]]:
         return self._view.list(merchant_id, kind, where)
 
 
@@ -115,8 +117,10 @@ class KafkaObjects:
         self._initial_ends = ends
         self._changed = threading.Condition()
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._read, name="api-objects", daemon=True),
-                         threading.Thread(target=self._serve_producer, name="api-objects-producer", daemon=True)]
+        self._threads = [
+            threading.Thread(target=self._read, name="api-objects", daemon=True),
+            threading.Thread(target=self._serve_producer, name="api-objects-producer", daemon=True),
+        ]
         for t in self._threads:
             t.start()
 
@@ -138,8 +142,9 @@ class KafkaObjects:
         await self._ready()
         return self._view.get(merchant_id, object_id)
 
-    async def list(self, merchant_id: str, kind: str, where: Callable[[dict[str, Any]], bool] = lambda _d: True
-                   ) -> list[dict[str, Any]]:
+    async def list(
+        self, merchant_id: str, kind: str, where: Callable[[dict[str, Any]], bool] = lambda _d: True
+    ) -> list[dict[str, Any]]:
         await self._ready()
         return self._view.list(merchant_id, kind, where)
 
@@ -210,4 +215,3 @@ def _settle(fut: asyncio.Future[Any], result: Any) -> None:
         fut.set_exception(result)
     else:
         fut.set_result(result)
-

@@ -28,8 +28,13 @@ class _SpecOnly:
 
 
 def spec_json() -> str:
-    app = create_app(InMemoryBus(lambda _c: None), ApiKeys(Path("/nonexistent/api_keys.json")), sealer=None, instance="spec",
-                     acs=Acs(_SpecOnly()))
+    app = create_app(
+        InMemoryBus(lambda _c: None),
+        ApiKeys(Path("/nonexistent/api_keys.json")),
+        sealer=None,
+        instance="spec",
+        acs=Acs(_SpecOnly()),
+    )
     return json.dumps(app.openapi(), indent=2, sort_keys=True) + "\n"
 
 

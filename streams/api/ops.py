@@ -69,7 +69,9 @@ def breaker_states(source: str, metrics_text: str) -> list[Breaker]:
         if family.name == "paystream_breaker_state":
             for sample in family.samples:
                 level = int(sample.value)
-                out.append(Breaker(source, sample.labels.get("provider", "?"), BREAKER_NAMES.get(level, f"unknown ({level})")))
+                out.append(
+                    Breaker(source, sample.labels.get("provider", "?"), BREAKER_NAMES.get(level, f"unknown ({level})"))
+                )
     return sorted(out, key=lambda b: b.provider)
 
 
@@ -82,8 +84,14 @@ class KafkaOps:
     """Reads the ops figures of the pipeline's consumer groups; one read per CACHE_S
     however many pages ask. A group that does not exist yet has no rows."""
 
-    def __init__(self, connection: Mapping[str, str], groups: Iterable[str], dlq_topic: str, metrics_urls: Iterable[str],
-                 fetch_text: Callable[[str], str] = _fetch_text) -> None:
+    def __init__(
+        self,
+        connection: Mapping[str, str],
+        groups: Iterable[str],
+        dlq_topic: str,
+        metrics_urls: Iterable[str],
+        fetch_text: Callable[[str], str] = _fetch_text,
+    ) -> None:
         """`connection`: librdkafka's connection settings (streams.settings.client_config)."""
         from confluent_kafka.admin import AdminClient
 
@@ -143,8 +151,9 @@ class KafkaOps:
 
         rows: list[LagRow] = []
         for group in self.groups:
-            fut = self.admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)],
-                                                         request_timeout=TIMEOUT_S)[group]
+            fut = self.admin.list_consumer_group_offsets(
+                [ConsumerGroupTopicPartitions(group)], request_timeout=TIMEOUT_S
+            )[group]
             committed = {(tp.topic, tp.partition): tp.offset for tp in fut.result(TIMEOUT_S).topic_partitions}
             ends = self._offsets(self._partitions({t for t, _ in committed}), OffsetSpec.latest())
             rows += lag_rows(group, committed, ends)

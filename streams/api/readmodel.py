@@ -93,8 +93,18 @@ SELECT * FROM (
 WHERE amount_minor != 0 AND %s
 ORDER BY at_ms %s, entry_id %s, account %s LIMIT {limit:UInt32}
 """
-_TXNS_AFTER = _TXNS % ("(at_ms, entry_id, account) > ({at:Int64}, {entry:String}, {account:String})", "ASC", "ASC", "ASC")
-_TXNS_BEFORE = _TXNS % ("(at_ms, entry_id, account) < ({at:Int64}, {entry:String}, {account:String})", "DESC", "DESC", "DESC")
+_TXNS_AFTER = _TXNS % (
+    "(at_ms, entry_id, account) > ({at:Int64}, {entry:String}, {account:String})",
+    "ASC",
+    "ASC",
+    "ASC",
+)
+_TXNS_BEFORE = _TXNS % (
+    "(at_ms, entry_id, account) < ({at:Int64}, {entry:String}, {account:String})",
+    "DESC",
+    "DESC",
+    "DESC",
+)
 _TXN = _TXNS % ("account = {account:String} AND endsWith(entry_id, {hex:String})", "ASC", "ASC", "ASC")
 
 # A merchant's payment events by id; a dispute's close names the opening before it.
@@ -131,7 +141,8 @@ WHERE %s ORDER BY id %s LIMIT {limit:UInt32}
 """
 _FEES = """
 SELECT * FROM (
-    SELECT concat('fee_', right(entry_id, 32)) AS id, entry_id, any(payment_id) AS payment_id, any(currency) AS currency,
+    SELECT concat('fee_', right(entry_id, 32)) AS id, entry_id, any(payment_id) AS payment_id, any(currency) AS
+    currency,
            toInt64(sumIf(credit_minor, account = {own:String})) AS amount_minor,
            minIf(account, account != {own:String} AND credit_minor > 0 AND startsWith(account, 'merchant:')
                  AND endsWith(account, ':pending')) AS destination,
@@ -142,12 +153,24 @@ SELECT * FROM (
 )
 WHERE destination != '' AND amount_minor > 0 AND %s ORDER BY id %s LIMIT {limit:UInt32}
 """
-_CURSORED = {"after": ("id > {after:String}", "ASC"), "before": ("id < {before:String}", "DESC"),
-             "one": ("id = {one:String}", "ASC")}
+_CURSORED = {
+    "after": ("id > {after:String}", "ASC"),
+    "before": ("id < {before:String}", "DESC"),
+    "one": ("id = {one:String}", "ASC"),
+}
 
 # How far a payment has gone, for views of equal amounts: any legal step moves up.
-_PROGRESS = {"authorized": 1, "partially_captured": 2, "captured": 3, "partially_refunded": 4, "refunded": 5,
-             "voided": 6, "expired": 6, "declined": 6, "failed": 6}
+_PROGRESS = {
+    "authorized": 1,
+    "partially_captured": 2,
+    "captured": 3,
+    "partially_refunded": 4,
+    "refunded": 5,
+    "voided": 6,
+    "expired": 6,
+    "declined": 6,
+    "failed": 6,
+}
 
 
 def fresher(stored: dict[str, Any] | None, seen: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -158,7 +181,10 @@ def fresher(stored: dict[str, Any] | None, seen: dict[str, Any] | None) -> dict[
         return stored or seen
 
     def progress(v: dict[str, Any]) -> tuple[int, int]:
-        return ((v.get("captured_minor") or 0) + (v.get("refunded_minor") or 0), _PROGRESS.get(v.get("payment_status") or "", 0))
+        return (
+            (v.get("captured_minor") or 0) + (v.get("refunded_minor") or 0),
+            _PROGRESS.get(v.get("payment_status") or "", 0),
+        )
 
     return seen if progress(seen) > progress(stored) else stored
 
@@ -184,8 +210,9 @@ class ClickHousePayments:
         accounts = [merchant_account(merchant_id, kind) for kind in BALANCE_ACCOUNTS]
         return self.rows(_BALANCE, {"accounts": accounts})
 
-    def disputes(self, merchant_id: str, limit: int, starting_after: str | None = None,
-                 ending_before: str | None = None) -> list[dict[str, Any]]:
+    def disputes(
+        self, merchant_id: str, limit: int, starting_after: str | None = None, ending_before: str | None = None
+    ) -> list[dict[str, Any]]:
         """The merchant's disputes by opening event id, after (or before, nearest first)
         the cursor: the opening's fields, and `closed_as` ('' while open) and `closed_at`."""
         assert 1 <= limit <= LIST_LIMIT_MAX + 1, limit
@@ -193,8 +220,9 @@ class ClickHousePayments:
             return self.rows(_DISPUTES_BEFORE, {"merchant": merchant_id, "before": ending_before, "limit": limit})
         return self.rows(_DISPUTES_AFTER, {"merchant": merchant_id, "after": starting_after or "", "limit": limit})
 
-    def payouts(self, merchant_id: str, limit: int, starting_after: str | None = None,
-                ending_before: str | None = None) -> list[dict[str, Any]]:
+    def payouts(
+        self, merchant_id: str, limit: int, starting_after: str | None = None, ending_before: str | None = None
+    ) -> list[dict[str, Any]]:
         """The merchant's payouts by id, after (or before, nearest first) the cursor."""
         assert 1 <= limit <= LIST_LIMIT_MAX + 1, limit
         if ending_before is not None:
@@ -210,27 +238,37 @@ class ClickHousePayments:
         rows = self.rows(_DISPUTE, {"merchant": merchant_id, "event": event_id, "limit": 1})
         return rows[0] if rows else None
 
-    def balance_transactions(self, merchant_id: str, limit: int, after: dict[str, Any] | None = None,
-                             before: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    def balance_transactions(
+        self, merchant_id: str, limit: int, after: dict[str, Any] | None = None, before: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
         """The merchant's balance transactions after (or before, nearest first) the
         cursor row (one of these rows): {entry_id, account, currency, event_type,
         payment_id, amount_minor, occurred_at, at_ms}."""
         assert 1 <= limit <= LIST_LIMIT_MAX + 1, limit
         accounts = [merchant_account(merchant_id, kind) for kind in BALANCE_ACCOUNTS]
         cursor = before or after or {"at_ms": -1, "entry_id": "", "account": ""}
-        return self.rows(_TXNS_BEFORE if before else _TXNS_AFTER,
-                         {"accounts": accounts, "limit": limit, "at": cursor["at_ms"], "entry": cursor["entry_id"],
-                          "account": cursor["account"]})
+        return self.rows(
+            _TXNS_BEFORE if before else _TXNS_AFTER,
+            {
+                "accounts": accounts,
+                "limit": limit,
+                "at": cursor["at_ms"],
+                "entry": cursor["entry_id"],
+                "account": cursor["account"],
+            },
+        )
 
     def balance_transaction(self, merchant_id: str, entry_hex: str, kind: str) -> dict[str, Any] | None:
         """One balance transaction: the entry ending in `entry_hex` on the merchant's `kind` account."""
         accounts = [merchant_account(merchant_id, k) for k in BALANCE_ACCOUNTS]
-        rows = self.rows(_TXN, {"accounts": accounts, "account": merchant_account(merchant_id, kind), "hex": entry_hex,
-                                "limit": 1})
+        rows = self.rows(
+            _TXN, {"accounts": accounts, "account": merchant_account(merchant_id, kind), "hex": entry_hex, "limit": 1}
+        )
         return rows[0] if rows else None
 
-    def events(self, merchant_id: str, limit: int, starting_after: str | None = None,
-               ending_before: str | None = None) -> list[dict[str, Any]]:
+    def events(
+        self, merchant_id: str, limit: int, starting_after: str | None = None, ending_before: str | None = None
+    ) -> list[dict[str, Any]]:
         """The merchant's payment events by id after (or before, nearest first) the
         cursor; a dispute's close carries `opened_event_id`, the opening before it."""
         assert 1 <= limit <= LIST_LIMIT_MAX + 1, limit
@@ -241,7 +279,9 @@ class ClickHousePayments:
         return self._with_openings(merchant_id, rows)
 
     def event(self, merchant_id: str, event_id: str) -> dict[str, Any] | None:
-        rows = self._with_openings(merchant_id, self.rows(_EVENT, {"merchant": merchant_id, "event": event_id, "limit": 1}))
+        rows = self._with_openings(
+            merchant_id, self.rows(_EVENT, {"merchant": merchant_id, "event": event_id, "limit": 1})
+        )
         return rows[0] if rows else None
 
     def _with_openings(self, merchant_id: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -250,31 +290,54 @@ class ClickHousePayments:
             return rows
         openings = self.rows(_OPENINGS, {"merchant": merchant_id, "pids": sorted({r["payment_id"] for r in closes})})
         for r in closes:  # one dispute open at a time: the latest opening before the close is its dispute
-            before = [o["event_id"] for o in openings if o["payment_id"] == r["payment_id"] and o["version"] < r["version"]]
+            before = [
+                o["event_id"] for o in openings if o["payment_id"] == r["payment_id"] and o["version"] < r["version"]
+            ]
             r["opened_event_id"] = before[-1] if before else None
         return rows
 
-    def transfers(self, merchant_id: str, limit: int, starting_after: str | None = None,
-                  ending_before: str | None = None, transfer_id: str | None = None) -> list[dict[str, Any]]:
+    def transfers(
+        self,
+        merchant_id: str,
+        limit: int,
+        starting_after: str | None = None,
+        ending_before: str | None = None,
+        transfer_id: str | None = None,
+    ) -> list[dict[str, Any]]:
         """The platform's transfers to its connected accounts by id, after (or before,
         nearest first) the cursor, or the one named: {id, entry_id, payment_id,
         account (the connected one's pending), currency, amount_minor, occurred_at}."""
         return self._split_rows(_TRANSFERS, merchant_id, limit, starting_after, ending_before, transfer_id)
 
-    def application_fees(self, merchant_id: str, limit: int, starting_after: str | None = None,
-                         ending_before: str | None = None, fee_id: str | None = None) -> list[dict[str, Any]]:
+    def application_fees(
+        self,
+        merchant_id: str,
+        limit: int,
+        starting_after: str | None = None,
+        ending_before: str | None = None,
+        fee_id: str | None = None,
+    ) -> list[dict[str, Any]]:
         """The platform's application fees by id, as `transfers` (`destination`: the
         first connected account's pending the charge paid)."""
         return self._split_rows(_FEES, merchant_id, limit, starting_after, ending_before, fee_id)
 
-    def _split_rows(self, sql: str, merchant_id: str, limit: int, after: str | None, before: str | None,
-                    one: str | None) -> list[dict[str, Any]]:
+    def _split_rows(
+        self, sql: str, merchant_id: str, limit: int, after: str | None, before: str | None, one: str | None
+    ) -> list[dict[str, Any]]:
         assert 1 <= limit <= LIST_LIMIT_MAX + 1, limit
         which = "one" if one is not None else "before" if before is not None else "after"
         where, order = _CURSORED[which]
-        return self.rows(sql % (where, order), {"merchant": merchant_id, "own": merchant_account(merchant_id, "pending"),
-                                                "limit": limit, "after": after or "", "before": before or "",
-                                                "one": one or ""})
+        return self.rows(
+            sql % (where, order),
+            {
+                "merchant": merchant_id,
+                "own": merchant_account(merchant_id, "pending"),
+                "limit": limit,
+                "after": after or "",
+                "before": before or "",
+                "one": one or "",
+            },
+        )
 
     def saved_card(self, merchant_id: str, payment_id: str) -> str | None:
         """The vault token of the card one of the merchant's payments was made with
@@ -282,8 +345,9 @@ class ClickHousePayments:
         rows = self.rows(_SAVED_CARD, {"pid": payment_id, "merchant": merchant_id})
         return rows[0]["card_token"] if rows else None
 
-    def list(self, merchant_id: str, limit: int, starting_after: str | None = None,
-             ending_before: str | None = None) -> list[dict[str, Any]]:
+    def list(
+        self, merchant_id: str, limit: int, starting_after: str | None = None, ending_before: str | None = None
+    ) -> list[dict[str, Any]]:
         """Up to `limit` of the merchant's payments after the cursor, by payment id; with
         `ending_before`, those before it, nearest first."""
         assert 1 <= limit <= LIST_LIMIT_MAX + 1, limit  # +1: the API asks one more to know has_more

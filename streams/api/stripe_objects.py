@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from streams.api.errors import ApiError, rejection_error
@@ -73,12 +73,16 @@ def balance_object(merchant_id: str, rows: list[dict[str, Any]]) -> dict[str, An
         currency = row["currency"].lower()
         side[currency] = side.get(currency, 0) + int(row["amount"])
     currencies = sorted(set(sums["available"]) | set(sums["pending"]))
-    return {"object": "balance", "livemode": False,
-            **{side: [{"amount": sums[side].get(c, 0), "currency": c} for c in currencies] for side in sums}}
+    return {
+        "object": "balance",
+        "livemode": False,
+        **{side: [{"amount": sums[side].get(c, 0), "currency": c} for c in currencies] for side in sums},
+    }
 
 
-def refund_object(refund: str, view: dict[str, Any], amount: int | None, created: int, reason: str | None,
-                  metadata: dict[str, str]) -> dict[str, Any]:
+def refund_object(
+    refund: str, view: dict[str, Any], amount: int | None, created: int, reason: str | None, metadata: dict[str, str]
+) -> dict[str, Any]:
     """A succeeded refund of `amount` on the payment `view` (its outcome)."""
     return {
         "id": refund,
@@ -103,7 +107,7 @@ def payout_object(row: dict[str, Any]) -> dict[str, Any]:
     answered paid, else the day after the settlement day (00:00 UTC), expected."""
     status = _PAYOUT_STATUSES.get(row["status"], row["status"])
     day = row["day"]
-    expected = int(datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp()) + 86_400
+    expected = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()) + 86_400
     answered = _seconds(row.get("answered_at"))
     return {
         "id": row["payout_id"],
@@ -132,30 +136,54 @@ def stripe_error(e: ApiError, params: dict[str, str] | None = None, intent: dict
     params = params or {}
     param = params.get(e.param or "", e.param)
     if e.code == "idempotency_conflict":
-        return ApiError(400, "idempotency_error", "idempotency_key_reused",
-                        "Keys for idempotent requests can only be used with the same parameters they were first used with",
-                        None, headers=e.headers)
+        return ApiError(
+            400,
+            "idempotency_error",
+            "idempotency_key_reused",
+            "Keys for idempotent requests can only be used with the same parameters they were first used with",
+            None,
+            headers=e.headers,
+        )
     if e.code == "split_account_not_connected":  # Stripe's answer for a destination that is not the platform's
-        return ApiError(400, "invalid_request_error", "resource_missing", "No such destination account", param,
-                        headers=e.headers)
+        return ApiError(
+            400, "invalid_request_error", "resource_missing", "No such destination account", param, headers=e.headers
+        )
     if e.code == "idempotency_key_in_use":
         return ApiError(409, "idempotency_error", e.code, e.message, None, headers=e.headers)
     if e.status_code == 409 and e.type == "invalid_request_error":
-        return ApiError(400, "invalid_request_error", _UNEXPECTED_STATE, f"{e.message} ({e.code})", param,
-                        payment_intent=intent, headers=e.headers)
+        return ApiError(
+            400,
+            "invalid_request_error",
+            _UNEXPECTED_STATE,
+            f"{e.message} ({e.code})",
+            param,
+            payment_intent=intent,
+            headers=e.headers,
+        )
     if e.status_code == 402:
         code, decline_code = decline(e.code)
-        return ApiError(402, "card_error", code, e.message, param, decline_code=decline_code, payment_intent=intent,
-                        headers=e.headers)
+        return ApiError(
+            402,
+            "card_error",
+            code,
+            e.message,
+            param,
+            decline_code=decline_code,
+            payment_intent=intent,
+            headers=e.headers,
+        )
     return ApiError(e.status_code, e.type, e.code, e.message, param, payment_intent=intent, headers=e.headers)
 
 
-def outcome_answer(outcome: dict[str, Any], request: IntentRequest | None,
-                   params: dict[str, str] | None = None) -> tuple[int, dict[str, Any], bool]:
+def outcome_answer(
+    outcome: dict[str, Any], request: IntentRequest | None, params: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any], bool]:
     """(status code, body, replayed) of a PaymentIntent route answering an outcome."""
     replayed = outcome["status"] == "replayed"
     if outcome["status"] == "rejected" or (replayed and outcome.get("reason_code")):
-        intent = payment_intent(outcome, request) if outcome.get("payment_status") and outcome.get("payment_id") else None
+        intent = (
+            payment_intent(outcome, request) if outcome.get("payment_status") and outcome.get("payment_id") else None
+        )
         e = rejection_error(outcome)
         if outcome.get("kind") == "confirm" and outcome.get("payment_status") in ("declined", "failed"):
             e = ApiError(402, "card_error", e.code, e.message, None)  # the step-up failed: a decline, as a create's
@@ -166,35 +194,79 @@ def outcome_answer(outcome: dict[str, Any], request: IntentRequest | None,
 
 def customer_object(doc: dict[str, Any]) -> dict[str, Any]:
     """A Customer from its stored document (streams/api/objects.py)."""
-    return {"id": doc["id"], "object": "customer", "created": doc["created"], "email": doc.get("email"),
-            "name": doc.get("name"), "description": doc.get("description"), "phone": doc.get("phone"),
-            "metadata": dict(doc.get("metadata") or {}), "livemode": False,
-            "invoice_settings": {"default_payment_method": doc.get("default_payment_method"), "custom_fields": None,
-                                 "footer": None, "rendering_options": None}}
+    return {
+        "id": doc["id"],
+        "object": "customer",
+        "created": doc["created"],
+        "email": doc.get("email"),
+        "name": doc.get("name"),
+        "description": doc.get("description"),
+        "phone": doc.get("phone"),
+        "metadata": dict(doc.get("metadata") or {}),
+        "livemode": False,
+        "invoice_settings": {
+            "default_payment_method": doc.get("default_payment_method"),
+            "custom_fields": None,
+            "footer": None,
+            "rendering_options": None,
+        },
+    }
 
 
 def payment_method_object(doc: dict[str, Any]) -> dict[str, Any]:
     """A saved card's PaymentMethod from its stored document: brand, last four and
     expiry; never the token or a number."""
     card = doc["card"]
-    return {"id": doc["id"], "object": "payment_method", "type": "card", "created": doc["created"],
-            "customer": doc.get("customer"), "livemode": False, "metadata": dict(doc.get("metadata") or {}),
-            "billing_details": {"address": None, "email": None, "name": None, "phone": None},
-            "card": {"brand": card["brand"], "last4": card["last4"], "exp_month": card["exp_month"],
-                     "exp_year": card["exp_year"], "country": None, "funding": None, "wallet": None}}
+    return {
+        "id": doc["id"],
+        "object": "payment_method",
+        "type": "card",
+        "created": doc["created"],
+        "customer": doc.get("customer"),
+        "livemode": False,
+        "metadata": dict(doc.get("metadata") or {}),
+        "billing_details": {"address": None, "email": None, "name": None, "phone": None},
+        "card": {
+            "brand": card["brand"],
+            "last4": card["last4"],
+            "exp_month": card["exp_month"],
+            "exp_year": card["exp_year"],
+            "country": None,
+            "funding": None,
+            "wallet": None,
+        },
+    }
 
 
 TXN_ID = re.compile(r"^txn_([0-9a-f]{32})([pia])$")
 _TXN_KINDS = {"p": "pending", "i": "incoming", "a": "available"}
 # The ledger entry's event type -> Stripe's balance transaction type.
-_TXN_TYPES = {"captured": "charge", "refunded": "refund", "dispute_opened": "adjustment", "dispute_won": "adjustment",
-              "dispute_lost": "adjustment", "bank_submitted": "payment", "bank_settled": "payment",
-              "bank_returned": "payment_failure_refund", "bank_reversed": "payment_failure_refund",
-              "settled": "transfer", "settlement": "transfer", "payout_sent": "payout", "payout_paid": "payout",
-              "reversal": "payout_failure"}
-_TXN_CATEGORIES = {"charge": "charge", "refund": "refund", "adjustment": "dispute", "payment": "charge",
-                   "payment_failure_refund": "charge_failure", "transfer": "transfer", "payout": "payout",
-                   "payout_failure": "payout_reversal"}
+_TXN_TYPES = {
+    "captured": "charge",
+    "refunded": "refund",
+    "dispute_opened": "adjustment",
+    "dispute_won": "adjustment",
+    "dispute_lost": "adjustment",
+    "bank_submitted": "payment",
+    "bank_settled": "payment",
+    "bank_returned": "payment_failure_refund",
+    "bank_reversed": "payment_failure_refund",
+    "settled": "transfer",
+    "settlement": "transfer",
+    "payout_sent": "payout",
+    "payout_paid": "payout",
+    "reversal": "payout_failure",
+}
+_TXN_CATEGORIES = {
+    "charge": "charge",
+    "refund": "refund",
+    "adjustment": "dispute",
+    "payment": "charge",
+    "payment_failure_refund": "charge_failure",
+    "transfer": "transfer",
+    "payout": "payout",
+    "payout_failure": "payout_reversal",
+}
 
 
 def balance_transaction_id(entry_id: str, account: str) -> str:
@@ -218,21 +290,42 @@ def balance_transaction_object(row: dict[str, Any]) -> dict[str, Any]:
     txn_type = _TXN_TYPES.get(row["event_type"], "adjustment")
     source = row.get("payment_id") or None
     created = _seconds(row["first_at"])
-    return {"id": balance_transaction_id(row["entry_id"], row["account"]), "object": "balance_transaction",
-            "amount": row["amount_minor"], "fee": 0, "fee_details": [], "net": row["amount_minor"],
-            "currency": row["currency"].lower(), "type": txn_type, "reporting_category": _TXN_CATEGORIES[txn_type],
-            "status": "available" if kind == "available" else "pending",
-            "source": intent_id(source) if source and source.startswith("pay_") else source,
-            "created": created, "available_on": created, "description": row["event_type"], "exchange_rate": None,
-            "paystream": {"account": kind, "entry_id": row["entry_id"], "event_type": row["event_type"]}}
+    return {
+        "id": balance_transaction_id(row["entry_id"], row["account"]),
+        "object": "balance_transaction",
+        "amount": row["amount_minor"],
+        "fee": 0,
+        "fee_details": [],
+        "net": row["amount_minor"],
+        "currency": row["currency"].lower(),
+        "type": txn_type,
+        "reporting_category": _TXN_CATEGORIES[txn_type],
+        "status": "available" if kind == "available" else "pending",
+        "source": intent_id(source) if source and source.startswith("pay_") else source,
+        "created": created,
+        "available_on": created,
+        "description": row["event_type"],
+        "exchange_rate": None,
+        "paystream": {"account": kind, "entry_id": row["entry_id"], "event_type": row["event_type"]},
+    }
 
 
 def webhook_endpoint_object(endpoint_id: str, url: str, secret: str | None = None) -> dict[str, Any]:
     """A WebhookEndpoint: every event of the merchant goes to it (`enabled_events` ["*"]);
     `secret` (the merchant's `whsec_`, one per merchant) only in the create's answer."""
-    body: dict[str, Any] = {"id": endpoint_id, "object": "webhook_endpoint", "url": url, "enabled_events": ["*"],
-                            "status": "enabled", "api_version": None, "application": None, "description": None,
-                            "livemode": False, "metadata": {}, "created": None}
+    body: dict[str, Any] = {
+        "id": endpoint_id,
+        "object": "webhook_endpoint",
+        "url": url,
+        "enabled_events": ["*"],
+        "status": "enabled",
+        "api_version": None,
+        "application": None,
+        "description": None,
+        "livemode": False,
+        "metadata": {},
+        "created": None,
+    }
     if secret is not None:
         body["secret"] = secret
     return body
@@ -242,7 +335,7 @@ def connected_account_of(account: str) -> str:
     """The merchant a connected account's pending balance belongs to (`merchant:<id>:pending`)."""
     prefix, suffix = "merchant:", ":pending"
     assert account.startswith(prefix) and account.endswith(suffix), account
-    return account[len(prefix):-len(suffix)]
+    return account[len(prefix) : -len(suffix)]
 
 
 _DISABLED = {"pending": "requirements.pending_verification", "rejected": "rejected.other"}
@@ -257,16 +350,33 @@ def account_object(record: dict[str, Any], connected: bool) -> dict[str, Any]:
     status = record["kyc_status"]
     disabled = None if connected else _DISABLED.get(status, "platform_paused" if status == "verified" else "other")
     active = "active" if connected else "inactive"
-    return {"id": record["merchant_id"], "object": "account", "type": "custom", "business_type": "company",
-            "country": case.get("country"), "default_currency": record["settlement_currency"].lower(), "email": None,
-            "created": _seconds(submitted if submitted is not None else record["updated_at"]),
-            "charges_enabled": connected, "payouts_enabled": connected, "details_submitted": bool(case),
-            "capabilities": {"card_payments": active, "transfers": active},
-            "requirements": {"currently_due": [], "eventually_due": [], "past_due": [], "pending_verification": [],
-                             "disabled_reason": disabled, "current_deadline": None, "errors": []},
-            "metadata": {}, "livemode": False,
-            # Ours, not Stripe's: the registry's KYC status and the case's state (docs/compliance.md).
-            "paystream": {"kyc_status": status, "kyc_state": case.get("state")}}
+    return {
+        "id": record["merchant_id"],
+        "object": "account",
+        "type": "custom",
+        "business_type": "company",
+        "country": case.get("country"),
+        "default_currency": record["settlement_currency"].lower(),
+        "email": None,
+        "created": _seconds(submitted if submitted is not None else record["updated_at"]),
+        "charges_enabled": connected,
+        "payouts_enabled": connected,
+        "details_submitted": bool(case),
+        "capabilities": {"card_payments": active, "transfers": active},
+        "requirements": {
+            "currently_due": [],
+            "eventually_due": [],
+            "past_due": [],
+            "pending_verification": [],
+            "disabled_reason": disabled,
+            "current_deadline": None,
+            "errors": [],
+        },
+        "metadata": {},
+        "livemode": False,
+        # Ours, not Stripe's: the registry's KYC status and the case's state (docs/compliance.md).
+        "paystream": {"kyc_status": status, "kyc_state": case.get("state")},
+    }
 
 
 def transfer_object(row: dict[str, Any]) -> dict[str, Any]:
@@ -274,23 +384,57 @@ def transfer_object(row: dict[str, Any]) -> dict[str, Any]:
     balance (ClickHousePayments.transfers). Refunds and disputes take their part back
     pro rata in their own entries (docs/ledger.md); they are not reversals here."""
     pid = row["payment_id"]
-    return {"id": row["id"], "object": "transfer", "amount": row["amount_minor"], "amount_reversed": 0,
-            "currency": row["currency"].lower(), "destination": connected_account_of(row["account"]),
-            "destination_payment": None, "source_transaction": None, "source_type": "card",
-            "created": _seconds(row["occurred_at"]), "description": None, "livemode": False, "metadata": {},
-            "reversed": False, "reversals": {"object": "list", "data": [], "has_more": False,
-                                             "url": f"/v1/transfers/{row['id']}/reversals"},
-            "transfer_group": None, "balance_transaction": None,
-            "paystream": {"payment_intent": intent_id(pid) if pid.startswith("pay_") else None, "entry_id": row["entry_id"]}}
+    return {
+        "id": row["id"],
+        "object": "transfer",
+        "amount": row["amount_minor"],
+        "amount_reversed": 0,
+        "currency": row["currency"].lower(),
+        "destination": connected_account_of(row["account"]),
+        "destination_payment": None,
+        "source_transaction": None,
+        "source_type": "card",
+        "created": _seconds(row["occurred_at"]),
+        "description": None,
+        "livemode": False,
+        "metadata": {},
+        "reversed": False,
+        "reversals": {"object": "list", "data": [], "has_more": False, "url": f"/v1/transfers/{row['id']}/reversals"},
+        "transfer_group": None,
+        "balance_transaction": None,
+        "paystream": {
+            "payment_intent": intent_id(pid) if pid.startswith("pay_") else None,
+            "entry_id": row["entry_id"],
+        },
+    }
 
 
 def application_fee_object(row: dict[str, Any]) -> dict[str, Any]:
     """The platform's fee on one split capture: that entry's credit to the platform's
     own pending balance (ClickHousePayments.application_fees)."""
     pid = row["payment_id"]
-    return {"id": row["id"], "object": "application_fee", "account": connected_account_of(row["destination"]),
-            "amount": row["amount_minor"], "amount_refunded": 0, "refunded": False, "application": None,
-            "balance_transaction": None, "charge": None, "originating_transaction": None,
-            "currency": row["currency"].lower(), "created": _seconds(row["occurred_at"]), "livemode": False,
-            "refunds": {"object": "list", "data": [], "has_more": False, "url": f"/v1/application_fees/{row['id']}/refunds"},
-            "paystream": {"payment_intent": intent_id(pid) if pid.startswith("pay_") else None, "entry_id": row["entry_id"]}}
+    return {
+        "id": row["id"],
+        "object": "application_fee",
+        "account": connected_account_of(row["destination"]),
+        "amount": row["amount_minor"],
+        "amount_refunded": 0,
+        "refunded": False,
+        "application": None,
+        "balance_transaction": None,
+        "charge": None,
+        "originating_transaction": None,
+        "currency": row["currency"].lower(),
+        "created": _seconds(row["occurred_at"]),
+        "livemode": False,
+        "refunds": {
+            "object": "list",
+            "data": [],
+            "has_more": False,
+            "url": f"/v1/application_fees/{row['id']}/refunds",
+        },
+        "paystream": {
+            "payment_intent": intent_id(pid) if pid.startswith("pay_") else None,
+            "entry_id": row["entry_id"],
+        },
+    }

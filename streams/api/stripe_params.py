@@ -8,12 +8,12 @@ Stripe refuses it. Messages name the parameter, never its value.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from streams.api.errors import ApiError
 from schemas.cards import brand_of
+from streams.api.errors import ApiError
 from streams.api.forms import FormError, as_list
 from streams.domain.methods import WALLET_PROVIDERS
 
@@ -58,14 +58,18 @@ def missing(param: str) -> ApiError:
 
 
 def form_error(e: FormError) -> ApiError:
-    return ApiError(400, "invalid_request_error", "parameter_invalid" if e.param else "invalid_form", e.message, e.param)
+    return ApiError(
+        400, "invalid_request_error", "parameter_invalid" if e.param else "invalid_form", e.message, e.param
+    )
 
 
 def reject_unknown(params: dict[str, Any], known: frozenset[str] | set[str], prefix: str = "") -> None:
     for name in params:
         if name not in known:
             full = f"{prefix}[{name}]" if prefix else name
-            raise ApiError(400, "invalid_request_error", "parameter_unknown", f"Received unknown parameter: {full}", full)
+            raise ApiError(
+                400, "invalid_request_error", "parameter_unknown", f"Received unknown parameter: {full}", full
+            )
 
 
 def string(params: dict[str, Any], name: str, param: str | None = None, max_chars: int = 5000) -> str | None:
@@ -77,7 +81,9 @@ def string(params: dict[str, Any], name: str, param: str | None = None, max_char
     return value
 
 
-def integer(params: dict[str, Any], name: str, param: str | None = None, low: int = 1, high: int = AMOUNT_MAX) -> int | None:
+def integer(
+    params: dict[str, Any], name: str, param: str | None = None, low: int = 1, high: int = AMOUNT_MAX
+) -> int | None:
     value = params.get(name)
     if value is None:
         return None
@@ -103,8 +109,9 @@ def boolean(params: dict[str, Any], name: str) -> bool | None:
     raise invalid(name, f"{name} must be true or false")
 
 
-def choice(params: dict[str, Any], name: str, allowed: frozenset[str] | dict[str, str] | set[str],
-           param: str | None = None) -> str | None:
+def choice(
+    params: dict[str, Any], name: str, allowed: frozenset[str] | dict[str, str] | set[str], param: str | None = None
+) -> str | None:
     value = params.get(name)
     if value is None:
         return None
@@ -126,9 +133,11 @@ def metadata(params: dict[str, Any]) -> dict[str, str]:
     out = {}
     for k, v in value.items():
         if not isinstance(v, str) or len(k) > METADATA_KEY_MAX_CHARS or len(v) > METADATA_VALUE_MAX_CHARS:
-            raise invalid(f"metadata[{k[:METADATA_KEY_MAX_CHARS]}]",
-                          f"metadata keys are at most {METADATA_KEY_MAX_CHARS} characters, values strings of at most "
-                          f"{METADATA_VALUE_MAX_CHARS}")
+            raise invalid(
+                f"metadata[{k[:METADATA_KEY_MAX_CHARS]}]",
+                f"metadata keys are at most {METADATA_KEY_MAX_CHARS} characters, values strings of at most "
+                f"{METADATA_VALUE_MAX_CHARS}",
+            )
         if v != "":
             out[k] = v
     return out
@@ -200,13 +209,24 @@ class Source:
     payment_method: str | None = None  # the pm_ id the merchant named (a test or a saved one)
     saved: bool = False
     instrument: dict[str, Any] = field(default_factory=dict, repr=False)  # wallet / bank_account / bnpl of the command
-    details: dict[str, Any] = field(default_factory=dict, repr=False)  # what a PaymentMethod shows: brand, last four, expiry
+    details: dict[str, Any] = field(
+        default_factory=dict, repr=False
+    )  # what a PaymentMethod shows: brand, last four, expiry
 
 
 def _card_source(card: dict[str, Any], pm: str | None = None) -> Source:
     digits = card["number"].replace(" ", "").replace("-", "")
-    details = {"brand": brand_of(digits) or "unknown", "last4": digits[-4:], "bin": digits[:6],
-               "exp_month": card["exp_month"], "exp_year": card["exp_year"]} if digits.isdigit() else {}
+    details = (
+        {
+            "brand": brand_of(digits) or "unknown",
+            "last4": digits[-4:],
+            "bin": digits[:6],
+            "exp_month": card["exp_month"],
+            "exp_year": card["exp_year"],
+        }
+        if digits.isdigit()
+        else {}
+    )
     return Source("card", "card", card=card, payment_method=pm, details=details)
 
 
@@ -222,8 +242,12 @@ def _wallet(data: Any) -> Source:
         if string(data, name, f"{p}[{name}]", 128) is None:
             raise missing(f"{p}[{name}]")
     # ingest checks the token's and cryptogram's form (and that neither is a card number).
-    return Source("card", "wallet", instrument={"wallet": {"provider": kind, "token": data["token"], "cryptogram": data["cryptogram"]}},
-                  details={"brand": None, "last4": None, "wallet": {"type": kind}})
+    return Source(
+        "card",
+        "wallet",
+        instrument={"wallet": {"provider": kind, "token": data["token"], "cryptogram": data["cryptogram"]}},
+        details={"brand": None, "last4": None, "wallet": {"type": kind}},
+    )
 
 
 def _bank(kind: str, data: Any) -> Source:
@@ -254,8 +278,12 @@ def _bank(kind: str, data: Any) -> Source:
             raise invalid(f"{p}[iban]", f"{p}[iban] must be an IBAN")
         last4, details = compact[-4:], {"last4": compact[-4:], "country": compact[:2]}
     # Only the last four digits travel: the account number stops here (docs/payments.md).
-    return Source(kind, "bank_transfer", instrument={"bank_account": {"scheme": BANK_TYPES[kind], "mandate_id": None,
-                                                                       "account_last4": last4}}, details=details)
+    return Source(
+        kind,
+        "bank_transfer",
+        instrument={"bank_account": {"scheme": BANK_TYPES[kind], "mandate_id": None, "account_last4": last4}},
+        details=details,
+    )
 
 
 def _payment_method(params: dict[str, Any]) -> Source:
@@ -288,7 +316,9 @@ def _payment_method(params: dict[str, Any]) -> Source:
     card = data.get("card")
     if isinstance(card, dict) and "wallet" in card:
         if set(card) != {"wallet"}:
-            raise invalid("payment_method_data[card][wallet]", "a wallet payment carries the wallet's token, not a card number")
+            raise invalid(
+                "payment_method_data[card][wallet]", "a wallet payment carries the wallet's token, not a card number"
+            )
         return _wallet(card["wallet"])
     return _card_source(_card(card))
 
@@ -338,11 +368,16 @@ def _destination(params: dict[str, Any], amount: int) -> Destination | None:
     """transfer_data[destination] with application_fee_amount or transfer_data[amount]."""
     transfer, fee = params.get("transfer_data"), integer(params, "application_fee_amount", low=0)
     if params.get("on_behalf_of") is not None:
-        raise invalid("on_behalf_of", "on_behalf_of is not served: the platform is the merchant of record (docs/api.md)")
+        raise invalid(
+            "on_behalf_of", "on_behalf_of is not served: the platform is the merchant of record (docs/api.md)"
+        )
     if transfer is None:
         if fee is not None:
-            raise invalid("application_fee_amount", "application_fee_amount needs transfer_data[destination] here: "
-                                                    "there are no direct charges on a connected account (docs/api.md)")
+            raise invalid(
+                "application_fee_amount",
+                "application_fee_amount needs transfer_data[destination] here: "
+                "there are no direct charges on a connected account (docs/api.md)",
+            )
         return None
     if not isinstance(transfer, dict):
         raise invalid("transfer_data", "transfer_data must be an object")
@@ -351,15 +386,22 @@ def _destination(params: dict[str, Any], amount: int) -> Destination | None:
     if account is None:
         raise missing("transfer_data[destination]")
     if not ACCOUNT_ID.match(account):
-        raise ApiError(400, "invalid_request_error", "resource_missing", "No such destination account",
-                       "transfer_data[destination]")
+        raise ApiError(
+            400,
+            "invalid_request_error",
+            "resource_missing",
+            "No such destination account",
+            "transfer_data[destination]",
+        )
     paid = integer(transfer, "amount", "transfer_data[amount]", low=1)
     if paid is not None and fee is not None:
         raise invalid("application_fee_amount", "give application_fee_amount or transfer_data[amount], not both")
     fee = amount - paid if paid is not None else (fee or 0)
     if not 0 <= fee < amount:
-        raise invalid("application_fee_amount" if paid is None else "transfer_data[amount]",
-                      "the destination's part must be positive and at most the amount")
+        raise invalid(
+            "application_fee_amount" if paid is None else "transfer_data[amount]",
+            "the destination's part must be positive and at most the amount",
+        )
     return Destination(account, fee)
 
 
@@ -387,11 +429,33 @@ class CreateIntent:
         return self.source.payment_method
 
 
-_CREATE = frozenset({"amount", "currency", "confirm", "capture_method", "payment_method", "payment_method_data",
-                     "payment_method_types", "metadata", "expand", "description", "confirmation_method",
-                     "automatic_payment_methods", "statement_descriptor", "receipt_email", "customer",
-                     "setup_future_usage", "off_session", "mandate", "mandate_data", "transfer_data",
-                     "application_fee_amount", "on_behalf_of", "transfer_group"})
+_CREATE = frozenset(
+    {
+        "amount",
+        "currency",
+        "confirm",
+        "capture_method",
+        "payment_method",
+        "payment_method_data",
+        "payment_method_types",
+        "metadata",
+        "expand",
+        "description",
+        "confirmation_method",
+        "automatic_payment_methods",
+        "statement_descriptor",
+        "receipt_email",
+        "customer",
+        "setup_future_usage",
+        "off_session",
+        "mandate",
+        "mandate_data",
+        "transfer_data",
+        "application_fee_amount",
+        "on_behalf_of",
+        "transfer_group",
+    }
+)
 
 
 def create_intent(params: dict[str, Any]) -> CreateIntent:
@@ -406,7 +470,9 @@ def create_intent(params: dict[str, Any]) -> CreateIntent:
         raise invalid("currency", "currency must be a three-letter ISO code")
     if boolean(params, "confirm") is not True:
         # paystream authorizes as it creates: there is no unconfirmed PaymentIntent yet.
-        raise invalid("confirm", "confirm=true is required: a PaymentIntent is confirmed as it is created (docs/api.md)")
+        raise invalid(
+            "confirm", "confirm=true is required: a PaymentIntent is confirmed as it is created (docs/api.md)"
+        )
     capture = choice(params, "capture_method", CAPTURE_METHODS) or "automatic"
     choice(params, "confirmation_method", {"automatic", "manual"})
     boolean(params, "off_session")  # accepted: every create here is server-side, no customer present to step up
@@ -417,7 +483,9 @@ def create_intent(params: dict[str, Any]) -> CreateIntent:
         except FormError as e:
             raise form_error(e) from None
         if not types or any(t not in PAYMENT_METHOD_TYPES for t in types):
-            raise invalid("payment_method_types", f"payment_method_types takes {', '.join(sorted(PAYMENT_METHOD_TYPES))}")
+            raise invalid(
+                "payment_method_types", f"payment_method_types takes {', '.join(sorted(PAYMENT_METHOD_TYPES))}"
+            )
     for name in ("statement_descriptor", "receipt_email"):
         string(params, name, max_chars=500)
     auto = params.get("automatic_payment_methods")
@@ -441,12 +509,25 @@ def create_intent(params: dict[str, Any]) -> CreateIntent:
         if CAPTURE_METHODS[capture] == "manual":
             raise invalid("capture_method", "a bank debit has no authorization hold: capture_method automatic")
     elif mandate is not None or accepted:
-        raise invalid("mandate_data" if accepted else "mandate", "a mandate is for bank debits (us_bank_account, sepa_debit)")
+        raise invalid(
+            "mandate_data" if accepted else "mandate", "a mandate is for bank debits (us_bank_account, sepa_debit)"
+        )
     assert amount is not None
     string(params, "transfer_group", max_chars=200)  # accepted: transfers here are one per capture, not grouped
-    return CreateIntent(amount, currency.upper(), CAPTURE_METHODS[capture], source, metadata(params),
-                        string(params, "description", max_chars=1000), expand(params), customer, future, mandate, accepted,
-                        _destination(params, amount))
+    return CreateIntent(
+        amount,
+        currency.upper(),
+        CAPTURE_METHODS[capture],
+        source,
+        metadata(params),
+        string(params, "description", max_chars=1000),
+        expand(params),
+        customer,
+        future,
+        mandate,
+        accepted,
+        _destination(params, amount),
+    )
 
 
 @dataclass(frozen=True)
@@ -491,8 +572,11 @@ def confirm(params: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
         reject_unknown(card, {"three_d_secure"}, "payment_method_options[card]")
     if not isinstance(three_ds, dict):
         raise missing(base)
-    reject_unknown(three_ds, {"ares_trans_status", "electronic_commerce_indicator", "transaction_id", "version",
-                              "cryptogram"}, base)
+    reject_unknown(
+        three_ds,
+        {"ares_trans_status", "electronic_commerce_indicator", "transaction_id", "version", "cryptogram"},
+        base,
+    )
     status = three_ds.get("ares_trans_status")
     if status is None:
         raise missing(f"{base}[ares_trans_status]")
@@ -526,8 +610,9 @@ def create_refund(params: dict[str, Any]) -> CreateRefund:
     pi = string(params, "payment_intent", max_chars=100)
     if pi is None:
         raise missing("payment_intent")
-    return CreateRefund(pi, integer(params, "amount"), choice(params, "reason", REFUND_REASONS), metadata(params),
-                        expand(params))
+    return CreateRefund(
+        pi, integer(params, "amount"), choice(params, "reason", REFUND_REASONS), metadata(params), expand(params)
+    )
 
 
 @dataclass(frozen=True)
@@ -555,7 +640,7 @@ def list_page(rows: list[Any], p: ListParams, url: str, render: Callable[[Any], 
     """A Stripe list from a reader's `rows`, asked for `p.limit + 1` and nearest to the
     cursor first: `has_more` from the extra row, the page in id order (an ending_before
     page is read backwards)."""
-    page = list(reversed(rows[:p.limit])) if p.ending_before else rows[:p.limit]
+    page = list(reversed(rows[: p.limit])) if p.ending_before else rows[: p.limit]
     return {"object": "list", "url": url, "has_more": len(rows) > p.limit, "data": [render(row) for row in page]}
 
 
@@ -615,8 +700,13 @@ def customer(params: dict[str, Any]) -> CustomerFields:
         reject_unknown(settings, {"default_payment_method"}, "invoice_settings")
         default = string(settings, "default_payment_method", "invoice_settings[default_payment_method]", 100)
         if default and not SAVED_PAYMENT_METHOD.match(default):
-            raise ApiError(400, "invalid_request_error", "resource_missing", "No such PaymentMethod",
-                           "invoice_settings[default_payment_method]")
+            raise ApiError(
+                400,
+                "invalid_request_error",
+                "resource_missing",
+                "No such PaymentMethod",
+                "invoice_settings[default_payment_method]",
+            )
     raw = params.get("metadata")
     meta = None
     if raw is not None:
@@ -655,8 +745,11 @@ ACCOUNT_TYPES = frozenset({"custom"})  # the platform onboards its sellers throu
 BUSINESS_TYPES = frozenset({"company", "individual"})
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
 OWNERS_MAX = 10
-_NOT_KEPT = {"email": "the registry keeps no email", "metadata": "the registry keeps no metadata",
-             "business_profile": "the registry keeps no business profile"}
+_NOT_KEPT = {
+    "email": "the registry keeps no email",
+    "metadata": "the registry keeps no metadata",
+    "business_profile": "the registry keeps no business profile",
+}
 
 
 @dataclass(frozen=True)
@@ -680,8 +773,22 @@ def create_account(params: dict[str, Any]) -> CreateAccount:
     for name, why in _NOT_KEPT.items():
         if params.get(name) not in (None, "", {}):
             raise invalid(name, f"{name} is not accepted: {why} (docs/api.md)")
-    reject_unknown(params, {"type", "country", "business_type", "company", "individual", "default_currency",
-                            "capabilities", "tos_acceptance", "documents", "expand", *_NOT_KEPT})
+    reject_unknown(
+        params,
+        {
+            "type",
+            "country",
+            "business_type",
+            "company",
+            "individual",
+            "default_currency",
+            "capabilities",
+            "tos_acceptance",
+            "documents",
+            "expand",
+            *_NOT_KEPT,
+        },
+    )
     documents = params.get("documents") or {}
     if not isinstance(documents, dict) or not all(isinstance(v, str) for v in documents.values()):
         raise invalid("documents", "documents[<kind>] takes a document store reference per kind")
@@ -706,14 +813,20 @@ def create_account(params: dict[str, Any]) -> CreateAccount:
         reject_unknown(part, {"name", "registration_number", "tax_id", "owners"}, "company")
         name = string(part, "name", "company[name]", max_chars=200)
         number = string(part, "registration_number", "company[registration_number]", max_chars=32) or string(
-            part, "tax_id", "company[tax_id]", max_chars=32)
+            part, "tax_id", "company[tax_id]", max_chars=32
+        )
         try:
             owners = as_list(part.get("owners") or [], "company[owners]")
         except FormError as e:
             raise form_error(e) from None
-        if not 1 <= len(owners) <= OWNERS_MAX or not all(isinstance(o, str) and 0 < len(o.strip()) <= 200 for o in owners):
-            raise invalid("company[owners]", f"company[owners] names 1..{OWNERS_MAX} beneficial owners (ours: Stripe "
-                                             "takes them through its Persons API)")
+        if not 1 <= len(owners) <= OWNERS_MAX or not all(
+            isinstance(o, str) and 0 < len(o.strip()) <= 200 for o in owners
+        ):
+            raise invalid(
+                "company[owners]",
+                f"company[owners] names 1..{OWNERS_MAX} beneficial owners (ours: Stripe "
+                "takes them through its Persons API)",
+            )
         if name is None:
             raise missing("company[name]")
         if number is None:
@@ -728,5 +841,12 @@ def create_account(params: dict[str, Any]) -> CreateAccount:
         if number is None:
             raise missing("individual[id_number]")
         name, owners = f"{first} {last}", [f"{first} {last}"]
-    return CreateAccount(country.upper(), name, number, tuple(o.strip() for o in owners), dict(documents),
-                         currency.upper(), expand(params))
+    return CreateAccount(
+        country.upper(),
+        name,
+        number,
+        tuple(o.strip() for o in owners),
+        dict(documents),
+        currency.upper(),
+        expand(params),
+    )

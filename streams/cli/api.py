@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,7 +39,7 @@ def add(merchant: str) -> None:
     """Create a secret key for MERCHANT and print it: the only time it is shown."""
     keys = _load()
     try:
-        secret, record = auth.new_key(merchant, datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        secret, record = auth.new_key(merchant, datetime.now(UTC).isoformat(timespec="seconds"))
         auth.save(keys | {record.key_id: record}, keys_path())
     except auth.KeyFileError as e:
         err.print(f"[red]api-keys add:[/red] {e}")
@@ -53,8 +53,11 @@ def list_keys(merchant: str = typer.Option(None, help="Only this merchant")) -> 
     """Keys (never their secrets), one JSON object per line."""
     for k in _load().values():
         if merchant is None or k.merchant_id == merchant:
-            typer.echo(json.dumps({"key_id": k.key_id, "merchant_id": k.merchant_id, "created_at": k.created_at,
-                                   "revoked": k.revoked}))
+            typer.echo(
+                json.dumps(
+                    {"key_id": k.key_id, "merchant_id": k.merchant_id, "created_at": k.created_at, "revoked": k.revoked}
+                )
+            )
 
 
 @app.command("revoke")
@@ -109,7 +112,9 @@ def serve(
     try:
         reader = ClickHousePayments(connect(settings.clickhouse_url, settings.clickhouse_database, create=False))
     except ClickHouseError as e:  # GET then answers from the outcomes this process saw
-        err.print(f"[yellow]api: no read model ({e}); GET /v1/payments/{{id}} knows only this process's payments[/yellow]")
+        err.print(
+            f"[yellow]api: no read model ({e}); GET /v1/payments/{{id}} knows only this process's payments[/yellow]"
+        )
         reader = None
     try:
         sealer = intake_sealer(settings)
@@ -119,7 +124,10 @@ def serve(
     try:  # the simulated issuer's ACS signs with its own key kind (docs/security.md)
         acs = Acs(ActiveSigner.of(FileKeyStore(settings.keys_dir), ACS_SIGNING))
     except KeyStoreError as e:
-        err.print(f"[yellow]api: no simulated issuer ({e}); 3-D Secure results come from the merchant's own 3DS server[/yellow]")
+        err.print(
+            f"[yellow]api: no simulated issuer ({e}); 3-D Secure results come from the merchant's own 3DS "
+            "server[/yellow]"
+        )
         acs = None
     keys = auth.ApiKeys(keys_path())
     dashboard = _dashboard(settings, keys, reader)
@@ -130,20 +138,36 @@ def serve(
     from streams.jobs.webhooks import registry_path
 
     # The store is read at each create: keys the worker made after this start are found.
-    webhooks = Webhooks(registry_path(settings),
-                        lambda merchant: stripe_secret(FileKeyStore(settings.keys_dir).webhook_secret(merchant).digest))
+    webhooks = Webhooks(
+        registry_path(settings),
+        lambda merchant: stripe_secret(FileKeyStore(settings.keys_dir).webhook_secret(merchant).digest),
+    )
 
     bus = KafkaBus(settings, config.idempotency_records_max)
     objects = KafkaObjects(settings)
     try:
         desk = KycDesk(settings)
-        api = create_app(bus, keys, sealer=sealer, config=config, reader=reader, dashboard=dashboard, acs=acs,
-                         objects=objects, webhooks=webhooks, registry=desk)
+        api = create_app(
+            bus,
+            keys,
+            sealer=sealer,
+            config=config,
+            reader=reader,
+            dashboard=dashboard,
+            acs=acs,
+            objects=objects,
+            webhooks=webhooks,
+            registry=desk,
+        )
         # The application's time is when it reaches the API (its event time).
-        kyc_routes.install(api, desk, lambda: datetime.now(timezone.utc))
+        kyc_routes.install(api, desk, lambda: datetime.now(UTC))
         # The case queue for ops: the dashboard's ops session or the ops token; a decision's time is the request's.
-        role_of = dashboard.role_of if dashboard is not None else cases_routes.bearer_role(ops_token(settings.dashboard_token_file))
-        cases_routes.install(api, CaseQueue(settings), role_of, lambda: datetime.now(timezone.utc))
+        role_of = (
+            dashboard.role_of
+            if dashboard is not None
+            else cases_routes.bearer_role(ops_token(settings.dashboard_token_file))
+        )
+        cases_routes.install(api, CaseQueue(settings), role_of, lambda: datetime.now(UTC))
         uvicorn.run(api, host=host or settings.api_host, port=port or settings.api_port, log_level="info")
     finally:
         objects.close()
@@ -163,8 +187,10 @@ def ops_token(path: Path | None) -> bytes | None:
         err.print(f"[red]api:[/red] dashboard token file {path}: {e.strerror}")
         raise typer.Exit(2) from None
     if len(token) < OPS_TOKEN_MIN_CHARS:
-        err.print(f"[red]api:[/red] the dashboard token in {path} must be at least {OPS_TOKEN_MIN_CHARS} characters "
-                  "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+        err.print(
+            f"[red]api:[/red] the dashboard token in {path} must be at least {OPS_TOKEN_MIN_CHARS} characters "
+            "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
         raise typer.Exit(2)
     return token.encode()
 

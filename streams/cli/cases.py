@@ -6,7 +6,7 @@ trail. Each case and decision is one JSON object per line."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import typer
 from rich.console import Console
@@ -19,8 +19,10 @@ err = Console(stderr=True, soft_wrap=True)
 
 
 @app.command("list")
-def list_(status: str = typer.Option(None, help=f"Only cases now {' | '.join(STATUSES)}."),
-          rule: str = typer.Option(None, help=f"Only this rule's cases: {' | '.join(RULES)}.")) -> None:
+def list_(
+    status: str = typer.Option(None, help=f"Only cases now {' | '.join(STATUSES)}."),
+    rule: str = typer.Option(None, help=f"Only this rule's cases: {' | '.join(RULES)}."),
+) -> None:
     """Every case with its status and decisions, oldest opened first."""
     from streams.client.cases import CaseQueue, select, view
 
@@ -34,16 +36,18 @@ def list_(status: str = typer.Option(None, help=f"Only cases now {' | '.join(STA
 
 
 @app.command("decide")
-def decide(case_id: str,
-           decision: str = typer.Option(..., help=f"{' | '.join(DECISIONS)} (dismiss and report close the case)."),
-           operator: str = typer.Option(..., help="Who decides: recorded on the audit trail."),
-           reason: str = typer.Option(..., help="Why: recorded on the audit trail.")) -> None:
+def decide(
+    case_id: str,
+    decision: str = typer.Option(..., help=f"{' | '.join(DECISIONS)} (dismiss and report close the case)."),
+    operator: str = typer.Option(..., help="Who decides: recorded on the audit trail."),
+    reason: str = typer.Option(..., help="Why: recorded on the audit trail."),
+) -> None:
     """Decide CASE_ID; the decision is recorded with this command's time."""
     from streams.client.cases import CaseQueue, view
     from streams.domain.monitoring import MonitoringError
 
     try:  # the operator's command is the event: its time is the decision's
-        record = CaseQueue(get_settings()).decide(case_id, decision, operator, reason, datetime.now(timezone.utc))
+        record = CaseQueue(get_settings()).decide(case_id, decision, operator, reason, datetime.now(UTC))
     except MonitoringError as e:
         err.print(f"[red]cases decide:[/red] {e.reason}: {e.detail}")
         raise typer.Exit(2) from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 import typer
@@ -25,7 +25,7 @@ err = Console(stderr=True)
 MAX_ROWS = 1_000_000
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     table = "table"
     csv = "csv"
     json = "json"
@@ -56,7 +56,9 @@ def sql(
     client = read_models("sql")
     try:
         # readonly=2: no writes, no DDL, but per-query settings stay allowed.
-        result = client.query(query, settings={"readonly": 2, "max_result_rows": limit, "result_overflow_mode": "break"})
+        result = client.query(
+            query, settings={"readonly": 2, "max_result_rows": limit, "result_overflow_mode": "break"}
+        )
     except Exception as e:  # the driver's errors carry the server's message; show its first line
         err.print(f"[red]sql:[/red] {(str(e).strip().splitlines() or [type(e).__name__])[0][:500]}")
         raise typer.Exit(1) from None

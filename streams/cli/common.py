@@ -1,8 +1,9 @@
-"""What the command modules share: opening the read models, parsing a day, each failing with a clear message and an exit code."""
+"""What the command modules share: opening the read models, parsing a day, each failing
+with a clear message and an exit code."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 import typer
@@ -35,13 +36,13 @@ def read_models(job: str) -> Any:
 def time_of(value: str | None, what: str) -> datetime:
     """An ISO time (UTC if no offset); none: now (the operator's command is the event)."""
     if value is None:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
     try:
         at = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         err.print(f"[red]{what}:[/red] {value!r} is not an ISO 8601 time")
         raise typer.Exit(2) from None
-    return at if at.tzinfo is not None else at.replace(tzinfo=timezone.utc)
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 MAX_SHOWN = 50  # discrepancies listed on the terminal; the table holds them all

@@ -12,8 +12,11 @@ def demo(
     payments: int = typer.Option(10_000, min=1, max=1_000_000, help="How many payments to create"),
     timeout: float = typer.Option(900.0, min=1, help="Give up waiting for outcomes after this many seconds"),
     seed: int = typer.Option(7, help="Seed of the generated data"),
-    chaos_providers: bool = typer.Option(False, "--chaos-providers",
-                                         help="Take the primary acquirer down, then degrade it; summarise failover and check for double charges"),
+    chaos_providers: bool = typer.Option(
+        False,
+        "--chaos-providers",
+        help="Take the primary acquirer down, then degrade it; summarise failover and check for double charges",
+    ),
 ) -> None:
     """Start the broker and a worker, push realistic traffic through, summarise."""
     from streams.demo.run import run_demo

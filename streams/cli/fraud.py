@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC
 from pathlib import Path
 
 import typer
 from rich.console import Console
 
-app = typer.Typer(no_args_is_help=True, help="Fraud: simulator, training, replay evaluation, blocklist, labels, review.")
+app = typer.Typer(
+    no_args_is_help=True, help="Fraud: simulator, training, replay evaluation, blocklist, labels, review."
+)
 err = Console(stderr=True)
 
 
@@ -27,8 +30,7 @@ def simulate(
 
     df = run(SimConfig(days=days, n_cards=cards, n_merchants=merchants, seed=seed))
     write_csv(df, out)
-    err.print(f"simulate: {len(df):,} transactions, {int(df.fraud.sum()):,} fraud "
-              f"({df.fraud.mean():.2%}) -> {out}")
+    err.print(f"simulate: {len(df):,} transactions, {int(df.fraud.sum()):,} fraud ({df.fraud.mean():.2%}) -> {out}")
     print(json.dumps({"rows": len(df), "fraud": int(df.fraud.sum()), "out": str(out)}))
 
 
@@ -42,8 +44,14 @@ def _feature_progress(total: int, label: str):
         TimeRemainingColumn,
     )
 
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                        console=err, transient=False)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
+    )
     task = progress.add_task(label, total=total)
     return progress, lambda n: progress.advance(task, n)
 
@@ -73,8 +81,16 @@ def train(
     with progress:
         X = history_features(df, feedback_delay_days * DAY_MS, advance)
     try:
-        manifest = train_artifact(df, X, out, feedback_delay_days=feedback_delay_days, test_days=test_days,
-                                  algo=algo, seed=seed, command="paystream " + " ".join(sys.argv[1:]))
+        manifest = train_artifact(
+            df,
+            X,
+            out,
+            feedback_delay_days=feedback_delay_days,
+            test_days=test_days,
+            algo=algo,
+            seed=seed,
+            command="paystream " + " ".join(sys.argv[1:]),
+        )
     except ValueError as e:
         err.print(f"[red]train:[/red] {e}")
         raise typer.Exit(2) from None
@@ -84,12 +100,16 @@ def train(
 
 @app.command()
 def replay(
-    input: Path = typer.Option(..., exists=True, dir_okay=False, help="tx_id,timestamp,card_id,merchant_id,amount_minor,currency,fraud"),
+    input: Path = typer.Option(
+        ..., exists=True, dir_okay=False, help="tx_id,timestamp,card_id,merchant_id,amount_minor,currency,fraud"
+    ),
     out: Path = typer.Option(..., dir_okay=False, help="tx_id,score for every input row"),
     feedback_delay_days: int = typer.Option(7, min=0, max=365, help="A label is revealed this long after its tx"),
     retrain_every_days: int = typer.Option(7, min=1, max=365, help="Retrain on the labels revealed so far this often"),
     algo: str = typer.Option("hgb", help="hgb | rf"),
-    hindsight: bool = typer.Option(False, help="Also score the last 7 days with an offline model trained with hindsight"),
+    hindsight: bool = typer.Option(
+        False, help="Also score the last 7 days with an offline model trained with hindsight"
+    ),
     seed: int = typer.Option(0),
 ) -> None:
     """Replay a labelled history in event-time order through the stream's feature code
@@ -100,8 +120,13 @@ def replay(
     from models.replay import replay as run
 
     try:
-        cfg = ReplayConfig(feedback_delay_days=feedback_delay_days, retrain_every_days=retrain_every_days,
-                           algo=algo, seed=seed, hindsight=hindsight)
+        cfg = ReplayConfig(
+            feedback_delay_days=feedback_delay_days,
+            retrain_every_days=retrain_every_days,
+            algo=algo,
+            seed=seed,
+            hindsight=hindsight,
+        )
         df = load_history(input)
     except (HistoryError, ValueError) as e:
         err.print(f"[red]replay:[/red] {e}")
@@ -114,27 +139,32 @@ def replay(
     s = result.summary()
     m = s["online"]
     err.print(f"replay: {s['rows']:,} rows, {s['retrains']} retrains, scores -> {out}")
-    err.print(f"last 7 days ({m['rows']:,} tx, {m['fraud']:,} fraud): AUC {m['auc']:.4f}  "
-              f"AP {m['ap']:.4f}  card P@100 {m['card_p_at_100']:.4f}")
+    err.print(
+        f"last 7 days ({m['rows']:,} tx, {m['fraud']:,} fraud): AUC {m['auc']:.4f}  "
+        f"AP {m['ap']:.4f}  card P@100 {m['card_p_at_100']:.4f}"
+    )
     if s["hindsight"]:
         h = s["hindsight"]
-        err.print(f"offline hindsight model:            AUC {h['auc']:.4f}  AP {h['ap']:.4f}  "
-                  f"card P@100 {h['card_p_at_100']:.4f}")
+        err.print(
+            f"offline hindsight model:            AUC {h['auc']:.4f}  AP {h['ap']:.4f}  "
+            f"card P@100 {h['card_p_at_100']:.4f}"
+        )
     err.print(f"scoring throughput {s['scoring_tx_per_s']:,} tx/s (features {s['feature_tx_per_s']:,} tx/s)")
     print(json.dumps(s))
 
 
 # --- operator commands over the fraud topics (the lead runs them against the broker) ---
 
-_KIND = typer.Argument(..., help="card | bin | ip | device | email | wallet | bank_account | mandate | bnpl_customer"
-                                   " | crypto_address")
+_KIND = typer.Argument(
+    ..., help="card | bin | ip | device | email | wallet | bank_account | mandate | bnpl_customer | crypto_address"
+)
 
 
 def _now():
     # Operator commands are the one place a wall clock dates a record: it is the event.
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _publish(topic: str, key: bytes, codec_name: str, record: dict) -> None:
@@ -179,8 +209,15 @@ def _block(kind: str, value: str, action: str, reason: str, actor: str | None, e
 
     at = _now()
     try:
-        key, record = block_record(kind, value, action, reason, at, actor=actor,
-                                   expires_at=at + timedelta(days=expires_days) if expires_days else None)
+        key, record = block_record(
+            kind,
+            value,
+            action,
+            reason,
+            at,
+            actor=actor,
+            expires_at=at + timedelta(days=expires_days) if expires_days else None,
+        )
     except BlocklistError as e:
         err.print(f"[red]{action}:[/red] {e}")
         raise typer.Exit(2) from None
@@ -189,19 +226,29 @@ def _block(kind: str, value: str, action: str, reason: str, actor: str | None, e
 
 
 @app.command()
-def block(kind: str = _KIND, value: str = typer.Argument(..., help="token, BIN, IP, device id, email, wallet token, account "
-                                                                "number or IBAN (kept as its digest), MERCHANT:MANDATE_ID, "
-                                                                "PROVIDER:CUSTOMER, or crypto address"),
-          reason: str = typer.Option(..., help="Why (audit trail; no card numbers)"),
-          actor: str = typer.Option(None, help="Operator id"),
-          expires_days: int = typer.Option(None, min=1, max=3650, help="Stop applying after this many days")) -> None:
+def block(
+    kind: str = _KIND,
+    value: str = typer.Argument(
+        ...,
+        help="token, BIN, IP, device id, email, wallet token, account "
+        "number or IBAN (kept as its digest), MERCHANT:MANDATE_ID, "
+        "PROVIDER:CUSTOMER, or crypto address",
+    ),
+    reason: str = typer.Option(..., help="Why (audit trail; no card numbers)"),
+    actor: str = typer.Option(None, help="Operator id"),
+    expires_days: int = typer.Option(None, min=1, max=3650, help="Stop applying after this many days"),
+) -> None:
     """Block a value on every risk worker (compacted fraud-blocklist topic)."""
     _block(kind, value, "block", reason, actor, expires_days)
 
 
 @app.command()
-def unblock(kind: str = _KIND, value: str = typer.Argument(...),
-            reason: str = typer.Option(..., help="Why"), actor: str = typer.Option(None)) -> None:
+def unblock(
+    kind: str = _KIND,
+    value: str = typer.Argument(...),
+    reason: str = typer.Option(..., help="Why"),
+    actor: str = typer.Option(None),
+) -> None:
     """Lift a block (a newer entry under the same key)."""
     _block(kind, value, "unblock", reason, actor, None)
 
@@ -214,22 +261,33 @@ def list_blocks(kind: str = typer.Option(None, help="Only this kind")) -> None:
 
     blocklist, bad = fold_blocklist(_read(BLOCKLIST, "FraudBlockEntry"))
     for e in blocklist.entries(kind):
-        print(json.dumps({"kind": e.kind, "value": e.value, "reason": e.reason, "actor": e.actor,
-                          "since": e.occurred_at.isoformat(),
-                          "expires_at": e.expires_at.isoformat() if e.expires_at else None}))
+        print(
+            json.dumps(
+                {
+                    "kind": e.kind,
+                    "value": e.value,
+                    "reason": e.reason,
+                    "actor": e.actor,
+                    "since": e.occurred_at.isoformat(),
+                    "expires_at": e.expires_at.isoformat() if e.expires_at else None,
+                }
+            )
+        )
     if bad:
         err.print(f"[yellow]{bad} record(s) could not be applied[/yellow]")
 
 
 @app.command()
-def label(payment_id: str = typer.Argument(...),
-          card_token: str = typer.Option(..., help="The payment's card token"),
-          merchant_id: str = typer.Option(...),
-          tx_at: str = typer.Option(..., help="When the payment happened (ISO 8601 UTC)"),
-          genuine: bool = typer.Option(False, help="Confirmed genuine instead of fraud"),
-          source: str = typer.Option("fraud_report", help="chargeback | fraud_report | review | matured")) -> None:
+def label(
+    payment_id: str = typer.Argument(...),
+    card_token: str = typer.Option(..., help="The payment's card token"),
+    merchant_id: str = typer.Option(...),
+    tx_at: str = typer.Option(..., help="When the payment happened (ISO 8601 UTC)"),
+    genuine: bool = typer.Option(False, help="Confirmed genuine instead of fraud"),
+    source: str = typer.Option("fraud_report", help="chargeback | fraud_report | review | matured"),
+) -> None:
     """Publish a FraudLabel (confirmed fraud by default) to fraud-labels."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from streams.client.fraud import LABELS, fraud_topic, label_record
     from streams.settings import get_settings
@@ -237,9 +295,16 @@ def label(payment_id: str = typer.Argument(...),
     try:
         tx_occurred_at = datetime.fromisoformat(tx_at)
         if tx_occurred_at.tzinfo is None:
-            tx_occurred_at = tx_occurred_at.replace(tzinfo=timezone.utc)
-        key, record = label_record(payment_id, card_token, merchant_id, fraud=not genuine, source=source,
-                                   tx_occurred_at=tx_occurred_at, at=_now())
+            tx_occurred_at = tx_occurred_at.replace(tzinfo=UTC)
+        key, record = label_record(
+            payment_id,
+            card_token,
+            merchant_id,
+            fraud=not genuine,
+            source=source,
+            tx_occurred_at=tx_occurred_at,
+            at=_now(),
+        )
     except ValueError as e:
         err.print(f"[red]label:[/red] {e}")
         raise typer.Exit(2) from None
@@ -248,9 +313,11 @@ def label(payment_id: str = typer.Argument(...),
 
 
 @app.command()
-def review(resolve: str = typer.Option(None, help="A payment_id (or review_id) to resolve"),
-           decision: str = typer.Argument(None, help="approve | decline (with --resolve)"),
-           operator: str = typer.Option("ops", help="Who resolves")) -> None:
+def review(
+    resolve: str = typer.Option(None, help="A payment_id (or review_id) to resolve"),
+    decision: str = typer.Argument(None, help="approve | decline (with --resolve)"),
+    operator: str = typer.Option("ops", help="Who resolves"),
+) -> None:
     """List the payments waiting in review, or resolve one: --resolve ID approve|decline
     publishes a review_resolve command; the payment continues or is declined."""
     from streams.client.fraud import REVIEW, open_reviews, resolve_command
@@ -260,9 +327,25 @@ def review(resolve: str = typer.Option(None, help="A payment_id (or review_id) t
     reviews = [r for r in _read(REVIEW, "FraudReview") if r is not None]
     if resolve is None:
         for r in open_reviews(reviews):
-            print(json.dumps({k: r[k] for k in ("payment_id", "review_id", "merchant_id", "amount_minor", "currency",
-                                                "score_ppm", "reasons")} | {"at": r["occurred_at"].isoformat()}
-                             | ({"sanctions": r["sanctions"]} if r.get("sanctions") else {}), ensure_ascii=False))
+            print(
+                json.dumps(
+                    {
+                        k: r[k]
+                        for k in (
+                            "payment_id",
+                            "review_id",
+                            "merchant_id",
+                            "amount_minor",
+                            "currency",
+                            "score_ppm",
+                            "reasons",
+                        )
+                    }
+                    | {"at": r["occurred_at"].isoformat()}
+                    | ({"sanctions": r["sanctions"]} if r.get("sanctions") else {}),
+                    ensure_ascii=False,
+                )
+            )
         return
     match = [r for r in reviews if resolve in (r["payment_id"], r["review_id"])]
     if not match:

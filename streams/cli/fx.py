@@ -4,7 +4,7 @@ survives compaction, and every entry that used a rate stores it."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import typer
 from rich.console import Console
@@ -20,15 +20,19 @@ err = Console(stderr=True, soft_wrap=True)
 
 
 @app.command("set")
-def set_(base: str, quote: str, rate: str,
-         as_of: str = typer.Option("", help="When the rate was quoted, ISO 8601 (default: now)"),
-         source: str = typer.Option("treasury", help="Who quoted it")) -> None:
+def set_(
+    base: str,
+    quote: str,
+    rate: str,
+    as_of: str = typer.Option("", help="When the rate was quoted, ISO 8601 (default: now)"),
+    source: str = typer.Option("treasury", help="Who quoted it"),
+) -> None:
     """Publish RATE (QUOTE major units per BASE major unit, a plain decimal) for BASE/QUOTE."""
     from connectors.kafka.clients import command_producer
     from streams.jobs.settle import RATE_CODEC
 
     try:
-        at = datetime.fromisoformat(as_of) if as_of else datetime.now(timezone.utc)  # the operator's command is the event
+        at = datetime.fromisoformat(as_of) if as_of else datetime.now(UTC)  # the operator's command is the event
         if at.tzinfo is None:
             raise ValueError("as_of needs a timezone (e.g. +00:00)")
         fx = FxRate(base.upper(), quote.upper(), parse_rate(rate), from_ms(int(at.timestamp() * 1000)), source)
@@ -37,7 +41,9 @@ def set_(base: str, quote: str, rate: str,
         raise typer.Exit(2) from None
     s = get_settings()
     producer = command_producer(client_config(s))
-    producer.produce(topic_names(s).fx_rates, key=fx.key.encode(), value=RATE_CODEC.encode(rate_to_record(fx), check=True))
+    producer.produce(
+        topic_names(s).fx_rates, key=fx.key.encode(), value=RATE_CODEC.encode(rate_to_record(fx), check=True)
+    )
     if producer.flush(30) != 0:
         err.print("[red]fx set:[/red] the broker did not acknowledge the rate in 30 s")
         raise typer.Exit(1)

@@ -20,7 +20,9 @@ app = typer.Typer(no_args_is_help=True, help="The embedded Kafka broker (KRaft, 
 
 @app.command("up")
 def kafka_up(
-    brokers: int = typer.Option(None, min=1, max=5, help="1 node, or a 3-5 node cluster (RF 3, min ISR 2); default PAYSTREAM_KAFKA_BROKERS"),
+    brokers: int = typer.Option(
+        None, min=1, max=5, help="1 node, or a 3-5 node cluster (RF 3, min ISR 2); default PAYSTREAM_KAFKA_BROKERS"
+    ),
 ) -> None:
     """Resolve the broker's jars (first run), format storage (first run), start, wait until it answers."""
     settings = get_settings()
@@ -35,8 +37,10 @@ def kafka_up(
         except (launcher.BrokerError, ValueError) as e:
             err.print(f"[red]kafka up --brokers {brokers} failed:[/red] {e}")
             raise typer.Exit(1) from None
-        err.print(f"kafka: {brokers} nodes up at {','.join(n.bootstrap for n in nodes)} in {time.monotonic() - started:.1f}s;"
-                  f" set PAYSTREAM_KAFKA_BROKERS={brokers} for workers (RF 3)")
+        err.print(
+            f"kafka: {brokers} nodes up at {','.join(n.bootstrap for n in nodes)} in {time.monotonic() - started:.1f}s;"
+            f" set PAYSTREAM_KAFKA_BROKERS={brokers} for workers (RF 3)"
+        )
         return
     try:
         st = launcher.up(broker_config(settings))
@@ -71,7 +75,17 @@ def kafka_status() -> None:
     settings = get_settings()
     if settings.kafka_embedded:
         st = launcher.status(broker_config(settings))
-        print(json.dumps({"bootstrap": st.bootstrap, "running": st.running, "answering": st.answering, "pid": st.pid, "log": str(st.log_file)}))
+        print(
+            json.dumps(
+                {
+                    "bootstrap": st.bootstrap,
+                    "running": st.running,
+                    "answering": st.answering,
+                    "pid": st.pid,
+                    "log": str(st.log_file),
+                }
+            )
+        )
         answering = st.answering
     else:
         answering = admin.broker_answers(client_config(settings))

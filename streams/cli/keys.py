@@ -17,7 +17,9 @@ from rich.table import Table
 from connectors.vault.keys import KINDS, FileKeyStore, KeyInfo, KeyStoreError
 from streams.settings import get_settings
 
-app = typer.Typer(no_args_is_help=True, help="Key management: vault master, token HMAC, event signing, webhook secrets, card intake.")
+app = typer.Typer(
+    no_args_is_help=True, help="Key management: vault master, token HMAC, event signing, webhook secrets, card intake."
+)
 err = Console(stderr=True, soft_wrap=True)  # paths and key ids stay on one line
 
 
@@ -39,7 +41,9 @@ def init() -> None:
     store = _store()
     before = {i.key_id for i in store.keys()}
     created = [i.key_id for i in store.init() if i.key_id not in before]
-    err.print(f"keys: created {', '.join(created)}" if created else "keys: every kind has an active key; nothing created")
+    err.print(
+        f"keys: created {', '.join(created)}" if created else "keys: every kind has an active key; nothing created"
+    )
 
 
 @app.command("rotate")
@@ -66,7 +70,12 @@ def list_keys(as_json: bool = typer.Option(False, "--json", help="One JSON objec
     table = Table("key id", "kind", "created")
     table.add_column("active", no_wrap=True)  # the created time folds first on a narrow terminal
     for info in infos:
-        table.add_row(info.key_id, info.kind, info.created.isoformat(timespec="seconds"), "yes" if info.active else "verify/decrypt only")
+        table.add_row(
+            info.key_id,
+            info.kind,
+            info.created.isoformat(timespec="seconds"),
+            "yes" if info.active else "verify/decrypt only",
+        )
     Console().print(table)
 
 
@@ -92,8 +101,11 @@ def intake_public() -> None:
 
 
 @app.command("vault-import")
-def vault_import(path: Path = typer.Argument(..., exists=True, file_okay=False,
-                                            help="A local vault of an earlier version: <data_dir>/vault")) -> None:
+def vault_import(
+    path: Path = typer.Argument(
+        ..., exists=True, file_okay=False, help="A local vault of an earlier version: <data_dir>/vault"
+    ),
+) -> None:
     """Publish every card of a local vault file onto the card-vault topic, unchanged
     (the same envelopes), so any worker can reveal them (docs/security.md)."""
     from connectors.kafka import admin
@@ -132,5 +144,7 @@ def rewrap() -> None:
     except (VaultError, KeyStoreError, MissingTopic, TimeoutError) as e:
         err.print(f"[red]keys rewrap:[/red] {e}")
         raise typer.Exit(1) from None
-    err.print(f"keys: rewrapped {report.rewrapped} data key(s) under {report.active_key_id}; {report.current} already were")
+    err.print(
+        f"keys: rewrapped {report.rewrapped} data key(s) under {report.active_key_id}; {report.current} already were"
+    )
     print(json.dumps({"master_key_records": report.in_use}))

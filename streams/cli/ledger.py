@@ -69,18 +69,28 @@ def _readable(command: Any) -> Any:
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=err, transient=True)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    )
 
 
 @_readable
 def balance(
-    account: str = typer.Argument(..., help="An account (merchant:m_acme:pending) or a prefix (house:clearing, merchant:m_acme)"),
+    account: str = typer.Argument(
+        ..., help="An account (merchant:m_acme:pending) or a prefix (house:clearing, merchant:m_acme)"
+    ),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line"),
 ) -> None:
     """Balances of an account, or of every account under a prefix, per currency (signed: debit positive)."""
     settings = get_settings()
-    rows = sorted((k, v) for k, v in live_balances(settings).items() if k[0] == account or k[0].startswith(account + ":"))
+    rows = sorted(
+        (k, v) for k, v in live_balances(settings).items() if k[0] == account or k[0].startswith(account + ":")
+    )
     totals: dict[str, int] = {}
     for (_, currency), amount in rows:
         totals[currency] = totals.get(currency, 0) + amount
@@ -106,21 +116,38 @@ def audit_cmd(as_json: bool = typer.Option(False, "--json", help="The report as 
     ends = book_ends(settings)
     with _progress() as bar:
         task = bar.add_task("audit", total=sum(ends.values()))
-        report = audit(book_records(settings, lambda: bar.advance(task), ends), keys,
-                       events_topic=names.events, entries_topic=names.ledger)
+        report = audit(
+            book_records(settings, lambda: bar.advance(task), ends),
+            keys,
+            events_topic=names.events,
+            entries_topic=names.ledger,
+        )
     doc = {
-        "ok": report.ok, "records": report.records, "events": report.events, "entries": report.entries,
-        "signatures_verified": report.signatures_verified, "events_authenticated": report.events_authenticated,
-        "partitions": report.partitions, "payments": report.payments,
-        "duplicate_entries": report.duplicate_entries, "accounts": report.accounts, "totals": dict(report.totals),
-        "failures_total": report.failures_total, "failures": [str(f) for f in report.failures],
+        "ok": report.ok,
+        "records": report.records,
+        "events": report.events,
+        "entries": report.entries,
+        "signatures_verified": report.signatures_verified,
+        "events_authenticated": report.events_authenticated,
+        "partitions": report.partitions,
+        "payments": report.payments,
+        "duplicate_entries": report.duplicate_entries,
+        "accounts": report.accounts,
+        "totals": dict(report.totals),
+        "failures_total": report.failures_total,
+        "failures": [str(f) for f in report.failures],
     }
     if as_json:
         out.print(json.dumps(doc), soft_wrap=True)
     else:
-        verdict = "[green]audit ok[/green]" if report.ok else f"[red]audit FAILED[/red] ({report.failures_total} failures)"
-        out.print(f"{verdict}: {report.events} events ({report.events_authenticated} authenticated by {report.signatures_verified} block signatures) in {report.partitions} partitions, "
-                  f"{report.entries} entries, {report.payments} payments, {report.accounts} non-zero balances")
+        verdict = (
+            "[green]audit ok[/green]" if report.ok else f"[red]audit FAILED[/red] ({report.failures_total} failures)"
+        )
+        out.print(
+            f"{verdict}: {report.events} events ({report.events_authenticated} authenticated by "
+            f"{report.signatures_verified} block signatures) in {report.partitions} partitions, "
+            f"{report.entries} entries, {report.payments} payments, {report.accounts} non-zero balances"
+        )
         for failure in report.failures[:20]:
             out.print(f"  {failure}", soft_wrap=True)
     if not report.ok:
@@ -129,7 +156,9 @@ def audit_cmd(as_json: bool = typer.Option(False, "--json", help="The report as 
 
 @_readable
 def replay(
-    verify: bool = typer.Option(False, "--verify", help="Compare with the live balances and chain heads; exit 1 on a difference"),
+    verify: bool = typer.Option(
+        False, "--verify", help="Compare with the live balances and chain heads; exit 1 on a difference"
+    ),
     as_json: bool = typer.Option(False, "--json", help="The result as JSON"),
 ) -> None:
     """Rebuild balances and chain heads from offset 0 into fresh stores; report events/s."""
@@ -140,24 +169,41 @@ def replay(
             ends = book_ends(settings)
             task = bar.add_task("replay", total=sum(ends.values()))
             names = topic_names(settings)
-            rebuilt = rebuild(book_records(settings, lambda: bar.advance(task), ends),
-                              events_topic=names.events, entries_topic=names.ledger)
+            rebuilt = rebuild(
+                book_records(settings, lambda: bar.advance(task), ends),
+                events_topic=names.events,
+                entries_topic=names.ledger,
+            )
     except ReplayError as e:
         err.print(f"[red]replay stopped:[/red] {e} (run paystream audit)")
         raise typer.Exit(1) from None
     elapsed_s = max(time.monotonic() - started, 1e-9)
     differences = compare(live_balances(settings), live_chain_heads(settings), rebuilt) if verify else []
-    doc = {"events": rebuilt.events, "entries": rebuilt.entries, "duplicate_entries": rebuilt.duplicate_entries,
-           "accounts": len(rebuilt.balances), "partitions": len(rebuilt.chain_heads), "elapsed_s": round(elapsed_s, 3),
-           "records_per_s": round((rebuilt.events + rebuilt.entries) / elapsed_s), "verified": verify,
-           "differences": [str(d) for d in differences]}
+    doc = {
+        "events": rebuilt.events,
+        "entries": rebuilt.entries,
+        "duplicate_entries": rebuilt.duplicate_entries,
+        "accounts": len(rebuilt.balances),
+        "partitions": len(rebuilt.chain_heads),
+        "elapsed_s": round(elapsed_s, 3),
+        "records_per_s": round((rebuilt.events + rebuilt.entries) / elapsed_s),
+        "verified": verify,
+        "differences": [str(d) for d in differences],
+    }
     if as_json:
         out.print(json.dumps(doc), soft_wrap=True)
     else:
-        out.print(f"replayed {rebuilt.events} events and {rebuilt.entries} entries in {elapsed_s:.1f}s "
-                  f"({doc['records_per_s']} records/s): {len(rebuilt.balances)} balances, {len(rebuilt.chain_heads)} chain heads")
+        out.print(
+            f"replayed {rebuilt.events} events and {rebuilt.entries} entries in {elapsed_s:.1f}s "
+            f"({doc['records_per_s']} records/s): {len(rebuilt.balances)} balances, {len(rebuilt.chain_heads)} "
+            "chain heads"
+        )
         if verify:
-            out.print("[green]matches the live stores[/green]" if not differences else f"[red]{len(differences)} differences[/red]")
+            out.print(
+                "[green]matches the live stores[/green]"
+                if not differences
+                else f"[red]{len(differences)} differences[/red]"
+            )
             for d in differences[:20]:
                 out.print(f"  {d}", soft_wrap=True)
     if differences:

@@ -52,19 +52,32 @@ class _Group(TyperGroup):
     """Keeps the sub-command's own arguments for `configure`: click has consumed them
     by the time the group callback runs, and `<command> --help` needs no registry."""
 
-    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
         name, cmd, rest = super().resolve_command(ctx, args)
         ctx.meta["paystream.command_args"] = rest
         return name, cmd, rest
 
 
-app = typer.Typer(cls=_Group, no_args_is_help=True, add_completion=False, rich_markup_mode="markdown",
-                  help="paystream: a Kafka-native payment pipeline. Every command says more under `--help`.")
+app = typer.Typer(
+    cls=_Group,
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="markdown",
+    help="paystream: a Kafka-native payment pipeline. Every command says more under `--help`.",
+)
 
 # The commands, by what a person is doing: (panel, name, a group's Typer or a command's function).
 PIPELINE, PAYMENTS, BOOKS, READ_MODELS, FRAUD, OPERATIONS, MEASURE = (
-    "Run the pipeline", "Payments and merchants", "Ledger and audit", "Read models", "Fraud and compliance",
-    "Operations", "Measure and break")
+    "Run the pipeline",
+    "Payments and merchants",
+    "Ledger and audit",
+    "Read models",
+    "Fraud and compliance",
+    "Operations",
+    "Measure and break",
+)
 COMMANDS: tuple[tuple[str, str, typer.Typer | Callable[..., None]], ...] = (
     (PIPELINE, "kafka", kafka.app),
     (PIPELINE, "registry", registry.app),
@@ -117,7 +130,11 @@ NO_CODEC_COMMANDS = frozenset({"kafka", "registry", "topics", "keys", "clickhous
 @app.callback()
 def configure(ctx: typer.Context) -> None:
     """paystream: a Kafka-native payment pipeline. Every command says more under `--help`."""
-    if ctx.resilient_parsing or ctx.invoked_subcommand in NO_CODEC_COMMANDS or "--help" in ctx.meta.get("paystream.command_args", ()):
+    if (
+        ctx.resilient_parsing
+        or ctx.invoked_subcommand in NO_CODEC_COMMANDS
+        or "--help" in ctx.meta.get("paystream.command_args", ())
+    ):
         return
     from schemas.codec import RegistryError
     from streams.client.schema_registry import configure_codecs
@@ -130,7 +147,6 @@ def configure(ctx: typer.Context) -> None:
     except RegistryError as e:
         err.print(f"[red]Schema Registry:[/red] {e}")
         raise typer.Exit(1) from None
-
 
 
 def main() -> None:  # `python -m streams.cli.main`

@@ -7,7 +7,7 @@ stage folds the topic (streams/domain/merchants.py). The lead declares the topic
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import typer
 from rich.console import Console
@@ -30,7 +30,7 @@ def topic() -> str:
 
 def _now() -> datetime:
     # A registry change happens now: the operator's command is the event.
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _write(record: dict) -> None:
@@ -44,16 +44,25 @@ def _write(record: dict) -> None:
 
 
 @app.command("add")
-def add(merchant: str, currency: list[str] = typer.Option([], "--currency", help="Allowed currency (repeat); none: any."),
-        method: list[str] = typer.Option(["card"], "--method", help="Allowed payment method (repeat)."),
-        fee_plan: str = typer.Option("standard", help="Fee plan id."),
-        settlement_currency: str = typer.Option("USD", help="The currency the merchant is paid in."),
-        verified: bool = typer.Option(False, "--verified", help="Register as KYC-verified (test mode, demo)."))-> None:
+def add(
+    merchant: str,
+    currency: list[str] = typer.Option([], "--currency", help="Allowed currency (repeat); none: any."),
+    method: list[str] = typer.Option(["card"], "--method", help="Allowed payment method (repeat)."),
+    fee_plan: str = typer.Option("standard", help="Fee plan id."),
+    settlement_currency: str = typer.Option("USD", help="The currency the merchant is paid in."),
+    verified: bool = typer.Option(False, "--verified", help="Register as KYC-verified (test mode, demo)."),
+) -> None:
     """Register MERCHANT (KYC pending unless --verified); re-adding replaces its record."""
     try:
-        record = merchants.merchant_record(merchant, kyc_status="verified" if verified else "pending",
-                                           currencies=currency, methods=method, fee_plan_id=fee_plan,
-                                           settlement_currency=settlement_currency, updated_at=_now())
+        record = merchants.merchant_record(
+            merchant,
+            kyc_status="verified" if verified else "pending",
+            currencies=currency,
+            methods=method,
+            fee_plan_id=fee_plan,
+            settlement_currency=settlement_currency,
+            updated_at=_now(),
+        )
     except merchants.MerchantError as e:
         err.print(f"[red]merchants add:[/red] {e}")
         raise typer.Exit(2) from None
@@ -110,9 +119,15 @@ def list_() -> None:
     """Every registered merchant, as the topic holds it."""
     table = Table("merchant", "kyc", "currencies", "methods", "fee plan", "settles in", "updated")
     for m in sorted(read_registry(get_settings()).values(), key=lambda r: r["merchant_id"]):
-        table.add_row(m["merchant_id"], m["kyc_status"], ",".join(m["currencies"]) or "any",
-                      ",".join(m["methods"]) or "any", m["fee_plan_id"], m["settlement_currency"],
-                      m["updated_at"].isoformat())
+        table.add_row(
+            m["merchant_id"],
+            m["kyc_status"],
+            ",".join(m["currencies"]) or "any",
+            ",".join(m["methods"]) or "any",
+            m["fee_plan_id"],
+            m["settlement_currency"],
+            m["updated_at"].isoformat(),
+        )
     Console().print(table)
 
 
@@ -123,12 +138,16 @@ def _kyc_fail(command: str, e: Exception) -> None:
 
 
 @app.command("apply")
-def apply_(merchant: str, legal_name: str = typer.Option(..., help="The company's registered name."),
-           country: str = typer.Option(..., help="ISO 3166-1 alpha-2 of its registration."),
-           registration_number: str = typer.Option(..., help="Business registry number (simulated provider: "
-                                                   "FAIL... fails, MANUAL... goes to a reviewer)."),
-           owner: list[str] = typer.Option(..., "--owner", help="A beneficial owner's name (repeat)."),
-           document: list[str] = typer.Option([], "--document", help="KIND=REF, a document store reference (repeat).")) -> None:
+def apply_(
+    merchant: str,
+    legal_name: str = typer.Option(..., help="The company's registered name."),
+    country: str = typer.Option(..., help="ISO 3166-1 alpha-2 of its registration."),
+    registration_number: str = typer.Option(
+        ..., help="Business registry number (simulated provider: FAIL... fails, MANUAL... goes to a reviewer)."
+    ),
+    owner: list[str] = typer.Option(..., "--owner", help="A beneficial owner's name (repeat)."),
+    document: list[str] = typer.Option([], "--document", help="KIND=REF, a document store reference (repeat)."),
+) -> None:
     """MERCHANT applies for KYC: the provider's checks run, the record is written with the outcome."""
     from streams.client.kyc import KycDesk, view
     from streams.domain import kyc
@@ -143,9 +162,14 @@ def apply_(merchant: str, legal_name: str = typer.Option(..., help="The company'
 
 
 @app.command("kyc-review")
-def kyc_review(merchant: str, decision: str = typer.Argument(..., help="approve | reject"),
-               reviewer: str = typer.Option(..., help="Who decides (audit trail)."),
-               clear: list[str] = typer.Option([], "--clear", help="A sanctions entry uid ruled out as a false positive (repeat).")) -> None:
+def kyc_review(
+    merchant: str,
+    decision: str = typer.Argument(..., help="approve | reject"),
+    reviewer: str = typer.Option(..., help="Who decides (audit trail)."),
+    clear: list[str] = typer.Option(
+        [], "--clear", help="A sanctions entry uid ruled out as a false positive (repeat)."
+    ),
+) -> None:
     """Decide MERCHANT's KYC case in manual review (the checks, and any sanctions match, are in `merchants kyc`)."""
     from streams.client import kyc as kyc_ops
 
@@ -175,11 +199,13 @@ def kyc_show(merchant: str) -> None:
 
 
 @app.command("kyc-reverify")
-def kyc_reverify(as_of: str = typer.Option(..., help="Event time (ISO 8601, UTC): verifications expired by then are checked again.")) -> None:
+def kyc_reverify(
+    as_of: str = typer.Option(..., help="Event time (ISO 8601, UTC): verifications expired by then are checked again."),
+) -> None:
     """Check again every verified merchant whose verification expired by AS_OF (the scheduler's daily job does this)."""
     from streams.client import kyc as kyc_ops
 
     at = datetime.fromisoformat(as_of)
-    at = at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+    at = at if at.tzinfo else at.replace(tzinfo=UTC)
     for record in kyc_ops.reverify_run(kyc_ops.KycDesk(get_settings()), at):
         print(json.dumps(kyc_ops.view(record), default=str))

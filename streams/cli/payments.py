@@ -15,7 +15,9 @@ err = Console(stderr=True, soft_wrap=True)
 
 def produce(
     file: Path = typer.Argument(..., exists=True, dir_okay=False, help="Commands as JSON lines"),
-    tokenize: bool = typer.Option(False, "--tokenize", help="Store cards in the vault and publish tokens: no PAN enters Kafka"),
+    tokenize: bool = typer.Option(
+        False, "--tokenize", help="Store cards in the vault and publish tokens: no PAN enters Kafka"
+    ),
 ) -> None:
     """Publish commands from a JSON-lines file.
 
@@ -61,7 +63,9 @@ def outcomes(
 
     settings = get_settings()
     codec = Codec("PaymentOutcome")
-    consumer = committed_reader(client_config(settings), [topic_names(settings).outcomes], from_beginning=from_beginning)
+    consumer = committed_reader(
+        client_config(settings), [topic_names(settings).outcomes], from_beginning=from_beginning
+    )
     seen = 0
     try:
         for msg in poll_until(consumer, time.monotonic() + timeout):

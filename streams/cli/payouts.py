@@ -29,10 +29,14 @@ def day_of(value: str) -> date:
 
 @app.command("run")
 def run(
-    date_: str = typer.Option(..., "--date", help="Post every send and bank answer due by the end of this day (event time, UTC)"),
+    date_: str = typer.Option(
+        ..., "--date", help="Post every send and bank answer due by the end of this day (event time, UTC)"
+    ),
     seed: int = typer.Option(0, help="The simulated bank's seed (answers are deterministic by seed and payout)"),
     fail_per_mille: int = typer.Option(20, min=0, max=1000, help="Share of payouts the bank returns"),
-    closed: list[str] = typer.Option([], "--closed-account", help="A merchant whose bank account is closed (repeatable)"),
+    closed: list[str] = typer.Option(
+        [], "--closed-account", help="A merchant whose bank account is closed (repeatable)"
+    ),
 ) -> None:
     """Idempotent: a second run for the same day posts nothing. Exits 1 if posting failed."""
     from streams.jobs.payouts import payouts_day
@@ -50,11 +54,16 @@ def run(
         client.close()
     table = Table("payout_id", "merchant", "amount", "day", "status", "reason")
     for s in result.run.statuses[-MAX_SHOWN:]:
-        table.add_row(s.payout_id, s.merchant_id, f"{s.amount_minor} {s.currency}", s.day.isoformat(), s.status,
-                      s.failure_reason)
+        table.add_row(
+            s.payout_id, s.merchant_id, f"{s.amount_minor} {s.currency}", s.day.isoformat(), s.status, s.failure_reason
+        )
     Console().print(table)
     r = result.run
-    err.print(f"payouts as of {day}: {r.count('sent')} in transit, {r.count('paid')} paid, {r.count('failed')} failed "
-              f"and reversed; {result.posted_entries} new entr(ies) posted")
+    err.print(
+        f"payouts as of {day}: {r.count('sent')} in transit, {r.count('paid')} paid, {r.count('failed')} failed "
+        f"and reversed; {result.posted_entries} new entr(ies) posted"
+    )
     if result.skipped_records:
-        err.print(f"[yellow]payouts:[/yellow] {result.skipped_records} undecodable record(s) left out (run `paystream audit`)")
+        err.print(
+            f"[yellow]payouts:[/yellow] {result.skipped_records} undecodable record(s) left out (run `paystream audit`)"
+        )

@@ -23,10 +23,15 @@ err = Console(stderr=True, soft_wrap=True)
 @app.command("report")
 def report(
     date_: datetime = typer.Option(..., "--date", formats=["%Y-%m-%d"], help="The settlement day, YYYY-MM-DD"),
-    out: Path | None = typer.Option(None, "--out", file_okay=False,
-                             help="Directory for the CSVs; default <data dir>/settlement-reports/[<namespace>/]<date>"),
-    inject_discrepancy: bool = typer.Option(False, "--inject-discrepancy",
-                                            help="Write one row 1 minor unit off, to see reconcile flag it"),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        file_okay=False,
+        help="Directory for the CSVs; default <data dir>/settlement-reports/[<namespace>/]<date>",
+    ),
+    inject_discrepancy: bool = typer.Option(
+        False, "--inject-discrepancy", help="Write one row 1 minor unit off, to see reconcile flag it"
+    ),
 ) -> None:
     """Write each rail's settlement report of a day from the providers' journals
     (PAYSTREAM_PROVIDERS_DIR) in the format `paystream reconcile` reads."""
@@ -61,7 +66,9 @@ def report(
 def evaluate_routing(
     payments: int = typer.Option(10_000, "--payments", min=100, max=200_000, help="Card creates per scenario"),
     seed: int = typer.Option(7, "--seed", min=0, help="Traffic and rails seed: the same seed, the same numbers"),
-    partitions: int = typer.Option(8, "--partitions", min=1, max=256, help="Payment partitions (routing state per partition)"),
+    partitions: int = typer.Option(
+        8, "--partitions", min=1, max=256, help="Payment partitions (routing state per partition)"
+    ),
     json_file: Path | None = typer.Option(None, "--json", dir_okay=False, help="Write the results here as JSON"),
 ) -> None:
     """Replay the rails' simulated card traffic through today's rule router and the
@@ -71,13 +78,27 @@ def evaluate_routing(
     from streams.harness.routing_eval import evaluate
 
     result = evaluate(payments, seed, partitions)
-    table = Table("scenario", "router", "approval rate", "fee bps of approved", "value bps per payment",
-                  "soft retries", "learned choices")
+    table = Table(
+        "scenario",
+        "router",
+        "approval rate",
+        "fee bps of approved",
+        "value bps per payment",
+        "soft retries",
+        "learned choices",
+    )
     for scenario, variants in result["scenarios"].items():
         for name, r in variants.items():
             if name != "learning_vs_rule":
-                table.add_row(scenario, name, f"{r['approval_rate']:.4f}", str(r["fee_bps_of_approved"]),
-                              str(r["value_bps_per_payment"]), str(r["soft_retries"]), str(r["learned_choices"]))
+                table.add_row(
+                    scenario,
+                    name,
+                    f"{r['approval_rate']:.4f}",
+                    str(r["fee_bps_of_approved"]),
+                    str(r["value_bps_per_payment"]),
+                    str(r["soft_retries"]),
+                    str(r["learned_choices"]),
+                )
     Console().print(table)
     if json_file is not None:
         json_file.write_text(json.dumps(result, indent=2) + "\n")

@@ -32,13 +32,19 @@ def rebuild(
     try:
         with Progress(*Progress.get_default_columns(), MofNCompleteColumn(), console=err) as bar:
             task = bar.add_task("replaying", total=None)
-            stats = rebuild_tables(settings, client, timeout_s=timeout,
-                                   on_progress=lambda done, total: bar.update(task, completed=done, total=total))
+            stats = rebuild_tables(
+                settings,
+                client,
+                timeout_s=timeout,
+                on_progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
     except (ClickHouseError, MigrationError, SinkError) as e:
         err.print(f"[red]rebuild:[/red] {e}")
         raise typer.Exit(1) from None
     finally:
         client.close()
     elapsed = max(time.monotonic() - started, 1e-9)
-    err.print(f"rebuild: {stats.records} records, {stats.rows_total} rows in {elapsed:.1f}s "
-              f"({stats.rows_total / elapsed:,.0f} rows/s); {stats.dead_letters} undecodable skipped")
+    err.print(
+        f"rebuild: {stats.records} records, {stats.rows_total} rows in {elapsed:.1f}s "
+        f"({stats.rows_total / elapsed:,.0f} rows/s); {stats.dead_letters} undecodable skipped"
+    )

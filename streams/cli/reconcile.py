@@ -21,8 +21,13 @@ err = Console(stderr=True, soft_wrap=True)
 
 def reconcile(
     date_: str = typer.Option(..., "--date", help="The report day to reconcile, YYYY-MM-DD"),
-    report: list[Path] = typer.Option(None, "--report", exists=True, dir_okay=False,
-                                      help="Provider report CSV (repeatable); default <data dir>/settlement-reports/[<namespace>/]<date>/*.csv"),
+    report: list[Path] = typer.Option(
+        None,
+        "--report",
+        exists=True,
+        dir_okay=False,
+        help="Provider report CSV (repeatable); default <data dir>/settlement-reports/[<namespace>/]<date>/*.csv",
+    ),
 ) -> None:
     """Match the providers' settlement reports of a day against the ledger.
 

@@ -64,6 +64,10 @@ def status() -> None:
     else:
         st = launcher.status(registry_config(settings))
         answering = st.answering
-        print(json.dumps({"url": st.url, "running": st.running, "answering": answering, "pid": st.pid, "log": str(st.log_file)}))
+        print(
+            json.dumps(
+                {"url": st.url, "running": st.running, "answering": answering, "pid": st.pid, "log": str(st.log_file)}
+            )
+        )
     if not answering:
         raise typer.Exit(1)

@@ -20,8 +20,10 @@ err = Console(stderr=True, soft_wrap=True)
 
 
 @app.command()
-def publish(file: Path = typer.Option(SHIPPED_LIST, help="A list file (format 1, docs/compliance.md)."),
-            dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be written, write nothing.")) -> None:
+def publish(
+    file: Path = typer.Option(SHIPPED_LIST, help="A list file (format 1, docs/compliance.md)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be written, write nothing."),
+) -> None:
     """Publish FILE's entries: new and changed ones, and a tombstone per uid it no longer lists."""
     from connectors.kafka.clients import command_producer
     from streams.domain.sanctions import list_updates
@@ -45,8 +47,11 @@ def publish(file: Path = typer.Option(SHIPPED_LIST, help="A list file (format 1,
     producer = command_producer(client_config(settings))
     topic = topic_names(settings).sanctions
     for uid, entry in updates:
-        producer.produce(topic, key=uid.encode(),
-                         value=None if entry is None else ENTRY_CODEC.encode(entry.to_record(target.version), check=True))
+        producer.produce(
+            topic,
+            key=uid.encode(),
+            value=None if entry is None else ENTRY_CODEC.encode(entry.to_record(target.version), check=True),
+        )
     if producer.flush(30) != 0:
         err.print("[red]sanctions publish:[/red] the broker did not acknowledge every record in 30 s")
         raise typer.Exit(1)
@@ -61,15 +66,29 @@ def list_() -> None:
 
     current, bad = read_list(get_settings())
     for e in current.entries():
-        print(json.dumps({"uid": e.uid, "kind": e.kind, "name": e.name, "aliases": list(e.aliases),
-                          "programs": list(e.programs), "country": e.country}, ensure_ascii=False))
+        print(
+            json.dumps(
+                {
+                    "uid": e.uid,
+                    "kind": e.kind,
+                    "name": e.name,
+                    "aliases": list(e.aliases),
+                    "programs": list(e.programs),
+                    "country": e.country,
+                },
+                ensure_ascii=False,
+            )
+        )
     if bad:
         err.print(f"[yellow]{bad} record(s) could not be applied[/yellow]")
 
 
 @app.command()
-def screen(name: str, threshold: int = typer.Option(THRESHOLD, min=0, max=100, help="The hit threshold (0..100)."),
-           offline: bool = typer.Option(False, "--offline", help="Against the shipped list only (no broker).")) -> None:
+def screen(
+    name: str,
+    threshold: int = typer.Option(THRESHOLD, min=0, max=100, help="The hit threshold (0..100)."),
+    offline: bool = typer.Option(False, "--offline", help="Against the shipped list only (no broker)."),
+) -> None:
     """Screen NAME as the pipeline does: the best hit and its score, or a clear miss (exit 0 either way)."""
     if offline:
         current = load_list()
@@ -79,6 +98,19 @@ def screen(name: str, threshold: int = typer.Option(THRESHOLD, min=0, max=100, h
 
         current, _ = read_list(get_settings())
     hit = current.screen(name, threshold=threshold)
-    print(json.dumps({"hit": False, "threshold": threshold} if hit is None else
-                     {"hit": True, "uid": hit.uid, "entry_name": hit.entry_name, "matched_name": hit.matched_name,
-                      "score": hit.score, "threshold": threshold, "programs": list(hit.programs)}, ensure_ascii=False))
+    print(
+        json.dumps(
+            {"hit": False, "threshold": threshold}
+            if hit is None
+            else {
+                "hit": True,
+                "uid": hit.uid,
+                "entry_name": hit.entry_name,
+                "matched_name": hit.matched_name,
+                "score": hit.score,
+                "threshold": threshold,
+                "programs": list(hit.programs),
+            },
+            ensure_ascii=False,
+        )
+    )

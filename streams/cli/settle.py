@@ -33,19 +33,35 @@ def settle(date_: str = typer.Option(..., "--date", help="The day to settle (eve
         raise typer.Exit(1) from None
     finally:
         client.close()
-    table = Table("merchant", "currency", "net_minor", "carried_in_minor", "payout_minor", "paid", "fx_rate", "payout_id")
+    table = Table(
+        "merchant", "currency", "net_minor", "carried_in_minor", "payout_minor", "paid", "fx_rate", "payout_id"
+    )
     for s in result.run.settlements:
         paid = f"{s.paid_minor} {s.paid_currency}" if s.payout_id else (f"refused: {s.refused}" if s.refused else "")
-        table.add_row(s.merchant_id, s.currency, str(s.net_minor), str(s.carried_in_minor), str(s.payout_minor),
-                      paid, s.fx_rate, s.payout_id or "")
+        table.add_row(
+            s.merchant_id,
+            s.currency,
+            str(s.net_minor),
+            str(s.carried_in_minor),
+            str(s.payout_minor),
+            paid,
+            s.fx_rate,
+            s.payout_id or "",
+        )
     Console().print(table)
     run = result.run
-    err.print(f"settle {day}: {len(run.settlements)} settlement(s), {len(run.payouts)} payout(s), "
-              f"{len(result.posted_entry_ids)} new entr(ies) posted")
+    err.print(
+        f"settle {day}: {len(run.settlements)} settlement(s), {len(run.payouts)} payout(s), "
+        f"{len(result.posted_entry_ids)} new entr(ies) posted"
+    )
     if result.skipped_records:
-        err.print(f"[yellow]settle:[/yellow] {result.skipped_records} undecodable record(s) left out (run `paystream audit`)")
+        err.print(
+            f"[yellow]settle:[/yellow] {result.skipped_records} undecodable record(s) left out (run `paystream audit`)"
+        )
     refused = [s for s in run.settlements if s.refused]
     if refused:
-        err.print(f"[red]settle {day}: {len(refused)} owed but not paid:[/red] "
-                  + ", ".join(f"{s.merchant_id} {s.currency} ({s.refused})" for s in refused[:MAX_SHOWN]))
+        err.print(
+            f"[red]settle {day}: {len(refused)} owed but not paid:[/red] "
+            + ", ".join(f"{s.merchant_id} {s.currency} ({s.refused})" for s in refused[:MAX_SHOWN])
+        )
         raise typer.Exit(1)

@@ -44,4 +44,6 @@ def sink(
         raise typer.Exit(3) from None
     finally:
         client.close()
-    err.print(f"sink: stopped after {stats.records} records, {stats.rows_total} rows, {stats.dead_letters} dead letters")
+    err.print(
+        f"sink: stopped after {stats.records} records, {stats.rows_total} rows, {stats.dead_letters} dead letters"
+    )

@@ -53,8 +53,9 @@ def _per_partition(settings: Settings, topics: list[str], offsets: Any) -> dict[
         c.close()
 
 
-def book_records(settings: Settings, on_record: Any = None,
-                 ends: dict[tuple[str, int], int] | None = None) -> Iterator[tuple[str, int, int, Any]]:
+def book_records(
+    settings: Settings, on_record: Any = None, ends: dict[tuple[str, int], int] | None = None
+) -> Iterator[tuple[str, int, int, Any]]:
     """(topic, partition, offset, record or DecodeError) of payment-events and ledger-entries,
     up to `ends` (default: the end offsets when reading starts); first a LogStart for
     each partition whose log no longer starts at offset 0 (they are kept forever)."""
@@ -74,7 +75,9 @@ def live_balances(settings: Settings) -> dict[tuple[str, str], int]:
     tombstone is zero), summed over the partitions: an account can live in several shards
     (a split payment credits its sellers in the platform's shard, a hot merchant's sub-ledgers)."""
     latest: dict[tuple[int, bytes], bytes | None] = {}
-    for msg in read_to_end(client_config(settings), [changelog_topic(settings.app_id, "ledger-balances")], settings.partitions):
+    for msg in read_to_end(
+        client_config(settings), [changelog_topic(settings.app_id, "ledger-balances")], settings.partitions
+    ):
         latest[(msg.partition(), msg.key())] = msg.value()
     total: dict[tuple[str, str], int] = {}
     for (_, key), value in latest.items():
@@ -87,7 +90,9 @@ def live_balances(settings: Settings) -> dict[tuple[str, str], int]:
 def live_chain_heads(settings: Settings) -> dict[int, ChainHead]:
     heads: dict[int, ChainHead] = {}
     keys = {chain_key(p): p for p in range(settings.partitions)}
-    for msg in read_to_end(client_config(settings), [changelog_topic(settings.app_id, "payments-timers")], settings.partitions):
+    for msg in read_to_end(
+        client_config(settings), [changelog_topic(settings.app_id, "payments-timers")], settings.partitions
+    ):
         p = keys.get(msg.key())
         if p is not None and msg.value() is not None:
             heads[p] = ChainHead.from_bytes(p, msg.value())
@@ -96,4 +101,7 @@ def live_chain_heads(settings: Settings) -> dict[int, ChainHead]:
 
 def public_keys(settings: Settings) -> dict[str, Ed25519PublicKey]:
     """Every signing key's public half, by key id: what the audit verifies against."""
-    return {key_id: Ed25519PublicKey.from_public_bytes(b) for key_id, b in FileKeyStore(settings.keys_dir).public_keys().items()}
+    return {
+        key_id: Ed25519PublicKey.from_public_bytes(b)
+        for key_id, b in FileKeyStore(settings.keys_dir).public_keys().items()
+    }

@@ -20,7 +20,9 @@ CASE_SCHEMA, DECISION_SCHEMA = "MonitoringCase", "MonitoringDecision"
 FLUSH_S = 30
 
 
-def fold_cases(cases: Iterable[Mapping[str, Any] | None], decisions: Iterable[Mapping[str, Any] | None]) -> list[dict[str, Any]]:
+def fold_cases(
+    cases: Iterable[Mapping[str, Any] | None], decisions: Iterable[Mapping[str, Any] | None]
+) -> list[dict[str, Any]]:
     """Every case (the latest record per case id; None: a tombstone or an unreadable record)
     with its `status` and the `decisions` that took effect, oldest opened first."""
     by_id: dict[str, Mapping[str, Any]] = {}
@@ -53,7 +55,9 @@ def view(case_or_decision: Mapping[str, Any]) -> dict[str, Any]:
     return _jsonable(case_or_decision)
 
 
-def select(cases: Iterable[Mapping[str, Any]], status: str | None = None, rule: str | None = None) -> list[Mapping[str, Any]]:
+def select(
+    cases: Iterable[Mapping[str, Any]], status: str | None = None, rule: str | None = None
+) -> list[Mapping[str, Any]]:
     return [c for c in cases if (status is None or c["status"] == status) and (rule is None or c["rule"] == rule)]
 
 
@@ -84,8 +88,11 @@ class CaseQueue:
             raise MonitoringError("case_not_found", f"no case {case_id}")
         record = decision_record(case_id, case["status"], decision, operator, reason, at)
         producer = command_producer(client_config(self.settings))
-        producer.produce(topic_names(self.settings).monitoring_decisions, key=record["decision_id"].encode(),
-                         value=Codec(DECISION_SCHEMA).encode(record, check=True))
+        producer.produce(
+            topic_names(self.settings).monitoring_decisions,
+            key=record["decision_id"].encode(),
+            value=Codec(DECISION_SCHEMA).encode(record, check=True),
+        )
         if producer.flush(FLUSH_S) != 0:
             raise RuntimeError(f"the broker did not acknowledge the decision in {FLUSH_S} s")
         return record

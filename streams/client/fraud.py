@@ -9,8 +9,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from models.blocklist import BlockEntry, Blocklist, BlocklistError
 from schemas.ids import derive_command_id
@@ -27,8 +28,16 @@ def fraud_topic(settings: Settings, base: str) -> str:
     return prefixed(settings, base)
 
 
-def block_record(kind: str, value: str, action: str, reason: str, at: datetime, *, actor: str | None = None,
-                 expires_at: datetime | None = None) -> tuple[bytes, dict[str, Any]]:
+def block_record(
+    kind: str,
+    value: str,
+    action: str,
+    reason: str,
+    at: datetime,
+    *,
+    actor: str | None = None,
+    expires_at: datetime | None = None,
+) -> tuple[bytes, dict[str, Any]]:
     """(key, FraudBlockEntry record); raises BlocklistError with a clear message."""
     entry = BlockEntry.make(kind, value, action, reason, at, actor, expires_at)
     return entry.key.encode(), entry.to_record()
@@ -48,9 +57,19 @@ def fold_blocklist(records: Iterable[Mapping[str, Any] | None]) -> tuple[Blockli
     return blocklist, bad
 
 
-def label_record(payment_id: str, card_token: str, merchant_id: str, *, fraud: bool, source: str,
-                 tx_occurred_at: datetime, at: datetime, amount_minor: int | None = None,
-                 currency: str | None = None, reason_code: str | None = None) -> tuple[bytes, dict[str, Any]]:
+def label_record(
+    payment_id: str,
+    card_token: str,
+    merchant_id: str,
+    *,
+    fraud: bool,
+    source: str,
+    tx_occurred_at: datetime,
+    at: datetime,
+    amount_minor: int | None = None,
+    currency: str | None = None,
+    reason_code: str | None = None,
+) -> tuple[bytes, dict[str, Any]]:
     """(key = card token, FraudLabel record). The label id is derived from the payment,
     the source and the verdict, so labelling the same payment twice the same way is one
     label (the risk stage applies a label_id once)."""
@@ -60,13 +79,23 @@ def label_record(payment_id: str, card_token: str, merchant_id: str, *, fraud: b
         raise ValueError("a label cannot be known before its transaction happened")
     label_id = derive_command_id(payment_id, "label", source, "fraud" if fraud else "genuine")
     return card_token.encode(), {
-        "label_id": label_id, "payment_id": payment_id, "card_token": card_token, "merchant_id": merchant_id,
-        "fraud": fraud, "source": source, "tx_occurred_at": tx_occurred_at, "occurred_at": at,
-        "amount_minor": amount_minor, "currency": currency, "reason_code": reason_code,
+        "label_id": label_id,
+        "payment_id": payment_id,
+        "card_token": card_token,
+        "merchant_id": merchant_id,
+        "fraud": fraud,
+        "source": source,
+        "tx_occurred_at": tx_occurred_at,
+        "occurred_at": at,
+        "amount_minor": amount_minor,
+        "currency": currency,
+        "reason_code": reason_code,
     }
 
 
-def open_reviews(reviews: Iterable[Mapping[str, Any]], resolved_payment_ids: Iterable[str] = ()) -> list[Mapping[str, Any]]:
+def open_reviews(
+    reviews: Iterable[Mapping[str, Any]], resolved_payment_ids: Iterable[str] = ()
+) -> list[Mapping[str, Any]]:
     """The review records not yet resolved, one per payment (the latest), oldest first."""
     done = set(resolved_payment_ids)
     latest: dict[str, Mapping[str, Any]] = {}
@@ -75,7 +104,9 @@ def open_reviews(reviews: Iterable[Mapping[str, Any]], resolved_payment_ids: Ite
     return sorted((r for pid, r in latest.items() if pid not in done), key=lambda r: r["occurred_at"])
 
 
-def resolve_command(review: Mapping[str, Any], decision: str, at: datetime, operator: str) -> tuple[bytes, dict[str, Any]]:
+def resolve_command(
+    review: Mapping[str, Any], decision: str, at: datetime, operator: str
+) -> tuple[bytes, dict[str, Any]]:
     """(key = payment_id, ValidatedCommand review_resolve) for the payments stage. One
     idempotency key per review: resolving it again is a replay, or a conflict if the
     decision changed."""

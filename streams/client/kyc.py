@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from connectors.kafka.clients import command_producer
@@ -26,8 +26,9 @@ def application_id(merchant_id: str, at: datetime) -> str:
     return "kyc_" + hashlib.sha256(f"{merchant_id}\x1f{at.isoformat()}".encode()).hexdigest()[:24]
 
 
-def submit(record: Mapping[str, Any] | None, merchant_id: str, app: Mapping[str, Any], at: datetime,
-           sanctions: SanctionsList) -> dict[str, Any]:
+def submit(
+    record: Mapping[str, Any] | None, merchant_id: str, app: Mapping[str, Any], at: datetime, sanctions: SanctionsList
+) -> dict[str, Any]:
     """Apply and run the provider's checks (simulated: synchronous). A merchant without
     a record is registered pending by its application."""
     base = record if record is not None else merchants.merchant_record(merchant_id, updated_at=at)
@@ -36,9 +37,15 @@ def submit(record: Mapping[str, Any] | None, merchant_id: str, app: Mapping[str,
     return merchants.with_case(base, case, at)
 
 
-def open_connected_account(registry: Mapping[str, Mapping[str, Any]], platform_id: str, account_id: str,
-                           app: Mapping[str, Any], at: datetime, sanctions: SanctionsList,
-                           settlement_currency: str = "USD") -> list[dict[str, Any]]:
+def open_connected_account(
+    registry: Mapping[str, Mapping[str, Any]],
+    platform_id: str,
+    account_id: str,
+    app: Mapping[str, Any],
+    at: datetime,
+    sanctions: SanctionsList,
+    settlement_currency: str = "USD",
+) -> list[dict[str, Any]]:
     """A marketplace opens a connected account for a seller (Stripe's POST /v1/accounts):
     registered naming its platform, its KYC application checked as any merchant's; once
     verified it is connected (the platform's record lists it, so its creates may split
@@ -50,8 +57,9 @@ def open_connected_account(registry: Mapping[str, Mapping[str, Any]], platform_i
         raise merchants.MerchantError("the platform must be a registered, verified merchant")
     if platform.get("platform_id") is not None:
         raise merchants.MerchantError("a connected account cannot open accounts of its own")
-    base = merchants.merchant_record(account_id, settlement_currency=settlement_currency, platform_id=platform_id,
-                                     updated_at=at)
+    base = merchants.merchant_record(
+        account_id, settlement_currency=settlement_currency, platform_id=platform_id, updated_at=at
+    )
     account = submit(base, account_id, app, at, sanctions)
     if account["kyc_status"] != "verified":
         return [account]
@@ -65,7 +73,9 @@ def review(record: Mapping[str, Any], decision: str, reviewer: str, at: datetime
     return merchants.with_case(record, kyc.reviewed(record["kyc"], decision, reviewer, at, cleared), at)
 
 
-def reverify_due(registry: Mapping[str, Mapping[str, Any]], at: datetime, sanctions: SanctionsList) -> list[dict[str, Any]]:
+def reverify_due(
+    registry: Mapping[str, Mapping[str, Any]], at: datetime, sanctions: SanctionsList
+) -> list[dict[str, Any]]:
     """Every verified merchant whose verification expired by `at`, checked again."""
     out = []
     for merchant_id in sorted(registry):
@@ -80,7 +90,7 @@ def reverify_due(registry: Mapping[str, Mapping[str, Any]], at: datetime, sancti
 def day_end(day: date) -> datetime:
     """The last millisecond of a UTC day: the scheduler's `kyc_reverify` checks the
     verifications expired by then (the Avro timestamp's precision)."""
-    return datetime.combine(day + timedelta(days=1), time(), timezone.utc) - timedelta(milliseconds=1)
+    return datetime.combine(day + timedelta(days=1), time(), UTC) - timedelta(milliseconds=1)
 
 
 def reverify_run(desk: Any, at: datetime) -> list[dict[str, Any]]:
@@ -96,10 +106,15 @@ def reverify_run(desk: Any, at: datetime) -> list[dict[str, Any]]:
 def view(record: Mapping[str, Any]) -> dict[str, Any]:
     """What the merchant (API) and the reviewer (CLI) see of a case: no owners' names."""
     case = record.get("kyc") or {}
-    return {"merchant_id": record["merchant_id"], "kyc_status": record["kyc_status"],
-            "application_id": case.get("application_id"), "state": case.get("state"),
-            "checks": case.get("checks", []), "verified_until": case.get("verified_until"),
-            "reviewer": case.get("reviewer")}
+    return {
+        "merchant_id": record["merchant_id"],
+        "kyc_status": record["kyc_status"],
+        "application_id": case.get("application_id"),
+        "state": case.get("state"),
+        "checks": case.get("checks", []),
+        "verified_until": case.get("verified_until"),
+        "reviewer": case.get("reviewer"),
+    }
 
 
 class KycDesk:
@@ -119,8 +134,11 @@ class KycDesk:
     def write(self, record: Mapping[str, Any]) -> None:
 
         producer = command_producer(client_config(self.settings))
-        producer.produce(topic_names(self.settings).merchants, key=record["merchant_id"].encode(),
-                         value=Codec("MerchantRecord").encode(dict(record), check=True))
+        producer.produce(
+            topic_names(self.settings).merchants,
+            key=record["merchant_id"].encode(),
+            value=Codec("MerchantRecord").encode(dict(record), check=True),
+        )
         if producer.flush(30) != 0:
             raise RuntimeError("the broker did not acknowledge the registry record in 30 s")
 

@@ -34,7 +34,12 @@ STALL_S = 180.0
 class Observer:
     def __init__(self, settings: Settings, *, from_beginning: bool = False) -> None:
         names = topic_names(settings)
-        self.outcomes_topic, self.dlq_topic, self.events_topic, self.ledger_topic = names.outcomes, names.dlq, names.events, names.ledger
+        self.outcomes_topic, self.dlq_topic, self.events_topic, self.ledger_topic = (
+            names.outcomes,
+            names.dlq,
+            names.events,
+            names.ledger,
+        )
         self.partitions = settings.partitions
         self.consumer: Consumer = committed_reader(client_config(settings), [])
         assignment = []
@@ -76,7 +81,9 @@ class Observer:
                         self.expected_entry_ids.add(posting.entry.entry_id)
                 elif msg.topic() == self.ledger_topic:
                     self.entry_ids.add(ENTRY_CODEC.decode(msg.value())["entry_id"])
-                    self.last_entry_offset[msg.partition()] = max(msg.offset(), self.last_entry_offset.get(msg.partition(), -1))
+                    self.last_entry_offset[msg.partition()] = max(
+                        msg.offset(), self.last_entry_offset.get(msg.partition(), -1)
+                    )
                 else:
                     # A dead letter's id derives from its source position, so a second copy from the
                     # same stage (one the dead-letter marks let through: counted, a chaos run fails
@@ -92,7 +99,16 @@ class Observer:
                 self.undecodable += 1
         return len(msgs)
 
-    def wait_for(self, command_ids: set[str], dead_letters: int, timeout_s: float, on_progress=None, *, on_stall=None, stall_s: float = STALL_S) -> bool:  # type: ignore[no-untyped-def]
+    def wait_for(
+        self,
+        command_ids: set[str],
+        dead_letters: int,
+        timeout_s: float,
+        on_progress=None,
+        *,
+        on_stall=None,
+        stall_s: float = STALL_S,
+    ) -> bool:  # type: ignore[no-untyped-def]
         """Poll until every command id has an outcome and `dead_letters` DLQ records
         arrived, or the deadline; True if all arrived. `on_progress(done, dlq)` is
         called after each poll; `on_stall()` when nothing new arrived for `stall_s`
@@ -135,8 +151,7 @@ class Observer:
         """The ledger agent has applied every entry seen so far: its group's committed
         offset is past the last one in each partition."""
         if self.group is None:  # reads the pipeline's committed offsets; never joins the group, never commits
-            self.group = Consumer({**self.client, "group.id": self.app_id,
-                                   "enable.auto.commit": False, "log_level": 3})
+            self.group = Consumer({**self.client, "group.id": self.app_id, "enable.auto.commit": False, "log_level": 3})
         tps = [TopicPartition(self.ledger_topic, p) for p in self.last_entry_offset]
         committed = {tp.partition: tp.offset for tp in self.group.committed(tps, timeout=10)} if tps else {}
         return all(committed.get(p, -1) > last for p, last in self.last_entry_offset.items())

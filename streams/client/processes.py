@@ -33,40 +33,51 @@ class WorkerProcess:
 
     def env(self) -> dict[str, str]:
         s = self.settings
-        # The child's Kafka security is the parent's, set in env or in code (the password as well: env is how it travels).
-        optional = {"PAYSTREAM_METRICS_PORT": s.metrics_port, "PAYSTREAM_PROVIDER_SCHEDULE_FILE": s.provider_schedule_file,
-                    "PAYSTREAM_ROUTING_LOG_DIR": s.routing_log_dir,
-                    "PAYSTREAM_KAFKA_SASL_USERNAME": s.kafka_sasl_username,
-                    "PAYSTREAM_KAFKA_SASL_PASSWORD": s.kafka_sasl_password.get_secret_value() if s.kafka_sasl_password else None,
-                    "PAYSTREAM_KAFKA_SSL_CA_FILE": s.kafka_ssl_ca_file, "PAYSTREAM_KAFKA_SSL_CERT_FILE": s.kafka_ssl_cert_file,
-                    "PAYSTREAM_KAFKA_SSL_KEY_FILE": s.kafka_ssl_key_file,
-                    # The child switches its codecs as the parent did (streams/cli/main.py, configure).
-                    "PAYSTREAM_SCHEMA_REGISTRY_URL": s.schema_registry_url,
-                    "PAYSTREAM_SCHEMA_REGISTRY_AUTH_FILE": s.schema_registry_auth_file}
-        return os.environ | {k: str(v) for k, v in optional.items() if v is not None} | {
-            "PAYSTREAM_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
-            # With these the child knows every node of an embedded cluster (bootstrap_servers):
-            # a worker restarted while node 1 is down still finds the other two.
-            "PAYSTREAM_KAFKA_EMBEDDED_PORT": str(s.kafka_embedded_port),
-            "PAYSTREAM_KAFKA_BROKERS": str(s.kafka_brokers),
-            "PAYSTREAM_PARTITIONS": str(s.partitions),
-            "PAYSTREAM_REPLICATION_FACTOR": str(s.replication_factor),
-            "PAYSTREAM_NAMESPACE": s.namespace,
-            "PAYSTREAM_WORKER_NAME": s.worker_name,
-            "PAYSTREAM_SESSION_TIMEOUT_S": str(s.session_timeout_s),
-            "PAYSTREAM_WORKER_STALL_S": str(s.worker_stall_s),
-            "PAYSTREAM_DATA_DIR": str(s.data_dir),
-            "PAYSTREAM_KEYS_DIR": str(s.keys_dir),
-            "PAYSTREAM_COMMIT_INTERVAL_MS": str(s.commit_interval_ms),
-            "PAYSTREAM_COMMIT_IDLE_MS": str(s.commit_idle_ms),
-            "PAYSTREAM_PROVIDERS": s.providers,
-            "PAYSTREAM_PROVIDER_SEED": str(s.provider_seed),
-            "PAYSTREAM_PROVIDERS_DIR": str(s.providers_dir),  # workers with their own data dirs share one provider
-            "PAYSTREAM_FRAUD_SCORING": str(s.fraud_scoring).lower(),
-            "PAYSTREAM_ROUTING_LEARN": str(s.routing_learn).lower(),  # the whole group routes alike
-            "PAYSTREAM_KAFKA_SECURITY_PROTOCOL": s.kafka_security_protocol,
-            "PAYSTREAM_KAFKA_SASL_MECHANISM": s.kafka_sasl_mechanism,
+        # The child's Kafka security is the parent's, set in env or in code (the password as well: env is how it
+        # travels).
+        optional = {
+            "PAYSTREAM_METRICS_PORT": s.metrics_port,
+            "PAYSTREAM_PROVIDER_SCHEDULE_FILE": s.provider_schedule_file,
+            "PAYSTREAM_ROUTING_LOG_DIR": s.routing_log_dir,
+            "PAYSTREAM_KAFKA_SASL_USERNAME": s.kafka_sasl_username,
+            "PAYSTREAM_KAFKA_SASL_PASSWORD": s.kafka_sasl_password.get_secret_value()
+            if s.kafka_sasl_password
+            else None,
+            "PAYSTREAM_KAFKA_SSL_CA_FILE": s.kafka_ssl_ca_file,
+            "PAYSTREAM_KAFKA_SSL_CERT_FILE": s.kafka_ssl_cert_file,
+            "PAYSTREAM_KAFKA_SSL_KEY_FILE": s.kafka_ssl_key_file,
+            # The child switches its codecs as the parent did (streams/cli/main.py, configure).
+            "PAYSTREAM_SCHEMA_REGISTRY_URL": s.schema_registry_url,
+            "PAYSTREAM_SCHEMA_REGISTRY_AUTH_FILE": s.schema_registry_auth_file,
         }
+        return (
+            os.environ
+            | {k: str(v) for k, v in optional.items() if v is not None}
+            | {
+                "PAYSTREAM_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
+                # With these the child knows every node of an embedded cluster (bootstrap_servers):
+                # a worker restarted while node 1 is down still finds the other two.
+                "PAYSTREAM_KAFKA_EMBEDDED_PORT": str(s.kafka_embedded_port),
+                "PAYSTREAM_KAFKA_BROKERS": str(s.kafka_brokers),
+                "PAYSTREAM_PARTITIONS": str(s.partitions),
+                "PAYSTREAM_REPLICATION_FACTOR": str(s.replication_factor),
+                "PAYSTREAM_NAMESPACE": s.namespace,
+                "PAYSTREAM_WORKER_NAME": s.worker_name,
+                "PAYSTREAM_SESSION_TIMEOUT_S": str(s.session_timeout_s),
+                "PAYSTREAM_WORKER_STALL_S": str(s.worker_stall_s),
+                "PAYSTREAM_DATA_DIR": str(s.data_dir),
+                "PAYSTREAM_KEYS_DIR": str(s.keys_dir),
+                "PAYSTREAM_COMMIT_INTERVAL_MS": str(s.commit_interval_ms),
+                "PAYSTREAM_COMMIT_IDLE_MS": str(s.commit_idle_ms),
+                "PAYSTREAM_PROVIDERS": s.providers,
+                "PAYSTREAM_PROVIDER_SEED": str(s.provider_seed),
+                "PAYSTREAM_PROVIDERS_DIR": str(s.providers_dir),  # workers with their own data dirs share one provider
+                "PAYSTREAM_FRAUD_SCORING": str(s.fraud_scoring).lower(),
+                "PAYSTREAM_ROUTING_LEARN": str(s.routing_learn).lower(),  # the whole group routes alike
+                "PAYSTREAM_KAFKA_SECURITY_PROTOCOL": s.kafka_security_protocol,
+                "PAYSTREAM_KAFKA_SASL_MECHANISM": s.kafka_sasl_mechanism,
+            }
+        )
 
     def start(self) -> WorkerProcess:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -89,8 +100,10 @@ class WorkerProcess:
         now_s = time.monotonic() if now_s is None else now_s
         recent = self._recent_restarts_s
         if len(recent) == MAX_RESTARTS and now_s - recent[0] < RESTART_WINDOW_S:
-            raise RuntimeError(f"worker {why} after {MAX_RESTARTS} restarts in {now_s - recent[0]:.0f}s"
-                               f" ({self.restarts} in all):\n{self.log_tail()}")
+            raise RuntimeError(
+                f"worker {why} after {MAX_RESTARTS} restarts in {now_s - recent[0]:.0f}s"
+                f" ({self.restarts} in all):\n{self.log_tail()}"
+            )
         recent.append(now_s)
         self.restarts += 1
         self.kill()
@@ -158,13 +171,15 @@ class SchedulerProcess(WorkerProcess):
 
     def env(self) -> dict[str, str]:
         s = self.settings
-        extra = {"PAYSTREAM_SCHEDULER_TICK_INTERVAL_S": str(s.scheduler_tick_interval_s),
-                 "PAYSTREAM_SCHEDULER_TICK_LAG_S": str(s.scheduler_tick_lag_s),
-                 "PAYSTREAM_SCHEDULER_JOBS": s.scheduler_jobs,
-                 "PAYSTREAM_SCHEDULER_JOBS_DELAY_S": str(s.scheduler_jobs_delay_s),
-                 "PAYSTREAM_SCHEDULER_JOBS_CHECK_S": str(s.scheduler_jobs_check_s),
-                 "PAYSTREAM_CLICKHOUSE_URL": s.clickhouse_url,
-                 "PAYSTREAM_CLICKHOUSE_DATABASE": s.clickhouse_database}
+        extra = {
+            "PAYSTREAM_SCHEDULER_TICK_INTERVAL_S": str(s.scheduler_tick_interval_s),
+            "PAYSTREAM_SCHEDULER_TICK_LAG_S": str(s.scheduler_tick_lag_s),
+            "PAYSTREAM_SCHEDULER_JOBS": s.scheduler_jobs,
+            "PAYSTREAM_SCHEDULER_JOBS_DELAY_S": str(s.scheduler_jobs_delay_s),
+            "PAYSTREAM_SCHEDULER_JOBS_CHECK_S": str(s.scheduler_jobs_check_s),
+            "PAYSTREAM_CLICKHOUSE_URL": s.clickhouse_url,
+            "PAYSTREAM_CLICKHOUSE_DATABASE": s.clickhouse_database,
+        }
         return super().env() | extra
 
 

@@ -79,8 +79,14 @@ def tokenize_commands(records: list[dict[str, Any]], vault: VaultT) -> list[dict
             if len(errors) < MAX_FILE_ERRORS:
                 errors.append(f"command {n} ({mask_pans(record['command_id'])[0]}): {e}")
             continue
-        token = {"token": ref.token, "bin": ref.bin, "last4": ref.last4, "brand": ref.brand,
-                 "exp_month": card["exp_month"], "exp_year": card["exp_year"]}
+        token = {
+            "token": ref.token,
+            "bin": ref.bin,
+            "last4": ref.last4,
+            "brand": ref.brand,
+            "exp_month": card["exp_month"],
+            "exp_year": card["exp_year"],
+        }
         out.append(record | {"card": None, "card_token": token})
     if errors:
         raise CommandFileError(errors)

@@ -54,7 +54,11 @@ def wait_for_registry(settings: Settings) -> None:
     """Return once the registry answers a subjects listing. A refusal (401, 403) is
     final at once; a registry not up yet (connection refused, 5xx) is retried until
     the deadline, so a process may start before its registry does."""
-    probe, url, timeout_s = registry_client(settings, retries=0), settings.schema_registry_url, settings.schema_registry_wait_s
+    probe, url, timeout_s = (
+        registry_client(settings, retries=0),
+        settings.schema_registry_url,
+        settings.schema_registry_wait_s,
+    )
     deadline = time.monotonic() + timeout_s
     while True:
         try:

@@ -22,9 +22,19 @@ FLUSH_TIMEOUT_S = 30
 
 
 def _blank(kind: str, at: datetime) -> dict[str, Any]:
-    return {"command_id": f"subcmd_{uuid.uuid4().hex}", "kind": kind, "subscription_id": None, "merchant_id": None,
-            "occurred_at": at, "plan": None, "card_token": None, "anchor_at": None, "trial_days": 0,
-            "at_period_end": False, "outcome": None}
+    return {
+        "command_id": f"subcmd_{uuid.uuid4().hex}",
+        "kind": kind,
+        "subscription_id": None,
+        "merchant_id": None,
+        "occurred_at": at,
+        "plan": None,
+        "card_token": None,
+        "anchor_at": None,
+        "trial_days": 0,
+        "at_period_end": False,
+        "outcome": None,
+    }
 
 
 def publish(settings: Settings, commands: list[dict[str, Any]]) -> None:
@@ -44,26 +54,55 @@ def read_subscriptions(settings: Settings) -> list[Subscription]:
 
     latest: dict[bytes, bytes | None] = {}
     try:
-        for msg in read_to_end(client_config(settings), [changelog_topic(settings.app_id, "subscriptions")], settings.partitions):
+        for msg in read_to_end(
+            client_config(settings), [changelog_topic(settings.app_id, "subscriptions")], settings.partitions
+        ):
             latest[msg.key()] = msg.value()
     except MissingTopic:
         return []
-    return sorted((Subscription.from_json(v) for v in latest.values() if v is not None), key=lambda s: s.subscription_id)
+    return sorted(
+        (Subscription.from_json(v) for v in latest.values() if v is not None), key=lambda s: s.subscription_id
+    )
 
 
-def create_command(merchant: str, key: str, card_token: dict[str, Any], amount_minor: int, currency: str, interval: str,
-                   every: int, trial_days: int, anchor: datetime | None, at: datetime) -> dict[str, Any]:
+def create_command(
+    merchant: str,
+    key: str,
+    card_token: dict[str, Any],
+    amount_minor: int,
+    currency: str,
+    interval: str,
+    every: int,
+    trial_days: int,
+    anchor: datetime | None,
+    at: datetime,
+) -> dict[str, Any]:
     return _blank("create", at) | {
-        "subscription_id": derive_subscription_id(merchant, key), "merchant_id": merchant, "card_token": card_token,
+        "subscription_id": derive_subscription_id(merchant, key),
+        "merchant_id": merchant,
+        "card_token": card_token,
         "plan": {"amount_minor": amount_minor, "currency": currency, "interval": interval, "interval_count": every},
-        "anchor_at": anchor, "trial_days": trial_days}
+        "anchor_at": anchor,
+        "trial_days": trial_days,
+    }
 
 
 def cancel_command(merchant: str, subscription_id: str, at_period_end: bool, at: datetime) -> dict[str, Any]:
-    return _blank("cancel", at) | {"subscription_id": subscription_id, "merchant_id": merchant, "at_period_end": at_period_end}
+    return _blank("cancel", at) | {
+        "subscription_id": subscription_id,
+        "merchant_id": merchant,
+        "at_period_end": at_period_end,
+    }
 
 
 def change_plan_command(sub: Subscription, amount_minor: int, at: datetime) -> dict[str, Any]:
     return _blank("change_plan", at) | {
-        "subscription_id": sub.subscription_id, "merchant_id": sub.merchant_id,
-        "plan": {"amount_minor": amount_minor, "currency": sub.currency, "interval": sub.interval, "interval_count": sub.interval_count}}
+        "subscription_id": sub.subscription_id,
+        "merchant_id": sub.merchant_id,
+        "plan": {
+            "amount_minor": amount_minor,
+            "currency": sub.currency,
+            "interval": sub.interval,
+            "interval_count": sub.interval_count,
+        },
+    }

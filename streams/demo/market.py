@@ -39,7 +39,8 @@ def market_records(as_of: datetime) -> list[dict[str, Any]]:
     records = []
     for seller in SELLERS:
         platform, account = connect_account(
-            platform, merchant_record(seller, kyc_status="verified", settlement_currency="USD", updated_at=as_of), as_of)
+            platform, merchant_record(seller, kyc_status="verified", settlement_currency="USD", updated_at=as_of), as_of
+        )
         records.append(account)
     return [*records, platform]
 
@@ -99,8 +100,14 @@ def run_marketplace(settings: Settings, observer: Observer, seed: int, day: date
     # settled already and posts nothing new, so it waits for nothing it will never see.
     posted = settled.posted_entry_ids | {e.entry_id for e in paid.run.entries}
     deadline = time.monotonic() + timeout_s
-    applied = observer.wait_until(lambda: posted <= observer.entry_ids and observer.ledger_caught_up(),
-                                  max(1.0, deadline - time.monotonic()))
+    applied = observer.wait_until(
+        lambda: posted <= observer.entry_ids and observer.ledger_caught_up(), max(1.0, deadline - time.monotonic())
+    )
     payments, accounts = split_counts(observer.events)
-    return Marketplace(payments, accounts, len(paid.run.statuses), paid.run.count("failed"),
-                       completed=applied and paid.run.count("sent") == 0)
+    return Marketplace(
+        payments,
+        accounts,
+        len(paid.run.statuses),
+        paid.run.count("failed"),
+        completed=applied and paid.run.count("sent") == 0,
+    )

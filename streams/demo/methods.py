@@ -20,8 +20,8 @@ from models.blocklist import account_digest, shipped_entries
 from schemas.codec import Codec
 from schemas.ids import derive_payment_id
 from schemas.times import from_ms, to_ms
-from streams.client.observe import Observer
 from streams.client.fraud import block_record
+from streams.client.observe import Observer
 from streams.client.publish import publish_commands
 from streams.settings import Settings, client_config
 from streams.topics import topic_names
@@ -46,8 +46,9 @@ class BankNotices:
     returned: int = 0  # bank_return applied (before or after the settlement)
 
 
-def bank_notice_commands(events: Mapping[str, list[dict[str, Any]]], rails: Mapping[str, Rail],
-                         run_id: str) -> list[dict[str, Any]]:
+def bank_notice_commands(
+    events: Mapping[str, list[dict[str, Any]]], rails: Mapping[str, Rail], run_id: str
+) -> list[dict[str, Any]]:
     """One bank_settle / bank_return per notice the submitting rail gives for each
     submitted transfer (rails that are not bank rails, e.g. the test provider, give none).
     In event-time order, so a payment's settlement comes before its return."""
@@ -61,12 +62,22 @@ def bank_notice_commands(events: Mapping[str, list[dict[str, Any]]], rails: Mapp
             notices.append((at_ms, pid, kind, code, submitted["merchant_id"]))
     out = []
     for at_ms, pid, kind, code, merchant in sorted(notices):
-        out.append({
-            "command_id": f"cmd_{run_id}_bank_{len(out)}", "kind": f"bank_{kind}", "merchant_id": merchant,
-            "idempotency_key": f"{pid}-bank-{kind}", "payment_id": pid, "amount_minor": None, "currency": None,
-            "capture_method": None, "card": None, "metadata": {}, "occurred_at": from_ms(at_ms),
-            "bank_notice": {"return_code": code} if code else None,
-        })
+        out.append(
+            {
+                "command_id": f"cmd_{run_id}_bank_{len(out)}",
+                "kind": f"bank_{kind}",
+                "merchant_id": merchant,
+                "idempotency_key": f"{pid}-bank-{kind}",
+                "payment_id": pid,
+                "amount_minor": None,
+                "currency": None,
+                "capture_method": None,
+                "card": None,
+                "metadata": {},
+                "occurred_at": from_ms(at_ms),
+                "bank_notice": {"return_code": code} if code else None,
+            }
+        )
     return out
 
 
@@ -78,8 +89,11 @@ def run_bank_notices(settings: Settings, observer: Observer, run_id: str, timeou
     publish_commands(settings, commands)
     ids = {c["command_id"] for c in commands}
     observer.wait_for(ids, 0, timeout_s)
-    applied = Counter(c["kind"] for c in commands
-                      if observer.outcomes.get(c["command_id"]) and observer.outcomes[c["command_id"]][0]["status"] == "succeeded")
+    applied = Counter(
+        c["kind"]
+        for c in commands
+        if observer.outcomes.get(c["command_id"]) and observer.outcomes[c["command_id"]][0]["status"] == "succeeded"
+    )
     answered = sum(1 for c in ids if observer.outcomes.get(c))
     return BankNotices(len(commands), answered, applied["bank_settle"], applied["bank_return"])
 
@@ -93,21 +107,36 @@ def methods_summary(events: Mapping[str, list[dict[str, Any]]], bank: BankNotice
     by = payments_by_method(events)
     returns = sum(1 for evs in events.values() for e in evs if e["type"] in RETURN_TYPES)
     methods = ", ".join(f"{m} {n}" for m, n in sorted(by.items()))
-    return (f"payments by method: {methods}; bank notices {bank.sent} (settled {bank.settled}, returned "
-            f"{bank.returned}); returns {returns}")
+    return (
+        f"payments by method: {methods}; bank notices {bank.sent} (settled {bank.settled}, returned "
+        f"{bank.returned}); returns {returns}"
+    )
 
 
 def _instrument(method: str, run_id: str, which: str) -> dict[str, Any]:
     """A create's instrument fields (and metadata) for the showcase's `which` instrument."""
     if method == "wallet":
-        return {"method": method, "wallet": {"provider": "google_pay", "token": f"wtok_{run_id}_{which}_account",
-                                             "cryptogram": "AgAAAAAABk4DWZ4C28yUQAAAAAA="}, "metadata": {}}
+        return {
+            "method": method,
+            "wallet": {
+                "provider": "google_pay",
+                "token": f"wtok_{run_id}_{which}_account",
+                "cryptogram": "AgAAAAAABk4DWZ4C28yUQAAAAAA=",
+            },
+            "metadata": {},
+        }
     if method == "bank_transfer":
-        return {"method": method, "bank_account": {"scheme": "ach", "mandate_id": f"MD-{run_id}-{which}",
-                                                   "account_last4": "0001"},
-                "metadata": {"bank_account_digest": account_digest(f"US{run_id}{which}0001")}}
+        return {
+            "method": method,
+            "bank_account": {"scheme": "ach", "mandate_id": f"MD-{run_id}-{which}", "account_last4": "0001"},
+            "metadata": {"bank_account_digest": account_digest(f"US{run_id}{which}0001")},
+        }
     if method == "bnpl":
-        return {"method": method, "bnpl": {"provider": "later"}, "metadata": {"bnpl_customer": f"cust_{run_id}_{which}"}}
+        return {
+            "method": method,
+            "bnpl": {"provider": "later"},
+            "metadata": {"bnpl_customer": f"cust_{run_id}_{which}"},
+        }
     address = shipped_entries()[0].value if which == "blocked" else f"bc1qdemo{run_id}{which}"
     return {"method": method, "crypto": {"asset": "USDC", "refund_address": address}, "metadata": {}}
 
@@ -115,11 +144,22 @@ def _instrument(method: str, run_id: str, which: str) -> dict[str, Any]:
 def fraud_blocks(run_id: str, at: Any) -> list[tuple[bytes, dict[str, Any]]]:
     """The operator's blocks the showcase's declines hit (FraudBlockEntry key, record);
     the crypto one is on the shipped sanctioned list already."""
-    return [block_record("wallet", f"wtok_{run_id}_blocked_account", "block", "demo: stolen device", at, actor="demo-operator"),
-            block_record("bank_account", f"US{run_id}blocked0001", "block", "demo: account takeover", at,
-                         actor="demo-operator"),
-            block_record("bnpl_customer", f"later:cust_{run_id}_blocked", "block", "demo: synthetic identity", at,
-                         actor="demo-operator")]
+    return [
+        block_record(
+            "wallet", f"wtok_{run_id}_blocked_account", "block", "demo: stolen device", at, actor="demo-operator"
+        ),
+        block_record(
+            "bank_account", f"US{run_id}blocked0001", "block", "demo: account takeover", at, actor="demo-operator"
+        ),
+        block_record(
+            "bnpl_customer",
+            f"later:cust_{run_id}_blocked",
+            "block",
+            "demo: synthetic identity",
+            at,
+            actor="demo-operator",
+        ),
+    ]
 
 
 def publish_fraud_blocks(settings: Settings, run_id: str, at: Any) -> None:
@@ -140,12 +180,21 @@ def fraud_commands(run_id: str, start: Any) -> list[dict[str, Any]]:
         for which, n in (("blocked", 1), ("burst", FRAUD_BURST)):
             for i in range(n):
                 key = f"{run_id}-fraud-{method}-{which}-{i}"
-                out.append({
-                    "command_id": f"cmd_{run_id}_fraud_{len(out)}", "kind": "create", "merchant_id": FRAUD_MERCHANT,
-                    "idempotency_key": key, "payment_id": derive_payment_id(FRAUD_MERCHANT, key),
-                    "amount_minor": FRAUD_AMOUNT_MINOR + i, "currency": "USD", "capture_method": "automatic",
-                    "card": None, "occurred_at": start + timedelta(seconds=len(out)),
-                } | _instrument(method, run_id, which))
+                out.append(
+                    {
+                        "command_id": f"cmd_{run_id}_fraud_{len(out)}",
+                        "kind": "create",
+                        "merchant_id": FRAUD_MERCHANT,
+                        "idempotency_key": key,
+                        "payment_id": derive_payment_id(FRAUD_MERCHANT, key),
+                        "amount_minor": FRAUD_AMOUNT_MINOR + i,
+                        "currency": "USD",
+                        "capture_method": "automatic",
+                        "card": None,
+                        "occurred_at": start + timedelta(seconds=len(out)),
+                    }
+                    | _instrument(method, run_id, which)
+                )
     return out
 
 
@@ -156,7 +205,9 @@ def fraud_by_method(events: Mapping[str, list[dict[str, Any]]]) -> dict[str, tup
     for evs in events.values():
         method = (evs[0].get("method") or "card") if evs else "card"
         declined[method] += any(e["type"] == "declined" and e.get("reason_code") == "fraud_suspected" for e in evs)
-        reviewed[method] += any(e["type"] == "authorization_pending" and e.get("reason_code") == "fraud_review" for e in evs)
+        reviewed[method] += any(
+            e["type"] == "authorization_pending" and e.get("reason_code") == "fraud_review" for e in evs
+        )
     return {m: (declined[m], reviewed[m]) for m in sorted(set(declined) | set(reviewed))}
 
 

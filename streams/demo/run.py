@@ -8,7 +8,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -101,7 +101,13 @@ METHOD_SHARES = (("wallet", 0.10), ("bank_transfer", 0.25), ("bnpl", 0.05))
 METHOD_CURRENCIES = {"wallet": {"USD", "EUR", "GBP"}, "bank_transfer": {"USD", "EUR"}, "bnpl": {"USD", "EUR", "GBP"}}
 BANK_SCHEMES = {"USD": "ach", "EUR": "sepa"}
 # currency -> (typical amount range in minor units)
-CURRENCIES = {"USD": (500, 50_000), "EUR": (500, 40_000), "GBP": (500, 30_000), "JPY": (500, 50_000), "KWD": (1_000, 90_000)}
+CURRENCIES = {
+    "USD": (500, 50_000),
+    "EUR": (500, 40_000),
+    "GBP": (500, 30_000),
+    "JPY": (500, 50_000),
+    "KWD": (1_000, 90_000),
+}
 
 
 @dataclass
@@ -154,7 +160,12 @@ def generate(payments: int, seed: int, run_id: str, start: datetime) -> Traffic:
         split = (market_split(seed, i, amount) if method == "card" else None) or {}
         merchant = split.get("merchant_id", merchant)
         pid = derive_payment_id(merchant, key)
-        card = {"number": pan, "exp_month": rng.randint(1, 12), "exp_year": start.year + rng.randint(1, 5), "cvc": "123"}
+        card = {
+            "number": pan,
+            "exp_month": rng.randint(1, 12),
+            "exp_year": start.year + rng.randint(1, 5),
+            "cvc": "123",
+        }
         roll = rng.random()
         instrument = {"card": card} if method == "card" else demo_instrument(method, currency, seed, i)
         if method == "bank_transfer":
@@ -162,7 +173,10 @@ def generate(payments: int, seed: int, run_id: str, start: datetime) -> Traffic:
         if roll < 0.01:  # invalid input: answered with a rejection, never applied
             bad = rng.choice(("luhn", "currency", "amount"))
             emit(
-                "create", merchant, key, payment_id=pid,
+                "create",
+                merchant,
+                key,
+                payment_id=pid,
                 amount_minor=0 if bad == "amount" else amount,
                 currency="XYZ" if bad == "currency" else currency,
                 card=card | ({"number": pan[:-1] + str((int(pan[-1]) + 1) % 10)} if bad == "luhn" else {}),
@@ -170,14 +184,47 @@ def generate(payments: int, seed: int, run_id: str, start: datetime) -> Traffic:
             )
             continue
         create = emit(
-            "create", merchant, key, payment_id=pid, amount_minor=amount, currency=currency,
+            "create",
+            merchant,
+            key,
+            payment_id=pid,
+            amount_minor=amount,
+            currency=currency,
             capture_method="manual" if manual else "automatic",
-            metadata={"order_id": f"ord_{i}"}, **instrument, **{k: v for k, v in split.items() if k != "merchant_id"},
+            metadata={"order_id": f"ord_{i}"},
+            **instrument,
+            **{k: v for k, v in split.items() if k != "merchant_id"},
         )
         if roll < 0.03:  # a client retry: same key, same body
-            emit("create", merchant, key, **{k: create[k] for k in ("payment_id", "amount_minor", "currency", "capture_method", "metadata", *instrument, *split) if k != "merchant_id"})
+            emit(
+                "create",
+                merchant,
+                key,
+                **{
+                    k: create[k]
+                    for k in (
+                        "payment_id",
+                        "amount_minor",
+                        "currency",
+                        "capture_method",
+                        "metadata",
+                        *instrument,
+                        *split,
+                    )
+                    if k != "merchant_id"
+                },
+            )
         elif roll < 0.04:  # the same key reused for a different request
-            emit("create", merchant, key, payment_id=pid, amount_minor=amount + 1, currency=currency, capture_method=create["capture_method"], **instrument)
+            emit(
+                "create",
+                merchant,
+                key,
+                payment_id=pid,
+                amount_minor=amount + 1,
+                currency=currency,
+                capture_method=create["capture_method"],
+                **instrument,
+            )
         elif roll < 0.05 and i:  # a key of this merchant's earlier payment, reused on this one
             emit("refund", merchant, f"{run_id}-{i - 1}", payment_id=pid, amount_minor=1)
         if method == "card" and test_card == TEST_CARDS[-1]:
@@ -237,11 +284,19 @@ def demo_instrument(method: str, currency: str, seed: int, i: int) -> dict[str, 
     if method == "wallet":
         token = "wtok_" + "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(24))
         cryptogram = "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") for _ in range(28))
-        return {"method": method, "wallet": {"provider": rng.choice(("apple_pay", "google_pay")), "token": token,
-                                             "cryptogram": cryptogram}}
+        return {
+            "method": method,
+            "wallet": {"provider": rng.choice(("apple_pay", "google_pay")), "token": token, "cryptogram": cryptogram},
+        }
     if method == "bank_transfer":
-        return {"method": method, "bank_account": {"scheme": BANK_SCHEMES[currency], "mandate_id": f"MD-{seed}-{i}",
-                                                   "account_last4": f"{rng.randrange(10_000):04d}"}}
+        return {
+            "method": method,
+            "bank_account": {
+                "scheme": BANK_SCHEMES[currency],
+                "mandate_id": f"MD-{seed}-{i}",
+                "account_last4": f"{rng.randrange(10_000):04d}",
+            },
+        }
     return {"method": method, "bnpl": {"provider": "later"}}
 
 
@@ -250,8 +305,12 @@ def chaos_schedule(start_ms: int, end_ms: int) -> dict[str, tuple[Window, ...]]:
     10 % to 40 % of it, then degraded (40 % of calls refused, 4x latency) from 55 % to 75 %."""
     span_ms = max(end_ms - start_ms, 1_000)
     at = lambda share: start_ms + span_ms * share // 100  # noqa: E731
-    return {CHAOS_PROVIDER: (Window(at(10), at(40), "outage"),
-                             Window(at(55), at(75), "degraded", error_per_mille=400, latency_factor=4))}
+    return {
+        CHAOS_PROVIDER: (
+            Window(at(10), at(40), "outage"),
+            Window(at(55), at(75), "degraded", error_per_mille=400, latency_factor=4),
+        )
+    }
 
 
 def with_chaos(settings: Settings, traffic: Traffic, run_id: str) -> Settings:
@@ -263,18 +322,21 @@ def with_chaos(settings: Settings, traffic: Traffic, run_id: str) -> Settings:
     directory.mkdir(parents=True, exist_ok=True)
     schedule_file = directory / "schedule.toml"
     schedule_file.write_text(schedule_toml(chaos_schedule(min(times), max(times))))
-    return settings.model_copy(update={"providers": "rails", "provider_schedule_file": schedule_file,
-                                       "routing_log_dir": directory / "routing"})
+    return settings.model_copy(
+        update={"providers": "rails", "provider_schedule_file": schedule_file, "routing_log_dir": directory / "routing"}
+    )
 
 
 def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int, chaos_providers: bool = False) -> bool:
     console = Console()
     run_id = uuid.uuid4().hex[:8]
-    traffic = generate(payments, seed, run_id, datetime.now(timezone.utc))
+    traffic = generate(payments, seed, run_id, datetime.now(UTC))
     with_fraud_showcase(traffic)
     commands = len(traffic.command_ids)
     log_file = settings.data_dir / "logs" / "demo-worker.log"
-    console.print(f"demo: {payments} payments -> {commands} commands + {traffic.garbage} bad messages; worker log {log_file}")
+    console.print(
+        f"demo: {payments} payments -> {commands} commands + {traffic.garbage} bad messages; worker log {log_file}"
+    )
     if chaos_providers:
         settings = with_chaos(settings, traffic, run_id)
         console.print(f"chaos: {CHAOS_PROVIDER} follows {settings.provider_schedule_file}")
@@ -284,21 +346,31 @@ def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int, 
     open_the_day(settings, traffic.items[0]["occurred_at"] - timedelta(hours=1))
     publish_fraud_blocks(settings, run_id, traffic.items[0]["occurred_at"] - timedelta(hours=1))
     # Subscribers' cards are sealed onto card-vault before their subscriptions are published.
-    next_day = datetime.combine(traffic.items[0]["occurred_at"].date() + timedelta(days=1), datetime.min.time(), timezone.utc)
+    next_day = datetime.combine(traffic.items[0]["occurred_at"].date() + timedelta(days=1), datetime.min.time(), UTC)
     subscribers = plan_subscriptions(settings, MERCHANTS, seed, run_id, next_day)
     with WorkerProcess(settings, log_file) as worker, Observer(settings) as observer:
         started = time.monotonic()
         publish_commands(settings, traffic.items)
         produced_s = time.monotonic() - started
-        with Progress(TextColumn("[bold]outcomes"), BarColumn(), MofNCompleteColumn(), TextColumn("dlq {task.fields[dlq]}"), TimeElapsedColumn(), console=console) as bar:
+        with Progress(
+            TextColumn("[bold]outcomes"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("dlq {task.fields[dlq]}"),
+            TimeElapsedColumn(),
+            console=console,
+        ) as bar:
             task = bar.add_task("outcomes", total=commands, dlq=0)
 
             def progress(done: int, dlq: int) -> None:
                 bar.update(task, completed=done, dlq=dlq)
                 worker.supervise()
 
-            complete = observer.wait_for(traffic.command_ids, traffic.garbage, timeout_s, progress, on_stall=worker.restart)
+            complete = observer.wait_for(
+                traffic.command_ids, traffic.garbage, timeout_s, progress, on_stall=worker.restart
+            )
         elapsed_s = time.monotonic() - started
+
         # Each phase after the outcomes says what it waits for: a demo never sits silent.
         def phase(what: str) -> None:
             console.print(f"[dim]waiting: {what}[/dim]")
@@ -333,32 +405,53 @@ def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int, 
     _summary(console, mine, elapsed_s, produced_s, commands, dlq, duplicated)
     _events(console, observer.events)
     console.print(f"held for fraud review: {reviewed}; approved by the demo's operator and authorized: {approved}")
-    console.print(f"3DS step-ups: {step_ups.asked}; confirmed {step_ups.confirmed} (authenticated Y/A {step_ups.authenticated},"
-                  f" failed N/R {step_ups.failed}, unavailable U {step_ups.unavailable}); authorized after the step-up:"
-                  f" {step_ups.authorized}")
-    console.print(f"disputes: {disputes.opened} opened, {disputes.evidence} with evidence; won {disputes.won}, "
-                  f"lost {disputes.lost} ({disputes.labels} fraud labels sent to the risk stage)")
-    console.print(f"subscriptions: {subs.created} created, {subs.charged} charged, {subs.retries} dunning retries, "
-                  f"{subs.canceled} canceled; {subs.held} held (a charge paused for review or a provider timeout)")
-    console.print(f"splits: {market.split_payments} payments split among {market.split_accounts} accounts; "
-                  f"payouts: {market.payouts_sent} sent, {market.payouts_failed} failed and reversed")
+    console.print(
+        f"3DS step-ups: {step_ups.asked}; confirmed {step_ups.confirmed} (authenticated Y/A {step_ups.authenticated},"
+        f" failed N/R {step_ups.failed}, unavailable U {step_ups.unavailable}); authorized after the step-up:"
+        f" {step_ups.authorized}"
+    )
+    console.print(
+        f"disputes: {disputes.opened} opened, {disputes.evidence} with evidence; won {disputes.won}, "
+        f"lost {disputes.lost} ({disputes.labels} fraud labels sent to the risk stage)"
+    )
+    console.print(
+        f"subscriptions: {subs.created} created, {subs.charged} charged, {subs.retries} dunning retries, "
+        f"{subs.canceled} canceled; {subs.held} held (a charge paused for review or a provider timeout)"
+    )
+    console.print(
+        f"splits: {market.split_payments} payments split among {market.split_accounts} accounts; "
+        f"payouts: {market.payouts_sent} sent, {market.payouts_failed} failed and reversed"
+    )
     console.print(methods_summary(observer.events, bank))
     console.print(fraud_summary(observer.events))
     if worker.restarts:
         console.print(f"[yellow]the worker was restarted {worker.restarts} time(s); see {log_file}")
-    console.print(f"journal entries: {len(observer.entry_ids)}; books closed {books_closed} after {books_s:.1f}s"
-                  " (check them: paystream audit; paystream replay --verify)")
+    console.print(
+        f"journal entries: {len(observer.entry_ids)}; books closed {books_closed} after {books_s:.1f}s"
+        " (check them: paystream audit; paystream replay --verify)"
+    )
     if books_closed:
         fill_read_models(settings, console, traffic.items[0]["occurred_at"].date())
-    print(f"demo: commands={commands} outcomes={len(mine)} dlq={dlq} elapsed_s={elapsed_s:.1f} entries={len(observer.entry_ids)}")
+    print(
+        f"demo: commands={commands} outcomes={len(mine)} dlq={dlq} elapsed_s={elapsed_s:.1f} "
+        f"entries={len(observer.entry_ids)}"
+    )
     charges_ok = True
     if chaos_providers:
         assert settings.routing_log_dir is not None and settings.providers_dir is not None
         rails = build_rails(seed=settings.provider_seed, journal_dir=settings.providers_dir)  # the providers' books
         charges_ok = _providers(console, observer.events, read_routing_log(settings.routing_log_dir), approvals(rails))
-    return (complete and len(mine) == commands and duplicated == 0 and books_closed
-            and step_ups.confirmed == step_ups.asked and charges_ok and subs.complete and market.completed
-            and bank.answered == bank.sent)
+    return (
+        complete
+        and len(mine) == commands
+        and duplicated == 0
+        and books_closed
+        and step_ups.confirmed == step_ups.asked
+        and charges_ok
+        and subs.complete
+        and market.completed
+        and bank.answered == bank.sent
+    )
 
 
 def provider_shares(events: dict[str, list[dict[str, Any]]]) -> Counter[str]:
@@ -371,8 +464,12 @@ def provider_shares(events: dict[str, list[dict[str, Any]]]) -> Counter[str]:
     return shares
 
 
-def _providers(console: Console, events: dict[str, list[dict[str, Any]]], view: RoutingView,
-               approved: Mapping[str, tuple[str, ...]]) -> bool:
+def _providers(
+    console: Console,
+    events: dict[str, list[dict[str, Any]]],
+    view: RoutingView,
+    approved: Mapping[str, tuple[str, ...]],
+) -> bool:
     """Routing shares, breaker trips and failovers (the routing log), and the
     double-charge check of the rails' approvals (`charges.approvals`); True if no
     payment was charged twice and the events agree with the rails."""
@@ -383,18 +480,30 @@ def _providers(console: Console, events: dict[str, list[dict[str, Any]]], view: 
         table.add_column(col, justify="left" if col == "provider" else "right")
     total = sum(shares.values()) or 1
     for name in sorted(set(shares) | {p for p, _ in trips}):
-        table.add_row(name, str(shares[name]), f"{shares[name] / total:.1%}", str(trips[name, "open"]),
-                      str(trips[name, "half_open"]), str(trips[name, "closed"]))
+        table.add_row(
+            name,
+            str(shares[name]),
+            f"{shares[name] / total:.1%}",
+            str(trips[name, "open"]),
+            str(trips[name, "half_open"]),
+            str(trips[name, "closed"]),
+        )
     console.print(table)
     check = double_charges(approved, events)
     opens, halves, closes = (sum(n for (_, to), n in trips.items() if to == s) for s in ("open", "half_open", "closed"))
-    console.print(f"failovers {view.failovers}; payments charged twice {len(check.double_charged)}"
-                  f"{' ' + ', '.join(check.double_charged[:5]) if check.double_charged else ''}; events naming a provider"
-                  f" that holds no such authorization {len(check.mismatched)}; approvals the events never report"
-                  f" {len(check.unreported)} (lost answers not resolved yet)" + (" [routing log full: its counts are lower bounds]" if view.full else ""))
-    print(f"chaos: failovers={view.failovers} opens={opens} half_opens={halves} closes={closes} "
-          f"double_charges={len(check.double_charged)} mismatched={len(check.mismatched)} unreported={len(check.unreported)} "
-          f"checked={check.payments}")
+    console.print(
+        f"failovers {view.failovers}; payments charged twice {len(check.double_charged)}"
+        f"{' ' + ', '.join(check.double_charged[:5]) if check.double_charged else ''}; events naming a provider"
+        f" that holds no such authorization {len(check.mismatched)}; approvals the events never report"
+        f" {len(check.unreported)} (lost answers not resolved yet)"
+        + (" [routing log full: its counts are lower bounds]" if view.full else "")
+    )
+    print(
+        f"chaos: failovers={view.failovers} opens={opens} half_opens={halves} closes={closes} "
+        f"double_charges={len(check.double_charged)} mismatched={len(check.mismatched)} "
+        f"unreported={len(check.unreported)} "
+        f"checked={check.payments}"
+    )
     return not check.double_charged and not check.mismatched
 
 
@@ -408,15 +517,20 @@ def approve_reviews(settings: Settings, observer: Observer, traffic: Traffic, ti
         review = REVIEW_CODEC.decode(msg.value())
         if review["payment_id"] in payment_ids:
             reviews[review["review_id"]] = review
-    resolves = [resolve_command(r, "approve", r["occurred_at"] + REVIEW_DELAY, "demo-operator") for r in reviews.values()]
+    resolves = [
+        resolve_command(r, "approve", r["occurred_at"] + REVIEW_DELAY, "demo-operator") for r in reviews.values()
+    ]
     producer = command_producer(client_config(settings))
     for key, cmd in resolves:
         producer.produce(names.validated, key=key, value=VALIDATED_CODEC.encode(cmd))
     producer.flush(30)
     ids = {cmd["command_id"] for _, cmd in resolves}
     observer.wait_for(ids, 0, timeout_s)
-    authorized = sum(1 for c in ids if observer.outcomes.get(c) and observer.outcomes[c][0]["payment_status"] in
-                     ("authorized", "captured"))
+    authorized = sum(
+        1
+        for c in ids
+        if observer.outcomes.get(c) and observer.outcomes[c][0]["payment_status"] in ("authorized", "captured")
+    )
     return len(reviews), authorized
 
 
@@ -425,15 +539,21 @@ def open_the_day(settings: Settings, as_of: datetime) -> None:
     publish the day's FX rates for every pair settlement will convert."""
     names = topic_names(settings)
     producer = command_producer(client_config(settings))
-    records = [merchant_record(m, kyc_status="verified", settlement_currency=c, methods=METHODS, updated_at=as_of)
-               for m, c in SETTLEMENT_CURRENCY.items()]
+    records = [
+        merchant_record(m, kyc_status="verified", settlement_currency=c, methods=METHODS, updated_at=as_of)
+        for m, c in SETTLEMENT_CURRENCY.items()
+    ]
     for record in records + market_records(as_of):
-        producer.produce(names.merchants, key=record["merchant_id"].encode(), value=MERCHANT_CODEC.encode(record, check=True))
+        producer.produce(
+            names.merchants, key=record["merchant_id"].encode(), value=MERCHANT_CODEC.encode(record, check=True)
+        )
     for base in CURRENCIES:
         for quote in set(SETTLEMENT_CURRENCY.values()) - {base}:
             cross = (Decimal(USD_PER_UNIT[base]) / Decimal(USD_PER_UNIT[quote])).quantize(Decimal("0.00000001"))
             rate = FxRate(base, quote, cross, as_of, "demo-treasury")
-            producer.produce(names.fx_rates, key=rate.key.encode(), value=RATE_CODEC.encode(rate_to_record(rate), check=True))
+            producer.produce(
+                names.fx_rates, key=rate.key.encode(), value=RATE_CODEC.encode(rate_to_record(rate), check=True)
+            )
     if producer.flush(30) != 0:
         raise RuntimeError("the broker did not take the demo's merchants and rates in 30 s")
 
@@ -448,11 +568,15 @@ def fill_read_models(settings: Settings, console: Console, day: date) -> None:
         took_s = time.monotonic() - started
     finally:
         client.close()
-    console.print(f"read models: {stats.rows_total} rows into ClickHouse in {took_s:.1f}s "
-                  f"({stats.rows_total / max(took_s, 1e-9):,.0f} rows/s); try: paystream sql \"SELECT ...\" (docs/analytics.md)")
+    console.print(
+        f"read models: {stats.rows_total} rows into ClickHouse in {took_s:.1f}s "
+        f'({stats.rows_total / max(took_s, 1e-9):,.0f} rows/s); try: paystream sql "SELECT ..." (docs/analytics.md)'
+    )
     nxt = day + timedelta(days=1)
-    console.print(f"day end: the demo settled {day} and ran the payouts (paystream settle / payouts run); next: "
-                  f"paystream providers report --date {nxt}; paystream reconcile --date {nxt}")
+    console.print(
+        f"day end: the demo settled {day} and ran the payouts (paystream settle / payouts run); next: "
+        f"paystream providers report --date {nxt}; paystream reconcile --date {nxt}"
+    )
 
 
 @dataclass(frozen=True)
@@ -468,8 +592,13 @@ class StepUps:
     authorized: int = 0
 
 
-def step_up_confirms(creates: Iterable[Mapping[str, Any]], outcomes: Mapping[str, list[dict[str, Any]]], seed: int,
-                     run_id: str, acs: Signer | None = None) -> list[dict[str, Any]]:
+def step_up_confirms(
+    creates: Iterable[Mapping[str, Any]],
+    outcomes: Mapping[str, list[dict[str, Any]]],
+    seed: int,
+    run_id: str,
+    acs: Signer | None = None,
+) -> list[dict[str, Any]]:
     """One confirm (PaymentCommand v7) per payment whose create left it in
     requires_action, carrying the cardholder's 3DS result: drawn per payment from
     (seed, payment_id), so a run's answers do not depend on the order outcomes came in.
@@ -497,14 +626,25 @@ def step_up_confirms(creates: Iterable[Mapping[str, Any]], outcomes: Mapping[str
             "card": None,
             "metadata": {},
             "occurred_at": create["occurred_at"] + STEP_UP_DELAY,
-            "three_ds": {"trans_status": status, "eci": THREE_DS_ECI[status],
-                         "ds_trans_id": str(uuid.UUID(int=rng.getrandbits(128), version=4))},
+            "three_ds": {
+                "trans_status": status,
+                "eci": THREE_DS_ECI[status],
+                "ds_trans_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            },
         }
         three_ds = confirms[pid]["three_ds"]
         if acs is not None and status in SIGNED_STATUSES:
-            av = AuthenticationValue(acs.key_id, pid, create["merchant_id"], create["amount_minor"], create["currency"],
-                                     status, three_ds["eci"], three_ds["ds_trans_id"],
-                                     to_ms(confirms[pid]["occurred_at"]))
+            av = AuthenticationValue(
+                acs.key_id,
+                pid,
+                create["merchant_id"],
+                create["amount_minor"],
+                create["currency"],
+                status,
+                three_ds["eci"],
+                three_ds["ds_trans_id"],
+                to_ms(confirms[pid]["occurred_at"]),
+            )
             three_ds["authentication_value"] = issue_cavv(av, acs)
     return list(confirms.values())
 
@@ -556,17 +696,31 @@ def dispute_commands(events: Mapping[str, list[dict[str, Any]]], seed: int, run_
         reason = rng.choice(DEMO_DISPUTE_REASONS)
         with_evidence = rng.random() < 0.5
         won = rng.random() < (0.6 if with_evidence else 0.1)
-        steps = [("dispute_open", timedelta(days=3), {"reason": reason}), ("dispute_close", timedelta(days=20),
-                 {"outcome": "won" if won else "lost"})]
+        steps = [
+            ("dispute_open", timedelta(days=3), {"reason": reason}),
+            ("dispute_close", timedelta(days=20), {"outcome": "won" if won else "lost"}),
+        ]
         if with_evidence:
-            steps.insert(1, ("dispute_evidence", timedelta(days=5), {"evidence": f"delivery confirmation for order of {pid}"}))
+            steps.insert(
+                1, ("dispute_evidence", timedelta(days=5), {"evidence": f"delivery confirmation for order of {pid}"})
+            )
         for kind, after, fields in steps:
-            out.append({
-                "command_id": f"cmd_{run_id}_dsp_{len(out)}", "kind": kind, "merchant_id": merchant,
-                "idempotency_key": f"{pid}-{kind}", "payment_id": pid, "amount_minor": None, "currency": None,
-                "capture_method": None, "card": None, "metadata": {}, "occurred_at": at + after,
-                "dispute": {"reason": None, "evidence_due_at": None, "evidence": None, "outcome": None} | fields,
-            })
+            out.append(
+                {
+                    "command_id": f"cmd_{run_id}_dsp_{len(out)}",
+                    "kind": kind,
+                    "merchant_id": merchant,
+                    "idempotency_key": f"{pid}-{kind}",
+                    "payment_id": pid,
+                    "amount_minor": None,
+                    "currency": None,
+                    "capture_method": None,
+                    "card": None,
+                    "metadata": {},
+                    "occurred_at": at + after,
+                    "dispute": {"reason": None, "evidence_due_at": None, "evidence": None, "outcome": None} | fields,
+                }
+            )
     return out
 
 
@@ -576,20 +730,32 @@ def run_disputes(settings: Settings, observer: Observer, seed: int, run_id: str,
     publish_commands(settings, commands)
     ids = {c["command_id"] for c in commands}
     observer.wait_for(ids, 0, timeout_s)
-    done = [c for c in commands if observer.outcomes.get(c["command_id"]) and
-            observer.outcomes[c["command_id"]][0]["status"] == "succeeded"]
+    done = [
+        c
+        for c in commands
+        if observer.outcomes.get(c["command_id"]) and observer.outcomes[c["command_id"]][0]["status"] == "succeeded"
+    ]
     closes = [c for c in done if c["kind"] == "dispute_close"]
     lost = [c for c in closes if c["dispute"]["outcome"] == "lost"]
     reason_of = {c["payment_id"]: c["dispute"]["reason"] for c in done if c["kind"] == "dispute_open"}
     return Disputes(
         opened=sum(1 for c in done if c["kind"] == "dispute_open"),
         evidence=sum(1 for c in done if c["kind"] == "dispute_evidence"),
-        won=len(closes) - len(lost), lost=len(lost),
+        won=len(closes) - len(lost),
+        lost=len(lost),
         labels=sum(1 for c in lost if reason_of.get(c["payment_id"]) in FRAUD_DISPUTE_REASONS),
     )
 
 
-def _summary(console: Console, outcomes: dict[str, list[dict[str, Any]]], elapsed_s: float, produced_s: float, commands: int, dlq: int, duplicated: int) -> None:
+def _summary(
+    console: Console,
+    outcomes: dict[str, list[dict[str, Any]]],
+    elapsed_s: float,
+    produced_s: float,
+    commands: int,
+    dlq: int,
+    duplicated: int,
+) -> None:
     by = Counter((o[0]["kind"], o[0]["status"], o[0]["reason_code"] or "") for o in outcomes.values())
     table = Table(title="outcomes by command")
     for col in ("kind", "status", "reason", "count"):
@@ -614,5 +780,9 @@ def _events(console: Console, events: dict[str, list[dict[str, Any]]]) -> None:
     for kind, n in sorted(by.items()):
         table.add_row(kind, str(n))
     console.print(table)
-    broken = sum(1 for es in events.values() if [e["version"] for e in es] != list(range(es[0]["version"], es[0]["version"] + len(es))))
+    broken = sum(
+        1
+        for es in events.values()
+        if [e["version"] for e in es] != list(range(es[0]["version"], es[0]["version"] + len(es)))
+    )
     console.print(f"payments with events: {len(events)}; with a gap or a duplicate: {broken}")

@@ -51,7 +51,9 @@ class SubscriptionCounts:
     complete: bool = False
 
 
-def plan_subscriptions(settings: Settings, merchants: tuple[str, ...], seed: int, run_id: str, anchor: datetime) -> DemoSubscriptions:
+def plan_subscriptions(
+    settings: Settings, merchants: tuple[str, ...], seed: int, run_id: str, anchor: datetime
+) -> DemoSubscriptions:
     """COUNT subscription creates, their cards tokenized (sealed onto card-vault,
     acknowledged, before the tokens are returned)."""
 
@@ -59,16 +61,34 @@ def plan_subscriptions(settings: Settings, merchants: tuple[str, ...], seed: int
     cards = []
     for i in range(COUNT):
         pan = DECLINING_CARDS[i // 6 % 2] if i % 6 == 5 else cardholder(TEST_CARDS[rng.randrange(ORDINARY_CARDS)], rng)
-        cards.append({"kind": "create", "merchant_id": merchants[i % len(merchants)], "command_id": f"sub-card-{i}",
-                      "card": {"number": pan, "exp_month": rng.randint(1, 12), "exp_year": anchor.year + 3}})
+        cards.append(
+            {
+                "kind": "create",
+                "merchant_id": merchants[i % len(merchants)],
+                "command_id": f"sub-card-{i}",
+                "card": {"number": pan, "exp_month": rng.randint(1, 12), "exp_year": anchor.year + 3},
+            }
+        )
     tokens = [r["card_token"] for r in tokenize_in_vault(settings, cards)]
     creates = []
     for i, (card, token) in enumerate(zip(cards, tokens)):
         currency, amount = PLANS[i % len(PLANS)]
         interval = "week" if i % 9 == 4 else "month"
         trial = 14 if i % 3 == 1 else 0
-        creates.append(create_command(card["merchant_id"], f"{run_id}-sub-{i}", token, amount, currency, interval, 1, trial,
-                                      anchor, anchor - timedelta(hours=1)))
+        creates.append(
+            create_command(
+                card["merchant_id"],
+                f"{run_id}-sub-{i}",
+                token,
+                amount,
+                currency,
+                interval,
+                1,
+                trial,
+                anchor,
+                anchor - timedelta(hours=1),
+            )
+        )
     return DemoSubscriptions(tuple(creates), anchor)
 
 
@@ -77,10 +97,13 @@ def _settled(settings: Settings, ids: set[str], tick_ms: int) -> bool:
     subs = {s.subscription_id: s for s in read_subscriptions(settings) if s.subscription_id in ids}
     return subs.keys() == ids and all(
         s.last_tick_ms >= tick_ms and (s.pending is None or not s.pending.sent or s.held or s.status == "canceled")
-        for s in subs.values())
+        for s in subs.values()
+    )
 
 
-def run_subscriptions(settings: Settings, observer: Observer, planned: DemoSubscriptions, timeout_s: float) -> SubscriptionCounts:
+def run_subscriptions(
+    settings: Settings, observer: Observer, planned: DemoSubscriptions, timeout_s: float
+) -> SubscriptionCounts:
     """Create, tick, change a plan, cancel one at period end, tick on; count the result."""
     if not planned.creates or planned.anchor is None:
         return SubscriptionCounts()
@@ -90,7 +113,9 @@ def run_subscriptions(settings: Settings, observer: Observer, planned: DemoSubsc
     publish_tick(settings, anchor + FIRST_TICK)
     first = observer.wait_until(lambda: _settled(settings, ids, to_ms(anchor + FIRST_TICK)), timeout_s)
     if first:
-        subs = sorted((s for s in read_subscriptions(settings) if s.subscription_id in ids), key=lambda s: s.subscription_id)
+        subs = sorted(
+            (s for s in read_subscriptions(settings) if s.subscription_id in ids), key=lambda s: s.subscription_id
+        )
         paying = [s for s in subs if s.status == "active" and s.interval == "month" and s.pending is None]
         # The first paying monthly subscription doubles its plan, the second leaves at period end.
         changes = [change_plan_command(s, s.amount_minor * 2, anchor + CHANGES_AT) for s in paying[:1]]
@@ -99,6 +124,11 @@ def run_subscriptions(settings: Settings, observer: Observer, planned: DemoSubsc
     publish_tick(settings, anchor + LAST_TICK)
     last = first and observer.wait_until(lambda: _settled(settings, ids, to_ms(anchor + LAST_TICK)), timeout_s)
     final = [s for s in read_subscriptions(settings) if s.subscription_id in ids]
-    return SubscriptionCounts(created=len(final), charged=sum(s.charges_paid for s in final), retries=sum(s.retries_sent for s in final),
-                              canceled=sum(1 for s in final if s.status == "canceled"), held=sum(1 for s in final if s.held),
-                              complete=last and len(final) == len(ids))
+    return SubscriptionCounts(
+        created=len(final),
+        charged=sum(s.charges_paid for s in final),
+        retries=sum(s.retries_sent for s in final),
+        canceled=sum(1 for s in final if s.status == "canceled"),
+        held=sum(1 for s in final if s.held),
+        complete=last and len(final) == len(ids),
+    )

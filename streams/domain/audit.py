@@ -110,7 +110,9 @@ class AuditReport:
         return self.failures[0] if self.failures else None
 
 
-_SIGNATURE_REASONS = frozenset({"unsigned", "unknown_key", "bad_signature", "unchained", "not_canonical", "event_too_large"})
+_SIGNATURE_REASONS = frozenset(
+    {"unsigned", "unknown_key", "bad_signature", "unchained", "not_canonical", "event_too_large"}
+)
 
 
 def _order(failure: Failure, topics: tuple[str, str]) -> tuple[int, int, int, int]:
@@ -183,12 +185,18 @@ class Auditor:
         failure = Failure(topic, partition, offset, reason, detail[:300])
         key = lambda f: _order(f, (self.events_topic, self.entries_topic))  # noqa: E731
         bisect.insort(self._failures, failure, key=key)
-        del self._failures[self.max_failures:]
+        del self._failures[self.max_failures :]
 
     def feed(self, topic: str, partition: int, offset: int, record: Any) -> None:
         self._records += 1
         if isinstance(record, LogStart):
-            self._fail(topic, partition, offset, "log_truncated", f"the log starts at offset {offset}: earlier records are gone")
+            self._fail(
+                topic,
+                partition,
+                offset,
+                "log_truncated",
+                f"the log starts at offset {offset}: earlier records are gone",
+            )
         elif not isinstance(record, Mapping):
             reason = getattr(record, "reason", type(record).__name__)
             self._fail(topic, partition, offset, "undecodable", str(reason))
@@ -203,6 +211,7 @@ class Auditor:
 
     def _event(self, partition: int, offset: int, event: Mapping[str, Any]) -> None:
         self._events += 1
+
         def fail(reason: str, detail: str) -> None:
             self._fail(self.events_topic, partition, offset, reason, detail)
 
@@ -238,8 +247,13 @@ class Auditor:
             swapped = s_event["chain_seq"] == chain.seq + 2 and seq == chain.seq + 1
             if swapped and chain.hash in (None, event["prev_hash"]) and s_event["prev_hash"] == event_hash(event):
                 chain.suspect = None
-                self._fail(self.events_topic, partition, s_offset, "chain_reorder",
-                           f"seq {s_event['chain_seq']} at offset {s_offset} comes before seq {seq} at offset {offset}")
+                self._fail(
+                    self.events_topic,
+                    partition,
+                    s_offset,
+                    "chain_reorder",
+                    f"seq {s_event['chain_seq']} at offset {s_offset} comes before seq {seq} at offset {offset}",
+                )
                 chain.seq, chain.hash = s_event["chain_seq"], event_hash(s_event)
                 return
             self._resolve_suspect(partition, chain)
@@ -250,16 +264,26 @@ class Auditor:
             self._fail(self.events_topic, partition, offset, "chain_fork", f"seq {seq} again after seq {chain.seq}")
         else:
             if chain.hash is not None and event["prev_hash"] != chain.hash:
-                self._fail(self.events_topic, partition, offset, "chain_broken_link",
-                           f"seq {seq}: prev_hash is not the hash of seq {chain.seq}")
+                self._fail(
+                    self.events_topic,
+                    partition,
+                    offset,
+                    "chain_broken_link",
+                    f"seq {seq}: prev_hash is not the hash of seq {chain.seq}",
+                )
             chain.seq, chain.hash = seq, event_hash(event)
 
     def _unsigned_block(self, partition: int, chain: _Partition) -> None:
         """The events awaiting a signature that will not come (the log ends, or the
         block's signature failed): nothing vouches for them."""
         if chain.unsigned:
-            self._fail(self.events_topic, partition, chain.unsigned_from, "unsigned",
-                       f"{chain.unsigned} event(s) from this offset on: no valid block signature follows them")
+            self._fail(
+                self.events_topic,
+                partition,
+                chain.unsigned_from,
+                "unsigned",
+                f"{chain.unsigned} event(s) from this offset on: no valid block signature follows them",
+            )
             chain.unsigned, chain.unsigned_from = 0, None
 
     def _resolve_suspect(self, partition: int, chain: _Partition) -> None:
@@ -267,8 +291,13 @@ class Auditor:
             return
         s_offset, s_event = chain.suspect
         chain.suspect = None
-        self._fail(self.events_topic, partition, s_offset, "chain_gap",
-                   f"seq {s_event['chain_seq']} follows seq {chain.seq}: {s_event['chain_seq'] - chain.seq - 1} missing")
+        self._fail(
+            self.events_topic,
+            partition,
+            s_offset,
+            "chain_gap",
+            f"seq {s_event['chain_seq']} follows seq {chain.seq}: {s_event['chain_seq'] - chain.seq - 1} missing",
+        )
         chain.seq, chain.hash = s_event["chain_seq"], event_hash(s_event)
 
     def _invariants(self, e: Mapping[str, Any], fail: Any) -> None:
@@ -321,12 +350,16 @@ class Auditor:
             p.lost += amount if etype == "dispute_lost" else 0
             p.disputed = 0
         if p.refunded + p.disputed + p.lost > p.captured:
-            fail("disputed_exceeds_captured", f"{pid}: refunded {p.refunded} + disputed {p.disputed} + lost {p.lost} > captured {p.captured}")
+            fail(
+                "disputed_exceeds_captured",
+                f"{pid}: refunded {p.refunded} + disputed {p.disputed} + lost {p.lost} > captured {p.captured}",
+            )
 
     # --- journal entries ---
 
     def _entry(self, partition: int, offset: int, record: Mapping[str, Any]) -> None:
         self._entries += 1
+
         def fail(reason: str, detail: str) -> None:
             self._fail(self.entries_topic, partition, offset, reason, detail)
 
@@ -385,8 +418,13 @@ class Auditor:
         else:
             why = "lines differ"
         if expected != entry:
-            self._fail(self.entries_topic, partition, offset, "entry_mismatch",
-                       f"{entry.entry_id} is not what event {event_id} posts ({why})")
+            self._fail(
+                self.entries_topic,
+                partition,
+                offset,
+                "entry_mismatch",
+                f"{entry.entry_id} is not what event {event_id} posts ({why})",
+            )
 
     def finish(self) -> AuditReport:
         for partition, chain in sorted(self._chains.items()):
@@ -394,7 +432,9 @@ class Auditor:
             self._unsigned_block(partition, chain)
         for event_id, (partition, offset, _) in self._open_events.items():
             if event_id not in self._refused:
-                self._fail(self.events_topic, partition, offset, "missing_entry", f"event {event_id} has no journal entry")
+                self._fail(
+                    self.events_topic, partition, offset, "missing_entry", f"event {event_id} has no journal entry"
+                )
         for event_id, (partition, offset, entry) in self._open_entries.items():
             self._fail(self.entries_topic, partition, offset, "orphan_entry", f"{entry.entry_id}: no event {event_id}")
         for entry, reason, detail in self._payouts.finish():
@@ -402,7 +442,13 @@ class Auditor:
             self._fail(self.entries_topic, partition, offset, reason, detail)
         for entry in self._entry_ids.values():
             if entry.reverses is not None and entry.reverses not in self._entry_ids:
-                self._fail(self.entries_topic, None, None, "orphan_reversal", f"{entry.entry_id} reverses unknown {entry.reverses}")
+                self._fail(
+                    self.entries_topic,
+                    None,
+                    None,
+                    "orphan_reversal",
+                    f"{entry.entry_id} reverses unknown {entry.reverses}",
+                )
         totals = totals_by_currency(self._balances)
         if totals:
             self._fail(self.entries_topic, None, None, "books_unbalanced", f"sum of balances per currency: {totals}")
@@ -544,9 +590,16 @@ def payout_problem(entry: JournalEntry) -> str | None:
     if terms is None:
         return "carries no settlement terms"
     try:
-        expected = payout_entry(entry.entry_id, sid, entry.merchant_id, shard=entry.shard,
-                                occurred_at_ms=entry.occurred_at_ms, currency=head.currency,
-                                amount_minor=head.debit_minor, terms=terms)
+        expected = payout_entry(
+            entry.entry_id,
+            sid,
+            entry.merchant_id,
+            shard=entry.shard,
+            occurred_at_ms=entry.occurred_at_ms,
+            currency=head.currency,
+            amount_minor=head.debit_minor,
+            terms=terms,
+        )
     except (PostingError, AssertionError) as e:
         return f"cannot be re-posted ({e})"[:200]
     return None if expected == entry else "lines differ from the payout rule"

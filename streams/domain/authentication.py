@@ -114,7 +114,7 @@ MAX_OTP_ATTEMPTS = 3
 
 
 def challenge_answer(expected_otp: str, otp: str, failed_before: int) -> str:
-    """"Y" on the right code; "retry" while tries remain; "N" (not authenticated) after
+    """ "Y" on the right code; "retry" while tries remain; "N" (not authenticated) after
     MAX_OTP_ATTEMPTS wrong ones. Compared in constant time."""
     assert 0 <= failed_before < MAX_OTP_ATTEMPTS, failed_before
     if hmac.compare_digest(expected_otp.encode(), otp.encode()):
@@ -221,13 +221,23 @@ def _open(token: str, prefix: str, cls: type[_Claims], keys: Mapping[str, bytes]
     public = keys.get(value.key_id) if value.key_id.startswith(_KIND[prefix] + "-v") else None
     if public is None:
         return Refusal(f"{what}_unknown_key", f"the {what} names key {value.key_id[:40]!r}, which is not trusted here")
-    if len(signature) != _SIGNATURE_BYTES or not verify_signature(public, _DOMAIN[prefix] + parts[1].encode(), signature):
+    if len(signature) != _SIGNATURE_BYTES or not verify_signature(
+        public, _DOMAIN[prefix] + parts[1].encode(), signature
+    ):
         return Refusal(f"{what}_invalid", f"the {what}'s signature does not verify: forged or altered")
     return value
 
 
-def _bound(what: str, claimed: Any, payment_id: str, merchant_id: str, amount_minor: int, currency: str,
-           at_ms: int, signed_at_ms: int) -> Refusal | None:
+def _bound(
+    what: str,
+    claimed: Any,
+    payment_id: str,
+    merchant_id: str,
+    amount_minor: int,
+    currency: str,
+    at_ms: int,
+    signed_at_ms: int,
+) -> Refusal | None:
     """The checks both kinds share: the payment, merchant, amount and time it is for."""
     if claimed.payment_id != payment_id:
         return Refusal(f"{what}_replayed", f"the {what} was issued for another payment")
@@ -242,9 +252,19 @@ def _bound(what: str, claimed: Any, payment_id: str, merchant_id: str, amount_mi
     return None
 
 
-def verify_cavv(token: str, keys: Mapping[str, bytes], *, payment_id: str, merchant_id: str, amount_minor: int,
-                currency: str, trans_status: str, eci: str | None, ds_trans_id: str | None,
-                at_ms: int) -> AuthenticationValue | Refusal:
+def verify_cavv(
+    token: str,
+    keys: Mapping[str, bytes],
+    *,
+    payment_id: str,
+    merchant_id: str,
+    amount_minor: int,
+    currency: str,
+    trans_status: str,
+    eci: str | None,
+    ds_trans_id: str | None,
+    at_ms: int,
+) -> AuthenticationValue | Refusal:
     """The CAVV of a confirm, checked against the issuer's public keys (`acs-signing`),
     the payment it confirms and the result the confirm reports; `at_ms` is the confirm's
     event time."""
@@ -260,8 +280,18 @@ def verify_cavv(token: str, keys: Mapping[str, bytes], *, payment_id: str, merch
     return av
 
 
-def verify_cryptogram(token: str, keys: Mapping[str, bytes], *, provider: str, wallet_token: str, payment_id: str,
-                      merchant_id: str, amount_minor: int, currency: str, at_ms: int) -> WalletCryptogram | Refusal:
+def verify_cryptogram(
+    token: str,
+    keys: Mapping[str, bytes],
+    *,
+    provider: str,
+    wallet_token: str,
+    payment_id: str,
+    merchant_id: str,
+    amount_minor: int,
+    currency: str,
+    at_ms: int,
+) -> WalletCryptogram | Refusal:
     """A wallet create's cryptogram, checked against the wallet provider's public keys
     (`wallet-signing`) and the create itself; `at_ms` is the create's event time."""
     c = _open(token, CRYPTOGRAM_PREFIX, WalletCryptogram, keys, "cryptogram")

@@ -181,9 +181,14 @@ def awaits_signature(event: Mapping[str, Any]) -> bool:
     """Linked but unsigned: a block's event before its last, authentic once a later
     signed event of its partition links to it."""
     prev = event.get("prev_hash")
-    return (event.get("signature") is None and _valid_key_id(event.get("key_id"))
-            and type(event.get("chain_seq")) is int and event["chain_seq"] > 0
-            and isinstance(prev, bytes) and len(prev) == HASH_LEN)
+    return (
+        event.get("signature") is None
+        and _valid_key_id(event.get("key_id"))
+        and type(event.get("chain_seq")) is int
+        and event["chain_seq"] > 0
+        and isinstance(prev, bytes)
+        and len(prev) == HASH_LEN
+    )
 
 
 def signature_problem(event: Mapping[str, Any], public_keys: Mapping[str, Ed25519PublicKey]) -> str | None:
@@ -242,8 +247,9 @@ class Verdict:
     reason: str | None = None
 
 
-def verdicts(partition: int, window: list[Mapping[str, Any]], event_ids: set[str],
-             public_keys: Mapping[str, Ed25519PublicKey]) -> dict[str, Verdict]:
+def verdicts(
+    partition: int, window: list[Mapping[str, Any]], event_ids: set[str], public_keys: Mapping[str, Ed25519PublicKey]
+) -> dict[str, Verdict]:
     """The verdict of each event of `event_ids` found in `window`: one partition's
     events in offset order, read from before the first of them (so the one before it
     is there) to the end of the log or past a signature after the last of them.
@@ -260,8 +266,13 @@ def verdicts(partition: int, window: list[Mapping[str, Any]], event_ids: set[str
     return out
 
 
-def _verdict(partition: int, window: list[Mapping[str, Any]], by_seq: dict[int, int], i: int,
-             public_keys: Mapping[str, Ed25519PublicKey]) -> Verdict:
+def _verdict(
+    partition: int,
+    window: list[Mapping[str, Any]],
+    by_seq: dict[int, int],
+    i: int,
+    public_keys: Mapping[str, Ed25519PublicKey],
+) -> Verdict:
     event = window[i]
     seq = event.get("chain_seq")
     if type(seq) is not int or seq < 1 or not isinstance(event.get("prev_hash"), bytes):

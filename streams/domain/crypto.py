@@ -12,10 +12,13 @@ chain.py) by event time, and `observe` turns each look at the chain into moves:
 | crypto_reorged | booked deposits gone (before confirmation) | - | payer <- custody (undo) |
 | crypto_pending | paid in full in the lock window (not yet deep) | transit -> merchant incoming | - |
 | crypto_unpending | a reorg took it below the quote again | incoming -> transit (undo) | - |
-| crypto_confirmed | every counted deposit `depth_blocks` deep | incoming -> pending; clearing | payer -> owned (the quote) |
+| crypto_confirmed | every counted deposit `depth_blocks` deep | incoming -> pending; clearing | payer -> owned (the
+quote) |
 | crypto_expired | the lock window ended without a full payment | - | - |
-| crypto_refunded | what is not the merchant's (excess, late, short) sent back, once deep | - | payer -> custody (sent) |
-| crypto_lost | a deposit gone after confirmation (a reorg deeper than depth) | - | owned -> custody (the house's loss) |
+| crypto_refunded | what is not the merchant's (excess, late, short) sent back, once deep | - | payer -> custody
+(sent) |
+| crypto_lost | a deposit gone after confirmation (a reorg deeper than depth) | - | owned -> custody (the house's
+loss) |
 
 Deposits count towards the quote only when mined in a block before the lock
 window ends; a late one (or one a reorg moved past the end) is given back. A
@@ -26,16 +29,25 @@ longer for late deposits (docs/payments.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from connectors.providers.chain import ChainView, Rate
 
 AWAITING, CONFIRMING, CONFIRMED, EXPIRED = "awaiting_payment", "confirming", "confirmed", "expired"
 STATES = (AWAITING, CONFIRMING, CONFIRMED, EXPIRED)
-MOVES = ("crypto_quoted", "crypto_received", "crypto_reorged", "crypto_pending", "crypto_unpending",
-         "crypto_confirmed", "crypto_expired", "crypto_refunded", "crypto_lost")
+MOVES = (
+    "crypto_quoted",
+    "crypto_received",
+    "crypto_reorged",
+    "crypto_pending",
+    "crypto_unpending",
+    "crypto_confirmed",
+    "crypto_expired",
+    "crypto_refunded",
+    "crypto_lost",
+)
 REFUND_ADDRESS_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 
 
@@ -101,11 +113,21 @@ class Move:
     tx_ids: tuple[str, ...] = ()
 
 
-def quote(asset: str, address: str, refund_address: str, fiat_minor: int, rate: Rate, at_ms: int,
-          policy: CryptoPolicy) -> CryptoPayment:
+def quote(
+    asset: str, address: str, refund_address: str, fiat_minor: int, rate: Rate, at_ms: int, policy: CryptoPolicy
+) -> CryptoPayment:
     """The quote of a new payment: the asset amount for the price, locked for the window."""
-    return CryptoPayment(asset, address, refund_address, fiat_minor, rate.to_asset_minor(fiat_minor),
-                         rate.asset_minor, rate.fiat_minor, at_ms, at_ms + policy.lock_ms)
+    return CryptoPayment(
+        asset,
+        address,
+        refund_address,
+        fiat_minor,
+        rate.to_asset_minor(fiat_minor),
+        rate.asset_minor,
+        rate.fiat_minor,
+        at_ms,
+        at_ms + policy.lock_ms,
+    )
 
 
 def check_refund_address(address: Any) -> str | None:
@@ -146,6 +168,7 @@ def observe(cp: CryptoPayment, view: ChainView, depth_blocks: int) -> tuple[Cryp
     if state == AWAITING and paid_minor >= cp.due_minor:
         moves.append(Move("crypto_pending", cp.fiat_minor, 0, tuple(in_time)))
         state = CONFIRMING
+
     def deep(txs: Iterable[str]) -> bool:
         return all(view.confirmations(canonical[tx]) >= depth_blocks for tx in txs)
 

@@ -57,8 +57,9 @@ class Check:
     detail: str
 
 
-def application(legal_name: str, country: str, registration_number: str, owners: Iterable[str],
-                documents: Mapping[str, str]) -> dict[str, Any]:
+def application(
+    legal_name: str, country: str, registration_number: str, owners: Iterable[str], documents: Mapping[str, str]
+) -> dict[str, Any]:
     """A checked application: what the merchant sends (the API's and the CLI's body)."""
     owners, documents = [o.strip() for o in owners], dict(documents)
     if not legal_name.strip() or len(legal_name) > 200:
@@ -72,18 +73,33 @@ def application(legal_name: str, country: str, registration_number: str, owners:
     if len(documents) > MAX_DOCUMENTS or not set(documents) <= set(DOCUMENT_KINDS):
         raise KycError("invalid_application", f"document kinds are among {', '.join(DOCUMENT_KINDS)}")
     if not all(_REF.fullmatch(r) for r in documents.values()):
-        raise KycError("invalid_application", "a document is named by its store reference, 1..128 chars [A-Za-z0-9_.:/-]")
-    return {"legal_name": legal_name.strip(), "country": country, "registration_number": registration_number,
-            "owners": owners, "documents": [{"kind": k, "ref": documents[k]} for k in sorted(documents)]}
+        raise KycError(
+            "invalid_application", "a document is named by its store reference, 1..128 chars [A-Za-z0-9_.:/-]"
+        )
+    return {
+        "legal_name": legal_name.strip(),
+        "country": country,
+        "registration_number": registration_number,
+        "owners": owners,
+        "documents": [{"kind": k, "ref": documents[k]} for k in sorted(documents)],
+    }
 
 
 def apply(case: Mapping[str, Any] | None, app: Mapping[str, Any], application_id: str, at: datetime) -> dict[str, Any]:
     """A new application: from no case or a rejected one (a merchant may apply again)."""
     if case is not None and case["state"] != "rejected":
         raise KycError("kyc_in_progress", f"the merchant's KYC is {case['state']}")
-    return {**app, "application_id": application_id, "state": "submitted", "checks": [], "submitted_at": at,
-            "decided_at": None, "verified_until": None, "reviewer": None,
-            "cleared": list(case.get("cleared") or ()) if case is not None else []}
+    return {
+        **app,
+        "application_id": application_id,
+        "state": "submitted",
+        "checks": [],
+        "submitted_at": at,
+        "decided_at": None,
+        "verified_until": None,
+        "reviewer": None,
+        "cleared": list(case.get("cleared") or ()) if case is not None else [],
+    }
 
 
 def checked(case: Mapping[str, Any], checks: Iterable[Check], at: datetime) -> dict[str, Any]:
@@ -96,12 +112,18 @@ def checked(case: Mapping[str, Any], checks: Iterable[Check], at: datetime) -> d
     if not checks or not outcomes <= set(OUTCOMES):
         raise KycError("invalid_checks", f"checks answer {', '.join(OUTCOMES)}")
     state = "rejected" if "fail" in outcomes else "manual_review" if "manual" in outcomes else "verified"
-    return {**case, "state": state, "checks": [c.__dict__ for c in checks], "decided_at": at,
-            "verified_until": at + REVERIFY_AFTER if state == "verified" else None}
+    return {
+        **case,
+        "state": state,
+        "checks": [c.__dict__ for c in checks],
+        "decided_at": at,
+        "verified_until": at + REVERIFY_AFTER if state == "verified" else None,
+    }
 
 
-def reviewed(case: Mapping[str, Any], decision: str, reviewer: str, at: datetime,
-             cleared: Iterable[str] = ()) -> dict[str, Any]:
+def reviewed(
+    case: Mapping[str, Any], decision: str, reviewer: str, at: datetime, cleared: Iterable[str] = ()
+) -> dict[str, Any]:
     """A reviewer's decision on a manual case; `cleared`: sanctions entries they ruled
     out for this merchant (false positives), skipped when it is screened again."""
     if case["state"] != "manual_review":
@@ -111,14 +133,23 @@ def reviewed(case: Mapping[str, Any], decision: str, reviewer: str, at: datetime
     if not reviewer or len(reviewer) > 64:
         raise KycError("invalid_review_decision", "reviewer must be 1..64 chars")
     verified = decision == "approve"
-    return {**case, "state": "verified" if verified else "rejected", "decided_at": at, "reviewer": reviewer,
-            "verified_until": at + REVERIFY_AFTER if verified else None,
-            "cleared": sorted({*case.get("cleared", ()), *cleared})}
+    return {
+        **case,
+        "state": "verified" if verified else "rejected",
+        "decided_at": at,
+        "reviewer": reviewer,
+        "verified_until": at + REVERIFY_AFTER if verified else None,
+        "cleared": sorted({*case.get("cleared", ()), *cleared}),
+    }
 
 
 def reverify_due(case: Mapping[str, Any] | None, at: datetime) -> bool:
-    return case is not None and case["state"] == "verified" and case["verified_until"] is not None \
+    return (
+        case is not None
+        and case["state"] == "verified"
+        and case["verified_until"] is not None
         and at >= case["verified_until"]
+    )
 
 
 def reverify(case: Mapping[str, Any], at: datetime) -> dict[str, Any]:
@@ -135,10 +166,10 @@ def status_of(case: Mapping[str, Any] | None, current: str) -> str:
 
 class SimulatedKycProvider:
     """Checks deterministic by input, as a provider's test mode (docs/compliance.md):
-      documents  fail if a required kind is missing
-      registry   registration numbers starting FAIL fail, MANUAL need a person, others pass
-      sanctions  the legal name and every owner screened: a hit needs a person (the
-                 reviewer sees the match), unless the reviewer cleared that entry before
+    documents  fail if a required kind is missing
+    registry   registration numbers starting FAIL fail, MANUAL need a person, others pass
+    sanctions  the legal name and every owner screened: a hit needs a person (the
+               reviewer sees the match), unless the reviewer cleared that entry before
     """
 
     def __init__(self, sanctions: SanctionsList) -> None:
@@ -147,15 +178,29 @@ class SimulatedKycProvider:
     def check(self, case: Mapping[str, Any]) -> list[Check]:
         kinds = {d["kind"] for d in case["documents"]}
         missing = [k for k in REQUIRED_DOCUMENTS if k not in kinds]
-        checks = [Check("documents", "fail" if missing else "pass",
-                        f"missing {', '.join(missing)}" if missing else "all required documents")]
+        checks = [
+            Check(
+                "documents",
+                "fail" if missing else "pass",
+                f"missing {', '.join(missing)}" if missing else "all required documents",
+            )
+        ]
         reg = case["registration_number"].upper()
-        checks.append(Check("registry", "fail" if reg.startswith("FAIL") else "manual" if reg.startswith("MANUAL")
-                            else "pass", f"{case['country']} business registry"))
+        checks.append(
+            Check(
+                "registry",
+                "fail" if reg.startswith("FAIL") else "manual" if reg.startswith("MANUAL") else "pass",
+                f"{case['country']} business registry",
+            )
+        )
         hits = []
         for role, name in [("legal_name", case["legal_name"]), *(("owner", o) for o in case["owners"])]:
             hit = self.sanctions.screen(name, cleared=case.get("cleared") or ())
-            if hit is not None:  # the listed party's name, not the applicant's: the match is shown, the name is not logged
+            if (
+                hit is not None
+            ):  # the listed party's name, not the applicant's: the match is shown, the name is not logged
                 hits.append(f"{role} {hit.reason()} ({hit.entry_name})")
-        checks.append(Check("sanctions", "manual" if hits else "pass", "; ".join(hits) or f"clear ({self.sanctions.version})"))
+        checks.append(
+            Check("sanctions", "manual" if hits else "pass", "; ".join(hits) or f"clear ({self.sanctions.version})")
+        )
         return checks

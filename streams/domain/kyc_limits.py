@@ -53,5 +53,7 @@ def take(total: int, amount_minor: int, cap: int) -> int | None:
 
 
 def refusal_detail(currency: str, day: date, total: int, amount_minor: int, cap: int) -> str:
-    return (f"the merchant's KYC is pending: {amount_minor} more {currency} minor units on {day.isoformat()} "
-            f"would pass the daily cap of {cap} ({total} taken)")
+    return (
+        f"the merchant's KYC is pending: {amount_minor} more {currency} minor units on {day.isoformat()} "
+        f"would pass the daily cap of {cap} ({total} taken)"
+    )

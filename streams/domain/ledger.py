@@ -35,15 +35,54 @@ MERCHANT_ACCOUNTS = ("holds", "pending", "available", "incoming")
 # the merchant's incoming). In the asset (USDC, BTC): crypto_custody holds what our
 # deposit addresses hold on the chain; crypto_payer is what of it is owed to payers
 # (unconfirmed, excess, late, short); crypto_owned is the house's, bought for the price.
-HOUSE_ACCOUNTS = ("holds", "clearing", "fees", "settlement", "fx", "disputes", "bank_transit", "payouts_in_transit", "bank",
-                  "crypto_transit", "crypto_custody", "crypto_payer", "crypto_owned")
+HOUSE_ACCOUNTS = (
+    "holds",
+    "clearing",
+    "fees",
+    "settlement",
+    "fx",
+    "disputes",
+    "bank_transit",
+    "payouts_in_transit",
+    "bank",
+    "crypto_transit",
+    "crypto_custody",
+    "crypto_payer",
+    "crypto_owned",
+)
 BANK_EVENT_TYPES = frozenset({"bank_submitted", "bank_settled", "bank_returned", "bank_reversed"})
-CRYPTO_EVENT_TYPES = frozenset({"crypto_quoted", "crypto_received", "crypto_reorged", "crypto_pending", "crypto_unpending",
-                                "crypto_confirmed", "crypto_expired", "crypto_refunded", "crypto_lost"})
-EVENT_TYPES = frozenset(
-    {"authorized", "declined", "authorization_pending", "captured", "voided", "expired",
-     "refunded", "dispute_opened", "dispute_won", "dispute_lost", "settled"}
-) | BANK_EVENT_TYPES | CRYPTO_EVENT_TYPES
+CRYPTO_EVENT_TYPES = frozenset(
+    {
+        "crypto_quoted",
+        "crypto_received",
+        "crypto_reorged",
+        "crypto_pending",
+        "crypto_unpending",
+        "crypto_confirmed",
+        "crypto_expired",
+        "crypto_refunded",
+        "crypto_lost",
+    }
+)
+EVENT_TYPES = (
+    frozenset(
+        {
+            "authorized",
+            "declined",
+            "authorization_pending",
+            "captured",
+            "voided",
+            "expired",
+            "refunded",
+            "dispute_opened",
+            "dispute_won",
+            "dispute_lost",
+            "settled",
+        }
+    )
+    | BANK_EVENT_TYPES
+    | CRYPTO_EVENT_TYPES
+)
 # The asset side of a crypto event (its `crypto` record's amount), house accounts (debit, credit).
 # A refund of a crypto payment sends the house's coins back to the payer.
 CRYPTO_ASSET_LEGS = {
@@ -192,6 +231,7 @@ def post(event: Mapping[str, Any], *, shard: int, settlement: SettlementTerms | 
     etype, merchant, currency, amount, fee = _checked(event)
     if not isinstance(shard, int) or isinstance(shard, bool) or shard < 0:
         raise PostingError("invalid_shard", f"shard must be a non-negative int, got {shard!r}")
+
     def m(kind: str) -> str:
         return merchant_account(merchant, kind)
 
@@ -291,7 +331,9 @@ def _crypto_of(event: Mapping[str, Any], etype: str) -> tuple[str, int] | None:
     if not is_asset(asset):
         raise PostingError("invalid_crypto", f"not a crypto asset: {str(asset)[:16]!r}")
     if type(amount) is not int or not 0 <= amount <= MAX_AMOUNT_MINOR:
-        raise PostingError("invalid_amount", f"crypto.amount_minor must be a non-negative integer, got {amount!r}"[:120])
+        raise PostingError(
+            "invalid_amount", f"crypto.amount_minor must be a non-negative integer, got {amount!r}"[:120]
+        )
     return asset, amount
 
 
@@ -348,7 +390,9 @@ def _pay_merchant(terms, currency, amount, move, m, h, *, refuse_zero: bool) -> 
     if conv.target_minor > MAX_AMOUNT_MINOR:
         raise PostingError("amount_too_large", f"{amount} {currency} is {conv.target_minor} {terms.currency}")
     if conv.target_minor == 0 and refuse_zero:  # the merchant would give money and get nothing: leave it owed
-        raise PostingError("converts_to_zero", f"{amount} {currency} is less than half a minor unit of {terms.currency}")
+        raise PostingError(
+            "converts_to_zero", f"{amount} {currency} is less than half a minor unit of {terms.currency}"
+        )
     # Each currency balances on its own: the FX desk takes the payment currency
     # from the merchant and gives the settlement currency, rounded HALF_EVEN.
     move(m("pending"), h("fx"), amount)
@@ -365,12 +409,22 @@ def _pay_merchant(terms, currency, amount, move, m, h, *, refuse_zero: bool) -> 
     )
 
 
-def payout_entry(entry_id: str, event_id: str, merchant_id: str, *, shard: int, occurred_at_ms: int,
-                 currency: str, amount_minor: int, terms: SettlementTerms) -> JournalEntry:
+def payout_entry(
+    entry_id: str,
+    event_id: str,
+    merchant_id: str,
+    *,
+    shard: int,
+    occurred_at_ms: int,
+    currency: str,
+    amount_minor: int,
+    terms: SettlementTerms,
+) -> JournalEntry:
     """A merchant payout (the daily settlement): `amount_minor` of `currency` moves
     from pending to available, converted per `terms`. PostingError when the terms
     cannot be used (no rate for the pair, a foreign pair, an overflow)."""
     assert amount_minor > 0, amount_minor
+
     def m(kind: str) -> str:
         return merchant_account(merchant_id, kind)
 
@@ -383,8 +437,17 @@ def payout_entry(entry_id: str, event_id: str, merchant_id: str, *, shard: int, 
         lines.extend((Line(debit, cur, debit_minor=amount), Line(credit, cur, credit_minor=amount)))
 
     fx = _pay_merchant(terms, currency, amount_minor, move, m, h, refuse_zero=True)
-    return JournalEntry(entry_id=entry_id, event_id=event_id, event_type=SETTLEMENT, payment_id=event_id,
-                        merchant_id=merchant_id, shard=shard, occurred_at_ms=occurred_at_ms, lines=tuple(lines), fx=fx)
+    return JournalEntry(
+        entry_id=entry_id,
+        event_id=event_id,
+        event_type=SETTLEMENT,
+        payment_id=event_id,
+        merchant_id=merchant_id,
+        shard=shard,
+        occurred_at_ms=occurred_at_ms,
+        lines=tuple(lines),
+        fx=fx,
+    )
 
 
 def _checked(event: Mapping[str, Any]) -> tuple[str, str, str, int, int]:
@@ -425,7 +488,9 @@ def reverse(entry: JournalEntry, *, correction_id: str, occurred_at_ms: int) -> 
         merchant_id=entry.merchant_id,
         shard=entry.shard,
         occurred_at_ms=occurred_at_ms,
-        lines=tuple(Line(x.account, x.currency, debit_minor=x.credit_minor, credit_minor=x.debit_minor) for x in entry.lines),
+        lines=tuple(
+            Line(x.account, x.currency, debit_minor=x.credit_minor, credit_minor=x.debit_minor) for x in entry.lines
+        ),
         fx=entry.fx,
         reverses=entry.entry_id,
     )
@@ -513,6 +578,7 @@ def decode_balance(data: bytes) -> int:
 
 # --- Avro records (schemas/avro/LedgerEntry.avsc) ---
 
+
 def to_ms(value: datetime | int) -> int:
     """Epoch milliseconds of an Avro timestamp-millis (decoded: an aware datetime)."""
     if isinstance(value, datetime):
@@ -531,7 +597,9 @@ def settlement_of(entry: JournalEntry) -> SettlementTerms | None:
     if fx is None:
         return SettlementTerms(entry.lines[0].currency)
     try:
-        rate = FxRate(fx.base_currency, fx.quote_currency, parse_rate(fx.rate), from_ms(fx.rate_as_of_ms), fx.rate_source)
+        rate = FxRate(
+            fx.base_currency, fx.quote_currency, parse_rate(fx.rate), from_ms(fx.rate_as_of_ms), fx.rate_source
+        )
     except AssertionError as e:
         raise PostingError("invalid_fx", str(e)[:200]) from None
     return SettlementTerms(fx.quote_currency, rate)
@@ -551,7 +619,9 @@ def entry_to_record(entry: JournalEntry) -> dict[str, Any]:
             {"account": x.account, "currency": x.currency, "debit_minor": x.debit_minor, "credit_minor": x.credit_minor}
             for x in entry.lines
         ],
-        "fx": None if fx is None else {
+        "fx": None
+        if fx is None
+        else {
             "base_currency": fx.base_currency,
             "quote_currency": fx.quote_currency,
             "rate": fx.rate,
@@ -585,9 +655,17 @@ def entry_from_record(record: Mapping[str, Any]) -> JournalEntry:
             shard=record["shard"],
             occurred_at_ms=to_ms(record["occurred_at"]),
             lines=lines,
-            fx=None if fx is None else FxApplied(
-                fx["base_currency"], fx["quote_currency"], fx["rate"], to_ms(fx["rate_as_of"]), fx["rate_source"],
-                fx["source_minor"], fx["target_minor"], fx["residual"],
+            fx=None
+            if fx is None
+            else FxApplied(
+                fx["base_currency"],
+                fx["quote_currency"],
+                fx["rate"],
+                to_ms(fx["rate_as_of"]),
+                fx["rate_source"],
+                fx["source_minor"],
+                fx["target_minor"],
+                fx["residual"],
             ),
             reverses=record.get("reverses"),
         )

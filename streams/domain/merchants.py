@@ -42,10 +42,19 @@ class MerchantError(ValueError):
     """A registry record that cannot be built; the message says which field."""
 
 
-def merchant_record(merchant_id: str, *, kyc_status: str = "pending", currencies: Iterable[str] = (),
-                    methods: Iterable[str] = ("card",), fee_plan_id: str = "standard",
-                    settlement_currency: str = "USD", updated_at: datetime, platform_id: str | None = None,
-                    connected: Iterable[str] = (), kyc: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def merchant_record(
+    merchant_id: str,
+    *,
+    kyc_status: str = "pending",
+    currencies: Iterable[str] = (),
+    methods: Iterable[str] = ("card",),
+    fee_plan_id: str = "standard",
+    settlement_currency: str = "USD",
+    updated_at: datetime,
+    platform_id: str | None = None,
+    connected: Iterable[str] = (),
+    kyc: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """A checked MerchantRecord (`kyc`: its onboarding case, streams/domain/kyc.py)."""
     currencies, methods, connected = sorted(set(currencies)), sorted(set(methods)), sorted(set(connected))
     if not merchant_id or len(merchant_id) > MERCHANT_ID_MAX_LEN or not merchant_id.isprintable():
@@ -62,15 +71,26 @@ def merchant_record(merchant_id: str, *, kyc_status: str = "pending", currencies
         raise MerchantError("settlement_currency must be an ISO 4217 code")
     if updated_at.tzinfo is None:
         raise MerchantError("updated_at needs a timezone")
-    if platform_id is not None and (not platform_id or platform_id == merchant_id or len(platform_id) > MERCHANT_ID_MAX_LEN):
+    if platform_id is not None and (
+        not platform_id or platform_id == merchant_id or len(platform_id) > MERCHANT_ID_MAX_LEN
+    ):
         raise MerchantError("platform_id must be another merchant's id")
     if platform_id is not None and connected:
         raise MerchantError("a connected account cannot have connected accounts of its own")
     if len(connected) > MAX_CONNECTED or merchant_id in connected:
         raise MerchantError(f"connected must be at most {MAX_CONNECTED} other merchants")
-    return {"merchant_id": merchant_id, "kyc_status": kyc_status, "currencies": currencies, "methods": methods,
-            "fee_plan_id": fee_plan_id, "settlement_currency": settlement_currency, "updated_at": updated_at,
-            "platform_id": platform_id, "connected": connected, "kyc": None if kyc is None else dict(kyc)}
+    return {
+        "merchant_id": merchant_id,
+        "kyc_status": kyc_status,
+        "currencies": currencies,
+        "methods": methods,
+        "fee_plan_id": fee_plan_id,
+        "settlement_currency": settlement_currency,
+        "updated_at": updated_at,
+        "platform_id": platform_id,
+        "connected": connected,
+        "kyc": None if kyc is None else dict(kyc),
+    }
 
 
 def with_status(record: Mapping[str, Any], kyc_status: str, updated_at: datetime) -> dict[str, Any]:
@@ -89,7 +109,9 @@ def _with(record: Mapping[str, Any], updated_at: datetime, **changes: Any) -> di
     return merchant_record(record["merchant_id"], updated_at=updated_at, **fields)
 
 
-def connect(platform: Mapping[str, Any], account: Mapping[str, Any], updated_at: datetime) -> tuple[dict[str, Any], dict[str, Any]]:
+def connect(
+    platform: Mapping[str, Any], account: Mapping[str, Any], updated_at: datetime
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The next versions of a platform's record and of a merchant it connects (a
     marketplace's seller): the account names its platform, the platform lists the
     account, which the keys stage checks a split create against (it sees only the
@@ -100,8 +122,10 @@ def connect(platform: Mapping[str, Any], account: Mapping[str, Any], updated_at:
         raise MerchantError(f"{platform['merchant_id']} is itself a connected account")
     if account.get("platform_id") not in (None, platform["merchant_id"]) or account.get("connected"):
         raise MerchantError(f"{account['merchant_id']} is connected elsewhere or is a platform")
-    return (_with(platform, updated_at, connected=[*platform.get("connected", ()), account["merchant_id"]]),
-            _with(account, updated_at, platform_id=platform["merchant_id"]))
+    return (
+        _with(platform, updated_at, connected=[*platform.get("connected", ()), account["merchant_id"]]),
+        _with(account, updated_at, platform_id=platform["merchant_id"]),
+    )
 
 
 def disconnect(platform: Mapping[str, Any], account_id: str, updated_at: datetime) -> dict[str, Any]:
@@ -128,8 +152,13 @@ class Refusal:
     detail: str
 
 
-def admit(cmd: Mapping[str, Any], merchant: Mapping[str, Any] | None, *,
-          require_registration: bool = False, pending_allowed: bool = False) -> Refusal | None:
+def admit(
+    cmd: Mapping[str, Any],
+    merchant: Mapping[str, Any] | None,
+    *,
+    require_registration: bool = False,
+    pending_allowed: bool = False,
+) -> Refusal | None:
     """None if the registry lets this command through, else why not. Only creates
     are checked (see the module doc). `pending_allowed`: a pending merchant passes the
     KYC check (its daily cap is the keys stage's, streams/domain/kyc_limits.py); the rest still apply."""
@@ -155,6 +184,8 @@ def _split_refusal(cmd: Mapping[str, Any], merchant: Mapping[str, Any]) -> Refus
     connected = set(merchant.get("connected") or ())
     for split in cmd.get("splits") or ():
         if split["merchant_id"] not in connected:
-            return Refusal("split_account_not_connected",
-                           f"{split['merchant_id'][:64]} is not a verified connected account of {merchant['merchant_id']}")
+            return Refusal(
+                "split_account_not_connected",
+                f"{split['merchant_id'][:64]} is not a verified connected account of {merchant['merchant_id']}",
+            )
     return None

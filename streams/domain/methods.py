@@ -6,10 +6,14 @@ exactly the instrument that method needs:
 | method | instrument | lifecycle (streams/domain/payments.py) |
 |---|---|---|
 | card | card, card_token or sealed_card (ingest tokenizes) | authorize, capture, void, refund, 3DS step-up, disputes |
-| wallet | `wallet`: provider, payment token, cryptogram; no PAN at all | as a card, without a 3DS step-up (the device authenticated the customer) |
-| bank_transfer | `bank_account`: scheme ach/sepa, mandate id, last four digits | no hold: submitted at once, settled or returned days later (bank_settle, bank_return) |
-| bnpl | `bnpl`: the provider | the provider approves the plan, pays the merchant upfront at capture (less its fee); no disputes here |
-| crypto | `crypto`: asset (USDC, BTC), the payer's refund address | quoted, paid on a chain to an address of its own, confirmed blocks deep (streams/domain/crypto.py); no hold, no disputes |
+| wallet | `wallet`: provider, payment token, cryptogram; no PAN at all | as a card, without a 3DS step-up (the device
+authenticated the customer) |
+| bank_transfer | `bank_account`: scheme ach/sepa, mandate id, last four digits | no hold: submitted at once, settled
+or returned days later (bank_settle, bank_return) |
+| bnpl | `bnpl`: the provider | the provider approves the plan, pays the merchant upfront at capture (less its fee);
+no disputes here |
+| crypto | `crypto`: asset (USDC, BTC), the payer's refund address | quoted, paid on a chain to an address of its own,
+confirmed blocks deep (streams/domain/crypto.py); no hold, no disputes |
 
 docs/payments.md (Payment methods) has the why; `check_instrument` is ingest's rule.
 
@@ -89,8 +93,12 @@ class Instrument:
     crypto: dict[str, str] | None = None
 
     def fields(self) -> dict[str, Any]:
-        out = {"method": self.method, "wallet": self.wallet, "bank_account": self.bank_account,
-               "bnpl_provider": self.bnpl_provider}
+        out = {
+            "method": self.method,
+            "wallet": self.wallet,
+            "bank_account": self.bank_account,
+            "bnpl_provider": self.bnpl_provider,
+        }
         if self.crypto is not None:  # only then: other methods' records stay as they were
             out["crypto"] = self.crypto
         return out
@@ -105,9 +113,12 @@ def method_of(cmd: Mapping[str, Any]) -> str:
     return cmd.get("method") or (cmd.get("metadata") or {}).get("payment_method") or DEFAULT_METHOD
 
 
-def check_instrument(cmd: Mapping[str, Any],
-                     method_currencies: Mapping[str, frozenset[str]] | None = None,
-                     wallet_keys: Mapping[str, bytes] | None = None, payment_id: str | None = None) -> Instrument:
+def check_instrument(
+    cmd: Mapping[str, Any],
+    method_currencies: Mapping[str, frozenset[str]] | None = None,
+    wallet_keys: Mapping[str, bytes] | None = None,
+    payment_id: str | None = None,
+) -> Instrument:
     """The create's method and instrument, checked: exactly the instrument its method
     needs, no card number in it, a currency its rails take, a signed wallet cryptogram
     that verifies under `wallet_keys` (the wallet provider's public keys) for this
@@ -122,10 +133,15 @@ def check_instrument(cmd: Mapping[str, Any],
     if method != "card" and not given:
         raise MethodError("missing_payment_method", f"a {method} create needs {needed[0]}")
     if method in NO_MANUAL_CAPTURE and cmd.get("capture_method") == "manual":
-        raise MethodError("capture_method_not_supported", f"a {method} has no authorization hold: capture_method automatic")
+        raise MethodError(
+            "capture_method_not_supported", f"a {method} has no authorization hold: capture_method automatic"
+        )
     currency = cmd.get("currency")
-    if method_currencies is not None and method not in NOT_ON_RAILS \
-            and currency not in method_currencies.get(method, frozenset()):
+    if (
+        method_currencies is not None
+        and method not in NOT_ON_RAILS
+        and currency not in method_currencies.get(method, frozenset())
+    ):
         takes = ", ".join(sorted(method_currencies.get(method, ()))) or "nothing"
         raise MethodError("currency_not_supported", f"{method} rails take {takes}")
     if method == "wallet":
@@ -166,10 +182,17 @@ def _wallet(cmd: Mapping[str, Any], keys: Mapping[str, bytes], payment_id: str |
     if is_signed_token(cryptogram, CRYPTOGRAM_PREFIX):
         # Signed by the wallet provider: it must be for this very payment (docs/payments.md).
         assert payment_id is not None, "ingest derives a create's payment_id before its instrument"
-        checked = verify_cryptogram(cryptogram, keys, provider=wallet["provider"], wallet_token=token,
-                                    payment_id=payment_id, merchant_id=cmd["merchant_id"],
-                                    amount_minor=cmd["amount_minor"], currency=cmd["currency"],
-                                    at_ms=to_ms(cmd["occurred_at"]))
+        checked = verify_cryptogram(
+            cryptogram,
+            keys,
+            provider=wallet["provider"],
+            wallet_token=token,
+            payment_id=payment_id,
+            merchant_id=cmd["merchant_id"],
+            amount_minor=cmd["amount_minor"],
+            currency=cmd["currency"],
+            at_ms=to_ms(cmd["occurred_at"]),
+        )
         if isinstance(checked, Refusal):
             raise MethodError(checked.reason, checked.detail)
     elif not CRYPTOGRAM_PATTERN.fullmatch(cryptogram):
@@ -186,9 +209,13 @@ def _mandate(account: Mapping[str, Any], currency: str | None) -> dict[str, str]
     if not MANDATE_ID_PATTERN.fullmatch(mandate_id):
         raise MethodError("invalid_bank_account", "bank_account.mandate_id must be 1..35 chars [A-Za-z0-9_-]")
     if not (len(last4) == 4 and last4.isascii() and last4.isdigit()):
-        raise MethodError("invalid_bank_account", "bank_account.account_last4 must be 4 digits (never the account number)")
+        raise MethodError(
+            "invalid_bank_account", "bank_account.account_last4 must be 4 digits (never the account number)"
+        )
     if scheme not in SCHEME_CURRENCY:
-        raise MethodError("invalid_bank_account", f"bank_account.scheme must be one of {', '.join(sorted(SCHEME_CURRENCY))}")
+        raise MethodError(
+            "invalid_bank_account", f"bank_account.scheme must be one of {', '.join(sorted(SCHEME_CURRENCY))}"
+        )
     if currency != SCHEME_CURRENCY[scheme]:
         raise MethodError("currency_not_supported", f"{scheme} debits accounts in {SCHEME_CURRENCY[scheme]}")
     return {"scheme": scheme, "mandate_id": mandate_id, "account_last4": last4}
@@ -200,9 +227,13 @@ def check_return_code(code: str | None) -> str:
     return code
 
 
-def method_currencies(rails: Mapping[str, RailConfig], methods: Mapping[str, tuple[str, ...]]) -> dict[str, frozenset[str]]:
+def method_currencies(
+    rails: Mapping[str, RailConfig], methods: Mapping[str, tuple[str, ...]]
+) -> dict[str, frozenset[str]]:
     """method -> the currencies some rail of its kinds takes (routing.toml `methods`)."""
-    return {m: frozenset().union(*(r.currencies for r in rails.values() if r.kind in kinds)) for m, kinds in methods.items()}
+    return {
+        m: frozenset().union(*(r.currencies for r in rails.values() if r.kind in kinds)) for m, kinds in methods.items()
+    }
 
 
 def instrument_label(method: str, cmd: Mapping[str, Any]) -> str | None:

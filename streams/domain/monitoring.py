@@ -49,11 +49,17 @@ BPS = 10_000
 # A volume rule's window in buckets: its resolution is window_ms / BUCKETS.
 BUCKETS = 24
 
-STRUCTURING, RAPID_IN_OUT, REFUND_ABUSE, MANY_CARDS = "structuring", "rapid_in_out", "refund_abuse", "many_cards_per_device"
+STRUCTURING, RAPID_IN_OUT, REFUND_ABUSE, MANY_CARDS = (
+    "structuring",
+    "rapid_in_out",
+    "refund_abuse",
+    "many_cards_per_device",
+)
 RULES = (STRUCTURING, RAPID_IN_OUT, REFUND_ABUSE, MANY_CARDS)
 CARD, MERCHANT, DEVICE = "card", "merchant", "device"
 SUBJECT_RULES: Mapping[str, tuple[str, ...]] = MappingProxyType(
-    {CARD: (STRUCTURING, REFUND_ABUSE), MERCHANT: (RAPID_IN_OUT, REFUND_ABUSE), DEVICE: (MANY_CARDS,)})
+    {CARD: (STRUCTURING, REFUND_ABUSE), MERCHANT: (RAPID_IN_OUT, REFUND_ABUSE), DEVICE: (MANY_CARDS,)}
+)
 CAPTURE, REFUND, ATTEMPT = "capture", "refund", "attempt"
 KINDS = (CAPTURE, REFUND, ATTEMPT)
 _VOLUME_RULES = (RAPID_IN_OUT, REFUND_ABUSE)
@@ -76,7 +82,9 @@ class Thresholds:
     """Every rule's threshold (documented defaults; docs/compliance.md, Transaction monitoring)."""
 
     # Per currency, minor units; a currency absent here is not checked for structuring.
-    reporting_threshold_minor: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_REPORTING_THRESHOLD_MINOR))
+    reporting_threshold_minor: Mapping[str, int] = field(
+        default_factory=lambda: dict(DEFAULT_REPORTING_THRESHOLD_MINOR)
+    )
     near_threshold_bps: int = 1_000  # "just under": within 10% below the threshold
     structuring_payments: int = 3
     structuring_window_ms: int = 2 * DAY_MS
@@ -92,8 +100,11 @@ class Thresholds:
     currencies_max: int = 8  # per subject and rule: a further one pushes out the least recent
 
     def __post_init__(self) -> None:
-        counts = {"structuring_payments": self.structuring_payments, "device_cards": self.device_cards,
-                  "refund_min_refunds": self.refund_min_refunds}
+        counts = {
+            "structuring_payments": self.structuring_payments,
+            "device_cards": self.device_cards,
+            "refund_min_refunds": self.refund_min_refunds,
+        }
         for name, value in counts.items():
             if not 2 <= value <= 1_000:
                 raise MonitoringError("invalid_threshold", f"{name} must be 2..1000, not {value}")
@@ -104,14 +115,22 @@ class Thresholds:
             if not BUCKETS <= self.window_ms(rule) <= 366 * DAY_MS:
                 raise MonitoringError("invalid_threshold", f"the {rule} window must be {BUCKETS} ms..366 days")
         if not 1 <= self.evidence_max <= 100 or not 1 <= self.currencies_max <= 64 or self.rapid_min_captured_minor < 1:
-            raise MonitoringError("invalid_threshold", "evidence_max 1..100, currencies_max 1..64, rapid_min_captured_minor >= 1")
+            raise MonitoringError(
+                "invalid_threshold", "evidence_max 1..100, currencies_max 1..64, rapid_min_captured_minor >= 1"
+            )
         for currency, minor in self.reporting_threshold_minor.items():
             if not is_currency(currency) or not 1 <= minor <= 2**63 - 1:
-                raise MonitoringError("invalid_threshold", "reporting_threshold_minor: ISO 4217 codes to minor units >= 1")
+                raise MonitoringError(
+                    "invalid_threshold", "reporting_threshold_minor: ISO 4217 codes to minor units >= 1"
+                )
 
     def window_ms(self, rule: str) -> int:
-        return {STRUCTURING: self.structuring_window_ms, RAPID_IN_OUT: self.rapid_window_ms,
-                REFUND_ABUSE: self.refund_window_ms, MANY_CARDS: self.device_window_ms}[rule]
+        return {
+            STRUCTURING: self.structuring_window_ms,
+            RAPID_IN_OUT: self.rapid_window_ms,
+            REFUND_ABUSE: self.refund_window_ms,
+            MANY_CARDS: self.device_window_ms,
+        }[rule]
 
     @property
     def retention_ms(self) -> int:
@@ -218,7 +237,9 @@ class SubjectState:
     @classmethod
     def from_bytes(cls, raw: bytes) -> SubjectState:
         d = state_loads(raw)
-        rules = {r: RuleState(s["cut_ms"], [Evidence(**e) for e in s["items"]], s["buckets"]) for r, s in d["rules"].items()}
+        rules = {
+            r: RuleState(s["cut_ms"], [Evidence(**e) for e in s["items"]], s["buckets"]) for r, s in d["rules"].items()
+        }
         return cls(d["wm_ms"], rules)
 
 
@@ -273,8 +294,11 @@ def _count(rs: RuleState, rule: str, a: Activity, t: Thresholds) -> RuleState:
         if a.kind != CAPTURE or t.near_threshold(a.currency, a.amount_minor) is None:
             return rs
         items = rs.items + [Evidence.of(a)]
-        currencies = _bounded_currencies({e.currency: max(x.at_ms for x in items if x.currency == e.currency) for e in items},
-                                         a.currency, t.currencies_max)
+        currencies = _bounded_currencies(
+            {e.currency: max(x.at_ms for x in items if x.currency == e.currency) for e in items},
+            a.currency,
+            t.currencies_max,
+        )
         return replace(rs, items=[e for e in items if e.currency in currencies])
     # a volume rule
     bms = _bucket_ms(rule, t)
@@ -294,13 +318,15 @@ def _count(rs: RuleState, rule: str, a: Activity, t: Thresholds) -> RuleState:
         slot[4] += 1
     keep = _bounded_currencies({c: bs[-1][0] for c, bs in buckets.items()}, a.currency, t.currencies_max)
     items = _latest_per_currency(rs.items + [Evidence.of(a)], a.currency, t.evidence_max)
-    return RuleState(rs.cut_ms, [e for e in items if e.currency in keep], {c: bs for c, bs in buckets.items() if c in keep})
+    return RuleState(
+        rs.cut_ms, [e for e in items if e.currency in keep], {c: bs for c, bs in buckets.items() if c in keep}
+    )
 
 
 def _bounded_currencies(latest: Mapping[str, int], current: str, limit: int) -> set[str]:
     """At most `limit` currencies: the current one and the most recently active others."""
     others = sorted((c for c in latest if c != current), key=lambda c: (latest[c], c), reverse=True)
-    return {current, *others[:limit - 1]}
+    return {current, *others[: limit - 1]}
 
 
 def _judge(rs: RuleState, rule: str, a: Activity, wm: int, t: Thresholds) -> MonitoringCase | None:
@@ -317,10 +343,16 @@ def _judge(rs: RuleState, rule: str, a: Activity, wm: int, t: Thresholds) -> Mon
         if len(evidence) < t.structuring_payments:
             return None
         limit = t.reporting_threshold_minor[a.currency]
-        measures = {"payments": len(evidence), "total_minor": sum(e.amount_minor for e in evidence), "threshold_minor": limit}
-        summary = (f"{len(evidence)} captures just under the reporting threshold of {format_minor(limit, a.currency)} "
-                   f"(within {t.near_threshold_bps / 100:g}%) within {_span(t.structuring_window_ms)}, "
-                   f"{format_minor(measures['total_minor'], a.currency)} in all")
+        measures = {
+            "payments": len(evidence),
+            "total_minor": sum(e.amount_minor for e in evidence),
+            "threshold_minor": limit,
+        }
+        summary = (
+            f"{len(evidence)} captures just under the reporting threshold of {format_minor(limit, a.currency)} "
+            f"(within {t.near_threshold_bps / 100:g}%) within {_span(t.structuring_window_ms)}, "
+            f"{format_minor(measures['total_minor'], a.currency)} in all"
+        )
         return _case(rule, a, a.currency, _start(start, rs), wm, evidence, measures, summary)
     buckets = rs.buckets.get(a.currency, [])
     captured, captures = sum(b[1] for b in buckets), sum(b[2] for b in buckets)
@@ -329,8 +361,10 @@ def _judge(rs: RuleState, rule: str, a: Activity, wm: int, t: Thresholds) -> Mon
     if rule == RAPID_IN_OUT:
         if captured < t.rapid_min_captured_minor or refunded * BPS < captured * t.rapid_refunded_bps:
             return None
-        summary = (f"{format_minor(refunded, a.currency)} refunded of {format_minor(captured, a.currency)} captured "
-                   f"within {_span(t.rapid_window_ms)}")
+        summary = (
+            f"{format_minor(refunded, a.currency)} refunded of {format_minor(captured, a.currency)} captured "
+            f"within {_span(t.rapid_window_ms)}"
+        )
     else:
         if refunds < t.refund_min_refunds or refunds * BPS < captures * t.refund_ratio_bps:
             return None
@@ -348,11 +382,31 @@ def _span(ms: int) -> str:
     return f"{ms // DAY_MS} d" if ms % DAY_MS == 0 else f"{ms // HOUR_MS} h" if ms % HOUR_MS == 0 else f"{ms} ms"
 
 
-def _case(rule: str, a: Activity, currency: str | None, start_ms: int, end_ms: int, evidence: Iterable[Evidence],
-          measures: Mapping[str, int], summary: str) -> MonitoringCase:
+def _case(
+    rule: str,
+    a: Activity,
+    currency: str | None,
+    start_ms: int,
+    end_ms: int,
+    evidence: Iterable[Evidence],
+    measures: Mapping[str, int],
+    summary: str,
+) -> MonitoringCase:
     merchant = a.subject_id if a.subject_kind == MERCHANT else a.merchant_id
-    return MonitoringCase(case_id(rule, a.subject_kind, a.subject_id, currency, start_ms, end_ms), rule, a.subject_kind,
-                          a.subject_id, merchant, currency, start_ms, end_ms, end_ms, tuple(evidence), dict(measures), summary)
+    return MonitoringCase(
+        case_id(rule, a.subject_kind, a.subject_id, currency, start_ms, end_ms),
+        rule,
+        a.subject_kind,
+        a.subject_id,
+        merchant,
+        currency,
+        start_ms,
+        end_ms,
+        end_ms,
+        tuple(evidence),
+        dict(measures),
+        summary,
+    )
 
 
 # --- the case queue: decisions ---
@@ -362,8 +416,12 @@ OPEN, ESCALATED, DISMISSED, REPORTED = "open", "escalated", "dismissed", "report
 STATUSES = (OPEN, ESCALATED, DISMISSED, REPORTED)
 _RESULT = {"escalate": ESCALATED, "dismiss": DISMISSED, "report": REPORTED}
 # escalate hands the case to a senior reviewer; dismiss and report close it.
-_ALLOWED = {OPEN: frozenset(DECISIONS), ESCALATED: frozenset({"dismiss", "report"}), DISMISSED: frozenset(),
-            REPORTED: frozenset()}
+_ALLOWED = {
+    OPEN: frozenset(DECISIONS),
+    ESCALATED: frozenset({"dismiss", "report"}),
+    DISMISSED: frozenset(),
+    REPORTED: frozenset(),
+}
 OPERATOR_MAX_CHARS = 64
 REASON_MAX_CHARS = 1_000
 
@@ -373,8 +431,10 @@ def decided(status: str, decision: str) -> str:
     if decision not in DECISIONS:
         raise MonitoringError("invalid_decision", f"decision must be one of {', '.join(DECISIONS)}, not {decision!r}")
     if decision not in _ALLOWED[status]:
-        raise MonitoringError("case_closed" if status in (DISMISSED, REPORTED) else "invalid_transition",
-                              f"a case {status} cannot be decided {decision}")
+        raise MonitoringError(
+            "case_closed" if status in (DISMISSED, REPORTED) else "invalid_transition",
+            f"a case {status} cannot be decided {decision}",
+        )
     return _RESULT[decision]
 
 
@@ -383,7 +443,9 @@ def decision_id(case: str, decision: str, operator: str, decided_at: datetime) -
     return "dec_" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
-def decision_record(case: str, status: str, decision: str, operator: str, reason: str, decided_at: datetime) -> dict[str, Any]:
+def decision_record(
+    case: str, status: str, decision: str, operator: str, reason: str, decided_at: datetime
+) -> dict[str, Any]:
     """A MonitoringDecision for a case now `status` (checked: who, what, why; when is the command's time)."""
     decided(status, decision)
     operator, reason = operator.strip(), reason.strip()
@@ -392,8 +454,14 @@ def decision_record(case: str, status: str, decision: str, operator: str, reason
         raise MonitoringError("invalid_operator", f"operator must be 1..{OPERATOR_MAX_CHARS} characters")
     if not 1 <= len(reason) <= REASON_MAX_CHARS:
         raise MonitoringError("invalid_reason", f"a reason of 1..{REASON_MAX_CHARS} characters is required")
-    return {"decision_id": decision_id(case, decision, operator, decided_at), "case_id": case, "decision": decision,
-            "operator": operator, "reason": reason, "decided_at": decided_at}
+    return {
+        "decision_id": decision_id(case, decision, operator, decided_at),
+        "case_id": case,
+        "decision": decision,
+        "operator": operator,
+        "reason": reason,
+        "decided_at": decided_at,
+    }
 
 
 def fold_decisions(decisions: Iterable[Mapping[str, Any]]) -> tuple[str, list[Mapping[str, Any]]]:

@@ -49,6 +49,10 @@ def outcome(
 def rejection(cmd: dict[str, Any], reason: str, detail: str, *, payment_id: str | None) -> dict[str, Any]:
     """A rejection for a command that changed nothing. `detail` is PAN-masked."""
     return outcome(
-        cmd, "rejected", payment_id=payment_id, currency=cmd["currency"],
-        reason=reason, detail=mask_pans(detail)[0][:500],
+        cmd,
+        "rejected",
+        payment_id=payment_id,
+        currency=cmd["currency"],
+        reason=reason,
+        detail=mask_pans(detail)[0][:500],
     )

@@ -25,10 +25,10 @@ void at the provider (the hold is released).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from connectors.providers.chain import SimChain
 from connectors.providers.router import Routed, Router, RoutingState, card_of
@@ -145,10 +145,15 @@ class Provider(Protocol):
 
     name: str
 
-    def authorize(self, key: str, card_bin: str, card_last4: str, amount_minor: int, currency: str,
-                  call: Call | None = None) -> ProviderResult: ...
-    def status(self, key: str, card_bin: str, card_last4: str, amount_minor: int, call: Call | None = None) -> ProviderResult: ...
-    def capture(self, key: str, card_bin: str, card_last4: str, amount_minor: int, call: Call | None = None) -> ProviderResult: ...
+    def authorize(
+        self, key: str, card_bin: str, card_last4: str, amount_minor: int, currency: str, call: Call | None = None
+    ) -> ProviderResult: ...
+    def status(
+        self, key: str, card_bin: str, card_last4: str, amount_minor: int, call: Call | None = None
+    ) -> ProviderResult: ...
+    def capture(
+        self, key: str, card_bin: str, card_last4: str, amount_minor: int, call: Call | None = None
+    ) -> ProviderResult: ...
     def void(self, key: str, call: Call | None = None) -> ProviderResult: ...
     def refund(self, key: str, amount_minor: int, call: Call | None = None) -> ProviderResult: ...
 
@@ -229,15 +234,18 @@ class Saga:
     def provider(self, name: str) -> Provider:
         return self.providers[name]
 
-    def authorize(self, cmd: dict[str, Any], key: str, call: Call, routing: RoutingState | None,
-                  soft_key: str | None = None) -> Routed:
+    def authorize(
+        self, cmd: dict[str, Any], key: str, call: Call, routing: RoutingState | None, soft_key: str | None = None
+    ) -> Routed:
         """Authorize a create at the route's provider (one call), or through the router
         (which may send a soft decline on to another route under `soft_key`).
         A charge that needs the PAN reveals it first, into this call only; a card the
         vault cannot give is declined `card_unavailable` before any provider sees it."""
         if self.cards is not None and needs_pan(cmd):
             try:
-                pan = self.cards.reveal(cmd["card"]["token"], cmd["merchant_id"], call.payment_id, REVEAL_MIT, call.at_ms)
+                pan = self.cards.reveal(
+                    cmd["card"]["token"], cmd["merchant_id"], call.payment_id, REVEAL_MIT, call.at_ms
+                )
             except VaultError:
                 return Routed(None, ProviderResult("declined", "card_unavailable"), routing or RoutingState())
             call = replace(call, card_number=pan)
@@ -315,7 +323,10 @@ class Payment:
         assert 0 <= self.released_minor <= self.authorized_minor - self.captured_minor, self
         assert self.resolve_attempts <= MAX_RESOLVE_ATTEMPTS, self
         assert self.dispute_minor >= 0 and self.dispute_lost_minor >= 0, self
-        assert self.refunded_minor + self.dispute_minor + self.dispute_lost_minor + self.returned_minor <= self.captured_minor, self
+        assert (
+            self.refunded_minor + self.dispute_minor + self.dispute_lost_minor + self.returned_minor
+            <= self.captured_minor
+        ), self
         assert (self.returned_minor > 0) == (self.status == "returned") == (self.return_code is not None), self
         assert self.status not in ("submitted", "settled", "returned") or self.method == "bank_transfer", self
         assert self.crypto is None or self.method == "crypto", self
@@ -407,8 +418,11 @@ def fingerprint(cmd: dict[str, Any]) -> str:
     if cmd.get("splits"):  # only then: the fingerprints of unsplit creates stay as they were
         body["splits"] = [[x["merchant_id"], x["amount_minor"]] for x in cmd["splits"]]
         body["platform_fee_minor"] = cmd.get("platform_fee_minor")
-    instrument = {f: cmd.get(f) for f in ("method", "wallet", "bank_account", "bnpl_provider", "return_code", "crypto")
-                  if cmd.get(f) is not None}
+    instrument = {
+        f: cmd.get(f)
+        for f in ("method", "wallet", "bank_account", "bnpl_provider", "return_code", "crypto")
+        if cmd.get(f) is not None
+    }
     if instrument:  # only then: the fingerprints of card payments stay as they were
         body["instrument"] = instrument
     if cmd["kind"] == "review_resolve":  # the reviewer's decision is the request
@@ -423,15 +437,17 @@ def fingerprint(cmd: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(body)).hexdigest()
 
 
-def decide(payment: Payment | None, cmd: dict[str, Any], saga: Saga, policy: Policy,
-           routing: RoutingState | None = None) -> Decision:
+def decide(
+    payment: Payment | None, cmd: dict[str, Any], saga: Saga, policy: Policy, routing: RoutingState | None = None
+) -> Decision:
     """`routing` is the partition's router state; the decision carries the next one."""
     decision = _decide(payment, cmd, saga, policy, routing)
     return decision if decision.routed is not None else replace(decision, routing=routing)
 
 
-def _decide(payment: Payment | None, cmd: dict[str, Any], saga: Saga, policy: Policy,
-            routing: RoutingState | None) -> Decision:
+def _decide(
+    payment: Payment | None, cmd: dict[str, Any], saga: Saga, policy: Policy, routing: RoutingState | None
+) -> Decision:
     if cmd["kind"] == "resolve":
         return _resolve(payment, cmd, saga, policy)
     key = cmd["idempotency_key"]
@@ -442,7 +458,9 @@ def _decide(payment: Payment | None, cmd: dict[str, Any], saga: Saga, policy: Po
     if payment is not None and key in payment.idempotency:
         prior = payment.idempotency[key]
         if prior["fingerprint"] != fp:
-            return _reject(payment, cmd, "idempotency_conflict", "idempotency_key reused with a different request", keep=payment)
+            return _reject(
+                payment, cmd, "idempotency_conflict", "idempotency_key reused with a different request", keep=payment
+            )
         return Decision(payment, _replayed(prior["outcome"], cmd), changed=False)
 
     if cmd["kind"] == "create":
@@ -451,11 +469,15 @@ def _decide(payment: Payment | None, cmd: dict[str, Any], saga: Saga, policy: Po
     if payment is None:
         return _reject(None, cmd, "payment_not_found", "no such payment for this merchant", keep=None)
     if len(payment.idempotency) >= policy.max_follow_ups:
-        return _reject(payment, cmd, "too_many_operations", f"at most {policy.max_follow_ups} operations per payment", keep=payment)
+        return _reject(
+            payment, cmd, "too_many_operations", f"at most {policy.max_follow_ups} operations per payment", keep=payment
+        )
     if cmd["currency"] is not None and cmd["currency"] != payment.currency:
         return _reject(payment, cmd, "currency_mismatch", f"payment is in {payment.currency}", keep=payment)
     if payment.status == "pending":
-        return _reject(payment, cmd, "payment_pending", "the authorization outcome is not known yet; retry later", keep=payment)
+        return _reject(
+            payment, cmd, "payment_pending", "the authorization outcome is not known yet; retry later", keep=payment
+        )
     if payment.status in AWAITING or cmd["kind"] in ("review_resolve", "confirm"):
         return _continue(payment, cmd, fp, saga, policy, routing)
     step = _FOLLOW_UPS[cmd["kind"]]
@@ -471,7 +493,9 @@ def expire_due(payment: Payment, timer: Timer, saga: Saga, policy: Policy) -> De
     of an authorization nobody captured in full. None when there is nothing to do."""
     assert timer.kind == "expire" and timer.ref == payment.payment_id
     at = from_ms(timer.due_ms)
-    step = _Step(payment, {"command_id": None, "occurred_at": at}, saga, policy, source=f"timer:expire:{payment.payment_id}")
+    step = _Step(
+        payment, {"command_id": None, "occurred_at": at}, saga, policy, source=f"timer:expire:{payment.payment_id}"
+    )
     if payment.status in AWAITING:
         # Nobody reviewed or confirmed it within the window: it never reached a provider.
         step.event("declined", 0, reason=AWAITING[payment.status][1] + "_timeout", status="declined")
@@ -511,10 +535,19 @@ class _Step:
     def call(self) -> Call:
         return Call(self.payment.payment_id, self.payment.currency, event_ms(self.cmd["occurred_at"]))
 
-    def event(self, type_: str, amount_minor: int, *, fee_minor: int = 0, reason: str | None = None,
-              provider_ref: str | None = None, crypto: dict[str, Any] | None = None,
-              attempts: list[dict[str, Any]] | None = None, dispute_event_id: str | None = None,
-              **changes: Any) -> None:
+    def event(
+        self,
+        type_: str,
+        amount_minor: int,
+        *,
+        fee_minor: int = 0,
+        reason: str | None = None,
+        provider_ref: str | None = None,
+        crypto: dict[str, Any] | None = None,
+        attempts: list[dict[str, Any]] | None = None,
+        dispute_event_id: str | None = None,
+        **changes: Any,
+    ) -> None:
         split: dict[str, Any] = {}  # an unsplit payment's events stay as they were
         if crypto is not None:  # only then: other payments' events stay as they were
             split["crypto"] = crypto
@@ -527,35 +560,38 @@ class _Step:
             split = allocation.to_record()
         p = self.payment.evolve(version=self.payment.version + 1, **changes)
         self.payment = p
-        self.events.append(split | {
-            "event_id": derive_event_id(self.source, type_),
-            "type": type_,
-            "payment_id": p.payment_id,
-            "merchant_id": p.merchant_id,
-            "command_id": self.cmd["command_id"],
-            "currency": p.currency,
-            "amount_minor": amount_minor,
-            "fee_minor": fee_minor,
-            "payment_status": p.status,
-            "authorized_minor": p.authorized_minor,
-            "captured_minor": p.captured_minor,
-            "refunded_minor": p.refunded_minor,
-            "version": p.version,
-            "provider": p.provider,
-            "provider_ref": provider_ref or p.provider_ref,
-            "reason_code": reason,
-            "card_token": p.card_token,
-            "card_bin": p.card_bin,
-            "card_last4": p.card_last4,
-            "three_ds_status": p.three_ds_status,
-            "liability_shift": p.liability_shift,
-            "method": None if p.method == "card" else p.method,  # null: a card, as before version 3
-            "occurred_at": self.cmd["occurred_at"],
-            "chain_seq": 0,
-            "prev_hash": None,
-            "key_id": None,
-            "signature": None,
-        })
+        self.events.append(
+            split
+            | {
+                "event_id": derive_event_id(self.source, type_),
+                "type": type_,
+                "payment_id": p.payment_id,
+                "merchant_id": p.merchant_id,
+                "command_id": self.cmd["command_id"],
+                "currency": p.currency,
+                "amount_minor": amount_minor,
+                "fee_minor": fee_minor,
+                "payment_status": p.status,
+                "authorized_minor": p.authorized_minor,
+                "captured_minor": p.captured_minor,
+                "refunded_minor": p.refunded_minor,
+                "version": p.version,
+                "provider": p.provider,
+                "provider_ref": provider_ref or p.provider_ref,
+                "reason_code": reason,
+                "card_token": p.card_token,
+                "card_bin": p.card_bin,
+                "card_last4": p.card_last4,
+                "three_ds_status": p.three_ds_status,
+                "liability_shift": p.liability_shift,
+                "method": None if p.method == "card" else p.method,  # null: a card, as before version 3
+                "occurred_at": self.cmd["occurred_at"],
+                "chain_seq": 0,
+                "prev_hash": None,
+                "key_id": None,
+                "signature": None,
+            }
+        )
 
     def authorization(self, result: ProviderResult, attempts: list[dict[str, Any]] | None = None) -> None:
         """Record the provider's answer to the authorization (or to its status query);
@@ -576,7 +612,9 @@ class _Step:
         if p.method == "bank_transfer":
             self.submit()
             return
-        self.event("authorized", p.amount_minor, status="authorized", authorized_minor=p.amount_minor, attempts=attempts)
+        self.event(
+            "authorized", p.amount_minor, status="authorized", authorized_minor=p.amount_minor, attempts=attempts
+        )
         if p.capture_method == "automatic":
             if self.capture(p.amount_minor, derive_provider_key(p.payment_id, "auto-capture")) is not None:
                 # The saga's compensation: the provider holds funds we will not capture.
@@ -592,8 +630,14 @@ class _Step:
             return result.reason
         captured = p.captured_minor + amount_minor
         status = "captured" if captured == p.authorized_minor else "partially_captured"
-        self.event("captured", amount_minor, fee_minor=result.fee_minor, provider_ref=key,
-                   status=status, captured_minor=captured)
+        self.event(
+            "captured",
+            amount_minor,
+            fee_minor=result.fee_minor,
+            provider_ref=key,
+            status=status,
+            captured_minor=captured,
+        )
         return None
 
     def submit(self) -> None:
@@ -605,8 +649,15 @@ class _Step:
         if result.status != "approved":
             self.event("declined", 0, reason=result.reason or "submission_refused", status="declined")
             return
-        self.event("bank_submitted", p.amount_minor, fee_minor=result.fee_minor, provider_ref=key, status="submitted",
-                   authorized_minor=p.amount_minor, captured_minor=p.amount_minor)
+        self.event(
+            "bank_submitted",
+            p.amount_minor,
+            fee_minor=result.fee_minor,
+            provider_ref=key,
+            status="submitted",
+            authorized_minor=p.amount_minor,
+            captured_minor=p.amount_minor,
+        )
 
     def release(self, type_: str, status: str, *, reason: str | None = None) -> None:
         """Give the rest of the hold back: void it at the provider, record the release."""
@@ -614,8 +665,14 @@ class _Step:
         key = derive_provider_key(p.payment_id, "void")
         result = self.provider.void(key, self.call)
         assert result.status == "approved", "voiding an open authorization cannot be refused"
-        self.event(type_, p.hold_minor, reason=reason, provider_ref=key,
-                   status=status, released_minor=p.released_minor + p.hold_minor)
+        self.event(
+            type_,
+            p.hold_minor,
+            reason=reason,
+            provider_ref=key,
+            status=status,
+            released_minor=p.released_minor + p.hold_minor,
+        )
 
 
 def _resolve_command(p: Payment, attempt: int, at: datetime) -> dict[str, Any]:
@@ -642,8 +699,12 @@ def _create(cmd: dict[str, Any], fp: str, saga: Saga, policy: Policy, routing: R
     card = cmd.get("card") or {}
     method = method_of(cmd)
     try:  # ingest checked them; a command from elsewhere gets the same answer here
-        splits = checked_splits(cmd.get("splits"), cmd.get("platform_fee_minor"), merchant_id=cmd["merchant_id"],
-                                amount_minor=cmd["amount_minor"])
+        splits = checked_splits(
+            cmd.get("splits"),
+            cmd.get("platform_fee_minor"),
+            merchant_id=cmd["merchant_id"],
+            amount_minor=cmd["amount_minor"],
+        )
     except SplitError as e:
         return _reject(None, cmd, e.reason, e.detail, keep=None)
     payment = Payment(
@@ -715,8 +776,10 @@ def _attempts(routed: Routed) -> list[dict[str, Any]] | None:
     outcome, when there was more than one call (a failover or a soft-decline retry)."""
     if len(routed.attempts) < 2:
         return None  # one call: the event says it all, and stays as it was
-    return [{"provider": a.provider, "status": a.status, "reason_code": a.reason, "retryable": a.retryable}
-            for a in routed.attempts]
+    return [
+        {"provider": a.provider, "status": a.status, "reason_code": a.reason, "retryable": a.retryable}
+        for a in routed.attempts
+    ]
 
 
 def _quote_crypto(step: _Step) -> None:
@@ -738,9 +801,16 @@ def _quote_crypto(step: _Step) -> None:
 
 def _crypto_record(cp: CryptoPayment, amount_minor: int, tx_ids: tuple[str, ...], address: str) -> dict[str, Any]:
     """PaymentEvent v4 `crypto`: the asset side of the event (and the quote, for the payer)."""
-    return {"asset": cp.asset, "amount_minor": amount_minor, "address": address, "tx_ids": list(tx_ids),
-            "due_minor": cp.due_minor, "rate_asset_minor": cp.rate_asset_minor, "rate_fiat_minor": cp.rate_fiat_minor,
-            "expires_at": from_ms(cp.expires_ms)}
+    return {
+        "asset": cp.asset,
+        "amount_minor": amount_minor,
+        "address": address,
+        "tx_ids": list(tx_ids),
+        "due_minor": cp.due_minor,
+        "rate_asset_minor": cp.rate_asset_minor,
+        "rate_fiat_minor": cp.rate_fiat_minor,
+        "expires_at": from_ms(cp.expires_ms),
+    }
 
 
 def crypto_due(payment: Payment, timer: Timer, saga: Saga, policy: Policy) -> Decision | None:
@@ -755,8 +825,13 @@ def crypto_due(payment: Payment, timer: Timer, saga: Saga, policy: Policy) -> De
     view = chain.view(cp.address, cp.due_minor, cp.issued_ms, cp.expires_ms, timer.due_ms)
     after, moves = observe(cp, view, policy.crypto.depth(cp.asset))
     at = from_ms(timer.due_ms)
-    step = _Step(payment, {"command_id": None, "occurred_at": at}, saga, policy,
-                 source=f"timer:crypto:{payment.payment_id}:{timer.due_ms}")
+    step = _Step(
+        payment,
+        {"command_id": None, "occurred_at": at},
+        saga,
+        policy,
+        source=f"timer:crypto:{payment.payment_id}:{timer.due_ms}",
+    )
     sends = cp.sends
     for move in moves:
         sends = _crypto_event(step, chain, cp, move, sends)
@@ -785,8 +860,14 @@ def _crypto_event(step: _Step, chain: SimChain, cp: CryptoPayment, move: Move, s
         provider_ref = derive_provider_key(p.payment_id, "crypto_send", str(sends))
         send = chain.send(provider_ref, cp.refund_address, move.asset_minor, event_ms(step.cmd["occurred_at"]))
         address, tx_ids, sends = cp.refund_address, (send.tx_id,), sends + 1
-    step.event(move.type, move.fiat_minor, fee_minor=fee_minor, provider_ref=provider_ref,
-               crypto=_crypto_record(cp, move.asset_minor, tx_ids, address), **changes)
+    step.event(
+        move.type,
+        move.fiat_minor,
+        fee_minor=fee_minor,
+        provider_ref=provider_ref,
+        crypto=_crypto_record(cp, move.asset_minor, tx_ids, address),
+        **changes,
+    )
     return sends
 
 
@@ -799,14 +880,15 @@ def _as_create(p: Payment) -> dict[str, Any]:
         "currency": p.currency,
         "card": {"token": p.card_token, "bin": p.card_bin or "", "last4": p.card_last4 or ""} if p.card_token else None,
         "metadata": ({"payment_method": p.payment_method} if p.payment_method else {})
-                    | ({MIT_METADATA_KEY: ""} if p.merchant_initiated else {}),
+        | ({MIT_METADATA_KEY: ""} if p.merchant_initiated else {}),
         # A payment paused before it had a method field (stored before it) kept the metadata's.
         "method": p.payment_method or p.method,
     }
 
 
-def _continue(payment: Payment, cmd: dict[str, Any], fp: str, saga: Saga, policy: Policy,
-              routing: RoutingState | None) -> Decision:
+def _continue(
+    payment: Payment, cmd: dict[str, Any], fp: str, saga: Saga, policy: Policy, routing: RoutingState | None
+) -> Decision:
     """A payment paused by the fraud decision, and the command that may continue it:
     review_resolve (approve: authorize now; decline: declined) or confirm (its 3DS
     result decides: see `three_ds_verdict`). Anything else waits."""
@@ -817,8 +899,9 @@ def _continue(payment: Payment, cmd: dict[str, Any], fp: str, saga: Saga, policy
             if cmd["kind"] == "confirm":
                 detail += "; confirm answers a payment in requires_action only"
             return _reject(payment, cmd, "not_awaiting", detail, keep=payment)
-        return _reject(payment, cmd, f"payment_{payment.status}", f"payment is {payment.status}: {awaited[0]} first",
-                       keep=payment)
+        return _reject(
+            payment, cmd, f"payment_{payment.status}", f"payment is {payment.status}: {awaited[0]} first", keep=payment
+        )
     step = _Step(payment, cmd, saga, policy)
     routed = None
     if cmd["kind"] == "review_resolve" and cmd.get("fraud_action") not in ("approve", "decline"):
@@ -826,8 +909,13 @@ def _continue(payment: Payment, cmd: dict[str, Any], fp: str, saga: Saga, policy
     three_ds: Any = cmd.get("three_ds")
     if cmd["kind"] == "confirm" and three_ds is None:
         # Ingest refuses these; a ValidatedCommand written before version 3 has none.
-        return _reject(payment, cmd, "missing_three_ds", "confirm needs three_ds, the result of the 3DS authentication",
-                       keep=payment)
+        return _reject(
+            payment,
+            cmd,
+            "missing_three_ds",
+            "confirm needs three_ds, the result of the 3DS authentication",
+            keep=payment,
+        )
     decline = None
     if cmd["kind"] == "review_resolve" and cmd["fraud_action"] == "decline":
         decline = "fraud_review_declined"
@@ -862,10 +950,18 @@ def cavv_refusal(payment: Payment, cmd: dict[str, Any], acs_keys: Mapping[str, b
     value = three_ds.get("authentication_value")
     if value is None:
         return None
-    checked = verify_cavv(value, acs_keys, payment_id=payment.payment_id, merchant_id=payment.merchant_id,
-                          amount_minor=payment.amount_minor, currency=payment.currency,
-                          trans_status=three_ds["trans_status"], eci=three_ds.get("eci"),
-                          ds_trans_id=three_ds.get("ds_trans_id"), at_ms=event_ms(cmd["occurred_at"]))
+    checked = verify_cavv(
+        value,
+        acs_keys,
+        payment_id=payment.payment_id,
+        merchant_id=payment.merchant_id,
+        amount_minor=payment.amount_minor,
+        currency=payment.currency,
+        trans_status=three_ds["trans_status"],
+        eci=three_ds.get("eci"),
+        ds_trans_id=three_ds.get("ds_trans_id"),
+        at_ms=event_ms(cmd["occurred_at"]),
+    )
     return checked if isinstance(checked, Refusal) else None
 
 
@@ -884,11 +980,23 @@ def _resolve(payment: Payment | None, cmd: dict[str, Any], saga: Saga, policy: P
         status = "missing" if payment is None else payment.status
         return _reject(payment, cmd, "not_pending", f"payment is {status}", keep=payment)
     step = _Step(payment, cmd, saga, policy)
-    step.authorization(step.provider.status(payment.provider_ref or "", payment.card_bin or "",
-                                            payment.card_last4 or "", payment.amount_minor, step.call))
+    step.authorization(
+        step.provider.status(
+            payment.provider_ref or "",
+            payment.card_bin or "",
+            payment.card_last4 or "",
+            payment.amount_minor,
+            step.call,
+        )
+    )
     if step.payment == payment:
-        return _reject(payment, cmd, "provider_unreachable",
-                       f"no answer after {MAX_RESOLVE_ATTEMPTS} status queries; left to ops", keep=payment)
+        return _reject(
+            payment,
+            cmd,
+            "provider_unreachable",
+            f"no answer after {MAX_RESOLVE_ATTEMPTS} status queries; left to ops",
+            keep=payment,
+        )
     return _decision(step, _outcome(step.payment, cmd, "succeeded", None))
 
 
@@ -974,8 +1082,14 @@ def _refund_crypto(s: _Step, cp: CryptoPayment, amount: int, limit: int, key: st
     send = s.saga.chains[cp.asset].send(key, cp.refund_address, asset_minor, event_ms(s.cmd["occurred_at"]))
     refunded = s.payment.refunded_minor + amount
     s.payment = s.payment.evolve(crypto=replace(cp, refunded_minor=cp.refunded_minor + asset_minor))
-    s.event("refunded", amount, provider_ref=key, status="refunded" if refunded == limit else "partially_refunded",
-            refunded_minor=refunded, crypto=_crypto_record(cp, asset_minor, (send.tx_id,), cp.refund_address))
+    s.event(
+        "refunded",
+        amount,
+        provider_ref=key,
+        status="refunded" if refunded == limit else "partially_refunded",
+        refunded_minor=refunded,
+        crypto=_crypto_record(cp, asset_minor, (send.tx_id,), cp.refund_address),
+    )
     return s
 
 
@@ -1001,8 +1115,16 @@ def _dispute_open(s: _Step) -> _Step | tuple[str, str]:
     if amount is None:
         return "amount_exceeds_disputable", f"at most {p.disputable_minor} can be disputed"
     reason = cmd["dispute"]["reason"]
-    s.event("dispute_opened", amount, fee_minor=s.policy.dispute_fee_minor, reason=reason, dispute_minor=amount,
-            dispute_reason=reason, dispute_due_ms=event_ms(cmd["dispute"]["evidence_due_at"]), dispute_evidence=())
+    s.event(
+        "dispute_opened",
+        amount,
+        fee_minor=s.policy.dispute_fee_minor,
+        reason=reason,
+        dispute_minor=amount,
+        dispute_reason=reason,
+        dispute_due_ms=event_ms(cmd["dispute"]["evidence_due_at"]),
+        dispute_evidence=(),
+    )
     s.payment = s.payment.evolve(dispute_event_id=s.events[-1]["event_id"])
     return s
 
@@ -1025,13 +1147,24 @@ def _dispute_close(s: _Step) -> _Step | tuple[str, str]:
     p = s.payment
     if not p.dispute_minor:
         return "no_open_dispute", "no dispute is open on this payment"
-    closed: dict[str, Any] = {"dispute_minor": 0, "dispute_reason": None, "dispute_due_ms": None, "dispute_evidence": ()}
+    closed: dict[str, Any] = {
+        "dispute_minor": 0,
+        "dispute_reason": None,
+        "dispute_due_ms": None,
+        "dispute_evidence": (),
+    }
     opening = p.dispute_event_id  # the close's event names the dispute it ends
     if s.cmd["dispute"]["outcome"] == "won":
         s.event("dispute_won", p.dispute_minor, reason=p.dispute_reason, dispute_event_id=opening, **closed)
     else:
-        s.event("dispute_lost", p.dispute_minor, reason=p.dispute_reason, dispute_event_id=opening,
-                dispute_lost_minor=p.dispute_lost_minor + p.dispute_minor, **closed)
+        s.event(
+            "dispute_lost",
+            p.dispute_minor,
+            reason=p.dispute_reason,
+            dispute_event_id=opening,
+            dispute_lost_minor=p.dispute_lost_minor + p.dispute_minor,
+            **closed,
+        )
         if p.dispute_reason in FRAUD_DISPUTE_REASONS and p.card_token is not None:
             s.labels.append(_fraud_label(p, s.cmd, s.events[-1]["event_id"]))
     s.payment = s.payment.evolve(dispute_event_id=None)
@@ -1080,8 +1213,14 @@ def _bank_return(s: _Step) -> _Step | tuple[str, str]:
     if p.status == "returned":
         return "already_returned", f"returned before ({p.return_code})"
     if p.status == "submitted":
-        s.event("bank_returned", p.captured_minor, reason=code, status="returned", returned_minor=p.captured_minor,
-                return_code=code)
+        s.event(
+            "bank_returned",
+            p.captured_minor,
+            reason=code,
+            status="returned",
+            returned_minor=p.captured_minor,
+            return_code=code,
+        )
         return s
     amount = p.disputable_minor
     if amount == 0:
@@ -1090,9 +1229,17 @@ def _bank_return(s: _Step) -> _Step | tuple[str, str]:
     return s
 
 
-_FOLLOW_UPS = {"capture": _capture, "void": _void, "refund": _refund, "expire": _expire,
-               "dispute_open": _dispute_open, "dispute_evidence": _dispute_evidence, "dispute_close": _dispute_close,
-               "bank_settle": _bank_settle, "bank_return": _bank_return}
+_FOLLOW_UPS = {
+    "capture": _capture,
+    "void": _void,
+    "refund": _refund,
+    "expire": _expire,
+    "dispute_open": _dispute_open,
+    "dispute_evidence": _dispute_evidence,
+    "dispute_close": _dispute_close,
+    "bank_settle": _bank_settle,
+    "bank_return": _bank_return,
+}
 
 
 def _closed(p: Payment) -> tuple[str, str]:
@@ -1107,8 +1254,15 @@ def _finish(step: _Step, cmd: dict[str, Any], fp: str, status: str, reason: str 
 
 
 def _decision(step: _Step, out: dict[str, Any]) -> Decision:
-    return Decision(step.payment, out, changed=True, events=tuple(step.events),
-                    commands=tuple(step.commands), timers=tuple(step.timers), labels=tuple(step.labels))
+    return Decision(
+        step.payment,
+        out,
+        changed=True,
+        events=tuple(step.events),
+        commands=tuple(step.commands),
+        timers=tuple(step.timers),
+        labels=tuple(step.labels),
+    )
 
 
 def _remember(payment: Payment, cmd: dict[str, Any], fp: str, outcome: dict[str, Any]) -> Payment:
@@ -1118,7 +1272,9 @@ def _remember(payment: Payment, cmd: dict[str, Any], fp: str, outcome: dict[str,
     return payment.evolve(idempotency=idem)
 
 
-def _reject(payment: Payment | None, cmd: dict[str, Any], reason: str, detail: str, *, keep: Payment | None) -> Decision:
+def _reject(
+    payment: Payment | None, cmd: dict[str, Any], reason: str, detail: str, *, keep: Payment | None
+) -> Decision:
     """A rejection of an illegal command: not stored under the key, nothing changes."""
     outcome = rejection(cmd, reason, detail, payment_id=cmd["payment_id"])
     if keep is not None:
@@ -1148,4 +1304,3 @@ def _amounts(p: Payment) -> dict[str, Any]:
         "card_bin": p.card_bin,
         "card_last4": p.card_last4,
     }
-

@@ -20,8 +20,9 @@ from streams.domain.payouts import Payout
 from streams.domain.sanctions import SanctionsList
 
 
-def payout_hold(registry: Mapping[str, Mapping[str, Any]], sanctions: SanctionsList, *,
-                require_registration: bool = False) -> Callable[[Payout], str | None]:
+def payout_hold(
+    registry: Mapping[str, Mapping[str, Any]], sanctions: SanctionsList, *, require_registration: bool = False
+) -> Callable[[Payout], str | None]:
     def hold(payout: Payout) -> str | None:
         record = registry.get(payout.merchant_id)
         if record is None:

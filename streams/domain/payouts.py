@@ -67,8 +67,15 @@ class Payout:
 def payout_from_record(record: Mapping[str, Any]) -> Payout:
     """A decoded PayoutInstruction; ValueError when it is not a usable one."""
     try:
-        return Payout(record["payout_id"], record["settlement_id"], record["merchant_id"], record["currency"],
-                      record["amount_minor"], record["day"], to_ms(record["occurred_at"]))
+        return Payout(
+            record["payout_id"],
+            record["settlement_id"],
+            record["merchant_id"],
+            record["currency"],
+            record["amount_minor"],
+            record["day"],
+            to_ms(record["occurred_at"]),
+        )
     except (KeyError, TypeError, AssertionError) as e:
         raise ValueError(f"not a payout instruction: {type(e).__name__} {e}"[:200]) from None
 
@@ -77,20 +84,39 @@ def payout_of_settlement(entry: JournalEntry) -> Payout:
     """The payout a settlement entry (streams/domain/settlement.py) instructs: what reaches
     the merchant's available balance, in its settlement currency."""
     assert entry.event_type == SETTLEMENT, entry.event_type
-    currency, amount = ((entry.lines[0].currency, entry.lines[0].debit_minor) if entry.fx is None
-                        else (entry.fx.quote_currency, entry.fx.target_minor))
-    return Payout(derive_payout_id(entry.event_id), entry.event_id, entry.merchant_id, currency, amount,
-                  from_ms(entry.occurred_at_ms).date(), entry.occurred_at_ms)
+    currency, amount = (
+        (entry.lines[0].currency, entry.lines[0].debit_minor)
+        if entry.fx is None
+        else (entry.fx.quote_currency, entry.fx.target_minor)
+    )
+    return Payout(
+        derive_payout_id(entry.event_id),
+        entry.event_id,
+        entry.merchant_id,
+        currency,
+        amount,
+        from_ms(entry.occurred_at_ms).date(),
+        entry.occurred_at_ms,
+    )
 
 
 def sent_entry(payout: Payout, *, shard: int) -> JournalEntry:
     """available -> in transit, in the merchant's shard (where its settlement was posted)."""
     event_id = derive_event_id(payout.payout_id, PAYOUT_SENT)
     cur, amount = payout.currency, payout.amount_minor
-    return JournalEntry(derive_entry_id(event_id), event_id, PAYOUT_SENT, payout.payout_id, payout.merchant_id, shard,
-                        payout.sent_at_ms,
-                        (Line(merchant_account(payout.merchant_id, "available"), cur, debit_minor=amount),
-                         Line(house_account("payouts_in_transit", shard), cur, credit_minor=amount)))
+    return JournalEntry(
+        derive_entry_id(event_id),
+        event_id,
+        PAYOUT_SENT,
+        payout.payout_id,
+        payout.merchant_id,
+        shard,
+        payout.sent_at_ms,
+        (
+            Line(merchant_account(payout.merchant_id, "available"), cur, debit_minor=amount),
+            Line(house_account("payouts_in_transit", shard), cur, credit_minor=amount),
+        ),
+    )
 
 
 def paid_entry(sent: JournalEntry, at_ms: int) -> JournalEntry:
@@ -98,9 +124,19 @@ def paid_entry(sent: JournalEntry, at_ms: int) -> JournalEntry:
     assert sent.event_type == PAYOUT_SENT and at_ms > sent.occurred_at_ms
     event_id = derive_event_id(sent.payment_id, PAYOUT_PAID)
     hold = sent.lines[1]
-    return JournalEntry(derive_entry_id(event_id), event_id, PAYOUT_PAID, sent.payment_id, sent.merchant_id, sent.shard,
-                        at_ms, (Line(hold.account, hold.currency, debit_minor=hold.credit_minor),
-                                Line(house_account("bank", sent.shard), hold.currency, credit_minor=hold.credit_minor)))
+    return JournalEntry(
+        derive_entry_id(event_id),
+        event_id,
+        PAYOUT_PAID,
+        sent.payment_id,
+        sent.merchant_id,
+        sent.shard,
+        at_ms,
+        (
+            Line(hold.account, hold.currency, debit_minor=hold.credit_minor),
+            Line(house_account("bank", sent.shard), hold.currency, credit_minor=hold.credit_minor),
+        ),
+    )
 
 
 def failed_entry(sent: JournalEntry, at_ms: int) -> JournalEntry:
@@ -135,8 +171,15 @@ class PayoutRun:
         return sum(s.status == status for s in self.statuses)
 
 
-def run_payouts(payouts: Iterable[Payout], posted: Mapping[str, JournalEntry], *, as_of_ms: int, bank: BankRail,
-                shards: int, hold: Callable[[Payout], str | None] | None = None) -> PayoutRun:
+def run_payouts(
+    payouts: Iterable[Payout],
+    posted: Mapping[str, JournalEntry],
+    *,
+    as_of_ms: int,
+    bank: BankRail,
+    shards: int,
+    hold: Callable[[Payout], str | None] | None = None,
+) -> PayoutRun:
     """The sends and answers due by `as_of_ms` for `payouts` (duplicates by payout id
     are one), leaving out those already in `posted` (entry id -> entry). `hold`: why a
     payout not sent yet must wait (compliance: streams/domain/payout_holds.py), or None; a held
@@ -151,8 +194,20 @@ def run_payouts(payouts: Iterable[Payout], posted: Mapping[str, JournalEntry], *
         sent = sent_entry(payout, shard=shard_for(payout.merchant_id, shards))
         why = hold(payout) if hold is not None and sent.entry_id not in posted else None
         if why is not None:
-            statuses.append(PayoutStatus(payout.payout_id, payout.settlement_id, payout.merchant_id, payout.currency,
-                                         payout.amount_minor, payout.day, "held", payout.sent_at_ms, None, why))
+            statuses.append(
+                PayoutStatus(
+                    payout.payout_id,
+                    payout.settlement_id,
+                    payout.merchant_id,
+                    payout.currency,
+                    payout.amount_minor,
+                    payout.day,
+                    "held",
+                    payout.sent_at_ms,
+                    None,
+                    why,
+                )
+            )
             continue
         answer = bank.answer(payout.payout_id, payout.merchant_id, payout.sent_at_ms)
         due = [sent]
@@ -160,17 +215,28 @@ def run_payouts(payouts: Iterable[Payout], posted: Mapping[str, JournalEntry], *
             due.append(paid_entry(sent, answer.at_ms) if answer.status == "paid" else failed_entry(sent, answer.at_ms))
         entries += [e for e in due if e.entry_id not in posted]
         answered = answer.at_ms <= as_of_ms
-        statuses.append(PayoutStatus(
-            payout.payout_id, payout.settlement_id, payout.merchant_id, payout.currency, payout.amount_minor,
-            payout.day, answer.status if answered else "sent", payout.sent_at_ms, answer.at_ms if answered else None,
-            (answer.reason or "") if answered else ""))
+        statuses.append(
+            PayoutStatus(
+                payout.payout_id,
+                payout.settlement_id,
+                payout.merchant_id,
+                payout.currency,
+                payout.amount_minor,
+                payout.day,
+                answer.status if answered else "sent",
+                payout.sent_at_ms,
+                answer.at_ms if answered else None,
+                (answer.reason or "") if answered else "",
+            )
+        )
     return PayoutRun(as_of_ms, tuple(entries), tuple(statuses))
 
 
 def is_payout_entry(entry: JournalEntry) -> bool:
     """A send, a confirmation, or the reversal of a send (a failed payout)."""
     return entry.event_type in (PAYOUT_SENT, PAYOUT_PAID) or (
-        entry.event_type == REVERSAL and entry.event_id == derive_event_id(entry.payment_id, PAYOUT_SENT))
+        entry.event_type == REVERSAL and entry.event_id == derive_event_id(entry.payment_id, PAYOUT_SENT)
+    )
 
 
 @dataclass
@@ -215,11 +281,19 @@ class PayoutCheck:
             if paid and failed:
                 out.append((paid[0], "payout_paid_and_failed", f"{payout_id} both paid and reversed"))
             for answer in paid + failed:
-                rebuilt = (paid_entry if answer in paid else failed_entry)(sent[0], answer.occurred_at_ms) \
-                    if answer.occurred_at_ms > sent[0].occurred_at_ms else None
+                rebuilt = (
+                    (paid_entry if answer in paid else failed_entry)(sent[0], answer.occurred_at_ms)
+                    if answer.occurred_at_ms > sent[0].occurred_at_ms
+                    else None
+                )
                 if rebuilt != answer:
                     out.append((answer, "payout_mismatch", f"{payout_id}: the answer is not what the rule posts"))
             if not paid and not failed and sent[0].occurred_at_ms + self.window_ms < self._horizon_ms:
-                out.append((sent[0], "payout_unanswered",
-                            f"{payout_id} sent at {sent[0].occurred_at_ms}, no answer within the bank's window"))
+                out.append(
+                    (
+                        sent[0],
+                        "payout_unanswered",
+                        f"{payout_id} sent at {sent[0].occurred_at_ms}, no answer within the bank's window",
+                    )
+                )
         return out

@@ -34,7 +34,7 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,13 +46,24 @@ if TYPE_CHECKING:
     from connectors.providers.rails import Rail
     from streams.domain.crypto import CryptoPolicy
 
-STATUSES = ("matched", "amount_mismatch", "missing_in_ledger", "missing_in_report", "duplicate_in_report",
-            "custody_mismatch")
+STATUSES = (
+    "matched",
+    "amount_mismatch",
+    "missing_in_ledger",
+    "missing_in_report",
+    "duplicate_in_report",
+    "custody_mismatch",
+)
 MAX_REPORT_ROWS = 5_000_000
 # The events whose money a provider settles; a bank transfer's return reuses its submission's key.
 # The payment events that moved money at a provider, and as what.
-KIND_OF_EVENT = {"captured": "capture", "refunded": "refund", "bank_submitted": "capture", "bank_returned": "return",
-         "bank_reversed": "return"}
+KIND_OF_EVENT = {
+    "captured": "capture",
+    "refunded": "refund",
+    "bank_submitted": "capture",
+    "bank_returned": "return",
+    "bank_reversed": "return",
+}
 KINDS = ("capture", "refund", "return")
 
 
@@ -81,11 +92,26 @@ class ProviderTxn:
 
 def from_settlement_row(row: Any) -> ProviderTxn:
     """A rail's `SettlementRow` (connectors/providers/rails.py) as a report row; ReportError if it is not one."""
-    if row.kind not in KINDS or not is_currency(row.currency) or not row.provider or not row.provider_ref \
-            or type(row.amount_minor) is not int or type(row.fee_minor) is not int or row.fee_minor < 0:
+    if (
+        row.kind not in KINDS
+        or not is_currency(row.currency)
+        or not row.provider
+        or not row.provider_ref
+        or type(row.amount_minor) is not int
+        or type(row.fee_minor) is not int
+        or row.fee_minor < 0
+    ):
         raise ReportError(f"{row.provider}/{row.provider_ref}: not a settlement row ({row.kind}, {row.currency})")
-    return ProviderTxn(row.provider, row.provider_ref, row.payment_id or "", row.currency, row.amount_minor,
-                       row.fee_minor, row.day, row.kind)
+    return ProviderTxn(
+        row.provider,
+        row.provider_ref,
+        row.payment_id or "",
+        row.currency,
+        row.amount_minor,
+        row.fee_minor,
+        row.day,
+        row.kind,
+    )
 
 
 @dataclass(frozen=True)
@@ -131,13 +157,24 @@ def ledger_side(events: Iterable[Mapping[str, Any]]) -> list[ProviderTxn]:
             continue
         at = e["occurred_at"] if isinstance(e["occurred_at"], int) else to_ms(e["occurred_at"])
         sign = 1 if kind == "capture" else -1
-        out.append(ProviderTxn(e["provider"], e["provider_ref"], e["payment_id"], e["currency"],
-                               sign * e["amount_minor"], e.get("fee_minor") or 0, from_ms(at).date(), kind))
+        out.append(
+            ProviderTxn(
+                e["provider"],
+                e["provider_ref"],
+                e["payment_id"],
+                e["currency"],
+                sign * e["amount_minor"],
+                e.get("fee_minor") or 0,
+                from_ms(at).date(),
+                kind,
+            )
+        )
     return out
 
 
-def reconcile(day: date, report: Iterable[ProviderTxn], ledger: Iterable[ProviderTxn],
-              lag_days: Mapping[str, int] | None = None) -> ReconResult:
+def reconcile(
+    day: date, report: Iterable[ProviderTxn], ledger: Iterable[ProviderTxn], lag_days: Mapping[str, int] | None = None
+) -> ReconResult:
     """Match the providers' report rows of `day` against the ledger's transactions;
     `lag_days`: provider -> days from a transaction to its report (absent: 0)."""
     lag = lag_days or {}
@@ -160,11 +197,16 @@ def reconcile(day: date, report: Iterable[ProviderTxn], ledger: Iterable[Provide
             continue
         seen.add(key)
         if mine is None:
-            why = "a bank return the ledger has not booked" if r.kind == "return" else "no such transaction in the ledger"
+            why = (
+                "a bank return the ledger has not booked" if r.kind == "return" else "no such transaction in the ledger"
+            )
             items.append(_item(day, r, None, "missing_in_ledger", why))
             continue
-        diffs = [f"{f} report {getattr(r, f)} ledger {getattr(mine, f)}"
-                 for f in ("currency", "amount_minor", "fee_minor") if getattr(r, f) != getattr(mine, f)]
+        diffs = [
+            f"{f} report {getattr(r, f)} ledger {getattr(mine, f)}"
+            for f in ("currency", "amount_minor", "fee_minor")
+            if getattr(r, f) != getattr(mine, f)
+        ]
         timing = [] if expected(mine) == day else [f"ledger day {mine.day.isoformat()}"]
         items.append(_item(day, r, mine, "amount_mismatch" if diffs else "matched", "; ".join(diffs + timing)))
     for key, mine in sorted(books.items()):
@@ -177,10 +219,16 @@ def _item(day: date, r: ProviderTxn | None, mine: ProviderTxn | None, status: st
     any_ = r or mine
     assert any_ is not None
     return ReconItem(
-        day=day, provider=any_.provider, provider_ref=any_.provider_ref, payment_id=any_.payment_id, status=status,
+        day=day,
+        provider=any_.provider,
+        provider_ref=any_.provider_ref,
+        payment_id=any_.payment_id,
+        status=status,
         currency=any_.currency,
-        report_amount_minor=r.amount_minor if r else None, ledger_amount_minor=mine.amount_minor if mine else None,
-        report_fee_minor=r.fee_minor if r else None, ledger_fee_minor=mine.fee_minor if mine else None,
+        report_amount_minor=r.amount_minor if r else None,
+        ledger_amount_minor=mine.amount_minor if mine else None,
+        report_fee_minor=r.fee_minor if r else None,
+        ledger_fee_minor=mine.fee_minor if mine else None,
         detail=detail,
     )
 
@@ -200,9 +248,18 @@ def read_report(path: Path) -> list[ProviderTxn]:
             if len(out) >= MAX_REPORT_ROWS:
                 raise ReportError(f"{path}: more than {MAX_REPORT_ROWS} rows")
             try:
-                out.append(ProviderTxn(row["provider"], row["provider_ref"], row["payment_id"], row["currency"],
-                                       int(row["amount_minor"]), int(row["fee_minor"]), date.fromisoformat(row["day"]),
-                                       row["kind"]))
+                out.append(
+                    ProviderTxn(
+                        row["provider"],
+                        row["provider_ref"],
+                        row["payment_id"],
+                        row["currency"],
+                        int(row["amount_minor"]),
+                        int(row["fee_minor"]),
+                        date.fromisoformat(row["day"]),
+                        row["kind"],
+                    )
+                )
             except (ValueError, TypeError, AssertionError) as e:
                 raise ReportError(f"{path}:{reader.line_num}: bad row ({type(e).__name__})") from None
     return out
@@ -229,8 +286,7 @@ class Export:
     altered: ProviderTxn | None  # the row written off by one minor unit, if asked
 
 
-def export_reports(rails: Mapping[str, Rail], day: date, out_dir: Path, *,
-                   inject_discrepancy: bool = False) -> Export:
+def export_reports(rails: Mapping[str, Rail], day: date, out_dir: Path, *, inject_discrepancy: bool = False) -> Export:
     """One `<out_dir>/<rail>.csv` per rail with its `settlement_report(day)` (a rail
     that settles nothing that day gets the header only: it reported nothing). With
     `inject_discrepancy`, the first row (rails by name) is written 1 minor unit
@@ -261,7 +317,7 @@ def _ms(at: Any) -> int:
 
 def day_end_ms(day: date) -> int:
     """The last millisecond of `day` (UTC): the report's cut-off."""
-    return to_ms(datetime.combine(day + timedelta(days=1), time.min, timezone.utc)) - 1
+    return to_ms(datetime.combine(day + timedelta(days=1), time.min, UTC)) - 1
 
 
 def last_look_ms(issued_ms: int, expires_ms: int, cutoff_ms: int, policy: CryptoPolicy) -> int | None:
@@ -276,8 +332,9 @@ def last_look_ms(issued_ms: int, expires_ms: int, cutoff_ms: int, policy: Crypto
     return issued_ms + min(looks, max(last, 1)) * policy.poll_ms
 
 
-def chain_custody(events: Iterable[Mapping[str, Any]], chains: Mapping[str, SimChain], policy: CryptoPolicy,
-                  cutoff_ms: int) -> dict[str, int]:
+def chain_custody(
+    events: Iterable[Mapping[str, Any]], chains: Mapping[str, SimChain], policy: CryptoPolicy, cutoff_ms: int
+) -> dict[str, int]:
     """asset -> what the chain says our deposit addresses hold at `cutoff_ms`: the
     deposits it shows for each quoted address (as of the pipeline's last look) less
     our sends by then. From the payment events: the quotes name the addresses, the
@@ -313,8 +370,9 @@ def ledger_custody(entries: Iterable[Mapping[str, Any]], cutoff_ms: int) -> dict
     return out
 
 
-def reconcile_custody(day: date, chain: Mapping[str, int], ledger: Mapping[str, int],
-                      chain_names: Mapping[str, str]) -> ReconResult:
+def reconcile_custody(
+    day: date, chain: Mapping[str, int], ledger: Mapping[str, int], chain_names: Mapping[str, str]
+) -> ReconResult:
     """One item per asset: `matched` when the ledger's custody equals the chain's,
     else `custody_mismatch` (counted like any other discrepancy). The chain's figure
     is the report side, the ledger's the ledger side, in the asset's minor units;
@@ -323,9 +381,22 @@ def reconcile_custody(day: date, chain: Mapping[str, int], ledger: Mapping[str, 
     for asset in sorted(set(chain) | set(ledger)):
         on_chain, booked = chain.get(asset, 0), ledger.get(asset, 0)
         status = "matched" if on_chain == booked else "custody_mismatch"
-        detail = "" if status == "matched" else f"chain {on_chain} ledger {booked} ({booked - on_chain:+d} in the ledger)"
-        items.append(ReconItem(day=day, provider=chain_names.get(asset, asset), provider_ref=f"custody:{asset}",
-                               payment_id="", status=status, currency=asset, report_amount_minor=on_chain,
-                               ledger_amount_minor=booked, report_fee_minor=None, ledger_fee_minor=None,
-                               detail=detail))
+        detail = (
+            "" if status == "matched" else f"chain {on_chain} ledger {booked} ({booked - on_chain:+d} in the ledger)"
+        )
+        items.append(
+            ReconItem(
+                day=day,
+                provider=chain_names.get(asset, asset),
+                provider_ref=f"custody:{asset}",
+                payment_id="",
+                status=status,
+                currency=asset,
+                report_amount_minor=on_chain,
+                ledger_amount_minor=booked,
+                report_fee_minor=None,
+                ledger_fee_minor=None,
+                detail=detail,
+            )
+        )
     return ReconResult(day, tuple(items))

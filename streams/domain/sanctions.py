@@ -44,11 +44,34 @@ MAX_ALIASES = 50
 MAX_ENTRIES = 100_000
 
 # Letters NFKD does not decompose into a base letter and a mark.
-_FOLD = str.maketrans({"ø": "o", "ł": "l", "đ": "d", "ħ": "h", "ı": "i", "ŧ": "t", "þ": "th", "ð": "d",
-                       "æ": "ae", "œ": "oe", "ß": "ss"})
+_FOLD = str.maketrans(
+    {"ø": "o", "ł": "l", "đ": "d", "ħ": "h", "ı": "i", "ŧ": "t", "þ": "th", "ð": "d", "æ": "ae", "œ": "oe", "ß": "ss"}
+)
 # Words that say what kind of name it is, not whose: dropped on both sides.
-_NOISE = frozenset({"mr", "mrs", "ms", "miss", "dr", "sir", "madam", "the",
-                    "ltd", "limited", "llc", "inc", "corp", "co", "plc", "gmbh", "sa", "ag", "bv", "fze"})
+_NOISE = frozenset(
+    {
+        "mr",
+        "mrs",
+        "ms",
+        "miss",
+        "dr",
+        "sir",
+        "madam",
+        "the",
+        "ltd",
+        "limited",
+        "llc",
+        "inc",
+        "corp",
+        "co",
+        "plc",
+        "gmbh",
+        "sa",
+        "ag",
+        "bv",
+        "fze",
+    }
+)
 _WORD = re.compile(r"[^\W_]+")
 
 
@@ -81,8 +104,15 @@ class Entry:
     country: str = ""
 
     @classmethod
-    def make(cls, uid: str, kind: str, name: str, aliases: Iterable[str] = (), programs: Iterable[str] = (),
-             country: str = "") -> Entry:
+    def make(
+        cls,
+        uid: str,
+        kind: str,
+        name: str,
+        aliases: Iterable[str] = (),
+        programs: Iterable[str] = (),
+        country: str = "",
+    ) -> Entry:
         aliases, programs = tuple(aliases), tuple(programs)
         if not isinstance(uid, str) or not UID_PATTERN.fullmatch(uid):
             raise SanctionsError(f"uid must match {UID_PATTERN.pattern}")
@@ -102,14 +132,27 @@ class Entry:
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Entry:
         try:
-            return cls.make(record["uid"], record["kind"], record["name"], record.get("aliases") or (),
-                            record.get("programs") or (), record.get("country") or "")
+            return cls.make(
+                record["uid"],
+                record["kind"],
+                record["name"],
+                record.get("aliases") or (),
+                record.get("programs") or (),
+                record.get("country") or "",
+            )
         except (KeyError, TypeError) as e:
             raise SanctionsError(f"not a sanctions entry: {type(e).__name__} {e}"[:200]) from None
 
     def to_record(self, list_version: str) -> dict[str, Any]:
-        return {"uid": self.uid, "kind": self.kind, "name": self.name, "aliases": list(self.aliases),
-                "programs": list(self.programs), "country": self.country, "list_version": list_version}
+        return {
+            "uid": self.uid,
+            "kind": self.kind,
+            "name": self.name,
+            "aliases": list(self.aliases),
+            "programs": list(self.programs),
+            "country": self.country,
+            "list_version": list_version,
+        }
 
 
 @dataclass(frozen=True)
@@ -179,8 +222,9 @@ class SanctionsList:
         skip = set(cleared)
         best: Match | None = None
         # Every choice at or above the threshold (extract is C++; the list is small), best first.
-        for _, score, i in process.extract(query, self._index(), scorer=fuzz.ratio, processor=None,
-                                           score_cutoff=threshold, limit=None):
+        for _, score, i in process.extract(
+            query, self._index(), scorer=fuzz.ratio, processor=None, score_cutoff=threshold, limit=None
+        ):
             uid, listed = self._owners[i]
             if uid in skip or int(score) < threshold:
                 continue

@@ -32,8 +32,9 @@ def screened_names(cmd: Mapping[str, Any]) -> list[tuple[str, str]]:
     return [(k, meta[k]) for k in SCREENED_METADATA if isinstance(meta.get(k), str) and meta[k].strip()]
 
 
-def screen_create(cmd: dict[str, Any], slist: SanctionsList, threshold: int = THRESHOLD
-                  ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def screen_create(
+    cmd: dict[str, Any], slist: SanctionsList, threshold: int = THRESHOLD
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """(the create to forward, a FraudReview record or None). Only unrefused creates
     are screened; anything else passes unchanged."""
     if cmd["kind"] != "create" or cmd.get("rejection_reason") is not None:
@@ -41,8 +42,13 @@ def screen_create(cmd: dict[str, Any], slist: SanctionsList, threshold: int = TH
     for field, name in screened_names(cmd):
         match = slist.screen(name, threshold=threshold)
         if match is not None:
-            held = cmd | {"fraud_action": "review", "fraud_reasons": [match.reason()], "fraud_score_ppm": None,
-                          "fraud_model": None, "fraud_fallback": False}
+            held = cmd | {
+                "fraud_action": "review",
+                "fraud_reasons": [match.reason()],
+                "fraud_score_ppm": None,
+                "fraud_model": None,
+                "fraud_fallback": False,
+            }
             return held, review_record(cmd, match, field, name, slist.version, threshold)
     return cmd, None
 
@@ -62,8 +68,9 @@ def keep_hold(cmd: Mapping[str, Any], action: str, reasons: list[str]) -> tuple[
     return "review", hits + [r for r in reasons if r not in hits]
 
 
-def review_record(cmd: Mapping[str, Any], match: Match, field: str, name: str, list_version: str,
-                  threshold: int) -> dict[str, Any]:
+def review_record(
+    cmd: Mapping[str, Any], match: Match, field: str, name: str, list_version: str, threshold: int
+) -> dict[str, Any]:
     """The FraudReview of a create held for a sanctions hit (card fields empty without a card)."""
     card = cmd.get("card") or {}
     return {
@@ -83,7 +90,15 @@ def review_record(cmd: Mapping[str, Any], match: Match, field: str, name: str, l
         "fallback": False,
         "features": {},
         "occurred_at": cmd["occurred_at"],
-        "sanctions": {"uid": match.uid, "entry_name": match.entry_name, "matched_name": match.matched_name,
-                      "score": match.score, "threshold": threshold, "programs": list(match.programs),
-                      "screened_field": field, "screened_name": name, "list_version": list_version},
+        "sanctions": {
+            "uid": match.uid,
+            "entry_name": match.entry_name,
+            "matched_name": match.matched_name,
+            "score": match.score,
+            "threshold": threshold,
+            "programs": list(match.programs),
+            "screened_field": field,
+            "screened_name": name,
+            "list_version": list_version,
+        },
     }

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 
 from schemas.ids import derive_entry_id, derive_payout_id, derive_settlement_id
 from schemas.times import from_ms, to_ms
@@ -46,9 +46,15 @@ MAX_PAYOUTS = 1_000_000  # per day; a bound on what one run builds in memory
 _PREFIX, _PENDING = "merchant:", ":pending"
 # (event_type of the entry) -> settlement column for the merchant's pending movement
 # (a bank transfer is owed once settled, a crypto payment once confirmed; a return after that counts with the refunds)
-_COMPONENT = {"captured": "captured_minor", "refunded": "refunded_minor", "dispute_opened": "disputed_minor",
-              "dispute_won": "dispute_won_minor", "bank_settled": "captured_minor", "bank_reversed": "refunded_minor",
-              "crypto_confirmed": "captured_minor"}
+_COMPONENT = {
+    "captured": "captured_minor",
+    "refunded": "refunded_minor",
+    "dispute_opened": "disputed_minor",
+    "dispute_won": "dispute_won_minor",
+    "bank_settled": "captured_minor",
+    "bank_reversed": "refunded_minor",
+    "crypto_confirmed": "captured_minor",
+}
 
 
 @dataclass(frozen=True)
@@ -109,36 +115,51 @@ class SettlementRun:
 
 
 def cutoff_ms(day: date) -> int:
-    return to_ms(datetime.combine(day + timedelta(days=1), time(), timezone.utc))
+    return to_ms(datetime.combine(day + timedelta(days=1), time(), UTC))
 
 
 def _pending_owner(account: str) -> str | None:
     if account.startswith(_PREFIX) and account.endswith(_PENDING):
-        return account[len(_PREFIX):-len(_PENDING)]
+        return account[len(_PREFIX) : -len(_PENDING)]
     return None
 
 
-def settlement_entry(merchant: str, currency: str, day: date, payout_minor: int, *, shards: int,
-                     terms: SettlementTerms | None = None) -> JournalEntry:
+def settlement_entry(
+    merchant: str, currency: str, day: date, payout_minor: int, *, shards: int, terms: SettlementTerms | None = None
+) -> JournalEntry:
     """The journal entry paying out `payout_minor` for (merchant, currency, day): pending -> available
     at the day's last millisecond, converted per `terms` (default: no conversion). Deterministic:
     a settlements row is enough to re-derive it. PostingError when the terms cannot be used."""
     sid = derive_settlement_id(merchant, currency, day.isoformat())
-    return payout_entry(derive_entry_id(sid), sid, merchant, shard=shard_for(merchant, shards),
-                        occurred_at_ms=cutoff_ms(day) - 1, currency=currency, amount_minor=payout_minor,
-                        terms=terms or SettlementTerms(currency))
+    return payout_entry(
+        derive_entry_id(sid),
+        sid,
+        merchant,
+        shard=shard_for(merchant, shards),
+        occurred_at_ms=cutoff_ms(day) - 1,
+        currency=currency,
+        amount_minor=payout_minor,
+        terms=terms or SettlementTerms(currency),
+    )
 
 
-def _terms(merchant: str, currency: str, day: date, settlement_currency: Mapping[str, str],
-           rates: RateBook) -> SettlementTerms:
+def _terms(
+    merchant: str, currency: str, day: date, settlement_currency: Mapping[str, str], rates: RateBook
+) -> SettlementTerms:
     target = settlement_currency.get(merchant, currency)
     if target == currency:
         return SettlementTerms(currency)
     return SettlementTerms(target, rates.at(currency, target, from_ms(cutoff_ms(day) - 1)))
 
 
-def settle(day: date, entries: Iterable[JournalEntry], *, shards: int,
-           settlement_currency: Mapping[str, str] | None = None, rates: RateBook | None = None) -> SettlementRun:
+def settle(
+    day: date,
+    entries: Iterable[JournalEntry],
+    *,
+    shards: int,
+    settlement_currency: Mapping[str, str] | None = None,
+    rates: RateBook | None = None,
+) -> SettlementRun:
     """Settle `day` from the ledger's entries (any order; entries after the day are ignored).
     `settlement_currency`: merchant -> the currency it is paid in (default: the payment's);
     `rates`: the FX rates known (needed only where the two differ)."""
@@ -169,13 +190,21 @@ def settle(day: date, entries: Iterable[JournalEntry], *, shards: int,
                 parts[key]["fees_minor"] += line.debit_minor
             else:
                 column = _COMPONENT.get(entry.event_type, "other_minor")
-                parts[key][column] += owed if column in ("captured_minor", "dispute_won_minor", "other_minor") else -owed
+                parts[key][column] += (
+                    owed if column in ("captured_minor", "dispute_won_minor", "other_minor") else -owed
+                )
     settlements, new_entries, payouts = [], [], []
     for key in sorted(set(parts) | {k for k, v in owed_before.items() if v}):
         merchant, currency = key
         p = parts.get(key, {})
-        net = (p.get("captured_minor", 0) - p.get("refunded_minor", 0) - p.get("disputed_minor", 0)
-               + p.get("dispute_won_minor", 0) - p.get("fees_minor", 0) + p.get("other_minor", 0))
+        net = (
+            p.get("captured_minor", 0)
+            - p.get("refunded_minor", 0)
+            - p.get("disputed_minor", 0)
+            + p.get("dispute_won_minor", 0)
+            - p.get("fees_minor", 0)
+            + p.get("other_minor", 0)
+        )
         sid = derive_settlement_id(merchant, currency, day.isoformat())
         entry_id = derive_entry_id(sid)
         payout = max(0, owed_before[key] + net)
@@ -185,25 +214,51 @@ def settle(day: date, entries: Iterable[JournalEntry], *, shards: int,
             payout = settled.lines[0].debit_minor
         elif payout:
             try:
-                settled = settlement_entry(merchant, currency, day, payout, shards=shards,
-                                           terms=_terms(merchant, currency, day, settlement_currency, rates))
+                settled = settlement_entry(
+                    merchant,
+                    currency,
+                    day,
+                    payout,
+                    shards=shards,
+                    terms=_terms(merchant, currency, day, settlement_currency, rates),
+                )
             except PostingError as e:
                 refused = e.reason
         paid_currency, paid, fx_rate = currency, 0, ""
         if settled is not None:
             new_entries.append(settled)
             fx = settled.fx
-            paid_currency, paid, fx_rate = (currency, payout, "") if fx is None else (fx.quote_currency, fx.target_minor, fx.rate)
-            payouts.append(PayoutInstruction(derive_payout_id(sid), sid, merchant, paid_currency, paid, day, at_ms,
-                                             currency, payout, fx_rate))
-        settlements.append(Settlement(
-            settlement_id=sid, day=day, merchant_id=merchant, currency=currency,
-            captured_minor=p.get("captured_minor", 0), refunded_minor=p.get("refunded_minor", 0),
-            disputed_minor=p.get("disputed_minor", 0), dispute_won_minor=p.get("dispute_won_minor", 0),
-            fees_minor=p.get("fees_minor", 0), other_minor=p.get("other_minor", 0), net_minor=net,
-            carried_in_minor=owed_before[key], payout_minor=payout if settled else 0,
-            entry_id=entry_id if settled else None, payout_id=derive_payout_id(sid) if settled else None,
-            cutoff_at=from_ms(end_ms), paid_currency=paid_currency, paid_minor=paid, fx_rate=fx_rate, refused=refused,
-        ))
+            paid_currency, paid, fx_rate = (
+                (currency, payout, "") if fx is None else (fx.quote_currency, fx.target_minor, fx.rate)
+            )
+            payouts.append(
+                PayoutInstruction(
+                    derive_payout_id(sid), sid, merchant, paid_currency, paid, day, at_ms, currency, payout, fx_rate
+                )
+            )
+        settlements.append(
+            Settlement(
+                settlement_id=sid,
+                day=day,
+                merchant_id=merchant,
+                currency=currency,
+                captured_minor=p.get("captured_minor", 0),
+                refunded_minor=p.get("refunded_minor", 0),
+                disputed_minor=p.get("disputed_minor", 0),
+                dispute_won_minor=p.get("dispute_won_minor", 0),
+                fees_minor=p.get("fees_minor", 0),
+                other_minor=p.get("other_minor", 0),
+                net_minor=net,
+                carried_in_minor=owed_before[key],
+                payout_minor=payout if settled else 0,
+                entry_id=entry_id if settled else None,
+                payout_id=derive_payout_id(sid) if settled else None,
+                cutoff_at=from_ms(end_ms),
+                paid_currency=paid_currency,
+                paid_minor=paid,
+                fx_rate=fx_rate,
+                refused=refused,
+            )
+        )
         assert len(payouts) <= MAX_PAYOUTS
     return SettlementRun(day, tuple(settlements), tuple(new_entries), tuple(payouts))

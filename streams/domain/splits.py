@@ -32,7 +32,12 @@ MAX_SPLITS = 10  # connected accounts per payment; with the platform, 11 ledger 
 
 #: The event kinds a split divides, and what each moves.
 CAPTURE, REFUND, DISPUTE_OPEN, DISPUTE_WON, DISPUTE_LOST = (
-    "captured", "refunded", "dispute_opened", "dispute_won", "dispute_lost")
+    "captured",
+    "refunded",
+    "dispute_opened",
+    "dispute_won",
+    "dispute_lost",
+)
 SPLIT_KINDS = frozenset({CAPTURE, REFUND, DISPUTE_OPEN, DISPUTE_WON, DISPUTE_LOST})
 
 
@@ -76,8 +81,10 @@ class Allocation:
 
     def to_record(self) -> dict[str, Any]:
         """The event's `splits` and `platform_fee_minor` fields."""
-        return {"splits": [{"merchant_id": m, "amount_minor": a} for m, a in self.splits],
-                "platform_fee_minor": self.platform_minor}
+        return {
+            "splits": [{"merchant_id": m, "amount_minor": a} for m, a in self.splits],
+            "platform_fee_minor": self.platform_minor,
+        }
 
 
 def largest_remainder(amount_minor: int, weights: Sequence[int]) -> tuple[int, ...]:
@@ -114,7 +121,9 @@ def checked_splits(splits: Any, platform_fee_minor: Any, *, merchant_id: str, am
     for split in splits:
         account, part = split.get("merchant_id"), split.get("amount_minor")
         if not isinstance(account, str) or not 0 < len(account) <= MERCHANT_ID_MAX_LEN or not account.isprintable():
-            raise SplitError("invalid_splits", f"a split's merchant_id must be 1..{MERCHANT_ID_MAX_LEN} printable chars")
+            raise SplitError(
+                "invalid_splits", f"a split's merchant_id must be 1..{MERCHANT_ID_MAX_LEN} printable chars"
+            )
         if account == merchant_id or account in seen:
             raise SplitError("invalid_splits", "each split names another merchant than the platform, once")
         if type(part) is not int or part <= 0:
@@ -142,8 +151,10 @@ def allocate(shares: tuple[Share, ...], kind: str, amount_minor: int) -> tuple[t
         parts = tuple(s.disputed_minor for s in shares)  # the dispute closes as a whole
         assert sum(parts) == amount_minor, (parts, amount_minor)
         lost = kind == DISPUTE_LOST
-        new = tuple(replace(s, disputed_minor=0, lost_minor=s.lost_minor + (p if lost else 0))
-                    for s, p in zip(shares, parts, strict=True))
+        new = tuple(
+            replace(s, disputed_minor=0, lost_minor=s.lost_minor + (p if lost else 0))
+            for s, p in zip(shares, parts, strict=True)
+        )
     else:
         raise AssertionError(f"splits do not divide {kind!r}")
     return new, _allocation(shares, parts)
@@ -159,4 +170,6 @@ def allocation_of(event: Mapping[str, Any]) -> Allocation | None:
     splits = event.get("splits") or ()
     if not splits:
         return None
-    return Allocation(tuple((s["merchant_id"], s["amount_minor"]) for s in splits), event.get("platform_fee_minor") or 0)
+    return Allocation(
+        tuple((s["merchant_id"], s["amount_minor"]) for s in splits), event.get("platform_fee_minor") or 0
+    )

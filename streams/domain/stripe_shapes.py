@@ -116,26 +116,42 @@ def payment_intent(view: dict[str, Any], request: IntentRequest | None = None) -
     status = view.get("payment_status")
     authorized, captured = view.get("authorized_minor") or 0, view.get("captured_minor") or 0
     currency = (view.get("currency") or (request.currency if request else "") or "").lower() or None
-    amount = request.amount if request else (view.get("amount_minor") if view.get("kind") == "create" else None) or authorized
+    amount = (
+        request.amount
+        if request
+        else (view.get("amount_minor") if view.get("kind") == "create" else None) or authorized
+    )
     pi_status = intent_status(status)
     reason = view.get("reason_code")
     last_error = None
     if status in ("declined", "failed", "returned"):
         code, decline_code = decline(reason or "card_declined")
-        last_error = {"type": "card_error", "code": code, "decline_code": decline_code,
-                      "message": f"the payment was declined ({reason or 'declined'})", "param": None}
+        last_error = {
+            "type": "card_error",
+            "code": code,
+            "decline_code": decline_code,
+            "message": f"the payment was declined ({reason or 'declined'})",
+            "param": None,
+        }
     next_action = None
     if status == "requires_action":
         # The cardholder authenticates at the simulated issuer (or the merchant's own 3DS
         # server), and the merchant confirms with the result and its signed value
         # (Stripe's third-party 3DS parameters; docs/api.md, docs/payments.md).
-        next_action = {"type": "three_d_secure", "three_d_secure": {
-            "authenticate_url": f"/v1/payments/{view['payment_id']}/three_ds/authenticate",
-            "confirm_url": f"/v1/payment_intents/{intent_id(view['payment_id'])}/confirm"}}
+        next_action = {
+            "type": "three_d_secure",
+            "three_d_secure": {
+                "authenticate_url": f"/v1/payments/{view['payment_id']}/three_ds/authenticate",
+                "confirm_url": f"/v1/payment_intents/{intent_id(view['payment_id'])}/confirm",
+            },
+        }
     cancellation = None
     if pi_status == "canceled":
-        cancellation = "automatic" if status == "expired" else ((request.cancellation_reason if request else None)
-                                                                or "requested_by_customer")
+        cancellation = (
+            "automatic"
+            if status == "expired"
+            else ((request.cancellation_reason if request else None) or "requested_by_customer")
+        )
     return {
         "id": intent_id(view["payment_id"]),
         "object": "payment_intent",
@@ -158,14 +174,19 @@ def payment_intent(view: dict[str, Any], request: IntentRequest | None = None) -
         "payment_method_types": list(request.payment_method_types) if request else ["card"],
         "customer": request.customer if request else None,
         "setup_future_usage": request.setup_future_usage if request else None,
-        "transfer_data": {"destination": request.transfer_destination} if request and request.transfer_destination else None,
+        "transfer_data": {"destination": request.transfer_destination}
+        if request and request.transfer_destination
+        else None,
         "application_fee_amount": request.application_fee_amount if request else None,
         "latest_charge": None,
         "client_secret": None,
         # Ours, not Stripe's: the card as the pipeline knows it (never the number).
-        "paystream": {"payment_id": view["payment_id"], "status": status,
-                      "refunded_minor": view.get("refunded_minor") or 0,
-                      "card": {"bin": view.get("card_bin"), "last4": view.get("card_last4")} if view.get("card_last4") else None},
+        "paystream": {
+            "payment_id": view["payment_id"],
+            "status": status,
+            "refunded_minor": view.get("refunded_minor") or 0,
+            "card": {"bin": view.get("card_bin"), "last4": view.get("card_last4")} if view.get("card_last4") else None,
+        },
     }
 
 
@@ -188,8 +209,12 @@ def dispute_object(row: dict[str, Any], submissions: int = 0) -> dict[str, Any]:
         "livemode": False,
         "metadata": {},
         "is_charge_refundable": False,
-        "evidence_details": {"due_by": None, "has_evidence": submissions > 0, "past_due": False,
-                             "submission_count": submissions},
+        "evidence_details": {
+            "due_by": None,
+            "has_evidence": submissions > 0,
+            "past_due": False,
+            "submission_count": submissions,
+        },
     }
 
 
@@ -225,9 +250,17 @@ def event_object(row: dict[str, Any]) -> dict[str, Any]:
         obj = dispute_object(row | {"event_id": opening or row["event_id"], "closed_as": closed_as})
     else:
         obj = payment_intent(row)
-    return {"id": row["event_id"], "object": "event", "api_version": API_VERSION,
-            "created": unix_seconds(row["occurred_at"]), "livemode": False, "pending_webhooks": 0,
-            "request": {"id": None, "idempotency_key": None}, "type": stripe_type, "data": {"object": obj},
-            # Ours, not Stripe's: the pipeline's event, for ordering and support (the
-            # payment's version grows by one per event).
-            "paystream": {"type": row["type"], "payment_id": row["payment_id"], "version": row.get("version")}}
+    return {
+        "id": row["event_id"],
+        "object": "event",
+        "api_version": API_VERSION,
+        "created": unix_seconds(row["occurred_at"]),
+        "livemode": False,
+        "pending_webhooks": 0,
+        "request": {"id": None, "idempotency_key": None},
+        "type": stripe_type,
+        "data": {"object": obj},
+        # Ours, not Stripe's: the pipeline's event, for ordering and support (the
+        # payment's version grows by one per event).
+        "paystream": {"type": row["type"], "payment_id": row["payment_id"], "version": row.get("version")},
+    }

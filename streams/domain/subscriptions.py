@@ -176,7 +176,11 @@ def charge_command(sub: Subscription, attempt: Attempt) -> dict[str, Any]:
         "currency": sub.currency,
         "capture_method": "automatic",
         "card": None,
-        "metadata": {MIT_METADATA_KEY: sub.subscription_id, "period": str(attempt.period), "attempt": str(attempt.attempt)},
+        "metadata": {
+            MIT_METADATA_KEY: sub.subscription_id,
+            "period": str(attempt.period),
+            "attempt": str(attempt.attempt),
+        },
         "dispute": None,
         "occurred_at": from_ms(attempt.due_ms),
         "card_token": dict(sub.card_token),
@@ -208,7 +212,9 @@ def create(cmd: dict[str, Any]) -> Subscription:
     _check_plan(plan["amount_minor"], plan["currency"])
     interval, count = plan["interval"], plan["interval_count"]
     if interval not in INTERVALS or not 1 <= count <= MAX_INTERVAL_COUNT.get(interval, 0):
-        raise SubscriptionError("invalid_interval", f"interval one of {INTERVALS}, count 1..{MAX_INTERVAL_COUNT.get(interval)}")
+        raise SubscriptionError(
+            "invalid_interval", f"interval one of {INTERVALS}, count 1..{MAX_INTERVAL_COUNT.get(interval)}"
+        )
     trial = cmd.get("trial_days") or 0
     if not 0 <= trial <= MAX_TRIAL_DAYS:
         raise SubscriptionError("invalid_trial", f"trial_days in 0..{MAX_TRIAL_DAYS}")
@@ -218,10 +224,18 @@ def create(cmd: dict[str, Any]) -> Subscription:
     at_ms = to_ms(cmd["occurred_at"])
     anchor = cmd.get("anchor_at")
     return Subscription(
-        subscription_id=sid, merchant_id=merchant, card_token=dict(token), amount_minor=plan["amount_minor"],
-        currency=plan["currency"], interval=interval, interval_count=count,
-        anchor_ms=to_ms(anchor) if anchor is not None else at_ms, trial_days=trial, created_at_ms=at_ms,
-        status="trialing" if trial else "active", recent_commands=(cmd["command_id"],),
+        subscription_id=sid,
+        merchant_id=merchant,
+        card_token=dict(token),
+        amount_minor=plan["amount_minor"],
+        currency=plan["currency"],
+        interval=interval,
+        interval_count=count,
+        anchor_ms=to_ms(anchor) if anchor is not None else at_ms,
+        trial_days=trial,
+        created_at_ms=at_ms,
+        status="trialing" if trial else "active",
+        recent_commands=(cmd["command_id"],),
     )
 
 
@@ -233,9 +247,25 @@ def on_command(sub: Subscription | None, cmd: dict[str, Any]) -> tuple[Subscript
         new = create(cmd)
         if sub is None:
             return new, ()
-        same = (new.merchant_id, new.card_token, new.amount_minor, new.currency, new.interval, new.interval_count,
-                new.anchor_ms, new.trial_days) == (sub.merchant_id, sub.card_token, sub.amount_minor, sub.currency,
-                                                   sub.interval, sub.interval_count, sub.anchor_ms, sub.trial_days)
+        same = (
+            new.merchant_id,
+            new.card_token,
+            new.amount_minor,
+            new.currency,
+            new.interval,
+            new.interval_count,
+            new.anchor_ms,
+            new.trial_days,
+        ) == (
+            sub.merchant_id,
+            sub.card_token,
+            sub.amount_minor,
+            sub.currency,
+            sub.interval,
+            sub.interval_count,
+            sub.anchor_ms,
+            sub.trial_days,
+        )
         if same:
             return sub, ()
         raise SubscriptionError("subscription_exists", "this subscription_id exists with other terms")
@@ -261,7 +291,9 @@ def _cancel(sub: Subscription, at_ms: int, at_period_end: bool) -> Subscription:
         return replace(sub, cancel_at_ms=max(at_ms, sub.period_start_ms(sub.next_period)))
     # Now: nothing more is invoiced or retried. A charge in flight keeps its outcome's record.
     pending = sub.pending if sub.pending is not None and sub.pending.sent else None
-    return replace(sub, status="canceled", canceled_at_ms=at_ms, cancel_reason="canceled", pending=pending, cancel_at_ms=None)
+    return replace(
+        sub, status="canceled", canceled_at_ms=at_ms, cancel_reason="canceled", pending=pending, cancel_at_ms=None
+    )
 
 
 def _change_plan(sub: Subscription, cmd: dict[str, Any], at_ms: int) -> Subscription:
@@ -304,22 +336,38 @@ def _advance(sub: Subscription) -> tuple[Subscription, tuple[dict[str, Any], ...
             if sub.pending.sent or sub.pending.due_ms > now:
                 return sub, ()
             attempt = replace(sub.pending, sent=True)
-            sub = replace(sub, pending=attempt, charges_sent=sub.charges_sent + 1,
-                          retries_sent=sub.retries_sent + (attempt.attempt > 0))
+            sub = replace(
+                sub,
+                pending=attempt,
+                charges_sent=sub.charges_sent + 1,
+                retries_sent=sub.retries_sent + (attempt.attempt > 0),
+            )
             return sub, (charge_command(sub, attempt),)
         start = sub.period_start_ms(sub.next_period)
         if sub.cancel_at_ms is not None and sub.cancel_at_ms <= now and start >= sub.cancel_at_ms:
-            return replace(sub, status="canceled", canceled_at_ms=sub.cancel_at_ms, cancel_reason="canceled_at_period_end"), ()
+            return replace(
+                sub, status="canceled", canceled_at_ms=sub.cancel_at_ms, cancel_reason="canceled_at_period_end"
+            ), ()
         if start > now:
             return sub, ()
         amount = sub.amount_minor + sub.balance_minor
         if amount <= 0:  # the credit pays this period; what is left of it carries on
-            sub = replace(sub, balance_minor=amount, next_period=sub.next_period + 1, paid_periods=sub.paid_periods + 1,
-                          status="active")
+            sub = replace(
+                sub,
+                balance_minor=amount,
+                next_period=sub.next_period + 1,
+                paid_periods=sub.paid_periods + 1,
+                status="active",
+            )
             continue
         attempt = Attempt(sub.next_period, 0, amount, start, sent=True)
-        sub = replace(sub, pending=attempt, balance_minor=0, status="active" if sub.status == "trialing" else sub.status,
-                      charges_sent=sub.charges_sent + 1)
+        sub = replace(
+            sub,
+            pending=attempt,
+            balance_minor=0,
+            status="active" if sub.status == "trialing" else sub.status,
+            charges_sent=sub.charges_sent + 1,
+        )
         return sub, (charge_command(sub, attempt),)
     return sub, ()
 
@@ -335,38 +383,61 @@ def on_outcome(sub: Subscription, outcome: dict[str, Any]) -> tuple[Subscription
     """A charge's PaymentOutcome. Only the outcome of the attempt in flight counts (by
     its command_id); a stale or repeated one changes nothing."""
     attempt = sub.pending
-    if attempt is None or not attempt.sent or outcome["command_id"] != derive_charge_command_id(
-            sub.subscription_id, attempt.period, attempt.attempt):
+    if (
+        attempt is None
+        or not attempt.sent
+        or outcome["command_id"] != derive_charge_command_id(sub.subscription_id, attempt.period, attempt.attempt)
+    ):
         return sub, ()
     result = outcome_class(outcome)
     if result == "held":
         return replace(sub, held=True), ()
     if result == "paid":
-        sub = replace(sub, pending=None, next_period=attempt.period + 1, paid_periods=sub.paid_periods + 1,
-                      charges_paid=sub.charges_paid + 1, status="active" if sub.status != "canceled" else "canceled")
+        sub = replace(
+            sub,
+            pending=None,
+            next_period=attempt.period + 1,
+            paid_periods=sub.paid_periods + 1,
+            charges_paid=sub.charges_paid + 1,
+            status="active" if sub.status != "canceled" else "canceled",
+        )
         return _advance(sub)  # a period that came due meanwhile is invoiced now (catch-up)
     if sub.status == "canceled":
         return replace(sub, pending=None), ()
     if attempt.attempt + 1 >= MAX_ATTEMPTS:
-        return replace(sub, pending=None, status="canceled", canceled_at_ms=attempt.due_ms,
-                       cancel_reason="dunning_exhausted"), ()
-    retry = Attempt(attempt.period, attempt.attempt + 1, attempt.amount_minor,
-                    attempt.due_ms + DUNNING_DELAYS_MS[attempt.attempt], sent=False)
+        return replace(
+            sub, pending=None, status="canceled", canceled_at_ms=attempt.due_ms, cancel_reason="dunning_exhausted"
+        ), ()
+    retry = Attempt(
+        attempt.period,
+        attempt.attempt + 1,
+        attempt.amount_minor,
+        attempt.due_ms + DUNNING_DELAYS_MS[attempt.attempt],
+        sent=False,
+    )
     return _advance(replace(sub, pending=retry, status="past_due"))
 
 
 def describe(sub: Subscription) -> dict[str, Any]:
     """A subscription for `paystream subscriptions list`: no token, its card's last four."""
+
     def iso(ms: int | None) -> str | None:
         return from_ms(ms).isoformat() if ms is not None else None
 
     nxt = sub.pending.due_ms if sub.pending is not None else sub.period_start_ms(sub.next_period)
     return {
-        "subscription_id": sub.subscription_id, "merchant_id": sub.merchant_id, "status": sub.status,
-        "amount_minor": sub.amount_minor, "currency": sub.currency, "every": f"{sub.interval_count} {sub.interval}",
-        "card_last4": sub.card_token["last4"], "paid_periods": sub.paid_periods,
-        "next_charge_at": None if sub.status == "canceled" else iso(nxt), "balance_minor": sub.balance_minor,
-        "attempt": sub.pending.attempt if sub.pending is not None else None, "cancel_at": iso(sub.cancel_at_ms),
-        "cancel_reason": sub.cancel_reason, "held": sub.held,
+        "subscription_id": sub.subscription_id,
+        "merchant_id": sub.merchant_id,
+        "status": sub.status,
+        "amount_minor": sub.amount_minor,
+        "currency": sub.currency,
+        "every": f"{sub.interval_count} {sub.interval}",
+        "card_last4": sub.card_token["last4"],
+        "paid_periods": sub.paid_periods,
+        "next_charge_at": None if sub.status == "canceled" else iso(nxt),
+        "balance_minor": sub.balance_minor,
+        "attempt": sub.pending.attempt if sub.pending is not None else None,
+        "cancel_at": iso(sub.cancel_at_ms),
+        "cancel_reason": sub.cancel_reason,
+        "held": sub.held,
     }
-

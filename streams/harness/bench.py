@@ -41,7 +41,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from threading import Thread
@@ -100,9 +100,11 @@ def ceiling(settings: Settings, messages: int) -> dict[str, Any]:
     """Produce then consume `messages` records of a command's size, read_committed."""
     assert 0 < messages <= MAX_MESSAGES
     topic = f"bench-{uuid.uuid4().hex[:8]}.ceiling"
-    admin.ensure_topics(client_config(settings), [TopicSpec(topic, settings.partitions, settings.replication_factor,
-                                                             retention_ms=3_600_000)])
-    sample = [c for c in generate(1, 1, "bench", datetime.now(timezone.utc)).items if isinstance(c, dict)][0]
+    admin.ensure_topics(
+        client_config(settings),
+        [TopicSpec(topic, settings.partitions, settings.replication_factor, retention_ms=3_600_000)],
+    )
+    sample = [c for c in generate(1, 1, "bench", datetime.now(UTC)).items if isinstance(c, dict)][0]
     value = COMMAND_CODEC.encode(intake_sealer(settings).seal_command(sample))  # what producers publish: no PAN
     producer = command_producer(client_config(settings))
     started = time.monotonic()
@@ -111,8 +113,15 @@ def ceiling(settings: Settings, messages: int) -> dict[str, Any]:
         producer.poll(0)
     assert producer.flush(CONSUME_TIMEOUT_S) == 0, "the ceiling's producer did not deliver everything"
     produced_s = time.monotonic() - started
-    consumer = Consumer({**client_config(settings), "group.id": f"bench-{uuid.uuid4().hex}",
-                         "isolation.level": "read_committed", "enable.auto.commit": False, "log_level": 3})
+    consumer = Consumer(
+        {
+            **client_config(settings),
+            "group.id": f"bench-{uuid.uuid4().hex}",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "log_level": 3,
+        }
+    )
     consumer.assign([TopicPartition(topic, p, 0) for p in range(settings.partitions)])
     seen, consume_started = 0, time.monotonic()
     deadline = consume_started + CONSUME_TIMEOUT_S
@@ -120,17 +129,28 @@ def ceiling(settings: Settings, messages: int) -> dict[str, Any]:
         seen += sum(1 for m in consumer.consume(10_000, timeout=0.5) if m.error() is None)
     consumed_s = time.monotonic() - consume_started
     consumer.close()
-    return {"messages": messages, "message_bytes": len(value), "consumed": seen,
-            "produce_per_s": rate(messages, produced_s), "consume_per_s": rate(seen, consumed_s),
-            "produce_then_consume_per_s": rate(seen, produced_s + consumed_s)}
+    return {
+        "messages": messages,
+        "message_bytes": len(value),
+        "consumed": seen,
+        "produce_per_s": rate(messages, produced_s),
+        "consume_per_s": rate(seen, consumed_s),
+        "produce_then_consume_per_s": rate(seen, produced_s + consumed_s),
+    }
 
 
 def run_settings(base: Settings, label: str) -> Settings:
     """A fresh namespace with its own data, keys and providers dirs (what Fleet expects)."""
     namespace = f"bench-{label}-{uuid.uuid4().hex[:8]}"
     data_dir = base.data_dir / "bench" / namespace
-    return base.model_copy(update={"namespace": namespace, "data_dir": data_dir, "keys_dir": data_dir / "keys",
-                                   "providers_dir": data_dir / "providers"})
+    return base.model_copy(
+        update={
+            "namespace": namespace,
+            "data_dir": data_dir,
+            "keys_dir": data_dir / "keys",
+            "providers_dir": data_dir / "providers",
+        }
+    )
 
 
 def group_ready(settings: Settings, members: int) -> bool:
@@ -144,9 +164,17 @@ def group_ready(settings: Settings, members: int) -> bool:
     return bool(group.state == ConsumerGroupState.STABLE and len(group.members) == members)
 
 
-def end_to_end(base: Settings, commands: int, seed: int, *, workers: int = 1, rates_per_s: Sequence[int] = (),
-               rate_window_s: float = 0.0, profile: Path | None = None,
-               then: Callable[[Settings], dict[str, Any]] | None = None) -> tuple[dict[str, Any], Settings]:
+def end_to_end(
+    base: Settings,
+    commands: int,
+    seed: int,
+    *,
+    workers: int = 1,
+    rates_per_s: Sequence[int] = (),
+    rate_window_s: float = 0.0,
+    profile: Path | None = None,
+    then: Callable[[Settings], dict[str, Any]] | None = None,
+) -> tuple[dict[str, Any], Settings]:
     """Demo traffic through `workers` workers; the clock runs from the first publish to
     the last committed outcome (the workers are warmed up first, outside the clock).
     Then, on the same workers, the open-loop latency at each offered rate. `profile`:
@@ -155,27 +183,34 @@ def end_to_end(base: Settings, commands: int, seed: int, *, workers: int = 1, ra
     assert 0 < commands <= MAX_COMMANDS and 1 <= workers
     settings = run_settings(base, f"{workers}w")
     admin.ensure_topics(client_config(settings), declared_topics(settings))
-    traffic = generate(max(1, round(commands / COMMANDS_PER_PAYMENT)), seed, settings.namespace, datetime.now(timezone.utc))
-    warmup = generate(8 * workers, seed + 1, settings.namespace + "-warm", datetime.now(timezone.utc))
+    traffic = generate(max(1, round(commands / COMMANDS_PER_PAYMENT)), seed, settings.namespace, datetime.now(UTC))
+    warmup = generate(8 * workers, seed + 1, settings.namespace + "-warm", datetime.now(UTC))
     fleet = Fleet(settings, workers)
     garbage = warmup.garbage
     latency: dict[str, Any] = {}
     with Observer(settings) as observer:
         fleet.start()
         try:
-            assert observer.wait_until(lambda: group_ready(settings, workers), WORKER_READY_TIMEOUT_S), \
-                fleet.procs[0].log_tail()
+            assert observer.wait_until(lambda: group_ready(settings, workers), WORKER_READY_TIMEOUT_S), fleet.procs[
+                0
+            ].log_tail()
             publish_commands(settings, warmup.items)
-            assert observer.wait_for(warmup.command_ids, garbage, WORKER_READY_TIMEOUT_S,
-                                     lambda *_: fleet.supervise()), fleet.procs[0].log_tail()
+            assert observer.wait_for(
+                warmup.command_ids, garbage, WORKER_READY_TIMEOUT_S, lambda *_: fleet.supervise()
+            ), fleet.procs[0].log_tail()
             worker_pid = fleet.procs[0].proc.pid if fleet.procs[0].proc is not None else 0
             profiler = start_profile(worker_pid, profile) if profile is not None else None
             started = time.monotonic()
             publish_commands(settings, traffic.items)
             published_s = time.monotonic() - started
             garbage += traffic.garbage
-            answered = observer.wait_for(traffic.command_ids, garbage, CONSUME_TIMEOUT_S,
-                                         lambda *_: fleet.supervise(), on_stall=fleet.restart_stalled)
+            answered = observer.wait_for(
+                traffic.command_ids,
+                garbage,
+                CONSUME_TIMEOUT_S,
+                lambda *_: fleet.supervise(),
+                on_stall=fleet.restart_stalled,
+            )
             elapsed_s = time.monotonic() - started
             if profiler is not None:
                 stop_profile(profiler)
@@ -189,9 +224,17 @@ def end_to_end(base: Settings, commands: int, seed: int, *, workers: int = 1, ra
         finally:
             fleet.stop()
     n = len(traffic.command_ids)
-    out = {"commands": n, "workers": workers, "answered": answered, "books_closed": books,
-           "restarts": fleet.stall_restarts, "profiled": profile is not None,
-           "publish_per_s": rate(n, published_s), "commands_per_s": rate(n, elapsed_s), "elapsed_s": round(elapsed_s, 2)}
+    out = {
+        "commands": n,
+        "workers": workers,
+        "answered": answered,
+        "books_closed": books,
+        "restarts": fleet.stall_restarts,
+        "profiled": profile is not None,
+        "publish_per_s": rate(n, published_s),
+        "commands_per_s": rate(n, elapsed_s),
+        "elapsed_s": round(elapsed_s, 2),
+    }
     if latency:
         out["latency"] = latency
     if after is not None:
@@ -199,14 +242,16 @@ def end_to_end(base: Settings, commands: int, seed: int, *, workers: int = 1, ra
     return out, settings
 
 
-def open_loop(settings: Settings, fleet: Fleet, observer: Observer, rate_per_s: int, window_s: float,
-              seed: int) -> dict[str, Any]:
+def open_loop(
+    settings: Settings, fleet: Fleet, observer: Observer, rate_per_s: int, window_s: float, seed: int
+) -> dict[str, Any]:
     """Offer `rate_per_s` commands/s for `window_s` on a fixed schedule (a sender
     thread that never waits for answers), then wait for every answer."""
     assert 0 < rate_per_s <= MAX_RATE_PER_S and 0 < window_s
     count = max(1, round(rate_per_s * window_s))
-    traffic = generate(max(1, round(count / COMMANDS_PER_PAYMENT)) + 1, seed, f"{settings.namespace}-r{rate_per_s}",
-                       datetime.now(timezone.utc))
+    traffic = generate(
+        max(1, round(count / COMMANDS_PER_PAYMENT)) + 1, seed, f"{settings.namespace}-r{rate_per_s}", datetime.now(UTC)
+    )
     # Sealed and encoded before the clock: the sender's own cost must not shift the schedule.
     sealed = [c for c in seal_commands(traffic.items, intake_sealer(settings)) if isinstance(c, dict)][:count]
     messages = [(c["command_id"], command_key(c), COMMAND_CODEC.encode(c)) for c in sealed]
@@ -237,11 +282,16 @@ def open_loop(settings: Settings, fleet: Fleet, observer: Observer, rate_per_s: 
     sender.join(timeout=1)
     seen = {c: observer.first_outcome_at[c] for c in ids if c in observer.first_outcome_at}
     types = Counter(TIMESTAMP_TYPES.get(t, str(t)) for t, _, _ in seen.values())
-    return {"offered_per_s": rate_per_s, "window_s": window_s, "commands": len(ids), "answered": len(seen),
-            "sender_max_behind_ms": round(max(behind_s, default=0.0) * 1000, 1),
-            "outcome_timestamp": "/".join(sorted(types)),
-            "committed_ms": percentiles(latencies_ms(scheduled_ms, {c: ts for c, (_, ts, _) in seen.items()})),
-            "visible_ms": percentiles(latencies_ms(scheduled_ms, {c: at for c, (_, _, at) in seen.items()}))}
+    return {
+        "offered_per_s": rate_per_s,
+        "window_s": window_s,
+        "commands": len(ids),
+        "answered": len(seen),
+        "sender_max_behind_ms": round(max(behind_s, default=0.0) * 1000, 1),
+        "outcome_timestamp": "/".join(sorted(types)),
+        "committed_ms": percentiles(latencies_ms(scheduled_ms, {c: ts for c, (_, ts, _) in seen.items()})),
+        "visible_ms": percentiles(latencies_ms(scheduled_ms, {c: at for c, (_, _, at) in seen.items()})),
+    }
 
 
 def start_profile(pid: int, out: Path) -> subprocess.Popen[bytes]:
@@ -254,9 +304,26 @@ def start_profile(pid: int, out: Path) -> subprocess.Popen[bytes]:
     assert pid > 0
     out.parent.mkdir(parents=True, exist_ok=True)
     fmt = "flamegraph" if out.suffix == ".svg" else "raw"
-    return subprocess.Popen([exe, "record", "--pid", str(pid), "--nonblocking", "--rate", "100", "--idle", "--threads",
-                             "--function", "--format", fmt, "-o", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [
+            exe,
+            "record",
+            "--pid",
+            str(pid),
+            "--nonblocking",
+            "--rate",
+            "100",
+            "--idle",
+            "--threads",
+            "--function",
+            "--format",
+            fmt,
+            "-o",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def stop_profile(proc: subprocess.Popen[bytes]) -> None:
@@ -287,16 +354,19 @@ def top_frames(collapsed: str, n: int = 20) -> dict[str, list[tuple[str, float]]
             total[frame] += k
     if not samples:
         return {"self": [], "total": []}
-    return {kind: [(f, round(100 * c / samples, 1)) for f, c in counter.most_common(n)]
-            for kind, counter in (("self", own), ("total", total))}
+    return {
+        kind: [(f, round(100 * c / samples, 1)) for f, c in counter.most_common(n)]
+        for kind, counter in (("self", own), ("total", total))
+    }
 
 
 def sink(settings: Settings) -> dict[str, Any]:
     """The ClickHouse sink (its group, committing) caught up over a run's topics into
     chDB under the run's data dir; the tables are made first, outside the clock."""
 
-    client = connect(f"chdb://{(settings.data_dir / 'clickhouse').resolve()}",
-                     "bench_" + settings.namespace.replace("-", "_"))
+    client = connect(
+        f"chdb://{(settings.data_dir / 'clickhouse').resolve()}", "bench_" + settings.namespace.replace("-", "_")
+    )
     try:
         migrate(client)
         started = time.monotonic()
@@ -304,9 +374,15 @@ def sink(settings: Settings) -> dict[str, Any]:
         elapsed_s = time.monotonic() - started
     finally:
         client.close()
-    return {"records": stats.records, "rows": stats.rows_total, "dead_letters": stats.dead_letters,
-            "batches": stats.batches, "records_per_s": rate(stats.records, elapsed_s),
-            "rows_per_s": rate(stats.rows_total, elapsed_s), "elapsed_s": round(elapsed_s, 2)}
+    return {
+        "records": stats.records,
+        "rows": stats.rows_total,
+        "dead_letters": stats.dead_letters,
+        "batches": stats.batches,
+        "records_per_s": rate(stats.records, elapsed_s),
+        "rows_per_s": rate(stats.rows_total, elapsed_s),
+        "elapsed_s": round(elapsed_s, 2),
+    }
 
 
 def replay(settings: Settings) -> dict[str, Any]:
@@ -321,8 +397,11 @@ def replay(settings: Settings) -> dict[str, Any]:
 def scoring(rows: int, seed: int) -> dict[str, Any]:
 
     result = run_fraud_bench(rows, seed)
-    return {"rows": result["rows"], "online_scorer_tx_per_s": result["online_scorer_tx_per_s"],
-            "replay": result["replay"]}
+    return {
+        "rows": result["rows"],
+        "online_scorer_tx_per_s": result["online_scorer_tx_per_s"],
+        "replay": result["replay"],
+    }
 
 
 def machine(settings: Settings) -> dict[str, Any]:
@@ -336,42 +415,78 @@ def machine(settings: Settings) -> dict[str, Any]:
             return None
 
     meminfo = Path("/proc/meminfo")
-    mem_kb = next((int(line.split()[1]) for line in meminfo.read_text().splitlines() if line.startswith("MemTotal:")),
-                  None) if meminfo.exists() else None
-    return {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
-            "mem_gb": round(mem_kb / 1024**2, 1) if mem_kb else None,
-            "load_avg_1m_at_start": round(os.getloadavg()[0], 2), "partitions": settings.partitions,
-            "fraud_scoring": settings.fraud_scoring, "providers": settings.providers,
-            "commit_interval_ms": settings.commit_interval_ms,
-            "versions": {"paystream": v("paystream"), "confluent_kafka": v("confluent-kafka"),
-                         "librdkafka": confluent_kafka.libversion()[0], "faust_streaming": v("faust-streaming"),
-                         "quixstreams": v("quixstreams"), "chdb": v("chdb"), "clickhouse_connect": v("clickhouse-connect"),
-                         "scikit_learn": v("scikit-learn")}}
+    mem_kb = (
+        next((int(line.split()[1]) for line in meminfo.read_text().splitlines() if line.startswith("MemTotal:")), None)
+        if meminfo.exists()
+        else None
+    )
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "mem_gb": round(mem_kb / 1024**2, 1) if mem_kb else None,
+        "load_avg_1m_at_start": round(os.getloadavg()[0], 2),
+        "partitions": settings.partitions,
+        "fraud_scoring": settings.fraud_scoring,
+        "providers": settings.providers,
+        "commit_interval_ms": settings.commit_interval_ms,
+        "versions": {
+            "paystream": v("paystream"),
+            "confluent_kafka": v("confluent-kafka"),
+            "librdkafka": confluent_kafka.libversion()[0],
+            "faust_streaming": v("faust-streaming"),
+            "quixstreams": v("quixstreams"),
+            "chdb": v("chdb"),
+            "clickhouse_connect": v("clickhouse-connect"),
+            "scikit_learn": v("scikit-learn"),
+        },
+    }
 
 
-def run_bench(settings: Settings, *, quick: bool, seed: int = 7, repeats: int = 1,
-              rates_per_s: Sequence[int] = (), profile: Path | None = None,
-              peer_names: Sequence[str] = bench_peers.PEERS) -> dict[str, Any]:
+def run_bench(
+    settings: Settings,
+    *,
+    quick: bool,
+    seed: int = 7,
+    repeats: int = 1,
+    rates_per_s: Sequence[int] = (),
+    profile: Path | None = None,
+    peer_names: Sequence[str] = bench_peers.PEERS,
+) -> dict[str, Any]:
     """Every part once (or `repeats` times for the ceiling, median kept): a dict for JSON.
     The two-worker run follows the one-worker run at once: their ratio is this run's."""
     messages, commands, rows, window_s = (20_000, 2_000, 10_000, 5.0) if quick else (200_000, 20_000, 200_000, 20.0)
-    peers = bench_peers.peers(settings, messages * 2 if quick else messages, settings.data_dir / "bench" / "peers",
-                              tuple(peer_names))
+    peers = bench_peers.peers(
+        settings, messages * 2 if quick else messages, settings.data_dir / "bench" / "peers", tuple(peer_names)
+    )
     rates_per_s = tuple(rates_per_s) or (QUICK_RATES_PER_S if quick else RATES_PER_S)
-    at, info = datetime.now(timezone.utc).isoformat(timespec="seconds"), machine(settings)
+    at, info = datetime.now(UTC).isoformat(timespec="seconds"), machine(settings)
     ceilings = [ceiling(settings, messages) for _ in range(max(1, repeats))]
     ceiling_median = sorted(ceilings, key=lambda c: c["produce_then_consume_per_s"])[len(ceilings) // 2]
 
-    http_rates, http_s, replay_rate = ((bench_http.HTTP_QUICK_RATES_PER_S, bench_http.HTTP_QUICK_DURATION_S,
-                                        bench_http.HTTP_QUICK_REPLAY_RATE_PER_S) if quick else
-                                       (bench_http.HTTP_RATES_PER_S, bench_http.HTTP_DURATION_S, bench_http.HTTP_REPLAY_RATE_PER_S))
-    e2e, e2e_settings = end_to_end(settings, commands, seed, rates_per_s=rates_per_s, rate_window_s=window_s,
-                                   profile=profile, then=lambda s: bench_http.http(s, http_rates, http_s, replay_rate))
+    http_rates, http_s, replay_rate = (
+        (bench_http.HTTP_QUICK_RATES_PER_S, bench_http.HTTP_QUICK_DURATION_S, bench_http.HTTP_QUICK_REPLAY_RATE_PER_S)
+        if quick
+        else (bench_http.HTTP_RATES_PER_S, bench_http.HTTP_DURATION_S, bench_http.HTTP_REPLAY_RATE_PER_S)
+    )
+    e2e, e2e_settings = end_to_end(
+        settings,
+        commands,
+        seed,
+        rates_per_s=rates_per_s,
+        rate_window_s=window_s,
+        profile=profile,
+        then=lambda s: bench_http.http(s, http_rates, http_s, replay_rate),
+    )
     two, _ = end_to_end(settings, commands, seed, workers=2)
     latency, http_result = e2e.pop("latency"), e2e.pop("then")
     one_per_s, two_per_s = e2e["commands_per_s"], two["commands_per_s"]
     out = {
-        "bench": "paystream", "quick": quick, "seed": seed, "at": at, "machine": info,
+        "bench": "paystream",
+        "quick": quick,
+        "seed": seed,
+        "at": at,
+        "machine": info,
         "ceiling_commands_per_s": ceiling_median["produce_then_consume_per_s"],
         "e2e_commands_per_s": one_per_s,
         "latency_ms": {r: {q: f["committed_ms"][q] for q in ("p50", "p95", "p99", "max")} for r, f in latency.items()},
@@ -382,8 +497,13 @@ def run_bench(settings: Settings, *, quick: bool, seed: int = 7, repeats: int = 
         "latency": latency,
         "sink": sink(e2e_settings),
         "stages": bench_stages.stage_cpu(e2e_settings, commands * 2),
-        "scaling": {"commands": commands, "one_worker_commands_per_s": one_per_s, "two_workers_commands_per_s": two_per_s,
-                    "two_vs_one": round(two_per_s / one_per_s, 2) if one_per_s else None, "two_workers": two},
+        "scaling": {
+            "commands": commands,
+            "one_worker_commands_per_s": one_per_s,
+            "two_workers_commands_per_s": two_per_s,
+            "two_vs_one": round(two_per_s / one_per_s, 2) if one_per_s else None,
+            "two_workers": two,
+        },
         "replay": replay(e2e_settings),
         "scoring": scoring(rows, seed),
         "http": http_result,
@@ -408,9 +528,13 @@ def plot(result: dict[str, Any], out: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise RuntimeError("--plot needs matplotlib (pip install 'matplotlib>=3.11.2')") from None
-    bars = {"ceiling\nmsgs/s": result["ceiling_commands_per_s"], "e2e 1 worker\ncmd/s": result["e2e_commands_per_s"],
-            "e2e 2 workers\ncmd/s": result["scaling"]["two_workers_commands_per_s"],
-            "sink\nrows/s": result["sink_rows_per_s"], "replay\nrecords/s": result["replay"]["records_per_s"]}
+    bars = {
+        "ceiling\nmsgs/s": result["ceiling_commands_per_s"],
+        "e2e 1 worker\ncmd/s": result["e2e_commands_per_s"],
+        "e2e 2 workers\ncmd/s": result["scaling"]["two_workers_commands_per_s"],
+        "sink\nrows/s": result["sink_rows_per_s"],
+        "replay\nrecords/s": result["replay"]["records_per_s"],
+    }
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
     left.bar(list(bars), list(bars.values()), color="tab:blue")
     left.set_yscale("log")
@@ -421,8 +545,14 @@ def plot(result: dict[str, Any], out: Path) -> None:
     xs = [int(r) for r in offered]
     for key, style in (("committed_ms", "-"), ("visible_ms", ":")):
         for q, colour in (("p50", "tab:green"), ("p95", "tab:orange"), ("p99", "tab:red")):
-            right.plot(xs, [result["latency"][r][key][q] for r in offered], style, marker="o", color=colour,
-                       label=f"{q} {key.removesuffix('_ms')}")
+            right.plot(
+                xs,
+                [result["latency"][r][key][q] for r in offered],
+                style,
+                marker="o",
+                color=colour,
+                label=f"{q} {key.removesuffix('_ms')}",
+            )
     right.axvline(result["e2e_commands_per_s"], color="grey", linestyle="--", label="e2e throughput")
     right.set_yscale("log")
     right.set_xlabel("offered commands/s (open loop)")

@@ -14,7 +14,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from streams.api import auth
@@ -43,8 +43,14 @@ def send_offsets_s(rate_per_s: float, duration_s: float) -> list[float]:
     return [i / rate_per_s for i in range(max(1, round(rate_per_s * duration_s)))]
 
 
-def http_summary(offered_per_s: float, duration_s: float, latencies_s: Sequence[float], statuses: Sequence[int],
-                 elapsed_s: float, not_sent: int) -> dict[str, Any]:
+def http_summary(
+    offered_per_s: float,
+    duration_s: float,
+    latencies_s: Sequence[float],
+    statuses: Sequence[int],
+    elapsed_s: float,
+    not_sent: int,
+) -> dict[str, Any]:
     """One offered rate's figures. Status 0 is a transport error or a timeout.
     achieved_per_s counts every answer, 202s included; decided_per_s only the
     pipeline's decisions (200, 402, ...)."""
@@ -52,11 +58,17 @@ def http_summary(offered_per_s: float, duration_s: float, latencies_s: Sequence[
     counts: dict[str, int] = {}
     for status in statuses:
         counts[str(status)] = counts.get(str(status), 0) + 1
-    return {"offered_per_s": offered_per_s, "duration_s": duration_s, "sent": len(statuses), "not_sent": not_sent,
-            "statuses": dict(sorted(counts.items())), "achieved_per_s": rate(len(statuses), elapsed_s),
-            # answered with the pipeline's decision: not a 202 (outcome timeout) nor a transport error
-            "decided_per_s": rate(sum(1 for st in statuses if st not in (0, 202)), elapsed_s),
-            **_quantiles_ms(latencies_s)}
+    return {
+        "offered_per_s": offered_per_s,
+        "duration_s": duration_s,
+        "sent": len(statuses),
+        "not_sent": not_sent,
+        "statuses": dict(sorted(counts.items())),
+        "achieved_per_s": rate(len(statuses), elapsed_s),
+        # answered with the pipeline's decision: not a 202 (outcome timeout) nor a transport error
+        "decided_per_s": rate(sum(1 for st in statuses if st not in (0, 202)), elapsed_s),
+        **_quantiles_ms(latencies_s),
+    }
 
 
 def _quantiles_ms(latencies_s: Sequence[float]) -> dict[str, float | None]:
@@ -69,12 +81,17 @@ def _quantiles_ms(latencies_s: Sequence[float]) -> dict[str, float | None]:
 def _create_body(i: int, rng: random.Random) -> dict[str, Any]:
     # A cardholder per request under the approving test BIN, as the demo does: one card
     # paying hundreds of times a second is what the fraud stage's velocity rules decline.
-    return {"amount_minor": 100 + i % 9_900, "currency": "USD", "capture_method": "automatic",
-            "card": {"number": cardholder(TEST_CARDS[0], rng), "exp_month": 12, "exp_year": 2030, "cvc": "123"}}
+    return {
+        "amount_minor": 100 + i % 9_900,
+        "currency": "USD",
+        "capture_method": "automatic",
+        "card": {"number": cardholder(TEST_CARDS[0], rng), "exp_month": 12, "exp_year": 2030, "cvc": "123"},
+    }
 
 
-async def open_loop(url: str, secret: str, rate_per_s: float, duration_s: float, key_prefix: str,
-                    replay: bool = False) -> dict[str, Any]:
+async def open_loop(
+    url: str, secret: str, rate_per_s: float, duration_s: float, key_prefix: str, replay: bool = False
+) -> dict[str, Any]:
     """POST creates to `url` at `rate_per_s` for `duration_s`, each with its own
     Idempotency-Key; latency from when each request was due to its answer. `replay`:
     one key and one body throughout, so after the first answer the gateway replays
@@ -89,17 +106,22 @@ async def open_loop(url: str, secret: str, rate_per_s: float, duration_s: float,
     in_flight, not_sent = 0, 0
     loop = asyncio.get_running_loop()
     connector = aiohttp.TCPConnector(limit=HTTP_MAX_IN_FLIGHT)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=HTTP_REQUEST_TIMEOUT_S),
-                                     headers={"Authorization": f"Bearer {secret}"}) as session:
+    async with aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=HTTP_REQUEST_TIMEOUT_S),
+        headers={"Authorization": f"Bearer {secret}"},
+    ) as session:
 
         async def one(i: int, due: float) -> None:
             nonlocal in_flight
             try:
-                body, key = (same, f"{key_prefix}-0") if same is not None else (_create_body(i, rng), f"{key_prefix}-{i}")
+                body, key = (
+                    (same, f"{key_prefix}-0") if same is not None else (_create_body(i, rng), f"{key_prefix}-{i}")
+                )
                 async with session.post(url, json=body, headers={"Idempotency-Key": key}) as r:
                     await r.read()
                     status = r.status
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 status = 0
             finally:
                 in_flight -= 1
@@ -146,14 +168,23 @@ def _answers(url: str) -> bool:
         return False
 
 
-def http(settings: Settings, rates_per_s: Sequence[float], duration_s: float, replay_rate_per_s: float) -> dict[str, Any]:
+def http(
+    settings: Settings, rates_per_s: Sequence[float], duration_s: float, replay_rate_per_s: float
+) -> dict[str, Any]:
     """`paystream api` in a child process over `settings`' topics (a worker must be
     running), rate limits lifted, one open-loop run per offered rate after a warm-up,
     each once the worker's group has caught up."""
 
-    s = settings.model_copy(update={"api_host": "127.0.0.1", "api_port": _free_port(), "api_rate_per_s": 100_000.0,
-                                    "api_rate_burst": 100_000, "api_rate_queue_max": 0})
-    secret, record = auth.new_key(HTTP_MERCHANT, datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    s = settings.model_copy(
+        update={
+            "api_host": "127.0.0.1",
+            "api_port": _free_port(),
+            "api_rate_per_s": 100_000.0,
+            "api_rate_burst": 100_000,
+            "api_rate_queue_max": 0,
+        }
+    )
+    secret, record = auth.new_key(HTTP_MERCHANT, datetime.now(UTC).isoformat(timespec="seconds"))
     auth.save({record.key_id: record}, s.data_dir / "api_keys.json")
     base = f"http://{s.api_host}:{s.api_port}"
     run = uuid.uuid4().hex[:8]
@@ -162,8 +193,9 @@ def http(settings: Settings, rates_per_s: Sequence[float], duration_s: float, re
     with ApiProcess(s, s.data_dir / "bench-api.log") as api:
         assert wait_until(lambda: _answers(f"{base}/openapi.json"), API_READY_TIMEOUT_S), api.log_tail()
         warmup = asyncio.run(open_loop(f"{base}/v1/payments", secret, 5.0, 1.0, f"{run}-warm"))
-        replays = asyncio.run(open_loop(f"{base}/v1/payments", secret, replay_rate_per_s, duration_s, f"{run}-replay",
-                                        replay=True))
+        replays = asyncio.run(
+            open_loop(f"{base}/v1/payments", secret, replay_rate_per_s, duration_s, f"{run}-replay", replay=True)
+        )
         for r in rates_per_s:
             # Each rate starts on an idle pipeline: a backlog left by the previous one (its
             # 202s) would be measured as this rate's latency.
@@ -178,5 +210,11 @@ def http(settings: Settings, rates_per_s: Sequence[float], duration_s: float, re
             drain_s = round(time.monotonic() - started, 1)
             result = asyncio.run(open_loop(f"{base}/v1/payments", secret, r, duration_s, f"{run}-{r:g}"))
             runs.append(result | {"drained_before": caught_up, "drain_s": drain_s})
-    return {"generator": "asyncio+aiohttp open loop", "route": "POST /v1/payments (create, automatic capture)",
-            "outcome_timeout_ms": s.api_outcome_timeout_ms, "warmup_statuses": warmup["statuses"], "replay": replays, "runs": runs}
+    return {
+        "generator": "asyncio+aiohttp open loop",
+        "route": "POST /v1/payments (create, automatic capture)",
+        "outcome_timeout_ms": s.api_outcome_timeout_ms,
+        "warmup_statuses": warmup["statuses"],
+        "replay": replays,
+        "runs": runs,
+    }

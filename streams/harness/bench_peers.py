@@ -36,7 +36,10 @@ VALUE_BYTES = 300
 KEYS = 10_000
 COMMIT_INTERVAL_S = 0.05
 RUN_TIMEOUT_S = 900.0
-PEER_PACKAGES = {"faust": ["faust-streaming==0.15.3", "aiokafka==0.14.0", "rocksdict==0.3.29"], "quixstreams": ["quixstreams==3.28.1"]}
+PEER_PACKAGES = {
+    "faust": ["faust-streaming==0.15.3", "aiokafka==0.14.0", "rocksdict==0.3.29"],
+    "quixstreams": ["quixstreams==3.28.1"],
+}
 PEER_SCRIPTS = {"faust": "faust_hop.py", "quixstreams": "quix_hop.py"}
 PEERS = ("ceiling", "ours", "quixstreams", "faust")
 
@@ -63,8 +66,15 @@ def fill(settings: Settings, topic: str, records: int) -> None:
 
 def output_rate(settings: Settings, topic: str, records: int, alive: Any) -> tuple[int, float]:
     """(records seen, records/s from the first to the last output timestamp), read_committed."""
-    consumer = Consumer({**client_config(settings), "group.id": f"peers-{uuid.uuid4().hex}", "log_level": 3,
-                         "isolation.level": "read_committed", "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            **client_config(settings),
+            "group.id": f"peers-{uuid.uuid4().hex}",
+            "log_level": 3,
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+        }
+    )
     consumer.assign([TopicPartition(topic, p, 0) for p in range(settings.partitions)])
     seen, first, last = 0, None, None
     deadline = time.monotonic() + RUN_TIMEOUT_S
@@ -86,16 +96,29 @@ def output_rate(settings: Settings, topic: str, records: int, alive: Any) -> tup
 def run_peer(settings: Settings, peer: str, records: int, root: Path) -> dict[str, Any]:
     run = f"peers-{peer}-{uuid.uuid4().hex[:8]}"
     source, sink = f"{run}.in", f"{run}.out"
-    admin.ensure_topics(client_config(settings), [
-        TopicSpec(source, settings.partitions, settings.replication_factor, retention_ms=3_600_000),
-        TopicSpec(sink, settings.partitions, settings.replication_factor, retention_ms=3_600_000,
-                  extra_config={"message.timestamp.type": "LogAppendTime"})])
+    admin.ensure_topics(
+        client_config(settings),
+        [
+            TopicSpec(source, settings.partitions, settings.replication_factor, retention_ms=3_600_000),
+            TopicSpec(
+                sink,
+                settings.partitions,
+                settings.replication_factor,
+                retention_ms=3_600_000,
+                extra_config={"message.timestamp.type": "LogAppendTime"},
+            ),
+        ],
+    )
     fill(settings, source, records)
     data_dir = root / "runs" / run
     data_dir.mkdir(parents=True)
     args = [settings.bootstrap_servers, source, sink, run, str(data_dir), str(settings.partitions)]
     if peer in PEER_SCRIPTS:
-        command = [str(peer_python(root / "venvs", peer)), str(Path(__file__).parent / "peers" / PEER_SCRIPTS[peer]), *args]
+        command = [
+            str(peer_python(root / "venvs", peer)),
+            str(Path(__file__).parent / "peers" / PEER_SCRIPTS[peer]),
+            *args,
+        ]
     else:
         command = [sys.executable, "-m", "streams.harness.bench_peers", peer, *args]
     log = (data_dir / "peer.log").open("wb")
@@ -128,8 +151,16 @@ def peers(settings: Settings, records: int, root: Path, which: tuple[str, ...] =
 def ceiling_hop(bootstrap: str, source: str, sink: str, run: str) -> None:
     """confluent-kafka's consume -> produce under transactions, no state: the broker's ceiling."""
     conf = connection(bootstrap)
-    consumer = Consumer({**conf, "group.id": run, "isolation.level": "read_committed", "enable.auto.commit": False,
-                         "auto.offset.reset": "earliest", "log_level": 3})
+    consumer = Consumer(
+        {
+            **conf,
+            "group.id": run,
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "log_level": 3,
+        }
+    )
     producer = Producer({**conf, "transactional.id": run, "linger.ms": 5, "retry.backoff.ms": 10, "log_level": 3})
     producer.init_transactions()
     consumer.subscribe([source])
@@ -164,10 +195,20 @@ def ours_hop(bootstrap: str, source: str, sink: str, run: str, data_dir: str) ->
             counts.put(m.key, str(int(old) + 1 if old else 1).encode())
             task.send(Record(sink, m.key, m.value), m.origin_ms)
 
-    config = EngineConfig(client=connection(bootstrap), group_id=run, transactional_id=run, state_dir=Path(data_dir),
-                          commit_interval_ms=int(COMMIT_INTERVAL_S * 1000), commit_records_max=100_000, batch_max=2_000,
-                          session_timeout_ms=10_000, linger_ms=5, batch_bytes=1_000_000,
-                          fetch_partition_bytes=1_048_576, request_bytes=1_100_000)
+    config = EngineConfig(
+        client=connection(bootstrap),
+        group_id=run,
+        transactional_id=run,
+        state_dir=Path(data_dir),
+        commit_interval_ms=int(COMMIT_INTERVAL_S * 1000),
+        commit_records_max=100_000,
+        batch_max=2_000,
+        session_timeout_ms=10_000,
+        linger_ms=5,
+        batch_bytes=1_000_000,
+        fetch_partition_bytes=1_048_576,
+        request_bytes=1_100_000,
+    )
     Engine(config, [Stage("hop", source, hop, ("counts",), (sink,))], {"counts": changelog}).run()
 
 

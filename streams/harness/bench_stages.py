@@ -32,12 +32,17 @@ MAX_RECORDS = 1_000_000
 def read_topic(settings: Settings, topic: str, limit: int) -> dict[int, list[Message]]:
     """Up to `limit` committed records of `topic`, per partition, in offset order."""
     out: dict[int, list[Message]] = {p: [] for p in range(settings.partitions)}
-    for n, msg in enumerate(read_to_end(client_config(settings), [topic], settings.partitions, timeout_s=READ_TIMEOUT_S)):
+    for n, msg in enumerate(
+        read_to_end(client_config(settings), [topic], settings.partitions, timeout_s=READ_TIMEOUT_S)
+    ):
         if n >= limit:
             break
         ts = msg.timestamp()[1]
-        out[msg.partition()].append(Message(msg.topic(), msg.partition(), msg.offset(), ts, msg.key(), msg.value(),
-                                            origin_of(msg.headers(), ts)))
+        out[msg.partition()].append(
+            Message(
+                msg.topic(), msg.partition(), msg.offset(), ts, msg.key(), msg.value(), origin_of(msg.headers(), ts)
+            )
+        )
     return out
 
 
@@ -57,18 +62,26 @@ def stage_cpu(settings: Settings, limit: int = 50_000) -> dict[str, Any]:
 
         tasks = {p: Task(p, engine.tables, Path(tmp) / "state", count) for p in range(settings.partitions)}
         out: dict[str, Any] = {}
-        for stage, topic in (("ingest", names.commands), ("keys", names.keyed), ("risk", names.risk),
-                             ("payments", names.validated), ("ledger", names.ledger)):
+        for stage, topic in (
+            ("ingest", names.commands),
+            ("keys", names.keyed),
+            ("risk", names.risk),
+            ("payments", names.validated),
+            ("ledger", names.ledger),
+        ):
             records = read_topic(settings, topic, limit)
             handle = engine.stages[topic].handle
             n, before, started = sum(map(len, records.values())), sends[0], time.process_time()
             for p, messages in records.items():
                 for i in range(0, len(messages), BATCH):
-                    handle(messages[i:i + BATCH], tasks[p])
+                    handle(messages[i : i + BATCH], tasks[p])
                 tasks[p].apply()
             cpu_s = time.process_time() - started
-            out[stage] = {"records": n, "cpu_us_per_record": round(cpu_s / n * 1e6, 1) if n else None,
-                          "sends_per_record": round((sends[0] - before) / n, 2) if n else None}
+            out[stage] = {
+                "records": n,
+                "cpu_us_per_record": round(cpu_s / n * 1e6, 1) if n else None,
+                "sends_per_record": round((sends[0] - before) / n, 2) if n else None,
+            }
         for task in tasks.values():
             task.close()
     return out

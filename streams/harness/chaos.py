@@ -28,7 +28,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from threading import Thread
 from typing import Any
 
@@ -134,9 +134,17 @@ class Figures:
 
     @property
     def ok(self) -> bool:
-        return (self.lost == 0 and self.duplicated == 0 and self.keys_applied_twice == 0 and self.event_version_breaks == 0
-                and self.unbalanced_currencies == 0 and self.audit_ok and self.replay_matches
-                and self.dead_letters == self.dead_letters_expected and self.dead_letter_copies == 0)
+        return (
+            self.lost == 0
+            and self.duplicated == 0
+            and self.keys_applied_twice == 0
+            and self.event_version_breaks == 0
+            and self.unbalanced_currencies == 0
+            and self.audit_ok
+            and self.replay_matches
+            and self.dead_letters == self.dead_letters_expected
+            and self.dead_letter_copies == 0
+        )
 
 
 def check(
@@ -156,15 +164,31 @@ def check(
     duplicated = sum(1 for c in ids if len(outcomes.get(c, ())) > 1)
     # One idempotency key of a merchant applied twice would show as two succeeded
     # (non-replay) answers for it, or as two payments' worth of authorizations.
-    succeeded = Counter((c["merchant_id"], c["idempotency_key"], c["kind"]) for c in commands
-                        for o in outcomes.get(c["command_id"], ())[:1] if o["status"] == "succeeded")
+    succeeded = Counter(
+        (c["merchant_id"], c["idempotency_key"], c["kind"])
+        for c in commands
+        for o in outcomes.get(c["command_id"], ())[:1]
+        if o["status"] == "succeeded"
+    )
     authorized = Counter(pid for pid, es in events.items() for e in es if e["type"] == "authorized")
     twice = sum(1 for n in succeeded.values() if n > 1) + sum(1 for n in authorized.values() if n > 1)
-    breaks = sum(1 for es in events.values() if [e["version"] for e in es] != list(range(es[0]["version"], es[0]["version"] + len(es))))
+    breaks = sum(
+        1
+        for es in events.values()
+        if [e["version"] for e in es] != list(range(es[0]["version"], es[0]["version"] + len(es)))
+    )
     return Figures(
-        commands=len(ids), lost=lost, duplicated=duplicated, keys_applied_twice=twice, event_version_breaks=breaks,
-        unbalanced_currencies=len(report.totals), audit_ok=report.ok, replay_matches=replay_differences == 0,
-        dead_letters=dead_letters, dead_letters_expected=dead_letters_expected, dead_letter_copies=dead_letter_copies,
+        commands=len(ids),
+        lost=lost,
+        duplicated=duplicated,
+        keys_applied_twice=twice,
+        event_version_breaks=breaks,
+        unbalanced_currencies=len(report.totals),
+        audit_ok=report.ok,
+        replay_matches=replay_differences == 0,
+        dead_letters=dead_letters,
+        dead_letters_expected=dead_letters_expected,
+        dead_letter_copies=dead_letter_copies,
         audit_failures=[str(f) for f in report.failures[:10]],
     )
 
@@ -178,8 +202,10 @@ class Fleet:
         self.peak_rss_bytes = 0
         self.procs = [
             WorkerProcess(s, s.data_dir / "worker.log")
-            for s in (settings.model_copy(update={"data_dir": settings.data_dir / f"w{i}", "worker_name": f"w{i}"})
-                      for i in range(workers))
+            for s in (
+                settings.model_copy(update={"data_dir": settings.data_dir / f"w{i}", "worker_name": f"w{i}"})
+                for i in range(workers)
+            )
         ]
 
     def start(self) -> None:
@@ -232,8 +258,12 @@ class NodeKiller:
 
     def kill(self, node: int, done: int) -> None:
         self.restore(done)  # one node down at a time: two down would lose min ISR 2
-        record = BrokerKill(node, launcher.quorum_leader(self.cluster) == node,
-                            admin.leaders_on(self.conn, node, self.topics, timeout_s=10), done)
+        record = BrokerKill(
+            node,
+            launcher.quorum_leader(self.cluster) == node,
+            admin.leaders_on(self.conn, node, self.topics, timeout_s=10),
+            done,
+        )
         launcher.kill_node(self.cluster, node)
         self.log.append(record)
         self._down_since_s = time.monotonic()
@@ -257,20 +287,36 @@ class NodeKiller:
         self._down_since_s = None
 
 
-def run_chaos(base: Settings, *, commands: int, kills: int, broker_restarts: int, workers: int, seed: int,
-              broker_kills: int = 0, on_progress: Callable[[int, int], None] | None = None) -> Figures:
+def run_chaos(
+    base: Settings,
+    *,
+    commands: int,
+    kills: int,
+    broker_restarts: int,
+    workers: int,
+    seed: int,
+    broker_kills: int = 0,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> Figures:
     cluster = base.kafka_embedded and base.kafka_brokers > 1
     if broker_kills and not cluster:
-        raise ValueError("broker kills need the embedded cluster: PAYSTREAM_KAFKA_BROKERS=3 (`paystream kafka up --brokers 3`)")
+        raise ValueError(
+            "broker kills need the embedded cluster: PAYSTREAM_KAFKA_BROKERS=3 (`paystream kafka up --brokers 3`)"
+        )
     if broker_restarts and cluster:
         raise ValueError("broker restarts stop the single embedded broker; on a cluster, kill a node (--broker-kills)")
     namespace = f"chaos-{uuid.uuid4().hex[:8]}"
-    settings = base.model_copy(update={"namespace": namespace, "data_dir": base.data_dir / namespace,
-                                       "keys_dir": base.data_dir / namespace / "keys",
-                                       "providers_dir": base.data_dir / namespace / "providers"})
+    settings = base.model_copy(
+        update={
+            "namespace": namespace,
+            "data_dir": base.data_dir / namespace,
+            "keys_dir": base.data_dir / namespace / "keys",
+            "providers_dir": base.data_dir / namespace / "providers",
+        }
+    )
     FileKeyStore(settings.keys_dir).init()
     payments = max(1, round(commands / COMMANDS_PER_PAYMENT))
-    traffic = generate(payments, seed, namespace, datetime.now(timezone.utc))
+    traffic = generate(payments, seed, namespace, datetime.now(UTC))
     sent = [c for c in traffic.items if isinstance(c, dict)]
     admin.ensure_topics(client_config(settings), declared_topics(settings))
     rng = random.Random(seed)
@@ -310,8 +356,14 @@ def run_chaos(base: Settings, *, commands: int, kills: int, broker_restarts: int
                 on_progress(done, len(traffic.command_ids))
 
         try:
-            answered = observer.wait_for(traffic.command_ids, traffic.garbage, drain_timeout_s(len(sent)), progress,
-                                         on_stall=fleet.restart_stalled, stall_s=BACKSTOP_STALL_S)
+            answered = observer.wait_for(
+                traffic.command_ids,
+                traffic.garbage,
+                drain_timeout_s(len(sent)),
+                progress,
+                on_stall=fleet.restart_stalled,
+                stall_s=BACKSTOP_STALL_S,
+            )
             if killer is not None:  # every command was answered with the node down: the run ends on a whole cluster
                 killer.restore(len(observer.outcomes))
             closed = answered and observer.wait_until(observer.books_applied, BOOKS_TIMEOUT_S)

@@ -85,7 +85,9 @@ def fill_changelog(settings: Settings, keys: int, versions: int) -> int:
     for version in range(versions):
         for k in range(keys):
             value = os.urandom(VALUE_BYTES - 1) + bytes([version])
-            produce_waiting(producer, topic, key=f"cmd-{k:09d}".encode(), value=value, partition=k % settings.partitions)
+            produce_waiting(
+                producer, topic, key=f"cmd-{k:09d}".encode(), value=value, partition=k % settings.partitions
+            )
             sent += 1
         producer.poll(0)
     if producer.flush(120) != 0:
@@ -96,8 +98,15 @@ def fill_changelog(settings: Settings, keys: int, versions: int) -> int:
 def measure(base: Settings, *, keys: int, versions: int = 1) -> RecoveryFigures:
     namespace = f"recovery-{uuid.uuid4().hex[:8]}"
     root = base.data_dir / namespace
-    settings = base.model_copy(update={"namespace": namespace, "data_dir": root / "w0", "keys_dir": root / "keys",
-                                       "providers_dir": root / "providers", "worker_name": "w0"})
+    settings = base.model_copy(
+        update={
+            "namespace": namespace,
+            "data_dir": root / "w0",
+            "keys_dir": root / "keys",
+            "providers_dir": root / "providers",
+            "worker_name": "w0",
+        }
+    )
     FileKeyStore(settings.keys_dir).init()
     admin.ensure_topics(client_config(settings), declared_topics(settings))
     records = fill_changelog(settings, keys, versions)
@@ -112,9 +121,15 @@ def measure(base: Settings, *, keys: int, versions: int = 1) -> RecoveryFigures:
     finally:
         worker.stop()
     restore_s = window[1] - window[0]
-    return RecoveryFigures(keys=keys, versions=versions, changelog_records=records, restore_s=round(restore_s, 1),
-                           start_to_ready_s=round(window[1] - started, 1),
-                           records_per_s=round(records / max(restore_s, 1e-3)), worker_peak_rss_mb=round(rss / 2**20, 1))
+    return RecoveryFigures(
+        keys=keys,
+        versions=versions,
+        changelog_records=records,
+        restore_s=round(restore_s, 1),
+        start_to_ready_s=round(window[1] - started, 1),
+        records_per_s=round(records / max(restore_s, 1e-3)),
+        worker_peak_rss_mb=round(rss / 2**20, 1),
+    )
 
 
 def _wait_ready(worker: WorkerProcess, log_file: Path) -> tuple[float, float]:

@@ -53,15 +53,23 @@ def traffic(payments: int, seed: int) -> list[dict[str, Any]]:
     out = []
     for i in range(payments):
         card_bin = rng.choices(bins, bin_w)[0]
-        out.append({"payment_id": f"pay_eval_{seed}_{i}", "method": "card", "metadata": {},
-                    "currency": rng.choices(currencies, cur_w)[0], "amount_minor": int(math.exp(rng.uniform(lo, hi))),
-                    "card": {"bin": card_bin, "last4": f"{rng.randrange(10_000):04d}"},
-                    "at_ms": T0_MS + i * EVENT_STEP_MS})
+        out.append(
+            {
+                "payment_id": f"pay_eval_{seed}_{i}",
+                "method": "card",
+                "metadata": {},
+                "currency": rng.choices(currencies, cur_w)[0],
+                "amount_minor": int(math.exp(rng.uniform(lo, hi))),
+                "card": {"bin": card_bin, "last4": f"{rng.randrange(10_000):04d}"},
+                "at_ms": T0_MS + i * EVENT_STEP_MS,
+            }
+        )
     return out
 
 
-def run_variant(router: Router, creates: list[dict[str, Any]], seed: int, *, soft_retry: bool, partitions: int,
-                drift: bool) -> dict[str, Any]:
+def run_variant(
+    router: Router, creates: list[dict[str, Any]], seed: int, *, soft_retry: bool, partitions: int, drift: bool
+) -> dict[str, Any]:
     rails = build_rails(seed)
     states: dict[int, RoutingState] = {}
     margin_bps = router.config.learn.margin_bps
@@ -72,13 +80,20 @@ def run_variant(router: Router, creates: list[dict[str, Any]], seed: int, *, sof
     for i, c in enumerate(creates):
         if drift and i == len(creates) // 2:
             north = rails["acq_north"].config
-            rails["acq_north"].config = replace(north, bin_decline_per_mille={**north.bin_decline_per_mille,
-                                                                              DRIFT_BIN: DRIFT_DECLINE_PER_MILLE})
+            rails["acq_north"].config = replace(
+                north, bin_decline_per_mille={**north.bin_decline_per_mille, DRIFT_BIN: DRIFT_DECLINE_PER_MILLE}
+            )
         pid = c["payment_id"]
         p = partition_for(pid.encode(), partitions)
         key, soft_key = authorization_keys(pid)
-        routed = router.authorize(states.get(p, RoutingState()), rails, c, key, Call(pid, c["currency"], c["at_ms"]),
-                                  soft_key if soft_retry else None)
+        routed = router.authorize(
+            states.get(p, RoutingState()),
+            rails,
+            c,
+            key,
+            Call(pid, c["currency"], c["at_ms"]),
+            soft_key if soft_retry else None,
+        )
         states[p] = routed.state
         soft_retries += routed.soft_retries
         learned += routed.learned is not None
@@ -111,8 +126,9 @@ def run_variant(router: Router, creates: list[dict[str, Any]], seed: int, *, sof
     }
 
 
-def evaluate(payments: int = 10_000, seed: int = 7, partitions: int = 8,
-             scenarios: tuple[str, ...] = ("steady", "drift")) -> dict[str, Any]:
+def evaluate(
+    payments: int = 10_000, seed: int = 7, partitions: int = 8, scenarios: tuple[str, ...] = ("steady", "drift")
+) -> dict[str, Any]:
     """Every scenario through every variant: a dict for the bench JSON."""
     creates = traffic(payments, seed)
     out: dict[str, Any] = {"payments": payments, "seed": seed, "partitions": partitions, "scenarios": {}}
@@ -121,12 +137,15 @@ def evaluate(payments: int = 10_000, seed: int = 7, partitions: int = 8,
         results = {}
         for name, (learn, soft) in VARIANTS.items():
             router = build_router({n: r.config for n, r in build_rails(seed).items()}, learn=learn)
-            results[name] = run_variant(router, creates, seed, soft_retry=soft, partitions=partitions,
-                                        drift=scenario == "drift")
+            results[name] = run_variant(
+                router, creates, seed, soft_retry=soft, partitions=partitions, drift=scenario == "drift"
+            )
         rule, learning = results["rule"], results["learning"]
         results["learning_vs_rule"] = {
             "approval_rate_points": round((learning["approval_rate"] - rule["approval_rate"]) * 100, 2),
-            "fee_bps_of_approved": round((learning["fee_bps_of_approved"] or 0) - (rule["fee_bps_of_approved"] or 0), 1),
+            "fee_bps_of_approved": round(
+                (learning["fee_bps_of_approved"] or 0) - (rule["fee_bps_of_approved"] or 0), 1
+            ),
             "value_bps_per_payment": round(learning["value_bps_per_payment"] - rule["value_bps_per_payment"], 1),
         }
         out["scenarios"][scenario] = results

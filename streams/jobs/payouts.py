@@ -76,17 +76,28 @@ def post_entries(settings: Settings, entries: tuple[JournalEntry, ...]) -> int:
     if not entries:
         return 0
     topic = topic_names(settings).ledger
-    producer = Producer({**client_config(settings), "transactional.id": f"{settings.app_id}-payouts",
-                         "enable.idempotence": True, "acks": "all", "log_level": 3})
+    producer = Producer(
+        {
+            **client_config(settings),
+            "transactional.id": f"{settings.app_id}-payouts",
+            "enable.idempotence": True,
+            "acks": "all",
+            "log_level": 3,
+        }
+    )
     posted = 0
     try:
         producer.init_transactions(TXN_TIMEOUT_S)
         for start in range(0, len(entries), MAX_BATCH):
-            batch = entries[start:start + MAX_BATCH]
+            batch = entries[start : start + MAX_BATCH]
             producer.begin_transaction()
             for entry in batch:
-                producer.produce(topic, key=entry.merchant_id.encode(), partition=entry.shard,
-                                 value=ENTRY_CODEC.encode(entry_to_record(entry), check=True))
+                producer.produce(
+                    topic,
+                    key=entry.merchant_id.encode(),
+                    partition=entry.shard,
+                    value=ENTRY_CODEC.encode(entry_to_record(entry), check=True),
+                )
             producer.commit_transaction(TXN_TIMEOUT_S)
             posted += len(batch)
     except KafkaException as e:
@@ -100,8 +111,10 @@ def post_entries(settings: Settings, entries: tuple[JournalEntry, ...]) -> int:
 
 def status_record(status: PayoutStatus) -> dict[str, Any]:
     """A payout's status as the `payout` read-model record (connectors/clickhouse/rows.py)."""
-    return asdict(status) | {"sent_at": from_ms(status.sent_at_ms),
-                             "answered_at": None if status.answered_at_ms is None else from_ms(status.answered_at_ms)}
+    return asdict(status) | {
+        "sent_at": from_ms(status.sent_at_ms),
+        "answered_at": None if status.answered_at_ms is None else from_ms(status.answered_at_ms),
+    }
 
 
 def payout_rows(run: PayoutRun) -> list[Row]:
@@ -117,8 +130,14 @@ def payouts_day(settings: Settings, client: Client | None, day: date, bank: Bank
     # Compliance holds (streams/domain/payout_holds.py): the registry and the sanctions list as they are now.
     sanctions, _ = read_list(settings)
     hold = payout_hold(read_registry(settings), sanctions, require_registration=settings.merchants_require_registration)
-    run = run_payouts(payouts, {e.entry_id: e for e in entries}, as_of_ms=cutoff_ms(day) - 1, bank=bank,
-                      shards=settings.partitions, hold=hold)
+    run = run_payouts(
+        payouts,
+        {e.entry_id: e for e in entries},
+        as_of_ms=cutoff_ms(day) - 1,
+        bank=bank,
+        shards=settings.partitions,
+        hold=hold,
+    )
     posted = post_entries(settings, run.entries)
     if client is not None:
         rows = payout_rows(run)

@@ -27,7 +27,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from confluent_kafka import KafkaException
@@ -69,14 +69,14 @@ class JobError(RuntimeError):
 
 
 def wall_clock() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def event_time(wall: datetime, lag_s: float, last: datetime | None = None) -> datetime:
     """The clock's event time: `lag_s` behind the wall clock, at millisecond precision
     (the Avro timestamp's), never before the last tick (a wall clock stepped back
     does not move event time back)."""
-    at = wall.astimezone(timezone.utc) - timedelta(seconds=lag_s)
+    at = wall.astimezone(UTC) - timedelta(seconds=lag_s)
     at = at.replace(microsecond=at.microsecond // 1000 * 1000)
     return at if last is None or at > last else last
 
@@ -98,7 +98,7 @@ def due_days(runs: Mapping[date, str], latest: date, catch_up_days: int) -> tupl
 
 
 def day_seconds(day: date) -> float:
-    return datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp()
+    return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
 
 
 @contextmanager
@@ -125,18 +125,24 @@ def default_jobs(settings: Settings, kyc_desk: Any = None) -> dict[str, Job]:
         run = result.run
         refused = [s for s in run.settlements if s.refused]
         if refused:  # retried: e.g. the FX rate may arrive
-            raise JobError(f"{len(refused)} owed but not paid: "
-                           + ", ".join(f"{s.merchant_id} {s.currency} ({s.refused})" for s in refused[:10]))
-        return (f"{len(run.settlements)} settlement(s), {len(run.payouts)} payout(s), "
-                f"{len(result.posted_entry_ids)} new entr(ies) posted, {result.skipped_records} undecodable skipped")
+            raise JobError(
+                f"{len(refused)} owed but not paid: "
+                + ", ".join(f"{s.merchant_id} {s.currency} ({s.refused})" for s in refused[:10])
+            )
+        return (
+            f"{len(run.settlements)} settlement(s), {len(run.payouts)} payout(s), "
+            f"{len(result.posted_entry_ids)} new entr(ies) posted, {result.skipped_records} undecodable skipped"
+        )
 
     def payouts(day: date) -> str:
 
         with read_models(settings) as client:
             result = payouts_day(settings, client, day, BankRail(seed=settings.provider_seed))
         r = result.run
-        return (f"{r.count('sent')} in transit, {r.count('paid')} paid, {r.count('failed')} failed; "
-                f"{result.posted_entries} new entr(ies) posted")
+        return (
+            f"{r.count('sent')} in transit, {r.count('paid')} paid, {r.count('failed')} failed; "
+            f"{result.posted_entries} new entr(ies) posted"
+        )
 
     def providers_report(day: date) -> str:
 
@@ -161,7 +167,13 @@ def default_jobs(settings: Settings, kyc_desk: Any = None) -> dict[str, Job]:
             states[r["kyc"]["state"]] = states.get(r["kyc"]["state"], 0) + 1
         return f"{len(records)} merchant(s) checked again" + "".join(f", {s} {n}" for s, n in sorted(states.items()))
 
-    return {"settle": settle, "kyc_reverify": kyc_reverify, "payouts": payouts, "providers_report": providers_report, "reconcile": reconcile}
+    return {
+        "settle": settle,
+        "kyc_reverify": kyc_reverify,
+        "payouts": payouts,
+        "providers_report": providers_report,
+        "reconcile": reconcile,
+    }
 
 
 class Scheduler:
@@ -210,7 +222,9 @@ class Scheduler:
                     run = RUN_CODEC.decode(msg.value())
                 except DecodeError as e:
                     metrics.DEAD_LETTERS.labels(stage="scheduler", reason=e.reason).inc()
-                    log.warning("job-runs: skipped an undecodable record at %d@%d: %s", msg.partition(), msg.offset(), e.reason)
+                    log.warning(
+                        "job-runs: skipped an undecodable record at %d@%d: %s", msg.partition(), msg.offset(), e.reason
+                    )
                     continue
                 self._remember(run["job"], run["day"], run["status"])
         except MissingTopic:
@@ -231,8 +245,12 @@ class Scheduler:
         for job in self.enabled:
             todo[job], too_old = due_days(self.runs[job], latest, self.settings.scheduler_catch_up_days)
             if too_old:
-                log.error("%s: %d missed day(s) older than %d days are not caught up: run them by hand", job, too_old,
-                          self.settings.scheduler_catch_up_days)
+                log.error(
+                    "%s: %d missed day(s) older than %d days are not caught up: run them by hand",
+                    job,
+                    too_old,
+                    self.settings.scheduler_catch_up_days,
+                )
         done: list[tuple[str, date, str]] = []
         waiting: set[str] = set()  # jobs whose earlier day failed or is not allowed yet
         for day in sorted({d for days in todo.values() for d in days}):
@@ -265,10 +283,21 @@ class Scheduler:
         self._remember(job, day, status)
         metrics.JOB_RUNS.labels(job=job, status=status).inc()
         log.info("%s %s %s: %s", job, day, status, detail)
-        record = {"run_id": f"run_{uuid.uuid4().hex}", "job": job, "day": day, "status": status, "attempt": attempt,
-                  "event_time": now, "started_at": started, "finished_at": wall_clock(), "detail": detail}
+        record = {
+            "run_id": f"run_{uuid.uuid4().hex}",
+            "job": job,
+            "day": day,
+            "status": status,
+            "attempt": attempt,
+            "event_time": now,
+            "started_at": started,
+            "finished_at": wall_clock(),
+            "detail": detail,
+        }
         try:
-            self.producer.produce(self.topic, key=f"{job}/{day.isoformat()}".encode(), value=RUN_CODEC.encode(record, check=True))
+            self.producer.produce(
+                self.topic, key=f"{job}/{day.isoformat()}".encode(), value=RUN_CODEC.encode(record, check=True)
+            )
             if self.producer.flush(FLUSH_TIMEOUT_S) != 0:
                 raise PublishError(f"the broker did not acknowledge the run record in {FLUSH_TIMEOUT_S} s")
         except (PublishError, KafkaException, BufferError) as e:
@@ -281,9 +310,15 @@ class Scheduler:
     def serve(self, stop: threading.Event) -> None:
         """Tick and run the jobs until `stop` is set."""
         runs = self.load_runs()
-        log.info("scheduler: a tick every %ss at the wall clock less %ss on %d partitions of %s; jobs %s (%d run records)",
-                 self.settings.scheduler_tick_interval_s, self.settings.scheduler_tick_lag_s, self.settings.partitions,
-                 topic_names(self.settings).clock, ",".join(self.enabled) or "none", runs)
+        log.info(
+            "scheduler: a tick every %ss at the wall clock less %ss on %d partitions of %s; jobs %s (%d run records)",
+            self.settings.scheduler_tick_interval_s,
+            self.settings.scheduler_tick_lag_s,
+            self.settings.partitions,
+            topic_names(self.settings).clock,
+            ",".join(self.enabled) or "none",
+            runs,
+        )
         jobs = threading.Thread(target=self._jobs_loop, args=(stop,), name="daily-jobs", daemon=True)
         if self.enabled:
             jobs.start()

@@ -91,15 +91,26 @@ def post(settings: Settings, run: SettlementRun, already: set[str]) -> frozenset
     if not new:
         return frozenset()
     payouts = {p.settlement_id: p for p in run.payouts}
-    producer = Producer({**client_config(settings), "transactional.id": f"{settings.app_id}-settle",
-                         "enable.idempotence": True, "acks": "all", "log_level": 3})
+    producer = Producer(
+        {
+            **client_config(settings),
+            "transactional.id": f"{settings.app_id}-settle",
+            "enable.idempotence": True,
+            "acks": "all",
+            "log_level": 3,
+        }
+    )
     try:
         producer.init_transactions(TXN_TIMEOUT_S)
         producer.begin_transaction()
         for entry in new:
             key = entry.merchant_id.encode()
-            producer.produce(names.ledger, key=key, value=ENTRY_CODEC.encode(entry_to_record(entry), check=True),
-                             partition=entry.shard)
+            producer.produce(
+                names.ledger,
+                key=key,
+                value=ENTRY_CODEC.encode(entry_to_record(entry), check=True),
+                partition=entry.shard,
+            )
             payout = asdict(payouts[entry.event_id])
             payout["occurred_at"] = payout.pop("occurred_at_ms")
             producer.produce(names.payouts, key=key, value=PAYOUT_CODEC.encode(payout, check=True))
@@ -113,8 +124,9 @@ def post(settings: Settings, run: SettlementRun, already: set[str]) -> frozenset
     return frozenset(e.entry_id for e in new)
 
 
-def settle_day(settings: Settings, client: Client, day: date,
-               read_registry: Callable[[Settings], dict[str, Any]]) -> SettleResult:
+def settle_day(
+    settings: Settings, client: Client, day: date, read_registry: Callable[[Settings], dict[str, Any]]
+) -> SettleResult:
     entries, skipped = read_entries(settings)
     rates, bad_rates = read_rates(settings)
     currency_of = {m: r["settlement_currency"] for m, r in read_registry(settings).items()}

@@ -56,8 +56,14 @@ log = logging.getLogger(__name__)
 
 STAGE = "sink"
 MAX_POLL_RECORDS = 10_000
-CODECS = {kind: Codec(name) for kind, name in
-          (("payment_event", "PaymentEvent"), ("payment_outcome", "PaymentOutcome"), ("ledger_entry", "LedgerEntry"))}
+CODECS = {
+    kind: Codec(name)
+    for kind, name in (
+        ("payment_event", "PaymentEvent"),
+        ("payment_outcome", "PaymentOutcome"),
+        ("ledger_entry", "LedgerEntry"),
+    )
+}
 
 TopicPartitionKey = tuple[str, int]
 
@@ -230,7 +236,9 @@ class KafkaDeadLetters:
     def flush(self) -> None:
         left = self.producer.flush(FLUSH_TIMEOUT_S)
         if left or self.failed:
-            raise SinkError(f"{left} dead letter(s) unsent, {self.failed} refused by {self.topic}: offsets not committed")
+            raise SinkError(
+                f"{left} dead letter(s) unsent, {self.failed} refused by {self.topic}: offsets not committed"
+            )
 
     def _delivered(self, err: Any, _msg: Any) -> None:
         if err is not None:
@@ -240,32 +248,45 @@ class KafkaDeadLetters:
 def sink_consumer(settings: Settings, *, group: bool = True, eof: bool | None = None) -> Consumer:
     """read_committed; in the group `<app_id>-sink` with manual commits, or (rebuild)
     an anonymous reader; `eof` (default: not in the group) reports each partition's end."""
-    return Consumer({
-        **client_config(settings),
-        "group.id": f"{settings.app_id}-sink" if group else f"{settings.app_id}-rebuild-{uuid.uuid4().hex[:8]}",
-        "isolation.level": "read_committed",
-        "auto.offset.reset": "earliest",
-        "enable.auto.commit": False,
-        "enable.partition.eof": (not group) if eof is None else eof,
-        "log_level": 3,
-    })
+    return Consumer(
+        {
+            **client_config(settings),
+            "group.id": f"{settings.app_id}-sink" if group else f"{settings.app_id}-rebuild-{uuid.uuid4().hex[:8]}",
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "enable.partition.eof": (not group) if eof is None else eof,
+            "log_level": 3,
+        }
+    )
 
 
 def dead_letter_producer(settings: Settings) -> KafkaDeadLetters:
-    producer = Producer({**client_config(settings), "enable.idempotence": True, "acks": "all",
-                         "log_level": 3})
+    producer = Producer({**client_config(settings), "enable.idempotence": True, "acks": "all", "log_level": 3})
     return KafkaDeadLetters(producer, topic_names(settings).dlq)
 
 
-def serve(settings: Settings, client: Client, stopping: Callable[[], bool], *, max_rows: int = 10_000,
-          max_wait_ms: int = 1_000) -> SinkStats:
+def serve(
+    settings: Settings,
+    client: Client,
+    stopping: Callable[[], bool],
+    *,
+    max_rows: int = 10_000,
+    max_wait_ms: int = 1_000,
+) -> SinkStats:
     """The `paystream sink` process body: consume the event topics into ClickHouse until `stopping()`."""
     kinds = sink_topics(settings)
     consumer = sink_consumer(settings)
     consumer.subscribe(sorted(kinds))
     try:
-        return run(KafkaSource(consumer), Sink(client), dead_letter_producer(settings), kinds,
-                   Batcher(max_rows=max_rows, max_wait_ms=max_wait_ms), stop=lambda _s: stopping())
+        return run(
+            KafkaSource(consumer),
+            Sink(client),
+            dead_letter_producer(settings),
+            kinds,
+            Batcher(max_rows=max_rows, max_wait_ms=max_wait_ms),
+            stop=lambda _s: stopping(),
+        )
     finally:
         consumer.close()  # leaves the group at once: the partitions move without waiting for the session timeout
 
@@ -320,7 +341,9 @@ def count_discrepancies(result: ReconResult) -> None:
             SETTLEMENT_DISCREPANCIES.labels(item.status).inc()
 
 
-def provider_reports(settings: Settings, day: date, files: list[Path] | None = None) -> tuple[list[ProviderTxn], dict[str, int]]:
+def provider_reports(
+    settings: Settings, day: date, files: list[Path] | None = None
+) -> tuple[list[ProviderTxn], dict[str, int]]:
     """The providers' report rows of `day` (`files`, default every CSV under
     <reports dir>/<day>/) and each rail's settlement lag: reconcile_day's inputs.
     ReportError when there is no report or a row is bad; RailConfigError from the rails file."""
@@ -359,29 +382,48 @@ def reset_tables(client: Client) -> None:
     migrate(client)
 
 
-def rebuild(settings: Settings, client: Client, *, on_progress: Callable[[int, int], None] | None = None,
-            timeout_s: float = REBUILD_TIMEOUT_S, max_rows: int = 10_000) -> SinkStats:
+def rebuild(
+    settings: Settings,
+    client: Client,
+    *,
+    on_progress: Callable[[int, int], None] | None = None,
+    timeout_s: float = REBUILD_TIMEOUT_S,
+    max_rows: int = 10_000,
+) -> SinkStats:
     """Reset the tables, then read every sink topic from offset 0 up to the end offsets
     seen at start with a fresh reader that commits nothing. `on_progress(done, total)` in records."""
     reset_tables(client)
-    return _consume_to_end(settings, client, group=False, on_progress=on_progress, timeout_s=timeout_s, max_rows=max_rows)
+    return _consume_to_end(
+        settings, client, group=False, on_progress=on_progress, timeout_s=timeout_s, max_rows=max_rows
+    )
 
 
-def catch_up(settings: Settings, client: Client, *, timeout_s: float = REBUILD_TIMEOUT_S, max_rows: int = 10_000) -> SinkStats:
+def catch_up(
+    settings: Settings, client: Client, *, timeout_s: float = REBUILD_TIMEOUT_S, max_rows: int = 10_000
+) -> SinkStats:
     """Run the sink (its group, committing) until it has read the end offsets seen at
     start: what a `paystream sink` would have written by now, e.g. after the demo."""
     return _consume_to_end(settings, client, group=True, on_progress=None, timeout_s=timeout_s, max_rows=max_rows)
 
 
-def _consume_to_end(settings: Settings, client: Client, *, group: bool, on_progress: Callable[[int, int], None] | None,
-                    timeout_s: float, max_rows: int) -> SinkStats:
+def _consume_to_end(
+    settings: Settings,
+    client: Client,
+    *,
+    group: bool,
+    on_progress: Callable[[int, int], None] | None,
+    timeout_s: float,
+    max_rows: int,
+) -> SinkStats:
     kinds = sink_topics(settings)
     consumer = sink_consumer(settings, group=group, eof=True)
     try:
         ends = {(t, p): end for t in kinds for p, end in end_offsets(consumer, t, settings.partitions).items()}
         if group:
-            committed = {(tp.topic, tp.partition): tp.offset for tp in
-                         consumer.committed([TopicPartition(t, p) for t, p in ends], timeout=30)}
+            committed = {
+                (tp.topic, tp.partition): tp.offset
+                for tp in consumer.committed([TopicPartition(t, p) for t, p in ends], timeout=30)
+            }
             consumer.assign([TopicPartition(t, p, committed[(t, p)] if committed[(t, p)] >= 0 else 0) for t, p in ends])
         else:
             consumer.assign([TopicPartition(t, p, 0) for t, p in ends])
@@ -391,8 +433,9 @@ def _consume_to_end(settings: Settings, client: Client, *, group: bool, on_progr
             if time.monotonic() > deadline:
                 raise SinkError(f"the end offsets were not reached in {timeout_s:.0f}s")
             # read_committed: a partition's end can be a transaction marker, never delivered; its EOF says we are there
-            return all(stats.positions.get(tp, 0) >= end or stats.at_end.get(tp, -1) >= end
-                       for tp, end in ends.items() if end)
+            return all(
+                stats.positions.get(tp, 0) >= end or stats.at_end.get(tp, -1) >= end for tp, end in ends.items() if end
+            )
 
         def progress(stats: SinkStats) -> None:
             if on_progress is not None:
@@ -400,8 +443,16 @@ def _consume_to_end(settings: Settings, client: Client, *, group: bool, on_progr
 
         source = KafkaSource(consumer, commit=group)
         dead_letters = dead_letter_producer(settings) if group else _NoDeadLetters()
-        stats = run(source, Sink(client), dead_letters, kinds,
-                    Batcher(max_rows=max_rows, max_wait_ms=1_000), stop=done, ends=ends, on_batch=progress)
+        stats = run(
+            source,
+            Sink(client),
+            dead_letters,
+            kinds,
+            Batcher(max_rows=max_rows, max_wait_ms=1_000),
+            stop=done,
+            ends=ends,
+            on_batch=progress,
+        )
         progress(stats)
         return stats
     finally:

@@ -70,9 +70,15 @@ def registry_path(settings: Settings) -> Path:
 
 
 def backoff_of(settings: Settings) -> Backoff:
-    base, cap, horizon = settings.webhook_backoff_base_s, settings.webhook_backoff_max_delay_s, settings.webhook_give_up_after_s
+    base, cap, horizon = (
+        settings.webhook_backoff_base_s,
+        settings.webhook_backoff_max_delay_s,
+        settings.webhook_give_up_after_s,
+    )
     if not base <= cap <= horizon:
-        raise ValueError(f"webhook backoff needs base_s <= max_delay_s <= give_up_after_s, got {base}, {cap}, {horizon}")
+        raise ValueError(
+            f"webhook backoff needs base_s <= max_delay_s <= give_up_after_s, got {base}, {cap}, {horizon}"
+        )
     return Backoff(base, cap, horizon)
 
 
@@ -92,8 +98,14 @@ class WebhookRunner:
     """One runner process's loop; `run(stop)` until `stop` is set. Cancelling the task
     is a crash: nothing more is committed, a new runner re-delivers what was open."""
 
-    def __init__(self, settings: Settings, *, store: KeyStore | None = None, max_pending: int = MAX_PENDING,
-                 http_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: KeyStore | None = None,
+        max_pending: int = MAX_PENDING,
+        http_timeout_s: float = 10.0,
+    ) -> None:
         assert 1 <= max_pending <= 100_000 and 0 < http_timeout_s <= 60
         self.settings = settings
         self.topic = topic_names(settings).events
@@ -116,13 +128,16 @@ class WebhookRunner:
     # --- Kafka ---
 
     def _consumer(self) -> Consumer:
-        consumer = Consumer(client_config(self.settings) | {
-            "group.id": f"{self.settings.app_id}-webhooks",
-            "isolation.level": "read_committed",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            "log_level": 3,
-        })
+        consumer = Consumer(
+            client_config(self.settings)
+            | {
+                "group.id": f"{self.settings.app_id}-webhooks",
+                "isolation.level": "read_committed",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "log_level": 3,
+            }
+        )
         require_topics(consumer, [self.topic, self.deliveries_topic])
         consumer.subscribe([self.topic], on_revoke=self._on_revoke)
         return consumer
@@ -188,10 +203,16 @@ class WebhookRunner:
         """Every attempt onto webhook-deliveries, flushed; only then do given-up and
         delivered notifications count as done."""
         for r in records:
-            producer.produce(self.deliveries_topic, key=r["payment_id"].encode(), value=DELIVERY_CODEC.encode(r),
-                             on_delivery=self._delivered)
+            producer.produce(
+                self.deliveries_topic,
+                key=r["payment_id"].encode(),
+                value=DELIVERY_CODEC.encode(r),
+                on_delivery=self._delivered,
+            )
         if producer.flush(FLUSH_TIMEOUT_S) or self._send_failures:
-            raise RuntimeError(f"webhook-deliveries: {self._send_failures} attempt record(s) not written; stopping uncommitted")
+            raise RuntimeError(
+                f"webhook-deliveries: {self._send_failures} attempt record(s) not written; stopping uncommitted"
+            )
         for r in records:
             self.stats.attempts += 1
             setattr(self.stats, r["status"], getattr(self.stats, r["status"]) + 1)
@@ -202,7 +223,9 @@ class WebhookRunner:
         ready = {p: o for p, o in self.offsets.committable().items() if self._committed.get(p) != o}
         if ready:
             try:
-                consumer.commit(offsets=[TopicPartition(self.topic, p, o) for p, o in sorted(ready.items())], asynchronous=False)
+                consumer.commit(
+                    offsets=[TopicPartition(self.topic, p, o) for p, o in sorted(ready.items())], asynchronous=False
+                )
             except KafkaException as e:  # a rebalance under way: the next round commits (a later offset is as safe)
                 log.warning("webhooks: commit deferred: %s", e)
                 return
@@ -234,8 +257,15 @@ class WebhookRunner:
                         continue
                     now_ms = self.clock.now_ms(time.monotonic())
                     self.outbox, records = await deliver_due(
-                        session, self.store, self.outbox, now_ms, self.backoff, limit=MAX_CONCURRENT * 4,
-                        signed_at_s=int(time.time()), timeout_s=self.http_timeout_s)
+                        session,
+                        self.store,
+                        self.outbox,
+                        now_ms,
+                        self.backoff,
+                        limit=MAX_CONCURRENT * 4,
+                        signed_at_s=int(time.time()),
+                        timeout_s=self.http_timeout_s,
+                    )
                     if records:
                         self._record(producer, records)
                     self._commit(consumer)

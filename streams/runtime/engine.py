@@ -80,8 +80,14 @@ class EngineConfig:
 
 
 class Engine:
-    def __init__(self, config: EngineConfig, stages: Sequence[Stage], tables: Mapping[str, str],
-                 periodic: Sequence[Periodic] = (), watchers: Sequence[threading.Thread] = ()) -> None:
+    def __init__(
+        self,
+        config: EngineConfig,
+        stages: Sequence[Stage],
+        tables: Mapping[str, str],
+        periodic: Sequence[Periodic] = (),
+        watchers: Sequence[threading.Thread] = (),
+    ) -> None:
         assert len({s.source for s in stages}) == len(stages), "one stage per source topic"
         declared = {name for s in stages for name in s.tables}
         assert declared == set(tables), f"tables declared by the stages {sorted(declared)} != kept {sorted(tables)}"
@@ -101,20 +107,42 @@ class Engine:
         self._txn_started = 0.0
         self._txn_records = 0
         c = config
-        self.consumer = Consumer({
-            **c.client, "group.id": c.group_id, "isolation.level": "read_committed", "enable.auto.commit": False,
-            "enable.auto.offset.store": False, "auto.offset.reset": "earliest",
-            # Range co-partitions: partition p of every source topic goes to one worker (one task).
-            "partition.assignment.strategy": "range", "session.timeout.ms": c.session_timeout_ms,
-            "heartbeat.interval.ms": max(1_000, c.session_timeout_ms // 5), "max.poll.interval.ms": 600_000,
-            "fetch.wait.max.ms": 100, "max.partition.fetch.bytes": c.fetch_partition_bytes,
-            "queued.max.messages.kbytes": 65_536, "log_level": 3, "logger": CLIENT_LOG})
-        self.producer = Producer({
-            **c.client, "transactional.id": c.transactional_id, "transaction.timeout.ms": c.transaction_timeout_ms,
-            "linger.ms": c.linger_ms, "batch.size": c.batch_bytes, "message.max.bytes": c.request_bytes,
-            "batch.num.messages": 10_000, "queue.buffering.max.messages": 500_000,
-            # confluent-kafka-python #967: send_offsets_to_transaction waited on the default 100 ms backoff.
-            "retry.backoff.ms": 10, "log_level": 3, "logger": CLIENT_LOG})
+        self.consumer = Consumer(
+            {
+                **c.client,
+                "group.id": c.group_id,
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                # Range co-partitions: partition p of every source topic goes to one worker (one task).
+                "partition.assignment.strategy": "range",
+                "session.timeout.ms": c.session_timeout_ms,
+                "heartbeat.interval.ms": max(1_000, c.session_timeout_ms // 5),
+                "max.poll.interval.ms": 600_000,
+                "fetch.wait.max.ms": 100,
+                "max.partition.fetch.bytes": c.fetch_partition_bytes,
+                "queued.max.messages.kbytes": 65_536,
+                "log_level": 3,
+                "logger": CLIENT_LOG,
+            }
+        )
+        self.producer = Producer(
+            {
+                **c.client,
+                "transactional.id": c.transactional_id,
+                "transaction.timeout.ms": c.transaction_timeout_ms,
+                "linger.ms": c.linger_ms,
+                "batch.size": c.batch_bytes,
+                "message.max.bytes": c.request_bytes,
+                "batch.num.messages": 10_000,
+                "queue.buffering.max.messages": 500_000,
+                # confluent-kafka-python #967: send_offsets_to_transaction waited on the default 100 ms backoff.
+                "retry.backoff.ms": 10,
+                "log_level": 3,
+                "logger": CLIENT_LOG,
+            }
+        )
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -125,8 +153,9 @@ class Engine:
         self._txn(self.producer.init_transactions)  # fences an earlier incarnation, aborts its transaction
         for watcher in self.watchers:
             watcher.start()
-        self.consumer.subscribe(list(self.stages), on_assign=self._on_assign, on_revoke=self._on_revoke,
-                                on_lost=self._on_lost)
+        self.consumer.subscribe(
+            list(self.stages), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
         interval_s, idle_s = self.config.commit_interval_ms / 1000, self.config.commit_idle_ms / 1000
         while not self.stopping:
             # With a transaction open, wait for more records only until it may commit idle.
@@ -140,9 +169,12 @@ class Engine:
                 # Busy: commit at the interval (or a bound); idle (nothing more to read
                 # now): commit once the transaction is commit_idle_ms old, so a record
                 # waits for a full interval only while others keep its worker busy.
-                if (age_s >= interval_s or (first is None and age_s >= idle_s)
-                        or self._txn_records >= self.config.commit_records_max
-                        or sum(t.pending_keys() for t in self.tasks.values()) >= PENDING_KEYS_MAX):
+                if (
+                    age_s >= interval_s
+                    or (first is None and age_s >= idle_s)
+                    or self._txn_records >= self.config.commit_records_max
+                    or sum(t.pending_keys() for t in self.tasks.values()) >= PENDING_KEYS_MAX
+                ):
                     self.commit()
             self.producer.poll(0)  # serves the producer's log lines
             self._run_periodic()
@@ -178,7 +210,8 @@ class Engine:
             topic, partition = msg.topic(), msg.partition()
             ts_ms = msg.timestamp()[1]
             groups.setdefault((topic, partition), []).append(
-                Message(topic, partition, msg.offset(), ts_ms, msg.key(), msg.value(), origin_of(msg.headers(), ts_ms)))
+                Message(topic, partition, msg.offset(), ts_ms, msg.key(), msg.value(), origin_of(msg.headers(), ts_ms))
+            )
         for (topic, partition), messages in groups.items():
             task = self.tasks.get(partition)
             assert task is not None, f"a record of {topic}[{partition}], a partition with no task"
@@ -202,8 +235,9 @@ class Engine:
     def _produce(self, record: Record, source_partition: int, headers: list[tuple[str, bytes]] | None) -> None:
         assert self._in_txn, "a send outside a transaction"
         partition = source_partition if record.partition is None else record.partition
-        produce_waiting(self.producer, record.topic, value=record.value, key=record.key, partition=partition,
-                        headers=headers)
+        produce_waiting(
+            self.producer, record.topic, value=record.value, key=record.key, partition=partition, headers=headers
+        )
 
     # -- committing ----------------------------------------------------------------
 
@@ -266,7 +300,9 @@ class Engine:
             started = time.monotonic()
             records = restore(self.config.client, tasks, RESTORE_DEADLINE_S)
             self.tasks.update((t.partition, t) for t in tasks)
-            log.info("restored %d changelog records of %d partitions in %.1fs", records, len(new), time.monotonic() - started)
+            log.info(
+                "restored %d changelog records of %d partitions in %.1fs", records, len(new), time.monotonic() - started
+            )
         self._owned = frozenset((topic, p) for topic in self.stages for p in assigned)
         self.ready = True
         log.info("Worker ready: partitions %s", sorted(assigned))

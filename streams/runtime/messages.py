@@ -42,7 +42,7 @@ class Record:
 def origin_of(headers: Any, timestamp_ms: int) -> int:
     """The origin header among a record's headers (a list of pairs or a dict), or the
     record's own timestamp (the first hop)."""
-    for key, value in (headers.items() if isinstance(headers, dict) else headers or ()):
+    for key, value in headers.items() if isinstance(headers, dict) else headers or ():
         if key == ORIGIN_HEADER and value:
             try:
                 return int(value)

@@ -31,8 +31,10 @@ def restore(conf: Mapping[str, str], tasks: list[Task], deadline_s: float) -> in
         return 0
     probe = committed_reader(conf, [])
     try:
-        ends = {(topic, p): probe.get_watermark_offsets(TopicPartition(topic, p), timeout=WATERMARK_TIMEOUT_S)[1]
-                for topic, p in stores}
+        ends = {
+            (topic, p): probe.get_watermark_offsets(TopicPartition(topic, p), timeout=WATERMARK_TIMEOUT_S)[1]
+            for topic, p in stores
+        }
     finally:
         probe.close()
     pending: dict[tuple[str, int], dict[bytes, bytes | None]] = {tp: {} for tp in stores}

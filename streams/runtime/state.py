@@ -95,12 +95,14 @@ class Table:
 class Task:
     """Partition `partition` of every source topic: its tables and its sends."""
 
-    def __init__(self, partition: int, tables: dict[str, str], state_dir: Path,
-                 send: Callable[[Record, int, int], None]) -> None:
+    def __init__(
+        self, partition: int, tables: dict[str, str], state_dir: Path, send: Callable[[Record, int, int], None]
+    ) -> None:
         self.partition = partition
         self._send = send
-        self.tables = {name: Table(name, changelog, Store(state_dir / name / str(partition)))
-                       for name, changelog in tables.items()}
+        self.tables = {
+            name: Table(name, changelog, Store(state_dir / name / str(partition))) for name, changelog in tables.items()
+        }
 
     def table(self, name: str) -> Table:
         return self.tables[name]

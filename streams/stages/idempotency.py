@@ -7,7 +7,8 @@ their merchant's partition), and leave it keyed by payment_id for the payments s
 Routes. A create the risk stage scores goes on to `payment-commands-risk` keyed by its
 instrument (`streams.domain.methods.risk_key`: a card's token, a wallet account, a
 bank account or mandate, a BNPL customer, a crypto payer address); its payment's
-follow-ups must not overtake it, so the stage remembers payment -> that key and sends them the same way (the risk stage passes them
+follow-ups must not overtake it, so the stage remembers payment -> that key and sends them the same way (the risk
+stage passes them
 through): one payment's commands pass one keys partition, then one risk partition,
 then one payments partition, in order. The route is kept `route_retention` (the
 refund and dispute window) by event time; a follow-up after it goes straight on
@@ -43,21 +44,22 @@ Storage, in the keys table (keys carry the partition, see streams/domain/timers.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Mapping
+from typing import Any
 
 from models.features import FeatureInputError, MerchantState, StateError, make_txn
 from schemas.state import state_json, state_loads
 from schemas.times import to_ms
+from schemas.times import to_ms as event_ms
 from streams.domain import kyc_limits
 from streams.domain.merchants import admit
-from schemas.times import to_ms as event_ms
 from streams.domain.methods import risk_key
-from streams.stages.risk import tx_of
 from streams.domain.sanctions import SanctionsList
 from streams.domain.screening import screen_create
 from streams.domain.timers import SWEEP_MAX, Get, Timer, TimerStore
+from streams.stages.risk import tx_of
 
 _SEP = "\x1f"
 
@@ -104,10 +106,20 @@ def label_routing_key(label: Mapping[str, Any]) -> bytes | None:
     return label["merchant_id"].encode() if label.get("merchant_id") else None
 
 
-def handle(cmd: dict[str, Any], partition: int, record_ts_ms: int, get: Get, retention: timedelta,
-           sweep_max: int = SWEEP_MAX, route_retention: timedelta | None = None, *,
-           merchant: Mapping[str, Any] | None = None, require_registration: bool = False,
-           sanctions: SanctionsList | None = None, pending_caps: Mapping[str, int] | None = None) -> KeyEffects:
+def handle(
+    cmd: dict[str, Any],
+    partition: int,
+    record_ts_ms: int,
+    get: Get,
+    retention: timedelta,
+    sweep_max: int = SWEEP_MAX,
+    route_retention: timedelta | None = None,
+    *,
+    merchant: Mapping[str, Any] | None = None,
+    require_registration: bool = False,
+    sanctions: SanctionsList | None = None,
+    pending_caps: Mapping[str, int] | None = None,
+) -> KeyEffects:
     """`route_retention` None: no risk stage, every command goes straight on. `merchant`:
     the registry's record of the command's merchant (streams/domain/merchants.py), if any; a
     create it does not admit is refused here and claims nothing. `sanctions`: the list
@@ -152,8 +164,9 @@ def handle(cmd: dict[str, Any], partition: int, record_ts_ms: int, get: Get, ret
     return effects
 
 
-def _count_pending(effects: KeyEffects, partition: int, get: Get, timers: TimerStore, retention: timedelta,
-                   at_ms: int, cap: int) -> bool:
+def _count_pending(
+    effects: KeyEffects, partition: int, get: Get, timers: TimerStore, retention: timedelta, at_ms: int, cap: int
+) -> bool:
     """Count a pending merchant's create into its event day's total; False (and the
     create refused) if it would pass the cap."""
     cmd = effects.command
@@ -163,8 +176,10 @@ def _count_pending(effects: KeyEffects, partition: int, get: Get, timers: TimerS
     total = state_loads(raw) if raw is not None else 0
     new = kyc_limits.take(total, cmd["amount_minor"], cap)
     if new is None:
-        effects.command = cmd | {"rejection_reason": kyc_limits.REASON,
-                                 "rejection_detail": kyc_limits.refusal_detail(cmd["currency"], day, total, cmd["amount_minor"], cap)}
+        effects.command = cmd | {
+            "rejection_reason": kyc_limits.REASON,
+            "rejection_detail": kyc_limits.refusal_detail(cmd["currency"], day, total, cmd["amount_minor"], cap),
+        }
         return False
     effects.writes.append((key, state_json(new)))
     if raw is None:  # late creates of the day still find it for `retention`
@@ -172,8 +187,9 @@ def _count_pending(effects: KeyEffects, partition: int, get: Get, timers: TimerS
     return True
 
 
-def _attach_merchant_features(effects: KeyEffects, partition: int, get: Get, timers: TimerStore,
-                              retention: timedelta) -> None:
+def _attach_merchant_features(
+    effects: KeyEffects, partition: int, get: Get, timers: TimerStore, retention: timedelta
+) -> None:
     """Counts before the create, then the create folded in (models/features.py's order)."""
     cmd = effects.command
     done = attached_key(partition, cmd["command_id"])
@@ -200,8 +216,14 @@ def _attach_merchant_features(effects: KeyEffects, partition: int, get: Get, tim
     effects.command = cmd | {"merchant_features": counts}
 
 
-def _sweep(timers: TimerStore, at_ms: int, record_ts_ms: int, sweep_max: int,
-           writes: list[tuple[bytes, bytes | None]], fired: list[Timer]) -> None:
+def _sweep(
+    timers: TimerStore,
+    at_ms: int,
+    record_ts_ms: int,
+    sweep_max: int,
+    writes: list[tuple[bytes, bytes | None]],
+    fired: list[Timer],
+) -> None:
     watermark_ms = timers.advance(at_ms, record_ts_ms)
     for kind in ("forget", "unroute"):
         for timer in timers.pop_due(kind, watermark_ms, sweep_max):
@@ -218,8 +240,14 @@ class LabelEffects:
     applied: bool = False  # False: the merchant has no state here (no transaction yet), as offline
 
 
-def handle_label(label: Mapping[str, Any], partition: int, record_ts_ms: int, get: Get, retention: timedelta,
-                 sweep_max: int = SWEEP_MAX) -> LabelEffects:
+def handle_label(
+    label: Mapping[str, Any],
+    partition: int,
+    record_ts_ms: int,
+    get: Get,
+    retention: timedelta,
+    sweep_max: int = SWEEP_MAX,
+) -> LabelEffects:
     """Fold one FraudLabel (from `fraud-labels-merchant`, keyed by merchant) into its
     merchant's state at its reveal time (`occurred_at`), once per label_id. A merchant
     never seen is not created (models.features.StateStore.label does the same); a

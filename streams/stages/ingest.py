@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from connectors.vault.intake import OpenedCard, SealError
@@ -33,7 +33,6 @@ from schemas.ids import derive_dlq_id, derive_payment_id
 from schemas.money import is_currency
 from schemas.partitioning import partition_for
 from streams.domain.authentication import SIGNED_STATUSES, TOKEN_MAX_CHARS
-from streams.domain.splits import SplitError, checked_splits
 from streams.domain.methods import (
     ACCOUNT_DIGEST_METADATA,
     ACCOUNT_DIGEST_PATTERN,
@@ -45,6 +44,7 @@ from streams.domain.methods import (
     check_return_code,
     method_of,
 )
+from streams.domain.splits import SplitError, checked_splits
 
 MERCHANT_ID_MAX_LEN = 64
 COMMAND_ID_MAX_LEN = 128
@@ -71,12 +71,24 @@ AUTHENTICATION_VALUE_PATTERN = re.compile(r"[a-z0-9]{1,8}\.[A-Za-z0-9_-]*\.[A-Za
 DS_TRANS_ID_LEN = 36
 # The networks' dispute reasons (Stripe's list); `fraudulent` is the one a lost
 # dispute turns into a fraud label (streams/domain/payments.py).
-DISPUTE_REASONS = frozenset({
-    "bank_cannot_process", "check_returned", "credit_not_processed", "customer_initiated",
-    "debit_not_authorized", "duplicate", "fraudulent", "general", "incorrect_account_details",
-    "insufficient_funds", "product_not_received", "product_unacceptable", "subscription_canceled",
-    "unrecognized",
-})
+DISPUTE_REASONS = frozenset(
+    {
+        "bank_cannot_process",
+        "check_returned",
+        "credit_not_processed",
+        "customer_initiated",
+        "debit_not_authorized",
+        "duplicate",
+        "fraudulent",
+        "general",
+        "incorrect_account_details",
+        "insufficient_funds",
+        "product_not_received",
+        "product_unacceptable",
+        "subscription_canceled",
+        "unrecognized",
+    }
+)
 # Evidence is kept on the payment (RocksDB): bound one submission (and, in the
 # payments stage, their number).
 EVIDENCE_MAX_CHARS = 4_000
@@ -147,8 +159,9 @@ class _Invalid(Exception):
         self.detail = detail
 
 
-def ingest(raw: bytes | None, source: Source, tokenizer: TokenizerT, limits: Limits,
-           opener: OpenerT | None = None) -> Forward | DeadLetter:
+def ingest(
+    raw: bytes | None, source: Source, tokenizer: TokenizerT, limits: Limits, opener: OpenerT | None = None
+) -> Forward | DeadLetter:
     try:
         cmd = COMMAND_CODEC.decode(raw)
     except DecodeError as e:
@@ -156,7 +169,13 @@ def ingest(raw: bytes | None, source: Source, tokenizer: TokenizerT, limits: Lim
     command_id = cmd["command_id"]
     if not command_id or len(command_id) > COMMAND_ID_MAX_LEN or contains_pan(command_id):
         # Without a usable command_id nobody can correlate an outcome: dead letter.
-        return dead_letter("ingest", "invalid_command_id", f"command_id must be 1..{COMMAND_ID_MAX_LEN} chars, no card numbers", raw, source)
+        return dead_letter(
+            "ingest",
+            "invalid_command_id",
+            f"command_id must be 1..{COMMAND_ID_MAX_LEN} chars, no card numbers",
+            raw,
+            source,
+        )
     try:
         return Forward(_validate(cmd, source, tokenizer, limits, opener))
     except _Invalid as e:
@@ -181,7 +200,7 @@ def dead_letter(stage: str, reason: str, detail: str, raw: bytes | None, source:
             "source_topic": source.topic,
             "source_partition": source.partition,
             "source_offset": source.offset,
-            "source_timestamp": datetime.fromtimestamp(source.timestamp_ms / 1000, tz=timezone.utc),
+            "source_timestamp": datetime.fromtimestamp(source.timestamp_ms / 1000, tz=UTC),
             "raw_key": key[:DLQ_RAW_MAX_BYTES] if key is not None else None,
             "raw_value": value[:DLQ_RAW_MAX_BYTES],
             "pans_masked": masked_value + masked_key + masked_detail,
@@ -196,8 +215,11 @@ def _refused(cmd: dict[str, Any], reason: str, detail: str, limits: Limits) -> d
     payment_id = cmd["payment_id"] if cmd["payment_id"] and PAYMENT_ID_PATTERN.fullmatch(cmd["payment_id"]) else None
     if cmd["kind"] == "create" and cmd["merchant_id"] and cmd["idempotency_key"]:
         payment_id = derive_payment_id(cmd["merchant_id"], cmd["idempotency_key"])
-    bounds = {"merchant_id": MERCHANT_ID_MAX_LEN, "idempotency_key": limits.idempotency_key_max_len,
-              "currency": CURRENCY_MAX_LEN}
+    bounds = {
+        "merchant_id": MERCHANT_ID_MAX_LEN,
+        "idempotency_key": limits.idempotency_key_max_len,
+        "currency": CURRENCY_MAX_LEN,
+    }
     masked = {f: _cut(_unpan(cmd[f]), n) for f, n in bounds.items()}
     return _forwarded(cmd | masked, payment_id, card=None) | {
         "metadata": {},
@@ -221,8 +243,13 @@ def _unpan(text: str | None) -> str | None:
     return mask_pans(text)[0] if text is not None and contains_pan(text) else text
 
 
-def _forwarded(cmd: dict[str, Any], payment_id: str | None, card: dict[str, Any] | None,
-               instrument: dict[str, Any] = NO_INSTRUMENT, return_code: str | None = None) -> dict[str, Any]:
+def _forwarded(
+    cmd: dict[str, Any],
+    payment_id: str | None,
+    card: dict[str, Any] | None,
+    instrument: dict[str, Any] = NO_INSTRUMENT,
+    return_code: str | None = None,
+) -> dict[str, Any]:
     capture_method = cmd["capture_method"]
     if cmd["kind"] == "create":
         capture_method = capture_method or "automatic"  # Stripe's default
@@ -253,8 +280,9 @@ def _forwarded(cmd: dict[str, Any], payment_id: str | None, card: dict[str, Any]
 _TEXT_FIELDS = ("merchant_id", "idempotency_key", "payment_id", "currency")
 
 
-def _validate(cmd: dict[str, Any], source: Source, tokenizer: TokenizerT, limits: Limits,
-              opener: OpenerT | None) -> dict[str, Any]:
+def _validate(
+    cmd: dict[str, Any], source: Source, tokenizer: TokenizerT, limits: Limits, opener: OpenerT | None
+) -> dict[str, Any]:
     for name in _TEXT_FIELDS:
         if cmd[name] is not None and contains_pan(cmd[name]):
             raise _Invalid("pan_in_field", f"{name} must not contain a card number")
@@ -270,7 +298,9 @@ def _validate(cmd: dict[str, Any], source: Source, tokenizer: TokenizerT, limits
     if kind == "create":
         payment_id = derive_payment_id(merchant_id, key)
         if cmd["payment_id"] not in (None, payment_id):
-            raise _Invalid("payment_id_mismatch", "a create's payment_id must be derive_payment_id(merchant_id, idempotency_key)")
+            raise _Invalid(
+                "payment_id_mismatch", "a create's payment_id must be derive_payment_id(merchant_id, idempotency_key)"
+            )
         if cmd["amount_minor"] is None:
             raise _Invalid("missing_amount", "create needs amount_minor")
         if cmd["currency"] is None:
@@ -281,7 +311,9 @@ def _validate(cmd: dict[str, Any], source: Source, tokenizer: TokenizerT, limits
         if not payment_id:
             raise _Invalid("missing_payment_id", f"{kind} needs payment_id")
         if not PAYMENT_ID_PATTERN.fullmatch(payment_id):
-            raise _Invalid("invalid_payment_id", "payment_id must be pay_ + 32 hex digits, as derive_payment_id makes it")
+            raise _Invalid(
+                "invalid_payment_id", "payment_id must be pay_ + 32 hex digits, as derive_payment_id makes it"
+            )
         if cmd["card"] is not None or cmd["card_token"] is not None or cmd["sealed_card"] is not None:
             raise _Invalid("unexpected_payment_method", f"{kind} must not carry a card")
         if any(cmd.get(f) is not None for f in _INSTRUMENT_FIELDS):
@@ -355,8 +387,11 @@ def _check_dispute(kind: str, cmd: dict[str, Any]) -> dict[str, Any] | None:
             raise _Invalid("unexpected_dispute", f"{kind} must not carry dispute fields")
         return None
     d = _NO_DISPUTE | (given or {})
-    needed = {"dispute_open": ("reason", "evidence_due_at"), "dispute_evidence": ("evidence",),
-              "dispute_close": ("outcome",)}[kind]
+    needed = {
+        "dispute_open": ("reason", "evidence_due_at"),
+        "dispute_evidence": ("evidence",),
+        "dispute_close": ("outcome",),
+    }[kind]
     extra = sorted(f for f, v in d.items() if v is not None and f not in needed)
     if extra:
         raise _Invalid("unexpected_dispute_field", f"{kind} must not carry {', '.join(extra)}")
@@ -366,11 +401,16 @@ def _check_dispute(kind: str, cmd: dict[str, Any]) -> dict[str, Any] | None:
         if d["reason"] is None:
             raise _Invalid("missing_dispute_reason", "dispute_open needs dispute.reason")
         if d["reason"] not in DISPUTE_REASONS:
-            raise _Invalid("invalid_dispute_reason", "dispute.reason must be one of " + ", ".join(sorted(DISPUTE_REASONS)))
+            raise _Invalid(
+                "invalid_dispute_reason", "dispute.reason must be one of " + ", ".join(sorted(DISPUTE_REASONS))
+            )
         at = cmd["occurred_at"]
         due = d["evidence_due_at"] or at + EVIDENCE_DUE_DEFAULT
         if not at < due <= at + EVIDENCE_DUE_MAX:
-            raise _Invalid("invalid_evidence_due", f"evidence_due_at must be after occurred_at, at most {EVIDENCE_DUE_MAX.days} days")
+            raise _Invalid(
+                "invalid_evidence_due",
+                f"evidence_due_at must be after occurred_at, at most {EVIDENCE_DUE_MAX.days} days",
+            )
         return d | {"evidence_due_at": due}
     if kind == "dispute_evidence":
         text = d["evidence"]
@@ -402,7 +442,10 @@ def _check_three_ds(kind: str, three_ds: dict[str, Any] | None) -> None:
     # Its signature is the payments stage's to verify (it knows the payment); here only
     # what keeps the record small and card-free.
     if not (AUTHENTICATION_VALUE_PATTERN.fullmatch(value) and len(value) <= TOKEN_MAX_CHARS) or contains_pan(value):
-        raise _Invalid("invalid_three_ds", f"three_ds.authentication_value must be a signed value of at most {TOKEN_MAX_CHARS} chars")
+        raise _Invalid(
+            "invalid_three_ds",
+            f"three_ds.authentication_value must be a signed value of at most {TOKEN_MAX_CHARS} chars",
+        )
     if three_ds["trans_status"] not in SIGNED_STATUSES:
         raise _Invalid("invalid_three_ds", "three_ds.authentication_value comes with a Y or A result only")
 
@@ -441,8 +484,11 @@ def _check_metadata(metadata: dict[str, str]) -> None:
     # forwarded and stored, a malformed id silently ignored; refuse both.
     digest = metadata.get(ACCOUNT_DIGEST_METADATA)
     if digest is not None and not ACCOUNT_DIGEST_PATTERN.fullmatch(digest):
-        raise _Invalid("invalid_metadata", f"metadata.{ACCOUNT_DIGEST_METADATA} must be the SHA-256 hex (lower case) of"
-                                           " the account number, never the number")
+        raise _Invalid(
+            "invalid_metadata",
+            f"metadata.{ACCOUNT_DIGEST_METADATA} must be the SHA-256 hex (lower case) of"
+            " the account number, never the number",
+        )
     customer = metadata.get(BNPL_CUSTOMER_METADATA)
     if customer is not None and not BNPL_CUSTOMER_PATTERN.fullmatch(customer):
         raise _Invalid("invalid_metadata", f"metadata.{BNPL_CUSTOMER_METADATA} must be 1..64 chars [A-Za-z0-9_.@-]")
@@ -466,8 +512,16 @@ def _tokenize(cmd: dict[str, Any], tokenizer: TokenizerT, limits: Limits, opener
     if sum(x is not None for x in (card, pre, sealed)) > 1:
         raise _Invalid("ambiguous_payment_method", "a create carries one of card, card_token, sealed_card")
     if pre is not None:  # tokenized before publishing: the PAN never entered Kafka
-        if not (TOKEN_PATTERN.fullmatch(pre["token"]) and _digits(pre["bin"], 6) and _digits(pre["last4"], 4) and pre["brand"] in CARD_BRANDS):
-            raise _Invalid("invalid_card_token", "card_token needs tok_ + 32 base32 chars, a 6-digit bin, a 4-digit last4, a known brand")
+        if not (
+            TOKEN_PATTERN.fullmatch(pre["token"])
+            and _digits(pre["bin"], 6)
+            and _digits(pre["last4"], 4)
+            and pre["brand"] in CARD_BRANDS
+        ):
+            raise _Invalid(
+                "invalid_card_token",
+                "card_token needs tok_ + 32 base32 chars, a 6-digit bin, a 4-digit last4, a known brand",
+            )
         _check_expiry(pre, cmd["occurred_at"])
         return dict(pre)
     if sealed is not None:
@@ -476,7 +530,10 @@ def _tokenize(cmd: dict[str, Any], tokenizer: TokenizerT, limits: Limits, opener
         opened = opener.open(sealed, cmd["merchant_id"], cmd["command_id"])
         card = {"number": opened.number, "exp_month": opened.exp_month, "exp_year": opened.exp_year}
     elif card is not None and not limits.accept_raw_card:
-        raise _Invalid("raw_card_refused", "raw card data is not accepted: seal the card to the card-intake public key (docs/security.md)")
+        raise _Invalid(
+            "raw_card_refused",
+            "raw card data is not accepted: seal the card to the card-intake public key (docs/security.md)",
+        )
     if card is None:
         raise _Invalid("missing_payment_method", "create needs a card")
     pan = card["number"].replace(" ", "").replace("-", "")

@@ -106,7 +106,9 @@ def apply_entry(
         total = (decode_balance(old) if old is not None else 0) + delta
         out.writes.append((BALANCES, bkey, encode_balance(total) if total else None))
     for currency in {c for _, c in out.deltas}:
-        assert sum(d for (_, c), d in out.deltas.items() if c == currency) == 0, f"entry {entry.entry_id} unbalanced in {currency}"
+        assert sum(d for (_, c), d in out.deltas.items() if c == currency) == 0, (
+            f"entry {entry.entry_id} unbalanced in {currency}"
+        )
 
     timers = TimerStore(applied, partition)
     out.writes.append((APPLIED, key, APPLIED_MARK))

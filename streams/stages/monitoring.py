@@ -60,11 +60,19 @@ def _device(cmd: Mapping[str, Any]) -> str | None:
     return device if isinstance(device, str) and 0 < len(device) <= DEVICE_ID_MAX_CHARS else None
 
 
-def _activity(event: Mapping[str, Any], subject_kind: str, subject_id: str, kind: str, amount_minor: int) -> tuple[bytes, dict[str, Any]]:
+def _activity(
+    event: Mapping[str, Any], subject_kind: str, subject_id: str, kind: str, amount_minor: int
+) -> tuple[bytes, dict[str, Any]]:
     return subject_key(subject_kind, subject_id), {
-        "activity_id": f"{event['event_id']}/{subject_kind}", "subject_kind": subject_kind, "subject_id": subject_id,
-        "kind": kind, "payment_id": event["payment_id"], "merchant_id": event["merchant_id"],
-        "currency": event["currency"], "amount_minor": amount_minor, "occurred_at": event["occurred_at"],
+        "activity_id": f"{event['event_id']}/{subject_kind}",
+        "subject_kind": subject_kind,
+        "subject_id": subject_id,
+        "kind": kind,
+        "payment_id": event["payment_id"],
+        "merchant_id": event["merchant_id"],
+        "currency": event["currency"],
+        "amount_minor": amount_minor,
+        "occurred_at": event["occurred_at"],
         "card_token": event.get("card_token"),
     }
 
@@ -79,8 +87,13 @@ def activities(cmd: Mapping[str, Any], events: Iterable[Mapping[str, Any]]) -> l
             out.append(_activity(e, MERCHANT, e["merchant_id"], kind, e["amount_minor"]))
             if e.get("card_token"):
                 out.append(_activity(e, CARD, e["card_token"], kind, e["amount_minor"]))
-        elif (device is not None and e["type"] in ATTEMPT_EVENTS and e.get("card_token")
-              and e["payment_id"] == cmd["payment_id"] and cmd.get("amount_minor") is not None):
+        elif (
+            device is not None
+            and e["type"] in ATTEMPT_EVENTS
+            and e.get("card_token")
+            and e["payment_id"] == cmd["payment_id"]
+            and cmd.get("amount_minor") is not None
+        ):
             out.append(_activity(e, DEVICE, device, ATTEMPT, cmd["amount_minor"]))
             device = None  # one attempt per create
     return out
@@ -88,21 +101,46 @@ def activities(cmd: Mapping[str, Any], events: Iterable[Mapping[str, Any]]) -> l
 
 def activity_of(record: Mapping[str, Any]) -> Activity:
     """The domain's Activity of a MonitoringActivity record (MonitoringError when unusable)."""
-    return Activity(record["activity_id"], record["subject_kind"], record["subject_id"], record["kind"],
-                    record["payment_id"], record["merchant_id"], record["currency"], record["amount_minor"],
-                    to_ms(record["occurred_at"]), record.get("card_token"))
+    return Activity(
+        record["activity_id"],
+        record["subject_kind"],
+        record["subject_id"],
+        record["kind"],
+        record["payment_id"],
+        record["merchant_id"],
+        record["currency"],
+        record["amount_minor"],
+        to_ms(record["occurred_at"]),
+        record.get("card_token"),
+    )
 
 
 def case_record(case: MonitoringCase) -> dict[str, Any]:
     """The MonitoringCase Avro record of a case."""
     return {
-        "case_id": case.case_id, "rule": case.rule, "subject_kind": case.subject_kind, "subject_id": case.subject_id,
-        "merchant_id": case.merchant_id, "currency": case.currency, "window_start": from_ms(case.window_start_ms),
-        "window_end": from_ms(case.window_end_ms), "opened_at": from_ms(case.opened_at_ms),
-        "evidence": [{"payment_id": e.payment_id, "merchant_id": e.merchant_id, "kind": e.kind, "currency": e.currency,
-                      "amount_minor": e.amount_minor, "occurred_at": from_ms(e.at_ms), "card_token": e.card_token}
-                     for e in case.evidence],
-        "measures": dict(case.measures), "summary": case.summary,
+        "case_id": case.case_id,
+        "rule": case.rule,
+        "subject_kind": case.subject_kind,
+        "subject_id": case.subject_id,
+        "merchant_id": case.merchant_id,
+        "currency": case.currency,
+        "window_start": from_ms(case.window_start_ms),
+        "window_end": from_ms(case.window_end_ms),
+        "opened_at": from_ms(case.opened_at_ms),
+        "evidence": [
+            {
+                "payment_id": e.payment_id,
+                "merchant_id": e.merchant_id,
+                "kind": e.kind,
+                "currency": e.currency,
+                "amount_minor": e.amount_minor,
+                "occurred_at": from_ms(e.at_ms),
+                "card_token": e.card_token,
+            }
+            for e in case.evidence
+        ],
+        "measures": dict(case.measures),
+        "summary": case.summary,
     }
 
 
@@ -123,8 +161,14 @@ class Effects:
     fired: list[Timer] = field(default_factory=list)
 
 
-def handle(record: Mapping[str, Any], partition: int, record_ts_ms: int, get: Get, thresholds: Thresholds,
-           sweep_max: int = SWEEP_MAX) -> Effects:
+def handle(
+    record: Mapping[str, Any],
+    partition: int,
+    record_ts_ms: int,
+    get: Get,
+    thresholds: Thresholds,
+    sweep_max: int = SWEEP_MAX,
+) -> Effects:
     try:
         activity = activity_of(record)
     except MonitoringError as e:
@@ -149,8 +193,10 @@ def handle(record: Mapping[str, Any], partition: int, record_ts_ms: int, get: Ge
         ref = timer.ref.encode()
         current = writes[ref] if ref in writes else get(ref)
         # A mark goes; a subject's state only if nothing came since (its later activity pushed a later timer).
-        if current is not None and (ref.startswith(f"{partition}/a/".encode()) or
-                                    expired(SubjectState.from_bytes(current), watermark_ms, thresholds)):
+        if current is not None and (
+            ref.startswith(f"{partition}/a/".encode())
+            or expired(SubjectState.from_bytes(current), watermark_ms, thresholds)
+        ):
             writes[ref] = None
     out.writes = [*writes.items(), *timers.pending.items()]
     return out

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from functools import lru_cache
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import lru_cache
 from typing import Any
 
 from connectors.providers.router import Routed, RoutingState
@@ -95,8 +95,9 @@ def routing_key(partition: int) -> bytes:
     return f"{partition}/routing".encode()
 
 
-def apply_command(cmd: dict[str, Any], payment: Payment | None, saga: Saga, policy: Policy,
-                  routing: RoutingState | None = None) -> Decision:
+def apply_command(
+    cmd: dict[str, Any], payment: Payment | None, saga: Saga, policy: Policy, routing: RoutingState | None = None
+) -> Decision:
     """The decision for one validated command, given its payment's state."""
     if cmd["rejection_reason"] is not None:
         outcome = rejection(cmd, cmd["rejection_reason"], cmd["rejection_detail"] or "", payment_id=cmd["payment_id"])
@@ -152,22 +153,34 @@ def handle(
     timers.push(Timer("forget", at_ms + retention // timedelta(milliseconds=1), key.decode()))
     for timer in decision.timers:
         timers.push(timer)
-    return _fire_and_seal(timers, timers.advance(at_ms, record_ts_ms), payments, tables, saga, policy, sweep_max,
-                          effects, signer)
+    return _fire_and_seal(
+        timers, timers.advance(at_ms, record_ts_ms), payments, tables, saga, policy, sweep_max, effects, signer
+    )
 
 
 def _loader(tables: Tables, payments: dict[bytes, Payment]) -> Callable[[bytes], Payment | None]:
     """Reads a payment: this message's change first, else the table."""
+
     def load(pid: bytes) -> Payment | None:
         if pid in payments:
             return payments[pid]
         raw_payment = tables.payments(pid)
         return Payment.from_json(raw_payment) if raw_payment is not None else None
+
     return load
 
 
-def _fire_and_seal(timers: TimerStore, watermark_ms: int, payments: dict[bytes, Payment], tables: Tables, saga: Saga,
-                   policy: Policy, sweep_max: int, effects: Effects, signer: Signs | None) -> Effects:
+def _fire_and_seal(
+    timers: TimerStore,
+    watermark_ms: int,
+    payments: dict[bytes, Payment],
+    tables: Tables,
+    saga: Saga,
+    policy: Policy,
+    sweep_max: int,
+    effects: Effects,
+    signer: Signs | None,
+) -> Effects:
     """Fire the timers due by `watermark_ms` (at most `sweep_max` per kind: forget dedup
     records, expire uncaptured authorizations, look at crypto deposits), write the
     payments and timers, link the events."""
@@ -195,20 +208,43 @@ def _fire_and_seal(timers: TimerStore, watermark_ms: int, payments: dict[bytes, 
     return effects
 
 
-def _tick(cmd: dict[str, Any], partition: int, record_ts_ms: int, tables: Tables, saga: Saga, policy: Policy,
-          sweep_max: int, effects: Effects, signer: Signs | None) -> Effects:
+def _tick(
+    cmd: dict[str, Any],
+    partition: int,
+    record_ts_ms: int,
+    tables: Tables,
+    saga: Saga,
+    policy: Policy,
+    sweep_max: int,
+    effects: Effects,
+    signer: Signs | None,
+) -> Effects:
     """The clock reached `occurred_at`: fire what is due. A tick is no command (no dedup
     record, no outcome); a repeated or older one moves nothing (the watermark only grows)."""
     timers = TimerStore(tables.timers, partition)
-    return _fire_and_seal(timers, timers.advance(event_ms(cmd["occurred_at"]), record_ts_ms), {}, tables, saga, policy,
-                          sweep_max, effects, signer)
+    return _fire_and_seal(
+        timers,
+        timers.advance(event_ms(cmd["occurred_at"]), record_ts_ms),
+        {},
+        tables,
+        saga,
+        policy,
+        sweep_max,
+        effects,
+        signer,
+    )
 
 
 def tick_command(tick: dict[str, Any]) -> dict[str, Any]:
     """The clock topic's tick (a SubscriptionCommand) as this stage's ValidatedCommand tick."""
     assert tick["kind"] == "tick", tick["kind"]
-    return {"command_id": tick["command_id"], "kind": "tick", "merchant_id": "", "idempotency_key": "",
-            "occurred_at": tick["occurred_at"]}
+    return {
+        "command_id": tick["command_id"],
+        "kind": "tick",
+        "merchant_id": "",
+        "idempotency_key": "",
+        "occurred_at": tick["occurred_at"],
+    }
 
 
 def _seal_events(effects: Effects, tables: Tables, partition: int, signer: Signs) -> None:

@@ -37,9 +37,10 @@ Storage, all in one table (keys carry the partition, see streams/domain/timers.p
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from models.decision import FraudDecision
 from models.features import (
@@ -117,8 +118,12 @@ def tx_of(cmd: Mapping[str, Any]) -> dict[str, Any]:
     fields = risk_fields(cmd)
     assert fields is not None, "wants_risk(cmd)"
     meta = cmd.get("metadata") or {}
-    tx = fields | {"merchant_id": cmd["merchant_id"], "amount_minor": cmd["amount_minor"], "currency": cmd["currency"],
-                   "occurred_at": cmd["occurred_at"]}
+    tx = fields | {
+        "merchant_id": cmd["merchant_id"],
+        "amount_minor": cmd["amount_minor"],
+        "currency": cmd["currency"],
+        "occurred_at": cmd["occurred_at"],
+    }
     tx.update({k: meta[k] for k in RISK_METADATA if isinstance(meta.get(k), str) and meta[k]})
     return tx
 
@@ -155,7 +160,9 @@ def review_record(cmd: Mapping[str, Any], tx: Mapping[str, Any], decision: Fraud
         "model_version": decision.model_version,
         "rules_version": decision.rules_version,
         "fallback": decision.fallback,
-        "features": {} if fv is None else {k: float(v) for k, v in method_features(tx.get("method") or "card", fv).items()},
+        "features": {}
+        if fv is None
+        else {k: float(v) for k, v in method_features(tx.get("method") or "card", fv).items()},
         "occurred_at": cmd["occurred_at"],
     }
 
@@ -193,12 +200,23 @@ class _States:
 
 def _tx_keys(partition: int, tx: Mapping[str, Any]) -> tuple[bytes, bytes, bytes | None, bytes | None]:
     ip, device = tx.get("ip"), tx.get("device")
-    return (card_key(partition, tx["card_token"]), merchant_key(partition, tx["merchant_id"]),
-            ip_key(partition, ip) if ip else None, device_key(partition, device) if device else None)
+    return (
+        card_key(partition, tx["card_token"]),
+        merchant_key(partition, tx["merchant_id"]),
+        ip_key(partition, ip) if ip else None,
+        device_key(partition, device) if device else None,
+    )
 
 
-def handle(cmd: dict[str, Any], partition: int, record_ts_ms: int, get: Get, scorer: Scorer,
-           retention: timedelta, sweep_max: int = SWEEP_MAX) -> RiskEffects:
+def handle(
+    cmd: dict[str, Any],
+    partition: int,
+    record_ts_ms: int,
+    get: Get,
+    scorer: Scorer,
+    retention: timedelta,
+    sweep_max: int = SWEEP_MAX,
+) -> RiskEffects:
     """Score one create. Never raises on a garbled command or state: the scorer's
     rules-only fallback, flagged."""
     out = prepare(cmd, partition, record_ts_ms, get, scorer, retention, sweep_max)
@@ -212,14 +230,22 @@ def handle(cmd: dict[str, Any], partition: int, record_ts_ms: int, get: Get, sco
 class Scored:
     """A create with its features read and its states folded; the decision (and with
     it the command to forward) comes from `decide_scored`, with its batch's."""
+
     effects: RiskEffects
     cmd: dict[str, Any]
     tx: dict[str, Any]
     features: FeatureVector | None
 
 
-def prepare(cmd: dict[str, Any], partition: int, record_ts_ms: int, get: Get, scorer: Scorer,
-            retention: timedelta, sweep_max: int = SWEEP_MAX) -> RiskEffects | Scored:
+def prepare(
+    cmd: dict[str, Any],
+    partition: int,
+    record_ts_ms: int,
+    get: Get,
+    scorer: Scorer,
+    retention: timedelta,
+    sweep_max: int = SWEEP_MAX,
+) -> RiskEffects | Scored:
     """Everything of `handle` but the decision: a pass-through or a skip as effects,
     a create to score as `Scored`. Its writes are final (they do not depend on the
     decision), so the next create of the batch reads them through its `get`."""
@@ -253,8 +279,13 @@ def prepare(cmd: dict[str, Any], partition: int, record_ts_ms: int, get: Get, sc
     return Scored(effects, cmd, tx, features)
 
 
-def handle_batch(cmds: Sequence[tuple[dict[str, Any], int, int]], get: Get, scorer: Scorer, retention: timedelta,
-                 sweep_max: int = SWEEP_MAX) -> list[RiskEffects]:
+def handle_batch(
+    cmds: Sequence[tuple[dict[str, Any], int, int]],
+    get: Get,
+    scorer: Scorer,
+    retention: timedelta,
+    sweep_max: int = SWEEP_MAX,
+) -> list[RiskEffects]:
     """`handle` for a batch of (command, partition, record time), in order, with one
     model call per MAX_BATCH_ROWS creates: each is prepared reading the writes of the
     ones before it (they do not depend on a decision: `prepare`), then all are decided
@@ -276,7 +307,7 @@ def handle_batch(cmds: Sequence[tuple[dict[str, Any], int, int]], get: Get, scor
         else:
             out.append(prepared)
     for start in range(0, len(scored), MAX_BATCH_ROWS):
-        decide_scored(scored[start:start + MAX_BATCH_ROWS], scorer)
+        decide_scored(scored[start : start + MAX_BATCH_ROWS], scorer)
     return out
 
 
@@ -323,8 +354,14 @@ class LabelEffects:
     applied: bool = False  # False: neither the card nor the merchant is known here
 
 
-def handle_label(label: Mapping[str, Any], partition: int, record_ts_ms: int, get: Get,
-                 retention: timedelta, sweep_max: int = SWEEP_MAX) -> LabelEffects:
+def handle_label(
+    label: Mapping[str, Any],
+    partition: int,
+    record_ts_ms: int,
+    get: Get,
+    retention: timedelta,
+    sweep_max: int = SWEEP_MAX,
+) -> LabelEffects:
     """Fold one FraudLabel record (keyed by card token, so it lands in its card's
     partition) into the card's and the merchant's states (the merchant's here is the
     fallback's: the exact one is the keys stage's, which gets a copy of the label),
@@ -351,8 +388,16 @@ def handle_label(label: Mapping[str, Any], partition: int, record_ts_ms: int, ge
     return effects
 
 
-def _remember(effects: RiskEffects | LabelEffects, done: bytes, partition: int, at_ms: int, record_ts_ms: int,
-              get: Get, retention: timedelta, sweep_max: int) -> None:
+def _remember(
+    effects: RiskEffects | LabelEffects,
+    done: bytes,
+    partition: int,
+    at_ms: int,
+    record_ts_ms: int,
+    get: Get,
+    retention: timedelta,
+    sweep_max: int,
+) -> None:
     """Record `done` as applied, push its forget timer, sweep what is due."""
     effects.writes.append((done, b"1"))
     timers = TimerStore(get, partition)

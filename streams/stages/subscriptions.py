@@ -53,8 +53,13 @@ class Effects:
     refused: SubscriptionError | None = None  # dead-letter the message with this reason
 
 
-def handle(cmd: dict[str, Any], partition: int, partitions: int, get: Get,
-           partition_items: Callable[[], Iterable[tuple[bytes, bytes]]]) -> Effects:
+def handle(
+    cmd: dict[str, Any],
+    partition: int,
+    partitions: int,
+    get: Get,
+    partition_items: Callable[[], Iterable[tuple[bytes, bytes]]],
+) -> Effects:
     """One SubscriptionCommand read from `partition` (of `partitions`).
     `partition_items()` yields this partition's stored subscriptions (a tick visits
     each, in subscription id order)."""
@@ -74,7 +79,9 @@ def handle(cmd: dict[str, Any], partition: int, partitions: int, get: Get,
         return effects
     expected = partition_for(sid.encode(), partitions)
     if partition != expected:  # a subscription's messages must share one partition, the one its ticks visit
-        effects.refused = SubscriptionError("wrong_partition", f"{sid} hashes to partition {expected} (murmur2), message is on {partition}")
+        effects.refused = SubscriptionError(
+            "wrong_partition", f"{sid} hashes to partition {expected} (murmur2), message is on {partition}"
+        )
         return effects
     key = table_key(partition, sid)
     stored = get(key)
@@ -102,7 +109,11 @@ def _is_charge_of(outcome: dict[str, Any], sub: Subscription) -> bool:
     can pay a period, whatever key it chose)."""
     key = outcome["idempotency_key"]
     parsed = parse_charge_key(key)
-    return parsed is not None and parsed[0] == sub.subscription_id and outcome["payment_id"] == derive_payment_id(sub.merchant_id, key)
+    return (
+        parsed is not None
+        and parsed[0] == sub.subscription_id
+        and outcome["payment_id"] == derive_payment_id(sub.merchant_id, key)
+    )
 
 
 def outcome_forward(outcome: dict[str, Any]) -> dict[str, Any] | None:
@@ -111,20 +122,42 @@ def outcome_forward(outcome: dict[str, Any]) -> dict[str, Any] | None:
     if parsed is None:
         return None
     return {
-        "command_id": outcome["outcome_id"], "kind": "charge_outcome", "subscription_id": parsed[0],
-        "merchant_id": outcome["merchant_id"], "occurred_at": outcome["occurred_at"], "plan": None, "card_token": None,
-        "anchor_at": None, "trial_days": 0, "at_period_end": False,
-        "outcome": {"command_id": outcome["command_id"], "payment_id": outcome["payment_id"], "status": outcome["status"],
-                    "payment_status": outcome["payment_status"], "reason_code": outcome["reason_code"],
-                    "idempotency_key": outcome["idempotency_key"]},
+        "command_id": outcome["outcome_id"],
+        "kind": "charge_outcome",
+        "subscription_id": parsed[0],
+        "merchant_id": outcome["merchant_id"],
+        "occurred_at": outcome["occurred_at"],
+        "plan": None,
+        "card_token": None,
+        "anchor_at": None,
+        "trial_days": 0,
+        "at_period_end": False,
+        "outcome": {
+            "command_id": outcome["command_id"],
+            "payment_id": outcome["payment_id"],
+            "status": outcome["status"],
+            "payment_status": outcome["payment_status"],
+            "reason_code": outcome["reason_code"],
+            "idempotency_key": outcome["idempotency_key"],
+        },
     }
 
 
 def tick_command(at: Any, partition: int) -> dict[str, Any]:
     """The tick published on one partition of clock (and forwarded as it is)."""
-    return {"command_id": f"tick/{partition}/{to_ms(at)}", "kind": "tick", "subscription_id": None, "merchant_id": None,
-            "occurred_at": at, "plan": None, "card_token": None, "anchor_at": None, "trial_days": 0,
-            "at_period_end": False, "outcome": None}
+    return {
+        "command_id": f"tick/{partition}/{to_ms(at)}",
+        "kind": "tick",
+        "subscription_id": None,
+        "merchant_id": None,
+        "occurred_at": at,
+        "plan": None,
+        "card_token": None,
+        "anchor_at": None,
+        "trial_days": 0,
+        "at_period_end": False,
+        "outcome": None,
+    }
 
 
 def replay_charges(commands: Iterable[tuple[int, dict[str, Any]]], partitions: int) -> list[dict[str, Any]]:
@@ -134,7 +167,9 @@ def replay_charges(commands: Iterable[tuple[int, dict[str, Any]]], partitions: i
     out: list[dict[str, Any]] = []
     for partition, cmd in commands:
         prefix = partition_prefix(partition)
-        effects = handle(cmd, partition, partitions, state.get, lambda: [(k, v) for k, v in state.items() if k.startswith(prefix)])
+        effects = handle(
+            cmd, partition, partitions, state.get, lambda: [(k, v) for k, v in state.items() if k.startswith(prefix)]
+        )
         state.update(effects.writes)
         out.extend(effects.charges)
     return out

@@ -35,8 +35,14 @@ def topic_vault(settings: Settings) -> TopicVault:
     """The worker's vault: the card-vault topic of these settings, under their key store."""
     keys = FileKeyStore(settings.keys_dir)
     keys.init()
-    return TopicVault(client_config(settings), topics.topic_names(settings).card_vault, settings.partitions, keys,
-                      max_cards=settings.vault_cache_max_cards, read_through_s=settings.vault_read_through_s)
+    return TopicVault(
+        client_config(settings),
+        topics.topic_names(settings).card_vault,
+        settings.partitions,
+        keys,
+        max_cards=settings.vault_cache_max_cards,
+        read_through_s=settings.vault_read_through_s,
+    )
 
 
 class AuditedReveals:
@@ -55,13 +61,22 @@ class AuditedReveals:
             # A token is the merchant's own (HMAC of merchant and PAN): another merchant naming it gets nothing.
             log.warning("vault: payment %s of %s named another merchant's card", payment_id, merchant_id)
             raise VaultError(token, "the card is another merchant's")
-        self._pending.append({
-            "reveal_id": derive_reveal_id(payment_id, purpose), "token": token, "merchant_id": merchant_id,
-            "payment_id": payment_id, "purpose": purpose, "master_key_id": revealed.key_id, "worker": self.worker,
-            "event_time": from_ms(at_ms),
-        })
+        self._pending.append(
+            {
+                "reveal_id": derive_reveal_id(payment_id, purpose),
+                "token": token,
+                "merchant_id": merchant_id,
+                "payment_id": payment_id,
+                "purpose": purpose,
+                "master_key_id": revealed.key_id,
+                "worker": self.worker,
+                "event_time": from_ms(at_ms),
+            }
+        )
         metrics.VAULT_REVEALS.labels(purpose=purpose).inc()
-        log.info("vault: revealed the card of %s (%s)", payment_id, purpose)  # the token is on vault-reveals; never the PAN
+        log.info(
+            "vault: revealed the card of %s (%s)", payment_id, purpose
+        )  # the token is on vault-reveals; never the PAN
         return revealed.pan
 
     def take(self) -> list[dict[str, Any]]:

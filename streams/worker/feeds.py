@@ -43,7 +43,9 @@ def apply_message(slist: SanctionsList, key: bytes | None, value: bytes | None) 
     return True
 
 
-def fold(messages: Iterable[tuple[bytes | None, bytes | None]], base: SanctionsList | None = None) -> tuple[SanctionsList, int]:
+def fold(
+    messages: Iterable[tuple[bytes | None, bytes | None]], base: SanctionsList | None = None
+) -> tuple[SanctionsList, int]:
     """The list after (key, value) messages in offset order over `base` (default: the
     shipped list), and how many could not be applied."""
     slist = base if base is not None else load_list()
@@ -55,8 +57,10 @@ def read_list(settings: Settings) -> tuple[SanctionsList, int]:
     """A snapshot: the shipped list with the whole topic applied (no topic yet: the shipped list)."""
 
     try:
-        msgs = [(m.key(), m.value()) for m in read_to_end(client_config(settings), [topics.topic_names(settings).sanctions],
-                                                         settings.partitions)]
+        msgs = [
+            (m.key(), m.value())
+            for m in read_to_end(client_config(settings), [topics.topic_names(settings).sanctions], settings.partitions)
+        ]
     except MissingTopic:
         msgs = []
     return fold(msgs)
@@ -68,8 +72,9 @@ class SanctionsReader:
 
     def __init__(self, settings: Settings) -> None:
         self.list = load_list()
-        self.follower = TopicFollower(client_config(settings), topics.topic_names(settings).sanctions,
-                                      settings.partitions, POLL_BATCH_MAX)
+        self.follower = TopicFollower(
+            client_config(settings), topics.topic_names(settings).sanctions, settings.partitions, POLL_BATCH_MAX
+        )
 
     def ensure_loaded(self) -> SanctionsList:
         if self.follower.start(self._apply):

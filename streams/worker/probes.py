@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 from connectors.providers.breaker import Transition
 from streams import metrics
-from streams.stages.risk import RiskEffects
 from streams.domain.ledger import decode_balance, parse_balance_key
+from streams.stages.risk import RiskEffects
 
 # How often the worker refreshes the lag and imbalance gauges.
 PROBE_INTERVAL_S = 5.0
@@ -56,13 +56,17 @@ def set_ledger_gauge(records: Iterable[tuple[bytes, bytes]], currencies_seen: se
         metrics.LEDGER_IMBALANCE.labels(currency=currency).set(totals.get(currency, 0))
 
 
-
 def count_fraud_decision(effects: RiskEffects) -> None:
     """The risk stage's decision of one create, by action (the fraud-spike alert's
     numerator and denominator), fallback and merchant-state source."""
     if effects.decision is not None:
-        metrics.child(metrics.FRAUD_DECISIONS, effects.decision.action, str(effects.fallback).lower(),
-                      "partition" if effects.merchant_fallback else "exact").inc()
+        metrics.child(
+            metrics.FRAUD_DECISIONS,
+            effects.decision.action,
+            str(effects.fallback).lower(),
+            "partition" if effects.merchant_fallback else "exact",
+        ).inc()
+
 
 @dataclass
 class BreakerBoard:
@@ -120,7 +124,9 @@ class StallWatch:
     move of its committed offset. Pure: the caller passes the time and the readings."""
 
     stall_s: float = STALL_S
-    since: dict[tuple[str, int], tuple[int, float]] = field(default_factory=dict)  # committed offset, when first seen there
+    since: dict[tuple[str, int], tuple[int, float]] = field(
+        default_factory=dict
+    )  # committed offset, when first seen there
 
     def observe(self, now_s: float, progress: Mapping[tuple[str, int], Progress], ready: bool) -> list[tuple[str, int]]:
         """The partitions stalled as of `now_s` (sorted); empty while not ready."""
@@ -159,8 +165,15 @@ class LagProbe:
         from confluent_kafka import Consumer, TopicPartition
 
         if self._consumer is None:
-            self._consumer = Consumer({**self._conf, "group.id": self._group_id, "enable.auto.commit": False,
-                                       "isolation.level": "read_committed", "log_level": 3})
+            self._consumer = Consumer(
+                {
+                    **self._conf,
+                    "group.id": self._group_id,
+                    "enable.auto.commit": False,
+                    "isolation.level": "read_committed",
+                    "log_level": 3,
+                }
+            )
         tps = [TopicPartition(t, p) for t, p in sorted(partitions)]
         if not tps:
             return {}

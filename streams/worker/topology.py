@@ -34,24 +34,37 @@ from schemas.cards import mask_pans
 from schemas.codec import Codec, DecodeError
 from schemas.partitioning import partition_for
 from streams import metrics, topics
-from streams.stages import ledger as ledger_stage, monitoring as monitoring_stage, risk as risk_stage, \
-    subscriptions as subscriptions_stage
-from streams.worker import probes
-from streams.stages import idempotency as key_stage
-from streams.stages.ingest import DeadLetter, Forward, Limits, Source, dead_letter, ingest
 from streams.domain.ledger import entry_to_record
 from streams.domain.methods import method_currencies
 from streams.domain.monitoring import MonitoringError, Thresholds
 from streams.domain.payments import Policy, Saga
-from streams.stages.payments import DEDUP, EVENTS, LABELS, OUTCOMES, PAYMENTS, SELF, TIMERS, Tables, handle, sign_last_event, \
-    tick_command
 from streams.domain.reconcile import STATUSES
 from streams.runtime.engine import Engine, EngineConfig, Periodic, Stage
 from streams.runtime.messages import Message, Record, dead_lettered_before, dlq_mark_key, exit_for_restart
 from streams.runtime.state import Task
+from streams.settings import Settings, client_config
+from streams.stages import idempotency as key_stage
+from streams.stages import ledger as ledger_stage
+from streams.stages import monitoring as monitoring_stage
+from streams.stages import risk as risk_stage
+from streams.stages import subscriptions as subscriptions_stage
+from streams.stages.ingest import DeadLetter, Forward, Limits, Source, dead_letter, ingest
+from streams.stages.payments import (
+    DEDUP,
+    EVENTS,
+    LABELS,
+    OUTCOMES,
+    PAYMENTS,
+    SELF,
+    TIMERS,
+    Tables,
+    handle,
+    sign_last_event,
+    tick_command,
+)
+from streams.worker import probes
 from streams.worker.cards import REVEAL_CODEC, VAULT_POLL_S, AuditedReveals, topic_vault
 from streams.worker.feeds import SANCTIONS_POLL_S, SanctionsReader
-from streams.settings import Settings, client_config
 
 log = logging.getLogger("paystream.worker")
 
@@ -138,12 +151,25 @@ def build_worker(settings: Settings) -> Engine:
     # signed it; a wallet's signed cryptogram must be its provider's (public keys only).
     saga = replace(build_saga(settings), acs_keys=keystore.public_keys(ACS_SIGNING), cards=reveals)
     # Ingest refuses a currency no rail of the method takes (the test provider takes any).
-    currencies = (method_currencies({name: rail.config for name, rail in saga.providers.items()}, saga.route.config.methods)
-                  if isinstance(saga.route, Router) else None)
-    limits = Limits(settings.max_amount_minor, settings.idempotency_key_max_len, n, settings.ingest_accept_raw_card,
-                    currencies, keystore.public_keys(WALLET_SIGNING))
-    policy = Policy(auth_window=timedelta(hours=settings.auth_window_h), max_follow_ups=settings.payment_max_follow_ups,
-                    dispute_fee_minor=settings.dispute_fee_minor, three_ds_unavailable=settings.three_ds_unavailable)
+    currencies = (
+        method_currencies({name: rail.config for name, rail in saga.providers.items()}, saga.route.config.methods)
+        if isinstance(saga.route, Router)
+        else None
+    )
+    limits = Limits(
+        settings.max_amount_minor,
+        settings.idempotency_key_max_len,
+        n,
+        settings.ingest_accept_raw_card,
+        currencies,
+        keystore.public_keys(WALLET_SIGNING),
+    )
+    policy = Policy(
+        auth_window=timedelta(hours=settings.auth_window_h),
+        max_follow_ups=settings.payment_max_follow_ups,
+        dispute_fee_minor=settings.dispute_fee_minor,
+        three_ds_unavailable=settings.three_ds_unavailable,
+    )
     # The fraud model is verified here, at start: a tampered artifact stops the worker now, not mid-stream.
     scorer = Scorer.load(SHIPPED_ARTIFACT)
     blocklist_reader = BlocklistReader(settings, scorer)
@@ -152,8 +178,12 @@ def build_worker(settings: Settings) -> Engine:
     route_retention = timedelta(days=settings.follow_up_route_days) if settings.fraud_scoring else None
     routing_log = RoutingLog(settings.routing_log_dir, settings.worker_name) if settings.routing_log_dir else None
     sweep_max = settings.timer_sweep_max
-    codecs = {OUTCOMES: (names.outcomes, OUTCOME_CODEC), EVENTS: (names.events, EVENT_CODEC),
-              SELF: (names.validated, VALIDATED_CODEC), LABELS: (names.labels, LABEL_CODEC)}
+    codecs = {
+        OUTCOMES: (names.outcomes, OUTCOME_CODEC),
+        EVENTS: (names.events, EVENT_CODEC),
+        SELF: (names.validated, VALIDATED_CODEC),
+        LABELS: (names.labels, LABEL_CODEC),
+    }
 
     def record_for(stream: str, key: bytes | None, record: dict) -> Record:
         topic_name, codec = codecs[stream]
@@ -224,7 +254,9 @@ def build_worker(settings: Settings) -> Engine:
                 to_dlq(task, m, result)
                 continue
             key = key_stage.routing_key(result.command)
-            task.send(Record(names.keyed, key, VALIDATED_CODEC.encode(result.command), partition_for(key, n)), m.origin_ms)
+            task.send(
+                Record(names.keyed, key, VALIDATED_CODEC.encode(result.command), partition_for(key, n)), m.origin_ms
+            )
             observe_latency("ingest", m)
 
     def keys_batch(batch: list[Message], task: Task) -> None:
@@ -235,32 +267,53 @@ def build_worker(settings: Settings) -> Engine:
             if cmd is None:
                 continue
             registered = merchants.get(cmd["merchant_id"].encode())
-            effects = parked(task, m, "keys", lambda: key_stage.handle(
-                cmd, m.partition, m.timestamp_ms, table.get, retention, sweep_max, route_retention,
-                merchant=MERCHANT_CODEC.decode(registered) if registered is not None else None,
-                require_registration=settings.merchants_require_registration, sanctions=sanctions,
-                pending_caps=settings.kyc_pending_daily_cap_minor))
+            effects = parked(
+                task,
+                m,
+                "keys",
+                lambda: key_stage.handle(
+                    cmd,
+                    m.partition,
+                    m.timestamp_ms,
+                    table.get,
+                    retention,
+                    sweep_max,
+                    route_retention,
+                    merchant=MERCHANT_CODEC.decode(registered) if registered is not None else None,
+                    require_registration=settings.merchants_require_registration,
+                    sanctions=sanctions,
+                    pending_caps=settings.kyc_pending_daily_cap_minor,
+                ),
+            )
             if effects is None:
                 continue
             for k, v in effects.writes:
                 table.put(k, v)
-            if effects.route is not None:  # a create, scored in its instrument's risk partition first, or its follow-up behind it
-                record = Record(names.risk, effects.route, VALIDATED_CODEC.encode(effects.command),
-                                partition_for(effects.route, n))
+            if (
+                effects.route is not None
+            ):  # a create, scored in its instrument's risk partition first, or its follow-up behind it
+                record = Record(
+                    names.risk, effects.route, VALIDATED_CODEC.encode(effects.command), partition_for(effects.route, n)
+                )
             else:
                 record = to_payments(effects.command)
             task.send(record, m.origin_ms)
             if effects.review is not None:  # a sanctions hit, held: into the review queue
-                task.send(Record(names.review, effects.command["payment_id"].encode(), REVIEW_CODEC.encode(effects.review)),
-                          m.origin_ms)
+                task.send(
+                    Record(names.review, effects.command["payment_id"].encode(), REVIEW_CODEC.encode(effects.review)),
+                    m.origin_ms,
+                )
             observe_latency("keys", m)
             for timer in effects.fired:
                 metrics.child(metrics.TIMERS_FIRED, f"keys-{timer.kind}").inc()
             if effects.merchant_state_unreadable:
-                log.warning("keys: the merchant state of command %s was unreadable and started afresh", cmd["command_id"])
+                log.warning(
+                    "keys: the merchant state of command %s was unreadable and started afresh", cmd["command_id"]
+                )
 
-    def applied_labels(batch: list[Message], task: Task, stage: str, table_name: str,
-                       fold: Callable[..., Any]) -> Iterator[tuple[Message, dict, Any]]:
+    def applied_labels(
+        batch: list[Message], task: Task, stage: str, table_name: str, fold: Callable[..., Any]
+    ) -> Iterator[tuple[Message, dict, Any]]:
         """Each label of the batch folded into `table_name` once (a redelivered one is
         counted and skipped), with its writes applied: (message, label, effects)."""
         table = task.table(table_name)
@@ -268,7 +321,9 @@ def build_worker(settings: Settings) -> Engine:
             label = decode_or_dlq(task, m, stage, LABEL_CODEC)
             if label is None:
                 continue
-            effects = parked(task, m, stage, lambda: fold(label, m.partition, m.timestamp_ms, table.get, retention, sweep_max))
+            effects = parked(
+                task, m, stage, lambda: fold(label, m.partition, m.timestamp_ms, table.get, retention, sweep_max)
+            )
             if effects is None:
                 continue
             if effects.skipped:
@@ -294,13 +349,20 @@ def build_worker(settings: Settings) -> Engine:
             cmd = decode_or_dlq(task, m, "payments")
             if cmd is None:
                 continue
-            effects = parked(task, m, "payments", lambda: handle(cmd, m.value, m.partition, m.timestamp_ms, views, saga,
-                                                                 policy, retention, sweep_max, signer=signer))
+            effects = parked(
+                task,
+                m,
+                "payments",
+                lambda: handle(
+                    cmd, m.value, m.partition, m.timestamp_ms, views, saga, policy, retention, sweep_max, signer=signer
+                ),
+            )
             # Every PAN revealed for this command is audited in its transaction, parked or not.
             for audit in reveals.take():
                 token = audit["token"].encode()
-                task.send(Record(names.vault_reveals, token, REVEAL_CODEC.encode(audit), partition_for(token, n)),
-                          m.origin_ms)
+                task.send(
+                    Record(names.vault_reveals, token, REVEAL_CODEC.encode(audit), partition_for(token, n)), m.origin_ms
+                )
             if effects is None:
                 continue
             if effects.skipped:
@@ -316,8 +378,10 @@ def build_worker(settings: Settings) -> Engine:
             # stage, in this transaction: forwarded exactly when the event is written.
             events = [r for stream, r in effects.records if stream == EVENTS]
             for key, activity in monitoring_stage.activities(cmd, events):
-                task.send(Record(names.monitoring_activity, key, ACTIVITY_CODEC.encode(activity), partition_for(key, n)),
-                          m.origin_ms)
+                task.send(
+                    Record(names.monitoring_activity, key, ACTIVITY_CODEC.encode(activity), partition_for(key, n)),
+                    m.origin_ms,
+                )
             block.extend(effects.records)
             sources.extend([m] * len(effects.records))
             observe_latency("payments", m)
@@ -335,7 +399,9 @@ def build_worker(settings: Settings) -> Engine:
                     routing_log.routed(m.partition, cmd["payment_id"], effects.routed)
                 for change in effects.routed.transitions:
                     breakers.export([(m.partition, change)])
-                    log.warning("breaker %s: %s -> %s (%s)", change.provider, change.from_state, change.to_state, change.reason)
+                    log.warning(
+                        "breaker %s: %s -> %s (%s)", change.provider, change.from_state, change.to_state, change.reason
+                    )
         sign_last_event(block, signer)
         for (stream, r), m in zip(block, sources):
             task.send(record_for(stream, m.key, r), m.origin_ms)
@@ -352,8 +418,16 @@ def build_worker(settings: Settings) -> Engine:
         names the event without its entry)."""
         posting = ledger_stage.post_event(record, n)
         if posting.refused is not None:
-            return dlq_record(source, dead_letter("post", posting.refused.reason, posting.refused.detail,
-                                                  EVENT_CODEC.encode(record), source_of(source)))
+            return dlq_record(
+                source,
+                dead_letter(
+                    "post",
+                    posting.refused.reason,
+                    posting.refused.detail,
+                    EVENT_CODEC.encode(record),
+                    source_of(source),
+                ),
+            )
         if posting.entry is None:
             return None
         entry = posting.entry
@@ -365,14 +439,28 @@ def build_worker(settings: Settings) -> Engine:
             record = decode_or_dlq(task, m, "ledger", ENTRY_CODEC)
             if record is None:
                 continue
-            result = parked(task, m, "ledger", lambda: ledger_stage.apply_entry(
-                record, m.partition, m.timestamp_ms, tables[ledger_stage.BALANCES].get, tables[ledger_stage.APPLIED].get,
-                retention, sweep_max))
+            result = parked(
+                task,
+                m,
+                "ledger",
+                lambda: ledger_stage.apply_entry(
+                    record,
+                    m.partition,
+                    m.timestamp_ms,
+                    tables[ledger_stage.BALANCES].get,
+                    tables[ledger_stage.APPLIED].get,
+                    retention,
+                    sweep_max,
+                ),
+            )
             if result is None:
                 continue
             if result.refused is not None or result.wrong_shard:
-                reason, detail = ("wrong_shard", f"shard {record.get('shard')} read from partition {m.partition}") \
-                    if result.wrong_shard else (result.refused.reason, result.refused.detail)
+                reason, detail = (
+                    ("wrong_shard", f"shard {record.get('shard')} read from partition {m.partition}")
+                    if result.wrong_shard
+                    else (result.refused.reason, result.refused.detail)
+                )
                 refuse(task, m, "ledger", reason, detail)
                 continue
             if result.skipped:
@@ -390,8 +478,12 @@ def build_worker(settings: Settings) -> Engine:
             record = decode_or_dlq(task, m, "monitoring", ACTIVITY_CODEC)
             if record is None:
                 continue
-            effects = parked(task, m, "monitoring", lambda: monitoring_stage.handle(
-                record, m.partition, m.timestamp_ms, table.get, thresholds, sweep_max))
+            effects = parked(
+                task,
+                m,
+                "monitoring",
+                lambda: monitoring_stage.handle(record, m.partition, m.timestamp_ms, table.get, thresholds, sweep_max),
+            )
             if effects is None:
                 continue
             if effects.refused is not None:
@@ -403,10 +495,18 @@ def build_worker(settings: Settings) -> Engine:
             for k, v in effects.writes:
                 table.put(k, v)
             for case in effects.cases:
-                task.send(Record(names.monitoring_cases, case.case_id.encode(),
-                                 CASE_CODEC.encode(monitoring_stage.case_record(case))), m.origin_ms)
+                task.send(
+                    Record(
+                        names.monitoring_cases,
+                        case.case_id.encode(),
+                        CASE_CODEC.encode(monitoring_stage.case_record(case)),
+                    ),
+                    m.origin_ms,
+                )
                 metrics.child(metrics.MONITORING_CASES, case.rule).inc()
-                log.info("monitoring case %s: %s on %s %s", case.case_id, case.rule, case.subject_kind, case.merchant_id)
+                log.info(
+                    "monitoring case %s: %s on %s %s", case.case_id, case.rule, case.subject_kind, case.merchant_id
+                )
             for timer in effects.fired:
                 metrics.child(metrics.TIMERS_FIRED, f"monitoring-{timer.kind}").inc()
             observe_latency("monitoring", m)
@@ -418,8 +518,13 @@ def build_worker(settings: Settings) -> Engine:
         # The batch's creates scored in one model call, each reading the ones before it; a
         # bug in one fails the batch, which is then decided one by one so only that one is parked.
         try:
-            batched = risk_stage.handle_batch([(cmd, m.partition, m.timestamp_ms) for m, cmd in cmds if cmd is not None],
-                                              table.get, scorer, retention, sweep_max)
+            batched = risk_stage.handle_batch(
+                [(cmd, m.partition, m.timestamp_ms) for m, cmd in cmds if cmd is not None],
+                table.get,
+                scorer,
+                retention,
+                sweep_max,
+            )
         except Exception:
             log.exception("risk stage failed on a batch of %d; deciding its records one by one", len(batch))
             batched = None
@@ -428,9 +533,18 @@ def build_worker(settings: Settings) -> Engine:
             if cmd is None:  # undecodable: dead-lettered with the codec's reason
                 decode_or_dlq(task, m, "risk")
                 continue
-            effects = next(handled) if batched is not None else parked(
-                task, m, "risk", lambda: risk_stage.handle(cmd, m.partition, m.timestamp_ms, table.get, scorer, retention,
-                                                           sweep_max))
+            effects = (
+                next(handled)
+                if batched is not None
+                else parked(
+                    task,
+                    m,
+                    "risk",
+                    lambda: risk_stage.handle(
+                        cmd, m.partition, m.timestamp_ms, table.get, scorer, retention, sweep_max
+                    ),
+                )
+            )
             if effects is None:
                 continue
             if effects.skipped:
@@ -493,8 +607,10 @@ def build_worker(settings: Settings) -> Engine:
             if cmd is None:
                 continue
             key = cmd["subscription_id"].encode()
-            task.send(Record(names.subscription_commands, key, SUBSCRIPTION_CODEC.encode(cmd), partition_for(key, n)),
-                      m.origin_ms)
+            task.send(
+                Record(names.subscription_commands, key, SUBSCRIPTION_CODEC.encode(cmd), partition_for(key, n)),
+                m.origin_ms,
+            )
 
     def subscriptions_batch(batch: list[Message], task: Task) -> None:
         """Subscriptions of this partition: commands, ticks and outcomes in log order;
@@ -506,8 +622,12 @@ def build_worker(settings: Settings) -> Engine:
                 continue
             p = m.partition
             prefix = subscriptions_stage.partition_prefix(p)
-            effects = parked(task, m, "subscriptions",
-                             lambda: subscriptions_stage.handle(cmd, p, n, table.get, lambda: table.items(prefix)))
+            effects = parked(
+                task,
+                m,
+                "subscriptions",
+                lambda: subscriptions_stage.handle(cmd, p, n, table.get, lambda: table.items(prefix)),
+            )
             if effects is None:
                 continue
             if effects.refused is not None:
@@ -521,31 +641,53 @@ def build_worker(settings: Settings) -> Engine:
 
     # The topology, declared: (stage, source topic, tables, handler, outputs). Every stage
     # may dead-letter (the dlq topic, deduplicated by the dlq-marks table).
-    stages = [Stage(name, source, handler, (*tables, DLQ_MARKS), (*outputs, names.dlq)) for name, source, tables, handler, outputs in (
-        ("ingest", names.commands, (), ingest_batch, (names.keyed, names.card_vault)),
-        ("keys", names.keyed, (KEYS, MERCHANTS), keys_batch, (names.risk, names.validated, names.review)),
-        ("merchant-labels", names.merchant_labels, (KEYS,), merchant_labels_batch, ()),
-        ("payments", names.validated, tuple(PAYMENT_TABLES.values()), payments_batch,
-         (names.outcomes, names.events, names.validated, names.labels, names.ledger, names.monitoring_activity,
-          names.vault_reveals)),
-        ("ledger", names.ledger, tuple(LEDGER_TABLES.values()), ledger_batch, ()),
-        ("risk", names.risk, (RISK,), risk_batch, (names.validated, names.review)),
-        ("labels", names.labels, (RISK,), labels_batch, (names.merchant_labels,)),
-        ("merchants", names.merchants, (MERCHANTS,), merchants_batch, ()),
-        ("clock", names.clock, (), clock_batch, (names.subscription_commands, names.validated)),
-        ("subscription-outcomes", names.outcomes, (), subscription_outcomes_batch, (names.subscription_commands,)),
-        ("subscriptions", names.subscription_commands, (SUBSCRIPTIONS,), subscriptions_batch, (names.commands,)),
-        ("monitoring", names.monitoring_activity, (MONITORING,), monitoring_batch, (names.monitoring_cases,)),
-    )]
+    stages = [
+        Stage(name, source, handler, (*tables, DLQ_MARKS), (*outputs, names.dlq))
+        for name, source, tables, handler, outputs in (
+            ("ingest", names.commands, (), ingest_batch, (names.keyed, names.card_vault)),
+            ("keys", names.keyed, (KEYS, MERCHANTS), keys_batch, (names.risk, names.validated, names.review)),
+            ("merchant-labels", names.merchant_labels, (KEYS,), merchant_labels_batch, ()),
+            (
+                "payments",
+                names.validated,
+                tuple(PAYMENT_TABLES.values()),
+                payments_batch,
+                (
+                    names.outcomes,
+                    names.events,
+                    names.validated,
+                    names.labels,
+                    names.ledger,
+                    names.monitoring_activity,
+                    names.vault_reveals,
+                ),
+            ),
+            ("ledger", names.ledger, tuple(LEDGER_TABLES.values()), ledger_batch, ()),
+            ("risk", names.risk, (RISK,), risk_batch, (names.validated, names.review)),
+            ("labels", names.labels, (RISK,), labels_batch, (names.merchant_labels,)),
+            ("merchants", names.merchants, (MERCHANTS,), merchants_batch, ()),
+            ("clock", names.clock, (), clock_batch, (names.subscription_commands, names.validated)),
+            ("subscription-outcomes", names.outcomes, (), subscription_outcomes_batch, (names.subscription_commands,)),
+            ("subscriptions", names.subscription_commands, (SUBSCRIPTIONS,), subscriptions_batch, (names.commands,)),
+            ("monitoring", names.monitoring_activity, (MONITORING,), monitoring_batch, (names.monitoring_cases,)),
+        )
+    ]
     tables = {t: topics.changelog_topic(settings.app_id, t) for t in topics.TABLES}
-    config = EngineConfig(client=client_config(settings), group_id=settings.app_id,
-                          transactional_id=f"{settings.app_id}-{settings.worker_name}", state_dir=settings.state_dir,
-                          commit_interval_ms=settings.commit_interval_ms, commit_idle_ms=settings.commit_idle_ms,
-                          commit_records_max=settings.commit_records_max,
-                          batch_max=settings.batch_max, session_timeout_ms=int(settings.session_timeout_s * 1000),
-                          linger_ms=settings.producer_linger_ms, batch_bytes=settings.producer_max_batch_size_bytes,
-                          fetch_partition_bytes=settings.consumer_max_fetch_size_bytes,
-                          request_bytes=settings.producer_max_request_size_bytes)
+    config = EngineConfig(
+        client=client_config(settings),
+        group_id=settings.app_id,
+        transactional_id=f"{settings.app_id}-{settings.worker_name}",
+        state_dir=settings.state_dir,
+        commit_interval_ms=settings.commit_interval_ms,
+        commit_idle_ms=settings.commit_idle_ms,
+        commit_records_max=settings.commit_records_max,
+        batch_max=settings.batch_max,
+        session_timeout_ms=int(settings.session_timeout_s * 1000),
+        linger_ms=settings.producer_linger_ms,
+        batch_bytes=settings.producer_max_batch_size_bytes,
+        fetch_partition_bytes=settings.consumer_max_fetch_size_bytes,
+        request_bytes=settings.producer_max_request_size_bytes,
+    )
     engine: Engine
 
     # Reconciliation runs as its own job (`paystream reconcile`), which counts there; the
@@ -558,8 +700,10 @@ def build_worker(settings: Settings) -> Engine:
     def ledger_gauge() -> None:
         """The imbalance of this worker's ledger partitions (committed balances)."""
         try:
-            probes.set_ledger_gauge((kv for task in engine.tasks.values() for kv in task.table(BALANCES_T).store.items()),
-                                    imbalance_currencies)
+            probes.set_ledger_gauge(
+                (kv for task in engine.tasks.values() for kv in task.table(BALANCES_T).store.items()),
+                imbalance_currencies,
+            )
         except probes.TooManyBalances as e:
             log.warning("ledger imbalance not checked: %s", e)
 
@@ -569,14 +713,20 @@ def build_worker(settings: Settings) -> Engine:
         vault.poll()
         metrics.VAULT_CARDS.set(len(vault.cards))
         if vault.unusable > unusable_cards[0]:
-            metrics.DEAD_LETTERS.labels(stage="card-vault", reason="unusable_entry").inc(vault.unusable - unusable_cards[0])
+            metrics.DEAD_LETTERS.labels(stage="card-vault", reason="unusable_entry").inc(
+                vault.unusable - unusable_cards[0]
+            )
             unusable_cards[0] = vault.unusable
 
-    periodic = [Periodic(BLOCKLIST_POLL_S, blocklist_reader.poll), Periodic(SANCTIONS_POLL_S, sanctions_reader.poll),
-                Periodic(VAULT_POLL_S, vault_poll),
-                Periodic(probes.PROBE_INTERVAL_S, ledger_gauge)]
-    engine = Engine(config, stages, tables, periodic,
-                    watchers=[LagWatch(settings, lambda: engine.owned(), lambda: engine.ready)])
+    periodic = [
+        Periodic(BLOCKLIST_POLL_S, blocklist_reader.poll),
+        Periodic(SANCTIONS_POLL_S, sanctions_reader.poll),
+        Periodic(VAULT_POLL_S, vault_poll),
+        Periodic(probes.PROBE_INTERVAL_S, ledger_gauge),
+    ]
+    engine = Engine(
+        config, stages, tables, periodic, watchers=[LagWatch(settings, lambda: engine.owned(), lambda: engine.ready)]
+    )
     return engine
 
 
@@ -586,8 +736,9 @@ class LagWatch(threading.Thread):
     whose committed offset has not moved for `worker_stall_s` while the worker is
     ready exits the worker for a restart. Off the loop: each reading is a few round trips."""
 
-    def __init__(self, settings: Settings, owned: Callable[[], frozenset[tuple[str, int]]],
-                 ready: Callable[[], bool]) -> None:
+    def __init__(
+        self, settings: Settings, owned: Callable[[], frozenset[tuple[str, int]]], ready: Callable[[], bool]
+    ) -> None:
         super().__init__(name="lag-watch", daemon=True)
         self.owned, self.ready = owned, ready
         self.probe = probes.LagProbe(client_config(settings), settings.app_id)
@@ -630,8 +781,9 @@ class BlocklistReader:
 
     def __init__(self, settings: Settings, scorer: Scorer) -> None:
         self.scorer = scorer
-        self.follower = TopicFollower(client_config(settings), topics.topic_names(settings).blocklist,
-                                      settings.partitions, BLOCKLIST_BATCH_MAX)
+        self.follower = TopicFollower(
+            client_config(settings), topics.topic_names(settings).blocklist, settings.partitions, BLOCKLIST_BATCH_MAX
+        )
 
     def ensure_loaded(self) -> None:
         """Read the whole topic once (the risk stage calls this before its first score)."""

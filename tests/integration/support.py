@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from connectors.kafka import admin
 from schemas.ids import derive_payment_id
 from streams.client.observe import Observer
-from streams.client.publish import publish_commands
 from streams.client.processes import WorkerProcess
+from streams.client.publish import publish_commands
 from streams.settings import Settings
 from streams.topics import declared_topics
 
@@ -23,7 +24,7 @@ WAIT_S = 180
 # which moves its partitions' event time to now; a fixed date falls out of the 7-day
 # authorization window as the calendar moves on (it did: docs/decisions.md, Test time).
 # Noon keeps T0 +- 12 h inside one settlement day.
-T0 = datetime.now(timezone.utc).replace(hour=12, minute=0, second=0, microsecond=0)
+T0 = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
 
 
 def make_settings(tmp: Path, label: str) -> Settings:
@@ -62,7 +63,9 @@ def create(merchant: str, key: str, amount: int = 1000, currency: str = "USD", *
     } | extra
 
 
-def follow_up(kind: str, merchant: str, payment_id: str, key: str, amount: int | None = None, at: datetime = T0) -> dict[str, Any]:
+def follow_up(
+    kind: str, merchant: str, payment_id: str, key: str, amount: int | None = None, at: datetime = T0
+) -> dict[str, Any]:
     return {
         "command_id": f"cmd_{uuid.uuid4().hex}",
         "kind": kind,
@@ -84,7 +87,9 @@ class Pipeline:
     worker: WorkerProcess
 
 
-def run(pipeline: Pipeline, items: list, dead_letters: int = 0, settled: Callable[[Observer], bool] | None = None) -> Observer:
+def run(
+    pipeline: Pipeline, items: list, dead_letters: int = 0, settled: Callable[[Observer], bool] | None = None
+) -> Observer:
     """Publish, wait for every command's outcome and the dead letters, then (if given)
     until `settled(observer)` holds, e.g. until the payment events of a saga arrived."""
     observer = Observer(pipeline.settings)

@@ -8,10 +8,19 @@ import faust
 from faust.worker import Worker
 
 bootstrap, source_name, sink_name, app_id, data_dir, partitions = sys.argv[1:7]
-app = faust.App(app_id, broker=f"kafka://{bootstrap}", store="rocksdb://", datadir=data_dir,
-                processing_guarantee="exactly_once", topic_partitions=int(partitions), key_serializer="raw",
-                value_serializer="raw", consumer_auto_offset_reset="earliest", web_enabled=False,
-                broker_commit_interval=0.05)
+app = faust.App(
+    app_id,
+    broker=f"kafka://{bootstrap}",
+    store="rocksdb://",
+    datadir=data_dir,
+    processing_guarantee="exactly_once",
+    topic_partitions=int(partitions),
+    key_serializer="raw",
+    value_serializer="raw",
+    consumer_auto_offset_reset="earliest",
+    web_enabled=False,
+    broker_commit_interval=0.05,
+)
 source = app.topic(source_name, key_type=bytes, value_type=bytes)
 sink = app.topic(sink_name, key_type=bytes, value_type=bytes)
 counts = app.Table("counts", partitions=int(partitions), key_type=bytes, value_type=bytes)

@@ -26,8 +26,9 @@ class Gateway:
         self.client, self.bus, self.secrets = client, bus, secrets
 
     def post(self, path: str, merchant: str, key: str, body: dict | None = None):  # type: ignore[no-untyped-def]
-        return self.client.post(path, json=body, headers={"Authorization": f"Bearer {self.secrets[merchant]}",
-                                                          "Idempotency-Key": key})
+        return self.client.post(
+            path, json=body, headers={"Authorization": f"Bearer {self.secrets[merchant]}", "Idempotency-Key": key}
+        )
 
 
 @pytest.fixture
@@ -38,8 +39,12 @@ def gateway(pipeline: Pipeline, tmp_path: Path) -> Iterator[Gateway]:
         keys[record.key_id] = record
     auth.save(keys, tmp_path / "api_keys.json")
     bus = KafkaBus(pipeline.settings, max_slots=1000)
-    app = create_app(bus, auth.ApiKeys(tmp_path / "api_keys.json"), sealer=intake_sealer(pipeline.settings),
-                     config=ApiConfig(outcome_timeout_s=60))
+    app = create_app(
+        bus,
+        auth.ApiKeys(tmp_path / "api_keys.json"),
+        sealer=intake_sealer(pipeline.settings),
+        config=ApiConfig(outcome_timeout_s=60),
+    )
     try:
         yield Gateway(TestClient(app, raise_server_exceptions=False), bus, secrets)
     finally:
@@ -83,8 +88,12 @@ def test_a_second_api_process_gets_the_pipelines_replay(gateway: Gateway, pipeli
     assert first.status_code == 200, first.text
     bus = KafkaBus(pipeline.settings, max_slots=10)
     try:
-        app = create_app(bus, auth.ApiKeys(tmp_path / "api_keys.json"),  # the fixture wrote it here
-                         sealer=intake_sealer(pipeline.settings), config=ApiConfig(outcome_timeout_s=60))
+        app = create_app(
+            bus,
+            auth.ApiKeys(tmp_path / "api_keys.json"),  # the fixture wrote it here
+            sealer=intake_sealer(pipeline.settings),
+            config=ApiConfig(outcome_timeout_s=60),
+        )
         other = Gateway(TestClient(app), bus, gateway.secrets)
         second = other.post("/v1/payments", "m_api", "api-order-2", body)
     finally:

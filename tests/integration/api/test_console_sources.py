@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
@@ -35,10 +35,14 @@ from tests.unit.streams.ledger_support import event
 
 pytestmark = pytest.mark.integration
 
-EVENTS, REVIEWS, DELIVERIES, VALIDATED = (Codec("PaymentEvent"), Codec("FraudReview"), Codec("WebhookDelivery"),
-                                          Codec("ValidatedCommand"))
+EVENTS, REVIEWS, DELIVERIES, VALIDATED = (
+    Codec("PaymentEvent"),
+    Codec("FraudReview"),
+    Codec("WebhookDelivery"),
+    Codec("ValidatedCommand"),
+)
 MERCHANT = "m_console"
-T0 = datetime.now(timezone.utc).replace(microsecond=0)
+T0 = datetime.now(UTC).replace(microsecond=0)
 
 
 def same_partition(target: str, n: int, partitions: int) -> list[str]:
@@ -80,15 +84,29 @@ def produce_chain(settings, store, plan: list[list[tuple[str, int]]], at: dateti
     for b, block in enumerate(plan):
         linked = []
         for pid, version in block:
-            e, head = link(event("authorized", amount=100, payment_id=pid, merchant=MERCHANT, version=version,
-                                 at=at + timedelta(seconds=n)), head, signer.key_id)
+            e, head = link(
+                event(
+                    "authorized",
+                    amount=100,
+                    payment_id=pid,
+                    merchant=MERCHANT,
+                    version=version,
+                    at=at + timedelta(seconds=n),
+                ),
+                head,
+                signer.key_id,
+            )
             linked.append(e)
             n += 1
         if b < len(plan) - 1:
             linked[-1] = sign_block(linked[-1], signer)
         for e in linked:
-            producer.produce(topic_names(settings).events, key=e["payment_id"].encode(), value=EVENTS.encode(e, check=True),
-                             partition=partition)
+            producer.produce(
+                topic_names(settings).events,
+                key=e["payment_id"].encode(),
+                value=EVENTS.encode(e, check=True),
+                partition=partition,
+            )
     assert producer.flush(30) == 0
     return partition
 
@@ -122,9 +140,20 @@ def test_event_times_ahead_of_the_broker_clock_still_find_the_events(world) -> N
 
 def test_a_review_is_read_and_resolved_onto_the_validated_topic(world) -> None:  # type: ignore[no-untyped-def]
     settings, _, sources = world
-    review = {"review_id": "rev_1", "payment_id": "pay_console_rev", "merchant_id": MERCHANT, "command_id": "cmd_rev",
-              "card_token": "tok_x", "card_bin": "424242", "card_last4": "4242", "amount_minor": 900, "currency": "EUR",
-              "score_ppm": 700_000, "reasons": ["velocity"], "occurred_at": T0}
+    review = {
+        "review_id": "rev_1",
+        "payment_id": "pay_console_rev",
+        "merchant_id": MERCHANT,
+        "command_id": "cmd_rev",
+        "card_token": "tok_x",
+        "card_bin": "424242",
+        "card_last4": "4242",
+        "amount_minor": 900,
+        "currency": "EUR",
+        "score_ppm": 700_000,
+        "reasons": ["velocity"],
+        "occurred_at": T0,
+    }
     producer = command_producer(settings.bootstrap_servers)
     producer.produce(topic_names(settings).review, key=b"pay_console_rev", value=REVIEWS.encode(review, check=True))
     assert producer.flush(30) == 0
@@ -135,8 +164,10 @@ def test_a_review_is_read_and_resolved_onto_the_validated_topic(world) -> None: 
     [seen] = [r for r in sources.reviews() if r["payment_id"] == "pay_console_rev"]
     key, command = resolve_command(seen, "decline", T0, "dashboard:ops")
     sources.resolve(key, command)
-    written = [(m.key(), VALIDATED.decode(m.value())) for m in
-               read_to_end(settings.bootstrap_servers, [topic_names(settings).validated], settings.partitions)]
+    written = [
+        (m.key(), VALIDATED.decode(m.value()))
+        for m in read_to_end(settings.bootstrap_servers, [topic_names(settings).validated], settings.partitions)
+    ]
     assert written == [(key, VALIDATED.decode(VALIDATED.encode(command)))]
 
 
@@ -149,16 +180,36 @@ def test_a_given_up_webhook_is_retried_by_hand_signed_and_recorded(world) -> Non
         reg, endpoint = registry.add(registry.Registry(), MERCHANT, url)
         registry.save(reg, registry_path(settings))
         pid = "pay_console_hook"
-        e = event("captured", amount=500, captured=500, authorized=500, payment_id=pid, merchant=MERCHANT, version=2, at=T0)
+        e = event(
+            "captured", amount=500, captured=500, authorized=500, payment_id=pid, merchant=MERCHANT, version=2, at=T0
+        )
         nid = derive_notification_id(e["event_id"], endpoint.endpoint_id)
         producer = command_producer(settings.bootstrap_servers)
         producer.produce(topic_names(settings).events, key=pid.encode(), value=EVENTS.encode(e, check=True))
         for attempt, status in ((1, "failed"), (2, "gave_up")):
-            producer.produce(topic_names(settings).webhooks, key=pid.encode(), value=DELIVERIES.encode({
-                "delivery_id": f"wda_{attempt}", "notification_id": nid, "merchant_id": MERCHANT,
-                "endpoint_id": endpoint.endpoint_id, "url": url, "payment_id": pid, "event_type": "captured",
-                "attempt": attempt, "attempted_at": T0 + timedelta(days=3, minutes=attempt), "status": status,
-                "http_status": 500, "error": "http 500", "next_attempt_at": None, "key_id": None}, check=True))
+            producer.produce(
+                topic_names(settings).webhooks,
+                key=pid.encode(),
+                value=DELIVERIES.encode(
+                    {
+                        "delivery_id": f"wda_{attempt}",
+                        "notification_id": nid,
+                        "merchant_id": MERCHANT,
+                        "endpoint_id": endpoint.endpoint_id,
+                        "url": url,
+                        "payment_id": pid,
+                        "event_type": "captured",
+                        "attempt": attempt,
+                        "attempted_at": T0 + timedelta(days=3, minutes=attempt),
+                        "status": status,
+                        "http_status": 500,
+                        "error": "http 500",
+                        "next_attempt_at": None,
+                        "key_id": None,
+                    },
+                    check=True,
+                ),
+            )
         assert producer.flush(30) == 0
         deadline = time.monotonic() + 60
         while not (found := notifications(sources.deliveries(), MERCHANT)) or found[0].last["attempt"] < 2:
@@ -166,7 +217,7 @@ def test_a_given_up_webhook_is_retried_by_hand_signed_and_recorded(world) -> Non
             time.sleep(0.2)
         [n] = found
         assert n.retryable
-        record = sources.retry(n, datetime.now(timezone.utc))
+        record = sources.retry(n, datetime.now(UTC))
         assert (record["status"], record["attempt"], record["http_status"]) == ("delivered", 3, 200)
         [(headers, body)] = Receiver.got
         assert json.loads(body)["id"] == nid and json.loads(body)["data"]["payment_id"] == pid

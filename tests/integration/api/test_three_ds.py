@@ -25,8 +25,11 @@ pytestmark = pytest.mark.integration
 
 # A first $1,000 payment on a fresh card at a fresh merchant: the shipped model's score
 # lands in the 3DS band (tests/integration/streams/worker/test_fraud.py checks it).
-STEP_UP = {"amount_minor": 100_000, "currency": "USD",
-           "card": {"number": "4000056655665556", "exp_month": 12, "exp_year": 2030, "cvc": "123"}}
+STEP_UP = {
+    "amount_minor": 100_000,
+    "currency": "USD",
+    "card": {"number": "4000056655665556", "exp_month": 12, "exp_year": 2030, "cvc": "123"},
+}
 
 
 def free_port() -> int:
@@ -47,8 +50,13 @@ def test_challenge_confirm_liability_shift_and_forged_values_refused(bootstrap: 
     worker = start_worker(settings)
     bus = KafkaBus(settings, max_slots=100)
     try:
-        app = create_app(bus, auth.ApiKeys(tmp_path / "api_keys.json"), sealer=intake_sealer(settings),
-                         config=ApiConfig(outcome_timeout_s=120), acs=Acs(ActiveSigner.of(store, ACS_SIGNING)))
+        app = create_app(
+            bus,
+            auth.ApiKeys(tmp_path / "api_keys.json"),
+            sealer=intake_sealer(settings),
+            config=ApiConfig(outcome_timeout_s=120),
+            acs=Acs(ActiveSigner.of(store, ACS_SIGNING)),
+        )
         client = TestClient(app, raise_server_exceptions=False)
 
         def post(path: str, merchant: str, body: dict, key: str | None = None):  # type: ignore[no-untyped-def]
@@ -65,8 +73,11 @@ def test_challenge_confirm_liability_shift_and_forged_values_refused(bootstrap: 
             assert a["id"] == derive_payment_id("m_3ds_a", "order-1")
 
             # next_action: authenticate at the issuer; $1,000 is over the frictionless limit.
-            started = post(a["next_action"]["three_d_secure"]["authenticate_url"], "m_3ds_a",
-                           {"amount_minor": 100_000, "currency": "USD", "device_id": "browser-1", "account_age_days": 800})
+            started = post(
+                a["next_action"]["three_d_secure"]["authenticate_url"],
+                "m_3ds_a",
+                {"amount_minor": 100_000, "currency": "USD", "device_id": "browser-1", "account_age_days": 800},
+            )
             assert started.status_code == 200 and started.json()["flow"] == "challenge", started.text
             passed = client.post(started.json()["challenge_url"], json={"otp": TEST_OTP}).json()
             assert (passed["trans_status"], passed["eci"]) == ("Y", "05")
@@ -87,7 +98,9 @@ def test_challenge_confirm_liability_shift_and_forged_values_refused(bootstrap: 
             authorized = next(e for e in seen.events[a["id"]] if e["type"] == "authorized")
             assert (authorized["three_ds_status"], authorized["liability_shift"]) == ("Y", True)
             # The other payment was never authorized: it still awaits its own authentication.
-            still = post(f"/v1/payments/{b['id']}/three_ds/authenticate", "m_3ds_b", {"amount_minor": 100_000, "currency": "USD"})
+            still = post(
+                f"/v1/payments/{b['id']}/three_ds/authenticate", "m_3ds_b", {"amount_minor": 100_000, "currency": "USD"}
+            )
             assert still.status_code == 200 and still.json()["flow"] == "challenge"
             assert not any(e["type"] == "authorized" for e in seen.events[b["id"]])
     finally:

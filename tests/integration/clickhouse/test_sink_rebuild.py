@@ -58,7 +58,9 @@ def test_sink_lands_everything_once_and_rebuild_equals_live(own_pipeline: Pipeli
         migrate(client)
         stop = threading.Event()
         result: dict = {}
-        worker = threading.Thread(target=lambda: result.update(stats=serve(settings, client, stop.is_set, max_wait_ms=200)))
+        worker = threading.Thread(
+            target=lambda: result.update(stats=serve(settings, client, stop.is_set, max_wait_ms=200))
+        )
         worker.start()
         events_total = sum(len(v) for v in seen.events.values())
         with Observer(settings, from_beginning=True) as dlq_reader:
@@ -67,8 +69,9 @@ def test_sink_lands_everything_once_and_rebuild_equals_live(own_pipeline: Pipeli
         assert {d["reason"] for d in sink_dlq} == {"unknown_fingerprint"} and sink_dlq[0]["raw_value"] == JUNK
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            got = client.query("SELECT count() FROM payment_outcomes FINAL WHERE merchant_id = {m:String}",
-                               parameters={"m": m}).result_rows[0][0]
+            got = client.query(
+                "SELECT count() FROM payment_outcomes FINAL WHERE merchant_id = {m:String}", parameters={"m": m}
+            ).result_rows[0][0]
             if got >= len(creates) + len(captures):
                 break
             stop.wait(0.5)
@@ -77,10 +80,12 @@ def test_sink_lands_everything_once_and_rebuild_equals_live(own_pipeline: Pipeli
         assert not worker.is_alive() and result["stats"].dead_letters == 1
 
         # Count this test's merchant: the junk and its dead letter are not payments.
-        assert client.query("SELECT count() FROM payment_outcomes FINAL WHERE merchant_id = {m:String}",
-                            parameters={"m": m}).result_rows[0][0] == len(creates) + len(captures)
-        assert client.query("SELECT count() FROM payments FINAL WHERE merchant_id = {m:String}",
-                            parameters={"m": m}).result_rows[0][0] == len(creates)
+        assert client.query(
+            "SELECT count() FROM payment_outcomes FINAL WHERE merchant_id = {m:String}", parameters={"m": m}
+        ).result_rows[0][0] == len(creates) + len(captures)
+        assert client.query(
+            "SELECT count() FROM payments FINAL WHERE merchant_id = {m:String}", parameters={"m": m}
+        ).result_rows[0][0] == len(creates)
         assert client.query("SELECT count() FROM payment_events FINAL").result_rows[0][0] >= events_total
         live = snapshot(client)
 

@@ -20,7 +20,10 @@ from streams.settings import Settings
 def cfg(schema_registry_url: str) -> launcher.RegistryConfig:
     cfg = registry_config(Settings())
     if schema_registry_url != cfg.url:
-        pytest.fail(f"these tests run the embedded registry; PAYSTREAM_SCHEMA_REGISTRY_URL names another ({schema_registry_url})")
+        pytest.fail(
+            "these tests run the embedded registry; PAYSTREAM_SCHEMA_REGISTRY_URL names another "
+            f"({schema_registry_url})"
+        )
     return cfg
 
 

@@ -22,8 +22,8 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 from connectors.kafka import launcher
 from connectors.kafka.admin import ensure_topics
 from streams.client.observe import Observer
-from streams.client.publish import publish_commands
 from streams.client.processes import wait_until
+from streams.client.publish import publish_commands
 from streams.settings import Settings
 from streams.topics import declared_topics, topic_names
 from tests.integration.support import PARTITIONS, create, start_worker
@@ -52,8 +52,14 @@ def _leaders(bootstrap: str, topic: str) -> dict[int, int]:
 
 
 def test_topics_are_rf3_with_min_isr_2(cluster: launcher.ClusterConfig, tmp_path: Path) -> None:
-    settings = Settings(kafka_bootstrap=cluster.bootstrap, replication_factor=3, namespace=f"it-rf-{uuid.uuid4().hex[:8]}",
-                        partitions=PARTITIONS, data_dir=tmp_path, keys_dir=tmp_path / "keys")  # fmt: skip
+    settings = Settings(
+        kafka_bootstrap=cluster.bootstrap,
+        replication_factor=3,
+        namespace=f"it-rf-{uuid.uuid4().hex[:8]}",
+        partitions=PARTITIONS,
+        data_dir=tmp_path,
+        keys_dir=tmp_path / "keys",
+    )
     ensure_topics(settings.kafka_bootstrap, declared_topics(settings))
     admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
     topic = topic_names(settings).commands

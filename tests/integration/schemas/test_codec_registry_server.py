@@ -64,5 +64,7 @@ def test_the_registry_refuses_a_backward_incompatible_version(schema_registry_ur
 
 def test_a_registry_that_does_not_answer_fails_within_the_wait() -> None:
     dead = Settings(schema_registry_url="http://localhost:1/apis/ccompat/v7", schema_registry_wait_s=1)
-    with pytest.raises(RegistryError, match="no Schema Registry answered at http://localhost:1/apis/ccompat/v7 within 1s"):
+    with pytest.raises(
+        RegistryError, match="no Schema Registry answered at http://localhost:1/apis/ccompat/v7 within 1s"
+    ):
         configure_codecs(dead)

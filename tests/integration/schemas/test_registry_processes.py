@@ -33,7 +33,9 @@ def _header(registry_id: int) -> bytes:
     return CONFLUENT_MAGIC + registry_id.to_bytes(CONFLUENT_HEADER_LEN - 1, "big")
 
 
-def test_a_cli_publisher_and_a_worker_write_the_wire_format(bootstrap: str, schema_registry_url: str, tmp_path: Path) -> None:
+def test_a_cli_publisher_and_a_worker_write_the_wire_format(
+    bootstrap: str, schema_registry_url: str, tmp_path: Path
+) -> None:
     settings = make_settings(tmp_path, "registry").model_copy(update={"schema_registry_url": schema_registry_url})
     FileKeyStore(settings.keys_dir).init()  # before two processes would race to make them
     worker = start_worker(settings)
@@ -52,12 +54,17 @@ def test_a_cli_publisher_and_a_worker_write_the_wire_format(bootstrap: str, sche
             produce = subprocess.run([sys.executable, "-m", "streams.cli.main", "produce", str(path)], env=worker.env(),
                                      capture_output=True, text=True, timeout=CLI_TIMEOUT_S, check=False)  # fmt: skip
             assert produce.returncode == 0, produce.stderr
-            assert observer.wait_for({"cmd-registry-1"}, 0, WAIT_S, lambda _d, _q: worker.supervise()), worker.log_tail()
+            assert observer.wait_for({"cmd-registry-1"}, 0, WAIT_S, lambda _d, _q: worker.supervise()), (
+                worker.log_tail()
+            )
             (outcome,) = observer.outcomes["cmd-registry-1"]
         assert outcome["status"] == "succeeded"
 
         names = topic_names(settings)
-        values = {t: [m.value() for m in read_to_end(client_config(settings), [t], settings.partitions)] for t in (names.commands, names.outcomes)}
+        values = {
+            t: [m.value() for m in read_to_end(client_config(settings), [t], settings.partitions)]
+            for t in (names.commands, names.outcomes)
+        }
         (published,) = values[names.commands]
         (answered,) = values[names.outcomes]
         assert published[:CONFLUENT_HEADER_LEN] == _header(_registry_id(schema_registry_url, "PaymentCommand"))

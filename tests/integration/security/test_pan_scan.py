@@ -40,7 +40,12 @@ from tests.integration.support import WAIT_S, create, follow_up, make_settings, 
 pytestmark = pytest.mark.integration
 
 SCANNER = PanScanner(PUBLIC_TEST_PANS)
-LEGACY_PAN, METADATA_PAN, JUNK_PAN, API_PAN = "378282246310005", "6011000990139424", "4111111111111111", "5555555555554444"
+LEGACY_PAN, METADATA_PAN, JUNK_PAN, API_PAN = (
+    "378282246310005",
+    "6011000990139424",
+    "4111111111111111",
+    "5555555555554444",
+)
 READ_TIMEOUT_S = 120
 
 
@@ -51,9 +56,17 @@ def card(pan: str) -> dict:
 def every_message(bootstrap: str, topics: list[str]) -> Iterator[tuple[str, int, int, bytes]]:
     """(topic, partition, offset, key + value + headers) of every message up to the
     end offsets, read_uncommitted: a PAN in an aborted transaction is on disk too."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"pan-scan-{uuid.uuid4().hex[:8]}",
-                         "isolation.level": "read_uncommitted", "enable.auto.commit": False,
-                         "enable.partition.eof": True, "auto.offset.reset": "earliest", "log_level": 3})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"pan-scan-{uuid.uuid4().hex[:8]}",
+            "isolation.level": "read_uncommitted",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+            "log_level": 3,
+        }
+    )
     try:
         metadata = consumer.list_topics(timeout=30)
         pending: dict[tuple[str, int], int] = {}
@@ -76,7 +89,12 @@ def every_message(bootstrap: str, topics: list[str]) -> Iterator[tuple[str, int,
                 pending.pop(tp, None)
                 continue
             headers = b"".join(k.encode() + (v or b"") for k, v in msg.headers() or [])
-            yield msg.topic(), msg.partition(), msg.offset(), (msg.key() or b"") + b"\0" + (msg.value() or b"") + b"\0" + headers
+            yield (
+                msg.topic(),
+                msg.partition(),
+                msg.offset(),
+                (msg.key() or b"") + b"\0" + (msg.value() or b"") + b"\0" + headers,
+            )
             if msg.offset() + 1 >= pending.get(tp, 0):
                 pending.pop(tp, None)
     finally:
@@ -84,7 +102,9 @@ def every_message(bootstrap: str, topics: list[str]) -> Iterator[tuple[str, int,
 
 
 def rocksdb_dirs(root: Path) -> list[Path]:
-    return sorted(p.parent for p in root.rglob("CURRENT") if (p.parent / "IDENTITY").exists() or any(p.parent.glob("MANIFEST-*")))
+    return sorted(
+        p.parent for p in root.rglob("CURRENT") if (p.parent / "IDENTITY").exists() or any(p.parent.glob("MANIFEST-*"))
+    )
 
 
 def test_no_pan_in_any_topic_store_log_or_table(bootstrap: str, tmp_path: Path) -> None:
@@ -116,16 +136,32 @@ def test_no_pan_in_any_topic_store_log_or_table(bootstrap: str, tmp_path: Path) 
             # A merchant-initiated charge on a saved card: the one call that reveals a PAN (audited on vault-reveals).
             saved = "5555555555554444"
             token = StoreTokenizer(FileKeyStore(settings.keys_dir)).token(m, saved)
-            mit = create(m, "mit", amount=700, capture_method="automatic", card=None, metadata={MIT_METADATA_KEY: "sub_scan"},
-                         card_token={"token": token, "bin": saved[:6], "last4": saved[-4:], "brand": "mastercard",
-                                     "exp_month": 12, "exp_year": 2030})
+            mit = create(
+                m,
+                "mit",
+                amount=700,
+                capture_method="automatic",
+                card=None,
+                metadata={MIT_METADATA_KEY: "sub_scan"},
+                card_token={
+                    "token": token,
+                    "bin": saved[:6],
+                    "last4": saved[-4:],
+                    "brand": "mastercard",
+                    "exp_month": 12,
+                    "exp_year": 2030,
+                },
+            )
             publish_commands(settings, [mit])
             ids.add(mit["command_id"])
             assert seen.wait_for(ids, 2, WAIT_S, lambda *_: worker.supervise()), worker.log_tail()
             assert seen.outcomes[mit["command_id"]][0]["payment_status"] == "captured", seen.outcomes[mit["command_id"]]
             outcome = {c["command_id"]: seen.outcomes[c["command_id"]][0] for c in [meta, legacy]}
             dead = {d["raw_key"]: d for d in seen.dead_letters}
-        assert (outcome[meta["command_id"]]["status"], outcome[meta["command_id"]]["reason_code"]) == ("rejected", "pan_in_metadata")
+        assert (outcome[meta["command_id"]]["status"], outcome[meta["command_id"]]["reason_code"]) == (
+            "rejected",
+            "pan_in_metadata",
+        )
         # Ingest accepts the raw card by default (PAYSTREAM_INGEST_ACCEPT_RAW_CARD) and tokenizes it.
         assert outcome[legacy["command_id"]]["reason_code"] not in ("raw_card_refused", "invalid_card_number")
         assert dead[replayed["payment_id"].encode()]["reason"] == "sealed_card_tampered"
@@ -136,10 +172,19 @@ def test_no_pan_in_any_topic_store_log_or_table(bootstrap: str, tmp_path: Path) 
         auth.save({record.key_id: record}, tmp_path / "api_keys.json")
         bus = KafkaBus(settings, max_slots=10)
         try:
-            api = TestClient(create_app(bus, auth.ApiKeys(tmp_path / "api_keys.json"), sealer=intake_sealer(settings),
-                                        config=ApiConfig(outcome_timeout_s=60)))
-            r = api.post("/v1/payments", json={"amount_minor": 990, "currency": "USD", "card": card(API_PAN)},
-                         headers={"Authorization": f"Bearer {secret}", "Idempotency-Key": "api-1"})
+            api = TestClient(
+                create_app(
+                    bus,
+                    auth.ApiKeys(tmp_path / "api_keys.json"),
+                    sealer=intake_sealer(settings),
+                    config=ApiConfig(outcome_timeout_s=60),
+                )
+            )
+            r = api.post(
+                "/v1/payments",
+                json={"amount_minor": 990, "currency": "USD", "card": card(API_PAN)},
+                headers={"Authorization": f"Bearer {secret}", "Idempotency-Key": "api-1"},
+            )
         finally:
             bus.close()
         assert r.status_code == 200, r.text
@@ -153,8 +198,10 @@ def test_no_pan_in_any_topic_store_log_or_table(bootstrap: str, tmp_path: Path) 
             sink.start()
             outcomes_total = len(ids) + 1
             deadline = time.monotonic() + WAIT_S
-            while time.monotonic() < deadline and client.query(
-                    "SELECT count() FROM payment_outcomes FINAL").result_rows[0][0] < outcomes_total:
+            while (
+                time.monotonic() < deadline
+                and client.query("SELECT count() FROM payment_outcomes FINAL").result_rows[0][0] < outcomes_total
+            ):
                 stop.wait(0.5)
             stop.set()
             sink.join(60)
@@ -171,8 +218,15 @@ def test_no_pan_in_any_topic_store_log_or_table(bootstrap: str, tmp_path: Path) 
     # 1. Every topic of this namespace: pipeline topics, DLQ, changelogs, the vault's sealed cards and its reveal audit.
     admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
     topics = sorted(t for t in admin.list_topics(timeout=30).topics if settings.namespace in t)
-    assert {names.commands, names.validated, names.outcomes, names.events, names.dlq, names.card_vault,
-            names.vault_reveals} <= set(topics)
+    assert {
+        names.commands,
+        names.validated,
+        names.outcomes,
+        names.events,
+        names.dlq,
+        names.card_vault,
+        names.vault_reveals,
+    } <= set(topics)
     assert any(t.endswith("-changelog") for t in topics)
     allowed_on_commands = {legacy["payment_id"].encode(), meta["payment_id"].encode(), b"junk-pan"}
     on_commands: dict[bytes, list[Finding]] = {}
@@ -191,7 +245,9 @@ def test_no_pan_in_any_topic_store_log_or_table(bootstrap: str, tmp_path: Path) 
     assert set(on_commands) == allowed_on_commands, {k: [str(f) for f in v] for k, v in on_commands.items()}
     assert {f.pan for f in on_commands[legacy["payment_id"].encode()]} == {LEGACY_PAN[:6] + "*****" + LEGACY_PAN[-4:]}
 
-    assert per_topic.get(names.card_vault, 0) >= len(PUBLIC_TEST_PANS) and per_topic.get(names.vault_reveals, 0) >= 1, per_topic
+    assert per_topic.get(names.card_vault, 0) >= len(PUBLIC_TEST_PANS) and per_topic.get(names.vault_reveals, 0) >= 1, (
+        per_topic
+    )
 
     # 2. Every RocksDB store (the tables) through RocksDB: SST blocks are compressed.
     stores = rocksdb_dirs(settings.data_dir)
@@ -217,6 +273,8 @@ def test_no_pan_in_any_topic_store_log_or_table(bootstrap: str, tmp_path: Path) 
 
     assert not findings, "\n".join(map(str, findings[:20]))
     assert len(rows["payment_outcomes"]) >= outcomes_total  # the sink landed every outcome: the tables were not empty
-    print(f"pan scan: {len(topics)} topics, {messages} messages, {len(stores)} RocksDB stores ({store_items} items), "
-          f"{len(files)} files, {sum(map(len, rows.values()))} ClickHouse rows in {len(rows)} tables; "
-          f"{time.monotonic() - started:.0f}s")
+    print(
+        f"pan scan: {len(topics)} topics, {messages} messages, {len(stores)} RocksDB stores ({store_items} items), "
+        f"{len(files)} files, {sum(map(len, rows.values()))} ClickHouse rows in {len(rows)} tables; "
+        f"{time.monotonic() - started:.0f}s"
+    )

@@ -48,8 +48,9 @@ def scrape(port: int) -> Samples:
 
 def total(samples: Samples, name: str, **match: str) -> float:
     """Sum of the samples whose labels fully match the given regexes (PromQL's =~)."""
-    return sum(v for labels, v in samples.get(name, [])
-               if all(re.fullmatch(rx, labels.get(k, "")) for k, rx in match.items()))
+    return sum(
+        v for labels, v in samples.get(name, []) if all(re.fullmatch(rx, labels.get(k, "")) for k, rx in match.items())
+    )
 
 
 def by(samples: Samples, name: str, label: str, **match: str) -> dict[str, float]:
@@ -72,8 +73,10 @@ def increase_by(before: Samples, after: Samples, name: str, label: str, **match:
 def quantile(q: float, before: Samples, after: Samples, name: str, **match: str) -> float:
     """histogram_quantile over the increase of `name`_bucket between the scrapes (the
     same linear interpolation inside the bucket Prometheus does)."""
-    buckets = sorted(((float(le), v) for le, v in increase_by(before, after, f"{name}_bucket", "le", **match).items()),
-                     key=lambda x: x[0])
+    buckets = sorted(
+        ((float(le), v) for le, v in increase_by(before, after, f"{name}_bucket", "le", **match).items()),
+        key=lambda x: x[0],
+    )
     count = buckets[-1][1]
     assert count > 0, "no observations between the scrapes"
     rank, lower, below = q * count, 0.0, 0.0

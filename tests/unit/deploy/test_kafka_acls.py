@@ -20,7 +20,11 @@ def grants(namespace: str = "") -> dict[str, set[tuple[str, str, str]]]:
     out = subprocess.run(["bash", str(SCRIPT)], env=env, check=True, capture_output=True, text=True).stdout
     found: dict[str, set[tuple[str, str, str]]] = defaultdict(set)
     for line in out.splitlines():
-        m = re.search(r"--allow-principal User:(\S+) --operation (\w+) --(topic|group|transactional-id) (\S+)( --resource-pattern-type prefixed)?$", line)
+        m = re.search(
+            r"--allow-principal User:(\S+) --operation (\w+) --(topic|group|transactional-id) (\S+)( "
+            r"--resource-pattern-type prefixed)?$",
+            line,
+        )
         assert m, line
         name = m.group(4) + ("*" if m.group(5) else "")
         found[m.group(1)].add((m.group(2), m.group(3), name))
@@ -44,8 +48,12 @@ def test_only_the_worker_reads_commands() -> None:
 
 def test_the_worker_has_its_group_transactions_and_changelogs() -> None:
     worker = grants()["paystream-worker"]
-    assert {("Read", "group", "paystream"), ("Write", "transactional-id", "paystream-*"),
-            ("Read", "topic", "paystream-*"), ("Write", "topic", "paystream-*")} <= worker
+    assert {
+        ("Read", "group", "paystream"),
+        ("Write", "transactional-id", "paystream-*"),
+        ("Read", "topic", "paystream-*"),
+        ("Write", "topic", "paystream-*"),
+    } <= worker
     assert ("Write", "topic", "payment-commands") not in worker  # it never forges commands
 
 
@@ -57,7 +65,9 @@ def test_a_namespace_prefixes_topics_and_the_app_id() -> None:
 
 
 def test_a_bad_namespace_is_refused() -> None:
-    r = subprocess.run(["bash", str(SCRIPT)], env=os.environ | {"DRY_RUN": "1", "NAMESPACE": "Bad ns"}, capture_output=True, text=True)
+    r = subprocess.run(
+        ["bash", str(SCRIPT)], env=os.environ | {"DRY_RUN": "1", "NAMESPACE": "Bad ns"}, capture_output=True, text=True
+    )
     assert r.returncode == 2 and "NAMESPACE must match" in r.stderr
 
 

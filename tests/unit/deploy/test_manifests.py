@@ -31,7 +31,9 @@ PENDING_SETTINGS = {
 
 
 def _k8s_docs() -> list[tuple[str, dict[str, Any]]]:
-    return [(f.name, d) for f in sorted((DEPLOY / "k8s").glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
+    return [
+        (f.name, d) for f in sorted((DEPLOY / "k8s").glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d
+    ]
 
 
 K8S = _k8s_docs()
@@ -79,9 +81,13 @@ def test_strimzi_kafka_is_kraft_three_combined_nodes_rf3_min_isr2() -> None:
     assert kafka["metadata"]["annotations"] == {"strimzi.io/node-pools": "enabled", "strimzi.io/kraft": "enabled"}
     assert pool["metadata"]["labels"]["strimzi.io/cluster"] == kafka["metadata"]["name"]
     assert pool["spec"]["replicas"] == 3 and sorted(pool["spec"]["roles"]) == ["broker", "controller"]
-    assert all(v["type"] == "persistent-claim" and v["deleteClaim"] is False for v in pool["spec"]["storage"]["volumes"])
+    assert all(
+        v["type"] == "persistent-claim" and v["deleteClaim"] is False for v in pool["spec"]["storage"]["volumes"]
+    )
     config = kafka["spec"]["kafka"]["config"]
-    assert config["default.replication.factor"] == config["offsets.topic.replication.factor"] == CLUSTER_REPLICATION_FACTOR
+    assert (
+        config["default.replication.factor"] == config["offsets.topic.replication.factor"] == CLUSTER_REPLICATION_FACTOR
+    )
     assert config["min.insync.replicas"] == config["transaction.state.log.min.isr"] == CLUSTER_MIN_INSYNC_REPLICAS
     assert config["auto.create.topics.enable"] is False and config["unclean.leader.election.enable"] is False
     listener_ports = {x["port"] for x in kafka["spec"]["kafka"]["listeners"]}
@@ -101,7 +107,9 @@ def test_kafka_topics_are_the_declared_topics() -> None:
     topics = _kinds("KafkaTopic")
     (kafka,) = _kinds("Kafka")
     assert all(t["metadata"]["labels"]["strimzi.io/cluster"] == kafka["metadata"]["name"] for t in topics)
-    actual = {t["metadata"]["name"]: (t["spec"]["partitions"], t["spec"]["replicas"], t["spec"]["config"]) for t in topics}
+    actual = {
+        t["metadata"]["name"]: (t["spec"]["partitions"], t["spec"]["replicas"], t["spec"]["config"]) for t in topics
+    }
     assert actual == expected
     assert all(cfg["min.insync.replicas"] == "2" for _, _, cfg in actual.values())
 
@@ -155,7 +163,9 @@ SERVICES = COMPOSE["services"]
 
 
 def test_compose_has_the_issue_services() -> None:
-    assert {"kafka-1", "kafka-2", "kafka-3", "schema-registry", "clickhouse", "worker", "prometheus", "grafana"} <= set(SERVICES)
+    assert {"kafka-1", "kafka-2", "kafka-3", "schema-registry", "clickhouse", "worker", "prometheus", "grafana"} <= set(
+        SERVICES
+    )
     assert "${PAYSTREAM_WORKERS" in str(SERVICES["worker"]["deploy"]["replicas"])
 
 
@@ -214,7 +224,9 @@ def test_compose_file_matches_the_compose_spec(tmp_path: Path) -> None:
     path = tmp_path / "docker-compose.yml"
     path.write_text(yaml.safe_dump(broken))
     result = _check_compose(path)
-    assert result.returncode == 1 and "service_ready" in result.stdout and "restart_policy" in result.stdout, result.stdout
+    assert result.returncode == 1 and "service_ready" in result.stdout and "restart_policy" in result.stdout, (
+        result.stdout
+    )
 
 
 def _check_compose(path: Path) -> subprocess.CompletedProcess[str]:
@@ -231,8 +243,12 @@ LONG_LIVED = {("worker",), ("sink",), ("api",), ("webhooks", "run"), ("scheduler
 
 def _k8s_containers() -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     """(workload name, pod template, container) of every Deployment and StatefulSet."""
-    return [(w["metadata"]["name"], w["spec"]["template"], c)
-            for w in _kinds("Deployment") + _kinds("StatefulSet") for c in w["spec"]["template"]["spec"]["containers"]]  # fmt: skip
+    workloads = _kinds("Deployment") + _kinds("StatefulSet")
+    return [
+        (w["metadata"]["name"], w["spec"]["template"], c)
+        for w in workloads
+        for c in w["spec"]["template"]["spec"]["containers"]
+    ]
 
 
 PAYSTREAM_SERVICES = {n: s for n, s in SERVICES.items() if s.get("image") == "paystream:local"}
@@ -256,7 +272,9 @@ def _cli_command_exists(words: tuple[str, ...]) -> bool:
 
 
 def test_deployed_commands_are_cli_commands() -> None:
-    deployed = {tuple(c["args"]) for _, _, c in _k8s_containers()} | {tuple(s["command"]) for s in PAYSTREAM_SERVICES.values()}
+    deployed = {tuple(c["args"]) for _, _, c in _k8s_containers()} | {
+        tuple(s["command"]) for s in PAYSTREAM_SERVICES.values()
+    }
     missing = {words for words in deployed if not _cli_command_exists(words)}
     assert missing == set()
 
@@ -307,5 +325,8 @@ def test_compose_ports_healthchecks_and_secrets_follow_the_settings(monkeypatch:
             assert service["ports"] == [f"{port}:{port}"]
         else:
             assert f"localhost:{env['PAYSTREAM_METRICS_PORT']}/metrics" in probe, name
-    scraped = {c["dns_sd_configs"][0]["names"][0] for c in yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())["scrape_configs"]}
+    scraped = {
+        c["dns_sd_configs"][0]["names"][0]
+        for c in yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())["scrape_configs"]
+    }
     assert scraped == {n for n, s in PAYSTREAM_SERVICES.items() if s.get("restart") != "no" and s["command"] != ["api"]}

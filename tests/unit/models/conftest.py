@@ -8,6 +8,7 @@ import pytest
 from models.history import DAY_MS, history_features, validate_history
 from models.simulate import SimConfig, simulate
 
+
 @pytest.fixture(scope="session")
 def small_history() -> pd.DataFrame:
     df = simulate(SimConfig(days=28, n_cards=300, n_merchants=400, seed=5, terminal_rate=0.002, card_rate=0.003))

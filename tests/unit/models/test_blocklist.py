@@ -3,7 +3,7 @@ by event time, every kind matches the right transaction field, bad entries refus
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -18,9 +18,8 @@ from models.blocklist import (
 )
 from schemas.codec import Codec
 
-T = datetime(2026, 11, 25, 10, tzinfo=timezone.utc)
-TX = {"card_token": "tok_abc", "bin": "42424299", "ip": "10.1.2.3", "device": "dev-1",
-      "email": "Alice@Example.com "}
+T = datetime(2026, 11, 25, 10, tzinfo=UTC)
+TX = {"card_token": "tok_abc", "bin": "42424299", "ip": "10.1.2.3", "device": "dev-1", "email": "Alice@Example.com "}
 
 
 def entry(kind, value, action="block", at=T, **kw):
@@ -29,15 +28,26 @@ def entry(kind, value, action="block", at=T, **kw):
 
 @pytest.mark.parametrize(
     "kind, value",
-    [("card", "tok_abc"), ("bin", "424242"), ("bin", "42424299"), ("ip", "10.1.2.3"),
-     ("device", "dev-1"), ("email", "alice@example.com")],
+    [
+        ("card", "tok_abc"),
+        ("bin", "424242"),
+        ("bin", "42424299"),
+        ("ip", "10.1.2.3"),
+        ("device", "dev-1"),
+        ("email", "alice@example.com"),
+    ],
 )
 def test_each_kind_matches_its_field(kind, value):
     bl = Blocklist()
     bl.apply(entry(kind, value))
     assert bl.hits(TX, T) == (f"blocklist_{kind}",)
-    assert bl.hits(TX | {"card_token": "tok_x", "bin": "511111", "ip": "10.9.9.9",
-                         "device": "d2", "email": "bob@example.com"}, T) == ()
+    assert (
+        bl.hits(
+            TX | {"card_token": "tok_x", "bin": "511111", "ip": "10.9.9.9", "device": "d2", "email": "bob@example.com"},
+            T,
+        )
+        == ()
+    )
 
 
 def test_unblock_and_late_older_entries():
@@ -66,8 +76,15 @@ def test_email_is_stored_as_digest_only():
 
 @pytest.mark.parametrize(
     "kind, value",
-    [("card", "4242424242424242"), ("bin", "42"), ("ip", "999.1.1.1"), ("email", "not-an-email"),
-     ("device", ""), ("phone", "123"), ("device", "x" * 200)],
+    [
+        ("card", "4242424242424242"),
+        ("bin", "42"),
+        ("ip", "999.1.1.1"),
+        ("email", "not-an-email"),
+        ("device", ""),
+        ("phone", "123"),
+        ("device", "x" * 200),
+    ],
 )
 def test_bad_entries_are_refused(kind, value):
     with pytest.raises(BlocklistError):
@@ -86,16 +103,27 @@ def test_avro_round_trip():
 # --- the other methods' instruments (docs/fraud.md, "Every method") ---
 
 DIGEST = account_digest("DE89 3704 0044 0532 0130 00")
-METHOD_TX = {"card_token": "wallet:apple_pay:wtok_abcdefghijklmnop", "wallet_token": "wtok_abcdefghijklmnop",
-             "bank_account_hash": DIGEST, "mandate": "m_1:MD-1", "bnpl_customer": "later:cust_9",
-             "crypto_address": "0xabcdef0000000000000000000000000000000001"}
+METHOD_TX = {
+    "card_token": "wallet:apple_pay:wtok_abcdefghijklmnop",
+    "wallet_token": "wtok_abcdefghijklmnop",
+    "bank_account_hash": DIGEST,
+    "mandate": "m_1:MD-1",
+    "bnpl_customer": "later:cust_9",
+    "crypto_address": "0xabcdef0000000000000000000000000000000001",
+}
 
 
-@pytest.mark.parametrize("kind, value", [
-    ("wallet", "wtok_abcdefghijklmnop"), ("bank_account", "de89370400440532013000"), ("bank_account", DIGEST),
-    ("mandate", "m_1:MD-1"), ("bnpl_customer", "later:cust_9"),
-    ("crypto_address", "0xABCDEF0000000000000000000000000000000001"),
-])
+@pytest.mark.parametrize(
+    "kind, value",
+    [
+        ("wallet", "wtok_abcdefghijklmnop"),
+        ("bank_account", "de89370400440532013000"),
+        ("bank_account", DIGEST),
+        ("mandate", "m_1:MD-1"),
+        ("bnpl_customer", "later:cust_9"),
+        ("crypto_address", "0xABCDEF0000000000000000000000000000000001"),
+    ],
+)
 def test_each_method_kind_matches_its_field(kind, value):
     bl = Blocklist()
     bl.apply(entry(kind, value))
@@ -122,7 +150,9 @@ def test_an_evm_address_matches_in_any_case_others_exactly():
 
 def test_the_shipped_sanctioned_addresses_seed_a_list_an_operator_can_lift():
     shipped = shipped_entries()
-    assert shipped and {e.kind for e in shipped} == {"crypto_address"} and all(e.actor == "shipped-list" for e in shipped)
+    assert (
+        shipped and {e.kind for e in shipped} == {"crypto_address"} and all(e.actor == "shipped-list" for e in shipped)
+    )
     bl = shipped_blocklist()
     listed = shipped[0].value
     assert bl.hits({"crypto_address": listed}, T) == ("blocklist_crypto_address",)
@@ -151,4 +181,6 @@ def test_an_entry_written_before_the_new_kinds_still_decodes():
     fastavro.schemaless_writer(buf, old.parsed, record)
     assert BlockEntry.from_record(Codec("FraudBlockEntry").decode(buf.getvalue())) == entry("device", "dev-1")
     new = entry("crypto_address", "bc1qsomething01")
-    assert BlockEntry.from_record(Codec("FraudBlockEntry").decode(Codec("FraudBlockEntry").encode(new.to_record()))) == new
+    assert (
+        BlockEntry.from_record(Codec("FraudBlockEntry").decode(Codec("FraudBlockEntry").encode(new.to_record()))) == new
+    )

@@ -5,7 +5,7 @@ gives exactly the offline path's features for the same history."""
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -22,8 +22,8 @@ from models.features import (
     MerchantCounts,
     MerchantState,
     StateError,
-    TxStates,
     Txn,
+    TxStates,
     Windows,
     apply_label,
     batch_features,
@@ -34,14 +34,12 @@ from models.features import (
     update,
 )
 
-T0 = datetime(2026, 11, 2, 0, 0, tzinfo=timezone.utc)  # a Monday
+T0 = datetime(2026, 11, 2, 0, 0, tzinfo=UTC)  # a Monday
 T0_MS = to_ms(T0)
 
 
 def same(a, b) -> bool:
-    return len(a) == len(b) and all(
-        (math.isnan(x) and math.isnan(y)) or x == y for x, y in zip(a, b, strict=True)
-    )
+    return len(a) == len(b) and all((math.isnan(x) and math.isnan(y)) or x == y for x, y in zip(a, b, strict=True))
 
 
 def tx_dict(t: Txn) -> dict:
@@ -137,8 +135,7 @@ def test_online_equals_offline_on_a_simulated_history():
 
     df = simulate(SimConfig(days=10, n_cards=60, n_merchants=40, seed=3))
     events = [
-        ("tx", Txn(int(r.ts_ms), r.card_id, r.merchant_id, int(r.amount_minor), r.currency))
-        for r in df.itertuples()
+        ("tx", Txn(int(r.ts_ms), r.card_id, r.merchant_id, int(r.amount_minor), r.currency)) for r in df.itertuples()
     ]
     offline = list(batch_features(events))
     assert len(offline) > 500
@@ -253,13 +250,16 @@ def test_merchant_counts_read_elsewhere_give_the_same_features():
     assert same(compute(probe, TxStates(states.card), wire), compute(probe, states))
 
 
-@pytest.mark.parametrize("record", [
-    {},
-    dict.fromkeys(MerchantCounts._fields, 0) | {"cnt_1d": -1},
-    dict.fromkeys(MerchantCounts._fields, 0) | {"cnt_1d": True},
-    dict.fromkeys(MerchantCounts._fields, 0) | {"fraud_7d": 1},
-    None,
-])
+@pytest.mark.parametrize(
+    "record",
+    [
+        {},
+        dict.fromkeys(MerchantCounts._fields, 0) | {"cnt_1d": -1},
+        dict.fromkeys(MerchantCounts._fields, 0) | {"cnt_1d": True},
+        dict.fromkeys(MerchantCounts._fields, 0) | {"fraud_7d": 1},
+        None,
+    ],
+)
 def test_merchant_counts_that_cannot_be_a_merchants_are_refused(record):
     with pytest.raises(FeatureInputError):
         MerchantCounts.from_record(record)
@@ -284,8 +284,13 @@ def test_feature_names_are_fixed_and_unique():
         {"card_token": "c", "merchant_id": "m", "amount_minor": -1, "currency": "USD", "occurred_at": T0},
         {"card_token": "c", "merchant_id": "m", "amount_minor": 10, "currency": "XXX", "occurred_at": T0},
         {"card_token": "c", "merchant_id": "m", "amount_minor": 10, "currency": "USD", "occurred_at": "now"},
-        {"card_token": "c", "merchant_id": "m", "amount_minor": 10, "currency": "USD",
-         "occurred_at": datetime(2026, 1, 1)},
+        {
+            "card_token": "c",
+            "merchant_id": "m",
+            "amount_minor": 10,
+            "currency": "USD",
+            "occurred_at": datetime(2026, 1, 1),
+        },
         {"card_token": "", "merchant_id": "m", "amount_minor": 10, "currency": "USD", "occurred_at": T0},
         "not a dict",
     ],
@@ -329,9 +334,15 @@ def test_each_methods_features_name_columns_of_the_one_vector():
 def test_an_instruments_features_are_its_own_history_read_by_the_methods_names():
     from models.features import method_features
 
-    t0 = datetime(2026, 11, 25, 10, tzinfo=timezone.utc)
-    wallet = {"card_token": "wallet:apple_pay:wtok_1", "method": "wallet", "merchant_id": "m_1", "amount_minor": 1_000,
-              "currency": "USD", "device": "dev-1"}
+    t0 = datetime(2026, 11, 25, 10, tzinfo=UTC)
+    wallet = {
+        "card_token": "wallet:apple_pay:wtok_1",
+        "method": "wallet",
+        "merchant_id": "m_1",
+        "amount_minor": 1_000,
+        "currency": "USD",
+        "device": "dev-1",
+    }
     states = TxStates()
     for i in range(4):
         tx = wallet | {"occurred_at": t0.replace(second=10 * i)}

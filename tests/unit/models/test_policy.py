@@ -97,7 +97,9 @@ def test_the_bin_review_rule_holds_none_of_the_test_cards_the_saga_and_demo_pay_
     from connectors.providers.simulated import CAPTURE_FAILS, DECLINED_CARDS, TIMEOUT_THEN_APPROVED, UNREACHABLE
     from streams.demo.cards import TEST_CARDS
 
-    bins = {pan[:6] for pan in TEST_CARDS} | {b for b, _ in (*DECLINED_CARDS, TIMEOUT_THEN_APPROVED, UNREACHABLE, CAPTURE_FAILS)}
+    bins = {pan[:6] for pan in TEST_CARDS} | {
+        b for b, _ in (*DECLINED_CARDS, TIMEOUT_THEN_APPROVED, UNREACHABLE, CAPTURE_FAILS)
+    }
     assert "400000" in bins
     assert [b for b in sorted(bins) if evaluate_rules(POLICY, TX | {"bin": b}, None)] == []
     # Its own test card still trips it.
@@ -114,21 +116,28 @@ def test_v2_still_loads_and_v3_only_adds_the_methods_rules():
     v2 = load_policy(DEFAULT_RULES.with_name("v2.toml"))
     assert v2.method_velocity == {} and v2.velocity_for("wallet") == ()
     assert (v2.thresholds, v2.velocity, v2.amount_limits, v2.bins_review) == (
-        POLICY.thresholds, POLICY.velocity, POLICY.amount_limits, POLICY.bins_review)
+        POLICY.thresholds,
+        POLICY.velocity,
+        POLICY.amount_limits,
+        POLICY.bins_review,
+    )
     assert set(POLICY.method_velocity) == {"wallet", "bank_transfer", "bnpl", "crypto"}
 
 
-@pytest.mark.parametrize("method, feature, limit, code, action", [
-    ("wallet", "card_cnt_1m", 3, "velocity_wallet_1m", "review"),
-    ("wallet", "card_cnt_1d", 40, "velocity_wallet_1d", "decline"),
-    ("wallet", "device_cnt_1d", 50, "velocity_wallet_device_1d", "review"),
-    ("bank_transfer", "card_cnt_1h", 3, "velocity_account_1h", "review"),
-    ("bank_transfer", "card_cnt_1d", 10, "velocity_account_1d", "decline"),
-    ("bnpl", "card_cnt_1d", 3, "velocity_customer_1d", "review"),
-    ("bnpl", "card_cnt_7d", 10, "velocity_customer_7d", "decline"),
-    ("crypto", "card_cnt_1h", 3, "velocity_address_1h", "review"),
-    ("crypto", "card_cnt_1d", 20, "velocity_address_1d", "decline"),
-])
+@pytest.mark.parametrize(
+    "method, feature, limit, code, action",
+    [
+        ("wallet", "card_cnt_1m", 3, "velocity_wallet_1m", "review"),
+        ("wallet", "card_cnt_1d", 40, "velocity_wallet_1d", "decline"),
+        ("wallet", "device_cnt_1d", 50, "velocity_wallet_device_1d", "review"),
+        ("bank_transfer", "card_cnt_1h", 3, "velocity_account_1h", "review"),
+        ("bank_transfer", "card_cnt_1d", 10, "velocity_account_1d", "decline"),
+        ("bnpl", "card_cnt_1d", 3, "velocity_customer_1d", "review"),
+        ("bnpl", "card_cnt_7d", 10, "velocity_customer_7d", "decline"),
+        ("crypto", "card_cnt_1h", 3, "velocity_address_1h", "review"),
+        ("crypto", "card_cnt_1d", 20, "velocity_address_1d", "decline"),
+    ],
+)
 def test_each_method_has_its_own_velocity_rules(method, feature, limit, code, action):
     tx = TX | {"method": method, "bin": None}
     assert evaluate_rules(POLICY, tx, fv(**{feature: limit})) == ()

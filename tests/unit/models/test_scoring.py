@@ -3,7 +3,7 @@ update_states; labels and blocklist entries change later decisions."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -14,7 +14,7 @@ from models.scoring import Scorer
 from models.train import SHIPPED_ARTIFACT as SHIPPED
 from models.train import ModelArtifactError
 
-T0 = datetime(2026, 11, 25, 10, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 25, 10, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -23,16 +23,24 @@ def scorer() -> Scorer:
 
 
 def tx(**kw):
-    return {"card_token": "tok_a", "bin": "424242", "merchant_id": "m_1", "amount_minor": 2_500,
-            "currency": "USD", "occurred_at": T0} | kw
+    return {
+        "card_token": "tok_a",
+        "bin": "424242",
+        "merchant_id": "m_1",
+        "amount_minor": 2_500,
+        "currency": "USD",
+        "occurred_at": T0,
+    } | kw
 
 
 def test_scores_and_updates_through_bytes(scorer):
     db = {}
     decisions = []
     for i in range(5):
-        states = TxStates(CardState.from_bytes(db["c"]) if "c" in db else CardState(),
-                          MerchantState.from_bytes(db["m"]) if "m" in db else MerchantState())
+        states = TxStates(
+            CardState.from_bytes(db["c"]) if "c" in db else CardState(),
+            MerchantState.from_bytes(db["m"]) if "m" in db else MerchantState(),
+        )
         t = tx(occurred_at=T0 + timedelta(seconds=10 * i))
         decisions.append(scorer.score(t, states))
         assert scorer.update_states(states, t)

@@ -3,7 +3,7 @@ shared by the codec tests (unit, and the real-registry integration test)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from confluent_kafka.schema_registry import Schema as RegistrySchema
 from confluent_kafka.schema_registry.error import SchemaRegistryError
@@ -59,7 +59,7 @@ DEAD_LETTER = {
     "source_topic": "t",
     "source_partition": 3,
     "source_offset": 7,
-    "source_timestamp": datetime(1970, 1, 1, 0, 0, 0, 1000, tzinfo=timezone.utc),  # 1 ms
+    "source_timestamp": datetime(1970, 1, 1, 0, 0, 0, 1000, tzinfo=UTC),  # 1 ms
     "raw_key": None,
     "raw_value": b"\x01",
     "pans_masked": 0,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import string
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import assume, given
@@ -42,7 +42,9 @@ def test_public_test_cards_are_luhn_valid(pan: str) -> None:
     assert luhn_valid(pan)
 
 
-@pytest.mark.parametrize("pan", ["4242424242424241", "5555555555554445", "378282246310006", "4242 4242 4242 4242", "", "42a2"])
+@pytest.mark.parametrize(
+    "pan", ["4242424242424241", "5555555555554445", "378282246310006", "4242 4242 4242 4242", "", "42a2"]
+)
 def test_luhn_rejects_bad_check_digit_and_non_digits(pan: str) -> None:
     assert not luhn_valid(pan)
 
@@ -132,7 +134,7 @@ def test_mask_pans_bytes_removes_the_pan_from_an_avro_command() -> None:
         "capture_method": None,
         "card": {"number": PAN, "exp_month": 12, "exp_year": 2030, "cvc": "123"},
         "metadata": {"note": f"card {PAN}", "7": PAN},  # a digit right before a PAN
-        "occurred_at": datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc),
+        "occurred_at": datetime(2026, 11, 25, 10, 0, tzinfo=UTC),
     }
     data = Codec("PaymentCommand").encode(command)
     assert data.count(PAN.encode()) == 3
@@ -154,8 +156,10 @@ visa_like = st.text(string.digits, min_size=14, max_size=14).map(lambda body: lu
 def test_an_embedded_pan_never_survives_text_masking(pan: str, before: str, after: str) -> None:
     """Anywhere in text but a decimal's fraction or a longer number (the next two)."""
     assume(not re.search(r"\d\.\d*$", before))  # digits glued to a decimal's fraction are that fraction
-    assume(not (before[-1:].isdigit() or after[:1].isdigit()) or
-           len(re.search(r"\d*$", before)[0] + pan + re.match(r"\d*", after)[0]) <= PAN_MAX_LEN)
+    assume(
+        not (before[-1:].isdigit() or after[:1].isdigit())
+        or len(re.search(r"\d*$", before)[0] + pan + re.match(r"\d*", after)[0]) <= PAN_MAX_LEN
+    )
     masked, count = mask_pans(before + pan + after)
     assert pan not in masked
     assert count >= 1
@@ -201,7 +205,9 @@ def test_contains_pan_ignores_a_luhn_valid_run_inside_a_hex_id() -> None:
     assert not contains_pan("cmd_e234578b38e5435693491613762c46e5")
 
 
-@pytest.mark.parametrize("text", ["4242424242424242", "ord 4242 4242 4242 4242", "x-378282246310005.", "card:6011111111111117"])
+@pytest.mark.parametrize(
+    "text", ["4242424242424242", "ord 4242 4242 4242 4242", "x-378282246310005.", "card:6011111111111117"]
+)
 def test_contains_pan_finds_real_card_numbers(text: str) -> None:
     assert contains_pan(text)
 
@@ -217,7 +223,7 @@ ARABIC_INDIC_PAN = "".join(chr(0x660 + int(c)) for c in "4242424242424242")
 def test_a_pan_in_other_script_digits_is_found_and_masked() -> None:
     assert luhn_valid(ARABIC_INDIC_PAN) and contains_pan(f"note {ARABIC_INDIC_PAN}")
     assert mask_pans(f"note {ARABIC_INDIC_PAN}") == ("note [PAN]", 1)
-    assert mask_pans_bytes(f"x {ARABIC_INDIC_PAN} \xff".encode("utf-8") + b"\xfe") == (b"x [PAN] \xc3\xbf\xfe", 1)
+    assert mask_pans_bytes(f"x {ARABIC_INDIC_PAN} \xff".encode() + b"\xfe") == (b"x [PAN] \xc3\xbf\xfe", 1)
 
 
 def test_digit_like_characters_that_are_not_decimal_are_not_a_card_number() -> None:

@@ -4,7 +4,7 @@ decoding hostile bytes only ever fails with a DecodeError carrying a stable reas
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import resources
 
 import pytest
@@ -23,7 +23,7 @@ from schemas.codec import (
 
 SCHEMA_NAMES = schema_names()
 
-AT = datetime(2026, 11, 25, 10, 0, 0, 123000, tzinfo=timezone.utc)  # millisecond precision
+AT = datetime(2026, 11, 25, 10, 0, 0, 123000, tzinfo=UTC)  # millisecond precision
 PAYMENT_ID = "pay_6b1f0c2d9e8a4b7c8d9e0f1a2b3c4d5e"
 
 RECORDS = {
@@ -80,8 +80,16 @@ RECORDS = {
         "fraud_model": "hgb-21686780adc8",
         "fraud_fallback": False,
         "three_ds": None,
-        "merchant_features": {"cnt_1h": 3, "cnt_1d": 40, "cnt_7d": 210, "cnt_30d": 905, "labeled_7d": 12,
-                              "labeled_30d": 51, "fraud_7d": 1, "fraud_30d": 2},
+        "merchant_features": {
+            "cnt_1h": 3,
+            "cnt_1d": 40,
+            "cnt_7d": 210,
+            "cnt_30d": 905,
+            "labeled_7d": 12,
+            "labeled_30d": 51,
+            "fraud_7d": 1,
+            "fraud_30d": 2,
+        },
         "splits": None,
         "platform_fee_minor": None,
         "method": None,
@@ -240,7 +248,7 @@ RECORDS = {
         "reason": "confirmed account takeover, case 4411",
         "actor": "ops:alice",
         "occurred_at": AT,
-        "expires_at": datetime(2027, 11, 25, tzinfo=timezone.utc),
+        "expires_at": datetime(2027, 11, 25, tzinfo=UTC),
     },
     "FraudLabel": {
         "label_id": "lbl_00112233445566778899aabbccddeeff",
@@ -249,7 +257,7 @@ RECORDS = {
         "merchant_id": "m_acme",
         "fraud": True,
         "source": "chargeback",
-        "tx_occurred_at": datetime(2026, 11, 1, 9, 30, tzinfo=timezone.utc),
+        "tx_occurred_at": datetime(2026, 11, 1, 9, 30, tzinfo=UTC),
         "occurred_at": AT,
         "amount_minor": 12_345,
         "currency": "USD",
@@ -268,7 +276,7 @@ RECORDS = {
         "status": "failed",
         "http_status": 503,
         "error": "http 503",
-        "next_attempt_at": datetime(2026, 11, 25, 10, 1, tzinfo=timezone.utc),
+        "next_attempt_at": datetime(2026, 11, 25, 10, 1, tzinfo=UTC),
         "key_id": "webhook-v1",
     },
 }
@@ -301,7 +309,7 @@ RECORDS["MerchantRecord"] = {
     "methods": ["card"],
     "fee_plan_id": "standard",
     "settlement_currency": "USD",
-    "updated_at": datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc),
+    "updated_at": datetime(2026, 11, 25, 10, 0, tzinfo=UTC),
     "platform_id": None,
     "connected": ["m_shop_a", "m_shop_b"],
     "kyc": None,
@@ -326,11 +334,20 @@ RECORDS["MonitoringCase"] = {
     "subject_id": "tok_abcdefghijklmnopqrstuvwxyz234567",
     "merchant_id": "m_acme",
     "currency": "USD",
-    "window_start": datetime(2026, 11, 23, 10, 0, 0, 124000, tzinfo=timezone.utc),
+    "window_start": datetime(2026, 11, 23, 10, 0, 0, 124000, tzinfo=UTC),
     "window_end": AT,
     "opened_at": AT,
-    "evidence": [{"payment_id": PAYMENT_ID, "merchant_id": "m_acme", "kind": "capture", "currency": "USD",
-                  "amount_minor": 950_000, "occurred_at": AT, "card_token": "tok_abcdefghijklmnopqrstuvwxyz234567"}],
+    "evidence": [
+        {
+            "payment_id": PAYMENT_ID,
+            "merchant_id": "m_acme",
+            "kind": "capture",
+            "currency": "USD",
+            "amount_minor": 950_000,
+            "occurred_at": AT,
+            "card_token": "tok_abcdefghijklmnopqrstuvwxyz234567",
+        }
+    ],
     "measures": {"payments": 3, "total_minor": 2_850_000, "threshold_minor": 1_000_000},
     "summary": "3 captures just under the reporting threshold of 10000.00 USD",
 }
@@ -350,8 +367,15 @@ RECORDS["SubscriptionCommand"] = {
     "merchant_id": "m_acme",
     "occurred_at": AT,
     "plan": {"amount_minor": 1999, "currency": "EUR", "interval": "month", "interval_count": 1},
-    "card_token": {"token": "tok_" + "A" * 32, "bin": "424242", "last4": "4242", "brand": "visa", "exp_month": 12, "exp_year": 2030},
-    "anchor_at": datetime(2026, 12, 1, tzinfo=timezone.utc),
+    "card_token": {
+        "token": "tok_" + "A" * 32,
+        "bin": "424242",
+        "last4": "4242",
+        "brand": "visa",
+        "exp_month": 12,
+        "exp_year": 2030,
+    },
+    "anchor_at": datetime(2026, 12, 1, tzinfo=UTC),
     "trial_days": 14,
     "at_period_end": False,
     "outcome": None,
@@ -362,91 +386,204 @@ EXTRA_RECORDS = [
     (
         "ValidatedCommand",
         RECORDS["ValidatedCommand"]
-        | {"card": None, "capture_method": None, "rejection_reason": "expired_card", "rejection_detail": "card expired",
-           "fraud_action": None, "fraud_score_ppm": None, "fraud_reasons": [], "fraud_model": None, "fraud_fallback": True,
-           "merchant_features": None},
+        | {
+            "card": None,
+            "capture_method": None,
+            "rejection_reason": "expired_card",
+            "rejection_detail": "card expired",
+            "fraud_action": None,
+            "fraud_score_ppm": None,
+            "fraud_reasons": [],
+            "fraud_model": None,
+            "fraud_fallback": True,
+            "merchant_features": None,
+        },
     ),
     (
         "PaymentCommand",
         RECORDS["PaymentCommand"]
-        | {"kind": "capture", "amount_minor": None, "currency": None, "capture_method": None, "card": None, "metadata": {}},
+        | {
+            "kind": "capture",
+            "amount_minor": None,
+            "currency": None,
+            "capture_method": None,
+            "card": None,
+            "metadata": {},
+        },
     ),
     (
         "ValidatedCommand",
-        RECORDS["ValidatedCommand"] | {"kind": "dispute_open", "card": None, "capture_method": None, "dispute": {
-            "reason": "fraudulent", "evidence_due_at": datetime(2026, 12, 16, 10, 0, tzinfo=timezone.utc),
-            "evidence": None, "outcome": None}},
+        RECORDS["ValidatedCommand"]
+        | {
+            "kind": "dispute_open",
+            "card": None,
+            "capture_method": None,
+            "dispute": {
+                "reason": "fraudulent",
+                "evidence_due_at": datetime(2026, 12, 16, 10, 0, tzinfo=UTC),
+                "evidence": None,
+                "outcome": None,
+            },
+        },
     ),
     (
         "PaymentCommand",
-        RECORDS["PaymentCommand"] | {"kind": "dispute_close", "amount_minor": None, "card": None, "dispute": {
-            "reason": None, "evidence_due_at": None, "evidence": None, "outcome": "lost"}},
+        RECORDS["PaymentCommand"]
+        | {
+            "kind": "dispute_close",
+            "amount_minor": None,
+            "card": None,
+            "dispute": {"reason": None, "evidence_due_at": None, "evidence": None, "outcome": "lost"},
+        },
     ),
     (
         "PaymentCommand",
-        RECORDS["PaymentCommand"] | {"kind": "confirm", "amount_minor": None, "currency": None, "capture_method": None,
-                                     "card": None, "three_ds": {"trans_status": "Y", "eci": "05",
-                                                                "ds_trans_id": "f25084f0-5b16-4c0a-ae5d-b24808a95e4b",
-                                                                "authentication_value": "av1.e30.AA"}},
+        RECORDS["PaymentCommand"]
+        | {
+            "kind": "confirm",
+            "amount_minor": None,
+            "currency": None,
+            "capture_method": None,
+            "card": None,
+            "three_ds": {
+                "trans_status": "Y",
+                "eci": "05",
+                "ds_trans_id": "f25084f0-5b16-4c0a-ae5d-b24808a95e4b",
+                "authentication_value": "av1.e30.AA",
+            },
+        },
     ),
     (
         "ValidatedCommand",
-        RECORDS["ValidatedCommand"] | {"kind": "confirm", "card": None, "capture_method": None, "fraud_action": None,
-                                       "three_ds": {"trans_status": "N", "eci": None, "ds_trans_id": None,
-                                                    "authentication_value": None}},
+        RECORDS["ValidatedCommand"]
+        | {
+            "kind": "confirm",
+            "card": None,
+            "capture_method": None,
+            "fraud_action": None,
+            "three_ds": {"trans_status": "N", "eci": None, "ds_trans_id": None, "authentication_value": None},
+        },
     ),
     ("PaymentEvent", RECORDS["PaymentEvent"] | {"type": "authorized", "three_ds_status": "A", "liability_shift": True}),
     (
         "PaymentCommand",
-        RECORDS["PaymentCommand"] | {"method": "wallet", "card": None, "wallet": {
-            "provider": "apple_pay", "token": "wtok_0123456789abcdef", "cryptogram": "AgAAAAAABk4DWZ4C28yUQAAAAAA="}},
+        RECORDS["PaymentCommand"]
+        | {
+            "method": "wallet",
+            "card": None,
+            "wallet": {
+                "provider": "apple_pay",
+                "token": "wtok_0123456789abcdef",
+                "cryptogram": "AgAAAAAABk4DWZ4C28yUQAAAAAA=",
+            },
+        },
     ),
     (
         "PaymentCommand",
-        RECORDS["PaymentCommand"] | {"method": "bank_transfer", "card": None, "bank_account": {
-            "scheme": "sepa", "mandate_id": "MD-2026-0001", "account_last4": "6789"}},
+        RECORDS["PaymentCommand"]
+        | {
+            "method": "bank_transfer",
+            "card": None,
+            "bank_account": {"scheme": "sepa", "mandate_id": "MD-2026-0001", "account_last4": "6789"},
+        },
     ),
     ("PaymentCommand", RECORDS["PaymentCommand"] | {"method": "bnpl", "card": None, "bnpl": {"provider": "later"}}),
     (
         "PaymentCommand",
-        RECORDS["PaymentCommand"] | {"kind": "bank_return", "amount_minor": None, "card": None,
-                                     "bank_notice": {"return_code": "R01"}},
+        RECORDS["PaymentCommand"]
+        | {"kind": "bank_return", "amount_minor": None, "card": None, "bank_notice": {"return_code": "R01"}},
     ),
     (
         "ValidatedCommand",
-        RECORDS["ValidatedCommand"] | {"method": "wallet", "card": None, "wallet": {"provider": "google_pay",
-                                                                                     "token": "wtok_0123456789abcdef"}},
+        RECORDS["ValidatedCommand"]
+        | {"method": "wallet", "card": None, "wallet": {"provider": "google_pay", "token": "wtok_0123456789abcdef"}},
     ),
     (
         "ValidatedCommand",
-        RECORDS["ValidatedCommand"] | {"method": "bank_transfer", "card": None, "bank_account": {
-            "scheme": "ach", "mandate_id": "MD-1", "account_last4": "6789"}},
+        RECORDS["ValidatedCommand"]
+        | {
+            "method": "bank_transfer",
+            "card": None,
+            "bank_account": {"scheme": "ach", "mandate_id": "MD-1", "account_last4": "6789"},
+        },
     ),
     ("ValidatedCommand", RECORDS["ValidatedCommand"] | {"method": "bnpl", "card": None, "bnpl_provider": "later"}),
-    ("ValidatedCommand", RECORDS["ValidatedCommand"] | {"kind": "bank_return", "method": None, "card": None,
-                                                        "return_code": "AM04"}),
-    ("PaymentEvent", RECORDS["PaymentEvent"] | {"type": "bank_reversed", "method": "bank_transfer", "card_token": None,
-                                                "card_bin": None, "card_last4": None, "reason_code": "R01"}),
+    (
+        "ValidatedCommand",
+        RECORDS["ValidatedCommand"] | {"kind": "bank_return", "method": None, "card": None, "return_code": "AM04"},
+    ),
+    (
+        "PaymentEvent",
+        RECORDS["PaymentEvent"]
+        | {
+            "type": "bank_reversed",
+            "method": "bank_transfer",
+            "card_token": None,
+            "card_bin": None,
+            "card_last4": None,
+            "reason_code": "R01",
+        },
+    ),
     ("DeadLetter", RECORDS["DeadLetter"] | {"raw_key": None, "raw_value": b""}),
-    ("PaymentCommand", RECORDS["PaymentCommand"] | {"splits": [{"merchant_id": "m_shop_a", "amount_minor": 12_000}],
-                                                   "platform_fee_minor": 345}),
-    ("ValidatedCommand", RECORDS["ValidatedCommand"] | {"splits": [{"merchant_id": "m_shop_a", "amount_minor": 12_345}],
-                                                       "platform_fee_minor": 0}),
-    ("PaymentEvent", RECORDS["PaymentEvent"] | {"splits": [{"merchant_id": "m_shop_a", "amount_minor": 12_000}],
-                                               "platform_fee_minor": 345}),
+    (
+        "PaymentCommand",
+        RECORDS["PaymentCommand"]
+        | {"splits": [{"merchant_id": "m_shop_a", "amount_minor": 12_000}], "platform_fee_minor": 345},
+    ),
+    (
+        "ValidatedCommand",
+        RECORDS["ValidatedCommand"]
+        | {"splits": [{"merchant_id": "m_shop_a", "amount_minor": 12_345}], "platform_fee_minor": 0},
+    ),
+    (
+        "PaymentEvent",
+        RECORDS["PaymentEvent"]
+        | {"splits": [{"merchant_id": "m_shop_a", "amount_minor": 12_000}], "platform_fee_minor": 345},
+    ),
     ("PaymentEvent", RECORDS["PaymentEvent"] | {"type": "dispute_lost", "dispute_event_id": "evt_" + "0d" * 16}),
     ("MerchantRecord", RECORDS["MerchantRecord"] | {"platform_id": "m_market", "connected": []}),
-    ("MerchantRecord", RECORDS["MerchantRecord"] | {"kyc_status": "pending", "kyc": {
-        "application_id": "kyc_0011", "state": "manual_review", "legal_name": "Acme Trading Ltd", "country": "GB",
-        "registration_number": "MANUAL-123", "owners": ["Ada Example"],
-        "documents": [{"kind": "owner_id", "ref": "docstore:abc/1"}],
-        "checks": [{"name": "registry", "outcome": "manual", "detail": "GB business registry"}],
-        "submitted_at": AT, "decided_at": AT, "verified_until": None, "reviewer": None, "cleared": ["PS-0001"]}}),
+    (
+        "MerchantRecord",
+        RECORDS["MerchantRecord"]
+        | {
+            "kyc_status": "pending",
+            "kyc": {
+                "application_id": "kyc_0011",
+                "state": "manual_review",
+                "legal_name": "Acme Trading Ltd",
+                "country": "GB",
+                "registration_number": "MANUAL-123",
+                "owners": ["Ada Example"],
+                "documents": [{"kind": "owner_id", "ref": "docstore:abc/1"}],
+                "checks": [{"name": "registry", "outcome": "manual", "detail": "GB business registry"}],
+                "submitted_at": AT,
+                "decided_at": AT,
+                "verified_until": None,
+                "reviewer": None,
+                "cleared": ["PS-0001"],
+            },
+        },
+    ),
     ("LedgerEntry", RECORDS["LedgerEntry"] | {"fx": None, "reverses": "je_00112233445566778899aabbccddeeff"}),
-    ("SubscriptionCommand", RECORDS["SubscriptionCommand"] | {"kind": "charge_outcome", "plan": None, "card_token": None,
-                                                              "anchor_at": None, "trial_days": 0, "outcome": {
-        "command_id": "cmd_00112233445566778899aabbccddeeff", "idempotency_key": "sub/sub_0/0/1", "payment_id": PAYMENT_ID,
-        "status": "rejected", "payment_status": "declined", "reason_code": "card_declined"}}),
+    (
+        "SubscriptionCommand",
+        RECORDS["SubscriptionCommand"]
+        | {
+            "kind": "charge_outcome",
+            "plan": None,
+            "card_token": None,
+            "anchor_at": None,
+            "trial_days": 0,
+            "outcome": {
+                "command_id": "cmd_00112233445566778899aabbccddeeff",
+                "idempotency_key": "sub/sub_0/0/1",
+                "payment_id": PAYMENT_ID,
+                "status": "rejected",
+                "payment_status": "declined",
+                "reason_code": "card_declined",
+            },
+        },
+    ),
 ]
 
 
@@ -656,13 +793,29 @@ def test_encode_without_check_still_raises_encode_error() -> None:
 def test_history_schemas_are_earlier_versions_of_shipped_ones() -> None:
     from schemas.codec import history_names, load_schema
 
-    assert history_names() == ("history/FraudBlockEntry.1", "history/FraudReview.1", "history/JobRun.1", "history/MerchantRecord.1", "history/MerchantRecord.2",
-                               "history/PaymentCommand.1", "history/PaymentCommand.2",
-                               "history/PaymentCommand.3", "history/PaymentCommand.4", "history/PaymentCommand.5",
-                               "history/PaymentCommand.6", "history/PaymentEvent.1", "history/PaymentEvent.2",
-                               "history/PaymentEvent.3", "history/PaymentEvent.4", "history/ValidatedCommand.1", "history/ValidatedCommand.2",
-                               "history/ValidatedCommand.3", "history/ValidatedCommand.4", "history/ValidatedCommand.5",
-                               "history/ValidatedCommand.6")
+    assert history_names() == (
+        "history/FraudBlockEntry.1",
+        "history/FraudReview.1",
+        "history/JobRun.1",
+        "history/MerchantRecord.1",
+        "history/MerchantRecord.2",
+        "history/PaymentCommand.1",
+        "history/PaymentCommand.2",
+        "history/PaymentCommand.3",
+        "history/PaymentCommand.4",
+        "history/PaymentCommand.5",
+        "history/PaymentCommand.6",
+        "history/PaymentEvent.1",
+        "history/PaymentEvent.2",
+        "history/PaymentEvent.3",
+        "history/PaymentEvent.4",
+        "history/ValidatedCommand.1",
+        "history/ValidatedCommand.2",
+        "history/ValidatedCommand.3",
+        "history/ValidatedCommand.4",
+        "history/ValidatedCommand.5",
+        "history/ValidatedCommand.6",
+    )
     for name in history_names():
         old = load_schema(name)
         assert old.parsed["name"] == load_schema(name.split("/")[1].split(".")[0]).parsed["name"]
@@ -710,8 +863,14 @@ def test_a_sealed_card_command_round_trips_and_holds_no_card_digits() -> None:
 
 
 def test_a_tokenized_command_round_trips() -> None:
-    token = {"token": "tok_abcdefghijklmnopqrstuvwxyz234567", "bin": "424242", "last4": "4242", "brand": "visa",
-             "exp_month": 12, "exp_year": 2030}
+    token = {
+        "token": "tok_abcdefghijklmnopqrstuvwxyz234567",
+        "bin": "424242",
+        "last4": "4242",
+        "brand": "visa",
+        "exp_month": 12,
+        "exp_year": 2030,
+    }
     record = RECORDS["PaymentCommand"] | {"card": None, "card_token": token}
     codec = Codec("PaymentCommand")
     assert codec.decode(codec.encode(record, check=True)) == record
@@ -730,8 +889,14 @@ def test_a_validated_command_written_with_version_1_decodes_unscored() -> None:
     buf = io.BytesIO()
     buf.write(MAGIC + old.fingerprint)
     fastavro.schemaless_writer(buf, old.parsed, record)
-    unscored = {"fraud_action": None, "fraud_score_ppm": None, "fraud_reasons": [], "fraud_model": None,
-                "fraud_fallback": False, "merchant_features": None}
+    unscored = {
+        "fraud_action": None,
+        "fraud_score_ppm": None,
+        "fraud_reasons": [],
+        "fraud_model": None,
+        "fraud_fallback": False,
+        "merchant_features": None,
+    }
     assert Codec("ValidatedCommand").decode(buf.getvalue()) == record | unscored
 
 
@@ -786,8 +951,10 @@ def test_a_validated_command_written_with_version_3_decodes_without_merchant_fea
     assert decoded == old | {"merchant_features": None}
 
 
-_METHOD_FIELDS = {"PaymentCommand": ("method", "wallet", "bank_account", "bnpl", "bank_notice", "crypto"),
-                  "ValidatedCommand": ("method", "wallet", "bank_account", "bnpl_provider", "return_code", "crypto")}
+_METHOD_FIELDS = {
+    "PaymentCommand": ("method", "wallet", "bank_account", "bnpl", "bank_notice", "crypto"),
+    "ValidatedCommand": ("method", "wallet", "bank_account", "bnpl_provider", "return_code", "crypto"),
+}
 
 
 @pytest.mark.parametrize(("name", "version"), [("PaymentCommand", 5), ("ValidatedCommand", 4)])
@@ -804,26 +971,35 @@ def test_a_payment_event_written_with_version_2_decodes_without_a_method() -> No
 
 def test_a_payment_event_written_with_version_4_decodes_without_attempts() -> None:
     old = {k: v for k, v in RECORDS["PaymentEvent"].items() if k not in ("attempts", "dispute_event_id")}
-    assert Codec("PaymentEvent").decode(_written_with("history/PaymentEvent.4", old)) == old | {"attempts": None, "dispute_event_id": None}
+    assert Codec("PaymentEvent").decode(_written_with("history/PaymentEvent.4", old)) == old | {
+        "attempts": None,
+        "dispute_event_id": None,
+    }
 
 
 def test_a_payment_event_carries_its_authorization_attempts() -> None:
-    attempts = [{"provider": "acq_north", "status": "declined", "reason_code": "do_not_honor", "retryable": False},
-                {"provider": "acq_south", "status": "approved", "reason_code": None, "retryable": False}]
+    attempts = [
+        {"provider": "acq_north", "status": "declined", "reason_code": "do_not_honor", "retryable": False},
+        {"provider": "acq_south", "status": "approved", "reason_code": None, "retryable": False},
+    ]
     record = RECORDS["PaymentEvent"] | {"type": "authorized", "attempts": attempts}
     assert Codec("PaymentEvent").decode(Codec("PaymentEvent").encode(record, check=True)) == record
 
 
 def test_a_payment_event_written_with_version_4_decodes_without_its_dispute() -> None:
     old = {k: v for k, v in RECORDS["PaymentEvent"].items() if k not in ("attempts", "dispute_event_id")}
-    assert Codec("PaymentEvent").decode(_written_with("history/PaymentEvent.4", old)) == old | {"attempts": None, "dispute_event_id": None}
+    assert Codec("PaymentEvent").decode(_written_with("history/PaymentEvent.4", old)) == old | {
+        "attempts": None,
+        "dispute_event_id": None,
+    }
 
 
 def test_merchant_features_must_be_whole_counts() -> None:
     record = RECORDS["ValidatedCommand"]
     with pytest.raises(EncodeError, match="merchant_features|MerchantFeatures|cnt_1h"):
-        Codec("ValidatedCommand").encode(record | {"merchant_features": record["merchant_features"] | {"cnt_1h": 0.5}},
-                                         check=True)
+        Codec("ValidatedCommand").encode(
+            record | {"merchant_features": record["merchant_features"] | {"cnt_1h": 0.5}}, check=True
+        )
 
 
 def test_a_payment_event_written_with_version_1_decodes_without_liability_shift() -> None:
@@ -834,7 +1010,10 @@ def test_a_payment_event_written_with_version_1_decodes_without_liability_shift(
 
 @pytest.mark.parametrize("status", ["C", "y", "", "YES"])
 def test_a_3ds_status_outside_emv_final_statuses_cannot_be_written(status: str) -> None:
-    record = RECORDS["PaymentCommand"] | {"kind": "confirm", "card": None,
-                                          "three_ds": {"trans_status": status, "eci": None, "ds_trans_id": None}}
+    record = RECORDS["PaymentCommand"] | {
+        "kind": "confirm",
+        "card": None,
+        "three_ds": {"trans_status": status, "eci": None, "ds_trans_id": None},
+    }
     with pytest.raises(EncodeError, match="three_ds|trans_status|ThreeDsStatus"):
         Codec("PaymentCommand").encode(record, check=True)

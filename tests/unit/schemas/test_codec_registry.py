@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import fastavro
 import pytest
@@ -236,5 +236,5 @@ def _command() -> dict:
         "capture_method": None,
         "card": None,
         "metadata": {},
-        "occurred_at": datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc),
+        "occurred_at": datetime(2026, 11, 25, 10, 0, tzinfo=UTC),
     }

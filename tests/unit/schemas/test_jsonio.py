@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -37,7 +37,7 @@ def test_create_gets_defaults_and_a_derived_payment_id() -> None:
     assert record["metadata"] == {}
     assert record["dispute"] is None
     assert record["card"] == {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": None}
-    assert record["occurred_at"] == datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
+    assert record["occurred_at"] == datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
     assert COMMAND.decode(COMMAND.encode(record, check=True)) == record
 
 
@@ -53,8 +53,13 @@ def test_given_values_are_kept() -> None:
 
 def test_follow_up_payment_id_is_not_derived() -> None:
     record = command_from_json(
-        {"command_id": "c2", "kind": "capture", "merchant_id": "m_acme", "idempotency_key": "cap-1",
-         "occurred_at": "2026-11-25T10:00:00Z"}
+        {
+            "command_id": "c2",
+            "kind": "capture",
+            "merchant_id": "m_acme",
+            "idempotency_key": "cap-1",
+            "occurred_at": "2026-11-25T10:00:00Z",
+        }
     )
     assert record["payment_id"] is None
     assert record["amount_minor"] is None and record["currency"] is None and record["card"] is None
@@ -72,9 +77,9 @@ def test_create_without_merchant_is_left_to_the_schema_check() -> None:
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        ("2026-11-25T10:00:00Z", datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)),
-        ("2026-11-25T10:00:00+00:00", datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)),
-        ("2026-11-25T12:30:00.250+02:00", datetime(2026, 11, 25, 10, 30, 0, 250000, tzinfo=timezone.utc)),
+        ("2026-11-25T10:00:00Z", datetime(2026, 11, 25, 10, 0, tzinfo=UTC)),
+        ("2026-11-25T10:00:00+00:00", datetime(2026, 11, 25, 10, 0, tzinfo=UTC)),
+        ("2026-11-25T12:30:00.250+02:00", datetime(2026, 11, 25, 10, 30, 0, 250000, tzinfo=UTC)),
     ],
 )
 def test_timestamps_are_converted_to_utc(value: str, expected: datetime) -> None:
@@ -112,7 +117,7 @@ def test_a_command_must_be_an_object(obj: Any) -> None:
 
 
 def test_record_to_json_renders_timestamps_and_bytes() -> None:
-    record = {"at": datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc), "raw": b"\xc3\x01", "n": 5, "s": "é"}
+    record = {"at": datetime(2026, 11, 25, 10, 0, tzinfo=UTC), "raw": b"\xc3\x01", "n": 5, "s": "é"}
     text = record_to_json(record)
     assert json.loads(text) == {"at": "2026-11-25T10:00:00Z", "raw": "c301", "n": 5, "s": "é"}
     assert "é" in text  # not escaped
@@ -129,15 +134,26 @@ def test_record_to_json_refuses_unknown_types() -> None:
 
 
 def test_a_dispute_gets_its_defaults_and_a_parsed_due_date() -> None:
-    record = command_from_json(create_json(kind="dispute_open", card=None, payment_id="pay_given",
-                                           dispute={"reason": "fraudulent", "evidence_due_at": "2026-12-16T10:00:00Z"}))
-    assert record["dispute"] == {"reason": "fraudulent", "evidence_due_at": datetime(2026, 12, 16, 10, 0, tzinfo=timezone.utc),
-                                 "evidence": None, "outcome": None}
+    record = command_from_json(
+        create_json(
+            kind="dispute_open",
+            card=None,
+            payment_id="pay_given",
+            dispute={"reason": "fraudulent", "evidence_due_at": "2026-12-16T10:00:00Z"},
+        )
+    )
+    assert record["dispute"] == {
+        "reason": "fraudulent",
+        "evidence_due_at": datetime(2026, 12, 16, 10, 0, tzinfo=UTC),
+        "evidence": None,
+        "outcome": None,
+    }
     assert COMMAND.decode(COMMAND.encode(record, check=True)) == record
 
 
 def test_a_confirm_gets_its_3ds_defaults() -> None:
-    record = command_from_json(create_json(kind="confirm", card=None, payment_id="pay_given",
-                                           three_ds={"trans_status": "Y"}))
+    record = command_from_json(
+        create_json(kind="confirm", card=None, payment_id="pay_given", three_ds={"trans_status": "Y"})
+    )
     assert record["three_ds"] == {"trans_status": "Y", "eci": None, "ds_trans_id": None, "authentication_value": None}
     assert COMMAND.decode(COMMAND.encode(record, check=True)) == record

@@ -30,8 +30,13 @@ class Node:
 
 
 leaves = st.builds(Leaf, st.text(max_size=5), int64)
-nodes = st.builds(Node, st.none() | st.text(max_size=5), st.tuples(leaves, leaves) | st.just(()),
-                  st.lists(st.text(max_size=3), max_size=3).map(tuple), st.dictionaries(st.text(max_size=3), int64))
+nodes = st.builds(
+    Node,
+    st.none() | st.text(max_size=5),
+    st.tuples(leaves, leaves) | st.just(()),
+    st.lists(st.text(max_size=3), max_size=3).map(tuple),
+    st.dictionaries(st.text(max_size=3), int64),
+)
 
 
 @given(nodes)

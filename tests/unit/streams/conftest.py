@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-
-from collections import Counter
-from dataclasses import dataclass, field
 
 from connectors.providers.simulated import APPROVED, Call, ProviderResult
 from schemas.ids import derive_payment_id
 from streams.domain.payments import Saga
 
-T0 = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 MERCHANT = "m_acme"
 
 
@@ -26,8 +25,14 @@ class Commands:
     merchant = MERCHANT
 
     def card(self, merchant: str = MERCHANT) -> dict[str, Any]:
-        return {"token": f"tok_{merchant}_4242", "bin": "424242", "last4": "4242", "brand": "visa",
-                "exp_month": 12, "exp_year": 2030}
+        return {
+            "token": f"tok_{merchant}_4242",
+            "bin": "424242",
+            "last4": "4242",
+            "brand": "visa",
+            "exp_month": 12,
+            "exp_year": 2030,
+        }
 
     def create(
         self,
@@ -42,8 +47,17 @@ class Commands:
         metadata: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         return self._command(
-            "create", key, merchant, derive_payment_id(merchant, key), amount, currency, at, command_id, metadata,
-            capture_method=capture_method, card=self.card(merchant),
+            "create",
+            key,
+            merchant,
+            derive_payment_id(merchant, key),
+            amount,
+            currency,
+            at,
+            command_id,
+            metadata,
+            capture_method=capture_method,
+            card=self.card(merchant),
         )
 
     def follow_up(
@@ -73,9 +87,18 @@ class Commands:
     def expire(self, payment_id: str, key: str, **kw: Any) -> dict[str, Any]:
         return self.follow_up("expire", payment_id, key, **kw)
 
-    def dispute(self, kind: str, payment_id: str, key: str, *, reason: str | None = None,
-                due: datetime | None = None, evidence: str | None = None, outcome: str | None = None,
-                **kw: Any) -> dict[str, Any]:
+    def dispute(
+        self,
+        kind: str,
+        payment_id: str,
+        key: str,
+        *,
+        reason: str | None = None,
+        due: datetime | None = None,
+        evidence: str | None = None,
+        outcome: str | None = None,
+        **kw: Any,
+    ) -> dict[str, Any]:
         """A dispute_open/evidence/close as ingest forwards it (the due date filled in)."""
         cmd = self.follow_up(kind, payment_id, key, **kw)
         if kind == "dispute_open":
@@ -83,8 +106,9 @@ class Commands:
         return cmd | {"dispute": {"reason": reason, "evidence_due_at": due, "evidence": evidence, "outcome": outcome}}
 
     @staticmethod
-    def _command(kind, key, merchant, payment_id, amount, currency, at, command_id, metadata, *,
-                 capture_method=None, card=None) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    def _command(
+        kind, key, merchant, payment_id, amount, currency, at, command_id, metadata, *, capture_method=None, card=None
+    ) -> dict[str, Any]:  # type: ignore[no-untyped-def]
         return {
             "command_id": command_id or f"cmd-{merchant}-{key}",
             "kind": kind,
@@ -118,15 +142,21 @@ class ScriptedProvider:
     capture_result: ProviderResult = APPROVED
     journal: Counter[tuple[str, str]] = field(default_factory=Counter)
 
-    def authorize(self, key: str, card_bin: str, card_last4: str, amount_minor: int, currency: str, call: Call | None = None) -> ProviderResult:
+    def authorize(
+        self, key: str, card_bin: str, card_last4: str, amount_minor: int, currency: str, call: Call | None = None
+    ) -> ProviderResult:
         self.journal["authorize", key] += 1
         return self.authorize_result
 
-    def status(self, key: str, card_bin: str, card_last4: str, amount_minor: int, call: Call | None = None) -> ProviderResult:
+    def status(
+        self, key: str, card_bin: str, card_last4: str, amount_minor: int, call: Call | None = None
+    ) -> ProviderResult:
         self.journal["status", key] += 1
         return self.status_results[min(self.journal["status", key], len(self.status_results)) - 1]
 
-    def capture(self, key: str, card_bin: str, card_last4: str, amount_minor: int, call: Call | None = None) -> ProviderResult:
+    def capture(
+        self, key: str, card_bin: str, card_last4: str, amount_minor: int, call: Call | None = None
+    ) -> ProviderResult:
         self.journal["capture", key] += 1
         return self.capture_result
 

@@ -4,7 +4,7 @@ chain and audit tests (imported as tests.unit.streams.ledger_support)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hypothesis import strategies as st
@@ -13,7 +13,7 @@ from connectors.providers.simulated import ProviderResult
 from streams.domain.payments import Payment, Policy, decide
 from tests.unit.streams.conftest import Commands, ScriptedProvider, saga_of
 
-T0 = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 MERCHANT = "m_acme"
 CURRENCIES = ("USD", "JPY", "KWD", "EUR")
 
@@ -88,7 +88,9 @@ def histories(draw: st.DrawFn, max_payments: int = 5, max_ops: int = 30) -> list
     settlements, fees; every amount an integer of minor units."""
     pays = []
     for i in range(draw(st.integers(1, max_payments))):
-        pay = _Pay(f"pay_{i}", draw(st.sampled_from(("m_acme", "m_globex", "m_initech"))), draw(st.sampled_from(CURRENCIES)))
+        pay = _Pay(
+            f"pay_{i}", draw(st.sampled_from(("m_acme", "m_globex", "m_initech"))), draw(st.sampled_from(CURRENCIES))
+        )
         pays.append(pay)
     out: list[dict[str, Any]] = []
     clock = [T0]
@@ -96,9 +98,22 @@ def histories(draw: st.DrawFn, max_payments: int = 5, max_ops: int = 30) -> list
     def emit(pay: _Pay, etype: str, amount: int, fee: int = 0, status: str | None = None) -> None:
         pay.version += 1
         clock[0] += timedelta(seconds=draw(st.integers(0, 3600)))
-        out.append(event(etype, amount=amount, fee=fee, payment_id=pay.payment_id, merchant=pay.merchant,
-                         currency=pay.currency, authorized=pay.authorized, captured=pay.captured,
-                         refunded=pay.refunded, version=pay.version, status=status, at=clock[0]))
+        out.append(
+            event(
+                etype,
+                amount=amount,
+                fee=fee,
+                payment_id=pay.payment_id,
+                merchant=pay.merchant,
+                currency=pay.currency,
+                authorized=pay.authorized,
+                captured=pay.captured,
+                refunded=pay.refunded,
+                version=pay.version,
+                status=status,
+                at=clock[0],
+            )
+        )
 
     for pay in pays:
         if draw(st.booleans()) and draw(st.booleans()):
@@ -147,8 +162,12 @@ def histories(draw: st.DrawFn, max_payments: int = 5, max_ops: int = 30) -> list
 FEE = 105  # the scripted rail's fee per capture or bank submission
 SAGA = saga_of(ScriptedProvider(capture_result=ProviderResult("approved", fee_minor=FEE)))
 MANDATE = {"scheme": "ach", "mandate_id": "MD-1", "account_last4": "6789"}
-INSTRUMENTS = {"card": {}, "wallet": {"card": None, "wallet": {"provider": "google_pay", "token": "wtok_0a1b2c3d4e5f6a7b"}},
-               "bank_transfer": {"card": None, "bank_account": MANDATE}, "bnpl": {"card": None, "bnpl_provider": "later"}}
+INSTRUMENTS = {
+    "card": {},
+    "wallet": {"card": None, "wallet": {"provider": "google_pay", "token": "wtok_0a1b2c3d4e5f6a7b"}},
+    "bank_transfer": {"card": None, "bank_account": MANDATE},
+    "bnpl": {"card": None, "bnpl_provider": "later"},
+}
 CMDS = Commands()
 
 
@@ -174,8 +193,12 @@ def method_histories(draw: st.DrawFn) -> list[dict[str, Any]]:
     for i in range(draw(st.integers(1, 6))):
         method = draw(st.sampled_from(tuple(INSTRUMENTS)))
         manual = method != "bank_transfer" and draw(st.booleans())
-        cmd = CMDS.create(f"order-{i}", amount=draw(st.integers(1, 10**7)),
-                          capture_method="manual" if manual else "automatic") | INSTRUMENTS[method]
+        cmd = (
+            CMDS.create(
+                f"order-{i}", amount=draw(st.integers(1, 10**7)), capture_method="manual" if manual else "automatic"
+            )
+            | INSTRUMENTS[method]
+        )
         if method != "card":
             cmd["method"] = method
         commands.append(cmd)
@@ -197,5 +220,7 @@ def method_histories(draw: st.DrawFn) -> list[dict[str, Any]]:
         elif op == "dispute":
             commands.append(CMDS.dispute("dispute_open", pid, key, reason="fraudulent", at=at))
         else:
-            commands.append(CMDS.dispute("dispute_close", pid, key, outcome=draw(st.sampled_from(("won", "lost"))), at=at))
+            commands.append(
+                CMDS.dispute("dispute_close", pid, key, outcome=draw(st.sampled_from(("won", "lost"))), at=at)
+            )
     return commands

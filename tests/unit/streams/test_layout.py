@@ -13,8 +13,19 @@ import pytest
 STREAMS = Path(__file__).resolve().parents[3] / "streams"
 # Floor of each room; a room may import its own and lower floors. stages and runtime
 # share a floor and must not import each other (the runtime knows no stage).
-FLOOR = {"foundation": 0, "domain": 1, "stages": 2, "runtime": 2, "worker": 3, "client": 4, "jobs": 5, "api": 6,
-         "demo": 7, "harness": 8, "cli": 9}
+FLOOR = {
+    "foundation": 0,
+    "domain": 1,
+    "stages": 2,
+    "runtime": 2,
+    "worker": 3,
+    "client": 4,
+    "jobs": 5,
+    "api": 6,
+    "demo": 7,
+    "harness": 8,
+    "cli": 9,
+}
 
 
 def room(module: str) -> str:
@@ -23,8 +34,10 @@ def room(module: str) -> str:
 
 
 def modules() -> list[tuple[str, ast.Module]]:
-    return [(".".join(p.relative_to(STREAMS.parent).with_suffix("").parts), ast.parse(p.read_text()))
-            for p in sorted(STREAMS.rglob("*.py"))]
+    return [
+        (".".join(p.relative_to(STREAMS.parent).with_suffix("").parts), ast.parse(p.read_text()))
+        for p in sorted(STREAMS.rglob("*.py"))
+    ]
 
 
 def imported(node: ast.ImportFrom) -> list[str]:
@@ -34,8 +47,12 @@ def imported(node: ast.ImportFrom) -> list[str]:
 
 
 def type_checking_ids(tree: ast.Module) -> set[int]:
-    return {id(n) for top in tree.body if isinstance(top, ast.If) and "TYPE_CHECKING" in ast.unparse(top.test)
-            for n in ast.walk(top)}
+    return {
+        id(n)
+        for top in tree.body
+        if isinstance(top, ast.If) and "TYPE_CHECKING" in ast.unparse(top.test)
+        for n in ast.walk(top)
+    }
 
 
 def test_every_module_is_in_a_room_this_test_knows() -> None:
@@ -59,12 +76,19 @@ def test_imports_run_one_way(name: str, tree: ast.Module) -> None:
     assert not wrong, "\n".join(wrong)
 
 
-@pytest.mark.parametrize(("name", "tree"), [m for m in modules() if room(m[0]) != "cli"], ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    ("name", "tree"), [m for m in modules() if room(m[0]) != "cli"], ids=lambda v: v if isinstance(v, str) else ""
+)
 def test_project_imports_sit_at_the_top_outside_the_cli(name: str, tree: ast.Module) -> None:
     top, guarded = {id(n) for n in tree.body}, type_checking_ids(tree)
-    lazy = [f"line {n.lineno}: {n.module}" for n in ast.walk(tree)
-            if isinstance(n, ast.ImportFrom) and id(n) not in top and id(n) not in guarded
-            and (n.module or "").split(".")[0] in {"streams", "schemas", "models", "connectors"}]
+    lazy = [
+        f"line {n.lineno}: {n.module}"
+        for n in ast.walk(tree)
+        if isinstance(n, ast.ImportFrom)
+        and id(n) not in top
+        and id(n) not in guarded
+        and (n.module or "").split(".")[0] in {"streams", "schemas", "models", "connectors"}
+    ]
     assert not lazy, f"{name} imports inside a function: {lazy}"
 
 

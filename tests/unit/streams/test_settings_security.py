@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
-import ssl
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -37,22 +36,35 @@ def pems(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("tls")
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "paystream-worker")])
-    now = datetime.now(timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(1).not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
     paths = {"ca": out / "ca.pem", "cert": out / "worker.pem", "key": out / "worker.key"}
     paths["ca"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     paths["cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths["key"].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                               serialization.NoEncryption()))
+    paths["key"].write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return paths
 
 
 def sasl(**extra: object) -> Settings:
-    return Settings(kafka_bootstrap="kafka-0:9093,kafka-1:9093", kafka_security_protocol="SASL_SSL",
-                    kafka_sasl_username="paystream-worker", kafka_sasl_password=PASSWORD, **extra)
+    return Settings(
+        kafka_bootstrap="kafka-0:9093,kafka-1:9093",
+        kafka_security_protocol="SASL_SSL",
+        kafka_sasl_username="paystream-worker",
+        kafka_sasl_password=PASSWORD,
+        **extra,
+    )
 
 
 # --- settings ---
@@ -82,33 +94,58 @@ def test_sasl_scram_over_tls_from_env(env: pytest.MonkeyPatch, pems: dict[str, P
 
 
 def test_mutual_tls_maps_the_three_files(env: pytest.MonkeyPatch, pems: dict[str, Path]) -> None:
-    s = Settings(kafka_security_protocol="SSL", kafka_ssl_ca_file=pems["ca"], kafka_ssl_cert_file=pems["cert"],
-                 kafka_ssl_key_file=pems["key"])
+    s = Settings(
+        kafka_security_protocol="SSL",
+        kafka_ssl_ca_file=pems["ca"],
+        kafka_ssl_cert_file=pems["cert"],
+        kafka_ssl_key_file=pems["key"],
+    )
     conf = client_config(s)
-    assert (conf["security.protocol"], conf["ssl.ca.location"], conf["ssl.certificate.location"], conf["ssl.key.location"]) == (
-        "SSL", str(pems["ca"]), str(pems["cert"]), str(pems["key"]))
+    assert (
+        conf["security.protocol"],
+        conf["ssl.ca.location"],
+        conf["ssl.certificate.location"],
+        conf["ssl.key.location"],
+    ) == ("SSL", str(pems["ca"]), str(pems["cert"]), str(pems["key"]))
     assert not any(k.startswith("sasl.") for k in conf)
 
 
 def test_sasl_plaintext_uses_no_tls_keys(env: pytest.MonkeyPatch) -> None:
-    s = Settings(kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_mechanism="PLAIN", kafka_sasl_username="u",
-                 kafka_sasl_password=PASSWORD)
+    s = Settings(
+        kafka_security_protocol="SASL_PLAINTEXT",
+        kafka_sasl_mechanism="PLAIN",
+        kafka_sasl_username="u",
+        kafka_sasl_password=PASSWORD,
+    )
     conf = client_config(s)
     assert (conf["security.protocol"], conf["sasl.mechanism"]) == ("SASL_PLAINTEXT", "PLAIN")
     assert not any(k.startswith("ssl.") for k in conf)
 
 
-@pytest.mark.parametrize("fields, message", [
-    ({"kafka_security_protocol": "SASL_SSL", "kafka_sasl_username": "u"}, "needs PAYSTREAM_KAFKA_SASL_USERNAME"),
-    ({"kafka_security_protocol": "SASL_SSL", "kafka_sasl_password": PASSWORD}, "needs PAYSTREAM_KAFKA_SASL_USERNAME"),
-    ({"kafka_security_protocol": "SASL_PLAINTEXT", "kafka_sasl_username": "u", "kafka_sasl_password": ""}, "needs"),
-    ({"kafka_sasl_username": "u", "kafka_sasl_password": PASSWORD}, "would not use them"),
-    ({"kafka_security_protocol": "SASL_PLAINTEXT", "kafka_sasl_username": "u", "kafka_sasl_password": PASSWORD,
-      "kafka_ssl_ca_file": "ca.pem"}, "uses no TLS"),
-    ({"kafka_security_protocol": "SSL", "kafka_ssl_ca_file": "/nonexistent/ca.pem"}, "no such file"),
-    ({"kafka_security_protocol": "SSL", "kafka_sasl_mechanism": "GSSAPI"}, "kafka_sasl_mechanism"),
-    ({"kafka_security_protocol": "TLS"}, "kafka_security_protocol"),
-])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"kafka_security_protocol": "SASL_SSL", "kafka_sasl_username": "u"}, "needs PAYSTREAM_KAFKA_SASL_USERNAME"),
+        (
+            {"kafka_security_protocol": "SASL_SSL", "kafka_sasl_password": PASSWORD},
+            "needs PAYSTREAM_KAFKA_SASL_USERNAME",
+        ),
+        ({"kafka_security_protocol": "SASL_PLAINTEXT", "kafka_sasl_username": "u", "kafka_sasl_password": ""}, "needs"),
+        ({"kafka_sasl_username": "u", "kafka_sasl_password": PASSWORD}, "would not use them"),
+        (
+            {
+                "kafka_security_protocol": "SASL_PLAINTEXT",
+                "kafka_sasl_username": "u",
+                "kafka_sasl_password": PASSWORD,
+                "kafka_ssl_ca_file": "ca.pem",
+            },
+            "uses no TLS",
+        ),
+        ({"kafka_security_protocol": "SSL", "kafka_ssl_ca_file": "/nonexistent/ca.pem"}, "no such file"),
+        ({"kafka_security_protocol": "SSL", "kafka_sasl_mechanism": "GSSAPI"}, "kafka_sasl_mechanism"),
+        ({"kafka_security_protocol": "TLS"}, "kafka_security_protocol"),
+    ],
+)
 def test_incomplete_or_contradictory_security_is_refused(env: pytest.MonkeyPatch, fields: dict, message: str) -> None:
     with pytest.raises(ValidationError, match=message) as raised:
         Settings(**fields)
@@ -150,17 +187,23 @@ def test_no_confluent_client_is_built_without_client_config() -> None:
     a "bootstrap.servers" key written anywhere but the two helpers would skip the security settings."""
     root = Path(__file__).resolve().parents[3]
     helpers = {"streams/settings.py", "connectors/kafka/clients.py"}  # client_config, connection
-    offenders = [f"{path}:{n}" for package in ("streams", "connectors") for p in sorted((root / package).rglob("*.py"))
-                 if (path := str(p.relative_to(root))) not in helpers
-                 for n, line in enumerate(p.read_text().splitlines(), 1) if '"bootstrap.servers"' in line]
+    offenders = [
+        f"{path}:{n}"
+        for package in ("streams", "connectors")
+        for p in sorted((root / package).rglob("*.py"))
+        if (path := str(p.relative_to(root))) not in helpers
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if '"bootstrap.servers"' in line
+    ]
     assert offenders == []
 
 
 # --- the runtime's clients ---
 
 
-def test_the_worker_runtime_connects_with_the_security_settings(env: pytest.MonkeyPatch, tmp_path: Path,
-                                                                pems: dict[str, Path]) -> None:
+def test_the_worker_runtime_connects_with_the_security_settings(
+    env: pytest.MonkeyPatch, tmp_path: Path, pems: dict[str, Path]
+) -> None:
     from streams.worker.topology import build_worker
 
     s = sasl(kafka_ssl_ca_file=pems["ca"], namespace="unit", data_dir=tmp_path, keys_dir=tmp_path / "keys")
@@ -174,27 +217,31 @@ def test_the_worker_runtime_connects_with_the_security_settings(env: pytest.Monk
 
 
 @pytest.mark.parametrize("name", ["sasl-scram.properties", "mtls.properties"])
-def test_the_documented_env_yields_the_documented_client_settings(env: pytest.MonkeyPatch, tmp_path: Path,
-                                                                  pems: dict[str, Path], name: str) -> None:
+def test_the_documented_env_yields_the_documented_client_settings(
+    env: pytest.MonkeyPatch, tmp_path: Path, pems: dict[str, Path], name: str
+) -> None:
     text = (Path(__file__).resolve().parents[3] / "deploy" / "kafka-security" / "clients" / name).read_text()
     tls = "/etc/paystream/tls/"
     for target, source in (("ca.pem", "ca"), ("worker.pem", "cert"), ("worker.key", "key")):
         (tmp_path / target).write_bytes(pems[source].read_bytes())
 
     def real(value: str) -> str:
-        return value.replace("${SERVICE_PASSWORD}", PASSWORD).replace("${SERVICE}", "worker").replace(tls, f"{tmp_path}/")
+        return (
+            value.replace("${SERVICE_PASSWORD}", PASSWORD).replace("${SERVICE}", "worker").replace(tls, f"{tmp_path}/")
+        )
 
     for line in text.splitlines():
         if line.startswith("#   PAYSTREAM_"):
             key, value = line[4:].split("=", 1)
             env.setenv(key, PASSWORD if key.endswith("PASSWORD") else real(value.split()[0]))
-    documented = {k: real(v) for k, v in (line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))}
+    documented = {
+        k: real(v) for k, v in (line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    }
     conf = client_config(Settings())
     assert {k: conf.get(k) for k in documented} == documented
 
 
-def test_a_worker_child_gets_the_same_security(env: pytest.MonkeyPatch, tmp_path: Path,
-                                              pems: dict[str, Path]) -> None:
+def test_a_worker_child_gets_the_same_security(env: pytest.MonkeyPatch, tmp_path: Path, pems: dict[str, Path]) -> None:
     from streams.client.processes import WorkerProcess
 
     parent = sasl(kafka_ssl_ca_file=pems["ca"], data_dir=tmp_path)

@@ -78,8 +78,10 @@ def test_bad_namespace_is_refused(env: pytest.MonkeyPatch, value: str) -> None:
         Settings()
 
 
-@pytest.mark.parametrize(("name", "value"), [("PAYSTREAM_PARTITIONS", "0"), ("PAYSTREAM_PARTITIONS", "eight"),
-                                             ("PAYSTREAM_COMMIT_INTERVAL_MS", "0")])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("PAYSTREAM_PARTITIONS", "0"), ("PAYSTREAM_PARTITIONS", "eight"), ("PAYSTREAM_COMMIT_INTERVAL_MS", "0")],
+)
 def test_out_of_range_numbers_are_refused(env: pytest.MonkeyPatch, name: str, value: str) -> None:
     env.setenv(name, value)
     with pytest.raises(ValidationError):
@@ -110,18 +112,34 @@ def test_every_topic_has_the_same_partition_count(env: pytest.MonkeyPatch) -> No
 def test_changelogs_are_compacted_and_pipeline_topics_are_not(env: pytest.MonkeyPatch) -> None:
     specs = {s.name: s for s in declared_topics(Settings())}
     changelogs = {changelog_topic("paystream", t) for t in TABLES}
-    assert changelogs == {"paystream-payments-changelog", "paystream-payments-dedup-changelog",
-                          "paystream-payments-timers-changelog", "paystream-keys-changelog",
-                          "paystream-ledger-balances-changelog", "paystream-ledger-applied-changelog",
-                          "paystream-risk-changelog", "paystream-merchants-changelog",
-                          "paystream-subscriptions-changelog", "paystream-dlq-marks-changelog",
-                          "paystream-monitoring-changelog"}
+    assert changelogs == {
+        "paystream-payments-changelog",
+        "paystream-payments-dedup-changelog",
+        "paystream-payments-timers-changelog",
+        "paystream-keys-changelog",
+        "paystream-ledger-balances-changelog",
+        "paystream-ledger-applied-changelog",
+        "paystream-risk-changelog",
+        "paystream-merchants-changelog",
+        "paystream-subscriptions-changelog",
+        "paystream-dlq-marks-changelog",
+        "paystream-monitoring-changelog",
+    }
     assert changelogs <= set(specs)
     # latest entry per key is the state (api-objects: the merchant API's Customers and PaymentMethods)
     # card-vault: the latest sealed record of each card
     # monitoring-cases by case id, monitoring-decisions by decision id (every decision kept: the audit trail)
-    compacted = changelogs | {"fraud-blocklist", "merchants", "fx-rates", "job-runs", "sanctions-list", "api-objects",
-                              "monitoring-cases", "monitoring-decisions", "card-vault"}
+    compacted = changelogs | {
+        "fraud-blocklist",
+        "merchants",
+        "fx-rates",
+        "job-runs",
+        "sanctions-list",
+        "api-objects",
+        "monitoring-cases",
+        "monitoring-decisions",
+        "card-vault",
+    }
     for name, spec in specs.items():
         assert spec.compacted == (name in compacted), name
         assert spec.config()["cleanup.policy"] == ("compact" if name in compacted else "delete")
@@ -144,7 +162,9 @@ def test_changelog_segments_roll_so_compaction_runs(env: pytest.MonkeyPatch) -> 
         cfg = spec.config()
         assert cfg["segment.ms"] == "30000" and float(cfg["min.cleanable.dirty.ratio"]) < 0.5
         assert cfg["cleanup.policy"] == "compact"
-    assert all("segment.ms" not in s.config() for s in specs if s not in changelogs)  # the event store keeps its segments
+    assert all(
+        "segment.ms" not in s.config() for s in specs if s not in changelogs
+    )  # the event store keeps its segments
     env.setenv("PAYSTREAM_CHANGELOG_SEGMENT_MS", "1000")
     with pytest.raises(ValidationError):
         Settings()  # a segment a second would flood the broker with files
@@ -154,7 +174,11 @@ def test_namespace_prefixes_topics_and_changelogs(env: pytest.MonkeyPatch) -> No
     s = Settings(namespace="ci-7")
     names = topic_names(s)
     assert (names.commands, names.validated, names.outcomes, names.dlq) == (
-        "ci-7.payment-commands", "ci-7.payment-commands-validated", "ci-7.payment-outcomes", "ci-7.payment-dlq")
+        "ci-7.payment-commands",
+        "ci-7.payment-commands-validated",
+        "ci-7.payment-outcomes",
+        "ci-7.payment-dlq",
+    )
     declared = {spec.name for spec in declared_topics(s)}
     assert "paystream-ci-7-payments-changelog" in declared
     assert not declared & {spec.name for spec in declared_topics(Settings())}  # no topic shared with the default
@@ -179,22 +203,39 @@ def test_the_worker_uses_only_declared_topics(env: pytest.MonkeyPatch, tmp_path:
     # payouts), or written by a process of its own: the webhook runner (webhook-deliveries), the scheduler (job-runs);
     # api-objects is the merchant API's alone; monitoring-cases and -decisions are the case queue's (`paystream cases`);
     # card-vault is read by every worker outside the group and vault-reveals is the audit (written only)
-    assert declared - read - changelogs <= {names.outcomes, names.dlq, names.events, names.review, names.blocklist,
-                                            names.fx_rates, names.payouts, names.webhooks, names.job_runs,
-                                            names.sanctions, names.api_objects, names.monitoring_cases,
-                                            names.monitoring_decisions, names.card_vault, names.vault_reveals}
+    assert declared - read - changelogs <= {
+        names.outcomes,
+        names.dlq,
+        names.events,
+        names.review,
+        names.blocklist,
+        names.fx_rates,
+        names.payouts,
+        names.webhooks,
+        names.job_runs,
+        names.sanctions,
+        names.api_objects,
+        names.monitoring_cases,
+        names.monitoring_decisions,
+        names.card_vault,
+        names.vault_reveals,
+    }
     assert names.monitoring_activity in read
     assert {spec.partitions for spec in declared_topics(s)} == {6}  # one partition count: tasks span topics
 
 
-def test_monitoring_thresholds_come_from_the_env_and_a_bad_one_stops_the_worker(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_monitoring_thresholds_come_from_the_env_and_a_bad_one_stops_the_worker(
+    env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     from streams.worker.topology import build_worker
 
     env.setenv("PAYSTREAM_MONITORING_THRESHOLDS", '{"device_cards": 3, "reporting_threshold_minor": {"USD": 300000}}')
     assert Settings().monitoring_thresholds == {"device_cards": 3, "reporting_threshold_minor": {"USD": 300000}}
     for bad in ({"device_cards": 1}, {"no_such_threshold": 1}):
         with pytest.raises(ValueError, match="PAYSTREAM_MONITORING_THRESHOLDS"):
-            build_worker(Settings(namespace="unit", data_dir=tmp_path, keys_dir=tmp_path / "keys", monitoring_thresholds=bad))
+            build_worker(
+                Settings(namespace="unit", data_dir=tmp_path, keys_dir=tmp_path / "keys", monitoring_thresholds=bad)
+            )
 
 
 # --- bounds (docs/reliability.md) ---
@@ -224,27 +265,44 @@ def test_bound_settings_default_to_the_code_s_own_defaults(env: pytest.MonkeyPat
 
     s = Settings()
     fields = Settings.model_fields
-    assert (s.timer_sweep_max, s.payment_max_follow_ups) == (SWEEP_MAX, MAX_FOLLOW_UPS) == (SWEEP_MAX, Policy().max_follow_ups)
+    assert (
+        (s.timer_sweep_max, s.payment_max_follow_ups)
+        == (SWEEP_MAX, MAX_FOLLOW_UPS)
+        == (SWEEP_MAX, Policy().max_follow_ups)
+    )
     assert s.three_ds_unavailable == Policy().three_ds_unavailable
     batcher = Batcher()
     assert (s.clickhouse_batch_max_rows, s.clickhouse_batch_max_wait_ms) == (batcher.max_rows, batcher.max_wait_ms)
     assert s.clickhouse_insert_attempts == Sink.attempts
-    caps = {"clickhouse_batch_max_rows": MAX_BATCH_ROWS, "clickhouse_batch_max_wait_ms": MAX_WAIT_MS,
-            "clickhouse_insert_attempts": MAX_ATTEMPTS}
+    caps = {
+        "clickhouse_batch_max_rows": MAX_BATCH_ROWS,
+        "clickhouse_batch_max_wait_ms": MAX_WAIT_MS,
+        "clickhouse_insert_attempts": MAX_ATTEMPTS,
+    }
     for name, cap in caps.items():  # a setting never goes past what the code asserts
         assert next(m.le for m in fields[name].metadata if getattr(m, "le", None) is not None) == cap
     backoff = Backoff()
     assert (s.webhook_backoff_base_s, s.webhook_backoff_max_delay_s, s.webhook_give_up_after_s) == (
-        backoff.base_s, backoff.max_delay_s, backoff.give_up_after_s)
+        backoff.base_s,
+        backoff.max_delay_s,
+        backoff.give_up_after_s,
+    )
     assert s.producer_queue_max_messages == PRODUCER_QUEUE_MAX_MESSAGES
     # The largest message a stage may read must fit a fetch and a produce request.
-    assert s.consumer_max_fetch_size_bytes >= MAX_MESSAGE_BYTES and s.producer_max_request_size_bytes > MAX_MESSAGE_BYTES
+    assert (
+        s.consumer_max_fetch_size_bytes >= MAX_MESSAGE_BYTES and s.producer_max_request_size_bytes > MAX_MESSAGE_BYTES
+    )
 
 
-@pytest.mark.parametrize("name, value", [("PAYSTREAM_BATCH_MAX", "1000000"),
-                                         ("PAYSTREAM_TIMER_SWEEP_MAX", "0"),
-                                         ("PAYSTREAM_MAX_AMOUNT_MINOR", str(2**63)),
-                                         ("PAYSTREAM_CONSUMER_MAX_FETCH_SIZE_BYTES", "1000")])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("PAYSTREAM_BATCH_MAX", "1000000"),
+        ("PAYSTREAM_TIMER_SWEEP_MAX", "0"),
+        ("PAYSTREAM_MAX_AMOUNT_MINOR", str(2**63)),
+        ("PAYSTREAM_CONSUMER_MAX_FETCH_SIZE_BYTES", "1000"),
+    ],
+)
 def test_a_bound_outside_its_range_is_refused(env: pytest.MonkeyPatch, name: str, value: str) -> None:
     env.setenv(name, value)
     with pytest.raises(ValidationError):

@@ -7,20 +7,20 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from streams.cli import merchants as cli_merchants
-from streams.domain import kyc
 from streams.api import auth, kyc_routes
 from streams.api.app import create_app
 from streams.api.bus import InMemoryBus
+from streams.cli import merchants as cli_merchants
 from streams.cli.main import app as cli
 from streams.client.kyc import KycDesk
+from streams.domain import kyc
 from streams.domain.payout_holds import payout_hold
 from streams.domain.payouts import payout_of_settlement
 from streams.domain.settlement import settlement_entry
@@ -28,7 +28,7 @@ from tests.integration.support import make_settings
 
 pytestmark = pytest.mark.integration
 
-T0 = datetime(2026, 3, 2, 10, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 2, 10, tzinfo=UTC)
 DOCS = {"registration_certificate": "docs:rc/1", "owner_id": "docs:id/1", "proof_of_address": "docs:poa/1"}
 
 
@@ -48,11 +48,24 @@ def test_apply_review_hold_and_reverify(bootstrap: str, tmp_path: Path, monkeypa
     client = TestClient(api, headers={"Authorization": f"Bearer {secret}"})
 
     assert client.get("/v1/kyc").status_code == 404
-    bad = client.post("/v1/kyc/application", json={"legal_name": "Acme", "country": "GB", "registration_number": "GB-1",
-                                                   "owners": ["Ada"], "documents": {"selfie": "x"}})
+    bad = client.post(
+        "/v1/kyc/application",
+        json={
+            "legal_name": "Acme",
+            "country": "GB",
+            "registration_number": "GB-1",
+            "owners": ["Ada"],
+            "documents": {"selfie": "x"},
+        },
+    )
     assert (bad.status_code, bad.json()["error"]["code"]) == (400, "invalid_application")
-    body = {"legal_name": "Acme Trading Ltd", "country": "GB", "registration_number": "GB-12345",
-            "owners": ["Ada Example", "Sigmund Korvat"], "documents": DOCS}
+    body = {
+        "legal_name": "Acme Trading Ltd",
+        "country": "GB",
+        "registration_number": "GB-12345",
+        "owners": ["Ada Example", "Sigmund Korvat"],
+        "documents": DOCS,
+    }
     r = client.post("/v1/kyc/application", json=body)
     assert r.status_code == 200, r.text
     case = r.json()

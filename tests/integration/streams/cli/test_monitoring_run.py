@@ -38,13 +38,32 @@ def card(number: str) -> dict:
 
 
 def test_structuring_and_many_cards_per_device_open_cases_and_a_decision_closes_one(
-        bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     settings = make_settings(tmp_path, "monitoring")
     m = f"m_{uuid.uuid4().hex[:6]}"
-    structuring = [create(m, f"s{i}", 9_500_00 + i, capture_method="automatic", occurred_at=T0 + timedelta(hours=i),
-                          card=card("4242424242424242")) for i in range(3)]
-    device = [create(m, f"d{i}", 12_00, occurred_at=T0 + timedelta(minutes=i), metadata={"device": "dev-it-1"},
-                     card=card(luhn_card(f"41111111111100{i}"))) for i in range(5)]
+    structuring = [
+        create(
+            m,
+            f"s{i}",
+            9_500_00 + i,
+            capture_method="automatic",
+            occurred_at=T0 + timedelta(hours=i),
+            card=card("4242424242424242"),
+        )
+        for i in range(3)
+    ]
+    device = [
+        create(
+            m,
+            f"d{i}",
+            12_00,
+            occurred_at=T0 + timedelta(minutes=i),
+            metadata={"device": "dev-it-1"},
+            card=card(luhn_card(f"41111111111100{i}")),
+        )
+        for i in range(5)
+    ]
     worker = start_worker(settings)
     try:
         with Observer(settings) as seen:
@@ -69,12 +88,36 @@ def test_structuring_and_many_cards_per_device_open_cases_and_a_decision_closes_
 
         monkeypatch.setattr(cli_cases, "get_settings", lambda: settings)
         runner = CliRunner()
-        r = runner.invoke(cli, ["cases", "decide", s["case_id"], "--decision", "report", "--operator", "it-ops",
-                                "--reason", "three captures under 10k in a day"])
+        r = runner.invoke(
+            cli,
+            [
+                "cases",
+                "decide",
+                s["case_id"],
+                "--decision",
+                "report",
+                "--operator",
+                "it-ops",
+                "--reason",
+                "three captures under 10k in a day",
+            ],
+        )
         assert r.exit_code == 0, r.output
         assert json.loads(r.stdout)["decision"] == "report"
-        again = runner.invoke(cli, ["cases", "decide", s["case_id"], "--decision", "dismiss", "--operator", "it-ops",
-                                    "--reason", "changed my mind"])
+        again = runner.invoke(
+            cli,
+            [
+                "cases",
+                "decide",
+                s["case_id"],
+                "--decision",
+                "dismiss",
+                "--operator",
+                "it-ops",
+                "--reason",
+                "changed my mind",
+            ],
+        )
         assert again.exit_code == 2 and "case_closed" in again.output
 
         listed = runner.invoke(cli, ["cases", "list"])
@@ -82,7 +125,11 @@ def test_structuring_and_many_cards_per_device_open_cases_and_a_decision_closes_
         mine = {c["case_id"]: c for c in map(json.loads, listed.stdout.splitlines()) if c["merchant_id"] == m}
         assert mine[s["case_id"]]["status"] == "reported"
         (trail,) = mine[s["case_id"]]["decisions"]
-        assert (trail["operator"], trail["decision"], trail["reason"]) == ("it-ops", "report", "three captures under 10k in a day")
+        assert (trail["operator"], trail["decision"], trail["reason"]) == (
+            "it-ops",
+            "report",
+            "three captures under 10k in a day",
+        )
         assert mine[d["case_id"]]["status"] == "open"
         still_open = runner.invoke(cli, ["cases", "list", "--status", "open"])
         assert [json.loads(x)["case_id"] for x in still_open.stdout.splitlines()] == [d["case_id"]]

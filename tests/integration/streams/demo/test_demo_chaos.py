@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 
 from streams.demo.run import run_demo
-
 from tests.integration.support import make_settings
 
 pytestmark = pytest.mark.integration
 
 
-def test_chaos_providers_demo_fails_over_and_charges_no_payment_twice(bootstrap: str, tmp_path: Path,
-                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_chaos_providers_demo_fails_over_and_charges_no_payment_twice(
+    bootstrap: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     settings = make_settings(tmp_path, "chaosprov")
     ok = run_demo(settings, payments=300, timeout_s=240, seed=11, chaos_providers=True)
     out = capsys.readouterr().out

@@ -6,7 +6,7 @@ of event time runs both missed days, once each."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,8 +16,8 @@ from connectors.kafka.clients import command_producer, committed_reader, end_off
 from schemas.codec import Codec
 from streams import metrics
 from streams.client.observe import Observer
+from streams.client.processes import SchedulerProcess
 from streams.client.publish import publish_commands
-from streams.client.processes import SchedulerProcess, wait_until
 from streams.jobs.scheduler import JOB_ORDER, RUN_CODEC, Scheduler
 from streams.settings import Settings, client_config
 from streams.topics import declared_topics, topic_names
@@ -35,9 +35,10 @@ def types_of(seen: Observer, pid: str) -> list[str]:
 
 
 def test_an_idle_pipeline_releases_an_expired_hold_on_the_schedulers_ticks(bootstrap: str, tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, "clock").model_copy(update={
-        "scheduler_tick_interval_s": 0.5, "scheduler_tick_lag_s": 60.0, "scheduler_jobs": ""})
-    now = datetime.now(timezone.utc).replace(microsecond=0)
+    settings = make_settings(tmp_path, "clock").model_copy(
+        update={"scheduler_tick_interval_s": 0.5, "scheduler_tick_lag_s": 60.0, "scheduler_jobs": ""}
+    )
+    now = datetime.now(UTC).replace(microsecond=0)
     m = f"m_{uuid.uuid4().hex[:6]}"
     # Manual capture, created 8 days ago: its 7-day window closed a day ago. The other one
     # must stay authorized (its window is open whatever the ticks say); it is dated before
@@ -51,18 +52,25 @@ def test_an_idle_pipeline_releases_an_expired_hold_on_the_schedulers_ticks(boots
     try:
         with Observer(settings) as seen:
             publish_commands(settings, [old, fresh])
-            assert seen.wait_for({old["command_id"], fresh["command_id"]}, 0, WAIT_S,
-                                 lambda *_: worker.supervise()), worker.log_tail()
-            assert seen.wait_until(lambda: "authorized" in types_of(seen, old["payment_id"])
-                                   and "authorized" in types_of(seen, fresh["payment_id"]), WAIT_S)
+            assert seen.wait_for({old["command_id"], fresh["command_id"]}, 0, WAIT_S, lambda *_: worker.supervise()), (
+                worker.log_tail()
+            )
+            assert seen.wait_until(
+                lambda: (
+                    "authorized" in types_of(seen, old["payment_id"])
+                    and "authorized" in types_of(seen, fresh["payment_id"])
+                ),
+                WAIT_S,
+            )
             # The create's own transaction fired nothing: its event time is the partition's time.
             assert "expired" not in types_of(seen, old["payment_id"])
             assert seen.wait_until(seen.books_applied, WAIT_S), "the ledger did not apply the holds"
 
             # Nothing else is published from here on: only the scheduler's ticks move time.
             scheduler.start()
-            assert seen.wait_until(lambda: "expired" in types_of(seen, old["payment_id"]) or not scheduler.alive(),
-                                   EXPIRE_WAIT_S), (scheduler.log_tail(), worker.log_tail())
+            assert seen.wait_until(
+                lambda: "expired" in types_of(seen, old["payment_id"]) or not scheduler.alive(), EXPIRE_WAIT_S
+            ), (scheduler.log_tail(), worker.log_tail())
             assert scheduler.alive(), scheduler.log_tail()
             (expired,) = [e for e in seen.events[old["payment_id"]] if e["type"] == "expired"]
             assert expired["amount_minor"] == old["amount_minor"]
@@ -74,8 +82,8 @@ def test_an_idle_pipeline_releases_an_expired_hold_on_the_schedulers_ticks(boots
         # The scheduler serves its metrics: ticks counted, event time the wall clock less the lag.
         s = scrape(scheduler_settings.metrics_port)
         assert s["paystream_scheduler_ticks_total"][0][1] >= 1
-        (_, at), = s["paystream_scheduler_event_time_seconds"]
-        behind = datetime.now(timezone.utc).timestamp() - at
+        ((_, at),) = s["paystream_scheduler_event_time_seconds"]
+        behind = datetime.now(UTC).timestamp() - at
         assert settings.scheduler_tick_lag_s <= behind < settings.scheduler_tick_lag_s + 30
     finally:
         assert scheduler.proc is None or scheduler.stop() == 0, scheduler.log_tail()
@@ -109,15 +117,25 @@ def recorded(settings: Settings) -> list[tuple[str, str, str]]:
 
 
 def test_daily_jobs_run_once_per_day_and_a_missed_day_is_caught_up(bootstrap: str, tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, "jobs").model_copy(update={
-        "partitions": SHARDS, "providers": "rails", "scheduler_jobs_delay_s": 3600, "scheduler_tick_lag_s": 60.0})
+    settings = make_settings(tmp_path, "jobs").model_copy(
+        update={
+            "partitions": SHARDS,
+            "providers": "rails",
+            "scheduler_jobs_delay_s": 3600,
+            "scheduler_tick_lag_s": 60.0,
+        }
+    )
     admin.ensure_topics(client_config(settings), declared_topics(settings))
     names = topic_names(settings)
     # A day of captures and refunds on the books (the ledger's own entries, as the worker posts them).
     producer = command_producer(client_config(settings))
     for record in traffic(payments=120, seed=24, start=DAY0).entries:
-        producer.produce(names.ledger, key=record["merchant_id"].encode(), value=Codec("LedgerEntry").encode(record),
-                         partition=record["shard"])
+        producer.produce(
+            names.ledger,
+            key=record["merchant_id"].encode(),
+            value=Codec("LedgerEntry").encode(record),
+            partition=record["shard"],
+        )
     assert producer.flush(30) == 0
     d0, d1, d2 = DAY0.date(), DAY0.date() + timedelta(days=1), DAY0.date() + timedelta(days=2)
     # Event time = wall - lag; a day is due once event time is the delay past its end.
@@ -151,4 +169,4 @@ def test_daily_jobs_run_once_per_day_and_a_missed_day_is_caught_up(bootstrap: st
     # Counted for Prometheus (this process's registry: the scheduler's own metrics port serves it).
     assert all(metrics.JOB_RUNS.labels(job=job, status="succeeded")._value.get() >= 3 for job in JOB_ORDER)
     last = metrics.JOB_LAST_SUCCESS_DAY.labels(job="settle")._value.get()
-    assert last == datetime(d2.year, d2.month, d2.day, tzinfo=timezone.utc).timestamp()
+    assert last == datetime(d2.year, d2.month, d2.day, tzinfo=UTC).timestamp()

@@ -18,10 +18,10 @@ from typer.testing import CliRunner
 
 from connectors.clickhouse.client import connect
 from schemas.codec import Codec
-from streams.domain.audit import audit
 from streams.cli.main import app
 from streams.client.books import book_records, live_balances, public_keys
 from streams.client.observe import Observer
+from streams.domain.audit import audit
 from streams.jobs.sink import catch_up
 from streams.settings import Settings, get_settings
 from streams.topics import topic_names
@@ -35,15 +35,26 @@ RATE = "0.92345"
 
 
 def env_of(settings: Settings) -> dict[str, str]:
-    fields = ("namespace", "partitions", "data_dir", "keys_dir", "providers_dir", "clickhouse_url", "clickhouse_database",
-              "providers", "fraud_scoring")
+    fields = (
+        "namespace",
+        "partitions",
+        "data_dir",
+        "keys_dir",
+        "providers_dir",
+        "clickhouse_url",
+        "clickhouse_database",
+        "providers",
+        "fraud_scoring",
+    )
     return {f"PAYSTREAM_{f.upper()}": str(getattr(settings, f)) for f in fields}
 
 
 @pytest.fixture(scope="module")
 def day(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     tmp = tmp_path_factory.mktemp("settle")
-    settings = make_settings(tmp, "settle").model_copy(update={"providers": "rails", "clickhouse_database": "it_settle"})
+    settings = make_settings(tmp, "settle").model_copy(
+        update={"providers": "rails", "clickhouse_database": "it_settle"}
+    )
     worker = start_worker(settings)
     yield Pipeline(settings, worker)
     assert worker.stop() == 0, worker.log_tail()
@@ -69,9 +80,13 @@ def test_a_day_settles_in_the_merchants_currency_and_reconciles(day: Pipeline, m
     assert code == 0, out
 
     creates = [create(m, f"k{i}", amount=1_000 + 37 * i) for m in (eu, us) for i in range(12)]
-    captures = [follow_up("capture", c["merchant_id"], c["payment_id"], f"cap-{c['idempotency_key']}", c["amount_minor"])
-                for c in creates]
-    refunds = [follow_up("refund", c["merchant_id"], c["payment_id"], f"ref-{c['idempotency_key']}", 300) for c in creates[::4]]
+    captures = [
+        follow_up("capture", c["merchant_id"], c["payment_id"], f"cap-{c['idempotency_key']}", c["amount_minor"])
+        for c in creates
+    ]
+    refunds = [
+        follow_up("refund", c["merchant_id"], c["payment_id"], f"ref-{c['idempotency_key']}", 300) for c in creates[::4]
+    ]
     run(day, creates)
     cap_seen, ref_seen = run(day, captures), run(day, refunds)
     captured = {c["payment_id"] for c in captures if cap_seen.outcomes[c["command_id"]][0]["status"] == "succeeded"}
@@ -85,13 +100,25 @@ def test_a_day_settles_in_the_merchants_currency_and_reconciles(day: Pipeline, m
         assert code == 0, out
         catch_up(s, client)
         # The read model's balances (the cookbook's "Balances now") are the ledger's own, to the minor unit.
-        ch = {(a, c): b for a, c, b in client.query("SELECT account, currency, balance_minor FROM balances "
-                                                    "WHERE balance_minor != 0").result_rows}
+        ch = {
+            (a, c): b
+            for a, c, b in client.query(
+                "SELECT account, currency, balance_minor FROM balances WHERE balance_minor != 0"
+            ).result_rows
+        }
         assert ch == live_balances(s)
-        volume = dict(client.query("SELECT merchant_id, sum(amount_minor) FROM payment_events FINAL WHERE type = 'captured' "
-                                   "GROUP BY merchant_id").result_rows)
-        credited = dict(client.query("SELECT merchant_id, sum(credit_minor) FROM ledger_entries FINAL WHERE event_type = 'captured' "
-                                     "AND account LIKE 'merchant:%:pending' GROUP BY merchant_id").result_rows)
+        volume = dict(
+            client.query(
+                "SELECT merchant_id, sum(amount_minor) FROM payment_events FINAL WHERE type = 'captured' "
+                "GROUP BY merchant_id"
+            ).result_rows
+        )
+        credited = dict(
+            client.query(
+                "SELECT merchant_id, sum(credit_minor) FROM ledger_entries FINAL WHERE event_type = 'captured' "
+                "AND account LIKE 'merchant:%:pending' GROUP BY merchant_id"
+            ).result_rows
+        )
         assert volume == credited and set(volume) == {eu, us}
 
         owed = {m: -live_balances(s).get((f"merchant:{m}:pending", "USD"), 0) for m in (eu, us)}
@@ -109,9 +136,12 @@ def test_a_day_settles_in_the_merchants_currency_and_reconciles(day: Pipeline, m
         assert balances[(f"merchant:{us}:available", "USD")] == -owed[us]
         assert (f"merchant:{eu}:pending", "USD") not in balances and (f"merchant:{us}:pending", "USD") not in balances
         payouts = read_payouts(s)
-        assert sorted((p["merchant_id"], p["currency"], p["amount_minor"]) for p in payouts) == \
-               sorted([(eu, "EUR", paid_eur), (us, "USD", owed[us])])
-        report = audit(book_records(s), public_keys(s), events_topic=topic_names(s).events, entries_topic=topic_names(s).ledger)
+        assert sorted((p["merchant_id"], p["currency"], p["amount_minor"]) for p in payouts) == sorted(
+            [(eu, "EUR", paid_eur), (us, "USD", owed[us])]
+        )
+        report = audit(
+            book_records(s), public_keys(s), events_topic=topic_names(s).events, entries_topic=topic_names(s).ledger
+        )
         assert report.ok, report.first_failure()
 
         # The rails' reports: each capture and refund of DAY appears on its rail's report settle_days later.
@@ -123,8 +153,18 @@ def test_a_day_settles_in_the_merchants_currency_and_reconciles(day: Pipeline, m
             code, out = cli(monkeypatch, s, "reconcile", "--date", report_day)
             assert code == 0, out
             matched += int(m.group(1)) if (m := re.search(r"all (\d+) matched", out)) else 0
-        assert matched == len(captured) + sum(1 for r in refunds if ref_seen.outcomes[r["command_id"]][0]["status"] == "succeeded")
-        code, out = cli(monkeypatch, s, "providers", "report", "--date", (DAY + timedelta(days=1)).isoformat(), "--inject-discrepancy")
+        assert matched == len(captured) + sum(
+            1 for r in refunds if ref_seen.outcomes[r["command_id"]][0]["status"] == "succeeded"
+        )
+        code, out = cli(
+            monkeypatch,
+            s,
+            "providers",
+            "report",
+            "--date",
+            (DAY + timedelta(days=1)).isoformat(),
+            "--inject-discrepancy",
+        )
         assert code == 0, out
         code, out = cli(monkeypatch, s, "reconcile", "--date", (DAY + timedelta(days=1)).isoformat())
         assert code == 1 and "amount_mismatch" in out, out
@@ -137,4 +177,3 @@ def read_payouts(s: Settings) -> list[dict]:
 
     codec = Codec("PayoutInstruction")
     return [codec.decode(m.value()) for m in read_to_end(s.bootstrap_servers, [topic_names(s).payouts], s.partitions)]
-

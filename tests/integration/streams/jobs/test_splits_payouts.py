@@ -17,11 +17,11 @@ from connectors.kafka import admin
 from connectors.kafka.clients import command_producer
 from schemas.codec import Codec
 from schemas.ids import derive_entry_id, derive_event_id, derive_payout_id, derive_reversal_id, derive_settlement_id
-from streams.domain.audit import audit
 from streams.client.books import book_records, live_balances, public_keys
+from streams.client.observe import Observer
+from streams.domain.audit import audit
 from streams.domain.merchants import connect as connect_account
 from streams.domain.merchants import merchant_record
-from streams.client.observe import Observer
 from streams.settings import client_config
 from streams.topics import declared_topics, topic_names
 from tests.integration.streams.jobs.test_settle_reconcile import cli
@@ -70,7 +70,8 @@ def owed(balances: dict, merchant: str, kind: str = "pending") -> int:
 
 
 def test_split_payments_settle_per_account_and_a_failed_payout_is_reversed(
-        market: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    market: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
     s = market.settings
     p1 = split_create("p1", [(SELLER_A, 6_000), (SELLER_B, 3_000)], 1_000)
     p2 = split_create("p2", [(SELLER_A, 500), (SELLER_B, 400)], 99)
@@ -79,14 +80,23 @@ def test_split_payments_settle_per_account_and_a_failed_payout_is_reversed(
     seen = run(market, [p1, p2, p3, stranger])
     assert [seen.outcomes[c["command_id"]][0]["status"] for c in (p1, p2, p3)] == ["succeeded"] * 3
     assert seen.outcomes[stranger["command_id"]][0]["reason_code"] == "split_account_not_connected"
-    follow_ups = [follow_up("capture", MARKET, p1["payment_id"], "c1"), follow_up("capture", MARKET, p2["payment_id"], "c2", 500),
-                  follow_up("capture", MARKET, p3["payment_id"], "c3")]
+    follow_ups = [
+        follow_up("capture", MARKET, p1["payment_id"], "c1"),
+        follow_up("capture", MARKET, p2["payment_id"], "c2", 500),
+        follow_up("capture", MARKET, p3["payment_id"], "c3"),
+    ]
     refund = follow_up("refund", MARKET, p1["payment_id"], "r1", 2_500)
     for cmds in (follow_ups, [refund]):
-        seen = run(market, cmds, settled=lambda o: any(e["type"] == "refunded" for e in o.events.get(p1["payment_id"], ()))
-                   if cmds == [refund] else True)
-        assert [seen.outcomes[c["command_id"]][0]["status"] for c in cmds] == ["succeeded"] * len(cmds), \
-            [seen.outcomes[c["command_id"]][0]["reason_code"] for c in cmds]
+        seen = run(
+            market,
+            cmds,
+            settled=lambda o: (
+                any(e["type"] == "refunded" for e in o.events.get(p1["payment_id"], ())) if cmds == [refund] else True
+            ),
+        )
+        assert [seen.outcomes[c["command_id"]][0]["status"] for c in cmds] == ["succeeded"] * len(cmds), [
+            seen.outcomes[c["command_id"]][0]["reason_code"] for c in cmds
+        ]
     refunded = next(e for e in seen.events[p1["payment_id"]] if e["type"] == "refunded")
     applied(s, {derive_entry_id(refunded["event_id"])})
 
@@ -107,9 +117,14 @@ def test_split_payments_settle_per_account_and_a_failed_payout_is_reversed(
     code, out = cli(monkeypatch, s, *args)
     assert code == 0 and "0 new entr(ies) posted" in out, out
 
-    payout = {m: derive_payout_id(derive_settlement_id(m, "USD", DAY.isoformat())) for m in (MARKET, SELLER_A, SELLER_B)}
-    applied(s, {derive_entry_id(derive_event_id(payout[m], "payout_paid")) for m in (MARKET, SELLER_A)}
-            | {derive_reversal_id(derive_entry_id(derive_event_id(payout[SELLER_B], "payout_sent")), "bank_failed")})
+    payout = {
+        m: derive_payout_id(derive_settlement_id(m, "USD", DAY.isoformat())) for m in (MARKET, SELLER_A, SELLER_B)
+    }
+    applied(
+        s,
+        {derive_entry_id(derive_event_id(payout[m], "payout_paid")) for m in (MARKET, SELLER_A)}
+        | {derive_reversal_id(derive_entry_id(derive_event_id(payout[SELLER_B], "payout_sent")), "bank_failed")},
+    )
     balances = live_balances(s)
     assert owed(balances, SELLER_A, "available") == 0  # paid out
     assert owed(balances, SELLER_B, "available") == 3_000 + 200 - 750  # the bank returned it: back, exactly
@@ -117,12 +132,18 @@ def test_split_payments_settle_per_account_and_a_failed_payout_is_reversed(
     in_transit = sum(v for (a, _), v in balances.items() if a.startswith("house:payouts_in_transit:"))
     bank = sum(v for (a, _), v in balances.items() if a.startswith("house:bank:"))
     assert (in_transit, -bank) == (0, 6_000 + 250 + 1_000 - 1_500 + platform_owed)
-    report = audit(book_records(s), public_keys(s), events_topic=topic_names(s).events, entries_topic=topic_names(s).ledger)
+    report = audit(
+        book_records(s), public_keys(s), events_topic=topic_names(s).events, entries_topic=topic_names(s).ledger
+    )
     assert report.ok, report.first_failure
 
     client = connect(s.clickhouse_url, s.clickhouse_database)
     try:  # chDB is one engine per process: left open, it breaks every later test
-        rows = client.query("SELECT merchant_id, status, failure_reason FROM payouts FINAL ORDER BY merchant_id").result_rows
+        rows = client.query(
+            "SELECT merchant_id, status, failure_reason FROM payouts FINAL ORDER BY merchant_id"
+        ).result_rows
     finally:
         client.close()
-    assert sorted(rows) == sorted([(MARKET, "paid", ""), (SELLER_A, "paid", ""), (SELLER_B, "failed", "account_closed")])
+    assert sorted(rows) == sorted(
+        [(MARKET, "paid", ""), (SELLER_A, "paid", ""), (SELLER_B, "failed", "account_closed")]
+    )

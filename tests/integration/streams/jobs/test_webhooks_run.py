@@ -9,7 +9,7 @@ import asyncio
 import json
 import time
 from collections import defaultdict
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -22,9 +22,8 @@ from connectors.webhooks import registry
 from connectors.webhooks.signing import HEADER, SignatureError, verify
 from schemas.codec import Codec
 from schemas.ids import derive_event_id
-from streams.topics import declared_topics, topic_names
 from streams.jobs.webhooks import WebhookRunner, registry_path
-
+from streams.topics import declared_topics, topic_names
 from tests.integration.support import make_settings
 
 pytestmark = pytest.mark.integration
@@ -65,16 +64,29 @@ class Receiver:
 
 def publish(settings, payments: range, merchants: tuple[str, ...]) -> None:
     producer = command_producer(settings.bootstrap_servers)
-    start = datetime.now(timezone.utc)
+    start = datetime.now(UTC)
     for i in payments:
         merchant = merchants[i % len(merchants)]
         pid = f"pay_hook_{i}"
         for v, kind in enumerate(TYPES, 1):
-            event = {"event_id": derive_event_id(f"cmd_{pid}_{v}", kind), "type": kind, "payment_id": pid,
-                     "merchant_id": merchant, "command_id": f"cmd_{pid}_{v}", "currency": "USD", "amount_minor": 1000,
-                     "payment_status": kind, "authorized_minor": 1000, "captured_minor": 1000 * (v > 1),
-                     "refunded_minor": 0, "version": v, "card_token": "tok_never_sent", "card_bin": "424242",
-                     "card_last4": "4242", "occurred_at": start + timedelta(milliseconds=10 * i + v)}
+            event = {
+                "event_id": derive_event_id(f"cmd_{pid}_{v}", kind),
+                "type": kind,
+                "payment_id": pid,
+                "merchant_id": merchant,
+                "command_id": f"cmd_{pid}_{v}",
+                "currency": "USD",
+                "amount_minor": 1000,
+                "payment_status": kind,
+                "authorized_minor": 1000,
+                "captured_minor": 1000 * (v > 1),
+                "refunded_minor": 0,
+                "version": v,
+                "card_token": "tok_never_sent",
+                "card_bin": "424242",
+                "card_last4": "4242",
+                "occurred_at": start + timedelta(milliseconds=10 * i + v),
+            }
             producer.produce(topic_names(settings).events, key=pid.encode(), value=EVENTS.encode(event))
     assert producer.flush(30) == 0
 
@@ -91,7 +103,8 @@ async def until(predicate, timeout_s: float = WAIT_S) -> bool:  # type: ignore[n
 
 def test_every_event_delivered_signed_in_order_and_a_crash_loses_nothing(bootstrap: str, tmp_path: Path) -> None:
     settings = make_settings(tmp_path, "hooks").model_copy(
-        update={"webhook_backoff_base_s": 1, "webhook_backoff_max_delay_s": 2})
+        update={"webhook_backoff_base_s": 1, "webhook_backoff_max_delay_s": 2}
+    )
     admin.ensure_topics(settings.kafka_bootstrap, declared_topics(settings))
     store = FileKeyStore(settings.keys_dir)
     store.init()
@@ -142,7 +155,10 @@ def test_every_event_delivered_signed_in_order_and_a_crash_loses_nothing(bootstr
         assert list(dict.fromkeys(receiver.seen[pid])) == [1, 2, 3, 4], f"{pid} out of order: {receiver.seen[pid]}"
     assert any(len(v) > 4 for v in receiver.seen.values()), "lost answers are sent again (at least once)"
 
-    records = [DELIVERIES.decode(m.value()) for m in read_to_end(settings.bootstrap_servers, [topic_names(settings).webhooks], settings.partitions)]
+    records = [
+        DELIVERIES.decode(m.value())
+        for m in read_to_end(settings.bootstrap_servers, [topic_names(settings).webhooks], settings.partitions)
+    ]
     assert {r["merchant_id"] for r in records} == set(merchants[:2])
     delivered = {r["notification_id"] for r in records if r["status"] == "delivered"}
     assert delivered == receiver.ids, "every notification the receiver took has a delivered record, and no other"

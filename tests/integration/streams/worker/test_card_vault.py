@@ -39,10 +39,22 @@ PAN = "4242424242424242"
 def saved_card_charge(merchant: str, token: str) -> dict:
     """A merchant-initiated charge on the saved card (a subscription's, as the subscriptions stage emits it)."""
     key = f"mit-{uuid.uuid4().hex[:8]}"
-    return create(merchant, key, amount=2500, card=None, capture_method="automatic",
-                  card_token={"token": token, "bin": PAN[:6], "last4": PAN[-4:], "brand": "visa", "exp_month": 12,
-                              "exp_year": 2030},
-                  metadata={MIT_METADATA_KEY: "sub_vault"}) | {"payment_id": derive_payment_id(merchant, key)}
+    return create(
+        merchant,
+        key,
+        amount=2500,
+        card=None,
+        capture_method="automatic",
+        card_token={
+            "token": token,
+            "bin": PAN[:6],
+            "last4": PAN[-4:],
+            "brand": "visa",
+            "exp_month": 12,
+            "exp_year": 2030,
+        },
+        metadata={MIT_METADATA_KEY: "sub_vault"},
+    ) | {"payment_id": derive_payment_id(merchant, key)}
 
 
 def outcome_of(settings: Settings, cmd: dict) -> dict:
@@ -60,8 +72,13 @@ def records(settings: Settings, topic: str) -> list[tuple[bytes, bytes | None]]:
 
 
 def keys_cli(monkeypatch: pytest.MonkeyPatch, settings: Settings, *args: str) -> tuple[int, str, str]:
-    env = {"NAMESPACE": settings.namespace, "PARTITIONS": str(settings.partitions), "KEYS_DIR": str(settings.keys_dir),
-           "DATA_DIR": str(settings.data_dir), "KAFKA_BOOTSTRAP": settings.kafka_bootstrap}
+    env = {
+        "NAMESPACE": settings.namespace,
+        "PARTITIONS": str(settings.partitions),
+        "KEYS_DIR": str(settings.keys_dir),
+        "DATA_DIR": str(settings.data_dir),
+        "KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+    }
     for k, v in env.items():
         monkeypatch.setenv(f"PAYSTREAM_{k}", v)
     get_settings.cache_clear()
@@ -73,7 +90,8 @@ def keys_cli(monkeypatch: pytest.MonkeyPatch, settings: Settings, *args: str) ->
 
 
 def test_a_card_sealed_by_one_worker_is_revealed_by_another_audited_and_survives_a_rewrap(
-        bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     a = make_settings(tmp_path / "a", "vault").model_copy(update={"worker_name": "wa"})
     names = topic_names(a)
     # B and C: the same namespace and key store, each a data dir of its own (a new pod, a lost disk).
@@ -108,8 +126,13 @@ def test_a_card_sealed_by_one_worker_is_revealed_by_another_audited_and_survives
         assert worker.stop() == 0, worker.log_tail()
     (audit,) = [REVEALS.decode(v) for _, v in records(b, names.vault_reveals)]
     assert {k: audit[k] for k in ("token", "merchant_id", "payment_id", "purpose", "master_key_id", "worker")} == {
-        "token": token, "merchant_id": merchant, "payment_id": charge["payment_id"], "purpose": REVEAL_MIT,
-        "master_key_id": "vault-master-v1", "worker": "wb"}
+        "token": token,
+        "merchant_id": merchant,
+        "payment_id": charge["payment_id"],
+        "purpose": REVEAL_MIT,
+        "master_key_id": "vault-master-v1",
+        "worker": "wb",
+    }
     assert audit["event_time"] == T0  # the command's event time, not the wall clock
 
     # 3. Rotate the master key, re-wrap the topic, retire the old key: worker C still reveals the card.
@@ -130,8 +153,9 @@ def test_a_card_sealed_by_one_worker_is_revealed_by_another_audited_and_survives
     finally:
         assert worker.stop() == 0, worker.log_tail()
     audits = [REVEALS.decode(v) for _, v in records(c, names.vault_reveals)]
-    assert [(x["payment_id"], x["master_key_id"], x["worker"]) for x in audits if x["payment_id"] == again["payment_id"]] \
-        == [(again["payment_id"], "vault-master-v2", "wc")]
+    assert [
+        (x["payment_id"], x["master_key_id"], x["worker"]) for x in audits if x["payment_id"] == again["payment_id"]
+    ] == [(again["payment_id"], "vault-master-v2", "wc")]
 
     # 4. No PAN in clear in the vault's topics, the commands or the workers' logs.
     scanner = PanScanner([PAN])
@@ -179,7 +203,8 @@ def test_a_card_not_held_is_read_through_from_its_partition(bootstrap: str, tmp_
 
 
 def test_a_local_vault_of_an_earlier_version_is_imported_onto_the_topic(
-        bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The RocksDB vault file of earlier versions holds the same envelopes: `keys vault-import`
     publishes them unchanged, and the topic's vault reveals them."""
     from rocksdict import Options, Rdict
@@ -201,7 +226,9 @@ def test_a_local_vault_of_an_earlier_version_is_imported_onto_the_topic(
     assert code == 0 and "1 sealed card(s) published" in err, err
     names = topic_names(settings)
     assert records(settings, names.card_vault) == [(card.token.encode(), blob)]
-    vault = TopicVault(client_config(settings), names.card_vault, settings.partitions, keys, max_cards=10, read_through_s=10)
+    vault = TopicVault(
+        client_config(settings), names.card_vault, settings.partitions, keys, max_cards=10, read_through_s=10
+    )
     assert vault.reveal(card.token).pan == PAN
     code, _, err = keys_cli(monkeypatch, settings, "vault-import", str(tmp_path))
     assert code == 1 and "not a RocksDB vault" in err

@@ -32,60 +32,105 @@ IBAN = "DE89 3704 0044 0532 0130 00"
 
 
 def wallet(token: str) -> dict:
-    return {"card": None, "capture_method": "automatic", "method": "wallet",
-            "wallet": {"provider": "apple_pay", "token": token, "cryptogram": "AgAAAAAABk4DWZ4C28yUQAAAAAA="}}
+    return {
+        "card": None,
+        "capture_method": "automatic",
+        "method": "wallet",
+        "wallet": {"provider": "apple_pay", "token": token, "cryptogram": "AgAAAAAABk4DWZ4C28yUQAAAAAA="},
+    }
 
 
 def bank(mandate: str, account: str | None = None) -> dict:
-    return {"card": None, "capture_method": "automatic", "method": "bank_transfer",
-            "bank_account": {"scheme": "ach", "mandate_id": mandate, "account_last4": "3000"},
-            "metadata": {"bank_account_digest": account_digest(account)} if account else {}}
+    return {
+        "card": None,
+        "capture_method": "automatic",
+        "method": "bank_transfer",
+        "bank_account": {"scheme": "ach", "mandate_id": mandate, "account_last4": "3000"},
+        "metadata": {"bank_account_digest": account_digest(account)} if account else {},
+    }
 
 
 def bnpl(customer: str) -> dict:
-    return {"card": None, "capture_method": "automatic", "method": "bnpl", "bnpl": {"provider": "later"},
-            "metadata": {"bnpl_customer": customer}}
+    return {
+        "card": None,
+        "capture_method": "automatic",
+        "method": "bnpl",
+        "bnpl": {"provider": "later"},
+        "metadata": {"bnpl_customer": customer},
+    }
 
 
 def crypto(address: str) -> dict:
-    return {"card": None, "capture_method": "automatic", "method": "crypto",
-            "crypto": {"asset": "USDC", "refund_address": address}}
+    return {
+        "card": None,
+        "capture_method": "automatic",
+        "method": "crypto",
+        "crypto": {"asset": "USDC", "refund_address": address},
+    }
 
 
-def test_every_method_is_declined_on_a_blocked_instrument_and_reviewed_on_a_burst(bootstrap: str, tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, "fraudall").model_copy(update={"fraud_scoring": True, "metrics_port": free_port()})
+def test_every_method_is_declined_on_a_blocked_instrument_and_reviewed_on_a_burst(
+    bootstrap: str, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path, "fraudall").model_copy(
+        update={"fraud_scoring": True, "metrics_port": free_port()}
+    )
     names = topic_names(settings)
     m = f"m_{uuid.uuid4().hex[:6]}"
     # The blocks are on the topic before the worker starts: it folds them all before its first score.
     admin.ensure_topics(client_config(settings), declared_topics(settings))
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
-    for kind, value in (("wallet", "wtok_blocked000000000"), ("bank_account", IBAN), ("bnpl_customer", "later:cust_fraud")):
+    for kind, value in (
+        ("wallet", "wtok_blocked000000000"),
+        ("bank_account", IBAN),
+        ("bnpl_customer", "later:cust_fraud"),
+    ):
         key, record = block_record(kind, value, "block", "account_takeover", T0 - timedelta(days=1))
         producer.produce(names.blocklist, Codec("FraudBlockEntry").encode(record), key=key)
     assert producer.flush(10) == 0
 
-    blocked = {"wallet": create(m, "w-blocked", **wallet("wtok_blocked000000000")),
-               "bank_transfer": create(m, "b-blocked", **bank("MD-blocked", IBAN)),
-               "bnpl": create(m, "n-blocked", **bnpl("cust_fraud")),
-               "crypto": create(m, "c-blocked", **crypto(shipped_entries()[0].value))}
+    blocked = {
+        "wallet": create(m, "w-blocked", **wallet("wtok_blocked000000000")),
+        "bank_transfer": create(m, "b-blocked", **bank("MD-blocked", IBAN)),
+        "bnpl": create(m, "n-blocked", **bnpl("cust_fraud")),
+        "crypto": create(m, "c-blocked", **crypto(shipped_entries()[0].value)),
+    }
     # Five creates on one instrument, close together: past each method's first velocity limit (3 before it).
-    gaps = {"wallet": timedelta(seconds=5), "bank_transfer": timedelta(minutes=5), "bnpl": timedelta(hours=1),
-            "crypto": timedelta(minutes=5)}
-    instruments = {"wallet": wallet("wtok_burst0000000000"), "bank_transfer": bank("MD-burst"),
-                   "bnpl": bnpl("cust_burst"), "crypto": crypto("bc1qburstpayer0000001")}
-    bursts = {method: [create(m, f"{method}-burst-{i}", amount=1_000 + i, occurred_at=T0 + gaps[method] * i,
-                              **instruments[method]) for i in range(5)] for method in instruments}
+    gaps = {
+        "wallet": timedelta(seconds=5),
+        "bank_transfer": timedelta(minutes=5),
+        "bnpl": timedelta(hours=1),
+        "crypto": timedelta(minutes=5),
+    }
+    instruments = {
+        "wallet": wallet("wtok_burst0000000000"),
+        "bank_transfer": bank("MD-burst"),
+        "bnpl": bnpl("cust_burst"),
+        "crypto": crypto("bc1qburstpayer0000001"),
+    }
+    bursts = {
+        method: [
+            create(m, f"{method}-burst-{i}", amount=1_000 + i, occurred_at=T0 + gaps[method] * i, **instruments[method])
+            for i in range(5)
+        ]
+        for method in instruments
+    }
     commands = [*blocked.values(), *(c for burst in bursts.values() for c in burst)]
     worker = start_worker(settings)
     try:
         with Observer(settings) as seen:
             publish_commands(settings, commands)
-            assert seen.wait_for({c["command_id"] for c in commands}, 0, WAIT_S, lambda *_: worker.supervise()), worker.log_tail()
+            assert seen.wait_for({c["command_id"] for c in commands}, 0, WAIT_S, lambda *_: worker.supervise()), (
+                worker.log_tail()
+            )
             first = {c["command_id"]: seen.outcomes[c["command_id"]][0] for c in commands}
             for method, cmd in blocked.items():
                 out = first[cmd["command_id"]]
                 assert (out["status"], out["reason_code"], out["payment_status"]) == (
-                    "rejected", "fraud_suspected", "declined"), (method, out)
+                    "rejected",
+                    "fraud_suspected",
+                    "declined",
+                ), (method, out)
             held = {}
             for method, burst in bursts.items():
                 statuses = [first[c["command_id"]]["payment_status"] for c in burst]
@@ -94,7 +139,11 @@ def test_every_method_is_declined_on_a_blocked_instrument_and_reviewed_on_a_burs
                 # payment partition): whichever comes fifth breaks the limit, the other four pass the
                 # fraud stage (the test provider has no chain to quote a crypto one: declined
                 # `currency_not_supported` after it, never `fraud_suspected`).
-                assert statuses.count("requires_review") == 1 and "fraud_suspected" not in reasons, (method, statuses, reasons)
+                assert statuses.count("requires_review") == 1 and "fraud_suspected" not in reasons, (
+                    method,
+                    statuses,
+                    reasons,
+                )
                 held[method] = burst[statuses.index("requires_review")]["payment_id"]
 
             reviews: dict[str, dict] = {}
@@ -108,10 +157,18 @@ def test_every_method_is_declined_on_a_blocked_instrument_and_reviewed_on_a_burs
             assert wait_until(reviewed, 30), sorted(reviews)
     finally:
         assert worker.stop() == 0, worker.log_tail()
-    rules = {"wallet": "velocity_wallet_1m", "bank_transfer": "velocity_account_1h", "bnpl": "velocity_customer_1d",
-             "crypto": "velocity_address_1h"}
-    keys = {"wallet": "wallet:apple_pay:wtok_burst0000000000", "bank_transfer": f"mandate:{m}:MD-burst",
-            "bnpl": "later:cust_burst", "crypto": "crypto:bc1qburstpayer0000001"}
+    rules = {
+        "wallet": "velocity_wallet_1m",
+        "bank_transfer": "velocity_account_1h",
+        "bnpl": "velocity_customer_1d",
+        "crypto": "velocity_address_1h",
+    }
+    keys = {
+        "wallet": "wallet:apple_pay:wtok_burst0000000000",
+        "bank_transfer": f"mandate:{m}:MD-burst",
+        "bnpl": "later:cust_burst",
+        "crypto": "crypto:bc1qburstpayer0000001",
+    }
     for method, pid in held.items():
         review = reviews[pid]
         assert review["reasons"] == [rules[method]] and review["score_ppm"] is None and not review["fallback"]

@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from streams.cli import ledger as cli_ledger, main as cli
-from streams.domain.audit import audit
+from streams.cli import ledger as cli_ledger
+from streams.cli import main as cli
 from streams.client.books import book_records, live_balances, public_keys
-from streams.domain.ledger import merchant_account
 from streams.client.processes import wait_until
+from streams.domain.audit import audit
+from streams.domain.ledger import merchant_account
 from streams.topics import topic_names
 from tests.integration.support import T0, Pipeline, create, follow_up, make_settings, run, start_worker
 
@@ -26,26 +27,46 @@ pytestmark = pytest.mark.integration
 
 def bank_notice(kind: str, merchant: str, payment_id: str, days: int, code: str | None = None) -> dict:
     return follow_up(kind, merchant, payment_id, f"{payment_id}-{kind}", at=T0 + timedelta(days=days)) | {
-        "bank_notice": {"return_code": code} if code else None}
+        "bank_notice": {"return_code": code} if code else None
+    }
 
 
 def test_bank_transfers_return_before_and_after_settlement_and_a_wallet_pays(
-        bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     settings = make_settings(tmp_path, "methods")
     monkeypatch.setattr(cli_ledger, "get_settings", lambda: settings)
     names = topic_names(settings)
     m = f"m_{uuid.uuid4().hex[:6]}"
-    bank = {"card": None, "capture_method": "automatic", "method": "bank_transfer",
-            "bank_account": {"scheme": "ach", "mandate_id": "MD-1", "account_last4": "6789"}}
+    bank = {
+        "card": None,
+        "capture_method": "automatic",
+        "method": "bank_transfer",
+        "bank_account": {"scheme": "ach", "mandate_id": "MD-1", "account_last4": "6789"},
+    }
     a, b = create(m, "a", amount=10_000, **bank), create(m, "b", amount=4_000, **bank)
-    w = create(m, "w", amount=10_000, card=None, method="wallet",
-               wallet={"provider": "apple_pay", "token": "wtok_0a1b2c3d4e5f6a7b", "cryptogram": "AgAAAAAABk4DWZ4C28yUQAAAAAA="})
-    steps = [a, b, w,
-             bank_notice("bank_settle", m, a["payment_id"], 2),
-             bank_notice("bank_return", m, a["payment_id"], 4, "R01"),  # after settlement
-             bank_notice("bank_return", m, b["payment_id"], 1, "R03"),  # before it
-             follow_up("capture", m, w["payment_id"], "w-cap", 6_000),
-             follow_up("refund", m, w["payment_id"], "w-ref", 1_000)]
+    w = create(
+        m,
+        "w",
+        amount=10_000,
+        card=None,
+        method="wallet",
+        wallet={
+            "provider": "apple_pay",
+            "token": "wtok_0a1b2c3d4e5f6a7b",
+            "cryptogram": "AgAAAAAABk4DWZ4C28yUQAAAAAA=",
+        },
+    )
+    steps = [
+        a,
+        b,
+        w,
+        bank_notice("bank_settle", m, a["payment_id"], 2),
+        bank_notice("bank_return", m, a["payment_id"], 4, "R01"),  # after settlement
+        bank_notice("bank_return", m, b["payment_id"], 1, "R03"),  # before it
+        follow_up("capture", m, w["payment_id"], "w-cap", 6_000),
+        follow_up("refund", m, w["payment_id"], "w-ref", 1_000),
+    ]
     worker = start_worker(settings)
     try:
         observer = run(Pipeline(settings, worker), steps)

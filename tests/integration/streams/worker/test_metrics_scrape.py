@@ -20,9 +20,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from connectors.providers.rails import load_rail_configs
 from streams.client.observe import Observer
+from streams.client.processes import wait_until
 from streams.client.publish import publish_commands
 from streams.domain.reconcile import STATUSES
-from streams.client.processes import wait_until
 from tests.integration.support import PARTITIONS, WAIT_S, create, follow_up, make_settings, start_worker
 
 pytestmark = pytest.mark.integration
@@ -60,7 +60,8 @@ def scrape(port: int) -> dict[str, list]:
 
 def test_every_listed_series_is_scraped_from_a_running_worker(bootstrap: str, tmp_path: Path) -> None:
     settings = make_settings(tmp_path, "metrics").model_copy(
-        update={"providers": "rails", "fraud_scoring": True, "metrics_port": free_port()})
+        update={"providers": "rails", "fraud_scoring": True, "metrics_port": free_port()}
+    )
     m = f"m_{uuid.uuid4().hex[:6]}"
     creates = [create(m, f"k{i}", amount=1_000 + i, card=card(i)) for i in range(CREATES)]
     captures = [follow_up("capture", m, c["payment_id"], f"k{i}-cap") for i, c in enumerate(creates[:CAPTURES])]
@@ -69,20 +70,29 @@ def test_every_listed_series_is_scraped_from_a_running_worker(bootstrap: str, tm
     try:
         with Observer(settings) as seen:
             publish_commands(settings, [*commands, (b"junk", b"\x00 not a command")])
-            assert seen.wait_for({c["command_id"] for c in commands}, 1, WAIT_S, lambda *_: worker.supervise()), worker.log_tail()
+            assert seen.wait_for({c["command_id"] for c in commands}, 1, WAIT_S, lambda *_: worker.supervise()), (
+                worker.log_tail()
+            )
             statuses = Counter((c["kind"], seen.outcomes[c["command_id"]][0]["status"]) for c in commands)
             assert seen.wait_until(seen.books_applied, WAIT_S), "the ledger did not apply every entry"
 
         rails = set(load_rail_configs())
+
         # Gauges refresh every few seconds and the pipeline histogram trails the outcomes by
         # nothing but the scrape: wait, bounded, until every series is there and settled.
         def ready() -> bool:
             s = scrape(settings.metrics_port)
-            lag = [(labels, v) for labels, v in s.get("paystream_consumer_lag_messages", [])
-                   if labels["topic"].endswith(".payment-commands")]
-            return (bool(s.get("paystream_ledger_imbalance_minor"))
-                    and {labels["provider"] for labels, _ in s.get("paystream_breaker_state", [])} >= rails
-                    and len(lag) == PARTITIONS and all(v <= 1 for _, v in lag))
+            lag = [
+                (labels, v)
+                for labels, v in s.get("paystream_consumer_lag_messages", [])
+                if labels["topic"].endswith(".payment-commands")
+            ]
+            return (
+                bool(s.get("paystream_ledger_imbalance_minor"))
+                and {labels["provider"] for labels, _ in s.get("paystream_breaker_state", [])} >= rails
+                and len(lag) == PARTITIONS
+                and all(v <= 1 for _, v in lag)
+            )
 
         assert wait_until(ready, SCRAPE_WAIT_S), (scrape(settings.metrics_port).keys(), worker.log_tail())
         s = scrape(settings.metrics_port)

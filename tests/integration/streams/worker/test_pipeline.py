@@ -55,21 +55,24 @@ def test_capture_refund_void_sequences(pipeline: Pipeline) -> None:
     a, b = create(m, "a", amount=1000), create(m, "b", amount=500)
     pa, pb = a["payment_id"], b["payment_id"]
     steps = [
-        a, b,
+        a,
+        b,
         follow_up("capture", m, pa, "a-cap1", 600),
-        follow_up("capture", m, pa, "a-cap2", 600),      # over the authorization
+        follow_up("capture", m, pa, "a-cap2", 600),  # over the authorization
         follow_up("capture", m, pa, "a-cap3", 400),
         follow_up("refund", m, pa, "a-ref1", 250),
-        follow_up("refund", m, pa, "a-ref2"),              # the rest: 750
-        follow_up("refund", m, pa, "a-ref3", 1),           # nothing left
+        follow_up("refund", m, pa, "a-ref2"),  # the rest: 750
+        follow_up("refund", m, pa, "a-ref3", 1),  # nothing left
         follow_up("void", m, pb, "b-void"),
-        follow_up("capture", m, pb, "b-cap"),             # after void
-        follow_up("void", m, pa, "a-void"),               # after capture
+        follow_up("capture", m, pb, "b-cap"),  # after void
+        follow_up("void", m, pa, "a-void"),  # after capture
         follow_up("capture", m, "pay_" + "0" * 32, "x-cap"),  # unknown payment
     ]
     seen = run(pipeline, steps)
 
-    got = [(o["status"], o["reason_code"], o["payment_status"]) for o in (seen.outcomes[s["command_id"]][0] for s in steps)]
+    got = [
+        (o["status"], o["reason_code"], o["payment_status"]) for o in (seen.outcomes[s["command_id"]][0] for s in steps)
+    ]
     assert got == [
         ("succeeded", None, "authorized"),
         ("succeeded", None, "authorized"),
@@ -170,7 +173,10 @@ def test_an_idempotency_key_is_the_merchants_across_payments(pipeline: Pipeline)
     # Two rounds: commands of different payments have no order between them.
     first = run(pipeline, [a, b, cap_a])
     seen = run(pipeline, [cap_b, other])
-    answer = {n: o.outcomes[c["command_id"]][0] for n, c, o in (("a", cap_a, first), ("b", cap_b, seen), ("other", other, seen))}
+    answer = {
+        n: o.outcomes[c["command_id"]][0]
+        for n, c, o in (("a", cap_a, first), ("b", cap_b, seen), ("other", other, seen))
+    }
     assert (answer["a"]["status"], answer["a"]["payment_status"]) == ("succeeded", "partially_captured")
     assert (answer["b"]["status"], answer["b"]["reason_code"]) == ("rejected", "idempotency_conflict")
     assert answer["other"]["status"] == "succeeded"

@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 from streams.client.observe import Observer
-from streams.client.publish import publish_commands
 from streams.client.processes import wait_until
-
+from streams.client.publish import publish_commands
 from tests.integration.support import create, make_settings, start_worker
 
 pytestmark = pytest.mark.integration
@@ -34,7 +33,9 @@ def test_kill_9_mid_batch_then_restart_gives_exactly_one_outcome_each(bootstrap:
         answered_before = len(observer.outcomes)
         worker = start_worker(settings, "worker-2.log")
         # A stalled restart is restarted again (bounded), as a supervisor would.
-        assert observer.wait_for(ids, 0, 240, lambda _d, _q: worker.supervise(), on_stall=worker.restart), f"missing {len(ids - observer.outcomes.keys())}; log:\n{worker.log_tail()}"
+        assert observer.wait_for(ids, 0, 240, lambda _d, _q: worker.supervise(), on_stall=worker.restart), (
+            f"missing {len(ids - observer.outcomes.keys())}; log:\n{worker.log_tail()}"
+        )
         # Drain what is committed right now; a duplicate would show up as a second outcome.
         while observer.poll(1.0):
             pass
@@ -43,7 +44,7 @@ def test_kill_9_mid_batch_then_restart_gives_exactly_one_outcome_each(bootstrap:
         observer.close()
     assert answered_before < len(ids), "the kill came after everything was answered; nothing was tested"
     if worker.restarts:
-        warnings.warn(f"the restarted worker stalled and was restarted {worker.restarts} more time(s)")
+        warnings.warn(f"the restarted worker stalled and was restarted {worker.restarts} more time(s)", stacklevel=1)
     duplicated = {c: o for c, o in observer.outcomes.items() if len(o) > 1}
     assert not duplicated, f"{len(duplicated)} commands answered twice"
     # The ledger's input too: one authorization event per payment, none doubled or lost.

@@ -29,7 +29,10 @@ def soft_declined_keys(merchant: str, seed: int, n: int) -> list[str]:
     for i in range(20_000):
         pid = derive_payment_id(merchant, f"soft-{i}")
         key, _ = authorization_keys(pid)
-        if scratch["acq_north"].authorize(key, *VISA, 1000, "USD", Call(pid, "USD", to_ms(T0))).reason == "do_not_honor":
+        if (
+            scratch["acq_north"].authorize(key, *VISA, 1000, "USD", Call(pid, "USD", to_ms(T0))).reason
+            == "do_not_honor"
+        ):
             keys.append(f"soft-{i}")
             if len(keys) == n:
                 return keys
@@ -37,16 +40,20 @@ def soft_declined_keys(merchant: str, seed: int, n: int) -> list[str]:
 
 
 def test_soft_declines_are_retried_at_another_acquirer_once_and_the_events_show_the_calls(
-        bootstrap: str, tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, "routing").model_copy(update={
-        "providers": "rails", "routing_learn": True, "providers_dir": tmp_path / "providers"})
+    bootstrap: str, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path, "routing").model_copy(
+        update={"providers": "rails", "routing_learn": True, "providers_dir": tmp_path / "providers"}
+    )
     m = f"m_{uuid.uuid4().hex[:6]}"
     soft = soft_declined_keys(m, settings.provider_seed, 3)
     items = [create(m, key) for key in soft] + [create(m, f"plain-{i}") for i in range(40)]
     soft_ids = {derive_payment_id(m, key) for key in soft}
 
     def decided(observer) -> bool:  # type: ignore[no-untyped-def]
-        return all(any(e["type"] in ("authorized", "declined") for e in observer.events.get(pid, ())) for pid in soft_ids)
+        return all(
+            any(e["type"] in ("authorized", "declined") for e in observer.events.get(pid, ())) for pid in soft_ids
+        )
 
     worker = start_worker(settings)
     try:
@@ -56,8 +63,12 @@ def test_soft_declines_are_retried_at_another_acquirer_once_and_the_events_show_
 
     for pid in soft_ids:
         (decision,) = [e for e in observer.events[pid] if e["type"] in ("authorized", "declined")]
-        assert decision["attempts"][0] == {"provider": "acq_north", "status": "declined", "reason_code": "do_not_honor",
-                                           "retryable": False}
+        assert decision["attempts"][0] == {
+            "provider": "acq_north",
+            "status": "declined",
+            "reason_code": "do_not_honor",
+            "retryable": False,
+        }
         assert [a["provider"] for a in decision["attempts"]] == ["acq_north", "acq_south"]
         assert decision["provider"] == "acq_south" or decision["reason_code"] == "do_not_honor"
         if decision["type"] == "authorized":
@@ -65,6 +76,7 @@ def test_soft_declines_are_retried_at_another_acquirer_once_and_the_events_show_
     # a payment decided by one call carries no attempts (its events stay as they were)
     plain = [e for pid, es in observer.events.items() if pid not in soft_ids for e in es]
     assert plain and all(e["attempts"] is None or len(e["attempts"]) >= 2 for e in plain)
-    check = double_charges(approvals(build_rails(settings.provider_seed, journal_dir=settings.providers_dir)),
-                           observer.events)
+    check = double_charges(
+        approvals(build_rails(settings.provider_seed, journal_dir=settings.providers_dir)), observer.events
+    )
     assert check.payments == len(items) and not check.double_charged and not check.mismatched

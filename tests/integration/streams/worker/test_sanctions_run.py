@@ -13,17 +13,21 @@ from confluent_kafka import Producer
 from connectors.kafka.clients import read_to_end
 from schemas.codec import Codec
 from streams.client.observe import Observer
-from streams.client.publish import publish_commands
 from streams.client.processes import wait_until
+from streams.client.publish import publish_commands
 from streams.domain.sanctions import Entry
-from streams.worker.feeds import ENTRY_CODEC
 from streams.topics import topic_names
+from streams.worker.feeds import ENTRY_CODEC
 from tests.integration.support import WAIT_S, create, make_settings, start_worker
 
 pytestmark = pytest.mark.integration
 
-BANK = {"card": None, "capture_method": "automatic", "method": "bank_transfer",
-        "bank_account": {"scheme": "ach", "mandate_id": "MD-1", "account_last4": "6789"}}
+BANK = {
+    "card": None,
+    "capture_method": "automatic",
+    "method": "bank_transfer",
+    "bank_account": {"scheme": "ach", "mandate_id": "MD-1", "account_last4": "6789"},
+}
 NEW_PARTY = Entry.make("PS-9001", "individual", "Quillon Ebberwick Marsh", programs=["FICT-TEST"])
 
 
@@ -40,7 +44,9 @@ def test_hits_are_held_misses_pass_and_list_updates_are_picked_up(bootstrap: str
             publish_commands(settings, [hit, card_hit, miss])
             ids = {c["command_id"] for c in (hit, card_hit, miss)}
             assert seen.wait_for(ids, 0, WAIT_S, lambda *_: worker.supervise()), worker.log_tail()
-            status = {c["idempotency_key"]: seen.outcomes[c["command_id"]][0]["payment_status"] for c in (hit, card_hit, miss)}
+            status = {
+                c["idempotency_key"]: seen.outcomes[c["command_id"]][0]["payment_status"] for c in (hit, card_hit, miss)
+            }
             assert status == {"hit": "requires_review", "card-hit": "requires_review", "miss": "submitted"}, status
 
             reviews: dict[str, dict] = {}
@@ -54,15 +60,21 @@ def test_hits_are_held_misses_pass_and_list_updates_are_picked_up(bootstrap: str
             assert wait_until(lambda: reviewed(hit["payment_id"], card_hit["payment_id"]), 30)
             match = reviews[hit["payment_id"]]["sanctions"]
             assert (match["uid"], match["matched_name"], match["screened_field"]) == (
-                "PS-0001", "Drakonov, Ivan Petrovich", "payer_name")
-            assert 88 <= match["score"] < 100 and reviews[hit["payment_id"]]["reasons"] == [f"sanctions_hit:PS-0001:{match['score']}"]
+                "PS-0001",
+                "Drakonov, Ivan Petrovich",
+                "payer_name",
+            )
+            assert 88 <= match["score"] < 100 and reviews[hit["payment_id"]]["reasons"] == [
+                f"sanctions_hit:PS-0001:{match['score']}"
+            ]
             assert reviews[card_hit["payment_id"]]["sanctions"]["uid"] == "PS-0003"
 
             # A new party listed while the worker runs: creates naming it are held once the
             # worker has read the update (it polls the topic); before that they pass.
             producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
-            producer.produce(names.sanctions, ENTRY_CODEC.encode(NEW_PARTY.to_record("it-1"), check=True),
-                             key=NEW_PARTY.uid.encode())
+            producer.produce(
+                names.sanctions, ENTRY_CODEC.encode(NEW_PARTY.to_record("it-1"), check=True), key=NEW_PARTY.uid.encode()
+            )
             assert producer.flush(10) == 0
             outcomes: list[str] = []
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from connectors.clickhouse.rows import rows_for
@@ -16,7 +16,7 @@ from schemas.codec import Codec
 from streams.domain.ledger import SettlementTerms, entry_to_record, post, shard_for
 from tests.unit.streams.ledger_support import event
 
-DAY0 = datetime(2026, 11, 25, tzinfo=timezone.utc)
+DAY0 = datetime(2026, 11, 25, tzinfo=UTC)
 MERCHANTS = ("m_acme", "m_globex", "m_initech")
 CURRENCIES = {"USD": (500, 50_000), "EUR": (500, 40_000), "JPY": (100, 20_000)}
 SHARDS = 8
@@ -39,13 +39,26 @@ def traffic(payments: int = 200, seed: int = 7, start: datetime = DAY0, days: in
         at = start + timedelta(milliseconds=rng.randrange(span_ms - 3_600_000))
         state = {"authorized": 0, "captured": 0, "refunded": 0, "version": 0}
 
-        def emit(etype: str, amount: int = 0, fee: int = 0, status: str | None = None, reason: str | None = None) -> None:
+        def emit(
+            etype: str, amount: int = 0, fee: int = 0, status: str | None = None, reason: str | None = None
+        ) -> None:
             nonlocal at
             state["version"] += 1
             at += timedelta(seconds=rng.randint(1, 600))
-            e = event(etype, amount=amount, fee=fee, payment_id=pid, merchant=merchant, currency=currency,
-                      authorized=state["authorized"], captured=state["captured"], refunded=state["refunded"],
-                      version=state["version"], status=status, at=at)
+            e = event(
+                etype,
+                amount=amount,
+                fee=fee,
+                payment_id=pid,
+                merchant=merchant,
+                currency=currency,
+                authorized=state["authorized"],
+                captured=state["captured"],
+                refunded=state["refunded"],
+                version=state["version"],
+                status=status,
+                at=at,
+            )
             e["reason_code"] = reason
             e["provider_ref"] = f"prv_{pid}_{state['version']}"
             decoded = _EVENTS.decode(_EVENTS.encode(e, check=True))
@@ -69,8 +82,12 @@ def traffic(payments: int = 200, seed: int = 7, start: datetime = DAY0, days: in
             emit("voided", amount, status="voided")
             continue
         state["captured"] = captured
-        emit("captured", captured, fee=captured * 29 // 1000 + 30,
-             status="captured" if captured == amount else "partially_captured")
+        emit(
+            "captured",
+            captured,
+            fee=captured * 29 // 1000 + 30,
+            status="captured" if captured == amount else "partially_captured",
+        )
         if captured < amount:
             emit("voided", amount - captured, status="partially_captured")
         if rng.random() < 0.15:
@@ -88,24 +105,43 @@ def populate(ch: Any, t: Traffic) -> Any:
     a day's settlements and a reconciliation; the client back."""
     from dataclasses import asdict
 
-    from streams.domain.ledger import entry_from_record
-    from streams.domain.reconcile import ledger_side, reconcile
     from connectors.providers.bank import DAY_MS, BankRail
+    from streams.domain.ledger import entry_from_record
     from streams.domain.payouts import payout_of_settlement, run_payouts
-    from streams.jobs.payouts import status_record
+    from streams.domain.reconcile import ledger_side, reconcile
     from streams.domain.settlement import cutoff_ms, settle
+    from streams.jobs.payouts import status_record
 
     rows = [r for e in t.events for r in rows_for("payment_event", e)]
     rows += [r for e in t.entries for r in rows_for("ledger_entry", e)]
-    rows += rows_for("payment_outcome", {
-        "outcome_id": "out_1", "command_id": "c1", "kind": "create", "merchant_id": "m_acme", "idempotency_key": "k",
-        "payment_id": None, "status": "rejected", "reason_code": "invalid_currency", "reason_detail": None,
-        "payment_status": None, "amount_minor": 100, "currency": None, "occurred_at": DAY0})
+    rows += rows_for(
+        "payment_outcome",
+        {
+            "outcome_id": "out_1",
+            "command_id": "c1",
+            "kind": "create",
+            "merchant_id": "m_acme",
+            "idempotency_key": "k",
+            "payment_id": None,
+            "status": "rejected",
+            "reason_code": "invalid_currency",
+            "reason_detail": None,
+            "payment_status": None,
+            "amount_minor": 100,
+            "currency": None,
+            "occurred_at": DAY0,
+        },
+    )
     run = settle(DAY0.date(), [entry_from_record(r) for r in t.entries], shards=SHARDS)
     rows += [r for s in run.settlements for r in rows_for("settlement", asdict(s))]
     closed = BankRail(closed_accounts=frozenset({run.payouts[0].merchant_id})) if run.payouts else BankRail()
-    sent = run_payouts([payout_of_settlement(e) for e in run.entries], {}, as_of_ms=cutoff_ms(DAY0.date()) + 5 * DAY_MS,
-                       bank=closed, shards=SHARDS)
+    sent = run_payouts(
+        [payout_of_settlement(e) for e in run.entries],
+        {},
+        as_of_ms=cutoff_ms(DAY0.date()) + 5 * DAY_MS,
+        bank=closed,
+        shards=SHARDS,
+    )
     rows += [r for s in sent.statuses for r in rows_for("payout", status_record(s))]
     books = ledger_side(t.events)
     rows += [r for i in reconcile(DAY0.date(), books[1:], books).items for r in rows_for("reconciliation", asdict(i))]

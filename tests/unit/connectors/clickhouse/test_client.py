@@ -8,11 +8,14 @@ from connectors.clickhouse.client import ClickHouseError, check_url, connect, re
 from streams.settings import Settings
 
 
-@pytest.mark.parametrize("url, scheme", [
-    ("chdb:///var/lib/ps/clickhouse", "chdb"),
-    ("http://localhost:8123", "http"),
-    ("https://u:p@ch.example:8443/?secure=true", "https"),
-])
+@pytest.mark.parametrize(
+    "url, scheme",
+    [
+        ("chdb:///var/lib/ps/clickhouse", "chdb"),
+        ("http://localhost:8123", "http"),
+        ("https://u:p@ch.example:8443/?secure=true", "https"),
+    ],
+)
 def test_accepted_urls(url: str, scheme: str) -> None:
     assert check_url(url) == scheme
 

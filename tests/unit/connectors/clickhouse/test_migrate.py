@@ -6,8 +6,18 @@ import pytest
 
 from connectors.clickhouse.migrate import Migration, MigrationError, applied, available, migrate
 
-TABLES = {"payments", "payment_events", "ledger_entries", "balances", "fraud_decisions", "disputes",
-          "payment_outcomes", "settlements", "reconciliation", "schema_migrations"}
+TABLES = {
+    "payments",
+    "payment_events",
+    "ledger_entries",
+    "balances",
+    "fraud_decisions",
+    "disputes",
+    "payment_outcomes",
+    "settlements",
+    "reconciliation",
+    "schema_migrations",
+}
 
 
 def test_shipped_migrations_are_numbered_from_one() -> None:
@@ -31,7 +41,11 @@ def test_no_pan_column_anywhere(ch) -> None:
 
 def test_new_migration_applies_once_and_edits_are_refused(ch) -> None:
     base = available()
-    extra = Migration(len(base) + 1, "extra", "-- a comment; with a semicolon\nCREATE TABLE IF NOT EXISTS extra (a Int8) ENGINE = MergeTree ORDER BY a;\n")
+    extra = Migration(
+        len(base) + 1,
+        "extra",
+        "-- a comment; with a semicolon\nCREATE TABLE IF NOT EXISTS extra (a Int8) ENGINE = MergeTree ORDER BY a;\n",
+    )
     assert extra.statements() == ["CREATE TABLE IF NOT EXISTS extra (a Int8) ENGINE = MergeTree ORDER BY a"]
     assert migrate(ch, base + [extra]) == [extra.version]
     assert migrate(ch, base + [extra]) == []

@@ -4,7 +4,7 @@ record, bad records are RowErrors with a reason, never crashes."""
 from __future__ import annotations
 
 import copy
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given, settings
@@ -22,8 +22,11 @@ def _event(etype: str) -> dict:
 
 def test_columns_match_the_migrated_tables(ch) -> None:
     for table, columns in COLUMNS.items():
-        got = ch.query("SELECT name FROM system.columns WHERE database = currentDatabase() AND table = {t:String} "
-                       "ORDER BY position", parameters={"t": table}).result_rows
+        got = ch.query(
+            "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = {t:String} "
+            "ORDER BY position",
+            parameters={"t": table},
+        ).result_rows
         assert tuple(r[0] for r in got) == columns, table
 
 
@@ -34,13 +37,20 @@ def test_payment_event_rows() -> None:
     ev = dict(zip(COLUMNS["payment_events"], rows[0].values))
     assert ev["event_id"] == e["event_id"] and ev["amount_minor"] == e["amount_minor"] and ev["fee_minor"] > 0
     pay = dict(zip(COLUMNS["payments"], rows[1].values))
-    assert pay["version"] == e["version"] and pay["status"] == e["payment_status"] and pay["last_event_type"] == "captured"
+    assert (
+        pay["version"] == e["version"] and pay["status"] == e["payment_status"] and pay["last_event_type"] == "captured"
+    )
     assert rows_for("payment_event", e) == rows  # same record, same rows: re-delivery lands on the same keys
 
 
-@pytest.mark.parametrize("etype, reason, action", [
-    ("authorized", None, "approve"), ("declined", "fraud_suspected", "decline"), ("declined", "card_declined", "approve"),
-])
+@pytest.mark.parametrize(
+    "etype, reason, action",
+    [
+        ("authorized", None, "approve"),
+        ("declined", "fraud_suspected", "decline"),
+        ("declined", "card_declined", "approve"),
+    ],
+)
 def test_first_event_records_the_fraud_decision(etype: str, reason: str | None, action: str) -> None:
     e = _event(etype) | {"reason_code": reason, "version": 1}
     fraud = [r for r in rows_for("payment_event", e) if r.table == "fraud_decisions"]
@@ -66,11 +76,26 @@ def test_ledger_entry_is_one_row_per_line_and_balances() -> None:
 
 
 def test_outcome_rows() -> None:
-    out = {"outcome_id": "out_1", "command_id": "c1", "kind": "create", "merchant_id": "m_acme",
-           "idempotency_key": "k1", "payment_id": None, "status": "rejected", "reason_code": "invalid_currency",
-           "reason_detail": "x" * 5000, "payment_status": None, "amount_minor": 5, "currency": None,
-           "authorized_minor": 0, "captured_minor": 0, "refunded_minor": 0, "card_bin": None, "card_last4": None,
-           "occurred_at": 1_700_000_000_000}
+    out = {
+        "outcome_id": "out_1",
+        "command_id": "c1",
+        "kind": "create",
+        "merchant_id": "m_acme",
+        "idempotency_key": "k1",
+        "payment_id": None,
+        "status": "rejected",
+        "reason_code": "invalid_currency",
+        "reason_detail": "x" * 5000,
+        "payment_status": None,
+        "amount_minor": 5,
+        "currency": None,
+        "authorized_minor": 0,
+        "captured_minor": 0,
+        "refunded_minor": 0,
+        "card_bin": None,
+        "card_last4": None,
+        "occurred_at": 1_700_000_000_000,
+    }
     (row,) = rows_for("payment_outcome", out)
     got = dict(zip(COLUMNS["payment_outcomes"], row.values))
     assert len(got["reason_detail"]) == 1024 and isinstance(got["occurred_at"], datetime)
@@ -109,14 +134,22 @@ def test_bad_entries() -> None:
         rows_for("nope", entry)
 
 
-_values = st.one_of(st.none(), st.integers(), st.text(max_size=20), st.floats(), st.lists(st.integers(), max_size=2),
-                    st.dictionaries(st.text(max_size=5), st.integers(), max_size=2))
+_values = st.one_of(
+    st.none(),
+    st.integers(),
+    st.text(max_size=20),
+    st.floats(),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
+)
 
 
 @settings(max_examples=200, deadline=None)
 @given(kind=st.sampled_from(KINDS), field=st.text(max_size=15), value=_values, pick=st.integers(0, 10**6))
 def test_any_spoiled_record_is_rows_or_a_row_error(kind: str, field: str, value, pick: int) -> None:
-    record = copy.deepcopy(T.entries[pick % len(T.entries)] if kind == "ledger_entry" else T.events[pick % len(T.events)])
+    record = copy.deepcopy(
+        T.entries[pick % len(T.entries)] if kind == "ledger_entry" else T.events[pick % len(T.events)]
+    )
     keys = sorted(record)
     record[keys[pick % len(keys)] if pick % 3 else field] = value
     try:
@@ -126,15 +159,27 @@ def test_any_spoiled_record_is_rows_or_a_row_error(kind: str, field: str, value,
 
 
 def test_payout_rows_keep_the_answer_over_the_send(ch) -> None:
-    from datetime import date, datetime, timezone
+    from datetime import date, datetime
 
     from connectors.clickhouse.sink import Sink
 
-    sent = {"payout_id": "po_1", "settlement_id": "stl_1", "merchant_id": "m_a", "currency": "USD", "amount_minor": 700,
-            "day": date(2026, 11, 25), "status": "sent", "sent_at": datetime(2026, 11, 26, tzinfo=timezone.utc),
-            "answered_at": None, "failure_reason": ""}
-    failed = sent | {"status": "failed", "answered_at": datetime(2026, 11, 29, tzinfo=timezone.utc),
-                     "failure_reason": "account_closed"}
+    sent = {
+        "payout_id": "po_1",
+        "settlement_id": "stl_1",
+        "merchant_id": "m_a",
+        "currency": "USD",
+        "amount_minor": 700,
+        "day": date(2026, 11, 25),
+        "status": "sent",
+        "sent_at": datetime(2026, 11, 26, tzinfo=UTC),
+        "answered_at": None,
+        "failure_reason": "",
+    }
+    failed = sent | {
+        "status": "failed",
+        "answered_at": datetime(2026, 11, 29, tzinfo=UTC),
+        "failure_reason": "account_closed",
+    }
     Sink(ch).insert(rows_for("payout", sent) + rows_for("payout", failed) + rows_for("payout", sent))
     assert ch.query("SELECT status, failure_reason FROM payouts FINAL").result_rows == [("failed", "account_closed")]
     with pytest.raises(RowError, match="status"):

@@ -8,13 +8,14 @@ import random
 import pytest
 
 from connectors.clickhouse.client import ClickHouseError
-from connectors.clickhouse.rows import Row, rows_for
+from connectors.clickhouse.rows import rows_for
 from connectors.clickhouse.sink import Batcher, Sink, backoff_ms, dedup_token
 from tests.unit.connectors.clickhouse.support import traffic
 
 T = traffic(payments=150, seed=11)
-ROWS = [r for e in T.events for r in rows_for("payment_event", e)] + \
-       [r for e in T.entries for r in rows_for("ledger_entry", e)]
+ROWS = [r for e in T.events for r in rows_for("payment_event", e)] + [
+    r for e in T.entries for r in rows_for("ledger_entry", e)
+]
 TABLES = ("payments", "payment_events", "ledger_entries", "fraud_decisions", "disputes")
 
 
@@ -80,10 +81,10 @@ def test_redelivery_in_other_batches_changes_nothing(ch) -> None:
     sink = Sink(ch)
     sink.insert(ROWS)
     before, bal = counts(ch), balances(ch)
-    again = ROWS[len(ROWS) // 3:]
+    again = ROWS[len(ROWS) // 3 :]
     random.Random(1).shuffle(again)
     for i in range(0, len(again), 97):  # other batch boundaries: other tokens, same keys
-        sink.insert(again[i:i + 97])
+        sink.insert(again[i : i + 97])
     assert counts(ch) == before
     assert balances(ch) == bal
     assert sum(b[2] for b in bal) == 0  # the books balance

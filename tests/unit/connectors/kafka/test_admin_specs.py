@@ -42,18 +42,25 @@ def test_drift_sets_what_differs_and_nothing_else() -> None:
 
 
 def test_drift_refuses_a_cleanup_policy_change() -> None:
-    drift = config_drift(TopicSpec("payment-events", 8, retention_ms=-1), {"cleanup.policy": "compact", "retention.ms": "-1"})
+    drift = config_drift(
+        TopicSpec("payment-events", 8, retention_ms=-1), {"cleanup.policy": "compact", "retention.ms": "-1"}
+    )
     assert drift.to_set == {} and len(drift.refused) == 1 and "cleanup.policy is compact" in drift.refused[0]
 
 
-@pytest.mark.parametrize(("have", "wanted", "sets"), [
-    ("86400000", "604800000", True),   # longer: keeps more
-    ("86400000", "-1", True),          # forever
-    ("-1", "604800000", False),        # would delete what forever keeps
-    ("604800000", "86400000", False),  # would delete the older days
-])
+@pytest.mark.parametrize(
+    ("have", "wanted", "sets"),
+    [
+        ("86400000", "604800000", True),  # longer: keeps more
+        ("86400000", "-1", True),  # forever
+        ("-1", "604800000", False),  # would delete what forever keeps
+        ("604800000", "86400000", False),  # would delete the older days
+    ],
+)
 def test_drift_only_lengthens_retention(have: str, wanted: str, sets: bool) -> None:
-    drift = config_drift(TopicSpec("t", 1, retention_ms=int(wanted)), {"cleanup.policy": "delete", "retention.ms": have})
+    drift = config_drift(
+        TopicSpec("t", 1, retention_ms=int(wanted)), {"cleanup.policy": "delete", "retention.ms": have}
+    )
     assert drift.to_set == ({"retention.ms": wanted} if sets else {}) and drift.refused == []
 
 

@@ -6,8 +6,15 @@ import pytest
 
 from connectors.providers.breaker import Breaker, BreakerConfig, allow, record
 
-CFG = BreakerConfig(window_ms=10_000, bucket_ms=1_000, min_calls=4, failure_rate=0.5, timeout_rate=0.25,
-                    open_ms=5_000, close_after_successes=2)
+CFG = BreakerConfig(
+    window_ms=10_000,
+    bucket_ms=1_000,
+    min_calls=4,
+    failure_rate=0.5,
+    timeout_rate=0.25,
+    open_ms=5_000,
+    close_after_successes=2,
+)
 
 
 def run(b: Breaker, pattern: str, start_ms: int = 0, step_ms: int = 100):
@@ -53,7 +60,9 @@ def test_open_then_half_open_probes_then_closed_with_a_fresh_window():
     b, ts, refused = run(b, "ss", start_ms=300 + 5_000)
     assert refused == 0
     assert [(t.from_state, t.to_state, t.reason) for t in ts] == [
-        ("open", "half_open", "cooled_down"), ("half_open", "closed", "probes_answered")]
+        ("open", "half_open", "cooled_down"),
+        ("half_open", "closed", "probes_answered"),
+    ]
     assert b.state == "closed" and b.totals().calls == 0
 
 

@@ -10,13 +10,14 @@ from connectors.providers.charges import approvals, double_charges
 from connectors.providers.rails import build_rails
 from connectors.providers.router import Routed
 from connectors.providers.simulated import Call
-
 from tests.unit.connectors.providers.test_routing_log import OUTAGE, T0_MS, run_outage
 
 
 def events_of(routes: list[Routed]) -> dict[str, list[dict[str, Any]]]:
-    return {f"pay_{i}": [{"type": "authorized" if r.result.status == "approved" else "declined", "provider": r.provider}]
-            for i, r in enumerate(routes)}
+    return {
+        f"pay_{i}": [{"type": "authorized" if r.result.status == "approved" else "declined", "provider": r.provider}]
+        for i, r in enumerate(routes)
+    }
 
 
 def test_approvals_come_from_the_rails_books_and_match_the_events(tmp_path: Path) -> None:
@@ -42,8 +43,10 @@ def test_a_redelivery_is_one_charge_and_a_second_rail_is_two(tmp_path: Path) -> 
     assert not double_charges(approvals(build_rails(3, journal_dir=tmp_path)), events_of(routes)).double_charged
     # ...but one that sends it to the other acquirer charges the card twice.
     elsewhere = "acq_south" if provider == "acq_north" else "acq_north"
-    assert other[elsewhere].authorize(f"key_{i}", "424242", "4242", 10_000, "USD",
-                                      Call(pid, "USD", T0_MS + 60_000)).status == "approved"
+    assert (
+        other[elsewhere].authorize(f"key_{i}", "424242", "4242", 10_000, "USD", Call(pid, "USD", T0_MS + 60_000)).status
+        == "approved"
+    )
     check = double_charges(approvals(build_rails(3, journal_dir=tmp_path)), events_of(routes))
     assert check.double_charged == (pid,)
     assert check.mismatched == ()  # the events' provider does hold it

@@ -135,8 +135,13 @@ def test_lines_that_are_not_records_are_skipped_and_counted(tmp_path):
     r.authorize("k1", *VISA, 1_000, "USD", call())
     (good,) = lines(tmp_path)
     with (tmp_path / "acq_north.jsonl").open("ab") as f:
-        f.write(b"garbage\n" + good.replace(b'"amount_minor":1000', b'"amount_minor":10.5') + b"\n"
-                + good.replace(b'"authorize"', b'"teleport"') + b"\n\n")
+        f.write(
+            b"garbage\n"
+            + good.replace(b'"amount_minor":1000', b'"amount_minor":10.5')
+            + b"\n"
+            + good.replace(b'"authorize"', b'"teleport"')
+            + b"\n\n"
+        )
     again = rail(tmp_path)
     assert list(again.records) == [("authorize", "k1")]
     assert again.journal is not None and again.journal.bad == 3 and again.journal.torn == 0
@@ -174,8 +179,9 @@ for i in range(300):
 
 
 def test_concurrent_processes_record_each_key_once_in_whole_lines(tmp_path):
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path), str(n)], stdin=subprocess.PIPE)
-             for n in (1, 2)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path), str(n)], stdin=subprocess.PIPE) for n in (1, 2)
+    ]
     for p in procs:
         assert p.stdin is not None
         p.stdin.write(b"go\n")

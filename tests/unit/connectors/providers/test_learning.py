@@ -27,10 +27,22 @@ CARD_ROUTES = ("acq_north", "acq_south")
 CARDS = (("424242", "4242"), ("555555", "4444"), ("400005", "5556"), ("378282", "0005"))
 
 
-def cmd(i: int, *, amount: int = 10_000, currency: str = "USD", method: str = "card",
-        card: tuple[str, str] = ("424242", "4242")) -> dict[str, Any]:
-    return {"payment_id": f"pay_{i}", "currency": currency, "amount_minor": amount, "method": method,
-            "card": {"bin": card[0], "last4": card[1]} if method == "card" else None, "metadata": {}}
+def cmd(
+    i: int,
+    *,
+    amount: int = 10_000,
+    currency: str = "USD",
+    method: str = "card",
+    card: tuple[str, str] = ("424242", "4242"),
+) -> dict[str, Any]:
+    return {
+        "payment_id": f"pay_{i}",
+        "currency": currency,
+        "amount_minor": amount,
+        "method": method,
+        "card": {"bin": card[0], "last4": card[1]} if method == "card" else None,
+        "metadata": {},
+    }
 
 
 def seg(c: dict[str, Any]) -> str:
@@ -39,15 +51,22 @@ def seg(c: dict[str, Any]) -> str:
 
 def arms_for(segment: str, evidence: dict[str, tuple[int, int]]) -> tuple[Arm, ...]:
     """The same evidence in the segment and its coarse level, as `observe` counts it."""
-    return tuple(Arm(level, p, a * MILLI, d * MILLI, T0_MS) for level in segments_of(segment)
-                 for p, (a, d) in sorted(evidence.items()))
+    return tuple(
+        Arm(level, p, a * MILLI, d * MILLI, T0_MS)
+        for level in segments_of(segment)
+        for p, (a, d) in sorted(evidence.items())
+    )
 
 
 arm_counts = st.tuples(st.integers(0, 400), st.integers(0, 400))
 commands = st.builds(
-    cmd, st.integers(0, 10**6), amount=st.integers(100, 20_000_000),
+    cmd,
+    st.integers(0, 10**6),
+    amount=st.integers(100, 20_000_000),
     currency=st.sampled_from(("USD", "EUR", "BRL", "JPY", "KWD", "CHF")),
-    method=st.sampled_from(("card", "card", "wallet", "bnpl")), card=st.sampled_from(CARDS))
+    method=st.sampled_from(("card", "card", "wallet", "bnpl")),
+    card=st.sampled_from(CARDS),
+)
 breaker_states = st.sampled_from(("closed", "open", "half_open"))
 
 
@@ -58,8 +77,11 @@ def state_with(c: dict[str, Any], evidence: dict[str, tuple[int, int]], breakers
 
 
 @settings(max_examples=300, deadline=None)
-@given(commands, st.dictionaries(st.sampled_from(CARD_ROUTES + ("wallet_pay",)), arm_counts),
-       st.dictionaries(st.sampled_from(CARD_ROUTES), breaker_states))
+@given(
+    commands,
+    st.dictionaries(st.sampled_from(CARD_ROUTES + ("wallet_pay",)), arm_counts),
+    st.dictionaries(st.sampled_from(CARD_ROUTES), breaker_states),
+)
 def test_never_an_ineligible_provider_and_the_same_input_gives_the_same_choice(c, evidence, breakers):
     state = state_with(c, evidence, breakers)
     ranked = LEARN._ranked(state, c, T0_MS)
@@ -96,12 +118,16 @@ def test_the_fine_segment_is_read_once_every_candidate_has_enough_there():
     fine, coarse = segments_of(seg(c))
     fees = [("acq_north", 50_025), ("acq_south", 58_030)]
     # the issuers' country says north; this amount band says south
-    country = tuple(Arm(coarse, p, a * MILLI, d * MILLI, T0_MS) for p, (a, d) in
-                    (("acq_north", (970, 30)), ("acq_south", (960, 40))))
-    young = country + tuple(Arm(fine, p, a * MILLI, d * MILLI, T0_MS) for p, (a, d) in
-                            (("acq_north", (60, 15)), ("acq_south", (70, 1))))
-    grown = country + tuple(Arm(fine, p, a * MILLI, d * MILLI, T0_MS) for p, (a, d) in
-                            (("acq_north", (800, 200)), ("acq_south", (990, 10))))
+    country = tuple(
+        Arm(coarse, p, a * MILLI, d * MILLI, T0_MS)
+        for p, (a, d) in (("acq_north", (970, 30)), ("acq_south", (960, 40)))
+    )
+    young = country + tuple(
+        Arm(fine, p, a * MILLI, d * MILLI, T0_MS) for p, (a, d) in (("acq_north", (60, 15)), ("acq_south", (70, 1)))
+    )
+    grown = country + tuple(
+        Arm(fine, p, a * MILLI, d * MILLI, T0_MS) for p, (a, d) in (("acq_north", (800, 200)), ("acq_south", (990, 10)))
+    )
     picks = lambda arms: [choose(arms, CFG, fine, fees, 2_000_000, f"pay_{i}") for i in range(200)]  # noqa: E731
     assert picks(young).count("acq_north") > 150  # one candidate below fine_observations: the coarse level
     assert picks(grown).count("acq_south") > 190
@@ -117,18 +143,25 @@ def test_a_half_open_route_keeps_its_probes_first():
 def test_the_choice_follows_the_evidence_and_explores_a_little():
     c = cmd(0)
     arms = arms_for(seg(c), {"acq_north": (150, 50), "acq_south": (190, 10)})
-    picks = [choose(arms, CFG, seg(c), [("acq_north", 275), ("acq_south", 320)], 10_000, f"pay_{i}") for i in range(400)]
+    picks = [
+        choose(arms, CFG, seg(c), [("acq_north", 275), ("acq_south", 320)], 10_000, f"pay_{i}") for i in range(400)
+    ]
     assert picks.count("acq_south") > 360  # 95 % against 75 %: south, though dearer
     # equal odds: the cheaper route wins most draws, the other still gets some (exploration)
     arms = arms_for(seg(c), {"acq_north": (40, 10), "acq_south": (40, 10)})
-    picks = [choose(arms, CFG, seg(c), [("acq_north", 275), ("acq_south", 320)], 10_000, f"pay_{i}") for i in range(400)]
+    picks = [
+        choose(arms, CFG, seg(c), [("acq_north", 275), ("acq_south", 320)], 10_000, f"pay_{i}") for i in range(400)
+    ]
     assert 200 < picks.count("acq_north") < 400 and picks.count("acq_south") > 20
 
 
 def test_cost_matters_when_the_odds_are_close():
     c = cmd(0, amount=100_000)
     arms = arms_for(seg(c), {"acq_north": (4_000, 200), "acq_south": (4_000, 180)})  # 95.2 % vs 95.7 %
-    fees = [("acq_north", RULE.routes[0].pricing.fee_minor(100_000)), ("acq_south", RULE.routes[1].pricing.fee_minor(100_000))]
+    fees = [
+        ("acq_north", RULE.routes[0].pricing.fee_minor(100_000)),
+        ("acq_south", RULE.routes[1].pricing.fee_minor(100_000)),
+    ]
     assert [r.provider for r in RULE.routes[:2]] == ["acq_north", "acq_south"]
     picks = [choose(arms, CFG, seg(c), fees, 100_000, f"pay_{i}") for i in range(200)]
     # 0.5 points of approval on 20 % margin (100 minor) is less than 40 bps + 5 (405): north
@@ -192,7 +225,9 @@ def test_a_soft_decline_is_retried_once_at_another_acquirer_under_its_own_key():
     assert [(a.provider, a.status, a.reason) for a in routed.attempts][0] == ("acq_north", "declined", "do_not_honor")
     assert routed.attempts[1].provider == "acq_south" and routed.soft_retries == 1 and len(routed.attempts) == 2
     assert routed.provider == "acq_south" and routed.key == "soft_1"
-    assert ("authorize", "soft_1") in rails["acq_south"].records and ("authorize", key) not in rails["acq_south"].records
+    assert ("authorize", "soft_1") in rails["acq_south"].records and ("authorize", key) not in rails[
+        "acq_south"
+    ].records
     # a redelivery repeats the same calls under the same keys: the same answers, nothing new processed
     n = {name: len(r.records) for name, r in rails.items()}
     again = RULE.authorize(RoutingState(), rails, c, key, Call("pay_1", "USD", T0_MS), soft_key="soft_1")
@@ -223,6 +258,7 @@ def test_a_soft_decline_stands_when_no_other_route_answers():
     # BRL: acq_south alone takes it; nowhere else to go
     finder = build_rails(8)
     key = key_declined_by(finder, "acq_south", "do_not_honor")
-    routed = RULE.authorize(RoutingState(), build_rails(8), cmd(3, currency="BRL"), key, Call("pay_3", "BRL", T0_MS),
-                            soft_key="soft_3")
+    routed = RULE.authorize(
+        RoutingState(), build_rails(8), cmd(3, currency="BRL"), key, Call("pay_3", "BRL", T0_MS), soft_key="soft_3"
+    )
     assert routed.result.reason == "do_not_honor" and len(routed.attempts) == 1

@@ -61,8 +61,12 @@ def test_deterministic_for_a_seed_and_different_across_seeds():
 
 
 def test_decline_rate_by_bin_prefix_and_amount_band():
-    cfg = replace(load_rail_configs()["acq_north"], decline_per_mille=10,
-                  bin_decline_per_mille={"5": 100, "5555": 900}, amount_decline_per_mille=((0, 0), (10_000, 500)))
+    cfg = replace(
+        load_rail_configs()["acq_north"],
+        decline_per_mille=10,
+        bin_decline_per_mille={"5": 100, "5555": 900},
+        amount_decline_per_mille=((0, 0), (10_000, 500)),
+    )
     assert cfg.decline_rate_per_mille("424242", 100) == 10
     assert cfg.decline_rate_per_mille("512345", 100) == 100
     assert cfg.decline_rate_per_mille("555555", 100) == 900  # the longest prefix wins
@@ -106,7 +110,9 @@ def test_outage_refuses_before_processing_only_inside_its_window():
 
 def test_degraded_refuses_some_and_slows_the_rest():
     base = rail(decline_per_mille=0)
-    slow = rail(decline_per_mille=0, schedule=(Window(0, 2 * T0_MS, "degraded", error_per_mille=300, latency_factor=4),))
+    slow = rail(
+        decline_per_mille=0, schedule=(Window(0, 2 * T0_MS, "degraded", error_per_mille=300, latency_factor=4),)
+    )
     a = [base.authorize(f"k{i}", *VISA, 100, "USD", call()) for i in range(300)]
     b = [slow.authorize(f"k{i}", *VISA, 100, "USD", call()) for i in range(300)]
     refused = sum(x.retryable for x in b)
@@ -129,8 +135,15 @@ def test_fees_and_settlement_report_rows():
     day0 = day_of_ms(T0_MS)
     assert r.settlement_report(day0) == []
     (cap,) = r.settlement_report(date.fromordinal(day0.toordinal() + 1))
-    assert (cap.provider, cap.provider_ref, cap.payment_id, cap.currency, cap.amount_minor, cap.fee_minor, cap.kind) == (
-        "acq_north", "cap1", "pay_1", "USD", 10_000, 275, "capture")
+    assert (
+        cap.provider,
+        cap.provider_ref,
+        cap.payment_id,
+        cap.currency,
+        cap.amount_minor,
+        cap.fee_minor,
+        cap.kind,
+    ) == ("acq_north", "cap1", "pay_1", "USD", 10_000, 275, "capture")
     (ref,) = r.settlement_report(date.fromordinal(day0.toordinal() + 2))
     assert (ref.amount_minor, ref.fee_minor, ref.kind) == (-4_000, 0, "refund")
 
@@ -145,7 +158,9 @@ def test_bank_transfer_settles_or_returns_days_later_by_event_time():
     later = [r.transfer_status(f"c{i}", T0_MS + 4 * DAY_MS) for i in range(40)]
     assert 8 <= later.count("returned") <= 32 and "settled" in later
     returns = r.settlement_report(date.fromordinal(day_of_ms(T0_MS).toordinal() + 4))
-    assert len(returns) == later.count("returned") and all(x.kind == "return" and x.amount_minor == -5_000 for x in returns)
+    assert len(returns) == later.count("returned") and all(
+        x.kind == "return" and x.amount_minor == -5_000 for x in returns
+    )
     assert r.transfer_status("nope", T0_MS) == "unknown"
 
 
@@ -183,8 +198,16 @@ def test_lognormal_latency_quantiles():
     ],
 )
 def test_bad_config_is_a_clear_error(change, message):
-    raw = {"name": "x", "kind": "card", "currencies": ["USD"], "fee_bps": 1, "fee_fixed_minor": 0,
-           "latency_p50_ms": 1, "latency_p99_ms": 2, "timeout_ms": 10} | change
+    raw = {
+        "name": "x",
+        "kind": "card",
+        "currencies": ["USD"],
+        "fee_bps": 1,
+        "fee_fixed_minor": 0,
+        "latency_p50_ms": 1,
+        "latency_p99_ms": 2,
+        "timeout_ms": 10,
+    } | change
     with pytest.raises(RailConfigError, match=message):
         rail_config(raw)
 
@@ -213,8 +236,9 @@ def test_the_bank_s_notices_settle_then_return_some_with_the_rail_s_codes():
     assert all(f[0] == ("settle", day_start + 2 * DAY_MS, None) for f in feeds)
     returned = [f for f in feeds if len(f) == 2]
     assert 5 <= len(returned) <= 35
-    assert all(f[1][0] == "return" and f[1][1] == day_start + 4 * DAY_MS and f[1][2] in r.config.return_codes
-               for f in returned)
+    assert all(
+        f[1][0] == "return" and f[1][1] == day_start + 4 * DAY_MS and f[1][2] in r.config.return_codes for f in returned
+    )
     # The same feed whenever it is asked, and the transfer's status agrees with it.
     assert feeds == [r.transfer_notices(f"c{i}", submitted_ms) for i in range(60)]
     for i in range(60):

@@ -22,10 +22,21 @@ ROUTER = build_router(load_rail_configs())
 CFG = ROUTER.config
 
 
-def cmd(i: int = 0, *, amount: int = 10_000, currency: str = "USD", method: str | None = None,
-        card: tuple[str, str] = ("424242", "4242")) -> dict[str, Any]:
-    return {"payment_id": f"pay_{i}", "currency": currency, "amount_minor": amount,
-            "card": {"bin": card[0], "last4": card[1]}, "metadata": {"payment_method": method} if method else {}}
+def cmd(
+    i: int = 0,
+    *,
+    amount: int = 10_000,
+    currency: str = "USD",
+    method: str | None = None,
+    card: tuple[str, str] = ("424242", "4242"),
+) -> dict[str, Any]:
+    return {
+        "payment_id": f"pay_{i}",
+        "currency": currency,
+        "amount_minor": amount,
+        "card": {"bin": card[0], "last4": card[1]},
+        "metadata": {"payment_method": method} if method else {},
+    }
 
 
 def route(state, rails, i, at_ms, **kw):
@@ -51,15 +62,19 @@ def test_scores_follow_the_weights():
     assert ROUTER.score(north, s.breaker("acq_north"), 10_000) == pytest.approx(expected)
     # a cheaper route loses once its approval rate falls far enough
     cheap = replace(CFG, weights=replace(w, cost=0.0))
-    assert build_router(load_rail_configs(), cheap).score(south, s.breaker("acq_south"), 10_000) > \
-        ROUTER.score(south, s.breaker("acq_south"), 10_000)
+    assert build_router(load_rail_configs(), cheap).score(south, s.breaker("acq_south"), 10_000) > ROUTER.score(
+        south, s.breaker("acq_south"), 10_000
+    )
 
 
 def test_outage_retries_the_primary_then_fails_over_in_the_same_command():
     rails = build_rails(3, schedules={"acq_north": (Window(T0_MS, T0_MS + 60_000, "outage"),)})
     routed = route(RoutingState(), rails, 1, T0_MS)
     assert [(a.provider, a.attempt, a.retryable) for a in routed.attempts] == [
-        ("acq_north", 1, True), ("acq_north", 2, True), ("acq_south", 1, False)]
+        ("acq_north", 1, True),
+        ("acq_north", 2, True),
+        ("acq_south", 1, False),
+    ]
     assert routed.provider == "acq_south" and routed.result.status == "approved" and routed.failovers == 1
     backoff = routed.attempts[1].backoff_ms
     assert CFG.retry.base_backoff_ms // 2 <= backoff <= CFG.retry.base_backoff_ms
@@ -82,8 +97,11 @@ def test_breaker_opens_and_later_commands_go_straight_to_the_secondary():
     tripping = next(r for r in routes if first in r.transitions)
     after = [a for a in tripping.attempts if a.at_ms >= first.at_ms and a.provider != "acq_north"]
     assert after and after[0].at_ms - first.at_ms < 100
-    while_open = [r for r in routes if r.attempts and r.attempts[0].at_ms < first.at_ms + CFG.breaker.open_ms
-                  and r.attempts[0].at_ms > first.at_ms]
+    while_open = [
+        r
+        for r in routes
+        if r.attempts and r.attempts[0].at_ms < first.at_ms + CFG.breaker.open_ms and r.attempts[0].at_ms > first.at_ms
+    ]
     assert while_open and all([a.provider for a in r.attempts] == ["acq_south"] for r in while_open)
     assert all(r.result.status != "declined" or not r.result.retryable for r in routes)  # none lost to the outage
     # after the outage and the cool-down, probes close the breaker and the primary is back
@@ -97,8 +115,9 @@ def test_a_timeout_is_never_failed_over():
     assert routed.provider == "acq_north" and routed.result.status == "unknown"
     assert len(routed.attempts) == 1 and not rails["acq_south"].records
     # the partitioned rail did process it: the status query under the same key tells
-    assert rails["acq_north"].status("key_1", "424242", "4242", 10_000, Call("pay_1", "USD", T0_MS + 60_000)).status in (
-        "approved", "declined")
+    assert rails["acq_north"].status(
+        "key_1", "424242", "4242", 10_000, Call("pay_1", "USD", T0_MS + 60_000)
+    ).status in ("approved", "declined")
 
 
 def test_all_routes_open_is_a_retryable_decline_without_calls():
@@ -117,7 +136,9 @@ def test_retry_budget_and_attempt_bounds():
     outage = (Window(T0_MS, T0_MS + 10**9, "outage"),)
     rails = build_rails(3, schedules={n: outage for n in ("acq_north", "acq_south")})
     tight = replace(CFG, retry=replace(CFG.retry, budget_ms=30))
-    routed = build_router(load_rail_configs(), tight).authorize(RoutingState(), rails, cmd(), "k", Call("p", "USD", T0_MS))
+    routed = build_router(load_rail_configs(), tight).authorize(
+        RoutingState(), rails, cmd(), "k", Call("p", "USD", T0_MS)
+    )
     assert routed.elapsed_ms < 30 + 5 and len(routed.attempts) <= 2
     routed = ROUTER.authorize(RoutingState(), rails, cmd(), "k", Call("p", "USD", T0_MS))
     assert len(routed.attempts) == CFG.retry.max_attempts * 2 and routed.result.reason == "provider_unavailable"
@@ -158,9 +179,11 @@ def test_bad_values_in_the_routing_file(tmp_path):
     from connectors.providers.router import DEFAULT_ROUTING
 
     text = DEFAULT_ROUTING.read_text()
-    for old, new, message in [("max_attempts = 2", "max_attempts = 0", "max_attempts"),
-                              ("window_ms = 10000", "window_ms = 10", "bucket_ms"),
-                              ("cost = 10.0", "cost = -1.0", "weights")]:
+    for old, new, message in [
+        ("max_attempts = 2", "max_attempts = 0", "max_attempts"),
+        ("window_ms = 10000", "window_ms = 10", "bucket_ms"),
+        ("cost = 10.0", "cost = -1.0", "weights"),
+    ]:
         path = tmp_path / "r.toml"
         path.write_text(text.replace(old, new))
         with pytest.raises(RoutingConfigError, match=message):

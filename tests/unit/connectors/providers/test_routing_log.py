@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from connectors.providers.rails import Rail, RailConfigError, Window, build_rails, load_rail_configs, load_schedules, schedule_toml
+from connectors.providers.rails import (
+    Rail,
+    RailConfigError,
+    Window,
+    build_rails,
+    load_rail_configs,
+    load_schedules,
+    schedule_toml,
+)
 from connectors.providers.router import Routed, RoutingState, build_router
 from connectors.providers.routing_log import RoutingLog, read_routing_log
 from connectors.providers.simulated import Call
@@ -23,8 +31,13 @@ def run_outage(log: RoutingLog | None, books: Path, creates: int = 100) -> tuple
     rails = build_rails(3, schedules=OUTAGE, journal_dir=books)
     state, routes = RoutingState(), []
     for i in range(creates):
-        c = {"payment_id": f"pay_{i}", "currency": "USD", "amount_minor": 10_000,
-             "card": {"bin": "424242", "last4": "4242"}, "metadata": {}}
+        c = {
+            "payment_id": f"pay_{i}",
+            "currency": "USD",
+            "amount_minor": 10_000,
+            "card": {"bin": "424242", "last4": "4242"},
+            "metadata": {},
+        }
         routed = ROUTER.authorize(state, rails, c, f"key_{i}", Call(c["payment_id"], "USD", T0_MS + i * 500))
         if log is not None:
             log.routed(i % 2, c["payment_id"], routed)
@@ -41,7 +54,9 @@ def test_the_log_folds_back_to_the_routers_failovers_and_breaker_trips(tmp_path:
     assert set(view.routed) == {f"pay_{i}" for i in range(100)}
     assert view.failovers == sum(r.failovers for r in routes) > 0
     trips = view.trips()
-    assert trips["acq_north", "open"] >= 1 and trips["acq_north", "half_open"] >= 1 and trips["acq_north", "closed"] >= 1
+    assert (
+        trips["acq_north", "open"] >= 1 and trips["acq_north", "half_open"] >= 1 and trips["acq_north", "closed"] >= 1
+    )
     assert sum(trips.values()) == len({(t.provider, t.to_state, t.at_ms) for r in routes for t in r.transitions})
     assert not list((tmp_path / "routing").glob("acq_*")), "no provider records in the routing log"
 
@@ -80,8 +95,11 @@ def test_schedules_round_trip_through_their_file_and_bad_ones_are_clear_errors(t
     path.write_text(schedule_toml(schedules))
     assert load_schedules(path) == schedules
     assert build_rails(0, schedules=load_schedules(path))["acq_north"].config.window_at(T0_MS + 25).latency_factor == 4
-    for text, message in (("acq_north = 3", "array of windows"), ('[[acq_north]]\nmode = "gone"\nstart_ms = 1\nend_ms = 2', "mode"),
-                          ("[[x", "not TOML")):
+    for text, message in (
+        ("acq_north = 3", "array of windows"),
+        ('[[acq_north]]\nmode = "gone"\nstart_ms = 1\nend_ms = 2', "mode"),
+        ("[[x", "not TOML"),
+    ):
         path.write_text(text)
         with pytest.raises(RailConfigError, match=message):
             load_schedules(path)

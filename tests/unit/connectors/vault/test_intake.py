@@ -15,8 +15,8 @@ from connectors.vault.intake import (
     SEALED_CIPHERTEXT_BYTES,
     CardOpener,
     OpenedCard,
-    SealError,
     Sealer,
+    SealError,
     active_sealer,
     load_sealer,
     public_key_doc,
@@ -84,20 +84,26 @@ def test_foreign_and_unknown_keys_are_clear_errors(store: FileKeyStore) -> None:
     assert e.value.reason == "sealed_card_tampered"
     with pytest.raises(SealError) as e:
         opener.open(foreign_sealer("card-intake-v77").seal(CARD, "m", "c"), "m", "c")
-    assert (e.value.reason, e.value.detail) == ("unknown_intake_key", "'card-intake-v77' is not a card-intake key of this deployment")
+    assert (e.value.reason, e.value.detail) == (
+        "unknown_intake_key",
+        "'card-intake-v77' is not a card-intake key of this deployment",
+    )
     relabelled = active_sealer(store).seal(CARD, "m", "c") | {"key_id": "signing-v1"}
     with pytest.raises(SealError) as e:
         opener.open(relabelled, "m", "c")
     assert e.value.reason == "unknown_intake_key"
 
 
-@pytest.mark.parametrize("change", [
-    {"ephemeral_public": b"x" * 31},
-    {"ciphertext": b"x" * 10},
-    {"ciphertext": b"x" * 100_000},
-    {"key_id": "k" * 1000},
-    {"ephemeral_public": bytes(32)},  # the zero point
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"ephemeral_public": b"x" * 31},
+        {"ciphertext": b"x" * 10},
+        {"ciphertext": b"x" * 100_000},
+        {"key_id": "k" * 1000},
+        {"ephemeral_public": bytes(32)},  # the zero point
+    ],
+)
 def test_malformed_sealed_cards_are_refused_before_any_decryption(store: FileKeyStore, change: dict) -> None:
     sealed = active_sealer(store).seal(CARD, "m", "c") | change
     with pytest.raises(SealError) as e:
@@ -116,13 +122,16 @@ def test_a_card_sealed_before_a_rotation_still_opens(tmp_path: Path) -> None:
     assert opener.open(old, "m", "c") == opener.open(new, "m", "c")
 
 
-@pytest.mark.parametrize("card, reason", [
-    (CARD | {"cvc": "12"}, "invalid_cvc"),
-    (CARD | {"cvc": "12a4"}, "invalid_cvc"),
-    (CARD | {"number": "4242" * 6}, "invalid_card_number"),
-    (CARD | {"number": "4242\u00a04242"}, "invalid_card_number"),
-    (CARD | {"exp_month": 10**12}, "invalid_expiry"),
-])
+@pytest.mark.parametrize(
+    "card, reason",
+    [
+        (CARD | {"cvc": "12"}, "invalid_cvc"),
+        (CARD | {"cvc": "12a4"}, "invalid_cvc"),
+        (CARD | {"number": "4242" * 6}, "invalid_card_number"),
+        (CARD | {"number": "4242\u00a04242"}, "invalid_card_number"),
+        (CARD | {"exp_month": 10**12}, "invalid_expiry"),
+    ],
+)
 def test_the_sealer_refuses_what_cannot_be_a_card(store: FileKeyStore, card: dict, reason: str) -> None:
     with pytest.raises(CardError) as e:
         active_sealer(store).seal(card, "m", "c")
@@ -143,15 +152,23 @@ def test_a_public_key_file_round_trips_and_bad_files_are_clear_errors(store: Fil
     path = tmp_path / "intake.json"
     path.write_text(json.dumps(public_key_doc(active_sealer(store))))
     assert load_sealer(path) == active_sealer(store)
-    path.write_text(json.dumps({"key_id": "signing-v1", "public_key": public_key_doc(active_sealer(store))["public_key"]}))
+    path.write_text(
+        json.dumps({"key_id": "signing-v1", "public_key": public_key_doc(active_sealer(store))["public_key"]})
+    )
     with pytest.raises(KeyStoreError, match="is not a card-intake public key file"):
         load_sealer(path)
     with pytest.raises(KeyStoreError, match="is not a card-intake public key file"):
         load_sealer(tmp_path / "missing.json")
 
 
-@given(pan=st.sampled_from(PUBLIC_TEST_PANS), merchant=st.text(min_size=1, max_size=20), cvc=st.sampled_from([None, "123", "9876"]))
-def test_no_sealed_card_leaks_its_pan_in_any_encoding(store: FileKeyStore, pan: str, merchant: str, cvc: str | None) -> None:
+@given(
+    pan=st.sampled_from(PUBLIC_TEST_PANS),
+    merchant=st.text(min_size=1, max_size=20),
+    cvc=st.sampled_from([None, "123", "9876"]),
+)
+def test_no_sealed_card_leaks_its_pan_in_any_encoding(
+    store: FileKeyStore, pan: str, merchant: str, cvc: str | None
+) -> None:
     sealed = active_sealer(store).seal(CARD | {"number": pan, "cvc": cvc}, merchant, "cmd_1")
     blob = sealed["key_id"].encode() + sealed["ephemeral_public"] + sealed["ciphertext"]
     assert PanScanner([pan]).scan(blob) == []

@@ -167,7 +167,11 @@ def test_repr_and_errors_never_show_material(store: FileKeyStore, tmp_path: Path
     shown += repr(store.mac(TOKEN_HMAC, b"x")) + repr(store.wrap(os.urandom(32), AAD))
     for info in store.keys():
         material = material_of(store, info.key_id)
-        for form in (material.hex(), repr(material)[2:-1], json.loads((store.keys_dir / f"{info.key_id}.json").read_text())["material"]):
+        for form in (
+            material.hex(),
+            repr(material)[2:-1],
+            json.loads((store.keys_dir / f"{info.key_id}.json").read_text())["material"],
+        ):
             assert form not in shown
     assert store.webhook_secret("m_a").digest.hex() not in shown
 
@@ -235,7 +239,9 @@ def test_concurrent_creators_never_overwrite_a_key(store: FileKeyStore) -> None:
     assert FileKeyStore(store.keys_dir).public_keys().keys() == {"signing-v1", "signing-v2", "signing-v3"}
 
 
-@pytest.mark.parametrize(("key_id", "parsed"), [("vault-master-v1", ("vault-master", 1)), ("webhook-v12", ("webhook", 12))])
+@pytest.mark.parametrize(
+    ("key_id", "parsed"), [("vault-master-v1", ("vault-master", 1)), ("webhook-v12", ("webhook", 12))]
+)
 def test_parse_key_id(key_id: str, parsed: tuple[str, int]) -> None:
     assert parse_key_id(key_id) == parsed
 

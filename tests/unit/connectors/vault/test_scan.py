@@ -6,7 +6,7 @@ import base64
 import json
 import os
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -88,10 +88,19 @@ def test_packed_bcd_is_found() -> None:
 
 
 def test_a_pan_inside_an_avro_message_is_found() -> None:
-    cmd = {"command_id": "c1", "kind": "create", "merchant_id": "m_acme", "idempotency_key": "order-1",
-           "payment_id": None, "amount_minor": 1999, "currency": "USD", "capture_method": None,
-           "card": {"number": PAN, "exp_month": 12, "exp_year": 2030, "cvc": "737"}, "metadata": {},
-           "occurred_at": datetime(2026, 11, 25, tzinfo=timezone.utc)}
+    cmd = {
+        "command_id": "c1",
+        "kind": "create",
+        "merchant_id": "m_acme",
+        "idempotency_key": "order-1",
+        "payment_id": None,
+        "amount_minor": 1999,
+        "currency": "USD",
+        "capture_method": None,
+        "card": {"number": PAN, "exp_month": 12, "exp_year": 2030, "cvc": "737"},
+        "metadata": {},
+        "occurred_at": datetime(2026, 11, 25, tzinfo=UTC),
+    }
     blob = Codec("PaymentCommand").encode(cmd)
     assert [f.encoding for f in SCANNER.scan(blob)] == ["raw"]
     assert [f.pan for f in PanScanner([]).scan(blob)] == [mask_pan(PAN)]  # and as an unknown PAN
@@ -140,7 +149,9 @@ def test_a_pan_glued_to_a_word_is_still_found() -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.uuids(version=4), min_size=1, max_size=20))
 def test_hex_ids_are_never_flagged(ids: list[uuid.UUID]) -> None:
-    blob = json.dumps({"ids": [f"pay_{u.hex}" for u in ids], "raw": [u.hex for u in ids], "upper": [u.hex.upper() for u in ids]})
+    blob = json.dumps(
+        {"ids": [f"pay_{u.hex}" for u in ids], "raw": [u.hex for u in ids], "upper": [u.hex.upper() for u in ids]}
+    )
     assert SCANNER.scan(blob.encode()) == []
 
 
@@ -158,7 +169,12 @@ def test_the_avro_id_that_once_looked_like_a_card() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.sampled_from(PUBLIC_TEST_PANS), st.binary(max_size=64), st.binary(max_size=64), st.sampled_from(["raw", "hex", "base64", "utf16"]))
+@given(
+    st.sampled_from(PUBLIC_TEST_PANS),
+    st.binary(max_size=64),
+    st.binary(max_size=64),
+    st.sampled_from(["raw", "hex", "base64", "utf16"]),
+)
 def test_a_known_pan_is_found_wherever_it_sits(pan: str, before: bytes, after: bytes, encoding: str) -> None:
     encode = {
         "raw": lambda b: b,
@@ -174,7 +190,7 @@ def test_a_known_pan_is_found_wherever_it_sits(pan: str, before: bytes, after: b
 
 
 def test_findings_are_bounded() -> None:
-    found = SCANNER.scan((PAN + " ") .encode() * 5000)
+    found = SCANNER.scan((PAN + " ").encode() * 5000)
     assert len(found) == 1000
 
 

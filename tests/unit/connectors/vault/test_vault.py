@@ -8,7 +8,9 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from connectors.vault.keys import TOKEN_HMAC, VAULT_MASTER, FileKeyStore
 from connectors.vault.scan import PanScanner
@@ -238,9 +240,13 @@ _TOKENS = st.sampled_from([f"tok_{c}" for c in "abcdefgh"])
 
 
 @hsettings(max_examples=300, deadline=None)
-@given(st.integers(1, 5), st.lists(st.tuples(_TOKENS, st.one_of(st.none(), st.binary(min_size=1, max_size=3))), max_size=60))
-def test_the_fold_holds_the_latest_records_of_the_most_recent_cards(max_cards: int,
-                                                                      log: list[tuple[str, bytes | None]]) -> None:
+@given(
+    st.integers(1, 5),
+    st.lists(st.tuples(_TOKENS, st.one_of(st.none(), st.binary(min_size=1, max_size=3))), max_size=60),
+)
+def test_the_fold_holds_the_latest_records_of_the_most_recent_cards(
+    max_cards: int, log: list[tuple[str, bytes | None]]
+) -> None:
     """Against a model (a list in write order): every record held is its token's latest,
     never more than `max_cards`, the latest write is always held, and what is pushed out
     is the card written longest ago."""

@@ -42,7 +42,10 @@ def test_revoked_partitions_are_forgotten():
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 3)), min_size=1, max_size=40), st.randoms(use_true_random=False))
+@given(
+    st.lists(st.tuples(st.integers(0, 2), st.integers(0, 3)), min_size=1, max_size=40),
+    st.randoms(use_true_random=False),
+)
 def test_committed_offset_never_passes_an_open_notification(reads, rnd):
     """Whatever order notifications finish in, a restart from the committable offset
     re-reads every message with an open notification (nothing is lost)."""
@@ -58,7 +61,7 @@ def test_committed_offset_never_passes_an_open_notification(reads, rnd):
     rnd.shuffle(open_ids)
     for k, done in enumerate(open_ids):
         o.done(done)
-        still = open_ids[k + 1:]
+        still = open_ids[k + 1 :]
         for p, committed in o.committable().items():
             assert all(where[x][1] >= committed for x in still if where[x][0] == p)
     assert o.committable() == {p: n for p, n in offset.items() if n}
@@ -73,4 +76,3 @@ def test_clock_is_event_time_and_runs_on_while_quiet_never_backwards():
     assert c.now_ms(13.0) == 1_003_000
     c.observe(5_000_000, 13.0)  # a replay's later event jumps it forward
     assert c.now_ms(13.0) == 5_000_000
-

@@ -17,8 +17,7 @@ from connectors.vault.keys import FileKeyStore
 from connectors.webhooks import registry
 from connectors.webhooks.delivery import Backoff, Outbox, due, enqueue, notifications, settle
 from connectors.webhooks.sender import deliver_due
-from connectors.webhooks.signing import (HEADER, STRIPE_HEADER, SignatureError, signature_header, stripe_secret,
-                                         verify)
+from connectors.webhooks.signing import HEADER, STRIPE_HEADER, SignatureError, signature_header, stripe_secret, verify
 from schemas.codec import Codec
 
 T0_MS = 1_795_000_000_000
@@ -33,16 +32,37 @@ def store(tmp_path):
 
 
 def event(i: int, payment: str, type_: str = "captured", merchant: str = "m_acme") -> dict:
-    return {"event_id": f"evt_{payment}_{i}", "payment_id": payment, "merchant_id": merchant, "type": type_,
-            "payment_status": type_, "currency": "USD", "amount_minor": 100 + i, "fee_minor": 3,
-            "authorized_minor": 100, "captured_minor": 100, "refunded_minor": 0, "reason_code": None,
-            "card_bin": "424242", "card_last4": "4242", "card_token": "tok_secret", "provider": "acq_north", "version": i}
+    return {
+        "event_id": f"evt_{payment}_{i}",
+        "payment_id": payment,
+        "merchant_id": merchant,
+        "type": type_,
+        "payment_status": type_,
+        "currency": "USD",
+        "amount_minor": 100 + i,
+        "fee_minor": 3,
+        "authorized_minor": 100,
+        "captured_minor": 100,
+        "refunded_minor": 0,
+        "reason_code": None,
+        "card_bin": "424242",
+        "card_last4": "4242",
+        "card_token": "tok_secret",
+        "provider": "acq_north",
+        "version": i,
+    }
 
 
 def body(e: dict) -> bytes:
     """A body as the runner passes it (its Stripe Event is tested in tests/unit/streams/jobs)."""
-    return json.dumps({"id": e["event_id"], "object": "event", "type": "payment_intent.succeeded",
-                       "data": {"object": {"id": "pi_" + e["payment_id"]}}}).encode()
+    return json.dumps(
+        {
+            "id": e["event_id"],
+            "object": "event",
+            "type": "payment_intent.succeeded",
+            "data": {"object": {"id": "pi_" + e["payment_id"]}},
+        }
+    ).encode()
 
 
 def notes(e: dict, endpoints: tuple, created_ms: int = T0_MS) -> list:
@@ -149,8 +169,9 @@ def test_unreachable_endpoint_is_given_up_after_three_days_then_the_next_goes(st
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     reg, _ = registry.add(registry.Registry(), "m_acme", f"http://127.0.0.1:{port}/h")
-    outbox = enqueue(Outbox(), notes(event(1, "pay_1"), reg.of("m_acme"))
-                     + notes(event(2, "pay_1"), reg.of("m_acme"), T0_MS + 1))
+    outbox = enqueue(
+        Outbox(), notes(event(1, "pay_1"), reg.of("m_acme")) + notes(event(2, "pay_1"), reg.of("m_acme"), T0_MS + 1)
+    )
     outbox, records = asyncio.run(drain(store, outbox, None))
     first = [r for r in records if r["notification_id"] == records[0]["notification_id"]]
     assert first[-1]["status"] == "gave_up" and all(r["status"] == "failed" for r in first[:-1])

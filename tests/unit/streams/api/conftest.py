@@ -4,7 +4,7 @@ HTTP logic under test, the payment rules only as far as the responses need them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from streams.api.stripe_events import Webhooks
 from streams.domain.merchants import merchant_record
 from streams.domain.sanctions import SanctionsList
 
-T0 = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 DECLINED_CARD = "4000000000000002"
 STEP_UP_CARD = "4000002760003184"  # the fake risk stage asks for 3-D Secure
 CARD = {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123"}
@@ -42,16 +42,34 @@ class FakePipeline:
         if self.silent:
             return None
         # Ingest's part: open the sealed card (bound to this command) and compare cards, not ciphertexts.
-        number = self.opener.open(cmd["sealed_card"], cmd["merchant_id"], cmd["command_id"]).number if cmd.get("sealed_card") else None
-        request = {k: v for k, v in cmd.items() if k not in ("command_id", "occurred_at", "sealed_card")} | {"number": number}
-        base = {"outcome_id": derive_outcome_id(cmd["command_id"]), "command_id": cmd["command_id"], "kind": cmd["kind"],
-                "merchant_id": cmd["merchant_id"], "idempotency_key": cmd["idempotency_key"],
-                "payment_id": cmd["payment_id"], "reason_code": None, "reason_detail": None,
-                "amount_minor": cmd["amount_minor"], "occurred_at": cmd["occurred_at"]}
+        number = (
+            self.opener.open(cmd["sealed_card"], cmd["merchant_id"], cmd["command_id"]).number
+            if cmd.get("sealed_card")
+            else None
+        )
+        request = {k: v for k, v in cmd.items() if k not in ("command_id", "occurred_at", "sealed_card")} | {
+            "number": number
+        }
+        base = {
+            "outcome_id": derive_outcome_id(cmd["command_id"]),
+            "command_id": cmd["command_id"],
+            "kind": cmd["kind"],
+            "merchant_id": cmd["merchant_id"],
+            "idempotency_key": cmd["idempotency_key"],
+            "payment_id": cmd["payment_id"],
+            "reason_code": None,
+            "reason_detail": None,
+            "amount_minor": cmd["amount_minor"],
+            "occurred_at": cmd["occurred_at"],
+        }
         prior = self.keys.get((cmd["merchant_id"], cmd["idempotency_key"]))
         if prior is not None:
             if prior[0] != request:
-                return base | self._none() | {"status": "rejected", "reason_code": "idempotency_conflict", "currency": None}
+                return (
+                    base
+                    | self._none()
+                    | {"status": "rejected", "reason_code": "idempotency_conflict", "currency": None}
+                )
             return prior[1] | {"command_id": cmd["command_id"], "status": "replayed"}
         p = self.payments.get(cmd["payment_id"])
         if cmd["kind"] == "create":
@@ -59,21 +77,39 @@ class FakePipeline:
             declined, step_up = number == DECLINED_CARD, number == STEP_UP_CARD
             status = "declined" if declined else ("authorized" if cmd["capture_method"] == "manual" else "captured")
             if step_up:
-                p = {"payment_status": "requires_action", "merchant_id": cmd["merchant_id"], "currency": cmd["currency"],
-                     "authorized_minor": 0, "captured_minor": 0, "refunded_minor": 0, "card_bin": number[:6],
-                     "card_last4": number[-4:]}
+                p = {
+                    "payment_status": "requires_action",
+                    "merchant_id": cmd["merchant_id"],
+                    "currency": cmd["currency"],
+                    "authorized_minor": 0,
+                    "captured_minor": 0,
+                    "refunded_minor": 0,
+                    "card_bin": number[:6],
+                    "card_last4": number[-4:],
+                }
                 self.payments[cmd["payment_id"]] = p
                 out = base | p | {"status": "succeeded"}
                 self.keys[(cmd["merchant_id"], cmd["idempotency_key"])] = (request, out)
                 return out
-            p = {"payment_status": status,
-                 "merchant_id": cmd["merchant_id"], "currency": cmd["currency"],
-                 "authorized_minor": 0 if declined else cmd["amount_minor"],
-                 "captured_minor": cmd["amount_minor"] if not declined and cmd["capture_method"] == "automatic" else 0,
-                 "refunded_minor": 0, "card_bin": number[:6], "card_last4": number[-4:]}
+            p = {
+                "payment_status": status,
+                "merchant_id": cmd["merchant_id"],
+                "currency": cmd["currency"],
+                "authorized_minor": 0 if declined else cmd["amount_minor"],
+                "captured_minor": cmd["amount_minor"] if not declined and cmd["capture_method"] == "automatic" else 0,
+                "refunded_minor": 0,
+                "card_bin": number[:6],
+                "card_last4": number[-4:],
+            }
             self.payments[cmd["payment_id"]] = p
-            out = base | p | {"status": "rejected" if declined else "succeeded",
-                              "reason_code": "card_declined" if declined else None}
+            out = (
+                base
+                | p
+                | {
+                    "status": "rejected" if declined else "succeeded",
+                    "reason_code": "card_declined" if declined else None,
+                }
+            )
         elif p is None or p["merchant_id"] != cmd["merchant_id"]:
             return base | self._none() | {"status": "rejected", "reason_code": "payment_not_found", "currency": None}
         elif cmd["kind"] == "capture":
@@ -88,7 +124,15 @@ class FakePipeline:
         elif cmd["kind"] == "confirm":  # the saga's 3DS verdict, in short
             authenticated = cmd["three_ds"]["trans_status"] in ("Y", "A")
             p |= {"payment_status": "authorized" if authenticated else "declined"}
-            out = base | p | ({"status": "succeeded"} if authenticated else {"status": "rejected", "reason_code": "authentication_failed"})
+            out = (
+                base
+                | p
+                | (
+                    {"status": "succeeded"}
+                    if authenticated
+                    else {"status": "rejected", "reason_code": "authentication_failed"}
+                )
+            )
         elif cmd["kind"] in ("dispute_evidence", "dispute_close"):
             out = base | p | {"status": "succeeded"}
         else:
@@ -100,8 +144,14 @@ class FakePipeline:
 
     @staticmethod
     def _none() -> dict[str, Any]:
-        return {"payment_status": None, "authorized_minor": 0, "captured_minor": 0, "refunded_minor": 0,
-                "card_bin": None, "card_last4": None}
+        return {
+            "payment_status": None,
+            "authorized_minor": 0,
+            "captured_minor": 0,
+            "refunded_minor": 0,
+            "card_bin": None,
+            "card_last4": None,
+        }
 
 
 @dataclass
@@ -117,8 +167,9 @@ class FakeReader:
     fee_rows: list[dict[str, Any]] = field(default_factory=list)
 
     @staticmethod
-    def _split(rows: list[dict[str, Any]], merchant_id: str, limit: int, after: str | None, before: str | None,
-               one: str | None) -> list[dict[str, Any]]:
+    def _split(
+        rows: list[dict[str, Any]], merchant_id: str, limit: int, after: str | None, before: str | None, one: str | None
+    ) -> list[dict[str, Any]]:
         mine = sorted((r for r in rows if r["merchant_id"] == merchant_id), key=lambda r: r["id"])
         if one is not None:
             return [r for r in mine if r["id"] == one][:limit]
@@ -126,35 +177,52 @@ class FakeReader:
             return [r for r in reversed(mine) if r["id"] < before][:limit]
         return [r for r in mine if r["id"] > (after or "")][:limit]
 
-    def transfers(self, merchant_id: str, limit: int, starting_after: str | None = None,
-                  ending_before: str | None = None, transfer_id: str | None = None) -> list[dict[str, Any]]:
+    def transfers(
+        self,
+        merchant_id: str,
+        limit: int,
+        starting_after: str | None = None,
+        ending_before: str | None = None,
+        transfer_id: str | None = None,
+    ) -> list[dict[str, Any]]:
         return self._split(self.transfer_rows, merchant_id, limit, starting_after, ending_before, transfer_id)
 
-    def application_fees(self, merchant_id: str, limit: int, starting_after: str | None = None,
-                         ending_before: str | None = None, fee_id: str | None = None) -> list[dict[str, Any]]:
+    def application_fees(
+        self,
+        merchant_id: str,
+        limit: int,
+        starting_after: str | None = None,
+        ending_before: str | None = None,
+        fee_id: str | None = None,
+    ) -> list[dict[str, Any]]:
         return self._split(self.fee_rows, merchant_id, limit, starting_after, ending_before, fee_id)
 
-    def payouts(self, merchant_id: str, limit: int, starting_after: str | None = None,
-                ending_before: str | None = None) -> list[dict[str, Any]]:
+    def payouts(
+        self, merchant_id: str, limit: int, starting_after: str | None = None, ending_before: str | None = None
+    ) -> list[dict[str, Any]]:
         mine = sorted((p for p in self.payout_rows if p["merchant_id"] == merchant_id), key=lambda p: p["payout_id"])
         if ending_before is not None:
             return [p for p in reversed(mine) if p["payout_id"] < ending_before][:limit]
         return [p for p in mine if p["payout_id"] > (starting_after or "")][:limit]
 
     def payout(self, merchant_id: str, payout_id: str) -> dict[str, Any] | None:
-        return next((p for p in self.payout_rows if p["merchant_id"] == merchant_id and p["payout_id"] == payout_id), None)
+        return next(
+            (p for p in self.payout_rows if p["merchant_id"] == merchant_id and p["payout_id"] == payout_id), None
+        )
 
     # The ledger's lines and the payment events are read over chDB (tests/integration/api):
     # the fake pipeline posts none.
-    def balance_transactions(self, merchant_id: str, limit: int, after: dict[str, Any] | None = None,
-                             before: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    def balance_transactions(
+        self, merchant_id: str, limit: int, after: dict[str, Any] | None = None, before: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
         return []
 
     def balance_transaction(self, merchant_id: str, entry_hex: str, kind: str) -> dict[str, Any] | None:
         return None
 
-    def events(self, merchant_id: str, limit: int, starting_after: str | None = None,
-               ending_before: str | None = None) -> list[dict[str, Any]]:
+    def events(
+        self, merchant_id: str, limit: int, starting_after: str | None = None, ending_before: str | None = None
+    ) -> list[dict[str, Any]]:
         return []
 
     def event(self, merchant_id: str, event_id: str) -> dict[str, Any] | None:
@@ -163,15 +231,18 @@ class FakeReader:
     def saved_card(self, merchant_id: str, payment_id: str) -> str | None:
         return None
 
-    def disputes(self, merchant_id: str, limit: int, starting_after: str | None = None,
-                 ending_before: str | None = None) -> list[dict[str, Any]]:
+    def disputes(
+        self, merchant_id: str, limit: int, starting_after: str | None = None, ending_before: str | None = None
+    ) -> list[dict[str, Any]]:
         mine = sorted((d for d in self.dispute_rows if d["merchant_id"] == merchant_id), key=lambda d: d["event_id"])
         if ending_before is not None:
             return [d for d in reversed(mine) if d["event_id"] < ending_before][:limit]
         return [d for d in mine if d["event_id"] > (starting_after or "")][:limit]
 
     def dispute(self, merchant_id: str, event_id: str) -> dict[str, Any] | None:
-        return next((d for d in self.dispute_rows if d["merchant_id"] == merchant_id and d["event_id"] == event_id), None)
+        return next(
+            (d for d in self.dispute_rows if d["merchant_id"] == merchant_id and d["event_id"] == event_id), None
+        )
 
     def get(self, payment_id: str) -> dict[str, Any] | None:
         p = self.pipeline.payments.get(payment_id)
@@ -183,10 +254,14 @@ class FakeReader:
         for p in self.pipeline.payments.values():
             if p["merchant_id"] == merchant_id:
                 pending[p["currency"]] = pending.get(p["currency"], 0) + p["captured_minor"] - p["refunded_minor"]
-        return [{"account": f"merchant:{merchant_id}:pending", "currency": c, "amount": a} for c, a in sorted(pending.items())]
+        return [
+            {"account": f"merchant:{merchant_id}:pending", "currency": c, "amount": a}
+            for c, a in sorted(pending.items())
+        ]
 
-    def list(self, merchant_id: str, limit: int, starting_after: str | None = None,
-             ending_before: str | None = None) -> list[dict[str, Any]]:
+    def list(
+        self, merchant_id: str, limit: int, starting_after: str | None = None, ending_before: str | None = None
+    ) -> list[dict[str, Any]]:
         mine = sorted(i for i, p in self.pipeline.payments.items() if p["merchant_id"] == merchant_id)
         if ending_before is not None:
             ids = [i for i in reversed(mine) if i < ending_before]
@@ -199,8 +274,11 @@ class FakeReader:
 class FakeRegistry:
     """The merchant registry in memory (the KycDesk's calls), m_acme a verified platform."""
 
-    records: dict[str, dict[str, Any]] = field(default_factory=lambda: {
-        m: merchant_record(m, kyc_status="verified", updated_at=T0) for m in ("m_acme", "m_other")})
+    records: dict[str, dict[str, Any]] = field(
+        default_factory=lambda: {
+            m: merchant_record(m, kyc_status="verified", updated_at=T0) for m in ("m_acme", "m_other")
+        }
+    )
     writes: list[dict[str, Any]] = field(default_factory=list)
 
     def registry(self) -> dict[str, dict[str, Any]]:
@@ -265,9 +343,14 @@ def key_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
     return (path, *make_keys(path))
 
 
-def build_api(tmp_path: Path, key_file: tuple[Path, str, str], intake_keys: FileKeyStore,
-              config: ApiConfig = ApiConfig(outcome_timeout_s=0.5), clock: Clock | None = None,
-              with_reader: bool = False) -> Api:
+def build_api(
+    tmp_path: Path,
+    key_file: tuple[Path, str, str],
+    intake_keys: FileKeyStore,
+    config: ApiConfig = ApiConfig(outcome_timeout_s=0.5),
+    clock: Clock | None = None,
+    with_reader: bool = False,
+) -> Api:
     src, secret, other = key_file
     path = tmp_path / "api_keys.json"
     path.write_bytes(src.read_bytes())
@@ -277,9 +360,19 @@ def build_api(tmp_path: Path, key_file: tuple[Path, str, str], intake_keys: File
     reader = FakeReader(pipeline) if with_reader else None
     webhooks = Webhooks(tmp_path / "webhooks.json", lambda merchant: "whsec_" + merchant.encode().hex())
     registry = FakeRegistry()
-    app = create_app(bus, auth.ApiKeys(path), sealer=sealer, config=config, instance="test", clock=clock or Clock(), now=lambda: T0,
-                     reader=reader, acs=Acs(ActiveSigner.of(intake_keys, ACS_SIGNING)), webhooks=webhooks,
-                     registry=registry)
+    app = create_app(
+        bus,
+        auth.ApiKeys(path),
+        sealer=sealer,
+        config=config,
+        instance="test",
+        clock=clock or Clock(),
+        now=lambda: T0,
+        reader=reader,
+        acs=Acs(ActiveSigner.of(intake_keys, ACS_SIGNING)),
+        webhooks=webhooks,
+        registry=registry,
+    )
     return Api(TestClient(app, raise_server_exceptions=False), bus, pipeline, path, secret, other, reader, registry)
 
 

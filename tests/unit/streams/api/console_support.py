@@ -18,8 +18,12 @@ from tests.unit.connectors.clickhouse.support import DAY0, Traffic
 
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))  # a fixed test key
 SIGNER = Signer("sig-v1", KEY)
-EVENTS, REVIEWS, DELIVERIES, VALIDATED = (Codec("PaymentEvent"), Codec("FraudReview"), Codec("WebhookDelivery"),
-                                          Codec("ValidatedCommand"))
+EVENTS, REVIEWS, DELIVERIES, VALIDATED = (
+    Codec("PaymentEvent"),
+    Codec("FraudReview"),
+    Codec("WebhookDelivery"),
+    Codec("ValidatedCommand"),
+)
 
 
 def with_wallets(t: Traffic) -> Traffic:
@@ -30,17 +34,40 @@ def with_wallets(t: Traffic) -> Traffic:
 
 
 def review(pid: str, merchant: str, amount: int = 4_200) -> dict[str, Any]:
-    r = {"review_id": f"rev_{pid}", "payment_id": pid, "merchant_id": merchant, "command_id": f"cmd_{pid}",
-         "card_token": "tok_abc", "card_bin": "424242", "card_last4": "4242", "amount_minor": amount, "currency": "EUR",
-         "score_ppm": 612_000, "reasons": ["velocity_card_1h"], "occurred_at": DAY0 + timedelta(hours=3)}
+    r = {
+        "review_id": f"rev_{pid}",
+        "payment_id": pid,
+        "merchant_id": merchant,
+        "command_id": f"cmd_{pid}",
+        "card_token": "tok_abc",
+        "card_bin": "424242",
+        "card_last4": "4242",
+        "amount_minor": amount,
+        "currency": "EUR",
+        "score_ppm": 612_000,
+        "reasons": ["velocity_card_1h"],
+        "occurred_at": DAY0 + timedelta(hours=3),
+    }
     return REVIEWS.decode(REVIEWS.encode(r))
 
 
 def delivery(nid: str, merchant: str, attempt: int, status: str, pid: str = "pay_41_1") -> dict[str, Any]:
-    d = {"delivery_id": f"wda_{nid}_{attempt}", "notification_id": nid, "merchant_id": merchant, "endpoint_id": "whe_1",
-         "url": "https://example.test/hook", "payment_id": pid, "event_type": "captured", "attempt": attempt,
-         "attempted_at": DAY0 + timedelta(minutes=attempt), "status": status,
-         "http_status": 500 if status != "delivered" else 200, "error": None, "next_attempt_at": None, "key_id": "whk-v1"}
+    d = {
+        "delivery_id": f"wda_{nid}_{attempt}",
+        "notification_id": nid,
+        "merchant_id": merchant,
+        "endpoint_id": "whe_1",
+        "url": "https://example.test/hook",
+        "payment_id": pid,
+        "event_type": "captured",
+        "attempt": attempt,
+        "attempted_at": DAY0 + timedelta(minutes=attempt),
+        "status": status,
+        "http_status": 500 if status != "delivered" else 200,
+        "error": None,
+        "next_attempt_at": None,
+        "key_id": "whk-v1",
+    }
     return DELIVERIES.decode(DELIVERIES.encode(d))
 
 
@@ -72,8 +99,12 @@ class MemorySources:
 
     def retry(self, n: Notification, now: datetime) -> dict[str, Any]:
         self.retried.append(n.last["notification_id"])
-        record = dict(n.last) | {"attempt": n.last["attempt"] + 1, "status": "delivered", "http_status": 200,
-                                 "attempted_at": now}
+        record = dict(n.last) | {
+            "attempt": n.last["attempt"] + 1,
+            "status": "delivered",
+            "http_status": 200,
+            "attempted_at": now,
+        }
         self.delivery_records.append(record)
         return record
 
@@ -87,5 +118,3 @@ def chained(events: list[dict[str, Any]], sign_last: bool) -> list[dict[str, Any
     if sign_last:
         out[-1] = sign_block(out[-1], SIGNER)
     return [EVENTS.decode(EVENTS.encode(e, check=True)) for e in out]
-
-

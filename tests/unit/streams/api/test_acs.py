@@ -17,20 +17,37 @@ def paused(api: Api, key: str = "order-1", amount: int = 1999) -> str:
     r = api.create(key, amount_minor=amount, card=STEP_UP)
     assert r.status_code == 200 and r.json()["status"] == "requires_action", r.text
     pid = r.json()["id"]
-    assert r.json()["next_action"] == {"type": "three_d_secure", "three_d_secure": {
-        "authenticate_url": f"/v1/payments/{pid}/three_ds/authenticate", "confirm_url": f"/v1/payments/{pid}/confirm"}}
+    assert r.json()["next_action"] == {
+        "type": "three_d_secure",
+        "three_d_secure": {
+            "authenticate_url": f"/v1/payments/{pid}/three_ds/authenticate",
+            "confirm_url": f"/v1/payments/{pid}/confirm",
+        },
+    }
     return pid
 
 
 def authenticate(api: Api, pid: str, secret: str | None = None, **body: object):  # type: ignore[no-untyped-def]
-    return api.client.post(f"/v1/payments/{pid}/three_ds/authenticate", json={"amount_minor": 1999, "currency": "USD"} | body,
-                           headers=api.headers(secret=secret))
+    return api.client.post(
+        f"/v1/payments/{pid}/three_ds/authenticate",
+        json={"amount_minor": 1999, "currency": "USD"} | body,
+        headers=api.headers(secret=secret),
+    )
 
 
 def verified(keys: FileKeyStore, pid: str, result: dict, amount: int = 1999):  # type: ignore[no-untyped-def]
-    return verify_cavv(result["authentication_value"], keys.public_keys(ACS_SIGNING), payment_id=pid, merchant_id="m_acme",
-                       amount_minor=amount, currency="USD", trans_status=result["trans_status"], eci=result["eci"],
-                       ds_trans_id=result["ds_trans_id"], at_ms=to_ms(T0))
+    return verify_cavv(
+        result["authentication_value"],
+        keys.public_keys(ACS_SIGNING),
+        payment_id=pid,
+        merchant_id="m_acme",
+        amount_minor=amount,
+        currency="USD",
+        trans_status=result["trans_status"],
+        eci=result["eci"],
+        ds_trans_id=result["ds_trans_id"],
+        at_ms=to_ms(T0),
+    )
 
 
 def test_a_challenge_then_frictionless_for_the_device_that_passed_it(api: Api, intake_keys: FileKeyStore) -> None:
@@ -48,10 +65,18 @@ def test_a_challenge_then_frictionless_for_the_device_that_passed_it(api: Api, i
     again = authenticate(api, paused(api, "order-2"), device_id="dev-1", account_age_days=400).json()
     assert (again["flow"], again["reason"], again["trans_status"]) == ("frictionless", "low_risk", "Y")
     # ... unless the amount or the requestor's fraud score asks for a challenge.
-    assert authenticate(api, paused(api, "order-3", 30_000), device_id="dev-1", account_age_days=400,
-                        amount_minor=30_000).json()["reason"] == "amount_over_frictionless_limit"
-    assert authenticate(api, paused(api, "order-4"), device_id="dev-1", account_age_days=400,
-                        fraud_score_ppm=900_000).json()["reason"] == "high_risk_score"
+    assert (
+        authenticate(
+            api, paused(api, "order-3", 30_000), device_id="dev-1", account_age_days=400, amount_minor=30_000
+        ).json()["reason"]
+        == "amount_over_frictionless_limit"
+    )
+    assert (
+        authenticate(
+            api, paused(api, "order-4"), device_id="dev-1", account_age_days=400, fraud_score_ppm=900_000
+        ).json()["reason"]
+        == "high_risk_score"
+    )
 
 
 def test_three_wrong_codes_fail_the_authentication(api: Api) -> None:

@@ -30,9 +30,17 @@ def test_create_publishes_one_command_and_answers_the_payment(api: Api, intake_k
     r = api.create()
     assert r.status_code == 200, r.text
     pid = derive_payment_id("m_acme", "order-1")
-    assert r.json() == {"id": pid, "object": "payment", "merchant_id": "m_acme", "status": "authorized",
-                        "currency": "USD", "authorized_minor": 1999, "captured_minor": 0, "refunded_minor": 0,
-                        "card": {"bin": "424242", "last4": "4242"}}
+    assert r.json() == {
+        "id": pid,
+        "object": "payment",
+        "merchant_id": "m_acme",
+        "status": "authorized",
+        "currency": "USD",
+        "authorized_minor": 1999,
+        "captured_minor": 0,
+        "refunded_minor": 0,
+        "card": {"bin": "424242", "last4": "4242"},
+    }
     assert "Idempotent-Replayed" not in r.headers
     [cmd] = api.bus.published
     assert cmd["kind"] == "create" and cmd["merchant_id"] == "m_acme" and cmd["payment_id"] == pid
@@ -46,7 +54,9 @@ def test_create_publishes_one_command_and_answers_the_payment(api: Api, intake_k
 
 def test_a_card_the_sealer_refuses_is_a_402_and_nothing_is_published(api: Api) -> None:
     r = api.create(card=CARD | {"number": "4242-4242-4242-424x"})
-    assert r.status_code == 402 and error_of(r)["code"] == "invalid_card_number" and error_of(r)["param"] == "card.number"
+    assert (
+        r.status_code == 402 and error_of(r)["code"] == "invalid_card_number" and error_of(r)["param"] == "card.number"
+    )
     assert "4242" not in r.text and api.bus.published == []
 
 
@@ -113,13 +123,18 @@ def test_confirm_carries_the_3ds_result_and_evidence_the_merchants_answer(api: A
     assert r.status_code == 200 and r.json()["status"] == "authorized"
     assert api.bus.published[-1]["kind"] == "confirm"
     assert api.bus.published[-1]["three_ds"] == three_ds | {"authentication_value": None}
-    r = api.client.post(f"/v1/payments/{pid}/dispute/evidence", json={"evidence": "signed delivery receipt"},
-                        headers=api.headers("ev-1"))
+    r = api.client.post(
+        f"/v1/payments/{pid}/dispute/evidence",
+        json={"evidence": "signed delivery receipt"},
+        headers=api.headers("ev-1"),
+    )
     assert r.status_code == 200
     assert api.bus.published[-1]["kind"] == "dispute_evidence"
     assert api.bus.published[-1]["dispute"]["evidence"] == "signed delivery receipt"
     sent = len(api.bus.published)
-    bad = api.client.post(f"/v1/payments/{pid}/confirm", json={"three_ds": {"trans_status": "X"}}, headers=api.headers("3ds-2"))
+    bad = api.client.post(
+        f"/v1/payments/{pid}/confirm", json={"three_ds": {"trans_status": "X"}}, headers=api.headers("3ds-2")
+    )
     assert bad.status_code == 400 and len(api.bus.published) == sent  # nothing published
 
 
@@ -161,18 +176,47 @@ def test_a_malformed_payment_id_is_404_and_publishes_nothing(api: Api) -> None:
     assert api.bus.published == []
 
 
-@pytest.mark.parametrize(("body", "code", "param"), [
-    (b"{not json", "invalid_json", None),
-    (b"[]", "parameter_invalid", None),
-    (json.dumps({"amount_minor": "1999", "currency": "USD", "card": CARD}).encode(), "parameter_invalid", "amount_minor"),
-    (json.dumps({"amount_minor": 19.99, "currency": "USD", "card": CARD}).encode(), "parameter_invalid", "amount_minor"),
-    (json.dumps({"amount_minor": True, "currency": "USD", "card": CARD}).encode(), "parameter_invalid", "amount_minor"),
-    (json.dumps({"amount_minor": 1999, "card": CARD}).encode(), "parameter_missing", "currency"),
-    (json.dumps({"amount_minor": 1999, "currency": "USD", "card": CARD, "amount": 5}).encode(), "parameter_unknown", "amount"),
-    (json.dumps({"amount_minor": 1999, "currency": "USD", "card": CARD | {"pin": "1"}}).encode(), "parameter_unknown", "card.pin"),
-    (json.dumps({"amount_minor": 2**63, "currency": "USD", "card": CARD}).encode(), "parameter_invalid", "amount_minor"),
-])
-def test_bad_input_is_a_400_with_a_stripe_error_and_publishes_nothing(api: Api, body: bytes, code: str, param: str | None) -> None:
+@pytest.mark.parametrize(
+    ("body", "code", "param"),
+    [
+        (b"{not json", "invalid_json", None),
+        (b"[]", "parameter_invalid", None),
+        (
+            json.dumps({"amount_minor": "1999", "currency": "USD", "card": CARD}).encode(),
+            "parameter_invalid",
+            "amount_minor",
+        ),
+        (
+            json.dumps({"amount_minor": 19.99, "currency": "USD", "card": CARD}).encode(),
+            "parameter_invalid",
+            "amount_minor",
+        ),
+        (
+            json.dumps({"amount_minor": True, "currency": "USD", "card": CARD}).encode(),
+            "parameter_invalid",
+            "amount_minor",
+        ),
+        (json.dumps({"amount_minor": 1999, "card": CARD}).encode(), "parameter_missing", "currency"),
+        (
+            json.dumps({"amount_minor": 1999, "currency": "USD", "card": CARD, "amount": 5}).encode(),
+            "parameter_unknown",
+            "amount",
+        ),
+        (
+            json.dumps({"amount_minor": 1999, "currency": "USD", "card": CARD | {"pin": "1"}}).encode(),
+            "parameter_unknown",
+            "card.pin",
+        ),
+        (
+            json.dumps({"amount_minor": 2**63, "currency": "USD", "card": CARD}).encode(),
+            "parameter_invalid",
+            "amount_minor",
+        ),
+    ],
+)
+def test_bad_input_is_a_400_with_a_stripe_error_and_publishes_nothing(
+    api: Api, body: bytes, code: str, param: str | None
+) -> None:
     r = api.client.post("/v1/payments", content=body, headers=api.headers("k") | {"Content-Type": "application/json"})
     assert r.status_code == 400, r.text
     e = error_of(r)
@@ -186,7 +230,9 @@ def test_a_card_number_never_comes_back_in_an_error(api: Api) -> None:
 
 
 def test_a_missing_idempotency_key_is_a_400(api: Api) -> None:
-    r = api.client.post("/v1/payments", json={"amount_minor": 1, "currency": "USD", "card": CARD}, headers=api.headers())
+    r = api.client.post(
+        "/v1/payments", json={"amount_minor": 1, "currency": "USD", "card": CARD}, headers=api.headers()
+    )
     assert r.status_code == 400
     assert (error_of(r)["code"], error_of(r)["param"]) == ("idempotency_key_missing", "Idempotency-Key")
     assert api.bus.published == []
@@ -232,7 +278,9 @@ def test_a_revoked_key_is_refused_at_the_next_request(api: Api) -> None:
     assert api.client.get(f"/v1/payments/pay_{'0' * 32}", headers=api.headers()).status_code == 401
 
 
-def test_over_the_rate_a_key_gets_429_with_retry_after(tmp_path: Path, key_file: tuple[Path, str, str], intake_keys: FileKeyStore) -> None:
+def test_over_the_rate_a_key_gets_429_with_retry_after(
+    tmp_path: Path, key_file: tuple[Path, str, str], intake_keys: FileKeyStore
+) -> None:
     clock = Clock()
     api = build_api(tmp_path, key_file, intake_keys, ApiConfig(rate_per_s=0.5, rate_burst=2, rate_queue_max=0), clock)
     url = f"/v1/payments/pay_{'0' * 32}"
@@ -250,8 +298,12 @@ def test_past_the_timeout_a_write_is_202_and_a_retry_never_publishes_again(api: 
     r = api.create()
     pid = derive_payment_id("m_acme", "order-1")
     assert r.status_code == 202
-    assert r.json() == {"object": "payment_operation", "payment_id": pid, "status": "processing",
-                        "status_url": f"/v1/payments/{pid}"}
+    assert r.json() == {
+        "object": "payment_operation",
+        "payment_id": pid,
+        "status": "processing",
+        "status_url": f"/v1/payments/{pid}",
+    }
     assert r.headers["Location"] == f"/v1/payments/{pid}"
     assert api.create().status_code == 202
     assert len(api.bus.published) == 1
@@ -264,7 +316,9 @@ def test_past_the_timeout_a_write_is_202_and_a_retry_never_publishes_again(api: 
     assert api.client.get(f"/v1/payments/{pid}", headers=api.headers()).json()["status"] == "authorized"
 
 
-def test_the_same_key_in_flight_is_409_in_use(tmp_path: Path, key_file: tuple[Path, str, str], intake_keys: FileKeyStore) -> None:
+def test_the_same_key_in_flight_is_409_in_use(
+    tmp_path: Path, key_file: tuple[Path, str, str], intake_keys: FileKeyStore
+) -> None:
     api = build_api(tmp_path, key_file, intake_keys, ApiConfig(outcome_timeout_s=30))
     api.pipeline.silent = True
     body = {"amount_minor": 1999, "currency": "USD", "capture_method": "manual", "card": CARD}
@@ -294,15 +348,17 @@ def test_an_unavailable_bus_is_503_and_the_key_stays_usable(api: Api) -> None:
     assert api.create().status_code == 200
 
 
-def test_the_list_pages_through_the_callers_payments_only(tmp_path: Path, key_file: tuple[Path, str, str],
-                                                          intake_keys: FileKeyStore) -> None:
+def test_the_list_pages_through_the_callers_payments_only(
+    tmp_path: Path, key_file: tuple[Path, str, str], intake_keys: FileKeyStore
+) -> None:
     api = build_api(tmp_path, key_file, intake_keys, with_reader=True)
     mine = sorted(api.create(key=f"o{i}").json()["id"] for i in range(5))
     theirs = api.create(key="o0", secret=api.other_secret).json()["id"]
     seen, after, pages = [], None, 0
     while True:
-        r = api.client.get("/v1/payments", params={"limit": 2} | ({"starting_after": after} if after else {}),
-                           headers=api.headers())
+        r = api.client.get(
+            "/v1/payments", params={"limit": 2} | ({"starting_after": after} if after else {}), headers=api.headers()
+        )
         assert r.status_code == 200, r.text
         page = r.json()
         assert page["object"] == "list" and len(page["data"]) <= 2
@@ -316,21 +372,26 @@ def test_the_list_pages_through_the_callers_payments_only(tmp_path: Path, key_fi
     assert [p["id"] for p in other["data"]] == [theirs] and not other["has_more"]
 
 
-@pytest.mark.parametrize("params,code,param", [
-    ({"limit": 0}, "parameter_invalid", "limit"),
-    ({"limit": 101}, "parameter_invalid", "limit"),
-    ({"limit": "ten"}, "parameter_invalid", "limit"),
-    ({"starting_after": "pay_x"}, "parameter_invalid", "starting_after"),
-])
-def test_the_list_bounds_its_parameters(tmp_path: Path, key_file: tuple[Path, str, str], params: dict, code: str,
-                                        param: str, intake_keys: FileKeyStore) -> None:
+@pytest.mark.parametrize(
+    "params,code,param",
+    [
+        ({"limit": 0}, "parameter_invalid", "limit"),
+        ({"limit": 101}, "parameter_invalid", "limit"),
+        ({"limit": "ten"}, "parameter_invalid", "limit"),
+        ({"starting_after": "pay_x"}, "parameter_invalid", "starting_after"),
+    ],
+)
+def test_the_list_bounds_its_parameters(
+    tmp_path: Path, key_file: tuple[Path, str, str], params: dict, code: str, param: str, intake_keys: FileKeyStore
+) -> None:
     api = build_api(tmp_path, key_file, intake_keys, with_reader=True)
     r = api.client.get("/v1/payments", params=params, headers=api.headers())
     assert r.status_code == 400 and error_of(r)["code"] == code and error_of(r)["param"] == param
 
 
-def test_listing_another_merchant_is_403_and_without_read_model_503(tmp_path: Path, key_file: tuple[Path, str, str],
-                                                                    api: Api, intake_keys: FileKeyStore) -> None:
+def test_listing_another_merchant_is_403_and_without_read_model_503(
+    tmp_path: Path, key_file: tuple[Path, str, str], api: Api, intake_keys: FileKeyStore
+) -> None:
     (tmp_path / "r").mkdir()
     with_reader = build_api(tmp_path / "r", key_file, intake_keys, with_reader=True)
     with_reader.create(key="o0", secret=with_reader.other_secret)

@@ -3,7 +3,7 @@ decisions with their errors."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +16,28 @@ from streams.api.bus import InMemoryBus
 from streams.client.cases import fold_cases
 from streams.domain.monitoring import MonitoringError, decision_record
 
-AT = datetime(2026, 12, 6, 12, tzinfo=timezone.utc)
+AT = datetime(2026, 12, 6, 12, tzinfo=UTC)
 TOKEN = "ops-token-" + "x" * 40
 
 
 class MemoryQueue:
     def __init__(self) -> None:
-        self.records = [{"case_id": "c1", "rule": "structuring", "subject_kind": "card", "subject_id": "tok_a",
-                         "merchant_id": "m_1", "currency": "USD", "window_start": AT - timedelta(days=2), "window_end": AT,
-                         "opened_at": AT, "evidence": [], "measures": {"payments": 3}, "summary": "three"}]
+        self.records = [
+            {
+                "case_id": "c1",
+                "rule": "structuring",
+                "subject_kind": "card",
+                "subject_id": "tok_a",
+                "merchant_id": "m_1",
+                "currency": "USD",
+                "window_start": AT - timedelta(days=2),
+                "window_end": AT,
+                "opened_at": AT,
+                "evidence": [],
+                "measures": {"payments": 3},
+                "summary": "three",
+            }
+        ]
         self.decisions: list[dict[str, Any]] = []
 
     def cases(self) -> list[dict[str, Any]]:
@@ -61,25 +74,40 @@ def test_list_and_decide(client: TestClient) -> None:
     ops = {"Authorization": f"Bearer {TOKEN}"}
     (listed,) = client.get("/dashboard/cases?status=open", headers=ops).json()["data"]
     assert listed["case_id"] == "c1" and listed["status"] == "open" and listed["opened_at"] == AT.isoformat()
-    r = client.post("/dashboard/cases/c1/decision", headers=ops, json={"decision": "report", "operator": "alice", "reason": "SAR filed"})
+    r = client.post(
+        "/dashboard/cases/c1/decision",
+        headers=ops,
+        json={"decision": "report", "operator": "alice", "reason": "SAR filed"},
+    )
     assert r.status_code == 200 and r.json()["decided_at"] == AT.isoformat() and r.json()["operator"] == "alice"
     assert client.get("/dashboard/cases?status=open", headers=ops).json()["data"] == []
     (done,) = client.get("/dashboard/cases?status=reported", headers=ops).json()["data"]
     assert [d["reason"] for d in done["decisions"]] == ["SAR filed"]
-    again = client.post("/dashboard/cases/c1/decision", headers=ops, json={"decision": "dismiss", "operator": "bob", "reason": "no"})
+    again = client.post(
+        "/dashboard/cases/c1/decision", headers=ops, json={"decision": "dismiss", "operator": "bob", "reason": "no"}
+    )
     assert (again.status_code, again.json()["error"]["code"]) == (409, "case_closed")
-    missing = client.post("/dashboard/cases/nope/decision", headers=ops, json={"decision": "dismiss", "operator": "bob", "reason": "no"})
+    missing = client.post(
+        "/dashboard/cases/nope/decision", headers=ops, json={"decision": "dismiss", "operator": "bob", "reason": "no"}
+    )
     assert (missing.status_code, missing.json()["error"]["code"]) == (404, "case_not_found")
 
 
-@pytest.mark.parametrize("body", [{"decision": "approve", "operator": "a", "reason": "r"},
-                                  {"decision": "dismiss", "operator": "", "reason": "r"},
-                                  {"decision": "dismiss", "operator": "a"},
-                                  {"decision": "dismiss", "operator": "a", "reason": "r", "extra": 1}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"decision": "approve", "operator": "a", "reason": "r"},
+        {"decision": "dismiss", "operator": "", "reason": "r"},
+        {"decision": "dismiss", "operator": "a"},
+        {"decision": "dismiss", "operator": "a", "reason": "r", "extra": 1},
+    ],
+)
 def test_a_bad_decision_is_a_400(client: TestClient, body: dict) -> None:
     r = client.post("/dashboard/cases/c1/decision", headers={"Authorization": f"Bearer {TOKEN}"}, json=body)
     assert (r.status_code, r.json()["error"]["code"]) == (400, "parameter_invalid")
-    assert client.get("/dashboard/cases?status=nonsense", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 400
+    assert (
+        client.get("/dashboard/cases?status=nonsense", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 400
+    )
 
 
 def test_the_dashboard_s_ops_session_reaches_the_queue_and_a_merchant_s_does_not(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ Ed25519 chains); tests/integration/api/test_console_sources.py reads them from a
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from tests.unit.connectors.clickhouse.support import DAY0, populate, traffic
 from tests.unit.streams.api.console_support import MemorySources, chained, delivery, review, with_wallets
 
 OPS_TOKEN = "o" * 40
-NOW = datetime(2026, 12, 1, 9, 30, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
 
 
 T = with_wallets(traffic(payments=300, seed=41, days=3))
@@ -69,8 +69,11 @@ def test_the_payments_pages_walk_every_payment_newest_first(site) -> None:  # ty
         seen += shown(r.text, "payment")
         older = re.search(r'data-testid="older" href="([^"]+)"', r.text)
         url = older.group(1).replace("&amp;", "&") if older else ""
-    want = sql(ch, "SELECT e.payment_id FROM payment_events AS e FINAL WHERE version = 1 "
-                   "ORDER BY occurred_at DESC, payment_id DESC")
+    want = sql(
+        ch,
+        "SELECT e.payment_id FROM payment_events AS e FINAL WHERE version = 1 "
+        "ORDER BY occurred_at DESC, payment_id DESC",
+    )
     assert seen == [pid for (pid,) in want] and len(seen) == 300
     # and back: the page before the second one is the first
     second = c.get("/dashboard/payments", params={"after": str(Cursor(0, "pay_0"))}, headers=ops())
@@ -99,8 +102,12 @@ def test_filters_filter(site) -> None:  # type: ignore[no-untyped-def]
         return set(shown(r.text, "payment"))
 
     def want(where: str, **p: Any) -> set[str]:
-        return {pid for (pid,) in sql(ch, "SELECT payment_id FROM payments FINAL WHERE merchant_id = 'm_globex' AND "
-                                          + where, **p)}
+        return {
+            pid
+            for (pid,) in sql(
+                ch, "SELECT payment_id FROM payments FINAL WHERE merchant_id = 'm_globex' AND " + where, **p
+            )
+        }
 
     declined = listed(status="declined")
     assert declined and declined == want("status = 'declined'") if len(declined) < 25 else len(declined) == 25
@@ -108,15 +115,28 @@ def test_filters_filter(site) -> None:  # type: ignore[no-untyped-def]
     assert wallets and wallets <= want("method = 'wallet'")
     day = (DAY0 + timedelta(days=1)).date().isoformat()
     by_day = listed(**{"from": day, "to": day})
-    created = {pid for (pid,) in sql(ch, "SELECT payment_id FROM payment_events FINAL WHERE version = 1 AND "
-                                         "merchant_id = 'm_globex' AND toDate(occurred_at) = {d:Date}", d=day)}
+    created = {
+        pid
+        for (pid,) in sql(
+            ch,
+            "SELECT payment_id FROM payment_events FINAL WHERE version = 1 AND "
+            "merchant_id = 'm_globex' AND toDate(occurred_at) = {d:Date}",
+            d=day,
+        )
+    }
     assert by_day and by_day <= created
-    pid, amount, currency, last4 = sql(ch, "SELECT payment_id, authorized_minor, currency, card_last4 FROM payments "
-                                           "FINAL WHERE merchant_id = 'm_globex' AND authorized_minor > 0 "
-                                           "AND currency = 'USD' ORDER BY payment_id LIMIT 1")[0]
+    pid, amount, currency, last4 = sql(
+        ch,
+        "SELECT payment_id, authorized_minor, currency, card_last4 FROM payments "
+        "FINAL WHERE merchant_id = 'm_globex' AND authorized_minor > 0 "
+        "AND currency = 'USD' ORDER BY payment_id LIMIT 1",
+    )[0]
     assert pid in listed(q=pid[:10]) and pid in listed(q=f"{amount // 100}.{amount % 100:02d}")
-    assert all(p in want("card_last4 = {l:String}", l=last4) for p in listed(q=last4) if p not in
-               want("authorized_minor = {a:Int64} OR captured_minor = {a:Int64}", a=int(last4) * 100))
+    assert all(
+        p in want("card_last4 = {l:String}", l=last4)
+        for p in listed(q=last4)
+        if p not in want("authorized_minor = {a:Int64} OR captured_minor = {a:Int64}", a=int(last4) * 100)
+    )
     bad = c.get("/dashboard/payments", params={"q": "drop table"}, headers=ops())
     assert bad.status_code == 400 and 'data-testid="filter-error"' in bad.text
 
@@ -134,8 +154,17 @@ def test_a_merchant_sees_only_its_own_payments_and_cannot_open_others(site) -> N
         assert c.get(f"/dashboard/{page}", params={"merchant": "m_globex"}, headers=me).status_code == 403
 
 
-@pytest.mark.parametrize("path", ["/dashboard/payments", "/dashboard/reviews", "/dashboard/disputes",
-                                  "/dashboard/payouts", "/dashboard/webhooks", "/dashboard/payments/pay_41_1"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/dashboard/payments",
+        "/dashboard/reviews",
+        "/dashboard/disputes",
+        "/dashboard/payouts",
+        "/dashboard/webhooks",
+        "/dashboard/payments/pay_41_1",
+    ],
+)
 def test_every_page_wants_a_login(site, path: str) -> None:  # type: ignore[no-untyped-def]
     c, _, _, _ = site
     r = c.get(path)
@@ -148,8 +177,11 @@ def test_every_page_wants_a_login(site, path: str) -> None:  # type: ignore[no-u
 
 def test_the_timeline_shows_each_event_with_its_chain_verdict(site) -> None:  # type: ignore[no-untyped-def]
     c, _, sources, ch = site
-    pid = sql(ch, "SELECT payment_id FROM payment_events FINAL GROUP BY payment_id HAVING count() >= 3 "
-                  "ORDER BY payment_id LIMIT 1")[0][0]
+    pid = sql(
+        ch,
+        "SELECT payment_id FROM payment_events FINAL GROUP BY payment_id HAVING count() >= 3 "
+        "ORDER BY payment_id LIMIT 1",
+    )[0][0]
     events = sorted((e for e in T.events if e["payment_id"] == pid), key=lambda e: e["version"])
     sources.windows[pid] = (0, chained(events, sign_last=True))
     r = c.get(f"/dashboard/payments/{pid}", headers=ops())
@@ -163,7 +195,8 @@ def test_the_timeline_shows_each_event_with_its_chain_verdict(site) -> None:  # 
     sources.windows[pid] = (0, tampered)
     # The changed event no longer links to the next, and the next not to it; later links still hold.
     assert shown(c.get(f"/dashboard/payments/{pid}", headers=ops()).text, "verdict") == (
-        ["broken"] * 2 + ["verified"] * (len(events) - 2))
+        ["broken"] * 2 + ["verified"] * (len(events) - 2)
+    )
     del sources.windows[pid]  # the topic unreadable: the timeline still shows, unchecked, and says why
     r = c.get(f"/dashboard/payments/{pid}", headers=ops())
     assert r.status_code == 200 and set(shown(r.text, "verdict")) == {"unchecked"} and "not checked" in r.text
@@ -175,8 +208,11 @@ def test_the_timeline_shows_each_event_with_its_chain_verdict(site) -> None:  # 
 def test_the_review_queue_and_approve_writes_the_clis_command(site) -> None:  # type: ignore[no-untyped-def]
     c, secret, sources, ch = site
     resolved_pid = sql(ch, "SELECT payment_id FROM payments FINAL WHERE merchant_id = 'm_acme' LIMIT 1")[0][0]
-    sources.review_records += [review("pay_wait_1", "m_acme"), review("pay_wait_2", "m_globex"),
-                               review(resolved_pid, "m_acme")]
+    sources.review_records += [
+        review("pay_wait_1", "m_acme"),
+        review("pay_wait_2", "m_globex"),
+        review(resolved_pid, "m_acme"),
+    ]
     me = {"Authorization": f"Bearer {secret}"}
     assert shown(c.get("/dashboard/reviews", headers=me).text, "review") == ["pay_wait_1"]  # own, still waiting
     assert shown(c.get("/dashboard/reviews", headers=ops()).text, "review") == ["pay_wait_1", "pay_wait_2"]
@@ -204,11 +240,15 @@ def test_disputes_and_payouts_render_with_data_and_scope(site) -> None:  # type:
     r = c.get("/dashboard/disputes", headers=ops())
     assert r.status_code == 200 and set(shown(r.text, "dispute")) == {e for e, _ in opened}
     me = {"Authorization": f"Bearer {secret}"}
-    assert set(shown(c.get("/dashboard/disputes", headers=me).text, "dispute")) == {e for e, m in opened if m == "m_acme"}
+    assert set(shown(c.get("/dashboard/disputes", headers=me).text, "dispute")) == {
+        e for e, m in opened if m == "m_acme"
+    }
     payouts = sql(ch, "SELECT payout_id, merchant_id FROM payouts FINAL")
     assert payouts
     assert set(shown(c.get("/dashboard/payouts", headers=ops()).text, "payout")) == {p for p, _ in payouts}
-    assert set(shown(c.get("/dashboard/payouts", headers=me).text, "payout")) == {p for p, m in payouts if m == "m_acme"}
+    assert set(shown(c.get("/dashboard/payouts", headers=me).text, "payout")) == {
+        p for p, m in payouts if m == "m_acme"
+    }
 
 
 def test_dispute_evidence_submissions_are_listed(site) -> None:  # type: ignore[no-untyped-def]
@@ -216,27 +256,53 @@ def test_dispute_evidence_submissions_are_listed(site) -> None:  # type: ignore[
     from connectors.clickhouse.rows import rows_for
     from connectors.clickhouse.sink import Sink
 
-    pid, merchant, at = sql(ch, "SELECT payment_id, merchant_id, occurred_at FROM disputes FINAL "
-                                "WHERE stage = 'opened' ORDER BY event_id LIMIT 1")[0]
-    Sink(ch).insert(rows_for("payment_outcome", {
-        "outcome_id": "out_ev", "command_id": "c_ev", "kind": "dispute_evidence", "merchant_id": merchant,
-        "idempotency_key": "ev-1", "payment_id": pid, "status": "succeeded", "reason_code": None,
-        "reason_detail": None, "payment_status": "captured", "amount_minor": None, "currency": None,
-        "occurred_at": console.utc(at) + timedelta(seconds=1)}))
+    pid, merchant, at = sql(
+        ch,
+        "SELECT payment_id, merchant_id, occurred_at FROM disputes FINAL "
+        "WHERE stage = 'opened' ORDER BY event_id LIMIT 1",
+    )[0]
+    Sink(ch).insert(
+        rows_for(
+            "payment_outcome",
+            {
+                "outcome_id": "out_ev",
+                "command_id": "c_ev",
+                "kind": "dispute_evidence",
+                "merchant_id": merchant,
+                "idempotency_key": "ev-1",
+                "payment_id": pid,
+                "status": "succeeded",
+                "reason_code": None,
+                "reason_detail": None,
+                "payment_status": "captured",
+                "amount_minor": None,
+                "currency": None,
+                "occurred_at": console.utc(at) + timedelta(seconds=1),
+            },
+        )
+    )
     html = c.get("/dashboard/disputes", headers=ops()).text
-    row = re.search(rf'<tr data-dispute="[^"]+"><td class="l"><a class="mono" href="[^"]*">{pid}</a>.*?</tr>', html).group(0)
+    row = re.search(
+        rf'<tr data-dispute="[^"]+"><td class="l"><a class="mono" href="[^"]*">{pid}</a>.*?</tr>', html
+    ).group(0)
     assert "succeeded" in row and "none" not in row.split('data-field="evidence"')[1]
 
 
 def test_webhook_deliveries_and_a_retry_of_a_given_up_one(site) -> None:  # type: ignore[no-untyped-def]
     c, secret, sources, _ = site
-    sources.delivery_records += [delivery("whk_a", "m_acme", 1, "failed"), delivery("whk_a", "m_acme", 2, "gave_up"),
-                                 delivery("whk_b", "m_acme", 1, "failed"), delivery("whk_c", "m_globex", 1, "delivered")]
+    sources.delivery_records += [
+        delivery("whk_a", "m_acme", 1, "failed"),
+        delivery("whk_a", "m_acme", 2, "gave_up"),
+        delivery("whk_b", "m_acme", 1, "failed"),
+        delivery("whk_c", "m_globex", 1, "delivered"),
+    ]
     me = {"Authorization": f"Bearer {secret}"}
     page = c.get("/dashboard/webhooks", headers=me).text
     assert sorted(shown(page, "notification")) == ["whk_a", "whk_b"]
     assert page.count(">retry</button>") == 1  # only the given-up one: the failed one is on the runner's schedule
-    assert shown(c.get("/dashboard/webhooks", params={"status": "gave_up"}, headers=ops()).text, "notification") == ["whk_a"]
+    assert shown(c.get("/dashboard/webhooks", params={"status": "gave_up"}, headers=ops()).text, "notification") == [
+        "whk_a"
+    ]
     assert c.post("/dashboard/webhooks/whk_b/retry", headers=me).status_code == 404  # not given up
     assert c.post("/dashboard/webhooks/whk_c/retry", headers=me).status_code == 404  # another merchant's
     r = c.post("/dashboard/webhooks/whk_a/retry", headers=me, follow_redirects=False)
@@ -247,8 +313,14 @@ def test_webhook_deliveries_and_a_retry_of_a_given_up_one(site) -> None:  # type
 
 def test_the_overview_and_every_page_are_styled_and_fetch_nothing(site) -> None:  # type: ignore[no-untyped-def]
     c, _, _, _ = site
-    for path in ("/dashboard", "/dashboard/payments", "/dashboard/reviews", "/dashboard/disputes", "/dashboard/payouts",
-                 "/dashboard/webhooks"):
+    for path in (
+        "/dashboard",
+        "/dashboard/payments",
+        "/dashboard/reviews",
+        "/dashboard/disputes",
+        "/dashboard/payouts",
+        "/dashboard/webhooks",
+    ):
         html = c.get(path, headers=ops()).text
         assert "<style>" in html and "<nav>" in html
         assert not re.search(r'(src|href)="(https?:)?//', html)  # nothing from elsewhere
@@ -258,11 +330,18 @@ def test_the_overview_and_every_page_are_styled_and_fetch_nothing(site) -> None:
 
 
 def test_parse_filter_and_search_clause() -> None:
-    f = parse_filter({"q": " 19.99 ", "status": "captured", "method": "wallet", "from": "2026-11-01", "to": "2026-11-30"})
+    f = parse_filter(
+        {"q": " 19.99 ", "status": "captured", "method": "wallet", "from": "2026-11-01", "to": "2026-11-30"}
+    )
     assert f == PaymentFilter("19.99", "captured", "wallet", DAY0.date().replace(day=1), DAY0.date().replace(day=30))
     assert parse_filter(f.query()) == f
-    for bad in ({"status": "nope"}, {"method": "cash"}, {"from": "yesterday"}, {"from": "2026-12-02", "to": "2026-12-01"},
-                {"q": "x" * 65}):
+    for bad in (
+        {"status": "nope"},
+        {"method": "cash"},
+        {"from": "yesterday"},
+        {"from": "2026-12-02", "to": "2026-12-01"},
+        {"q": "x" * 65},
+    ):
         with pytest.raises(ValueError):
             parse_filter(bad)
     sql_, params = search_clause("19.99")
@@ -285,13 +364,13 @@ def test_chart_labels_are_never_clipped() -> None:
 
 
 def test_a_series_title_says_the_span_its_buckets_cover() -> None:
-    first = datetime(2026, 9, 1, tzinfo=timezone.utc)
+    first = datetime(2026, 9, 1, tzinfo=UTC)
     assert bucket_for(first, first + timedelta(hours=20))[0] == "hour"
     assert bucket_for(first, first + timedelta(days=91))[0] == "week"  # three months: 13 weeks
     assert bucket_for(first, first + timedelta(days=20))[0] == "day"
     name, _, since = bucket_for(first, first + timedelta(days=2000))
     assert name == "month" and since > first  # the last 48 months
-    months = ((datetime(2026, 9, 7, tzinfo=timezone.utc), 3, 2), (datetime(2026, 11, 30, tzinfo=timezone.utc), 1, 1))
+    months = ((datetime(2026, 9, 7, tzinfo=UTC), 3, 2), (datetime(2026, 11, 30, tzinfo=UTC), 1, 1))
     title = series_title("week", months)
     assert "per week, 2026-09-07 to 2026-11-30" in title and "24 hours" not in title
     assert series_title("hour", ()).endswith("no attempts yet")

@@ -32,21 +32,48 @@ def test_the_snapshot_equals_direct_sql(ch, merchant: str | None) -> None:  # ty
     s = snapshot(ClickHousePayments(ch).rows, merchant)
     where = "merchant_id = {m:String}" if merchant else "1"
     m = {"m": merchant} if merchant else {}
-    [(attempts, approved)] = direct(ch, f"SELECT countIf(version = 1 AND type IN ('authorized', 'declined')), "
-                                        f"countIf(version = 1 AND type = 'authorized') FROM payment_events FINAL WHERE {where}", **m)
+    [(attempts, approved)] = direct(
+        ch,
+        f"SELECT countIf(version = 1 AND type IN ('authorized', 'declined')), "
+        f"countIf(version = 1 AND type = 'authorized') FROM payment_events FINAL WHERE {where}",
+        **m,
+    )
     assert (s.attempts, s.approved) == (attempts, approved) and attempts > 0
-    captured = dict(direct(ch, f"SELECT currency, sum(amount_minor) FROM payment_events FINAL WHERE type = 'captured' AND {where} "
-                               "GROUP BY currency", **m))
+    captured = dict(
+        direct(
+            ch,
+            f"SELECT currency, sum(amount_minor) FROM payment_events FINAL WHERE type = 'captured' AND {where} "
+            "GROUP BY currency",
+            **m,
+        )
+    )
     assert {c.currency: c.captured_minor for c in s.currencies if c.captured_minor} == captured
-    refunds = dict(direct(ch, f"SELECT currency, count() FROM payment_events FINAL WHERE type = 'refunded' AND {where} "
-                              "GROUP BY currency", **m))
+    refunds = dict(
+        direct(
+            ch,
+            f"SELECT currency, count() FROM payment_events FINAL WHERE type = 'refunded' AND {where} GROUP BY currency",
+            **m,
+        )
+    )
     assert {c.currency: c.refunds for c in s.currencies if c.refunds} == refunds
-    opened = dict(direct(ch, f"SELECT currency, count() FROM disputes FINAL WHERE stage = 'opened' AND {where} GROUP BY currency", **m))
+    opened = dict(
+        direct(
+            ch,
+            f"SELECT currency, count() FROM disputes FINAL WHERE stage = 'opened' AND {where} GROUP BY currency",
+            **m,
+        )
+    )
     assert {c.currency: c.disputes_opened for c in s.currencies if c.disputes_opened} == opened
     fraud = dict(direct(ch, f"SELECT action, count() FROM fraud_decisions FINAL WHERE {where} GROUP BY action", **m))
     assert dict(s.fraud) == fraud and fraud.get("decline", 0) > 0
-    declined = dict(direct(ch, f"SELECT reason_code, count() FROM payment_events FINAL WHERE type = 'declined' AND {where} "
-                               "GROUP BY reason_code", **m))
+    declined = dict(
+        direct(
+            ch,
+            f"SELECT reason_code, count() FROM payment_events FINAL WHERE type = 'declined' AND {where} "
+            "GROUP BY reason_code",
+            **m,
+        )
+    )
     assert {r: n for r, src, n in s.declines if src == "payment"} == declined
     assert ("invalid_currency", "rejection", 1) in s.declines  # populate's rejection is m_acme's
     # Two days of traffic: per hour, every attempt in the series (48 buckets reach back far enough).

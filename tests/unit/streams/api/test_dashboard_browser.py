@@ -30,8 +30,16 @@ from tests.unit.connectors.clickhouse.support import populate, traffic
 from tests.unit.streams.api.console_support import MemorySources, chained, review
 
 CHROMIUM = "/usr/bin/chromium"
-LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+LAUNCH_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 OPS_TOKEN = "ops-" + "t" * 40
 TIMEOUT_MS = 20_000
 T = traffic(payments=250, seed=31, days=1)
@@ -82,8 +90,11 @@ def site(ch, tmp_path: Path, key_file, sources: MemorySources) -> Iterator[tuple
     path = tmp_path / "api_keys.json"
     path.write_bytes(src.read_bytes())
     keys = auth.ApiKeys(path)
-    ops = OpsSnapshot(lag=(LagRow("paystream", "payment-commands", 8, 42),), dlq_messages=7,
-                      breakers=(Breaker("w0", "visa_rail", "open"),))
+    ops = OpsSnapshot(
+        lag=(LagRow("paystream", "payment-commands", 8, 42),),
+        dlq_messages=7,
+        breakers=(Breaker("w0", "visa_rail", "open"),),
+    )
     d = Dashboard(ClickHousePayments(ch).rows, keys, OPS_TOKEN.encode(), lambda: ops, refresh_s=0.5, sources=sources)
     with Server(create_app(InMemoryBus(lambda _c: None), keys, sealer=None, dashboard=d, instance="t")) as server:
         yield server.url, secret, ch
@@ -109,22 +120,48 @@ def sql(ch: Any, query: str, merchant: str | None) -> list[tuple]:
 
 def expected(ch: Any, merchant: str | None) -> dict[str, Any]:
     """The figures, each from its own plain query (not the dashboard's)."""
-    [(attempts, approved)] = sql(ch, "SELECT countIf(version = 1 AND type IN ('authorized', 'declined')), "
-                                     "countIf(version = 1 AND type = 'authorized') FROM payment_events FINAL WHERE WHERE_M", merchant)
+    [(attempts, approved)] = sql(
+        ch,
+        "SELECT countIf(version = 1 AND type IN ('authorized', 'declined')), "
+        "countIf(version = 1 AND type = 'authorized') FROM payment_events FINAL WHERE WHERE_M",
+        merchant,
+    )
     return {
-        "attempts": attempts, "approved": approved,
-        "captured": dict(sql(ch, "SELECT currency, sum(amount_minor) FROM payment_events FINAL "
-                                 "WHERE type = 'captured' AND WHERE_M GROUP BY currency", merchant)),
-        "refunded": dict(sql(ch, "SELECT currency, sum(amount_minor) FROM payment_events FINAL "
-                                 "WHERE type = 'refunded' AND WHERE_M GROUP BY currency", merchant)),
-        "fraud": dict(sql(ch, "SELECT action, count() FROM fraud_decisions FINAL WHERE WHERE_M GROUP BY action", merchant)),
-        "declines": dict(sql(ch, "SELECT reason_code, count() FROM payment_events FINAL "
-                                 "WHERE type = 'declined' AND WHERE_M GROUP BY reason_code", merchant)),
+        "attempts": attempts,
+        "approved": approved,
+        "captured": dict(
+            sql(
+                ch,
+                "SELECT currency, sum(amount_minor) FROM payment_events FINAL "
+                "WHERE type = 'captured' AND WHERE_M GROUP BY currency",
+                merchant,
+            )
+        ),
+        "refunded": dict(
+            sql(
+                ch,
+                "SELECT currency, sum(amount_minor) FROM payment_events FINAL "
+                "WHERE type = 'refunded' AND WHERE_M GROUP BY currency",
+                merchant,
+            )
+        ),
+        "fraud": dict(
+            sql(ch, "SELECT action, count() FROM fraud_decisions FINAL WHERE WHERE_M GROUP BY action", merchant)
+        ),
+        "declines": dict(
+            sql(
+                ch,
+                "SELECT reason_code, count() FROM payment_events FINAL "
+                "WHERE type = 'declined' AND WHERE_M GROUP BY reason_code",
+                merchant,
+            )
+        ),
     }
 
 
 def shown(page: Page) -> dict[str, Any]:
     """The same figures as the page shows them."""
+
     def cells(table: str, key: str, metric: str, attr: str | None = None) -> dict[str, int]:
         out = {}
         for row in page.locator(f'[data-testid="{table}"] tr[data-{key}]').all():
@@ -134,8 +171,10 @@ def shown(page: Page) -> dict[str, Any]:
                 out[row.get_attribute(f"data-{key}") or ""] = int(value or 0)
         return out
 
-    declines = {row.get_attribute("data-reason"): int(row.locator('[data-metric="declines"]').inner_text())
-                for row in page.locator('[data-testid="declines"] tr[data-source="payment"]').all()}
+    declines = {
+        row.get_attribute("data-reason"): int(row.locator('[data-metric="declines"]').inner_text())
+        for row in page.locator('[data-testid="declines"] tr[data-source="payment"]').all()
+    }
     return {
         "attempts": int(page.locator('.kpi [data-metric="attempts"]').inner_text()),
         "approved": int(page.locator('.kpi [data-metric="approved"]').inner_text()),
@@ -162,7 +201,8 @@ def test_a_merchant_sees_its_numbers_as_sql_counts_them_and_they_go_live(site, p
     rate = page.locator('.kpi [data-metric="approval-rate"]').inner_text()
     assert rate == f"{round(want['approved'] / want['attempts'], 4):.4f}"
     assert page.locator('svg[data-testid="chart-declines"] rect.bar').count() == len(
-        page.locator('[data-testid="declines"] tr[data-reason]').all())
+        page.locator('[data-testid="declines"] tr[data-reason]').all()
+    )
     assert page.locator('[data-metric="dlq"]').count() == 0  # the ops panel is for ops
     page.goto(f"{url}/dashboard?merchant=m_globex")
     assert "own merchant only" in page.content()
@@ -173,7 +213,8 @@ def test_a_merchant_sees_its_numbers_as_sql_counts_them_and_they_go_live(site, p
     want = expected(ch, "m_acme")
     assert want["attempts"] > before
     page.wait_for_function(
-        f"document.querySelector('.kpi [data-metric=\"attempts\"]').innerText === '{want['attempts']}'")
+        f"document.querySelector('.kpi [data-metric=\"attempts\"]').innerText === '{want['attempts']}'"
+    )
     assert shown(page) == want
 
 
@@ -198,8 +239,9 @@ def test_chart_labels_fit_inside_their_charts(site, page: Page) -> None:
     assert "per hour" in title and "24 hours" not in title
 
 
-def test_a_merchant_finds_a_payment_reads_its_timeline_and_approves_a_review(site, page: Page,
-                                                                          sources: MemorySources) -> None:
+def test_a_merchant_finds_a_payment_reads_its_timeline_and_approves_a_review(
+    site, page: Page, sources: MemorySources
+) -> None:
     url, secret, ch = site
     log_in(page, url, secret)
     page.click("nav >> text=payments")
@@ -207,12 +249,15 @@ def test_a_merchant_finds_a_payment_reads_its_timeline_and_approves_a_review(sit
     page.click("form.filters button")
     page.wait_for_url("**/dashboard/payments?*status=declined*")
     statuses = page.locator('[data-testid="payments"] [data-field="status"]').all_inner_texts()
-    [(declined,)] = ch.query("SELECT count() FROM payments FINAL WHERE merchant_id = 'm_acme' AND status = 'declined'"
-                             ).result_rows
+    [(declined,)] = ch.query(
+        "SELECT count() FROM payments FINAL WHERE merchant_id = 'm_acme' AND status = 'declined'"
+    ).result_rows
     assert statuses and set(statuses) == {"declined"} and len(statuses) == min(declined, 25)
 
-    [(pid,)] = ch.query("SELECT payment_id FROM payment_events FINAL WHERE merchant_id = 'm_acme' GROUP BY payment_id "
-                        "HAVING count() >= 2 ORDER BY payment_id LIMIT 1").result_rows
+    [(pid,)] = ch.query(
+        "SELECT payment_id FROM payment_events FINAL WHERE merchant_id = 'm_acme' GROUP BY payment_id "
+        "HAVING count() >= 2 ORDER BY payment_id LIMIT 1"
+    ).result_rows
     events = sorted((e for e in T.events if e["payment_id"] == pid), key=lambda e: e["version"])
     sources.windows[pid] = (0, chained(events, sign_last=True))
     page.select_option("select[name=status]", "")
@@ -229,4 +274,8 @@ def test_a_merchant_finds_a_payment_reads_its_timeline_and_approves_a_review(sit
     page.wait_for_selector('[data-testid="flash"]')
     assert "approve sent for pay_wait_1" in page.locator('[data-testid="flash"]').inner_text()
     [(_, command)] = sources.resolved
-    assert (command["payment_id"], command["kind"], command["fraud_action"]) == ("pay_wait_1", "review_resolve", "approve")
+    assert (command["payment_id"], command["kind"], command["fraud_action"]) == (
+        "pay_wait_1",
+        "review_resolve",
+        "approve",
+    )

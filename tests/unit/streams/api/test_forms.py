@@ -10,14 +10,25 @@ from streams.api.forms import FormError, as_list, decode_form, parse_name
 
 
 def test_brackets_nest_and_every_leaf_stays_a_string() -> None:
-    body = urlencode([("amount", "1999"), ("metadata[order]", "o-1"), ("metadata[0]", "zero"),
-                      ("payment_method_data[card][number]", "4242424242424242"),
-                      ("payment_method_data[card][exp_month]", "12"), ("expand[]", "latest_charge"),
-                      ("expand[]", "customer"), ("confirm", "true")]).encode()
+    body = urlencode(
+        [
+            ("amount", "1999"),
+            ("metadata[order]", "o-1"),
+            ("metadata[0]", "zero"),
+            ("payment_method_data[card][number]", "4242424242424242"),
+            ("payment_method_data[card][exp_month]", "12"),
+            ("expand[]", "latest_charge"),
+            ("expand[]", "customer"),
+            ("confirm", "true"),
+        ]
+    ).encode()
     assert decode_form(body) == {
-        "amount": "1999", "metadata": {"order": "o-1", "0": "zero"},
+        "amount": "1999",
+        "metadata": {"order": "o-1", "0": "zero"},
         "payment_method_data": {"card": {"number": "4242424242424242", "exp_month": "12"}},
-        "expand": ["latest_charge", "customer"], "confirm": "true"}
+        "expand": ["latest_charge", "customer"],
+        "confirm": "true",
+    }
 
 
 def test_the_sdks_indexed_lists_read_as_lists() -> None:
@@ -36,18 +47,21 @@ def test_an_empty_body_and_blank_values() -> None:
     assert decode_form(b"metadata=") == {"metadata": ""}
 
 
-@pytest.mark.parametrize("body", [
-    "a=1&a=2",                 # twice
-    "a=1&a[b]=2",              # a value and an object
-    "a[b]=1&a=2",
-    "a[]=1&a[b]=2",            # a list and an object
-    "a[b]=1&a[]=2",
-    "a[b=1",                   # unbalanced
-    "a]b[=1",
-    "a[b][c][d][e][f]=1",      # too deep
-    "=1",
-    "a",                       # no '='
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        "a=1&a=2",  # twice
+        "a=1&a[b]=2",  # a value and an object
+        "a[b]=1&a=2",
+        "a[]=1&a[b]=2",  # a list and an object
+        "a[b]=1&a[]=2",
+        "a[b=1",  # unbalanced
+        "a]b[=1",
+        "a[b][c][d][e][f]=1",  # too deep
+        "=1",
+        "a",  # no '='
+    ],
+)
 def test_malformed_forms_are_refused_without_echoing_values(body: str) -> None:
     with pytest.raises(FormError) as e:
         decode_form(body.replace("1", "4242424242424242"))

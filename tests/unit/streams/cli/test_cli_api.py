@@ -38,8 +38,12 @@ def test_add_shows_the_key_once_and_stores_only_its_hash(data_dir: Path) -> None
     keys = ApiKeys(data_dir / "api_keys.json")
     assert keys.authenticate(shown["secret_key"]) == (shown["key_id"], "m_acme")
     code, out = run("list")
-    assert json.loads(out) | {"created_at": None} == {"key_id": shown["key_id"], "merchant_id": "m_acme",
-                                                       "created_at": None, "revoked": False}
+    assert json.loads(out) | {"created_at": None} == {
+        "key_id": shown["key_id"],
+        "merchant_id": "m_acme",
+        "created_at": None,
+        "revoked": False,
+    }
     assert "sk_" not in out
     assert run("revoke", shown["key_id"])[0] == 0
     assert keys.authenticate(shown["secret_key"]) is None

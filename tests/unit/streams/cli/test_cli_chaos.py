@@ -26,11 +26,16 @@ def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
     get_settings.cache_clear()
 
 
-@pytest.mark.parametrize(("brokers", "flag", "said"), [
-    ("1", "--broker-kills", "needs the embedded cluster"),
-    ("3", "--broker-restarts", "restarts the single embedded broker"),
-])
-def test_a_broker_fault_the_broker_cannot_take_is_refused(env: pytest.MonkeyPatch, brokers: str, flag: str, said: str) -> None:
+@pytest.mark.parametrize(
+    ("brokers", "flag", "said"),
+    [
+        ("1", "--broker-kills", "needs the embedded cluster"),
+        ("3", "--broker-restarts", "restarts the single embedded broker"),
+    ],
+)
+def test_a_broker_fault_the_broker_cannot_take_is_refused(
+    env: pytest.MonkeyPatch, brokers: str, flag: str, said: str
+) -> None:
     env.setenv("PAYSTREAM_KAFKA_BROKERS", brokers)
     result = CliRunner().invoke(app, ["chaos", flag, "1", "--commands", "10"])
     assert result.exit_code == 2, result.output

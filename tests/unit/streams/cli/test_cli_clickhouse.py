@@ -34,6 +34,7 @@ def test_migrate_then_query_in_three_formats(env, ch_url: str, ch_database: str)
     assert "up to date" in runner.invoke(app, ["clickhouse", "migrate"]).output
 
     from connectors.clickhouse.client import connect
+
     client = connect(ch_url, ch_database)
     t = traffic(payments=40, seed=5)
     Sink(client).insert([row for e in t.events for row in rows_for("payment_event", e)])

@@ -14,8 +14,10 @@ runner = CliRunner()
 
 def test_simulate_train_replay(tmp_path):
     csv = tmp_path / "tx.csv"
-    r = runner.invoke(app, ["fraud", "simulate", "--days", "21", "--cards", "300", "--merchants", "300",
-                            "--seed", "3", "--out", str(csv)])
+    r = runner.invoke(
+        app,
+        ["fraud", "simulate", "--days", "21", "--cards", "300", "--merchants", "300", "--seed", "3", "--out", str(csv)],
+    )
     assert r.exit_code == 0, r.output
     rows = len(pd.read_csv(csv))
     assert json.loads(r.stdout.strip().splitlines()[-1])["rows"] == rows

@@ -45,8 +45,13 @@ def test_init_then_rotate_then_list(keys_dir: Path) -> None:
     assert code == 0 and "vault-master-v2 is now the active vault-master key" in err
     docs = listed(keys_dir)
     assert [(d["key_id"], d["active"]) for d in docs] == [
-        ("vault-master-v1", False), ("vault-master-v2", True), ("token-hmac-v1", True),
-        ("signing-v1", True), ("webhook-v1", True), ("card-intake-v1", True), ("acs-signing-v1", True),
+        ("vault-master-v1", False),
+        ("vault-master-v2", True),
+        ("token-hmac-v1", True),
+        ("signing-v1", True),
+        ("webhook-v1", True),
+        ("card-intake-v1", True),
+        ("acs-signing-v1", True),
         ("wallet-signing-v1", True),
     ]
     assert all(set(d) == {"key_id", "kind", "created", "active"} for d in docs)
@@ -90,7 +95,11 @@ def test_intake_public_exports_the_active_key_as_a_file_producers_load(keys_dir:
     assert sealer.key_id == "card-intake-v2" and sealer.public_key == store.intake_public_keys()["card-intake-v2"]
     sealed = sealer.seal({"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": None}, "m_a", "cmd_1")
     assert CardOpener(store).open(sealed, "m_a", "cmd_1").number == "4242424242424242"
-    assert all(form not in out for k in store._keys.values() for form in (k.material.hex(), base64.b64encode(k.material).decode()))
+    assert all(
+        form not in out
+        for k in store._keys.values()
+        for form in (k.material.hex(), base64.b64encode(k.material).decode())
+    )
 
 
 def test_a_badly_protected_key_dir_is_a_clear_error(keys_dir: Path) -> None:

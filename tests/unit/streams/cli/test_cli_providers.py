@@ -54,11 +54,21 @@ def pay(rails: dict[str, Rail], n: int = 40) -> None:
 def ledger_events(rails: dict[str, Rail]) -> list[dict[str, Any]]:
     """What the ledger posted for the same calls: one captured/refunded event each."""
     kinds = {"capture": "captured", "refund": "refunded"}
-    return [{"type": kinds[rec.operation], "provider": name, "provider_ref": rec.key, "payment_id": rec.payment_id,
-             "currency": rec.currency, "amount_minor": rec.amount_minor, "fee_minor": rec.result.fee_minor,
-             "occurred_at": rec.at_ms}
-            for name, rail in rails.items() for rec in rail.records.values()
-            if rec.operation in kinds and rec.result.status == "approved"]
+    return [
+        {
+            "type": kinds[rec.operation],
+            "provider": name,
+            "provider_ref": rec.key,
+            "payment_id": rec.payment_id,
+            "currency": rec.currency,
+            "amount_minor": rec.amount_minor,
+            "fee_minor": rec.result.fee_minor,
+            "occurred_at": rec.at_ms,
+        }
+        for name, rail in rails.items()
+        for rec in rail.records.values()
+        if rec.operation in kinds and rec.result.status == "approved"
+    ]
 
 
 def reports(out: Path) -> list[ProviderTxn]:
@@ -84,8 +94,9 @@ def test_an_injected_discrepancy_is_the_one_reconcile_flags(data_dir: Path, tmp_
     rails = build_rails(SEED, journal_dir=data_dir / "providers")
     pay(rails)
     out = tmp_path / "elsewhere"
-    r = runner.invoke(app, ["providers", "report", "--date", REPORT_DAY.isoformat(), "--out", str(out),
-                            "--inject-discrepancy"])
+    r = runner.invoke(
+        app, ["providers", "report", "--date", REPORT_DAY.isoformat(), "--out", str(out), "--inject-discrepancy"]
+    )
     assert r.exit_code == 0, r.output
     assert "injected: acq_north" in r.output
     lag = {n: rail.config.settle_days for n, rail in rails.items()}
@@ -108,8 +119,9 @@ def test_evaluate_routing_prints_the_comparison_and_writes_json(tmp_path: Path) 
     import json
 
     out = tmp_path / "routing.json"
-    result = runner.invoke(app, ["providers", "evaluate-routing", "--payments", "300", "--partitions", "2",
-                                 "--json", str(out)])
+    result = runner.invoke(
+        app, ["providers", "evaluate-routing", "--payments", "300", "--partitions", "2", "--json", str(out)]
+    )
     assert result.exit_code == 0, result.output
     assert "written to" in result.output  # the table wraps at the runner's width: the JSON is checked
     data = json.loads(out.read_text())

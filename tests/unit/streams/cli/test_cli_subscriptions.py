@@ -23,7 +23,14 @@ from streams.domain.subscriptions import Subscription
 from streams.settings import get_settings
 
 CODEC = Codec("SubscriptionCommand")
-TOKEN = {"token": "tok_" + "C" * 32, "bin": "555555", "last4": "4444", "brand": "mastercard", "exp_month": 1, "exp_year": 2031}
+TOKEN = {
+    "token": "tok_" + "C" * 32,
+    "bin": "555555",
+    "last4": "4444",
+    "brand": "mastercard",
+    "exp_month": 1,
+    "exp_year": 2031,
+}
 
 
 @pytest.fixture
@@ -32,9 +39,15 @@ def sent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list]:
     monkeypatch.setenv("PAYSTREAM_DATA_DIR", str(tmp_path / "data"))
     get_settings.cache_clear()
     out: list = []
-    monkeypatch.setattr(cli_subscriptions, "publish", lambda _s, cmds: out.extend(CODEC.encode(c, check=True) for c in cmds))
+    monkeypatch.setattr(
+        cli_subscriptions, "publish", lambda _s, cmds: out.extend(CODEC.encode(c, check=True) for c in cmds)
+    )
     monkeypatch.setattr(cli_clock, "publish_tick", lambda _s, at: out.append(("tick", at)))
-    monkeypatch.setattr(publish_module, "publish_sealed_cards", lambda _s, sealed: out.extend(("sealed", t, b) for t, b in sealed.items()))
+    monkeypatch.setattr(
+        publish_module,
+        "publish_sealed_cards",
+        lambda _s, sealed: out.extend(("sealed", t, b) for t, b in sealed.items()),
+    )
     yield out
     get_settings.cache_clear()
 
@@ -45,9 +58,25 @@ def run(*args: str):
 
 
 def test_create_tokenizes_the_card_and_publishes_only_the_token(sent: list) -> None:
-    code, out, err = run("subscriptions", "create", "m_acme", "--key", "plan-1", "--amount-minor", "1999", "--currency", "EUR",
-                         "--trial-days", "14", "--exp", "12/2030", "--card-number", "4242424242424242",
-                         "--at", "2026-12-01T00:00:00Z")
+    code, out, err = run(
+        "subscriptions",
+        "create",
+        "m_acme",
+        "--key",
+        "plan-1",
+        "--amount-minor",
+        "1999",
+        "--currency",
+        "EUR",
+        "--trial-days",
+        "14",
+        "--exp",
+        "12/2030",
+        "--card-number",
+        "4242424242424242",
+        "--at",
+        "2026-12-01T00:00:00Z",
+    )
     assert code == 0, err
     assert out.strip() == derive_subscription_id("m_acme", "plan-1")
     (_, token, sealed), raw = sent  # the sealed card onto card-vault first, then the command
@@ -65,8 +94,19 @@ def test_create_with_a_token_and_bad_input(sent: list) -> None:
     assert code == 2 and "invalid_amount" in err
     code, _, err = run(*base, "--amount-minor", "5", "--interval", "fortnight")
     assert code == 2 and "invalid_interval" in err
-    code, _, err = run("subscriptions", "create", "m_acme", "--key", "k", "--currency", "USD", "--amount-minor", "5",
-                       "--card-token", "{}")
+    code, _, err = run(
+        "subscriptions",
+        "create",
+        "m_acme",
+        "--key",
+        "k",
+        "--currency",
+        "USD",
+        "--amount-minor",
+        "5",
+        "--card-token",
+        "{}",
+    )
     assert code == 2 and "card-token" in err
     assert len(sent) == 1
 

@@ -35,7 +35,9 @@ def test_add_list_remove(dirs: Path) -> None:
     assert run("add", "m_acme", "https://example.com/hooks")[1] == out  # idempotent
     code, out, _ = run("list")
     assert [json.loads(line) for line in out.splitlines()] == [endpoint]
-    assert json.loads((dirs / "data" / "webhooks.json").read_text()) == {"endpoints": {"m_acme": ["https://example.com/hooks"]}}
+    assert json.loads((dirs / "data" / "webhooks.json").read_text()) == {
+        "endpoints": {"m_acme": ["https://example.com/hooks"]}
+    }
     assert run("remove", "m_acme", endpoint["endpoint_id"])[0] == 0
     assert run("list")[1] == ""
 

@@ -30,7 +30,12 @@ class Msg:
 
 def test_an_account_in_two_shards_is_the_sum_of_their_last_values(monkeypatch: pytest.MonkeyPatch) -> None:
     seller, platform = balance_key("merchant:m_s:pending", "USD"), balance_key("merchant:m_p:pending", "USD")
-    log = [Msg(1, seller, encode_balance(-900)), Msg(3, seller, encode_balance(500)), Msg(1, seller, encode_balance(-1_000)),
-           Msg(1, platform, encode_balance(-50)), Msg(1, platform, None)]  # a tombstone: zero
+    log = [
+        Msg(1, seller, encode_balance(-900)),
+        Msg(3, seller, encode_balance(500)),
+        Msg(1, seller, encode_balance(-1_000)),
+        Msg(1, platform, encode_balance(-50)),
+        Msg(1, platform, None),
+    ]  # a tombstone: zero
     monkeypatch.setattr(books, "read_to_end", lambda *_a, **_k: iter(log))
     assert books.live_balances(Settings(namespace="t")) == {("merchant:m_s:pending", "USD"): -500}

@@ -3,7 +3,7 @@ labels once per verdict, the review queue and its resolution reaching the saga."
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -14,7 +14,7 @@ from streams.domain.payments import Policy, decide
 from streams.settings import Settings
 from tests.unit.streams.conftest import ScriptedProvider, saga_of
 
-T0 = datetime(2026, 11, 25, 10, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 25, 10, tzinfo=UTC)
 BLOCK = Codec("FraudBlockEntry")
 
 
@@ -33,8 +33,9 @@ def test_block_unblock_fold_latest_by_event_time_wins() -> None:
     blocklist, bad = ops.fold_blocklist([wire(lift), wire(rec), wire(ip), None, wire(email)])
     assert bad == 0
     assert [e.key for e in blocklist.entries()] == [f"email:{email['value']}", "ip:2001:db8::1"]
-    assert blocklist.hits({"email": "fraud@example.com", "card_token": "tok_a"}, T0 + timedelta(hours=2)) == \
-        ("blocklist_email",)
+    assert blocklist.hits({"email": "fraud@example.com", "card_token": "tok_a"}, T0 + timedelta(hours=2)) == (
+        "blocklist_email",
+    )
 
 
 def test_refused_and_garbled_entries() -> None:
@@ -48,18 +49,29 @@ def test_refused_and_garbled_entries() -> None:
 
 
 def test_label_record_is_one_label_per_verdict_and_encodes() -> None:
-    key, rec = ops.label_record("pay_1", "tok_a", "m_1", fraud=True, source="chargeback",
-                                tx_occurred_at=T0, at=T0 + timedelta(days=30), reason_code="10.4")
-    _, same = ops.label_record("pay_1", "tok_a", "m_1", fraud=True, source="chargeback",
-                               tx_occurred_at=T0, at=T0 + timedelta(days=31))
-    _, genuine = ops.label_record("pay_1", "tok_a", "m_1", fraud=False, source="matured",
-                                  tx_occurred_at=T0, at=T0 + timedelta(days=31))
+    key, rec = ops.label_record(
+        "pay_1",
+        "tok_a",
+        "m_1",
+        fraud=True,
+        source="chargeback",
+        tx_occurred_at=T0,
+        at=T0 + timedelta(days=30),
+        reason_code="10.4",
+    )
+    _, same = ops.label_record(
+        "pay_1", "tok_a", "m_1", fraud=True, source="chargeback", tx_occurred_at=T0, at=T0 + timedelta(days=31)
+    )
+    _, genuine = ops.label_record(
+        "pay_1", "tok_a", "m_1", fraud=False, source="matured", tx_occurred_at=T0, at=T0 + timedelta(days=31)
+    )
     assert key == b"tok_a" and rec["label_id"] == same["label_id"] != genuine["label_id"]
     codec = Codec("FraudLabel")
     assert codec.decode(codec.encode(rec, check=True)) == rec
     with pytest.raises(ValueError, match="before its transaction"):
-        ops.label_record("pay_1", "tok_a", "m_1", fraud=True, source="chargeback", tx_occurred_at=T0,
-                         at=T0 - timedelta(seconds=1))
+        ops.label_record(
+            "pay_1", "tok_a", "m_1", fraud=True, source="chargeback", tx_occurred_at=T0, at=T0 - timedelta(seconds=1)
+        )
     with pytest.raises(ValueError, match="source"):
         ops.label_record("pay_1", "tok_a", "m_1", fraud=True, source="gut", tx_occurred_at=T0, at=T0)
 
@@ -69,9 +81,16 @@ def review(pid: str, at: datetime, rid: str = "r") -> dict:
 
 
 def test_open_reviews_latest_per_payment_minus_resolved() -> None:
-    reviews = [review("p2", T0 + timedelta(minutes=1)), review("p1", T0), review("p2", T0 + timedelta(minutes=2), "s"),
-               review("p3", T0)]
-    assert [(r["payment_id"], r["review_id"]) for r in ops.open_reviews(reviews, ["p3"])] == [("p1", "r-p1"), ("p2", "s-p2")]
+    reviews = [
+        review("p2", T0 + timedelta(minutes=1)),
+        review("p1", T0),
+        review("p2", T0 + timedelta(minutes=2), "s"),
+        review("p3", T0),
+    ]
+    assert [(r["payment_id"], r["review_id"]) for r in ops.open_reviews(reviews, ["p3"])] == [
+        ("p1", "r-p1"),
+        ("p2", "s-p2"),
+    ]
 
 
 def test_the_resolve_command_continues_the_paused_payment(cmds) -> None:

@@ -19,9 +19,16 @@ from schemas.codec import Codec
 from schemas.jsonio import command_from_json
 from schemas.partitioning import partition_for
 from streams.cli.main import app
-from streams.stages.ingest import Forward, Limits, Source, ingest
-from streams.client.publish import CommandFileError, command_key, intake_sealer, seal_commands, tokenize_commands, tokenize_in_vault
+from streams.client.publish import (
+    CommandFileError,
+    command_key,
+    intake_sealer,
+    seal_commands,
+    tokenize_commands,
+    tokenize_in_vault,
+)
 from streams.settings import Settings, get_settings
+from streams.stages.ingest import Forward, Limits, Source, ingest
 
 PAN, CVC = "4242424242424242", "737"
 COMMANDS = Codec("PaymentCommand")
@@ -29,8 +36,12 @@ COMMANDS = Codec("PaymentCommand")
 
 def line(**overrides: Any) -> dict[str, Any]:
     return {
-        "command_id": "c1", "kind": "create", "merchant_id": "m_acme", "idempotency_key": "order-1",
-        "amount_minor": 1999, "currency": "USD",
+        "command_id": "c1",
+        "kind": "create",
+        "merchant_id": "m_acme",
+        "idempotency_key": "order-1",
+        "amount_minor": 1999,
+        "currency": "USD",
         "card": {"number": PAN, "exp_month": 12, "exp_year": 2030, "cvc": CVC},
         "occurred_at": "2026-11-25T10:00:00Z",
     } | overrides
@@ -42,7 +53,10 @@ def settings(tmp_path: Path) -> Settings:
 
 
 def test_tokenized_commands_carry_no_pan_and_ingest_forwards_the_same_token(settings: Settings) -> None:
-    records = [command_from_json(line()), command_from_json(line(command_id="c2", kind="capture", payment_id="pay_1", card=None, amount_minor=5))]
+    records = [
+        command_from_json(line()),
+        command_from_json(line(command_id="c2", kind="capture", payment_id="pay_1", card=None, amount_minor=5)),
+    ]
     keys = FileKeyStore(settings.keys_dir)
     keys.init()
     sealer = CardSealer(keys, StoreTokenizer(keys), held=lambda token: False)
@@ -52,7 +66,12 @@ def test_tokenized_commands_carry_no_pan_and_ingest_forwards_the_same_token(sett
     assert capture == records[1]  # follow-ups have no card: untouched
     assert create["card"] is None
     assert {k: create["card_token"][k] for k in ("bin", "last4", "brand", "exp_month", "exp_year")} == {
-        "bin": "424242", "last4": "4242", "brand": "visa", "exp_month": 12, "exp_year": 2030}
+        "bin": "424242",
+        "last4": "4242",
+        "brand": "visa",
+        "exp_month": 12,
+        "exp_year": 2030,
+    }
     data = COMMANDS.encode(create, check=True)
     assert PanScanner([PAN]).scan(data) == [] and CVC.encode() not in data
 
@@ -76,7 +95,9 @@ def test_refused_cards_are_named_and_nothing_is_returned(settings: Settings) -> 
     records = [
         command_from_json(line()),
         command_from_json(line(command_id="c2", card={"number": "4242424242424241", "exp_month": 1, "exp_year": 2030})),
-        command_from_json(line(command_id=f"c3-{PAN}", card={"number": "9999999999999995", "exp_month": 1, "exp_year": 2030})),
+        command_from_json(
+            line(command_id=f"c3-{PAN}", card={"number": "9999999999999995", "exp_month": 1, "exp_year": 2030})
+        ),
     ]
     with pytest.raises(CommandFileError) as e:
         tokenize_in_vault(settings, records)
@@ -121,8 +142,11 @@ def test_cli_refuses_a_bad_card_and_publishes_nothing(env: Path) -> None:
 
 
 def test_seal_commands_leaves_no_pan_or_cvc_and_ingest_opens_them(settings: Settings) -> None:
-    records = [command_from_json(line()), command_from_json(line(command_id="c2", kind="capture", payment_id="pay_1", card=None, amount_minor=5)),
-               (b"junk", b"not avro")]
+    records = [
+        command_from_json(line()),
+        command_from_json(line(command_id="c2", kind="capture", payment_id="pay_1", card=None, amount_minor=5)),
+        (b"junk", b"not avro"),
+    ]
     out = seal_commands(records, intake_sealer(settings))
     create, capture, junk = out
     assert capture == records[1] and junk == records[2]
@@ -150,7 +174,12 @@ def test_an_exported_public_key_file_is_what_producers_seal_to(settings: Setting
 
 def test_cli_refuses_a_card_the_sealer_refuses_and_publishes_nothing(env: Path) -> None:
     path = env / "cmds.jsonl"
-    path.write_text(json.dumps(line()) + "\n" + json.dumps(line(command_id="c2", card={"number": PAN, "exp_month": 1, "exp_year": 2030, "cvc": "12"})) + "\n")
+    path.write_text(
+        json.dumps(line())
+        + "\n"
+        + json.dumps(line(command_id="c2", card={"number": PAN, "exp_month": 1, "exp_year": 2030, "cvc": "12"}))
+        + "\n"
+    )
     result = CliRunner().invoke(app, ["produce", str(path)])
     stderr = flat(result.stderr)
     assert result.exit_code == 2  # the broker (localhost:1) was never needed

@@ -106,7 +106,9 @@ def http_answer() -> Iterator[Callable[[int], tuple[str, type[_Answer]]]]:
         server.server_close()
 
 
-def test_a_refusing_registry_fails_at_once(env: pytest.MonkeyPatch, http_answer: Callable[[int], tuple[str, type[_Answer]]]) -> None:
+def test_a_refusing_registry_fails_at_once(
+    env: pytest.MonkeyPatch, http_answer: Callable[[int], tuple[str, type[_Answer]]]
+) -> None:
     url, handler = http_answer(401)
     env.setenv("PAYSTREAM_SCHEMA_REGISTRY_URL", url)
     env.setenv("PAYSTREAM_SCHEMA_REGISTRY_WAIT_S", "30")
@@ -116,7 +118,9 @@ def test_a_refusing_registry_fails_at_once(env: pytest.MonkeyPatch, http_answer:
     assert time.monotonic() - started < 5 and handler.hits == 1
 
 
-def test_a_registry_not_ready_is_asked_again_until_the_deadline(env: pytest.MonkeyPatch, http_answer: Callable[[int], tuple[str, type[_Answer]]]) -> None:
+def test_a_registry_not_ready_is_asked_again_until_the_deadline(
+    env: pytest.MonkeyPatch, http_answer: Callable[[int], tuple[str, type[_Answer]]]
+) -> None:
     url, handler = http_answer(503)
     env.setenv("PAYSTREAM_SCHEMA_REGISTRY_URL", url)
     env.setenv("PAYSTREAM_SCHEMA_REGISTRY_WAIT_S", "1.5")

@@ -6,7 +6,7 @@ and routing shares from events."""
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from connectors.providers.rails import load_schedules
@@ -14,12 +14,20 @@ from connectors.vault.tokenizer import Tokenizer
 from schemas.codec import Codec
 from schemas.partitioning import partition_for
 from schemas.times import to_ms
-from streams.demo.run import (CHAOS_PROVIDER, STEP_UP_DELAY, THREE_DS_WEIGHTS, chaos_schedule, generate, provider_shares,
-                          step_up_confirms, with_chaos)
-from streams.stages.ingest import Forward, Limits, Source, ingest
+from streams.demo.run import (
+    CHAOS_PROVIDER,
+    STEP_UP_DELAY,
+    THREE_DS_WEIGHTS,
+    chaos_schedule,
+    generate,
+    provider_shares,
+    step_up_confirms,
+    with_chaos,
+)
 from streams.settings import Settings
+from streams.stages.ingest import Forward, Limits, Source, ingest
 
-START = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
+START = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 COMMANDS = Codec("PaymentCommand")
 LIMITS = Limits(max_amount_minor=10**15, idempotency_key_max_len=255, partitions=8)
 
@@ -98,11 +106,18 @@ def test_every_confirm_is_a_command_ingest_forwards_with_its_result(tmp_path) ->
         assert result.command["three_ds"] == {"authentication_value": None} | three_ds
         if three_ds["trans_status"] in ("Y", "A"):  # signed by the issuer, for this payment
             create = by_pid[confirm["payment_id"]]
-            av = verify_cavv(three_ds["authentication_value"], store.public_keys(ACS_SIGNING),
-                             payment_id=create["payment_id"], merchant_id=create["merchant_id"],
-                             amount_minor=create["amount_minor"], currency=create["currency"],
-                             trans_status=three_ds["trans_status"], eci=three_ds["eci"],
-                             ds_trans_id=three_ds["ds_trans_id"], at_ms=to_ms(confirm["occurred_at"]))
+            av = verify_cavv(
+                three_ds["authentication_value"],
+                store.public_keys(ACS_SIGNING),
+                payment_id=create["payment_id"],
+                merchant_id=create["merchant_id"],
+                amount_minor=create["amount_minor"],
+                currency=create["currency"],
+                trans_status=three_ds["trans_status"],
+                eci=three_ds["eci"],
+                ds_trans_id=three_ds["ds_trans_id"],
+                at_ms=to_ms(confirm["occurred_at"]),
+            )
             signed += av.payment_id == create["payment_id"]
     assert signed > 50
 
@@ -137,7 +152,9 @@ def test_chaos_settings_point_the_worker_at_the_schedule_and_a_routing_log(tmp_p
     base = Settings(data_dir=tmp_path, keys_dir=tmp_path / "keys", providers="test")
     s = with_chaos(base, traffic, "run1")
     assert s.providers == "rails" and s.routing_log_dir is not None
-    assert s.providers_dir == base.providers_dir and s.routing_log_dir != s.providers_dir  # the rails' books stay where they are
+    assert (
+        s.providers_dir == base.providers_dir and s.routing_log_dir != s.providers_dir
+    )  # the rails' books stay where they are
     (outage, _) = load_schedules(s.provider_schedule_file)[CHAOS_PROVIDER]
     times = [to_ms(c["occurred_at"]) for c in traffic.items if isinstance(c, dict)]
     assert min(times) < outage.start_ms < outage.end_ms < max(times)
@@ -146,21 +163,31 @@ def test_chaos_settings_point_the_worker_at_the_schedule_and_a_routing_log(tmp_p
 def test_shares_count_each_payment_once_by_the_provider_that_decided_it():
     events = {
         "p1": [{"type": "authorized", "provider": "acq_north"}, {"type": "captured", "provider": "acq_north"}],
-        "p2": [{"type": "authorization_pending", "provider": "acq_south"}, {"type": "authorized", "provider": "acq_south"}],
+        "p2": [
+            {"type": "authorization_pending", "provider": "acq_south"},
+            {"type": "authorized", "provider": "acq_south"},
+        ],
         "p3": [{"type": "declined", "provider": None}],  # refused before any provider
     }
     assert provider_shares(events) == {"acq_north": 1, "acq_south": 1}
 
 
 def test_the_network_disputes_a_few_captures_in_event_time_order_and_the_same_ones_every_run() -> None:
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from streams.demo.run import DISPUTE_SHARE, dispute_commands
 
-    at = datetime(2026, 11, 25, 12, tzinfo=timezone.utc)
-    events = {f"pay_{i}": [{"type": "authorized", "occurred_at": at, "merchant_id": "m_acme"},
-                           {"type": "captured", "occurred_at": at, "merchant_id": "m_acme"}] for i in range(2_000)}
-    events |= {f"pay_declined_{i}": [{"type": "declined", "occurred_at": at, "merchant_id": "m_acme"}] for i in range(500)}
+    at = datetime(2026, 11, 25, 12, tzinfo=UTC)
+    events = {
+        f"pay_{i}": [
+            {"type": "authorized", "occurred_at": at, "merchant_id": "m_acme"},
+            {"type": "captured", "occurred_at": at, "merchant_id": "m_acme"},
+        ]
+        for i in range(2_000)
+    }
+    events |= {
+        f"pay_declined_{i}": [{"type": "declined", "occurred_at": at, "merchant_id": "m_acme"}] for i in range(500)
+    }
     commands = dispute_commands(events, seed=7, run_id="r")
     assert commands == dispute_commands(events, seed=7, run_id="r")
     by_payment: dict[str, list[dict]] = {}
@@ -198,7 +225,9 @@ def test_some_payments_use_the_other_methods_and_none_carries_a_pan() -> None:
         if method == "bank_transfer":
             assert c["capture_method"] == "automatic"
     # The card traffic's own draws are as before: the same seed gives the same card creates.
-    assert [c["command_id"] for c in cs if not c.get("method")] == [c["command_id"] for c in creates(1000) if not c.get("method")]
+    assert [c["command_id"] for c in cs if not c.get("method")] == [
+        c["command_id"] for c in creates(1000) if not c.get("method")
+    ]
 
 
 def test_every_method_create_is_one_ingest_forwards() -> None:
@@ -219,17 +248,39 @@ def test_the_banks_notices_follow_the_rails_decisions_in_event_time_order() -> N
     from streams.demo.methods import BankNotices, bank_notice_commands, methods_summary
 
     configs = load_rail_configs()
-    rails = {"bank_ach": Rail(replace(configs["bank_ach"], return_per_mille=500), 7),
-             "acq_north": Rail(configs["acq_north"], 7)}
-    events = {f"pay_{i}": [{"type": "bank_submitted", "provider": "bank_ach", "provider_ref": f"prv_{i}",
-                            "merchant_id": "m_acme", "occurred_at": START, "method": "bank_transfer"}]
-              for i in range(30)}
-    events["pay_card"] = [{"type": "captured", "provider": "acq_north", "provider_ref": "x", "merchant_id": "m_acme",
-                           "occurred_at": START, "method": None}]
+    rails = {
+        "bank_ach": Rail(replace(configs["bank_ach"], return_per_mille=500), 7),
+        "acq_north": Rail(configs["acq_north"], 7),
+    }
+    events = {
+        f"pay_{i}": [
+            {
+                "type": "bank_submitted",
+                "provider": "bank_ach",
+                "provider_ref": f"prv_{i}",
+                "merchant_id": "m_acme",
+                "occurred_at": START,
+                "method": "bank_transfer",
+            }
+        ]
+        for i in range(30)
+    }
+    events["pay_card"] = [
+        {
+            "type": "captured",
+            "provider": "acq_north",
+            "provider_ref": "x",
+            "merchant_id": "m_acme",
+            "occurred_at": START,
+            "method": None,
+        }
+    ]
     cmds = bank_notice_commands(events, rails, "run1")
     assert sum(c["kind"] == "bank_settle" for c in cmds) == 30  # return_days > settle_days: settled first
     returns = [c for c in cmds if c["kind"] == "bank_return"]
-    assert 5 <= len(returns) <= 25 and all(c["bank_notice"]["return_code"] in ("R01", "R02", "R03", "R10") for c in returns)
+    assert 5 <= len(returns) <= 25 and all(
+        c["bank_notice"]["return_code"] in ("R01", "R02", "R03", "R10") for c in returns
+    )
     assert [c["occurred_at"] for c in cmds] == sorted(c["occurred_at"] for c in cmds)
     assert all(c["occurred_at"] > START for c in cmds) and "pay_card" not in {c["payment_id"] for c in cmds}
     for c in cmds:

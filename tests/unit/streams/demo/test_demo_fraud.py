@@ -5,7 +5,7 @@ line counts them per method from the payments' events."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from connectors.vault.tokenizer import Tokenizer
 from models.blocklist import BlockEntry
@@ -14,12 +14,19 @@ from models.train import SHIPPED_ARTIFACT
 from schemas.codec import Codec
 from schemas.partitioning import partition_for
 from schemas.times import to_ms
-from streams.demo.methods import FRAUD_BURST, FRAUD_METHODS, fraud_blocks, fraud_by_method, fraud_commands, fraud_summary
+from streams.demo.methods import (
+    FRAUD_BURST,
+    FRAUD_METHODS,
+    fraud_blocks,
+    fraud_by_method,
+    fraud_commands,
+    fraud_summary,
+)
 from streams.stages import idempotency as ks
 from streams.stages import risk as rs
 from streams.stages.ingest import Forward, Limits, Source, ingest
 
-START = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
+START = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 LIMITS = Limits(max_amount_minor=10**15, idempotency_key_max_len=255, partitions=8)
 RETENTION = timedelta(hours=24)
 
@@ -53,10 +60,13 @@ def test_the_summary_counts_fraud_declines_and_reviews_per_method() -> None:
     def ev(method, type_, reason=None):
         return {"type": type_, "reason_code": reason, "method": method}
 
-    events = {"p1": [ev("wallet", "declined", "fraud_suspected")],
-              "p2": [ev("wallet", "authorization_pending", "fraud_review"), ev("wallet", "authorized")],
-              "p3": [ev(None, "declined", "card_declined")],
-              "p4": [ev("crypto", "authorization_pending", "fraud_review")]}
+    events = {
+        "p1": [ev("wallet", "declined", "fraud_suspected")],
+        "p2": [ev("wallet", "authorization_pending", "fraud_review"), ev("wallet", "authorized")],
+        "p3": [ev(None, "declined", "card_declined")],
+        "p4": [ev("crypto", "authorization_pending", "fraud_review")],
+    }
     assert fraud_by_method(events) == {"card": (0, 0), "crypto": (0, 1), "wallet": (1, 1)}
-    assert fraud_summary(events) == ("fraud by method: card declined 0, reviewed 0; crypto declined 0, reviewed 1; "
-                                     "wallet declined 1, reviewed 1")
+    assert fraud_summary(events) == (
+        "fraud by method: card declined 0, reviewed 0; crypto declined 0, reviewed 1; wallet declined 1, reviewed 1"
+    )

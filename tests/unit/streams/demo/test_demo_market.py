@@ -3,17 +3,17 @@ one ingest forwards and the registry admits), and the counts of its summary line
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from connectors.vault.tokenizer import Tokenizer
 from schemas.codec import Codec
 from schemas.partitioning import partition_for
-from streams.demo.run import generate
 from streams.demo.market import MARKET, SELLERS, SPLIT_SHARE, market_records, market_split, split_counts
-from streams.stages.ingest import Forward, Limits, Source, ingest
+from streams.demo.run import generate
 from streams.domain.merchants import admit
+from streams.stages.ingest import Forward, Limits, Source, ingest
 
-START = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
+START = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 COMMANDS = Codec("PaymentCommand")
 LIMITS = Limits(max_amount_minor=10**15, idempotency_key_max_len=255, partitions=8)
 
@@ -28,8 +28,11 @@ def test_the_platform_lists_its_three_verified_sellers() -> None:
 
 def test_split_creates_add_up_pass_ingest_and_the_registry() -> None:
     platform = next(r for r in market_records(START) if r["merchant_id"] == MARKET)
-    creates = [c for c in generate(1_000, 7, "run1", START).items
-               if isinstance(c, dict) and c["kind"] == "create" and c.get("splits")]
+    creates = [
+        c
+        for c in generate(1_000, 7, "run1", START).items
+        if isinstance(c, dict) and c["kind"] == "create" and c.get("splits")
+    ]
     assert 0.5 * SPLIT_SHARE * 1_000 < len(creates) < 1.5 * SPLIT_SHARE * 1_000
     for create in creates:
         assert create["merchant_id"] == MARKET
@@ -49,7 +52,16 @@ def test_market_split_is_seeded_per_payment() -> None:
 
 
 def test_split_counts_count_payments_with_a_split_capture_and_the_accounts_credited() -> None:
-    events = {"p1": [{"type": "authorized"}, {"type": "captured", "merchant_id": MARKET, "platform_fee_minor": 10,
-                                               "splits": [{"merchant_id": "m_seller_a", "amount_minor": 90}]}],
-              "p2": [{"type": "captured", "merchant_id": "m_acme"}]}
+    events = {
+        "p1": [
+            {"type": "authorized"},
+            {
+                "type": "captured",
+                "merchant_id": MARKET,
+                "platform_fee_minor": 10,
+                "splits": [{"merchant_id": "m_seller_a", "amount_minor": 90}],
+            },
+        ],
+        "p2": [{"type": "captured", "merchant_id": "m_acme"}],
+    }
     assert split_counts(events) == (1, 2)

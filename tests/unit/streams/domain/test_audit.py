@@ -197,7 +197,9 @@ def test_deleted_event(log: Log) -> None:
 
 def test_a_log_whose_head_was_deleted_is_named_and_cannot_be_replayed(log: Log) -> None:
     p = log.partition_of("pay_c")
-    records = [(EVENTS_TOPIC, p, 2, LogStart())] + [r for r in log.records() if not (r[0] == EVENTS_TOPIC and r[1] == p and r[2] < 2)]
+    records = [(EVENTS_TOPIC, p, 2, LogStart())] + [
+        r for r in log.records() if not (r[0] == EVENTS_TOPIC and r[1] == p and r[2] < 2)
+    ]
     report = audit(records, PUBLIC)
     found = {(f.topic, f.partition, f.offset, f.reason) for f in report.failures}
     assert {(EVENTS_TOPIC, p, 2, "log_truncated"), (EVENTS_TOPIC, p, 2, "chain_gap")} <= found
@@ -215,8 +217,13 @@ def test_reordered_events(log: Log) -> None:
 def test_forged_foreign_record(log: Log) -> None:
     p = log.partition_of("pay_a")
     head = ChainHead(p, log.heads[p].seq, log.heads[p].hash)
-    forged, _ = seal(event("refunded", amount=6_500, payment_id="pay_a", version=7, authorized=10_000,
-                           captured=7_000, refunded=7_000), head, Signer("sig-v1-rotated", Ed25519PrivateKey.generate()))
+    forged, _ = seal(
+        event(
+            "refunded", amount=6_500, payment_id="pay_a", version=7, authorized=10_000, captured=7_000, refunded=7_000
+        ),
+        head,
+        Signer("sig-v1-rotated", Ed25519PrivateKey.generate()),
+    )
     log.events[p].append(forged)
     report = audit(log.records(), PUBLIC)
     assert first(report) == (EVENTS_TOPIC, p, len(log.events[p]) - 1, "unknown_key")
@@ -224,8 +231,11 @@ def test_forged_foreign_record(log: Log) -> None:
 
 def test_forged_record_claiming_a_known_key_id(log: Log) -> None:
     p = log.partition_of("pay_a")
-    forged, _ = seal(event("refunded", amount=1, payment_id="pay_a", version=7), log.heads[p],
-                     Signer("sig-v1", Ed25519PrivateKey.generate()))
+    forged, _ = seal(
+        event("refunded", amount=1, payment_id="pay_a", version=7),
+        log.heads[p],
+        Signer("sig-v1", Ed25519PrivateKey.generate()),
+    )
     log.events[p].append(forged)
     assert first(audit(log.records(), PUBLIC))[3] == "bad_signature"
 
@@ -233,8 +243,9 @@ def test_forged_record_claiming_a_known_key_id(log: Log) -> None:
 def test_fork_two_records_at_one_position(log: Log) -> None:
     p = log.partition_of("pay_a")
     log.events[p].insert(3, dict(log.events[p][2]) | {"event_id": "evt-copy"})
-    log.events[p][3] = seal({k: v for k, v in log.events[p][3].items()},
-                            ChainHead(p, 2, log.events[p][2]["prev_hash"]), SIGNER)[0]
+    log.events[p][3] = seal(
+        {k: v for k, v in log.events[p][3].items()}, ChainHead(p, 2, log.events[p][2]["prev_hash"]), SIGNER
+    )[0]
     assert first(audit(log.records(), PUBLIC)) == (EVENTS_TOPIC, p, 3, "chain_fork")
 
 
@@ -302,33 +313,47 @@ def test_a_one_sided_entry_is_refused_not_applied(log: Log) -> None:
 
 
 def test_capture_after_void() -> None:
-    log = Log([event("authorized", amount=100, authorized=100, version=1),
-               event("voided", amount=100, authorized=100, version=2),
-               event("captured", amount=100, authorized=100, captured=100, version=3)])
+    log = Log(
+        [
+            event("authorized", amount=100, authorized=100, version=1),
+            event("voided", amount=100, authorized=100, version=2),
+            event("captured", amount=100, authorized=100, captured=100, version=3),
+        ]
+    )
     report = audit(log.records(), PUBLIC)
     assert "capture_after_void" in {f.reason for f in report.failures}
 
 
 def test_over_capture_and_over_refund() -> None:
-    log = Log([event("authorized", amount=100, authorized=100, version=1),
-               event("captured", amount=150, authorized=100, captured=150, version=2),
-               event("refunded", amount=200, authorized=100, captured=150, refunded=200, version=3)])
+    log = Log(
+        [
+            event("authorized", amount=100, authorized=100, version=1),
+            event("captured", amount=150, authorized=100, captured=150, version=2),
+            event("refunded", amount=200, authorized=100, captured=150, refunded=200, version=3),
+        ]
+    )
     reasons = {f.reason for f in audit(log.records(), PUBLIC).failures}
     assert {"captured_exceeds_authorized", "refunded_exceeds_captured"} <= reasons
 
 
 def test_versions_must_increase_and_totals_add_up() -> None:
-    log = Log([event("authorized", amount=100, authorized=100, version=2),
-               event("captured", amount=10, authorized=100, captured=30, version=2)])
+    log = Log(
+        [
+            event("authorized", amount=100, authorized=100, version=2),
+            event("captured", amount=10, authorized=100, captured=30, version=2),
+        ]
+    )
     reasons = [f.reason for f in audit(log.records(), PUBLIC).failures]
     assert reasons == ["version_not_increasing", "totals_mismatch"]
 
 
 def dispute_log(*tail: tuple[str, int]) -> Log:
     """A captured payment of 1,000 with 200 refunded, then the given (type, amount) events."""
-    events = [event("authorized", amount=1_000, authorized=1_000, version=1),
-              event("captured", amount=1_000, authorized=1_000, captured=1_000, version=2),
-              event("refunded", amount=200, authorized=1_000, captured=1_000, refunded=200, version=3)]
+    events = [
+        event("authorized", amount=1_000, authorized=1_000, version=1),
+        event("captured", amount=1_000, authorized=1_000, captured=1_000, version=2),
+        event("refunded", amount=200, authorized=1_000, captured=1_000, refunded=200, version=3),
+    ]
     refunded = 200
     for i, (etype, amount) in enumerate(tail, start=4):
         refunded += amount if etype == "refunded" else 0
@@ -341,8 +366,18 @@ def reasons_of(log: Log) -> list[str]:
 
 
 def test_a_dispute_lifecycle_audits_clean() -> None:
-    assert reasons_of(dispute_log(("dispute_opened", 800), ("dispute_won", 800), ("dispute_opened", 300),
-                                  ("dispute_lost", 300), ("refunded", 500))) == []
+    assert (
+        reasons_of(
+            dispute_log(
+                ("dispute_opened", 800),
+                ("dispute_won", 800),
+                ("dispute_opened", 300),
+                ("dispute_lost", 300),
+                ("refunded", 500),
+            )
+        )
+        == []
+    )
 
 
 @pytest.mark.parametrize(
@@ -417,15 +452,25 @@ def market_log() -> tuple[Log, list]:
     cmds, events, p = Commands(), [], None
     create = cmds.create(amount=10_000, capture_method="manual") | {
         "splits": [{"merchant_id": "m_sa", "amount_minor": 6_000}, {"merchant_id": "m_sb", "amount_minor": 3_000}],
-        "platform_fee_minor": 1_000}
-    for cmd in (create, cmds.capture(create["payment_id"], "c1"), cmds.refund(create["payment_id"], "r1", amount=2_500)):
+        "platform_fee_minor": 1_000,
+    }
+    for cmd in (
+        create,
+        cmds.capture(create["payment_id"], "c1"),
+        cmds.refund(create["payment_id"], "r1", amount=2_500),
+    ):
         d = decide(p, cmd, saga_of(), Policy())
         p, events = d.payment, events + list(d.events)
     log = Log(events)
     entries = [e for rs in log.entries.values() for e in rs]
     run = settle(cmds.t0.date(), [entry_from_record(e) for e in entries], shards=PARTITIONS)
-    paid = run_payouts([payout_of_settlement(e) for e in run.entries], {}, bank=BankRail(closed_accounts=frozenset({"m_sb"})),
-                       as_of_ms=cutoff_ms(cmds.t0.date()) + 5 * DAY_MS, shards=PARTITIONS)
+    paid = run_payouts(
+        [payout_of_settlement(e) for e in run.entries],
+        {},
+        bank=BankRail(closed_accounts=frozenset({"m_sb"})),
+        as_of_ms=cutoff_ms(cmds.t0.date()) + 5 * DAY_MS,
+        shards=PARTITIONS,
+    )
     extra = [*run.entries, *paid.entries]
     for e in extra:
         log.entries[e.shard].append(ENTRIES.decode(ENTRIES.encode(entry_to_record(e))))
@@ -442,8 +487,9 @@ def test_a_split_payment_settled_and_paid_out_audits_clean() -> None:
 
 def test_a_split_entry_crediting_another_share_does_not_match_its_event() -> None:
     log, _ = market_log()
-    shard, offset, record = next((s, o, r) for s, rs in log.entries.items() for o, r in enumerate(rs)
-                                 if r["event_type"] == "captured")
+    shard, offset, record = next(
+        (s, o, r) for s, rs in log.entries.items() for o, r in enumerate(rs) if r["event_type"] == "captured"
+    )
     lines = record["lines"]
     a = next(i for i, x in enumerate(lines) if x["account"] == "merchant:m_sa:pending")
     b = next(i for i, x in enumerate(lines) if x["account"] == "merchant:m_sb:pending")
@@ -459,6 +505,8 @@ def test_a_payout_paid_twice_is_named_where_it_was_posted() -> None:
     log.entries[paid.shard].append(ENTRIES.decode(ENTRIES.encode(twice)))
     report = audit(log.records(), PUBLIC)
     assert [f.reason for f in report.failures] == ["payout_twice"]
+
+
 # --- payment methods: the bank-transfer lifecycle audits clean (streams/domain/methods.py) ---
 
 

@@ -3,7 +3,7 @@ and signatures, through the Avro round trip the events really take."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -58,7 +58,7 @@ def test_seal_is_deterministic_and_does_not_touch_its_input() -> None:
 
 
 def test_a_chain_survives_the_avro_round_trip() -> None:
-    at = datetime(2026, 11, 25, 10, 0, 0, 123456, tzinfo=timezone.utc)  # Avro keeps milliseconds: so does the hash
+    at = datetime(2026, 11, 25, 10, 0, 0, 123456, tzinfo=UTC)  # Avro keeps milliseconds: so does the hash
     events, head = sealed_chain([event("authorized", amount=100, at=at), event("captured", amount=60, version=2)])
     prev = ChainHead.genesis(0)
     for e in events:
@@ -107,8 +107,11 @@ FIELDS = sorted(set(event("captured")) - {"signature", "chain_seq", "prev_hash",
 def test_changing_any_field_breaks_the_signature(name: str) -> None:
     (sealed,), _ = sealed_chain([event("captured", amount=100, fee=3)])
     value = sealed[name]
-    changed = {int: lambda v: v + 1, str: lambda v: v + "x", datetime: lambda v: v.replace(year=2030)}[type(value)](value) \
-        if value is not None else "x"
+    changed = (
+        {int: lambda v: v + 1, str: lambda v: v + "x", datetime: lambda v: v.replace(year=2030)}[type(value)](value)
+        if value is not None
+        else "x"
+    )
     assert signature_problem(sealed | {name: changed}, PUBLIC) == "bad_signature"
 
 

@@ -26,8 +26,9 @@ def blocks(sizes: list[int], sign_last: bool = True) -> list[dict]:
     for b, size in enumerate(sizes):
         block = []
         for _ in range(size):
-            linked, head = link(event("authorized", amount=100 + n, payment_id=f"pay_{n % 3}", version=n + 1), head,
-                                SIGNER.key_id)
+            linked, head = link(
+                event("authorized", amount=100 + n, payment_id=f"pay_{n % 3}", version=n + 1), head, SIGNER.key_id
+            )
             block.append(linked)
             n += 1
         if sign_last or b < len(sizes) - 1:
@@ -46,7 +47,7 @@ def test_every_event_of_signed_blocks_verifies_from_any_start(sizes: list[int], 
     window = blocks(sizes)
     skip = min(skip, len(window) - 1)
     # A reader starting later still verifies what it has the predecessor of.
-    got = verdicts(PARTITION, window[skip:], ids(window[skip + 1:]), PUBLIC)
+    got = verdicts(PARTITION, window[skip:], ids(window[skip + 1 :]), PUBLIC)
     assert set(got.values()) <= {Verdict(VERIFIED)} and len(got) == len(window) - skip - 1
 
 
@@ -76,7 +77,9 @@ def test_tampering_is_broken_and_named() -> None:
 def test_a_missing_predecessor_or_a_wrong_partition_is_broken() -> None:
     window = blocks([2, 2])
     gap = window[:1] + window[2:]
-    assert verdicts(PARTITION, gap, {window[2]["event_id"]}, PUBLIC)[window[2]["event_id"]] == Verdict(BROKEN, "seq_gap")
+    assert verdicts(PARTITION, gap, {window[2]["event_id"]}, PUBLIC)[window[2]["event_id"]] == Verdict(
+        BROKEN, "seq_gap"
+    )
     first = window[0]["event_id"]
     assert verdicts(PARTITION + 1, window, {first}, PUBLIC)[first] == Verdict(BROKEN, "broken_link")  # not its genesis
 

@@ -3,7 +3,6 @@ posted to the ledger (streams/domain/crypto.py, connectors/providers/chain.py)."
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import replace
 from typing import Any
 
@@ -16,10 +15,9 @@ from schemas.codec import Codec
 from schemas.times import from_ms, to_ms
 from streams.domain import crypto
 from streams.domain.crypto import CryptoPolicy, observe, quote
-from streams.domain.methods import MethodError, check_instrument
 from streams.domain.ledger import Balances, add_into, house_account, merchant_account, post, totals_by_currency
+from streams.domain.methods import MethodError, check_instrument
 from streams.domain.payments import Payment, Policy, crypto_due, decide
-from streams.domain.timers import Timer
 from tests.unit.streams.conftest import Commands, saga_of
 
 EVENTS = Codec("PaymentEvent")
@@ -68,15 +66,21 @@ def test_the_chain_is_a_function_of_seed_address_and_event_time() -> None:
     # every transfer reorged: orphaned within 2 blocks and mined again in the new tip
     assert [d.tx_id for d in later.deposits] == [d.tx_id for d in first.deposits]
     assert later.deposits[0].block in (2, 3) and later == chain.view(addr, 5_000_000, 0, 900_000, 120_000)
-    assert chain.send("k1", PAYER, 10, 0).tx_id == chain.send("k1", PAYER, 99, 5).tx_id != chain.send("k2", PAYER, 10, 0).tx_id
+    assert (
+        chain.send("k1", PAYER, 10, 0).tx_id
+        == chain.send("k1", PAYER, 99, 5).tx_id
+        != chain.send("k2", PAYER, 10, 0).tx_id
+    )
 
 
 def test_a_crypto_create_carries_exactly_an_asset_and_a_payer_address() -> None:
     base = {"method": "crypto", "currency": "USD", "capture_method": "automatic"}
     got = check_instrument(base | {"crypto": {"asset": "BTC", "refund_address": PAYER}}, {"card": frozenset({"USD"})})
     assert got.fields()["crypto"] == {"asset": "BTC", "refund_address": PAYER}
-    for crypto_field, reason in (({"asset": "DOGE", "refund_address": PAYER}, "invalid_crypto"),
-                                 ({"asset": "USDC", "refund_address": "bc1-q"}, "invalid_crypto")):
+    for crypto_field, reason in (
+        ({"asset": "DOGE", "refund_address": PAYER}, "invalid_crypto"),
+        ({"asset": "USDC", "refund_address": "bc1-q"}, "invalid_crypto"),
+    ):
         with pytest.raises(MethodError) as e:
             check_instrument(base | {"crypto": crypto_field})
         assert e.value.reason == reason
@@ -114,7 +118,10 @@ def test_paid_in_full_is_pending_then_confirmed_at_depth() -> None:
 def test_a_reorg_before_depth_takes_the_payment_back_until_it_is_mined_again() -> None:
     cp, _ = observe(quoted(), view(12_000, ("t1", 1_000_000, 1)), 3)
     cp, moves = observe(cp, view(24_000), 3)
-    assert types(moves) == [("crypto_reorged", 0, 1_000_000), ("crypto_unpending", 100, 0)] and cp.state == "awaiting_payment"
+    assert (
+        types(moves) == [("crypto_reorged", 0, 1_000_000), ("crypto_unpending", 100, 0)]
+        and cp.state == "awaiting_payment"
+    )
     cp, moves = observe(cp, view(36_000, ("t1", 1_000_000, 3)), 3)
     assert types(moves) == [("crypto_received", 0, 1_000_000), ("crypto_pending", 100, 0)]
 
@@ -150,12 +157,16 @@ def test_a_deposit_a_reorg_moves_past_the_lock_window_no_longer_pays() -> None:
 
 
 def create(cmds: Commands, *, amount: int = 10_000, asset: str = "USDC", key: str = "order-1") -> dict[str, Any]:
-    return cmds.create(key, amount=amount) | {"card": None, "method": "crypto",
-                                              "crypto": {"asset": asset, "refund_address": PAYER}}
+    return cmds.create(key, amount=amount) | {
+        "card": None,
+        "method": "crypto",
+        "crypto": {"asset": asset, "refund_address": PAYER},
+    }
 
 
-def run(chain: SimChain, cmds: Commands, create_cmd: dict[str, Any], polls: int,
-        refund_at_poll: int | None = None) -> tuple[Payment, list[dict[str, Any]]]:
+def run(
+    chain: SimChain, cmds: Commands, create_cmd: dict[str, Any], polls: int, refund_at_poll: int | None = None
+) -> tuple[Payment, list[dict[str, Any]]]:
     """A create, then its crypto timers fired in order (as the stage does), every event encoded."""
     saga = replace(saga_of(), chains={chain.asset: chain})
     policy = Policy(crypto=POLICY)
@@ -166,8 +177,12 @@ def run(chain: SimChain, cmds: Commands, create_cmd: dict[str, Any], polls: int,
             break
         t = timers.pop(0)
         if refund_at_poll is not None and i >= refund_at_poll and p.status == "confirmed":
-            r = decide(p, cmds.refund(p.payment_id, "r1", amount=max(1, p.amount_minor // 2),
-                                     at=from_ms(t.due_ms)), saga, policy)
+            r = decide(
+                p,
+                cmds.refund(p.payment_id, "r1", amount=max(1, p.amount_minor // 2), at=from_ms(t.due_ms)),
+                saga,
+                policy,
+            )
             p, events = r.payment, events + list(r.events)
         looked = crypto_due(p, t, saga, policy)
         assert looked is not None
@@ -218,19 +233,30 @@ def chains(draw: st.DrawFn) -> SimChain:
     asset = draw(st.sampled_from(["USDC", "BTC"]))
     mix = draw(st.lists(st.integers(0, 200), min_size=5, max_size=5))
     config = ChainConfig(
-        name="sim", asset=asset, block_interval_ms=draw(st.sampled_from([12_000, 60_000, 600_000])),
-        reorg_per_mille=draw(st.integers(0, 1000)), reorg_depth_blocks=1, drop_per_mille=draw(st.integers(0, 1000)),
-        split_per_mille=mix[0], under_per_mille=mix[1], over_per_mille=mix[2], late_per_mille=mix[3],
-        never_per_mille=mix[4], payer_delay_blocks=draw(st.integers(1, 4)),
-        price_minor={"USD": draw(st.integers(1, 10_000_000))}, volatility_per_mille=draw(st.integers(0, 100)),
-        fee_bps=draw(st.integers(0, 200)))
+        name="sim",
+        asset=asset,
+        block_interval_ms=draw(st.sampled_from([12_000, 60_000, 600_000])),
+        reorg_per_mille=draw(st.integers(0, 1000)),
+        reorg_depth_blocks=1,
+        drop_per_mille=draw(st.integers(0, 1000)),
+        split_per_mille=mix[0],
+        under_per_mille=mix[1],
+        over_per_mille=mix[2],
+        late_per_mille=mix[3],
+        never_per_mille=mix[4],
+        payer_delay_blocks=draw(st.integers(1, 4)),
+        price_minor={"USD": draw(st.integers(1, 10_000_000))},
+        volatility_per_mille=draw(st.integers(0, 100)),
+        fee_bps=draw(st.integers(0, 200)),
+    )
     return SimChain(config, seed=draw(st.integers(0, 2**32)))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(chain=chains(), amount=st.integers(1, 10**7), refund_at=st.none() | st.integers(0, 30))
 def test_no_money_is_created_or_lost_across_confirmations_reorgs_and_refunds(
-        cmds: Commands, chain: SimChain, amount: int, refund_at: int | None) -> None:
+    cmds: Commands, chain: SimChain, amount: int, refund_at: int | None
+) -> None:
     p, events = run(chain, cmds, create(cmds, amount=amount, asset=chain.asset), polls=400, refund_at_poll=refund_at)
     cp = p.crypto
     assert cp is not None
@@ -240,8 +266,10 @@ def test_no_money_is_created_or_lost_across_confirmations_reorgs_and_refunds(
     last_ms = max(to_ms(e["occurred_at"]) for e in events)
     on_chain = chain.view(cp.address, cp.due_minor, cp.issued_ms, cp.expires_ms, last_ms)
     sent = sum(e["crypto"]["amount_minor"] for e in events if e["type"] in ("crypto_refunded", "refunded"))
-    assert b.get((house_account("crypto_custody", 0), cp.asset), 0) == sum(d.amount_minor for d in on_chain.deposits) - sent, \
-        [(e["type"], e["crypto"]["amount_minor"], e["occurred_at"]) for e in events]
+    assert (
+        b.get((house_account("crypto_custody", 0), cp.asset), 0)
+        == sum(d.amount_minor for d in on_chain.deposits) - sent
+    ), [(e["type"], e["crypto"]["amount_minor"], e["occurred_at"]) for e in events]
     # the merchant is owed the price exactly when the payment confirmed (less refunds and fees)
     fees = sum(e["fee_minor"] for e in events)
     owed = -b.get((merchant_account("m_acme", "pending"), "USD"), 0)

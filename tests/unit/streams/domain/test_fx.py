@@ -3,7 +3,7 @@ cross-currency settlement entries that balance in each currency on their own."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from fractions import Fraction
 
@@ -26,7 +26,7 @@ from streams.domain.ledger import (
 )
 from tests.unit.streams.ledger_support import event
 
-AS_OF = datetime(2026, 11, 25, 9, 0, tzinfo=timezone.utc)
+AS_OF = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 RATES = Codec("FxRate")
 
 
@@ -76,7 +76,8 @@ def test_conversion_is_exact_up_to_a_recorded_half_unit(amount: int, base: str, 
 
 
 @pytest.mark.parametrize(
-    "text", ["0", "0.000", "-1", "1e3", "NaN", "Infinity", "", " 1", "1.", ".5", "1,5", "1" * 13, "1." + "1" * 19, 1.5, None]
+    "text",
+    ["0", "0.000", "-1", "1e3", "NaN", "Infinity", "", " 1", "1.", ".5", "1,5", "1" * 13, "1." + "1" * 19, 1.5, None],
 )
 def test_parse_rate_refuses(text: object) -> None:
     with pytest.raises(FxError) as err:
@@ -115,9 +116,12 @@ def test_settlement_in_another_currency_balances_each_currency() -> None:
     entry = post(event("settled", amount=12_345, currency="EUR"), shard=5, settlement=SettlementTerms("JPY", rate))
     lines = {(x.account, x.currency, x.signed_minor) for x in entry.lines}
     assert lines == {
-        ("house:settlement:5", "EUR", 12_345), ("house:clearing:5", "EUR", -12_345),
-        ("merchant:m_acme:pending", "EUR", 12_345), ("house:fx:5", "EUR", -12_345),
-        ("house:fx:5", "JPY", 20_121), ("merchant:m_acme:available", "JPY", -20_121),
+        ("house:settlement:5", "EUR", 12_345),
+        ("house:clearing:5", "EUR", -12_345),
+        ("merchant:m_acme:pending", "EUR", 12_345),
+        ("house:fx:5", "EUR", -12_345),
+        ("house:fx:5", "JPY", 20_121),
+        ("merchant:m_acme:available", "JPY", -20_121),
     }
     assert (entry.fx.rate, entry.fx.target_minor, entry.fx.residual) == ("162.9871", 20_121, "-0.242505")
     assert settlement_of(entry) == SettlementTerms("JPY", rate)
@@ -127,8 +131,11 @@ def test_settlement_in_another_currency_balances_each_currency() -> None:
 
 def test_conversion_beyond_an_avro_long_is_refused() -> None:
     with pytest.raises(PostingError) as err:
-        post(event("settled", amount=10**15, currency="JPY"), shard=0,
-             settlement=SettlementTerms("CLF", fx("JPY", "CLF", "999999")))
+        post(
+            event("settled", amount=10**15, currency="JPY"),
+            shard=0,
+            settlement=SettlementTerms("CLF", fx("JPY", "CLF", "999999")),
+        )
     assert err.value.reason == "amount_too_large"
 
 
@@ -147,9 +154,7 @@ def test_cross_currency_settlement_needs_the_right_rate(terms: SettlementTerms, 
     assert err.value.reason == reason
 
 
-@given(
-    st.lists(st.tuples(st.integers(1, 10**10), currencies, currencies, rate_texts), min_size=1, max_size=20)
-)
+@given(st.lists(st.tuples(st.integers(1, 10**10), currencies, currencies, rate_texts), min_size=1, max_size=20))
 def test_fx_rounding_never_creates_or_destroys_a_minor_unit_unaccounted(settlements: list) -> None:
     balances: dict = {}
     exact_by_currency: dict[str, Fraction] = {}
@@ -162,7 +167,9 @@ def test_fx_rounding_never_creates_or_destroys_a_minor_unit_unaccounted(settleme
         add_into(balances, entry)
         exact = Fraction(amount) * Fraction(text) * Fraction(10) ** (exponent(settle_cur) - exponent(pay_cur))
         exact_by_currency[settle_cur] = exact_by_currency.get(settle_cur, Fraction(0)) + exact
-        residual_by_currency[settle_cur] = residual_by_currency.get(settle_cur, Fraction(0)) + Fraction(entry.fx.residual)
+        residual_by_currency[settle_cur] = residual_by_currency.get(settle_cur, Fraction(0)) + Fraction(
+            entry.fx.residual
+        )
     assert totals_by_currency(balances) == {}  # every currency balances on its own
     for cur, exact in exact_by_currency.items():
         # What merchants received in `cur` plus the recorded residuals is exactly the

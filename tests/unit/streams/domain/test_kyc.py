@@ -3,7 +3,7 @@ simulated provider's deterministic outcomes, and the record's kyc_status followi
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
@@ -14,14 +14,18 @@ from streams.domain import kyc, merchants
 from streams.domain.kyc import Check, KycError, SimulatedKycProvider
 from streams.domain.sanctions import load_list
 
-T0 = datetime(2026, 3, 1, 9, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
 DOCS = {"registration_certificate": "docs:rc/1", "owner_id": "docs:id/1", "proof_of_address": "docs:poa/1"}
 PROVIDER = SimulatedKycProvider(load_list())
 CODEC = Codec("MerchantRecord")
 
 
-def app(reg: str = "GB-12345", owners: tuple[str, ...] = ("Ada Example",), legal: str = "Acme Trading Ltd",
-        docs: dict[str, str] | None = None) -> dict:
+def app(
+    reg: str = "GB-12345",
+    owners: tuple[str, ...] = ("Ada Example",),
+    legal: str = "Acme Trading Ltd",
+    docs: dict[str, str] | None = None,
+) -> dict:
     return kyc.application(legal, "GB", reg, owners, DOCS if docs is None else docs)
 
 
@@ -29,14 +33,17 @@ def run_checks(case: dict, at: datetime = T0) -> dict:
     return kyc.checked(case, PROVIDER.check(case), at)
 
 
-@pytest.mark.parametrize("application, state", [
-    (app(), "verified"),
-    (app(reg="FAIL-1"), "rejected"),
-    (app(reg="MANUAL-1"), "manual_review"),
-    (app(docs={"owner_id": "docs:id/1"}), "rejected"),
-    (app(owners=("Ada Example", "Zsigmond Korvath")), "manual_review"),  # an owner on the list
-    (app(legal="Crimson Lattice Logistics"), "manual_review"),
-])
+@pytest.mark.parametrize(
+    "application, state",
+    [
+        (app(), "verified"),
+        (app(reg="FAIL-1"), "rejected"),
+        (app(reg="MANUAL-1"), "manual_review"),
+        (app(docs={"owner_id": "docs:id/1"}), "rejected"),
+        (app(owners=("Ada Example", "Zsigmond Korvath")), "manual_review"),  # an owner on the list
+        (app(legal="Crimson Lattice Logistics"), "manual_review"),
+    ],
+)
 def test_the_simulated_provider_is_deterministic_by_input(application: dict, state: str) -> None:
     case = run_checks(kyc.apply(None, application, "kyc_1", T0))
     assert case["state"] == state and run_checks(kyc.apply(None, application, "kyc_1", T0)) == case
@@ -64,11 +71,17 @@ def test_verification_expires_by_event_time_and_is_checked_again() -> None:
     assert again["state"] == "submitted" and kyc.STATUS_OF[again["state"]] == "pending"
 
 
-@pytest.mark.parametrize("bad, why", [
-    (dict(legal_name=" "), "legal_name"), (dict(country="gb"), "country"), (dict(registration_number="x"), "registration"),
-    (dict(owners=[]), "owners"), (dict(documents={"selfie": "a"}), "document kinds"),
-    (dict(documents={"owner_id": "has spaces"}), "reference"),
-])
+@pytest.mark.parametrize(
+    "bad, why",
+    [
+        (dict(legal_name=" "), "legal_name"),
+        (dict(country="gb"), "country"),
+        (dict(registration_number="x"), "registration"),
+        (dict(owners=[]), "owners"),
+        (dict(documents={"selfie": "a"}), "document kinds"),
+        (dict(documents={"owner_id": "has spaces"}), "reference"),
+    ],
+)
 def test_a_bad_application_is_refused_with_a_reason(bad: dict, why: str) -> None:
     args = dict(legal_name="Acme", country="GB", registration_number="GB-1", owners=["A"], documents=DOCS) | bad
     with pytest.raises(KycError, match=why) as e:
@@ -76,9 +89,14 @@ def test_a_bad_application_is_refused_with_a_reason(bad: dict, why: str) -> None
     assert e.value.reason == "invalid_application"
 
 
-EVENTS = st.lists(st.tuples(st.sampled_from(["apply", "checks", "review", "reverify"]),
-                            st.sampled_from(["pass", "fail", "manual", "approve", "reject"]),
-                            st.integers(0, 400)), max_size=12)
+EVENTS = st.lists(
+    st.tuples(
+        st.sampled_from(["apply", "checks", "review", "reverify"]),
+        st.sampled_from(["pass", "fail", "manual", "approve", "reject"]),
+        st.integers(0, 400),
+    ),
+    max_size=12,
+)
 
 
 @given(events=EVENTS)

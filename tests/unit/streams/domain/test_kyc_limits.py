@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.domain import kyc_limits
-from streams.stages.idempotency import KeyEffects, claim_key, handle
 from streams.domain.merchants import merchant_record
+from streams.stages.idempotency import KeyEffects, claim_key, handle
 
 RETENTION = timedelta(hours=24)
 CAPS = {"USD": 50_000}
@@ -24,8 +24,16 @@ class Stage:
         self.route = timedelta(days=180) if route else None
 
     def send(self, cmd: dict[str, Any]) -> KeyEffects:
-        effects = handle(cmd, 5, int(cmd["occurred_at"].timestamp() * 1000), self.table.get, RETENTION,
-                         route_retention=self.route, merchant=self.merchant, pending_caps=self.caps)
+        effects = handle(
+            cmd,
+            5,
+            int(cmd["occurred_at"].timestamp() * 1000),
+            self.table.get,
+            RETENTION,
+            route_retention=self.route,
+            merchant=self.merchant,
+            pending_caps=self.caps,
+        )
         for k, v in effects.writes:
             if v is None:
                 self.table.pop(k, None)
@@ -116,8 +124,11 @@ def test_event_day_floors_in_utc() -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 7), st.integers(1, 30_000), st.integers(0, 1), st.booleans()),
-                min_size=1, max_size=25))
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 7), st.integers(1, 30_000), st.integers(0, 1), st.booleans()), min_size=1, max_size=25
+    )
+)
 def test_property_admitted_payments_never_pass_the_cap_and_each_counts_once(cmds, ops) -> None:
     """Any mix of creates, same-key retries and redeliveries over two days: each day's
     admitted distinct payments sum to at most the cap, the stored total is exactly that

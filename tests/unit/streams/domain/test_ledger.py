@@ -67,8 +67,11 @@ def test_void_and_expiry_release_the_rest_of_the_hold(etype: str) -> None:
 
 def test_partial_capture_then_void_leaves_no_hold() -> None:
     balances: dict = {}
-    for e in (event("authorized", amount=10_000), event("captured", amount=4_000, version=2),
-              event("voided", amount=6_000, version=3)):
+    for e in (
+        event("authorized", amount=10_000),
+        event("captured", amount=4_000, version=2),
+        event("voided", amount=6_000, version=3),
+    ):
         balances = apply(balances, post(e, shard=0))
     assert ("merchant:m_acme:holds", "USD") not in balances
     assert balances == {("house:clearing:0", "USD"): 4_000, ("merchant:m_acme:pending", "USD"): -4_000}
@@ -90,13 +93,18 @@ def test_dispute_lost_gives_the_held_funds_to_the_network() -> None:
     # The merchant's funds left at dispute_opened; losing moves them from the dispute
     # account to the network (the acquirer owes us less).
     assert lines_of(post(event("dispute_lost", amount=500), shard=0)) == {
-        ("house:disputes:0", "USD", 500), ("house:clearing:0", "USD", -500)}
+        ("house:disputes:0", "USD", 500),
+        ("house:clearing:0", "USD", -500),
+    }
 
 
 def test_a_dispute_fee_is_taken_from_the_merchant_when_the_dispute_opens() -> None:
     assert lines_of(post(event("dispute_opened", amount=500, fee=1_500), shard=0)) == {
-        ("merchant:m_acme:pending", "USD", 500), ("house:disputes:0", "USD", -500),
-        ("merchant:m_acme:pending", "USD", 1_500), ("house:fees:0", "USD", -1_500)}
+        ("merchant:m_acme:pending", "USD", 500),
+        ("house:disputes:0", "USD", -500),
+        ("merchant:m_acme:pending", "USD", 1_500),
+        ("house:fees:0", "USD", -1_500),
+    }
 
 
 def test_a_closed_dispute_leaves_the_dispute_account_empty() -> None:
@@ -117,8 +125,10 @@ def test_declined_and_pending_post_nothing(etype: str) -> None:
 def test_settled_in_the_payment_currency() -> None:
     entry = post(event("settled", amount=2_500, currency="KWD"), shard=4, settlement=SettlementTerms("KWD"))
     assert lines_of(entry) == {
-        ("house:settlement:4", "KWD", 2_500), ("house:clearing:4", "KWD", -2_500),
-        ("merchant:m_acme:pending", "KWD", 2_500), ("merchant:m_acme:available", "KWD", -2_500),
+        ("house:settlement:4", "KWD", 2_500),
+        ("house:clearing:4", "KWD", -2_500),
+        ("merchant:m_acme:pending", "KWD", 2_500),
+        ("merchant:m_acme:available", "KWD", -2_500),
     }
     assert entry.fx is None
 

@@ -61,8 +61,10 @@ def test_a_return_before_settlement_leaves_only_the_fee() -> None:
     pid = derive_payment_id(CMDS.merchant, "order-1")
     _, events = run_methods([bank_create(), notice("bank_return", pid, "n1", 1, "R01")])
     b = balances_of(entries_of(events))
-    assert b == {(f"merchant:{CMDS.merchant}:pending", "USD"): FEE,
-                 (f"house:fees:{shard_for(CMDS.merchant, SHARDS)}", "USD"): -FEE}
+    assert b == {
+        (f"merchant:{CMDS.merchant}:pending", "USD"): FEE,
+        (f"house:fees:{shard_for(CMDS.merchant, SHARDS)}", "USD"): -FEE,
+    }
 
 
 def test_bank_transfer_return_after_settlement_reverses_correctly() -> None:
@@ -76,7 +78,9 @@ def test_bank_transfer_return_after_settlement_reverses_correctly() -> None:
     payout = settle(settle_day, entries, shards=SHARDS)
     assert [p.amount_minor for p in payout.payouts] == [10_000 - FEE]  # only settled money is paid out
     entries += payout.entries
-    _, events = run_methods([bank_create(), notice("bank_settle", pid, "n1", 2), notice("bank_return", pid, "n2", 4, "R01")])
+    _, events = run_methods(
+        [bank_create(), notice("bank_settle", pid, "n1", 2), notice("bank_return", pid, "n2", 4, "R01")]
+    )
     reversal = entries_of(events)[-1]
     assert reversal.event_type == "bank_reversed" and imbalance(reversal.lines) == {}
     b = balances_of([*entries, reversal])
@@ -115,8 +119,11 @@ def test_ledger_invariants_hold_across_methods_and_returns(commands: list[dict[s
     # What is in flight is owed to merchants but not payable, and the house waits for it.
     assert -sum(v for (a, _), v in b.items() if a.endswith(":incoming")) == in_flight == house(b, "bank_transit")
     # The merchant's pending balance (before payouts) is what it keeps, less fees.
-    kept = sum(p.captured_minor - p.refunded_minor - p.dispute_lost_minor - p.dispute_minor - p.returned_minor
-               for p in payments.values() if p.status != "submitted")
+    kept = sum(
+        p.captured_minor - p.refunded_minor - p.dispute_lost_minor - p.dispute_minor - p.returned_minor
+        for p in payments.values()
+        if p.status != "submitted"
+    )
     fees = sum(e["fee_minor"] for e in events)
     assert -b.get((f"merchant:{CMDS.merchant}:pending", "USD"), 0) == kept - fees
     for p in payments.values():

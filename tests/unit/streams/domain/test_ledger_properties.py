@@ -5,7 +5,7 @@ authorizations, and a redelivered event changes nothing once deduped by entry_id
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -29,7 +29,7 @@ from streams.domain.ledger import (
 from tests.unit.streams.ledger_support import histories
 
 ENTRIES = Codec("LedgerEntry")
-AS_OF = datetime(2026, 11, 25, tzinfo=timezone.utc)
+AS_OF = datetime(2026, 11, 25, tzinfo=UTC)
 # m_globex is paid in EUR whatever its customers paid in; the others in the payment currency.
 EUR_RATES = {"USD": "0.9213", "JPY": "0.006137", "KWD": "2.9981"}
 
@@ -73,7 +73,9 @@ def test_merchant_holds_equal_the_open_authorizations(events: list[dict]) -> Non
     closed = {e["payment_id"] for e in events if e["type"] in ("voided", "expired")}
     for pid, e in last.items():
         if pid not in closed:
-            open_rest[(f"merchant:{e['merchant_id']}:holds", e["currency"])] -= e["authorized_minor"] - e["captured_minor"]
+            open_rest[(f"merchant:{e['merchant_id']}:holds", e["currency"])] -= (
+                e["authorized_minor"] - e["captured_minor"]
+            )
     holds = {k: v for k, v in balances.items() if k[0].endswith(":holds") and k[0].startswith("merchant:")}
     assert holds == {k: v for k, v in open_rest.items() if v}
 

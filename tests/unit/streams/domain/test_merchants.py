@@ -3,15 +3,15 @@ the create rule the keys stage applies."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from schemas.codec import Codec
 from streams.domain.merchants import MerchantError, Refusal, admit, fold, merchant_record, with_status
 
-T0 = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
-T1 = datetime(2026, 11, 26, 10, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+T1 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 CODEC = Codec("MerchantRecord")
 
 
@@ -27,8 +27,15 @@ def test_a_record_round_trips_through_avro() -> None:
 
 @pytest.mark.parametrize(
     "kw",
-    [{"merchant_id": ""}, {"kyc_status": "maybe"}, {"currencies": ["usd"]}, {"methods": ["cash"]},
-     {"fee_plan_id": ""}, {"settlement_currency": "XX"}, {"updated_at": datetime(2026, 1, 1)}],
+    [
+        {"merchant_id": ""},
+        {"kyc_status": "maybe"},
+        {"currencies": ["usd"]},
+        {"methods": ["cash"]},
+        {"fee_plan_id": ""},
+        {"settlement_currency": "XX"},
+        {"updated_at": datetime(2026, 1, 1)},
+    ],
 )
 def test_bad_records_are_refused_with_the_field(kw: dict) -> None:
     args = {"merchant_id": "m_acme", "updated_at": T0} | kw
@@ -104,8 +111,9 @@ def test_a_split_create_is_admitted_only_to_connected_accounts() -> None:
 
 def test_methods_limit_creates_by_the_create_s_method() -> None:
     cards_only = merchant_record("m_acme", kyc_status="verified", updated_at=T0)
-    every = merchant_record("m_acme", kyc_status="verified", methods=["card", "wallet", "bank_transfer", "bnpl"],
-                            updated_at=T0)
+    every = merchant_record(
+        "m_acme", kyc_status="verified", methods=["card", "wallet", "bank_transfer", "bnpl"], updated_at=T0
+    )
     assert admit(create() | {"method": "card"}, cards_only) is None
     for method in ("wallet", "bank_transfer", "bnpl"):
         assert admit(create() | {"method": method}, cards_only).reason == "method_not_allowed"

@@ -9,8 +9,8 @@ from connectors.providers.rails import load_rail_configs
 from connectors.providers.router import load_router_config
 from models.blocklist import email_digest
 from streams.domain.methods import (
-    NOT_ON_RAILS,
     METHODS,
+    NOT_ON_RAILS,
     MethodError,
     check_instrument,
     check_return_code,
@@ -39,13 +39,20 @@ def test_method_of_prefers_the_field_then_the_old_metadata_convention() -> None:
 
 def test_the_instrument_forwarded_drops_the_cryptogram() -> None:
     checked = check_instrument({"method": "wallet", "wallet": WALLET, "currency": "USD"})
-    assert checked.fields() == {"method": "wallet", "wallet": {"provider": "google_pay", "token": WALLET["token"]},
-                                "bank_account": None, "bnpl_provider": None}
+    assert checked.fields() == {
+        "method": "wallet",
+        "wallet": {"provider": "google_pay", "token": WALLET["token"]},
+        "bank_account": None,
+        "bnpl_provider": None,
+    }
 
 
 def test_sepa_debits_euros_and_ach_dollars() -> None:
     mandate = {"scheme": "sepa", "mandate_id": "MD-1", "account_last4": "0001"}
-    assert check_instrument({"method": "bank_transfer", "bank_account": mandate, "currency": "EUR"}).bank_account == mandate
+    assert (
+        check_instrument({"method": "bank_transfer", "bank_account": mandate, "currency": "EUR"}).bank_account
+        == mandate
+    )
     with pytest.raises(MethodError) as e:
         check_instrument({"method": "bank_transfer", "bank_account": mandate, "currency": "USD"})
     assert e.value.reason == "currency_not_supported"
@@ -76,30 +83,67 @@ DIGEST = "ab" * 32
 
 
 def validated(method: str | None, **fields) -> dict:
-    base = {"merchant_id": "m_1", "payment_id": "pay_1", "metadata": {}, "method": method, "card": None, "wallet": None,
-            "bank_account": None, "bnpl_provider": None, "crypto": None}
+    base = {
+        "merchant_id": "m_1",
+        "payment_id": "pay_1",
+        "metadata": {},
+        "method": method,
+        "card": None,
+        "wallet": None,
+        "bank_account": None,
+        "bnpl_provider": None,
+        "crypto": None,
+    }
     return base | fields
 
 
-@pytest.mark.parametrize("cmd, key, matched", [
-    (validated(None, card={"token": "tok_a", "bin": "424242"}), "tok_a", {"bin": "424242"}),
-    (validated("wallet", wallet={"provider": "apple_pay", "token": "wtok_0a1b2c3d4e5f6a7b"}),
-     "wallet:apple_pay:wtok_0a1b2c3d4e5f6a7b", {"wallet_token": "wtok_0a1b2c3d4e5f6a7b"}),
-    (validated("bank_transfer", bank_account={"scheme": "sepa", "mandate_id": "MD-1", "account_last4": "3000"},
-               metadata={"bank_account_digest": DIGEST}),
-     f"bank:{DIGEST}", {"bank_account_hash": DIGEST, "mandate": "m_1:MD-1"}),
-    (validated("bank_transfer", bank_account={"scheme": "ach", "mandate_id": "MD-1", "account_last4": "3000"},
-               metadata={"bank_account_digest": "not-a-digest"}),
-     "mandate:m_1:MD-1", {"mandate": "m_1:MD-1"}),
-    (validated("bnpl", bnpl_provider="later", metadata={"bnpl_customer": "cust_9", "email": "a@b.c"}),
-     "bnpl:later:cust_9", {"bnpl_customer": "later:cust_9"}),
-    (validated("bnpl", bnpl_provider="later", metadata={"email": "A@B.c"}),
-     f"bnpl:later:email:{email_digest('a@b.c')}", {}),
-    (validated("bnpl", bnpl_provider="later"), "bnpl:later:payment:pay_1", {}),
-    (validated("crypto", crypto={"asset": "USDC", "refund_address": "0xABCdef0000000000000000000000000000000001"}),
-     "crypto:0xabcdef0000000000000000000000000000000001",
-     {"crypto_address": "0xabcdef0000000000000000000000000000000001"}),
-])
+@pytest.mark.parametrize(
+    "cmd, key, matched",
+    [
+        (validated(None, card={"token": "tok_a", "bin": "424242"}), "tok_a", {"bin": "424242"}),
+        (
+            validated("wallet", wallet={"provider": "apple_pay", "token": "wtok_0a1b2c3d4e5f6a7b"}),
+            "wallet:apple_pay:wtok_0a1b2c3d4e5f6a7b",
+            {"wallet_token": "wtok_0a1b2c3d4e5f6a7b"},
+        ),
+        (
+            validated(
+                "bank_transfer",
+                bank_account={"scheme": "sepa", "mandate_id": "MD-1", "account_last4": "3000"},
+                metadata={"bank_account_digest": DIGEST},
+            ),
+            f"bank:{DIGEST}",
+            {"bank_account_hash": DIGEST, "mandate": "m_1:MD-1"},
+        ),
+        (
+            validated(
+                "bank_transfer",
+                bank_account={"scheme": "ach", "mandate_id": "MD-1", "account_last4": "3000"},
+                metadata={"bank_account_digest": "not-a-digest"},
+            ),
+            "mandate:m_1:MD-1",
+            {"mandate": "m_1:MD-1"},
+        ),
+        (
+            validated("bnpl", bnpl_provider="later", metadata={"bnpl_customer": "cust_9", "email": "a@b.c"}),
+            "bnpl:later:cust_9",
+            {"bnpl_customer": "later:cust_9"},
+        ),
+        (
+            validated("bnpl", bnpl_provider="later", metadata={"email": "A@B.c"}),
+            f"bnpl:later:email:{email_digest('a@b.c')}",
+            {},
+        ),
+        (validated("bnpl", bnpl_provider="later"), "bnpl:later:payment:pay_1", {}),
+        (
+            validated(
+                "crypto", crypto={"asset": "USDC", "refund_address": "0xABCdef0000000000000000000000000000000001"}
+            ),
+            "crypto:0xabcdef0000000000000000000000000000000001",
+            {"crypto_address": "0xabcdef0000000000000000000000000000000001"},
+        ),
+    ],
+)
 def test_each_method_is_keyed_by_its_own_instrument(cmd, key, matched) -> None:
     fields = risk_fields(cmd)
     assert risk_key(cmd) == key == fields["card_token"]

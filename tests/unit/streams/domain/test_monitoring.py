@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -30,17 +30,30 @@ from streams.domain.monitoring import (
 
 T = Thresholds()
 T0 = 1_780_000_000_000
-AT = datetime(2026, 12, 6, 18, tzinfo=timezone.utc)
+AT = datetime(2026, 12, 6, 18, tzinfo=UTC)
 
 
-def act(kind: str, subject: str, amount: int, at_ms: int, *, subject_kind: str = "card", pid: str | None = None,
-        currency: str = "USD", merchant: str = "m_1", card: str | None = None) -> Activity:
+def act(
+    kind: str,
+    subject: str,
+    amount: int,
+    at_ms: int,
+    *,
+    subject_kind: str = "card",
+    pid: str | None = None,
+    currency: str = "USD",
+    merchant: str = "m_1",
+    card: str | None = None,
+) -> Activity:
     pid = pid or f"pay_{kind}_{amount}_{at_ms}"
-    return Activity(f"{pid}/{kind}/{subject_kind}", subject_kind, subject, kind, pid, merchant, currency, amount, at_ms,
-                    card)
+    return Activity(
+        f"{pid}/{kind}/{subject_kind}", subject_kind, subject, kind, pid, merchant, currency, amount, at_ms, card
+    )
 
 
-def feed(activities: list[Activity], t: Thresholds = T) -> tuple[list[tuple[int, MonitoringCase]], dict[tuple[str, str], SubjectState]]:
+def feed(
+    activities: list[Activity], t: Thresholds = T
+) -> tuple[list[tuple[int, MonitoringCase]], dict[tuple[str, str], SubjectState]]:
     """Each activity through its subject's state, round-tripped through bytes as the stage keeps it."""
     states: dict[tuple[str, str], SubjectState] = {}
     cases: list[tuple[int, MonitoringCase]] = []
@@ -59,25 +72,39 @@ def feed(activities: list[Activity], t: Thresholds = T) -> tuple[list[tuple[int,
 
 
 def test_three_captures_just_under_the_threshold_in_two_days_are_structuring() -> None:
-    acts = [act(CAPTURE, "tok_a", 9_500_00, T0), act(CAPTURE, "tok_a", 9_900_00, T0 + HOUR_MS),
-            act(CAPTURE, "tok_a", 5_000_00, T0 + 2 * HOUR_MS),  # not near the threshold: not counted
-            act(CAPTURE, "tok_a", 9_000_00, T0 + 40 * HOUR_MS)]
+    acts = [
+        act(CAPTURE, "tok_a", 9_500_00, T0),
+        act(CAPTURE, "tok_a", 9_900_00, T0 + HOUR_MS),
+        act(CAPTURE, "tok_a", 5_000_00, T0 + 2 * HOUR_MS),  # not near the threshold: not counted
+        act(CAPTURE, "tok_a", 9_000_00, T0 + 40 * HOUR_MS),
+    ]
     cases, states = feed(acts)
     ((i, case),) = cases
     assert i == 3 and case.rule == "structuring" and (case.subject_kind, case.subject_id) == ("card", "tok_a")
     assert [e.amount_minor for e in case.evidence] == [9_500_00, 9_900_00, 9_000_00]
     assert case.measures == {"payments": 3, "total_minor": 28_400_00, "threshold_minor": 10_000_00}
-    assert (case.window_start_ms, case.window_end_ms, case.opened_at_ms) == (T0 + 40 * HOUR_MS - 2 * DAY_MS + 1,) + (T0 + 40 * HOUR_MS,) * 2
+    assert (case.window_start_ms, case.window_end_ms, case.opened_at_ms) == (T0 + 40 * HOUR_MS - 2 * DAY_MS + 1,) + (
+        T0 + 40 * HOUR_MS,
+    ) * 2
     assert case.currency == "USD" and case.merchant_id == "m_1" and "10000.00 USD" in case.summary
-    assert mon.STRUCTURING not in states[("card", "tok_a")].rules or states[("card", "tok_a")].rules[mon.STRUCTURING].items == []
+    assert (
+        mon.STRUCTURING not in states[("card", "tok_a")].rules
+        or states[("card", "tok_a")].rules[mon.STRUCTURING].items == []
+    )
 
 
 def test_structuring_needs_the_captures_inside_one_window_and_one_currency() -> None:
-    spread = [act(CAPTURE, "tok_a", 9_500_00, T0), act(CAPTURE, "tok_a", 9_500_00, T0 + DAY_MS),
-              act(CAPTURE, "tok_a", 9_500_00, T0 + 2 * DAY_MS)]  # the first left the window as the third came
+    spread = [
+        act(CAPTURE, "tok_a", 9_500_00, T0),
+        act(CAPTURE, "tok_a", 9_500_00, T0 + DAY_MS),
+        act(CAPTURE, "tok_a", 9_500_00, T0 + 2 * DAY_MS),
+    ]  # the first left the window as the third came
     assert feed(spread)[0] == []
-    mixed = [act(CAPTURE, "tok_b", 9_500_00, T0, currency="USD"), act(CAPTURE, "tok_b", 9_500_00, T0 + 1, currency="EUR"),
-             act(CAPTURE, "tok_b", 9_500_00, T0 + 2, currency="USD")]
+    mixed = [
+        act(CAPTURE, "tok_b", 9_500_00, T0, currency="USD"),
+        act(CAPTURE, "tok_b", 9_500_00, T0 + 1, currency="EUR"),
+        act(CAPTURE, "tok_b", 9_500_00, T0 + 2, currency="USD"),
+    ]
     assert feed(mixed)[0] == []
     at_threshold = [act(CAPTURE, "tok_c", 10_000_00, T0 + i) for i in range(5)]  # reported anyway: not structuring
     assert feed(at_threshold)[0] == []
@@ -86,17 +113,26 @@ def test_structuring_needs_the_captures_inside_one_window_and_one_currency() -> 
 
 
 def test_refunding_most_of_a_day_s_captured_volume_is_rapid_in_and_out() -> None:
-    acts = [act(CAPTURE, "m_1", 600_00, T0, subject_kind="merchant", pid="p1"),
-            act(CAPTURE, "m_1", 600_00, T0 + HOUR_MS, subject_kind="merchant", pid="p2"),
-            act(REFUND, "m_1", 600_00, T0 + 2 * HOUR_MS, subject_kind="merchant", pid="p1"),
-            act(REFUND, "m_1", 400_00, T0 + 3 * HOUR_MS, subject_kind="merchant", pid="p2")]
+    acts = [
+        act(CAPTURE, "m_1", 600_00, T0, subject_kind="merchant", pid="p1"),
+        act(CAPTURE, "m_1", 600_00, T0 + HOUR_MS, subject_kind="merchant", pid="p2"),
+        act(REFUND, "m_1", 600_00, T0 + 2 * HOUR_MS, subject_kind="merchant", pid="p1"),
+        act(REFUND, "m_1", 400_00, T0 + 3 * HOUR_MS, subject_kind="merchant", pid="p2"),
+    ]
     cases, _ = feed(acts)
     ((i, case),) = cases
     assert i == 3 and case.rule == "rapid_in_out" and case.merchant_id == "m_1"
     assert case.measures == {"captured_minor": 1_200_00, "captures": 2, "refunded_minor": 1_000_00, "refunds": 2}
-    assert [(e.payment_id, e.kind) for e in case.evidence] == [("p1", "capture"), ("p2", "capture"), ("p1", "refund"),
-                                                               ("p2", "refund")]
-    small = [act(CAPTURE, "m_2", 50_00, T0, subject_kind="merchant"), act(REFUND, "m_2", 50_00, T0 + 1, subject_kind="merchant")]
+    assert [(e.payment_id, e.kind) for e in case.evidence] == [
+        ("p1", "capture"),
+        ("p2", "capture"),
+        ("p1", "refund"),
+        ("p2", "refund"),
+    ]
+    small = [
+        act(CAPTURE, "m_2", 50_00, T0, subject_kind="merchant"),
+        act(REFUND, "m_2", 50_00, T0 + 1, subject_kind="merchant"),
+    ]
     assert feed(small)[0] == []  # under the minimum volume
 
 
@@ -110,7 +146,9 @@ def test_a_refund_ratio_over_half_with_five_refunds_is_refund_abuse_for_card_and
 
 
 def test_five_cards_from_one_device_in_a_day() -> None:
-    acts = [act("attempt", "dev_1", 10_00, T0 + i * HOUR_MS, subject_kind="device", card=f"tok_{i % 4}") for i in range(8)]
+    acts = [
+        act("attempt", "dev_1", 10_00, T0 + i * HOUR_MS, subject_kind="device", card=f"tok_{i % 4}") for i in range(8)
+    ]
     assert feed(acts)[0] == []  # four cards, used again and again
     acts.append(act("attempt", "dev_1", 10_00, T0 + 9 * HOUR_MS, subject_kind="device", card="tok_new"))
     cases, _ = feed(acts)
@@ -125,7 +163,9 @@ def test_a_case_consumes_its_window_and_late_activity_is_not_counted() -> None:
     acts += [act(CAPTURE, "tok_a", 9_500_00, T0 + 10 + i) for i in range(2)]
     cases, _ = feed(acts)
     assert len(cases) == 1  # the fourth and the two after it are not three new ones
-    too_late = [act(CAPTURE, "tok_b", 9_500_00, T0 + 3 * DAY_MS)] + [act(CAPTURE, "tok_b", 9_500_00, T0 + i) for i in range(3)]
+    too_late = [act(CAPTURE, "tok_b", 9_500_00, T0 + 3 * DAY_MS)] + [
+        act(CAPTURE, "tok_b", 9_500_00, T0 + i) for i in range(3)
+    ]
     assert feed(too_late)[0] == []
 
 
@@ -167,9 +207,14 @@ def test_decisions_move_a_case_and_closed_cases_take_none() -> None:
 
 def test_a_decision_record_names_who_what_why_and_when() -> None:
     d = mon.decision_record("case_1", "open", "escalate", " alice ", " structuring pattern, needs a senior ", AT)
-    assert d == {"decision_id": mon.decision_id("case_1", "escalate", "alice", AT), "case_id": "case_1",
-                 "decision": "escalate", "operator": "alice", "reason": "structuring pattern, needs a senior",
-                 "decided_at": AT}
+    assert d == {
+        "decision_id": mon.decision_id("case_1", "escalate", "alice", AT),
+        "case_id": "case_1",
+        "decision": "escalate",
+        "operator": "alice",
+        "reason": "structuring pattern, needs a senior",
+        "decided_at": AT,
+    }
     assert mon.decision_id("case_1", "escalate", "alice", AT + timedelta(milliseconds=1)) != d["decision_id"]
     with pytest.raises(MonitoringError, match="invalid_reason"):
         mon.decision_record("case_1", "open", "dismiss", "alice", "  ", AT)
@@ -191,10 +236,19 @@ def test_the_fold_applies_decisions_in_time_order_and_skips_a_raced_one() -> Non
 # --- properties ---
 
 SUBJECTS = [("card", "tok_a"), ("card", "tok_b"), ("merchant", "m_1"), ("device", "dev_1")]
-SMALL = Thresholds(structuring_payments=3, structuring_window_ms=10 * HOUR_MS, rapid_window_ms=6 * HOUR_MS,
-                   rapid_min_captured_minor=1_000, refund_window_ms=12 * HOUR_MS, refund_min_refunds=2,
-                   device_window_ms=6 * HOUR_MS, device_cards=3, evidence_max=4, currencies_max=2,
-                   reporting_threshold_minor={"USD": 10_000, "EUR": 10_000})
+SMALL = Thresholds(
+    structuring_payments=3,
+    structuring_window_ms=10 * HOUR_MS,
+    rapid_window_ms=6 * HOUR_MS,
+    rapid_min_captured_minor=1_000,
+    refund_window_ms=12 * HOUR_MS,
+    refund_min_refunds=2,
+    device_window_ms=6 * HOUR_MS,
+    device_cards=3,
+    evidence_max=4,
+    currencies_max=2,
+    reporting_threshold_minor={"USD": 10_000, "EUR": 10_000},
+)
 # Room for every currency drawn: a currency pushed out (currencies_max) is forgotten, not measured.
 ROOMY = replace(SMALL, currencies_max=3)
 
@@ -210,11 +264,30 @@ def activities(draw: st.DrawFn, ordered: bool) -> list[Activity]:
         currency = draw(st.sampled_from(["USD", "EUR", "GBP"]))
         amount = draw(st.one_of(st.integers(9_000, 9_999), st.integers(0, 20_000)))
         if kind == "device":
-            out.append(act("attempt", subject, amount, at, subject_kind=kind, pid=f"p{i}", currency=currency,
-                           card=draw(st.sampled_from(["tok_1", "tok_2", "tok_3", "tok_4"]))))
+            out.append(
+                act(
+                    "attempt",
+                    subject,
+                    amount,
+                    at,
+                    subject_kind=kind,
+                    pid=f"p{i}",
+                    currency=currency,
+                    card=draw(st.sampled_from(["tok_1", "tok_2", "tok_3", "tok_4"])),
+                )
+            )
         else:
-            out.append(act(draw(st.sampled_from([CAPTURE, REFUND])), subject, amount, at, subject_kind=kind, pid=f"p{i}",
-                           currency=currency))
+            out.append(
+                act(
+                    draw(st.sampled_from([CAPTURE, REFUND])),
+                    subject,
+                    amount,
+                    at,
+                    subject_kind=kind,
+                    pid=f"p{i}",
+                    currency=currency,
+                )
+            )
     return out
 
 
@@ -222,9 +295,13 @@ def holds(case: MonitoringCase, t: Thresholds) -> bool:
     m = case.measures
     if case.rule == mon.STRUCTURING:
         return m["payments"] >= t.structuring_payments and all(
-            t.near_threshold(e.currency, e.amount_minor) is not None and e.kind == CAPTURE for e in case.evidence)
+            t.near_threshold(e.currency, e.amount_minor) is not None and e.kind == CAPTURE for e in case.evidence
+        )
     if case.rule == mon.RAPID_IN_OUT:
-        return m["captured_minor"] >= t.rapid_min_captured_minor and m["refunded_minor"] * 10_000 >= m["captured_minor"] * t.rapid_refunded_bps
+        return (
+            m["captured_minor"] >= t.rapid_min_captured_minor
+            and m["refunded_minor"] * 10_000 >= m["captured_minor"] * t.rapid_refunded_bps
+        )
     if case.rule == mon.REFUND_ABUSE:
         return m["refunds"] >= t.refund_min_refunds and m["refunds"] * 10_000 >= m["captures"] * t.refund_ratio_bps
     return m["cards"] >= t.device_cards and len({e.card_token for e in case.evidence}) == m["cards"]
@@ -239,8 +316,11 @@ def check_common(acts: list[Activity], cases: list[tuple[int, MonitoringCase]], 
         assert case.rule in mon.SUBJECT_RULES[case.subject_kind]
         assert case.window_start_ms <= case.window_end_ms == case.opened_at_ms
         assert case.window_end_ms - case.window_start_ms < t.window_ms(case.rule) * (BUCKETS + 1) // BUCKETS
-        inputs = {(a.payment_id, a.kind, a.at_ms, a.amount_minor) for a in acts[:i + 1]
-                  if (a.subject_kind, a.subject_id) == (case.subject_kind, case.subject_id)}
+        inputs = {
+            (a.payment_id, a.kind, a.at_ms, a.amount_minor)
+            for a in acts[: i + 1]
+            if (a.subject_kind, a.subject_id) == (case.subject_kind, case.subject_id)
+        }
         for e in case.evidence:
             assert (e.payment_id, e.kind, e.at_ms, e.amount_minor) in inputs
             assert case.window_start_ms <= e.at_ms <= case.window_end_ms
@@ -252,7 +332,10 @@ def check_common(acts: list[Activity], cases: list[tuple[int, MonitoringCase]], 
         for rule, rs in state.rules.items():
             assert len(rs.buckets) <= t.currencies_max
             assert all(len(bs) <= BUCKETS + 1 for bs in rs.buckets.values())
-            bound = {mon.STRUCTURING: (t.structuring_payments - 1) * t.currencies_max, mon.MANY_CARDS: t.device_cards - 1}
+            bound = {
+                mon.STRUCTURING: (t.structuring_payments - 1) * t.currencies_max,
+                mon.MANY_CARDS: t.device_cards - 1,
+            }
             assert len(rs.items) <= bound.get(rule, t.evidence_max * t.currencies_max)
 
 
@@ -269,9 +352,13 @@ def test_in_event_time_order_a_case_measures_exactly_its_window(acts: list[Activ
     cases, states = feed(acts, ROOMY)
     check_common(acts, cases, states, ROOMY)
     for i, case in cases:
-        inside = [a for a in acts[:i + 1] if (a.subject_kind, a.subject_id) == (case.subject_kind, case.subject_id)
-                  and case.window_start_ms <= a.at_ms <= case.window_end_ms
-                  and (case.currency is None or a.currency == case.currency)]
+        inside = [
+            a
+            for a in acts[: i + 1]
+            if (a.subject_kind, a.subject_id) == (case.subject_kind, case.subject_id)
+            and case.window_start_ms <= a.at_ms <= case.window_end_ms
+            and (case.currency is None or a.currency == case.currency)
+        ]
         m = case.measures
         if case.rule == mon.STRUCTURING:
             near = [a for a in inside if a.kind == CAPTURE and SMALL.near_threshold(a.currency, a.amount_minor)]
@@ -281,7 +368,11 @@ def test_in_event_time_order_a_case_measures_exactly_its_window(acts: list[Activ
         else:
             caps, refs = [a for a in inside if a.kind == CAPTURE], [a for a in inside if a.kind == REFUND]
             assert (m["captured_minor"], m["captures"], m["refunded_minor"], m["refunds"]) == (
-                sum(a.amount_minor for a in caps), len(caps), sum(a.amount_minor for a in refs), len(refs))
+                sum(a.amount_minor for a in caps),
+                len(caps),
+                sum(a.amount_minor for a in refs),
+                len(refs),
+            )
 
 
 @settings(max_examples=60, deadline=None)
@@ -296,9 +387,20 @@ def test_in_order_every_structuring_pattern_opens_a_case(acts: list[Activity]) -
         if a.subject_kind != "card":
             continue
         start = max(a.at_ms - SMALL.structuring_window_ms + 1, cut.get(a.subject_id, -1) + 1)
-        near = [b for b in acts[:i + 1] if (b.subject_kind, b.subject_id) == ("card", a.subject_id) and b.kind == CAPTURE
-                and b.currency == a.currency and start <= b.at_ms and SMALL.near_threshold(b.currency, b.amount_minor)]
-        counted = a.kind == CAPTURE and SMALL.near_threshold(a.currency, a.amount_minor) and a.at_ms > cut.get(a.subject_id, -1)
+        near = [
+            b
+            for b in acts[: i + 1]
+            if (b.subject_kind, b.subject_id) == ("card", a.subject_id)
+            and b.kind == CAPTURE
+            and b.currency == a.currency
+            and start <= b.at_ms
+            and SMALL.near_threshold(b.currency, b.amount_minor)
+        ]
+        counted = (
+            a.kind == CAPTURE
+            and SMALL.near_threshold(a.currency, a.amount_minor)
+            and a.at_ms > cut.get(a.subject_id, -1)
+        )
         if counted and len(near) >= SMALL.structuring_payments:
             assert i in opened
             cut[a.subject_id] = a.at_ms

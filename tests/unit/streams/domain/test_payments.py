@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from connectors.providers.simulated import ProviderResult
 from schemas.codec import Codec
 from schemas.ids import derive_outcome_id
-from connectors.providers.simulated import ProviderResult
 from streams.domain.payments import MAX_FOLLOW_UPS, Decision, Payment, Policy, Saga, decide
 from tests.unit.streams.conftest import ScriptedProvider, saga_of
 
@@ -68,11 +68,19 @@ def test_automatic_create_is_captured(cmds) -> None:
     assert d.changed
     assert amounts(p) == ("captured", 10_000, 10_000, 0)
     assert (p.payment_id, p.merchant_id, p.currency, p.capture_method) == (
-        cmds.create()["payment_id"], "m_acme", "USD", "automatic")
+        cmds.create()["payment_id"],
+        "m_acme",
+        "USD",
+        "automatic",
+    )
     assert (p.card_bin, p.card_last4, p.version) == ("424242", "4242", 2)  # authorized, captured
     assert p.created_at_ms == int(cmds.t0.timestamp()) * 1000
     assert d.outcome["status"] == "succeeded"
-    assert (d.outcome["payment_status"], d.outcome["captured_minor"], d.outcome["card_last4"]) == ("captured", 10_000, "4242")
+    assert (d.outcome["payment_status"], d.outcome["captured_minor"], d.outcome["card_last4"]) == (
+        "captured",
+        10_000,
+        "4242",
+    )
     assert set(p.idempotency) == {"order-1"}
 
 
@@ -84,13 +92,23 @@ def test_manual_create_is_authorized(cmds) -> None:
 def test_decline_is_stored_under_the_key_and_replayed(cmds) -> None:
     provider = declining()
     d = apply(None, cmds.create(), saga=saga_of(provider))
-    assert (d.outcome["status"], d.outcome["reason_code"], d.outcome["payment_status"]) == ("rejected", "card_declined", "declined")
+    assert (d.outcome["status"], d.outcome["reason_code"], d.outcome["payment_status"]) == (
+        "rejected",
+        "card_declined",
+        "declined",
+    )
     assert d.changed  # a declined payment exists and its key is taken
     assert amounts(d.payment) == ("declined", 0, 0, 0)
     assert "order-1" in d.payment.idempotency
 
-    retry = apply(d.payment, cmds.create(command_id="cmd-retry", at=cmds.t0 + timedelta(minutes=1)), saga=saga_of(provider))
-    assert (retry.outcome["status"], retry.outcome["reason_code"], retry.outcome["payment_status"]) == ("replayed", "card_declined", "declined")
+    retry = apply(
+        d.payment, cmds.create(command_id="cmd-retry", at=cmds.t0 + timedelta(minutes=1)), saga=saga_of(provider)
+    )
+    assert (retry.outcome["status"], retry.outcome["reason_code"], retry.outcome["payment_status"]) == (
+        "replayed",
+        "card_declined",
+        "declined",
+    )
     assert not retry.changed and retry.payment is d.payment
     assert provider.calls("authorize") == 1  # the card is never charged again
 
@@ -119,7 +137,9 @@ def test_same_key_same_body_is_replayed(cmds) -> None:
     assert not retry.changed and retry.payment is first.payment
     assert retry.outcome["occurred_at"] == retry_cmd["occurred_at"]
     ids = {"outcome_id", "command_id", "status", "occurred_at"}
-    assert {k: v for k, v in retry.outcome.items() if k not in ids} == {k: v for k, v in first.outcome.items() if k not in ids}
+    assert {k: v for k, v in retry.outcome.items() if k not in ids} == {
+        k: v for k, v in first.outcome.items() if k not in ids
+    }
 
 
 def test_replay_returns_the_original_answer_after_the_payment_moved_on(cmds) -> None:
@@ -134,7 +154,9 @@ def test_replay_returns_the_original_answer_after_the_payment_moved_on(cmds) -> 
 def test_follow_up_retry_is_replayed_and_captures_once(cmds) -> None:
     p = ok(None, cmds.create(capture_method="manual"))
     p = ok(p, cmds.capture(p.payment_id, "cap-1", amount=4_000))
-    retry = apply(p, cmds.capture(p.payment_id, "cap-1", amount=4_000, command_id="cmd-retry", at=cmds.t0 + timedelta(seconds=5)))
+    retry = apply(
+        p, cmds.capture(p.payment_id, "cap-1", amount=4_000, command_id="cmd-retry", at=cmds.t0 + timedelta(seconds=5))
+    )
     assert retry.outcome["status"] == "replayed"
     assert retry.payment is p and p.captured_minor == 4_000
 
@@ -269,7 +291,12 @@ def test_expire_only_after_the_window(cmds) -> None:
 def test_expire_uses_the_policy_window(cmds) -> None:
     policy = Policy(auth_window=timedelta(hours=1))
     p = ok(None, cmds.create(capture_method="manual"))
-    refused(p, cmds.expire(p.payment_id, "exp-1", at=cmds.t0 + timedelta(minutes=59)), "authorization_window_open", policy=policy)
+    refused(
+        p,
+        cmds.expire(p.payment_id, "exp-1", at=cmds.t0 + timedelta(minutes=59)),
+        "authorization_window_open",
+        policy=policy,
+    )
     assert ok(p, cmds.expire(p.payment_id, "exp-1", at=cmds.t0 + timedelta(hours=1)), policy=policy).status == "expired"
 
 
@@ -327,8 +354,13 @@ def test_stored_state_decides_like_the_live_one(cmds) -> None:
 
 @pytest.mark.parametrize(
     "change",
-    [{"captured_minor": 10_001, "authorized_minor": 10_000}, {"refunded_minor": 1}, {"status": "paid"},
-     {"status": "voided"}, {"released_minor": 10_001}],
+    [
+        {"captured_minor": 10_001, "authorized_minor": 10_000},
+        {"refunded_minor": 1},
+        {"status": "paid"},
+        {"status": "voided"},
+        {"released_minor": 10_001},
+    ],
 )
 def test_impossible_states_cannot_be_built(cmds, change: dict[str, Any]) -> None:
     p = ok(None, cmds.create(capture_method="manual"))
@@ -349,7 +381,9 @@ def test_events_carry_what_moved(cmds) -> None:
     d = apply(None, cmds.create(amount=10_000))
     assert types(d) == ["authorized", "captured"]
     assert [(e["amount_minor"], e["version"], e["payment_status"]) for e in d.events] == [
-        (10_000, 1, "authorized"), (10_000, 2, "captured")]
+        (10_000, 1, "authorized"),
+        (10_000, 2, "captured"),
+    ]
     assert all(e["command_id"] == cmds.create()["command_id"] and e["card_token"] for e in d.events)
     p = d.payment
     d = apply(p, cmds.refund(p.payment_id, "ref-1", amount=300))
@@ -370,7 +404,11 @@ def test_fraud_decline_never_reaches_the_provider(cmds) -> None:
 
     provider = ScriptedProvider()
     d = apply(None, cmds.create(), saga=saga_of(provider, fraud=lambda c: FraudVerdict("decline", ("velocity",))))
-    assert (d.outcome["status"], d.outcome["reason_code"], d.payment.status) == ("rejected", "fraud_suspected", "declined")
+    assert (d.outcome["status"], d.outcome["reason_code"], d.payment.status) == (
+        "rejected",
+        "fraud_suspected",
+        "declined",
+    )
     assert provider.journal == {}
     assert types(d) == ["declined"] and d.payment.fraud_action == "decline"
 
@@ -395,7 +433,9 @@ def test_timeout_leaves_the_payment_pending_and_a_status_query_resolves_it(cmds)
 def test_an_unreachable_provider_is_queried_a_bounded_number_of_times(cmds) -> None:
     from streams.domain.payments import MAX_RESOLVE_ATTEMPTS
 
-    provider = ScriptedProvider(authorize_result=TIMEOUT, status_results=[ProviderResult("unknown", "provider_unreachable")])
+    provider = ScriptedProvider(
+        authorize_result=TIMEOUT, status_results=[ProviderResult("unknown", "provider_unreachable")]
+    )
     saga = saga_of(provider)
     d = apply(None, cmds.create(), saga=saga)
     p, queries = d.payment, list(d.commands)
@@ -404,7 +444,11 @@ def test_an_unreachable_provider_is_queried_a_bounded_number_of_times(cmds) -> N
         p = r.payment
         queries.extend(r.commands)
     assert provider.calls("status") == MAX_RESOLVE_ATTEMPTS
-    assert (r.outcome["reason_code"], p.status, p.resolve_attempts) == ("provider_unreachable", "pending", MAX_RESOLVE_ATTEMPTS)
+    assert (r.outcome["reason_code"], p.status, p.resolve_attempts) == (
+        "provider_unreachable",
+        "pending",
+        MAX_RESOLVE_ATTEMPTS,
+    )
     assert provider.calls("authorize") == 1
 
 
@@ -458,15 +502,23 @@ def test_dispute_opens_for_the_disputable_rest_with_a_fee(cmds) -> None:
     d = apply(p, cmds.dispute("dispute_open", p.payment_id, "d1", reason="fraudulent"))
     (e,) = d.events
     EVENTS.encode(e, check=True)
-    assert (e["type"], e["amount_minor"], e["fee_minor"], e["reason_code"]) == ("dispute_opened", 7_000, 1_500, "fraudulent")
+    assert (e["type"], e["amount_minor"], e["fee_minor"], e["reason_code"]) == (
+        "dispute_opened",
+        7_000,
+        1_500,
+        "fraudulent",
+    )
     assert (d.payment.dispute_minor, d.payment.status, d.payment.refunded_minor) == (7_000, "partially_refunded", 3_000)
     assert d.payment.dispute_due_ms == p.created_at_ms + 21 * 24 * 3600 * 1000
 
 
 def test_dispute_fee_comes_from_the_policy(cmds) -> None:
     p = captured(cmds)
-    d = apply(p, cmds.dispute("dispute_open", p.payment_id, "d1", amount=100, reason="general"),
-              policy=Policy(dispute_fee_minor=0))
+    d = apply(
+        p,
+        cmds.dispute("dispute_open", p.payment_id, "d1", amount=100, reason="general"),
+        policy=Policy(dispute_fee_minor=0),
+    )
     assert (d.events[0]["amount_minor"], d.events[0]["fee_minor"]) == (100, 0)
 
 
@@ -474,7 +526,11 @@ def test_dispute_rules(cmds) -> None:
     manual = ok(None, cmds.create("order-2", capture_method="manual"))
     refused(manual, cmds.dispute("dispute_open", manual.payment_id, "d1", reason="general"), "not_disputable")
     p = captured(cmds)
-    refused(p, cmds.dispute("dispute_open", p.payment_id, "d1", amount=10_001, reason="general"), "amount_exceeds_disputable")
+    refused(
+        p,
+        cmds.dispute("dispute_open", p.payment_id, "d1", amount=10_001, reason="general"),
+        "amount_exceeds_disputable",
+    )
     refused(p, cmds.dispute("dispute_close", p.payment_id, "c0", outcome="won"), "no_open_dispute")
     refused(p, cmds.dispute("dispute_evidence", p.payment_id, "e0", evidence="x"), "no_open_dispute")
     p = ok(p, cmds.dispute("dispute_open", p.payment_id, "d1", amount=4_000, reason="general"))
@@ -507,7 +563,9 @@ def test_a_won_dispute_gives_the_funds_back_and_can_be_refunded_later(cmds) -> N
     p = captured(cmds)
     p = ok(p, cmds.dispute("dispute_open", p.payment_id, "d1", reason="fraudulent"))
     d = apply(p, cmds.dispute("dispute_close", p.payment_id, "c1", outcome="won"))
-    assert [(e["type"], e["amount_minor"], e["reason_code"]) for e in d.events] == [("dispute_won", 10_000, "fraudulent")]
+    assert [(e["type"], e["amount_minor"], e["reason_code"]) for e in d.events] == [
+        ("dispute_won", 10_000, "fraudulent")
+    ]
     assert d.labels == ()  # won: no chargeback, no label
     assert (d.payment.dispute_minor, d.payment.dispute_lost_minor) == (0, 0)
     p = ok(d.payment, cmds.refund(p.payment_id, "r1"))
@@ -539,7 +597,11 @@ def test_a_lost_fraud_dispute_emits_a_fraud_label(cmds) -> None:
     (label,) = d.labels
     FRAUD_LABELS.encode(label, check=True)
     assert (label["payment_id"], label["card_token"], label["fraud"], label["source"]) == (
-        p.payment_id, p.card_token, True, "chargeback")
+        p.payment_id,
+        p.card_token,
+        True,
+        "chargeback",
+    )
     assert (label["amount_minor"], label["reason_code"], label["occurred_at"]) == (6_000, "fraudulent", at)
     assert label["tx_occurred_at"] == cmds.t0
     q = d.payment

@@ -23,12 +23,17 @@ _FEE = ProviderResult("approved", fee_minor=105)  # what the bank rail charges p
 
 def create(cmds: Commands, method: str, key: str = "order-1", **kw: Any) -> dict[str, Any]:
     """A create of `method` as ingest forwards it (no card for the non-card methods)."""
-    instrument = {"wallet": {"wallet": {"provider": "apple_pay", "token": "wtok_0a1b2c3d4e5f6a7b"}},
-                  "bank_transfer": {"bank_account": MANDATE}, "bnpl": {"bnpl_provider": "later"}}[method]
+    instrument = {
+        "wallet": {"wallet": {"provider": "apple_pay", "token": "wtok_0a1b2c3d4e5f6a7b"}},
+        "bank_transfer": {"bank_account": MANDATE},
+        "bnpl": {"bnpl_provider": "later"},
+    }[method]
     return cmds.create(key, **kw) | {"card": None, "method": method} | instrument
 
 
-def bank_notice(cmds: Commands, kind: str, pid: str, key: str, *, at_days: int, code: str | None = None) -> dict[str, Any]:
+def bank_notice(
+    cmds: Commands, kind: str, pid: str, key: str, *, at_days: int, code: str | None = None
+) -> dict[str, Any]:
     return cmds.follow_up(kind, pid, key, at=cmds.t0 + at_days * DAY) | {"return_code": code}
 
 
@@ -134,7 +139,10 @@ def test_a_wallet_payment_is_a_card_payment_without_a_card(cmds: Commands) -> No
 def test_bnpl_pays_upfront_and_refunds_through_the_provider_without_disputes(cmds: Commands) -> None:
     provider = ScriptedProvider(capture_result=ProviderResult("approved", fee_minor=629))
     p, events = events_of(None, create(cmds, "bnpl"), saga=saga_of(provider))
-    assert [(e["type"], e["fee_minor"], e["method"]) for e in events] == [("authorized", 0, "bnpl"), ("captured", 629, "bnpl")]
+    assert [(e["type"], e["fee_minor"], e["method"]) for e in events] == [
+        ("authorized", 0, "bnpl"),
+        ("captured", 629, "bnpl"),
+    ]
     p = ok(p, cmds.refund(p.payment_id, "r1"), saga=saga_of(provider))
     assert p.status == "refunded" and provider.calls("refund") == 1
     refused(p, cmds.dispute("dispute_open", p.payment_id, "d1", reason="fraudulent"), "not_disputable")

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from connectors.providers.simulated import Call, ProviderResult
 from schemas.codec import Codec
 from schemas.ids import derive_outcome_id, derive_payment_id
-from connectors.providers.simulated import Call, ProviderResult
 from streams.domain.payments import Decision, Payment, Policy, decide, expire_due
 from streams.domain.timers import Timer
 from tests.unit.streams.conftest import ScriptedProvider, saga_of
@@ -30,23 +30,30 @@ MERCHANTS = ("m_acme", "m_globex")
 CREATE_KEYS = ("order-1", "order-2", "order-3")
 FOLLOW_UP_KEYS = ("k1", "k2", "k3", "k4")
 DAY_MS = 24 * 3600 * 1000
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class Provider(ScriptedProvider):
     """Deterministic by amount: 1 is declined; 2,500 times out (a status query then
     finds it approved); a capture of 5,000 is refused; everything else approved."""
 
-    def authorize(self, key: str, card_bin: str, card_last4: str, amount_minor: int, currency: str,
-                  call: Call | None = None) -> ProviderResult:
+    def authorize(
+        self, key: str, card_bin: str, card_last4: str, amount_minor: int, currency: str, call: Call | None = None
+    ) -> ProviderResult:
         super().authorize(key, card_bin, card_last4, amount_minor, currency)
         if amount_minor == 1:
             return ProviderResult("declined", "card_declined")
         return ProviderResult("unknown", "provider_timeout") if amount_minor == 2_500 else ProviderResult("approved")
 
-    def capture(self, key: str, card_bin: str, card_last4: str, amount_minor: int, call: Call | None = None) -> ProviderResult:
+    def capture(
+        self, key: str, card_bin: str, card_last4: str, amount_minor: int, call: Call | None = None
+    ) -> ProviderResult:
         super().capture(key, card_bin, card_last4, amount_minor)
-        return ProviderResult("declined", "capture_refused") if amount_minor == 5_000 else ProviderResult("approved", fee_minor=3)
+        return (
+            ProviderResult("declined", "capture_refused")
+            if amount_minor == 5_000
+            else ProviderResult("approved", fee_minor=3)
+        )
 
 
 steps = st.lists(
@@ -85,18 +92,30 @@ def to_commands(cmds, drawn: list[dict[str, Any]]) -> list[dict[str, Any]]:  # t
         clock += timedelta(milliseconds=s["advance_ms"])
         common = {"at": clock, "command_id": f"cmd-{i}"}
         if s["kind"] == "create":
-            sent.append(cmds.create(s["create_key"], merchant=s["owner"], amount=s["amount"] or 10_000,
-                                    currency=s["currency"] or "USD", capture_method=s["capture_method"], **common))
+            sent.append(
+                cmds.create(
+                    s["create_key"],
+                    merchant=s["owner"],
+                    amount=s["amount"] or 10_000,
+                    currency=s["currency"] or "USD",
+                    capture_method=s["capture_method"],
+                    **common,
+                )
+            )
             created.append((s["owner"], sent[-1]["payment_id"]))
             continue
         # Mostly about an earlier create; otherwise a payment that may not exist.
         owner, pid = (
-            created[s["target"] % len(created)] if created and s["target"] < 90
+            created[s["target"] % len(created)]
+            if created and s["target"] < 90
             else (s["owner"], derive_payment_id(s["owner"], s["create_key"]))
         )
         sender = MERCHANTS[1 - MERCHANTS.index(owner)] if s["foreign"] else owner
-        sent.append(cmds.follow_up(s["kind"], pid, s["key"], merchant=sender, amount=s["amount"],
-                                   currency=s["currency"], **common))
+        sent.append(
+            cmds.follow_up(
+                s["kind"], pid, s["key"], merchant=sender, amount=s["amount"], currency=s["currency"], **common
+            )
+        )
     return sent
 
 
@@ -224,8 +243,12 @@ def check_transition(before: Payment | None, cmd: dict[str, Any], d: Decision) -
     if cmd["kind"] == "create":
         assert before is None
         assert (out["status"], after.status) in {
-            ("succeeded", "captured"), ("succeeded", "authorized"), ("succeeded", "pending"),
-            ("rejected", "declined"), ("rejected", "failed")}
+            ("succeeded", "captured"),
+            ("succeeded", "authorized"),
+            ("succeeded", "pending"),
+            ("rejected", "declined"),
+            ("rejected", "failed"),
+        }
         return
     assert out["status"] == "succeeded"
     assert len(after.idempotency) == len(before.idempotency) + 1
@@ -299,7 +322,9 @@ def test_money_is_always_integer_minor_units(cmds, drawn: list[dict[str, Any]]) 
         # Only an outcome's requested amount may be absent (a capture of "the rest").
         assert type(value) is int or (value is None and name == "amount_minor"), (name, value)
     for state in states:
-        assert all(type(state[k]) is int for k in ("amount_minor", "authorized_minor", "captured_minor", "refunded_minor"))
+        assert all(
+            type(state[k]) is int for k in ("amount_minor", "authorized_minor", "captured_minor", "refunded_minor")
+        )
 
 
 # --- disputes: the state machine's events keep the books ---
@@ -328,9 +353,16 @@ def test_disputes_keep_the_ledger_invariants(cmds, capture_method: str, drawn: l
         if kind in ("capture", "refund", "void"):
             cmd = cmds.follow_up(kind, p.payment_id, f"k{i}", amount=amount, at=at)
         else:
-            cmd = cmds.dispute(kind, p.payment_id, f"k{i}", amount=amount if kind == "dispute_open" else None,
-                               reason=reason if kind == "dispute_open" else None, evidence="e" if kind == "dispute_evidence" else None,
-                               outcome=outcome if kind == "dispute_close" else None, at=at)
+            cmd = cmds.dispute(
+                kind,
+                p.payment_id,
+                f"k{i}",
+                amount=amount if kind == "dispute_open" else None,
+                reason=reason if kind == "dispute_open" else None,
+                evidence="e" if kind == "dispute_evidence" else None,
+                outcome=outcome if kind == "dispute_close" else None,
+                at=at,
+            )
         d = decide(p, cmd, saga_of(Provider()), POLICY)
         if d.changed:
             if kind == "dispute_close" and outcome == "lost":
@@ -350,17 +382,29 @@ def test_disputes_keep_the_ledger_invariants(cmds, capture_method: str, drawn: l
     assert balances.get(("house:holds:0", "USD"), 0) == p.hold_minor
     fees = sum(e["fee_minor"] for e in events)
     assert -balances.get(("merchant:m_acme:pending", "USD"), 0) == (
-        p.captured_minor - p.refunded_minor - p.dispute_minor - p.dispute_lost_minor - fees)
-    assert len(labels) == len({e["event_id"] for e in events if e["type"] == "dispute_lost" and e["reason_code"] == "fraudulent"})
+        p.captured_minor - p.refunded_minor - p.dispute_minor - p.dispute_lost_minor - fees
+    )
+    assert len(labels) == len(
+        {e["event_id"] for e in events if e["type"] == "dispute_lost" and e["reason_code"] == "fraudulent"}
+    )
 
 
 _BASE = Payment("pay_p", "m_acme", "EUR", 10_000, "manual", "authorized", 10_000, 0, 0, "424242", "4242", 1, 1)
 
 
-@given(st.fixed_dictionaries({}, optional={
-    "captured_minor": st.integers(-1, 12_000), "refunded_minor": st.integers(-1, 12_000),
-    "status": st.sampled_from(["authorized", "captured", "voided", "nonsense"]), "version": st.integers(1, 9),
-    "released_minor": st.integers(0, 12_000), "dispute_evidence": st.lists(st.text(max_size=3), max_size=2).map(tuple)}))
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "captured_minor": st.integers(-1, 12_000),
+            "refunded_minor": st.integers(-1, 12_000),
+            "status": st.sampled_from(["authorized", "captured", "voided", "nonsense"]),
+            "version": st.integers(1, 9),
+            "released_minor": st.integers(0, 12_000),
+            "dispute_evidence": st.lists(st.text(max_size=3), max_size=2).map(tuple),
+        },
+    )
+)
 def test_evolve_is_replace_and_keeps_the_invariants(changes: dict[str, Any]) -> None:
     from dataclasses import replace
 
@@ -371,7 +415,7 @@ def test_evolve_is_replace_and_keeps_the_invariants(changes: dict[str, Any]) -> 
             _BASE.evolve(**changes)
         except AssertionError:
             return
-        raise AssertionError(f"evolve let {changes} through")
+        raise AssertionError(f"evolve let {changes} through") from None
     evolved = _BASE.evolve(**changes)
     assert evolved == expected and Payment.from_json(evolved.to_json()) == expected
 

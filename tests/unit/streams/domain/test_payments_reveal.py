@@ -39,8 +39,9 @@ class SeeingProvider(ScriptedProvider):
 
     numbers: list[str | None] = field(default_factory=list)
 
-    def authorize(self, key: str, card_bin: str, card_last4: str, amount_minor: int, currency: str,
-                  call: Call | None = None) -> ProviderResult:
+    def authorize(
+        self, key: str, card_bin: str, card_last4: str, amount_minor: int, currency: str, call: Call | None = None
+    ) -> ProviderResult:
         self.numbers.append(call.card_number if call else None)
         return super().authorize(key, card_bin, card_last4, amount_minor, currency, call)
 
@@ -61,8 +62,9 @@ def test_a_mit_charge_reveals_once_into_its_provider_call_only(cmds) -> None:
     create = cmds.create(metadata=MIT)
     d = decide(None, create, saga(vault, provider), Policy())
     assert (d.outcome["status"], d.payment.status) == ("succeeded", "captured")
-    assert vault.revealed == [(token, MERCHANT, create["payment_id"], REVEAL_MIT,
-                               int(create["occurred_at"].timestamp() * 1000))]
+    assert vault.revealed == [
+        (token, MERCHANT, create["payment_id"], REVEAL_MIT, int(create["occurred_at"].timestamp() * 1000))
+    ]
     assert provider.numbers == [PAN]
     assert d.payment.merchant_initiated
     assert PAN not in repr(d) and PAN.encode() not in d.payment.to_json()
@@ -75,7 +77,11 @@ def test_a_mit_charge_reveals_once_into_its_provider_call_only(cmds) -> None:
 def test_a_card_the_vault_cannot_give_is_declined_before_any_provider(cmds) -> None:
     vault, provider = FakeVault({}), SeeingProvider()
     d = decide(None, cmds.create(metadata=MIT), saga(vault, provider), Policy())
-    assert (d.outcome["status"], d.outcome["reason_code"], d.payment.status) == ("rejected", "card_unavailable", "declined")
+    assert (d.outcome["status"], d.outcome["reason_code"], d.payment.status) == (
+        "rejected",
+        "card_unavailable",
+        "declined",
+    )
     assert provider.numbers == []
 
 
@@ -101,7 +107,9 @@ def test_the_simulated_acquirers_decline_a_number_that_is_not_the_payments_card(
     assert number_mismatch(call, "424242", "4242") is None
     assert number_mismatch(Call("pay_1", "USD", 0), "555555", "4444") is None  # no number: by BIN and last 4
     wrong = Call("pay_1", "USD", 0, card_number="5555555555554444")
-    assert SimulatedProvider().authorize("k", "424242", "4242", 100, "USD", wrong) == ProviderResult("declined", "incorrect_number")
+    assert SimulatedProvider().authorize("k", "424242", "4242", 100, "USD", wrong) == ProviderResult(
+        "declined", "incorrect_number"
+    )
     rail = next(iter(build_rails(seed=1).values()))
     assert rail.authorize("k2", "424242", "4242", 100, "USD", wrong).reason == "incorrect_number"
     assert SimulatedProvider().authorize("k3", "424242", "4242", 100, "USD", call).status == "approved"

@@ -62,8 +62,9 @@ def check_no_double_charge(rails, payments, events, routed) -> None:
     processed = Counter(r.payment_id for r in records)
     soft = Counter(r.payment_id for r in records if r.result.reason in ROUTER.config.soft_retry.codes)
     # a second provider processes an authorization only after a soft decline at the first
-    assert all(n == 1 or (n == 2 and soft[pid] >= 1) for pid, n in processed.items()), \
+    assert all(n == 1 or (n == 2 and soft[pid] >= 1) for pid, n in processed.items()), (
         "an authorization reached two providers"
+    )
     auths = approved_auths(rails)
     assert max(auths.values(), default=0) <= 1, "authorized twice"
     authorized_events = Counter(e["payment_id"] for e in events if e["type"] == "authorized")
@@ -102,10 +103,12 @@ def test_primary_outage_mid_run_approvals_recover_through_failover_and_nothing_i
     assert trips and {t.provider for t in trips} == {"acq_north"}
     assert sum(r.failovers for r in routed) >= 1
     # captures happen where the authorization is, once each
-    captures = Counter(r.payment_id for rail in rails.values() for r in rail.records.values() if r.operation == "capture")
+    captures = Counter(
+        r.payment_id for rail in rails.values() for r in rail.records.values() if r.operation == "capture"
+    )
     assert set(captures.values()) == {1}
-    for pid, n in captures.items():
-        assert ("capture" in {r.operation for r in rails[payments[pid].provider].records.values() if r.payment_id == pid})
+    for pid in captures:
+        assert "capture" in {r.operation for r in rails[payments[pid].provider].records.values() if r.payment_id == pid}
 
 
 def test_timeout_then_late_success_is_one_charge_at_the_provider_that_timed_out():
@@ -119,9 +122,17 @@ def test_timeout_then_late_success_is_one_charge_at_the_provider_that_timed_out(
     assert p.status == "pending" and p.provider == "acq_north"
     assert [e["type"] for e in events] == ["authorization_pending"]
     # the same query once the partition has healed finds the delayed success
-    resolve = {**create, "kind": "resolve", "command_id": "resolve-late", "idempotency_key": "resolve-late",
-               "amount_minor": None, "currency": None, "capture_method": None, "card": None,
-               "occurred_at": T0 + timedelta(seconds=5)}
+    resolve = {
+        **create,
+        "kind": "resolve",
+        "command_id": "resolve-late",
+        "idempotency_key": "resolve-late",
+        "amount_minor": None,
+        "currency": None,
+        "capture_method": None,
+        "card": None,
+        "occurred_at": T0 + timedelta(seconds=5),
+    }
     p = p.__class__(**{**p.__dict__, "resolve_attempts": 0})  # ops reset the counter
     d = decide(p, resolve, saga_over(rails), POLICY, RoutingState())
     assert d.payment.status == "captured" and [e["type"] for e in d.events] == ["authorized", "captured"]
@@ -144,8 +155,9 @@ def test_decide_passes_the_routing_state_through_commands_that_do_not_route():
 
 
 WINDOW = st.tuples(st.sampled_from(("outage", "degraded", "partition")), st.integers(0, 60_000), st.integers(1, 40_000))
-CARDS = st.sampled_from([("424242", "4242")] * 6 + [("555555", "4444"), ("400000", "0002"), ("400000", "0119"),
-                                                    ("400000", "0341")])
+CARDS = st.sampled_from(
+    [("424242", "4242")] * 6 + [("555555", "4444"), ("400000", "0002"), ("400000", "0119"), ("400000", "0341")]
+)
 
 
 @settings(max_examples=40, deadline=None)
@@ -153,13 +165,16 @@ CARDS = st.sampled_from([("424242", "4242")] * 6 + [("555555", "4444"), ("400000
     seed=st.integers(0, 10_000),
     north=st.lists(WINDOW, max_size=3),
     south=st.lists(WINDOW, max_size=3),
-    payments=st.lists(st.tuples(CARDS, st.sampled_from((100, 9_999, 700_000)), st.integers(0, 900)),
-                      min_size=1, max_size=60),
+    payments=st.lists(
+        st.tuples(CARDS, st.sampled_from((100, 9_999, 700_000)), st.integers(0, 900)), min_size=1, max_size=60
+    ),
 )
 def test_no_payment_is_authorized_at_two_providers_and_no_timeout_is_failed_over(seed, north, south, payments):
     def windows(spec):
-        return tuple(Window(T0_MS + s, T0_MS + s + d, mode, error_per_mille=500, latency_factor=20)
-                     for mode, s, d in sorted(spec, key=lambda w: w[1]))
+        return tuple(
+            Window(T0_MS + s, T0_MS + s + d, mode, error_per_mille=500, latency_factor=20)
+            for mode, s, d in sorted(spec, key=lambda w: w[1])
+        )
 
     rails = build_rails(seed, schedules={"acq_north": windows(north), "acq_south": windows(south)})
     at, creates = T0, []
@@ -179,8 +194,12 @@ def test_a_soft_decline_is_retried_at_another_acquirer_and_the_events_show_the_a
     for i in range(2_000):  # a payment whose authorization acq_north answers do_not_honor
         create = CMDS.create(f"order-soft-{i}", at=T0)
         key, soft_key = authorization_keys(create["payment_id"])
-        if finder["acq_north"].authorize(key, "424242", "4242", create["amount_minor"], "USD",
-                                         Call(create["payment_id"], "USD", T0_MS)).reason == "do_not_honor":
+        if (
+            finder["acq_north"]
+            .authorize(key, "424242", "4242", create["amount_minor"], "USD", Call(create["payment_id"], "USD", T0_MS))
+            .reason
+            == "do_not_honor"
+        ):
             break
     rails = build_rails(4)
     payments, events, routed, _ = run(rails, [create])
@@ -189,7 +208,8 @@ def test_a_soft_decline_is_retried_at_another_acquirer_and_the_events_show_the_a
     authorized = next(e for e in events if e["type"] == "authorized")
     assert authorized["attempts"] == [
         {"provider": "acq_north", "status": "declined", "reason_code": "do_not_honor", "retryable": False},
-        {"provider": "acq_south", "status": "approved", "reason_code": None, "retryable": False}]
+        {"provider": "acq_south", "status": "approved", "reason_code": None, "retryable": False},
+    ]
     assert "attempts" not in next(e for e in events if e["type"] == "captured")  # only the deciding event
     # the capture went where the authorization is, under the soft retry's payment
     assert any(r.operation == "capture" for r in rails["acq_south"].records.values())

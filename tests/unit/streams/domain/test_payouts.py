@@ -53,22 +53,30 @@ def test_a_payout_is_sent_the_next_day_and_answered_by_the_bank_later() -> None:
     assert {e.occurred_at_ms for e in run.entries} == {SENT_AT}
     assert run.count("sent") == 2
 
-    later = run_payouts(payouts, {e.entry_id: e for e in run.entries}, as_of_ms=SENT_AT + 10 * DAY_MS, bank=CLOSED,
-                        shards=SHARDS)
+    later = run_payouts(
+        payouts, {e.entry_id: e for e in run.entries}, as_of_ms=SENT_AT + 10 * DAY_MS, bank=CLOSED, shards=SHARDS
+    )
     by_merchant = {e.merchant_id: e for e in later.entries}
     assert (by_merchant["m_ok"].event_type, by_merchant["m_ok"].occurred_at_ms) == (PAYOUT_PAID, SENT_AT + DAY_MS)
     failed = by_merchant["m_closed"]
     assert (failed.event_type, failed.occurred_at_ms) == (REVERSAL, SENT_AT + 3 * DAY_MS)
     assert {s.merchant_id: (s.status, s.failure_reason) for s in later.statuses} == {
-        "m_ok": ("paid", ""), "m_closed": ("failed", "account_closed")}
+        "m_ok": ("paid", ""),
+        "m_closed": ("failed", "account_closed"),
+    }
     assert check([*settlements, *run.entries, *later.entries]) == []
 
 
 def test_a_rerun_posts_nothing_new() -> None:
     payouts = [payout_of_settlement(settled("m_ok", 5_000))]
     first = run_payouts(payouts, {}, as_of_ms=SENT_AT + 10 * DAY_MS, bank=CLOSED, shards=SHARDS)
-    again = run_payouts(payouts + payouts, {e.entry_id: e for e in first.entries},
-                        as_of_ms=SENT_AT + 10 * DAY_MS, bank=CLOSED, shards=SHARDS)
+    again = run_payouts(
+        payouts + payouts,
+        {e.entry_id: e for e in first.entries},
+        as_of_ms=SENT_AT + 10 * DAY_MS,
+        bank=CLOSED,
+        shards=SHARDS,
+    )
     assert len(first.entries) == 2 and again.entries == () and again.statuses == first.statuses
 
 
@@ -77,8 +85,11 @@ def test_the_bank_is_deterministic_by_seed_and_payout() -> None:
     answers = [bank.answer(f"po_{i}", "m", 0) for i in range(200)]
     assert answers == [BankRail(seed=7, fail_per_mille=500).answer(f"po_{i}", "m", 0) for i in range(200)]
     assert 60 < sum(a.status == "failed" for a in answers) < 140
-    assert {a.reason for a in answers if a.status == "failed"} <= {"account_closed", "invalid_account",
-                                                                    "beneficiary_bank_rejected"}
+    assert {a.reason for a in answers if a.status == "failed"} <= {
+        "account_closed",
+        "invalid_account",
+        "beneficiary_bank_rejected",
+    }
     assert answers != [BankRail(seed=8, fail_per_mille=500).answer(f"po_{i}", "m", 0) for i in range(200)]
 
 
@@ -107,19 +118,34 @@ def test_the_audit_names_a_payout_paid_twice_answered_both_ways_or_left_unanswer
 def test_the_audit_names_a_send_its_settlement_does_not_instruct() -> None:
     s = settled("m_ok", 5_000)
     sent = sent_entry(payout_of_settlement(s), shard=s.shard)
-    more = replace(sent, lines=(Line(merchant_account("m_ok", "available"), "USD", debit_minor=5_001),
-                                replace(sent.lines[1], credit_minor=5_001)))
+    more = replace(
+        sent,
+        lines=(
+            Line(merchant_account("m_ok", "available"), "USD", debit_minor=5_001),
+            replace(sent.lines[1], credit_minor=5_001),
+        ),
+    )
     assert check([s, more]) == [("payout_mismatch", sent.entry_id)]
     assert check([sent]) == [("payout_mismatch", sent.entry_id)]  # no settlement at all
-    assert check([s, paid_entry(sent, SENT_AT + 1)]) == [("payout_answer_without_send", paid_entry(sent, SENT_AT + 1).entry_id)]
+    assert check([s, paid_entry(sent, SENT_AT + 1)]) == [
+        ("payout_answer_without_send", paid_entry(sent, SENT_AT + 1).entry_id)
+    ]
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["m_a", "m_b", "m_closed", "m_d"]), st.integers(1, 10**9),
-                          st.integers(0, 5)), min_size=1, max_size=12),
-       st.integers(0, 1000), st.integers(0, 12), st.integers(0, 2**32))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["m_a", "m_b", "m_closed", "m_d"]), st.integers(1, 10**9), st.integers(0, 5)),
+        min_size=1,
+        max_size=12,
+    ),
+    st.integers(0, 1000),
+    st.integers(0, 12),
+    st.integers(0, 2**32),
+)
 def test_payouts_keep_the_books_and_a_failed_payout_restores_the_balance_exactly(
-        days: list[tuple[str, int, int]], fail_per_mille: int, as_of_days: int, seed: int) -> None:
+    days: list[tuple[str, int, int]], fail_per_mille: int, as_of_days: int, seed: int
+) -> None:
     bank = BankRail(seed=seed, fail_per_mille=fail_per_mille, closed_accounts=frozenset({"m_closed"}))
     settlements = {}
     for merchant, amount, d in days:  # one settlement per merchant and day

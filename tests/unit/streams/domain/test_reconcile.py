@@ -92,12 +92,24 @@ def test_a_bank_transfer_reconciles_as_its_submission_then_its_return() -> None:
     at_ms = to_ms(DAY0) + 3_600_000
     result = rail.capture("prv_submit", "", "", 10_000, Call("pay_b", "USD", at_ms))
     base = {"provider": "bank_ach", "provider_ref": "prv_submit", "payment_id": "pay_b", "currency": "USD"}
-    events = [base | {"type": "bank_submitted", "amount_minor": 10_000, "fee_minor": result.fee_minor,
-                      "occurred_at": from_ms(at_ms)},
-              base | {"type": "bank_settled", "amount_minor": 10_000, "fee_minor": 0, "occurred_at": from_ms(at_ms + 2 * DAY_MS)},
-              base | {"type": "bank_reversed", "amount_minor": 10_000, "fee_minor": 0, "occurred_at": from_ms(at_ms + 4 * DAY_MS)}]
+    events = [
+        base
+        | {
+            "type": "bank_submitted",
+            "amount_minor": 10_000,
+            "fee_minor": result.fee_minor,
+            "occurred_at": from_ms(at_ms),
+        },
+        base
+        | {"type": "bank_settled", "amount_minor": 10_000, "fee_minor": 0, "occurred_at": from_ms(at_ms + 2 * DAY_MS)},
+        base
+        | {"type": "bank_reversed", "amount_minor": 10_000, "fee_minor": 0, "occurred_at": from_ms(at_ms + 4 * DAY_MS)},
+    ]
     books = ledger_side(events)
-    assert [(t.kind, t.amount_minor) for t in books] == [("capture", 10_000), ("return", -10_000)]  # settling moves no provider money
+    assert [(t.kind, t.amount_minor) for t in books] == [
+        ("capture", 10_000),
+        ("return", -10_000),
+    ]  # settling moves no provider money
     for days in (2, 4):
         day = D + timedelta(days=days)
         report = [from_settlement_row(r) for r in rail.settlement_report(day)]

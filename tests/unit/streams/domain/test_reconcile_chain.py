@@ -8,24 +8,40 @@ from typing import Any
 from connectors.providers.chain import SimChain
 from schemas.times import to_ms
 from streams.domain.ledger import entry_to_record, post
-from streams.metrics import SETTLEMENT_DISCREPANCIES
-from streams.jobs.sink import count_discrepancies
 from streams.domain.reconcile import chain_custody, day_end_ms, ledger_custody, reconcile_custody
+from streams.jobs.sink import count_discrepancies
+from streams.metrics import SETTLEMENT_DISCREPANCIES
 from tests.unit.streams.conftest import Commands
 from tests.unit.streams.domain.test_crypto import POLICY, create, run, usdc
 
 # Every payer behaviour and reorgs (some dropped), so custody moves every way.
-CHAIN = SimChain(usdc(split_per_mille=200, under_per_mille=200, over_per_mille=200, late_per_mille=150,
-                      never_per_mille=50, reorg_per_mille=400, drop_per_mille=300, payer_delay_blocks=4,
-                      block_interval_ms=5_000), seed=5)  # blocks between the looks (every 12 s)
+CHAIN = SimChain(
+    usdc(
+        split_per_mille=200,
+        under_per_mille=200,
+        over_per_mille=200,
+        late_per_mille=150,
+        never_per_mille=50,
+        reorg_per_mille=400,
+        drop_per_mille=300,
+        payer_delay_blocks=4,
+        block_interval_ms=5_000,
+    ),
+    seed=5,
+)  # blocks between the looks (every 12 s)
 
 
 def traffic(cmds: Commands) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Eight crypto payments (some refunded by the merchant), their events and their journal entries."""
     events: list[dict[str, Any]] = []
     for i in range(8):
-        _, evs = run(CHAIN, cmds, create(cmds, amount=1_000 + 997 * i, key=f"order-{i}"), polls=400,
-                     refund_at_poll=40 if i % 2 == 0 else None)
+        _, evs = run(
+            CHAIN,
+            cmds,
+            create(cmds, amount=1_000 + 997 * i, key=f"order-{i}"),
+            polls=400,
+            refund_at_poll=40 if i % 2 == 0 else None,
+        )
         events += evs
     entries = [entry_to_record(x) for x in (post(e, shard=i % 3) for i, e in enumerate(events)) if x is not None]
     return events, entries
@@ -52,8 +68,10 @@ def test_a_receipt_missing_from_the_ledger_is_a_custody_mismatch_and_counted(cmd
     cutoff = day_end_ms(day)
     dropped = next(i for i, x in enumerate(entries) if x["event_type"] == "crypto_received")
     amount = next(line["debit_minor"] for line in entries[dropped]["lines"] if line["debit_minor"])
-    ledger = ledger_custody(entries[:dropped] + entries[dropped + 1:], cutoff)
-    result = reconcile_custody(day, chain_custody(events, {"USDC": CHAIN}, POLICY, cutoff), ledger, {"USDC": "sim_usdc"})
+    ledger = ledger_custody(entries[:dropped] + entries[dropped + 1 :], cutoff)
+    result = reconcile_custody(
+        day, chain_custody(events, {"USDC": CHAIN}, POLICY, cutoff), ledger, {"USDC": "sim_usdc"}
+    )
     (item,) = result.items
     assert item.status == "custody_mismatch" and item.report_amount_minor - item.ledger_amount_minor == amount
     assert result.counts["custody_mismatch"] == result.discrepancies == 1

@@ -58,7 +58,9 @@ def test_a_listed_name_matches_itself_under_any_order_case_and_accents(name: str
 def test_a_name_sharing_no_letter_with_an_entry_is_a_clear_miss_of_it(data: st.DataObject, entry: Entry) -> None:
     used = set("".join(normalise(n) for n in (entry.name, *entry.aliases)))
     unused = sorted(set("abcdefghijklmnopqrstuvwxyz") - used)
-    words = data.draw(st.lists(st.text(alphabet=st.sampled_from(unused), min_size=2, max_size=12), min_size=1, max_size=4))
+    words = data.draw(
+        st.lists(st.text(alphabet=st.sampled_from(unused), min_size=2, max_size=12), min_size=1, max_size=4)
+    )
     assert SanctionsList([entry]).screen(" ".join(words)) is None
 
 
@@ -71,14 +73,36 @@ def test_the_score_is_symmetric_and_the_threshold_is_a_floor(name: str, threshol
     assert hit is not None and hit.score >= threshold
 
 
-@pytest.mark.parametrize("payer", ["Ivan Petrovitch Drakonov", "drakonov ivan petrovich", "Jose Ramon Quinonero Bastidas",
-                                   "Nordhavn Maritime Holding", "Stephan Vukasin", "KORVAT, sigmund", "Crimson Latice"])
+@pytest.mark.parametrize(
+    "payer",
+    [
+        "Ivan Petrovitch Drakonov",
+        "drakonov ivan petrovich",
+        "Jose Ramon Quinonero Bastidas",
+        "Nordhavn Maritime Holding",
+        "Stephan Vukasin",
+        "KORVAT, sigmund",
+        "Crimson Latice",
+    ],
+)
 def test_transliterations_and_typos_hit(payer: str) -> None:
     assert SHIPPED.screen(payer) is not None
 
 
-@pytest.mark.parametrize("payer", ["Maria Garcia", "John Smith", "Li Wei", "Ivan Petrov", "Oskar Handel", "Jose Rodriguez",
-                                   "Silent Night Bakery", "Nordic Maritime Services", "Crimson Tide Logistics"])
+@pytest.mark.parametrize(
+    "payer",
+    [
+        "Maria Garcia",
+        "John Smith",
+        "Li Wei",
+        "Ivan Petrov",
+        "Oskar Handel",
+        "Jose Rodriguez",
+        "Silent Night Bakery",
+        "Nordic Maritime Services",
+        "Crimson Tide Logistics",
+    ],
+)
 def test_common_and_near_but_different_names_miss(payer: str) -> None:
     assert SHIPPED.screen(payer) is None
 
@@ -120,14 +144,17 @@ def test_list_updates_publish_changes_and_tombstones() -> None:
     assert list_updates({e.uid: e for e in target.entries()}, target) == []
 
 
-@pytest.mark.parametrize("record, why", [
-    ({"uid": "bad uid", "kind": "entity", "name": "X Co", "programs": ["P"]}, "uid"),
-    ({"uid": "A-1", "kind": "ship", "name": "X", "programs": ["P"]}, "kind"),
-    ({"uid": "A-1", "kind": "entity", "name": "!!", "programs": ["P"]}, "letter"),
-    ({"uid": "A-1", "kind": "entity", "name": "X", "programs": []}, "program"),
-    ({"uid": "A-1", "kind": "entity", "name": "X", "programs": ["P"], "country": "xx"}, "country"),
-    ({"kind": "entity"}, "not a sanctions entry"),
-])
+@pytest.mark.parametrize(
+    "record, why",
+    [
+        ({"uid": "bad uid", "kind": "entity", "name": "X Co", "programs": ["P"]}, "uid"),
+        ({"uid": "A-1", "kind": "ship", "name": "X", "programs": ["P"]}, "kind"),
+        ({"uid": "A-1", "kind": "entity", "name": "!!", "programs": ["P"]}, "letter"),
+        ({"uid": "A-1", "kind": "entity", "name": "X", "programs": []}, "program"),
+        ({"uid": "A-1", "kind": "entity", "name": "X", "programs": ["P"], "country": "xx"}, "country"),
+        ({"kind": "entity"}, "not a sanctions entry"),
+    ],
+)
 def test_bad_entries_are_refused_with_a_reason(record: dict, why: str) -> None:
     with pytest.raises(SanctionsError, match=why):
         Entry.from_record(record)
@@ -137,7 +164,8 @@ def test_bad_list_files_are_refused() -> None:
     with pytest.raises(SanctionsError, match="format"):
         parse_list('format = 2\nversion = "x"\n')
     with pytest.raises(SanctionsError, match="unique"):
-        parse_list('format = 1\nversion = "x"\n' + '[[entry]]\nuid="A"\nkind="entity"\nname="A B"\nprograms=["P"]\n' * 2)
+        parse_list(
+            'format = 1\nversion = "x"\n' + '[[entry]]\nuid="A"\nkind="entity"\nname="A B"\nprograms=["P"]\n' * 2
+        )
     with pytest.raises(SanctionsError, match="TOML"):
         parse_list("format = ")
-

@@ -12,11 +12,11 @@ import pytest
 from models.scoring import Scorer
 from models.train import SHIPPED_ARTIFACT
 from schemas.codec import Codec
-from streams.stages import idempotency as ks
-from streams.stages import risk as rs
 from streams.domain.payments import Policy, decide
 from streams.domain.sanctions import load_list
 from streams.domain.screening import is_held, keep_hold, screen_create
+from streams.stages import idempotency as ks
+from streams.stages import risk as rs
 from tests.unit.streams.conftest import ScriptedProvider, saga_of
 from tests.unit.streams.stages.test_risk_stage import Table, create
 
@@ -24,19 +24,28 @@ LIST = load_list()
 REVIEW = Codec("FraudReview")
 VALIDATED = Codec("ValidatedCommand")
 RETENTION = timedelta(hours=24)
-FRAUD_FIELDS = {"fraud_action": None, "fraud_score_ppm": None, "fraud_reasons": [], "fraud_model": None,
-                "fraud_fallback": False}
+FRAUD_FIELDS = {
+    "fraud_action": None,
+    "fraud_score_ppm": None,
+    "fraud_reasons": [],
+    "fraud_model": None,
+    "fraud_fallback": False,
+}
 
 
 def bank_create(n: int, **meta: str) -> dict[str, Any]:
     cmd = create(n, metadata=meta) | FRAUD_FIELDS
-    return cmd | {"card": None, "method": "bank_transfer",
-                  "bank_account": {"scheme": "ach", "mandate_id": "md_1", "account_last4": "6789"}}
+    return cmd | {
+        "card": None,
+        "method": "bank_transfer",
+        "bank_account": {"scheme": "ach", "mandate_id": "md_1", "account_last4": "6789"},
+    }
 
 
 def keys_send(cmd: dict[str, Any], table: Table, route: timedelta | None = timedelta(days=180)) -> ks.KeyEffects:
-    effects = ks.handle(cmd, 3, int(cmd["occurred_at"].timestamp() * 1000), table.get, RETENTION, route_retention=route,
-                        sanctions=LIST)
+    effects = ks.handle(
+        cmd, 3, int(cmd["occurred_at"].timestamp() * 1000), table.get, RETENTION, route_retention=route, sanctions=LIST
+    )
     table.apply(effects.writes)
     return effects
 
@@ -50,9 +59,16 @@ def test_a_payer_on_the_list_holds_the_create_with_the_match_shown() -> None:
     VALIDATED.encode(out, check=True)
     assert review is not None and review["payment_id"] == cmd["payment_id"] and review["card_token"] == ""
     assert review["sanctions"] | {"programs": None} == {
-        "uid": "PS-0002", "entry_name": "José Ramón Quiñonero Bastidas", "matched_name": "José Ramón Quiñonero Bastidas",
-        "score": 100, "threshold": 88, "programs": None, "screened_field": "payer_name",
-        "screened_name": "QUINONERO BASTIDAS, Jose Ramon", "list_version": LIST.version}
+        "uid": "PS-0002",
+        "entry_name": "José Ramón Quiñonero Bastidas",
+        "matched_name": "José Ramón Quiñonero Bastidas",
+        "score": 100,
+        "threshold": 88,
+        "programs": None,
+        "screened_field": "payer_name",
+        "screened_name": "QUINONERO BASTIDAS, Jose Ramon",
+        "list_version": LIST.version,
+    }
     assert REVIEW.decode(REVIEW.encode(review, check=True)) == review
 
 

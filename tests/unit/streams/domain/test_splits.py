@@ -41,8 +41,7 @@ def test_largest_remainder_gives_the_units_left_to_the_largest_remainders_then_t
     assert largest_remainder(0, [5, 0]) == (0, 0)
 
 
-@given(st.lists(st.integers(0, 10**12), min_size=1, max_size=MAX_SPLITS + 1).filter(lambda w: sum(w) > 0),
-       st.data())
+@given(st.lists(st.integers(0, 10**12), min_size=1, max_size=MAX_SPLITS + 1).filter(lambda w: sum(w) > 0), st.data())
 def test_largest_remainder_sums_exactly_and_never_exceeds_a_weight(weights: list[int], data: st.DataObject) -> None:
     amount = data.draw(st.integers(0, sum(weights)))
     parts = largest_remainder(amount, weights)
@@ -61,16 +60,19 @@ def test_checked_splits_puts_the_platform_last() -> None:
     assert checked_splits(None, None, merchant_id=PLATFORM, amount_minor=1_000) == ()
 
 
-@pytest.mark.parametrize("splits, fee, reason", [
-    (splits_of(("m_a", 700)), 200, "splits_mismatch"),
-    (splits_of(("m_a", 0), ("m_b", 1_000)), None, "invalid_splits"),
-    (splits_of(("m_a", 500), ("m_a", 500)), None, "invalid_splits"),
-    (splits_of((PLATFORM, 1_000)), None, "invalid_splits"),
-    (splits_of(("m_a", 1_001)), -1, "invalid_splits"),
-    (splits_of(*((f"m_{i}", 1) for i in range(MAX_SPLITS + 1))), 1_000 - MAX_SPLITS - 1, "too_many_splits"),
-    (None, 10, "invalid_splits"),
-    (splits_of(("x" * 65, 1_000)), None, "invalid_splits"),
-])
+@pytest.mark.parametrize(
+    "splits, fee, reason",
+    [
+        (splits_of(("m_a", 700)), 200, "splits_mismatch"),
+        (splits_of(("m_a", 0), ("m_b", 1_000)), None, "invalid_splits"),
+        (splits_of(("m_a", 500), ("m_a", 500)), None, "invalid_splits"),
+        (splits_of((PLATFORM, 1_000)), None, "invalid_splits"),
+        (splits_of(("m_a", 1_001)), -1, "invalid_splits"),
+        (splits_of(*((f"m_{i}", 1) for i in range(MAX_SPLITS + 1))), 1_000 - MAX_SPLITS - 1, "too_many_splits"),
+        (None, 10, "invalid_splits"),
+        (splits_of(("x" * 65, 1_000)), None, "invalid_splits"),
+    ],
+)
 def test_checked_splits_refuses(splits: Any, fee: Any, reason: str) -> None:
     with pytest.raises(SplitError) as e:
         checked_splits(splits, fee, merchant_id=PLATFORM, amount_minor=1_000)
@@ -83,7 +85,9 @@ def test_checked_splits_refuses(splits: Any, fee: Any, reason: str) -> None:
 def create(splits: list[tuple[str, int]], fee: int, *, key: str = "order-1") -> dict[str, Any]:
     amount = sum(a for _, a in splits) + fee
     return CMDS.create(key, amount=amount, capture_method="manual") | {
-        "splits": splits_of(*splits), "platform_fee_minor": fee}
+        "splits": splits_of(*splits),
+        "platform_fee_minor": fee,
+    }
 
 
 def run(payment: Payment | None, cmd: dict[str, Any]) -> tuple[Payment, list[dict[str, Any]]]:
@@ -104,7 +108,11 @@ def test_a_capture_credits_each_account_and_the_platform_in_one_balanced_entry()
     assert (captured["splits"], captured["platform_fee_minor"]) == (splits_of(("m_a", 6_000), ("m_b", 3_000)), 1_000)
     entry = post(captured, shard=0)
     credits = {x.account: x.credit_minor for x in entry.lines if x.credit_minor and "pending" in x.account}
-    assert credits == {"merchant:m_a:pending": 6_000, "merchant:m_b:pending": 3_000, f"merchant:{PLATFORM}:pending": 1_000}
+    assert credits == {
+        "merchant:m_a:pending": 6_000,
+        "merchant:m_b:pending": 3_000,
+        f"merchant:{PLATFORM}:pending": 1_000,
+    }
     assert Line("house:clearing:0", "USD", debit_minor=10_000) in entry.lines
     assert not totals_by_currency(apply({}, entry))
 
@@ -138,24 +146,29 @@ def test_the_payment_state_round_trips_with_its_shares() -> None:
     assert p.splits == (Share("m_a", 600, captured_minor=300), Share(PLATFORM, 400, captured_minor=200))
 
 
-ops = st.lists(st.tuples(st.sampled_from(["capture", "refund", "dispute_open", "won", "lost"]), st.integers(1, 10**6)),
-               max_size=12)
+ops = st.lists(
+    st.tuples(st.sampled_from(["capture", "refund", "dispute_open", "won", "lost"]), st.integers(1, 10**6)), max_size=12
+)
 
 
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.integers(1, 10**6), min_size=1, max_size=MAX_SPLITS), st.integers(0, 10**5), ops)
 def test_split_payments_keep_the_books_and_never_take_more_than_an_account_got(
-        parts: list[int], fee: int, operations: list[tuple[str, int]]) -> None:
+    parts: list[int], fee: int, operations: list[tuple[str, int]]
+) -> None:
     accounts = [f"m_s{i}" for i in range(len(parts))]
     p, events = run(None, create(list(zip(accounts, parts)), fee))
     for i, (op, amount) in enumerate(operations):
         key, at = f"op-{i}", CMDS.t0 + timedelta(minutes=i + 1)
-        cmd = {"capture": lambda: CMDS.capture(p.payment_id, key, amount=amount, at=at),
-               "refund": lambda: CMDS.refund(p.payment_id, key, amount=amount, at=at),
-               "dispute_open": lambda: CMDS.dispute("dispute_open", p.payment_id, key, reason="fraudulent",
-                                                    amount=amount, at=at),
-               "won": lambda: CMDS.dispute("dispute_close", p.payment_id, key, outcome="won", at=at),
-               "lost": lambda: CMDS.dispute("dispute_close", p.payment_id, key, outcome="lost", at=at)}[op]()
+        cmd = {
+            "capture": lambda: CMDS.capture(p.payment_id, key, amount=amount, at=at),
+            "refund": lambda: CMDS.refund(p.payment_id, key, amount=amount, at=at),
+            "dispute_open": lambda: CMDS.dispute(
+                "dispute_open", p.payment_id, key, reason="fraudulent", amount=amount, at=at
+            ),
+            "won": lambda: CMDS.dispute("dispute_close", p.payment_id, key, outcome="won", at=at),
+            "lost": lambda: CMDS.dispute("dispute_close", p.payment_id, key, outcome="lost", at=at),
+        }[op]()
         d = decide(p, cmd, saga_of(), POLICY)
         if d.changed:
             p, events = d.payment, events + list(d.events)
@@ -170,7 +183,9 @@ def test_split_payments_keep_the_books_and_never_take_more_than_an_account_got(
     assert not totals_by_currency(balances)
     fees = sum(e["fee_minor"] for e in events)
     for share in p.splits:  # every account holds exactly what it was given and not taken back
-        assert share.refunded_minor + share.disputed_minor + share.lost_minor <= share.captured_minor <= share.share_minor
+        assert (
+            share.refunded_minor + share.disputed_minor + share.lost_minor <= share.captured_minor <= share.share_minor
+        )
         held = share.captured_minor - share.refunded_minor - share.disputed_minor - share.lost_minor
         assert pending(balances, share.merchant_id) == held - (fees if share.merchant_id == PLATFORM else 0)
     assert sum(s.captured_minor for s in p.splits) == p.captured_minor

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import calendar
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given, settings
@@ -30,15 +30,40 @@ from streams.domain.subscriptions import (
 )
 
 COMMANDS = Codec("PaymentCommand")
-TOKEN = {"token": "tok_" + "A" * 32, "bin": "424242", "last4": "4242", "brand": "visa", "exp_month": 12, "exp_year": 2031}
-JAN31 = datetime(2027, 1, 31, 9, 30, tzinfo=timezone.utc)
+TOKEN = {
+    "token": "tok_" + "A" * 32,
+    "bin": "424242",
+    "last4": "4242",
+    "brand": "visa",
+    "exp_month": 12,
+    "exp_year": 2031,
+}
+JAN31 = datetime(2027, 1, 31, 9, 30, tzinfo=UTC)
 
 
-def create_cmd(sid: str = "sub_a", *, amount: int = 1000, interval: str = "month", count: int = 1, trial: int = 0,
-               anchor: datetime = JAN31, cid: str = "c1") -> dict:
-    return {"command_id": cid, "kind": "create", "subscription_id": sid, "merchant_id": "m_acme", "occurred_at": anchor,
-            "plan": {"amount_minor": amount, "currency": "USD", "interval": interval, "interval_count": count},
-            "card_token": TOKEN, "anchor_at": anchor, "trial_days": trial, "at_period_end": False, "outcome": None}
+def create_cmd(
+    sid: str = "sub_a",
+    *,
+    amount: int = 1000,
+    interval: str = "month",
+    count: int = 1,
+    trial: int = 0,
+    anchor: datetime = JAN31,
+    cid: str = "c1",
+) -> dict:
+    return {
+        "command_id": cid,
+        "kind": "create",
+        "subscription_id": sid,
+        "merchant_id": "m_acme",
+        "occurred_at": anchor,
+        "plan": {"amount_minor": amount, "currency": "USD", "interval": interval, "interval_count": count},
+        "card_token": TOKEN,
+        "anchor_at": anchor,
+        "trial_days": trial,
+        "at_period_end": False,
+        "outcome": None,
+    }
 
 
 def new_sub(**kw) -> Subscription:
@@ -49,9 +74,14 @@ def new_sub(**kw) -> Subscription:
 
 def outcome_of(charge: dict, payment_status: str) -> dict:
     status = "rejected" if payment_status in ("declined", "failed") else "succeeded"
-    return {"command_id": charge["command_id"], "payment_id": charge["payment_id"], "status": status,
-            "payment_status": payment_status, "reason_code": "card_declined" if status == "rejected" else None,
-            "idempotency_key": charge["idempotency_key"]}
+    return {
+        "command_id": charge["command_id"],
+        "payment_id": charge["payment_id"],
+        "status": status,
+        "payment_status": payment_status,
+        "reason_code": "card_declined" if status == "rejected" else None,
+        "idempotency_key": charge["idempotency_key"],
+    }
 
 
 def run(sub: Subscription, ticks: list[int], pay=lambda charge: "captured") -> tuple[Subscription, list[dict]]:
@@ -70,14 +100,18 @@ def test_month_ends_clamp_and_never_drift() -> None:
     starts = [from_ms(add_interval(to_ms(JAN31), "month", k)) for k in range(5)]
     assert [(d.month, d.day) for d in starts] == [(1, 31), (2, 28), (3, 31), (4, 30), (5, 31)]
     assert all((d.hour, d.minute) == (9, 30) for d in starts)
-    leap = to_ms(datetime(2028, 2, 29, tzinfo=timezone.utc))
+    leap = to_ms(datetime(2028, 2, 29, tzinfo=UTC))
     assert [from_ms(add_interval(leap, "year", k)).date().isoformat() for k in (1, 4)] == ["2029-02-28", "2032-02-29"]
     assert add_interval(leap, "week", 2) - leap == 14 * DAY_MS
 
 
 @settings(max_examples=200)
-@given(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2090, 1, 1), timezones=st.just(timezone.utc)),
-       st.sampled_from(["day", "week", "month", "year"]), st.integers(1, 5), st.integers(0, 40))
+@given(
+    st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2090, 1, 1), timezones=st.just(UTC)),
+    st.sampled_from(["day", "week", "month", "year"]),
+    st.integers(1, 5),
+    st.integers(0, 40),
+)
 def test_periods_increase_and_months_keep_the_anchor_day(anchor: datetime, interval: str, count: int, k: int) -> None:
     a = to_ms(anchor)
     this, nxt = add_interval(a, interval, k * count), add_interval(a, interval, (k + 1) * count)
@@ -90,7 +124,11 @@ def test_periods_increase_and_months_keep_the_anchor_day(anchor: datetime, inter
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.sampled_from(["day", "week", "month"]), st.integers(0, 20), st.lists(st.integers(1, 40 * DAY_MS), min_size=1, max_size=25))
+@given(
+    st.sampled_from(["day", "week", "month"]),
+    st.integers(0, 20),
+    st.lists(st.integers(1, 40 * DAY_MS), min_size=1, max_size=25),
+)
 def test_every_period_charged_once_in_order_whatever_the_ticks(interval: str, trial: int, gaps: list[int]) -> None:
     sub = new_sub(interval=interval, trial=trial)
     ticks, t = [], sub.anchor_ms
@@ -151,7 +189,7 @@ def test_a_decline_then_a_paid_retry_resumes_the_schedule() -> None:
     assert out == () and sub.status == "past_due"
     sub, out = on_outcome(sub, outcome_of(retry, "captured"))
     assert out == () and (sub.status, sub.paid_periods, sub.next_period) == ("active", 1, 1)
-    _, (second,) = on_tick(sub, to_ms(datetime(2027, 2, 28, 9, 30, tzinfo=timezone.utc)))
+    _, (second,) = on_tick(sub, to_ms(datetime(2027, 2, 28, 9, 30, tzinfo=UTC)))
     assert (second["metadata"]["period"], second["metadata"]["attempt"]) == ("1", "0")
 
 
@@ -178,8 +216,14 @@ def test_prorate_rounds_half_to_even() -> None:
 
 
 def change(sid: str, amount: int, at: int, cid: str) -> dict:
-    return {"command_id": cid, "kind": "change_plan", "subscription_id": sid, "merchant_id": "m_acme", "occurred_at": from_ms(at),
-            "plan": {"amount_minor": amount, "currency": "USD", "interval": "day", "interval_count": 30}}
+    return {
+        "command_id": cid,
+        "kind": "change_plan",
+        "subscription_id": sid,
+        "merchant_id": "m_acme",
+        "occurred_at": from_ms(at),
+        "plan": {"amount_minor": amount, "currency": "USD", "interval": "day", "interval_count": 30},
+    }
 
 
 def test_upgrade_mid_period_is_invoiced_with_the_next_period() -> None:
@@ -200,7 +244,10 @@ def test_a_downgrade_credit_larger_than_the_invoice_carries_on() -> None:
     assert sub.balance_minor == 90 - 9000
     sub, charges = run(sub, [start + k * 30 * DAY_MS for k in range(1, 100)])
     # Periods paid by the credit need no charge; the first charge comes when the credit is spent.
-    assert charges[0]["amount_minor"] == 100 - ((9000 - 90) % 100) and int(charges[0]["metadata"]["period"]) == 1 + (9000 - 90) // 100
+    assert (
+        charges[0]["amount_minor"] == 100 - ((9000 - 90) % 100)
+        and int(charges[0]["metadata"]["period"]) == 1 + (9000 - 90) // 100
+    )
     assert all(c["amount_minor"] == 100 for c in charges[1:])
     assert sub.paid_periods == 100 and sub.balance_minor == 0
 
@@ -213,8 +260,14 @@ def test_change_plan_refuses_another_currency_or_interval() -> None:
 
 
 def cancel(at: int, cid: str, at_period_end: bool) -> dict:
-    return {"command_id": cid, "kind": "cancel", "subscription_id": "sub_a", "merchant_id": "m_acme", "occurred_at": from_ms(at),
-            "at_period_end": at_period_end}
+    return {
+        "command_id": cid,
+        "kind": "cancel",
+        "subscription_id": "sub_a",
+        "merchant_id": "m_acme",
+        "occurred_at": from_ms(at),
+        "at_period_end": at_period_end,
+    }
 
 
 def test_cancel_at_period_end_bills_nothing_after_it() -> None:
@@ -235,9 +288,14 @@ def test_cancel_now_stops_retries() -> None:
 
 
 def test_bad_creates_and_conflicts_are_refused() -> None:
-    for bad, reason in ((create_cmd(amount=0), "invalid_amount"), (create_cmd(interval="fortnight"), "invalid_interval"),
-                        (create_cmd(count=13), "invalid_interval"), (create_cmd(trial=-1), "invalid_trial"),
-                        (create_cmd(sid="a/b"), "invalid_subscription_id"), (create_cmd() | {"card_token": None}, "missing_card_token")):
+    for bad, reason in (
+        (create_cmd(amount=0), "invalid_amount"),
+        (create_cmd(interval="fortnight"), "invalid_interval"),
+        (create_cmd(count=13), "invalid_interval"),
+        (create_cmd(trial=-1), "invalid_trial"),
+        (create_cmd(sid="a/b"), "invalid_subscription_id"),
+        (create_cmd() | {"card_token": None}, "missing_card_token"),
+    ):
         with pytest.raises(SubscriptionError, match=reason):
             on_command(None, bad)
     sub = new_sub()

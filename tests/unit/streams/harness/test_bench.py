@@ -49,12 +49,14 @@ def test_latency_runs_from_the_scheduled_send() -> None:
 
 
 def test_top_frames_share_self_and_total() -> None:
-    collapsed = "\n".join([
-        "main (app.py:1);loop (app.py:5);encode (codec.py:9) 60",
-        "main (app.py:1);loop (app.py:5) 30",
-        "main (app.py:1);idle (app.py:7) 10",
-        "garbage line",
-    ])
+    collapsed = "\n".join(
+        [
+            "main (app.py:1);loop (app.py:5);encode (codec.py:9) 60",
+            "main (app.py:1);loop (app.py:5) 30",
+            "main (app.py:1);idle (app.py:7) 10",
+            "garbage line",
+        ]
+    )
     frames = top_frames(collapsed, 2)
     assert frames["self"] == [("encode (codec.py:9)", 60.0), ("loop (app.py:5)", 30.0)]
     assert frames["total"] == [("main (app.py:1)", 100.0), ("loop (app.py:5)", 90.0)]
@@ -73,12 +75,24 @@ def test_each_run_has_its_own_namespace_and_dirs(tmp_path: Path) -> None:
 
 def test_plot_draws_a_png(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
-    latency = {r: {k: {"p50": 10.0 * i, "p95": 20.0 * i, "p99": 30.0 * i, "max": 40.0 * i, "count": 5}
-                   for k in ("committed_ms", "visible_ms")} for i, r in enumerate(("50", "100"), start=1)}
-    result = {"at": "2026-11-25T00:00:00+00:00", "quick": True, "machine": {"cpus": 2},
-              "ceiling_commands_per_s": 100_000.0, "e2e_commands_per_s": 250.0, "sink_rows_per_s": 30_000.0,
-              "scaling": {"two_workers_commands_per_s": 260.0}, "replay": {"records_per_s": 36_000.0},
-              "latency": latency}
+    latency = {
+        r: {
+            k: {"p50": 10.0 * i, "p95": 20.0 * i, "p99": 30.0 * i, "max": 40.0 * i, "count": 5}
+            for k in ("committed_ms", "visible_ms")
+        }
+        for i, r in enumerate(("50", "100"), start=1)
+    }
+    result = {
+        "at": "2026-11-25T00:00:00+00:00",
+        "quick": True,
+        "machine": {"cpus": 2},
+        "ceiling_commands_per_s": 100_000.0,
+        "e2e_commands_per_s": 250.0,
+        "sink_rows_per_s": 30_000.0,
+        "scaling": {"two_workers_commands_per_s": 260.0},
+        "replay": {"records_per_s": 36_000.0},
+        "latency": latency,
+    }
     out = tmp_path / "plots" / "bench.png"
     plot(result, out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
-
-from streams.domain.audit import AuditReport, Failure
 from pathlib import Path
 
 import pytest
 
+from streams.domain.audit import AuditReport, Failure
 from streams.harness.chaos import Figures, check, plan, run_chaos
 from streams.settings import Settings
 
 
 def report(ok: bool = True, totals: dict[str, int] | None = None) -> AuditReport:
     failures = () if ok else (Failure("payment-events", 0, 3, "bad_signature", "x"),)
-    return AuditReport(records=0, events=0, entries=0, signatures_verified=0, events_authenticated=0, partitions=0, payments=0, duplicate_entries=0,
-                       accounts=0, totals=totals or {}, failures=failures, failures_total=len(failures))
+    return AuditReport(
+        records=0,
+        events=0,
+        entries=0,
+        signatures_verified=0,
+        events_authenticated=0,
+        partitions=0,
+        payments=0,
+        duplicate_entries=0,
+        accounts=0,
+        totals=totals or {},
+        failures=failures,
+        failures_total=len(failures),
+    )
 
 
 def cmd(i: int, kind: str = "create", key: str | None = None) -> dict:
@@ -52,13 +63,19 @@ def test_broker_kills_need_a_cluster() -> None:
         plan(1, 0, seed=3, broker_kills=1, nodes=1)
 
 
-@pytest.mark.parametrize(("brokers", "restarts", "kills", "error"), [
-    (1, 0, 1, "need the embedded cluster"),
-    (3, 1, 0, "single embedded broker"),
-])
+@pytest.mark.parametrize(
+    ("brokers", "restarts", "kills", "error"),
+    [
+        (1, 0, 1, "need the embedded cluster"),
+        (3, 1, 0, "single embedded broker"),
+    ],
+)
 def test_a_fault_the_broker_cannot_take_is_refused_before_anything_starts(
-        tmp_path: Path, brokers: int, restarts: int, kills: int, error: str) -> None:
-    settings = Settings(kafka_bootstrap="localhost:48100", kafka_embedded_port=48100, kafka_brokers=brokers, data_dir=tmp_path)
+    tmp_path: Path, brokers: int, restarts: int, kills: int, error: str
+) -> None:
+    settings = Settings(
+        kafka_bootstrap="localhost:48100", kafka_embedded_port=48100, kafka_brokers=brokers, data_dir=tmp_path
+    )
     with pytest.raises(ValueError, match=error):
         run_chaos(settings, commands=10, kills=0, broker_restarts=restarts, workers=1, seed=1, broker_kills=kills)
     assert not list(tmp_path.iterdir())
@@ -74,13 +91,22 @@ def test_a_clean_run_passes() -> None:
 
 def test_each_kind_of_damage_is_counted_and_fails_the_run() -> None:
     commands = [cmd(1), cmd(2), cmd(3, key="k1")]
-    base = dict(outcomes={"c1": [out()], "c2": [out()], "c3": [out("replayed")]},
-                events={"p1": [event("p1", 1, "authorized")]})
+    base = dict(
+        outcomes={"c1": [out()], "c2": [out()], "c3": [out("replayed")]}, events={"p1": [event("p1", 1, "authorized")]}
+    )
 
     def figures(**changes) -> Figures:
         args = base | changes
-        return check(commands, args["outcomes"], args["events"], changes.get("report", report()),
-                     changes.get("diffs", 0), changes.get("dlq", 0), 0, changes.get("copies", 0))
+        return check(
+            commands,
+            args["outcomes"],
+            args["events"],
+            changes.get("report", report()),
+            changes.get("diffs", 0),
+            changes.get("dlq", 0),
+            0,
+            changes.get("copies", 0),
+        )
 
     assert figures(outcomes={"c1": [out()], "c3": [out("replayed")]}).lost == 1
     assert figures(outcomes={"c1": [out(), out()], "c2": [out()], "c3": [out("replayed")]}).duplicated == 1
@@ -92,7 +118,11 @@ def test_each_kind_of_damage_is_counted_and_fails_the_run() -> None:
     assert not figures(diffs=2).replay_matches
     assert not figures(dlq=1).ok
     assert not figures(copies=1).ok, "a bad message is dead-lettered once"
-    for f in (figures(outcomes={"c1": [out()], "c3": [out("replayed")]}), figures(diffs=2), figures(report=report(ok=False))):
+    for f in (
+        figures(outcomes={"c1": [out()], "c3": [out("replayed")]}),
+        figures(diffs=2),
+        figures(report=report(ok=False)),
+    ):
         assert not f.ok
 
 
@@ -113,8 +143,10 @@ def test_peak_rss_is_the_process_high_water_mark() -> None:
 
     # A fresh process (this one's peak may already be above anything it allocates now):
     # it writes 64 MiB, frees them, says so, and waits to be read.
-    code = ("import sys; b = b'\\x01' * (64 * 2**20); del b; "
-            "sys.stdout.write('freed\\n'); sys.stdout.flush(); sys.stdin.read()")
+    code = (
+        "import sys; b = b'\\x01' * (64 * 2**20); del b; "
+        "sys.stdout.write('freed\\n'); sys.stdout.flush(); sys.stdin.read()"
+    )
     child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
         assert child.stdout is not None and child.stdout.readline() == b"freed\n"

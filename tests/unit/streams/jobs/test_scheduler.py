@@ -4,7 +4,7 @@ and retry rules of the daily jobs (the Kafka side is tests/integration/streams/j
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 from streams.client import kyc as kyc_ops
 from streams.domain import kyc
@@ -12,19 +12,19 @@ from streams.domain.sanctions import load_list
 from streams.jobs.scheduler import JOB_ORDER, Scheduler, default_jobs, due_days, event_time, latest_due_day
 from streams.settings import Settings
 
-T = datetime(2026, 12, 6, 10, 30, 15, 123456, tzinfo=timezone.utc)
+T = datetime(2026, 12, 6, 10, 30, 15, 123456, tzinfo=UTC)
 D = date(2026, 12, 6)
 
 
 def test_event_time_is_the_wall_clock_less_the_lag_in_milliseconds_and_never_goes_back() -> None:
-    assert event_time(T, 120) == datetime(2026, 12, 6, 10, 28, 15, 123000, tzinfo=timezone.utc)
+    assert event_time(T, 120) == datetime(2026, 12, 6, 10, 28, 15, 123000, tzinfo=UTC)
     last = T
     assert event_time(T - timedelta(hours=1), 0, last) == last  # a wall clock stepped back holds time still
     assert event_time(T + timedelta(seconds=1), 0, last) > last
 
 
 def test_a_day_is_due_once_the_clock_is_the_delay_past_its_end() -> None:
-    end = datetime(2026, 12, 7, tzinfo=timezone.utc)
+    end = datetime(2026, 12, 7, tzinfo=UTC)
     assert latest_due_day(end + timedelta(hours=1) - timedelta(milliseconds=1), 3600) == D - timedelta(days=1)
     assert latest_due_day(end + timedelta(hours=1), 3600) == D
 
@@ -82,21 +82,32 @@ def test_a_failed_day_holds_back_its_job_and_the_job_that_reads_it_and_is_retrie
             if (name, day) in failing:
                 raise RuntimeError("no FX rate")
             return "ok"
+
         return run
 
-    clock = Clock(datetime(2026, 12, 6, 0, 0, 1, tzinfo=timezone.utc))  # D-1 is the latest due day
+    clock = Clock(datetime(2026, 12, 6, 0, 0, 1, tzinfo=UTC))  # D-1 is the latest due day
     s = Offline(settings, {name: job(name) for name in JOB_ORDER}, clock)
     for name in JOB_ORDER:
         s.runs[name][D - timedelta(days=3)] = "succeeded"
     first = s.run_due()
     d2, d1 = D - timedelta(days=2), D - timedelta(days=1)
     # settle D-2 failed: settle D-1 and payouts (both days) wait; re-verification, the report and reconcile go on.
-    assert first == [("settle", d2, "failed"), ("kyc_reverify", d2, "succeeded"), ("providers_report", d2, "succeeded"),
-                     ("reconcile", d2, "succeeded"), ("kyc_reverify", d1, "succeeded"),
-                     ("providers_report", d1, "succeeded"), ("reconcile", d1, "succeeded")]
+    assert first == [
+        ("settle", d2, "failed"),
+        ("kyc_reverify", d2, "succeeded"),
+        ("providers_report", d2, "succeeded"),
+        ("reconcile", d2, "succeeded"),
+        ("kyc_reverify", d1, "succeeded"),
+        ("providers_report", d1, "succeeded"),
+        ("reconcile", d1, "succeeded"),
+    ]
     failing.clear()
-    assert s.run_due() == [("settle", d2, "succeeded"), ("payouts", d2, "succeeded"), ("settle", d1, "succeeded"),
-                           ("payouts", d1, "succeeded")]
+    assert s.run_due() == [
+        ("settle", d2, "succeeded"),
+        ("payouts", d2, "succeeded"),
+        ("settle", d1, "succeeded"),
+        ("payouts", d1, "succeeded"),
+    ]
     assert s.run_due() == []
     # Attempts are bounded per job and day: a day that keeps failing stops being tried.
     failing.add(("settle", D))
@@ -134,7 +145,7 @@ def _verified(merchant_id: str, at: datetime) -> dict:
 
 def test_kyc_reverify_checks_again_the_verifications_expired_by_the_days_end_once() -> None:
     # m_old's year ends during D (at 18:00); m_new's the day after: only m_old is due for D.
-    old_at = datetime(2026, 12, 6, 18, tzinfo=timezone.utc) - kyc.REVERIFY_AFTER
+    old_at = datetime(2026, 12, 6, 18, tzinfo=UTC) - kyc.REVERIFY_AFTER
     desk = FakeDesk({"m_old": _verified("m_old", old_at), "m_new": _verified("m_new", old_at + timedelta(days=1))})
     job = default_jobs(Settings(), kyc_desk=desk)["kyc_reverify"]
     assert job(D - timedelta(days=1)) == "0 merchant(s) checked again"

@@ -12,14 +12,14 @@ from datetime import timedelta
 import pytest
 
 from connectors.clickhouse.client import ClickHouseError
+from connectors.clickhouse.rows import rows_for
 from connectors.clickhouse.sink import Batcher, Sink
 from schemas.codec import Codec
-from connectors.clickhouse.rows import rows_for
 from streams.domain.ledger import entry_from_record, entry_to_record
-from streams.metrics import SETTLEMENT_DISCREPANCIES
-from streams.jobs.sink import CODECS, SinkStats, reconcile_day, record_settlement, reset_tables, run, sink_topics
 from streams.domain.reconcile import ledger_side
 from streams.domain.settlement import settle
+from streams.jobs.sink import CODECS, SinkStats, reconcile_day, record_settlement, reset_tables, run, sink_topics
+from streams.metrics import SETTLEMENT_DISCREPANCIES
 from streams.settings import Settings
 from tests.unit.connectors.clickhouse.support import DAY0, SHARDS, traffic
 
@@ -38,13 +38,26 @@ class Msg:
     _value: bytes | None
     _key: bytes | None = None
 
-    def topic(self) -> str: return self._topic
-    def partition(self) -> int: return self._partition
-    def offset(self) -> int: return self._offset
-    def key(self) -> bytes | None: return self._key
-    def value(self) -> bytes | None: return self._value
-    def timestamp(self) -> tuple[int, int]: return (1, 1_764_000_000_000)
-    def error(self) -> None: return None
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 1_764_000_000_000)
+
+    def error(self) -> None:
+        return None
 
 
 @dataclass
@@ -73,7 +86,7 @@ class MemorySource:
     def consume(self, max_records: int, timeout_s: float) -> list[Msg]:
         out: list[Msg] = []
         for tp, msgs in self.log.partitions.items():
-            take = msgs[self.positions[tp]:self.positions[tp] + max(1, max_records // len(self.log.partitions))]
+            take = msgs[self.positions[tp] : self.positions[tp] + max(1, max_records // len(self.log.partitions))]
             self.positions[tp] += len(take)
             out.extend(take)
         return out
@@ -114,24 +127,29 @@ def filled_log() -> Log:
 
 
 def counts(ch) -> dict[str, int]:
-    return {t: ch.query(f"SELECT count() FROM {t} FINAL").result_rows[0][0]
-            for t in ("payment_events", "payments", "ledger_entries")}
+    return {
+        t: ch.query(f"SELECT count() FROM {t} FINAL").result_rows[0][0]
+        for t in ("payment_events", "payments", "ledger_entries")
+    }
 
 
-EXPECTED = {"payment_events": len(T.events), "payments": len({e["payment_id"] for e in T.events}),
-            "ledger_entries": sum(len(e["lines"]) for e in T.entries)}
+EXPECTED = {
+    "payment_events": len(T.events),
+    "payments": len({e["payment_id"] for e in T.events}),
+    "ledger_entries": sum(len(e["lines"]) for e in T.entries),
+}
 
 
 def test_every_record_lands_once_and_bad_ones_become_dead_letters(ch) -> None:
     log, dlq = filled_log(), DeadLetters()
     src = MemorySource(log)
-    stats = run(src, Sink(ch), dlq, KINDS, Batcher(max_rows=400, max_wait_ms=60_000), stop=src.drained,
-                max_poll_records=50)
+    stats = run(
+        src, Sink(ch), dlq, KINDS, Batcher(max_rows=400, max_wait_ms=60_000), stop=src.drained, max_poll_records=50
+    )
     assert counts(ch) == EXPECTED
     assert stats.rows["payment_events"] == len(T.events) and stats.records == len(T.events) + len(T.entries) + 2
     assert log.committed == log.ends  # everything, the dead letters included, is committed
-    assert {(d["reason"], d["source_topic"]) for d in dlq.sent} == {("unknown_fingerprint", EV),
-                                                                     ("invalid_field", EV)}
+    assert {(d["reason"], d["source_topic"]) for d in dlq.sent} == {("unknown_fingerprint", EV), ("invalid_field", EV)}
     junk = next(d for d in dlq.sent if d["reason"] == "unknown_fingerprint")
     assert junk["raw_value"] == JUNK and junk["raw_key"] == b"junk-key" and junk["stage"] == "sink"
     assert junk["source_offset"] == log.ends[(EV, 1)] - 1
@@ -141,8 +159,12 @@ def test_every_record_lands_once_and_bad_ones_become_dead_letters(ch) -> None:
 
 def test_offsets_are_committed_only_after_their_rows_are_in(ch) -> None:
     log = filled_log()
-    event_at = {(EV, m.partition(), m.offset()) for msgs in log.partitions.values() for m in msgs
-                if m.topic() == EV and m.value() not in (JUNK, BAD_EVENT)}
+    event_at = {
+        (EV, m.partition(), m.offset())
+        for msgs in log.partitions.values()
+        for m in msgs
+        if m.topic() == EV and m.value() not in (JUNK, BAD_EVENT)
+    }
     seen: list[int] = []
 
     def check(offsets: dict) -> None:
@@ -152,8 +174,15 @@ def test_offsets_are_committed_only_after_their_rows_are_in(ch) -> None:
         seen.append(committed_events)
 
     src = MemorySource(log, on_commit=check)
-    stats = run(src, Sink(ch), DeadLetters(), KINDS, Batcher(max_rows=100, max_wait_ms=60_000), stop=src.drained,
-                max_poll_records=20)
+    stats = run(
+        src,
+        Sink(ch),
+        DeadLetters(),
+        KINDS,
+        Batcher(max_rows=100, max_wait_ms=60_000),
+        stop=src.drained,
+        max_poll_records=20,
+    )
     assert stats.batches > 5 and len(seen) >= stats.batches
     assert seen == sorted(seen) and seen[-1] == len(T.events)
 
@@ -169,8 +198,16 @@ def test_batches_are_due_by_age_with_the_clock_passed_in(ch) -> None:
         polls.append(stats.batches)
         return len(polls) > 4
 
-    run(src, Sink(ch), DeadLetters(), KINDS, Batcher(max_rows=1000, max_wait_ms=1_000), stop=stop,
-        clock_ms=lambda: next(now), max_poll_records=1)
+    run(
+        src,
+        Sink(ch),
+        DeadLetters(),
+        KINDS,
+        Batcher(max_rows=1000, max_wait_ms=1_000),
+        stop=stop,
+        clock_ms=lambda: next(now),
+        max_poll_records=1,
+    )
     # one record per poll at 0, 400, 800 ms: the batch becomes due at 1,200 ms, not by count
     assert polls == [0, 0, 0, 0, 1]
     assert log.committed == {(EV, 0): 3}
@@ -188,8 +225,15 @@ def test_outage_that_outlasts_the_retries_stops_uncommitted_and_a_restart_loses_
         return first.drained(stats)
 
     with pytest.raises(ClickHouseError):
-        run(first, Sink(ch, attempts=2, sleep=lambda s: None), DeadLetters(), KINDS,
-            Batcher(max_rows=200, max_wait_ms=60_000), stop=flaky_stop, max_poll_records=30)
+        run(
+            first,
+            Sink(ch, attempts=2, sleep=lambda s: None),
+            DeadLetters(),
+            KINDS,
+            Batcher(max_rows=200, max_wait_ms=60_000),
+            stop=flaky_stop,
+            max_poll_records=30,
+        )
     assert log.committed != log.ends  # the failed batch's offsets were not committed
     ch.command("ATTACH TABLE ledger_entries")
     again = MemorySource(log)  # the restarted process resumes at the last commit
@@ -200,8 +244,15 @@ def test_outage_that_outlasts_the_retries_stops_uncommitted_and_a_restart_loses_
 def test_stop_inserts_and_commits_what_waits(ch) -> None:
     log = filled_log()
     src = MemorySource(log)
-    stats = run(src, Sink(ch), DeadLetters(), KINDS, Batcher(max_rows=100_000, max_wait_ms=60_000),
-                stop=lambda s: s.records > 0, max_poll_records=40)  # SIGTERM after the first poll
+    stats = run(
+        src,
+        Sink(ch),
+        DeadLetters(),
+        KINDS,
+        Batcher(max_rows=100_000, max_wait_ms=60_000),
+        stop=lambda s: s.records > 0,
+        max_poll_records=40,
+    )  # SIGTERM after the first poll
     assert stats.batches == 1 and 0 < stats.records <= 40
     assert sum(log.committed.values()) == stats.records
     assert ch.query("SELECT count() FROM payment_events FINAL").result_rows[0][0] > 0
@@ -217,8 +268,11 @@ def test_ends_bound_what_a_run_reads(ch) -> None:
 
 def test_sink_topics_are_events_outcomes_and_the_ledger() -> None:
     topics = sink_topics(Settings(namespace="x"))
-    assert topics == {"x.payment-events": "payment_event", "x.payment-outcomes": "payment_outcome",
-                      "x.ledger-entries": "ledger_entry"}
+    assert topics == {
+        "x.payment-events": "payment_event",
+        "x.payment-outcomes": "payment_outcome",
+        "x.ledger-entries": "ledger_entry",
+    }
 
 
 # --- settlement and reconciliation from the read models ---
@@ -228,8 +282,10 @@ DAYS = traffic(payments=200, seed=21, start=DAY0, days=2)
 
 
 def fill(ch, t=DAYS) -> None:  # type: ignore[no-untyped-def]
-    Sink(ch).insert([r for e in t.events for r in rows_for("payment_event", e)]
-                    + [r for e in t.entries for r in rows_for("ledger_entry", e)])
+    Sink(ch).insert(
+        [r for e in t.events for r in rows_for("payment_event", e)]
+        + [r for e in t.entries for r in rows_for("ledger_entry", e)]
+    )
 
 
 def raw_counts(ch) -> dict[str, int]:
@@ -245,14 +301,23 @@ def test_a_settlement_run_recorded_twice_changes_nothing(ch) -> None:
     record_settlement(ch, first)
     assert ch.query("SELECT * FROM settlements FINAL ORDER BY merchant_id, currency").result_rows == before
     assert raw_counts(ch) == raw  # not even an unmerged duplicate
-    pending = ch.query("SELECT account, currency, balance_minor FROM balances WHERE account LIKE '%:pending'").result_rows
+    pending = ch.query(
+        "SELECT account, currency, balance_minor FROM balances WHERE account LIKE '%:pending'"
+    ).result_rows
     owed_now = {(a, c): -b for a, c, b in pending}
     # Day D's payouts left pending: what remains there is day D+1's traffic (or a carried debt).
     assert sum(s.payout_minor for s in first.settlements) == sum(
-        ch.query("SELECT sum(credit_minor) FROM ledger_entries FINAL WHERE account LIKE '%:available' "
-                 "AND event_type = 'settlement'").result_rows[0])
+        ch.query(
+            "SELECT sum(credit_minor) FROM ledger_entries FINAL WHERE account LIKE '%:available' "
+            "AND event_type = 'settlement'"
+        ).result_rows[0]
+    )
     assert owed_now and sum(v for v in owed_now.values()) < sum(
-        -line.signed_minor for r in DAYS.entries for line in entry_from_record(r).lines if line.account.endswith(":pending"))
+        -line.signed_minor
+        for r in DAYS.entries
+        for line in entry_from_record(r).lines
+        if line.account.endswith(":pending")
+    )
 
 
 def rail_report(books, lag_days: int):  # type: ignore[no-untyped-def]
@@ -274,8 +339,12 @@ def test_reconcile_day_matches_a_faithful_report_and_flags_an_injected_discrepan
     dirty = reconcile_day(ch, day, report, lag)
     assert dirty.discrepancies == 1
     assert SETTLEMENT_DISCREPANCIES.labels("amount_mismatch")._value.get() == before + 1
-    got = dict(ch.query("SELECT status, count() FROM reconciliation FINAL WHERE day = {d:Date} GROUP BY status",
-                        parameters={"d": day}).result_rows)
+    got = dict(
+        ch.query(
+            "SELECT status, count() FROM reconciliation FINAL WHERE day = {d:Date} GROUP BY status",
+            parameters={"d": day},
+        ).result_rows
+    )
     assert got == {"matched": len(report) - 1, "amount_mismatch": 1}  # the re-run replaced the row by its key
 
 
@@ -306,11 +375,21 @@ def test_reset_keeps_the_runs_and_a_replay_restores_the_same_tables(ch) -> None:
 
 def test_a_bank_transfer_submission_and_return_reconcile_from_the_read_model(ch) -> None:
     fill(ch)
-    captured = next(e for e in DAYS.events if e["type"] == "captured" and e["provider"] and e["occurred_at"].date() == D)
+    captured = next(
+        e for e in DAYS.events if e["type"] == "captured" and e["provider"] and e["occurred_at"].date() == D
+    )
     bank = {"provider": "bank_sepa", "provider_ref": "prv_" + "b" * 32, "method": "bank_transfer", "fee_minor": 0}
     submitted = captured | bank | {"event_id": "evt_" + "1" * 32, "type": "bank_submitted", "fee_minor": 55}
-    returned = captured | bank | {"event_id": "evt_" + "2" * 32, "type": "bank_reversed", "version": captured["version"] + 2,
-                                  "occurred_at": captured["occurred_at"] + timedelta(days=1)}
+    returned = (
+        captured
+        | bank
+        | {
+            "event_id": "evt_" + "2" * 32,
+            "type": "bank_reversed",
+            "version": captured["version"] + 2,
+            "occurred_at": captured["occurred_at"] + timedelta(days=1),
+        }
+    )
     Sink(ch).insert([r for e in (submitted, returned) for r in rows_for("payment_event", e)])
     books = ledger_side([submitted, returned])
     assert [t.kind for t in books] == ["capture", "return"]

@@ -2,24 +2,36 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from connectors.webhooks import registry
 from schemas.codec import Codec
-from streams.settings import Settings
 from streams.jobs.webhooks import WebhookRunner, backoff_of, registry_path
+from streams.settings import Settings
 
 EVENTS = Codec("PaymentEvent")
-AT = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+AT = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 
 def event(pid: str, merchant: str, version: int) -> bytes:
-    return EVENTS.encode({"event_id": f"evt_{pid}_{version}", "type": "authorized", "payment_id": pid,
-                          "merchant_id": merchant, "currency": "USD", "amount_minor": 100, "payment_status": "authorized",
-                          "authorized_minor": 100, "captured_minor": 0, "refunded_minor": 0, "version": version,
-                          "occurred_at": AT})
+    return EVENTS.encode(
+        {
+            "event_id": f"evt_{pid}_{version}",
+            "type": "authorized",
+            "payment_id": pid,
+            "merchant_id": merchant,
+            "currency": "USD",
+            "amount_minor": 100,
+            "payment_status": "authorized",
+            "authorized_minor": 100,
+            "captured_minor": 0,
+            "refunded_minor": 0,
+            "version": version,
+            "occurred_at": AT,
+        }
+    )
 
 
 def test_events_become_notifications_for_registered_merchants_only(tmp_path):
@@ -52,8 +64,8 @@ def test_a_webhook_body_is_the_event_the_api_answers_and_the_sdk_reads(tmp_path)
 
     import stripe
 
-    from connectors.webhooks.signing import signature_header, stripe_secret
     from connectors.vault.keys import FileKeyStore
+    from connectors.webhooks.signing import signature_header, stripe_secret
     from streams.domain.stripe_shapes import event_object
 
     settings = Settings(data_dir=tmp_path, keys_dir=tmp_path / "keys")
@@ -64,12 +76,26 @@ def test_a_webhook_body_is_the_event_the_api_answers_and_the_sdk_reads(tmp_path)
     runner = WebhookRunner(settings, store=store)
     runner._reload_registry(0.0)
     pid = "pay_" + "a" * 32
-    base = {"payment_id": pid, "merchant_id": "m_a", "currency": "USD", "amount_minor": 900, "fee_minor": 30,
-            "payment_status": "captured", "authorized_minor": 900, "captured_minor": 900, "refunded_minor": 0,
-            "card_bin": "424242", "card_last4": "4242", "card_token": "tok_secret", "occurred_at": AT}
-    records = [base | {"event_id": "evt_" + "1" * 32, "type": "captured", "version": 2},
-               base | {"event_id": "evt_" + "2" * 32, "type": "dispute_opened", "version": 3, "reason_code": "fraudulent"},
-               base | {"event_id": "evt_" + "3" * 32, "type": "dispute_lost", "version": 4}]
+    base = {
+        "payment_id": pid,
+        "merchant_id": "m_a",
+        "currency": "USD",
+        "amount_minor": 900,
+        "fee_minor": 30,
+        "payment_status": "captured",
+        "authorized_minor": 900,
+        "captured_minor": 900,
+        "refunded_minor": 0,
+        "card_bin": "424242",
+        "card_last4": "4242",
+        "card_token": "tok_secret",
+        "occurred_at": AT,
+    }
+    records = [
+        base | {"event_id": "evt_" + "1" * 32, "type": "captured", "version": 2},
+        base | {"event_id": "evt_" + "2" * 32, "type": "dispute_opened", "version": 3, "reason_code": "fraudulent"},
+        base | {"event_id": "evt_" + "3" * 32, "type": "dispute_lost", "version": 4},
+    ]
     for offset, record in enumerate(records):
         runner._take(0, offset, EVENTS.encode(record))
     bodies = [q.notification.body for queue in runner.outbox.queues.values() for q in queue]
@@ -94,4 +120,8 @@ def test_a_webhook_body_is_the_event_the_api_answers_and_the_sdk_reads(tmp_path)
     got = stripe.Webhook.construct_event(bodies[0].decode(), header, stripe_secret(store.webhook_secret("m_a").digest))
     assert isinstance(got, stripe.Event) and isinstance(got.data.object, stripe.PaymentIntent)
     assert (got.id, got.type, got.data.object.id, got.data.object.amount_received) == (
-        "evt_" + "1" * 32, "payment_intent.succeeded", "pi_" + "a" * 32, 900)
+        "evt_" + "1" * 32,
+        "payment_intent.succeeded",
+        "pi_" + "a" * 32,
+        900,
+    )

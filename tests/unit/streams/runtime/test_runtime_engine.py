@@ -11,7 +11,6 @@ from confluent_kafka import KafkaError, KafkaException
 
 from streams.runtime import engine as engine_module
 from streams.runtime.engine import Engine, EngineConfig, Stage
-from streams.runtime.messages import Message
 from streams.runtime.state import Task
 
 
@@ -45,10 +44,23 @@ class FakeMessage:
 
 
 def engine(tmp: Path, stages: list[Stage]) -> Engine:
-    config = EngineConfig(client={"bootstrap.servers": "localhost:1"}, group_id="g", transactional_id="t", state_dir=tmp,
-                          commit_interval_ms=50, commit_records_max=1_000, batch_max=100, session_timeout_ms=10_000,
-                          linger_ms=0, batch_bytes=1_000_000, fetch_partition_bytes=1_048_576, request_bytes=1_100_000)
-    return Engine(config, stages, {t: f"{t}-changelog" for s in stages for t in s.tables})  # builds the clients; nothing connects
+    config = EngineConfig(
+        client={"bootstrap.servers": "localhost:1"},
+        group_id="g",
+        transactional_id="t",
+        state_dir=tmp,
+        commit_interval_ms=50,
+        commit_records_max=1_000,
+        batch_max=100,
+        session_timeout_ms=10_000,
+        linger_ms=0,
+        batch_bytes=1_000_000,
+        fetch_partition_bytes=1_048_576,
+        request_bytes=1_100_000,
+    )
+    return Engine(
+        config, stages, {t: f"{t}-changelog" for s in stages for t in s.tables}
+    )  # builds the clients; nothing connects
 
 
 def test_a_batch_reaches_each_stage_by_partition_in_offset_order_and_its_offsets_are_kept(tmp_path: Path) -> None:
@@ -60,8 +72,14 @@ def test_a_batch_reaches_each_stage_by_partition_in_offset_order_and_its_offsets
     e = engine(tmp_path, [Stage("a", "in-a", handler("a")), Stage("b", "in-b", handler("b"))])
     e._begin = lambda: None  # type: ignore[method-assign]  # no broker: the transaction is not ours to open here
     e.tasks = {p: Task(p, e.tables, tmp_path, e.send) for p in (0, 1)}
-    batch = [FakeMessage("in-a", 0, 5), FakeMessage("in-b", 1, 7), FakeMessage("in-a", 1, 3), FakeMessage("in-a", 0, 6),
-             FakeMessage("in-a", 0, -1, KafkaError(KafkaError._PARTITION_EOF)), FakeMessage("in-b", 1, 8)]
+    batch = [
+        FakeMessage("in-a", 0, 5),
+        FakeMessage("in-b", 1, 7),
+        FakeMessage("in-a", 1, 3),
+        FakeMessage("in-a", 0, 6),
+        FakeMessage("in-a", 0, -1, KafkaError(KafkaError._PARTITION_EOF)),
+        FakeMessage("in-b", 1, 8),
+    ]
     e._handle(batch)
     assert sorted(seen) == [("a", 0, [5, 6]), ("a", 1, [3]), ("b", 1, [7, 8])]
     assert e._offsets == {("in-a", 0): 7, ("in-b", 1): 9, ("in-a", 1): 4}  # the next offset to read, per partition
@@ -112,9 +130,14 @@ def test_retriable_transaction_errors_are_tried_again(tmp_path: Path, exits: lis
     assert all(0 < t <= engine_module.TXN_RETRY_S for t in calls)  # each call bounded by what is left
 
 
-@pytest.mark.parametrize("error", [KafkaError(KafkaError._FENCED, "fenced", fatal=True),
-                                   KafkaError(KafkaError._STATE, "abort me", txn_requires_abort=True),
-                                   KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "refused")])
+@pytest.mark.parametrize(
+    "error",
+    [
+        KafkaError(KafkaError._FENCED, "fenced", fatal=True),
+        KafkaError(KafkaError._STATE, "abort me", txn_requires_abort=True),
+        KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "refused"),
+    ],
+)
 def test_any_other_transaction_error_exits_for_a_restart(tmp_path: Path, exits: list[str], error: KafkaError) -> None:
     e = engine(tmp_path, [])
     call, calls = failing([error])
@@ -123,7 +146,9 @@ def test_any_other_transaction_error_exits_for_a_restart(tmp_path: Path, exits: 
     assert len(calls) == 1 and "transaction failed" in exits[0]
 
 
-def test_a_retriable_error_past_the_deadline_exits(tmp_path: Path, exits: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_retriable_error_past_the_deadline_exits(
+    tmp_path: Path, exits: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     e = engine(tmp_path, [])
     monkeypatch.setattr(engine_module, "TXN_RETRY_S", 0.0)
     call, _ = failing([KafkaError(KafkaError._TIMED_OUT, "slow", retriable=True)])
@@ -139,10 +164,15 @@ def test_a_handler_gets_only_the_tables_and_topics_its_stage_declares(tmp_path: 
         def handle(batch, task) -> None:  # type: ignore[no-untyped-def]
             task.table(table).put(b"k", b"v")
             task.send(Record(topic, b"k", b"v"), 0)
+
         return handle
 
     ok = Stage("a", "in-a", reads("t", "out"), ("t",), ("out",))
-    for stage in (ok, Stage("b", "in-a", reads("u", "out"), ("t",), ("out",)), Stage("c", "in-a", reads("t", "elsewhere"), ("t",), ("out",))):
+    for stage in (
+        ok,
+        Stage("b", "in-a", reads("u", "out"), ("t",), ("out",)),
+        Stage("c", "in-a", reads("t", "elsewhere"), ("t",), ("out",)),
+    ):
         e = engine(tmp_path, [stage])
         e._begin = lambda: None  # type: ignore[method-assign]
         e.send = lambda *a: None  # type: ignore[method-assign]
@@ -158,4 +188,6 @@ def test_a_handler_gets_only_the_tables_and_topics_its_stage_declares(tmp_path: 
 def test_the_kept_tables_are_exactly_the_declared_ones(tmp_path: Path) -> None:
     config = engine(tmp_path, [Stage("a", "in-a", lambda b, t: None, ("t",))]).config
     with pytest.raises(AssertionError, match="declared by the stages"):
-        Engine(config, [Stage("a", "in-a", lambda b, t: None, ("t",))], {"t": "t-changelog", "orphan": "orphan-changelog"})
+        Engine(
+            config, [Stage("a", "in-a", lambda b, t: None, ("t",))], {"t": "t-changelog", "orphan": "orphan-changelog"}
+        )

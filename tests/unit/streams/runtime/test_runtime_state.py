@@ -68,8 +68,14 @@ def test_a_new_task_starts_empty_even_over_a_leftover_store(tmp_path: Path) -> N
 
 
 @settings(max_examples=50, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.lists(st.tuples(st.sampled_from([b"a", b"b", b"c"]), st.one_of(st.none(), st.binary(max_size=4))),
-                         max_size=6), max_size=5))
+@given(
+    st.lists(
+        st.lists(
+            st.tuples(st.sampled_from([b"a", b"b", b"c"]), st.one_of(st.none(), st.binary(max_size=4))), max_size=6
+        ),
+        max_size=5,
+    )
+)
 def test_applied_transactions_equal_a_dict_replayed_from_the_changelog(tmp_path: Path, txns) -> None:  # type: ignore[no-untyped-def]
     """What RocksDB holds after each commit is what a restore from the changelog records builds."""
     t, _ = task(tmp_path / str(len(list(tmp_path.iterdir()))))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from models.features import MerchantCounts, MerchantState
@@ -30,8 +30,14 @@ class KeyStage:
         self.route_retention = route_retention
 
     def send(self, cmd: dict[str, Any]) -> KeyEffects:
-        effects = handle(cmd, self.partition, int(cmd["occurred_at"].timestamp() * 1000), self.table.get, RETENTION,
-                         route_retention=self.route_retention)
+        effects = handle(
+            cmd,
+            self.partition,
+            int(cmd["occurred_at"].timestamp() * 1000),
+            self.table.get,
+            RETENTION,
+            route_retention=self.route_retention,
+        )
         for k, v in effects.writes:
             if v is None:
                 self.table.pop(k, None)
@@ -199,9 +205,19 @@ def test_an_unreadable_merchant_state_attaches_none_and_starts_afresh(cmds) -> N
 
 
 def merchant_label(label_id: str, at: datetime, *, merchant: str = "m_acme", fraud: bool = True) -> dict[str, Any]:
-    return {"label_id": label_id, "payment_id": "pay_x", "card_token": "tok_x", "merchant_id": merchant, "fraud": fraud,
-            "source": "chargeback", "tx_occurred_at": at - timedelta(days=3), "occurred_at": at,
-            "amount_minor": None, "currency": None, "reason_code": None}
+    return {
+        "label_id": label_id,
+        "payment_id": "pay_x",
+        "card_token": "tok_x",
+        "merchant_id": merchant,
+        "fraud": fraud,
+        "source": "chargeback",
+        "tx_occurred_at": at - timedelta(days=3),
+        "occurred_at": at,
+        "amount_minor": None,
+        "currency": None,
+        "reason_code": None,
+    }
 
 
 def test_a_label_counts_from_its_reveal_time_once(cmds) -> None:
@@ -230,6 +246,6 @@ def test_a_label_counts_from_its_reveal_time_once(cmds) -> None:
 
 
 def test_labels_travel_by_merchant() -> None:
-    at = datetime(2026, 11, 25, tzinfo=timezone.utc)
+    at = datetime(2026, 11, 25, tzinfo=UTC)
     assert label_routing_key(merchant_label("lab-1", at)) == b"m_acme"
     assert label_routing_key(merchant_label("lab-1", at, merchant="")) is None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,8 @@ from connectors.vault.vault import CardSealer, VaultCard, card_of, open_record
 from schemas.codec import Codec
 from schemas.ids import derive_dlq_id, derive_payment_id
 from schemas.partitioning import partition_for
-from streams.stages.ingest import DeadLetter, Forward, Limits, Source, ingest
 from streams.settings import Settings
+from streams.stages.ingest import DeadLetter, Forward, Limits, Source, ingest
 
 TOKENIZER = Tokenizer(b"k" * 32, "t1")
 LIMITS = Limits(10**15, 255, 8)
@@ -31,12 +31,18 @@ DEAD_LETTERS = Codec("DeadLetter")
 
 PAN = "4242424242424242"
 CVC = "737"
-T0 = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 TOPIC = "payment-commands"
 FOLLOW_UP_PID = "pay_0123456789abcdef0123456789abcdef"
 # What `paystream produce --tokenize` publishes instead of the card.
-CARD_TOKEN = {"token": TOKENIZER.token("m_acme", PAN), "bin": "424242", "last4": "4242", "brand": "visa",
-              "exp_month": 12, "exp_year": 2030}
+CARD_TOKEN = {
+    "token": TOKENIZER.token("m_acme", PAN),
+    "bin": "424242",
+    "last4": "4242",
+    "brand": "visa",
+    "exp_month": 12,
+    "exp_year": 2030,
+}
 
 
 def create(**overrides: Any) -> dict[str, Any]:
@@ -56,8 +62,18 @@ def create(**overrides: Any) -> dict[str, Any]:
 
 
 def follow_up(kind: str, **overrides: Any) -> dict[str, Any]:
-    return create(kind=kind, idempotency_key=f"{kind}-1", payment_id=FOLLOW_UP_PID, amount_minor=None,
-                  currency=None, card=None, metadata={}) | overrides
+    return (
+        create(
+            kind=kind,
+            idempotency_key=f"{kind}-1",
+            payment_id=FOLLOW_UP_PID,
+            amount_minor=None,
+            currency=None,
+            card=None,
+            metadata={},
+        )
+        | overrides
+    )
 
 
 def card(**overrides: Any) -> dict[str, Any]:
@@ -111,7 +127,12 @@ def test_valid_create_is_tokenized() -> None:
     }
     assert cmd["capture_method"] == "automatic"  # Stripe's default
     assert cmd["rejection_reason"] is None and cmd["rejection_detail"] is None
-    assert (cmd["amount_minor"], cmd["currency"], cmd["metadata"], cmd["occurred_at"]) == (10_000, "USD", {"order": "1"}, T0)
+    assert (cmd["amount_minor"], cmd["currency"], cmd["metadata"], cmd["occurred_at"]) == (
+        10_000,
+        "USD",
+        {"order": "1"},
+        T0,
+    )
 
 
 def test_forward_key_is_the_payment_id() -> None:
@@ -164,14 +185,23 @@ def test_create_with_its_own_derived_payment_id_is_valid() -> None:
     assert forwarded(create(payment_id=pid))["rejection_reason"] is None
 
 
-THREE_DS = {"trans_status": "Y", "eci": "05", "ds_trans_id": "f25084f0-5b16-4c0a-ae5d-b24808a95e4b",
-            "authentication_value": None}
+THREE_DS = {
+    "trans_status": "Y",
+    "eci": "05",
+    "ds_trans_id": "f25084f0-5b16-4c0a-ae5d-b24808a95e4b",
+    "authentication_value": None,
+}
 
 
 @pytest.mark.parametrize("kind", ["capture", "void", "refund", "expire", "confirm"])
 def test_valid_follow_up(kind: str) -> None:
-    cmd = forwarded(follow_up(kind, amount_minor=500 if kind in ("capture", "refund") else None,
-                              three_ds=THREE_DS if kind == "confirm" else None))
+    cmd = forwarded(
+        follow_up(
+            kind,
+            amount_minor=500 if kind in ("capture", "refund") else None,
+            three_ds=THREE_DS if kind == "confirm" else None,
+        )
+    )
     assert cmd["rejection_reason"] is None and cmd["kind"] == kind
     assert cmd["three_ds"] == (THREE_DS if kind == "confirm" else None)
     assert cmd["payment_id"] == FOLLOW_UP_PID
@@ -195,10 +225,10 @@ def test_card_expiring_this_month_is_accepted() -> None:
 
 def test_expiry_is_judged_against_occurred_at_not_the_wall_clock() -> None:
     # Long expired by today's clock, valid when the command happened.
-    old = create(card=card(exp_month=1, exp_year=2001), occurred_at=datetime(2000, 12, 31, 23, 0, tzinfo=timezone.utc))
+    old = create(card=card(exp_month=1, exp_year=2001), occurred_at=datetime(2000, 12, 31, 23, 0, tzinfo=UTC))
     assert forwarded(old)["rejection_reason"] is None
     # Valid by today's clock, expired when the command happened.
-    future = create(card=card(exp_month=6, exp_year=2090), occurred_at=datetime(2090, 7, 1, tzinfo=timezone.utc))
+    future = create(card=card(exp_month=6, exp_year=2090), occurred_at=datetime(2090, 7, 1, tzinfo=UTC))
     assert forwarded(future)["rejection_reason"] == "expired_card"
 
 
@@ -271,10 +301,16 @@ REFUSALS = [
     ("unexpected_three_ds", follow_up("capture", three_ds=THREE_DS)),
     ("unexpected_three_ds", create(three_ds=THREE_DS)),
     ("invalid_three_ds", follow_up("confirm", three_ds=THREE_DS | {"eci": "5"})),
-    ("invalid_three_ds", follow_up("confirm", three_ds=THREE_DS | {"authentication_value": "av1." + "A" * 1100 + ".x"})),
+    (
+        "invalid_three_ds",
+        follow_up("confirm", three_ds=THREE_DS | {"authentication_value": "av1." + "A" * 1100 + ".x"}),
+    ),
     ("invalid_three_ds", follow_up("confirm", three_ds=THREE_DS | {"authentication_value": "av1.a b.c"})),
     ("invalid_three_ds", follow_up("confirm", three_ds=THREE_DS | {"authentication_value": "av1.4000056655665556.x"})),
-    ("invalid_three_ds", follow_up("confirm", three_ds=THREE_DS | {"trans_status": "N", "authentication_value": "av1.e30.AA"})),
+    (
+        "invalid_three_ds",
+        follow_up("confirm", three_ds=THREE_DS | {"trans_status": "N", "authentication_value": "av1.e30.AA"}),
+    ),
     ("invalid_three_ds", follow_up("confirm", three_ds=THREE_DS | {"eci": "0x"})),
     ("invalid_three_ds", follow_up("confirm", three_ds=THREE_DS | {"ds_trans_id": "f25084f05b164c0aae5db24808a95e4b"})),
     ("invalid_three_ds", follow_up("confirm", three_ds=THREE_DS | {"ds_trans_id": "x" * 36})),
@@ -367,7 +403,7 @@ def test_undecodable_bytes_become_a_dead_letter() -> None:
     assert record["stage"] == "ingest"
     assert record["detail"]
     assert (record["source_topic"], record["source_partition"], record["source_offset"]) == (TOPIC, source.partition, 7)
-    assert record["source_timestamp"] == datetime.fromtimestamp(1_732_540_000, tz=timezone.utc)
+    assert record["source_timestamp"] == datetime.fromtimestamp(1_732_540_000, tz=UTC)
     assert record["raw_key"] == FOLLOW_UP_PID.encode()
     assert record["raw_value"] == b"not avro, card [PAN]"
     assert record["pans_masked"] == 1
@@ -473,10 +509,13 @@ def test_ingest_with_the_vault_seals_the_pan_and_refuses_what_the_vault_refuses(
     assert len(vault.sealed) == 1
 
 
-@pytest.mark.parametrize("number", [
-    "\u00b2000000000000009",  # "²": isdigit() but not a digit int() reads; crashed ingest once
-    "".join(chr(0xFF10 + int(c)) for c in PAN),  # fullwidth digits
-])
+@pytest.mark.parametrize(
+    "number",
+    [
+        "\u00b2000000000000009",  # "²": isdigit() but not a digit int() reads; crashed ingest once
+        "".join(chr(0xFF10 + int(c)) for c in PAN),  # fullwidth digits
+    ],
+)
 def test_a_card_number_must_be_ascii_digits(number: str) -> None:
     assert forwarded(create(card=card(number=number)))["rejection_reason"] == "invalid_card_number"
 
@@ -498,12 +537,12 @@ def test_dispute_open_defaults_the_evidence_due_date_from_event_time() -> None:
     cmd = forwarded(dispute("dispute_open", reason="fraudulent"))
     assert cmd["rejection_reason"] is None
     assert cmd["dispute"]["reason"] == "fraudulent"
-    assert cmd["dispute"]["evidence_due_at"] == datetime(2026, 12, 16, 10, 0, tzinfo=timezone.utc)  # T0 + 21 days
+    assert cmd["dispute"]["evidence_due_at"] == datetime(2026, 12, 16, 10, 0, tzinfo=UTC)  # T0 + 21 days
     assert cmd["amount_minor"] is None  # the payments stage takes the disputable rest
 
 
 def test_dispute_open_keeps_a_given_amount_and_due_date() -> None:
-    due = datetime(2026, 12, 1, tzinfo=timezone.utc)
+    due = datetime(2026, 12, 1, tzinfo=UTC)
     cmd = forwarded(dispute("dispute_open", 700, reason="duplicate", evidence_due_at=due))
     assert (cmd["amount_minor"], cmd["dispute"]["evidence_due_at"]) == (700, due)
 
@@ -526,8 +565,10 @@ def test_evidence_is_pan_masked_before_it_goes_downstream() -> None:
         (dispute("dispute_open"), "missing_dispute_reason"),
         (dispute("dispute_open", reason="because"), "invalid_dispute_reason"),
         (dispute("dispute_open", reason="general", evidence_due_at=T0), "invalid_evidence_due"),
-        (dispute("dispute_open", reason="general", evidence_due_at=datetime(2027, 6, 1, tzinfo=timezone.utc)),
-         "invalid_evidence_due"),
+        (
+            dispute("dispute_open", reason="general", evidence_due_at=datetime(2027, 6, 1, tzinfo=UTC)),
+            "invalid_evidence_due",
+        ),
         (dispute("dispute_open", reason="general", outcome="won"), "unexpected_dispute_field"),
         (dispute("dispute_open", 0, reason="general"), "invalid_amount"),
         (dispute("dispute_close"), "missing_dispute_outcome"),
@@ -536,8 +577,12 @@ def test_evidence_is_pan_masked_before_it_goes_downstream() -> None:
         (dispute("dispute_evidence", evidence="   "), "invalid_evidence"),
         (dispute("dispute_evidence", evidence="x" * 4_001), "invalid_evidence"),
         (follow_up("dispute_close"), "missing_dispute_outcome"),
-        (follow_up("refund", dispute={"reason": "general", "evidence_due_at": None, "evidence": None, "outcome": None}),
-         "unexpected_dispute"),
+        (
+            follow_up(
+                "refund", dispute={"reason": "general", "evidence_due_at": None, "evidence": None, "outcome": None}
+            ),
+            "unexpected_dispute",
+        ),
     ],
 )
 def test_invalid_dispute_commands_are_refused(cmd: dict[str, Any], reason: str) -> None:
@@ -547,10 +592,13 @@ def test_invalid_dispute_commands_are_refused(cmd: dict[str, Any], reason: str) 
 
 
 def test_a_command_of_the_previous_schema_still_decodes() -> None:
+    import io
+    import json
+
     from fastavro import parse_schema, schemaless_writer
-    import io, json
-    from schemas.codec import MAGIC, crc64_avro_fingerprint, schema_text
     from fastavro.schema import to_parsing_canonical_form
+
+    from schemas.codec import MAGIC, crc64_avro_fingerprint, schema_text
 
     old = json.loads(schema_text("history/PaymentCommand.2"))
     body = io.BytesIO()
@@ -594,8 +642,10 @@ def test_a_sealed_card_is_opened_tokenized_and_dropped(intake: tuple[Sealer, Car
 
 def test_a_sealed_card_is_validated_like_a_raw_one(intake: tuple[Sealer, CardOpener]) -> None:
     sealer, opener = intake
-    for change, reason in ((card(number=PAN[:-1] + "3"), "invalid_card_number"),
-                           (card(exp_month=10, exp_year=2026), "expired_card")):
+    for change, reason in (
+        (card(number=PAN[:-1] + "3"), "invalid_card_number"),
+        (card(exp_month=10, exp_year=2026), "expired_card"),
+    ):
         result = run_sealed(sealer.seal_command(create(card=change)), opener)
         assert isinstance(result, Forward) and result.command["rejection_reason"] == reason
         assert result.command["card"] is None
@@ -609,8 +659,9 @@ def tampered(sealer: Sealer, what: str) -> dict[str, Any]:
     elif what == "replayed":  # the sealed card of another command of the same merchant
         sealed = sealed_create(sealer, command_id="cmd_other")["sealed_card"]
     elif what == "foreign":
-        sealed = Sealer("card-intake-v1", X25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).seal(
-            card(), cmd["merchant_id"], cmd["command_id"])
+        sealed = Sealer(
+            "card-intake-v1", X25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        ).seal(card(), cmd["merchant_id"], cmd["command_id"])
     elif what == "unknown_key":
         sealed = sealed | {"key_id": "card-intake-v9"}
     elif what == "short":
@@ -618,14 +669,19 @@ def tampered(sealer: Sealer, what: str) -> dict[str, Any]:
     return cmd | {"sealed_card": sealed}
 
 
-@pytest.mark.parametrize("what, reason", [
-    ("ciphertext", "sealed_card_tampered"),
-    ("replayed", "sealed_card_tampered"),
-    ("foreign", "sealed_card_tampered"),
-    ("unknown_key", "unknown_intake_key"),
-    ("short", "sealed_card_malformed"),
-])
-def test_a_sealed_card_that_does_not_open_is_a_dead_letter(intake: tuple[Sealer, CardOpener], what: str, reason: str) -> None:
+@pytest.mark.parametrize(
+    "what, reason",
+    [
+        ("ciphertext", "sealed_card_tampered"),
+        ("replayed", "sealed_card_tampered"),
+        ("foreign", "sealed_card_tampered"),
+        ("unknown_key", "unknown_intake_key"),
+        ("short", "sealed_card_malformed"),
+    ],
+)
+def test_a_sealed_card_that_does_not_open_is_a_dead_letter(
+    intake: tuple[Sealer, CardOpener], what: str, reason: str
+) -> None:
     sealer, opener = intake
     result = run_sealed(tampered(sealer, what), opener)
     assert isinstance(result, DeadLetter)
@@ -642,9 +698,11 @@ def test_without_intake_keys_a_sealed_card_is_a_dead_letter(intake: tuple[Sealer
 def test_a_sealed_card_goes_alone_and_only_on_a_create(intake: tuple[Sealer, CardOpener]) -> None:
     sealer, opener = intake
     sealed = sealed_create(sealer)["sealed_card"]
-    for cmd, reason in ((create(sealed_card=sealed), "ambiguous_payment_method"),
-                        (create(card=None, card_token=CARD_TOKEN, sealed_card=sealed), "ambiguous_payment_method"),
-                        (follow_up("capture", sealed_card=sealed), "unexpected_payment_method")):
+    for cmd, reason in (
+        (create(sealed_card=sealed), "ambiguous_payment_method"),
+        (create(card=None, card_token=CARD_TOKEN, sealed_card=sealed), "ambiguous_payment_method"),
+        (follow_up("capture", sealed_card=sealed), "unexpected_payment_method"),
+    ):
         result = run_sealed(cmd, opener)
         assert isinstance(result, Forward) and result.command["rejection_reason"] == reason
 
@@ -662,10 +720,14 @@ def test_raw_cards_are_accepted_by_default_and_refused_when_switched_off(intake:
 
 
 @settings(max_examples=50, deadline=None)
-@given(key_id=st.text(max_size=50), ephemeral=st.one_of(st.binary(max_size=40), st.binary(min_size=32, max_size=32)),
-       ciphertext=st.one_of(st.binary(max_size=300), st.binary(min_size=144, max_size=144)))
-def test_any_sealed_card_that_is_not_ours_is_a_dead_letter_never_a_crash(intake: tuple[Sealer, CardOpener], key_id: str,
-                                                                         ephemeral: bytes, ciphertext: bytes) -> None:
+@given(
+    key_id=st.text(max_size=50),
+    ephemeral=st.one_of(st.binary(max_size=40), st.binary(min_size=32, max_size=32)),
+    ciphertext=st.one_of(st.binary(max_size=300), st.binary(min_size=144, max_size=144)),
+)
+def test_any_sealed_card_that_is_not_ours_is_a_dead_letter_never_a_crash(
+    intake: tuple[Sealer, CardOpener], key_id: str, ephemeral: bytes, ciphertext: bytes
+) -> None:
     sealed = {"key_id": key_id, "ephemeral_public": ephemeral, "ciphertext": ciphertext}
     result = run_sealed(create(card=None, sealed_card=sealed), intake[1])
     assert isinstance(result, DeadLetter)
@@ -705,29 +767,39 @@ def test_a_card_create_says_card_and_a_bank_or_bnpl_create_carries_its_instrumen
     assert (bnpl["method"], bnpl["bnpl_provider"], bnpl["card"]) == ("bnpl", "later", None)
 
 
-@pytest.mark.parametrize(("overrides", "reason"), [
-    ({"method": "wallet", "card": None, "wallet": WALLET | {"token": PAN}}, "pan_in_field"),
-    ({"method": "wallet", "card": None, "wallet": WALLET | {"cryptogram": "4000056655665556"}}, "pan_in_field"),
-    ({"method": "wallet", "card": None, "wallet": WALLET | {"token": "short"}}, "invalid_wallet"),
-    ({"method": "wallet", "wallet": WALLET}, "ambiguous_payment_method"),  # a card too
-    ({"method": "wallet", "card": None}, "missing_payment_method"),
-    ({"card": None, "wallet": WALLET}, "ambiguous_payment_method"),  # a card create with a wallet
-    ({"method": "bank_transfer", "card": None, "bank_account": MANDATE, "capture_method": "manual"},
-     "capture_method_not_supported"),
-    ({"method": "bank_transfer", "card": None, "bank_account": MANDATE, "currency": "EUR"}, "currency_not_supported"),
-    ({"method": "bank_transfer", "card": None, "bank_account": MANDATE | {"account_last4": "123456789"}},
-     "invalid_bank_account"),
-    ({"method": "bank_transfer", "card": None, "bank_account": MANDATE | {"mandate_id": PAN}}, "pan_in_field"),
-    ({"method": "bnpl", "card": None, "bnpl": {"provider": "Later Inc"}}, "invalid_bnpl"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"method": "wallet", "card": None, "wallet": WALLET | {"token": PAN}}, "pan_in_field"),
+        ({"method": "wallet", "card": None, "wallet": WALLET | {"cryptogram": "4000056655665556"}}, "pan_in_field"),
+        ({"method": "wallet", "card": None, "wallet": WALLET | {"token": "short"}}, "invalid_wallet"),
+        ({"method": "wallet", "wallet": WALLET}, "ambiguous_payment_method"),  # a card too
+        ({"method": "wallet", "card": None}, "missing_payment_method"),
+        ({"card": None, "wallet": WALLET}, "ambiguous_payment_method"),  # a card create with a wallet
+        (
+            {"method": "bank_transfer", "card": None, "bank_account": MANDATE, "capture_method": "manual"},
+            "capture_method_not_supported",
+        ),
+        (
+            {"method": "bank_transfer", "card": None, "bank_account": MANDATE, "currency": "EUR"},
+            "currency_not_supported",
+        ),
+        (
+            {"method": "bank_transfer", "card": None, "bank_account": MANDATE | {"account_last4": "123456789"}},
+            "invalid_bank_account",
+        ),
+        ({"method": "bank_transfer", "card": None, "bank_account": MANDATE | {"mandate_id": PAN}}, "pan_in_field"),
+        ({"method": "bnpl", "card": None, "bnpl": {"provider": "Later Inc"}}, "invalid_bnpl"),
+    ],
+)
 def test_a_create_with_the_wrong_instrument_is_refused(overrides: dict[str, Any], reason: str) -> None:
     assert refused_at_ingest(create(**overrides)) == reason
 
 
 def test_a_signed_wallet_cryptogram_is_verified_against_the_wallet_providers_keys(tmp_path: Path) -> None:
-    from streams.domain.authentication import WalletCryptogram, issue_cryptogram, token_digest
     from connectors.vault.keys import WALLET_SIGNING, ActiveSigner
     from schemas.times import to_ms
+    from streams.domain.authentication import WalletCryptogram, issue_cryptogram, token_digest
 
     store = FileKeyStore(tmp_path / "keys")
     store.init()
@@ -736,9 +808,19 @@ def test_a_signed_wallet_cryptogram_is_verified_against_the_wallet_providers_key
     pid = derive_payment_id(base["merchant_id"], base["idempotency_key"])
 
     def signed(**changes: Any) -> dict[str, Any]:
-        claims = dict(key_id="wallet-signing-v1", provider="apple_pay", token_sha256=token_digest(WALLET["token"]),
-                      payment_id=pid, merchant_id=base["merchant_id"], amount_minor=base["amount_minor"],
-                      currency=base["currency"], created_at_ms=to_ms(base["occurred_at"])) | changes
+        claims = (
+            dict(
+                key_id="wallet-signing-v1",
+                provider="apple_pay",
+                token_sha256=token_digest(WALLET["token"]),
+                payment_id=pid,
+                merchant_id=base["merchant_id"],
+                amount_minor=base["amount_minor"],
+                currency=base["currency"],
+                created_at_ms=to_ms(base["occurred_at"]),
+            )
+            | changes
+        )
         token = issue_cryptogram(WalletCryptogram(**claims), ActiveSigner.of(store, WALLET_SIGNING))
         return base | {"wallet": WALLET | {"cryptogram": token}}
 
@@ -757,8 +839,10 @@ def test_a_signed_wallet_cryptogram_is_verified_against_the_wallet_providers_key
 
 def test_the_method_must_have_a_rail_for_the_currency() -> None:
     limits = Limits(10**15, 255, 8, method_currencies={"card": frozenset({"USD"}), "bnpl": frozenset({"USD", "EUR"})})
-    assert refused_at_ingest(create(method="bnpl", card=None, bnpl={"provider": "later"}, currency="JPY"),
-                             limits) == "currency_not_supported"
+    assert (
+        refused_at_ingest(create(method="bnpl", card=None, bnpl={"provider": "later"}, currency="JPY"), limits)
+        == "currency_not_supported"
+    )
     assert refused_at_ingest(create(method="wallet", card=None, wallet=WALLET), limits) == "currency_not_supported"
     assert refused_at_ingest(create(), limits) is None
 
@@ -771,7 +855,10 @@ def test_bank_notices_carry_a_return_code_only_on_a_return() -> None:
     assert refused_at_ingest(follow_up("bank_return", bank_notice={"return_code": "oops"})) == "invalid_return_code"
     assert refused_at_ingest(follow_up("bank_settle", bank_notice={"return_code": "R01"})) == "unexpected_bank_notice"
     assert refused_at_ingest(follow_up("refund", bank_notice={"return_code": "R01"})) == "unexpected_bank_notice"
-    assert refused_at_ingest(follow_up("bank_return", amount_minor=5, bank_notice={"return_code": "R01"})) == "unexpected_amount"
+    assert (
+        refused_at_ingest(follow_up("bank_return", amount_minor=5, bank_notice={"return_code": "R01"}))
+        == "unexpected_amount"
+    )
 
 
 def test_a_follow_up_carries_no_payment_method() -> None:

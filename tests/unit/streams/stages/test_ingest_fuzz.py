@@ -19,7 +19,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import fastavro
@@ -31,9 +31,9 @@ from connectors.vault.tokenizer import Tokenizer
 from schemas.codec import MAX_MESSAGE_BYTES, Codec, load_schema
 from schemas.ids import derive_payment_id
 from schemas.partitioning import partition_for
+from streams.domain.payments import Policy
 from streams.stages import idempotency as key_stage
 from streams.stages.ingest import DLQ_RAW_MAX_BYTES, DeadLetter, Forward, Limits, Source, dead_letter, ingest
-from streams.domain.payments import Policy
 from streams.stages.payments import DEDUP, EVENTS, OUTCOMES, PAYMENTS, SELF, TIMERS, Tables, handle
 from tests.unit.streams.conftest import saga_of
 
@@ -46,7 +46,7 @@ RETENTION = timedelta(hours=24)
 # ahead moves its partition's watermark up to that skew, which with the default 7-day
 # window would expire valid authorizations early (docs/reliability.md, open items).
 POLICY = Policy(auth_window=timedelta(days=31))
-T0 = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 T0_MS = int(T0.timestamp() * 1000)
 
 COMMANDS = Codec("PaymentCommand")
@@ -101,15 +101,25 @@ class Pipeline:
         assert isinstance(result, Forward)
         keyed = self._hop(result.command)
         cmd = VALIDATED.decode(keyed)
-        effects = key_stage.handle(cmd, partition_for(key_stage.routing_key(cmd), PARTITIONS), ts_ms, self.keys.get, RETENTION)
+        effects = key_stage.handle(
+            cmd, partition_for(key_stage.routing_key(cmd), PARTITIONS), ts_ms, self.keys.get, RETENTION
+        )
         for k, v in effects.writes:
             self._write(self.keys, k, v)
         out = Forward(effects.command)
         value = self._hop(out.command)
         cmd = VALIDATED.decode(value)
         t = self.tables
-        stage = handle(cmd, value, partition_for(out.key, PARTITIONS), ts_ms,
-                       Tables(t[PAYMENTS].get, t[DEDUP].get, t[TIMERS].get), saga_of(), POLICY, RETENTION)
+        stage = handle(
+            cmd,
+            value,
+            partition_for(out.key, PARTITIONS),
+            ts_ms,
+            Tables(t[PAYMENTS].get, t[DEDUP].get, t[TIMERS].get),
+            saga_of(),
+            POLICY,
+            RETENTION,
+        )
         if stage.skipped:
             return Result(skipped=True)
         if stage.reused_command_id:
@@ -190,10 +200,16 @@ def valid_flow(i: int, manual: bool, follow: str) -> list[Message]:
     key = f"v-{i}"
     pid = derive_payment_id(VALID_MERCHANT, key)
     at = T0 + timedelta(seconds=i)
-    create = command(command_id=f"v-{i}-create", merchant_id=VALID_MERCHANT, idempotency_key=key,
-                     capture_method="manual" if manual else "automatic", amount_minor=5_000 + i,
-                     card={"number": PANS[i % len(PANS)], "exp_month": 12, "exp_year": 2030, "cvc": "737"},
-                     metadata={"order": str(i)}, occurred_at=at)
+    create = command(
+        command_id=f"v-{i}-create",
+        merchant_id=VALID_MERCHANT,
+        idempotency_key=key,
+        capture_method="manual" if manual else "automatic",
+        amount_minor=5_000 + i,
+        card={"number": PANS[i % len(PANS)], "exp_month": 12, "exp_year": 2030, "cvc": "737"},
+        metadata={"order": str(i)},
+        occurred_at=at,
+    )
     msgs = [message_of(create, "valid create", valid=True)]
     kind = {"capture": "capture", "void": "void", "refund": "refund"}.get(follow)
     if kind == "refund" and manual:
@@ -202,9 +218,17 @@ def valid_flow(i: int, manual: bool, follow: str) -> list[Message]:
         kind = "refund"
     if kind is not None:
         amount = 1_000 if kind in ("capture", "refund") else None
-        up = command(command_id=f"v-{i}-{kind}", kind=kind, merchant_id=VALID_MERCHANT, idempotency_key=f"{key}-{kind}",
-                     payment_id=pid, amount_minor=amount, currency=None, card=None,
-                     occurred_at=at + timedelta(milliseconds=1))
+        up = command(
+            command_id=f"v-{i}-{kind}",
+            kind=kind,
+            merchant_id=VALID_MERCHANT,
+            idempotency_key=f"{key}-{kind}",
+            payment_id=pid,
+            amount_minor=amount,
+            currency=None,
+            card=None,
+            occurred_at=at + timedelta(milliseconds=1),
+        )
         msgs.append(message_of(up, f"valid {kind}", valid=True))
     return msgs
 
@@ -212,20 +236,47 @@ def valid_flow(i: int, manual: bool, follow: str) -> list[Message]:
 # Hostile text: unicode edge cases, control characters, PANs (plain, grouped), huge.
 hostile_text = st.one_of(
     st.text(max_size=40),
-    st.sampled_from([
-        "", " ", "\x00", "\x1f", "\u200b", "\ufeff", "e\u0301", "\U0001f4b3", "\u202e", "Ａ", "ｍ_valid",
-        "m_valid\x00", "٤٢٤٢٤٢٤٢٤٢٤٢٤٢٤٢", "４２４２４２４２４２４２４２４２", "²000000000000009", PANS[0], f"pan {PANS[1]}", "4242 4242 4242 4242", "4242-4242-4242-4242",
-        "x" * 300, "é" * 5000, "-1", "NaN",
-    ]),
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "\x00",
+            "\x1f",
+            "\u200b",
+            "\ufeff",
+            "e\u0301",
+            "\U0001f4b3",
+            "\u202e",
+            "Ａ",
+            "ｍ_valid",
+            "m_valid\x00",
+            "٤٢٤٢٤٢٤٢٤٢٤٢٤٢٤٢",
+            "４２４２４２４２４２４２４２４２",
+            "²000000000000009",
+            PANS[0],
+            f"pan {PANS[1]}",
+            "4242 4242 4242 4242",
+            "4242-4242-4242-4242",
+            "x" * 300,
+            "é" * 5000,
+            "-1",
+            "NaN",
+        ]
+    ),
 )
 hostile_amount = st.one_of(
-    st.none(), st.sampled_from([0, -1, -(2**63), 2**63 - 1, 10**15, 10**15 + 1]), st.integers(-(2**63), 2**63 - 1),
+    st.none(),
+    st.sampled_from([0, -1, -(2**63), 2**63 - 1, 10**15, 10**15 + 1]),
+    st.integers(-(2**63), 2**63 - 1),
 )
-hostile_currency = st.one_of(st.none(), st.sampled_from(["usd", "US", "USDD", "XAU", "XXX", "", "ＵＳＤ", "U\x00D"]), st.text(max_size=5))
+hostile_currency = st.one_of(
+    st.none(), st.sampled_from(["usd", "US", "USDD", "XAU", "XXX", "", "ＵＳＤ", "U\x00D"]), st.text(max_size=5)
+)
 hostile_time = st.one_of(
-    st.sampled_from([datetime(1, 1, 1, tzinfo=timezone.utc), datetime(9999, 12, 31, tzinfo=timezone.utc),
-                     datetime(1970, 1, 1, tzinfo=timezone.utc)]),
-    st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(timezone.utc)),
+    st.sampled_from(
+        [datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, tzinfo=UTC), datetime(1970, 1, 1, tzinfo=UTC)]
+    ),
+    st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)),
 )
 hostile_metadata = st.one_of(
     st.dictionaries(hostile_text, hostile_text, max_size=5),
@@ -236,15 +287,22 @@ hostile_metadata = st.one_of(
 )
 hostile_card = st.one_of(
     st.none(),
-    st.builds(lambda n, m, y: {"number": n, "exp_month": m, "exp_year": y, "cvc": "123"},
-              st.one_of(hostile_text, st.sampled_from(PANS), st.just("4242424242424241")),
-              st.integers(-(2**31), 2**31 - 1), st.sampled_from([2030, 1999, 2101, -1, 0])),
+    st.builds(
+        lambda n, m, y: {"number": n, "exp_month": m, "exp_year": y, "cvc": "123"},
+        st.one_of(hostile_text, st.sampled_from(PANS), st.just("4242424242424241")),
+        st.integers(-(2**31), 2**31 - 1),
+        st.sampled_from([2030, 1999, 2101, -1, 0]),
+    ),
 )
 hostile_token = st.one_of(
     st.none(),
-    st.builds(lambda t, b, l4, brand: {"token": t, "bin": b, "last4": l4, "brand": brand, "exp_month": 12, "exp_year": 2030},
-              st.one_of(st.just("tok_" + "a" * 32), hostile_text), st.one_of(st.just("424242"), hostile_text),
-              st.one_of(st.just("4242"), hostile_text), st.sampled_from(["visa", "nope", ""])),
+    st.builds(
+        lambda t, b, l4, brand: {"token": t, "bin": b, "last4": l4, "brand": brand, "exp_month": 12, "exp_year": 2030},
+        st.one_of(st.just("tok_" + "a" * 32), hostile_text),
+        st.one_of(st.just("424242"), hostile_text),
+        st.one_of(st.just("4242"), hostile_text),
+        st.sampled_from(["visa", "nope", ""]),
+    ),
 )
 
 
@@ -273,8 +331,13 @@ def hostile_command(draw: st.DrawFn, n: int) -> Message:
         cmd["command_id"] = draw(st.sampled_from(["", "x" * 129, PANS[4], f"h-{n}"]))
     msg = message_of(cmd, "hostile values")
     if draw(st.integers(0, 9)) == 0:  # a producer with the wrong partitioner or key
-        msg = Message(msg.raw, draw(st.one_of(st.none(), st.binary(max_size=20), st.just(PANS[0].encode()))),
-                      draw(st.integers(0, PARTITIONS - 1)), msg.ts_ms, label="hostile routing")
+        msg = Message(
+            msg.raw,
+            draw(st.one_of(st.none(), st.binary(max_size=20), st.just(PANS[0].encode()))),
+            draw(st.integers(0, PARTITIONS - 1)),
+            msg.ts_ms,
+            label="hostile routing",
+        )
     return msg
 
 
@@ -285,8 +348,22 @@ def _encoded_valid(n: int) -> bytes:
 @st.composite
 def hostile_bytes(draw: st.DrawFn, n: int) -> Message:
     """Bytes that are not a command we can read."""
-    kind = draw(st.sampled_from(["random", "truncated", "fingerprint", "flipped", "tombstone", "other_schema",
-                                 "bad_utf8", "time_overflow", "trailing", "pan_garbage"]))
+    kind = draw(
+        st.sampled_from(
+            [
+                "random",
+                "truncated",
+                "fingerprint",
+                "flipped",
+                "tombstone",
+                "other_schema",
+                "bad_utf8",
+                "time_overflow",
+                "trailing",
+                "pan_garbage",
+            ]
+        )
+    )
     good = _encoded_valid(n)
     if kind == "random":
         raw = draw(st.binary(max_size=300))
@@ -296,23 +373,33 @@ def hostile_bytes(draw: st.DrawFn, n: int) -> Message:
         raw = good[:2] + draw(st.binary(min_size=8, max_size=8)) + good[10:]
     elif kind == "flipped":
         i = draw(st.integers(10, len(good) - 1))
-        raw = good[:i] + bytes([good[i] ^ draw(st.integers(1, 255))]) + good[i + 1:]
+        raw = good[:i] + bytes([good[i] ^ draw(st.integers(1, 255))]) + good[i + 1 :]
     elif kind == "tombstone":
         raw = None
     elif kind == "other_schema":
-        raw = VALIDATED.encode(command(command_id=f"h-{n}") | {"card": None, "rejection_reason": None, "rejection_detail": None}
-                               | {"card_token": None})
+        raw = VALIDATED.encode(
+            command(command_id=f"h-{n}")
+            | {"card": None, "rejection_reason": None, "rejection_detail": None}
+            | {"card_token": None}
+        )
     elif kind == "bad_utf8":
         # A lone surrogate (CESU-8) in merchant_id: the string length prefix stays right.
         raw = COMMANDS.encode(command(command_id=f"h-{n}", merchant_id="m_XXX")).replace(b"m_XXX", b"m_\xed\xa0\x80")
     elif kind == "time_overflow":
-        raw = _with_raw_time(command(command_id=f"h-{n}"), draw(st.sampled_from([2**63 - 1, -(2**63), 253402300800000])))
+        raw = _with_raw_time(
+            command(command_id=f"h-{n}"), draw(st.sampled_from([2**63 - 1, -(2**63), 253402300800000]))
+        )
     elif kind == "trailing":
         raw = good + draw(st.binary(min_size=1, max_size=10))
     else:
         raw = b"\xc3\x01" + bytes(8) + f"junk {PANS[0]} junk 4242 4242 4242 4242".encode()
-    return Message(raw, draw(st.one_of(st.none(), st.just(b"k"), st.just(PANS[1].encode()))),
-                   draw(st.integers(0, PARTITIONS - 1)), T0_MS, label=f"bytes:{kind}")
+    return Message(
+        raw,
+        draw(st.one_of(st.none(), st.just(b"k"), st.just(PANS[1].encode()))),
+        draw(st.integers(0, PARTITIONS - 1)),
+        T0_MS,
+        label=f"bytes:{kind}",
+    )
 
 
 def _with_raw_time(cmd: dict[str, Any], occurred_at_ms: int) -> bytes:
@@ -350,7 +437,11 @@ def streams_of_messages(draw: st.DrawFn) -> list[Message]:
     ]
     hostile = [draw(st.one_of(hostile_command(n), hostile_bytes(n))) for n in range(draw(st.integers(1, 12)))]
     # Interleave: hostile messages anywhere, each valid flow keeps its own order.
-    slots = draw(st.permutations([("v", i) for i, flow in enumerate(valid) for _ in flow] + [("h", n) for n in range(len(hostile))]))
+    slots = draw(
+        st.permutations(
+            [("v", i) for i, flow in enumerate(valid) for _ in flow] + [("h", n) for n in range(len(hostile))]
+        )
+    )
     cursors = [iter(flow) for flow in valid]
     return [next(cursors[i]) if tag == "v" else hostile[i] for tag, i in slots]
 
@@ -381,7 +472,11 @@ def check_stream(messages: list[Message]) -> Pipeline:
     return pipeline
 
 
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(messages=streams_of_messages())
 def test_hostile_and_valid_messages_interleaved(messages: list[Message], caplog: pytest.LogCaptureFixture) -> None:
     caplog.clear()
@@ -415,8 +510,15 @@ def test_metadata_just_under_the_message_limit_is_refused_without_forwarding_it(
 
 
 def test_a_huge_follow_up_payment_id_is_refused_and_not_forwarded() -> None:
-    cmd = command(command_id="h-pid", kind="capture", payment_id="pay_" + "a" * 900_000, amount_minor=None,
-                  currency=None, card=None, idempotency_key="h-pid")
+    cmd = command(
+        command_id="h-pid",
+        kind="capture",
+        payment_id="pay_" + "a" * 900_000,
+        amount_minor=None,
+        currency=None,
+        card=None,
+        idempotency_key="h-pid",
+    )
     pipeline = Pipeline()
     result = pipeline.publish(COMMANDS.encode(cmd), None, partition_for(cmd["payment_id"].encode(), PARTITIONS), T0_MS)
     assert result.outcome is not None and result.outcome["reason_code"] == "invalid_payment_id"

@@ -18,7 +18,7 @@ from streams.domain.ledger import (
     shard_for,
     totals_by_currency,
 )
-from streams.stages.ledger import APPLIED, BALANCES, apply_entry, applied_key, post_event
+from streams.stages.ledger import APPLIED, BALANCES, applied_key, apply_entry, post_event
 from tests.unit.streams.ledger_support import T0, event, histories
 
 SHARDS = 8
@@ -37,7 +37,9 @@ class Shard:
         # The record goes through Avro as on the topic.
         record = ENTRY.decode(ENTRY.encode(record))
         ts_ms = int(record["occurred_at"].timestamp() * 1000)
-        result = apply_entry(record, self.partition, ts_ms, self.tables[BALANCES].get, self.tables[APPLIED].get, RETENTION)
+        result = apply_entry(
+            record, self.partition, ts_ms, self.tables[BALANCES].get, self.tables[APPLIED].get, RETENTION
+        )
         for table, key, value in result.writes:
             if value is None:
                 self.tables[table].pop(key, None)
@@ -53,7 +55,10 @@ def test_an_event_is_posted_in_its_merchants_shard() -> None:
     posting = post_event(event("authorized", amount=1000, merchant="m_globex"), SHARDS)
     assert posting.refused is None and posting.entry is not None
     assert posting.entry.shard == shard_for("m_globex", SHARDS)
-    assert {line.account for line in posting.entry.lines} == {"merchant:m_globex:holds", f"house:holds:{posting.entry.shard}"}
+    assert {line.account for line in posting.entry.lines} == {
+        "merchant:m_globex:holds",
+        f"house:holds:{posting.entry.shard}",
+    }
 
 
 def test_an_event_that_moves_no_money_posts_nothing_and_a_bad_one_is_refused() -> None:
@@ -61,7 +66,10 @@ def test_an_event_that_moves_no_money_posts_nothing_and_a_bad_one_is_refused() -
     assert post_event(event("declined"), SHARDS).entry is None and post_event(event("declined"), SHARDS).refused is None
     refused = post_event(event("settled", amount=100), SHARDS).refused  # settlement terms come from the settle batch
     assert refused is not None and refused.reason
-    assert post_event({k: v for k, v in event("captured", amount=5).items() if k != "merchant_id"}, SHARDS).refused is not None
+    assert (
+        post_event({k: v for k, v in event("captured", amount=5).items() if k != "merchant_id"}, SHARDS).refused
+        is not None
+    )
     assert post_event(event("captured", amount=5, merchant=""), SHARDS).refused.reason == "invalid_merchant"
 
 
@@ -69,7 +77,10 @@ def test_an_entry_is_applied_once_and_its_dedup_record_is_swept_after_the_retent
     entry = post_event(event("authorized", amount=1000), SHARDS).entry
     shard = Shard(entry.shard)
     first = shard.apply(entry_to_record(entry))
-    assert not first.skipped and shard.balances() == {("merchant:m_acme:holds", "USD"): -1000, (f"house:holds:{entry.shard}", "USD"): 1000}
+    assert not first.skipped and shard.balances() == {
+        ("merchant:m_acme:holds", "USD"): -1000,
+        (f"house:holds:{entry.shard}", "USD"): 1000,
+    }
     again = shard.apply(entry_to_record(entry))
     assert again.skipped and not again.writes
     # A later entry past the retention sweeps the first one's dedup record.

@@ -4,7 +4,7 @@ state swept."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hypothesis import given, settings
@@ -17,19 +17,33 @@ from streams.domain.monitoring import HOUR_MS, Thresholds
 from streams.stages.monitoring import activities, case_record, handle, mark_key, state_key, subject_key
 
 ACTIVITY, CASE = Codec("MonitoringActivity"), Codec("MonitoringCase")
-AT = datetime(2026, 12, 6, 12, tzinfo=timezone.utc)
+AT = datetime(2026, 12, 6, 12, tzinfo=UTC)
 T = Thresholds()
 PARTITIONS = 4
 
 
-def event(kind: str, amount: int, *, pid: str = "pay_1", card: str | None = "tok_a", at: datetime = AT,
-          merchant: str = "m_1") -> dict[str, Any]:
-    return {"event_id": f"evt_{pid}_{kind}_{amount}_{at.timestamp()}", "type": kind, "payment_id": pid,
-            "merchant_id": merchant, "currency": "USD", "amount_minor": amount, "card_token": card, "occurred_at": at}
+def event(
+    kind: str, amount: int, *, pid: str = "pay_1", card: str | None = "tok_a", at: datetime = AT, merchant: str = "m_1"
+) -> dict[str, Any]:
+    return {
+        "event_id": f"evt_{pid}_{kind}_{amount}_{at.timestamp()}",
+        "type": kind,
+        "payment_id": pid,
+        "merchant_id": merchant,
+        "currency": "USD",
+        "amount_minor": amount,
+        "card_token": card,
+        "occurred_at": at,
+    }
 
 
 def create(device: str | None, pid: str = "pay_1", amount: int = 5_00) -> dict[str, Any]:
-    return {"kind": "create", "payment_id": pid, "amount_minor": amount, "metadata": {"device": device} if device else None}
+    return {
+        "kind": "create",
+        "payment_id": pid,
+        "amount_minor": amount,
+        "metadata": {"device": device} if device else None,
+    }
 
 
 # --- the forward ---
@@ -38,16 +52,23 @@ def create(device: str | None, pid: str = "pay_1", amount: int = 5_00) -> dict[s
 def test_a_capture_and_a_refund_are_seen_by_their_merchant_and_card() -> None:
     out = activities({"kind": "capture", "payment_id": "pay_1"}, [event("captured", 9_500_00), event("refunded", 100)])
     assert [(k, a["kind"], a["amount_minor"]) for k, a in out] == [
-        (b"merchant:m_1", "capture", 9_500_00), (b"card:tok_a", "capture", 9_500_00),
-        (b"merchant:m_1", "refund", 100), (b"card:tok_a", "refund", 100)]
+        (b"merchant:m_1", "capture", 9_500_00),
+        (b"card:tok_a", "capture", 9_500_00),
+        (b"merchant:m_1", "refund", 100),
+        (b"card:tok_a", "refund", 100),
+    ]
     assert len({a["activity_id"] for _, a in out}) == 4
     for _, a in out:
         assert ACTIVITY.decode(ACTIVITY.encode(a, check=True)) == a
 
 
 def test_a_card_create_from_a_device_is_one_attempt_whatever_its_outcome() -> None:
-    (key, attempt), = activities(create("dev-9"), [event("declined", 0)])
-    assert key == b"device:dev-9" and (attempt["kind"], attempt["amount_minor"], attempt["card_token"]) == ("attempt", 5_00, "tok_a")
+    ((key, attempt),) = activities(create("dev-9"), [event("declined", 0)])
+    assert key == b"device:dev-9" and (attempt["kind"], attempt["amount_minor"], attempt["card_token"]) == (
+        "attempt",
+        5_00,
+        "tok_a",
+    )
     out = activities(create("dev-9"), [event("authorized", 5_00), event("captured", 5_00)])  # automatic capture
     assert [k for k, _ in out] == [b"device:dev-9", b"merchant:m_1", b"card:tok_a"]
 
@@ -56,8 +77,13 @@ def test_what_is_not_monitored() -> None:
     assert activities(create(None), [event("authorized", 5_00)]) == []  # no device
     assert activities(create("dev-9"), [event("authorized", 5_00, card=None)]) == []  # not a card
     assert activities(create("x" * 201), [event("authorized", 5_00)]) == []  # not a device id we keep
-    assert activities({"kind": "capture", "payment_id": "pay_1", "metadata": {"device": "d"}}, [event("expired", 5_00)]) == []
-    assert activities(create("dev-9"), [event("authorized", 5_00, pid="pay_other")]) == []  # a timer's event of another payment
+    assert (
+        activities({"kind": "capture", "payment_id": "pay_1", "metadata": {"device": "d"}}, [event("expired", 5_00)])
+        == []
+    )
+    assert (
+        activities(create("dev-9"), [event("authorized", 5_00, pid="pay_other")]) == []
+    )  # a timer's event of another payment
     out = activities({"kind": "refund", "payment_id": "pay_1"}, [event("refunded", 100, card=None)])
     assert [k for k, _ in out] == [b"merchant:m_1"]  # a bank transfer's refund: the merchant only
 
@@ -89,8 +115,10 @@ class Partitions:
 def structuring(card: str = "tok_s", n: int = 3) -> list[tuple[bytes, dict[str, Any]]]:
     out = []
     for i in range(n):
-        out += activities({"kind": "capture", "payment_id": f"pay_{i}"},
-                          [event("captured", 9_600_00 + i, pid=f"pay_{i}", card=card, at=AT + timedelta(hours=i))])
+        out += activities(
+            {"kind": "capture", "payment_id": f"pay_{i}"},
+            [event("captured", 9_600_00 + i, pid=f"pay_{i}", card=card, at=AT + timedelta(hours=i))],
+        )
     return out
 
 
@@ -99,7 +127,12 @@ def test_a_structuring_pattern_opens_one_case_and_a_redelivery_changes_nothing()
     for key, a in structuring():
         p.send(key, a)
     (case,) = p.cases
-    assert (case["rule"], case["subject_kind"], case["subject_id"], case["merchant_id"]) == ("structuring", "card", "tok_s", "m_1")
+    assert (case["rule"], case["subject_kind"], case["subject_id"], case["merchant_id"]) == (
+        "structuring",
+        "card",
+        "tok_s",
+        "m_1",
+    )
     assert [e["payment_id"] for e in case["evidence"]] == ["pay_0", "pay_1", "pay_2"]
     assert case["opened_at"] == AT + timedelta(hours=2) and case["measures"]["payments"] == 3
     before = dict(p.table)
@@ -109,7 +142,7 @@ def test_a_structuring_pattern_opens_one_case_and_a_redelivery_changes_nothing()
 
 
 def test_an_unusable_activity_is_refused_with_its_reason() -> None:
-    (key, a), = activities(create("dev-9"), [event("authorized", 5_00)])
+    ((key, a),) = activities(create("dev-9"), [event("authorized", 5_00)])
     effects = Partitions().send(key, a | {"kind": "capture"})
     assert effects.refused is not None and effects.refused.reason == "invalid_kind" and effects.writes == []
 
@@ -125,24 +158,44 @@ def test_idle_subjects_and_marks_are_swept_by_event_time() -> None:
     later = AT + timedelta(milliseconds=T.retention_ms) + timedelta(hours=3)
     others = [f"tok_{i}" for i in range(400) if partition_for(f"card:tok_{i}".encode(), PARTITIONS) == p_card][:6]
     for i, card in enumerate(others):
-        for key, a in activities({"kind": "capture", "payment_id": f"late_{i}"},
-                                 [event("captured", 10_00, pid=f"late_{i}", card=card, at=later + timedelta(seconds=i))]):
+        for key, a in activities(
+            {"kind": "capture", "payment_id": f"late_{i}"},
+            [event("captured", 10_00, pid=f"late_{i}", card=card, at=later + timedelta(seconds=i))],
+        ):
             p.send(key, a)
     assert state_key(p_card, subject_key("card", "tok_s")) not in p.table
     assert not any(k.startswith(f"{p_card}/a/evt_pay_0".encode()) for k in p.table)
-    late_mark = activities({"kind": "capture", "payment_id": "late_0"},
-                           [event("captured", 10_00, pid="late_0", card=others[0], at=later)])[1][1]["activity_id"]
+    late_mark = activities(
+        {"kind": "capture", "payment_id": "late_0"}, [event("captured", 10_00, pid="late_0", card=others[0], at=later)]
+    )[1][1]["activity_id"]
     assert mark_key(p_card, late_mark) in p.table  # the recent ones stay
 
 
-SMALL = Thresholds(device_cards=3, device_window_ms=6 * HOUR_MS, structuring_window_ms=6 * HOUR_MS,
-                   reporting_threshold_minor={"USD": 10_000}, refund_min_refunds=2, rapid_min_captured_minor=1_000)
+SMALL = Thresholds(
+    device_cards=3,
+    device_window_ms=6 * HOUR_MS,
+    structuring_window_ms=6 * HOUR_MS,
+    reporting_threshold_minor={"USD": 10_000},
+    refund_min_refunds=2,
+    rapid_min_captured_minor=1_000,
+)
 
 
 @settings(max_examples=80, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["dev-1", "dev-2"]), st.sampled_from(["tok_1", "tok_2", "tok_3", "tok_4"]),
-                          st.sampled_from(["captured", "refunded"]), st.integers(8_000, 10_000),
-                          st.integers(0, 2 * HOUR_MS), st.booleans()), min_size=1, max_size=40))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["dev-1", "dev-2"]),
+            st.sampled_from(["tok_1", "tok_2", "tok_3", "tok_4"]),
+            st.sampled_from(["captured", "refunded"]),
+            st.integers(8_000, 10_000),
+            st.integers(0, 2 * HOUR_MS),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
 def test_redeliveries_open_no_case_twice(steps: list[tuple[str, str, str, int, int, bool]]) -> None:
     """Whatever is delivered again, the cases are those of one delivery of each activity."""
     once, twice = Partitions(SMALL), Partitions(SMALL)
@@ -150,8 +203,13 @@ def test_redeliveries_open_no_case_twice(steps: list[tuple[str, str, str, int, i
     for i, (device, card, kind, amount, gap_ms, again) in enumerate(steps):
         clock += timedelta(milliseconds=gap_ms)
         pid = f"pay_{i}"
-        for key, a in activities(create(device, pid, amount), [event("authorized", amount, pid=pid, card=card, at=clock),
-                                                               event(kind, amount, pid=pid, card=card, at=clock)]):
+        for key, a in activities(
+            create(device, pid, amount),
+            [
+                event("authorized", amount, pid=pid, card=card, at=clock),
+                event(kind, amount, pid=pid, card=card, at=clock),
+            ],
+        ):
             once.send(key, a)
             twice.send(key, a)
             if again:

@@ -45,8 +45,17 @@ class Stage:
         raw = raw if raw is not None else VALIDATED.encode(cmd)
         ts_ms = int(cmd["occurred_at"].timestamp() * 1000)
         t = self.tables
-        effects = handle(cmd, raw, self.partition, ts_ms, Tables(t[PAYMENTS].get, t[DEDUP].get, t[TIMERS].get),
-                         self.saga, POLICY, RETENTION, signer=self.signer)
+        effects = handle(
+            cmd,
+            raw,
+            self.partition,
+            ts_ms,
+            Tables(t[PAYMENTS].get, t[DEDUP].get, t[TIMERS].get),
+            self.saga,
+            POLICY,
+            RETENTION,
+            signer=self.signer,
+        )
         for table, key, value in effects.writes:
             if value is None:
                 t[table].pop(key, None)
@@ -142,8 +151,17 @@ def test_the_sweep_fires_at_most_sweep_max_timers_per_event(cmds) -> None:
     t: dict[str, dict[bytes, bytes]] = {PAYMENTS: {}, DEDUP: {}, TIMERS: {}}
 
     def send(cmd: dict[str, Any]) -> Effects:
-        effects = handle(cmd, VALIDATED.encode(cmd), 0, int(cmd["occurred_at"].timestamp() * 1000),
-                         Tables(t[PAYMENTS].get, t[DEDUP].get, t[TIMERS].get), saga_of(), POLICY, RETENTION, 1)
+        effects = handle(
+            cmd,
+            VALIDATED.encode(cmd),
+            0,
+            int(cmd["occurred_at"].timestamp() * 1000),
+            Tables(t[PAYMENTS].get, t[DEDUP].get, t[TIMERS].get),
+            saga_of(),
+            POLICY,
+            RETENTION,
+            1,
+        )
         for table, key, value in effects.writes:
             t[table].pop(key, None) if value is None else t[table].__setitem__(key, value)
         return effects
@@ -199,7 +217,9 @@ def test_the_learning_routers_evidence_is_partition_state_and_a_redelivery_route
     for cmd in creates[:-1]:
         stage.send(cmd)
     state = RoutingState.from_json(stage.tables[TIMERS][routing_key(0)])
-    assert state.arms and sum(a.approved_milli + a.declined_milli for a in state.arms) > 0  # in the table, not the process
+    assert (
+        state.arms and sum(a.approved_milli + a.declined_milli for a in state.arms) > 0
+    )  # in the table, not the process
     # the last create, then its redelivery after a crash before the commit: the tables as
     # restored from the changelogs (as they were), a new process (a new stage object)
     before = {name: dict(table) for name, table in stage.tables.items()}

@@ -5,7 +5,7 @@ review of one names its instrument and its method's features."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -19,25 +19,43 @@ from schemas.ids import derive_payment_id
 from streams.stages import idempotency as ks
 from streams.stages import risk as rs
 
-T0 = datetime(2026, 11, 2, 9, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 2, 9, tzinfo=UTC)
 RETENTION = timedelta(hours=24)
 ADDRESS = "0xabcdef0000000000000000000000000000000001"
 DIGEST = "cd" * 32
 INSTRUMENTS = {
-    "wallet": ({"wallet": {"provider": "google_pay", "token": "wtok_0a1b2c3d4e5f6a7b"}}, {},
-               "wallet:google_pay:wtok_0a1b2c3d4e5f6a7b", ("wallet", "wtok_0a1b2c3d4e5f6a7b")),
-    "bank_transfer": ({"bank_account": {"scheme": "ach", "mandate_id": "MD-7", "account_last4": "6789"}},
-                      {"bank_account_digest": DIGEST}, f"bank:{DIGEST}", ("bank_account", DIGEST)),
-    "bnpl": ({"bnpl_provider": "later"}, {"bnpl_customer": "cust_9"}, "bnpl:later:cust_9",
-             ("bnpl_customer", "later:cust_9")),
-    "crypto": ({"crypto": {"asset": "USDC", "refund_address": ADDRESS}}, {}, f"crypto:{ADDRESS}",
-               ("crypto_address", ADDRESS)),
+    "wallet": (
+        {"wallet": {"provider": "google_pay", "token": "wtok_0a1b2c3d4e5f6a7b"}},
+        {},
+        "wallet:google_pay:wtok_0a1b2c3d4e5f6a7b",
+        ("wallet", "wtok_0a1b2c3d4e5f6a7b"),
+    ),
+    "bank_transfer": (
+        {"bank_account": {"scheme": "ach", "mandate_id": "MD-7", "account_last4": "6789"}},
+        {"bank_account_digest": DIGEST},
+        f"bank:{DIGEST}",
+        ("bank_account", DIGEST),
+    ),
+    "bnpl": (
+        {"bnpl_provider": "later"},
+        {"bnpl_customer": "cust_9"},
+        "bnpl:later:cust_9",
+        ("bnpl_customer", "later:cust_9"),
+    ),
+    "crypto": (
+        {"crypto": {"asset": "USDC", "refund_address": ADDRESS}},
+        {},
+        f"crypto:{ADDRESS}",
+        ("crypto_address", ADDRESS),
+    ),
 }
 # (prior creates in the window that trip it, how far apart, the rule): each method's first review rule.
-VELOCITY = {"wallet": (4, timedelta(seconds=5), "velocity_wallet_1m"),
-            "bank_transfer": (4, timedelta(minutes=5), "velocity_account_1h"),
-            "bnpl": (4, timedelta(hours=1), "velocity_customer_1d"),
-            "crypto": (4, timedelta(minutes=5), "velocity_address_1h")}
+VELOCITY = {
+    "wallet": (4, timedelta(seconds=5), "velocity_wallet_1m"),
+    "bank_transfer": (4, timedelta(minutes=5), "velocity_account_1h"),
+    "bnpl": (4, timedelta(hours=1), "velocity_customer_1d"),
+    "crypto": (4, timedelta(minutes=5), "velocity_address_1h"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -58,12 +76,30 @@ def create(method: str, n: int, *, at: datetime = T0, amount: int = 2_500, merch
     fields, metadata, _, _ = INSTRUMENTS[method]
     key = f"order-{method}-{n}"
     return {
-        "command_id": f"cmd-{merchant}-{key}", "kind": "create", "merchant_id": merchant, "idempotency_key": key,
-        "payment_id": derive_payment_id(merchant, key), "amount_minor": amount, "currency": "USD",
-        "capture_method": "automatic", "card": None, "metadata": dict(metadata), "dispute": None, "occurred_at": at,
-        "rejection_reason": None, "rejection_detail": None, "three_ds": None, "merchant_features": None, "splits": None,
-        "platform_fee_minor": None, "method": method, "wallet": None, "bank_account": None, "bnpl_provider": None,
-        "return_code": None, "crypto": None,
+        "command_id": f"cmd-{merchant}-{key}",
+        "kind": "create",
+        "merchant_id": merchant,
+        "idempotency_key": key,
+        "payment_id": derive_payment_id(merchant, key),
+        "amount_minor": amount,
+        "currency": "USD",
+        "capture_method": "automatic",
+        "card": None,
+        "metadata": dict(metadata),
+        "dispute": None,
+        "occurred_at": at,
+        "rejection_reason": None,
+        "rejection_detail": None,
+        "three_ds": None,
+        "merchant_features": None,
+        "splits": None,
+        "platform_fee_minor": None,
+        "method": method,
+        "wallet": None,
+        "bank_account": None,
+        "bnpl_provider": None,
+        "return_code": None,
+        "crypto": None,
     } | fields
 
 
@@ -78,7 +114,9 @@ def test_the_keys_stage_routes_each_method_by_its_instrument_and_its_follow_ups_
     table = Table()
 
     def send(cmd):
-        effects = ks.handle(cmd, 3, to_ms(cmd["occurred_at"]), table.get, RETENTION, route_retention=timedelta(days=180))
+        effects = ks.handle(
+            cmd, 3, to_ms(cmd["occurred_at"]), table.get, RETENTION, route_retention=timedelta(days=180)
+        )
         table.apply(effects.writes)
         return effects
 

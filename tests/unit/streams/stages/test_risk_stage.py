@@ -5,7 +5,7 @@ equal the offline feature path's for the same history, over any number of partit
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -21,7 +21,7 @@ from schemas.partitioning import partition_for
 from streams.stages import idempotency as ks
 from streams.stages import risk as rs
 
-T0 = datetime(2026, 11, 2, 9, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 2, 9, tzinfo=UTC)
 RETENTION = timedelta(hours=24)
 
 
@@ -39,25 +39,61 @@ class Table(dict):
                 self[k] = v
 
 
-def create(n: int, *, card: str = "tok_a", merchant: str = "m_1", amount: int = 2_500, at: datetime = T0,
-           currency: str = "USD", metadata: dict[str, str] | None = None) -> dict[str, Any]:
+def create(
+    n: int,
+    *,
+    card: str = "tok_a",
+    merchant: str = "m_1",
+    amount: int = 2_500,
+    at: datetime = T0,
+    currency: str = "USD",
+    metadata: dict[str, str] | None = None,
+) -> dict[str, Any]:
     key = f"order-{n}"
     return {
-        "command_id": f"cmd-{merchant}-{key}", "kind": "create", "merchant_id": merchant, "idempotency_key": key,
-        "payment_id": derive_payment_id(merchant, key), "amount_minor": amount, "currency": currency,
+        "command_id": f"cmd-{merchant}-{key}",
+        "kind": "create",
+        "merchant_id": merchant,
+        "idempotency_key": key,
+        "payment_id": derive_payment_id(merchant, key),
+        "amount_minor": amount,
+        "currency": currency,
         "capture_method": "automatic",
         "card": {"token": card, "bin": "424242", "last4": "4242", "brand": "visa", "exp_month": 12, "exp_year": 2030},
-        "metadata": metadata or {}, "dispute": None, "occurred_at": at, "rejection_reason": None, "rejection_detail": None,
-        "three_ds": None, "merchant_features": None, "splits": None, "platform_fee_minor": None,
-        "method": None, "wallet": None, "bank_account": None, "bnpl_provider": None, "return_code": None, "crypto": None,
+        "metadata": metadata or {},
+        "dispute": None,
+        "occurred_at": at,
+        "rejection_reason": None,
+        "rejection_detail": None,
+        "three_ds": None,
+        "merchant_features": None,
+        "splits": None,
+        "platform_fee_minor": None,
+        "method": None,
+        "wallet": None,
+        "bank_account": None,
+        "bnpl_provider": None,
+        "return_code": None,
+        "crypto": None,
     }
 
 
-def label(label_id: str, *, card: str = "tok_a", merchant: str = "m_1", fraud: bool = True,
-          at: datetime = T0) -> dict[str, Any]:
-    return {"label_id": label_id, "payment_id": "pay_x", "card_token": card, "merchant_id": merchant, "fraud": fraud,
-            "source": "chargeback", "tx_occurred_at": at - timedelta(days=7), "occurred_at": at,
-            "amount_minor": None, "currency": None, "reason_code": None}
+def label(
+    label_id: str, *, card: str = "tok_a", merchant: str = "m_1", fraud: bool = True, at: datetime = T0
+) -> dict[str, Any]:
+    return {
+        "label_id": label_id,
+        "payment_id": "pay_x",
+        "card_token": card,
+        "merchant_id": merchant,
+        "fraud": fraud,
+        "source": "chargeback",
+        "tx_occurred_at": at - timedelta(days=7),
+        "occurred_at": at,
+        "amount_minor": None,
+        "currency": None,
+        "reason_code": None,
+    }
 
 
 def run(table: Table, cmd, scorer, partition: int = 0) -> rs.RiskEffects:
@@ -132,11 +168,14 @@ def test_dedup_records_are_forgotten_after_the_retention(scorer):
     assert rs.applied_key(0, first["command_id"]) not in table
 
 
-@pytest.mark.parametrize("cmd_change", [
-    {"kind": "capture"},
-    {"rejection_reason": "expired_card"},
-    {"card": None},
-])
+@pytest.mark.parametrize(
+    "cmd_change",
+    [
+        {"kind": "capture"},
+        {"rejection_reason": "expired_card"},
+        {"card": None},
+    ],
+)
 def test_anything_but_an_accepted_create_passes_unchanged(scorer, cmd_change):
     cmd = create(1) | cmd_change
     effects = rs.handle(cmd, 0, 0, Table().get, scorer, RETENTION)
@@ -174,8 +213,16 @@ def test_a_label_updates_known_states_once(scorer):
     assert nxt.decision.features.card_fraud_labels_30d == 1 and nxt.decision.features.merch_risk_30d == 1.0
 
 
-ATTACHED = {"cnt_1h": 7, "cnt_1d": 30, "cnt_7d": 100, "cnt_30d": 400, "labeled_7d": 4, "labeled_30d": 10,
-            "fraud_7d": 1, "fraud_30d": 5}
+ATTACHED = {
+    "cnt_1h": 7,
+    "cnt_1d": 30,
+    "cnt_7d": 100,
+    "cnt_30d": 400,
+    "labeled_7d": 4,
+    "labeled_30d": 10,
+    "fraud_7d": 1,
+    "fraud_30d": 5,
+}
 
 
 def test_attached_merchant_features_are_scored_and_the_partition_merchant_state_is_left_alone(scorer):
@@ -188,12 +235,15 @@ def test_attached_merchant_features_are_scored_and_the_partition_merchant_state_
     assert CardState.from_bytes(table[rs.card_key(0, "tok_a")]).n == 1
 
 
-@pytest.mark.parametrize("bad", [
-    None,
-    ATTACHED | {"cnt_1h": -1},
-    ATTACHED | {"fraud_30d": 11},  # more fraud than labels
-    {"cnt_1h": 1},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        None,
+        ATTACHED | {"cnt_1h": -1},
+        ATTACHED | {"fraud_30d": 11},  # more fraud than labels
+        {"cnt_1h": 1},
+    ],
+)
 def test_without_usable_merchant_features_the_partition_state_is_the_flagged_fallback(scorer, bad):
     table = Table()
     effects = run(table, create(1) | {"merchant_features": bad}, scorer)
@@ -217,7 +267,8 @@ history_events = st.lists(
         st.integers(0, 500_000),  # amount
         st.booleans(),  # fraud / foreign currency
     ),
-    min_size=1, max_size=60,
+    min_size=1,
+    max_size=60,
 )
 
 
@@ -234,11 +285,13 @@ def _replay(events, partitions: int, scorer):
             cmd = create(i, card=card, merchant=merchant, amount=amount, at=at, currency="EUR" if flag else "USD")
             effects = run(tables[p], cmd, scorer, p)
             online.append(effects.decision.features)
-            offline_input[p].append((len(online) - 1, ("tx", Txn(to_ms(at), card, merchant, amount,
-                                                                  "EUR" if flag else "USD"))))
+            offline_input[p].append(
+                (len(online) - 1, ("tx", Txn(to_ms(at), card, merchant, amount, "EUR" if flag else "USD")))
+            )
         else:
-            effects = rs.handle_label(label(f"lab-{i}", card=card, merchant=merchant, fraud=flag, at=at), p, 0,
-                                      tables[p].get, RETENTION)
+            effects = rs.handle_label(
+                label(f"lab-{i}", card=card, merchant=merchant, fraud=flag, at=at), p, 0, tables[p].get, RETENTION
+            )
             tables[p].apply(effects.writes)
             offline_input[p].append((None, ("label", (card, merchant, to_ms(at), flag))))
     offline: list = [None] * len(online)
@@ -329,8 +382,9 @@ def test_the_pipeline_differs_from_the_per_partition_fallback_when_a_merchant_sp
     """The test above can fail: with a merchant's cards on two partitions the fallback's
     merchant count is a share, the keys stage's is whole."""
     scorer = Scorer.load(None)
-    cards = [c for c in range(40) if partition_for(f"tok_{c}".encode(), 2) == 0][:1] + \
-            [c for c in range(40) if partition_for(f"tok_{c}".encode(), 2) == 1][:1]
+    cards = [c for c in range(40) if partition_for(f"tok_{c}".encode(), 2) == 0][:1] + [
+        c for c in range(40) if partition_for(f"tok_{c}".encode(), 2) == 1
+    ][:1]
     events = [("tx", c, 0, 60 * i, 1_000, False) for i, c in enumerate(cards * 2)]
     exact, offline = _pipeline(events, 2, scorer)
     share, _ = _replay(events, 2, scorer)

@@ -4,7 +4,7 @@ and a log replayed from offset 0 emits byte-identical charges."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from schemas.codec import Codec
 from schemas.ids import derive_subscription_id
@@ -12,12 +12,26 @@ from schemas.partitioning import partition_for
 from schemas.times import to_ms
 from streams.client.subscriptions import cancel_command, change_plan_command, create_command
 from streams.domain.subscriptions import Subscription
-from streams.stages.subscriptions import handle, outcome_forward, partition_prefix, replay_charges, table_key, tick_command
+from streams.stages.subscriptions import (
+    handle,
+    outcome_forward,
+    partition_prefix,
+    replay_charges,
+    table_key,
+    tick_command,
+)
 
 SUBS, COMMANDS, OUTCOMES = Codec("SubscriptionCommand"), Codec("PaymentCommand"), Codec("PaymentOutcome")
 N = 4
-T0 = datetime(2027, 3, 1, tzinfo=timezone.utc)
-TOKEN = {"token": "tok_" + "B" * 32, "bin": "424242", "last4": "4242", "brand": "visa", "exp_month": 12, "exp_year": 2031}
+T0 = datetime(2027, 3, 1, tzinfo=UTC)
+TOKEN = {
+    "token": "tok_" + "B" * 32,
+    "bin": "424242",
+    "last4": "4242",
+    "brand": "visa",
+    "exp_month": 12,
+    "exp_year": 2031,
+}
 DECLINE = TOKEN | {"bin": "400000", "last4": "0002"}
 
 
@@ -27,8 +41,12 @@ def wire(cmd: dict) -> dict:
 
 
 def creates(count: int) -> list[dict]:
-    return [create_command("m_acme", f"k{i}", DECLINE if i % 3 == 0 else TOKEN, 1000 + i, "USD", "month", 1,
-                           7 if i % 2 else 0, T0, T0) for i in range(count)]
+    return [
+        create_command(
+            "m_acme", f"k{i}", DECLINE if i % 3 == 0 else TOKEN, 1000 + i, "USD", "month", 1, 7 if i % 2 else 0, T0, T0
+        )
+        for i in range(count)
+    ]
 
 
 class Log:
@@ -43,7 +61,9 @@ class Log:
         cmd = wire(cmd)
         self.log.append((partition, cmd))
         prefix = partition_prefix(partition)
-        effects = handle(cmd, partition, N, self.state.get, lambda: [kv for kv in self.state.items() if kv[0].startswith(prefix)])
+        effects = handle(
+            cmd, partition, N, self.state.get, lambda: [kv for kv in self.state.items() if kv[0].startswith(prefix)]
+        )
         assert effects.refused is None, effects.refused
         self.state.update(effects.writes)
         self.charges.extend(effects.charges)
@@ -58,12 +78,23 @@ class Log:
     def answer(self, charge: dict) -> None:
         """The payments stage's outcome for a charge, by the simulated provider's rule for the decline card."""
         declined = charge["card_token"]["last4"] == "0002"
-        outcome = {"outcome_id": "out_" + charge["command_id"], "command_id": charge["command_id"], "kind": "create",
-                   "merchant_id": charge["merchant_id"], "idempotency_key": charge["idempotency_key"],
-                   "payment_id": charge["payment_id"], "status": "rejected" if declined else "succeeded",
-                   "reason_code": "card_declined" if declined else None, "reason_detail": None,
-                   "payment_status": "declined" if declined else "captured", "amount_minor": charge["amount_minor"],
-                   "currency": charge["currency"], "card_bin": None, "card_last4": None, "occurred_at": charge["occurred_at"]}
+        outcome = {
+            "outcome_id": "out_" + charge["command_id"],
+            "command_id": charge["command_id"],
+            "kind": "create",
+            "merchant_id": charge["merchant_id"],
+            "idempotency_key": charge["idempotency_key"],
+            "payment_id": charge["payment_id"],
+            "status": "rejected" if declined else "succeeded",
+            "reason_code": "card_declined" if declined else None,
+            "reason_detail": None,
+            "payment_status": "declined" if declined else "captured",
+            "amount_minor": charge["amount_minor"],
+            "currency": charge["currency"],
+            "card_bin": None,
+            "card_last4": None,
+            "occurred_at": charge["occurred_at"],
+        }
         forwarded = outcome_forward(OUTCOMES.decode(OUTCOMES.encode(outcome, check=True)))
         assert forwarded is not None
         self.command(forwarded)
@@ -84,7 +115,11 @@ def run_months(stage: Log, subs: list[dict], days: int) -> None:
 def test_three_months_then_replay_emits_the_same_bytes() -> None:
     stage = Log()
     run_months(stage, creates(12), 89)  # to May 29: the March, April and May periods
-    charged = {(c["metadata"]["subscription_id"], c["metadata"]["period"]) for c in stage.charges if c["card_token"]["last4"] == "4242"}
+    charged = {
+        (c["metadata"]["subscription_id"], c["metadata"]["period"])
+        for c in stage.charges
+        if c["card_token"]["last4"] == "4242"
+    }
     assert len(charged) == 8 * 3  # 8 good cards, 3 monthly periods each, each once
     retries = [c for c in stage.charges if c["metadata"]["attempt"] != "0"]
     assert retries and all(c["card_token"]["last4"] == "0002" for c in retries)
@@ -103,7 +138,9 @@ def test_a_tick_visits_only_its_partitions_subscriptions() -> None:
     p = partition_for(sid.encode(), N)
     charged = stage.feed(p, tick_command(T0 + timedelta(hours=1), p))
     assert charged and all(partition_for(c["metadata"]["subscription_id"].encode(), N) == p for c in charged)
-    assert [c["metadata"]["subscription_id"] for c in charged] == sorted(c["metadata"]["subscription_id"] for c in charged)
+    assert [c["metadata"]["subscription_id"] for c in charged] == sorted(
+        c["metadata"]["subscription_id"] for c in charged
+    )
 
 
 def test_a_message_on_the_wrong_partition_is_refused() -> None:
@@ -114,7 +151,9 @@ def test_a_message_on_the_wrong_partition_is_refused() -> None:
 
 
 def test_bad_commands_are_refused_not_raised() -> None:
-    cmd = wire(creates(1)[0] | {"plan": {"amount_minor": 0, "currency": "USD", "interval": "month", "interval_count": 1}})
+    cmd = wire(
+        creates(1)[0] | {"plan": {"amount_minor": 0, "currency": "USD", "interval": "month", "interval_count": 1}}
+    )
     effects = handle(cmd, partition_for(cmd["subscription_id"].encode(), N), N, {}.get, list)
     assert effects.refused is not None and effects.refused.reason == "invalid_amount"
     orphan = wire(cancel_command("m_acme", "sub_nope", False, T0))
@@ -123,15 +162,34 @@ def test_bad_commands_are_refused_not_raised() -> None:
 
 
 def test_only_charges_outcomes_are_forwarded_and_another_merchants_payment_pays_nothing() -> None:
-    base = {"outcome_id": "out_1", "command_id": "c1", "kind": "create", "merchant_id": "m_acme", "idempotency_key": "order-1",
-            "payment_id": "pay_1", "status": "succeeded", "reason_code": None, "payment_status": "captured", "occurred_at": T0}
+    base = {
+        "outcome_id": "out_1",
+        "command_id": "c1",
+        "kind": "create",
+        "merchant_id": "m_acme",
+        "idempotency_key": "order-1",
+        "payment_id": "pay_1",
+        "status": "succeeded",
+        "reason_code": None,
+        "payment_status": "captured",
+        "occurred_at": T0,
+    }
     assert outcome_forward(base) is None
     stage = Log()
     create = creates(2)[1]
     stage.command(create)
-    (charge,) = [c for c in stage.tick(T0 + timedelta(days=8)) if c["metadata"]["subscription_id"] == create["subscription_id"]]
-    forged = outcome_forward(base | {"merchant_id": "m_evil", "command_id": charge["command_id"],
-                                     "idempotency_key": charge["idempotency_key"], "payment_id": "pay_other"})
+    (charge,) = [
+        c for c in stage.tick(T0 + timedelta(days=8)) if c["metadata"]["subscription_id"] == create["subscription_id"]
+    ]
+    forged = outcome_forward(
+        base
+        | {
+            "merchant_id": "m_evil",
+            "command_id": charge["command_id"],
+            "idempotency_key": charge["idempotency_key"],
+            "payment_id": "pay_other",
+        }
+    )
     assert forged is not None
     before = dict(stage.state)
     stage.command(forged)

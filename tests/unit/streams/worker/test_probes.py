@@ -30,8 +30,12 @@ def balances(rows: dict[tuple[str, str], int]) -> list[tuple[bytes, bytes]]:
 
 
 def test_balanced_books_show_zero_per_currency_and_a_broken_one_its_difference() -> None:
-    books = {("m_1:pending", "USD"): -1_000, ("house:clearing:0", "USD"): 1_000,
-             ("m_2:available", "EUR"): -250, ("house:fees:0", "EUR"): 250}
+    books = {
+        ("m_1:pending", "USD"): -1_000,
+        ("house:clearing:0", "USD"): 1_000,
+        ("m_2:available", "EUR"): -250,
+        ("house:fees:0", "EUR"): 250,
+    }
     assert ledger_imbalance(balances(books)) == {"USD": 0, "EUR": 0}
     books[("house:fees:0", "EUR")] = 245  # five cents gone
     assert ledger_imbalance(balances(books)) == {"USD": 0, "EUR": -5}

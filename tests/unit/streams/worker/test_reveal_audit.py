@@ -3,7 +3,7 @@ audit record per reveal (never the PAN), handed over once for the call's transac
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -51,9 +51,16 @@ def test_each_reveal_is_audited_once_without_the_pan(vault: MapVault) -> None:
     reveals = AuditedReveals(vault, "w7")  # type: ignore[arg-type]
     assert reveals.reveal(token, "m_acme", "pay_1", REVEAL_MIT, AT_MS) == PAN
     (audit,) = reveals.take()
-    assert audit == {"reveal_id": derive_reveal_id("pay_1", REVEAL_MIT), "token": token, "merchant_id": "m_acme",
-                     "payment_id": "pay_1", "purpose": REVEAL_MIT, "master_key_id": "vault-master-v1", "worker": "w7",
-                     "event_time": datetime.fromtimestamp(AT_MS / 1000, tz=timezone.utc)}
+    assert audit == {
+        "reveal_id": derive_reveal_id("pay_1", REVEAL_MIT),
+        "token": token,
+        "merchant_id": "m_acme",
+        "payment_id": "pay_1",
+        "purpose": REVEAL_MIT,
+        "master_key_id": "vault-master-v1",
+        "worker": "w7",
+        "event_time": datetime.fromtimestamp(AT_MS / 1000, tz=UTC),
+    }
     assert PanScanner([PAN]).scan(REVEAL_CODEC.encode(audit, check=True)) == []
     assert reveals.take() == []  # handed over once
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from schemas.codec import Codec
-from streams.worker import topology as worker_module
-from streams.stages.ledger import Applied
 from streams.runtime.messages import Message, Record
 from streams.runtime.state import Task
 from streams.settings import Settings
+from streams.stages.ledger import Applied
 from streams.topics import topic_names
+from streams.worker import topology as worker_module
 from streams.worker.topology import build_worker
 
 DLQ = Codec("DeadLetter")
@@ -33,13 +33,17 @@ def test_a_stage_bug_parks_its_record_and_the_batch_goes_on(tmp_path: Path, monk
     monkeypatch.setattr(worker_module.ledger_stage, "apply_entry", apply_entry)
     sent: list[Record] = []
     task = Task(1, engine.tables, tmp_path / "state", lambda record, partition, origin: sent.append(record))
-    batch = [Message(names.ledger, 1, offset, 1_700_000_000_000, b"m", value, 1_700_000_000_000)
-             for offset, value in enumerate([b"ok", b"bug", b"ok"])]
+    batch = [
+        Message(names.ledger, 1, offset, 1_700_000_000_000, b"m", value, 1_700_000_000_000)
+        for offset, value in enumerate([b"ok", b"bug", b"ok"])
+    ]
 
     engine.stages[names.ledger].handle(batch, task)  # does not raise
 
     [letter] = [DLQ.decode(r.value) for r in sent if r.topic == names.dlq]
     assert (letter["stage"], letter["reason"], letter["source_offset"]) == ("ledger", "internal_error", 1)
     assert "KeyError" in letter["detail"] and letter["raw_value"] == b"bug"
-    assert task.table("dlq-marks").get(b"ledger:" + names.ledger.encode() + b"/1") == b"1"  # one letter, even if redelivered
+    assert (
+        task.table("dlq-marks").get(b"ledger:" + names.ledger.encode() + b"/1") == b"1"
+    )  # one letter, even if redelivered
     task.close()
