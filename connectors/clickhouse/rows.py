@@ -20,20 +20,21 @@ from typing import Any
 
 from schemas.cards import contains_pan
 from schemas.errors import ReasonedError
-from schemas.money import is_currency, is_ledger_currency
+from schemas.money import is_asset, is_currency, is_ledger_currency
 from schemas.times import from_ms
 
 COLUMNS: dict[str, tuple[str, ...]] = {
     "payments": (
         "payment_id", "merchant_id", "currency", "status", "authorized_minor", "captured_minor",
         "refunded_minor", "version", "last_event_id", "last_event_type", "reason_code", "provider",
-        "card_token", "card_bin", "card_last4", "updated_at", "method",
+        "card_token", "card_bin", "card_last4", "updated_at", "method", "asset",
     ),
     "payment_events": (
         "event_id", "type", "payment_id", "merchant_id", "command_id", "currency", "amount_minor",
         "fee_minor", "payment_status", "authorized_minor", "captured_minor", "refunded_minor", "version",
         "provider", "provider_ref", "reason_code", "card_token", "card_bin", "card_last4", "chain_seq",
-        "occurred_at", "method",
+        "occurred_at", "method", "asset", "asset_amount_minor", "asset_due_minor", "crypto_address", "crypto_tx_ids",
+        "quote_expires_at",
     ),
     "ledger_entries": (
         "entry_id", "line_no", "event_id", "event_type", "payment_id", "merchant_id", "shard", "account",
@@ -73,6 +74,7 @@ DISPUTE_STAGES = {"dispute_opened": "opened", "dispute_won": "won", "dispute_los
 FRAUD_DECLINE_REASON = "fraud_suspected"  # streams/domain/payments.py: a create the fraud hook declined
 MAX_STRING_LEN = 1024  # longest text kept in a column (reason details are cut, ids refused)
 MAX_LINES = 16  # streams.domain.ledger.MAX_LINES: an entry with more is not one the ledger posts
+MAX_TX_IDS = 64  # chain transactions one crypto event names (a payer sends one or two)
 _INT64 = (-(2**63), 2**63 - 1)
 
 
@@ -182,15 +184,16 @@ def _payment_event(r: Mapping[str, Any]) -> list[Row]:
     provider = _text(r, "provider", optional=True)
     token, bin_, last4 = _card(r)
     method = _text(r, "method", optional=True) or "card"  # null: a card (PaymentEvent before version 3)
+    crypto = _crypto(r)
     rows = [
         Row("payment_events", (
             event_id, etype, payment_id, merchant_id, _text(r, "command_id", optional=True), currency, amount, fee,
             status, *totals, version, provider, _text(r, "provider_ref", optional=True), reason,
-            token, bin_, last4, _int(r, "chain_seq", optional=True, low=0) or 0, occurred_at, method,
+            token, bin_, last4, _int(r, "chain_seq", optional=True, low=0) or 0, occurred_at, method, *crypto,
         )),
         Row("payments", (
             payment_id, merchant_id, currency, status, *totals, version, event_id, etype, reason, provider,
-            token, bin_, last4, occurred_at, method,
+            token, bin_, last4, occurred_at, method, crypto[0],
         )),
     ]
     if version == 1:  # the create's first event carries the fraud hook's verdict
@@ -203,6 +206,25 @@ def _payment_event(r: Mapping[str, Any]) -> list[Row]:
             event_id, payment_id, merchant_id, DISPUTE_STAGES[etype], currency, amount, reason, occurred_at,
         )))
     return rows
+
+
+def _crypto(r: Mapping[str, Any]) -> tuple[str, int, int, str, list[str], datetime | None]:
+    """The crypto columns of a payment event: (asset, amount, due, address, tx ids,
+    quote expiry); empty for an event without a `crypto` record (PaymentEvent before v4)."""
+    c = r.get("crypto")
+    if c is None:
+        return "", 0, 0, "", [], None
+    if not isinstance(c, Mapping):
+        raise RowError("invalid_field", "crypto must be a record")
+    asset = c["asset"]
+    if not is_asset(asset):
+        raise RowError("invalid_currency", f"crypto.asset={str(asset)[:16]!r}")
+    tx_ids = c["tx_ids"]
+    if not isinstance(tx_ids, list) or len(tx_ids) > MAX_TX_IDS or not all(
+            isinstance(t, str) and 0 < len(t) <= MAX_STRING_LEN for t in tx_ids):
+        raise RowError("invalid_field", f"crypto.tx_ids must be at most {MAX_TX_IDS} transaction ids")
+    return (asset, _int(c, "amount_minor", low=0), _int(c, "due_minor", low=0), _text(c, "address"), list(tx_ids),
+            _time(c, "expires_at"))
 
 
 def _ledger_entry(r: Mapping[str, Any]) -> list[Row]:
@@ -280,7 +302,7 @@ def _payout(r: Mapping[str, Any]) -> list[Row]:
 def _reconciliation(r: Mapping[str, Any]) -> list[Row]:
     return [Row("reconciliation", (
         _day(r), _text(r, "provider"), _text(r, "provider_ref"), _text(r, "payment_id", optional=True) or "",
-        _text(r, "status"), _currency(r),
+        _text(r, "status"), _currency(r, asset=True),  # a custody item is in its asset
         *(_int(r, n, optional=True) for n in COLUMNS["reconciliation"][6:10]),
         _text(r, "detail", optional=True, cut=True) or "",
     ))]

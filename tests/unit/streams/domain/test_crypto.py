@@ -166,8 +166,9 @@ def run(chain: SimChain, cmds: Commands, create_cmd: dict[str, Any], polls: int,
             break
         t = timers.pop(0)
         if refund_at_poll is not None and i >= refund_at_poll and p.status == "confirmed":
-            r = decide(p, cmds.refund(p.payment_id, "r1", amount=max(1, p.amount_minor // 2),
-                                     at=from_ms(t.due_ms)), saga, policy)
+            # a command id per payment: one command's events have one id each, as in the pipeline
+            r = decide(p, cmds.refund(p.payment_id, "r1", amount=max(1, p.amount_minor // 2), at=from_ms(t.due_ms),
+                                     command_id=f"cmd_refund_{p.payment_id}"), saga, policy)
             p, events = r.payment, events + list(r.events)
         looked = crypto_due(p, t, saga, policy)
         assert looked is not None
