@@ -24,7 +24,7 @@ RETENTION = timedelta(hours=24)
 ADDRESS = "0xabcdef0000000000000000000000000000000001"
 DIGEST = "cd" * 32
 INSTRUMENTS = {
-    "wallet": ({"wallet": {"provider": "google_pay", "token": "wtok_0a1b2c3d4e5f6a7b"}}, {},
+    "wallet": ({"wallet": {"provider": "google_pay", "token": "wtok_0a1b2c3d4e5f6a7b", "cryptogram_verified": False}}, {},
                "wallet:google_pay:wtok_0a1b2c3d4e5f6a7b", ("wallet", "wtok_0a1b2c3d4e5f6a7b")),
     "bank_transfer": ({"bank_account": {"scheme": "ach", "mandate_id": "MD-7", "account_last4": "6789"}},
                       {"bank_account_digest": DIGEST}, f"bank:{DIGEST}", ("bank_account", DIGEST)),
