@@ -47,6 +47,12 @@ def derive_provider_key(payment_id: str, operation: str, *parts: str) -> str:
     return _derive("prv_", payment_id, operation, *parts)
 
 
+def derive_reveal_id(payment_id: str, purpose: str) -> str:
+    """The id of a vault reveal's audit record: a reveal retried after an aborted
+    transaction (the same payment, the same purpose) carries the same id."""
+    return _derive("rvl_", payment_id, purpose)
+
+
 def derive_command_id(payment_id: str, kind: str, *parts: str) -> str:
     """The command_id of a command the pipeline addresses to itself (e.g. resolve)."""
     return _derive("cmd_", payment_id, kind, *parts)

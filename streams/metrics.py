@@ -17,6 +17,8 @@ DUPLICATES_SKIPPED = Counter("paystream_duplicates_skipped_total", "Redelivered 
 PAYMENT_EVENTS = Counter("paystream_payment_events_total", "Payment events emitted", ["type"])
 TIMERS_FIRED = Counter("paystream_timers_fired_total", "Event-time timers fired", ["kind"])
 TIMER_QUEUE_DEPTH = Gauge("paystream_timer_queue_depth", "Timers waiting, by kind and partition", ["kind", "partition"])
+VAULT_REVEALS = Counter("paystream_vault_reveals_total", "PANs revealed from the vault for a provider call", ["purpose"])
+VAULT_CARDS = Gauge("paystream_vault_cards", "Sealed cards this worker holds in memory (at most PAYSTREAM_VAULT_CACHE_MAX_CARDS)")
 COMMAND_ID_REUSED = Counter("paystream_command_id_reused_total", "Commands whose command_id was seen with other bytes")
 
 # Seconds from the input record's Kafka timestamp to the stage's output. Operational

@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     # Ingest accepts raw `card` data from producers that do not seal yet (PaymentCommand
     # before v5). Off: refused with raw_card_refused (docs/security.md, Card intake).
     ingest_accept_raw_card: bool = True
+    # The vault (connectors/vault/topic.py): every worker keeps at most this many sealed
+    # cards of the card-vault topic in memory (a record is about 430 bytes: 100,000 take
+    # about 45 MB); a card not held is read from its partition within vault_read_through_s.
+    vault_cache_max_cards: int = Field(100_000, ge=1, le=10_000_000)
+    vault_read_through_s: float = Field(5.0, ge=0.5, le=60.0)
 
     # Workers. A namespace gives tests (or a second environment on one cluster) their
     # own topics, consumer group and changelogs.
@@ -144,7 +149,7 @@ class Settings(BaseSettings):
     # Bounds (docs/reliability.md lists every bound, these and the fixed ones).
     # The runtime's Kafka clients (streams/runtime/engine.py) take these.
     # Records one consume returns: a batch, handled before the next (and ingest's new
-    # cards reach the vault in one fsync per batch).
+    # cards reach the card-vault topic in that batch's transaction).
     batch_max: int = Field(2_000, ge=1, le=100_000)
     # Records one transaction may carry before it commits early.
     commit_records_max: int = Field(20_000, ge=1, le=1_000_000)

@@ -27,6 +27,9 @@ with the producers' partitioner (schemas/partitioning.py).
   subject of a capture, refund or device create, in the event's transaction) -> monitoring -> monitoring-cases
   (compacted, by case id); monitoring-decisions (compacted, by decision id): the case queue's audit trail
   (`paystream cases`, docs/compliance.md)
+  card-vault (compacted, by card token): sealed cards, written by ingest in the transaction that
+  forwards the token, read whole by every worker; vault-reveals (by card token): the audit of
+  every reveal, written with the provider call's events (connectors/vault/topic.py, docs/security.md)
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ TABLES = ("payments", "payments-dedup", "payments-timers", "keys", "ledger-balan
           "subscriptions", "dlq-marks", "monitoring")
 
 _DAY_MS = 24 * 3600 * 1000
+VAULT_REVEALS_RETENTION_MS = 400 * _DAY_MS
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,8 @@ class TopicNames:
     monitoring_activity: str
     monitoring_cases: str
     monitoring_decisions: str
+    card_vault: str
+    vault_reveals: str
 
 
 def prefixed(settings: Settings, base: str) -> str:
@@ -82,7 +88,8 @@ def topic_names(settings: Settings) -> TopicNames:
              "payment-events", "ledger-entries", "payment-commands-risk", "fraud-labels", "fraud-review", "fraud-blocklist",
              "merchants", "fx-rates", "payouts", "webhook-deliveries", "fraud-labels-merchant",
              "subscription-commands", "clock", "job-runs", "sanctions-list", "api-objects",
-             "monitoring-activity", "monitoring-cases", "monitoring-decisions")
+             "monitoring-activity", "monitoring-cases", "monitoring-decisions",
+             "card-vault", "vault-reveals")
     return TopicNames(*(prefixed(settings, n) for n in names))
 
 
@@ -115,14 +122,17 @@ def declared_topics(settings: Settings) -> list[TopicSpec]:
                     # subscription-commands is the log the charges derive from (a replay re-derives them): kept forever.
                     names.subscription_commands: -1, names.clock: 7 * _DAY_MS,
                     # monitoring-activity is a hop, kept as the others; replaying it rebuilds the cases.
-                    names.monitoring_activity: 7 * _DAY_MS}
+                    names.monitoring_activity: 7 * _DAY_MS,
+                    # vault-reveals: the audit of every PAN reveal, kept past PCI DSS 10.5.1's year.
+                    names.vault_reveals: VAULT_REVEALS_RETENTION_MS}
     # job-runs is compacted too: the latest run per job and day is what the scheduler reads at start.
     # sanctions-list too: the latest version of each listed party (a tombstone delists it).
     # api-objects: the merchant API's Customers and saved PaymentMethods (streams/api/objects.py).
     # monitoring-cases: one record per case id (a recomputed case is the same record); monitoring-decisions:
     # one per decision id, so compaction keeps every decision (the audit trail) and drops only a retried write.
+    # card-vault: the latest sealed record per card token (a rewrap republishes it).
     compacted = {names.blocklist, names.merchants, names.fx_rates, names.job_runs, names.sanctions, names.api_objects,
-                 names.monitoring_cases, names.monitoring_decisions}
+                 names.monitoring_cases, names.monitoring_decisions, names.card_vault}
     # RF 3 gets min.insync.replicas 2 (admin.min_insync_for); RF 1 keeps the broker default.
     min_isr = min_insync_for(rf) if rf > 1 else None
     pipeline = [TopicSpec(name, n, rf, compacted=True, min_insync_replicas=min_isr) if name in compacted else

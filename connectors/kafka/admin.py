@@ -236,3 +236,10 @@ def _wait_for_leaders(admin: AdminClient, names: list[str], deadline: float) -> 
             if n not in topics or topics[n].error is not None
             or any(p.leader < 0 for p in topics[n].partitions.values())
         }
+
+
+
+def leaders_on(conn: Connection, node_id: int, topics: Iterable[str], timeout_s: float = PROBE_TIMEOUT_S) -> int:
+    """How many partitions of `topics` node `node_id` leads now (from metadata)."""
+    meta = _admin(conn).list_topics(timeout=timeout_s).topics
+    return sum(1 for t in topics if t in meta for p in meta[t].partitions.values() if p.leader == node_id)

@@ -151,8 +151,9 @@ def require_topics(consumer: Consumer, topics: list[str], timeout_s: float = 10)
 
 
 def read_to_end(conn: Connection, topics: list[str], partitions: int, *, timeout_s: float = READ_TO_END_TIMEOUT_S,
-                ends: dict[tuple[str, int], int] | None = None) -> Iterator[Message]:
-    """Every committed message of `topics` from offset 0 up to the end offsets seen at
+                ends: dict[tuple[str, int], int] | None = None,
+                starts: dict[tuple[str, int], int] | None = None) -> Iterator[Message]:
+    """Every committed message of `topics` from offset 0 (or `starts`) up to the end offsets seen at
     the start (or `ends`), in offset order per partition; a snapshot for audit and
     replay. read_committed: a partition's last offset may be a transaction marker,
     never delivered, so its end-of-partition signal counts as arrival. A partition
@@ -175,8 +176,9 @@ def read_to_end(conn: Connection, topics: list[str], partitions: int, *, timeout
         require_topics(consumer, topics)
         if ends is None:
             ends = {(t, p): end for t in topics for p, end in end_offsets(consumer, t, partitions).items()}
-        pending = {tp for tp, end in ends.items() if end > 0}
-        consumer.assign([TopicPartition(t, p, 0) for t, p in sorted(pending)])
+        starts = starts or {}
+        pending = {tp for tp, end in ends.items() if end > starts.get(tp, 0)}
+        consumer.assign([TopicPartition(t, p, starts.get((t, p), 0)) for t, p in sorted(pending)])
         deadline = time.monotonic() + timeout_s
         while pending:
             if time.monotonic() > deadline:
@@ -209,6 +211,7 @@ class TopicFollower:
         assert batch_max > 0
         self.conn, self.topic, self.partitions, self.batch_max = conn, topic, partitions, batch_max
         self._consumer: Consumer | None = None
+        self._followed_from: dict[int, int] = {}
 
     def start(self, apply: Callable[[Message], None]) -> bool:
         """Every message up to the topic's end into `apply`, once; True when it happened now."""
@@ -221,7 +224,15 @@ class TopicFollower:
             apply(msg)
         consumer.assign([TopicPartition(self.topic, p, end) for (_, p), end in ends.items()])
         self._consumer = consumer
+        self._followed_from = {p: end for (_, p), end in ends.items()}
         return True
+
+    def position(self, partition: int) -> int:
+        """The offset of the next message this follower will apply from `partition`
+        (everything before it has been applied); call after `start`."""
+        assert self._consumer is not None
+        (tp,) = self._consumer.position([TopicPartition(self.topic, partition)])
+        return tp.offset if tp.offset >= 0 else self._followed_from[partition]
 
     def poll(self, apply: Callable[[Message], None]) -> int:
         """What arrived since, at most `batch_max` messages, into `apply`; how many came."""

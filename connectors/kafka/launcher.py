@@ -10,9 +10,11 @@ Plain parameters only; no `streams` imports.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import subprocess
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -344,8 +346,13 @@ def existing_cluster(home: Path, base_port: int = 19092) -> ClusterConfig | None
 
 
 def down_cluster(cluster: ClusterConfig, timeout_s: float = 60) -> list[int]:
-    """Stop every node (brokers first, the last controllers after); return the ids stopped."""
-    return [cfg.node_id for cfg in reversed(cluster.all_nodes()) if down(cfg, timeout_s)]
+    """Stop every node at once; return the ids stopped. One after another, the last
+    node left has lost its controller quorum, cannot finish a controlled shutdown and
+    was SIGKILLed after the whole timeout (60 s on every `kafka down`)."""
+    nodes = cluster.all_nodes()
+    with ThreadPoolExecutor(len(nodes)) as pool:
+        stopped = list(pool.map(lambda cfg: down(cfg, timeout_s), nodes))
+    return [cfg.node_id for cfg, was in zip(nodes, stopped, strict=True) if was]
 
 
 def status_cluster(cluster: ClusterConfig) -> list[BrokerStatus]:
@@ -361,3 +368,18 @@ def kill_node(cluster: ClusterConfig, node_id: int) -> int | None:
             return None
         jvm.kill(cfg.service, pid)
         return pid
+
+
+def quorum_leader(cluster: ClusterConfig) -> int | None:
+    """The active KRaft controller, from the quorum-state file each node keeps beside
+    its metadata log (the newest epoch wins): clients' metadata cannot say (in KRaft a
+    broker reports a random broker as the controller). None if no node knows one yet."""
+    best: tuple[int, int] | None = None  # (epoch, leader)
+    for cfg in cluster.all_nodes():
+        try:
+            state = json.loads((cfg.data_dir / "__cluster_metadata-0" / "quorum-state").read_text())
+        except (OSError, ValueError):
+            continue
+        if state.get("leaderId", -1) >= 0 and (best is None or state["leaderEpoch"] > best[0]):
+            best = (state["leaderEpoch"], state["leaderId"])
+    return best[1] if best else None

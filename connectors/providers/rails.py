@@ -47,6 +47,7 @@ from connectors.providers.simulated import (
     UNREACHABLE,
     Call,
     ProviderResult,
+    number_mismatch,
 )
 from schemas.money import is_currency
 from schemas.times import EPOCH
@@ -235,6 +236,9 @@ class Rail:
                 return ProviderResult("declined", "currency_not_supported")
             if amount_minor > self.config.max_amount_minor:
                 return ProviderResult("declined", "amount_limit_exceeded")
+            mismatch = number_mismatch(call, card_bin, card_last4)
+            if mismatch is not None:
+                return mismatch
             declined = DECLINED_CARDS.get((card_bin, card_last4))
             if declined:
                 return ProviderResult("declined", declined)

@@ -275,7 +275,7 @@ class Router:
                     break
                 last = provider
                 result = providers[provider].authorize(key, card_bin, card_last4, cmd["amount_minor"],
-                                                       cmd["currency"], Call(call.payment_id, call.currency, at_ms))
+                                                       cmd["currency"], replace(call, at_ms=at_ms))
                 elapsed_ms += result.latency_ms
                 outcome = "timeout" if result.status == "unknown" else "failure" if result.retryable else "success"
                 b, ts = record(b, cfg, call.at_ms + elapsed_ms, outcome, result.latency_ms, result.status == "approved")

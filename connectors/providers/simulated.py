@@ -13,7 +13,7 @@ past ingest), plus two cards of our own for the saga's failure paths.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # (bin, last4) -> decline code, after the public test card numbers.
 DECLINED_CARDS = {
@@ -62,6 +62,19 @@ class Call:
     payment_id: str
     currency: str
     at_ms: int
+    # The PAN, revealed from the vault for the one call that needs it: a merchant-initiated
+    # charge on a saved card (streams/domain/payments.py `needs_pan`). Never recorded or shown.
+    card_number: str | None = field(default=None, repr=False, compare=False)
+
+
+def number_mismatch(call: Call | None, card_bin: str, card_last4: str) -> ProviderResult | None:
+    """A revealed card number that is not the card the payment names (BIN and last 4):
+    declined as the networks decline a wrong number, never charged."""
+    if call is None or call.card_number is None:
+        return None
+    if (call.card_number[:6], call.card_number[-4:]) != (card_bin, card_last4):
+        return ProviderResult("declined", "incorrect_number")
+    return None
 
 
 APPROVED = ProviderResult("approved")
@@ -80,6 +93,9 @@ class SimulatedProvider:
     def authorize(self, key: str, card_bin: str, card_last4: str, amount_minor: int, currency: str,
                   call: Call | None = None) -> ProviderResult:
         self._saw("authorize", key)
+        mismatch = number_mismatch(call, card_bin, card_last4)
+        if mismatch is not None:
+            return mismatch
         if (card_bin, card_last4) in (TIMEOUT_THEN_APPROVED, UNREACHABLE):
             return ProviderResult("unknown", "provider_timeout")
         return _authorization(card_bin, card_last4, amount_minor)

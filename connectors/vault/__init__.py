@@ -1,1 +1,1 @@
-"""The card vault edge: tokenization keys and (later) encrypted PAN storage."""
+"""The card vault edge: keys, card intake, tokens, sealed cards on the card-vault topic, the PAN scanner."""

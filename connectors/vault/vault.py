@@ -1,4 +1,4 @@
-"""The card vault: PANs encrypted at rest, keyed by token.
+"""The card vault's pure parts: one sealed record per card, and the bounded map of them.
 
 Envelope encryption, one fresh data key per record:
 - the PAN is encrypted with AES-256-GCM under a random 256-bit data key;
@@ -8,16 +8,16 @@ Envelope encryption, one fresh data key per record:
   record copied under another token, or edited to name another merchant, fails
   to decrypt.
 
-Why per record and not per batch: a record is written once (the same card at
-the same merchant finds its record and writes nothing), so a per-batch key would
-save one small AES operation per *new* card while widening what one leaked data
-key exposes and tying unrelated cards' lifecycles together.
+Why per record and not per batch: a record is written once per card and merchant
+(a card the vault already holds is not sealed again), so a per-batch key would save
+one small AES operation per *new* card while widening what one leaked data key
+exposes and tying unrelated cards' lifecycles together.
 
-Storage is a local RocksDB (`rocksdict`, raw bytes) under `<data_dir>/vault`;
-writes are synced, because a token that went downstream must stay revealable.
-RocksDB admits one writer process: the vault belongs to whoever tokenizes
-(the worker's ingest, or `paystream produce --tokenize`). In production the vault
-is its own service inside the PCI zone (docs/security.md).
+Where records live: the compacted `card-vault` topic, keyed by token, written in
+the ingest transaction that forwards the token (connectors/vault/topic.py); every
+worker folds the topic into a `SealedCards` map, still encrypted (docs/security.md).
+A record is the JSON document below (`RECORD_FORMAT` 1, the format of the local
+vault files before), read by the vault alone.
 """
 
 from __future__ import annotations
@@ -25,15 +25,13 @@ from __future__ import annotations
 import base64
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from rocksdict import Options, Rdict, WriteOptions
 
 from connectors.vault.keys import DATA_KEY_BYTES, NONCE_BYTES, VAULT_MASTER, KeyStore, KeyStoreError, Wrapped
 from connectors.vault.tokenizer import TOKEN_PATTERN, StoreTokenizer
@@ -43,6 +41,9 @@ RECORD_FORMAT = 1
 BIN_DIGITS = 6
 MERCHANT_ID_MAX_LEN = 64
 MAX_RECORD_BYTES = 4096
+_FIELDS = ("merchant_id", "key_id", "wrapped_key", "nonce", "ciphertext", "bin", "last4", "brand")
+
+__all__ = ["CardError", "check_pan"]  # re-exported: callers catch the vault's refusals from here
 
 
 class VaultError(Exception):
@@ -65,10 +66,20 @@ class VaultCard:
 
 
 @dataclass(frozen=True)
+class Revealed:
+    """A PAN opened for the provider edge, and the master key that unwrapped it (the audit's)."""
+
+    pan: str = field(repr=False)
+    merchant_id: str
+    key_id: str
+
+
+@dataclass(frozen=True)
 class RewrapReport:
     rewrapped: int
     current: int  # already under the active master key
     active_key_id: str
+    in_use: dict[str, int] = field(default_factory=dict)  # master key id -> records it wraps, after the run
 
 
 def _aad(layer: bytes, token: str, merchant_id: str) -> bytes:
@@ -79,177 +90,164 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-class Vault:
-    def __init__(self, path: Path, keys: KeyStore) -> None:
-        self.path = Path(path)
-        self._keys = keys
-        self._tokenizer = StoreTokenizer(keys)
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        options = Options(raw_mode=True)
-        options.create_if_missing(True)
-        try:
-            self._db = Rdict(str(self.path), options)
-        except Exception as e:  # rocksdict raises a bare Exception, e.g. on the LOCK file
-            raise VaultError("-", f"cannot open {self.path}: {str(e)[:200]} (one process at a time owns a vault)") from None
-        self._closed = False
-        self._sync = WriteOptions()
-        self._sync.sync = True
-        self._unsynced = WriteOptions()  # inside group_commit: one fsync for the group, at its end
-        self._group_depth = 0
+def check_token(token: str) -> None:
+    if not TOKEN_PATTERN.match(token):
+        raise VaultError(token[:40], "not a token (tok_ + 32 base32 chars)")
+
+
+def seal(keys: KeyStore, tokenizer: StoreTokenizer, merchant_id: str, pan: str,
+         held: Callable[[str], bool] = lambda token: False) -> tuple[VaultCard, bytes | None]:
+    """The card's token and its sealed record (a fresh data key, wrapped under the
+    active master key), or None for the record when `held(token)`: nothing to write.
+    Raises CardError for a merchant id or a number the vault refuses."""
+    if not merchant_id or len(merchant_id) > MERCHANT_ID_MAX_LEN or not merchant_id.isprintable():
+        raise CardError("invalid_merchant_id", f"merchant_id must be 1..{MERCHANT_ID_MAX_LEN} printable chars")
+    digits, brand = check_pan(pan)
+    token = tokenizer.token(merchant_id, digits)
+    card = VaultCard(token, digits[:BIN_DIGITS], digits[-4:], brand)
+    if held(token):
+        return card, None
+    data_key = os.urandom(DATA_KEY_BYTES)
+    nonce = os.urandom(NONCE_BYTES)
+    ciphertext = AESGCM(data_key).encrypt(nonce, digits.encode(), _aad(b"pan", token, merchant_id))
+    wrapped = keys.wrap(data_key, _aad(b"dek", token, merchant_id))
+    record = {
+        "format": RECORD_FORMAT,
+        "merchant_id": merchant_id,
+        "key_id": wrapped.key_id,
+        "wrapped_key": _b64(wrapped.blob),
+        "nonce": _b64(nonce),
+        "ciphertext": _b64(ciphertext),
+        "bin": card.bin,
+        "last4": card.last4,
+        "brand": brand,
+    }
+    return card, json.dumps(record).encode()
+
+
+def parse(token: str, blob: bytes) -> dict[str, Any]:
+    """A record's fields, checked; VaultError for anything else."""
+    check_token(token)
+    if len(blob) > MAX_RECORD_BYTES:
+        raise VaultError(token, f"record larger than {MAX_RECORD_BYTES} bytes")
+    try:
+        record = json.loads(blob)
+        if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT or \
+                not all(isinstance(record.get(f), str) for f in _FIELDS):
+            raise ValueError("fields")
+    except (ValueError, UnicodeDecodeError):
+        raise VaultError(token, "record is malformed") from None
+    return record
+
+
+def card_of(token: str, blob: bytes) -> VaultCard:
+    """BIN, last 4 and brand of a record, without decrypting."""
+    record = parse(token, blob)
+    return VaultCard(token, record["bin"], record["last4"], record["brand"])
+
+
+def master_key_id(token: str, blob: bytes) -> str:
+    return parse(token, blob)["key_id"]
+
+
+def open_record(keys: KeyStore, token: str, blob: bytes) -> Revealed:
+    """The PAN of a record. Only the provider edge calls this; never log the result."""
+    record = parse(token, blob)
+    merchant_id = record["merchant_id"]
+    try:
+        data_key = keys.unwrap(_wrapped(token, record), _aad(b"dek", token, merchant_id))
+    except KeyStoreError as e:
+        raise VaultError(token, f"data key cannot be unwrapped ({e}): the record was tampered with, moved, or its master key is gone") from None
+    try:
+        pan = AESGCM(data_key).decrypt(_decode(token, record, "nonce"), _decode(token, record, "ciphertext"), _aad(b"pan", token, merchant_id))
+    except InvalidTag:
+        raise VaultError(token, "ciphertext failed authentication: tampered with or moved from another token") from None
+    return Revealed(pan.decode(), merchant_id, record["key_id"])
+
+
+def rewrap(keys: KeyStore, token: str, blob: bytes) -> bytes | None:
+    """The record with its data key re-wrapped under the active master key (the PAN
+    ciphertext untouched); None if it is under that key already."""
+    record = parse(token, blob)
+    if record["key_id"] == keys.active(VAULT_MASTER).key_id:
+        return None
+    aad = _aad(b"dek", token, record["merchant_id"])
+    try:
+        data_key = keys.unwrap(_wrapped(token, record), aad)
+    except KeyStoreError as e:
+        raise VaultError(token, f"cannot rewrap: {e}") from None
+    wrapped = keys.wrap(data_key, aad)
+    return json.dumps(record | {"key_id": wrapped.key_id, "wrapped_key": _b64(wrapped.blob)}).encode()
+
+
+def _wrapped(token: str, record: dict[str, Any]) -> Wrapped:
+    return Wrapped(record["key_id"], _decode(token, record, "wrapped_key"))
+
+
+def _decode(token: str, record: dict[str, Any], name: str) -> bytes:
+    try:
+        return base64.b64decode(record[name], validate=True)
+    except ValueError:
+        raise VaultError(token, f"record field {name} is not base64") from None
+
+
+class SealedCards:
+    """token -> sealed record, at most `max_cards` of them (least recently used out
+    first): the fold of the card-vault topic every worker keeps. Records stay encrypted
+    here; a card pushed out is read again from the topic when it is needed."""
+
+    def __init__(self, max_cards: int) -> None:
+        assert max_cards > 0
+        self.max_cards = max_cards
+        self._cards: OrderedDict[str, bytes] = OrderedDict()
+        self.evicted = 0  # records pushed out so far: a miss may then still be on the topic
+
+    def __len__(self) -> int:
+        return len(self._cards)
+
+    def __contains__(self, token: str) -> bool:
+        return token in self._cards
+
+    def fold(self, token: str, blob: bytes | None) -> None:
+        """One record of the topic, in offset order: the latest per token wins, a
+        tombstone (None) forgets the card."""
+        if blob is None:
+            self._cards.pop(token, None)
+            return
+        self._cards[token] = blob
+        self._cards.move_to_end(token)
+        while len(self._cards) > self.max_cards:
+            self._cards.popitem(last=False)
+            self.evicted += 1
+
+    def get(self, token: str) -> bytes | None:
+        blob = self._cards.get(token)
+        if blob is not None:
+            self._cards.move_to_end(token)
+        return blob
+
+
+class CardSealer:
+    """One ingest batch's tokenizer (`streams.stages.ingest.TokenizerT`): each card the
+    vault does not hold yet is sealed once into `sealed`, which the batch sends to the
+    card-vault topic in the transaction that forwards the tokens."""
+
+    def __init__(self, keys: KeyStore, tokenizer: StoreTokenizer, held: Callable[[str], bool]) -> None:
+        self._keys, self._tokenizer, self._held = keys, tokenizer, held
+        self.sealed: dict[str, bytes] = {}
 
     def __repr__(self) -> str:
-        return f"Vault({str(self.path)!r}, token_key={self._tokenizer.key_id!r})"
-
-    def close(self) -> None:
-        """Release the RocksDB lock; idempotent."""
-        if not self._closed:
-            self._db.close()
-            self._closed = True
-
-    def __enter__(self) -> Vault:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
-
-    @contextmanager
-    def group_commit(self) -> Iterator[None]:
-        """New cards written inside are synced to disk together when the block ends
-        (one fsync instead of one per card). The caller sends no token downstream
-        before the block has ended: a token that travelled must stay revealable."""
-        self._group_depth += 1
-        try:
-            yield
-        finally:
-            self._group_depth -= 1
-            if self._group_depth == 0 and not self._closed:
-                self._db.flush_wal(True)
-
-    # --- tokenization (ingest, or a producer inside the PCI zone) ---
+        return f"CardSealer(sealed={len(self.sealed)})"
 
     def tokenize(self, merchant_id: str, pan: str) -> VaultCard:
-        """Store the PAN (once per merchant and card) and return what may travel downstream."""
-        if not merchant_id or len(merchant_id) > MERCHANT_ID_MAX_LEN or not merchant_id.isprintable():
-            raise CardError("invalid_merchant_id", f"merchant_id must be 1..{MERCHANT_ID_MAX_LEN} printable chars")
-        digits, brand = check_pan(pan)
-        token = self._tokenizer.token(merchant_id, digits)
-        card = VaultCard(token, digits[:BIN_DIGITS], digits[-4:], brand)
-        if self._db.get(token.encode()) is not None:
-            return card  # same card, same merchant: the record exists, nothing to write
-        data_key = os.urandom(DATA_KEY_BYTES)
-        nonce = os.urandom(NONCE_BYTES)
-        ciphertext = AESGCM(data_key).encrypt(nonce, digits.encode(), _aad(b"pan", token, merchant_id))
-        wrapped = self._keys.wrap(data_key, _aad(b"dek", token, merchant_id))
-        record = {
-            "format": RECORD_FORMAT,
-            "merchant_id": merchant_id,
-            "key_id": wrapped.key_id,
-            "wrapped_key": _b64(wrapped.blob),
-            "nonce": _b64(nonce),
-            "ciphertext": _b64(ciphertext),
-            "bin": card.bin,
-            "last4": card.last4,
-            "brand": brand,
-        }
-        self._db.put(token.encode(), json.dumps(record).encode(), self._unsynced if self._group_depth else self._sync)
+        """Seal the card unless it is held (same card, same merchant: one record) and
+        return what may travel downstream."""
+        card, blob = seal(self._keys, self._tokenizer, merchant_id, pan,
+                          lambda token: token in self.sealed or self._held(token))
+        if blob is not None:
+            self.sealed[card.token] = blob
         return card
 
     def token(self, merchant_id: str, pan: str) -> str:
-        """`streams.stages.ingest.TokenizerT`: ingest stores the PAN here as it tokenizes.
-        Raises CardError for a number the vault refuses."""
+        """Raises CardError for a number the vault refuses."""
         return self.tokenize(merchant_id, pan).token
-
-    def card(self, token: str) -> VaultCard | None:
-        """BIN, last 4 and brand of a token, without decrypting; None if unknown."""
-        record = self._record(token)
-        return None if record is None else VaultCard(token, record["bin"], record["last4"], record["brand"])
-
-    # --- the provider edge only ---
-
-    def reveal(self, token: str) -> str:
-        """The PAN of a token. Only the provider edge calls this; never log the result."""
-        record = self._record(token)
-        if record is None:
-            raise VaultError(token, "no such token")
-        merchant_id = record["merchant_id"]
-        try:
-            data_key = self._keys.unwrap(self._wrapped(token, record), _aad(b"dek", token, merchant_id))
-        except KeyStoreError as e:
-            raise VaultError(token, f"data key cannot be unwrapped ({e}): the record was tampered with, moved, or its master key is gone") from None
-        try:
-            pan = AESGCM(data_key).decrypt(_decode(token, record, "nonce"), _decode(token, record, "ciphertext"), _aad(b"pan", token, merchant_id))
-        except InvalidTag:
-            raise VaultError(token, "ciphertext failed authentication: tampered with or moved from another token") from None
-        return pan.decode()
-
-    # --- maintenance ---
-
-    def rewrap(self) -> RewrapReport:
-        """Re-wrap every data key not under the active vault-master key (after a
-        rotation), so old master keys can eventually be retired. The PAN ciphertext
-        is untouched; each record is rewritten on its own, so an interrupted run is
-        simply resumed by running it again."""
-        active = self._keys.active(VAULT_MASTER).key_id
-        rewrapped = current = 0
-        for token, record in self._records():
-            if record["key_id"] == active:
-                current += 1
-                continue
-            aad = _aad(b"dek", token, record["merchant_id"])
-            try:
-                data_key = self._keys.unwrap(self._wrapped(token, record), aad)
-            except KeyStoreError as e:
-                raise VaultError(token, f"cannot rewrap: {e}") from None
-            wrapped = self._keys.wrap(data_key, aad)
-            record = record | {"key_id": wrapped.key_id, "wrapped_key": _b64(wrapped.blob)}
-            self._db.put(token.encode(), json.dumps(record).encode(), self._sync)
-            rewrapped += 1
-        return RewrapReport(rewrapped, current, active)
-
-    def key_ids_in_use(self) -> dict[str, int]:
-        """How many records each vault-master key wraps (before retiring a key)."""
-        counts: dict[str, int] = {}
-        for _, record in self._records():
-            counts[record["key_id"]] = counts.get(record["key_id"], 0) + 1
-        return counts
-
-    # --- internals ---
-
-    def _records(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        for raw_key in self._db.keys():
-            token = raw_key.decode("ascii", "replace")
-            record = self._record(token)
-            assert record is not None  # listed a moment ago; nothing deletes
-            yield token, record
-
-    def _record(self, token: str) -> dict[str, Any] | None:
-        if not TOKEN_PATTERN.match(token):
-            raise VaultError(token[:40], "not a token (tok_ + 32 base32 chars)")
-        raw = self._db.get(token.encode())
-        if raw is None:
-            return None
-        if len(raw) > MAX_RECORD_BYTES:
-            raise VaultError(token, f"record larger than {MAX_RECORD_BYTES} bytes")
-        try:
-            record = json.loads(raw)
-            fields = ("merchant_id", "key_id", "wrapped_key", "nonce", "ciphertext", "bin", "last4", "brand")
-            if record.get("format") != RECORD_FORMAT or not all(isinstance(record.get(f), str) for f in fields):
-                raise ValueError("fields")
-        except (ValueError, UnicodeDecodeError):
-            raise VaultError(token, "record is malformed") from None
-        return record
-
-    def _wrapped(self, token: str, record: dict[str, Any]) -> Wrapped:
-        return Wrapped(record["key_id"], _decode(token, record, "wrapped_key"))
-
-
-def _decode(token: str, record: dict[str, Any], field: str) -> bytes:
-    try:
-        return base64.b64decode(record[field], validate=True)
-    except ValueError:
-        raise VaultError(token, f"record field {field} is not base64") from None
-
-
-def open_vault(data_dir: Path, keys: KeyStore) -> Vault:
-    """The vault of a data dir (`PAYSTREAM_DATA_DIR`)."""
-    return Vault(Path(data_dir) / "vault", keys)

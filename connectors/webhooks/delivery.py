@@ -1,8 +1,9 @@
 """What to deliver and when, as pure values over event time.
 
-A payment event becomes one `Notification` per endpoint of its merchant: JSON with
-`id` (derived from the event and the endpoint: a receiver dedups by it), `type`,
-`created` (the event's time) and `data`. Delivery is at least once and in order per
+A payment event becomes one `Notification` per endpoint of its merchant, all with
+the same body: the event as Stripe's `Event` (its `id` the event's, which a
+receiver dedups by; built by the runner, streams/jobs/webhooks.py). The
+notification id (event and endpoint) names the deliveries. Delivery is at least once and in order per
 (endpoint, payment): only the oldest undelivered notification of a payment is sent;
 the next waits until it is delivered or given up. A failed attempt is retried after
 an exponential backoff (`base_s` doubling to `max_delay_s`, with jitter drawn from the
@@ -14,7 +15,6 @@ then it is given up (recorded, for ops) and the next one goes. Each attempt is a
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -25,10 +25,6 @@ from schemas.times import from_ms
 
 MAX_QUEUED_PER_PAYMENT = 1_000
 MAX_BODY_BYTES = 64 * 1024
-# The payment event fields a merchant sees (no card token; BIN and last four only).
-PUBLIC_FIELDS = ("payment_id", "merchant_id", "type", "payment_status", "currency", "amount_minor", "fee_minor",
-                 "authorized_minor", "captured_minor", "refunded_minor", "reason_code", "card_bin", "card_last4",
-                 "provider", "version")
 
 
 @dataclass(frozen=True)
@@ -75,16 +71,16 @@ class Outbox:
         return sum(len(q) for q in self.queues.values())
 
 
-def notifications(event: dict[str, Any], endpoints: tuple[Endpoint, ...], created_ms: int) -> list[Notification]:
-    """One notification of a payment event per endpoint of its merchant."""
+def notifications(event: dict[str, Any], endpoints: tuple[Endpoint, ...], created_ms: int,
+                  body: bytes) -> list[Notification]:
+    """One notification of a payment event per endpoint of its merchant, each with
+    `body` (the event as the merchant sees it: no card token, BIN and last four only)."""
+    if len(body) > MAX_BODY_BYTES:
+        raise ValueError(f"a webhook body of {len(body)} bytes is over {MAX_BODY_BYTES}")
     out = []
     for ep in endpoints:
         assert ep.merchant_id == event["merchant_id"]
         nid = derive_notification_id(event["event_id"], ep.endpoint_id)
-        doc = {"id": nid, "type": f"payment.{event['type']}", "created": created_ms // 1000,
-               "data": {k: event.get(k) for k in PUBLIC_FIELDS}}
-        body = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
-        assert len(body) <= MAX_BODY_BYTES
         out.append(Notification(nid, ep, event["payment_id"], event["type"], created_ms, body))
     return out
 

@@ -29,6 +29,8 @@ validated="${prefix}payment-commands-validated"
 outcomes="${prefix}payment-outcomes"
 events="${prefix}payment-events"
 dlq="${prefix}payment-dlq"
+card_vault="${prefix}card-vault"
+vault_reveals="${prefix}vault-reveals"
 
 # Principals: one per service (SCRAM user name, or the CN of its mTLS certificate).
 PRODUCER="${PRODUCER_PRINCIPAL:-User:producer}"   # merchant API gateway, inside the PCI zone
@@ -62,6 +64,13 @@ done
 for op in Read Write Describe; do
   acl "$WORKER" "$op" --topic "${app_id}-" prefixed
 done
+# The vault (docs/security.md): ingest seals cards onto card-vault, every worker reads it
+# whole; the payments stage writes the audit of each reveal.
+for op in Read Write Describe; do
+  acl "$WORKER" "$op" --topic "$card_vault"
+done
+acl "$WORKER" Write    --topic "$vault_reveals"
+acl "$WORKER" Describe --topic "$vault_reveals"
 acl "$WORKER" Read     --group "$app_id"
 acl "$WORKER" Write    --transactional-id "${app_id}-" prefixed
 acl "$WORKER" Describe --transactional-id "${app_id}-" prefixed
@@ -73,8 +82,8 @@ for t in "$events" "$outcomes"; do
 done
 acl "$SINK" Read --group "paystream-sink" prefixed
 
-# Ops: read what the pipeline produced (audit, outcomes, dead letters, masked).
-for t in "$events" "$outcomes" "$dlq"; do
+# Ops: read what the pipeline produced (audit, outcomes, dead letters, masked; the reveal audit).
+for t in "$events" "$outcomes" "$dlq" "$vault_reveals"; do
   acl "$OPS" Read     --topic "$t"
   acl "$OPS" Describe --topic "$t"
 done

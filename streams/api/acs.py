@@ -33,7 +33,7 @@ from pydantic import Field
 
 from schemas.times import to_ms
 from streams.api.errors import ApiError, not_found
-from streams.api.models import ErrorBody, _Strict
+from streams.api.bodies import ErrorBody, _Strict
 from streams.domain.authentication import (
     ECI_OF,
     MAX_OTP_ATTEMPTS,

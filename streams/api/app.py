@@ -32,7 +32,7 @@ from streams.api.commands import create_command, dispute_evidence_command, follo
 from streams.api.dashboard import Dashboard, router
 from streams.api.errors import ApiError, not_found, outcome_response, payment_body
 from streams.api.idempotency import IdempotencyRecords, InFlightFull, Response, fingerprint
-from streams.api.models import (
+from streams.api.bodies import (
     Accepted,
     AmountIn,
     ConfirmIn,
@@ -45,6 +45,8 @@ from streams.api.models import (
 )
 from streams.api.objects import MemoryObjects, Objects
 from streams.api.readmodel import LIST_LIMIT_MAX, fresher
+from streams.api.stripe_accounts import Registry
+from streams.api.stripe_accounts import install as install_accounts
 from streams.api.stripe_customers import install as install_customers
 from streams.api.stripe_events import Webhooks
 from streams.api.stripe_events import install as install_events
@@ -110,6 +112,14 @@ class PaymentReader(Protocol):
 
     def balance_transaction(self, merchant_id: str, entry_hex: str, kind: str) -> dict[str, Any] | None:
         """One of the merchant's balance transactions."""
+
+    def transfers(self, merchant_id: str, limit: int, starting_after: str | None = None,
+                  ending_before: str | None = None, transfer_id: str | None = None) -> list[dict[str, Any]]:
+        """The platform's transfers to its connected accounts (ClickHousePayments.transfers)."""
+
+    def application_fees(self, merchant_id: str, limit: int, starting_after: str | None = None,
+                         ending_before: str | None = None, fee_id: str | None = None) -> list[dict[str, Any]]:
+        """The platform's application fees (ClickHousePayments.application_fees)."""
 
     def events(self, merchant_id: str, limit: int, starting_after: str | None = None,
                ending_before: str | None = None) -> list[dict[str, Any]]:
@@ -226,7 +236,7 @@ def _validation_error(exc: RequestValidationError) -> ApiError:
 
 def create_app(bus: CommandBus, keys: ApiKeys, *, sealer: Sealer | None, config: ApiConfig = ApiConfig(),
                reader: PaymentReader | None = None, dashboard: Dashboard | None = None, instance: str | None = None,
-               objects: Objects | None = None, webhooks: Webhooks | None = None,
+               objects: Objects | None = None, webhooks: Webhooks | None = None, registry: Registry | None = None,
                clock: Callable[[], float] = time.monotonic,
                now: Callable[[], datetime] = lambda: datetime.now(timezone.utc), acs: Acs | None = None) -> FastAPI:
     """The API over `bus`. `sealer` seals each card to the card-intake key before it is
@@ -238,7 +248,9 @@ def create_app(bus: CommandBus, keys: ApiKeys, *, sealer: Sealer | None, config:
     `acs` mounts the simulated issuer's 3-D Secure routes (streams/api/acs.py).
     `objects` keeps Customers and PaymentMethods (`paystream api`: the api-objects
     topic; default: this process's memory, for tests and the spec). `webhooks` is the
-    registry WebhookEndpoints write (None: those routes answer 503)."""
+    registry WebhookEndpoints write (None: those routes answer 503). `registry` is the
+    merchant registry Accounts read and write (streams/client/kyc.py KycDesk; None:
+    those routes answer 503)."""
     instance = instance or secrets.token_hex(8)
     records = IdempotencyRecords(config.idempotency_records_max, config.max_in_flight)
     fp_secret = secrets.token_bytes(32)
@@ -364,6 +376,7 @@ def create_app(bus: CommandBus, keys: ApiKeys, *, sealer: Sealer | None, config:
     install_stripe(app, deps)
     install_customers(app, deps)
     install_events(app, deps, webhooks)
+    install_accounts(app, deps, registry)
 
     def follow_up_id(payment_id: str) -> str:
         if not PAYMENT_ID_PATTERN.match(payment_id):

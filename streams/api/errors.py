@@ -59,6 +59,14 @@ _REASONS: dict[str, tuple[int, str, str | None]] = {
     "invalid_wallet": (*_INVALID, "payment_method"),
     "invalid_bank_account": (*_INVALID, "payment_method"),
     "invalid_bnpl": (*_INVALID, "payment_method"),
+    # The registry's refusals of a create (streams/domain/merchants.py `admit`): not declines.
+    "merchant_unknown": (*_INVALID, None),
+    "merchant_not_verified": (*_INVALID, None),
+    # A split's accounts (streams/domain/splits.py).
+    "split_account_not_connected": (*_INVALID, "splits"),
+    "invalid_splits": (*_INVALID, "splits"),
+    "too_many_splits": (*_INVALID, "splits"),
+    "splits_mismatch": (*_INVALID, "platform_fee_minor"),
     "already_submitted": (*_STATE, None),
     "not_settled": (*_STATE, None),
     "invalid_amount": (*_INVALID, "amount_minor"),

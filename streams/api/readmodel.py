@@ -115,6 +115,36 @@ WHERE merchant_id = {merchant:String} AND type = 'dispute_opened' AND payment_id
 ORDER BY payment_id, version
 """
 
+# A platform's destination charges, from its split captures' journal lines
+# (docs/ledger.md, Split payments): a transfer is a capture entry's credit to a
+# connected account's pending balance; an application fee is the same entry's credit
+# to the platform's own. Named by the entry (and the line), ordered by that name.
+_TRANSFERS = """
+SELECT * FROM (
+    SELECT concat('tr_', right(entry_id, 32), leftPad(toString(line_no), 2, '0')) AS id, entry_id, payment_id,
+           account, currency, credit_minor AS amount_minor, occurred_at
+    FROM ledger_entries FINAL
+    WHERE merchant_id = {merchant:String} AND event_type = 'captured' AND credit_minor > 0
+      AND startsWith(account, 'merchant:') AND endsWith(account, ':pending') AND account != {own:String}
+)
+WHERE %s ORDER BY id %s LIMIT {limit:UInt32}
+"""
+_FEES = """
+SELECT * FROM (
+    SELECT concat('fee_', right(entry_id, 32)) AS id, entry_id, any(payment_id) AS payment_id, any(currency) AS currency,
+           toInt64(sumIf(credit_minor, account = {own:String})) AS amount_minor,
+           minIf(account, account != {own:String} AND credit_minor > 0 AND startsWith(account, 'merchant:')
+                 AND endsWith(account, ':pending')) AS destination,
+           min(occurred_at) AS occurred_at
+    FROM ledger_entries FINAL
+    WHERE merchant_id = {merchant:String} AND event_type = 'captured'
+    GROUP BY entry_id
+)
+WHERE destination != '' AND amount_minor > 0 AND %s ORDER BY id %s LIMIT {limit:UInt32}
+"""
+_CURSORED = {"after": ("id > {after:String}", "ASC"), "before": ("id < {before:String}", "DESC"),
+             "one": ("id = {one:String}", "ASC")}
+
 # How far a payment has gone, for views of equal amounts: any legal step moves up.
 _PROGRESS = {"authorized": 1, "partially_captured": 2, "captured": 3, "partially_refunded": 4, "refunded": 5,
              "voided": 6, "expired": 6, "declined": 6, "failed": 6}
@@ -223,6 +253,28 @@ class ClickHousePayments:
             before = [o["event_id"] for o in openings if o["payment_id"] == r["payment_id"] and o["version"] < r["version"]]
             r["opened_event_id"] = before[-1] if before else None
         return rows
+
+    def transfers(self, merchant_id: str, limit: int, starting_after: str | None = None,
+                  ending_before: str | None = None, transfer_id: str | None = None) -> list[dict[str, Any]]:
+        """The platform's transfers to its connected accounts by id, after (or before,
+        nearest first) the cursor, or the one named: {id, entry_id, payment_id,
+        account (the connected one's pending), currency, amount_minor, occurred_at}."""
+        return self._split_rows(_TRANSFERS, merchant_id, limit, starting_after, ending_before, transfer_id)
+
+    def application_fees(self, merchant_id: str, limit: int, starting_after: str | None = None,
+                         ending_before: str | None = None, fee_id: str | None = None) -> list[dict[str, Any]]:
+        """The platform's application fees by id, as `transfers` (`destination`: the
+        first connected account's pending the charge paid)."""
+        return self._split_rows(_FEES, merchant_id, limit, starting_after, ending_before, fee_id)
+
+    def _split_rows(self, sql: str, merchant_id: str, limit: int, after: str | None, before: str | None,
+                    one: str | None) -> list[dict[str, Any]]:
+        assert 1 <= limit <= LIST_LIMIT_MAX + 1, limit
+        which = "one" if one is not None else "before" if before is not None else "after"
+        where, order = _CURSORED[which]
+        return self.rows(sql % (where, order), {"merchant": merchant_id, "own": merchant_account(merchant_id, "pending"),
+                                                "limit": limit, "after": after or "", "before": before or "",
+                                                "one": one or ""})
 
     def saved_card(self, merchant_id: str, payment_id: str) -> str | None:
         """The vault token of the card one of the merchant's payments was made with

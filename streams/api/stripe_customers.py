@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse
 from streams.api import stripe_params as params
 from streams.api.bus import BusUnavailable
 from streams.api.errors import ApiError
-from streams.api.stripe_models import Customer, CustomerList, Deleted, PaymentMethod, PaymentMethodList
+from streams.api.stripe_bodies import Customer, CustomerList, Deleted, PaymentMethod, PaymentMethodList
 from streams.api.stripe_objects import customer_id, customer_object, payment_method_object
 from streams.api.stripe_routes import (_AUTH, _ERRORS, _EXPAND, _HEADERS, _LIST_PARAMS, _METADATA, StripeDeps, _form,
                                        _form_body, _idempotency_key, _query)

@@ -19,12 +19,12 @@ from streams.api import stripe_params as params
 from streams.api.errors import ApiError
 from streams.api.forms import FormError, as_list
 from streams.api.stripe_customers import no_such, page
-from streams.api.stripe_models import (BalanceTransaction, BalanceTransactionList, Deleted, Event, EventList,
+from streams.api.stripe_bodies import (BalanceTransaction, BalanceTransactionList, Deleted, Event, EventList,
                                        WebhookEndpoint, WebhookEndpointList)
-from streams.api.stripe_objects import (balance_transaction_object, balance_transaction_of, event_object,
-                                        webhook_endpoint_object)
+from streams.api.stripe_objects import balance_transaction_object, balance_transaction_of, webhook_endpoint_object
 from streams.api.stripe_routes import (_AUTH, _ERRORS, _EXPAND, _HEADERS, _LIST_PARAMS, StripeDeps, _form, _form_body,
                                        _query)
+from streams.domain.stripe_shapes import event_object
 
 EVENT_ID = re.compile(r"^evt_[0-9a-f]{32}$")
 TXN_CURSOR = re.compile(r"^txn_[0-9a-f]{32}[pia]$")

@@ -1,5 +1,7 @@
-"""Stripe's object shapes over the pipeline's payments: ids, statuses, the
-PaymentIntent and Refund objects, and Stripe's error objects. Pure.
+"""Stripe's object shapes over the pipeline's payments: ids, the Refund, Balance,
+Payout, Customer, PaymentMethod, BalanceTransaction and WebhookEndpoint objects,
+and Stripe's error objects. Pure. The PaymentIntent, Dispute and Event shapes are
+in streams/domain/stripe_shapes.py, which the webhook runner builds its bodies with.
 
 A PaymentIntent is a payment: `pi_<hex>` is `pay_<hex>` (the same 32 hex digits),
 so an id from either API names the same payment.
@@ -9,74 +11,25 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from streams.api.errors import ApiError, rejection_error
+from streams.domain.stripe_shapes import IntentRequest, decline, intent_id, payment_intent
+from streams.domain.stripe_shapes import unix_seconds as _seconds
 
 INTENT_ID = re.compile(r"^pi_([0-9a-f]{32})$")
 REFUND_ID = re.compile(r"^re_[0-9a-f]{32}$")
 DISPUTE_ID = re.compile(r"^dp_([0-9a-f]{32})$")
-_DISPUTE_CLOSED = {"dispute_won": "won", "dispute_lost": "lost"}
 
-# The pipeline's payment status -> the PaymentIntent's.
-_STATUSES = {
-    "pending": "processing",
-    "requires_review": "processing",
-    "submitted": "processing",
-    "requires_action": "requires_action",
-    "authorized": "requires_capture",
-    # Captured in part, the rest still capturable: Stripe's multicapture
-    # (final_capture=false) keeps requires_capture too (docs/api.md).
-    "partially_captured": "requires_capture",
-    "captured": "succeeded",
-    "partially_refunded": "succeeded",
-    "refunded": "succeeded",
-    "settled": "succeeded",
-    "voided": "canceled",
-    "expired": "canceled",
-    "declined": "requires_payment_method",
-    "failed": "requires_payment_method",
-    "returned": "requires_payment_method",
-}
-CAPTURABLE = frozenset({"authorized", "partially_captured"})
-
-# A decline's reason code -> Stripe's (code, decline_code).
-_DECLINES: dict[str, tuple[str, str | None]] = {
-    "card_declined": ("card_declined", "generic_decline"),
-    "insufficient_funds": ("card_declined", "insufficient_funds"),
-    "expired_card": ("expired_card", "expired_card"),
-    "incorrect_cvc": ("incorrect_cvc", "incorrect_cvc"),
-    "fraud_suspected": ("card_declined", "fraudulent"),
-    "fraud_review_declined": ("card_declined", "fraudulent"),
-    "amount_limit_exceeded": ("card_declined", "card_velocity_exceeded"),
-    "invalid_card_number": ("incorrect_number", None),
-    "invalid_cvc": ("invalid_cvc", None),
-    "invalid_expiry": ("invalid_expiry_month", None),
-    "authentication_failed": ("payment_intent_authentication_failure", None),
-    "authentication_unavailable": ("payment_intent_authentication_failure", None),
-    "requires_action_timeout": ("payment_intent_authentication_failure", None),
-}
 # Refusals for a payment in the wrong state: Stripe's one code for them.
 _UNEXPECTED_STATE = "payment_intent_unexpected_state"
-
-
-def intent_id(payment_id: str) -> str:
-    assert payment_id.startswith("pay_"), payment_id
-    return "pi_" + payment_id[4:]
 
 
 def payment_id_of(pi: str) -> str | None:
     """The payment a `pi_` id names, None if it is not one of ours."""
     m = INTENT_ID.match(pi)
     return f"pay_{m.group(1)}" if m else None
-
-
-def dispute_id(opened_event_id: str) -> str:
-    """A dispute is named by the event that opened it: `dp_<hex>` is `evt_<hex>`."""
-    assert opened_event_id.startswith("evt_"), opened_event_id
-    return "dp_" + opened_event_id[4:]
 
 
 def opened_event_of(dp: str) -> str | None:
@@ -105,98 +58,6 @@ def mandate_id(payment_id: str) -> str:
 def refund_id(merchant_id: str, idempotency_key: str) -> str:
     """One refund per (merchant, Idempotency-Key): every API process names it alike."""
     return "re_" + hashlib.sha256(f"refund\x1f{merchant_id}\x1f{idempotency_key}".encode()).hexdigest()[:32]
-
-
-def intent_status(payment_status: str | None) -> str:
-    return _STATUSES.get(payment_status or "", "processing")
-
-
-def decline(reason: str) -> tuple[str, str | None]:
-    """(code, decline_code) of a declined payment's reason."""
-    return _DECLINES.get(reason, ("card_declined", reason))
-
-
-@dataclass(frozen=True)
-class IntentRequest:
-    """What the merchant asked at creation that no outcome carries back; kept by the
-    API process that took the create (bounded), absent elsewhere (docs/api.md)."""
-
-    amount: int
-    currency: str
-    capture_method: str
-    created: int  # unix seconds
-    metadata: dict[str, str] = field(default_factory=dict)
-    payment_method: str | None = None
-    description: str | None = None
-    cancellation_reason: str | None = None
-    customer: str | None = None
-    payment_method_types: tuple[str, ...] = ("card",)
-    setup_future_usage: str | None = None
-
-
-def _seconds(at: Any) -> int | None:
-    if isinstance(at, datetime):
-        return int(at.timestamp())
-    if isinstance(at, int):
-        return at // 1000  # timestamp-millis
-    return None
-
-
-def payment_intent(view: dict[str, Any], request: IntentRequest | None = None) -> dict[str, Any]:
-    """The PaymentIntent of a payment view (an outcome or a read-model row), with
-    what the create asked when this process took it."""
-    status = view.get("payment_status")
-    authorized, captured = view.get("authorized_minor") or 0, view.get("captured_minor") or 0
-    currency = (view.get("currency") or (request.currency if request else "") or "").lower() or None
-    amount = request.amount if request else (view.get("amount_minor") if view.get("kind") == "create" else None) or authorized
-    pi_status = intent_status(status)
-    reason = view.get("reason_code")
-    last_error = None
-    if status in ("declined", "failed", "returned"):
-        code, decline_code = decline(reason or "card_declined")
-        last_error = {"type": "card_error", "code": code, "decline_code": decline_code,
-                      "message": f"the payment was declined ({reason or 'declined'})", "param": None}
-    next_action = None
-    if status == "requires_action":
-        # The cardholder authenticates at the simulated issuer (or the merchant's own 3DS
-        # server), and the merchant confirms with the result and its signed value
-        # (Stripe's third-party 3DS parameters; docs/api.md, docs/payments.md).
-        next_action = {"type": "three_d_secure", "three_d_secure": {
-            "authenticate_url": f"/v1/payments/{view['payment_id']}/three_ds/authenticate",
-            "confirm_url": f"/v1/payment_intents/{intent_id(view['payment_id'])}/confirm"}}
-    cancellation = None
-    if pi_status == "canceled":
-        cancellation = "automatic" if status == "expired" else ((request.cancellation_reason if request else None)
-                                                                or "requested_by_customer")
-    return {
-        "id": intent_id(view["payment_id"]),
-        "object": "payment_intent",
-        "amount": amount,
-        "amount_capturable": authorized - captured if status in CAPTURABLE else 0,
-        # A submitted bank debit's funds have not arrived: Stripe's processing receives nothing yet.
-        "amount_received": 0 if status == "submitted" else captured,
-        "capture_method": request.capture_method if request else None,
-        "confirmation_method": "automatic",
-        "currency": currency,
-        "created": request.created if request else _seconds(view.get("occurred_at")),
-        "description": request.description if request else None,
-        "livemode": False,
-        "metadata": dict(request.metadata) if request else {},
-        "status": pi_status,
-        "last_payment_error": last_error,
-        "next_action": next_action,
-        "cancellation_reason": cancellation,
-        "payment_method": request.payment_method if request else None,
-        "payment_method_types": list(request.payment_method_types) if request else ["card"],
-        "customer": request.customer if request else None,
-        "setup_future_usage": request.setup_future_usage if request else None,
-        "latest_charge": None,
-        "client_secret": None,
-        # Ours, not Stripe's: the card as the pipeline knows it (never the number).
-        "paystream": {"payment_id": view["payment_id"], "status": status,
-                      "refunded_minor": view.get("refunded_minor") or 0,
-                      "card": {"bin": view.get("card_bin"), "last4": view.get("card_last4")} if view.get("card_last4") else None},
-    }
 
 
 def balance_object(merchant_id: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -230,30 +91,6 @@ def refund_object(refund: str, view: dict[str, Any], amount: int | None, created
         "metadata": dict(metadata),
         "reason": reason,
         "status": "succeeded",
-    }
-
-
-def dispute_object(row: dict[str, Any], submissions: int = 0) -> dict[str, Any]:
-    """A dispute from its read-model row (ClickHousePayments.disputes): won or lost once
-    the network closed it, else `under_review` once this process sent evidence for
-    it (`submissions`), else `needs_response`."""
-    closed = _DISPUTE_CLOSED.get(row.get("closed_as") or "")
-    status = closed or ("under_review" if submissions else "needs_response")
-    return {
-        "id": dispute_id(row["event_id"]),
-        "object": "dispute",
-        "amount": row["amount_minor"],
-        "currency": (row.get("currency") or "").lower() or None,
-        "payment_intent": intent_id(row["payment_id"]),
-        "charge": None,
-        "reason": row.get("reason_code") or "general",
-        "status": status,
-        "created": _seconds(row.get("occurred_at")),
-        "livemode": False,
-        "metadata": {},
-        "is_charge_refundable": False,
-        "evidence_details": {"due_by": None, "has_evidence": submissions > 0, "past_due": False,
-                             "submission_count": submissions},
     }
 
 
@@ -298,6 +135,9 @@ def stripe_error(e: ApiError, params: dict[str, str] | None = None, intent: dict
         return ApiError(400, "idempotency_error", "idempotency_key_reused",
                         "Keys for idempotent requests can only be used with the same parameters they were first used with",
                         None, headers=e.headers)
+    if e.code == "split_account_not_connected":  # Stripe's answer for a destination that is not the platform's
+        return ApiError(400, "invalid_request_error", "resource_missing", "No such destination account", param,
+                        headers=e.headers)
     if e.code == "idempotency_key_in_use":
         return ApiError(409, "idempotency_error", e.code, e.message, None, headers=e.headers)
     if e.status_code == 409 and e.type == "invalid_request_error":
@@ -387,41 +227,6 @@ def balance_transaction_object(row: dict[str, Any]) -> dict[str, Any]:
             "paystream": {"account": kind, "entry_id": row["entry_id"], "event_type": row["event_type"]}}
 
 
-# Our payment event type -> Stripe's event type, and what `data.object` is.
-_EVENT_TYPES = {
-    "authorized": ("payment_intent.amount_capturable_updated", "payment_intent"),
-    "authorization_pending": ("payment_intent.processing", "payment_intent"),
-    "captured": ("payment_intent.succeeded", "payment_intent"),
-    "declined": ("payment_intent.payment_failed", "payment_intent"),
-    "voided": ("payment_intent.canceled", "payment_intent"),
-    "expired": ("payment_intent.canceled", "payment_intent"),
-    "refunded": ("charge.refunded", "payment_intent"),
-    "dispute_opened": ("charge.dispute.created", "dispute"),
-    "dispute_won": ("charge.dispute.closed", "dispute"),
-    "dispute_lost": ("charge.dispute.closed", "dispute"),
-    "bank_submitted": ("payment_intent.processing", "payment_intent"),
-    "bank_settled": ("payment_intent.succeeded", "payment_intent"),
-    "bank_returned": ("payment_intent.payment_failed", "payment_intent"),
-    "bank_reversed": ("payment_intent.payment_failed", "payment_intent"),
-}
-
-
-def event_object(row: dict[str, Any]) -> dict[str, Any]:
-    """Stripe's Event of a payment event (ClickHousePayments.events): `data.object` is
-    the PaymentIntent as the event left it, or the Dispute it opened or closed. A
-    type Stripe has no name for is `paystream.<ours>`."""
-    stripe_type, kind = _EVENT_TYPES.get(row["type"], (f"paystream.{row['type']}", "payment_intent"))
-    if kind == "dispute":
-        opening = row["event_id"] if row["type"] == "dispute_opened" else row.get("opened_event_id")
-        closed_as = "" if row["type"] == "dispute_opened" else row["type"]
-        obj = dispute_object(row | {"event_id": opening or row["event_id"], "closed_as": closed_as})
-    else:
-        obj = payment_intent(row)
-    return {"id": row["event_id"], "object": "event", "api_version": None, "created": _seconds(row["occurred_at"]),
-            "livemode": False, "pending_webhooks": 0, "request": {"id": None, "idempotency_key": None},
-            "type": stripe_type, "data": {"object": obj}}
-
-
 def webhook_endpoint_object(endpoint_id: str, url: str, secret: str | None = None) -> dict[str, Any]:
     """A WebhookEndpoint: every event of the merchant goes to it (`enabled_events` ["*"]);
     `secret` (the merchant's `whsec_`, one per merchant) only in the create's answer."""
@@ -431,3 +236,61 @@ def webhook_endpoint_object(endpoint_id: str, url: str, secret: str | None = Non
     if secret is not None:
         body["secret"] = secret
     return body
+
+
+def connected_account_of(account: str) -> str:
+    """The merchant a connected account's pending balance belongs to (`merchant:<id>:pending`)."""
+    prefix, suffix = "merchant:", ":pending"
+    assert account.startswith(prefix) and account.endswith(suffix), account
+    return account[len(prefix):-len(suffix)]
+
+
+_DISABLED = {"pending": "requirements.pending_verification", "rejected": "rejected.other"}
+
+
+def account_object(record: dict[str, Any], connected: bool) -> dict[str, Any]:
+    """A connected account (Stripe's custom account) from its registry record: it can
+    be paid (`charges_enabled`, `payouts_enabled`) once verified and connected to the
+    platform. The owners' names stay in the registry; the legal name is not echoed."""
+    case = record.get("kyc") or {}
+    submitted = case.get("submitted_at")
+    status = record["kyc_status"]
+    disabled = None if connected else _DISABLED.get(status, "platform_paused" if status == "verified" else "other")
+    active = "active" if connected else "inactive"
+    return {"id": record["merchant_id"], "object": "account", "type": "custom", "business_type": "company",
+            "country": case.get("country"), "default_currency": record["settlement_currency"].lower(), "email": None,
+            "created": _seconds(submitted if submitted is not None else record["updated_at"]),
+            "charges_enabled": connected, "payouts_enabled": connected, "details_submitted": bool(case),
+            "capabilities": {"card_payments": active, "transfers": active},
+            "requirements": {"currently_due": [], "eventually_due": [], "past_due": [], "pending_verification": [],
+                             "disabled_reason": disabled, "current_deadline": None, "errors": []},
+            "metadata": {}, "livemode": False,
+            # Ours, not Stripe's: the registry's KYC status and the case's state (docs/compliance.md).
+            "paystream": {"kyc_status": status, "kyc_state": case.get("state")}}
+
+
+def transfer_object(row: dict[str, Any]) -> dict[str, Any]:
+    """A transfer to a connected account: one split capture's credit to its pending
+    balance (ClickHousePayments.transfers). Refunds and disputes take their part back
+    pro rata in their own entries (docs/ledger.md); they are not reversals here."""
+    pid = row["payment_id"]
+    return {"id": row["id"], "object": "transfer", "amount": row["amount_minor"], "amount_reversed": 0,
+            "currency": row["currency"].lower(), "destination": connected_account_of(row["account"]),
+            "destination_payment": None, "source_transaction": None, "source_type": "card",
+            "created": _seconds(row["occurred_at"]), "description": None, "livemode": False, "metadata": {},
+            "reversed": False, "reversals": {"object": "list", "data": [], "has_more": False,
+                                             "url": f"/v1/transfers/{row['id']}/reversals"},
+            "transfer_group": None, "balance_transaction": None,
+            "paystream": {"payment_intent": intent_id(pid) if pid.startswith("pay_") else None, "entry_id": row["entry_id"]}}
+
+
+def application_fee_object(row: dict[str, Any]) -> dict[str, Any]:
+    """The platform's fee on one split capture: that entry's credit to the platform's
+    own pending balance (ClickHousePayments.application_fees)."""
+    pid = row["payment_id"]
+    return {"id": row["id"], "object": "application_fee", "account": connected_account_of(row["destination"]),
+            "amount": row["amount_minor"], "amount_refunded": 0, "refunded": False, "application": None,
+            "balance_transaction": None, "charge": None, "originating_transaction": None,
+            "currency": row["currency"].lower(), "created": _seconds(row["occurred_at"]), "livemode": False,
+            "refunds": {"object": "list", "data": [], "has_more": False, "url": f"/v1/application_fees/{row['id']}/refunds"},
+            "paystream": {"payment_intent": intent_id(pid) if pid.startswith("pay_") else None, "entry_id": row["entry_id"]}}

@@ -322,6 +322,48 @@ def _mandate(params: dict[str, Any]) -> tuple[str | None, bool]:
 
 
 @dataclass(frozen=True)
+class Destination:
+    """Stripe's destination charge: `account` is paid `amount - fee_minor`, the platform
+    (the caller) keeps `fee_minor` (application_fee_amount); the pipeline's split."""
+
+    account: str
+    fee_minor: int
+
+
+# A connected account's id: a merchant id (printable, at most 64 characters, as the registry takes it).
+ACCOUNT_ID = re.compile(r"^[\x21-\x7e]{1,64}$")
+
+
+def _destination(params: dict[str, Any], amount: int) -> Destination | None:
+    """transfer_data[destination] with application_fee_amount or transfer_data[amount]."""
+    transfer, fee = params.get("transfer_data"), integer(params, "application_fee_amount", low=0)
+    if params.get("on_behalf_of") is not None:
+        raise invalid("on_behalf_of", "on_behalf_of is not served: the platform is the merchant of record (docs/api.md)")
+    if transfer is None:
+        if fee is not None:
+            raise invalid("application_fee_amount", "application_fee_amount needs transfer_data[destination] here: "
+                                                    "there are no direct charges on a connected account (docs/api.md)")
+        return None
+    if not isinstance(transfer, dict):
+        raise invalid("transfer_data", "transfer_data must be an object")
+    reject_unknown(transfer, {"destination", "amount"}, "transfer_data")
+    account = string(transfer, "destination", "transfer_data[destination]", max_chars=64)
+    if account is None:
+        raise missing("transfer_data[destination]")
+    if not ACCOUNT_ID.match(account):
+        raise ApiError(400, "invalid_request_error", "resource_missing", "No such destination account",
+                       "transfer_data[destination]")
+    paid = integer(transfer, "amount", "transfer_data[amount]", low=1)
+    if paid is not None and fee is not None:
+        raise invalid("application_fee_amount", "give application_fee_amount or transfer_data[amount], not both")
+    fee = amount - paid if paid is not None else (fee or 0)
+    if not 0 <= fee < amount:
+        raise invalid("application_fee_amount" if paid is None else "transfer_data[amount]",
+                      "the destination's part must be positive and at most the amount")
+    return Destination(account, fee)
+
+
+@dataclass(frozen=True)
 class CreateIntent:
     amount: int
     currency: str  # ISO 4217, upper case as the pipeline takes it
@@ -334,6 +376,7 @@ class CreateIntent:
     setup_future_usage: str | None = None
     mandate: str | None = None  # a mandate reference the merchant holds (bank debits)
     mandate_accepted: bool = False  # mandate_data: the customer accepted a mandate with this intent
+    destination: Destination | None = None  # a destination charge: a split payment (marketplaces)
 
     @property
     def card(self) -> dict[str, Any] | None:
@@ -347,7 +390,8 @@ class CreateIntent:
 _CREATE = frozenset({"amount", "currency", "confirm", "capture_method", "payment_method", "payment_method_data",
                      "payment_method_types", "metadata", "expand", "description", "confirmation_method",
                      "automatic_payment_methods", "statement_descriptor", "receipt_email", "customer",
-                     "setup_future_usage", "off_session", "mandate", "mandate_data"})
+                     "setup_future_usage", "off_session", "mandate", "mandate_data", "transfer_data",
+                     "application_fee_amount", "on_behalf_of", "transfer_group"})
 
 
 def create_intent(params: dict[str, Any]) -> CreateIntent:
@@ -399,8 +443,10 @@ def create_intent(params: dict[str, Any]) -> CreateIntent:
     elif mandate is not None or accepted:
         raise invalid("mandate_data" if accepted else "mandate", "a mandate is for bank debits (us_bank_account, sepa_debit)")
     assert amount is not None
+    string(params, "transfer_group", max_chars=200)  # accepted: transfers here are one per capture, not grouped
     return CreateIntent(amount, currency.upper(), CAPTURE_METHODS[capture], source, metadata(params),
-                        string(params, "description", max_chars=1000), expand(params), customer, future, mandate, accepted)
+                        string(params, "description", max_chars=1000), expand(params), customer, future, mandate, accepted,
+                        _destination(params, amount))
 
 
 @dataclass(frozen=True)
@@ -603,3 +649,84 @@ def payment_method_list(params: dict[str, Any]) -> tuple[str | None, str | None,
 def expand_only(params: dict[str, Any]) -> tuple[str, ...]:
     reject_unknown(params, {"expand"})
     return expand(params)
+
+
+ACCOUNT_TYPES = frozenset({"custom"})  # the platform onboards its sellers through this API; no hosted onboarding
+BUSINESS_TYPES = frozenset({"company", "individual"})
+_COUNTRY = re.compile(r"^[A-Z]{2}$")
+OWNERS_MAX = 10
+_NOT_KEPT = {"email": "the registry keeps no email", "metadata": "the registry keeps no metadata",
+             "business_profile": "the registry keeps no business profile"}
+
+
+@dataclass(frozen=True)
+class CreateAccount:
+    country: str
+    legal_name: str
+    registration_number: str
+    owners: tuple[str, ...]
+    documents: dict[str, str]  # kind -> the document store's reference (streams/domain/kyc.py)
+    default_currency: str  # ISO 4217, upper case
+    expand: tuple[str, ...]
+
+
+def create_account(params: dict[str, Any]) -> CreateAccount:
+    """Stripe's POST /v1/accounts for a custom account with its KYC details: a company
+    (`company[name]`, `company[registration_number]` or `company[tax_id]`, and its
+    beneficial owners in `company[owners][]`, ours: Stripe takes owners through its
+    Persons API) or an individual (`individual[first_name]`, `[last_name]`, `[id_number]`),
+    and `documents[<kind>]` the document store's references (ours: Stripe takes File ids,
+    and there are no Files here; the kinds are the KYC case's, docs/compliance.md)."""
+    for name, why in _NOT_KEPT.items():
+        if params.get(name) not in (None, "", {}):
+            raise invalid(name, f"{name} is not accepted: {why} (docs/api.md)")
+    reject_unknown(params, {"type", "country", "business_type", "company", "individual", "default_currency",
+                            "capabilities", "tos_acceptance", "documents", "expand", *_NOT_KEPT})
+    documents = params.get("documents") or {}
+    if not isinstance(documents, dict) or not all(isinstance(v, str) for v in documents.values()):
+        raise invalid("documents", "documents[<kind>] takes a document store reference per kind")
+    if choice(params, "type", ACCOUNT_TYPES | {"express", "standard"}) in ("express", "standard"):
+        raise invalid("type", "type must be custom: there is no hosted onboarding here (docs/api.md)")
+    country = string(params, "country", max_chars=2)
+    if country is None:
+        raise missing("country")
+    if not _COUNTRY.match(country.upper()):
+        raise invalid("country", "country must be an ISO 3166-1 alpha-2 code")
+    currency = string(params, "default_currency", max_chars=3) or "usd"
+    if not _CURRENCY.match(currency):
+        raise invalid("default_currency", "default_currency must be a three-letter ISO code")
+    for name in ("capabilities", "tos_acceptance"):  # accepted: every connected account takes cards and transfers
+        if params.get(name) is not None and not isinstance(params[name], dict):
+            raise invalid(name, f"{name} must be an object")
+    kind = choice(params, "business_type", BUSINESS_TYPES) or "company"
+    part = params.get(kind)
+    if not isinstance(part, dict):
+        raise missing(f"{kind}[{'name' if kind == 'company' else 'first_name'}]")
+    if kind == "company":
+        reject_unknown(part, {"name", "registration_number", "tax_id", "owners"}, "company")
+        name = string(part, "name", "company[name]", max_chars=200)
+        number = string(part, "registration_number", "company[registration_number]", max_chars=32) or string(
+            part, "tax_id", "company[tax_id]", max_chars=32)
+        try:
+            owners = as_list(part.get("owners") or [], "company[owners]")
+        except FormError as e:
+            raise form_error(e) from None
+        if not 1 <= len(owners) <= OWNERS_MAX or not all(isinstance(o, str) and 0 < len(o.strip()) <= 200 for o in owners):
+            raise invalid("company[owners]", f"company[owners] names 1..{OWNERS_MAX} beneficial owners (ours: Stripe "
+                                             "takes them through its Persons API)")
+        if name is None:
+            raise missing("company[name]")
+        if number is None:
+            raise missing("company[registration_number]")
+    else:
+        reject_unknown(part, {"first_name", "last_name", "id_number"}, "individual")
+        first = string(part, "first_name", "individual[first_name]", max_chars=100)
+        last = string(part, "last_name", "individual[last_name]", max_chars=100)
+        number = string(part, "id_number", "individual[id_number]", max_chars=32)
+        if not first or not last:
+            raise missing("individual[first_name]" if not first else "individual[last_name]")
+        if number is None:
+            raise missing("individual[id_number]")
+        name, owners = f"{first} {last}", [f"{first} {last}"]
+    return CreateAccount(country.upper(), name, number, tuple(o.strip() for o in owners), dict(documents),
+                         currency.upper(), expand(params))

@@ -30,8 +30,8 @@ from streams.api.errors import ApiError
 from streams.api.forms import FormError, decode_form
 from streams.api.objects import Objects
 from streams.stages.ingest import EVIDENCE_MAX_CHARS
-from streams.api.models import ErrorBody
-from streams.api.stripe_models import (
+from streams.api.bodies import ErrorBody
+from streams.api.stripe_bodies import (
     Balance,
     Dispute,
     DisputeList,
@@ -42,21 +42,18 @@ from streams.api.stripe_models import (
     Refund,
 )
 from streams.api.stripe_objects import (
-    IntentRequest,
     balance_object,
     mandate_id,
     saved_payment_method_id,
-    dispute_id,
-    dispute_object,
     opened_event_of,
     outcome_answer,
     payout_object,
     payment_id_of,
-    payment_intent,
     refund_id,
     refund_object,
     stripe_error,
 )
+from streams.domain.stripe_shapes import IntentRequest, dispute_id, dispute_object, payment_intent
 
 IDEMPOTENCY_KEY_MAX_CHARS = 255
 # A payment's card is saved once it went through (setup_future_usage).
@@ -69,7 +66,8 @@ FORM = "application/x-www-form-urlencoded"
 # Our parameter names (the pipeline's, in ApiError.param) -> each route's.
 _CREATE_PARAMS = {"amount_minor": "amount", "card.number": "payment_method_data[card][number]",
                   "card.cvc": "payment_method_data[card][cvc]", "card.exp_month": "payment_method_data[card][exp_month]",
-                  "card.exp_year": "payment_method_data[card][exp_year]", "card": "payment_method"}
+                  "card.exp_year": "payment_method_data[card][exp_year]", "card": "payment_method",
+                  "splits": "transfer_data[destination]", "platform_fee_minor": "application_fee_amount"}
 _CAPTURE_PARAMS = {"amount_minor": "amount_to_capture"}
 _REFUND_PARAMS = {"amount_minor": "amount"}
 
@@ -266,9 +264,12 @@ def install(app: FastAPI, deps: StripeDeps) -> None:
         if source.method == "bank_transfer":  # the mandate the merchant holds, or the one accepted now
             instrument["bank_account"] = instrument["bank_account"] | {"mandate_id": p.mandate or mandate_id(payment_id)}
         saves = saved_payment_method_id(payment_id) if p.setup_future_usage else None
+        dest = p.destination
         asked = IntentRequest(p.amount, p.currency.lower(), p.capture_method, int(deps.now().timestamp()),
                               p.metadata, p.payment_method, p.description, customer=p.customer,
-                              payment_method_types=(source.type,), setup_future_usage=p.setup_future_usage)
+                              payment_method_types=(source.type,), setup_future_usage=p.setup_future_usage,
+                              transfer_destination=dest.account if dest else None,
+                              application_fee_amount=dest.fee_minor if dest else None)
 
         def answer(outcome: dict[str, Any]) -> tuple[int, dict[str, Any], bool]:
             # Kept once an outcome answers this request's parameters (a request refused
@@ -283,6 +284,9 @@ def install(app: FastAPI, deps: StripeDeps) -> None:
 
         command = create_command(merchant, key, payment_id, p.amount, p.currency, p.capture_method, p.card, p.metadata,
                                  source.method, **instrument)
+        if dest is not None:  # a destination charge is a split: the account's part, the platform's fee
+            command |= {"splits": [{"merchant_id": dest.account, "amount_minor": p.amount - dest.fee_minor}],
+                        "platform_fee_minor": dest.fee_minor}
         response = await write(merchant, key, "pi_create", payment_id, form, command, answer, _CREATE_PARAMS,
                                lambda pid: intent_pending(pid, asked))
         if saves and response.status_code == 200 and json.loads(response.body).get("payment_method") == saves:

@@ -136,10 +136,11 @@ def serve(
     bus = KafkaBus(settings, config.idempotency_records_max)
     objects = KafkaObjects(settings)
     try:
+        desk = KycDesk(settings)
         api = create_app(bus, keys, sealer=sealer, config=config, reader=reader, dashboard=dashboard, acs=acs,
-                         objects=objects, webhooks=webhooks)
+                         objects=objects, webhooks=webhooks, registry=desk)
         # The application's time is when it reaches the API (its event time).
-        kyc_routes.install(api, KycDesk(settings), lambda: datetime.now(timezone.utc))
+        kyc_routes.install(api, desk, lambda: datetime.now(timezone.utc))
         # The case queue for ops: the dashboard's ops session or the ops token; a decision's time is the request's.
         role_of = dashboard.role_of if dashboard is not None else cases_routes.bearer_role(ops_token(settings.dashboard_token_file))
         cases_routes.install(api, CaseQueue(settings), role_of, lambda: datetime.now(timezone.utc))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -90,20 +91,46 @@ def intake_public() -> None:
     print(json.dumps(public_key_doc(sealer)))
 
 
+@app.command("vault-import")
+def vault_import(path: Path = typer.Argument(..., exists=True, file_okay=False,
+                                            help="A local vault of an earlier version: <data_dir>/vault")) -> None:
+    """Publish every card of a local vault file onto the card-vault topic, unchanged
+    (the same envelopes), so any worker can reveal them (docs/security.md)."""
+    from connectors.kafka import admin
+    from connectors.vault.topic import import_local_vault
+    from connectors.vault.vault import VaultError
+    from streams.settings import client_config
+    from streams.topics import declared_topics, topic_names
+
+    settings = get_settings()
+    conn, topic = client_config(settings), topic_names(settings).card_vault
+    try:
+        admin.ensure_topics(conn, [spec for spec in declared_topics(settings) if spec.name == topic])
+        count = import_local_vault(path, conn, topic, settings.partitions)
+    except VaultError as e:
+        err.print(f"[red]keys vault-import:[/red] {e}")
+        raise typer.Exit(1) from None
+    err.print(f"keys: {count} sealed card(s) published to {topic_names(settings).card_vault}")
+
+
 @app.command("rewrap")
 def rewrap() -> None:
     """Re-wrap every vault data key under the active vault-master key (after
-    `keys rotate --kind vault-master`), so old master keys can be retired.
-    Needs the vault to itself: stop the workers first."""
-    from connectors.vault.vault import VaultError, open_vault
+    `keys rotate --kind vault-master` and a restart of the workers): the re-wrapped
+    records are republished on the card-vault topic under the same tokens. Workers may
+    keep running."""
+    from connectors.kafka.clients import MissingTopic
+    from connectors.vault.topic import rewrap_topic
+    from connectors.vault.vault import VaultError
+    from streams.settings import client_config
+    from streams.topics import topic_names
 
     store = _store()
+    settings = get_settings()
     try:
-        with open_vault(get_settings().data_dir, store) as vault:
-            report = vault.rewrap()
-            in_use = vault.key_ids_in_use()
-    except (VaultError, KeyStoreError) as e:
+        report = rewrap_topic(client_config(settings), topic_names(settings).card_vault, settings.partitions, store)
+    except (VaultError, KeyStoreError, MissingTopic, TimeoutError) as e:
         err.print(f"[red]keys rewrap:[/red] {e}")
         raise typer.Exit(1) from None
     err.print(f"keys: rewrapped {report.rewrapped} data key(s) under {report.active_key_id}; {report.current} already were")
-    print(json.dumps({"master_key_records": in_use}))
+    print(json.dumps({"master_key_records": report.in_use}))

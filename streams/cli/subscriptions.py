@@ -76,8 +76,8 @@ def _parse_token(raw: str) -> dict[str, Any]:
 
 
 def _tokenize(merchant: str, card_number: str | None, exp: str | None) -> dict[str, Any]:
-    """The card's vault token. The vault is one process's at a time: beside a running
-    worker on the same data dir, pass --card-token instead."""
+    """The card's vault token: the card sealed onto the card-vault topic (acknowledged)
+    before the subscription that charges it is published."""
     from connectors.vault.vault import VaultError
     from streams.client.publish import CommandFileError, tokenize_in_vault
 

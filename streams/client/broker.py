@@ -18,8 +18,11 @@ def broker_config(settings: Settings) -> launcher.BrokerConfig:
 
 
 def ensure_broker(settings: Settings) -> None:
-    """Start the embedded broker if it is the one configured; else check the external one answers."""
-    if settings.kafka_embedded:
+    """Start the embedded broker (or cluster: PAYSTREAM_KAFKA_BROKERS > 1) if it is the
+    one configured; else check the external one answers."""
+    if settings.kafka_embedded and settings.kafka_brokers > 1:
+        launcher.up_cluster(cluster_config(settings, settings.kafka_brokers))
+    elif settings.kafka_embedded:
         launcher.up(broker_config(settings))
     else:
         admin.wait_for_broker(client_config(settings), timeout_s=30)

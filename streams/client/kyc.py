@@ -36,6 +36,29 @@ def submit(record: Mapping[str, Any] | None, merchant_id: str, app: Mapping[str,
     return merchants.with_case(base, case, at)
 
 
+def open_connected_account(registry: Mapping[str, Mapping[str, Any]], platform_id: str, account_id: str,
+                           app: Mapping[str, Any], at: datetime, sanctions: SanctionsList,
+                           settlement_currency: str = "USD") -> list[dict[str, Any]]:
+    """A marketplace opens a connected account for a seller (Stripe's POST /v1/accounts):
+    registered naming its platform, its KYC application checked as any merchant's; once
+    verified it is connected (the platform's record lists it, so its creates may split
+    to it). Returns the records to write, the account's first. A check sent to manual
+    review leaves it pending and unconnected: a reviewer's approval, then `paystream
+    merchants connect`, connects it."""
+    platform = registry.get(platform_id)
+    if platform is None or platform["kyc_status"] != "verified":
+        raise merchants.MerchantError("the platform must be a registered, verified merchant")
+    if platform.get("platform_id") is not None:
+        raise merchants.MerchantError("a connected account cannot open accounts of its own")
+    base = merchants.merchant_record(account_id, settlement_currency=settlement_currency, platform_id=platform_id,
+                                     updated_at=at)
+    account = submit(base, account_id, app, at, sanctions)
+    if account["kyc_status"] != "verified":
+        return [account]
+    new_platform, account = merchants.connect(platform, account, at)
+    return [account, new_platform]
+
+
 def review(record: Mapping[str, Any], decision: str, reviewer: str, at: datetime, cleared: list[str]) -> dict[str, Any]:
     if record.get("kyc") is None:
         raise kyc.KycError("kyc_not_in_review", "the merchant has not applied")

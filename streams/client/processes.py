@@ -45,6 +45,10 @@ class WorkerProcess:
                     "PAYSTREAM_SCHEMA_REGISTRY_AUTH_FILE": s.schema_registry_auth_file}
         return os.environ | {k: str(v) for k, v in optional.items() if v is not None} | {
             "PAYSTREAM_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
+            # With these the child knows every node of an embedded cluster (bootstrap_servers):
+            # a worker restarted while node 1 is down still finds the other two.
+            "PAYSTREAM_KAFKA_EMBEDDED_PORT": str(s.kafka_embedded_port),
+            "PAYSTREAM_KAFKA_BROKERS": str(s.kafka_brokers),
             "PAYSTREAM_PARTITIONS": str(s.partitions),
             "PAYSTREAM_REPLICATION_FACTOR": str(s.replication_factor),
             "PAYSTREAM_NAMESPACE": s.namespace,

@@ -7,16 +7,19 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
+from connectors.kafka import admin
 from connectors.kafka.clients import command_producer, produce_waiting
 from connectors.vault.intake import Sealer, active_sealer, load_sealer
 from connectors.vault.keys import FileKeyStore
-from connectors.vault.vault import open_vault
+from connectors.vault.tokenizer import StoreTokenizer
+from connectors.vault.topic import publish_sealed
+from connectors.vault.vault import CardSealer
 from schemas.cards import CardError, mask_pans
 from schemas.codec import Codec, EncodeError
 from schemas.jsonio import JsonCommandError, command_from_json
 from streams.settings import Settings, client_config
 from streams.stages.subscriptions import tick_command
-from streams.topics import topic_names
+from streams.topics import declared_topics, topic_names
 
 COMMAND_CODEC = Codec("PaymentCommand")
 TICK_CODEC = Codec("SubscriptionCommand")
@@ -55,7 +58,7 @@ def load_command_file(path: Path) -> list[dict[str, Any]]:
 
 
 class VaultT(Protocol):
-    def tokenize(self, merchant_id: str, pan: str) -> Any: ...  # -> connectors.vault.vault.VaultCard
+    def tokenize(self, merchant_id: str, pan: str) -> Any: ...  # -> connectors.vault.vault.VaultCard (CardSealer)
 
 
 def tokenize_commands(records: list[dict[str, Any]], vault: VaultT) -> list[dict[str, Any]]:
@@ -85,13 +88,24 @@ def tokenize_commands(records: list[dict[str, Any]], vault: VaultT) -> list[dict
 
 
 def tokenize_in_vault(settings: Settings, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """`tokenize_commands` with the keys and the vault of these settings (the same
-    token key as ingest's, so a card gets the same token whichever side tokenizes)."""
-
+    """`tokenize_commands` with the keys of these settings (the same token key as
+    ingest's, so a card gets the same token whichever side tokenizes); the sealed cards
+    are on the card-vault topic, acknowledged, before this returns the tokens. Raises
+    VaultError if the broker does not take them."""
     keys = FileKeyStore(settings.keys_dir)
     keys.init()
-    with open_vault(settings.data_dir, keys) as vault:
-        return tokenize_commands(records, vault)
+    sealer = CardSealer(keys, StoreTokenizer(keys), held=lambda token: False)
+    out = tokenize_commands(records, sealer)
+    publish_sealed_cards(settings, sealer.sealed)
+    return out
+
+
+def publish_sealed_cards(settings: Settings, sealed: dict[str, bytes]) -> None:
+    """Sealed cards (token -> record) onto these settings' card-vault topic (created if
+    missing), acknowledged before this returns."""
+    conn, topic = client_config(settings), topic_names(settings).card_vault
+    admin.ensure_topics(conn, [spec for spec in declared_topics(settings) if spec.name == topic])
+    publish_sealed(conn, topic, sealed, settings.partitions)
 
 
 def command_key(record: dict[str, Any]) -> bytes:

@@ -299,7 +299,7 @@ def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int, 
     admin.ensure_topics(client_config(settings), declared_topics(settings))
     open_the_day(settings, traffic.items[0]["occurred_at"] - timedelta(hours=1))
     publish_fraud_blocks(settings, run_id, traffic.items[0]["occurred_at"] - timedelta(hours=1))
-    # Subscribers' cards go into the vault now: the worker owns it while it runs.
+    # Subscribers' cards are sealed onto card-vault before their subscriptions are published.
     next_day = datetime.combine(traffic.items[0]["occurred_at"].date() + timedelta(days=1), datetime.min.time(), timezone.utc)
     subscribers = plan_subscriptions(settings, MERCHANTS, seed, run_id, next_day)
     with WorkerProcess(settings, log_file) as worker, Observer(settings) as observer:

@@ -35,7 +35,7 @@ FIRST_TICK, CHANGES_AT, LAST_TICK = timedelta(days=45), timedelta(days=46), time
 
 @dataclass(frozen=True)
 class DemoSubscriptions:
-    """The planned creates (cards tokenized before the worker owns the vault)."""
+    """The planned creates (their cards sealed onto card-vault already)."""
 
     creates: tuple[dict[str, Any], ...] = ()
     anchor: datetime | None = None
@@ -52,8 +52,8 @@ class SubscriptionCounts:
 
 
 def plan_subscriptions(settings: Settings, merchants: tuple[str, ...], seed: int, run_id: str, anchor: datetime) -> DemoSubscriptions:
-    """COUNT subscription creates, their cards tokenized in the vault (the worker holds
-    the vault while it runs: call this before it starts)."""
+    """COUNT subscription creates, their cards tokenized (sealed onto card-vault,
+    acknowledged, before the tokens are returned)."""
 
     rng = random.Random(f"{seed}:subscriptions")
     cards = []

@@ -35,6 +35,7 @@ from typing import Any, Callable, Protocol
 from connectors.providers.chain import SimChain
 from connectors.providers.router import Routed, Router, RoutingState, card_of
 from connectors.providers.simulated import Call, ProviderResult
+from connectors.vault.vault import VaultError
 from schemas.ids import (
     derive_command_id,
     derive_event_id,
@@ -63,6 +64,7 @@ from streams.domain.splits import (
     allocate,
     checked_splits,
 )
+from streams.domain.subscriptions import MIT_METADATA_KEY
 from streams.domain.timers import Timer
 
 # A payment carries the idempotency records of its follow-ups; bound them
@@ -153,6 +155,26 @@ class Provider(Protocol):
     def refund(self, key: str, amount_minor: int, call: Call | None = None) -> ProviderResult: ...
 
 
+class CardVault(Protocol):
+    """The vault as the saga sees it (connectors/vault/topic.py behind the worker's audit):
+    the PAN of a token, for one provider call, recorded as revealed for `purpose`.
+    Raises VaultError when the card cannot be had (unknown token, unreadable topic)."""
+
+    def reveal(self, token: str, merchant_id: str, payment_id: str, purpose: str, at_ms: int) -> str: ...
+
+
+# Why a PAN is revealed: the one call that needs it (docs/security.md, The vault).
+REVEAL_MIT = "merchant_initiated_charge"
+
+
+def needs_pan(cmd: Mapping[str, Any]) -> bool:
+    """A merchant-initiated charge on a saved card (a subscription's: the MIT flag in its
+    metadata, the card a vault token): no cardholder is present to give the number, so the
+    provider gets it from the vault. Every other authorization goes by BIN and last 4."""
+    card = cmd.get("card")
+    return bool(card and card.get("token")) and MIT_METADATA_KEY in (cmd.get("metadata") or {})
+
+
 FRAUD_ACTIONS = ("approve", "requires_action", "review", "decline")
 
 
@@ -198,6 +220,8 @@ class Saga:
     # The issuers' ACS public keys (key kind acs-signing) by key id: a confirm's
     # authentication value must verify under one of them to shift liability.
     acs_keys: Mapping[str, bytes] = field(default_factory=dict)
+    # The vault, for the authorizations that need the PAN (`needs_pan`); None: none revealed.
+    cards: CardVault | None = None
 
     @classmethod
     def single(cls, provider: Provider, fraud: Callable[[dict[str, Any]], FraudVerdict] = attached) -> Saga:
@@ -210,7 +234,15 @@ class Saga:
     def authorize(self, cmd: dict[str, Any], key: str, call: Call, routing: RoutingState | None,
                   soft_key: str | None = None) -> Routed:
         """Authorize a create at the route's provider (one call), or through the router
-        (which may send a soft decline on to another route under `soft_key`)."""
+        (which may send a soft decline on to another route under `soft_key`).
+        A charge that needs the PAN reveals it first, into this call only; a card the
+        vault cannot give is declined `card_unavailable` before any provider sees it."""
+        if self.cards is not None and needs_pan(cmd):
+            try:
+                pan = self.cards.reveal(cmd["card"]["token"], cmd["merchant_id"], call.payment_id, REVEAL_MIT, call.at_ms)
+            except VaultError:
+                return Routed(None, ProviderResult("declined", "card_unavailable"), routing or RoutingState())
+            call = replace(call, card_number=pan)
         if isinstance(self.route, Router):
             return self.route.authorize(routing or RoutingState(), self.providers, cmd, key, call, soft_key)
         name = self.route(cmd)
@@ -257,6 +289,9 @@ class Payment:
     dispute_reason: str | None = None
     dispute_due_ms: int | None = None
     dispute_evidence: tuple[str, ...] = ()
+    # The open dispute's dispute_opened event: its close names it (the dispute's id).
+    # None for a dispute opened before this field was kept.
+    dispute_event_id: str | None = None
     # Charged back for good by lost disputes: neither refundable nor disputable again.
     dispute_lost_minor: int = 0
     # The payment method (streams/domain/methods.py) and, for a non-card one, what names its
@@ -272,6 +307,9 @@ class Payment:
     splits: tuple[Share, ...] = ()
     # A crypto payment's quote and what the chain showed of its deposit address.
     crypto: CryptoPayment | None = None
+    # A merchant-initiated charge on a saved card (`needs_pan`), kept so an authorization
+    # after a review still gets the card from the vault.
+    merchant_initiated: bool = False
 
     def __post_init__(self) -> None:
         assert self.status in STATUSES, self.status
@@ -487,12 +525,15 @@ class _Step:
 
     def event(self, type_: str, amount_minor: int, *, fee_minor: int = 0, reason: str | None = None,
               provider_ref: str | None = None, crypto: dict[str, Any] | None = None,
-              attempts: list[dict[str, Any]] | None = None, **changes: Any) -> None:
+              attempts: list[dict[str, Any]] | None = None, dispute_event_id: str | None = None,
+              **changes: Any) -> None:
         split: dict[str, Any] = {}  # an unsplit payment's events stay as they were
         if crypto is not None:  # only then: other payments' events stay as they were
             split["crypto"] = crypto
         if attempts is not None:  # likewise: an authorization decided by one call stays as it was
             split["attempts"] = attempts
+        if dispute_event_id is not None:  # a dispute's close: only then, as crypto
+            split["dispute_event_id"] = dispute_event_id
         if self.payment.splits and type_ in SPLIT_KINDS:
             changes["splits"], allocation = allocate(self.payment.splits, type_, amount_minor)
             split = allocation.to_record()
@@ -638,6 +679,7 @@ def _create(cmd: dict[str, Any], fp: str, saga: Saga, policy: Policy, routing: R
         # The wallet provider's signed cryptogram, verified at ingest for this payment,
         # vouches for the customer as an issuer's CAVV does: the liability shifts.
         liability_shift=True if method == "wallet" and (cmd.get("wallet") or {}).get("cryptogram_verified") else None,
+        merchant_initiated=needs_pan(cmd),
     )
     verdict = saga.fraud(cmd)
     if verdict.action == "requires_action" and method in NO_STEP_UP:
@@ -771,7 +813,8 @@ def _as_create(p: Payment) -> dict[str, Any]:
         "amount_minor": p.amount_minor,
         "currency": p.currency,
         "card": {"token": p.card_token, "bin": p.card_bin or "", "last4": p.card_last4 or ""} if p.card_token else None,
-        "metadata": {"payment_method": p.payment_method} if p.payment_method else {},
+        "metadata": ({"payment_method": p.payment_method} if p.payment_method else {})
+                    | ({MIT_METADATA_KEY: ""} if p.merchant_initiated else {}),
         # A payment paused before it had a method field (stored before it) kept the metadata's.
         "method": p.payment_method or p.method,
     }
@@ -975,6 +1018,7 @@ def _dispute_open(s: _Step) -> _Step | tuple[str, str]:
     reason = cmd["dispute"]["reason"]
     s.event("dispute_opened", amount, fee_minor=s.policy.dispute_fee_minor, reason=reason, dispute_minor=amount,
             dispute_reason=reason, dispute_due_ms=event_ms(cmd["dispute"]["evidence_due_at"]), dispute_evidence=())
+    s.payment = s.payment.evolve(dispute_event_id=s.events[-1]["event_id"])
     return s
 
 
@@ -997,13 +1041,15 @@ def _dispute_close(s: _Step) -> _Step | tuple[str, str]:
     if not p.dispute_minor:
         return "no_open_dispute", "no dispute is open on this payment"
     closed: dict[str, Any] = {"dispute_minor": 0, "dispute_reason": None, "dispute_due_ms": None, "dispute_evidence": ()}
+    opening = p.dispute_event_id  # the close's event names the dispute it ends
     if s.cmd["dispute"]["outcome"] == "won":
-        s.event("dispute_won", p.dispute_minor, reason=p.dispute_reason, **closed)
-        return s
-    s.event("dispute_lost", p.dispute_minor, reason=p.dispute_reason,
-            dispute_lost_minor=p.dispute_lost_minor + p.dispute_minor, **closed)
-    if p.dispute_reason in FRAUD_DISPUTE_REASONS and p.card_token is not None:
-        s.labels.append(_fraud_label(p, s.cmd, s.events[-1]["event_id"]))
+        s.event("dispute_won", p.dispute_minor, reason=p.dispute_reason, dispute_event_id=opening, **closed)
+    else:
+        s.event("dispute_lost", p.dispute_minor, reason=p.dispute_reason, dispute_event_id=opening,
+                dispute_lost_minor=p.dispute_lost_minor + p.dispute_minor, **closed)
+        if p.dispute_reason in FRAUD_DISPUTE_REASONS and p.card_token is not None:
+            s.labels.append(_fraud_label(p, s.cmd, s.events[-1]["event_id"]))
+    s.payment = s.payment.evolve(dispute_event_id=None)
     return s
 
 

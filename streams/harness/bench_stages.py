@@ -49,7 +49,7 @@ def stage_cpu(settings: Settings, limit: int = 50_000) -> dict[str, Any]:
     names = topic_names(settings)
     with tempfile.TemporaryDirectory(prefix="paystream-stages-") as tmp:
         local = settings.model_copy(update={"data_dir": Path(tmp), "providers_dir": Path(tmp) / "providers"})
-        engine = build_worker(local)  # the same handlers, its own vault and provider books
+        engine = build_worker(local)  # the same handlers and vault (the run's card-vault, read), its own provider books
         sends = [0]
 
         def count(*_: Any) -> None:
@@ -71,5 +71,4 @@ def stage_cpu(settings: Settings, limit: int = 50_000) -> dict[str, Any]:
                           "sends_per_record": round((sends[0] - before) / n, 2) if n else None}
         for task in tasks.values():
             task.close()
-        engine.close()
     return out

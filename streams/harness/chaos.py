@@ -5,8 +5,11 @@ A run, in its own namespace (fresh topics, group and state):
   1. start W workers (separate processes; one data dir each, shared keys);
   2. publish N commands of demo traffic (retries, key conflicts, captures, partial
      refunds, voids, invalid input and undecodable bytes mixed in);
-  3. while they are processed, `kill -9` a random worker K times and restart it, and
-     restart the broker R times, each at a random point of the progress;
+  3. while they are processed, `kill -9` a random worker K times and restart it,
+     restart the broker R times (one embedded node), and on an embedded cluster
+     (PAYSTREAM_KAFKA_BROKERS=3) `kill -9` a random node B times, each at a random
+     point of the progress; a killed node stays down while the cluster serves with
+     the other two (acks=all, min ISR 2), then comes back;
   4. wait until every command is answered, every bad message dead-lettered and every
      money-moving event posted (stalls are supervised: a stalled worker is restarted);
   5. check from the topics (`check`): every command has exactly one outcome, no
@@ -37,7 +40,7 @@ from streams.client.books import (
     live_chain_heads,
     public_keys,
 )
-from streams.client.broker import broker_config
+from streams.client.broker import broker_config, cluster_config
 from streams.client.observe import Observer
 from streams.client.processes import WorkerProcess
 from streams.client.publish import publish_commands
@@ -63,21 +66,44 @@ RESTART_DELAY_S = 1.0
 # long restarts every worker: the backstop for a worker too wedged to watch itself.
 # It must outlast a table restore, or each restart would begin the restore again.
 BACKSTOP_STALL_S = 600.0
+# A killed broker node stays down until this share of the commands was answered without
+# it, and at least BROKER_DOWN_MIN_S (past the controller's broker session timeout, 9 s,
+# so its leaderships do move), at most BROKER_DOWN_MAX_S (a cluster that stalls on two
+# nodes gets its third back: the run records how much was answered meanwhile).
+BROKER_DOWN_FRACTION = 0.1
+BROKER_DOWN_MIN_S = 15.0
+BROKER_DOWN_MAX_S = 90.0
 
 
 @dataclass(frozen=True)
 class Fault:
     at_fraction: float  # of the commands answered when it fires
-    kind: str  # "kill" | "broker_restart"
+    kind: str  # "kill" | "broker_restart" | "broker_kill"
+    node: int = 0  # the cluster node a broker_kill takes down (1..nodes)
 
 
-def plan(kills: int, broker_restarts: int, seed: int) -> list[Fault]:
-    """The faults, at random points of the progress (between 5% and 90% answered)."""
-    assert 0 <= kills <= MAX_FAULTS and 0 <= broker_restarts <= MAX_FAULTS
+def plan(kills: int, broker_restarts: int, seed: int, broker_kills: int = 0, nodes: int = 1) -> list[Fault]:
+    """The faults, at random points of the progress (between 5% and 90% answered); a
+    broker kill's victim is any node, the controller or a partition leader included."""
+    assert 0 <= kills <= MAX_FAULTS and 0 <= broker_restarts <= MAX_FAULTS and 0 <= broker_kills <= MAX_FAULTS
+    assert broker_kills == 0 or nodes >= 3, "broker kills need a cluster of 3+ nodes"
     rng = random.Random(seed)
     faults = [Fault(rng.uniform(0.05, 0.9), "kill") for _ in range(kills)]
     faults += [Fault(rng.uniform(0.05, 0.9), "broker_restart") for _ in range(broker_restarts)]
+    faults += [Fault(rng.uniform(0.05, 0.9), "broker_kill", rng.randint(1, nodes)) for _ in range(broker_kills)]
     return sorted(faults, key=lambda f: f.at_fraction)
+
+
+@dataclass
+class BrokerKill:
+    """One node killed: what it was when it died and what the cluster did without it."""
+
+    node: int
+    controller: bool  # the active KRaft controller
+    leaders: int  # partitions of the run's topics it led
+    answered_at_kill: int
+    answered_while_down: int = 0
+    down_s: float = 0.0
 
 
 @dataclass
@@ -95,6 +121,7 @@ class Figures:
     dead_letter_copies: int = 0  # the same dead letter written again (a redelivery the marks missed)
     kills: int = 0
     broker_restarts: int = 0
+    broker_kills: int = 0
     stall_restarts: int = 0
     workers: int = 1
     elapsed_s: float = 0.0
@@ -103,6 +130,7 @@ class Figures:
     publish_rate_per_s: float = 0.0
     worker_peak_rss_mb: float = 0.0
     audit_failures: list[str] = field(default_factory=list)
+    broker_kill_log: list[BrokerKill] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -142,8 +170,8 @@ def check(
 
 
 class Fleet:
-    """W worker processes of one namespace, each with its own data dir (a vault and
-    RocksDB state are single-opener), sharing the keys."""
+    """W worker processes of one namespace, each with its own data dir (RocksDB state
+    is single-opener), sharing the keys (and the vault: the card-vault topic)."""
 
     def __init__(self, settings: Settings, workers: int) -> None:
         assert 1 <= workers <= MAX_WORKERS
@@ -190,8 +218,52 @@ class Fleet:
             p.stop()
 
 
+class NodeKiller:
+    """kill -9 nodes of the embedded cluster, one at a time, and bring each back once
+    the cluster has served long enough without it (`tick`, from the progress loop)."""
+
+    def __init__(self, base: Settings, settings: Settings, total: int) -> None:
+        self.cluster = cluster_config(base, base.kafka_brokers)  # the cluster's home is under the base data dir
+        self.conn = client_config(settings)
+        self.topics = [spec.name for spec in declared_topics(settings)]
+        self.total = total
+        self.log: list[BrokerKill] = []
+        self._down_since_s: float | None = None
+
+    def kill(self, node: int, done: int) -> None:
+        self.restore(done)  # one node down at a time: two down would lose min ISR 2
+        record = BrokerKill(node, launcher.quorum_leader(self.cluster) == node,
+                            admin.leaders_on(self.conn, node, self.topics, timeout_s=10), done)
+        launcher.kill_node(self.cluster, node)
+        self.log.append(record)
+        self._down_since_s = time.monotonic()
+
+    def tick(self, done: int) -> None:
+        if self._down_since_s is None:
+            return
+        down_s = time.monotonic() - self._down_since_s
+        served = done - self.log[-1].answered_at_kill >= BROKER_DOWN_FRACTION * self.total
+        if (served and down_s >= BROKER_DOWN_MIN_S) or down_s >= BROKER_DOWN_MAX_S:
+            self.restore(done)
+
+    def restore(self, done: int) -> None:
+        """Restart the node that is down (up_cluster waits until it answers)."""
+        if self._down_since_s is None:
+            return
+        record = self.log[-1]
+        record.down_s = round(time.monotonic() - self._down_since_s, 1)
+        record.answered_while_down = done - record.answered_at_kill
+        launcher.up_cluster(self.cluster)
+        self._down_since_s = None
+
+
 def run_chaos(base: Settings, *, commands: int, kills: int, broker_restarts: int, workers: int, seed: int,
-              on_progress: Callable[[int, int], None] | None = None) -> Figures:
+              broker_kills: int = 0, on_progress: Callable[[int, int], None] | None = None) -> Figures:
+    cluster = base.kafka_embedded and base.kafka_brokers > 1
+    if broker_kills and not cluster:
+        raise ValueError("broker kills need the embedded cluster: PAYSTREAM_KAFKA_BROKERS=3 (`paystream kafka up --brokers 3`)")
+    if broker_restarts and cluster:
+        raise ValueError("broker restarts stop the single embedded broker; on a cluster, kill a node (--broker-kills)")
     namespace = f"chaos-{uuid.uuid4().hex[:8]}"
     settings = base.model_copy(update={"namespace": namespace, "data_dir": base.data_dir / namespace,
                                        "keys_dir": base.data_dir / namespace / "keys",
@@ -202,9 +274,10 @@ def run_chaos(base: Settings, *, commands: int, kills: int, broker_restarts: int
     sent = [c for c in traffic.items if isinstance(c, dict)]
     admin.ensure_topics(client_config(settings), declared_topics(settings))
     rng = random.Random(seed)
-    faults = plan(kills, broker_restarts, seed)
+    faults = plan(kills, broker_restarts, seed, broker_kills, base.kafka_brokers)
     figures_faults = Counter()
     fleet = Fleet(settings, workers)
+    killer = NodeKiller(base, settings, len(traffic.command_ids)) if broker_kills else None
     started = time.monotonic()
     with Observer(settings) as observer:
         fleet.start()
@@ -221,10 +294,15 @@ def run_chaos(base: Settings, *, commands: int, kills: int, broker_restarts: int
         def progress(done: int, dlq: int) -> None:
             fleet.sample_rss()  # before a restart loses the process's high-water mark
             fleet.supervise()
+            if killer is not None:
+                killer.tick(done)
             while faults and done >= faults[0].at_fraction * len(traffic.command_ids):
                 fault = faults.pop(0)
                 if fault.kind == "kill":
                     fleet.kill_one(rng)
+                elif fault.kind == "broker_kill":
+                    assert killer is not None
+                    killer.kill(fault.node, done)
                 else:
                     restart_broker(base)  # the broker's home is under the base data dir
                 figures_faults[fault.kind] += 1
@@ -234,11 +312,15 @@ def run_chaos(base: Settings, *, commands: int, kills: int, broker_restarts: int
         try:
             answered = observer.wait_for(traffic.command_ids, traffic.garbage, drain_timeout_s(len(sent)), progress,
                                          on_stall=fleet.restart_stalled, stall_s=BACKSTOP_STALL_S)
+            if killer is not None:  # every command was answered with the node down: the run ends on a whole cluster
+                killer.restore(len(observer.outcomes))
             closed = answered and observer.wait_until(observer.books_applied, BOOKS_TIMEOUT_S)
             # Whatever the topics hold now is what the checks judge; late answers would show as duplicates.
             observer.wait_until(lambda: observer.poll(1.0) == 0, 30)
         finally:
             fleet.stop()  # also when a stalled worker gave up: no worker outlives the run
+            if killer is not None:
+                killer.restore(len(observer.outcomes))  # nor does a node stay down
         publisher.join(timeout=60)
         outcomes, events, dlq = dict(observer.outcomes), dict(observer.events), len(observer.dead_letters)
         dlq_copies = observer.dead_letter_copies
@@ -249,6 +331,8 @@ def run_chaos(base: Settings, *, commands: int, kills: int, broker_restarts: int
     differences = compare(live_balances(settings), live_chain_heads(settings), rebuilt)
     figures = check(sent, outcomes, events, report, len(differences), dlq, traffic.garbage, dlq_copies)
     figures.kills, figures.broker_restarts = figures_faults["kill"], figures_faults["broker_restart"]
+    figures.broker_kills = figures_faults["broker_kill"]
+    figures.broker_kill_log = killer.log if killer is not None else []
     figures.stall_restarts, figures.workers = fleet.stall_restarts, workers
     figures.worker_peak_rss_mb = round(fleet.peak_rss_bytes / 2**20, 1)
     if published_in_s:

@@ -6,7 +6,8 @@ payment worker: an HTTP call must not sit inside a payments transaction. It read
 with a stable `event_id` the notification id derives from; `payment-outcomes` also
 answers refused commands, which change no payment), turns each event into one
 notification per endpoint of its merchant (`<data_dir>/webhooks.json`, re-read when
-it changes), and sends them with the pure schedule of connectors/webhooks/delivery.py
+it changes) whose body is the event as Stripe's `Event` (streams/domain/stripe_shapes.py,
+the builder `GET /v1/events` answers with), and sends them with the pure schedule of connectors/webhooks/delivery.py
 (in order per payment and endpoint, exponential backoff by event time, given up
 after 3 days). Every attempt is a WebhookDelivery record on `webhook-deliveries`.
 
@@ -20,8 +21,10 @@ most `MAX_CONCURRENT` HTTP calls at once, each at most `http_timeout_s` of real 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +39,7 @@ from connectors.webhooks.progress import EventClock, Offsets
 from connectors.webhooks.sender import MAX_CONCURRENT, deliver_due
 from schemas.codec import Codec, DecodeError
 from schemas.times import to_ms
+from streams.domain.stripe_shapes import event_object
 from streams.settings import Settings, client_config
 from streams.topics import topic_names
 
@@ -48,6 +52,17 @@ READ_BATCH = 500
 IDLE_WAIT_S = 0.05  # a quiet loop's pause before it looks for records and due retries again
 FLUSH_TIMEOUT_S = 30.0
 REGISTRY_CHECK_S = 1.0
+# Payments with an open dispute whose opening this runner saw: a close's Event names
+# its dispute by the opening's id, which a close carries since PaymentEvent v5; for
+# disputes opened before, the runner remembers. Past this, the oldest are forgotten.
+MAX_OPENINGS = 100_000
+_CLOSES = ("dispute_won", "dispute_lost")
+
+
+def event_body(event: dict, opened_event_id: str | None = None) -> bytes:
+    """A payment event's webhook body: Stripe's Event, the object `GET /v1/events/{id}` answers."""
+    row = event | {"opened_event_id": opened_event_id} if event["type"] in _CLOSES else event
+    return json.dumps(event_object(row), sort_keys=True, separators=(",", ":")).encode()
 
 
 def registry_path(settings: Settings) -> Path:
@@ -96,6 +111,7 @@ class WebhookRunner:
         self._registry_checked_s = float("-inf")
         self._send_failures = 0
         self._committed: dict[int, int] = {}
+        self._openings: OrderedDict[str, str] = OrderedDict()  # payment_id -> its open dispute's opening event
 
     # --- Kafka ---
 
@@ -150,10 +166,23 @@ class WebhookRunner:
             return
         created_ms = to_ms(event["occurred_at"])
         self.clock.observe(created_ms, time.monotonic())
-        notes = notifications(event, self.registry.of(event["merchant_id"]), created_ms)
+        body = self._body(event)  # every event: an opening is remembered for its close
+        notes = notifications(event, self.registry.of(event["merchant_id"]), created_ms, body)
         fresh = set(self.offsets.read(partition, offset, [n.notification_id for n in notes]))
         self.outbox = enqueue(self.outbox, [n for n in notes if n.notification_id in fresh])
         self.stats.notifications += len(fresh)
+
+    def _body(self, event: dict) -> bytes:
+        pid = event["payment_id"]
+        if event["type"] == "dispute_opened":
+            self._openings[pid] = event["event_id"]
+            self._openings.move_to_end(pid)
+            while len(self._openings) > MAX_OPENINGS:
+                self._openings.popitem(last=False)
+        if event["type"] not in _CLOSES:
+            return event_body(event)
+        # A close names its opening (PaymentEvent v5); one of a dispute opened before that, the runner's memory.
+        return event_body(event, event.get("dispute_event_id") or self._openings.get(pid))
 
     def _record(self, producer: Producer, records: list[dict]) -> None:
         """Every attempt onto webhook-deliveries, flushed; only then do given-up and

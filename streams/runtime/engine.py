@@ -81,8 +81,7 @@ class EngineConfig:
 
 class Engine:
     def __init__(self, config: EngineConfig, stages: Sequence[Stage], tables: Mapping[str, str],
-                 periodic: Sequence[Periodic] = (), watchers: Sequence[threading.Thread] = (),
-                 closers: Sequence[Callable[[], None]] = ()) -> None:
+                 periodic: Sequence[Periodic] = (), watchers: Sequence[threading.Thread] = ()) -> None:
         assert len({s.source for s in stages}) == len(stages), "one stage per source topic"
         declared = {name for s in stages for name in s.tables}
         assert declared == set(tables), f"tables declared by the stages {sorted(declared)} != kept {sorted(tables)}"
@@ -92,7 +91,6 @@ class Engine:
         self.tables = dict(tables)
         self.periodic = list(periodic)
         self.watchers = list(watchers)  # daemon threads started with the loop (lag and stall watch)
-        self._closers = list(closers)  # what the stages hold open (the vault): closed once, last
         self._next_run = [0.0] * len(self.periodic)
         self.tasks: dict[int, Task] = {}
         self.ready = False  # tables restored and partitions assigned
@@ -154,12 +152,6 @@ class Engine:
         for task in self.tasks.values():
             task.close(remove=False)
         self.tasks.clear()
-        self.close()
-
-    def close(self) -> None:
-        """Close what the stages hold open; also for a caller that never ran the loop."""
-        while self._closers:
-            self._closers.pop()()
 
     def _stop(self, *_: Any) -> None:
         self.stopping = True

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from connectors.providers.breaker import Transition
 from streams import metrics
+from streams.stages.risk import RiskEffects
 from streams.domain.ledger import decode_balance, parse_balance_key
 
 # How often the worker refreshes the lag and imbalance gauges.
@@ -54,6 +55,14 @@ def set_ledger_gauge(records: Iterable[tuple[bytes, bytes]], currencies_seen: se
     for currency in currencies_seen:
         metrics.LEDGER_IMBALANCE.labels(currency=currency).set(totals.get(currency, 0))
 
+
+
+def count_fraud_decision(effects: RiskEffects) -> None:
+    """The risk stage's decision of one create, by action (the fraud-spike alert's
+    numerator and denominator), fallback and merchant-state source."""
+    if effects.decision is not None:
+        metrics.child(metrics.FRAUD_DECISIONS, effects.decision.action, str(effects.fallback).lower(),
+                      "partition" if effects.merchant_fallback else "exact").inc()
 
 @dataclass
 class BreakerBoard:

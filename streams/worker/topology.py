@@ -27,7 +27,6 @@ from connectors.providers.routing_log import RoutingLog
 from connectors.providers.simulated import SimulatedProvider
 from connectors.vault.intake import CardOpener
 from connectors.vault.keys import ACS_SIGNING, WALLET_SIGNING, ActiveSigner, FileKeyStore
-from connectors.vault.vault import open_vault
 from models.blocklist import BlockEntry, BlocklistError
 from models.scoring import Scorer
 from models.train import SHIPPED_ARTIFACT
@@ -50,6 +49,7 @@ from streams.domain.reconcile import STATUSES
 from streams.runtime.engine import Engine, EngineConfig, Periodic, Stage
 from streams.runtime.messages import Message, Record, dead_lettered_before, dlq_mark_key, exit_for_restart
 from streams.runtime.state import Task
+from streams.worker.cards import REVEAL_CODEC, VAULT_POLL_S, AuditedReveals, topic_vault
 from streams.worker.feeds import SANCTIONS_POLL_S, SanctionsReader
 from streams.settings import Settings, client_config
 
@@ -127,13 +127,16 @@ def build_worker(settings: Settings) -> Engine:
     keystore.init()
     # Every payment event is sealed onto its partition's chain with the active key.
     signer = ActiveSigner.of(keystore)
-    # Ingest keeps each new card's PAN encrypted in the vault and forwards its token.
-    vault = open_vault(settings.data_dir, keystore)
+    # Ingest seals each new card's PAN onto the card-vault topic in the transaction that
+    # forwards its token; every worker follows that topic, to reveal any card.
+    vault = topic_vault(settings)
     # ... after opening the cards producers sealed to the card-intake key.
     opener = CardOpener(keystore)
+    # The payments stage reveals a card only for the provider call that needs it, audited.
+    reveals = AuditedReveals(vault, settings.worker_name)
     # A confirm's 3DS authentication value shifts liability only if an issuer's ACS key
     # signed it; a wallet's signed cryptogram must be its provider's (public keys only).
-    saga = replace(build_saga(settings), acs_keys=keystore.public_keys(ACS_SIGNING))
+    saga = replace(build_saga(settings), acs_keys=keystore.public_keys(ACS_SIGNING), cards=reveals)
     # Ingest refuses a currency no rail of the method takes (the test provider takes any).
     currencies = (method_currencies({name: rail.config for name, rail in saga.providers.items()}, saga.route.config.methods)
                   if isinstance(saga.route, Router) else None)
@@ -208,9 +211,14 @@ def build_worker(settings: Settings) -> Engine:
         return Record(names.validated, out.key, VALIDATED_CODEC.encode(out.command), partition_for(out.key, n))
 
     def ingest_batch(batch: list[Message], task: Task) -> None:
-        # The batch's new cards reach the disk in one fsync, before any token is sent.
-        with vault.group_commit():
-            results = [(m, ingest(m.value, source_of(m), vault, limits, opener)) for m in batch]
+        vault.ensure_loaded()  # what is held already is not sealed again
+        sealer = vault.sealer()
+        results = [(m, ingest(m.value, source_of(m), sealer, limits, opener)) for m in batch]
+        # The batch's new cards, in the transaction that forwards their tokens: no token
+        # travels without its sealed card committed.
+        for token, blob in sealer.sealed.items():
+            key = token.encode()
+            task.send(Record(names.card_vault, key, blob, partition_for(key, n)), batch[0].origin_ms)
         for m, result in results:
             if isinstance(result, DeadLetter):
                 to_dlq(task, m, result)
@@ -288,6 +296,11 @@ def build_worker(settings: Settings) -> Engine:
                 continue
             effects = parked(task, m, "payments", lambda: handle(cmd, m.value, m.partition, m.timestamp_ms, views, saga,
                                                                  policy, retention, sweep_max, signer=signer))
+            # Every PAN revealed for this command is audited in its transaction, parked or not.
+            for audit in reveals.take():
+                token = audit["token"].encode()
+                task.send(Record(names.vault_reveals, token, REVEAL_CODEC.encode(audit), partition_for(token, n)),
+                          m.origin_ms)
             if effects is None:
                 continue
             if effects.skipped:
@@ -431,9 +444,7 @@ def build_worker(settings: Settings) -> Engine:
             if effects.review is not None:
                 task.send(Record(names.review, forward.key, REVIEW_CODEC.encode(effects.review)), m.origin_ms)
             observe_latency("risk", m)
-            if effects.decision is not None:
-                metrics.child(metrics.FRAUD_DECISIONS, effects.decision.action, str(effects.fallback).lower(),
-                              "partition" if effects.merchant_fallback else "exact").inc()
+            probes.count_fraud_decision(effects)
             if effects.state_unreadable:
                 log.warning("risk: a stored state of command %s was unreadable and started afresh", cmd["command_id"])
 
@@ -511,11 +522,12 @@ def build_worker(settings: Settings) -> Engine:
     # The topology, declared: (stage, source topic, tables, handler, outputs). Every stage
     # may dead-letter (the dlq topic, deduplicated by the dlq-marks table).
     stages = [Stage(name, source, handler, (*tables, DLQ_MARKS), (*outputs, names.dlq)) for name, source, tables, handler, outputs in (
-        ("ingest", names.commands, (), ingest_batch, (names.keyed,)),
+        ("ingest", names.commands, (), ingest_batch, (names.keyed, names.card_vault)),
         ("keys", names.keyed, (KEYS, MERCHANTS), keys_batch, (names.risk, names.validated, names.review)),
         ("merchant-labels", names.merchant_labels, (KEYS,), merchant_labels_batch, ()),
         ("payments", names.validated, tuple(PAYMENT_TABLES.values()), payments_batch,
-         (names.outcomes, names.events, names.validated, names.labels, names.ledger, names.monitoring_activity)),
+         (names.outcomes, names.events, names.validated, names.labels, names.ledger, names.monitoring_activity,
+          names.vault_reveals)),
         ("ledger", names.ledger, tuple(LEDGER_TABLES.values()), ledger_batch, ()),
         ("risk", names.risk, (RISK,), risk_batch, (names.validated, names.review)),
         ("labels", names.labels, (RISK,), labels_batch, (names.merchant_labels,)),
@@ -551,10 +563,20 @@ def build_worker(settings: Settings) -> Engine:
         except probes.TooManyBalances as e:
             log.warning("ledger imbalance not checked: %s", e)
 
+    unusable_cards = [0]
+
+    def vault_poll() -> None:
+        vault.poll()
+        metrics.VAULT_CARDS.set(len(vault.cards))
+        if vault.unusable > unusable_cards[0]:
+            metrics.DEAD_LETTERS.labels(stage="card-vault", reason="unusable_entry").inc(vault.unusable - unusable_cards[0])
+            unusable_cards[0] = vault.unusable
+
     periodic = [Periodic(BLOCKLIST_POLL_S, blocklist_reader.poll), Periodic(SANCTIONS_POLL_S, sanctions_reader.poll),
+                Periodic(VAULT_POLL_S, vault_poll),
                 Periodic(probes.PROBE_INTERVAL_S, ledger_gauge)]
     engine = Engine(config, stages, tables, periodic,
-                    watchers=[LagWatch(settings, lambda: engine.owned(), lambda: engine.ready)], closers=[vault.close])
+                    watchers=[LagWatch(settings, lambda: engine.owned(), lambda: engine.ready)])
     return engine
 
 

@@ -35,7 +35,9 @@ from streams.api.bus import KafkaBus
 from streams.api.objects import KafkaObjects
 from streams.api.readmodel import ClickHousePayments
 from streams.api.stripe_events import Webhooks
+from streams.client.kyc import KycDesk
 from streams.client.publish import intake_sealer
+from streams.domain.merchants import merchant_record
 from streams.jobs.sink import serve
 from streams.client.processes import wait_until
 from streams.jobs.webhooks import WebhookRunner, registry_path
@@ -76,7 +78,7 @@ def sdk(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     suffix = uuid.uuid4().hex[:6]
     merchants = {"shop": f"m_shop_{suffix}", "lister": f"m_list_{suffix}", "payee": f"m_payee_{suffix}",
                  "disputed": f"m_disputed_{suffix}", "saver": f"m_saver_{suffix}", "debtor": f"m_debtor_{suffix}",
-                 "owner": f"m_owner_{suffix}", "intruder": f"m_intruder_{suffix}"}
+                 "owner": f"m_owner_{suffix}", "intruder": f"m_intruder_{suffix}", "market": f"m_market_{suffix}"}
     keys, secrets = {}, {}
     for role, merchant in merchants.items():
         secrets[role], record = auth.new_key(merchant, "2026-11-25T12:00:00Z")
@@ -98,7 +100,7 @@ def sdk(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     webhooks = Webhooks(registry_path(pipeline.settings), lambda m: stripe_secret(FileKeyStore(keys_dir).webhook_secret(m).digest))
     app = create_app(bus, auth.ApiKeys(tmp / "api_keys.json"), sealer=intake_sealer(pipeline.settings),
                      config=ApiConfig(outcome_timeout_s=60), reader=ClickHousePayments(read_client), objects=objects,
-                     webhooks=webhooks)
+                     webhooks=webhooks, registry=KycDesk(pipeline.settings))
     sock = _free_socket()
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     serving = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="it-api", daemon=True)
@@ -320,8 +322,10 @@ def test_a_list_with_pagination(sdk: Stripe) -> None:
 
 
 def test_a_webhook_of_a_stripe_checkout_verified_with_the_sdk(sdk: Stripe, pipeline: Pipeline) -> None:
-    """`paystream webhooks run` delivers the payment's events; the merchant's Stripe
-    code verifies each with `stripe.Webhook.construct_event` and its `whsec_` secret."""
+    """`paystream webhooks run` delivers the payment's events as Stripe's Events; the
+    merchant's Stripe code verifies each with `stripe.Webhook.construct_event` and its
+    `whsec_` secret, and reads the PaymentIntent in `data.object`: the object
+    `GET /v1/events/{id}` answers for the same event."""
     settings, merchant = pipeline.settings, sdk.merchants["shop"]
     verified: list[stripe.Event] = []
     refused: list[str] = []
@@ -356,23 +360,26 @@ def test_a_webhook_of_a_stripe_checkout_verified_with_the_sdk(sdk: Stripe, pipel
             pi = await asyncio.to_thread(sdk["shop"].v1.payment_intents.create,
                                          {"amount": 4200, "currency": "usd", "confirm": True, "payment_method": "pm_card_visa"},
                                          {"idempotency_key": "hooked-1"})
-            pid = pi.paystream.payment_id
             deadline = time.monotonic() + WAIT_S
-            while not any(e.type == "payment.captured" and e.data.payment_id == pid for e in verified):
+            while not any(e.type == "payment_intent.succeeded" and e.data.object.id == pi.id for e in verified):
                 assert time.monotonic() < deadline and not refused, f"{len(verified)} verified, {len(refused)} refused"
                 arrived.clear()
                 with contextlib.suppress(TimeoutError):  # the loop's assert names what is missing
                     await asyncio.wait_for(arrived.wait(), max(0.0, deadline - time.monotonic()))
-            return pid
+            return pi.paystream.payment_id
         finally:
             stop.set()
             await task
             await http.cleanup()
 
     pid = asyncio.run(main())
-    mine = [e for e in verified if e.data.payment_id == pid]
-    assert {e.type for e in mine} >= {"payment.authorized", "payment.captured"} and not refused
-    assert all(e.data.merchant_id == merchant for e in verified)
+    intent = "pi_" + pid[4:]
+    mine = [e for e in verified if e.data.object.id == intent]
+    assert {e.type for e in mine} >= {"payment_intent.amount_capturable_updated", "payment_intent.succeeded"}
+    assert not refused and all(isinstance(e.data.object, stripe.PaymentIntent) for e in mine)
+    hooked = next(e for e in mine if e.type == "payment_intent.succeeded")
+    assert (hooked.data.object.status, hooked.data.object.amount_received, hooked.data.object.currency) == (
+        "succeeded", 4200, "usd")
     assert secret == stripe_secret(FileKeyStore(settings.keys_dir).webhook_secret(merchant).digest)
     [endpoint] = sdk["shop"].v1.webhook_endpoints.list().data
     assert sdk["shop"].v1.webhook_endpoints.retrieve(endpoint.id).url == endpoint.url and "secret" not in endpoint
@@ -380,8 +387,7 @@ def test_a_webhook_of_a_stripe_checkout_verified_with_the_sdk(sdk: Stripe, pipel
         sdk["lister"].v1.webhook_endpoints.delete(endpoint.id)
     assert sdk["shop"].v1.webhook_endpoints.delete(endpoint.id).deleted
     assert sdk["shop"].v1.webhook_endpoints.list().data == [] and registry.load(registry_path(settings)).of(merchant) == ()
-    # The events the webhooks carried, as Stripe's Events, from the read model.
-    intent = "pi_" + pid[4:]
+    # The events the webhooks carried, the same objects from the read model.
 
     def events() -> list[stripe.Event]:
         return [e for e in sdk["shop"].v1.events.list({"limit": 100}).auto_paging_iter()
@@ -391,6 +397,7 @@ def test_a_webhook_of_a_stripe_checkout_verified_with_the_sdk(sdk: Stripe, pipel
                                                              "payment_intent.succeeded"}, WAIT_S), "the sink lags"
     succeeded = next(e for e in events() if e.type == "payment_intent.succeeded")
     assert isinstance(succeeded, stripe.Event) and succeeded.data.object.status == "succeeded"
+    assert succeeded.to_dict() == hooked.to_dict(), "the webhook's body and GET /v1/events are one object"
     assert sdk["shop"].v1.events.retrieve(succeeded.id).data.object.amount_received == 4200
     with pytest.raises(stripe.InvalidRequestError):
         sdk["lister"].v1.events.retrieve(succeeded.id)
@@ -479,11 +486,79 @@ def test_a_dispute_accepted(sdk: Stripe, pipeline: Pipeline) -> None:
     assert client.v1.disputes.close(dispute.id).status == "lost"  # accepting again changes nothing
 
 
+SELLER = {"type": "custom", "country": "US", "business_type": "company",
+          "company": {"name": "Seller Inc", "registration_number": "US-778899", "owners": ["Grace Hopper"]},
+          "documents": {"registration_certificate": "docs/seller/cert.pdf", "owner_id": "docs/seller/id.pdf",
+                        "proof_of_address": "docs/seller/address.pdf"},
+          "capabilities": {"card_payments": {"requested": True}, "transfers": {"requested": True}}}
+
+
+def destination_charge(sdk: Stripe, pipeline: Pipeline, role: str, key: str) -> tuple[stripe.Account, stripe.PaymentIntent]:
+    """A marketplace (the role's merchant, registered verified) opens a seller's account
+    and charges 100.00 for it, keeping 10.00: a split payment."""
+    client = sdk[role]
+    KycDesk(pipeline.settings).write(merchant_record(sdk.merchants[role], kyc_status="verified",
+                                                     updated_at=datetime.now(timezone.utc)))
+    acct = client.v1.accounts.create(SELLER, {"idempotency_key": f"{key}-acct"})
+    assert isinstance(acct, stripe.Account) and acct.charges_enabled and acct.payouts_enabled
+    charge = {"amount": 10_000, "currency": "usd", "confirm": True, "payment_method": "pm_card_visa",
+              "transfer_data": {"destination": acct.id}, "application_fee_amount": 1_000}
+    attempt = iter(range(10_000))
+    pi: list[stripe.PaymentIntent] = []
+
+    def charged() -> bool:
+        # The keys stage learns of the connection from the registry topic: until then
+        # the split is refused (each try its own key: a refusal is kept for its key).
+        try:
+            pi.append(client.v1.payment_intents.create(charge, {"idempotency_key": f"{key}-pay-{next(attempt)}"}))
+        except stripe.InvalidRequestError as e:  # the platform, then the account, not known there yet
+            assert e.code == "merchant_unknown" or (e.code, e.param) == ("resource_missing", "transfer_data[destination]"), e
+            return False
+        return True
+
+    assert wait_until(charged, WAIT_S), "the keys stage never saw the connected account"
+    return acct, pi[-1]
+
+
+def test_a_marketplace_pays_its_seller_with_a_destination_charge(sdk: Stripe, pipeline: Pipeline) -> None:
+    client = sdk["market"]
+    acct, pi = destination_charge(sdk, pipeline, "market", "market-1")
+    assert (pi.status, pi.amount_received, pi.transfer_data.destination, pi.application_fee_amount) == (
+        "succeeded", 10_000, acct.id, 1_000)
+    assert client.v1.accounts.create(SELLER, {"idempotency_key": "market-1-acct"}).id == acct.id  # a retry finds it
+    assert [a.id for a in client.v1.accounts.list().data] == [acct.id]
+    assert client.v1.accounts.retrieve(acct.id).charges_enabled
+    with pytest.raises(stripe.InvalidRequestError) as e:
+        client.v1.payment_intents.create({"amount": 500, "currency": "usd", "confirm": True, "payment_method": "pm_card_visa",
+                                          "transfer_data": {"destination": "acct_not_mine"}, "application_fee_amount": 50},
+                                         {"idempotency_key": "market-1-elsewhere"})
+    assert (e.value.code, e.value.param) == ("resource_missing", "transfer_data[destination]")
+
+    # Transfers and fees are the ledger's lines of the split capture: as fresh as the sink.
+    assert wait_until(lambda: client.v1.transfers.list().data and client.v1.application_fees.list().data,
+                      WAIT_S), "the sink lags"
+    [transfer] = client.v1.transfers.list().data
+    assert isinstance(transfer, stripe.Transfer)
+    assert (transfer.amount, transfer.currency, transfer.destination, transfer.paystream.payment_intent) == (
+        9_000, "usd", acct.id, pi.id)
+    assert client.v1.transfers.retrieve(transfer.id).amount == 9_000
+    [fee] = client.v1.application_fees.list().data
+    assert isinstance(fee, stripe.ApplicationFee) and (fee.amount, fee.account, fee.currency) == (1_000, acct.id, "usd")
+    assert client.v1.application_fees.retrieve(fee.id).amount == 1_000
+    for call in (lambda: sdk["shop"].v1.accounts.retrieve(acct.id), lambda: sdk["shop"].v1.transfers.retrieve(transfer.id),
+                 lambda: sdk["shop"].v1.application_fees.retrieve(fee.id)):
+        with pytest.raises(stripe.InvalidRequestError) as other:  # another merchant's are unknown
+            call()
+        assert other.value.http_status == 404
+    assert sdk["shop"].v1.transfers.list().data == [] and sdk["shop"].v1.accounts.list().data == []
+
+
 def test_a_key_sees_only_its_own_merchants_objects(sdk: Stripe, pipeline: Pipeline) -> None:
     """Every /v1 route that names an object, called with another merchant's key and the
     owner's real ids: 404 resource_missing, as for an id that does not exist. A route
     added without an entry here fails the test."""
     owner, merchant = sdk["owner"], sdk.merchants["owner"]
+    acct, _ = destination_charge(sdk, pipeline, "owner", "sec-market")  # the owner is a marketplace too
     cus = owner.v1.customers.create({"email": "o@example.com"}, {"idempotency_key": "sec-cus"})
     saved = owner.v1.payment_intents.create({"amount": 3000, "currency": "usd", "confirm": True, "customer": cus.id,
                                              "setup_future_usage": "off_session", "payment_method": "pm_card_visa"},
@@ -493,10 +568,13 @@ def test_a_key_sees_only_its_own_merchants_objects(sdk: Stripe, pipeline: Pipeli
     run(pipeline, [dispute_command("dispute_open", merchant, pid, "sec-open", 1000, reason="general")])
     endpoint = owner.v1.webhook_endpoints.create({"url": "http://127.0.0.1:9/owner", "enabled_events": ["*"]})
     assert wait_until(lambda: owner.v1.disputes.list().data and owner.v1.events.list().data
-                      and owner.v1.balance_transactions.list().data, WAIT_S), "the sink lags"
+                      and owner.v1.balance_transactions.list().data and owner.v1.transfers.list().data
+                      and owner.v1.application_fees.list().data, WAIT_S), "the sink lags"
     ids = {"payment_id": pid, "intent": saved.id, "refund": refund.id, "dispute": owner.v1.disputes.list().data[0].id,
            "customer": cus.id, "payment_method": saved.payment_method, "txn": owner.v1.balance_transactions.list().data[0].id,
-           "event": owner.v1.events.list().data[0].id, "endpoint": endpoint.id, "payout": "po_" + "0" * 32}
+           "event": owner.v1.events.list().data[0].id, "endpoint": endpoint.id, "payout": "po_" + "0" * 32,
+           "account": acct.id, "transfer": owner.v1.transfers.list().data[0].id,
+           "fee": owner.v1.application_fees.list().data[0].id}
     mine = sdk["intruder"].v1.customers.create({}, {"idempotency_key": "sec-own-cus"})  # the intruder's own, for attach
     form = {"/v1/payment_intents/{intent}/confirm": {"payment_method_options[card][three_d_secure][ares_trans_status]": "Y"},
             "/v1/disputes/{dispute}": {"evidence[uncategorized_text]": "mine"},
@@ -524,7 +602,7 @@ def test_a_key_sees_only_its_own_merchants_objects(sdk: Stripe, pipeline: Pipeli
             tried.append((method, template))
         unnamed = [rt for rt in sdk.routes if "{" in rt[1] and rt not in tried]
         assert not unnamed, f"routes with an id this test does not try: {unnamed}"
-        assert len(tried) >= 26, tried
+        assert len(tried) >= 29, tried
         # Ids in a body or a query: Stripe's resource_missing on the parameter.
         for method, path, data, param in [
                 ("POST", "/v1/refunds", {"payment_intent": saved.id}, "payment_intent"),
@@ -539,3 +617,4 @@ def test_a_key_sees_only_its_own_merchants_objects(sdk: Stripe, pipeline: Pipeli
     assert owner.v1.payment_methods.retrieve(saved.payment_method).customer == cus.id
     assert owner.v1.disputes.retrieve(ids["dispute"]).status == "needs_response"
     assert owner.v1.payment_intents.retrieve(saved.id).amount_received == 3000
+    assert owner.v1.accounts.retrieve(acct.id).charges_enabled and sdk["intruder"].v1.accounts.list().data == []

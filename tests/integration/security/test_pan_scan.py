@@ -24,12 +24,15 @@ from fastapi.testclient import TestClient
 
 from connectors.clickhouse.client import connect
 from connectors.clickhouse.migrate import migrate
+from connectors.vault.keys import FileKeyStore
 from connectors.vault.scan import PUBLIC_TEST_PANS, Finding, PanScanner, rocksdb_items
+from connectors.vault.tokenizer import StoreTokenizer
 from streams.api import auth
 from streams.api.app import ApiConfig, create_app
 from streams.api.bus import KafkaBus
 from streams.client.observe import Observer
 from streams.client.publish import intake_sealer, publish_commands
+from streams.domain.subscriptions import MIT_METADATA_KEY
 from streams.jobs.sink import serve
 from streams.topics import topic_names
 from tests.integration.support import WAIT_S, create, follow_up, make_settings, start_worker
@@ -110,6 +113,16 @@ def test_no_pan_in_any_topic_store_log_or_table(bootstrap: str, tmp_path: Path) 
             publish_commands(settings, captures + refunds)
             ids = {c["command_id"] for c in [*creates, meta, legacy, *captures, *refunds]}
             assert seen.wait_for(ids, 2, WAIT_S, lambda *_: worker.supervise()), worker.log_tail()
+            # A merchant-initiated charge on a saved card: the one call that reveals a PAN (audited on vault-reveals).
+            saved = "5555555555554444"
+            token = StoreTokenizer(FileKeyStore(settings.keys_dir)).token(m, saved)
+            mit = create(m, "mit", amount=700, capture_method="automatic", card=None, metadata={MIT_METADATA_KEY: "sub_scan"},
+                         card_token={"token": token, "bin": saved[:6], "last4": saved[-4:], "brand": "mastercard",
+                                     "exp_month": 12, "exp_year": 2030})
+            publish_commands(settings, [mit])
+            ids.add(mit["command_id"])
+            assert seen.wait_for(ids, 2, WAIT_S, lambda *_: worker.supervise()), worker.log_tail()
+            assert seen.outcomes[mit["command_id"]][0]["payment_status"] == "captured", seen.outcomes[mit["command_id"]]
             outcome = {c["command_id"]: seen.outcomes[c["command_id"]][0] for c in [meta, legacy]}
             dead = {d["raw_key"]: d for d in seen.dead_letters}
         assert (outcome[meta["command_id"]]["status"], outcome[meta["command_id"]]["reason_code"]) == ("rejected", "pan_in_metadata")
@@ -155,16 +168,19 @@ def test_no_pan_in_any_topic_store_log_or_table(bootstrap: str, tmp_path: Path) 
     assert code == 0, worker.log_tail()
 
     findings: list[Finding] = []
-    # 1. Every topic of this namespace: pipeline topics, DLQ, changelogs.
+    # 1. Every topic of this namespace: pipeline topics, DLQ, changelogs, the vault's sealed cards and its reveal audit.
     admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
     topics = sorted(t for t in admin.list_topics(timeout=30).topics if settings.namespace in t)
-    assert {names.commands, names.validated, names.outcomes, names.events, names.dlq} <= set(topics)
+    assert {names.commands, names.validated, names.outcomes, names.events, names.dlq, names.card_vault,
+            names.vault_reveals} <= set(topics)
     assert any(t.endswith("-changelog") for t in topics)
     allowed_on_commands = {legacy["payment_id"].encode(), meta["payment_id"].encode(), b"junk-pan"}
     on_commands: dict[bytes, list[Finding]] = {}
     messages = 0
+    per_topic: dict[str, int] = {}
     for topic, partition, offset, blob in every_message(settings.bootstrap_servers, topics):
         messages += 1
+        per_topic[topic] = per_topic.get(topic, 0) + 1
         found = SCANNER.scan(blob, f"{topic}[{partition}]@{offset}")
         if topic == names.commands and found:
             on_commands.setdefault(blob.split(b"\0", 1)[0], []).extend(found)
@@ -175,9 +191,11 @@ def test_no_pan_in_any_topic_store_log_or_table(bootstrap: str, tmp_path: Path) 
     assert set(on_commands) == allowed_on_commands, {k: [str(f) for f in v] for k, v in on_commands.items()}
     assert {f.pan for f in on_commands[legacy["payment_id"].encode()]} == {LEGACY_PAN[:6] + "*****" + LEGACY_PAN[-4:]}
 
-    # 2. Every RocksDB store (tables, the vault) through RocksDB: SST blocks are compressed.
+    assert per_topic.get(names.card_vault, 0) >= len(PUBLIC_TEST_PANS) and per_topic.get(names.vault_reveals, 0) >= 1, per_topic
+
+    # 2. Every RocksDB store (the tables) through RocksDB: SST blocks are compressed.
     stores = rocksdb_dirs(settings.data_dir)
-    assert any(s.name == "vault" for s in stores) and len(stores) > 1, stores
+    assert len(stores) > 1, stores
     store_items = 0
     for store in stores:
         for key, value in rocksdb_items(store):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 from streams import metrics
@@ -29,10 +29,10 @@ FIRING = {
     "PaystreamConsumerLagGrowing": "tests/integration/streams/worker/test_alerts_run.py::test_consumer_lag_growing_fires_from_the_lag_watch",
     "PaystreamLedgerImbalance": "tests/unit/deploy/test_alerts_fire.py::test_ledger_imbalance_fires_from_the_workers_gauge_and_clears",
     "PaystreamBreakerOpen": "tests/unit/deploy/test_alerts_fire.py::test_breaker_open_fires_while_a_partitions_breaker_is_open",
+    "PaystreamFraudSpike": "tests/unit/deploy/test_alerts_fire.py::test_fraud_spike_fires_when_todays_hour_reviews_twice_yesterdays_share",
 }
 # Not yet made to fire by a test (issue 24): why.
 PENDING = {
-    "PaystreamFraudSpike": "needs a day-apart pair of windows of risk decisions from a worker with fraud scoring",
 }
 REPO = Path(__file__).resolve().parents[3]
 
@@ -152,3 +152,52 @@ def test_breaker_open_fires_while_a_partitions_breaker_is_open() -> None:
     assert half and [c.to_state for c in probing] == ["half_open"]
     board.export([(3, probing[0])])
     assert by(render(), "paystream_breaker_state", "provider", provider="acq_alert_a") == {"acq_alert_a": 1}
+
+
+def test_fraud_spike_fires_when_todays_hour_reviews_twice_yesterdays_share() -> None:
+    # The real risk stage decides creates (shipped model and rules); the worker counts each
+    # decision (probes.count_fraud_decision). Four scrapes: an hour yesterday, an hour today.
+    flagged_rate = 'sum(rate(paystream_fraud_decisions_total{action=~"decline|review"}[1h]{o}))'
+    all_rate = "sum(rate(paystream_fraud_decisions_total[1h]{o}))"
+    assert expr("PaystreamFraudSpike") == (
+        f"( {flagged_rate} / {all_rate} ) > 2 * ( {flagged_rate} / {all_rate} ) and "
+        'sum(increase(paystream_fraud_decisions_total{action=~"decline|review"}[1h])) > 50').replace(
+        "{o}", "", 2).replace("{o}", " offset 1d", 2)
+    from models.scoring import Scorer
+    from models.train import SHIPPED_ARTIFACT
+    from schemas.times import to_ms
+    from streams.stages import risk
+    from streams.worker import probes
+    from tests.unit.streams.stages.test_risk_stage import RETENTION, T0, Table, create
+
+    scorer, table = Scorer.load(SHIPPED_ARTIFACT), Table()
+
+    def decide(cmds: list[dict]) -> None:
+        for cmd in cmds:
+            effects = risk.handle(cmd, 0, to_ms(cmd["occurred_at"]), table.get, scorer, RETENTION)
+            table.apply(effects.writes)
+            probes.count_fraud_decision(effects)
+
+    def flagged_share(before: dict, after: dict) -> float:
+        flagged = increase(before, after, "paystream_fraud_decisions_total", action="decline|review")
+        return flagged / increase(before, after, "paystream_fraud_decisions_total")
+
+    yesterday = render()
+    # Yesterday's hour: calm traffic and one card tried fifteen times (some reviews: a base rate).
+    decide([create(i, card=f"tok_calm_{i}", at=T0 + timedelta(minutes=2 * i)) for i in range(30)]
+           + [create(50 + i, card="tok_eager", at=T0 + timedelta(seconds=36 * i)) for i in range(15)])
+    base = flagged_share(yesterday, render())
+    assert base > 0
+    today = render()
+    # A day later, the same calm traffic plus four cards tried 25 times each in a quarter hour.
+    later = T0 + timedelta(days=1)
+    decide([create(100 + i, card=f"tok_calm_{100 + i}", at=later + timedelta(minutes=2 * i)) for i in range(30)]
+           + [create(1_000 * c + i, card=f"tok_burst_{c}", at=later + timedelta(seconds=36 * i))
+              for c in range(1, 5) for i in range(25)])
+    after = render()
+    spike = flagged_share(today, after)
+    flagged = increase(today, after, "paystream_fraud_decisions_total", action="decline|review")
+    assert spike > 2 * base and flagged > 50, (spike, base, flagged)  # fires
+    quiet = render()
+    decide([create(300 + i, card=f"tok_calm_{300 + i}", at=later + timedelta(hours=1, minutes=2 * i)) for i in range(30)])
+    assert not flagged_share(quiet, render()) > 2 * base  # calm again: it clears

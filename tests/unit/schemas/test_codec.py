@@ -175,6 +175,7 @@ RECORDS = {
         "method": None,
         "crypto": None,
         "attempts": None,
+        "dispute_event_id": None,
     },
     "LedgerEntry": {
         "entry_id": "je_0a1b2c3d4e5f60718293a4b5c6d7e8f9",
@@ -282,6 +283,16 @@ RECORDS["JobRun"] = {
     "started_at": AT,
     "finished_at": AT,
     "detail": "2 settlement(s), 2 payout(s), 2 new entr(ies) posted",
+}
+RECORDS["VaultReveal"] = {
+    "reveal_id": "rvl_00112233445566778899aabbccddeeff",
+    "token": "tok_" + "a" * 32,
+    "merchant_id": "m_acme",
+    "payment_id": PAYMENT_ID,
+    "purpose": "merchant_initiated_charge",
+    "master_key_id": "vault-master-v1",
+    "worker": "w0",
+    "event_time": AT,
 }
 RECORDS["MerchantRecord"] = {
     "merchant_id": "m_acme",
@@ -424,6 +435,7 @@ EXTRA_RECORDS = [
                                                        "platform_fee_minor": 0}),
     ("PaymentEvent", RECORDS["PaymentEvent"] | {"splits": [{"merchant_id": "m_shop_a", "amount_minor": 12_000}],
                                                "platform_fee_minor": 345}),
+    ("PaymentEvent", RECORDS["PaymentEvent"] | {"type": "dispute_lost", "dispute_event_id": "evt_" + "0d" * 16}),
     ("MerchantRecord", RECORDS["MerchantRecord"] | {"platform_id": "m_market", "connected": []}),
     ("MerchantRecord", RECORDS["MerchantRecord"] | {"kyc_status": "pending", "kyc": {
         "application_id": "kyc_0011", "state": "manual_review", "legal_name": "Acme Trading Ltd", "country": "GB",
@@ -799,8 +811,8 @@ def test_a_payment_event_written_with_version_2_decodes_without_a_method() -> No
 
 
 def test_a_payment_event_written_with_version_4_decodes_without_attempts() -> None:
-    old = {k: v for k, v in RECORDS["PaymentEvent"].items() if k != "attempts"}
-    assert Codec("PaymentEvent").decode(_written_with("history/PaymentEvent.4", old)) == old | {"attempts": None}
+    old = {k: v for k, v in RECORDS["PaymentEvent"].items() if k not in ("attempts", "dispute_event_id")}
+    assert Codec("PaymentEvent").decode(_written_with("history/PaymentEvent.4", old)) == old | {"attempts": None, "dispute_event_id": None}
 
 
 def test_a_payment_event_carries_its_authorization_attempts() -> None:
@@ -808,6 +820,11 @@ def test_a_payment_event_carries_its_authorization_attempts() -> None:
                 {"provider": "acq_south", "status": "approved", "reason_code": None, "retryable": False}]
     record = RECORDS["PaymentEvent"] | {"type": "authorized", "attempts": attempts}
     assert Codec("PaymentEvent").decode(Codec("PaymentEvent").encode(record, check=True)) == record
+
+
+def test_a_payment_event_written_with_version_4_decodes_without_its_dispute() -> None:
+    old = {k: v for k, v in RECORDS["PaymentEvent"].items() if k not in ("attempts", "dispute_event_id")}
+    assert Codec("PaymentEvent").decode(_written_with("history/PaymentEvent.4", old)) == old | {"attempts": None, "dispute_event_id": None}
 
 
 def test_merchant_features_must_be_whole_counts() -> None:

@@ -102,7 +102,7 @@ def test_three_ds_unavailable_is_a_choice_of_two(env: pytest.MonkeyPatch, value:
 
 def test_every_topic_has_the_same_partition_count(env: pytest.MonkeyPatch) -> None:
     specs = declared_topics(Settings(partitions=12, replication_factor=3))
-    assert len(specs) == 24 + len(TABLES)
+    assert len(specs) == 26 + len(TABLES)
     assert {s.partitions for s in specs} == {12}
     assert {s.replication_factor for s in specs} == {3}
 
@@ -118,14 +118,17 @@ def test_changelogs_are_compacted_and_pipeline_topics_are_not(env: pytest.Monkey
                           "paystream-monitoring-changelog"}
     assert changelogs <= set(specs)
     # latest entry per key is the state (api-objects: the merchant API's Customers and PaymentMethods)
+    # card-vault: the latest sealed record of each card
     # monitoring-cases by case id, monitoring-decisions by decision id (every decision kept: the audit trail)
     compacted = changelogs | {"fraud-blocklist", "merchants", "fx-rates", "job-runs", "sanctions-list", "api-objects",
-                              "monitoring-cases", "monitoring-decisions"}
+                              "monitoring-cases", "monitoring-decisions", "card-vault"}
     for name, spec in specs.items():
         assert spec.compacted == (name in compacted), name
         assert spec.config()["cleanup.policy"] == ("compact" if name in compacted else "delete")
         if name in ("payment-events", "ledger-entries", "payouts", "subscription-commands"):
             assert spec.retention_ms == -1  # the event store and the books keep everything
+        elif name == "vault-reveals":
+            assert spec.retention_ms >= 366 * 24 * 3600 * 1000  # the reveal audit outlives PCI DSS's year
         elif name not in compacted:
             assert spec.retention_ms is not None and spec.retention_ms > 0
 
@@ -174,11 +177,12 @@ def test_the_worker_uses_only_declared_topics(env: pytest.MonkeyPatch, tmp_path:
     assert changelogs <= declared
     # written only, read by every worker outside the group (the blocklist, the sanctions list), settle's (fx-rates,
     # payouts), or written by a process of its own: the webhook runner (webhook-deliveries), the scheduler (job-runs);
-    # api-objects is the merchant API's alone; monitoring-cases and -decisions are the case queue's (`paystream cases`)
+    # api-objects is the merchant API's alone; monitoring-cases and -decisions are the case queue's (`paystream cases`);
+    # card-vault is read by every worker outside the group and vault-reveals is the audit (written only)
     assert declared - read - changelogs <= {names.outcomes, names.dlq, names.events, names.review, names.blocklist,
                                             names.fx_rates, names.payouts, names.webhooks, names.job_runs,
                                             names.sanctions, names.api_objects, names.monitoring_cases,
-                                            names.monitoring_decisions}
+                                            names.monitoring_decisions, names.card_vault, names.vault_reveals}
     assert names.monitoring_activity in read
     assert {spec.partitions for spec in declared_topics(s)} == {6}  # one partition count: tasks span topics
 

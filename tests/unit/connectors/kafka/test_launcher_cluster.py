@@ -15,6 +15,7 @@ from connectors.kafka.launcher import (
     ClusterConfig,
     _cluster_id,
     existing_cluster,
+    quorum_leader,
     render_server_properties,
     replication_for,
 )
@@ -109,6 +110,20 @@ def test_min_insync_replicas_in_topic_config() -> None:
     assert (min_insync_for(1), min_insync_for(2), min_insync_for(3)) == (1, 1, 2)
 
 
+def _quorum_state(cluster: ClusterConfig, node_id: int, leader: int, epoch: int) -> None:
+    path = cluster.node(node_id).data_dir / "__cluster_metadata-0" / "quorum-state"
+    path.parent.mkdir(parents=True)
+    path.write_text(f'{{"clusterId":"","leaderId":{leader},"leaderEpoch":{epoch},"votedId":-1,"data_version":0}}')
+
+
+def test_the_quorum_leader_is_the_newest_epochs(cluster: ClusterConfig) -> None:
+    assert quorum_leader(cluster) is None  # no node formatted yet
+    _quorum_state(cluster, 1, leader=2, epoch=4)  # node 1 was down through the last election
+    _quorum_state(cluster, 2, leader=3, epoch=5)
+    _quorum_state(cluster, 3, leader=-1, epoch=6)  # an election under way: no leader known
+    assert quorum_leader(cluster) == 3
+
+
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     for name in list(os.environ):
@@ -142,3 +157,16 @@ def test_two_embedded_brokers_are_refused(env: pytest.MonkeyPatch) -> None:
     env.setenv("PAYSTREAM_KAFKA_BROKERS", "2")
     with pytest.raises(ValidationError, match="1 \\(one node\\) or 3-5"):
         Settings()
+
+
+def test_a_worker_of_an_embedded_cluster_knows_every_node(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from streams.client.processes import WorkerProcess
+
+    parent = Settings(kafka_bootstrap="localhost:48100", kafka_embedded_port=48100, kafka_brokers=3, data_dir=tmp_path)
+    for name, value in WorkerProcess(parent, tmp_path / "w.log").env().items():
+        if name.startswith("PAYSTREAM_"):
+            env.setenv(name, value)
+    child = Settings()
+    # A worker restarted while node 1 is down still bootstraps from nodes 2 and 3.
+    assert child.bootstrap_servers == "localhost:48100,localhost:48102,localhost:48104"
+    assert child.replication_factor == 3

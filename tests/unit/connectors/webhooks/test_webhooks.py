@@ -39,6 +39,16 @@ def event(i: int, payment: str, type_: str = "captured", merchant: str = "m_acme
             "card_bin": "424242", "card_last4": "4242", "card_token": "tok_secret", "provider": "acq_north", "version": i}
 
 
+def body(e: dict) -> bytes:
+    """A body as the runner passes it (its Stripe Event is tested in tests/unit/streams/jobs)."""
+    return json.dumps({"id": e["event_id"], "object": "event", "type": "payment_intent.succeeded",
+                       "data": {"object": {"id": "pi_" + e["payment_id"]}}}).encode()
+
+
+def notes(e: dict, endpoints: tuple, created_ms: int = T0_MS) -> list:
+    return notifications(e, endpoints, created_ms, body(e))
+
+
 class Receiver:
     """A merchant's endpoint: checks every signature, fails by a fixed pattern; one
     failure in three after it has taken the body (its answer lost: at least once)."""
@@ -61,8 +71,7 @@ class Receiver:
             return web.Response(status=400)
         if self.calls % 4 == 1:
             return web.Response(status=503)  # down: nothing taken
-        doc = json.loads(body)
-        self.seen[doc["data"]["payment_id"]].append(doc["id"])
+        self.seen[json.loads(body)["data"]["object"]["id"][3:]].append(request.headers["Paystream-Webhook-Id"])
         return web.Response(status=500 if self.calls % 3 == 0 else 200)
 
 
@@ -102,7 +111,7 @@ def test_signed_retried_in_order_and_none_lost(store):
             outbox, sent = Outbox(), defaultdict(list)
             for p in range(6):
                 for i in range(5):
-                    for n in notifications(event(i, f"pay_{p}"), reg.of("m_acme"), T0_MS + i):
+                    for n in notes(event(i, f"pay_{p}"), reg.of("m_acme"), T0_MS + i):
                         sent[n.payment_id].append(n.notification_id)
                         outbox = enqueue(outbox, [n])
             outbox = enqueue(outbox, [n])  # a redelivered event is not queued twice
@@ -125,12 +134,14 @@ def test_signed_retried_in_order_and_none_lost(store):
         assert r["key_id"] == "webhook-v1"
 
 
-def test_payload_has_id_timestamp_and_no_card_token(store):
-    ep = registry.add(registry.Registry(), "m_acme", "https://example.com/h")[1]
-    (n,) = notifications(event(1, "pay_1"), (ep,), T0_MS)
-    doc = json.loads(n.body)
-    assert doc["id"] == n.notification_id and doc["created"] == T0_MS // 1000 and doc["type"] == "payment.captured"
-    assert "tok_secret" not in n.body.decode()
+def test_every_endpoint_gets_the_same_body_under_its_own_notification_id(store):
+    reg, a = registry.add(registry.Registry(), "m_acme", "https://example.com/a")
+    reg, b = registry.add(reg, "m_acme", "https://example.com/b")
+    na, nb = notes(event(1, "pay_1"), reg.of("m_acme"))
+    assert na.body == nb.body == body(event(1, "pay_1")) and na.notification_id != nb.notification_id
+    assert (na.created_ms, na.event_type, na.payment_id) == (T0_MS, "captured", "pay_1")
+    with pytest.raises(ValueError, match="over"):
+        notifications(event(1, "pay_1"), (a,), T0_MS, b"x" * (64 * 1024 + 1))
 
 
 def test_unreachable_endpoint_is_given_up_after_three_days_then_the_next_goes(store):
@@ -138,8 +149,8 @@ def test_unreachable_endpoint_is_given_up_after_three_days_then_the_next_goes(st
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     reg, _ = registry.add(registry.Registry(), "m_acme", f"http://127.0.0.1:{port}/h")
-    outbox = enqueue(Outbox(), notifications(event(1, "pay_1"), reg.of("m_acme"), T0_MS)
-                     + notifications(event(2, "pay_1"), reg.of("m_acme"), T0_MS + 1))
+    outbox = enqueue(Outbox(), notes(event(1, "pay_1"), reg.of("m_acme"))
+                     + notes(event(2, "pay_1"), reg.of("m_acme"), T0_MS + 1))
     outbox, records = asyncio.run(drain(store, outbox, None))
     first = [r for r in records if r["notification_id"] == records[0]["notification_id"]]
     assert first[-1]["status"] == "gave_up" and all(r["status"] == "failed" for r in first[:-1])
@@ -159,7 +170,7 @@ def test_backoff_doubles_with_jitter_and_caps():
 
 def test_only_the_head_of_a_payments_queue_is_due(store):
     ep = registry.add(registry.Registry(), "m_acme", "https://example.com/h")[1]
-    items = notifications(event(1, "pay_1"), (ep,), T0_MS) + notifications(event(2, "pay_1"), (ep,), T0_MS)
+    items = notes(event(1, "pay_1"), (ep,)) + notes(event(2, "pay_1"), (ep,))
     outbox = enqueue(Outbox(), items)
     (head,) = due(outbox, T0_MS)
     assert head.notification == items[0]
@@ -209,13 +220,13 @@ def test_the_stripe_signature_verifies_with_the_official_sdk(store):
     import stripe
 
     ep = registry.add(registry.Registry(), "m_acme", "https://example.com/h")[1]
-    (n,) = notifications(event(1, "pay_1"), (ep,), T0_MS)
+    (n,) = notes(event(1, "pay_1"), (ep,))
     now = int(time.time())  # the SDK checks the timestamp against the wall clock (300 s)
     old = stripe_secret(store.webhook_secret("m_acme").digest)
     header = signature_header(store, "m_acme", now, n.body, stripe=True)
     assert old.startswith("whsec_") and header != signature_header(store, "m_acme", now, n.body)
     got = stripe.Webhook.construct_event(n.body.decode(), header, old)
-    assert got.id == n.notification_id and got.type == "payment.captured"
+    assert got.id == "evt_pay_1_1" and got.type == "payment_intent.succeeded"
     with pytest.raises(stripe.SignatureVerificationError):
         stripe.Webhook.construct_event(n.body.decode() + " ", header, old)
     with pytest.raises(stripe.SignatureVerificationError):
@@ -223,4 +234,4 @@ def test_the_stripe_signature_verifies_with_the_official_sdk(store):
     store.rotate("webhook")  # while a rotation settles, both secrets verify
     both = signature_header(store, "m_acme", now, n.body, key_ids=(None, "webhook-v1"), stripe=True)
     for secret in (old, stripe_secret(store.webhook_secret("m_acme").digest)):
-        assert stripe.Webhook.construct_event(n.body.decode(), both, secret).id == n.notification_id
+        assert stripe.Webhook.construct_event(n.body.decode(), both, secret).id == "evt_pay_1_1"

@@ -19,6 +19,8 @@ from streams.api.acs import Acs
 from streams.api.app import ApiConfig, create_app
 from streams.api.bus import InMemoryBus
 from streams.api.stripe_events import Webhooks
+from streams.domain.merchants import merchant_record
+from streams.domain.sanctions import SanctionsList
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
 DECLINED_CARD = "4000000000000002"
@@ -110,6 +112,27 @@ class FakeReader:
     # Disputes as ClickHousePayments.disputes answers them (the fake pipeline opens none).
     dispute_rows: list[dict[str, Any]] = field(default_factory=list)
     payout_rows: list[dict[str, Any]] = field(default_factory=list)  # as ClickHousePayments.payouts answers
+    # As ClickHousePayments.transfers / application_fees answer, with the platform in `merchant_id`.
+    transfer_rows: list[dict[str, Any]] = field(default_factory=list)
+    fee_rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @staticmethod
+    def _split(rows: list[dict[str, Any]], merchant_id: str, limit: int, after: str | None, before: str | None,
+               one: str | None) -> list[dict[str, Any]]:
+        mine = sorted((r for r in rows if r["merchant_id"] == merchant_id), key=lambda r: r["id"])
+        if one is not None:
+            return [r for r in mine if r["id"] == one][:limit]
+        if before is not None:
+            return [r for r in reversed(mine) if r["id"] < before][:limit]
+        return [r for r in mine if r["id"] > (after or "")][:limit]
+
+    def transfers(self, merchant_id: str, limit: int, starting_after: str | None = None,
+                  ending_before: str | None = None, transfer_id: str | None = None) -> list[dict[str, Any]]:
+        return self._split(self.transfer_rows, merchant_id, limit, starting_after, ending_before, transfer_id)
+
+    def application_fees(self, merchant_id: str, limit: int, starting_after: str | None = None,
+                         ending_before: str | None = None, fee_id: str | None = None) -> list[dict[str, Any]]:
+        return self._split(self.fee_rows, merchant_id, limit, starting_after, ending_before, fee_id)
 
     def payouts(self, merchant_id: str, limit: int, starting_after: str | None = None,
                 ending_before: str | None = None) -> list[dict[str, Any]]:
@@ -173,6 +196,25 @@ class FakeReader:
 
 
 @dataclass
+class FakeRegistry:
+    """The merchant registry in memory (the KycDesk's calls), m_acme a verified platform."""
+
+    records: dict[str, dict[str, Any]] = field(default_factory=lambda: {
+        m: merchant_record(m, kyc_status="verified", updated_at=T0) for m in ("m_acme", "m_other")})
+    writes: list[dict[str, Any]] = field(default_factory=list)
+
+    def registry(self) -> dict[str, dict[str, Any]]:
+        return {m: dict(r) for m, r in self.records.items()}
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.writes.append(dict(record))
+        self.records[record["merchant_id"]] = dict(record)
+
+    def sanctions(self) -> SanctionsList:
+        return SanctionsList()
+
+
+@dataclass
 class Api:
     client: TestClient
     bus: InMemoryBus
@@ -181,6 +223,7 @@ class Api:
     secret: str  # m_acme's key
     other_secret: str  # m_other's key
     reader: FakeReader | None = None
+    registry: FakeRegistry | None = None
 
     def headers(self, key: str | None = None, secret: str | None = None) -> dict[str, str]:
         h = {"Authorization": f"Bearer {secret or self.secret}"}
@@ -233,9 +276,11 @@ def build_api(tmp_path: Path, key_file: tuple[Path, str, str], intake_keys: File
     sealer: Sealer = active_sealer(intake_keys)
     reader = FakeReader(pipeline) if with_reader else None
     webhooks = Webhooks(tmp_path / "webhooks.json", lambda merchant: "whsec_" + merchant.encode().hex())
+    registry = FakeRegistry()
     app = create_app(bus, auth.ApiKeys(path), sealer=sealer, config=config, instance="test", clock=clock or Clock(), now=lambda: T0,
-                     reader=reader, acs=Acs(ActiveSigner.of(intake_keys, ACS_SIGNING)), webhooks=webhooks)
-    return Api(TestClient(app, raise_server_exceptions=False), bus, pipeline, path, secret, other, reader)
+                     reader=reader, acs=Acs(ActiveSigner.of(intake_keys, ACS_SIGNING)), webhooks=webhooks,
+                     registry=registry)
+    return Api(TestClient(app, raise_server_exceptions=False), bus, pipeline, path, secret, other, reader, registry)
 
 
 @pytest.fixture

@@ -38,7 +38,9 @@ def test_the_spec_documents_the_routes_and_the_error_shape() -> None:
                                   "/v1/payment_methods/{payment_method}", "/v1/payment_methods/{payment_method}/attach",
                                   "/v1/payment_methods/{payment_method}/detach", "/v1/balance_transactions",
                                   "/v1/balance_transactions/{txn}", "/v1/events", "/v1/events/{event}",
-                                  "/v1/webhook_endpoints", "/v1/webhook_endpoints/{endpoint}"}
+                                  "/v1/webhook_endpoints", "/v1/webhook_endpoints/{endpoint}", "/v1/accounts",
+                                  "/v1/accounts/{account}", "/v1/transfers", "/v1/transfers/{transfer}",
+                                  "/v1/application_fees", "/v1/application_fees/{fee}"}
     create = spec["paths"]["/v1/payments"]["post"]
     assert {"200", "202", "400", "401", "402", "409", "413", "429"} <= set(create["responses"])
     listing = spec["paths"]["/v1/payments"]["get"]

@@ -126,3 +126,50 @@ def test_payouts_latest_status_by_id(ch) -> None:  # type: ignore[no-untyped-def
     one = reader.payout("m_acme", "po_3")
     assert one is not None and one["failure_reason"] == "account_closed"
     assert reader.payout("m_acme", "po_0") is None
+
+
+def test_a_platforms_transfers_and_application_fees_are_its_split_captures_lines(ch) -> None:  # type: ignore[no-untyped-def]
+    """The ledger's own posting of split captures (streams/domain/ledger.py), read back:
+    one transfer per connected account's credit, one fee per capture, the platform's only."""
+    from streams.domain.ledger import post
+
+    at = datetime(2026, 11, 25, tzinfo=timezone.utc)
+
+    def captured(pid: str, merchant: str, amount: int, splits: list | None, fee: int | None, n: int) -> dict:
+        return {"event_id": "evt_" + f"{n:x}" * 32, "type": "captured", "payment_id": pid, "merchant_id": merchant,
+                "currency": "USD", "amount_minor": amount, "fee_minor": 30, "payment_status": "captured",
+                "authorized_minor": amount, "captured_minor": amount, "refunded_minor": 0, "version": 2,
+                "occurred_at": at, "splits": splits, "platform_fee_minor": fee}
+
+    events = [captured("pay_a", "m_market", 1000, [{"merchant_id": "acct_1", "amount_minor": 900}], 100, 1),
+              captured("pay_b", "m_market", 500, [{"merchant_id": "acct_1", "amount_minor": 200},
+                                                  {"merchant_id": "acct_2", "amount_minor": 250}], 50, 2),
+              captured("pay_c", "m_market", 700, None, None, 3),  # not split: no transfer, no fee
+              captured("pay_d", "m_other", 400, [{"merchant_id": "acct_9", "amount_minor": 400}], 0, 4)]
+    rows = []
+    for e in events:
+        entry = post(e | {"occurred_at_ms": int(at.timestamp() * 1000)}, shard=0)
+        assert entry is not None
+        rows += [[entry.entry_id, no, e["event_id"], "captured", e["payment_id"], e["merchant_id"], 0, line.account,
+                  line.currency, line.debit_minor, line.credit_minor, None, None, at] for no, line in enumerate(entry.lines)]
+    ch.insert("ledger_entries", rows, column_names=["entry_id", "line_no", "event_id", "event_type", "payment_id",
+                                                    "merchant_id", "shard", "account", "currency", "debit_minor",
+                                                    "credit_minor", "reverses", "fx_rate", "occurred_at"])
+    reader = ClickHousePayments(ch)
+    transfers = reader.transfers("m_market", 10)
+    assert sorted((t["payment_id"], t["account"], t["amount_minor"]) for t in transfers) == [
+        ("pay_a", "merchant:acct_1:pending", 900), ("pay_b", "merchant:acct_1:pending", 200),
+        ("pay_b", "merchant:acct_2:pending", 250)]
+    assert [t["id"] for t in transfers] == sorted(t["id"] for t in transfers)
+    assert all(t["id"].startswith("tr_") and len(t["id"]) == 3 + 32 + 2 for t in transfers)
+    assert [t["id"] for t in reader.transfers("m_market", 1, starting_after=transfers[0]["id"])] == [transfers[1]["id"]]
+    assert [t["id"] for t in reader.transfers("m_market", 5, ending_before=transfers[2]["id"])] == [
+        transfers[1]["id"], transfers[0]["id"]]
+    assert reader.transfers("m_market", 1, transfer_id=transfers[1]["id"]) == [transfers[1]]
+    assert reader.transfers("m_other", 1, transfer_id=transfers[1]["id"]) == []  # another platform's is none
+    fees = reader.application_fees("m_market", 10)
+    assert sorted((f["payment_id"], f["destination"], f["amount_minor"]) for f in fees) == [
+        ("pay_a", "merchant:acct_1:pending", 100), ("pay_b", "merchant:acct_1:pending", 50)]
+    assert reader.application_fees("m_other", 10) == []  # a zero fee is no fee
+    assert reader.application_fees("m_market", 1, fee_id=fees[0]["id"]) == [fees[0]]
+    assert reader.application_fees("m_other", 1, fee_id=fees[0]["id"]) == []

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from streams.api.errors import ApiError
-from streams.api.stripe_objects import (IntentRequest, decline, intent_id, intent_status, outcome_answer,
-                                        payment_id_of, payment_intent, refund_id, stripe_error)
+from streams.api.stripe_objects import outcome_answer, payment_id_of, refund_id, stripe_error
+from streams.domain.stripe_shapes import intent_id
 
 PID = "pay_" + "ab" * 16
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
@@ -27,59 +27,6 @@ def test_ids_map_both_ways_and_refuse_others() -> None:
         assert payment_id_of(bad) is None
     assert refund_id("m", "k") == refund_id("m", "k") != refund_id("m2", "k")
     assert refund_id("m", "k").startswith("re_") and len(refund_id("m", "k")) == 35
-
-
-@pytest.mark.parametrize("ours,theirs", [
-    ("authorized", "requires_capture"), ("partially_captured", "requires_capture"), ("captured", "succeeded"),
-    ("partially_refunded", "succeeded"), ("refunded", "succeeded"), ("voided", "canceled"), ("expired", "canceled"),
-    ("declined", "requires_payment_method"), ("failed", "requires_payment_method"),
-    ("requires_action", "requires_action"), ("pending", "processing"), ("requires_review", "processing"), (None, "processing"),
-])
-def test_statuses(ours: str | None, theirs: str) -> None:
-    assert intent_status(ours) == theirs
-
-
-def test_an_intent_from_the_create_request_and_an_outcome() -> None:
-    asked = IntentRequest(1000, "usd", "manual", 1_700_000_000, {"order": "o-1"}, None, "a hat")
-    pi = payment_intent(view("partially_captured", captured=400), asked)
-    assert (pi["id"], pi["object"], pi["amount"], pi["amount_capturable"], pi["amount_received"]) == (
-        intent_id(PID), "payment_intent", 1000, 600, 400)
-    assert (pi["status"], pi["capture_method"], pi["currency"], pi["metadata"], pi["created"]) == (
-        "requires_capture", "manual", "usd", {"order": "o-1"}, 1_700_000_000)
-    assert pi["paystream"]["card"] == {"bin": "424242", "last4": "4242"} and pi["last_payment_error"] is None
-
-
-def test_without_the_request_an_intent_is_what_the_outcome_says() -> None:
-    pi = payment_intent(view("captured", captured=1000, occurred_at=T0))
-    assert (pi["amount"], pi["amount_capturable"], pi["capture_method"], pi["metadata"]) == (1000, 0, None, {})
-    assert pi["created"] == int(T0.timestamp())
-    declined = payment_intent(view("declined", authorized=0, kind="create", amount_minor=700, reason_code="insufficient_funds"))
-    assert declined["amount"] == 700 and declined["status"] == "requires_payment_method"
-    assert declined["last_payment_error"]["code"] == "card_declined"
-    assert declined["last_payment_error"]["decline_code"] == "insufficient_funds"
-
-
-def test_3ds_step_up_is_requires_action_with_next_action() -> None:
-    pi = payment_intent(view("requires_action", authorized=0))
-    assert pi["status"] == "requires_action" and pi["next_action"]["type"] == "three_d_secure"
-    assert pi["next_action"]["three_d_secure"]["confirm_url"] == f"/v1/payment_intents/{intent_id(PID)}/confirm"
-
-
-def test_a_cancel_keeps_its_reason_and_an_expiry_is_automatic() -> None:
-    asked = IntentRequest(1000, "usd", "manual", 1, cancellation_reason="duplicate")
-    assert payment_intent(view("voided"), asked)["cancellation_reason"] == "duplicate"
-    assert payment_intent(view("voided"))["cancellation_reason"] == "requested_by_customer"
-    assert payment_intent(view("expired"), asked)["cancellation_reason"] == "automatic"
-    assert payment_intent(view("captured"), asked)["cancellation_reason"] is None
-
-
-@pytest.mark.parametrize("reason,code,decline_code", [
-    ("card_declined", "card_declined", "generic_decline"), ("insufficient_funds", "card_declined", "insufficient_funds"),
-    ("expired_card", "expired_card", "expired_card"), ("incorrect_cvc", "incorrect_cvc", "incorrect_cvc"),
-    ("fraud_suspected", "card_declined", "fraudulent"), ("something_new", "card_declined", "something_new"),
-])
-def test_declines(reason: str, code: str, decline_code: str) -> None:
-    assert decline(reason) == (code, decline_code)
 
 
 def test_errors_take_stripes_shape() -> None:
@@ -134,7 +81,8 @@ def test_a_balance_from_the_ledger_accounts() -> None:
 
 
 def test_disputes_are_named_by_their_opening_event_and_closed_by_the_network() -> None:
-    from streams.api.stripe_objects import dispute_id, dispute_object, opened_event_of
+    from streams.api.stripe_objects import opened_event_of
+    from streams.domain.stripe_shapes import dispute_id, dispute_object
 
     evt = "evt_" + "cd" * 16
     assert dispute_id(evt) == "dp_" + "cd" * 16 and opened_event_of(dispute_id(evt)) == evt
@@ -167,22 +115,10 @@ def test_payouts() -> None:
     assert (failed["status"], failed["failure_code"]) == ("failed", "account_closed")
 
 
-def test_events_name_stripes_types_and_a_dispute_close_names_its_dispute() -> None:
-    from datetime import datetime, timezone
-
-    from streams.api.stripe_objects import balance_transaction_object, balance_transaction_of, event_object
+def test_a_balance_transaction_is_one_entrys_move_on_one_account() -> None:
+    from streams.api.stripe_objects import balance_transaction_object, balance_transaction_of
 
     at = datetime(2026, 11, 25, tzinfo=timezone.utc)
-    base = {"payment_id": "pay_" + "a" * 32, "merchant_id": "m1", "currency": "USD", "amount_minor": 500, "fee_minor": 0,
-            "payment_status": "captured", "authorized_minor": 500, "captured_minor": 500, "refunded_minor": 0,
-            "reason_code": None, "card_bin": "424242", "card_last4": "4242", "version": 2, "occurred_at": at}
-    captured = event_object(base | {"event_id": "evt_" + "1" * 32, "type": "captured"})
-    assert (captured["type"], captured["data"]["object"]["id"], captured["data"]["object"]["status"]) == (
-        "payment_intent.succeeded", "pi_" + "a" * 32, "succeeded")
-    closed = event_object(base | {"event_id": "evt_" + "3" * 32, "type": "dispute_lost", "opened_event_id": "evt_" + "2" * 32})
-    assert (closed["type"], closed["data"]["object"]["id"], closed["data"]["object"]["status"]) == (
-        "charge.dispute.closed", "dp_" + "2" * 32, "lost")
-    assert event_object(base | {"event_id": "evt_" + "4" * 32, "type": "settled"})["type"] == "paystream.settled"
     txn = balance_transaction_object({"entry_id": "je_" + "b" * 32, "account": "merchant:m1:available", "currency": "USD",
                                       "event_type": "settlement", "payment_id": "stl_x", "amount_minor": 941, "first_at": at})
     assert (txn["id"], txn["status"], txn["type"], txn["amount"], txn["currency"], txn["source"]) == (

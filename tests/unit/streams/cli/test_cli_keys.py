@@ -11,7 +11,6 @@ import pytest
 from typer.testing import CliRunner
 
 from connectors.vault.keys import FileKeyStore
-from connectors.vault.vault import open_vault
 from streams.cli.main import app
 from streams.settings import get_settings
 
@@ -99,18 +98,3 @@ def test_a_badly_protected_key_dir_is_a_clear_error(keys_dir: Path) -> None:
     (keys_dir / "webhook-v1.json").chmod(0o644)
     code, _, err = run("list")
     assert code == 1 and "webhook-v1.json is readable by others" in err
-
-
-def test_rewrap_moves_vault_records_to_the_active_master_key(keys_dir: Path) -> None:
-    run("init")
-    data_dir = keys_dir.parent / "data"
-    with open_vault(data_dir, FileKeyStore(keys_dir)) as vault:
-        token = vault.tokenize("m_acme", "4242424242424242").token
-    run("rotate", "--kind", "vault-master")
-    code, out, err = run("rewrap")
-    assert code == 0 and "rewrapped 1 data key(s) under vault-master-v2; 0 already were" in err
-    assert json.loads(out) == {"master_key_records": {"vault-master-v2": 1}}
-    with open_vault(data_dir, FileKeyStore(keys_dir)) as vault:
-        assert vault.reveal(token) == "4242424242424242"
-        code, _, err = run("rewrap")  # the vault is held open above: a clear error, not a crash
-    assert code == 1 and "one process at a time owns a vault" in err

@@ -1,5 +1,5 @@
 """`paystream subscriptions ...` and `paystream clock tick`: what they publish (the
-broker calls replaced), the card tokenized in the vault and never published, bad
+broker calls replaced), the card sealed onto card-vault and never published in clear, bad
 input refused with exit 2 before anything is sent."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from streams.cli import clock as cli_clock
 from streams.cli import common as cli_common
 from streams.cli import subscriptions as cli_subscriptions
 from streams.cli.main import app
+from streams.client import publish as publish_module
 from streams.domain.subscriptions import Subscription
 from streams.settings import get_settings
 
@@ -33,6 +34,7 @@ def sent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list]:
     out: list = []
     monkeypatch.setattr(cli_subscriptions, "publish", lambda _s, cmds: out.extend(CODEC.encode(c, check=True) for c in cmds))
     monkeypatch.setattr(cli_clock, "publish_tick", lambda _s, at: out.append(("tick", at)))
+    monkeypatch.setattr(publish_module, "publish_sealed_cards", lambda _s, sealed: out.extend(("sealed", t, b) for t, b in sealed.items()))
     yield out
     get_settings.cache_clear()
 
@@ -48,10 +50,10 @@ def test_create_tokenizes_the_card_and_publishes_only_the_token(sent: list) -> N
                          "--at", "2026-12-01T00:00:00Z")
     assert code == 0, err
     assert out.strip() == derive_subscription_id("m_acme", "plan-1")
-    (raw,) = sent
-    assert b"4242424242424242" not in raw
+    (_, token, sealed), raw = sent  # the sealed card onto card-vault first, then the command
+    assert b"4242424242424242" not in raw + sealed
     cmd = CODEC.decode(raw)
-    assert cmd["card_token"]["token"].startswith("tok_") and cmd["card_token"]["last4"] == "4242"
+    assert cmd["card_token"]["token"] == token and cmd["card_token"]["last4"] == "4242"
     assert (cmd["plan"]["amount_minor"], cmd["trial_days"], cmd["anchor_at"]) == (1999, 14, None)
 
 

@@ -514,6 +514,22 @@ def test_a_won_dispute_gives_the_funds_back_and_can_be_refunded_later(cmds) -> N
     assert (p.status, p.refunded_minor) == ("refunded", 10_000)
 
 
+def test_a_disputes_close_names_its_opening_and_the_next_dispute_its_own(cmds) -> None:
+    """The close's event carries the opening's event id (the API names a dispute by it)."""
+    p = captured(cmds)
+    opened = apply(p, cmds.dispute("dispute_open", p.payment_id, "d1", amount=4_000, reason="general"))
+    [opening] = opened.events
+    assert "dispute_event_id" not in opening and opened.payment.dispute_event_id == opening["event_id"]
+    assert Payment.from_json(opened.payment.to_json()) == opened.payment
+    won = apply(opened.payment, cmds.dispute("dispute_close", p.payment_id, "c1", outcome="won"))
+    assert won.events[0]["dispute_event_id"] == opening["event_id"] and won.payment.dispute_event_id is None
+    again = apply(won.payment, cmds.dispute("dispute_open", p.payment_id, "d2", amount=1_000, reason="general"))
+    lost = apply(again.payment, cmds.dispute("dispute_close", p.payment_id, "c2", outcome="lost"))
+    assert lost.events[0]["dispute_event_id"] == again.events[0]["event_id"] != opening["event_id"]
+    for e in (*won.events, *lost.events):
+        EVENTS.encode(e | {"chain_seq": 1}, check=True)
+
+
 def test_a_lost_fraud_dispute_emits_a_fraud_label(cmds) -> None:
     p = captured(cmds)
     p = ok(p, cmds.refund(p.payment_id, "r1", amount=1_000))

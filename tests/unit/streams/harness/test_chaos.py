@@ -4,7 +4,12 @@ from __future__ import annotations
 
 
 from streams.domain.audit import AuditReport, Failure
-from streams.harness.chaos import Figures, check, plan
+from pathlib import Path
+
+import pytest
+
+from streams.harness.chaos import Figures, check, plan, run_chaos
+from streams.settings import Settings
 
 
 def report(ok: bool = True, totals: dict[str, int] | None = None) -> AuditReport:
@@ -31,6 +36,32 @@ def test_the_plan_is_sorted_seeded_and_inside_the_run() -> None:
     assert [f.at_fraction for f in faults] == sorted(f.at_fraction for f in faults)
     assert all(0.05 <= f.at_fraction <= 0.9 for f in faults)
     assert plan(5, 2, seed=3) == faults and plan(5, 2, seed=4) != faults
+
+
+def test_broker_kills_pick_any_node_from_the_seed_and_leave_the_other_faults_alone() -> None:
+    faults = plan(5, 0, seed=3, broker_kills=30, nodes=3)
+    kills = [f for f in faults if f.kind == "broker_kill"]
+    assert len(kills) == 30 and {f.node for f in kills} == {1, 2, 3}
+    assert all(0.05 <= f.at_fraction <= 0.9 for f in kills)
+    assert plan(5, 0, seed=3, broker_kills=30, nodes=3) == faults
+    assert [f for f in faults if f.kind == "kill"] == plan(5, 0, seed=3), "adding broker kills moves no worker kill"
+
+
+def test_broker_kills_need_a_cluster() -> None:
+    with pytest.raises(AssertionError, match="3\\+ nodes"):
+        plan(1, 0, seed=3, broker_kills=1, nodes=1)
+
+
+@pytest.mark.parametrize(("brokers", "restarts", "kills", "error"), [
+    (1, 0, 1, "need the embedded cluster"),
+    (3, 1, 0, "single embedded broker"),
+])
+def test_a_fault_the_broker_cannot_take_is_refused_before_anything_starts(
+        tmp_path: Path, brokers: int, restarts: int, kills: int, error: str) -> None:
+    settings = Settings(kafka_bootstrap="localhost:48100", kafka_embedded_port=48100, kafka_brokers=brokers, data_dir=tmp_path)
+    with pytest.raises(ValueError, match=error):
+        run_chaos(settings, commands=10, kills=0, broker_restarts=restarts, workers=1, seed=1, broker_kills=kills)
+    assert not list(tmp_path.iterdir())
 
 
 def test_a_clean_run_passes() -> None:

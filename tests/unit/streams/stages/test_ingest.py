@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from connectors.vault.intake import CardOpener, Sealer, active_sealer
 from connectors.vault.keys import FileKeyStore
 from connectors.vault.scan import PanScanner
-from connectors.vault.tokenizer import Tokenizer
-from connectors.vault.vault import VaultCard, open_vault
+from connectors.vault.tokenizer import StoreTokenizer, Tokenizer
+from connectors.vault.vault import CardSealer, VaultCard, card_of, open_record
 from schemas.codec import Codec
 from schemas.ids import derive_dlq_id, derive_payment_id
 from schemas.partitioning import partition_for
@@ -453,22 +453,24 @@ def test_a_pre_tokenized_create_is_forwarded_with_its_card_token() -> None:
     assert cmd["card"]["token"] == forwarded(create())["card"]["token"]
 
 
-def test_ingest_with_the_vault_stores_the_pan_and_refuses_what_the_vault_refuses(tmp_path: Path) -> None:
+def test_ingest_with_the_vault_seals_the_pan_and_refuses_what_the_vault_refuses(tmp_path: Path) -> None:
     keys = FileKeyStore(tmp_path / "keys")
     keys.init()
-    with open_vault(tmp_path / "data", keys) as vault:
-        cmd = create()
-        result = ingest(COMMANDS.encode(cmd, check=True), source_for(routed_payment_id(cmd)), vault, LIMITS)
-        assert isinstance(result, Forward)
-        ref = result.command["card"]
-        assert vault.reveal(ref["token"]) == PAN
-        assert vault.card(ref["token"]) == VaultCard(ref["token"], "424242", "4242", "visa")
+    vault = CardSealer(keys, StoreTokenizer(keys), held=lambda token: False)
+    cmd = create()
+    result = ingest(COMMANDS.encode(cmd, check=True), source_for(routed_payment_id(cmd)), vault, LIMITS)
+    assert isinstance(result, Forward)
+    ref = result.command["card"]
+    assert list(vault.sealed) == [ref["token"]]  # the record the batch sends to card-vault with the token
+    assert open_record(keys, ref["token"], vault.sealed[ref["token"]]).pan == PAN
+    assert card_of(ref["token"], vault.sealed[ref["token"]]) == VaultCard(ref["token"], "424242", "4242", "visa")
 
-        odd = create(card=card(number="1234567812345670"))  # Luhn-valid, no known network
-        result = ingest(COMMANDS.encode(odd, check=True), source_for(routed_payment_id(odd)), vault, LIMITS)
-        assert isinstance(result, Forward)
-        assert result.command["rejection_reason"] == "unknown_card_brand"
-        assert "1234567812345670" not in result.command["rejection_detail"]
+    odd = create(card=card(number="1234567812345670"))  # Luhn-valid, no known network
+    result = ingest(COMMANDS.encode(odd, check=True), source_for(routed_payment_id(odd)), vault, LIMITS)
+    assert isinstance(result, Forward)
+    assert result.command["rejection_reason"] == "unknown_card_brand"
+    assert "1234567812345670" not in result.command["rejection_detail"]
+    assert len(vault.sealed) == 1
 
 
 @pytest.mark.parametrize("number", [

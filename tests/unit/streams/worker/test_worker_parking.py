@@ -43,4 +43,3 @@ def test_a_stage_bug_parks_its_record_and_the_batch_goes_on(tmp_path: Path, monk
     assert "KeyError" in letter["detail"] and letter["raw_value"] == b"bug"
     assert task.table("dlq-marks").get(b"ledger:" + names.ledger.encode() + b"/1") == b"1"  # one letter, even if redelivered
     task.close()
-    engine.close()

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from streams.api.models import Card
+from streams.api.bodies import Card
 
 
 class PaymentError(BaseModel):
@@ -48,6 +48,8 @@ class PaymentIntent(BaseModel):
     payment_method_types: list[str]
     customer: str | None
     setup_future_usage: str | None
+    transfer_data: dict[str, str] | None
+    application_fee_amount: int | None
     latest_charge: str | None
     client_secret: str | None
     paystream: PaystreamDetails
@@ -243,6 +245,14 @@ class EventRequest(BaseModel):
     idempotency_key: str | None
 
 
+class EventPaystream(BaseModel):
+    """Ours, not Stripe's: the pipeline's event behind the Event."""
+
+    type: str
+    payment_id: str
+    version: int | None
+
+
 class Event(BaseModel):
     id: str
     object: Literal["event"]
@@ -253,6 +263,7 @@ class Event(BaseModel):
     request: EventRequest
     type: str
     data: EventData
+    paystream: EventPaystream
 
 
 class EventList(BaseModel):
@@ -282,3 +293,113 @@ class WebhookEndpointList(BaseModel):
     url: str
     has_more: bool
     data: list[WebhookEndpoint]
+
+
+class AccountRequirements(BaseModel):
+    currently_due: list[str]
+    eventually_due: list[str]
+    past_due: list[str]
+    pending_verification: list[str]
+    disabled_reason: str | None
+    current_deadline: int | None
+    errors: list[dict[str, str]]
+
+
+class AccountPaystream(BaseModel):
+    """Ours, not Stripe's: the registry's KYC status and the case's state."""
+
+    kyc_status: str
+    kyc_state: str | None
+
+
+class Account(BaseModel):
+    id: str
+    object: Literal["account"]
+    type: str
+    business_type: str
+    country: str | None
+    default_currency: str
+    email: str | None
+    created: int | None
+    charges_enabled: bool
+    payouts_enabled: bool
+    details_submitted: bool
+    capabilities: dict[str, str]
+    requirements: AccountRequirements
+    metadata: dict[str, str]
+    livemode: bool
+    paystream: AccountPaystream
+
+
+class AccountList(BaseModel):
+    object: Literal["list"]
+    url: str
+    has_more: bool
+    data: list[Account]
+
+
+class EmptyList(BaseModel):
+    object: Literal["list"]
+    url: str
+    has_more: bool
+    data: list[dict[str, str]]
+
+
+class SplitPaystream(BaseModel):
+    """Ours, not Stripe's: the destination charge's intent and the ledger entry."""
+
+    payment_intent: str | None
+    entry_id: str
+
+
+class Transfer(BaseModel):
+    id: str
+    object: Literal["transfer"]
+    amount: int
+    amount_reversed: int
+    currency: str
+    destination: str
+    destination_payment: str | None
+    source_transaction: str | None
+    source_type: str
+    created: int | None
+    description: str | None
+    livemode: bool
+    metadata: dict[str, str]
+    reversed: bool
+    reversals: EmptyList
+    transfer_group: str | None
+    balance_transaction: str | None
+    paystream: SplitPaystream
+
+
+class TransferList(BaseModel):
+    object: Literal["list"]
+    url: str
+    has_more: bool
+    data: list[Transfer]
+
+
+class ApplicationFee(BaseModel):
+    id: str
+    object: Literal["application_fee"]
+    account: str
+    amount: int
+    amount_refunded: int
+    refunded: bool
+    application: str | None
+    balance_transaction: str | None
+    charge: str | None
+    originating_transaction: str | None
+    currency: str
+    created: int | None
+    livemode: bool
+    refunds: EmptyList
+    paystream: SplitPaystream
+
+
+class ApplicationFeeList(BaseModel):
+    object: Literal["list"]
+    url: str
+    has_more: bool
+    data: list[ApplicationFee]
