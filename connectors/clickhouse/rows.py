@@ -20,7 +20,7 @@ from typing import Any
 
 from schemas.cards import contains_pan
 from schemas.errors import ReasonedError
-from schemas.money import is_currency, is_ledger_currency
+from schemas.money import is_asset, is_currency, is_ledger_currency
 from schemas.times import from_ms
 
 COLUMNS: dict[str, tuple[str, ...]] = {
@@ -42,6 +42,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "card_last4",
         "updated_at",
         "method",
+        "asset",
     ),
     "payment_events": (
         "event_id",
@@ -66,6 +67,12 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "chain_seq",
         "occurred_at",
         "method",
+        "asset",
+        "asset_amount_minor",
+        "asset_due_minor",
+        "crypto_address",
+        "crypto_tx_ids",
+        "quote_expires_at",
     ),
     "ledger_entries": (
         "entry_id",
@@ -186,6 +193,7 @@ DISPUTE_STAGES = {"dispute_opened": "opened", "dispute_won": "won", "dispute_los
 FRAUD_DECLINE_REASON = "fraud_suspected"  # streams/domain/payments.py: a create the fraud hook declined
 MAX_STRING_LEN = 1024  # longest text kept in a column (reason details are cut, ids refused)
 MAX_LINES = 16  # streams.domain.ledger.MAX_LINES: an entry with more is not one the ledger posts
+MAX_TX_IDS = 64  # chain transactions one crypto event names (a payer sends one or two)
 _INT64 = (-(2**63), 2**63 - 1)
 
 
@@ -298,6 +306,7 @@ def _payment_event(r: Mapping[str, Any]) -> list[Row]:
     provider = _text(r, "provider", optional=True)
     token, bin_, last4 = _card(r)
     method = _text(r, "method", optional=True) or "card"  # null: a card (PaymentEvent before version 3)
+    crypto = _crypto(r)
     rows = [
         Row(
             "payment_events",
@@ -322,6 +331,7 @@ def _payment_event(r: Mapping[str, Any]) -> list[Row]:
                 _int(r, "chain_seq", optional=True, low=0) or 0,
                 occurred_at,
                 method,
+                *crypto,
             ),
         ),
         Row(
@@ -342,6 +352,7 @@ def _payment_event(r: Mapping[str, Any]) -> list[Row]:
                 last4,
                 occurred_at,
                 method,
+                crypto[0],
             ),
         ),
     ]
@@ -381,6 +392,34 @@ def _payment_event(r: Mapping[str, Any]) -> list[Row]:
             )
         )
     return rows
+
+
+def _crypto(r: Mapping[str, Any]) -> tuple[str, int, int, str, list[str], datetime | None]:
+    """The crypto columns of a payment event: (asset, amount, due, address, tx ids,
+    quote expiry); empty for an event without a `crypto` record (PaymentEvent before v4)."""
+    c = r.get("crypto")
+    if c is None:
+        return "", 0, 0, "", [], None
+    if not isinstance(c, Mapping):
+        raise RowError("invalid_field", "crypto must be a record")
+    asset = c["asset"]
+    if not is_asset(asset):
+        raise RowError("invalid_currency", f"crypto.asset={str(asset)[:16]!r}")
+    tx_ids = c["tx_ids"]
+    if (
+        not isinstance(tx_ids, list)
+        or len(tx_ids) > MAX_TX_IDS
+        or not all(isinstance(t, str) and 0 < len(t) <= MAX_STRING_LEN for t in tx_ids)
+    ):
+        raise RowError("invalid_field", f"crypto.tx_ids must be at most {MAX_TX_IDS} transaction ids")
+    return (
+        asset,
+        _int(c, "amount_minor", low=0),
+        _int(c, "due_minor", low=0),
+        _text(c, "address"),
+        list(tx_ids),
+        _time(c, "expires_at"),
+    )
 
 
 def _ledger_entry(r: Mapping[str, Any]) -> list[Row]:
@@ -529,7 +568,7 @@ def _reconciliation(r: Mapping[str, Any]) -> list[Row]:
                 _text(r, "provider_ref"),
                 _text(r, "payment_id", optional=True) or "",
                 _text(r, "status"),
-                _currency(r),
+                _currency(r, asset=True),  # a custody item is in its asset
                 *(_int(r, n, optional=True) for n in COLUMNS["reconciliation"][6:10]),
                 _text(r, "detail", optional=True, cut=True) or "",
             ),

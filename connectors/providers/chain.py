@@ -270,6 +270,12 @@ def _check(ok: bool, message: str) -> None:
         raise ChainConfigError(message)
 
 
+def build_chains(seed: int, path: Path | str = DEFAULT_CHAINS) -> dict[str, SimChain]:
+    """asset -> its simulated chain, seeded like the rails: the worker's and the
+    reconciliation's are one and the same chain."""
+    return {asset: SimChain(config, seed=seed) for asset, config in load_chains(path).items()}
+
+
 def load_chains(path: Path | str = DEFAULT_CHAINS) -> dict[str, ChainConfig]:
     """asset -> its chain, from chains.toml."""
     with open(path, "rb") as f:

@@ -1,4 +1,5 @@
-"""`paystream reconcile --date D`: the providers' settlement reports against the ledger."""
+"""`paystream reconcile --date D`: the providers' settlement reports against the ledger,
+and the ledger's crypto custody against the simulated chains."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from connectors.clickhouse.client import ClickHouseError
+from connectors.providers.chain import build_chains
 from connectors.providers.rails import RailConfigError
 from streams.cli.clickhouse import read_models
 from streams.cli.common import MAX_SHOWN, day_of
@@ -29,7 +31,8 @@ def reconcile(
         help="Provider report CSV (repeatable); default <data dir>/settlement-reports/[<namespace>/]<date>/*.csv",
     ),
 ) -> None:
-    """Match the providers' settlement reports of a day against the ledger.
+    """Match the providers' settlement reports of a day against the ledger, and the
+    crypto custody against the chain at the day's end.
 
     Writes the `reconciliation` table; exit 1 on any unexplained discrepancy."""
     day, settings = day_of(date_), get_settings()
@@ -40,8 +43,8 @@ def reconcile(
         raise typer.Exit(2) from None
     client = read_models("reconcile")
     try:
-        result = reconcile_day(client, day, rows, lag)
-    except ClickHouseError as e:
+        result = reconcile_day(client, day, rows, lag, build_chains(settings.provider_seed))
+    except (ClickHouseError, ReportError) as e:
         err.print(f"[red]reconcile:[/red] {e}")
         raise typer.Exit(1) from None
     finally:

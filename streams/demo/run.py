@@ -26,6 +26,7 @@ from connectors.clickhouse.client import connect
 from connectors.clickhouse.migrate import migrate
 from connectors.kafka import admin
 from connectors.kafka.clients import command_producer, read_to_end
+from connectors.providers.chain import SimChain, build_chains
 from connectors.providers.charges import DECISIONS, approvals, double_charges
 from connectors.providers.rails import Window, build_rails, schedule_toml
 from connectors.providers.routing_log import RoutingView, read_routing_log
@@ -38,6 +39,7 @@ from streams.client.observe import Observer
 from streams.client.processes import WorkerProcess
 from streams.client.publish import RawMessage, publish_commands
 from streams.demo.cards import CARD_WEIGHTS, ORDINARY_CARDS, TEST_CARDS, cardholder
+from streams.demo.crypto import CryptoRun, crypto_commands, crypto_summary, run_crypto
 from streams.demo.market import (
     Marketplace,
     market_records,
@@ -66,7 +68,7 @@ from streams.domain.authentication import (
 from streams.domain.fx import FxRate, rate_to_record
 from streams.domain.merchants import merchant_record
 from streams.domain.methods import DISPUTABLE, METHODS
-from streams.domain.payments import FRAUD_DISPUTE_REASONS
+from streams.domain.payments import FRAUD_DISPUTE_REASONS, Policy
 from streams.jobs.sink import catch_up
 from streams.settings import Settings, client_config
 from streams.topics import declared_topics, topic_names
@@ -100,6 +102,8 @@ DEMO_DISPUTE_REASONS = ("fraudulent", "product_not_received", "duplicate", "unre
 METHOD_SHARES = (("wallet", 0.10), ("bank_transfer", 0.25), ("bnpl", 0.05))
 METHOD_CURRENCIES = {"wallet": {"USD", "EUR", "GBP"}, "bank_transfer": {"USD", "EUR"}, "bnpl": {"USD", "EUR", "GBP"}}
 BANK_SCHEMES = {"USD": "ach", "EUR": "sepa"}
+# The worker's crypto policy (streams/worker/topology.py builds Policy with the default one).
+CRYPTO_POLICY = Policy().crypto
 # currency -> (typical amount range in minor units)
 CURRENCIES = {
     "USD": (500, 50_000),
@@ -267,6 +271,16 @@ def with_fraud_showcase(traffic: Traffic) -> None:
         traffic.expected[cmd["kind"]] += 1
 
 
+def with_crypto(traffic: Traffic, seed: int, chains: dict[str, SimChain]) -> None:
+    """Append the crypto customers (streams/demo/crypto.py: USDC and BTC, paid in full,
+    short, too much or never) after the rest of the day's traffic, by event time."""
+    last = max(c["occurred_at"] for c in traffic.items if isinstance(c, dict))
+    for cmd in crypto_commands(traffic.run_id, seed, last + timedelta(seconds=1), chains, CRYPTO_POLICY):
+        traffic.items.append(cmd)
+        traffic.command_ids.add(cmd["command_id"])
+        traffic.expected[cmd["kind"]] += 1
+
+
 def demo_method(seed: int, i: int, currency: str) -> str:
     """The payment method of the demo's payment i: card, or one of METHOD_SHARES where
     its rails take the currency."""
@@ -332,6 +346,8 @@ def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int, 
     run_id = uuid.uuid4().hex[:8]
     traffic = generate(payments, seed, run_id, datetime.now(UTC))
     with_fraud_showcase(traffic)
+    chains = build_chains(settings.provider_seed)  # the worker's chains: same file, same seed
+    with_crypto(traffic, seed, chains)
     commands = len(traffic.command_ids)
     log_file = settings.data_dir / "logs" / "demo-worker.log"
     console.print(
@@ -381,6 +397,14 @@ def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int, 
         # The cardholders answer their 3DS step-ups.
         phase("the cardholders' answers to their 3DS step-ups")
         step_ups = complete_step_ups(settings, observer, traffic, seed, timeout_s) if complete else StepUps()
+        # The chains move with the clock: ticks a poll apart until the crypto payments settle.
+        phase("the crypto payments' confirmations on the chain, tick by tick")
+        creates = [c for c in traffic.items if isinstance(c, dict) and c["kind"] == "create"]
+        crypto = (
+            run_crypto(settings, observer, creates, chains, CRYPTO_POLICY, traffic.run_id, timeout_s)
+            if complete
+            else CryptoRun()
+        )
         # Weeks later by event time, the card network disputes some captures.
         phase("the disputes' outcomes")
         disputes = run_disputes(settings, observer, seed, traffic.run_id, timeout_s) if complete else Disputes()
@@ -424,6 +448,7 @@ def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int, 
     )
     console.print(methods_summary(observer.events, bank))
     console.print(fraud_summary(observer.events))
+    console.print(crypto_summary(observer.events, {c["payment_id"] for c in creates}, crypto))
     if worker.restarts:
         console.print(f"[yellow]the worker was restarted {worker.restarts} time(s); see {log_file}")
     console.print(
@@ -450,6 +475,7 @@ def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int, 
         and charges_ok
         and subs.complete
         and market.completed
+        and crypto.moved
         and bank.answered == bank.sent
     )
 

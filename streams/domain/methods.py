@@ -87,7 +87,7 @@ class Instrument:
     card goes separately, as before)."""
 
     method: str
-    wallet: dict[str, str] | None = None
+    wallet: dict[str, Any] | None = None
     bank_account: dict[str, str] | None = None
     bnpl_provider: str | None = None
     crypto: dict[str, str] | None = None
@@ -169,7 +169,7 @@ def _crypto(crypto: Mapping[str, Any]) -> dict[str, str]:
     return {"asset": str(asset), "refund_address": str(address)}
 
 
-def _wallet(cmd: Mapping[str, Any], keys: Mapping[str, bytes], payment_id: str | None) -> dict[str, str]:
+def _wallet(cmd: Mapping[str, Any], keys: Mapping[str, bytes], payment_id: str | None) -> dict[str, Any]:
     wallet = cmd["wallet"]
     token, cryptogram = wallet["token"], wallet["cryptogram"]
     if contains_pan(token) or contains_pan(cryptogram):
@@ -195,11 +195,15 @@ def _wallet(cmd: Mapping[str, Any], keys: Mapping[str, bytes], payment_id: str |
         )
         if isinstance(checked, Refusal):
             raise MethodError(checked.reason, checked.detail)
+        verified = True
     elif not CRYPTOGRAM_PATTERN.fullmatch(cryptogram):
         # An opaque cryptogram (producers before version 7): format-checked only, as before.
         raise MethodError("invalid_wallet", "wallet.cryptogram must be a signed wc1 value or 16..64 base64 chars")
-    # The cryptogram authenticates one payment: checked here, not kept downstream.
-    return {"provider": wallet["provider"], "token": token}
+    else:
+        verified = False
+    # The cryptogram authenticates one payment: checked here, not kept downstream; that it
+    # verified goes on (ValidatedCommand v8): the payments stage records the liability shift.
+    return {"provider": wallet["provider"], "token": token, "cryptogram_verified": verified}
 
 
 def _mandate(account: Mapping[str, Any], currency: str | None) -> dict[str, str]:

@@ -16,8 +16,10 @@ confirm carrying the cardholder's EMV 3DS result: Y/A authorize, N/R decline
 shifts liability to the issuer (recorded on the events) only with the ACS's signed
 authentication value, verified against the issuer's keys and this payment
 (streams/domain/authentication.py); a bad one refuses the confirm with its reason, and a
-result without one authorizes without a shift. A timed-out authorization leaves the
-payment `pending`; a `resolve` command asks the provider's status under the same key.
+result without one authorizes without a shift. A wallet create whose cryptogram ingest
+verified against the wallet provider's key shifts it the same way (no 3DS on a wallet).
+A timed-out authorization leaves the payment `pending`; a `resolve` command asks the
+provider's status under the same key.
 A capture the provider refuses after approving the authorization is compensated by a
 void at the provider (the hold is released).
 """
@@ -285,6 +287,7 @@ class Payment:
     # The 3DS result that answered the step-up (None: no step-up), and whether it moved
     # fraud-chargeback liability to the issuer (a Y or A with a verified authentication
     # value; a merchant-reported result without one does not); both go on every later event.
+    # A wallet payment whose cryptogram ingest verified has liability_shift True and no 3DS.
     three_ds_status: str | None = None
     liability_shift: bool | None = None
     # Hold given back without a capture (void, expiry, failed capture).
@@ -333,9 +336,21 @@ class Payment:
         assert self.status not in CRYPTO_STATUSES or self.crypto is not None, self
         assert (self.dispute_minor > 0) == (self.dispute_reason is not None), self
         assert len(self.dispute_evidence) <= MAX_EVIDENCE, self
-        assert (self.three_ds_status is None) == (self.liability_shift is None), self
-        # Liability shifts on a verified authentication value only, which comes with Y or A.
-        assert not self.liability_shift or self.three_ds_status in THREE_DS_SHIFTS_LIABILITY, self
+        # A 3DS result always says whether liability shifted; without one, only a wallet's
+        # verified cryptogram shifts it (and there is no 3DS on a wallet: NO_STEP_UP).
+        assert self.three_ds_status is None or self.liability_shift is not None, self
+        assert (
+            self.three_ds_status is not None
+            or self.liability_shift is None
+            or (self.method == "wallet" and self.liability_shift)
+        ), self
+        # Liability shifts on a verified authentication value only: a CAVV with Y or A, or
+        # (no 3DS, so a wallet's, above) the wallet provider's signed cryptogram.
+        assert (
+            not self.liability_shift
+            or self.three_ds_status in THREE_DS_SHIFTS_LIABILITY
+            or self.three_ds_status is None
+        ), self
         if self.status in ("voided", "expired", "failed"):
             assert self.captured_minor + self.released_minor == self.authorized_minor, self
 
@@ -423,6 +438,9 @@ def fingerprint(cmd: dict[str, Any]) -> str:
         for f in ("method", "wallet", "bank_account", "bnpl_provider", "return_code", "crypto")
         if cmd.get(f) is not None
     }
+    wallet = cmd.get("wallet")
+    if wallet is not None:  # what ingest found of the cryptogram is no part of the request (v8)
+        instrument["wallet"] = {k: v for k, v in wallet.items() if k != "cryptogram_verified"}
     if instrument:  # only then: the fingerprints of card payments stay as they were
         body["instrument"] = instrument
     if cmd["kind"] == "review_resolve":  # the reviewer's decision is the request
@@ -725,6 +743,9 @@ def _create(cmd: dict[str, Any], fp: str, saga: Saga, policy: Policy, routing: R
         splits=splits,
         method=method,
         instrument=instrument_label(method, cmd),
+        # The wallet provider's signed cryptogram, verified at ingest for this payment,
+        # vouches for the customer as an issuer's CAVV does: the liability shifts.
+        liability_shift=True if method == "wallet" and (cmd.get("wallet") or {}).get("cryptogram_verified") else None,
         merchant_initiated=needs_pan(cmd),
     )
     verdict = saga.fraud(cmd)

@@ -149,12 +149,12 @@ class ReconResult:
 
 def ledger_side(events: Iterable[Mapping[str, Any]]) -> list[ProviderTxn]:
     """The provider transactions our books hold, from the payment events the ledger
-    posted (captures and refunds that went through a provider)."""
+    posted (captures and refunds that went through a provider; not the chain's)."""
     out = []
     for e in events:
         kind = KIND_OF_EVENT.get(e["type"])
-        if kind is None or not e.get("provider") or not e.get("provider_ref"):
-            continue
+        if kind is None or not e.get("provider") or not e.get("provider_ref") or e.get("crypto"):
+            continue  # a crypto refund is a send on the chain: reconciled with the custody
         at = e["occurred_at"] if isinstance(e["occurred_at"], int) else to_ms(e["occurred_at"])
         sign = 1 if kind == "capture" else -1
         out.append(

@@ -36,6 +36,7 @@ from connectors.clickhouse.client import connect
 from connectors.clickhouse.migrate import migrate
 from connectors.kafka.clients import MissingTopic, command_producer, read_to_end
 from connectors.providers.bank import BankRail
+from connectors.providers.chain import build_chains
 from connectors.providers.rails import build_rails
 from schemas.codec import Codec, DecodeError
 from streams import metrics
@@ -155,7 +156,8 @@ def default_jobs(settings: Settings, kyc_desk: Any = None) -> dict[str, Job]:
 
         rows, lag = provider_reports(settings, day)
         with read_models(settings) as client:
-            result = reconcile_day(client, day, rows, lag)  # counts SETTLEMENT_DISCREPANCIES here, served by us
+            # counts SETTLEMENT_DISCREPANCIES here, served by us; custody against the worker's chains
+            result = reconcile_day(client, day, rows, lag, build_chains(settings.provider_seed))
         return ", ".join(f"{status} {n}" for status, n in result.counts.items())
 
     def kyc_reverify(day: date) -> str:

@@ -33,17 +33,24 @@ from connectors.clickhouse.migrate import migrate
 from connectors.clickhouse.rows import Row, RowError, rows_for
 from connectors.clickhouse.sink import Batcher, Sink
 from connectors.kafka.clients import end_offsets
+from connectors.providers.chain import SimChain
 from connectors.providers.rails import load_rail_configs
 from schemas.codec import Codec, DecodeError
+from streams.domain.crypto import CryptoPolicy
 from streams.domain.ledger import entry_to_record
 from streams.domain.reconcile import (
+    CUSTODY_ACCOUNT,
     KIND_OF_EVENT,
+    SEND_EVENTS,
     ProviderTxn,
     ReconResult,
     ReportError,
+    chain_custody,
+    day_end_ms,
     ledger_side,
     read_report,
     reconcile,
+    reconcile_custody,
 )
 from streams.domain.settlement import SettlementRun
 from streams.metrics import DEAD_LETTERS, SETTLEMENT_DISCREPANCIES, SINK_ROWS
@@ -307,13 +314,15 @@ def record_settlement(client: Client, run_: SettlementRun) -> None:
 
 def provider_txns(client: Client, first: date, last: date) -> list[ProviderTxn]:
     """The ledger's provider transactions (captures, refunds, bank submissions and
-    returns) of days first..last, from `payment_events FINAL`."""
+    returns) of days first..last, from `payment_events FINAL`. A crypto payment's
+    refund is a send on the chain, reconciled with the custody (`custody_day`): no
+    provider reports it."""
     types = ", ".join(f"'{t}'" for t in sorted(KIND_OF_EVENT))  # our constants, not input
     q = f"""
         SELECT type, provider, provider_ref, payment_id, currency, amount_minor, fee_minor,
                toUnixTimestamp64Milli(occurred_at) AS at_ms
         FROM payment_events FINAL
-        WHERE type IN ({types}) AND provider != '' AND provider_ref != ''
+        WHERE type IN ({types}) AND provider != '' AND provider_ref != '' AND asset = ''
           AND toDate(occurred_at) BETWEEN {{first:Date}} AND {{last:Date}}
     """
     result = client.query(q, parameters={"first": first, "last": last})
@@ -321,16 +330,82 @@ def provider_txns(client: Client, first: date, last: date) -> list[ProviderTxn]:
     return ledger_side(dict(zip(names, r)) for r in result.result_rows)
 
 
-def reconcile_day(client: Client, day: date, report: list[ProviderTxn], lag_days: Mapping[str, int]) -> ReconResult:
-    """Reconcile `day`'s provider report against the read models; writes the
-    `reconciliation` rows and counts each discrepancy in SETTLEMENT_DISCREPANCIES."""
+def reconcile_day(
+    client: Client,
+    day: date,
+    report: list[ProviderTxn],
+    lag_days: Mapping[str, int],
+    chains: Mapping[str, SimChain] | None = None,
+    crypto: CryptoPolicy | None = None,
+) -> ReconResult:
+    """Reconcile `day`'s provider report against the read models and, with `chains`
+    (asset -> the simulated chain), the ledger's crypto custody against the chain
+    (`custody_day`); writes the `reconciliation` rows and counts each discrepancy in
+    SETTLEMENT_DISCREPANCIES."""
     first = day - timedelta(days=RECON_LOOKBACK_DAYS + max(lag_days.values(), default=0))
     result = reconcile(day, report, provider_txns(client, first, day), lag_days)
+    if chains:
+        result = ReconResult(day, result.items + custody_day(client, day, chains, crypto or CryptoPolicy()).items)
     rows = [r for i in result.items for r in rows_for("reconciliation", asdict(i))]
     if rows:
         Sink(client).insert(rows)
     count_discrepancies(result)
     return result
+
+
+MAX_CUSTODY_EVENTS = 5_000_000  # crypto quotes and sends one custody check reads (every day so far)
+
+
+def crypto_events(client: Client, cutoff_ms: int) -> list[dict[str, Any]]:
+    """What `chain_custody` reads, up to `cutoff_ms`, from `payment_events FINAL`: every
+    crypto quote (asset, deposit address, due amount, lock window) and every send
+    (coins given back, a merchant's refund), as payment events with their `crypto`."""
+    types = ", ".join(f"'{t}'" for t in ("crypto_quoted", *SEND_EVENTS))  # our constants, not input
+    q = f"""
+        SELECT type, asset, asset_amount_minor, asset_due_minor, crypto_address,
+               toUnixTimestamp64Milli(quote_expires_at) AS expires_ms, toUnixTimestamp64Milli(occurred_at) AS at_ms
+        FROM payment_events FINAL
+        WHERE type IN ({types}) AND asset != '' AND toUnixTimestamp64Milli(occurred_at) <= {{cutoff:Int64}}
+        ORDER BY at_ms
+        LIMIT {MAX_CUSTODY_EVENTS + 1}
+    """
+    rows = client.query(q, parameters={"cutoff": cutoff_ms}).result_rows
+    if len(rows) > MAX_CUSTODY_EVENTS:
+        raise ReportError(f"more than {MAX_CUSTODY_EVENTS} crypto quotes and sends to check custody against")
+    return [
+        {
+            "type": t,
+            "occurred_at": at,
+            "crypto": {
+                "asset": asset,
+                "amount_minor": amount,
+                "due_minor": due,
+                "address": address,
+                "expires_at": expires,
+            },
+        }
+        for t, asset, amount, due, address, expires, at in rows
+    ]
+
+
+def booked_custody(client: Client, cutoff_ms: int) -> dict[str, int]:
+    """asset -> the ledger's `crypto_custody` balance (debit, every shard) up to
+    `cutoff_ms`, from `ledger_entries FINAL` (as `reconcile.ledger_custody` over the topic)."""
+    result = client.query(
+        """SELECT currency, sum(debit_minor) - sum(credit_minor) FROM ledger_entries FINAL
+           WHERE startsWith(account, {prefix:String}) AND toUnixTimestamp64Milli(occurred_at) <= {cutoff:Int64}
+           GROUP BY currency""",
+        parameters={"prefix": CUSTODY_ACCOUNT, "cutoff": cutoff_ms},
+    )
+    return {asset: int(n) for asset, n in result.result_rows}
+
+
+def custody_day(client: Client, day: date, chains: Mapping[str, SimChain], policy: CryptoPolicy) -> ReconResult:
+    """The chain against the books at the end of `day`: one item per asset either side
+    holds, `custody_mismatch` where they differ (streams/domain/reconcile.py)."""
+    cutoff = day_end_ms(day)
+    on_chain = chain_custody(crypto_events(client, cutoff), chains, policy, cutoff)
+    return reconcile_custody(day, on_chain, booked_custody(client, cutoff), {a: c.name for a, c in chains.items()})
 
 
 def count_discrepancies(result: ReconResult) -> None:

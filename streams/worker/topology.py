@@ -20,7 +20,7 @@ from datetime import timedelta
 from typing import Any
 
 from connectors.kafka.clients import TopicFollower
-from connectors.providers.chain import SimChain, load_chains
+from connectors.providers.chain import build_chains
 from connectors.providers.rails import build_rails, load_schedules
 from connectors.providers.router import Router, build_router
 from connectors.providers.routing_log import RoutingLog
@@ -111,7 +111,7 @@ def build_saga(settings: Settings) -> Saga:
     schedules = load_schedules(settings.provider_schedule_file) if settings.provider_schedule_file else None
     rails = build_rails(seed=settings.provider_seed, schedules=schedules, journal_dir=settings.providers_dir)
     # Crypto payments are paid on simulated chains (chains.toml), seeded like the rails.
-    chains = {asset: SimChain(config, seed=settings.provider_seed) for asset, config in load_chains().items()}
+    chains = build_chains(settings.provider_seed)
     router = build_router({name: rail.config for name, rail in rails.items()}, learn=settings.routing_learn)
     return Saga(providers=dict(rails), route=router, chains=chains)
 

@@ -496,7 +496,11 @@ EXTRA_RECORDS = [
     (
         "ValidatedCommand",
         RECORDS["ValidatedCommand"]
-        | {"method": "wallet", "card": None, "wallet": {"provider": "google_pay", "token": "wtok_0123456789abcdef"}},
+        | {
+            "method": "wallet",
+            "card": None,
+            "wallet": {"provider": "google_pay", "token": "wtok_0123456789abcdef", "cryptogram_verified": True},
+        },
     ),
     (
         "ValidatedCommand",
@@ -815,6 +819,7 @@ def test_history_schemas_are_earlier_versions_of_shipped_ones() -> None:
         "history/ValidatedCommand.4",
         "history/ValidatedCommand.5",
         "history/ValidatedCommand.6",
+        "history/ValidatedCommand.7",
     )
     for name in history_names():
         old = load_schema(name)
@@ -949,6 +954,13 @@ def test_a_validated_command_written_with_version_3_decodes_without_merchant_fea
     old = {k: v for k, v in RECORDS["ValidatedCommand"].items() if k != "merchant_features"}
     decoded = Codec("ValidatedCommand").decode(_written_with("history/ValidatedCommand.3", old))
     assert decoded == old | {"merchant_features": None}
+
+
+def test_a_wallet_create_validated_with_version_7_decodes_as_an_unverified_cryptogram() -> None:
+    wallet = {"provider": "apple_pay", "token": "wtok_0123456789abcdef"}
+    old = RECORDS["ValidatedCommand"] | {"method": "wallet", "card": None, "wallet": wallet}
+    decoded = Codec("ValidatedCommand").decode(_written_with("history/ValidatedCommand.7", old))
+    assert decoded == old | {"wallet": wallet | {"cryptogram_verified": False}}  # no liability shift claimed
 
 
 _METHOD_FIELDS = {

@@ -177,9 +177,16 @@ def run(
             break
         t = timers.pop(0)
         if refund_at_poll is not None and i >= refund_at_poll and p.status == "confirmed":
+            # a command id per payment: one command's events have one id each, as in the pipeline
             r = decide(
                 p,
-                cmds.refund(p.payment_id, "r1", amount=max(1, p.amount_minor // 2), at=from_ms(t.due_ms)),
+                cmds.refund(
+                    p.payment_id,
+                    "r1",
+                    amount=max(1, p.amount_minor // 2),
+                    at=from_ms(t.due_ms),
+                    command_id=f"cmd_refund_{p.payment_id}",
+                ),
                 saga,
                 policy,
             )

@@ -41,7 +41,11 @@ def test_the_instrument_forwarded_drops_the_cryptogram() -> None:
     checked = check_instrument({"method": "wallet", "wallet": WALLET, "currency": "USD"})
     assert checked.fields() == {
         "method": "wallet",
-        "wallet": {"provider": "google_pay", "token": WALLET["token"]},
+        "wallet": {
+            "provider": "google_pay",
+            "token": WALLET["token"],
+            "cryptogram_verified": False,
+        },  # opaque: format-checked
         "bank_account": None,
         "bnpl_provider": None,
     }

@@ -7,6 +7,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from connectors.providers.router import _method
 from connectors.providers.simulated import ProviderResult
@@ -164,3 +166,48 @@ def test_a_paused_payment_resumes_with_its_method(cmds: Commands) -> None:
     assert _method(_as_create(old)) == "wallet"
     resolved = ok(p, cmds.follow_up("review_resolve", p.payment_id, "rv1") | {"fraud_action": "approve"})
     assert resolved.status == "captured" and resolved.method == "bnpl"
+
+
+# --- a wallet's verified cryptogram shifts the liability, as a verified 3DS CAVV does ---
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    verified=st.booleans(),
+    manual=st.booleans(),
+    fraud=st.sampled_from(["approve", "requires_action", "review"]),
+    follow_ups=st.lists(st.sampled_from(["capture", "refund", "void"]), max_size=4),
+)
+def test_a_verified_wallet_cryptogram_shifts_liability_on_every_event(
+    cmds: Commands, verified: bool, manual: bool, fraud: str, follow_ups: list[str]
+) -> None:
+    """Whatever the fraud decision (a wallet takes no 3DS step-up) and whatever follows,
+    every event of a wallet payment says liability_shift True if ingest verified its
+    cryptogram and null (no claim) if not; the shift never comes with a 3DS result."""
+    cmd = create(cmds, "wallet", capture_method="manual" if manual else "automatic")
+    cmd["wallet"] = cmd["wallet"] | {"cryptogram_verified": verified}
+    saga = saga_of(fraud=lambda _c: FraudVerdict(fraud))
+    d = decide(None, cmd, saga, Policy())
+    p, events = d.payment, list(d.events)
+    for i, kind in enumerate(follow_ups):
+        assert p is not None
+        d = decide(p, cmds.follow_up(kind, p.payment_id, f"f{i}", amount=None), saga, Policy())
+        p, events = d.payment, events + list(d.events)
+    assert p is not None and events
+    want = True if verified else None
+    assert p.liability_shift is want and p.three_ds_status is None
+    assert {e["liability_shift"] for e in events} == {want} and {e["three_ds_status"] for e in events} == {None}
+    for e in events:
+        EVENTS.encode(e, check=True)
+
+
+def test_a_card_claims_no_shift_from_a_wallet_flag(cmds: Commands) -> None:
+    """Only a wallet's cryptogram shifts liability outside 3DS: a card create carrying a
+    stray wallet record is a card as before (ingest never forwards one)."""
+    d = decide(
+        None,
+        cmds.create("order-9") | {"wallet": {"provider": "apple_pay", "token": "t" * 16, "cryptogram_verified": True}},
+        saga_of(),
+        Policy(),
+    )
+    assert d.payment.method == "card" and d.payment.liability_shift is None

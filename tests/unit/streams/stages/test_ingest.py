@@ -755,7 +755,7 @@ def test_a_wallet_create_forwards_the_token_and_drops_the_cryptogram() -> None:
     cmd = forwarded(create(method="wallet", card=None, wallet=WALLET))
     assert cmd["rejection_reason"] is None
     assert (cmd["method"], cmd["card"]) == ("wallet", None)
-    assert cmd["wallet"] == {"provider": "apple_pay", "token": WALLET["token"]}
+    assert cmd["wallet"] == {"provider": "apple_pay", "token": WALLET["token"], "cryptogram_verified": False}
     assert WALLET["cryptogram"] not in repr(cmd)
 
 
@@ -826,7 +826,8 @@ def test_a_signed_wallet_cryptogram_is_verified_against_the_wallet_providers_key
 
     good = ingest(COMMANDS.encode(signed(), check=True), source_for(pid), TOKENIZER, limits)
     assert isinstance(good, Forward) and good.command["rejection_reason"] is None
-    assert good.command["wallet"] == {"provider": "apple_pay", "token": WALLET["token"]}  # the cryptogram stays here
+    # the cryptogram stays here; that it verified goes on (ValidatedCommand v8)
+    assert good.command["wallet"] == {"provider": "apple_pay", "token": WALLET["token"], "cryptogram_verified": True}
     assert refused_at_ingest(signed(), LIMITS) == "cryptogram_unknown_key"  # no wallet keys trusted
     assert refused_at_ingest(signed(amount_minor=1), limits) == "cryptogram_amount_mismatch"
     assert refused_at_ingest(signed(payment_id="pay_" + "0" * 32), limits) == "cryptogram_replayed"
@@ -835,6 +836,18 @@ def test_a_signed_wallet_cryptogram_is_verified_against_the_wallet_providers_key
     assert refused_at_ingest(tampered, limits) == "cryptogram_invalid"
     # An opaque cryptogram (producers before version 7) is format-checked only, as before.
     assert refused_at_ingest(base, limits) is None
+    # The verified one shifts the liability as a verified CAVV does, on every event; the
+    # opaque one does not; both are the same request (the flag is no part of the fingerprint).
+    from streams.domain.payments import Policy, decide, fingerprint
+    from tests.unit.streams.conftest import saga_of
+
+    opaque = forwarded(base)
+    assert opaque["wallet"]["cryptogram_verified"] is False
+    shifted, plain = decide(None, good.command, saga_of(), Policy()), decide(None, opaque, saga_of(), Policy())
+    assert shifted.payment.liability_shift is True and shifted.payment.three_ds_status is None
+    assert [e["liability_shift"] for e in shifted.events] == [True] * len(shifted.events) != []
+    assert plain.payment.liability_shift is None and {e["liability_shift"] for e in plain.events} == {None}
+    assert fingerprint(good.command) == fingerprint(opaque)
 
 
 def test_the_method_must_have_a_rail_for_the_currency() -> None:

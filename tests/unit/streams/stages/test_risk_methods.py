@@ -25,7 +25,7 @@ ADDRESS = "0xabcdef0000000000000000000000000000000001"
 DIGEST = "cd" * 32
 INSTRUMENTS = {
     "wallet": (
-        {"wallet": {"provider": "google_pay", "token": "wtok_0a1b2c3d4e5f6a7b"}},
+        {"wallet": {"provider": "google_pay", "token": "wtok_0a1b2c3d4e5f6a7b", "cryptogram_verified": False}},
         {},
         "wallet:google_pay:wtok_0a1b2c3d4e5f6a7b",
         ("wallet", "wtok_0a1b2c3d4e5f6a7b"),
