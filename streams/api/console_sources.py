@@ -34,7 +34,7 @@ from schemas.ids import derive_notification_id
 from schemas.partitioning import partition_for
 from schemas.times import to_ms
 from streams.api.console import Notification
-from streams.jobs.webhooks import backoff_of, registry_path
+from streams.jobs.webhooks import backoff_of, event_body, registry_path
 from streams.settings import Settings, client_config
 from streams.topics import topic_names
 
@@ -219,7 +219,9 @@ class KafkaSources:
         )
         if event is None:
             raise SourceError("the notification's payment event was not found")
-        [note] = notifications(event, (endpoint,), to_ms(event["occurred_at"]))
+        # The body the runner sent: a close names its opening (PaymentEvent v5 dispute_event_id).
+        body = event_body(event, event.get("dispute_event_id"))
+        [note] = notifications(event, (endpoint,), to_ms(event["occurred_at"]), body)
         # This attempt follows the recorded ones (its number names its delivery id).
         pending = Pending(note, attempts=last["attempt"], next_ms=to_ms(now))
         outbox = Outbox(MappingProxyType({(endpoint.endpoint_id, note.payment_id): (pending,)}))
