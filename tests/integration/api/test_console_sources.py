@@ -27,6 +27,7 @@ from schemas.partitioning import partition_for
 from streams.api.console import notifications
 from streams.api.console_sources import KafkaSources
 from streams.client.fraud import resolve_command
+from streams.client.processes import wait_until
 from streams.domain.chain import UNSIGNED, VERIFIED, ChainHead, link, sign_block, verdicts
 from streams.jobs.webhooks import registry_path
 from streams.topics import declared_topics, topic_names
@@ -157,10 +158,9 @@ def test_a_review_is_read_and_resolved_onto_the_validated_topic(world) -> None: 
     producer = command_producer(settings.bootstrap_servers)
     producer.produce(topic_names(settings).review, key=b"pay_console_rev", value=REVIEWS.encode(review, check=True))
     assert producer.flush(30) == 0
-    deadline = time.monotonic() + 60
-    while not any(r["payment_id"] == "pay_console_rev" for r in sources.reviews()):
-        assert time.monotonic() < deadline, "the review never arrived"
-        time.sleep(0.2)
+    assert wait_until(lambda: any(r["payment_id"] == "pay_console_rev" for r in sources.reviews()), 60), (
+        "the review never arrived"
+    )
     [seen] = [r for r in sources.reviews() if r["payment_id"] == "pay_console_rev"]
     key, command = resolve_command(seen, "decline", T0, "dashboard:ops")
     sources.resolve(key, command)
@@ -211,11 +211,13 @@ def test_a_given_up_webhook_is_retried_by_hand_signed_and_recorded(world) -> Non
                 ),
             )
         assert producer.flush(30) == 0
-        deadline = time.monotonic() + 60
-        while not (found := notifications(sources.deliveries(), MERCHANT)) or found[0].last["attempt"] < 2:
-            assert time.monotonic() < deadline, "the attempts never arrived"
-            time.sleep(0.2)
-        [n] = found
+
+        def attempts() -> int:
+            found = notifications(sources.deliveries(), MERCHANT)
+            return found[0].last["attempt"] if found else 0
+
+        assert wait_until(lambda: attempts() >= 2, 60), "the attempts never arrived"
+        [n] = notifications(sources.deliveries(), MERCHANT)
         assert n.retryable
         record = sources.retry(n, datetime.now(UTC))
         assert (record["status"], record["attempt"], record["http_status"]) == ("delivered", 3, 200)
@@ -227,8 +229,6 @@ def test_a_given_up_webhook_is_retried_by_hand_signed_and_recorded(world) -> Non
             and doc["type"].startswith("payment_intent.")
         )
         verify(headers[HEADER], body, store.webhook_secret(MERCHANT).digest, int(time.time()))  # raises if forged
-        while notifications(sources.deliveries(), MERCHANT)[0].last["attempt"] != 3:
-            assert time.monotonic() < deadline, "the retry was not recorded"
-            time.sleep(0.2)
+        assert wait_until(lambda: attempts() == 3, 60), "the retry was not recorded"
     finally:
         server.shutdown()
