@@ -18,6 +18,7 @@ from schemas.codec import Codec
 from schemas.ids import derive_payment_id
 from streams.stages import idempotency as ks
 from streams.stages import risk as rs
+from tests.unit.streams.stages.test_risk_stage import Table
 
 T0 = datetime(2026, 11, 2, 9, tzinfo=UTC)
 RETENTION = timedelta(hours=24)
@@ -61,15 +62,6 @@ VELOCITY = {
 @pytest.fixture(scope="module")
 def scorer() -> Scorer:
     return Scorer.load(SHIPPED_ARTIFACT)
-
-
-class Table(dict):
-    def apply(self, writes) -> None:
-        for k, v in writes:
-            if v is None:
-                self.pop(k, None)
-            else:
-                self[k] = v
 
 
 def create(method: str, n: int, *, at: datetime = T0, amount: int = 2_500, merchant: str = "m_1") -> dict[str, Any]:
