@@ -32,7 +32,7 @@ lint: install
 	$(BIN)/mypy
 
 test: lint broker registry
-	$(BIN)/pytest
+	$(BIN)/pytest --junitxml=var/pytest-junit.xml
 
 down:
 	$(BIN)/paystream registry down
