@@ -37,6 +37,7 @@ from __future__ import annotations
 from dataclasses import astuple, dataclass
 
 from connectors.kafka.admin import TopicSpec, min_insync_for
+from connectors.kafka.clients import READER_GROUP_PREFIX, SNAPSHOT_GROUP_PREFIX
 from streams.settings import Settings
 
 # A table's changelog is "<app id>-<table>-changelog" (the names Faust gave them: an
@@ -124,6 +125,43 @@ def topic_names(settings: Settings) -> TopicNames:
         "vault-reveals",
     )
     return TopicNames(*(prefixed(settings, n) for n in names))
+
+
+@dataclass(frozen=True)
+class ClientIds:
+    """Every consumer group and transactional id paystream's processes use, named here
+    once: the clients are built from it, and deploy/kafka-security/acls.sh grants each
+    (tests/unit/deploy/test_kafka_acls.py fails on one the script misses). A name that
+    ends in "-" is a prefix: the process adds its worker name or a random suffix."""
+
+    worker_group: str  # the worker's group: its offsets commit inside its transactions
+    worker_transactions: str  # + the worker's name: one transactional producer per worker
+    sink_group: str  # the ClickHouse sink
+    rebuild_groups: str  # a read-model rebuild reads from offset 0 in a group of its own
+    webhooks_group: str  # the webhook runner
+    settle_transaction: str  # settle fences a concurrent settle
+    payouts_transaction: str  # and payouts a concurrent payouts run
+    reader_groups: str  # read_committed readers and topic followers (never commit)
+    snapshot_groups: str  # read_to_end: restores, audits, the jobs' reads (never commit)
+    console_groups: str  # the dashboard's reads of one event window (never commit)
+    sizer_group: str  # the audit's reads of end offsets (never joins, never commits)
+
+
+def client_ids(settings: Settings) -> ClientIds:
+    app = settings.app_id
+    return ClientIds(
+        worker_group=app,
+        worker_transactions=f"{app}-",
+        sink_group=f"{app}-sink",
+        rebuild_groups=f"{app}-rebuild-",
+        webhooks_group=f"{app}-webhooks",
+        settle_transaction=f"{app}-settle",
+        payouts_transaction=f"{app}-payouts",
+        reader_groups=READER_GROUP_PREFIX,
+        snapshot_groups=SNAPSHOT_GROUP_PREFIX,
+        console_groups="paystream-console-",
+        sizer_group="paystream-sizer",
+    )
 
 
 def changelog_topic(app_id: str, table: str) -> str:

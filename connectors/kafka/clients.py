@@ -13,6 +13,10 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 # Bounds on what a producer may hold in memory before `produce` pushes back.
 PRODUCER_QUEUE_MAX_MESSAGES = 100_000
 POLL_TIMEOUT_S = 0.5
+# The consumer groups of the readers below: a prefix and a random suffix each, so the
+# ACLs grant the prefix (streams/topics.py ClientIds, deploy/kafka-security/acls.sh).
+READER_GROUP_PREFIX = "paystream-reader-"
+SNAPSHOT_GROUP_PREFIX = "paystream-snapshot-"
 
 #: How a client reaches the cluster: a bootstrap string (plaintext: the embedded broker)
 #: or librdkafka connection settings, `bootstrap.servers` plus security (the pipeline
@@ -68,7 +72,7 @@ def committed_reader(
     consumer = Consumer(
         {
             **connection(conn),
-            "group.id": group_id or f"paystream-reader-{uuid.uuid4().hex[:12]}",
+            "group.id": group_id or f"{READER_GROUP_PREFIX}{uuid.uuid4().hex[:12]}",
             "isolation.level": "read_committed",
             "auto.offset.reset": "earliest" if from_beginning else "latest",
             "enable.auto.commit": group_id is not None,
@@ -171,7 +175,7 @@ def read_to_end(
     consumer = Consumer(
         {
             **connection(conn),
-            "group.id": f"paystream-snapshot-{uuid.uuid4().hex[:12]}",
+            "group.id": f"{SNAPSHOT_GROUP_PREFIX}{uuid.uuid4().hex[:12]}",
             "isolation.level": "read_committed",
             "enable.auto.commit": False,
             "enable.partition.eof": True,

@@ -36,7 +36,7 @@ from schemas.times import to_ms
 from streams.api.console import Notification
 from streams.jobs.webhooks import backoff_of, event_body, registry_path
 from streams.settings import Settings, client_config
-from streams.topics import topic_names
+from streams.topics import client_ids, topic_names
 
 WINDOW_RECORDS_MAX = 50_000
 BACKTRACK_OFFSETS = 256  # read this far before the first event: its predecessor and markers
@@ -95,7 +95,7 @@ class KafkaSources:
         consumer = Consumer(
             connection(self.conn)
             | {
-                "group.id": f"paystream-console-{uuid.uuid4().hex[:12]}",
+                "group.id": f"{client_ids(self.settings).console_groups}{uuid.uuid4().hex[:12]}",
                 "isolation.level": "read_committed",
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,

@@ -199,7 +199,7 @@ def _dashboard(settings: Settings, keys: auth.ApiKeys, reader: ClickHousePayment
     from streams.api.console_sources import KafkaSources
     from streams.api.dashboard import Dashboard
     from streams.api.ops import KafkaOps
-    from streams.topics import topic_names
+    from streams.topics import client_ids, topic_names
 
     if reader is None:
         err.print("[yellow]api: no read model: the dashboard is off[/yellow]")
@@ -207,8 +207,9 @@ def _dashboard(settings: Settings, keys: auth.ApiKeys, reader: ClickHousePayment
     urls = [u for u in settings.dashboard_metrics_urls.split(",") if u]
     if not urls and settings.metrics_port is not None:
         urls = [f"http://127.0.0.1:{settings.metrics_port}/metrics"]
-    # The worker's group (the app id) and the sink's (streams/jobs/sink.py).
-    groups = [settings.app_id, f"{settings.app_id}-sink"]
+    # The worker's group and the sink's (streams/topics.py ClientIds).
+    ids = client_ids(settings)
+    groups = [ids.worker_group, ids.sink_group]
     ops = KafkaOps(client_config(settings), groups, topic_names(settings).dlq, urls)
     # Signatures, reviews and webhook attempts: read from the topics on use (console_sources.py).
     return Dashboard(reader.rows, keys, ops_token(settings.dashboard_token_file), ops, sources=KafkaSources(settings))

@@ -22,7 +22,7 @@ from streams.domain.chain import ChainHead
 from streams.domain.ledger import decode_balance, parse_balance_key
 from streams.settings import Settings, client_config
 from streams.stages.payments import chain_key
-from streams.topics import changelog_topic, topic_names
+from streams.topics import changelog_topic, client_ids, topic_names
 
 CODECS = {"events": Codec("PaymentEvent"), "ledger": Codec("LedgerEntry")}
 
@@ -45,7 +45,7 @@ def _per_partition(settings: Settings, topics: list[str], offsets: Any) -> dict[
     partition of `topics`, by (topic, partition)."""
     from confluent_kafka import Consumer
 
-    c = Consumer({**client_config(settings), "group.id": "paystream-sizer", "log_level": 3})
+    c = Consumer({**client_config(settings), "group.id": client_ids(settings).sizer_group, "log_level": 3})
     try:
         require_topics(c, topics)
         return {(t, p): o for t in topics for p, o in offsets(c, t, settings.partitions).items()}

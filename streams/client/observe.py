@@ -17,7 +17,7 @@ from connectors.kafka.clients import POLL_TIMEOUT_S, committed_reader, end_offse
 from schemas.codec import Codec, DecodeError
 from streams.settings import Settings, client_config
 from streams.stages.ledger import post_event
-from streams.topics import topic_names
+from streams.topics import client_ids, topic_names
 
 OUTCOME_CODEC = Codec("PaymentOutcome")
 DLQ_CODEC = Codec("DeadLetter")
@@ -58,7 +58,7 @@ class Observer:
         self.expected_entry_ids: set[str] = set()  # what the events seen so far must post
         self.last_entry_offset: dict[int, int] = {}  # per ledger partition, the last entry seen
         self.undecodable = 0
-        self.client, self.app_id = client_config(settings), settings.app_id
+        self.client, self.worker_group = client_config(settings), client_ids(settings).worker_group
         self.group: Consumer | None = None  # made by ledger_caught_up, the only reader of the group's offsets
 
     def poll(self, timeout_s: float = POLL_TIMEOUT_S) -> int:
@@ -151,7 +151,9 @@ class Observer:
         """The ledger agent has applied every entry seen so far: its group's committed
         offset is past the last one in each partition."""
         if self.group is None:  # reads the pipeline's committed offsets; never joins the group, never commits
-            self.group = Consumer({**self.client, "group.id": self.app_id, "enable.auto.commit": False, "log_level": 3})
+            self.group = Consumer(
+                {**self.client, "group.id": self.worker_group, "enable.auto.commit": False, "log_level": 3}
+            )
         tps = [TopicPartition(self.ledger_topic, p) for p in self.last_entry_offset]
         committed = {tp.partition: tp.offset for tp in self.group.committed(tps, timeout=10)} if tps else {}
         return all(committed.get(p, -1) > last for p, last in self.last_entry_offset.items())

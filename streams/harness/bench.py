@@ -72,7 +72,7 @@ from streams.harness.chaos import Fleet
 from streams.harness.stats import percentiles, rate
 from streams.jobs.sink import catch_up
 from streams.settings import Settings, client_config
-from streams.topics import declared_topics, topic_names
+from streams.topics import client_ids, declared_topics, topic_names
 
 COMMAND_CODEC = Codec("PaymentCommand")
 MAX_MESSAGES = 10_000_000
@@ -158,7 +158,8 @@ def group_ready(settings: Settings, members: int) -> bool:
     worker's join would otherwise rebalance inside the clock)."""
     client = AdminClient(client_config(settings) | {"log_level": 0})
     try:
-        group = client.describe_consumer_groups([settings.app_id])[settings.app_id].result(timeout=10)
+        worker_group = client_ids(settings).worker_group
+        group = client.describe_consumer_groups([worker_group])[worker_group].result(timeout=10)
     except Exception:  # noqa: BLE001 - not there yet: the workers have not joined
         return False
     return bool(group.state == ConsumerGroupState.STABLE and len(group.members) == members)

@@ -41,7 +41,7 @@ from streams.domain.payouts import (
 from streams.domain.settlement import cutoff_ms
 from streams.jobs.settle import ENTRY_CODEC, TXN_TIMEOUT_S, SettleError, read_entries
 from streams.settings import Settings, client_config
-from streams.topics import topic_names
+from streams.topics import client_ids, topic_names
 from streams.worker.feeds import read_list
 
 PAYOUT_CODEC = Codec("PayoutInstruction")
@@ -79,7 +79,7 @@ def post_entries(settings: Settings, entries: tuple[JournalEntry, ...]) -> int:
     producer = Producer(
         {
             **client_config(settings),
-            "transactional.id": f"{settings.app_id}-payouts",
+            "transactional.id": client_ids(settings).payouts_transaction,
             "enable.idempotence": True,
             "acks": "all",
             "log_level": 3,

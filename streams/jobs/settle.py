@@ -37,7 +37,7 @@ from streams.domain.ledger import (
 from streams.domain.settlement import SettlementRun, settle
 from streams.jobs.sink import record_settlement
 from streams.settings import Settings, client_config
-from streams.topics import topic_names
+from streams.topics import client_ids, topic_names
 
 ENTRY_CODEC, RATE_CODEC, PAYOUT_CODEC = Codec("LedgerEntry"), Codec("FxRate"), Codec("PayoutInstruction")
 log = logging.getLogger("paystream.settle")
@@ -94,7 +94,7 @@ def post(settings: Settings, run: SettlementRun, already: set[str]) -> frozenset
     producer = Producer(
         {
             **client_config(settings),
-            "transactional.id": f"{settings.app_id}-settle",
+            "transactional.id": client_ids(settings).settle_transaction,
             "enable.idempotence": True,
             "acks": "all",
             "log_level": 3,

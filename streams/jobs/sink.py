@@ -57,7 +57,7 @@ from streams.metrics import DEAD_LETTERS, SETTLEMENT_DISCREPANCIES, SINK_ROWS
 from streams.settings import Settings, client_config
 from streams.stages.ingest import Source as Origin
 from streams.stages.ingest import dead_letter
-from streams.topics import topic_names
+from streams.topics import client_ids, topic_names
 
 log = logging.getLogger(__name__)
 
@@ -255,10 +255,11 @@ class KafkaDeadLetters:
 def sink_consumer(settings: Settings, *, group: bool = True, eof: bool | None = None) -> Consumer:
     """read_committed; in the group `<app_id>-sink` with manual commits, or (rebuild)
     an anonymous reader; `eof` (default: not in the group) reports each partition's end."""
+    ids = client_ids(settings)
     return Consumer(
         {
             **client_config(settings),
-            "group.id": f"{settings.app_id}-sink" if group else f"{settings.app_id}-rebuild-{uuid.uuid4().hex[:8]}",
+            "group.id": ids.sink_group if group else f"{ids.rebuild_groups}{uuid.uuid4().hex[:8]}",
             "isolation.level": "read_committed",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,

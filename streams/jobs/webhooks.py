@@ -41,7 +41,7 @@ from schemas.codec import Codec, DecodeError
 from schemas.times import to_ms
 from streams.domain.stripe_shapes import event_object
 from streams.settings import Settings, client_config
-from streams.topics import topic_names
+from streams.topics import client_ids, topic_names
 
 log = logging.getLogger("paystream.webhooks")
 
@@ -131,7 +131,7 @@ class WebhookRunner:
         consumer = Consumer(
             client_config(self.settings)
             | {
-                "group.id": f"{self.settings.app_id}-webhooks",
+                "group.id": client_ids(self.settings).webhooks_group,
                 "isolation.level": "read_committed",
                 "auto.offset.reset": "earliest",
                 "enable.auto.commit": False,

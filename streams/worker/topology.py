@@ -673,10 +673,11 @@ def build_worker(settings: Settings) -> Engine:
         )
     ]
     tables = {t: topics.changelog_topic(settings.app_id, t) for t in topics.TABLES}
+    ids = topics.client_ids(settings)
     config = EngineConfig(
         client=client_config(settings),
-        group_id=settings.app_id,
-        transactional_id=f"{settings.app_id}-{settings.worker_name}",
+        group_id=ids.worker_group,
+        transactional_id=f"{ids.worker_transactions}{settings.worker_name}",
         state_dir=settings.state_dir,
         commit_interval_ms=settings.commit_interval_ms,
         commit_idle_ms=settings.commit_idle_ms,
@@ -741,7 +742,7 @@ class LagWatch(threading.Thread):
     ) -> None:
         super().__init__(name="lag-watch", daemon=True)
         self.owned, self.ready = owned, ready
-        self.probe = probes.LagProbe(client_config(settings), settings.app_id)
+        self.probe = probes.LagProbe(client_config(settings), topics.client_ids(settings).worker_group)
         self.stall_watch = probes.StallWatch(settings.worker_stall_s)
         self.reported: set[tuple[str, int]] = set()
 

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from connectors.kafka.admin import CLUSTER_MIN_INSYNC_REPLICAS, CLUSTER_REPLICATION_FACTOR
+from connectors.schema_registry.launcher import CCOMPAT_PATH, COMPATIBILITY, REGISTRY_VERSION
 from streams.settings import Settings
 from streams.topics import declared_topics
 
@@ -241,13 +242,18 @@ def _check_compose(path: Path) -> subprocess.CompletedProcess[str]:
 LONG_LIVED = {("worker",), ("sink",), ("api",), ("webhooks", "run"), ("scheduler", "run")}
 
 
+PAYSTREAM_IMAGE = "ghcr.io/paystream/paystream:"
+
+
 def _k8s_containers() -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
-    """(workload name, pod template, container) of every Deployment and StatefulSet."""
+    """(workload name, pod template, container) of every paystream container of a
+    Deployment or StatefulSet (the registry's is Apicurio's)."""
     workloads = _kinds("Deployment") + _kinds("StatefulSet")
     return [
         (w["metadata"]["name"], w["spec"]["template"], c)
         for w in workloads
         for c in w["spec"]["template"]["spec"]["containers"]
+        if c["image"].startswith(PAYSTREAM_IMAGE)
     ]
 
 
@@ -330,3 +336,74 @@ def test_compose_ports_healthchecks_and_secrets_follow_the_settings(monkeypatch:
         for c in yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())["scrape_configs"]
     }
     assert scraped == {n for n, s in PAYSTREAM_SERVICES.items() if s.get("restart") != "no" and s["command"] != ["api"]}
+
+
+# --- the Schema Registry: the one CI and `paystream registry up` run ---
+
+REGISTRY_IMAGE = f"quay.io/apicurio/apicurio-registry-kafkasql:{REGISTRY_VERSION}"
+
+
+def _registry_workload() -> dict[str, Any]:
+    (registry,) = [
+        w
+        for w in _kinds("Deployment")
+        if any(not c["image"].startswith(PAYSTREAM_IMAGE) for c in w["spec"]["template"]["spec"]["containers"])
+    ]
+    return registry
+
+
+def test_the_registry_is_apicurio_at_the_launchers_version_in_both() -> None:
+    (container,) = _registry_workload()["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == SERVICES["schema-registry"]["image"] == REGISTRY_IMAGE
+    k8s_env = {e["name"]: e["value"] for e in container["env"]}
+    compose_env = SERVICES["schema-registry"]["environment"]
+    # The same global rule as the embedded registry (and as Confluent's default).
+    assert k8s_env["REGISTRY_RULES_GLOBAL_COMPATIBILITY"] == compose_env["REGISTRY_RULES_GLOBAL_COMPATIBILITY"]
+    assert compose_env["REGISTRY_RULES_GLOBAL_COMPATIBILITY"] == COMPATIBILITY
+    # Its storage is the pipeline's Kafka cluster.
+    assert k8s_env["KAFKA_BOOTSTRAP_SERVERS"] == _settings_configmap()["data"]["PAYSTREAM_KAFKA_BOOTSTRAP"]
+    assert compose_env["KAFKA_BOOTSTRAP_SERVERS"] == SERVICES["worker"]["environment"]["PAYSTREAM_KAFKA_BOOTSTRAP"]
+    everything = yaml.safe_dump(COMPOSE) + "".join(yaml.safe_dump(d) for _, d in K8S)
+    assert "confluentinc" not in everything and "SCHEMA_REGISTRY_" not in everything.replace("PAYSTREAM_SCHEMA_", "")
+
+
+def test_every_kubernetes_process_uses_the_registrys_ccompat_url() -> None:
+    registry = _registry_workload()
+    labels = registry["spec"]["template"]["metadata"]["labels"]
+    (service,) = [s for s in _kinds("Service") if s["spec"]["selector"] == labels]
+    (container,) = registry["spec"]["template"]["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    (port,) = service["spec"]["ports"]
+    assert port["targetPort"] in ports
+    url = f"http://{service['metadata']['name']}:{port['port']}{CCOMPAT_PATH}"
+    shared = _settings_configmap()["data"]
+    for name, _, c in _k8s_containers():
+        assert {"configMapRef": {"name": "paystream"}} in c["envFrom"], name
+        overridden = {e["name"] for e in c.get("env", [])}
+        assert "PAYSTREAM_SCHEMA_REGISTRY_URL" not in overridden, name
+    assert shared["PAYSTREAM_SCHEMA_REGISTRY_URL"] == url
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": f"{CCOMPAT_PATH}/subjects", "port": "http"}
+
+
+def test_only_paystream_pods_reach_the_registry() -> None:
+    registry = _registry_workload()
+    (policy,) = _kinds("NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"] == registry["spec"]["template"]["metadata"]["labels"]
+    ((source,),) = [rule["from"] for rule in policy["spec"]["ingress"]]
+    (expression,) = source["podSelector"]["matchExpressions"]
+    admitted = set(expression["values"]) if expression["operator"] == "In" else set()
+    names = {t["metadata"]["labels"]["app.kubernetes.io/name"] for _, t, _ in _k8s_containers()}
+    assert expression["key"] == "app.kubernetes.io/name" and admitted == names
+
+
+def test_every_compose_process_uses_the_registrys_ccompat_url() -> None:
+    registry = SERVICES["schema-registry"]
+    health = " ".join(registry["healthcheck"]["test"])
+    container_port = registry["ports"][0].split(":")[1]
+    assert f"localhost:{container_port}{CCOMPAT_PATH}/subjects" in health
+    for name, service in PAYSTREAM_SERVICES.items():
+        url = service["environment"]["PAYSTREAM_SCHEMA_REGISTRY_URL"]
+        assert url == f"http://schema-registry:{container_port}{CCOMPAT_PATH}", name
+        if service.get("restart") != "no":
+            assert service["depends_on"]["schema-registry"] == {"condition": "service_healthy"}, name
