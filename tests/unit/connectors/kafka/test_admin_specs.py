@@ -1,9 +1,14 @@
 """Pure logic of the Kafka edge: topic configs and the broker's server.properties."""
 
+import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
+from connectors.kafka import admin
 from connectors.kafka.admin import TopicSpec, config_drift
 from connectors.kafka.launcher import BrokerConfig, render_server_properties
 
@@ -95,3 +100,44 @@ def test_broker_paths_live_under_home(tmp_path: Path) -> None:
     cfg = BrokerConfig(home=tmp_path)
     assert cfg.bootstrap == "localhost:19092"
     assert {p.parent for p in (cfg.data_dir, cfg.libs_dir, cfg.pid_file, cfg.log_file)} == {tmp_path.resolve()}
+
+
+class _Meta:
+    def __init__(self, topics: dict[str, Any]) -> None:
+        self.topics = topics
+
+
+class _SlowAdmin:
+    """Metadata answers: a timeout first (a busy broker), then a topic without a leader, then led."""
+
+    def __init__(self, answers: list[Any]) -> None:
+        self.answers = answers
+
+    def list_topics(self, timeout: float) -> _Meta:
+        answer = self.answers.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+
+def _topic(leader: int) -> Any:
+    return SimpleNamespace(error=None, partitions={0: SimpleNamespace(leader=leader)})
+
+
+def test_waiting_for_leaders_outlasts_a_timed_out_metadata_probe() -> None:
+    slow = _SlowAdmin(
+        [KafkaException(KafkaError(KafkaError._TIMED_OUT)), _Meta({"t": _topic(-1)}), _Meta({"t": _topic(1)})]
+    )
+    admin._wait_for_leaders(slow, ["t"], time.monotonic() + 60)  # type: ignore[arg-type]
+    assert slow.answers == []
+
+
+def test_waiting_for_leaders_raises_a_non_retriable_metadata_error() -> None:
+    slow = _SlowAdmin([KafkaException(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED))])
+    with pytest.raises(KafkaException):
+        admin._wait_for_leaders(slow, ["t"], time.monotonic() + 60)  # type: ignore[arg-type]
+
+
+def test_waiting_for_leaders_gives_up_at_its_deadline() -> None:
+    with pytest.raises(admin.TopicError, match="without partition leaders"):
+        admin._wait_for_leaders(_SlowAdmin([]), ["t"], time.monotonic() - 1)  # type: ignore[arg-type]
