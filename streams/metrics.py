@@ -37,6 +37,10 @@ STAGE_LATENCY = Histogram(
 )
 # One transaction's commit: changelog records, offsets, EndTxn (streams/runtime/engine.py).
 COMMIT_LATENCY = Histogram("paystream_commit_seconds", "Transaction commit time", buckets=LATENCY_BUCKETS_S)
+# The runtime's transactional error handling (streams/runtime/txn.py): a call tried
+# again on a retriable error, a transaction aborted and its input redone.
+TRANSACTION_RETRIES = Counter("paystream_transaction_retries_total", "Transactional calls tried again", ["call"])
+TRANSACTIONS_ABORTED = Counter("paystream_transactions_aborted_total", "Transactions aborted and redone")
 # Log end offset minus the group's committed offset, per source partition this worker
 # owns, every streams.worker.probes.PROBE_INTERVAL_S (a partition that moves is dropped here).
 CONSUMER_LAG = Gauge(

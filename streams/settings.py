@@ -100,6 +100,15 @@ class Settings(BaseSettings):
     worker_name: str = Field("w0", pattern=r"^[a-z0-9-]{1,32}$")
     # How soon a dead worker's partitions move to the others.
     session_timeout_s: float = Field(10.0, ge=6, le=300)
+    # The transactional producer's transaction.timeout.ms: a record must be delivered
+    # within it (a partition leader dying takes ~10 s to move on a cluster), and a worker
+    # that died holding a transaction blocks its partitions' next owner until the broker
+    # aborts it after this long (docs/reliability.md, finding 8, for the figures). At
+    # most the broker's transaction.max.timeout.ms (15 min by default).
+    transaction_timeout_ms: int = Field(30_000, ge=2_000, le=900_000)
+    # How long the runtime retries one transactional call's retriable errors before it
+    # exits for a restart; below the transaction timeout (streams/runtime/txn.py).
+    transaction_retry_ms: int = Field(20_000, ge=1_000, le=600_000)
     # A worker that is ready (tables restored) and sees a source partition with lag whose
     # committed offset has not moved for this long exits for a restart (streams/worker/probes.py).
     worker_stall_s: float = Field(60.0, ge=10, le=3600)
@@ -286,6 +295,15 @@ class Settings(BaseSettings):
     def _idle_commit_within_the_interval(self) -> Settings:
         if self.commit_idle_ms > self.commit_interval_ms:
             raise ValueError("PAYSTREAM_COMMIT_IDLE_MS must not exceed PAYSTREAM_COMMIT_INTERVAL_MS")
+        return self
+
+    @model_validator(mode="after")
+    def _transaction_retries_end_before_its_timeout(self) -> Settings:
+        if self.transaction_retry_ms >= self.transaction_timeout_ms:
+            raise ValueError(
+                "PAYSTREAM_TRANSACTION_RETRY_MS must be below PAYSTREAM_TRANSACTION_TIMEOUT_MS:"
+                " past the timeout the broker aborts the transaction anyway"
+            )
         return self
 
     @model_validator(mode="after")

@@ -64,6 +64,8 @@ class WorkerProcess:
                 "PAYSTREAM_NAMESPACE": s.namespace,
                 "PAYSTREAM_WORKER_NAME": s.worker_name,
                 "PAYSTREAM_SESSION_TIMEOUT_S": str(s.session_timeout_s),
+                "PAYSTREAM_TRANSACTION_TIMEOUT_MS": str(s.transaction_timeout_ms),
+                "PAYSTREAM_TRANSACTION_RETRY_MS": str(s.transaction_retry_ms),
                 "PAYSTREAM_WORKER_STALL_S": str(s.worker_stall_s),
                 "PAYSTREAM_DATA_DIR": str(s.data_dir),
                 "PAYSTREAM_KEYS_DIR": str(s.keys_dir),

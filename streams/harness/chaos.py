@@ -129,6 +129,10 @@ class Figures:
     # the pipeline processes); the largest resident set any worker process reached.
     publish_rate_per_s: float = 0.0
     worker_peak_rss_mb: float = 0.0
+    # The longest time between two outcomes (by their records' timestamps): how long a
+    # fault (a worker or node killed, a worker exiting for a restart) left every
+    # partition unanswered.
+    longest_outcome_gap_s: float = 0.0
     audit_failures: list[str] = field(default_factory=list)
     broker_kill_log: list[BrokerKill] = field(default_factory=list)
 
@@ -191,6 +195,14 @@ def check(
         dead_letter_copies=dead_letter_copies,
         audit_failures=[str(f) for f in report.failures[:10]],
     )
+
+
+def longest_gap_s(timestamps_ms: Iterable[int]) -> float:
+    """The longest stretch between consecutive timestamps, in seconds. Read from the
+    outcome records' own timestamps (set when the worker sent them), not from when the
+    run's observer read them: the observer stops reading while it restarts a node."""
+    ordered = sorted(timestamps_ms)
+    return max((b - a for a, b in zip(ordered, ordered[1:], strict=False)), default=0) / 1000
 
 
 class Fleet:
@@ -376,6 +388,7 @@ def run_chaos(
         publisher.join(timeout=60)
         outcomes, events, dlq = dict(observer.outcomes), dict(observer.events), len(observer.dead_letters)
         dlq_copies = observer.dead_letter_copies
+        first_outcome_at = dict(observer.first_outcome_at)
     names = topic_names(settings)
     records = list(book_records(settings))  # one read of the topics serves the audit and the replay
     report = audit(records, public_keys(settings), events_topic=names.events, entries_topic=names.ledger)
@@ -390,6 +403,7 @@ def run_chaos(
     if published_in_s:
         figures.publish_rate_per_s = round(len(traffic.items) / max(published_in_s[0], 1e-3), 1)
     figures.elapsed_s = round(time.monotonic() - started, 1)
+    figures.longest_outcome_gap_s = round(longest_gap_s(ts for _, ts, _ in first_outcome_at.values()), 1)
     if not closed:
         figures.audit_failures.insert(0, "the books did not close before the timeout")
     return figures

@@ -19,7 +19,8 @@ The commit order, in one place (streams/runtime/engine.py carries it out):
      committed changelog being the truth.
 A rebalance commits the open transaction before partitions are given up (Kafka
 Streams' commit at revocation); an assigned partition's tables are restored to the
-changelog's end before its first record is handled. Any non-retriable produce or
-commit error exits the process for a restart (crash-only): the broker aborts the
-open transaction and the restarted worker resumes from the committed offsets.
+changelog's end before its first record is handled. A failed transactional call is
+retried (retriable), aborted and its input redone from the transaction's first
+offsets in the same process (abortable), or exits the process for a restart (fatal,
+unflagged, or out of retries): streams/runtime/txn.py decides, by librdkafka's contract.
 """

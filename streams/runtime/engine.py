@@ -21,6 +21,7 @@ from streams import metrics
 from streams.runtime.messages import ORIGIN_HEADER, Message, Record, exit_for_restart, origin_of
 from streams.runtime.restore import restore
 from streams.runtime.state import PENDING_KEYS_MAX, Task
+from streams.runtime.txn import RetryLimits, Step, backoff_s, step_for
 
 log = logging.getLogger("paystream.runtime")
 # librdkafka's own log lines, as structured (and masked) records like every other.
@@ -28,12 +29,12 @@ CLIENT_LOG = logging.getLogger("paystream.librdkafka")
 
 Handler = Callable[[list[Message], Task], None]
 # A transactional call's retriable errors (CONCURRENT_TRANSACTIONS right after a commit,
-# a coordinator moving, a timeout while the broker restarts) are tried again until this
-# long after the first attempt, then the worker exits for a restart: past the broker's
-# transaction.timeout.ms the transaction is aborted anyway, so waiting longer only
-# stalls its partitions (the 100,000-command chaos run's broker restart: a commit
-# retried with 30 s timeouts until the stall watch gave up).
-TXN_RETRY_S = 15.0
+# a coordinator moving, a timeout while a broker restarts) are tried again at most this
+# many times, and for at most EngineConfig.transaction_retry_ms (streams/runtime/txn.py).
+TXN_ATTEMPTS_MAX = 200
+# Transactions aborted in a row (each redone from its offsets) before the worker exits
+# for a restart instead: an input that fails every transaction it is in must not spin.
+TXN_ABORTS_IN_ROW_MAX = 5
 RESTORE_DEADLINE_S = 600.0
 
 
@@ -75,8 +76,16 @@ class EngineConfig:
     request_bytes: int
     commit_idle_ms: int = 0  # an idle worker commits its open transaction once it is this old (<= the interval)
     # A worker that died holding a transaction blocks its partitions' restore on the
-    # worker that takes them over until the broker aborts it, after this long.
-    transaction_timeout_ms: int = 10_000
+    # worker that takes them over until the broker aborts it, after this long; and a
+    # record not delivered within it fails its transaction (librdkafka caps
+    # message.timeout.ms at it). docs/reliability.md, finding 8, says how it was chosen.
+    transaction_timeout_ms: int = 30_000
+    # How long one transactional call's retriable errors are tried again: shorter than
+    # the transaction timeout, past which the broker aborts the transaction anyway.
+    transaction_retry_ms: int = 20_000
+
+    def __post_init__(self) -> None:
+        assert 0 < self.transaction_retry_ms < self.transaction_timeout_ms, "retries end before the broker aborts"
 
 
 class Engine:
@@ -103,9 +112,13 @@ class Engine:
         self._owned: frozenset[tuple[str, int]] = frozenset()  # swapped whole: the probe thread reads it
         self.stopping = False
         self._offsets: dict[tuple[str, int], int] = {}
+        self._replay_from: dict[tuple[str, int], int] = {}  # the open transaction's first offset per partition
         self._in_txn = False
         self._txn_started = 0.0
         self._txn_records = 0
+        self._must_abort = False  # a send was refused: the open transaction cannot commit
+        self._aborts_in_row = 0
+        self._retry = RetryLimits(TXN_ATTEMPTS_MAX, config.transaction_retry_ms)
         c = config
         self.consumer = Consumer(
             {
@@ -150,7 +163,8 @@ class Engine:
         """Until SIGTERM or SIGINT; then commit, leave the group and return."""
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
-        self._txn(self.producer.init_transactions)  # fences an earlier incarnation, aborts its transaction
+        # Fences an earlier incarnation and aborts its open transaction.
+        self._txn("init_transactions", self.producer.init_transactions)
         for watcher in self.watchers:
             watcher.start()
         self.consumer.subscribe(
@@ -179,7 +193,7 @@ class Engine:
             self.producer.poll(0)  # serves the producer's log lines
             self._run_periodic()
         log.info("stopping: committing and leaving the group")
-        self.commit()
+        self.commit(replay=False)
         self.consumer.close()  # revokes (nothing left to commit) and leaves the group at once
         for task in self.tasks.values():
             task.close(remove=False)
@@ -218,12 +232,15 @@ class Engine:
             self._begin()
             stage = self.stages[topic]
             stage.handle(messages, task.scoped(stage.name, stage.tables, stage.outputs))
+            self._replay_from.setdefault((topic, partition), messages[0].offset)
             self._offsets[(topic, partition)] = messages[-1].offset + 1
             self._txn_records += len(messages)
+        if self._must_abort:
+            self._abort("a send was refused")
 
     def _begin(self) -> None:
         if not self._in_txn:
-            self._txn(lambda _: self.producer.begin_transaction())
+            self._txn("begin_transaction", lambda _: self.producer.begin_transaction())
             self._in_txn = True
             self._txn_started = time.monotonic()
             self._txn_records = 0
@@ -234,50 +251,112 @@ class Engine:
 
     def _produce(self, record: Record, source_partition: int, headers: list[tuple[str, bytes]] | None) -> None:
         assert self._in_txn, "a send outside a transaction"
+        if self._must_abort:
+            return  # the transaction is lost already; its input is redone after the abort
         partition = source_partition if record.partition is None else record.partition
-        produce_waiting(
-            self.producer, record.topic, value=record.value, key=record.key, partition=partition, headers=headers
-        )
+        try:
+            produce_waiting(
+                self.producer, record.topic, value=record.value, key=record.key, partition=partition, headers=headers
+            )
+        except KafkaException as e:
+            # librdkafka refuses a record (_STATE) once the transaction has failed (a
+            # record timed out, say). Abort it: if the producer is fenced or fatal instead,
+            # the abort fails and the worker exits.
+            log.warning("a send into the open transaction was refused (%s): aborting it", e.args[0])
+            self._must_abort = True
 
     # -- committing ----------------------------------------------------------------
 
-    def commit(self) -> None:
-        """Changelogs, offsets and outputs in one transaction; then RocksDB."""
+    def commit(self, replay: bool = True) -> None:
+        """Changelogs, offsets and outputs in one transaction; then RocksDB. A transaction
+        that fails abortably is aborted and, with `replay`, its input read again."""
         if not self._in_txn:
             return
         started = time.monotonic()
         for task in self.tasks.values():
             for record in task.changelog_records():
                 self._produce(record, task.partition, None)
-        if self._offsets:
+        committed = not self._must_abort
+        if committed and self._offsets:
+            # The same offsets and metadata on every attempt (rdkafka.h: retriable, not resumable).
             offsets = [TopicPartition(t, p, o) for (t, p), o in self._offsets.items()]
             metadata = self.consumer.consumer_group_metadata()
-            self._txn(lambda timeout_s: self.producer.send_offsets_to_transaction(offsets, metadata, timeout_s))
-        self._txn(lambda timeout_s: self.producer.commit_transaction(timeout_s))
+            committed = self._txn(
+                "send_offsets_to_transaction",
+                lambda timeout_s: self.producer.send_offsets_to_transaction(offsets, metadata, timeout_s),
+                in_transaction=True,
+            )
+        committed = committed and self._txn(
+            "commit_transaction", lambda timeout_s: self.producer.commit_transaction(timeout_s), in_transaction=True
+        )
+        if not committed:
+            self._abort("the transaction failed", replay)
+            return
         for task in self.tasks.values():
             task.apply()
         self._offsets.clear()
+        self._replay_from.clear()
         self._in_txn = False
+        self._aborts_in_row = 0
         metrics.COMMIT_LATENCY.observe(time.monotonic() - started)
 
-    def _txn(self, call: Callable[[float], Any]) -> Any:
-        """A transactional call, given the seconds it may block: retriable errors tried
-        again until TXN_RETRY_S has passed, anything else exits for a restart."""
-        deadline = time.monotonic() + TXN_RETRY_S
+    def _abort(self, why: str, replay: bool = True) -> None:
+        """Abort the open transaction (its outputs, changelog records and offsets go
+        with it), drop its pending table writes and, with `replay`, seek its source
+        partitions back to where it began: the same input is handled again in the next
+        transaction, as a restarted worker would from the committed offsets, without
+        the restart and the restore. At a revocation there is nothing to redo here: the
+        partitions' next owner starts from the committed offsets."""
+        self._aborts_in_row += 1
+        if self._aborts_in_row > TXN_ABORTS_IN_ROW_MAX:
+            exit_for_restart(f"{why}: {TXN_ABORTS_IN_ROW_MAX} transactions aborted in a row")
+        log.warning("%s: aborting the transaction and %s", why, "redoing its input" if replay else "giving it up")
+        self._txn("abort_transaction", lambda timeout_s: self.producer.abort_transaction(timeout_s))
+        metrics.TRANSACTIONS_ABORTED.inc()
+        for task in self.tasks.values():
+            task.discard()
+        if replay:
+            try:
+                for (topic, partition), offset in self._replay_from.items():
+                    self.consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as e:
+                exit_for_restart(f"cannot seek back to redo an aborted transaction: {e.args[0]}")
+        self._offsets.clear()
+        self._replay_from.clear()
+        self._in_txn = False
+        self._must_abort = False
+
+    def _txn(self, name: str, call: Callable[[float], Any], *, in_transaction: bool = False) -> bool:
+        """A transactional call, given the seconds it may block. True once it succeeds;
+        False when the open transaction must be aborted (only `in_transaction` calls);
+        anything else exits for a restart (streams/runtime/txn.py decides which)."""
+        first = time.monotonic()
+        deadline = first + self.config.transaction_retry_ms / 1000
         attempt = 0
         while True:
             attempt += 1
             try:
-                return call(max(0.1, deadline - time.monotonic()))
+                call(max(0.1, deadline - time.monotonic()))
+                return True
             except KafkaException as e:
                 err = e.args[0]
-                if err.retriable() and time.monotonic() < deadline:
-                    time.sleep(min(0.01 * attempt, 0.2))  # CONCURRENT_TRANSACTIONS clears in milliseconds
+                elapsed_ms = (time.monotonic() - first) * 1000
+                decided = step_for(
+                    err, in_transaction=in_transaction, attempt=attempt, elapsed_ms=elapsed_ms, limits=self._retry
+                )
+                if decided is Step.RETRY:
+                    if attempt == 1:
+                        log.warning("%s: %s; trying again for up to %d ms", name, err, self.config.transaction_retry_ms)
+                    metrics.TRANSACTION_RETRIES.labels(call=name).inc()
+                    time.sleep(backoff_s(attempt))
                     continue
-                # Fenced (another incarnation took over), aborted, a record refused for
-                # good, or still failing at the deadline: nothing of this transaction may
-                # commit. The broker aborts it; the restarted worker resumes from the offsets.
-                exit_for_restart(f"transaction failed: {err}")
+                if decided is Step.ABORT:
+                    log.warning("%s: %s (abortable)", name, err)
+                    return False
+                # Fenced (another incarnation took over), fatal, an error with no flag, or
+                # still failing at the deadline: nothing of this transaction may commit.
+                # The broker aborts it; the restarted worker resumes from the offsets.
+                exit_for_restart(f"{name} failed after {attempt} attempt(s) in {elapsed_ms:.0f} ms: {err}")
 
     # -- rebalancing ---------------------------------------------------------------
 
@@ -285,7 +364,7 @@ class Engine:
         """Commit before giving partitions up (eager: every partition is revoked)."""
         self.ready = False
         self._owned = frozenset()
-        self.commit()
+        self.commit(replay=False)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Keep the tasks still ours (committed at revocation, so their stores are the

@@ -684,6 +684,8 @@ def build_worker(settings: Settings) -> Engine:
         commit_records_max=settings.commit_records_max,
         batch_max=settings.batch_max,
         session_timeout_ms=int(settings.session_timeout_s * 1000),
+        transaction_timeout_ms=settings.transaction_timeout_ms,
+        transaction_retry_ms=settings.transaction_retry_ms,
         linger_ms=settings.producer_linger_ms,
         batch_bytes=settings.producer_max_batch_size_bytes,
         fetch_partition_bytes=settings.consumer_max_fetch_size_bytes,

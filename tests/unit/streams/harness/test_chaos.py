@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from streams.domain.audit import AuditReport, Failure
-from streams.harness.chaos import Figures, check, plan, run_chaos
+from streams.harness.chaos import Figures, check, longest_gap_s, plan, run_chaos
 from streams.settings import Settings
 
 
@@ -162,3 +162,8 @@ def test_a_big_run_waits_longer_for_its_answers() -> None:
 
     assert drain_timeout_s(3_000) == DRAIN_TIMEOUT_S
     assert drain_timeout_s(100_000) >= 100_000 / 25  # the rate measured under 40 kills on 2 cores
+
+
+def test_the_longest_outcome_gap_is_between_consecutive_timestamps_in_any_order() -> None:
+    assert longest_gap_s([5_000, 1_000, 1_200, 26_000, 26_100]) == 21.0
+    assert longest_gap_s([7]) == 0.0 and longest_gap_s([]) == 0.0

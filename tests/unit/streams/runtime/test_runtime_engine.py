@@ -7,11 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from streams.runtime import engine as engine_module
 from streams.runtime.engine import Engine, EngineConfig, Stage
+from streams.runtime.messages import Record
 from streams.runtime.state import Task
+from streams.runtime.txn import RetryLimits
 
 
 class FakeMessage:
@@ -126,15 +128,22 @@ def test_retriable_transaction_errors_are_tried_again(tmp_path: Path, exits: lis
     e = engine(tmp_path, [])
     busy = KafkaError(KafkaError.CONCURRENT_TRANSACTIONS, "busy", retriable=True)
     call, calls = failing([busy, busy])
-    assert e._txn(call) == "done" and len(calls) == 3 and exits == []
-    assert all(0 < t <= engine_module.TXN_RETRY_S for t in calls)  # each call bounded by what is left
+    assert e._txn("commit_transaction", call, in_transaction=True) is True and len(calls) == 3 and exits == []
+    assert all(0 < t <= e.config.transaction_retry_ms / 1000 for t in calls)  # each call bounded by what is left
+
+
+def test_an_abortable_error_in_a_transaction_asks_for_the_abort(tmp_path: Path, exits: list[str]) -> None:
+    e = engine(tmp_path, [])
+    call, calls = failing([KafkaError(KafkaError._STATE, "abort me", txn_requires_abort=True)])
+    assert e._txn("send_offsets_to_transaction", call, in_transaction=True) is False
+    assert len(calls) == 1 and exits == []
 
 
 @pytest.mark.parametrize(
     "error",
     [
         KafkaError(KafkaError._FENCED, "fenced", fatal=True),
-        KafkaError(KafkaError._STATE, "abort me", txn_requires_abort=True),
+        KafkaError(KafkaError._STATE, "abort me", txn_requires_abort=True),  # outside a transaction
         KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "refused"),
     ],
 )
@@ -142,22 +151,149 @@ def test_any_other_transaction_error_exits_for_a_restart(tmp_path: Path, exits: 
     e = engine(tmp_path, [])
     call, calls = failing([error])
     with pytest.raises(Exited):
-        e._txn(call)
-    assert len(calls) == 1 and "transaction failed" in exits[0]
+        e._txn("begin_transaction", call)
+    assert len(calls) == 1 and "begin_transaction failed" in exits[0]
 
 
-def test_a_retriable_error_past_the_deadline_exits(
-    tmp_path: Path, exits: list[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_retriable_error_past_the_attempt_bound_exits(tmp_path: Path, exits: list[str]) -> None:
     e = engine(tmp_path, [])
-    monkeypatch.setattr(engine_module, "TXN_RETRY_S", 0.0)
-    call, _ = failing([KafkaError(KafkaError._TIMED_OUT, "slow", retriable=True)])
+    e._retry = RetryLimits(attempts_max=3, deadline_ms=60_000)
+    call, calls = failing([KafkaError(KafkaError._TIMED_OUT, "slow", retriable=True)] * 5)
     with pytest.raises(Exited):
-        e._txn(call)
+        e._txn("commit_transaction", call, in_transaction=True)
+    assert len(calls) == 3
+
+
+class FakeProducer:
+    """The transactional calls the engine makes, recorded; `fail` maps a call's name to
+    the errors its next calls raise."""
+
+    def __init__(self, fail: dict[str, list[KafkaError]] | None = None) -> None:
+        self.fail = fail or {}
+        self.calls: list[str] = []
+        self.sent: list[tuple[str, bytes | None]] = []
+        self.open: list[tuple[str, bytes | None]] = []
+
+    def _call(self, name: str) -> None:
+        self.calls.append(name)
+        if self.fail.get(name):
+            raise KafkaException(self.fail[name].pop(0))
+
+    def begin_transaction(self) -> None:
+        self._call("begin_transaction")
+
+    def produce(self, topic: str, value: bytes | None = None, **_: Any) -> None:
+        self._call("produce")
+        self.open.append((topic, value))
+
+    def send_offsets_to_transaction(self, offsets: list[Any], metadata: Any, timeout: float) -> None:
+        self._call("send_offsets_to_transaction")
+
+    def commit_transaction(self, timeout: float) -> None:
+        self._call("commit_transaction")
+        self.sent += self.open
+        self.open = []
+
+    def abort_transaction(self, timeout: float) -> None:
+        self._call("abort_transaction")
+        self.open = []
+
+    def poll(self, timeout: float) -> int:
+        return 0
+
+
+class FakeConsumer:
+    def __init__(self) -> None:
+        self.seeks: list[tuple[str, int, int]] = []
+
+    def consumer_group_metadata(self) -> object:
+        return object()
+
+    def seek(self, tp: TopicPartition) -> None:
+        self.seeks.append((tp.topic, tp.partition, tp.offset))
+
+
+def counting(tmp: Path, producer: FakeProducer) -> Engine:
+    """One stage that counts its records in a table and sends one output per record."""
+
+    def handle(batch: list[Any], task: Any) -> None:
+        counts = task.table("t")
+        for m in batch:
+            counts.put(b"n", str(int(counts.get(b"n") or 0) + 1).encode())
+            task.send(Record("out", m.key, m.value), 0)
+
+    e = engine(tmp, [Stage("a", "in-a", handle, ("t",), ("out",))])
+    e.producer, e.consumer = producer, FakeConsumer()  # type: ignore[assignment]
+    e.tasks = {0: Task(0, e.tables, tmp, e.send)}
+    return e
+
+
+def test_an_abortable_commit_is_aborted_and_its_input_redone_from_where_it_began(
+    tmp_path: Path, exits: list[str]
+) -> None:
+    timed_out = KafkaError(KafkaError._TIMED_OUT, "3 message(s) timed out", txn_requires_abort=True)
+    producer = FakeProducer({"commit_transaction": [timed_out]})
+    e = counting(tmp_path, producer)
+    e._handle([FakeMessage("in-a", 0, 5), FakeMessage("in-a", 0, 6)])
+    e._handle([FakeMessage("in-a", 0, 7)])
+    e.commit()
+    assert producer.calls[-1] == "abort_transaction" and exits == []
+    assert e.consumer.seeks == [("in-a", 0, 5)]  # type: ignore[attr-defined]  # the transaction's first offset
+    assert e.tasks[0].table("t").get(b"n") is None  # nothing of it reached RocksDB
+    assert not e._in_txn and not e._offsets and producer.sent == []
+    # The redo: the same records again, over the committed state, commit once.
+    e._handle([FakeMessage("in-a", 0, 5), FakeMessage("in-a", 0, 6), FakeMessage("in-a", 0, 7)])
+    e.commit()
+    assert e.tasks[0].table("t").get(b"n") == b"3"
+    assert [v for t, v in producer.sent if t == "out"] == [b"v5", b"v6", b"v7"]  # each output once
+
+
+def test_a_refused_send_aborts_the_transaction_at_the_end_of_the_batch(tmp_path: Path, exits: list[str]) -> None:
+    producer = FakeProducer({"produce": [KafkaError(KafkaError._STATE, "transaction failed")]})
+    e = counting(tmp_path, producer)
+    e._handle([FakeMessage("in-a", 0, 5), FakeMessage("in-a", 0, 6)])
+    assert producer.calls == ["begin_transaction", "produce", "abort_transaction"]  # the second send is not tried
+    assert e.consumer.seeks == [("in-a", 0, 5)] and not e._in_txn  # type: ignore[attr-defined]
+
+
+def test_a_revocation_aborts_without_seeking(tmp_path: Path, exits: list[str]) -> None:
+    abortable = KafkaError(KafkaError._STATE, "x", txn_requires_abort=True)
+    producer = FakeProducer({"send_offsets_to_transaction": [abortable]})
+    e = counting(tmp_path, producer)
+    e._handle([FakeMessage("in-a", 0, 5)])
+    e._on_revoke(e.consumer, [])  # type: ignore[arg-type]
+    assert producer.calls[-1] == "abort_transaction" and e.consumer.seeks == []  # type: ignore[attr-defined]
+
+
+def test_a_zombie_exits_if_its_abort_is_fenced(tmp_path: Path, exits: list[str]) -> None:
+    producer = FakeProducer(
+        {
+            "commit_transaction": [KafkaError(KafkaError._STATE, "x", txn_requires_abort=True)],
+            "abort_transaction": [KafkaError(KafkaError._FENCED, "fenced", fatal=True)],
+        }
+    )
+    e = counting(tmp_path, producer)
+    e._handle([FakeMessage("in-a", 0, 5)])
+    with pytest.raises(Exited):
+        e.commit()
+    assert "abort_transaction failed" in exits[0] and producer.sent == []
+
+
+def test_aborts_in_a_row_end_in_a_restart(tmp_path: Path, exits: list[str]) -> None:
+    abortable = KafkaError(KafkaError._STATE, "x", txn_requires_abort=True)
+    producer = FakeProducer({"commit_transaction": [abortable] * (engine_module.TXN_ABORTS_IN_ROW_MAX + 1)})
+    e = counting(tmp_path, producer)
+    for _ in range(engine_module.TXN_ABORTS_IN_ROW_MAX):
+        e._handle([FakeMessage("in-a", 0, 5)])
+        e.commit()
+    assert exits == []
+    e._handle([FakeMessage("in-a", 0, 5)])
+    with pytest.raises(Exited):
+        e.commit()
+    assert "aborted in a row" in exits[0]
 
 
 def test_a_handler_gets_only_the_tables_and_topics_its_stage_declares(tmp_path: Path) -> None:
-    from streams.runtime.messages import Record
     from streams.runtime.state import UndeclaredError
 
     def reads(table: str, topic: str):  # type: ignore[no-untyped-def]

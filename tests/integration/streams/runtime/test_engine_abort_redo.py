@@ -1,0 +1,134 @@
+"""The engine against the real broker: a transaction that fails abortably is aborted
+and its input redone in the same process (streams/runtime/txn.py), exactly once:
+every input's output appears once, the table counts each input once, the offsets
+commit, the aborted records stay invisible, and the worker never exits."""
+
+from __future__ import annotations
+
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from connectors.kafka.clients import committed_reader, read_to_end
+from streams import metrics
+from streams.runtime import engine as engine_module
+from streams.runtime.engine import Engine, EngineConfig, Periodic, Stage
+from streams.runtime.messages import Message, Record
+from streams.runtime.state import StageTask
+
+RECORDS = 40
+DEADLINE_S = 120.0
+# A record the output topic refuses (its max.message.bytes is below it, the producer's
+# limit above): the broker fails its delivery and librdkafka makes the transaction abortable.
+TOPIC_MAX_BYTES = 1_024
+REFUSED_BYTES = 8_192
+
+
+class Exited(Exception):
+    pass
+
+
+@pytest.fixture
+def exits(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    why: list[str] = []
+
+    def exit_for_restart(reason: str) -> None:
+        why.append(reason)
+        raise Exited(reason)
+
+    monkeypatch.setattr(engine_module, "exit_for_restart", exit_for_restart)
+    return why
+
+
+@pytest.fixture
+def own_signals() -> Iterator[None]:
+    """Engine.run takes SIGTERM and SIGINT; pytest gets them back."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
+
+def test_an_abortable_transaction_is_redone_once_without_a_restart(
+    bootstrap: str, tmp_path: Path, exits: list[str], own_signals: None
+) -> None:
+    run = f"it-abort-{uuid.uuid4().hex[:8]}"
+    source, out, refusing, changelog = f"{run}-in", f"{run}-out", f"{run}-small", f"{run}-t-changelog"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    topics = [
+        NewTopic(source, 1, 1),
+        NewTopic(out, 1, 1),
+        NewTopic(refusing, 1, 1, config={"max.message.bytes": str(TOPIC_MAX_BYTES)}),
+        NewTopic(changelog, 1, 1, config={"cleanup.policy": "compact"}),
+    ]
+    for future in admin.create_topics(topics).values():
+        future.result(30)
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    for i in range(RECORDS):
+        producer.produce(source, value=b"%d" % i, key=b"k", partition=0)
+    assert producer.flush(30) == 0
+
+    attempts = {"first": True}
+
+    def handle(batch: list[Message], task: StageTask) -> None:
+        counts = task.table("t")
+        for m in batch:
+            counts.put(b"n", b"%d" % (int(counts.get(b"n") or 0) + 1))
+            task.send(Record(out, m.key, m.value), m.origin_ms)
+        if attempts.pop("first", False):  # the first transaction only: its redo goes through
+            task.send(Record(refusing, b"k", b"x" * REFUSED_BYTES), batch[0].origin_ms)
+
+    config = EngineConfig(
+        client={"bootstrap.servers": bootstrap},
+        group_id=f"{run}-group",
+        transactional_id=f"{run}-tx",
+        state_dir=tmp_path,
+        commit_interval_ms=50,
+        commit_idle_ms=5,
+        commit_records_max=1_000,
+        batch_max=10,  # several transactions: the abort redoes only the failed one
+        session_timeout_ms=10_000,
+        linger_ms=0,
+        batch_bytes=1_000_000,
+        fetch_partition_bytes=1_048_576,
+        request_bytes=1_100_000,
+    )
+    stage = Stage("count", source, handle, ("t",), (out, refusing))
+    aborted_before = metrics.TRANSACTIONS_ABORTED._value.get()
+    deadline = time.monotonic() + DEADLINE_S
+    engine: Engine
+
+    def stop_when_counted() -> None:
+        task = engine.tasks.get(0)
+        counted = task is not None and task.table("t").store.get(b"n") == b"%d" % RECORDS  # committed and applied
+        if counted or time.monotonic() > deadline:
+            engine.stopping = True
+
+    engine = Engine(config, [stage], {"t": changelog}, periodic=[Periodic(0.05, stop_when_counted)])
+    engine.run()
+
+    assert exits == []
+    assert metrics.TRANSACTIONS_ABORTED._value.get() - aborted_before == 1
+    assert engine.tasks == {}  # closed at the stop
+    outputs = values(bootstrap, out)
+    assert sorted(outputs, key=int) == [b"%d" % i for i in range(RECORDS)]  # each once, none lost
+    assert values(bootstrap, refusing) == []
+    assert values(bootstrap, changelog)[-1] == b"%d" % RECORDS  # the count of each input once
+    group = committed_reader(bootstrap, [], group_id=f"{run}-group")
+    try:
+        [tp] = group.committed([TopicPartition(source, 0)], timeout=10)
+    finally:
+        group.close()
+    assert tp.offset == RECORDS
+
+
+def values(bootstrap: str, topic: str) -> list[Any]:
+    """Every committed value of a one-partition topic, read_committed, in order."""
+    return [m.value() for m in read_to_end(bootstrap, [topic], 1, timeout_s=30)]
