@@ -186,7 +186,7 @@ _CREATE_SCHEMA = {
         },
         "customer": {"type": "string"},
         "setup_future_usage": {"type": "string", "enum": sorted(params.SETUP_FUTURE_USAGE)},
-        "off_session": {"type": "boolean"},
+        "off_session": {"anyOf": [{"type": "boolean"}, {"type": "string", "enum": ["one_off", "recurring"]}]},
         "mandate": {"type": "string", "description": "A bank debit mandate the merchant holds (1..35 characters)."},
         "mandate_data": {
             "type": "object",
@@ -436,7 +436,7 @@ def install(app: FastAPI, deps: StripeDeps) -> None:
             p.metadata,
             source.method,
             **instrument,
-        )
+        ) | {"merchant_initiated": p.merchant_initiated}
         if dest is not None:  # a destination charge is a split: the account's part, the platform's fee
             command |= {
                 "splits": [{"merchant_id": dest.account, "amount_minor": p.amount - dest.fee_minor}],

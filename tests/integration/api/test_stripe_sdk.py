@@ -25,10 +25,12 @@ from fastapi.routing import APIRoute
 
 from connectors.clickhouse.client import connect
 from connectors.clickhouse.migrate import migrate
+from connectors.kafka.clients import read_to_end
 from connectors.providers.simulated import fee_minor
 from connectors.vault.keys import FileKeyStore
 from connectors.webhooks import registry
 from connectors.webhooks.signing import stripe_secret
+from schemas.codec import Codec
 from streams.api import auth
 from streams.api.app import ApiConfig, create_app
 from streams.api.bus import KafkaBus
@@ -39,14 +41,18 @@ from streams.client.kyc import KycDesk
 from streams.client.processes import wait_until
 from streams.client.publish import intake_sealer
 from streams.domain.merchants import merchant_record
+from streams.domain.payments import REVEAL_MIT
 from streams.jobs.sink import serve
 from streams.jobs.webhooks import WebhookRunner, registry_path
+from streams.settings import client_config
+from streams.topics import topic_names
 from tests.integration.support import WAIT_S, Pipeline, follow_up, run
 
 pytestmark = pytest.mark.integration
 
 CARD = {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123"}
 INSUFFICIENT_FUNDS = "4000000000009995"  # connectors/providers/simulated.py DECLINED_CARDS
+REVEALS = Codec("VaultReveal")
 
 
 @dataclass
@@ -272,7 +278,7 @@ def test_an_idempotent_retry_and_a_conflicting_one(sdk: Stripe) -> None:
     assert sdk["shop"].v1.payment_intents.retrieve(first.id).amount == 1200
 
 
-def test_a_saved_card_charged_again(sdk: Stripe) -> None:
+def test_a_saved_card_charged_again(sdk: Stripe, pipeline: Pipeline) -> None:
     """A customer pays once and saves the card (its vault token); a later off-session
     payment charges it by the PaymentMethod alone."""
     client = sdk["saver"]
@@ -334,6 +340,16 @@ def test_a_saved_card_charged_again(sdk: Stripe) -> None:
         cus.id,
     )
     assert again.paystream.card.last4 == "4242" and again.id != first.id
+    # Off session is the pipeline's merchant-initiated charge: the payments stage revealed the
+    # saved card from the vault for the provider call, audited on vault-reveals; the first
+    # payment (the customer's own card details) revealed nothing.
+    settings = pipeline.settings
+    (topic,) = [topic_names(settings).vault_reveals]
+    reveals = [REVEALS.decode(m.value()) for m in read_to_end(client_config(settings), [topic], settings.partitions)]
+    saver = sdk.merchants["saver"]
+    assert [(r["payment_id"], r["purpose"]) for r in reveals if r["merchant_id"] == saver] == [
+        ("pay_" + again.id.removeprefix("pi_"), REVEAL_MIT)
+    ]
 
     with pytest.raises(stripe.InvalidRequestError) as e:  # another merchant's card is no card
         sdk["shop"].v1.payment_methods.retrieve(pm.id)
