@@ -58,6 +58,13 @@ ORDER BY event_id %s LIMIT {limit:UInt32}
 _DISPUTES_AFTER = _DISPUTES % ("event_id > {after:String}", "ASC")
 _DISPUTES_BEFORE = _DISPUTES % ("event_id < {before:String}", "DESC")
 _DISPUTE = _DISPUTES % ("event_id = {event:String}", "ASC")
+# The evidence the pipeline accepted for the merchant's disputed payments (PaymentOutcome v2
+# put the text there; any version counts a submission).
+_SUBMISSIONS = """
+SELECT payment_id, occurred_at FROM payment_outcomes FINAL
+WHERE merchant_id = {merchant:String} AND kind = 'dispute_evidence' AND status = 'succeeded'
+  AND payment_id IN {pids:Array(String)}
+"""
 
 # Payouts on the bank rail, latest status per payout (sent, then paid or failed).
 _PAYOUTS = """
@@ -217,8 +224,26 @@ class ClickHousePayments:
         the cursor: the opening's fields, and `closed_as` ('' while open) and `closed_at`."""
         assert 1 <= limit <= LIST_LIMIT_MAX + 1, limit
         if ending_before is not None:
-            return self.rows(_DISPUTES_BEFORE, {"merchant": merchant_id, "before": ending_before, "limit": limit})
-        return self.rows(_DISPUTES_AFTER, {"merchant": merchant_id, "after": starting_after or "", "limit": limit})
+            rows = self.rows(_DISPUTES_BEFORE, {"merchant": merchant_id, "before": ending_before, "limit": limit})
+        else:
+            rows = self.rows(_DISPUTES_AFTER, {"merchant": merchant_id, "after": starting_after or "", "limit": limit})
+        return self._with_submissions(merchant_id, rows)
+
+    def _with_submissions(self, merchant_id: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each dispute with `submissions`: the evidence accepted while it was open."""
+        if not rows:
+            return rows
+        subs = self.rows(_SUBMISSIONS, {"merchant": merchant_id, "pids": sorted({r["payment_id"] for r in rows})})
+        for r in rows:
+            end = r["closed_at"] if r["closed_as"] else None
+            r["submissions"] = sum(
+                1
+                for s in subs
+                if s["payment_id"] == r["payment_id"]
+                and s["occurred_at"] >= r["occurred_at"]
+                and (end is None or s["occurred_at"] <= end)
+            )
+        return rows
 
     def payouts(
         self, merchant_id: str, limit: int, starting_after: str | None = None, ending_before: str | None = None
@@ -236,7 +261,7 @@ class ClickHousePayments:
     def dispute(self, merchant_id: str, event_id: str) -> dict[str, Any] | None:
         """One of the merchant's disputes by its opening event id."""
         rows = self.rows(_DISPUTE, {"merchant": merchant_id, "event": event_id, "limit": 1})
-        return rows[0] if rows else None
+        return self._with_submissions(merchant_id, rows)[0] if rows else None
 
     def balance_transactions(
         self, merchant_id: str, limit: int, after: dict[str, Any] | None = None, before: dict[str, Any] | None = None

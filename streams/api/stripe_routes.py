@@ -721,6 +721,11 @@ def install(app: FastAPI, deps: StripeDeps) -> None:
 
     submitted: Bounded[str, int] = Bounded(deps.max_records)  # dispute id -> evidence this process sent
 
+    def submissions(row: dict[str, Any]) -> int:
+        """The evidence accepted for it: the read model's count, or more this process sent
+        since (the read model is as fresh as the sink)."""
+        return max(row.get("submissions") or 0, submitted.get(dispute_id(row["event_id"])) or 0)
+
     async def own_dispute(dp: str, merchant: str) -> dict[str, Any]:
         event_id = opened_event_of(dp)
         row = None if event_id is None else await deps.read_model(lambda r: r.dispute(merchant, event_id))
@@ -749,7 +754,7 @@ def install(app: FastAPI, deps: StripeDeps) -> None:
                 rows,
                 p,
                 "/v1/disputes",
-                lambda row: dispute_object(row, submitted.get(dispute_id(row["event_id"])) or 0),
+                lambda row: dispute_object(row, submissions(row)),
             )
         )
 
@@ -764,7 +769,7 @@ def install(app: FastAPI, deps: StripeDeps) -> None:
     async def retrieve_dispute(dispute: str, request: Request) -> JSONResponse:
         params.expand(_query(request))
         row = await own_dispute(dispute, request.state.merchant_id)
-        return JSONResponse(dispute_object(row, submitted.get(dispute) or 0))
+        return JSONResponse(dispute_object(row, submissions(row)))
 
     @app.post(
         "/v1/disputes/{dispute}",
@@ -789,11 +794,11 @@ def install(app: FastAPI, deps: StripeDeps) -> None:
             if status != 200:
                 return status, body, replayed
             if not replayed:
-                submitted.put(dispute, (submitted.get(dispute) or 0) + 1)
-            return 200, dispute_object(row, submitted.get(dispute) or 1), replayed
+                submitted.put(dispute, submissions(row) + 1)
+            return 200, dispute_object(row, max(submissions(row), 1)), replayed
 
         def pending(_pid: str) -> JSONResponse:
-            return JSONResponse(dispute_object(row, submitted.get(dispute) or 0))
+            return JSONResponse(dispute_object(row, submissions(row)))
 
         return await write(
             merchant,

@@ -1288,7 +1288,10 @@ def _decision(step: _Step, out: dict[str, Any]) -> Decision:
 
 
 def _remember(payment: Payment, cmd: dict[str, Any], fp: str, outcome: dict[str, Any]) -> Payment:
-    stored = {k: v for k, v in outcome.items() if k not in ("outcome_id", "command_id", "occurred_at")}
+    # The evidence is in dispute_evidence while the dispute is open: not kept twice in the state.
+    stored = {
+        k: v for k, v in outcome.items() if k not in ("outcome_id", "command_id", "occurred_at", "dispute_evidence")
+    }
     idem = dict(payment.idempotency)
     idem[cmd["idempotency_key"]] = {"fingerprint": fp, "outcome": stored}
     return payment.evolve(idempotency=idem)
@@ -1310,11 +1313,22 @@ def _replayed(stored: dict[str, Any], cmd: dict[str, Any]) -> dict[str, Any]:
         "command_id": cmd["command_id"],
         "status": "replayed",
         "occurred_at": cmd["occurred_at"],
+        "dispute_evidence": None,  # the first answer carried it to the read model
     }
 
 
 def _outcome(p: Payment, cmd: dict[str, Any], status: str, reason: str | None) -> dict[str, Any]:
-    return outcome(cmd, status, payment_id=p.payment_id, currency=p.currency, reason=reason, amounts=_amounts(p))
+    # Accepted evidence rides on its outcome into the read model: the state drops it at the close.
+    evidence = cmd["dispute"]["evidence"] if cmd["kind"] == "dispute_evidence" and status == "succeeded" else None
+    return outcome(
+        cmd,
+        status,
+        payment_id=p.payment_id,
+        currency=p.currency,
+        reason=reason,
+        amounts=_amounts(p),
+        evidence=evidence,
+    )
 
 
 def _amounts(p: Payment) -> dict[str, Any]:

@@ -139,6 +139,7 @@ RECORDS = {
         "card_bin": "424242",
         "card_last4": "4242",
         "occurred_at": AT,
+        "dispute_evidence": None,
     },
     "DeadLetter": {
         "dlq_id": "dlq_00112233445566778899aabbccddeeff",
@@ -816,6 +817,7 @@ def test_history_schemas_are_earlier_versions_of_shipped_ones() -> None:
         "history/PaymentEvent.2",
         "history/PaymentEvent.3",
         "history/PaymentEvent.4",
+        "history/PaymentOutcome.1",
         "history/ValidatedCommand.1",
         "history/ValidatedCommand.2",
         "history/ValidatedCommand.3",
@@ -965,6 +967,13 @@ def test_a_wallet_create_validated_with_version_7_decodes_as_an_unverified_crypt
     old = RECORDS["ValidatedCommand"] | {"method": "wallet", "card": None, "wallet": wallet}
     decoded = Codec("ValidatedCommand").decode(_written_with("history/ValidatedCommand.7", old))
     assert decoded == old | {"wallet": wallet | {"cryptogram_verified": False}}  # no liability shift claimed
+
+
+def test_an_outcome_written_with_version_1_decodes_without_evidence() -> None:
+    old = {k: v for k, v in RECORDS["PaymentOutcome"].items() if k != "dispute_evidence"}
+    assert Codec("PaymentOutcome").decode(_written_with("history/PaymentOutcome.1", old)) == old | {
+        "dispute_evidence": None
+    }
 
 
 @pytest.mark.parametrize("name", ["PaymentCommand", "ValidatedCommand"])
