@@ -617,9 +617,30 @@ class CreateRefund:
 
 
 def create_refund(params: dict[str, Any]) -> CreateRefund:
-    reject_unknown(params, {"payment_intent", "charge", "amount", "reason", "metadata", "expand"})
+    reject_unknown(
+        params,
+        {
+            "payment_intent",
+            "charge",
+            "amount",
+            "reason",
+            "metadata",
+            "expand",
+            "reverse_transfer",
+            "refund_application_fee",
+        },
+    )
     if params.get("charge") is not None:
         raise invalid("charge", "refund a payment_intent (charges are not separate objects here)")
+    for name in ("reverse_transfer", "refund_application_fee"):
+        # The ledger refunds a destination charge pro rata over the connected accounts and
+        # the platform's fee (docs/ledger.md, Split payments): both always happen.
+        if boolean(params, name) is False:
+            raise invalid(
+                name,
+                f"{name}=false is not supported: a refund takes back from the transfers and the fee "
+                "pro rata (docs/api.md)",
+            )
     pi = string(params, "payment_intent", max_chars=100)
     if pi is None:
         raise missing("payment_intent")

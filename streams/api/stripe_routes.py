@@ -15,7 +15,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from fastapi import Depends, FastAPI, Request
@@ -39,8 +39,10 @@ from streams.api.stripe_bodies import (
     Payout,
     PayoutList,
     Refund,
+    RefundList,
 )
 from streams.api.stripe_objects import (
+    REFUND_ID,
     balance_object,
     mandate_id,
     opened_event_of,
@@ -258,6 +260,9 @@ _REFUND_SCHEMA = {
         "reason": {"type": "string", "enum": sorted(params.REFUND_REASONS)},
         "metadata": _METADATA,
         "expand": _EXPAND,
+        # Always so here: a refund reverses the transfers and refunds the fee pro rata.
+        "reverse_transfer": {"type": "boolean", "enum": [True]},
+        "refund_application_fee": {"type": "boolean", "enum": [True]},
     },
 }
 _DISPUTE_SCHEMA = {
@@ -898,7 +903,38 @@ def install(app: FastAPI, deps: StripeDeps) -> None:
     )
     async def retrieve_refund(refund: str, request: Request) -> JSONResponse:
         params.expand(_query(request))
+        merchant = request.state.merchant_id
         found = refunds.get(refund)
-        if found is None or found[0] != request.state.merchant_id:
+        if found is not None and found[0] == merchant:
+            return JSONResponse(found[1])  # with the reason and metadata this process was given
+        rows = []
+        if REFUND_ID.match(refund):  # another process's, or before a restart: the read model's
+            rows = await deps.read_model(lambda r: r.refunds(merchant, 1, refund_id=refund))
+        if not rows:
             raise ApiError(404, "invalid_request_error", "resource_missing", "No such refund", "id")
-        return JSONResponse(found[1])
+        return JSONResponse(stored_refund(rows[0]))
+
+    @app.get(
+        "/v1/refunds",
+        response_model=RefundList,
+        responses=_ERRORS,
+        dependencies=_AUTH,
+        summary="List your refunds, by id (Stripe cursors)",
+        tags=["stripe"],
+        openapi_extra={"parameters": _LIST_PARAMS},
+    )
+    async def list_refunds(request: Request) -> JSONResponse:
+        merchant = request.state.merchant_id
+        p = params.list_params(_query(request), REFUND_ID, "Refund")
+        rows = await deps.read_model(lambda r: r.refunds(merchant, p.limit + 1, p.starting_after, p.ending_before))
+        return JSONResponse(params.list_page(rows, p, "/v1/refunds", stored_refund))
+
+    def stored_refund(row: dict[str, Any]) -> dict[str, Any]:
+        """A refund from the read model; the reason and metadata live only in the process
+        that took it (as an intent's metadata)."""
+        kept = refunds.get(row["id"])
+        if kept is not None:
+            return kept[1]
+        at = row["occurred_at"]
+        created = int(at.replace(tzinfo=UTC).timestamp()) if at.tzinfo is None else int(at.timestamp())
+        return refund_object(row["id"], row, row["amount_minor"], created, None, {})

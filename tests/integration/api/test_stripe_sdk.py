@@ -221,6 +221,16 @@ def test_a_refund_in_part_then_the_rest(sdk: Stripe) -> None:
     with pytest.raises(stripe.InvalidRequestError):  # another merchant's refund is no refund
         sdk["lister"].v1.refunds.retrieve(part.id)
 
+    # Listed from the read model (as fresh as the sink) under the ids the API answered, by id.
+    def listed(limit: int) -> list[stripe.Refund]:
+        return [
+            r for r in sdk["shop"].v1.refunds.list({"limit": limit}).auto_paging_iter() if r.payment_intent == pi.id
+        ]
+
+    assert wait_until(lambda: len(listed(100)) == 2, WAIT_S), "the sink lags"
+    assert [(r.id, r.amount, r.currency) for r in listed(1)] == sorted([(part.id, 300, "eur"), (rest.id, 700, "eur")])
+    assert sdk["lister"].v1.refunds.list().data == []
+
 
 def test_a_cancel_voids_the_authorization(sdk: Stripe) -> None:
     pi = sdk["shop"].v1.payment_intents.create(
@@ -784,6 +794,37 @@ def test_a_marketplace_pays_its_seller_with_a_destination_charge(sdk: Stripe, pi
             call()
         assert other.value.http_status == 404
     assert sdk["shop"].v1.transfers.list().data == [] and sdk["shop"].v1.accounts.list().data == []
+
+    # A refund of a destination charge takes back pro rata (the ledger's rule): 1,800 of the
+    # seller's 9,000 as a transfer reversal, 200 of the 1,000 fee as a fee refund.
+    with pytest.raises(stripe.InvalidRequestError) as kept:
+        client.v1.refunds.create({"payment_intent": pi.id, "amount": 2_000, "reverse_transfer": False})
+    assert kept.value.param == "reverse_transfer"
+    refund = client.v1.refunds.create(
+        {"payment_intent": pi.id, "amount": 2_000, "reverse_transfer": True, "refund_application_fee": True},
+        {"idempotency_key": "market-1-refund"},
+    )
+    assert refund.status == "succeeded"
+    assert wait_until(lambda: client.v1.transfers.retrieve(transfer.id).amount_reversed == 1_800, WAIT_S), (
+        "the sink lags"
+    )
+    assert not client.v1.transfers.retrieve(transfer.id).reversed
+    [reversal] = client.v1.transfers.reversals.list(transfer.id).data
+    assert isinstance(reversal, stripe.TransferReversal) and (
+        reversal.amount,
+        reversal.transfer,
+        reversal.currency,
+    ) == (
+        1_800,
+        transfer.id,
+        "usd",
+    )
+    assert wait_until(lambda: client.v1.application_fees.retrieve(fee.id).amount_refunded == 200, WAIT_S)
+    [fee_refund] = client.v1.application_fees.refunds.list(fee.id).data
+    assert isinstance(fee_refund, stripe.ApplicationFeeRefund) and (fee_refund.amount, fee_refund.fee) == (200, fee.id)
+    with pytest.raises(stripe.InvalidRequestError) as hidden:  # another merchant's transfer has no reversals to list
+        sdk["shop"].v1.transfers.reversals.list(transfer.id)
+    assert hidden.value.http_status == 404
 
 
 def test_a_key_sees_only_its_own_merchants_objects(sdk: Stripe, pipeline: Pipeline) -> None:
