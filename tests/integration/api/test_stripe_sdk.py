@@ -62,6 +62,7 @@ class Stripe:
     secrets: dict[str, str]  # role -> secret key
     base: str
     routes: list[tuple[str, str]]  # (method, path template) of every /v1 route
+    read: ClickHousePayments  # the read model the API reads, for what the SDK does not show
 
     def __getitem__(self, role: str) -> stripe.StripeClient:
         return self.clients[role]
@@ -146,7 +147,7 @@ def sdk(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             if isinstance(r, APIRoute) and r.path.startswith("/v1/")
             for method in sorted(r.methods)
         ]
-        yield Stripe(clients, merchants, secrets, base, routes)
+        yield Stripe(clients, merchants, secrets, base, routes, ClickHousePayments(read_client))
     finally:
         server.should_exit = True
         serving.join(30)
@@ -657,6 +658,16 @@ def test_a_dispute_answered_with_evidence(sdk: Stripe, pipeline: Pipeline) -> No
         {"idempotency_key": "disputed-1-evidence"},
     )
     assert answered.status == "under_review" and answered.evidence_details.submission_count == 1
+    # The text went to the network through the pipeline and reached the read model on its
+    # outcome (PaymentOutcome v2), where the console shows it.
+    evidence = (
+        "SELECT dispute_evidence FROM payment_outcomes FINAL "
+        "WHERE payment_id = {p:String} AND kind = 'dispute_evidence'"
+    )
+    text = "shipping_tracking_number: 1Z999AA1\nuncategorized_text: delivered, signed for"
+    assert wait_until(lambda: [r["dispute_evidence"] for r in sdk.read.rows(evidence, {"p": pid})] == [text], WAIT_S), (
+        sdk.read.rows(evidence, {"p": pid})
+    )
     with pytest.raises(stripe.InvalidRequestError):  # another merchant's dispute is no dispute
         sdk["shop"].v1.disputes.retrieve(dispute.id)
     run(pipeline, [dispute_command("dispute_close", merchant, pid, "network-close-1", outcome="won")])
