@@ -30,6 +30,7 @@ _COMMAND_DEFAULTS: dict[str, Any] = {
     "bnpl": None,
     "bank_notice": None,
     "crypto": None,
+    "merchant_initiated": False,
 }
 _DISPUTE_DEFAULTS: dict[str, Any] = {"reason": None, "evidence_due_at": None, "evidence": None, "outcome": None}
 _THREE_DS_DEFAULTS: dict[str, Any] = {"eci": None, "ds_trans_id": None, "authentication_value": None}

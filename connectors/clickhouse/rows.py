@@ -131,6 +131,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "card_bin",
         "card_last4",
         "occurred_at",
+        "dispute_evidence",
     ),
     "settlements": (
         "settlement_id",
@@ -192,6 +193,7 @@ PAYOUT_STATUSES = {
 DISPUTE_STAGES = {"dispute_opened": "opened", "dispute_won": "won", "dispute_lost": "lost"}
 FRAUD_DECLINE_REASON = "fraud_suspected"  # streams/domain/payments.py: a create the fraud hook declined
 MAX_STRING_LEN = 1024  # longest text kept in a column (reason details are cut, ids refused)
+MAX_EVIDENCE_CHARS = 4_000  # streams/stages/ingest.py EVIDENCE_MAX_CHARS (connectors sit below streams)
 MAX_LINES = 16  # streams.domain.ledger.MAX_LINES: an entry with more is not one the ledger posts
 MAX_TX_IDS = 64  # chain transactions one crypto event names (a payer sends one or two)
 _INT64 = (-(2**63), 2**63 - 1)
@@ -498,9 +500,18 @@ def _payment_outcome(r: Mapping[str, Any]) -> list[Row]:
                 bin_,
                 last4,
                 _time(r, "occurred_at"),
+                _evidence(r),
             ),
         )
     ]
+
+
+def _evidence(r: Mapping[str, Any]) -> str | None:
+    """A dispute_evidence outcome's text (PaymentOutcome v2; absent before): ingest bounds it."""
+    value = r.get("dispute_evidence")
+    if value is not None and (not isinstance(value, str) or len(value) > MAX_EVIDENCE_CHARS):
+        raise RowError("invalid_field", f"dispute_evidence must be a string of at most {MAX_EVIDENCE_CHARS}")
+    return value
 
 
 def _day(r: Mapping[str, Any]) -> date:

@@ -28,7 +28,7 @@ from streams.domain.payments import STATUSES
 Rows = Callable[[str, dict[str, Any]], list[dict[str, Any]]]
 
 PAGE_SIZE = 25
-LIST_MAX = 100  # rows of the pages without cursors (the latest first)
+LIST_MAX = 100  # the most rows of a page (`limit`), and of the lists without cursors
 QUERY_MAX_CHARS = 64
 EVENTS_MAX = 500  # a payment's events shown (a payment has a handful)
 
@@ -51,11 +51,9 @@ WHERE {_M.replace("merchant_id", "p.merchant_id")}
   AND ({{method:String}} = '' OR p.method = {{method:String}})
   AND c.created_at >= {{since:DateTime64(3, 'UTC')}} AND c.created_at < {{until:DateTime64(3, 'UTC')}}
   AND (%s)
-  AND %s
-ORDER BY created_ms %s, payment_id %s LIMIT {{limit:UInt32}}
+  AND %%s
+ORDER BY %%s LIMIT {{limit:UInt32}}
 """
-_OLDER = "(created_ms, payment_id) < ({at:Int64}, {pid:String})"
-_NEWER = "(created_ms, payment_id) > ({at:Int64}, {pid:String})"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _FAR = datetime(9999, 1, 1, tzinfo=UTC)
 
@@ -133,27 +131,107 @@ def search_clause(q: str) -> tuple[str, dict[str, Any]]:
     return " OR ".join(terms), params
 
 
+# --- pages: newest first, a cursor is a row's (time, id) -----------------------------
+
+_KEY = re.compile(r"^[0-9A-Za-z_-]{1,100}$")  # the lists' ids: pay_, evt_, po_, notification ids
+_LAST = "~"  # sorts after every id character: the first page's cursor
+
+
 @dataclass(frozen=True)
 class Cursor:
-    created_ms: int
-    payment_id: str
+    """A row's place in a newest-first list: its time in ms, then its id (ties)."""
+
+    at_ms: int
+    key: str
 
     def __str__(self) -> str:
-        return f"{self.created_ms}.{self.payment_id}"
+        return f"{self.at_ms}.{self.key}"
 
     @classmethod
     def parse(cls, text: str) -> Cursor:
-        at, _, pid = text.partition(".")
-        if not at.isdigit() or not _PID.match(pid):
+        at, _, key = text.partition(".")
+        if not at.isdigit() or len(at) > 18 or not _KEY.match(key):
             raise ValueError("not a page cursor")
-        return cls(int(at), pid)
+        return cls(int(at), key)
 
 
 @dataclass(frozen=True)
-class PaymentsPage:
-    rows: list[dict[str, Any]]
-    older: Cursor | None  # the cursor of the next page (older payments), None at the end
+class Page:
+    rows: list[Any]
+    older: Cursor | None  # the cursor of the next page (older rows), None at the end
     newer: Cursor | None  # the cursor of the previous page, None on the first
+
+
+@dataclass(frozen=True)
+class PageArgs:
+    older_than: Cursor | None = None  # `after`: the page after this row
+    newer_than: Cursor | None = None  # `before`: the page before this row
+    limit: int = PAGE_SIZE
+
+
+def parse_page(params: Mapping[str, str]) -> PageArgs:
+    """`after` or `before` (a cursor from a pager link) and `limit` (1..LIST_MAX);
+    ValueError with a message for the page."""
+    if params.get("after") and params.get("before"):
+        raise ValueError("a page is after a row or before one, not both")
+    limit = params.get("limit") or str(PAGE_SIZE)
+    if not limit.isdigit() or not 1 <= int(limit) <= LIST_MAX:
+        raise ValueError(f"limit: 1..{LIST_MAX}")
+    return PageArgs(
+        Cursor.parse(params["after"]) if params.get("after") else None,
+        Cursor.parse(params["before"]) if params.get("before") else None,
+        int(limit),
+    )
+
+
+def keyset_page(rows: Rows, sql: str, params: dict[str, Any], at_col: str, key_col: str, args: PageArgs) -> Page:
+    """One page of a newest-first list: `sql` has `%s` for the cursor's condition and `%s`
+    for the order, and selects `at_col` (ms) and `key_col`. A range read from the cursor
+    on, `limit + 1` rows to know whether there are more."""
+    sort = f"({at_col}, {key_col})"
+    params = params | {"limit": args.limit + 1}
+    if args.newer_than is not None:
+        at = args.newer_than
+        got = rows(
+            sql % (f"{sort} > ({{at:Int64}}, {{key:String}})", f"{at_col} ASC, {key_col} ASC"),
+            params | {"at": at.at_ms, "key": at.key},
+        )
+        more, page = len(got) > args.limit, list(reversed(got[: args.limit]))
+        key_of = _key_of(at_col, key_col)
+        return Page(page, key_of(page[-1]) if page else None, key_of(page[0]) if more and page else None)
+    at = args.older_than or Cursor(2**62, _LAST)
+    got = rows(
+        sql % (f"{sort} < ({{at:Int64}}, {{key:String}})", f"{at_col} DESC, {key_col} DESC"),
+        params | {"at": at.at_ms, "key": at.key},
+    )
+    return _page_of(got, args, _key_of(at_col, key_col))
+
+
+def list_page(items: list[Any], key_of: Callable[[Any], Cursor], args: PageArgs) -> Page:
+    """The same page over a list in memory, newest first (its order is by `key_of`)."""
+    if args.newer_than is not None:
+        before = [x for x in items if _place(key_of(x)) > _place(args.newer_than)]
+        more, page = len(before) > args.limit, before[-args.limit :]
+        return Page(page, key_of(page[-1]) if page else None, key_of(page[0]) if more and page else None)
+    at = args.older_than or Cursor(2**62, _LAST)
+    return _page_of([x for x in items if _place(key_of(x)) < _place(at)][: args.limit + 1], args, key_of)
+
+
+def _place(c: Cursor) -> tuple[int, str]:
+    return c.at_ms, c.key
+
+
+def _page_of(got: list[Any], args: PageArgs, key_of: Callable[[Any], Cursor]) -> Page:
+    page = got[: args.limit]
+    return Page(
+        page,
+        key_of(page[-1]) if len(got) > args.limit else None,
+        key_of(page[0]) if args.older_than is not None and page else None,
+    )
+
+
+def _key_of(at_col: str, key_col: str) -> Callable[[Mapping[str, Any]], Cursor]:
+    return lambda row: Cursor(int(row[at_col]), row[key_col])
 
 
 def payments_page(
@@ -164,7 +242,7 @@ def payments_page(
     older_than: Cursor | None = None,
     newer_than: Cursor | None = None,
     limit: int = PAGE_SIZE,
-) -> PaymentsPage:
+) -> Page:
     """One page of payments, newest first, after (older than) or before (newer than) a cursor."""
     assert 1 <= limit <= LIST_MAX and not (older_than and newer_than)
     search, params = search_clause(f.q)
@@ -176,28 +254,9 @@ def payments_page(
         "method": f.method,
         "since": since,
         "until": until,
-        "limit": limit + 1,
     }
-    if newer_than is not None:
-        got = rows(
-            _PAYMENTS % (search, _NEWER, "ASC", "ASC"),
-            params | {"at": newer_than.created_ms, "pid": newer_than.payment_id},
-        )
-        more, page = len(got) > limit, list(reversed(got[:limit]))
-        newer = _cursor(page[0]) if more and page else None
-        return PaymentsPage(page, _cursor(page[-1]) if page else None, newer)
-    at = older_than or Cursor(2**62, "pay_~")  # '~' sorts after every id character
-    got = rows(_PAYMENTS % (search, _OLDER, "DESC", "DESC"), params | {"at": at.created_ms, "pid": at.payment_id})
-    page = got[:limit]
-    return PaymentsPage(
-        page,
-        _cursor(page[-1]) if len(got) > limit else None,
-        _cursor(page[0]) if older_than is not None and page else None,
-    )
-
-
-def _cursor(row: Mapping[str, Any]) -> Cursor:
-    return Cursor(int(row["created_ms"]), row["payment_id"])
+    args = PageArgs(older_than, newer_than, limit)
+    return keyset_page(rows, _PAYMENTS % (search,), params, "created_ms", "payment_id", args)
 
 
 # --- one payment and its timeline -------------------------------------------------
@@ -250,29 +309,31 @@ def open_reviews(rows: Rows, merchant: str | None, reviews: Iterable[Mapping[str
 # As readmodel's disputes: one open at a time per payment, so the dispute event after
 # an opening (by version) is its close.
 _DISPUTES = f"""
-SELECT * FROM (
+SELECT *, toUnixTimestamp64Milli(occurred_at) AS opened_ms FROM (
     SELECT event_id, payment_id, merchant_id, currency, amount_minor, reason_code, occurred_at,
            type, leadInFrame(type) OVER w AS closed_as, leadInFrame(occurred_at) OVER w AS closed_at
     FROM payment_events FINAL
     WHERE {_M} AND type IN ('dispute_opened', 'dispute_won', 'dispute_lost')
     WINDOW w AS (PARTITION BY payment_id ORDER BY version ROWS BETWEEN CURRENT ROW AND 1 FOLLOWING)
 )
-WHERE type = 'dispute_opened' ORDER BY occurred_at DESC, event_id LIMIT {LIST_MAX}
+WHERE type = 'dispute_opened' AND %s ORDER BY %s LIMIT {{limit:UInt32}}
 """
-# The merchant's evidence submissions, as the pipeline answered them (the text itself
-# stays in the payment's state and the command topic, not in a read model).
+# The merchant's evidence submissions, as the pipeline answered them, with the text an
+# accepted one submitted (PaymentOutcome v2; earlier submissions show no text).
 _EVIDENCE = f"""
-SELECT payment_id, status, reason_code, occurred_at FROM payment_outcomes FINAL
+SELECT payment_id, status, reason_code, occurred_at, dispute_evidence AS text FROM payment_outcomes FINAL
 WHERE {_M} AND kind = 'dispute_evidence' AND payment_id IN {{pids:Array(String)}}
 ORDER BY occurred_at
 """
 
 
-def disputes(rows: Rows, merchant: str | None) -> list[dict[str, Any]]:
-    """The latest disputes, each with `evidence`: its payment's submissions while it was open."""
-    out = rows(_DISPUTES, {"m": merchant or ""})
+def disputes(rows: Rows, merchant: str | None, args: PageArgs = PageArgs()) -> Page:
+    """A page of disputes, newest first, each with `evidence`: its payment's submissions
+    while it was open."""
+    page = keyset_page(rows, _DISPUTES, {"m": merchant or ""}, "opened_ms", "event_id", args)
+    out = page.rows
     if not out:
-        return out
+        return page
     subs = rows(_EVIDENCE, {"m": merchant or "", "pids": sorted({d["payment_id"] for d in out})})
     for d in out:
         end = d["closed_at"] if d["closed_as"] else None
@@ -283,17 +344,19 @@ def disputes(rows: Rows, merchant: str | None) -> list[dict[str, Any]]:
             and s["occurred_at"] >= d["occurred_at"]
             and (end is None or s["occurred_at"] <= end)
         ]
-    return out
+    return page
 
 
 _PAYOUTS = f"""
-SELECT payout_id, merchant_id, currency, amount_minor, day, status, sent_at, answered_at, failure_reason
-FROM payouts FINAL WHERE {_M} ORDER BY sent_at DESC, payout_id LIMIT {LIST_MAX}
+SELECT payout_id, merchant_id, currency, amount_minor, day, status, sent_at, answered_at, failure_reason,
+       toUnixTimestamp64Milli(sent_at) AS sent_ms
+FROM payouts FINAL WHERE {_M} AND %s ORDER BY %s LIMIT {{limit:UInt32}}
 """
 
 
-def payouts(rows: Rows, merchant: str | None) -> list[dict[str, Any]]:
-    return rows(_PAYOUTS, {"m": merchant or ""})
+def payouts(rows: Rows, merchant: str | None, args: PageArgs = PageArgs()) -> Page:
+    """A page of payouts, the latest sent first."""
+    return keyset_page(rows, _PAYOUTS, {"m": merchant or ""}, "sent_ms", "payout_id", args)
 
 
 # --- webhook deliveries ---------------------------------------------------------------
@@ -319,14 +382,19 @@ def notifications(
     deliveries: Iterable[Mapping[str, Any]], merchant: str | None, status: str = ""
 ) -> list[Notification]:
     """The attempts grouped by notification, the latest attempted first; `status`
-    keeps those whose last attempt has it."""
+    keeps those whose last attempt has it. (console_sources bounds how many it holds.)"""
     by_id: dict[str, list[Mapping[str, Any]]] = {}
     for d in deliveries:
         if merchant is None or d["merchant_id"] == merchant:
             by_id.setdefault(d["notification_id"], []).append(d)
     out = [Notification(tuple(sorted(a, key=lambda d: (d["attempt"], d["attempted_at"])))) for a in by_id.values()]
     out = [n for n in out if not status or n.last["status"] == status]
-    return sorted(out, key=lambda n: (n.last["attempted_at"], n.last["notification_id"]), reverse=True)[:LIST_MAX]
+    return sorted(out, key=lambda n: _place(notification_key(n)), reverse=True)
+
+
+def notification_key(n: Notification) -> Cursor:
+    """A notification's place in its page: its last attempt's time, then its id."""
+    return Cursor(round(utc(n.last["attempted_at"]).timestamp() * 1000), n.last["notification_id"])
 
 
 class Sources(Protocol):
@@ -383,7 +451,7 @@ form.filters label{display:flex;flex-direction:column;font-size:12px;color:#5260
 input,select,button{font:inherit;padding:5px 8px;border:1px solid #cbd2d9;border-radius:4px;background:#fff}
 button{cursor:pointer;background:#2467c4;color:#fff;border-color:#2467c4}button.secondary{background:#fff;color:#2467c4}
 button.danger{background:#c81e1e;border-color:#c81e1e}header button{padding:3px 8px}
-.pager{display:flex;gap:12px;margin-top:10px}form.inline{display:inline}table.facts{width:auto}table.facts
+.pager{display:flex;gap:12px;margin-top:10px}.evidence{white-space:pre-wrap;max-width:48em;color:#3e4c59}form.inline{display:inline}table.facts{width:auto}table.facts
 td{padding-left:24px}
 """
 
@@ -483,8 +551,29 @@ def _options(values: Iterable[str], chosen: str, empty: str) -> str:
     )
 
 
-def render_payments(page: PaymentsPage, f: PaymentFilter, merchant: str | None, error: str | None = None) -> str:
-    keep = {"merchant": merchant} if merchant else {}
+def pager(path: str, page: Page, keep: Mapping[str, str]) -> str:
+    """The newer/older links of a page, keeping the list's filter (and merchant)."""
+    out = ['<div class="pager">']
+    for testid, cursor, name, text in (
+        ("newer", page.newer, "before", "← newer"),
+        ("older", page.older, "after", "older →"),
+    ):
+        if cursor is not None:
+            href = escape(f"{path}?{urlencode(dict(keep) | {name: str(cursor)})}")
+            out.append(f'<a data-testid="{testid}" href="{href}">{text}</a>')
+    out.append("</div>")
+    return "".join(out)
+
+
+def _keep(merchant: str | None, args: PageArgs, **query: str) -> dict[str, str]:
+    """What a pager link keeps: the operator's merchant, a limit that is not the default, the filter."""
+    kept = {"merchant": merchant or "", "limit": str(args.limit) if args.limit != PAGE_SIZE else ""} | query
+    return {k: v for k, v in kept.items() if v}
+
+
+def render_payments(
+    page: Page, f: PaymentFilter, merchant: str | None, error: str | None = None, args: PageArgs = PageArgs()
+) -> str:
     out = [
         '<div class="card"><form class="filters" method="get" action="/dashboard/payments">',
         f'<input type="hidden" name="merchant" value="{escape(merchant)}">' if merchant else "",
@@ -516,20 +605,9 @@ def render_payments(page: PaymentsPage, f: PaymentFilter, merchant: str | None, 
         )
     if not page.rows:
         out.append('<tr><td colspan="9" class="muted">no payments match</td></tr>')
-    out.append('</table><div class="pager">')
-    if page.newer:
-        out.append(
-            '<a data-testid="newer" '
-            f'href="/dashboard/payments?{escape(urlencode(keep | f.query() | {"before": str(page.newer)}))}">'
-            "← newer</a>"
-        )
-    if page.older:
-        out.append(
-            '<a data-testid="older" '
-            f'href="/dashboard/payments?{escape(urlencode(keep | f.query() | {"after": str(page.older)}))}">'
-            "older →</a>"
-        )
-    out.append("</div></div>")
+    out.append("</table>")
+    out.append(pager("/dashboard/payments", page, _keep(merchant, args, **f.query())))
+    out.append("</div>")
     return "".join(out)
 
 
@@ -609,18 +687,19 @@ def render_reviews(reviews: list[Mapping[str, Any]], merchant: str | None, flash
     return "".join(out)
 
 
-def render_disputes(rows: list[dict[str, Any]], merchant: str | None) -> str:
+def render_disputes(page: Page, merchant: str | None, args: PageArgs = PageArgs()) -> str:
     out = [
         '<div class="card"><table data-testid="disputes"><tr><th class="l">payment</th><th class="l">merchant</th>'
         '<th>opened (UTC)</th><th>amount</th><th class="l">reason</th><th class="l">state</th><th>closed (UTC)</th>'
         '<th class="l">evidence submitted</th></tr>'
     ]
-    for d in rows:
+    for d in page.rows:
         state = d["closed_as"].removeprefix("dispute_") if d["closed_as"] else "open"
         ev = (
             "<br>".join(
                 f"{when(s['occurred_at'])} {badge(s['status'])}"
                 f"{' ' + escape(s['reason_code']) if s['reason_code'] else ''}"
+                f"{_evidence_text(s.get('text'))}"
                 for s in d["evidence"]
             )
             or "none"
@@ -634,22 +713,28 @@ def render_disputes(rows: list[dict[str, Any]], merchant: str | None) -> str:
             f'<td>{when(d["closed_at"]) if d["closed_as"] else ""}</td><td class="l" '
             f'data-field="evidence">{ev}</td></tr>'
         )
-    if not rows:
+    if not page.rows:
         out.append('<tr><td colspan="8" class="muted">no disputes</td></tr>')
     out.append(
-        f'</table><p class="muted">the latest {LIST_MAX}; evidence: the submissions and the pipeline\'s answer '
-        "(the text is kept with the payment, not in the read models)</p></div>"
+        '</table><p class="muted">newest first; evidence: each submission, the pipeline\'s answer and the text '
+        "it sent to the network (none shown for submissions before the text reached the read model)</p>"
     )
+    out.append(pager("/dashboard/disputes", page, _keep(merchant, args)))
+    out.append("</div>")
     return "".join(out)
 
 
-def render_payouts(rows: list[dict[str, Any]]) -> str:
+def _evidence_text(text: str | None) -> str:
+    return f'<div class="evidence" data-field="evidence-text">{escape(text)}</div>' if text else ""
+
+
+def render_payouts(page: Page, merchant: str | None = None, args: PageArgs = PageArgs()) -> str:
     out = [
         '<div class="card"><table data-testid="payouts"><tr><th class="l">payout</th><th class="l">merchant</th>'
         '<th>day</th><th>amount</th><th class="l">status</th><th>sent (UTC)</th><th>answered (UTC)</th>'
         '<th class="l">failure</th></tr>'
     ]
-    for p in rows:
+    for p in page.rows:
         out.append(
             f'<tr data-payout="{escape(p["payout_id"])}"><td class="l mono">{escape(p["payout_id"])}</td>'
             f'<td class="l">{escape(p["merchant_id"])}</td><td>{escape(str(p["day"]))}</td>'
@@ -657,14 +742,21 @@ def render_payouts(rows: list[dict[str, Any]]) -> str:
             f"<td>{when(p['sent_at'])}</td><td>{when(p['answered_at'])}</td>"
             f'<td class="l">{escape(p["failure_reason"] or "")}</td></tr>'
         )
-    if not rows:
+    if not page.rows:
         out.append('<tr><td colspan="8" class="muted">no payouts</td></tr>')
-    out.append(f'</table><p class="muted">the latest {LIST_MAX}</p></div>')
+    out.append('</table><p class="muted">the latest sent first</p>')
+    out.append(pager("/dashboard/payouts", page, _keep(merchant, args)))
+    out.append("</div>")
     return "".join(out)
 
 
 def render_webhooks(
-    items: list[Notification], merchant: str | None, status: str, flash: str | None, note: str | None
+    page: Page,
+    merchant: str | None,
+    status: str,
+    flash: str | None,
+    note: str | None,
+    args: PageArgs = PageArgs(),
 ) -> str:
     out = [
         f'<p class="flash" data-testid="flash">{escape(flash)}</p>' if flash else "",
@@ -677,7 +769,7 @@ def render_webhooks(
         '<th class="l">event</th><th class="l">endpoint</th><th class="l">attempts</th><th '
         'class="l">last</th><th></th></tr>',
     ]
-    for n in items:
+    for n in page.rows:
         last = n.last
         tries = "<br>".join(
             f"#{a['attempt']} {when(a['attempted_at'])} {badge(a['status'])} "
@@ -698,10 +790,12 @@ def render_webhooks(
             f'data-field="last">{badge(last["status"])}</td>'
             f"<td>{retry}</td></tr>"
         )
-    if not items:
+    if not page.rows:
         out.append('<tr><td colspan="7" class="muted">no webhook deliveries</td></tr>')
     out.append(
-        f'</table><p class="muted">the latest {LIST_MAX} notifications; a given-up one can be retried once by hand '
-        "(a failed one is still on the runner's schedule)</p></div>"
+        '</table><p class="muted">the latest attempted first; a given-up one can be retried once by hand '
+        "(a failed one is still on the runner's schedule)</p>"
     )
+    out.append(pager("/dashboard/webhooks", page, _keep(merchant, args, status=status)))
+    out.append("</div>")
     return "".join(out)

@@ -539,15 +539,15 @@ def router(d: Dashboard) -> APIRouter:
 
         def body(_role: str, merchant: str | None) -> tuple[str, int]:
             try:
-                f = console.parse_filter(q)
-                older = console.Cursor.parse(q["after"]) if q.get("after") else None
-                newer = console.Cursor.parse(q["before"]) if q.get("before") else None
-                page = console.payments_page(d.rows, merchant, f, older_than=older, newer_than=newer)
+                f, args = console.parse_filter(q), console.parse_page(q)
+                page = console.payments_page(
+                    d.rows, merchant, f, older_than=args.older_than, newer_than=args.newer_than, limit=args.limit
+                )
             except ValueError as e:
                 return console.render_payments(
-                    console.PaymentsPage([], None, None), console.PaymentFilter(), merchant, str(e)
+                    console.Page([], None, None), console.PaymentFilter(), merchant, str(e)
                 ), 400
-            return console.render_payments(page, f, merchant), 200
+            return console.render_payments(page, f, merchant, None, args), 200
 
         return await console_page(request, "payments", "Payments", body)
 
@@ -626,20 +626,33 @@ def router(d: Dashboard) -> APIRouter:
             with_merchant("/dashboard/reviews", pick(request, role), sent=decision, payment=payment_id), 303
         )
 
+    def paged(
+        request: Request, render: Callable[[str | None, console.PageArgs], str]
+    ) -> Callable[..., tuple[str, int]]:
+        """A list page's body: its cursor and limit parsed, a bad one a 400 that says why."""
+
+        def body(_role: str, merchant: str | None) -> tuple[str, int]:
+            try:
+                args = console.parse_page(request.query_params)
+            except ValueError as e:
+                return f'<p class="warn" data-testid="page-error">{escape(str(e))}</p>', 400
+            return render(merchant, args), 200
+
+        return body
+
     @r.get("/dashboard/disputes")
     async def disputes(request: Request) -> Response:
-        return await console_page(
-            request,
-            "disputes",
-            "Disputes",
-            lambda _r, m: (console.render_disputes(console.disputes(d.rows, m), m), 200),
-        )
+        def render(m: str | None, args: console.PageArgs) -> str:
+            return console.render_disputes(console.disputes(d.rows, m, args), m, args)
+
+        return await console_page(request, "disputes", "Disputes", paged(request, render))
 
     @r.get("/dashboard/payouts")
     async def payouts(request: Request) -> Response:
-        return await console_page(
-            request, "payouts", "Payouts", lambda _r, m: (console.render_payouts(console.payouts(d.rows, m)), 200)
-        )
+        def render(m: str | None, args: console.PageArgs) -> str:
+            return console.render_payouts(console.payouts(d.rows, m, args), m, args)
+
+        return await console_page(request, "payouts", "Payouts", paged(request, render))
 
     @r.get("/dashboard/webhooks")
     async def webhooks(request: Request) -> Response:
@@ -653,10 +666,15 @@ def router(d: Dashboard) -> APIRouter:
             if d.sources is None:
                 return '<p class="warn">webhook deliveries need the webhook-deliveries topic</p>', 503
             try:
+                args = console.parse_page(q)
+            except ValueError as e:
+                return f'<p class="warn" data-testid="page-error">{escape(str(e))}</p>', 400
+            try:
                 items = console.notifications(d.sources.deliveries(), merchant, status)
             except Exception as e:
                 return f'<p class="warn">webhook deliveries unavailable: {escape(type(e).__name__)}</p>', 503
-            return console.render_webhooks(items, merchant, status, flash, None), 200
+            page = console.list_page(items, console.notification_key, args)
+            return console.render_webhooks(page, merchant, status, flash, None, args), 200
 
         return await console_page(request, "webhooks", "Webhook deliveries", body)
 

@@ -126,6 +126,7 @@ _OURS = frozenset(
         "ambiguous_payment_method",
         "invalid_card_token",
         "invalid_command_id",
+        "invalid_merchant_initiated",
     }
 )
 

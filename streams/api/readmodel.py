@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from streams.api.stripe_objects import Take, split_returns
 from streams.domain.ledger import merchant_account
 
 LIST_LIMIT_MAX = 100
@@ -58,6 +59,13 @@ ORDER BY event_id %s LIMIT {limit:UInt32}
 _DISPUTES_AFTER = _DISPUTES % ("event_id > {after:String}", "ASC")
 _DISPUTES_BEFORE = _DISPUTES % ("event_id < {before:String}", "DESC")
 _DISPUTE = _DISPUTES % ("event_id = {event:String}", "ASC")
+# The evidence the pipeline accepted for the merchant's disputed payments (PaymentOutcome v2
+# put the text there; any version counts a submission).
+_SUBMISSIONS = """
+SELECT payment_id, occurred_at FROM payment_outcomes FINAL
+WHERE merchant_id = {merchant:String} AND kind = 'dispute_evidence' AND status = 'succeeded'
+  AND payment_id IN {pids:Array(String)}
+"""
 
 # Payouts on the bank rail, latest status per payout (sent, then paid or failed).
 _PAYOUTS = """
@@ -153,6 +161,34 @@ SELECT * FROM (
 )
 WHERE destination != '' AND amount_minor > 0 AND %s ORDER BY id %s LIMIT {limit:UInt32}
 """
+# A merchant's refunds: each refund event joined to the outcome of the refund command that
+# made it, for its Idempotency-Key, and named as the API names a refund
+# (stripe_objects.refund_id: re_ + the first 32 hex of sha256("refund", merchant, key)).
+_REFUNDS = """
+SELECT * FROM (
+    SELECT concat('re_', left(lower(hex(SHA256(concat('refund', char(31), e.merchant_id, char(31),
+                                                       o.idempotency_key)))), 32)) AS id,
+           e.payment_id AS payment_id, e.currency AS currency, e.amount_minor AS amount_minor,
+           e.occurred_at AS occurred_at
+    FROM payment_events AS e FINAL
+    INNER JOIN (
+        SELECT command_id, idempotency_key FROM payment_outcomes FINAL
+        WHERE merchant_id = {merchant:String} AND kind = 'refund' AND status = 'succeeded'
+    ) AS o ON o.command_id = e.command_id
+    WHERE e.merchant_id = {merchant:String} AND e.type = 'refunded'
+)
+WHERE %s ORDER BY id %s LIMIT {limit:UInt32}
+"""
+# The captures and refunds of some destination charges: what their refunds took back of
+# the transfers and the fees (stripe_objects.split_returns).
+_SPLIT_LINES = """
+SELECT entry_id, line_no, payment_id, account, event_type, debit_minor, credit_minor, occurred_at
+FROM ledger_entries FINAL
+WHERE merchant_id = {merchant:String} AND payment_id IN {pids:Array(String)}
+  AND event_type IN ('captured', 'refunded')
+ORDER BY occurred_at, entry_id, line_no
+LIMIT 100000
+"""
 _CURSORED = {
     "after": ("id > {after:String}", "ASC"),
     "before": ("id < {before:String}", "DESC"),
@@ -217,8 +253,26 @@ class ClickHousePayments:
         the cursor: the opening's fields, and `closed_as` ('' while open) and `closed_at`."""
         assert 1 <= limit <= LIST_LIMIT_MAX + 1, limit
         if ending_before is not None:
-            return self.rows(_DISPUTES_BEFORE, {"merchant": merchant_id, "before": ending_before, "limit": limit})
-        return self.rows(_DISPUTES_AFTER, {"merchant": merchant_id, "after": starting_after or "", "limit": limit})
+            rows = self.rows(_DISPUTES_BEFORE, {"merchant": merchant_id, "before": ending_before, "limit": limit})
+        else:
+            rows = self.rows(_DISPUTES_AFTER, {"merchant": merchant_id, "after": starting_after or "", "limit": limit})
+        return self._with_submissions(merchant_id, rows)
+
+    def _with_submissions(self, merchant_id: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each dispute with `submissions`: the evidence accepted while it was open."""
+        if not rows:
+            return rows
+        subs = self.rows(_SUBMISSIONS, {"merchant": merchant_id, "pids": sorted({r["payment_id"] for r in rows})})
+        for r in rows:
+            end = r["closed_at"] if r["closed_as"] else None
+            r["submissions"] = sum(
+                1
+                for s in subs
+                if s["payment_id"] == r["payment_id"]
+                and s["occurred_at"] >= r["occurred_at"]
+                and (end is None or s["occurred_at"] <= end)
+            )
+        return rows
 
     def payouts(
         self, merchant_id: str, limit: int, starting_after: str | None = None, ending_before: str | None = None
@@ -236,7 +290,7 @@ class ClickHousePayments:
     def dispute(self, merchant_id: str, event_id: str) -> dict[str, Any] | None:
         """One of the merchant's disputes by its opening event id."""
         rows = self.rows(_DISPUTE, {"merchant": merchant_id, "event": event_id, "limit": 1})
-        return rows[0] if rows else None
+        return self._with_submissions(merchant_id, rows)[0] if rows else None
 
     def balance_transactions(
         self, merchant_id: str, limit: int, after: dict[str, Any] | None = None, before: dict[str, Any] | None = None
@@ -307,7 +361,9 @@ class ClickHousePayments:
         """The platform's transfers to its connected accounts by id, after (or before,
         nearest first) the cursor, or the one named: {id, entry_id, payment_id,
         account (the connected one's pending), currency, amount_minor, occurred_at}."""
-        return self._split_rows(_TRANSFERS, merchant_id, limit, starting_after, ending_before, transfer_id)
+        rows = self._split_rows(_TRANSFERS, merchant_id, limit, starting_after, ending_before, transfer_id)
+        reversals, _ = self._returns(merchant_id, rows)
+        return [r | {"reversals": reversals.get(r["id"], [])} for r in rows]
 
     def application_fees(
         self,
@@ -319,7 +375,30 @@ class ClickHousePayments:
     ) -> list[dict[str, Any]]:
         """The platform's application fees by id, as `transfers` (`destination`: the
         first connected account's pending the charge paid)."""
-        return self._split_rows(_FEES, merchant_id, limit, starting_after, ending_before, fee_id)
+        rows = self._split_rows(_FEES, merchant_id, limit, starting_after, ending_before, fee_id)
+        _, refunds = self._returns(merchant_id, rows)
+        return [r | {"refunds": refunds.get(r["id"], [])} for r in rows]
+
+    def _returns(
+        self, merchant_id: str, rows: list[dict[str, Any]]
+    ) -> tuple[dict[str, list[Take]], dict[str, list[Take]]]:
+        if not rows:
+            return {}, {}
+        pids = sorted({r["payment_id"] for r in rows})
+        lines = self.rows(_SPLIT_LINES, {"merchant": merchant_id, "pids": pids})
+        return split_returns(lines, merchant_account(merchant_id, "pending"))
+
+    def refunds(
+        self,
+        merchant_id: str,
+        limit: int,
+        starting_after: str | None = None,
+        ending_before: str | None = None,
+        refund_id: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """The merchant's refunds by id, after (or before, nearest first) the cursor, or
+        the one named: {id, payment_id, currency, amount_minor, occurred_at}."""
+        return self._split_rows(_REFUNDS, merchant_id, limit, starting_after, ending_before, refund_id)
 
     def _split_rows(
         self, sql: str, merchant_id: str, limit: int, after: str | None, before: str | None, one: str | None

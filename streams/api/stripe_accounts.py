@@ -17,9 +17,18 @@ from fastapi.responses import JSONResponse
 
 from streams.api import stripe_params as params
 from streams.api.errors import ApiError
-from streams.api.stripe_bodies import Account, AccountList, ApplicationFee, ApplicationFeeList, Transfer, TransferList
+from streams.api.stripe_bodies import (
+    Account,
+    AccountList,
+    ApplicationFee,
+    ApplicationFeeList,
+    FeeRefundList,
+    Transfer,
+    TransferList,
+    TransferReversalList,
+)
 from streams.api.stripe_customers import no_such, page
-from streams.api.stripe_objects import account_object, application_fee_object, transfer_object
+from streams.api.stripe_objects import account_object, application_fee_object, take_object, transfer_object
 from streams.api.stripe_routes import (
     _AUTH,
     _ERRORS,
@@ -40,6 +49,10 @@ from streams.domain.sanctions import SanctionsList
 _APPLIED = ("legal_name", "country", "registration_number", "owners", "documents")
 TRANSFER_ID = re.compile(r"^tr_[0-9a-f]{32}[0-9]{2}$")
 FEE_ID = re.compile(r"^fee_[0-9a-f]{32}$")
+# A reversal is a refund entry's line (a part of it, `_<n>`, where it spans two transfers);
+# a fee refund is a refund entry (stripe_objects.split_returns).
+REVERSAL_ID = re.compile(r"^trr_[0-9a-f]{32}[0-9]{2}(_[0-9]{1,2})?$")
+FEE_REFUND_ID = re.compile(r"^fr_[0-9a-f]{32}(_[0-9]{1,2})?$")
 _ACCOUNT_SCHEMA = {
     "type": "object",
     "required": ["country"],
@@ -255,6 +268,30 @@ def install(app: FastAPI, deps: StripeDeps, desk: Registry | None) -> None:
         return JSONResponse(transfer_object(rows[0]))
 
     @app.get(
+        "/v1/transfers/{transfer}/reversals",
+        response_model=TransferReversalList,
+        responses=_ERRORS,
+        dependencies=_AUTH,
+        summary="A transfer's reversals: the parts its payment's refunds took back (Stripe cursors)",
+        tags=["stripe"],
+        openapi_extra={"parameters": _LIST_PARAMS},
+    )
+    async def list_transfer_reversals(transfer: str, request: Request) -> JSONResponse:
+        p = params.list_params(_query(request), REVERSAL_ID, "TransferReversal")
+        merchant = request.state.merchant_id
+        rows = (
+            await deps.read_model(lambda r: r.transfers(merchant, 1, transfer_id=transfer))
+            if TRANSFER_ID.match(transfer)
+            else []
+        )
+        if not rows:
+            raise no_such("transfer")
+        row = rows[0]
+        takes = sorted(({"id": t.id, "take": t} for t in row.get("reversals") or []), key=lambda d: d["id"])
+        url = f"/v1/transfers/{transfer}/reversals"
+        return page(takes, p, url, lambda d: take_object(d["take"], "transfer_reversal", transfer, row["currency"]))
+
+    @app.get(
         "/v1/application_fees",
         response_model=ApplicationFeeList,
         responses=_ERRORS,
@@ -286,3 +323,23 @@ def install(app: FastAPI, deps: StripeDeps, desk: Registry | None) -> None:
         if not rows:
             raise no_such("application fee")
         return JSONResponse(application_fee_object(rows[0]))
+
+    @app.get(
+        "/v1/application_fees/{fee}/refunds",
+        response_model=FeeRefundList,
+        responses=_ERRORS,
+        dependencies=_AUTH,
+        summary="An application fee's refunds: the parts its payment's refunds gave back (Stripe cursors)",
+        tags=["stripe"],
+        openapi_extra={"parameters": _LIST_PARAMS},
+    )
+    async def list_fee_refunds(fee: str, request: Request) -> JSONResponse:
+        p = params.list_params(_query(request), FEE_REFUND_ID, "FeeRefund")
+        merchant = request.state.merchant_id
+        rows = await deps.read_model(lambda r: r.application_fees(merchant, 1, fee_id=fee)) if FEE_ID.match(fee) else []
+        if not rows:
+            raise no_such("application fee")
+        row = rows[0]
+        takes = sorted(({"id": t.id, "take": t} for t in row.get("refunds") or []), key=lambda d: d["id"])
+        url = f"/v1/application_fees/{fee}/refunds"
+        return page(takes, p, url, lambda d: take_object(d["take"], "fee_refund", fee, row["currency"]))

@@ -141,6 +141,13 @@ class Refund(BaseModel):
     status: str
 
 
+class RefundList(BaseModel):
+    object: Literal["list"]
+    url: str
+    has_more: bool
+    data: list[Refund]
+
+
 class InvoiceSettings(BaseModel):
     default_payment_method: str | None
     custom_fields: None
@@ -338,18 +345,49 @@ class AccountList(BaseModel):
     data: list[Account]
 
 
-class EmptyList(BaseModel):
-    object: Literal["list"]
-    url: str
-    has_more: bool
-    data: list[dict[str, str]]
-
-
 class SplitPaystream(BaseModel):
     """Ours, not Stripe's: the destination charge's intent and the ledger entry."""
 
     payment_intent: str | None
     entry_id: str
+
+
+class TransferReversal(BaseModel):
+    id: str
+    object: Literal["transfer_reversal"]
+    amount: int
+    currency: str
+    created: int | None
+    metadata: dict[str, str]
+    balance_transaction: str | None
+    transfer: str
+    destination_payment_refund: str | None
+    source_refund: str | None
+
+
+class TransferReversalList(BaseModel):
+    object: Literal["list"]
+    url: str
+    has_more: bool
+    data: list[TransferReversal]
+
+
+class FeeRefund(BaseModel):
+    id: str
+    object: Literal["fee_refund"]
+    amount: int
+    currency: str
+    created: int | None
+    metadata: dict[str, str]
+    balance_transaction: str | None
+    fee: str
+
+
+class FeeRefundList(BaseModel):
+    object: Literal["list"]
+    url: str
+    has_more: bool
+    data: list[FeeRefund]
 
 
 class Transfer(BaseModel):
@@ -367,7 +405,7 @@ class Transfer(BaseModel):
     livemode: bool
     metadata: dict[str, str]
     reversed: bool
-    reversals: EmptyList
+    reversals: TransferReversalList
     transfer_group: str | None
     balance_transaction: str | None
     paystream: SplitPaystream
@@ -394,7 +432,7 @@ class ApplicationFee(BaseModel):
     currency: str
     created: int | None
     livemode: bool
-    refunds: EmptyList
+    refunds: FeeRefundList
     paystream: SplitPaystream
 
 

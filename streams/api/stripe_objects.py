@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -379,16 +380,124 @@ def account_object(record: dict[str, Any], connected: bool) -> dict[str, Any]:
     }
 
 
+def split_returns(lines: list[dict[str, Any]], own: str) -> tuple[dict[str, list[Take]], dict[str, list[Take]]]:
+    """From the ledger lines of destination charges (their `captured` and `refunded`
+    entries, oldest first), what was given back: per transfer id its reversals, per
+    application fee id its refunds. A refund of a split payment takes from each connected
+    account and from the platform's fee pro rata (docs/ledger.md, Split payments): its
+    debit to a connected account's pending reverses that account's transfers of the
+    payment, and the rest of the refund (its clearing credit less those debits) refunds
+    the payment's fees. A payment captured in parts has several of each: a take goes to
+    the oldest with room first (its id gets a suffix where it spans two). `own` is the
+    platform's pending account."""
+    reversals: dict[str, list[Take]] = {}
+    refunds: dict[str, list[Take]] = {}
+    for pid in dict.fromkeys(x["payment_id"] for x in lines):
+        mine = [x for x in lines if x["payment_id"] == pid]
+        for account in dict.fromkeys(x["account"] for x in mine if _connected(x["account"], own)):
+            given = [
+                (transfer_id(x), x["credit_minor"])
+                for x in mine
+                if x["account"] == account and x["event_type"] == "captured" and x["credit_minor"] > 0
+            ]
+            taken = [
+                Take("trr_" + x["entry_id"][-32:] + f"{x['line_no']:02d}", x["debit_minor"], x["occurred_at"])
+                for x in mine
+                if x["account"] == account and x["event_type"] == "refunded" and x["debit_minor"] > 0
+            ]
+            reversals |= _oldest_first(given, taken)
+        entries = list(dict.fromkeys(x["entry_id"] for x in mine))
+        fees = [(fee_id(e), _sum(mine, e, own, "credit_minor")) for e in entries if _kind(mine, e) == "captured"]
+        fee_refunds = []
+        for e in entries:
+            if _kind(mine, e) != "refunded":
+                continue
+            cleared = sum(
+                x["credit_minor"] for x in mine if x["entry_id"] == e and x["account"].startswith("house:clearing")
+            )
+            reversed_ = sum(x["debit_minor"] for x in mine if x["entry_id"] == e and _connected(x["account"], own))
+            at = next(x["occurred_at"] for x in mine if x["entry_id"] == e)
+            if cleared > reversed_:
+                fee_refunds.append(Take("fr_" + e[-32:], cleared - reversed_, at))
+        refunds |= _oldest_first([(f, amount) for f, amount in fees if amount > 0], fee_refunds)
+    return reversals, refunds
+
+
+@dataclass(frozen=True)
+class Take:
+    """A reversal of a transfer or a refund of an application fee (minor units)."""
+
+    id: str
+    amount_minor: int
+    occurred_at: Any
+
+
+def transfer_id(line: dict[str, Any]) -> str:
+    return "tr_" + line["entry_id"][-32:] + f"{line['line_no']:02d}"
+
+
+def fee_id(entry_id: str) -> str:
+    return "fee_" + entry_id[-32:]
+
+
+def _connected(account: str, own: str) -> bool:
+    return account.startswith("merchant:") and account.endswith(":pending") and account != own
+
+
+def _kind(lines: list[dict[str, Any]], entry_id: str) -> str:
+    return str(next(x["event_type"] for x in lines if x["entry_id"] == entry_id))
+
+
+def _sum(lines: list[dict[str, Any]], entry_id: str, account: str, side: str) -> int:
+    return sum(x[side] for x in lines if x["entry_id"] == entry_id and x["account"] == account)
+
+
+def _oldest_first(given: list[tuple[str, int]], taken: list[Take]) -> dict[str, list[Take]]:
+    """Each take to the oldest of `given` (id, amount) with room left, split where it spans two."""
+    out: dict[str, list[Take]] = {gid: [] for gid, _ in given}
+    room = [[gid, amount] for gid, amount in given]
+    i = 0
+    for take in taken:
+        left, part = take.amount_minor, 0
+        while left > 0 and i < len(room):
+            moved = min(left, int(room[i][1]))
+            if moved:
+                whole = moved == take.amount_minor
+                out[str(room[i][0])].append(Take(take.id if whole else f"{take.id}_{part}", moved, take.occurred_at))
+                part, left, room[i][1] = part + 1, left - moved, int(room[i][1]) - moved
+            if room[i][1] == 0:
+                i += 1
+    return out
+
+
+def take_object(take: Take, kind: str, parent: str, currency: str) -> dict[str, Any]:
+    """A `transfer_reversal` (parent: the transfer) or a `fee_refund` (the fee)."""
+    body = {
+        "id": take.id,
+        "object": kind,
+        "amount": take.amount_minor,
+        "currency": currency.lower(),
+        "created": _seconds(take.occurred_at),
+        "metadata": {},
+        "balance_transaction": None,
+    }
+    if kind == "transfer_reversal":
+        return body | {"transfer": parent, "destination_payment_refund": None, "source_refund": None}
+    return body | {"fee": parent}
+
+
 def transfer_object(row: dict[str, Any]) -> dict[str, Any]:
     """A transfer to a connected account: one split capture's credit to its pending
-    balance (ClickHousePayments.transfers). Refunds and disputes take their part back
-    pro rata in their own entries (docs/ledger.md); they are not reversals here."""
+    balance (ClickHousePayments.transfers), with the reversals the payment's refunds made
+    (`row["reversals"]`, split_returns)."""
     pid = row["payment_id"]
+    takes: list[Take] = row.get("reversals") or []
+    reversed_minor = sum(t.amount_minor for t in takes)
     return {
         "id": row["id"],
         "object": "transfer",
         "amount": row["amount_minor"],
-        "amount_reversed": 0,
+        "amount_reversed": reversed_minor,
         "currency": row["currency"].lower(),
         "destination": connected_account_of(row["account"]),
         "destination_payment": None,
@@ -398,8 +507,13 @@ def transfer_object(row: dict[str, Any]) -> dict[str, Any]:
         "description": None,
         "livemode": False,
         "metadata": {},
-        "reversed": False,
-        "reversals": {"object": "list", "data": [], "has_more": False, "url": f"/v1/transfers/{row['id']}/reversals"},
+        "reversed": reversed_minor == row["amount_minor"],
+        "reversals": {
+            "object": "list",
+            "data": [take_object(t, "transfer_reversal", row["id"], row["currency"]) for t in takes],
+            "has_more": False,
+            "url": f"/v1/transfers/{row['id']}/reversals",
+        },
         "transfer_group": None,
         "balance_transaction": None,
         "paystream": {
@@ -411,15 +525,18 @@ def transfer_object(row: dict[str, Any]) -> dict[str, Any]:
 
 def application_fee_object(row: dict[str, Any]) -> dict[str, Any]:
     """The platform's fee on one split capture: that entry's credit to the platform's
-    own pending balance (ClickHousePayments.application_fees)."""
+    own pending balance (ClickHousePayments.application_fees), with what the payment's
+    refunds gave back of it (`row["refunds"]`, split_returns)."""
     pid = row["payment_id"]
+    takes: list[Take] = row.get("refunds") or []
+    refunded_minor = sum(t.amount_minor for t in takes)
     return {
         "id": row["id"],
         "object": "application_fee",
         "account": connected_account_of(row["destination"]),
         "amount": row["amount_minor"],
-        "amount_refunded": 0,
-        "refunded": False,
+        "amount_refunded": refunded_minor,
+        "refunded": refunded_minor == row["amount_minor"],
         "application": None,
         "balance_transaction": None,
         "charge": None,
@@ -429,7 +546,7 @@ def application_fee_object(row: dict[str, Any]) -> dict[str, Any]:
         "livemode": False,
         "refunds": {
             "object": "list",
-            "data": [],
+            "data": [take_object(t, "fee_refund", row["id"], row["currency"]) for t in takes],
             "has_more": False,
             "url": f"/v1/application_fees/{row['id']}/refunds",
         },

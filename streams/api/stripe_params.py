@@ -419,6 +419,9 @@ class CreateIntent:
     mandate: str | None = None  # a mandate reference the merchant holds (bank debits)
     mandate_accepted: bool = False  # mandate_data: the customer accepted a mandate with this intent
     destination: Destination | None = None  # a destination charge: a split payment (marketplaces)
+    # A saved card charged with no customer present (off_session): the pipeline's
+    # merchant-initiated create, for which the payments stage reveals the card from the vault.
+    merchant_initiated: bool = False
 
     @property
     def card(self) -> dict[str, Any] | None:
@@ -475,7 +478,7 @@ def create_intent(params: dict[str, Any]) -> CreateIntent:
         )
     capture = choice(params, "capture_method", CAPTURE_METHODS) or "automatic"
     choice(params, "confirmation_method", {"automatic", "manual"})
-    boolean(params, "off_session")  # accepted: every create here is server-side, no customer present to step up
+    off_session = _off_session(params)
     types = None
     if params.get("payment_method_types") is not None:
         try:
@@ -527,7 +530,17 @@ def create_intent(params: dict[str, Any]) -> CreateIntent:
         mandate,
         accepted,
         _destination(params, amount),
+        # Card details in the request are the customer's, present: only a saved card is charged off session.
+        merchant_initiated=off_session and source.saved,
     )
+
+
+def _off_session(params: dict[str, Any]) -> bool:
+    """Stripe's `off_session`: true, false, or the kind of off-session use (`one_off`,
+    `recurring`), which the networks do not need from us."""
+    if params.get("off_session") in ("one_off", "recurring"):
+        return True
+    return boolean(params, "off_session") is True
 
 
 @dataclass(frozen=True)
@@ -604,9 +617,30 @@ class CreateRefund:
 
 
 def create_refund(params: dict[str, Any]) -> CreateRefund:
-    reject_unknown(params, {"payment_intent", "charge", "amount", "reason", "metadata", "expand"})
+    reject_unknown(
+        params,
+        {
+            "payment_intent",
+            "charge",
+            "amount",
+            "reason",
+            "metadata",
+            "expand",
+            "reverse_transfer",
+            "refund_application_fee",
+        },
+    )
     if params.get("charge") is not None:
         raise invalid("charge", "refund a payment_intent (charges are not separate objects here)")
+    for name in ("reverse_transfer", "refund_application_fee"):
+        # The ledger refunds a destination charge pro rata over the connected accounts and
+        # the platform's fee (docs/ledger.md, Split payments): both always happen.
+        if boolean(params, name) is False:
+            raise invalid(
+                name,
+                f"{name}=false is not supported: a refund takes back from the transfers and the fee "
+                "pro rata (docs/api.md)",
+            )
     pi = string(params, "payment_intent", max_chars=100)
     if pi is None:
         raise missing("payment_intent")

@@ -15,7 +15,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from fastapi import Depends, FastAPI, Request
@@ -39,8 +39,10 @@ from streams.api.stripe_bodies import (
     Payout,
     PayoutList,
     Refund,
+    RefundList,
 )
 from streams.api.stripe_objects import (
+    REFUND_ID,
     balance_object,
     mandate_id,
     opened_event_of,
@@ -186,7 +188,7 @@ _CREATE_SCHEMA = {
         },
         "customer": {"type": "string"},
         "setup_future_usage": {"type": "string", "enum": sorted(params.SETUP_FUTURE_USAGE)},
-        "off_session": {"type": "boolean"},
+        "off_session": {"anyOf": [{"type": "boolean"}, {"type": "string", "enum": ["one_off", "recurring"]}]},
         "mandate": {"type": "string", "description": "A bank debit mandate the merchant holds (1..35 characters)."},
         "mandate_data": {
             "type": "object",
@@ -258,6 +260,9 @@ _REFUND_SCHEMA = {
         "reason": {"type": "string", "enum": sorted(params.REFUND_REASONS)},
         "metadata": _METADATA,
         "expand": _EXPAND,
+        # Always so here: a refund reverses the transfers and refunds the fee pro rata.
+        "reverse_transfer": {"type": "boolean", "enum": [True]},
+        "refund_application_fee": {"type": "boolean", "enum": [True]},
     },
 }
 _DISPUTE_SCHEMA = {
@@ -436,7 +441,7 @@ def install(app: FastAPI, deps: StripeDeps) -> None:
             p.metadata,
             source.method,
             **instrument,
-        )
+        ) | {"merchant_initiated": p.merchant_initiated}
         if dest is not None:  # a destination charge is a split: the account's part, the platform's fee
             command |= {
                 "splits": [{"merchant_id": dest.account, "amount_minor": p.amount - dest.fee_minor}],
@@ -721,6 +726,11 @@ def install(app: FastAPI, deps: StripeDeps) -> None:
 
     submitted: Bounded[str, int] = Bounded(deps.max_records)  # dispute id -> evidence this process sent
 
+    def submissions(row: dict[str, Any]) -> int:
+        """The evidence accepted for it: the read model's count, or more this process sent
+        since (the read model is as fresh as the sink)."""
+        return max(row.get("submissions") or 0, submitted.get(dispute_id(row["event_id"])) or 0)
+
     async def own_dispute(dp: str, merchant: str) -> dict[str, Any]:
         event_id = opened_event_of(dp)
         row = None if event_id is None else await deps.read_model(lambda r: r.dispute(merchant, event_id))
@@ -749,7 +759,7 @@ def install(app: FastAPI, deps: StripeDeps) -> None:
                 rows,
                 p,
                 "/v1/disputes",
-                lambda row: dispute_object(row, submitted.get(dispute_id(row["event_id"])) or 0),
+                lambda row: dispute_object(row, submissions(row)),
             )
         )
 
@@ -764,7 +774,7 @@ def install(app: FastAPI, deps: StripeDeps) -> None:
     async def retrieve_dispute(dispute: str, request: Request) -> JSONResponse:
         params.expand(_query(request))
         row = await own_dispute(dispute, request.state.merchant_id)
-        return JSONResponse(dispute_object(row, submitted.get(dispute) or 0))
+        return JSONResponse(dispute_object(row, submissions(row)))
 
     @app.post(
         "/v1/disputes/{dispute}",
@@ -789,11 +799,11 @@ def install(app: FastAPI, deps: StripeDeps) -> None:
             if status != 200:
                 return status, body, replayed
             if not replayed:
-                submitted.put(dispute, (submitted.get(dispute) or 0) + 1)
-            return 200, dispute_object(row, submitted.get(dispute) or 1), replayed
+                submitted.put(dispute, submissions(row) + 1)
+            return 200, dispute_object(row, max(submissions(row), 1)), replayed
 
         def pending(_pid: str) -> JSONResponse:
-            return JSONResponse(dispute_object(row, submitted.get(dispute) or 0))
+            return JSONResponse(dispute_object(row, submissions(row)))
 
         return await write(
             merchant,
@@ -893,7 +903,38 @@ def install(app: FastAPI, deps: StripeDeps) -> None:
     )
     async def retrieve_refund(refund: str, request: Request) -> JSONResponse:
         params.expand(_query(request))
+        merchant = request.state.merchant_id
         found = refunds.get(refund)
-        if found is None or found[0] != request.state.merchant_id:
+        if found is not None and found[0] == merchant:
+            return JSONResponse(found[1])  # with the reason and metadata this process was given
+        rows = []
+        if REFUND_ID.match(refund):  # another process's, or before a restart: the read model's
+            rows = await deps.read_model(lambda r: r.refunds(merchant, 1, refund_id=refund))
+        if not rows:
             raise ApiError(404, "invalid_request_error", "resource_missing", "No such refund", "id")
-        return JSONResponse(found[1])
+        return JSONResponse(stored_refund(rows[0]))
+
+    @app.get(
+        "/v1/refunds",
+        response_model=RefundList,
+        responses=_ERRORS,
+        dependencies=_AUTH,
+        summary="List your refunds, by id (Stripe cursors)",
+        tags=["stripe"],
+        openapi_extra={"parameters": _LIST_PARAMS},
+    )
+    async def list_refunds(request: Request) -> JSONResponse:
+        merchant = request.state.merchant_id
+        p = params.list_params(_query(request), REFUND_ID, "Refund")
+        rows = await deps.read_model(lambda r: r.refunds(merchant, p.limit + 1, p.starting_after, p.ending_before))
+        return JSONResponse(params.list_page(rows, p, "/v1/refunds", stored_refund))
+
+    def stored_refund(row: dict[str, Any]) -> dict[str, Any]:
+        """A refund from the read model; the reason and metadata live only in the process
+        that took it (as an intent's metadata)."""
+        kept = refunds.get(row["id"])
+        if kept is not None:
+            return kept[1]
+        at = row["occurred_at"]
+        created = int(at.replace(tzinfo=UTC).timestamp()) if at.tzinfo is None else int(at.timestamp())
+        return refund_object(row["id"], row, row["amount_minor"], created, None, {})

@@ -27,8 +27,10 @@ def outcome(
     reason: str | None = None,
     detail: str | None = None,
     amounts: dict[str, Any] = NO_PAYMENT,
+    evidence: str | None = None,
 ) -> dict[str, Any]:
-    """The PaymentOutcome record answering `cmd`; its id is derived from the command's."""
+    """The PaymentOutcome record answering `cmd`; its id is derived from the command's.
+    `evidence`: the text an accepted dispute_evidence submitted (PaymentOutcome v2)."""
     return {
         "outcome_id": derive_outcome_id(cmd["command_id"]),
         "command_id": cmd["command_id"],
@@ -43,6 +45,7 @@ def outcome(
         "currency": currency,
         **amounts,
         "occurred_at": cmd["occurred_at"],
+        "dispute_evidence": evidence,
     }
 
 

@@ -64,7 +64,7 @@ from streams.domain.splits import (
     allocate,
     checked_splits,
 )
-from streams.domain.subscriptions import MIT_METADATA_KEY
+from streams.domain.subscriptions import is_merchant_initiated
 from streams.domain.timers import Timer
 
 # A payment carries the idempotency records of its follow-ups; bound them
@@ -173,11 +173,12 @@ REVEAL_MIT = "merchant_initiated_charge"
 
 
 def needs_pan(cmd: Mapping[str, Any]) -> bool:
-    """A merchant-initiated charge on a saved card (a subscription's: the MIT flag in its
-    metadata, the card a vault token): no cardholder is present to give the number, so the
-    provider gets it from the vault. Every other authorization goes by BIN and last 4."""
+    """A merchant-initiated charge on a saved card (a subscription's or an API off-session
+    one: `merchant_initiated`, the card a vault token): no cardholder is present to give the
+    number, so the provider gets it from the vault. Every other authorization goes by BIN
+    and last 4."""
     card = cmd.get("card")
-    return bool(card and card.get("token")) and MIT_METADATA_KEY in (cmd.get("metadata") or {})
+    return bool(card and card.get("token")) and is_merchant_initiated(cmd)
 
 
 FRAUD_ACTIONS = ("approve", "requires_action", "review", "decline")
@@ -900,8 +901,8 @@ def _as_create(p: Payment) -> dict[str, Any]:
         "amount_minor": p.amount_minor,
         "currency": p.currency,
         "card": {"token": p.card_token, "bin": p.card_bin or "", "last4": p.card_last4 or ""} if p.card_token else None,
-        "metadata": ({"payment_method": p.payment_method} if p.payment_method else {})
-        | ({MIT_METADATA_KEY: ""} if p.merchant_initiated else {}),
+        "metadata": {"payment_method": p.payment_method} if p.payment_method else {},
+        "merchant_initiated": p.merchant_initiated,
         # A payment paused before it had a method field (stored before it) kept the metadata's.
         "method": p.payment_method or p.method,
     }
@@ -1287,7 +1288,10 @@ def _decision(step: _Step, out: dict[str, Any]) -> Decision:
 
 
 def _remember(payment: Payment, cmd: dict[str, Any], fp: str, outcome: dict[str, Any]) -> Payment:
-    stored = {k: v for k, v in outcome.items() if k not in ("outcome_id", "command_id", "occurred_at")}
+    # The evidence is in dispute_evidence while the dispute is open: not kept twice in the state.
+    stored = {
+        k: v for k, v in outcome.items() if k not in ("outcome_id", "command_id", "occurred_at", "dispute_evidence")
+    }
     idem = dict(payment.idempotency)
     idem[cmd["idempotency_key"]] = {"fingerprint": fp, "outcome": stored}
     return payment.evolve(idempotency=idem)
@@ -1309,11 +1313,22 @@ def _replayed(stored: dict[str, Any], cmd: dict[str, Any]) -> dict[str, Any]:
         "command_id": cmd["command_id"],
         "status": "replayed",
         "occurred_at": cmd["occurred_at"],
+        "dispute_evidence": None,  # the first answer carried it to the read model
     }
 
 
 def _outcome(p: Payment, cmd: dict[str, Any], status: str, reason: str | None) -> dict[str, Any]:
-    return outcome(cmd, status, payment_id=p.payment_id, currency=p.currency, reason=reason, amounts=_amounts(p))
+    # Accepted evidence rides on its outcome into the read model: the state drops it at the close.
+    evidence = cmd["dispute"]["evidence"] if cmd["kind"] == "dispute_evidence" and status == "succeeded" else None
+    return outcome(
+        cmd,
+        status,
+        payment_id=p.payment_id,
+        currency=p.currency,
+        reason=reason,
+        amounts=_amounts(p),
+        evidence=evidence,
+    )
 
 
 def _amounts(p: Payment) -> dict[str, Any]:

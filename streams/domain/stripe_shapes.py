@@ -192,8 +192,8 @@ def payment_intent(view: dict[str, Any], request: IntentRequest | None = None) -
 
 def dispute_object(row: dict[str, Any], submissions: int = 0) -> dict[str, Any]:
     """A dispute from its read-model row (ClickHousePayments.disputes): won or lost once
-    the network closed it, else `under_review` once this process sent evidence for
-    it (`submissions`), else `needs_response`."""
+    the network closed it, else `under_review` once evidence was accepted for it
+    (`submissions`: the read model's, or this process's), else `needs_response`."""
     closed = _DISPUTE_CLOSED.get(row.get("closed_as") or "")
     status = closed or ("under_review" if submissions else "needs_response")
     return {

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import calendar
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -49,7 +50,8 @@ STATUSES = ("trialing", "active", "past_due", "canceled")
 # A charge's idempotency key: readable, and it names its subscription, so the outcome
 # (which carries the key) finds its way back to the subscription's partition.
 CHARGE_KEY_PREFIX = "sub/"
-# A charge says whose it is in its metadata; the risk stage reads it as merchant-initiated.
+# A charge says whose it is in its metadata; before PaymentCommand v8's merchant_initiated
+# this key was also what marked a charge as merchant-initiated.
 MIT_METADATA_KEY = "subscription_id"
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _CHARGE_KEY = re.compile(r"sub/([A-Za-z0-9_-]{1,64})/(\d{1,9})/(\d{1,2})")
@@ -162,6 +164,13 @@ def parse_charge_key(idempotency_key: str) -> tuple[str, int, int] | None:
     return (m.group(1), int(m.group(2)), int(m.group(3))) if m else None
 
 
+def is_merchant_initiated(cmd: Mapping[str, Any]) -> bool:
+    """A create the merchant initiates with no cardholder present: marked so (PaymentCommand
+    v8 `merchant_initiated`: a subscription's charge, an API off-session charge on a saved
+    card), or a subscription's charge written before the mark (its metadata names it)."""
+    return bool(cmd.get("merchant_initiated")) or MIT_METADATA_KEY in (cmd.get("metadata") or {})
+
+
 def charge_command(sub: Subscription, attempt: Attempt) -> dict[str, Any]:
     """The PaymentCommand create of one attempt: a function of the subscription's
     fixed fields and the attempt only, so every emission of it is the same bytes."""
@@ -186,6 +195,7 @@ def charge_command(sub: Subscription, attempt: Attempt) -> dict[str, Any]:
         "card_token": dict(sub.card_token),
         "three_ds": None,
         "sealed_card": None,
+        "merchant_initiated": True,
     }
 
 

@@ -229,6 +229,7 @@ def _refused(cmd: dict[str, Any], reason: str, detail: str, limits: Limits) -> d
         "platform_fee_minor": None,
         **NO_INSTRUMENT,
         "return_code": None,
+        "merchant_initiated": False,
         "rejection_reason": reason,
         "rejection_detail": mask_pans(detail)[0][:500],
     }
@@ -273,6 +274,7 @@ def _forwarded(
         "rejection_detail": None,
         "splits": cmd.get("splits"),
         "platform_fee_minor": cmd.get("platform_fee_minor"),
+        "merchant_initiated": bool(cmd.get("merchant_initiated")),
     }
 
 
@@ -328,6 +330,9 @@ def _validate(
     if cmd["currency"] is not None and not is_currency(cmd["currency"]):
         raise _Invalid("invalid_currency", "currency is not an ISO 4217 code")
     _check_partitioning(payment_id, source, limits)
+    if cmd.get("merchant_initiated") and (kind != "create" or cmd["card_token"] is None):
+        # Only a saved card can be charged with no cardholder present: the vault holds its number.
+        raise _Invalid("invalid_merchant_initiated", "merchant_initiated needs a create on a saved card (card_token)")
 
     instrument, card = NO_INSTRUMENT, None
     if kind == "create":

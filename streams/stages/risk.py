@@ -59,7 +59,7 @@ from schemas.ids import derive_command_id
 from schemas.times import to_ms
 from streams.domain.methods import risk_fields
 from streams.domain.screening import is_held, keep_hold
-from streams.domain.subscriptions import MIT_METADATA_KEY
+from streams.domain.subscriptions import is_merchant_initiated
 from streams.domain.timers import SWEEP_MAX, Get, Timer, TimerStore
 
 #: Metadata keys of a create that the risk stage reads (all optional). The email is
@@ -325,11 +325,11 @@ def decide_scored(batch: Sequence[Scored], scorer: Scorer) -> None:
 
 
 def mit_exemption(cmd: Mapping[str, Any], decision: FraudDecision) -> FraudDecision:
-    """A merchant-initiated charge (a subscription's, streams/domain/subscriptions.py) has no
+    """A merchant-initiated charge (a subscription's, an API off-session one) has no
     cardholder present to authenticate: it is exempt from a 3DS step-up, as the card
     networks exempt MITs, and authorizes without a liability shift. Review and decline
     still apply. The flag is the merchant's claim, as it is on the networks."""
-    if decision.action != "requires_action" or MIT_METADATA_KEY not in (cmd.get("metadata") or {}):
+    if decision.action != "requires_action" or not is_merchant_initiated(cmd):
         return decision
     return replace(decision, action="approve", reasons=(*decision.reasons, "mit_exemption"))
 

@@ -25,10 +25,12 @@ from fastapi.routing import APIRoute
 
 from connectors.clickhouse.client import connect
 from connectors.clickhouse.migrate import migrate
+from connectors.kafka.clients import read_to_end
 from connectors.providers.simulated import fee_minor
 from connectors.vault.keys import FileKeyStore
 from connectors.webhooks import registry
 from connectors.webhooks.signing import stripe_secret
+from schemas.codec import Codec
 from streams.api import auth
 from streams.api.app import ApiConfig, create_app
 from streams.api.bus import KafkaBus
@@ -39,14 +41,18 @@ from streams.client.kyc import KycDesk
 from streams.client.processes import wait_until
 from streams.client.publish import intake_sealer
 from streams.domain.merchants import merchant_record
+from streams.domain.payments import REVEAL_MIT
 from streams.jobs.sink import serve
 from streams.jobs.webhooks import WebhookRunner, registry_path
+from streams.settings import client_config
+from streams.topics import topic_names
 from tests.integration.support import WAIT_S, Pipeline, follow_up, run
 
 pytestmark = pytest.mark.integration
 
 CARD = {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123"}
 INSUFFICIENT_FUNDS = "4000000000009995"  # connectors/providers/simulated.py DECLINED_CARDS
+REVEALS = Codec("VaultReveal")
 
 
 @dataclass
@@ -56,6 +62,7 @@ class Stripe:
     secrets: dict[str, str]  # role -> secret key
     base: str
     routes: list[tuple[str, str]]  # (method, path template) of every /v1 route
+    read: ClickHousePayments  # the read model the API reads, for what the SDK does not show
 
     def __getitem__(self, role: str) -> stripe.StripeClient:
         return self.clients[role]
@@ -140,7 +147,7 @@ def sdk(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             if isinstance(r, APIRoute) and r.path.startswith("/v1/")
             for method in sorted(r.methods)
         ]
-        yield Stripe(clients, merchants, secrets, base, routes)
+        yield Stripe(clients, merchants, secrets, base, routes, ClickHousePayments(read_client))
     finally:
         server.should_exit = True
         serving.join(30)
@@ -215,6 +222,16 @@ def test_a_refund_in_part_then_the_rest(sdk: Stripe) -> None:
     with pytest.raises(stripe.InvalidRequestError):  # another merchant's refund is no refund
         sdk["lister"].v1.refunds.retrieve(part.id)
 
+    # Listed from the read model (as fresh as the sink) under the ids the API answered, by id.
+    def listed(limit: int) -> list[stripe.Refund]:
+        return [
+            r for r in sdk["shop"].v1.refunds.list({"limit": limit}).auto_paging_iter() if r.payment_intent == pi.id
+        ]
+
+    assert wait_until(lambda: len(listed(100)) == 2, WAIT_S), "the sink lags"
+    assert [(r.id, r.amount, r.currency) for r in listed(1)] == sorted([(part.id, 300, "eur"), (rest.id, 700, "eur")])
+    assert sdk["lister"].v1.refunds.list().data == []
+
 
 def test_a_cancel_voids_the_authorization(sdk: Stripe) -> None:
     pi = sdk["shop"].v1.payment_intents.create(
@@ -272,7 +289,7 @@ def test_an_idempotent_retry_and_a_conflicting_one(sdk: Stripe) -> None:
     assert sdk["shop"].v1.payment_intents.retrieve(first.id).amount == 1200
 
 
-def test_a_saved_card_charged_again(sdk: Stripe) -> None:
+def test_a_saved_card_charged_again(sdk: Stripe, pipeline: Pipeline) -> None:
     """A customer pays once and saves the card (its vault token); a later off-session
     payment charges it by the PaymentMethod alone."""
     client = sdk["saver"]
@@ -334,6 +351,16 @@ def test_a_saved_card_charged_again(sdk: Stripe) -> None:
         cus.id,
     )
     assert again.paystream.card.last4 == "4242" and again.id != first.id
+    # Off session is the pipeline's merchant-initiated charge: the payments stage revealed the
+    # saved card from the vault for the provider call, audited on vault-reveals; the first
+    # payment (the customer's own card details) revealed nothing.
+    settings = pipeline.settings
+    (topic,) = [topic_names(settings).vault_reveals]
+    reveals = [REVEALS.decode(m.value()) for m in read_to_end(client_config(settings), [topic], settings.partitions)]
+    saver = sdk.merchants["saver"]
+    assert [(r["payment_id"], r["purpose"]) for r in reveals if r["merchant_id"] == saver] == [
+        ("pay_" + again.id.removeprefix("pi_"), REVEAL_MIT)
+    ]
 
     with pytest.raises(stripe.InvalidRequestError) as e:  # another merchant's card is no card
         sdk["shop"].v1.payment_methods.retrieve(pm.id)
@@ -631,6 +658,16 @@ def test_a_dispute_answered_with_evidence(sdk: Stripe, pipeline: Pipeline) -> No
         {"idempotency_key": "disputed-1-evidence"},
     )
     assert answered.status == "under_review" and answered.evidence_details.submission_count == 1
+    # The text went to the network through the pipeline and reached the read model on its
+    # outcome (PaymentOutcome v2), where the console shows it.
+    evidence = (
+        "SELECT dispute_evidence FROM payment_outcomes FINAL "
+        "WHERE payment_id = {p:String} AND kind = 'dispute_evidence'"
+    )
+    text = "shipping_tracking_number: 1Z999AA1\nuncategorized_text: delivered, signed for"
+    assert wait_until(lambda: [r["dispute_evidence"] for r in sdk.read.rows(evidence, {"p": pid})] == [text], WAIT_S), (
+        sdk.read.rows(evidence, {"p": pid})
+    )
     with pytest.raises(stripe.InvalidRequestError):  # another merchant's dispute is no dispute
         sdk["shop"].v1.disputes.retrieve(dispute.id)
     run(pipeline, [dispute_command("dispute_close", merchant, pid, "network-close-1", outcome="won")])
@@ -768,6 +805,37 @@ def test_a_marketplace_pays_its_seller_with_a_destination_charge(sdk: Stripe, pi
             call()
         assert other.value.http_status == 404
     assert sdk["shop"].v1.transfers.list().data == [] and sdk["shop"].v1.accounts.list().data == []
+
+    # A refund of a destination charge takes back pro rata (the ledger's rule): 1,800 of the
+    # seller's 9,000 as a transfer reversal, 200 of the 1,000 fee as a fee refund.
+    with pytest.raises(stripe.InvalidRequestError) as kept:
+        client.v1.refunds.create({"payment_intent": pi.id, "amount": 2_000, "reverse_transfer": False})
+    assert kept.value.param == "reverse_transfer"
+    refund = client.v1.refunds.create(
+        {"payment_intent": pi.id, "amount": 2_000, "reverse_transfer": True, "refund_application_fee": True},
+        {"idempotency_key": "market-1-refund"},
+    )
+    assert refund.status == "succeeded"
+    assert wait_until(lambda: client.v1.transfers.retrieve(transfer.id).amount_reversed == 1_800, WAIT_S), (
+        "the sink lags"
+    )
+    assert not client.v1.transfers.retrieve(transfer.id).reversed
+    [reversal] = client.v1.transfers.reversals.list(transfer.id).data
+    assert isinstance(reversal, stripe.TransferReversal) and (
+        reversal.amount,
+        reversal.transfer,
+        reversal.currency,
+    ) == (
+        1_800,
+        transfer.id,
+        "usd",
+    )
+    assert wait_until(lambda: client.v1.application_fees.retrieve(fee.id).amount_refunded == 200, WAIT_S)
+    [fee_refund] = client.v1.application_fees.refunds.list(fee.id).data
+    assert isinstance(fee_refund, stripe.ApplicationFeeRefund) and (fee_refund.amount, fee_refund.fee) == (200, fee.id)
+    with pytest.raises(stripe.InvalidRequestError) as hidden:  # another merchant's transfer has no reversals to list
+        sdk["shop"].v1.transfers.reversals.list(transfer.id)
+    assert hidden.value.http_status == 404
 
 
 def test_a_key_sees_only_its_own_merchants_objects(sdk: Stripe, pipeline: Pipeline) -> None:

@@ -51,6 +51,7 @@ RECORDS = {
         "bnpl": None,
         "bank_notice": None,
         "crypto": None,
+        "merchant_initiated": False,
     },
     "ValidatedCommand": {
         "command_id": "cmd_01",
@@ -98,6 +99,7 @@ RECORDS = {
         "bnpl_provider": None,
         "return_code": None,
         "crypto": None,
+        "merchant_initiated": False,
     },
     "FraudReview": {
         "review_id": "cmd_0a1b2c3d4e5f60718293a4b5c6d7e8f9",
@@ -137,6 +139,7 @@ RECORDS = {
         "card_bin": "424242",
         "card_last4": "4242",
         "occurred_at": AT,
+        "dispute_evidence": None,
     },
     "DeadLetter": {
         "dlq_id": "dlq_00112233445566778899aabbccddeeff",
@@ -809,10 +812,12 @@ def test_history_schemas_are_earlier_versions_of_shipped_ones() -> None:
         "history/PaymentCommand.4",
         "history/PaymentCommand.5",
         "history/PaymentCommand.6",
+        "history/PaymentCommand.7",
         "history/PaymentEvent.1",
         "history/PaymentEvent.2",
         "history/PaymentEvent.3",
         "history/PaymentEvent.4",
+        "history/PaymentOutcome.1",
         "history/ValidatedCommand.1",
         "history/ValidatedCommand.2",
         "history/ValidatedCommand.3",
@@ -820,6 +825,7 @@ def test_history_schemas_are_earlier_versions_of_shipped_ones() -> None:
         "history/ValidatedCommand.5",
         "history/ValidatedCommand.6",
         "history/ValidatedCommand.7",
+        "history/ValidatedCommand.8",
     )
     for name in history_names():
         old = load_schema(name)
@@ -961,6 +967,20 @@ def test_a_wallet_create_validated_with_version_7_decodes_as_an_unverified_crypt
     old = RECORDS["ValidatedCommand"] | {"method": "wallet", "card": None, "wallet": wallet}
     decoded = Codec("ValidatedCommand").decode(_written_with("history/ValidatedCommand.7", old))
     assert decoded == old | {"wallet": wallet | {"cryptogram_verified": False}}  # no liability shift claimed
+
+
+def test_an_outcome_written_with_version_1_decodes_without_evidence() -> None:
+    old = {k: v for k, v in RECORDS["PaymentOutcome"].items() if k != "dispute_evidence"}
+    assert Codec("PaymentOutcome").decode(_written_with("history/PaymentOutcome.1", old)) == old | {
+        "dispute_evidence": None
+    }
+
+
+@pytest.mark.parametrize("name", ["PaymentCommand", "ValidatedCommand"])
+def test_a_command_written_before_merchant_initiated_decodes_as_customer_initiated(name: str) -> None:
+    old = {k: v for k, v in RECORDS[name].items() if k != "merchant_initiated"}
+    previous = {"PaymentCommand": "history/PaymentCommand.7", "ValidatedCommand": "history/ValidatedCommand.8"}[name]
+    assert Codec(name).decode(_written_with(previous, old)) == old | {"merchant_initiated": False}
 
 
 _METHOD_FIELDS = {

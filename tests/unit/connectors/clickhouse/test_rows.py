@@ -99,6 +99,13 @@ def test_outcome_rows() -> None:
     (row,) = rows_for("payment_outcome", out)
     got = dict(zip(COLUMNS["payment_outcomes"], row.values))
     assert len(got["reason_detail"]) == 1024 and isinstance(got["occurred_at"], datetime)
+    assert got["dispute_evidence"] is None  # an outcome before PaymentOutcome v2 has none
+    evidence = out | {"kind": "dispute_evidence", "status": "succeeded", "dispute_evidence": "receipt: " + "r" * 3990}
+    (row,) = rows_for("payment_outcome", evidence)
+    assert dict(zip(COLUMNS["payment_outcomes"], row.values))["dispute_evidence"] == evidence["dispute_evidence"]
+    with pytest.raises(RowError) as e:
+        rows_for("payment_outcome", evidence | {"dispute_evidence": "x" * 4001})
+    assert e.value.reason == "invalid_field"
 
 
 BAD = [

@@ -228,6 +228,16 @@ class FakeReader:
     def event(self, merchant_id: str, event_id: str) -> dict[str, Any] | None:
         return None
 
+    def refunds(
+        self,
+        merchant_id: str,
+        limit: int,
+        starting_after: str | None = None,
+        ending_before: str | None = None,
+        refund_id: str | None = None,
+    ) -> list[dict[str, Any]]:
+        return []  # refund events joined to their outcomes: over chDB (tests/unit/streams/api/test_readmodel.py)
+
     def saved_card(self, merchant_id: str, payment_id: str) -> str | None:
         return None
 

@@ -278,14 +278,53 @@ def test_dispute_evidence_submissions_are_listed(site) -> None:  # type: ignore[
                 "amount_minor": None,
                 "currency": None,
                 "occurred_at": console.utc(at) + timedelta(seconds=1),
+                "dispute_evidence": "receipt: <b>signed</b> delivery\nshipping_tracking_number: 1Z999",
             },
         )
     )
-    html = c.get("/dashboard/disputes", headers=ops()).text
+    html = c.get("/dashboard/disputes", params={"limit": "100"}, headers=ops()).text
     row = re.search(
-        rf'<tr data-dispute="[^"]+"><td class="l"><a class="mono" href="[^"]*">{pid}</a>.*?</tr>', html
+        rf'<tr data-dispute="[^"]+"><td class="l"><a class="mono" href="[^"]*">{pid}</a>.*?</tr>', html, re.S
     ).group(0)
     assert "succeeded" in row and "none" not in row.split('data-field="evidence"')[1]
+    # the text the network got, escaped, from the read model (PaymentOutcome v2)
+    assert "receipt: &lt;b&gt;signed&lt;/b&gt; delivery\nshipping_tracking_number: 1Z999" in row
+
+
+def _walk(c: TestClient, url: str, attr: str, headers: dict[str, str]) -> tuple[list[str], int]:
+    """Every row of a paged list, following its older links; and how many pages it took."""
+    seen, pages = [], 0
+    while url:
+        r = c.get(url, headers=headers)
+        assert r.status_code == 200, r.text
+        seen, pages = seen + shown(r.text, attr), pages + 1
+        older = re.search(r'data-testid="older" href="([^"]+)"', r.text)
+        url = older.group(1).replace("&amp;", "&") if older else ""
+    return seen, pages
+
+
+def test_disputes_and_payouts_page_with_cursors_newest_first(site) -> None:  # type: ignore[no-untyped-def]
+    c, secret, _, ch = site
+    opened = sql(
+        ch,
+        "SELECT event_id FROM payment_events FINAL WHERE type = 'dispute_opened' "
+        "ORDER BY occurred_at DESC, event_id DESC",
+    )
+    seen, pages = _walk(c, "/dashboard/disputes?limit=2", "dispute", ops())
+    assert seen == [e for (e,) in opened] and pages == -(-len(opened) // 2) and len(opened) > 2
+    payouts = sql(
+        ch, "SELECT payout_id FROM payouts FINAL WHERE merchant_id = 'm_acme' ORDER BY sent_at DESC, payout_id DESC"
+    )
+    me = {"Authorization": f"Bearer {secret}"}
+    seen, pages = _walk(c, "/dashboard/payouts?limit=1", "payout", me)
+    assert seen == [p for (p,) in payouts] and pages == len(payouts) and len(payouts) > 1
+    # a newer link from the second page goes back to the first
+    first = c.get("/dashboard/payouts?limit=1", headers=me).text
+    older = re.search(r'data-testid="older" href="([^"]+)"', first).group(1).replace("&amp;", "&")
+    newer = re.search(r'data-testid="newer" href="([^"]+)"', c.get(older, headers=me).text).group(1)
+    assert shown(c.get(newer.replace("&amp;", "&"), headers=me).text, "payout") == shown(first, "payout")
+    for bad in ("limit=0", "limit=101", "limit=x", "after=nope", "after=1.a&before=1.b"):
+        assert c.get(f"/dashboard/disputes?{bad}", headers=ops()).status_code == 400, bad
 
 
 def test_webhook_deliveries_and_a_retry_of_a_given_up_one(site) -> None:  # type: ignore[no-untyped-def]
@@ -309,6 +348,10 @@ def test_webhook_deliveries_and_a_retry_of_a_given_up_one(site) -> None:  # type
     assert r.status_code == 303 and sources.retried == ["whk_a"]
     after = c.get(r.headers["location"], headers=me).text
     assert "retry of whk_a: delivered" in after and ">retry</button>" not in after
+    # pages of one, newest attempt first, the filter kept by the pager's links
+    seen, _ = _walk(c, "/dashboard/webhooks?limit=1", "notification", me)
+    assert seen == shown(c.get("/dashboard/webhooks", headers=me).text, "notification") and len(seen) == 2
+    assert _walk(c, "/dashboard/webhooks?limit=1&status=failed", "notification", me)[0] == ["whk_b"]
 
 
 def test_the_overview_and_every_page_are_styled_and_fetch_nothing(site) -> None:  # type: ignore[no-untyped-def]

@@ -68,8 +68,10 @@ def test_the_spec_documents_the_routes_and_the_error_shape() -> None:
         "/v1/accounts/{account}",
         "/v1/transfers",
         "/v1/transfers/{transfer}",
+        "/v1/transfers/{transfer}/reversals",
         "/v1/application_fees",
         "/v1/application_fees/{fee}",
+        "/v1/application_fees/{fee}/refunds",
     }
     create = spec["paths"]["/v1/payments"]["post"]
     assert {"200", "202", "400", "401", "402", "409", "413", "429"} <= set(create["responses"])

@@ -220,6 +220,35 @@ def test_disputes_pair_each_opening_with_the_close_after_it(ch) -> None:  # type
     assert one is not None and one["reason_code"] == "fraudulent" and one["closed_as"] == "dispute_lost"
     assert reader.dispute("m_acme", "evt_9") is None and reader.dispute("m_acme", "evt_3") is None
 
+    # Evidence the pipeline accepted counts for the dispute open at its time (pay_a's second
+    # opening, at version 4's minute), not for the closed one before; a refused one not at all.
+    def evidence(oid: str, minute: int, status: str = "succeeded") -> list:
+        at = datetime(2026, 11, 25, 10, minute, 30, tzinfo=UTC)
+        return [oid, oid, "dispute_evidence", "m_acme", oid, "pay_a", status, at, "receipt: r1"]
+
+    ch.insert(
+        "payment_outcomes",
+        [evidence("o1", 4), evidence("o2", 5), evidence("o3", 5, "rejected")],
+        column_names=[
+            "outcome_id",
+            "command_id",
+            "kind",
+            "merchant_id",
+            "idempotency_key",
+            "payment_id",
+            "status",
+            "occurred_at",
+            "dispute_evidence",
+        ],
+    )
+    assert {d["event_id"]: d["submissions"] for d in reader.disputes("m_acme", 10)} == {
+        "evt_0": 0,
+        "evt_2": 0,
+        "evt_4": 2,
+        "evt_5": 0,
+    }
+    assert reader.dispute("m_acme", "evt_4")["submissions"] == 2
+
 
 def test_payouts_latest_status_by_id(ch) -> None:  # type: ignore[no-untyped-def]
     from datetime import date

@@ -92,6 +92,20 @@ def test_each_payment_method_type_maps_onto_the_pipelines_method() -> None:
     assert keep.setup_future_usage == "off_session" and keep.source.details["last4"] == "4242"
 
 
+def test_off_session_on_a_saved_card_is_the_pipelines_merchant_initiated_charge() -> None:
+    saved = create(payment_method="pm_" + "a" * 32, customer="cus_" + "b" * 32)
+    del saved["payment_method_data"]
+    assert p.create_intent(saved | {"off_session": "true"}).merchant_initiated
+    assert p.create_intent(saved | {"off_session": "recurring"}).merchant_initiated
+    assert not p.create_intent(saved).merchant_initiated  # on session: the customer is there
+    assert not p.create_intent(saved | {"off_session": "false"}).merchant_initiated
+    # A card in the request is the customer's own, present: nothing to reveal from the vault.
+    assert not p.create_intent(create(off_session="true")).merchant_initiated
+    with pytest.raises(ApiError) as e:
+        p.create_intent(saved | {"off_session": "sometimes"})
+    assert e.value.param == "off_session"
+
+
 def test_stripes_test_payment_methods_are_the_simulated_providers_cards() -> None:
     form = create(payment_method="pm_card_chargeDeclinedInsufficientFunds")
     del form["payment_method_data"]

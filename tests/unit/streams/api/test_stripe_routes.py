@@ -151,11 +151,23 @@ def test_refund_then_retrieve_it(api: Api) -> None:
     assert refund["metadata"] == {"why": "size"} and refund["id"].startswith("re_")
     got = api.client.get(f"/v1/refunds/{refund['id']}", headers=api.headers())
     assert got.status_code == 200 and got.json() == refund
-    assert (
-        api.client.get(f"/v1/refunds/{refund['id']}", headers=api.headers(secret=api.other_secret)).status_code == 404
-    )
+    # Another merchant's refund is not this process's to show; the read model is asked next,
+    # which it cannot be without one: 503, never the refund.
+    other = api.client.get(f"/v1/refunds/{refund['id']}", headers=api.headers(secret=api.other_secret))
+    assert other.status_code == 503 and "re_" not in other.text
     missing = post(api, "/v1/refunds", {"payment_intent": "pi_x"}, "ref-2")
     assert missing.status_code == 400 and error_of(missing)["param"] == "payment_intent"
+
+
+def test_another_merchants_refund_is_unknown_to_the_read_model_too(tmp_path: Path, key_file, intake_keys) -> None:  # type: ignore[no-untyped-def]
+    api = build_api(tmp_path, key_file, intake_keys, with_reader=True)
+    pi = create(api, capture_method="automatic").json()
+    refund = post(api, "/v1/refunds", {"payment_intent": pi["id"], "amount": "300"}, "ref-1").json()
+    other = api.headers(secret=api.other_secret)
+    assert api.client.get(f"/v1/refunds/{refund['id']}", headers=other).status_code == 404
+    assert api.client.get("/v1/refunds", headers=other).json()["data"] == []
+    bad = api.client.get("/v1/refunds", params={"starting_after": "pi_x"}, headers=other)
+    assert bad.status_code == 400 and error_of(bad)["param"] == "starting_after"
 
 
 def test_bad_bodies_are_stripe_errors_and_publish_nothing(api: Api) -> None:

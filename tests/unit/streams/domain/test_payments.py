@@ -559,6 +559,18 @@ def test_evidence_is_kept_until_its_due_date_and_bounded(cmds) -> None:
     refused(p, cmds.dispute("dispute_evidence", p.payment_id, "e11", evidence="11"), "too_much_evidence")
 
 
+def test_accepted_evidence_rides_on_its_outcome_and_nowhere_else(cmds) -> None:
+    p = captured(cmds)
+    p = ok(p, cmds.dispute("dispute_open", p.payment_id, "d1", reason="product_not_received"))
+    submit = cmds.dispute("dispute_evidence", p.payment_id, "e1", evidence="tracking 1Z999")
+    d = apply(p, submit)
+    assert d.outcome["dispute_evidence"] == "tracking 1Z999"  # PaymentOutcome v2: for the read model
+    assert d.payment is not None and "tracking" not in json.dumps(d.payment.idempotency)  # kept once, in the dispute
+    replay = apply(d.payment, submit | {"command_id": "again"})
+    assert replay.outcome["status"] == "replayed" and replay.outcome.get("dispute_evidence") is None
+    assert apply(p, cmds.capture(p.payment_id, "c9")).outcome["dispute_evidence"] is None
+
+
 def test_a_won_dispute_gives_the_funds_back_and_can_be_refunded_later(cmds) -> None:
     p = captured(cmds)
     p = ok(p, cmds.dispute("dispute_open", p.payment_id, "d1", reason="fraudulent"))

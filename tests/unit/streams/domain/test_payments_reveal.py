@@ -54,6 +54,9 @@ def test_only_a_merchant_initiated_charge_on_a_saved_card_needs_the_pan(cmds) ->
     assert needs_pan(cmds.create(metadata=MIT))
     assert not needs_pan(cmds.create())  # customer-initiated: BIN and last 4
     assert not needs_pan(cmds.create(metadata=MIT) | {"card": None})  # no card (another method)
+    # PaymentCommand v8's mark (an API off-session charge, a subscription's); the metadata's for older charges
+    assert needs_pan(cmds.create() | {"merchant_initiated": True})
+    assert not needs_pan(cmds.create() | {"merchant_initiated": False})
 
 
 def test_a_mit_charge_reveals_once_into_its_provider_call_only(cmds) -> None:

@@ -297,6 +297,8 @@ REFUSALS = [
     ("invalid_card_token", create(card=None, card_token=CARD_TOKEN | {"brand": "unknown"})),
     ("expired_card", create(card=None, card_token=CARD_TOKEN | {"exp_month": 10, "exp_year": 2026})),
     ("invalid_expiry", create(card=None, card_token=CARD_TOKEN | {"exp_month": 13})),
+    ("invalid_merchant_initiated", create(merchant_initiated=True)),  # a card number: the customer is there
+    ("invalid_merchant_initiated", follow_up("capture", merchant_initiated=True)),
     ("missing_three_ds", follow_up("confirm")),
     ("unexpected_three_ds", follow_up("capture", three_ds=THREE_DS)),
     ("unexpected_three_ds", create(three_ds=THREE_DS)),
@@ -487,6 +489,13 @@ def test_a_pre_tokenized_create_is_forwarded_with_its_card_token() -> None:
     assert cmd["card"] == CARD_TOKEN
     # The same card gets the same token whichever side tokenized it.
     assert cmd["card"]["token"] == forwarded(create())["card"]["token"]
+    assert cmd["merchant_initiated"] is False
+
+
+def test_a_merchant_initiated_charge_on_a_saved_card_is_forwarded_marked() -> None:
+    cmd = forwarded(create(card=None, card_token=CARD_TOKEN, merchant_initiated=True))
+    assert (cmd["rejection_reason"], cmd["card"], cmd["merchant_initiated"]) == (None, CARD_TOKEN, True)
+    assert VALIDATED.decode(VALIDATED.encode(cmd, check=True))["merchant_initiated"] is True
 
 
 def test_ingest_with_the_vault_seals_the_pan_and_refuses_what_the_vault_refuses(tmp_path: Path) -> None:

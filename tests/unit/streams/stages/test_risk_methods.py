@@ -92,6 +92,7 @@ def create(method: str, n: int, *, at: datetime = T0, amount: int = 2_500, merch
         "bnpl_provider": None,
         "return_code": None,
         "crypto": None,
+        "merchant_initiated": False,
     } | fields
 
 

@@ -75,6 +75,7 @@ def create(
         "bnpl_provider": None,
         "return_code": None,
         "crypto": None,
+        "merchant_initiated": False,
     }
 
 
