@@ -38,6 +38,23 @@ TXN_ABORTS_IN_ROW_MAX = 5
 RESTORE_DEADLINE_S = 600.0
 
 
+IDLE_POLL_S = 0.1  # with no transaction open, the loop's wait for a record between periodic work
+
+
+def poll_wait_s(txn_age_s: float | None, idle_s: float) -> float:
+    """How long the loop may wait for a record: with a transaction open (`txn_age_s`
+    old), only until that transaction may commit idle, so what it holds is never kept
+    from the next hop by the wait itself."""
+    return IDLE_POLL_S if txn_age_s is None else max(0.0, idle_s - txn_age_s)
+
+
+def commit_due(age_s: float, *, idle: bool, interval_s: float, idle_s: float, over_bounds: bool) -> bool:
+    """Whether the open transaction, `age_s` old, commits now. Busy: at the interval (or
+    a bound on records or pending keys); idle (nothing more to read now): once it is
+    idle_s old, so a record waits for a full interval only while others keep its worker busy."""
+    return age_s >= interval_s or (idle and age_s >= idle_s) or over_bounds
+
+
 @dataclass(frozen=True)
 class Stage:
     """A stage, declared: the topic it reads, the tables it keeps, the topics it writes,
@@ -172,24 +189,20 @@ class Engine:
         )
         interval_s, idle_s = self.config.commit_interval_ms / 1000, self.config.commit_idle_ms / 1000
         while not self.stopping:
-            # With a transaction open, wait for more records only until it may commit idle.
-            wait_s = max(0.0, self._txn_started + idle_s - time.monotonic()) if self._in_txn else 0.1
-            first = self.consumer.poll(wait_s)
+            txn_age_s = time.monotonic() - self._txn_started if self._in_txn else None
+            first = self.consumer.poll(poll_wait_s(txn_age_s, idle_s))
             if first is not None:
                 batch = [first, *self.consumer.consume(self.config.batch_max - 1, timeout=0)]
                 self._handle(batch)
-            if self._in_txn:
-                age_s = time.monotonic() - self._txn_started
-                # Busy: commit at the interval (or a bound); idle (nothing more to read
-                # now): commit once the transaction is commit_idle_ms old, so a record
-                # waits for a full interval only while others keep its worker busy.
-                if (
-                    age_s >= interval_s
-                    or (first is None and age_s >= idle_s)
-                    or self._txn_records >= self.config.commit_records_max
-                    or sum(t.pending_keys() for t in self.tasks.values()) >= PENDING_KEYS_MAX
-                ):
-                    self.commit()
+            if self._in_txn and commit_due(
+                time.monotonic() - self._txn_started,
+                idle=first is None,
+                interval_s=interval_s,
+                idle_s=idle_s,
+                over_bounds=self._txn_records >= self.config.commit_records_max
+                or sum(t.pending_keys() for t in self.tasks.values()) >= PENDING_KEYS_MAX,
+            ):
+                self.commit()
             self.producer.poll(0)  # serves the producer's log lines
             self._run_periodic()
         log.info("stopping: committing and leaving the group")

@@ -1,5 +1,5 @@
-"""The engine's own rules, without a broker: how a batch is split into tasks, and which
-transaction errors are retried and which exit."""
+"""The engine's own rules, without a broker: how a batch is split into tasks, which
+transaction errors are retried and which exit, and when the loop waits and commits."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from hypothesis import given
+from hypothesis import strategies as st
 
 from streams.runtime import engine as engine_module
-from streams.runtime.engine import Engine, EngineConfig, Stage
+from streams.runtime.engine import IDLE_POLL_S, Engine, EngineConfig, Stage, commit_due, poll_wait_s
 from streams.runtime.messages import Record
 from streams.runtime.state import Task
 from streams.runtime.txn import RetryLimits
@@ -327,3 +329,31 @@ def test_the_kept_tables_are_exactly_the_declared_ones(tmp_path: Path) -> None:
         Engine(
             config, [Stage("a", "in-a", lambda b, t: None, ("t",))], {"t": "t-changelog", "orphan": "orphan-changelog"}
         )
+
+
+# Each hop's records are visible to the next stage only once its transaction commits, so a
+# record must never sit in an open transaction waiting on the loop itself: a poll that
+# outlasts the idle deadline, or an idle transaction left for the interval (or a timer).
+# A create crosses four hops: such a wait is paid four times (docs/performance.md, Latency).
+@given(
+    idle_ms=st.integers(0, 1_000),
+    extra_ms=st.integers(0, 29_000),
+    age_ms=st.integers(0, 60_000),
+)
+def test_an_open_transaction_is_never_kept_past_its_idle_deadline(idle_ms: int, extra_ms: int, age_ms: int) -> None:
+    idle_s, interval_s, age_s = idle_ms / 1000, (idle_ms + extra_ms) / 1000, age_ms / 1000
+    wait_s = poll_wait_s(age_s, idle_s)
+    assert 0 <= wait_s and age_s + wait_s <= max(age_s, idle_s) + 1e-9  # the wait ends by the deadline (float sums)
+    # Nothing came during the wait: an idle transaction commits once it is idle_s old.
+    assert commit_due(age_s + wait_s, idle=True, interval_s=interval_s, idle_s=idle_s, over_bounds=False) == (
+        age_s + wait_s >= idle_s
+    )
+    # Busy (records kept coming): it commits at the interval, so batches grow under load.
+    assert commit_due(age_s, idle=False, interval_s=interval_s, idle_s=idle_s, over_bounds=False) == (
+        age_s >= interval_s
+    )
+    assert commit_due(age_s, idle=False, interval_s=interval_s, idle_s=idle_s, over_bounds=True)
+
+
+def test_without_a_transaction_the_loop_waits_a_short_poll() -> None:
+    assert poll_wait_s(None, 0.005) == IDLE_POLL_S <= 0.1  # then periodic work and the stop flag
