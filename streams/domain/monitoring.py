@@ -438,6 +438,11 @@ def decided(status: str, decision: str) -> str:
     return _RESULT[decision]
 
 
+def allowed_decisions(status: str) -> tuple[str, ...]:
+    """The decisions a case now `status` can take (none once closed)."""
+    return tuple(d for d in DECISIONS if d in _ALLOWED[status])
+
+
 def decision_id(case: str, decision: str, operator: str, decided_at: datetime) -> str:
     parts = (case, decision, operator, str(to_ms(decided_at)))
     return "dec_" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
