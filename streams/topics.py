@@ -58,6 +58,13 @@ TABLES = (
 
 _DAY_MS = 24 * 3600 * 1000
 VAULT_REVEALS_RETENTION_MS = 400 * _DAY_MS
+# AML records (monitoring cases and their decisions) are kept five years, then deleted
+# (FATF Recommendation 11, EU AMLD art. 40; docs/compliance.md, "Retention"): 1,827 days
+# covers the leap days.
+AML_RECORDS_RETENTION_MS = 1_827 * _DAY_MS
+# The topics that carry a payer's name (a create's metadata, a review's screened name) or
+# raw command bytes: none is kept longer than a month (docs/compliance.md, "Retention").
+PERSONAL_DATA_RETENTION_MAX_MS = 30 * _DAY_MS
 
 
 @dataclass(frozen=True)
@@ -214,6 +221,9 @@ def declared_topics(settings: Settings) -> list[TopicSpec]:
     # monitoring-cases: one record per case id (a recomputed case is the same record); monitoring-decisions:
     # one per decision id, so compaction keeps every decision (the audit trail) and drops only a retried write.
     # card-vault: the latest sealed record per card token (a rewrap republishes it).
+    # The AML records are compacted and deleted past their retention too ("compact,delete": by the
+    # records' timestamps, a segment at a time, so a record goes at most a segment after its retention).
+    aml_records = {names.monitoring_cases, names.monitoring_decisions}
     compacted = {
         names.blocklist,
         names.merchants,
@@ -228,7 +238,17 @@ def declared_topics(settings: Settings) -> list[TopicSpec]:
     # RF 3 gets min.insync.replicas 2 (admin.min_insync_for); RF 1 keeps the broker default.
     min_isr = min_insync_for(rf) if rf > 1 else None
     pipeline = [
-        TopicSpec(name, n, rf, compacted=True, min_insync_replicas=min_isr)
+        TopicSpec(
+            name,
+            n,
+            rf,
+            compacted=True,
+            retention_ms=AML_RECORDS_RETENTION_MS,
+            min_insync_replicas=min_isr,
+            extra_config={"cleanup.policy": "compact,delete"},
+        )
+        if name in aml_records
+        else TopicSpec(name, n, rf, compacted=True, min_insync_replicas=min_isr)
         if name in compacted
         else TopicSpec(name, n, rf, retention_ms=retention_ms[name], min_insync_replicas=min_isr)
         for name in astuple(names)

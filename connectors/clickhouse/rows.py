@@ -73,6 +73,10 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "crypto_address",
         "crypto_tx_ids",
         "quote_expires_at",
+        "attempts.provider",
+        "attempts.status",
+        "attempts.reason_code",
+        "attempts.retryable",
     ),
     "ledger_entries": (
         "entry_id",
@@ -196,6 +200,8 @@ MAX_STRING_LEN = 1024  # longest text kept in a column (reason details are cut, 
 MAX_EVIDENCE_CHARS = 4_000  # streams/stages/ingest.py EVIDENCE_MAX_CHARS (connectors sit below streams)
 MAX_LINES = 16  # streams.domain.ledger.MAX_LINES: an entry with more is not one the ledger posts
 MAX_TX_IDS = 64  # chain transactions one crypto event names (a payer sends one or two)
+MAX_ATTEMPTS = 16  # provider calls one authorization records (the router makes a handful at most)
+ATTEMPT_STATUSES = ("approved", "declined", "unknown")  # connectors/providers/simulated.py ProviderResult
 _INT64 = (-(2**63), 2**63 - 1)
 
 
@@ -334,6 +340,7 @@ def _payment_event(r: Mapping[str, Any]) -> list[Row]:
                 occurred_at,
                 method,
                 *crypto,
+                *_attempts(r),
             ),
         ),
         Row(
@@ -422,6 +429,26 @@ def _crypto(r: Mapping[str, Any]) -> tuple[str, int, int, str, list[str], dateti
         list(tx_ids),
         _time(c, "expires_at"),
     )
+
+
+def _attempts(r: Mapping[str, Any]) -> tuple[list[str], list[str], list[str], list[bool]]:
+    """The routing attempts' columns of a payment event (PaymentEvent v5 `attempts`), one
+    element per provider call: providers, statuses, reason codes ('' when approved),
+    retryable. Empty for an event without them (one call, or not an authorization)."""
+    attempts = r.get("attempts")
+    if attempts is None:
+        return [], [], [], []
+    if not isinstance(attempts, list) or len(attempts) > MAX_ATTEMPTS:
+        raise RowError("invalid_field", f"attempts must be a list of at most {MAX_ATTEMPTS} calls")
+    cols: tuple[list[str], list[str], list[str], list[bool]] = ([], [], [], [])
+    for a in attempts:
+        if not isinstance(a, Mapping) or a["status"] not in ATTEMPT_STATUSES or type(a["retryable"]) is not bool:
+            raise RowError("invalid_field", f"attempts: each call has a provider, a status among {ATTEMPT_STATUSES}")
+        cols[0].append(_text(a, "provider"))
+        cols[1].append(a["status"])
+        cols[2].append(_text(a, "reason_code", optional=True, cut=True) or "")
+        cols[3].append(a["retryable"])
+    return cols
 
 
 def _ledger_entry(r: Mapping[str, Any]) -> list[Row]:

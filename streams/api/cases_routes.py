@@ -17,12 +17,12 @@ import asyncio
 import hmac
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from streams.api.console import CASE_ERROR_STATUS, Cases
 from streams.api.dashboard import OPS
 from streams.api.errors import ApiError
 from streams.client.cases import select, view
@@ -32,19 +32,11 @@ BODY_MAX_BYTES = 8_192
 RoleOf = Callable[[Request], str | None]
 
 
-class Queue(Protocol):
-    def cases(self) -> list[dict[str, Any]]: ...
-    def decide(self, case_id: str, decision: str, operator: str, reason: str, at: datetime) -> dict[str, Any]: ...
-
-
 class Decision(BaseModel):
     model_config = ConfigDict(extra="forbid")
     decision: str = Field(pattern="^(" + "|".join(DECISIONS) + ")$")
     operator: str = Field(min_length=1, max_length=OPERATOR_MAX_CHARS)
     reason: str = Field(min_length=1, max_length=REASON_MAX_CHARS)
-
-
-_STATUS = {"case_not_found": 404, "case_closed": 409, "invalid_transition": 409}
 
 
 def bearer_role(token: bytes | None) -> RoleOf:
@@ -58,7 +50,7 @@ def bearer_role(token: bytes | None) -> RoleOf:
     return role_of
 
 
-def install(app: FastAPI, queue: Queue, role_of: RoleOf, now: Callable[[], datetime]) -> None:
+def install(app: FastAPI, queue: Cases, role_of: RoleOf, now: Callable[[], datetime]) -> None:
     def require_ops(request: Request) -> None:
         if role_of(request) != OPS:
             raise ApiError(
@@ -101,5 +93,5 @@ def install(app: FastAPI, queue: Queue, role_of: RoleOf, now: Callable[[], datet
         try:
             record = await asyncio.to_thread(queue.decide, case_id, d.decision, d.operator, d.reason, now())
         except MonitoringError as e:
-            raise ApiError(_STATUS.get(e.reason, 400), "invalid_request_error", e.reason, e.detail) from None
+            raise ApiError(CASE_ERROR_STATUS.get(e.reason, 400), "invalid_request_error", e.reason, e.detail) from None
         return JSONResponse(view(record))

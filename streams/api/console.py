@@ -1,6 +1,7 @@
 """The console's pages under /dashboard (docs/dashboard.md): payments (search, filters,
 pages), a payment's timeline with each event's chain verdict, the fraud review queue,
-disputes with their evidence submissions, payouts and webhook deliveries. The queries
+disputes with their evidence submissions, payouts, webhook deliveries and, for ops,
+transaction monitoring's case queue (its decisions are `paystream cases decide`'s). The queries
 read the ClickHouse read models (FINAL) with the merchant filter inside the query: an
 operator's `merchant` is '' (all) or the one picked, a merchant key's is its own.
 What the read models do not hold (signatures, reviews, webhook attempts) comes from
@@ -23,6 +24,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from schemas.money import CURRENCY_EXPONENTS, format_minor, is_currency
 from streams.domain.chain import Verdict
 from streams.domain.methods import METHODS
+from streams.domain.monitoring import (
+    ESCALATED,
+    OPEN,
+    OPERATOR_MAX_CHARS,
+    REASON_MAX_CHARS,
+    allowed_decisions,
+)
+from streams.domain.monitoring import STATUSES as CASE_STATUSES
 from streams.domain.payments import STATUSES
 
 Rows = Callable[[str, dict[str, Any]], list[dict[str, Any]]]
@@ -397,6 +406,30 @@ def notification_key(n: Notification) -> Cursor:
     return Cursor(round(utc(n.last["attempted_at"]).timestamp() * 1000), n.last["notification_id"])
 
 
+# --- transaction monitoring's cases (ops only) ------------------------------------------
+
+# The case list's views: '' the cases awaiting a decision (open or escalated), a status, or all.
+CASE_VIEWS = ("", *CASE_STATUSES, "all")
+# A decision refused by the case queue, as an HTTP status (the page's and the JSON route's).
+CASE_ERROR_STATUS = {"case_not_found": 404, "case_closed": 409, "invalid_transition": 409}
+
+
+class Cases(Protocol):
+    """The case queue (streams/client/cases.py CaseQueue: monitoring-cases folded with
+    monitoring-decisions; a decision written as `paystream cases decide` writes it)."""
+
+    def cases(self) -> list[dict[str, Any]]: ...
+
+    def decide(self, case_id: str, decision: str, operator: str, reason: str, at: datetime) -> dict[str, Any]: ...
+
+
+def case_list(cases: Iterable[Mapping[str, Any]], merchant: str | None, view: str) -> list[Mapping[str, Any]]:
+    """The view's cases the merchant pick covers, oldest opened first (the queue's order), at most LIST_MAX."""
+    assert view in CASE_VIEWS
+    wanted = {OPEN, ESCALATED} if view == "" else set(CASE_STATUSES) if view == "all" else {view}
+    return [c for c in cases if c["status"] in wanted and merchant in (None, c["merchant_id"])][:LIST_MAX]
+
+
 class Sources(Protocol):
     """What the console reads from and writes to the topics (console_sources.KafkaSources)."""
 
@@ -462,7 +495,9 @@ NAV = (
     ("disputes", "/dashboard/disputes"),
     ("payouts", "/dashboard/payouts"),
     ("webhooks", "/dashboard/webhooks"),
+    ("monitoring", "/dashboard/monitoring"),
 )
+OPS_NAV = {"monitoring"}  # AML cases are never shown to the merchant they concern
 
 
 def money(amount_minor: int, currency: str) -> str:
@@ -494,8 +529,9 @@ def badge(status: str) -> str:
         "settled",
         "confirmed",
         "succeeded",
+        "dismissed",
     }
-    bad = {"declined", "failed", "lost", "gave_up", "broken", "returned", "expired", "rejected"}
+    bad = {"declined", "failed", "lost", "gave_up", "broken", "returned", "expired", "rejected", "reported"}
     cls = "b-ok" if status in good else "b-bad" if status in bad else "b-wait"
     return f'<span class="badge {cls}">{escape(status)}</span>'
 
@@ -522,6 +558,7 @@ def layout(
     links = "".join(
         f'<a href="{escape(with_merchant(href, merchant))}" class="{"on" if name == active else ""}">{name}</a>'
         for name, href in NAV
+        if choices is not None or name not in OPS_NAV  # choices: an operator's page
     )
     picker = ""
     if choices is not None:
@@ -798,4 +835,74 @@ def render_webhooks(
     )
     out.append(pager("/dashboard/webhooks", page, _keep(merchant, args, status=status)))
     out.append("</div>")
+    return "".join(out)
+
+
+def render_cases(
+    cases: list[Mapping[str, Any]], merchant: str | None, view: str, flash: str | None, error: str | None = None
+) -> str:
+    """Each case with its finding, measures, evidence and decisions, and a form for the
+    decisions it can still take (the operator names themselves: the ops token is shared)."""
+    views = "".join(
+        f'<option value="{v}"{" selected" if v == view else ""}>{v or "awaiting a decision"}</option>'
+        for v in CASE_VIEWS
+    )
+    out = [
+        f'<p class="flash" data-testid="flash">{escape(flash)}</p>' if flash else "",
+        f'<p class="warn" data-testid="case-error">{escape(error)}</p>' if error else "",
+        '<form class="filters" method="get" action="/dashboard/monitoring">',
+        f'<input type="hidden" name="merchant" value="{escape(merchant)}">' if merchant else "",
+        f'<label>cases<select name="status">{views}</select></label><button>show</button></form>',
+    ]
+    for c in cases:
+        cid = escape(c["case_id"])
+        measures = ", ".join(f"{escape(k)} {v}" for k, v in sorted(c["measures"].items()))
+        evidence = "".join(
+            f'<tr data-evidence="{escape(e["payment_id"])}"><td class="l"><a class="mono" '
+            f'href="{escape(with_merchant("/dashboard/payments/" + e["payment_id"], merchant))}">'
+            f'{escape(e["payment_id"])}</a></td><td class="l">{escape(e["kind"])}</td>'
+            f"<td>{money(e['amount_minor'], e['currency'])}</td><td>{when(e['occurred_at'])}</td>"
+            f'<td class="l mono">{escape(e.get("card_token") or "")}</td></tr>'
+            for e in c["evidence"]
+        )
+        trail = "".join(
+            f'<li data-decision="{escape(d["decision"])}">{when(d["decided_at"])} {escape(d["operator"])}: '
+            f"<b>{escape(d['decision'])}</b> — {escape(d['reason'])}</li>"
+            for d in c["decisions"]
+        )
+        allowed = allowed_decisions(c["status"])
+        form = ""
+        if allowed:
+            action = escape(with_merchant(f"/dashboard/monitoring/{c['case_id']}", merchant))
+            buttons = " ".join(
+                f'<button{" class=danger" if d == "report" else ""} name="decision" value="{d}">{d}</button>'
+                for d in allowed
+            )
+            form = (
+                f'<form class="filters" method="post" action="{action}">'
+                f'<label>operator<input name="operator" required maxlength="{OPERATOR_MAX_CHARS}" size="14"></label>'
+                f'<label>reason<input name="reason" required maxlength="{REASON_MAX_CHARS}" size="48"></label>'
+                f"{buttons}</form>"
+            )
+        out.append(
+            f'<div class="card" data-case="{cid}" data-status="{escape(c["status"])}">'
+            f'<h2>{escape(c["rule"])} · {escape(c["subject_kind"])} <span class="mono">{escape(c["subject_id"])}'
+            f'</span> {badge(c["status"])}</h2><table class="facts">'
+            f'<tr><th class="l">case</th><td class="l mono">{cid}</td></tr>'
+            f'<tr><th class="l">merchant</th><td class="l">{escape(c["merchant_id"])}</td></tr>'
+            f'<tr><th class="l">window (UTC)</th><td class="l">{when(c["window_start"])} … '
+            f"{when(c['window_end'])}{' · ' + escape(c['currency']) if c.get('currency') else ''}</td></tr>"
+            f'<tr><th class="l">opened (UTC)</th><td class="l">{when(c["opened_at"])}</td></tr>'
+            f'<tr><th class="l">finding</th><td class="l" data-field="summary">{escape(c["summary"])}</td></tr>'
+            f'<tr><th class="l">measures</th><td class="l">{measures}</td></tr></table>'
+            '<table data-testid="evidence"><tr><th class="l">payment</th><th class="l">kind</th><th>amount</th>'
+            f'<th>at (UTC)</th><th class="l">card token</th></tr>{evidence}</table>'
+            f'<ul data-testid="decisions">{trail}</ul>{form}</div>'
+        )
+    if not cases:
+        out.append('<div class="card muted" data-testid="no-cases">no cases</div>')
+    out.append(
+        f'<p class="muted">oldest opened first, at most {LIST_MAX}; a decision is recorded on monitoring-decisions '
+        "with who, when and why, as `paystream cases decide` records it</p>"
+    )
     return "".join(out)

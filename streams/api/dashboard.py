@@ -1,7 +1,7 @@
 """The console `paystream api` serves under /dashboard (docs/dashboard.md): the
 overview (this module: figures, charts and the ops panel, re-fetched every REFRESH_S
 seconds by a few lines of vanilla JS) and the console's pages (streams/api/console.py:
-payments, a payment's timeline, reviews, disputes, payouts, webhooks). Server-rendered
+payments, a payment's timeline, reviews, disputes, payouts, webhooks, monitoring cases). Server-rendered
 HTML, inline CSS and SVG (streams/api/charts.py): no front-end build, nothing fetched.
 Figures come from the ClickHouse read models (FINAL, the cookbook's definitions,
 docs/analytics.md); the ops panel from Kafka and the workers' /metrics
@@ -36,6 +36,7 @@ from streams.api.console import STYLE, Rows, Sources, layout, money, with_mercha
 from streams.api.ops import OpsSnapshot
 from streams.client.fraud import resolve_command
 from streams.domain.chain import verdicts
+from streams.domain.monitoring import MonitoringError
 
 REFRESH_S = 5
 SESSION_TTL_S = 8 * 3600
@@ -409,6 +410,7 @@ class Dashboard:
     wall_s: Callable[[], float] = time.time  # session expiry: operational time, not business time
     refresh_s: float = REFRESH_S
     sources: Sources | None = None  # the topics' side (None: those parts of the console say so)
+    cases: console.Cases | None = None  # transaction monitoring's case queue (None: its page says so)
     # When an operator's decision happens: its event time (as the CLI's `fraud review --resolve`).
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
@@ -717,6 +719,53 @@ def router(d: Dashboard) -> APIRouter:
         )
         return RedirectResponse(
             with_merchant("/dashboard/webhooks", pick(request, role), retried=notification_id, result=result), 303
+        )
+
+    def case_page(view: str, flash: str | None, error: str | None, status: int) -> Callable[..., tuple[str, int]]:
+        """The case queue's body for console_page: ops only (a case is never shown to its merchant)."""
+
+        def body(role: str, merchant: str | None) -> tuple[str, int]:
+            if role != OPS:
+                return '<p class="warn">the case queue is for ops</p>', 403
+            if view not in console.CASE_VIEWS:
+                return f'<p class="warn">cases: one of {", ".join(v or "(empty)" for v in console.CASE_VIEWS)}</p>', 400
+            if d.cases is None:
+                return '<p class="warn">the case queue needs the monitoring topics</p>', 503
+            try:
+                cases = console.case_list(d.cases.cases(), merchant, view)
+            except Exception as e:
+                return f'<p class="warn">case queue unavailable: {escape(type(e).__name__)}</p>', 503
+            return console.render_cases(cases, merchant, view, flash, error), status
+
+        return body
+
+    @r.get("/dashboard/monitoring")
+    async def monitoring(request: Request) -> Response:
+        q = request.query_params
+        flash = f"{q['decided']} recorded for {q['case']}" if q.get("decided") and q.get("case") else None
+        return await console_page(
+            request, "monitoring", "Monitoring cases", case_page(q.get("status") or "", flash, None, 200)
+        )
+
+    @r.post("/dashboard/monitoring/{case_id}")
+    async def decide_case(request: Request, case_id: str) -> Response:
+        role = d.role_of(request)
+        if role is None:
+            return login_page(status=401)
+        if role != OPS or d.cases is None:
+            return await console_page(request, "monitoring", "Monitoring cases", case_page("", None, None, 200))
+        f, queue = await form(request), d.cases
+        try:  # the case queue's decision, as `paystream cases decide` records it; its time is the request's
+            await asyncio.to_thread(
+                queue.decide, case_id, f.get("decision", ""), f.get("operator", ""), f.get("reason", ""), d.now()
+            )
+        except MonitoringError as e:
+            status = console.CASE_ERROR_STATUS.get(e.reason, 400)
+            page = case_page("", None, f"{case_id}: {e.reason}: {e.detail}", status)
+            return await console_page(request, "monitoring", "Monitoring cases", page)
+        return RedirectResponse(
+            with_merchant("/dashboard/monitoring", pick(request, role), decided=f.get("decision", ""), case=case_id),
+            303,
         )
 
     @r.post("/dashboard/logout")

@@ -199,6 +199,7 @@ def _dashboard(settings: Settings, keys: auth.ApiKeys, reader: ClickHousePayment
     from streams.api.console_sources import KafkaSources
     from streams.api.dashboard import Dashboard
     from streams.api.ops import KafkaOps
+    from streams.client.cases import CaseQueue
     from streams.topics import client_ids, topic_names
 
     if reader is None:
@@ -212,4 +213,11 @@ def _dashboard(settings: Settings, keys: auth.ApiKeys, reader: ClickHousePayment
     groups = [ids.worker_group, ids.sink_group]
     ops = KafkaOps(client_config(settings), groups, topic_names(settings).dlq, urls)
     # Signatures, reviews and webhook attempts: read from the topics on use (console_sources.py).
-    return Dashboard(reader.rows, keys, ops_token(settings.dashboard_token_file), ops, sources=KafkaSources(settings))
+    return Dashboard(
+        reader.rows,
+        keys,
+        ops_token(settings.dashboard_token_file),
+        ops,
+        sources=KafkaSources(settings),
+        cases=CaseQueue(settings),  # the case queue `paystream cases` works: the same decisions
+    )

@@ -1,7 +1,9 @@
-"""`paystream merchants add|verify|reject|list`: the merchant registry on the
-compacted `merchants` topic (keyed by merchant_id, MerchantRecord Avro). A change
-is a new record read-modified-written from the topic's current state; the keys
-stage folds the topic (streams/domain/merchants.py). The lead declares the topic
+"""`paystream merchants add|verify|reject|list|apply|kyc|kyc-review|kyc-reverify`: the
+merchant registry on the compacted `merchants` topic (keyed by merchant_id,
+MerchantRecord Avro). A change is a new record read-modified-written from the topic's
+current state; the keys stage folds the topic (streams/domain/merchants.py). verify and
+reject move a merchant's KYC case through the workflow's transitions and its desk
+(streams/client/kyc.py), as kyc-review does. The lead declares the topic
 (compacted, the pipeline's partition count) in streams/topics.py."""
 
 from __future__ import annotations
@@ -70,17 +72,17 @@ def add(
     typer.echo(f"{merchant}: {record['kyc_status']}")
 
 
-def _set_status(merchant: str, status: str) -> None:
-    registry = read_registry(get_settings())
-    record = registry.get(merchant)
-    if record is None:
-        err.print(f"[red]merchants:[/red] no merchant {merchant!r}; add it first")
-        raise typer.Exit(2)
-    platform = registry.get(record.get("platform_id") or "")
-    if status != "verified" and platform is not None:  # its platform may no longer split payments to it
-        _write(merchants.disconnect(platform, merchant, _now()))
-    _write(merchants.with_status(record, status, _now()))
-    typer.echo(f"{merchant}: {status}")
+def _set_status(merchant: str, status: str, reviewer: str | None) -> None:
+    from streams.client import kyc as kyc_ops
+
+    desk = kyc_ops.KycDesk(get_settings())
+    try:
+        records = kyc_ops.operator_status(desk.registry(), merchant, status, reviewer, _now())
+    except ValueError as e:  # MerchantError, KycError
+        _kyc_fail("verify" if status == "verified" else "reject", e)
+    for record in records:  # the merchant first: a platform is disconnected only from a rejected account
+        desk.write(record)
+    typer.echo(f"{merchant}: {status}" + ("" if records else " (already)"))
 
 
 @app.command("connect")
@@ -102,16 +104,20 @@ def connect(platform: str, account: str) -> None:
     typer.echo(f"{account}: connected to {platform}")
 
 
+REVIEWER = typer.Option(None, help="Who decides (audit trail): required when the merchant has a KYC case.")
+
+
 @app.command("verify")
-def verify(merchant: str) -> None:
-    """Mark MERCHANT's KYC as verified: its creates are accepted."""
-    _set_status(merchant, "verified")
+def verify(merchant: str, reviewer: str = REVIEWER) -> None:
+    """Verify MERCHANT: its creates are accepted. A KYC case in manual review is approved, as `kyc-review` does."""
+    _set_status(merchant, "verified", reviewer)
 
 
 @app.command("reject")
-def reject(merchant: str) -> None:
-    """Mark MERCHANT's KYC as rejected: its creates are refused `merchant_not_verified`."""
-    _set_status(merchant, "rejected")
+def reject(merchant: str, reviewer: str = REVIEWER) -> None:
+    """Reject MERCHANT: its creates are refused `merchant_not_verified`. A KYC case in review is rejected, a
+    verified one withdrawn (the case says who and when); a connected account leaves its platform."""
+    _set_status(merchant, "rejected", reviewer)
 
 
 @app.command("list")

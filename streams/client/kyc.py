@@ -73,6 +73,35 @@ def review(record: Mapping[str, Any], decision: str, reviewer: str, at: datetime
     return merchants.with_case(record, kyc.reviewed(record["kyc"], decision, reviewer, at, cleared), at)
 
 
+def operator_status(
+    registry: Mapping[str, Mapping[str, Any]], merchant_id: str, kyc_status: str, reviewer: str | None, at: datetime
+) -> list[dict[str, Any]]:
+    """`paystream merchants verify|reject`: the records to write, the merchant's first
+    (none: it is so already). A merchant with a KYC case moves it as the workflow does
+    (`kyc.operator_set`: a reviewer's approval or rejection, or a verification withdrawn),
+    naming the `reviewer`; one registered without applying (before KYC, or in test mode)
+    has only a status, which is set. A merchant no longer verified leaves its platform:
+    new splits to it are refused."""
+    record = registry.get(merchant_id)
+    if record is None:
+        raise merchants.MerchantError(f"no merchant {merchant_id!r}; add it first")
+    if record.get("kyc") is not None:
+        if not reviewer:
+            raise kyc.KycError("invalid_review_decision", "the merchant has a KYC case: --reviewer names who decides")
+        case = kyc.operator_set(record["kyc"], kyc_status, reviewer, at)
+        if case is None:
+            return []
+        out = [merchants.with_case(record, case, at)]
+    elif record["kyc_status"] == kyc_status:
+        return []
+    else:
+        out = [merchants.with_status(record, kyc_status, at)]
+    platform = registry.get(record.get("platform_id") or "")
+    if kyc_status != "verified" and platform is not None:
+        out.append(merchants.disconnect(platform, merchant_id, at))
+    return out
+
+
 def reverify_due(
     registry: Mapping[str, Mapping[str, Any]], at: datetime, sanctions: SanctionsList
 ) -> list[dict[str, Any]]:

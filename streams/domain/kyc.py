@@ -14,6 +14,7 @@ run read one field as before.
                             --checks fail--> rejected --apply--> submitted (a new application)
                             --checks manual--> manual_review --review approve--> verified
                                                              --review reject--> rejected
+  verified --withdraw (an operator off-boards it)--> rejected
 
 Each transition is `(case, event) -> case` or a KycError with a reason code; an
 illegal event changes nothing.
@@ -141,6 +142,32 @@ def reviewed(
         "verified_until": at + REVERIFY_AFTER if verified else None,
         "cleared": sorted({*case.get("cleared", ()), *cleared}),
     }
+
+
+def withdrawn(case: Mapping[str, Any], reviewer: str, at: datetime) -> dict[str, Any]:
+    """An operator withdraws a verification (off-boarding: `paystream merchants reject`)."""
+    if case["state"] != "verified":
+        raise KycError("kyc_not_verified", f"only a verified case is withdrawn, not a {case['state']} one")
+    if not reviewer or len(reviewer) > 64:
+        raise KycError("invalid_review_decision", "reviewer must be 1..64 chars")
+    return {**case, "state": "rejected", "decided_at": at, "reviewer": reviewer, "verified_until": None}
+
+
+def operator_set(case: Mapping[str, Any], kyc_status: str, reviewer: str, at: datetime) -> dict[str, Any] | None:
+    """An operator's `merchants verify|reject` on a merchant with a case, as the workflow
+    moves it: a case in manual_review is approved or rejected (as `kyc-review`), a
+    verified one is withdrawn by a reject. None: the case is there already (nothing to
+    write). A submitted case waits for its checks, and a rejected merchant applies again."""
+    if kyc_status not in ("verified", "rejected"):
+        raise KycError("invalid_review_decision", "an operator sets verified or rejected")
+    if STATUS_OF[case["state"]] == kyc_status:
+        return None
+    if case["state"] == "manual_review":
+        return reviewed(case, "approve" if kyc_status == "verified" else "reject", reviewer, at)
+    if case["state"] == "verified":
+        return withdrawn(case, reviewer, at)
+    why = "its checks have not answered" if case["state"] == "submitted" else "a rejected merchant applies again"
+    raise KycError("kyc_not_in_review", f"a {case['state']} case cannot be {kyc_status}: {why}")
 
 
 def reverify_due(case: Mapping[str, Any] | None, at: datetime) -> bool:

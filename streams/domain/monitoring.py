@@ -277,7 +277,9 @@ def _expire(rs: RuleState, rule: str, wm: int, t: Thresholds) -> RuleState:
     start = wm - t.window_ms(rule)  # exclusive
     bms = _bucket_ms(rule, t)
     buckets = {c: kept for c, bs in rs.buckets.items() if (kept := [b for b in bs if (b[0] + 1) * bms > start])}
-    cut = rs.cut_ms if rs.cut_ms is not None and rs.cut_ms > start else None  # older activity is too late anyway
+    # Older activity is too late anyway, but a kept bucket may start up to a bucket before the window:
+    # the cut is kept while it can fall in one, so a later case's window never reaches back before it.
+    cut = rs.cut_ms if rs.cut_ms is not None and rs.cut_ms > start - bms else None
     return RuleState(cut, [e for e in rs.items if e.at_ms > start], buckets)
 
 
@@ -436,6 +438,11 @@ def decided(status: str, decision: str) -> str:
             f"a case {status} cannot be decided {decision}",
         )
     return _RESULT[decision]
+
+
+def allowed_decisions(status: str) -> tuple[str, ...]:
+    """The decisions a case now `status` can take (none once closed)."""
+    return tuple(d for d in DECISIONS if d in _ALLOWED[status])
 
 
 def decision_id(case: str, decision: str, operator: str, decided_at: datetime) -> str:

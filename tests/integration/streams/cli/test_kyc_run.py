@@ -97,3 +97,45 @@ def test_apply_review_hold_and_reverify(bootstrap: str, tmp_path: Path, monkeypa
     assert desk.registry()[m]["kyc"]["verified_until"] == until + timedelta(hours=1) + kyc.REVERIFY_AFTER
     r = runner.invoke(cli, ["merchants", "kyc-review", m, "approve", "--reviewer", "it-ops"])
     assert r.exit_code == 2 and "kyc_not_in_review" in r.output
+
+
+def test_verify_and_reject_move_the_case_as_the_workflow_does(
+    bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`merchants verify|reject` on a merchant with a case: the workflow's transitions
+    (the case says who decided), never a status beside a case that says otherwise."""
+    settings = make_settings(tmp_path, "kycop")
+    from connectors.kafka.admin import ensure_topics
+    from streams.settings import client_config
+    from streams.topics import declared_topics
+
+    ensure_topics(client_config(settings), declared_topics(settings))
+    monkeypatch.setattr(cli_merchants, "get_settings", lambda: settings)
+    desk, runner = KycDesk(settings), CliRunner()
+    m = f"m_{uuid.uuid4().hex[:6]}"
+    desk.apply(m, kyc.application("Acme Ltd", "GB", "MANUAL-7", ["Ada Example"], DOCS), T0)
+    assert desk.registry()[m]["kyc"]["state"] == "manual_review"
+
+    r = runner.invoke(cli, ["merchants", "verify", m])
+    assert r.exit_code == 2 and "--reviewer" in r.output  # a case names who decides
+    r = runner.invoke(cli, ["merchants", "verify", m, "--reviewer", "it-ops"])
+    assert r.exit_code == 0, r.output
+    record = desk.registry()[m]
+    assert (record["kyc_status"], record["kyc"]["state"]) == ("verified", "verified")
+    assert record["kyc"]["reviewer"] == "it-ops"
+    assert record["kyc"]["verified_until"] is not None  # re-verified a year on, as an approval by kyc-review
+    assert "already" in runner.invoke(cli, ["merchants", "verify", m, "--reviewer", "it-ops"]).output
+
+    r = runner.invoke(cli, ["merchants", "reject", m, "--reviewer", "aml-desk"])
+    assert r.exit_code == 0, r.output
+    record = desk.registry()[m]
+    assert (record["kyc_status"], record["kyc"]["state"]) == ("rejected", "rejected")
+    assert record["kyc"]["reviewer"] == "aml-desk"
+    r = runner.invoke(cli, ["merchants", "verify", m, "--reviewer", "it-ops"])
+    assert r.exit_code == 2 and "kyc_not_in_review" in r.output and "applies again" in r.output
+
+    # A merchant registered without applying (test mode) has only a status: it is set.
+    plain = f"m_{uuid.uuid4().hex[:6]}"
+    assert runner.invoke(cli, ["merchants", "add", plain]).exit_code == 0
+    assert runner.invoke(cli, ["merchants", "verify", plain]).exit_code == 0
+    assert (desk.registry()[plain]["kyc_status"], desk.registry()[plain].get("kyc")) == ("verified", None)

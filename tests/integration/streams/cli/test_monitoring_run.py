@@ -1,7 +1,8 @@
 """Transaction monitoring on the real broker: a real worker sees a structuring pattern
 (three captures just under the reporting threshold on one card) and five cards from one
 device, both published as payment commands; the cases reach monitoring-cases; an
-operator decides one from the CLI and `cases list` shows it decided, with the trail."""
+operator decides one from the CLI and `cases list` shows it decided, with the trail; the
+console's case page shows the other with its evidence and decides it onto the same trail."""
 
 from __future__ import annotations
 
@@ -11,8 +12,13 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from streams.api import auth
+from streams.api.app import create_app
+from streams.api.bus import InMemoryBus
+from streams.api.dashboard import Dashboard
 from streams.cli import cases as cli_cases
 from streams.cli.main import app as cli
 from streams.client.cases import CaseQueue
@@ -22,6 +28,7 @@ from streams.client.publish import publish_commands
 from tests.integration.support import T0, WAIT_S, create, make_settings, start_worker
 
 pytestmark = pytest.mark.integration
+OPS_TOKEN = "ops-" + "i" * 40
 
 
 def luhn_card(prefix: str) -> str:
@@ -133,6 +140,26 @@ def test_structuring_and_many_cards_per_device_open_cases_and_a_decision_closes_
         assert mine[d["case_id"]]["status"] == "open"
         still_open = runner.invoke(cli, ["cases", "list", "--status", "open"])
         assert [json.loads(x)["case_id"] for x in still_open.stdout.splitlines()] == [d["case_id"]]
+
+        # The console's case page over the same queue: the open case with its evidence, and
+        # its decision recorded on the topic, as the CLI lists it.
+        keys = auth.ApiKeys(tmp_path / "api-keys.json")
+        dashboard = Dashboard(lambda *_: [], keys, OPS_TOKEN.encode(), cases=queue)
+        page = TestClient(create_app(InMemoryBus(lambda _: None), keys, sealer=None, dashboard=dashboard))
+        ops = {"Authorization": f"Bearer {OPS_TOKEN}"}
+        html = page.get(f"/dashboard/monitoring?merchant={m}", headers=ops).text
+        assert f'data-case="{d["case_id"]}"' in html and f'data-case="{s["case_id"]}"' not in html  # reported: closed
+        assert html.count("data-evidence=") == len(d["evidence"]) == 5
+        r = page.post(
+            f"/dashboard/monitoring/{d['case_id']}",
+            data={"decision": "dismiss", "operator": "console-ops", "reason": "a family's cards on one tablet"},
+            headers=ops,
+            follow_redirects=False,
+        )
+        assert r.status_code == 303, r.text
+        listed = runner.invoke(cli, ["cases", "list", "--status", "dismissed"])
+        (dismissed,) = [c for c in map(json.loads, listed.stdout.splitlines()) if c["merchant_id"] == m]
+        assert dismissed["case_id"] == d["case_id"] and dismissed["decisions"][0]["operator"] == "console-ops"
     finally:
         code = worker.stop()
     assert code == 0, worker.log_tail()

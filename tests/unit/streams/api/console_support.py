@@ -6,24 +6,28 @@ round trip, Ed25519 chains)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from schemas.codec import Codec
 from streams.api.console import Notification
+from streams.client.cases import fold_cases
 from streams.domain.chain import ChainHead, Signer, link, sign_block
+from streams.domain.monitoring import MonitoringError, decision_record
 from tests.unit.connectors.clickhouse.support import DAY0, Traffic
 
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))  # a fixed test key
 SIGNER = Signer("sig-v1", KEY)
-EVENTS, REVIEWS, DELIVERIES, VALIDATED = (
+EVENTS, REVIEWS, DELIVERIES, VALIDATED, CASES = (
     Codec("PaymentEvent"),
     Codec("FraudReview"),
     Codec("WebhookDelivery"),
     Codec("ValidatedCommand"),
+    Codec("MonitoringCase"),
 )
+CASE_AT = datetime(2026, 12, 6, 12, tzinfo=UTC)
 
 
 def with_wallets(t: Traffic) -> Traffic:
@@ -118,3 +122,52 @@ def chained(events: list[dict[str, Any]], sign_last: bool) -> list[dict[str, Any
     if sign_last:
         out[-1] = sign_block(out[-1], SIGNER)
     return [EVENTS.decode(EVENTS.encode(e, check=True)) for e in out]
+
+
+def case(case_id: str = "c1", merchant: str = "m_1", evidence: int = 0, rule: str = "structuring") -> dict[str, Any]:
+    """A MonitoringCase (Avro round trip) of a card subject with `evidence` captures just under USD 10,000."""
+    c = {
+        "case_id": case_id,
+        "rule": rule,
+        "subject_kind": "card",
+        "subject_id": f"tok_{case_id}",
+        "merchant_id": merchant,
+        "currency": "USD",
+        "window_start": CASE_AT - timedelta(days=2),
+        "window_end": CASE_AT,
+        "opened_at": CASE_AT,
+        "evidence": [
+            {
+                "payment_id": f"pay_{case_id}_{i}",
+                "merchant_id": merchant,
+                "kind": "capture",
+                "currency": "USD",
+                "amount_minor": 950_000 + i,
+                "occurred_at": CASE_AT - timedelta(hours=10 - i),
+                "card_token": f"tok_{case_id}",
+            }
+            for i in range(evidence)
+        ],
+        "measures": {"payments": evidence or 3, "threshold_minor": 1_000_000},
+        "summary": f"{evidence or 3} captures just under the USD 10,000.00 reporting threshold",
+    }
+    return CASES.decode(CASES.encode(c, check=True))
+
+
+class MemoryQueue:
+    """console.Cases over records held here (CaseQueue reads them from the topics), with the real folds."""
+
+    def __init__(self, records: list[dict[str, Any]] | None = None) -> None:
+        self.records = [case()] if records is None else records
+        self.decisions: list[dict[str, Any]] = []
+
+    def cases(self) -> list[dict[str, Any]]:
+        return fold_cases(self.records, self.decisions)
+
+    def decide(self, case_id: str, decision: str, operator: str, reason: str, at: datetime) -> dict[str, Any]:
+        found = next((c for c in self.cases() if c["case_id"] == case_id), None)
+        if found is None:
+            raise MonitoringError("case_not_found", case_id)
+        record = decision_record(case_id, found["status"], decision, operator, reason, at)
+        self.decisions.append(record)
+        return record

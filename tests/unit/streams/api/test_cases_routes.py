@@ -3,9 +3,8 @@ decisions with their errors."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -13,43 +12,10 @@ from fastapi.testclient import TestClient
 from streams.api import auth, cases_routes
 from streams.api.app import create_app
 from streams.api.bus import InMemoryBus
-from streams.client.cases import fold_cases
-from streams.domain.monitoring import MonitoringError, decision_record
+from tests.unit.streams.api.console_support import MemoryQueue
 
-AT = datetime(2026, 12, 6, 12, tzinfo=UTC)
+AT = datetime(2026, 12, 6, 12, tzinfo=UTC)  # console_support.case's opened_at, the decisions' time
 TOKEN = "ops-token-" + "x" * 40
-
-
-class MemoryQueue:
-    def __init__(self) -> None:
-        self.records = [
-            {
-                "case_id": "c1",
-                "rule": "structuring",
-                "subject_kind": "card",
-                "subject_id": "tok_a",
-                "merchant_id": "m_1",
-                "currency": "USD",
-                "window_start": AT - timedelta(days=2),
-                "window_end": AT,
-                "opened_at": AT,
-                "evidence": [],
-                "measures": {"payments": 3},
-                "summary": "three",
-            }
-        ]
-        self.decisions: list[dict[str, Any]] = []
-
-    def cases(self) -> list[dict[str, Any]]:
-        return fold_cases(self.records, self.decisions)
-
-    def decide(self, case_id: str, decision: str, operator: str, reason: str, at: datetime) -> dict[str, Any]:
-        case = next((c for c in self.cases() if c["case_id"] == case_id), None)
-        if case is None:
-            raise MonitoringError("case_not_found", case_id)
-        record = decision_record(case_id, case["status"], decision, operator, reason, at)
-        self.decisions.append(record)
-        return record
 
 
 @pytest.fixture

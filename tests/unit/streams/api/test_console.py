@@ -6,6 +6,7 @@ Ed25519 chains); tests/integration/api/test_console_sources.py reads them from a
 
 from __future__ import annotations
 
+import itertools
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,7 +24,15 @@ from streams.api.dashboard import Dashboard, bucket_for, series_title
 from streams.api.readmodel import ClickHousePayments
 from streams.client.fraud import resolve_command
 from tests.unit.connectors.clickhouse.support import DAY0, populate, traffic
-from tests.unit.streams.api.console_support import MemorySources, chained, delivery, review, with_wallets
+from tests.unit.streams.api.console_support import (
+    MemoryQueue,
+    MemorySources,
+    case,
+    chained,
+    delivery,
+    review,
+    with_wallets,
+)
 
 OPS_TOKEN = "o" * 40
 NOW = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
@@ -162,6 +171,7 @@ def test_a_merchant_sees_only_its_own_payments_and_cannot_open_others(site) -> N
         "/dashboard/disputes",
         "/dashboard/payouts",
         "/dashboard/webhooks",
+        "/dashboard/monitoring",
         "/dashboard/payments/pay_41_1",
     ],
 )
@@ -354,6 +364,89 @@ def test_webhook_deliveries_and_a_retry_of_a_given_up_one(site) -> None:  # type
     assert _walk(c, "/dashboard/webhooks?limit=1&status=failed", "notification", me)[0] == ["whk_b"]
 
 
+# --- monitoring cases (ops only) --------------------------------------------------------
+
+
+@pytest.fixture
+def case_site(tmp_path: Path, key_file):  # type: ignore[no-untyped-def]
+    src, secret, _ = key_file
+    path = tmp_path / "api_keys.json"
+    path.write_bytes(src.read_bytes())
+    keys = auth.ApiKeys(path)
+    queue = MemoryQueue([case("c_old", "m_acme", evidence=3), case("c_other", "m_globex", evidence=1)])
+    minutes = itertools.count()  # each decision a minute after the last: the trail's order is theirs
+    d = Dashboard(
+        lambda *_: [], keys, OPS_TOKEN.encode(), None, cases=queue, now=lambda: NOW + timedelta(minutes=next(minutes))
+    )
+    return (
+        TestClient(create_app(InMemoryBus(lambda _c: None), keys, sealer=None, dashboard=d, instance="t")),
+        secret,
+        queue,
+    )
+
+
+def test_ops_works_the_case_queue_as_the_cli_does(case_site) -> None:  # type: ignore[no-untyped-def]
+    c, _, queue = case_site
+    html = c.get("/dashboard/monitoring", headers=ops()).text
+    assert shown(html, "case") == ["c_old", "c_other"] and 'href="/dashboard/monitoring"' in html
+    assert shown(html, "evidence") == ["pay_c_old_0", "pay_c_old_1", "pay_c_old_2", "pay_c_other_0"]
+    assert "9500.00 USD" in html and "9500.02 USD" in html  # evidence amounts as money
+    assert shown(c.get("/dashboard/monitoring?merchant=m_globex", headers=ops()).text, "case") == ["c_other"]
+
+    r = c.post(
+        "/dashboard/monitoring/c_old?merchant=m_acme",
+        data={"decision": "escalate", "operator": "alice", "reason": "looks split on purpose"},
+        headers=ops(),
+        follow_redirects=False,
+    )
+    assert r.status_code == 303 and r.headers["location"].startswith("/dashboard/monitoring?merchant=m_acme")
+    (d,) = queue.decisions  # the record `paystream cases decide` writes: who, what, why, when
+    assert (d["case_id"], d["decision"], d["operator"], d["reason"], d["decided_at"]) == (
+        "c_old",
+        "escalate",
+        "alice",
+        "looks split on purpose",
+        NOW,
+    )
+    after = c.get(r.headers["location"], headers=ops()).text
+    assert "escalate recorded for c_old" in after and shown(after, "status") == ["escalated"]
+    assert shown(after, "decision") == ["escalate"] and 'value="escalate"' not in after  # escalated once
+
+    c.post(
+        "/dashboard/monitoring/c_old",
+        data={"decision": "report", "operator": "bob", "reason": "SAR filed"},
+        headers=ops(),
+    )
+    assert shown(c.get("/dashboard/monitoring", headers=ops()).text, "case") == ["c_other"]  # closed: off the queue
+    closed = c.get("/dashboard/monitoring?status=reported", headers=ops()).text
+    assert shown(closed, "case") == ["c_old"] and shown(closed, "decision") == ["escalate", "report"]
+    assert 'name="decision"' not in closed  # a closed case takes no decision
+    again = c.post(
+        "/dashboard/monitoring/c_old", data={"decision": "dismiss", "operator": "eve", "reason": "x"}, headers=ops()
+    )
+    assert again.status_code == 409 and "case_closed" in again.text and len(queue.decisions) == 2
+    assert (
+        c.post(
+            "/dashboard/monitoring/nope", data={"decision": "dismiss", "operator": "e", "reason": "x"}, headers=ops()
+        ).status_code
+        == 404
+    )
+    bad = c.post("/dashboard/monitoring/c_other", data={"decision": "dismiss", "operator": "e"}, headers=ops())
+    assert bad.status_code == 400 and "invalid_reason" in bad.text
+    assert c.get("/dashboard/monitoring?status=nonsense", headers=ops()).status_code == 400
+
+
+def test_a_merchant_never_sees_the_case_queue(case_site) -> None:  # type: ignore[no-untyped-def]
+    c, secret, queue = case_site
+    me = {"Authorization": f"Bearer {secret}"}
+    assert "/dashboard/monitoring" not in c.get("/dashboard/payouts", headers=me).text  # no nav link
+    r = c.get("/dashboard/monitoring", headers=me)
+    assert r.status_code == 403 and "data-case" not in r.text
+    r = c.post("/dashboard/monitoring/c_old", data={"decision": "dismiss", "operator": "m", "reason": "x"}, headers=me)
+    assert r.status_code == 403 and queue.decisions == []
+    assert c.get("/dashboard/monitoring").status_code == 401
+
+
 def test_the_overview_and_every_page_are_styled_and_fetch_nothing(site) -> None:  # type: ignore[no-untyped-def]
     c, _, _, _ = site
     for path in (
@@ -363,6 +456,7 @@ def test_the_overview_and_every_page_are_styled_and_fetch_nothing(site) -> None:
         "/dashboard/disputes",
         "/dashboard/payouts",
         "/dashboard/webhooks",
+        "/dashboard/monitoring",
     ):
         html = c.get(path, headers=ops()).text
         assert "<style>" in html and "<nav>" in html

@@ -2,8 +2,10 @@
 by Playwright): log in as a merchant and as ops, read the numbers the page shows, and
 check them against direct SQL over the same populated chDB; then add traffic and
 watch the page's own refresh pick it up. One console flow: filter and search the
-payments, open one and read its timeline's chain verdicts, approve a review; and the
-charts' labels are measured in the browser (none starts left of its SVG).
+payments, open one and read its timeline's chain verdicts, approve a review; ops works
+the monitoring case queue (evidence, escalate, report, the trail), which a merchant
+never sees; and the charts' labels are measured in the browser (none starts left of
+its SVG).
 
 Skipped when Chromium or Playwright is missing, unless PAYSTREAM_REQUIRE_BROWSER=1
 (.ci/run sets it after installing Chromium, so CI never skips it silently)."""
@@ -27,7 +29,7 @@ from streams.api.dashboard import Dashboard
 from streams.api.ops import Breaker, LagRow, OpsSnapshot
 from streams.api.readmodel import ClickHousePayments
 from tests.unit.connectors.clickhouse.support import populate, traffic
-from tests.unit.streams.api.console_support import MemorySources, chained, review
+from tests.unit.streams.api.console_support import MemoryQueue, MemorySources, case, chained, review
 
 CHROMIUM = "/usr/bin/chromium"
 LAUNCH_ARGS = [
@@ -84,7 +86,12 @@ def sources() -> MemorySources:
 
 
 @pytest.fixture
-def site(ch, tmp_path: Path, key_file, sources: MemorySources) -> Iterator[tuple[str, str, Any]]:  # type: ignore[no-untyped-def]
+def queue() -> MemoryQueue:
+    return MemoryQueue([case("c_split", "m_acme", evidence=3), case("c_device", "m_globex", evidence=2)])
+
+
+@pytest.fixture
+def site(ch, tmp_path: Path, key_file, sources: MemorySources, queue: MemoryQueue) -> Iterator[tuple[str, str, Any]]:  # type: ignore[no-untyped-def]
     populate(ch, T)
     src, secret, _ = key_file
     path = tmp_path / "api_keys.json"
@@ -95,7 +102,9 @@ def site(ch, tmp_path: Path, key_file, sources: MemorySources) -> Iterator[tuple
         dlq_messages=7,
         breakers=(Breaker("w0", "visa_rail", "open"),),
     )
-    d = Dashboard(ClickHousePayments(ch).rows, keys, OPS_TOKEN.encode(), lambda: ops, refresh_s=0.5, sources=sources)
+    d = Dashboard(
+        ClickHousePayments(ch).rows, keys, OPS_TOKEN.encode(), lambda: ops, refresh_s=0.5, sources=sources, cases=queue
+    )
     with Server(create_app(InMemoryBus(lambda _c: None), keys, sealer=None, dashboard=d, instance="t")) as server:
         yield server.url, secret, ch
 
@@ -279,3 +288,39 @@ def test_a_merchant_finds_a_payment_reads_its_timeline_and_approves_a_review(
         "review_resolve",
         "approve",
     )
+
+
+def test_ops_reads_a_cases_evidence_escalates_and_reports_it(site, page: Page, queue: MemoryQueue) -> None:
+    url, secret, _ = site
+    log_in(page, url, secret)
+    assert page.locator("nav >> text=monitoring").count() == 0  # a merchant never sees AML cases
+    page.goto(f"{url}/dashboard/monitoring")
+    assert page.locator("[data-case]").count() == 0 and "for ops" in page.content()
+    page.click("text=log out")
+
+    log_in(page, url, OPS_TOKEN)
+    page.click("nav >> text=monitoring")
+    page.wait_for_selector('[data-case="c_split"]')
+    split = page.locator('[data-case="c_split"]')
+    assert split.locator('[data-testid="evidence"] tr[data-evidence]').count() == 3
+    assert "just under" in split.locator('[data-field="summary"]').inner_text()
+    split.locator('input[name="operator"]').fill("alice")
+    split.locator('input[name="reason"]').fill("three captures a day apart, same card")
+    split.locator('button[value="escalate"]').click()
+    page.wait_for_selector('[data-testid="flash"]')
+    assert "escalate recorded for c_split" in page.locator('[data-testid="flash"]').inner_text()
+    split = page.locator('[data-case="c_split"]')
+    assert split.get_attribute("data-status") == "escalated"
+    assert split.locator('button[value="escalate"]').count() == 0  # escalated once
+
+    split.locator('input[name="operator"]').fill("bob")
+    split.locator('input[name="reason"]').fill("SAR filed")
+    split.locator('button[value="report"]').click()
+    page.wait_for_selector('[data-testid="flash"]:has-text("report recorded")')
+    assert page.locator('[data-case="c_split"]').count() == 0  # closed: off the queue
+    page.select_option("select[name=status]", "reported")
+    page.click("form.filters >> text=show")
+    page.wait_for_selector('[data-case="c_split"]')
+    trail = page.locator('[data-case="c_split"] [data-testid="decisions"] li').all_inner_texts()
+    assert len(trail) == 2 and "alice" in trail[0] and "bob" in trail[1] and "SAR filed" in trail[1]
+    assert [(d["decision"], d["operator"]) for d in queue.decisions] == [("escalate", "alice"), ("report", "bob")]

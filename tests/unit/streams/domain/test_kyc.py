@@ -91,7 +91,7 @@ def test_a_bad_application_is_refused_with_a_reason(bad: dict, why: str) -> None
 
 EVENTS = st.lists(
     st.tuples(
-        st.sampled_from(["apply", "checks", "review", "reverify"]),
+        st.sampled_from(["apply", "checks", "review", "reverify", "operator"]),
         st.sampled_from(["pass", "fail", "manual", "approve", "reject"]),
         st.integers(0, 400),
     ),
@@ -119,6 +119,16 @@ def test_any_event_sequence_keeps_the_machine_sound(events: list[tuple[str, str,
                 decision = arg if arg in ("approve", "reject") else "approve"
                 case = kyc.reviewed(case, decision, "ops", at)
                 assert before["state"] == "manual_review"
+            elif kind == "operator" and case is not None:
+                status = "rejected" if arg in ("reject", "fail") else "verified"
+                moved = kyc.operator_set(case, status, "ops", at)
+                if moved is None:  # already so: nothing to write
+                    assert kyc.STATUS_OF[case["state"]] == status
+                    continue
+                case = moved
+                assert kyc.STATUS_OF[case["state"]] == status and case["reviewer"] == "ops"
+                # an operator verifies only what a reviewer may approve, and rejects a case in review or verified
+                assert before["state"] == "manual_review" or (before["state"], status) == ("verified", "rejected")
             elif kind == "reverify" and case is not None:
                 case = kyc.reverify(case, at)
                 assert before["state"] == "verified" and at >= before["verified_until"]
@@ -138,3 +148,20 @@ def test_applying_twice_is_refused_until_rejected() -> None:
         kyc.apply(case, app(), "kyc_2", T0)
     rejected = run_checks(kyc.apply(None, app(reg="FAIL-9"), "kyc_1", T0))
     assert kyc.apply(rejected, app(), "kyc_2", T0 + timedelta(days=1))["state"] == "submitted"
+
+
+def test_an_operator_moves_the_case_as_the_workflow_does() -> None:
+    review = run_checks(kyc.apply(None, app(reg="MANUAL-1"), "kyc_1", T0))
+    assert review["state"] == "manual_review"
+    verified = kyc.operator_set(review, "verified", "it-ops", T0)
+    assert verified == kyc.reviewed(review, "approve", "it-ops", T0)  # the same transition as kyc-review
+    assert kyc.operator_set(verified, "verified", "it-ops", T0) is None
+    withdrawn = kyc.operator_set(verified, "rejected", "it-ops", T0 + timedelta(days=3))
+    assert (withdrawn["state"], withdrawn["reviewer"], withdrawn["verified_until"]) == ("rejected", "it-ops", None)
+    with pytest.raises(KycError, match="applies again") as e:
+        kyc.operator_set(withdrawn, "verified", "it-ops", T0)
+    assert e.value.reason == "kyc_not_in_review"
+    with pytest.raises(KycError, match="checks have not answered"):
+        kyc.operator_set(kyc.apply(None, app(), "kyc_2", T0), "verified", "it-ops", T0)
+    with pytest.raises(KycError, match="reviewer"):
+        kyc.operator_set(review, "rejected", "", T0)
