@@ -112,8 +112,9 @@ class Scorer:
         return fv if all(math.isfinite(getattr(fv, n)) for n in _REQUIRED) else None
 
     def decide_many(self, items: Sequence[tuple[Mapping[str, Any], FeatureVector | None]]) -> list[FraudDecision]:
-        """The decision of each (tx, features): the model scores every row in one call
-        (a batch costs about what one row does), rules and blocklist per tx."""
+        """The decision of each (tx, features): the card model scores the cards' rows in
+        one call and the methods model every other method's in one more (a batch costs
+        about what one row does), rules and blocklist per tx."""
         assert len(items) <= MAX_BATCH_ROWS, len(items)
         methods = [tx.get("method") or "card" for tx, _ in items]
         covered = [m == "card" or (m in MODELLED_METHODS and self.methods_model is not None) for m in methods]
