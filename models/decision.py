@@ -44,7 +44,7 @@ def decide(
     """The strictest of the score's band and every rule hit. Missing features or an
     unusable score (None, NaN, outside [0, 1]) fall back to rules only, starting from
     `fallback_action`, and the decision says so (`fallback=True`). `modelled=False`:
-    a method the model does not cover (models.features.MODELLED_METHODS): its rules
+    a method no loaded model covers (a scorer without the methods model): its rules
     decide by design, from approve, with no score and no fallback flag."""
     fallback = features is None or (modelled and not usable_score(score))
     if not modelled and not fallback:

@@ -623,10 +623,15 @@ def compute(tx: Txn, states: TxStates, merchant: MerchantCounts | None = None) -
 
 # --------------------------------------------------------------------------- per method
 
-#: The model's methods: the shipped model was trained on simulated card traffic
-#: (models/simulate.py), so only a card's vector goes to it; the other methods are
-#: decided by their own rules, velocity and blocklists (docs/fraud.md, "Every method").
-MODELLED_METHODS = frozenset({"card"})
+#: The methods the models score: cards by the card model (trained on models/simulate.py's
+#: card traffic), the others by one model over the same vector plus the method's
+#: indicator (trained on models/simulate_methods.py's traffic; docs/fraud.md, "Every method").
+MODELLED_METHODS = frozenset({"card", "wallet", "bank_transfer", "bnpl", "crypto"})
+NON_CARD_METHODS = ("wallet", "bank_transfer", "bnpl", "crypto")
+#: The non-card model's input: the feature vector, then one indicator column per method.
+METHODS_MODEL_FEATURES: tuple[str, ...] = FEATURE_NAMES + tuple(f"method_{m}" for m in NON_CARD_METHODS)
+
+
 _COMMON = {"amount_major": "amount_major", "hour_of_day": "hour_of_day", "is_night": "is_night"}
 
 

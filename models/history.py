@@ -19,6 +19,10 @@ from models.features import N_FEATURES, StateStore, Txn
 from schemas.money import CURRENCY_EXPONENTS
 
 COLUMNS = ("tx_id", "timestamp", "card_id", "merchant_id", "amount_minor", "currency", "fraud")
+# Optional (models/simulate_methods.py writes them): the payment method (absent or empty:
+# card) and the device (empty: none), which the wallet and BNPL features read.
+OPTIONAL_COLUMNS = ("method", "device")
+METHODS = ("card", "wallet", "bank_transfer", "bnpl", "crypto")
 DAY_MS = 86_400_000
 MAX_ROWS = 50_000_000
 PROGRESS_EVERY = 50_000
@@ -34,7 +38,15 @@ def load_history(path: Path | str) -> pd.DataFrame:
     try:
         df = pd.read_csv(
             path,
-            dtype={"tx_id": str, "card_id": str, "merchant_id": str, "currency": str, "timestamp": str},
+            dtype={
+                "tx_id": str,
+                "card_id": str,
+                "merchant_id": str,
+                "currency": str,
+                "timestamp": str,
+                "method": str,
+                "device": str,
+            },
             keep_default_na=False,
         )
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
@@ -48,7 +60,10 @@ def validate_history(df: pd.DataFrame, name: str = "history") -> pd.DataFrame:
         raise HistoryError(f"{name}: missing columns {missing}; expected {','.join(COLUMNS)}")
     if len(df) > MAX_ROWS:
         raise HistoryError(f"{name}: {len(df)} rows is over the bound of {MAX_ROWS}")
-    df = df.loc[:, list(COLUMNS)].copy()
+    df = df.loc[:, list(COLUMNS) + [c for c in OPTIONAL_COLUMNS if c in df.columns]].copy()
+    for col in OPTIONAL_COLUMNS:
+        df[col] = df[col].fillna("").astype(str) if col in df.columns else ""
+    df.loc[df["method"] == "", "method"] = "card"
 
     def bad(mask, what):
         if mask.any():
@@ -64,6 +79,7 @@ def validate_history(df: pd.DataFrame, name: str = "history") -> pd.DataFrame:
     bad(~df["currency"].isin(list(CURRENCY_EXPONENTS)), "currency is not ISO 4217")
     fraud = pd.to_numeric(df["fraud"], errors="coerce")
     bad(~fraud.isin([0, 1]), "fraud is not 0 or 1")
+    bad(~df["method"].isin(METHODS), f"method is not one of {', '.join(METHODS)}")
     df["ts_ms"] = ts.astype("datetime64[ms, UTC]").astype("int64")
     df["amount_minor"] = amount.astype("int64")
     df["fraud"] = fraud.astype("int8")
@@ -87,6 +103,7 @@ def history_features(
     amounts = df["amount_minor"].tolist()
     currencies = df["currency"].tolist()
     fraud = df["fraud"].tolist()
+    devices = [d or None for d in df["device"].tolist()] if "device" in df.columns else [None] * len(ts)
     n = len(ts)
     store = StateStore()
     step, label = store.step, store.label
@@ -97,7 +114,9 @@ def history_features(
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        _feed(ts, cards, merchants, amounts, currencies, fraud, feedback_delay_ms, step, label, extend, progress)
+        _feed(
+            ts, cards, merchants, amounts, currencies, devices, fraud, feedback_delay_ms, step, label, extend, progress
+        )
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -106,7 +125,7 @@ def history_features(
     return np.frombuffer(out, dtype=np.float64).reshape(n, N_FEATURES)
 
 
-def _feed(ts, cards, merchants, amounts, currencies, fraud, delay, step, label, extend, progress) -> None:
+def _feed(ts, cards, merchants, amounts, currencies, devices, fraud, delay, step, label, extend, progress) -> None:
     """The hot loop: labels due before each tx, then the tx (features, then update)."""
     j = 0
     for i in range(len(ts)):
@@ -115,6 +134,6 @@ def _feed(ts, cards, merchants, amounts, currencies, fraud, delay, step, label, 
         while j < i and ts[j] + delay <= t:
             label(cards[j], merchants[j], ts[j] + delay, fraud[j] == 1)
             j += 1
-        extend(step(Txn(t, cards[i], merchants[i], amounts[i], currencies[i])))
+        extend(step(Txn(t, cards[i], merchants[i], amounts[i], currencies[i], None, devices[i])))
         if progress is not None and (i + 1) % PROGRESS_EVERY == 0:
             progress(PROGRESS_EVERY)

@@ -10,8 +10,9 @@
 `tx` is a dict: card_token, bin, merchant_id, amount_minor, currency, occurred_at
 (aware UTC datetime), optional ip, device, email, country. A non-card method's tx
 (streams/domain/methods.py `risk_fields`) has its instrument's key as card_token, its
-`method`, and the fields its blocklists match; the model scores cards only
-(MODELLED_METHODS), the method's own rules decide the rest. `states` is a
+`method`, and the fields its blocklists match; the card model scores cards, the
+methods model every other method (the same vector plus the method's indicator), each
+in one call per batch. `states` is a
 `models.features.TxStates` (the lead loads each part from RocksDB with
 `CardState.from_bytes` and friends and stores `to_bytes()` back).
 """
@@ -30,6 +31,7 @@ from threadpoolctl import ThreadpoolController
 from models.blocklist import Blocklist, shipped_blocklist
 from models.decision import FraudDecision, decide
 from models.features import (
+    METHODS_MODEL_FEATURES,
     MODELLED_METHODS,
     CardState,
     FeatureInputError,
@@ -44,7 +46,7 @@ from models.features import (
     update,
 )
 from models.policy import DEFAULT_RULES, Policy, RuleHit, evaluate_rules, load_policy
-from models.train import LoadedModel, load_model
+from models.train import SHIPPED_METHODS_ARTIFACT, LoadedModel, load_model, method_indicators
 
 # One row never gains from OpenMP threads; on a busy machine their start-up made a
 # single-row HistGradientBoosting call ~15x slower (13 ms vs 0.7 ms, measured).
@@ -62,6 +64,9 @@ class Scorer:
     policy: Policy
     shadow: LoadedModel | None = None
     blocklist: Blocklist = field(default_factory=Blocklist)
+    # The other methods' model (models.train.train_methods_artifact); None: their rules
+    # alone decide them (no score, not a fallback).
+    methods_model: LoadedModel | None = None
 
     @classmethod
     def load(
@@ -69,14 +74,21 @@ class Scorer:
         artifact_dir: Path | str | None,
         rules_path: Path | str = DEFAULT_RULES,
         shadow_dir: Path | str | None = None,
+        methods_dir: Path | str | None = SHIPPED_METHODS_ARTIFACT,
     ) -> Scorer:
-        """Verify and load the model (and the shadow model), load the rules and the
-        shipped blocklist (sanctioned crypto addresses). Raises ModelArtifactError /
-        PolicyError / BlocklistError with a clear message: call it at worker start.
-        artifact_dir None: rules only (every decision flagged fallback)."""
+        """Verify and load the card model (and the shadow model) and the other methods'
+        model, load the rules and the shipped blocklist (sanctioned crypto addresses).
+        Raises ModelArtifactError / PolicyError / BlocklistError with a clear message:
+        call it at worker start. artifact_dir None: rules only (card decisions flagged
+        fallback, no methods model either); methods_dir None: no methods model."""
         model = load_model(artifact_dir) if artifact_dir is not None else None
         shadow = load_model(shadow_dir) if shadow_dir is not None else None
-        return cls(model, load_policy(rules_path), shadow, shipped_blocklist())
+        methods = (
+            load_model(methods_dir, METHODS_MODEL_FEATURES)
+            if artifact_dir is not None and methods_dir is not None
+            else None
+        )
+        return cls(model, load_policy(rules_path), shadow, shipped_blocklist(), methods)
 
     def score(
         self, tx: Mapping[str, Any], states: TxStates, *, usable: bool = True, merchant: MerchantCounts | None = None
@@ -100,17 +112,23 @@ class Scorer:
         return fv if all(math.isfinite(getattr(fv, n)) for n in _REQUIRED) else None
 
     def decide_many(self, items: Sequence[tuple[Mapping[str, Any], FeatureVector | None]]) -> list[FraudDecision]:
-        """The decision of each (tx, features): the model scores every row in one call
-        (a batch costs about what one row does), rules and blocklist per tx."""
+        """The decision of each (tx, features): the card model scores the cards' rows in
+        one call and the methods model every other method's in one more (a batch costs
+        about what one row does), rules and blocklist per tx."""
         assert len(items) <= MAX_BATCH_ROWS, len(items)
-        modelled = [modelled_method(tx) for tx, _ in items]
-        keys = [None if fv is None or not m else _row_key(fv) for m, (_, fv) in zip(modelled, items)]
-        scored = self._model_scores([(k, fv) for k, (_, fv) in zip(keys, items) if k is not None])
+        methods = [tx.get("method") or "card" for tx, _ in items]
+        covered = [m == "card" or (m in MODELLED_METHODS and self.methods_model is not None) for m in methods]
+        keys = [None if fv is None or not c else _row_key(fv) for c, (_, fv) in zip(covered, items)]
+        cards = [(k, fv) for k, m, (_, fv) in zip(keys, methods, items) if k is not None and m == "card"]
+        others = [(k, fv, m) for k, m, (_, fv) in zip(keys, methods, items) if k is not None and m != "card"]
+        scored = self._model_scores(cards)
+        other_scores = self._methods_scores(others)
         decisions = []
-        for key, covered, (tx, fv) in zip(keys, modelled, items):
+        for key, method, modelled, (tx, fv) in zip(keys, methods, covered, items):
             score = shadow_score = None
+            model = self.model if method == "card" else self.methods_model
             if key is not None:
-                score, shadow_score = scored[key]
+                score, shadow_score = scored[key] if method == "card" else (other_scores[key, method], None)
             decisions.append(
                 decide(
                     fv,
@@ -118,11 +136,11 @@ class Scorer:
                     score,
                     self.policy.thresholds,
                     fallback_action=self.policy.fallback_action,
-                    model_version=self.model.version if self.model else None,
+                    model_version=model.version if model else None,
                     rules_version=self.policy.version,
                     shadow_score=shadow_score,
-                    shadow_version=self.shadow.version if self.shadow else None,
-                    modelled=covered,
+                    shadow_version=self.shadow.version if self.shadow and method == "card" else None,
+                    modelled=modelled,
                 )
             )
         return decisions
@@ -139,6 +157,17 @@ class Scorer:
                 pairs = zip(_scores(self.model, matrix), _scores(self.shadow, matrix), strict=True)
             out.update(zip((k for k, _ in todo), pairs, strict=True))
         return out
+
+    def _methods_scores(
+        self, rows: Sequence[tuple[bytes, FeatureVector, str]]
+    ) -> dict[tuple[bytes, str], float | None]:
+        """The methods model's score by (row key, method), in one call for every method."""
+        todo = {(k, m): fv for k, fv, m in rows}
+        if not todo:
+            return {}
+        matrix = np.hstack([np.asarray(list(todo.values()), dtype=np.float64), method_indicators([m for _, m in todo])])
+        with _THREADS.limit(limits=1, user_api="openmp"):
+            return dict(zip(todo, _scores(self.methods_model, matrix), strict=True))
 
     def _blocklist_hits(self, tx: Mapping[str, Any]) -> tuple[RuleHit, ...]:
         try:
@@ -162,11 +191,6 @@ class Scorer:
     def apply_label(card: CardState | None, merchant: MerchantState | None, label: Mapping[str, Any]) -> None:
         """A FraudLabel record, applied at its `occurred_at` (when it became known)."""
         apply_label(card, merchant, to_ms(label["occurred_at"]), bool(label["fraud"]))
-
-
-def modelled_method(tx: Mapping[str, Any]) -> bool:
-    """Whether the model scores this tx's method (absent: a card)."""
-    return (tx.get("method") or "card") in MODELLED_METHODS
 
 
 def _row_key(fv: FeatureVector) -> bytes:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import pickle
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,11 +23,13 @@ import numpy as np
 import sklearn
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 
-from models.features import FEATURE_NAMES
+from models.features import FEATURE_NAMES, METHODS_MODEL_FEATURES, N_FEATURES, NON_CARD_METHODS
 from models.metrics import evaluate
 
-#: The artifact shipped in the repository (see docs/fraud.md for how it was made).
+#: The artifacts shipped in the repository (see docs/fraud.md for how they were made):
+#: the card model, and the model of every other method.
 SHIPPED_ARTIFACT = Path(__file__).parent / "artifacts" / "fraud-v1"
+SHIPPED_METHODS_ARTIFACT = Path(__file__).parent / "artifacts" / "fraud-methods-v1"
 MODEL_FILE = "model.pkl"
 MANIFEST_FILE = "manifest.json"
 DAY_MS = 86_400_000
@@ -110,7 +113,40 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def save_artifact(model: Any, out_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+def method_indicators(methods: Sequence[str]) -> np.ndarray:
+    """One row of NON_CARD_METHODS indicators per method (len(methods) x 4): the columns
+    the non-card model reads after the feature vector (METHODS_MODEL_FEATURES)."""
+    out = np.zeros((len(methods), len(NON_CARD_METHODS)), dtype=np.float64)
+    for i, m in enumerate(methods):
+        out[i, NON_CARD_METHODS.index(m)] = 1.0
+    return out
+
+
+class PerMethodModel:
+    """One classifier per non-card method behind one `predict_proba` over rows of
+    METHODS_MODEL_FEATURES: each row goes to the model of the method its indicator
+    columns name (the scorer makes one call for a batch of every method)."""
+
+    def __init__(self, models: dict[str, Any]) -> None:
+        assert set(models) == set(NON_CARD_METHODS), sorted(models)
+        self.models = models
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        indicators = X[:, N_FEATURES:]
+        if indicators.shape[1] != len(NON_CARD_METHODS) or not (indicators.sum(axis=1) == 1).all():
+            raise ValueError("every row needs exactly one method indicator")
+        which = indicators.argmax(axis=1)
+        out = np.zeros((len(X), 2))
+        for i, method in enumerate(NON_CARD_METHODS):
+            rows = which == i
+            if rows.any():
+                out[rows] = self.models[method].predict_proba(X[rows, :N_FEATURES])
+        return out
+
+
+def save_artifact(
+    model: Any, out_dir: Path, manifest: dict[str, Any], features: Sequence[str] = FEATURE_NAMES
+) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     model_path = out_dir / MODEL_FILE
     model_path.write_bytes(pickle.dumps(model, protocol=5))
@@ -119,14 +155,15 @@ def save_artifact(model: Any, out_dir: Path, manifest: dict[str, Any]) -> dict[s
         "model_version": f"{manifest.get('algo', 'model')}-{digest[:12]}",
         "file": MODEL_FILE,
         "sha256": digest,
-        "features": list(FEATURE_NAMES),
+        "features": list(features),
         "sklearn_version": sklearn.__version__,
     } | manifest
     (out_dir / MANIFEST_FILE).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
     return full
 
 
-def load_model(artifact_dir: Path | str) -> LoadedModel:
+def load_model(artifact_dir: Path | str, features: Sequence[str] = FEATURE_NAMES) -> LoadedModel:
+    """The verified model of `artifact_dir`, trained on `features` (the card model's by default)."""
     d = Path(artifact_dir)
     try:
         manifest = json.loads((d / MANIFEST_FILE).read_text())
@@ -145,9 +182,9 @@ def load_model(artifact_dir: Path | str) -> LoadedModel:
             f"{model_path}: sha256 {actual} does not match the manifest's {manifest['sha256']}; "
             "the file was changed or corrupted, refusing to load it"
         )
-    if list(manifest["features"]) != list(FEATURE_NAMES):
+    if list(manifest["features"]) != list(features):
         raise ModelArtifactError(
-            f"{d}: trained on features {manifest['features']}, this code computes {list(FEATURE_NAMES)}; retrain"
+            f"{d}: trained on features {manifest['features']}, this code computes {list(features)}; retrain"
         )
     try:
         model = pickle.loads(model_path.read_bytes())  # hash verified above
@@ -214,4 +251,79 @@ def train_artifact(
             "seed": seed,
             "command": command,
         },
+    )
+
+
+def train_methods_artifact(
+    df,
+    X: np.ndarray,
+    out_dir: Path,
+    *,
+    feedback_delay_days: int,
+    test_days: int = 7,
+    seed: int = 0,
+    command: str = "",
+) -> dict[str, Any]:
+    """The non-card model: train on the history (models/simulate_methods.py's columns,
+    `method` in NON_CARD_METHODS) before its last `test_days`, measure on those days,
+    write the artifact. Two designs are measured on the same held-out days, each method
+    apart and all pooled: one model over the feature vector plus the method's indicator,
+    and one model per method (`PerMethodModel`); the one with the better pooled average
+    precision is shipped, both sets of figures go into the manifest. Either takes rows
+    of METHODS_MODEL_FEATURES, so the scorer makes one call for a batch of every method."""
+    methods = df["method"].to_numpy()
+    if not np.isin(methods, NON_CARD_METHODS).all():
+        raise ValueError(f"a methods history holds only {', '.join(NON_CARD_METHODS)} rows")
+    ts = df["ts_ms"].to_numpy()
+    y = df["fraud"].to_numpy()
+    keys = df["card_id"].to_numpy()
+    cut = int(ts.max()) - test_days * DAY_MS
+    train, test = ts < cut, ts >= cut
+    if y[train].sum() < 5 or train.sum() < 100 or test.sum() == 0:
+        raise ValueError("history too small to train: need >= 100 rows and 5 fraud before the test days")
+    Xm = np.hstack([X, method_indicators(methods)])
+    t0 = time.perf_counter()
+    shared = fit(Xm[train], y[train], "hgb", seed)
+    shared_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    own_models = {}
+    for m in NON_CARD_METHODS:
+        own = methods == m
+        if y[train & own].sum() < 5 or not (test & own).any():
+            raise ValueError(f"history too small to train: {m} needs >= 5 fraud before the test days")
+        own_models[m] = fit(X[train & own], y[train & own], "hgb", seed)
+    per_method = PerMethodModel(own_models)
+    per_method_s = time.perf_counter() - t0
+
+    def measured(model: Any, train_s: float) -> dict[str, Any]:
+        scores = predict(model, Xm[test])
+        out = {"all": evaluate(ts[test], keys[test], scores, y[test]), "train_s": round(train_s, 2)}
+        for m in NON_CARD_METHODS:
+            own = methods[test] == m
+            out[m] = evaluate(ts[test][own], keys[test][own], scores[own], y[test][own])
+        return out
+
+    metrics = {"shared": measured(shared, shared_s), "per_method": measured(per_method, per_method_s)}
+    # The better average precision over every method's held-out rows wins (a tie: the shared model).
+    design = max(("shared", "per_method"), key=lambda d: (metrics[d]["all"]["ap"], d == "shared"))
+    return save_artifact(
+        shared if design == "shared" else per_method,
+        out_dir,
+        {
+            "algo": f"hgb-{design.replace('_', '-')}",
+            "design": design,
+            "methods": list(NON_CARD_METHODS),
+            "training_window": {
+                "from": _iso(int(ts.min())),
+                "to": _iso(cut),
+                "rows": int(train.sum()),
+                "fraud": int(y[train].sum()),
+            },
+            "test_window": {"from": _iso(cut), "to": _iso(int(ts.max())), "rows": int(test.sum())},
+            "feedback_delay_days": feedback_delay_days,
+            "metrics": metrics,
+            "seed": seed,
+            "command": command,
+        },
+        METHODS_MODEL_FEATURES,
     )

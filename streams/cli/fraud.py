@@ -22,14 +22,28 @@ def simulate(
     seed: int = typer.Option(0, help="Same seed, same file"),
     cards: int = typer.Option(5_000, min=1, max=10_000_000, help="Number of cards"),
     merchants: int = typer.Option(10_000, min=1, max=10_000_000, help="Number of merchants"),
+    methods: bool = typer.Option(
+        False,
+        "--methods",
+        help="The other methods' traffic instead (wallet, bank debit, BNPL, crypto; --cards payers per method)",
+    ),
 ) -> None:
     """Write simulated card transactions with labelled fraud scenarios
-    (tx_id,timestamp,card_id,merchant_id,amount_minor,currency,fraud)."""
-    from models.simulate import SimConfig, write_csv
-    from models.simulate import simulate as run
+    (tx_id,timestamp,card_id,merchant_id,amount_minor,currency,fraud), or with
+    --methods the other methods' (the same columns plus method,device)."""
+    if methods:
+        from models.simulate_methods import MethodSimConfig, simulate_methods
+        from models.simulate_methods import write_csv as write_methods
 
-    df = run(SimConfig(days=days, n_cards=cards, n_merchants=merchants, seed=seed))
-    write_csv(df, out)
+        cfg = MethodSimConfig(days=days, n_instruments=cards, n_merchants=merchants, seed=seed)
+        df = simulate_methods(cfg)
+        write_methods(df, out)
+    else:
+        from models.simulate import SimConfig, write_csv
+        from models.simulate import simulate as run
+
+        df = run(SimConfig(days=days, n_cards=cards, n_merchants=merchants, seed=seed))
+        write_csv(df, out)
     err.print(f"simulate: {len(df):,} transactions, {int(df.fraud.sum()):,} fraud ({df.fraud.mean():.2%}) -> {out}")
     print(json.dumps({"rows": len(df), "fraud": int(df.fraud.sum()), "out": str(out)}))
 
@@ -64,13 +78,16 @@ def train(
     test_days: int = typer.Option(7, min=1, max=365, help="Held-out last days for the metrics"),
     algo: str = typer.Option("auto", help="hgb | rf | auto (train both, keep the better AP)"),
     seed: int = typer.Option(0),
+    methods: bool = typer.Option(
+        False, "--methods", help="The other methods' model, from a `simulate --methods` history"
+    ),
 ) -> None:
     """Train a model from a labelled history with the shared feature code; write
     model.pkl + manifest.json (sha256, features, windows, metrics)."""
     import sys
 
     from models.history import DAY_MS, HistoryError, history_features, load_history
-    from models.train import train_artifact
+    from models.train import train_artifact, train_methods_artifact
 
     try:
         df = load_history(input)
@@ -80,17 +97,23 @@ def train(
     progress, advance = _feature_progress(len(df), "features")
     with progress:
         X = history_features(df, feedback_delay_days * DAY_MS, advance)
+    command = "paystream " + " ".join(sys.argv[1:])
     try:
-        manifest = train_artifact(
-            df,
-            X,
-            out,
-            feedback_delay_days=feedback_delay_days,
-            test_days=test_days,
-            algo=algo,
-            seed=seed,
-            command="paystream " + " ".join(sys.argv[1:]),
-        )
+        if methods:
+            manifest = train_methods_artifact(
+                df, X, out, feedback_delay_days=feedback_delay_days, test_days=test_days, seed=seed, command=command
+            )
+        else:
+            manifest = train_artifact(
+                df,
+                X,
+                out,
+                feedback_delay_days=feedback_delay_days,
+                test_days=test_days,
+                algo=algo,
+                seed=seed,
+                command=command,
+            )
     except ValueError as e:
         err.print(f"[red]train:[/red] {e}")
         raise typer.Exit(2) from None

@@ -4,7 +4,9 @@ the rails' own decisions (`Rail.transfer_notices`), and the summary line by meth
 Fraud on every method: before the day the demo's operator blocks a wallet, a bank
 account and a BNPL customer, and the day pays with them (declined), with an address
 of the shipped sanctioned list (declined), and in a burst on one instrument of each
-method (the burst's fifth create held for review by the method's velocity rule)."""
+method (the burst's fifth create held for review by the method's velocity rule).
+Every wallet create carries a cryptogram the wallet provider signed for it
+(`sign_wallets`), so its liability shifts and the summary says how many did."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from schemas.times import from_ms, to_ms
 from streams.client.fraud import block_record
 from streams.client.observe import Observer
 from streams.client.publish import publish_commands
+from streams.domain.authentication import Signer, WalletCryptogram, issue_cryptogram, token_digest
 from streams.settings import Settings, client_config
 from streams.topics import topic_names
 
@@ -34,6 +37,8 @@ FRAUD_BURST = 5
 FRAUD_AMOUNT_MINOR = 4_200
 FRAUD_METHODS = ("wallet", "bank_transfer", "bnpl", "crypto")
 BLOCK_CODEC = Codec("FraudBlockEntry")
+# The device makes the cryptogram as the customer pays: a moment before the create.
+CRYPTOGRAM_LEAD_MS = 2_000
 
 
 @dataclass(frozen=True)
@@ -214,3 +219,43 @@ def fraud_by_method(events: Mapping[str, list[dict[str, Any]]]) -> dict[str, tup
 def fraud_summary(events: Mapping[str, list[dict[str, Any]]]) -> str:
     by = fraud_by_method(events)
     return "fraud by method: " + "; ".join(f"{m} declined {d}, reviewed {r}" for m, (d, r) in by.items())
+
+
+def sign_wallets(items: list[Any], signer: Signer) -> int:
+    """Replace each wallet create's cryptogram with one the wallet provider (`signer`,
+    key kind wallet-signing) issued for that create: its payment, merchant, amount and
+    device token (ingest verifies it, the payment's liability shifts). A retry of the
+    same request gets the same cryptogram. Returns the creates signed."""
+    issued: dict[tuple[str, int], str] = {}
+    signed = 0
+    for cmd in items:
+        if not isinstance(cmd, dict) or cmd["kind"] != "create" or cmd.get("method") != "wallet":
+            continue
+        wallet = cmd["wallet"]
+        key = (cmd["payment_id"], cmd["amount_minor"])
+        if key not in issued:
+            claims = WalletCryptogram(
+                signer.key_id,
+                wallet["provider"],
+                token_digest(wallet["token"]),
+                cmd["payment_id"],
+                cmd["merchant_id"],
+                cmd["amount_minor"],
+                cmd["currency"],
+                to_ms(cmd["occurred_at"]) - CRYPTOGRAM_LEAD_MS,
+            )
+            issued[key] = issue_cryptogram(claims, signer)
+        cmd["wallet"] = wallet | {"cryptogram": issued[key]}
+        signed += 1
+    return signed
+
+
+def wallet_liability(events: Mapping[str, list[dict[str, Any]]]) -> tuple[int, int]:
+    """(wallet payments, those whose events record the liability shift)."""
+    wallets = [evs for evs in events.values() if evs and evs[0].get("method") == "wallet"]
+    return len(wallets), sum(1 for evs in wallets if any(e.get("liability_shift") for e in evs))
+
+
+def wallet_summary(events: Mapping[str, list[dict[str, Any]]]) -> str:
+    wallets, shifted = wallet_liability(events)
+    return f"wallet liability shift: {shifted} of {wallets} wallet payments (cryptograms signed by the wallet provider)"

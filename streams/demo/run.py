@@ -30,7 +30,7 @@ from connectors.providers.chain import SimChain, build_chains
 from connectors.providers.charges import DECISIONS, approvals, double_charges
 from connectors.providers.rails import Window, build_rails, schedule_toml
 from connectors.providers.routing_log import RoutingView, read_routing_log
-from connectors.vault.keys import ACS_SIGNING, ActiveSigner, FileKeyStore
+from connectors.vault.keys import ACS_SIGNING, WALLET_SIGNING, ActiveSigner, FileKeyStore
 from schemas.codec import Codec
 from schemas.ids import derive_payment_id
 from schemas.times import to_ms
@@ -53,6 +53,8 @@ from streams.demo.methods import (
     methods_summary,
     publish_fraud_blocks,
     run_bank_notices,
+    sign_wallets,
+    wallet_summary,
 )
 from streams.demo.subscriptions import (
     SubscriptionCounts,
@@ -346,6 +348,9 @@ def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int, 
     run_id = uuid.uuid4().hex[:8]
     traffic = generate(payments, seed, run_id, datetime.now(UTC))
     with_fraud_showcase(traffic)
+    keys = FileKeyStore(settings.keys_dir)
+    keys.init()  # the worker trusts the wallet providers' public keys of this store
+    sign_wallets(traffic.items, ActiveSigner.of(keys, WALLET_SIGNING))
     chains = build_chains(settings.provider_seed)  # the worker's chains: same file, same seed
     with_crypto(traffic, seed, chains)
     commands = len(traffic.command_ids)
@@ -448,6 +453,7 @@ def run_demo(settings: Settings, *, payments: int, timeout_s: float, seed: int, 
     )
     console.print(methods_summary(observer.events, bank))
     console.print(fraud_summary(observer.events))
+    console.print(wallet_summary(observer.events))
     console.print(crypto_summary(observer.events, {c["payment_id"] for c in creates}, crypto))
     if worker.restarts:
         console.print(f"[yellow]the worker was restarted {worker.restarts} time(s); see {log_file}")

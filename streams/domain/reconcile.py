@@ -328,18 +328,53 @@ def last_look_ms(issued_ms: int, expires_ms: int, cutoff_ms: int, policy: Crypto
     looks = (cutoff_ms - issued_ms) // policy.poll_ms
     if looks < 1:
         return None
-    last = -(-(expires_ms + policy.watch_ms - issued_ms) // policy.poll_ms)  # the look that ends the watch
-    return issued_ms + min(looks, max(last, 1)) * policy.poll_ms
+    return min(issued_ms + looks * policy.poll_ms, watch_end_ms(issued_ms, expires_ms, policy))
 
 
-def chain_custody(
-    events: Iterable[Mapping[str, Any]], chains: Mapping[str, SimChain], policy: CryptoPolicy, cutoff_ms: int
-) -> dict[str, int]:
-    """asset -> what the chain says our deposit addresses hold at `cutoff_ms`: the
-    deposits it shows for each quoted address (as of the pipeline's last look) less
-    our sends by then. From the payment events: the quotes name the addresses, the
-    sends carry their amounts (a simulated chain keeps no history of its own)."""
-    out: dict[str, int] = {}
+def watch_end_ms(issued_ms: int, expires_ms: int, policy: CryptoPolicy) -> int:
+    """The pipeline's last look at a quote's address ever (`last_look_ms` of any later
+    cutoff): from then on what the chain shows for the quote no longer changes."""
+    last = -(-(expires_ms + policy.watch_ms - issued_ms) // policy.poll_ms)
+    return issued_ms + max(last, 1) * policy.poll_ms
+
+
+@dataclass(frozen=True)
+class CustodyCheckpoint:
+    """The chain's custody per asset as of `cutoff_ms`, counting only what can no longer
+    change: the quotes whose watch ended by then (`watch_end_ms` <= cutoff) and the
+    sends by then; and the ledger's custody balance by then. A later check starts here
+    and reads only the quotes still watched then and what happened since, so its reads
+    stay bounded however long the history (docs/payments.md, "Reconciliation against
+    the chain")."""
+
+    cutoff_ms: int
+    chain_settled: Mapping[str, int]
+    ledger: Mapping[str, int]
+
+
+#: Before any event: nothing settled, nothing booked.
+NO_CHECKPOINT = CustodyCheckpoint(-1, {}, {})
+
+
+def custody_since(
+    checkpoint: CustodyCheckpoint,
+    events: Iterable[Mapping[str, Any]],
+    chains: Mapping[str, SimChain],
+    policy: CryptoPolicy,
+    cutoff_ms: int,
+    keep_ms: int | None = None,
+) -> tuple[dict[str, int], CustodyCheckpoint]:
+    """asset -> what the chain says our deposit addresses hold at `cutoff_ms` (the
+    deposits it shows for each quoted address, as of the pipeline's last look, less our
+    sends by then), from `checkpoint` on; and the checkpoint at `keep_ms` (checkpoint's
+    cutoff <= keep_ms <= cutoff_ms; default cutoff_ms) with its chain side (its ledger
+    side is the caller's: `ledger_custody`). `events` (payment events: the quotes name the
+    addresses, the sends carry their amounts; a simulated chain keeps no history of its
+    own) may hold more than it needs: what the checkpoint holds already is skipped."""
+    keep = cutoff_ms if keep_ms is None else keep_ms
+    assert checkpoint.cutoff_ms <= keep <= cutoff_ms, (checkpoint.cutoff_ms, keep, cutoff_ms)
+    out = dict(checkpoint.chain_settled)
+    settled = dict(checkpoint.chain_settled)
     for e in events:
         crypto = e.get("crypto")
         at = _ms(e["occurred_at"])
@@ -348,21 +383,40 @@ def chain_custody(
         asset = crypto["asset"]
         if e["type"] == "crypto_quoted":
             expires = _ms(crypto["expires_at"])
+            ends = watch_end_ms(at, expires, policy)
             look = last_look_ms(at, expires, cutoff_ms, policy)
-            if look is not None:
-                view = chains[asset].view(crypto["address"], crypto["due_minor"], at, expires, look)
-                out[asset] = out.get(asset, 0) + sum(d.amount_minor for d in view.deposits)
-        elif e["type"] in SEND_EVENTS:
+            if ends <= checkpoint.cutoff_ms or look is None:
+                continue  # in the checkpoint already, or not looked at yet
+            view = chains[asset].view(crypto["address"], crypto["due_minor"], at, expires, look)
+            held = sum(d.amount_minor for d in view.deposits)
+            out[asset] = out.get(asset, 0) + held
+            if ends <= keep:
+                settled[asset] = settled.get(asset, 0) + held
+        elif e["type"] in SEND_EVENTS and at > checkpoint.cutoff_ms:
             out[asset] = out.get(asset, 0) - crypto["amount_minor"]
-    return out
+            if at <= keep:
+                settled[asset] = settled.get(asset, 0) - crypto["amount_minor"]
+    return out, CustodyCheckpoint(keep, settled, {})
 
 
-def ledger_custody(entries: Iterable[Mapping[str, Any]], cutoff_ms: int) -> dict[str, int]:
+def chain_custody(
+    events: Iterable[Mapping[str, Any]], chains: Mapping[str, SimChain], policy: CryptoPolicy, cutoff_ms: int
+) -> dict[str, int]:
+    """asset -> what the chain says our deposit addresses hold at `cutoff_ms`, from
+    every event (`custody_since` from no checkpoint)."""
+    return custody_since(NO_CHECKPOINT, events, chains, policy, cutoff_ms)[0]
+
+
+def ledger_custody(
+    entries: Iterable[Mapping[str, Any]], cutoff_ms: int, since: CustodyCheckpoint = NO_CHECKPOINT
+) -> dict[str, int]:
     """asset -> the `crypto_custody` balance (debit) of the journal entries by `cutoff_ms`
-    (records as on ledger-entries, streams/domain/ledger.py `entry_to_record`), over every shard."""
-    out: dict[str, int] = {}
+    (records as on ledger-entries, streams/domain/ledger.py `entry_to_record`), over every
+    shard; from `since`'s ledger balance on, adding only the entries after its cut-off."""
+    out = dict(since.ledger)
     for entry in entries:
-        if _ms(entry["occurred_at"]) > cutoff_ms:
+        at = _ms(entry["occurred_at"])
+        if at > cutoff_ms or at <= since.cutoff_ms:
             continue
         for line in entry["lines"]:
             if line["account"].startswith(CUSTODY_ACCOUNT):

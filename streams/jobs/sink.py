@@ -21,7 +21,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -41,11 +41,13 @@ from streams.domain.ledger import entry_to_record
 from streams.domain.reconcile import (
     CUSTODY_ACCOUNT,
     KIND_OF_EVENT,
+    NO_CHECKPOINT,
     SEND_EVENTS,
+    CustodyCheckpoint,
     ProviderTxn,
     ReconResult,
     ReportError,
-    chain_custody,
+    custody_since,
     day_end_ms,
     ledger_side,
     read_report,
@@ -354,23 +356,31 @@ def reconcile_day(
     return result
 
 
-MAX_CUSTODY_EVENTS = 5_000_000  # crypto quotes and sends one custody check reads (every day so far)
+MAX_CUSTODY_EVENTS = 5_000_000  # crypto quotes and sends one custody check reads (since its checkpoint)
+# A custody check saves its checkpoint this many days before the day it checks: the
+# events of those days may still be on their way to the read models (the sink lags).
+CUSTODY_CHECKPOINT_LAG_DAYS = 2
 
 
-def crypto_events(client: Client, cutoff_ms: int) -> list[dict[str, Any]]:
-    """What `chain_custody` reads, up to `cutoff_ms`, from `payment_events FINAL`: every
-    crypto quote (asset, deposit address, due amount, lock window) and every send
-    (coins given back, a merchant's refund), as payment events with their `crypto`."""
+def crypto_events(client: Client, cutoff_ms: int, since_ms: int = -1, watched_ms: int = 0) -> list[dict[str, Any]]:
+    """What `custody_since` reads, up to `cutoff_ms`, from `payment_events FINAL`: the
+    crypto quotes (asset, deposit address, due amount, lock window) whose address may
+    still have been watched after `since_ms` (its lock window ends less than `watched_ms`,
+    the policy's watch and one poll, before it) and the sends (coins given back, a
+    merchant's refund) after `since_ms`, as payment events with their `crypto`."""
     types = ", ".join(f"'{t}'" for t in ("crypto_quoted", *SEND_EVENTS))  # our constants, not input
     q = f"""
         SELECT type, asset, asset_amount_minor, asset_due_minor, crypto_address,
                toUnixTimestamp64Milli(quote_expires_at) AS expires_ms, toUnixTimestamp64Milli(occurred_at) AS at_ms
         FROM payment_events FINAL
         WHERE type IN ({types}) AND asset != '' AND toUnixTimestamp64Milli(occurred_at) <= {{cutoff:Int64}}
+          AND (toUnixTimestamp64Milli(occurred_at) > {{since:Int64}}
+               OR (type = 'crypto_quoted' AND toUnixTimestamp64Milli(quote_expires_at) > {{watched_from:Int64}}))
         ORDER BY at_ms
         LIMIT {MAX_CUSTODY_EVENTS + 1}
     """
-    rows = client.query(q, parameters={"cutoff": cutoff_ms}).result_rows
+    params = {"cutoff": cutoff_ms, "since": since_ms, "watched_from": since_ms - watched_ms}
+    rows = client.query(q, parameters=params).result_rows
     if len(rows) > MAX_CUSTODY_EVENTS:
         raise ReportError(f"more than {MAX_CUSTODY_EVENTS} crypto quotes and sends to check custody against")
     return [
@@ -389,24 +399,63 @@ def crypto_events(client: Client, cutoff_ms: int) -> list[dict[str, Any]]:
     ]
 
 
-def booked_custody(client: Client, cutoff_ms: int) -> dict[str, int]:
+def booked_custody(client: Client, cutoff_ms: int, since: CustodyCheckpoint = NO_CHECKPOINT) -> dict[str, int]:
     """asset -> the ledger's `crypto_custody` balance (debit, every shard) up to
-    `cutoff_ms`, from `ledger_entries FINAL` (as `reconcile.ledger_custody` over the topic)."""
+    `cutoff_ms`, from `ledger_entries FINAL` (as `reconcile.ledger_custody` over the
+    topic): `since`'s balance plus the entries after its cut-off."""
     result = client.query(
         """SELECT currency, sum(debit_minor) - sum(credit_minor) FROM ledger_entries FINAL
            WHERE startsWith(account, {prefix:String}) AND toUnixTimestamp64Milli(occurred_at) <= {cutoff:Int64}
+             AND toUnixTimestamp64Milli(occurred_at) > {since:Int64}
            GROUP BY currency""",
-        parameters={"prefix": CUSTODY_ACCOUNT, "cutoff": cutoff_ms},
+        parameters={"prefix": CUSTODY_ACCOUNT, "cutoff": cutoff_ms, "since": since.cutoff_ms},
     )
-    return {asset: int(n) for asset, n in result.result_rows}
+    out = dict(since.ledger)
+    for asset, n in result.result_rows:
+        out[asset] = out.get(asset, 0) + int(n)
+    return out
+
+
+def custody_checkpoint(client: Client, at_most_ms: int) -> CustodyCheckpoint:
+    """The latest saved checkpoint whose cut-off is at or before `at_most_ms` (none: NO_CHECKPOINT)."""
+    rows = client.query(
+        """SELECT cutoff_ms, asset, chain_settled_minor, ledger_minor FROM custody_checkpoints FINAL
+           WHERE cutoff_ms = (SELECT max(cutoff_ms) FROM custody_checkpoints WHERE cutoff_ms <= {at_most:Int64})""",
+        parameters={"at_most": at_most_ms},
+    ).result_rows
+    if not rows:
+        return NO_CHECKPOINT
+    return CustodyCheckpoint(
+        int(rows[0][0]),
+        {a: int(c) for _, a, c, _ in rows if a},
+        {a: int(b) for _, a, _, b in rows if a},
+    )
+
+
+def save_custody_checkpoint(client: Client, cp: CustodyCheckpoint) -> None:
+    assets = sorted(set(cp.chain_settled) | set(cp.ledger))
+    rows = [[cp.cutoff_ms, a, cp.chain_settled.get(a, 0), cp.ledger.get(a, 0)] for a in assets] or [
+        [cp.cutoff_ms, "", 0, 0]
+    ]
+    client.insert(
+        "custody_checkpoints", rows, column_names=["cutoff_ms", "asset", "chain_settled_minor", "ledger_minor"]
+    )
 
 
 def custody_day(client: Client, day: date, chains: Mapping[str, SimChain], policy: CryptoPolicy) -> ReconResult:
     """The chain against the books at the end of `day`: one item per asset either side
-    holds, `custody_mismatch` where they differ (streams/domain/reconcile.py)."""
+    holds, `custody_mismatch` where they differ (streams/domain/reconcile.py). Starts from
+    the latest checkpoint at least CUSTODY_CHECKPOINT_LAG_DAYS before the day and saves
+    the one of that many days before it, so each check reads a few days of events."""
     cutoff = day_end_ms(day)
-    on_chain = chain_custody(crypto_events(client, cutoff), chains, policy, cutoff)
-    return reconcile_custody(day, on_chain, booked_custody(client, cutoff), {a: c.name for a, c in chains.items()})
+    keep = day_end_ms(day - timedelta(days=CUSTODY_CHECKPOINT_LAG_DAYS))
+    since = custody_checkpoint(client, keep)
+    events = crypto_events(client, cutoff, since.cutoff_ms, policy.watch_ms + policy.poll_ms)
+    on_chain, kept = custody_since(since, events, chains, policy, cutoff, keep)
+    if kept.cutoff_ms > since.cutoff_ms:
+        save_custody_checkpoint(client, replace(kept, ledger=booked_custody(client, keep, since)))
+    booked = booked_custody(client, cutoff, since)
+    return reconcile_custody(day, on_chain, booked, {a: c.name for a, c in chains.items()})
 
 
 def count_discrepancies(result: ReconResult) -> None:
@@ -434,6 +483,7 @@ def provider_reports(
 # --- rebuild: drop the topic-fed tables and replay the topics from offset 0 ---
 
 TOPIC_TABLES = ("payments", "payment_events", "ledger_entries", "fraud_decisions", "disputes", "payment_outcomes")
+DERIVED_TABLES = ("custody_checkpoints",)  # made from the topic tables: rebuilt from them
 REBUILD_TIMEOUT_S = 6 * 3600
 
 
@@ -450,9 +500,10 @@ class _NoDeadLetters:
 def reset_tables(client: Client) -> None:
     """Drop the tables the topics fill (and the `balances` view over them) and
     re-apply the migrations (IF NOT EXISTS: `settlements` and `reconciliation`,
-    which are runs' results and on no topic, stay; payout entries are on ledger-entries)."""
+    which are runs' results and on no topic, stay; payout entries are on ledger-entries;
+    `custody_checkpoints`, made from the topic tables, goes with them)."""
     client.command("DROP VIEW IF EXISTS balances")
-    for table in TOPIC_TABLES:
+    for table in (*TOPIC_TABLES, *DERIVED_TABLES):
         client.command(f"DROP TABLE IF EXISTS {table}")
     client.command("TRUNCATE TABLE IF EXISTS schema_migrations")
     migrate(client)

@@ -140,22 +140,76 @@ def test_a_batch_the_model_refuses_falls_back_row_by_row(scorer):
 
 
 @pytest.mark.parametrize("method", ["wallet", "bank_transfer", "bnpl", "crypto"])
-def test_other_methods_are_decided_by_their_rules_never_by_the_card_model(scorer, method):
+def test_other_methods_are_scored_by_the_methods_model_never_by_the_card_model(scorer, method):
+    from dataclasses import replace
+
+    from models.decision import SEVERITY
+
     t = tx(card_token=f"{method}:acct", bin=None, method=method)
     d = scorer.score(t, TxStates())
-    # No score, no model, and not a fallback: the model covers cards only, by design.
-    assert d.action == "approve" and d.score is None and d.model_version is None and not d.fallback
-    assert d.reasons == () and d.features is not None
-    assert scorer.score(t | {"amount_minor": 600_000}, TxStates()).action == "review"
-    # Garbled input is still the flagged fallback.
+    assert d.score is not None and 0.0 <= d.score <= 1.0 and not d.fallback
+    assert d.model_version == scorer.methods_model.version != scorer.model.version
+    assert d.shadow_score is None and d.shadow_version is None  # the shadow is a card model
+    # The rules still make it stricter; garbled input is still the flagged fallback.
+    assert SEVERITY[scorer.score(t | {"amount_minor": 600_000}, TxStates()).action] >= SEVERITY["review"]
     assert scorer.score(t | {"currency": "???"}, TxStates()).fallback
+    # Without a methods model, the method's rules alone decide: no score, not a fallback.
+    rules_only = replace(scorer, methods_model=None).score(t, TxStates())
+    assert rules_only.action == "approve" and rules_only.score is None and rules_only.model_version is None
+    assert not rules_only.fallback and rules_only.reasons == ()
 
 
-def test_a_batch_mixes_cards_and_other_methods(scorer):
-    items = [tx(), tx(card_token="crypto:bc1qabcdefgh", bin=None, method="crypto"), tx(card_token="tok_b")]
-    batch = scorer.decide_many([(t, scorer.features(t, TxStates())) for t in items])
-    assert [d.score is None for d in batch] == [False, True, False]
-    assert batch == [scorer.score(t, TxStates()) for t in items]
+def test_a_batch_mixes_cards_and_other_methods_in_one_call_per_model(scorer):
+    from dataclasses import replace
+
+    calls = []
+
+    class Counted:
+        def __init__(self, real, name):
+            self.real, self.manifest, self.name = real, real.manifest, name
+
+        @property
+        def version(self):
+            return self.real.version
+
+        def score(self, X):
+            calls.append((self.name, len(X)))
+            return self.real.score(X)
+
+    counted = replace(
+        scorer, model=Counted(scorer.model, "card"), methods_model=Counted(scorer.methods_model, "methods"), shadow=None
+    )
+    items = [
+        tx(),
+        tx(card_token="crypto:bc1qabcdefgh", bin=None, method="crypto"),
+        tx(card_token="tok_b"),
+        tx(card_token="wallet:google_pay:wtok_1", bin=None, method="wallet"),
+        tx(card_token="bnpl:later:cust_1", bin=None, method="bnpl", amount_minor=9_999),
+    ]
+    batch = counted.decide_many([(t, scorer.features(t, TxStates())) for t in items])
+    assert sorted(calls) == [("card", 1), ("methods", 3)]  # equal card rows once; every method in one call
+    assert all(d.score is not None for d in batch)
+    assert [d.model_version for d in batch] == [
+        scorer.model.version if t.get("method") is None else scorer.methods_model.version for t in items
+    ]
+    assert [d.score for d in batch] == [d.score for d in (scorer.score(t, TxStates()) for t in items)]
+
+
+def test_the_methods_model_loads_with_the_card_model_and_is_verified(tmp_path):
+    import shutil
+
+    from models.train import SHIPPED_METHODS_ARTIFACT
+
+    assert Scorer.load(SHIPPED).methods_model is not None
+    assert Scorer.load(None).methods_model is None  # rules only, for every method
+    assert Scorer.load(SHIPPED, methods_dir=None).methods_model is None
+    bad = tmp_path / "methods"
+    shutil.copytree(SHIPPED_METHODS_ARTIFACT, bad)
+    (bad / "model.pkl").write_bytes((bad / "model.pkl").read_bytes() + b"x")
+    with pytest.raises(ModelArtifactError, match="sha256"):
+        Scorer.load(SHIPPED, methods_dir=bad)
+    with pytest.raises(ModelArtifactError, match="features"):
+        Scorer.load(SHIPPED, methods_dir=SHIPPED)  # a card model is not the methods model
 
 
 def test_the_loaded_scorer_starts_with_the_shipped_sanctioned_addresses(scorer):

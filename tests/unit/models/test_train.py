@@ -75,3 +75,12 @@ def test_bounded_sample_keeps_every_positive():
     assert len(idx) == 100 and y[idx].sum() == 20
     assert (np.diff(idx) > 0).all()
     assert (bounded_sample(y, max_rows=100, seed=1) == idx).all()
+
+
+def test_shipped_methods_artifact_verifies_and_is_bounded():
+    from models.features import METHODS_MODEL_FEATURES
+    from models.train import SHIPPED_METHODS_ARTIFACT
+
+    loaded = load_model(SHIPPED_METHODS_ARTIFACT, METHODS_MODEL_FEATURES)
+    assert loaded.manifest["design"] in ("shared", "per_method") and loaded.manifest["seed"] == 0
+    assert sum(p.stat().st_size for p in SHIPPED_METHODS_ARTIFACT.iterdir()) < 3_000_000

@@ -30,7 +30,7 @@ def env(monkeypatch, ch_url: str, ch_database: str):
 def test_migrate_then_query_in_three_formats(env, ch_url: str, ch_database: str) -> None:
     r = runner.invoke(app, ["clickhouse", "migrate"])
     assert r.exit_code == 0, r.output
-    assert "applied [1, 2, 3, 4, 5, 6, 7, 8]" in r.output
+    assert "applied [1, 2, 3, 4, 5, 6, 7, 8, 9]" in r.output
     assert "up to date" in runner.invoke(app, ["clickhouse", "migrate"]).output
 
     from connectors.clickhouse.client import connect

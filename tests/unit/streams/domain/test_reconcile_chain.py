@@ -3,12 +3,22 @@ equals the chain's deposits less our sends (streams/domain/reconcile.py `reconci
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from connectors.providers.chain import SimChain
 from schemas.times import to_ms
 from streams.domain.ledger import entry_to_record, post
-from streams.domain.reconcile import chain_custody, day_end_ms, ledger_custody, reconcile_custody
+from streams.domain.reconcile import (
+    NO_CHECKPOINT,
+    SEND_EVENTS,
+    chain_custody,
+    custody_since,
+    day_end_ms,
+    ledger_custody,
+    reconcile_custody,
+    watch_end_ms,
+)
 from streams.jobs.sink import count_discrepancies
 from streams.metrics import SETTLEMENT_DISCREPANCIES
 from tests.unit.streams.conftest import Commands
@@ -87,3 +97,45 @@ def test_coins_at_an_address_the_ledger_never_booked_are_flagged(cmds: Commands)
     ledger = ledger_custody([x for x in entries if not x["event_type"].startswith("crypto_")], cutoff)
     (item,) = reconcile_custody(events[-1]["occurred_at"].date(), chain, ledger, {}).items
     assert item.status == "custody_mismatch" and item.provider == "USDC"
+
+
+def test_custody_from_a_checkpoint_reads_only_the_quotes_still_watched_and_what_came_since(cmds: Commands) -> None:
+    events, entries = traffic(cmds)
+    first, last = min(to_ms(e["occurred_at"]) for e in events), max(to_ms(e["occurred_at"]) for e in events)
+    chains = {"USDC": CHAIN}
+
+    def needed(since_ms: int) -> list[dict[str, Any]]:
+        # what the job's query returns: quotes whose watch may outlast the checkpoint, sends after it
+        return [
+            e
+            for e in events
+            if e.get("crypto")
+            and (
+                (
+                    e["type"] == "crypto_quoted"
+                    and watch_end_ms(to_ms(e["occurred_at"]), to_ms(e["crypto"]["expires_at"]), POLICY) > since_ms
+                )
+                or (e["type"] in SEND_EVENTS and to_ms(e["occurred_at"]) > since_ms)
+            )
+        ]
+
+    span = last + POLICY.watch_ms + POLICY.lock_ms + 60_000
+    cuts = [first - 1, *range(first, span, 611_111), span]
+    for i, keep in enumerate(cuts):
+        _, cp = custody_since(NO_CHECKPOINT, events, chains, POLICY, keep)
+        cp = replace(cp, ledger=ledger_custody(entries, keep))
+        for cutoff in cuts[i:]:
+            full = chain_custody(events, chains, POLICY, cutoff)
+            since, _ = custody_since(cp, needed(keep), chains, POLICY, cutoff)
+            assert since == full, (keep, cutoff)
+            assert ledger_custody(entries, cutoff, since=cp) == ledger_custody(entries, cutoff), (keep, cutoff)
+    # a checkpoint past every watch: nothing is left to read, and custody is the checkpoint's
+    _, done = custody_since(NO_CHECKPOINT, events, chains, POLICY, span)
+    assert needed(span) == [] and custody_since(done, [], chains, POLICY, span + 86_400_000)[0] == done.chain_settled
+    assert done.chain_settled["USDC"] > 0
+    # and a later checkpoint is the same whichever checkpoint it was built from
+    mid = cuts[len(cuts) // 2]
+    _, via_mid = custody_since(
+        custody_since(NO_CHECKPOINT, events, chains, POLICY, mid)[1], needed(mid), chains, POLICY, span
+    )
+    assert via_mid.chain_settled == done.chain_settled

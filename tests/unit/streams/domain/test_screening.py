@@ -87,7 +87,8 @@ def test_a_held_bank_create_is_scored_by_the_risk_stage_which_keeps_the_hold() -
     held = keys.command
     effects = rs.handle(held, 3, int(held["occurred_at"].timestamp() * 1000), Table().get, scorer, RETENTION)
     assert effects.command["fraud_action"] == "review" and effects.review is None
-    assert effects.decision is not None and effects.decision.score is None  # its rules, not the card model
+    # scored by the methods model, not the card model
+    assert effects.decision is not None and effects.decision.model_version == scorer.methods_model.version
 
 
 def test_the_cardholder_name_is_screened_too() -> None:

@@ -9,7 +9,13 @@ from typing import Any
 from connectors.clickhouse.rows import COLUMNS, rows_for
 from connectors.clickhouse.sink import Sink
 from streams.domain.reconcile import chain_custody, day_end_ms, ledger_custody, ledger_side
-from streams.jobs.sink import booked_custody, crypto_events, reconcile_day
+from streams.jobs.sink import (
+    CUSTODY_CHECKPOINT_LAG_DAYS,
+    booked_custody,
+    crypto_events,
+    custody_checkpoint,
+    reconcile_day,
+)
 from streams.metrics import SETTLEMENT_DISCREPANCIES
 from tests.unit.streams.conftest import Commands
 from tests.unit.streams.domain.test_crypto import POLICY
@@ -82,3 +88,28 @@ def test_books_that_disagree_with_the_chain_report_a_custody_mismatch(ch) -> Non
         parameters={"d": day},
     ).result_rows
     assert got == [("custody_mismatch", "sim_usdc", "custody:USDC", "USDC")]
+
+
+def test_a_custody_check_starts_from_its_checkpoint_and_reads_only_what_is_left(ch) -> None:
+    from datetime import timedelta
+
+    events, entries = traffic(Commands())
+    fill(ch, events, entries)
+    day = events[-1]["occurred_at"].date()
+    full = reconcile_day(ch, day, [], {}, {"USDC": CHAIN}, POLICY).items
+    # The day is checked from the start; its checkpoint is CUSTODY_CHECKPOINT_LAG_DAYS before it.
+    lag = timedelta(days=CUSTODY_CHECKPOINT_LAG_DAYS)
+    assert custody_checkpoint(ch, day_end_ms(day - lag)).cutoff_ms == day_end_ms(day - lag)
+    later = day + 2 * lag + timedelta(days=1)
+    (item,) = reconcile_day(ch, later, [], {}, {"USDC": CHAIN}, POLICY).items
+    assert (item.status, item.report_amount_minor) == ("matched", full[0].report_amount_minor)
+    cp = custody_checkpoint(ch, day_end_ms(later - lag))
+    assert cp.cutoff_ms == day_end_ms(later - lag) and cp.chain_settled == {"USDC": item.report_amount_minor}
+    assert cp.ledger == {"USDC": item.ledger_amount_minor}
+    # from that checkpoint on, every quote's watch has ended: nothing of the old days is read again
+    watched_ms = POLICY.watch_ms + POLICY.poll_ms
+    assert crypto_events(ch, day_end_ms(later + lag), cp.cutoff_ms, watched_ms) == []
+    assert len(crypto_events(ch, day_end_ms(later + lag))) == sum(
+        1 for e in events if e["type"] in ("crypto_quoted", "crypto_refunded", "refunded") and e.get("crypto")
+    )
+    assert booked_custody(ch, day_end_ms(later + lag), cp) == booked_custody(ch, day_end_ms(later + lag))

@@ -121,11 +121,12 @@ def test_the_keys_stage_routes_each_method_by_its_instrument_and_its_follow_ups_
 
 
 @pytest.mark.parametrize("method", sorted(INSTRUMENTS))
-def test_each_method_is_scored_by_its_own_rules_not_the_card_model(method, scorer) -> None:
+def test_each_method_is_scored_by_the_methods_model_not_the_card_model(method, scorer) -> None:
     table = Table()
     effects = score(table, create(method, 1), scorer)
     out = effects.command
-    assert out["fraud_action"] == "approve" and out["fraud_score_ppm"] is None and out["fraud_model"] is None
+    assert out["fraud_action"] == "approve" and out["fraud_score_ppm"] is not None
+    assert out["fraud_model"] == scorer.methods_model.version != scorer.model.version
     assert out["fraud_fallback"] is False and not effects.fallback
     assert Codec("ValidatedCommand").decode(Codec("ValidatedCommand").encode(out, check=True)) == out
     # The instrument's velocity state lives under its own key.
