@@ -186,11 +186,6 @@ def reverify(case: Mapping[str, Any], at: datetime) -> dict[str, Any]:
     return {**case, "state": "submitted", "checks": [], "submitted_at": at, "decided_at": None, "verified_until": None}
 
 
-def status_of(case: Mapping[str, Any] | None, current: str) -> str:
-    """The record's kyc_status for a case (no case: what the operator set, as before)."""
-    return current if case is None else STATUS_OF[case["state"]]
-
-
 class SimulatedKycProvider:
     """Checks deterministic by input, as a provider's test mode (docs/compliance.md):
     documents  fail if a required kind is missing
