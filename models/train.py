@@ -199,6 +199,19 @@ def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
+def _windows(ts: np.ndarray, cut: int, train: np.ndarray, test: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """The manifest's training and test windows (the split is by time, at `cut`)."""
+    return {
+        "training_window": {
+            "from": _iso(int(ts.min())),
+            "to": _iso(cut),
+            "rows": int(train.sum()),
+            "fraud": int(y[train].sum()),
+        },
+        "test_window": {"from": _iso(cut), "to": _iso(int(ts.max())), "rows": int(test.sum())},
+    }
+
+
 def train_artifact(
     df,
     X: np.ndarray,
@@ -239,13 +252,7 @@ def train_artifact(
         out_dir,
         {
             "algo": chosen,
-            "training_window": {
-                "from": _iso(int(ts.min())),
-                "to": _iso(cut),
-                "rows": int(train.sum()),
-                "fraud": int(y[train].sum()),
-            },
-            "test_window": {"from": _iso(cut), "to": _iso(int(ts.max())), "rows": int(test.sum())},
+            **_windows(ts, cut, train, test, y),
             "feedback_delay_days": feedback_delay_days,
             "metrics": results,
             "seed": seed,
@@ -313,13 +320,7 @@ def train_methods_artifact(
             "algo": f"hgb-{design.replace('_', '-')}",
             "design": design,
             "methods": list(NON_CARD_METHODS),
-            "training_window": {
-                "from": _iso(int(ts.min())),
-                "to": _iso(cut),
-                "rows": int(train.sum()),
-                "fraud": int(y[train].sum()),
-            },
-            "test_window": {"from": _iso(cut), "to": _iso(int(ts.max())), "rows": int(test.sum())},
+            **_windows(ts, cut, train, test, y),
             "feedback_delay_days": feedback_delay_days,
             "metrics": metrics,
             "seed": seed,
