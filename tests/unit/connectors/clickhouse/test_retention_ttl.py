@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from connectors.clickhouse.rows import COLUMNS
+
 
 def test_fraud_decisions_expire_five_years_after_their_event(ch) -> None:
     [(ddl,)] = ch.query(
@@ -20,21 +22,6 @@ def test_fraud_decisions_expire_five_years_after_their_event(ch) -> None:
             ("pay_recent", None, now - timedelta(days=5 * 365 - 30)),
         )
     ]
-    ch.insert(
-        "fraud_decisions",
-        rows,
-        column_names=(
-            "payment_id",
-            "merchant_id",
-            "currency",
-            "action",
-            "reason_code",
-            "event_id",
-            "event_type",
-            "card_token",
-            "card_bin",
-            "occurred_at",
-        ),
-    )
+    ch.insert("fraud_decisions", rows, column_names=COLUMNS["fraud_decisions"])
     ch.command("OPTIMIZE TABLE fraud_decisions FINAL")
     assert [r[0] for r in ch.query("SELECT payment_id FROM fraud_decisions").result_rows] == ["pay_recent"]
