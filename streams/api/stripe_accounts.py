@@ -147,6 +147,24 @@ def install(app: FastAPI, deps: StripeDeps, desk: Registry | None) -> None:
                 headers=(("Retry-After", "5"),),
             ) from None
 
+    async def transfer_row(merchant: str, transfer: str) -> dict[str, Any]:
+        """The merchant's transfer by id, or Stripe's resource_missing."""
+        rows = (
+            await deps.read_model(lambda r: r.transfers(merchant, 1, transfer_id=transfer))
+            if TRANSFER_ID.match(transfer)
+            else []
+        )
+        if not rows:
+            raise no_such("transfer")
+        return rows[0]
+
+    async def fee_row(merchant: str, fee: str) -> dict[str, Any]:
+        """The merchant's application fee by id, or Stripe's resource_missing."""
+        rows = await deps.read_model(lambda r: r.application_fees(merchant, 1, fee_id=fee)) if FEE_ID.match(fee) else []
+        if not rows:
+            raise no_such("application fee")
+        return rows[0]
+
     @app.post(
         "/v1/accounts",
         response_model=Account,
@@ -257,15 +275,7 @@ def install(app: FastAPI, deps: StripeDeps, desk: Registry | None) -> None:
     )
     async def retrieve_transfer(transfer: str, request: Request) -> JSONResponse:
         params.expand_only(_query(request))
-        merchant = request.state.merchant_id
-        rows = (
-            await deps.read_model(lambda r: r.transfers(merchant, 1, transfer_id=transfer))
-            if TRANSFER_ID.match(transfer)
-            else []
-        )
-        if not rows:
-            raise no_such("transfer")
-        return JSONResponse(transfer_object(rows[0]))
+        return JSONResponse(transfer_object(await transfer_row(request.state.merchant_id, transfer)))
 
     @app.get(
         "/v1/transfers/{transfer}/reversals",
@@ -278,18 +288,8 @@ def install(app: FastAPI, deps: StripeDeps, desk: Registry | None) -> None:
     )
     async def list_transfer_reversals(transfer: str, request: Request) -> JSONResponse:
         p = params.list_params(_query(request), REVERSAL_ID, "TransferReversal")
-        merchant = request.state.merchant_id
-        rows = (
-            await deps.read_model(lambda r: r.transfers(merchant, 1, transfer_id=transfer))
-            if TRANSFER_ID.match(transfer)
-            else []
-        )
-        if not rows:
-            raise no_such("transfer")
-        row = rows[0]
-        takes = sorted(({"id": t.id, "take": t} for t in row.get("reversals") or []), key=lambda d: d["id"])
-        url = f"/v1/transfers/{transfer}/reversals"
-        return page(takes, p, url, lambda d: take_object(d["take"], "transfer_reversal", transfer, row["currency"]))
+        row = await transfer_row(request.state.merchant_id, transfer)
+        return _takes_page(row, "reversals", p, f"/v1/transfers/{transfer}/reversals", "transfer_reversal", transfer)
 
     @app.get(
         "/v1/application_fees",
@@ -318,11 +318,7 @@ def install(app: FastAPI, deps: StripeDeps, desk: Registry | None) -> None:
     )
     async def retrieve_application_fee(fee: str, request: Request) -> JSONResponse:
         params.expand_only(_query(request))
-        merchant = request.state.merchant_id
-        rows = await deps.read_model(lambda r: r.application_fees(merchant, 1, fee_id=fee)) if FEE_ID.match(fee) else []
-        if not rows:
-            raise no_such("application fee")
-        return JSONResponse(application_fee_object(rows[0]))
+        return JSONResponse(application_fee_object(await fee_row(request.state.merchant_id, fee)))
 
     @app.get(
         "/v1/application_fees/{fee}/refunds",
@@ -335,11 +331,14 @@ def install(app: FastAPI, deps: StripeDeps, desk: Registry | None) -> None:
     )
     async def list_fee_refunds(fee: str, request: Request) -> JSONResponse:
         p = params.list_params(_query(request), FEE_REFUND_ID, "FeeRefund")
-        merchant = request.state.merchant_id
-        rows = await deps.read_model(lambda r: r.application_fees(merchant, 1, fee_id=fee)) if FEE_ID.match(fee) else []
-        if not rows:
-            raise no_such("application fee")
-        row = rows[0]
-        takes = sorted(({"id": t.id, "take": t} for t in row.get("refunds") or []), key=lambda d: d["id"])
-        url = f"/v1/application_fees/{fee}/refunds"
-        return page(takes, p, url, lambda d: take_object(d["take"], "fee_refund", fee, row["currency"]))
+        row = await fee_row(request.state.merchant_id, fee)
+        return _takes_page(row, "refunds", p, f"/v1/application_fees/{fee}/refunds", "fee_refund", fee)
+
+
+def _takes_page(
+    row: dict[str, Any], field: str, p: params.ListParams, url: str, kind: str, parent: str
+) -> JSONResponse:
+    """A page of what a payment's refunds took back from `row` (a transfer's reversals,
+    an application fee's refunds), by id."""
+    takes = sorted(({"id": t.id, "take": t} for t in row.get(field) or []), key=lambda d: d["id"])
+    return page(takes, p, url, lambda d: take_object(d["take"], kind, parent, row["currency"]))
