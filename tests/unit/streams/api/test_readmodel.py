@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from connectors.clickhouse.rows import COLUMNS
 from streams.api.readmodel import ClickHousePayments, fresher
 
 
@@ -108,23 +109,7 @@ def test_a_merchants_balances_are_its_liability_accounts_credits_less_debits(ch)
         line("je_5", 0, "house:clearing:0", "USD", 9, 0),
         line("je_5", 1, "merchant:m_other:pending", "USD", 0, 9),
     ]
-    columns = [
-        "entry_id",
-        "line_no",
-        "event_id",
-        "event_type",
-        "payment_id",
-        "merchant_id",
-        "shard",
-        "account",
-        "currency",
-        "debit_minor",
-        "credit_minor",
-        "reverses",
-        "fx_rate",
-        "occurred_at",
-    ]
-    ch.insert("ledger_entries", rows, column_names=columns)
+    ch.insert("ledger_entries", rows, column_names=COLUMNS["ledger_entries"])
     got = ClickHousePayments(ch).balance("m_acme")
     assert [(r["account"], r["currency"], r["amount"]) for r in got] == [
         ("merchant:m_acme:available", "EUR", 500),
@@ -169,29 +154,8 @@ def _event(
     ]
 
 
-EVENT_COLUMNS = [
-    "event_id",
-    "type",
-    "payment_id",
-    "merchant_id",
-    "command_id",
-    "currency",
-    "amount_minor",
-    "fee_minor",
-    "payment_status",
-    "authorized_minor",
-    "captured_minor",
-    "refunded_minor",
-    "version",
-    "provider",
-    "provider_ref",
-    "reason_code",
-    "card_token",
-    "card_bin",
-    "card_last4",
-    "chain_seq",
-    "occurred_at",
-]
+# The columns `_event` fills, in order: those up to occurred_at (later ones keep their defaults).
+EVENT_COLUMNS = COLUMNS["payment_events"][: COLUMNS["payment_events"].index("occurred_at") + 1]
 
 
 def test_disputes_pair_each_opening_with_the_close_after_it(ch) -> None:  # type: ignore[no-untyped-def]
@@ -281,19 +245,7 @@ def test_payouts_latest_status_by_id(ch) -> None:  # type: ignore[no-untyped-def
     ch.insert(
         "payouts",
         rows,
-        column_names=[
-            "payout_id",
-            "settlement_id",
-            "merchant_id",
-            "currency",
-            "amount_minor",
-            "day",
-            "status",
-            "sent_at",
-            "answered_at",
-            "failure_reason",
-            "version",
-        ],
+        column_names=COLUMNS["payouts"],
     )
     reader = ClickHousePayments(ch)
     assert [(p["payout_id"], p["status"]) for p in reader.payouts("m_acme", 10)] == [
@@ -373,22 +325,7 @@ def test_a_platforms_transfers_and_application_fees_are_its_split_captures_lines
     ch.insert(
         "ledger_entries",
         rows,
-        column_names=[
-            "entry_id",
-            "line_no",
-            "event_id",
-            "event_type",
-            "payment_id",
-            "merchant_id",
-            "shard",
-            "account",
-            "currency",
-            "debit_minor",
-            "credit_minor",
-            "reverses",
-            "fx_rate",
-            "occurred_at",
-        ],
+        column_names=COLUMNS["ledger_entries"],
     )
     reader = ClickHousePayments(ch)
     transfers = reader.transfers("m_market", 10)
