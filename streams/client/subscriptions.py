@@ -13,6 +13,7 @@ from schemas.codec import Codec
 from schemas.ids import derive_subscription_id
 from streams.domain.subscriptions import Subscription
 from streams.settings import Settings, client_config
+from streams.stages.subscriptions import blank_command
 from streams.topics import changelog_topic, topic_names
 
 CODEC = Codec("SubscriptionCommand")
@@ -22,19 +23,7 @@ FLUSH_TIMEOUT_S = 30
 
 
 def _blank(kind: str, at: datetime) -> dict[str, Any]:
-    return {
-        "command_id": f"subcmd_{uuid.uuid4().hex}",
-        "kind": kind,
-        "subscription_id": None,
-        "merchant_id": None,
-        "occurred_at": at,
-        "plan": None,
-        "card_token": None,
-        "anchor_at": None,
-        "trial_days": 0,
-        "at_period_end": False,
-        "outcome": None,
-    }
+    return blank_command(f"subcmd_{uuid.uuid4().hex}", kind, at)
 
 
 def publish(settings: Settings, commands: list[dict[str, Any]]) -> None:

@@ -121,17 +121,9 @@ def outcome_forward(outcome: dict[str, Any]) -> dict[str, Any] | None:
     parsed = parse_charge_key(outcome["idempotency_key"])
     if parsed is None:
         return None
-    return {
-        "command_id": outcome["outcome_id"],
-        "kind": "charge_outcome",
+    return blank_command(outcome["outcome_id"], "charge_outcome", outcome["occurred_at"]) | {
         "subscription_id": parsed[0],
         "merchant_id": outcome["merchant_id"],
-        "occurred_at": outcome["occurred_at"],
-        "plan": None,
-        "card_token": None,
-        "anchor_at": None,
-        "trial_days": 0,
-        "at_period_end": False,
         "outcome": {
             "command_id": outcome["command_id"],
             "payment_id": outcome["payment_id"],
@@ -143,11 +135,11 @@ def outcome_forward(outcome: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def tick_command(at: Any, partition: int) -> dict[str, Any]:
-    """The tick published on one partition of clock (and forwarded as it is)."""
+def blank_command(command_id: str, kind: str, at: Any) -> dict[str, Any]:
+    """A SubscriptionCommand of `kind` with every other field at its default."""
     return {
-        "command_id": f"tick/{partition}/{to_ms(at)}",
-        "kind": "tick",
+        "command_id": command_id,
+        "kind": kind,
         "subscription_id": None,
         "merchant_id": None,
         "occurred_at": at,
@@ -158,6 +150,11 @@ def tick_command(at: Any, partition: int) -> dict[str, Any]:
         "at_period_end": False,
         "outcome": None,
     }
+
+
+def tick_command(at: Any, partition: int) -> dict[str, Any]:
+    """The tick published on one partition of clock (and forwarded as it is)."""
+    return blank_command(f"tick/{partition}/{to_ms(at)}", "tick", at)
 
 
 def replay_charges(commands: Iterable[tuple[int, dict[str, Any]]], partitions: int) -> list[dict[str, Any]]:
