@@ -25,6 +25,7 @@ from schemas.money import is_asset, is_currency, is_ledger_currency
 from schemas.partitioning import partition_for
 from schemas.times import from_ms
 from schemas.times import to_ms as datetime_to_ms
+from streams.domain import crypto
 from streams.domain.fx import FxRate, convert, parse_rate
 from streams.domain.splits import MAX_SPLITS, Allocation, allocation_of
 
@@ -51,19 +52,7 @@ HOUSE_ACCOUNTS = (
     "crypto_owned",
 )
 BANK_EVENT_TYPES = frozenset({"bank_submitted", "bank_settled", "bank_returned", "bank_reversed"})
-CRYPTO_EVENT_TYPES = frozenset(
-    {
-        "crypto_quoted",
-        "crypto_received",
-        "crypto_reorged",
-        "crypto_pending",
-        "crypto_unpending",
-        "crypto_confirmed",
-        "crypto_expired",
-        "crypto_refunded",
-        "crypto_lost",
-    }
-)
+CRYPTO_EVENT_TYPES = frozenset(crypto.MOVES)
 EVENT_TYPES = (
     frozenset(
         {
