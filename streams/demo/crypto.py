@@ -26,6 +26,7 @@ from connectors.kafka.clients import command_producer
 from connectors.providers.chain import SimChain
 from schemas.ids import derive_payment_id
 from schemas.times import from_ms, to_ms
+from streams.api.commands import follow_up_command
 from streams.client.observe import Observer
 from streams.client.publish import publish_commands, publish_tick
 from streams.domain.crypto import MOVES, CryptoPayment, CryptoPolicy, observe, watching
@@ -219,21 +220,10 @@ def refund_commands(
     for c in creates:
         evs = events.get(c["payment_id"], [])
         if (c.get("metadata") or {}).get("order_id") in refunded and evs and evs[-1]["payment_status"] == "confirmed":
-            out.append(
-                {
-                    "command_id": f"cmd_{run_id}_crypto_refund_{len(out)}",
-                    "kind": "refund",
-                    "merchant_id": c["merchant_id"],
-                    "idempotency_key": f"{c['idempotency_key']}-refund",
-                    "payment_id": c["payment_id"],
-                    "amount_minor": None,
-                    "currency": None,
-                    "capture_method": None,
-                    "card": None,
-                    "metadata": {},
-                    "occurred_at": at,
-                }
+            refund = follow_up_command(
+                "refund", c["merchant_id"], f"{c['idempotency_key']}-refund", c["payment_id"], None
             )
+            out.append(refund | {"command_id": f"cmd_{run_id}_crypto_refund_{len(out)}", "occurred_at": at})
     return out
 
 

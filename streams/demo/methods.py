@@ -22,6 +22,7 @@ from models.blocklist import account_digest, shipped_entries
 from schemas.codec import Codec
 from schemas.ids import derive_payment_id
 from schemas.times import from_ms, to_ms
+from streams.api.commands import follow_up_command
 from streams.client.fraud import block_record
 from streams.client.observe import Observer
 from streams.client.publish import publish_commands
@@ -68,17 +69,9 @@ def bank_notice_commands(
     out = []
     for at_ms, pid, kind, code, merchant in sorted(notices):
         out.append(
-            {
+            follow_up_command(f"bank_{kind}", merchant, f"{pid}-bank-{kind}", pid, None)
+            | {
                 "command_id": f"cmd_{run_id}_bank_{len(out)}",
-                "kind": f"bank_{kind}",
-                "merchant_id": merchant,
-                "idempotency_key": f"{pid}-bank-{kind}",
-                "payment_id": pid,
-                "amount_minor": None,
-                "currency": None,
-                "capture_method": None,
-                "card": None,
-                "metadata": {},
                 "occurred_at": from_ms(at_ms),
                 "bank_notice": {"return_code": code} if code else None,
             }

@@ -34,6 +34,7 @@ from connectors.vault.keys import ACS_SIGNING, WALLET_SIGNING, ActiveSigner, Fil
 from schemas.codec import Codec
 from schemas.ids import derive_payment_id
 from schemas.times import to_ms
+from streams.api.commands import follow_up_command
 from streams.client.fraud import resolve_command
 from streams.client.observe import Observer
 from streams.client.processes import WorkerProcess
@@ -646,17 +647,10 @@ def step_up_confirms(
             continue
         rng = random.Random(f"{seed}:3ds:{pid}")
         status = rng.choices(statuses, weights)[0]
-        confirms[pid] = {
+        confirms[pid] = follow_up_command(
+            "confirm", create["merchant_id"], f"{create['idempotency_key']}-3ds", pid, None
+        ) | {
             "command_id": f"cmd_{run_id}_3ds_{len(confirms)}",
-            "kind": "confirm",
-            "merchant_id": create["merchant_id"],
-            "idempotency_key": f"{create['idempotency_key']}-3ds",
-            "payment_id": pid,
-            "amount_minor": None,
-            "currency": None,
-            "capture_method": None,
-            "card": None,
-            "metadata": {},
             "occurred_at": create["occurred_at"] + STEP_UP_DELAY,
             "three_ds": {
                 "trans_status": status,
@@ -738,17 +732,9 @@ def dispute_commands(events: Mapping[str, list[dict[str, Any]]], seed: int, run_
             )
         for kind, after, fields in steps:
             out.append(
-                {
+                follow_up_command(kind, merchant, f"{pid}-{kind}", pid, None)
+                | {
                     "command_id": f"cmd_{run_id}_dsp_{len(out)}",
-                    "kind": kind,
-                    "merchant_id": merchant,
-                    "idempotency_key": f"{pid}-{kind}",
-                    "payment_id": pid,
-                    "amount_minor": None,
-                    "currency": None,
-                    "capture_method": None,
-                    "card": None,
-                    "metadata": {},
                     "occurred_at": at + after,
                     "dispute": {"reason": None, "evidence_due_at": None, "evidence": None, "outcome": None} | fields,
                 }
