@@ -10,23 +10,7 @@ import pytest
 from streams.api.errors import ApiError
 from streams.api.stripe_objects import outcome_answer, payment_id_of, refund_id, stripe_error
 from streams.domain.stripe_shapes import intent_id
-
-PID = "pay_" + "ab" * 16
-T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
-
-
-def view(status: str, authorized: int = 1000, captured: int = 0, **extra: Any) -> dict[str, Any]:
-    return {
-        "payment_id": PID,
-        "merchant_id": "m_acme",
-        "payment_status": status,
-        "currency": "USD",
-        "authorized_minor": authorized,
-        "captured_minor": captured,
-        "refunded_minor": 0,
-        "card_bin": "424242",
-        "card_last4": "4242",
-    } | extra
+from tests.unit.streams.domain.test_stripe_shapes import PID, T0, view
 
 
 def test_ids_map_both_ways_and_refuse_others() -> None:
