@@ -83,19 +83,19 @@ class _Rows:
         self.ts: list[int] = []
         self.key: list[str] = []
         self.merchant: list[int] = []
-        self.amount: list[float] = []
+        self.amount_major: list[float] = []  # drawn in major units; the frame carries integer amount_minor
         self.currency: list[str] = []
         self.fraud: list[int] = []
         self.method: list[str] = []
         self.device: list[str] = []
 
-    def add(self, ts, key, merchant, amount, currency, fraud, method, device) -> None:
+    def add(self, ts, key, merchant, amount_major, currency, fraud, method, device) -> None:
         if len(self.ts) >= MAX_ROWS:
             raise ValueError(f"more than {MAX_ROWS} rows")
         self.ts.append(int(ts))
         self.key.append(key)
         self.merchant.append(int(merchant))
-        self.amount.append(float(amount))
+        self.amount_major.append(float(amount_major))
         self.currency.append(currency)
         self.fraud.append(int(fraud))
         self.method.append(method)
@@ -255,7 +255,7 @@ def _crypto_fraud(rng: np.random.Generator, cfg: MethodSimConfig, start_ms: int,
 def _frame(rows: _Rows) -> pd.DataFrame:
     ts = np.asarray(rows.ts, dtype=np.int64)
     exps = np.array([exponent(c) for c in rows.currency], dtype=np.int64)
-    amount_minor = np.maximum(np.rint(np.asarray(rows.amount) * 10.0**exps), 1).astype(np.int64)
+    amount_minor = np.maximum(np.rint(np.asarray(rows.amount_major) * 10.0**exps), 1).astype(np.int64)
     keys = np.asarray(rows.key)
     order = np.lexsort((keys, ts))
     ts = ts[order]
