@@ -190,6 +190,31 @@ def ensure_topics(conn: Connection, specs: Iterable[TopicSpec], timeout_s: float
     return sorted(created)
 
 
+def delete_topics(
+    conn: Connection, names: Iterable[str] = (), *, prefixes: Iterable[str] = (), timeout_s: float = 30
+) -> list[str]:
+    """Delete the named topics, and those whose names start with one of `prefixes`,
+    that exist (a scratch run's, never the pipeline's: the caller names them); return
+    the names deleted. Every partition holds files open in the broker: a bench that
+    left its topics behind run after run exhausted the broker's file descriptors."""
+    admin = _admin(conn)
+    existing = _existing_topics(admin, conn, timeout_s)
+    named, starts = set(names), tuple(prefixes)
+    wanted = sorted(n for n in existing if n in named or (starts and n.startswith(starts)))
+    if not wanted:
+        return []
+    deleted: list[str] = []
+    for name, future in admin.delete_topics(wanted, operation_timeout=timeout_s, request_timeout=timeout_s).items():
+        try:
+            future.result()
+        except KafkaException as exc:
+            if exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                continue  # deleted meanwhile by someone else
+            raise TopicError(f"deleting topic {name} failed: {exc.args[0].str()}") from exc
+        deleted.append(name)
+    return sorted(deleted)
+
+
 def align_topic_configs(conn: Connection, specs: Iterable[TopicSpec], timeout_s: float = 30) -> list[str]:
     """Set the existing topics' configs to their specs where `config_drift` allows;
     return "topic: key old -> new" per config set. A refused drift (cleanup.policy)
