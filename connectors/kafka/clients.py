@@ -50,6 +50,15 @@ def command_producer(conn: Connection, *, linger_ms: int = 5) -> Producer:
     )
 
 
+def warm_up(producer: Producer, topic: str, timeout_s: float = 10.0) -> Producer:
+    """Connect `producer` now, for a caller that times its first record: a cold
+    idempotent producer holds its records ~500 ms (librdkafka asks for its producer id
+    on a 500 ms timer while no broker is up); one metadata round trip brings a broker
+    up, and the id follows at once (measured: first delivery 500 ms cold, 1 ms warm)."""
+    producer.list_topics(topic, timeout=timeout_s)
+    return producer
+
+
 def produce_waiting(producer: Producer, topic: str, *, wait_s: float = 0.05, **record: Any) -> None:
     """`producer.produce(topic, **record)`, waiting for room while librdkafka's queue is
     full (BufferError): how a bulk sender is held back, never a record dropped."""

@@ -133,6 +133,8 @@ def run_peer(settings: Settings, peer: str, records: int, root: Path) -> dict[st
             proc.kill()
             proc.wait()
         log.close()
+        # its source, sink, changelog and the peer library's own topics all start with `run`
+        admin.delete_topics(client_config(settings), prefixes=[run])
     return {"records": records, "seen": seen, "records_per_s": per_s}
 
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from streams.harness.bench import QUICK_RATES_PER_S, plot, run_bench
 from tests.integration.support import make_settings
@@ -28,6 +29,7 @@ def test_quick_bench_reports_every_part(bootstrap: str, tmp_path: Path) -> None:
     for offered, figures in result["latency"].items():
         assert figures["answered"] == figures["commands"] > 0, offered
         assert figures["outcome_timestamp"] in ("CreateTime", "LogAppendTime")
+        assert figures["started_drained"], offered  # the throughput run's backlog was gone first
         q = result["latency_ms"][offered]
         assert 0 < q["p50"] <= q["p95"] <= q["p99"] <= q["max"]
     assert result["sink"]["records"] > 0 and result["sink_rows_per_s"] > 0
@@ -48,6 +50,10 @@ def test_quick_bench_reports_every_part(bootstrap: str, tmp_path: Path) -> None:
         assert set(run["statuses"]) <= {"200", "202", "402"} and "200" in run["statuses"], run
         assert run["p99_ms"] is not None and run["achieved_per_s"] > 0
     assert result["machine"]["versions"]["confluent_kafka"]
+    # The run's topics are deleted at the end (each partition holds broker file descriptors).
+    left = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=30).topics
+    runs = (result["end_to_end"]["namespace"], two["namespace"])
+    assert not [t for t in left if any(r in t for r in runs)]  # changelogs too ("paystream-<namespace>-...")
     png = tmp_path / "bench.png"
     plot(result, png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

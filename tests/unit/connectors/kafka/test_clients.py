@@ -33,3 +33,14 @@ def test_produce_waiting_waits_for_room_and_drops_nothing() -> None:
     p = Full()
     produce_waiting(p, "t", key=b"k", value=b"v", partition=3, wait_s=0.01)  # type: ignore[arg-type]
     assert p.produced == [("t", {"key": b"k", "value": b"v", "partition": 3})] and p.polls == [0.01, 0.01]
+
+
+def test_warm_up_fails_fast_and_plainly_when_no_broker_answers() -> None:
+    import pytest
+    from confluent_kafka import KafkaException
+
+    from connectors.kafka.clients import command_producer, warm_up
+
+    producer = command_producer({"bootstrap.servers": "127.0.0.1:1"})  # nothing listens on port 1
+    with pytest.raises(KafkaException):
+        warm_up(producer, "payment-commands", timeout_s=0.5)
