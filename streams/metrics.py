@@ -23,7 +23,7 @@ VAULT_REVEALS = Counter(
 VAULT_CARDS = Gauge(
     "paystream_vault_cards", "Sealed cards this worker holds in memory (at most PAYSTREAM_VAULT_CACHE_MAX_CARDS)"
 )
-COMMAND_ID_REUSED = Counter("paystream_command_id_reused_total", "Commands whose command_id was seen with other bytes")
+COMMAND_ID_REUSED = Counter("paystream_command_id_reused_total", "An answered command_id sent with another request")
 
 # Seconds from the input record's Kafka timestamp to the stage's output. Operational
 # time, so the wall clock is right here (business logic never reads it). stage is

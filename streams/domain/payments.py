@@ -420,6 +420,31 @@ def fingerprint(cmd: dict[str, Any]) -> str:
     command_id and occurred_at identify the attempt, not the request, so a
     retry that regenerates them is still the same request.
     """
+    return hashlib.sha256(canonical_json(_asked(cmd))).hexdigest()
+
+
+def request_digest(cmd: dict[str, Any]) -> bytes:
+    """What the client asked under one command_id, as the payments stage's dedup value
+    (32 hex chars): the same request again is a redelivery, another one reuses the id.
+
+    The fingerprint's request plus what it leaves to its key: the idempotency key and
+    the merchant-initiated mark. Not the bytes: the schema header and what the stages
+    add on the way (merchant features, the risk decision, ingest's rejection, a wallet
+    cryptogram's check) change with an upgrade or a replay, the request does not.
+    Not occurred_at either: the API stamps each publish attempt (`now()`), so a publish
+    retried after a lost ack is the same command_id at another time, and a skipped
+    message changes nothing, whatever time it carries. A field added to the request
+    later goes in only when set, as in `_asked`, so stored digests stay valid.
+    """
+    body = _asked(cmd) | {"idempotency_key": cmd["idempotency_key"]}
+    if cmd.get("merchant_initiated"):
+        body["merchant_initiated"] = True
+    return hashlib.sha256(canonical_json(body)).hexdigest()[:32].encode()
+
+
+def _asked(cmd: dict[str, Any]) -> dict[str, Any]:
+    """What the command asks for, as canonical JSON values (its key aside): what
+    `fingerprint` and `request_digest` hash. Enrichment by the stages stays out."""
     card = cmd.get("card")
     body = {
         "kind": cmd["kind"],
@@ -453,7 +478,7 @@ def fingerprint(cmd: dict[str, Any]) -> str:
     if dispute is not None:  # only then: the fingerprints of other commands stay as they were
         due = dispute["evidence_due_at"]
         body["dispute"] = dispute | {"evidence_due_at": None if due is None else event_ms(due)}
-    return hashlib.sha256(canonical_json(body)).hexdigest()
+    return body
 
 
 def decide(

@@ -3,8 +3,9 @@
 `handle` is everything the payments agent does between decoding a message and
 emitting its effects, over read-only views of the three tables, so it is tested
 without Kafka. Per message, in order:
-  1. dedup by command_id: the same bytes again are skipped (a redelivery); other
-     bytes under a command_id already answered are dead-lettered, never dropped;
+  1. dedup by command_id: the same request again is skipped (a redelivery, whatever
+     its schema version or enrichment: `request_digest`); another request under a
+     command_id already answered is dead-lettered, never dropped;
   2. decide (streams/domain/payments.py): the outcome, the payment, its events, the
      commands the stage sends itself, its timers, and the router's next state
      (breakers per provider, one per partition, kept in the timers table);
@@ -33,7 +34,7 @@ from connectors.providers.router import Routed, RoutingState
 from schemas.times import to_ms as event_ms
 from streams.domain.chain import ChainHead, Signs, link, sign_block
 from streams.domain.outcomes import rejection
-from streams.domain.payments import Decision, Payment, Policy, Saga, crypto_due, decide, expire_due
+from streams.domain.payments import Decision, Payment, Policy, Saga, crypto_due, decide, expire_due, request_digest
 from streams.domain.timers import SWEEP_MAX, Timer, TimerStore
 
 Get = Callable[[bytes], bytes | None]
@@ -68,8 +69,18 @@ def dedup_key(partition: int, command_id: str) -> bytes:
     return f"{partition}/{command_id}".encode()
 
 
-def message_digest(raw: bytes) -> bytes:
+def legacy_digest(raw: bytes) -> bytes:
+    """The dedup value stored before `request_digest`: the message's bytes, schema header
+    and enrichment included (docs/decisions.md, "Who answers what")."""
     return hashlib.sha256(raw).hexdigest()[:32].encode()
+
+
+def same_message(seen: bytes, cmd: dict[str, Any], raw: bytes) -> bool:
+    """The dedup value `seen` stored for this command_id is this message's request.
+    A value stored by the code before `request_digest` is the digest of its bytes:
+    those match only identical bytes. Needed while such values live, one idempotency
+    retention after the upgrade (the forget timers drop them); then it can go."""
+    return seen == request_digest(cmd) or seen == legacy_digest(raw)
 
 
 def chain_key(partition: int) -> bytes:
@@ -122,10 +133,9 @@ def handle(
     if cmd["kind"] == "tick":
         return _tick(cmd, partition, record_ts_ms, tables, saga, policy, sweep_max, effects, signer)
     key = dedup_key(partition, cmd["command_id"])
-    digest = message_digest(raw)
     seen = tables.dedup(key)
     if seen is not None:
-        effects.skipped = seen == digest
+        effects.skipped = same_message(seen, cmd, raw)
         effects.reused_command_id = not effects.skipped
         return effects
 
@@ -149,7 +159,7 @@ def handle(
 
     timers = TimerStore(tables.timers, partition)
     at_ms = event_ms(cmd["occurred_at"])
-    effects.writes.append((DEDUP, key, digest))
+    effects.writes.append((DEDUP, key, request_digest(cmd)))
     timers.push(Timer("forget", at_ms + retention // timedelta(milliseconds=1), key.decode()))
     for timer in decision.timers:
         timers.push(timer)

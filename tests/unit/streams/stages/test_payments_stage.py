@@ -21,6 +21,7 @@ from streams.stages.payments import (
     chain_key,
     dedup_key,
     handle,
+    legacy_digest,
     sign_last_event,
     tick_command,
 )
@@ -77,6 +78,95 @@ def test_a_redelivery_is_skipped_and_a_reused_command_id_is_flagged(cmds) -> Non
     other = cmds.create(amount=5)  # same command_id, other bytes
     reused = stage.send(other)
     assert reused.reused_command_id and not reused.skipped and not reused.records
+
+
+# What the keys and risk stages attach to a create on its way here.
+ENRICHED = {
+    "merchant_features": {
+        "cnt_1h": 1,
+        "cnt_1d": 4,
+        "cnt_7d": 9,
+        "cnt_30d": 30,
+        "labeled_7d": 2,
+        "labeled_30d": 5,
+        "fraud_7d": 0,
+        "fraud_30d": 1,
+    },
+    "fraud_action": "approve",
+    "fraud_score_ppm": 12_000,
+    "fraud_reasons": ["score_low"],
+    "fraud_model": "model-v1",
+    "fraud_fallback": False,
+}
+
+
+def wire(cmd: dict[str, Any], codec: Codec = VALIDATED) -> tuple[dict[str, Any], bytes]:
+    """A command as the stage gets it: its bytes (written by `codec`) and their decoding."""
+    raw = codec.encode(cmd, check=True)
+    return VALIDATED.decode(raw), raw
+
+
+def test_a_redelivery_is_skipped_whatever_its_enrichment_schema_version_or_time(cmds) -> None:
+    """The bytes of a genuine redelivery change with a replay through upgraded stages: a
+    new model's score, the merchant's counts, an older writer schema's header (a rolling
+    upgrade), the attempt's time (an API publish retried after a lost ack). The client
+    asked nothing new: it is skipped, never dead-lettered."""
+    stage = Stage()
+    create = cmds.create() | ENRICHED
+    first = stage.send(*wire(create))
+    assert streams_of(first) == [OUTCOMES, EVENTS, EVENTS]
+    redeliveries = {
+        "rescored": create | {"fraud_score_ppm": 31_000, "fraud_model": "model-v2", "fraud_reasons": []},
+        "recounted": create | {"merchant_features": ENRICHED["merchant_features"] | {"cnt_1h": 2}},
+        "unscored": cmds.create(),
+        "refused on the way": create | {"rejection_reason": "kyc_pending_limit_exceeded", "rejection_detail": "cap"},
+        "retried later": create | {"occurred_at": cmds.t0 + timedelta(seconds=3)},
+    }
+    for name, again in redeliveries.items():
+        cmd, raw = wire(again)
+        assert raw != wire(create)[1], name
+        effects = stage.send(cmd, raw)
+        assert effects.skipped and not effects.reused_command_id, name
+        assert not effects.writes and not effects.records, name
+    # Written by the previous ValidatedCommand schema: another header, no merchant_initiated.
+    cmd, raw = wire(create, Codec("history/ValidatedCommand.8"))
+    assert raw[:10] != wire(create)[1][:10]
+    assert stage.send(cmd, raw).skipped
+
+
+def test_another_request_under_an_answered_command_id_is_still_reused(cmds) -> None:
+    stage = Stage()
+    create = cmds.create() | ENRICHED
+    stage.send(*wire(create))
+    others = {
+        "amount": create | {"amount_minor": 9_999},
+        "key": create | {"idempotency_key": "order-2"},
+        "metadata": create | {"metadata": {"order": "42"}},
+        "card": create | {"card": cmds.card() | {"token": "tok_other"}},
+        "capture": create | {"capture_method": "manual"},
+        "merchant initiated": create | {"merchant_initiated": True},
+    }
+    for name, other in others.items():
+        effects = stage.send(*wire(other))
+        assert effects.reused_command_id and not effects.skipped, name
+        assert not effects.writes and not effects.records, name
+
+
+def test_a_dedup_value_stored_before_the_request_digest_still_matches_its_redelivery(cmds) -> None:
+    """The code before stored the digest of the bytes: for one idempotency retention
+    after the upgrade such values live on, and the same bytes again are a redelivery."""
+    stage = Stage()
+    cmd, raw = wire(cmds.create() | ENRICHED)
+    stage.send(cmd, raw)
+    key = dedup_key(0, cmd["command_id"])
+    stage.tables[DEDUP][key] = legacy_digest(raw)  # as the previous code left it
+    before = {name: dict(table) for name, table in stage.tables.items()}
+    again = stage.send(cmd, raw)
+    assert again.skipped and not again.writes and not again.records
+    assert stage.send(*wire(cmd | {"amount_minor": 9_999})).reused_command_id
+    # Bytes are all such a value knows: other enrichment cannot be told from another request.
+    assert stage.send(*wire(cmd | {"fraud_score_ppm": 31_000})).reused_command_id
+    assert stage.tables == before
 
 
 def test_dedup_records_are_swept_after_the_retention(cmds) -> None:
