@@ -6,6 +6,7 @@ and one replayed from another payment are refused, and that payment still awaits
 from __future__ import annotations
 
 import socket
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -50,12 +51,18 @@ def test_challenge_confirm_liability_shift_and_forged_values_refused(bootstrap: 
     worker = start_worker(settings)
     bus = KafkaBus(settings, max_slots=100)
     try:
+        # The model reads the hour of day (night scores higher: at 00:36 UTC the step-up
+        # was declined), so the API stamps a clock set to yesterday's midday, never in the
+        # future, running from the test's start.
+        clock_started = datetime.now(UTC)
+        midday = (clock_started - timedelta(days=1)).replace(hour=12, minute=0, second=0, microsecond=0)
         app = create_app(
             bus,
             auth.ApiKeys(tmp_path / "api_keys.json"),
             sealer=intake_sealer(settings),
             config=ApiConfig(outcome_timeout_s=120),
             acs=Acs(ActiveSigner.of(store, ACS_SIGNING)),
+            now=lambda: midday + (datetime.now(UTC) - clock_started),
         )
         client = TestClient(app, raise_server_exceptions=False)
 
