@@ -212,6 +212,12 @@ def delete_topics(
                 continue  # deleted meanwhile by someone else
             raise TopicError(f"deleting topic {name} failed: {exc.args[0].str()}") from exc
         deleted.append(name)
+    # The controller took the deletion; the broker's metadata follows a moment later.
+    deadline = time.monotonic() + timeout_s
+    while left := [n for n in deleted if n in _existing_topics(admin, conn, timeout_s)]:
+        if time.monotonic() > deadline:
+            raise TopicError(f"topics still listed {timeout_s:g}s after their deletion: {', '.join(left)}")
+        time.sleep(POLL_INTERVAL_S)  # polled: the broker sends no notice of it
     return sorted(deleted)
 
 

@@ -129,7 +129,7 @@ def ceiling(settings: Settings, messages: int) -> dict[str, Any]:
         seen += sum(1 for m in consumer.consume(10_000, timeout=0.5) if m.error() is None)
     consumed_s = time.monotonic() - consume_started
     consumer.close()
-    admin.delete_topics(client_config(settings), [topic])
+    admin.delete_topics(client_config(settings), [topic], timeout_s=bench_peers.CLEANUP_TIMEOUT_S)
     return {
         "messages": messages,
         "message_bytes": len(value),
@@ -540,7 +540,8 @@ def run_bench(
     out["ceiling_runs_per_s"] = [c["produce_then_consume_per_s"] for c in ceilings]
     out["ceiling_spread"] = round(statistics.pstdev(out["ceiling_runs_per_s"]), 1)
     for run in (e2e_settings, two_settings):  # the sink, stages and replay parts read them until here
-        admin.delete_topics(client_config(run), [t.name for t in declared_topics(run)])
+        names = [t.name for t in declared_topics(run)]
+        admin.delete_topics(client_config(run), names, timeout_s=bench_peers.CLEANUP_TIMEOUT_S)
     return out
 
 

@@ -36,6 +36,7 @@ VALUE_BYTES = 300
 KEYS = 10_000
 COMMIT_INTERVAL_S = 0.05
 RUN_TIMEOUT_S = 900.0
+CLEANUP_TIMEOUT_S = 120.0  # a loaded broker takes its time to drop a run's topics (the bench's ~45 too)
 PEER_PACKAGES = {
     "faust": ["faust-streaming==0.15.3", "aiokafka==0.14.0", "rocksdict==0.3.29"],
     "quixstreams": ["quixstreams==3.28.1"],
@@ -134,7 +135,7 @@ def run_peer(settings: Settings, peer: str, records: int, root: Path) -> dict[st
             proc.wait()
         log.close()
         # its source, sink, changelog and the peer library's own topics all start with `run`
-        admin.delete_topics(client_config(settings), prefixes=[run])
+        admin.delete_topics(client_config(settings), prefixes=[run], timeout_s=CLEANUP_TIMEOUT_S)
     return {"records": records, "seen": seen, "records_per_s": per_s}
 
 
