@@ -173,7 +173,7 @@ acl "$OPS" Describe --group "$worker_group"
 # manual clock tick; it reads what those commands show. `paystream keys rewrap`
 # republishes sealed cards: run it with the worker's credentials (card-vault is the
 # worker's alone). `paystream subscriptions list` reads the subscriptions table out of
-# the tables' changelog, which holds every table (no card numbers: tokens only).
+# the tables' changelog, which holds every table's state (tokens, never card numbers).
 writes "$OPERATOR" "$merchants" "$blocklist" "$sanctions" "$fx_rates" "$validated" "$monitoring_decisions" \
   "$subscription_commands" "$clock"
 reads "$OPERATOR" "$merchants" "$blocklist" "$sanctions" "$fx_rates" "$labels" "$review" "$monitoring_cases" \
