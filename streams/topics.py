@@ -40,8 +40,11 @@ from connectors.kafka.admin import TopicSpec, min_insync_for
 from connectors.kafka.clients import READER_GROUP_PREFIX, SNAPSHOT_GROUP_PREFIX
 from streams.settings import Settings
 
-# A table's changelog is "<app id>-<table>-changelog" (the names Faust gave them: an
-# upgraded deployment keeps its state).
+# The worker's tables. All of them share one compacted changelog, "<app id>-tables-changelog"
+# (streams/runtime/changelog.py: each record's key starts with its table's name): a
+# transaction's commit time grows with the partitions it writes (docs/decisions.md, "One
+# changelog topic"). Until then each had its own, "<app id>-<table>-changelog";
+# `paystream topics migrate-changelogs` carries a deployment's state over.
 TABLES = (
     "payments",
     "payments-dedup",
@@ -148,6 +151,7 @@ class ClientIds:
     webhooks_group: str  # the webhook runner
     settle_transaction: str  # settle fences a concurrent settle
     payouts_transaction: str  # and payouts a concurrent payouts run
+    migrate_transaction: str  # `paystream topics migrate-changelogs`: one transaction per partition
     reader_groups: str  # read_committed readers and topic followers (never commit)
     snapshot_groups: str  # read_to_end: restores, audits, the jobs' reads (never commit)
     console_groups: str  # the dashboard's reads of one event window (never commit)
@@ -164,6 +168,7 @@ def client_ids(settings: Settings) -> ClientIds:
         webhooks_group=f"{app}-webhooks",
         settle_transaction=f"{app}-settle",
         payouts_transaction=f"{app}-payouts",
+        migrate_transaction=f"{app}-migrate-changelogs",
         reader_groups=READER_GROUP_PREFIX,
         snapshot_groups=SNAPSHOT_GROUP_PREFIX,
         console_groups="paystream-console-",
@@ -171,7 +176,13 @@ def client_ids(settings: Settings) -> ClientIds:
     )
 
 
-def changelog_topic(app_id: str, table: str) -> str:
+def tables_changelog_topic(app_id: str) -> str:
+    """The one changelog of every table in TABLES."""
+    return f"{app_id}-tables-changelog"
+
+
+def per_table_changelog_topic(app_id: str, table: str) -> str:
+    """A table's changelog before they shared one: read only to migrate from it."""
     return f"{app_id}-{table}-changelog"
 
 
@@ -253,15 +264,12 @@ def declared_topics(settings: Settings) -> list[TopicSpec]:
         else TopicSpec(name, n, rf, retention_ms=retention_ms[name], min_insync_replicas=min_isr)
         for name in astuple(names)
     ]
-    changelogs = [
-        TopicSpec(
-            changelog_topic(settings.app_id, t),
-            n,
-            rf,
-            compacted=True,
-            min_insync_replicas=min_isr,
-            extra_config=changelog_config(settings),
-        )
-        for t in TABLES
-    ]
-    return pipeline + changelogs
+    changelog = TopicSpec(
+        tables_changelog_topic(settings.app_id),
+        n,
+        rf,
+        compacted=True,
+        min_insync_replicas=min_isr,
+        extra_config=changelog_config(settings),
+    )
+    return [*pipeline, changelog]

@@ -295,3 +295,15 @@ def leaders_on(conn: Connection, node_id: int, topics: Iterable[str], timeout_s:
     """How many partitions of `topics` node `node_id` leads now (from metadata)."""
     meta = _admin(conn).list_topics(timeout=timeout_s).topics
     return sum(1 for t in topics if t in meta for p in meta[t].partitions.values() if p.leader == node_id)
+
+
+def group_members(conn: Connection, group: str, timeout_s: float = PROBE_TIMEOUT_S * 5) -> int:
+    """The members a consumer group has now (0 for a group that does not exist)."""
+    admin = _admin(conn)
+    try:
+        described = admin.describe_consumer_groups([group], request_timeout=timeout_s)[group].result(timeout=timeout_s)
+    except KafkaException as exc:
+        if exc.args[0].code() == KafkaError.GROUP_ID_NOT_FOUND:
+            return 0
+        raise TopicError(f"cannot describe consumer group {group} at {bootstrap_of(conn)}: {exc}") from exc
+    return len(described.members)

@@ -115,7 +115,10 @@ writes "$PRODUCER" "$commands"
 # The worker: the stages of streams/worker/topology.py. Each reads its source and writes
 # its outputs (the subscriptions stage publishes the charges it is due as commands);
 # every worker follows the blocklist, the sanctions list and the vault whole, outside
-# the group; the tables live in changelog topics "<app id>-<table>-changelog".
+# the group; the tables live in one changelog topic "<app id>-tables-changelog" (the
+# per-table "<app id>-<table>-changelog" of before are read by `paystream topics
+# migrate-changelogs`, run with the worker's credentials: its prefix grants cover them
+# and its transactional id "<app id>-migrate-changelogs").
 # Exactly-once needs its group (the app id) and transactional ids "<app id>-<worker>".
 reads "$WORKER" "$commands" "$keyed" "$merchant_labels" "$validated" "$ledger" "$risk" "$labels" \
   "$merchants" "$clock" "$outcomes" "$subscription_commands" "$monitoring_activity" \
@@ -169,11 +172,12 @@ acl "$OPS" Describe --group "$worker_group"
 # the sanctions list, FX rates), fraud review and case decisions, subscriptions, and a
 # manual clock tick; it reads what those commands show. `paystream keys rewrap`
 # republishes sealed cards: run it with the worker's credentials (card-vault is the
-# worker's alone).
+# worker's alone). `paystream subscriptions list` reads the subscriptions table out of
+# the tables' changelog, which holds every table's state (tokens, never card numbers).
 writes "$OPERATOR" "$merchants" "$blocklist" "$sanctions" "$fx_rates" "$validated" "$monitoring_decisions" \
   "$subscription_commands" "$clock"
 reads "$OPERATOR" "$merchants" "$blocklist" "$sanctions" "$fx_rates" "$labels" "$review" "$monitoring_cases" \
-  "$monitoring_decisions" "${app_id}-subscriptions-changelog"
+  "$monitoring_decisions" "${app_id}-tables-changelog"
 groups "$OPERATOR" "$reader_groups" "$snapshot_groups"
 
 # The Schema Registry keeps its schemas in its journal topic (created at its first start,

@@ -1,8 +1,8 @@
 """`paystream balance`, `audit` and `replay`: the books and the event store, read
 from Kafka alone (topics and table changelogs), never from a worker's RocksDB.
 
-- balance: the balances table's changelog (compacted: the latest value per key is
-  the balance), one account or every account under a prefix.
+- balance: the balances table's records in the tables' changelog (compacted: the
+  latest value per key is the balance), one account or every account under a prefix.
 - audit: payment-events and ledger-entries from offset 0 through streams/domain/audit.py
   (signatures, chain links, invariants 1-3, every entry against its event).
 - replay: the same topics folded into fresh balances and chain heads;

@@ -16,7 +16,7 @@ err = Console(stderr=True, soft_wrap=True)
 
 @app.command()
 def recovery(
-    keys: int = typer.Option(100_000, min=1, max=10_000_000, help="Live keys in the payments-dedup changelog"),
+    keys: int = typer.Option(100_000, min=1, max=10_000_000, help="Live payments-dedup keys in the tables' changelog"),
     versions: int = typer.Option(1, min=1, max=20, help="Records per key (1: a compacted changelog)"),
     json_file: Path | None = typer.Option(None, "--json", help="Write the figures here as JSON"),
 ) -> None:

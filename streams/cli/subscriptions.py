@@ -2,7 +2,7 @@
 
 Commands go to subscription-commands keyed by subscription id (murmur2, the
 partition its ticks visit); a tick goes to every partition of clock. `list` reads
-the subscriptions table's changelog (the stage's committed state). docs/subscriptions.md.
+the subscriptions table from the tables' changelog (the stage's committed state). docs/subscriptions.md.
 """
 
 from __future__ import annotations

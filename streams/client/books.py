@@ -22,7 +22,8 @@ from streams.domain.chain import ChainHead
 from streams.domain.ledger import decode_balance, parse_balance_key
 from streams.settings import Settings, client_config
 from streams.stages.payments import chain_key
-from streams.topics import changelog_topic, client_ids, topic_names
+from streams.topics import client_ids, topic_names
+from streams.worker.changelogs import read_table
 
 CODECS = {"events": Codec("PaymentEvent"), "ledger": Codec("LedgerEntry")}
 
@@ -75,10 +76,8 @@ def live_balances(settings: Settings) -> dict[tuple[str, str], int]:
     tombstone is zero), summed over the partitions: an account can live in several shards
     (a split payment credits its sellers in the platform's shard, a hot merchant's sub-ledgers)."""
     latest: dict[tuple[int, bytes], bytes | None] = {}
-    for msg in read_to_end(
-        client_config(settings), [changelog_topic(settings.app_id, "ledger-balances")], settings.partitions
-    ):
-        latest[(msg.partition(), msg.key())] = msg.value()
+    for partition, key, value in read_table(settings, "ledger-balances"):
+        latest[(partition, key)] = value
     total: dict[tuple[str, str], int] = {}
     for (_, key), value in latest.items():
         if value is not None:
@@ -90,12 +89,10 @@ def live_balances(settings: Settings) -> dict[tuple[str, str], int]:
 def live_chain_heads(settings: Settings) -> dict[int, ChainHead]:
     heads: dict[int, ChainHead] = {}
     keys = {chain_key(p): p for p in range(settings.partitions)}
-    for msg in read_to_end(
-        client_config(settings), [changelog_topic(settings.app_id, "payments-timers")], settings.partitions
-    ):
-        p = keys.get(msg.key())
-        if p is not None and msg.value() is not None:
-            heads[p] = ChainHead.from_bytes(p, msg.value())
+    for _, key, value in read_table(settings, "payments-timers"):
+        p = keys.get(key)
+        if p is not None and value is not None:
+            heads[p] = ChainHead.from_bytes(p, value)
     return heads
 
 

@@ -8,13 +8,14 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from connectors.kafka.clients import MissingTopic, command_producer, read_to_end
+from connectors.kafka.clients import MissingTopic, command_producer
 from schemas.codec import Codec
 from schemas.ids import derive_subscription_id
 from streams.domain.subscriptions import Subscription
 from streams.settings import Settings, client_config
 from streams.stages.subscriptions import blank_command
-from streams.topics import changelog_topic, topic_names
+from streams.topics import topic_names
+from streams.worker.changelogs import read_table
 
 CODEC = Codec("SubscriptionCommand")
 
@@ -43,10 +44,8 @@ def read_subscriptions(settings: Settings) -> list[Subscription]:
 
     latest: dict[bytes, bytes | None] = {}
     try:
-        for msg in read_to_end(
-            client_config(settings), [changelog_topic(settings.app_id, "subscriptions")], settings.partitions
-        ):
-            latest[msg.key()] = msg.value()
+        for _, key, value in read_table(settings, "subscriptions"):
+            latest[key] = value
     except MissingTopic:
         return []
     return sorted(

@@ -6,7 +6,7 @@ restart after a crash reads every table's changelog before it processes: the tim
 grows with the records the changelogs hold. Compaction bounds that to about one
 record per live key (settings.changelog_segment_ms); this measures the restore at a
 given number of live keys. In a fresh namespace it writes `keys` records (`versions`
-each, the newest last) to the payments-dedup changelog, the largest key set (one key
+each, the newest last) of the payments-dedup table, the largest key set (one key
 per command kept for the idempotency retention), starts one worker and reads from
 its log when the restore began and when the worker was ready.
 """
@@ -27,8 +27,9 @@ from connectors.kafka.clients import command_producer, produce_waiting
 from connectors.vault.keys import FileKeyStore
 from streams.client.processes import WorkerProcess, wait_until
 from streams.harness.stats import peak_rss_bytes
+from streams.runtime.changelog import changelog_key
 from streams.settings import Settings, client_config
-from streams.topics import changelog_topic, declared_topics
+from streams.topics import declared_topics, tables_changelog_topic
 
 MAX_RECORDS = 20_000_000
 VALUE_BYTES = 64  # about a dedup record's size
@@ -79,14 +80,18 @@ def restore_window(lines: list[str]) -> tuple[float, float] | None:
 def fill_changelog(settings: Settings, keys: int, versions: int) -> int:
     """Write `keys` x `versions` records round-robin over the partitions; returns the count."""
     assert 1 <= keys * versions <= MAX_RECORDS, (keys, versions)
-    topic = changelog_topic(settings.app_id, TABLE)
+    topic = tables_changelog_topic(settings.app_id)
     producer = command_producer(client_config(settings), linger_ms=20)
     sent = 0
     for version in range(versions):
         for k in range(keys):
             value = os.urandom(VALUE_BYTES - 1) + bytes([version])
             produce_waiting(
-                producer, topic, key=f"cmd-{k:09d}".encode(), value=value, partition=k % settings.partitions
+                producer,
+                topic,
+                key=changelog_key(TABLE, f"cmd-{k:09d}".encode()),
+                value=value,
+                partition=k % settings.partitions,
             )
             sent += 1
         producer.poll(0)

@@ -9,7 +9,8 @@ The commit order, in one place (streams/runtime/engine.py carries it out):
      reads tables through the task (pending writes first, then RocksDB), writes to
      the task's pending writes and sends output records into the open transaction;
   3. at the commit interval (or `commit_records_max`): the last pending value of
-     each written key goes to its table's changelog (same partition number), the
+     each written key goes to its table's changelog (same partition number; in a
+     changelog several tables share, the key prefixed by the table: runtime/changelog.py), the
      consumed offsets are sent with the consumer's group metadata
      (`send_offsets_to_transaction`), and the transaction commits: outputs, state
      and progress land together or not at all;

@@ -20,7 +20,7 @@ from connectors.kafka.clients import produce_waiting
 from streams import metrics
 from streams.runtime.messages import ORIGIN_HEADER, Message, Record, exit_for_restart, origin_of
 from streams.runtime.restore import restore
-from streams.runtime.state import PENDING_KEYS_MAX, Task
+from streams.runtime.state import PENDING_KEYS_MAX, Task, shared_changelogs
 from streams.runtime.txn import RetryLimits, Step, backoff_s, step_for
 
 log = logging.getLogger("paystream.runtime")
@@ -117,6 +117,7 @@ class Engine:
         assert len({s.source for s in stages}) == len(stages), "one stage per source topic"
         declared = {name for s in stages for name in s.tables}
         assert declared == set(tables), f"tables declared by the stages {sorted(declared)} != kept {sorted(tables)}"
+        shared_changelogs(tables)  # asserts the names can prefix a shared changelog's keys
         assert 0 <= config.commit_idle_ms <= config.commit_interval_ms, "an idle commit comes no later than a busy one"
         self.config = config
         self.stages = {s.source: s for s in stages}

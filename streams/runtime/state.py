@@ -10,12 +10,13 @@ transaction's pending writes first, then RocksDB.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rocksdict import Options, Rdict, WriteBatch
 
+from streams.runtime.changelog import changelog_key, check_table_name
 from streams.runtime.messages import Record
 
 # Pending keys of one task before the engine must commit (bounds a transaction's memory).
@@ -69,6 +70,7 @@ class Table:
     name: str
     changelog: str
     store: Store
+    shared: bool = False  # its changelog holds other tables too: keys carry the table's name
     pending: dict[bytes, bytes | None] = field(default_factory=dict)
 
     def get(self, key: bytes) -> bytes | None:
@@ -92,6 +94,14 @@ class Table:
         return sorted(merged.items())
 
 
+def shared_changelogs(tables: Mapping[str, str]) -> frozenset[str]:
+    """The changelog topics of `tables` (name -> topic) that hold more than one table."""
+    for name in tables:
+        check_table_name(name)
+    topics = list(tables.values())
+    return frozenset(t for t in topics if topics.count(t) > 1)
+
+
 class Task:
     """Partition `partition` of every source topic: its tables and its sends."""
 
@@ -100,8 +110,10 @@ class Task:
     ) -> None:
         self.partition = partition
         self._send = send
+        shared = shared_changelogs(tables)
         self.tables = {
-            name: Table(name, changelog, Store(state_dir / name / str(partition))) for name, changelog in tables.items()
+            name: Table(name, changelog, Store(state_dir / name / str(partition)), changelog in shared)
+            for name, changelog in tables.items()
         }
 
     def table(self, name: str) -> Table:
@@ -122,7 +134,7 @@ class Task:
         per key and transaction, however often the key was written in it."""
         for t in self.tables.values():
             for key, value in t.pending.items():
-                yield Record(t.changelog, key, value, self.partition)
+                yield Record(t.changelog, changelog_key(t.name, key) if t.shared else key, value, self.partition)
 
     def apply(self) -> None:
         """After the commit: the pending writes into RocksDB."""

@@ -85,7 +85,7 @@ CASE_CODEC = Codec("MonitoringCase")
 BLOCKLIST_POLL_S = 1.0
 BLOCKLIST_BATCH_MAX = 1_000
 
-# The tables, each with its compacted changelog (streams.topics.TABLES names them all).
+# The tables, all on one compacted changelog (streams.topics.TABLES names them all).
 KEYS, RISK, MERCHANTS, SUBSCRIPTIONS, DLQ_MARKS = "keys", "risk", "merchants", "subscriptions", "dlq-marks"
 MONITORING = "monitoring"
 PAYMENTS_T, DEDUP_T, TIMERS_T = "payments", "payments-dedup", "payments-timers"
@@ -672,7 +672,7 @@ def build_worker(settings: Settings) -> Engine:
             ("monitoring", names.monitoring_activity, (MONITORING,), monitoring_batch, (names.monitoring_cases,)),
         )
     ]
-    tables = {t: topics.changelog_topic(settings.app_id, t) for t in topics.TABLES}
+    tables = dict.fromkeys(topics.TABLES, topics.tables_changelog_topic(settings.app_id))
     ids = topics.client_ids(settings)
     config = EngineConfig(
         client=client_config(settings),

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from streams.settings import EMBEDDED_BOOTSTRAP, Settings
-from streams.topics import TABLES, changelog_topic, declared_topics, topic_names
+from streams.topics import TABLES, declared_topics, per_table_changelog_topic, tables_changelog_topic, topic_names
 
 
 @pytest.fixture
@@ -104,28 +104,18 @@ def test_three_ds_unavailable_is_a_choice_of_two(env: pytest.MonkeyPatch, value:
 
 def test_every_topic_has_the_same_partition_count(env: pytest.MonkeyPatch) -> None:
     specs = declared_topics(Settings(partitions=12, replication_factor=3))
-    assert len(specs) == 26 + len(TABLES)
+    assert len(specs) == 26 + 1  # the pipeline's topics and the tables' one changelog
     assert {s.partitions for s in specs} == {12}
     assert {s.replication_factor for s in specs} == {3}
 
 
 def test_changelogs_are_compacted_and_pipeline_topics_are_not(env: pytest.MonkeyPatch) -> None:
     specs = {s.name: s for s in declared_topics(Settings())}
-    changelogs = {changelog_topic("paystream", t) for t in TABLES}
-    assert changelogs == {
-        "paystream-payments-changelog",
-        "paystream-payments-dedup-changelog",
-        "paystream-payments-timers-changelog",
-        "paystream-keys-changelog",
-        "paystream-ledger-balances-changelog",
-        "paystream-ledger-applied-changelog",
-        "paystream-risk-changelog",
-        "paystream-merchants-changelog",
-        "paystream-subscriptions-changelog",
-        "paystream-dlq-marks-changelog",
-        "paystream-monitoring-changelog",
-    }
+    changelogs = {tables_changelog_topic("paystream")}
+    assert changelogs == {"paystream-tables-changelog"}  # every table's: a commit writes fewer partitions
     assert changelogs <= set(specs)
+    # the per-table changelogs of before are read by the migration only, never declared
+    assert not {per_table_changelog_topic("paystream", t) for t in TABLES} & set(specs)
     # latest entry per key is the state (api-objects: the merchant API's Customers and PaymentMethods)
     # card-vault: the latest sealed record of each card
     # monitoring-cases by case id, monitoring-decisions by decision id (every decision kept: the audit trail)
@@ -159,7 +149,7 @@ def test_changelog_segments_roll_so_compaction_runs(env: pytest.MonkeyPatch) -> 
     env.setenv("PAYSTREAM_CHANGELOG_SEGMENT_MS", "30000")
     specs = declared_topics(Settings())
     changelogs = [s for s in specs if s.name.endswith("-changelog")]
-    assert len(changelogs) == len(TABLES)
+    assert len(changelogs) == 1
     for spec in changelogs:
         cfg = spec.config()
         assert cfg["segment.ms"] == "30000" and float(cfg["min.cleanable.dirty.ratio"]) < 0.5
@@ -182,7 +172,7 @@ def test_namespace_prefixes_topics_and_changelogs(env: pytest.MonkeyPatch) -> No
         "ci-7.payment-dlq",
     )
     declared = {spec.name for spec in declared_topics(s)}
-    assert "paystream-ci-7-payments-changelog" in declared
+    assert "paystream-ci-7-tables-changelog" in declared
     assert not declared & {spec.name for spec in declared_topics(Settings())}  # no topic shared with the default
 
 
@@ -199,7 +189,8 @@ def test_the_worker_uses_only_declared_topics(env: pytest.MonkeyPatch, tmp_path:
     read = set(engine.stages)
     changelogs = set(engine.tables.values())
     assert {names.commands, names.keyed, names.validated} <= read <= declared
-    assert changelogs == {changelog_topic(s.app_id, t) for t in TABLES}
+    assert changelogs == {tables_changelog_topic(s.app_id)}
+    assert set(engine.tables) == set(TABLES)
     assert changelogs <= declared
     # written only, read by every worker outside the group (the blocklist, the sanctions list), settle's (fx-rates,
     # payouts), or written by a process of its own: the webhook runner (webhook-deliveries), the scheduler (job-runs);

@@ -25,7 +25,8 @@ from streams.client.observe import Observer
 from streams.client.processes import wait_until
 from streams.client.publish import publish_commands
 from streams.stages.idempotency import merchant_state_key
-from streams.topics import changelog_topic, topic_names
+from streams.topics import topic_names
+from streams.worker.changelogs import read_table
 from tests.integration.support import T0, WAIT_S, create, follow_up, make_settings, start_worker
 
 pytestmark = pytest.mark.integration
@@ -191,15 +192,13 @@ def test_scoring_blocklist_ordering_and_review(bootstrap: str, tmp_path: Path) -
                 )
             producer.flush(10)
             kp = partition_for(m.encode(), settings.partitions)
-            changelog = changelog_topic(settings.app_id, "keys")
             states: list[MerchantState] = []
 
             def labelled() -> bool:
-                records = read_to_end(settings.kafka_bootstrap, [changelog], settings.partitions)
                 states[:] = [
-                    MerchantState.from_bytes(r.value())
-                    for r in records
-                    if r.key() == merchant_state_key(kp, m) and r.value() is not None
+                    MerchantState.from_bytes(value)
+                    for _, key, value in read_table(settings, "keys")
+                    if key == merchant_state_key(kp, m) and value is not None
                 ]
                 return bool(states) and states[-1].labels.counts == [1, 1]
 

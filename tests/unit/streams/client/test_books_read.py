@@ -1,5 +1,6 @@
-"""`live_balances`: the ledger-balances changelog read back, an account summed over the
-partitions it lives in (a split payment credits sellers in the platform's shard)."""
+"""`live_balances`: the ledger-balances table read back from the tables' changelog, an
+account summed over the partitions it lives in (a split payment credits sellers in the
+platform's shard); the other tables' records in that changelog are not balances."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import pytest
 
 from streams.client import books
 from streams.domain.ledger import balance_key, encode_balance
+from streams.runtime.changelog import changelog_key
 from streams.settings import Settings
+from streams.worker import changelogs
 
 
 @dataclass
@@ -31,11 +34,12 @@ class Msg:
 def test_an_account_in_two_shards_is_the_sum_of_their_last_values(monkeypatch: pytest.MonkeyPatch) -> None:
     seller, platform = balance_key("merchant:m_s:pending", "USD"), balance_key("merchant:m_p:pending", "USD")
     log = [
-        Msg(1, seller, encode_balance(-900)),
-        Msg(3, seller, encode_balance(500)),
-        Msg(1, seller, encode_balance(-1_000)),
-        Msg(1, platform, encode_balance(-50)),
-        Msg(1, platform, None),
+        Msg(1, changelog_key("ledger-balances", seller), encode_balance(-900)),
+        Msg(3, changelog_key("ledger-balances", seller), encode_balance(500)),
+        Msg(1, changelog_key("ledger-balances", seller), encode_balance(-1_000)),
+        Msg(1, changelog_key("ledger-applied", seller), b"not a balance"),
+        Msg(1, changelog_key("ledger-balances", platform), encode_balance(-50)),
+        Msg(1, changelog_key("ledger-balances", platform), None),
     ]  # a tombstone: zero
-    monkeypatch.setattr(books, "read_to_end", lambda *_a, **_k: iter(log))
+    monkeypatch.setattr(changelogs, "read_to_end", lambda *_a, **_k: iter(log))
     assert books.live_balances(Settings(namespace="t")) == {("merchant:m_s:pending", "USD"): -500}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -92,3 +93,22 @@ def test_applied_transactions_equal_a_dict_replayed_from_the_changelog(tmp_path:
         t.apply()
         assert dict(table.store.items()) == replayed
     t.close()
+
+
+def test_tables_sharing_a_changelog_prefix_their_keys_and_a_lone_table_does_not(tmp_path: Path) -> None:
+    shared = {"payments": "app-tables-changelog", "marks": "app-tables-changelog", "solo": "app-solo-changelog"}
+    t = Task(4, shared, tmp_path, lambda r, p, o: None)
+    t.table("payments").put(b"a", b"1")
+    t.table("marks").put(b"a", None)
+    t.table("solo").put(b"a", b"2")
+    assert sorted(t.changelog_records(), key=lambda r: (r.topic, r.key)) == [
+        Record("app-solo-changelog", b"a", b"2", 4),
+        Record("app-tables-changelog", b"marks\x1fa", None, 4),
+        Record("app-tables-changelog", b"payments\x1fa", b"1", 4),
+    ]
+    assert t.table("payments").get(b"a") == b"1"  # the table itself sees its own keys
+
+
+def test_a_table_name_that_could_not_prefix_a_shared_key_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(AssertionError, match="0x1F"):
+        Task(0, {"a\x1fb": "t", "c": "t"}, tmp_path, lambda r, p, o: None)
