@@ -1,5 +1,5 @@
 """The worker's tables as their one changelog holds them, and the way over from the
-per-table changelogs they had before (docs/operations.md, "Changelog migration").
+per-table changelogs they had before (docs/scaling.md, "Changelog migration").
 
 Every table in streams.topics.TABLES writes to "<app id>-tables-changelog", each key
 prefixed with its table's name (streams/runtime/changelog.py). `read_table` is how a
