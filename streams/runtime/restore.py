@@ -40,7 +40,7 @@ class Router:
     plain: dict[tuple[str, int], Store] = field(default_factory=dict)
     shared: dict[tuple[str, int], dict[str, Store]] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)  # by table name (or key error)
-    pending: dict[int, tuple[Store, dict[bytes, bytes | None]]] = field(default_factory=dict)  # by id(store)
+    pending: dict[Store, dict[bytes, bytes | None]] = field(default_factory=dict)  # the next write batch per store
 
     @classmethod
     def of(cls, tasks: Iterable[Task]) -> Router:
@@ -69,10 +69,10 @@ class Router:
             store = self.shared[tp].get(table)
             if store is None:
                 return self._skip(table, f"a record of table {table!r} in {topic}, a table no stage declares")
-        _, changes = self.pending.setdefault(id(store), (store, {}))
+        changes = self.pending.setdefault(store, {})
         changes[key] = value
         if len(changes) >= WRITE_BATCH_MAX:
-            self._write(id(store))
+            self._write(store)
         return True
 
     def _skip(self, table: str, why: str) -> bool:
@@ -81,13 +81,12 @@ class Router:
         self.skipped[table] = self.skipped.get(table, 0) + 1
         return False
 
-    def _write(self, store_id: int) -> None:
-        store, changes = self.pending.pop(store_id)
-        store.write(changes)
+    def _write(self, store: Store) -> None:
+        store.write(self.pending.pop(store))
 
     def flush(self) -> None:
-        for store_id in list(self.pending):
-            self._write(store_id)
+        for store in list(self.pending):
+            self._write(store)
 
 
 def restore(conf: Mapping[str, str], tasks: list[Task], deadline_s: float) -> int:
