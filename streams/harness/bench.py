@@ -47,8 +47,8 @@ from pathlib import Path
 from threading import Thread
 from typing import Any
 
-from confluent_kafka import Consumer, ConsumerGroupState, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, ConsumerGroupState, ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from connectors.clickhouse.client import connect
 from connectors.clickhouse.migrate import migrate
@@ -169,9 +169,6 @@ def group_ready(settings: Settings, members: int) -> bool:
 def drained(settings: Settings) -> bool:
     """Every partition the worker group reads is caught up: its committed offset is at
     the end, or one short of it (the commit marker that closed the last transaction)."""
-    from confluent_kafka import ConsumerGroupTopicPartitions
-    from confluent_kafka.admin import OffsetSpec
-
     client = AdminClient(client_config(settings) | {"log_level": 0})
     group = client_ids(settings).worker_group
     try:
