@@ -39,7 +39,7 @@ def topics_migrate_changelogs() -> None:
     """Carry the tables' state from the per-table changelogs of earlier versions
     ("<app id>-<table>-changelog") into the one changelog every table now shares: the
     latest value of every key, partition for partition, one transaction per partition.
-    Run with every worker stopped; running it again is harmless. docs/operations.md."""
+    Run with every worker stopped; running it again is harmless. docs/scaling.md."""
     from confluent_kafka import KafkaException
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
