@@ -47,14 +47,14 @@ from pathlib import Path
 from threading import Thread
 from typing import Any
 
-from confluent_kafka import Consumer, ConsumerGroupState, ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupState, ConsumerGroupTopicPartitions, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from connectors.clickhouse.client import connect
 from connectors.clickhouse.migrate import migrate
 from connectors.kafka import admin
 from connectors.kafka.admin import TopicSpec
-from connectors.kafka.clients import command_producer, produce_waiting, warm_up
+from connectors.kafka.clients import command_producer, produce_waiting
 from models.bench import run_fraud_bench
 from schemas.codec import Codec
 from streams.client.books import book_records
@@ -106,7 +106,10 @@ def ceiling(settings: Settings, messages: int) -> dict[str, Any]:
     )
     sample = [c for c in generate(1, 1, "bench", datetime.now(UTC)).items if isinstance(c, dict)][0]
     value = COMMAND_CODEC.encode(intake_sealer(settings).seal_command(sample))  # what producers publish: no PAN
-    producer = warm_up(command_producer(client_config(settings)), topic)
+    producer = command_producer(client_config(settings))
+    # A delivered record before the clock proves the producer's id (warm_up's docstring says why).
+    produce_waiting(producer, topic, key=b"warm", value=value)
+    assert producer.flush(CONSUME_TIMEOUT_S) == 0, "the ceiling's producer did not deliver its first record"
     started = time.monotonic()
     for i in range(messages):
         produce_waiting(producer, topic, key=f"k{i}".encode(), value=value)
@@ -125,9 +128,10 @@ def ceiling(settings: Settings, messages: int) -> dict[str, Any]:
     consumer.assign([TopicPartition(topic, p, 0) for p in range(settings.partitions)])
     seen, consume_started = 0, time.monotonic()
     deadline = consume_started + CONSUME_TIMEOUT_S
-    while seen < messages and time.monotonic() < deadline:
+    while seen < messages + 1 and time.monotonic() < deadline:  # and the warm-up record
         seen += sum(1 for m in consumer.consume(10_000, timeout=0.5) if m.error() is None)
     consumed_s = time.monotonic() - consume_started
+    seen -= 1  # the warm-up record is not the run's
     consumer.close()
     admin.delete_topics(client_config(settings), [topic], timeout_s=bench_peers.CLEANUP_TIMEOUT_S)
     return {
@@ -211,16 +215,18 @@ def end_to_end(
             assert observer.wait_until(lambda: group_ready(settings, workers), WORKER_READY_TIMEOUT_S), fleet.procs[
                 0
             ].log_tail()
-            publish_commands(settings, warmup.items)
+            # One producer for the run, its id proven by the warm-up's delivered records before
+            # any clock starts: librdkafka may ask a new producer's id only on a 500 ms timer
+            # (connectors/kafka/clients.warm_up), and a window timed from a fresh one carried it.
+            producer = command_producer(client_config(settings))
+            publish_commands(settings, warmup.items, producer=producer)
             assert observer.wait_for(
                 warmup.command_ids, garbage, WORKER_READY_TIMEOUT_S, lambda *_: fleet.supervise()
             ), fleet.procs[0].log_tail()
             worker_pid = fleet.procs[0].proc.pid if fleet.procs[0].proc is not None else 0
             profiler = start_profile(worker_pid, profile) if profile is not None else None
-            # Sealed, and the producer warmed, before the clock: the publisher's own costs
-            # (an X25519 per card, a cold producer's first 0.5 s) are not the pipeline's.
+            # Sealed before the clock: the publisher's own costs (an X25519 per card) are not the pipeline's.
             sealed = seal_commands(traffic.items, intake_sealer(settings))
-            producer = warm_up(command_producer(client_config(settings)), topic_names(settings).commands)
             started = time.monotonic()
             publish_commands(settings, sealed, producer=producer)
             published_s = time.monotonic() - started
@@ -241,7 +247,7 @@ def end_to_end(
                 # ledger and monitoring stages, whose backlog would otherwise compete with the
                 # window (its first second measured ~0.9 s at 100/s before this wait).
                 idle = observer.wait_until(lambda: drained(settings), CONSUME_TIMEOUT_S)
-                latency[str(r)] = open_loop(settings, fleet, observer, r, rate_window_s, seed + 2 + i)
+                latency[str(r)] = open_loop(settings, fleet, observer, producer, r, rate_window_s, seed + 2 + i)
                 latency[str(r)]["started_drained"] = idle
                 books = books and observer.wait_until(observer.books_applied, CONSUME_TIMEOUT_S)
             after = then(settings) if then is not None else None
@@ -268,10 +274,17 @@ def end_to_end(
 
 
 def open_loop(
-    settings: Settings, fleet: Fleet, observer: Observer, rate_per_s: int, window_s: float, seed: int
+    settings: Settings,
+    fleet: Fleet,
+    observer: Observer,
+    producer: Producer,
+    rate_per_s: int,
+    window_s: float,
+    seed: int,
 ) -> dict[str, Any]:
     """Offer `rate_per_s` commands/s for `window_s` on a fixed schedule (a sender
-    thread that never waits for answers), then wait for every answer."""
+    thread that never waits for answers), then wait for every answer. `producer` has
+    delivered before (its id is assigned): a new one's first records may wait 0.5 s."""
     assert 0 < rate_per_s <= MAX_RATE_PER_S and 0 < window_s
     count = max(1, round(rate_per_s * window_s))
     traffic = generate(
@@ -285,7 +298,6 @@ def open_loop(
     behind_s: list[float] = []
 
     def send() -> None:
-        producer = warm_up(command_producer(client_config(settings)), topic)  # a cold one holds the first 0.5 s
         t0, wall0_ms = time.monotonic(), time.time() * 1000
         for i, (command_id, key, value) in enumerate(messages):
             delay = t0 + i / rate_per_s - time.monotonic()
