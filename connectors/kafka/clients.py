@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import atexit
+import json
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -12,6 +14,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 # Bounds on what a producer may hold in memory before `produce` pushes back.
 PRODUCER_QUEUE_MAX_MESSAGES = 100_000
+# How often a command producer that reports its statistics does (`id_assigned`'s wait
+# granularity; a few hundred bytes of JSON each).
+STATS_INTERVAL_MS = 100
 POLL_TIMEOUT_S = 0.5
 # The consumer groups of the readers below: a prefix and a random suffix each, so the
 # ACLs grant the prefix (streams/topics.py ClientIds, deploy/kafka-security/acls.sh).
@@ -34,9 +39,13 @@ def bootstrap_of(conn: Connection) -> str:
     return str(connection(conn)["bootstrap.servers"])
 
 
-def command_producer(conn: Connection, *, linger_ms: int = 5) -> Producer:
+def command_producer(
+    conn: Connection, *, linger_ms: int = 5, on_stats: Callable[[str], None] | None = None
+) -> Producer:
     """Idempotent, acks=all, and keyed with Java's murmur2 so a payment's commands
-    share one partition whichever client published them."""
+    share one partition whichever client published them. `on_stats`: librdkafka's
+    statistics JSON, every STATS_INTERVAL_MS (what `id_assigned` watches)."""
+    stats = {"statistics.interval.ms": STATS_INTERVAL_MS, "stats_cb": on_stats} if on_stats is not None else {}
     return Producer(
         {
             **connection(conn),
@@ -46,20 +55,41 @@ def command_producer(conn: Connection, *, linger_ms: int = 5) -> Producer:
             "linger.ms": linger_ms,
             "queue.buffering.max.messages": PRODUCER_QUEUE_MAX_MESSAGES,
             "log_level": 3,
+            **stats,
         }
     )
 
 
-def warm_up(producer: Producer, topic: str, timeout_s: float = 10.0) -> Producer:
-    """Connect `producer` now: one metadata round trip, so its first record does not
-    also wait for the connection. It does not prove the producer's id: librdkafka
-    (2.16) retires the bootstrap connection once metadata names the broker, and if no
-    broker is up at that moment it asks for the id only on its next 500 ms timer tick
-    (seen with `debug=eos`: metadata at 2 ms, the id at 503 ms, the first records held
-    until then). A caller that times its records sends one and waits for its delivery
-    first (the bench does); the API takes the chance for its first request."""
-    producer.list_topics(topic, timeout=timeout_s)
+def id_assigned(conn: Connection, *, linger_ms: int = 5, timeout_s: float = 10.0) -> Producer:
+    """A command producer that holds its producer id, for a caller whose first record
+    must not wait. A new idempotent producer's records wait for its id, and librdkafka
+    (2.16) may ask for it only on a 500 ms timer: it retires its bootstrap connection
+    once metadata names the broker, and if no broker is up at that instant the id is
+    asked at the timer's next tick (`debug=eos`: metadata at 2 ms, broker up at 53 ms,
+    the id at 503 ms). A metadata round trip does not prove it; the client's own
+    statistics do (`eos.idemp_state`). Raises KafkaException when no broker answers,
+    TimeoutError when no id comes within `timeout_s`."""
+    assigned = threading.Event()
+
+    def on_stats(stats_json: str) -> None:
+        if not assigned.is_set() and idemp_state(stats_json) == "Assigned":
+            assigned.set()
+
+    producer = command_producer(conn, linger_ms=linger_ms, on_stats=on_stats)
+    producer.list_topics(timeout=timeout_s)  # raises at once, and plainly, when no broker answers
+    deadline = time.monotonic() + timeout_s
+    while not assigned.is_set():  # the statistics arrive through poll
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no producer id from {bootstrap_of(conn)} within {timeout_s}s")
+        producer.poll(STATS_INTERVAL_MS / 1000)
     return producer
+
+
+def idemp_state(stats_json: str) -> str | None:
+    """The idempotent producer's state in librdkafka's statistics (`eos.idemp_state`:
+    Init, RequestPID, WaitTransport, WaitPID, Assigned, ...), None without one."""
+    state = json.loads(stats_json).get("eos", {}).get("idemp_state")
+    return state if isinstance(state, str) else None
 
 
 def produce_waiting(producer: Producer, topic: str, *, wait_s: float = 0.05, **record: Any) -> None:

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from confluent_kafka import TopicPartition
 
-from connectors.kafka.clients import POLL_TIMEOUT_S, command_producer, committed_reader, end_offsets, warm_up
+from connectors.kafka.clients import POLL_TIMEOUT_S, committed_reader, end_offsets, id_assigned
 from schemas.codec import DecodeError
 from streams.client.observe import MAX_BATCH, OUTCOME_CODEC
 from streams.client.publish import COMMAND_CODEC, command_key
@@ -132,10 +132,8 @@ class KafkaBus:
     def __init__(self, settings: Settings, max_slots: int) -> None:
         names = topic_names(settings)
         self._topic, self._encode, self._key = names.commands, COMMAND_CODEC.encode, command_key
-        # Warm: the first merchant's request must not wait for the producer's id.
-        self._producer = warm_up(
-            command_producer(client_config(settings), linger_ms=settings.producer_linger_ms), self._topic
-        )
+        # The first merchant's request must not wait for the producer's id.
+        self._producer = id_assigned(client_config(settings), linger_ms=settings.producer_linger_ms)
         self._consumer = committed_reader(client_config(settings), [])
         self._consumer.assign(
             [

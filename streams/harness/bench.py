@@ -54,7 +54,7 @@ from connectors.clickhouse.client import connect
 from connectors.clickhouse.migrate import migrate
 from connectors.kafka import admin
 from connectors.kafka.admin import TopicSpec
-from connectors.kafka.clients import command_producer, produce_waiting
+from connectors.kafka.clients import id_assigned, produce_waiting
 from models.bench import run_fraud_bench
 from schemas.codec import Codec
 from streams.client.books import book_records
@@ -106,10 +106,7 @@ def ceiling(settings: Settings, messages: int) -> dict[str, Any]:
     )
     sample = [c for c in generate(1, 1, "bench", datetime.now(UTC)).items if isinstance(c, dict)][0]
     value = COMMAND_CODEC.encode(intake_sealer(settings).seal_command(sample))  # what producers publish: no PAN
-    producer = command_producer(client_config(settings))
-    # A delivered record before the clock proves the producer's id (warm_up's docstring says why).
-    produce_waiting(producer, topic, key=b"warm", value=value)
-    assert producer.flush(CONSUME_TIMEOUT_S) == 0, "the ceiling's producer did not deliver its first record"
+    producer = id_assigned(client_config(settings))  # a new one's first records may wait 0.5 s for its id
     started = time.monotonic()
     for i in range(messages):
         produce_waiting(producer, topic, key=f"k{i}".encode(), value=value)
@@ -128,10 +125,9 @@ def ceiling(settings: Settings, messages: int) -> dict[str, Any]:
     consumer.assign([TopicPartition(topic, p, 0) for p in range(settings.partitions)])
     seen, consume_started = 0, time.monotonic()
     deadline = consume_started + CONSUME_TIMEOUT_S
-    while seen < messages + 1 and time.monotonic() < deadline:  # and the warm-up record
+    while seen < messages and time.monotonic() < deadline:
         seen += sum(1 for m in consumer.consume(10_000, timeout=0.5) if m.error() is None)
     consumed_s = time.monotonic() - consume_started
-    seen -= 1  # the warm-up record is not the run's
     consumer.close()
     admin.delete_topics(client_config(settings), [topic], timeout_s=bench_peers.CLEANUP_TIMEOUT_S)
     return {
@@ -215,10 +211,10 @@ def end_to_end(
             assert observer.wait_until(lambda: group_ready(settings, workers), WORKER_READY_TIMEOUT_S), fleet.procs[
                 0
             ].log_tail()
-            # One producer for the run, its id proven by the warm-up's delivered records before
-            # any clock starts: librdkafka may ask a new producer's id only on a 500 ms timer
-            # (connectors/kafka/clients.warm_up), and a window timed from a fresh one carried it.
-            producer = command_producer(client_config(settings))
+            # One producer for the run, holding its id before any clock starts: librdkafka may
+            # ask a new producer's id only on a 500 ms timer (connectors/kafka/clients.id_assigned),
+            # and each window timed from a fresh one carried it.
+            producer = id_assigned(client_config(settings))
             publish_commands(settings, warmup.items, producer=producer)
             assert observer.wait_for(
                 warmup.command_ids, garbage, WORKER_READY_TIMEOUT_S, lambda *_: fleet.supervise()

@@ -35,12 +35,20 @@ def test_produce_waiting_waits_for_room_and_drops_nothing() -> None:
     assert p.produced == [("t", {"key": b"k", "value": b"v", "partition": 3})] and p.polls == [0.01, 0.01]
 
 
-def test_warm_up_fails_fast_and_plainly_when_no_broker_answers() -> None:
+def test_id_assigned_fails_fast_and_plainly_when_no_broker_answers() -> None:
     import pytest
     from confluent_kafka import KafkaException
 
-    from connectors.kafka.clients import command_producer, warm_up
+    from connectors.kafka.clients import id_assigned
 
-    producer = command_producer({"bootstrap.servers": "127.0.0.1:1"})  # nothing listens on port 1
     with pytest.raises(KafkaException):
-        warm_up(producer, "payment-commands", timeout_s=0.5)
+        id_assigned({"bootstrap.servers": "127.0.0.1:1"}, timeout_s=0.5)  # nothing listens on port 1
+
+
+def test_idemp_state_reads_librdkafkas_statistics() -> None:
+    from connectors.kafka.clients import idemp_state
+
+    assert idemp_state('{"name": "rdkafka#producer-1", "eos": {"idemp_state": "WaitPID", "txn_state": "Init"}}') == (
+        "WaitPID"
+    )
+    assert idemp_state('{"name": "rdkafka#consumer-1"}') is None  # no eos section: not an idempotent producer
