@@ -68,26 +68,22 @@ def _varint_of(n: int) -> bytes:
 _SMALL_VARINTS = tuple(_varint_of(n) for n in range(1 << 14))
 
 
-def _read_long(data: bytes, pos: int) -> tuple[int, int]:
-    """A varint at `pos` (its first byte >= 0x80 or not) and the position after it."""
-    n = data[pos] & 0x7F
-    b = data[pos + 1]
-    if b < 0x80:  # two bytes: lengths and amounts up to 8191, the common long case
-        n |= b << 7
-        return (n >> 1) ^ -(n & 1), pos + 2
-    n |= (b & 0x7F) << 7
-    pos += 2
-    shift = 14
-    while b & 0x80:
-        if shift >= 7 * MAX_VARINT_BYTES:
-            raise ValueError(f"varint longer than {MAX_VARINT_BYTES} bytes")
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    """The unsigned (still zig-zagged) varint at `pos` and the position after it."""
+    n = 0
+    shift = 0
+    while True:
         b = data[pos]
         pos += 1
         n |= (b & 0x7F) << shift
+        if b < 0x80:
+            break
         shift += 7
+        if shift >= 7 * MAX_VARINT_BYTES:
+            raise ValueError(f"varint longer than {MAX_VARINT_BYTES} bytes")
     if n >> 64:
         raise ValueError("varint overflows 64 bits")
-    return (n >> 1) ^ -(n & 1), pos
+    return n, pos
 
 
 def _slow_long(v: Any, path: str, lo: int, hi: int) -> int:
@@ -172,7 +168,7 @@ def _bad(what: str, value: int) -> NoReturn:
 _HELPERS: dict[str, Any] = {
     "_VI": _SMALL_VARINTS,
     "_varint": _varint_of,
-    "_rl": _read_long,
+    "_rv": _read_varint,
     "_slong": _slow_long,
     "_sstr": _slow_str,
     "_sbytes": _slow_bytes,
@@ -411,12 +407,24 @@ class _Generator:
         return f"{{{', '.join(values)}}}"
 
     def decode_long(self, v: str, lines: list[str], ind: str) -> None:
+        # One to three bytes inline (longs up to 2**20: counts, most amounts); longer
+        # ones (timestamps) through the loop.
         lines.append(f"{ind}{v} = d[p]")
         lines.append(f"{ind}if {v} < 128:")
-        lines.append(f"{ind}    {v} = ({v} >> 1) ^ -({v} & 1)")
         lines.append(f"{ind}    p += 1")
         lines.append(f"{ind}else:")
-        lines.append(f"{ind}    {v}, p = _rl(d, p)")
+        lines.append(f"{ind}    _b = d[p + 1]")
+        lines.append(f"{ind}    if _b < 128:")
+        lines.append(f"{ind}        {v} = ({v} & 127) | (_b << 7)")
+        lines.append(f"{ind}        p += 2")
+        lines.append(f"{ind}    else:")
+        lines.append(f"{ind}        _c = d[p + 2]")
+        lines.append(f"{ind}        if _c < 128:")
+        lines.append(f"{ind}            {v} = ({v} & 127) | ((_b & 127) << 7) | (_c << 14)")
+        lines.append(f"{ind}            p += 3")
+        lines.append(f"{ind}        else:")
+        lines.append(f"{ind}            {v}, p = _rv(d, p)")
+        lines.append(f"{ind}{v} = ({v} >> 1) ^ -({v} & 1)")
 
     def decode_count(self, v: str, item_min_size: int, lines: list[str], ind: str) -> None:
         """A block count; negative: followed by the block's byte size (ignored)."""
@@ -450,8 +458,9 @@ class _Generator:
             lines.append(f"{ind}    {n} >>= 1")
             lines.append(f"{ind}    p += 1")
             lines.append(f"{ind}else:")
-            lines.append(f"{ind}    {n}, p = _rl(d, p)")
-            lines.append(f"{ind}    if {n} < 0: _bad('negative length', {n})")
+            lines.append(f"{ind}    {n}, p = _rv(d, p)")
+            lines.append(f"{ind}    if {n} & 1: _bad('negative length', -({n} >> 1) - 1)")
+            lines.append(f"{ind}    {n} >>= 1")
             lines.append(f"{ind}{end} = p + {n}")
             lines.append(f"{ind}if {end} > end_d: _bad('length beyond the bytes left:', {n})")
             lines.append(f"{ind}{v} = d[p:{end}]" + (".decode()" if kind == "string" else ""))
