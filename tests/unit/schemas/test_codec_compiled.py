@@ -364,3 +364,65 @@ def test_corrupted_bodies_decode_as_fastavro_or_raise_decode_error(named: tuple[
         assert e.reason in {"malformed_avro", "trailing_bytes"}
     else:  # accepted: then fastavro reads the same record
         assert record == fastavro_record(name, bytes(corrupted))
+
+
+# --- beyond the shipped schemas: references, recursion, what falls back ---
+
+PARTY_FIELDS = [{"name": "id", "type": "bytes"}]
+TREE = fastavro.parse_schema(
+    {
+        "type": "record",
+        "name": "t.Node",
+        "fields": [
+            {"name": "label", "type": "string"},
+            {"name": "at", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+            {"name": "left", "type": ["null", "t.Node"], "default": None},
+            {"name": "children", "type": {"type": "array", "items": "t.Node"}, "default": []},
+            {"name": "tags", "type": {"type": "map", "values": {"type": "int", "logicalType": "date"}}},
+            {"name": "owner", "type": {"type": "record", "name": "t.Party", "fields": PARTY_FIELDS}},
+            {"name": "payer", "type": ["null", "t.Party"]},
+            {"name": "score", "type": "double"},
+        ],
+    }
+)
+
+
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_named_references_and_recursion_match_fastavro(data: st.DataObject) -> None:
+    record = data.draw(strategy(TREE, TREE["__named_schemas"]))
+    compiled_tree = compile_schema(TREE)
+    assert compiled_tree is not None
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, TREE, record)
+    out = bytearray()
+    compiled_tree.encode(out, record)
+    assert bytes(out) == buf.getvalue()
+    assert compiled_tree.decode(bytes(out), 0) == (fastavro.schemaless_reader(io.BytesIO(out), TREE, None), len(out))
+
+
+@pytest.mark.parametrize(
+    "field_type",
+    [
+        "float",
+        {"type": "fixed", "name": "t.Sixteen", "size": 16},
+        ["null", "string", "long"],
+        ["string", "null"],
+        {"type": "string", "logicalType": "uuid"},
+        {"type": "bytes", "logicalType": "decimal", "precision": 9, "scale": 2},
+        {"type": "long", "logicalType": "timestamp-micros"},
+        {"type": "array", "items": "null"},  # counts no byte bounds
+    ],
+)
+def test_schemas_outside_the_subset_are_left_to_fastavro(field_type: Any) -> None:
+    parsed = fastavro.parse_schema({"type": "record", "name": "t.Other", "fields": [{"name": "x", "type": field_type}]})
+    assert compile_schema(parsed) is None
+
+
+def test_a_tuple_is_an_array_outside_a_union_only() -> None:
+    split = {"merchant_id": "m_shop_a", "amount_minor": 12_345}
+    record = RECORDS["ValidatedCommand"] | {"splits": (split,)}  # ["null", array]: tuple notation in fastavro
+    with pytest.raises(EncodeError, match="splits"):
+        Codec("ValidatedCommand").encode(record)
+    with pytest.raises(ValueError):
+        fastavro_bytes("ValidatedCommand", record)
