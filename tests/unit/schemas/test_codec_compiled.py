@@ -426,3 +426,15 @@ def test_a_tuple_is_an_array_outside_a_union_only() -> None:
         Codec("ValidatedCommand").encode(record)
     with pytest.raises(ValueError):
         fastavro_bytes("ValidatedCommand", record)
+
+
+def test_a_codec_without_a_compiled_schema_uses_fastavro_alike() -> None:
+    compiled_codec, fallback = Codec("LedgerEntry"), Codec("LedgerEntry")
+    fallback._compiled = None  # what a schema outside the compiled subset gets
+    record = RECORDS["LedgerEntry"]
+    assert fallback.encode(record) == compiled_codec.encode(record)
+    assert fallback.decode(compiled_codec.encode(record)) == compiled_codec.decode(fallback.encode(record)) == record
+    with pytest.raises(EncodeError):  # fastavro's OverflowError is an EncodeError too
+        fallback.encode(record | {"lines": [LINE | {"debit_minor": 2**63}]})
+    with pytest.raises(DecodeError):
+        fallback.decode(fallback.encode(record)[:-1])
