@@ -28,6 +28,7 @@ import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 from fastavro.validation import ValidationError, validate
 
+from schemas.avro_compiled import CompiledSchema, compiled_for
 from schemas.errors import ReasonedError
 
 MAGIC = b"\xc3\x01"
@@ -227,6 +228,9 @@ class Codec:
 
     def __init__(self, name: str) -> None:
         self.schema = load_schema(name)
+        # Our own schema compiled to straight-line code (schemas/avro_compiled.py):
+        # the same bytes as fastavro, without its per-field dispatch. None: fastavro.
+        self._compiled: CompiledSchema | None = compiled_for(self.schema.parsed, self.schema.fingerprint)
 
     def encode(self, record: dict[str, Any], *, check: bool = False) -> bytes:
         """Encode a record. `check=True` validates first and names the bad field."""
@@ -235,13 +239,19 @@ class Codec:
                 validate(record, self.schema.parsed, raise_errors=True)
             except ValidationError as e:
                 raise EncodeError(_validation_message(e)) from None
-        buf = io.BytesIO()
-        buf.write(self.schema.header if _wire is None else _wire.header(self.schema))
+        header = self.schema.header if _wire is None else _wire.header(self.schema)
         try:
+            if self._compiled is not None:
+                out = bytearray(header)
+                self._compiled.encode(out, record)
+                return bytes(out)
+            buf = io.BytesIO()
+            buf.write(header)
             fastavro.schemaless_writer(buf, self.schema.parsed, record)
-        except (TypeError, ValueError, KeyError, AttributeError) as e:
+            return buf.getvalue()
+        # OverflowError: fastavro's writer on an int beyond 64 bits.
+        except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as e:
             raise EncodeError(f"{self.schema.name}: {e}") from None
-        return buf.getvalue()
 
     def decode(self, data: bytes | None) -> dict[str, Any]:
         if data is None:
@@ -251,16 +261,20 @@ class Codec:
         writer, header_len = self._writer(data)
         if writer.parsed["name"] != self.schema.parsed["name"]:
             raise DecodeError("wrong_schema", f"expected {self.schema.name}, message is {writer.name}")
-        body = io.BytesIO(data[header_len:])
-        # Written with our own schema (the usual case): no reader schema, so fastavro
-        # neither compares the two nor resolves one against the other (half the time).
-        reader = None if writer.fingerprint == self.schema.fingerprint else self.schema.parsed
+        own = writer.fingerprint == self.schema.fingerprint
         try:
-            record = fastavro.schemaless_reader(body, writer.parsed, reader)
-        except Exception as e:  # fastavro raises many types on hostile bytes; all mean the same
+            if own and self._compiled is not None:
+                record, end = self._compiled.decode(bytes(data), header_len)
+            else:
+                body = io.BytesIO(data[header_len:])
+                # Written with our own schema (the usual case): no reader schema, so
+                # fastavro neither compares the two nor resolves one against the other.
+                record = fastavro.schemaless_reader(body, writer.parsed, None if own else self.schema.parsed)
+                end = header_len + body.tell()
+        except Exception as e:  # hostile bytes raise many types; all mean the same
             raise DecodeError("malformed_avro", f"{type(e).__name__}: {e}"[:500]) from None
-        if body.tell() != len(data) - header_len:
-            raise DecodeError("trailing_bytes", f"{len(data) - header_len - body.tell()} bytes after the record")
+        if end != len(data):
+            raise DecodeError("trailing_bytes", f"{len(data) - end} bytes after the record")
         return record
 
     @staticmethod

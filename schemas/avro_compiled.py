@@ -1,0 +1,547 @@
+"""Avro binary encoders and decoders compiled per schema to straight-line Python.
+
+Why: fastavro's compiled writer and reader still dispatch on the schema for every
+field and match each union branch by validating the datum against it; that was the
+largest single item of a stage's CPU. For each of our record schemas (as fastavro
+parses it) this module generates Python source with the dispatch resolved in
+advance, `compile()`s it once and caches it per schema fingerprint.
+
+The bytes are identical to `fastavro.schemaless_writer`'s and decoded records equal
+`fastavro.schemaless_reader`'s (property-tested over every shipped schema). Values
+are checked as fastavro's validator checks them (a float or a bool is not a long, an
+int must fit its 32 or 64 bits, a string must be a str), so a bad value raises
+TypeError, ValueError or KeyError and is never written; fastavro's writer outside a
+union would truncate a float or write any truthy object as true.
+
+What stays with fastavro (the codec's choice): decoding a message written with
+another schema (resolution), `check=True` validation, parsing and fingerprints, and
+any schema with a type outside the subset below (`compile_schema` returns None).
+Supported: record, string, bytes, int, long, boolean, double, enum, array, map,
+named references, unions of the form ["null", X], and the logical types
+timestamp-millis (long) and date (int).
+
+Decoding hostile bytes raises (never loops or allocates unboundedly): counts and
+lengths are bounded by the bytes remaining, varints by 10 bytes; a union index, an
+enum index or an int outside its range is rejected.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from numbers import Integral, Real
+from typing import Any, NoReturn
+
+from fastavro.logical_writers import LOGICAL_WRITERS
+
+LONG_MIN = -(2**63)
+LONG_MAX = 2**63 - 1
+INT_MIN = -(2**31)
+INT_MAX = 2**31 - 1
+MAX_VARINT_BYTES = 10
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
+_DAYS_SHIFT = date(1970, 1, 1).toordinal()  # fastavro's const.DAYS_SHIFT
+# fastavro's own conversion of a naive datetime (through the local time zone).
+_FASTAVRO_TIMESTAMP_MILLIS = LOGICAL_WRITERS["long-timestamp-millis"]
+_PRIMITIVES = ("null", "boolean", "int", "long", "double", "bytes", "string")
+
+
+class Unsupported(ValueError):
+    """A schema with a type this compiler does not handle: fastavro does it instead."""
+
+
+def _varint_of(n: int) -> bytes:
+    """The Avro varint of an already zig-zagged (non-negative) integer."""
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+# Varints of the zig-zagged values below 2**14 (two bytes at most): lengths, counts,
+# small longs. A lookup instead of a Python loop for nearly every number we write.
+_SMALL_VARINTS = tuple(_varint_of(n) for n in range(1 << 14))
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    """The unsigned (still zig-zagged) varint at `pos` and the position after it."""
+    n = 0
+    shift = 0
+    while True:
+        b = data[pos]
+        pos += 1
+        n |= (b & 0x7F) << shift
+        if b < 0x80:
+            break
+        shift += 7
+        if shift >= 7 * MAX_VARINT_BYTES:
+            raise ValueError(f"varint longer than {MAX_VARINT_BYTES} bytes")
+    if n >> 64:
+        raise ValueError("varint overflows 64 bits")
+    return n, pos
+
+
+def _slow_long(v: Any, path: str, lo: int, hi: int) -> int:
+    """A long/int that is not an exact int (or is out of range): what fastavro's
+    validator accepts (an Integral, not a bool, in range) as a plain int."""
+    if isinstance(v, bool) or not isinstance(v, Integral):
+        raise TypeError(f"{path}: expected an integer, got {type(v).__name__}")
+    n = int(v)
+    if not lo <= n <= hi:
+        raise ValueError(f"{path}: {n} is out of range [{lo}, {hi}]")
+    return n
+
+
+def _slow_str(v: Any, path: str) -> str:
+    if not isinstance(v, str):
+        raise TypeError(f"{path}: expected a string, got {type(v).__name__}")
+    return v
+
+
+def _slow_bytes(v: Any, path: str) -> bytes:
+    if not isinstance(v, (bytes, bytearray)):
+        raise TypeError(f"{path}: expected bytes, got {type(v).__name__}")
+    return bytes(v)
+
+
+def _slow_bool(v: Any, path: str) -> NoReturn:
+    raise TypeError(f"{path}: expected a bool, got {type(v).__name__}")
+
+
+def _slow_double(v: Any, path: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, Real):
+        raise TypeError(f"{path}: expected a number, got {type(v).__name__}")
+    return float(v)
+
+
+def _timestamp_millis(v: Any, path: str) -> int:
+    """fastavro's prepare_timestamp_millis: an aware datetime's milliseconds since
+    the epoch (floored), a naive one through the local time zone (fastavro's own
+    function, so its exact arithmetic), an integer as it is."""
+    if isinstance(v, datetime):
+        if v.tzinfo is not None:
+            return int((v - _EPOCH) // _MILLISECOND)
+        return int(_FASTAVRO_TIMESTAMP_MILLIS(v, {}))
+    return _slow_long(v, path, LONG_MIN, LONG_MAX)
+
+
+def _date(v: Any, path: str) -> int:
+    """fastavro's prepare_date: a date (a datetime is one) or an ISO date string."""
+    if isinstance(v, date):
+        v = v.toordinal() - _DAYS_SHIFT
+    elif isinstance(v, str):
+        v = date.fromisoformat(v).toordinal() - _DAYS_SHIFT
+    return _slow_long(v, path, INT_MIN, INT_MAX)
+
+
+def _mapping(v: Any, path: str) -> Mapping[Any, Any]:
+    if not isinstance(v, Mapping):
+        raise TypeError(f"{path}: expected a mapping, got {type(v).__name__}")
+    return v
+
+
+def _sequence(v: Any, path: str, in_union: bool) -> Sequence[Any]:
+    # fastavro's validator accepts any non-str Sequence; inside a union its writer
+    # reads a tuple as (branch name, value), which never fits ["null", array].
+    if isinstance(v, str) or not isinstance(v, Sequence) or (in_union and isinstance(v, tuple)):
+        raise TypeError(f"{path}: expected a list, got {type(v).__name__}")
+    return v
+
+
+def _bad_enum(v: Any, path: str, symbols: tuple[str, ...]) -> NoReturn:
+    raise ValueError(f"{path}: {v!r} is not one of {list(symbols)}")
+
+
+def _missing(path: str) -> NoReturn:
+    raise ValueError(f"no value and no default for {path}")
+
+
+def _bad(what: str, value: int) -> NoReturn:
+    raise ValueError(f"{what} {value} at this position")
+
+
+_HELPERS: dict[str, Any] = {
+    "_VI": _SMALL_VARINTS,
+    "_varint": _varint_of,
+    "_rv": _read_varint,
+    "_slong": _slow_long,
+    "_sstr": _slow_str,
+    "_sbytes": _slow_bytes,
+    "_sbool": _slow_bool,
+    "_sdouble": _slow_double,
+    "_ts": _timestamp_millis,
+    "_date": _date,
+    "_mapping": _mapping,
+    "_seq": _sequence,
+    "_bad_enum": _bad_enum,
+    "_missing": _missing,
+    "_bad": _bad,
+    "_pack_d": struct.Struct("<d").pack,
+    "_unpack_d": struct.Struct("<d").unpack_from,
+    "_EPOCH": _EPOCH,
+    "_td": timedelta,
+    "_fromordinal": date.fromordinal,
+    "_DAYS_SHIFT": _DAYS_SHIFT,
+    "_LMIN": LONG_MIN,
+    "_LMAX": LONG_MAX,
+    "_IMIN": INT_MIN,
+    "_IMAX": INT_MAX,
+}
+
+
+@dataclass(frozen=True)
+class CompiledSchema:
+    """`encode(out, record)` appends the record's Avro body to `out`;
+    `decode(data, pos)` returns the record starting at `pos` and the end position."""
+
+    encode: Callable[[bytearray, Mapping[str, Any]], None]
+    decode: Callable[[bytes, int], tuple[dict[str, Any], int]]
+    source: str
+
+
+class _Generator:
+    def __init__(self, named: Mapping[str, Any]) -> None:
+        self.named = named
+        self.consts: dict[str, Any] = {}
+        self.functions: list[str] = []
+        self.records: dict[str, tuple[str, str]] = {}  # full name -> (encoder, decoder)
+        self.min_sizes: dict[str, int] = {}
+        self.inlining: list[str] = []  # records being generated: a reference back is recursion
+        self.counter = 0
+
+    def fresh(self, prefix: str) -> str:
+        self.counter += 1
+        return f"{prefix}{self.counter}"
+
+    def const(self, value: Any, prefix: str = "_k") -> str:
+        name = self.fresh(prefix)
+        self.consts[name] = value
+        return name
+
+    def resolve(self, schema: Any) -> Any:
+        """A named reference's definition; anything else as it is."""
+        if isinstance(schema, str) and schema not in _PRIMITIVES:
+            if schema not in self.named:
+                raise Unsupported(f"type {schema}: neither compiled nor a named type")
+            return self.named[schema]
+        return schema
+
+    def kind(self, schema: Any) -> str:
+        """The type's name, or raises Unsupported for anything outside the subset."""
+        schema = self.resolve(schema)
+        if isinstance(schema, str):
+            return schema
+        if isinstance(schema, list):
+            if len(schema) == 2 and schema[0] == "null" and self.kind(schema[1]) != "null":
+                return "nullable"
+            raise Unsupported(f"union {schema}: only [null, X] is compiled")
+        if not isinstance(schema, dict):
+            raise Unsupported(f"schema {schema!r}")
+        t = schema.get("type")
+        logical = schema.get("logicalType")
+        if logical is not None:
+            if (t, logical) == ("long", "timestamp-millis"):
+                return "timestamp-millis"
+            if (t, logical) == ("int", "date"):
+                return "date"
+            raise Unsupported(f"logical type {logical} on {t}")
+        if t in _PRIMITIVES:
+            return str(t)
+        if t in ("record", "enum", "array", "map"):
+            return str(t)
+        raise Unsupported(f"type {t}")
+
+    def min_size(self, schema: Any) -> int:
+        """The fewest bytes a value of the type takes (bounds counts by bytes left)."""
+        kind = self.kind(schema)
+        schema = self.resolve(schema)
+        if kind == "null":
+            return 0
+        if kind == "double":
+            return 8
+        if kind == "record":
+            name = schema["name"]
+            if name not in self.min_sizes:
+                self.min_sizes[name] = 0  # a recursive reference counts as 0: still a bound
+                self.min_sizes[name] = sum(self.min_size(f["type"]) for f in schema["fields"])
+            return self.min_sizes[name]
+        return 1  # every other type starts with at least one byte
+
+    # -- encoding -------------------------------------------------------------
+
+    def record_functions(self, schema: dict[str, Any]) -> tuple[str, str]:
+        """The names of a record's encoder and decoder functions (generated once)."""
+        name = schema["name"]
+        if name not in self.records:
+            ident = self.fresh("_rec")
+            self.records[name] = (f"_e{ident}", f"_d{ident}")
+            self.inlining.append(name)
+            lines = [f"def _e{ident}(out, r):"]
+            self.encode_fields(schema, "r", lines, "    ")
+            lines.append("    return")
+            self.functions.append("\n".join(lines))
+            lines = [f"def _d{ident}(d, p):", "    end_d = len(d)"]
+            lines.append(f"    return {self.decode_fields(schema, lines, '    ')}, p")
+            self.functions.append("\n".join(lines))
+            self.inlining.pop()
+        return self.records[name]
+
+    def encode_fields(self, schema: dict[str, Any], r: str, lines: list[str], ind: str) -> None:
+        record = schema["name"]
+        for field in schema["fields"]:
+            name = field["name"]
+            path = f"{record}.{name}"
+            v = self.fresh("v")
+            if "default" in field:
+                default = field["default"]
+                if default is None or isinstance(default, (bool, int, str)):
+                    lines.append(f"{ind}{v} = {r}.get({name!r}, {default!r})")
+                else:
+                    lines.append(f"{ind}{v} = {r}.get({name!r}, {self.const(default)})")
+            elif self.kind(field["type"]) == "nullable":  # fastavro: missing -> None
+                lines.append(f"{ind}{v} = {r}.get({name!r})")
+            else:
+                lines.append(f"{ind}{v} = {r}.get({name!r}, _MISSING)")
+                lines.append(f"{ind}if {v} is _MISSING: _missing({path!r})")
+            self.encode_value(field["type"], v, path, lines, ind, in_union=False)
+
+    def encode_value(self, schema: Any, v: str, path: str, lines: list[str], ind: str, *, in_union: bool) -> None:
+        kind = self.kind(schema)
+        schema = self.resolve(schema)
+        p = repr(path)
+        if kind == "null":
+            lines.append(f"{ind}if {v} is not None: raise TypeError({path + ': expected None'!r})")
+        elif kind == "nullable":
+            lines.append(f"{ind}if {v} is None:")
+            lines.append(f"{ind}    out += b'\\x00'")
+            lines.append(f"{ind}else:")
+            lines.append(f"{ind}    out += b'\\x02'")
+            self.encode_value(schema[1], v, path, lines, ind + "    ", in_union=True)
+        elif kind == "string":
+            lines.append(f"{ind}if type({v}) is not str: {v} = _sstr({v}, {p})")
+            self.encode_bytes(f"{v}.encode()", lines, ind)
+        elif kind == "bytes":
+            lines.append(f"{ind}if type({v}) is not bytes: {v} = _sbytes({v}, {p})")
+            self.encode_bytes(v, lines, ind)
+        elif kind in ("long", "int", "timestamp-millis", "date"):
+            lo, hi = ("_IMIN", "_IMAX") if kind in ("int", "date") else ("_LMIN", "_LMAX")
+            if kind == "timestamp-millis":
+                lines.append(f"{ind}if type({v}) is not int: {v} = _ts({v}, {p})")
+            elif kind == "date":
+                lines.append(f"{ind}if type({v}) is not int: {v} = _date({v}, {p})")
+            else:
+                lines.append(f"{ind}if type({v}) is not int: {v} = _slong({v}, {p}, {lo}, {hi})")
+            lines.append(f"{ind}elif not {lo} <= {v} <= {hi}: {v} = _slong({v}, {p}, {lo}, {hi})")
+            lines.append(f"{ind}{v} = ({v} << 1) ^ ({v} >> 63)")
+            lines.append(f"{ind}out += _VI[{v}] if {v} < 16384 else _varint({v})")
+        elif kind == "boolean":
+            lines.append(f"{ind}if {v} is True: out += b'\\x01'")
+            lines.append(f"{ind}elif {v} is False: out += b'\\x00'")
+            lines.append(f"{ind}else: _sbool({v}, {p})")
+        elif kind == "double":
+            lines.append(f"{ind}if type({v}) is not float: {v} = _sdouble({v}, {p})")
+            lines.append(f"{ind}out += _pack_d({v})")
+        elif kind == "enum":
+            symbols = tuple(schema["symbols"])
+            table = self.const({s: _varint_of(i << 1) for i, s in enumerate(symbols)}, "_enum")
+            syms = self.const(symbols, "_syms")
+            b = self.fresh("b")
+            lines.append(f"{ind}{b} = {table}.get({v})")
+            lines.append(f"{ind}if {b} is None: _bad_enum({v}, {p}, {syms})")
+            lines.append(f"{ind}out += {b}")
+        elif kind == "array":
+            item = self.fresh("i")
+            lines.append(f"{ind}if type({v}) is not list: {v} = _seq({v}, {p}, {in_union})")
+            lines.append(f"{ind}if {v}:")
+            self.encode_count(f"len({v})", lines, ind + "    ")
+            lines.append(f"{ind}    for {item} in {v}:")
+            self.encode_value(schema["items"], item, path + "[]", lines, ind + "        ", in_union=False)
+            lines.append(f"{ind}out += b'\\x00'")
+        elif kind == "map":
+            key, val = self.fresh("key"), self.fresh("val")
+            lines.append(f"{ind}if type({v}) is not dict: {v} = _mapping({v}, {p})")
+            lines.append(f"{ind}if {v}:")
+            self.encode_count(f"len({v})", lines, ind + "    ")
+            lines.append(f"{ind}    for {key}, {val} in {v}.items():")
+            self.encode_value("string", key, path + "{}", lines, ind + "        ", in_union=False)
+            self.encode_value(schema["values"], val, path + "{}", lines, ind + "        ", in_union=False)
+            lines.append(f"{ind}out += b'\\x00'")
+        elif kind == "record":
+            lines.append(f"{ind}if type({v}) is not dict: {v} = _mapping({v}, {p})")
+            if schema["name"] in self.inlining:  # recursive: a function calls itself
+                lines.append(f"{ind}{self.record_functions(schema)[0]}(out, {v})")
+            else:  # inline: no call per nested record
+                self.inlining.append(schema["name"])
+                self.encode_fields(schema, v, lines, ind)
+                self.inlining.pop()
+        else:  # pragma: no cover - kind() admits nothing else
+            raise Unsupported(kind)
+
+    def encode_bytes(self, expr: str, lines: list[str], ind: str) -> None:
+        b, n = self.fresh("b"), self.fresh("n")
+        lines.append(f"{ind}{b} = {expr}")
+        lines.append(f"{ind}{n} = len({b}) << 1")
+        lines.append(f"{ind}out += _VI[{n}] if {n} < 16384 else _varint({n})")
+        lines.append(f"{ind}out += {b}")
+
+    def encode_count(self, expr: str, lines: list[str], ind: str) -> None:
+        n = self.fresh("n")
+        lines.append(f"{ind}{n} = {expr} << 1")
+        lines.append(f"{ind}out += _VI[{n}] if {n} < 16384 else _varint({n})")
+
+    # -- decoding -------------------------------------------------------------
+
+    def decode_fields(self, schema: dict[str, Any], lines: list[str], ind: str) -> str:
+        """Decodes the fields into locals; returns the dict display that builds the
+        record (fastavro's field order; one display is cheaper than a store per field)."""
+        values = []
+        for field in schema["fields"]:
+            v = self.fresh("v")
+            self.decode_value(field["type"], v, lines, ind)
+            values.append(f"{field['name']!r}: {v}")
+        return f"{{{', '.join(values)}}}"
+
+    def decode_long(self, v: str, lines: list[str], ind: str) -> None:
+        # One to three bytes inline (longs up to 2**20: counts, most amounts); longer
+        # ones (timestamps) through the loop.
+        lines.append(f"{ind}{v} = d[p]")
+        lines.append(f"{ind}if {v} < 128:")
+        lines.append(f"{ind}    p += 1")
+        lines.append(f"{ind}else:")
+        lines.append(f"{ind}    _b = d[p + 1]")
+        lines.append(f"{ind}    if _b < 128:")
+        lines.append(f"{ind}        {v} = ({v} & 127) | (_b << 7)")
+        lines.append(f"{ind}        p += 2")
+        lines.append(f"{ind}    else:")
+        lines.append(f"{ind}        _c = d[p + 2]")
+        lines.append(f"{ind}        if _c < 128:")
+        lines.append(f"{ind}            {v} = ({v} & 127) | ((_b & 127) << 7) | (_c << 14)")
+        lines.append(f"{ind}            p += 3")
+        lines.append(f"{ind}        else:")
+        lines.append(f"{ind}            {v}, p = _rv(d, p)")
+        lines.append(f"{ind}{v} = ({v} >> 1) ^ -({v} & 1)")
+
+    def decode_count(self, v: str, item_min_size: int, lines: list[str], ind: str) -> None:
+        """A block count; negative: followed by the block's byte size (ignored)."""
+        self.decode_long(v, lines, ind)
+        lines.append(f"{ind}if {v} < 0:")
+        lines.append(f"{ind}    {v} = -{v}")
+        size = self.fresh("size")
+        self.decode_long(size, lines, ind + "    ")
+        lines.append(f"{ind}    if {size} < 0: _bad('negative block size', {size})")
+        lines.append(f"{ind}if {v} * {item_min_size} > end_d - p: _bad('block count beyond the bytes left:', {v})")
+
+    def decode_value(self, schema: Any, v: str, lines: list[str], ind: str) -> None:
+        kind = self.kind(schema)
+        schema = self.resolve(schema)
+        if kind == "null":
+            lines.append(f"{ind}{v} = None")
+        elif kind == "nullable":
+            lines.append(f"{ind}{v} = d[p]")
+            lines.append(f"{ind}p += 1")
+            lines.append(f"{ind}if {v} == 0:")
+            lines.append(f"{ind}    {v} = None")
+            lines.append(f"{ind}elif {v} == 2:")
+            self.decode_value(schema[1], v, lines, ind + "    ")
+            lines.append(f"{ind}else:")
+            lines.append(f"{ind}    _bad('union index byte', {v})")
+        elif kind in ("string", "bytes"):
+            n, end = self.fresh("n"), self.fresh("end")
+            # A length below 64 is one even byte; anything else goes the long way.
+            lines.append(f"{ind}{n} = d[p]")
+            lines.append(f"{ind}if {n} < 128 and not {n} & 1:")
+            lines.append(f"{ind}    {n} >>= 1")
+            lines.append(f"{ind}    p += 1")
+            lines.append(f"{ind}else:")
+            lines.append(f"{ind}    {n}, p = _rv(d, p)")
+            lines.append(f"{ind}    if {n} & 1: _bad('negative length', -({n} >> 1) - 1)")
+            lines.append(f"{ind}    {n} >>= 1")
+            lines.append(f"{ind}{end} = p + {n}")
+            lines.append(f"{ind}if {end} > end_d: _bad('length beyond the bytes left:', {n})")
+            lines.append(f"{ind}{v} = d[p:{end}]" + (".decode()" if kind == "string" else ""))
+            lines.append(f"{ind}p = {end}")
+        elif kind in ("long", "timestamp-millis"):
+            self.decode_long(v, lines, ind)
+            if kind == "timestamp-millis":
+                lines.append(f"{ind}{v} = _EPOCH + _td(microseconds={v} * 1000)")  # fastavro's arithmetic
+        elif kind in ("int", "date"):
+            self.decode_long(v, lines, ind)
+            lines.append(f"{ind}if not _IMIN <= {v} <= _IMAX: _bad('int out of range:', {v})")
+            if kind == "date":
+                lines.append(f"{ind}{v} = _fromordinal({v} + _DAYS_SHIFT)")
+        elif kind == "boolean":
+            lines.append(f"{ind}{v} = d[p] != 0")
+            lines.append(f"{ind}p += 1")
+        elif kind == "double":
+            lines.append(f"{ind}{v} = _unpack_d(d, p)[0]")
+            lines.append(f"{ind}p += 8")
+        elif kind == "enum":
+            syms = self.const(tuple(schema["symbols"]), "_syms")
+            self.decode_long(v, lines, ind)
+            lines.append(f"{ind}if not 0 <= {v} < {len(schema['symbols'])}: _bad('enum index', {v})")
+            lines.append(f"{ind}{v} = {syms}[{v}]")
+        elif kind == "array":
+            n, item = self.fresh("n"), self.fresh("item")
+            item_size = max(1, self.min_size(schema["items"]))
+            if self.min_size(schema["items"]) == 0:
+                raise Unsupported("array of zero-size items: its counts are unbounded")
+            lines.append(f"{ind}{v} = []")
+            self.decode_count(n, item_size, lines, ind)
+            lines.append(f"{ind}while {n}:")
+            lines.append(f"{ind}    for _ in range({n}):")
+            self.decode_value(schema["items"], item, lines, ind + "        ")
+            lines.append(f"{ind}        {v}.append({item})")
+            self.decode_count(n, item_size, lines, ind + "    ")
+        elif kind == "map":
+            n, key, val = self.fresh("n"), self.fresh("key"), self.fresh("val")
+            item_size = 1 + self.min_size(schema["values"])
+            lines.append(f"{ind}{v} = {{}}")
+            self.decode_count(n, item_size, lines, ind)
+            lines.append(f"{ind}while {n}:")
+            lines.append(f"{ind}    for _ in range({n}):")
+            self.decode_value("string", key, lines, ind + "        ")
+            self.decode_value(schema["values"], val, lines, ind + "        ")
+            lines.append(f"{ind}        {v}[{key}] = {val}")
+            self.decode_count(n, item_size, lines, ind + "    ")
+        elif kind == "record":
+            if schema["name"] in self.inlining:
+                lines.append(f"{ind}{v}, p = {self.record_functions(schema)[1]}(d, p)")
+            else:
+                self.inlining.append(schema["name"])
+                lines.append(f"{ind}{v} = {self.decode_fields(schema, lines, ind)}")
+                self.inlining.pop()
+        else:  # pragma: no cover - kind() admits nothing else
+            raise Unsupported(kind)
+
+
+def compile_schema(parsed: Any) -> CompiledSchema | None:
+    """The compiled encoder and decoder of a record schema parsed by fastavro, or
+    None when it has a type outside the compiled subset (fastavro handles it)."""
+    if not isinstance(parsed, dict) or parsed.get("type") != "record":
+        return None
+    generator = _Generator(parsed.get("__named_schemas", {}))
+    try:
+        if generator.min_size(parsed) == 0:
+            raise Unsupported("a record of zero bytes")
+        encoder, decoder = generator.record_functions(parsed)
+    except Unsupported:
+        return None
+    source = "\n\n".join(generator.functions) + "\n"
+    namespace: dict[str, Any] = {**_HELPERS, **generator.consts, "_MISSING": object()}
+    exec(compile(source, f"<avro_compiled {parsed['name']}>", "exec"), namespace)
+    return CompiledSchema(namespace[encoder], namespace[decoder], source)
+
+
+_compiled: dict[bytes, CompiledSchema | None] = {}
+
+
+def compiled_for(parsed: Any, fingerprint: bytes) -> CompiledSchema | None:
+    """`compile_schema`, once per schema fingerprint."""
+    if fingerprint not in _compiled:
+        _compiled[fingerprint] = compile_schema(parsed)
+    return _compiled[fingerprint]
