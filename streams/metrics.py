@@ -41,6 +41,10 @@ COMMIT_LATENCY = Histogram("paystream_commit_seconds", "Transaction commit time"
 # again on a retriable error, a transaction aborted and its input redone.
 TRANSACTION_RETRIES = Counter("paystream_transaction_retries_total", "Transactional calls tried again", ["call"])
 TRANSACTIONS_ABORTED = Counter("paystream_transactions_aborted_total", "Transactions aborted and redone")
+# The interpreter's cyclic collector stops the loop while it runs (runtime/engine.py freezes the start's objects).
+GC_PAUSE = Histogram(
+    "paystream_gc_pause_seconds", "Cyclic garbage collections", ["generation"], buckets=LATENCY_BUCKETS_S
+)
 # Log end offset minus the group's committed offset, per source partition this worker
 # owns, every streams.worker.probes.PROBE_INTERVAL_S (a partition that moves is dropped here).
 CONSUMER_LAG = Gauge(
