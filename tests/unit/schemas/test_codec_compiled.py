@@ -20,6 +20,7 @@ from schemas.avro_compiled import (
     LONG_MAX,
     LONG_MIN,
     CompiledSchema,
+    _varint_of,
     compile_schema,
 )
 from schemas.codec import Codec, DecodeError, EncodeError, load_schema, schema_names
@@ -248,13 +249,7 @@ def test_truncated_messages_are_malformed_at_every_cut(name: str, body: bytes) -
 
 
 def zigzag(n: int) -> bytes:
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
+    return _varint_of((n << 1) ^ (n >> 63))
 
 
 def test_zigzag_helper_is_fastavros() -> None:
