@@ -92,6 +92,19 @@ def idemp_state(stats_json: str) -> str | None:
     return state if isinstance(state, str) else None
 
 
+def consume_available(consumer: Consumer, max_messages: int, timeout_s: float) -> list[Message]:
+    """Up to `max_messages`: waits at most `timeout_s` for the first, then takes only
+    what the client has fetched already. `consume(n, timeout)` instead waits until it
+    has n or the timeout has passed (confluent-kafka-python #407; since 2.13 in 200 ms
+    slices), so at a low rate every message waited for it: a merchant's outcome up to
+    that long after it was committed."""
+    assert max_messages >= 1
+    first = consumer.poll(timeout_s)
+    if first is None:
+        return []
+    return [first, *consumer.consume(max_messages - 1, timeout=0)] if max_messages > 1 else [first]
+
+
 def produce_waiting(producer: Producer, topic: str, *, wait_s: float = 0.05, **record: Any) -> None:
     """`producer.produce(topic, **record)`, waiting for room while librdkafka's queue is
     full (BufferError): how a bulk sender is held back, never a record dropped."""

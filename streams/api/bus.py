@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from confluent_kafka import TopicPartition
 
-from connectors.kafka.clients import POLL_TIMEOUT_S, committed_reader, end_offsets, id_assigned
+from connectors.kafka.clients import POLL_TIMEOUT_S, committed_reader, consume_available, end_offsets, id_assigned
 from schemas.codec import DecodeError
 from streams.client.observe import MAX_BATCH, OUTCOME_CODEC
 from streams.client.publish import COMMAND_CODEC, command_key
@@ -175,7 +175,7 @@ class KafkaBus:
 
     def _read_outcomes(self) -> None:
         while not self._stop.is_set():
-            for msg in self._consumer.consume(MAX_BATCH, timeout=POLL_TIMEOUT_S):
+            for msg in consume_available(self._consumer, MAX_BATCH, POLL_TIMEOUT_S):
                 if msg.error() is not None:
                     continue  # end of partition and transient errors; the client recovers itself
                 try:

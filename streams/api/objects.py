@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
-from connectors.kafka.clients import POLL_TIMEOUT_S, command_producer, committed_reader, end_offsets
+from connectors.kafka.clients import POLL_TIMEOUT_S, committed_reader, consume_available, end_offsets, id_assigned
 from streams.api.bus import BusUnavailable
 from streams.settings import Settings, client_config
 from streams.topics import topic_names
@@ -109,7 +109,7 @@ class KafkaObjects:
         conf = client_config(settings)
         self._topic = topic_names(settings).api_objects
         self._view = _View()
-        self._producer = command_producer(conf, linger_ms=0)
+        self._producer = id_assigned(conf, linger_ms=0)  # the first write must not wait for its id
         self._consumer = committed_reader(conf, [])
         ends = end_offsets(self._consumer, self._topic, settings.partitions)
         self._consumer.assign([TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in ends])
@@ -177,7 +177,7 @@ class KafkaObjects:
 
     def _read(self) -> None:
         while not self._stop.is_set():
-            msgs = self._consumer.consume(500, timeout=POLL_TIMEOUT_S)
+            msgs = consume_available(self._consumer, 500, POLL_TIMEOUT_S)
             positions = {}
             for msg in msgs:
                 err = msg.error()

@@ -13,7 +13,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
-from connectors.kafka.clients import POLL_TIMEOUT_S, committed_reader, end_offsets
+from connectors.kafka.clients import POLL_TIMEOUT_S, committed_reader, consume_available, end_offsets
 from schemas.codec import Codec, DecodeError
 from streams.settings import Settings, client_config
 from streams.stages.ledger import post_event
@@ -63,7 +63,7 @@ class Observer:
 
     def poll(self, timeout_s: float = POLL_TIMEOUT_S) -> int:
         """Read what is there (up to a batch); returns how many records were read."""
-        msgs = self.consumer.consume(MAX_BATCH, timeout=timeout_s)
+        msgs = consume_available(self.consumer, MAX_BATCH, timeout_s)
         for msg in msgs:
             if msg.error() is not None:
                 continue  # partition EOF and transient errors; the consumer recovers itself

@@ -17,7 +17,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from connectors.kafka.clients import produce_waiting
+from connectors.kafka.clients import consume_available, produce_waiting
 from streams import metrics
 from streams.runtime.messages import ORIGIN_HEADER, Message, Record, exit_for_restart, origin_of
 from streams.runtime.restore import restore
@@ -214,13 +214,12 @@ class Engine:
         interval_s, idle_s = self.config.commit_interval_ms / 1000, self.config.commit_idle_ms / 1000
         while not self.stopping:
             txn_age_s = time.monotonic() - self._txn_started if self._in_txn else None
-            first = self.consumer.poll(poll_wait_s(txn_age_s, idle_s))
-            if first is not None:
-                batch = [first, *self.consumer.consume(self.config.batch_max - 1, timeout=0)]
+            batch = consume_available(self.consumer, self.config.batch_max, poll_wait_s(txn_age_s, idle_s))
+            if batch:
                 self._handle(batch)
             if self._in_txn and commit_due(
                 time.monotonic() - self._txn_started,
-                idle=first is None,
+                idle=not batch,
                 interval_s=interval_s,
                 idle_s=idle_s,
                 over_bounds=self._txn_records >= self.config.commit_records_max

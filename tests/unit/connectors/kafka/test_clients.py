@@ -52,3 +52,29 @@ def test_idemp_state_reads_librdkafkas_statistics() -> None:
         "WaitPID"
     )
     assert idemp_state('{"name": "rdkafka#consumer-1"}') is None  # no eos section: not an idempotent producer
+
+
+class Fetched:
+    """A consumer whose client holds `queued` fetched messages (pure logic: no broker)."""
+
+    def __init__(self, queued: list[str]) -> None:
+        self.queued, self.calls = list(queued), []  # type: ignore[var-annotated]
+
+    def poll(self, timeout: float) -> str | None:
+        self.calls.append(("poll", timeout))
+        return self.queued.pop(0) if self.queued else None
+
+    def consume(self, num_messages: int, timeout: float) -> list[str]:
+        self.calls.append(("consume", num_messages, timeout))
+        taken, self.queued = self.queued[:num_messages], self.queued[num_messages:]
+        return taken
+
+
+def test_consume_available_waits_only_for_the_first_message() -> None:
+    from connectors.kafka.clients import consume_available
+
+    c = Fetched(["a", "b", "c"])
+    assert consume_available(c, 2, 0.5) == ["a", "b"]  # type: ignore[arg-type]
+    assert c.calls == [("poll", 0.5), ("consume", 1, 0)]  # the rest: no wait at all
+    assert consume_available(c, 1, 0.5) == ["c"] and c.calls[-1] == ("poll", 0.5)  # type: ignore[arg-type]
+    assert consume_available(c, 5, 0.5) == [] and c.calls[-1] == ("poll", 0.5)  # type: ignore[arg-type]
