@@ -14,8 +14,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 # Bounds on what a producer may hold in memory before `produce` pushes back.
 PRODUCER_QUEUE_MAX_MESSAGES = 100_000
-# How often a command producer that reports its statistics does (`id_assigned`'s wait
-# granularity; a few hundred bytes of JSON each).
+# How often a command producer that reports its statistics does: `id_assigned`'s wait
+# granularity (librdkafka's thread writes the JSON; once the id is in, the callback ignores it).
 STATS_INTERVAL_MS = 100
 POLL_TIMEOUT_S = 0.5
 # The consumer groups of the readers below: a prefix and a random suffix each, so the
