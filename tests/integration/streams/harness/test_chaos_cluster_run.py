@@ -2,8 +2,10 @@
 is killed -9 mid-run and comes back, one worker is killed too, and every figure from
 the topics must be clean. The big run is a documented command (docs/reliability.md).
 
-Starts its own cluster on ports 48100-48105 under tmp (neither the embedded broker nor
-test_multibroker's 29092-29097) and stops it at the end, failed or not. The jars are
+Starts its own cluster on ports 28100-28105 under tmp (neither the embedded broker nor
+test_multibroker's 29092-29097, and below Linux's ephemeral range, 32768-60999: at
+48100 a node once failed to bind while a client's outgoing connection held the port)
+and stops it at the end, failed or not. The jars are
 copied from PAYSTREAM_TEST_KAFKA_LIBS_HOME, else from the embedded broker's home
 (`make test` resolved them there), else resolved by Maven.
 """
@@ -27,7 +29,7 @@ from tests.integration.support import PARTITIONS
 
 pytestmark = pytest.mark.integration
 
-BASE_PORT = 48100
+BASE_PORT = 28100
 # Seed 9's plan: node 1 (the first bootstrap server) killed at 37% answered, a worker
 # killed at 44% while the node is still down (it must bootstrap from nodes 2 and 3).
 SEED = 9
