@@ -154,7 +154,7 @@ def publish_commands(
 ) -> int:
     """Publish command records, in order; a (key, bytes) tuple is sent as it is
     (bad input, for tests and the demo). Waits until every one is acknowledged.
-    `producer`: one made (and warmed) beforehand, for a caller that times the publish.
+    `producer`: one holding its id already (`id_assigned`), for a caller that times the publish.
 
     Every raw `card` is sealed to the card-intake key first (`intake_sealer`), so no
     PAN is published; `seal=False` publishes it raw, as producers before

@@ -279,8 +279,8 @@ def open_loop(
     seed: int,
 ) -> dict[str, Any]:
     """Offer `rate_per_s` commands/s for `window_s` on a fixed schedule (a sender
-    thread that never waits for answers), then wait for every answer. `producer` has
-    delivered before (its id is assigned): a new one's first records may wait 0.5 s."""
+    thread that never waits for answers), then wait for every answer. `producer` holds
+    its id already (`id_assigned`): a new one's first records may wait 0.5 s for it."""
     assert 0 < rate_per_s <= MAX_RATE_PER_S and 0 < window_s
     count = max(1, round(rate_per_s * window_s))
     traffic = generate(
