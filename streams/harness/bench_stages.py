@@ -5,7 +5,8 @@ After the end-to-end run, each stage's source topic holds what that stage read. 
 one process builds the worker's handlers (streams/worker/topology.py, the same code), reads
 each topic from offset 0 and feeds its records, a partition's batch at a time, to the
 handler over fresh tables, in the topology's order (so a stage's state is built as in
-the run). Sends are counted, not produced; commits are RocksDB writes only. The figure
+the run). Sends are counted, not produced; each batch is a transaction whose changelog
+records are counted, and its commit is the RocksDB writes only. The figure
 is process CPU time per record: what one core would need, whatever else the box is
 doing (the end-to-end figure is the one that shares the box).
 """
@@ -72,15 +73,19 @@ def stage_cpu(settings: Settings, limit: int = 50_000) -> dict[str, Any]:
             records = read_topic(settings, topic, limit)
             handle = engine.stages[topic].handle
             n, before, started = sum(map(len, records.values())), sends[0], time.process_time()
+            changelog = 0
             for p, messages in records.items():
                 for i in range(0, len(messages), BATCH):
                     handle(messages[i : i + BATCH], tasks[p])
-                tasks[p].apply()
+                    changelog += tasks[p].pending_keys()
+                    tasks[p].apply()
             cpu_s = time.process_time() - started
             out[stage] = {
                 "records": n,
                 "cpu_us_per_record": round(cpu_s / n * 1e6, 1) if n else None,
                 "sends_per_record": round((sends[0] - before) / n, 2) if n else None,
+                # Each a produce at the commit (one per key and transaction; a batch here is one).
+                "changelog_records_per_record": round(changelog / n, 2) if n else None,
             }
         for task in tasks.values():
             task.close()
