@@ -143,6 +143,9 @@ class Engine:
         assert 0 <= config.commit_idle_ms <= config.commit_interval_ms, "an idle commit comes no later than a busy one"
         self.config = config
         self.stages = {s.source: s for s in stages}
+        # A batch's records go to their stages in this order, so a stage that feeds a
+        # table (the merchant registry) runs before one that reads it (the keys stage).
+        self._rank = {s.source: i for i, s in enumerate(stages)}
         self.tables = dict(tables)
         self.periodic = list(periodic)
         self.watchers = list(watchers)  # daemon threads started with the loop (lag and stall watch)
@@ -262,7 +265,7 @@ class Engine:
             groups.setdefault((topic, partition), []).append(
                 Message(topic, partition, msg.offset(), ts_ms, msg.key(), msg.value(), origin_of(msg.headers(), ts_ms))
             )
-        for (topic, partition), messages in groups.items():
+        for (topic, partition), messages in sorted(groups.items(), key=lambda group: self._rank[group[0][0]]):
             task = self.tasks.get(partition)
             assert task is not None, f"a record of {topic}[{partition}], a partition with no task"
             self._begin()

@@ -637,10 +637,16 @@ def build_worker(settings: Settings) -> Engine:
                 task.send(Record(names.commands, key, COMMAND_CODEC.encode(c), partition_for(key, n)), m.origin_ms)
 
     # The topology, declared: (stage, source topic, tables, handler, outputs). Every stage
-    # may dead-letter (the dlq topic, deduplicated by the dlq-marks table).
+    # may dead-letter (the dlq topic, deduplicated by the dlq-marks table). A batch runs
+    # its stages in this order: the tables the keys and risk stages read (the merchant
+    # registry, the label counts) take a batch's registrations and labels first, so a
+    # merchant registered before its first create is known to it (the engine's rule).
     stages = [
         Stage(name, source, handler, (*tables, DLQ_MARKS), (*outputs, names.dlq))
         for name, source, tables, handler, outputs in (
+            ("merchants", names.merchants, (MERCHANTS,), merchants_batch, ()),
+            ("labels", names.labels, (RISK,), labels_batch, (names.merchant_labels,)),
+            ("merchant-labels", names.merchant_labels, (KEYS,), merchant_labels_batch, ()),
             (
                 "ingest",
                 names.commands,
@@ -648,7 +654,7 @@ def build_worker(settings: Settings) -> Engine:
                 ingest_batch,
                 (names.card_vault, names.risk, names.validated, names.review),
             ),
-            ("merchant-labels", names.merchant_labels, (KEYS,), merchant_labels_batch, ()),
+            ("risk", names.risk, (RISK,), risk_batch, (names.validated, names.review)),
             (
                 "payments",
                 names.validated,
@@ -665,9 +671,6 @@ def build_worker(settings: Settings) -> Engine:
                 ),
             ),
             ("ledger", names.ledger, tuple(LEDGER_TABLES.values()), ledger_batch, ()),
-            ("risk", names.risk, (RISK,), risk_batch, (names.validated, names.review)),
-            ("labels", names.labels, (RISK,), labels_batch, (names.merchant_labels,)),
-            ("merchants", names.merchants, (MERCHANTS,), merchants_batch, ()),
             ("clock", names.clock, (), clock_batch, (names.subscription_commands, names.validated)),
             ("subscription-outcomes", names.outcomes, (), subscription_outcomes_batch, (names.subscription_commands,)),
             ("subscriptions", names.subscription_commands, (SUBSCRIPTIONS,), subscriptions_batch, (names.commands,)),

@@ -90,6 +90,21 @@ def test_a_batch_reaches_each_stage_by_partition_in_offset_order_and_its_offsets
     assert e._txn_records == 5
 
 
+def test_a_batch_runs_its_stages_in_their_declared_order_whatever_order_the_records_came_in(tmp_path: Path) -> None:
+    # A table's feeder declared first (the merchant registry before the keys stage) sees
+    # a batch's registrations before its commands read them.
+    seen: list[str] = []
+
+    def handler(name: str):  # type: ignore[no-untyped-def]
+        return lambda batch, task: seen.append(name)
+
+    e = engine(tmp_path, [Stage("feeds", "in-b", handler("feeds")), Stage("reads", "in-a", handler("reads"))])
+    e._begin = lambda: None  # type: ignore[method-assign]
+    e.tasks = {p: Task(p, e.tables, tmp_path, e.send) for p in (0, 1)}
+    e._handle([FakeMessage("in-a", 0, 1), FakeMessage("in-a", 1, 1), FakeMessage("in-b", 0, 1)])
+    assert seen == ["feeds", "reads", "reads"]
+
+
 def test_a_message_of_a_partition_without_a_task_is_a_bug_not_a_silent_skip(tmp_path: Path) -> None:
     e = engine(tmp_path, [Stage("a", "in-a", lambda batch, task: None)])
     e._begin = lambda: None  # type: ignore[method-assign]
