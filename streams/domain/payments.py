@@ -413,6 +413,20 @@ class Decision:
     routed: Routed | None = None
     labels: tuple[dict[str, Any], ...] = ()  # FraudLabel records (a lost fraud dispute)
 
+    def evolve(self, **changes: Any) -> Decision:
+        """`dataclasses.replace` without its per-field __init__ (as `Payment.evolve`):
+        every command's decision is re-made once or twice with its routing."""
+        unknown = changes.keys() - _DECISION_FIELDS
+        if unknown:
+            raise TypeError(f"Decision has no field(s) {sorted(unknown)}")
+        new = object.__new__(Decision)
+        new.__dict__.update(self.__dict__)
+        new.__dict__.update(changes)
+        return new
+
+
+_DECISION_FIELDS = frozenset(f.name for f in fields(Decision))
+
 
 def fingerprint(cmd: dict[str, Any]) -> str:
     """Canonical hash of what the command asks for.
@@ -486,7 +500,7 @@ def decide(
 ) -> Decision:
     """`routing` is the partition's router state; the decision carries the next one."""
     decision = _decide(payment, cmd, saga, policy, routing)
-    return decision if decision.routed is not None else replace(decision, routing=routing)
+    return decision if decision.routed is not None else decision.evolve(routing=routing)
 
 
 def _decide(
@@ -795,7 +809,7 @@ def _create(cmd: dict[str, Any], fp: str, saga: Saga, policy: Policy, routing: R
     reason = step.events[-1]["reason_code"] if step.payment.status in ("declined", "failed") else None
     # A failure is the key's first outcome and is kept, as Stripe does.
     decision = _finish(step, cmd, fp, "rejected" if reason else "succeeded", reason)
-    return replace(decision, routing=routed.state if routed else routing, routed=routed)
+    return decision.evolve(routing=routed.state if routed else routing, routed=routed)
 
 
 def _authorize(step: _Step, create: dict[str, Any], routing: RoutingState | None) -> Routed | None:
@@ -987,7 +1001,7 @@ def _continue(
     if cmd["kind"] == "confirm" and step.payment.status in ("declined", "failed"):
         reason = step.events[-1]["reason_code"]
     decision = _finish(step, cmd, fp, "rejected" if reason else "succeeded", reason)
-    return replace(decision, routing=routed.state if routed else routing, routed=routed)
+    return decision.evolve(routing=routed.state if routed else routing, routed=routed)
 
 
 def cavv_refusal(payment: Payment, cmd: dict[str, Any], acs_keys: Mapping[str, bytes]) -> Refusal | None:

@@ -27,7 +27,6 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from functools import lru_cache
 from typing import Any
 
 from connectors.providers.router import Routed, RoutingState
@@ -93,12 +92,42 @@ def chain_head(tables: Tables, partition: int) -> ChainHead:
     return ChainHead.from_bytes(partition, raw) if raw is not None else ChainHead.genesis(partition)
 
 
-@lru_cache(maxsize=64)
+# Two per partition (the state read and the one written) for a worker's partitions.
+ROUTING_STATES_MAX = 256
+
+
+class RoutingStates:
+    """The router's states by their stored bytes, each parsed at most once: a state is
+    read for every command of its partition and changes at every provider call, so
+    the stage also keeps each state it writes beside its bytes (`remember`), and the
+    next command of the partition reads it without parsing (frozen: safe to share).
+    Bounded: the oldest goes first."""
+
+    def __init__(self, max_entries: int = ROUTING_STATES_MAX) -> None:
+        assert max_entries >= 1
+        self.max_entries = max_entries
+        self._states: dict[bytes, RoutingState] = {}
+
+    def get(self, raw: bytes) -> RoutingState:
+        state = self._states.get(raw)
+        if state is None:
+            state = RoutingState.from_json(raw)
+            self.remember(raw, state)
+        return state
+
+    def remember(self, raw: bytes, state: RoutingState) -> None:
+        """`raw` is `state.to_json()` (from_json of it equals `state`)."""
+        if raw not in self._states and len(self._states) >= self.max_entries:
+            del self._states[next(iter(self._states))]
+        self._states[raw] = state
+
+
+_routing_states = RoutingStates()
+
+
 def routing_state(raw: bytes) -> RoutingState:
-    """The router's state from its stored bytes, parsed once per value: it is read for
-    every command of a partition and changes only when a provider is called (frozen,
-    so a cached one is safe to share)."""
-    return RoutingState.from_json(raw)
+    """The router's state from its stored bytes (parsed once per value)."""
+    return _routing_states.get(raw)
 
 
 def routing_key(partition: int) -> bytes:
@@ -147,7 +176,9 @@ def handle(
     decision = apply_command(cmd, load(pid) if pid else None, saga, policy, routing)
     assert decision.outcome is not None
     if decision.routing is not None and decision.routing != routing:
-        effects.writes.append((TIMERS, routing_key(partition), decision.routing.to_json()))
+        raw_routing = decision.routing.to_json()
+        _routing_states.remember(raw_routing, decision.routing)
+        effects.writes.append((TIMERS, routing_key(partition), raw_routing))
         effects.routed = decision.routed
     effects.send(OUTCOMES, [decision.outcome])
     if decision.changed:

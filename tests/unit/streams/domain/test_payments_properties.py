@@ -425,3 +425,20 @@ def test_evolve_refuses_an_unknown_field() -> None:
 
     with pytest.raises(TypeError):
         _BASE.evolve(captured=1)
+
+
+@given(st.booleans(), st.lists(st.sampled_from(["routing", "routed", "changed", "timers"]), unique=True))
+def test_a_decisions_evolve_is_replace(changed: bool, names: list[str]) -> None:
+    from dataclasses import replace
+
+    import pytest
+
+    from connectors.providers.router import RoutingState
+    from streams.domain.payments import Decision
+
+    base = Decision(_BASE, {"kind": "create"}, changed=False, routing=RoutingState())
+    values = {"routing": None, "routed": None, "changed": changed, "timers": ()}
+    changes = {n: values[n] for n in names}
+    assert base.evolve(**changes) == replace(base, **changes)
+    with pytest.raises(TypeError):
+        base.evolve(route=None)
