@@ -163,7 +163,7 @@ def link(event: Mapping[str, Any], prev: ChainHead, key_id: str) -> tuple[dict[s
     """The event chained after `prev` under `key_id`, unsigned (its block's signature
     comes with the block's last event), and the partition's new head."""
     assert _valid_key_id(key_id), key_id
-    linked = dict(event) | {"chain_seq": prev.seq + 1, "prev_hash": prev.hash, "key_id": key_id, "signature": None}
+    linked = {**event, "chain_seq": prev.seq + 1, "prev_hash": prev.hash, "key_id": key_id, "signature": None}
     return linked, ChainHead(prev.partition, prev.seq + 1, event_hash(linked))
 
 
