@@ -447,16 +447,16 @@ class Decision:
 _DECISION_FIELDS = frozenset(f.name for f in fields(Decision))
 
 
-def fingerprint(cmd: dict[str, Any]) -> str:
+def fingerprint(cmd: dict[str, Any], asked: dict[str, Any] | None = None) -> str:
     """Canonical hash of what the command asks for.
 
     command_id and occurred_at identify the attempt, not the request, so a
     retry that regenerates them is still the same request.
     """
-    return hashlib.sha256(canonical_json(_asked(cmd))).hexdigest()
+    return hashlib.sha256(canonical_json(request_of(cmd) if asked is None else asked)).hexdigest()
 
 
-def request_digest(cmd: dict[str, Any]) -> bytes:
+def request_digest(cmd: dict[str, Any], asked: dict[str, Any] | None = None) -> bytes:
     """What the client asked under one command_id, as the payments stage's dedup value
     (32 hex chars): the same request again is a redelivery, another one reuses the id.
 
@@ -467,17 +467,18 @@ def request_digest(cmd: dict[str, Any]) -> bytes:
     Not occurred_at either: the API stamps each publish attempt (`now()`), so a publish
     retried after a lost ack is the same command_id at another time, and a skipped
     message changes nothing, whatever time it carries. A field added to the request
-    later goes in only when set, as in `_asked`, so stored digests stay valid.
+    later goes in only when set, as in `request_of`, so stored digests stay valid.
     """
-    body = _asked(cmd) | {"idempotency_key": cmd["idempotency_key"]}
+    body = (request_of(cmd) if asked is None else asked) | {"idempotency_key": cmd["idempotency_key"]}
     if cmd.get("merchant_initiated"):
         body["merchant_initiated"] = True
     return hashlib.sha256(canonical_json(body)).hexdigest()[:32].encode()
 
 
-def _asked(cmd: dict[str, Any]) -> dict[str, Any]:
+def request_of(cmd: dict[str, Any]) -> dict[str, Any]:
     """What the command asks for, as canonical JSON values (its key aside): what
-    `fingerprint` and `request_digest` hash. Enrichment by the stages stays out."""
+    `fingerprint` and `request_digest` hash (`asked`: this, when the caller made it
+    already; both hash it every command). Enrichment by the stages stays out."""
     card = cmd.get("card")
     body = {
         "kind": cmd["kind"],
@@ -515,20 +516,32 @@ def _asked(cmd: dict[str, Any]) -> dict[str, Any]:
 
 
 def decide(
-    payment: Payment | None, cmd: dict[str, Any], saga: Saga, policy: Policy, routing: RoutingState | None = None
+    payment: Payment | None,
+    cmd: dict[str, Any],
+    saga: Saga,
+    policy: Policy,
+    routing: RoutingState | None = None,
+    *,
+    asked: dict[str, Any] | None = None,
 ) -> Decision:
-    """`routing` is the partition's router state; the decision carries the next one."""
-    decision = _decide(payment, cmd, saga, policy, routing)
+    """`routing` is the partition's router state; the decision carries the next one.
+    `asked`: `request_of(cmd)`, when the caller has it."""
+    decision = _decide(payment, cmd, saga, policy, routing, asked)
     return decision if decision.routed is not None else decision.evolve(routing=routing)
 
 
 def _decide(
-    payment: Payment | None, cmd: dict[str, Any], saga: Saga, policy: Policy, routing: RoutingState | None
+    payment: Payment | None,
+    cmd: dict[str, Any],
+    saga: Saga,
+    policy: Policy,
+    routing: RoutingState | None,
+    asked: dict[str, Any] | None,
 ) -> Decision:
     if cmd["kind"] == "resolve":
         return _resolve(payment, cmd, saga, policy)
     key = cmd["idempotency_key"]
-    fp = fingerprint(cmd)
+    fp = fingerprint(cmd, asked)
     if payment is not None and payment.merchant_id != cmd["merchant_id"]:
         # Another merchant's payment: answer as if it did not exist, leak nothing.
         return _reject(payment, cmd, "payment_not_found", "no such payment for this merchant", keep=None)

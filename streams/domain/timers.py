@@ -63,6 +63,7 @@ class TimerStore:
         self.page_max_bytes = page_max_bytes  # 0: one timer per slot
         self.pending: dict[bytes, bytes | None] = {}
         self._wm_key = f"{partition}/wm".encode()
+        self._kept_pointers: dict[str, tuple[int, int, int | None]] = {}  # as written to `pending`
 
     def _key(self, kind: str, part: str | int) -> bytes:
         # An f-string: keys are built several times per event (a str.join over map was ~2 µs).
@@ -83,16 +84,23 @@ class TimerStore:
 
     def _pointers(self, kind: str) -> tuple[int, int, int | None]:
         """(head, tail, the head timer's due time when the pointer carries it)."""
+        kept = self._kept_pointers.get(kind)  # an event pushes and pops a queue: read it once
+        if kept is not None:
+            return kept
         raw = self._get(self._key(kind, "ptr"))
         if raw is None:
             return 0, 0, None
         head, tail, *due = map(int, raw.split())
         assert 0 <= head <= tail and len(due) <= 1 and (not due or head < tail), (kind, raw)
-        return head, tail, due[0] if due else None
+        kept = self._kept_pointers[kind] = (head, tail, due[0] if due else None)
+        return kept
 
     def _set_pointers(self, kind: str, head: int, tail: int, head_due_ms: int | None) -> None:
-        hint = f" {head_due_ms}" if self.page_max_bytes and head_due_ms is not None and head < tail else ""
+        if not (self.page_max_bytes and head < tail):
+            head_due_ms = None
+        hint = "" if head_due_ms is None else f" {head_due_ms}"
         self.pending[self._key(kind, "ptr")] = f"{head} {tail}{hint}".encode()
+        self._kept_pointers[kind] = (head, tail, head_due_ms)
 
     def push(self, timer: Timer) -> None:
         assert timer.kind in KINDS, timer.kind

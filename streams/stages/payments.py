@@ -33,7 +33,17 @@ from connectors.providers.router import Routed, RoutingState
 from schemas.times import to_ms as event_ms
 from streams.domain.chain import ChainHead, Signs, link, sign_block
 from streams.domain.outcomes import rejection
-from streams.domain.payments import Decision, Payment, Policy, Saga, crypto_due, decide, expire_due, request_digest
+from streams.domain.payments import (
+    Decision,
+    Payment,
+    Policy,
+    Saga,
+    crypto_due,
+    decide,
+    expire_due,
+    request_digest,
+    request_of,
+)
 from streams.domain.timers import SWEEP_MAX, Timer, TimerStore
 
 Get = Callable[[bytes], bytes | None]
@@ -147,13 +157,19 @@ def routing_key(partition: int) -> bytes:
 
 
 def apply_command(
-    cmd: dict[str, Any], payment: Payment | None, saga: Saga, policy: Policy, routing: RoutingState | None = None
+    cmd: dict[str, Any],
+    payment: Payment | None,
+    saga: Saga,
+    policy: Policy,
+    routing: RoutingState | None = None,
+    *,
+    asked: dict[str, Any] | None = None,
 ) -> Decision:
     """The decision for one validated command, given its payment's state."""
     if cmd["rejection_reason"] is not None:
         outcome = rejection(cmd, cmd["rejection_reason"], cmd["rejection_detail"] or "", payment_id=cmd["payment_id"])
         return Decision(payment, outcome, changed=False, routing=routing)
-    return decide(payment, cmd, saga, policy, routing)
+    return decide(payment, cmd, saga, policy, routing, asked=asked)
 
 
 def handle(
@@ -184,7 +200,8 @@ def handle(
     pid = cmd["payment_id"].encode() if cmd["payment_id"] else None
     raw_routing = tables.timers(routing_key(partition))
     routing = routing_state(raw_routing) if raw_routing is not None else None
-    decision = apply_command(cmd, load(pid) if pid else None, saga, policy, routing)
+    asked = request_of(cmd)  # hashed twice: the fingerprint, and the dedup record's digest
+    decision = apply_command(cmd, load(pid) if pid else None, saga, policy, routing, asked=asked)
     assert decision.outcome is not None
     if decision.routing is not None and decision.routing != routing:
         raw_routing = decision.routing.to_json()
@@ -201,7 +218,7 @@ def handle(
 
     timers = TimerStore(tables.timers, partition, TIMER_PAGE_MAX_BYTES)
     at_ms = event_ms(cmd["occurred_at"])
-    effects.writes.append((DEDUP, key, request_digest(cmd)))
+    effects.writes.append((DEDUP, key, request_digest(cmd, asked)))
     timers.push(Timer("forget", at_ms + retention // timedelta(milliseconds=1), key.decode()))
     for timer in decision.timers:
         timers.push(timer)
