@@ -39,8 +39,8 @@ KINDS = ("expire", "forget", "unroute", "crypto")  # crypto: look at a deposit a
 # a queue drains as long as events push fewer timers than this on average.
 SWEEP_MAX = 8
 MAX_FUTURE_SKEW_MS = 30 * 24 * 3600 * 1000
-# A page is a few dozen timers (one is ~80 bytes): a push appends to it without a parse,
-# and a sweep parses at most one page per queue and event.
+# The largest page a store may be given: a push appends to a page without a parse,
+# but a sweep that reaches one parses it whole (a timer is ~80 bytes).
 PAGE_MAX_BYTES_LIMIT = 16_384
 
 Get = Callable[[bytes], bytes | None]
