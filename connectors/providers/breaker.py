@@ -14,7 +14,10 @@ and metrics. Time only moves forward: an earlier event time counts as the latest
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 STATES = ("closed", "open", "half_open")
 OUTCOMES = ("success", "failure", "timeout")
@@ -104,7 +107,7 @@ def allow(b: Breaker, cfg: BreakerConfig, at_ms: int) -> tuple[bool, Breaker, tu
     if b.state == "closed" or b.state == "half_open":
         return True, b, ()
     if b.now_ms - b.since_ms >= cfg.open_ms:
-        half = replace(b, state="half_open", since_ms=b.now_ms, buckets=(), probes_ok=0)
+        half = evolved(b, state="half_open", since_ms=b.now_ms, buckets=(), probes_ok=0)
         return True, half, (_transition(b, half, "cooled_down"),)
     return False, b, ()
 
@@ -120,7 +123,7 @@ def record(
     b = _advance(b, cfg, at_ms)
     last = b.buckets[-1] if b.buckets and b.buckets[-1].start_ms == _bucket_start(b.now_ms, cfg) else None
     bucket = last or Bucket(_bucket_start(b.now_ms, cfg))
-    bucket = replace(
+    bucket = evolved(
         bucket,
         calls=bucket.calls + 1,
         failures=bucket.failures + (outcome != "success"),
@@ -128,15 +131,15 @@ def record(
         approvals=bucket.approvals + approved,
         latency_ms=bucket.latency_ms + latency_ms,
     )
-    b = replace(b, buckets=(b.buckets[:-1] if last else b.buckets) + (bucket,))
+    b = evolved(b, buckets=(b.buckets[:-1] if last else b.buckets) + (bucket,))
     if b.state == "half_open":
         if outcome != "success":
-            opened = replace(b, state="open", since_ms=b.now_ms, probes_ok=0)
+            opened = evolved(b, state="open", since_ms=b.now_ms, probes_ok=0)
             return opened, (_transition(b, opened, "probe_failed"),)
         if b.probes_ok + 1 >= cfg.close_after_successes:
-            closed = replace(b, state="closed", since_ms=b.now_ms, buckets=(), probes_ok=0)
+            closed = evolved(b, state="closed", since_ms=b.now_ms, buckets=(), probes_ok=0)
             return closed, (_transition(b, closed, "probes_answered"),)
-        return replace(b, probes_ok=b.probes_ok + 1), ()
+        return evolved(b, probes_ok=b.probes_ok + 1), ()
     if b.state == "closed":
         t = b.totals()
         if t.calls >= cfg.min_calls:
@@ -148,7 +151,7 @@ def record(
                 else None
             )
             if reason:
-                opened = replace(b, state="open", since_ms=b.now_ms)
+                opened = evolved(b, state="open", since_ms=b.now_ms)
                 return opened, (_transition(b, opened, reason),)
     return b, ()  # an open breaker still counts a call that was already under way
 
@@ -156,8 +159,14 @@ def record(
 def _advance(b: Breaker, cfg: BreakerConfig, at_ms: int) -> Breaker:
     now_ms = max(b.now_ms, at_ms)
     oldest = now_ms - cfg.window_ms
-    kept = tuple(x for x in b.buckets if x.start_ms + cfg.bucket_ms > oldest)
-    return b if now_ms == b.now_ms and kept == b.buckets else replace(b, now_ms=now_ms, buckets=kept)
+    # Buckets start in increasing order (a new one opens at the latest time seen), so the
+    # ones out of the window are a prefix: found without a look at every bucket per call.
+    buckets, first = b.buckets, 0
+    while first < len(buckets) and buckets[first].start_ms + cfg.bucket_ms <= oldest:
+        first += 1
+    if now_ms == b.now_ms and first == 0:
+        return b
+    return evolved(b, now_ms=now_ms, buckets=buckets[first:])
 
 
 def _bucket_start(at_ms: int, cfg: BreakerConfig) -> int:
@@ -167,3 +176,17 @@ def _bucket_start(at_ms: int, cfg: BreakerConfig) -> int:
 def _transition(before: Breaker, after: Breaker, reason: str) -> Transition:
     t = before.totals()
     return Transition(before.provider, before.state, after.state, after.now_ms, reason, t.calls, t.failures, t.timeouts)
+
+
+def evolved(value: T, **changes: Any) -> T:
+    """`dataclasses.replace` for these frozen values, without the constructor's
+    per-field setattr (a routed call replaces breakers and buckets several times),
+    the invariants (__post_init__) checked as on every construction."""
+    assert changes.keys() <= value.__dict__.keys(), sorted(changes)
+    new = object.__new__(type(value))
+    new.__dict__.update(value.__dict__)  # fields in declaration order: state_json's bytes stay the same
+    new.__dict__.update(changes)
+    post_init = getattr(new, "__post_init__", None)
+    if post_init is not None:
+        post_init()
+    return new

@@ -28,7 +28,6 @@ import logging
 import os
 import weakref
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -46,6 +45,20 @@ T = TypeVar("T")
 
 class JournalError(OSError):
     """The journal file cannot be opened or written; the message names the path."""
+
+
+class _Flock:
+    """`flock` held over a `with` block: a plain context manager, since a rail takes it
+    on every call it records (a generator-based one cost ~3 µs more per call)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __enter__(self) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *_: object) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
 
 
 class Journal:
@@ -81,14 +94,9 @@ class Journal:
         if end - written == self.offset:
             self.offset = end
 
-    @contextmanager
-    def locked(self) -> Iterator[None]:
+    def locked(self) -> _Flock:
         """Exclusive against every other process's `locked()` on this file."""
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
+        return _Flock(self.fd)
 
     def read_new(self, decode: Callable[[dict[str, Any]], T]) -> Iterator[T]:
         """`decode` of each complete line appended since the last read, oldest first;

@@ -181,8 +181,10 @@ class RailConfig:
         return None
 
     def decline_rate_per_mille(self, card_bin: str, amount_minor: int) -> int:
-        longest = max((p for p in self.bin_decline_per_mille if card_bin.startswith(p)), key=len, default=None)
-        by_bin = self.bin_decline_per_mille[longest] if longest is not None else 0
+        by_bin, longest = 0, 0  # the longest matching prefix's rate (a plain loop: one per authorization)
+        for prefix, rate in self.bin_decline_per_mille.items():
+            if len(prefix) > longest and card_bin.startswith(prefix):
+                by_bin, longest = rate, len(prefix)
         by_amount = 0
         for start, rate in self.amount_decline_per_mille:
             if amount_minor >= start:

@@ -36,11 +36,11 @@ from __future__ import annotations
 import hashlib
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from connectors.providers.breaker import Breaker, BreakerConfig, Bucket, Transition, allow, record
+from connectors.providers.breaker import Breaker, BreakerConfig, Bucket, Transition, allow, evolved, record
 from connectors.providers.learning import Arm, Learn, choose, observe, segment_of
 from connectors.providers.rails import Pricing, RailConfig
 from connectors.providers.simulated import Call, ProviderResult
@@ -305,7 +305,7 @@ class Router:
                     break
                 last = provider
                 result = providers[provider].authorize(
-                    key, card_bin, card_last4, cmd["amount_minor"], cmd["currency"], replace(call, at_ms=at_ms)
+                    key, card_bin, card_last4, cmd["amount_minor"], cmd["currency"], evolved(call, at_ms=at_ms)
                 )
                 elapsed_ms += result.latency_ms
                 outcome = "timeout" if result.status == "unknown" else "failure" if result.retryable else "success"
@@ -333,7 +333,7 @@ class Router:
             if final is None:
                 continue
             if segment is not None and self.learn is not None and final.status != "unknown":
-                state = replace(
+                state = evolved(
                     state,
                     arms=observe(
                         state.arms, self.learn, segment, provider, final.status == "approved", call.at_ms + elapsed_ms

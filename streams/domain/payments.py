@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -378,6 +378,21 @@ class Payment:
         new.__post_init__()
         return new
 
+    @classmethod
+    def new(cls, **values: Any) -> Payment:
+        """`Payment(**values)` (the others their defaults) without the constructor's
+        per-field __setattr__, as `evolve`: ~40 fields, one new payment per create."""
+        unknown, missing = values.keys() - _PAYMENT_FIELDS, _PAYMENT_REQUIRED - values.keys()
+        if unknown or missing:
+            raise TypeError(f"Payment fields unknown {sorted(unknown)}, missing {sorted(missing)}")
+        fresh = dict(_PAYMENT_TEMPLATE)  # in declaration order, as state_json writes a payment's fields
+        fresh.update({name: factory() for name, factory in _PAYMENT_FACTORIES.items() if name not in values})
+        fresh.update(values)
+        new = object.__new__(Payment)
+        new.__dict__.update(fresh)
+        new.__post_init__()
+        return new
+
     def to_json(self) -> bytes:
         return state_json(self)
 
@@ -397,6 +412,10 @@ class Payment:
 
 
 _PAYMENT_FIELDS = frozenset(f.name for f in fields(Payment))
+_PAYMENT_REQUIRED = frozenset(f.name for f in fields(Payment) if f.default is MISSING and f.default_factory is MISSING)
+# Every field in declaration order, a default's value or None until filled in.
+_PAYMENT_TEMPLATE = {f.name: None if f.default is MISSING else f.default for f in fields(Payment)}
+_PAYMENT_FACTORIES = {f.name: f.default_factory for f in fields(Payment) if f.default_factory is not MISSING}
 
 
 @dataclass(frozen=True)
@@ -413,17 +432,31 @@ class Decision:
     routed: Routed | None = None
     labels: tuple[dict[str, Any], ...] = ()  # FraudLabel records (a lost fraud dispute)
 
+    def evolve(self, **changes: Any) -> Decision:
+        """`dataclasses.replace` without its per-field __init__ (as `Payment.evolve`):
+        every command's decision is re-made once or twice with its routing."""
+        unknown = changes.keys() - _DECISION_FIELDS
+        if unknown:
+            raise TypeError(f"Decision has no field(s) {sorted(unknown)}")
+        new = object.__new__(Decision)
+        new.__dict__.update(self.__dict__)
+        new.__dict__.update(changes)
+        return new
 
-def fingerprint(cmd: dict[str, Any]) -> str:
+
+_DECISION_FIELDS = frozenset(f.name for f in fields(Decision))
+
+
+def fingerprint(cmd: dict[str, Any], asked: dict[str, Any] | None = None) -> str:
     """Canonical hash of what the command asks for.
 
     command_id and occurred_at identify the attempt, not the request, so a
     retry that regenerates them is still the same request.
     """
-    return hashlib.sha256(canonical_json(_asked(cmd))).hexdigest()
+    return hashlib.sha256(canonical_json(request_of(cmd) if asked is None else asked)).hexdigest()
 
 
-def request_digest(cmd: dict[str, Any]) -> bytes:
+def request_digest(cmd: dict[str, Any], asked: dict[str, Any] | None = None) -> bytes:
     """What the client asked under one command_id, as the payments stage's dedup value
     (32 hex chars): the same request again is a redelivery, another one reuses the id.
 
@@ -434,17 +467,18 @@ def request_digest(cmd: dict[str, Any]) -> bytes:
     Not occurred_at either: the API stamps each publish attempt (`now()`), so a publish
     retried after a lost ack is the same command_id at another time, and a skipped
     message changes nothing, whatever time it carries. A field added to the request
-    later goes in only when set, as in `_asked`, so stored digests stay valid.
+    later goes in only when set, as in `request_of`, so stored digests stay valid.
     """
-    body = _asked(cmd) | {"idempotency_key": cmd["idempotency_key"]}
+    body = (request_of(cmd) if asked is None else asked) | {"idempotency_key": cmd["idempotency_key"]}
     if cmd.get("merchant_initiated"):
         body["merchant_initiated"] = True
     return hashlib.sha256(canonical_json(body)).hexdigest()[:32].encode()
 
 
-def _asked(cmd: dict[str, Any]) -> dict[str, Any]:
+def request_of(cmd: dict[str, Any]) -> dict[str, Any]:
     """What the command asks for, as canonical JSON values (its key aside): what
-    `fingerprint` and `request_digest` hash. Enrichment by the stages stays out."""
+    `fingerprint` and `request_digest` hash (`asked`: this, when the caller made it
+    already; both hash it every command). Enrichment by the stages stays out."""
     card = cmd.get("card")
     body = {
         "kind": cmd["kind"],
@@ -482,20 +516,32 @@ def _asked(cmd: dict[str, Any]) -> dict[str, Any]:
 
 
 def decide(
-    payment: Payment | None, cmd: dict[str, Any], saga: Saga, policy: Policy, routing: RoutingState | None = None
+    payment: Payment | None,
+    cmd: dict[str, Any],
+    saga: Saga,
+    policy: Policy,
+    routing: RoutingState | None = None,
+    *,
+    asked: dict[str, Any] | None = None,
 ) -> Decision:
-    """`routing` is the partition's router state; the decision carries the next one."""
-    decision = _decide(payment, cmd, saga, policy, routing)
-    return decision if decision.routed is not None else replace(decision, routing=routing)
+    """`routing` is the partition's router state; the decision carries the next one.
+    `asked`: `request_of(cmd)`, when the caller has it."""
+    decision = _decide(payment, cmd, saga, policy, routing, asked)
+    return decision if decision.routed is not None else decision.evolve(routing=routing)
 
 
 def _decide(
-    payment: Payment | None, cmd: dict[str, Any], saga: Saga, policy: Policy, routing: RoutingState | None
+    payment: Payment | None,
+    cmd: dict[str, Any],
+    saga: Saga,
+    policy: Policy,
+    routing: RoutingState | None,
+    asked: dict[str, Any] | None,
 ) -> Decision:
     if cmd["kind"] == "resolve":
         return _resolve(payment, cmd, saga, policy)
     key = cmd["idempotency_key"]
-    fp = fingerprint(cmd)
+    fp = fingerprint(cmd, asked)
     if payment is not None and payment.merchant_id != cmd["merchant_id"]:
         # Another merchant's payment: answer as if it did not exist, leak nothing.
         return _reject(payment, cmd, "payment_not_found", "no such payment for this merchant", keep=None)
@@ -751,7 +797,12 @@ def _create(cmd: dict[str, Any], fp: str, saga: Saga, policy: Policy, routing: R
         )
     except SplitError as e:
         return _reject(None, cmd, e.reason, e.detail, keep=None)
-    payment = Payment(
+    verdict = saga.fraud(cmd)
+    if verdict.action == "requires_action" and method in NO_STEP_UP:
+        # No 3DS for this method (the wallet's device authenticated the customer; a bank
+        # debit or a BNPL plan has no card to step up): it goes on as approved.
+        verdict = FraudVerdict("approve", verdict.reasons)
+    payment = Payment.new(
         payment_id=cmd["payment_id"],
         merchant_id=cmd["merchant_id"],
         currency=cmd["currency"],
@@ -773,13 +824,9 @@ def _create(cmd: dict[str, Any], fp: str, saga: Saga, policy: Policy, routing: R
         # vouches for the customer as an issuer's CAVV does: the liability shifts.
         liability_shift=True if method == "wallet" and (cmd.get("wallet") or {}).get("cryptogram_verified") else None,
         merchant_initiated=needs_pan(cmd),
+        fraud_action=verdict.action,
     )
-    verdict = saga.fraud(cmd)
-    if verdict.action == "requires_action" and method in NO_STEP_UP:
-        # No 3DS for this method (the wallet's device authenticated the customer; a bank
-        # debit or a BNPL plan has no card to step up): it goes on as approved.
-        verdict = FraudVerdict("approve", verdict.reasons)
-    step = _Step(payment.evolve(fraud_action=verdict.action), cmd, saga, policy)
+    step = _Step(payment, cmd, saga, policy)
     routed = None
     if verdict.action == "decline":
         step.event("declined", 0, reason="fraud_suspected", status="declined")
@@ -795,7 +842,7 @@ def _create(cmd: dict[str, Any], fp: str, saga: Saga, policy: Policy, routing: R
     reason = step.events[-1]["reason_code"] if step.payment.status in ("declined", "failed") else None
     # A failure is the key's first outcome and is kept, as Stripe does.
     decision = _finish(step, cmd, fp, "rejected" if reason else "succeeded", reason)
-    return replace(decision, routing=routed.state if routed else routing, routed=routed)
+    return decision.evolve(routing=routed.state if routed else routing, routed=routed)
 
 
 def _authorize(step: _Step, create: dict[str, Any], routing: RoutingState | None) -> Routed | None:
@@ -987,7 +1034,7 @@ def _continue(
     if cmd["kind"] == "confirm" and step.payment.status in ("declined", "failed"):
         reason = step.events[-1]["reason_code"]
     decision = _finish(step, cmd, fp, "rejected" if reason else "succeeded", reason)
-    return replace(decision, routing=routed.state if routed else routing, routed=routed)
+    return decision.evolve(routing=routed.state if routed else routing, routed=routed)
 
 
 def cavv_refusal(payment: Payment, cmd: dict[str, Any], acs_keys: Mapping[str, bytes]) -> Refusal | None:

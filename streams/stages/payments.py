@@ -27,14 +27,23 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from functools import lru_cache
 from typing import Any
 
 from connectors.providers.router import Routed, RoutingState
 from schemas.times import to_ms as event_ms
 from streams.domain.chain import ChainHead, Signs, link, sign_block
 from streams.domain.outcomes import rejection
-from streams.domain.payments import Decision, Payment, Policy, Saga, crypto_due, decide, expire_due, request_digest
+from streams.domain.payments import (
+    Decision,
+    Payment,
+    Policy,
+    Saga,
+    crypto_due,
+    decide,
+    expire_due,
+    request_digest,
+    request_of,
+)
 from streams.domain.timers import SWEEP_MAX, Timer, TimerStore
 
 Get = Callable[[bytes], bytes | None]
@@ -43,6 +52,9 @@ Get = Callable[[bytes], bytes | None]
 PAYMENTS, DEDUP, TIMERS = "payments", "dedup", "timers"
 # Output streams as the agent maps them to topics (LABELS: fraud-labels).
 OUTCOMES, EVENTS, SELF, LABELS = "outcomes", "events", "self", "labels"
+# Every command pushes a forget timer: in pages of ~25 (streams/domain/timers.py), the
+# commands of one transaction write a page key per ~25, not a slot apiece.
+TIMER_PAGE_MAX_BYTES = 2_048
 
 
 @dataclass(frozen=True)
@@ -88,17 +100,55 @@ def chain_key(partition: int) -> bytes:
     return f"{partition}/chain".encode()
 
 
+# The head each partition's last message sealed, beside its bytes: the next message
+# reads it back without parsing (one entry per partition this process handles).
+_chain_heads: dict[int, tuple[bytes, ChainHead]] = {}
+
+
 def chain_head(tables: Tables, partition: int) -> ChainHead:
     raw = tables.timers(chain_key(partition))
-    return ChainHead.from_bytes(partition, raw) if raw is not None else ChainHead.genesis(partition)
+    if raw is None:
+        return ChainHead.genesis(partition)
+    kept = _chain_heads.get(partition)
+    return kept[1] if kept is not None and kept[0] == raw else ChainHead.from_bytes(partition, raw)
 
 
-@lru_cache(maxsize=64)
+# Two per partition (the state read and the one written) for a worker's partitions.
+ROUTING_STATES_MAX = 256
+
+
+class RoutingStates:
+    """The router's states by their stored bytes, each parsed at most once: a state is
+    read for every command of its partition and changes at every provider call, so
+    the stage also keeps each state it writes beside its bytes (`remember`), and the
+    next command of the partition reads it without parsing (frozen: safe to share).
+    Bounded: the oldest goes first."""
+
+    def __init__(self, max_entries: int = ROUTING_STATES_MAX) -> None:
+        assert max_entries >= 1
+        self.max_entries = max_entries
+        self._states: dict[bytes, RoutingState] = {}
+
+    def get(self, raw: bytes) -> RoutingState:
+        state = self._states.get(raw)
+        if state is None:
+            state = RoutingState.from_json(raw)
+            self.remember(raw, state)
+        return state
+
+    def remember(self, raw: bytes, state: RoutingState) -> None:
+        """`raw` is `state.to_json()` (from_json of it equals `state`)."""
+        if raw not in self._states and len(self._states) >= self.max_entries:
+            del self._states[next(iter(self._states))]
+        self._states[raw] = state
+
+
+_routing_states = RoutingStates()
+
+
 def routing_state(raw: bytes) -> RoutingState:
-    """The router's state from its stored bytes, parsed once per value: it is read for
-    every command of a partition and changes only when a provider is called (frozen,
-    so a cached one is safe to share)."""
-    return RoutingState.from_json(raw)
+    """The router's state from its stored bytes (parsed once per value)."""
+    return _routing_states.get(raw)
 
 
 def routing_key(partition: int) -> bytes:
@@ -107,13 +157,19 @@ def routing_key(partition: int) -> bytes:
 
 
 def apply_command(
-    cmd: dict[str, Any], payment: Payment | None, saga: Saga, policy: Policy, routing: RoutingState | None = None
+    cmd: dict[str, Any],
+    payment: Payment | None,
+    saga: Saga,
+    policy: Policy,
+    routing: RoutingState | None = None,
+    *,
+    asked: dict[str, Any] | None = None,
 ) -> Decision:
     """The decision for one validated command, given its payment's state."""
     if cmd["rejection_reason"] is not None:
         outcome = rejection(cmd, cmd["rejection_reason"], cmd["rejection_detail"] or "", payment_id=cmd["payment_id"])
         return Decision(payment, outcome, changed=False, routing=routing)
-    return decide(payment, cmd, saga, policy, routing)
+    return decide(payment, cmd, saga, policy, routing, asked=asked)
 
 
 def handle(
@@ -144,10 +200,13 @@ def handle(
     pid = cmd["payment_id"].encode() if cmd["payment_id"] else None
     raw_routing = tables.timers(routing_key(partition))
     routing = routing_state(raw_routing) if raw_routing is not None else None
-    decision = apply_command(cmd, load(pid) if pid else None, saga, policy, routing)
+    asked = request_of(cmd)  # hashed twice: the fingerprint, and the dedup record's digest
+    decision = apply_command(cmd, load(pid) if pid else None, saga, policy, routing, asked=asked)
     assert decision.outcome is not None
     if decision.routing is not None and decision.routing != routing:
-        effects.writes.append((TIMERS, routing_key(partition), decision.routing.to_json()))
+        raw_routing = decision.routing.to_json()
+        _routing_states.remember(raw_routing, decision.routing)
+        effects.writes.append((TIMERS, routing_key(partition), raw_routing))
         effects.routed = decision.routed
     effects.send(OUTCOMES, [decision.outcome])
     if decision.changed:
@@ -157,9 +216,9 @@ def handle(
     effects.send(SELF, decision.commands)
     effects.send(LABELS, decision.labels)
 
-    timers = TimerStore(tables.timers, partition)
+    timers = TimerStore(tables.timers, partition, TIMER_PAGE_MAX_BYTES)
     at_ms = event_ms(cmd["occurred_at"])
-    effects.writes.append((DEDUP, key, request_digest(cmd)))
+    effects.writes.append((DEDUP, key, request_digest(cmd, asked)))
     timers.push(Timer("forget", at_ms + retention // timedelta(milliseconds=1), key.decode()))
     for timer in decision.timers:
         timers.push(timer)
@@ -231,7 +290,7 @@ def _tick(
 ) -> Effects:
     """The clock reached `occurred_at`: fire what is due. A tick is no command (no dedup
     record, no outcome); a repeated or older one moves nothing (the watermark only grows)."""
-    timers = TimerStore(tables.timers, partition)
+    timers = TimerStore(tables.timers, partition, TIMER_PAGE_MAX_BYTES)
     return _fire_and_seal(
         timers,
         timers.advance(event_ms(cmd["occurred_at"]), record_ts_ms),
@@ -264,7 +323,9 @@ def _seal_events(effects: Effects, tables: Tables, partition: int, signer: Signs
             linked, head = link(record, head, signer.key_id)
             effects.records[i] = (EVENTS, linked)
     if head != start:
-        effects.writes.append((TIMERS, chain_key(partition), head.to_bytes()))
+        raw = head.to_bytes()
+        _chain_heads[partition] = (raw, head)
+        effects.writes.append((TIMERS, chain_key(partition), raw))
 
 
 def sign_last_event(records: list[tuple[str, dict[str, Any]]], signer: Signs) -> None:

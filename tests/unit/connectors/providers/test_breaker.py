@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from connectors.providers.breaker import Breaker, BreakerConfig, allow, record
+from connectors.providers.breaker import Breaker, BreakerConfig, _advance, allow, record
 
 CFG = BreakerConfig(
     window_ms=10_000,
@@ -86,6 +88,28 @@ def test_buckets_stay_bounded_and_time_never_goes_back():
     assert len(b.buckets) <= CFG.window_ms // CFG.bucket_ms + 1
     late, _ = record(b, CFG, 0, "success", 1)  # an out-of-order event counts as now
     assert late.now_ms == b.now_ms and late.totals().calls == b.totals().calls + 1
+
+
+@given(
+    st.lists(st.tuples(st.integers(-2_000, 6_000), st.sampled_from(["success", "failure", "timeout"])), max_size=60),
+    st.integers(0, 30_000),
+)
+def test_the_window_keeps_exactly_the_buckets_it_overlaps(calls: list[tuple[int, str]], later_ms: int) -> None:
+    """Buckets start in increasing order whatever the event times, so the window's edge
+    drops a prefix: what `_advance` keeps is what a look at every bucket keeps."""
+    b, at = Breaker("a"), 0
+    for step, outcome in calls:
+        at = max(0, at + step)  # a step back is an out-of-order event
+        ok, b, _ = allow(b, CFG, at)
+        if ok:
+            b, _ = record(b, CFG, at, outcome, 1)
+        starts = [x.start_ms for x in b.buckets]
+        assert starts == sorted(set(starts))
+    now_ms = max(b.now_ms, b.now_ms + later_ms)
+    expected = tuple(x for x in b.buckets if x.start_ms + CFG.bucket_ms > now_ms - CFG.window_ms)
+    advanced = _advance(b, CFG, now_ms)
+    assert advanced.buckets == expected and advanced.now_ms == now_ms
+    assert advanced is b or later_ms > 0
 
 
 def test_bad_config_is_a_clear_error():

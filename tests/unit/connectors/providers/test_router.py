@@ -7,7 +7,11 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from connectors.providers.breaker import Breaker, Bucket
+from connectors.providers.learning import Arm
 from connectors.providers.rails import Window, build_rails, load_rail_configs
 from connectors.providers.router import (
     RoutingConfigError,
@@ -158,6 +162,26 @@ def test_state_round_trips_through_json():
     for i in range(20):
         state = route(state, rails, i, T0_MS + i * 100).state
     assert state.breaker("acq_north").state == "open"
+    assert RoutingState.from_json(state.to_json()) == state
+
+
+_buckets = st.builds(Bucket, st.integers(0, 10**12), *(st.integers(0, 10**6) for _ in range(5)))
+_breakers = st.builds(
+    Breaker,
+    st.sampled_from(["acq_north", "acq_south", "wallet_x"]),
+    st.sampled_from(["closed", "open"]),
+    st.integers(0, 10**12),
+    st.integers(0, 10**12),
+    st.lists(_buckets, max_size=13).map(tuple),
+)
+_arms = st.builds(Arm, st.text(max_size=12), st.text(max_size=12), *(st.integers(0, 10**9) for _ in range(3)))
+
+
+@given(st.lists(_breakers, max_size=4).map(tuple), st.lists(_arms, max_size=5).map(tuple))
+def test_any_state_reads_back_equal_from_its_json(breakers: tuple[Breaker, ...], arms: tuple[Arm, ...]) -> None:
+    """What the payments stage relies on when it keeps a state it writes beside its
+    bytes instead of parsing them again (streams/stages/payments.py `RoutingStates`)."""
+    state = RoutingState(breakers, arms)
     assert RoutingState.from_json(state.to_json()) == state
 
 

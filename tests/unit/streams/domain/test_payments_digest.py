@@ -14,7 +14,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from schemas.codec import Codec
-from streams.domain.payments import fingerprint, request_digest
+from streams.domain.payments import fingerprint, request_digest, request_of
 
 VALIDATED = Codec("ValidatedCommand")
 KINDS = VALIDATED.schema.parsed["fields"][1]["type"]["symbols"]
@@ -115,6 +115,14 @@ def commands(draw: st.DrawFn) -> dict[str, Any]:
 def test_the_digest_ignores_what_the_stages_add_and_the_attempt(cmd: dict[str, Any], data: st.DataObject) -> None:
     changed = cmd | data.draw(enrichment(cmd))
     assert request_digest(changed) == request_digest(cmd)
+
+
+@given(cmd=commands())
+def test_one_request_hashed_twice_is_the_same_as_each_making_its_own(cmd: dict[str, Any]) -> None:
+    """The payments stage makes `request_of` once per command for both hashes."""
+    asked = request_of(cmd)
+    assert fingerprint(cmd, asked) == fingerprint(cmd) and request_digest(cmd, asked) == request_digest(cmd)
+    assert asked == request_of(cmd)  # neither hash changed it
 
 
 @given(cmd=commands(), data=st.data())

@@ -425,3 +425,60 @@ def test_evolve_refuses_an_unknown_field() -> None:
 
     with pytest.raises(TypeError):
         _BASE.evolve(captured=1)
+
+
+@given(st.booleans(), st.lists(st.sampled_from(["routing", "routed", "changed", "timers"]), unique=True))
+def test_a_decisions_evolve_is_replace(changed: bool, names: list[str]) -> None:
+    from dataclasses import replace
+
+    import pytest
+
+    from connectors.providers.router import RoutingState
+    from streams.domain.payments import Decision
+
+    base = Decision(_BASE, {"kind": "create"}, changed=False, routing=RoutingState())
+    values = {"routing": None, "routed": None, "changed": changed, "timers": ()}
+    changes = {n: values[n] for n in names}
+    assert base.evolve(**changes) == replace(base, **changes)
+    with pytest.raises(TypeError):
+        base.evolve(route=None)
+
+
+@given(
+    st.fixed_dictionaries(
+        {"status": st.sampled_from(["pending", "authorized", "nonsense"]), "version": st.integers(0, 3)},
+        optional={
+            "fraud_action": st.sampled_from(["approve", "review"]),
+            "method": st.sampled_from(["card", "wallet"]),
+            "liability_shift": st.sampled_from([None, True]),
+            "merchant_initiated": st.booleans(),
+        },
+    )
+)
+def test_a_new_payment_is_the_constructors(values: dict[str, Any]) -> None:
+    import pytest
+
+    required = {
+        "payment_id": "pay_p",
+        "merchant_id": "m_acme",
+        "currency": "EUR",
+        "amount_minor": 10_000,
+        "capture_method": "manual",
+        "authorized_minor": 0,
+        "captured_minor": 0,
+        "refunded_minor": 0,
+        "card_bin": "424242",
+        "card_last4": "4242",
+        "created_at_ms": 1,
+    }
+    try:
+        expected = Payment(**required, **values)
+    except AssertionError:
+        with pytest.raises(AssertionError):
+            Payment.new(**required, **values)
+        return
+    made = Payment.new(**required, **values)
+    assert made == expected and made.to_json() == expected.to_json()
+    assert made.idempotency is not Payment.new(**required, **values).idempotency  # each its own
+    with pytest.raises(TypeError):
+        Payment.new(**values)  # the required fields missing

@@ -87,3 +87,81 @@ def test_nothing_fires_early_and_everything_due_fires_eventually(steps: list[tup
         commit(store, t)
     assert sorted(fired, key=lambda x: x.ref) == sorted(pushed, key=lambda x: x.ref)
     assert len({x.ref for x in fired}) == len(fired)  # each once
+
+
+# --- paged queues (the payments stage's): the same timers fire, in fewer keys ---
+
+_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("push"), st.sampled_from(["forget", "expire"]), st.integers(0, 2_000)),
+        st.tuples(st.just("pop"), st.sampled_from(["forget", "expire"]), st.integers(0, 2_500)),
+        st.tuples(st.just("commit"), st.just(""), st.just(0)),
+    ),
+    max_size=80,
+)
+
+
+def _run(ops: list[tuple[str, str, int]], page_max_bytes: int, limit: int) -> tuple[list[Timer], int]:
+    """What fires over `ops` (a store per event, committed at each "commit"), and the
+    keys written across the commits (each one a changelog record)."""
+    store: dict[bytes, bytes] = {}
+    t = TimerStore(store.get, 1, page_max_bytes)
+    fired: list[Timer] = []
+    written = 0
+    for i, (op, kind, ms) in enumerate(ops + [("commit", "", 0)]):
+        if op == "push":
+            t.push(Timer(kind, ms, f"r{i}"))
+        elif op == "pop":
+            fired += t.pop_due(kind, ms, limit)
+        else:
+            written += len(t.pending)
+            commit(store, t)
+            t = TimerStore(store.get, 1, page_max_bytes)
+    return fired, written
+
+
+@given(_ops, st.sampled_from([1, 100, 300, 2_048]), st.integers(1, 4))
+def test_a_paged_queue_fires_what_an_unpaged_one_does_in_no_more_keys(
+    ops: list[tuple[str, str, int]], page_max_bytes: int, limit: int
+) -> None:
+    fired, written = _run(ops, 0, limit)
+    paged_fired, paged_written = _run(ops, page_max_bytes, limit)
+    assert paged_fired == fired
+    assert paged_written <= written
+
+
+def test_pages_cut_the_keys_one_transaction_writes() -> None:
+    store: dict[bytes, bytes] = {}
+    t = TimerStore(store.get, 0, page_max_bytes=2_048)
+    for i in range(100):  # a transaction's worth of commands, each pushing one forget
+        t.push(Timer("forget", 1_000 + i, f"0/cmd-{i}"))
+    assert len(t.pending) <= 100 // 20 + 1  # pages of ~25, and the pointer
+    commit(store, t)
+    t = TimerStore(store.get, 0, page_max_bytes=2_048)
+    assert t.pop_due("forget", 999) == []  # nothing due: the pointer says so, no page is read
+    assert t.pending == {}
+    assert [x.ref for x in t.pop_due("forget", 1_009, 8)] == [f"0/cmd-{i}" for i in range(8)]
+    assert [x.ref for x in t.pop_due("forget", 1_009, 8)] == ["0/cmd-8", "0/cmd-9"]
+
+
+def test_a_paged_store_reads_a_queue_an_unpaged_store_wrote() -> None:
+    """Restore compatibility: the payments stage's timers written before pages (one
+    timer per slot, two-field pointers) fire in order, before the pages pushed after them."""
+    store: dict[bytes, bytes] = {}
+    old = TimerStore(store.get, 2)
+    for due in (10, 20, 30):
+        old.push(Timer("expire", due, f"old{due}"))
+    commit(store, old)
+    assert store[b"2/expire/ptr"] == b"0 3" and store[b"2/expire/0"] == b'{"due_ms":10,"ref":"old10"}'
+
+    new = TimerStore(store.get, 2, page_max_bytes=2_048)
+    assert new.pop_due("expire", 10) == [Timer("expire", 10, "old10")]
+    new.push(Timer("expire", 40, "new40"))
+    new.push(Timer("expire", 50, "new50"))
+    commit(store, new)
+    assert store[b"2/expire/3"] == b'[{"due_ms":40,"ref":"new40"},{"due_ms":50,"ref":"new50"}]'
+    new = TimerStore(store.get, 2, page_max_bytes=2_048)
+    assert [x.ref for x in new.pop_due("expire", 45)] == ["old20", "old30", "new40"]
+    commit(store, new)
+    assert store[b"2/expire/ptr"] == b"3 4 50"  # the head timer's due time rides on the pointer
+    assert TimerStore(store.get, 2, page_max_bytes=2_048).pop_due("expire", 49) == []

@@ -322,3 +322,29 @@ def test_the_learning_routers_evidence_is_partition_state_and_a_redelivery_route
     assert again.routed is not None and again.routed.attempts == first.routed.attempts
     approvals = Counter(pid for rail in rails.values() for pid in rail.authorized())
     assert max(approvals.values()) == 1
+
+
+def test_routing_states_keep_what_is_written_and_parse_anything_else(cmds) -> None:
+    from connectors.providers.learning import Arm
+    from connectors.providers.rails import build_rails
+    from connectors.providers.router import RoutingState, build_router
+    from streams.domain.payments import Saga
+    from streams.stages.payments import RoutingStates, routing_key, routing_state
+
+    rails = build_rails(2)
+    stage = Stage()
+    stage.saga = Saga(dict(rails), build_router({n: r.config for n, r in rails.items()}))
+    for i in range(5):
+        stage.send(cmds.create(f"order-{i}", at=cmds.t0 + timedelta(milliseconds=300 * i)))
+    raw = stage.tables[TIMERS][routing_key(0)]
+    # The state the stage wrote is kept beside its bytes: read back without parsing, equal to a parse.
+    assert routing_state(raw) is routing_state(raw) and routing_state(raw) == RoutingState.from_json(raw)
+
+    states = RoutingStates(max_entries=2)
+    a, b = RoutingState(), RoutingState.from_json(raw)
+    states.remember(a.to_json(), a)
+    assert states.get(raw) == b and states.get(a.to_json()) is a  # other bytes, their own state
+    c = RoutingState(b.breakers, (Arm("card:US:1", "acq_north", 1_000, 0, 0),))
+    states.remember(c.to_json(), c)  # bounded: the oldest (a) goes, and is parsed again when read
+    assert states.get(c.to_json()) is c and states.get(a.to_json()) is not a
+    assert states.get(a.to_json()) == a
