@@ -42,6 +42,10 @@ MAX_FUTURE_SKEW_MS = 30 * 24 * 3600 * 1000
 # The largest page a store may be given: a push appends to a page without a parse,
 # but a sweep that reaches one parses it whole (a timer is ~80 bytes).
 PAGE_MAX_BYTES_LIMIT = 16_384
+# What the stages page their queues by: every command of the keys, payments and ledger
+# stages pushes a forget timer, and in pages of ~25 the commands of one transaction
+# write a page key per ~25, not a slot apiece.
+PAGE_MAX_BYTES = 2_048
 
 Get = Callable[[bytes], bytes | None]
 

@@ -58,7 +58,7 @@ from streams.domain.merchants import admit
 from streams.domain.methods import risk_key
 from streams.domain.sanctions import SanctionsList
 from streams.domain.screening import screen_create
-from streams.domain.timers import SWEEP_MAX, Get, Timer, TimerStore
+from streams.domain.timers import PAGE_MAX_BYTES, SWEEP_MAX, Get, Timer, TimerStore
 from streams.stages.risk import tx_of
 
 _SEP = "\x1f"
@@ -123,7 +123,7 @@ def handle(
     if refusal is not None and cmd["rejection_reason"] is None:
         cmd = cmd | {"rejection_reason": refusal.reason, "rejection_detail": refusal.detail}
     effects = KeyEffects(cmd)
-    timers = TimerStore(get, partition)
+    timers = TimerStore(get, partition, PAGE_MAX_BYTES)
     at_ms = event_ms(cmd["occurred_at"])
     if cmd["rejection_reason"] is None:
         key = claim_key(partition, cmd["merchant_id"], cmd["idempotency_key"])
@@ -262,7 +262,7 @@ def handle_label(
             effects.writes.append((key, state.to_bytes()))
             effects.applied = True
     effects.writes.append((done, b"1"))
-    timers = TimerStore(get, partition)
+    timers = TimerStore(get, partition, PAGE_MAX_BYTES)
     timers.push(Timer("forget", revealed_ms + retention // timedelta(milliseconds=1), done.decode()))
     _sweep(timers, revealed_ms, record_ts_ms, sweep_max, effects.writes, effects.fired)
     return effects

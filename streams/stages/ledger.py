@@ -31,7 +31,7 @@ from streams.domain.ledger import (
     post,
     shard_for,
 )
-from streams.domain.timers import SWEEP_MAX, Timer, TimerStore
+from streams.domain.timers import PAGE_MAX_BYTES, SWEEP_MAX, Timer, TimerStore
 
 Get = Callable[[bytes], bytes | None]
 APPLIED_MARK = b"1"
@@ -110,7 +110,7 @@ def apply_entry(
             f"entry {entry.entry_id} unbalanced in {currency}"
         )
 
-    timers = TimerStore(applied, partition)
+    timers = TimerStore(applied, partition, PAGE_MAX_BYTES)
     out.writes.append((APPLIED, key, APPLIED_MARK))
     timers.push(Timer("forget", entry.occurred_at_ms + retention // timedelta(milliseconds=1), key.decode()))
     for timer in timers.pop_due("forget", timers.advance(entry.occurred_at_ms, record_ts_ms), sweep_max):

@@ -39,7 +39,7 @@ from streams.domain.monitoring import (
     expired,
     observe,
 )
-from streams.domain.timers import SWEEP_MAX, Timer, TimerStore
+from streams.domain.timers import PAGE_MAX_BYTES, SWEEP_MAX, Timer, TimerStore
 
 Get = Callable[[bytes], bytes | None]
 
@@ -181,7 +181,7 @@ def handle(
     state, cases = observe(SubjectState.from_bytes(raw) if raw is not None else None, activity, thresholds)
     writes: dict[bytes, bytes | None] = {key: state.to_bytes() if state is not None else None, mark: APPLIED_MARK}
 
-    timers = TimerStore(get, partition)
+    timers = TimerStore(get, partition, PAGE_MAX_BYTES)
     due_ms = activity.at_ms + thresholds.retention_ms  # one delay for every forget timer: the queue stays in order
     timers.push(Timer("forget", due_ms, mark.decode()))
     if state is not None:

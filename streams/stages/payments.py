@@ -44,7 +44,7 @@ from streams.domain.payments import (
     request_digest,
     request_of,
 )
-from streams.domain.timers import SWEEP_MAX, Timer, TimerStore
+from streams.domain.timers import PAGE_MAX_BYTES, SWEEP_MAX, Timer, TimerStore
 
 Get = Callable[[bytes], bytes | None]
 
@@ -52,9 +52,6 @@ Get = Callable[[bytes], bytes | None]
 PAYMENTS, DEDUP, TIMERS = "payments", "dedup", "timers"
 # Output streams as the agent maps them to topics (LABELS: fraud-labels).
 OUTCOMES, EVENTS, SELF, LABELS = "outcomes", "events", "self", "labels"
-# Every command pushes a forget timer: in pages of ~25 (streams/domain/timers.py), the
-# commands of one transaction write a page key per ~25, not a slot apiece.
-TIMER_PAGE_MAX_BYTES = 2_048
 
 
 @dataclass(frozen=True)
@@ -216,7 +213,7 @@ def handle(
     effects.send(SELF, decision.commands)
     effects.send(LABELS, decision.labels)
 
-    timers = TimerStore(tables.timers, partition, TIMER_PAGE_MAX_BYTES)
+    timers = TimerStore(tables.timers, partition, PAGE_MAX_BYTES)
     at_ms = event_ms(cmd["occurred_at"])
     effects.writes.append((DEDUP, key, request_digest(cmd, asked)))
     timers.push(Timer("forget", at_ms + retention // timedelta(milliseconds=1), key.decode()))
@@ -290,7 +287,7 @@ def _tick(
 ) -> Effects:
     """The clock reached `occurred_at`: fire what is due. A tick is no command (no dedup
     record, no outcome); a repeated or older one moves nothing (the watermark only grows)."""
-    timers = TimerStore(tables.timers, partition, TIMER_PAGE_MAX_BYTES)
+    timers = TimerStore(tables.timers, partition, PAGE_MAX_BYTES)
     return _fire_and_seal(
         timers,
         timers.advance(event_ms(cmd["occurred_at"]), record_ts_ms),

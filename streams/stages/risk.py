@@ -60,7 +60,7 @@ from schemas.times import to_ms
 from streams.domain.methods import risk_fields
 from streams.domain.screening import is_held, keep_hold
 from streams.domain.subscriptions import is_merchant_initiated
-from streams.domain.timers import SWEEP_MAX, Get, Timer, TimerStore
+from streams.domain.timers import PAGE_MAX_BYTES, SWEEP_MAX, Get, Timer, TimerStore
 
 #: Metadata keys of a create that the risk stage reads (all optional). The email is
 #: only ever compared as its digest (models/blocklist.py).
@@ -400,7 +400,7 @@ def _remember(
 ) -> None:
     """Record `done` as applied, push its forget timer, sweep what is due."""
     effects.writes.append((done, b"1"))
-    timers = TimerStore(get, partition)
+    timers = TimerStore(get, partition, PAGE_MAX_BYTES)
     timers.push(Timer("forget", at_ms + retention // timedelta(milliseconds=1), done.decode()))
     for timer in timers.pop_due("forget", timers.advance(at_ms, record_ts_ms), sweep_max):
         effects.fired.append(timer)
