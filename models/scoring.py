@@ -38,6 +38,7 @@ from models.features import (
     FeatureVector,
     MerchantCounts,
     MerchantState,
+    Txn,
     TxStates,
     apply_label,
     compute,
@@ -100,13 +101,19 @@ class Scorer:
         return self.decide_many([(tx, self.features(tx, states, usable=usable, merchant=merchant))])[0]
 
     def features(
-        self, tx: Mapping[str, Any], states: TxStates, *, usable: bool = True, merchant: MerchantCounts | None = None
+        self,
+        tx: Mapping[str, Any] | Txn,
+        states: TxStates,
+        *,
+        usable: bool = True,
+        merchant: MerchantCounts | None = None,
     ) -> FeatureVector | None:
-        """The model's input for `tx` from the states before it, or None (rules only)."""
+        """The model's input for `tx` (the dict, or the `Txn` made of it) from the states
+        before it, or None (rules only)."""
         if not usable:
             return None
         try:
-            fv = compute(make_txn(tx), states, merchant)
+            fv = compute(tx if isinstance(tx, Txn) else make_txn(tx), states, merchant)
         except FeatureInputError:
             return None
         return fv if all(math.isfinite(getattr(fv, n)) for n in _REQUIRED) else None
@@ -178,11 +185,11 @@ class Scorer:
         return tuple(RuleHit(code, "decline") for code in self.blocklist.hits(tx, at))
 
     @staticmethod
-    def update_states(states: TxStates, tx: Mapping[str, Any]) -> bool:
-        """Fold the tx into its states after scoring. False (nothing changed) for a
-        tx whose fields are garbled."""
+    def update_states(states: TxStates, tx: Mapping[str, Any] | Txn) -> bool:
+        """Fold the tx (the dict, or the `Txn` made of it) into its states after scoring.
+        False (nothing changed) for a tx whose fields are garbled."""
         try:
-            update(states, make_txn(tx))
+            update(states, tx if isinstance(tx, Txn) else make_txn(tx))
         except FeatureInputError:
             return False
         return True
