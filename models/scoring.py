@@ -20,8 +20,10 @@ in one call per batch. `states` is a
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ from models.decision import FraudDecision, decide
 from models.features import (
     METHODS_MODEL_FEATURES,
     MODELLED_METHODS,
+    N_FEATURES,
     CardState,
     FeatureInputError,
     FeatureVector,
@@ -177,10 +180,8 @@ class Scorer:
             return dict(zip(todo, _scores(self.methods_model, matrix), strict=True))
 
     def _blocklist_hits(self, tx: Mapping[str, Any]) -> tuple[RuleHit, ...]:
-        try:
-            at = tx["occurred_at"]
-            to_ms(at)
-        except (KeyError, FeatureInputError):
+        at = tx.get("occurred_at")
+        if not isinstance(at, datetime) or at.tzinfo is None:  # what to_ms refuses
             return ()  # no event time: blocks with expiry cannot be judged; rules still run
         return tuple(RuleHit(code, "decline") for code in self.blocklist.hits(tx, at))
 
@@ -202,7 +203,10 @@ class Scorer:
 
 def _row_key(fv: FeatureVector) -> bytes:
     # The row's bytes: equal rows are equal keys, NaN included (NaN != NaN as floats).
-    return np.asarray(fv, dtype=np.float64).tobytes()
+    return _ROW.pack(*fv)
+
+
+_ROW = struct.Struct(f"={N_FEATURES}d")
 
 
 def _scores(model: LoadedModel | None, matrix: np.ndarray) -> list[float | None]:
