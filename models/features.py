@@ -188,15 +188,30 @@ class Windows:
             counts[i] += 1
             totals[i] += value
 
-    def _write(self, out: list[int]) -> None:
-        """Appends the windows' varint values: per window its bucket count, then per
-        bucket (bucket id delta, count, sum), the delta and the sum zigzagged."""
+    def _write(self, out: bytearray) -> None:
+        """Appends the windows' varints: per window its bucket count (one byte: at most
+        `_shape`'s bound), then per bucket (bucket id delta, count, sum), the delta and
+        the sum zigzagged. One-byte values inline: most are."""
+        append = out.append
         for bs in self.buckets:
-            out.append(len(bs))
+            append(len(bs))
             prev = 0
             for bid, c, t in bs:
                 d = bid - prev
-                out += (d * 2 if d >= 0 else -d * 2 - 1, c, t * 2 if t >= 0 else -t * 2 - 1)
+                d = d * 2 if d >= 0 else -d * 2 - 1
+                if d < 0x80:
+                    append(d)
+                else:
+                    out += _varint(d)
+                if 0 <= c < 0x80:
+                    append(c)
+                else:
+                    out += _varint(c)
+                t = t * 2 if t >= 0 else -t * 2 - 1
+                if t < 0x80:
+                    append(t)
+                else:
+                    out += _varint(t)
                 prev = bid
 
     def _read(self, v: list[int], i: int) -> int:
@@ -209,12 +224,15 @@ class Windows:
                 continue
             if n > self.spans[w]:
                 raise StateError(f"window holds {n} buckets, bound is {self.spans[w]}")
+            end = i + 3 * n
+            if end > len(v):
+                raise IndexError(end)
             prev = count = total = 0
-            for _ in range(n):
-                bid = prev + ((v[i] >> 1) ^ -(v[i] & 1))
-                c = v[i + 1]
-                t = (v[i + 2] >> 1) ^ -(v[i + 2] & 1)
-                i += 3
+            triples = iter(v[i:end])
+            i = end
+            for d, c, t in zip(triples, triples, triples):
+                bid = prev + ((d >> 1) ^ -(d & 1))
+                t = (t >> 1) ^ -(t & 1)
                 if bs and bid <= prev:
                     raise StateError("window buckets out of order")
                 bs.append([bid, c, t])
@@ -229,7 +247,7 @@ class Windows:
 @lru_cache(maxsize=16)
 def _shape(spec: tuple[tuple[str, int, int], ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(bucket resolution ms, bucket count) per window of a spec: once per spec, not per state."""
-    assert all(span % k == 0 for _, span, k in spec)
+    assert all(span % k == 0 and k < 0x80 for _, span, k in spec)
     return tuple(span // k for _, span, k in spec), tuple(k for _, _, k in spec)
 
 
@@ -240,7 +258,6 @@ def _shape(spec: tuple[tuple[str, int, int], ...]) -> tuple[tuple[int, ...], tup
 # field were most of a state's cost (docs/performance.md). Byte for byte the format
 # written by per-field code before (tests/unit/models/test_feature_state_bytes.py).
 
-_SMALL = [bytes((v,)) for v in range(0x80)]
 # One varint: continuation bytes (high bit set), then its last byte.
 _VARINT = re.compile(rb"[\x80-\xff]*[\x00-\x7f]")
 # A card's first four: first_ms, last_ms, n, the currency's length (its text follows).
@@ -265,8 +282,12 @@ def _varint(v: int) -> bytes:
     return bytes(out)
 
 
-def _pack(values: list[int]) -> bytes:
-    return b"".join([_SMALL[v] if 0 <= v < 0x80 else _varint(v) for v in values])
+def _pack(out: bytearray, values: list[int]) -> None:
+    for v in values:
+        if 0 <= v < 0x80:
+            out.append(v)
+        else:
+            out += _varint(v)
 
 
 @lru_cache(maxsize=4096)
@@ -315,8 +336,8 @@ def _done(rest: list[int]) -> None:
         raise StateError(f"{len(rest)} trailing values")
 
 
-def _close(head: bytes, values: list[int]) -> bytes:
-    out = head + _pack(values)
+def _close(buf: bytearray) -> bytes:
+    out = bytes(buf)
     assert len(out) <= MAX_STATE_BYTES, f"state of {len(out)} bytes over the bound"
     return out
 
@@ -372,13 +393,14 @@ class CardState:
 
     def to_bytes(self) -> bytes:
         cur = b"" if self.currency is None else self.currency.encode()
-        head = _pack([_zigzag(self.first_ms), _zigzag(self.last_ms), self.n, len(cur)])
-        values = [self.m_n, _zigzag(self.m_s1), self.m_s2]
-        self.windows._write(values)
-        values.append(len(self.merchants))
-        values += self.merchants
-        self.labels._write(values)
-        return _close(bytes((STATE_VERSION, self._KIND)) + head + cur, values)
+        out = bytearray((STATE_VERSION, self._KIND))
+        _pack(out, [_zigzag(self.first_ms), _zigzag(self.last_ms), self.n, len(cur)])
+        out += cur
+        _pack(out, [self.m_n, _zigzag(self.m_s1), self.m_s2])
+        self.windows._write(out)
+        _pack(out, [len(self.merchants), *self.merchants])
+        self.labels._write(out)
+        return _close(out)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> CardState:
@@ -469,10 +491,10 @@ class MerchantState:
         self.labels.add(revealed_ms, 1 if fraud else 0)
 
     def to_bytes(self) -> bytes:
-        values: list[int] = []
-        self.windows._write(values)
-        self.labels._write(values)
-        return _close(bytes((STATE_VERSION, self._KIND)), values)
+        out = bytearray((STATE_VERSION, self._KIND))
+        self.windows._write(out)
+        self.labels._write(out)
+        return _close(out)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> MerchantState:
@@ -494,9 +516,9 @@ class EntityState:
         self.windows.add(tx.ts_ms, 0)
 
     def to_bytes(self) -> bytes:
-        values: list[int] = []
-        self.windows._write(values)
-        return _close(bytes((STATE_VERSION, self._KIND)), values)
+        out = bytearray((STATE_VERSION, self._KIND))
+        self.windows._write(out)
+        return _close(out)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> EntityState:
