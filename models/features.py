@@ -253,10 +253,10 @@ def _shape(spec: tuple[tuple[str, int, int], ...]) -> tuple[tuple[int, ...], tup
 
 # --------------------------------------------------------------------------- varint codec
 # A state is two bytes (version, kind), then unsigned LEB128 varints (signed values
-# zigzagged) and, in a card's, one length-prefixed text. The varints are packed and
-# split a whole list at a time (a regex finds each varint's bytes in C): calls per
-# field were most of a state's cost (docs/performance.md). Byte for byte the format
-# written by per-field code before (tests/unit/models/test_feature_state_bytes.py).
+# zigzagged) and, in a card's, one length-prefixed text. Written straight into one
+# bytearray (one-byte values inline) and split a whole state at a time (a regex finds
+# each varint's bytes in C), not a method call per field (docs/performance.md). Byte
+# for byte the format written before (tests/unit/models/test_feature_state_bytes.py).
 
 # One varint: continuation bytes (high bit set), then its last byte.
 _VARINT = re.compile(rb"[\x80-\xff]*[\x00-\x7f]")
