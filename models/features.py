@@ -23,11 +23,13 @@ most `RECENT_MERCHANTS` merchants, and a serialized state is at most `MAX_STATE_
 from __future__ import annotations
 
 import math
+import re
 import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from schemas.money import CURRENCY_EXPONENTS
@@ -130,9 +132,7 @@ class Windows:
     __slots__ = ("res", "spans", "buckets", "counts", "totals")
 
     def __init__(self, spec: tuple[tuple[str, int, int], ...]) -> None:
-        assert all(span % k == 0 for _, span, k in spec)
-        self.res = tuple(span // k for _, span, k in spec)
-        self.spans = tuple(k for _, _, k in spec)
+        self.res, self.spans = _shape(spec)
         self.buckets: list[deque[list[int]]] = [deque() for _ in spec]
         self.counts = [0] * len(spec)
         self.totals = [0] * len(spec)
@@ -188,98 +188,127 @@ class Windows:
             counts[i] += 1
             totals[i] += value
 
-    def _write(self, w: _Writer) -> None:
+    def _write(self, out: bytearray) -> None:
+        """Appends the windows' varints: per window its bucket count (one byte: at most
+        `_shape`'s bound), then per bucket (bucket id delta, count, sum), the delta and
+        the sum zigzagged. One-byte values inline: most are."""
+        append = out.append
         for bs in self.buckets:
-            w.uint(len(bs))
+            append(len(bs))
             prev = 0
             for bid, c, t in bs:
-                w.sint(bid - prev)
-                w.uint(c)
-                w.sint(t)
+                d = bid - prev
+                d = d * 2 if d >= 0 else -d * 2 - 1
+                if d < 0x80:
+                    append(d)
+                else:
+                    out += _varint(d)
+                if 0 <= c < 0x80:
+                    append(c)
+                else:
+                    out += _varint(c)
+                t = t * 2 if t >= 0 else -t * 2 - 1
+                if t < 0x80:
+                    append(t)
+                else:
+                    out += _varint(t)
                 prev = bid
 
-    def _read(self, r: _Reader) -> None:
-        for i, bs in enumerate(self.buckets):
-            n = r.uint()
-            if n > self.spans[i]:
-                raise StateError(f"window holds {n} buckets, bound is {self.spans[i]}")
-            prev = 0
-            for _ in range(n):
-                bid = prev + r.sint()
-                c = r.uint()
-                t = r.sint()
-                if bs and bid <= bs[-1][0]:
+    def _read(self, v: list[int], i: int) -> int:
+        """Reads what `_write` wrote from v[i:] into this fresh object; the index after it.
+        IndexError when v ends early (the caller's StateError)."""
+        for w, bs in enumerate(self.buckets):
+            n = v[i]
+            i += 1
+            if not n:
+                continue
+            if n > self.spans[w]:
+                raise StateError(f"window holds {n} buckets, bound is {self.spans[w]}")
+            end = i + 3 * n
+            if end > len(v):
+                raise IndexError(end)
+            prev = count = total = 0
+            triples = iter(v[i:end])
+            i = end
+            for d, c, t in zip(triples, triples, triples):
+                bid = prev + ((d >> 1) ^ -(d & 1))
+                t = (t >> 1) ^ -(t & 1)
+                if bs and bid <= prev:
                     raise StateError("window buckets out of order")
                 bs.append([bid, c, t])
-                self.counts[i] += c
-                self.totals[i] += t
+                count += c
+                total += t
                 prev = bid
+            self.counts[w] = count
+            self.totals[w] = total
+        return i
+
+
+@lru_cache(maxsize=16)
+def _shape(spec: tuple[tuple[str, int, int], ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(bucket resolution ms, bucket count) per window of a spec: once per spec, not per state."""
+    assert all(span % k == 0 and k < 0x80 for _, span, k in spec)
+    return tuple(span // k for _, span, k in spec), tuple(k for _, _, k in spec)
 
 
 # --------------------------------------------------------------------------- varint codec
+# A state is two bytes (version, kind), then unsigned LEB128 varints (signed values
+# zigzagged) and, in a card's, one length-prefixed text. Written straight into one
+# bytearray (one-byte values inline) and split a whole state at a time (a regex finds
+# each varint's bytes in C), not a method call per field (docs/performance.md). Byte
+# for byte the format written before (tests/unit/models/test_feature_state_bytes.py).
+
+# One varint: continuation bytes (high bit set), then its last byte.
+_VARINT = re.compile(rb"[\x80-\xff]*[\x00-\x7f]")
+# A card's first four: first_ms, last_ms, n, the currency's length (its text follows).
+_CARD_HEAD = re.compile(rb"([\x80-\xff]*[\x00-\x7f])" * 4)
+_MAX_VARINT_BYTES = 41  # 7 * 41 bits: what the format has always accepted
 
 
-class _Writer:
-    __slots__ = ("buf",)
-
-    def __init__(self) -> None:
-        self.buf = bytearray()
-
-    def uint(self, v: int) -> None:
-        assert v >= 0
-        while v >= 0x80:
-            self.buf.append((v & 0x7F) | 0x80)
-            v >>= 7
-        self.buf.append(v)
-
-    def sint(self, v: int) -> None:
-        self.uint(v * 2 if v >= 0 else -v * 2 - 1)
-
-    def text(self, s: str | None) -> None:
-        data = b"" if s is None else s.encode()
-        self.uint(len(data))
-        self.buf += data
+def _zigzag(v: int) -> int:
+    return v * 2 if v >= 0 else -v * 2 - 1
 
 
-class _Reader:
-    __slots__ = ("data", "pos")
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.pos = 0
-
-    def uint(self) -> int:
-        v = shift = 0
-        while True:
-            if self.pos >= len(self.data):
-                raise StateError("state bytes truncated")
-            if shift > 7 * 40:
-                raise StateError("varint too long")
-            b = self.data[self.pos]
-            self.pos += 1
-            v |= (b & 0x7F) << shift
-            if b < 0x80:
-                return v
-            shift += 7
-
-    def sint(self) -> int:
-        v = self.uint()
-        return v >> 1 if v % 2 == 0 else -(v >> 1) - 1
-
-    def text(self) -> str | None:
-        n = self.uint()
-        if n > 64 or self.pos + n > len(self.data):
-            raise StateError("bad text field")
-        s = self.data[self.pos : self.pos + n].decode()
-        self.pos += n
-        return s or None
-
-    def done(self) -> None:
-        if self.pos != len(self.data):
-            raise StateError(f"{len(self.data) - self.pos} trailing bytes")
+# Cached: the large values are mostly bucket ids of the current time, the same in
+# every state written for a while (bounded, as everything).
+@lru_cache(maxsize=4096)
+def _varint(v: int) -> bytes:
+    assert v >= 0
+    out = bytearray()
+    while v >= 0x80:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    out.append(v)
+    return bytes(out)
 
 
-def _open(data: bytes, kind: int) -> _Reader:
+def _pack(out: bytearray, values: list[int]) -> None:
+    for v in values:
+        if 0 <= v < 0x80:
+            out.append(v)
+        else:
+            out += _varint(v)
+
+
+@lru_cache(maxsize=4096)
+def _varint_value(tok: bytes) -> int:
+    if len(tok) > _MAX_VARINT_BYTES:
+        raise StateError("varint too long")
+    v = 0
+    for b in reversed(tok):
+        v = (v << 7) | (b & 0x7F)
+    return v
+
+
+def _unpack(data: bytes, pos: int) -> list[int]:
+    """Every varint of data[pos:] (all of it must be varints)."""
+    # Every byte below 0x80 ends a varint, so a last byte below it leaves none out.
+    if len(data) > pos and data[-1] >= 0x80:
+        raise StateError("state bytes truncated")
+    return [t[0] if len(t) == 1 else _varint_value(t) for t in _VARINT.findall(data, pos)]
+
+
+def _open(data: bytes, kind: int) -> bytes:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise StateError("state must be bytes")
     data = bytes(data)
@@ -287,13 +316,28 @@ def _open(data: bytes, kind: int) -> _Reader:
         raise StateError(f"state of {len(data)} bytes exceeds {MAX_STATE_BYTES}")
     if len(data) < 2 or data[0] != STATE_VERSION or data[1] != kind:
         raise StateError("not a state of this kind and version")
-    r = _Reader(data)
-    r.pos = 2
-    return r
+    return data
 
 
-def _close(w: _Writer) -> bytes:
-    out = bytes(w.buf)
+def _read_windows(data: bytes, pos: int, *windows: Windows) -> list[int]:
+    """Reads the windows from the varints of data[pos:]; the values left after them."""
+    v = _unpack(data, pos)
+    i = 0
+    try:
+        for w in windows:
+            i = w._read(v, i)
+    except IndexError:
+        raise StateError("state bytes truncated") from None
+    return v[i:]
+
+
+def _done(rest: list[int]) -> None:
+    if rest:
+        raise StateError(f"{len(rest)} trailing values")
+
+
+def _close(buf: bytearray) -> bytes:
+    out = bytes(buf)
     assert len(out) <= MAX_STATE_BYTES, f"state of {len(out)} bytes over the bound"
     return out
 
@@ -348,41 +392,50 @@ class CardState:
             self.labels.add(revealed_ms, 1)
 
     def to_bytes(self) -> bytes:
-        w = _Writer()
-        w.buf += bytes((STATE_VERSION, self._KIND))
-        w.sint(self.first_ms)
-        w.sint(self.last_ms)
-        w.uint(self.n)
-        w.text(self.currency)
-        w.uint(self.m_n)
-        w.sint(self.m_s1)
-        w.uint(self.m_s2)
-        self.windows._write(w)
-        w.uint(len(self.merchants))
-        for h in self.merchants:
-            w.uint(h)
-        self.labels._write(w)
-        return _close(w)
+        cur = b"" if self.currency is None else self.currency.encode()
+        out = bytearray((STATE_VERSION, self._KIND))
+        _pack(out, [_zigzag(self.first_ms), _zigzag(self.last_ms), self.n, len(cur)])
+        out += cur
+        _pack(out, [self.m_n, _zigzag(self.m_s1), self.m_s2])
+        self.windows._write(out)
+        _pack(out, [len(self.merchants), *self.merchants])
+        self.labels._write(out)
+        return _close(out)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> CardState:
-        r = _open(data, cls._KIND)
+        data = _open(data, cls._KIND)
+        m = _CARD_HEAD.match(data, 2)
+        if m is None:
+            raise StateError("state bytes truncated")
+        head = [_varint_value(tok) for tok in m.groups()]
+        pos = m.end()
+        n = head[3]
+        if n > 64 or pos + n > len(data):
+            raise StateError("bad text field")
         s = cls()
-        s.first_ms = r.sint()
-        s.last_ms = r.sint()
-        s.n = r.uint()
-        s.currency = r.text()
-        s.m_n = r.uint()
-        s.m_s1 = r.sint()
-        s.m_s2 = r.uint()
-        s.windows._read(r)
-        k = r.uint()
-        if k > RECENT_MERCHANTS:
-            raise StateError("too many recent merchants")
-        s.merchants = [r.uint() for _ in range(k)]
-        s.labels._read(r)
-        r.done()
+        s.first_ms = (head[0] >> 1) ^ -(head[0] & 1)
+        s.last_ms = (head[1] >> 1) ^ -(head[1] & 1)
+        s.n = head[2]
+        s.currency = data[pos : pos + n].decode() or None
+        v = _unpack(data, pos + n)
+        if len(v) < 3:
+            raise StateError("state bytes truncated")
+        s.m_n, s.m_s1, s.m_s2 = v[0], (v[1] >> 1) ^ -(v[1] & 1), v[2]
+        try:
+            i = s.windows._read(v, 3)
+            k = v[i]
+            if k > RECENT_MERCHANTS:
+                raise StateError("too many recent merchants")
+            s.merchants = v[i + 1 : i + 1 + k]
+            i = s.labels._read(v, i + 1 + k)
+        except IndexError:
+            raise StateError("state bytes truncated") from None
+        _done(v[i:])
         return s
+
+
+_PLAIN_INT = {int}
 
 
 class MerchantCounts(NamedTuple):
@@ -402,10 +455,12 @@ class MerchantCounts(NamedTuple):
     def from_record(cls, record: Mapping[str, Any]) -> MerchantCounts:
         """From the wire record; FeatureInputError when it cannot be a merchant's counts."""
         try:
-            counts = cls(*(record[f] for f in cls._fields))
+            counts = cls._make([record[f] for f in cls._fields])
         except (KeyError, TypeError):
             raise FeatureInputError("merchant_features: missing fields") from None
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts):
+        # Plain ints (the wire's) are checked at C speed, anything else one by one.
+        fast = set(map(type, counts)) == _PLAIN_INT and min(counts) >= 0
+        if not fast and not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts):
             raise FeatureInputError("merchant_features: counts must be non-negative integers")
         if counts.fraud_7d > counts.labeled_7d or counts.fraud_30d > counts.labeled_30d:
             raise FeatureInputError("merchant_features: more fraud labels than labels")
@@ -436,19 +491,15 @@ class MerchantState:
         self.labels.add(revealed_ms, 1 if fraud else 0)
 
     def to_bytes(self) -> bytes:
-        w = _Writer()
-        w.buf += bytes((STATE_VERSION, self._KIND))
-        self.windows._write(w)
-        self.labels._write(w)
-        return _close(w)
+        out = bytearray((STATE_VERSION, self._KIND))
+        self.windows._write(out)
+        self.labels._write(out)
+        return _close(out)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> MerchantState:
-        r = _open(data, cls._KIND)
         s = cls()
-        s.windows._read(r)
-        s.labels._read(r)
-        r.done()
+        _done(_read_windows(_open(data, cls._KIND), 2, s.windows, s.labels))
         return s
 
 
@@ -465,17 +516,14 @@ class EntityState:
         self.windows.add(tx.ts_ms, 0)
 
     def to_bytes(self) -> bytes:
-        w = _Writer()
-        w.buf += bytes((STATE_VERSION, self._KIND))
-        self.windows._write(w)
-        return _close(w)
+        out = bytearray((STATE_VERSION, self._KIND))
+        self.windows._write(out)
+        return _close(out)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> EntityState:
-        r = _open(data, cls._KIND)
         s = cls()
-        s.windows._read(r)
-        r.done()
+        _done(_read_windows(_open(data, cls._KIND), 2, s.windows))
         return s
 
 
@@ -486,10 +534,11 @@ def _merchant_hash(merchant: str) -> int:
 @dataclass(slots=True)
 class TxStates:
     """The states one transaction reads and updates. ip/device are None when the
-    transaction has none."""
+    transaction has none; merchant is None when the caller has the merchant's counts
+    from elsewhere (`compute`'s `merchant`) and keeps no merchant state."""
 
     card: CardState = field(default_factory=CardState)
-    merchant: MerchantState = field(default_factory=MerchantState)
+    merchant: MerchantState | None = field(default_factory=MerchantState)
     ip: EntityState | None = None
     device: EntityState | None = None
 
@@ -577,7 +626,11 @@ def compute(tx: Txn, states: TxStates, merchant: MerchantCounts | None = None) -
     new_merchant = 0.0 if _merchant_hash(tx.merchant) in card.merchants else 1.0
     labels_30d = card.labels.read(ts)[0][0]
 
-    mc1h, mc1d, mc7d, mc30d, l7, l30, f7, f30 = states.merchant.counts(ts) if merchant is None else merchant
+    if merchant is None:
+        if states.merchant is None:
+            raise ValueError("neither the merchant's counts nor its state")
+        merchant = states.merchant.counts(ts)
+    mc1h, mc1d, mc7d, mc30d, l7, l30, f7, f30 = merchant
 
     # Absent from the tx: NaN (unknown). Present but never seen: 0 transactions.
     ip1h, ip1d = _entity_counts(states.ip, tx.ip, ts)
@@ -733,7 +786,8 @@ def update(states: TxStates, tx: Txn | Mapping[str, Any]) -> None:
     """Fold a transaction into every state it touches (after its features were read)."""
     t = tx if isinstance(tx, Txn) else make_txn(tx)
     states.card.update(t)
-    states.merchant.update(t)
+    if states.merchant is not None:
+        states.merchant.update(t)
     if t.ip is not None:
         if states.ip is None:
             states.ip = EntityState()

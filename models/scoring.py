@@ -20,8 +20,10 @@ in one call per batch. `states` is a
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +35,13 @@ from models.decision import FraudDecision, decide
 from models.features import (
     METHODS_MODEL_FEATURES,
     MODELLED_METHODS,
+    N_FEATURES,
     CardState,
     FeatureInputError,
     FeatureVector,
     MerchantCounts,
     MerchantState,
+    Txn,
     TxStates,
     apply_label,
     compute,
@@ -100,13 +104,19 @@ class Scorer:
         return self.decide_many([(tx, self.features(tx, states, usable=usable, merchant=merchant))])[0]
 
     def features(
-        self, tx: Mapping[str, Any], states: TxStates, *, usable: bool = True, merchant: MerchantCounts | None = None
+        self,
+        tx: Mapping[str, Any] | Txn,
+        states: TxStates,
+        *,
+        usable: bool = True,
+        merchant: MerchantCounts | None = None,
     ) -> FeatureVector | None:
-        """The model's input for `tx` from the states before it, or None (rules only)."""
+        """The model's input for `tx` (the dict, or the `Txn` made of it) from the states
+        before it, or None (rules only)."""
         if not usable:
             return None
         try:
-            fv = compute(make_txn(tx), states, merchant)
+            fv = compute(tx if isinstance(tx, Txn) else make_txn(tx), states, merchant)
         except FeatureInputError:
             return None
         return fv if all(math.isfinite(getattr(fv, n)) for n in _REQUIRED) else None
@@ -170,19 +180,17 @@ class Scorer:
             return dict(zip(todo, _scores(self.methods_model, matrix), strict=True))
 
     def _blocklist_hits(self, tx: Mapping[str, Any]) -> tuple[RuleHit, ...]:
-        try:
-            at = tx["occurred_at"]
-            to_ms(at)
-        except (KeyError, FeatureInputError):
+        at = tx.get("occurred_at")
+        if not isinstance(at, datetime) or at.tzinfo is None:  # what to_ms refuses
             return ()  # no event time: blocks with expiry cannot be judged; rules still run
         return tuple(RuleHit(code, "decline") for code in self.blocklist.hits(tx, at))
 
     @staticmethod
-    def update_states(states: TxStates, tx: Mapping[str, Any]) -> bool:
-        """Fold the tx into its states after scoring. False (nothing changed) for a
-        tx whose fields are garbled."""
+    def update_states(states: TxStates, tx: Mapping[str, Any] | Txn) -> bool:
+        """Fold the tx (the dict, or the `Txn` made of it) into its states after scoring.
+        False (nothing changed) for a tx whose fields are garbled."""
         try:
-            update(states, make_txn(tx))
+            update(states, tx if isinstance(tx, Txn) else make_txn(tx))
         except FeatureInputError:
             return False
         return True
@@ -195,7 +203,10 @@ class Scorer:
 
 def _row_key(fv: FeatureVector) -> bytes:
     # The row's bytes: equal rows are equal keys, NaN included (NaN != NaN as floats).
-    return np.asarray(fv, dtype=np.float64).tobytes()
+    return _ROW.pack(*fv)
+
+
+_ROW = struct.Struct(f"={N_FEATURES}d")
 
 
 def _scores(model: LoadedModel | None, matrix: np.ndarray) -> list[float | None]:

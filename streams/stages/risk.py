@@ -51,7 +51,9 @@ from models.features import (
     MerchantCounts,
     MerchantState,
     StateError,
+    Txn,
     TxStates,
+    make_txn,
     method_features,
 )
 from models.scoring import MAX_BATCH_ROWS, Scorer
@@ -261,15 +263,20 @@ def prepare(
     loader = _States(get)
     states = TxStates(
         loader.load(ck, CardState.from_bytes, CardState),
-        MerchantState() if merchant is not None else loader.load(mk, MerchantState.from_bytes, MerchantState),
+        # No merchant state with the counts attached: the keys stage keeps the exact one.
+        None if merchant is not None else loader.load(mk, MerchantState.from_bytes, MerchantState),
         loader.load(ik, EntityState.from_bytes, EntityState) if ik else None,
         loader.load(dk, EntityState.from_bytes, EntityState) if dk else None,
     )
-    features = scorer.features(tx, states, usable=not loader.unreadable, merchant=merchant)
+    try:  # validated once for features and update (garbled: each says so, rules only)
+        txn: Txn | dict[str, Any] = make_txn(tx)
+    except FeatureInputError:
+        txn = tx
+    features = scorer.features(txn, states, usable=not loader.unreadable, merchant=merchant)
     effects = RiskEffects(None, merchant_fallback=merchant is None, state_unreadable=loader.unreadable)
-    if scorer.update_states(states, tx):
+    if scorer.update_states(states, txn):
         effects.writes.append((ck, states.card.to_bytes()))
-        if merchant is None:  # the keys stage keeps the exact state; this one is the fallback's
+        if states.merchant is not None:  # the fallback's own
             effects.writes.append((mk, states.merchant.to_bytes()))
         if ik and states.ip is not None:
             effects.writes.append((ik, states.ip.to_bytes()))

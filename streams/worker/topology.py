@@ -236,10 +236,12 @@ def build_worker(settings: Settings) -> Engine:
             refuse(task, m, stage, e.reason, e.detail)
             return None
 
-    def to_payments(cmd: dict) -> Record:
-        """A validated command on its way to the payments stage: by payment_id, to that key's partition."""
+    def to_payments(cmd: dict, raw: bytes | None = None) -> Record:
+        """A validated command on its way to the payments stage: by payment_id, to that key's
+        partition. `raw`: its encoding already at hand (a record passed on unchanged)."""
         out = Forward(cmd)
-        return Record(names.validated, out.key, VALIDATED_CODEC.encode(out.command), partition_for(out.key, n))
+        value = VALIDATED_CODEC.encode(out.command) if raw is None else raw
+        return Record(names.validated, out.key, value, partition_for(out.key, n))
 
     def ingest_batch(batch: list[Message], task: Task) -> None:
         """Commands come keyed by merchant (streams/stages/ingest.py's `command_key`), so
@@ -550,7 +552,9 @@ def build_worker(settings: Settings) -> Engine:
             assert effects.command is not None
             for k, v in effects.writes:
                 table.put(k, v)
-            forward = to_payments(effects.command)
+            # A follow-up passes through unchanged: as it came when that is its encoding now.
+            passed = effects.decision is None and m.value is not None and VALIDATED_CODEC.current(m.value)
+            forward = to_payments(effects.command, m.value if passed else None)
             task.send(forward, m.origin_ms)
             if effects.review is not None:
                 task.send(Record(names.review, forward.key, REVIEW_CODEC.encode(effects.review)), m.origin_ms)

@@ -1049,3 +1049,31 @@ def test_a_3ds_status_outside_emv_final_statuses_cannot_be_written(status: str) 
     }
     with pytest.raises(EncodeError, match="three_ds|trans_status|ThreeDsStatus"):
         Codec("PaymentCommand").encode(record, check=True)
+
+
+# --- current: a record passed on unchanged can be forwarded as it came ---
+
+
+@pytest.mark.parametrize(("name", "record"), [*RECORDS.items(), *EXTRA_RECORDS])
+def test_a_current_record_decoded_and_encoded_again_is_the_same_bytes(name: str, record: dict) -> None:
+    codec = Codec(name)
+    data = codec.encode(record)
+    assert codec.current(data)
+    assert codec.encode(codec.decode(data)) == data
+
+
+def test_a_record_written_with_an_earlier_version_is_not_current() -> None:
+    import io
+
+    import fastavro
+
+    from schemas.codec import MAGIC, load_schema
+
+    old = load_schema("history/PaymentCommand.1")
+    record = {k: v for k, v in RECORDS["PaymentCommand"].items() if k not in ("card_token", "sealed_card")}
+    buf = io.BytesIO()
+    buf.write(MAGIC + old.fingerprint)
+    fastavro.schemaless_writer(buf, old.parsed, record)
+    codec = Codec("PaymentCommand")
+    assert not codec.current(buf.getvalue())
+    assert codec.encode(codec.decode(buf.getvalue())) != buf.getvalue()  # so it is encoded again

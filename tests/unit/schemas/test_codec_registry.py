@@ -238,3 +238,11 @@ def _command() -> dict:
         "metadata": {},
         "occurred_at": datetime(2026, 11, 25, 10, 0, tzinfo=UTC),
     }
+
+
+def test_current_is_the_wire_format_in_use(registry: FakeRegistry) -> None:
+    single_object = MAGIC + load_schema("DeadLetter").fingerprint + DEAD_LETTER_BODY
+    assert DEAD.current(DEAD.encode(DEAD_LETTER))
+    assert not DEAD.current(single_object)  # re-encoded under the registry, it gains its id
+    use_registry(None)
+    assert DEAD.current(single_object)

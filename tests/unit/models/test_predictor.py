@@ -1,0 +1,70 @@
+"""TreeSum: the shipped models' scores without scikit-learn's per-call overhead are
+scikit-learn's scores, bit for bit, on real feature rows and on odd ones."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+
+from models.features import FEATURE_NAMES, METHODS_MODEL_FEATURES
+from models.predictor import TreeSum
+from models.train import SHIPPED_ARTIFACT, SHIPPED_METHODS_ARTIFACT, PerMethodModel, load_model, method_indicators
+
+
+@pytest.fixture(scope="module")
+def card_model():
+    return load_model(SHIPPED_ARTIFACT)
+
+
+@pytest.fixture(scope="module")
+def methods_model():
+    return load_model(SHIPPED_METHODS_ARTIFACT, METHODS_MODEL_FEATURES)
+
+
+def feature_rows(small_features) -> np.ndarray:
+    X = np.asarray(small_features, dtype=np.float64)  # a simulated history's vectors, in FEATURE_NAMES order
+    assert X.shape[1] == len(FEATURE_NAMES)
+    return X
+
+
+def odd_rows(n_features: int) -> np.ndarray:
+    rng = np.random.default_rng(3)
+    X = rng.normal(0, 1e3, size=(300, n_features))
+    X[rng.random(X.shape) < 0.3] = np.nan
+    X[:5] = np.nan  # a row of nothing
+    X[5:10] = 0.0
+    return X
+
+
+def test_the_shipped_models_are_scored_by_treesum(card_model, methods_model):
+    assert isinstance(card_model.scorer, TreeSum)
+    assert isinstance(methods_model.scorer, PerMethodModel)
+    assert all(isinstance(m, TreeSum) for m in methods_model.scorer.models.values())
+
+
+def test_card_scores_are_scikit_learns(card_model, small_features):
+    for X in (feature_rows(small_features), odd_rows(len(FEATURE_NAMES))):
+        for rows in (X, X[:1], X[:17]):
+            expected = card_model.model.predict_proba(rows)
+            assert np.array_equal(card_model.scorer.predict_proba(rows), expected)
+            assert np.array_equal(card_model.score(rows), expected[:, 1])
+
+
+def test_methods_scores_are_scikit_learns(methods_model, small_features):
+    X = feature_rows(small_features)[:400]
+    methods = [("wallet", "bank_transfer", "bnpl", "crypto")[i % 4] for i in range(len(X))]
+    full = np.hstack([X, method_indicators(methods)])
+    assert np.array_equal(methods_model.score(full), methods_model.model.predict_proba(full)[:, 1])
+
+
+def test_a_model_treesum_cannot_reproduce_keeps_scikit_learns_path():
+    rng = np.random.default_rng(1)
+    X, y = rng.normal(size=(200, 3)), rng.integers(0, 2, 200)
+    assert TreeSum.of(RandomForestClassifier(n_estimators=3, random_state=0).fit(X, y)) is None
+    multi = HistGradientBoostingClassifier(max_iter=3).fit(X, rng.integers(0, 3, 200))
+    assert TreeSum.of(multi) is None
+    binary = TreeSum.of(HistGradientBoostingClassifier(max_iter=3).fit(X, y))
+    assert binary is not None
+    with pytest.raises(ValueError):
+        binary.predict_proba(X[:, :2])
