@@ -417,7 +417,10 @@ class CardState:
         s.first_ms = (head[0] >> 1) ^ -(head[0] & 1)
         s.last_ms = (head[1] >> 1) ^ -(head[1] & 1)
         s.n = head[2]
-        s.currency = data[pos : pos + n].decode() or None
+        try:
+            s.currency = data[pos : pos + n].decode() or None
+        except UnicodeDecodeError:
+            raise StateError("the currency is not UTF-8") from None
         v = _unpack(data, pos + n)
         if len(v) < 3:
             raise StateError("state bytes truncated")

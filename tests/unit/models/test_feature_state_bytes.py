@@ -202,6 +202,17 @@ def test_garbled_varints_are_a_state_error(cls):
             cls.from_bytes(bad)
 
 
+def test_a_card_state_whose_currency_is_not_utf8_is_a_state_error():
+    # The risk stage's loader falls back to rules on a StateError; anything else parked every create of the card.
+    card = CardState()
+    card.currency = "USD"
+    good = card.to_bytes()
+    assert CardState.from_bytes(good).currency == "USD"
+    bad = good.replace(b"USD", b"\xff\xfeU", 1)
+    with pytest.raises(StateError, match="UTF-8"):
+        CardState.from_bytes(bad)
+
+
 def test_buckets_out_of_order_are_a_state_error():
     # One window of two buckets, the second's id delta 0 (not after the first).
     raw = bytes((STATE_VERSION, 3, 2, 2, 1, 0, 0, 1, 0, 0))
