@@ -7,13 +7,14 @@ import hashlib
 import uuid
 
 _NS = uuid.UUID("6f1c1c9e-6d55-4a4f-9a57-0d3f5b0b7a11")
+_NS_BYTES = _NS.bytes  # a property that builds the bytes at each use
 _SEP = "\x1f"  # unit separator: cannot appear in a valid merchant id, so no ambiguity
 
 
 def _derive(prefix: str, *parts: str) -> str:
     """prefix + uuid5(_NS, name).hex, written out: uuid.uuid5 builds two UUID objects
     per id (~5 µs), and a command derives several ids."""
-    digest = bytearray(hashlib.sha1(_NS.bytes + (prefix + _SEP + _SEP.join(parts)).encode()).digest()[:16])
+    digest = bytearray(hashlib.sha1(_NS_BYTES + (prefix + _SEP + _SEP.join(parts)).encode()).digest()[:16])
     digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
     digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
     return prefix + digest.hex()
