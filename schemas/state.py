@@ -14,9 +14,11 @@ ensure_ascii=False)` wrote, which the hashes already on the topics were made ove
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
+
+T = TypeVar("T")
 
 _OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 
@@ -34,3 +36,22 @@ def state_loads(raw: bytes) -> Any:
 def canonical_json(value: Any) -> bytes:
     """Sorted keys, no whitespace, UTF-8; str keys and JSON leaves only (TypeError else)."""
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def evolved(value: T, **changes: Any) -> T:
+    """`dataclasses.replace` for a frozen state value, ~2 µs instead of ~15: a frozen
+    dataclass's __init__ sets each field through object.__setattr__, and the payment,
+    its decision and the router's breakers are replaced several times per command.
+    The invariants (__post_init__) are checked as on every construction; an unknown
+    field is a TypeError, as `replace` makes it."""
+    fields = type(value).__dataclass_fields__  # type: ignore[attr-defined]
+    unknown = changes.keys() - fields.keys()
+    if unknown:
+        raise TypeError(f"{type(value).__name__} has no field(s) {sorted(unknown)}")
+    new = object.__new__(type(value))
+    new.__dict__.update(value.__dict__)  # fields in declaration order: state_json's bytes stay the same
+    new.__dict__.update(changes)
+    post_init = getattr(new, "__post_init__", None)
+    if post_init is not None:
+        post_init()
+    return new

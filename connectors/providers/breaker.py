@@ -15,9 +15,8 @@ and metrics. Time only moves forward: an earlier event time counts as the latest
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
-T = TypeVar("T")
+from schemas.state import evolved
 
 STATES = ("closed", "open", "half_open")
 OUTCOMES = ("success", "failure", "timeout")
@@ -176,17 +175,3 @@ def _bucket_start(at_ms: int, cfg: BreakerConfig) -> int:
 def _transition(before: Breaker, after: Breaker, reason: str) -> Transition:
     t = before.totals()
     return Transition(before.provider, before.state, after.state, after.now_ms, reason, t.calls, t.failures, t.timeouts)
-
-
-def evolved(value: T, **changes: Any) -> T:
-    """`dataclasses.replace` for these frozen values, without the constructor's
-    per-field setattr (a routed call replaces breakers and buckets several times),
-    the invariants (__post_init__) checked as on every construction."""
-    assert changes.keys() <= value.__dict__.keys(), sorted(changes)
-    new = object.__new__(type(value))
-    new.__dict__.update(value.__dict__)  # fields in declaration order: state_json's bytes stay the same
-    new.__dict__.update(changes)
-    post_init = getattr(new, "__post_init__", None)
-    if post_init is not None:
-        post_init()
-    return new

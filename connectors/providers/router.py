@@ -40,11 +40,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from connectors.providers.breaker import Breaker, BreakerConfig, Bucket, Transition, allow, evolved, record
+from connectors.providers.breaker import Breaker, BreakerConfig, Bucket, Transition, allow, record
 from connectors.providers.learning import Arm, Learn, choose, observe, segment_of
 from connectors.providers.rails import Pricing, RailConfig
 from connectors.providers.simulated import Call, ProviderResult
-from schemas.state import state_json, state_loads
+from schemas.state import evolved, state_json, state_loads
 
 DEFAULT_ROUTING = Path(__file__).parent / "routing.toml"
 MAX_ROUTES = 64

@@ -76,3 +76,28 @@ def test_canonical_json_is_what_json_dumps_wrote(value: dict) -> None:
 
     old = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     assert canonical_json(value) == old
+
+
+@dataclass(frozen=True)
+class Checked:
+    n: int
+    label: str = "x"
+
+    def __post_init__(self) -> None:
+        assert self.n >= 0, self.n
+
+
+@given(st.integers(0, 10), st.text(max_size=3))
+def test_evolved_is_replace_and_keeps_the_invariants(n: int, label: str) -> None:
+    from dataclasses import replace
+
+    from schemas.state import evolved
+
+    base = Checked(1)
+    assert evolved(base, n=n, label=label) == replace(base, n=n, label=label)
+    assert state_json(evolved(base, label=label)) == state_json(replace(base, label=label))  # field order kept
+    with pytest.raises(AssertionError):
+        evolved(base, n=-1)
+    with pytest.raises(TypeError, match="no field"):
+        evolved(base, m=1)
+    assert base == Checked(1)  # the original is left as it was
