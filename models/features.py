@@ -84,8 +84,13 @@ class Txn(NamedTuple):
     device: str | None = None
 
 
+def is_event_time(at: Any) -> bool:
+    """What `to_ms` takes: a timezone-aware datetime."""
+    return isinstance(at, datetime) and at.tzinfo is not None
+
+
 def to_ms(at: datetime) -> int:
-    if not isinstance(at, datetime) or at.tzinfo is None:
+    if not is_event_time(at):
         raise FeatureInputError("occurred_at must be a timezone-aware datetime")
     return datetime_to_ms(at)
 

@@ -23,7 +23,6 @@ import math
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +44,7 @@ from models.features import (
     TxStates,
     apply_label,
     compute,
+    is_event_time,
     make_txn,
     to_ms,
     update,
@@ -181,7 +181,7 @@ class Scorer:
 
     def _blocklist_hits(self, tx: Mapping[str, Any]) -> tuple[RuleHit, ...]:
         at = tx.get("occurred_at")
-        if not isinstance(at, datetime) or at.tzinfo is None:  # what to_ms refuses
+        if not is_event_time(at):
             return ()  # no event time: blocks with expiry cannot be judged; rules still run
         return tuple(RuleHit(code, "decline") for code in self.blocklist.hits(tx, at))
 
