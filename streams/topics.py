@@ -2,12 +2,12 @@
 
 All pipeline topics share one partition count: a stage writes its changelogs and
 same-keyed outputs to the partition number it read from, inside that source
-partition's transaction (streams/eos.py). The one re-keying hop, commands keyed by
-merchant for the keys stage and back by payment_id, names its target partition
+partition's transaction (streams/runtime/). A re-keying hop (by card token to risk,
+back by payment_id to payments, by merchant to the ledger) names its target partition
 with the producers' partitioner (schemas/partitioning.py).
 
-  payment-commands (by payment_id) -> ingest -> payment-commands-keyed (by merchant)
-  -> keys -> payment-commands-validated (by payment_id) -> payments
+  payment-commands (by merchant) -> ingest and keys (one transaction)
+  -> payment-commands-validated (by payment_id) -> payments
   -> payment-outcomes, payment-events (by payment_id), payment-dlq, and each event's
   entry -> ledger-entries (by merchant: the ledger shard) -> ledger
   keys -> creates -> payment-commands-risk (by card token) -> risk -> validated;
@@ -73,7 +73,6 @@ PERSONAL_DATA_RETENTION_MAX_MS = 30 * _DAY_MS
 @dataclass(frozen=True)
 class TopicNames:
     commands: str
-    keyed: str
     validated: str
     outcomes: str
     dlq: str
@@ -108,7 +107,6 @@ def prefixed(settings: Settings, base: str) -> str:
 def topic_names(settings: Settings) -> TopicNames:
     names = (
         "payment-commands",
-        "payment-commands-keyed",
         "payment-commands-validated",
         "payment-outcomes",
         "payment-dlq",
@@ -206,7 +204,6 @@ def declared_topics(settings: Settings) -> list[TopicSpec]:
     # stage, kept as the other hops); fraud-blocklist, merchants and fx-rates are compacted.
     retention_ms = {
         names.commands: 7 * _DAY_MS,
-        names.keyed: 7 * _DAY_MS,
         names.validated: 7 * _DAY_MS,
         names.outcomes: 30 * _DAY_MS,
         names.dlq: 30 * _DAY_MS,

@@ -27,7 +27,6 @@ app_id="paystream${NAMESPACE:+-$NAMESPACE}"
 
 # The topics of streams/topics.py (topic_names).
 commands="${prefix}payment-commands"
-keyed="${prefix}payment-commands-keyed"
 validated="${prefix}payment-commands-validated"
 outcomes="${prefix}payment-outcomes"
 dlq="${prefix}payment-dlq"
@@ -120,10 +119,10 @@ writes "$PRODUCER" "$commands"
 # migrate-changelogs`, run with the worker's credentials: its prefix grants cover them
 # and its transactional id "<app id>-migrate-changelogs").
 # Exactly-once needs its group (the app id) and transactional ids "<app id>-<worker>".
-reads "$WORKER" "$commands" "$keyed" "$merchant_labels" "$validated" "$ledger" "$risk" "$labels" \
+reads "$WORKER" "$commands" "$merchant_labels" "$validated" "$ledger" "$risk" "$labels" \
   "$merchants" "$clock" "$outcomes" "$subscription_commands" "$monitoring_activity" \
   "$blocklist" "$sanctions" "$card_vault"
-writes "$WORKER" "$keyed" "$card_vault" "$risk" "$validated" "$review" "$outcomes" "$events" "$labels" \
+writes "$WORKER" "$card_vault" "$risk" "$validated" "$review" "$outcomes" "$events" "$labels" \
   "$ledger" "$monitoring_activity" "$vault_reveals" "$merchant_labels" "$subscription_commands" \
   "$commands" "$monitoring_cases" "$dlq"
 for op in Read Write Describe; do

@@ -18,6 +18,7 @@ from schemas.cards import CardError, mask_pans
 from schemas.codec import Codec, EncodeError
 from schemas.jsonio import JsonCommandError, command_from_json
 from streams.settings import Settings, client_config
+from streams.stages.ingest import command_key
 from streams.stages.subscriptions import tick_command
 from streams.topics import declared_topics, topic_names
 
@@ -112,10 +113,6 @@ def publish_sealed_cards(settings: Settings, sealed: dict[str, bytes]) -> None:
     conn, topic = client_config(settings), topic_names(settings).card_vault
     admin.ensure_topics(conn, [spec for spec in declared_topics(settings) if spec.name == topic])
     publish_sealed(conn, topic, sealed, settings.partitions)
-
-
-def command_key(record: dict[str, Any]) -> bytes:
-    return record["payment_id"].encode()
 
 
 RawMessage = tuple[bytes | None, bytes]

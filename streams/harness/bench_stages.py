@@ -48,7 +48,7 @@ def read_topic(settings: Settings, topic: str, limit: int) -> dict[int, list[Mes
 
 
 def stage_cpu(settings: Settings, limit: int = 50_000) -> dict[str, Any]:
-    """CPU microseconds per record of the ingest, keys, risk, payments and ledger handlers
+    """CPU microseconds per record of the ingest (keys included), risk, payments and ledger handlers
     over the run's own records (at most `limit` per stage)."""
 
     assert 0 < limit <= MAX_RECORDS
@@ -64,8 +64,7 @@ def stage_cpu(settings: Settings, limit: int = 50_000) -> dict[str, Any]:
         tasks = {p: Task(p, engine.tables, Path(tmp) / "state", count) for p in range(settings.partitions)}
         out: dict[str, Any] = {}
         for stage, topic in (
-            ("ingest", names.commands),
-            ("keys", names.keyed),
+            ("ingest", names.commands),  # with the keys stage, in one transaction
             ("risk", names.risk),
             ("payments", names.validated),
             ("ledger", names.ledger),

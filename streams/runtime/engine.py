@@ -19,8 +19,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from connectors.kafka.clients import consume_available, produce_waiting
 from streams import metrics
+from streams.runtime.catchup import CatchUp
 from streams.runtime.messages import ORIGIN_HEADER, Message, Record, exit_for_restart, origin_of
-from streams.runtime.restore import restore
+from streams.runtime.restore import high_watermarks, restore
 from streams.runtime.state import PENDING_KEYS_MAX, Task, shared_changelogs
 from streams.runtime.txn import RetryLimits, Step, backoff_s, step_for
 
@@ -37,6 +38,11 @@ TXN_ATTEMPTS_MAX = 200
 # for a restart instead: an input that fails every transaction it is in must not spin.
 TXN_ABORTS_IN_ROW_MAX = 5
 RESTORE_DEADLINE_S = 600.0
+# A task's feeding partitions reach their ends within this after an assignment, or the
+# worker exits for a restart (streams/runtime/catchup.py); it says what it waits for at
+# every CATCH_UP_REPORT_S meanwhile.
+CATCH_UP_DEADLINE_S = 600.0
+CATCH_UP_REPORT_S = 10.0
 
 
 IDLE_POLL_S = 0.1  # with no transaction open, the loop's wait for a record between periodic work
@@ -89,6 +95,9 @@ class Stage:
     handle: Handler
     tables: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
+    # Its source feeds a table the task's other stages read: after an assignment they
+    # wait until it is read to its end (streams/runtime/catchup.py).
+    feeds: bool = False
 
 
 @dataclass(frozen=True)
@@ -162,6 +171,9 @@ class Engine:
         self._must_abort = False  # a send was refused: the open transaction cannot commit
         self._aborts_in_row = 0
         self._retry = RetryLimits(TXN_ATTEMPTS_MAX, config.transaction_retry_ms)
+        self._catch_up: CatchUp | None = None
+        self._catch_up_started = 0.0
+        self._catch_up_reported = 0.0
         c = config
         self.consumer = Consumer(
             {
@@ -177,6 +189,8 @@ class Engine:
                 "heartbeat.interval.ms": max(1_000, c.session_timeout_ms // 5),
                 "max.poll.interval.ms": 600_000,
                 "fetch.wait.max.ms": 100,
+                # How the catch-up after an assignment knows a feeding partition is at its end.
+                "enable.partition.eof": True,
                 "max.partition.fetch.bytes": c.fetch_partition_bytes,
                 "queued.max.messages.kbytes": 65_536,
                 "log_level": 3,
@@ -218,11 +232,12 @@ class Engine:
         while not self.stopping:
             txn_age_s = time.monotonic() - self._txn_started if self._in_txn else None
             batch = consume_available(self.consumer, self.config.batch_max, poll_wait_s(txn_age_s, idle_s))
-            if batch:
-                self._handle(batch)
+            handled = self._handle(batch) if batch else 0
+            if self._catch_up is not None:
+                self._watch_catch_up()
             if self._in_txn and commit_due(
                 time.monotonic() - self._txn_started,
-                idle=not batch,
+                idle=handled == 0,
                 interval_s=interval_s,
                 idle_s=idle_s,
                 over_bounds=self._txn_records >= self.config.commit_records_max
@@ -250,14 +265,18 @@ class Engine:
 
     # -- handling ------------------------------------------------------------------
 
-    def _handle(self, batch: list[Any]) -> None:
+    def _handle(self, batch: list[Any]) -> int:
+        """The batch's records, each to its stage; returns how many there were."""
         groups: dict[tuple[str, int], list[Message]] = {}
+        ends: list[tuple[str, int, int]] = []  # end-of-partition events: (topic, partition, offset)
         for msg in batch:
             err = msg.error()
             if err is not None:
                 if err.fatal():
                     exit_for_restart(f"consumer error: {err}")
-                if err.code() != KafkaError._PARTITION_EOF:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    ends.append((msg.topic(), msg.partition(), msg.offset()))
+                else:
                     log.warning("consumer: %s", err)
                 continue
             topic, partition = msg.topic(), msg.partition()
@@ -276,6 +295,38 @@ class Engine:
             self._txn_records += len(messages)
         if self._must_abort:
             self._abort("a send was refused")
+        elif self._catch_up is not None:
+            # Past what was just handled (in the open transaction: the stages that read
+            # the table read its pending writes), then past what the events say is the end.
+            for (topic, partition), messages in groups.items():
+                self._resume(self._catch_up.reached(topic, partition, messages[-1].offset + 1))
+            for topic, partition, offset in ends:
+                self._resume(self._catch_up.reached(topic, partition, offset))
+        return sum(map(len, groups.values()))
+
+    def _resume(self, partitions: list[tuple[str, int]]) -> None:
+        if not partitions:
+            return
+        self.consumer.resume([TopicPartition(t, p) for t, p in partitions])
+        assert self._catch_up is not None
+        if self._catch_up.done:
+            log.info("feeding partitions read to their ends in %.1fs", time.monotonic() - self._catch_up_started)
+            self._catch_up = None
+
+    def _watch_catch_up(self) -> None:
+        """Say what the held partitions wait for; past the deadline, exit for a restart."""
+        assert self._catch_up is not None
+        now = time.monotonic()
+        waiting = self._catch_up.waiting_for()
+        if now - self._catch_up_started > CATCH_UP_DEADLINE_S:
+            exit_for_restart(f"feeding partitions not at their ends after {CATCH_UP_DEADLINE_S:.0f}s: {waiting}")
+        if now - self._catch_up_reported >= CATCH_UP_REPORT_S:
+            self._catch_up_reported = now
+            log.info(
+                "holding %d partitions until the feeding partitions reach their ends (partition: end): %s",
+                len(self._catch_up.held()),
+                waiting,
+            )
 
     def _begin(self) -> None:
         if not self._in_txn:
@@ -404,10 +455,14 @@ class Engine:
         self.ready = False
         self._owned = frozenset()
         self.commit(replay=False)
+        if self._catch_up is not None:  # what stays paused past a revocation would stay paused after it
+            consumer.resume([TopicPartition(t, p) for t, p in self._catch_up.held()])
+            self._catch_up = None
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Keep the tasks still ours (committed at revocation, so their stores are the
-        changelogs' end); restore the new ones before their first record."""
+        changelogs' end); restore the new ones before their first record; hold every
+        task's other partitions until its feeding partitions are read to their ends."""
         assigned = {tp.partition for tp in partitions}
         for p in set(self.tasks) - assigned:
             self.tasks.pop(p).close()
@@ -421,9 +476,29 @@ class Engine:
             log.info(
                 "restored %d changelog records of %d partitions in %.1fs", records, len(new), time.monotonic() - started
             )
+        self._hold_until_fed(consumer, partitions, assigned)
         self._owned = frozenset((topic, p) for topic in self.stages for p in assigned)
         self.ready = True
         log.info("Worker ready: partitions %s", sorted(assigned))
+
+    def _hold_until_fed(self, consumer: Consumer, partitions: list[TopicPartition], assigned: set[int]) -> None:
+        feeding = [topic for topic, stage in self.stages.items() if stage.feeds]
+        if not feeding or not assigned:
+            return
+        catch_up = CatchUp(
+            high_watermarks(self.config.client, [(t, p) for t in feeding for p in assigned]),
+            {p: [(t, p) for t in self.stages if t not in feeding] for p in assigned},
+        )
+        catch_up.released()  # tasks whose feeding partitions are empty: nothing to hold
+        held = catch_up.held()
+        if not held:
+            return
+        # Assigned here, not after the callback: only an assigned partition can be paused.
+        consumer.assign(partitions)
+        consumer.pause([TopicPartition(t, p) for t, p in held])
+        self._catch_up = catch_up
+        self._catch_up_started = self._catch_up_reported = time.monotonic()
+        log.info("holding %d partitions until the feeding partitions reach their ends", len(held))
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # The group moved on without us (session timed out): the open transaction can no

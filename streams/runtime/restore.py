@@ -89,6 +89,18 @@ class Router:
             self._write(store)
 
 
+def high_watermarks(conf: Mapping[str, str], partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    """Each partition's high watermark now, asked of the broker."""
+    probe = committed_reader(conf, [])
+    try:
+        return {
+            (topic, p): probe.get_watermark_offsets(TopicPartition(topic, p), timeout=WATERMARK_TIMEOUT_S)[1]
+            for topic, p in partitions
+        }
+    finally:
+        probe.close()
+
+
 def restore(conf: Mapping[str, str], tasks: list[Task], deadline_s: float) -> int:
     """Fill the tasks' stores from their changelogs; returns the records restored.
     Past `deadline_s` seconds the worker exits for a restart."""
@@ -96,14 +108,7 @@ def restore(conf: Mapping[str, str], tasks: list[Task], deadline_s: float) -> in
     partitions = router.partitions()
     if not partitions:
         return 0
-    probe = committed_reader(conf, [])
-    try:
-        ends = {
-            (topic, p): probe.get_watermark_offsets(TopicPartition(topic, p), timeout=WATERMARK_TIMEOUT_S)[1]
-            for topic, p in partitions
-        }
-    finally:
-        probe.close()
+    ends = high_watermarks(conf, partitions)
     read = 0
     try:
         for msg in read_to_end(conf, sorted({topic for topic, _ in partitions}), 0, timeout_s=deadline_s, ends=ends):

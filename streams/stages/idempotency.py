@@ -78,13 +78,6 @@ def route_key(partition: int, payment_id: str) -> bytes:
     return f"{partition}/r/{payment_id}".encode()
 
 
-def routing_key(cmd: dict[str, Any]) -> bytes:
-    """The key a command travels to this stage under: its merchant (or, for a command
-    refused for want of a usable merchant, its command_id)."""
-    key: str = cmd["merchant_id"] or cmd["command_id"]
-    return key.encode()
-
-
 def claim_key(partition: int, merchant_id: str, idempotency_key: str) -> bytes:
     return f"{partition}/k/{merchant_id}{_SEP}{idempotency_key}".encode()
 

@@ -329,7 +329,7 @@ def _validate(
     _check_splits(kind, cmd)
     if cmd["currency"] is not None and not is_currency(cmd["currency"]):
         raise _Invalid("invalid_currency", "currency is not an ISO 4217 code")
-    _check_partitioning(payment_id, source, limits)
+    _check_partitioning(merchant_id, source, limits)
     if cmd.get("merchant_initiated") and (kind != "create" or cmd["card_token"] is None):
         # Only a saved card can be charged with no cardholder present: the vault holds its number.
         raise _Invalid("invalid_merchant_initiated", "merchant_initiated needs a create on a saved card (card_token)")
@@ -499,16 +499,26 @@ def _check_metadata(metadata: dict[str, str]) -> None:
         raise _Invalid("invalid_metadata", f"metadata.{BNPL_CUSTOMER_METADATA} must be 1..64 chars [A-Za-z0-9_.@-]")
 
 
-def _check_partitioning(payment_id: str, source: Source, limits: Limits) -> None:
-    if source.key is not None and source.key != payment_id.encode():
-        raise _Invalid("key_mismatch", "the message key must be the payment_id")
-    expected = partition_for(payment_id.encode(), limits.partitions)
+def command_key(cmd: Mapping[str, Any]) -> bytes:
+    """The key of a payment-commands message: the command's merchant, whose partition
+    holds its idempotency keys, so ingest and the keys stage run in one transaction
+    (docs/decisions.md, Hop budget). All of a payment's commands share it, so they
+    keep their order. A command with no merchant (refused) travels under its command_id."""
+    key: str = cmd["merchant_id"] or cmd["command_id"]
+    return key.encode()
+
+
+def _check_partitioning(merchant_id: str, source: Source, limits: Limits) -> None:
+    if source.key is not None and source.key != merchant_id.encode():
+        raise _Invalid("key_mismatch", "the message key must be the merchant_id")
+    expected = partition_for(merchant_id.encode(), limits.partitions)
     if source.partition != expected:
-        # Forwarding to another partition would split one payment's commands across
-        # two partitions' order; the producer must use the murmur2 (Java default) partitioner.
+        # The merchant's idempotency keys live in its partition: handled in another one, a
+        # retried create could claim its key twice. The producer must use the murmur2
+        # (Java default) partitioner.
         raise _Invalid(
             "wrong_partition",
-            f"payment_id hashes to partition {expected} (murmur2), message is on {source.partition}",
+            f"merchant_id hashes to partition {expected} (murmur2), message is on {source.partition}",
         )
 
 

@@ -6,7 +6,7 @@ Three hops, each writing inside its source partition's transaction (streams/eos.
   payment-outcomes -> `outcome_forward`: a charge's outcome, as a charge_outcome
     command, to its subscription's partition (the charge's idempotency key names it);
   subscription-commands -> `handle`: the subscriptions of this partition, and the
-    charges due, to payment-commands (keyed by payment_id, murmur2).
+    charges due, to payment-commands (keyed by merchant_id, murmur2).
 Everything a subscription reacts to passes through subscription-commands, so one log
 fixes the order of commands, ticks and outcomes: the stage is a pure function of that
 log, and a replay from offset 0 emits the same charges (`replay_charges`).

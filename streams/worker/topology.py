@@ -39,16 +39,17 @@ from streams.domain.methods import method_currencies
 from streams.domain.monitoring import MonitoringError, Thresholds
 from streams.domain.payments import Policy, Saga
 from streams.domain.reconcile import STATUSES
+from streams.domain.sanctions import SanctionsList
 from streams.runtime.engine import Engine, EngineConfig, Periodic, Stage
 from streams.runtime.messages import Message, Record, dead_lettered_before, dlq_mark_key, exit_for_restart
-from streams.runtime.state import Task
+from streams.runtime.state import Table, Task
 from streams.settings import Settings, client_config
 from streams.stages import idempotency as key_stage
 from streams.stages import ledger as ledger_stage
 from streams.stages import monitoring as monitoring_stage
 from streams.stages import risk as risk_stage
 from streams.stages import subscriptions as subscriptions_stage
-from streams.stages.ingest import DeadLetter, Forward, Limits, Source, dead_letter, ingest
+from streams.stages.ingest import DeadLetter, Forward, Limits, Source, command_key, dead_letter, ingest
 from streams.stages.payments import (
     DEDUP,
     EVENTS,
@@ -243,6 +244,9 @@ def build_worker(settings: Settings) -> Engine:
         return Record(names.validated, out.key, value, partition_for(out.key, n))
 
     def ingest_batch(batch: list[Message], task: Task) -> None:
+        """Commands come keyed by merchant (streams/stages/ingest.py's `command_key`), so
+        a command's partition of payment-commands is its merchant's: the keys stage runs
+        here, in the same transaction, with no hop between them (docs/decisions.md, Hop budget)."""
         vault.ensure_loaded()  # what is held already is not sealed again
         sealer = vault.sealer()
         results = [(m, ingest(m.value, source_of(m), sealer, limits, opener)) for m in batch]
@@ -251,67 +255,60 @@ def build_worker(settings: Settings) -> Engine:
         for token, blob in sealer.sealed.items():
             key = token.encode()
             task.send(Record(names.card_vault, key, blob, partition_for(key, n)), batch[0].origin_ms)
+        table, merchants = task.table(KEYS), task.table(MERCHANTS)
+        sanctions = sanctions_reader.ensure_loaded()
         for m, result in results:
             if isinstance(result, DeadLetter):
                 to_dlq(task, m, result)
                 continue
-            key = key_stage.routing_key(result.command)
-            task.send(
-                Record(names.keyed, key, VALIDATED_CODEC.encode(result.command), partition_for(key, n)), m.origin_ms
-            )
             observe_latency("ingest", m)
+            keyed(task, m, result.command, table, merchants, sanctions)
 
-    def keys_batch(batch: list[Message], task: Task) -> None:
-        table, merchants = task.table(KEYS), task.table(MERCHANTS)
-        sanctions = sanctions_reader.ensure_loaded()
-        for m in batch:
-            cmd = decode_or_dlq(task, m, "keys")
-            if cmd is None:
-                continue
-            registered = merchants.get(cmd["merchant_id"].encode())
-            effects = parked(
-                task,
-                m,
-                "keys",
-                lambda: key_stage.handle(
-                    cmd,
-                    m.partition,
-                    m.timestamp_ms,
-                    table.get,
-                    retention,
-                    sweep_max,
-                    route_retention,
-                    merchant=MERCHANT_CODEC.decode(registered) if registered is not None else None,
-                    require_registration=settings.merchants_require_registration,
-                    sanctions=sanctions,
-                    pending_caps=settings.kyc_pending_daily_cap_minor,
-                ),
+    def keyed(task: Task, m: Message, cmd: dict, table: Table, merchants: Table, sanctions: SanctionsList) -> None:
+        """The keys stage over one ingested command: idempotency claim, merchant admission
+        and features, then on to its risk partition or straight to payments."""
+        registered = merchants.get(cmd["merchant_id"].encode())
+        effects = parked(
+            task,
+            m,
+            "keys",
+            lambda: key_stage.handle(
+                cmd,
+                m.partition,
+                m.timestamp_ms,
+                table.get,
+                retention,
+                sweep_max,
+                route_retention,
+                merchant=MERCHANT_CODEC.decode(registered) if registered is not None else None,
+                require_registration=settings.merchants_require_registration,
+                sanctions=sanctions,
+                pending_caps=settings.kyc_pending_daily_cap_minor,
+            ),
+        )
+        if effects is None:
+            return
+        for k, v in effects.writes:
+            table.put(k, v)
+        if (
+            effects.route is not None
+        ):  # a create, scored in its instrument's risk partition first, or its follow-up behind it
+            record = Record(
+                names.risk, effects.route, VALIDATED_CODEC.encode(effects.command), partition_for(effects.route, n)
             )
-            if effects is None:
-                continue
-            for k, v in effects.writes:
-                table.put(k, v)
-            if (
-                effects.route is not None
-            ):  # a create, scored in its instrument's risk partition first, or its follow-up behind it
-                record = Record(
-                    names.risk, effects.route, VALIDATED_CODEC.encode(effects.command), partition_for(effects.route, n)
-                )
-            else:
-                record = to_payments(effects.command)
-            task.send(record, m.origin_ms)
-            if effects.review is not None:  # a sanctions hit, held: into the review queue
-                task.send(
-                    Record(names.review, effects.command["payment_id"].encode(), REVIEW_CODEC.encode(effects.review)),
-                    m.origin_ms,
-                )
-            observe_latency("keys", m)
-            for timer in effects.fired:
-                metrics.child(metrics.TIMERS_FIRED, f"keys-{timer.kind}").inc()
-            if effects.merchant_state_unreadable:
-                log.warning(
-                    "keys: the merchant state of command %s was unreadable and started afresh", cmd["command_id"]
-                )
+        else:
+            record = to_payments(effects.command)
+        task.send(record, m.origin_ms)
+        if effects.review is not None:  # a sanctions hit, held: into the review queue
+            task.send(
+                Record(names.review, effects.command["payment_id"].encode(), REVIEW_CODEC.encode(effects.review)),
+                m.origin_ms,
+            )
+        observe_latency("keys", m)
+        for timer in effects.fired:
+            metrics.child(metrics.TIMERS_FIRED, f"keys-{timer.kind}").inc()
+        if effects.merchant_state_unreadable:
+            log.warning("keys: the merchant state of command %s was unreadable and started afresh", cmd["command_id"])
 
     def applied_labels(
         batch: list[Message], task: Task, stage: str, table_name: str, fold: Callable[..., Any]
@@ -336,7 +333,7 @@ def build_worker(settings: Settings) -> Engine:
             yield m, label, effects
 
     def merchant_labels_batch(batch: list[Message], task: Task) -> None:
-        """Labels by merchant, into the keys table (co-partitioned with payment-commands-keyed)."""
+        """Labels by merchant, into the keys table (co-partitioned with payment-commands)."""
         for _, _, effects in applied_labels(batch, task, "merchant-labels", KEYS, key_stage.handle_label):
             for timer in effects.fired:
                 metrics.child(metrics.TIMERS_FIRED, f"keys-{timer.kind}").inc()
@@ -640,22 +637,29 @@ def build_worker(settings: Settings) -> Engine:
             for k, v in effects.writes:
                 table.put(k, v)
             for c in effects.charges:
-                key = c["payment_id"].encode()
+                key = command_key(c)
                 task.send(Record(names.commands, key, COMMAND_CODEC.encode(c), partition_for(key, n)), m.origin_ms)
 
     # The topology, declared: (stage, source topic, tables, handler, outputs). Every stage
-    # may dead-letter (the dlq topic, deduplicated by the dlq-marks table). A batch runs
-    # its stages in this order: the tables the keys and risk stages read (the merchant
-    # registry, the label counts) take a batch's registrations and labels first, so a
-    # merchant registered before its first create is known to it (the engine's rule).
+    # may dead-letter (the dlq topic, deduplicated by the dlq-marks table). The stages
+    # that feed the tables ingest's keys stage and risk read (the merchant registry, the
+    # label counts) come first: a batch runs its stages in this order, and after an
+    # assignment the others wait until these are read to their ends (the engine's rules),
+    # so a merchant registered before its first create is known to it.
+    feeding = {"merchants", "labels", "merchant-labels"}
     stages = [
-        Stage(name, source, handler, (*tables, DLQ_MARKS), (*outputs, names.dlq))
+        Stage(name, source, handler, (*tables, DLQ_MARKS), (*outputs, names.dlq), feeds=name in feeding)
         for name, source, tables, handler, outputs in (
             ("merchants", names.merchants, (MERCHANTS,), merchants_batch, ()),
             ("labels", names.labels, (RISK,), labels_batch, (names.merchant_labels,)),
             ("merchant-labels", names.merchant_labels, (KEYS,), merchant_labels_batch, ()),
-            ("ingest", names.commands, (), ingest_batch, (names.keyed, names.card_vault)),
-            ("keys", names.keyed, (KEYS, MERCHANTS), keys_batch, (names.risk, names.validated, names.review)),
+            (
+                "ingest",
+                names.commands,
+                (KEYS, MERCHANTS),
+                ingest_batch,
+                (names.card_vault, names.risk, names.validated, names.review),
+            ),
             ("risk", names.risk, (RISK,), risk_batch, (names.validated, names.review)),
             (
                 "payments",

@@ -33,7 +33,6 @@ def test_topics_carrying_payer_names_keep_them_a_month_at_most() -> None:
     # a device id on monitoring-activity
     carriers = (
         "payment-commands",
-        "payment-commands-keyed",
         "payment-commands-risk",
         "payment-commands-validated",
         "fraud-review",

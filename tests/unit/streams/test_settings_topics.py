@@ -104,7 +104,7 @@ def test_three_ds_unavailable_is_a_choice_of_two(env: pytest.MonkeyPatch, value:
 
 def test_every_topic_has_the_same_partition_count(env: pytest.MonkeyPatch) -> None:
     specs = declared_topics(Settings(partitions=12, replication_factor=3))
-    assert len(specs) == 26 + 1  # the pipeline's topics and the tables' one changelog
+    assert len(specs) == 25 + 1  # the pipeline's topics and the tables' one changelog
     assert {s.partitions for s in specs} == {12}
     assert {s.replication_factor for s in specs} == {3}
 
@@ -188,7 +188,7 @@ def test_the_worker_uses_only_declared_topics(env: pytest.MonkeyPatch, tmp_path:
 
     read = set(engine.stages)
     changelogs = set(engine.tables.values())
-    assert {names.commands, names.keyed, names.validated} <= read <= declared
+    assert {names.commands, names.validated} <= read <= declared
     assert changelogs == {tables_changelog_topic(s.app_id)}
     assert set(engine.tables) == set(TABLES)
     assert changelogs <= declared

@@ -25,7 +25,7 @@ from streams.demo.run import (
     with_chaos,
 )
 from streams.settings import Settings
-from streams.stages.ingest import Forward, Limits, Source, ingest
+from streams.stages.ingest import Forward, Limits, Source, command_key, ingest
 
 START = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 COMMANDS = Codec("PaymentCommand")
@@ -98,7 +98,7 @@ def test_every_confirm_is_a_command_ingest_forwards_with_its_result(tmp_path) ->
     by_pid = {c["payment_id"]: c for c in cs}
     signed = 0
     for confirm in step_up_confirms(cs, paused_all(cs), seed=7, run_id="run1", acs=ActiveSigner.of(store, ACS_SIGNING)):
-        key = confirm["payment_id"].encode()
+        key = command_key(confirm)
         source = Source("payment-commands", partition_for(key, LIMITS.partitions), 0, 0, key)
         result = ingest(COMMANDS.encode(confirm, check=True), source, Tokenizer(b"k" * 32, "t1"), LIMITS)
         assert isinstance(result, Forward) and result.command["rejection_reason"] is None, result
@@ -234,7 +234,7 @@ def test_every_method_create_is_one_ingest_forwards() -> None:
     for c in creates(300):
         if not c.get("method") or c["amount_minor"] <= 0 or c["currency"] == "XYZ":
             continue
-        key = c["payment_id"].encode()
+        key = command_key(c)
         source = Source("payment-commands", partition_for(key, LIMITS.partitions), 0, 0, key)
         result = ingest(COMMANDS.encode(c, check=True), source, Tokenizer(b"k" * 32, "t1"), LIMITS)
         assert isinstance(result, Forward) and result.command["rejection_reason"] is None, result.command

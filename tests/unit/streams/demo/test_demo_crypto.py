@@ -32,7 +32,7 @@ from streams.domain.payments import Policy, crypto_due, decide
 from streams.domain.timers import Timer
 from streams.stages import idempotency as ks
 from streams.stages import risk as rs
-from streams.stages.ingest import Forward, Limits, Source, ingest
+from streams.stages.ingest import Forward, Limits, Source, command_key, ingest
 from tests.unit.streams.conftest import saga_of
 
 START = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
@@ -50,7 +50,7 @@ def validated(creates: list[dict[str, Any]]) -> list[dict[str, Any]]:
     risk: dict[bytes, bytes] = {}
     out = []
     for c in creates:
-        key = c["payment_id"].encode()
+        key = command_key(c)
         source = Source("payment-commands", partition_for(key, LIMITS.partitions), 0, 0, key)
         result = ingest(Codec("PaymentCommand").encode(c, check=True), source, Tokenizer(b"k" * 32, "t1"), LIMITS)
         assert isinstance(result, Forward) and result.command["rejection_reason"] is None, result.command

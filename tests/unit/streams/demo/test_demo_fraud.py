@@ -24,7 +24,7 @@ from streams.demo.methods import (
 )
 from streams.stages import idempotency as ks
 from streams.stages import risk as rs
-from streams.stages.ingest import Forward, Limits, Source, ingest
+from streams.stages.ingest import Forward, Limits, Source, command_key, ingest
 
 START = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 LIMITS = Limits(max_amount_minor=10**15, idempotency_key_max_len=255, partitions=8)
@@ -41,7 +41,7 @@ def test_each_method_gets_one_decline_and_one_review_through_the_stages() -> Non
     cmds = fraud_commands("run1", START)
     assert len(cmds) == len(FRAUD_METHODS) * (1 + FRAUD_BURST)
     for c in cmds:
-        key = c["payment_id"].encode()
+        key = command_key(c)
         source = Source("payment-commands", partition_for(key, LIMITS.partitions), 0, 0, key)
         result = ingest(Codec("PaymentCommand").encode(c, check=True), source, Tokenizer(b"k" * 32, "t1"), LIMITS)
         assert isinstance(result, Forward) and result.command["rejection_reason"] is None, result.command

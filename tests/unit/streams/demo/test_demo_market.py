@@ -11,7 +11,7 @@ from schemas.partitioning import partition_for
 from streams.demo.market import MARKET, SELLERS, SPLIT_SHARE, market_records, market_split, split_counts
 from streams.demo.run import generate
 from streams.domain.merchants import admit
-from streams.stages.ingest import Forward, Limits, Source, ingest
+from streams.stages.ingest import Forward, Limits, Source, command_key, ingest
 
 START = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 COMMANDS = Codec("PaymentCommand")
@@ -37,7 +37,7 @@ def test_split_creates_add_up_pass_ingest_and_the_registry() -> None:
     for create in creates:
         assert create["merchant_id"] == MARKET
         assert sum(s["amount_minor"] for s in create["splits"]) + create["platform_fee_minor"] == create["amount_minor"]
-        key = create["payment_id"].encode()
+        key = command_key(create)
         source = Source("payment-commands", partition_for(key, LIMITS.partitions), 0, 0, key)
         result = ingest(COMMANDS.encode(create, check=True), source, Tokenizer(b"k" * 32, "t1"), LIMITS)
         assert isinstance(result, Forward) and result.command["rejection_reason"] is None, result

@@ -13,7 +13,7 @@ from schemas.codec import Codec
 from schemas.partitioning import partition_for
 from streams.demo.methods import sign_wallets, wallet_liability, wallet_summary
 from streams.demo.run import generate, with_fraud_showcase
-from streams.stages.ingest import Forward, Limits, Source, ingest
+from streams.stages.ingest import Forward, Limits, Source, command_key, ingest
 
 START = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 
@@ -29,7 +29,7 @@ def test_every_demo_wallet_create_carries_a_cryptogram_ingest_verifies(tmp_path:
     assert sign_wallets(traffic.items, ActiveSigner.of(store, WALLET_SIGNING)) == len(wallets)
     by_request: dict[tuple[str, int], str] = {}
     for c in wallets:
-        key = c["payment_id"].encode()
+        key = command_key(c)
         source = Source("payment-commands", partition_for(key, limits.partitions), 0, 0, key)
         result = ingest(Codec("PaymentCommand").encode(c, check=True), source, Tokenizer(b"k" * 32, "t1"), limits)
         assert isinstance(result, Forward) and result.command["rejection_reason"] is None, result.command

@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streams.runtime import engine as engine_module
+from streams.runtime.catchup import CatchUp
 from streams.runtime.engine import IDLE_POLL_S, Engine, EngineConfig, Stage, commit_due, poll_wait_s
 from streams.runtime.messages import Record
 from streams.runtime.state import Task
@@ -392,3 +393,30 @@ def test_watch_gc_freezes_what_exists_and_times_each_collection_once() -> None:
         assert collections() == before + 1
     finally:
         gc.unfreeze()
+
+
+class PausingConsumer:
+    def __init__(self) -> None:
+        self.resumed: list[tuple[str, int]] = []
+
+    def resume(self, partitions: list[TopicPartition]) -> None:
+        self.resumed += [(tp.topic, tp.partition) for tp in partitions]
+
+
+def test_held_partitions_resume_when_their_feeding_partition_is_read_to_its_end(tmp_path: Path) -> None:
+    stages = [Stage("feeds", "in-f", lambda b, t: None, feeds=True), Stage("reads", "in-r", lambda b, t: None)]
+    e = engine(tmp_path, stages)
+    e._begin = lambda: None  # type: ignore[method-assign]
+    e.tasks = {p: Task(p, e.tables, tmp_path, e.send) for p in (0, 1)}
+    fake = PausingConsumer()
+    e.consumer = fake  # type: ignore[assignment]
+    e._catch_up = CatchUp({("in-f", 0): 11, ("in-f", 1): 3}, {0: [("in-r", 0)], 1: [("in-r", 1)]})
+    eof = KafkaError(KafkaError._PARTITION_EOF)
+    # A record short of the end releases nothing; an end-of-partition event at the end does.
+    assert e._handle([FakeMessage("in-f", 0, 9)]) == 1
+    assert fake.resumed == []
+    assert e._handle([FakeMessage("in-f", 1, 3, eof), FakeMessage("in-f", 0, 10, eof)]) == 0
+    assert fake.resumed == [("in-r", 1)]
+    assert e._handle([FakeMessage("in-f", 0, 11, eof)]) == 0
+    assert fake.resumed == [("in-r", 1), ("in-r", 0)]
+    assert e._catch_up is None  # done: the loop stops watching

@@ -17,8 +17,8 @@ from streams.stages.idempotency import (
     label_routing_key,
     merchant_state_key,
     route_key,
-    routing_key,
 )
+from streams.stages.ingest import command_key
 
 RETENTION = timedelta(hours=24)
 
@@ -92,8 +92,8 @@ def test_claims_are_swept_after_the_retention_then_the_key_is_free(cmds) -> None
 
 
 def test_commands_travel_by_merchant(cmds) -> None:
-    assert routing_key(cmds.create()) == b"m_acme"
-    assert routing_key(cmds.create(merchant="") | {"command_id": "c1"}) == b"c1"
+    assert command_key(cmds.create()) == b"m_acme"
+    assert command_key(cmds.create(merchant="") | {"command_id": "c1"}) == b"c1"
 
 
 def test_the_sweep_fires_at_most_sweep_max_claims_per_event(cmds) -> None:

@@ -21,7 +21,7 @@ from schemas.codec import Codec
 from schemas.ids import derive_dlq_id, derive_payment_id
 from schemas.partitioning import partition_for
 from streams.settings import Settings
-from streams.stages.ingest import DeadLetter, Forward, Limits, Source, ingest
+from streams.stages.ingest import DeadLetter, Forward, Limits, Source, command_key, ingest
 
 TOKENIZER = Tokenizer(b"k" * 32, "t1")
 LIMITS = Limits(10**15, 255, 8)
@@ -34,6 +34,7 @@ CVC = "737"
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 TOPIC = "payment-commands"
 FOLLOW_UP_PID = "pay_0123456789abcdef0123456789abcdef"
+MERCHANT = "m_acme"  # the key of its commands
 # What `paystream produce --tokenize` publishes instead of the card.
 CARD_TOKEN = {
     "token": TOKENIZER.token("m_acme", PAN),
@@ -80,26 +81,24 @@ def card(**overrides: Any) -> dict[str, Any]:
     return create()["card"] | overrides
 
 
-def routed_payment_id(cmd: dict[str, Any]) -> str:
+def routed_key(cmd: dict[str, Any]) -> str:
     """What a correct producer keys the message by."""
-    if cmd["kind"] == "create":
-        return derive_payment_id(cmd["merchant_id"], cmd["idempotency_key"])
-    return cmd["payment_id"] or cmd["command_id"]
+    return command_key(cmd).decode()
 
 
-def source_for(payment_id: str, *, offset: int = 42, **overrides: Any) -> Source:
+def source_for(routed: str, *, offset: int = 42, **overrides: Any) -> Source:
     fields = {
         "topic": TOPIC,
-        "partition": partition_for(payment_id.encode(), LIMITS.partitions),
+        "partition": partition_for(routed.encode(), LIMITS.partitions),
         "offset": offset,
         "timestamp_ms": 1_732_540_000_000,
-        "key": payment_id.encode(),
+        "key": routed.encode(),
     }
     return Source(**(fields | overrides))
 
 
 def run(cmd: dict[str, Any], source: Source | None = None) -> Forward | DeadLetter:
-    return ingest(COMMANDS.encode(cmd, check=True), source or source_for(routed_payment_id(cmd)), TOKENIZER, LIMITS)
+    return ingest(COMMANDS.encode(cmd, check=True), source or source_for(routed_key(cmd)), TOKENIZER, LIMITS)
 
 
 def forwarded(cmd: dict[str, Any], source: Source | None = None) -> dict[str, Any]:
@@ -360,27 +359,35 @@ def test_a_refused_command_cuts_its_text_fields_to_their_bounds() -> None:
 
 @pytest.mark.parametrize("payment_id", ["pay_123", "pay_" + "A" * 32, "x" * 100_000, "pay_" + "0" * 32 + "\n"])
 def test_a_follow_up_payment_id_must_be_a_derived_one(payment_id: str) -> None:
-    refused = forwarded(follow_up("capture", payment_id=payment_id), source_for(payment_id))
+    refused = forwarded(follow_up("capture", payment_id=payment_id), source_for(MERCHANT))
     assert refused["rejection_reason"] == "invalid_payment_id"
     assert refused["payment_id"] is None  # not carried on: it names no payment
 
 
 def test_key_mismatch() -> None:
     pid = derive_payment_id("m_acme", "order-1")
-    assert forwarded(create(), source_for(pid, key=b"some-other-key"))["rejection_reason"] == "key_mismatch"
+    # The payment_id was the key before commands travelled by merchant (docs/decisions.md, Hop budget).
+    for key in (b"some-other-key", pid.encode()):
+        refused = forwarded(create(), source_for(MERCHANT, key=key))
+        assert refused["rejection_reason"] == "key_mismatch"
+        assert refused["rejection_detail"] == "the message key must be the merchant_id"
 
 
 def test_wrong_partition() -> None:
-    pid = derive_payment_id("m_acme", "order-1")
-    wrong = (partition_for(pid.encode(), LIMITS.partitions) + 1) % LIMITS.partitions
-    refused = forwarded(create(), source_for(pid, partition=wrong))
+    wrong = (partition_for(MERCHANT.encode(), LIMITS.partitions) + 1) % LIMITS.partitions
+    refused = forwarded(create(), source_for(MERCHANT, partition=wrong))
     assert refused["rejection_reason"] == "wrong_partition"
-    assert "murmur2" in refused["rejection_detail"]
+    assert "merchant_id hashes to partition" in refused["rejection_detail"] and "murmur2" in refused["rejection_detail"]
+
+
+def test_a_payments_commands_share_their_merchants_key() -> None:
+    create_key = command_key(create())
+    assert create_key == MERCHANT.encode()
+    assert all(command_key(follow_up(kind)) == create_key for kind in ("capture", "void", "refund"))
 
 
 def test_missing_key_is_tolerated_when_the_partition_is_right() -> None:
-    pid = derive_payment_id("m_acme", "order-1")
-    assert forwarded(create(), source_for(pid, key=None))["rejection_reason"] is None
+    assert forwarded(create(), source_for(MERCHANT, key=None))["rejection_reason"] is None
 
 
 def test_amount_at_the_limit_is_accepted() -> None:
@@ -391,14 +398,14 @@ def test_amount_at_the_limit_is_accepted() -> None:
 
 
 def dead(raw: bytes | None, source: Source | None = None) -> dict[str, Any]:
-    result = ingest(raw, source or source_for(FOLLOW_UP_PID), TOKENIZER, LIMITS)
+    result = ingest(raw, source or source_for(MERCHANT), TOKENIZER, LIMITS)
     assert isinstance(result, DeadLetter)
     DEAD_LETTERS.encode(result.record, check=True)
     return result.record
 
 
 def test_undecodable_bytes_become_a_dead_letter() -> None:
-    source = source_for(FOLLOW_UP_PID, offset=7)
+    source = source_for(MERCHANT, offset=7)
     record = dead(b"not avro, card " + PAN.encode(), source)
 
     assert record["reason"] == "not_single_object_encoding"
@@ -406,16 +413,16 @@ def test_undecodable_bytes_become_a_dead_letter() -> None:
     assert record["detail"]
     assert (record["source_topic"], record["source_partition"], record["source_offset"]) == (TOPIC, source.partition, 7)
     assert record["source_timestamp"] == datetime.fromtimestamp(1_732_540_000, tz=UTC)
-    assert record["raw_key"] == FOLLOW_UP_PID.encode()
+    assert record["raw_key"] == MERCHANT.encode()
     assert record["raw_value"] == b"not avro, card [PAN]"
     assert record["pans_masked"] == 1
     assert record["dlq_id"] == derive_dlq_id(TOPIC, source.partition, 7)
 
 
 def test_dead_letter_id_is_deterministic_per_source_offset() -> None:
-    first = dead(b"junk", source_for(FOLLOW_UP_PID, offset=7))
-    again = dead(b"junk", source_for(FOLLOW_UP_PID, offset=7))
-    other = dead(b"junk", source_for(FOLLOW_UP_PID, offset=8))
+    first = dead(b"junk", source_for(MERCHANT, offset=7))
+    again = dead(b"junk", source_for(MERCHANT, offset=7))
+    other = dead(b"junk", source_for(MERCHANT, offset=8))
     assert first == again
     assert first["dlq_id"] != other["dlq_id"]
 
@@ -431,7 +438,7 @@ def test_truncated_command_is_dead_lettered_with_its_pan_masked() -> None:
 
 
 def test_pan_in_the_message_key_is_masked() -> None:
-    record = dead(b"junk", source_for(FOLLOW_UP_PID, key=PAN.encode()))
+    record = dead(b"junk", source_for(MERCHANT, key=PAN.encode()))
     assert record["raw_key"] == b"[PAN]"
     assert record["pans_masked"] == 1
 
@@ -503,7 +510,7 @@ def test_ingest_with_the_vault_seals_the_pan_and_refuses_what_the_vault_refuses(
     keys.init()
     vault = CardSealer(keys, StoreTokenizer(keys), held=lambda token: False)
     cmd = create()
-    result = ingest(COMMANDS.encode(cmd, check=True), source_for(routed_payment_id(cmd)), vault, LIMITS)
+    result = ingest(COMMANDS.encode(cmd, check=True), source_for(routed_key(cmd)), vault, LIMITS)
     assert isinstance(result, Forward)
     ref = result.command["card"]
     assert list(vault.sealed) == [ref["token"]]  # the record the batch sends to card-vault with the token
@@ -511,7 +518,7 @@ def test_ingest_with_the_vault_seals_the_pan_and_refuses_what_the_vault_refuses(
     assert card_of(ref["token"], vault.sealed[ref["token"]]) == VaultCard(ref["token"], "424242", "4242", "visa")
 
     odd = create(card=card(number="1234567812345670"))  # Luhn-valid, no known network
-    result = ingest(COMMANDS.encode(odd, check=True), source_for(routed_payment_id(odd)), vault, LIMITS)
+    result = ingest(COMMANDS.encode(odd, check=True), source_for(routed_key(odd)), vault, LIMITS)
     assert isinstance(result, Forward)
     assert result.command["rejection_reason"] == "unknown_card_brand"
     assert "1234567812345670" not in result.command["rejection_detail"]
@@ -613,7 +620,7 @@ def test_a_command_of_the_previous_schema_still_decodes() -> None:
     body = io.BytesIO()
     schemaless_writer(body, parse_schema(old), follow_up("refund", amount_minor=5) | {"card_token": None})
     raw = MAGIC + crc64_avro_fingerprint(to_parsing_canonical_form(old)) + body.getvalue()
-    result = ingest(raw, source_for(FOLLOW_UP_PID), TOKENIZER, LIMITS)
+    result = ingest(raw, source_for(MERCHANT), TOKENIZER, LIMITS)
     assert isinstance(result, Forward) and result.command["dispute"] is None
     assert result.command["rejection_reason"] is None
 
@@ -629,7 +636,7 @@ def intake(tmp_path_factory: pytest.TempPathFactory) -> tuple[Sealer, CardOpener
 
 
 def run_sealed(cmd: dict[str, Any], opener: CardOpener | None, limits: Limits = LIMITS) -> Forward | DeadLetter:
-    return ingest(COMMANDS.encode(cmd, check=True), source_for(routed_payment_id(cmd)), TOKENIZER, limits, opener)
+    return ingest(COMMANDS.encode(cmd, check=True), source_for(routed_key(cmd)), TOKENIZER, limits, opener)
 
 
 def sealed_create(sealer: Sealer, **overrides: Any) -> dict[str, Any]:
@@ -755,7 +762,7 @@ MANDATE = {"scheme": "ach", "mandate_id": "MD-2026-0001", "account_last4": "6789
 
 
 def refused_at_ingest(cmd: dict[str, Any], limits: Limits = LIMITS) -> str:
-    result = ingest(COMMANDS.encode(cmd, check=True), source_for(routed_payment_id(cmd)), TOKENIZER, limits)
+    result = ingest(COMMANDS.encode(cmd, check=True), source_for(routed_key(cmd)), TOKENIZER, limits)
     assert isinstance(result, Forward)
     return result.command["rejection_reason"]
 
@@ -833,7 +840,7 @@ def test_a_signed_wallet_cryptogram_is_verified_against_the_wallet_providers_key
         token = issue_cryptogram(WalletCryptogram(**claims), ActiveSigner.of(store, WALLET_SIGNING))
         return base | {"wallet": WALLET | {"cryptogram": token}}
 
-    good = ingest(COMMANDS.encode(signed(), check=True), source_for(pid), TOKENIZER, limits)
+    good = ingest(COMMANDS.encode(signed(), check=True), source_for(MERCHANT), TOKENIZER, limits)
     assert isinstance(good, Forward) and good.command["rejection_reason"] is None
     # the cryptogram stays here; that it verified goes on (ValidatedCommand v8)
     assert good.command["wallet"] == {"provider": "apple_pay", "token": WALLET["token"], "cryptogram_verified": True}

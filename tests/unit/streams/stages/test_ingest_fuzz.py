@@ -33,7 +33,16 @@ from schemas.ids import derive_payment_id
 from schemas.partitioning import partition_for
 from streams.domain.payments import Policy
 from streams.stages import idempotency as key_stage
-from streams.stages.ingest import DLQ_RAW_MAX_BYTES, DeadLetter, Forward, Limits, Source, dead_letter, ingest
+from streams.stages.ingest import (
+    DLQ_RAW_MAX_BYTES,
+    DeadLetter,
+    Forward,
+    Limits,
+    Source,
+    command_key,
+    dead_letter,
+    ingest,
+)
 from streams.stages.payments import DEDUP, EVENTS, OUTCOMES, PAYMENTS, SELF, TIMERS, Tables, handle
 from tests.unit.streams.conftest import saga_of
 
@@ -99,11 +108,8 @@ class Pipeline:
         if isinstance(result, DeadLetter):
             return self._dlq(result)
         assert isinstance(result, Forward)
-        keyed = self._hop(result.command)
-        cmd = VALIDATED.decode(keyed)
-        effects = key_stage.handle(
-            cmd, partition_for(key_stage.routing_key(cmd), PARTITIONS), ts_ms, self.keys.get, RETENTION
-        )
+        # The keys stage runs in ingest's transaction, on the source partition (streams/worker/topology.py).
+        effects = key_stage.handle(result.command, partition, ts_ms, self.keys.get, RETENTION)
         for k, v in effects.writes:
             self._write(self.keys, k, v)
         out = Forward(effects.command)
@@ -169,8 +175,8 @@ class Message:
 
 def routed(cmd: dict[str, Any]) -> tuple[bytes, int]:
     """The key and partition a correct producer uses."""
-    pid = cmd["payment_id"] or derive_payment_id(cmd["merchant_id"], cmd["idempotency_key"])
-    return pid.encode(), partition_for(pid.encode(), PARTITIONS)
+    key = command_key(cmd)
+    return key, partition_for(key, PARTITIONS)
 
 
 def command(**fields: Any) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from schemas.ids import derive_payment_id
 from schemas.partitioning import partition_for
 from streams.stages import idempotency as ks
 from streams.stages import risk as rs
+from streams.stages.ingest import command_key
 
 T0 = datetime(2026, 11, 2, 9, tzinfo=UTC)
 RETENTION = timedelta(hours=24)
@@ -339,7 +340,7 @@ def _pipeline(events, partitions: int, scorer, *, redeliver: bool = False):
         at_ms = to_ms(at)
         if kind == "tx":
             cmd = create(i, card=card, merchant=merchant, amount=amount, at=at, currency="EUR" if flag else "USD")
-            kp = partition_for(ks.routing_key(cmd), partitions)
+            kp = partition_for(command_key(cmd), partitions)
             for _ in range(copies):
                 keyed = ks.handle(cmd, kp, at_ms, keys_tables[kp].get, RETENTION, route_retention=ROUTE)
                 keys_tables[kp].apply(keyed.writes)
