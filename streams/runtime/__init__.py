@@ -20,7 +20,9 @@ The commit order, in one place (streams/runtime/engine.py carries it out):
      committed changelog being the truth.
 A rebalance commits the open transaction before partitions are given up (Kafka
 Streams' commit at revocation); an assigned partition's tables are restored to the
-changelog's end before its first record is handled. A failed transactional call is
+changelog's end before its first record is handled, and its stages that read a table
+another stage feeds wait until that feeding partition is read to its end
+(streams/runtime/catchup.py). A failed transactional call is
 retried (retriable), aborted and its input redone from the transaction's first
 offsets in the same process (abortable), or exits the process for a restart (fatal,
 unflagged, or out of retries): streams/runtime/txn.py decides, by librdkafka's contract.
