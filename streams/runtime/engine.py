@@ -297,19 +297,17 @@ class Engine:
             self._abort("a send was refused")
         elif self._catch_up is not None:
             # Past what was just handled (in the open transaction: the stages that read
-            # the table read its pending writes), then past what the events say is the end.
-            for (topic, partition), messages in groups.items():
-                self._resume(self._catch_up.reached(topic, partition, messages[-1].offset + 1))
-            for topic, partition, offset in ends:
-                self._resume(self._catch_up.reached(topic, partition, offset))
+            # the table read its pending writes), and past what the events say is the end.
+            reached = [(topic, partition, messages[-1].offset + 1) for (topic, partition), messages in groups.items()]
+            self._resume(
+                self._catch_up, [tp for t, p, offset in reached + ends for tp in self._catch_up.reached(t, p, offset)]
+            )
         return sum(map(len, groups.values()))
 
-    def _resume(self, partitions: list[tuple[str, int]]) -> None:
-        if not partitions:
-            return
-        self.consumer.resume([TopicPartition(t, p) for t, p in partitions])
-        assert self._catch_up is not None
-        if self._catch_up.done:
+    def _resume(self, catch_up: CatchUp, partitions: list[tuple[str, int]]) -> None:
+        if partitions:
+            self.consumer.resume([TopicPartition(t, p) for t, p in partitions])
+        if catch_up.done:
             log.info("feeding partitions read to their ends in %.1fs", time.monotonic() - self._catch_up_started)
             self._catch_up = None
 

@@ -420,3 +420,18 @@ def test_held_partitions_resume_when_their_feeding_partition_is_read_to_its_end(
     assert e._handle([FakeMessage("in-f", 0, 11, eof)]) == 0
     assert fake.resumed == [("in-r", 1), ("in-r", 0)]
     assert e._catch_up is None  # done: the loop stops watching
+
+
+def test_a_catch_up_that_ends_mid_batch_takes_the_rest_of_the_batch_in_stride(tmp_path: Path) -> None:
+    stages = [Stage("feeds", "in-f", lambda b, t: None, feeds=True), Stage("reads", "in-r", lambda b, t: None)]
+    e = engine(tmp_path, stages)
+    e._begin = lambda: None  # type: ignore[method-assign]
+    e.tasks = {p: Task(p, e.tables, tmp_path, e.send) for p in (0, 1)}
+    fake = PausingConsumer()
+    e.consumer = fake  # type: ignore[assignment]
+    e._catch_up = CatchUp({("in-f", 0): 2}, {0: [("in-r", 0)], 1: [("in-r", 1)]})
+    eof = KafkaError(KafkaError._PARTITION_EOF)
+    # The record ends the catch-up; the events after it in the same batch are no longer watched.
+    assert e._handle([FakeMessage("in-f", 0, 1), FakeMessage("in-f", 1, 5, eof), FakeMessage("in-r", 1, 0, eof)]) == 1
+    assert sorted(fake.resumed) == [("in-r", 0), ("in-r", 1)]
+    assert e._catch_up is None
