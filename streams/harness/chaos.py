@@ -28,7 +28,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from threading import Thread
 from typing import Any
 
@@ -44,7 +44,7 @@ from streams.client.broker import broker_config, cluster_config
 from streams.client.observe import Observer
 from streams.client.processes import WorkerProcess
 from streams.client.publish import publish_commands
-from streams.demo.run import generate
+from streams.demo.run import generate, open_the_day
 from streams.domain.audit import AuditReport, audit, compare, rebuild
 from streams.harness.stats import peak_rss_bytes
 from streams.settings import Settings, client_config
@@ -331,6 +331,10 @@ def run_chaos(
     traffic = generate(payments, seed, namespace, datetime.now(UTC))
     sent = [c for c in traffic.items if isinstance(c, dict)]
     admin.ensure_topics(client_config(settings), declared_topics(settings))
+    # The demo's merchants registered, as the demo does: their admission and splits run
+    # through the kills too, and every assignment holds the command partitions until
+    # the registry is read to its end (streams/runtime/catchup.py).
+    open_the_day(settings, traffic.items[0]["occurred_at"] - timedelta(hours=1))
     rng = random.Random(seed)
     faults = plan(kills, broker_restarts, seed, broker_kills, base.kafka_brokers)
     figures_faults = Counter()
