@@ -204,16 +204,43 @@ def _attach_merchant_features(
     key = merchant_state_key(partition, tx.merchant)
     stored = get(key)
     try:
-        state = MerchantState.from_bytes(stored) if stored is not None else MerchantState()
+        state = merchant_state(key, stored) if stored is not None else MerchantState()
     except StateError:
         state, effects.merchant_state_unreadable = MerchantState(), True
     counts = None if effects.merchant_state_unreadable else state.counts(tx.ts_ms)._asdict()
     state.update(tx)
-    effects.writes.append((key, state.to_bytes()))
+    effects.writes.append((key, _kept(key, state)))
     effects.writes.append((done, state_json(counts)))
     timers.push(Timer("forget", tx.ts_ms + retention // timedelta(milliseconds=1), done.decode()))
     # None (unreadable state): the risk stage falls back to its per-partition state, flagged.
     effects.command = cmd | {"merchant_features": counts}
+
+
+# Two a merchant's create reads and writes; a worker's merchants each in one partition.
+MERCHANT_STATES_MAX = 512
+
+# Each merchant state this process last wrote, beside its bytes: the merchant's next
+# create finds those bytes in the table and takes the state back without parsing it
+# (a state is a function of its bytes). Taken out while in use, so a handler that
+# fails after folding into it leaves nothing behind; the least recently written go first.
+_merchant_states: dict[bytes, tuple[bytes, MerchantState]] = {}
+
+
+def merchant_state(key: bytes, stored: bytes) -> MerchantState:
+    """The merchant state stored under `key` as `stored`; StateError if unreadable."""
+    kept = _merchant_states.pop(key, None)
+    if kept is not None and kept[0] == stored:
+        return kept[1]
+    return MerchantState.from_bytes(stored)
+
+
+def _kept(key: bytes, state: MerchantState) -> bytes:
+    """`state`'s bytes, to be written under `key`, with the state kept beside them."""
+    raw = state.to_bytes()
+    if len(_merchant_states) >= MERCHANT_STATES_MAX:
+        del _merchant_states[next(iter(_merchant_states))]
+    _merchant_states[key] = (raw, state)
+    return raw
 
 
 def _sweep(
@@ -261,12 +288,12 @@ def handle_label(
     stored = get(key)
     if stored is not None:
         try:
-            state = MerchantState.from_bytes(stored)
+            state = merchant_state(key, stored)
         except StateError:
             state = None
         if state is not None:
             state.apply_label(revealed_ms, bool(label["fraud"]))
-            effects.writes.append((key, state.to_bytes()))
+            effects.writes.append((key, _kept(key, state)))
             effects.applied = True
     effects.writes.append((done, b"1"))
     timers = TimerStore(get, partition, PAGE_MAX_BYTES)
