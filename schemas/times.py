@@ -15,5 +15,11 @@ def to_ms(at: datetime) -> int:
     return (at - EPOCH) // _MS
 
 
+def span_ms(span: timedelta) -> int:
+    """A duration in whole milliseconds (floored, as `to_ms`); the constant divisor
+    spares a timedelta built per call (~1 µs where a stage does it per timer)."""
+    return span // _MS
+
+
 def from_ms(ms: int) -> datetime:
     return EPOCH + timedelta(milliseconds=ms)

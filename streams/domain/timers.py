@@ -59,6 +59,12 @@ class Timer:
     ref: str
 
 
+# A queue's pointer changes once a page (or a pop) and is read by every event of its
+# partition: each value parsed once. Several per queue, partition and kind, for a worker's partitions.
+PARSED_POINTERS_MAX = 1024
+_parsed_pointers: dict[bytes, tuple[int, int, int | None]] = {}
+
+
 class TimerStore:
     def __init__(self, get: Get, partition: int, page_max_bytes: int = 0) -> None:
         assert 0 <= page_max_bytes <= PAGE_MAX_BYTES_LIMIT, page_max_bytes
@@ -94,9 +100,15 @@ class TimerStore:
         raw = self._get(self._key(kind, "ptr"))
         if raw is None:
             return 0, 0, None
-        head, tail, *due = map(int, raw.split())
-        assert 0 <= head <= tail and len(due) <= 1 and (not due or head < tail), (kind, raw)
-        kept = self._kept_pointers[kind] = (head, tail, due[0] if due else None)
+        kept = _parsed_pointers.get(raw)
+        if kept is None:
+            head, tail, *due = map(int, raw.split())
+            assert 0 <= head <= tail and len(due) <= 1 and (not due or head < tail), (kind, raw)
+            kept = (head, tail, due[0] if due else None)
+            if len(_parsed_pointers) >= PARSED_POINTERS_MAX:
+                del _parsed_pointers[next(iter(_parsed_pointers))]
+            _parsed_pointers[raw] = kept
+        self._kept_pointers[kind] = kept
         return kept
 
     def _set_pointers(self, kind: str, head: int, tail: int, head_due_ms: int | None) -> None:

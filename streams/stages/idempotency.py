@@ -51,11 +51,11 @@ from typing import Any
 
 from models.features import FeatureInputError, MerchantState, StateError, make_txn
 from schemas.state import state_json, state_loads
-from schemas.times import to_ms
+from schemas.times import span_ms, to_ms
 from schemas.times import to_ms as event_ms
 from streams.domain import kyc_limits
 from streams.domain.merchants import admit
-from streams.domain.methods import risk_key
+from streams.domain.methods import risk_fields
 from streams.domain.sanctions import SanctionsList
 from streams.domain.screening import screen_create
 from streams.domain.timers import PAGE_MAX_BYTES, SWEEP_MAX, Get, Timer, TimerStore
@@ -125,15 +125,16 @@ def handle(
     effects = KeyEffects(cmd)
     timers = TimerStore(get, partition, PAGE_MAX_BYTES)
     at_ms = event_ms(cmd["occurred_at"])
+    retention_ms = span_ms(retention)
     if cmd["rejection_reason"] is None:
         key = claim_key(partition, cmd["merchant_id"], cmd["idempotency_key"])
         raw = get(key)
         claim = state_loads(raw) if raw is not None else None
         if claim is None:
             # Counted with the claim: a redelivery or retry of the same payment finds it and counts nothing.
-            if cap is None or _count_pending(effects, partition, get, timers, retention, at_ms, cap):
+            if cap is None or _count_pending(effects, partition, get, timers, retention_ms, at_ms, cap):
                 effects.writes.append((key, state_json({"payment_id": cmd["payment_id"], "first_ms": at_ms})))
-                timers.push(Timer("forget", at_ms + retention // timedelta(milliseconds=1), key.decode()))
+                timers.push(Timer("forget", at_ms + retention_ms, key.decode()))
         elif claim["payment_id"] != cmd["payment_id"]:
             effects.command = cmd | {
                 "rejection_reason": "idempotency_conflict",
@@ -144,13 +145,14 @@ def handle(
     out = effects.command
     if route_retention is not None and out["rejection_reason"] is None and out["payment_id"]:
         rkey = route_key(partition, out["payment_id"])
-        instrument = risk_key(out) if out["kind"] == "create" else None
-        if instrument is not None:
-            effects.route = instrument.encode()
+        # What it is scored by (`risk_key`), read once for its route and its features.
+        fields = risk_fields(out) if out["kind"] == "create" else None
+        if fields is not None:
+            effects.route = fields["card_token"].encode()
             if get(rkey) is None:
                 effects.writes.append((rkey, effects.route))
-                timers.push(Timer("unroute", at_ms + route_retention // timedelta(milliseconds=1), rkey.decode()))
-            _attach_merchant_features(effects, partition, get, timers, retention)
+                timers.push(Timer("unroute", at_ms + span_ms(route_retention), rkey.decode()))
+            _attach_merchant_features(effects, fields, partition, get, timers, retention_ms)
         else:
             effects.route = get(rkey)
     _sweep(timers, at_ms, record_ts_ms, sweep_max, effects.writes, effects.fired)
@@ -158,7 +160,7 @@ def handle(
 
 
 def _count_pending(
-    effects: KeyEffects, partition: int, get: Get, timers: TimerStore, retention: timedelta, at_ms: int, cap: int
+    effects: KeyEffects, partition: int, get: Get, timers: TimerStore, retention_ms: int, at_ms: int, cap: int
 ) -> bool:
     """Count a pending merchant's create into its event day's total; False (and the
     create refused) if it would pass the cap."""
@@ -176,12 +178,12 @@ def _count_pending(
         return False
     effects.writes.append((key, state_json(new)))
     if raw is None:  # late creates of the day still find it for `retention`
-        timers.push(Timer("forget", kyc_limits.day_end_ms(day) + retention // timedelta(milliseconds=1), key.decode()))
+        timers.push(Timer("forget", kyc_limits.day_end_ms(day) + retention_ms, key.decode()))
     return True
 
 
 def _attach_merchant_features(
-    effects: KeyEffects, partition: int, get: Get, timers: TimerStore, retention: timedelta
+    effects: KeyEffects, fields: dict[str, str], partition: int, get: Get, timers: TimerStore, retention_ms: int
 ) -> None:
     """Counts before the create, then the create folded in (models/features.py's order)."""
     cmd = effects.command
@@ -191,22 +193,49 @@ def _attach_merchant_features(
         effects.command = cmd | {"merchant_features": state_loads(raw)}
         return
     try:
-        tx = make_txn(tx_of(cmd))
+        tx = make_txn(tx_of(cmd, fields))
     except FeatureInputError:
         return  # the risk stage cannot score it either (rules only) and folds nothing
     key = merchant_state_key(partition, tx.merchant)
     stored = get(key)
     try:
-        state = MerchantState.from_bytes(stored) if stored is not None else MerchantState()
+        state = merchant_state(key, stored) if stored is not None else MerchantState()
     except StateError:
         state, effects.merchant_state_unreadable = MerchantState(), True
     counts = None if effects.merchant_state_unreadable else state.counts(tx.ts_ms)._asdict()
     state.update(tx)
-    effects.writes.append((key, state.to_bytes()))
+    effects.writes.append((key, _kept(key, state)))
     effects.writes.append((done, state_json(counts)))
-    timers.push(Timer("forget", tx.ts_ms + retention // timedelta(milliseconds=1), done.decode()))
+    timers.push(Timer("forget", tx.ts_ms + retention_ms, done.decode()))
     # None (unreadable state): the risk stage falls back to its per-partition state, flagged.
     effects.command = cmd | {"merchant_features": counts}
+
+
+# Two a merchant's create reads and writes; a worker's merchants each in one partition.
+MERCHANT_STATES_MAX = 512
+
+# Each merchant state this process last wrote, beside its bytes: the merchant's next
+# create finds those bytes in the table and takes the state back without parsing it
+# (a state is a function of its bytes). Taken out while in use, so a handler that
+# fails after folding into it leaves nothing behind; the least recently written go first.
+_merchant_states: dict[bytes, tuple[bytes, MerchantState]] = {}
+
+
+def merchant_state(key: bytes, stored: bytes) -> MerchantState:
+    """The merchant state stored under `key` as `stored`; StateError if unreadable."""
+    kept = _merchant_states.pop(key, None)
+    if kept is not None and kept[0] == stored:
+        return kept[1]
+    return MerchantState.from_bytes(stored)
+
+
+def _kept(key: bytes, state: MerchantState) -> bytes:
+    """`state`'s bytes, to be written under `key`, with the state kept beside them."""
+    raw = state.to_bytes()
+    if len(_merchant_states) >= MERCHANT_STATES_MAX:
+        del _merchant_states[next(iter(_merchant_states))]
+    _merchant_states[key] = (raw, state)
+    return raw
 
 
 def _sweep(
@@ -254,15 +283,15 @@ def handle_label(
     stored = get(key)
     if stored is not None:
         try:
-            state = MerchantState.from_bytes(stored)
+            state = merchant_state(key, stored)
         except StateError:
             state = None
         if state is not None:
             state.apply_label(revealed_ms, bool(label["fraud"]))
-            effects.writes.append((key, state.to_bytes()))
+            effects.writes.append((key, _kept(key, state)))
             effects.applied = True
     effects.writes.append((done, b"1"))
     timers = TimerStore(get, partition, PAGE_MAX_BYTES)
-    timers.push(Timer("forget", revealed_ms + retention // timedelta(milliseconds=1), done.decode()))
+    timers.push(Timer("forget", revealed_ms + span_ms(retention), done.decode()))
     _sweep(timers, revealed_ms, record_ts_ms, sweep_max, effects.writes, effects.fired)
     return effects

@@ -114,10 +114,11 @@ def score_ppm(score: float | None) -> int | None:
     return round(score * PPM)
 
 
-def tx_of(cmd: Mapping[str, Any]) -> dict[str, Any]:
+def tx_of(cmd: Mapping[str, Any], fields: dict[str, str] | None = None) -> dict[str, Any]:
     """The scorer's transaction dict (models/scoring.py) from a create: its instrument's
-    key and blocklist fields (`risk_fields`), then the payment's own."""
-    fields = risk_fields(cmd)
+    key and blocklist fields (`risk_fields`; `fields` when the caller has them), then the payment's own."""
+    if fields is None:
+        fields = risk_fields(cmd)
     assert fields is not None, "wants_risk(cmd)"
     meta = cmd.get("metadata") or {}
     tx = fields | {

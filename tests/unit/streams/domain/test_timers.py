@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.domain.timers import MAX_FUTURE_SKEW_MS, SWEEP_MAX, Timer, TimerStore
+from streams.domain.timers import MAX_FUTURE_SKEW_MS, SWEEP_MAX, Timer, TimerStore, _parsed_pointers
 
 
 def commit(store: dict[bytes, bytes], timers: TimerStore) -> None:
@@ -101,14 +101,19 @@ _ops = st.lists(
 )
 
 
-def _run(ops: list[tuple[str, str, int]], page_max_bytes: int, limit: int) -> tuple[list[Timer], int]:
+def _run(
+    ops: list[tuple[str, str, int]], page_max_bytes: int, limit: int, parse_each_time: bool = False
+) -> tuple[list[Timer], int]:
     """What fires over `ops` (a store per event, committed at each "commit"), and the
-    keys written across the commits (each one a changelog record)."""
+    keys written across the commits (each one a changelog record). `parse_each_time`:
+    no pointer value is taken from the parsed ones kept."""
     store: dict[bytes, bytes] = {}
     t = TimerStore(store.get, 1, page_max_bytes)
     fired: list[Timer] = []
     written = 0
     for i, (op, kind, ms) in enumerate(ops + [("commit", "", 0)]):
+        if parse_each_time:
+            _parsed_pointers.clear()
         if op == "push":
             t.push(Timer(kind, ms, f"r{i}"))
         elif op == "pop":
@@ -128,6 +133,13 @@ def test_a_paged_queue_fires_what_an_unpaged_one_does_in_no_more_keys(
     paged_fired, paged_written = _run(ops, page_max_bytes, limit)
     assert paged_fired == fired
     assert paged_written <= written
+
+
+@given(_ops, st.sampled_from([0, 300, 2_048]), st.integers(1, 4))
+def test_a_kept_parsed_pointer_is_what_its_bytes_parse_to(
+    ops: list[tuple[str, str, int]], page_max_bytes: int, limit: int
+) -> None:
+    assert _run(ops, page_max_bytes, limit) == _run(ops, page_max_bytes, limit, parse_each_time=True)
 
 
 def test_pages_cut_the_keys_one_transaction_writes() -> None:

@@ -5,10 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from models.features import MerchantCounts, MerchantState
 from streams.stages.idempotency import (
     KeyEffects,
     LabelEffects,
+    _merchant_states,
     attached_key,
     claim_key,
     handle,
@@ -19,6 +23,7 @@ from streams.stages.idempotency import (
     route_key,
 )
 from streams.stages.ingest import command_key
+from tests.unit.streams.conftest import Commands
 
 RETENTION = timedelta(hours=24)
 
@@ -202,6 +207,45 @@ def test_an_unreadable_merchant_state_attaches_none_and_starts_afresh(cmds) -> N
     effects = stage.send(cmds.create("order-1"))
     assert effects.merchant_state_unreadable and effects.command["merchant_features"] is None
     assert MerchantState.from_bytes(stage.table[merchant_state_key(5, "m_acme")]).windows.counts[0] == 1
+
+
+# One step of a merchant's history: a create, a label, a garbled stored state, or a
+# create whose writes are lost (its transaction aborted), at minutes past T0.
+_STEPS = st.lists(
+    st.tuples(st.sampled_from(["create", "label", "garble", "lost"]), st.integers(0, 45 * 24 * 60), st.booleans()),
+    max_size=25,
+)
+
+
+@given(_STEPS)
+@settings(max_examples=60, deadline=None)
+def test_a_kept_merchant_state_is_the_one_its_bytes_parse_to(steps: list[tuple[str, int, bool]]) -> None:
+    """The same history with every state kept beside its bytes, and with each state
+    parsed from the table afresh: the same commands and the same writes."""
+    cmds = Commands()
+
+    def run(forget_kept: bool) -> list[Any]:
+        stage = KeyStage(route_retention=ROUTE)
+        out: list[Any] = []
+        for i, (kind, minutes, flag) in enumerate(steps):
+            if forget_kept:
+                _merchant_states.clear()
+            at = cmds.t0 + timedelta(minutes=minutes)
+            if kind == "garble":
+                stage.table[merchant_state_key(5, "m_acme")] = b"\x01\x02garbage"
+            elif kind == "label":
+                effects = handle_label(merchant_label(f"lab-{i}", at, fraud=flag), 5, 0, stage.table.get, RETENTION)
+                out.append(effects.writes)
+                stage.table.update((k, v) for k, v in effects.writes if v is not None)
+            else:
+                create = cmds.create(f"order-{i}", at=at)
+                effects = handle(create, 5, 0, stage.table.get, RETENTION, route_retention=ROUTE)
+                out.append((effects.command, effects.writes))
+                if kind == "create":
+                    stage.table.update((k, v) for k, v in effects.writes if v is not None)
+        return out
+
+    assert run(forget_kept=False) == run(forget_kept=True)
 
 
 def merchant_label(label_id: str, at: datetime, *, merchant: str = "m_acme", fraud: bool = True) -> dict[str, Any]:
