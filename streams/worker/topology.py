@@ -697,7 +697,7 @@ def build_worker(settings: Settings) -> Engine:
         session_timeout_ms=int(settings.session_timeout_s * 1000),
         transaction_timeout_ms=settings.transaction_timeout_ms,
         transaction_retry_ms=settings.transaction_retry_ms,
-        linger_ms=settings.producer_linger_ms,
+        linger_ms=settings.worker_linger_ms,
         batch_bytes=settings.producer_max_batch_size_bytes,
         fetch_partition_bytes=settings.consumer_max_fetch_size_bytes,
         request_bytes=settings.producer_max_request_size_bytes,
