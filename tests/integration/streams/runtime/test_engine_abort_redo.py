@@ -5,10 +5,8 @@ commit, the aborted records stay invisible, and the worker never exits."""
 
 from __future__ import annotations
 
-import signal
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +17,10 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from connectors.kafka.clients import committed_reader, read_to_end
 from streams import metrics
 from streams.runtime import engine as engine_module
-from streams.runtime.engine import Engine, EngineConfig, Periodic, Stage
+from streams.runtime.engine import Engine, Periodic, Stage
 from streams.runtime.messages import Message, Record
 from streams.runtime.state import StageTask
+from tests.integration.streams.runtime.conftest import engine_config
 
 RECORDS = 40
 DEADLINE_S = 120.0
@@ -45,15 +44,6 @@ def exits(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(engine_module, "exit_for_restart", exit_for_restart)
     return why
-
-
-@pytest.fixture
-def own_signals() -> Iterator[None]:
-    """Engine.run takes SIGTERM and SIGINT; pytest gets them back."""
-    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    yield
-    for s, handler in saved.items():
-        signal.signal(s, handler)
 
 
 def test_an_abortable_transaction_is_redone_once_without_a_restart(
@@ -85,21 +75,9 @@ def test_an_abortable_transaction_is_redone_once_without_a_restart(
         if attempts.pop("first", False):  # the first transaction only: its redo goes through
             task.send(Record(refusing, b"k", b"x" * REFUSED_BYTES), batch[0].origin_ms)
 
-    config = EngineConfig(
-        client={"bootstrap.servers": bootstrap},
-        group_id=f"{run}-group",
-        transactional_id=f"{run}-tx",
-        state_dir=tmp_path,
-        commit_interval_ms=50,
-        commit_idle_ms=5,
-        commit_records_max=1_000,
-        batch_max=10,  # several transactions: the abort redoes only the failed one
-        session_timeout_ms=10_000,
-        linger_ms=0,
-        batch_bytes=1_000_000,
-        fetch_partition_bytes=1_048_576,
-        request_bytes=1_100_000,
-    )
+    config = engine_config(
+        bootstrap, run, tmp_path, batch_max=10
+    )  # several transactions: the abort redoes only the failed one
     stage = Stage("count", source, handle, ("t",), (out, refusing))
     aborted_before = metrics.TRANSACTIONS_ABORTED._value.get()
     deadline = time.monotonic() + DEADLINE_S

@@ -5,31 +5,20 @@ published after its key was registered always finds the registration."""
 
 from __future__ import annotations
 
-import signal
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streams.runtime.engine import Engine, EngineConfig, Periodic, Stage
+from streams.runtime.engine import Engine, Periodic, Stage
 from streams.runtime.messages import Message
 from streams.runtime.state import StageTask
+from tests.integration.streams.runtime.conftest import engine_config
 
 REGISTRATIONS = 200
 DEADLINE_S = 120.0
-
-
-@pytest.fixture
-def own_signals() -> Iterator[None]:
-    """Engine.run takes SIGTERM and SIGINT; pytest gets them back."""
-    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    yield
-    for s, handler in saved.items():
-        signal.signal(s, handler)
 
 
 def test_commands_wait_until_the_registry_is_read_to_its_end(bootstrap: str, tmp_path: Path, own_signals: None) -> None:
@@ -68,21 +57,7 @@ def test_commands_wait_until_the_registry_is_read_to_its_end(bootstrap: str, tmp
                 unknown.append(m.key)
             handled[0] += 1
 
-    config = EngineConfig(
-        client={"bootstrap.servers": bootstrap},
-        group_id=f"{run}-group",
-        transactional_id=f"{run}-tx",
-        state_dir=tmp_path,
-        commit_interval_ms=50,
-        commit_idle_ms=5,
-        commit_records_max=1_000,
-        batch_max=100,
-        session_timeout_ms=10_000,
-        linger_ms=0,
-        batch_bytes=1_000_000,
-        fetch_partition_bytes=1,  # a record batch per partition per fetch
-        request_bytes=1_100_000,
-    )
+    config = engine_config(bootstrap, run, tmp_path, fetch_partition_bytes=1)  # a record batch per partition per fetch
     stages = [
         Stage("registry", registry, register, ("registry",), feeds=True),
         Stage("commands", commands, handle, ("registry",)),

@@ -403,35 +403,37 @@ class PausingConsumer:
         self.resumed += [(tp.topic, tp.partition) for tp in partitions]
 
 
-def test_held_partitions_resume_when_their_feeding_partition_is_read_to_its_end(tmp_path: Path) -> None:
+EOF_EVENT = KafkaError(KafkaError._PARTITION_EOF)
+
+
+def catching_up(tmp: Path, catch_up: CatchUp) -> tuple[Engine, PausingConsumer]:
+    """An engine whose partitions 0 and 1 of in-r are held until in-f is read to its ends."""
     stages = [Stage("feeds", "in-f", lambda b, t: None, feeds=True), Stage("reads", "in-r", lambda b, t: None)]
-    e = engine(tmp_path, stages)
+    e = engine(tmp, stages)
     e._begin = lambda: None  # type: ignore[method-assign]
-    e.tasks = {p: Task(p, e.tables, tmp_path, e.send) for p in (0, 1)}
+    e.tasks = {p: Task(p, e.tables, tmp, e.send) for p in (0, 1)}
     fake = PausingConsumer()
     e.consumer = fake  # type: ignore[assignment]
-    e._catch_up = CatchUp({("in-f", 0): 11, ("in-f", 1): 3}, {0: [("in-r", 0)], 1: [("in-r", 1)]})
-    eof = KafkaError(KafkaError._PARTITION_EOF)
+    e._catch_up = catch_up
+    return e, fake
+
+
+def test_held_partitions_resume_when_their_feeding_partition_is_read_to_its_end(tmp_path: Path) -> None:
+    e, fake = catching_up(tmp_path, CatchUp({("in-f", 0): 11, ("in-f", 1): 3}, {0: [("in-r", 0)], 1: [("in-r", 1)]}))
     # A record short of the end releases nothing; an end-of-partition event at the end does.
     assert e._handle([FakeMessage("in-f", 0, 9)]) == 1
     assert fake.resumed == []
-    assert e._handle([FakeMessage("in-f", 1, 3, eof), FakeMessage("in-f", 0, 10, eof)]) == 0
+    assert e._handle([FakeMessage("in-f", 1, 3, EOF_EVENT), FakeMessage("in-f", 0, 10, EOF_EVENT)]) == 0
     assert fake.resumed == [("in-r", 1)]
-    assert e._handle([FakeMessage("in-f", 0, 11, eof)]) == 0
+    assert e._handle([FakeMessage("in-f", 0, 11, EOF_EVENT)]) == 0
     assert fake.resumed == [("in-r", 1), ("in-r", 0)]
     assert e._catch_up is None  # done: the loop stops watching
 
 
 def test_a_catch_up_that_ends_mid_batch_takes_the_rest_of_the_batch_in_stride(tmp_path: Path) -> None:
-    stages = [Stage("feeds", "in-f", lambda b, t: None, feeds=True), Stage("reads", "in-r", lambda b, t: None)]
-    e = engine(tmp_path, stages)
-    e._begin = lambda: None  # type: ignore[method-assign]
-    e.tasks = {p: Task(p, e.tables, tmp_path, e.send) for p in (0, 1)}
-    fake = PausingConsumer()
-    e.consumer = fake  # type: ignore[assignment]
-    e._catch_up = CatchUp({("in-f", 0): 2}, {0: [("in-r", 0)], 1: [("in-r", 1)]})
-    eof = KafkaError(KafkaError._PARTITION_EOF)
+    e, fake = catching_up(tmp_path, CatchUp({("in-f", 0): 2}, {0: [("in-r", 0)], 1: [("in-r", 1)]}))
     # The record ends the catch-up; the events after it in the same batch are no longer watched.
-    assert e._handle([FakeMessage("in-f", 0, 1), FakeMessage("in-f", 1, 5, eof), FakeMessage("in-r", 1, 0, eof)]) == 1
+    batch = [FakeMessage("in-f", 0, 1), FakeMessage("in-f", 1, 5, EOF_EVENT), FakeMessage("in-r", 1, 0, EOF_EVENT)]
+    assert e._handle(batch) == 1
     assert sorted(fake.resumed) == [("in-r", 0), ("in-r", 1)]
     assert e._catch_up is None
