@@ -116,6 +116,31 @@ def produce_waiting(producer: Producer, topic: str, *, wait_s: float = 0.05, **r
             producer.poll(wait_s)
 
 
+def produce_batch_waiting(
+    producer: Producer,
+    topic: str,
+    partition: int,
+    records: list[tuple[bytes, bytes | None]],
+    *,
+    wait_s: float = 0.05,
+) -> None:
+    """(key, value) records into one partition of `topic` in one `produce_batch` call,
+    where `produce` would enqueue (and may wake librdkafka's broker thread) once each;
+    no headers. Those a full queue refused are tried again after a wait for room, after
+    the rest: only each key's own order is kept, so give each key once (a changelog's
+    records of one transaction). Any other refusal raises KafkaException, as `produce`."""
+    messages: list[dict[str, Any]] = [{"key": key, "value": value} for key, value in records]
+    while messages:
+        producer.produce_batch(topic, messages, partition=partition)
+        refused = [m for m in messages if "_error" in m]
+        for m in refused:
+            if m["_error"].code() != KafkaError._QUEUE_FULL:
+                raise KafkaException(m["_error"])
+        if refused:
+            producer.poll(wait_s)
+        messages = [{"key": m["key"], "value": m["value"]} for m in refused]
+
+
 def committed_reader(
     conn: Connection, topics: list[str], *, group_id: str | None = None, from_beginning: bool = True
 ) -> Consumer:

@@ -17,7 +17,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from connectors.kafka.clients import consume_available, produce_waiting
+from connectors.kafka.clients import consume_available, produce_batch_waiting, produce_waiting
 from streams import metrics
 from streams.runtime.catchup import CatchUp
 from streams.runtime.messages import ORIGIN_HEADER, Message, Record, exit_for_restart, origin_of
@@ -335,23 +335,33 @@ class Engine:
 
     def send(self, record: Record, source_partition: int, origin_ms: int) -> None:
         """An output record into the open transaction, with the origin header."""
-        self._produce(record, source_partition, [(ORIGIN_HEADER, str(origin_ms).encode())])
-
-    def _produce(self, record: Record, source_partition: int, headers: list[tuple[str, bytes]] | None) -> None:
         assert self._in_txn, "a send outside a transaction"
         if self._must_abort:
             return  # the transaction is lost already; its input is redone after the abort
         partition = source_partition if record.partition is None else record.partition
+        headers = [(ORIGIN_HEADER, str(origin_ms).encode())]
         try:
             produce_waiting(
                 self.producer, record.topic, value=record.value, key=record.key, partition=partition, headers=headers
             )
         except KafkaException as e:
-            # librdkafka refuses a record (_STATE) once the transaction has failed (a
-            # record timed out, say). Abort it: if the producer is fenced or fatal instead,
-            # the abort fails and the worker exits.
-            log.warning("a send into the open transaction was refused (%s): aborting it", e.args[0])
-            self._must_abort = True
+            self._refused(e)
+
+    def _produce_changelog(self, topic: str, partition: int, records: list[tuple[bytes, bytes | None]]) -> None:
+        """A task's changelog records at the commit, in one call per topic (each key once)."""
+        if self._must_abort:
+            return
+        try:
+            produce_batch_waiting(self.producer, topic, partition, records)
+        except KafkaException as e:
+            self._refused(e)
+
+    def _refused(self, e: KafkaException) -> None:
+        # librdkafka refuses a record (_STATE) once the transaction has failed (a
+        # record timed out, say). Abort it: if the producer is fenced or fatal instead,
+        # the abort fails and the worker exits.
+        log.warning("a send into the open transaction was refused (%s): aborting it", e.args[0])
+        self._must_abort = True
 
     # -- committing ----------------------------------------------------------------
 
@@ -362,8 +372,8 @@ class Engine:
             return
         started = time.monotonic()
         for task in self.tasks.values():
-            for record in task.changelog_records():
-                self._produce(record, task.partition, None)
+            for topic, records in task.changelog_records().items():
+                self._produce_changelog(topic, task.partition, records)
         committed = not self._must_abort
         if committed and self._offsets:
             # The same offsets and metadata on every attempt (rdkafka.h: retriable, not resumable).

@@ -129,12 +129,19 @@ class Task:
     def pending_keys(self) -> int:
         return sum(len(t.pending) for t in self.tables.values())
 
-    def changelog_records(self) -> Iterator[Record]:
-        """The last pending value of each written key, for the changelogs: one record
-        per key and transaction, however often the key was written in it."""
+    def changelog_records(self) -> dict[str, list[tuple[bytes, bytes | None]]]:
+        """The last pending value of each written key, as (key, value) per changelog
+        topic, all for this task's partition: one record per key and transaction,
+        however often the key was written in it."""
+        out: dict[str, list[tuple[bytes, bytes | None]]] = {}
         for t in self.tables.values():
-            for key, value in t.pending.items():
-                yield Record(t.changelog, changelog_key(t.name, key) if t.shared else key, value, self.partition)
+            if t.pending:
+                records = out.setdefault(t.changelog, [])
+                if t.shared:
+                    records.extend((changelog_key(t.name, key), value) for key, value in t.pending.items())
+                else:
+                    records.extend(t.pending.items())
+        return out
 
     def apply(self) -> None:
         """After the commit: the pending writes into RocksDB."""

@@ -697,6 +697,8 @@ def build_worker(settings: Settings) -> Engine:
         session_timeout_ms=int(settings.session_timeout_s * 1000),
         transaction_timeout_ms=settings.transaction_timeout_ms,
         transaction_retry_ms=settings.transaction_retry_ms,
+        # Its records are read only once their transaction commits, and the commit sends
+        # whatever still lingers at once (docs/performance.md).
         linger_ms=settings.worker_linger_ms,
         batch_bytes=settings.producer_max_batch_size_bytes,
         fetch_partition_bytes=settings.consumer_max_fetch_size_bytes,

@@ -35,6 +35,51 @@ def test_produce_waiting_waits_for_room_and_drops_nothing() -> None:
     assert p.produced == [("t", {"key": b"k", "value": b"v", "partition": 3})] and p.polls == [0.01, 0.01]
 
 
+class Batches:
+    """produce_batch as librdkafka answers it: each message queued, or marked with its
+    `_error`; `refuse` holds the error codes of the next messages offered."""
+
+    def __init__(self, refuse: list[int]) -> None:
+        self.refuse, self.polls, self.queued = refuse, [], []  # type: ignore[var-annotated]
+
+    def produce_batch(self, topic: str, messages: list[dict], partition: int) -> int:  # type: ignore[type-arg]
+        from confluent_kafka import KafkaError
+
+        for m in messages:
+            if self.refuse:
+                m["_error"] = KafkaError(self.refuse.pop(0))
+            else:
+                self.queued.append((topic, partition, m["key"], m["value"]))
+        return sum("_error" not in m for m in messages)
+
+    def poll(self, timeout_s: float) -> int:
+        self.polls.append(timeout_s)
+        return 0
+
+
+def test_produce_batch_waiting_offers_what_a_full_queue_refused_again_and_drops_nothing() -> None:
+    from confluent_kafka import KafkaError
+
+    from connectors.kafka.clients import produce_batch_waiting
+
+    p = Batches([KafkaError._QUEUE_FULL] * 4)  # the whole batch, then the first of the three offered again
+    produce_batch_waiting(p, "t", 3, [(b"a", b"1"), (b"b", None), (b"c", b"3")], wait_s=0.01)  # type: ignore[arg-type]
+    assert sorted(p.queued) == [("t", 3, b"a", b"1"), ("t", 3, b"b", None), ("t", 3, b"c", b"3")]
+    assert p.polls == [0.01, 0.01]  # a wait for room before each offer again
+
+
+def test_produce_batch_waiting_raises_any_other_refusal() -> None:
+    import pytest
+    from confluent_kafka import KafkaError, KafkaException
+
+    from connectors.kafka.clients import produce_batch_waiting
+
+    p = Batches([KafkaError._STATE])
+    with pytest.raises(KafkaException) as refused:
+        produce_batch_waiting(p, "t", 0, [(b"a", b"1"), (b"b", b"2")])  # type: ignore[arg-type]
+    assert refused.value.args[0].code() == KafkaError._STATE and p.polls == []
+
+
 def test_id_assigned_fails_fast_and_plainly_when_no_broker_answers() -> None:
     import pytest
     from confluent_kafka import KafkaException

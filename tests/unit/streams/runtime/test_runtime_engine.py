@@ -191,6 +191,7 @@ class FakeProducer:
         self.calls: list[str] = []
         self.sent: list[tuple[str, bytes | None]] = []
         self.open: list[tuple[str, bytes | None]] = []
+        self.batches: list[tuple[str, int, int]] = []  # (topic, partition, records) per produce_batch
 
     def _call(self, name: str) -> None:
         self.calls.append(name)
@@ -203,6 +204,12 @@ class FakeProducer:
     def produce(self, topic: str, value: bytes | None = None, **_: Any) -> None:
         self._call("produce")
         self.open.append((topic, value))
+
+    def produce_batch(self, topic: str, messages: list[dict[str, Any]], partition: int) -> int:
+        self._call("produce_batch")
+        self.open += [(topic, m["value"]) for m in messages]
+        self.batches.append((topic, partition, len(messages)))
+        return len(messages)
 
     def send_offsets_to_transaction(self, offsets: list[Any], metadata: Any, timeout: float) -> None:
         self._call("send_offsets_to_transaction")
@@ -264,6 +271,29 @@ def test_an_abortable_commit_is_aborted_and_its_input_redone_from_where_it_began
     e.commit()
     assert e.tasks[0].table("t").get(b"n") == b"3"
     assert [v for t, v in producer.sent if t == "out"] == [b"v5", b"v6", b"v7"]  # each output once
+
+
+def test_a_tasks_changelog_records_go_in_one_batch_per_topic_to_its_partition_at_the_commit(
+    tmp_path: Path, exits: list[str]
+) -> None:
+    producer = FakeProducer()
+    e = counting(tmp_path, producer)
+    e.tasks[3] = Task(3, e.tables, tmp_path / "3", e.send)
+    e._handle([FakeMessage("in-a", 0, 5), FakeMessage("in-a", 0, 6), FakeMessage("in-a", 3, 9)])
+    assert producer.batches == []  # table writes wait for the commit
+    e.commit()
+    assert sorted(producer.batches) == [("t-changelog", 0, 1), ("t-changelog", 3, 1)]  # a key's last value, once
+    assert sorted(v for t, v in producer.sent if t == "t-changelog") == [b"1", b"2"]
+    assert producer.calls[-1] == "commit_transaction" and exits == []
+
+
+def test_a_refused_changelog_batch_aborts_the_transaction(tmp_path: Path, exits: list[str]) -> None:
+    producer = FakeProducer({"produce_batch": [KafkaError(KafkaError._STATE, "transaction failed")]})
+    e = counting(tmp_path, producer)
+    e._handle([FakeMessage("in-a", 0, 5)])
+    e.commit()
+    assert producer.calls[-2:] == ["produce_batch", "abort_transaction"] and producer.sent == []
+    assert e.consumer.seeks == [("in-a", 0, 5)] and e.tasks[0].table("t").get(b"n") is None  # type: ignore[attr-defined]
 
 
 def test_a_refused_send_aborts_the_transaction_at_the_end_of_the_batch(tmp_path: Path, exits: list[str]) -> None:
