@@ -71,6 +71,33 @@ def test_luhn_complete_helper_agrees_with_the_test_cards() -> None:
     assert all(luhn_complete(pan[:-1]) == pan for pan in TEST_CARDS)
 
 
+def luhn_by_digit(text: str) -> bool:
+    """Luhn as defined, one digit at a time (the reference for luhn_valid's C-loop form)."""
+    if not text.isdecimal():
+        return False
+    total = 0
+    for i, ch in enumerate(reversed(text)):
+        d = int(ch) * (2 if i % 2 else 1)
+        total += d - 9 if d > 9 else d
+    return total % 10 == 0
+
+
+# Decimal digits of ASCII and two other scripts, and things that are not digits.
+_LUHN_CHARS = st.sampled_from([*string.digits, *(chr(0x660 + d) for d in range(10)), "\uff14", "²", "a", " ", "-"])
+
+
+@given(st.text(_LUHN_CHARS, max_size=24) | st.text(max_size=24))
+def test_luhn_valid_is_luhn_digit_by_digit(text: str) -> None:
+    assert luhn_valid(text) == luhn_by_digit(text)
+
+
+@given(st.text(string.digits, min_size=1, max_size=23))
+def test_a_luhn_completed_number_is_valid_and_any_other_check_digit_is_not(payload: str) -> None:
+    pan = luhn_complete(payload)
+    assert luhn_valid(pan)
+    assert not any(luhn_valid(payload + d) for d in string.digits if d != pan[-1])
+
+
 # --- masking text ---
 
 
