@@ -29,6 +29,12 @@ _BRANDS: tuple[tuple[str, tuple[tuple[int, int], ...], frozenset[int]], ...] = (
 )
 
 CARD_BRANDS = frozenset(brand for brand, _, _ in _BRANDS)
+# PAN length -> (brand, prefix width, lo, hi) in _BRANDS' order: brand_of tries only
+# the ranges of brands that issue that length, and never measures a prefix again.
+_RANGES_BY_LENGTH: dict[int, tuple[tuple[str, int, int, int], ...]] = {
+    n: tuple((brand, len(str(lo)), lo, hi) for brand, ranges, lengths in _BRANDS if n in lengths for lo, hi in ranges)
+    for n in range(1, 20)
+}
 PAN_STRICT_MIN_LEN = 13  # the shortest PAN of any brand we know (visa 13)
 
 
@@ -72,13 +78,9 @@ def luhn_valid(digits: str) -> bool:
 
 def brand_of(pan: str) -> str | None:
     """The card network for a PAN by IIN range and length, or None if unknown."""
-    for brand, ranges, lengths in _BRANDS:
-        if len(pan) not in lengths:
-            continue
-        for lo, hi in ranges:
-            width = len(str(lo))
-            if lo <= int(pan[:width]) <= hi:
-                return brand
+    for brand, width, lo, hi in _RANGES_BY_LENGTH.get(len(pan), ()):
+        if lo <= int(pan[:width]) <= hi:
+            return brand
     return None
 
 
