@@ -29,6 +29,12 @@ _BRANDS: tuple[tuple[str, tuple[tuple[int, int], ...], frozenset[int]], ...] = (
 )
 
 CARD_BRANDS = frozenset(brand for brand, _, _ in _BRANDS)
+# PAN length -> (brand, prefix width, lo, hi) in _BRANDS' order: brand_of tries only
+# the ranges of brands that issue that length, and never measures a prefix again.
+_RANGES_BY_LENGTH: dict[int, tuple[tuple[str, int, int, int], ...]] = {
+    n: tuple((brand, len(str(lo)), lo, hi) for brand, ranges, lengths in _BRANDS if n in lengths for lo, hi in ranges)
+    for n in range(1, 20)
+}
 PAN_STRICT_MIN_LEN = 13  # the shortest PAN of any brand we know (visa 13)
 
 
@@ -52,31 +58,29 @@ def check_pan(pan: str) -> tuple[str, str]:
     return digits, brand
 
 
+# A digit's Luhn contribution when doubled (2d, less 9 past 9), as a digit.
+_DOUBLED = str.maketrans("0123456789", "0246813579")
+
+
 def luhn_valid(digits: str) -> bool:
     # Decimal digits of any script count by their value ("٤٢٤٢..." is a PAN too);
     # isdigit() would also admit "²", which int() refuses.
     if not digits.isdecimal():
         return False
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch)
-        if i % 2 == 1:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return total % 10 == 0
+    if not digits.isascii():
+        digits = "".join(str(int(ch)) for ch in digits)
+    # Every other digit from the right doubled; each digit summed as its ASCII byte
+    # (less 48): C loops, ~3x faster than a Python loop per digit (two per card checked).
+    backwards = digits[::-1]
+    total = sum(backwards[::2].encode()) + sum(backwards[1::2].translate(_DOUBLED).encode())
+    return (total - 48 * len(digits)) % 10 == 0
 
 
 def brand_of(pan: str) -> str | None:
     """The card network for a PAN by IIN range and length, or None if unknown."""
-    for brand, ranges, lengths in _BRANDS:
-        if len(pan) not in lengths:
-            continue
-        for lo, hi in ranges:
-            width = len(str(lo))
-            if lo <= int(pan[:width]) <= hi:
-                return brand
+    for brand, width, lo, hi in _RANGES_BY_LENGTH.get(len(pan), ()):
+        if lo <= int(pan[:width]) <= hi:
+            return brand
     return None
 
 

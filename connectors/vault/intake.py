@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import json
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from schemas.errors import ReasonedError
 
 _INFO = b"paystream-card-intake-v1"
 _AAD_PREFIX = b"paystream-card-intake-v1\x1f"
+_LEN = struct.Struct(">I")  # an aad part's length
 PLAINTEXT_BYTES = 128  # every sealed card is this long before encryption (JSON + space padding)
 SEALED_CIPHERTEXT_BYTES = PLAINTEXT_BYTES + 16  # + the GCM tag
 CARD_NUMBER_MAX_CHARS = 23  # 19 digits and separators, as the API accepts them
@@ -64,8 +66,12 @@ class OpenedCard:
 
 def seal_aad(key_id: str, merchant_id: str, command_id: str) -> bytes:
     # Length-prefixed, so no choice of ids can make two different triples collide.
-    parts = [x.encode("utf-8", "surrogatepass") for x in (key_id, merchant_id, command_id)]
-    return _AAD_PREFIX + b"".join(len(x).to_bytes(4, "big") + x for x in parts)
+    key = key_id.encode("utf-8", "surrogatepass")
+    merchant = merchant_id.encode("utf-8", "surrogatepass")
+    command = command_id.encode("utf-8", "surrogatepass")
+    return b"".join(
+        (_AAD_PREFIX, _LEN.pack(len(key)), key, _LEN.pack(len(merchant)), merchant, _LEN.pack(len(command)), command)
+    )
 
 
 def _key_and_nonce(shared: bytes, ephemeral_public: bytes, recipient_public: bytes) -> tuple[bytes, bytes]:

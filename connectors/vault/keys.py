@@ -353,13 +353,13 @@ class FileKeyStore:
         return versions[-1]
 
     def _get(self, key_id: str, kind: str) -> _Key:
+        key = self._keys.get(key_id)
+        if key is not None and key.kind == kind:  # a held key's id is its kind's: no parse per card
+            return key
         found_kind, _ = parse_key_id(key_id)
         if found_kind != kind:
             raise KeyStoreError(f"{key_id} is a {found_kind} key, a {kind} key is needed")
-        key = self._keys.get(key_id)
-        if key is None:
-            raise KeyStoreError(f"key {key_id} is not under {self.keys_dir}")
-        return key
+        raise KeyStoreError(f"key {key_id} is not under {self.keys_dir}")
 
     def _info(self, key: _Key) -> KeyInfo:
         return KeyInfo(key.key_id, key.kind, key.version, key.created, key.version == self._active(key.kind).version)

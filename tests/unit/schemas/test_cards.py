@@ -67,8 +67,63 @@ def test_brand_of_checks_prefix_and_length(pan: str, brand: str | None) -> None:
     assert brand_of(pan) == brand
 
 
+# The networks' IIN ranges as the test reads them: (brand, first digits as text, lengths).
+IIN_TABLE = [
+    ("amex", ["34", "37"], {15}),
+    ("visa", ["4"], {13, 16, 19}),
+    ("mastercard", [str(p) for p in range(51, 56)] + [str(p) for p in range(2221, 2721)], {16}),
+    ("discover", ["6011", "644", "645", "646", "647", "648", "649", "65"], {16, 19}),
+    ("jcb", [str(p) for p in range(3528, 3590)], {16, 17, 18, 19}),
+    ("diners", ["300", "301", "302", "303", "304", "305", "36", "38", "39"], {14, 16, 19}),
+    ("unionpay", ["62"], {16, 17, 18, 19}),
+]
+
+
+@given(
+    st.text(string.digits, min_size=1, max_size=19)
+    | st.builds(
+        lambda prefix, rest: (prefix + rest)[:19],
+        st.sampled_from([p for _, prefixes, _ in IIN_TABLE for p in prefixes]),
+        st.text(string.digits, min_size=9, max_size=16),
+    )
+)
+def test_brand_of_is_the_first_network_whose_range_and_lengths_take_the_number(pan: str) -> None:
+    expected = next(
+        (brand for brand, prefixes, lengths in IIN_TABLE if len(pan) in lengths and pan.startswith(tuple(prefixes))),
+        None,
+    )
+    assert brand_of(pan) == expected
+
+
 def test_luhn_complete_helper_agrees_with_the_test_cards() -> None:
     assert all(luhn_complete(pan[:-1]) == pan for pan in TEST_CARDS)
+
+
+def luhn_by_digit(text: str) -> bool:
+    """Luhn as defined, one digit at a time (the reference for luhn_valid's C-loop form)."""
+    if not text.isdecimal():
+        return False
+    total = 0
+    for i, ch in enumerate(reversed(text)):
+        d = int(ch) * (2 if i % 2 else 1)
+        total += d - 9 if d > 9 else d
+    return total % 10 == 0
+
+
+# Decimal digits of ASCII and two other scripts, and things that are not digits.
+_LUHN_CHARS = st.sampled_from([*string.digits, *(chr(0x660 + d) for d in range(10)), "\uff14", "²", "a", " ", "-"])
+
+
+@given(st.text(_LUHN_CHARS, max_size=24) | st.text(max_size=24))
+def test_luhn_valid_is_luhn_digit_by_digit(text: str) -> None:
+    assert luhn_valid(text) == luhn_by_digit(text)
+
+
+@given(st.text(string.digits, min_size=1, max_size=23))
+def test_a_luhn_completed_number_is_valid_and_any_other_check_digit_is_not(payload: str) -> None:
+    pan = luhn_complete(payload)
+    assert luhn_valid(pan)
+    assert not any(luhn_valid(payload + d) for d in string.digits if d != pan[-1])
 
 
 # --- masking text ---

@@ -180,3 +180,15 @@ def test_the_associated_data_cannot_be_shifted_between_ids() -> None:
 
     assert seal_aad("card-intake-v1", "m\x1fa", "c") != seal_aad("card-intake-v1", "m", "a\x1fc")
     assert seal_aad("card-intake-v1", "ma", "c") != seal_aad("card-intake-v1", "m", "ac")
+
+
+@given(st.text(max_size=40), st.text(), st.text())
+def test_the_associated_data_is_the_prefix_then_each_id_after_its_4_byte_length(
+    key_id: str, merchant_id: str, command_id: str
+) -> None:
+    from connectors.vault.intake import seal_aad
+
+    parts = [x.encode("utf-8", "surrogatepass") for x in (key_id, merchant_id, command_id)]
+    # The format cards in flight were sealed under: a change would fail them all as tampered.
+    expected = b"paystream-card-intake-v1\x1f" + b"".join(len(x).to_bytes(4, "big") + x for x in parts)
+    assert seal_aad(key_id, merchant_id, command_id) == expected

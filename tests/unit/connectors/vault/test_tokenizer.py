@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import os
 from pathlib import Path
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from connectors.vault.keys import TOKEN_HMAC, FileKeyStore
-from connectors.vault.tokenizer import TOKEN_PATTERN, StoreTokenizer, Tokenizer, tokenizer_from_dir
+from connectors.vault.tokenizer import TOKEN_PATTERN, StoreTokenizer, Tokenizer, token_from_mac, tokenizer_from_dir
 
 PAN = "4242424242424242"
 
@@ -40,3 +44,10 @@ def test_the_store_tokenizer_keeps_its_key_until_restart(tmp_path: Path) -> None
     restarted = StoreTokenizer(store)
     assert restarted.key_id == "token-hmac-v2"
     assert restarted.token("m_acme", PAN) != before
+
+
+@given(st.binary(min_size=20, max_size=64))
+def test_a_token_is_the_lower_case_base32_of_the_macs_first_20_bytes(digest: bytes) -> None:
+    token = token_from_mac(digest)
+    assert token == "tok_" + base64.b32encode(digest[:20]).decode().lower()
+    assert TOKEN_PATTERN.match(token)

@@ -17,11 +17,12 @@ from connectors.vault.keys import FileKeyStore
 from connectors.vault.scan import PanScanner
 from connectors.vault.tokenizer import StoreTokenizer, Tokenizer
 from connectors.vault.vault import CardSealer, VaultCard, card_of, open_record
+from schemas.cards import contains_pan
 from schemas.codec import Codec
 from schemas.ids import derive_dlq_id, derive_payment_id
 from schemas.partitioning import partition_for
 from streams.settings import Settings
-from streams.stages.ingest import DeadLetter, Forward, Limits, Source, command_key, ingest
+from streams.stages.ingest import DeadLetter, Forward, Limits, Source, _free_text, command_key, ingest
 
 TOKENIZER = Tokenizer(b"k" * 32, "t1")
 LIMITS = Limits(10**15, 255, 8)
@@ -316,6 +317,33 @@ REFUSALS = [
     ("invalid_three_ds", follow_up("confirm", three_ds=THREE_DS | {"ds_trans_id": "f25084f05b164c0aae5db24808a95e4b"})),
     ("invalid_three_ds", follow_up("confirm", three_ds=THREE_DS | {"ds_trans_id": "x" * 36})),
 ]
+
+
+# Digits, separators, letters, line breaks and another script's digits: near-PANs and PANs.
+_TEXT = st.text(st.sampled_from([*"0123456789", " ", "-", "a", "\n", "\u0664"]), max_size=24)
+_FIELD = _TEXT | st.builds(
+    lambda before, pan, after: before + pan + after,
+    _TEXT,
+    st.sampled_from([PAN, "4242 4242 4242 4242", "378282246310005", "4242424242424241"]),
+    _TEXT,
+)
+
+
+@given(
+    st.lists(_FIELD, min_size=3, max_size=3),
+    st.lists(_FIELD | st.none(), min_size=2, max_size=2),
+    st.dictionaries(_FIELD, _FIELD, max_size=3),
+    st.lists(_FIELD, max_size=3),
+)
+def test_one_scan_of_the_free_text_finds_a_card_number_exactly_when_a_field_holds_one(
+    ids: list[str], optional: list[str | None], metadata: dict[str, str], split_merchants: list[str]
+) -> None:
+    cmd = dict(zip(("command_id", "merchant_id", "idempotency_key", "payment_id", "currency"), ids + optional)) | {
+        "metadata": metadata,
+        "splits": [{"merchant_id": m, "amount_minor": 1} for m in split_merchants] or None,
+    }
+    fields = [*ids, *(x for x in optional if x is not None), *metadata, *metadata.values(), *split_merchants]
+    assert contains_pan(_free_text(cmd)) == any(contains_pan(f) for f in fields)
 
 
 @pytest.mark.parametrize(("reason", "cmd"), REFUSALS, ids=[r for r, _ in REFUSALS])
