@@ -25,7 +25,7 @@ from typing import Any
 from connectors.kafka.clients import command_producer
 from connectors.providers.chain import SimChain
 from schemas.ids import derive_payment_id
-from schemas.times import from_ms, to_ms
+from schemas.times import from_ms, span_ms, to_ms
 from streams.api.commands import follow_up_command
 from streams.client.observe import Observer
 from streams.client.publish import publish_commands, publish_tick
@@ -72,7 +72,7 @@ def fits(
         rate.to_asset_minor(fiat_minor),
         at_ms,
         at_ms + policy.lock_ms,
-        at_ms + TICK_SPAN // timedelta(milliseconds=1),
+        at_ms + span_ms(TICK_SPAN),
     )
     return len(view.deposits) == _transfers(behaviour)
 
@@ -191,7 +191,7 @@ def run_crypto(
     if not quotes:
         return CryptoRun()
     first = min(to_ms(c["occurred_at"]) for c in creates if c["payment_id"] in ids)
-    end_ms = max(cp.issued_ms for cp in quotes.values()) + TICK_SPAN // timedelta(milliseconds=1)
+    end_ms = max(cp.issued_ms for cp in quotes.values()) + span_ms(TICK_SPAN)
     ticks = range(first + policy.poll_ms, end_ms + 1, policy.poll_ms)
     assert len(ticks) <= MAX_TICKS, len(ticks)
     producer = command_producer(client_config(settings))

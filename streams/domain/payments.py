@@ -44,7 +44,7 @@ from schemas.ids import (
     derive_provider_key,
 )
 from schemas.state import canonical_json, evolved, state_json, state_loads
-from schemas.times import from_ms
+from schemas.times import from_ms, span_ms
 from schemas.times import to_ms as event_ms
 from streams.domain.authentication import Refusal, verify_cavv
 from streams.domain.crypto import (
@@ -138,7 +138,7 @@ class Policy:
 
     @property
     def auth_window_ms(self) -> int:
-        return self.auth_window // timedelta(milliseconds=1)
+        return span_ms(self.auth_window)
 
 
 class Provider(Protocol):

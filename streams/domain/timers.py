@@ -16,7 +16,7 @@ Storage (keys carry the partition, so a scan of one partition's timers is a pref
   b"<p>/<kind>/<slot>"    -> JSON {"due_ms", "ref"}
 `TimerStore` reads through pending writes, so a push and a pop of one event agree.
 
-Paged queues (`page_max_bytes` > 0; the payments stage's): a new slot is a page, a
+Paged queues (`page_max_bytes` > 0; every stage's, `PAGE_MAX_BYTES`): a new slot is a page, a
 JSON array of timers, oldest first, and a push appends to the tail page until it
 holds `page_max_bytes`, so the events of one transaction that each push a timer
 write one page key, not a slot and a pointer apiece (each key written is a changelog

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from schemas.times import span_ms
 from streams.domain.ledger import (
     JournalEntry,
     PostingError,
@@ -112,7 +113,7 @@ def apply_entry(
 
     timers = TimerStore(applied, partition, PAGE_MAX_BYTES)
     out.writes.append((APPLIED, key, APPLIED_MARK))
-    timers.push(Timer("forget", entry.occurred_at_ms + retention // timedelta(milliseconds=1), key.decode()))
+    timers.push(Timer("forget", entry.occurred_at_ms + span_ms(retention), key.decode()))
     for timer in timers.pop_due("forget", timers.advance(entry.occurred_at_ms, record_ts_ms), sweep_max):
         out.fired.append(timer)
         out.writes.append((APPLIED, timer.ref.encode(), None))

@@ -30,6 +30,7 @@ from datetime import timedelta
 from typing import Any
 
 from connectors.providers.router import Routed, RoutingState
+from schemas.times import span_ms
 from schemas.times import to_ms as event_ms
 from streams.domain.chain import ChainHead, Signs, link, sign_block
 from streams.domain.outcomes import rejection
@@ -216,7 +217,7 @@ def handle(
     timers = TimerStore(tables.timers, partition, PAGE_MAX_BYTES)
     at_ms = event_ms(cmd["occurred_at"])
     effects.writes.append((DEDUP, key, request_digest(cmd, asked)))
-    timers.push(Timer("forget", at_ms + retention // timedelta(milliseconds=1), key.decode()))
+    timers.push(Timer("forget", at_ms + span_ms(retention), key.decode()))
     for timer in decision.timers:
         timers.push(timer)
     return _fire_and_seal(

@@ -58,7 +58,7 @@ from models.features import (
 )
 from models.scoring import MAX_BATCH_ROWS, Scorer
 from schemas.ids import derive_command_id
-from schemas.times import to_ms
+from schemas.times import span_ms, to_ms
 from streams.domain.methods import risk_fields
 from streams.domain.screening import is_held, keep_hold
 from streams.domain.subscriptions import is_merchant_initiated
@@ -409,7 +409,7 @@ def _remember(
     """Record `done` as applied, push its forget timer, sweep what is due."""
     effects.writes.append((done, b"1"))
     timers = TimerStore(get, partition, PAGE_MAX_BYTES)
-    timers.push(Timer("forget", at_ms + retention // timedelta(milliseconds=1), done.decode()))
+    timers.push(Timer("forget", at_ms + span_ms(retention), done.decode()))
     for timer in timers.pop_due("forget", timers.advance(at_ms, record_ts_ms), sweep_max):
         effects.fired.append(timer)
         effects.writes.append((timer.ref.encode(), None))
