@@ -14,7 +14,8 @@ ensure_ascii=False)` wrote, which the hashes already on the topics were made ove
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 import orjson
 
@@ -55,3 +56,33 @@ def evolved(value: T, **changes: Any) -> T:
     if post_init is not None:
         post_init()
     return new
+
+
+class ParsedOnce(Generic[T]):
+    """Values parsed from their stored bytes, each bytes parsed at most once: for a table
+    value every event of a partition reads and fewer change. Only for values nobody
+    mutates (frozen, tuples): one is shared by every reader of its bytes. `remember`
+    takes a value the caller made beside the bytes it writes, so the next read of them
+    parses nothing. Bounded: the oldest goes first."""
+
+    def __init__(self, parse: Callable[[bytes], T], max_entries: int) -> None:
+        assert max_entries >= 1
+        self.parse = parse
+        self.max_entries = max_entries
+        self._values: dict[bytes, T] = {}
+
+    def get(self, raw: bytes) -> T:
+        value = self._values.get(raw)
+        if value is None:
+            value = self.parse(raw)
+            self.remember(raw, value)
+        return value
+
+    def remember(self, raw: bytes, value: T) -> None:
+        """`raw` is `value`'s bytes (parsing them gives `value`)."""
+        if raw not in self._values and len(self._values) >= self.max_entries:
+            del self._values[next(iter(self._values))]
+        self._values[raw] = value
+
+    def clear(self) -> None:
+        self._values.clear()

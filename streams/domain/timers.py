@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from schemas.state import state_json, state_loads
+from schemas.state import ParsedOnce, state_json, state_loads
 
 KINDS = ("expire", "forget", "unroute", "crypto")  # crypto: look at a deposit address again
 # Per event and queue: at most this many timers fire, so no event does unbounded work;
@@ -62,7 +62,15 @@ class Timer:
 # A queue's pointer changes once a page (or a pop) and is read by every event of its
 # partition: each value parsed once. Several per queue, partition and kind, for a worker's partitions.
 PARSED_POINTERS_MAX = 1024
-_parsed_pointers: dict[bytes, tuple[int, int, int | None]] = {}
+
+
+def _parse_pointer(raw: bytes) -> tuple[int, int, int | None]:
+    head, tail, *due = map(int, raw.split())
+    assert 0 <= head <= tail and len(due) <= 1 and (not due or head < tail), raw
+    return head, tail, due[0] if due else None
+
+
+_parsed_pointers = ParsedOnce(_parse_pointer, PARSED_POINTERS_MAX)
 
 
 class TimerStore:
@@ -101,13 +109,6 @@ class TimerStore:
         if raw is None:
             return 0, 0, None
         kept = _parsed_pointers.get(raw)
-        if kept is None:
-            head, tail, *due = map(int, raw.split())
-            assert 0 <= head <= tail and len(due) <= 1 and (not due or head < tail), (kind, raw)
-            kept = (head, tail, due[0] if due else None)
-            if len(_parsed_pointers) >= PARSED_POINTERS_MAX:
-                del _parsed_pointers[next(iter(_parsed_pointers))]
-            _parsed_pointers[raw] = kept
         self._kept_pointers[kind] = kept
         return kept
 

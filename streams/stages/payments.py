@@ -30,6 +30,7 @@ from datetime import timedelta
 from typing import Any
 
 from connectors.providers.router import Routed, RoutingState
+from schemas.state import ParsedOnce
 from schemas.times import span_ms
 from schemas.times import to_ms as event_ms
 from streams.domain.chain import ChainHead, Signs, link, sign_block
@@ -114,34 +115,10 @@ def chain_head(tables: Tables, partition: int) -> ChainHead:
 # Two per partition (the state read and the one written) for a worker's partitions.
 ROUTING_STATES_MAX = 256
 
-
-class RoutingStates:
-    """The router's states by their stored bytes, each parsed at most once: a state is
-    read for every command of its partition and changes at every provider call, so
-    the stage also keeps each state it writes beside its bytes (`remember`), and the
-    next command of the partition reads it without parsing (frozen: safe to share).
-    Bounded: the oldest goes first."""
-
-    def __init__(self, max_entries: int = ROUTING_STATES_MAX) -> None:
-        assert max_entries >= 1
-        self.max_entries = max_entries
-        self._states: dict[bytes, RoutingState] = {}
-
-    def get(self, raw: bytes) -> RoutingState:
-        state = self._states.get(raw)
-        if state is None:
-            state = RoutingState.from_json(raw)
-            self.remember(raw, state)
-        return state
-
-    def remember(self, raw: bytes, state: RoutingState) -> None:
-        """`raw` is `state.to_json()` (from_json of it equals `state`)."""
-        if raw not in self._states and len(self._states) >= self.max_entries:
-            del self._states[next(iter(self._states))]
-        self._states[raw] = state
-
-
-_routing_states = RoutingStates()
+# The router's states by their stored bytes: a state is read for every command of its
+# partition and changes at every provider call, so the stage also keeps each state it
+# writes beside its bytes (`remember`), and the next command reads it without parsing.
+_routing_states = ParsedOnce(RoutingState.from_json, ROUTING_STATES_MAX)
 
 
 def routing_state(raw: bytes) -> RoutingState:

@@ -180,7 +180,7 @@ _arms = st.builds(Arm, st.text(max_size=12), st.text(max_size=12), *(st.integers
 @given(st.lists(_breakers, max_size=4).map(tuple), st.lists(_arms, max_size=5).map(tuple))
 def test_any_state_reads_back_equal_from_its_json(breakers: tuple[Breaker, ...], arms: tuple[Arm, ...]) -> None:
     """What the payments stage relies on when it keeps a state it writes beside its
-    bytes instead of parsing them again (streams/stages/payments.py `RoutingStates`)."""
+    bytes instead of parsing them again (streams/stages/payments.py, `ParsedOnce`)."""
     state = RoutingState(breakers, arms)
     assert RoutingState.from_json(state.to_json()) == state
 

@@ -328,8 +328,9 @@ def test_routing_states_keep_what_is_written_and_parse_anything_else(cmds) -> No
     from connectors.providers.learning import Arm
     from connectors.providers.rails import build_rails
     from connectors.providers.router import RoutingState, build_router
+    from schemas.state import ParsedOnce
     from streams.domain.payments import Saga
-    from streams.stages.payments import RoutingStates, routing_key, routing_state
+    from streams.stages.payments import routing_key, routing_state
 
     rails = build_rails(2)
     stage = Stage()
@@ -340,7 +341,7 @@ def test_routing_states_keep_what_is_written_and_parse_anything_else(cmds) -> No
     # The state the stage wrote is kept beside its bytes: read back without parsing, equal to a parse.
     assert routing_state(raw) is routing_state(raw) and routing_state(raw) == RoutingState.from_json(raw)
 
-    states = RoutingStates(max_entries=2)
+    states = ParsedOnce(RoutingState.from_json, max_entries=2)
     a, b = RoutingState(), RoutingState.from_json(raw)
     states.remember(a.to_json(), a)
     assert states.get(raw) == b and states.get(a.to_json()) is a  # other bytes, their own state
