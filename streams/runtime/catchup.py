@@ -11,6 +11,10 @@ into (Kafka Streams' `max.task.idle.ms` problem, in its simplest form).
 The ends are the high watermarks at the assignment. A read_committed consumer stops
 short of one while a transaction is open on the partition, so the wait lasts until that
 transaction is decided, as the restore's does (streams/runtime/restore.py).
+
+An aborted transaction that is redone rewinds its feeding partitions too: the records it
+had read (and released partitions on) are read again. Until they are, the same tasks
+are held again, with the offsets that transaction had read to as the ends (`hold`).
 """
 
 from __future__ import annotations
@@ -45,6 +49,21 @@ class CatchUp:
             return []
         del self._short[(topic, partition)]
         return self.released()
+
+    def hold(
+        self, ends: Mapping[TopicPartition, int], held: Mapping[int, Iterable[TopicPartition]]
+    ) -> list[TopicPartition]:
+        """Wait for `ends` too (the later of two ends of a partition) and hold `held`
+        until then: the partitions this holds that were not held already."""
+        for tp, end in ends.items():
+            if end > 0:
+                self._short[tp] = max(end, self._short.get(tp, 0))
+        added: list[TopicPartition] = []
+        for partition, tps in held.items():
+            before = set(self._held.get(partition, ()))
+            added += sorted(set(tps) - before)
+            self._held[partition] = sorted(before | set(tps))
+        return added
 
     def held(self) -> list[TopicPartition]:
         return sorted(tp for tps in self._held.values() for tp in tps)

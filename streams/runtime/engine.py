@@ -419,6 +419,7 @@ class Engine:
                     self.consumer.seek(TopicPartition(topic, partition, offset))
             except KafkaException as e:
                 exit_for_restart(f"cannot seek back to redo an aborted transaction: {e.args[0]}")
+            self._hold_while_redone({tp: self._offsets[tp] for tp in self._replay_from if self.stages[tp[0]].feeds})
         self._offsets.clear()
         self._replay_from.clear()
         self._in_txn = False
@@ -507,6 +508,28 @@ class Engine:
         self._catch_up = catch_up
         self._catch_up_started = self._catch_up_reported = time.monotonic()
         log.info("holding %d partitions until the feeding partitions reach their ends", len(held))
+
+    def _hold_while_redone(self, read_to: dict[tuple[str, int], int]) -> None:
+        """The aborted transaction had read these feeding partitions up to `read_to` (and
+        its other partitions' records saw what they fed); the redo reads them again. Until
+        it has, their tasks' other partitions are held, as after an assignment: a create
+        is never redone ahead of the registration it was first handled after."""
+        if not read_to:
+            return
+        feeding = {topic for topic, stage in self.stages.items() if stage.feeds}
+        held = {p: [(t, p) for t in self.stages if t not in feeding] for _, p in read_to}
+        catch_up = self._catch_up
+        if catch_up is None:
+            catch_up = self._catch_up = CatchUp({}, {})
+            self._catch_up_started = self._catch_up_reported = time.monotonic()
+        added = catch_up.hold(read_to, held)
+        if catch_up.done:  # no other partitions to hold
+            self._catch_up = None
+            return
+        if added:
+            # After the seeks: a pause keeps the position a seek set (librdkafka #3567).
+            self.consumer.pause([TopicPartition(t, p) for t, p in added])
+        log.info("holding %d partitions until the redo reads the feeding partitions again", len(catch_up.held()))
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # The group moved on without us (session timed out): the open transaction can no

@@ -467,3 +467,51 @@ def test_a_catch_up_that_ends_mid_batch_takes_the_rest_of_the_batch_in_stride(tm
     assert e._handle(batch) == 1
     assert sorted(fake.resumed) == [("in-r", 0), ("in-r", 1)]
     assert e._catch_up is None
+
+
+class HoldingConsumer(FakeConsumer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.paused: list[tuple[str, int]] = []
+        self.resumed: list[tuple[str, int]] = []
+
+    def pause(self, partitions: list[TopicPartition]) -> None:
+        self.paused += [(tp.topic, tp.partition) for tp in partitions]
+
+    def resume(self, partitions: list[TopicPartition]) -> None:
+        self.resumed += [(tp.topic, tp.partition) for tp in partitions]
+
+
+def test_a_redone_transaction_holds_its_tasks_until_the_feeding_records_are_read_again(
+    tmp_path: Path, exits: list[str]
+) -> None:
+    abortable = KafkaError(KafkaError._STATE, "x", txn_requires_abort=True)
+    producer = FakeProducer({"commit_transaction": [abortable]})
+    stages = [Stage("feeds", "in-f", lambda b, t: None, feeds=True), Stage("reads", "in-r", lambda b, t: None)]
+    e = engine(tmp_path, stages)
+    fake = HoldingConsumer()
+    e.producer, e.consumer = producer, fake  # type: ignore[assignment]
+    e.tasks = {p: Task(p, e.tables, tmp_path, e.send) for p in (0, 1)}
+    # A registration and a create in one transaction, which aborts: both are redone.
+    e._handle([FakeMessage("in-f", 0, 4), FakeMessage("in-r", 0, 7), FakeMessage("in-r", 1, 3)])
+    e.commit()
+    assert sorted(fake.seeks) == [("in-f", 0, 4), ("in-r", 0, 7), ("in-r", 1, 3)]
+    assert fake.paused == [("in-r", 0)]  # partition 1's task read no feeding record: not held
+    assert e._catch_up is not None and e._catch_up.waiting_for() == {("in-f", 0): 5}
+    e._handle([FakeMessage("in-r", 1, 3)])
+    assert fake.resumed == []
+    e._handle([FakeMessage("in-f", 0, 4)])  # the registration again: the create may follow
+    assert fake.resumed == [("in-r", 0)] and e._catch_up is None
+
+
+def test_a_transaction_given_up_at_a_revocation_holds_nothing(tmp_path: Path, exits: list[str]) -> None:
+    abortable = KafkaError(KafkaError._STATE, "x", txn_requires_abort=True)
+    producer = FakeProducer({"commit_transaction": [abortable]})
+    stages = [Stage("feeds", "in-f", lambda b, t: None, feeds=True), Stage("reads", "in-r", lambda b, t: None)]
+    e = engine(tmp_path, stages)
+    fake = HoldingConsumer()
+    e.producer, e.consumer = producer, fake  # type: ignore[assignment]
+    e.tasks = {0: Task(0, e.tables, tmp_path, e.send)}
+    e._handle([FakeMessage("in-f", 0, 4), FakeMessage("in-r", 0, 7)])
+    e._on_revoke(fake, [])  # type: ignore[arg-type]
+    assert fake.seeks == [] and fake.paused == [] and e._catch_up is None
