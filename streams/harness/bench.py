@@ -256,7 +256,7 @@ def end_to_end(
         "workers": workers,
         "answered": answered,
         "books_closed": books,
-        "restarts": fleet.stall_restarts,
+        "restarts": fleet.worker_restarts,
         "profiled": profile is not None,
         "publish_per_s": rate(n, published_s),
         "commands_per_s": rate(n, elapsed_s),

@@ -122,7 +122,9 @@ class Figures:
     kills: int = 0
     broker_restarts: int = 0
     broker_kills: int = 0
-    stall_restarts: int = 0
+    # Workers the harness started again after they exited (crash-only: a transaction call
+    # failing past its retries, say at a broker restart) or stalled; the kills not counted.
+    worker_restarts: int = 0
     workers: int = 1
     elapsed_s: float = 0.0
     # The commands are published as fast as the producer goes (a burst far above what
@@ -240,7 +242,7 @@ class Fleet:
             p.restart("stalled")
 
     @property
-    def stall_restarts(self) -> int:
+    def worker_restarts(self) -> int:
         return sum(p.restarts for p in self.procs)
 
     def sample_rss(self) -> None:
@@ -402,7 +404,7 @@ def run_chaos(
     figures.kills, figures.broker_restarts = figures_faults["kill"], figures_faults["broker_restart"]
     figures.broker_kills = figures_faults["broker_kill"]
     figures.broker_kill_log = killer.log if killer is not None else []
-    figures.stall_restarts, figures.workers = fleet.stall_restarts, workers
+    figures.worker_restarts, figures.workers = fleet.worker_restarts, workers
     figures.worker_peak_rss_mb = round(fleet.peak_rss_bytes / 2**20, 1)
     if published_in_s:
         figures.publish_rate_per_s = round(len(traffic.items) / max(published_in_s[0], 1e-3), 1)
