@@ -16,7 +16,9 @@ One process tree, one run, each pipeline run in its own namespace (docs/benchmar
 - stages: CPU per record of each stage's handler over the end-to-end run's records,
   Kafka out of the loop (streams/harness/bench_stages.py): where one command's time goes;
 - http: `paystream api` in front of the end-to-end run's worker, open loop
-  (streams/harness/bench_http.py).
+  (streams/harness/bench_http.py);
+- recovery: that worker killed (-9) at the end and started again: how long it takes
+  to restore the run's tables from their changelogs, and its peak RSS before.
 - routing: the rails' simulated card traffic through today's rule router and the
   learning router, approval rate and cost (streams/harness/routing_eval.py; no broker).
 
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import shutil
 import signal
 import statistics
@@ -59,6 +62,7 @@ from models.bench import run_fraud_bench
 from schemas.codec import Codec
 from streams.client.books import book_records
 from streams.client.observe import Observer
+from streams.client.processes import wait_until
 from streams.client.publish import (
     command_key,
     intake_sealer,
@@ -69,6 +73,7 @@ from streams.demo.run import generate
 from streams.domain.audit import rebuild
 from streams.harness import bench_http, bench_peers, bench_stages, routing_eval
 from streams.harness.chaos import Fleet
+from streams.harness.recovery import restore_window
 from streams.harness.stats import percentiles, rate
 from streams.jobs.sink import catch_up
 from streams.settings import Settings, client_config
@@ -191,12 +196,14 @@ def end_to_end(
     rate_window_s: float = 0.0,
     profile: Path | None = None,
     then: Callable[[Settings], dict[str, Any]] | None = None,
+    recover: bool = False,
 ) -> tuple[dict[str, Any], Settings]:
     """Demo traffic through `workers` workers; the clock runs from the first publish to
     the last committed outcome (the workers are warmed up first, outside the clock).
     Then, on the same workers, the open-loop latency at each offered rate. `profile`:
     py-spy samples the first worker during the throughput run. `then` runs last, while
-    the workers are still up (the HTTP part), its result under "then"."""
+    the workers are still up (the HTTP part), its result under "then"; `recover` kills
+    the first worker after it and times its restore (under "recovery")."""
     assert 0 < commands <= MAX_COMMANDS and 1 <= workers
     settings = run_settings(base, f"{workers}w")
     admin.ensure_topics(client_config(settings), declared_topics(settings))
@@ -247,6 +254,7 @@ def end_to_end(
                 latency[str(r)]["started_drained"] = idle
                 books = books and observer.wait_until(observer.books_applied, CONSUME_TIMEOUT_S)
             after = then(settings) if then is not None else None
+            recovery = kill_and_restore(fleet) if recover else None
         finally:
             fleet.stop()
     n = len(traffic.command_ids)
@@ -261,12 +269,51 @@ def end_to_end(
         "publish_per_s": rate(n, published_s),
         "commands_per_s": rate(n, elapsed_s),
         "elapsed_s": round(elapsed_s, 2),
+        "worker_peak_rss_mb": round(fleet.peak_rss_bytes / 2**20, 1),
     }
+    if recovery is not None:
+        out["recovery"] = recovery
     if latency:
         out["latency"] = latency
     if after is not None:
         out["then"] = after
     return out, settings
+
+
+RESTORED = re.compile(r"restored (\d+) changelog records of (\d+) partitions in ([\d.]+)s")
+
+
+def kill_and_restore(fleet: Fleet) -> dict[str, Any]:
+    """kill -9 the first worker and start it again: its log's restore of the run's
+    tables ("Restoring state" to "Worker ready"), and from its start to ready (which
+    includes the group noticing the dead member: up to a session timeout)."""
+    worker = fleet.procs[0]
+    fleet.sample_rss()
+    seen = len(worker.log_file.read_text(errors="replace").splitlines())
+    worker.kill()
+    started = time.time()
+    worker.start()
+    window: tuple[float, float] | None = None
+    lines: list[str] = []
+
+    def restored() -> bool:
+        nonlocal window, lines
+        lines = worker.log_file.read_text(errors="replace").splitlines()[seen:]
+        window = restore_window(lines)
+        return window is not None or not worker.alive()
+
+    # Polling a log file for a line: no event to wait on.
+    wait_until(restored, WORKER_READY_TIMEOUT_S, 0.2)
+    assert window is not None, worker.log_tail()
+    found = [m for m in map(RESTORED.search, lines) if m is not None]
+    records, partitions = (int(found[-1][1]), int(found[-1][2])) if found else (0, 0)
+    return {
+        "partitions": partitions,
+        "changelog_records": records,
+        "restore_s": round(window[1] - window[0], 2),
+        "restore_s_per_partition": round((window[1] - window[0]) / max(partitions, 1), 3),
+        "start_to_ready_s": round(window[1] - started, 1),
+    }
 
 
 def open_loop(
@@ -510,9 +557,10 @@ def run_bench(
         rate_window_s=window_s,
         profile=profile,
         then=lambda s: bench_http.http(s, http_rates, http_s, replay_rate),
+        recover=True,
     )
     two, two_settings = end_to_end(settings, commands, seed, workers=2)
-    latency, http_result = e2e.pop("latency"), e2e.pop("then")
+    latency, http_result, recovery = e2e.pop("latency"), e2e.pop("then"), e2e.pop("recovery")
     one_per_s, two_per_s = e2e["commands_per_s"], two["commands_per_s"]
     out = {
         "bench": "paystream",
@@ -540,6 +588,7 @@ def run_bench(
         "replay": replay(e2e_settings),
         "scoring": scoring(rows, seed),
         "http": http_result,
+        "recovery": recovery,
         # pure simulation, no broker: today's router against the learning one (docs/routing.md)
         "routing": routing_eval.evaluate(2_000 if quick else 10_000, seed),
     }

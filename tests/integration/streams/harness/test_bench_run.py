@@ -39,6 +39,9 @@ def test_quick_bench_reports_every_part(bootstrap: str, tmp_path: Path) -> None:
     assert two["workers"] == 2 and two["answered"] and two["books_closed"]
     assert result["scaling"]["two_vs_one"] > 0
     assert result["replay"]["events"] > 0 and result["replay"]["entries"] > 0
+    recovery = result["recovery"]  # the worker killed after the run restored every partition's tables
+    assert recovery["partitions"] > 0 and recovery["changelog_records"] > 0 and recovery["restore_s"] >= 0
+    assert result["end_to_end"]["worker_peak_rss_mb"] > 0
     assert result["scoring"]["online_scorer_tx_per_s"] > 0
     assert 0 < result["end_to_end_vs_ceiling"]
     http = result["http"]
