@@ -29,7 +29,7 @@ COMMAND_ID_REUSED = Counter("paystream_command_id_reused_total", "An answered co
 # time, so the wall clock is right here (business logic never reads it). stage is
 # ingest | keys | risk | payments (provider calls included) | post | ledger, each from
 # its input record's timestamp; or `pipeline` for the whole way from payment-commands
-# to the outcome's send (the origin header, streams/eos.py; the p99 SLO): read_committed
+# to the outcome's send (the origin header, streams/runtime/messages.py; the p99 SLO): read_committed
 # readers see it up to one commit interval later. Buckets straddle the 200 ms SLO.
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0, 10.0)
 STAGE_LATENCY = Histogram(

@@ -1,7 +1,7 @@
 """Recovery time: how long a restarted worker takes to process again when its tables
 come back from the changelogs (issue 11).
 
-A worker discards its local RocksDB at every start (streams/app.py says why), so a
+A worker discards its local RocksDB at every start (streams/runtime/state.py: the changelog is the truth), so a
 restart after a crash reads every table's changelog before it processes: the time
 grows with the records the changelogs hold. Compaction bounds that to about one
 record per live key (settings.changelog_segment_ms); this measures the restore at a

@@ -1,6 +1,6 @@
 """The subscriptions stage for one message, as plain values (the agents stay thin).
 
-Three hops, each writing inside its source partition's transaction (streams/eos.py):
+Three hops, each writing inside its source partition's transaction (streams/runtime/engine.py):
   clock (a tick on every partition) -> `tick_forward`: the same tick to the same
     partition number of subscription-commands;
   payment-outcomes -> `outcome_forward`: a charge's outcome, as a charge_outcome

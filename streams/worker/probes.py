@@ -1,6 +1,6 @@
 """The worker's gauges that no single event sets: consumer lag, the ledger's balance
 per currency, and the breakers' states folded over partitions. Pure folds here;
-streams/app.py runs them on timers and sets streams/metrics.py."""
+streams/worker/topology.py runs them (periodic jobs and per batch) and sets streams/metrics.py."""
 
 from __future__ import annotations
 
