@@ -58,6 +58,18 @@ def evolved(value: T, **changes: Any) -> T:
     return new
 
 
+def made(cls: type[T], values: dict[str, Any], *, check: bool = True) -> T:
+    """`cls(**values)` for a frozen dataclass given every field in declaration order,
+    without the constructor's object.__setattr__ per field (as `evolved`). `check=False`
+    skips __post_init__: only for values the caller has just checked the same way."""
+    new = object.__new__(cls)
+    new.__dict__.update(values)
+    post_init = getattr(new, "__post_init__", None) if check else None
+    if post_init is not None:
+        post_init()
+    return new
+
+
 class ParsedOnce(Generic[T]):
     """Values parsed from their stored bytes, each bytes parsed at most once: for a table
     value every event of a partition reads and fewer change. Only for values nobody
