@@ -66,6 +66,20 @@ def _varint_of(n: int) -> bytes:
 # Varints of the zig-zagged values below 2**14 (two bytes at most): lengths, counts,
 # small longs. A lookup instead of a Python loop for nearly every number we write.
 _SMALL_VARINTS = tuple(_varint_of(n) for n in range(1 << 14))
+# The two leading bytes of any varint of 2**14 or more, by its low 14 bits (both with
+# the continuation bit): a larger varint is 14 bits a lookup, not 7 bits a loop turn.
+_CONTINUED_PAIRS = tuple(bytes(((n & 0x7F) | 0x80, ((n >> 7) & 0x7F) | 0x80)) for n in range(1 << 14))
+
+
+def _large_varint_of(n: int) -> bytes:
+    """`_varint_of` of a value of 2**14 or more (timestamps, amounts, ids' hashes): a
+    timestamp-millis is six bytes, three lookups here against six turns of its loop."""
+    out = _CONTINUED_PAIRS[n & 0x3FFF]
+    n >>= 14
+    while n >= 1 << 14:
+        out += _CONTINUED_PAIRS[n & 0x3FFF]
+        n >>= 14
+    return out + _SMALL_VARINTS[n]
 
 
 def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -167,7 +181,7 @@ def _bad(what: str, value: int) -> NoReturn:
 
 _HELPERS: dict[str, Any] = {
     "_VI": _SMALL_VARINTS,
-    "_varint": _varint_of,
+    "_varint": _large_varint_of,  # the generated code looks the small ones up itself
     "_rv": _read_varint,
     "_slong": _slow_long,
     "_sstr": _slow_str,

@@ -75,13 +75,15 @@ class Breaker:
 
     def totals(self) -> Bucket:
         """The window's calls, failures, timeouts and latency, summed."""
+        calls = failures = timeouts = approvals = latency_ms = 0
+        for b in self.buckets:  # one pass, not a generator per sum: every route's score reads them
+            calls += b.calls
+            failures += b.failures
+            timeouts += b.timeouts
+            approvals += b.approvals
+            latency_ms += b.latency_ms
         return Bucket(
-            self.buckets[0].start_ms if self.buckets else self.now_ms,
-            sum(b.calls for b in self.buckets),
-            sum(b.failures for b in self.buckets),
-            sum(b.timeouts for b in self.buckets),
-            sum(b.approvals for b in self.buckets),
-            sum(b.latency_ms for b in self.buckets),
+            self.buckets[0].start_ms if self.buckets else self.now_ms, calls, failures, timeouts, approvals, latency_ms
         )
 
 

@@ -230,10 +230,13 @@ class Router:
         half-open route first of all, since only its probes can close it again."""
         return tuple((name, score) for _, name, score in self._ranked(state, cmd, at_ms))
 
-    def _ranked(self, state: RoutingState, cmd: dict[str, Any], at_ms: int) -> list[tuple[bool, str, float]]:
-        """(closed, provider, score) of `rank`: closed is False for a half-open route."""
+    def _ranked(
+        self, state: RoutingState, cmd: dict[str, Any], at_ms: int, eligible: tuple[Route, ...] | None = None
+    ) -> list[tuple[bool, str, float]]:
+        """(closed, provider, score) of `rank`: closed is False for a half-open route.
+        `eligible`: `self.eligible(cmd)`, when the caller has it."""
         scored = []
-        for route in self.eligible(cmd):
+        for route in self.eligible(cmd) if eligible is None else eligible:
             ok, b, _ = allow(state.breaker(route.provider), self.config.breaker, at_ms)
             if ok:
                 scored.append(
@@ -275,9 +278,10 @@ class Router:
         """`key`: the provider key of the authorization; `soft_key`: the one a soft
         decline's retry at another route is sent under (None: no soft retry)."""
         card_bin, card_last4 = card_of(cmd)
-        if not self.eligible(cmd):
+        eligible = self.eligible(cmd)
+        if not eligible:
             return Routed(None, ProviderResult("declined", "no_route"), state)
-        ranked = self._ranked(state, cmd, call.at_ms)
+        ranked = self._ranked(state, cmd, call.at_ms, eligible)
         ranking = tuple((name, score) for _, name, score in ranked)
         segment, learned = self.choice(state, cmd, call.payment_id, ranked)
         order = [name for name, _ in ranking]

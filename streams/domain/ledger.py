@@ -23,6 +23,7 @@ from schemas.errors import ReasonedError
 from schemas.ids import derive_entry_id, derive_reversal_id
 from schemas.money import is_asset, is_currency, is_ledger_currency
 from schemas.partitioning import partition_for
+from schemas.state import made
 from schemas.times import from_ms
 from schemas.times import to_ms as datetime_to_ms
 from streams.domain import crypto
@@ -128,6 +129,14 @@ class Line:
         problem = line_problem(self.account, self.currency, self.debit_minor, self.credit_minor)
         assert problem is None, f"{problem}: {self}"
 
+    @classmethod
+    def of(cls, account: str, currency: str, debit_minor: int = 0, credit_minor: int = 0) -> Line:
+        """`Line(...)`, checked the same, without the frozen constructor's setattr per
+        field: every payment event posts two or more lines, every ledger record reads them."""
+        return made(
+            cls, {"account": account, "currency": currency, "debit_minor": debit_minor, "credit_minor": credit_minor}
+        )
+
     @property
     def signed_minor(self) -> int:
         return self.debit_minor - self.credit_minor
@@ -168,10 +177,15 @@ class JournalEntry:
 
 def line_problem(account: Any, currency: Any, debit_minor: Any, credit_minor: Any) -> str | None:
     """None for a well-formed line, else a stable reason code."""
-    amounts = (debit_minor, credit_minor)
-    if any(type(a) is not int for a in amounts):
+    if type(debit_minor) is not int or type(credit_minor) is not int:
         return "amount_not_integer"
-    if min(amounts) < 0 or max(amounts) > MAX_AMOUNT_MINOR or (debit_minor > 0) == (credit_minor > 0):
+    if (
+        debit_minor < 0
+        or credit_minor < 0
+        or debit_minor > MAX_AMOUNT_MINOR
+        or credit_minor > MAX_AMOUNT_MINOR
+        or (debit_minor > 0) == (credit_minor > 0)
+    ):
         return "bad_amount"  # exactly one side positive, the other zero
     if not is_ledger_currency(currency):
         return "invalid_currency"
@@ -182,9 +196,9 @@ def line_problem(account: Any, currency: Any, debit_minor: Any, credit_minor: An
 
 def imbalance(lines: Iterable[Line]) -> dict[str, int]:
     """Debits minus credits per currency, only the currencies that do not balance."""
-    net: dict[str, int] = defaultdict(int)
+    net: dict[str, int] = {}
     for line in lines:
-        net[line.currency] += line.signed_minor
+        net[line.currency] = net.get(line.currency, 0) + line.debit_minor - line.credit_minor
     return {c: n for c, n in net.items() if n}
 
 
@@ -231,7 +245,9 @@ def post(event: Mapping[str, Any], *, shard: int, settlement: SettlementTerms | 
 
     def move(debit: str, credit: str, amount_minor: int, cur: str = currency) -> None:
         if amount_minor:
-            lines.extend((Line(debit, cur, debit_minor=amount_minor), Line(credit, cur, credit_minor=amount_minor)))
+            lines.extend(
+                (Line.of(debit, cur, debit_minor=amount_minor), Line.of(credit, cur, credit_minor=amount_minor))
+            )
 
     split = _split_of(event, etype, amount)
 
@@ -244,8 +260,8 @@ def post(event: Mapping[str, Any], *, shard: int, settlement: SettlementTerms | 
         parts = [(merchant_account(acct, "pending"), part) for acct, part in split.splits]
         parts += [(m("pending"), split.platform_minor)] if split.platform_minor else []
         side = "credit_minor" if credit else "debit_minor"
-        lines.append(Line(house, currency, **{"debit_minor" if credit else "credit_minor": amount}))
-        lines.extend(Line(acct, currency, **{side: part}) for acct, part in parts)
+        lines.append(Line.of(house, currency, **{"debit_minor" if credit else "credit_minor": amount}))
+        lines.extend(Line.of(acct, currency, **{side: part}) for acct, part in parts)
 
     fx = None
     if etype == "authorized":
@@ -491,10 +507,11 @@ def reverse(entry: JournalEntry, *, correction_id: str, occurred_at_ms: int) -> 
 def deltas(entry: JournalEntry) -> dict[tuple[str, str], int]:
     """What the entry adds to each (account, currency) balance; the RocksDB table
     applies these key by key."""
-    out: dict[tuple[str, str], int] = defaultdict(int)
+    out: dict[tuple[str, str], int] = {}
     for line in entry.lines:
-        out[(line.account, line.currency)] += line.signed_minor
-    return dict(out)
+        key = (line.account, line.currency)
+        out[key] = out.get(key, 0) + line.debit_minor - line.credit_minor
+    return out
 
 
 def apply(balances: Mapping[tuple[str, str], int], entry: JournalEntry) -> Balances:
@@ -635,28 +652,33 @@ def entry_from_record(record: Mapping[str, Any]) -> JournalEntry:
         if problem is not None:
             raise PostingError(problem, f"entry {record['entry_id']}")
         fx = record.get("fx")
-        return JournalEntry(
-            entry_id=record["entry_id"],
-            event_id=record["event_id"],
-            event_type=record["event_type"],
-            payment_id=record["payment_id"],
-            merchant_id=record["merchant_id"],
-            shard=record["shard"],
-            occurred_at_ms=to_ms(record["occurred_at"]),
-            lines=lines,
-            fx=None
-            if fx is None
-            else FxApplied(
-                fx["base_currency"],
-                fx["quote_currency"],
-                fx["rate"],
-                to_ms(fx["rate_as_of"]),
-                fx["rate_source"],
-                fx["source_minor"],
-                fx["target_minor"],
-                fx["residual"],
-            ),
-            reverses=record.get("reverses"),
+        # Its lines checked just above: JournalEntry's own check would repeat it.
+        return made(
+            JournalEntry,
+            {
+                "entry_id": record["entry_id"],
+                "event_id": record["event_id"],
+                "event_type": record["event_type"],
+                "payment_id": record["payment_id"],
+                "merchant_id": record["merchant_id"],
+                "shard": record["shard"],
+                "occurred_at_ms": to_ms(record["occurred_at"]),
+                "lines": lines,
+                "fx": None
+                if fx is None
+                else FxApplied(
+                    fx["base_currency"],
+                    fx["quote_currency"],
+                    fx["rate"],
+                    to_ms(fx["rate_as_of"]),
+                    fx["rate_source"],
+                    fx["source_minor"],
+                    fx["target_minor"],
+                    fx["residual"],
+                ),
+                "reverses": record.get("reverses"),
+            },
+            check=False,
         )
     except (KeyError, TypeError, ValueError) as e:
         if isinstance(e, PostingError):
@@ -668,4 +690,7 @@ def _line_from(account: Any, currency: Any, debit: Any, credit: Any) -> Line:
     problem = line_problem(account, currency, debit, credit)
     if problem is not None:
         raise PostingError(problem, f"line on {str(account)[:80]}")
-    return Line(account, currency, debit, credit)
+    # Checked just above: Line's own check would repeat it.
+    return made(
+        Line, {"account": account, "currency": currency, "debit_minor": debit, "credit_minor": credit}, check=False
+    )

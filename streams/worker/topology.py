@@ -14,6 +14,7 @@ import logging
 import shutil
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import timedelta
@@ -344,6 +345,8 @@ def build_worker(settings: Settings) -> Engine:
         # The batch's records, sent once its block of events is signed (streams/domain/chain.py).
         block: list[tuple[str, dict]] = []
         sources: list[Message] = []
+        # The batch's outcomes, events and fired timers, counted once per label set at its end.
+        counted: Counter[tuple[Any, ...]] = Counter()
         for m in batch:
             cmd = decode_or_dlq(task, m, "payments")
             if cmd is None:
@@ -386,13 +389,13 @@ def build_worker(settings: Settings) -> Engine:
             observe_latency("payments", m)
             for stream, record in effects.records:
                 if stream == OUTCOMES:
-                    metrics.child(metrics.OUTCOMES, record["kind"], record["status"]).inc()
+                    counted[metrics.OUTCOMES, record["kind"], record["status"]] += 1
                     # From payment-commands to this outcome: the p99 SLO's measure.
                     metrics.child(metrics.STAGE_LATENCY, "pipeline").observe(max(0.0, time.time() - m.origin_ms / 1000))
                 elif stream == EVENTS:
-                    metrics.child(metrics.PAYMENT_EVENTS, record["type"]).inc()
+                    counted[metrics.PAYMENT_EVENTS, record["type"]] += 1
             for timer in effects.fired:
-                metrics.child(metrics.TIMERS_FIRED, timer.kind).inc()
+                counted[metrics.TIMERS_FIRED, timer.kind] += 1
             if effects.routed is not None:
                 if routing_log is not None:
                     routing_log.routed(m.partition, cmd["payment_id"], effects.routed)
@@ -401,6 +404,8 @@ def build_worker(settings: Settings) -> Engine:
                     log.warning(
                         "breaker %s: %s -> %s (%s)", change.provider, change.from_state, change.to_state, change.reason
                     )
+        for (metric, *labels), count in counted.items():
+            metrics.child(metric, *labels).inc(count)
         sign_last_event(block, signer)
         for (stream, r), m in zip(block, sources):
             task.send(record_for(stream, m.key, r), m.origin_ms)

@@ -20,6 +20,7 @@ from schemas.avro_compiled import (
     LONG_MAX,
     LONG_MIN,
     CompiledSchema,
+    _large_varint_of,
     _varint_of,
     compile_schema,
 )
@@ -250,6 +251,13 @@ def test_truncated_messages_are_malformed_at_every_cut(name: str, body: bytes) -
 
 def zigzag(n: int) -> bytes:
     return _varint_of((n << 1) ^ (n >> 63))
+
+
+@given(
+    st.one_of(st.integers(1 << 14, (1 << 64) - 1), st.sampled_from([1 << 14, (1 << 28) - 1, 1 << 28, (1 << 64) - 1]))
+)
+def test_large_varints_by_lookup_are_the_loops(n: int) -> None:
+    assert _large_varint_of(n) == _varint_of(n)
 
 
 def test_zigzag_helper_is_fastavros() -> None:

@@ -101,3 +101,18 @@ def test_evolved_is_replace_and_keeps_the_invariants(n: int, label: str) -> None
     with pytest.raises(TypeError, match="no field"):
         evolved(base, m=1)
     assert base == Checked(1)  # the original is left as it was
+
+
+@given(st.integers(-3, 10), st.text(max_size=3))
+def test_made_is_the_constructor_and_checks_unless_told(n: int, label: str) -> None:
+    from schemas.state import made
+
+    if n < 0:
+        with pytest.raises(AssertionError):
+            Checked(n, label)
+        with pytest.raises(AssertionError):
+            made(Checked, {"n": n, "label": label})
+        assert made(Checked, {"n": n, "label": label}, check=False).n == n  # the caller's check, not made's
+        return
+    value = made(Checked, {"n": n, "label": label})
+    assert value == Checked(n, label) and state_json(value) == state_json(Checked(n, label))

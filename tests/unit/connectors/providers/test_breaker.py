@@ -117,3 +117,15 @@ def test_bad_config_is_a_clear_error():
         BreakerConfig(window_ms=1_000, bucket_ms=2_000)
     with pytest.raises(ValueError, match="failure_rate"):
         BreakerConfig(failure_rate=0)
+
+
+@given(st.lists(st.tuples(*[st.integers(0, 10**6)] * 5), max_size=8), st.integers(0, 10**9))
+def test_totals_are_the_buckets_sums(counts: list[tuple[int, int, int, int, int]], now_ms: int) -> None:
+    from connectors.providers.breaker import Bucket
+
+    buckets = tuple(Bucket(i * 1_000, *c) for i, c in enumerate(counts))
+    t = Breaker("p", now_ms=now_ms, buckets=buckets).totals()
+    assert t == Bucket(
+        buckets[0].start_ms if buckets else now_ms,
+        *(sum(getattr(b, f) for b in buckets) for f in ("calls", "failures", "timeouts", "approvals", "latency_ms")),
+    )

@@ -304,3 +304,56 @@ def test_balance_key_round_trips_merchant_ids_with_colons() -> None:
     assert parse_balance_key(key) == ("merchant:m:acme:pending", "USD")
     with pytest.raises(ValueError):
         parse_balance_key(b"house:fees:0")
+
+
+def _old_line_problem(account: object, currency: object, debit_minor: object, credit_minor: object) -> str | None:
+    """line_problem as it was written before it lost its generator (the reference)."""
+    from schemas.money import is_ledger_currency
+    from streams.domain.ledger import MAX_ACCOUNT_LEN, MAX_AMOUNT_MINOR
+
+    amounts = (debit_minor, credit_minor)
+    if any(type(a) is not int for a in amounts):
+        return "amount_not_integer"
+    if min(amounts) < 0 or max(amounts) > MAX_AMOUNT_MINOR or (debit_minor > 0) == (credit_minor > 0):  # type: ignore[operator]
+        return "bad_amount"
+    if not is_ledger_currency(currency):  # type: ignore[arg-type]
+        return "invalid_currency"
+    if not isinstance(account, str) or not 0 < len(account) <= MAX_ACCOUNT_LEN or "\x1f" in account:
+        return "invalid_account"
+    return None
+
+
+_AMOUNTS = st.one_of(
+    st.integers(-5, 5), st.integers(2**63 - 3, 2**63 + 3), st.booleans(), st.floats(-2, 2), st.none(), st.just("1")
+)
+
+
+@given(
+    st.one_of(st.just("merchant:m1:pending"), st.text(max_size=4), st.just("a" * 129), st.integers(0, 2)),
+    st.one_of(st.sampled_from(["EUR", "USD", "BTC", "eur", "XXX", ""]), st.none()),
+    _AMOUNTS,
+    _AMOUNTS,
+)
+def test_line_problem_and_line_of_as_before(account: object, currency: object, debit: object, credit: object) -> None:
+    from streams.domain.ledger import line_problem
+
+    problem = line_problem(account, currency, debit, credit)
+    assert problem == _old_line_problem(account, currency, debit, credit)
+    if problem is None:
+        assert Line.of(account, currency, debit, credit) == Line(account, currency, debit, credit)  # type: ignore[arg-type]
+    else:
+        with pytest.raises(AssertionError, match=problem):
+            Line.of(account, currency, debit, credit)  # type: ignore[arg-type]
+        with pytest.raises(PostingError):
+            entry_from_record(
+                {
+                    "entry_id": "e",
+                    "event_id": "v",
+                    "event_type": "captured",
+                    "payment_id": "p",
+                    "merchant_id": "m1",
+                    "shard": 0,
+                    "occurred_at": 0,
+                    "lines": [{"account": account, "currency": currency, "debit_minor": debit, "credit_minor": credit}],
+                }
+            )

@@ -349,3 +349,23 @@ def test_routing_states_keep_what_is_written_and_parse_anything_else(cmds) -> No
     states.remember(c.to_json(), c)  # bounded: the oldest (a) goes, and is parsed again when read
     assert states.get(c.to_json()) is c and states.get(a.to_json()) is not a
     assert states.get(a.to_json()) == a
+
+
+def test_a_payment_written_is_read_back_unparsed_and_equal_to_a_parse(cmds, monkeypatch) -> None:
+    from streams.domain.payments import Payment
+    from streams.stages import payments as stage_module
+
+    parsed: list[bytes] = []
+    kept = stage_module.ParsedOnce(lambda raw: parsed.append(raw) or Payment.from_json(raw), 8)
+    monkeypatch.setattr(stage_module, "_payments", kept)
+    stage = Stage()
+    create = stage.send(cmds.create(capture_method="manual"))
+    pid = create.records[0][1]["payment_id"].encode()
+    written = stage.tables[PAYMENTS][pid]
+    capture = stage.send(cmds.capture(pid.decode(), "cap-1"))
+    assert not parsed  # the capture read the create's payment beside its bytes
+    assert [r["type"] for s, r in capture.records if s == EVENTS] == ["captured"]
+    assert kept.get(written) == Payment.from_json(written)
+    stage.tables[PAYMENTS][pid] = Payment.from_json(stage.tables[PAYMENTS][pid]).evolve(version=9).to_json()
+    stage.send(cmds.refund(pid.decode(), "ref-1", amount=1))  # bytes it did not write: parsed
+    assert len(parsed) == 1
