@@ -119,7 +119,7 @@ def build_saga(settings: Settings) -> Saga:
 
 def observe_latency(stage: str, m: Message) -> None:
     # Operational time: the wall clock against the broker timestamp (no decision reads it).
-    metrics.child(metrics.STAGE_LATENCY, stage).observe(max(0.0, time.time() - m.timestamp_ms / 1000))
+    metrics.held(metrics.STAGE_LATENCY, stage).observe(max(0.0, time.time() - m.timestamp_ms / 1000))
 
 
 def decoded(codec: Codec, value: bytes | None) -> dict | None:
@@ -388,7 +388,7 @@ def build_worker(settings: Settings) -> Engine:
                 if stream == OUTCOMES:
                     metrics.child(metrics.OUTCOMES, record["kind"], record["status"]).inc()
                     # From payment-commands to this outcome: the p99 SLO's measure.
-                    metrics.child(metrics.STAGE_LATENCY, "pipeline").observe(max(0.0, time.time() - m.origin_ms / 1000))
+                    metrics.held(metrics.STAGE_LATENCY, "pipeline").observe(max(0.0, time.time() - m.origin_ms / 1000))
                 elif stream == EVENTS:
                     metrics.child(metrics.PAYMENT_EVENTS, record["type"]).inc()
             for timer in effects.fired:
