@@ -62,24 +62,15 @@ def commit_due(age_s: float, *, idle: bool, interval_s: float, idle_s: float, ov
     return age_s >= interval_s or (idle and age_s >= idle_s) or over_bounds
 
 
-# Net container allocations between young collections (CPython's default: 700). The
-# loop's records free nearly all they make by refcount, but its caches and pending
-# writes grow a few objects a record, so at 700 the young collection ran every ~100
-# records and the older ones every 10 and 100 of it: 1.5-3.5 us a record in the stages
-# harness, ~0-0.6 at 10,000. The garbage it finds (cycles) is a few records' worth either way.
-GC_YOUNG_THRESHOLD = 10_000
-
-
 def watch_gc() -> None:
     """Time the cyclic collector's pauses (metrics.GC_PAUSE), and move every object the
     start made (modules, models, schemas, the stages' wiring: ~180k) out of its reach
     for good: in a 10,000-command run the worker's five full collections stopped the loop
     89-191 ms each; frozen, 3-28 ms. They live as long as the process anyway; what the
-    loop makes is collected as before, less often (GC_YOUNG_THRESHOLD)."""
+    loop makes is collected as before."""
     if _time_gc not in gc.callbacks:
         gc.callbacks.append(_time_gc)
     gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
 _gc_started_s = [0.0]
