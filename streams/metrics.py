@@ -109,8 +109,8 @@ HELD_MAX = 10_000
 class Held:
     """A histogram child's observations held until `flush_held`, which adds them as one
     count per bucket and one sum: prometheus_client's `observe` takes two locks and walks
-    the buckets per value (~3 us, and the stages time ~7 records a command). The loop's
-    thread only; the scrape sees them at most one batch late."""
+    the buckets per value (0.85 us against 0.23 held and flushed, and the stages time ~7
+    records a command). The loop's thread only; the scrape sees them at most one batch late."""
 
     __slots__ = ("child", "values")
 
