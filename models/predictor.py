@@ -7,9 +7,10 @@ strided column add per tree) than in the trees: ~1.2 ms a call of 150 trees, and
 risk stage makes one per batch for cards and one per non-card method. `TreeSum` calls
 the same compiled tree predictors on the same float64 input, adds their outputs in
 the same order onto the same baseline and applies the same link: every score is
-identical. `TreeSum.of` refuses a model it cannot reproduce (not binary, categorical
-splits, or a probe batch that does not come out identical), and the caller keeps
-scikit-learn's own path then.
+identical. A few rows (a low rate's batch) walk all the trees at once in numpy
+instead, the same splits and the same sums. `TreeSum.of` refuses a model it cannot
+reproduce (not binary, categorical splits, or a probe batch that does not come out
+identical by either path), and the caller keeps scikit-learn's own path then.
 """
 
 from __future__ import annotations
@@ -24,6 +25,14 @@ _PROBE_ROWS = 256
 _PROBE_SEED = 21
 
 
+# Rows up to which `TreeSum` walks every tree at once, a level per numpy step: each
+# compiled tree call costs ~4.7 us whatever the rows (~0.7 ms for 150 trees), and the
+# risk stage's batches are a few rows at a low rate. Measured on the card model (150
+# trees, depth <= 17): 1 row 112 us against 754, 5 rows 202 against 626, 20 rows 513
+# against 734, 64 rows 1412 against 1104.
+WALK_ROWS_MAX = 24
+
+
 class TreeSum:
     """`predict_proba` of one binary HistGradientBoostingClassifier, single-threaded."""
 
@@ -33,6 +42,20 @@ class TreeSum:
         self.baseline = model._baseline_prediction
         self.link = model._loss
         self.n_features = model.n_features_in_
+        # Every tree's nodes in one array, children as indices into it; a leaf is its own
+        # child (feature 0), so a walk of max-depth steps ends on each row's leaf.
+        nodes = np.concatenate([tree.nodes for tree in self.trees])
+        sizes = [len(tree.nodes) for tree in self.trees]
+        self.roots = np.cumsum([0, *sizes[:-1]])
+        at, leaf = np.arange(len(nodes)), nodes["is_leaf"].astype(bool)
+        offset = np.repeat(self.roots, sizes)
+        self.left = np.where(leaf, at, nodes["left"].astype(np.intp) + offset)
+        self.right = np.where(leaf, at, nodes["right"].astype(np.intp) + offset)
+        self.feature = np.where(leaf, 0, nodes["feature_idx"]).astype(np.intp)
+        self.threshold = nodes["num_threshold"].astype(np.float64)
+        self.missing_left = nodes["missing_go_to_left"].astype(bool)
+        self.value = nodes["value"].astype(np.float64)
+        self.depth = int(nodes["depth"].max())
 
     @classmethod
     def of(cls, model: Any) -> TreeSum | None:
@@ -45,20 +68,44 @@ class TreeSum:
             return None
         fast = cls(model)
         probe = _probe(model.n_features_in_)
-        if not np.array_equal(fast.predict_proba(probe), model.predict_proba(probe), equal_nan=True):
-            return None
+        expected = model.predict_proba(probe)
+        for raw in (fast._by_tree(probe), fast._by_level(probe)):  # both paths, whatever the rows
+            if not np.array_equal(fast.link.predict_proba(raw), expected, equal_nan=True):
+                return None
         return fast
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)  # scikit-learn's own input dtype
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(f"X has shape {X.shape}, the model reads {self.n_features} features")
+        return self.link.predict_proba(self._by_level(X) if len(X) <= WALK_ROWS_MAX else self._by_tree(X))
+
+    def _by_tree(self, X: np.ndarray) -> np.ndarray:
+        """The raw scores (rows x 1), one compiled call per tree."""
         raw = np.zeros((X.shape[0], 1), dtype=self.baseline.dtype, order="F")
         raw += self.baseline
         column = raw[:, 0]
         for tree in self.trees:  # in the fitted order: the same float sums
             column += tree.predict(X, self.known_cat_bitsets, self.f_idx_map, 1)
-        return self.link.predict_proba(raw)
+        return raw
+
+    def _by_level(self, X: np.ndarray) -> np.ndarray:
+        """The raw scores (rows x 1), every row down every tree a level per step, with
+        scikit-learn's split (`x <= threshold`; NaN the node's missing side) and its sum:
+        0, the baseline, then each tree's leaf in the fitted order (cumsum adds in order)."""
+        X = np.ascontiguousarray(X)
+        rows = len(X)
+        flat = X.ravel()
+        row_at = (np.arange(rows) * self.n_features)[:, None]
+        node = np.broadcast_to(self.roots, (rows, len(self.roots)))
+        for _ in range(self.depth):
+            x = flat[row_at + self.feature[node]]
+            go_left = (x <= self.threshold[node]) | (np.isnan(x) & self.missing_left[node])
+            node = np.where(go_left, self.left[node], self.right[node])
+        terms = np.zeros((rows, len(self.roots) + 2), dtype=self.baseline.dtype)
+        terms[:, 1] = self.baseline.reshape(-1)[0]
+        terms[:, 2:] = self.value[node]
+        return np.asfortranarray(np.cumsum(terms, axis=1)[:, -1:])
 
 
 def _probe(n_features: int) -> np.ndarray:

@@ -6,6 +6,8 @@ names; tests/unit/deploy/test_observability.py keeps them in step.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections import Counter as Tally
 from functools import cache
 from typing import Any
 
@@ -98,3 +100,52 @@ def child(metric: Any, *values: str) -> Any:
     """`metric.labels(*values)`, looked up once per label set: the stages count and time
     every record, and prometheus_client's own lookup is a few microseconds each time."""
     return metric.labels(*values)
+
+
+# Observations one histogram child holds before it adds them itself, whoever forgot to flush.
+HELD_MAX = 10_000
+
+
+class Held:
+    """A histogram child's observations held until `flush_held`, which adds them as one
+    count per bucket and one sum: prometheus_client's `observe` takes two locks and walks
+    the buckets per value (0.85 us against 0.23 held and flushed, and the stages time ~7
+    records a command). The loop's thread only; the scrape sees them at most one batch late."""
+
+    __slots__ = ("child", "values")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.values: list[float] = []
+
+    def observe(self, amount: float) -> None:
+        self.values.append(amount)
+        if len(self.values) >= HELD_MAX:
+            self.flush()
+
+    def flush(self) -> None:
+        values, self.values = self.values, []
+        if not values:
+            return
+        # The bucket `observe` would pick: the first upper bound >= the value (the last is +Inf).
+        bounds = self.child._upper_bounds
+        for i, n in Tally(bisect_left(bounds, v) for v in values).items():
+            self.child._buckets[i].inc(n)
+        self.child._sum.inc(sum(values))
+
+
+_held: list[Held] = []
+
+
+@cache
+def held(metric: Histogram, *values: str) -> Held:
+    """`child(metric, *values)` for observations added at the next `flush_held`."""
+    h = Held(child(metric, *values))
+    _held.append(h)
+    return h
+
+
+def flush_held() -> None:
+    """Every held observation into its histogram (the engine calls it after each batch)."""
+    for h in _held:
+        h.flush()

@@ -293,6 +293,7 @@ class Engine:
             self._replay_from.setdefault((topic, partition), messages[0].offset)
             self._offsets[(topic, partition)] = messages[-1].offset + 1
             self._txn_records += len(messages)
+        metrics.flush_held()  # the stages' latencies, one add per bucket for the batch
         if self._must_abort:
             self._abort("a send was refused")
         elif self._catch_up is not None:

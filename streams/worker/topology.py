@@ -120,7 +120,7 @@ def build_saga(settings: Settings) -> Saga:
 
 def observe_latency(stage: str, m: Message) -> None:
     # Operational time: the wall clock against the broker timestamp (no decision reads it).
-    metrics.child(metrics.STAGE_LATENCY, stage).observe(max(0.0, time.time() - m.timestamp_ms / 1000))
+    metrics.held(metrics.STAGE_LATENCY, stage).observe(max(0.0, time.time() - m.timestamp_ms / 1000))
 
 
 def decoded(codec: Codec, value: bytes | None) -> dict | None:
@@ -391,7 +391,7 @@ def build_worker(settings: Settings) -> Engine:
                 if stream == OUTCOMES:
                     counted[metrics.OUTCOMES, record["kind"], record["status"]] += 1
                     # From payment-commands to this outcome: the p99 SLO's measure.
-                    metrics.child(metrics.STAGE_LATENCY, "pipeline").observe(max(0.0, time.time() - m.origin_ms / 1000))
+                    metrics.held(metrics.STAGE_LATENCY, "pipeline").observe(max(0.0, time.time() - m.origin_ms / 1000))
                 elif stream == EVENTS:
                     counted[metrics.PAYMENT_EVENTS, record["type"]] += 1
             for timer in effects.fired:

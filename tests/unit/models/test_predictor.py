@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 
 from models.features import FEATURE_NAMES, METHODS_MODEL_FEATURES
-from models.predictor import TreeSum
+from models.predictor import WALK_ROWS_MAX, TreeSum
 from models.train import SHIPPED_ARTIFACT, SHIPPED_METHODS_ARTIFACT, PerMethodModel, load_model, method_indicators
 
 
@@ -45,7 +48,7 @@ def test_the_shipped_models_are_scored_by_treesum(card_model, methods_model):
 
 def test_card_scores_are_scikit_learns(card_model, small_features):
     for X in (feature_rows(small_features), odd_rows(len(FEATURE_NAMES))):
-        for rows in (X, X[:1], X[:17]):
+        for rows in (X, X[:1], X[:17], X[:WALK_ROWS_MAX], X[: WALK_ROWS_MAX + 1]):  # both paths
             expected = card_model.model.predict_proba(rows)
             assert np.array_equal(card_model.scorer.predict_proba(rows), expected)
             assert np.array_equal(card_model.score(rows), expected[:, 1])
@@ -55,7 +58,27 @@ def test_methods_scores_are_scikit_learns(methods_model, small_features):
     X = feature_rows(small_features)[:400]
     methods = [("wallet", "bank_transfer", "bnpl", "crypto")[i % 4] for i in range(len(X))]
     full = np.hstack([X, method_indicators(methods)])
-    assert np.array_equal(methods_model.score(full), methods_model.model.predict_proba(full)[:, 1])
+    for rows in (full, full[:9]):  # a few rows of each method: the level walk
+        assert np.array_equal(methods_model.score(rows), methods_model.model.predict_proba(rows)[:, 1])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    arrays(
+        np.float64,
+        st.tuples(st.integers(1, WALK_ROWS_MAX + 4), st.just(len(FEATURE_NAMES))),
+        elements=st.one_of(
+            st.floats(allow_nan=True, allow_infinity=True),
+            st.floats(-50, 50),
+            st.sampled_from([0.0, -0.0, 1.0]),
+        ),
+    )
+)
+def test_both_paths_are_scikit_learns_on_any_rows(card_model, X):
+    expected = card_model.model.predict_proba(X)
+    assert np.array_equal(card_model.scorer.predict_proba(X), expected)
+    assert np.array_equal(card_model.scorer.link.predict_proba(card_model.scorer._by_level(X)), expected)
+    assert np.array_equal(card_model.scorer.link.predict_proba(card_model.scorer._by_tree(X)), expected)
 
 
 def test_a_model_treesum_cannot_reproduce_keeps_scikit_learns_path():

@@ -5,6 +5,11 @@ from __future__ import annotations
 import socket
 import urllib.request
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Histogram
+
 from streams import metrics
 
 
@@ -16,3 +21,40 @@ def test_serve_exposes_the_registry_and_none_serves_nothing() -> None:
     metrics.serve(port)
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     assert "# TYPE paystream_ledger_imbalance_minor gauge" in text
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.floats(min_value=0, max_value=20, allow_nan=False), max_size=60))
+def test_held_observations_flush_into_the_buckets_observe_would_pick(values: list[float]) -> None:
+    registry = CollectorRegistry()
+    direct = Histogram("direct_seconds", "", ["stage"], buckets=metrics.LATENCY_BUCKETS_S, registry=registry)
+    batched = Histogram("batched_seconds", "", ["stage"], buckets=metrics.LATENCY_BUCKETS_S, registry=registry)
+    h = metrics.Held(batched.labels("s"))
+    for v in [*values, *metrics.LATENCY_BUCKETS_S]:  # each bound itself too: `le` is inclusive
+        direct.labels("s").observe(v)
+        h.observe(v)
+    h.flush()
+    h.flush()  # nothing held: adds nothing
+
+    def samples(name: str) -> dict[str, float]:
+        return {
+            s.name.removeprefix(name) + s.labels.get("le", ""): s.value
+            for m in registry.collect()
+            if m.name == name
+            for s in m.samples
+            if not s.name.endswith("_created")
+        }
+
+    got, want = samples("batched_seconds"), samples("direct_seconds")
+    assert got.keys() == want.keys()
+    for k in want:
+        assert got[k] == pytest.approx(want[k]), k
+
+
+def test_held_flushes_itself_at_its_bound() -> None:
+    child = Histogram("bound_seconds", "", registry=CollectorRegistry())
+    h = metrics.Held(child)
+    for _ in range(metrics.HELD_MAX):
+        h.observe(0.001)
+    assert h.values == []
+    assert child._buckets[0].get() == metrics.HELD_MAX
