@@ -48,7 +48,7 @@ def read_topic(settings: Settings, topic: str, limit: int) -> dict[int, list[Mes
 
 
 def stage_cpu(settings: Settings, limit: int = 50_000) -> dict[str, Any]:
-    """CPU microseconds per record of the ingest (keys included), risk, payments and ledger handlers
+    """CPU microseconds per record of the ingest (keys included), risk, payments, ledger and monitoring handlers
     over the run's own records (at most `limit` per stage)."""
 
     assert 0 < limit <= MAX_RECORDS
@@ -68,6 +68,7 @@ def stage_cpu(settings: Settings, limit: int = 50_000) -> dict[str, Any]:
             ("risk", names.risk),
             ("payments", names.validated),
             ("ledger", names.ledger),
+            ("monitoring", names.monitoring_activity),
         ):
             records = read_topic(settings, topic, limit)
             handle = engine.stages[topic].handle

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from schemas.state import ParsedOnce
 from schemas.times import from_ms, to_ms
 from streams.domain.monitoring import (
     ATTEMPT,
@@ -48,6 +49,13 @@ MONEY_EVENTS = {"captured": CAPTURE, "refunded": REFUND}
 ATTEMPT_EVENTS = frozenset({"authorized", "declined", "authorization_pending"})
 DEVICE_ID_MAX_CHARS = 200  # longer is not a device id we keep state for
 APPLIED_MARK = b"1"
+
+# Subjects' window states by their stored bytes: a merchant's state (its latest evidence
+# per rule and currency) is read and written at every one of its captures, so each state
+# written is kept beside its bytes and the next activity parses nothing. `observe` never
+# mutates the state it is given (it copies what it changes), so a kept state is shared safely.
+SUBJECT_STATES_MAX = 1024
+_subject_states = ParsedOnce(SubjectState.from_bytes, SUBJECT_STATES_MAX)
 
 
 def subject_key(subject_kind: str, subject_id: str) -> bytes:
@@ -178,8 +186,12 @@ def handle(
         return Effects(skipped=True)
     key = state_key(partition, subject_key(activity.subject_kind, activity.subject_id))
     raw = get(key)
-    state, cases = observe(SubjectState.from_bytes(raw) if raw is not None else None, activity, thresholds)
-    writes: dict[bytes, bytes | None] = {key: state.to_bytes() if state is not None else None, mark: APPLIED_MARK}
+    state, cases = observe(_subject_states.get(raw) if raw is not None else None, activity, thresholds)
+    written = None
+    if state is not None:
+        written = state.to_bytes()
+        _subject_states.remember(written, state)
+    writes: dict[bytes, bytes | None] = {key: written, mark: APPLIED_MARK}
 
     timers = TimerStore(get, partition, PAGE_MAX_BYTES)
     due_ms = activity.at_ms + thresholds.retention_ms  # one delay for every forget timer: the queue stays in order
@@ -195,7 +207,7 @@ def handle(
         # A mark goes; a subject's state only if nothing came since (its later activity pushed a later timer).
         if current is not None and (
             ref.startswith(f"{partition}/a/".encode())
-            or expired(SubjectState.from_bytes(current), watermark_ms, thresholds)
+            or expired(_subject_states.get(current), watermark_ms, thresholds)
         ):
             writes[ref] = None
     out.writes = [*writes.items(), *timers.pending.items()]

@@ -14,6 +14,7 @@ from schemas.codec import Codec
 from schemas.partitioning import partition_for
 from schemas.times import from_ms
 from streams.domain.monitoring import HOUR_MS, Thresholds
+from streams.stages import monitoring as monitoring_stage
 from streams.stages.monitoring import activities, case_record, handle, mark_key, state_key, subject_key
 
 ACTIVITY, CASE = Codec("MonitoringActivity"), Codec("MonitoringCase")
@@ -218,3 +219,32 @@ def test_redeliveries_open_no_case_twice(steps: list[tuple[str, str, str, int, i
     assert len({c["case_id"] for c in once.cases}) == len(once.cases)
     assert twice.table == once.table
     assert all(c["opened_at"] <= from_ms(int(clock.timestamp() * 1000)) for c in once.cases)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["tok_1", "tok_2"]),
+            st.sampled_from(["captured", "refunded"]),
+            st.integers(8_000, 10_000),
+            st.integers(0, 30 * 24 * HOUR_MS),  # past the retention now and then: swept states too
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_a_kept_state_gives_what_parsing_its_bytes_gives(steps: list[tuple[str, str, int, int]]) -> None:
+    """The states kept beside their bytes: the same writes and cases as parsing each read."""
+    kept, parsed = Partitions(SMALL), Partitions(SMALL)
+    clock = AT
+    for i, (card, kind, amount, gap_ms) in enumerate(steps):
+        clock += timedelta(milliseconds=gap_ms)
+        pid = f"pay_{i}"
+        for key, a in activities(
+            {"kind": "capture", "payment_id": pid}, [event(kind, amount, pid=pid, card=card, at=clock)]
+        ):
+            kept.send(key, a)
+            monitoring_stage._subject_states.clear()
+            parsed.send(key, a)
+    assert parsed.table == kept.table and parsed.cases == kept.cases
