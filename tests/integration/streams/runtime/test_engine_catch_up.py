@@ -13,7 +13,7 @@ from pathlib import Path
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streams.runtime.engine import Engine, Periodic, Stage
+from streams.runtime.engine import Engine, EngineConfig, Periodic, Stage
 from streams.runtime.messages import Message, Record
 from streams.runtime.state import StageTask
 from tests.integration.streams.runtime.conftest import engine_config
@@ -53,37 +53,45 @@ def register(batch: list[Message], task: StageTask) -> None:
         table.put(m.key, m.value)
 
 
-def test_commands_wait_until_the_registry_is_read_to_its_end(bootstrap: str, tmp_path: Path, own_signals: None) -> None:
-    run = f"it-catchup-{uuid.uuid4().hex[:8]}"
-    registry, commands, changelog = registered_then_commanded(bootstrap, run)
+class Commands:
+    """The commands stage: each command looks its key up in the registry."""
 
-    unknown: list[bytes] = []
-    handled = [0]
+    def __init__(self) -> None:
+        self.unknown: list[bytes] = []
+        self.handled = 0
 
-    def handle(batch: list[Message], task: StageTask) -> None:
+    def handle(self, batch: list[Message], task: StageTask) -> None:
         table = task.table("registry")
         for m in batch:
             if table.get(m.key) is None:
-                unknown.append(m.key)
-            handled[0] += 1
+                self.unknown.append(m.key)
+            self.handled += 1
 
-    config = engine_config(bootstrap, run, tmp_path, fetch_partition_bytes=1)  # a record batch per partition per fetch
-    stages = [
-        Stage("registry", registry, register, ("registry",), feeds=True),
-        Stage("commands", commands, handle, ("registry",)),
-    ]
+
+def run_until_handled(config: EngineConfig, stages: list[Stage], changelog: str, commands: Commands) -> None:
     deadline = time.monotonic() + DEADLINE_S
     engine: Engine
 
     def stop_when_handled() -> None:
-        if handled[0] >= REGISTRATIONS or time.monotonic() > deadline:
+        if commands.handled >= REGISTRATIONS or time.monotonic() > deadline:
             engine.stopping = True
 
     engine = Engine(config, stages, {"registry": changelog}, periodic=[Periodic(0.05, stop_when_handled)])
     engine.run()
 
-    assert handled[0] == REGISTRATIONS
-    assert unknown == []
+
+def test_commands_wait_until_the_registry_is_read_to_its_end(bootstrap: str, tmp_path: Path, own_signals: None) -> None:
+    run = f"it-catchup-{uuid.uuid4().hex[:8]}"
+    registry, commands, changelog = registered_then_commanded(bootstrap, run)
+    stage = Commands()
+    config = engine_config(bootstrap, run, tmp_path, fetch_partition_bytes=1)  # a record batch per partition per fetch
+    stages = [
+        Stage("registry", registry, register, ("registry",), feeds=True),
+        Stage("commands", commands, stage.handle, ("registry",)),
+    ]
+    run_until_handled(config, stages, changelog, stage)
+    assert stage.handled == REGISTRATIONS
+    assert stage.unknown == []
 
 
 def test_a_redone_transaction_reads_the_registry_again_before_the_commands(
@@ -91,9 +99,8 @@ def test_a_redone_transaction_reads_the_registry_again_before_the_commands(
 ) -> None:
     run = f"it-redo-{uuid.uuid4().hex[:8]}"
     registry, commands, changelog = registered_then_commanded(bootstrap, run)
+    stage = Commands()
     refused = [False]
-    unknown: list[bytes] = []
-    handled = [0]
 
     def handle(batch: list[Message], task: StageTask) -> None:
         if not refused[0]:
@@ -104,11 +111,7 @@ def test_a_redone_transaction_reads_the_registry_again_before_the_commands(
             refused[0] = True
             task.send(Record(f"{run}-out", b"k", bytes(config.request_bytes + 1)), 0)
             return
-        table = task.table("registry")
-        for m in batch:
-            if table.get(m.key) is None:
-                unknown.append(m.key)
-            handled[0] += 1
+        stage.handle(batch, task)
 
     # A record batch per partition per fetch: the redo's registry takes REGISTRATIONS
     # fetches, its commands one. No commit before the first commands are handled.
@@ -125,15 +128,6 @@ def test_a_redone_transaction_reads_the_registry_again_before_the_commands(
         Stage("registry", registry, register, ("registry",), feeds=True),
         Stage("commands", commands, handle, ("registry",), (f"{run}-out",)),
     ]
-    deadline = time.monotonic() + DEADLINE_S
-    engine: Engine
-
-    def stop_when_handled() -> None:
-        if handled[0] >= REGISTRATIONS or time.monotonic() > deadline:
-            engine.stopping = True
-
-    engine = Engine(config, stages, {"registry": changelog}, periodic=[Periodic(0.05, stop_when_handled)])
-    engine.run()
-
-    assert refused[0] and handled[0] == REGISTRATIONS
-    assert unknown == []
+    run_until_handled(config, stages, changelog, stage)
+    assert refused[0] and stage.handled == REGISTRATIONS
+    assert stage.unknown == []

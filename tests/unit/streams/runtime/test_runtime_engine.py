@@ -482,16 +482,21 @@ class HoldingConsumer(FakeConsumer):
         self.resumed += [(tp.topic, tp.partition) for tp in partitions]
 
 
+def failing_commit(tmp: Path, partitions: tuple[int, ...]) -> tuple[Engine, HoldingConsumer]:
+    """An engine whose first commit fails abortably; in-f feeds the table in-r reads."""
+    abortable = KafkaError(KafkaError._STATE, "x", txn_requires_abort=True)
+    stages = [Stage("feeds", "in-f", lambda b, t: None, feeds=True), Stage("reads", "in-r", lambda b, t: None)]
+    e = engine(tmp, stages)
+    fake = HoldingConsumer()
+    e.producer, e.consumer = FakeProducer({"commit_transaction": [abortable]}), fake  # type: ignore[assignment]
+    e.tasks = {p: Task(p, e.tables, tmp, e.send) for p in partitions}
+    return e, fake
+
+
 def test_a_redone_transaction_holds_its_tasks_until_the_feeding_records_are_read_again(
     tmp_path: Path, exits: list[str]
 ) -> None:
-    abortable = KafkaError(KafkaError._STATE, "x", txn_requires_abort=True)
-    producer = FakeProducer({"commit_transaction": [abortable]})
-    stages = [Stage("feeds", "in-f", lambda b, t: None, feeds=True), Stage("reads", "in-r", lambda b, t: None)]
-    e = engine(tmp_path, stages)
-    fake = HoldingConsumer()
-    e.producer, e.consumer = producer, fake  # type: ignore[assignment]
-    e.tasks = {p: Task(p, e.tables, tmp_path, e.send) for p in (0, 1)}
+    e, fake = failing_commit(tmp_path, (0, 1))
     # A registration and a create in one transaction, which aborts: both are redone.
     e._handle([FakeMessage("in-f", 0, 4), FakeMessage("in-r", 0, 7), FakeMessage("in-r", 1, 3)])
     e.commit()
@@ -505,13 +510,7 @@ def test_a_redone_transaction_holds_its_tasks_until_the_feeding_records_are_read
 
 
 def test_a_transaction_given_up_at_a_revocation_holds_nothing(tmp_path: Path, exits: list[str]) -> None:
-    abortable = KafkaError(KafkaError._STATE, "x", txn_requires_abort=True)
-    producer = FakeProducer({"commit_transaction": [abortable]})
-    stages = [Stage("feeds", "in-f", lambda b, t: None, feeds=True), Stage("reads", "in-r", lambda b, t: None)]
-    e = engine(tmp_path, stages)
-    fake = HoldingConsumer()
-    e.producer, e.consumer = producer, fake  # type: ignore[assignment]
-    e.tasks = {0: Task(0, e.tables, tmp_path, e.send)}
+    e, fake = failing_commit(tmp_path, (0,))
     e._handle([FakeMessage("in-f", 0, 4), FakeMessage("in-r", 0, 7)])
     e._on_revoke(fake, [])  # type: ignore[arg-type]
     assert fake.seeks == [] and fake.paused == [] and e._catch_up is None
