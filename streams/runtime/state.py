@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rocksdict import Options, Rdict, WriteBatch
+from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 
 from streams.runtime.changelog import changelog_key, check_table_name
 from streams.runtime.messages import Record
@@ -29,6 +29,15 @@ def _options() -> Options:
     return options
 
 
+def _write_options() -> WriteOptions:
+    # No write-ahead log: a store never outlives its process (the next start discards it
+    # and restores from the changelog), so the log only cost a file write per batch
+    # (~40% of a commit's RocksDB CPU and 2-3x its wall time, measured).
+    options = WriteOptions()
+    options.disable_wal = True
+    return options
+
+
 class Store:
     """One table's RocksDB for one partition; bytes in, bytes out."""
 
@@ -38,6 +47,7 @@ class Store:
         path.mkdir(parents=True)
         self.path = path
         self.db = Rdict(str(path), _options())
+        self.db.set_write_options(_write_options())
 
     def get(self, key: bytes) -> bytes | None:
         return self.db.get(key)

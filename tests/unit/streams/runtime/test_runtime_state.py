@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streams.runtime.messages import Record
-from streams.runtime.state import Task
+from streams.runtime.state import Store, Task
 
 TABLES = {"payments": "app-payments-changelog", "marks": "app-marks-changelog"}
 
@@ -110,3 +110,14 @@ def test_tables_sharing_a_changelog_prefix_their_keys_and_a_lone_table_does_not(
 def test_a_table_name_that_could_not_prefix_a_shared_key_is_refused(tmp_path: Path) -> None:
     with pytest.raises(AssertionError, match="0x1F"):
         Task(0, {"a\x1fb": "t", "c": "t"}, tmp_path, lambda r, p, o: None)
+
+
+def test_a_store_writes_no_write_ahead_log(tmp_path: Path) -> None:
+    # It never outlives its process (the changelog is the truth): the log would be a file write per batch.
+    store = Store(tmp_path / "s")
+    store.write({b"k%d" % i: b"v" * 100 for i in range(100)})
+    store.write({b"k1": None})
+    assert store.get(b"k2") == b"v" * 100 and store.get(b"k1") is None
+    logs = list((tmp_path / "s").glob("*.log"))
+    assert logs and all(log.stat().st_size == 0 for log in logs)
+    store.close()
