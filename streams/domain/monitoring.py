@@ -36,6 +36,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from operator import attrgetter
 from types import MappingProxyType
 from typing import Any
 
@@ -125,12 +126,16 @@ class Thresholds:
                 )
 
     def window_ms(self, rule: str) -> int:
-        return {
-            STRUCTURING: self.structuring_window_ms,
-            RAPID_IN_OUT: self.rapid_window_ms,
-            REFUND_ABUSE: self.refund_window_ms,
-            MANY_CARDS: self.device_window_ms,
-        }[rule]
+        # Read several times per activity: tests, not a dict built at each call.
+        if rule == RAPID_IN_OUT:
+            return self.rapid_window_ms
+        if rule == REFUND_ABUSE:
+            return self.refund_window_ms
+        if rule == STRUCTURING:
+            return self.structuring_window_ms
+        if rule == MANY_CARDS:
+            return self.device_window_ms
+        raise KeyError(rule)
 
     @property
     def retention_ms(self) -> int:
@@ -205,6 +210,9 @@ class MonitoringCase:
     summary: str
 
 
+_by_time = attrgetter("at_ms", "payment_id")  # evidence's order: by event time, then payment
+
+
 def case_id(rule: str, subject_kind: str, subject_id: str, currency: str | None, start_ms: int, end_ms: int) -> str:
     parts = (rule, subject_kind, subject_id, currency or "", str(start_ms), str(end_ms))
     return "case_" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
@@ -226,19 +234,45 @@ class RuleState:
         return not self.items and not self.buckets and self.cut_ms is None
 
 
+# An Evidence as stored: its fields in declaration order, one array.
+EvidenceRow = tuple[str, str, str, str, int, int, str | None]
+_evidence_row = attrgetter("payment_id", "merchant_id", "kind", "currency", "amount_minor", "at_ms", "card_token")
+
+
 @dataclass
 class SubjectState:
     wm_ms: int  # the latest event time this subject has seen
     rules: dict[str, RuleState] = field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
-        return state_json(self)
+        """{"wm_ms", "evidence": [row, ...], "rules": {rule: {"cut_ms", "items": [index, ...], "buckets"}}}:
+        a merchant's two volume rules keep mostly the same latest activities, so each is
+        stored once, as an array, and a rule's items are indexes into the subject's rows.
+        Rules share the Evidence objects of one activity (`observe` makes one, `from_bytes`
+        one per row), so a row per object: found by identity, no hashing of fields."""
+        # id -> the object, in order of first appearance: each alive in self meanwhile, so ids are unique.
+        unique = {id(e): e for rs in self.rules.values() for e in rs.items}
+        row_of = {k: i for i, k in enumerate(unique)}
+        rows = list(map(_evidence_row, unique.values()))
+        rules = {
+            rule: {"cut_ms": rs.cut_ms, "items": [row_of[id(e)] for e in rs.items], "buckets": rs.buckets}
+            for rule, rs in self.rules.items()
+        }
+        return state_json({"wm_ms": self.wm_ms, "evidence": rows, "rules": rules})
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> SubjectState:
+        """Also reads the states written before the shared rows (each rule's items as objects)."""
         d = state_loads(raw)
+        if "evidence" not in d:
+            rules = {
+                r: RuleState(s["cut_ms"], [Evidence(**e) for e in s["items"]], s["buckets"])
+                for r, s in d["rules"].items()
+            }
+            return cls(d["wm_ms"], rules)
+        evidence = [Evidence(*row) for row in d["evidence"]]
         rules = {
-            r: RuleState(s["cut_ms"], [Evidence(**e) for e in s["items"]], s["buckets"]) for r, s in d["rules"].items()
+            r: RuleState(s["cut_ms"], [evidence[i] for i in s["items"]], s["buckets"]) for r, s in d["rules"].items()
         }
         return cls(d["wm_ms"], rules)
 
@@ -248,11 +282,12 @@ def observe(state: SubjectState | None, a: Activity, t: Thresholds) -> tuple[Sub
     wm = a.at_ms if state is None else max(state.wm_ms, a.at_ms)
     rules = {} if state is None else dict(state.rules)
     cases: list[MonitoringCase] = []
+    evidence = Evidence.of(a)  # one object however many rules keep it: stored once (SubjectState.to_bytes)
     for rule in SUBJECT_RULES[a.subject_kind]:
         rs = _expire(rules.get(rule, RuleState()), rule, wm, t)
         window_ms = t.window_ms(rule)
         if a.at_ms > wm - window_ms and (rs.cut_ms is None or a.at_ms > rs.cut_ms):
-            rs = _count(rs, rule, a, t)
+            rs = _count(rs, rule, a, evidence, t)
             case = _judge(rs, rule, a, wm, t)
             if case is not None:
                 cases.append(case)
@@ -276,26 +311,34 @@ def _bucket_ms(rule: str, t: Thresholds) -> int:
 def _expire(rs: RuleState, rule: str, wm: int, t: Thresholds) -> RuleState:
     start = wm - t.window_ms(rule)  # exclusive
     bms = _bucket_ms(rule, t)
-    buckets = {c: kept for c, bs in rs.buckets.items() if (kept := [b for b in bs if (b[0] + 1) * bms > start])}
     # Older activity is too late anyway, but a kept bucket may start up to a bucket before the window:
     # the cut is kept while it can fall in one, so a later case's window never reaches back before it.
     cut = rs.cut_ms if rs.cut_ms is not None and rs.cut_ms > start - bms else None
+    # Mostly nothing has expired since the subject's last activity: the state as it is, no copies
+    # (a currency's buckets are by index, so its first is its oldest).
+    if (
+        cut == rs.cut_ms
+        and all(bs and (bs[0][0] + 1) * bms > start for bs in rs.buckets.values())
+        and all(e.at_ms > start for e in rs.items)
+    ):
+        return rs
+    buckets = {c: kept for c, bs in rs.buckets.items() if (kept := [b for b in bs if (b[0] + 1) * bms > start])}
     return RuleState(cut, [e for e in rs.items if e.at_ms > start], buckets)
 
 
 def _latest_per_currency(items: list[Evidence], currency: str, keep: int) -> list[Evidence]:
     """`items` with only the latest `keep` of `currency`."""
-    mine = sorted((e for e in items if e.currency == currency), key=lambda e: (e.at_ms, e.payment_id))
+    mine = sorted((e for e in items if e.currency == currency), key=_by_time)
     return [e for e in items if e.currency != currency] + mine[-keep:]
 
 
-def _count(rs: RuleState, rule: str, a: Activity, t: Thresholds) -> RuleState:
+def _count(rs: RuleState, rule: str, a: Activity, evidence: Evidence, t: Thresholds) -> RuleState:
     if rule == MANY_CARDS:  # the latest attempt per card
-        return replace(rs, items=[e for e in rs.items if e.card_token != a.card_token] + [Evidence.of(a)])
+        return replace(rs, items=[e for e in rs.items if e.card_token != a.card_token] + [evidence])
     if rule == STRUCTURING:
         if a.kind != CAPTURE or t.near_threshold(a.currency, a.amount_minor) is None:
             return rs
-        items = rs.items + [Evidence.of(a)]
+        items = rs.items + [evidence]
         currencies = _bounded_currencies(
             {e.currency: max(x.at_ms for x in items if x.currency == e.currency) for e in items},
             a.currency,
@@ -305,13 +348,16 @@ def _count(rs: RuleState, rule: str, a: Activity, t: Thresholds) -> RuleState:
     # a volume rule
     bms = _bucket_ms(rule, t)
     index = a.at_ms // bms
-    buckets = {c: [list(b) for b in bs] for c, bs in rs.buckets.items()}
-    mine = buckets.setdefault(a.currency, [])
-    slot = next((b for b in mine if b[0] == index), None)
-    if slot is None:
+    # Copies of what changes only (this currency's list and its slot): states are shared, never mutated.
+    buckets = dict(rs.buckets)
+    mine = buckets[a.currency] = list(buckets.get(a.currency, ()))
+    at = next((i for i, b in enumerate(mine) if b[0] == index), None)
+    if at is None:
         slot = [index, 0, 0, 0, 0]
         mine.append(slot)
         mine.sort()
+    else:
+        slot = mine[at] = list(mine[at])
     if a.kind == CAPTURE:
         slot[1] += a.amount_minor
         slot[2] += 1
@@ -319,7 +365,7 @@ def _count(rs: RuleState, rule: str, a: Activity, t: Thresholds) -> RuleState:
         slot[3] += a.amount_minor
         slot[4] += 1
     keep = _bounded_currencies({c: bs[-1][0] for c, bs in buckets.items()}, a.currency, t.currencies_max)
-    items = _latest_per_currency(rs.items + [Evidence.of(a)], a.currency, t.evidence_max)
+    items = _latest_per_currency(rs.items + [evidence], a.currency, t.evidence_max)
     return RuleState(
         rs.cut_ms, [e for e in items if e.currency in keep], {c: bs for c, bs in buckets.items() if c in keep}
     )
@@ -327,6 +373,8 @@ def _count(rs: RuleState, rule: str, a: Activity, t: Thresholds) -> RuleState:
 
 def _bounded_currencies(latest: Mapping[str, int], current: str, limit: int) -> set[str]:
     """At most `limit` currencies: the current one and the most recently active others."""
+    if len(latest) <= limit and current in latest:
+        return set(latest)
     others = sorted((c for c in latest if c != current), key=lambda c: (latest[c], c), reverse=True)
     return {current, *others[: limit - 1]}
 
@@ -336,12 +384,12 @@ def _judge(rs: RuleState, rule: str, a: Activity, wm: int, t: Thresholds) -> Mon
     if rule == MANY_CARDS:
         if len(rs.items) < t.device_cards:
             return None
-        evidence = sorted(rs.items, key=lambda e: (e.at_ms, e.payment_id))
+        evidence = sorted(rs.items, key=_by_time)
         measures = {"cards": len(evidence)}
         summary = f"{len(evidence)} cards used from one device within {_span(t.device_window_ms)}"
         return _case(rule, a, None, _start(start, rs), wm, evidence, measures, summary)
     if rule == STRUCTURING:
-        evidence = sorted((e for e in rs.items if e.currency == a.currency), key=lambda e: (e.at_ms, e.payment_id))
+        evidence = sorted((e for e in rs.items if e.currency == a.currency), key=_by_time)
         if len(evidence) < t.structuring_payments:
             return None
         limit = t.reporting_threshold_minor[a.currency]
@@ -372,7 +420,7 @@ def _judge(rs: RuleState, rule: str, a: Activity, wm: int, t: Thresholds) -> Mon
             return None
         summary = f"{refunds} refunds against {captures} captures in {a.currency} within {_span(t.refund_window_ms)}"
     bms = _bucket_ms(rule, t)
-    evidence = sorted((e for e in rs.items if e.currency == a.currency), key=lambda e: (e.at_ms, e.payment_id))
+    evidence = sorted((e for e in rs.items if e.currency == a.currency), key=_by_time)
     return _case(rule, a, a.currency, _start(buckets[0][0] * bms, rs), wm, evidence, measures, summary)
 
 

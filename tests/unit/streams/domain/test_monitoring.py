@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from schemas.state import state_json
 from streams.domain import monitoring as mon
 from streams.domain.monitoring import (
     BUCKETS,
@@ -373,6 +374,38 @@ def test_in_event_time_order_a_case_measures_exactly_its_window(acts: list[Activ
                 sum(a.amount_minor for a in refs),
                 len(refs),
             )
+
+
+def test_a_merchant_s_rules_store_their_shared_evidence_once() -> None:
+    acts = [act(CAPTURE, "m_1", 50_00, T0 + i, subject_kind="merchant", pid=f"p{i}") for i in range(4)]
+    _, states = feed(acts)
+    state = states[("merchant", "m_1")]
+    assert state.rules[mon.RAPID_IN_OUT].items == state.rules[mon.REFUND_ABUSE].items
+    assert len(state.to_bytes()) < len(state_json(state)) / 2  # the old format: each rule's items as objects
+    assert SubjectState.from_bytes(state_json(state)) == state
+
+
+@settings(max_examples=150, deadline=None)
+@given(activities(ordered=False), st.lists(st.booleans(), min_size=60, max_size=60))
+def test_states_written_before_the_shared_rows_read_the_same(acts: list[Activity], old_at: list[bool]) -> None:
+    """A state in a changelog from before the shared evidence rows (each rule's items as
+    objects: what `state_json` of the state wrote) reads as the state it was, and every
+    later case is the one kept in memory alone would open, whichever steps wrote the old bytes."""
+    by_bytes: dict[tuple[str, str], SubjectState] = {}
+    in_memory: dict[tuple[str, str], SubjectState] = {}
+    for i, a in enumerate(acts):
+        key = (a.subject_kind, a.subject_id)
+        read, opened = observe(by_bytes.get(key), a, SMALL)
+        kept, expected = observe(in_memory.get(key), a, SMALL)
+        assert opened == expected and read == kept
+        if kept is None:
+            by_bytes.pop(key, None)
+            in_memory.pop(key, None)
+            continue
+        assert read is not None
+        by_bytes[key] = SubjectState.from_bytes(state_json(read) if old_at[i] else read.to_bytes())
+        assert by_bytes[key] == kept
+        in_memory[key] = kept
 
 
 @settings(max_examples=60, deadline=None)
