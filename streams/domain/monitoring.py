@@ -265,8 +265,14 @@ class SubjectState:
         """Also reads the states written before the shared rows (each rule's items as objects)."""
         d = state_loads(raw)
         if "evidence" not in d:
+            # Equal items of several rules made one object, so the next write stores them once.
+            shared: dict[tuple[Any, ...], Evidence] = {}
             rules = {
-                r: RuleState(s["cut_ms"], [Evidence(**e) for e in s["items"]], s["buckets"])
+                r: RuleState(
+                    s["cut_ms"],
+                    [shared.setdefault(tuple(e.values()), Evidence(**e)) for e in s["items"]],
+                    s["buckets"],
+                )
                 for r, s in d["rules"].items()
             }
             return cls(d["wm_ms"], rules)

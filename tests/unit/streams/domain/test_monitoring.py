@@ -383,6 +383,7 @@ def test_a_merchant_s_rules_store_their_shared_evidence_once() -> None:
     assert state.rules[mon.RAPID_IN_OUT].items == state.rules[mon.REFUND_ABUSE].items
     assert len(state.to_bytes()) < len(state_json(state)) / 2  # the old format: each rule's items as objects
     assert SubjectState.from_bytes(state_json(state)) == state
+    assert SubjectState.from_bytes(state_json(state)).to_bytes() == state.to_bytes()  # rewritten as small
 
 
 @settings(max_examples=150, deadline=None)
