@@ -25,7 +25,8 @@ def token_message(merchant_id: str, pan: str) -> bytes:
 
 
 # Two base32 characters (lower case) per 10 bits: 160 bits are 16 lookups.
-_BASE32_PAIRS = tuple(a + b for a in "abcdefghijklmnopqrstuvwxyz234567" for b in "abcdefghijklmnopqrstuvwxyz234567")
+_BASE32 = "abcdefghijklmnopqrstuvwxyz234567"
+_BASE32_PAIRS = tuple(a + b for a in _BASE32 for b in _BASE32)
 _PAIR_SHIFTS = tuple(range(150, -1, -10))
 
 

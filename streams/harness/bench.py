@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import os
 import platform
-import re
 import shutil
 import signal
 import statistics
@@ -73,7 +72,7 @@ from streams.demo.run import generate
 from streams.domain.audit import rebuild
 from streams.harness import bench_http, bench_peers, bench_stages, routing_eval
 from streams.harness.chaos import Fleet
-from streams.harness.recovery import restore_window
+from streams.harness.recovery import RESTORED, restore_window
 from streams.harness.stats import percentiles, rate
 from streams.jobs.sink import catch_up
 from streams.settings import Settings, client_config
@@ -278,9 +277,6 @@ def end_to_end(
     if after is not None:
         out["then"] = after
     return out, settings
-
-
-RESTORED = re.compile(r"restored (\d+) changelog records of (\d+) partitions in ([\d.]+)s")
 
 
 def kill_and_restore(fleet: Fleet) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -36,10 +37,11 @@ VALUE_BYTES = 64  # about a dedup record's size
 READY_TIMEOUT_S = 3_600.0
 POLL_S = 0.5
 TABLE = "payments-dedup"
-# The runtime's log lines that bound the restore (streams/runtime/engine.py), in the
+# The runtime's log lines that bound and count the restore (streams/runtime/engine.py), in the
 # worker's JSON log lines (streams/logs.py: "ts" in local time, to the millisecond).
 RESTORE_STARTS = "Restoring state from changelog topics"
 READY = "Worker ready"
+RESTORED = re.compile(r"restored (\d+) changelog records of (\d+) partitions in ([\d.]+)s")
 
 
 class RecoveryError(RuntimeError):

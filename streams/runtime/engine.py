@@ -10,7 +10,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -495,19 +495,12 @@ class Engine:
         feeding = [topic for topic, stage in self.stages.items() if stage.feeds]
         if not feeding or not assigned:
             return
-        catch_up = CatchUp(
-            high_watermarks(self.config.client, [(t, p) for t in feeding for p in assigned]),
-            {p: [(t, p) for t in self.stages if t not in feeding] for p in assigned},
-        )
-        catch_up.released()  # tasks whose feeding partitions are empty: nothing to hold
-        held = catch_up.held()
+        held = self._hold(high_watermarks(self.config.client, [(t, p) for t in feeding for p in assigned]), assigned)
         if not held:
             return
         # Assigned here, not after the callback: only an assigned partition can be paused.
         consumer.assign(partitions)
         consumer.pause([TopicPartition(t, p) for t, p in held])
-        self._catch_up = catch_up
-        self._catch_up_started = self._catch_up_reported = time.monotonic()
         log.info("holding %d partitions until the feeding partitions reach their ends", len(held))
 
     def _hold_while_redone(self, read_to: dict[tuple[str, int], int]) -> None:
@@ -517,20 +510,29 @@ class Engine:
         is never redone ahead of the registration it was first handled after."""
         if not read_to:
             return
-        feeding = {topic for topic, stage in self.stages.items() if stage.feeds}
-        held = {p: [(t, p) for t in self.stages if t not in feeding] for _, p in read_to}
-        catch_up = self._catch_up
-        if catch_up is None:
-            catch_up = self._catch_up = CatchUp({}, {})
-            self._catch_up_started = self._catch_up_reported = time.monotonic()
-        added = catch_up.hold(read_to, held)
-        if catch_up.done:  # no other partitions to hold
-            self._catch_up = None
-            return
-        if added:
+        held = self._hold(read_to, {p for _, p in read_to})
+        if held:
             # After the seeks: a pause keeps the position a seek set (librdkafka #3567).
-            self.consumer.pause([TopicPartition(t, p) for t, p in added])
-        log.info("holding %d partitions until the redo reads the feeding partitions again", len(catch_up.held()))
+            self.consumer.pause([TopicPartition(t, p) for t, p in held])
+        if self._catch_up is not None:
+            waiting = len(self._catch_up.held())
+            log.info("holding %d partitions until the redo reads the feeding partitions again", waiting)
+
+    def _hold(self, ends: Mapping[tuple[str, int], int], tasks: Iterable[int]) -> list[tuple[str, int]]:
+        """Hold the other source partitions of `tasks` until each feeding partition is
+        read to its end in `ends` (joining a catch-up under way): those newly held, for
+        the caller to pause. A task with nothing to wait for holds nothing."""
+        feeding = {topic for topic, stage in self.stages.items() if stage.feeds}
+        catch_up = self._catch_up or CatchUp({}, {})
+        added = catch_up.hold(ends, {p: [(t, p) for t in self.stages if t not in feeding] for p in tasks})
+        released = set(catch_up.released())
+        if catch_up.done:
+            self._catch_up = None
+            return []
+        if self._catch_up is None:
+            self._catch_up = catch_up
+            self._catch_up_started = self._catch_up_reported = time.monotonic()
+        return [tp for tp in added if tp not in released]
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # The group moved on without us (session timed out): the open transaction can no
