@@ -78,6 +78,7 @@ def stage_cpu(settings: Settings, limit: int = 50_000) -> dict[str, Any]:
                 for i in range(0, len(messages), BATCH):
                     handle(messages[i : i + BATCH], tasks[p])
                     changelog += tasks[p].pending_keys()
+                    tasks[p].seal()
                     tasks[p].apply()
             cpu_s = time.process_time() - started
             out[stage] = {

@@ -10,16 +10,22 @@ The commit order, in one place (streams/runtime/engine.py carries it out):
      the task's pending writes and sends output records into the open transaction;
   3. at the commit interval (or `commit_records_max`): the last pending value of
      each written key goes to its table's changelog (same partition number; in a
-     changelog several tables share, the key prefixed by the table: runtime/changelog.py), the
-     consumed offsets are sent with the consumer's group metadata
-     (`send_offsets_to_transaction`), and the transaction commits: outputs, state
-     and progress land together or not at all;
-  4. only then are the pending writes applied to RocksDB, in one WriteBatch per
-     store. Local RocksDB therefore never holds an uncommitted write; after a crash
+     changelog several tables share, the key prefixed by the table: runtime/changelog.py),
+     the pending writes are sealed, and a committer thread sends the consumed offsets
+     with the consumer's group metadata (`send_offsets_to_transaction`) and commits:
+     outputs, state and progress land together or not at all;
+  4. meanwhile the loop handles the next batches into the next transaction: its reads
+     see its own pending writes, then the sealed ones, then RocksDB; its sends wait in
+     memory, since it can begin at the producer only once the one in flight is
+     decided (one transaction in flight at most; the next commit waits for it);
+  5. committed: the sealed writes go to RocksDB in one WriteBatch per store, and the
+     next transaction begins and sends what waited. Aborted: the next transaction,
+     which read the sealed writes, goes too; both are redone from the first one's
+     offsets. Local RocksDB therefore never holds an uncommitted write; after a crash
      it is discarded anyway and restored from the changelogs (read_committed), the
      committed changelog being the truth.
-A rebalance commits the open transaction before partitions are given up (Kafka
-Streams' commit at revocation); an assigned partition's tables are restored to the
+A rebalance decides the transaction in flight and commits the open one before
+partitions are given up (Kafka Streams' commit at revocation); an assigned partition's tables are restored to the
 changelog's end before its first record is handled, and its stages that read a table
 another stage feeds wait until that feeding partition is read to its end
 (streams/runtime/catchup.py). A failed transactional call is

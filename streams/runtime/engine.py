@@ -11,6 +11,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,17 @@ class Stage:
     feeds: bool = False
 
 
+@dataclass
+class Flight:
+    """A transaction handed to the committer thread: what its abort must rewind."""
+
+    offsets: dict[tuple[str, int], int]  # the next offset to read, per source partition
+    replay_from: dict[tuple[str, int], int]  # its first offset, per source partition
+    replay: bool  # redo its input if it aborts (not at a revocation or a stop)
+    started_s: float
+    committed: Future[bool]  # True: committed; False: to abort (anything else exits)
+
+
 @dataclass(frozen=True)
 class Periodic:
     """Work the loop does every `interval_s` between batches (never inside one)."""
@@ -166,6 +178,12 @@ class Engine:
         self._offsets: dict[tuple[str, int], int] = {}
         self._replay_from: dict[tuple[str, int], int] = {}  # the open transaction's first offset per partition
         self._in_txn = False
+        # The open transaction was begun at the producer; until the one in flight is
+        # decided it is not, and its sends wait here (bounded by commit_records_max).
+        self._begun = False
+        self._deferred: list[tuple[Record, int, list[tuple[str, bytes]]]] = []
+        self._flight: Flight | None = None
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix="commit")
         self._txn_started = 0.0
         self._txn_records = 0
         self._must_abort = False  # a send was refused: the open transaction cannot commit
@@ -230,6 +248,8 @@ class Engine:
         )
         interval_s, idle_s = self.config.commit_interval_ms / 1000, self.config.commit_idle_ms / 1000
         while not self.stopping:
+            # Before the consume: an abort seeks back, and nothing may be read past it unhandled.
+            self._settle(wait=False)
             txn_age_s = time.monotonic() - self._txn_started if self._in_txn else None
             batch = consume_available(self.consumer, self.config.batch_max, poll_wait_s(txn_age_s, idle_s))
             handled = self._handle(batch) if batch else 0
@@ -247,7 +267,10 @@ class Engine:
             self.producer.poll(0)  # serves the producer's log lines
             self._run_periodic()
         log.info("stopping: committing and leaving the group")
+        self._settle(replay=False)
         self.commit(replay=False)
+        self._settle(replay=False)
+        self._committer.shutdown()
         self.consumer.close()  # revokes (nothing left to commit) and leaves the group at once
         for task in self.tasks.values():
             task.close(remove=False)
@@ -329,18 +352,37 @@ class Engine:
 
     def _begin(self) -> None:
         if not self._in_txn:
-            self._txn("begin_transaction", lambda _: self.producer.begin_transaction())
             self._in_txn = True
             self._txn_started = time.monotonic()
             self._txn_records = 0
+            if self._flight is None:  # else it begins once that commit is decided (`_settle`)
+                self._begin_at_producer()
+
+    def _begin_at_producer(self) -> None:
+        """Begin the open transaction at the producer and send what waited for it."""
+        assert self._in_txn and not self._begun and self._flight is None
+        self._txn("begin_transaction", lambda _: self.producer.begin_transaction())
+        self._begun = True
+        deferred, self._deferred = self._deferred, []
+        for record, partition, headers in deferred:
+            self._produce(record, partition, headers)
 
     def send(self, record: Record, source_partition: int, origin_ms: int) -> None:
-        """An output record into the open transaction, with the origin header."""
+        """An output record into the open transaction, with the origin header; while the
+        transaction before it commits, kept until this one begins at the producer."""
         assert self._in_txn, "a send outside a transaction"
         if self._must_abort:
             return  # the transaction is lost already; its input is redone after the abort
         partition = source_partition if record.partition is None else record.partition
         headers = [(ORIGIN_HEADER, str(origin_ms).encode())]
+        if not self._begun:
+            self._deferred.append((record, partition, headers))
+            return
+        self._produce(record, partition, headers)
+
+    def _produce(self, record: Record, partition: int, headers: list[tuple[str, bytes]]) -> None:
+        if self._must_abort:
+            return
         try:
             produce_waiting(
                 self.producer, record.topic, value=record.value, key=record.key, partition=partition, headers=headers
@@ -367,37 +409,68 @@ class Engine:
     # -- committing ----------------------------------------------------------------
 
     def commit(self, replay: bool = True) -> None:
-        """Changelogs, offsets and outputs in one transaction; then RocksDB. A transaction
-        that fails abortably is aborted and, with `replay`, its input read again."""
+        """Hand the open transaction to the committer thread: its changelogs now, then
+        its offsets and the commit there, while this thread handles the next batch into
+        a transaction that begins at the producer once this one is decided (`_settle`).
+        The one before it is decided first: one transaction in flight at most."""
+        self._settle(replay=replay)
         if not self._in_txn:
             return
         started = time.monotonic()
         for task in self.tasks.values():
             for topic, records in task.changelog_records().items():
                 self._produce_changelog(topic, task.partition, records)
-        committed = not self._must_abort
-        if committed and self._offsets:
-            # The same offsets and metadata on every attempt (rdkafka.h: retriable, not resumable).
-            offsets = [TopicPartition(t, p, o) for (t, p), o in self._offsets.items()]
-            metadata = self.consumer.consumer_group_metadata()
-            committed = self._txn(
-                "send_offsets_to_transaction",
-                lambda timeout_s: self.producer.send_offsets_to_transaction(offsets, metadata, timeout_s),
-                in_transaction=True,
-            )
-        committed = committed and self._txn(
-            "commit_transaction", lambda timeout_s: self.producer.commit_transaction(timeout_s), in_transaction=True
-        )
-        if not committed:
+        if self._must_abort:
             self._abort("the transaction failed", replay)
             return
+        # The same offsets and metadata on every attempt (rdkafka.h: retriable, not resumable).
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self._offsets.items()]
+        metadata = self.consumer.consumer_group_metadata() if offsets else None
         for task in self.tasks.values():
-            task.apply()
+            task.seal()
+        committed = self._committer.submit(self._commit_offsets_and_transaction, offsets, metadata)
+        self._flight = Flight(dict(self._offsets), dict(self._replay_from), replay, started, committed)
         self._offsets.clear()
         self._replay_from.clear()
-        self._in_txn = False
-        self._aborts_in_row = 0
-        metrics.COMMIT_LATENCY.observe(time.monotonic() - started)
+        self._in_txn = self._begun = False
+
+    def _commit_offsets_and_transaction(self, offsets: list[TopicPartition], metadata: Any) -> bool:
+        """On the committer thread (librdkafka's calls block it, not the loop)."""
+        committed = not offsets or self._txn(
+            "send_offsets_to_transaction",
+            lambda timeout_s: self.producer.send_offsets_to_transaction(offsets, metadata, timeout_s),
+            in_transaction=True,
+        )
+        return committed and self._txn(
+            "commit_transaction", lambda timeout_s: self.producer.commit_transaction(timeout_s), in_transaction=True
+        )
+
+    def settle(self) -> None:
+        """Wait until the transaction in flight is decided: applied, or aborted and redone."""
+        self._settle()
+
+    def _settle(self, *, wait: bool = True, replay: bool = True) -> None:
+        """The transaction in flight, if decided (or waited for): committed, its writes go
+        to RocksDB and the open transaction begins at the producer; failed, it is aborted
+        with the open one, which read its writes, and both are redone (with `replay`)."""
+        flight = self._flight
+        if flight is None or not (wait or flight.committed.done()):
+            return
+        committed = flight.committed.result()
+        self._flight = None
+        if committed:
+            for task in self.tasks.values():
+                task.apply()
+            self._aborts_in_row = 0
+            metrics.COMMIT_LATENCY.observe(time.monotonic() - flight.started_s)
+            if self._in_txn:
+                self._begin_at_producer()
+            return
+        # The aborted transaction's producer state is the flight's: the open one never began.
+        self._offsets = {**flight.offsets, **self._offsets}  # the furthest read, per partition
+        self._replay_from = {**self._replay_from, **flight.replay_from}  # the first
+        self._deferred.clear()
+        self._abort("the transaction failed", flight.replay and replay)
 
     def _abort(self, why: str, replay: bool = True) -> None:
         """Abort the open transaction (its outputs, changelog records and offsets go
@@ -423,7 +496,8 @@ class Engine:
             self._hold_while_redone({tp: self._offsets[tp] for tp in self._replay_from if self.stages[tp[0]].feeds})
         self._offsets.clear()
         self._replay_from.clear()
-        self._in_txn = False
+        self._in_txn = self._begun = False
+        self._deferred.clear()
         self._must_abort = False
 
     def _txn(self, name: str, call: Callable[[float], Any], *, in_transaction: bool = False) -> bool:
@@ -464,7 +538,9 @@ class Engine:
         """Commit before giving partitions up (eager: every partition is revoked)."""
         self.ready = False
         self._owned = frozenset()
+        self._settle(replay=False)
         self.commit(replay=False)
+        self._settle(replay=False)
         if self._catch_up is not None:  # what stays paused past a revocation would stay paused after it
             consumer.resume([TopicPartition(t, p) for t, p in self._catch_up.held()])
             self._catch_up = None
@@ -473,6 +549,7 @@ class Engine:
         """Keep the tasks still ours (committed at revocation, so their stores are the
         changelogs' end); restore the new ones before their first record; hold every
         task's other partitions until its feeding partitions are read to their ends."""
+        assert self._flight is None, "an assignment with a transaction in flight (a revocation decides it)"
         assigned = {tp.partition for tp in partitions}
         for p in set(self.tasks) - assigned:
             self.tasks.pop(p).close()

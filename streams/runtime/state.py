@@ -4,7 +4,8 @@ transaction that carries their changelog records has committed.
 A task is one partition number across every source topic (all pipeline topics share
 a partition count and the range assignor gives one worker partition p of each), so
 its tables hold exactly the state of the records it handles. Reads see the open
-transaction's pending writes first, then RocksDB.
+transaction's pending writes first, then those of the transaction being committed
+(sealed), then RocksDB.
 """
 
 from __future__ import annotations
@@ -75,17 +76,22 @@ class Store:
 
 @dataclass
 class Table:
-    """A task's view of one table: pending writes over the store."""
+    """A task's view of one table: pending writes over sealed ones over the store."""
 
     name: str
     changelog: str
     store: Store
     shared: bool = False  # its changelog holds other tables too: keys carry the table's name
     pending: dict[bytes, bytes | None] = field(default_factory=dict)
+    # The writes of the transaction being committed: read through until its commit is
+    # decided, then stored (committed) or dropped (aborted, with the open one's).
+    sealed: dict[bytes, bytes | None] = field(default_factory=dict)
 
     def get(self, key: bytes) -> bytes | None:
         if key in self.pending:
             return self.pending[key]
+        if key in self.sealed:
+            return self.sealed[key]
         return self.store.get(key)
 
     def put(self, key: bytes, value: bytes | None) -> None:
@@ -95,12 +101,13 @@ class Table:
     def items(self, prefix: bytes = b"") -> list[tuple[bytes, bytes]]:
         """Every live (key, value) under `prefix`, pending writes included, by key."""
         merged = dict(self.store.items(prefix))
-        for key, value in self.pending.items():
-            if key.startswith(prefix):
-                if value is None:
-                    merged.pop(key, None)
-                else:
-                    merged[key] = value
+        for layer in (self.sealed, self.pending):
+            for key, value in layer.items():
+                if key.startswith(prefix):
+                    if value is None:
+                        merged.pop(key, None)
+                    else:
+                        merged[key] = value
         return sorted(merged.items())
 
 
@@ -153,16 +160,26 @@ class Task:
                     records.extend(t.pending.items())
         return out
 
-    def apply(self) -> None:
-        """After the commit: the pending writes into RocksDB."""
+    def seal(self) -> None:
+        """The open transaction goes to its commit: its writes become the sealed layer
+        (the one before it is decided by now), and the next transaction writes over it."""
         for t in self.tables.values():
+            assert not t.sealed, "a transaction sealed while the one before it is undecided"
             if t.pending:
-                t.store.write(t.pending)
-                t.pending = {}
+                t.sealed, t.pending = t.pending, {}
+
+    def apply(self) -> None:
+        """After the commit: the sealed writes into RocksDB."""
+        for t in self.tables.values():
+            if t.sealed:
+                t.store.write(t.sealed)
+                t.sealed = {}
 
     def discard(self) -> None:
+        """An abort: the sealed and the open transaction's writes go (the open one read the sealed)."""
         for t in self.tables.values():
             t.pending = {}
+            t.sealed = {}
 
     def close(self, remove: bool = True) -> None:
         """`remove`: a partition given up; else a stop, the files left for inspection

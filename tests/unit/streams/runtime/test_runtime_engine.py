@@ -3,12 +3,13 @@ transaction errors are retried and which exit, and when the loop waits and commi
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
-from hypothesis import given
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from streams.runtime import engine as engine_module
@@ -262,6 +263,7 @@ def test_an_abortable_commit_is_aborted_and_its_input_redone_from_where_it_began
     e._handle([FakeMessage("in-a", 0, 5), FakeMessage("in-a", 0, 6)])
     e._handle([FakeMessage("in-a", 0, 7)])
     e.commit()
+    e.settle()
     assert producer.calls[-1] == "abort_transaction" and exits == []
     assert e.consumer.seeks == [("in-a", 0, 5)]  # type: ignore[attr-defined]  # the transaction's first offset
     assert e.tasks[0].table("t").get(b"n") is None  # nothing of it reached RocksDB
@@ -269,8 +271,124 @@ def test_an_abortable_commit_is_aborted_and_its_input_redone_from_where_it_began
     # The redo: the same records again, over the committed state, commit once.
     e._handle([FakeMessage("in-a", 0, 5), FakeMessage("in-a", 0, 6), FakeMessage("in-a", 0, 7)])
     e.commit()
+    e.settle()
     assert e.tasks[0].table("t").get(b"n") == b"3"
     assert [v for t, v in producer.sent if t == "out"] == [b"v5", b"v6", b"v7"]  # each output once
+
+
+class GatedProducer(FakeProducer):
+    """Its commit waits for `gate`: a transaction in flight while the loop goes on."""
+
+    def __init__(self, fail: dict[str, list[KafkaError]] | None = None) -> None:
+        super().__init__(fail)
+        self.gate = threading.Event()
+
+    def commit_transaction(self, timeout: float) -> None:
+        assert self.gate.wait(10), "the test never opened the gate"
+        super().commit_transaction(timeout)
+
+
+def test_the_next_transaction_is_handled_while_one_commits_and_begins_at_the_producer_after_it(
+    tmp_path: Path, exits: list[str]
+) -> None:
+    producer = GatedProducer()
+    e = counting(tmp_path, producer)
+    counts = e.tasks[0].table("t")
+    e._handle([FakeMessage("in-a", 0, 5)])
+    e.commit()  # in flight until the gate opens
+    e._handle([FakeMessage("in-a", 0, 6)])
+    assert counts.get(b"n") == b"2" and counts.store.get(b"n") is None  # read through the sealed write
+    assert producer.calls.count("begin_transaction") == 1 and ("out", b"v6") not in producer.open  # its send waits
+    producer.gate.set()
+    e.settle()
+    assert counts.store.get(b"n") == b"1"  # the first, stored once committed; the second still pending
+    assert producer.calls[-2:] == ["begin_transaction", "produce"] and producer.open == [("out", b"v6")]
+    e.commit()
+    e.settle()
+    assert [v for t, v in producer.sent if t == "out"] == [b"v5", b"v6"] and counts.store.get(b"n") == b"2"
+    assert exits == []
+
+
+def test_a_failed_commit_aborts_the_transaction_handled_over_it_and_both_are_redone(
+    tmp_path: Path, exits: list[str]
+) -> None:
+    producer = GatedProducer({"commit_transaction": [KafkaError(KafkaError._STATE, "x", txn_requires_abort=True)]})
+    e = counting(tmp_path, producer)
+    e.tasks[1] = Task(1, e.tables, tmp_path / "1", e.send)
+    e._handle([FakeMessage("in-a", 0, 5)])
+    e.commit()
+    e._handle([FakeMessage("in-a", 0, 6), FakeMessage("in-a", 1, 2)])  # read the first's write
+    producer.gate.set()
+    e.settle()
+    assert producer.calls[-1] == "abort_transaction" and producer.calls.count("begin_transaction") == 1
+    assert sorted(e.consumer.seeks) == [("in-a", 0, 5), ("in-a", 1, 2)]  # type: ignore[attr-defined]
+    assert all(e.tasks[p].table("t").get(b"n") is None for p in (0, 1)) and not e._in_txn
+    e._handle([FakeMessage("in-a", 0, 5), FakeMessage("in-a", 0, 6), FakeMessage("in-a", 1, 2)])
+    e.commit()
+    e.settle()
+    assert sorted(v for t, v in producer.sent if t == "out") == [b"v2", b"v5", b"v6"] and exits == []
+    assert e.tasks[0].table("t").store.get(b"n") == b"2" and e.tasks[1].table("t").store.get(b"n") == b"1"
+
+
+class PlannedProducer(FakeProducer):
+    """Its n-th commit fails abortably if `plan[n]` says so."""
+
+    def __init__(self, plan: list[bool]) -> None:
+        super().__init__()
+        self.plan = plan
+
+    def commit_transaction(self, timeout: float) -> None:
+        if self.plan and self.plan.pop(0):
+            self.calls.append("commit_transaction")
+            raise KafkaException(KafkaError(KafkaError._STATE, "x", txn_requires_abort=True))
+        super().commit_transaction(timeout)
+
+
+class SeekingConsumer(FakeConsumer):
+    """One partition of `end` records, read from a position that a seek moves."""
+
+    def __init__(self, end: int) -> None:
+        super().__init__()
+        self.position, self.end = 0, end
+
+    def read(self, n: int) -> list[FakeMessage]:
+        batch = [FakeMessage("in-a", 0, o) for o in range(self.position, min(self.end, self.position + n))]
+        self.position += len(batch)
+        return batch
+
+    def seek(self, tp: TopicPartition) -> None:
+        super().seek(tp)
+        self.position = tp.offset
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    end=st.integers(1, 30),
+    steps=st.lists(st.tuples(st.integers(1, 4), st.booleans()), min_size=1, max_size=40),
+    plan=st.lists(st.booleans(), max_size=20),
+)
+def test_with_commits_in_flight_and_any_of_them_failing_each_record_takes_effect_once_in_order(
+    tmp_path: Path, exits: list[str], end: int, steps: list[tuple[int, bool]], plan: list[bool]
+) -> None:
+    assume("True, True, True, True" not in str(plan))  # past TXN_ABORTS_IN_ROW_MAX in a row the worker exits
+    producer = PlannedProducer(plan)
+    e = counting(tmp_path / f"{len(list(tmp_path.iterdir()))}", producer)
+    consumer = SeekingConsumer(end)
+    e.consumer = consumer  # type: ignore[assignment]
+    # The loop's order: settle what is decided, read, handle, maybe commit (the engine waits
+    # only at the next commit: here each commit leaves its transaction in flight).
+    for n, commit in steps + [(4, True)] * (2 * end + 2 * len(plan) + 2):
+        batch = consumer.read(n)
+        if batch:
+            e._handle(batch)  # type: ignore[arg-type]
+        if commit:
+            e.commit()
+        if consumer.position == end and not e._in_txn and e._flight is not None:
+            e.settle()
+        if consumer.position == end and not e._in_txn and e._flight is None:
+            break
+    assert [v for t, v in producer.sent if t == "out"] == [b"v%d" % o for o in range(end)]
+    assert e.tasks[0].table("t").store.get(b"n") == str(end).encode() and exits == []
 
 
 def test_a_tasks_changelog_records_go_in_one_batch_per_topic_to_its_partition_at_the_commit(
@@ -282,6 +400,7 @@ def test_a_tasks_changelog_records_go_in_one_batch_per_topic_to_its_partition_at
     e._handle([FakeMessage("in-a", 0, 5), FakeMessage("in-a", 0, 6), FakeMessage("in-a", 3, 9)])
     assert producer.batches == []  # table writes wait for the commit
     e.commit()
+    e.settle()
     assert sorted(producer.batches) == [("t-changelog", 0, 1), ("t-changelog", 3, 1)]  # a key's last value, once
     assert sorted(v for t, v in producer.sent if t == "t-changelog") == [b"1", b"2"]
     assert producer.calls[-1] == "commit_transaction" and exits == []
@@ -292,6 +411,7 @@ def test_a_refused_changelog_batch_aborts_the_transaction(tmp_path: Path, exits:
     e = counting(tmp_path, producer)
     e._handle([FakeMessage("in-a", 0, 5)])
     e.commit()
+    e.settle()
     assert producer.calls[-2:] == ["produce_batch", "abort_transaction"] and producer.sent == []
     assert e.consumer.seeks == [("in-a", 0, 5)] and e.tasks[0].table("t").get(b"n") is None  # type: ignore[attr-defined]
 
@@ -324,6 +444,7 @@ def test_a_zombie_exits_if_its_abort_is_fenced(tmp_path: Path, exits: list[str])
     e._handle([FakeMessage("in-a", 0, 5)])
     with pytest.raises(Exited):
         e.commit()
+        e.settle()
     assert "abort_transaction failed" in exits[0] and producer.sent == []
 
 
@@ -334,10 +455,12 @@ def test_aborts_in_a_row_end_in_a_restart(tmp_path: Path, exits: list[str]) -> N
     for _ in range(engine_module.TXN_ABORTS_IN_ROW_MAX):
         e._handle([FakeMessage("in-a", 0, 5)])
         e.commit()
+        e.settle()
     assert exits == []
     e._handle([FakeMessage("in-a", 0, 5)])
     with pytest.raises(Exited):
         e.commit()
+        e.settle()
     assert "aborted in a row" in exits[0]
 
 
@@ -500,6 +623,7 @@ def test_a_redone_transaction_holds_its_tasks_until_the_feeding_records_are_read
     # A registration and a create in one transaction, which aborts: both are redone.
     e._handle([FakeMessage("in-f", 0, 4), FakeMessage("in-r", 0, 7), FakeMessage("in-r", 1, 3)])
     e.commit()
+    e.settle()
     assert sorted(fake.seeks) == [("in-f", 0, 4), ("in-r", 0, 7), ("in-r", 1, 3)]
     assert fake.paused == [("in-r", 0)]  # partition 1's task read no feeding record: not held
     assert e._catch_up is not None and e._catch_up.waiting_for() == {("in-f", 0): 5}

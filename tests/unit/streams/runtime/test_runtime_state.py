@@ -24,12 +24,39 @@ def test_a_pending_write_is_read_back_but_reaches_rocksdb_only_when_applied(tmp_
     table = t.table("payments")
     table.put(b"k", b"v1")
     assert table.get(b"k") == b"v1" and table.store.get(b"k") is None
+    t.seal()
     t.apply()
     assert table.store.get(b"k") == b"v1" and table.pending == {}
     table.put(b"k", None)  # a delete hides the stored value until applied
     assert table.get(b"k") is None and table.store.get(b"k") == b"v1"
     t.discard()  # an aborted transaction: the store is as committed
     assert table.get(b"k") == b"v1"
+
+
+def test_the_next_transaction_reads_through_the_sealed_writes_until_they_are_applied_or_dropped(
+    tmp_path: Path,
+) -> None:
+    t, _ = task(tmp_path)
+    table = t.table("payments")
+    for k in (b"1/a", b"1/b"):
+        table.put(k, b"stored")
+    t.seal()
+    t.apply()
+    table.put(b"1/a", b"sealed")
+    table.put(b"1/b", None)
+    t.seal()  # the transaction in flight
+    assert table.pending == {} and t.changelog_records() == {}  # the next one's changelog starts empty
+    table.put(b"1/c", b"open")
+    assert table.get(b"1/a") == b"sealed" and table.get(b"1/b") is None and table.get(b"1/c") == b"open"
+    assert table.items(b"1/") == [(b"1/a", b"sealed"), (b"1/c", b"open")]
+    with pytest.raises(AssertionError, match="undecided"):
+        t.seal()  # one transaction in flight at most
+    t.discard()  # it aborted: the open one, which read it, goes too
+    assert table.items(b"1/") == [(b"1/a", b"stored"), (b"1/b", b"stored")]
+    table.put(b"1/a", b"again")
+    t.seal()
+    t.apply()
+    assert table.store.get(b"1/a") == b"again" and table.sealed == {}
 
 
 def test_the_changelog_gets_the_last_value_of_each_key_on_the_tasks_partition(tmp_path: Path) -> None:
@@ -45,6 +72,7 @@ def test_items_merge_pending_writes_by_prefix_in_key_order(tmp_path: Path) -> No
     table = t.table("payments")
     for k in (b"1/a", b"1/c", b"2/a"):
         table.put(k, b"old")
+    t.seal()
     t.apply()
     table.put(b"1/b", b"new")
     table.put(b"1/c", None)
@@ -60,6 +88,7 @@ def test_a_send_without_a_partition_goes_to_the_tasks_partition(tmp_path: Path) 
 def test_a_new_task_starts_empty_even_over_a_leftover_store(tmp_path: Path) -> None:
     t, _ = task(tmp_path)
     t.table("payments").put(b"k", b"v")
+    t.seal()
     t.apply()
     for table in t.tables.values():
         table.store.db.close()  # a crash: the files stay behind
@@ -89,6 +118,7 @@ def test_applied_transactions_equal_a_dict_replayed_from_the_changelog(tmp_path:
                 replayed.pop(key, None)
             else:
                 replayed[key] = value
+        t.seal()
         t.apply()
         assert dict(table.store.items()) == replayed
     t.close()
