@@ -445,10 +445,6 @@ class Engine:
             "commit_transaction", lambda timeout_s: self.producer.commit_transaction(timeout_s), in_transaction=True
         )
 
-    def settle(self) -> None:
-        """Wait until the transaction in flight is decided: applied, or aborted and redone."""
-        self._settle()
-
     def _settle(self, *, wait: bool = True, replay: bool = True) -> None:
         """The transaction in flight, if decided (or waited for): committed, its writes go
         to RocksDB and the open transaction begins at the producer; failed, it is aborted

@@ -263,7 +263,7 @@ def test_an_abortable_commit_is_aborted_and_its_input_redone_from_where_it_began
     e._handle([FakeMessage("in-a", 0, 5), FakeMessage("in-a", 0, 6)])
     e._handle([FakeMessage("in-a", 0, 7)])
     e.commit()
-    e.settle()
+    e._settle()
     assert producer.calls[-1] == "abort_transaction" and exits == []
     assert e.consumer.seeks == [("in-a", 0, 5)]  # type: ignore[attr-defined]  # the transaction's first offset
     assert e.tasks[0].table("t").get(b"n") is None  # nothing of it reached RocksDB
@@ -271,7 +271,7 @@ def test_an_abortable_commit_is_aborted_and_its_input_redone_from_where_it_began
     # The redo: the same records again, over the committed state, commit once.
     e._handle([FakeMessage("in-a", 0, 5), FakeMessage("in-a", 0, 6), FakeMessage("in-a", 0, 7)])
     e.commit()
-    e.settle()
+    e._settle()
     assert e.tasks[0].table("t").get(b"n") == b"3"
     assert [v for t, v in producer.sent if t == "out"] == [b"v5", b"v6", b"v7"]  # each output once
 
@@ -300,11 +300,11 @@ def test_the_next_transaction_is_handled_while_one_commits_and_begins_at_the_pro
     assert counts.get(b"n") == b"2" and counts.store.get(b"n") is None  # read through the sealed write
     assert producer.calls.count("begin_transaction") == 1 and ("out", b"v6") not in producer.open  # its send waits
     producer.gate.set()
-    e.settle()
+    e._settle()
     assert counts.store.get(b"n") == b"1"  # the first, stored once committed; the second still pending
     assert producer.calls[-2:] == ["begin_transaction", "produce"] and producer.open == [("out", b"v6")]
     e.commit()
-    e.settle()
+    e._settle()
     assert [v for t, v in producer.sent if t == "out"] == [b"v5", b"v6"] and counts.store.get(b"n") == b"2"
     assert exits == []
 
@@ -319,13 +319,13 @@ def test_a_failed_commit_aborts_the_transaction_handled_over_it_and_both_are_red
     e.commit()
     e._handle([FakeMessage("in-a", 0, 6), FakeMessage("in-a", 1, 2)])  # read the first's write
     producer.gate.set()
-    e.settle()
+    e._settle()
     assert producer.calls[-1] == "abort_transaction" and producer.calls.count("begin_transaction") == 1
     assert sorted(e.consumer.seeks) == [("in-a", 0, 5), ("in-a", 1, 2)]  # type: ignore[attr-defined]
     assert all(e.tasks[p].table("t").get(b"n") is None for p in (0, 1)) and not e._in_txn
     e._handle([FakeMessage("in-a", 0, 5), FakeMessage("in-a", 0, 6), FakeMessage("in-a", 1, 2)])
     e.commit()
-    e.settle()
+    e._settle()
     assert sorted(v for t, v in producer.sent if t == "out") == [b"v2", b"v5", b"v6"] and exits == []
     assert e.tasks[0].table("t").store.get(b"n") == b"2" and e.tasks[1].table("t").store.get(b"n") == b"1"
 
@@ -384,7 +384,7 @@ def test_with_commits_in_flight_and_any_of_them_failing_each_record_takes_effect
         if commit:
             e.commit()
         if consumer.position == end and not e._in_txn and e._flight is not None:
-            e.settle()
+            e._settle()
         if consumer.position == end and not e._in_txn and e._flight is None:
             break
     assert [v for t, v in producer.sent if t == "out"] == [b"v%d" % o for o in range(end)]
@@ -400,7 +400,7 @@ def test_a_tasks_changelog_records_go_in_one_batch_per_topic_to_its_partition_at
     e._handle([FakeMessage("in-a", 0, 5), FakeMessage("in-a", 0, 6), FakeMessage("in-a", 3, 9)])
     assert producer.batches == []  # table writes wait for the commit
     e.commit()
-    e.settle()
+    e._settle()
     assert sorted(producer.batches) == [("t-changelog", 0, 1), ("t-changelog", 3, 1)]  # a key's last value, once
     assert sorted(v for t, v in producer.sent if t == "t-changelog") == [b"1", b"2"]
     assert producer.calls[-1] == "commit_transaction" and exits == []
@@ -411,7 +411,7 @@ def test_a_refused_changelog_batch_aborts_the_transaction(tmp_path: Path, exits:
     e = counting(tmp_path, producer)
     e._handle([FakeMessage("in-a", 0, 5)])
     e.commit()
-    e.settle()
+    e._settle()
     assert producer.calls[-2:] == ["produce_batch", "abort_transaction"] and producer.sent == []
     assert e.consumer.seeks == [("in-a", 0, 5)] and e.tasks[0].table("t").get(b"n") is None  # type: ignore[attr-defined]
 
@@ -444,7 +444,7 @@ def test_a_zombie_exits_if_its_abort_is_fenced(tmp_path: Path, exits: list[str])
     e._handle([FakeMessage("in-a", 0, 5)])
     with pytest.raises(Exited):
         e.commit()
-        e.settle()
+        e._settle()
     assert "abort_transaction failed" in exits[0] and producer.sent == []
 
 
@@ -455,12 +455,12 @@ def test_aborts_in_a_row_end_in_a_restart(tmp_path: Path, exits: list[str]) -> N
     for _ in range(engine_module.TXN_ABORTS_IN_ROW_MAX):
         e._handle([FakeMessage("in-a", 0, 5)])
         e.commit()
-        e.settle()
+        e._settle()
     assert exits == []
     e._handle([FakeMessage("in-a", 0, 5)])
     with pytest.raises(Exited):
         e.commit()
-        e.settle()
+        e._settle()
     assert "aborted in a row" in exits[0]
 
 
@@ -623,7 +623,7 @@ def test_a_redone_transaction_holds_its_tasks_until_the_feeding_records_are_read
     # A registration and a create in one transaction, which aborts: both are redone.
     e._handle([FakeMessage("in-f", 0, 4), FakeMessage("in-r", 0, 7), FakeMessage("in-r", 1, 3)])
     e.commit()
-    e.settle()
+    e._settle()
     assert sorted(fake.seeks) == [("in-f", 0, 4), ("in-r", 0, 7), ("in-r", 1, 3)]
     assert fake.paused == [("in-r", 0)]  # partition 1's task read no feeding record: not held
     assert e._catch_up is not None and e._catch_up.waiting_for() == {("in-f", 0): 5}
