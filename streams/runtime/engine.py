@@ -20,6 +20,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from connectors.kafka.clients import consume_available, produce_batch_waiting, produce_waiting
 from streams import metrics
+from streams.runtime.callwatch import CallWatch
 from streams.runtime.catchup import CatchUp
 from streams.runtime.messages import ORIGIN_HEADER, Message, Record, exit_for_restart, origin_of
 from streams.runtime.restore import high_watermarks, restore
@@ -169,7 +170,8 @@ class Engine:
         self._rank = {s.source: i for i, s in enumerate(stages)}
         self.tables = dict(tables)
         self.periodic = list(periodic)
-        self.watchers = list(watchers)  # daemon threads started with the loop (lag and stall watch)
+        self._call_watch = CallWatch()  # exits the worker if a transactional call outlives its timeout
+        self.watchers = [*watchers, self._call_watch]  # daemon threads started with the loop (lag and stall watch)
         self._next_run = [0.0] * len(self.periodic)
         self.tasks: dict[int, Task] = {}
         self.ready = False  # tables restored and partitions assigned
@@ -506,7 +508,9 @@ class Engine:
         while True:
             attempt += 1
             try:
-                call(max(0.1, deadline - time.monotonic()))
+                timeout_s = max(0.1, deadline - time.monotonic())
+                with self._call_watch.watching(name, timeout_s):
+                    call(timeout_s)
                 return True
             except KafkaException as e:
                 err = e.args[0]
