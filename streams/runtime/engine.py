@@ -266,6 +266,10 @@ class Engine:
                 or sum(t.pending_keys() for t in self.tasks.values()) >= PENDING_KEYS_MAX,
             ):
                 self.commit()
+                if handled == 0:
+                    # Idle: nothing to handle meanwhile, so the commit is decided at once, as
+                    # before it left the loop (left in flight, 100/s measured ~40 ms slower at p50).
+                    self._settle()
             self.producer.poll(0)  # serves the producer's log lines
             self._run_periodic()
         log.info("stopping: committing and leaving the group")
