@@ -3,14 +3,12 @@ timeout and the grace exits the worker; one that returns, or fails, disarms it."
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.runtime import callwatch as callwatch_module
 from streams.runtime.callwatch import CallWatch
+from tests.unit.streams.runtime.runtime_support import WatchExits
 
 seconds = st.floats(min_value=0.0, max_value=1e6, allow_nan=False)
 
@@ -42,18 +40,10 @@ def test_nothing_armed_is_never_overdue() -> None:
     assert CallWatch().overdue(float("inf")) is None
 
 
-def test_the_watch_thread_exits_the_worker_while_a_call_hangs(monkeypatch: pytest.MonkeyPatch) -> None:
-    exited = threading.Event()
-    why: list[str] = []
-
-    def exit_for_restart(reason: str) -> None:
-        why.append(reason)
-        exited.set()
-
-    monkeypatch.setattr(callwatch_module, "exit_for_restart", exit_for_restart)
+def test_the_watch_thread_exits_the_worker_while_a_call_hangs(watch_exits: WatchExits) -> None:
     watch = CallWatch(grace_s=0.0, check_s=0.01)
     watch.start()
     with watch.watching("send_offsets_to_transaction", 0.05):
         # The hung call: it returns only once the watch has acted (or the bound says it never did).
-        assert exited.wait(10.0)
-    assert why[0].startswith("send_offsets_to_transaction has not returned")
+        assert watch_exits.exited.wait(10.0)
+    assert watch_exits.why[0].startswith("send_offsets_to_transaction has not returned")

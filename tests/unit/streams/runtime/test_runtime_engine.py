@@ -13,7 +13,6 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from streams.runtime import callwatch as callwatch_module
 from streams.runtime import engine as engine_module
 from streams.runtime.callwatch import CallWatch
 from streams.runtime.catchup import CatchUp
@@ -21,6 +20,7 @@ from streams.runtime.engine import IDLE_POLL_S, Engine, EngineConfig, Stage, com
 from streams.runtime.messages import Record
 from streams.runtime.state import Task
 from streams.runtime.txn import RetryLimits
+from tests.unit.streams.runtime.runtime_support import WatchExits
 
 
 class FakeMessage:
@@ -186,27 +186,17 @@ def test_a_retriable_error_past_the_attempt_bound_exits(tmp_path: Path, exits: l
     assert len(calls) == 3
 
 
-def test_a_transactional_call_that_never_returns_exits_for_a_restart(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_transactional_call_that_never_returns_exits_for_a_restart(tmp_path: Path, watch_exits: WatchExits) -> None:
     # librdkafka #5456, #5511: after a broker restart send_offsets_to_transaction can
     # block past its timeout for good; the worker's bound on the call holds all the same.
-    exited = threading.Event()
-    why: list[str] = []
-
-    def exit_for_restart(reason: str) -> None:
-        why.append(reason)
-        exited.set()
-
-    monkeypatch.setattr(callwatch_module, "exit_for_restart", exit_for_restart)
     e = engine(tmp_path, [])
     assert e._call_watch in e.watchers  # started with the loop
     e.config = replace(e.config, transaction_retry_ms=50)
     e._call_watch = CallWatch(grace_s=0.0, check_s=0.01)
     e._call_watch.start()
-    hung = lambda timeout_s: exited.wait(10.0)  # returns only once the watch has acted  # noqa: E731
+    hung = lambda timeout_s: watch_exits.exited.wait(10.0)  # returns only once the watch has acted  # noqa: E731
     e._txn("send_offsets_to_transaction", hung, in_transaction=True)
-    assert why and why[0].startswith("send_offsets_to_transaction has not returned")
+    assert watch_exits.why and watch_exits.why[0].startswith("send_offsets_to_transaction has not returned")
 
 
 class FakeProducer:
