@@ -519,7 +519,7 @@ def test_the_kept_tables_are_exactly_the_declared_ones(tmp_path: Path) -> None:
 # Each hop's records are visible to the next stage only once its transaction commits, so a
 # record must never sit in an open transaction waiting on the loop itself: a poll that
 # outlasts the idle deadline, or an idle transaction left for the interval (or a timer).
-# A create crosses four hops: such a wait is paid four times (docs/performance.md, Latency).
+# A create crosses three hops: such a wait is paid three times (docs/decisions.md, Hop budget).
 @given(
     idle_ms=st.integers(0, 1_000),
     extra_ms=st.integers(0, 29_000),
