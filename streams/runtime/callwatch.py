@@ -42,7 +42,6 @@ class CallWatch(threading.Thread):
         assert grace_s >= 0 and check_s > 0
         self.grace_s, self.check_s = grace_s, check_s
         self._armed: tuple[str, float, float] | None = None  # name, called at, overdue at; swapped whole
-        self._wake = threading.Event()  # never set: its wait is the check interval
 
     @contextmanager
     def watching(self, name: str, timeout_s: float) -> Iterator[None]:
@@ -63,7 +62,8 @@ class CallWatch(threading.Thread):
         return f"{name} has not returned {now_s - called_s:.1f}s after it was called (a librdkafka hang)"
 
     def run(self) -> None:
-        while not self._wake.wait(self.check_s):
+        while True:
+            time.sleep(self.check_s)
             why = self.overdue(time.monotonic())
             if why is not None:
                 exit_for_restart(why)

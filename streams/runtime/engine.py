@@ -265,17 +265,13 @@ class Engine:
                 over_bounds=self._txn_records >= self.config.commit_records_max
                 or sum(t.pending_keys() for t in self.tasks.values()) >= PENDING_KEYS_MAX,
             ):
-                self.commit()
-                if handled == 0:
-                    # Idle: nothing to handle meanwhile, so the commit is decided at once, as
-                    # before it left the loop (left in flight, 100/s measured ~40 ms slower at p50).
-                    self._settle()
+                # Idle: nothing to handle meanwhile, so the commit is decided at once, as
+                # before it left the loop (left in flight, 100/s measured ~40 ms slower at p50).
+                self.commit(wait=handled == 0)
             self.producer.poll(0)  # serves the producer's log lines
             self._run_periodic()
         log.info("stopping: committing and leaving the group")
-        self._settle(replay=False)
-        self.commit(replay=False)
-        self._settle(replay=False)
+        self.commit(replay=False, wait=True)
         self._committer.shutdown()
         self.consumer.close()  # revokes (nothing left to commit) and leaves the group at once
         for task in self.tasks.values():
@@ -377,8 +373,6 @@ class Engine:
         """An output record into the open transaction, with the origin header; while the
         transaction before it commits, kept until this one begins at the producer."""
         assert self._in_txn, "a send outside a transaction"
-        if self._must_abort:
-            return  # the transaction is lost already; its input is redone after the abort
         partition = source_partition if record.partition is None else record.partition
         headers = [(ORIGIN_HEADER, str(origin_ms).encode())]
         if not self._begun:
@@ -388,7 +382,7 @@ class Engine:
 
     def _produce(self, record: Record, partition: int, headers: list[tuple[str, bytes]]) -> None:
         if self._must_abort:
-            return
+            return  # the transaction is lost already; its input is redone after the abort
         try:
             produce_waiting(
                 self.producer, record.topic, value=record.value, key=record.key, partition=partition, headers=headers
@@ -414,11 +408,12 @@ class Engine:
 
     # -- committing ----------------------------------------------------------------
 
-    def commit(self, replay: bool = True) -> None:
+    def commit(self, replay: bool = True, wait: bool = False) -> None:
         """Hand the open transaction to the committer thread: its changelogs now, then
         its offsets and the commit there, while this thread handles the next batch into
-        a transaction that begins at the producer once this one is decided (`_settle`).
-        The one before it is decided first: one transaction in flight at most."""
+        a transaction that begins at the producer once this one is decided (`_settle`;
+        with `wait`, before returning). The one before it is decided first: one
+        transaction in flight at most."""
         self._settle(replay=replay)
         if not self._in_txn:
             return
@@ -435,10 +430,11 @@ class Engine:
         for task in self.tasks.values():
             task.seal()
         committed = self._committer.submit(self._commit_offsets_and_transaction, offsets, metadata)
-        self._flight = Flight(dict(self._offsets), dict(self._replay_from), replay, started, committed)
-        self._offsets.clear()
-        self._replay_from.clear()
+        self._flight = Flight(self._offsets, self._replay_from, replay, started, committed)
+        self._offsets, self._replay_from = {}, {}
         self._in_txn = self._begun = False
+        if wait:
+            self._settle(replay=replay)
 
     def _commit_offsets_and_transaction(self, offsets: list[TopicPartition], metadata: Any) -> bool:
         """On the committer thread (librdkafka's calls block it, not the loop)."""
@@ -471,7 +467,6 @@ class Engine:
         # The aborted transaction's producer state is the flight's: the open one never began.
         self._offsets = {**flight.offsets, **self._offsets}  # the furthest read, per partition
         self._replay_from = {**self._replay_from, **flight.replay_from}  # the first
-        self._deferred.clear()
         self._abort("the transaction failed", flight.replay and replay)
 
     def _abort(self, why: str, replay: bool = True) -> None:
@@ -542,9 +537,7 @@ class Engine:
         """Commit before giving partitions up (eager: every partition is revoked)."""
         self.ready = False
         self._owned = frozenset()
-        self._settle(replay=False)
-        self.commit(replay=False)
-        self._settle(replay=False)
+        self.commit(replay=False, wait=True)
         if self._catch_up is not None:  # what stays paused past a revocation would stay paused after it
             consumer.resume([TopicPartition(t, p) for t, p in self._catch_up.held()])
             self._catch_up = None
