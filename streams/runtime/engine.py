@@ -171,7 +171,7 @@ class Engine:
         self.tables = dict(tables)
         self.periodic = list(periodic)
         self._call_watch = CallWatch()  # exits the worker if a transactional call outlives its timeout
-        self.watchers = [*watchers, self._call_watch]  # daemon threads started with the loop (lag and stall watch)
+        self.watchers = list(watchers)  # daemon threads started with the loop (lag and stall watch)
         self._next_run = [0.0] * len(self.periodic)
         self.tasks: dict[int, Task] = {}
         self.ready = False  # tables restored and partitions assigned
@@ -240,6 +240,7 @@ class Engine:
         """Until SIGTERM or SIGINT; then commit, leave the group and return."""
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
+        self._call_watch.start()  # init_transactions is watched too: a restarted broker can hang it as well
         # Fences an earlier incarnation and aborts its open transaction.
         self._txn("init_transactions", self.producer.init_transactions)
         for watcher in self.watchers:

@@ -186,11 +186,36 @@ def test_a_retriable_error_past_the_attempt_bound_exits(tmp_path: Path, exits: l
     assert len(calls) == 3
 
 
+class HungInit:
+    """A producer whose init_transactions returns only once the call watch has acted."""
+
+    def __init__(self, exits: WatchExits) -> None:
+        self.exits = exits
+
+    def init_transactions(self, timeout_s: float) -> None:
+        self.exits.exited.wait(10.0)
+        raise Exited("the worker is gone by now: nothing past the call runs")
+
+
+def test_init_transactions_is_watched_from_the_start(
+    tmp_path: Path, watch_exits: WatchExits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The watch runs before the first transactional call of a start: after a broker
+    # restart, init_transactions can hang on the coordinator as the others can.
+    e = engine(tmp_path, [])
+    e.config = replace(e.config, transaction_retry_ms=50)
+    e._call_watch = CallWatch(grace_s=0.0, check_s=0.01)
+    e.producer = HungInit(watch_exits)  # type: ignore[assignment]
+    monkeypatch.setattr(engine_module.signal, "signal", lambda *_: None)  # pytest keeps its ^C
+    with pytest.raises(Exited):
+        e.run()
+    assert watch_exits.why and watch_exits.why[0].startswith("init_transactions has not returned")
+
+
 def test_a_transactional_call_that_never_returns_exits_for_a_restart(tmp_path: Path, watch_exits: WatchExits) -> None:
     # librdkafka #5456, #5511: after a broker restart send_offsets_to_transaction can
     # block past its timeout for good; the worker's bound on the call holds all the same.
     e = engine(tmp_path, [])
-    assert e._call_watch in e.watchers  # started with the loop
     e.config = replace(e.config, transaction_retry_ms=50)
     e._call_watch = CallWatch(grace_s=0.0, check_s=0.01)
     e._call_watch.start()
