@@ -222,6 +222,7 @@ def case_id(rule: str, subject_kind: str, subject_id: str, currency: str | None,
 
 # A volume bucket: [index, captured_minor, captures, refunded_minor, refunds]
 Bucket = list[int]
+STORED_SUM_MAX = 2**64 - 1  # the largest integer state_json writes
 
 
 @dataclass
@@ -370,6 +371,10 @@ def _count(rs: RuleState, rule: str, a: Activity, evidence: Evidence, t: Thresho
     else:
         slot[3] += a.amount_minor
         slot[4] += 1
+    # The state is stored as JSON of 64-bit numbers at most (schemas.state): a sum past them is refused
+    # here, with the activity that makes it, not when the state is written (at the stage's batch end).
+    if slot[1] > STORED_SUM_MAX or slot[3] > STORED_SUM_MAX:
+        raise MonitoringError("invalid_amount", f"a {a.currency} bucket's volume past {STORED_SUM_MAX}")
     keep = _bounded_currencies({c: bs[-1][0] for c, bs in buckets.items()}, a.currency, t.currencies_max)
     items = _latest_per_currency(rs.items + [evidence], a.currency, t.evidence_max)
     return RuleState(

@@ -14,7 +14,8 @@ entries are:
      subject's window state (streams/domain/monitoring.py), and the cases it opens go to
      monitoring-cases in the same transaction. An idle subject's state is swept once the
      partition's event time is past its last activity by the retention (forget timers,
-     bounded per message as in the other stages).
+     bounded per message as in the other stages). The states a batch changes are kept
+     as values (`Subjects`) and written once, at the batch's end.
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ DEVICE_ID_MAX_CHARS = 200  # longer is not a device id we keep state for
 APPLIED_MARK = b"1"
 
 # Subjects' window states by their stored bytes: a merchant's state (its latest evidence
-# per rule and currency) is read and written at every one of its captures, so each state
-# written is kept beside its bytes and the next activity parses nothing. `observe` never
+# per rule and currency) is read at every one of its captures, so each state written is
+# kept beside its bytes and the next batch's first activity of it parses nothing. `observe` never
 # mutates the state it is given (it copies what it changes), so a kept state is shared safely.
 # Full, at the demo's mix: ~5 MB of bytes (states of ~5 KB: each evidence stored once per subject) and the
 # parsed states (their rules share the Evidence objects).
@@ -162,11 +163,40 @@ def mark_key(partition: int, activity_id: str) -> bytes:
     return f"{partition}/a/{activity_id}".encode()
 
 
+class Subjects:
+    """The subject states one batch has changed (None: deleted), by state key. A merchant
+    sees hundreds of activities a batch and its state is ~5 KB: serialized at each, that
+    was a fifth of the stage's CPU, and only a transaction's last value of a key is stored (the
+    table and its changelog keep one per key and transaction). So `handle` reads and
+    changes the states here, and `writes` gives each once, at the batch's end."""
+
+    def __init__(self) -> None:
+        self.states: dict[bytes, SubjectState | None] = {}
+
+    def state(self, key: bytes, get: Get) -> SubjectState | None:
+        if key in self.states:
+            return self.states[key]
+        raw = get(key)
+        return _subject_states.get(raw) if raw is not None else None
+
+    def writes(self) -> list[tuple[bytes, bytes | None]]:
+        """Each changed state's bytes (kept beside them for the next batch); the batch starts afresh."""
+        out: list[tuple[bytes, bytes | None]] = []
+        for key, state in self.states.items():
+            written = None
+            if state is not None:
+                written = state.to_bytes()
+                _subject_states.remember(written, state)
+            out.append((key, written))
+        self.states = {}
+        return out
+
+
 @dataclass
 class Effects:
     skipped: bool = False  # applied before (a redelivery): nothing to write or send
     refused: MonitoringError | None = None  # not a usable activity: dead-letter it
-    writes: list[tuple[bytes, bytes | None]] = field(default_factory=list)
+    writes: list[tuple[bytes, bytes | None]] = field(default_factory=list)  # the states' are in `Subjects`
     cases: list[MonitoringCase] = field(default_factory=list)
     fired: list[Timer] = field(default_factory=list)
 
@@ -177,6 +207,7 @@ def handle(
     record_ts_ms: int,
     get: Get,
     thresholds: Thresholds,
+    subjects: Subjects,
     sweep_max: int = SWEEP_MAX,
 ) -> Effects:
     try:
@@ -187,13 +218,10 @@ def handle(
     if get(mark) is not None:
         return Effects(skipped=True)
     key = state_key(partition, subject_key(activity.subject_kind, activity.subject_id))
-    raw = get(key)
-    state, cases = observe(_subject_states.get(raw) if raw is not None else None, activity, thresholds)
-    written = None
-    if state is not None:
-        written = state.to_bytes()
-        _subject_states.remember(written, state)
-    writes: dict[bytes, bytes | None] = {key: written, mark: APPLIED_MARK}
+    state, cases = observe(subjects.state(key, get), activity, thresholds)
+    # Into `subjects` only once nothing more can raise: a record parked by a bug changes nothing.
+    states: dict[bytes, SubjectState | None] = {key: state}
+    writes: dict[bytes, bytes | None] = {mark: APPLIED_MARK}
 
     timers = TimerStore(get, partition, PAGE_MAX_BYTES)
     due_ms = activity.at_ms + thresholds.retention_ms  # one delay for every forget timer: the queue stays in order
@@ -205,12 +233,14 @@ def handle(
     for timer in timers.pop_due("forget", watermark_ms, sweep_max):
         out.fired.append(timer)
         ref = timer.ref.encode()
-        current = writes[ref] if ref in writes else get(ref)
-        # A mark goes; a subject's state only if nothing came since (its later activity pushed a later timer).
-        if current is not None and (
-            ref.startswith(f"{partition}/a/".encode())
-            or expired(_subject_states.get(current), watermark_ms, thresholds)
-        ):
-            writes[ref] = None
+        if ref.startswith(f"{partition}/a/".encode()):  # a mark goes
+            if (writes[ref] if ref in writes else get(ref)) is not None:
+                writes[ref] = None
+            continue
+        # A subject's state only if nothing came since (its later activity pushed a later timer).
+        current = states[ref] if ref in states else subjects.state(ref, get)
+        if current is not None and expired(current, watermark_ms, thresholds):
+            states[ref] = None
     out.writes = [*writes.items(), *timers.pending.items()]
+    subjects.states.update(states)
     return out

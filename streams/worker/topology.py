@@ -478,6 +478,7 @@ def build_worker(settings: Settings) -> Engine:
     def monitoring_batch(batch: list[Message], task: Task) -> None:
         """Each subject's activity into its window state; the cases it opens to monitoring-cases (by case id)."""
         table = task.table(MONITORING)
+        subjects = monitoring_stage.Subjects()  # the states changed, written once at the end
         for m in batch:
             record = decode_or_dlq(task, m, "monitoring", ACTIVITY_CODEC)
             if record is None:
@@ -486,7 +487,9 @@ def build_worker(settings: Settings) -> Engine:
                 task,
                 m,
                 "monitoring",
-                lambda: monitoring_stage.handle(record, m.partition, m.timestamp_ms, table.get, thresholds, sweep_max),
+                lambda: monitoring_stage.handle(
+                    record, m.partition, m.timestamp_ms, table.get, thresholds, subjects, sweep_max
+                ),
             )
             if effects is None:
                 continue
@@ -514,6 +517,8 @@ def build_worker(settings: Settings) -> Engine:
             for timer in effects.fired:
                 metrics.child(metrics.TIMERS_FIRED, f"monitoring-{timer.kind}").inc()
             observe_latency("monitoring", m)
+        for k, v in subjects.writes():
+            table.put(k, v)
 
     def risk_batch(batch: list[Message], task: Task) -> None:
         table = task.table(RISK)

@@ -176,6 +176,14 @@ def test_state_round_trips_and_an_idle_subject_expires() -> None:
     assert not mon.expired(state, T0 + T.retention_ms - 1, T) and mon.expired(state, T0 + T.retention_ms, T)
 
 
+def test_a_volume_past_what_the_state_can_store_is_refused_with_its_activity() -> None:
+    big = mon.STORED_SUM_MAX // 2 + 1  # each storable, two past 64 bits
+    state, _ = observe(None, act(CAPTURE, "m_1", big, T0, subject_kind="merchant"), T)
+    assert state is not None and SubjectState.from_bytes(state.to_bytes()) == state
+    with pytest.raises(MonitoringError, match="invalid_amount"):
+        observe(state, act(CAPTURE, "m_1", big, T0 + 1, subject_kind="merchant"), T)
+
+
 def test_unusable_activities_and_thresholds_are_refused() -> None:
     with pytest.raises(MonitoringError, match="invalid_kind"):
         act("attempt", "tok_a", 1, T0)

@@ -15,7 +15,7 @@ from schemas.partitioning import partition_for
 from schemas.times import from_ms
 from streams.domain.monitoring import HOUR_MS, Thresholds
 from streams.stages import monitoring as monitoring_stage
-from streams.stages.monitoring import activities, case_record, handle, mark_key, state_key, subject_key
+from streams.stages.monitoring import Subjects, activities, case_record, handle, mark_key, state_key, subject_key
 
 ACTIVITY, CASE = Codec("MonitoringActivity"), Codec("MonitoringCase")
 AT = datetime(2026, 12, 6, 12, tzinfo=UTC)
@@ -100,15 +100,22 @@ class Partitions:
         self.t = t
         self.cases: list[dict[str, Any]] = []
 
-    def send(self, key: bytes, activity: dict[str, Any]) -> Any:
-        record = ACTIVITY.decode(ACTIVITY.encode(activity))  # as on the topic
-        ts_ms = int(record["occurred_at"].timestamp() * 1000)
-        effects = handle(record, partition_for(key, PARTITIONS), ts_ms, self.table.get, self.t)
-        for k, v in effects.writes:
+    def write(self, writes: list[tuple[bytes, bytes | None]]) -> None:
+        for k, v in writes:
             if v is None:
                 self.table.pop(k, None)
             else:
                 self.table[k] = v
+
+    def send(self, key: bytes, activity: dict[str, Any], batch: Subjects | None = None) -> Any:
+        """Into `batch` (its states written by the caller at its end), else a batch of its own."""
+        record = ACTIVITY.decode(ACTIVITY.encode(activity))  # as on the topic
+        ts_ms = int(record["occurred_at"].timestamp() * 1000)
+        subjects = Subjects() if batch is None else batch
+        effects = handle(record, partition_for(key, PARTITIONS), ts_ms, self.table.get, self.t, subjects)
+        self.write(effects.writes)
+        if batch is None:
+            self.write(subjects.writes())
         self.cases += [CASE.decode(CASE.encode(case_record(c), check=True)) for c in effects.cases]
         return effects
 
@@ -248,3 +255,40 @@ def test_a_kept_state_gives_what_parsing_its_bytes_gives(steps: list[tuple[str, 
             monitoring_stage._subject_states.clear()
             parsed.send(key, a)
     assert parsed.table == kept.table and parsed.cases == kept.cases
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["tok_1", "tok_2", "tok_3"]),
+            st.sampled_from(["m_1", "m_2"]),
+            st.sampled_from(["captured", "refunded"]),
+            st.integers(8_000, 10_000),
+            st.integers(0, 30 * 24 * HOUR_MS),  # past the retention now and then: swept states too
+            st.booleans(),  # the batch ends after this payment
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_states_written_at_the_batch_end_give_what_writing_each_gives(
+    steps: list[tuple[str, str, str, int, int, bool]],
+) -> None:
+    """A batch's states written once at its end: the same table and cases as a batch a record."""
+    each, batched = Partitions(SMALL), Partitions(SMALL)
+    batch = Subjects()
+    clock = AT
+    for i, (card, merchant, kind, amount, gap_ms, ends) in enumerate(steps):
+        clock += timedelta(milliseconds=gap_ms)
+        pid = f"pay_{i}"
+        for key, a in activities(
+            {"kind": "capture", "payment_id": pid},
+            [event(kind, amount, pid=pid, card=card, at=clock, merchant=merchant)],
+        ):
+            each.send(key, a)
+            batched.send(key, a, batch)
+        if ends:
+            batched.write(batch.writes())
+    batched.write(batch.writes())
+    assert batched.table == each.table and batched.cases == each.cases
