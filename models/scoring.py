@@ -162,7 +162,7 @@ class Scorer:
         out: dict[bytes, tuple[float | None, float | None]] = {}
         todo = list(dict(rows).items())
         if todo:
-            matrix = np.asarray([fv for _, fv in todo], dtype=np.float64)
+            matrix = _matrix([k for k, _ in todo])
             with _THREADS.limit(limits=1, user_api="openmp"):
                 pairs = zip(_scores(self.model, matrix), _scores(self.shadow, matrix), strict=True)
             out.update(zip((k for k, _ in todo), pairs, strict=True))
@@ -175,7 +175,7 @@ class Scorer:
         todo = {(k, m): fv for k, fv, m in rows}
         if not todo:
             return {}
-        matrix = np.hstack([np.asarray(list(todo.values()), dtype=np.float64), method_indicators([m for _, m in todo])])
+        matrix = np.hstack([_matrix([k for k, _ in todo]), method_indicators([m for _, m in todo])])
         with _THREADS.limit(limits=1, user_api="openmp"):
             return dict(zip(todo, _scores(self.methods_model, matrix), strict=True))
 
@@ -207,6 +207,12 @@ def _row_key(fv: FeatureVector) -> bytes:
 
 
 _ROW = struct.Struct(f"={N_FEATURES}d")
+
+
+def _matrix(keys: Sequence[bytes]) -> np.ndarray:
+    """The rows whose `_row_key`s these are: their bytes are the float64 values, read in
+    one C call (`np.asarray` over the vectors converted each float on its own)."""
+    return np.frombuffer(bytearray(b"".join(keys)), dtype=np.float64).reshape(len(keys), N_FEATURES)
 
 
 def _scores(model: LoadedModel | None, matrix: np.ndarray) -> list[float | None]:

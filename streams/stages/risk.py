@@ -79,7 +79,12 @@ def wants_risk(cmd: Mapping[str, Any]) -> bool:
     """What is scored here: creates the keys stage did not refuse, of every method (each
     carries its instrument). The payment's follow-ups come the same way
     (streams/stages/idempotency.py) and pass through, in order."""
-    return cmd["kind"] == "create" and cmd["rejection_reason"] is None and risk_fields(cmd) is not None
+    return wanted_fields(cmd) is not None
+
+
+def wanted_fields(cmd: Mapping[str, Any]) -> dict[str, str] | None:
+    """The `risk_fields` of a create `wants_risk`, else None."""
+    return risk_fields(cmd) if cmd["kind"] == "create" and cmd["rejection_reason"] is None else None
 
 
 def _key(partition: int, kind: str, ref: str) -> bytes:
@@ -342,13 +347,14 @@ def prepare(
     """Everything of `handle` but the decision: a pass-through or a skip as effects,
     a create to score as `Scored`. Its writes are final (they do not depend on the
     decision), so the next create of the batch reads them through its `get`."""
-    if not wants_risk(cmd):
+    fields = wanted_fields(cmd)
+    if fields is None:
         return RiskEffects(dict(cmd))
     done = applied_key(partition, cmd["command_id"])
     if get(done) is not None:
         return RiskEffects(None, skipped=True)
 
-    tx = tx_of(cmd)
+    tx = tx_of(cmd, fields)
     ck, mk, ik, dk = _tx_keys(partition, tx)
     merchant = attached_merchant(cmd)
     loader = _States(get)
@@ -373,7 +379,8 @@ def prepare(
             effects.writes.append((ik, states.ip.to_bytes()))
         if dk and states.device is not None:
             effects.writes.append((dk, states.device.to_bytes()))
-    _remember(effects, done, partition, to_ms(cmd["occurred_at"]), record_ts_ms, get, retention, sweep_max)
+    at_ms = txn.ts_ms if isinstance(txn, Txn) else to_ms(cmd["occurred_at"])
+    _remember(effects, done, partition, at_ms, record_ts_ms, get, retention, sweep_max)
     return Scored(effects, cmd, tx, features)
 
 
