@@ -20,6 +20,7 @@ in one call per batch. `states` is a
 from __future__ import annotations
 
 import math
+import operator
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from threadpoolctl import ThreadpoolController
 from models.blocklist import Blocklist, shipped_blocklist
 from models.decision import FraudDecision, decide
 from models.features import (
+    FEATURE_NAMES,
     METHODS_MODEL_FEATURES,
     MODELLED_METHODS,
     N_FEATURES,
@@ -58,6 +60,7 @@ _THREADS = ThreadpoolController()
 
 #: Features that must be finite for the model to score; otherwise: rules-only fallback.
 _REQUIRED = ("amount_major", "hour_of_day", "card_tx_total", "card_cnt_1h")
+_required_of = operator.itemgetter(*(FEATURE_NAMES.index(n) for n in _REQUIRED))
 # Rows per model call (streams.stages.risk.handle_batch splits a larger batch).
 MAX_BATCH_ROWS = 4_096
 
@@ -119,7 +122,7 @@ class Scorer:
             fv = compute(tx if isinstance(tx, Txn) else make_txn(tx), states, merchant)
         except FeatureInputError:
             return None
-        return fv if all(math.isfinite(getattr(fv, n)) for n in _REQUIRED) else None
+        return fv if all(map(math.isfinite, _required_of(fv))) else None
 
     def decide_many(self, items: Sequence[tuple[Mapping[str, Any], FeatureVector | None]]) -> list[FraudDecision]:
         """The decision of each (tx, features): the card model scores the cards' rows in
