@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.ensemble._hist_gradient_boosting._predictor import _predict_from_raw_data
+from sklearn.ensemble._hist_gradient_boosting.common import Y_DTYPE
 
 # The probe at construction: rows with every feature, with NaNs, and at extremes.
 _PROBE_ROWS = 256
@@ -77,9 +79,12 @@ class TreeSum:
         fast = cls(model)
         probe = _probe(model.n_features_in_)
         expected = model.predict_proba(probe)
-        for raw in (fast._by_tree(probe), fast._by_level(probe)):  # both paths, whatever the rows
-            if not np.array_equal(fast.link.predict_proba(raw), expected, equal_nan=True):
-                return None
+        try:
+            paths = (fast._by_tree(probe), fast._by_level(probe))  # both, whatever the rows
+        except (TypeError, ValueError):  # another scikit-learn's private signatures
+            return None
+        if not all(np.array_equal(fast.link.predict_proba(raw), expected, equal_nan=True) for raw in paths):
+            return None
         return fast
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
@@ -93,8 +98,14 @@ class TreeSum:
         raw = np.zeros((X.shape[0], 1), dtype=self.baseline.dtype, order="F")
         raw += self.baseline
         column = raw[:, 0]
+        out = np.empty(X.shape[0], dtype=Y_DTYPE)
         for tree in self.trees:  # in the fitted order: the same float sums
-            column += tree.predict(X, self.known_cat_bitsets, self.f_idx_map, 1)
+            # What `tree.predict` calls, into one buffer for all trees (its wrapper's
+            # allocation was ~1 us a tree).
+            _predict_from_raw_data(
+                tree.nodes, X, tree.raw_left_cat_bitsets, self.known_cat_bitsets, self.f_idx_map, 1, out
+            )
+            column += out
         return raw
 
     def _by_level(self, X: np.ndarray) -> np.ndarray:
