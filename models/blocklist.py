@@ -175,6 +175,9 @@ class Blocklist:
 
     def __init__(self) -> None:
         self._entries: dict[str, BlockEntry] = {}
+        # The kinds any entry is of: a tx is matched only against those (the shipped
+        # list is crypto addresses alone, so most creates look nothing up at all).
+        self._kinds: set[str] = set()
 
     def __len__(self) -> int:
         return sum(1 for e in self._entries.values() if e.action == "block")
@@ -186,6 +189,7 @@ class Blocklist:
         if current is None and len(self._entries) >= MAX_ENTRIES:
             raise BlocklistError(f"blocklist is full ({MAX_ENTRIES} keys)")
         self._entries[entry.key] = entry
+        self._kinds.add(entry.kind)
 
     def entries(self, kind: str | None = None) -> list[BlockEntry]:
         """The blocks in force (unblocks are history), sorted by key."""
@@ -200,6 +204,8 @@ class Blocklist:
             return ()
         found = []
         for kind in KINDS:
+            if kind not in self._kinds:
+                continue
             value = tx.get(_TX_FIELD[kind])
             if not isinstance(value, str) or not value:
                 continue

@@ -23,6 +23,7 @@ most `RECENT_MERCHANTS` merchants, and a serialized state is at most `MAX_STATE_
 from __future__ import annotations
 
 import math
+import operator
 import re
 import zlib
 from collections import deque
@@ -463,7 +464,7 @@ class MerchantCounts(NamedTuple):
     def from_record(cls, record: Mapping[str, Any]) -> MerchantCounts:
         """From the wire record; FeatureInputError when it cannot be a merchant's counts."""
         try:
-            counts = cls._make([record[f] for f in cls._fields])
+            counts = cls._make(_merchant_counts_of(record))
         except (KeyError, TypeError):
             raise FeatureInputError("merchant_features: missing fields") from None
         # Plain ints (the wire's) are checked at C speed, anything else one by one.
@@ -473,6 +474,9 @@ class MerchantCounts(NamedTuple):
         if counts.fraud_7d > counts.labeled_7d or counts.fraud_30d > counts.labeled_30d:
             raise FeatureInputError("merchant_features: more fraud labels than labels")
         return counts
+
+
+_merchant_counts_of = operator.itemgetter(*MerchantCounts._fields)
 
 
 class MerchantState:

@@ -20,6 +20,7 @@ in one call per batch. `states` is a
 from __future__ import annotations
 
 import math
+import operator
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from threadpoolctl import ThreadpoolController
 from models.blocklist import Blocklist, shipped_blocklist
 from models.decision import FraudDecision, decide
 from models.features import (
+    FEATURE_NAMES,
     METHODS_MODEL_FEATURES,
     MODELLED_METHODS,
     N_FEATURES,
@@ -58,6 +60,7 @@ _THREADS = ThreadpoolController()
 
 #: Features that must be finite for the model to score; otherwise: rules-only fallback.
 _REQUIRED = ("amount_major", "hour_of_day", "card_tx_total", "card_cnt_1h")
+_required_of = operator.itemgetter(*(FEATURE_NAMES.index(n) for n in _REQUIRED))
 # Rows per model call (streams.stages.risk.handle_batch splits a larger batch).
 MAX_BATCH_ROWS = 4_096
 
@@ -119,7 +122,7 @@ class Scorer:
             fv = compute(tx if isinstance(tx, Txn) else make_txn(tx), states, merchant)
         except FeatureInputError:
             return None
-        return fv if all(math.isfinite(getattr(fv, n)) for n in _REQUIRED) else None
+        return fv if all(map(math.isfinite, _required_of(fv))) else None
 
     def decide_many(self, items: Sequence[tuple[Mapping[str, Any], FeatureVector | None]]) -> list[FraudDecision]:
         """The decision of each (tx, features): the card model scores the cards' rows in
@@ -162,7 +165,7 @@ class Scorer:
         out: dict[bytes, tuple[float | None, float | None]] = {}
         todo = list(dict(rows).items())
         if todo:
-            matrix = np.asarray([fv for _, fv in todo], dtype=np.float64)
+            matrix = _matrix([k for k, _ in todo])
             with _THREADS.limit(limits=1, user_api="openmp"):
                 pairs = zip(_scores(self.model, matrix), _scores(self.shadow, matrix), strict=True)
             out.update(zip((k for k, _ in todo), pairs, strict=True))
@@ -175,7 +178,7 @@ class Scorer:
         todo = {(k, m): fv for k, fv, m in rows}
         if not todo:
             return {}
-        matrix = np.hstack([np.asarray(list(todo.values()), dtype=np.float64), method_indicators([m for _, m in todo])])
+        matrix = np.hstack([_matrix([k for k, _ in todo]), method_indicators([m for _, m in todo])])
         with _THREADS.limit(limits=1, user_api="openmp"):
             return dict(zip(todo, _scores(self.methods_model, matrix), strict=True))
 
@@ -207,6 +210,12 @@ def _row_key(fv: FeatureVector) -> bytes:
 
 
 _ROW = struct.Struct(f"={N_FEATURES}d")
+
+
+def _matrix(keys: Sequence[bytes]) -> np.ndarray:
+    """The rows whose `_row_key`s these are: their bytes are the float64 values, read in
+    one C call (`np.asarray` over the vectors converted each float on its own)."""
+    return np.frombuffer(bytearray(b"".join(keys)), dtype=np.float64).reshape(len(keys), N_FEATURES)
 
 
 def _scores(model: LoadedModel | None, matrix: np.ndarray) -> list[float | None]:

@@ -57,6 +57,8 @@ from models.features import (
     method_features,
 )
 from models.scoring import MAX_BATCH_ROWS, Scorer
+from schemas.avro_compiled import CompiledSchema, compile_schema
+from schemas.codec import Codec
 from schemas.ids import derive_command_id
 from schemas.times import span_ms, to_ms
 from streams.domain.methods import risk_fields
@@ -68,6 +70,8 @@ from streams.domain.timers import PAGE_MAX_BYTES, SWEEP_MAX, Get, Timer, TimerSt
 #: only ever compared as its digest (models/blocklist.py).
 RISK_METADATA = ("ip", "device", "email", "country")
 PPM = 1_000_000
+#: The ValidatedCommand fields `attach` sets, consecutive in the schema.
+FRAUD_FIELDS = ("fraud_action", "fraud_score_ppm", "fraud_reasons", "fraud_model", "fraud_fallback")
 Write = tuple[bytes, "bytes | None"]
 
 
@@ -75,7 +79,12 @@ def wants_risk(cmd: Mapping[str, Any]) -> bool:
     """What is scored here: creates the keys stage did not refuse, of every method (each
     carries its instrument). The payment's follow-ups come the same way
     (streams/stages/idempotency.py) and pass through, in order."""
-    return cmd["kind"] == "create" and cmd["rejection_reason"] is None and risk_fields(cmd) is not None
+    return wanted_fields(cmd) is not None
+
+
+def wanted_fields(cmd: Mapping[str, Any]) -> dict[str, str] | None:
+    """The `risk_fields` of a create `wants_risk`, else None."""
+    return risk_fields(cmd) if cmd["kind"] == "create" and cmd["rejection_reason"] is None else None
 
 
 def _key(partition: int, kind: str, ref: str) -> bytes:
@@ -140,6 +149,92 @@ def attach(cmd: dict[str, Any], decision: FraudDecision) -> dict[str, Any]:
         "fraud_model": decision.model_version,
         "fraud_fallback": decision.fallback,
     }
+
+
+@dataclass(frozen=True)
+class DecisionSplice:
+    """A decided create's encoding made from the record it came as. Avro's binary record
+    is its fields' encodings in order and the decision changes only the consecutive
+    `FRAUD_FIELDS`, so the output is the input with those fields' bytes replaced: found
+    from the end, behind the encoding of the fields after them. The input is the keys
+    stage's own encoding of the create (`Codec.current`: Avro's binary encoding of a
+    value is unique), so the result is byte for byte what encoding the whole decided
+    create writes, at a fraction of the cost (the encode was ~9% of the stage)."""
+
+    fraud: CompiledSchema  # the fraud fields alone, as a record
+    tail: CompiledSchema  # the fields after them
+    undecided: bytes  # the fraud fields of a create not decided yet (what the keys stage sends)
+
+    @classmethod
+    def of(cls, codec: Codec) -> DecisionSplice | None:
+        """The splice of `codec`'s schema; None when the fraud fields are not consecutive
+        or a part cannot be compiled (then every decided create is encoded whole)."""
+        parsed = codec.schema.parsed
+        names = [f["name"] for f in parsed["fields"]]
+        if FRAUD_FIELDS[0] not in names:
+            return None
+        start = names.index(FRAUD_FIELDS[0])
+        end = start + len(FRAUD_FIELDS)
+        if tuple(names[start:end]) != FRAUD_FIELDS or end == len(names):
+            return None
+
+        def part(name: str, fields: list[Any]) -> CompiledSchema | None:
+            named = parsed.get("__named_schemas", {})
+            return compile_schema({"type": "record", "name": name, "fields": fields, "__named_schemas": named})
+
+        fraud = part(f"{parsed['name']}.Fraud", parsed["fields"][start:end])
+        tail = part(f"{parsed['name']}.Tail", parsed["fields"][end:])
+        if fraud is None or tail is None:
+            return None
+        undecided = bytearray()
+        fraud.encode(undecided, dict.fromkeys(FRAUD_FIELDS) | {"fraud_reasons": [], "fraud_fallback": False})
+        return cls(fraud, tail, bytes(undecided))
+
+    def spliced(self, raw: bytes, came: Mapping[str, Any], decided: Mapping[str, Any]) -> bytes | None:
+        """`decided`'s encoding, `raw` being `came`'s and `decided` differing from it only
+        in the fraud fields; None when `raw` does not end as `came` encodes (encode whole)."""
+        try:
+            tail = bytearray()
+            self.tail.encode(tail, came)
+            if (
+                came.get("fraud_action") is None
+                and came.get("fraud_score_ppm") is None
+                and came.get("fraud_reasons") == []
+                and came.get("fraud_model") is None
+                and came.get("fraud_fallback") is False
+            ):
+                old: bytes | bytearray = self.undecided
+            else:  # a sanctions hold, decided by the keys stage
+                old = bytearray()
+                self.fraud.encode(old, came)
+            cut = len(raw) - len(tail)
+            start = cut - len(old)
+            if start <= 0 or raw[start:cut] != old or not raw.endswith(tail):
+                return None
+            out = bytearray(raw[:start])
+            self.fraud.encode(out, decided)
+        except (TypeError, ValueError, KeyError, AttributeError, OverflowError):
+            return None  # a value the encoder refuses: the whole encode says which
+        out += tail
+        return bytes(out)
+
+
+_splices: dict[bytes, DecisionSplice | None] = {}
+
+
+def forward_bytes(codec: Codec, raw: bytes | None, came: Mapping[str, Any], effects: RiskEffects) -> bytes | None:
+    """The encoding of `effects.command` made from the record's own bytes `raw` when they
+    are `codec`'s current encoding: a pass-through as it came, a decided create spliced
+    (`DecisionSplice`); None: encode it whole."""
+    if raw is None or not codec.current(raw):
+        return None
+    if effects.decision is None:
+        return raw
+    fingerprint = codec.schema.fingerprint
+    if fingerprint not in _splices:
+        _splices[fingerprint] = DecisionSplice.of(codec)
+    splice = _splices[fingerprint]
+    return None if splice is None or effects.command is None else splice.spliced(raw, came, effects.command)
 
 
 def review_record(cmd: Mapping[str, Any], tx: Mapping[str, Any], decision: FraudDecision) -> dict[str, Any]:
@@ -252,13 +347,14 @@ def prepare(
     """Everything of `handle` but the decision: a pass-through or a skip as effects,
     a create to score as `Scored`. Its writes are final (they do not depend on the
     decision), so the next create of the batch reads them through its `get`."""
-    if not wants_risk(cmd):
+    fields = wanted_fields(cmd)
+    if fields is None:
         return RiskEffects(dict(cmd))
     done = applied_key(partition, cmd["command_id"])
     if get(done) is not None:
         return RiskEffects(None, skipped=True)
 
-    tx = tx_of(cmd)
+    tx = tx_of(cmd, fields)
     ck, mk, ik, dk = _tx_keys(partition, tx)
     merchant = attached_merchant(cmd)
     loader = _States(get)
@@ -283,7 +379,8 @@ def prepare(
             effects.writes.append((ik, states.ip.to_bytes()))
         if dk and states.device is not None:
             effects.writes.append((dk, states.device.to_bytes()))
-    _remember(effects, done, partition, to_ms(cmd["occurred_at"]), record_ts_ms, get, retention, sweep_max)
+    at_ms = txn.ts_ms if isinstance(txn, Txn) else to_ms(cmd["occurred_at"])
+    _remember(effects, done, partition, at_ms, record_ts_ms, get, retention, sweep_max)
     return Scored(effects, cmd, tx, features)
 
 

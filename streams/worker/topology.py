@@ -562,9 +562,8 @@ def build_worker(settings: Settings) -> Engine:
             assert effects.command is not None
             for k, v in effects.writes:
                 table.put(k, v)
-            # A follow-up passes through unchanged: as it came when that is its encoding now.
-            passed = effects.decision is None and m.value is not None and VALIDATED_CODEC.current(m.value)
-            forward = to_payments(effects.command, m.value if passed else None)
+            # A follow-up as it came, a create with its decision spliced into its bytes.
+            forward = to_payments(effects.command, risk_stage.forward_bytes(VALIDATED_CODEC, m.value, cmd, effects))
             task.send(forward, m.origin_ms)
             if effects.review is not None:
                 task.send(Record(names.review, forward.key, REVIEW_CODEC.encode(effects.review)), m.origin_ms)

@@ -21,6 +21,7 @@ from schemas.partitioning import partition_for
 from streams.stages import idempotency as ks
 from streams.stages import risk as rs
 from streams.stages.ingest import command_key
+from tests.unit.schemas.test_codec_compiled import record_of
 
 T0 = datetime(2026, 11, 2, 9, tzinfo=UTC)
 RETENTION = timedelta(hours=24)
@@ -469,3 +470,49 @@ def test_a_batch_is_handled_as_one_by_one_with_one_model_call(scorer):
     for e in got:
         table.apply(e.writes)
     assert table == reference
+
+
+VALIDATED = Codec("ValidatedCommand")
+DECISIONS = st.fixed_dictionaries(
+    {
+        "fraud_action": st.sampled_from([None, "approve", "review", "decline", "requires_action"]),
+        "fraud_score_ppm": st.none() | st.integers(0, rs.PPM),
+        "fraud_reasons": st.lists(st.text(max_size=30), max_size=3),
+        "fraud_model": st.none() | st.text(max_size=30),
+        "fraud_fallback": st.booleans(),
+    }
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(record_of("ValidatedCommand"), DECISIONS)
+def test_a_decided_create_spliced_into_its_bytes_is_its_whole_encoding(record, decision):
+    raw = VALIDATED.encode(record)
+    came = VALIDATED.decode(raw)
+    decided = came | decision
+    effects = rs.RiskEffects(decided, decision=object())  # decided: spliced, not passed on
+    assert rs.forward_bytes(VALIDATED, raw, came, effects) == VALIDATED.encode(decided)
+
+
+def test_a_decided_create_from_the_stage_is_spliced_and_a_follow_up_passes_as_it_came(scorer):
+    came = create(1, metadata={"ip": "10.0.0.1"}) | {"merchant_features": None}
+    raw = VALIDATED.encode(came)
+    came = VALIDATED.decode(raw)
+    effects = rs.handle(came, 0, to_ms(came["occurred_at"]), Table().get, scorer, RETENTION)
+    splice = rs.DecisionSplice.of(VALIDATED)
+    assert splice is not None and splice.spliced(raw, came, effects.command) == VALIDATED.encode(effects.command)
+    follow_up = VALIDATED.decode(VALIDATED.encode(came | {"kind": "capture"}))
+    passed = rs.handle(follow_up, 0, 0, Table().get, scorer, RETENTION)
+    assert rs.forward_bytes(VALIDATED, VALIDATED.encode(follow_up), follow_up, passed) == VALIDATED.encode(follow_up)
+
+
+def test_bytes_that_are_not_the_creates_encoding_are_encoded_whole(scorer):
+    came = VALIDATED.decode(VALIDATED.encode(create(1)))
+    effects = rs.handle(came, 0, to_ms(came["occurred_at"]), Table().get, scorer, RETENTION)
+    raw = VALIDATED.encode(came)
+    assert rs.forward_bytes(VALIDATED, None, came, effects) is None
+    assert rs.forward_bytes(VALIDATED, b"\x00" + raw[1:], came, effects) is None  # another header
+    assert rs.forward_bytes(VALIDATED, VALIDATED.encode(came | {"merchant_initiated": True}), came, effects) is None
+    splice = rs.DecisionSplice.of(VALIDATED)
+    assert splice is not None
+    assert splice.spliced(raw, came, effects.command | {"fraud_score_ppm": 2**40}) is None  # the encode refuses it
