@@ -528,14 +528,28 @@ class _Generator:
     # -- decoding -------------------------------------------------------------
 
     def decode_fields(self, schema: dict[str, Any], lines: list[str], ind: str) -> str:
-        """Decodes the fields into locals; returns the dict display that builds the
-        record (fastavro's field order; one display is cheaper than a store per field)."""
-        values = []
+        """Decodes the record into a copy of a template holding every field as None
+        (fastavro's field order); returns the copy's name. A copy and a store per
+        present field is cheaper than one dict display of all the fields' locals,
+        and an absent optional field costs no store at all."""
+        rec = self.fresh("rec")
+        names = [field["name"] for field in schema["fields"]]
+        lines.append(f"{ind}{rec} = {self.const(dict.fromkeys(names), '_tmpl')}.copy()")
         for field in schema["fields"]:
-            v = self.fresh("v")
-            self.decode_value(field["type"], v, lines, ind)
-            values.append(f"{field['name']!r}: {v}")
-        return f"{{{', '.join(values)}}}"
+            v, key = self.fresh("v"), f"{rec}[{field['name']!r}]"
+            if self.kind(field["type"]) == "nullable":
+                lines.append(f"{ind}if not d[p]:")
+                lines.append(f"{ind}    p += 1")
+                lines.append(f"{ind}elif d[p] == 2:")
+                lines.append(f"{ind}    p += 1")
+                self.decode_value(self.resolve(field["type"])[1], v, lines, ind + "    ")
+                lines.append(f"{ind}    {key} = {v}")
+                lines.append(f"{ind}else:")
+                lines.append(f"{ind}    _bad('union index byte', d[p])")
+            else:
+                self.decode_value(field["type"], v, lines, ind)
+                lines.append(f"{ind}{key} = {v}")
+        return rec
 
     def decode_long(self, v: str, lines: list[str], ind: str, *, timestamp: bool = False) -> None:
         """A zig-zagged varint: one byte by a table; two and three bytes (counts, most
@@ -658,7 +672,7 @@ class _Generator:
                 lines.append(f"{ind}{v}, p = {self.record_functions(schema)[1]}(d, p)")
             else:
                 self.inlining.append(schema["name"])
-                lines.append(f"{ind}{v} = {self.decode_fields(schema, lines, ind)}")
+                lines.append(f"{ind}{v} = {self.decode_fields(schema, lines, ind)}")  # the copy's name
                 self.inlining.pop()
         else:  # pragma: no cover - kind() admits nothing else
             raise Unsupported(kind)
