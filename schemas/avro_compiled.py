@@ -35,6 +35,7 @@ KeyError is the missing field); a decoder reads one-byte numbers by table.
 from __future__ import annotations
 
 import struct
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -530,7 +531,9 @@ class _Generator:
         present field is cheaper than one dict display of all the fields' locals,
         and an absent optional field costs no store at all."""
         rec = self.fresh("rec")
-        names = [field["name"] for field in schema["fields"]]
+        # Interned keys, as a dict display's literals are: a reader's literal key then
+        # matches by identity, not by comparing the strings.
+        names = [sys.intern(field["name"]) for field in schema["fields"]]
         lines.append(f"{ind}{rec} = {self.const(dict.fromkeys(names), '_tmpl')}.copy()")
         for field in schema["fields"]:
             v, key = self.fresh("v"), f"{rec}[{field['name']!r}]"
