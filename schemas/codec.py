@@ -231,6 +231,7 @@ class Codec:
         # Our own schema compiled to straight-line code (schemas/avro_compiled.py):
         # the same bytes as fastavro, without its per-field dispatch. None: fastavro.
         self._compiled: CompiledSchema | None = compiled_for(self.schema.parsed, self.schema.fingerprint)
+        self._header = self.schema.header
 
     def encode(self, record: dict[str, Any], *, check: bool = False) -> bytes:
         """Encode a record. `check=True` validates first and names the bad field."""
@@ -239,12 +240,10 @@ class Codec:
                 validate(record, self.schema.parsed, raise_errors=True)
             except ValidationError as e:
                 raise EncodeError(_validation_message(e)) from None
-        header = self.schema.header if _wire is None else _wire.header(self.schema)
+        header = self._header if _wire is None else _wire.header(self.schema)
         try:
             if self._compiled is not None:
-                out = bytearray(header)
-                self._compiled.encode(out, record)
-                return bytes(out)
+                return self._compiled.encode(header, record)
             buf = io.BytesIO()
             buf.write(header)
             fastavro.schemaless_writer(buf, self.schema.parsed, record)
@@ -258,16 +257,19 @@ class Codec:
         very schema, in the wire format in use. Such a record `decode`d and encoded again
         is the same bytes (Avro's binary encoding of a value is unique), so a stage that
         passes one on unchanged can forward it as it came."""
-        return data.startswith(self.schema.header if _wire is None else _wire.header(self.schema))
+        return data.startswith(self._header if _wire is None else _wire.header(self.schema))
 
     def decode(self, data: bytes | None) -> dict[str, Any]:
         if data is None:
             raise DecodeError("empty_message", "message has no value (tombstone)")
         if len(data) > MAX_MESSAGE_BYTES:
             raise DecodeError("message_too_large", f"{len(data)} bytes > {MAX_MESSAGE_BYTES}")
-        writer, header_len = self._writer(data)
-        if writer.parsed["name"] != self.schema.parsed["name"]:
-            raise DecodeError("wrong_schema", f"expected {self.schema.name}, message is {writer.name}")
+        if data[:HEADER_LEN] == self._header:  # single-object, our own schema: the usual case
+            writer, header_len = self.schema, HEADER_LEN
+        else:
+            writer, header_len = self._writer(data)
+            if writer.parsed["name"] != self.schema.parsed["name"]:
+                raise DecodeError("wrong_schema", f"expected {self.schema.name}, message is {writer.name}")
         own = writer.fingerprint == self.schema.fingerprint
         try:
             if own and self._compiled is not None:

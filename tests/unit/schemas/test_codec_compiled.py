@@ -50,9 +50,7 @@ def fastavro_record(name: str, body: bytes) -> Any:
 
 
 def compiled_bytes(name: str, record: dict[str, Any]) -> bytes:
-    out = bytearray()
-    compiled(name).encode(out, record)
-    return bytes(out)
+    return compiled(name).encode(b"", record)
 
 
 def assert_same_as_fastavro(name: str, record: dict[str, Any]) -> None:
@@ -184,6 +182,51 @@ def test_a_missing_field_without_default_raises_as_in_fastavro() -> None:
 # --- bad values raise: never written ---
 
 LINE = RECORDS["LedgerEntry"]["lines"][0]
+
+
+# The inline paths' edges: a zig-zagged long's 2**14 and 2**28 lookups (a timestamp's
+# 2**28 to 2**42 in three pieces), negative values, and a length's 8192 table.
+VARINT_EDGES = [2**k + d for k in (13, 14, 27, 28, 41, 42, 62) for d in (-1, 0)] + [LONG_MAX]
+LONG_EDGES = sorted({s * n for n in VARINT_EDGES for s in (1, -1)} | {LONG_MIN})
+
+
+@pytest.mark.parametrize("n", LONG_EDGES)
+def test_longs_and_timestamps_at_the_lookups_edges_match_fastavro(n: int) -> None:
+    line = LINE | {"debit_minor": n}
+    assert_same_as_fastavro("LedgerEntry", RECORDS["LedgerEntry"] | {"lines": [line]})
+    if MIN_MILLIS <= n <= MAX_MILLIS:
+        assert_same_as_fastavro("LedgerEntry", RECORDS["LedgerEntry"] | {"occurred_at": n})
+    if INT_MIN <= n <= INT_MAX:
+        assert_same_as_fastavro("LedgerEntry", RECORDS["LedgerEntry"] | {"shard": n})
+    assert_same_as_fastavro("ValidatedCommand", RECORDS["ValidatedCommand"] | {"amount_minor": n})
+
+
+@pytest.mark.parametrize("length", [0, 63, 64, 8191, 8192, 70_000])
+def test_strings_and_optional_strings_at_the_length_tables_edges_match_fastavro(length: int) -> None:
+    text = "é" * (length // 2) + "x" * (length % 2)  # two bytes a character: the byte length counts
+    assert_same_as_fastavro("ValidatedCommand", RECORDS["ValidatedCommand"] | {"merchant_id": text, "currency": text})
+
+
+def test_dict_subclasses_are_read_as_fastavro_reads_them() -> None:
+    from collections import Counter, defaultdict
+
+    # A defaultdict's __missing__ is not a value: an absent field takes its default.
+    record = defaultdict(lambda: "oops", RECORDS["ValidatedCommand"])
+    del record["payment_id"], record["metadata"]
+    card = defaultdict(int, RECORDS["ValidatedCommand"]["card"])
+    record["card"] = card
+    record["metadata"] = Counter({"order": "1001"})
+    assert compiled_bytes("ValidatedCommand", record) == fastavro_bytes("ValidatedCommand", record)
+    del card["exp_year"]
+    with pytest.raises(ValueError, match="exp_year"):
+        compiled_bytes("ValidatedCommand", record)
+
+
+def test_a_missing_field_of_a_nested_record_is_named() -> None:
+    card = dict(RECORDS["ValidatedCommand"]["card"])
+    del card["token"]
+    with pytest.raises(EncodeError, match=r"CardRef\.token"):
+        Codec("ValidatedCommand").encode(RECORDS["ValidatedCommand"] | {"card": card})
 
 
 @pytest.mark.parametrize(
@@ -398,9 +441,8 @@ def test_named_references_and_recursion_match_fastavro(data: st.DataObject) -> N
     assert compiled_tree is not None
     buf = io.BytesIO()
     fastavro.schemaless_writer(buf, TREE, record)
-    out = bytearray()
-    compiled_tree.encode(out, record)
-    assert bytes(out) == buf.getvalue()
+    out = compiled_tree.encode(b"", record)
+    assert out == buf.getvalue()
     assert compiled_tree.decode(bytes(out), 0) == (fastavro.schemaless_reader(io.BytesIO(out), TREE, None), len(out))
 
 
