@@ -228,6 +228,11 @@ class FileKeyStore:
         # not per signed event or opened card (a parse costs as much as the use, ~50 µs).
         self._signing: dict[str, Ed25519PrivateKey] = {}
         self._intake: dict[str, X25519PrivateKey] = {}
+        # Keyed once per key id too: an HMAC keyed per token and an AES key schedule per
+        # wrapped card were most of those calls.
+        self._macs: dict[str, hmac.HMAC] = {}
+        self._aead: dict[str, AESGCM] = {}
+        self._active_keys: dict[str, _Key] = {}  # kind -> its active key, while `_keys` is unchanged
         self.reload()
 
     def __repr__(self) -> str:
@@ -247,6 +252,7 @@ class FileKeyStore:
                     raise KeyStoreError(f"key {key.key_id} is in two files under {self.keys_dir}; keep one")
                 keys[key.key_id] = key
         self._keys = keys
+        self._active_keys = {}
 
     # --- administration ---
 
@@ -276,7 +282,7 @@ class FileKeyStore:
         # Random 96-bit nonces: at most 2**32 wraps per master key (NIST SP 800-38D);
         # only new cards are wrapped, and rotation starts a fresh key.
         nonce = os.urandom(NONCE_BYTES)
-        return Wrapped(master.key_id, nonce + AESGCM(master.material).encrypt(nonce, data_key, aad))
+        return Wrapped(master.key_id, nonce + self._aead_of(master).encrypt(nonce, data_key, aad))
 
     def unwrap(self, wrapped: Wrapped, aad: bytes) -> bytes:
         master = self._get(wrapped.key_id, VAULT_MASTER)
@@ -284,7 +290,7 @@ class FileKeyStore:
             raise KeyStoreError(f"wrapped data key under {wrapped.key_id} has a bad length")
         nonce, body = wrapped.blob[:NONCE_BYTES], wrapped.blob[NONCE_BYTES:]
         try:
-            return AESGCM(master.material).decrypt(nonce, body, aad)
+            return self._aead_of(master).decrypt(nonce, body, aad)
         except InvalidTag:
             raise KeyStoreError(f"wrapped data key failed authentication under {wrapped.key_id}") from None
 
@@ -292,7 +298,12 @@ class FileKeyStore:
         if kind not in _MAC_KINDS:
             raise KeyStoreError(f"mac needs a {' or '.join(_MAC_KINDS)} key, not {kind}")
         key = self._get(key_id, kind) if key_id else self._active(kind)
-        return Mac(key.key_id, hmac.new(key.material, message, hashlib.sha256).digest())
+        keyed = self._macs.get(key.key_id)
+        if keyed is None:
+            keyed = self._macs[key.key_id] = hmac.new(key.material, digestmod=hashlib.sha256)
+        mac = keyed.copy()  # the keyed state copied: the same digest as hmac.new(key, message)
+        mac.update(message)
+        return Mac(key.key_id, mac.digest())
 
     def sign(self, message: bytes, kind: str = SIGNING) -> Signature:
         if kind not in SIGNING_KINDS:
@@ -346,11 +357,21 @@ class FileKeyStore:
         return sorted((k for k in self._keys.values() if k.kind == kind), key=lambda k: k.version)
 
     def _active(self, kind: str) -> _Key:
+        key = self._active_keys.get(kind)  # a sort of every key per wrapped card, else
+        if key is not None:
+            return key
         _check_kind(kind)
         versions = self._versions(kind)
         if not versions:
             raise KeyStoreError(f"no {kind} key under {self.keys_dir}: run `paystream keys init`")
-        return versions[-1]
+        key = self._active_keys[kind] = versions[-1]
+        return key
+
+    def _aead_of(self, master: _Key) -> AESGCM:
+        aead = self._aead.get(master.key_id)
+        if aead is None:
+            aead = self._aead[master.key_id] = AESGCM(master.material)
+        return aead
 
     def _get(self, key_id: str, kind: str) -> _Key:
         key = self._keys.get(key_id)
@@ -377,6 +398,7 @@ class FileKeyStore:
             key = _Key(key_id_of(kind, version), kind, version, datetime.now(UTC), os.urandom(KEY_BYTES))
             if _write_new(self.keys_dir / f"{key.key_id}.json", _encode(key)):
                 self._keys[key.key_id] = key
+                self._active_keys.pop(kind, None)
                 return key
         raise KeyStoreError(f"could not create a {kind} key: {_CREATE_ATTEMPTS} concurrent rotations raced")
 

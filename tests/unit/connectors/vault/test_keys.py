@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import stat
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from hypothesis import given
+from hypothesis import strategies as st
 
 from connectors.vault import keys
 from connectors.vault.keys import (
@@ -108,6 +113,34 @@ def test_mac_uses_the_active_key_and_old_keys_still_verify(store: FileKeyStore) 
     assert store.mac(WEBHOOK, b"payload", "webhook-v1") == old
     with pytest.raises(KeyStoreError, match="mac needs a token-hmac or webhook key, not signing"):
         store.mac(SIGNING, b"payload")
+
+
+@given(messages=st.lists(st.binary(max_size=300), min_size=1, max_size=5), aad=st.binary(max_size=80))
+def test_keyed_once_macs_and_wraps_are_the_plain_ones(
+    tmp_path_factory: pytest.TempPathFactory, messages: list[bytes], aad: bytes
+) -> None:
+    # The store keeps an HMAC and an AES-GCM keyed per key id: each use must equal one keyed afresh.
+    store = FileKeyStore(tmp_path_factory.mktemp("keys"))
+    store.init()
+    for message in messages:
+        for kind in (TOKEN_HMAC, WEBHOOK):
+            mac = store.mac(kind, message)
+            assert mac.digest == hmac.new(material_of(store, mac.key_id), message, hashlib.sha256).digest()
+        data_key = os.urandom(32)
+        wrapped = store.wrap(data_key, aad)
+        master = AESGCM(material_of(store, wrapped.key_id))
+        assert master.decrypt(wrapped.blob[:12], wrapped.blob[12:], aad) == data_key
+        assert store.unwrap(wrapped, aad) == data_key
+
+
+def test_a_rotation_by_another_process_is_active_after_reload(store: FileKeyStore) -> None:
+    assert store.wrap(os.urandom(32), AAD).key_id == "vault-master-v1"  # the active key now cached
+    FileKeyStore(store.keys_dir).rotate(VAULT_MASTER)
+    assert store.wrap(os.urandom(32), AAD).key_id == "vault-master-v1"  # loaded keys stay until reload
+    store.reload()
+    assert store.active(VAULT_MASTER).key_id == "vault-master-v2"
+    assert store.wrap(os.urandom(32), AAD).key_id == "vault-master-v2"
+    assert store.mac(TOKEN_HMAC, b"m").key_id == "token-hmac-v1"
 
 
 def test_webhook_secrets_differ_per_merchant_and_rotate(store: FileKeyStore) -> None:

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
@@ -70,6 +70,32 @@ def test_seal_returns_what_may_travel_and_open_gives_the_pan_back(keys: FileKeyS
     assert open_record(keys, card.token, blob) == Revealed(pan, M, "vault-master-v1")
     assert card_of(card.token, blob) == card
     assert master_key_id(card.token, blob) == "vault-master-v1"
+
+
+@hsettings(
+    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)  # keys: read only
+@given(merchant=st.text(st.characters(codec="utf-8"), min_size=1, max_size=64).filter(str.isprintable))
+def test_compact_and_spaced_records_read_the_same(keys: FileKeyStore, merchant: str) -> None:
+    # seal writes compact sorted JSON; a record json.dumps wrote before (spaces, ASCII escapes) reads the same.
+    card, blob = seal(keys, StoreTokenizer(keys), merchant, PAN)
+    assert blob is not None
+    doc = json.loads(blob)
+    assert set(doc) == {
+        "format",
+        "merchant_id",
+        "key_id",
+        "wrapped_key",
+        "nonce",
+        "ciphertext",
+        "bin",
+        "last4",
+        "brand",
+    }
+    spaced = json.dumps(doc).encode()
+    for record in (blob, spaced):
+        assert open_record(keys, card.token, record) == Revealed(PAN, merchant, "vault-master-v1")
+        assert card_of(card.token, record) == card
 
 
 def test_each_record_has_its_own_data_key(keys: FileKeyStore) -> None:
