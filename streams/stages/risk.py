@@ -186,16 +186,14 @@ class DecisionSplice:
         tail = part(f"{parsed['name']}.Tail", parsed["fields"][end:])
         if fraud is None or tail is None:
             return None
-        undecided = bytearray()
-        fraud.encode(undecided, dict.fromkeys(FRAUD_FIELDS) | {"fraud_reasons": [], "fraud_fallback": False})
-        return cls(fraud, tail, bytes(undecided))
+        undecided = fraud.encode(b"", dict.fromkeys(FRAUD_FIELDS) | {"fraud_reasons": [], "fraud_fallback": False})
+        return cls(fraud, tail, undecided)
 
     def spliced(self, raw: bytes, came: Mapping[str, Any], decided: Mapping[str, Any]) -> bytes | None:
         """`decided`'s encoding, `raw` being `came`'s and `decided` differing from it only
         in the fraud fields; None when `raw` does not end as `came` encodes (encode whole)."""
         try:
-            tail = bytearray()
-            self.tail.encode(tail, came)
+            tail = self.tail.encode(b"", came)
             if (
                 came.get("fraud_action") is None
                 and came.get("fraud_score_ppm") is None
@@ -203,20 +201,16 @@ class DecisionSplice:
                 and came.get("fraud_model") is None
                 and came.get("fraud_fallback") is False
             ):
-                old: bytes | bytearray = self.undecided
+                old = self.undecided
             else:  # a sanctions hold, decided by the keys stage
-                old = bytearray()
-                self.fraud.encode(old, came)
+                old = self.fraud.encode(b"", came)
             cut = len(raw) - len(tail)
             start = cut - len(old)
             if start <= 0 or raw[start:cut] != old or not raw.endswith(tail):
                 return None
-            out = bytearray(raw[:start])
-            self.fraud.encode(out, decided)
+            return self.fraud.encode(raw[:start], decided) + tail
         except (TypeError, ValueError, KeyError, AttributeError, OverflowError):
             return None  # a value the encoder refuses: the whole encode says which
-        out += tail
-        return bytes(out)
 
 
 _splices: dict[bytes, DecisionSplice | None] = {}
