@@ -75,15 +75,10 @@ FRAUD_FIELDS = ("fraud_action", "fraud_score_ppm", "fraud_reasons", "fraud_model
 Write = tuple[bytes, "bytes | None"]
 
 
-def wants_risk(cmd: Mapping[str, Any]) -> bool:
-    """What is scored here: creates the keys stage did not refuse, of every method (each
-    carries its instrument). The payment's follow-ups come the same way
-    (streams/stages/idempotency.py) and pass through, in order."""
-    return wanted_fields(cmd) is not None
-
-
 def wanted_fields(cmd: Mapping[str, Any]) -> dict[str, str] | None:
-    """The `risk_fields` of a create `wants_risk`, else None."""
+    """What is scored here, by its `risk_fields`: creates the keys stage did not refuse,
+    of every method (each carries its instrument); None for the rest. The payment's
+    follow-ups come the same way (streams/stages/idempotency.py) and pass through, in order."""
     return risk_fields(cmd) if cmd["kind"] == "create" and cmd["rejection_reason"] is None else None
 
 
@@ -128,7 +123,7 @@ def tx_of(cmd: Mapping[str, Any], fields: dict[str, str] | None = None) -> dict[
     key and blocklist fields (`risk_fields`; `fields` when the caller has them), then the payment's own."""
     if fields is None:
         fields = risk_fields(cmd)
-    assert fields is not None, "wants_risk(cmd)"
+    assert fields is not None, "a create wanted_fields scores"
     meta = cmd.get("metadata") or {}
     tx = fields | {
         "merchant_id": cmd["merchant_id"],
