@@ -19,8 +19,11 @@ from typing import Any
 
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.ensemble._hist_gradient_boosting._predictor import _predict_from_raw_data
-from sklearn.ensemble._hist_gradient_boosting.common import Y_DTYPE
+
+try:  # what `TreePredictor.predict` calls; private, so another scikit-learn may lack it
+    from sklearn.ensemble._hist_gradient_boosting._predictor import _predict_from_raw_data
+except ImportError:  # then `TreeSum.of`'s probe fails and the caller keeps scikit-learn's path
+    _predict_from_raw_data = None
 
 # The probe at construction: rows with every feature, with NaNs, and at extremes.
 _PROBE_ROWS = 256
@@ -81,7 +84,7 @@ class TreeSum:
         expected = model.predict_proba(probe)
         try:
             paths = (fast._by_tree(probe), fast._by_level(probe))  # both, whatever the rows
-        except (TypeError, ValueError):  # another scikit-learn's private signatures
+        except (TypeError, ValueError):  # another scikit-learn's private signatures, or none
             return None
         if not all(np.array_equal(fast.link.predict_proba(raw), expected, equal_nan=True) for raw in paths):
             return None
@@ -98,7 +101,7 @@ class TreeSum:
         raw = np.zeros((X.shape[0], 1), dtype=self.baseline.dtype, order="F")
         raw += self.baseline
         column = raw[:, 0]
-        out = np.empty(X.shape[0], dtype=Y_DTYPE)
+        out = np.empty(X.shape[0], dtype=np.float64)  # scikit-learn's Y_DTYPE
         for tree in self.trees:  # in the fitted order: the same float sums
             # What `tree.predict` calls, into one buffer for all trees (its wrapper's
             # allocation was ~1 us a tree).

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 
+from models import predictor
 from models.features import FEATURE_NAMES, METHODS_MODEL_FEATURES
 from models.predictor import WALK_ROWS_MAX, TreeSum
 from models.train import SHIPPED_ARTIFACT, SHIPPED_METHODS_ARTIFACT, PerMethodModel, load_model, method_indicators
@@ -91,3 +92,12 @@ def test_a_model_treesum_cannot_reproduce_keeps_scikit_learns_path():
     assert binary is not None
     with pytest.raises(ValueError):
         binary.predict_proba(X[:, :2])
+
+
+def test_a_scikit_learn_without_the_private_tree_call_keeps_its_own_path(monkeypatch):
+    rng = np.random.default_rng(1)
+    X, y = rng.normal(size=(200, 3)), rng.integers(0, 2, 200)
+    model = HistGradientBoostingClassifier(max_iter=3).fit(X, y)
+    assert TreeSum.of(model) is not None
+    monkeypatch.setattr(predictor, "_predict_from_raw_data", None)  # as when its import failed
+    assert TreeSum.of(model) is None
