@@ -8,6 +8,9 @@ The commit order, in one place (streams/runtime/engine.py carries it out):
   2. each group goes to its stage's handler with the partition's task: the handler
      reads tables through the task (pending writes first, then RocksDB), writes to
      the task's pending writes and sends output records into the open transaction;
+     a record sent to a partition of a later stage's source that this worker owns is
+     handed to that stage after the batch's read records, in the same transaction,
+     and marked so that it is skipped when read (runtime/handoff.py);
   3. at the commit interval (or `commit_records_max`): the last pending value of
      each written key goes to its table's changelog (same partition number; in a
      changelog several tables share, the key prefixed by the table: runtime/changelog.py),

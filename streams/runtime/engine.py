@@ -22,6 +22,7 @@ from connectors.kafka.clients import consume_available, produce_batch_waiting, p
 from streams import metrics
 from streams.runtime.callwatch import CallWatch
 from streams.runtime.catchup import CatchUp
+from streams.runtime.handoff import FROM_HEADER, HANDLED_HEADER, Handoff, marks
 from streams.runtime.messages import ORIGIN_HEADER, Message, Record, exit_for_restart, origin_of
 from streams.runtime.restore import high_watermarks, restore
 from streams.runtime.state import PENDING_KEYS_MAX, Task, shared_changelogs
@@ -47,6 +48,9 @@ CATCH_UP_DEADLINE_S = 600.0
 CATCH_UP_REPORT_S = 10.0
 
 
+# Each call asking the hand-off partitions' ends is bounded by this, and a failed ask is
+# tried again after it: a broker away (restarting) costs the loop a second now and then.
+HANDOFF_ASK_S = 1.0
 IDLE_POLL_S = 0.1  # with no transaction open, the loop's wait for a record between periodic work
 
 
@@ -100,6 +104,9 @@ class Stage:
     # Its source feeds a table the task's other stages read: after an assignment they
     # wait until it is read to its end (streams/runtime/catchup.py).
     feeds: bool = False
+    # A record an earlier stage (by declaration order) sends to a partition of its source
+    # that this worker owns is handed to it in the same transaction (streams/runtime/handoff.py).
+    takes_handoff: bool = False
 
 
 @dataclass
@@ -183,7 +190,7 @@ class Engine:
         # The open transaction was begun at the producer; until the one in flight is
         # decided it is not, and its sends wait here (bounded by commit_records_max).
         self._begun = False
-        self._deferred: list[tuple[Record, int, list[tuple[str, bytes]]]] = []
+        self._deferred: list[tuple[Record, int, list[tuple[str, bytes]], int | None]] = []
         self._flight: Flight | None = None
         self._committer = ThreadPoolExecutor(1, thread_name_prefix="commit")
         self._txn_started = 0.0
@@ -194,6 +201,10 @@ class Engine:
         self._catch_up: CatchUp | None = None
         self._catch_up_started = 0.0
         self._catch_up_reported = 0.0
+        self._handoff = Handoff(s.source for s in stages if s.takes_handoff)
+        self._handed: dict[tuple[str, int], list[Message]] = {}  # this batch's hand-offs, per partition
+        self._handling_rank = len(stages)  # the stage whose sends are being made: none, outside a batch
+        self._handoff_retry_s = 0.0  # the broker did not tell the ends: ask again from then
         c = config
         self.consumer = Consumer(
             {
@@ -253,6 +264,8 @@ class Engine:
         while not self.stopping:
             # Before the consume: an abort seeks back, and nothing may be read past it unhandled.
             self._settle(wait=False)
+            if self._handoff.wants_ends and self.ready:
+                self._ask_handoff_ends()
             txn_age_s = time.monotonic() - self._txn_started if self._in_txn else None
             batch = consume_available(self.consumer, self.config.batch_max, poll_wait_s(txn_age_s, idle_s))
             handled = self._handle(batch) if batch else 0
@@ -294,7 +307,9 @@ class Engine:
     def _handle(self, batch: list[Any]) -> int:
         """The batch's records, each to its stage; returns how many there were."""
         groups: dict[tuple[str, int], list[Message]] = {}
+        read: dict[tuple[str, int], tuple[int, int]] = {}  # (first, last) offset read, skipped records too
         ends: list[tuple[str, int, int]] = []  # end-of-partition events: (topic, partition, offset)
+        handoff = self._handoff
         for msg in batch:
             err = msg.error()
             if err is not None:
@@ -305,31 +320,72 @@ class Engine:
                 else:
                     log.warning("consumer: %s", err)
                 continue
-            topic, partition = msg.topic(), msg.partition()
+            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            tp = (topic, partition)
+            read[tp] = (read[tp][0] if tp in read else offset, offset)
+            headers = msg.headers()
+            if headers is not None and len(headers) > 1:  # ours carry the origin alone, unless marked
+                handled, token = marks(headers)
+                if handled:  # handled in the transaction that wrote it (which committed)
+                    continue
+                if token is not None:
+                    handoff.read_back(topic, partition, msg.key(), token)
             ts_ms = msg.timestamp()[1]
-            groups.setdefault((topic, partition), []).append(
-                Message(topic, partition, msg.offset(), ts_ms, msg.key(), msg.value(), origin_of(msg.headers(), ts_ms))
+            groups.setdefault(tp, []).append(
+                Message(topic, partition, offset, ts_ms, msg.key(), msg.value(), origin_of(headers, ts_ms))
             )
-        for (topic, partition), messages in sorted(groups.items(), key=lambda group: self._rank[group[0][0]]):
+        for (topic, partition), (_, last) in read.items():
+            handoff.read(topic, partition, last + 1)
+        for topic, partition, offset in ends:
+            handoff.read(topic, partition, offset)
+        for (topic, partition), (first, last) in sorted(read.items(), key=lambda tp_read: self._rank[tp_read[0][0]]):
             task = self.tasks.get(partition)
             assert task is not None, f"a record of {topic}[{partition}], a partition with no task"
             self._begin()
-            stage = self.stages[topic]
-            stage.handle(messages, task.scoped(stage.name, stage.tables, stage.outputs))
-            self._replay_from.setdefault((topic, partition), messages[0].offset)
-            self._offsets[(topic, partition)] = messages[-1].offset + 1
-            self._txn_records += len(messages)
+            messages = groups.get((topic, partition))
+            if messages:
+                self._run(self.stages[topic], messages, task)
+            self._replay_from.setdefault((topic, partition), first)
+            self._offsets[(topic, partition)] = last + 1
+        # What the stages handed on, in the order of the stages (a hand-off only goes to a
+        # later one, so each stage's are all here by its turn), in this transaction.
+        while self._handed:
+            tp = min(self._handed, key=lambda tp: (self._rank[tp[0]], tp[1]))
+            self._run(self.stages[tp[0]], self._handed.pop(tp), self.tasks[tp[1]])
         metrics.flush_held()  # the stages' latencies, one add per bucket for the batch
         if self._must_abort:
             self._abort("a send was refused")
         elif self._catch_up is not None:
             # Past what was just handled (in the open transaction: the stages that read
             # the table read its pending writes), and past what the events say is the end.
-            reached = [(topic, partition, messages[-1].offset + 1) for (topic, partition), messages in groups.items()]
+            reached = [(topic, partition, last + 1) for (topic, partition), (_, last) in read.items()]
             self._resume(
                 self._catch_up, [tp for t, p, offset in reached + ends for tp in self._catch_up.reached(t, p, offset)]
             )
-        return sum(map(len, groups.values()))
+        return len(batch) - len(ends)
+
+    def _run(self, stage: Stage, messages: list[Message], task: Task) -> None:
+        """One stage's handler over messages of one partition, in the open transaction."""
+        self._handling_rank = self._rank[stage.source]
+        try:
+            stage.handle(messages, task.scoped(stage.name, stage.tables, stage.outputs))
+        finally:
+            self._handling_rank = len(self._rank)
+        self._txn_records += len(messages)
+
+    def _ask_handoff_ends(self) -> None:
+        """The owned hand-off partitions' ends, once after each reset; a broker that does
+        not answer now is asked again at the next turn (nothing is handed off meanwhile)."""
+        if time.monotonic() < self._handoff_retry_s:
+            return
+        owned = [(t, p) for t in sorted(self._handoff.targets) for p in sorted(self.tasks)]
+        try:
+            ends = high_watermarks(self.config.client, owned, HANDOFF_ASK_S)
+        except KafkaException as e:
+            log.warning("hand-offs wait: the partitions' ends are not known yet (%s)", e.args[0])
+            self._handoff_retry_s = time.monotonic() + HANDOFF_ASK_S
+            return
+        self._handoff.set_ends(ends)
 
     def _resume(self, catch_up: CatchUp, partitions: list[tuple[str, int]]) -> None:
         if partitions:
@@ -367,26 +423,53 @@ class Engine:
         self._txn("begin_transaction", lambda _: self.producer.begin_transaction())
         self._begun = True
         deferred, self._deferred = self._deferred, []
-        for record, partition, headers in deferred:
-            self._produce(record, partition, headers)
+        for record, partition, headers, timestamp_ms in deferred:
+            self._produce(record, partition, headers, timestamp_ms)
 
     def send(self, record: Record, source_partition: int, origin_ms: int) -> None:
         """An output record into the open transaction, with the origin header; while the
-        transaction before it commits, kept until this one begins at the producer."""
+        transaction before it commits, kept until this one begins at the producer. One for
+        a later stage's partition that this worker owns is handed to that stage too."""
         assert self._in_txn, "a send outside a transaction"
+        topic, key = record.topic, record.key
         partition = source_partition if record.partition is None else record.partition
         headers = [(ORIGIN_HEADER, str(origin_ms).encode())]
+        timestamp_ms = None  # the producer's clock
+        if topic in self._handoff.targets:
+            if (
+                self._handling_rank < self._rank[topic]
+                and self._catch_up is None
+                and self._handoff.may_hand(topic, partition, key)
+            ):
+                # The stage reads the timestamp the record carries (event time of its own).
+                timestamp_ms = int(time.time() * 1000)
+                headers.append((HANDLED_HEADER, b""))
+                ref = self._handoff.next_ref()
+                handed = Message(topic, partition, -1, timestamp_ms, key, record.value, origin_ms, ref)
+                self._handed.setdefault((topic, partition), []).append(handed)
+                metrics.HANDOFFS.inc()
+            elif self._handoff.sent_normally(topic, partition, key):
+                headers.append((FROM_HEADER, self._handoff.token))
         if not self._begun:
-            self._deferred.append((record, partition, headers))
+            self._deferred.append((record, partition, headers, timestamp_ms))
             return
-        self._produce(record, partition, headers)
+        self._produce(record, partition, headers, timestamp_ms)
 
-    def _produce(self, record: Record, partition: int, headers: list[tuple[str, bytes]]) -> None:
+    def _produce(
+        self, record: Record, partition: int, headers: list[tuple[str, bytes]], timestamp_ms: int | None = None
+    ) -> None:
         if self._must_abort:
             return  # the transaction is lost already; its input is redone after the abort
+        extra = {} if timestamp_ms is None else {"timestamp": timestamp_ms}
         try:
             produce_waiting(
-                self.producer, record.topic, value=record.value, key=record.key, partition=partition, headers=headers
+                self.producer,
+                record.topic,
+                value=record.value,
+                key=record.key,
+                partition=partition,
+                headers=headers,
+                **extra,
             )
         except KafkaException as e:
             self._refused(e)
@@ -496,6 +579,9 @@ class Engine:
         self._replay_from.clear()
         self._in_txn = self._begun = False
         self._deferred.clear()
+        self._handed.clear()
+        # Nothing of ours is undecided now: hand-offs wait until the partitions are read again.
+        self._handoff.reset((t, p) for t in self._handoff.targets for p in self.tasks)
         self._must_abort = False
 
     def _txn(self, name: str, call: Callable[[float], Any], *, in_transaction: bool = False) -> bool:
@@ -539,6 +625,7 @@ class Engine:
         self.ready = False
         self._owned = frozenset()
         self.commit(replay=False, wait=True)
+        self._handoff.reset(())
         if self._catch_up is not None:  # what stays paused past a revocation would stay paused after it
             consumer.resume([TopicPartition(t, p) for t, p in self._catch_up.held()])
             self._catch_up = None
@@ -563,6 +650,9 @@ class Engine:
             )
         self._hold_until_fed(consumer, partitions, assigned)
         self._owned = frozenset((topic, p) for topic in self.stages for p in assigned)
+        # Committed at the revocation, nothing of ours is undecided: hand-offs wait until
+        # these are read to their ends (asked in the loop, `_ask_handoff_ends`).
+        self._handoff.reset((t, p) for t in self._handoff.targets for p in assigned)
         self.ready = True
         log.info("Worker ready: partitions %s", sorted(assigned))
 

@@ -27,6 +27,9 @@ class Message:
     key: bytes | None
     value: bytes | None
     origin_ms: int  # the pipeline's entry time (ORIGIN_HEADER), else this record's timestamp
+    # A record handed to its stage in the transaction that writes it (streams/runtime/handoff.py)
+    # has no offset yet (-1); this id, unique to the worker's incarnation, names it instead.
+    ref: str = ""
 
 
 @dataclass(frozen=True, slots=True)

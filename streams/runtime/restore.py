@@ -89,12 +89,14 @@ class Router:
             self._write(store)
 
 
-def high_watermarks(conf: Mapping[str, str], partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
-    """Each partition's high watermark now, asked of the broker."""
+def high_watermarks(
+    conf: Mapping[str, str], partitions: Iterable[tuple[str, int]], timeout_s: float = WATERMARK_TIMEOUT_S
+) -> dict[tuple[str, int], int]:
+    """Each partition's high watermark now, asked of the broker (`timeout_s` each)."""
     probe = committed_reader(conf, [])
     try:
         return {
-            (topic, p): probe.get_watermark_offsets(TopicPartition(topic, p), timeout=WATERMARK_TIMEOUT_S)[1]
+            (topic, p): probe.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[1]
             for topic, p in partitions
         }
     finally:

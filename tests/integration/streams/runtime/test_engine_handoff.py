@@ -1,0 +1,112 @@
+"""The engine against the real broker: a record sent to a later stage's partition that
+the worker owns is handled in the transaction that writes it (streams/runtime/handoff.py).
+Every input is counted once and answered once, whether it was handed off or read back;
+the handed-off records are in the log, marked, and skipped on the way in (their offsets
+commit); a transaction that aborts takes its hand-offs with it and is redone."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+from confluent_kafka import Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from connectors.kafka.clients import committed_reader, read_to_end
+from streams import metrics
+from streams.runtime.engine import Engine, Periodic, Stage
+from streams.runtime.handoff import FROM_HEADER, HANDLED_HEADER
+from streams.runtime.messages import Message, Record
+from streams.runtime.state import StageTask
+from tests.integration.streams.runtime.conftest import engine_config
+from tests.integration.streams.runtime.test_engine_abort_redo import REFUSED_BYTES, TOPIC_MAX_BYTES, values
+
+RECORDS = 60
+DEADLINE_S = 120.0
+
+
+def test_a_record_for_an_owned_partition_is_handled_once_in_its_senders_transaction(
+    bootstrap: str, tmp_path: Path, own_signals: None
+) -> None:
+    run = f"it-handoff-{uuid.uuid4().hex[:8]}"
+    source, mid, out, refusing = f"{run}-in", f"{run}-mid", f"{run}-out", f"{run}-small"
+    changelog = f"{run}-t-changelog"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    topics = [
+        NewTopic(source, 1, 1),
+        NewTopic(mid, 1, 1),
+        NewTopic(out, 1, 1),
+        NewTopic(refusing, 1, 1, config={"max.message.bytes": str(TOPIC_MAX_BYTES)}),
+        NewTopic(changelog, 1, 1, config={"cleanup.policy": "compact"}),
+    ]
+    for future in admin.create_topics(topics).values():
+        future.result(30)
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    for i in range(RECORDS):
+        producer.produce(source, value=b"%d" % i, key=b"k%d" % (i % 3), partition=0)
+    assert producer.flush(30) == 0
+
+    refuse_once = {"armed": True}
+    handed_in: list[int] = []  # the offsets the second stage saw: -1 for a hand-off
+
+    def forward(batch: list[Message], task: StageTask) -> None:
+        for m in batch:
+            task.send(Record(mid, m.key, m.value), m.origin_ms)
+
+    def count(batch: list[Message], task: StageTask) -> None:
+        counts = task.table("t")
+        for m in batch:
+            handed_in.append(m.offset)
+            counts.put(b"n", b"%d" % (int(counts.get(b"n") or 0) + 1))
+            task.send(Record(out, m.key, m.value), m.origin_ms)
+        # Once hand-offs flow, one transaction fails: its hand-offs must go with it.
+        if batch[0].offset < 0 and refuse_once.pop("armed", False):
+            task.send(Record(refusing, b"k", b"x" * REFUSED_BYTES), batch[0].origin_ms)
+
+    stages = [
+        Stage("forward", source, forward, (), (mid,)),
+        Stage("count", mid, count, ("t",), (out, refusing), takes_handoff=True),
+    ]
+    config = engine_config(bootstrap, run, tmp_path, batch_max=5)
+    handoffs_before = metrics.HANDOFFS._value.get()
+    aborted_before = metrics.TRANSACTIONS_ABORTED._value.get()
+    deadline = time.monotonic() + DEADLINE_S
+    engine: Engine
+
+    def stop_when_counted() -> None:
+        task = engine.tasks.get(0)
+        counted = task is not None and task.table("t").store.get(b"n") == b"%d" % RECORDS
+        if counted or time.monotonic() > deadline:
+            # ... and read past the last record of `mid` (the commit marker after it is all that is left).
+            tp = TopicPartition(mid, 0)
+            [position] = engine.consumer.position([tp])
+            if counted and position.offset < engine.consumer.get_watermark_offsets(tp, timeout=10)[1] - 1:
+                return
+            engine.stopping = True
+
+    engine = Engine(config, stages, {"t": changelog}, periodic=[Periodic(0.05, stop_when_counted)])
+    engine.run()
+
+    assert metrics.TRANSACTIONS_ABORTED._value.get() - aborted_before == 1
+    assert sorted(values(bootstrap, out), key=int) == [b"%d" % i for i in range(RECORDS)]  # each once
+    changelogged = {m.key(): m.value() for m in read_to_end(bootstrap, [changelog], 1, timeout_s=30)}
+    assert changelogged == {b"n": b"%d" % RECORDS}  # counted once each, hand-offs and read-backs alike
+    in_log = list(read_to_end(bootstrap, [mid], 1, timeout_s=30))
+    assert sorted((m.value() for m in in_log), key=int) == [b"%d" % i for i in range(RECORDS)]
+    marks = [{k for k, _ in m.headers() or ()} for m in in_log]
+    handed = sum(HANDLED_HEADER in h for h in marks)
+    # Each handed-off record was seen once by the stage, or twice if the aborted transaction had it.
+    assert 1 <= handed <= handed_in.count(-1)
+    assert len([o for o in handed_in if o >= 0]) == RECORDS - handed  # the rest read back, once each
+    # The first records go the normal way (the partition's end is not known yet), marked as ours.
+    assert all(HANDLED_HEADER in h or FROM_HEADER in h for h in marks)
+    assert metrics.HANDOFFS._value.get() - handoffs_before >= handed
+    group = committed_reader(bootstrap, [], group_id=f"{run}-group")
+    try:
+        committed = group.committed([TopicPartition(source, 0), TopicPartition(mid, 0)], timeout=10)
+    finally:
+        group.close()
+    assert committed[0].offset == RECORDS
+    assert committed[1].offset > in_log[-1].offset()  # the skipped records' offsets commit too
+
