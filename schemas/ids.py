@@ -28,7 +28,9 @@ def derive_outcome_id(command_id: str) -> str:
     return _derive("out_", command_id)
 
 
-def derive_dlq_id(topic: str, partition: int, offset: int) -> str:
+def derive_dlq_id(topic: str, partition: int, offset: int | str) -> str:
+    """A dead letter's id: where its message was read (or, handed on inside a worker and
+    not read yet, the hand-off's ref in place of the offset)."""
     return _derive("dlq_", topic, str(partition), str(offset))
 
 

@@ -133,9 +133,10 @@ class Source:
 
     topic: str
     partition: int
-    offset: int
+    offset: int  # -1: handed on inside the worker, not read from the topic (`ref` names it)
     timestamp_ms: int
     key: bytes | None
+    ref: str = ""
 
 
 @dataclass(frozen=True)
@@ -196,7 +197,7 @@ def dead_letter(stage: str, reason: str, detail: str, raw: bytes | None, source:
         detail = f"{detail} (raw value cut to {DLQ_RAW_MAX_BYTES} of {len(value)} bytes)"
     return DeadLetter(
         {
-            "dlq_id": derive_dlq_id(source.topic, source.partition, source.offset),
+            "dlq_id": derive_dlq_id(source.topic, source.partition, source.ref or source.offset),
             "stage": stage,
             "reason": reason,
             "detail": detail[:1000],

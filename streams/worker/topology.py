@@ -97,7 +97,7 @@ LEDGER_TABLES = {ledger_stage.BALANCES: BALANCES_T, ledger_stage.APPLIED: APPLIE
 
 
 def source_of(m: Message) -> Source:
-    return Source(m.topic, m.partition, m.offset, m.timestamp_ms, m.key)
+    return Source(m.topic, m.partition, m.offset, m.timestamp_ms, m.key, m.ref)
 
 
 def reset_local_state(settings: Settings) -> None:
@@ -205,13 +205,16 @@ def build_worker(settings: Settings) -> Engine:
         return Record(names.dlq, m.key, DLQ_CODEC.encode(letter.record))
 
     def to_dlq(task: Task, m: Message, letter: DeadLetter) -> None:
-        """One dead letter per bad message, redelivered or not (`dead_lettered_before`)."""
-        marks = task.table(DLQ_MARKS)
-        key = dlq_mark_key(letter.record["stage"], m)
-        if dead_lettered_before(marks.get(key), m.offset):
-            metrics.DUPLICATES_SKIPPED.labels(stage="dlq").inc()
-            return
-        marks.put(key, str(m.offset).encode())
+        """One dead letter per bad message, redelivered or not (`dead_lettered_before`).
+        A message handed on inside the worker (no offset) is never redelivered: the
+        record it was handed with is skipped on the way in, so it needs no mark."""
+        if m.offset >= 0:
+            marks = task.table(DLQ_MARKS)
+            key = dlq_mark_key(letter.record["stage"], m)
+            if dead_lettered_before(marks.get(key), m.offset):
+                metrics.DUPLICATES_SKIPPED.labels(stage="dlq").inc()
+                return
+            marks.put(key, str(m.offset).encode())
         task.send(dlq_record(m, letter), m.origin_ms)
 
     def refuse(task: Task, m: Message, stage: str, reason: str, detail: str) -> None:
@@ -656,8 +659,20 @@ def build_worker(settings: Settings) -> Engine:
     # assignment the others wait until these are read to their ends (the engine's rules),
     # so a merchant registered before its first create is known to it.
     feeding = {"merchants", "labels", "merchant-labels"}
+    # A create's path: what ingest sends to risk, and ingest or risk to payments, is
+    # handled in the sender's transaction when this worker owns the partition, so the
+    # outcome waits for one commit instead of three (docs/decisions.md, Hop budget).
+    handed = {"risk", "payments"}
     stages = [
-        Stage(name, source, handler, (*tables, DLQ_MARKS), (*outputs, names.dlq), feeds=name in feeding)
+        Stage(
+            name,
+            source,
+            handler,
+            (*tables, DLQ_MARKS),
+            (*outputs, names.dlq),
+            feeds=name in feeding,
+            takes_handoff=name in handed,
+        )
         for name, source, tables, handler, outputs in (
             ("merchants", names.merchants, (MERCHANTS,), merchants_batch, ()),
             ("labels", names.labels, (RISK,), labels_batch, (names.merchant_labels,)),
