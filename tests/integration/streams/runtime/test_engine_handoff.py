@@ -109,4 +109,3 @@ def test_a_record_for_an_owned_partition_is_handled_once_in_its_senders_transact
         group.close()
     assert committed[0].offset == RECORDS
     assert committed[1].offset > in_log[-1].offset()  # the skipped records' offsets commit too
-
