@@ -56,7 +56,7 @@ from connectors.clickhouse.client import connect
 from connectors.clickhouse.migrate import migrate
 from connectors.kafka import admin
 from connectors.kafka.admin import TopicSpec
-from connectors.kafka.clients import committed_reader, id_assigned, poll_until, produce_waiting
+from connectors.kafka.clients import committed_reader, id_assigned, produce_waiting, readable_past
 from models.bench import run_fraud_bench
 from schemas.codec import Codec
 from streams.client.books import book_records
@@ -196,8 +196,7 @@ def readable(settings: Settings, positions: list[TopicPartition], wait_s: float 
     """Whether a read_committed reader from `positions` finds a record within `wait_s`."""
     reader = committed_reader(client_config(settings), [])
     try:
-        reader.assign(positions)
-        return next(poll_until(reader, time.monotonic() + wait_s), None) is not None
+        return readable_past(reader, positions, wait_s)
     finally:
         reader.close()
 
