@@ -126,13 +126,20 @@ class Held:
 
     def flush(self) -> None:
         values, self.values = self.values, []
-        if not values:
-            return
-        # The bucket `observe` would pick: the first upper bound >= the value (the last is +Inf).
-        bounds = self.child._upper_bounds
-        for i, n in Tally(bisect_left(bounds, v) for v in values).items():
-            self.child._buckets[i].inc(n)
-        self.child._sum.inc(sum(values))
+        if values:
+            observe_many(self.child, values)
+
+
+def observe_many(child: Any, values: list[float]) -> None:
+    """`child.observe(v)` for each value, as one count per bucket and one sum.
+    prometheus_client (0.26) has no public way to add counts, so this writes the fields
+    its own `observe` writes: _upper_bounds, _buckets and _sum are private, and
+    tests/unit/streams/test_metrics.py fails if an upgrade renames or reshapes them."""
+    # The bucket `observe` would pick: the first upper bound >= the value (the last is +Inf).
+    bounds = child._upper_bounds
+    for i, n in Tally(bisect_left(bounds, v) for v in values).items():
+        child._buckets[i].inc(n)
+    child._sum.inc(sum(values))
 
 
 _held: list[Held] = []

@@ -184,6 +184,17 @@ def per_table_changelog_topic(app_id: str, table: str) -> str:
     return f"{app_id}-{table}-changelog"
 
 
+def namespace_topics(settings: Settings) -> tuple[list[str], list[str]]:
+    """Every topic a namespace may own, as (names, prefixes) for admin.delete_topics: its
+    changelogs (the shared one and the per-table ones it may migrate from) and whatever
+    starts with "<namespace>.". Refused without a namespace: that would name the pipeline's own."""
+    if not settings.namespace:
+        raise ValueError("no namespace: the un-namespaced topics are the pipeline's, never scratch")
+    app = settings.app_id
+    changelogs = [tables_changelog_topic(app), *(per_table_changelog_topic(app, t) for t in TABLES)]
+    return changelogs, [prefixed(settings, "")]
+
+
 # The cleaner compacts a log once this share of it is superseded (the broker's default, 0.5,
 # lets a changelog grow to twice its live keys before a pass).
 CHANGELOG_DIRTY_RATIO = "0.2"

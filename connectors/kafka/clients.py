@@ -179,6 +179,17 @@ def poll_until(consumer: Consumer, deadline_monotonic: float) -> Iterator[Messag
         yield msg
 
 
+def readable_past(consumer: Consumer, positions: list[TopicPartition], wait_s: float) -> bool:
+    """Whether `consumer` (read_committed) finds a record at or past `positions` within
+    `wait_s`: False when all that lies there is aborted records and transaction markers,
+    which it skips. Assigns the positions for the look and unassigns them after."""
+    consumer.assign(positions)
+    try:
+        return next(poll_until(consumer, time.monotonic() + wait_s), None) is not None
+    finally:
+        consumer.unassign()
+
+
 # Errors a partition shows while its leadership is still settling (a new topic, a
 # broker restart), or a request the busy broker did not answer in time; librdkafka
 # does not flag all of them retriable. Retried until the caller's deadline.

@@ -56,7 +56,7 @@ from connectors.clickhouse.client import connect
 from connectors.clickhouse.migrate import migrate
 from connectors.kafka import admin
 from connectors.kafka.admin import TopicSpec
-from connectors.kafka.clients import committed_reader, id_assigned, poll_until, produce_waiting
+from connectors.kafka.clients import committed_reader, id_assigned, produce_waiting, readable_past
 from models.bench import run_fraud_bench
 from schemas.codec import Codec
 from streams.client.books import book_records
@@ -76,7 +76,7 @@ from streams.harness.recovery import RESTORED, restore_window
 from streams.harness.stats import percentiles, rate
 from streams.jobs.sink import catch_up
 from streams.settings import Settings, client_config
-from streams.topics import client_ids, declared_topics, topic_names
+from streams.topics import client_ids, declared_topics, namespace_topics, topic_names
 
 COMMAND_CODEC = Codec("PaymentCommand")
 MAX_MESSAGES = 10_000_000
@@ -196,8 +196,7 @@ def readable(settings: Settings, positions: list[TopicPartition], wait_s: float 
     """Whether a read_committed reader from `positions` finds a record within `wait_s`."""
     reader = committed_reader(client_config(settings), [])
     try:
-        reader.assign(positions)
-        return next(poll_until(reader, time.monotonic() + wait_s), None) is not None
+        return readable_past(reader, positions, wait_s)
     finally:
         reader.close()
 
@@ -213,15 +212,18 @@ def end_to_end(
     profile: Path | None = None,
     then: Callable[[Settings], dict[str, Any]] | None = None,
     recover: bool = False,
+    run: Settings | None = None,
 ) -> tuple[dict[str, Any], Settings]:
     """Demo traffic through `workers` workers; the clock runs from the first publish to
     the last committed outcome (the workers are warmed up first, outside the clock).
     Then, on the same workers, the open-loop latency at each offered rate. `profile`:
     py-spy samples the first worker during the throughput run. `then` runs last, while
     the workers are still up (the HTTP part), its result under "then"; `recover` kills
-    the first worker after it and times its restore (under "recovery")."""
+    the first worker after it and times its restore (under "recovery"). `run`: the run's
+    own settings (run_settings of `base`), when the caller made them to delete its topics
+    even if this fails; else a fresh namespace, its topics left for the caller to read."""
     assert 0 < commands <= MAX_COMMANDS and 1 <= workers
-    settings = run_settings(base, f"{workers}w")
+    settings = run or run_settings(base, f"{workers}w")
     admin.ensure_topics(client_config(settings), declared_topics(settings))
     traffic = generate(max(1, round(commands / COMMANDS_PER_PAYMENT)), seed, settings.namespace, datetime.now(UTC))
     warmup = generate(8 * workers, seed + 1, settings.namespace + "-warm", datetime.now(UTC))
@@ -562,58 +564,66 @@ def run_bench(
         if quick
         else (bench_http.HTTP_RATES_PER_S, bench_http.HTTP_DURATION_S, bench_http.HTTP_REPLAY_RATE_PER_S)
     )
-    e2e, e2e_settings = end_to_end(
-        settings,
-        commands,
-        seed,
-        rates_per_s=rates_per_s,
-        rate_window_s=window_s,
-        profile=profile,
-        then=lambda s: bench_http.http(s, http_rates, http_s, replay_rate),
-        recover=True,
-    )
-    two, two_settings = end_to_end(settings, commands, seed, workers=2)
-    latency, http_result, recovery = e2e.pop("latency"), e2e.pop("then"), e2e.pop("recovery")
-    one_per_s, two_per_s = e2e["commands_per_s"], two["commands_per_s"]
-    out = {
-        "bench": "paystream",
-        "quick": quick,
-        "seed": seed,
-        "at": at,
-        "machine": info,
-        "ceiling_commands_per_s": ceiling_median["produce_then_consume_per_s"],
-        "e2e_commands_per_s": one_per_s,
-        "latency_ms": {r: {q: f["committed_ms"][q] for q in ("p50", "p95", "p99", "max")} for r, f in latency.items()},
-        "sink_rows_per_s": None,
-        "ceiling": ceiling_median,
-        "peers": peers,
-        "end_to_end": e2e,
-        "latency": latency,
-        "sink": sink(e2e_settings),
-        "stages": bench_stages.stage_cpu(e2e_settings, commands * 2),
-        "scaling": {
-            "commands": commands,
-            "one_worker_commands_per_s": one_per_s,
-            "two_workers_commands_per_s": two_per_s,
-            "two_vs_one": round(two_per_s / one_per_s, 2) if one_per_s else None,
-            "two_workers": two,
-        },
-        "replay": replay(e2e_settings),
-        "scoring": scoring(rows, seed),
-        "http": http_result,
-        "recovery": recovery,
-        # pure simulation, no broker: today's router against the learning one (docs/routing.md)
-        "routing": routing_eval.evaluate(2_000 if quick else 10_000, seed),
-    }
-    out["sink_rows_per_s"] = out["sink"]["rows_per_s"]
-    ceiling_rate = ceiling_median["produce_then_consume_per_s"]
-    out["end_to_end_vs_ceiling"] = round(one_per_s / ceiling_rate, 4) if ceiling_rate else None
-    out["ceiling_runs_per_s"] = [c["produce_then_consume_per_s"] for c in ceilings]
-    out["ceiling_spread"] = round(statistics.pstdev(out["ceiling_runs_per_s"]), 1)
-    for run in (e2e_settings, two_settings):  # the sink, stages and replay parts read them until here
-        names = [t.name for t in declared_topics(run)]
-        admin.delete_topics(client_config(run), names, timeout_s=bench_peers.CLEANUP_TIMEOUT_S)
-    return out
+    e2e_settings, two_settings = run_settings(settings, "1w"), run_settings(settings, "2w")
+    try:
+        e2e, _ = end_to_end(
+            settings,
+            commands,
+            seed,
+            rates_per_s=rates_per_s,
+            rate_window_s=window_s,
+            profile=profile,
+            then=lambda s: bench_http.http(s, http_rates, http_s, replay_rate),
+            recover=True,
+            run=e2e_settings,
+        )
+        two, _ = end_to_end(settings, commands, seed, workers=2, run=two_settings)
+        latency, http_result, recovery = e2e.pop("latency"), e2e.pop("then"), e2e.pop("recovery")
+        one_per_s, two_per_s = e2e["commands_per_s"], two["commands_per_s"]
+        out = {
+            "bench": "paystream",
+            "quick": quick,
+            "seed": seed,
+            "at": at,
+            "machine": info,
+            "ceiling_commands_per_s": ceiling_median["produce_then_consume_per_s"],
+            "e2e_commands_per_s": one_per_s,
+            "latency_ms": {
+                r: {q: f["committed_ms"][q] for q in ("p50", "p95", "p99", "max")} for r, f in latency.items()
+            },
+            "sink_rows_per_s": None,
+            "ceiling": ceiling_median,
+            "peers": peers,
+            "end_to_end": e2e,
+            "latency": latency,
+            "sink": sink(e2e_settings),
+            "stages": bench_stages.stage_cpu(e2e_settings, commands * 2),
+            "scaling": {
+                "commands": commands,
+                "one_worker_commands_per_s": one_per_s,
+                "two_workers_commands_per_s": two_per_s,
+                "two_vs_one": round(two_per_s / one_per_s, 2) if one_per_s else None,
+                "two_workers": two,
+            },
+            "replay": replay(e2e_settings),
+            "scoring": scoring(rows, seed),
+            "http": http_result,
+            "recovery": recovery,
+            # pure simulation, no broker: today's router against the learning one (docs/routing.md)
+            "routing": routing_eval.evaluate(2_000 if quick else 10_000, seed),
+        }
+        out["sink_rows_per_s"] = out["sink"]["rows_per_s"]
+        ceiling_rate = ceiling_median["produce_then_consume_per_s"]
+        out["end_to_end_vs_ceiling"] = round(one_per_s / ceiling_rate, 4) if ceiling_rate else None
+        out["ceiling_runs_per_s"] = [c["produce_then_consume_per_s"] for c in ceilings]
+        out["ceiling_spread"] = round(statistics.pstdev(out["ceiling_runs_per_s"]), 1)
+        return out
+    finally:
+        # Read by the sink, stages and replay parts until here; deleted even when the bench
+        # failed (every partition holds broker file descriptors).
+        for run in (e2e_settings, two_settings):
+            names, prefixes = namespace_topics(run)
+            admin.discard_topics(client_config(run), names, prefixes=prefixes, timeout_s=bench_peers.CLEANUP_TIMEOUT_S)
 
 
 def plot(result: dict[str, Any], out: Path) -> None:

@@ -134,8 +134,10 @@ def run_peer(settings: Settings, peer: str, records: int, root: Path) -> dict[st
             proc.kill()
             proc.wait()
         log.close()
-        # its source, sink, changelog and the peer library's own topics all start with `run`
-        admin.delete_topics(client_config(settings), prefixes=[run], timeout_s=CLEANUP_TIMEOUT_S)
+        # its source, sink and changelog start with `run`; quixstreams names its own
+        # "changelog__<group>--..." and "repartition__<group>--..." (its group is `run`)
+        internal = [f"{kind}__{run}--" for kind in ("changelog", "repartition")]
+        admin.delete_topics(client_config(settings), prefixes=[run, *internal], timeout_s=CLEANUP_TIMEOUT_S)
     return {"records": records, "seen": seen, "records_per_s": per_s}
 
 

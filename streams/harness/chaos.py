@@ -1,7 +1,7 @@
 """`paystream chaos`: break the pipeline on purpose and prove, from the topics, that
 nothing was lost or doubled and the books still balance.
 
-A run, in its own namespace (fresh topics, group and state):
+A run, in its own namespace (fresh topics, group and state; its topics deleted at the end):
   1. start W workers (separate processes; one data dir each, shared keys);
   2. publish N commands of demo traffic (retries, key conflicts, captures, partial
      refunds, voids, invalid input and undecodable bytes mixed in);
@@ -46,9 +46,10 @@ from streams.client.processes import WorkerProcess
 from streams.client.publish import publish_commands
 from streams.demo.run import generate, open_the_day
 from streams.domain.audit import AuditReport, audit, compare, rebuild
+from streams.harness.bench_peers import CLEANUP_TIMEOUT_S
 from streams.harness.stats import peak_rss_bytes
 from streams.settings import Settings, client_config
-from streams.topics import declared_topics, topic_names
+from streams.topics import declared_topics, namespace_topics, topic_names
 
 # Commands per payment in demo traffic (creates, retries, follow-ups): to size N.
 COMMANDS_PER_PAYMENT = 1.48
@@ -328,6 +329,27 @@ def run_chaos(
             "providers_dir": base.data_dir / namespace / "providers",
         }
     )
+    try:
+        return _run(base, settings, commands, kills, broker_restarts, workers, seed, broker_kills, on_progress)
+    finally:
+        # The figures are taken from the topics, then they go (every partition holds broker
+        # file descriptors); the workers' logs stay in the run's data dir.
+        names, prefixes = namespace_topics(settings)
+        admin.discard_topics(client_config(settings), names, prefixes=prefixes, timeout_s=CLEANUP_TIMEOUT_S)
+
+
+def _run(
+    base: Settings,
+    settings: Settings,
+    commands: int,
+    kills: int,
+    broker_restarts: int,
+    workers: int,
+    seed: int,
+    broker_kills: int,
+    on_progress: Callable[[int, int], None] | None,
+) -> Figures:
+    namespace = settings.namespace
     FileKeyStore(settings.keys_dir).init()
     payments = max(1, round(commands / COMMANDS_PER_PAYMENT))
     traffic = generate(payments, seed, namespace, datetime.now(UTC))

@@ -4,10 +4,10 @@ streams/worker/topology.py runs them (periodic jobs and per batch) and sets stre
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from connectors.kafka.clients import readable_past
 from connectors.providers.breaker import Transition
 from streams import metrics
 from streams.domain.ledger import decode_balance, parse_balance_key
@@ -192,16 +192,7 @@ class LagProbe:
         from confluent_kafka import TopicPartition
 
         assert self._consumer is not None, "lags() first"
-        self._consumer.assign([TopicPartition(tp[0], tp[1], max(offset, 0))])
-        try:
-            deadline = time.monotonic() + timeout_s
-            while time.monotonic() < deadline:
-                msg = self._consumer.poll(min(0.5, timeout_s))
-                if msg is not None and msg.error() is None:
-                    return True
-            return False
-        finally:
-            self._consumer.unassign()
+        return readable_past(self._consumer, [TopicPartition(tp[0], tp[1], max(offset, 0))], timeout_s)
 
     def close(self) -> None:
         if self._consumer is not None:

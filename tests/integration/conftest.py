@@ -1,6 +1,8 @@
 """Integration tests run against the real broker that `paystream kafka up` started
 (`make test` and .ci/run start it). Each test session gets its own namespace, so
-its topics, consumer group and state are fresh."""
+its topics, consumer group and state are fresh; every namespace's topics are deleted
+when its module (the shared pipeline's: the session) ends, or the broker would keep
+a suite's ~900 topics, run after run."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from connectors.kafka import admin
 from connectors.schema_registry import launcher as registry_launcher
 from streams.client.schema_registry import registry_config
 from streams.settings import Settings
-from tests.integration.support import Pipeline, make_settings, start_worker
+from tests.integration.support import Pipeline, drop_namespace, drop_scratch_topics, namespace_settings, start_worker
 
 
 @pytest.fixture(scope="session")
@@ -39,8 +41,17 @@ def schema_registry_url() -> str:
 @pytest.fixture(scope="session")
 def pipeline(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     """A worker shared by the tests that do not break it."""
-    settings = make_settings(tmp_path_factory.mktemp("pipeline"), "shared")
+    settings = namespace_settings(tmp_path_factory.mktemp("pipeline"), "shared")
     worker = start_worker(settings)
     yield Pipeline(settings, worker)
     code = worker.stop()
+    drop_namespace(settings)  # the session's end: every test that shares it is done
     assert code == 0, f"worker exited with {code}:\n{worker.log_tail()}"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def scratch_topics_dropped() -> Iterator[None]:
+    """The module's make_settings namespaces and scratch_topics, deleted when it ends
+    (best effort: a failed delete warns, never fails a test)."""
+    yield
+    drop_scratch_topics()

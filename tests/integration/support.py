@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from connectors.kafka import admin
+from connectors.kafka.clients import Connection
 from schemas.ids import derive_payment_id
 from streams.client.observe import Observer
 from streams.client.processes import WorkerProcess
 from streams.client.publish import publish_commands
-from streams.settings import Settings
-from streams.topics import declared_topics
+from streams.settings import Settings, client_config
+from streams.topics import declared_topics, namespace_topics
 
 PARTITIONS = 4
 WAIT_S = 180
@@ -27,7 +28,38 @@ WAIT_S = 180
 T0 = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
 
 
+# The topics the running test module made, as (connection, names, prefixes): deleted when
+# the module ends (conftest.py's scratch_topics_dropped). One sweep per module, not per test:
+# a module-scoped fixture's topics must outlive the module's first test.
+_SCRATCH: list[tuple[Connection, list[str], list[str]]] = []
+
+
+def scratch_topics(conn: Connection, names: Iterable[str] = (), *, prefixes: Iterable[str] = ()) -> None:
+    """Topics a test creates outside a make_settings namespace, to delete when its module ends."""
+    _SCRATCH.append((conn, list(names), list(prefixes)))
+
+
+def drop_scratch_topics() -> None:
+    while _SCRATCH:
+        conn, names, prefixes = _SCRATCH.pop()
+        admin.discard_topics(conn, names, prefixes=prefixes)
+
+
+def drop_namespace(settings: Settings) -> None:
+    names, prefixes = namespace_topics(settings)
+    admin.discard_topics(client_config(settings), names, prefixes=prefixes)
+
+
 def make_settings(tmp: Path, label: str) -> Settings:
+    """A fresh namespace for one test or module: its topics are deleted when the module ends."""
+    settings = namespace_settings(tmp, label)
+    names, prefixes = namespace_topics(settings)
+    scratch_topics(client_config(settings), names, prefixes=prefixes)
+    return settings
+
+
+def namespace_settings(tmp: Path, label: str) -> Settings:
+    """A fresh namespace whose topics the caller deletes (drop_namespace)."""
     return Settings(
         namespace=f"it-{label}-{uuid.uuid4().hex[:8]}",
         partitions=PARTITIONS,

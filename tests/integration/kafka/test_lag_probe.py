@@ -10,10 +10,12 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.worker.probes import LagProbe
+from tests.integration.support import scratch_topics
 
 
 def test_an_aborted_tail_is_idle_and_a_committed_record_is_work(bootstrap: str) -> None:
     topic = f"it-lagprobe-{uuid.uuid4().hex[:8]}"
+    scratch_topics(bootstrap, [topic])
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for future in admin.create_topics([NewTopic(topic, 1, 1)]).values():
         future.result(30)

@@ -9,7 +9,14 @@ import pytest
 from pydantic import ValidationError
 
 from streams.settings import EMBEDDED_BOOTSTRAP, Settings
-from streams.topics import TABLES, declared_topics, per_table_changelog_topic, tables_changelog_topic, topic_names
+from streams.topics import (
+    TABLES,
+    declared_topics,
+    namespace_topics,
+    per_table_changelog_topic,
+    tables_changelog_topic,
+    topic_names,
+)
 
 
 @pytest.fixture
@@ -174,6 +181,21 @@ def test_namespace_prefixes_topics_and_changelogs(env: pytest.MonkeyPatch) -> No
     declared = {spec.name for spec in declared_topics(s)}
     assert "paystream-ci-7-tables-changelog" in declared
     assert not declared & {spec.name for spec in declared_topics(Settings())}  # no topic shared with the default
+
+
+def test_namespace_topics_cover_the_namespace_and_nothing_of_another(env: pytest.MonkeyPatch) -> None:
+    def covered(s: Settings, topic: str) -> bool:
+        names, prefixes = namespace_topics(s)
+        return topic in names or topic.startswith(tuple(prefixes))
+
+    s = Settings(namespace="ci-7")
+    migrated_from = per_table_changelog_topic(s.app_id, "payments")
+    assert all(covered(s, t) for t in [spec.name for spec in declared_topics(s)] + [migrated_from])
+    # a namespace that starts like it ("ci-7-b": "paystream-ci-7-b-...") and the default keep theirs
+    for other in (Settings(namespace="ci-7-b"), Settings()):
+        assert not any(covered(s, spec.name) for spec in declared_topics(other))
+    with pytest.raises(ValueError):
+        namespace_topics(Settings())
 
 
 def test_the_worker_uses_only_declared_topics(env: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from connectors.kafka.admin import TopicError, TopicSpec, align_topic_configs, ensure_topics
 from connectors.kafka.launcher import BrokerConfig, status, up
+from tests.integration.support import scratch_topics
 
 pytestmark = pytest.mark.integration
 
@@ -35,6 +36,7 @@ def test_up_is_idempotent_and_quick() -> None:
 
 def test_ensure_topics_creates_once_and_never_resizes() -> None:
     name = f"it-launcher-{uuid.uuid4().hex[:12]}"
+    scratch_topics(CFG.bootstrap, [name])
     spec = TopicSpec(name, partitions=3, retention_ms=60_000)
 
     assert ensure_topics(CFG.bootstrap, [spec]) == [name]
@@ -45,6 +47,7 @@ def test_ensure_topics_creates_once_and_never_resizes() -> None:
 
 def test_align_sets_an_existing_topics_config_to_its_spec() -> None:
     name = f"it-align-{uuid.uuid4().hex[:12]}"
+    scratch_topics(CFG.bootstrap, [name])
     ensure_topics(CFG.bootstrap, [TopicSpec(name, partitions=1, compacted=True)])
     spec = TopicSpec(name, partitions=1, compacted=True, extra_config={"segment.ms": "60000"})
 

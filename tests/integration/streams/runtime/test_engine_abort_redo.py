@@ -21,6 +21,7 @@ from streams.runtime.engine import Engine, Periodic, Stage
 from streams.runtime.messages import Message, Record
 from streams.runtime.state import StageTask
 from tests.integration.streams.runtime.conftest import engine_config
+from tests.integration.support import scratch_topics
 
 RECORDS = 40
 DEADLINE_S = 120.0
@@ -51,6 +52,7 @@ def test_an_abortable_transaction_is_redone_once_without_a_restart(
 ) -> None:
     run = f"it-abort-{uuid.uuid4().hex[:8]}"
     source, out, refusing, changelog = f"{run}-in", f"{run}-out", f"{run}-small", f"{run}-t-changelog"
+    scratch_topics(bootstrap, prefixes=[f"{run}-"])
     admin = AdminClient({"bootstrap.servers": bootstrap})
     topics = [
         NewTopic(source, 1, 1),

@@ -17,6 +17,7 @@ from streams.runtime.engine import Engine, EngineConfig, Periodic, Stage
 from streams.runtime.messages import Message, Record
 from streams.runtime.state import StageTask
 from tests.integration.streams.runtime.conftest import engine_config
+from tests.integration.support import scratch_topics
 
 REGISTRATIONS = 200
 DEADLINE_S = 120.0
@@ -26,6 +27,7 @@ def registered_then_commanded(bootstrap: str, run: str) -> tuple[str, str, str]:
     """REGISTRATIONS keys registered, then a command for each: the registry, commands
     and changelog topics."""
     registry, commands, changelog = f"{run}-registry", f"{run}-commands", f"{run}-changelog"
+    scratch_topics(bootstrap, prefixes=[f"{run}-"])
     admin = AdminClient({"bootstrap.servers": bootstrap})
     topics = [
         NewTopic(registry, 1, 1),

@@ -141,3 +141,9 @@ def test_waiting_for_leaders_raises_a_non_retriable_metadata_error() -> None:
 def test_waiting_for_leaders_gives_up_at_its_deadline() -> None:
     with pytest.raises(admin.TopicError, match="without partition leaders"):
         admin._wait_for_leaders(_SlowAdmin([]), ["t"], time.monotonic() - 1)  # type: ignore[arg-type]
+
+
+def test_discarding_topics_without_a_broker_warns_and_returns() -> None:
+    # Nothing listens on port 1: the metadata read times out, and a cleanup must not raise.
+    with pytest.warns(RuntimeWarning, match="scratch topics left"):
+        assert admin.discard_topics("localhost:1", ["t"], prefixes=["p."], timeout_s=0.5) == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 
 def test_a_local_timeout_is_retried_until_the_deadline_like_a_settling_leader() -> None:
     from confluent_kafka import KafkaError
@@ -123,3 +125,53 @@ def test_consume_available_waits_only_for_the_first_message() -> None:
     assert c.calls == [("poll", 0.5), ("consume", 1, 0)]  # the rest: no wait at all
     assert consume_available(c, 1, 0.5) == ["c"] and c.calls[-1] == ("poll", 0.5)  # type: ignore[arg-type]
     assert consume_available(c, 5, 0.5) == [] and c.calls[-1] == ("poll", 0.5)  # type: ignore[arg-type]
+
+
+class Looked:
+    """A read_committed consumer whose polls return `polled` (None: nothing yet), then nothing."""
+
+    def __init__(self, polled: list[object]) -> None:
+        self.polled, self.assigned = list(polled), None  # type: ignore[var-annotated]
+
+    def assign(self, positions: list[object]) -> None:
+        self.assigned = positions
+
+    def unassign(self) -> None:
+        self.assigned = None
+
+    def poll(self, timeout: float) -> object:
+        return self.polled.pop(0) if self.polled else None
+
+
+class Msg:
+    def __init__(self, error: object = None) -> None:
+        self._error = error
+
+    def error(self) -> object:
+        return self._error
+
+
+def test_readable_past_finds_a_record_and_leaves_nothing_assigned() -> None:
+    from confluent_kafka import KafkaError, TopicPartition
+
+    from connectors.kafka.clients import readable_past
+
+    at = [TopicPartition("t", 0, 5)]
+    eof = Msg(KafkaError(KafkaError._PARTITION_EOF))
+    found = Looked([None, eof, Msg()])
+    assert readable_past(found, at, 30.0)  # type: ignore[arg-type]
+    assert found.assigned is None
+    nothing = Looked([None, eof])  # aborted records and markers: the reader skips them
+    assert not readable_past(nothing, at, 0.05)  # type: ignore[arg-type]
+    assert nothing.assigned is None
+
+
+def test_readable_past_raises_a_broker_error_and_still_unassigns() -> None:
+    from confluent_kafka import KafkaError, TopicPartition
+
+    from connectors.kafka.clients import readable_past
+
+    failing = Looked([Msg(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED))])
+    with pytest.raises(RuntimeError, match="consumer error"):
+        readable_past(failing, [TopicPartition("t", 0, 0)], 30.0)  # type: ignore[arg-type]
+    assert failing.assigned is None

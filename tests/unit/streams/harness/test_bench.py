@@ -8,6 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from connectors.kafka import admin
+from streams.harness import bench
 from streams.harness.bench import latencies_ms, plot, run_settings, top_frames
 from streams.harness.stats import percentiles, rate
 from streams.settings import Settings
@@ -71,6 +73,27 @@ def test_each_run_has_its_own_namespace_and_dirs(tmp_path: Path) -> None:
     assert one.namespace != two.namespace and one.namespace.startswith("bench-1w-")
     assert one.data_dir == tmp_path / "bench" / one.namespace
     assert one.keys_dir == one.data_dir / "keys" and one.providers_dir == one.data_dir / "providers"
+
+
+def test_a_failed_bench_still_deletes_both_runs_topics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ran: list[Settings] = []
+    discarded: list[list[str]] = []
+
+    def end_to_end(base: Settings, *_: object, workers: int = 1, run: Settings, **__: object) -> object:
+        ran.append(run)
+        if workers == 2:
+            raise RuntimeError("the two-worker run timed out")
+        return {"latency": {}, "then": {}, "recovery": {}, "commands_per_s": 1.0}, run
+
+    monkeypatch.setattr(bench.bench_peers, "peers", lambda *_: {})
+    monkeypatch.setattr(bench, "ceiling", lambda *_: {"produce_then_consume_per_s": 1.0})
+    monkeypatch.setattr(bench, "machine", lambda _: {})
+    monkeypatch.setattr(bench, "end_to_end", end_to_end)
+    monkeypatch.setattr(admin, "discard_topics", lambda _conn, _names, prefixes, timeout_s: discarded.append(prefixes))
+    with pytest.raises(RuntimeError, match="timed out"):
+        bench.run_bench(Settings(data_dir=tmp_path), quick=True)
+    assert [r.namespace for r in ran] == [p[0].removesuffix(".") for p in discarded]
+    assert len({r.namespace for r in ran}) == 2
 
 
 def test_plot_draws_a_png(tmp_path: Path) -> None:

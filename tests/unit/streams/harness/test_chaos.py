@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from connectors.kafka import admin
 from streams.domain.audit import AuditReport, Failure
+from streams.harness import chaos
 from streams.harness.chaos import Figures, check, longest_gap_s, plan, run_chaos
 from streams.settings import Settings
 
@@ -79,6 +81,25 @@ def test_a_fault_the_broker_cannot_take_is_refused_before_anything_starts(
     with pytest.raises(ValueError, match=error):
         run_chaos(settings, commands=10, kills=0, broker_restarts=restarts, workers=1, seed=1, broker_kills=kills)
     assert not list(tmp_path.iterdir())
+
+
+def test_a_run_deletes_its_namespace_even_when_it_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    created: list[list[str]] = []
+    discarded: list[tuple[list[str], list[str]]] = []
+
+    def fail(*_: object) -> None:
+        raise RuntimeError("the broker went away")
+
+    monkeypatch.setattr(admin, "ensure_topics", lambda _conn, specs: created.append([s.name for s in specs]))
+    monkeypatch.setattr(
+        admin, "discard_topics", lambda _conn, names, prefixes, timeout_s: discarded.append((names, prefixes))
+    )
+    monkeypatch.setattr(chaos, "open_the_day", fail)  # the first broker call after the topics are made
+    with pytest.raises(RuntimeError, match="went away"):
+        run_chaos(Settings(data_dir=tmp_path), commands=10, kills=0, broker_restarts=0, workers=1, seed=1)
+    ((topics,),) = [created]
+    ((names, prefixes),) = discarded
+    assert all(t in names or t.startswith(tuple(prefixes)) for t in topics)
 
 
 def test_a_clean_run_passes() -> None:
