@@ -21,6 +21,7 @@ from streams.runtime.messages import Message, Record
 from streams.runtime.state import StageTask
 from tests.integration.streams.runtime.conftest import engine_config
 from tests.integration.streams.runtime.test_engine_abort_redo import REFUSED_BYTES, TOPIC_MAX_BYTES, values
+from tests.integration.support import scratch_topics
 
 RECORDS = 60
 DEADLINE_S = 120.0
@@ -32,6 +33,7 @@ def test_a_record_for_an_owned_partition_is_handled_once_in_its_senders_transact
     run = f"it-handoff-{uuid.uuid4().hex[:8]}"
     source, mid, out, refusing = f"{run}-in", f"{run}-mid", f"{run}-out", f"{run}-small"
     changelog = f"{run}-t-changelog"
+    scratch_topics(bootstrap, prefixes=[f"{run}-"])
     admin = AdminClient({"bootstrap.servers": bootstrap})
     topics = [
         NewTopic(source, 1, 1),
