@@ -8,11 +8,9 @@ from __future__ import annotations
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
-from confluent_kafka import Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import TopicPartition
 
 from connectors.kafka.clients import committed_reader, read_to_end
 from streams import metrics
@@ -20,15 +18,17 @@ from streams.runtime import engine as engine_module
 from streams.runtime.engine import Engine, Periodic, Stage
 from streams.runtime.messages import Message, Record
 from streams.runtime.state import StageTask
-from tests.integration.streams.runtime.conftest import engine_config
+from tests.integration.streams.runtime.conftest import (
+    REFUSED_BYTES,
+    engine_config,
+    one_partition_topics,
+    publish_numbers,
+    values,
+)
 from tests.integration.support import scratch_topics
 
 RECORDS = 40
 DEADLINE_S = 120.0
-# A record the output topic refuses (its max.message.bytes is below it, the producer's
-# limit above): the broker fails its delivery and librdkafka makes the transaction abortable.
-TOPIC_MAX_BYTES = 1_024
-REFUSED_BYTES = 8_192
 
 
 class Exited(Exception):
@@ -53,19 +53,8 @@ def test_an_abortable_transaction_is_redone_once_without_a_restart(
     run = f"it-abort-{uuid.uuid4().hex[:8]}"
     source, out, refusing, changelog = f"{run}-in", f"{run}-out", f"{run}-small", f"{run}-t-changelog"
     scratch_topics(bootstrap, prefixes=[f"{run}-"])
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    topics = [
-        NewTopic(source, 1, 1),
-        NewTopic(out, 1, 1),
-        NewTopic(refusing, 1, 1, config={"max.message.bytes": str(TOPIC_MAX_BYTES)}),
-        NewTopic(changelog, 1, 1, config={"cleanup.policy": "compact"}),
-    ]
-    for future in admin.create_topics(topics).values():
-        future.result(30)
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
-    for i in range(RECORDS):
-        producer.produce(source, value=b"%d" % i, key=b"k", partition=0)
-    assert producer.flush(30) == 0
+    one_partition_topics(bootstrap, [source, out], refusing, changelog)
+    publish_numbers(bootstrap, source, RECORDS)
 
     attempts = {"first": True}
 
@@ -110,8 +99,3 @@ def test_an_abortable_transaction_is_redone_once_without_a_restart(
     finally:
         group.close()
     assert tp.offset == RECORDS
-
-
-def values(bootstrap: str, topic: str) -> list[Any]:
-    """Every committed value of a one-partition topic, read_committed, in order."""
-    return [m.value() for m in read_to_end(bootstrap, [topic], 1, timeout_s=30)]

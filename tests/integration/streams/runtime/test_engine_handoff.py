@@ -10,8 +10,7 @@ import time
 import uuid
 from pathlib import Path
 
-from confluent_kafka import Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import TopicPartition
 
 from connectors.kafka.clients import committed_reader, read_to_end
 from streams import metrics
@@ -19,8 +18,13 @@ from streams.runtime.engine import Engine, Periodic, Stage
 from streams.runtime.handoff import FROM_HEADER, HANDLED_HEADER
 from streams.runtime.messages import Message, Record
 from streams.runtime.state import StageTask
-from tests.integration.streams.runtime.conftest import engine_config
-from tests.integration.streams.runtime.test_engine_abort_redo import REFUSED_BYTES, TOPIC_MAX_BYTES, values
+from tests.integration.streams.runtime.conftest import (
+    REFUSED_BYTES,
+    engine_config,
+    one_partition_topics,
+    publish_numbers,
+    values,
+)
 from tests.integration.support import scratch_topics
 
 RECORDS = 60
@@ -34,20 +38,8 @@ def test_a_record_for_an_owned_partition_is_handled_once_in_its_senders_transact
     source, mid, out, refusing = f"{run}-in", f"{run}-mid", f"{run}-out", f"{run}-small"
     changelog = f"{run}-t-changelog"
     scratch_topics(bootstrap, prefixes=[f"{run}-"])
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    topics = [
-        NewTopic(source, 1, 1),
-        NewTopic(mid, 1, 1),
-        NewTopic(out, 1, 1),
-        NewTopic(refusing, 1, 1, config={"max.message.bytes": str(TOPIC_MAX_BYTES)}),
-        NewTopic(changelog, 1, 1, config={"cleanup.policy": "compact"}),
-    ]
-    for future in admin.create_topics(topics).values():
-        future.result(30)
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
-    for i in range(RECORDS):
-        producer.produce(source, value=b"%d" % i, key=b"k%d" % (i % 3), partition=0)
-    assert producer.flush(30) == 0
+    one_partition_topics(bootstrap, [source, mid, out], refusing, changelog)
+    publish_numbers(bootstrap, source, RECORDS, keys=3)
 
     refuse_once = {"armed": True}
     handed_in: list[int] = []  # the offsets the second stage saw: -1 for a hand-off
