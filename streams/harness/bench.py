@@ -104,36 +104,39 @@ def ceiling(settings: Settings, messages: int) -> dict[str, Any]:
     """Produce then consume `messages` records of a command's size, read_committed."""
     assert 0 < messages <= MAX_MESSAGES
     topic = f"bench-{uuid.uuid4().hex[:8]}.ceiling"
-    admin.ensure_topics(
-        client_config(settings),
-        [TopicSpec(topic, settings.partitions, settings.replication_factor, retention_ms=3_600_000)],
-    )
-    sample = [c for c in generate(1, 1, "bench", datetime.now(UTC)).items if isinstance(c, dict)][0]
-    value = COMMAND_CODEC.encode(intake_sealer(settings).seal_command(sample))  # what producers publish: no PAN
-    producer = id_assigned(client_config(settings))  # a new one's first records may wait 0.5 s for its id
-    started = time.monotonic()
-    for i in range(messages):
-        produce_waiting(producer, topic, key=f"k{i}".encode(), value=value)
-        producer.poll(0)
-    assert producer.flush(CONSUME_TIMEOUT_S) == 0, "the ceiling's producer did not deliver everything"
-    produced_s = time.monotonic() - started
-    consumer = Consumer(
-        {
-            **client_config(settings),
-            "group.id": f"bench-{uuid.uuid4().hex}",
-            "isolation.level": "read_committed",
-            "enable.auto.commit": False,
-            "log_level": 3,
-        }
-    )
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(settings.partitions)])
-    seen, consume_started = 0, time.monotonic()
-    deadline = consume_started + CONSUME_TIMEOUT_S
-    while seen < messages and time.monotonic() < deadline:
-        seen += sum(1 for m in consumer.consume(10_000, timeout=0.5) if m.error() is None)
-    consumed_s = time.monotonic() - consume_started
-    consumer.close()
-    admin.delete_topics(client_config(settings), [topic], timeout_s=bench_peers.CLEANUP_TIMEOUT_S)
+    try:
+        admin.ensure_topics(
+            client_config(settings),
+            [TopicSpec(topic, settings.partitions, settings.replication_factor, retention_ms=3_600_000)],
+        )
+        sample = [c for c in generate(1, 1, "bench", datetime.now(UTC)).items if isinstance(c, dict)][0]
+        value = COMMAND_CODEC.encode(intake_sealer(settings).seal_command(sample))  # what producers publish: no PAN
+        producer = id_assigned(client_config(settings))  # a new one's first records may wait 0.5 s for its id
+        started = time.monotonic()
+        for i in range(messages):
+            produce_waiting(producer, topic, key=f"k{i}".encode(), value=value)
+            producer.poll(0)
+        assert producer.flush(CONSUME_TIMEOUT_S) == 0, "the ceiling's producer did not deliver everything"
+        produced_s = time.monotonic() - started
+        consumer = Consumer(
+            {
+                **client_config(settings),
+                "group.id": f"bench-{uuid.uuid4().hex}",
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                "log_level": 3,
+            }
+        )
+        consumer.assign([TopicPartition(topic, p, 0) for p in range(settings.partitions)])
+        seen, consume_started = 0, time.monotonic()
+        deadline = consume_started + CONSUME_TIMEOUT_S
+        while seen < messages and time.monotonic() < deadline:
+            seen += sum(1 for m in consumer.consume(10_000, timeout=0.5) if m.error() is None)
+        consumed_s = time.monotonic() - consume_started
+        consumer.close()
+    finally:
+        # Deleted even when the ceiling failed mid-way (every partition holds broker file descriptors).
+        admin.discard_topics(client_config(settings), [topic], timeout_s=bench_peers.CLEANUP_TIMEOUT_S)
     return {
         "messages": messages,
         "message_bytes": len(value),

@@ -27,10 +27,11 @@ from connectors.kafka import admin
 from connectors.kafka.clients import command_producer, produce_waiting
 from connectors.vault.keys import FileKeyStore
 from streams.client.processes import WorkerProcess, wait_until
+from streams.harness.bench_peers import CLEANUP_TIMEOUT_S
 from streams.harness.stats import peak_rss_bytes
 from streams.runtime.changelog import changelog_key
 from streams.settings import Settings, client_config
-from streams.topics import declared_topics, tables_changelog_topic
+from streams.topics import declared_topics, namespace_topics, tables_changelog_topic
 
 MAX_RECORDS = 20_000_000
 VALUE_BYTES = 64  # about a dedup record's size
@@ -115,18 +116,24 @@ def measure(base: Settings, *, keys: int, versions: int = 1) -> RecoveryFigures:
         }
     )
     FileKeyStore(settings.keys_dir).init()
-    admin.ensure_topics(client_config(settings), declared_topics(settings))
-    records = fill_changelog(settings, keys, versions)
-    log_file = root / "worker.log"
-    worker = WorkerProcess(settings, log_file)
-    started = time.time()
-    worker.start()
     try:
-        window = _wait_ready(worker, log_file)
-        assert worker.proc is not None
-        rss = peak_rss_bytes(worker.proc.pid)
+        admin.ensure_topics(client_config(settings), declared_topics(settings))
+        records = fill_changelog(settings, keys, versions)
+        log_file = root / "worker.log"
+        worker = WorkerProcess(settings, log_file)
+        started = time.time()
+        worker.start()
+        try:
+            window = _wait_ready(worker, log_file)
+            assert worker.proc is not None
+            rss = peak_rss_bytes(worker.proc.pid)
+        finally:
+            worker.stop()
     finally:
-        worker.stop()
+        # Measured, pass or fail, the namespace goes (every partition holds broker file
+        # descriptors); the worker's log stays on disk.
+        names, prefixes = namespace_topics(settings)
+        admin.discard_topics(client_config(settings), names, prefixes=prefixes, timeout_s=CLEANUP_TIMEOUT_S)
     restore_s = window[1] - window[0]
     return RecoveryFigures(
         keys=keys,

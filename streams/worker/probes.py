@@ -171,6 +171,10 @@ class LagProbe:
                     "group.id": self._group_id,
                     "enable.auto.commit": False,
                     "isolation.level": "read_committed",
+                    # readable_after's offset may be one the log no longer holds (none committed
+                    # is 0; a truncated log starts later): read from its start, as the worker's
+                    # consumer does (runtime/engine.py), not from its end (calling a lag idle).
+                    "auto.offset.reset": "earliest",
                     "log_level": 3,
                 }
             )

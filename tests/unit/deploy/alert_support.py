@@ -6,7 +6,8 @@ only parses), so each alert's test renders the metrics the real code path produc
 checks the rule's condition on those samples in Python: `increase(x[w])` is the
 difference between the two scrapes, `offset 1d` an earlier pair of scrapes. Each test
 first pins the rule's expression, so a changed rule fails its test until the check
-follows (docs/decisions.md, Alerts tested)."""
+follows (docs/decisions.md, Alerts tested). `sample` reads one value for any test that
+checks what a code path counted."""
 
 from __future__ import annotations
 
@@ -35,6 +36,12 @@ def parse(text: str) -> Samples:
         for sample in family.samples:
             out.setdefault(sample.name, []).append((sample.labels, sample.value))
     return out
+
+
+def sample(name: str, **labels: str) -> float:
+    """One sample of this process's registry through prometheus_client's public API (a
+    Counter's sample name ends in _total); a labelled child not yet created counts 0."""
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 def render() -> Samples:

@@ -15,7 +15,7 @@ from streams.client.processes import wait_until
 from streams.domain.reconcile import ProviderTxn, write_report
 from streams.jobs.scheduler import JOB_ORDER, default_jobs
 from streams.settings import Settings
-from tests.unit.deploy.alert_support import RULES, by, expr, free_port, increase, increase_by, render, scrape
+from tests.unit.deploy.alert_support import RULES, by, expr, free_port, increase, increase_by, render, sample, scrape
 from tests.unit.streams.jobs.test_scheduler import Clock, Offline, _NoProducer
 
 # alert -> the test that makes it fire ("module::function").
@@ -103,13 +103,13 @@ def test_clock_stalled_fires_when_the_broker_takes_no_tick() -> None:
         s = Offline(settings, {}, Clock(datetime(2026, 12, 6, tzinfo=UTC)), producer)
         stop = threading.Event()
         loop = threading.Thread(target=s.serve, args=(stop,))
-        before, failures = render(), metrics.SCHEDULER_TICK_FAILURES._value.get()
+        before, failures = render(), sample("paystream_scheduler_tick_failures_total")
         loop.start()
         try:
             # Three intervals' worth of attempts, acknowledged or not.
             assert wait_until(
                 lambda: (
-                    metrics.SCHEDULER_TICK_FAILURES._value.get() >= failures + 3
+                    sample("paystream_scheduler_tick_failures_total") >= failures + 3
                     or increase(before, render(), "paystream_scheduler_ticks_total") >= 3
                 ),
                 10,

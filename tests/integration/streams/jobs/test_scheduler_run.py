@@ -14,7 +14,6 @@ import pytest
 from connectors.kafka import admin
 from connectors.kafka.clients import command_producer, committed_reader, end_offsets, read_to_end
 from schemas.codec import Codec
-from streams import metrics
 from streams.client.observe import Observer
 from streams.client.processes import SchedulerProcess
 from streams.client.publish import publish_commands
@@ -24,6 +23,7 @@ from streams.topics import declared_topics, topic_names
 from tests.integration.streams.worker.test_metrics_scrape import free_port, scrape
 from tests.integration.support import WAIT_S, create, make_settings, start_worker
 from tests.unit.connectors.clickhouse.support import DAY0, SHARDS, traffic
+from tests.unit.deploy.alert_support import sample
 
 pytestmark = pytest.mark.integration
 
@@ -167,6 +167,6 @@ def test_daily_jobs_run_once_per_day_and_a_missed_day_is_caught_up(bootstrap: st
     assert again.run_due() == []
     assert recorded(settings) == sorted((job, d.isoformat(), "succeeded") for d in (d0, d1, d2) for job in JOB_ORDER)
     # Counted for Prometheus (this process's registry: the scheduler's own metrics port serves it).
-    assert all(metrics.JOB_RUNS.labels(job=job, status="succeeded")._value.get() >= 3 for job in JOB_ORDER)
-    last = metrics.JOB_LAST_SUCCESS_DAY.labels(job="settle")._value.get()
+    assert all(sample("paystream_job_runs_total", job=job, status="succeeded") >= 3 for job in JOB_ORDER)
+    last = sample("paystream_job_last_success_day_seconds", job="settle")
     assert last == datetime(d2.year, d2.month, d2.day, tzinfo=UTC).timestamp()

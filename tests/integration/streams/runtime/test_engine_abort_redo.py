@@ -13,7 +13,6 @@ import pytest
 from confluent_kafka import TopicPartition
 
 from connectors.kafka.clients import committed_reader, read_to_end
-from streams import metrics
 from streams.runtime import engine as engine_module
 from streams.runtime.engine import Engine, Periodic, Stage
 from streams.runtime.messages import Message, Record
@@ -26,6 +25,7 @@ from tests.integration.streams.runtime.conftest import (
     values,
 )
 from tests.integration.support import scratch_topics
+from tests.unit.deploy.alert_support import sample
 
 RECORDS = 40
 DEADLINE_S = 120.0
@@ -72,7 +72,7 @@ def test_an_abortable_transaction_is_redone_once_without_a_restart(
         bootstrap, run, tmp_path, batch_max=10
     )  # several transactions: the abort redoes only the failed one
     stage = Stage("count", source, handle, ("t",), (out, refusing))
-    aborted_before = metrics.TRANSACTIONS_ABORTED._value.get()
+    aborted_before = sample("paystream_transactions_aborted_total")
     deadline = time.monotonic() + DEADLINE_S
     engine: Engine
 
@@ -86,7 +86,7 @@ def test_an_abortable_transaction_is_redone_once_without_a_restart(
     engine.run()
 
     assert exits == []
-    assert metrics.TRANSACTIONS_ABORTED._value.get() - aborted_before == 1
+    assert sample("paystream_transactions_aborted_total") - aborted_before == 1
     assert engine.tasks == {}  # closed at the stop
     outputs = values(bootstrap, out)
     assert sorted(outputs, key=int) == [b"%d" % i for i in range(RECORDS)]  # each once, none lost

@@ -13,7 +13,6 @@ from pathlib import Path
 from confluent_kafka import TopicPartition
 
 from connectors.kafka.clients import committed_reader, read_to_end
-from streams import metrics
 from streams.runtime.engine import Engine, Periodic, Stage
 from streams.runtime.handoff import FROM_HEADER, HANDLED_HEADER
 from streams.runtime.messages import Message, Record
@@ -26,6 +25,7 @@ from tests.integration.streams.runtime.conftest import (
     values,
 )
 from tests.integration.support import scratch_topics
+from tests.unit.deploy.alert_support import sample
 
 RECORDS = 60
 DEADLINE_S = 120.0
@@ -63,8 +63,8 @@ def test_a_record_for_an_owned_partition_is_handled_once_in_its_senders_transact
         Stage("count", mid, count, ("t",), (out, refusing), takes_handoff=True),
     ]
     config = engine_config(bootstrap, run, tmp_path, batch_max=5)
-    handoffs_before = metrics.HANDOFFS._value.get()
-    aborted_before = metrics.TRANSACTIONS_ABORTED._value.get()
+    handoffs_before = sample("paystream_handoffs_total")
+    aborted_before = sample("paystream_transactions_aborted_total")
     deadline = time.monotonic() + DEADLINE_S
     engine: Engine
 
@@ -82,7 +82,7 @@ def test_a_record_for_an_owned_partition_is_handled_once_in_its_senders_transact
     engine = Engine(config, stages, {"t": changelog}, periodic=[Periodic(0.05, stop_when_counted)])
     engine.run()
 
-    assert metrics.TRANSACTIONS_ABORTED._value.get() - aborted_before == 1
+    assert sample("paystream_transactions_aborted_total") - aborted_before == 1
     assert sorted(values(bootstrap, out), key=int) == [b"%d" % i for i in range(RECORDS)]  # each once
     changelogged = {m.key(): m.value() for m in read_to_end(bootstrap, [changelog], 1, timeout_s=30)}
     assert changelogged == {b"n": b"%d" % RECORDS}  # counted once each, hand-offs and read-backs alike
@@ -95,7 +95,7 @@ def test_a_record_for_an_owned_partition_is_handled_once_in_its_senders_transact
     assert len([o for o in handed_in if o >= 0]) == RECORDS - handed  # the rest read back, once each
     # The first records go the normal way (the partition's end is not known yet), marked as ours.
     assert all(HANDLED_HEADER in h or FROM_HEADER in h for h in marks)
-    assert metrics.HANDOFFS._value.get() - handoffs_before >= handed
+    assert sample("paystream_handoffs_total") - handoffs_before >= handed
     group = committed_reader(bootstrap, [], group_id=f"{run}-group")
     try:
         committed = group.committed([TopicPartition(source, 0), TopicPartition(mid, 0)], timeout=10)

@@ -20,7 +20,7 @@ from streams.domain.reconcile import (
     watch_end_ms,
 )
 from streams.jobs.sink import count_discrepancies
-from streams.metrics import SETTLEMENT_DISCREPANCIES
+from tests.unit.deploy.alert_support import sample
 from tests.unit.streams.conftest import Commands
 from tests.unit.streams.domain.test_crypto import POLICY, create, run, usdc
 
@@ -85,9 +85,9 @@ def test_a_receipt_missing_from_the_ledger_is_a_custody_mismatch_and_counted(cmd
     (item,) = result.items
     assert item.status == "custody_mismatch" and item.report_amount_minor - item.ledger_amount_minor == amount
     assert result.counts["custody_mismatch"] == result.discrepancies == 1
-    before = SETTLEMENT_DISCREPANCIES.labels("custody_mismatch")._value.get()
+    before = sample("paystream_settlement_discrepancies_total", kind="custody_mismatch")
     count_discrepancies(result)
-    assert SETTLEMENT_DISCREPANCIES.labels("custody_mismatch")._value.get() == before + 1
+    assert sample("paystream_settlement_discrepancies_total", kind="custody_mismatch") == before + 1
 
 
 def test_coins_at_an_address_the_ledger_never_booked_are_flagged(cmds: Commands) -> None:

@@ -119,3 +119,23 @@ def test_plot_draws_a_png(tmp_path: Path) -> None:
     out = tmp_path / "plots" / "bench.png"
     plot(result, out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_ceiling_that_fails_mid_way_still_deletes_its_topic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    created: list[str] = []
+    discarded: list[list[str]] = []
+
+    class Undelivered:
+        def poll(self, _timeout: float) -> int:
+            return 0
+
+        def flush(self, _timeout: float) -> int:
+            return 1  # one record still queued: the broker went away
+
+    monkeypatch.setattr(admin, "ensure_topics", lambda _conn, specs: created.extend(s.name for s in specs))
+    monkeypatch.setattr(admin, "discard_topics", lambda _conn, names, timeout_s: discarded.append(names))
+    monkeypatch.setattr(bench, "id_assigned", lambda _conf: Undelivered())
+    monkeypatch.setattr(bench, "produce_waiting", lambda *_, **__: None)
+    with pytest.raises(AssertionError, match="did not deliver"):
+        bench.ceiling(Settings(data_dir=tmp_path, keys_dir=tmp_path / "keys"), 3)
+    assert discarded == [created] and created[0].endswith(".ceiling")

@@ -16,7 +16,7 @@ from streams.jobs.sink import (
     custody_checkpoint,
     reconcile_day,
 )
-from streams.metrics import SETTLEMENT_DISCREPANCIES
+from tests.unit.deploy.alert_support import sample
 from tests.unit.streams.conftest import Commands
 from tests.unit.streams.domain.test_crypto import POLICY
 from tests.unit.streams.domain.test_reconcile_chain import CHAIN, traffic
@@ -77,12 +77,12 @@ def test_books_that_disagree_with_the_chain_report_a_custody_mismatch(ch) -> Non
     amount = next(line["debit_minor"] for line in entries[dropped]["lines"] if line["debit_minor"])
     fill(ch, events, entries[:dropped] + entries[dropped + 1 :])  # a receipt the ledger never booked
     day = events[-1]["occurred_at"].date()
-    before = SETTLEMENT_DISCREPANCIES.labels("custody_mismatch")._value.get()
+    before = sample("paystream_settlement_discrepancies_total", kind="custody_mismatch")
     result = reconcile_day(ch, day, [], {}, {"USDC": CHAIN}, POLICY)
     (item,) = result.items
     assert item.status == "custody_mismatch" and item.report_amount_minor - item.ledger_amount_minor == amount
     assert result.discrepancies == 1
-    assert SETTLEMENT_DISCREPANCIES.labels("custody_mismatch")._value.get() == before + 1
+    assert sample("paystream_settlement_discrepancies_total", kind="custody_mismatch") == before + 1
     got = ch.query(
         "SELECT status, provider, provider_ref, currency FROM reconciliation FINAL WHERE day = {d:Date}",
         parameters={"d": day},

@@ -19,9 +19,9 @@ from streams.domain.ledger import entry_from_record, entry_to_record
 from streams.domain.reconcile import ledger_side
 from streams.domain.settlement import settle
 from streams.jobs.sink import CODECS, SinkStats, reconcile_day, record_settlement, reset_tables, run, sink_topics
-from streams.metrics import SETTLEMENT_DISCREPANCIES
 from streams.settings import Settings
 from tests.unit.connectors.clickhouse.support import DAY0, SHARDS, traffic
+from tests.unit.deploy.alert_support import sample
 
 T = traffic(payments=120, seed=3)
 EV, LE = "t.payment-events", "t.ledger-entries"
@@ -334,11 +334,11 @@ def test_reconcile_day_matches_a_faithful_report_and_flags_an_injected_discrepan
     report = [t for t in rail_report(books, 1) if t.day == day]
     clean = reconcile_day(ch, day, report, lag)
     assert clean.discrepancies == 0 and clean.counts["matched"] == len(report) > 0
-    before = SETTLEMENT_DISCREPANCIES.labels("amount_mismatch")._value.get()
+    before = sample("paystream_settlement_discrepancies_total", kind="amount_mismatch")
     report[0] = replace(report[0], amount_minor=report[0].amount_minor - 1)
     dirty = reconcile_day(ch, day, report, lag)
     assert dirty.discrepancies == 1
-    assert SETTLEMENT_DISCREPANCIES.labels("amount_mismatch")._value.get() == before + 1
+    assert sample("paystream_settlement_discrepancies_total", kind="amount_mismatch") == before + 1
     got = dict(
         ch.query(
             "SELECT status, count() FROM reconciliation FINAL WHERE day = {d:Date} GROUP BY status",
