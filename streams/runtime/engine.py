@@ -704,6 +704,11 @@ class Engine:
         # longer commit its offsets. Crash-only: restart and rejoin.
         exit_for_restart(f"partitions lost: {sorted({tp.partition for tp in partitions})}")
 
+    def handoffs_waiting(self) -> dict[tuple[str, int], int]:
+        """The owned hand-off partitions not taking hand-offs yet, with the end each waits
+        to be read to (-1: not asked yet). Loop thread only."""
+        return self._handoff.waiting()
+
     def owned(self) -> frozenset[tuple[str, int]]:
         """Source partitions this worker owns (safe to call from another thread)."""
         return self._owned

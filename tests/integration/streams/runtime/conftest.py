@@ -42,10 +42,10 @@ def one_partition_topics(bootstrap: str, plain: list[str], refusing: str, change
         future.result(30)
 
 
-def publish_numbers(bootstrap: str, topic: str, count: int, keys: int = 1) -> None:
-    """b"0" .. b"<count - 1>" into partition 0 of `topic`, keyed k0 .. k<keys - 1> in turn."""
+def publish_numbers(bootstrap: str, topic: str, count: int, keys: int = 1, start: int = 0) -> None:
+    """b"<start>" .. b"<start + count - 1>" into partition 0 of `topic`, keyed k0 .. k<keys - 1> in turn."""
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
-    for i in range(count):
+    for i in range(start, start + count):
         producer.produce(topic, value=b"%d" % i, key=b"k%d" % (i % keys), partition=0)
     assert producer.flush(30) == 0
 

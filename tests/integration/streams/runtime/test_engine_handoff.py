@@ -27,21 +27,26 @@ from tests.integration.streams.runtime.conftest import (
 from tests.integration.support import scratch_topics
 from tests.unit.deploy.alert_support import sample
 
-RECORDS = 60
+PHASE = 20  # records published at a time: three times
+RECORDS = 3 * PHASE
 DEADLINE_S = 120.0
 
 
 def test_a_record_for_an_owned_partition_is_handled_once_in_its_senders_transaction(
     bootstrap: str, tmp_path: Path, own_signals: None
 ) -> None:
+    """Three phases, each published once the one before is counted and the partition
+    takes hand-offs: the first may go either way (the partition's end is asked after
+    the assignment), the second's first hand-off fails its transaction (the abort takes
+    it away and the worker reads the partition to its end again), the third is handed off."""
     run = f"it-handoff-{uuid.uuid4().hex[:8]}"
     source, mid, out, refusing = f"{run}-in", f"{run}-mid", f"{run}-out", f"{run}-small"
     changelog = f"{run}-t-changelog"
     scratch_topics(bootstrap, prefixes=[f"{run}-"])
     one_partition_topics(bootstrap, [source, mid, out], refusing, changelog)
-    publish_numbers(bootstrap, source, RECORDS, keys=3)
+    publish_numbers(bootstrap, source, PHASE, keys=3)
 
-    refuse_once = {"armed": True}
+    refuse: dict[str, bool] = {}  # armed in the second phase, until one transaction has failed
     handed_in: list[int] = []  # the offsets the second stage saw: -1 for a hand-off
 
     def forward(batch: list[Message], task: StageTask) -> None:
@@ -54,8 +59,7 @@ def test_a_record_for_an_owned_partition_is_handled_once_in_its_senders_transact
             handed_in.append(m.offset)
             counts.put(b"n", b"%d" % (int(counts.get(b"n") or 0) + 1))
             task.send(Record(out, m.key, m.value), m.origin_ms)
-        # Once hand-offs flow, one transaction fails: its hand-offs must go with it.
-        if batch[0].offset < 0 and refuse_once.pop("armed", False):
+        if batch[0].offset < 0 and refuse.pop("armed", False):
             task.send(Record(refusing, b"k", b"x" * REFUSED_BYTES), batch[0].origin_ms)
 
     stages = [
@@ -66,22 +70,30 @@ def test_a_record_for_an_owned_partition_is_handled_once_in_its_senders_transact
     handoffs_before = sample("paystream_handoffs_total")
     aborted_before = sample("paystream_transactions_aborted_total")
     deadline = time.monotonic() + DEADLINE_S
+    published = [PHASE]
     engine: Engine
 
-    def stop_when_counted() -> None:
+    def drive() -> None:
         task = engine.tasks.get(0)
-        counted = task is not None and task.table("t").store.get(b"n") == b"%d" % RECORDS
-        if counted or time.monotonic() > deadline:
+        counted = int(task.table("t").store.get(b"n") or 0) if task is not None else 0  # committed
+        if time.monotonic() > deadline:
+            engine.stopping = True
+        elif counted < published[0] or engine.handoffs_waiting():
+            return
+        elif published[0] < RECORDS:
+            refuse["armed"] = published[0] == PHASE
+            publish_numbers(bootstrap, source, PHASE, keys=3, start=published[0])
+            published[0] += PHASE
+        else:
             # ... and read past the last record of `mid` (the commit marker after it is all that is left).
             tp = TopicPartition(mid, 0)
             [position] = engine.consumer.position([tp])
-            if counted and position.offset < engine.consumer.get_watermark_offsets(tp, timeout=10)[1] - 1:
-                return
-            engine.stopping = True
+            engine.stopping = position.offset >= engine.consumer.get_watermark_offsets(tp, timeout=10)[1] - 1
 
-    engine = Engine(config, stages, {"t": changelog}, periodic=[Periodic(0.05, stop_when_counted)])
+    engine = Engine(config, stages, {"t": changelog}, periodic=[Periodic(0.05, drive)])
     engine.run()
 
+    assert published == [RECORDS] and refuse == {}
     assert sample("paystream_transactions_aborted_total") - aborted_before == 1
     assert sorted(values(bootstrap, out), key=int) == [b"%d" % i for i in range(RECORDS)]  # each once
     changelogged = {m.key(): m.value() for m in read_to_end(bootstrap, [changelog], 1, timeout_s=30)}
@@ -90,10 +102,11 @@ def test_a_record_for_an_owned_partition_is_handled_once_in_its_senders_transact
     assert sorted((m.value() for m in in_log), key=int) == [b"%d" % i for i in range(RECORDS)]
     marks = [{k for k, _ in m.headers() or ()} for m in in_log]
     handed = sum(HANDLED_HEADER in h for h in marks)
-    # Each handed-off record was seen once by the stage, or twice if the aborted transaction had it.
-    assert 1 <= handed <= handed_in.count(-1)
-    assert len([o for o in handed_in if o >= 0]) == RECORDS - handed  # the rest read back, once each
-    # The first records go the normal way (the partition's end is not known yet), marked as ours.
+    # The third phase at least is handed off; each handed-off record was seen once by the
+    # stage, or twice if the aborted transaction had it; the rest were read back, once each.
+    assert PHASE <= handed <= handed_in.count(-1)
+    assert len([o for o in handed_in if o >= 0]) == RECORDS - handed
+    # A record sent the normal way to the partition (its end not read yet) is marked as ours.
     assert all(HANDLED_HEADER in h or FROM_HEADER in h for h in marks)
     assert sample("paystream_handoffs_total") - handoffs_before >= handed
     group = committed_reader(bootstrap, [], group_id=f"{run}-group")
