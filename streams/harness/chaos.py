@@ -83,6 +83,18 @@ class Fault:
     node: int = 0  # the cluster node a broker_kill takes down (1..nodes)
 
 
+def supervised(fleet: Fleet, done: Callable[[], bool]) -> Callable[[], bool]:
+    """`done`, with the fleet supervised at every look: a worker that exits once every
+    command is answered (a node killed late in the run) is restarted, so the ledger's
+    hop still drains instead of the wait running out on workers nobody restarts."""
+
+    def check() -> bool:
+        fleet.supervise()
+        return done()
+
+    return check
+
+
 def plan(kills: int, broker_restarts: int, seed: int, broker_kills: int = 0, nodes: int = 1) -> list[Fault]:
     """The faults, at random points of the progress (between 5% and 90% answered); a
     broker kill's victim is any node, the controller or a partition leader included."""
@@ -406,7 +418,7 @@ def _run(
             )
             if killer is not None:  # every command was answered with the node down: the run ends on a whole cluster
                 killer.restore(len(observer.outcomes))
-            closed = answered and observer.wait_until(observer.books_applied, BOOKS_TIMEOUT_S)
+            closed = answered and observer.wait_until(supervised(fleet, observer.books_applied), BOOKS_TIMEOUT_S)
             # Whatever the topics hold now is what the checks judge; late answers would show as duplicates.
             observer.wait_until(lambda: observer.poll(1.0) == 0, 30)
         finally:

@@ -188,3 +188,19 @@ def test_a_big_run_waits_longer_for_its_answers() -> None:
 def test_the_longest_outcome_gap_is_between_consecutive_timestamps_in_any_order() -> None:
     assert longest_gap_s([5_000, 1_000, 1_200, 26_000, 26_100]) == 21.0
     assert longest_gap_s([7]) == 0.0 and longest_gap_s([]) == 0.0
+
+
+def test_the_books_wait_keeps_restarting_workers_that_exit() -> None:
+    """After every command is answered the run waits for the ledger's hop; a worker
+    that exits then (a node killed late) must still be restarted, or the wait runs out."""
+
+    class Fleet:
+        looks = 0
+
+        def supervise(self) -> None:
+            self.looks += 1
+
+    fleet = Fleet()
+    check = chaos.supervised(fleet, lambda: fleet.looks >= 3)  # type: ignore[arg-type]
+    assert [check(), check(), check()] == [False, False, True]
+    assert fleet.looks == 3
