@@ -329,7 +329,7 @@ class Engine:
                 if handled:  # handled in the transaction that wrote it (which committed)
                     continue
                 if token is not None:
-                    handoff.read_back(topic, partition, token)
+                    handoff.read_back(topic, partition, msg.key(), token)
             ts_ms = msg.timestamp()[1]
             groups.setdefault(tp, []).append(
                 Message(topic, partition, offset, ts_ms, msg.key(), msg.value(), origin_of(headers, ts_ms))
@@ -439,7 +439,7 @@ class Engine:
             if (
                 self._handling_rank < self._rank[topic]
                 and self._catch_up is None
-                and self._handoff.may_hand(topic, partition)
+                and self._handoff.may_hand(topic, partition, key)
             ):
                 # The stage reads the timestamp the record carries (event time of its own).
                 timestamp_ms = int(time.time() * 1000)
@@ -448,7 +448,7 @@ class Engine:
                 handed = Message(topic, partition, -1, timestamp_ms, key, record.value, origin_ms, ref)
                 self._handed.setdefault((topic, partition), []).append(handed)
                 metrics.HANDOFFS.inc()
-            elif self._handoff.sent_normally(topic, partition):
+            elif self._handoff.sent_normally(topic, partition, key):
                 headers.append((FROM_HEADER, self._handoff.token))
         if not self._begun:
             self._deferred.append((record, partition, headers, timestamp_ms))

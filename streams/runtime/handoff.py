@@ -10,26 +10,27 @@ transaction committed, and then its handling committed with it; so the worker's
 consumer skips a marked record (committing its offset), whoever reads it, after any
 crash or rebalance. A create then reaches its outcome in one commit, not three.
 
-What the hand-off must not change is the order in which a stage sees what this worker
-wrote into one partition: the log's order, across keys too (a partition's state, such
-as the router's breakers and learning, depends on it). Two rules keep it
-(docs/decisions.md, "Hand-off inside the worker"):
+What the hand-off must not change is the order in which a stage sees one key's
+records. Two rules keep it (docs/decisions.md, "Hand-off inside the worker"):
 - **Caught up first.** After an assignment (or an abort) a partition takes hand-offs
   only once the worker has read it to the end it had then: a record committed
   earlier (by this worker before, or by the one that owned the sender's partition)
   is handled before any record handed off after it.
 - **Behind our own records.** A record this worker sends to an owned partition the
   normal way (the partition was not caught up yet, or the sender is not an upstream
-  stage of it) is marked `FROM_HEADER` with this incarnation's token and counted;
-  until the consumer has read it back, the partition's next records go the normal
+  stage of it) is marked `FROM_HEADER` with this incarnation's token, and its key
+  counted; until the consumer has read it back, the key's next records go the normal
   way too, behind it.
-Records from different writers have no order to keep: they interleave at the broker
-as they always did.
+Records of one key from different writers have no order to keep: they interleave at
+the broker as they always did. Nor do different keys: a key sent the normal way can be
+handled after another key's later hand-off (holding the whole partition instead would
+keep a busy partition from ever draining back to hand-offs).
 """
 
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Mapping
 
 HANDLED_HEADER = "paystream-handled"  # handled in the transaction that wrote it: skip it
@@ -52,7 +53,7 @@ class Handoff:
         self._ends: dict[TopicPartition, int] | None = None  # None: not asked yet
         self._read: dict[TopicPartition, int] = {}  # how far each owned partition is read since the reset
         self._ready: set[TopicPartition] = set()
-        self._behind: dict[TopicPartition, int] = {}  # our normal sends not read back yet
+        self._behind: dict[TopicPartition, Counter[bytes | None]] = {}  # our unread normal sends, per key
         self._handed = 0  # hand-offs so far: each one's id (`next_ref`) is unique in this incarnation
 
     def reset(self, owned: Iterable[TopicPartition]) -> None:
@@ -94,25 +95,30 @@ class Handoff:
             del self._ends[tp]
             self._ready.add(tp)
 
-    def read_back(self, topic: str, partition: int, token: bytes) -> None:
+    def read_back(self, topic: str, partition: int, key: bytes | None, token: bytes) -> None:
         """A normal send marked `token` read back by the consumer: ours since the last
-        reset, it no longer holds its partition back."""
-        tp = (topic, partition)
-        if token != self.token or not self._behind.get(tp):
+        reset, it no longer holds its key back."""
+        behind = self._behind.get((topic, partition))
+        if token != self.token or behind is None or behind[key] <= 0:
             return  # sent before a reset (below the end read to since), or another incarnation's
-        self._behind[tp] -= 1
+        behind[key] -= 1
+        if not behind[key]:
+            del behind[key]
 
-    def may_hand(self, topic: str, partition: int) -> bool:
+    def may_hand(self, topic: str, partition: int, key: bytes | None) -> bool:
         tp = (topic, partition)
-        return tp in self._ready and not self._behind.get(tp)
+        if tp not in self._ready:
+            return False
+        behind = self._behind.get(tp)
+        return not behind or key not in behind
 
-    def sent_normally(self, topic: str, partition: int) -> bool:
+    def sent_normally(self, topic: str, partition: int, key: bytes | None) -> bool:
         """A send the normal way: whether it goes to an owned target partition (the
         caller marks it with `token`), counted then until it is read back."""
         tp = (topic, partition)
         if tp not in self._owned:
             return False
-        self._behind[tp] = self._behind.get(tp, 0) + 1
+        self._behind.setdefault(tp, Counter())[key] += 1
         return True
 
     def next_ref(self) -> str:
