@@ -38,7 +38,9 @@ class Settings(BaseSettings):
     kafka_start_timeout_s: int = Field(120, ge=5, le=1800)
     # Nodes of the embedded cluster (`paystream kafka up --brokers 3`); 1 is the single node.
     kafka_brokers: int = Field(1, ge=1, le=5)
-    partitions: int = Field(8, ge=1, le=256, description="Partitions of each pipeline topic.")
+    # A worker's commit writes one partition per output topic and owned partition, so its
+    # latency grows with the partitions it owns: 4 on one box (docs/decisions.md, Partition budget).
+    partitions: int = Field(4, ge=1, le=256, description="Partitions of each pipeline topic.")
     # Unset: 1 on one embedded node, 3 on an embedded cluster (with min.insync.replicas 2).
     replication_factor: int = Field(1, ge=1, le=5)
     # A worker commits its transaction this often (or at commit_records_max): each hop's

@@ -157,20 +157,24 @@ def ensure_topics(conn: Connection, specs: Iterable[TopicSpec], timeout_s: float
     """Create the topics that do not exist yet; return the names created.
 
     Existing topics are left as they are (`align_topic_configs` is the admin's step):
-    one with fewer partitions than its spec is an error (adding partitions would move
-    keys to other partitions), one with more is accepted as it is.
+    one whose partitions differ from its spec is an error, fewer or more. Keys map to
+    `murmur2(key) mod N`: a producer's partitioner counts the topic's partitions, the
+    stages count the settings', and the state was written under the N it had.
     """
     specs = list(specs)
     admin = _admin(conn)
     existing = _existing_topics(admin, conn, timeout_s)
 
-    too_small = [
+    mismatched = [
         f"{s.name} has {len(existing[s.name].partitions)} partitions, spec wants {s.partitions}"
         for s in specs
-        if s.name in existing and len(existing[s.name].partitions) < s.partitions
+        if s.name in existing and len(existing[s.name].partitions) != s.partitions
     ]
-    if too_small:
-        raise TopicError("existing topics do not match their specs: " + "; ".join(too_small))
+    if mismatched:
+        raise TopicError(
+            "existing topics do not match their specs (set PAYSTREAM_PARTITIONS to the topics' count, "
+            "or use a new PAYSTREAM_NAMESPACE; docs/scaling.md): " + "; ".join(mismatched)
+        )
 
     missing = [
         NewTopic(s.name, s.partitions, s.replication_factor, config=s.config()) for s in specs if s.name not in existing

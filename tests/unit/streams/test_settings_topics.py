@@ -36,7 +36,7 @@ def test_defaults_are_the_embedded_single_node(env: pytest.MonkeyPatch) -> None:
     assert s.kafka_bootstrap == EMBEDDED_BOOTSTRAP
     assert s.kafka_embedded
     assert s.app_id == "paystream"
-    assert (s.partitions, s.replication_factor) == (8, 1)
+    assert (s.partitions, s.replication_factor) == (4, 1)
     assert s.max_amount_minor == 10**15 and s.idempotency_key_max_len == 255
 
 

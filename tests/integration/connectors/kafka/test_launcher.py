@@ -34,7 +34,7 @@ def test_up_is_idempotent_and_quick() -> None:
     assert st.pid == before.pid
 
 
-def test_ensure_topics_creates_once_and_never_resizes() -> None:
+def test_ensure_topics_creates_once_and_refuses_another_partition_count() -> None:
     name = f"it-launcher-{uuid.uuid4().hex[:12]}"
     scratch_topics(CFG.bootstrap, [name])
     spec = TopicSpec(name, partitions=3, retention_ms=60_000)
@@ -43,6 +43,8 @@ def test_ensure_topics_creates_once_and_never_resizes() -> None:
     assert ensure_topics(CFG.bootstrap, [spec]) == []
     with pytest.raises(TopicError, match=f"{name} has 3 partitions, spec wants 4"):
         ensure_topics(CFG.bootstrap, [TopicSpec(name, partitions=4)])
+    with pytest.raises(TopicError, match=f"{name} has 3 partitions, spec wants 2"):
+        ensure_topics(CFG.bootstrap, [TopicSpec(name, partitions=2)])  # more than the settings say: as wrong
 
 
 def test_align_sets_an_existing_topics_config_to_its_spec() -> None:
