@@ -639,16 +639,24 @@ class Engine:
         for p in set(self.tasks) - assigned:
             self.tasks.pop(p).close()
         new = sorted(assigned - set(self.tasks))
-        if new:
-            log.info("Restoring state from changelog topics: partitions %s", new)
-            tasks = [Task(p, self.tables, self.config.state_dir, self.send) for p in new]
-            started = time.monotonic()
-            records = restore(self.config.client, tasks, RESTORE_DEADLINE_S)
-            self.tasks.update((t.partition, t) for t in tasks)
-            log.info(
-                "restored %d changelog records of %d partitions in %.1fs", records, len(new), time.monotonic() - started
-            )
-        self._hold_until_fed(consumer, partitions, assigned)
+        try:
+            if new:
+                log.info("Restoring state from changelog topics: partitions %s", new)
+                tasks = [Task(p, self.tables, self.config.state_dir, self.send) for p in new]
+                started = time.monotonic()
+                records = restore(self.config.client, tasks, RESTORE_DEADLINE_S)
+                self.tasks.update((t.partition, t) for t in tasks)
+                log.info(
+                    "restored %d changelog records of %d partitions in %.1fs",
+                    records,
+                    len(new),
+                    time.monotonic() - started,
+                )
+            self._hold_until_fed(consumer, partitions, assigned)
+        except KafkaException as e:
+            # A broker that does not answer the partitions' ends (a node gone): nothing is
+            # handled yet, so the restarted worker starts this assignment over.
+            exit_for_restart(f"the assignment could not read the partitions' ends: {e.args[0]}")
         self._owned = frozenset((topic, p) for topic in self.stages for p in assigned)
         # Committed at the revocation, nothing of ours is undecided: hand-offs wait until
         # these are read to their ends (asked in the loop, `_ask_handoff_ends`).

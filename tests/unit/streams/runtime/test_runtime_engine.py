@@ -679,3 +679,18 @@ def test_a_transaction_given_up_at_a_revocation_holds_nothing(tmp_path: Path, ex
     e._handle([FakeMessage("in-f", 0, 4), FakeMessage("in-r", 0, 7)])
     e._on_revoke(fake, [])  # type: ignore[arg-type]
     assert fake.seeks == [] and fake.paused == [] and e._catch_up is None
+
+
+def test_an_assignment_whose_partition_ends_the_broker_does_not_answer_exits_for_a_restart(
+    tmp_path: Path, exits: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stages = [Stage("feeds", "in-f", lambda b, t: None, feeds=True), Stage("reads", "in-r", lambda b, t: None)]
+    e = engine(tmp_path, stages)
+
+    def unanswered(*_: Any, **__: Any) -> dict[tuple[str, int], int]:
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT))
+
+    monkeypatch.setattr(engine_module, "high_watermarks", unanswered)
+    with pytest.raises(Exited):
+        e._on_assign(PausingConsumer(), [TopicPartition("in-f", 0), TopicPartition("in-r", 0)])  # type: ignore[arg-type]
+    assert exits and "the partitions' ends" in exits[0] and not e.ready
