@@ -36,9 +36,10 @@ from __future__ import annotations
 
 from dataclasses import astuple, dataclass
 
+from connectors.kafka import admin
 from connectors.kafka.admin import TopicSpec, min_insync_for
 from connectors.kafka.clients import READER_GROUP_PREFIX, SNAPSHOT_GROUP_PREFIX
-from streams.settings import Settings
+from streams.settings import Settings, client_config
 
 # The worker's tables. All of them share one compacted changelog, "<app id>-tables-changelog"
 # (streams/runtime/changelog.py: each record's key starts with its table's name): a
@@ -193,6 +194,13 @@ def namespace_topics(settings: Settings) -> tuple[list[str], list[str]]:
     app = settings.app_id
     changelogs = [tables_changelog_topic(app), *(per_table_changelog_topic(app, t) for t in TABLES)]
     return changelogs, [prefixed(settings, "")]
+
+
+def discard_namespace(settings: Settings, timeout_s: float = 30) -> None:
+    """Delete every topic the namespace owns (`namespace_topics`) at a scratch run's end:
+    a failure is a warning (admin.discard_topics), never the run's own error."""
+    names, prefixes = namespace_topics(settings)
+    admin.discard_topics(client_config(settings), names, prefixes=prefixes, timeout_s=timeout_s)
 
 
 # The cleaner compacts a log once this share of it is superseded (the broker's default, 0.5,

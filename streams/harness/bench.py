@@ -76,7 +76,7 @@ from streams.harness.recovery import RESTORED, restore_window
 from streams.harness.stats import percentiles, rate
 from streams.jobs.sink import catch_up
 from streams.settings import Settings, client_config
-from streams.topics import client_ids, declared_topics, namespace_topics, topic_names
+from streams.topics import client_ids, declared_topics, discard_namespace, topic_names
 
 COMMAND_CODEC = Codec("PaymentCommand")
 MAX_MESSAGES = 10_000_000
@@ -625,8 +625,7 @@ def run_bench(
         # Read by the sink, stages and replay parts until here; deleted even when the bench
         # failed (every partition holds broker file descriptors).
         for run in (e2e_settings, two_settings):
-            names, prefixes = namespace_topics(run)
-            admin.discard_topics(client_config(run), names, prefixes=prefixes, timeout_s=bench_peers.CLEANUP_TIMEOUT_S)
+            discard_namespace(run, bench_peers.CLEANUP_TIMEOUT_S)
 
 
 def plot(result: dict[str, Any], out: Path) -> None:

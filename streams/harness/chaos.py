@@ -49,7 +49,7 @@ from streams.domain.audit import AuditReport, audit, compare, rebuild
 from streams.harness.bench_peers import CLEANUP_TIMEOUT_S
 from streams.harness.stats import peak_rss_bytes
 from streams.settings import Settings, client_config
-from streams.topics import declared_topics, namespace_topics, topic_names
+from streams.topics import declared_topics, discard_namespace, topic_names
 
 # Commands per payment in demo traffic (creates, retries, follow-ups): to size N.
 COMMANDS_PER_PAYMENT = 1.48
@@ -346,8 +346,7 @@ def run_chaos(
     finally:
         # The figures are taken from the topics, then they go (every partition holds broker
         # file descriptors); the workers' logs stay in the run's data dir.
-        names, prefixes = namespace_topics(settings)
-        admin.discard_topics(client_config(settings), names, prefixes=prefixes, timeout_s=CLEANUP_TIMEOUT_S)
+        discard_namespace(settings, CLEANUP_TIMEOUT_S)
 
 
 def _run(

@@ -31,7 +31,7 @@ from streams.harness.bench_peers import CLEANUP_TIMEOUT_S
 from streams.harness.stats import peak_rss_bytes
 from streams.runtime.changelog import changelog_key
 from streams.settings import Settings, client_config
-from streams.topics import declared_topics, namespace_topics, tables_changelog_topic
+from streams.topics import declared_topics, discard_namespace, tables_changelog_topic
 
 MAX_RECORDS = 20_000_000
 VALUE_BYTES = 64  # about a dedup record's size
@@ -132,8 +132,7 @@ def measure(base: Settings, *, keys: int, versions: int = 1) -> RecoveryFigures:
     finally:
         # Measured, pass or fail, the namespace goes (every partition holds broker file
         # descriptors); the worker's log stays on disk.
-        names, prefixes = namespace_topics(settings)
-        admin.discard_topics(client_config(settings), names, prefixes=prefixes, timeout_s=CLEANUP_TIMEOUT_S)
+        discard_namespace(settings, CLEANUP_TIMEOUT_S)
     restore_s = window[1] - window[0]
     return RecoveryFigures(
         keys=keys,

@@ -14,7 +14,8 @@ from connectors.kafka import admin
 from connectors.schema_registry import launcher as registry_launcher
 from streams.client.schema_registry import registry_config
 from streams.settings import Settings
-from tests.integration.support import Pipeline, drop_namespace, drop_scratch_topics, namespace_settings, start_worker
+from streams.topics import discard_namespace
+from tests.integration.support import Pipeline, drop_scratch_topics, namespace_settings, start_worker
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +46,7 @@ def pipeline(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     worker = start_worker(settings)
     yield Pipeline(settings, worker)
     code = worker.stop()
-    drop_namespace(settings)  # the session's end: every test that shares it is done
+    discard_namespace(settings)  # the session's end: every test that shares it is done
     assert code == 0, f"worker exited with {code}:\n{worker.log_tail()}"
 
 

@@ -45,11 +45,6 @@ def drop_scratch_topics() -> None:
         admin.discard_topics(conn, names, prefixes=prefixes)
 
 
-def drop_namespace(settings: Settings) -> None:
-    names, prefixes = namespace_topics(settings)
-    admin.discard_topics(client_config(settings), names, prefixes=prefixes)
-
-
 def make_settings(tmp: Path, label: str) -> Settings:
     """A fresh namespace for one test or module: its topics are deleted when the module ends."""
     settings = namespace_settings(tmp, label)
@@ -59,7 +54,7 @@ def make_settings(tmp: Path, label: str) -> Settings:
 
 
 def namespace_settings(tmp: Path, label: str) -> Settings:
-    """A fresh namespace whose topics the caller deletes (drop_namespace)."""
+    """A fresh namespace whose topics the caller deletes (streams.topics.discard_namespace)."""
     return Settings(
         namespace=f"it-{label}-{uuid.uuid4().hex[:8]}",
         partitions=PARTITIONS,
