@@ -14,12 +14,19 @@ from streams.worker.probes import LagProbe
 from tests.integration.support import scratch_topics
 
 
-def test_an_aborted_tail_is_idle_and_a_committed_record_is_work(bootstrap: str) -> None:
+def one_partition_topic(bootstrap: str) -> tuple[str, AdminClient]:
+    """A fresh one-partition topic, deleted when the module ends; with the admin client
+    that made it (kept: its futures die with it)."""
     topic = f"it-lagprobe-{uuid.uuid4().hex[:8]}"
     scratch_topics(bootstrap, [topic])
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for future in admin.create_topics([NewTopic(topic, 1, 1)]).values():
         future.result(30)
+    return topic, admin
+
+
+def test_an_aborted_tail_is_idle_and_a_committed_record_is_work(bootstrap: str) -> None:
+    topic, _ = one_partition_topic(bootstrap)
     producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"{topic}-tx"})
     producer.init_transactions(30)
     producer.begin_transaction()
@@ -43,11 +50,7 @@ def test_an_aborted_tail_is_idle_and_a_committed_record_is_work(bootstrap: str) 
 
 
 def test_a_truncated_log_is_read_from_its_start_not_its_end(bootstrap: str) -> None:
-    topic = f"it-lagprobe-{uuid.uuid4().hex[:8]}"
-    scratch_topics(bootstrap, [topic])
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    for future in admin.create_topics([NewTopic(topic, 1, 1)]).values():
-        future.result(30)
+    topic, admin = one_partition_topic(bootstrap)
     producer = Producer({"bootstrap.servers": bootstrap})
     for i in range(4):
         producer.produce(topic, b"%d" % i, partition=0)
